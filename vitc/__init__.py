@@ -1,0 +1,24 @@
+"""vitc: take ConViT, CvT and SP-ViT from training to a verified TensorRT engine.
+
+`import vitc` stays light (no torch): the runtime path on a Jetson imports the package without it.
+Model-building names are resolved lazily on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["VitcError", "__version__", "create_model", "list_models"]
+
+from vitc.errors import VitcError
+
+_LAZY = {"create_model": "vitc.models", "list_models": "vitc.models"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vitc' has no attribute {name!r}")

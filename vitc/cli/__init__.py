@@ -1,0 +1,1 @@
+"""The `vitc` command line: one module per command, thin over the library."""

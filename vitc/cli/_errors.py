@@ -1,0 +1,55 @@
+"""Turn VitcError into one line on stderr and exit code 2; `--debug` or VITC_DEBUG=1 shows the traceback."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vitc.errors import VitcError
+
+F = TypeVar("F", bound=Callable[..., Any])
+stderr = Console(stderr=True)
+_state = {"debug": False}
+
+
+def set_debug(enabled: bool) -> None:
+    _state["debug"] = enabled
+
+
+def debug_enabled() -> bool:
+    return _state["debug"] or os.environ.get("VITC_DEBUG", "") not in ("", "0")
+
+
+def _print_key_table(exc: VitcError) -> None:
+    report = getattr(exc, "report", None)
+    if report is None:
+        return
+    table = Table(title="state-dict mismatch", show_lines=False)
+    for column in ("problem", "key", "detail"):
+        table.add_column(column)
+    for row in report.rows():
+        table.add_row(*row)
+    stderr.print(table)
+
+
+def handle_errors(fn: F) -> F:
+    """Wrap a command so that a VitcError ends it cleanly with exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VitcError as exc:
+            if debug_enabled():
+                raise
+            _print_key_table(exc)
+            stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]

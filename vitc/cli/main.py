@@ -1,0 +1,43 @@
+"""Root of the `vitc` CLI. Each command lives in its own module and imports heavy packages lazily."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from vitc import __version__
+from vitc.cli import models as models_cli
+from vitc.cli._errors import handle_errors, set_debug
+
+app = typer.Typer(
+    name="vitc",
+    help="Train, compile, export and benchmark ConViT, CvT and SP-ViT for TensorRT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vitc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (also VITC_DEBUG=1).")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """vitc: a compiler-oriented deployment pipeline for convolutional vision transformers."""
+    set_debug(debug)
+
+
+app.command("models")(handle_errors(models_cli.models))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

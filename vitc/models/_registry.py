@@ -1,0 +1,119 @@
+"""Model registry: `@register_model` entry points, `create_model`, `list_models`.
+
+As in timm, each family file ends with short registered entry points that only set constructor
+arguments. The registry records the model class too, so overrides are checked against its
+signature and a typo is a clear error instead of a TypeError deep in a constructor.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from torch import nn
+
+from vitc.errors import VitcError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """What a later step needs to feed the model: input size, normalisation, classes."""
+
+    family: str
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    num_classes: int = 1000
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    fn: Callable[..., nn.Module]
+    cfg: ModelCfg
+
+
+_ENTRIES: dict[str, _Entry] = {}
+F = TypeVar("F", bound=Callable[..., nn.Module])
+M = TypeVar("M", bound=nn.Module)
+
+
+def register_model(family: str, **cfg: Any) -> Callable[[F], F]:
+    """Register an entry point `fn(**overrides) -> nn.Module` under its function name."""
+
+    def wrap(fn: F) -> F:
+        _ENTRIES[fn.__name__] = _Entry(fn.__name__, fn, ModelCfg(family=family, **cfg))
+        return fn
+
+    return wrap
+
+
+def build_model(cls: type[M], defaults: dict[str, Any], overrides: dict[str, Any]) -> M:
+    """Construct `cls` from an entry point's defaults and the caller's overrides, checking their names."""
+    params = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(overrides) - set(params) - {"self"})
+    if unknown:
+        allowed = ", ".join(p for p in params if p != "self")
+        raise VitcError(f"{cls.__name__} takes no argument {', '.join(unknown)} (it takes: {allowed})")
+    try:
+        return cls(**{**defaults, **overrides})
+    except ValueError as exc:  # constructors reject impossible shapes with ValueError
+        raise VitcError(f"cannot build {cls.__name__}: {exc}") from exc
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style pattern, in registration order."""
+    return [n for n, e in _ENTRIES.items() if fnmatch.fnmatch(n, pattern) and (family is None or e.cfg.family == family)]
+
+
+def _entry(name: str) -> _Entry:
+    if name not in _ENTRIES:
+        close = difflib.get_close_matches(name, list(_ENTRIES), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `vitc models` lists them"
+        raise VitcError(f"unknown model {name!r}{hint}")
+    return _ENTRIES[name]
+
+
+def model_cfg(name: str, **overrides: Any) -> ModelCfg:
+    """The model's data config, with the input size and classes that `overrides` set."""
+    cfg = _entry(name).cfg
+    chans = int(overrides.get("in_chans", cfg.input_size[0]))
+    size = overrides.get("img_size", cfg.input_size[1:])
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    classes = int(overrides.get("num_classes", cfg.num_classes))
+    return replace(cfg, input_size=(chans, int(height), int(width)), num_classes=classes)
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model; `overrides` replace constructor arguments (img_size, depth, ...).
+
+    The returned module remembers how it was built (`vitc_name`, `vitc_args`, `vitc_cfg`), which is
+    what checkpoints store so that every later step rebuilds it without extra flags.
+    """
+    entry = _entry(name)
+    model = entry.fn(**overrides)
+    model.vitc_name = name
+    model.vitc_args = dict(overrides)
+    model.vitc_cfg = model_cfg(name, **overrides)
+    return model
+
+
+def get_model_cfg(model: nn.Module) -> ModelCfg:
+    """The data config of a model built by `create_model`."""
+    cfg = getattr(model, "vitc_cfg", None)
+    if cfg is None:
+        raise VitcError("this model was not built by vitc.create_model and carries no config")
+    return cfg

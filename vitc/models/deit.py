@@ -1,0 +1,125 @@
+"""DeiT: the plain ViT baseline that ConViT and SP-ViT are measured against.
+
+Touvron et al., "Training data-efficient image transformers & distillation through attention",
+ICML 2021. Keys and numerics follow facebookresearch/deit `models.py` and timm's
+`deit_*_patch16_224` (qkv bias, LayerNorm eps 1e-6, class token before block 0, pos_embed over
+class token + patches, head on the class token).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from vitc.models._registry import build_model, register_model
+from vitc.models.layers import Attention, DropPath, Mlp, PatchEmbed, drop_path_rates, init_weights_vit
+
+__all__ = ["Block", "DeiT"]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_layer: type[nn.Module] = partial(nn.LayerNorm, eps=1e-6),  # type: ignore[assignment]
+        scale_queries: bool = True,
+    ) -> None:
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, scale_queries=scale_queries)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class DeiT(nn.Module):
+    """Vision transformer with a class token and learned absolute position embeddings."""
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 192,
+        depth: int = 12,
+        num_heads: int = 3,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        rates = drop_path_rates(drop_path_rate, depth)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rate) for rate in rates
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(init_weights_vit)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token"}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = self.pos_drop(x + self.pos_embed)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x[:, 0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def _deit(overrides: dict[str, object], **defaults: object) -> DeiT:
+    return build_model(DeiT, defaults, overrides)
+
+
+@register_model("deit")
+def deit_tiny(**kwargs: object) -> DeiT:
+    """DeiT-Ti: 192 wide, 3 heads, 5.7M parameters."""
+    return _deit(kwargs, embed_dim=192, num_heads=3)
+
+
+@register_model("deit")
+def deit_small(**kwargs: object) -> DeiT:
+    """DeiT-S: 384 wide, 6 heads, 22.1M parameters."""
+    return _deit(kwargs, embed_dim=384, num_heads=6)
+
+
+@register_model("deit")
+def deit_base(**kwargs: object) -> DeiT:
+    """DeiT-B: 768 wide, 12 heads, 86.6M parameters."""
+    return _deit(kwargs, embed_dim=768, num_heads=12)

@@ -1,0 +1,183 @@
+"""Building blocks shared by every family: patch embedding, MLP, drop-path, attention, offsets.
+
+Key names (`proj`, `fc1`, `fc2`, `qkv`) follow timm so that upstream checkpoints load as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def to_2tuple(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    height, width = value
+    return (int(height), int(width))
+
+
+def init_weights_vit(module: nn.Module) -> None:
+    """timm's ViT init: trunc-normal(0.02) Linear weights with zero bias, LayerNorm (1, 0)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:
+    """The linear stochastic-depth ramp linspace(0, rate, depth), in plain Python so it works on meta."""
+    return [drop_path_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
+
+
+def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Stochastic depth per sample: drop the whole residual branch, rescale the survivors."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DropPath(nn.Module):
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class QuickGELU(nn.Module):
+    """x·σ(1.702x): the activation CvT's official weights were trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class Mlp(nn.Module):
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by one strided convolution; output (B, N, D), row-major tokens."""
+
+    def __init__(self, img_size: int | tuple[int, int], patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        height, width = to_2tuple(img_size)
+        if height % patch_size or width % patch_size:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch_size}")
+        self.grid_size = (height // patch_size, width // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused `qkv` projection, written out as in the references.
+
+    `scale_queries` picks where the 1/√d_h scale goes: on q before q@kᵀ (DeiT, SP-ViT's plain
+    blocks) or on the product (ConViT's MHSA). Mathematically equal; kept for bit-level matching.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        scale_queries: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.scale_queries = scale_queries
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention probabilities (B, H, N, N), for analysis."""
+        q, k, _ = self._qkv(x)
+        return self._scores(q, k).softmax(dim=-1)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]  # each (B, H, N, d_h)
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        if self.scale_queries:
+            return (q * self.scale) @ k.transpose(-2, -1)
+        return (q @ k.transpose(-2, -1)) * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        q, k, v = self._qkv(x)
+        attn = self.attn_drop(self._scores(q, k).softmax(dim=-1))
+        x = (attn @ v).transpose(1, 2).reshape(batch, tokens, dim)
+        return self.proj_drop(self.proj(x))
+
+
+def relative_offsets(grid: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
+    """(N, N, 2) offsets [dx, dy] from query n to key m on a row-major grid×grid token grid.
+
+    dx = col(m) − col(n), dy = row(m) − row(n): the convention of ConViT's and SP-ViT's rel_indices.
+    """
+    coords = torch.arange(grid, dtype=dtype, device=device)
+    rows = coords.repeat_interleave(grid)  # row of token n = n // grid
+    cols = coords.repeat(grid)  # col of token n = n % grid
+    dx = cols[None, :] - cols[:, None]
+    dy = rows[None, :] - rows[:, None]
+    return torch.stack((dx, dy), dim=-1)
+
+
+def square_grid(num_tokens: int, what: str) -> int:
+    """The side of a square token grid, or a ValueError naming the module that needs one."""
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"{what} needs a square token grid, got {num_tokens} tokens")
+    return side
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], num_prefix_tokens: int = 0) -> torch.Tensor:
+    """Bicubically resample a (1, prefix + H·W, D) position embedding to another grid, as timm does."""
+    prefix, grid_tokens = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    old = square_grid(grid_tokens.shape[1], "position-embedding resampling")
+    if (old, old) == tuple(new_grid):
+        return pos_embed
+    dim = grid_tokens.shape[-1]
+    grid_tokens = grid_tokens.reshape(1, old, old, dim).permute(0, 3, 1, 2).float()
+    grid_tokens = F.interpolate(grid_tokens, size=new_grid, mode="bicubic", align_corners=False, antialias=True)
+    grid_tokens = grid_tokens.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(pos_embed.dtype)
+    return torch.cat((prefix, grid_tokens), dim=1)

@@ -90,7 +90,11 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise VitcError(f"{path}: not a safetensors file (unreadable header)") from exc
     if not isinstance(header, dict):
         raise VitcError(f"{path}: not a safetensors file (header is not a table)")
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
+    ends = [
+        v["data_offsets"][1]
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
+    ]
     if ends and max(ends) > size - 8 - length:
         raise VitcError(f"{path}: truncated safetensors file ({size} bytes, tensors end at {8 + length + max(ends)})")
     return header

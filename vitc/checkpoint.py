@@ -73,7 +73,9 @@ def meta_for(model: Any, **fields: Any) -> CheckpointMeta:
     """Metadata describing a model built by `vitc.create_model`."""
     from vitc.models import get_model_cfg
 
-    return CheckpointMeta(model=model.vitc_name, args=dict(model.vitc_args), cfg=get_model_cfg(model).to_dict(), **fields)
+    return CheckpointMeta(
+        model=model.vitc_name, args=dict(model.vitc_args), cfg=get_model_cfg(model).to_dict(), **fields
+    )
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMeta | None = None) -> Path:

@@ -7,7 +7,9 @@ from typing import Annotated
 import typer
 
 from vitc import __version__
+from vitc.cli import import_ as import_cli
 from vitc.cli import models as models_cli
+from vitc.cli import train as train_cli
 from vitc.cli._errors import handle_errors, set_debug
 
 app = typer.Typer(
@@ -37,6 +39,9 @@ def root(
 
 
 app.command("models")(handle_errors(models_cli.models))
+app.command("import")(handle_errors(import_cli.import_))
+app.command("train")(handle_errors(train_cli.train))
+app.command("eval")(handle_errors(train_cli.evaluate))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -76,14 +76,21 @@ def build_model(cls: type[M], defaults: dict[str, Any], overrides: dict[str, Any
 
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     """Registered model names matching a shell-style pattern, in registration order."""
-    return [n for n, e in _ENTRIES.items() if fnmatch.fnmatch(n, pattern) and (family is None or e.cfg.family == family)]
+    return [
+        n for n, e in _ENTRIES.items() if fnmatch.fnmatch(n, pattern) and (family is None or e.cfg.family == family)
+    ]
+
+
+def unknown_model(name: str) -> VitcError:
+    """The error for a name that is not registered, suggesting close names."""
+    close = difflib.get_close_matches(name, list(_ENTRIES), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `vitc models` lists them"
+    return VitcError(f"unknown model {name!r}{hint}")
 
 
 def _entry(name: str) -> _Entry:
     if name not in _ENTRIES:
-        close = difflib.get_close_matches(name, list(_ENTRIES), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; `vitc models` lists them"
-        raise VitcError(f"unknown model {name!r}{hint}")
+        raise unknown_model(name)
     return _ENTRIES[name]
 
 

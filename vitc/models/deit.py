@@ -8,13 +8,19 @@ class token + patches, head on the class token).
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
 from vitc.models._registry import build_model, register_model
-from vitc.models.layers import Attention, DropPath, Mlp, PatchEmbed, drop_path_rates, init_weights_vit
+from vitc.models.layers import (
+    Attention,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    drop_path_rates,
+    init_weights_vit,
+    resample_pos_embed,
+)
 
 __all__ = ["Block", "DeiT"]
 
@@ -31,14 +37,14 @@ class Block(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
-        norm_layer: type[nn.Module] = partial(nn.LayerNorm, eps=1e-6),  # type: ignore[assignment]
+        norm_eps: float = 1e-6,
         scale_queries: bool = True,
     ) -> None:
         super().__init__()
-        self.norm1 = norm_layer(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, scale_queries=scale_queries)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = norm_layer(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,3 +129,17 @@ def deit_small(**kwargs: object) -> DeiT:
 def deit_base(**kwargs: object) -> DeiT:
     """DeiT-B: 768 wide, 12 heads, 86.6M parameters."""
     return _deit(kwargs, embed_dim=768, num_heads=12)
+
+
+@register_model("deit", input_size=(3, 32, 32), num_classes=10, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0)
+def deit_micro(**kwargs: object) -> DeiT:
+    """A 0.7M DeiT for 32×32 inputs (4×4 patches), sized like convit_micro for a fair comparison on CPU."""
+    return _deit(kwargs, img_size=32, patch_size=4, num_classes=10, embed_dim=96, depth=6, num_heads=4)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: DeiT) -> dict[str, torch.Tensor]:
+    """Adapt an official/timm DeiT state dict: drop distillation extras, resample pos_embed to the model's grid."""
+    out = {k: v for k, v in state_dict.items() if not k.startswith(("dist_token", "head_dist"))}
+    if "pos_embed" in out:
+        out["pos_embed"] = resample_pos_embed(out["pos_embed"], model.patch_embed.grid_size, num_prefix_tokens=1)
+    return out

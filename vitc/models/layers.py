@@ -132,7 +132,7 @@ class Attention(nn.Module):
         return self._scores(q, k).softmax(dim=-1)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        batch, tokens, dim = x.shape
+        batch, tokens, _ = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return qkv[0], qkv[1], qkv[2]  # each (B, H, N, d_h)
 

@@ -31,7 +31,8 @@ class KeyReport:
         return rows
 
     def summary(self) -> str:
-        return f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, {len(self.wrong_shape)} wrongly shaped keys"
+        counts = (len(self.missing), len(self.unexpected), len(self.wrong_shape))
+        return "{} missing, {} unexpected, {} wrongly shaped keys".format(*counts)
 
 
 class KeyMismatchError(VitcError):

@@ -1,0 +1,157 @@
+"""Batch transforms: shapes, determinism under a seeded generator, and the identities they reduce to."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitc.data import (
+    TrainAugment,
+    eval_transform,
+    mixup_cutmix,
+    normalize,
+    random_erasing,
+    random_flip,
+    random_resized_crop,
+    smooth_targets,
+)
+from vitc.errors import VitcError
+
+MEAN, STD = (0.5, 0.25, 0.125), (0.5, 0.5, 0.25)
+
+
+def _images(n: int = 8, size: int = 16) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def _g(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_normalize_values() -> None:
+    x = torch.tensor([0, 255, 51], dtype=torch.uint8).view(1, 3, 1, 1)
+    out = normalize(x, MEAN, STD)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.flatten(), torch.tensor([-1.0, 1.5, (0.2 - 0.125) / 0.25]))
+    assert normalize(x[0], MEAN, STD).shape == (3, 1, 1)
+    torch.testing.assert_close(eval_transform(x, MEAN, STD), out)
+    with pytest.raises(VitcError, match="channels"):
+        normalize(x, (0.5, 0.5), STD)
+
+
+def test_rrc_identity_and_shapes() -> None:
+    x = normalize(_images(), MEAN, STD)
+    same = random_resized_crop(x, _g(), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
+    out = random_resized_crop(x, _g())
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert not torch.allclose(out, x)
+    torch.testing.assert_close(random_resized_crop(x, _g(4)), random_resized_crop(x, _g(4)))
+
+
+def test_rrc_crops_the_right_region() -> None:
+    # a half-area crop of a horizontal ramp shows only part of its range, still inside it
+    ramp = torch.linspace(0, 1, 32).expand(4, 1, 32, 32).contiguous()
+    out = random_resized_crop(ramp, _g(1), scale=(0.25, 0.25), ratio=(1.0, 1.0))
+    assert (out.amax((1, 2, 3)) - out.amin((1, 2, 3)) < 0.6).all()
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_flip() -> None:
+    x = normalize(_images(), MEAN, STD)
+    assert torch.equal(random_flip(x, _g(), p=0.0), x)
+    assert torch.equal(random_flip(x, _g(), p=1.0), x.flip(-1))
+    out = random_flip(x, _g(), p=0.5)
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, x, strict=True)]
+    assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, x, strict=True))
+
+
+def test_random_erasing() -> None:
+    x = normalize(_images(16), MEAN, STD)
+    assert torch.equal(random_erasing(x, _g(), prob=0.0), x)
+    out = random_erasing(x, _g(), prob=1.0)
+    changed = (out != x).flatten(1).any(1)
+    assert changed.all()  # every sample got a rectangle
+    frac = (out != x).float().mean((1, 2, 3))
+    assert (frac <= 1 / 3 + 0.05).all()
+    torch.testing.assert_close(random_erasing(x, _g(2), prob=0.5), random_erasing(x, _g(2), prob=0.5))
+
+
+def test_smoothing_values() -> None:
+    t = smooth_targets(torch.tensor([2, 0]), 4, 0.1)
+    torch.testing.assert_close(t[0], torch.tensor([0.025, 0.025, 0.925, 0.025]))
+    torch.testing.assert_close(smooth_targets(torch.eye(4)[[2, 0]], 4, 0.1), t)
+
+
+def test_mixup_off_gives_smoothed_one_hot() -> None:
+    x = normalize(_images(), MEAN, STD)
+    y = torch.arange(8) % 5
+    out, t = mixup_cutmix(x, y, _g(), 5, mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.1)
+    assert torch.equal(out, x)
+    torch.testing.assert_close(t, smooth_targets(y, 5, 0.1))
+
+
+@pytest.mark.parametrize(("mixup", "cutmix"), [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
+def test_mixup_cutmix_targets(mixup: float, cutmix: float) -> None:
+    x = normalize(_images(), MEAN, STD)
+    y = torch.arange(8) % 5
+    for seed in range(5):
+        out, t = mixup_cutmix(x, y, _g(seed), 5, mixup, cutmix, label_smoothing=0.1)
+        assert out.shape == x.shape and t.shape == (8, 5)
+        torch.testing.assert_close(t.sum(1), torch.ones(8))
+        assert t.min() >= 0.1 / 5 - 1e-6
+        # sample i is mixed only with its mirror N-1-i
+        assert set(t[0].nonzero().flatten().tolist()) <= set(range(5))
+        out2, t2 = mixup_cutmix(x, y, _g(seed), 5, mixup, cutmix, label_smoothing=0.1)
+        assert torch.equal(out, out2) and torch.equal(t, t2)
+    before = x.clone()
+    mixup_cutmix(x, y, _g(), 5, 0.0, 1.0)
+    assert torch.equal(x, before)
+
+
+def test_cutmix_lambda_matches_pasted_area() -> None:
+    x = torch.zeros(2, 1, 10, 10)
+    x[1] = 1.0
+    out, t = mixup_cutmix(x, torch.tensor([0, 1]), _g(3), 2, 0.0, 1.0, label_smoothing=0.0)
+    pasted = float(out[0].mean())  # sample 0 received pixels from sample 1
+    torch.testing.assert_close(t[0], torch.tensor([1 - pasted, pasted]))
+
+
+def test_train_augment_deterministic_and_shapes() -> None:
+    aug = TrainAugment(num_classes=10, mean=MEAN, std=STD)
+    imgs, labels = _images(), torch.arange(8)
+    x1, t1 = aug(imgs, labels, _g(7))
+    x2, t2 = aug(imgs, labels, _g(7))
+    x3, _ = aug(imgs, labels, _g(8))
+    assert x1.shape == (8, 3, 16, 16) and x1.dtype == torch.float32 and t1.shape == (8, 10)
+    assert torch.equal(x1, x2) and torch.equal(t1, t2) and not torch.equal(x1, x3)
+    torch.testing.assert_close(t1.sum(1), torch.ones(8))
+
+
+def test_train_augment_all_off_is_eval_transform() -> None:
+    aug = TrainAugment(
+        num_classes=10,
+        mean=MEAN,
+        std=STD,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        flip_prob=0.0,
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        label_smoothing=0.0,
+        erase_prob=0.0,
+    )
+    x, t = aug(_images(), torch.arange(8), _g())
+    torch.testing.assert_close(x, eval_transform(_images(), MEAN, STD))
+    torch.testing.assert_close(t, torch.eye(10)[:8])
+
+
+def test_recipes_and_validation() -> None:
+    assert TrainAugment.for_dataset("digits", num_classes=10, mean=MEAN, std=STD).flip_prob == 0.0
+    assert TrainAugment.for_dataset("cifar10", num_classes=10, mean=MEAN, std=STD).flip_prob == 0.5
+    d = TrainAugment(num_classes=3, mean=MEAN, std=STD).to_dict()
+    assert d["crop_scale"] == [0.35, 1.0] and d["mean"] == list(MEAN)
+    with pytest.raises(VitcError, match="crop scale"):
+        TrainAugment(num_classes=3, mean=MEAN, std=STD, crop_scale=(0.5, 0.2))
+    with pytest.raises(VitcError, match="label_smoothing"):
+        TrainAugment(num_classes=3, mean=MEAN, std=STD, label_smoothing=1.0)

@@ -1,0 +1,80 @@
+"""vitc's checkpoint format: self-describing, atomic, strict, readable without torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vitc.checkpoint import load_model, read_meta, save_checkpoint
+from vitc.errors import VitcError
+from vitc.models import create_model
+from vitc.models.loading import KeyMismatchError
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = create_model("deit_micro", depth=2)
+    return save_checkpoint(tmp_path / "run" / "model.safetensors", model)
+
+
+def test_roundtrip_rebuilds_the_model_with_no_extra_arguments(ckpt: Path) -> None:
+    torch.manual_seed(0)
+    reference = create_model("deit_micro", depth=2).eval()
+    model, meta = load_model(ckpt)
+    assert meta.model == "deit_micro" and meta.args == {"depth": 2}
+    assert meta.cfg["input_size"] == [3, 32, 32] and meta.cfg["mean"] == [0.5, 0.5, 0.5]
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(model(x), reference(x))
+
+
+def test_metadata_reads_without_torch(ckpt: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nsys.modules['torch'] = None\n"
+        f"from vitc.checkpoint import read_meta\nprint(read_meta({str(ckpt)!r}).model)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "deit_micro"
+
+
+def test_no_temporary_files_left_behind(ckpt: Path) -> None:
+    assert [p.name for p in ckpt.parent.iterdir()] == ["model.safetensors"]
+
+
+def test_truncated_file_is_a_clear_error(ckpt: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(VitcError, match="truncated"):
+        load_model(broken)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 3, b"not a checkpoint at all, just text"])
+def test_garbage_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(VitcError, match="not a safetensors file"):
+        read_meta(path)
+
+
+def test_foreign_safetensors_without_metadata(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(VitcError, match="without vitc metadata"):
+        read_meta(path)
+
+
+def test_weights_of_another_shape_are_reported(ckpt: Path, tmp_path: Path) -> None:
+    _, meta = load_model(ckpt)
+    other = create_model("deit_micro", depth=3, embed_dim=64)
+    path = save_checkpoint(tmp_path / "other.safetensors", other, meta)  # metadata claims depth=2, width 96
+    with pytest.raises(KeyMismatchError) as info:
+        load_model(path)
+    assert info.value.report.wrong_shape and info.value.report.unexpected

@@ -1,0 +1,119 @@
+"""`vitc import` through Typer's CliRunner: happy path, untrusted pickles, mismatches, bad files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vitc.checkpoint import load_model
+from vitc.cli.main import app
+from vitc.models import create_model
+
+runner = CliRunner()
+SMALL = ["--set", "depth=2", "--set", "img_size=64"]
+
+
+def _official_deit(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = create_model("deit_tiny", depth=2, img_size=64).eval()
+    path = tmp_path / "deit_official.pth"
+    torch.save({"model": model.state_dict(), "epoch": 299}, path)  # the official release wraps under "model"
+    return path, model
+
+
+def test_import_wrapped_deit_gives_identical_logits(tmp_path: Path) -> None:
+    source, reference = _official_deit(tmp_path)
+    result = runner.invoke(app, ["import", str(source), "--model", "deit_tiny", "--out", str(tmp_path / "out"), *SMALL])
+    assert result.exit_code == 0, result.output
+    model, meta = load_model(tmp_path / "out" / "model.safetensors")
+    assert meta.provenance["source"] == "deit_official.pth" and len(meta.provenance["source_sha256"]) == 64
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(model(x), reference(x))
+
+
+def test_import_resamples_position_embeddings(tmp_path: Path) -> None:
+    source, _ = _official_deit(tmp_path)
+    out = tmp_path / "out96"
+    result = runner.invoke(
+        app, ["import", str(source), "-m", "deit_tiny", "-o", str(out), "--set", "depth=2", "--img-size", "96"]
+    )
+    assert result.exit_code == 0, result.output
+    model, meta = load_model(out / "model.safetensors")
+    assert meta.args["img_size"] == 96 and model.pos_embed.shape == (1, 1 + 36, 192)
+
+
+def test_pickle_that_carries_code_is_refused_and_not_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    source = tmp_path / "evil.pth"
+    torch.save({"model": Evil()}, source)
+    result = runner.invoke(app, ["import", str(source), "-m", "deit_tiny", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "refused" in result.output and "Traceback" not in result.output
+    assert not marker.exists()
+
+
+def test_mismatched_keys_print_a_table(tmp_path: Path) -> None:
+    source, model = _official_deit(tmp_path)
+    state = model.state_dict()
+    del state["head.bias"]
+    state["head.weight"] = torch.zeros(5, 192)
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, source)
+    result = runner.invoke(app, ["import", str(source), "-m", "deit_tiny", "-o", str(tmp_path / "o"), *SMALL])
+    assert result.exit_code == 2
+    for text in ("missing", "head.bias", "unexpected", "extra.weight", "wrong shape", "head.weight", "1 missing"):
+        assert text in result.output
+    assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"", "empty"), (b"\x80\x02garbage" * 10, "not a readable")])
+def test_corrupt_files(tmp_path: Path, content: bytes, message: str) -> None:
+    source = tmp_path / "bad.pth"
+    source.write_bytes(content)
+    result = runner.invoke(app, ["import", str(source), "-m", "deit_tiny", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_truncated_checkpoint(tmp_path: Path) -> None:
+    source, _ = _official_deit(tmp_path)
+    source.write_bytes(source.read_bytes()[:5000])
+    result = runner.invoke(app, ["import", str(source), "-m", "deit_tiny", "-o", str(tmp_path / "o"), *SMALL])
+    assert result.exit_code == 2 and "not a readable" in result.output
+
+
+def test_unknown_model_suggests(tmp_path: Path) -> None:
+    source, _ = _official_deit(tmp_path)
+    result = runner.invoke(app, ["import", str(source), "-m", "deit_tyni", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "did you mean deit_tiny" in result.output
+
+
+def test_existing_output_needs_force(tmp_path: Path) -> None:
+    source, _ = _official_deit(tmp_path)
+    args = ["import", str(source), "-m", "deit_tiny", "-o", str(tmp_path / "o"), *SMALL]
+    assert runner.invoke(app, args).exit_code == 0
+    before = (tmp_path / "o" / "model.safetensors").read_bytes()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output
+    assert (tmp_path / "o" / "model.safetensors").read_bytes() == before
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+
+
+def test_models_table_and_bad_pattern() -> None:
+    result = runner.invoke(app, ["models", "deit*"])
+    assert result.exit_code == 0 and "5,717,416" in result.output and "deit_micro" in result.output
+    bad = runner.invoke(app, ["models", "deit_tyni"])
+    assert bad.exit_code == 2 and "did you mean" in bad.output
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--debug", "models", "nothing_like_this"])
+    assert result.exit_code != 0 and result.exception is not None

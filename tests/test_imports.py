@@ -1,0 +1,40 @@
+"""The light path stays light: `import vitc` and the CLI root pull in no heavy optional package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "onnx", "onnxruntime", "tensorrt", "transformers", "matplotlib", "sklearn")
+
+
+@pytest.mark.parametrize("module", ["vitc", "vitc.cli.main", "vitc._io", "vitc.errors"])
+def test_light_modules_import_no_heavy_dependency(module: str) -> None:
+    code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"importing {module} pulled in {out}"
+
+
+def test_help_runs_without_heavy_dependencies() -> None:
+    code = (
+        "import sys\n"
+        f"for m in {HEAVY!r}: sys.modules[m] = None  # any import of them now fails\n"
+        "from typer.testing import CliRunner\n"
+        "from vitc.cli.main import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(r.output)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "models" in out.stdout
+
+
+def test_missing_optional_dependency_is_a_clear_error() -> None:
+    from vitc._lazy import lazy_import
+    from vitc.errors import VitcError
+
+    with pytest.raises(VitcError, match="not installed"):
+        lazy_import("vitc_no_such_package")

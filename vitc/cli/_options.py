@@ -1,0 +1,31 @@
+"""Options shared by several commands, and the parser for `--set key=value` overrides."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from vitc.errors import VitcError
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a value: key=value (JSON values: 32, 0.1, true, [1,2]). Repeatable."),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, Any]:
+    """Parse ["a=1", "b.c=[2,3]", "d=text"] into {"a": 1, "b.c": [2, 3], "d": "text"}."""
+    parsed: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise VitcError(f"--set expects key=value, got {item!r}")
+        try:
+            parsed[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key] = raw  # a bare word is a string
+    return parsed

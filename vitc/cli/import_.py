@@ -1,0 +1,29 @@
+"""`vitc import`: convert an official, timm or Hugging Face checkpoint into vitc's format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vitc.cli._options import ForceOpt, SetOpt, parse_assignments
+
+
+def import_(
+    source: Annotated[Path, typer.Argument(help="Foreign checkpoint: .pth, .pt, .bin or .safetensors.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="vitc model name, e.g. convit_small.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; receives model.safetensors.")],
+    img_size: Annotated[int | None, typer.Option(help="Target resolution; position embeddings are resampled.")] = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Convert foreign weights strictly: every key must fit, or a table says which do not."""
+    from vitc.models.convert import import_checkpoint
+
+    overrides = parse_assignments(set_)
+    if img_size is not None:
+        overrides["img_size"] = img_size
+    path = import_checkpoint(source, model, out, force=force, **overrides)
+    Console().print(f"wrote {path} ({model})")

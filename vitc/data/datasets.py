@@ -1,0 +1,364 @@
+"""Datasets for `vitc train`, held in memory as uint8 tensors at the model's input size.
+
+Holding every image decoded and resized once lets augmentation run on whole batches with torch ops
+(no per-sample Python, no worker processes), which is what makes CPU training on small sets fast.
+The sets vitc trains on (digits, CIFAR-10, small image folders) fit in memory at their sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vitc._lazy import lazy_import
+from vitc.data._safe_pickle import safe_load
+from vitc.errors import VitcError
+
+DATASETS = ("digits", "cifar10", "imagefolder")
+SPLITS = ("train", "val", "test")
+
+# Fixed so the digits val/test sets never change with the training seed: results stay comparable.
+DIGITS_SPLIT_SEED = 0
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_VAL_FRACTION = 0.1
+CIFAR_VAL_FRACTION = 0.1
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclass
+class ImageSet:
+    """Images as uint8 (N, C, H, W), labels as int64 (N,), and the class names the labels index."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"labels must be int64 ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, indices: torch.Tensor | Sequence[int] | np.ndarray) -> ImageSet:
+        """The samples at `indices`, in that order, sharing class names."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+        return ImageSet(self.images[idx], self.labels[idx], list(self.class_names))
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | Path | None = None,
+    image_size: int = 32,
+    fraction: float = 1.0,
+    seed: int = 0,
+    in_chans: int = 3,
+    crop_pct: float = 1.0,
+) -> ImageSet:
+    """Load one split of a dataset as an `ImageSet` of `image_size` x `image_size` uint8 images.
+
+    `fraction` < 1 keeps a stratified subset of the train split (seeded by `seed`); val and test are
+    never subsampled so scores stay comparable. `crop_pct` applies to imagefolder only (resize the
+    shorter side to image_size / crop_pct, then center crop); digits and CIFAR are resized whole.
+    """
+    if name not in DATASETS:
+        raise VitcError(f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS)})")
+    if split not in SPLITS:
+        raise VitcError(f"unknown split {split!r} (choose one of: {', '.join(SPLITS)})")
+    if not (0.0 < fraction <= 1.0):
+        raise VitcError(f"fraction must be in (0, 1], got {fraction}")
+    if not (0.0 < crop_pct <= 1.0):
+        raise VitcError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    if int(image_size) != image_size or image_size < 1:
+        raise VitcError(f"image_size must be a positive integer, got {image_size}")
+    if in_chans not in (1, 3):
+        raise VitcError(f"in_chans must be 1 or 3, got {in_chans}")
+    if name != "digits" and data_dir is None:
+        raise VitcError(f"dataset {name!r} needs --data-dir")
+    if name == "digits":
+        ds = _load_digits(split, int(image_size))
+    elif name == "cifar10":
+        ds = _load_cifar10(Path(data_dir), split, int(image_size))  # type: ignore[arg-type]
+    else:
+        ds = _load_imagefolder(Path(data_dir), split, int(image_size), crop_pct)  # type: ignore[arg-type]
+    ds.images = _to_chans(ds.images, in_chans)
+    if split == "train" and fraction < 1.0:
+        ds = ds.subset(stratified_subset(ds.labels, fraction, seed))
+    return ds
+
+
+def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted indices keeping round(fraction * n_c) (at least 1) samples of every class c."""
+    rng = np.random.default_rng(seed)
+    y = labels.numpy()
+    keep = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = max(1, round(fraction * len(idx)))
+        keep.append(rng.choice(idx, size=k, replace=False))
+    return torch.from_numpy(np.sort(np.concatenate(keep)))
+
+
+# ---------------------------------------------------------------- resizing helpers
+
+
+def _resize(images: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tensor:
+    """Resize uint8/float (N, C, h, w) to (N, C, size, size) uint8, in chunks to bound float memory."""
+    if images.shape[-2:] == (size, size) and images.dtype == torch.uint8:
+        return images
+    out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
+    for s in range(0, images.shape[0], 1024):
+        x = images[s : s + 1024].float()
+        x = F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=True)
+        out[s : s + 1024] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _to_chans(images: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Replicate grey to RGB or reduce RGB to luma (ITU-R 601, as Pillow's "L") to match the model."""
+    c = images.shape[1]
+    if c == in_chans:
+        return images
+    if c == 1:
+        return images.expand(-1, in_chans, -1, -1).contiguous()
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images.float() * w).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+
+
+# ---------------------------------------------------------------- digits
+
+
+def _load_digits(split: str, size: int) -> ImageSet:
+    """scikit-learn's 8x8 digits (0..16) scaled to 0..255 and upsampled bilinearly, one channel."""
+    sk_datasets = lazy_import("sklearn.datasets")
+    sk_split = lazy_import("sklearn.model_selection")
+    d = sk_datasets.load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) * (255.0 / 16.0)).unsqueeze(1)  # (N, 1, 8, 8)
+    y = d.target.astype(np.int64)
+    idx = np.arange(len(y))
+    rest, test = sk_split.train_test_split(
+        idx, test_size=DIGITS_TEST_FRACTION, stratify=y, random_state=DIGITS_SPLIT_SEED
+    )
+    train, val = sk_split.train_test_split(
+        rest, test_size=round(DIGITS_VAL_FRACTION * len(y)), stratify=y[rest], random_state=DIGITS_SPLIT_SEED
+    )
+    pick = np.sort({"train": train, "val": val, "test": test}[split])
+    images = F.interpolate(x[pick], size=(size, size), mode="bilinear", align_corners=False)
+    images = images.round_().clamp_(0, 255).to(torch.uint8)
+    return ImageSet(images, torch.from_numpy(y[pick]), [str(i) for i in range(10)])
+
+
+# ---------------------------------------------------------------- CIFAR-10
+
+
+def _cifar_root(data_dir: Path) -> Path:
+    """The folder holding the batches: `data_dir` itself or the `cifar-10-batches-py` the tarball unpacks."""
+    for cand in (data_dir, data_dir / "cifar-10-batches-py"):
+        if (cand / "data_batch_1").is_file() or (cand / "test_batch").is_file():
+            return cand
+    raise VitcError(
+        f"no CIFAR-10 batches in {data_dir} (expected data_batch_1..5 and test_batch from cifar-10-python.tar.gz)"
+    )
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, 32, 32) uint8 images and (N,) labels from one batch file, checking its layout."""
+    if not path.is_file():
+        raise VitcError(f"missing CIFAR-10 batch {path}")
+    d = safe_load(path)
+    if not isinstance(d, dict):
+        raise VitcError(f"{path} is not a CIFAR-10 batch (expected a dict, got {type(d).__name__})")
+    data = d.get(b"data", d.get("data"))
+    labels = d.get(b"labels", d.get("labels"))
+    if data is None or labels is None:
+        raise VitcError(f"{path} is not a CIFAR-10 batch (no 'data' and 'labels' keys)")
+    data = np.asarray(data)
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+        raise VitcError(f"{path}: 'data' must be uint8 N x 3072, got {data.dtype} {data.shape}")
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise VitcError(f"{path}: 'labels' are not integers") from exc
+    if y.shape != (data.shape[0],) or (y.size and (y.min() < 0 or y.max() > 9)):
+        raise VitcError(f"{path}: 'labels' must be {data.shape[0]} integers in 0..9")
+    return data.reshape(-1, 3, 32, 32), y
+
+
+def _cifar_class_names(root: Path) -> list[str]:
+    meta = root / "batches.meta"
+    if not meta.is_file():
+        return list(CIFAR10_CLASSES)
+    d = safe_load(meta)
+    names = d.get(b"label_names", d.get("label_names")) if isinstance(d, dict) else None
+    if not isinstance(names, list) or len(names) != 10:
+        raise VitcError(f"{meta}: expected 'label_names' with 10 entries")
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _load_cifar10(data_dir: Path, split: str, size: int) -> ImageSet:
+    """Train/val from data_batch_*: val is the last 10% of each class (fixed); test is test_batch."""
+    root = _cifar_root(data_dir)
+    if split == "test":
+        x, y = _read_cifar_batch(root / "test_batch")
+    else:
+        files = sorted(root.glob("data_batch_*"), key=lambda p: (len(p.name), p.name))
+        if not files:
+            raise VitcError(f"no data_batch_* files in {root}")
+        parts = [_read_cifar_batch(p) for p in files]
+        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        val = np.zeros(len(y), dtype=bool)
+        for c in np.unique(y):
+            idx = np.flatnonzero(y == c)
+            val[idx[len(idx) - round(CIFAR_VAL_FRACTION * len(idx)) :]] = True
+        keep = val if split == "val" else ~val
+        x, y = x[keep], y[keep]
+    images = _resize(torch.from_numpy(np.ascontiguousarray(x)), size)
+    return ImageSet(images, torch.from_numpy(y), _cifar_class_names(root))
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def _visible(p: Path) -> bool:
+    return not p.name.startswith(".")
+
+
+def _class_dirs(split_dir: Path) -> dict[str, Path]:
+    if not split_dir.is_dir():
+        raise VitcError(f"missing folder {split_dir} (expected <data-dir>/{{train,val[,test]}}/<class>/<images>)")
+    dirs = {p.name: p for p in sorted(split_dir.iterdir()) if p.is_dir() and _visible(p)}
+    if not dirs:
+        raise VitcError(f"no class folders in {split_dir}")
+    return dirs
+
+
+def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float) -> ImageSet:
+    """`data_dir/<split>/<class>/*`; classes come from train; test falls back to val when absent."""
+    if not data_dir.is_dir():
+        raise VitcError(f"missing folder {data_dir}")
+    classes = sorted(_class_dirs(data_dir / "train"))
+    if split == "test" and not (data_dir / "test").exists():
+        split = "val"
+    dirs = _class_dirs(data_dir / split)
+    if sorted(dirs) != classes:
+        missing, extra = sorted(set(classes) - set(dirs)), sorted(set(dirs) - set(classes))
+        raise VitcError(
+            f"{data_dir / split} must have the same class folders as {data_dir / 'train'} "
+            f"(missing: {', '.join(missing) or '-'}; extra: {', '.join(extra) or '-'})"
+        )
+    short = max(size, round(size / crop_pct))
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        files = [p for p in sorted(dirs[name].iterdir()) if p.is_file() and _visible(p)]
+        if not files:
+            raise VitcError(f"class folder {dirs[name]} has no images")
+        for f in files:
+            images.append(_read_image(f, short, size))
+            labels.append(label)
+    return ImageSet(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64), classes)
+
+
+def _read_image(path: Path, short: int, size: int) -> np.ndarray:
+    """Decode any Pillow-readable image to RGB, resize its shorter side to `short`, center crop `size`."""
+    pil = lazy_import("PIL.Image")
+    ops = lazy_import("PIL.ImageOps")
+    if path.stat().st_size == 0:
+        raise VitcError(f"image {path} is empty (0 bytes)")
+    try:
+        with pil.open(path) as im:
+            im.load()
+            im = ops.exif_transpose(im) or im
+            im = _to_rgb(im)
+    except VitcError:
+        raise
+    except (OSError, ValueError, SyntaxError, pil.DecompressionBombError) as exc:
+        raise VitcError(f"cannot read image {path}: {exc}") from exc
+    w, h = im.size
+    s = short / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    im = im.resize((nw, nh), pil.Resampling.BICUBIC)
+    left, top = round((nw - size) / 2), round((nh - size) / 2)
+    im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _to_rgb(im: Any) -> Any:
+    """RGB for every mode: 16/32-bit integer images are scaled from 0..65535, float from 0..1 or 0..255,
+    and transparent images are composited on white (dropping alpha would expose arbitrary colours)."""
+    pil = lazy_import("PIL.Image")
+    mode = im.mode
+    if mode.startswith("I") or mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        scale = 255.0 / 65535.0 if mode != "F" else (255.0 if a.size and np.nanmax(a) <= 1.0 else 1.0)
+        a = a * scale
+        a = np.nan_to_num(a).round().clip(0, 255).astype(np.uint8)
+        return pil.fromarray(a, mode="L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = pil.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return pil.alpha_composite(bg, rgba).convert("RGB")
+    return im.convert("RGB") if mode != "RGB" else im
+
+
+# ---------------------------------------------------------------- batching
+
+
+def make_generator(seed: int, epoch: int = 0) -> torch.Generator:
+    """A CPU generator determined by (seed, epoch): a resumed run redraws the same epoch exactly."""
+    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+
+
+def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's strided share of `indices`, padded by wrapping so every rank gets the same count
+    (as torch's DistributedSampler): all ranks must pass the same permutation."""
+    if world_size < 1 or not (0 <= rank < world_size):
+        raise VitcError(f"rank must be in [0, {world_size}) with world_size >= 1, got rank {rank}")
+    n = int(indices.numel())
+    if n == 0:
+        return indices
+    total = math.ceil(n / world_size) * world_size
+    if total > n:
+        indices = torch.cat([indices] * math.ceil(total / n))[:total]
+    return indices[rank:total:world_size]
+
+
+def batches(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    *,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[torch.Tensor]:
+    """Index batches over `n` samples from one permutation drawn with `generator` (never the global RNG)."""
+    if batch_size < 1:
+        raise VitcError(f"batch_size must be >= 1, got {batch_size}")
+    if shuffle:
+        if generator is None:
+            raise ValueError("shuffle=True needs an explicit torch.Generator")
+        order = torch.randperm(n, generator=generator)
+    else:
+        order = torch.arange(n)
+    if world_size > 1:
+        order = shard(order, rank, world_size)
+    stop = len(order) - len(order) % batch_size if drop_last else len(order)
+    for s in range(0, stop, batch_size):
+        yield order[s : s + batch_size]

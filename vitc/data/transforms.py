@@ -1,0 +1,255 @@
+"""Batch augmentation for training, driven by an explicit `torch.Generator`.
+
+Every random draw comes from the generator passed in (never the global RNG), so a resumed run
+that recreates the generator (see `vitc.data.make_generator`) replays the same augmentations.
+The recipe follows DeiT/timm: RandomResizedCrop, horizontal flip, normalise, RandomErasing
+('pixel' mode), then Mixup/CutMix on the batch with label smoothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vitc.errors import VitcError
+
+
+def _stats(values: Sequence[float], c: int, what: str) -> torch.Tensor:
+    t = torch.as_tensor(values, dtype=torch.float32).flatten()
+    if t.numel() not in (1, c):
+        raise VitcError(f"{what} has {t.numel()} values but the images have {c} channels")
+    return t.view(1, -1, 1, 1)
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std, per channel."""
+    if images.dtype != torch.uint8:
+        raise ValueError(f"normalize expects uint8 images, got {images.dtype}")
+    x = images if images.dim() == 4 else images.unsqueeze(0)
+    c = x.shape[1]
+    out = (x.float().div_(255.0) - _stats(mean, c, "mean")) / _stats(std, c, "std")
+    return out if images.dim() == 4 else out[0]
+
+
+def eval_transform(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Evaluation input: the images are stored at model size already, so only normalisation remains."""
+    return normalize(images, mean, std)
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator, k: int = 1) -> torch.Tensor:
+    return torch.rand(n, k, generator=g, dtype=torch.float64) * (hi - lo) + lo
+
+
+def random_resized_crop(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.35, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> torch.Tensor:
+    """Per-sample random crop of area `scale` and aspect `ratio`, resized back to (H, W) bilinearly.
+
+    The box is drawn as torchvision's RandomResizedCrop does (10 tries, then a central crop), all
+    samples at once; the crop and resize are one `grid_sample` with a per-sample affine grid.
+    """
+    n, _, h, w = x.shape
+    area = _uniform(n, scale[0], scale[1], generator, attempts) * (h * w)
+    log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), generator, attempts)
+    cw = torch.sqrt(area * torch.exp(log_r)).round()
+    ch = torch.sqrt(area / torch.exp(log_r)).round()
+    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = ok.float().argmax(1, keepdim=True)  # first valid attempt per sample
+    found = ok.any(1)
+    cw, ch = cw.gather(1, first)[:, 0], ch.gather(1, first)[:, 0]
+    # fallback: whole image, clamped to the ratio range
+    in_ratio = w / h
+    if in_ratio < min(ratio):
+        fw, fh = float(w), float(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        fw, fh = float(round(h * max(ratio))), float(h)
+    else:
+        fw, fh = float(w), float(h)
+    cw = torch.where(found, cw, torch.full_like(cw, fw))
+    ch = torch.where(found, ch, torch.full_like(ch, fh))
+    u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    top = torch.where(found, torch.floor(u[:, 0] * (h - ch + 1)), torch.floor((h - ch) / 2))
+    left = torch.where(found, torch.floor(u[:, 1] * (w - cw + 1)), torch.floor((w - cw) / 2))
+    # box in normalised coordinates (align_corners=False: -1..1 spans pixel edges)
+    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = cw / w
+    theta[:, 0, 2] = (2 * left + cw) / w - 1
+    theta[:, 1, 1] = ch / h
+    theta[:, 1, 2] = (2 * top + ch) / h - 1
+    xf = x if x.is_floating_point() else x.float()
+    grid = F.affine_grid(theta.to(xf.dtype), list(xf.shape), align_corners=False)
+    return F.grid_sample(xf, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Mirror each sample left-right with probability `p` (keep p=0 for digits: they are not symmetric)."""
+    flip = torch.rand(x.shape[0], generator=generator) < p
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def random_erasing(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    prob: float = 0.25,
+    scale: tuple[float, float] = (0.02, 1 / 3),
+    ratio: tuple[float, float] = (0.3, 3.3),
+    attempts: int = 10,
+) -> torch.Tensor:
+    """timm RandomErasing, 'pixel' mode: with probability `prob` per sample, fill one rectangle with
+    N(0, 1) noise. Meant for the normalised tensor, where N(0, 1) matches the data's scale."""
+    n, _, h, w = x.shape
+    apply = torch.rand(n, generator=generator) < prob
+    area = _uniform(n, scale[0], scale[1], generator, attempts) * (h * w)
+    log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), generator, attempts)
+    eh = torch.sqrt(area * torch.exp(log_r)).round()
+    ew = torch.sqrt(area / torch.exp(log_r)).round()
+    ok = (ew < w) & (eh < h) & (ew > 0) & (eh > 0)
+    first = ok.float().argmax(1, keepdim=True)
+    apply &= ok.any(1)
+    eh, ew = eh.gather(1, first)[:, 0], ew.gather(1, first)[:, 0]
+    u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    top, left = torch.floor(u[:, 0] * (h - eh + 1)), torch.floor(u[:, 1] * (w - ew + 1))
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    rows = torch.arange(h, dtype=torch.float64).view(1, h, 1)
+    cols = torch.arange(w, dtype=torch.float64).view(1, 1, w)
+    inside = (
+        (rows >= top.view(-1, 1, 1))
+        & (rows < (top + eh).view(-1, 1, 1))
+        & (cols >= left.view(-1, 1, 1))
+        & (cols < (left + ew).view(-1, 1, 1))
+    )
+    mask = (inside & apply.view(-1, 1, 1)).unsqueeze(1)
+    return torch.where(mask, noise, x)
+
+
+def smooth_targets(y: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Soft targets from class indices (N,) or one-hot/soft rows (N, K): (1 - s) * y + s / K."""
+    if y.dim() == 1:
+        y = F.one_hot(y.long(), num_classes).float()
+    return y.float() * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def mixup_cutmix(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    generator: torch.Generator,
+    num_classes: int,
+    mixup_alpha: float = 0.8,
+    cutmix_alpha: float = 1.0,
+    prob: float = 1.0,
+    switch_prob: float = 0.5,
+    label_smoothing: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm's Mixup in batch mode: one lambda per batch, sample i mixed with sample N-1-i.
+
+    With probability `prob` the batch is mixed, by CutMix with probability `switch_prob` when both
+    alphas are > 0. Returns the mixed images and soft targets (rows sum to 1) with label smoothing;
+    with both alphas 0 the images are unchanged and the targets are smoothed one-hot.
+    """
+    targets = smooth_targets(y, num_classes, label_smoothing)
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        return x, targets
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or float(torch.rand(1, generator=generator)) < switch_prob)
+    # torch's Beta sampler takes no generator; a numpy one seeded from ours keeps the draw reproducible
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    alpha = cutmix_alpha if use_cutmix else mixup_alpha
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    if float(torch.rand(1, generator=generator)) >= prob:
+        return x, targets
+    x = x.clone()
+    if use_cutmix:
+        h, w = x.shape[-2:]
+        cut = math.sqrt(1.0 - lam)
+        cut_h, cut_w = int(h * cut), int(w * cut)
+        cy = int(torch.randint(0, h, (1,), generator=generator))
+        cx = int(torch.randint(0, w, (1,), generator=generator))
+        y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+        x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+        x[:, :, y0:y1, x0:x1] = x.flip(0)[:, :, y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)  # the area actually pasted
+    else:
+        x = x * lam + x.flip(0) * (1.0 - lam)
+    return x, targets * lam + targets.flip(0) * (1.0 - lam)
+
+
+@dataclass
+class TrainAugment:
+    """The training recipe as data, so it can be saved with a run and replayed.
+
+    `flip_prob` is 0 in the digits recipe (`for_dataset("digits", ...)`): mirrored digits are other
+    glyphs (or none), so flipping teaches the model wrong labels.
+    """
+
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_scale: tuple[float, float] = (0.35, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_prob: float = 0.5
+    mixup_alpha: float = 0.8
+    cutmix_alpha: float = 1.0
+    mix_prob: float = 1.0
+    switch_prob: float = 0.5
+    label_smoothing: float = 0.1
+    erase_prob: float = 0.25
+
+    def __post_init__(self) -> None:
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        self.crop_scale, self.crop_ratio = tuple(self.crop_scale), tuple(self.crop_ratio)  # type: ignore[assignment]
+        lo, hi = self.crop_scale
+        if not (0 < lo <= hi <= 1):
+            raise VitcError(f"crop scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        if not (0 < self.crop_ratio[0] <= self.crop_ratio[1]):
+            raise VitcError(f"crop ratio must satisfy 0 < min <= max, got {self.crop_ratio}")
+        for name in ("flip_prob", "mix_prob", "switch_prob", "erase_prob"):
+            if not (0.0 <= getattr(self, name) <= 1.0):
+                raise VitcError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise VitcError("mixup and cutmix alphas must be >= 0")
+        if not (0.0 <= self.label_smoothing < 1.0):
+            raise VitcError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.num_classes < 1:
+            raise VitcError(f"num_classes must be >= 1, got {self.num_classes}")
+
+    @classmethod
+    def for_dataset(cls, name: str, **kwargs: Any) -> TrainAugment:
+        """The recipe for a dataset; digits turns horizontal flip off. `kwargs` override any field."""
+        if name == "digits":
+            kwargs.setdefault("flip_prob", 0.0)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (N, C, H, W) and int labels -> augmented float images and (N, num_classes) soft targets."""
+        x = normalize(images, self.mean, self.std)
+        if self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0):
+            x = random_resized_crop(x, generator, self.crop_scale, self.crop_ratio)
+        if self.flip_prob > 0:
+            x = random_flip(x, generator, self.flip_prob)
+        if self.erase_prob > 0:
+            x = random_erasing(x, generator, self.erase_prob)
+        return mixup_cutmix(
+            x,
+            labels,
+            generator,
+            self.num_classes,
+            self.mixup_alpha,
+            self.cutmix_alpha,
+            self.mix_prob,
+            self.switch_prob,
+            self.label_smoothing,
+        )

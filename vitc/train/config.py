@@ -1,0 +1,199 @@
+"""Training configuration: a TOML recipe, `--set key=value` overrides, strict validation.
+
+A recipe is a TOML file with the sections below; every key has a default, so an empty recipe
+trains convit_micro on digits. Unknown keys and wrong types are errors, never silently ignored.
+The resolved configuration is saved with the run, so a run can always be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitc.errors import VitcError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class ModelSection:
+    name: str = "convit_micro"
+    args: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {depth = 4}
+    drop_path_rate: float = 0.1
+
+
+@dataclass
+class DataSection:
+    name: str = "digits"  # digits | cifar10 | imagefolder
+    dir: str | None = None
+    fraction: float = 1.0  # stratified share of the training split to use
+    image_size: int | None = None  # default: the model's input size
+
+
+@dataclass
+class OptimSection:
+    epochs: int = 40
+    batch_size: int = 64  # global batch, split across processes
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_epochs: int = 3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    clip_grad: float = 1.0  # max global grad norm; 0 disables
+    ema_decay: float = 0.0  # 0 disables EMA; e.g. 0.999
+
+
+@dataclass
+class AugSection:
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    flip: bool = False  # off for digits: they are not mirror-symmetric
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    erasing: float = 0.0
+
+
+@dataclass
+class RunSection:
+    name: str = ""  # default: the model name
+    out_dir: str = "train/runs"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    aug: AugSection = field(default_factory=AugSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_name(self) -> str:
+        return self.run.name or self.model.name
+
+
+_CHOICES = {
+    "data.name": ("digits", "cifar10", "imagefolder"),
+    "run.device": ("auto", "cpu", "cuda"),
+    "run.amp": ("auto", "off", "bf16", "fp16"),
+}
+_POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "data.image_size")
+_NON_NEGATIVE = (
+    "optim.min_lr", "optim.warmup_epochs", "optim.weight_decay", "optim.clip_grad",
+    "model.drop_path_rate", "aug.mixup", "aug.cutmix", "aug.erasing", "run.workers",
+)  # fmt: skip
+_UNIT = ("optim.label_smoothing", "optim.ema_decay", "aug.erasing", "model.drop_path_rate")
+
+
+def _check_type(key: str, value: Any, default: Any, annotation: str) -> Any:
+    """Coerce ints to floats where a float is expected; reject everything else that does not match."""
+    if "dict" in annotation:
+        ok = isinstance(value, dict)
+    elif "list" in annotation:
+        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    elif annotation == "bool":
+        ok = isinstance(value, bool)
+    elif annotation == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif annotation == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif "int | None" in annotation:
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+    else:  # str or str | None
+        ok = isinstance(value, str) or (value is None and "None" in annotation)
+    if not ok:
+        raise VitcError(f"config key {key} expects {annotation}, got {value!r}")
+    return value
+
+
+def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """Set dotted keys ("optim.lr", "model.args.depth") on `cfg`, checking names and types."""
+    for dotted, value in values.items():
+        section_name, _, key = dotted.partition(".")
+        section = getattr(cfg, section_name, None)
+        if section is None or not dataclasses.is_dataclass(section) or not key:
+            sections = ", ".join(f.name for f in dataclasses.fields(cfg))
+            raise VitcError(f"unknown config key {dotted!r} (sections: {sections})")
+        if section_name == "model" and key.startswith("args."):
+            section.args[key[len("args.") :]] = value
+            continue
+        fields_ = {f.name: f for f in dataclasses.fields(section)}
+        if key not in fields_:
+            raise VitcError(f"unknown config key {dotted!r} ({section_name} has: {', '.join(fields_)})")
+        setattr(section, key, _check_type(dotted, value, None, str(fields_[key].type)))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    flat = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise VitcError(f"config key {key} must be one of {', '.join(choices)}, got {flat[key]!r}")
+    for key in _POSITIVE:
+        if flat[key] is not None and flat[key] <= 0:
+            raise VitcError(f"config key {key} must be positive, got {flat[key]}")
+    for key in _NON_NEGATIVE:
+        if flat[key] < 0:
+            raise VitcError(f"config key {key} must not be negative, got {flat[key]}")
+    for key in _UNIT:
+        if not 0 <= flat[key] < 1:
+            raise VitcError(f"config key {key} must be in [0, 1), got {flat[key]}")
+    if not 0 < cfg.data.fraction <= 1:
+        raise VitcError(f"config key data.fraction must be in (0, 1], got {cfg.data.fraction}")
+    scale = cfg.aug.crop_scale
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise VitcError(f"config key aug.crop_scale must be [low, high] with 0 < low <= high <= 1, got {scale}")
+    if cfg.data.name != "digits" and not cfg.data.dir:
+        raise VitcError(f"data set {cfg.data.name} needs a folder: --data-dir or data.dir")
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted != "model.args":
+            flat.update(_flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the recipe file, then `overrides` (dotted keys), validated at each step."""
+    cfg = TrainConfig()
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise VitcError(f"recipe {path} not found")
+        try:
+            table = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise VitcError(f"recipe {path} is not valid TOML: {exc}") from exc
+        values = _flatten(table)
+        if isinstance(values.get("model.args"), dict):
+            cfg.model.args.update(values.pop("model.args"))
+        apply(cfg, values)
+    return apply(cfg, overrides or {})
+
+
+def from_dict(record: dict[str, Any]) -> TrainConfig:
+    """Rebuild a saved (resolved) configuration."""
+    cfg = TrainConfig()
+    args = (record.get("model") or {}).get("args") or {}
+    cfg.model.args.update(args)
+    values = {k: v for k, v in _flatten(record).items() if k != "model.args"}
+    return apply(cfg, values)

@@ -1,0 +1,274 @@
+"""The training loop: one function, read top to bottom.
+
+Data sets live in memory as uint8 tensors; batches are index tensors drawn from a permutation
+seeded by (seed, epoch), and augmentation draws from an explicit generator. Together with the
+optimiser and RNG states saved in `resume.safetensors`, that makes `--resume` reproduce the
+uninterrupted run exactly, including after an interruption in the middle of an epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vitc._io import write_json
+from vitc.checkpoint import CheckpointMeta, meta_for, save_checkpoint
+from vitc.data.datasets import batches, load_dataset, make_generator
+from vitc.data.transforms import TrainAugment
+from vitc.errors import VitcError
+from vitc.models import create_model, get_model_cfg, model_cfg
+from vitc.train import report
+from vitc.train.config import TrainConfig
+from vitc.train.distributed import barrier, init_distributed, shutdown
+from vitc.train.evaluate import accuracy, predict
+from vitc.train.optim import ModelEma, lr_at, param_groups
+from vitc.train.progress import EpochProgress
+from vitc.train.state import TrainState, load_state, save_state
+
+
+_AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
+
+
+class TrainingInterrupted(VitcError):
+    """Ctrl-C: a resumable checkpoint was written."""
+
+    exit_code = 130
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    best_val_top1: float
+    test: dict[str, float]
+    train_images_per_s: float
+    seconds: float
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise VitcError("--device cuda was asked for, but torch sees no CUDA GPU")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def pick_amp(choice: str, device: torch.device) -> torch.dtype | None:
+    """auto: bf16 (or fp16 without bf16 support) on CUDA; off on CPU, where it did not help these small models."""
+    if choice == "auto":
+        if device.type != "cuda":
+            return None
+        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if choice == "fp16" and device.type != "cuda":
+        raise VitcError("fp16 autocast needs CUDA; use --set run.amp=bf16 on CPU")
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+
+
+def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> RunResult:
+    """Train `cfg.model.name` on `cfg.data`, writing checkpoints and metrics under the run folder."""
+    started = time.perf_counter()
+    device = pick_device(cfg.run.device)
+    dist = init_distributed(device.type)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    amp_dtype = pick_amp(cfg.run.amp, device)
+    run_dir = Path(cfg.run.out_dir) / cfg.run_name
+    if cfg.optim.batch_size % dist.world_size:
+        raise VitcError(f"batch size {cfg.optim.batch_size} does not split evenly over {dist.world_size} processes")
+
+    # -- data: uint8 tensors at the model's input size
+    base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
+    size = cfg.data.image_size or base_cfg.input_size[1]
+    load = dict(data_dir=cfg.data.dir, image_size=size, crop_pct=base_cfg.crop_pct, in_chans=base_cfg.input_size[0])
+    train_set = load_dataset(cfg.data.name, "train", fraction=cfg.data.fraction, seed=cfg.run.seed, **load)
+    val_set = load_dataset(cfg.data.name, "val", **load)
+
+    # -- model, optimiser, EMA; the classifier is sized by the data
+    torch.manual_seed(cfg.run.seed)
+    args = {**cfg.model.args, "num_classes": train_set.num_classes, "drop_path_rate": cfg.model.drop_path_rate}
+    if cfg.data.image_size:
+        args["img_size"] = size
+    model = create_model(cfg.model.name, **args).to(device)
+    mean, std = get_model_cfg(model).mean, get_model_cfg(model).std
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
+    ema = ModelEma(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    augment = TrainAugment(
+        num_classes=train_set.num_classes,
+        mean=mean,
+        std=std,
+        crop_scale=tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
+        flip_prob=0.5 if cfg.aug.flip else 0.0,
+        mixup_alpha=cfg.aug.mixup,
+        cutmix_alpha=cfg.aug.cutmix,
+        label_smoothing=cfg.optim.label_smoothing,
+        erase_prob=cfg.aug.erasing,
+    )
+    aug_gen = torch.Generator()
+    run_info = {"model": cfg.model.name, "args": args, "config": cfg.to_dict(), "classes": train_set.class_names}
+
+    # -- resume: weights, moments, EMA, RNG streams, position in the epoch
+    state = TrainState()
+    if resume:
+        path = run_dir / "resume.safetensors"
+        if not path.is_file():
+            raise VitcError(f"nothing to resume: {path} does not exist")
+        _check_resumable(path, run_info)
+        state, _ = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen})
+    elif dist.is_main and (run_dir / "resume.safetensors").exists():
+        raise VitcError(f"{run_dir} already holds a run; pass --resume to continue it or choose another run.name")
+    net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
+
+    per_rank_batch = cfg.optim.batch_size // dist.world_size
+    steps_per_epoch = max(1, len(train_set) // cfg.optim.batch_size)
+    total_steps = cfg.optim.epochs * steps_per_epoch
+    warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
+    cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", cfg.to_dict())
+    progress = EpochProgress(enabled=show_progress and dist.is_main)
+    images_seen, train_seconds = 0, 0.0
+
+    try:
+        for epoch in range(state.epoch, cfg.optim.epochs):
+            # -- one epoch: the permutation depends on (seed, epoch) only; augmentation on its own stream
+            net.train()
+            order = make_generator(cfg.run.seed, epoch)
+            if state.step_in_epoch == 0:
+                aug_gen.manual_seed(make_generator(cfg.run.seed, _AUG_STREAM + epoch).initial_seed())
+                state.partial = {"loss": 0.0, "count": 0.0}
+            epoch_batches = list(batches(len(train_set), per_rank_batch, order, drop_last=True, **_shard(dist)))
+            epoch_batches = epoch_batches[:steps_per_epoch]
+            progress.start(epoch, cfg.optim.epochs, len(epoch_batches), state.step_in_epoch)
+            tick = time.perf_counter()
+            for step in range(state.step_in_epoch, len(epoch_batches)):
+                snapshot = (aug_gen.get_state(), torch.get_rng_state())  # restored if interrupted in this step
+                lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                idx = epoch_batches[step]
+                x, targets = augment(train_set.images[idx], train_set.labels[idx], aug_gen)
+                x, targets = x.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+
+                with cast:
+                    logits = net(x)
+                loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+                if not math.isfinite(loss.item()):
+                    raise VitcError(
+                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
+                        f"The last good checkpoint is {run_dir / 'last.safetensors'} (lower optim.lr and --resume)"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.optim.clip_grad > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                if ema is not None:
+                    ema.update(model)
+
+                state.partial["loss"] += loss.item() * len(idx)
+                state.partial["count"] += len(idx)
+                state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
+                images_seen += len(idx) * dist.world_size
+                progress.advance(loss=loss.item(), lr=lr, images=len(idx) * dist.world_size)
+
+            # -- end of epoch: evaluate on rank 0, keep best and last, save the resumable state
+            train_seconds += time.perf_counter() - tick
+            progress.finish()
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+            if dist.is_main:
+                evaluated = ema.module if ema is not None else model
+                val = accuracy(
+                    predict(evaluated, val_set, mean, std, device=device, amp_dtype=amp_dtype), val_set.labels
+                )
+                row = {
+                    "epoch": epoch + 1,
+                    "train_loss": state.partial["loss"] / max(1.0, state.partial["count"]),
+                    "lr": lr,
+                    "val_top1": val["top1"],
+                    "val_top5": val["top5"],
+                    "val_loss": val["loss"],
+                }
+                state.history.append(row)
+                progress.epoch_summary(row)
+                meta = _meta(evaluated, run_info, row)
+                if val["top1"] > state.best_top1:
+                    state.best_top1 = val["top1"]
+                    save_checkpoint(run_dir / "best.safetensors", evaluated, meta)
+                save_checkpoint(run_dir / "last.safetensors", evaluated, meta)
+                save_state(
+                    run_dir / "resume.safetensors",
+                    state,
+                    model,
+                    optimizer,
+                    ema and ema.module,
+                    {"aug": aug_gen},
+                    run_info,
+                )
+                report.write_metrics(state.history, run_dir / "metrics.jsonl")
+                report.plot_curves(state.history, run_dir / "curves.png")
+            barrier(dist)
+    except KeyboardInterrupt:
+        progress.finish()
+        if dist.is_main and state.epoch < cfg.optim.epochs:
+            if state.step_in_epoch < len(epoch_batches):  # undo the draws of the step that did not finish
+                aug_gen.set_state(snapshot[0])
+                torch.set_rng_state(snapshot[1])
+            save_state(
+                run_dir / "resume.safetensors", state, model, optimizer, ema and ema.module, {"aug": aug_gen}, run_info
+            )
+        raise TrainingInterrupted(
+            f"interrupted; continue with: vitc train --resume --set run.name={cfg.run_name}"
+        ) from None
+    finally:
+        shutdown(dist)
+
+    # -- the end: score the best checkpoint on the held-out test split
+    test: dict[str, float] = {}
+    if dist.is_main:
+        from vitc.checkpoint import load_model
+
+        best, _ = load_model(run_dir / "best.safetensors")
+        test_set = load_dataset(cfg.data.name, "test", **load)
+        test = accuracy(predict(best.to(device), test_set, mean, std, device=device), test_set.labels)
+    rate = images_seen / train_seconds if train_seconds else 0.0
+    return RunResult(run_dir, state.history, state.best_top1, test, rate, time.perf_counter() - started)
+
+
+def _shard(dist: Any) -> dict[str, int]:
+    return {"rank": dist.rank, "world_size": dist.world_size}
+
+
+def _meta(model: torch.nn.Module, run_info: dict[str, Any], row: dict[str, Any]) -> CheckpointMeta:
+    return meta_for(
+        model,
+        class_names=run_info["classes"],
+        provenance={"trained_by": "vitc train", "epoch": row["epoch"], "val_top1": row["val_top1"]},
+        extra={"train_config": run_info["config"]},
+    )
+
+
+def _check_resumable(path: Path, run_info: dict[str, Any]) -> None:
+    """A resume must continue the same model on the same data: anything else is a clear error."""
+    import json
+
+    from vitc._io import read_safetensors_header
+
+    saved = json.loads((read_safetensors_header(path).get("__metadata__") or {}).get("vitc.resume", "{}"))
+    info = saved.get("info") or {}
+    if info.get("model") != run_info["model"] or info.get("args") != run_info["args"]:
+        raise VitcError(
+            f"{path} was written by {info.get('model')} {info.get('args')}, not {run_info['model']} {run_info['args']}"
+        )
+    if info.get("classes") != run_info["classes"]:
+        raise VitcError(f"{path} was trained on other classes than this data set's")

@@ -1,0 +1,99 @@
+"""Resumable training state in one safetensors file: no pickle, one atomic write.
+
+`resume.safetensors` holds the model, the optimiser moments, the EMA weights and the RNG states as
+tensors, and the rest (epoch, step, history, optimiser hyper-parameters) as JSON in the header. A
+resumed run continues bit-for-bit: same weights, same moments, same random draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitc._io import atomic_write
+from vitc.checkpoint import load_state_dict
+from vitc.errors import VitcError
+
+_META = "vitc.resume"
+
+
+@dataclass
+class TrainState:
+    """Where a run is: the next epoch and step within it, the history so far and the best score."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_top1: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: dict[str, float] = field(default_factory=dict)  # running sums of an interrupted epoch
+
+
+def save_state(
+    path: str | os.PathLike[str],
+    state: TrainState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: nn.Module | None,
+    generators: dict[str, torch.Generator],
+    info: dict[str, Any],
+) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    opt = optimizer.state_dict()
+    for index, slots in opt["state"].items():
+        for slot, value in slots.items():
+            tensors[f"opt.{index}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    for name, gen in generators.items():
+        tensors[f"rng.{name}"] = gen.get_state()
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt["param_groups"]]
+    record = {"state": state.__dict__, "param_groups": groups, "info": info}
+    from safetensors.torch import save_file
+
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META: json.dumps(record)})
+
+
+def load_state(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: nn.Module | None,
+    generators: dict[str, torch.Generator],
+) -> tuple[TrainState, dict[str, Any]]:
+    """Restore everything `save_state` wrote; returns the state and the run info saved with it."""
+    from vitc._io import read_safetensors_header
+    from vitc.models.loading import load_strict
+
+    header = read_safetensors_header(path)
+    text = (header.get("__metadata__") or {}).get(_META)
+    if text is None:
+        raise VitcError(f"{path}: not a vitc resume file")
+    record = json.loads(text)
+    tensors = load_state_dict(path)
+    load_strict(model, _section(tensors, "model."), source=str(path))
+    if ema is not None:
+        load_strict(ema, _section(tensors, "ema."), source=f"{path} (EMA)")
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in _section(tensors, "opt.").items():
+        index, slot = key.split(".", 1)
+        slots.setdefault(int(index), {})[slot] = value
+    try:
+        optimizer.load_state_dict({"state": slots, "param_groups": record["param_groups"]})
+    except (ValueError, KeyError) as exc:
+        raise VitcError(f"{path}: the optimiser state does not fit this model ({exc})") from exc
+    torch.set_rng_state(tensors["rng.torch"])
+    for name, gen in generators.items():
+        gen.set_state(tensors[f"rng.{name}"])
+    return TrainState(**record["state"]), record["info"]
+
+
+def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

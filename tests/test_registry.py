@@ -15,12 +15,12 @@ def test_every_family_registered() -> None:
 
 
 def test_unknown_model_suggests_close_names() -> None:
-    with pytest.raises(VitcError, match="did you mean.*convit_tiny"):
+    with pytest.raises(VitcError, match=r"did you mean.*convit_tiny"):
         create_model("convit_tiyn")
 
 
 def test_unknown_override_names_the_accepted_ones() -> None:
-    with pytest.raises(VitcError, match="takes no argument widht.*embed_dim"):
+    with pytest.raises(VitcError, match=r"takes no argument widht.*embed_dim"):
         create_model("deit_micro", widht=64)
 
 

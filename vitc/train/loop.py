@@ -32,7 +32,6 @@ from vitc.train.optim import ModelEma, lr_at, param_groups
 from vitc.train.progress import EpochProgress
 from vitc.train.state import TrainState, load_state, save_state
 
-
 _AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
 
 

@@ -1,0 +1,165 @@
+"""CvT: exact sizes, structure, and logits equal to Hugging Face transformers' CvT for the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitc.models import create_model
+from vitc.models._stats import count_params, model_stats
+from vitc.models.cvt import CvT, checkpoint_filter_fn
+from vitc.models.loading import KeyMismatchError, load_strict
+
+transformers = pytest.importorskip("transformers")
+
+# Reference: official = HF parameter counts; GMACs measured with FlopCounterMode at 224.
+SIZES = {"cvt_13": (19_997_480, 4.57), "cvt_21": (31_622_696, 7.18), "cvt_w24": (277_196_392, 60.92)}
+HF_CONFIGS = {
+    "cvt_13": {"depth": [1, 2, 10], "embed_dim": [64, 192, 384], "num_heads": [1, 3, 6]},
+    "cvt_21": {"depth": [1, 4, 16], "embed_dim": [64, 192, 384], "num_heads": [1, 3, 6]},
+}
+
+
+def _hf_model(name: str) -> torch.nn.Module:
+    """A random HF CvtForImageClassification with every float tensor perturbed (BN stats, LN/BN affine too)."""
+    torch.manual_seed(0)
+    cfg = transformers.CvtConfig(**HF_CONFIGS[name], num_labels=1000)
+    model = transformers.CvtForImageClassification(cfg).eval()
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if not value.is_floating_point():
+                continue
+            if key.endswith("running_var"):
+                value.uniform_(0.5, 1.5)
+            elif "norm" in key and key.endswith("weight"):
+                value.copy_(1 + 0.1 * torch.randn_like(value))
+            else:
+                value.add_(0.05 * torch.randn_like(value))
+    return model
+
+
+@pytest.fixture(scope="module")
+def hf13() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """HF CvT-13 weights, one 224 input and HF's logits for it (computed once: CPU time is scarce)."""
+    model = _hf_model("cvt_13")
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return model.state_dict(), x, model(pixel_values=x).logits
+
+
+def _ours(name: str, hf_state: dict[str, torch.Tensor], act: str) -> CvT:
+    """Our model with HF's weights; built on meta and materialised empty, since every tensor is overwritten."""
+    with torch.device("meta"):
+        model = create_model(name, act=act)
+    model = model.to_empty(device="cpu").eval()
+    load_strict(model, checkpoint_filter_fn(hf_state, model), source="HF weights")
+    return model
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_params_and_macs(name: str) -> None:
+    params, gmacs = SIZES[name]
+    with torch.device("meta"):
+        assert count_params(create_model(name)) == params
+    stats = model_stats(name, img_size=224)
+    assert stats["params"] == params
+    assert abs(stats["gmacs"] - gmacs) / gmacs < 0.02
+
+
+def test_w24_default_cfg() -> None:
+    stats = model_stats("cvt_w24")
+    assert stats["input_size"] == (3, 384, 384)
+
+
+def test_matches_hf_cvt13(hf13: tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]) -> None:
+    state, x, ref = hf13
+    assert len(state) == 459
+    with torch.device("meta"):
+        meta = create_model("cvt_13")
+    mapped = checkpoint_filter_fn(state, meta)
+    bare = checkpoint_filter_fn({k.removeprefix("cvt."): v for k, v in state.items()}, meta)
+    assert mapped.keys() == bare.keys() == meta.state_dict().keys()
+    assert all(mapped[k] is bare[k] for k in mapped)  # with or without `cvt.`: the same mapping
+    model = _ours("cvt_13", state, act="gelu")
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (1, 1000)
+    assert (out - ref).abs().max().item() <= 1e-5
+
+
+def test_matches_hf_cvt21() -> None:
+    hf = _hf_model("cvt_21")
+    model = _ours("cvt_21", hf.state_dict(), act="gelu")
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        diff = (model(x) - hf(pixel_values=x).logits).abs().max().item()
+    assert diff <= 1e-5
+
+
+def test_quick_gelu_differs_from_hf(hf13: tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]) -> None:
+    """The official activation is QuickGELU; HF's erf GELU moves logits by ~1e-2 on the same weights."""
+    state, x, ref = hf13
+    model = _ours("cvt_13", state, act="quick_gelu")
+    with torch.no_grad():
+        gap = (model(x) - ref).abs().max().item()
+    assert gap > 1e-3
+
+
+def test_structure_and_grids() -> None:
+    with torch.device("meta"):
+        model = create_model("cvt_13").eval()
+        assert model.no_weight_decay() == {"stage2.cls_token"}
+        keys = model.state_dict().keys()
+        assert [k for k in keys if k.endswith("cls_token")] == ["stage2.cls_token"]
+        for i, dim in enumerate((64, 192, 384)):
+            attn = model.stages[i].blocks[0].attn
+            assert attn.scale == dim**-0.5
+            assert attn.num_heads == 1 or attn.scale != (dim // attn.num_heads) ** -0.5
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def record(name: str):
+            return lambda _m, _i, out: shapes.__setitem__(name, tuple(out.shape))
+
+        for i in range(3):
+            attn = model.stages[i].blocks[0].attn
+            attn.proj_q.register_forward_hook(record(f"q{i}"))
+            attn.proj_k.register_forward_hook(record(f"k{i}"))
+        out = model(torch.zeros(1, 3, 224, 224))
+    assert out.shape == (1, 1000)
+    # query grids 56/28/14, key/value grids 28/14/7; +1 for the class token in the last stage only
+    assert [shapes[f"q{i}"][1] for i in range(3)] == [56 * 56, 28 * 28, 14 * 14 + 1]
+    assert [shapes[f"k{i}"][1] for i in range(3)] == [28 * 28, 14 * 14, 7 * 7 + 1]
+
+
+def test_drop_path_ramp_and_any_size() -> None:
+    with torch.device("meta"):
+        model = create_model("cvt_13", drop_path_rate=0.1, img_size=(96, 160))
+        rates = [b.drop_path.drop_prob for b in model.stage2.blocks]
+        assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.1) and len(set(rates)) == 10
+        assert all(b.drop_path.drop_prob == 0.0 for b in model.stage0.blocks)
+        assert model(torch.zeros(2, 3, 96, 160)).shape == (2, 1000)
+
+
+def test_micro_forward() -> None:
+    model = create_model("cvt_micro").eval()
+    assert 300_000 <= count_params(model) <= 1_000_000
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+        assert model.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 1 + 4 * 4, 96)
+    model.reset_classifier(5)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+
+
+def test_official_keys_pass_through_and_missing_key_is_reported(
+    hf13: tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor],
+) -> None:
+    with torch.device("meta"):
+        model = create_model("cvt_13")
+    official = model.state_dict()
+    assert checkpoint_filter_fn(official, model).keys() == official.keys()
+    state = dict(hf13[0])
+    del state["cvt.encoder.stages.1.layers.0.attention.attention.projection_key.bias"]
+    with pytest.raises(KeyMismatchError) as err:
+        load_strict(model, checkpoint_filter_fn(state, model))
+    assert err.value.report.missing == ["stage1.blocks.0.attn.proj_k.bias"]
+    assert not err.value.report.unexpected

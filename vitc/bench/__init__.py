@@ -1,0 +1,1 @@
+"""Measurement: latency statistics, accuracy drift between backends, and their reports (numpy only)."""

@@ -46,3 +46,7 @@ app.command("eval")(handle_errors(train_cli.evaluate))
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # `python -m vitc.cli.main`, as torchrun launches it
+    main()

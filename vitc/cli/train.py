@@ -30,13 +30,15 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
-    from vitc.train.config import load_config
+    from vitc.train.config import load_config, resume_config
     from vitc.train.loop import train as run_training
 
     flags = {"model.name": model, "data.name": data, "data.dir": str(data_dir) if data_dir else None}
     flags |= {"optim.epochs": epochs, "run.device": device, "run.name": name}
     overrides = {k: v for k, v in flags.items() if v is not None} | parse_assignments(set_)
     cfg = load_config(recipe, overrides)
+    if resume:
+        cfg = resume_config(cfg, overrides)
     if nproc > 1:
         _launch_torchrun(nproc)
         return
@@ -47,10 +49,12 @@ def train(
 
 def _launch_torchrun(nproc: int) -> None:
     """Re-run this very command under torchrun with `nproc` processes on this machine."""
-    argv = [a for a in sys.argv[1:] if not a.startswith("--nproc")]
-    if "--nproc" in sys.argv:
-        i = sys.argv.index("--nproc")
-        argv = sys.argv[1:i] + sys.argv[i + 2 :]
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg.startswith("--nproc"):
+            skip = arg == "--nproc"  # its value follows
+            continue
+        argv.append(arg)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd += ["-m", "vitc.cli.main", *argv]
     code = subprocess.call(cmd, env=os.environ.copy())

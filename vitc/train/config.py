@@ -197,3 +197,21 @@ def from_dict(record: dict[str, Any]) -> TrainConfig:
     cfg.model.args.update(args)
     values = {k: v for k, v in _flatten(record).items() if k != "model.args"}
     return apply(cfg, values)
+
+
+def resume_config(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """The configuration a run was started with, plus only what the user set explicitly now.
+
+    `vitc train --resume --name X` needs no recipe: the run folder holds the resolved config.
+    Explicit overrides (e.g. more epochs) still apply; a different model is caught when resuming.
+    """
+    import json
+
+    saved = Path(cfg.run.out_dir) / cfg.run_name / "config.json"
+    if not saved.is_file():
+        raise VitcError(f"nothing to resume: {saved} does not exist")
+    try:
+        record = json.loads(saved.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VitcError(f"{saved} is unreadable ({exc})") from exc
+    return apply(from_dict(record), overrides)

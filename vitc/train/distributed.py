@@ -45,6 +45,19 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def all_reduce_sum(info: DistInfo, values: dict[str, float]) -> None:
+    """Sum float values over all processes, in place (a no-op for one process)."""
+    if not info.enabled or not values:
+        return
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    values.update(zip(keys, tensor.tolist(), strict=True))
+
+
 def shutdown(info: DistInfo) -> None:
     if info.enabled:
         import torch.distributed as dist

@@ -26,7 +26,7 @@ from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
 from vitc.train.config import TrainConfig
-from vitc.train.distributed import barrier, init_distributed, shutdown
+from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from vitc.train.evaluate import accuracy, predict
 from vitc.train.optim import ModelEma, lr_at, param_groups
 from vitc.train.progress import EpochProgress
@@ -111,7 +111,13 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
         erase_prob=cfg.aug.erasing,
     )
     aug_gen = torch.Generator()
-    run_info = {"model": cfg.model.name, "args": args, "config": cfg.to_dict(), "classes": train_set.class_names}
+    run_info = {
+        "model": cfg.model.name,
+        "args": args,
+        "config": cfg.to_dict(),
+        "classes": train_set.class_names,
+        "processes": dist.world_size,
+    }
 
     # -- resume: weights, moments, EMA, RNG streams, position in the epoch
     state = TrainState()
@@ -135,6 +141,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
         write_json(run_dir / "config.json", cfg.to_dict())
     progress = EpochProgress(enabled=show_progress and dist.is_main)
     images_seen, train_seconds = 0, 0.0
+    unfinished: tuple[torch.Tensor, torch.Tensor] | None = None
 
     try:
         for epoch in range(state.epoch, cfg.optim.epochs):
@@ -149,7 +156,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             progress.start(epoch, cfg.optim.epochs, len(epoch_batches), state.step_in_epoch)
             tick = time.perf_counter()
             for step in range(state.step_in_epoch, len(epoch_batches)):
-                snapshot = (aug_gen.get_state(), torch.get_rng_state())  # restored if interrupted in this step
+                unfinished = (aug_gen.get_state(), torch.get_rng_state())  # restored if this step is cut short
                 lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -178,6 +185,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
                 state.partial["loss"] += loss.item() * len(idx)
                 state.partial["count"] += len(idx)
                 state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
+                unfinished = None
                 images_seen += len(idx) * dist.world_size
                 progress.advance(loss=loss.item(), lr=lr, images=len(idx) * dist.world_size)
 
@@ -185,6 +193,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             train_seconds += time.perf_counter() - tick
             progress.finish()
             state.epoch, state.step_in_epoch = epoch + 1, 0
+            all_reduce_sum(dist, state.partial)  # the logged train loss is the mean over all processes
             if dist.is_main:
                 evaluated = ema.module if ema is not None else model
                 val = accuracy(
@@ -220,14 +229,15 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     except KeyboardInterrupt:
         progress.finish()
         if dist.is_main and state.epoch < cfg.optim.epochs:
-            if state.step_in_epoch < len(epoch_batches):  # undo the draws of the step that did not finish
-                aug_gen.set_state(snapshot[0])
-                torch.set_rng_state(snapshot[1])
+            if unfinished is not None:  # a step was cut short: undo its random draws
+                aug_gen.set_state(unfinished[0])
+                torch.set_rng_state(unfinished[1])
             save_state(
                 run_dir / "resume.safetensors", state, model, optimizer, ema and ema.module, {"aug": aug_gen}, run_info
             )
+        where = "" if cfg.run.out_dir == "train/runs" else f" --set run.out_dir={cfg.run.out_dir}"
         raise TrainingInterrupted(
-            f"interrupted; continue with: vitc train --resume --set run.name={cfg.run_name}"
+            f"interrupted; continue with: vitc train --resume --name {cfg.run_name}{where}"
         ) from None
     finally:
         shutdown(dist)
@@ -252,7 +262,12 @@ def _meta(model: torch.nn.Module, run_info: dict[str, Any], row: dict[str, Any])
     return meta_for(
         model,
         class_names=run_info["classes"],
-        provenance={"trained_by": "vitc train", "epoch": row["epoch"], "val_top1": row["val_top1"]},
+        provenance={
+            "trained_by": "vitc train",
+            "epoch": row["epoch"],
+            "val_top1": row["val_top1"],
+            "processes": run_info["processes"],
+        },
         extra={"train_config": run_info["config"]},
     )
 

@@ -1,0 +1,51 @@
+"""`vitc train` and `vitc eval` through the CLI: a tiny run, its evaluation, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from vitc.cli.main import app
+
+runner = CliRunner()
+
+
+def _set(overrides: dict[str, Any]) -> list[str]:
+    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+
+
+def test_train_then_eval(tiny: dict[str, Any], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "-q", *_set(tiny)])
+    assert result.exit_code == 0, result.output
+    assert "run summary" in result.output and "test top-1" in result.output
+    best = Path(tiny["run.out_dir"]) / "tiny" / "best.safetensors"
+    evaluated = runner.invoke(app, ["eval", str(best), "--split", "val", "--out", str(tmp_path / "cm.png")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "top-1" in evaluated.output and (tmp_path / "cm.png").stat().st_size > 1000
+
+
+def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
+    assert runner.invoke(app, ["train", "-q", *_set({**tiny, "optim.epochs": 1})]).exit_code == 0
+    again = runner.invoke(
+        app, ["train", "-q", "--resume", "--name", "tiny", *_set({"run.out_dir": tiny["run.out_dir"]})]
+    )
+    assert again.exit_code == 0, again.output  # nothing left to do, it re-scores the best checkpoint
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    cases = [
+        (["train", "--set", "optim.lrr=1"], "unknown config key"),
+        (["train", "--data", "imagefolder", "--data-dir", str(tmp_path / "none")], "missing folder"),
+        (["train", "--model", "convit_mikro"], "did you mean convit_micro"),
+        (["train", str(tmp_path / "missing.toml")], "not found"),
+        (["train", "--resume", "--name", "never", "--set", f"run.out_dir={tmp_path}"], "nothing to resume"),
+        (["eval", str(tmp_path / "missing.safetensors")], "no such file"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output

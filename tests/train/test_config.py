@@ -1,0 +1,81 @@
+"""Recipes and overrides: defaults, strict keys and types, ranges, resolved config round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vitc.cli._options import parse_assignments
+from vitc.errors import VitcError
+from vitc.train.config import from_dict, load_config
+
+RECIPES = sorted(Path(__file__).parents[2].joinpath("train").glob("*.toml"))
+
+
+def test_defaults_train_convit_micro_on_digits() -> None:
+    cfg = load_config()
+    assert (cfg.model.name, cfg.data.name, cfg.run_name) == ("convit_micro", "digits", "convit_micro")
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_shipped_recipes_load(recipe: Path) -> None:
+    cfg = load_config(recipe)
+    assert cfg.run.name == recipe.stem
+
+
+def test_recipe_then_overrides(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\nname = "deit_micro"\nargs = { depth = 2 }\n[optim]\nlr = 0.002\n')
+    cfg = load_config(recipe, {"optim.lr": 0.003, "model.args.embed_dim": 64})
+    assert cfg.model.name == "deit_micro" and cfg.optim.lr == 0.003
+    assert cfg.model.args == {"depth": 2, "embed_dim": 64}
+    assert from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"optim.lrr": 1.0}, "unknown config key 'optim.lrr'"),
+        ({"nosection.x": 1}, "unknown config key"),
+        ({"optim.lr": "fast"}, "expects float"),
+        ({"optim.epochs": 2.5}, "expects int"),
+        ({"aug.flip": 1}, "expects bool"),
+        ({"optim.epochs": 0}, "must be positive"),
+        ({"optim.batch_size": -4}, "must be positive"),
+        ({"optim.weight_decay": -0.1}, "must not be negative"),
+        ({"optim.label_smoothing": 1.5}, "must be in"),
+        ({"data.fraction": 0.0}, "data.fraction"),
+        ({"aug.crop_scale": [0.9, 0.1]}, "crop_scale"),
+        ({"run.device": "tpu"}, "must be one of"),
+        ({"data.name": "imagefolder"}, "needs a folder"),
+    ],
+)
+def test_bad_values_are_clear_errors(overrides: dict, message: str) -> None:
+    with pytest.raises(VitcError, match=message):
+        load_config(None, overrides)
+
+
+def test_bad_recipe_files(tmp_path: Path) -> None:
+    with pytest.raises(VitcError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[optim\nlr = ")
+    with pytest.raises(VitcError, match="not valid TOML"):
+        load_config(broken)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[optim]\nlearning_rate = 0.1\n")
+    with pytest.raises(VitcError, match="learning_rate"):
+        load_config(unknown)
+
+
+def test_set_parsing() -> None:
+    assert parse_assignments(["a.b=1", "c.d=0.5", "e.f=true", "g.h=[1, 2]", "i.j=word"]) == {
+        "a.b": 1,
+        "c.d": 0.5,
+        "e.f": True,
+        "g.h": [1, 2],
+        "i.j": "word",
+    }
+    with pytest.raises(VitcError, match="key=value"):
+        parse_assignments(["novalue"])

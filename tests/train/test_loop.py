@@ -1,0 +1,102 @@
+"""The training loop end to end on a tiny model: artifacts, exact resume, NaN stop, bad resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vitc.checkpoint import load_model
+from vitc.errors import VitcError
+from vitc.train import loop
+from vitc.train.config import load_config
+from vitc.train.loop import TrainingInterrupted, train
+from vitc.train.report import read_metrics
+
+
+def _run(overrides: dict[str, Any], resume: bool = False) -> loop.RunResult:
+    return train(load_config(None, overrides), resume=resume, show_progress=False)
+
+
+def test_a_run_writes_every_artifact(tiny: dict[str, Any]) -> None:
+    result = _run(tiny)
+    names = sorted(p.name for p in result.run_dir.iterdir())
+    assert names == sorted(
+        ["best.safetensors", "last.safetensors", "resume.safetensors", "config.json", "metrics.jsonl", "curves.png"]
+    )
+    rows = read_metrics(result.run_dir / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows == result.history
+    assert {"train_loss", "lr", "val_top1", "val_top5", "val_loss"} <= set(rows[0])
+    assert 0.0 <= result.test["top1"] <= 100.0 and result.test["top5"] >= result.test["top1"]
+    model, meta = load_model(result.run_dir / "best.safetensors")
+    assert meta.class_names == [str(i) for i in range(10)] and meta.provenance["trained_by"] == "vitc train"
+    assert model.head.out_features == 10
+
+
+def _interrupt_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """Make the `call`-th optimiser step's progress update raise KeyboardInterrupt (as Ctrl-C would)."""
+    original = loop.EpochProgress.advance
+    count = {"n": 0}
+
+    def advance(self: Any, *args: Any, **kwargs: Any) -> None:
+        count["n"] += 1
+        if count["n"] == call:
+            raise KeyboardInterrupt
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.EpochProgress, "advance", advance)
+
+
+def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
+    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny["aug.crop_scale"] = [0.5, 1.0]  # random crops and drop-path: both RNG streams must be restored
+    tiny["model.drop_path_rate"] = 0.2
+    reference = _run({**tiny, "run.name": "straight"})
+
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, call=5)  # in the middle of epoch 2
+        with pytest.raises(TrainingInterrupted, match="--resume --name tiny"):
+            _run(tiny)
+    resumed = _run(tiny, resume=True)
+
+    assert resumed.history == reference.history
+    assert resumed.test == reference.test
+    for name in ("last.safetensors", "resume.safetensors"):
+        expected, got = load_file(reference.run_dir / name), load_file(resumed.run_dir / name)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected), name
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = {"n": 0}
+    original = loop.F.log_softmax
+
+    def poisoned(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        steps["n"] += 1
+        out = original(x, *args, **kwargs)
+        return out * float("nan") if steps["n"] > 4 else out  # epoch 1 (3 steps) trains fine
+
+    monkeypatch.setattr(loop.F, "log_softmax", poisoned)
+    with pytest.raises(VitcError, match="loss became nan at epoch 2, step 2"):
+        _run(tiny)
+    run_dir = Path(tiny["run.out_dir"]) / "tiny"
+    model, meta = load_model(run_dir / "last.safetensors")
+    assert meta.provenance["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bad_resumes(tiny: dict[str, Any]) -> None:
+    with pytest.raises(VitcError, match="nothing to resume"):
+        _run(tiny, resume=True)
+    _run({**tiny, "optim.epochs": 1})
+    with pytest.raises(VitcError, match="already holds a run"):
+        _run({**tiny, "optim.epochs": 1})
+    other = {**tiny, "model.name": "convit_micro", "model.args": {"depth": 1, "embed_dim": 32, "local_up_to_layer": 1}}
+    with pytest.raises(VitcError, match="was written by deit_micro"):
+        _run(other, resume=True)

@@ -1,0 +1,169 @@
+"""Benchmark results as a rich table, JSON and Markdown, several runners side by side.
+
+Rows are (runner, batch). The ratio column compares each runner's throughput with the *first*
+runner's at the same batch (2.00× = twice the images per second). Which time is which is stated
+in the output: "e2e" is host-to-host (inputs copied in, outputs copied back), "gpu" is device
+compute only (CUDA events around the launch).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+from vitc.bench.timing import LatencyStats
+
+TIME_NOTES = {
+    "e2e": "end to end per call: host inputs in, host outputs out (includes H2D/D2H copies)",
+    "gpu": "GPU compute only, CUDA events around the launch (no transfers)",
+}
+
+
+@dataclass
+class BenchRow:
+    runner: str
+    backend: str
+    device: str
+    precision: str
+    batch: int
+    e2e: LatencyStats
+    gpu: LatencyStats | None = None
+    accuracy: dict[str, Any] | None = None  # a DriftReport.to_dict() when --data was given
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runner": self.runner,
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "batch": self.batch,
+            "e2e": self.e2e.to_dict(),
+            "gpu": None if self.gpu is None else self.gpu.to_dict(),
+            "accuracy": self.accuracy,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class BenchReport:
+    rows: list[BenchRow] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runners(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            seen.setdefault(row.runner, None)
+        return list(seen)
+
+    def ratio(self, row: BenchRow) -> float | None:
+        """Throughput of `row` over the first runner's at the same batch (None when it has none)."""
+        base = next((r for r in self.rows if r.runner == self.runners[0] and r.batch == row.batch), None)
+        if base is None or base.e2e.throughput <= 0:
+            return None
+        return row.e2e.throughput / base.e2e.throughput
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = []
+        for row in self.rows:
+            record = row.to_dict()
+            record["ratio_vs_first"] = self.ratio(row)
+            rows.append(record)
+        return {
+            "format": "vitc.bench",
+            "version": 1,
+            "baseline": self.runners[0] if self.rows else None,
+            "times": TIME_NOTES,
+            "units": {"latency": "ms", "throughput": "images/s", "cv": "fraction"},
+            "settings": self.settings,
+            "environment": self.environment,
+            "warnings": self.warnings,
+            "rows": rows,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    # -- shared cell formatting ----------------------------------------------------------------
+    _HEAD = ("runner", "batch", "p50 ms", "mean ms", "p99 ms", "CV %", "img/s", "ratio", "GPU p50 ms", "top-1 %")
+
+    def _cells(self, row: BenchRow) -> list[str]:
+        ratio = self.ratio(row)
+        accuracy = row.accuracy
+        top1 = "" if accuracy is None else f"{accuracy['top1']:.2f} ({accuracy['delta_top1']:+.2f})"
+        return [
+            row.runner,
+            str(row.batch),
+            f"{row.e2e.p50:.3f}",
+            f"{row.e2e.mean:.3f}",
+            f"{row.e2e.p99:.3f}",
+            f"{100 * row.e2e.cv:.1f}",
+            f"{row.e2e.throughput:.1f}",
+            "" if ratio is None else f"{ratio:.2f}x",
+            "" if row.gpu is None else f"{row.gpu.p50:.3f}",
+            top1,
+        ]
+
+    def _columns(self) -> list[int]:
+        keep = list(range(8))
+        if any(r.gpu is not None for r in self.rows):
+            keep.append(8)
+        if any(r.accuracy is not None for r in self.rows):
+            keep.append(9)
+        return keep
+
+    def to_table(self, title: str = "vitc bench") -> Any:
+        from rich.table import Table
+
+        keep = self._columns()
+        table = Table(title=title, caption=self._caption())
+        for i in keep:
+            table.add_column(self._HEAD[i], justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for row in self.rows:
+            cells = self._cells(row)
+            table.add_row(*(cells[i] for i in keep))
+        return table
+
+    def _caption(self) -> str:
+        base = self.runners[0] if self.rows else "-"
+        text = f"latency = {TIME_NOTES['e2e']}; ratio = throughput / {base}'s at the same batch"
+        if any(r.gpu is not None for r in self.rows):
+            text += f"; GPU = {TIME_NOTES['gpu']}"
+        return text
+
+    def to_markdown(self, title: str = "vitc bench") -> str:
+        keep = self._columns()
+        lines = [f"### {title}", ""]
+        env = ", ".join(f"{k}: {v}" for k, v in self.environment.items() if v not in (None, ""))
+        if env:
+            lines += [env, ""]
+        head = [self._HEAD[i] for i in keep]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+        for row in self.rows:
+            cells = self._cells(row)
+            lines.append("| " + " | ".join(cells[i].replace("|", "\\|") for i in keep) + " |")
+        lines += ["", self._caption() + "."]
+        lines += [f"\n> warning: {w}" for w in self.warnings]
+        return "\n".join(lines) + "\n"
+
+
+def base_environment() -> dict[str, Any]:
+    """Host facts that belong with every figure (no optional imports)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": cores,
+    }

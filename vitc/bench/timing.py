@@ -1,0 +1,115 @@
+"""Latency statistics the way trtexec reports them (numpy only).
+
+A measurement is warm-up calls (not recorded), then either a fixed number of iterations or as many
+as fit in a duration (at least `min_iterations`). Each call reports one or more named times in
+seconds ("e2e": host arrays in → host arrays out; "gpu": GPU compute from CUDA events); each name
+gets its own statistics: min, max, mean, std, p50/p90/p95/p99, coefficient of variation, and
+throughput = batch / mean latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from vitc.errors import VitcError
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Statistics of per-call latencies, in milliseconds; throughput in images per second."""
+
+    count: int
+    batch: int
+    min: float
+    max: float
+    mean: float
+    std: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    cv: float  # coefficient of variation, std / mean (a fraction, not percent)
+    throughput: float
+
+    @classmethod
+    def from_seconds(cls, seconds: Any, batch: int) -> LatencyStats:
+        times = np.asarray(seconds, dtype=np.float64).ravel() * 1e3
+        if times.size == 0:
+            raise VitcError("no timings to summarise")
+        if batch < 1:
+            raise VitcError(f"batch must be >= 1, got {batch}")
+        if not np.isfinite(times).all() or (times < 0).any():
+            raise VitcError("timings must be finite and non-negative")
+        mean = float(times.mean())
+        std = float(times.std(ddof=1)) if times.size > 1 else 0.0
+        p50, p90, p95, p99 = (float(v) for v in np.percentile(times, PERCENTILES))
+        return cls(
+            count=int(times.size),
+            batch=batch,
+            min=float(times.min()),
+            max=float(times.max()),
+            mean=mean,
+            std=std,
+            p50=p50,
+            p90=p90,
+            p95=p95,
+            p99=p99,
+            cv=std / mean if mean > 0 else 0.0,
+            throughput=batch * 1e3 / mean if mean > 0 else float("inf"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """How long to measure: warm-up calls, then `iterations` calls or `duration` seconds."""
+
+    warmup: int = 5
+    iterations: int = 30
+    duration: float | None = None
+    min_iterations: int = 5
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0:
+            raise VitcError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.duration is None and self.iterations < 1:
+            raise VitcError(f"--iterations must be >= 1, got {self.iterations}")
+        if self.duration is not None and self.duration <= 0:
+            raise VitcError(f"--duration must be > 0 seconds, got {self.duration}")
+
+
+Step = Callable[[], Mapping[str, float | None]]
+
+
+def collect(step: Step, plan: TimingPlan, clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Call `step` per the plan; gather each named time (None values are skipped)."""
+    for _ in range(plan.warmup):
+        step()
+    samples: dict[str, list[float]] = {}
+    start = clock()
+    calls = 0
+    while True:
+        for name, value in step().items():
+            if value is not None:
+                samples.setdefault(name, []).append(float(value))
+        calls += 1
+        if plan.duration is None:
+            if calls >= plan.iterations:
+                break
+        elif calls >= plan.min_iterations and clock() - start >= plan.duration:
+            break
+    return samples
+
+
+def measure(step: Step, plan: TimingPlan, batch: int) -> dict[str, LatencyStats]:
+    """Statistics per named time for a step that processes `batch` images per call."""
+    return {name: LatencyStats.from_seconds(times, batch) for name, times in collect(step, plan).items()}

@@ -1,0 +1,115 @@
+"""`vitc bench`: latency and throughput of engines and models, side by side, with optional accuracy.
+
+`--engine x.plan` / `--engine x.onnx` imports no torch: this command runs on a Jetson with only
+numpy, TensorRT, cuda-python (or pycuda), typer and rich.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vitc.errors import VitcError
+
+
+def bench(
+    engine: Annotated[
+        list[Path] | None,
+        typer.Option("--engine", "-e", help="A .plan (TensorRT) or .onnx (ONNX Runtime) file. Repeatable."),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="A zoo model name, run in PyTorch.")] = None,
+    ckpt: Annotated[Path | None, typer.Option("--ckpt", help="A vitc checkpoint, run in PyTorch.")] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="PyTorch: uncompiled vs vitc-compiled side by side.")
+    ] = False,
+    torch_compile: Annotated[
+        bool, typer.Option("--torch-compile", help="PyTorch: also run each variant under torch.compile.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda (PyTorch; ONNX Runtime: cpu forces the CPU EP).")] = "cpu",
+    precision: Annotated[str, typer.Option(help="PyTorch autocast: fp32, fp16 or bf16.")] = "fp32",
+    batch: Annotated[str, typer.Option("--batch", "-b", help="Batch sizes, e.g. 1,8,32.")] = "1",
+    warmup: Annotated[int, typer.Option(help="Warm-up calls per batch size (not timed).")] = 5,
+    iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed calls per batch size.")] = 30,
+    duration: Annotated[
+        float | None, typer.Option(help="Time for this many seconds instead of --iterations.")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="heldout.npz or an export folder: also measure accuracy through each runner."),
+    ] = None,
+    cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="TensorRT: launch through a CUDA graph.")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores available).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON.")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the figures as a Markdown table.")] = None,
+) -> None:
+    """Benchmark engines (--engine, repeatable) and/or a PyTorch model (--model/--ckpt); the first is the baseline."""
+    from vitc._io import atomic_write
+    from vitc.bench.runner import bench_runners, parse_batches
+    from vitc.bench.timing import TimingPlan
+    from vitc.engines import backend_for_path, runner_for_path
+    from vitc.engines.base import BaseRunner
+    from vitc.engines.manifest import load_heldout, manifest_for
+    from vitc.engines.platform import jetson_info, jetson_power_warnings
+
+    if not engine and model is None and ckpt is None:
+        raise VitcError("nothing to benchmark: give --engine PATH (repeatable) and/or --model NAME / --ckpt PATH")
+    if (compare or torch_compile) and model is None and ckpt is None:
+        raise VitcError("--compare and --torch-compile apply to PyTorch: give --model NAME or --ckpt PATH")
+    batches = parse_batches(batch)
+    plan = TimingPlan(warmup=warmup, iterations=iterations, duration=duration)
+    heldout = load_heldout(data) if data is not None else None
+
+    runners: list[BaseRunner] = []
+    precisions: dict[str, str] = {}
+    for path in engine or []:
+        backend = backend_for_path(path)
+        if backend == "onnxrt":
+            runner = runner_for_path(path, device="cpu" if device == "cpu" else "auto", threads=threads)
+        else:
+            runner = runner_for_path(path, cuda_graph=cuda_graph)
+        runner.name = _unique(f"{path.parent.name}/{path.name}" if path.parent.name else path.name, [r.name for r in runners])
+        manifest = manifest_for(path) if backend == "onnxrt" else None
+        if manifest is not None:
+            precisions[runner.name] = manifest.precision
+        runners.append(runner)
+    if model is not None or ckpt is not None:
+        from vitc.bench.runner import torch_runners
+
+        runners += torch_runners(
+            model, ckpt, compare=compare, torch_compile=torch_compile, device=device, precision=precision
+        )
+
+    console = Console()
+    warnings: list[str] = []
+    jetson = jetson_info()
+    if jetson is not None:
+        facts, warnings = jetson_power_warnings()
+        jetson.update({k: str(v) for k, v in facts.items()})
+    for line in warnings:
+        console.print(f"[yellow]warning:[/] {line}", highlight=False)
+
+    report = bench_runners(runners, batches, plan, heldout=heldout, precisions=precisions)
+    report.warnings[:0] = warnings
+    if jetson is not None:
+        report.environment["jetson"] = jetson
+    for line in report.warnings[len(warnings) :]:
+        console.print(f"[yellow]warning:[/] {line}", highlight=False)
+    console.print(report.to_table())
+    if json_out is not None:
+        with atomic_write(json_out) as tmp:
+            tmp.write_text(report.to_json())
+        console.print(f"wrote {json_out}")
+    if markdown is not None:
+        with atomic_write(markdown) as tmp:
+            tmp.write_text(report.to_markdown())
+        console.print(f"wrote {markdown}")
+
+
+def _unique(name: str, taken: list[str]) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name} #{n}", n + 1
+    return candidate

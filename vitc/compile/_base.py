@@ -1,0 +1,101 @@
+"""The pass framework: a pass matches modules, rewrites each match into a static module, counts.
+
+A pass is a small class: `matches(module)` says what it rewrites, `rewrite(module)` returns the
+replacement (built from the matched module's weights, never sharing storage that a later pass
+could mutate), and calling the pass on a model replaces every match in place and returns how many
+times it fired. Passes register under a name; pipelines (`vitc.compile.pipeline`) list them per
+target. Helpers that several passes share (Linear fusion, BatchNorm folding) live here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+__all__ = ["PASSES", "Pass", "fold_batchnorm", "fuse_linears", "register_pass"]
+
+P = TypeVar("P", bound=type["Pass"])
+PASSES: dict[str, type[Pass]] = {}
+
+
+def register_pass(cls: P) -> P:
+    """Register a Pass subclass under its `name`."""
+    PASSES[cls.name] = cls
+    return cls
+
+
+class Pass:
+    """Rewrite every submodule that `matches` into `rewrite(module)`; `__call__` returns the count.
+
+    The walk is top-down: a replaced module is not searched again, so a pass never rewrites its
+    own output. The root module itself is never replaced (the compiled model keeps its class).
+    """
+
+    name: ClassVar[str] = ""
+    matches_doc: ClassVar[str] = ""  # one line for reports and docs: what the pass rewrites
+
+    def matches(self, module: nn.Module) -> bool:
+        raise NotImplementedError
+
+    def rewrite(self, module: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> int:
+        return self._walk(model)
+
+    def _walk(self, parent: nn.Module) -> int:
+        fired = 0
+        for child_name, child in list(parent.named_children()):
+            if self.matches(child):
+                setattr(parent, child_name, self.rewrite(child))
+                fired += 1
+            else:
+                fired += self._walk(child)
+        return fired
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def fuse_linears(*linears: nn.Linear, row_scale: Callable[[int], float] | None = None) -> nn.Linear:
+    """One Linear whose output is the concatenation of `linears`' outputs (they must share the input).
+
+    A missing bias counts as zero; the fused Linear has a bias only if one of the parts does.
+    `row_scale(i)` multiplies output row i (e.g. to fold an attention scale into the q rows).
+    """
+    weight = torch.cat([lin.weight for lin in linears], dim=0)
+    has_bias = any(lin.bias is not None for lin in linears)
+    bias = None
+    if has_bias:
+        bias = torch.cat(
+            [lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in linears]
+        )
+    if row_scale is not None:
+        scale = torch.tensor([row_scale(i) for i in range(weight.shape[0])], dtype=torch.float64)
+        weight = (weight.double() * scale[:, None].to(weight.device)).to(weight.dtype)
+        if bias is not None:
+            bias = (bias.double() * scale.to(bias.device)).to(bias.dtype)
+    first = linears[0]
+    fused = nn.Linear(first.in_features, weight.shape[0], bias=has_bias, device=weight.device, dtype=weight.dtype)
+    fused.weight.copy_(weight)
+    if bias is not None:
+        fused.bias.copy_(bias)
+    return fused
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of the conv that equals bn(conv(x)) in eval mode, computed in float64."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics")
+    var = bn.running_var.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
+    factor = gamma / torch.sqrt(var + bn.eps)
+    conv_bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(var)
+    weight = conv.weight.double() * factor.view(-1, *([1] * (conv.weight.dim() - 1)))
+    bias = (conv_bias - bn.running_mean.double()) * factor + beta
+    return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)

@@ -1,0 +1,121 @@
+"""Pass 3, fold_cvt_projections: CvT's conv projections → biased depthwise convs, k and v merged.
+
+Each `dw_bn` projection (depthwise conv, then BatchNorm) becomes one depthwise conv with a bias
+(the eval-mode BatchNorm folded in float64). The k and v convs read the same map with the same
+stride, so they become one grouped conv with channel multiplier 2 (weights interleaved k0 v0 k1 v1
+…, groups = C): one pass over the input instead of two. The attention scale C^-0.5 (the full
+stage width) is folded into proj_q. proj_q/k/v read three different maps, so no two Linears share
+an input here and they stay separate GEMMs.
+
+`StaticConvAttention.sdpa` is False after this pass; static_attention switches it on where the
+target benefits.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitc.compile._base import Pass, fold_batchnorm, fuse_linears, register_pass
+from vitc.models.cvt import ConvAttention
+
+__all__ = ["FoldCvTProjectionsPass", "StaticConvAttention"]
+
+
+def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> nn.Conv2d:
+    out = nn.Conv2d(
+        weight.shape[1] * groups,
+        weight.shape[0],
+        conv.kernel_size,  # type: ignore[arg-type]
+        stride=conv.stride,  # type: ignore[arg-type]
+        padding=conv.padding,  # type: ignore[arg-type]
+        groups=groups,
+        bias=True,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    out.weight.copy_(weight)
+    out.bias.copy_(bias)
+    return out
+
+
+class StaticConvAttention(nn.Module):
+    """CvT attention with folded convs: conv_q (C → C), conv_kv (C → 2C interleaved), q pre-scaled."""
+
+    def __init__(
+        self,
+        conv_q: nn.Conv2d,
+        conv_kv: nn.Conv2d,
+        proj_q: nn.Linear,
+        proj_k: nn.Linear,
+        proj_v: nn.Linear,
+        proj: nn.Linear,
+        num_heads: int,
+        with_cls_token: bool,
+        sdpa: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.with_cls_token = with_cls_token
+        self.sdpa = sdpa
+        self.conv_q = conv_q
+        self.conv_kv = conv_kv
+        self.proj_q = proj_q
+        self.proj_k = proj_k
+        self.proj_v = proj_v
+        self.proj = proj
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, h, T, d)
+
+    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        batch, _, dim = x.shape
+        if self.with_cls_token:
+            cls_token, x = torch.split(x, [1, height * width], dim=1)
+        grid = x.transpose(1, 2).reshape(batch, dim, height, width)
+        q = self.conv_q(grid).flatten(2).transpose(1, 2)
+        kv = self.conv_kv(grid).flatten(2).unflatten(1, (dim, 2))  # (B, C, 2, T')
+        k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+        if self.with_cls_token:
+            q, k, v = (torch.cat((cls_token, t), dim=1) for t in (q, k, v))
+        q, k, v = self._heads(self.proj_q(q)), self._heads(self.proj_k(k)), self._heads(self.proj_v(v))
+        if self.sdpa:
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # C^-0.5 is folded into proj_q
+        else:
+            out = (q @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, cls={self.with_cls_token}, sdpa={self.sdpa}"
+
+
+@register_pass
+class FoldCvTProjectionsPass(Pass):
+    name: ClassVar[str] = "fold_cvt_projections"
+    matches_doc: ClassVar[str] = "CvT ConvAttention (dw conv + BN projections)"
+
+    def matches(self, module: nn.Module) -> bool:
+        return isinstance(module, ConvAttention)
+
+    def rewrite(self, module: nn.Module) -> nn.Module:
+        assert isinstance(module, ConvAttention)
+        cq, ck, cv = module.conv_proj_q, module.conv_proj_k, module.conv_proj_v
+        if (ck.conv.stride, ck.conv.padding, ck.conv.kernel_size) != (cv.conv.stride, cv.conv.padding, cv.conv.kernel_size):
+            raise ValueError("fold_cvt_projections needs k and v convs of the same geometry")
+        wq, bq = fold_batchnorm(cq.conv, cq.bn)
+        wk, bk = fold_batchnorm(ck.conv, ck.bn)
+        wv, bv = fold_batchnorm(cv.conv, cv.bn)
+        dim = wq.shape[0]
+        conv_q = _conv_like(cq.conv, wq, bq, groups=dim)
+        # Output channel 2c+j of a grouped conv with groups=C belongs to input channel c: interleave k, v.
+        wkv = torch.stack((wk, wv), dim=1).flatten(0, 1)
+        bkv = torch.stack((bk, bv), dim=1).flatten()
+        conv_kv = _conv_like(ck.conv, wkv, bkv, groups=dim)
+        scale = module.scale
+        proj_q = fuse_linears(module.proj_q, row_scale=lambda i: scale)
+        return StaticConvAttention(
+            conv_q, conv_kv, proj_q, module.proj_k, module.proj_v, module.proj, module.num_heads, module.with_cls_token
+        )

@@ -1,0 +1,144 @@
+"""Per-target pipelines and `compile_model`.
+
+Pipelines, chosen by measurement (docs and numbers: the module docstring of each pass and the
+compile report in the lead's docs/benchmarks.md):
+* cpu (PyTorch eager CPU): GPSA "mix", static SP-SA, folded CvT, and SDPA for plain attention.
+* onnx (ONNX Runtime CPU): GPSA "mix" (a probe found the SDPA form 1.6x slower there), no SDPA:
+  the exporter would decompose it into the same MatMul/Softmax anyway.
+* cuda, tensorrt: GPSA "sdpa" and SDPA everywhere, so fused attention kernels apply.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+import vitc.compile.fold_cvt_projections
+import vitc.compile.static_attention
+import vitc.compile.static_gpsa
+import vitc.compile.static_spatial_prior  # noqa: F401  (the imports register the passes)
+from vitc.compile._base import PASSES
+from vitc.compile.report import TOLERANCE, CompileReport, PassRow
+from vitc.errors import VitcError
+
+__all__ = ["PIPELINES", "TARGETS", "compile_model", "check_inputs"]
+
+Step = tuple[str, dict[str, Any]]
+
+PIPELINES: dict[str, tuple[Step, ...]] = {
+    "cpu": (
+        ("static_gpsa", {"lowering": "mix"}),
+        ("static_spatial_prior", {}),
+        ("fold_cvt_projections", {}),
+        ("static_attention", {}),
+    ),
+    "cuda": (
+        ("static_gpsa", {"lowering": "sdpa"}),
+        ("static_spatial_prior", {}),
+        ("fold_cvt_projections", {}),
+        ("static_attention", {}),
+    ),
+    "onnx": (
+        ("static_gpsa", {"lowering": "mix"}),
+        ("static_spatial_prior", {}),
+        ("fold_cvt_projections", {}),
+    ),
+    "tensorrt": (
+        ("static_gpsa", {"lowering": "sdpa"}),
+        ("static_spatial_prior", {}),
+        ("fold_cvt_projections", {}),
+        ("static_attention", {}),
+    ),
+}
+TARGETS = tuple(PIPELINES)
+CHECK_BATCH = 2  # > 1, so that a rewrite mixing batch elements shows up
+CHECK_SEED = 0
+
+
+def check_inputs(
+    input_size: tuple[int, int, int], batch: int = CHECK_BATCH, device: torch.device | None = None
+) -> torch.Tensor:
+    """The fixed random inputs (standard normal, seed 0) on which compile_model measures |Δ|."""
+    generator = torch.Generator().manual_seed(CHECK_SEED)
+    return torch.randn(batch, *input_size, generator=generator).to(device)
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put `model` in eval mode and restore every module's training flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _input_size(model: nn.Module, input_size: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    if input_size is None:
+        cfg = getattr(model, "vitc_cfg", None)
+        if cfg is None:
+            raise VitcError("pass input_size: this model was not built by vitc.create_model and carries no config")
+        input_size = cfg.input_size
+    if len(input_size) != 3:
+        raise VitcError(f"input_size must be (C, H, W), got {tuple(input_size)}")
+    return (int(input_size[0]), int(input_size[1]), int(input_size[2]))
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+@torch.no_grad()
+def compile_model(
+    model: nn.Module, input_size: tuple[int, int, int] | None = None, target: str = "cpu", check: bool = True
+) -> tuple[nn.Module, CompileReport]:
+    """Run `target`'s pipeline on a deep copy of `model`; return the eval-mode result and a report.
+
+    With `check`, the original and the model after every pass that fired run on the same random
+    inputs (batch 2) and the report records max |Δ logits|; a final max |Δ| above 1e-4 raises
+    VitcError. `model` itself is left as it was (its training flags are restored).
+    """
+    if target not in PIPELINES:
+        raise VitcError(f"unknown compile target {target!r} (choose one of: {', '.join(TARGETS)})")
+    start = time.perf_counter()
+    size = _input_size(model, input_size)
+    report = CompileReport(model=str(getattr(model, "vitc_name", type(model).__name__)), target=target, input_size=size)
+    compiled = copy.deepcopy(model).eval()
+    reference = None
+    inputs = None
+    if check:
+        inputs = check_inputs(size, device=_device(model))
+        report.check_batch = inputs.shape[0]
+        with _eval_mode(model):
+            reference = model(inputs)
+    delta: float | None = 0.0 if check else None
+    for name, kwargs in PIPELINES[target]:
+        fired = PASSES[name](**kwargs)(compiled)
+        if check and fired:
+            delta = _max_abs_diff(compiled(inputs), reference)
+        report.rows.append(PassRow(name, fired, delta))
+    compiled.eval()
+    if check:
+        report.max_abs_diff = _max_abs_diff(compiled(inputs), reference)
+    report.seconds = time.perf_counter() - start
+    if check and not report.max_abs_diff <= TOLERANCE:  # also catches NaN
+        raise VitcError(
+            f"compiling {report.model} for {target} changed the logits by {report.max_abs_diff:.3g} "
+            f"(> {TOLERANCE:g}); per pass: "
+            + ", ".join(f"{r.name}={r.max_abs_diff:.3g}" for r in report.rows if r.max_abs_diff is not None)
+        )
+    return compiled, report

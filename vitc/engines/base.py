@@ -1,0 +1,165 @@
+"""The runner contract every backend implements, after Polygraphy's loader/runner split.
+
+A runner is a context manager: `activate()` loads the artifact (an ONNX Runtime session, a
+TensorRT engine, a PyTorch model), `infer(feed)` maps input names to numpy arrays and returns
+output names to numpy arrays, `deactivate()` frees what `activate` took. Every `infer` sets
+`inference_time` (seconds, end to end: host arrays in, host arrays out); runners that can time
+the device alone also set `gpu_time` (seconds, GPU compute only, from CUDA events).
+
+Nothing here imports an optional dependency; backends import theirs through `vitc._lazy`.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from types import ModuleType, TracebackType
+from typing import Any
+
+import numpy as np
+
+from vitc._lazy import lazy_import
+from vitc.errors import VitcError
+
+
+class LazyModule(ModuleType):
+    """A module proxy that imports the first of `names` on the first attribute access.
+
+    Backends bind their optional dependency at module level with it (`trt = LazyModule("tensorrt")`)
+    so that importing the backend costs nothing and tests can replace the attribute with a fake.
+    """
+
+    def __init__(self, *names: str) -> None:
+        super().__init__(names[0])
+        self._vitc_names = names
+        self._vitc_module: ModuleType | None = None
+
+    def _vitc_load(self) -> ModuleType:
+        if self._vitc_module is None:
+            error: VitcError | None = None
+            for name in self._vitc_names:
+                try:
+                    self._vitc_module = lazy_import(name)
+                    break
+                except VitcError as exc:
+                    error = error or exc
+            else:
+                assert error is not None
+                raise error
+        return self._vitc_module
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_vitc_"):
+            raise AttributeError(attr)
+        return getattr(self._vitc_load(), attr)
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """One input or output: name, shape (None for a dynamic dimension) and numpy dtype."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+    def concrete(self, batch: int) -> tuple[int, ...]:
+        """The shape with the batch dimension set (and any other dynamic dimension → 1)."""
+        dims = [batch if i == 0 else (1 if d is None else d) for i, d in enumerate(self.shape)]
+        return tuple(dims)
+
+    @property
+    def static_batch(self) -> int | None:
+        return self.shape[0] if self.shape and self.shape[0] is not None else None
+
+
+@dataclass
+class RunnerInfo:
+    """What a runner reports about itself for tables and JSON."""
+
+    backend: str
+    device: str = "cpu"
+    precision: str = "fp32"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class BaseRunner(abc.ABC):
+    """activate → infer* → deactivate, usable as `with Runner(...) as r: r.infer(feed)`."""
+
+    backend: str = "base"
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or self.backend
+        self.is_active = False
+        self.inference_time: float | None = None  # seconds, end to end, of the last infer()
+        self.gpu_time: float | None = None  # seconds of GPU compute of the last infer(), when measurable
+
+    # -- context manager -------------------------------------------------------------------
+    def __enter__(self) -> BaseRunner:
+        self.activate()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.deactivate()
+
+    # -- public contract -------------------------------------------------------------------
+    def activate(self) -> None:
+        if self.is_active:
+            return
+        self.activate_impl()
+        self.is_active = True
+
+    def deactivate(self) -> None:
+        if not self.is_active:
+            return
+        try:
+            self.deactivate_impl()
+        finally:
+            self.is_active = False
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch. `feed` maps every input name to an array; returns every output."""
+        if not self.is_active:
+            raise VitcError(f"{self.name}: activate the runner (or use it in a `with` block) before infer()")
+        expected = {m.name for m in self.get_input_metadata()}
+        if set(feed) != expected:
+            raise VitcError(f"{self.name}: inputs {sorted(feed)} given, the model takes {sorted(expected)}")
+        self.gpu_time = None
+        start = time.perf_counter()
+        outputs = self.infer_impl(feed)
+        self.inference_time = time.perf_counter() - start
+        return outputs
+
+    def make_feed(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """Random normal inputs of the right shape and dtype for a batch (for timing)."""
+        rng = np.random.default_rng(seed)
+        return {
+            m.name: rng.standard_normal(m.concrete(batch)).astype(m.dtype) for m in self.get_input_metadata()
+        }
+
+    def supports_batch(self, batch: int) -> bool:
+        """False when an input has a static batch dimension or a profile that excludes `batch`."""
+        return all(m.static_batch in (None, batch) for m in self.get_input_metadata())
+
+    # -- what backends implement -------------------------------------------------------------
+    @abc.abstractmethod
+    def activate_impl(self) -> None: ...
+
+    @abc.abstractmethod
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def deactivate_impl(self) -> None:
+        return None
+
+    @abc.abstractmethod
+    def get_input_metadata(self) -> list[TensorMeta]:
+        """Valid after activate()."""
+
+    @abc.abstractmethod
+    def get_output_metadata(self) -> list[TensorMeta]:
+        """Valid after activate()."""
+
+    def info(self) -> RunnerInfo:
+        return RunnerInfo(backend=self.backend)

@@ -1,0 +1,124 @@
+"""ONNX Runtime runner: the best execution provider available, names and shapes from the model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitc._lazy import lazy_import
+from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
+from vitc.errors import VitcError
+
+PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def choose_providers(available: list[str], device: str = "auto") -> list[str]:
+    """Providers in order of preference: TensorRT, CUDA, CPU ('cpu' → CPU only, 'cuda' → no TensorRT EP)."""
+    if device not in ("auto", "cpu", "cuda", "tensorrt"):
+        raise VitcError(f"unknown ONNX Runtime device {device!r} (auto, cpu, cuda, tensorrt)")
+    wanted = {
+        "auto": PREFERENCE,
+        "cpu": ("CPUExecutionProvider",),
+        "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+        "tensorrt": PREFERENCE,
+    }[device]
+    chosen = [p for p in wanted if p in available]
+    if device in ("cuda", "tensorrt") and chosen[:1] == ["CPUExecutionProvider"]:
+        raise VitcError(f"ONNX Runtime has no GPU provider here (available: {', '.join(available)})")
+    return chosen or ["CPUExecutionProvider"]
+
+
+def _dims(shape: list[Any]) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+
+
+class OnnxRuntimeRunner(BaseRunner):
+    backend = "onnxrt"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        super().__init__(name or self.path.name)
+        self.device = device
+        self.threads = threads or cpu_cores()
+        self.session: Any = None
+        self.providers: list[str] = []
+        self._inputs: list[TensorMeta] = []
+        self._outputs: list[TensorMeta] = []
+
+    def activate_impl(self) -> None:
+        ort = lazy_import("onnxruntime")
+        if not self.path.is_file():
+            raise VitcError(f"{self.path}: no such file")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        providers = choose_providers(list(ort.get_available_providers()), self.device)
+        while True:
+            try:
+                self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+                break
+            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+                if len(providers) > 1:  # a listed GPU provider whose libraries are missing: try the next
+                    providers = providers[1:]
+                    continue
+                raise VitcError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from exc
+        self.providers = list(self.session.get_providers())
+        self._inputs = [TensorMeta(i.name, _dims(i.shape), ORT_TYPES.get(i.type, "float32")) for i in self.session.get_inputs()]
+        self._outputs = [
+            TensorMeta(o.name, _dims(o.shape), ORT_TYPES.get(o.type, "float32")) for o in self.session.get_outputs()
+        ]
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        dtypes = {m.name: m.dtype for m in self._inputs}
+        ready = {k: np.ascontiguousarray(v, dtype=dtypes[k]) for k, v in feed.items()}
+        values = self.session.run(None, ready)
+        return {m.name: np.asarray(v) for m, v in zip(self._outputs, values, strict=True)}
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    def get_input_metadata(self) -> list[TensorMeta]:
+        return list(self._inputs)
+
+    def get_output_metadata(self) -> list[TensorMeta]:
+        return list(self._outputs)
+
+    def info(self) -> RunnerInfo:
+        provider = self.providers[0] if self.providers else "?"
+        device = "cpu" if provider == "CPUExecutionProvider" else "cuda"
+        precision = "fp16" if any(m.dtype == "float16" for m in self._inputs) else "fp32"
+        return RunnerInfo(
+            backend=self.backend,
+            device=device,
+            precision=precision,
+            detail={"providers": self.providers, "threads": self.threads, "path": str(self.path)},
+        )

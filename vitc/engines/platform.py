@@ -1,0 +1,144 @@
+"""Facts about this machine for sidecars, `vitc doctor` and bench warnings (no optional imports).
+
+GPUs come from `nvidia-smi` (absent on Jetson, where the GPU is integrated) or CUDA; Jetson facts
+from /etc/nv_tegra_release (L4T), /proc/device-tree/model and `nvpmodel -q`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+DEVICE_MODEL = Path("/proc/device-tree/model")
+# L4T release → JetPack (NVIDIA's JetPack archive). Unknown releases are reported as L4T only.
+L4T_TO_JETPACK = {
+    "35.1": "5.0.2",
+    "35.2": "5.1",
+    "35.3": "5.1.1",
+    "35.4": "5.1.2",
+    "35.5": "5.1.3",
+    "35.6": "5.1.4",
+    "36.2": "6.0 DP",
+    "36.3": "6.0",
+    "36.4": "6.1/6.2",
+    "38.2": "7.0",
+}
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    compute_capability: str | None = None
+    memory_mb: int | None = None
+    driver: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def parse_nvidia_smi(text: str) -> list[GpuInfo]:
+    """Rows of `nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader,nounits`."""
+    gpus = []
+    for line in text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 4 or not parts[0]:
+            continue
+        memory = int(float(parts[2])) if re.fullmatch(r"[\d.]+", parts[2]) else None
+        gpus.append(GpuInfo(parts[0], parts[1] or None, memory, parts[3] or None))
+    return gpus
+
+
+def nvidia_smi_gpus() -> list[GpuInfo]:
+    out = _run(
+        [
+            "nvidia-smi",
+            "--query-gpu=name,compute_cap,memory.total,driver_version",
+            "--format=csv,noheader,nounits",
+        ]
+    )
+    return parse_nvidia_smi(out) if out else []
+
+
+def parse_tegra_release(text: str) -> dict[str, str] | None:
+    """'# R35 (release), REVISION: 3.1, GCID: ...' → {"l4t": "35.3.1", "jetpack": "5.1.1"}."""
+    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    if not match:
+        return None
+    major, revision = match.group(1), match.group(2)
+    l4t = f"{major}.{revision}"
+    minor = revision.split(".")[0]
+    jetpack = L4T_TO_JETPACK.get(f"{major}.{minor}")
+    return {"l4t": l4t, "jetpack": jetpack or "unknown"}
+
+
+def jetson_info() -> dict[str, str] | None:
+    """{"model", "l4t", "jetpack"} on a Jetson, None elsewhere."""
+    if not TEGRA_RELEASE.is_file():
+        return None
+    try:
+        info = parse_tegra_release(TEGRA_RELEASE.read_text(errors="replace"))
+    except OSError:
+        return None
+    if info is None:
+        return None
+    try:
+        info["model"] = DEVICE_MODEL.read_text(errors="replace").strip("\x00\n ")
+    except OSError:
+        info["model"] = "Jetson (unknown model)"
+    return info
+
+
+def parse_nvpmodel(text: str) -> str | None:
+    """`nvpmodel -q` prints 'NV Power Mode: MAXN' then the mode number."""
+    match = re.search(r"NV Power Mode:\s*(\S+)", text)
+    return match.group(1) if match else None
+
+
+def jetson_power_warnings() -> tuple[dict[str, Any], list[str]]:
+    """Power mode and GPU clock state on a Jetson, plus warnings when figures would not be stable."""
+    facts: dict[str, Any] = {}
+    warnings: list[str] = []
+    out = _run(["nvpmodel", "-q"])
+    mode = parse_nvpmodel(out) if out else None
+    facts["power_mode"] = mode
+    if mode is None:
+        warnings.append("could not read the Jetson power mode (nvpmodel -q); record it with the figures")
+    elif "MAXN" not in mode.upper():
+        warnings.append(f"Jetson power mode is {mode}, not MAXN: figures are not comparable with MAXN ones")
+    clocks = gpu_clock_range()
+    facts["gpu_clock_hz"] = clocks
+    if clocks is None:
+        warnings.append("could not read the GPU clock range; run `sudo jetson_clocks` to fix clocks before benchmarking")
+    elif clocks[0] != clocks[1]:
+        warnings.append(
+            f"GPU clocks are not fixed (min {clocks[0]} Hz, max {clocks[1]} Hz): run `sudo jetson_clocks` for stable figures"
+        )
+    return facts, warnings
+
+
+def gpu_clock_range() -> tuple[int, int] | None:
+    """(min_freq, max_freq) of the Jetson GPU devfreq node; jetson_clocks makes them equal."""
+    for node in sorted(Path("/sys/class/devfreq").glob("*")):
+        name = node.name
+        if not any(key in name for key in ("gpu", "gv11b", "ga10b", "gb10b")):
+            continue
+        try:
+            return int((node / "min_freq").read_text()), int((node / "max_freq").read_text())
+        except (OSError, ValueError):
+            continue
+    return None

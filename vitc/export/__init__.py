@@ -1,0 +1,8 @@
+"""`vitc export`: checkpoint → compiled model → ONNX with the precision baked in, checked and measured.
+
+Heavy packages (torch, onnx, onnxruntime, onnxscript) are imported lazily inside the functions.
+"""
+
+from vitc.export.pipeline import PRECISIONS, ExportOptions, ExportResult, export_checkpoint
+
+__all__ = ["PRECISIONS", "ExportOptions", "ExportResult", "export_checkpoint"]

@@ -1,0 +1,179 @@
+"""PyTorch → ONNX: legacy (TorchScript) exporter, graph clean-up, checker, ONNX Runtime parity.
+
+The legacy exporter (`dynamo=False`) is used on purpose: it lowers attention to the plain
+MatMul/Softmax/MatMul pattern TensorRT fuses, names nodes after their module scope
+(`/blocks.0/attn/MatMul`), which the precision passes and `--explain` rely on, and at opset 16
+decomposes LayerNorm into ReduceMean/Sub/Pow/Sqrt/Div for TensorRT 8.5.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vitc._lazy import lazy_import
+from vitc.errors import VitcError
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+BATCH_DIM = "batch"
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """Static batch (min = opt = max) or a dynamic range recorded for the engine's profile."""
+
+    min: int
+    opt: int
+    max: int
+
+    @property
+    def dynamic(self) -> bool:
+        return not (self.min == self.opt == self.max)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+    @classmethod
+    def parse(cls, batch: int | None, dynamic: str | None) -> BatchSpec:
+        if batch is not None and dynamic is not None:
+            raise VitcError("give --batch or --dynamic-batch, not both")
+        if dynamic is not None:
+            parts = dynamic.split(":")
+            try:
+                lo, opt, hi = (int(p) for p in parts)
+            except ValueError:
+                raise VitcError(f"--dynamic-batch expects min:opt:max, e.g. 1:8:32, got {dynamic!r}") from None
+            if not 1 <= lo <= opt <= hi:
+                raise VitcError(f"--dynamic-batch needs 1 ≤ min ≤ opt ≤ max, got {dynamic}")
+            return cls(lo, opt, hi)
+        n = 1 if batch is None else int(batch)
+        if n < 1:
+            raise VitcError(f"--batch must be ≥ 1, got {n}")
+        return cls(n, n, n)
+
+
+def export_onnx(model: Any, input_size: tuple[int, int, int], opset: int, batch: BatchSpec) -> Any:
+    """Trace `model` to an onnx.ModelProto with input `input` (B, C, H, W) and output `logits`."""
+    torch = lazy_import("torch")
+    onnx = lazy_import("onnx")
+    x = torch.zeros(batch.opt, *input_size)
+    dynamic_axes = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if batch.dynamic else None
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model.eval(),
+                (x,),
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+        except Exception as exc:  # the exporter raises many types; one line for the user
+            raise VitcError(f"ONNX export failed at opset {opset}: {str(exc).splitlines()[0]}") from exc
+    return onnx.load_from_string(buf.getvalue())
+
+
+def clean(model: Any) -> tuple[Any, dict[str, int]]:
+    """Constant folding and dead-node removal (onnxscript's optimizer), then shape inference.
+
+    Node names survive folding, so scopes stay usable. Returns the model and node counts before/after.
+    """
+    onnx = lazy_import("onnx")
+    optimizer = lazy_import("onnxscript.optimizer")
+    before = len(model.graph.node)
+    names = {n.output[0]: n.name for n in model.graph.node if n.output}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = optimizer.optimize(model)
+    known = set(names.values())
+    for node in model.graph.node:  # the optimizer renames nodes it rebuilds; restore the scoped name
+        if node.name not in known and node.output and node.output[0] in names:
+            node.name = names[node.output[0]]
+    _drop_identities(model)
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    return model, {"nodes_before": before, "nodes_after": len(model.graph.node)}
+
+
+def _drop_identities(model: Any) -> None:
+    """Remove Identity nodes not feeding a graph output (the exporter leaves weight aliases)."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    rename = {}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.output[0] not in outputs:
+            rename[node.output[0]] = rename.get(node.input[0], node.input[0])
+        else:
+            keep.append(node)
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def check_model(model: Any) -> None:
+    onnx = lazy_import("onnx")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise VitcError(f"onnx.checker rejected the graph: {str(exc).splitlines()[0]}") from exc
+
+
+def session(model: Any, threads: int | None = None, optimize: bool = True, profile: str | None = None) -> Any:
+    """An ONNX Runtime CPU session for a ModelProto or a path."""
+    ort = lazy_import("onnxruntime")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if profile:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile
+    opts.log_severity_level = 3
+    source = model if isinstance(model, str) else model.SerializeToString()
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+def run_batches(sess: Any, images: np.ndarray, batch: BatchSpec, outputs: list[str] | None = None) -> list[np.ndarray]:
+    """Run `images` through `sess` in chunks the graph accepts (padding the last chunk of a static batch)."""
+    inp = sess.get_inputs()[0]
+    dtype = np.float16 if "float16" in inp.type else np.float32
+    step = batch.max
+    results: list[list[np.ndarray]] = []
+    for start in range(0, len(images), step):
+        chunk = images[start : start + step].astype(dtype)
+        n = len(chunk)
+        if not batch.dynamic and n < step:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
+        outs = sess.run(outputs, {inp.name: chunk})
+        results.append([o[:n].astype(np.float32) for o in outs])
+    return [np.concatenate(parts) for parts in zip(*results, strict=True)]
+
+
+def parity(model: Any, torch_model: Any, images: np.ndarray, batch: BatchSpec) -> float:
+    """max |Δ logits| between ONNX Runtime (optimisations off) and PyTorch on `images`."""
+    torch = lazy_import("torch")
+    (ort_logits,) = run_batches(session(model, optimize=False), images, batch)
+    with torch.no_grad():
+        ref = torch_model(torch.from_numpy(images)).numpy()
+    return float(np.abs(ort_logits - ref).max())
+
+
+def module_scope(name: str) -> str:
+    """The node-name prefix the legacy exporter gives a module: 'stage0.blocks.1' → '/stage0/blocks.1/'."""
+    return "/" + re.sub(r"/(\d+)(?=/|$)", r".\1", name.replace(".", "/")) + "/"

@@ -1,0 +1,203 @@
+"""What each TensorRT version's ONNX parser accepts, and `check_onnx`, the lint behind `vitc check`.
+
+Facts (onnx-tensorrt `docs/operators.md` per release branch, TensorRT explicit-quantization docs; see
+docs/deployment_anchors §2b, §3b, §3d):
+- 8.5 parses opsets up to 17 but not `LayerNormalization` (added in 8.6, NVIDIA/TensorRT#2875, #3346);
+  JetPack 5 therefore needs an opset-16 export with LayerNorm decomposed.
+- `Gelu` is an opset-20 op; 8.x stops at opset 17. The opset-23 `Attention` op arrived in parser 10.14.
+- Q/DQ: symmetric INT8 (zero point 0), per-tensor activations, per-channel weights whose scale count
+  equals the channel dimension on `axis`. The int32 bias DQ that ORT emits by default is rejected.
+- Dynamic dimensions need an optimisation profile: only a named batch dimension (axis 0 of the
+  input) is allowed here, and `vitc export` records its range.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+from vitc._lazy import lazy_import
+from vitc.errors import VitcError
+
+TRT_VERSIONS = ("8.5", "8.6", "10", "11")
+
+# The highest opset each parser reads, and the opset `vitc export` uses by default for it.
+MAX_OPSET = {"8.5": 17, "8.6": 17, "10": 20, "11": 22}
+DEFAULT_OPSET = {"8.5": 16, "8.6": 17, "10": 17, "11": 17}
+
+# Ops of the standard domain every targeted parser (8.5+) imports. Not the full matrix: the ops a
+# vision transformer export can contain, plus the common neighbours.
+_BASE_OPS = frozenset(
+    """Abs Acos Add And ArgMax ArgMin AveragePool BatchNormalization Cast Ceil Clip Concat Constant
+    ConstantOfShape Conv ConvTranspose Cos CumSum DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal
+    Erf Exp Expand Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool GlobalMaxPool Greater
+    GreaterOrEqual HardSigmoid HardSwish Identity InstanceNormalization LeakyRelu Less LessOrEqual Log
+    LogSoftmax MatMul Max MaxPool Mean Min Mod Mul Neg Not Or Pad Pow PRelu QuantizeLinear Range Reciprocal
+    ReduceL1 ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu
+    Reshape Resize ScatterElements ScatterND Selu Shape Sigmoid Sign Sin Size Slice Softmax Softplus Softsign
+    SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh Tile TopK Transpose Trilu Unsqueeze Where Xor""".split()
+)
+_ADDED = {
+    "8.6": frozenset({"LayerNormalization", "GroupNormalization"}),
+    "10": frozenset({"Gelu"}),  # opset 20
+    "11": frozenset({"Attention"}),  # parser 10.14+
+}
+_ORDER = {v: i for i, v in enumerate(TRT_VERSIONS)}
+_NOTES = {
+    "LayerNormalization": "TensorRT < 8.6 cannot parse LayerNormalization (opset 17): export with --trt 8.5 (opset 16)",
+    "Gelu": "the Gelu op is opset 20; TensorRT 8.x reads opset ≤ 17",
+    "Attention": "the Attention op is parsed from TensorRT 10.14",
+}
+
+
+def supported_ops(trt: str) -> frozenset[str]:
+    """The ONNX op types (default domain) TensorRT `trt`'s parser imports."""
+    check_version(trt)
+    ops = set(_BASE_OPS)
+    for version, added in _ADDED.items():
+        if _ORDER[version] <= _ORDER[trt]:
+            ops |= added
+    return frozenset(ops)
+
+
+def check_version(trt: str) -> str:
+    if trt not in TRT_VERSIONS:
+        raise VitcError(f"unknown TensorRT version {trt!r} (choose one of: {', '.join(TRT_VERSIONS)})")
+    return trt
+
+
+def check_opset(opset: int, trt: str | None) -> None:
+    """Reject an opset the target parser cannot read, or one that forces ops it lacks."""
+    if not 13 <= opset <= 22:
+        raise VitcError(f"opset {opset} is not supported by vitc export (13..22)")
+    if trt is None:
+        return
+    check_version(trt)
+    if opset > MAX_OPSET[trt]:
+        raise VitcError(f"TensorRT {trt} parses ONNX opsets up to {MAX_OPSET[trt]}, not {opset}")
+    if trt == "8.5" and opset >= 17:
+        raise VitcError("TensorRT 8.5 cannot parse LayerNormalization, which opset ≥ 17 exports use; use --opset 16")
+
+
+@dataclass(frozen=True)
+class Finding:
+    node: str
+    op_type: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.node} ({self.op_type}): {self.problem}"
+
+
+def _initializers(graph: Any) -> dict[str, Any]:
+    numpy_helper = lazy_import("onnx.numpy_helper")
+    return {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+
+
+def _constants(graph: Any) -> dict[str, Any]:
+    numpy_helper = lazy_import("onnx.numpy_helper")
+    out = _initializers(graph)
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    out[node.output[0]] = numpy_helper.to_array(attr.t)
+    return out
+
+
+def _attr(node: Any, name: str, default: Any = None) -> Any:
+    onnx = lazy_import("onnx")
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def _shape_of(graph: Any, name: str) -> list[int] | None:
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        if vi.name == name and vi.type.tensor_type.HasField("shape"):
+            return [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+    return None
+
+
+def check_qdq(model: Any) -> list[Finding]:
+    """TensorRT's explicit-quantization rules for every QuantizeLinear/DequantizeLinear node."""
+    graph = model.graph
+    consts = _constants(graph)
+    weights = {t.name for t in graph.initializer}
+    findings = []
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        bad = lambda msg, n=node: findings.append(Finding(n.name, n.op_type, msg))  # noqa: E731
+        scale = consts.get(node.input[1]) if len(node.input) > 1 else None
+        zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if scale is None:
+            bad("scale is not a constant")
+            continue
+        if (scale <= 0).any():
+            bad("non-positive scale")
+        if zp is not None:
+            if str(zp.dtype) != "int8":
+                bad(f"quantized type {zp.dtype} (TensorRT needs INT8)")
+            if (zp != 0).any():
+                bad("non-zero zero point (TensorRT needs symmetric quantization)")
+        data = node.input[0]
+        is_weight = data in weights or (node.op_type == "DequantizeLinear" and data in consts)
+        if node.op_type == "DequantizeLinear" and not is_weight:
+            # a DQ fed by a Q of a weight is a weight path too
+            producer = next((n for n in graph.node if data in n.output), None)
+            is_weight = producer is not None and producer.op_type == "QuantizeLinear" and producer.input[0] in weights
+        if scale.size > 1:
+            if not is_weight:
+                bad("per-channel scale on an activation (TensorRT needs per-tensor activations)")
+            else:
+                w = consts.get(data)
+                if w is None:
+                    producer = next((n for n in graph.node if data in n.output), None)
+                    w = consts.get(producer.input[0]) if producer is not None else None
+                axis = int(_attr(node, "axis", 1))
+                if w is not None and (axis >= w.ndim or w.shape[axis] != scale.size):
+                    bad(f"{scale.size} scales do not match axis {axis} of weight shape {list(w.shape)}")
+        if node.op_type == "DequantizeLinear" and data in consts and str(consts[data].dtype) == "int32":
+            bad("int32 bias dequantisation (TensorRT rejects it; quantize with QuantizeBias=False)")
+    return findings
+
+
+def check_onnx(model: Any, trt: str, exclude_ops: tuple[str, ...] = ()) -> list[Finding]:
+    """Every problem TensorRT `trt` would have parsing `model` (an onnx.ModelProto); empty when clean."""
+    ops = supported_ops(trt)
+    findings: list[Finding] = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset > MAX_OPSET[trt]:
+        findings.append(Finding("<model>", "opset", f"opset {opset} > {MAX_OPSET[trt]}, the highest TensorRT {trt} reads"))
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            findings.append(Finding(node.name, node.op_type, f"custom domain {node.domain!r} needs a plugin"))
+        elif node.op_type not in ops and not any(fnmatch.fnmatch(node.op_type, p) for p in exclude_ops):
+            note = _NOTES.get(node.op_type, f"not supported by the TensorRT {trt} ONNX parser")
+            findings.append(Finding(node.name, node.op_type, note))
+    findings += check_qdq(model)
+    findings += check_dynamic_dims(model)
+    return findings
+
+
+def check_dynamic_dims(model: Any) -> list[Finding]:
+    """Only the batch dimension (axis 0) of inputs may be free, and it must be named (an optimisation profile)."""
+    findings = []
+    for vi in model.graph.input:
+        if vi.name in {t.name for t in model.graph.initializer}:
+            continue
+        for axis, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value"):
+                continue
+            if axis != 0:
+                findings.append(Finding(vi.name, "input", f"dynamic dimension {axis}: only the batch may be free"))
+            elif not dim.dim_param:
+                findings.append(Finding(vi.name, "input", "unnamed dynamic batch dimension (no declared range)"))
+    ranges = {p.key: p.value for p in model.metadata_props}
+    free = [vi for vi in model.graph.input if vi.type.tensor_type.shape.dim and not vi.type.tensor_type.shape.dim[0].HasField("dim_value")]
+    if free and "batch" not in ranges:
+        findings.append(Finding(free[0].name, "input", "dynamic batch without a declared range (metadata_props 'batch')"))
+    return findings

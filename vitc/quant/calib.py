@@ -1,0 +1,65 @@
+"""Calibration images for INT8: a seeded sample of a training split, normalised, with its hash."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vitc.errors import VitcError
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass
+class CalibrationSet:
+    images: np.ndarray  # float32 (N, C, H, W), normalised
+    source: str  # data set name
+    sha256: str  # of the uint8 images, in order
+
+    def to_dict(self, method: str) -> dict[str, Any]:
+        return {"method": method, "images": int(len(self.images)), "data": self.source, "data_sha256": self.sha256}
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.images), size):
+            yield self.images[start : start + size]
+
+
+def check_images(images: np.ndarray, input_size: Sequence[int]) -> None:
+    """A calibration set must be non-empty and of the model's (C, H, W)."""
+    if images.ndim != 4 or len(images) == 0:
+        raise VitcError(f"the calibration set is empty or not (N, C, H, W): shape {tuple(images.shape)}")
+    if tuple(images.shape[1:]) != tuple(input_size):
+        raise VitcError(f"calibration images are {tuple(images.shape[1:])}, the model takes {tuple(input_size)}")
+
+
+def calibration_set(
+    name: str,
+    count: int,
+    input_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    data_dir: str | None = None,
+    crop_pct: float = 1.0,
+    seed: int = 0,
+) -> CalibrationSet:
+    """`count` images drawn (seeded) from the train split of `name`, normalised like evaluation."""
+    import torch
+
+    from vitc.data.datasets import load_dataset
+    from vitc.data.transforms import eval_transform
+
+    if count < 1:
+        raise VitcError(f"--calib-images must be ≥ 1, got {count}")
+    c, h, _ = input_size
+    data = load_dataset(name, "train", data_dir=data_dir, image_size=h, crop_pct=crop_pct, in_chans=c)
+    if len(data) == 0:
+        raise VitcError(f"the calibration set {name!r} (train split) is empty")
+    order = np.random.default_rng(seed).permutation(len(data))[:count]
+    raw = data.images[torch.from_numpy(np.sort(order))]
+    check_images(raw.numpy(), input_size)
+    images = eval_transform(raw, mean, std).numpy().astype(np.float32)
+    return CalibrationSet(images, name, hashlib.sha256(raw.numpy().tobytes()).hexdigest())

@@ -1,0 +1,146 @@
+"""INT8 explicit quantization (Q/DQ) by post-training calibration, laid out for TensorRT.
+
+ONNX Runtime's `quantize_static` does the calibration and Q/DQ insertion, with the options ModelOpt
+passes for TensorRT (docs/deployment_anchors §4): symmetric INT8 activations and weights
+(zero point 0), per-channel weights on the output axis (MatMul axis 1, Gemm axis 0 with transB,
+Conv axis 0), per-tensor activations, no int32 bias Q/DQ, Q/DQ only on the inputs of quantized ops.
+
+What is quantized: MatMul/Gemm/Conv with a weight. What stays float: LayerNorm, Softmax, GELU,
+residual adds (never quantized ops), the attention BMMs (two activation inputs: keeping them float
+leaves the MatMul-Softmax-MatMul pattern TensorRT fuses into MHA, and TensorRT has no INT8 MHA
+fusion for ViT sequence lengths, TensorRT#3724), the classifier head and `exclude` patterns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vitc._lazy import lazy_import
+from vitc.errors import VitcError
+from vitc.quant.calib import CalibrationSet
+
+QUANT_OPS = ("MatMul", "Gemm", "Conv")
+
+
+@dataclass
+class Int8Report:
+    quantized: list[str] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)  # node → reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quantized": len(self.quantized), "excluded": self.excluded}
+
+
+def plan(model: Any, head_scopes: tuple[str, ...] = ("/head/",), exclude: tuple[str, ...] = ()) -> Int8Report:
+    """Which MatMul/Gemm/Conv nodes get Q/DQ, and why the others do not."""
+    weights = {t.name for t in model.graph.initializer}
+    report = Int8Report()
+    for node in model.graph.node:
+        if node.op_type not in QUANT_OPS:
+            continue
+        if any(node.name.startswith(s) for s in head_scopes):
+            report.excluded[node.name] = "classifier head"
+        elif any(fnmatch.fnmatch(node.name, p) for p in exclude):
+            report.excluded[node.name] = "--exclude"
+        elif not any(i in weights for i in node.input[:2]):
+            report.excluded[node.name] = "attention BMM (kept float for MHA fusion)"
+        else:
+            report.quantized.append(node.name)
+    return report
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ORT's quantizer prints progress and logs a pre-processing hint on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over a CalibrationSet."""
+
+    def __init__(self, calib: CalibrationSet, input_name: str, batch: int) -> None:
+        self._iter = iter(calib.batches(batch))
+        self._name = input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        chunk = next(self._iter, None)
+        return None if chunk is None else {self._name: chunk}
+
+
+def quantize_int8(
+    model: Any,
+    calib: CalibrationSet,
+    method: str = "minmax",
+    batch: int = 32,
+    static_batch: int | None = None,
+    head_scopes: tuple[str, ...] = ("/head/",),
+    exclude: tuple[str, ...] = (),
+) -> tuple[Any, Int8Report]:
+    """A Q/DQ copy of `model` (FP32 ModelProto) calibrated on `calib`."""
+    onnx = lazy_import("onnx")
+    q = lazy_import("onnxruntime.quantization")
+    methods = {
+        "minmax": q.CalibrationMethod.MinMax,
+        "entropy": q.CalibrationMethod.Entropy,
+        "percentile": q.CalibrationMethod.Percentile,
+    }
+    if method not in methods:
+        raise VitcError(f"unknown calibration method {method!r} (choose one of: {', '.join(methods)})")
+    report = plan(model, head_scopes, exclude)
+    if not report.quantized:
+        raise VitcError("nothing to quantize: every MatMul/Gemm/Conv is excluded")
+    all_ops = sorted({n.op_type for n in model.graph.node})
+    extra = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        "AddQDQPairToWeight": True,
+        "DedicatedQDQPair": False,
+        "OpTypesToExcludeOutputQuantization": all_ops,
+        "ForceQuantizeNoInputCheck": False,
+        "QDQDisableWeightAdjustForInt32Bias": True,
+        "UseQDQContribOps": False,
+        "CalibTensorRangeSymmetric": True,
+    }
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    with tempfile.TemporaryDirectory(prefix="vitc-int8-") as tmp:
+        src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
+        onnx.save(model, src)
+        reader = _Reader(calib, model.graph.input[0].name, static_batch or batch)
+        if static_batch and len(calib.images) % static_batch:
+            raise VitcError(f"{len(calib.images)} calibration images do not split into static batches of {static_batch}")
+        with _quiet():
+            q.quantize_static(
+              src,
+              dst,
+              reader,
+              quant_format=q.QuantFormat.QDQ,
+              op_types_to_quantize=list(QUANT_OPS),
+              nodes_to_quantize=report.quantized,
+              per_channel=True,
+              reduce_range=False,
+              activation_type=q.QuantType.QInt8,
+              weight_type=q.QuantType.QInt8,
+              calibrate_method=methods[method],
+              extra_options=extra,
+          )
+        out = onnx.load(dst)
+    return out, report

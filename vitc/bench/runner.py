@@ -68,7 +68,9 @@ def bench_runners(
             drift = accuracy(runner, heldout) if heldout is not None else None
             for batch in batches:
                 if not runner.supports_batch(batch):
-                    report.warnings.append(f"{runner.name}: skipped batch {batch} (the engine's batch range excludes it)")
+                    report.warnings.append(
+                        f"{runner.name}: skipped batch {batch} (the engine's batch range excludes it)"
+                    )
                     continue
                 feed = runner.make_feed(batch)
 
@@ -125,7 +127,9 @@ def torch_runners(
     runners: list[BaseRunner] = []
     for compiled in variants:
         for compiled_by_torch in [False, True] if torch_compile else [False]:
-            name = f"{label} {'vitc-compiled' if compiled else 'eager'}" + (" +torch.compile" if compiled_by_torch else "")
+            name = f"{label} {'vitc-compiled' if compiled else 'eager'}" + (
+                " +torch.compile" if compiled_by_torch else ""
+            )
             runners.append(
                 TorchRunner(
                     label,

@@ -33,9 +33,7 @@ def bench(
     batch: Annotated[str, typer.Option("--batch", "-b", help="Batch sizes, e.g. 1,8,32.")] = "1",
     warmup: Annotated[int, typer.Option(help="Warm-up calls per batch size (not timed).")] = 5,
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed calls per batch size.")] = 30,
-    duration: Annotated[
-        float | None, typer.Option(help="Time for this many seconds instead of --iterations.")
-    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Time for this many seconds instead of --iterations.")] = None,
     data: Annotated[
         Path | None,
         typer.Option(help="heldout.npz or an export folder: also measure accuracy through each runner."),
@@ -70,7 +68,9 @@ def bench(
             runner = runner_for_path(path, device="cpu" if device == "cpu" else "auto", threads=threads)
         else:
             runner = runner_for_path(path, cuda_graph=cuda_graph)
-        runner.name = _unique(f"{path.parent.name}/{path.name}" if path.parent.name else path.name, [r.name for r in runners])
+        runner.name = _unique(
+            f"{path.parent.name}/{path.name}" if path.parent.name else path.name, [r.name for r in runners]
+        )
         manifest = manifest_for(path) if backend == "onnxrt" else None
         if manifest is not None:
             precisions[runner.name] = manifest.precision

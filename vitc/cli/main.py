@@ -8,6 +8,7 @@ import typer
 
 from vitc import __version__
 from vitc.cli import import_ as import_cli
+from vitc.cli import inspect as inspect_cli
 from vitc.cli import models as models_cli
 from vitc.cli import train as train_cli
 from vitc.cli._errors import handle_errors, set_debug
@@ -42,6 +43,7 @@ app.command("models")(handle_errors(models_cli.models))
 app.command("import")(handle_errors(import_cli.import_))
 app.command("train")(handle_errors(train_cli.train))
 app.command("eval")(handle_errors(train_cli.evaluate))
+app.command("inspect")(handle_errors(inspect_cli.inspect))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -103,7 +103,11 @@ class FoldCvTProjectionsPass(Pass):
     def rewrite(self, module: nn.Module) -> nn.Module:
         assert isinstance(module, ConvAttention)
         cq, ck, cv = module.conv_proj_q, module.conv_proj_k, module.conv_proj_v
-        if (ck.conv.stride, ck.conv.padding, ck.conv.kernel_size) != (cv.conv.stride, cv.conv.padding, cv.conv.kernel_size):
+        if (ck.conv.stride, ck.conv.padding, ck.conv.kernel_size) != (
+            cv.conv.stride,
+            cv.conv.padding,
+            cv.conv.kernel_size,
+        ):
             raise ValueError("fold_cvt_projections needs k and v convs of the same geometry")
         wq, bq = fold_batchnorm(cq.conv, cq.bn)
         wk, bk = fold_batchnorm(ck.conv, ck.bn)

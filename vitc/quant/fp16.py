@@ -34,10 +34,24 @@ KEEP_FP32_OPS = frozenset(
 )
 # Ops that only move data or carry shapes: they follow their inputs' type instead of choosing one.
 FOLLOW_OPS = frozenset(
-    {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Expand", "Identity", "Split", "Concat"}
+    {
+        "Reshape",
+        "Transpose",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Slice",
+        "Gather",
+        "Expand",
+        "Identity",
+        "Split",
+        "Concat",
+    }
 )
 # Integer/shape ops never touched.
-_NON_FLOAT_OUT = frozenset({"Shape", "Size", "Range", "ConstantOfShape", "Equal", "Greater", "Less", "Not", "And", "Or"})
+_NON_FLOAT_OUT = frozenset(
+    {"Shape", "Size", "Range", "ConstantOfShape", "Equal", "Greater", "Less", "Not", "And", "Or"}
+)
 
 
 @dataclass
@@ -142,8 +156,10 @@ def convert_fp16(
             report.kept[node.op_type] = report.kept.get(node.op_type, 0) + 1
         elif node.op_type in FOLLOW_OPS:
             data = node.input[0]
-            target = dtype.get(data, FLOAT) if node.op_type != "Concat" else (
-                HALF if any(dtype.get(i) == HALF for i in float_in) else FLOAT
+            target = (
+                dtype.get(data, FLOAT)
+                if node.op_type != "Concat"
+                else (HALF if any(dtype.get(i) == HALF for i in float_in) else FLOAT)
             )
         else:
             target = HALF
@@ -187,7 +203,18 @@ def convert_fp16(
 
 def _is_index_input(node: Any, idx: int) -> bool:
     """Inputs that are shapes/indices, never cast (e.g. Reshape's shape, Gather's indices)."""
-    if node.op_type in {"Reshape", "Expand", "Tile", "Slice", "Unsqueeze", "Squeeze", "Gather", "Split", "Resize", "Pad"}:
+    if node.op_type in {
+        "Reshape",
+        "Expand",
+        "Tile",
+        "Slice",
+        "Unsqueeze",
+        "Squeeze",
+        "Gather",
+        "Split",
+        "Resize",
+        "Pad",
+    }:
         return idx > 0
     if node.op_type == "Where":
         return idx == 0
@@ -204,7 +231,11 @@ def mixed_type_nodes(model: Any) -> list[str]:
     for node in model.graph.node:
         if node.op_type in ("Cast", "QuantizeLinear", "DequantizeLinear"):
             continue
-        seen = {types[i] for idx, i in enumerate(node.input) if i in types and types[i] in floats and not _is_index_input(node, idx)}
+        seen = {
+            types[i]
+            for idx, i in enumerate(node.input)
+            if i in types and types[i] in floats and not _is_index_input(node, idx)
+        }
         if len(seen) > 1:
             bad.append(node.name)
     return bad

@@ -126,21 +126,23 @@ def quantize_int8(
         onnx.save(model, src)
         reader = _Reader(calib, model.graph.input[0].name, static_batch or batch)
         if static_batch and len(calib.images) % static_batch:
-            raise VitcError(f"{len(calib.images)} calibration images do not split into static batches of {static_batch}")
+            raise VitcError(
+                f"{len(calib.images)} calibration images do not split into static batches of {static_batch}"
+            )
         with _quiet():
             q.quantize_static(
-              src,
-              dst,
-              reader,
-              quant_format=q.QuantFormat.QDQ,
-              op_types_to_quantize=list(QUANT_OPS),
-              nodes_to_quantize=report.quantized,
-              per_channel=True,
-              reduce_range=False,
-              activation_type=q.QuantType.QInt8,
-              weight_type=q.QuantType.QInt8,
-              calibrate_method=methods[method],
-              extra_options=extra,
-          )
+                src,
+                dst,
+                reader,
+                quant_format=q.QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANT_OPS),
+                nodes_to_quantize=report.quantized,
+                per_channel=True,
+                reduce_range=False,
+                activation_type=q.QuantType.QInt8,
+                weight_type=q.QuantType.QInt8,
+                calibrate_method=methods[method],
+                extra_options=extra,
+            )
         out = onnx.load(dst)
     return out, report

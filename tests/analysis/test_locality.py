@@ -1,0 +1,72 @@
+"""Locality analysis: distances, gates, positional maps and priors, and `vitc inspect` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vitc.analysis.locality import _grid_positions, _mean_distance, analyse, offset_map
+from vitc.checkpoint import save_checkpoint
+from vitc.cli.main import app
+from vitc.models import create_model
+
+
+def test_uniform_attention_distance_matches_brute_force() -> None:
+    side = 4
+    pos, prefix = _grid_positions(side * side + 1, None, None)  # with a class token
+    attn = torch.full((2, 3, 17, 17), 1.0 / 17)
+    got = _mean_distance(attn, pos, pos, prefix, prefix)
+    cells = [(r, c) for r in range(side) for c in range(side)]
+    expected = sum(math.dist(a, b) for a in cells for b in cells) / len(cells) ** 2
+    assert prefix == 1 and got == pytest.approx([expected] * 3, rel=1e-6)
+
+
+def test_offset_map_reads_offset_tables() -> None:
+    side = 3
+    pos, _ = _grid_positions(side * side, None, None)
+    dy = pos[None, :, 0] - pos[:, None, 0]
+    dx = pos[None, :, 1] - pos[:, None, 1]
+    table = torch.stack((10 * dy + dx, -dx))  # two "heads"
+    out = offset_map(table)
+    assert out.shape == (2, 5, 5)
+    assert out[0, 0, 4] == -20 + 2 and out[1, 2, 0] == 2  # [dy=-2, dx=+2] and [dy=0, dx=-2]
+
+
+@pytest.mark.parametrize("name", ["convit_micro", "spvit_micro", "deit_micro", "cvt_micro"])
+def test_every_family_is_analysed(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name)
+    report = analyse(model, torch.randn(2, 3, 32, 32))
+    assert report.layers and all(len(row) >= 1 and all(d >= 0 for d in row) for row in report.distance)
+    if name == "convit_micro":
+        assert len(report.gates) == 4 and all(
+            g == pytest.approx(0.7311, abs=1e-4) for g in report.gates["blocks.0.attn"]
+        )
+        maps = report.positional_maps["blocks.0.attn"]
+        assert maps.shape == (4, 8, 8) and torch.allclose(maps.sum(dim=(1, 2)), torch.ones(4))
+        # local init: the positional attention of every head is concentrated next to the query
+        assert all(float(maps[h, 3:6, 3:6].sum()) > 0.5 for h in range(4))
+    if name == "spvit_micro":
+        assert torch.equal(report.spatial_priors["blocks.0.attn"], torch.ones(4, 15, 15))  # SP ≡ 1 at init
+
+
+def test_inspect_cli_writes_figures_and_summary(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "convit.safetensors", create_model("convit_micro"))
+    result = CliRunner().invoke(app, ["inspect", str(ckpt), "--images", "8"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "convit.inspect"
+    assert {p.name for p in out.iterdir()} == {
+        "attention_distance.png",
+        "gates.png",
+        "positional_attention.png",
+        "summary.json",
+    }
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 8 and len(summary["gates_sigmoid_lambda"]) == 4
+    assert set(summary["mean_attention_distance_px"]) == {f"blocks.{i}.attn" for i in range(6)}

@@ -1,0 +1,91 @@
+"""`vitc export` / `vitc check` through Typer: TensorRT lint and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import typer
+from typer.testing import CliRunner
+
+from vitc.cli._errors import handle_errors
+from vitc.cli.check import check
+from vitc.cli.export import export
+
+app = typer.Typer()
+app.command("export")(handle_errors(export))
+app.command("check")(handle_errors(check))
+runner = CliRunner()
+
+
+def test_check_flags_layernorm_for_85_and_passes_for_86(exports: dict) -> None:
+    path = str(exports["fp32"].onnx_path)
+    bad = runner.invoke(app, ["check", path, "--trt", "8.5"])
+    assert bad.exit_code == 2
+    assert "LayerNormalization" in bad.output and "/blocks.0/norm1/LayerNormalization" in bad.output
+    ok = runner.invoke(app, ["check", path, "--trt", "8.6"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_check_int8_and_fp16_pass_for_10(exports: dict) -> None:
+    for precision in ("fp16", "int8"):
+        result = runner.invoke(app, ["check", str(exports[precision].onnx_path), "--trt", "10"])
+        assert result.exit_code == 0, result.output
+
+
+def test_check_flags_asymmetric_qdq(exports: dict, tmp_path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(exports["int8"].onnx_path))
+    zp = next(t for t in proto.graph.initializer if t.name.endswith("zero_point") and t.dims == [])
+    zp.CopyFrom(numpy_helper.from_array(np.array(3, dtype=np.int8), zp.name))
+    path = tmp_path / "asym.onnx"
+    onnx.save(proto, str(path))
+    result = runner.invoke(app, ["check", str(path), "--trt", "10"])
+    assert result.exit_code == 2 and "zero point" in result.output
+
+
+def _err(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
+
+
+def test_bad_inputs_are_one_line_errors(trained_ckpt, exports: dict, tmp_path) -> None:
+    ck = str(trained_ckpt)
+    out = str(exports["fp32"].onnx_path.parent.parent)
+    assert "unknown precision" in _err(["export", ck, "--precision", "int4", "--out", str(tmp_path)])
+    assert "opset" in _err(["export", ck, "--trt", "8.5", "--opset", "17", "--out", str(tmp_path)])
+    assert "TensorRT 8.6 parses" in _err(["export", ck, "--trt", "8.6", "--opset", "18", "--out", str(tmp_path)])
+    assert "--calib-images" in _err(["export", ck, "-p", "int8", "--calib-images", "0", "--out", str(tmp_path)])
+    before = exports["fp32"].onnx_path.read_bytes()
+    assert "--force" in _err(["export", ck, "--run", "r", "--out", out, "--dynamic-batch", "1:4:8"])
+    assert exports["fp32"].onnx_path.read_bytes() == before
+    plain = tmp_path / "plain.safetensors"
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    save_file({"w": np.zeros(2, np.float32)}, str(plain))
+    assert "metadata" in _err(["export", str(plain), "--out", str(tmp_path)])
+    assert "unknown TensorRT" in _err(["check", str(exports["fp32"].onnx_path), "--trt", "9"])
+
+
+def test_empty_or_wrong_calibration_set() -> None:
+    import numpy as np
+    import pytest
+
+    from vitc.errors import VitcError
+    from vitc.quant.calib import check_images
+
+    with pytest.raises(VitcError, match="empty"):
+        check_images(np.zeros((0, 3, 32, 32), np.float32), (3, 32, 32))
+    with pytest.raises(VitcError, match="model takes"):
+        check_images(np.zeros((4, 3, 28, 28), np.float32), (3, 32, 32))
+
+
+def test_drift_beyond_max_drop_fails_and_writes_nothing(trained_ckpt, tmp_path) -> None:
+    msg = _err(["export", str(trained_ckpt), "-p", "int8", "--calib-images", "16", "--max-drop", "-5",
+                "--out", str(tmp_path), "--run", "x"])  # fmt: skip
+    assert "lost" in msg or "top-1" in msg
+    assert not (tmp_path / "x" / "model.int8.onnx").exists()

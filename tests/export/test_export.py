@@ -1,0 +1,104 @@
+"""`vitc export` end to end: FP32 parity per family, manifest, metadata, dynamic batch, TensorRT 8.5."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from vitc.export import manifest as mf
+from vitc.export.onnx_export import BatchSpec, clean, export_onnx, parity, run_batches, session
+from vitc.export.trt_rules import check_onnx
+
+from conftest import MICRO
+
+
+@pytest.mark.parametrize("name", list(MICRO))
+def test_fp32_parity_all_families(name: str) -> None:
+    from vitc.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, **MICRO[name]).eval()
+    batch = BatchSpec(1, 2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto, counts = clean(export_onnx(model, (3, 32, 32), 17, batch))
+    assert counts["nodes_after"] < counts["nodes_before"]
+    x = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    assert parity(proto, model, x, batch) <= 1e-4
+
+
+def test_manifest_and_metadata(exports: dict, trained_ckpt) -> None:
+    from vitc._io import sha256_file
+
+    for precision, result in exports.items():
+        m = json.loads(result.manifest_path.read_text())
+        assert result.manifest_path.name == f"manifest.{precision}.json"
+        assert m["format"] == "vitc.export" and m["version"] == 1 and m["precision"] == precision
+        assert m["model"] == "convit_micro" and m["input_size"] == [3, 32, 32]
+        assert m["input_name"] == "input" and m["output_name"] == "logits"
+        assert m["class_names"] == [str(i) for i in range(10)]
+        assert m["source_checkpoint"]["sha256"] == sha256_file(trained_ckpt)
+        assert m["onnx_sha256"] == sha256_file(result.onnx_path)
+        assert m["drift"]["samples"] == 360 and m["heldout"] == "heldout.npz"
+        assert (m["calibration"] is None) == (precision != "int8")
+        props = mf.get_metadata(onnx.load(str(result.onnx_path)))
+        assert "onnx_sha256" not in props
+        assert props["precision"] == precision and props["batch"] == m["batch"] and props["drift"] == m["drift"]
+    assert exports["fp32"].manifest["batch"] == {"min": 1, "opt": 4, "max": 8}
+    assert exports["int8"].manifest["batch"] == {"min": 8, "opt": 8, "max": 8}
+    cal = exports["int8"].manifest["calibration"]
+    assert cal["method"] == "minmax" and cal["images"] == 128 and cal["data"] == "digits" and len(cal["data_sha256"]) == 64
+
+
+def test_heldout_reproduces_reference(exports: dict) -> None:
+    """The engine step checks accuracy from heldout.npz with numpy only: the stored data must agree."""
+    from vitc.bench.drift import compare_logits
+
+    result = exports["fp32"]
+    held = np.load(result.onnx_path.parent / "heldout.npz")
+    assert held["images"].dtype == np.float32 and held["labels"].dtype == np.int64
+    assert held["reference_logits"].dtype == np.float32
+    (logits,) = run_batches(session(str(result.onnx_path)), held["images"], BatchSpec(1, 4, 8))
+    report = compare_logits(held["reference_logits"], logits, held["labels"])
+    assert report.max_abs_diff <= 1e-4 and report.agreement == 100.0
+    assert report.reference_top1 > 30  # the fixture's training made it better than chance
+
+
+def test_dynamic_batch_runs_at_1_and_5(exports: dict) -> None:
+    path = str(exports["fp32"].onnx_path)
+    proto = onnx.load(path)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    sess = session(path)
+    for n in (1, 5):
+        (out,) = sess.run(None, {"input": np.zeros((n, 3, 32, 32), np.float32)})
+        assert out.shape == (n, 10)
+    assert check_onnx(proto, "10") == []
+
+
+def test_static_batch_is_fixed(exports: dict) -> None:
+    proto = onnx.load(str(exports["int8"].onnx_path))
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 8
+
+
+def test_trt85_export_has_no_layernorm(trained_ckpt, tmp_path) -> None:
+    from vitc.export import ExportOptions, export_checkpoint
+
+    result = export_checkpoint(trained_ckpt, ExportOptions("fp32", out=tmp_path, trt="8.5"), say=lambda _m: None)
+    proto = onnx.load(str(result.onnx_path))
+    ops = Counter(n.op_type for n in proto.graph.node)
+    assert "LayerNormalization" not in ops and ops["ReduceMean"] >= 2 and ops["Sqrt"] >= 1
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) <= 16
+    assert result.manifest["trt_target"] == "8.5" and result.manifest["opset"] == 16
+    assert check_onnx(proto, "8.5") == []
+
+
+def test_explain_names_blocks(exports: dict) -> None:
+    report = exports["int8"].explain
+    assert [r["block"] for r in report["blocks"]] == ["blocks.0", "blocks.1"]
+    assert all(r["cosine"] > 0.9 for r in report["blocks"])

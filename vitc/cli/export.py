@@ -1,0 +1,54 @@
+"""`vitc export` and its helpers: checkpoint → ONNX (fp32/fp16/int8) with a drift report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vitc.cli._options import ForceOpt
+
+
+def export(
+    ckpt: Annotated[Path, typer.Argument(help="vitc checkpoint (.safetensors with vitc metadata).")],
+    precision: Annotated[str, typer.Option("--precision", "-p", help="fp32, fp16 or int8.")] = "fp32",
+    run: Annotated[str | None, typer.Option(help="Run folder name (default: the checkpoint's folder).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Export root.")] = Path("export"),
+    trt: Annotated[str | None, typer.Option("--trt", help="Target TensorRT: 8.5, 8.6, 10 or 11.")] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default 17; 16 for --trt 8.5).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Static batch size (default 1).")] = None,
+    dynamic_batch: Annotated[str | None, typer.Option(help="Dynamic batch range min:opt:max, e.g. 1:8:32.")] = None,
+    calib_data: Annotated[
+        str | None, typer.Option(help="digits, cifar10 or imagefolder (default: training data).")
+    ] = None,
+    calib_dir: Annotated[str | None, typer.Option(help="Folder of the calibration data set.")] = None,
+    calib_images: Annotated[int, typer.Option(help="Calibration images.")] = 512,
+    calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
+    exclude: Annotated[list[str] | None, typer.Option(help="Node-name pattern kept in float (repeatable).")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="Max top-1 loss in points (fp16 0.1, int8 1.0).")] = None,
+    explain: Annotated[bool, typer.Option(help="Compare block outputs; name the first with cosine < 0.99.")] = False,
+    io: Annotated[str, typer.Option("--io", help="I/O dtype: fp32, or fp16 with --precision fp16.")] = "fp32",
+    no_compile: Annotated[bool, typer.Option("--no-compile", help="Export the uncompiled model (naive).")] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Export a checkpoint to ONNX with its precision baked in, checked against PyTorch on held-out data."""
+    from vitc.errors import VitcError
+    from vitc.export import ExportOptions, export_checkpoint
+
+    if io not in ("fp32", "fp16"):
+        raise VitcError(f"--io must be fp32 or fp16, got {io!r}")
+    console = Console()
+    opts = ExportOptions(
+        precision=precision, out=out, run=run, trt=trt, opset=opset, batch=batch, dynamic_batch=dynamic_batch,
+        calib_data=calib_data, calib_dir=calib_dir, calib_images=calib_images, calib_method=calib_method,
+        exclude=tuple(exclude or ()), max_drop=max_drop, explain=explain, io_fp16=io == "fp16", force=force,
+        compile=not no_compile,
+    )  # fmt: skip
+    result = export_checkpoint(ckpt, opts, say=lambda m: console.print(m, highlight=False))
+    if result.explain:
+        for row in result.explain["blocks"]:
+            console.print(f"  {row['block']:<20} cosine {row['cosine']:.5f}  max |Δ| {row['max_abs_diff']:.3g}")
+        console.print(f"first block below {result.explain['threshold']}: {result.explain['first_bad'] or 'none'}")
+    console.print(f"wrote {result.onnx_path} and {result.manifest_path}")

@@ -1,0 +1,57 @@
+"""`vitc inspect`: locality figures and a JSON summary of a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+
+def inspect(
+    checkpoint: Annotated[Path, typer.Argument(help="A vitc checkpoint (.safetensors).")],
+    data: Annotated[
+        str | None, typer.Option(help="Data for the attention statistics (default: the training data).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of cifar10 or imagefolder data.")] = None,
+    images: Annotated[int, typer.Option(min=1, help="Validation images to average over.")] = 64,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: <checkpoint>.inspect/).")] = None,
+) -> None:
+    """Per layer and head: attention distance, GPSA gates σ(λ), positional attention and spatial priors."""
+    from vitc._io import write_json
+    from vitc.analysis import figures
+    from vitc.analysis.locality import analyse
+    from vitc.checkpoint import load_model
+    from vitc.data.datasets import load_dataset
+    from vitc.data.transforms import eval_transform
+    from vitc.models import get_model_cfg
+
+    model, meta = load_model(checkpoint)
+    cfg = get_model_cfg(model)
+    trained_on = (meta.extra.get("train_config") or {}).get("data") or {}
+    name = data or trained_on.get("name") or "digits"
+    folder = data_dir or trained_on.get("dir")
+    dataset = load_dataset(
+        name, "val", data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct, in_chans=cfg.input_size[0]
+    )
+    batch = eval_transform(dataset.images[:images], cfg.mean, cfg.std)
+    report = analyse(model, batch)
+
+    out = out or checkpoint.with_suffix(".inspect")
+    written = [figures.attention_distance(report, out / "attention_distance.png")]
+    if report.gates:
+        written.append(figures.gates(report, out / "gates.png"))
+    if report.positional_maps:
+        title = "GPSA positional attention of the centre query"
+        written.append(figures.head_maps(report.positional_maps, out / "positional_attention.png", title))
+    if report.spatial_priors:
+        title = "SP-SA learned spatial prior over (dy, dx)"
+        written.append(figures.head_maps(report.spatial_priors, out / "spatial_prior.png", title))
+    write_json(out / "summary.json", report.summary() | {"data": name, "images": len(batch)})
+    console = Console()
+    for layer, row in zip(report.layers, report.distance, strict=True):
+        gate = report.gates.get(layer)
+        extra = f"  σ(λ) {' '.join(f'{g:.2f}' for g in gate)}" if gate else ""
+        console.print(f"{layer:<28} distance {sum(row) / len(row):6.2f} px{extra}", highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in written)} and summary.json to {out}")

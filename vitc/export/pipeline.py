@@ -1,0 +1,252 @@
+"""The `vitc export` flow: rebuild, compile, export, clean, check, bake the precision, measure drift, write.
+
+Nothing is written until every check has passed; each file goes through `atomic_write`, so a
+failure (bad input, parity, TensorRT lint, drift beyond `--max-drop`) leaves earlier artifacts as
+they were.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitc._io import atomic_write, sha256_file, write_json
+from vitc._lazy import has_module, lazy_import
+from vitc.errors import VitcError
+from vitc.export import manifest as mf
+from vitc.export.onnx_export import INPUT_NAME, OUTPUT_NAME, BatchSpec
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_MAX_DROP = {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}
+PARITY_ATOL = 1e-4
+HELDOUT_MAX = 2000  # images of the held-out split used for drift (all of digits' 360)
+
+
+@dataclass
+class ExportOptions:
+    precision: str = "fp32"
+    out: Path = Path("export")
+    run: str | None = None
+    trt: str | None = None
+    opset: int | None = None
+    batch: int | None = None
+    dynamic_batch: str | None = None
+    calib_data: str | None = None
+    calib_dir: str | None = None
+    calib_images: int = 512
+    calib_method: str = "minmax"
+    exclude: tuple[str, ...] = ()
+    max_drop: float | None = None
+    explain: bool = False
+    io_fp16: bool = False
+    force: bool = False
+    compile: bool = True
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+    explain: dict[str, Any] | None = None
+    log: list[str] = field(default_factory=list)
+
+
+def validate(opts: ExportOptions) -> tuple[int, BatchSpec]:
+    """Check options before any work; returns (opset, batch spec)."""
+    from vitc.export.trt_rules import DEFAULT_OPSET, check_opset, check_version
+    from vitc.quant.calib import CALIB_METHODS
+
+    if opts.precision not in PRECISIONS:
+        raise VitcError(f"unknown precision {opts.precision!r} (choose one of: {', '.join(PRECISIONS)})")
+    if opts.trt is not None:
+        check_version(opts.trt)
+    opset = opts.opset or (DEFAULT_OPSET[opts.trt] if opts.trt else 17)
+    check_opset(opset, opts.trt)
+    if opts.io_fp16 and opts.precision != "fp16":
+        raise VitcError("--io fp16 needs --precision fp16")
+    if opts.calib_method not in CALIB_METHODS:
+        raise VitcError(f"unknown calibration method {opts.calib_method!r} (choose one of: {', '.join(CALIB_METHODS)})")
+    if opts.precision == "int8" and opts.calib_images < 1:
+        raise VitcError(f"--calib-images must be ≥ 1, got {opts.calib_images}")
+    return opset, BatchSpec.parse(opts.batch, opts.dynamic_batch)
+
+
+def _compile(model: Any, input_size: tuple[int, ...], opts: ExportOptions, say: Callable[[str], None]) -> tuple[Any, Any, bool]:
+    if not opts.compile:
+        return model, [], False
+    if not has_module("vitc.compile"):
+        say("warning: vitc.compile is not available; exporting the uncompiled model")
+        return model, [], False
+    from vitc.compile import compile_model
+
+    target = "tensorrt" if opts.trt else "onnx"
+    compiled, report = compile_model(model, input_size=tuple(input_size), target=target, check=True)
+    record = report.to_dict()
+    passes = record.get("passes", record) if isinstance(record, dict) else record
+    return compiled.eval(), passes, True
+
+
+def heldout_set(meta: Any, max_images: int = HELDOUT_MAX) -> tuple[np.ndarray, np.ndarray, str]:
+    """The test split of the data the checkpoint was trained on (digits when unknown), normalised."""
+    from vitc.data.datasets import load_dataset
+    from vitc.data.transforms import eval_transform
+
+    data_cfg = (meta.extra.get("train_config") or {}).get("data") or {}
+    name = data_cfg.get("name", "digits")
+    c, h, _ = meta.cfg["input_size"]
+    ds = load_dataset(
+        name, "test", data_dir=data_cfg.get("dir"), image_size=h, crop_pct=meta.cfg.get("crop_pct", 1.0), in_chans=c
+    )
+    ds = ds.subset(range(min(len(ds), max_images)))
+    images = eval_transform(ds.images, meta.cfg["mean"], meta.cfg["std"]).numpy().astype(np.float32)
+    return images, ds.labels.numpy().astype(np.int64), name
+
+
+def _torch_logits(model: Any, images: np.ndarray, batch: int = 128) -> np.ndarray:
+    torch = lazy_import("torch")
+    with torch.no_grad():
+        return np.concatenate(
+            [model(torch.from_numpy(images[i : i + batch])).float().numpy() for i in range(0, len(images), batch)]
+        )
+
+
+def _scopes(torch_model: Any, kinds: tuple[str, ...]) -> tuple[str, ...]:
+    from vitc.export.onnx_export import module_scope
+
+    return tuple(module_scope(n) for n, m in torch_model.named_modules() if n and type(m).__name__ in kinds)
+
+
+def export_checkpoint(ckpt: str | Path, opts: ExportOptions, say: Callable[[str], None] = print) -> ExportResult:
+    """Run the whole export for one precision; raises VitcError (artifacts untouched) on any failure."""
+    from vitc.bench.drift import compare_logits
+    from vitc.checkpoint import load_model, read_meta
+    from vitc.export import onnx_export as ox
+    from vitc.export.trt_rules import check_onnx
+
+    opset, batch = validate(opts)
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise VitcError(f"{ckpt}: no such checkpoint")
+    meta = read_meta(ckpt)  # a clear error for a file without vitc metadata
+    run = opts.run or (ckpt.parent.name if ckpt.parent.name not in ("", ".") else meta.model)
+    run_dir = Path(opts.out) / run
+    onnx_path, manifest_path = run_dir / mf.onnx_name(opts.precision), run_dir / mf.manifest_name(opts.precision)
+    if not opts.force and (onnx_path.exists() or manifest_path.exists()):
+        raise VitcError(f"{onnx_path} exists (use --force to replace it)")
+    onnx = lazy_import("onnx")
+
+    # 1. rebuild and compile
+    model, meta = load_model(ckpt)
+    input_size = tuple(int(v) for v in meta.cfg["input_size"])
+    compiled, passes, was_compiled = _compile(model, input_size, opts, say)
+    images, labels, data_name = heldout_set(meta)
+    reference = _torch_logits(model, images)
+
+    # 2-3. export, clean, check, parity
+    proto = ox.export_onnx(compiled, input_size, opset, batch)
+    proto, counts = ox.clean(proto)
+    ox.check_model(proto)
+    probe = images[: max(batch.max, min(16, len(images)))] if not batch.dynamic else images[:16]
+    delta = ox.parity(proto, compiled, probe, batch)
+    if delta > PARITY_ATOL:
+        raise VitcError(f"ONNX Runtime differs from PyTorch by {delta:.2e} (> {PARITY_ATOL:g}) in FP32")
+    say(f"exported opset {opset}: {counts['nodes_after']} nodes, ORT parity max |Δ| = {delta:.1e}")
+
+    # 4. precision
+    head = (ox.module_scope("head"),)  # every zoo family names its classifier `head`
+    calibration = None
+    precision_report: dict[str, Any] = {}
+    if opts.precision == "fp16":
+        from vitc.quant.fp16 import convert_fp16
+
+        keep = head + _scopes(compiled, ("LayerNorm",))
+        proto, rep = convert_fp16(proto, keep_scopes=keep, keep_patterns=opts.exclude, io_fp16=opts.io_fp16)
+        precision_report = rep.to_dict()
+    elif opts.precision == "int8":
+        from vitc.quant.calib import calibration_set, check_images
+        from vitc.quant.int8 import quantize_int8
+
+        name = opts.calib_data or data_name
+        data_dir = opts.calib_dir if opts.calib_data else ((meta.extra.get("train_config") or {}).get("data") or {}).get("dir")
+        cal = calibration_set(
+            name, opts.calib_images, input_size, meta.cfg["mean"], meta.cfg["std"], data_dir, meta.cfg.get("crop_pct", 1.0)
+        )
+        static = None if batch.dynamic else batch.max
+        if static and len(cal.images) % static:
+            cal.images = cal.images[: len(cal.images) - len(cal.images) % static]
+            check_images(cal.images, input_size)
+        proto, rep = quantize_int8(proto, cal, opts.calib_method, static_batch=static, head_scopes=head, exclude=opts.exclude)
+        calibration = cal.to_dict(opts.calib_method)
+        precision_report = rep.to_dict()
+
+    # TensorRT lint for the target, before anything is written
+    manifest: dict[str, Any] = {
+        "format": mf.FORMAT,
+        "version": mf.VERSION,
+        "model": meta.model,
+        "args": meta.args,
+        "input_size": list(input_size),
+        "mean": list(meta.cfg["mean"]),
+        "std": list(meta.cfg["std"]),
+        "class_names": meta.class_names,
+        "precision": opts.precision,
+        "io_dtype": "float16" if opts.io_fp16 else "float32",
+        "opset": opset,
+        "trt_target": opts.trt,
+        "batch": batch.to_dict(),
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "source_checkpoint": {"path": str(ckpt), "sha256": sha256_file(ckpt)},
+        "compiled": was_compiled,
+        "passes": passes,
+        "precision_report": precision_report,
+        "parity_max_abs_diff": delta,
+        "calibration": calibration,
+    }
+    mf.set_metadata(proto, manifest)
+    if opts.trt:
+        findings = check_onnx(proto, opts.trt)
+        if findings:
+            listed = "; ".join(str(f) for f in findings[:5]) + (f"; … {len(findings) - 5} more" if len(findings) > 5 else "")
+            raise VitcError(f"TensorRT {opts.trt} cannot take this graph: {listed}")
+    ox.check_model(proto)
+
+    # 5. drift on the held-out split, and --explain
+    sess = ox.session(proto)
+    (logits,) = ox.run_batches(sess, images, batch)
+    drift = compare_logits(reference, logits, labels)
+    explained = None
+    if opts.explain:
+        from vitc.export.explain import explain
+
+        explained = explain(proto, compiled, images[: max(batch.max, 64)] if not batch.dynamic else images[:64], batch)
+    max_drop = DEFAULT_MAX_DROP[opts.precision] if opts.max_drop is None else opts.max_drop
+    manifest["drift"] = {**drift.to_dict(), "data": data_name, "split": "test", "max_drop": max_drop}
+    manifest["heldout"] = mf.HELDOUT
+    say(
+        f"{opts.precision}: top-1 {drift.top1:.2f}% vs {drift.reference_top1:.2f}% (Δ {drift.delta_top1:+.2f}), "
+        f"agreement {drift.agreement:.1f}%, max |Δ logit| {drift.max_abs_diff:.3g}, cosine {drift.cosine:.5f}"
+    )
+    if drift.exceeds(max_drop):
+        first = f"; first drifting block: {explained['first_bad']}" if explained and explained["first_bad"] else ""
+        raise VitcError(
+            f"{opts.precision} lost {-drift.delta_top1:.2f} points of top-1 (> --max-drop {max_drop}); nothing written{first}"
+        )
+
+    # 6. write: heldout, ONNX, manifest (each atomically)
+    mf.set_metadata(proto, manifest)
+    buf = io.BytesIO()
+    np.savez(buf, images=images, labels=labels, reference_logits=reference.astype(np.float32))
+    with atomic_write(run_dir / mf.HELDOUT) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    with atomic_write(onnx_path) as tmp:
+        onnx.save(proto, str(tmp))
+    manifest["onnx_sha256"] = sha256_file(onnx_path)
+    write_json(manifest_path, manifest)
+    return ExportResult(onnx_path, manifest_path, manifest, explained)

@@ -117,3 +117,38 @@ def test_models_table_and_bad_pattern() -> None:
 def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--debug", "models", "nothing_like_this"])
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_import_hugging_face_cvt_safetensors_matches_transformers(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    config = transformers.CvtConfig(depth=[1, 2, 3], embed_dim=[64, 192, 384], num_heads=[1, 3, 6], num_labels=5)
+    hf = transformers.CvtForImageClassification(config).eval()
+    state = {k: v.contiguous() for k, v in hf.state_dict().items()}
+    for name, prefix in (("with_prefix", ""), ("bare", "cvt.")):
+        source = tmp_path / f"{name}.safetensors"
+        save_file({k.removeprefix(prefix): v for k, v in state.items()}, str(source))
+        args = ["--set", "depths=[1,2,3]", "--set", "num_classes=5", "--set", "act=gelu", "--img-size", "64"]
+        result = runner.invoke(app, ["import", str(source), "-m", "cvt_13", "-o", str(tmp_path / name), *args])
+        assert result.exit_code == 0, result.output
+        model, _ = load_model(tmp_path / name / "model.safetensors")
+        x = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            assert (model(x) - hf(pixel_values=x).logits).abs().max() < 1e-5
+
+
+def test_import_official_convit_raw_state_dict(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    reference = create_model("convit_tiny", depth=2, local_up_to_layer=1, img_size=64).eval()
+    state = dict(reference.state_dict())
+    state["blocks.0.attn.rel_indices"] = torch.zeros(1, 16, 16, 3)  # old official files may carry the cache
+    source = tmp_path / "convit_tiny.pth"
+    torch.save(state, source)
+    args = ["import", str(source), "-m", "convit_tiny", "-o", str(tmp_path / "o"), "--set", "depth=2"]
+    result = runner.invoke(app, [*args, "--set", "local_up_to_layer=1", "--img-size", "64"])
+    assert result.exit_code == 0, result.output
+    model, _ = load_model(tmp_path / "o" / "model.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(model(x), reference(x))

@@ -15,7 +15,12 @@ from vitc.export import manifest as mf
 from vitc.export.onnx_export import BatchSpec, clean, export_onnx, parity, run_batches, session
 from vitc.export.trt_rules import check_onnx
 
-from conftest import MICRO
+MICRO = {
+    "convit_micro": {"depth": 2, "local_up_to_layer": 1},
+    "deit_micro": {"depth": 2},
+    "cvt_micro": {},
+    "spvit_micro": {"depth": 2, "local_up_to_layer": 1},
+}
 
 
 @pytest.mark.parametrize("name", list(MICRO))

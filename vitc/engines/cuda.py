@@ -120,7 +120,7 @@ class PinnedArray:
         else:
             self.ptr = int(_check(cudart.cudaMallocHost(nbytes), "cudaMallocHost"))
             raw = (ctypes.c_byte * nbytes).from_address(self.ptr)
-            self.array = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+            self.array = np.frombuffer(memoryview(raw).cast("B"), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
             self._owned = True
 
     def free(self) -> None:

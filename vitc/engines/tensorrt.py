@@ -141,7 +141,40 @@ def precision_plan(feat: TrtFeatures, precision: str) -> PrecisionPlan:
     return PrecisionPlan(tuple(network), flags, False)
 
 
+def dims(shape: trt.Dims) -> tuple[int, ...]:
+    """A TensorRT Dims as a tuple (-1 marks a dynamic dimension)."""
+    return tuple(int(shape[i]) for i in range(len(shape)))
+
+
+NUMPY_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+                "BOOL": "bool", "UINT8": "uint8", "FP8": "uint8", "BF16": "uint16"}
+
+
+def numpy_dtype(dtype: trt.DataType) -> str:
+    """numpy dtype name of a TensorRT DataType (BF16/FP8 travel as raw 16/8-bit words)."""
+    return NUMPY_DTYPES.get(str(dtype.name), "float32")
+
+
+NOT_INSTALLED = "TensorRT is not installed (pip install tensorrt on a desktop GPU; JetPack ships it on Jetson)"
+
+
+def tensorrt_available() -> bool:
+    """True when a real TensorRT is importable (tensorrt-stubs alone leaves a namespace package)."""
+    import importlib
+
+    from vitc._lazy import has_module
+
+    if not has_module("tensorrt"):
+        return False
+    try:
+        return hasattr(importlib.import_module("tensorrt"), "__version__")
+    except ImportError:
+        return False
+
+
 def installed_version() -> str:
+    if not tensorrt_available():
+        raise VitcError(NOT_INSTALLED)
     return str(trt.__version__)
 
 
@@ -416,10 +449,10 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     _apply_compat_options(config, feat, opts, version)
 
     tensor = network.get_input(0)
-    profile = make_profile(tensor.name, tuple(int(d) for d in tensor.shape), opts.manifest, opts.batch)
-    if any(int(d) < 0 for d in tensor.shape):
+    profile = make_profile(tensor.name, dims(tensor.shape), opts.manifest, opts.batch)
+    if any(d < 0 for d in dims(tensor.shape)):
         optimisation = builder.create_optimization_profile()
-        optimisation.set_shape(profile.input_name, trt.Dims(profile.min), trt.Dims(profile.opt), trt.Dims(profile.max))
+        optimisation.set_shape(profile.input_name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max)))
         config.add_optimization_profile(optimisation)
 
     dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
@@ -597,12 +630,12 @@ class TensorRTRunner(BaseRunner):
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name
-            shape = tuple(None if int(d) < 0 else int(d) for d in engine.get_tensor_shape(name))
+            dtype = numpy_dtype(engine.get_tensor_dtype(name))
+            shape = tuple(None if d < 0 else d for d in dims(engine.get_tensor_shape(name)))
             profile = None
             if is_input and None in shape:
                 low, opt, high = engine.get_tensor_profile_shape(name, 0)
-                profile = (tuple(int(d) for d in low), tuple(int(d) for d in opt), tuple(int(d) for d in high))
+                profile = (dims(low), dims(opt), dims(high))
             self._tensors.append(_Tensor(TensorMeta(name, shape, dtype), i, is_input, profile))
         self._stream = self._cuda.stream()
         self._events = (self._cuda.event(), self._cuda.event())
@@ -648,9 +681,9 @@ class TensorRTRunner(BaseRunner):
             if tensor.is_input:
                 continue
             if self._feat.tensor_execution:
-                shape = tuple(int(d) for d in context.get_tensor_shape(tensor.meta.name))
+                shape = dims(context.get_tensor_shape(tensor.meta.name))
             else:
-                shape = tuple(int(d) for d in context.get_binding_shape(tensor.index))  # type: ignore[attr-defined]
+                shape = dims(context.get_binding_shape(tensor.index))  # type: ignore[attr-defined]  # 8.5 only
             out_shapes[tensor.meta.name] = shape
             self._ensure(tensor, int(np.prod(shape)) * np.dtype(tensor.meta.dtype).itemsize, shape)
         start, end = self._events

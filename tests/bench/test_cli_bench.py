@@ -1,0 +1,101 @@
+"""`vitc bench`, `vitc build`, `vitc info`, `vitc doctor` end to end on a tiny ONNX model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tests.engines.conftest import make_tiny_onnx, manifest_record
+from vitc.cli._errors import handle_errors
+from vitc.cli.bench import bench
+from vitc.cli.build import build
+from vitc.cli.doctor import doctor
+from vitc.cli.info import info
+
+pytest.importorskip("onnxruntime")
+app = typer.Typer()
+app.callback()(lambda: None)
+for name, fn in (("bench", bench), ("build", build), ("info", info), ("doctor", doctor)):
+    app.command(name)(handle_errors(fn))
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_bench_side_by_side_json_markdown(tmp_path: Path):
+    a = make_tiny_onnx(tmp_path / "a.onnx")
+    b = make_tiny_onnx(tmp_path / "b.onnx", batch=2)  # static batch 2: batch 1 is skipped with a warning
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    result = run("bench", "-e", str(a), "-e", str(b), "--batch", "1,2", "-n", "3", "--warmup", "1",
+                 "--json", str(out), "--markdown", str(md))
+    assert result.exit_code == 0, result.output
+    assert "vitc bench" in result.output and "ratio" in result.output and "skipped batch 1" in result.output
+    record = json.loads(out.read_text())
+    assert [(r["runner"], r["batch"]) for r in record["rows"]] == [(f"{tmp_path.name}/a.onnx", 1),
+                                                                  (f"{tmp_path.name}/a.onnx", 2),
+                                                                  (f"{tmp_path.name}/b.onnx", 2)]
+    assert record["rows"][0]["ratio_vs_first"] == 1.0 and record["rows"][2]["ratio_vs_first"] > 0
+    assert md.read_text().startswith("### vitc bench") and "| batch |" in md.read_text()
+
+
+def test_bench_accuracy_through_runner(export_dir: Path, tmp_path: Path):
+    out = tmp_path / "r.json"
+    result = run("bench", "-e", str(export_dir / "model.fp32.onnx"), "--data", str(export_dir), "-n", "2",
+                 "--warmup", "0", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    acc = json.loads(out.read_text())["rows"][0]["accuracy"]
+    assert acc["samples"] == 12 and acc["agreement"] == 100.0 and acc["top1"] == pytest.approx(75.0)
+    assert json.loads(out.read_text())["rows"][0]["precision"] == "fp32"
+
+
+def test_bench_errors(tmp_path: Path):
+    assert run("bench").exit_code == 2
+    assert "suffix" in run("bench", "-e", str(tmp_path / "x.pt")).output
+    assert run("bench", "--compare", "-e", str(tmp_path / "a.onnx")).exit_code == 2
+    assert run("bench", "-e", str(tmp_path / "a.onnx"), "--batch", "0").exit_code == 2
+
+
+def test_bench_compare_torch(tmp_path: Path):
+    pytest.importorskip("torch")
+    args = ["bench", "--model", "convit_micro", "-n", "2", "--warmup", "1", "--json", str(tmp_path / "t.json")]
+    try:
+        import vitc.compile  # noqa: F401
+
+        args.append("--compare")
+    except ImportError:
+        pass
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert rows[0]["runner"] == "convit_micro eager" and rows[0]["backend"] == "torch"
+    if "--compare" in args:
+        assert rows[1]["runner"] == "convit_micro vitc-compiled"
+
+
+def test_build_without_tensorrt(tmp_path: Path, monkeypatch):
+    onnx = make_tiny_onnx(tmp_path / "m.onnx")
+    monkeypatch.setattr("vitc.engines.tensorrt.tensorrt_available", lambda: False)
+    result = run("build", str(onnx))
+    assert result.exit_code == 2 and "TensorRT is not installed" in result.output
+    assert "no such file" in run("build", str(tmp_path / "none.onnx")).output
+
+
+def test_info_and_doctor(tmp_path: Path, export_dir: Path):
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"ftrt" + bytes(20) + bytes([10, 3, 0, 26]) + bytes(8))
+    (tmp_path / "m.plan.json").write_text(json.dumps({"format": "vitc.engine", "tensorrt": "10.3.0.26"}))
+    result = run("info", str(plan), "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["header"]["tensorrt"] == "10.3.0.26"
+    onnx = json.loads(run("info", str(export_dir / "model.fp32.onnx"), "--json").output)
+    assert onnx["inputs"][0]["name"] == "input" and onnx["manifest"].endswith("manifest.json")
+    assert json.loads(run("info", str(export_dir), "--json").output)["model"] == manifest_record()["model"]
+    bad = tmp_path / "bad.plan"
+    bad.write_bytes(b"not a plan at all, really not" * 2)
+    assert "not a TensorRT plan" in run("info", str(bad)).output
+    doc = run("doctor", "--json")
+    assert doc.exit_code == 0 and {r["command"] for r in json.loads(doc.output)["commands"]} >= {"build"}

@@ -1,0 +1,69 @@
+"""Latency statistics and the table/JSON/Markdown report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from vitc.bench.report import BenchReport, BenchRow
+from vitc.bench.timing import LatencyStats, TimingPlan, collect, measure
+from vitc.errors import VitcError
+
+
+def test_stats_numbers():
+    stats = LatencyStats.from_seconds([0.001, 0.002, 0.003, 0.004], batch=8)
+    assert stats.min == pytest.approx(1.0) and stats.max == pytest.approx(4.0) and stats.mean == pytest.approx(2.5)
+    assert stats.p50 == pytest.approx(2.5) and stats.p99 == pytest.approx(np.percentile([1, 2, 3, 4], 99))
+    assert stats.cv == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2.5)
+    assert stats.throughput == pytest.approx(8 / 0.0025)
+    with pytest.raises(VitcError):
+        LatencyStats.from_seconds([], 1)
+    with pytest.raises(VitcError):
+        TimingPlan(iterations=0)
+
+
+def test_collect_iterations_duration_and_named_times():
+    calls = []
+
+    def step():
+        calls.append(1)
+        return {"e2e": 0.001, "gpu": None}
+
+    samples = collect(step, TimingPlan(warmup=2, iterations=7))
+    assert len(calls) == 9 and len(samples["e2e"]) == 7 and "gpu" not in samples
+    clock = iter(range(1000)).__next__
+    samples = collect(step, TimingPlan(warmup=0, duration=10, min_iterations=3), clock=lambda: float(clock()))
+    assert 3 <= len(samples["e2e"]) <= 11
+    stats = measure(lambda: {"e2e": 0.002, "gpu": 0.001}, TimingPlan(warmup=0, iterations=3), batch=2)
+    assert stats["gpu"].p50 == pytest.approx(1.0) and stats["e2e"].throughput == pytest.approx(1000)
+
+
+def _report() -> BenchReport:
+    fast = LatencyStats.from_seconds([0.001] * 3, 4)
+    slow = LatencyStats.from_seconds([0.002] * 3, 4)
+    return BenchReport(
+        rows=[
+            BenchRow("deit", "onnxrt", "cpu", "fp32", 4, slow),
+            BenchRow("convit", "tensorrt", "cuda", "fp16", 4, fast, gpu=fast,
+                     accuracy={"top1": 90.0, "delta_top1": -0.5}),
+        ],
+        environment={"cores": 2},
+        warnings=["clocks not fixed"],
+    )
+
+
+def test_report_formats():
+    report = _report()
+    assert report.ratio(report.rows[1]) == pytest.approx(2.0)
+    record = json.loads(report.to_json())
+    assert record["baseline"] == "deit" and record["rows"][1]["ratio_vs_first"] == pytest.approx(2.0)
+    assert record["rows"][1]["gpu"]["p50"] == pytest.approx(1.0) and "e2e" in record["times"]
+    md = report.to_markdown()
+    assert "| convit | 4 |" in md and "2.00x" in md and "90.00 (-0.50)" in md and "clocks not fixed" in md
+    console = Console(record=True, width=200)
+    console.print(report.to_table())
+    text = console.export_text()
+    assert "GPU p50 ms" in text and "2.00x" in text

@@ -1,0 +1,99 @@
+"""Runner selection, the manifest reader, ONNX Runtime and PyTorch runners."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.engines.conftest import manifest_record
+from vitc.engines import backend_for_path, runner_class, runner_for_path
+from vitc.engines.manifest import load_heldout, load_manifest, manifest_for, parse_manifest
+from vitc.engines.onnxrt import choose_providers
+from vitc.errors import VitcError
+
+
+def test_backend_by_suffix(tmp_path: Path):
+    assert backend_for_path("a/model.fp16.onnx") == "onnxrt"
+    assert backend_for_path("engines/m.plan") == backend_for_path("m.engine") == "tensorrt"
+    with pytest.raises(VitcError, match="suffix"):
+        backend_for_path("m.pt")
+    with pytest.raises(VitcError, match="no such file"):
+        runner_for_path(tmp_path / "missing.onnx")
+    assert runner_class("tensorrt").__name__ == "TensorRTRunner"
+    with pytest.raises(VitcError, match="unknown backend"):
+        runner_class("tflite")
+
+
+def test_provider_choice():
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(gpu) == gpu
+    assert choose_providers(gpu, "cpu") == ["CPUExecutionProvider"]
+    assert choose_providers(gpu, "cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(VitcError, match="no GPU provider"):
+        choose_providers(["CPUExecutionProvider"], "cuda")
+
+
+def test_manifest_and_heldout(export_dir: Path, tmp_path: Path):
+    manifest = load_manifest(export_dir)
+    assert manifest.onnx_path == export_dir / "model.fp32.onnx" and manifest.batch.opt == 4
+    assert manifest_for(manifest.onnx_path) == manifest and manifest_for(tmp_path / "x.onnx") is None
+    heldout = load_heldout(export_dir)
+    assert len(heldout) == 12 and heldout.images.dtype == np.float32
+    with pytest.raises(VitcError, match="precision"):
+        parse_manifest(manifest_record(precision="fp8"), tmp_path / "m.json")
+    with pytest.raises(VitcError, match="not a vitc export"):
+        parse_manifest({"format": "other"}, tmp_path / "m.json")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((2, 3, 8, 8)), labels=np.zeros(3))
+    with pytest.raises(VitcError, match="lacks reference_logits"):
+        load_heldout(bad)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest_record(batch={"min": 4, "opt": 2, "max": 1})))
+    with pytest.raises(VitcError, match="min <= opt <= max"):
+        load_manifest(tmp_path)
+
+
+def test_onnxruntime_runner(tiny_onnx: Path):
+    runner = runner_for_path(tiny_onnx, device="cpu", threads=1)
+    with pytest.raises(VitcError, match="activate"):
+        runner.infer({})
+    with runner:
+        assert [m.name for m in runner.get_input_metadata()] == ["input"]
+        assert runner.get_input_metadata()[0].shape == (None, 3, 8, 8)
+        out = runner.infer(runner.make_feed(4))["logits"]
+        assert out.shape == (4, 10) and np.allclose(out.sum(1), 1, atol=1e-5)
+        assert runner.inference_time is not None and runner.inference_time > 0 and runner.gpu_time is None
+        assert runner.info().detail["providers"] == ["CPUExecutionProvider"]
+        with pytest.raises(VitcError, match="inputs"):
+            runner.infer({"x": np.zeros((1, 3, 8, 8), np.float32)})
+    assert not runner.is_active
+
+
+def test_torch_runner_convit_micro():
+    torch = pytest.importorskip("torch")
+    from vitc.engines.torch_runner import TorchRunner
+
+    torch.manual_seed(0)
+    with TorchRunner("convit_micro", threads=1) as runner:
+        meta = runner.get_input_metadata()[0]
+        assert meta.shape == (None, 3, 32, 32)
+        out = runner.infer(runner.make_feed(2))["logits"]
+        assert out.shape == (2, 10) and np.isfinite(out).all()
+        assert runner.info().backend == "torch"
+
+
+def test_torch_runner_compiled_matches_eager():
+    pytest.importorskip("torch")
+    pytest.importorskip("vitc.compile")
+    from vitc.bench.runner import torch_runners
+
+    eager, compiled = torch_runners("convit_micro", None, compare=True, torch_compile=False, device="cpu", precision="fp32")
+    feed = {"input": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
+    with eager:
+        ref = eager.infer(feed)["logits"]
+    with compiled:
+        out = compiled.infer(feed)["logits"]
+    assert np.abs(ref - out).max() < 1e-4

@@ -1,0 +1,79 @@
+"""INT8 Q/DQ: TensorRT layout (symmetric, per-channel weights on the output axis, per-tensor activations),
+float islands (Softmax, LayerNorm, head, attention BMMs) and drift."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import numpy_helper
+
+
+def test_int8_structure(exports: dict) -> None:
+    proto = onnx.load(str(exports["int8"].onnx_path))
+    graph = proto.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    q = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    quantized = [
+        n
+        for n in graph.node
+        if n.op_type in ("MatMul", "Gemm", "Conv")
+        and any(i in producers and producers[i].op_type == "DequantizeLinear" for i in n.input)
+    ]
+    # convit_micro depth 2: patch Conv + per block qk, v/qkv, proj, fc1, fc2 = 1 + 5 + 4 = 10 weighted ops
+    assert len(quantized) == 10
+    assert len(q) == len(dq) and len(q) >= 2 * len(quantized) - 2  # one weight pair each, activations shared
+    for node in q + dq:
+        zp = inits[node.input[2]]
+        assert str(zp.dtype) == "int8" and (zp == 0).all(), node.name
+        scale = inits[node.input[1]]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if node.input[0] in inits:  # weight path: per-channel on the output axis
+            w = inits[node.input[0]]
+            assert scale.size == w.shape[axis] > 1, node.name
+            consumer = consumers[node.output[0]][0]
+            consumer = consumers[consumer.output[0]][0] if consumer.op_type == "DequantizeLinear" else consumer
+            expected = {"MatMul": 1, "Conv": 0, "Gemm": 0}[consumer.op_type]
+            assert axis == expected, (node.name, axis)
+        elif (
+            node.op_type == "QuantizeLinear"
+            and node.input[0] not in inits
+            and node.input[0] in producers
+            or node.input[0] == "input"
+        ):
+            assert scale.size == 1, node.name  # activations per-tensor
+    for node in dq:  # Q/DQ only in front of quantized ops
+        for c in consumers.get(node.output[0], []):
+            assert c.op_type in ("MatMul", "Gemm", "Conv"), (node.name, c.op_type)
+            assert not c.name.startswith("/head/")
+    for node in graph.node:
+        if node.op_type in ("Softmax", "LayerNormalization") or node.name.startswith("/head/"):
+            assert all(i not in producers or producers[i].op_type != "DequantizeLinear" for i in node.input), node.name
+        if node.op_type == "MatMul" and "/attn/MatMul" in node.name and not any(i in inits for i in node.input):
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
+
+
+def test_int8_drift_within_bounds(exports: dict) -> None:
+    m = exports["int8"].manifest
+    assert -m["drift"]["delta_top1"] <= 1.0 + 1e-9 and m["drift"]["agreement"] >= 95.0
+    assert m["precision_report"]["excluded"]["/head/Gemm"] == "classifier head"
+
+
+def test_int8_exclude_pattern(trained_ckpt, tmp_path) -> None:
+    from vitc.export import ExportOptions, export_checkpoint
+
+    result = export_checkpoint(
+        trained_ckpt,
+        ExportOptions("int8", out=tmp_path, calib_images=32, calib_method="entropy", exclude=("/blocks.1/*",)),
+        say=lambda _m: None,
+    )
+    proto = onnx.load(str(result.onnx_path))
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    for node in proto.graph.node:
+        if node.name.startswith("/blocks.1/") and node.op_type == "MatMul":
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
+    assert result.manifest["calibration"]["method"] == "entropy"

@@ -1,0 +1,107 @@
+"""`vitc doctor`: what this machine has for each command, and what is missing."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def gather() -> dict[str, Any]:
+    """Facts, importing only what is installed (torch and tensorrt only when present)."""
+    from vitc._lazy import has_module
+    from vitc.engines.cuda import backend_name
+    from vitc.engines.platform import jetson_info, nvidia_smi_gpus
+
+    facts: dict[str, Any] = {"python": platform.python_version(), "platform": sys.platform + " " + platform.machine()}
+    facts["torch"] = None
+    if has_module("torch"):
+        import torch
+
+        facts["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
+    facts["onnx"] = _version("onnx")
+    facts["onnxruntime"] = None
+    if has_module("onnxruntime"):
+        import onnxruntime
+
+        facts["onnxruntime"] = {"version": onnxruntime.__version__, "providers": onnxruntime.get_available_providers()}
+    facts["tensorrt"] = None
+    if has_module("tensorrt"):
+        try:
+            import tensorrt
+
+            if not hasattr(tensorrt, "__version__"):
+                raise ImportError("only tensorrt-stubs is installed, not TensorRT")
+
+            facts["tensorrt"] = {"version": tensorrt.__version__}
+            try:
+                facts["tensorrt"]["dla_cores"] = int(tensorrt.Builder(tensorrt.Logger()).num_DLA_cores)
+            except Exception:  # no GPU or driver: the version is still worth showing
+                facts["tensorrt"]["dla_cores"] = None
+        except ImportError as exc:  # e.g. the stubs-only package or missing libnvinfer
+            facts["tensorrt"] = {"version": None, "error": str(exc).splitlines()[0]}
+    kind = backend_name()
+    facts["cuda_binding"] = None if kind is None else {"kind": kind, "version": _version("cuda-python") or _version("cuda-bindings") or _version("pycuda")}
+    facts["gpus"] = [g.to_dict() for g in nvidia_smi_gpus()]
+    facts["jetson"] = jetson_info()
+    return facts
+
+
+def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(command, what it needs, present?) rows."""
+    torch_ok = facts["torch"] is not None
+    trt_ok = bool(facts["tensorrt"] and facts["tensorrt"].get("version"))
+    gpu_ok = bool(facts["gpus"]) or facts["jetson"] is not None
+    ort_ok = facts["onnxruntime"] is not None
+    return [
+        ("train / eval / compile", "torch", torch_ok),
+        ("export", "torch, onnx, onnxruntime", torch_ok and facts["onnx"] is not None and ort_ok),
+        ("build", "tensorrt, cuda-python or pycuda, an NVIDIA GPU", trt_ok and facts["cuda_binding"] is not None and gpu_ok),
+        ("bench --engine x.onnx", "onnxruntime", ort_ok),
+        ("bench --engine x.plan", "tensorrt, cuda-python or pycuda, an NVIDIA GPU", trt_ok and facts["cuda_binding"] is not None and gpu_ok),
+        ("bench --model / --compare", "torch", torch_ok),
+        ("bench --device cuda", "torch with CUDA and a GPU", bool(facts["torch"] and facts["torch"]["cuda_available"])),
+    ]
+
+
+def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False) -> None:
+    """Check Python, torch, ONNX Runtime, TensorRT, CUDA bindings, GPUs and Jetson/DLA for each command."""
+    facts = gather()
+    if json_out:
+        import json
+
+        typer.echo(json.dumps({"facts": facts, "commands": [dict(zip(("command", "needs", "ok"), r, strict=True)) for r in requirements(facts)]}, indent=2))
+        return
+    console = Console()
+    table = Table(title="vitc doctor: this machine")
+    table.add_column("component")
+    table.add_column("status")
+    for key, value in facts.items():
+        if value in (None, [], {}):
+            text = "[red]missing[/]"
+        elif isinstance(value, dict):
+            text = ", ".join(f"{k}: {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            text = "; ".join(", ".join(f"{k}: {v}" for k, v in g.items() if v) for g in value)
+        else:
+            text = str(value)
+        table.add_row(key, text)
+    console.print(table)
+    needs = Table(title="what each command needs")
+    for column in ("command", "needs", "status"):
+        needs.add_column(column)
+    for command, what, ok in requirements(facts):
+        needs.add_row(command, what, "[green]ready[/]" if ok else "[red]missing[/]")
+    console.print(needs)

@@ -8,6 +8,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[torch,onnx,dev]'
+	$(PY) -m pip install -q --no-deps tensorrt-stubs  # its dependency is TensorRT itself: types only
 	touch $(STAMP)
 
 .PHONY: demo test

@@ -9,6 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from tests.engines.conftest import export_dir as export_dir  # shared fixture
 from tests.engines.conftest import make_tiny_onnx, manifest_record
 from vitc.cli._errors import handle_errors
 from vitc.cli.bench import bench
@@ -31,22 +32,50 @@ def test_bench_side_by_side_json_markdown(tmp_path: Path):
     a = make_tiny_onnx(tmp_path / "a.onnx")
     b = make_tiny_onnx(tmp_path / "b.onnx", batch=2)  # static batch 2: batch 1 is skipped with a warning
     out, md = tmp_path / "r.json", tmp_path / "r.md"
-    result = run("bench", "-e", str(a), "-e", str(b), "--batch", "1,2", "-n", "3", "--warmup", "1",
-                 "--json", str(out), "--markdown", str(md))
+    result = run(
+        "bench",
+        "-e",
+        str(a),
+        "-e",
+        str(b),
+        "--batch",
+        "1,2",
+        "-n",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+        str(out),
+        "--markdown",
+        str(md),
+    )
     assert result.exit_code == 0, result.output
     assert "vitc bench" in result.output and "ratio" in result.output and "skipped batch 1" in result.output
     record = json.loads(out.read_text())
-    assert [(r["runner"], r["batch"]) for r in record["rows"]] == [(f"{tmp_path.name}/a.onnx", 1),
-                                                                  (f"{tmp_path.name}/a.onnx", 2),
-                                                                  (f"{tmp_path.name}/b.onnx", 2)]
+    assert [(r["runner"], r["batch"]) for r in record["rows"]] == [
+        (f"{tmp_path.name}/a.onnx", 1),
+        (f"{tmp_path.name}/a.onnx", 2),
+        (f"{tmp_path.name}/b.onnx", 2),
+    ]
     assert record["rows"][0]["ratio_vs_first"] == 1.0 and record["rows"][2]["ratio_vs_first"] > 0
     assert md.read_text().startswith("### vitc bench") and "| batch |" in md.read_text()
 
 
 def test_bench_accuracy_through_runner(export_dir: Path, tmp_path: Path):
     out = tmp_path / "r.json"
-    result = run("bench", "-e", str(export_dir / "model.fp32.onnx"), "--data", str(export_dir), "-n", "2",
-                 "--warmup", "0", "--json", str(out))
+    result = run(
+        "bench",
+        "-e",
+        str(export_dir / "model.fp32.onnx"),
+        "--data",
+        str(export_dir),
+        "-n",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     acc = json.loads(out.read_text())["rows"][0]["accuracy"]
     assert acc["samples"] == 12 and acc["agreement"] == 100.0 and acc["top1"] == pytest.approx(75.0)

@@ -36,11 +36,25 @@ def make_tiny_onnx(path: Path, batch: int | str = "batch") -> Path:
 
 def manifest_record(**overrides: object) -> dict[str, object]:
     record: dict[str, object] = {
-        "format": "vitc.export", "version": 1, "model": "tiny", "args": {}, "input_size": [3, 8, 8],
-        "mean": [0.5] * 3, "std": [0.5] * 3, "class_names": [str(i) for i in range(10)], "precision": "fp32",
-        "io_dtype": "float32", "opset": 17, "trt_target": "10", "batch": {"min": 1, "opt": 4, "max": 8},
-        "input_name": "input", "output_name": "logits", "source_checkpoint": {"path": "x", "sha256": "0"},
-        "onnx_sha256": None, "drift": {"samples": 4, "top1": 50.0}, "heldout": "heldout.npz",
+        "format": "vitc.export",
+        "version": 1,
+        "model": "tiny",
+        "args": {},
+        "input_size": [3, 8, 8],
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "class_names": [str(i) for i in range(10)],
+        "precision": "fp32",
+        "io_dtype": "float32",
+        "opset": 17,
+        "trt_target": "10",
+        "batch": {"min": 1, "opt": 4, "max": 8},
+        "input_name": "input",
+        "output_name": "logits",
+        "source_checkpoint": {"path": "x", "sha256": "0"},
+        "onnx_sha256": None,
+        "drift": {"samples": 4, "top1": 50.0},
+        "heldout": "heldout.npz",
     }
     record.update(overrides)
     return record

@@ -39,9 +39,22 @@ def test_mypy_strict_trt_adapters(tmp_path: Path):
     config.write_text(CONFIG)
     env = {**os.environ, "MYPYPATH": str(stubs)}
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", str(tmp_path / "cache"),
-         "vitc/engines/tensorrt.py", "vitc/engines/cuda.py"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(config),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "vitc/engines/tensorrt.py",
+            "vitc/engines/cuda.py",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -52,8 +65,10 @@ def test_repair_text():
         from repair_trt_stubs import repair_text
     finally:
         sys.path.pop(0)
-    src = "def f(self: X, in: list[int], out: list[int]) -> None: ...\n" \
-          "def add_scale_nd(self, input: T, shift: W = None, channel_axis: int) -> L: ...\n"
+    src = (
+        "def f(self: X, in: list[int], out: list[int]) -> None: ...\n"
+        "def add_scale_nd(self, input: T, shift: W = None, channel_axis: int) -> L: ...\n"
+    )
     fixed = repair_text(src)
     assert "in_: list[int]" in fixed and "channel_axis: int = 0)" in fixed
     compile(fixed, "stub", "exec")

@@ -29,7 +29,10 @@ print(json.dumps({"exit": result.exit_code, "output": result.output, "torch": lo
 def test_bench_onnx_imports_no_torch(tiny_onnx: Path, tmp_path: Path):
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tiny_onnx), str(out)], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", SCRIPT, str(tiny_onnx), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr

@@ -90,7 +90,9 @@ def test_torch_runner_compiled_matches_eager():
     pytest.importorskip("vitc.compile")
     from vitc.bench.runner import torch_runners
 
-    eager, compiled = torch_runners("convit_micro", None, compare=True, torch_compile=False, device="cpu", precision="fp32")
+    eager, compiled = torch_runners(
+        "convit_micro", None, compare=True, torch_compile=False, device="cpu", precision="fp32"
+    )
     feed = {"input": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
     with eager:
         ref = eager.infer(feed)["logits"]

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.tensorrt
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_build_and_run_tiny(tmp_path: Path, export_dir: Path, precision: str):
-    from vitc.engines.tensorrt import BuildOptions, TensorRTRunner, build_engine, load_sidecar
     from vitc.engines.manifest import load_manifest
+    from vitc.engines.tensorrt import BuildOptions, TensorRTRunner, build_engine, load_sidecar
 
     manifest = load_manifest(export_dir)
     plan = tmp_path / f"tiny.{precision}.plan"

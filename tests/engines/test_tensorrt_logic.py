@@ -79,14 +79,14 @@ def test_version_mismatch_is_one_line():
         T.check_plan_compat(T.parse_plan_header(header((10, 3, 0, 0))), "8.6.2", vc)
     # pre-8.6 plan: the sidecar's version is used
     old = T.parse_plan_header(header((0, 0, 0, 0)))
-    with pytest.raises(VitcError, match="8.5.2"):
+    with pytest.raises(VitcError, match=r"8\.5\.2"):
         T.check_plan_compat(old, "10.3.0", {"tensorrt": "8.5.2.2"})
 
 
 def test_gpu_mismatch():
     parsed = T.parse_plan_header(header())
     side = {"gpu": {"name": "Orin", "compute_capability": "8.7"}, "options": {"hardware_compat": "none"}}
-    with pytest.raises(VitcError, match="compute capability 8.7"):
+    with pytest.raises(VitcError, match=r"compute capability 8\.7"):
         T.check_plan_compat(parsed, "10.3.0.26", side, {"name": "RTX 4090", "compute_capability": "8.9"})
     warn = T.check_plan_compat(parsed, "10.3.0.26", side, {"name": "Orin NX", "compute_capability": "8.7"})
     assert warn and "Orin NX" in warn[0]
@@ -115,10 +115,18 @@ def test_sidecar_contents(tmp_path: Path):
     manifest = parse_manifest(manifest_record(precision="fp16"), tmp_path / "manifest.json")
     prof = T.make_profile("input", (-1, 3, 8, 8), manifest, None)
     side = T.make_sidecar(
-        trt_version="10.3.0", gpu={"name": "Orin", "compute_capability": "8.7"},
-        jetson={"model": "AGX Orin", "l4t": "36.4.0", "jetpack": "6.1/6.2"}, precision="fp16",
-        plan=T.precision_plan(T.features("10.3.0"), "fp16"), profile=prof, onnx_path=tmp_path / "m.onnx",
-        onnx_sha256="abc", manifest=manifest, build_seconds=12.3456, options={"dla_core": None}, dla_fallback=["Softmax_3"],
+        trt_version="10.3.0",
+        gpu={"name": "Orin", "compute_capability": "8.7"},
+        jetson={"model": "AGX Orin", "l4t": "36.4.0", "jetpack": "6.1/6.2"},
+        precision="fp16",
+        plan=T.precision_plan(T.features("10.3.0"), "fp16"),
+        profile=prof,
+        onnx_path=tmp_path / "m.onnx",
+        onnx_sha256="abc",
+        manifest=manifest,
+        build_seconds=12.3456,
+        options={"dla_core": None},
+        dla_fallback=["Softmax_3"],
     )
     json.dumps(side)
     assert side["format"] == "vitc.engine" and side["tensorrt"] == "10.3.0" and side["strongly_typed"] is True
@@ -140,52 +148,86 @@ def test_build_configures_flags_through_a_fake_trt(tmp_path: Path, monkeypatch, 
 
     class Config:
         builder_optimization_level = 3
-        def set_flag(self, flag): calls["flags"].append(flag)
-        def set_memory_pool_limit(self, pool, size): calls["pool"] = size
-        def add_optimization_profile(self, p): calls["profile"] = p.shapes
-        def create_timing_cache(self, data): return data
-        def set_timing_cache(self, cache, ignore): return True
-        def get_timing_cache(self): return types.SimpleNamespace(serialize=lambda: b"cache")
+
+        def set_flag(self, flag):
+            calls["flags"].append(flag)
+
+        def set_memory_pool_limit(self, pool, size):
+            calls["pool"] = size
+
+        def add_optimization_profile(self, p):
+            calls["profile"] = p.shapes
+
+        def create_timing_cache(self, data):
+            return data
+
+        def set_timing_cache(self, cache, ignore):
+            return True
+
+        def get_timing_cache(self):
+            return types.SimpleNamespace(serialize=lambda: b"cache")
 
     class Profile:
-        def set_shape(self, name, lo, opt, hi): self.shapes = (name, lo, opt, hi)
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes = (name, lo, opt, hi)
 
     tensor = types.SimpleNamespace(name="input", shape=[-1, 3, 8, 8])
     network = types.SimpleNamespace(get_input=lambda i: tensor, num_layers=0)
 
     class Builder:
-        def __init__(self, logger): pass
-        def create_network(self, flags): calls["network"].append(flags); return network
-        def create_builder_config(self): return Config()
-        def create_optimization_profile(self): return Profile()
-        def build_serialized_network(self, net, cfg): return b"ftrt" + bytes(60)
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls["network"].append(flags)
+            return network
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, net, cfg):
+            return b"ftrt" + bytes(60)
 
     class Parser:
-        def __init__(self, net, logger): pass
-        def parse_from_file(self, path): return True
+        def __init__(self, net, logger):
+            pass
+
+        def parse_from_file(self, path):
+            return True
 
     def fake(version: str):
         return types.SimpleNamespace(
-            __version__=version, Logger=type("L", (), {"WARNING": 2, "__init__": lambda s, lvl: None}),
-            Builder=Builder, OnnxParser=Parser, Dims=tuple,
+            __version__=version,
+            Logger=type("L", (), {"WARNING": 2, "__init__": lambda s, lvl: None}),
+            Builder=Builder,
+            OnnxParser=Parser,
+            Dims=tuple,
             NetworkDefinitionCreationFlag=_Enum(EXPLICIT_BATCH=0, STRONGLY_TYPED=1),
-            BuilderFlag=_Enum(FP16=10, INT8=11, VERSION_COMPATIBLE=12), MemoryPoolType=_Enum(WORKSPACE=0),
+            BuilderFlag=_Enum(FP16=10, INT8=11, VERSION_COMPATIBLE=12),
+            MemoryPoolType=_Enum(WORKSPACE=0),
         )
 
     monkeypatch.setattr(T, "tensorrt_available", lambda: True)
     monkeypatch.setattr("vitc.engines.cuda.Cuda.__init__", lambda self, prefer=None: None)
-    monkeypatch.setattr("vitc.engines.cuda.Cuda.device_properties", lambda self, d=0: {"name": "G", "compute_capability": "8.7"})
+    monkeypatch.setattr(
+        "vitc.engines.cuda.Cuda.device_properties", lambda self, d=0: {"name": "G", "compute_capability": "8.7"}
+    )
     expected = {"8.5.2": (1, [11, 10]), "10.3.0": (2, []), "11.1.0": (0, [])}
     for version, (network_flags, builder_flags) in expected.items():
         calls["flags"].clear()
         monkeypatch.setattr(T, "trt", fake(version))
         out = tmp_path / version / "m.plan"
-        opts = T.BuildOptions(onnx=tiny_onnx, output=out, precision="int8", batch=BatchRange.parse("1:2:4"), workspace_mb=64)
+        opts = T.BuildOptions(
+            onnx=tiny_onnx, output=out, precision="int8", batch=BatchRange.parse("1:2:4"), workspace_mb=64
+        )
         result = T.build_engine(opts)
         assert calls["network"][-1] == network_flags and calls["flags"] == builder_flags
         assert calls["pool"] == 64 << 20 and calls["profile"][1] == (1, 3, 8, 8) and calls["profile"][3] == (4, 3, 8, 8)
         assert out.read_bytes()[:4] == b"ftrt" and (out.parent / f"timing-trt{version}.cache").read_bytes() == b"cache"
         assert json.loads(T.sidecar_path(out).read_text())["tensorrt"] == version == result.sidecar["tensorrt"]
     monkeypatch.setattr(T, "trt", fake("8.5.2"))
-    with pytest.raises(VitcError, match="8.6 or newer"):
+    with pytest.raises(VitcError, match=r"8\.6 or newer"):
         T.build_engine(T.BuildOptions(onnx=tiny_onnx, output=tmp_path / "x.plan", opt_level=5))

@@ -13,16 +13,26 @@ from vitc.errors import VitcError
 
 def build(
     onnx: Annotated[Path, typer.Argument(help="export/<run>/model.<precision>.onnx")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Plan path (default engines/<run>.<precision>.plan).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Plan path (default engines/<run>.<precision>.plan).")
+    ] = None,
     batch: Annotated[str | None, typer.Option(help="MIN:OPT:MAX (or N) overriding the manifest's range.")] = None,
     workspace: Annotated[int | None, typer.Option(help="Workspace memory limit in MB.")] = None,
     opt_level: Annotated[int | None, typer.Option(help="Builder optimisation level 0-5 (TensorRT 8.6+).")] = None,
     dla: Annotated[int | None, typer.Option("--dla", help="Run on DLA core N with GPU fallback (Jetson).")] = None,
-    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file (default engines/timing-trt<ver>.cache).")] = None,
-    version_compatible: Annotated[bool, typer.Option("--version-compatible", help="Plan runs on later TensorRT (8.6+).")] = False,
+    timing_cache: Annotated[
+        Path | None, typer.Option(help="Timing cache file (default engines/timing-trt<ver>.cache).")
+    ] = None,
+    version_compatible: Annotated[
+        bool, typer.Option("--version-compatible", help="Plan runs on later TensorRT (8.6+).")
+    ] = False,
     hardware_compat: Annotated[str, typer.Option(help="none, ampere+ or same-cc (10.9+).")] = "none",
-    precision: Annotated[str | None, typer.Option(help="Override the precision read from the manifest/file name.")] = None,
-    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the held-out drift check after the build.")] = False,
+    precision: Annotated[
+        str | None, typer.Option(help="Override the precision read from the manifest/file name.")
+    ] = None,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="Skip the held-out drift check after the build.")
+    ] = False,
 ) -> None:
     """Build a TensorRT engine for this machine's TensorRT and GPU; the drift check runs the held-out set."""
     from vitc.engines.manifest import BatchRange, manifest_for
@@ -60,11 +70,15 @@ def build(
     console.print(f"wrote {result.plan} (TensorRT {side['tensorrt']}, {side['precision']}, {side['build_seconds']} s)")
     if result.dla_fallback:
         console.print(f"{len(result.dla_fallback)} layers fall back to the GPU: " + ", ".join(result.dla_fallback))
-    for label, key in (("export drift (ONNX vs PyTorch)", "export_drift"), ("engine drift (TensorRT vs PyTorch)", "engine_drift")):
+    for label, key in (
+        ("export drift (ONNX vs PyTorch)", "export_drift"),
+        ("engine drift (TensorRT vs PyTorch)", "engine_drift"),
+    ):
         drift = side.get(key)
         if drift:
             console.print(
-                f"{label}: top-1 {drift['top1']:.2f}% ({drift['delta_top1']:+.2f}), agreement {drift['agreement']:.2f}%, "
+                f"{label}: top-1 {drift['top1']:.2f}% ({drift['delta_top1']:+.2f}), "
+                f"agreement {drift['agreement']:.2f}%, "
                 f"max |Δ| {drift['max_abs_diff']:.3g}, cosine {drift['cosine']:.5f}"
             )
 

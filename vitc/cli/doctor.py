@@ -30,7 +30,11 @@ def gather() -> dict[str, Any]:
     if has_module("torch"):
         import torch
 
-        facts["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
+        facts["torch"] = {
+            "version": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cuda_available": torch.cuda.is_available(),
+        }
     facts["onnx"] = _version("onnx")
     facts["onnxruntime"] = None
     if has_module("onnxruntime"):
@@ -53,7 +57,11 @@ def gather() -> dict[str, Any]:
         except ImportError as exc:  # e.g. the stubs-only package or missing libnvinfer
             facts["tensorrt"] = {"version": None, "error": str(exc).splitlines()[0]}
     kind = backend_name()
-    facts["cuda_binding"] = None if kind is None else {"kind": kind, "version": _version("cuda-python") or _version("cuda-bindings") or _version("pycuda")}
+    facts["cuda_binding"] = (
+        None
+        if kind is None
+        else {"kind": kind, "version": _version("cuda-python") or _version("cuda-bindings") or _version("pycuda")}
+    )
     facts["gpus"] = [g.to_dict() for g in nvidia_smi_gpus()]
     facts["jetson"] = jetson_info()
     return facts
@@ -68,9 +76,17 @@ def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return [
         ("train / eval / compile", "torch", torch_ok),
         ("export", "torch, onnx, onnxruntime", torch_ok and facts["onnx"] is not None and ort_ok),
-        ("build", "tensorrt, cuda-python or pycuda, an NVIDIA GPU", trt_ok and facts["cuda_binding"] is not None and gpu_ok),
+        (
+            "build",
+            "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
+            trt_ok and facts["cuda_binding"] is not None and gpu_ok,
+        ),
         ("bench --engine x.onnx", "onnxruntime", ort_ok),
-        ("bench --engine x.plan", "tensorrt, cuda-python or pycuda, an NVIDIA GPU", trt_ok and facts["cuda_binding"] is not None and gpu_ok),
+        (
+            "bench --engine x.plan",
+            "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
+            trt_ok and facts["cuda_binding"] is not None and gpu_ok,
+        ),
         ("bench --model / --compare", "torch", torch_ok),
         ("bench --device cuda", "torch with CUDA and a GPU", bool(facts["torch"] and facts["torch"]["cuda_available"])),
     ]
@@ -82,7 +98,15 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
     if json_out:
         import json
 
-        typer.echo(json.dumps({"facts": facts, "commands": [dict(zip(("command", "needs", "ok"), r, strict=True)) for r in requirements(facts)]}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "facts": facts,
+                    "commands": [dict(zip(("command", "needs", "ok"), r, strict=True)) for r in requirements(facts)],
+                },
+                indent=2,
+            )
+        )
         return
     console = Console()
     table = Table(title="vitc doctor: this machine")

@@ -35,8 +35,11 @@ def describe(path: Path) -> dict[str, Any]:
 
         def io(values: Any) -> list[dict[str, Any]]:
             return [
-                {"name": v.name, "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
-                 "elem_type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)}
+                {
+                    "name": v.name,
+                    "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+                    "elem_type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
+                }
                 for v in values
             ]
 

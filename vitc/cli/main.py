@@ -7,7 +7,11 @@ from typing import Annotated
 import typer
 
 from vitc import __version__
+from vitc.cli import bench as bench_cli
+from vitc.cli import build as build_cli
+from vitc.cli import doctor as doctor_cli
 from vitc.cli import import_ as import_cli
+from vitc.cli import info as info_cli
 from vitc.cli import inspect as inspect_cli
 from vitc.cli import models as models_cli
 from vitc.cli import train as train_cli
@@ -44,6 +48,10 @@ app.command("import")(handle_errors(import_cli.import_))
 app.command("train")(handle_errors(train_cli.train))
 app.command("eval")(handle_errors(train_cli.evaluate))
 app.command("inspect")(handle_errors(inspect_cli.inspect))
+app.command("build")(handle_errors(build_cli.build))
+app.command("bench")(handle_errors(bench_cli.bench))
+app.command("doctor")(handle_errors(doctor_cli.doctor))
+app.command("info")(handle_errors(info_cli.info))
 
 
 def main() -> None:  # pragma: no cover - console entry point

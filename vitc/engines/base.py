@@ -135,9 +135,7 @@ class BaseRunner(abc.ABC):
     def make_feed(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
         """Random normal inputs of the right shape and dtype for a batch (for timing)."""
         rng = np.random.default_rng(seed)
-        return {
-            m.name: rng.standard_normal(m.concrete(batch)).astype(m.dtype) for m in self.get_input_metadata()
-        }
+        return {m.name: rng.standard_normal(m.concrete(batch)).astype(m.dtype) for m in self.get_input_metadata()}
 
     def supports_batch(self, batch: int) -> bool:
         """False when an input has a static batch dimension or a profile that excludes `batch`."""

@@ -186,7 +186,7 @@ def load_heldout(path: str | os.PathLike[str]) -> Heldout:
     path = Path(path)
     if path.is_dir():
         manifest = manifest_for(path)
-        path = (manifest.heldout_path if manifest and manifest.heldout_path else path / "heldout.npz")
+        path = manifest.heldout_path if manifest and manifest.heldout_path else path / "heldout.npz"
     if not path.is_file():
         raise VitcError(f"{path}: no such held-out set")
     try:

@@ -92,7 +92,9 @@ class OnnxRuntimeRunner(BaseRunner):
                     continue
                 raise VitcError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from exc
         self.providers = list(self.session.get_providers())
-        self._inputs = [TensorMeta(i.name, _dims(i.shape), ORT_TYPES.get(i.type, "float32")) for i in self.session.get_inputs()]
+        self._inputs = [
+            TensorMeta(i.name, _dims(i.shape), ORT_TYPES.get(i.type, "float32")) for i in self.session.get_inputs()
+        ]
         self._outputs = [
             TensorMeta(o.name, _dims(o.shape), ORT_TYPES.get(o.type, "float32")) for o in self.session.get_outputs()
         ]

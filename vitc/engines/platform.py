@@ -123,10 +123,13 @@ def jetson_power_warnings() -> tuple[dict[str, Any], list[str]]:
     clocks = gpu_clock_range()
     facts["gpu_clock_hz"] = clocks
     if clocks is None:
-        warnings.append("could not read the GPU clock range; run `sudo jetson_clocks` to fix clocks before benchmarking")
+        warnings.append(
+            "could not read the GPU clock range; run `sudo jetson_clocks` to fix clocks before benchmarking"
+        )
     elif clocks[0] != clocks[1]:
         warnings.append(
-            f"GPU clocks are not fixed (min {clocks[0]} Hz, max {clocks[1]} Hz): run `sudo jetson_clocks` for stable figures"
+            f"GPU clocks are not fixed (min {clocks[0]} Hz, max {clocks[1]} Hz): "
+            "run `sudo jetson_clocks` for stable figures"
         )
     return facts, warnings
 

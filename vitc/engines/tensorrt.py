@@ -146,8 +146,17 @@ def dims(shape: trt.Dims) -> tuple[int, ...]:
     return tuple(int(shape[i]) for i in range(len(shape)))
 
 
-NUMPY_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
-                "BOOL": "bool", "UINT8": "uint8", "FP8": "uint8", "BF16": "uint16"}
+NUMPY_DTYPES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "INT8": "int8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "FP8": "uint8",
+    "BF16": "uint16",
+}
 
 
 def numpy_dtype(dtype: trt.DataType) -> str:
@@ -185,8 +194,11 @@ class PlanHeader:
     version: tuple[int, int, int, int] | None  # None for plans from before 8.6 (no version bytes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tag": PLAN_TAG.decode(), "serialization": self.serialization,
-                "tensorrt": None if self.version is None else version_text(self.version)}
+        return {
+            "tag": PLAN_TAG.decode(),
+            "serialization": self.serialization,
+            "tensorrt": None if self.version is None else version_text(self.version),
+        }
 
 
 def parse_plan_header(data: bytes, source: str = "plan") -> PlanHeader:
@@ -262,14 +274,18 @@ def check_plan_compat(
         want_cc, have_cc = str(want.get("compute_capability")), str(gpu.get("compute_capability"))
         if level == "ampere+":
             if _cc(have_cc) < (8, 0):
-                raise VitcError(f"{source}: built for Ampere and newer GPUs; this GPU ({gpu.get('name')}) is sm_{have_cc}")
+                raise VitcError(
+                    f"{source}: built for Ampere and newer GPUs; this GPU ({gpu.get('name')}) is sm_{have_cc}"
+                )
         elif want_cc != have_cc:
             raise VitcError(
                 f"{source}: built on {want.get('name')} (compute capability {want_cc}); this GPU is "
                 f"{gpu.get('name')} ({have_cc}): rebuild it here with `vitc build`"
             )
         elif level == "none" and want.get("name") != gpu.get("name"):
-            warnings.append(f"{source}: built on {want.get('name')}, running on {gpu.get('name')} (same compute capability)")
+            warnings.append(
+                f"{source}: built on {want.get('name')}, running on {gpu.get('name')} (same compute capability)"
+            )
     return warnings
 
 
@@ -336,7 +352,7 @@ def make_profile(
     batch = override or (manifest.batch if manifest is not None else None)
     if network_shape[0] >= 0:  # static batch in the graph: the profile must be exactly it
         fixed = network_shape[0]
-        if override is not None and not override.static or (override is not None and override.min != fixed):
+        if (override is not None and not override.static) or (override is not None and override.min != fixed):
             raise VitcError(f"the ONNX graph has a static batch of {fixed}; --batch {override} cannot change it")
         batch = BatchRange(fixed, fixed, fixed)
     if batch is None:
@@ -452,7 +468,9 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     profile = make_profile(tensor.name, dims(tensor.shape), opts.manifest, opts.batch)
     if any(d < 0 for d in dims(tensor.shape)):
         optimisation = builder.create_optimization_profile()
-        optimisation.set_shape(profile.input_name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max)))
+        optimisation.set_shape(
+            profile.input_name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max))
+        )
         config.add_optimization_profile(optimisation)
 
     dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
@@ -490,7 +508,11 @@ def build_engine(opts: BuildOptions) -> BuildResult:
         options=options,
         dla_fallback=dla_fallback,
     )
-    if opts.manifest is not None and opts.manifest.onnx_sha256 and opts.manifest.onnx_sha256 != sidecar["onnx"]["sha256"]:
+    if (
+        opts.manifest is not None
+        and opts.manifest.onnx_sha256
+        and opts.manifest.onnx_sha256 != sidecar["onnx"]["sha256"]
+    ):
         warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")
     write_json(sidecar_path(opts.output), sidecar)
     if opts.check and opts.manifest is not None and opts.manifest.heldout_path is not None:
@@ -535,7 +557,9 @@ def _configure_dla(
     if not 0 <= core < cores:
         raise VitcError(f"--dla {core}: this machine has DLA cores 0..{cores - 1}")
     if profile.min != profile.max:
-        raise VitcError(f"--dla needs a static batch (min = opt = max), got {profile.min[0]}:{profile.opt[0]}:{profile.max[0]}")
+        raise VitcError(
+            f"--dla needs a static batch (min = opt = max), got {profile.min[0]}:{profile.opt[0]}:{profile.max[0]}"
+        )
     if opts.precision == "fp32":
         raise VitcError("--dla runs FP16 or INT8 only: build the fp16 or int8 export")
     config.default_device_type = trt.DeviceType.DLA
@@ -653,7 +677,9 @@ class TensorRTRunner(BaseRunner):
         if tensor.capacity < nbytes:
             self._free(tensor)
             tensor.device = self._cuda.malloc(nbytes)
-            tensor.host = self._cuda.pinned((max(nbytes // np.dtype(tensor.meta.dtype).itemsize, 1),), tensor.meta.dtype)
+            tensor.host = self._cuda.pinned(
+                (max(nbytes // np.dtype(tensor.meta.dtype).itemsize, 1),), tensor.meta.dtype
+            )
             tensor.capacity = nbytes
             self._drop_graph()
 

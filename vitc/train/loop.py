@@ -138,6 +138,8 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):  # left by a run that was killed while writing
+            stale.unlink()
         write_json(run_dir / "config.json", cfg.to_dict())
     progress = EpochProgress(enabled=show_progress and dist.is_main)
     images_seen, train_seconds = 0, 0.0

@@ -45,14 +45,22 @@ class CheckpointMeta:
             raise VitcError(f"{source}: the vitc metadata is not valid JSON") from exc
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise VitcError(f"{source}: not a vitc checkpoint (no vitc metadata)")
-        if record.get("version", 0) > FORMAT_VERSION:
+        version = record.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise VitcError(f"{source}: the vitc metadata version must be an integer, got {version!r}")
+        if version > FORMAT_VERSION:
             raise VitcError(f"{source}: written by a newer vitc (format {record['version']}); upgrade vitc")
         try:
+            class_names = record.get("class_names")
+            if class_names is not None and not (
+                isinstance(class_names, list) and all(isinstance(c, str) for c in class_names)
+            ):
+                raise ValueError("class_names must be a list of strings")
             return cls(
                 model=str(record["model"]),
                 args=dict(record.get("args") or {}),
                 cfg=dict(record.get("cfg") or {}),
-                class_names=record.get("class_names"),
+                class_names=class_names,
                 provenance=dict(record.get("provenance") or {}),
                 extra=dict(record.get("extra") or {}),
             )

@@ -31,7 +31,10 @@ def describe(path: Path) -> dict[str, Any]:
         from vitc.engines.manifest import manifest_for
 
         onnx = lazy_import("onnx")
-        model = onnx.load(str(path), load_external_data=False)
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning-like ValueErrors, ... on bad bytes
+            raise VitcError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
 
         def io(values: Any) -> list[dict[str, Any]]:
             return [

@@ -108,7 +108,10 @@ def parse_manifest(record: Any, path: Path) -> ExportManifest:
     source = str(path)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise VitcError(f"{source}: not a vitc export manifest (format is not {FORMAT!r})")
-    if int(record.get("version", 0)) > FORMAT_VERSION:
+    version = record.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise VitcError(f"{source}: the manifest version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise VitcError(f"{source}: written by a newer vitc (manifest version {record['version']}); upgrade vitc")
     precision = _require(record, "precision", source)
     if precision not in PRECISIONS:
@@ -127,6 +130,22 @@ def parse_manifest(record: Any, path: Path) -> ExportManifest:
     trt_target = record.get("trt_target")
     if trt_target is not None and str(trt_target) not in TRT_TARGETS:
         raise VitcError(f"{source}: trt_target {trt_target!r} is not one of {', '.join(TRT_TARGETS)}")
+    try:
+        return _build(record, path, size, precision, io_dtype, batch_range, trt_target)
+    except (TypeError, ValueError) as exc:  # e.g. "mean": 3 or "args": "x" in a hand-edited file
+        raise VitcError(f"{source}: malformed export manifest ({exc})") from exc
+
+
+def _build(
+    record: dict[str, Any],
+    path: Path,
+    size: list[int],
+    precision: str,
+    io_dtype: str,
+    batch_range: BatchRange,
+    trt_target: Any,
+) -> ExportManifest:
+    source = str(path)
     return ExportManifest(
         path=path,
         model=str(_require(record, "model", source)),

@@ -117,7 +117,7 @@ def torch_runners(
         from vitc.checkpoint import load_model
 
         module: Any = load_model(ckpt)[0]
-        label = model or module.vitc_name
+        label = module.vitc_name
     else:
         from vitc.models import create_model
 

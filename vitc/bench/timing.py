@@ -4,7 +4,7 @@ A measurement is warm-up calls (not recorded), then either a fixed number of ite
 as fit in a duration (at least `min_iterations`). Each call reports one or more named times in
 seconds ("e2e": host arrays in → host arrays out; "gpu": GPU compute from CUDA events); each name
 gets its own statistics: min, max, mean, std, p50/p90/p95/p99, coefficient of variation, and
-throughput = batch / mean latency.
+throughput = batch / median latency (robust on shared, noisy machines; trtexec divides by the mean).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class LatencyStats:
             p95=p95,
             p99=p99,
             cv=std / mean if mean > 0 else 0.0,
-            throughput=batch * 1e3 / mean if mean > 0 else float("inf"),
+            throughput=batch * 1e3 / p50 if p50 > 0 else float("inf"),
         )
 
     def to_dict(self) -> dict[str, Any]:

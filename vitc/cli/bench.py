@@ -20,7 +20,9 @@ def bench(
         list[Path] | None,
         typer.Option("--engine", "-e", help="A .plan (TensorRT) or .onnx (ONNX Runtime) file. Repeatable."),
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="A zoo model name, run in PyTorch.")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="A zoo model name, run in PyTorch. Repeatable.")
+    ] = None,
     ckpt: Annotated[Path | None, typer.Option("--ckpt", help="A vitc checkpoint, run in PyTorch.")] = None,
     compare: Annotated[
         bool, typer.Option("--compare", help="PyTorch: uncompiled vs vitc-compiled side by side.")
@@ -45,16 +47,16 @@ def bench(
 ) -> None:
     """Benchmark engines (--engine, repeatable) and/or a PyTorch model (--model/--ckpt); the first is the baseline."""
     from vitc._io import atomic_write
-    from vitc.bench.runner import bench_runners, parse_batches
+    from vitc.bench.runner import bench_runners, parse_batches, torch_runners
     from vitc.bench.timing import TimingPlan
     from vitc.engines import backend_for_path, runner_for_path
     from vitc.engines.base import BaseRunner
     from vitc.engines.manifest import load_heldout, manifest_for
     from vitc.engines.platform import jetson_info, jetson_power_warnings
 
-    if not engine and model is None and ckpt is None:
+    if not engine and not model and ckpt is None:
         raise VitcError("nothing to benchmark: give --engine PATH (repeatable) and/or --model NAME / --ckpt PATH")
-    if (compare or torch_compile) and model is None and ckpt is None:
+    if (compare or torch_compile) and not model and ckpt is None:
         raise VitcError("--compare and --torch-compile apply to PyTorch: give --model NAME or --ckpt PATH")
     batches = parse_batches(batch)
     plan = TimingPlan(warmup=warmup, iterations=iterations, duration=duration)
@@ -75,11 +77,11 @@ def bench(
         if manifest is not None:
             precisions[runner.name] = manifest.precision
         runners.append(runner)
-    if model is not None or ckpt is not None:
-        from vitc.bench.runner import torch_runners
-
+    sources = [(None, ckpt)] if ckpt is not None else []
+    sources += [(name, None) for name in model or []]
+    for name, path in sources:  # torch is imported only here, when PyTorch runners are asked for
         runners += torch_runners(
-            model, ckpt, compare=compare, torch_compile=torch_compile, device=device, precision=precision
+            name, path, compare=compare, torch_compile=torch_compile, device=device, precision=precision
         )
 
     console = Console()

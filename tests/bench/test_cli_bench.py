@@ -121,7 +121,7 @@ def test_info_and_doctor(tmp_path: Path, export_dir: Path):
     result = run("info", str(plan), "--json")
     assert result.exit_code == 0 and json.loads(result.output)["header"]["tensorrt"] == "10.3.0.26"
     onnx = json.loads(run("info", str(export_dir / "model.fp32.onnx"), "--json").output)
-    assert onnx["inputs"][0]["name"] == "input" and onnx["manifest"].endswith("manifest.json")
+    assert onnx["inputs"][0]["name"] == "input" and onnx["manifest"].endswith("manifest.fp32.json")
     assert json.loads(run("info", str(export_dir), "--json").output)["model"] == manifest_record()["model"]
     bad = tmp_path / "bad.plan"
     bad.write_bytes(b"not a plan at all, really not" * 2)

@@ -67,11 +67,11 @@ def tiny_onnx(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def export_dir(tmp_path: Path) -> Path:
-    """A fake export folder: model.fp32.onnx, manifest.json, heldout.npz with ORT reference logits."""
+    """A fake export folder: model.fp32.onnx, manifest.fp32.json, heldout.npz with ORT reference logits."""
     folder = tmp_path / "export" / "tiny"
     folder.mkdir(parents=True)
     onnx_path = make_tiny_onnx(folder / "model.fp32.onnx")
-    (folder / "manifest.json").write_text(json.dumps(manifest_record()))
+    (folder / "manifest.fp32.json").write_text(json.dumps(manifest_record()))
     ort = pytest.importorskip("onnxruntime")
     images = np.random.default_rng(1).standard_normal((12, 3, 8, 8)).astype(np.float32)
     logits = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]

@@ -3,7 +3,8 @@
 The published .pyi files have two syntax errors: parameters named `in` (IPluginV3 methods) and
 `add_scale_nd`'s `channel_axis` without a default after defaulted parameters. This renames the
 first to `in_` and gives the second a default. Usage: python tests/engines/repair_trt_stubs.py OUT
-then MYPYPATH=OUT mypy --strict vitc/engines/tensorrt.py vitc/engines/cuda.py
+then MYPYPATH=OUT mypy --strict vitc/engines/tensorrt.py vitc/engines/trt_build.py
+vitc/engines/trt_runner.py vitc/engines/cuda.py
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_build_and_run_tiny(tmp_path: Path, export_dir: Path, precision: str):
     from vitc.engines.manifest import load_manifest
-    from vitc.engines.tensorrt import BuildOptions, TensorRTRunner, build_engine, load_sidecar
+    from vitc.engines.tensorrt import load_sidecar
+    from vitc.engines.trt_build import BuildOptions, build_engine
+    from vitc.engines.trt_runner import TensorRTRunner
 
     manifest = load_manifest(export_dir)
     plan = tmp_path / f"tiny.{precision}.plan"
@@ -38,7 +40,8 @@ def test_build_convit_int8_and_bench(tmp_path: Path):
 
 
 def test_static_engine_cuda_graph(tmp_path: Path):
-    from vitc.engines.tensorrt import BuildOptions, TensorRTRunner, build_engine
+    from vitc.engines.trt_build import BuildOptions, build_engine
+    from vitc.engines.trt_runner import TensorRTRunner
 
     onnx = make_tiny_onnx(tmp_path / "s.onnx", batch=2)
     plan = tmp_path / "s.plan"

@@ -10,6 +10,7 @@ import pytest
 
 from tests.engines.conftest import manifest_record
 from vitc.engines import tensorrt as T
+from vitc.engines import trt_build as B
 from vitc.engines.manifest import BatchRange, parse_manifest
 from vitc.errors import VitcError
 
@@ -98,23 +99,23 @@ def test_gpu_mismatch():
 
 def test_profile_from_manifest_and_override(tmp_path: Path):
     manifest = parse_manifest(manifest_record(), tmp_path / "manifest.json")
-    prof = T.make_profile("input", (-1, 3, 8, 8), manifest, None)
+    prof = B.make_profile("input", (-1, 3, 8, 8), manifest, None)
     assert prof.min == (1, 3, 8, 8) and prof.opt == (4, 3, 8, 8) and prof.max == (8, 3, 8, 8)
-    prof = T.make_profile("input", (-1, 3, -1, -1), manifest, BatchRange.parse("2:16:32"))
+    prof = B.make_profile("input", (-1, 3, -1, -1), manifest, BatchRange.parse("2:16:32"))
     assert prof.to_dict() == {"input": "input", "min": [2, 3, 8, 8], "opt": [16, 3, 8, 8], "max": [32, 3, 8, 8]}
-    assert T.make_profile("input", (4, 3, 8, 8), None, None).max == (4, 3, 8, 8)
+    assert B.make_profile("input", (4, 3, 8, 8), None, None).max == (4, 3, 8, 8)
     with pytest.raises(VitcError, match="static batch of 4"):
-        T.make_profile("input", (4, 3, 8, 8), None, BatchRange.parse("1:4:8"))
+        B.make_profile("input", (4, 3, 8, 8), None, BatchRange.parse("1:4:8"))
     with pytest.raises(VitcError, match="dynamic C/H/W"):
-        T.make_profile("input", (-1, 3, -1, -1), None, None)
+        B.make_profile("input", (-1, 3, -1, -1), None, None)
     with pytest.raises(VitcError):
         BatchRange.parse("8:4:1")
 
 
 def test_sidecar_contents(tmp_path: Path):
     manifest = parse_manifest(manifest_record(precision="fp16"), tmp_path / "manifest.json")
-    prof = T.make_profile("input", (-1, 3, 8, 8), manifest, None)
-    side = T.make_sidecar(
+    prof = B.make_profile("input", (-1, 3, 8, 8), manifest, None)
+    side = B.make_sidecar(
         trt_version="10.3.0",
         gpu={"name": "Orin", "compute_capability": "8.7"},
         jetson={"model": "AGX Orin", "l4t": "36.4.0", "jetpack": "6.1/6.2"},
@@ -218,16 +219,20 @@ def test_build_configures_flags_through_a_fake_trt(tmp_path: Path, monkeypatch, 
     expected = {"8.5.2": (1, [11, 10]), "10.3.0": (2, []), "11.1.0": (0, [])}
     for version, (network_flags, builder_flags) in expected.items():
         calls["flags"].clear()
-        monkeypatch.setattr(T, "trt", fake(version))
+        fake_trt = fake(version)
+        monkeypatch.setattr(T, "trt", fake_trt)  # installed_version() reads the version here
+        monkeypatch.setattr(B, "trt", fake_trt)  # build_engine drives the builder here
         out = tmp_path / version / "m.plan"
-        opts = T.BuildOptions(
+        opts = B.BuildOptions(
             onnx=tiny_onnx, output=out, precision="int8", batch=BatchRange.parse("1:2:4"), workspace_mb=64
         )
-        result = T.build_engine(opts)
+        result = B.build_engine(opts)
         assert calls["network"][-1] == network_flags and calls["flags"] == builder_flags
         assert calls["pool"] == 64 << 20 and calls["profile"][1] == (1, 3, 8, 8) and calls["profile"][3] == (4, 3, 8, 8)
         assert out.read_bytes()[:4] == b"ftrt" and (out.parent / f"timing-trt{version}.cache").read_bytes() == b"cache"
         assert json.loads(T.sidecar_path(out).read_text())["tensorrt"] == version == result.sidecar["tensorrt"]
-    monkeypatch.setattr(T, "trt", fake("8.5.2"))
+    fake_trt = fake("8.5.2")
+    monkeypatch.setattr(T, "trt", fake_trt)
+    monkeypatch.setattr(B, "trt", fake_trt)
     with pytest.raises(VitcError, match=r"8\.6 or newer"):
-        T.build_engine(T.BuildOptions(onnx=tiny_onnx, output=tmp_path / "x.plan", opt_level=5))
+        B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "x.plan", opt_level=5))

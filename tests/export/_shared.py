@@ -1,4 +1,7 @@
-"""Shared by tests/export and tests/quant (loaded once by path from both conftests): a briefly trained convit_micro checkpoint and its three exports (built once)."""
+"""Shared by tests/export and tests/quant (loaded once by path from both conftests).
+
+A briefly trained convit_micro checkpoint and its three exports (built once).
+"""
 
 from __future__ import annotations
 

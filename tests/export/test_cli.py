@@ -63,8 +63,8 @@ def test_bad_inputs_are_one_line_errors(trained_ckpt, exports: dict, tmp_path) -
     assert "--force" in _err(["export", ck, "--run", "r", "--out", out, "--dynamic-batch", "1:4:8"])
     assert exports["fp32"].onnx_path.read_bytes() == before
     plain = tmp_path / "plain.safetensors"
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     save_file({"w": np.zeros(2, np.float32)}, str(plain))
     assert "metadata" in _err(["export", str(plain), "--out", str(tmp_path)])

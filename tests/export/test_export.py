@@ -58,7 +58,9 @@ def test_manifest_and_metadata(exports: dict, trained_ckpt) -> None:
     assert exports["fp32"].manifest["batch"] == {"min": 1, "opt": 4, "max": 8}
     assert exports["int8"].manifest["batch"] == {"min": 8, "opt": 8, "max": 8}
     cal = exports["int8"].manifest["calibration"]
-    assert cal["method"] == "minmax" and cal["images"] == 128 and cal["data"] == "digits" and len(cal["data_sha256"]) == 64
+    assert (
+        cal["method"] == "minmax" and cal["images"] == 128 and cal["data"] == "digits" and len(cal["data_sha256"]) == 64
+    )
 
 
 def test_heldout_reproduces_reference(exports: dict) -> None:

@@ -17,7 +17,7 @@ def describe(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise VitcError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if path.is_dir() or path.name == "manifest.json":
+    if path.is_dir() or (path.name.startswith("manifest.") and path.suffix == ".json"):
         from vitc.engines.manifest import load_manifest
 
         return {"kind": "vitc export", **load_manifest(path).raw}

@@ -9,7 +9,9 @@ import typer
 from vitc import __version__
 from vitc.cli import bench as bench_cli
 from vitc.cli import build as build_cli
+from vitc.cli import check as check_cli
 from vitc.cli import doctor as doctor_cli
+from vitc.cli import export as export_cli
 from vitc.cli import import_ as import_cli
 from vitc.cli import info as info_cli
 from vitc.cli import inspect as inspect_cli
@@ -48,6 +50,8 @@ app.command("import")(handle_errors(import_cli.import_))
 app.command("train")(handle_errors(train_cli.train))
 app.command("eval")(handle_errors(train_cli.evaluate))
 app.command("inspect")(handle_errors(inspect_cli.inspect))
+app.command("export")(handle_errors(export_cli.export))
+app.command("check")(handle_errors(check_cli.check))
 app.command("build")(handle_errors(build_cli.build))
 app.command("bench")(handle_errors(bench_cli.bench))
 app.command("doctor")(handle_errors(doctor_cli.doctor))

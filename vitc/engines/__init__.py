@@ -18,7 +18,7 @@ from vitc.errors import VitcError
 RUNNERS: dict[str, tuple[str, str]] = {
     "torch": ("vitc.engines.torch_runner", "TorchRunner"),
     "onnxrt": ("vitc.engines.onnxrt", "OnnxRuntimeRunner"),
-    "tensorrt": ("vitc.engines.tensorrt", "TensorRTRunner"),
+    "tensorrt": ("vitc.engines.trt_runner", "TensorRTRunner"),
 }
 # artifact suffix -> backend
 SUFFIXES: dict[str, str] = {".onnx": "onnxrt", ".plan": "tensorrt", ".engine": "tensorrt", ".trt": "tensorrt"}

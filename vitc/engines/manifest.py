@@ -169,11 +169,22 @@ def _build(
     )
 
 
+def _manifest_in(folder: Path) -> Path:
+    """The one `manifest.<precision>.json` of an export folder (or its legacy `manifest.json`)."""
+    found = sorted(folder.glob("manifest.*.json")) or sorted(folder.glob("manifest.json"))
+    if not found:
+        raise VitcError(f"{folder}: no export manifest (manifest.<precision>.json) in this folder")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise VitcError(f"{folder} holds several exports ({names}): name the .onnx or the manifest file")
+    return found[0]
+
+
 def load_manifest(path: str | os.PathLike[str]) -> ExportManifest:
-    """Load `manifest.json` from a file or an export folder."""
+    """Load an export manifest from its file, or from an export folder that holds exactly one."""
     path = Path(path)
     if path.is_dir():
-        path = path / "manifest.json"
+        path = _manifest_in(path)
     if not path.is_file():
         raise VitcError(f"{path}: no such export manifest")
     try:
@@ -184,10 +195,15 @@ def load_manifest(path: str | os.PathLike[str]) -> ExportManifest:
 
 
 def manifest_for(artifact: str | os.PathLike[str]) -> ExportManifest | None:
-    """The manifest next to an exported ONNX file (or of an export folder), or None when there is none."""
+    """The manifest of `model.<precision>.onnx` (`manifest.<precision>.json` beside it), or None."""
     artifact = Path(artifact)
-    candidate = artifact / "manifest.json" if artifact.is_dir() else artifact.parent / "manifest.json"
-    return load_manifest(candidate) if candidate.is_file() else None
+    if artifact.is_dir():
+        return load_manifest(artifact)
+    precision = artifact.name.split(".")[-2] if artifact.name.count(".") >= 2 else None
+    for name in (f"manifest.{precision}.json" if precision else None, "manifest.json"):
+        if name and (artifact.parent / name).is_file():
+            return load_manifest(artifact.parent / name)
+    return None
 
 
 @dataclass(frozen=True)
@@ -203,9 +219,8 @@ class Heldout:
 def load_heldout(path: str | os.PathLike[str]) -> Heldout:
     """Load `heldout.npz` from a file or an export folder (via its manifest), checking the shapes."""
     path = Path(path)
-    if path.is_dir():
-        manifest = manifest_for(path)
-        path = manifest.heldout_path if manifest and manifest.heldout_path else path / "heldout.npz"
+    if path.is_dir():  # every precision of an export folder shares one held-out set
+        path = path / "heldout.npz"
     if not path.is_file():
         raise VitcError(f"{path}: no such held-out set")
     try:

@@ -27,9 +27,7 @@ def _torch_blocks(torch_model: Any, names: list[str], images: np.ndarray) -> dic
     torch = lazy_import("torch")
     captured: dict[str, Any] = {}
     modules = dict(torch_model.named_modules())
-    hooks = [
-        modules[n].register_forward_hook(lambda _m, _i, out, n=n: captured.__setitem__(n, out)) for n in names
-    ]
+    hooks = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: captured.__setitem__(n, out)) for n in names]
     try:
         with torch.no_grad():
             torch_model(torch.from_numpy(images))

@@ -77,7 +77,9 @@ def validate(opts: ExportOptions) -> tuple[int, BatchSpec]:
     return opset, BatchSpec.parse(opts.batch, opts.dynamic_batch)
 
 
-def _compile(model: Any, input_size: tuple[int, ...], opts: ExportOptions, say: Callable[[str], None]) -> tuple[Any, Any, bool]:
+def _compile(
+    model: Any, input_size: tuple[int, ...], opts: ExportOptions, say: Callable[[str], None]
+) -> tuple[Any, Any, bool]:
     if not opts.compile:
         return model, [], False
     if not has_module("vitc.compile"):
@@ -88,8 +90,9 @@ def _compile(model: Any, input_size: tuple[int, ...], opts: ExportOptions, say: 
     target = "tensorrt" if opts.trt else "onnx"
     compiled, report = compile_model(model, input_size=tuple(input_size), target=target, check=True)
     record = report.to_dict()
-    passes = record.get("passes", record) if isinstance(record, dict) else record
-    return compiled.eval(), passes, True
+    if isinstance(record, dict):
+        record = record.get("rows", record.get("passes", [record]))
+    return compiled.eval(), record, True
 
 
 def heldout_set(meta: Any, max_images: int = HELDOUT_MAX) -> tuple[np.ndarray, np.ndarray, str]:
@@ -173,15 +176,25 @@ def export_checkpoint(ckpt: str | Path, opts: ExportOptions, say: Callable[[str]
         from vitc.quant.int8 import quantize_int8
 
         name = opts.calib_data or data_name
-        data_dir = opts.calib_dir if opts.calib_data else ((meta.extra.get("train_config") or {}).get("data") or {}).get("dir")
+        data_dir = (
+            opts.calib_dir if opts.calib_data else ((meta.extra.get("train_config") or {}).get("data") or {}).get("dir")
+        )
         cal = calibration_set(
-            name, opts.calib_images, input_size, meta.cfg["mean"], meta.cfg["std"], data_dir, meta.cfg.get("crop_pct", 1.0)
+            name,
+            opts.calib_images,
+            input_size,
+            meta.cfg["mean"],
+            meta.cfg["std"],
+            data_dir,
+            meta.cfg.get("crop_pct", 1.0),
         )
         static = None if batch.dynamic else batch.max
         if static and len(cal.images) % static:
             cal.images = cal.images[: len(cal.images) - len(cal.images) % static]
             check_images(cal.images, input_size)
-        proto, rep = quantize_int8(proto, cal, opts.calib_method, static_batch=static, head_scopes=head, exclude=opts.exclude)
+        proto, rep = quantize_int8(
+            proto, cal, opts.calib_method, static_batch=static, head_scopes=head, exclude=opts.exclude
+        )
         calibration = cal.to_dict(opts.calib_method)
         precision_report = rep.to_dict()
 
@@ -213,7 +226,9 @@ def export_checkpoint(ckpt: str | Path, opts: ExportOptions, say: Callable[[str]
     if opts.trt:
         findings = check_onnx(proto, opts.trt)
         if findings:
-            listed = "; ".join(str(f) for f in findings[:5]) + (f"; … {len(findings) - 5} more" if len(findings) > 5 else "")
+            listed = "; ".join(str(f) for f in findings[:5]) + (
+                f"; … {len(findings) - 5} more" if len(findings) > 5 else ""
+            )
             raise VitcError(f"TensorRT {opts.trt} cannot take this graph: {listed}")
     ox.check_model(proto)
 
@@ -236,7 +251,8 @@ def export_checkpoint(ckpt: str | Path, opts: ExportOptions, say: Callable[[str]
     if drift.exceeds(max_drop):
         first = f"; first drifting block: {explained['first_bad']}" if explained and explained["first_bad"] else ""
         raise VitcError(
-            f"{opts.precision} lost {-drift.delta_top1:.2f} points of top-1 (> --max-drop {max_drop}); nothing written{first}"
+            f"{opts.precision} lost {-drift.delta_top1:.2f} points of top-1 (> --max-drop {max_drop}); "
+            f"nothing written{first}"
         )
 
     # 6. write: heldout, ONNX, manifest (each atomically)

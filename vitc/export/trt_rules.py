@@ -29,14 +29,110 @@ DEFAULT_OPSET = {"8.5": 16, "8.6": 17, "10": 17, "11": 17}
 # Ops of the standard domain every targeted parser (8.5+) imports. Not the full matrix: the ops a
 # vision transformer export can contain, plus the common neighbours.
 _BASE_OPS = frozenset(
-    """Abs Acos Add And ArgMax ArgMin AveragePool BatchNormalization Cast Ceil Clip Concat Constant
-    ConstantOfShape Conv ConvTranspose Cos CumSum DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal
-    Erf Exp Expand Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool GlobalMaxPool Greater
-    GreaterOrEqual HardSigmoid HardSwish Identity InstanceNormalization LeakyRelu Less LessOrEqual Log
-    LogSoftmax MatMul Max MaxPool Mean Min Mod Mul Neg Not Or Pad Pow PRelu QuantizeLinear Range Reciprocal
-    ReduceL1 ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu
-    Reshape Resize ScatterElements ScatterND Selu Shape Sigmoid Sign Sin Size Slice Softmax Softplus Softsign
-    SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh Tile TopK Transpose Trilu Unsqueeze Where Xor""".split()
+    [
+        "Abs",
+        "Acos",
+        "Add",
+        "And",
+        "ArgMax",
+        "ArgMin",
+        "AveragePool",
+        "BatchNormalization",
+        "Cast",
+        "Ceil",
+        "Clip",
+        "Concat",
+        "Constant",
+        "ConstantOfShape",
+        "Conv",
+        "ConvTranspose",
+        "Cos",
+        "CumSum",
+        "DepthToSpace",
+        "DequantizeLinear",
+        "Div",
+        "Dropout",
+        "Einsum",
+        "Elu",
+        "Equal",
+        "Erf",
+        "Exp",
+        "Expand",
+        "Flatten",
+        "Floor",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "Gemm",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "Greater",
+        "GreaterOrEqual",
+        "HardSigmoid",
+        "HardSwish",
+        "Identity",
+        "InstanceNormalization",
+        "LeakyRelu",
+        "Less",
+        "LessOrEqual",
+        "Log",
+        "LogSoftmax",
+        "MatMul",
+        "Max",
+        "MaxPool",
+        "Mean",
+        "Min",
+        "Mod",
+        "Mul",
+        "Neg",
+        "Not",
+        "Or",
+        "Pad",
+        "Pow",
+        "PRelu",
+        "QuantizeLinear",
+        "Range",
+        "Reciprocal",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceLogSumExp",
+        "ReduceMax",
+        "ReduceMean",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceSum",
+        "ReduceSumSquare",
+        "Relu",
+        "Reshape",
+        "Resize",
+        "ScatterElements",
+        "ScatterND",
+        "Selu",
+        "Shape",
+        "Sigmoid",
+        "Sign",
+        "Sin",
+        "Size",
+        "Slice",
+        "Softmax",
+        "Softplus",
+        "Softsign",
+        "SpaceToDepth",
+        "Split",
+        "Sqrt",
+        "Squeeze",
+        "Sub",
+        "Sum",
+        "Tan",
+        "Tanh",
+        "Tile",
+        "TopK",
+        "Transpose",
+        "Trilu",
+        "Unsqueeze",
+        "Where",
+        "Xor",
+    ]
 )
 _ADDED = {
     "8.6": frozenset({"LayerNormalization", "GroupNormalization"}),
@@ -171,7 +267,9 @@ def check_onnx(model: Any, trt: str, exclude_ops: tuple[str, ...] = ()) -> list[
     findings: list[Finding] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and opset > MAX_OPSET[trt]:
-        findings.append(Finding("<model>", "opset", f"opset {opset} > {MAX_OPSET[trt]}, the highest TensorRT {trt} reads"))
+        findings.append(
+            Finding("<model>", "opset", f"opset {opset} > {MAX_OPSET[trt]}, the highest TensorRT {trt} reads")
+        )
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             findings.append(Finding(node.name, node.op_type, f"custom domain {node.domain!r} needs a plugin"))
@@ -197,7 +295,13 @@ def check_dynamic_dims(model: Any) -> list[Finding]:
             elif not dim.dim_param:
                 findings.append(Finding(vi.name, "input", "unnamed dynamic batch dimension (no declared range)"))
     ranges = {p.key: p.value for p in model.metadata_props}
-    free = [vi for vi in model.graph.input if vi.type.tensor_type.shape.dim and not vi.type.tensor_type.shape.dim[0].HasField("dim_value")]
+    free = [
+        vi
+        for vi in model.graph.input
+        if vi.type.tensor_type.shape.dim and not vi.type.tensor_type.shape.dim[0].HasField("dim_value")
+    ]
     if free and "batch" not in ranges:
-        findings.append(Finding(free[0].name, "input", "dynamic batch without a declared range (metadata_props 'batch')"))
+        findings.append(
+            Finding(free[0].name, "input", "dynamic batch without a declared range (metadata_props 'batch')")
+        )
     return findings

@@ -21,7 +21,7 @@ class CalibrationSet:
     sha256: str  # of the uint8 images, in order
 
     def to_dict(self, method: str) -> dict[str, Any]:
-        return {"method": method, "images": int(len(self.images)), "data": self.source, "data_sha256": self.sha256}
+        return {"method": method, "images": len(self.images), "data": self.source, "data_sha256": self.sha256}
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
         for start in range(0, len(self.images), size):

@@ -1,0 +1,327 @@
+"""TensorRT: build a plan (plus its JSON sidecar) from an exported ONNX file, for TensorRT 8.5 → 11.x.
+
+The version branches (which network and builder flags each release takes) are decided in
+`vitc.engines.tensorrt` (`features`, `precision_plan`); this module applies them to the builder.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vitc.engines.base import LazyModule
+from vitc.engines.manifest import BatchRange, ExportManifest
+from vitc.engines.tensorrt import (
+    HARDWARE_COMPAT,
+    SIDECAR_FORMAT,
+    PrecisionPlan,
+    TrtFeatures,
+    dims,
+    features,
+    installed_version,
+    precision_plan,
+    sidecar_path,
+)
+from vitc.engines.trt_runner import TensorRTRunner
+from vitc.errors import VitcError
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+else:
+    trt = LazyModule("tensorrt")
+
+
+# -- build ------------------------------------------------------------------------------------------
+@dataclass
+class BuildOptions:
+    onnx: Path
+    output: Path
+    precision: str = "fp32"
+    batch: BatchRange | None = None  # overrides the manifest's range
+    workspace_mb: int | None = None
+    opt_level: int | None = None
+    dla_core: int | None = None
+    timing_cache: Path | None = None
+    version_compatible: bool = False
+    hardware_compat: str = "none"
+    manifest: ExportManifest | None = None
+    check: bool = True
+
+    def options_record(self) -> dict[str, Any]:
+        return {
+            "workspace_mb": self.workspace_mb,
+            "opt_level": self.opt_level,
+            "dla_core": self.dla_core,
+            "timing_cache": None if self.timing_cache is None else str(self.timing_cache),
+            "version_compatible": self.version_compatible,
+            "hardware_compat": self.hardware_compat,
+        }
+
+
+@dataclass(frozen=True)
+class Profile:
+    input_name: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input": self.input_name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+def make_profile(
+    input_name: str,
+    network_shape: tuple[int, ...],
+    manifest: ExportManifest | None,
+    override: BatchRange | None,
+) -> Profile:
+    """Min/opt/max input shapes from the ONNX input (-1 = dynamic), the manifest's batch range and --batch."""
+    if len(network_shape) != 4:
+        raise VitcError(f"input {input_name!r} has shape {network_shape}; vitc builds N×C×H×W image models")
+    chw = list(network_shape[1:])
+    if any(d < 0 for d in chw):
+        if manifest is None:
+            raise VitcError(f"input {input_name!r} has dynamic C/H/W {chw} and there is no manifest to fix them")
+        chw = [d if d >= 0 else manifest.input_size[i] for i, d in enumerate(chw)]
+    batch = override or (manifest.batch if manifest is not None else None)
+    if network_shape[0] >= 0:  # static batch in the graph: the profile must be exactly it
+        fixed = network_shape[0]
+        if (override is not None and not override.static) or (override is not None and override.min != fixed):
+            raise VitcError(f"the ONNX graph has a static batch of {fixed}; --batch {override} cannot change it")
+        batch = BatchRange(fixed, fixed, fixed)
+    if batch is None:
+        batch = BatchRange(1, 1, 1)
+    return Profile(
+        input_name,
+        (batch.min, *chw),
+        (batch.opt, *chw),
+        (batch.max, *chw),
+    )
+
+
+def default_timing_cache(output: Path, version: str) -> Path:
+    """engines/timing-trt<version>.cache: one per TensorRT version, shared by every build in engines/."""
+    return output.parent / f"timing-trt{version}.cache"
+
+
+@dataclass
+class BuildResult:
+    plan: Path
+    sidecar: dict[str, Any]
+    dla_fallback: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def make_sidecar(
+    *,
+    trt_version: str,
+    gpu: dict[str, str] | None,
+    jetson: dict[str, str] | None,
+    precision: str,
+    plan: PrecisionPlan,
+    profile: Profile,
+    onnx_path: Path,
+    onnx_sha256: str,
+    manifest: ExportManifest | None,
+    build_seconds: float,
+    options: dict[str, Any],
+    dla_fallback: list[str],
+    engine_drift: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON written next to a plan: what built it, where it runs, and how accurate it is."""
+    return {
+        "format": SIDECAR_FORMAT,
+        "version": 1,
+        "tensorrt": trt_version,
+        "gpu": gpu,
+        "jetson": jetson,
+        "precision": precision,
+        "strongly_typed": plan.strongly_typed,
+        "network_flags": list(plan.network_flags),
+        "builder_flags": list(plan.builder_flags),
+        "profile": profile.to_dict(),
+        "onnx": {"path": str(onnx_path), "sha256": onnx_sha256},
+        "model": manifest.model if manifest else None,
+        "input_name": profile.input_name,
+        "output_name": manifest.output_name if manifest else None,
+        "io_dtype": manifest.io_dtype if manifest else None,
+        "mean": list(manifest.mean) if manifest else None,
+        "std": list(manifest.std) if manifest else None,
+        "class_names": manifest.class_names if manifest else None,
+        "export_drift": manifest.drift if manifest else None,
+        "engine_drift": engine_drift,
+        "build_seconds": round(build_seconds, 3),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "options": options,
+        "dla_fallback_layers": dla_fallback,
+    }
+
+
+def _parser_errors(parser: trt.OnnxParser) -> list[str]:
+    errors = []
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        errors.append(str(error).strip().replace("\n", " "))
+    return errors
+
+
+def build_engine(opts: BuildOptions) -> BuildResult:
+    """Parse the ONNX file, configure the builder for this TensorRT, build, write plan + sidecar."""
+    from vitc._io import atomic_write, sha256_file, write_json
+    from vitc.engines.platform import jetson_info
+
+    if not opts.onnx.is_file():
+        raise VitcError(f"{opts.onnx}: no such file")
+    if opts.hardware_compat not in HARDWARE_COMPAT:
+        raise VitcError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got {opts.hardware_compat!r}")
+    version = installed_version()
+    feat = features(version)
+    plan_flags = precision_plan(feat, opts.precision)
+    warnings: list[str] = []
+    started = time.perf_counter()
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network_flags = 0
+    for name in plan_flags.network_flags:
+        network_flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    network = builder.create_network(network_flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(opts.onnx)):
+        errors = _parser_errors(parser)
+        raise VitcError(f"{opts.onnx}: TensorRT {version} cannot parse it ({len(errors)} errors): " + "; ".join(errors))
+
+    config = builder.create_builder_config()
+    for name in plan_flags.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if opts.workspace_mb is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mb) << 20)
+    _apply_compat_options(config, feat, opts, version)
+
+    tensor = network.get_input(0)
+    profile = make_profile(tensor.name, dims(tensor.shape), opts.manifest, opts.batch)
+    if any(d < 0 for d in dims(tensor.shape)):
+        optimisation = builder.create_optimization_profile()
+        optimisation.set_shape(
+            profile.input_name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max))
+        )
+        config.add_optimization_profile(optimisation)
+
+    dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
+
+    cache_path = opts.timing_cache or default_timing_cache(opts.output, version)
+    previous = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache = config.create_timing_cache(previous)
+    if not config.set_timing_cache(cache, False):
+        warnings.append(f"{cache_path}: the timing cache does not match this TensorRT/GPU and was not used")
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise VitcError(f"{opts.onnx}: TensorRT {version} could not build an engine (see its log above)")
+    seconds = time.perf_counter() - started
+    with atomic_write(opts.output) as tmp:
+        tmp.write_bytes(bytes(serialized))
+    with atomic_write(cache_path) as tmp:
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+
+    from vitc.engines.cuda import Cuda
+
+    options = opts.options_record()
+    options["timing_cache"] = str(cache_path)
+    sidecar = make_sidecar(
+        trt_version=version,
+        gpu=Cuda().device_properties(),
+        jetson=jetson_info(),
+        precision=opts.precision,
+        plan=plan_flags,
+        profile=profile,
+        onnx_path=opts.onnx,
+        onnx_sha256=sha256_file(opts.onnx),
+        manifest=opts.manifest,
+        build_seconds=seconds,
+        options=options,
+        dla_fallback=dla_fallback,
+    )
+    if (
+        opts.manifest is not None
+        and opts.manifest.onnx_sha256
+        and opts.manifest.onnx_sha256 != sidecar["onnx"]["sha256"]
+    ):
+        warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")
+    write_json(sidecar_path(opts.output), sidecar)
+    if opts.check and opts.manifest is not None and opts.manifest.heldout_path is not None:
+        sidecar["engine_drift"] = engine_drift(opts.output, opts.manifest.heldout_path)
+        write_json(sidecar_path(opts.output), sidecar)
+    return BuildResult(opts.output, sidecar, dla_fallback, warnings)
+
+
+def _apply_compat_options(config: trt.IBuilderConfig, feat: TrtFeatures, opts: BuildOptions, version: str) -> None:
+    if opts.opt_level is not None:
+        if not feat.optimization_level:
+            raise VitcError(f"--opt-level needs TensorRT 8.6 or newer (this is {version})")
+        config.builder_optimization_level = int(opts.opt_level)
+    if opts.version_compatible:
+        if not feat.version_compatible:
+            raise VitcError(f"--version-compatible needs TensorRT 8.6 or newer (this is {version})")
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if opts.hardware_compat != "none":
+        if not feat.hardware_compatibility:
+            raise VitcError(f"--hardware-compat needs TensorRT 8.6 or newer (this is {version})")
+        if opts.hardware_compat == "same-cc" and not feat.same_compute_capability:
+            raise VitcError(f"--hardware-compat same-cc needs TensorRT 10.9 or newer (this is {version})")
+        level = {
+            "ampere+": trt.HardwareCompatibilityLevel.AMPERE_PLUS,
+            "same-cc": trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY,
+        }[opts.hardware_compat]
+        config.hardware_compatibility_level = level
+
+
+def _configure_dla(
+    builder: trt.Builder,
+    network: trt.INetworkDefinition,
+    config: trt.IBuilderConfig,
+    opts: BuildOptions,
+    profile: Profile,
+) -> list[str]:
+    """Put the network on DLA core N with GPU fallback; return the layers that fall back to the GPU."""
+    cores = int(builder.num_DLA_cores)
+    core = int(opts.dla_core or 0)
+    if cores == 0:
+        raise VitcError("--dla: this machine has no DLA cores (DLA exists on Jetson AGX/NX Orin and Xavier)")
+    if not 0 <= core < cores:
+        raise VitcError(f"--dla {core}: this machine has DLA cores 0..{cores - 1}")
+    if profile.min != profile.max:
+        raise VitcError(
+            f"--dla needs a static batch (min = opt = max), got {profile.min[0]}:{profile.opt[0]}:{profile.max[0]}"
+        )
+    if opts.precision == "fp32":
+        raise VitcError("--dla runs FP16 or INT8 only: build the fp16 or int8 export")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    fallback = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not config.can_run_on_DLA(layer) or config.get_device_type(layer) != trt.DeviceType.DLA:
+            fallback.append(layer.name)
+    return fallback
+
+
+def engine_drift(plan: Path, heldout_path: Path) -> dict[str, Any]:
+    """The post-build check: the export's held-out set through the engine vs the reference logits."""
+    from vitc.bench.runner import accuracy
+    from vitc.engines.manifest import load_heldout
+
+    with TensorRTRunner(plan) as runner:
+        return accuracy(runner, load_heldout(heldout_path)).to_dict()
+
+
+__all__ = [
+    "BuildOptions",
+    "Profile",
+    "build_engine",
+    "make_profile",
+    "make_sidecar",
+]

@@ -12,8 +12,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 .PHONY: demo test
+# The main job: train on the bundled digits, export FP32/FP16/INT8 ONNX with their drift table, and
+# benchmark the three artifacts side by side with their accuracy (ONNX Runtime; `vitc build` makes
+# TensorRT engines from the same files where TensorRT is installed).
+RUN := export/convit_micro
 demo: $(STAMP)
-	$(VENV)/bin/vitc train
+	$(VENV)/bin/vitc train --force
+	$(VENV)/bin/vitc export train/runs/convit_micro/best.safetensors -p fp32 -p fp16 -p int8 --dynamic-batch 1:8:32 --force
+	$(VENV)/bin/vitc bench -e $(RUN)/model.fp32.onnx -e $(RUN)/model.fp16.onnx -e $(RUN)/model.int8.onnx --data $(RUN) -b 1,8
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check vitc tests

@@ -49,3 +49,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_a_second_run_needs_force(tiny: dict[str, Any]) -> None:
+    args = ["train", "-q", *_set({**tiny, "optim.epochs": 1})]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--force starts over" in again.output
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0

@@ -7,13 +7,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from vitc.cli._options import ForceOpt
 
 
 def export(
     ckpt: Annotated[Path, typer.Argument(help="vitc checkpoint (.safetensors with vitc metadata).")],
-    precision: Annotated[str, typer.Option("--precision", "-p", help="fp32, fp16 or int8.")] = "fp32",
+    precision: Annotated[
+        list[str] | None, typer.Option("--precision", "-p", help="fp32, fp16 or int8; repeatable (default fp32).")
+    ] = None,
     run: Annotated[str | None, typer.Option(help="Run folder name (default: the checkpoint's folder).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Export root.")] = Path("export"),
     trt: Annotated[str | None, typer.Option("--trt", help="Target TensorRT: 8.5, 8.6, 10 or 11.")] = None,
@@ -40,15 +43,39 @@ def export(
     if io not in ("fp32", "fp16"):
         raise VitcError(f"--io must be fp32 or fp16, got {io!r}")
     console = Console()
-    opts = ExportOptions(
-        precision=precision, out=out, run=run, trt=trt, opset=opset, batch=batch, dynamic_batch=dynamic_batch,
-        calib_data=calib_data, calib_dir=calib_dir, calib_images=calib_images, calib_method=calib_method,
-        exclude=tuple(exclude or ()), max_drop=max_drop, explain=explain, io_fp16=io == "fp16", force=force,
-        compile=not no_compile,
-    )  # fmt: skip
-    result = export_checkpoint(ckpt, opts, say=lambda m: console.print(m, highlight=False))
-    if result.explain:
-        for row in result.explain["blocks"]:
-            console.print(f"  {row['block']:<20} cosine {row['cosine']:.5f}  max |Δ| {row['max_abs_diff']:.3g}")
-        console.print(f"first block below {result.explain['threshold']}: {result.explain['first_bad'] or 'none'}")
-    console.print(f"wrote {result.onnx_path} and {result.manifest_path}")
+    results = []
+    for name in precision or ["fp32"]:
+        opts = ExportOptions(
+            precision=name, out=out, run=run, trt=trt, opset=opset, batch=batch, dynamic_batch=dynamic_batch,
+            calib_data=calib_data, calib_dir=calib_dir, calib_images=calib_images, calib_method=calib_method,
+            exclude=tuple(exclude or ()), max_drop=max_drop, explain=explain, io_fp16=io == "fp16", force=force,
+            compile=not no_compile,
+        )  # fmt: skip
+        result = export_checkpoint(ckpt, opts, say=lambda m: console.print(m, highlight=False))
+        if result.explain:
+            for row in result.explain["blocks"]:
+                console.print(f"  {row['block']:<20} cosine {row['cosine']:.5f}  max |Δ| {row['max_abs_diff']:.3g}")
+            console.print(f"first block below {result.explain['threshold']}: {result.explain['first_bad'] or 'none'}")
+        console.print(f"wrote {result.onnx_path} and {result.manifest_path}")
+        results.append(result)
+    console.print(_drift_table(results))
+
+
+def _drift_table(results: list) -> Table:
+    """One row per exported precision: PyTorch FP32 vs the ONNX Runtime artifact on the held-out split."""
+    table = Table(title="accuracy drift on ONNX Runtime (reference: PyTorch FP32)")
+    for column in ("precision", "images", "top-1 ref", "top-1", "Δ top-1", "agreement", "max |Δ|", "cosine"):
+        table.add_column(column, justify="left" if column == "precision" else "right")
+    for result in results:
+        d = result.manifest["drift"]
+        table.add_row(
+            result.manifest["precision"],
+            str(d["samples"]),
+            f"{d['reference_top1']:.2f}%",
+            f"{d['top1']:.2f}%",
+            f"{d['delta_top1']:+.2f}",
+            f"{d['agreement']:.1f}%",
+            f"{d['max_abs_diff']:.2e}",
+            f"{d['cosine']:.5f}",
+        )
+    return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run of this name exactly.")] = False,
     nproc: Annotated[int, typer.Option(help="Processes to launch with torchrun (DDP); 1 runs in-process.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over, replacing an existing run of this name.")] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
     from vitc.train.config import load_config, resume_config
@@ -39,6 +41,10 @@ def train(
     cfg = load_config(recipe, overrides)
     if resume:
         cfg = resume_config(cfg, overrides)
+    if force and not resume:
+        run_dir = Path(cfg.run.out_dir) / cfg.run_name
+        if run_dir.is_dir():
+            shutil.rmtree(run_dir)
     if nproc > 1:
         _launch_torchrun(nproc)
         return

@@ -128,7 +128,9 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
         _check_resumable(path, run_info)
         state, _ = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen})
     elif dist.is_main and (run_dir / "resume.safetensors").exists():
-        raise VitcError(f"{run_dir} already holds a run; pass --resume to continue it or choose another run.name")
+        raise VitcError(
+            f"{run_dir} already holds a run: --resume continues it, --force starts over, --name picks another"
+        )
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
 
     per_rank_batch = cfg.optim.batch_size // dist.world_size

@@ -151,3 +151,11 @@ def test_mutated_manifests(tmp_path: Path) -> None:
     for mutated in _mutations(json.dumps(record).encode(), 200, seed=3):
         path.write_bytes(mutated)
         _only_vitc_errors(load_manifest, path)
+
+
+@pytest.mark.parametrize("heldout", ["../../etc/passwd", "/etc/passwd", "..", "sub/heldout.npz", 3])
+def test_manifest_paths_never_leave_the_export_folder(heldout: Any) -> None:
+    record = {"format": "vitc.export", "version": 1, "model": "m", "precision": "fp32", "input_size": [3, 8, 8],
+              "batch": {"min": 1, "opt": 1, "max": 1}, "heldout": heldout}  # fmt: skip
+    with pytest.raises(VitcError, match="heldout must be a file name"):
+        parse_manifest(record, Path("export/run/manifest.fp32.json"))

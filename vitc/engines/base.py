@@ -68,6 +68,12 @@ class TensorMeta:
         dims = [batch if i == 0 else (1 if d is None else d) for i, d in enumerate(self.shape)]
         return tuple(dims)
 
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        """Same rank, and every static dimension equal."""
+        return len(shape) == len(self.shape) and all(
+            d is None or d == s for d, s in zip(self.shape, shape, strict=True)
+        )
+
     @property
     def static_batch(self) -> int | None:
         return self.shape[0] if self.shape and self.shape[0] is not None else None
@@ -123,9 +129,15 @@ class BaseRunner(abc.ABC):
         """Run one batch. `feed` maps every input name to an array; returns every output."""
         if not self.is_active:
             raise VitcError(f"{self.name}: activate the runner (or use it in a `with` block) before infer()")
-        expected = {m.name for m in self.get_input_metadata()}
-        if set(feed) != expected:
-            raise VitcError(f"{self.name}: inputs {sorted(feed)} given, the model takes {sorted(expected)}")
+        inputs = self.get_input_metadata()
+        if set(feed) != {m.name for m in inputs}:
+            raise VitcError(
+                f"{self.name}: inputs {sorted(feed)} given, the model takes {sorted(m.name for m in inputs)}"
+            )
+        for meta in inputs:  # a clear message instead of the backend's own (ORT's INVALID_ARGUMENT, TRT's log)
+            if not meta.accepts(feed[meta.name].shape):
+                shape = tuple("?" if d is None else d for d in meta.shape)
+                raise VitcError(f"{self.name}: input {meta.name!r} takes shape {shape}, got {feed[meta.name].shape}")
         self.gpu_time = None
         start = time.perf_counter()
         outputs = self.infer_impl(feed)

@@ -127,6 +127,12 @@ def parse_manifest(record: Any, path: Path) -> ExportManifest:
         batch_range = BatchRange(int(batch["min"]), int(batch["opt"]), int(batch["max"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise VitcError(f"{source}: batch must be {{min, opt, max}}, got {batch!r}") from exc
+    heldout = record.get("heldout")
+    if heldout is not None and (
+        not isinstance(heldout, str) or Path(heldout).name != heldout or heldout in ("", ".", "..")
+    ):
+        # a file name inside the export folder, never a path: a manifest must not point elsewhere
+        raise VitcError(f"{source}: heldout must be a file name in the export folder, got {heldout!r}")
     trt_target = record.get("trt_target")
     if trt_target is not None and str(trt_target) not in TRT_TARGETS:
         raise VitcError(f"{source}: trt_target {trt_target!r} is not one of {', '.join(TRT_TARGETS)}")
@@ -226,8 +232,8 @@ def load_heldout(path: str | os.PathLike[str]) -> Heldout:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in ("images", "labels", "reference_logits") if k in data}
-    except (OSError, ValueError) as exc:
-        raise VitcError(f"{path}: not a readable .npz file ({exc})") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise VitcError(f"{path}: not a held-out set (.npz of images, labels, reference_logits)") from exc
     missing = {"images", "labels", "reference_logits"} - set(arrays)
     if missing:
         raise VitcError(f"{path}: the held-out set lacks {', '.join(sorted(missing))}")

@@ -10,6 +10,7 @@ from vitc import __version__
 from vitc.cli import bench as bench_cli
 from vitc.cli import build as build_cli
 from vitc.cli import check as check_cli
+from vitc.cli import compile as compile_cli
 from vitc.cli import doctor as doctor_cli
 from vitc.cli import export as export_cli
 from vitc.cli import import_ as import_cli
@@ -50,6 +51,7 @@ app.command("import")(handle_errors(import_cli.import_))
 app.command("train")(handle_errors(train_cli.train))
 app.command("eval")(handle_errors(train_cli.evaluate))
 app.command("inspect")(handle_errors(inspect_cli.inspect))
+app.command("compile")(handle_errors(compile_cli.compile_))
 app.command("export")(handle_errors(export_cli.export))
 app.command("check")(handle_errors(check_cli.check))
 app.command("build")(handle_errors(build_cli.build))

@@ -75,15 +75,15 @@ def fuse_linears(*linears: nn.Linear, row_scale: Callable[[int], float] | None =
             [lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in linears]
         )
     if row_scale is not None:
-        scale = torch.tensor([row_scale(i) for i in range(weight.shape[0])], dtype=torch.float64)
-        weight = (weight.double() * scale[:, None].to(weight.device)).to(weight.dtype)
-        if bias is not None:
-            bias = (bias.double() * scale.to(bias.device)).to(bias.dtype)
-    first = linears[0]
-    fused = nn.Linear(first.in_features, weight.shape[0], bias=has_bias, device=weight.device, dtype=weight.dtype)
-    fused.weight.copy_(weight)
+        scale = torch.tensor([row_scale(i) for i in range(weight.shape[0])], dtype=weight.dtype, device=weight.device)
+        weight = weight * scale[:, None]
+        bias = None if bias is None else bias * scale
+    # Built on the meta device, then given the real tensors: no random init to overwrite (seconds on convit_base).
+    fused = nn.Linear(linears[0].in_features, weight.shape[0], bias=has_bias, device="meta")
+    grad = linears[0].weight.requires_grad
+    fused.weight = nn.Parameter(weight.detach(), requires_grad=grad)  # torch.cat made fresh storage
     if bias is not None:
-        fused.bias.copy_(bias)
+        fused.bias = nn.Parameter(bias.detach(), requires_grad=grad)
     return fused
 
 

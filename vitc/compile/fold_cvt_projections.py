@@ -26,6 +26,7 @@ __all__ = ["FoldCvTProjectionsPass", "StaticConvAttention"]
 
 
 def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> nn.Conv2d:
+    """A biased Conv2d with `conv`'s geometry holding `weight` and `bias` (no random init first)."""
     out = nn.Conv2d(
         weight.shape[1] * groups,
         weight.shape[0],
@@ -34,11 +35,11 @@ def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, groups
         padding=conv.padding,  # type: ignore[arg-type]
         groups=groups,
         bias=True,
-        device=weight.device,
-        dtype=weight.dtype,
+        device="meta",
     )
-    out.weight.copy_(weight)
-    out.bias.copy_(bias)
+    grad = conv.weight.requires_grad
+    out.weight = nn.Parameter(weight.detach(), requires_grad=grad)  # fold_batchnorm made fresh storage
+    out.bias = nn.Parameter(bias.detach(), requires_grad=grad)
     return out
 
 
@@ -69,7 +70,8 @@ class StaticConvAttention(nn.Module):
         self.proj = proj
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, h, T, d)
+        batch, tokens, dim = x.shape
+        return x.reshape(batch, tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)  # (B, h, T, d)
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         batch, _, dim = x.shape
@@ -77,7 +79,7 @@ class StaticConvAttention(nn.Module):
             cls_token, x = torch.split(x, [1, height * width], dim=1)
         grid = x.transpose(1, 2).reshape(batch, dim, height, width)
         q = self.conv_q(grid).flatten(2).transpose(1, 2)
-        kv = self.conv_kv(grid).flatten(2).unflatten(1, (dim, 2))  # (B, C, 2, T')
+        kv = self.conv_kv(grid).reshape(batch, dim, 2, -1)  # (B, C, 2, T'): channels interleaved k0 v0 k1 v1 …
         k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
         if self.with_cls_token:
             q, k, v = (torch.cat((cls_token, t), dim=1) for t in (q, k, v))

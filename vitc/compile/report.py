@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["CompileReport", "PassRow", "TOLERANCE"]
+__all__ = ["TOLERANCE", "CompileReport", "PassRow"]
 
 TOLERANCE = 1e-4  # max |Δ logits| that compile_model(check=True) accepts
 

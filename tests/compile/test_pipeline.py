@@ -1,0 +1,172 @@
+"""compile_model end to end: every zoo model and target, static shapes, a trained checkpoint, the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from vitc.compile import PIPELINES, TARGETS, CompileReport, compile_model
+from vitc.compile._base import PASSES
+from vitc.errors import VitcError
+from vitc.models import create_model
+
+from .conftest import MICRO, ZOO, build, max_diff
+
+EXPECTED_FIRED = {  # (static_gpsa, static_spatial_prior, fold_cvt_projections, static_attention) on the cpu target
+    "convit_micro": (4, 0, 0, 2),
+    "spvit_micro": (0, 4, 0, 2),
+    "cvt_micro": (0, 0, 5, 5),
+    "deit_micro": (0, 0, 0, 6),
+}
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_model_every_target(name: str) -> None:
+    model = build(name)
+    x = torch.randn(3, *model.vitc_cfg.input_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(x)
+        for target in TARGETS:
+            compiled, report = compile_model(model, target=target)
+            assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-4
+            assert max_diff(compiled(x), expected) <= 1e-4, target  # a batch size the check did not use
+            assert [row.name for row in report.rows] == [step for step, _ in PIPELINES[target]]
+            if not (name.startswith("deit") and target == "onnx"):  # DeiT keeps plain attention for ORT
+                assert sum(row.fired for row in report.rows) > 0
+            assert not any(type(m).__name__ in ("GPSA", "SPSA", "ConvAttention") for m in compiled.modules())
+
+
+@pytest.mark.parametrize("name", MICRO)
+def test_counts_fired(name: str) -> None:
+    _, report = compile_model(build(name), target="cpu")
+    assert tuple(report.fired.values()) == EXPECTED_FIRED[name]
+
+
+def test_source_model_is_untouched_and_attributes_are_kept() -> None:
+    model = build("convit_micro").train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    compiled, report = compile_model(model)
+    assert model.training and all(m.training for m in model.modules())
+    assert type(model.blocks[0].attn).__name__ == "GPSA"
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert not compiled.training
+    assert (compiled.vitc_name, compiled.vitc_args, compiled.vitc_cfg) == (
+        model.vitc_name,
+        model.vitc_args,
+        model.vitc_cfg,
+    )
+    assert report.input_size == (3, 32, 32) and report.check_batch == 1
+
+
+def test_report_to_dict_is_json() -> None:
+    _, report = compile_model(build("spvit_micro"), target="onnx")
+    record = json.loads(json.dumps(report.to_dict()))
+    assert record["target"] == "onnx" and record["model"] == "spvit_micro"
+    assert [r["name"] for r in record["rows"]] == ["static_gpsa", "static_spatial_prior", "fold_cvt_projections"]
+    assert record["max_abs_diff"] <= 1e-4
+
+
+def test_unknown_target_and_missing_input_size() -> None:
+    model = build("deit_micro")
+    with pytest.raises(VitcError, match="unknown compile target"):
+        compile_model(model, target="tpu")
+    with pytest.raises(VitcError, match="input_size"):
+        compile_model(nn.Sequential(nn.Flatten(), nn.LazyLinear(2)))
+
+
+def test_check_catches_a_wrong_rewrite(monkeypatch: pytest.MonkeyPatch) -> None:
+    cls = PASSES["static_spatial_prior"]
+    real = cls.rewrite
+
+    def broken(self: object, module: nn.Module) -> nn.Module:
+        static = real(self, module)  # type: ignore[arg-type]
+        static.prior.normal_()  # a wrong table, and a projection that amplifies it
+        static.proj.weight.mul_(10.0)
+        return static
+
+    monkeypatch.setattr(cls, "rewrite", broken)
+    model = build("spvit_micro")
+    with pytest.raises(VitcError, match="changed the logits"):
+        compile_model(model, target="cpu")
+    _compiled, report = compile_model(model, target="cpu", check=False)
+    assert report.max_abs_diff is None and all(row.max_abs_diff is None for row in report.rows)
+    assert isinstance(report, CompileReport)
+
+
+# -- static shapes: export with a free batch, trace, torch.compile(fullgraph) ---------------------------------------
+
+EXPORT_CASES = [(name, "cpu") for name in MICRO] + [
+    ("convit_micro", "tensorrt"),
+    ("convit_micro", "onnx"),
+    ("convit_base", "tensorrt"),
+]
+
+
+@pytest.mark.parametrize(("name", "target"), EXPORT_CASES)
+def test_export_and_trace_with_free_batch(name: str, target: str) -> None:
+    compiled, _ = compile_model(build(name), target=target, check=False)
+    size = compiled.vitc_cfg.input_size
+    x2, x5 = torch.randn(2, *size), torch.randn(5, *size)
+    with torch.no_grad():
+        expected = compiled(x5)
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        exported = torch.export.export(compiled, (x2,), dynamic_shapes=({0: batch},))
+        assert max_diff(exported.module()(x5), expected) <= 1e-5
+        traced = torch.jit.trace(compiled, x2, check_trace=False)
+        assert max_diff(traced(x5), expected) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["convit_micro", "cvt_micro"])
+def test_torch_compile_fullgraph(name: str) -> None:
+    compiled, _ = compile_model(build(name), target="cpu", check=False)
+    x = torch.randn(2, 3, 32, 32)
+    graph = torch.compile(compiled, fullgraph=True, backend="eager")  # fullgraph: any graph break is an error
+    with torch.no_grad():
+        assert max_diff(graph(x), compiled(x)) <= 1e-5
+
+
+# -- a trained checkpoint: identical top-1 on the digits test set ---------------------------------------------------
+
+
+def _train_digits(steps: int = 40, batch: int = 32) -> nn.Module:
+    """A few hundred optimiser steps' worth is too slow on 2 shared cores: 40 steps reach ~30% (chance 10%)."""
+    from vitc.data import eval_transform, load_dataset
+
+    torch.manual_seed(0)
+    model = create_model("convit_micro")
+    cfg = model.vitc_cfg
+    data = load_dataset("digits", "train", image_size=cfg.input_size[1])
+    images, labels = eval_transform(data.images, cfg.mean, cfg.std), data.labels
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(labels), (64,), generator=generator)
+        loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_trained_checkpoint_identical_top1(tmp_path: object) -> None:
+    from vitc.checkpoint import load_model, save_checkpoint
+    from vitc.data import eval_transform, load_dataset
+
+    path = save_checkpoint(tmp_path / "model.safetensors", _train_digits())  # type: ignore[operator]
+    model, _ = load_model(path)
+    cfg = model.vitc_cfg
+    test = load_dataset("digits", "test", image_size=cfg.input_size[1])
+    x = eval_transform(test.images, cfg.mean, cfg.std)
+    with torch.no_grad():
+        logits = model(x)
+        for target in TARGETS:
+            compiled, _report = compile_model(model, target=target)
+            out = compiled(x)
+            assert max_diff(out, logits) <= 1e-4
+            assert torch.equal(out.argmax(-1), logits.argmax(-1)), target
+    accuracy = float((logits.argmax(-1) == test.labels).float().mean())
+    assert accuracy > 0.2  # trained past chance (0.1): gates, pos_proj and weights carry learned values

@@ -70,3 +70,32 @@ def test_report_formats():
     console.print(report.to_table())
     text = console.export_text()
     assert "GPU p50 ms" in text and "2.00x" in text
+
+
+def test_rounds_interleave_runners():
+    from vitc.bench.runner import bench_runners
+    from vitc.engines.base import BaseRunner, TensorMeta
+
+    calls: list[str] = []
+
+    class Fake(BaseRunner):
+        backend = "fake"
+
+        def activate_impl(self) -> None:
+            pass
+
+        def infer_impl(self, feed):
+            calls.append(self.name)
+            return {"logits": np.zeros((feed["input"].shape[0], 2), np.float32)}
+
+        def get_input_metadata(self):
+            return [TensorMeta("input", (None, 3))]
+
+        def get_output_metadata(self):
+            return [TensorMeta("logits", (None, 2))]
+
+    report = bench_runners([Fake("a"), Fake("b")], [1], TimingPlan(warmup=0, iterations=6), rounds=3)
+    assert calls == ["a", "a", "b", "b"] * 3  # two calls each per round, turn by turn
+    assert [row.e2e.count for row in report.rows] == [6, 6] and report.settings["rounds"] == 3
+    with pytest.raises(VitcError):
+        bench_runners([Fake("a")], [1], TimingPlan(), rounds=0)

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import numpy as np
 
 from vitc.bench.drift import DriftReport, compare_logits
 from vitc.bench.report import BenchReport, BenchRow, base_environment
-from vitc.bench.timing import TimingPlan, measure
+from vitc.bench.timing import LatencyStats, Step, TimingPlan, collect
 from vitc.engines.base import BaseRunner
 from vitc.engines.manifest import Heldout
 from vitc.errors import VitcError
@@ -53,46 +55,73 @@ def bench_runners(
     plan: TimingPlan,
     heldout: Heldout | None = None,
     precisions: dict[str, str] | None = None,
+    rounds: int = 1,
 ) -> BenchReport:
-    """Time every runner at every batch size (one runner active at a time) into one report."""
+    """Time every runner at every batch size into one report.
+
+    With `rounds` > 1 the runners take turns, each round timing every (runner, batch) for a share of
+    the iterations, so that a shared machine's slow phases hit all of them alike and the ratios hold.
+    """
+    if rounds < 1:
+        raise VitcError(f"--rounds must be >= 1, got {rounds}")
     report = BenchReport(environment=base_environment())
     report.settings = {
         "batches": list(batches),
         "warmup": plan.warmup,
         "iterations": None if plan.duration else plan.iterations,
         "duration_s": plan.duration,
+        "rounds": rounds,
     }
-    for runner in runners:
-        with runner:
-            info = runner.info()
-            drift = accuracy(runner, heldout) if heldout is not None else None
+    share = TimingPlan(
+        warmup=plan.warmup,
+        iterations=max(1, -(-plan.iterations // rounds)),
+        duration=None if plan.duration is None else plan.duration / rounds,
+        min_iterations=max(1, plan.min_iterations // rounds),
+    )
+    with contextlib.ExitStack() as stack:
+        for runner in runners:  # all active at once, so that rounds can interleave them
+            stack.enter_context(runner)
+        drift = {r.name: accuracy(r, heldout) if heldout is not None else None for r in runners}
+        steps: dict[tuple[int, int], Step] = {}
+        for index, runner in enumerate(runners):
             for batch in batches:
-                if not runner.supports_batch(batch):
+                if runner.supports_batch(batch):
+                    steps[index, batch] = _step(runner, runner.make_feed(batch))
+                else:
                     report.warnings.append(
                         f"{runner.name}: skipped batch {batch} (the engine's batch range excludes it)"
                     )
-                    continue
-                feed = runner.make_feed(batch)
-
-                def step(runner: BaseRunner = runner, feed: dict[str, np.ndarray] = feed) -> dict[str, float | None]:
-                    runner.infer(feed)
-                    return {"e2e": runner.inference_time, "gpu": runner.gpu_time}
-
-                stats = measure(step, plan, batch)
-                report.rows.append(
-                    BenchRow(
-                        runner=runner.name,
-                        backend=info.backend,
-                        device=info.device,
-                        precision=(precisions or {}).get(runner.name, info.precision),
-                        batch=batch,
-                        e2e=stats["e2e"],
-                        gpu=stats.get("gpu"),
-                        accuracy=None if drift is None else drift.to_dict(),
-                        detail=info.detail,
-                    )
+        samples: dict[tuple[int, int], dict[str, list[float]]] = {key: {} for key in steps}
+        for round_index in range(rounds):
+            for key, step in steps.items():
+                round_plan = share if round_index == 0 else replace(share, warmup=min(share.warmup, 1))
+                for name, times in collect(step, round_plan).items():
+                    samples[key].setdefault(name, []).extend(times)
+        for (index, batch), named in samples.items():
+            runner, info = runners[index], runners[index].info()
+            stats = {name: LatencyStats.from_seconds(times, batch) for name, times in named.items()}
+            report.rows.append(
+                BenchRow(
+                    runner=runner.name,
+                    backend=info.backend,
+                    device=info.device,
+                    precision=(precisions or {}).get(runner.name, info.precision),
+                    batch=batch,
+                    e2e=stats["e2e"],
+                    gpu=stats.get("gpu"),
+                    accuracy=None if drift[runner.name] is None else drift[runner.name].to_dict(),
+                    detail=info.detail,
                 )
+            )
     return report
+
+
+def _step(runner: BaseRunner, feed: dict[str, np.ndarray]) -> Step:
+    def step() -> dict[str, float | None]:
+        runner.infer(feed)
+        return {"e2e": runner.inference_time, "gpu": runner.gpu_time}
+
+    return step
 
 
 def torch_runners(

@@ -35,6 +35,9 @@ def bench(
     batch: Annotated[str, typer.Option("--batch", "-b", help="Batch sizes, e.g. 1,8,32.")] = "1",
     warmup: Annotated[int, typer.Option(help="Warm-up calls per batch size (not timed).")] = 5,
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed calls per batch size.")] = 30,
+    rounds: Annotated[
+        int, typer.Option(help="Interleave the runners in this many rounds (fair ratios on a shared machine).")
+    ] = 1,
     duration: Annotated[float | None, typer.Option(help="Time for this many seconds instead of --iterations.")] = None,
     data: Annotated[
         Path | None,
@@ -93,7 +96,7 @@ def bench(
     for line in warnings:
         console.print(f"[yellow]warning:[/] {line}", highlight=False)
 
-    report = bench_runners(runners, batches, plan, heldout=heldout, precisions=precisions)
+    report = bench_runners(runners, batches, plan, heldout=heldout, precisions=precisions, rounds=rounds)
     report.warnings[:0] = warnings
     if jetson is not None:
         report.environment["jetson"] = jetson

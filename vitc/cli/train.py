@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from vitc.cli._options import SetOpt, parse_assignments
 from vitc.errors import VitcError
+
+if TYPE_CHECKING:
+    from vitc.train.loop import RunResult
 
 
 def train(
@@ -68,22 +71,21 @@ def _launch_torchrun(nproc: int) -> None:
         raise VitcError(f"torchrun exited with code {code}")
 
 
-def _summary(model: str, result: object) -> None:
+def _summary(model: str, result: RunResult) -> None:
     table = Table(title=f"{model}: run summary")
     for column in ("epochs", "best val top-1", "test top-1", "test top-5", "train img/s", "time"):
         table.add_column(column, justify="right")
-    r = result
     table.add_row(
-        str(len(r.history)),  # type: ignore[attr-defined]
-        f"{r.best_val_top1:.2f}%",  # type: ignore[attr-defined]
-        f"{r.test['top1']:.2f}%",  # type: ignore[attr-defined]
-        f"{r.test['top5']:.2f}%",  # type: ignore[attr-defined]
-        f"{r.train_images_per_s:.0f}",  # type: ignore[attr-defined]
-        f"{r.seconds:.0f} s",  # type: ignore[attr-defined]
+        str(len(result.history)),
+        f"{result.best_val_top1:.2f}%",
+        f"{result.test['top1']:.2f}%",
+        f"{result.test['top5']:.2f}%",
+        f"{result.train_images_per_s:.0f}",
+        f"{result.seconds:.0f} s",
     )
     console = Console()
     console.print(table)
-    console.print(f"checkpoints in {r.run_dir}  (best.safetensors, last.safetensors)")  # type: ignore[attr-defined]
+    console.print(f"checkpoints in {result.run_dir}  (best.safetensors, last.safetensors)")
 
 
 def evaluate(

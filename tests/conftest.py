@@ -1,0 +1,60 @@
+"""Session fixtures shared by tests/export and tests/quant: a briefly trained convit_micro and its exports.
+
+Built once per session and only when a test asks for them (training and three exports take ~15 s).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """convit_micro (2 blocks) after 80 AdamW steps on digits, so accuracy and drift mean something."""
+    import torch
+    import torch.nn.functional as F
+
+    from vitc.checkpoint import meta_for, save_checkpoint
+    from vitc.data.datasets import load_dataset
+    from vitc.data.transforms import eval_transform
+    from vitc.models import create_model, get_model_cfg
+
+    torch.manual_seed(0)
+    model = create_model("convit_micro", depth=2, local_up_to_layer=1)
+    cfg = get_model_cfg(model)
+    data = load_dataset("digits", "train", image_size=32, in_chans=3)
+    x, y = eval_transform(data.images, cfg.mean, cfg.std), data.labels
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(80):
+        idx = torch.randint(0, len(y), (64,), generator=generator)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    meta = meta_for(model, class_names=data.class_names, extra={"train_config": {"data": {"name": "digits"}}})
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "convit" / "model.safetensors", model, meta)
+
+
+@pytest.fixture(scope="session")
+def exports(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """fp32 (dynamic batch 1:4:8), fp16 and int8 (static batch 8, 128 calibration images, --explain)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from vitc.export import ExportOptions, export_checkpoint
+
+    out = tmp_path_factory.mktemp("export")
+    options = {
+        "fp32": ExportOptions("fp32", out=out, run="r", dynamic_batch="1:4:8"),
+        "fp16": ExportOptions("fp16", out=out, run="r"),
+        "int8": ExportOptions("int8", out=out, run="r", batch=8, calib_images=128, explain=True),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {name: export_checkpoint(trained_ckpt, opts, say=lambda _m: None) for name, opts in options.items()}

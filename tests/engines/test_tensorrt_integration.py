@@ -32,11 +32,29 @@ def test_build_and_run_tiny(tmp_path: Path, export_dir: Path, precision: str):
         assert out.shape == (4, 10) and runner.gpu_time is not None
 
 
-def test_build_convit_int8_and_bench(tmp_path: Path):
-    """A small convit exported fp32/fp16/int8 by `vitc export`, when that command exists here."""
-    export = pytest.importorskip("vitc.export")
-    del export
-    pytest.skip("wire to vitc export's API once it lands (build fp32/fp16/int8 of convit_micro, bench them)")
+def test_build_convit_engines_and_bench(tmp_path: Path, exports: dict) -> None:
+    """The trained convit_micro's fp32/fp16/int8 exports → engines; drift within the export's bounds; bench."""
+    from typer.testing import CliRunner
+
+    from vitc.cli.main import app
+    from vitc.engines.manifest import load_manifest
+    from vitc.engines.tensorrt import load_sidecar
+    from vitc.engines.trt_build import BuildOptions, build_engine
+
+    plans = []
+    for precision, result in exports.items():
+        manifest = load_manifest(result.manifest_path)
+        plan = tmp_path / f"convit_micro.{precision}.plan"
+        build_engine(BuildOptions(onnx=result.onnx_path, output=plan, precision=precision, manifest=manifest))
+        drift = load_sidecar(plan)["engine_drift"]  # against the PyTorch FP32 reference logits
+        assert -drift["delta_top1"] <= {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}[precision], drift
+        assert drift["agreement"] >= 97.0, drift
+        plans.append(plan)
+    args = [arg for plan in plans for arg in ("-e", str(plan))]
+    heldout = exports["fp32"].manifest_path.parent
+    bench = CliRunner().invoke(app, ["bench", *args, "--data", str(heldout), "-b", "1,8", "-n", "20"])
+    assert bench.exit_code == 0, bench.output
+    assert "convit_micro.int8.plan" in bench.output and "top-1" in bench.output
 
 
 def test_static_engine_cuda_graph(tmp_path: Path):

@@ -100,3 +100,19 @@ def test_bad_resumes(tiny: dict[str, Any]) -> None:
     other = {**tiny, "model.name": "convit_micro", "model.args": {"depth": 1, "embed_dim": 32, "local_up_to_layer": 1}}
     with pytest.raises(VitcError, match="was written by deit_micro"):
         _run(other, resume=True)
+
+
+def test_autocast_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.pick_amp("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert loop.pick_amp("auto", cpu) is None and loop.pick_amp("bf16", cpu) is torch.bfloat16
+    assert loop.pick_amp("off", cpu) is None
+    with pytest.raises(VitcError, match="fp16 autocast needs CUDA"):
+        loop.pick_amp("fp16", cpu)
+
+
+def test_bf16_autocast_run(tiny: dict[str, Any]) -> None:
+    result = _run({**tiny, "run.amp": "bf16", "optim.epochs": 1})
+    assert len(result.history) == 1 and result.history[0]["train_loss"] > 0

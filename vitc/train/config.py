@@ -64,7 +64,7 @@ class RunSection:
     out_dir: str = "train/runs"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "auto"  # auto | off | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | off | bf16 | fp16
     workers: int = 0
 
 

@@ -60,14 +60,23 @@ def pick_device(choice: str) -> torch.device:
 
 
 def pick_amp(choice: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 (or fp16 without bf16 support) on CUDA; off on CPU, where it did not help these small models."""
+    """The autocast dtype. auto: bf16 on CUDA (fp16 where bf16 is missing); on a CPU, bf16 where it has
+    native bf16 instructions (AVX512-BF16/AMX: convit_micro trains 1.6× faster at the same accuracy,
+    docs/benchmarks.md), otherwise fp32."""
     if choice == "auto":
-        if device.type != "cuda":
-            return None
-        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cuda":
+            choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            choice = "bf16" if cpu_has_native_bf16() else "off"
     if choice == "fp16" and device.type != "cuda":
         raise VitcError("fp16 autocast needs CUDA; use --set run.amp=bf16 on CPU")
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 (Cooper Lake, Sapphire Rapids and later); torch exposes the check privately."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check and check())
 
 
 def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> RunResult:

@@ -1,18 +1,17 @@
 """Per-target pipelines and `compile_model`.
 
 Every target runs static_gpsa, static_spatial_prior and fold_cvt_projections (pure wins: less work,
-fewer parameters); they differ in the GPSA lowering and in whether plain attention goes to SDPA.
-Measured at 224x224 on this project's shared 2-core CPU box, torch 2.13, 1 thread (2-thread runs were
-swamped by other jobs), median ms, batch 1 / batch 8:
+fewer parameters); they differ in the GPSA lowering and in whether plain attention goes to SDPA,
+chosen by measurement (224×224, 2 CPU cores; figures and commands in docs/benchmarks.md):
 
-* cpu (PyTorch eager): GPSA "sdpa" + static_attention. convit_tiny mix 35.2 / 342, sdpa 36.6 / 283
-  (mix's NxN probability tensors cost memory traffic at batch 8; SDPA's flash CPU kernel does not
-  materialise them); deit_tiny plain 34.4 / 262, SDPA 33.8 / 250.
-* onnx (ONNX Runtime CPU, opset 17): GPSA "mix", no SDPA. ORT b1/b8: convit_tiny mix 28.4 / 221,
-  sdpa 28.8 / 228; deit_tiny 28.0 / 219 either way (the exporter decomposes SDPA into the same
-  MatMul/Softmax), so static_attention would only rename nodes.
-* cuda, tensorrt: GPSA "sdpa" + static_attention, so flash / memory-efficient kernels and
-  TensorRT's MHA fusion see a standard attention (the issue's GPU argument; not measured here).
+* cpu (PyTorch eager): GPSA "sdpa" + static_attention. Interleaved medians, batch 1 / 8: convit_tiny
+  compiled with mix and explicit attention 20.1 / 154.4 ms, with sdpa and SDPA 21.2 / 151.0 ms; mix
+  materialises the N×N probabilities, which costs memory traffic as the batch grows.
+* onnx (ONNX Runtime CPU): GPSA "mix", no SDPA. The exporter decomposes SDPA into the same
+  MatMul/Softmax anyway, and the mix form measured as fast or faster (convit_tiny b1/b8: mix
+  28.4 / 221 ms, sdpa 28.8 / 228 ms).
+* cuda, tensorrt: as cpu, so that flash / memory-efficient kernels and TensorRT's MHA fusion see a
+  standard attention (the issue's GPU argument; not measured here: no GPU was available).
 """
 
 from __future__ import annotations
@@ -38,30 +37,21 @@ __all__ = ["PIPELINES", "TARGETS", "check_inputs", "compile_model"]
 
 Step = tuple[str, dict[str, Any]]
 
+_FUSED_ATTENTION: tuple[Step, ...] = (
+    ("static_gpsa", {"lowering": "sdpa"}),
+    ("static_spatial_prior", {}),
+    ("fold_cvt_projections", {}),
+    ("static_attention", {}),
+)
 PIPELINES: dict[str, tuple[Step, ...]] = {
-    "cpu": (
-        ("static_gpsa", {"lowering": "sdpa"}),
-        ("static_spatial_prior", {}),
-        ("fold_cvt_projections", {}),
-        ("static_attention", {}),
-    ),
-    "cuda": (
-        ("static_gpsa", {"lowering": "sdpa"}),
-        ("static_spatial_prior", {}),
-        ("fold_cvt_projections", {}),
-        ("static_attention", {}),
-    ),
+    "cpu": _FUSED_ATTENTION,
+    "cuda": _FUSED_ATTENTION,
     "onnx": (
         ("static_gpsa", {"lowering": "mix"}),
         ("static_spatial_prior", {}),
         ("fold_cvt_projections", {}),
     ),
-    "tensorrt": (
-        ("static_gpsa", {"lowering": "sdpa"}),
-        ("static_spatial_prior", {}),
-        ("fold_cvt_projections", {}),
-        ("static_attention", {}),
-    ),
+    "tensorrt": _FUSED_ATTENTION,
 }
 TARGETS = tuple(PIPELINES)
 # One image keeps `vitc compile convit_base` under 10 s on 2 cores; tests/compile checks every zoo model at

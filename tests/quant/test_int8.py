@@ -84,3 +84,33 @@ def test_int8_exclude_pattern(trained_ckpt, tmp_path) -> None:
         if node.name.startswith("/blocks.1/") and node.op_type == "MatMul":
             assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
     assert result.manifest["calibration"]["method"] == "entropy"
+
+
+def test_int8_percentile_calibration_on_an_image_folder(trained_ckpt, tmp_path) -> None:
+    """Calibration from user images (ImageFolder, any size, grayscale too) with the percentile method."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    from vitc.export import ExportOptions, export_checkpoint
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            folder = tmp_path / "images" / split / label
+            folder.mkdir(parents=True)
+            for i in range(4):
+                mode_shape = ((48, 40), "L") if i % 2 else ((40, 48, 3), "RGB")
+                Image.fromarray(rng.integers(0, 255, mode_shape[0], dtype=np.uint8), mode_shape[1]).save(
+                    folder / f"{i}.png"
+                )
+    options = ExportOptions(
+        "int8", out=tmp_path / "out", run="pct", calib_data="imagefolder", calib_dir=str(tmp_path / "images"),
+        calib_images=6, calib_method="percentile", max_drop=100.0,
+    )  # fmt: skip
+    result = export_checkpoint(trained_ckpt, options, say=lambda _m: None)
+    calibration = result.manifest["calibration"]
+    assert calibration["method"] == "percentile" and calibration["data"] == "imagefolder"
+    assert calibration["images"] == 6 and len(calibration["data_sha256"]) == len(hashlib.sha256().hexdigest())
+    assert result.manifest["drift"]["agreement"] > 50.0

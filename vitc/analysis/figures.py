@@ -6,18 +6,18 @@ from pathlib import Path
 
 from vitc._io import atomic_write
 from vitc.analysis.locality import LocalityReport
-from vitc.train.report import _pyplot
+from vitc.train.report import pyplot
 
 
 def _save(fig: object, path: Path) -> Path:
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)  # type: ignore[attr-defined]
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def attention_distance(report: LocalityReport, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(report.layers) + 3), 4))
     for i, row in enumerate(report.distance):
         ax.scatter([i] * len(row), row, s=12, color="tab:blue", alpha=0.6)
@@ -31,7 +31,7 @@ def attention_distance(report: LocalityReport, path: Path) -> Path:
 
 
 def gates(report: LocalityReport, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     names = list(report.gates)
     fig, ax = plt.subplots(figsize=(5, 0.4 * len(names) + 2))
     image = ax.imshow([report.gates[n] for n in names], vmin=0, vmax=1, cmap="viridis", aspect="auto")
@@ -45,7 +45,7 @@ def gates(report: LocalityReport, path: Path) -> Path:
 
 def head_maps(maps: dict[str, object], path: Path, title: str) -> Path:
     """One row per layer, one column per head, of (rows, cols) heat maps."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(maps)
     heads = max(m.shape[0] for m in maps.values())  # type: ignore[attr-defined]
     fig, axes = plt.subplots(len(names), heads, figsize=(1.6 * heads, 1.6 * len(names)), squeeze=False)

@@ -14,18 +14,14 @@ def check(
     trt: Annotated[str, typer.Option("--trt", help="TensorRT version: 8.5, 8.6, 10 or 11.")] = "10",
 ) -> None:
     """List ops, Q/DQ layouts and dynamic dims TensorRT would reject; exit 2 when there are any."""
-    from vitc._lazy import lazy_import
     from vitc.errors import VitcError
+    from vitc.export.onnx_export import read_onnx
     from vitc.export.trt_rules import check_onnx, check_version
 
     check_version(trt)
     if not model.is_file():
         raise VitcError(f"{model}: no such file")
-    onnx = lazy_import("onnx")
-    try:
-        proto = onnx.load(str(model))
-    except Exception as exc:
-        raise VitcError(f"{model}: not a readable ONNX file ({str(exc).splitlines()[0]})") from exc
+    proto = read_onnx(model)
     findings = check_onnx(proto, trt)
     console = Console()
     for finding in findings:

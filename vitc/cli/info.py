@@ -29,12 +29,10 @@ def describe(path: Path) -> dict[str, Any]:
     if suffix == ".onnx":
         from vitc._lazy import lazy_import
         from vitc.engines.manifest import manifest_for
+        from vitc.export.onnx_export import read_onnx
 
         onnx = lazy_import("onnx")
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning-like ValueErrors, ... on bad bytes
-            raise VitcError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
+        model = read_onnx(path, external_data=False)
 
         def io(values: Any) -> list[dict[str, Any]]:
             return [

@@ -24,6 +24,15 @@ OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 
 
+def read_onnx(path: Any, external_data: bool = True) -> Any:
+    """Load an ONNX file a user handed us; any parse failure is a one-line VitcError (no torch needed)."""
+    onnx = lazy_import("onnx")
+    try:
+        return onnx.load(str(path), load_external_data=external_data)
+    except Exception as exc:  # protobuf raises DecodeError, ValueError, ... on bad bytes
+        raise VitcError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
+
+
 @dataclass(frozen=True)
 class BatchSpec:
     """Static batch (min = opt = max) or a dynamic range recorded for the engine's profile."""

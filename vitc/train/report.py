@@ -18,7 +18,7 @@ def write_metrics(history: list[dict[str, Any]], path: str | os.PathLike[str]) -
         tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     matplotlib = lazy_import("matplotlib")
     matplotlib.use("Agg")
     return lazy_import("matplotlib.pyplot")
@@ -26,7 +26,7 @@ def _pyplot() -> Any:
 
 def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     """Training loss and validation top-1 per epoch, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [row["train_loss"] for row in history], label="train loss")
@@ -44,7 +44,7 @@ def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike[str]) -> 
 
 def plot_confusion(matrix: Any, class_names: Sequence[str], path: str | os.PathLike[str], title: str = "") -> None:
     """A confusion matrix heat map with counts, true classes on rows."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(4, 0.5 * n + 2)))
     ax.imshow(matrix, cmap="Blues")

@@ -90,3 +90,24 @@ def test_drift_beyond_max_drop_fails_and_writes_nothing(trained_ckpt, tmp_path) 
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith("error: int8 lost")
     assert not (tmp_path / "x" / "model.int8.onnx").exists()
+
+
+def test_several_precisions_share_one_export(trained_ckpt, tmp_path, monkeypatch) -> None:
+    """`-p fp32 -p fp16` compiles and exports the model once, then bakes each precision from that graph."""
+    import json
+
+    from vitc.export import onnx_export
+
+    calls = []
+    original = onnx_export.export_onnx
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: calls.append(1) or original(*a, **k))
+    result = runner.invoke(app, ["export", str(trained_ckpt), "-p", "fp32", "-p", "fp16", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and "accuracy drift" in result.output
+    run = tmp_path / trained_ckpt.parent.name
+    manifests = {p: json.loads((run / f"manifest.{p}.json").read_text()) for p in ("fp32", "fp16")}
+    assert manifests["fp32"]["precision_report"] == {} and manifests["fp16"]["precision_report"]
+    assert manifests["fp32"]["onnx_sha256"] != manifests["fp16"]["onnx_sha256"]
+    again = runner.invoke(app, ["export", str(trained_ckpt), "-p", "int8", "-p", "fp16", "--out", str(tmp_path)])
+    assert again.exit_code == 2 and "--force" in again.output  # checked before any work: no int8 file either
+    assert not (run / "model.int8.onnx").exists()

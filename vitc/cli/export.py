@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -39,19 +40,29 @@ def export(
     """Export a checkpoint to ONNX with its precision baked in, checked against PyTorch on held-out data."""
     from vitc.errors import VitcError
     from vitc.export import ExportOptions, export_checkpoint
+    from vitc.export.pipeline import output_paths, prepare_export, validate
 
     if io not in ("fp32", "fp16"):
         raise VitcError(f"--io must be fp32 or fp16, got {io!r}")
     console = Console()
+
+    def say(message: str) -> None:
+        console.print(message, highlight=False)
+
+    base = ExportOptions(
+        out=out, run=run, trt=trt, opset=opset, batch=batch, dynamic_batch=dynamic_batch,
+        calib_data=calib_data, calib_dir=calib_dir, calib_images=calib_images, calib_method=calib_method,
+        exclude=tuple(exclude or ()), max_drop=max_drop, explain=explain, io_fp16=io == "fp16", force=force,
+        compile=not no_compile,
+    )  # fmt: skip
+    all_opts = [replace(base, precision=name) for name in precision or ["fp32"]]
+    for opts in all_opts:  # every option and output checked before any work
+        validate(opts)
+        output_paths(ckpt, opts)
+    prepared = prepare_export(ckpt, all_opts[0], say)  # compile and export once for every precision
     results = []
-    for name in precision or ["fp32"]:
-        opts = ExportOptions(
-            precision=name, out=out, run=run, trt=trt, opset=opset, batch=batch, dynamic_batch=dynamic_batch,
-            calib_data=calib_data, calib_dir=calib_dir, calib_images=calib_images, calib_method=calib_method,
-            exclude=tuple(exclude or ()), max_drop=max_drop, explain=explain, io_fp16=io == "fp16", force=force,
-            compile=not no_compile,
-        )  # fmt: skip
-        result = export_checkpoint(ckpt, opts, say=lambda m: console.print(m, highlight=False))
+    for opts in all_opts:
+        result = export_checkpoint(ckpt, opts, say=say, prepared=prepared)
         if result.explain:
             for row in result.explain["blocks"]:
                 console.print(f"  {row['block']:<20} cosine {row['cosine']:.5f}  max |Δ| {row['max_abs_diff']:.3g}")

@@ -125,14 +125,30 @@ def _scopes(torch_model: Any, kinds: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(module_scope(n) for n, m in torch_model.named_modules() if n and type(m).__name__ in kinds)
 
 
-def export_checkpoint(ckpt: str | Path, opts: ExportOptions, say: Callable[[str], None] = print) -> ExportResult:
-    """Run the whole export for one precision; raises VitcError (artifacts untouched) on any failure."""
-    from vitc.bench.drift import compare_logits
-    from vitc.checkpoint import load_model, read_meta
-    from vitc.export import onnx_export as ox
-    from vitc.export.trt_rules import check_onnx
+@dataclass
+class PreparedExport:
+    """Steps 1-3, shared by every precision exported from one checkpoint: the model, its FP32 graph
+    and the held-out reference logits are computed once."""
 
-    opset, batch = validate(opts)
+    meta: Any
+    input_size: tuple[int, ...]
+    opset: int
+    batch: BatchSpec
+    compiled: Any
+    passes: Any
+    was_compiled: bool
+    images: np.ndarray
+    labels: np.ndarray
+    data_name: str
+    reference: np.ndarray
+    proto: Any  # the cleaned, checked FP32 graph
+    parity: float
+
+
+def output_paths(ckpt: str | Path, opts: ExportOptions) -> tuple[Path, Path, Path]:
+    """(run folder, ONNX path, manifest path), refusing to replace them without --force."""
+    from vitc.checkpoint import read_meta
+
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise VitcError(f"{ckpt}: no such checkpoint")
@@ -142,8 +158,15 @@ def export_checkpoint(ckpt: str | Path, opts: ExportOptions, say: Callable[[str]
     onnx_path, manifest_path = run_dir / mf.onnx_name(opts.precision), run_dir / mf.manifest_name(opts.precision)
     if not opts.force and (onnx_path.exists() or manifest_path.exists()):
         raise VitcError(f"{onnx_path} exists (use --force to replace it)")
-    onnx = lazy_import("onnx")
+    return run_dir, onnx_path, manifest_path
 
+
+def prepare_export(ckpt: str | Path, opts: ExportOptions, say: Callable[[str], None] = print) -> PreparedExport:
+    """Rebuild and compile the model, export and clean the FP32 graph, check parity with PyTorch."""
+    from vitc.checkpoint import load_model
+    from vitc.export import onnx_export as ox
+
+    opset, batch = validate(opts)
     # 1. rebuild and compile
     model, meta = load_model(ckpt)
     input_size = tuple(int(v) for v in meta.cfg["input_size"])
@@ -160,6 +183,47 @@ def export_checkpoint(ckpt: str | Path, opts: ExportOptions, say: Callable[[str]
     if delta > PARITY_ATOL:
         raise VitcError(f"ONNX Runtime differs from PyTorch by {delta:.2e} (> {PARITY_ATOL:g}) in FP32")
     say(f"exported opset {opset}: {counts['nodes_after']} nodes, ORT parity max |Δ| = {delta:.1e}")
+    return PreparedExport(
+        meta=meta,
+        input_size=input_size,
+        opset=opset,
+        batch=batch,
+        compiled=compiled,
+        passes=passes,
+        was_compiled=was_compiled,
+        images=images,
+        labels=labels,
+        data_name=data_name,
+        reference=reference,
+        proto=proto,
+        parity=delta,
+    )
+
+
+def export_checkpoint(
+    ckpt: str | Path,
+    opts: ExportOptions,
+    say: Callable[[str], None] = print,
+    prepared: PreparedExport | None = None,
+) -> ExportResult:
+    """Run the whole export for one precision; raises VitcError (artifacts untouched) on any failure.
+
+    `prepared` (from `prepare_export` with the same checkpoint and shape options) skips steps 1-3,
+    so exporting several precisions compiles and exports the model once.
+    """
+    from vitc.bench.drift import compare_logits
+    from vitc.export import onnx_export as ox
+    from vitc.export.trt_rules import check_onnx
+
+    validate(opts)
+    ckpt = Path(ckpt)
+    run_dir, onnx_path, manifest_path = output_paths(ckpt, opts)
+    onnx = lazy_import("onnx")
+    p = prepared or prepare_export(ckpt, opts, say)
+    meta, input_size, opset, batch, compiled = p.meta, p.input_size, p.opset, p.batch, p.compiled
+    images, labels, data_name, reference, delta = p.images, p.labels, p.data_name, p.reference, p.parity
+    proto = onnx.ModelProto()
+    proto.CopyFrom(p.proto)  # the precision passes edit their graph; the shared FP32 one stays intact
 
     # 4. precision
     head = (ox.module_scope("head"),)  # every zoo family names its classifier `head`
@@ -216,8 +280,8 @@ def export_checkpoint(ckpt: str | Path, opts: ExportOptions, say: Callable[[str]
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
         "source_checkpoint": {"path": str(ckpt), "sha256": sha256_file(ckpt)},
-        "compiled": was_compiled,
-        "passes": passes,
+        "compiled": p.was_compiled,
+        "passes": p.passes,
         "precision_report": precision_report,
         "parity_max_abs_diff": delta,
         "calibration": calibration,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitc.compile.static_gpsa import StaticGPSA, StaticGPSAPass
+from vitc.compile.static_gpsa import StaticGPSA, StaticGPSAPass, kronecker, separable_positional_attention
 from vitc.models.convit import GPSA
 
-from .conftest import build, max_diff
+from .conftest import build, max_diff, randomize
 
 
 @pytest.mark.parametrize("lowering", ["mix", "sdpa"])
@@ -23,18 +23,37 @@ def test_structure(lowering: str) -> None:
     for dropped in ("pos_proj", "rel_indices", "gating_param", "attn.qk.", "attn.v."):
         assert not any(dropped in k for k in keys), dropped
     assert static[0].qkv.out_features == 3 * 96  # qk and v fused into one GEMM
-    assert static[0].pos_attn.shape == (4, 64, 64)
+    assert static[0].qkv.bias is None  # convit_micro's GPSA has none, and none was asked for
+    tables = {k: v.shape for k, v in static[0].state_dict().items() if k.startswith("pos_")}
+    # mix keeps the dense (H, N, N) table; sdpa only its two (H, S, S) factors
+    assert tables == (
+        {"pos_attn": (4, 64, 64)} if lowering == "mix" else {"pos_rows": (4, 8, 8), "pos_cols": (4, 8, 8)}
+    )
     assert StaticGPSAPass(lowering)(model) == 0  # idempotent: nothing left to match
 
 
 @pytest.mark.parametrize("lowering", ["mix", "sdpa"])
 def test_numbers(lowering: str) -> None:
-    model = build("convit_micro")
+    model = randomize(build("convit_micro"))
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         before = model(x)
         StaticGPSAPass(lowering)(model)
         assert max_diff(model(x), before) <= 1e-5
+
+
+def test_zero_qkv_bias_is_exact() -> None:
+    """qkv_bias=True adds an all-zero bias (a faster GEMM on PyTorch CPU) and changes no number."""
+    model = randomize(build("convit_micro"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        StaticGPSAPass("sdpa")(model)
+        without = model(x)
+        biased = randomize(build("convit_micro"))
+        StaticGPSAPass("sdpa", qkv_bias=True)(biased)
+        static = [m for m in biased.modules() if isinstance(m, StaticGPSA)]
+        assert all(m.qkv.bias is not None and not m.qkv.bias.any() for m in static)
+        assert torch.equal(biased(x), without)
 
 
 @pytest.mark.parametrize("lowering", ["mix", "sdpa"])
@@ -49,8 +68,33 @@ def test_module_matches_gpsa_at_extreme_gates(lowering: str, gate: float) -> Non
         static = StaticGPSAPass(lowering).rewrite(gpsa)
         assert max_diff(static(tokens), gpsa(tokens)) <= 1e-5
         assert torch.allclose(
-            gpsa.positional_attention() * torch.sigmoid(torch.tensor(gate)), static.pos_attn, atol=1e-6
+            gpsa.positional_attention() * torch.sigmoid(torch.tensor(gate)), static.positional_table(), atol=1e-6
         )
+
+
+@pytest.mark.parametrize("heads", [1, 4, 9])
+def test_positional_attention_is_separable(heads: int) -> None:
+    """P = P_y ⊗ P_x for random pos_proj weights (local init or not), to float64 rounding."""
+    torch.manual_seed(heads)
+    gpsa = GPSA(dim=36 * heads, num_heads=heads, grid=6)
+    with torch.no_grad():
+        gpsa.pos_proj.weight.normal_(0.0, 2.0)
+        gpsa.pos_proj.bias.normal_()
+        rows, cols = separable_positional_attention(gpsa)
+        dense = gpsa.positional_attention().double()
+    assert rows.shape == cols.shape == (heads, 6, 6)
+    assert torch.allclose(rows.sum(-1), torch.ones(heads, 6, dtype=torch.float64))  # each factor row-stochastic
+    assert torch.allclose(kronecker(rows, cols), dense, atol=1e-6)  # dense came from the float32 module
+
+
+def test_non_separable_table_is_refused() -> None:
+    """A feature change that broke the identity would be caught, not compiled into wrong numbers."""
+    gpsa = GPSA(dim=16, num_heads=4, grid=4)
+    with torch.no_grad():
+        gpsa.rel_indices[..., 2] = gpsa.rel_indices[..., 0] * gpsa.rel_indices[..., 1]  # dx·dy couples the axes
+        gpsa.pos_proj.weight.normal_()
+    with pytest.raises(ValueError, match="not separable"):
+        separable_positional_attention(gpsa)
 
 
 def test_unknown_lowering() -> None:

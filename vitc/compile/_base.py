@@ -61,29 +61,34 @@ class Pass:
         return f"{type(self).__name__}({self.name!r})"
 
 
-def fuse_linears(*linears: nn.Linear, row_scale: Callable[[int], float] | None = None) -> nn.Linear:
+def fuse_linears(
+    *linears: nn.Linear, row_scale: Callable[[int], float] | None = None, force_bias: bool = False
+) -> nn.Linear:
     """One Linear whose output is the concatenation of `linears`' outputs (they must share the input).
 
-    A missing bias counts as zero; the fused Linear has a bias only if one of the parts does.
-    `row_scale(i)` multiplies output row i (e.g. to fold an attention scale into the q rows).
+    A missing bias counts as zero; the fused Linear has a bias if one of the parts does, or with
+    `force_bias`. An all-zero bias is exact (x·W + 0 = x·W) and can be faster: PyTorch CPU runs
+    a Linear with bias as addmm, measured 9% faster than the bias-free mm for ConViT-Ti's qkv
+    (196×192 by 192×576, 2 threads). `row_scale(i)` multiplies output row i (e.g. to fold an
+    attention scale into the q rows).
     """
     weight = torch.cat([lin.weight for lin in linears], dim=0)
-    has_bias = any(lin.bias is not None for lin in linears)
-    bias = None
+    has_bias = force_bias or any(lin.bias is not None for lin in linears)
+    fused_bias = None
     if has_bias:
-        bias = torch.cat(
+        fused_bias = torch.cat(
             [lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in linears]
         )
     if row_scale is not None:
         scale = torch.tensor([row_scale(i) for i in range(weight.shape[0])], dtype=weight.dtype, device=weight.device)
         weight = weight * scale[:, None]
-        bias = None if bias is None else bias * scale
+        fused_bias = None if fused_bias is None else fused_bias * scale
     # Built on the meta device, then given the real tensors: no random init to overwrite (seconds on convit_base).
     fused = nn.Linear(linears[0].in_features, weight.shape[0], bias=has_bias, device="meta")
     grad = linears[0].weight.requires_grad
     fused.weight = nn.Parameter(weight.detach(), requires_grad=grad)  # torch.cat made fresh storage
-    if bias is not None:
-        fused.bias = nn.Parameter(bias.detach(), requires_grad=grad)
+    if fused_bias is not None:
+        fused.bias = nn.Parameter(fused_bias.detach(), requires_grad=grad)
     return fused
 
 

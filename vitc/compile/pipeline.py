@@ -1,17 +1,20 @@
 """Per-target pipelines and `compile_model`.
 
 Every target runs static_gpsa, static_spatial_prior and fold_cvt_projections (pure wins: less work,
-fewer parameters); they differ in the GPSA lowering and in whether plain attention goes to SDPA,
-chosen by measurement (224×224, 2 CPU cores; figures and commands in docs/benchmarks.md):
+fewer parameters); they differ in the GPSA lowering, in whether plain attention goes to SDPA, and
+in whether bias-free qkv GEMMs get a zero bias, chosen by measurement (224×224, 2 CPU cores;
+figures and commands in docs/benchmarks.md):
 
-* cpu (PyTorch eager): GPSA "sdpa" + static_attention. Interleaved medians, batch 1 / 8: convit_tiny
-  compiled with mix and explicit attention 20.1 / 154.4 ms, with sdpa and SDPA 21.2 / 151.0 ms; mix
-  materialises the N×N probabilities, which costs memory traffic as the batch grows.
+* cpu (PyTorch eager): GPSA "sdpa" (separable positional term) + static_attention, qkv with a zero
+  bias. Interleaved medians, convit_tiny batch 1 / 8: sdpa with bias 20.0 / 130 ms, without 20.3 /
+  130 ms, mix with bias 19.5 / 173 ms: mix materialises the B·H·N² probabilities, which costs
+  memory traffic as the batch grows, and wins at batch 1 by too little to pay for that.
 * onnx (ONNX Runtime CPU): GPSA "mix", no SDPA. The exporter decomposes SDPA into the same
   MatMul/Softmax anyway, and the mix form measured as fast or faster (convit_tiny b1/b8: mix
   28.4 / 221 ms, sdpa 28.8 / 228 ms).
-* cuda, tensorrt: as cpu, so that flash / memory-efficient kernels and TensorRT's MHA fusion see a
-  standard attention (the issue's GPU argument; not measured here: no GPU was available).
+* cuda, tensorrt: GPSA "sdpa" + static_attention, so that flash / memory-efficient kernels and
+  TensorRT's MHA fusion see a standard attention (the issue's GPU argument; not measured here: no
+  GPU was available). No zero bias: cuBLAS and TensorRT fuse a bias into the GEMM epilogue anyway.
 """
 
 from __future__ import annotations
@@ -37,14 +40,19 @@ __all__ = ["PIPELINES", "TARGETS", "check_inputs", "compile_model"]
 
 Step = tuple[str, dict[str, Any]]
 
-_FUSED_ATTENTION: tuple[Step, ...] = (
-    ("static_gpsa", {"lowering": "sdpa"}),
-    ("static_spatial_prior", {}),
-    ("fold_cvt_projections", {}),
-    ("static_attention", {}),
-)
+
+def _fused_attention(qkv_bias: bool) -> tuple[Step, ...]:
+    return (
+        ("static_gpsa", {"lowering": "sdpa", "qkv_bias": qkv_bias}),
+        ("static_spatial_prior", {"qkv_bias": qkv_bias}),
+        ("fold_cvt_projections", {}),
+        ("static_attention", {"qkv_bias": qkv_bias}),
+    )
+
+
+_FUSED_ATTENTION = _fused_attention(qkv_bias=False)
 PIPELINES: dict[str, tuple[Step, ...]] = {
-    "cpu": _FUSED_ATTENTION,
+    "cpu": _fused_attention(qkv_bias=True),
     "cuda": _FUSED_ATTENTION,
     "onnx": (
         ("static_gpsa", {"lowering": "mix"}),

@@ -47,6 +47,10 @@ class StaticAttentionPass(Pass):
     name: ClassVar[str] = "static_attention"
     matches_doc: ClassVar[str] = "plain Attention, CvT StaticConvAttention"
 
+    def __init__(self, qkv_bias: bool = False) -> None:
+        """`qkv_bias` gives the fused qkv a (zero) bias even where the model has none (see fuse_linears)."""
+        self.qkv_bias = qkv_bias
+
     def matches(self, module: nn.Module) -> bool:
         return isinstance(module, Attention) or (isinstance(module, StaticConvAttention) and not module.sdpa)
 
@@ -56,5 +60,5 @@ class StaticAttentionPass(Pass):
             return module
         assert isinstance(module, Attention)
         dim, scale = module.proj.in_features, module.scale
-        qkv = fuse_linears(module.qkv, row_scale=lambda i: scale if i < dim else 1.0)
+        qkv = fuse_linears(module.qkv, row_scale=lambda i: scale if i < dim else 1.0, force_bias=self.qkv_bias)
         return SDPAAttention(qkv, module.proj, module.num_heads)

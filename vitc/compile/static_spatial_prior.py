@@ -63,11 +63,15 @@ class StaticSpatialPriorPass(Pass):
     name: ClassVar[str] = "static_spatial_prior"
     matches_doc: ClassVar[str] = "SP-ViT SP-SA"
 
+    def __init__(self, qkv_bias: bool = False) -> None:
+        """`qkv_bias` gives the fused qkv a (zero) bias even where SP-SA has none (see fuse_linears)."""
+        self.qkv_bias = qkv_bias
+
     def matches(self, module: nn.Module) -> bool:
         return isinstance(module, SPSA)
 
     def rewrite(self, module: nn.Module) -> nn.Module:
         assert isinstance(module, SPSA)
-        qkv = fuse_linears(module.qk, module.v)
+        qkv = fuse_linears(module.qk, module.v, force_bias=self.qkv_bias)
         prior = (spatial_prior_f64(module) * module.scale).to(module.qk.weight.dtype)
         return StaticSPSA(qkv, module.proj, prior)

@@ -82,6 +82,16 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → (B, H·W, C), made contiguous.
+
+    The references return the transposed view; a residual stream kept in that layout makes every
+    later add and LayerNorm stride or copy (ConViT's GPSA blocks never concatenate the class token
+    that would repack it). Same values; ConViT-Ti ran ~5% faster at batch 1 for this alone.
+    """
+    return x.flatten(2).transpose(1, 2).contiguous()
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patches by one strided convolution; output (B, N, D), row-major tokens."""
 
@@ -95,7 +105,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return grid_to_tokens(self.proj(x))
 
 
 class Attention(nn.Module):

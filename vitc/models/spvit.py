@@ -34,6 +34,7 @@ from vitc.models.layers import (
     DropPath,
     Mlp,
     drop_path_rates,
+    grid_to_tokens,
     init_weights_vit,
     relative_offsets,
     resample_pos_embed,
@@ -128,7 +129,7 @@ class PatchEmbed4x2(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         x = self.relu(self.bn3(self.conv3(x)))
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return grid_to_tokens(self.proj(x))
 
 
 class PosCNN(nn.Module):
@@ -142,7 +143,7 @@ class PosCNN(nn.Module):
         batch, _, dim = x.shape
         cls, patches = (x[:, :1], x[:, 1:]) if has_cls else (None, x)
         feat = patches.transpose(1, 2).reshape(batch, dim, *grid_size)
-        patches = (self.proj(feat) + feat).flatten(2).transpose(1, 2)
+        patches = grid_to_tokens(self.proj(feat) + feat)
         return patches if cls is None else torch.cat((cls, patches), dim=1)
 
 

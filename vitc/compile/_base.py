@@ -15,7 +15,7 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import nn
 
-__all__ = ["PASSES", "Pass", "fold_batchnorm", "fuse_linears", "register_pass"]
+__all__ = ["PASSES", "Pass", "conv_like", "fold_batchnorm", "fuse_linears", "register_pass"]
 
 P = TypeVar("P", bound=type["Pass"])
 PASSES: dict[str, type[Pass]] = {}
@@ -104,3 +104,21 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
     weight = conv.weight.double() * factor.view(-1, *([1] * (conv.weight.dim() - 1)))
     bias = (conv_bias - bn.running_mean.double()) * factor + beta
     return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
+
+
+def conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> nn.Conv2d:
+    """A biased Conv2d with `conv`'s geometry holding `weight` and `bias` (no random init first)."""
+    out = nn.Conv2d(
+        weight.shape[1] * groups,
+        weight.shape[0],
+        conv.kernel_size,  # type: ignore[arg-type]
+        stride=conv.stride,  # type: ignore[arg-type]
+        padding=conv.padding,  # type: ignore[arg-type]
+        groups=groups,
+        bias=True,
+        device="meta",
+    )
+    grad = conv.weight.requires_grad
+    out.weight = nn.Parameter(weight.detach(), requires_grad=grad)  # fresh storage from the caller (fold_batchnorm)
+    out.bias = nn.Parameter(bias.detach(), requires_grad=grad)
+    return out

@@ -19,28 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitc.compile._base import Pass, fold_batchnorm, fuse_linears, register_pass
+from vitc.compile._base import Pass, conv_like, fold_batchnorm, fuse_linears, register_pass
 from vitc.models.cvt import ConvAttention
 
 __all__ = ["FoldCvTProjectionsPass", "StaticConvAttention"]
-
-
-def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> nn.Conv2d:
-    """A biased Conv2d with `conv`'s geometry holding `weight` and `bias` (no random init first)."""
-    out = nn.Conv2d(
-        weight.shape[1] * groups,
-        weight.shape[0],
-        conv.kernel_size,  # type: ignore[arg-type]
-        stride=conv.stride,  # type: ignore[arg-type]
-        padding=conv.padding,  # type: ignore[arg-type]
-        groups=groups,
-        bias=True,
-        device="meta",
-    )
-    grad = conv.weight.requires_grad
-    out.weight = nn.Parameter(weight.detach(), requires_grad=grad)  # fold_batchnorm made fresh storage
-    out.bias = nn.Parameter(bias.detach(), requires_grad=grad)
-    return out
 
 
 class StaticConvAttention(nn.Module):
@@ -115,11 +97,11 @@ class FoldCvTProjectionsPass(Pass):
         wk, bk = fold_batchnorm(ck.conv, ck.bn)
         wv, bv = fold_batchnorm(cv.conv, cv.bn)
         dim = wq.shape[0]
-        conv_q = _conv_like(cq.conv, wq, bq, groups=dim)
+        conv_q = conv_like(cq.conv, wq, bq, groups=dim)
         # Output channel 2c+j of a grouped conv with groups=C belongs to input channel c: interleave k, v.
         wkv = torch.stack((wk, wv), dim=1).flatten(0, 1)
         bkv = torch.stack((bk, bv), dim=1).flatten()
-        conv_kv = _conv_like(ck.conv, wkv, bkv, groups=dim)
+        conv_kv = conv_like(ck.conv, wkv, bkv, groups=dim)
         scale = module.scale
         proj_q = fuse_linears(module.proj_q, row_scale=lambda i: scale)
         return StaticConvAttention(

@@ -1,9 +1,9 @@
 """Per-target pipelines and `compile_model`.
 
-Every target runs static_gpsa, static_spatial_prior and fold_cvt_projections (pure wins: less work,
-fewer parameters); they differ in the GPSA lowering, in whether plain attention goes to SDPA, and
-in whether bias-free qkv GEMMs get a zero bias, chosen by measurement (224×224, 2 CPU cores;
-figures and commands in docs/benchmarks.md):
+Every target runs static_gpsa, static_spatial_prior, fold_cvt_projections and fold_stem_batchnorm
+(pure wins: less work, fewer parameters); they differ in the GPSA lowering, in whether plain
+attention goes to SDPA, and in whether bias-free qkv GEMMs get a zero bias, chosen by measurement
+(224×224, 2 CPU cores; figures and commands in docs/benchmarks.md):
 
 * cpu (PyTorch eager): GPSA "sdpa" (separable positional term) + static_attention, qkv with a zero
   bias. Interleaved medians, convit_tiny batch 1 / 8: sdpa with bias 20.0 / 130 ms, without 20.3 /
@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 import vitc.compile.fold_cvt_projections
+import vitc.compile.fold_stem_batchnorm
 import vitc.compile.static_attention
 import vitc.compile.static_gpsa
 import vitc.compile.static_spatial_prior  # noqa: F401  (the imports register the passes)
@@ -46,6 +47,7 @@ def _fused_attention(qkv_bias: bool) -> tuple[Step, ...]:
         ("static_gpsa", {"lowering": "sdpa", "qkv_bias": qkv_bias}),
         ("static_spatial_prior", {"qkv_bias": qkv_bias}),
         ("fold_cvt_projections", {}),
+        ("fold_stem_batchnorm", {}),
         ("static_attention", {"qkv_bias": qkv_bias}),
     )
 
@@ -58,6 +60,7 @@ PIPELINES: dict[str, tuple[Step, ...]] = {
         ("static_gpsa", {"lowering": "mix"}),
         ("static_spatial_prior", {}),
         ("fold_cvt_projections", {}),
+        ("fold_stem_batchnorm", {}),
     ),
     "tensorrt": _FUSED_ATTENTION,
 }

@@ -70,6 +70,14 @@ def test_int8_drift_within_bounds(exports: dict) -> None:
     assert m["precision_report"]["excluded"]["/head/Gemm"] == "classifier head"
 
 
+def test_int8_keeps_positional_tables_float(exports: dict) -> None:
+    """Compiled GPSA applies its constant P_x, P_y to v (constant first input): probabilities, not weights."""
+    excluded = exports["int8"].manifest["precision_report"]["excluded"]
+    positional = [name for name, why in excluded.items() if why.startswith("positional table")]
+    assert len(positional) == 2  # the one GPSA block of the fixture: P_x along columns, P_y along rows
+    assert all(name.startswith("/blocks.0/attn/") for name in positional)
+
+
 def test_int8_exclude_pattern(trained_ckpt, tmp_path) -> None:
     from vitc.export import ExportOptions, export_checkpoint
 

@@ -9,9 +9,10 @@ attention goes to SDPA, and in whether bias-free qkv GEMMs get a zero bias, chos
   bias. Interleaved medians, convit_tiny batch 1 / 8: sdpa with bias 20.0 / 130 ms, without 20.3 /
   130 ms, mix with bias 19.5 / 173 ms: mix materialises the B·H·N² probabilities, which costs
   memory traffic as the batch grows, and wins at batch 1 by too little to pay for that.
-* onnx (ONNX Runtime CPU): GPSA "mix", no SDPA. The exporter decomposes SDPA into the same
-  MatMul/Softmax anyway, and the mix form measured as fast or faster (convit_tiny b1/b8: mix
-  28.4 / 221 ms, sdpa 28.8 / 228 ms).
+* onnx (ONNX Runtime CPU): GPSA "sdpa", plain attention left as it is (the exporter decomposes
+  SDPA into the same MatMul/Softmax anyway). convit_tiny exported, dynamic batch, b1 / b8 / b32:
+  separable sdpa 18.4 / 117.7 / 497.6 ms, mix 19.6 / 117.3 / 501.8 ms. Before the positional
+  term was separable, mix won (sdpa with the dense table: 28.8 / 228 ms against 28.4 / 221).
 * cuda, tensorrt: GPSA "sdpa" + static_attention, so that flash / memory-efficient kernels and
   TensorRT's MHA fusion see a standard attention (the issue's GPU argument; not measured here: no
   GPU was available). No zero bias: cuBLAS and TensorRT fuse a bias into the GEMM epilogue anyway.
@@ -57,7 +58,7 @@ PIPELINES: dict[str, tuple[Step, ...]] = {
     "cpu": _fused_attention(qkv_bias=True),
     "cuda": _FUSED_ATTENTION,
     "onnx": (
-        ("static_gpsa", {"lowering": "mix"}),
+        ("static_gpsa", {"lowering": "sdpa"}),
         ("static_spatial_prior", {}),
         ("fold_cvt_projections", {}),
         ("fold_stem_batchnorm", {}),

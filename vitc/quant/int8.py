@@ -5,10 +5,13 @@ passes for TensorRT (docs/deployment_anchors §4): symmetric INT8 activations an
 (zero point 0), per-channel weights on the output axis (MatMul axis 1, Gemm axis 0 with transB,
 Conv axis 0), per-tensor activations, no int32 bias Q/DQ, Q/DQ only on the inputs of quantized ops.
 
-What is quantized: MatMul/Gemm/Conv with a weight. What stays float: LayerNorm, Softmax, GELU,
-residual adds (never quantized ops), the attention BMMs (two activation inputs: keeping them float
-leaves the MatMul-Softmax-MatMul pattern TensorRT fuses into MHA, and TensorRT has no INT8 MHA
-fusion for ViT sequence lengths, TensorRT#3724), the classifier head and `exclude` patterns.
+What is quantized: MatMul/Gemm/Conv with a weight (the second input, as every Linear and Conv
+exports). What stays float: LayerNorm, Softmax, GELU, residual adds (never quantized ops), the
+attention BMMs (two activation inputs: keeping them float leaves the MatMul-Softmax-MatMul pattern
+TensorRT fuses into MHA, and TensorRT has no INT8 MHA fusion for ViT sequence lengths,
+TensorRT#3724), compiled GPSA's positional tables applied to v (a constant first input: attention
+probabilities, not weights, and per-channel scales on their axis 1 would mean nothing), the
+classifier head and `exclude` patterns.
 """
 
 from __future__ import annotations
@@ -52,10 +55,12 @@ def plan(model: Any, head_scopes: tuple[str, ...] = ("/head/",), exclude: tuple[
             report.excluded[node.name] = "classifier head"
         elif any(fnmatch.fnmatch(node.name, p) for p in exclude):
             report.excluded[node.name] = "--exclude"
-        elif not any(i in weights for i in node.input[:2]):
-            report.excluded[node.name] = "attention BMM (kept float for MHA fusion)"
-        else:
+        elif len(node.input) > 1 and node.input[1] in weights:
             report.quantized.append(node.name)
+        elif node.input[0] in weights:
+            report.excluded[node.name] = "positional table @ v (attention probabilities, kept float)"
+        else:
+            report.excluded[node.name] = "attention BMM (kept float for MHA fusion)"
     return report
 
 

@@ -7,7 +7,7 @@ PYTHONPATH; `--shim-torchvision` satisfies timm's import-time torchvision refere
 models and prints max |Δ logits|, so the comparison is between equal networks.
 
     pip download --no-deps timm==1.0.31 && unzip -q timm-1.0.31-py3-none-any.whl -d /tmp/timm
-    PYTHONPATH=/tmp/timm python docs/reference_timing.py --shim-torchvision --batch 1,8
+    PYTHONPATH=/tmp/timm python docs/reference_timing.py --shim-torchvision --batch 1,8 --iterations 36 --rounds 6
 """
 
 from __future__ import annotations
@@ -59,16 +59,23 @@ def shim_torchvision() -> None:
     sys.meta_path.insert(0, Finder())
 
 
-def median_ms(model: torch.nn.Module, batch: int, warmup: int, iterations: int) -> float:
+def interleaved_medians(
+    models: dict[str, torch.nn.Module], batch: int, warmup: int, iterations: int, rounds: int
+) -> dict[str, float]:
+    """Median ms per model; `rounds` interleaved rounds so that machine-load drift hits every model alike."""
     x = torch.randn(batch, 3, 224, 224)
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for i in range(warmup + iterations):
-            start = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+        for model in models.values():
+            for _ in range(warmup):
+                model(x)
+        for _ in range(rounds):
+            for name, model in models.items():
+                for _ in range(max(1, iterations // rounds)):
+                    start = time.perf_counter()
+                    model(x)
+                    times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def main() -> None:
@@ -76,6 +83,7 @@ def main() -> None:
     parser.add_argument("--batch", default="1,8")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--shim-torchvision", action="store_true")
     args = parser.parse_args()
     if args.shim_torchvision:
@@ -97,14 +105,18 @@ def main() -> None:
                 f"{vitc_name}: max |Δ logits| vitc vs timm {timm.__version__}: {(ours(x) - reference(x)).abs().max():.2e}"
             )
         models[f"timm {timm_name}"] = reference
+        models[f"vitc {vitc_name} eager"] = ours
         models[f"vitc {vitc_name} compiled"] = compile_model(ours, target="cpu")[0]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     batches = [int(b) for b in args.batch.split(",")]
     print("| model | " + " | ".join(f"batch {b} ms" for b in batches) + " |")
     print("|---|" + "---:|" * len(batches))
-    for name, model in models.items():
-        row = [f"{median_ms(model, b, args.warmup, args.iterations):.1f}" for b in batches]
-        print(f"| {name} | " + " | ".join(row) + " |")
+    medians = {b: interleaved_medians(models, b, args.warmup, args.iterations, args.rounds) for b in batches}
+    for name in models:
+        print(f"| {name} | " + " | ".join(f"{medians[b][name]:.1f}" for b in batches) + " |")
+    reference, compiled = "timm convit_tiny", "vitc convit_tiny compiled"
+    for b in batches:
+        print(f"batch {b}: compiled vitc convit_tiny is {medians[b][reference] / medians[b][compiled]:.2f}x the reference")
 
 
 if __name__ == "__main__":

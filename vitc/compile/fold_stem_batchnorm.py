@@ -27,7 +27,8 @@ class StaticStem(nn.Module):
         super().__init__()
         self.grid_size = grid_size
         self.num_patches = grid_size[0] * grid_size[1]
-        self.convs = nn.Sequential(*(layer for conv in convs for layer in (conv, nn.ReLU())))
+        # In-place ReLU: each conv's output is a fresh tensor nothing else reads.
+        self.convs = nn.Sequential(*(layer for conv in convs for layer in (conv, nn.ReLU(inplace=True))))
         self.proj = proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from torch import nn
 
 from vitc.compile._base import Pass, fuse_linears, register_pass
 from vitc.models.convit import GPSA
+from vitc.models.layers import square_grid
 
 __all__ = ["LOWERINGS", "StaticGPSA", "StaticGPSAPass", "separable_positional_attention"]
 
@@ -125,15 +126,14 @@ def separable_positional_attention(gpsa: GPSA) -> tuple[torch.Tensor, torch.Tens
     features; the check guards the rewrite against a change to them).
     """
     weight = gpsa.pos_proj.weight.double()  # (H, 3): columns dx, dy, d²
-    tokens = gpsa.rel_indices.shape[1]
-    side = round(tokens**0.5)
+    side = square_grid(gpsa.rel_indices.shape[1], "GPSA")
     coords = torch.arange(side, dtype=torch.float64, device=weight.device)
     delta = coords[None, :] - coords[:, None]  # [a, b] = b − a: offset from query to key
     quad = weight[:, 2, None, None] * delta**2
     cols = (weight[:, 0, None, None] * delta + quad).softmax(dim=-1)
     rows = (weight[:, 1, None, None] * delta + quad).softmax(dim=-1)
     dense = F.linear(gpsa.rel_indices[0].double(), weight, gpsa.pos_proj.bias.double()).permute(2, 0, 1).softmax(-1)
-    error = float((kronecker(rows, cols) - dense).abs().max()) if side * side == tokens else float("inf")
+    error = float((kronecker(rows, cols) - dense).abs().max())
     if not error <= SEPARABILITY_TOLERANCE:
         raise ValueError(f"GPSA positional attention is not separable on its grid (error {error:.3g})")
     return rows, cols

@@ -6,13 +6,14 @@ attention goes to SDPA, and in whether bias-free qkv GEMMs get a zero bias, chos
 (224×224, 2 CPU cores; figures and commands in docs/benchmarks.md):
 
 * cpu (PyTorch eager): GPSA "sdpa" (separable positional term) + static_attention, qkv with a zero
-  bias. Interleaved medians, convit_tiny batch 1 / 8: sdpa with bias 20.0 / 130 ms, without 20.3 /
-  130 ms, mix with bias 19.5 / 173 ms: mix materialises the B·H·N² probabilities, which costs
-  memory traffic as the batch grows, and wins at batch 1 by too little to pay for that.
+  bias. convit_tiny batch 1 / 8: sdpa with bias 20.7 / 137.3 ms, without 20.6 / 138.8 ms, mix with
+  bias 20.0 / 162.3 ms: mix materialises the B·H·N² probabilities, which costs memory traffic as
+  the batch grows, and wins at batch 1 by too little to pay for that.
 * onnx (ONNX Runtime CPU): GPSA "sdpa", plain attention left as it is (the exporter decomposes
-  SDPA into the same MatMul/Softmax anyway). convit_tiny exported, dynamic batch, b1 / b8 / b32:
-  separable sdpa 18.4 / 117.7 / 497.6 ms, mix 19.6 / 117.3 / 501.8 ms. Before the positional
-  term was separable, mix won (sdpa with the dense table: 28.8 / 228 ms against 28.4 / 221).
+  SDPA into the same MatMul/Softmax anyway). Exported convit_tiny runs as fast with either
+  lowering (batch 8 / 32: sdpa 119.7 / 522.4 ms, mix 120.3 / 516.1 ms; batch 1 is too noisy on
+  ORT to rank them), and the sdpa file is 21% smaller (21.9 vs 27.7 MiB: two S×S tables per block
+  instead of an N×N one), the same graph the tensorrt target builds.
 * cuda, tensorrt: GPSA "sdpa" + static_attention, so that flash / memory-efficient kernels and
   TensorRT's MHA fusion see a standard attention (the issue's GPU argument; not measured here: no
   GPU was available). No zero bias: cuBLAS and TensorRT fuse a bias into the GEMM epilogue anyway.

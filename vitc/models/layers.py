@@ -87,7 +87,7 @@ def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
 
     The references return the transposed view; a residual stream kept in that layout makes every
     later add and LayerNorm stride or copy (ConViT's GPSA blocks never concatenate the class token
-    that would repack it). Same values; ConViT-Ti ran ~5% faster at batch 1 for this alone.
+    that would repack it). Same values; its adds ran at half speed before (docs/benchmarks.md).
     """
     return x.flatten(2).transpose(1, 2).contiguous()
 

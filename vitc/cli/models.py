@@ -1,4 +1,4 @@
-"""`vitc models`: the zoo as a table."""
+"""`vitc models`: the zoo as a table (from the stats cache: no torch import when it is fresh)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ def models(
     pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'convit*'.")] = "*",
 ) -> None:
     """List the registered models: family, parameters, GMACs and input size at the default resolution."""
-    from vitc.models import list_models
-    from vitc.models._registry import unknown_model
-    from vitc.models._stats import model_stats
+    from vitc._zoo import zoo_stats
 
+    rows = zoo_stats(pattern)
+    if not rows:
+        import vitc.models  # noqa: F401  (registers the names the error suggests)
+        from vitc.models._registry import unknown_model
+
+        raise unknown_model(pattern)
     table = Table(title="vitc model zoo")
     for column in ("name", "family", "params", "GMACs", "input"):
         table.add_column(column, justify="right" if column in ("params", "GMACs") else "left")
-    names = list_models(pattern)
-    if not names:
-        raise unknown_model(pattern)
-    for name in names:
-        stats = model_stats(name)
+    for stats in rows:
         size = "x".join(str(s) for s in stats["input_size"])
-        table.add_row(name, stats["family"], f"{stats['params']:,}", f"{stats['gmacs']:.3f}", size)
+        table.add_row(stats["name"], stats["family"], f"{stats['params']:,}", f"{stats['gmacs']:.3f}", size)
     Console().print(table)

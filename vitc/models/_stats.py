@@ -1,12 +1,14 @@
-"""Parameter and MAC counts, computed on the meta device so that even 277M-parameter models are instant."""
+"""Parameter and MAC counts, on the meta device so that even 277M-parameter models take a moment.
+
+`python -m vitc.models._stats` regenerates the zoo table `vitc models` reads (see vitc._zoo).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def count_params(model: nn.Module) -> int:
@@ -15,6 +17,9 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     """Multiply-accumulates of one forward at batch 1, attention matmuls included (FLOPs / 2)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     device = next(model.parameters()).device
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
@@ -24,6 +29,8 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
 
 def model_stats(name: str, **overrides: Any) -> dict[str, Any]:
     """Name, family, parameters, GMACs and input size of a registered model, built on meta."""
+    import torch
+
     from vitc.models import create_model, get_model_cfg
 
     with torch.device("meta"):
@@ -36,3 +43,19 @@ def model_stats(name: str, **overrides: Any) -> dict[str, Any]:
         "gmacs": count_macs(model, cfg.input_size) / 1e9,
         "input_size": cfg.input_size,
     }
+
+
+def compute_table() -> dict[str, Any]:
+    """Build every registered model on meta and count it; the record the cache files hold."""
+    from vitc._zoo import sources_digest
+    from vitc.models import list_models
+
+    return {"digest": sources_digest(), "models": [model_stats(name) for name in list_models()]}
+
+
+if __name__ == "__main__":
+    from vitc._io import write_json
+    from vitc._zoo import SHIPPED
+
+    write_json(SHIPPED, compute_table())
+    print(f"wrote {SHIPPED}")

@@ -1,0 +1,65 @@
+"""The zoo table `vitc models` prints, read from a cache without importing torch or the models.
+
+Counting parameters and MACs needs every model built (on the meta device) and run once under
+FlopCounterMode: about 8 s for the zoo, most of it torch's import. The table is therefore a cache
+keyed by a digest of the model sources and the torch version: `vitc/models/zoo_stats.json` ships
+with the package; a stale or missing one is recomputed once (vitc.models._stats) and kept in the
+user cache (`$VITC_CACHE_DIR`, default ~/.cache/vitc). Regenerate the shipped table with
+`python -m vitc.models._stats`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vitc._io import write_json
+from vitc.errors import VitcError
+
+MODELS_DIR = Path(__file__).with_name("models")
+SHIPPED = MODELS_DIR / "zoo_stats.json"
+
+
+def sources_digest() -> str:
+    """What the zoo's counts depend on: the model sources and the torch version."""
+    digest = hashlib.sha256()
+    for path in sorted(MODELS_DIR.glob("*.py")):
+        if path.name != "_stats.py":
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        digest.update(importlib.metadata.version("torch").encode())
+    return digest.hexdigest()
+
+
+def cache_file() -> Path:
+    return Path(os.environ.get("VITC_CACHE_DIR") or Path.home() / ".cache" / "vitc") / "zoo_stats.json"
+
+
+def _read(path: Path, digest: str) -> list[dict[str, Any]] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("digest") != digest:
+        return None
+    return record.get("models")
+
+
+def zoo_stats(pattern: str = "*") -> list[dict[str, Any]]:
+    """Stats (name, family, params, gmacs, input_size) of the models matching `pattern`."""
+    digest = sources_digest()
+    rows = _read(SHIPPED, digest) or _read(cache_file(), digest)
+    if rows is None:
+        from vitc.models._stats import compute_table
+
+        record = compute_table()
+        rows = record["models"]
+        with contextlib.suppress(VitcError):  # a read-only home only costs the next call the same seconds
+            write_json(cache_file(), record)
+    return [row for row in rows if fnmatch.fnmatch(row["name"], pattern)]

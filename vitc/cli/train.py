@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,11 +31,14 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run of this name exactly.")] = False,
     nproc: Annotated[int, typer.Option(help="Processes to launch with torchrun (DDP); 1 runs in-process.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Start over, replacing an existing run of this name.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over; the old run is replaced once the new one has a checkpoint.")
+    ] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
     from vitc.train.config import load_config, resume_config
     from vitc.train.loop import train as run_training
+    from vitc.train.run_folder import RunFolder
 
     flags = {"model.name": model, "data.name": data, "data.dir": str(data_dir) if data_dir else None}
     flags |= {"optim.epochs": epochs, "run.device": device, "run.name": name}
@@ -44,14 +46,11 @@ def train(
     cfg = load_config(recipe, overrides)
     if resume:
         cfg = resume_config(cfg, overrides)
-    if force and not resume:
-        run_dir = Path(cfg.run.out_dir) / cfg.run_name
-        if run_dir.is_dir():
-            shutil.rmtree(run_dir)
     if nproc > 1:
+        RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
         _launch_torchrun(nproc)
         return
-    result = run_training(cfg, resume=resume, show_progress=not quiet)
+    result = run_training(cfg, resume=resume, show_progress=not quiet, force=force)
     if result.test:
         _summary(cfg.model.name, result)
 

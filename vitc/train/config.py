@@ -157,6 +157,10 @@ def validate(cfg: TrainConfig) -> None:
     scale = cfg.aug.crop_scale
     if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
         raise VitcError(f"config key aug.crop_scale must be [low, high] with 0 < low <= high <= 1, got {scale}")
+    if cfg.run.name:
+        from vitc.train.run_folder import check_run_name
+
+        check_run_name(cfg.run.name)
     if cfg.data.name != "digits" and not cfg.data.dir:
         raise VitcError(f"data set {cfg.data.name} needs a folder: --data-dir or data.dir")
 

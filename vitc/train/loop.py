@@ -30,6 +30,7 @@ from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, sh
 from vitc.train.evaluate import accuracy, predict
 from vitc.train.optim import ModelEma, lr_at, param_groups
 from vitc.train.progress import EpochProgress
+from vitc.train.run_folder import RunFolder
 from vitc.train.state import TrainState, load_state, save_state
 
 _AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
@@ -79,17 +80,45 @@ def cpu_has_native_bf16() -> bool:
     return bool(check and check())
 
 
-def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> RunResult:
-    """Train `cfg.model.name` on `cfg.data`, writing checkpoints and metrics under the run folder."""
+def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, force: bool = False) -> RunResult:
+    """Train `cfg.model.name` on `cfg.data`, writing checkpoints and metrics under the run folder.
+
+    With `force`, an existing run of the same name is replaced once the new one has a checkpoint.
+    """
     started = time.perf_counter()
     device = pick_device(cfg.run.device)
     dist = init_distributed(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     amp_dtype = pick_amp(cfg.run.amp, device)
-    run_dir = Path(cfg.run.out_dir) / cfg.run_name
     if cfg.optim.batch_size % dist.world_size:
         raise VitcError(f"batch size {cfg.optim.batch_size} does not split evenly over {dist.world_size} processes")
+    folder = RunFolder(cfg.run.out_dir, cfg.run_name)
+    if dist.is_main:  # before the data is loaded: a run that cannot be written fails at once
+        folder.acquire()
+        try:
+            folder.start(force=force, resume=resume)
+        except VitcError:
+            folder.release()
+            raise
+    try:
+        return _train(cfg, resume, show_progress, started, device, dist, amp_dtype, folder)
+    finally:
+        folder.release()
+        shutdown(dist)
+
+
+def _train(
+    cfg: TrainConfig,
+    resume: bool,
+    show_progress: bool,
+    started: float,
+    device: torch.device,
+    dist: Any,
+    amp_dtype: torch.dtype | None,
+    folder: RunFolder,
+) -> RunResult:
+    run_dir = folder.final
 
     # -- data: uint8 tensors at the model's input size
     base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
@@ -136,10 +165,6 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             raise VitcError(f"nothing to resume: {path} does not exist")
         _check_resumable(path, run_info)
         state, _ = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen})
-    elif dist.is_main and (run_dir / "resume.safetensors").exists():
-        raise VitcError(
-            f"{run_dir} already holds a run: --resume continues it, --force starts over, --name picks another"
-        )
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
 
     per_rank_batch = cfg.optim.batch_size // dist.world_size
@@ -148,10 +173,10 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
     cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.tmp"):  # left by a run that was killed while writing
+        folder.path.mkdir(parents=True, exist_ok=True)
+        for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
             stale.unlink()
-        write_json(run_dir / "config.json", cfg.to_dict())
+        write_json(folder.path / "config.json", cfg.to_dict())
     progress = EpochProgress(enabled=show_progress and dist.is_main)
     images_seen, train_seconds = 0, 0.0
     unfinished: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -164,7 +189,9 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             if state.step_in_epoch == 0:
                 aug_gen.manual_seed(make_generator(cfg.run.seed, _AUG_STREAM + epoch).initial_seed())
                 state.partial = {"loss": 0.0, "count": 0.0}
-            epoch_batches = list(batches(len(train_set), per_rank_batch, order, drop_last=True, **_shard(dist)))
+            # a set smaller than one batch (common when fine-tuning) trains on that one partial batch
+            full = len(train_set) >= cfg.optim.batch_size
+            epoch_batches = list(batches(len(train_set), per_rank_batch, order, drop_last=full, **_shard(dist)))
             epoch_batches = epoch_batches[:steps_per_epoch]
             progress.start(epoch, cfg.optim.epochs, len(epoch_batches), state.step_in_epoch)
             tick = time.perf_counter()
@@ -209,13 +236,14 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             all_reduce_sum(dist, state.partial)  # the logged train loss is the mean over all processes
             if dist.is_main:
                 evaluated = ema.module if ema is not None else model
+                last_lr = lr_at(state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
                 val = accuracy(
                     predict(evaluated, val_set, mean, std, device=device, amp_dtype=amp_dtype), val_set.labels
                 )
                 row = {
                     "epoch": epoch + 1,
                     "train_loss": state.partial["loss"] / max(1.0, state.partial["count"]),
-                    "lr": lr,
+                    "lr": last_lr,
                     "val_top1": val["top1"],
                     "val_top5": val["top5"],
                     "val_loss": val["loss"],
@@ -225,10 +253,10 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
                 meta = _meta(evaluated, run_info, row)
                 if val["top1"] > state.best_top1:
                     state.best_top1 = val["top1"]
-                    save_checkpoint(run_dir / "best.safetensors", evaluated, meta)
-                save_checkpoint(run_dir / "last.safetensors", evaluated, meta)
+                    save_checkpoint(folder.path / "best.safetensors", evaluated, meta)
+                save_checkpoint(folder.path / "last.safetensors", evaluated, meta)
                 save_state(
-                    run_dir / "resume.safetensors",
+                    folder.path / "resume.safetensors",
                     state,
                     model,
                     optimizer,
@@ -236,8 +264,9 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
                     {"aug": aug_gen},
                     run_info,
                 )
-                report.write_metrics(state.history, run_dir / "metrics.jsonl")
-                report.plot_curves(state.history, run_dir / "curves.png")
+                report.write_metrics(state.history, folder.path / "metrics.jsonl")
+                report.plot_curves(state.history, folder.path / "curves.png")
+                folder.commit()  # a --force run replaces the old one now that it has checkpoints
             barrier(dist)
     except KeyboardInterrupt:
         progress.finish()
@@ -245,15 +274,13 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             if unfinished is not None:  # a step was cut short: undo its random draws
                 aug_gen.set_state(unfinished[0])
                 torch.set_rng_state(unfinished[1])
-            save_state(
-                run_dir / "resume.safetensors", state, model, optimizer, ema and ema.module, {"aug": aug_gen}, run_info
-            )
+            resumable = (state, model, optimizer, ema and ema.module, {"aug": aug_gen}, run_info)
+            save_state(folder.path / "resume.safetensors", *resumable)
+            folder.commit()
         where = "" if cfg.run.out_dir == "train/runs" else f" --set run.out_dir={cfg.run.out_dir}"
         raise TrainingInterrupted(
             f"interrupted; continue with: vitc train --resume --name {cfg.run_name}{where}"
         ) from None
-    finally:
-        shutdown(dist)
 
     # -- the end: score the best checkpoint on the held-out test split
     test: dict[str, float] = {}

@@ -1,0 +1,127 @@
+"""A user's finished runs survive bad names, `--force` with bad input, kills mid-replacement and a second process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from vitc.cli.main import app
+from vitc.errors import VitcError
+from vitc.train.run_folder import RunFolder, check_run_name
+
+runner = CliRunner()
+
+
+def _set(overrides: dict[str, Any]) -> list[str]:
+    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def finished(tiny: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """A finished one-epoch run `tiny`, and its folder."""
+    overrides = {**tiny, "optim.epochs": 1}
+    assert runner.invoke(app, ["train", "-q", *_set(overrides)]).exit_code == 0
+    return overrides, Path(tiny["run.out_dir"]) / "tiny"
+
+
+@pytest.mark.parametrize("name", ["../victim", ".", "..", "a/b", "/abs", "", "x\ny", "run.new", "-rf", "a" * 129])
+def test_run_names_are_one_path_component(name: str) -> None:
+    with pytest.raises(VitcError, match="not allowed"):
+        check_run_name(name)
+
+
+def test_force_with_a_path_as_name_deletes_nothing(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    runs = tmp_path / "runs"
+    for name in ("../victim", "."):
+        result = runner.invoke(app, ["train", "--force", "--name", name, "--set", f"run.out_dir={runs}"])
+        assert result.exit_code == 2 and "not allowed" in result.output, result.output
+    assert (victim / "precious.txt").read_text() == "keep me"
+
+
+def test_force_with_a_bad_data_dir_keeps_the_old_run(finished: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    overrides, run = finished
+    before = _snapshot(run)
+    bad = {**overrides, "data.name": "imagefolder", "data.dir": str(tmp_path / "typo")}
+    result = runner.invoke(app, ["train", "-q", "--force", *_set(bad)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert _snapshot(run) == before
+
+
+def test_force_replaces_the_run_once_the_new_one_has_a_checkpoint(finished: tuple[dict[str, Any], Path]) -> None:
+    overrides, run = finished
+    old_config = json.loads((run / "config.json").read_text())
+    result = runner.invoke(app, ["train", "-q", "--force", *_set({**overrides, "run.seed": 7})])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["run"]["seed"] == 7 != old_config["run"]["seed"]
+    assert sorted(p.name for p in run.parent.iterdir() if not p.name.endswith(".lock")) == ["tiny"]
+
+
+def test_a_killed_force_run_leaves_the_old_run(finished: tuple[dict[str, Any], Path]) -> None:
+    overrides, run = finished
+    before = _snapshot(run)
+    folder = RunFolder(run.parent, "tiny")
+    folder.start(force=True, resume=False)  # as a --force run that is then killed during its first epoch
+    folder.path.mkdir()
+    (folder.path / "config.json").write_text("{}")
+    assert _snapshot(run) == before
+    again = RunFolder(run.parent, "tiny")  # the next --force run starts from a clean staging folder
+    again.start(force=True, resume=False)
+    assert not again.path.exists() and _snapshot(run) == before
+
+
+def test_a_kill_between_the_renames_restores_the_old_run(finished: tuple[dict[str, Any], Path]) -> None:
+    _, run = finished
+    before = _snapshot(run)
+    run.rename(run.parent / ".tiny.old")  # commit() was killed after its first rename
+    RunFolder(run.parent, "tiny").start(force=False, resume=True)
+    assert _snapshot(run) == before
+
+
+def test_a_second_process_on_the_same_run_stops(tiny: dict[str, Any]) -> None:
+    holder = RunFolder(tiny["run.out_dir"], "tiny")
+    holder.acquire()  # a first `vitc train --name tiny` that is still running
+    try:
+        result = runner.invoke(app, ["train", "-q", *_set(tiny)])
+        assert result.exit_code == 2 and "being written by another" in result.output, result.output
+        assert not (Path(tiny["run.out_dir"]) / "tiny").exists()
+    finally:
+        holder.release()
+    assert runner.invoke(app, ["train", "-q", *_set({**tiny, "optim.epochs": 1})]).exit_code == 0
+
+
+def test_an_existing_run_is_refused_before_the_data_is_loaded(
+    finished: tuple[dict[str, Any], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides, _ = finished
+
+    def no_loading(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the data set was loaded before the run folder was checked")
+
+    monkeypatch.setattr("vitc.train.loop.load_dataset", no_loading)
+    result = runner.invoke(app, ["train", "-q", *_set(overrides)])
+    assert result.exit_code == 2 and "already holds a run" in result.output, result.output
+
+
+def test_out_dir_that_is_a_file(tiny: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    result = runner.invoke(app, ["train", "-q", *_set({**tiny, "run.out_dir": str(tmp_path / "file")})])
+    assert result.exit_code == 2 and "is a file" in result.output, result.output
+
+
+def test_fewer_images_than_one_batch_trains_on_a_partial_batch(tiny: dict[str, Any]) -> None:
+    small = {**tiny, "data.fraction": 0.02, "optim.batch_size": 64, "optim.epochs": 1}  # 22 training images
+    result = runner.invoke(app, ["train", "-q", *_set(small)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (Path(tiny["run.out_dir"]) / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["lr"] > 0

@@ -1,0 +1,115 @@
+"""The run folder: where a run's files live, who may write them, and how `--force` replaces a run.
+
+Three rules keep a user's finished runs safe:
+- a run name is one path component, so no name reaches outside `run.out_dir`;
+- one process at a time writes a run: an exclusive lock (`.NAME.lock` beside the folder, released by
+  the kernel when the process dies) makes a second `vitc train --name NAME` stop with a clear error;
+- `--force` never deletes first. The new run writes into `.NAME.new/` and only replaces the old folder
+  once it has a checkpoint of its own (or a resumable state after Ctrl-C); until then a typo in
+  `--data-dir`, a crash or a kill leaves the finished run as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from vitc.errors import VitcError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}")
+MARKER = "resume.safetensors"  # a folder holding this is a run
+
+
+def check_run_name(name: str) -> str:
+    """A run name is a single, portable path component (letters, digits and . _ + = @ -)."""
+    if not _NAME.fullmatch(name) or name.endswith((".new", ".old", ".lock")):
+        raise VitcError(
+            f"run name {name!r} is not allowed: use 1-128 letters, digits and . _ + = @ - "
+            "(starting with a letter or digit), not a path"
+        )
+    return name
+
+
+class RunFolder:
+    """`out_dir/name`, locked for this process; `path` is where the run writes right now."""
+
+    def __init__(self, out_dir: str | Path, name: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.name = check_run_name(name)
+        self.final = self.out_dir / name
+        self.staging = self.out_dir / f".{name}.new"
+        self.path = self.final
+        self._lock_fd: int | None = None
+
+    def exists(self) -> bool:
+        return (self.final / MARKER).exists()
+
+    def acquire(self) -> None:
+        """Take the run's lock, or stop: another process is writing this run."""
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise VitcError(f"run.out_dir {self.out_dir} is a file, not a folder")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.out_dir / f".{self.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise VitcError(f"cannot write in {self.out_dir}: {exc.strerror or exc}") from exc
+        try:
+            _lock(fd)
+        except OSError:
+            os.close(fd)
+            raise VitcError(
+                f"run {self.name!r} is being written by another vitc train process; wait for it, or pick --name"
+            ) from None
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the lock
+            self._lock_fd = None
+
+    def start(self, force: bool, resume: bool) -> None:
+        """Decide where this run writes; refuse to touch an existing run without --force or --resume."""
+        if self.final.exists() and not self.final.is_dir():
+            raise VitcError(f"{self.final} is a file, not a run folder")
+        old = self.out_dir / f".{self.name}.old"
+        if not self.final.exists() and old.is_dir():  # killed between the two renames of commit()
+            os.replace(old, self.final)
+        if resume or not self.exists():
+            self.path = self.final
+        elif force:
+            _remove(self.staging)  # what a killed --force run left
+            self.path = self.staging
+        else:
+            raise VitcError(
+                f"{self.final} already holds a run: --resume continues it, --force starts over, --name picks another"
+            )
+
+    def commit(self) -> None:
+        """The new run has a checkpoint: swap it in for the old one (a no-op when writing in place)."""
+        if self.path == self.final:
+            return
+        old = self.out_dir / f".{self.name}.old"
+        _remove(old)
+        os.replace(self.final, old)
+        os.replace(self.staging, self.final)
+        self.path = self.final
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+
+
+def _lock(fd: int) -> None:
+    """An exclusive, non-blocking lock that the OS drops when the process ends, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

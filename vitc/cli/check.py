@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from vitc.export.trt_rules import Finding
+
+SHOWN = 4  # folded name groups per problem before "+N more"
+
+
+def fold_names(names: Sequence[str], limit: int = SHOWN) -> str:
+    """Node names that differ only in indices (`blocks.3`, `MatMul_2`) as `first … last (n)`, in order."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(re.sub(r"(?<=[._])\d+", "#", name), []).append(name)
+    parts = [g[0] if len(g) == 1 else f"{g[0]} … {g[-1]} ({len(g)})" for g in groups.values()]
+    if len(parts) > limit:
+        parts = [*parts[:limit], f"+{len(parts) - limit} more (--all lists them)"]
+    return ", ".join(parts)
+
+
+def group_findings(findings: Sequence[Finding]) -> list[tuple[str, str, list[str]]]:
+    """(kind, problem, node names) per distinct problem, in the order problems first appear."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for finding in findings:
+        groups.setdefault((finding.op_type, finding.problem), []).append(finding.node)
+    return [(kind, problem, names) for (kind, problem), names in groups.items()]
 
 
 def check(
     model: Annotated[Path, typer.Argument(help="ONNX file.")],
     trt: Annotated[str, typer.Option("--trt", help="TensorRT version: 8.5, 8.6, 10 or 11.")] = "10",
+    all_names: Annotated[bool, typer.Option("--all", help="List every node name instead of folding them.")] = False,
 ) -> None:
-    """List ops, Q/DQ layouts and dynamic dims TensorRT would reject; exit 2 when there are any."""
+    """List ops, Q/DQ layouts and dynamic dims TensorRT would reject, grouped by kind; exit 2 when there are any."""
     from vitc.errors import VitcError
     from vitc.export.onnx_export import read_onnx
     from vitc.export.trt_rules import check_onnx, check_version
@@ -24,8 +51,10 @@ def check(
     proto = read_onnx(model)
     findings = check_onnx(proto, trt)
     console = Console()
-    for finding in findings:
-        console.print(f"  {finding}", highlight=False)
+    for kind, problem, names in group_findings(findings):
+        count = f" ×{len(names)}" if len(names) > 1 else ""
+        console.print(f"  {kind}{count}: {problem}", highlight=False, soft_wrap=True)
+        console.print(f"      {', '.join(names) if all_names else fold_names(names)}", highlight=False, soft_wrap=True)
     if findings:
         raise VitcError(f"{model}: {len(findings)} problem(s) for TensorRT {trt}")
     console.print(f"{model}: OK for TensorRT {trt} ({len(proto.graph.node)} nodes)")

@@ -1,0 +1,67 @@
+"""`vitc check` groups repeated findings by kind with a count and folds the node names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vitc.cli.check import fold_names
+from vitc.cli.main import app
+
+runner = CliRunner()
+
+
+def _layernorm_chain(path: Path, blocks: int) -> Path:
+    """x → LayerNormalization (norm1, norm2 per block, then a final norm) → Custom op: opset 17."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    names = [f"/blocks.{i}/norm{j}/LayerNormalization" for i in range(blocks) for j in (1, 2)]
+    names.append("/norm/LayerNormalization")
+    nodes, prev = [], "x"
+    for i, name in enumerate(names):
+        nodes.append(helper.make_node("LayerNormalization", [prev, "gamma", "beta"], [f"t{i}"], name=name, axis=-1))
+        prev = f"t{i}"
+    nodes.append(helper.make_node("Mystery", [prev], ["y"], name="/head/Mystery", domain="acme"))
+    weights = [numpy_helper.from_array(np.ones(4, dtype=np.float32), n) for n in ("gamma", "beta")]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("acme", 1)])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_fold_names_keeps_order_and_first_and_last() -> None:
+    names = [f"/blocks.{i}/norm1/LN" for i in range(12)] + ["/norm/LN", "/blocks.3/attn/MatMul"]
+    assert fold_names(names) == "/blocks.0/norm1/LN … /blocks.11/norm1/LN (12), /norm/LN, /blocks.3/attn/MatMul"
+    folded = fold_names([f"/n.{i}/a" for i in range(3)] + ["/x", "/y", "/z", "/w"])
+    assert folded == "/n.0/a … /n.2/a (3), /x, /y, /z, +1 more (--all lists them)"
+
+
+def test_check_prints_one_line_per_kind_with_a_count(tmp_path: Path) -> None:
+    path = _layernorm_chain(tmp_path / "m.onnx", blocks=12)
+    result = runner.invoke(app, ["check", str(path), "--trt", "8.5"])
+    assert result.exit_code == 2
+    lines = [ln.strip() for ln in result.output.splitlines() if ln.strip()]
+    assert sum("LayerNormalization ×25:" in ln for ln in lines) == 1
+    assert not any(ln.startswith("/blocks.1/norm1") for ln in lines)
+    folded = "/blocks.0/norm1/LayerNormalization … /blocks.11/norm1/LayerNormalization (12)"
+    assert any(ln.startswith(folded) for ln in lines), result.output
+    assert any(ln.startswith("Mystery: custom domain 'acme'") for ln in lines)
+    assert "26 problem(s) for TensorRT 8.5" in result.output
+
+
+def test_check_all_lists_every_node(tmp_path: Path) -> None:
+    path = _layernorm_chain(tmp_path / "m.onnx", blocks=3)
+    result = runner.invoke(app, ["check", str(path), "--trt", "8.5", "--all"])
+    assert result.exit_code == 2
+    assert "/blocks.0/norm2/LayerNormalization, /blocks.1/norm1/LayerNormalization, /blocks.1/norm2" in result.output
+    assert runner.invoke(app, ["check", str(path), "--trt", "8.6"]).exit_code == 2  # the custom op remains

@@ -22,7 +22,6 @@ def _version(dist: str) -> str | None:
 def gather() -> dict[str, Any]:
     """Facts, importing only what is installed (torch and tensorrt only when present)."""
     from vitc._lazy import has_module
-    from vitc.engines.cuda import backend_name
     from vitc.engines.platform import jetson_info, nvidia_smi_gpus
 
     facts: dict[str, Any] = {"python": platform.python_version(), "platform": sys.platform + " " + platform.machine()}
@@ -56,15 +55,27 @@ def gather() -> dict[str, Any]:
                 facts["tensorrt"]["dla_cores"] = None
         except ImportError as exc:  # e.g. the stubs-only package or missing libnvinfer
             facts["tensorrt"] = {"version": None, "error": str(exc).splitlines()[0]}
-    kind = backend_name()
-    facts["cuda_binding"] = (
-        None
-        if kind is None
-        else {"kind": kind, "version": _version("cuda-python") or _version("cuda-bindings") or _version("pycuda")}
-    )
+    facts["cuda_binding"] = binding_facts()
     facts["gpus"] = [g.to_dict() for g in nvidia_smi_gpus()]
     facts["jetson"] = jetson_info()
     return facts
+
+
+def binding_facts() -> dict[str, Any]:
+    """Which CUDA bindings `vitc bench --engine` would use, for which driver, and why the others were not."""
+    from vitc.engines.cuda import choose_bindings
+
+    facts = choose_bindings().to_dict()
+    dist = {"cuda-python": ("cuda-bindings", "cuda-python"), "pycuda": ("pycuda",)}.get(facts["kind"] or "", ())
+    facts["version"] = next((v for v in map(_version, dist) if v), None)
+    return facts
+
+
+def _binding_text(facts: dict[str, Any]) -> str:
+    if facts["kind"] is None:
+        return f"[red]missing[/] ({facts['reason']})"
+    text = f"{facts['kind']} {facts['version'] or ''} ({facts['module']}): {facts['reason']}"
+    return text + "".join(f"; not chosen: {why}" for why in facts["rejected"])
 
 
 def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -79,13 +90,13 @@ def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
         (
             "build",
             "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
-            trt_ok and facts["cuda_binding"] is not None and gpu_ok,
+            trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok,
         ),
         ("bench --engine x.onnx", "onnxruntime", ort_ok),
         (
             "bench --engine x.plan",
             "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
-            trt_ok and facts["cuda_binding"] is not None and gpu_ok,
+            trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok,
         ),
         ("bench --model / --compare", "torch", torch_ok),
         ("bench --device cuda", "torch with CUDA and a GPU", bool(facts["torch"] and facts["torch"]["cuda_available"])),
@@ -113,6 +124,9 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
     table.add_column("component")
     table.add_column("status")
     for key, value in facts.items():
+        if key == "cuda_binding":
+            table.add_row(key, _binding_text(value))
+            continue
         if value in (None, [], {}):
             text = "[red]missing[/]"
         elif isinstance(value, dict):

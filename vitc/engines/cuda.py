@@ -1,34 +1,131 @@
 """Device memory, pinned host memory, streams, events and CUDA graphs for the TensorRT runner.
 
-cuda-python is NVIDIA's current choice: `cuda.bindings.runtime` (cuda-bindings >= 12.6), falling
-back to the older `cuda.cudart` layout (removed in cuda-bindings 13). pycuda is accepted where it
-is already installed (older JetPack images); it has no CUDA-graph support here. No torch.
+Which Python bindings, chosen by the driver (`choose_bindings`, shown by `vitc doctor`):
+- cuda-python: `cuda.bindings.runtime` (cuda-bindings 12.9+ and 13.x) or the older `cuda.cudart`
+  (cuda-python ≤ 12.6.0, a deprecated alias in 12.9, gone in 13). The runtime is linked into the
+  wheel, so cuda-python 13 needs a CUDA 13 driver: on JetPack 6 (CUDA 12.6) or an older desktop
+  driver every call but the version queries fails with cudaErrorInsufficientDriver. The bindings
+  are used only when the driver's CUDA major version is at least the bindings' one.
+- pycuda (driver API, built against the local toolkit; older JetPack images): the fallback. Its
+  `memcpy_*_async` copy the whole buffer object they are given (src/wrapper/wrap_cudadrv.cpp), so
+  they get a view of exactly the bytes to copy. No CUDA graphs here.
 
 cuda-python calls return a tuple (error, *values); `_check` turns a non-success error into a
-VitcError naming the call.
+VitcError naming the call. No torch.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from vitc._lazy import has_module
-from vitc.engines.base import LazyModule
 from vitc.errors import VitcError
 
-cudart = LazyModule("cuda.bindings.runtime", "cuda.cudart")
+CUDA_PYTHON_MODULES = ("cuda.bindings.runtime", "cuda.cudart")
+INSTALL_HINT = "pip install 'vitc[trt-cu12]' (CUDA 12 drivers, JetPack 6) or 'vitc[trt-cu13]' (CUDA 13 drivers)"
+
+
+def cuda_version(code: int | None) -> str:
+    """12060 → '12.6' (the encoding of cudaDriverGetVersion / cudaRuntimeGetVersion)."""
+    return "none" if not code else f"{code // 1000}.{code % 1000 // 10}"
+
+
+@dataclass(frozen=True)
+class BindingChoice:
+    """The bindings `Cuda` uses and why; `rejected` says why the others were not taken."""
+
+    kind: str | None  # "cuda-python", "pycuda" or None
+    module: str | None = None
+    driver: int | None = None  # CUDA version the driver supports, e.g. 12060
+    built_for: int | None = None  # CUDA runtime version the bindings are built for
+    reason: str = ""
+    rejected: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "module": self.module,
+            "driver_cuda": cuda_version(self.driver) if self.driver is not None else None,
+            "bindings_cuda": cuda_version(self.built_for) if self.built_for is not None else None,
+            "reason": self.reason,
+            "rejected": list(self.rejected),
+        }
+
+
+def _import(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _try_cuda_python() -> tuple[BindingChoice | None, str]:
+    for name in CUDA_PYTHON_MODULES:
+        rt = _import(name)
+        if rt is not None:
+            break
+    else:
+        return None, "cuda-python: not installed"
+    err, driver = rt.cudaDriverGetVersion()
+    if int(err) != 0 or not driver:
+        return None, f"cuda-python ({name}): no CUDA driver ({getattr(err, 'name', err)})"
+    err, built = rt.cudaRuntimeGetVersion()
+    if int(err) != 0 or not built:
+        return None, f"cuda-python ({name}): cudaRuntimeGetVersion failed ({getattr(err, 'name', err)})"
+    if driver // 1000 < built // 1000:
+        return None, (
+            f"cuda-python ({name}) is built for CUDA {cuda_version(built)} but the driver supports "
+            f"CUDA {cuda_version(driver)}: every call would fail with cudaErrorInsufficientDriver "
+            f"({INSTALL_HINT})"
+        )
+    reason = (
+        f"built for CUDA {cuda_version(built)}; the driver supports CUDA {cuda_version(driver)} "
+        "(a same or newer major version)"
+    )
+    return BindingChoice("cuda-python", name, driver, built, reason), ""
+
+
+def _try_pycuda() -> tuple[BindingChoice | None, str]:
+    drv = _import("pycuda.driver")
+    if drv is None:
+        return None, "pycuda: not installed"
+    try:
+        driver = int(drv.get_driver_version())
+    except Exception as exc:  # pycuda raises its own LogicError/RuntimeError without a driver
+        return None, f"pycuda: no CUDA driver ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    reason = f"driver API through pycuda (driver supports CUDA {cuda_version(driver)})"
+    return BindingChoice("pycuda", "pycuda.driver", driver, None, reason), ""
+
+
+def choose_bindings(prefer: str | None = None) -> BindingChoice:
+    """cuda-python when the driver is new enough for it, else pycuda, else kind=None with the reasons.
+
+    This imports the candidate modules (cheap: neither creates a CUDA context).
+    """
+    order = {"cuda-python": _try_cuda_python, "pycuda": _try_pycuda}
+    if prefer is not None and prefer not in order:
+        raise VitcError(f"unknown CUDA bindings {prefer!r} (choose cuda-python or pycuda)")
+    rejected: list[str] = []
+    for kind in [prefer] if prefer else list(order):
+        choice, why = order[kind]()
+        if choice is not None:
+            if rejected:
+                choice = BindingChoice(
+                    choice.kind, choice.module, choice.driver, choice.built_for, choice.reason, tuple(rejected)
+                )
+            return choice
+        rejected.append(why)
+    return BindingChoice(None, reason="; ".join(rejected), rejected=tuple(rejected))
 
 
 def backend_name() -> str | None:
-    """'cuda-python', 'pycuda' or None, by what is importable (nothing is imported)."""
-    if has_module("cuda.bindings") or has_module("cuda.cudart"):
-        return "cuda-python"
-    if has_module("pycuda"):
-        return "pycuda"
-    return None
+    """'cuda-python', 'pycuda' or None: what `Cuda()` would use on this machine."""
+    return choose_bindings().kind
 
 
 def _check(result: Any, call: str) -> Any:
@@ -45,20 +142,30 @@ def _check(result: Any, call: str) -> Any:
     return rest[0] if len(rest) == 1 else rest
 
 
+def _bytes_view(array: np.ndarray, nbytes: int) -> np.ndarray:
+    """The first `nbytes` bytes of a contiguous array, as a uint8 view (no copy)."""
+    flat = array.reshape(-1).view(np.uint8)
+    if nbytes > flat.size:
+        raise VitcError(f"copy of {nbytes} bytes from a {flat.size}-byte host buffer")
+    return flat[:nbytes]
+
+
 class Cuda:
-    """The CUDA calls the runner needs, on cuda-python (default) or pycuda."""
+    """The CUDA calls the runner needs, on the bindings `choose_bindings` picks."""
 
     def __init__(self, prefer: str | None = None) -> None:
-        kind = prefer or backend_name()
-        if kind is None:
-            raise VitcError("TensorRT inference needs cuda-python (pip install 'vitc[trt]') or pycuda")
-        self.kind = kind
+        choice = choose_bindings(prefer)
+        if choice.kind is None or choice.module is None:
+            raise VitcError(f"TensorRT inference needs CUDA bindings that work with this driver: {choice.reason}")
+        self.choice = choice
+        self.kind = choice.kind
+        self.rt: Any = None
         self._pycuda: Any = None
-        if kind == "pycuda":
-            import importlib
-
-            importlib.import_module("pycuda.autoinit")
+        if choice.kind == "pycuda":
+            importlib.import_module("pycuda.autoinit")  # creates the context on device 0
             self._pycuda = importlib.import_module("pycuda.driver")
+        else:
+            self.rt = importlib.import_module(choice.module)
 
     # -- device facts ---------------------------------------------------------------------
     def device_properties(self, device: int = 0) -> dict[str, str]:
@@ -67,7 +174,7 @@ class Cuda:
             dev = self._pycuda.Device(device)
             major, minor = dev.compute_capability()
             return {"name": str(dev.name()), "compute_capability": f"{major}.{minor}"}
-        props = _check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+        props = _check(self.rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
         raw = props.name
         name = raw.decode(errors="replace").rstrip("\x00") if isinstance(raw, bytes) else str(raw)
         return {"name": name, "compute_capability": f"{int(props.major)}.{int(props.minor)}"}
@@ -95,14 +202,14 @@ class DeviceBuffer:
             self._alloc = cuda._pycuda.mem_alloc(nbytes)
             self.ptr = int(self._alloc)
         else:
-            self.ptr = int(_check(cudart.cudaMalloc(nbytes), "cudaMalloc"))
+            self.ptr = int(_check(cuda.rt.cudaMalloc(nbytes), "cudaMalloc"))
 
     def free(self) -> None:
         if self.ptr:
             if self._alloc is not None:
                 self._alloc.free()
             else:
-                _check(cudart.cudaFree(self.ptr), "cudaFree")
+                _check(self.cuda.rt.cudaFree(self.ptr), "cudaFree")
             self.ptr = 0
 
 
@@ -111,21 +218,22 @@ class PinnedArray:
 
     def __init__(self, cuda: Cuda, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
         self.cuda = cuda
-        nbytes = max(int(np.prod(shape)) * dtype.itemsize, 1)
+        count = int(np.prod(shape))
+        nbytes = max(count * dtype.itemsize, 1)
         self.nbytes = nbytes
         if cuda._pycuda is not None:
             self.array: np.ndarray = cuda._pycuda.pagelocked_empty(shape, dtype)
             self.ptr = int(self.array.ctypes.data)
             self._owned = False
         else:
-            self.ptr = int(_check(cudart.cudaMallocHost(nbytes), "cudaMallocHost"))
+            self.ptr = int(_check(cuda.rt.cudaMallocHost(nbytes), "cudaMallocHost"))
             raw = (ctypes.c_byte * nbytes).from_address(self.ptr)
-            self.array = np.frombuffer(memoryview(raw).cast("B"), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+            self.array = np.frombuffer(memoryview(raw).cast("B"), dtype=dtype, count=count).reshape(shape)
             self._owned = True
 
     def free(self) -> None:
         if self._owned and self.ptr:
-            _check(cudart.cudaFreeHost(self.ptr), "cudaFreeHost")
+            _check(self.cuda.rt.cudaFreeHost(self.ptr), "cudaFreeHost")
         self.ptr = 0
 
 
@@ -137,32 +245,40 @@ class Stream:
             self._obj = cuda._pycuda.Stream()
             self.handle = int(self._obj.handle)
         else:
-            self._obj = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+            self._obj = _check(cuda.rt.cudaStreamCreate(), "cudaStreamCreate")
             self.handle = int(self._obj)
 
     def htod(self, dst: DeviceBuffer, src: PinnedArray, nbytes: int) -> None:
+        """Copy the first `nbytes` of `src` to `dst` (asynchronous on this stream)."""
+        if nbytes > dst.nbytes:
+            raise VitcError(f"copy of {nbytes} bytes into a {dst.nbytes}-byte device buffer")
         if self.cuda._pycuda is not None:
-            self.cuda._pycuda.memcpy_htod_async(dst.ptr, src.array, self._obj)
+            self.cuda._pycuda.memcpy_htod_async(dst.ptr, _bytes_view(src.array, nbytes), self._obj)
             return
-        kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        _check(cudart.cudaMemcpyAsync(dst.ptr, src.ptr, nbytes, kind, self._obj), "cudaMemcpyAsync H2D")
+        kind = self.cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        _check(self.cuda.rt.cudaMemcpyAsync(dst.ptr, src.ptr, nbytes, kind, self._obj), "cudaMemcpyAsync H2D")
 
     def dtoh(self, dst: PinnedArray, src: DeviceBuffer, nbytes: int) -> None:
+        """Copy the first `nbytes` of `src` into `dst` (asynchronous on this stream)."""
+        if nbytes > src.nbytes:
+            raise VitcError(f"copy of {nbytes} bytes from a {src.nbytes}-byte device buffer")
         if self.cuda._pycuda is not None:
-            self.cuda._pycuda.memcpy_dtoh_async(dst.array, src.ptr, self._obj)
+            self.cuda._pycuda.memcpy_dtoh_async(_bytes_view(dst.array, nbytes), src.ptr, self._obj)
             return
-        kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(cudart.cudaMemcpyAsync(dst.ptr, src.ptr, nbytes, kind, self._obj), "cudaMemcpyAsync D2H")
+        if nbytes > dst.nbytes:
+            raise VitcError(f"copy of {nbytes} bytes into a {dst.nbytes}-byte host buffer")
+        kind = self.cuda.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _check(self.cuda.rt.cudaMemcpyAsync(dst.ptr, src.ptr, nbytes, kind, self._obj), "cudaMemcpyAsync D2H")
 
     def synchronize(self) -> None:
         if self.cuda._pycuda is not None:
             self._obj.synchronize()
         else:
-            _check(cudart.cudaStreamSynchronize(self._obj), "cudaStreamSynchronize")
+            _check(self.cuda.rt.cudaStreamSynchronize(self._obj), "cudaStreamSynchronize")
 
     def destroy(self) -> None:
         if self.cuda._pycuda is None and self._obj is not None:
-            _check(cudart.cudaStreamDestroy(self._obj), "cudaStreamDestroy")
+            _check(self.cuda.rt.cudaStreamDestroy(self._obj), "cudaStreamDestroy")
         self._obj = None
 
 
@@ -172,24 +288,24 @@ class Event:
         if cuda._pycuda is not None:
             self._obj: Any = cuda._pycuda.Event()
         else:
-            self._obj = _check(cudart.cudaEventCreate(), "cudaEventCreate")
+            self._obj = _check(cuda.rt.cudaEventCreate(), "cudaEventCreate")
 
     def record(self, stream: Stream) -> None:
         if self.cuda._pycuda is not None:
             self._obj.record(stream._obj)
         else:
-            _check(cudart.cudaEventRecord(self._obj, stream._obj), "cudaEventRecord")
+            _check(self.cuda.rt.cudaEventRecord(self._obj, stream._obj), "cudaEventRecord")
 
     def seconds_since(self, start: Event) -> float:
         """Elapsed GPU time from `start` to this event (both recorded, stream synchronised)."""
         if self.cuda._pycuda is not None:
             return float(self._obj.time_since(start._obj)) / 1e3
-        ms = _check(cudart.cudaEventElapsedTime(start._obj, self._obj), "cudaEventElapsedTime")
+        ms = _check(self.cuda.rt.cudaEventElapsedTime(start._obj, self._obj), "cudaEventElapsedTime")
         return float(ms) / 1e3
 
     def destroy(self) -> None:
         if self.cuda._pycuda is None and self._obj is not None:
-            _check(cudart.cudaEventDestroy(self._obj), "cudaEventDestroy")
+            _check(self.cuda.rt.cudaEventDestroy(self._obj), "cudaEventDestroy")
         self._obj = None
 
 
@@ -200,23 +316,24 @@ class CudaGraph:
         if stream.cuda._pycuda is not None:
             raise VitcError("--cuda-graph needs cuda-python (pycuda is not supported for graphs)")
         self.stream = stream
+        self.rt = stream.cuda.rt
         self._graph: Any = None
         self._exec: Any = None
 
     def begin(self) -> None:
-        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        _check(cudart.cudaStreamBeginCapture(self.stream._obj, mode), "cudaStreamBeginCapture")
+        mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        _check(self.rt.cudaStreamBeginCapture(self.stream._obj, mode), "cudaStreamBeginCapture")
 
     def end(self) -> None:
-        self._graph = _check(cudart.cudaStreamEndCapture(self.stream._obj), "cudaStreamEndCapture")
-        self._exec = _check(cudart.cudaGraphInstantiate(self._graph, 0), "cudaGraphInstantiate")
+        self._graph = _check(self.rt.cudaStreamEndCapture(self.stream._obj), "cudaStreamEndCapture")
+        self._exec = _check(self.rt.cudaGraphInstantiate(self._graph, 0), "cudaGraphInstantiate")
 
     def launch(self) -> None:
-        _check(cudart.cudaGraphLaunch(self._exec, self.stream._obj), "cudaGraphLaunch")
+        _check(self.rt.cudaGraphLaunch(self._exec, self.stream._obj), "cudaGraphLaunch")
 
     def destroy(self) -> None:
         if self._exec is not None:
-            _check(cudart.cudaGraphExecDestroy(self._exec), "cudaGraphExecDestroy")
+            _check(self.rt.cudaGraphExecDestroy(self._exec), "cudaGraphExecDestroy")
         if self._graph is not None:
-            _check(cudart.cudaGraphDestroy(self._graph), "cudaGraphDestroy")
+            _check(self.rt.cudaGraphDestroy(self._graph), "cudaGraphDestroy")
         self._graph = self._exec = None

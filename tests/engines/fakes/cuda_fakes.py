@@ -1,0 +1,521 @@
+"""Strict fakes of the CUDA bindings vitc can run on: cuda-python 12.6 / 12.9 / 13.0 and pycuda.
+
+How to use them (part of the engine tests' harness; the fake `tensorrt` modules run on top):
+
+    from tests.engines.fakes.cuda_fakes import cuda_fake as cuda_fake  # the pytest fixture
+
+    def test_x(cuda_fake):
+        gpu = cuda_fake(cuda_python="13.0", driver=12060, pycuda=True)  # JetPack 6 with cuda-python 13
+
+`install_cuda(monkeypatch, ...)` does the same without the fixture. Both put fake modules in
+`sys.modules` under the real names (`cuda.bindings.runtime`, `cuda.cudart`, `pycuda.driver`,
+`pycuda.autoinit`) and mark the others absent, so `import` behaves as on a machine with exactly
+those packages; monkeypatch restores everything after the test. The returned `FakeGpu` (also
+`active_gpu()`) is the device: a fake TensorRT enqueues its work with `gpu.enqueue(stream_handle,
+fn)` and reads/writes device memory with `gpu.view(ptr, nbytes)`.
+
+What is modelled, from the real sources:
+- module layout per release (tests/engines/fakes/cuda_api.json, extracted from the wheels):
+  12.6.0 has only `cuda.cudart`; 12.9 has `cuda.bindings.runtime` and the deprecated `cuda.cudart`;
+  13.0 only `cuda.bindings.runtime`. A name the real module lacks raises AttributeError; a real
+  name the fake does not model raises AttributeError saying so.
+- every call returns `(cudaError_t, *values)` (1-tuples for calls without a value); the runtime is
+  linked into the wheel, so with a driver older than the bindings' CUDA major every call except
+  the version queries returns cudaErrorInsufficientDriver.
+- device pointers are not host addresses (dereferencing one on the host fails); copies move exactly
+  `count` bytes and are checked against the allocations; streams run their work only when
+  synchronised; capture records work into a graph instead of running it.
+- pycuda (src/wrapper/wrap_cudadrv.cpp): `memcpy_htod_async(dest, src, stream)` copies the whole
+  buffer `src`, `memcpy_dtoh_async(dest, src, stream)` fills the whole buffer `dest`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import importlib.machinery
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+API = json.loads((Path(__file__).parent / "cuda_api.json").read_text())
+VERSION_CODES = {"12.6": 12060, "12.9": 12090, "13.0": 13000}
+_DEVICE_BASE = 0x7E00_0000_0000  # fake device addresses: never valid host memory
+_ACTIVE: FakeGpu | None = None
+
+
+class cudaError_t(enum.IntEnum):  # the real class names
+    cudaSuccess = 0
+    cudaErrorInvalidValue = 1
+    cudaErrorMemoryAllocation = 2
+    cudaErrorInsufficientDriver = 35
+    cudaErrorNoDevice = 100
+    cudaErrorInvalidResourceHandle = 400
+    cudaErrorIllegalState = 401
+    cudaErrorNotReady = 600
+    cudaErrorIllegalAddress = 700
+    cudaErrorStreamCaptureUnsupported = 900
+
+
+class cudaMemcpyKind(enum.IntEnum):
+    cudaMemcpyHostToHost = 0
+    cudaMemcpyHostToDevice = 1
+    cudaMemcpyDeviceToHost = 2
+    cudaMemcpyDeviceToDevice = 3
+    cudaMemcpyDefault = 4
+
+
+class cudaStreamCaptureMode(enum.IntEnum):
+    cudaStreamCaptureModeGlobal = 0
+    cudaStreamCaptureModeThreadLocal = 1
+    cudaStreamCaptureModeRelaxed = 2
+
+
+class FakeCudaError(Exception):
+    def __init__(self, err: cudaError_t) -> None:
+        super().__init__(err.name)
+        self.err = err
+
+
+class Handle:
+    """cudaStream_t / cudaEvent_t / cudaGraph_t: int() gives the address, like the real ones."""
+
+    def __init__(self, value: int, kind: str) -> None:
+        self.value, self.kind = value, kind
+
+    def __int__(self) -> int:
+        return self.value
+
+    def getPtr(self) -> int:  # the real method name
+        return self.value
+
+
+class _Stream:
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
+        self.pending: list[Callable[[], None]] = []
+        self.capture: list[Callable[[], None]] | None = None
+
+
+class FakeGpu:
+    """One device: allocations, pinned host regions, streams, events and a clock (milliseconds)."""
+
+    def __init__(self, driver: int, name: str = "Fake Orin", cc: tuple[int, int] = (8, 7)) -> None:
+        self.driver, self.name, self.cc = driver, name, cc
+        self.device: dict[int, bytearray] = {}
+        self.host: dict[int, Any] = {}  # address -> the object keeping the memory alive
+        self.host_size: dict[int, int] = {}
+        self.streams: dict[int, _Stream] = {0: _Stream(0)}  # 0: the legacy default stream
+        self.events: dict[int, float | None] = {}
+        self.graphs: dict[int, list[Callable[[], None]]] = {}
+        self.copies: list[tuple[str, int]] = []  # ("H2D"/"D2H", nbytes), in execution order
+        self.kernel_ms = 1.0
+        self.clock = 0.0
+        self._next = _DEVICE_BASE
+        self._handles = 1
+
+    # -- memory -------------------------------------------------------------------------------
+    def alloc(self, nbytes: int) -> int:
+        ptr = self._next
+        self.device[ptr] = bytearray(nbytes)
+        self._next += (nbytes + 0xFFFF) // 0x10000 * 0x10000 + 0x10000
+        return ptr
+
+    def alloc_host(self, nbytes: int) -> int:
+        buf = (ctypes.c_byte * nbytes)()
+        addr = ctypes.addressof(buf)
+        self.host[addr], self.host_size[addr] = buf, nbytes
+        return addr
+
+    def register_host(self, array: np.ndarray) -> None:
+        addr = int(array.ctypes.data)
+        self.host[addr], self.host_size[addr] = array, array.nbytes
+
+    def view(self, ptr: int, nbytes: int) -> memoryview:
+        """Writable device memory [ptr, ptr+nbytes); IllegalAddress outside one allocation."""
+        for base, buf in self.device.items():
+            if base <= ptr and ptr + nbytes <= base + len(buf):
+                return memoryview(buf)[ptr - base : ptr - base + nbytes]
+        raise FakeCudaError(cudaError_t.cudaErrorIllegalAddress)
+
+    def host_view(self, addr: int, nbytes: int) -> memoryview:
+        """Pinned host memory [addr, addr+nbytes); the fakes refuse pageable memory for async copies."""
+        for base, size in self.host_size.items():
+            if base <= addr and addr + nbytes <= base + size:
+                return memoryview((ctypes.c_byte * nbytes).from_address(addr)).cast("B")
+        raise FakeCudaError(cudaError_t.cudaErrorInvalidValue)
+
+    # -- streams --------------------------------------------------------------------------------
+    def new_handle(self) -> int:
+        self._handles += 1
+        return 0x5000 + self._handles
+
+    def stream(self, handle: Any) -> _Stream:
+        key = 0 if handle is None else int(handle)
+        if key not in self.streams:
+            raise FakeCudaError(cudaError_t.cudaErrorInvalidResourceHandle)
+        return self.streams[key]
+
+    def enqueue(self, handle: Any, fn: Callable[[], None], ms: float = 0.0) -> None:
+        """Queue work on a stream (or into the graph it is capturing); it runs at synchronize."""
+
+        def timed() -> None:
+            fn()
+            self.clock += ms
+
+        stream = self.stream(handle)
+        (stream.capture if stream.capture is not None else stream.pending).append(timed)
+
+    def launch_kernel(self, handle: Any, fn: Callable[[], None]) -> None:
+        self.enqueue(handle, fn, self.kernel_ms)
+
+    def copy(self, handle: Any, direction: str, dst: memoryview, src: memoryview) -> None:
+        assert len(dst) == len(src)
+
+        def run() -> None:
+            dst[:] = src
+            self.copies.append((direction, len(src)))
+
+        self.enqueue(handle, run, len(src) * 1e-6)
+
+    def synchronize(self, handle: Any) -> None:
+        stream = self.stream(handle)
+        if stream.capture is not None:
+            raise FakeCudaError(cudaError_t.cudaErrorStreamCaptureUnsupported)
+        work, stream.pending = stream.pending, []
+        for fn in work:
+            fn()
+
+
+def _spec(module: ModuleType, package: bool = False) -> ModuleType:
+    """A spec as an imported module has one (importlib.util.find_spec reads it)."""
+    module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None, is_package=package)
+    if package:
+        module.__path__ = []
+    return module
+
+
+def active_gpu() -> FakeGpu:
+    """The device of the fakes installed by the current test."""
+    assert _ACTIVE is not None, "install_cuda() first"
+    return _ACTIVE
+
+
+# -- cuda-python ---------------------------------------------------------------------------------
+class _StrictModule(ModuleType):
+    def __init__(self, name: str, release: str) -> None:
+        super().__init__(name)
+        self._release = release
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        if attr in API[self._release]["names"]:
+            raise AttributeError(f"{self.__name__}.{attr} exists in cuda-python {self._release}: model it in the fake")
+        raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r} (cuda-python {self._release})")
+
+
+def _runtime_functions(gpu: FakeGpu, built_for: int) -> dict[str, Callable[..., tuple[Any, ...]]]:
+    ok = cudaError_t.cudaSuccess
+    usable = gpu.driver // 1000 >= built_for // 1000
+
+    def call(fn: Callable[..., Any], nvalues: int = 1) -> Callable[..., tuple[Any, ...]]:
+        def wrapper(*args: Any) -> tuple[Any, ...]:
+            if not usable:
+                return (cudaError_t.cudaErrorInsufficientDriver, *([None] * nvalues))
+            try:
+                value = fn(*args)
+            except FakeCudaError as exc:
+                return (exc.err, *([None] * nvalues))
+            return (ok,) if nvalues == 0 else (ok, value)
+
+        return wrapper
+
+    def props(device: int) -> Any:
+        if device != 0:
+            raise FakeCudaError(cudaError_t.cudaErrorInvalidValue)
+        prop = type("cudaDeviceProp", (), {})()
+        prop.name, (prop.major, prop.minor) = gpu.name.encode().ljust(256, b"\0"), gpu.cc
+        return prop
+
+    def free(ptr: int) -> None:
+        if int(ptr) not in gpu.device:
+            raise FakeCudaError(cudaError_t.cudaErrorInvalidValue)
+        del gpu.device[int(ptr)]
+
+    def free_host(ptr: int) -> None:
+        if int(ptr) not in gpu.host:
+            raise FakeCudaError(cudaError_t.cudaErrorInvalidValue)
+        del gpu.host[int(ptr)], gpu.host_size[int(ptr)]
+
+    def memcpy_async(dst: int, src: int, count: int, kind: Any, stream: Any) -> None:
+        if not isinstance(kind, cudaMemcpyKind):
+            raise TypeError("kind must be a cudaMemcpyKind")
+        if kind == cudaMemcpyKind.cudaMemcpyHostToDevice:
+            gpu.copy(stream, "H2D", gpu.view(int(dst), count), gpu.host_view(int(src), count))
+        elif kind == cudaMemcpyKind.cudaMemcpyDeviceToHost:
+            gpu.copy(stream, "D2H", gpu.host_view(int(dst), count), gpu.view(int(src), count))
+        else:
+            raise FakeCudaError(cudaError_t.cudaErrorInvalidValue)
+
+    def stream_create() -> Handle:
+        handle = gpu.new_handle()
+        gpu.streams[handle] = _Stream(handle)
+        return Handle(handle, "cudaStream_t")
+
+    def stream_destroy(stream: Any) -> None:
+        gpu.stream(stream)
+        del gpu.streams[int(stream)]
+
+    def event_create() -> Handle:
+        handle = gpu.new_handle()
+        gpu.events[handle] = None
+        return Handle(handle, "cudaEvent_t")
+
+    def event_record(event: Any, stream: Any) -> None:
+        if int(event) not in gpu.events:
+            raise FakeCudaError(cudaError_t.cudaErrorInvalidResourceHandle)
+        gpu.events[int(event)] = None
+
+        def stamp() -> None:
+            gpu.events[int(event)] = gpu.clock
+
+        gpu.enqueue(stream, stamp)
+
+    def elapsed(start: Any, end: Any) -> float:
+        t0, t1 = gpu.events.get(int(start)), gpu.events.get(int(end))
+        if t0 is None or t1 is None:
+            raise FakeCudaError(cudaError_t.cudaErrorNotReady)
+        return float(t1 - t0)
+
+    def event_destroy(event: Any) -> None:
+        if gpu.events.pop(int(event), "missing") == "missing":
+            raise FakeCudaError(cudaError_t.cudaErrorInvalidResourceHandle)
+
+    def begin_capture(stream: Any, mode: Any) -> None:
+        if not isinstance(mode, cudaStreamCaptureMode):
+            raise TypeError("mode must be a cudaStreamCaptureMode")
+        target = gpu.stream(stream)
+        if target.handle == 0 or target.capture is not None:
+            raise FakeCudaError(cudaError_t.cudaErrorStreamCaptureUnsupported)
+        target.capture = []
+
+    def end_capture(stream: Any) -> Handle:
+        target = gpu.stream(stream)
+        if target.capture is None:
+            raise FakeCudaError(cudaError_t.cudaErrorIllegalState)
+        handle = gpu.new_handle()
+        gpu.graphs[handle], target.capture = target.capture, None
+        return Handle(handle, "cudaGraph_t")
+
+    def instantiate(graph: Any, flags: int) -> Handle:
+        if int(graph) not in gpu.graphs:
+            raise FakeCudaError(cudaError_t.cudaErrorInvalidResourceHandle)
+        handle = gpu.new_handle()
+        gpu.graphs[handle] = list(gpu.graphs[int(graph)])
+        return Handle(handle, "cudaGraphExec_t")
+
+    def graph_launch(graph_exec: Any, stream: Any) -> None:
+        if int(graph_exec) not in gpu.graphs:
+            raise FakeCudaError(cudaError_t.cudaErrorInvalidResourceHandle)
+        for fn in gpu.graphs[int(graph_exec)]:
+            gpu.enqueue(stream, fn)
+
+    def graph_destroy(graph: Any) -> None:
+        if gpu.graphs.pop(int(graph), None) is None:
+            raise FakeCudaError(cudaError_t.cudaErrorInvalidResourceHandle)
+
+    def versions(value: int) -> Callable[[], tuple[Any, int]]:
+        return lambda: (ok, value)
+
+    return {
+        "cudaDriverGetVersion": versions(gpu.driver),  # works with any driver, as the real one
+        "cudaRuntimeGetVersion": versions(built_for),
+        "cudaGetDeviceCount": call(lambda: 1),
+        "cudaGetDeviceProperties": call(props),
+        "cudaMalloc": call(gpu.alloc),
+        "cudaFree": call(free, 0),
+        "cudaMallocHost": call(gpu.alloc_host),
+        "cudaFreeHost": call(free_host, 0),
+        "cudaMemcpyAsync": call(memcpy_async, 0),
+        "cudaStreamCreate": call(stream_create),
+        "cudaStreamSynchronize": call(gpu.synchronize, 0),
+        "cudaStreamDestroy": call(stream_destroy, 0),
+        "cudaEventCreate": call(event_create),
+        "cudaEventRecord": call(event_record, 0),
+        "cudaEventElapsedTime": call(elapsed),
+        "cudaEventDestroy": call(event_destroy, 0),
+        "cudaStreamBeginCapture": call(begin_capture, 0),
+        "cudaStreamEndCapture": call(end_capture),
+        "cudaGraphInstantiate": call(instantiate),
+        "cudaGraphLaunch": call(graph_launch, 0),
+        "cudaGraphExecDestroy": call(graph_destroy, 0),
+        "cudaGraphDestroy": call(graph_destroy, 0),
+    }
+
+
+def make_runtime(gpu: FakeGpu, release: str, name: str) -> ModuleType:
+    """The fake `cuda.bindings.runtime` / `cuda.cudart` of one cuda-python release."""
+    module = _spec(_StrictModule(name, release))
+    members = {
+        **_runtime_functions(gpu, VERSION_CODES[release]),
+        "cudaError_t": cudaError_t,
+        "cudaMemcpyKind": cudaMemcpyKind,
+        "cudaStreamCaptureMode": cudaStreamCaptureMode,
+    }
+    for key, value in members.items():
+        if key in API[release]["names"]:
+            setattr(module, key, value)
+    return module
+
+
+# -- pycuda ---------------------------------------------------------------------------------------
+def make_pycuda(gpu: FakeGpu) -> dict[str, ModuleType]:
+    """pycuda.driver (the calls vitc makes, with pycuda's copy semantics) and pycuda.autoinit."""
+    drv = _spec(ModuleType("pycuda.driver"))
+
+    class Error(Exception):
+        pass
+
+    class DeviceAllocation:
+        def __init__(self, nbytes: int) -> None:
+            self.ptr = gpu.alloc(nbytes)
+
+        def __int__(self) -> int:
+            return self.ptr
+
+        def free(self) -> None:
+            gpu.device.pop(self.ptr, None)
+
+    class Device:
+        def __init__(self, ordinal: int) -> None:
+            if ordinal != 0:
+                raise Error("cuDeviceGet failed: invalid device ordinal")
+
+        def name(self) -> str:
+            return gpu.name
+
+        def compute_capability(self) -> tuple[int, int]:
+            return gpu.cc
+
+    class Stream:
+        def __init__(self, flags: int = 0) -> None:
+            self.handle = gpu.new_handle()
+            gpu.streams[self.handle] = _Stream(self.handle)
+
+        def synchronize(self) -> None:
+            gpu.synchronize(self.handle)
+
+    class Event:
+        def __init__(self, flags: int = 0) -> None:
+            self.handle = gpu.new_handle()
+            gpu.events[self.handle] = None
+
+        def record(self, stream: Stream | None = None) -> Event:
+            gpu.events[self.handle] = None
+            stamp = lambda: gpu.events.__setitem__(self.handle, gpu.clock)  # noqa: E731
+            gpu.enqueue(None if stream is None else stream.handle, stamp)
+            return self
+
+        def time_since(self, start: Event) -> float:
+            t0, t1 = gpu.events[start.handle], gpu.events[self.handle]
+            if t0 is None or t1 is None:
+                raise Error("cuEventElapsedTime failed: device not ready")
+            return float(t1 - t0)
+
+    def _buffer(obj: Any, writable: bool) -> memoryview:
+        view = memoryview(obj)
+        if not view.contiguous or (writable and view.readonly):
+            raise TypeError("pycuda needs a contiguous (writable) buffer")
+        return view.cast("B")
+
+    def _handle(stream: Stream | None) -> int:
+        return 0 if stream is None else stream.handle
+
+    def memcpy_htod_async(dest: Any, src: Any, stream: Stream | None = None) -> None:
+        data = _buffer(src, False)  # the whole buffer: m_buf.len in wrap_cudadrv.cpp
+        host = gpu.host_view(_address(src), len(data))
+        gpu.copy(_handle(stream), "H2D", gpu.view(int(dest), len(data)), host)
+
+    def memcpy_dtoh_async(dest: Any, src: Any, stream: Stream | None = None) -> None:
+        data = _buffer(dest, True)
+        host = gpu.host_view(_address(dest), len(data))
+        gpu.copy(_handle(stream), "D2H", host, gpu.view(int(src), len(data)))
+
+    def pagelocked_empty(shape: Any, dtype: Any, order: str = "C", mem_flags: int = 0) -> np.ndarray:
+        array = np.empty(shape, dtype, order=order)
+        gpu.register_host(array)
+        return array
+
+    for key, value in {
+        "Error": Error,
+        "LogicError": Error,
+        "init": lambda flags=0: None,
+        "get_driver_version": lambda: gpu.driver,
+        "Device": Device,
+        "Stream": Stream,
+        "Event": Event,
+        "mem_alloc": DeviceAllocation,
+        "memcpy_htod_async": memcpy_htod_async,
+        "memcpy_dtoh_async": memcpy_dtoh_async,
+        "pagelocked_empty": pagelocked_empty,
+    }.items():
+        setattr(drv, key, value)
+    autoinit = _spec(ModuleType("pycuda.autoinit"))
+    autoinit.device = Device(0)  # type: ignore[attr-defined]
+    package = _spec(ModuleType("pycuda"), package=True)
+    package.driver = drv  # type: ignore[attr-defined]
+    return {"pycuda": package, "pycuda.driver": drv, "pycuda.autoinit": autoinit}
+
+
+def _address(obj: Any) -> int:
+    return int(np.frombuffer(obj, dtype=np.uint8).ctypes.data) if not isinstance(obj, np.ndarray) else obj.ctypes.data
+
+
+# -- installing ------------------------------------------------------------------------------------
+NAMES = ("cuda", "cuda.cudart", "cuda.bindings", "cuda.bindings.runtime", "pycuda", "pycuda.driver", "pycuda.autoinit")
+
+
+def install_cuda(
+    monkeypatch: pytest.MonkeyPatch,
+    cuda_python: str | None = "12.9",
+    pycuda: bool = False,
+    driver: int = 12060,
+    name: str = "Fake Orin",
+    cc: tuple[int, int] = (8, 7),
+) -> FakeGpu:
+    """Make exactly these bindings importable (cuda_python: '12.6', '12.9', '13.0' or None)."""
+    gpu = FakeGpu(driver, name, cc)
+    modules: dict[str, ModuleType | None] = dict.fromkeys(NAMES)
+    if cuda_python is not None:
+        package = _spec(ModuleType("cuda"), package=True)
+        modules["cuda"] = package
+        for module_name in API[cuda_python]["modules"]:
+            module = make_runtime(gpu, cuda_python, module_name)
+            modules[module_name] = module
+            if module_name == "cuda.bindings.runtime":
+                bindings = _spec(ModuleType("cuda.bindings"), package=True)
+                bindings.__version__ = cuda_python  # type: ignore[attr-defined]
+                bindings.runtime = module  # type: ignore[attr-defined]
+                modules["cuda.bindings"] = bindings
+                package.bindings = bindings  # type: ignore[attr-defined]
+            else:
+                package.cudart = module  # type: ignore[attr-defined]
+    if pycuda:
+        modules.update(make_pycuda(gpu))
+    for key, value in modules.items():
+        monkeypatch.setitem(sys.modules, key, value)
+    monkeypatch.setattr(sys.modules[__name__], "_ACTIVE", gpu)
+    return gpu
+
+
+@pytest.fixture
+def cuda_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeGpu]]:
+    """A factory: `cuda_fake(cuda_python="13.0", driver=12060, pycuda=True)` → FakeGpu."""
+    yield lambda **kwargs: install_cuda(monkeypatch, **kwargs)

@@ -1,0 +1,169 @@
+"""The vitc CUDA layer on the strict fakes of cuda-python 12.6 / 12.9 / 13.0 and pycuda.
+
+Which bindings are chosen for which driver, and that each one moves exactly the bytes asked for,
+times with events, runs work only when synchronised and (cuda-python) replays captured graphs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from tests.engines.fakes.cuda_fakes import FakeGpu, cudaError_t
+from tests.engines.fakes.cuda_fakes import cuda_fake as cuda_fake  # the fixture
+from vitc.engines.cuda import Cuda, CudaGraph, choose_bindings
+from vitc.errors import VitcError
+
+# (cuda-python release or None, pycuda installed, driver) → (kind, module)
+SETUPS = {
+    "cuda-python 12.6.0, CUDA 12.6 driver (JetPack 6)": (("12.6", False, 12060), ("cuda-python", "cuda.cudart")),
+    "cuda-bindings 12.9, CUDA 12.6 driver": (("12.9", False, 12060), ("cuda-python", "cuda.bindings.runtime")),
+    "cuda-bindings 12.9, CUDA 13 driver": (("12.9", False, 13000), ("cuda-python", "cuda.bindings.runtime")),
+    "cuda-bindings 13.0, CUDA 13 driver": (("13.0", False, 13000), ("cuda-python", "cuda.bindings.runtime")),
+    "pycuda only": ((None, True, 12060), ("pycuda", "pycuda.driver")),
+    "cuda-bindings 13.0 and pycuda, CUDA 12.6 driver": (("13.0", True, 12060), ("pycuda", "pycuda.driver")),
+}
+
+
+def _install(cuda_fake, setup: tuple[str | None, bool, int]) -> FakeGpu:
+    cuda_python, pycuda, driver = setup
+    return cuda_fake(cuda_python=cuda_python, pycuda=pycuda, driver=driver)
+
+
+@pytest.mark.parametrize("name", list(SETUPS))
+def test_choice_follows_the_driver(cuda_fake, name: str) -> None:
+    setup, (kind, module) = SETUPS[name]
+    _install(cuda_fake, setup)
+    choice = choose_bindings()
+    assert (choice.kind, choice.module) == (kind, module)
+    assert choice.driver == setup[2]
+    cuda = Cuda()
+    assert cuda.kind == kind
+    assert cuda.device_properties() == {"name": "Fake Orin", "compute_capability": "8.7"}
+
+
+def test_old_selection_breaks_on_jetpack6_with_cuda_python_13(cuda_fake) -> None:
+    """The former rule (cuda-python whenever it imports) picks bindings that fail on the first call."""
+    from vitc._lazy import has_module
+
+    cuda_fake(cuda_python="13.0", pycuda=True, driver=12060)
+    old_kind = "cuda-python" if has_module("cuda.bindings") or has_module("cuda.cudart") else "pycuda"
+    assert old_kind == "cuda-python"
+    runtime = importlib.import_module("cuda.bindings.runtime")
+    assert runtime.cudaMalloc(16)[0] == cudaError_t.cudaErrorInsufficientDriver
+    choice = choose_bindings()
+    assert choice.kind == "pycuda"
+    assert "built for CUDA 13.0" in choice.rejected[0] and "CUDA 12.6" in choice.rejected[0]
+    buffer = Cuda().malloc(16)  # works: the driver API through pycuda
+    assert buffer.ptr
+
+
+def test_no_usable_bindings_is_one_clear_error(cuda_fake) -> None:
+    cuda_fake(cuda_python="13.0", pycuda=False, driver=12060)
+    with pytest.raises(VitcError, match=r"trt-cu12.*CUDA 12 drivers"):
+        Cuda()
+    cuda_fake(cuda_python=None, pycuda=False)
+    with pytest.raises(VitcError, match="cuda-python: not installed; pycuda: not installed"):
+        Cuda()
+    with pytest.raises(VitcError, match="unknown CUDA bindings"):
+        choose_bindings("cupy")
+
+
+def test_prefer_pycuda(cuda_fake) -> None:
+    cuda_fake(cuda_python="12.9", pycuda=True, driver=12060)
+    assert choose_bindings().kind == "cuda-python"
+    assert Cuda(prefer="pycuda").kind == "pycuda"
+
+
+def test_modules_per_release_are_strict(cuda_fake) -> None:
+    cuda_fake(cuda_python="13.0")
+    with pytest.raises(ImportError):
+        importlib.import_module("cuda.cudart")  # removed in cuda-bindings 13
+    runtime = importlib.import_module("cuda.bindings.runtime")
+    with pytest.raises(AttributeError, match="no attribute 'cudaEventElapsedTime_v2'"):
+        runtime.cudaEventElapsedTime_v2  # noqa: B018 - in 12.9, not in 13.0
+    with pytest.raises(AttributeError, match="model it in the fake"):
+        runtime.cudaMemset  # noqa: B018 - real, but not modelled
+    cuda_fake(cuda_python="12.6")
+    with pytest.raises(ImportError):
+        importlib.import_module("cuda.bindings.runtime")  # cuda-python 12.6.0 predates cuda.bindings
+    assert importlib.import_module("cuda.cudart").cudaMalloc(8)[0] == 0
+
+
+@pytest.mark.parametrize("name", list(SETUPS))
+def test_round_trip_copies_exactly_nbytes(cuda_fake, name: str) -> None:
+    """Buffers sized for 8 images, a batch of 3: both copies move 3 images' bytes, nothing more."""
+    gpu = _install(cuda_fake, SETUPS[name][0])
+    cuda = Cuda()
+    capacity, used = 8 * 12, 3 * 12
+    host_in, host_out = cuda.pinned((capacity,), np.float32), cuda.pinned((capacity,), np.float32)
+    d_in, d_out = cuda.malloc(capacity * 4), cuda.malloc(capacity * 4)
+    stream, start, end = cuda.stream(), cuda.event(), cuda.event()
+    host_in.array[:] = -1.0
+    host_in.array[:used] = np.arange(used, dtype=np.float32)
+    host_out.array[:] = 7.0
+
+    def kernel() -> None:  # out = 2 * in, over the used part
+        src = np.frombuffer(gpu.view(d_in.ptr, used * 4), np.float32)
+        np.frombuffer(gpu.view(d_out.ptr, used * 4), np.float32)[:] = 2 * src
+
+    stream.htod(d_in, host_in, used * 4)
+    start.record(stream)
+    gpu.launch_kernel(stream.handle, kernel)
+    end.record(stream)
+    stream.dtoh(host_out, d_out, used * 4)
+    assert gpu.copies == [] and (host_out.array == 7.0).all()  # nothing runs before synchronize
+    stream.synchronize()
+    assert gpu.copies == [("H2D", used * 4), ("D2H", used * 4)]
+    np.testing.assert_array_equal(host_out.array[:used], 2 * np.arange(used, dtype=np.float32))
+    assert (host_out.array[used:] == 7.0).all()  # the rest of the pinned buffer is untouched
+    assert end.seconds_since(start) == pytest.approx(gpu.kernel_ms / 1e3)
+    with pytest.raises(VitcError, match="into a 384-byte device buffer"):
+        stream.htod(d_in, host_in, capacity * 4 + 4)
+    for obj in (d_in, d_out, host_in, host_out, start, end, stream):
+        obj.free() if hasattr(obj, "free") else obj.destroy()
+    assert gpu.device == {}
+
+
+@pytest.mark.parametrize("release", ["12.6", "12.9", "13.0"])
+def test_graph_capture_replays_the_stream(cuda_fake, release: str) -> None:
+    gpu = cuda_fake(cuda_python=release, driver=13000)
+    cuda = Cuda()
+    stream = cuda.stream()
+    runs: list[int] = []
+    graph = CudaGraph(stream)
+    graph.begin()
+    gpu.launch_kernel(stream.handle, lambda: runs.append(1))
+    with pytest.raises(VitcError, match="cudaErrorStreamCaptureUnsupported"):
+        stream.synchronize()  # no synchronising inside a capture
+    graph.end()
+    assert runs == []  # captured, not run
+    graph.launch()
+    graph.launch()
+    stream.synchronize()
+    assert runs == [1, 1]
+    graph.destroy()
+    stream.destroy()
+    assert gpu.graphs == {}
+
+
+def test_pycuda_has_no_graphs(cuda_fake) -> None:
+    cuda_fake(cuda_python=None, pycuda=True)
+    with pytest.raises(VitcError, match="--cuda-graph needs cuda-python"):
+        CudaGraph(Cuda().stream())
+
+
+def test_doctor_says_which_bindings_and_why(cuda_fake) -> None:
+    from vitc.cli.doctor import binding_facts
+
+    cuda_fake(cuda_python="13.0", pycuda=True, driver=12060)
+    facts = binding_facts()
+    assert facts["kind"] == "pycuda" and facts["driver_cuda"] == "12.6"
+    assert "cudaErrorInsufficientDriver" in facts["rejected"][0]
+    cuda_fake(cuda_python="12.9", driver=12060)
+    facts = binding_facts()
+    assert facts["kind"] == "cuda-python" and facts["module"] == "cuda.bindings.runtime"
+    assert "same or newer major" in facts["reason"]  # 12.6 driver, 12.9 bindings: minor-version compatible
+    assert facts["bindings_cuda"] == "12.9"

@@ -197,8 +197,8 @@ def _string(arg: str) -> str | None:
     return match.group(1) if match else None
 
 
-def chained_calls(text: str) -> list[tuple[str, str]]:
-    """(method, first argument) of every `.method(args)` chained at the top level of `text`."""
+def chained_calls(text: str) -> list[tuple[str, str, str]]:
+    """(method, first, second argument) of every `.method(args)` chained at the top level of `text`."""
     calls, i, n = [], 0, len(text)
     while i < n:
         ch = text[i]
@@ -214,7 +214,7 @@ def chained_calls(text: str) -> list[tuple[str, str]]:
                 start = i + match.end() - 1
                 end = _close(text, start, "(", ")")
                 args = _split_args(text[start + 1 : end - 1])
-                calls.append((match.group(1), args[0] if args else ""))
+                calls.append((match.group(1), args[0] if args else "", args[1] if len(args) > 1 else ""))
                 i = end
                 continue
         i += 1
@@ -238,7 +238,7 @@ def parse_bindings(src: str, api: dict[str, Any], cpp_types: dict[str, str], var
             continue
         owner, rest = head.group(1), stmt[head.end() :]
         if owner == "m":
-            for method, first in chained_calls(rest):
+            for method, first, _ in chained_calls(rest):
                 name = _string(first)
                 if name and method == "def":
                     api["module"].add(name)
@@ -276,17 +276,19 @@ def _binding(
     if var.group(1):
         variables[var.group(1)] = qualified
     if kind == "enum_":
-        members = sorted({_string(first) or "" for method, first in calls if method == "value"} - {""})
+        members = sorted({_string(first) or "" for method, first, _ in calls if method == "value"} - {""})
         api["enums"][qualified] = members
         if parent:
             api["classes"][parent]["members"].add(name)
-            if any(method == "export_values" for method, _ in calls):
+            if any(call[0] == "export_values" for call in calls):
                 api["classes"][parent]["members"].update(members)
-        elif any(method == "export_values" for method, _ in calls):
+        elif any(call[0] == "export_values" for call in calls):
             api["module"].update(members)
         cpp_types[_cpp_name(template[0])] = qualified
         return
-    entry = api["classes"].setdefault(qualified, {"bases": [], "members": set(), "cpp": template[1:]})
+    entry = api["classes"].setdefault(
+        qualified, {"bases": [], "members": set(), "deprecated": set(), "cpp": template[1:]}
+    )
     if kind == "bind_vector":
         entry["members"].update(VECTOR_MEMBERS)
     cpp_types[_cpp_name(template[0])] = qualified
@@ -297,12 +299,15 @@ def _binding(
     _members(entry, calls)
 
 
-def _members(entry: dict[str, Any], calls: list[tuple[str, str]]) -> None:
-    for method, first in calls:
+def _members(entry: dict[str, Any], calls: list[tuple[str, str, str]]) -> None:
+    for method, first, second in calls:
         if method in MEMBER_CALLS:
             name = _string(first)
             if name:
                 entry["members"].add(name)
+                wrapper = second.split("(", 1)[0]  # utils::deprecate*: warns on use (*InTrtRtxOnly: TensorRT-RTX only)
+                if wrapper.startswith("utils::deprecate") and not wrapper.endswith("TrtRtxOnly"):
+                    entry["deprecated"].add(name)
             elif method == "def" and first.startswith("py::init"):
                 entry["members"].add("__init__")
 
@@ -335,7 +340,11 @@ def extract(files: dict[str, str], init_py: str) -> dict[str, Any]:
     return {
         "module": sorted(api["module"]),
         "classes": {
-            name: {"bases": entry["bases"], "members": sorted(entry["members"])}
+            name: {
+                "bases": entry["bases"],
+                "members": sorted(entry["members"]),
+                **({"deprecated": sorted(entry["deprecated"])} if entry["deprecated"] else {}),
+            }
             for name, entry in sorted(api["classes"].items())
         },
         "enums": dict(sorted(api["enums"].items())),

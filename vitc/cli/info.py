@@ -1,4 +1,4 @@
-"""`vitc info ARTIFACT`: what a checkpoint, ONNX file, export folder or TensorRT plan says about itself."""
+"""`vitc info ARTIFACT`: what a checkpoint, resume file, ONNX file, export folder or TensorRT plan says about itself."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from vitc.errors import VitcError
+
+LIST_SHOWN = 12  # list items shown before "… (n items)"
 
 
 def describe(path: Path) -> dict[str, Any]:
@@ -17,45 +20,16 @@ def describe(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise VitcError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if path.is_dir() or (path.name.startswith("manifest.") and path.suffix == ".json"):
+    if path.is_dir():
+        return _describe_folder(path)
+    if path.name.startswith("manifest.") and path.suffix == ".json":
         from vitc.engines.manifest import load_manifest
 
         return {"kind": "vitc export", **load_manifest(path).raw}
     if suffix == ".safetensors":
-        from vitc.checkpoint import read_meta
-
-        meta = read_meta(path)
-        return {"kind": "vitc checkpoint", **meta.__dict__}
+        return _describe_safetensors(path)
     if suffix == ".onnx":
-        from vitc._lazy import lazy_import
-        from vitc.engines.manifest import manifest_for
-        from vitc.export.onnx_export import read_onnx
-
-        onnx = lazy_import("onnx")
-        model = read_onnx(path, external_data=False)
-
-        def io(values: Any) -> list[dict[str, Any]]:
-            return [
-                {
-                    "name": v.name,
-                    "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
-                    "elem_type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
-                }
-                for v in values
-            ]
-
-        manifest = manifest_for(path)
-        return {
-            "kind": "onnx",
-            "ir_version": model.ir_version,
-            "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
-            "producer": f"{model.producer_name} {model.producer_version}".strip(),
-            "metadata": {p.key: p.value for p in model.metadata_props},
-            "inputs": io(model.graph.input),
-            "outputs": io(model.graph.output),
-            "nodes": len(model.graph.node),
-            "manifest": None if manifest is None else str(manifest.path),
-        }
+        return _describe_onnx(path)
     if suffix in (".plan", ".engine", ".trt"):
         from vitc.engines.tensorrt import plan_summary
 
@@ -63,8 +37,141 @@ def describe(path: Path) -> dict[str, Any]:
     raise VitcError(f"{path}: unknown artifact (expected .safetensors, .onnx, .plan or an export folder)")
 
 
+def _describe_folder(folder: Path) -> dict[str, Any]:
+    """One export: its manifest; several (one per precision): all of them, keyed by precision."""
+    from vitc.engines.manifest import load_manifest
+
+    found = sorted(folder.glob("manifest.*.json")) or sorted(folder.glob("manifest.json"))
+    if len(found) <= 1:  # none: load_manifest says what is missing
+        return {"kind": "vitc export", **load_manifest(folder).raw}
+    manifests = [load_manifest(p) for p in found]
+    return {"kind": "vitc exports", "folder": str(folder), "exports": {m.precision: m.raw for m in manifests}}
+
+
+def _describe_safetensors(path: Path) -> dict[str, Any]:
+    """A vitc checkpoint, or the resume file of a run (`vitc train --resume` reads it)."""
+    from vitc._io import read_safetensors_header
+    from vitc.checkpoint import read_meta
+
+    metadata = read_safetensors_header(path).get("__metadata__") or {}
+    if "vitc.resume" not in metadata:
+        return {"kind": "vitc checkpoint", **read_meta(path).__dict__}
+    try:
+        record = json.loads(metadata["vitc.resume"])
+        state, info = record["state"], record["info"]
+        config = info.get("config") or {}
+        summary = {
+            "model": info["model"],
+            "args": info.get("args", {}),
+            "classes": len(info.get("classes") or []),
+            "processes": info.get("processes"),
+            "next_epoch": state["epoch"] + 1,
+            "of_epochs": (config.get("optim") or {}).get("epochs"),
+            "global_step": state["global_step"],
+            "best_top1": state["best_top1"] if state["best_top1"] >= 0 else None,
+            "epochs_done": len(state.get("history") or []),
+        }
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise VitcError(f"{path}: a damaged vitc resume file ({type(exc).__name__}: {exc})") from exc
+    hint = f"`vitc train --resume --name {path.parent.name}` continues it; best/last.safetensors hold the weights"
+    return {"kind": "vitc resume state", **summary, "note": hint}
+
+
+def _describe_onnx(path: Path) -> dict[str, Any]:
+    from vitc._lazy import lazy_import
+    from vitc.engines.manifest import manifest_for
+    from vitc.export.onnx_export import read_onnx
+
+    onnx = lazy_import("onnx")
+    model = read_onnx(path, external_data=False)
+
+    def io(values: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": v.name,
+                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+                "elem_type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
+            }
+            for v in values
+        ]
+
+    manifest = manifest_for(path)
+    return {
+        "kind": "onnx",
+        "ir_version": model.ir_version,
+        "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "metadata": {p.key: _decoded(p.value) for p in model.metadata_props},
+        "inputs": io(model.graph.input),
+        "outputs": io(model.graph.output),
+        "nodes": len(model.graph.node),
+        "manifest": None if manifest is None else str(manifest.path),
+    }
+
+
+def _decoded(text: str) -> Any:
+    """vitc stores each ONNX metadata value as JSON; anything else stays the string it is."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _text(value: Any, nested: bool = False) -> str:
+    """One cell: scalars plain, lists comma-separated (long ones shortened), records as k=v."""
+    if value is None or value in ({}, []):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        text = " ".join(f"{k}={_text(v, True)}" for k, v in value.items())
+        return f"{{{text}}}" if nested else text
+    if isinstance(value, list):
+        if all(isinstance(v, dict) for v in value) and not nested:
+            return "\n".join(_text(v) for v in value)
+        shown = ", ".join(_text(v, True) for v in value[:LIST_SHOWN])
+        text = shown if len(value) <= LIST_SHOWN else f"{shown}, … ({len(value)} items)"
+        return f"[{text}]" if nested else text
+    return str(value)
+
+
+def rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """(field, text) pairs; a nested record becomes one row per field (`metadata.model`)."""
+    out: list[tuple[str, str]] = []
+    for key, value in record.items():
+        if key == "kind" and not prefix:
+            continue
+        if isinstance(value, dict) and value and not prefix:
+            out.extend(rows(value, f"{key}."))
+        else:
+            out.append((f"{prefix}{key}", _text(value)))
+    return out
+
+
+def _exports_table(record: dict[str, Any]) -> Table:
+    """Several exports of one folder, one row per precision."""
+    table = Table(title=f"{record['folder']} ({len(record['exports'])} exports)")
+    for column in ("precision", "model", "batch", "io", "opset", "TensorRT", "top-1", "Δ top-1", "max |Δ|"):
+        table.add_column(column, justify="left" if column in ("precision", "model", "io") else "right")
+    for precision, raw in record["exports"].items():
+        drift = raw.get("drift") or {}
+        batch = raw.get("batch") or {}
+        table.add_row(
+            f"model.{precision}.onnx",
+            str(raw.get("model")),
+            f"{batch.get('min')}:{batch.get('opt')}:{batch.get('max')}",
+            str(raw.get("io_dtype")),
+            str(raw.get("opset")),
+            str(raw.get("trt_target") or "any"),
+            "-" if "top1" not in drift else f"{drift['top1']:.2f}%",
+            "-" if "delta_top1" not in drift else f"{drift['delta_top1']:+.2f}",
+            "-" if "max_abs_diff" not in drift else f"{drift['max_abs_diff']:.2e}",
+        )
+    return table
+
+
 def info(
-    artifact: Annotated[Path, typer.Argument(help="A checkpoint, ONNX file, export folder or .plan.")],
+    artifact: Annotated[Path, typer.Argument(help="A checkpoint, resume file, ONNX file, export folder or .plan.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show an artifact's metadata without loading it into a framework."""
@@ -72,14 +179,14 @@ def info(
     if json_out:
         typer.echo(json.dumps(record, indent=2, default=str))
         return
-    from rich.table import Table
-
+    console = Console()
+    if record["kind"] == "vitc exports":
+        console.print(_exports_table(record))
+        console.print("`vitc info FOLDER/manifest.<precision>.json` shows one of them in full", highlight=False)
+        return
     table = Table(title=f"{artifact} ({record['kind']})", show_header=False)
-    table.add_column("key", style="bold")
+    table.add_column("field", style="bold")
     table.add_column("value")
-    for key, value in record.items():
-        if key == "kind":
-            continue
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
-        table.add_row(key, text if len(text) < 400 else text[:400] + " …")
-    Console().print(table)
+    for key, text in rows(record):
+        table.add_row(key, text)
+    console.print(table)

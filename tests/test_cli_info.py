@@ -1,0 +1,83 @@
+"""`vitc info`: several exports in one folder, vitc's own resume file, ONNX metadata as fields."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.engines.conftest import make_tiny_onnx, manifest_record
+from vitc.cli.main import app
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "160"})
+
+
+def test_folder_with_several_exports_lists_them_all(tmp_path: Path) -> None:
+    for precision, top1 in (("fp32", 50.0), ("fp16", 49.5)):
+        make_tiny_onnx(tmp_path / f"model.{precision}.onnx")
+        drift = {"samples": 4, "top1": top1, "delta_top1": top1 - 50.0, "max_abs_diff": 1e-3}
+        record = manifest_record(precision=precision, drift=drift)
+        (tmp_path / f"manifest.{precision}.json").write_text(json.dumps(record))
+    result = run("info", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "2 exports" in result.output and "holds several exports" not in result.output
+    fp16 = next(line for line in result.output.splitlines() if "model.fp16.onnx" in line)
+    assert "49.50%" in fp16 and "-0.50" in fp16 and "1:4:8" in fp16
+    assert any("model.fp32.onnx" in line and "50.00%" in line for line in result.output.splitlines())
+    record = json.loads(run("info", str(tmp_path), "--json").output)
+    assert record["kind"] == "vitc exports" and sorted(record["exports"]) == ["fp16", "fp32"]
+    assert record["exports"]["fp16"]["drift"]["top1"] == 49.5
+
+
+def test_resume_file_is_recognised(tmp_path: Path) -> None:
+    import torch
+
+    from vitc.models import create_model
+    from vitc.train.state import TrainState, save_state
+
+    model = create_model("deit_micro", depth=1)
+    state = TrainState(epoch=2, global_step=84, best_top1=61.25, history=[{"epoch": 1}, {"epoch": 2}])
+    info = {"model": "deit_micro", "args": {"depth": 1}, "config": {"optim": {"epochs": 5}}, "classes": ["a", "b"]}
+    path = tmp_path / "run1" / "resume.safetensors"
+    path.parent.mkdir()
+    save_state(path, state, model, torch.optim.AdamW(model.parameters()), None, {}, info)
+    result = run("info", str(path))
+    assert result.exit_code == 0, result.output
+    assert "vitc resume state" in " ".join(result.output.split()) and "vitc import" not in result.output
+    record = json.loads(run("info", str(path), "--json").output)
+    assert record["next_epoch"] == 3 and record["of_epochs"] == 5 and record["best_top1"] == 61.25
+    assert record["epochs_done"] == 2 and record["classes"] == 2
+    assert "--resume --name run1" in record["note"]
+
+
+def test_damaged_resume_file_is_a_clear_error(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "resume.safetensors"
+    save_file({"x": np.zeros(2, np.float32)}, str(path), metadata={"vitc.resume": '{"state": 3}'})
+    result = run("info", str(path))
+    assert result.exit_code == 2 and "damaged vitc resume file" in result.output
+
+
+def test_onnx_metadata_shown_as_fields(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    path = make_tiny_onnx(tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    values = {"model": "tiny", "batch": {"min": 1, "opt": 4, "max": 8}, "trt_target": "10", "mean": [0.5] * 3}
+    for key, value in values.items():
+        model.metadata_props.add(key=key, value=json.dumps(value))
+    model.metadata_props.add(key="note", value="plain words, not JSON")
+    onnx.save(model, str(path))
+    result = run("info", str(path))
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines()[3:-1]}
+    assert lines["metadata.model"] == "tiny" and lines["metadata.batch"] == "min=1 opt=4 max=8"
+    assert lines["metadata.mean"] == "0.5, 0.5, 0.5" and lines["metadata.note"] == "plain words, not JSON"
+    assert '\\"' not in result.output and "…" not in result.output
+    record = json.loads(run("info", str(path), "--json").output)
+    assert record["metadata"]["batch"] == {"min": 1, "opt": 4, "max": 8}

@@ -50,7 +50,8 @@ def test_manifest_and_metadata(exports: dict, trained_ckpt) -> None:
         assert m["class_names"] == [str(i) for i in range(10)]
         assert m["source_checkpoint"]["sha256"] == sha256_file(trained_ckpt)
         assert m["onnx_sha256"] == sha256_file(result.onnx_path)
-        assert m["drift"]["samples"] == 360 and m["heldout"] == "heldout.npz"
+        assert m["drift"]["samples"] == 360 and m["heldout"] == f"heldout.{m['heldout_sha256'][:16]}.npz"
+        assert sha256_file(result.manifest_path.parent / m["heldout"]) == m["heldout_sha256"]
         assert (m["calibration"] is None) == (precision != "int8")
         props = mf.get_metadata(onnx.load(str(result.onnx_path)))
         assert "onnx_sha256" not in props
@@ -64,11 +65,11 @@ def test_manifest_and_metadata(exports: dict, trained_ckpt) -> None:
 
 
 def test_heldout_reproduces_reference(exports: dict) -> None:
-    """The engine step checks accuracy from heldout.npz with numpy only: the stored data must agree."""
+    """The engine step checks accuracy from the held-out set with numpy only: the stored data must agree."""
     from vitc.bench.drift import compare_logits
 
     result = exports["fp32"]
-    held = np.load(result.onnx_path.parent / "heldout.npz")
+    held = np.load(result.onnx_path.parent / result.manifest["heldout"])
     assert held["images"].dtype == np.float32 and held["labels"].dtype == np.int64
     assert held["reference_logits"].dtype == np.float32
     (logits,) = run_batches(session(str(result.onnx_path)), held["images"], BatchSpec(1, 4, 8))

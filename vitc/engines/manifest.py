@@ -1,21 +1,28 @@
-"""Reader for `vitc export` artifacts: `manifest.json` and `heldout.npz` (numpy only, no torch).
+"""Reader for `vitc export` artifacts: manifests and held-out sets (numpy only, no torch).
 
-An export folder holds `model.<precision>.onnx`, `manifest.json` (what the ONNX file is, how to
-feed it, the batch range it was exported for, the drift measured against PyTorch) and
-`heldout.npz` (normalised images, labels and PyTorch FP32 reference logits). `vitc build` and
-`vitc bench --data` use them to check an engine's accuracy on a machine without torch.
+An export folder holds, per precision, `model.<precision>.onnx` and `manifest.<precision>.json`
+(what the ONNX file is, how to feed it, the batch range it was exported for, the drift measured
+against PyTorch), and the held-out set each manifest names, `heldout.<hash>.npz` (normalised images,
+labels and PyTorch FP32 reference logits). `vitc build` and `vitc bench --data` use them to check an
+engine's accuracy on a machine without torch.
+
+The files of one export are written one after the other, so a kill can leave a manifest beside
+another export's ONNX file; the manifest records the sha256 of both the ONNX file and its held-out
+set, and every read checks them: a mixed set is refused, never used.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vitc._io import sha256_file
 from vitc.errors import VitcError
 
 FORMAT = "vitc.export"
@@ -82,6 +89,7 @@ class ExportManifest:
     onnx_sha256: str | None = None
     drift: dict[str, Any] | None = None
     heldout: str | None = None
+    heldout_sha256: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -168,11 +176,23 @@ def _build(
         std=tuple(record.get("std") or ()),
         class_names=record.get("class_names"),
         source_checkpoint=dict(record.get("source_checkpoint") or {}),
-        onnx_sha256=record.get("onnx_sha256"),
+        onnx_sha256=_hash_or_none(record, "onnx_sha256", source),
         drift=record.get("drift"),
         heldout=record.get("heldout"),
+        heldout_sha256=_hash_or_none(record, "heldout_sha256", source),
         raw=record,
     )
+
+
+def _hash_or_none(record: dict[str, Any], key: str, source: str) -> str | None:
+    value = record.get(key)
+    if value is not None and not (isinstance(value, str) and len(value) == 64 and _is_hex(value)):
+        raise VitcError(f"{source}: {key} must be a sha256 hex digest, got {str(value)[:80]!r}")
+    return value
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 def _manifest_in(folder: Path) -> Path:
@@ -201,15 +221,31 @@ def load_manifest(path: str | os.PathLike[str]) -> ExportManifest:
 
 
 def manifest_for(artifact: str | os.PathLike[str]) -> ExportManifest | None:
-    """The manifest of `model.<precision>.onnx` (`manifest.<precision>.json` beside it), or None."""
+    """The manifest of `model.<precision>.onnx` (`manifest.<precision>.json` beside it), or None.
+
+    The ONNX file must be the one the manifest describes (its sha256): a set mixed by an interrupted
+    or concurrent export is refused.
+    """
     artifact = Path(artifact)
     if artifact.is_dir():
         return load_manifest(artifact)
     precision = artifact.name.split(".")[-2] if artifact.name.count(".") >= 2 else None
     for name in (f"manifest.{precision}.json" if precision else None, "manifest.json"):
         if name and (artifact.parent / name).is_file():
-            return load_manifest(artifact.parent / name)
+            manifest = load_manifest(artifact.parent / name)
+            if artifact.resolve() == manifest.onnx_path.resolve():
+                check_file_hash(artifact, manifest.onnx_sha256, manifest.path)
+            return manifest
     return None
+
+
+def check_file_hash(path: Path, expected: str | None, manifest: Path) -> None:
+    """Refuse `path` when it is not the file `manifest` recorded (older manifests carry no hash)."""
+    if expected is not None and path.is_file() and sha256_file(path) != expected:
+        raise VitcError(
+            f"{path} is not the file {manifest.name} describes (sha256 differs): the export was interrupted "
+            "or mixed with another one; run vitc export again with --force"
+        )
 
 
 @dataclass(frozen=True)
@@ -222,17 +258,47 @@ class Heldout:
         return int(self.labels.shape[0])
 
 
-def load_heldout(path: str | os.PathLike[str]) -> Heldout:
-    """Load `heldout.npz` from a file or an export folder (via its manifest), checking the shapes."""
-    path = Path(path)
-    if path.is_dir():  # every precision of an export folder shares one held-out set
-        path = path / "heldout.npz"
+def heldout_for(source: str | os.PathLike[str] | ExportManifest) -> tuple[Path, str | None]:
+    """(held-out file, expected sha256) for a manifest, an export folder or a .npz path.
+
+    An export folder resolves through its manifests; exports of one folder made from different
+    checkpoints have different held-out sets, and then the manifest must be named.
+    """
+    if isinstance(source, ExportManifest):
+        if source.heldout_path is None:
+            raise VitcError(f"{source.path}: the export manifest names no held-out set")
+        return source.heldout_path, source.heldout_sha256
+    path = Path(source)
+    if path.is_file() and path.suffix == ".json":
+        return heldout_for(load_manifest(path))
+    if not path.is_dir():  # a .npz named directly: still checked against a manifest that names it
+        named_by = [m for m in _manifests(path.parent) if m.heldout == path.name and m.heldout_sha256]
+        return path, named_by[0].heldout_sha256 if named_by else None
+    manifests = _manifests(path)
+    named = {(m.heldout, m.heldout_sha256) for m in manifests if m.heldout}
+    if len(named) > 1:
+        listed = ", ".join(m.path.name for m in manifests)
+        raise VitcError(f"{path} holds exports with different held-out sets ({listed}): name a manifest file")
+    if named:
+        return heldout_for(next(m for m in manifests if m.heldout))
+    return path / "heldout.npz", None  # a folder written before manifests named their held-out set
+
+
+def _manifests(folder: Path) -> list[ExportManifest]:
+    return [load_manifest(m) for m in sorted(folder.glob("manifest.*.json"))]
+
+
+def load_heldout(source: str | os.PathLike[str] | ExportManifest) -> Heldout:
+    """Load a held-out set from its .npz, a manifest or an export folder; checks hash, sizes and shapes."""
+    path, expected = heldout_for(source)
     if not path.is_file():
         raise VitcError(f"{path}: no such held-out set")
+    check_file_hash(path, expected, source.path if isinstance(source, ExportManifest) else Path("its manifest"))
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in ("images", "labels", "reference_logits") if k in data}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise VitcError(f"{path}: not a held-out set (.npz of images, labels, reference_logits)") from exc
     missing = {"images", "labels", "reference_logits"} - set(arrays)
     if missing:
@@ -244,4 +310,35 @@ def load_heldout(path: str | os.PathLike[str]) -> Heldout:
             f"{path}: inconsistent held-out shapes: images {images.shape}, labels {labels.shape}, "
             f"reference_logits {logits.shape}"
         )
+    for name, array in (("images", images), ("reference_logits", logits)):
+        if array.dtype.kind != "f" or not np.isfinite(array).all():
+            raise VitcError(f"{path}: the held-out {name} are not all finite floats")
+    if labels.dtype.kind not in "iu" or (n and (labels.min() < 0 or labels.max() >= logits.shape[1])):
+        raise VitcError(f"{path}: held-out labels must be class indices below {logits.shape[1]}")
     return Heldout(images.astype(np.float32), labels.astype(np.int64), logits.astype(np.float32))
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Every array's declared shape must match the bytes stored for it: a 1 KB file cannot make numpy
+    allocate gigabytes. Object arrays (pickles) are refused."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    fmt = np.lib.format
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    shape, _, dtype = read(member)
+                    header = member.tell()
+                if dtype.hasobject:
+                    raise VitcError(f"{path}: {info.filename} holds Python objects, not numbers")
+                needed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                if needed != info.file_size - header:
+                    raise VitcError(
+                        f"{path}: {info.filename} declares shape {shape} ({needed} bytes) but stores "
+                        f"{info.file_size - header} bytes"
+                    )
+    except VitcError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise VitcError(f"{path}: not a held-out set (.npz of images, labels, reference_logits)") from exc

@@ -3,9 +3,10 @@
 Layout of `export/<run>/`:
     model.<precision>.onnx      the artifact; metadata_props hold every manifest key (JSON strings)
                                 except `onnx_sha256` (a file cannot contain its own hash)
-    manifest.<precision>.json   the manifest below, `onnx_sha256` included
-    heldout.npz                 images (float32, normalised), labels (int64), reference_logits
-                                (float32, PyTorch FP32), shared by all precisions of the run
+    manifest.<precision>.json   the manifest below, `onnx_sha256` and `heldout_sha256` included
+    heldout.<sha16>.npz         images (float32, normalised), labels (int64), reference_logits
+                                (float32, PyTorch FP32); named by its content, so precisions exported
+                                from one checkpoint share it and another checkpoint's never replaces it
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vitc.errors import VitcError
-
 FORMAT = "vitc.export"
 VERSION = 1
-HELDOUT = "heldout.npz"
+HELDOUT_GLOB = "heldout.*.npz"
+
+
+def heldout_name(sha256: str) -> str:
+    return f"heldout.{sha256[:16]}.npz"
 
 
 def onnx_name(precision: str) -> str:
@@ -49,12 +52,14 @@ def get_metadata(model: Any) -> dict[str, Any]:
     return out
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise VitcError(f"{path}: not a readable manifest ({exc})") from exc
-    if record.get("format") != FORMAT:
-        raise VitcError(f"{path}: not a vitc export manifest")
-    return record
+def prune_heldout(folder: Path) -> None:
+    """Delete the held-out sets that no manifest of `folder` names any more."""
+    named = set()
+    for path in folder.glob("manifest.*.json"):
+        try:
+            named.add(json.loads(path.read_text()).get("heldout"))
+        except (OSError, ValueError, AttributeError):
+            return  # an unreadable manifest might name any of them: keep all
+    for path in folder.glob(HELDOUT_GLOB):
+        if path.name not in named:
+            path.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ they were.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -307,7 +308,11 @@ def export_checkpoint(
         explained = explain(proto, compiled, images[: max(batch.max, 64)] if not batch.dynamic else images[:64], batch)
     max_drop = DEFAULT_MAX_DROP[opts.precision] if opts.max_drop is None else opts.max_drop
     manifest["drift"] = {**drift.to_dict(), "data": data_name, "split": "test", "max_drop": max_drop}
-    manifest["heldout"] = mf.HELDOUT
+    buf = io.BytesIO()
+    np.savez(buf, images=images, labels=labels, reference_logits=reference.astype(np.float32))
+    heldout_bytes = buf.getvalue()
+    manifest["heldout_sha256"] = hashlib.sha256(heldout_bytes).hexdigest()
+    manifest["heldout"] = mf.heldout_name(manifest["heldout_sha256"])
     say(
         f"{opts.precision}: top-1 {drift.top1:.2f}% vs {drift.reference_top1:.2f}% (Δ {drift.delta_top1:+.2f}), "
         f"agreement {drift.agreement:.1f}%, max |Δ logit| {drift.max_abs_diff:.3g}, cosine {drift.cosine:.5f}"
@@ -319,14 +324,16 @@ def export_checkpoint(
             f"nothing written{first}"
         )
 
-    # 6. write: heldout, ONNX, manifest (each atomically)
+    # 6. write: held-out set (named by its hash, so it never replaces another export's), ONNX, manifest,
+    # each atomically; a kill between two of them leaves hashes that readers refuse (engines/manifest.py)
     mf.set_metadata(proto, manifest)
-    buf = io.BytesIO()
-    np.savez(buf, images=images, labels=labels, reference_logits=reference.astype(np.float32))
-    with atomic_write(run_dir / mf.HELDOUT) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    heldout_path = run_dir / manifest["heldout"]
+    if not heldout_path.is_file() or sha256_file(heldout_path) != manifest["heldout_sha256"]:
+        with atomic_write(heldout_path) as tmp:
+            tmp.write_bytes(heldout_bytes)
     with atomic_write(onnx_path) as tmp:
         onnx.save(proto, str(tmp))
     manifest["onnx_sha256"] = sha256_file(onnx_path)
     write_json(manifest_path, manifest)
+    mf.prune_heldout(run_dir)
     return ExportResult(onnx_path, manifest_path, manifest, explained)

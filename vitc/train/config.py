@@ -42,7 +42,7 @@ class OptimSection:
     batch_size: int = 64  # global batch, split across processes
     lr: float = 1e-3
     min_lr: float = 1e-5
-    warmup_epochs: int = 3
+    warmup_epochs: int | None = None  # None: WARMUP_EPOCHS, at most WARMUP_SHARE of the run (resolve_defaults)
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     clip_grad: float = 1.0  # max global grad norm; 0 disables
@@ -52,7 +52,7 @@ class OptimSection:
 @dataclass
 class AugSection:
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
-    flip: bool = False  # off for digits: they are not mirror-symmetric
+    flip: bool | None = None  # None: on for photos, off for digits (resolve_defaults)
     mixup: float = 0.0
     cutmix: float = 0.0
     erasing: float = 0.0
@@ -105,6 +105,8 @@ def _check_type(key: str, value: Any, default: Any, annotation: str) -> Any:
         ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     elif annotation == "bool":
         ok = isinstance(value, bool)
+    elif annotation == "bool | None":
+        ok = value is None or isinstance(value, bool)
     elif annotation == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif annotation == "float":
@@ -147,7 +149,7 @@ def validate(cfg: TrainConfig) -> None:
         if flat[key] is not None and flat[key] <= 0:
             raise VitcError(f"config key {key} must be positive, got {flat[key]}")
     for key in _NON_NEGATIVE:
-        if flat[key] < 0:
+        if flat[key] is not None and flat[key] < 0:
             raise VitcError(f"config key {key} must not be negative, got {flat[key]}")
     for key in _UNIT:
         if not 0 <= flat[key] < 1:
@@ -163,6 +165,34 @@ def validate(cfg: TrainConfig) -> None:
         check_run_name(cfg.run.name)
     if cfg.data.name != "digits" and not cfg.data.dir:
         raise VitcError(f"data set {cfg.data.name} needs a folder: --data-dir or data.dir")
+
+
+WARMUP_EPOCHS = 3
+WARMUP_SHARE = 0.2  # a default warm-up takes at most this share of the epochs
+FLIP_DEFAULTS = {  # is a mirrored image still an image of its class?
+    "digits": (False, "mirrored digits are other glyphs"),
+    "cifar10": (True, "a mirrored photo shows the same class"),
+    "imagefolder": (True, "a mirrored photo shows the same class; set aug.flip=false if not"),
+}
+
+
+def resolve_defaults(cfg: TrainConfig) -> list[str]:
+    """Fill in the defaults that depend on the data and the run length; one line per choice, to print.
+
+    The resolved values are what the run folder's config.json records, so a resumed or repeated
+    run uses them explicitly.
+    """
+    notes = []
+    if cfg.aug.flip is None:
+        cfg.aug.flip, why = FLIP_DEFAULTS[cfg.data.name]
+        notes.append(f"aug.flip = {str(cfg.aug.flip).lower()} (default for {cfg.data.name}: {why})")
+    if cfg.optim.warmup_epochs is None:
+        cfg.optim.warmup_epochs = min(WARMUP_EPOCHS, int(cfg.optim.epochs * WARMUP_SHARE))
+        notes.append(
+            f"optim.warmup_epochs = {cfg.optim.warmup_epochs} (default {WARMUP_EPOCHS}, "
+            f"at most {WARMUP_SHARE:.0%} of {cfg.optim.epochs} epochs)"
+        )
+    return notes
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 
 from vitc._io import write_json
 from vitc.checkpoint import CheckpointMeta, meta_for, save_checkpoint
@@ -25,7 +26,7 @@ from vitc.data.transforms import TrainAugment
 from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
-from vitc.train.config import TrainConfig
+from vitc.train.config import TrainConfig, resolve_defaults
 from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from vitc.train.evaluate import accuracy, predict
 from vitc.train.optim import ModelEma, lr_at, param_groups
@@ -86,8 +87,11 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
     With `force`, an existing run of the same name is replaced once the new one has a checkpoint.
     """
     started = time.perf_counter()
+    defaults = resolve_defaults(cfg)  # before config.json is written: the run records explicit values
     device = pick_device(cfg.run.device)
     dist = init_distributed(device.type)
+    for note in defaults if show_progress and dist.is_main else ():
+        Console().print(f"default: {note}", highlight=False)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     amp_dtype = pick_amp(cfg.run.amp, device)

@@ -1,12 +1,20 @@
 """What each TensorRT version's ONNX parser accepts, and `check_onnx`, the lint behind `vitc check`.
 
-Facts (onnx-tensorrt `docs/operators.md` per release branch, TensorRT explicit-quantization docs; see
-docs/deployment_anchors §2b, §3b, §3d):
+The operator tables and opset ceilings are onnx/onnx-tensorrt `docs/operators.md` at the commit each
+TensorRT release pins as its parser (trt_onnx_ops.json, made by tests/export/trt_ops_extract.py):
+8.5, 8.6, 10.0, 10.14 and 11.1. A version is checked against the newest table at or below it, so
+10.1–10.13 get the 10.0 table (stricter than their parsers: ops added in between are reported) and
+11.0 the 11.1 one; the `10` target is "any 10.x" (the 10.0 table, JetPack 6 included), `11` 11.x.
+Other facts (docs/deployment_anchors §2b, §3b, §3d):
 - 8.5 parses opsets up to 17 but not `LayerNormalization` (added in 8.6, NVIDIA/TensorRT#2875, #3346);
   JetPack 5 therefore needs an opset-16 export with LayerNorm decomposed.
-- `Gelu` is an opset-20 op; 8.x stops at opset 17. The opset-23 `Attention` op arrived in parser 10.14.
+- `Gelu` is an opset-20 op (parser 10.0+); the opset-23 `Attention` op arrived in parser 10.14,
+  whose opset ceiling is 24.
 - Q/DQ: symmetric INT8 (zero point 0), per-tensor activations, per-channel weights whose scale count
   equals the channel dimension on `axis`. The int32 bias DQ that ORT emits by default is rejected.
+  INT8 weights (an int8 initializer into DequantizeLinear) need TensorRT 10: up to 9.3 TensorRT's
+  own docs say "TensorRT does not support INT8 weights for explicit quantization"
+  (tools/experimental/trt-engine-explorer/examples/pytorch/resnet/README.md, removed in 10.0).
 - Dynamic dimensions need an optimisation profile: only a named batch dimension (axis 0 of the
   input) is allowed here, and `vitc export` records its range.
 """
@@ -14,153 +22,78 @@ docs/deployment_anchors §2b, §3b, §3d):
 from __future__ import annotations
 
 import fnmatch
+import functools
+import json
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from vitc._lazy import lazy_import
 from vitc.errors import VitcError
 
-TRT_VERSIONS = ("8.5", "8.6", "10", "11")
+TRT_VERSIONS = ("8.5", "8.6", "10", "11")  # the export targets
+TARGET_TABLE = {"8.5": "8.5", "8.6": "8.6", "10": "10.0", "11": "11.1"}
+INT8_WEIGHTS_FROM = (10, 0)  # int8 initializers into DequantizeLinear
 
-# The highest opset each parser reads, and the opset `vitc export` uses by default for it.
-MAX_OPSET = {"8.5": 17, "8.6": 17, "10": 20, "11": 22}
+# The opset `vitc export` uses by default for each target.
 DEFAULT_OPSET = {"8.5": 16, "8.6": 17, "10": 17, "11": 17}
 
-# Ops of the standard domain every targeted parser (8.5+) imports. Not the full matrix: the ops a
-# vision transformer export can contain, plus the common neighbours.
-_BASE_OPS = frozenset(
-    [
-        "Abs",
-        "Acos",
-        "Add",
-        "And",
-        "ArgMax",
-        "ArgMin",
-        "AveragePool",
-        "BatchNormalization",
-        "Cast",
-        "Ceil",
-        "Clip",
-        "Concat",
-        "Constant",
-        "ConstantOfShape",
-        "Conv",
-        "ConvTranspose",
-        "Cos",
-        "CumSum",
-        "DepthToSpace",
-        "DequantizeLinear",
-        "Div",
-        "Dropout",
-        "Einsum",
-        "Elu",
-        "Equal",
-        "Erf",
-        "Exp",
-        "Expand",
-        "Flatten",
-        "Floor",
-        "Gather",
-        "GatherElements",
-        "GatherND",
-        "Gemm",
-        "GlobalAveragePool",
-        "GlobalMaxPool",
-        "Greater",
-        "GreaterOrEqual",
-        "HardSigmoid",
-        "HardSwish",
-        "Identity",
-        "InstanceNormalization",
-        "LeakyRelu",
-        "Less",
-        "LessOrEqual",
-        "Log",
-        "LogSoftmax",
-        "MatMul",
-        "Max",
-        "MaxPool",
-        "Mean",
-        "Min",
-        "Mod",
-        "Mul",
-        "Neg",
-        "Not",
-        "Or",
-        "Pad",
-        "Pow",
-        "PRelu",
-        "QuantizeLinear",
-        "Range",
-        "Reciprocal",
-        "ReduceL1",
-        "ReduceL2",
-        "ReduceLogSumExp",
-        "ReduceMax",
-        "ReduceMean",
-        "ReduceMin",
-        "ReduceProd",
-        "ReduceSum",
-        "ReduceSumSquare",
-        "Relu",
-        "Reshape",
-        "Resize",
-        "ScatterElements",
-        "ScatterND",
-        "Selu",
-        "Shape",
-        "Sigmoid",
-        "Sign",
-        "Sin",
-        "Size",
-        "Slice",
-        "Softmax",
-        "Softplus",
-        "Softsign",
-        "SpaceToDepth",
-        "Split",
-        "Sqrt",
-        "Squeeze",
-        "Sub",
-        "Sum",
-        "Tan",
-        "Tanh",
-        "Tile",
-        "TopK",
-        "Transpose",
-        "Trilu",
-        "Unsqueeze",
-        "Where",
-        "Xor",
-    ]
-)
-_ADDED = {
-    "8.6": frozenset({"LayerNormalization", "GroupNormalization"}),
-    "10": frozenset({"Gelu"}),  # opset 20
-    "11": frozenset({"Attention"}),  # parser 10.14+
-}
-_ORDER = {v: i for i, v in enumerate(TRT_VERSIONS)}
 _NOTES = {
     "LayerNormalization": "TensorRT < 8.6 cannot parse LayerNormalization (opset 17): export with --trt 8.5 (opset 16)",
     "Gelu": "the Gelu op is opset 20; TensorRT 8.x reads opset ≤ 17",
-    "Attention": "the Attention op is parsed from TensorRT 10.14",
+    "Attention": "the Attention op (opset 23) is parsed from TensorRT 10.14",
 }
 
 
+@functools.cache
+def tables() -> dict[str, dict[str, Any]]:
+    """{table version: {"opset_max", "supported", ...}} from the packaged trt_onnx_ops.json."""
+    data = json.loads(resources.files("vitc.export").joinpath("trt_onnx_ops.json").read_text())
+    return {k: v for k, v in data.items() if k != "source"}
+
+
+def _key(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    return int(major), int(minor or 0)
+
+
+def resolve(trt: str) -> str:
+    """The table a version is checked against: an export target, or any X.Y from 8.5 on."""
+    if trt in TARGET_TABLE:
+        return TARGET_TABLE[trt]
+    try:
+        wanted = _key(trt)
+    except ValueError:
+        wanted = (0, 0)
+    known = sorted((_key(v), v) for v in tables())
+    same_major = [(k, v) for k, v in known if k[0] == wanted[0]]
+    # 11.0 has no table of its own: 11.1's (its parser changelog adds no standard op over 11.0's Swish)
+    below = [v for k, v in same_major if k <= wanted] or [v for _, v in same_major[:1]]
+    if not below:
+        raise VitcError(f"unknown TensorRT version {trt!r} (choose one of: {', '.join(TRT_VERSIONS)}, or X.Y from 8.5)")
+    return below[-1]
+
+
+def max_opset(trt: str) -> int:
+    """The highest ONNX opset the parser of `trt` reads."""
+    return int(tables()[resolve(trt)]["opset_max"])
+
+
 def supported_ops(trt: str) -> frozenset[str]:
-    """The ONNX op types (default domain) TensorRT `trt`'s parser imports."""
-    check_version(trt)
-    ops = set(_BASE_OPS)
-    for version, added in _ADDED.items():
-        if _ORDER[version] <= _ORDER[trt]:
-            ops |= added
-    return frozenset(ops)
+    """The ONNX op types (default domain) the parser of TensorRT `trt` imports."""
+    return frozenset(tables()[resolve(trt)]["supported"])
 
 
 def check_version(trt: str) -> str:
+    """An export target (8.5, 8.6, 10, 11): what manifests record and `vitc export --trt` takes."""
     if trt not in TRT_VERSIONS:
         raise VitcError(f"unknown TensorRT version {trt!r} (choose one of: {', '.join(TRT_VERSIONS)})")
     return trt
+
+
+def int8_weights(trt: str | None) -> bool:
+    """Whether TensorRT `trt` (None: no target, 10+) takes int8 weight initializers into DequantizeLinear."""
+    return trt is None or _key(resolve(trt)) >= INT8_WEIGHTS_FROM
 
 
 def check_opset(opset: int, trt: str | None) -> None:
@@ -170,8 +103,8 @@ def check_opset(opset: int, trt: str | None) -> None:
     if trt is None:
         return
     check_version(trt)
-    if opset > MAX_OPSET[trt]:
-        raise VitcError(f"TensorRT {trt} parses ONNX opsets up to {MAX_OPSET[trt]}, not {opset}")
+    if opset > max_opset(trt):
+        raise VitcError(f"TensorRT {trt} parses ONNX opsets up to {max_opset(trt)}, not {opset}")
     if trt == "8.5" and opset >= 17:
         raise VitcError("TensorRT 8.5 cannot parse LayerNormalization, which opset ≥ 17 exports use; use --opset 16")
 
@@ -217,7 +150,7 @@ def _shape_of(graph: Any, name: str) -> list[int] | None:
     return None
 
 
-def check_qdq(model: Any) -> list[Finding]:
+def check_qdq(model: Any, int8_weights: bool = True) -> list[Finding]:
     """TensorRT's explicit-quantization rules for every QuantizeLinear/DequantizeLinear node."""
     graph = model.graph
     consts = _constants(graph)
@@ -258,25 +191,27 @@ def check_qdq(model: Any) -> list[Finding]:
                     bad(f"{scale.size} scales do not match axis {axis} of weight shape {list(w.shape)}")
         if node.op_type == "DequantizeLinear" and data in consts and str(consts[data].dtype) == "int32":
             bad("int32 bias dequantisation (TensorRT rejects it; quantize with QuantizeBias=False)")
+        is_int8_weight = node.op_type == "DequantizeLinear" and data in consts and str(consts[data].dtype) == "int8"
+        if is_int8_weight and not int8_weights:
+            bad("int8 weights into DequantizeLinear need TensorRT 10 (export for this target keeps them float)")
     return findings
 
 
 def check_onnx(model: Any, trt: str, exclude_ops: tuple[str, ...] = ()) -> list[Finding]:
     """Every problem TensorRT `trt` would have parsing `model` (an onnx.ModelProto); empty when clean."""
     ops = supported_ops(trt)
+    ceiling = max_opset(trt)
     findings: list[Finding] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is not None and opset > MAX_OPSET[trt]:
-        findings.append(
-            Finding("<model>", "opset", f"opset {opset} > {MAX_OPSET[trt]}, the highest TensorRT {trt} reads")
-        )
+    if opset is not None and opset > ceiling:
+        findings.append(Finding("<model>", "opset", f"opset {opset} > {ceiling}, the highest TensorRT {trt} reads"))
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             findings.append(Finding(node.name, node.op_type, f"custom domain {node.domain!r} needs a plugin"))
         elif node.op_type not in ops and not any(fnmatch.fnmatch(node.op_type, p) for p in exclude_ops):
             note = _NOTES.get(node.op_type, f"not supported by the TensorRT {trt} ONNX parser")
             findings.append(Finding(node.name, node.op_type, note))
-    findings += check_qdq(model)
+    findings += check_qdq(model, int8_weights=int8_weights(trt))
     findings += check_dynamic_dims(model)
     return findings
 

@@ -9,24 +9,47 @@ import numpy as np
 import pytest
 
 
-def make_tiny_onnx(path: Path, batch: int | str = "batch") -> Path:
-    """input 'input' N×3×8×8 → Reshape → MatMul(192×10) → Softmax → 'logits' N×10."""
+def make_tiny_onnx(path: Path, batch: int | str = "batch", precision: str = "fp32", io_type: int = 1) -> Path:
+    """input 'input' N×3×8×8 → Reshape → MatMul(192×10) → Softmax → 'logits' N×10.
+
+    precision "fp16" computes the MatMul in float16 between Casts (the AutoCast form), "int8" puts a
+    QuantizeLinear/DequantizeLinear pair on the activations (the Q/DQ form); io_type is the ONNX
+    element type of the input and output (1 float32, 10 float16, 16 bfloat16).
+    """
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((192, 10)).astype(np.float32), "W")
-    shape = numpy_helper.from_array(np.array([-1, 192], dtype=np.int64), "shape")
-    nodes = [
-        helper.make_node("Reshape", ["input", "shape"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "W"], ["mm"]),
-        helper.make_node("Softmax", ["mm"], ["logits"], axis=-1),
-    ]
+    weight = np.random.default_rng(0).standard_normal((192, 10)).astype(np.float32)
+    inits = [numpy_helper.from_array(np.array([-1, 192], dtype=np.int64), "shape")]
+    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"])]
+    if precision == "fp16":
+        inits.append(numpy_helper.from_array(weight.astype(np.float16), "W"))
+        nodes += [
+            helper.make_node("Cast", ["flat"], ["flat16"], to=TensorProto.FLOAT16),
+            helper.make_node("MatMul", ["flat16", "W"], ["mm16"]),
+            helper.make_node("Cast", ["mm16"], ["mm"], to=io_type),
+        ]
+    elif precision == "int8":
+        inits += [
+            numpy_helper.from_array(weight, "W"),
+            numpy_helper.from_array(np.array(0.05, dtype=np.float32), "scale"),
+            numpy_helper.from_array(np.array(0, dtype=np.int8), "zero"),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["flat", "scale", "zero"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"]),
+            helper.make_node("MatMul", ["dq", "W"], ["mm"]),
+        ]
+    else:
+        inits.append(numpy_helper.from_array(weight.astype(helper.tensor_dtype_to_np_dtype(io_type)), "W"))
+        nodes.append(helper.make_node("MatMul", ["flat", "W"], ["mm"]))
+    nodes.append(helper.make_node("Softmax", ["mm"], ["logits"], axis=-1))
     graph = helper.make_graph(
         nodes,
         "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
-        [weight, shape],
+        [helper.make_tensor_value_info("input", io_type, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", io_type, [batch, 10])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

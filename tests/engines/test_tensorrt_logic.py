@@ -16,15 +16,15 @@ from vitc.errors import VitcError
 
 
 @pytest.mark.parametrize(
-    ("version", "fp16", "int8", "v3", "opt_level", "hw"),
+    ("version", "fp16", "int8", "opt_level", "hw"),
     [
-        ("8.5.2", ((), ("FP16",), False), ((), ("INT8", "FP16"), False), False, False, False),
-        ("8.6.1", ((), ("FP16",), False), ((), ("INT8", "FP16"), False), True, True, True),
-        ("10.3.0", (("STRONGLY_TYPED",), (), True), (("STRONGLY_TYPED",), (), True), True, True, True),
-        ("11.1.0", ((), (), True), ((), (), True), True, True, True),
+        ("8.5.2", ((), ("FP16",), False), ((), ("INT8", "FP16"), False), False, False),
+        ("8.6.1", ((), ("FP16",), False), ((), ("INT8", "FP16"), False), True, True),
+        ("10.3.0", (("STRONGLY_TYPED",), (), True), (("STRONGLY_TYPED",), (), True), True, True),
+        ("11.1.0", ((), (), True), ((), (), True), True, True),
     ],
 )
-def test_precision_plans_per_version(version, fp16, int8, v3, opt_level, hw):
+def test_precision_plans_per_version(version, fp16, int8, opt_level, hw):
     feat = T.features(version)
     batch_flag = ("EXPLICIT_BATCH",) if feat.version[0] < 10 else ()
     for precision, (net, flags, strong) in (("fp16", fp16), ("int8", int8)):
@@ -33,7 +33,7 @@ def test_precision_plans_per_version(version, fp16, int8, v3, opt_level, hw):
     fp32 = T.precision_plan(feat, "fp32")
     assert fp32.builder_flags == () and fp32.network_flags == batch_flag
     assert fp32.strongly_typed is (feat.version[0] >= 11)
-    assert feat.tensor_execution is v3 and feat.optimization_level is opt_level and feat.hardware_compatibility is hw
+    assert feat.optimization_level is opt_level and feat.hardware_compatibility is hw
     assert feat.precision_flags is (feat.version[0] < 11)
     assert feat.same_compute_capability is (feat.major_minor >= (10, 9))
 
@@ -54,6 +54,9 @@ def test_plan_header_good_wrong_truncated(tmp_path: Path):
     assert parsed.version == (10, 3, 0, 26) and parsed.serialization == 0
     assert parsed.to_dict()["tensorrt"] == "10.3.0.26"
     assert T.parse_plan_header(header((0, 0, 0, 0))).version is None  # pre-8.6 plans carry no version
+    assert T.parse_plan_header(header((8, 5, 3, 1))).version is None  # below 8.6 it cannot be a version
+    odd = b"ftrt" + (107).to_bytes(4, "little") + bytes(16) + bytes((10, 3, 0, 26))  # word != 0: not trusted
+    assert T.parse_plan_header(odd).version is None and T.parse_plan_header(odd).serialization == 107
     with pytest.raises(VitcError, match="not a TensorRT plan"):
         T.parse_plan_header(b"PK\x03\x04" + bytes(40))
     with pytest.raises(VitcError, match="truncated"):

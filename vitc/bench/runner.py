@@ -36,7 +36,7 @@ def accuracy(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> DriftRepo
     """Run the held-out images through an active runner and compare with the reference logits."""
     meta = runner.get_input_metadata()[0]
     output = runner.get_output_metadata()[0].name
-    step = meta.static_batch or batch
+    step = meta.static_batch or min(batch, runner.max_batch() or batch)  # a profile may stop below `batch`
     images = heldout.images.astype(meta.dtype)
     chunks = []
     for start in range(0, len(heldout), step):

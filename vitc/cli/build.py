@@ -76,12 +76,22 @@ def build(
         ("engine drift (TensorRT vs PyTorch)", "engine_drift"),
     ):
         drift = side.get(key)
-        if drift:
-            console.print(
-                f"{label}: top-1 {drift['top1']:.2f}% ({drift['delta_top1']:+.2f}), "
-                f"agreement {drift['agreement']:.2f}%, "
-                f"max |Δ| {drift['max_abs_diff']:.3g}, cosine {drift['cosine']:.5f}"
-            )
+        if drift:  # an older manifest may lack some of these figures
+            parts = [
+                template.format(drift[field])
+                for field, template in DRIFT_FIELDS
+                if isinstance(drift.get(field), (int, float))
+            ]
+            console.print(f"{label}: " + ", ".join(parts))
+
+
+DRIFT_FIELDS = (
+    ("top1", "top-1 {:.2f}%"),
+    ("delta_top1", "Δ top-1 {:+.2f}"),
+    ("agreement", "agreement {:.2f}%"),
+    ("max_abs_diff", "max |Δ| {:.3g}"),
+    ("cosine", "cosine {:.5f}"),
+)
 
 
 def _precision_from_name(onnx: Path) -> str:

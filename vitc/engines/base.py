@@ -149,6 +149,11 @@ class BaseRunner(abc.ABC):
         rng = np.random.default_rng(seed)
         return {m.name: rng.standard_normal(m.concrete(batch)).astype(m.dtype) for m in self.get_input_metadata()}
 
+    def max_batch(self) -> int | None:
+        """The largest batch the model takes (None: no limit known). Valid after activate()."""
+        batches = [m.static_batch for m in self.get_input_metadata() if m.static_batch is not None]
+        return min(batches) if batches else None
+
     def supports_batch(self, batch: int) -> bool:
         """False when an input has a static batch dimension or a profile that excludes `batch`."""
         return all(m.static_batch in (None, batch) for m in self.get_input_metadata())

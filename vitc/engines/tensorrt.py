@@ -5,11 +5,15 @@ Building plans lives in `vitc.engines.trt_build`, running them in `vitc.engines.
 Version branches (see `features` and `precision_plan`; facts from TensorRT's headers per release):
 - 8.5 / 8.6 (JetPack 5 / 6.0): networks need the EXPLICIT_BATCH flag; precision-baked graphs get the
   FP16 (and INT8, for Q/DQ graphs) builder flags. 8.5 has no builder_optimization_level, no
-  hardware_compatibility_level and no version-compatible engines (8.6 added all three). The 8.5
-  runtime path runs through bindings and `execute_async_v2`, which TensorRT 10 removed.
+  hardware_compatibility_level and no version-compatible engines (8.6 added all three). Every
+  release from 8.5 on runs named I/O tensors (set_input_shape, set_tensor_address,
+  execute_async_v3: release/8.5 pyCore.cpp), the only path vitc uses.
 - 10.x (JetPack 6.1/6.2, desktop): precision-baked graphs build as strongly typed networks
   (NetworkDefinitionCreationFlag.STRONGLY_TYPED), no precision flags.
 - 11.x: strongly typed only; the precision flags, calibrators and EXPLICIT_BATCH are gone.
+
+docs/tensorrt.md has the whole table and its sources; tests/engines/trt_api/ holds the API of every
+release (extracted from NVIDIA's bindings) that the strict fakes in the engine tests are made from.
 
 Security: a plan is executable content (kernels and, with version-compatible engines, host code).
 Load only plans you built or trust; vitc refuses files whose header is not a TensorRT plan, but it
@@ -33,9 +37,12 @@ else:
     trt = LazyModule("tensorrt")
 
 PLAN_TAG = b"ftrt"  # bytes 0–3 of every serialised engine (0x74727466 little-endian)
-PLAN_HEADER_BYTES = 28  # the TensorRT version sits in bytes 24–27 (plans from 8.6 on)
+PLAN_HEADER_BYTES = 28  # the TensorRT version sits in bytes 24–27 when the serialization word is 0
 SIDECAR_FORMAT = "vitc.engine"
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
+# --hardware-compat → HardwareCompatibilityLevel member, looked up only when asked for (SAME_... is 10.9+)
+HARDWARE_LEVELS = {"ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+UNKNOWN_PLAN_VERSION = "unknown version (8.5 or older)"
 
 
 # -- versions --------------------------------------------------------------------------------------
@@ -99,12 +106,7 @@ class TrtFeatures:
         return self.major_minor >= (8, 6)
 
     @property
-    def tensor_execution(self) -> bool:
-        """True: set_input_shape/set_tensor_address/execute_async_v3. False (8.5): bindings + execute_async_v2."""
-        return self.major_minor >= (8, 6)
-
-    @property
-    def plan_header_version(self) -> bool:  # plans carry their version in bytes 24–27 from 8.6
+    def plan_header_version(self) -> bool:  # plans carry their version in bytes 24–27 from 8.6 (assumed)
         return self.major_minor >= (8, 6)
 
 
@@ -142,6 +144,8 @@ def dims(shape: trt.Dims) -> tuple[int, ...]:
     return tuple(int(shape[i]) for i in range(len(shape)))
 
 
+# I/O types with an exact numpy twin. BF16, FP8, INT4, FP4 and E8M0 have none: feeding them from
+# numpy would cast floats to integers or mis-size the buffers, so they are refused.
 NUMPY_DTYPES = {
     "FLOAT": "float32",
     "HALF": "float16",
@@ -150,14 +154,18 @@ NUMPY_DTYPES = {
     "INT64": "int64",
     "BOOL": "bool",
     "UINT8": "uint8",
-    "FP8": "uint8",
-    "BF16": "uint16",
 }
 
 
-def numpy_dtype(dtype: trt.DataType) -> str:
-    """numpy dtype name of a TensorRT DataType (BF16/FP8 travel as raw 16/8-bit words)."""
-    return NUMPY_DTYPES.get(str(dtype.name), "float32")
+def numpy_dtype(dtype: trt.DataType, tensor: str = "tensor", source: str = "plan") -> str:
+    """numpy dtype name of a TensorRT I/O DataType; a one-line VitcError for types numpy cannot hold."""
+    name = str(dtype.name)
+    if name not in NUMPY_DTYPES:
+        raise VitcError(
+            f"{source}: I/O tensor {tensor!r} is {name}; vitc runs fp32/fp16 I/O "
+            "(export the model with float32 or float16 inputs and outputs)"
+        )
+    return NUMPY_DTYPES[name]
 
 
 NOT_INSTALLED = "TensorRT is not installed (pip install tensorrt on a desktop GPU; JetPack ships it on Jetson)"
@@ -187,18 +195,23 @@ def installed_version() -> str:
 @dataclass(frozen=True)
 class PlanHeader:
     serialization: int
-    version: tuple[int, int, int, int] | None  # None for plans from before 8.6 (no version bytes)
+    version: tuple[int, int, int, int] | None  # None: not readable from the header (8.5 and older)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "tag": PLAN_TAG.decode(),
             "serialization": self.serialization,
-            "tensorrt": None if self.version is None else version_text(self.version),
+            "tensorrt": UNKNOWN_PLAN_VERSION if self.version is None else version_text(self.version),
         }
 
 
 def parse_plan_header(data: bytes, source: str = "plan") -> PlanHeader:
-    """Read the tag and TensorRT version of a serialised engine without deserialising it."""
+    """Read the tag and TensorRT version of a serialised engine without deserialising it.
+
+    As trtexec's printPlanVersion (samples/common/sampleEngines.cpp): bytes 24–27 are the version
+    only when the serialization word (bytes 4–7) is 0. Plans before 8.6 carry no version there, so a
+    version below 8.6 read from those bytes is not one: the sidecar has to say it.
+    """
     if len(data) < 4:
         raise VitcError(f"{source}: not a TensorRT plan (only {len(data)} bytes)")
     if data[:4] != PLAN_TAG:
@@ -207,8 +220,8 @@ def parse_plan_header(data: bytes, source: str = "plan") -> PlanHeader:
         raise VitcError(f"{source}: truncated TensorRT plan ({len(data)} bytes, the header needs {PLAN_HEADER_BYTES})")
     serialization = int.from_bytes(data[4:8], "little")
     major, minor, patch, build = data[24], data[25], data[26], data[27]
-    version = (major, minor, patch, build) if major >= 8 else None
-    return PlanHeader(serialization, version)
+    trusted = serialization == 0 and (major, minor) >= (8, 6)
+    return PlanHeader(serialization, (major, minor, patch, build) if trusted else None)
 
 
 def read_plan_header(path: str | os.PathLike[str]) -> PlanHeader:
@@ -252,7 +265,7 @@ def check_plan_compat(
         built = parse_version(str(sidecar["tensorrt"]))
     version_compatible = bool(sidecar and sidecar.get("options", {}).get("version_compatible"))
     if built is None:
-        warnings.append(f"{source}: the plan predates TensorRT 8.6 and has no sidecar; its version is unknown")
+        warnings.append(f"{source}: TensorRT {UNKNOWN_PLAN_VERSION} and no sidecar to say which; it may not load")
     elif version_compatible:
         if here[:2] < built[:2]:
             raise VitcError(

@@ -15,6 +15,7 @@ from vitc.engines.base import LazyModule
 from vitc.engines.manifest import BatchRange, ExportManifest
 from vitc.engines.tensorrt import (
     HARDWARE_COMPAT,
+    HARDWARE_LEVELS,
     SIDECAR_FORMAT,
     PrecisionPlan,
     TrtFeatures,
@@ -212,10 +213,7 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
 
     cache_path = opts.timing_cache or default_timing_cache(opts.output, version)
-    previous = cache_path.read_bytes() if cache_path.is_file() else b""
-    cache = config.create_timing_cache(previous)
-    if not config.set_timing_cache(cache, False):
-        warnings.append(f"{cache_path}: the timing cache does not match this TensorRT/GPU and was not used")
+    keep_cache = _attach_timing_cache(config, cache_path, warnings)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -223,8 +221,6 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     seconds = time.perf_counter() - started
     with atomic_write(opts.output) as tmp:
         tmp.write_bytes(bytes(serialized))
-    with atomic_write(cache_path) as tmp:
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
 
     from vitc.engines.cuda import Cuda
 
@@ -251,10 +247,45 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     ):
         warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")
     write_json(sidecar_path(opts.output), sidecar)
+    if keep_cache:
+        _save_timing_cache(config, cache_path, warnings)
     if opts.check and opts.manifest is not None and opts.manifest.heldout_path is not None:
         sidecar["engine_drift"] = engine_drift(opts.output, opts.manifest.heldout_path)
         write_json(sidecar_path(opts.output), sidecar)
     return BuildResult(opts.output, sidecar, dla_fallback, warnings)
+
+
+def _attach_timing_cache(config: trt.IBuilderConfig, path: Path, warnings: list[str]) -> bool:
+    """Load the cache file into the build; True when the build's cache may be written back to `path`.
+
+    A cache from another GPU or TensorRT makes set_timing_cache return False and leaves the build
+    without a cache (get_timing_cache() is then None): a fresh one is attached instead, and the
+    foreign file is left as it is rather than overwritten.
+    """
+    previous = path.read_bytes() if path.is_file() else b""
+    if config.set_timing_cache(config.create_timing_cache(previous), False):
+        return True
+    warnings.append(
+        f"{path}: the timing cache does not match this TensorRT/GPU; built with a fresh cache and left the "
+        "file as it is (delete it, or give --timing-cache another path, to keep this machine's cache)"
+    )
+    if not config.set_timing_cache(config.create_timing_cache(b""), False):
+        warnings.append("TensorRT refused a fresh timing cache; built without one")
+    return False
+
+
+def _save_timing_cache(config: trt.IBuilderConfig, path: Path, warnings: list[str]) -> None:
+    from vitc._io import atomic_write
+
+    cache = config.get_timing_cache()
+    if cache is None:
+        warnings.append(f"{path}: TensorRT returned no timing cache; nothing saved")
+        return
+    try:
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(bytes(cache.serialize()))
+    except VitcError as exc:  # the plan and its sidecar are written: a cache that cannot be saved is not fatal
+        warnings.append(f"{path}: could not save the timing cache ({exc})")
 
 
 def _apply_compat_options(config: trt.IBuilderConfig, feat: TrtFeatures, opts: BuildOptions, version: str) -> None:
@@ -271,10 +302,8 @@ def _apply_compat_options(config: trt.IBuilderConfig, feat: TrtFeatures, opts: B
             raise VitcError(f"--hardware-compat needs TensorRT 8.6 or newer (this is {version})")
         if opts.hardware_compat == "same-cc" and not feat.same_compute_capability:
             raise VitcError(f"--hardware-compat same-cc needs TensorRT 10.9 or newer (this is {version})")
-        level = {
-            "ampere+": trt.HardwareCompatibilityLevel.AMPERE_PLUS,
-            "same-cc": trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY,
-        }[opts.hardware_compat]
+        # only the requested member is looked up: SAME_COMPUTE_CAPABILITY does not exist before 10.9
+        level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_LEVELS[opts.hardware_compat])
         config.hardware_compatibility_level = level
 
 

@@ -1,4 +1,7 @@
-"""TensorRT: run a plan. Named I/O tensors on 8.6+ (execute_async_v3), bindings on 8.5 (execute_async_v2).
+"""TensorRT: run a plan through named I/O tensors (set_input_shape, set_tensor_address, execute_async_v3).
+
+That API is in every supported release (release/8.5 pyCore.cpp has it; the binding-index API it
+replaces is deprecated in 8.5 and gone in 10.0), so there is one path for 8.5 → 11.x.
 
 Security: a plan is executable content; see `vitc.engines.tensorrt`. The runner refuses files whose
 header is not a TensorRT plan, and plans this machine's TensorRT/GPU cannot run, before deserialising.
@@ -105,7 +108,7 @@ class TensorRTRunner(BaseRunner):
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            dtype = numpy_dtype(engine.get_tensor_dtype(name))
+            dtype = numpy_dtype(engine.get_tensor_dtype(name), name, str(self.path))
             shape = tuple(None if d < 0 else d for d in dims(engine.get_tensor_shape(name)))
             profile = None
             if is_input and None in shape:
@@ -114,6 +117,13 @@ class TensorRTRunner(BaseRunner):
             self._tensors.append(_Tensor(TensorMeta(name, shape, dtype), i, is_input, profile))
         self._stream = self._cuda.stream()
         self._events = (self._cuda.event(), self._cuda.event())
+
+    def max_batch(self) -> int | None:
+        """The largest batch the engine takes: its profile's max (dynamic) or its static batch."""
+        inputs = [t for t in self._tensors if t.is_input]
+        limits = [t.profile[2][0] if t.profile is not None else t.meta.static_batch for t in inputs]
+        known = [limit for limit in limits if limit is not None]
+        return min(known) if known else None
 
     def supports_batch(self, batch: int) -> bool:
         for tensor in self._tensors:
@@ -143,12 +153,8 @@ class TensorRTRunner(BaseRunner):
                 continue
             array = np.ascontiguousarray(feed[tensor.meta.name], dtype=tensor.meta.dtype)
             shapes.append(array.shape)
-            if self._feat.tensor_execution:
-                if not context.set_input_shape(tensor.meta.name, array.shape):
-                    raise VitcError(f"{self.path}: input shape {array.shape} is outside the engine's profile")
-            else:
-                # TensorRT 8.5: binding shapes (set_binding_shape was removed in TensorRT 10).
-                context.set_binding_shape(tensor.index, array.shape)  # type: ignore[attr-defined]
+            if not context.set_input_shape(tensor.meta.name, array.shape):
+                raise VitcError(f"{self.path}: input shape {array.shape} is outside the engine's profile")
             self._ensure(tensor, array.nbytes, array.shape)
             assert tensor.host is not None and tensor.device is not None
             tensor.host.array[: array.size] = array.ravel()
@@ -157,10 +163,7 @@ class TensorRTRunner(BaseRunner):
         for tensor in self._tensors:
             if tensor.is_input:
                 continue
-            if self._feat.tensor_execution:
-                shape = dims(context.get_tensor_shape(tensor.meta.name))
-            else:
-                shape = dims(context.get_binding_shape(tensor.index))  # type: ignore[attr-defined]  # 8.5 only
+            shape = dims(context.get_tensor_shape(tensor.meta.name))
             out_shapes[tensor.meta.name] = shape
             self._ensure(tensor, int(np.prod(shape)) * np.dtype(tensor.meta.dtype).itemsize, shape)
         start, end = self._events
@@ -185,22 +188,16 @@ class TensorRTRunner(BaseRunner):
         return outputs
 
     def _execute(self, shapes: tuple[tuple[int, ...], ...]) -> None:
-        assert self._context is not None and self._feat is not None
+        assert self._context is not None
         context = self._context
-        if not self._feat.tensor_execution:
-            # TensorRT 8.5 branch: pointer list in binding order + execute_async_v2. TensorRT 10 removed
-            # execute_async_v2, so the 10.x stubs do not know it: the ignore is deliberate.
-            bindings = [int(t.device.ptr) if t.device is not None else 0 for t in self._tensors]
-            ok = context.execute_async_v2(bindings, self._stream.handle)  # type: ignore[attr-defined]
-        else:
-            for tensor in self._tensors:
-                assert tensor.device is not None
-                context.set_tensor_address(tensor.meta.name, tensor.device.ptr)
-            if self.cuda_graph and self._warm_shapes == shapes:
-                self._launch_graph(shapes)
-                return
-            ok = context.execute_async_v3(self._stream.handle)
-            self._warm_shapes = shapes  # TensorRT needs one plain launch per shape before a capture
+        for tensor in self._tensors:
+            assert tensor.device is not None
+            context.set_tensor_address(tensor.meta.name, tensor.device.ptr)
+        if self.cuda_graph and self._warm_shapes == shapes:
+            self._launch_graph(shapes)
+            return
+        ok = context.execute_async_v3(self._stream.handle)
+        self._warm_shapes = shapes  # TensorRT needs one plain launch per shape before a capture
         if not ok:
             raise VitcError(f"{self.path}: TensorRT failed to enqueue the inference")
 

@@ -1,0 +1,134 @@
+"""Strict fake `tensorrt` modules, one per release, generated from tests/engines/trt_api/trt_<X.Y>.json.
+
+    trt = make_tensorrt("10.3", gpu)        # gpu: the FakeGpu of tests/engines/fakes/cuda_fakes.py
+    install_tensorrt(monkeypatch, "10.3", gpu)  # the same, put in sys.modules["tensorrt"]
+
+Every class, enum, member and module name comes from the API data extracted from NVIDIA's
+pybind11 sources of that release: a name the release lacks raises AttributeError (as the real
+module does), setting an unknown attribute raises AttributeError (pybind11 objects have no
+__dict__), a class without `py::init` cannot be constructed, and a member the bindings wrap in
+`utils::deprecate*` emits DeprecationWarning. A real name the fake does not model raises `FakeGap`
+(so a test never passes by accident through an unmodelled call).
+
+Behaviour the vitc code depends on, modelled from the API documentation (pyCoreDoc.h, NvInfer.h):
+- `create_network(flags)`: bits are `1 << int(NetworkDefinitionCreationFlag.X)`; the ONNX parser
+  needs EXPLICIT_BATCH before 10.0; 11.x networks are strongly typed whatever the flags.
+- `OnnxParser.parse_from_file` reads the file with `onnx` (errors: num_errors / get_error).
+- `build_serialized_network` returns None (and logs an error) on failure: a dynamic input without a
+  profile, a profile outside the network's static dimensions, precision flags on a strongly typed
+  network, Q/DQ in a weakly typed network without INT8, DLA layers without GPU_FALLBACK.
+- `set_timing_cache(cache, ignore_mismatch)` returns False for a cache from another TensorRT/GPU;
+  `get_timing_cache()` returns None while no cache is set.
+- `Runtime.deserialize_cuda_engine` returns None for a plan of another version (unless it is
+  version-compatible, newer-runtime and `engine_host_code_allowed`) or of another GPU.
+- `set_input_shape` returns False outside the profile; `execute_async_v3` runs the ONNX file with
+  ONNX Runtime on the fake device memory, as a kernel on the given stream.
+
+The plan layout: bytes 0-3 "ftrt"; from 8.6 on, bytes 4-7 the serialization word 0 and bytes 24-27
+the version (what trtexec's printPlanVersion reads, samples/common/sampleEngines.cpp, 9.0+). The
+8.5 fake writes a non-zero word and arbitrary bytes there: what 8.5 writes is not documented.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import sys
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.engines.fakes.tensorrt_objects import BEHAVIOUR, FakeGap, Strict, StrictMeta
+
+__all__ = ["VERSIONS", "FakeGap", "FakeTensorRT", "install_tensorrt", "make_tensorrt"]
+
+API_DIR = Path(__file__).resolve().parents[1] / "trt_api"
+VERSIONS = ("8.5", "8.6", "10.3", "10.16", "11.1")  # JetPack 5, 6.0, 6.1/6.2, newest 10.x, newest 11.x
+
+
+@functools.cache
+def load_api(version: str) -> dict[str, Any]:
+    return json.loads((API_DIR / f"trt_{version}.json").read_text())
+
+
+# -- the module ---------------------------------------------------------------------------------------
+class FakeTensorRT(ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"module 'tensorrt' has no attribute '{name}'")
+
+    def _origin(self) -> list[Any]:
+        return [self.__version__, list(self._gpu.cc)]
+
+
+def _members(api: dict[str, Any], name: str) -> set[str]:
+    entry = api["classes"][name]
+    out = set(entry["members"])
+    for base in entry["bases"]:
+        out |= _members(api, base)
+    return out
+
+
+def make_tensorrt(version: str, gpu: Any, dla_cores: int = 0) -> FakeTensorRT:
+    """The fake `tensorrt` of release `version` ('10.3'), running its engines on `gpu`."""
+    api = load_api(version)
+    trt = FakeTensorRT("tensorrt")
+    trt.__spec__ = ModuleSpec("tensorrt", None)
+    trt.__version__ = api["version"]
+    trt._gpu, trt._dla_cores, trt._log, trt._major = gpu, dla_cores, [], int(version.split(".")[0])
+    enums = {name: enum.IntEnum(name.split(".")[-1], members) for name, members in api["enums"].items() if members}
+    for name in api["classes"]:
+        if "." in name:
+            continue
+        deprecated = set(api["classes"][name].get("deprecated", ()))
+        namespace = {
+            "_api": frozenset(_members(api, name)),
+            "_deprecated": frozenset(deprecated),
+            "_trt": trt,
+            "__module__": "tensorrt",
+            "__qualname__": name,
+        }
+        cls = StrictMeta(name, (BEHAVIOUR.get(name, Strict),), namespace)
+        for enum_name, values in enums.items():  # nested enums and their exported members
+            owner, _, short = enum_name.rpartition(".")
+            if owner and (owner == name or owner in _bases(api, name)):
+                type.__setattr__(cls, short, values)
+                for member in values:
+                    if member.name in cls._api:
+                        type.__setattr__(cls, member.name, member)
+        setattr(trt, name, cls)
+    for name, values in enums.items():
+        if "." not in name:
+            setattr(trt, name, values)
+    for name in api["module"]:
+        if not hasattr(ModuleType, name) and name not in trt.__dict__:
+            setattr(trt, name, _gap(name))
+    return trt
+
+
+def _bases(api: dict[str, Any], name: str) -> set[str]:
+    out: set[str] = set()
+    for base in api["classes"][name]["bases"]:
+        out |= {base} | _bases(api, base)
+    return out
+
+
+def _gap(name: str) -> Any:
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise FakeGap(f"the fake does not model tensorrt.{name}")
+
+    return missing
+
+
+def install_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str, gpu: Any, dla_cores: int = 0) -> FakeTensorRT:
+    """Put the fake in sys.modules["tensorrt"] and point vitc's lazy `trt` handles at it."""
+    from vitc.engines import tensorrt, trt_build, trt_runner
+
+    trt = make_tensorrt(version, gpu, dla_cores)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    for module in (tensorrt, trt_build, trt_runner):
+        monkeypatch.setattr(module, "trt", trt)
+    return trt

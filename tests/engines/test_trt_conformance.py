@@ -1,0 +1,260 @@
+"""`vitc build` and `vitc bench --engine` end to end against the strict fake of each TensorRT release.
+
+The fakes (tests/engines/fakes/tensorrt_fake.py) expose exactly the API that NVIDIA's bindings of
+that release define (tests/engines/trt_api/), on the CUDA fakes of tests/engines/fakes/cuda_fakes.py.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.engines.conftest import make_tiny_onnx, manifest_record
+from tests.engines.fakes.cuda_fakes import install_cuda
+from tests.engines.fakes.tensorrt_fake import VERSIONS, FakeTensorRT, install_tensorrt
+from vitc.cli.main import app
+from vitc.engines import tensorrt as T
+from vitc.engines import trt_build as B
+from vitc.engines.manifest import BatchRange
+from vitc.engines.trt_runner import TensorRTRunner
+from vitc.errors import VitcError
+
+cli = CliRunner()
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):
+    """fake("10.3", dla_cores=2, cc=(8, 7)) → the fake tensorrt module, on a fresh fake GPU."""
+
+    def install(
+        version: str, dla_cores: int = 0, cc: tuple[int, int] = (8, 7), name: str = "Fake Orin"
+    ) -> FakeTensorRT:
+        gpu = install_cuda(monkeypatch, cuda_python="12.9", driver=12060, cc=cc, name=name)
+        return install_tensorrt(monkeypatch, version, gpu, dla_cores)
+
+    return install
+
+
+def add_precision(folder: Path, precision: str, batch: int | str = "batch") -> Path:
+    """model.<precision>.onnx and its manifest in an export folder (the held-out set is shared)."""
+    onnx = make_tiny_onnx(folder / f"model.{precision}.onnx", batch, precision)
+    static = {"batch": {"min": batch, "opt": batch, "max": batch}} if isinstance(batch, int) else {}
+    (folder / f"manifest.{precision}.json").write_text(json.dumps(manifest_record(precision=precision, **static)))
+    return onnx
+
+
+def build(*args: object) -> str:
+    result = cli.invoke(app, ["build", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def sidecar(plan: Path) -> dict:
+    return json.loads(T.sidecar_path(plan).read_text())
+
+
+# -- the whole path per release -----------------------------------------------------------------------
+@pytest.mark.parametrize("version", VERSIONS)
+def test_build_and_bench_every_precision(version, fake, export_dir, tmp_path):
+    """fp32/fp16/int8, dynamic (1:4:8, more held-out images than the max) and static batch, then bench."""
+    trt = fake(version)
+    feat = T.features(trt.__version__)
+    for precision, batch in (("fp32", "batch"), ("fp16", "batch"), ("int8", "batch"), ("fp16", 4)):
+        onnx = export_dir / "model.fp32.onnx" if precision == "fp32" else add_precision(export_dir, precision, batch)
+        plan = tmp_path / f"{precision}-{batch}.plan"
+        out = build(onnx, "--out", plan, "--workspace", 64)
+        side = sidecar(plan)
+        flags = T.precision_plan(feat, precision)
+        assert side["tensorrt"] == trt.__version__ and f"TensorRT {trt.__version__}" in out
+        assert side["builder_flags"] == list(flags.builder_flags) and side["network_flags"] == list(flags.network_flags)
+        drift = side["engine_drift"]  # 12 held-out images through an engine whose profile stops at 8
+        assert drift["samples"] == 12 and drift["agreement"] == 100.0
+        assert drift["max_abs_diff"] < {"fp32": 1e-6, "fp16": 1e-2, "int8": 0.2}[precision]  # vs fp32 logits
+        assert T.read_plan_header(plan).version == (None if version == "8.5" else T.parse_version(trt.__version__))
+    report = tmp_path / "bench.json"
+    result = cli.invoke(
+        app,
+        [
+            "bench",
+            "-e",
+            tmp_path / "fp32-batch.plan",
+            "-e",
+            tmp_path / "fp16-4.plan",
+            "-b",
+            "1,4,8",
+            "-n",
+            "2",
+            "--warmup",
+            "1",
+            "--data",
+            export_dir,
+            "--json",
+            report,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(report.read_text())
+    assert "fp32-batch.plan" in result.output and "fp16-4.plan" in result.output
+    assert rows and str(rows).count("'agreement': 100.0") >= 2
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_timing_cache_new_reused_and_foreign(version, fake, tiny_onnx, tmp_path):
+    fake(version)
+    cache = tmp_path / "timing.cache"
+    opts = dict(onnx=tiny_onnx, batch=BatchRange.parse("1:2:4"), timing_cache=cache, check=False)
+    first = B.build_engine(B.BuildOptions(output=tmp_path / "a.plan", **opts))
+    assert cache.is_file() and not first.warnings
+    entries = json.loads(cache.read_bytes()[6:])["entries"]
+    second = B.build_engine(B.BuildOptions(output=tmp_path / "b.plan", **opts))
+    assert not second.warnings and json.loads(cache.read_bytes()[6:])["entries"] > entries
+    # a cache from another GPU: set_timing_cache returns False; the build uses a fresh cache, the
+    # plan and its sidecar are written, and the foreign file is kept as it was
+    foreign = b"FAKETC" + json.dumps({"origin": ["10.3.0.26", [7, 2]], "entries": 5}).encode()
+    cache.write_bytes(foreign)
+    third = B.build_engine(B.BuildOptions(output=tmp_path / "c.plan", **opts))
+    assert any("does not match" in w for w in third.warnings)
+    assert (tmp_path / "c.plan").is_file() and sidecar(tmp_path / "c.plan")["tensorrt"] == third.sidecar["tensorrt"]
+    assert cache.read_bytes() == foreign
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_compatibility_options(version, fake, tiny_onnx, tmp_path):
+    """--hardware-compat ampere+/same-cc and --version-compatible where the release has them, errors elsewhere."""
+    trt = fake(version)
+    feat = T.features(trt.__version__)
+    opts = dict(onnx=tiny_onnx, batch=BatchRange.parse("1:2:4"), check=False)
+    for level, supported in (("ampere+", feat.hardware_compatibility), ("same-cc", feat.same_compute_capability)):
+        build_opts = B.BuildOptions(output=tmp_path / f"{level}.plan", hardware_compat=level, **opts)
+        if supported:
+            assert sidecar(B.build_engine(build_opts).plan)["options"]["hardware_compat"] == level
+        else:
+            with pytest.raises(VitcError, match="needs TensorRT"):
+                B.build_engine(build_opts)
+    vc = B.BuildOptions(output=tmp_path / "vc.plan", version_compatible=True, **opts)
+    if feat.version_compatible:
+        B.build_engine(vc)
+        with TensorRTRunner(vc.output) as runner:  # the runner allows the plan's embedded host code
+            assert runner.infer({"input": np.ones((2, 3, 8, 8), np.float32)})["logits"].shape == (2, 10)
+    else:
+        with pytest.raises(VitcError, match=r"8\.6 or newer"):
+            B.build_engine(vc)
+
+
+@pytest.mark.parametrize("version", ["8.5", "8.6", "10.3"])  # the JetPack releases with DLA
+def test_dla_with_gpu_fallback(version, fake, tmp_path):
+    fake(version, dla_cores=2)
+    onnx = make_tiny_onnx(tmp_path / "m.fp16.onnx", 4, "fp16")
+    result = B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "d.plan", precision="fp16", dla_core=1))
+    assert result.dla_fallback == ["Softmax_4"] and result.sidecar["options"]["dla_core"] == 1
+    for bad, message in (({"dla_core": 2}, "cores 0..1"), ({"precision": "fp32", "dla_core": 0}, "FP16 or INT8")):
+        with pytest.raises(VitcError, match=message):
+            B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "x.plan", **{"precision": "fp16", **bad}))
+
+
+def test_plans_from_another_release_or_gpu_are_refused(fake, tiny_onnx, tmp_path):
+    fake("10.3")
+    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
+    fake("10.16")
+    with pytest.raises(VitcError, match=r"built with TensorRT 10\.3\.0\.26"):
+        TensorRTRunner(plan).activate()
+    T.sidecar_path(plan).unlink()  # no sidecar: vitc still reads the header; without it the fake refuses too
+    with pytest.raises(VitcError, match=r"10\.3\.0\.26"):
+        TensorRTRunner(plan).activate()
+    fake("10.3", cc=(8, 9), name="RTX 4090")
+    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "n.plan", check=False)).plan
+    fake("10.3", cc=(8, 7))
+    with pytest.raises(VitcError, match=r"compute capability 8\.9"):
+        TensorRTRunner(plan).activate()
+
+
+# -- the defects of issue 11, each against the fakes ----------------------------------------------------
+@pytest.mark.parametrize("version", ["8.6", "10.3", "10.8"])
+def test_ampere_plus_before_10_9(version, fake, tiny_onnx, tmp_path):
+    """Defect 1: SAME_COMPUTE_CAPABILITY exists from 10.9; ampere+ must not touch it."""
+    trt = fake(version)
+    with pytest.raises(AttributeError):
+        trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY  # noqa: B018
+    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", hardware_compat="ampere+", check=False)
+    assert B.build_engine(opts).sidecar["options"]["hardware_compat"] == "ampere+"
+
+
+def test_a_renamed_attribute_fails_on_the_releases_without_it(fake, tiny_onnx, monkeypatch, tmp_path):
+    """The harness catches what the review caught by reading: adapter code using a 10.9-only name."""
+    monkeypatch.setitem(B.HARDWARE_LEVELS, "ampere+", "SAME_COMPUTE_CAPABILITY")
+    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", hardware_compat="ampere+", check=False)
+    fake("10.9")
+    B.build_engine(opts)
+    fake("10.3")
+    with pytest.raises(AttributeError, match="SAME_COMPUTE_CAPABILITY"):
+        B.build_engine(opts)
+    monkeypatch.setattr(T.TrtFeatures, "explicit_batch_flag", property(lambda self: True))
+    fake("11.1")  # EXPLICIT_BATCH is gone in 11
+    with pytest.raises(AttributeError, match="EXPLICIT_BATCH"):
+        B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "n.plan", check=False))
+
+
+def test_timing_cache_rejected_keeps_the_sidecar(fake, tiny_onnx, tmp_path):
+    """Defect 2: a rejected cache left get_timing_cache() None; the plan was written, the sidecar lost."""
+    fake("10.3")
+    cache = tmp_path / "foreign.cache"
+    cache.write_bytes(b"not a timing cache")
+    result = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", timing_cache=cache))
+    assert T.sidecar_path(result.plan).is_file() and result.warnings
+    assert cache.read_bytes() == b"not a timing cache"
+
+
+def test_drift_chunks_at_the_profile_max(fake, export_dir, tmp_path):
+    """Defect 3: 12 held-out images, profile 1:2:3: the drift check sends chunks of at most 3."""
+    fake("10.3")
+    plan = tmp_path / "m.plan"
+    build(export_dir / "model.fp32.onnx", "--out", plan, "--batch", "1:2:3")
+    assert sidecar(plan)["engine_drift"]["samples"] == 12
+    with TensorRTRunner(plan) as runner:
+        assert runner.max_batch() == 3
+        with pytest.raises(VitcError, match="outside the engine's profile"):
+            runner.infer({"input": np.ones((4, 3, 8, 8), np.float32)})
+
+
+def test_tensorrt_8_5_runs_named_tensors(fake, tiny_onnx, tmp_path):
+    """Defect 5: 8.5 has execute_async_v3; its binding API is deprecated (the bindings warn)."""
+    fake("8.5")
+    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    plan = B.build_engine(opts).plan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        with TensorRTRunner(plan) as runner:
+            out = runner.infer({"input": np.ones((2, 3, 8, 8), np.float32)})
+            assert runner._context._calls[-1] == "execute_async_v3"
+    assert out["logits"].shape == (2, 10) and np.allclose(out["logits"].sum(1), 1.0, atol=1e-5)
+
+
+def test_bf16_io_is_refused_clearly(fake, tmp_path):
+    """Defect 6: BF16 I/O used to become uint16 and cast float inputs to integers."""
+    fake("10.3")
+    onnx = make_tiny_onnx(tmp_path / "m.onnx", io_type=16)
+    plan = B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "m.plan", check=False)).plan
+    with pytest.raises(VitcError, match="'input' is BF16; vitc runs fp32/fp16 I/O") as err:
+        TensorRTRunner(plan).activate()
+    assert "\n" not in str(err.value)
+    fake("8.5")  # 8.5 has no BF16 at all: its parser refuses the file
+    with pytest.raises(VitcError, match="cannot parse"):
+        B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "n.plan", check=False))
+
+
+def test_8_5_plan_version_comes_from_the_sidecar(fake, tiny_onnx, tmp_path):
+    """Defect 7: bytes 24-27 of an 8.5 plan are not a version; the sidecar says it, or it is unknown."""
+    trt = fake("8.5")
+    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
+    assert T.read_plan_header(plan).version is None
+    assert T.plan_summary(plan)["header"]["tensorrt"] == "unknown version (8.5 or older)"
+    with TensorRTRunner(plan) as runner:
+        assert not runner.warnings and runner.info().detail["tensorrt"] == trt.__version__
+    T.sidecar_path(plan).unlink()
+    with TensorRTRunner(plan) as runner:
+        assert "unknown version (8.5 or older)" in runner.warnings[0]

@@ -105,10 +105,6 @@ class TrtFeatures:
     def version_compatible(self) -> bool:  # BuilderFlag.VERSION_COMPATIBLE: 8.6+
         return self.major_minor >= (8, 6)
 
-    @property
-    def plan_header_version(self) -> bool:  # plans carry their version in bytes 24–27 from 8.6 (assumed)
-        return self.major_minor >= (8, 6)
-
 
 def features(version: str) -> TrtFeatures:
     return TrtFeatures(parse_version(version))

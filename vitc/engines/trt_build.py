@@ -259,11 +259,12 @@ def _attach_timing_cache(config: trt.IBuilderConfig, path: Path, warnings: list[
     """Load the cache file into the build; True when the build's cache may be written back to `path`.
 
     A cache from another GPU or TensorRT makes set_timing_cache return False and leaves the build
-    without a cache (get_timing_cache() is then None): a fresh one is attached instead, and the
-    foreign file is left as it is rather than overwritten.
+    without a cache (get_timing_cache() is then None); an unreadable file may not even make a cache.
+    Either way a fresh one is attached, and the file is left as it is rather than overwritten.
     """
     previous = path.read_bytes() if path.is_file() else b""
-    if config.set_timing_cache(config.create_timing_cache(previous), False):
+    cache = config.create_timing_cache(previous)  # may be None for an unreadable blob (nullptr)
+    if cache is not None and config.set_timing_cache(cache, False):
         return True
     warnings.append(
         f"{path}: the timing cache does not match this TensorRT/GPU; built with a fresh cache and left the "

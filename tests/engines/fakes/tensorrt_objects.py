@@ -258,9 +258,11 @@ class BuilderConfig(Strict):
             record = json.loads(blob[len(CACHE_TAG) :])
             return self._new("ITimingCache", record["origin"], int(record["entries"]))
         except (AssertionError, ValueError, KeyError):
-            return self._new("ITimingCache", None, 0)  # unreadable: matches nothing
+            return None  # createTimingCache's nullptr: what a corrupt blob gives is undocumented
 
     def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
+        if cache is None:  # pybind11 cannot bind None to `ITimingCache const&`
+            raise TypeError("set_timing_cache(): incompatible function arguments")
         if cache._origin != self._trt._origin() and not ignore_mismatch:
             self._error("Timing cache is not compatible with this TensorRT/device; it was not used")
             return False

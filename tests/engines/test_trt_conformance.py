@@ -258,3 +258,19 @@ def test_8_5_plan_version_comes_from_the_sidecar(fake, tiny_onnx, tmp_path):
     T.sidecar_path(plan).unlink()
     with TensorRTRunner(plan) as runner:
         assert "unknown version (8.5 or older)" in runner.warnings[0]
+
+
+@pytest.mark.parametrize("version", ["8.5", "10.3"])
+def test_cuda_graph_replays_with_new_inputs(version, fake, tiny_onnx, tmp_path):
+    """--cuda-graph: the first call per shape runs plainly, later ones replay the captured launch."""
+    fake(version)
+    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    plan = B.build_engine(opts).plan
+    feeds = [np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype(np.float32) for i in range(3)]
+    with TensorRTRunner(plan) as plain:
+        expected = [plain.infer({"input": x})["logits"] for x in feeds]
+    with TensorRTRunner(plan, cuda_graph=True) as runner:
+        got = [runner.infer({"input": x})["logits"] for x in feeds]
+        assert runner._graph is not None
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(have, want)

@@ -3,6 +3,7 @@ float islands (Softmax, LayerNorm, head, attention BMMs) and drift."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -29,14 +30,14 @@ def test_int8_structure(exports: dict) -> None:
         if n.op_type in ("MatMul", "Gemm", "Conv") and not n.name.startswith("/head/")
         and any(
             i in producers and producers[i].op_type == "DequantizeLinear"
-            and producers.get(producers[i].input[0]) is not None
-            and producers[producers[i].input[0]].input[0] in inits
+            and str(inits.get(producers[i].input[0], np.zeros(0, np.float32)).dtype) == "int8"
             for i in n.input
         )
     ]  # fmt: skip
     # patch Conv + qkv/proj/fc1/fc2 per block (the compiled GPSA fuses qk and v; uncompiled has one more)
     assert len(quantized) == len(weighted) == exports["int8"].manifest["precision_report"]["quantized"] >= 9
-    assert len(q) == len(dq) and len(q) >= 2 * len(quantized) - 2  # one weight pair each, activations shared
+    # weights: int8 initializer → DQ (no Q); activations: Q → DQ, shared between consumers
+    assert len(dq) == len(q) + len(weighted) and len(q) >= len(quantized) - 2
     for node in q + dq:
         zp = inits[node.input[2]]
         assert str(zp.dtype) == "int8" and (zp == 0).all(), node.name
@@ -44,9 +45,9 @@ def test_int8_structure(exports: dict) -> None:
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         if node.input[0] in inits:  # weight path: per-channel on the output axis
             w = inits[node.input[0]]
+            assert node.op_type == "DequantizeLinear" and str(w.dtype) == "int8", node.name
             assert scale.size == w.shape[axis] > 1, node.name
             consumer = consumers[node.output[0]][0]
-            consumer = consumers[consumer.output[0]][0] if consumer.op_type == "DequantizeLinear" else consumer
             expected = {"MatMul": 1, "Conv": 0, "Gemm": 0}[consumer.op_type]
             assert axis == expected, (node.name, axis)
         elif (
@@ -122,3 +123,53 @@ def test_int8_percentile_calibration_on_an_image_folder(trained_ckpt, tmp_path) 
     assert calibration["method"] == "percentile" and calibration["data"] == "imagefolder"
     assert calibration["images"] == 6 and len(calibration["data_sha256"]) == len(hashlib.sha256().hexdigest())
     assert result.manifest["drift"]["agreement"] > 50.0
+
+
+def test_int8_weights_take_a_quarter_of_the_bytes(exports: dict) -> None:
+    """No float copy of a quantized weight is left: the file shrinks towards a quarter of the FP32 one."""
+    report = exports["int8"].manifest["precision_report"]
+    assert report["weights"] == "int8" and exports["int8"].manifest["trt_target"] is None
+    proto = onnx.load(str(exports["int8"].onnx_path))
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in {t.name for t in proto.graph.initializer}
+                   for n in proto.graph.node)  # fmt: skip
+    ratio = exports["int8"].onnx_path.stat().st_size / exports["fp32"].onnx_path.stat().st_size
+    assert ratio < 0.45, ratio  # head, norms, biases and positional tables stay float in the micro model
+
+
+def test_int8_weight_folding_is_exact(exports: dict) -> None:
+    """The int8-weight form (TensorRT 10+) and the float-weight Q/DQ form (8.5/8.6) give identical logits."""
+    import onnxruntime as ort
+
+    from vitc.quant.calib import CalibrationSet
+    from vitc.quant.int8 import fold_weight_quantization, quantize_int8
+
+    fp32 = onnx.load(str(exports["fp32"].onnx_path))
+    images = np.random.default_rng(0).standard_normal((16, *exports["fp32"].manifest["input_size"]), np.float32)
+    calib = CalibrationSet(images=images, source="random", sha256="0")
+    float_form, report = quantize_int8(fp32, calib, batch=8, trt="8.6")
+    assert report.weights == "float"
+    folded = onnx.ModelProto()
+    folded.CopyFrom(float_form)
+    assert fold_weight_quantization(folded) == len(report.quantized)
+    assert fold_weight_quantization(folded) == 0  # nothing left to fold
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa: E731
+        None, {"input": images[:8]}
+    )[0]
+    np.testing.assert_array_equal(run(folded), run(float_form))
+    assert folded.ByteSize() < 0.5 * float_form.ByteSize()
+
+
+def test_int8_for_trt86_keeps_float_weights(trained_ckpt, tmp_path) -> None:
+    """TensorRT 8.x does not take int8 weight initializers: the 8.6 export keeps float → Q → DQ and passes the lint."""
+    from vitc.export import ExportOptions, export_checkpoint
+    from vitc.export.trt_rules import check_onnx
+
+    options = ExportOptions("int8", out=tmp_path, calib_images=16, trt="8.6", max_drop=100.0)
+    result = export_checkpoint(trained_ckpt, options, say=lambda _m: None)
+    assert result.manifest["precision_report"]["weights"] == "float"
+    proto = onnx.load(str(result.onnx_path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    weight_q = [n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    assert len(weight_q) == result.manifest["precision_report"]["quantized"]
+    assert all(inits[n.input[0]].data_type == onnx.TensorProto.FLOAT for n in weight_q)
+    assert check_onnx(proto, "8.6") == []

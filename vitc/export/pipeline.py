@@ -258,7 +258,7 @@ def export_checkpoint(
             cal.images = cal.images[: len(cal.images) - len(cal.images) % static]
             check_images(cal.images, input_size)
         proto, rep = quantize_int8(
-            proto, cal, opts.calib_method, static_batch=static, head_scopes=head, exclude=opts.exclude
+            proto, cal, opts.calib_method, static_batch=static, head_scopes=head, exclude=opts.exclude, trt=opts.trt
         )
         calibration = cal.to_dict(opts.calib_method)
         precision_report = rep.to_dict()

@@ -12,6 +12,12 @@ TensorRT fuses into MHA, and TensorRT has no INT8 MHA fusion for ViT sequence le
 TensorRT#3724), compiled GPSA's positional tables applied to v (a constant first input: attention
 probabilities, not weights, and per-channel scales on their axis 1 would mean nothing), the
 classifier head and `exclude` patterns.
+
+Weights are stored as int8 initializers followed by DequantizeLinear (the form ModelOpt writes with
+`dq_only`), a quarter of the float bytes, for every TensorRT target that takes them (10 and later,
+and no target); for 8.5/8.6, whose TensorRT does not take INT8 weights (vitc.export.trt_rules),
+they stay float with a QuantizeLinear/DequantizeLinear pair. The int8 values are what ONNX Runtime's
+QuantizeLinear computes from the float form, so both forms give the same logits.
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ QUANT_OPS = ("MatMul", "Gemm", "Conv")
 class Int8Report:
     quantized: list[str] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)  # node → reason
+    weights: str = "float"  # "int8": int8 initializers → DequantizeLinear; "float": float → Q → DQ
 
     def to_dict(self) -> dict[str, Any]:
-        return {"quantized": len(self.quantized), "excluded": self.excluded}
+        return {"quantized": len(self.quantized), "excluded": self.excluded, "weights": self.weights}
 
 
 def plan(model: Any, head_scopes: tuple[str, ...] = ("/head/",), exclude: tuple[str, ...] = ()) -> Int8Report:
@@ -97,8 +104,11 @@ def quantize_int8(
     static_batch: int | None = None,
     head_scopes: tuple[str, ...] = ("/head/",),
     exclude: tuple[str, ...] = (),
+    trt: str | None = None,
 ) -> tuple[Any, Int8Report]:
-    """A Q/DQ copy of `model` (FP32 ModelProto) calibrated on `calib`."""
+    """A Q/DQ copy of `model` (FP32 ModelProto) calibrated on `calib`, laid out for TensorRT `trt`."""
+    from vitc.export.trt_rules import int8_weights
+
     onnx = lazy_import("onnx")
     q = lazy_import("onnxruntime.quantization")
     methods = {
@@ -150,4 +160,55 @@ def quantize_int8(
                 extra_options=extra,
             )
         out = onnx.load(dst)
+    if int8_weights(trt):
+        fold_weight_quantization(out)
+        report.weights = "int8"
     return out, report
+
+
+def fold_weight_quantization(model: Any) -> int:
+    """Replace each weight's float initializer → QuantizeLinear by the int8 initializer it computes.
+
+    The values come from ONNX Runtime running those QuantizeLinear nodes, the kernel the float form
+    runs, so the DequantizeLinear that follows sees the same int8 tensor either way. Returns the
+    number of weights folded.
+    """
+    onnx = lazy_import("onnx")
+    ort = lazy_import("onnxruntime")
+    numpy_helper = lazy_import("onnx.numpy_helper")
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    q_nodes = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    if not q_nodes:
+        return 0
+    used = {i for n in q_nodes for i in n.input if i}
+    zero_points = {n.output[0]: inits[n.input[2]].data_type for n in q_nodes}
+    sub = onnx.helper.make_graph(
+        [_copy(n) for n in q_nodes],
+        "weights",
+        [],
+        [onnx.helper.make_tensor_value_info(name, dtype, None) for name, dtype in zero_points.items()],
+        [inits[name] for name in used],
+    )
+    sub_model = onnx.helper.make_model(sub, opset_imports=list(model.opset_import))
+    sub_model.ir_version = model.ir_version
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(sub_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    values = session.run(list(zero_points), {})
+    kept = [n for n in graph.node if not (n.op_type == "QuantizeLinear" and n.output[0] in zero_points)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    still_used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    live = [t for t in graph.initializer if t.name in still_used]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
+    graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in zip(zero_points, values, strict=True))
+    return len(q_nodes)
+
+
+def _copy(node: Any) -> Any:
+    onnx = lazy_import("onnx")
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    return out

@@ -125,7 +125,7 @@ def test_timing_cache_new_reused_and_foreign(version, fake, tiny_onnx, tmp_path)
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_compatibility_options(version, fake, tiny_onnx, tmp_path):
-    """--hardware-compat ampere+/same-cc and --version-compatible where the release has them, errors elsewhere."""
+    """--hardware-compat, --opt-level and --version-compatible where the release has them, errors elsewhere."""
     trt = fake(version)
     feat = T.features(trt.__version__)
     opts = dict(onnx=tiny_onnx, batch=BatchRange.parse("1:2:4"), check=False)
@@ -136,6 +136,12 @@ def test_compatibility_options(version, fake, tiny_onnx, tmp_path):
         else:
             with pytest.raises(VitcError, match="needs TensorRT"):
                 B.build_engine(build_opts)
+    level = B.BuildOptions(output=tmp_path / "o.plan", opt_level=5, **opts)
+    if feat.optimization_level:
+        assert sidecar(B.build_engine(level).plan)["options"]["opt_level"] == 5
+    else:
+        with pytest.raises(VitcError, match=r"--opt-level needs TensorRT 8\.6"):
+            B.build_engine(level)
     vc = B.BuildOptions(output=tmp_path / "vc.plan", version_compatible=True, **opts)
     if feat.version_compatible:
         B.build_engine(vc)
@@ -152,6 +158,9 @@ def test_dla_with_gpu_fallback(version, fake, tmp_path):
     onnx = make_tiny_onnx(tmp_path / "m.fp16.onnx", 4, "fp16")
     result = B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "d.plan", precision="fp16", dla_core=1))
     assert result.dla_fallback == ["Softmax_4"] and result.sidecar["options"]["dla_core"] == 1
+    with TensorRTRunner(result.plan) as runner:  # the runtime is put on the plan's DLA core
+        assert runner._runtime.DLA_core == 1 and runner.info().device == "dla"
+        assert runner.infer({"input": np.ones((4, 3, 8, 8), np.float32)})["logits"].shape == (4, 10)
     for bad, message in (({"dla_core": 2}, "cores 0..1"), ({"precision": "fp32", "dla_core": 0}, "FP16 or INT8")):
         with pytest.raises(VitcError, match=message):
             B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "x.plan", **{"precision": "fp16", **bad}))

@@ -304,8 +304,12 @@ def _cc(text: str) -> tuple[int, int]:
 
 def plan_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Header and sidecar of a plan, for `vitc info` (no TensorRT needed)."""
-    header = read_plan_header(path)
-    return {"header": header.to_dict(), "size_bytes": Path(path).stat().st_size, "sidecar": load_sidecar(path)}
+    header, sidecar = read_plan_header(path), load_sidecar(path)
+    if header.version is not None:
+        built = version_text(header.version)
+    else:  # 8.5 and older: only the sidecar knows
+        built = str((sidecar or {}).get("tensorrt") or UNKNOWN_PLAN_VERSION)
+    return {"tensorrt": built, "header": header.to_dict(), "size_bytes": Path(path).stat().st_size, "sidecar": sidecar}
 
 
 __all__ = [

@@ -1,61 +1,194 @@
-"""PNG figures of a LocalityReport (matplotlib, imported lazily)."""
+"""PNG figures of a LocalityReport (matplotlib, imported lazily).
+
+Each figure carries the references that make its numbers readable: the gates' starting value,
+the attention distance of uniform attention and of one patch, the query of a positional map,
+the (dx, dy) axes of a spatial prior, and colour bars. Head maps are paged (at most
+`ROWS_PER_PAGE` rows of `HEADS_PER_ROW` maps per file) so that 12 blocks × 16 heads stay legible;
+every number is also in summary.json.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from vitc._io import atomic_write
 from vitc.analysis.locality import LocalityReport
 from vitc.train.report import pyplot
 
+GATE_START = 1 / (1 + math.exp(-1))  # GPSA initialises λ = 1 (vitc/models/convit.py), σ(1) ≈ 0.731
+HEADS_PER_ROW = 8
+ROWS_PER_PAGE = 4
+PANEL = 1.3  # inches per map
 
-def _save(fig: object, path: Path) -> Path:
+
+def _save(fig: Any, path: Path) -> Path:
     with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)  # type: ignore[attr-defined]
+        fig.savefig(tmp, format="png", dpi=100)
     pyplot().close(fig)
     return path
 
 
-def attention_distance(report: LocalityReport, path: Path) -> Path:
+def _short(layer: str) -> str:
+    return layer.replace(".attn", "")
+
+
+def uniform_distance(side: int, stride: float) -> float:
+    """Mean distance (px) between two tokens of a side×side grid drawn uniformly: uniform attention."""
+    d = np.arange(side)
+    weight = np.where(d == 0, side, 2 * (side - d)) / side**2  # P(|Δ| = d) along one axis
+    dist = np.hypot(d[:, None], d[None, :])
+    return float(stride * (weight[:, None] * weight[None, :] * dist).sum())
+
+
+def attention_distance(report: LocalityReport, path: Path, grid: int | None = None, stride: float = 0) -> Path:
+    """Per layer: each head's mean attention distance (dots) and their mean, with reference lines.
+
+    `grid` and `stride` (px per token) of the first token grid draw uniform attention's distance
+    and one patch; the axis starts at 0.
+    """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(report.layers) + 3), 4))
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.45 * len(report.layers) + 3), 4.2))
     for i, row in enumerate(report.distance):
-        ax.scatter([i] * len(row), row, s=12, color="tab:blue", alpha=0.6)
-    ax.plot(range(len(report.distance)), [sum(r) / len(r) for r in report.distance], color="tab:red", label="mean")
-    ax.set_xticks(range(len(report.layers)), [n.replace(".attn", "") for n in report.layers], rotation=60, fontsize=7)
+        ax.scatter([i] * len(row), row, s=14, color="tab:blue", alpha=0.6, label="a head" if i == 0 else None)
+    means = [sum(r) / len(r) for r in report.distance]
+    ax.plot(range(len(means)), means, color="tab:red", marker="o", ms=4, label="mean of the heads")
+    top = max(max(r) for r in report.distance)
+    if grid and stride:
+        uniform = uniform_distance(grid, stride)
+        label = f"uniform attention, {grid}×{grid} grid: {uniform:.1f} px"
+        ax.axhline(uniform, color="0.3", ls="--", lw=1, label=label)
+        ax.axhline(stride, color="0.3", ls=":", lw=1, label=f"one patch: {stride:g} px")
+        top = max(top, uniform)
+    ax.set_ylim(0, top * 1.4)  # room for the legend above the data
+    ax.set_xticks(range(len(report.layers)), [_short(n) for n in report.layers], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("mean attention distance (px)")
-    ax.set_title(f"{report.model}: how far each head looks (dots: heads)")
-    ax.legend()
+    ax.set_title(f"{report.model}: how far each head looks")
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def gates(report: LocalityReport, path: Path) -> Path:
+def gates(report: LocalityReport, path: Path, start: float = GATE_START) -> Path:
+    """σ(λ) per GPSA layer and head, value in each cell, a colour scale centred on where the gates started."""
     plt = pyplot()
+    colors = plt.matplotlib.colors
     names = list(report.gates)
-    fig, ax = plt.subplots(figsize=(5, 0.4 * len(names) + 2))
-    image = ax.imshow([report.gates[n] for n in names], vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlabel("head")
-    ax.set_title("σ(λ): reliance on position (1) vs content (0)")
-    fig.colorbar(image)
+    values = np.array([report.gates[n] for n in names])
+    half = max(abs(values.max() - start), abs(values.min() - start), 0.002)  # a spread of 0.001 stays visible
+    norm = colors.TwoSlopeNorm(vcenter=start, vmin=max(0.0, start - half), vmax=min(1.0, start + half))
+    heads = values.shape[1]
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * heads + 2.2), 0.45 * len(names) + 1.6))
+    image = ax.imshow(values, cmap="RdBu_r", norm=norm, aspect="auto")
+    for (r, c), v in np.ndenumerate(values):
+        strong = abs(norm(v) - 0.5) > 0.3
+        ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=8, color="white" if strong else "black")
+    ax.set_yticks(range(len(names)), [_short(n) for n in names], fontsize=8)
+    ax.set_xticks(range(heads), [f"h{h}" for h in range(heads)], fontsize=8)
+    subtitle = f"red: positional, blue: content, white: where they started ({start:.3f})"
+    ax.set_title(f"{report.model}: GPSA gates σ(λ)\n{subtitle}", fontsize=10)
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label("σ(λ)")
+    bar.ax.axhline(start, color="black", lw=1)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def head_maps(maps: dict[str, object], path: Path, title: str) -> Path:
-    """One row per layer, one column per head, of (rows, cols) heat maps."""
+def _pages(names: list[str], heads: int) -> list[list[str]]:
+    rows_per_layer = math.ceil(heads / HEADS_PER_ROW)
+    per_page = max(1, ROWS_PER_PAGE // rows_per_layer)
+    return [names[i : i + per_page] for i in range(0, len(names), per_page)]
+
+
+def _page_path(path: Path, index: int) -> Path:
+    return path if index == 0 else path.with_name(f"{path.stem}.{index + 1}{path.suffix}")
+
+
+def head_maps(
+    maps: dict[str, Any], path: Path, title: str, *, offsets: bool = False, label: str = "", centre: float | None = None
+) -> list[Path]:
+    """Heat maps per layer and head on one shared colour scale, paged; returns the files written.
+
+    Positional maps (`offsets=False`, (H, s, s)) mark their query (s//2, s//2) with a +. Offset maps
+    (`offsets=True`, (H, 2s−1, 2s−1) over (dy, dx)) get dx/dy axes and a + at (0, 0). `centre` makes
+    the scale diverge around that value (e.g. 1 for multiplicative priors).
+    """
     plt = pyplot()
+    colors = plt.matplotlib.colors
     names = list(maps)
-    heads = max(m.shape[0] for m in maps.values())  # type: ignore[attr-defined]
-    fig, axes = plt.subplots(len(names), heads, figsize=(1.6 * heads, 1.6 * len(names)), squeeze=False)
-    for r, name in enumerate(names):
-        for h in range(heads):
-            ax = axes[r][h]
-            ax.axis("off")
-            if h < maps[name].shape[0]:  # type: ignore[attr-defined]
-                ax.imshow(maps[name][h].numpy(), cmap="magma")  # type: ignore[index]
-                ax.set_title(f"{name.replace('.attn', '')} h{h}", fontsize=6)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    arrays = {n: np.asarray(maps[n], dtype=np.float64) for n in names}
+    low, high = min(a.min() for a in arrays.values()), max(a.max() for a in arrays.values())
+    if centre is not None and low < centre < high:
+        norm, cmap = colors.TwoSlopeNorm(vcenter=centre, vmin=low, vmax=high), "RdBu_r"
+    else:
+        norm, cmap = colors.Normalize(vmin=min(low, 0.0) if centre is None else low, vmax=high), "magma"
+    heads = max(a.shape[0] for a in arrays.values())
+    cols, rows_per_layer = min(heads, HEADS_PER_ROW), math.ceil(heads / HEADS_PER_ROW)
+    pages = _pages(names, heads)
+    written = []
+    for index, page in enumerate(pages):
+        rows = rows_per_layer * len(page)
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(PANEL * cols + 1.4, PANEL * rows + 1.0), squeeze=False, layout="constrained"
+        )
+        image = None
+        for li, name in enumerate(page):
+            for h in range(rows_per_layer * cols):
+                ax = axes[li * rows_per_layer + h // cols][h % cols]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if h >= arrays[name].shape[0]:
+                    ax.axis("off")
+                    continue
+                image = _draw(ax, arrays[name][h], norm, cmap, offsets)
+                ax.set_title(f"h{h}", fontsize=9, pad=2)
+                if h % cols == 0:
+                    ax.set_ylabel(_short(name), fontsize=9)
+        if offsets:
+            _offset_axes(axes, arrays[page[0]].shape[-1])
+        suffix = f" (page {index + 1} of {len(pages)})" if len(pages) > 1 else ""
+        fig.suptitle(f"{title}{suffix}", fontsize=11)
+        bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85)
+        bar.set_label(label)
+        written.append(_save(fig, _page_path(path, index)))
+    return written
+
+
+def _draw(ax: Any, values: np.ndarray, norm: Any, cmap: str, offsets: bool) -> Any:
+    if offsets:
+        r = values.shape[-1] // 2  # offsets −r … r
+        image = ax.imshow(values, norm=norm, cmap=cmap, extent=(-r - 0.5, r + 0.5, r + 0.5, -r - 0.5))
+        ax.plot([0], [0], marker="+", color="lime", ms=8, mew=1.5)
+        return image
+    side = values.shape[-1]
+    image = ax.imshow(values, norm=norm, cmap=cmap)
+    ax.plot([side // 2], [side // 2], marker="+", color="cyan", ms=8, mew=1.5)  # the query analyse() took
+    return image
+
+
+def _offset_axes(axes: Any, size: int) -> None:
+    """dx ticks under the bottom row, dy ticks left of the first column (offsets −r, 0, r)."""
+    r = size // 2
+    for ax in axes[-1]:
+        if ax.axison:
+            ax.set_xticks([-r, 0, r])
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel("dx", fontsize=8, labelpad=0)
+    for ax in axes[:, 0]:
+        ax.set_yticks([-r, 0, r])
+        ax.tick_params(labelsize=7)
+        ax.set_ylabel(f"{ax.get_ylabel()}\ndy", fontsize=8)
+
+
+def positional_attention(report: LocalityReport, path: Path) -> list[Path]:
+    title = f"{report.model}: GPSA positional attention of the query + (keys on the patch grid)"
+    return head_maps(report.positional_maps, path, title, label="attention weight")
+
+
+def spatial_prior(report: LocalityReport, path: Path) -> list[Path]:
+    title = f"{report.model}: SP-SA learned spatial prior over the key−query offset (dx, dy)"
+    return head_maps(report.spatial_priors, path, title, offsets=True, label="prior (1: neutral)", centre=1.0)

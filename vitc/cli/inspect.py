@@ -39,15 +39,14 @@ def inspect(
     report = analyse(model, batch)
 
     out = out or checkpoint.with_suffix(".inspect")
-    written = [figures.attention_distance(report, out / "attention_distance.png")]
+    grid, stride = _token_grid(model, batch.shape[-1])
+    written = [figures.attention_distance(report, out / "attention_distance.png", grid, stride)]
     if report.gates:
         written.append(figures.gates(report, out / "gates.png"))
     if report.positional_maps:
-        title = "GPSA positional attention of the centre query"
-        written.append(figures.head_maps(report.positional_maps, out / "positional_attention.png", title))
+        written += figures.positional_attention(report, out / "positional_attention.png")
     if report.spatial_priors:
-        title = "SP-SA learned spatial prior over (dy, dx)"
-        written.append(figures.head_maps(report.spatial_priors, out / "spatial_prior.png", title))
+        written += figures.spatial_prior(report, out / "spatial_prior.png")
     write_json(out / "summary.json", report.summary() | {"data": name, "images": len(batch)})
     console = Console()
     for layer, row in zip(report.layers, report.distance, strict=True):
@@ -55,3 +54,19 @@ def inspect(
         extra = f"  σ(λ) {' '.join(f'{g:.2f}' for g in gate)}" if gate else ""
         console.print(f"{layer:<28} distance {sum(row) / len(row):6.2f} px{extra}", highlight=False)
     console.print(f"wrote {', '.join(p.name for p in written)} and summary.json to {out}")
+
+
+def _token_grid(model: object, image_side: int) -> tuple[int | None, float]:
+    """Side of the first token grid and its stride in pixels (ViT families: patch_embed.grid_size)."""
+    embed = getattr(model, "patch_embed", None)
+    if embed is None:  # CvT: the first stage's convolutional embedding
+        embed = getattr(getattr(model, "stage0", None), "patch_embed", None)
+    grid = getattr(embed, "grid_size", None)
+    if grid is not None:
+        return int(grid[-1]), image_side / int(grid[-1])
+    proj = getattr(embed, "proj", None)
+    stride = getattr(proj, "stride", None)
+    if stride:
+        side = -(-image_side // int(stride[-1]))
+        return side, image_side / side
+    return None, 0.0

@@ -175,6 +175,7 @@ def _train(
     steps_per_epoch = max(1, len(train_set) // cfg.optim.batch_size)
     total_steps = cfg.optim.epochs * steps_per_epoch
     warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
+    schedule = report.lr_schedule(total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch)
     cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     if dist.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
@@ -269,7 +270,7 @@ def _train(
                     run_info,
                 )
                 report.write_metrics(state.history, folder.path / "metrics.jsonl")
-                report.plot_curves(state.history, folder.path / "curves.png")
+                report.plot_curves(state.history, folder.path / "curves.png", cfg.run_name, schedule)
                 folder.commit()  # a --force run replaces the old one now that it has checkpoints
             barrier(dist)
     except KeyboardInterrupt:

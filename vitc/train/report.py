@@ -24,18 +24,48 @@ def pyplot() -> Any:
     return lazy_import("matplotlib.pyplot")
 
 
-def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Training loss and validation top-1 per epoch, side by side."""
+def lr_schedule(
+    total_steps: int, warmup_steps: int, base_lr: float, min_lr: float, steps_per_epoch: int, points: int = 200
+) -> list[tuple[float, float]]:
+    """The run's planned learning rate as (epoch, lr) pairs, for the curves figure."""
+    from vitc.train.optim import lr_at
+
+    every = max(1, total_steps // points)
+    steps = [*range(0, total_steps, every), total_steps - 1]
+    return [((s + 1) / steps_per_epoch, lr_at(s, total_steps, warmup_steps, base_lr, min_lr)) for s in steps]
+
+
+def plot_curves(
+    history: list[dict[str, Any]],
+    path: str | os.PathLike[str],
+    title: str = "",
+    schedule: Sequence[tuple[float, float]] = (),
+) -> None:
+    """Loss, validation top-1 (best epoch marked) and the learning rate per epoch; markers so one epoch shows."""
     plt = pyplot()
     epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [row["train_loss"] for row in history], label="train loss")
-    left.plot(epochs, [row["val_loss"] for row in history], label="val loss")
-    left.set_xlabel("epoch")
-    left.legend()
-    right.plot(epochs, [row["val_top1"] for row in history], label="val top-1 (%)")
-    right.set_xlabel("epoch")
-    right.legend()
+    dots = {"marker": "o", "ms": 3 if len(history) > 30 else 5}
+    fig, (losses, top1, lr) = plt.subplots(1, 3, figsize=(13, 3.8))
+    losses.plot(epochs, [row["train_loss"] for row in history], label="train loss", **dots)
+    losses.plot(epochs, [row["val_loss"] for row in history], label="val loss", **dots)
+    losses.set_title("loss")
+    top1.plot(epochs, [row["val_top1"] for row in history], color="tab:green", label="val top-1", **dots)
+    best = max(history, key=lambda row: row["val_top1"])
+    top1.axvline(best["epoch"], color="0.5", ls=":", lw=1)
+    top1.plot([best["epoch"]], [best["val_top1"]], marker="*", ms=14, color="tab:red", ls="none",
+              label=f"best: {best['val_top1']:.2f}% (epoch {best['epoch']})")  # fmt: skip
+    top1.set_title("validation top-1 (%)")
+    if schedule:
+        lr.plot([e for e, _ in schedule], [v for _, v in schedule], color="0.6", lw=1, label="schedule")
+    lr.plot(epochs, [row["lr"] for row in history], color="tab:purple", ls="none", label="end of epoch", **dots)
+    lr.set_title("learning rate")
+    for ax in (losses, top1, lr):
+        ax.set_xlabel("epoch")
+        ax.set_xlim(0, max(max(epochs), schedule[-1][0] if schedule else 0) + 0.5)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -1,0 +1,109 @@
+"""Locality and training figures: sizes, pages, and content a reader needs (checked on the pixels)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitc.analysis import figures
+from vitc.analysis.locality import LocalityReport
+from vitc.train import report as train_report
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def _count(pixels: np.ndarray, rgb: tuple[int, int, int], tol: int = 30) -> int:
+    return int((np.abs(pixels - np.array(rgb)).max(axis=-1) <= tol).sum())
+
+
+def _report(layers: int, heads: int, side: int, gates: list[float] | None = None) -> LocalityReport:
+    torch.manual_seed(0)
+    rep = LocalityReport(model="m")
+    for i in range(layers):
+        name = f"blocks.{i}.attn"
+        rep.layers.append(name)
+        rep.distance.append((torch.rand(heads) * 20).tolist())
+        rep.gates[name] = gates or torch.rand(heads).tolist()
+        maps = torch.rand(heads, side, side) ** 8
+        rep.positional_maps[name] = maps / maps.sum(dim=(1, 2), keepdim=True)
+        rep.spatial_priors[name] = 1 + 0.5 * torch.randn(heads, 2 * side - 1, 2 * side - 1)
+    return rep
+
+
+@pytest.mark.parametrize(("side", "stride"), [(1, 4.0), (3, 2.0), (8, 4.0)])
+def test_uniform_distance_is_the_mean_over_all_pairs(side: int, stride: float) -> None:
+    cells = list(itertools.product(range(side), repeat=2))
+    brute = sum(math.dist(a, b) for a in cells for b in cells) / len(cells) ** 2
+    assert figures.uniform_distance(side, stride) == pytest.approx(stride * brute, rel=1e-12)
+
+
+def test_gates_show_a_spread_of_a_thousandth(tmp_path: Path) -> None:
+    """0.730 vs 0.733 (the ConViT-after-a-few-epochs case) must not be one uniform colour."""
+    start = figures.GATE_START
+    path = figures.gates(_report(3, 4, 4, gates=[start - 0.001, start, start + 0.002, start]), tmp_path / "g.png")
+    pixels = _pixels(path)
+    assert pixels.shape == (int(0.45 * 3 * 100 + 160), 520, 3)  # 5.2 × (0.45·layers + 1.6) in at 100 dpi
+    reds, blues = _count(pixels, (103, 0, 31), 40), _count(pixels, (5, 48, 97), 60)
+    assert reds > 500 and blues > 100, (reds, blues)  # above the start: red cells; below: blue ones
+
+
+def test_head_maps_are_paged_for_many_heads(tmp_path: Path) -> None:
+    written = figures.positional_attention(_report(10, 16, 14), tmp_path / "positional_attention.png")
+    pages = [f"positional_attention.{i}.png" for i in (2, 3, 4, 5)]
+    assert [p.name for p in written] == ["positional_attention.png", *pages]
+    for path in written:
+        pixels = _pixels(path)
+        assert pixels.shape == (620, 1180, 3)  # 2 layers × 2 rows of 8 maps, 1.3 in each, plus title and bar
+        assert _count(pixels, (0, 255, 255), 60) > 32 * 10  # a cyan + marks the query on each of the 32 maps
+    small = figures.positional_attention(_report(4, 4, 8), tmp_path / "small.png")
+    assert len(small) == 1 and _pixels(small[0]).shape == (620, 660, 3)
+
+
+def test_spatial_prior_has_offset_axes_and_a_diverging_scale(tmp_path: Path) -> None:
+    (path,) = figures.spatial_prior(_report(2, 4, 5), tmp_path / "spatial_prior.png")
+    pixels = _pixels(path)
+    assert pixels.shape == (360, 660, 3)
+    assert _count(pixels, (0, 255, 0), 60) >= 8  # the + at offset (0, 0) on each map
+    assert _count(pixels, (103, 0, 31), 40) > 50 and _count(pixels, (5, 48, 97), 60) > 50  # > 1 red, < 1 blue
+
+
+def test_attention_distance_has_its_references(tmp_path: Path) -> None:
+    rep = _report(6, 4, 8)
+    plain = _pixels(figures.attention_distance(rep, tmp_path / "a.png"))
+    referenced = _pixels(figures.attention_distance(rep, tmp_path / "b.png", grid=8, stride=4.0))
+    assert plain.shape == referenced.shape == (420, 640, 3)
+    assert _count(referenced, (77, 77, 77), 10) > _count(plain, (77, 77, 77), 10) + 200  # the two grey lines
+
+
+def _history(epochs: int) -> list[dict[str, float]]:
+    return [
+        {"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.2 / e, "val_top1": 50 + 10 * math.sin(e), "lr": 1e-3 / e}
+        for e in range(1, epochs + 1)
+    ]
+
+
+def test_one_epoch_curves_show_points(tmp_path: Path) -> None:
+    path = tmp_path / "curves.png"
+    schedule = train_report.lr_schedule(10, 0, 1e-3, 1e-5, 10)
+    train_report.plot_curves(_history(1), path, "run-a", schedule)
+    pixels = _pixels(path)
+    assert pixels.shape == (380, 1300, 3)
+    assert _count(pixels, (44, 160, 44), 20) > 20  # the single val top-1 point (tab:green)
+    assert _count(pixels, (214, 39, 40), 20) > 50  # the best-epoch star (tab:red)
+    assert _count(pixels, (148, 103, 189), 20) > 20  # the logged learning rate (tab:purple)
+
+
+def test_lr_schedule_matches_the_optimiser() -> None:
+    from vitc.train.optim import lr_at
+
+    schedule = train_report.lr_schedule(total_steps=30, warmup_steps=6, base_lr=1e-3, min_lr=1e-5, steps_per_epoch=3)
+    assert schedule[0] == (1 / 3, lr_at(0, 30, 6, 1e-3, 1e-5)) and schedule[-1][0] == 10.0
+    assert schedule[-1][1] == lr_at(29, 30, 6, 1e-3, 1e-5) and max(v for _, v in schedule) == pytest.approx(1e-3)

@@ -40,7 +40,6 @@ else:
 @dataclass
 class _Tensor:
     meta: TensorMeta
-    index: int
     is_input: bool
     profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
     capacity: int = 0  # bytes allocated
@@ -114,7 +113,7 @@ class TensorRTRunner(BaseRunner):
             if is_input and None in shape:
                 low, opt, high = engine.get_tensor_profile_shape(name, 0)
                 profile = (dims(low), dims(opt), dims(high))
-            self._tensors.append(_Tensor(TensorMeta(name, shape, dtype), i, is_input, profile))
+            self._tensors.append(_Tensor(TensorMeta(name, shape, dtype), is_input, profile))
         self._stream = self._cuda.stream()
         self._events = (self._cuda.event(), self._cuda.event())
 
@@ -192,7 +191,8 @@ class TensorRTRunner(BaseRunner):
         context = self._context
         for tensor in self._tensors:
             assert tensor.device is not None
-            context.set_tensor_address(tensor.meta.name, tensor.device.ptr)
+            if not context.set_tensor_address(tensor.meta.name, tensor.device.ptr):
+                raise VitcError(f"{self.path}: TensorRT refused the buffer of {tensor.meta.name!r} (see its log)")
         if self.cuda_graph and self._warm_shapes == shapes:
             self._launch_graph(shapes)
             return

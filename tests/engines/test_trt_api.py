@@ -152,3 +152,45 @@ def test_fake_is_strict_like_the_real_module():
 def test_every_fake_release_loads(version):
     trt = make_tensorrt(version, gpu=None)
     assert trt.__version__.startswith(version + ".") and trt.Logger.WARNING.name == "WARNING"
+
+
+# -- every release, not only the faked ones ---------------------------------------------------------------
+ALL = sorted(
+    (p.stem.removeprefix("trt_") for p in API_DIR.glob("trt_*.json")), key=lambda v: tuple(map(int, v.split(".")))
+)
+ADAPTERS = ("vitc/engines/tensorrt.py", "vitc/engines/trt_build.py", "vitc/engines/trt_runner.py")
+GATED = {  # names the adapters use only when a feature says the release has them
+    "HardwareCompatibilityLevel": "hardware_compatibility",
+    "BuilderFlag.VERSION_COMPATIBLE": "version_compatible",
+}
+
+
+@pytest.mark.parametrize("version", ALL)
+def test_adapter_names_exist_in_every_release(version):
+    """Each `trt.X[.Y]` in the adapters, and each flag name they pick by version, exists in that release."""
+    from pathlib import Path
+
+    from vitc.engines import tensorrt as T
+
+    api = load_api(version)
+    feat = T.features(api["version"])
+    known = names(api) | {n.removeprefix("tensorrt.") for n in names(api)}
+    known |= {f"{cls}.{member}" for cls in api["classes"] for member in _inherited(api, cls)}
+    root = Path(__file__).resolve().parents[2]
+    used = {m for path in ADAPTERS for m in re.findall(r"\btrt\.(\w+(?:\.[A-Z]\w*)?)", (root / path).read_text())}
+    for name in sorted(used - {"__version__"}):
+        gate = GATED.get(name) or GATED.get(name.split(".")[0])
+        if gate is None or getattr(feat, gate):
+            assert name in known, f"TensorRT {version} has no {name}"
+    enums = api["enums"]
+    for precision in ("fp32", "fp16", "int8"):
+        plan = T.precision_plan(feat, precision)
+        assert set(plan.network_flags) <= set(enums["NetworkDefinitionCreationFlag"])
+        assert set(plan.builder_flags) <= set(enums["BuilderFlag"])
+    levels = {"ampere+": feat.hardware_compatibility, "same-cc": feat.same_compute_capability}
+    for option, member in T.HARDWARE_LEVELS.items():
+        assert levels[option] is (member in enums.get("HardwareCompatibilityLevel", [])), option
+    assert feat.optimization_level is ("builder_optimization_level" in api["classes"]["IBuilderConfig"]["members"])
+    assert feat.version_compatible is ("engine_host_code_allowed" in api["classes"]["Runtime"]["members"])
+    assert feat.strongly_typed_flag <= ("STRONGLY_TYPED" in enums["NetworkDefinitionCreationFlag"])
+    assert feat.explicit_batch_flag <= ("EXPLICIT_BATCH" in enums["NetworkDefinitionCreationFlag"])

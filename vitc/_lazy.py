@@ -18,6 +18,7 @@ OPTIONAL = {
     "sklearn": "pip install 'vitc[torch]'",
     "PIL": "pip install 'vitc[torch]'",
     "matplotlib": "pip install 'vitc[torch]'",
+    "tensorboard": "pip install 'vitc[tensorboard]'",
     "onnx": "pip install 'vitc[onnx]'",
     "onnxruntime": "pip install 'vitc[onnx]'",
     "onnxscript": "pip install onnxscript",

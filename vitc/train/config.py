@@ -69,12 +69,18 @@ class RunSection:
 
 
 @dataclass
+class LogSection:
+    tensorboard: bool = False  # event files in <run>/tensorboard/ (pip install 'vitc[tensorboard]')
+
+
+@dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     aug: AugSection = field(default_factory=AugSection)
     run: RunSection = field(default_factory=RunSection)
+    log: LogSection = field(default_factory=LogSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from vitc._io import write_json
+from vitc._lazy import lazy_import
 from vitc.checkpoint import CheckpointMeta, meta_for, save_checkpoint
 from vitc.data.datasets import batches, load_dataset, make_generator
 from vitc.data.transforms import TrainAugment
@@ -92,6 +93,8 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
     dist = init_distributed(device.type)
     for note in defaults if show_progress and dist.is_main else ():
         Console().print(f"default: {note}", highlight=False)
+    if cfg.log.tensorboard:
+        lazy_import("tensorboard")  # missing: one clear error before any data is loaded
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     amp_dtype = pick_amp(cfg.run.amp, device)
@@ -182,6 +185,7 @@ def _train(
         for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
             stale.unlink()
         write_json(folder.path / "config.json", cfg.to_dict())
+    board = report.TensorBoardLog(folder.path / "tensorboard") if cfg.log.tensorboard and dist.is_main else None
     progress = EpochProgress(enabled=show_progress and dist.is_main)
     images_seen, train_seconds = 0, 0.0
     unfinished: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -233,6 +237,8 @@ def _train(
                 unfinished = None
                 images_seen += len(idx) * dist.world_size
                 progress.advance(loss=loss.item(), lr=lr, images=len(idx) * dist.world_size)
+                if board:
+                    board.step(state.global_step, loss=loss.item(), lr=lr)
 
             # -- end of epoch: evaluate on rank 0, keep best and last, save the resumable state
             train_seconds += time.perf_counter() - tick
@@ -271,6 +277,8 @@ def _train(
                 )
                 report.write_metrics(state.history, folder.path / "metrics.jsonl")
                 report.plot_curves(state.history, folder.path / "curves.png", cfg.run_name, schedule)
+                if board:
+                    board.epoch(row, [folder.path / "curves.png"])
                 folder.commit()  # a --force run replaces the old one now that it has checkpoints
             barrier(dist)
     except KeyboardInterrupt:
@@ -287,6 +295,8 @@ def _train(
             f"interrupted; continue with: vitc train --resume --name {cfg.run_name}{where}"
         ) from None
 
+    if board:
+        board.close()
     # -- the end: score the best checkpoint on the held-out test split
     test: dict[str, float] = {}
     if dist.is_main:

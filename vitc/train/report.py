@@ -96,3 +96,30 @@ def plot_confusion(matrix: Any, class_names: Sequence[str], path: str | os.PathL
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class TensorBoardLog:
+    """Scalars per step and per epoch and the run's figures as images, for `tensorboard --logdir RUN`."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        lazy_import("tensorboard")  # SummaryWriter needs it: a VitcError naming the extra when missing
+        self.writer = lazy_import("torch.utils.tensorboard").SummaryWriter(log_dir=str(folder))
+
+    def step(self, step: int, **scalars: float) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(f"step/{name}", value, step)
+
+    def epoch(self, row: dict[str, Any], figures: Sequence[str | os.PathLike[str]] = ()) -> None:
+        """The epoch's metrics row as scalars, each PNG in `figures` as an image; flushed (a kill loses nothing)."""
+        numpy, image = lazy_import("numpy"), lazy_import("PIL.Image")
+        for name, value in row.items():
+            if name != "epoch" and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"epoch/{name}", value, row["epoch"])
+        for path in figures:
+            with image.open(path) as png:
+                pixels = numpy.asarray(png.convert("RGB"))
+            self.writer.add_image(Path(path).stem, pixels, row["epoch"], dataformats="HWC")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,42 @@
+"""Optional TensorBoard logging (log.tensorboard): scalars per step and epoch, the curves figure as an image."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+from vitc.errors import VitcError
+from vitc.train.config import load_config
+from vitc.train.loop import train
+
+
+def test_missing_tensorboard_is_one_clear_error(tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard now raises ImportError
+    with pytest.raises(VitcError, match=r"needs 'tensorboard'.*vitc\[tensorboard\]"):
+        train(load_config(None, tiny | {"log.tensorboard": True}), show_progress=False)
+
+
+def test_run_logs_steps_epochs_and_figures(tiny: dict[str, Any]) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(load_config(None, tiny | {"optim.epochs": 1, "log.tensorboard": True}), show_progress=False)
+    events = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"step/loss", "step/lr", "epoch/train_loss", "epoch/val_top1", "epoch/lr"} <= set(tags["scalars"])
+    steps = [e.step for e in events.Scalars("step/loss")]
+    assert steps == [1, 2, 3]  # one epoch of 3 steps (tests/train/conftest.py)
+    top1 = [(e.step, e.value) for e in events.Scalars("epoch/val_top1")]
+    assert top1 == [(row["epoch"], pytest.approx(row["val_top1"])) for row in result.history]
+    images = events.Images("curves")
+    assert [e.step for e in images] == [1] and images[-1].width == 1300 and images[-1].height == 380
+
+
+def test_off_by_default(tiny: dict[str, Any]) -> None:
+    cfg = load_config(None, tiny)
+    assert cfg.log.tensorboard is False
+    with pytest.raises(VitcError, match="expects bool"):
+        load_config(None, {"log.tensorboard": "yes"})

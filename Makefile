@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 # Rich tables are 80 columns wide when output is not a terminal; the demo's tables need more.
 export COLUMNS ?= 150
 
-.PHONY: demo test
+.PHONY: demo test gpu-check
 # The main job: train on the bundled digits, export FP32/FP16/INT8 ONNX with their drift table, and
 # benchmark the three artifacts side by side with their accuracy (ONNX Runtime; `vitc build` makes
 # TensorRT engines from the same files where TensorRT is installed).
@@ -27,3 +27,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check vitc tests
 	$(VENV)/bin/pytest
+
+# On a lent NVIDIA GPU (CUDA PyTorch, no registry; the venv's CPU torch is not used): benchmarks, CUDA
+# training, the CUDA layer and the tensorrt-marked tests in < 8 min -> train/runs/gpu_check/gpu_check.md
+# and .json. docs/gpu_check.py says what it needs beyond CUDA PyTorch (WHEELS=dir installs them offline).
+PYTHON ?= python3
+gpu-check:
+	PYTHONPATH=. $(PYTHON) docs/gpu_check.py $(if $(WHEELS),--wheelhouse $(WHEELS))

@@ -1,0 +1,332 @@
+"""The GPU check: what a lent NVIDIA GPU measures and verifies for vitc, as one prepared run (< 8 min).
+
+    make gpu-check                                   # = PYTHONPATH=. python3 docs/gpu_check.py
+    python3 docs/gpu_check.py --wheelhouse wheels/   # install missing pure-Python deps offline first
+    python3 docs/gpu_check.py --dry-run              # the same plumbing on CPU with micro models (CI)
+
+Sections (each is skipped, with the reason, when what it needs is missing):
+1. environment: GPU, driver, torch/CUDA versions, vitc commit, CPU model, what is missing.
+2. torch_bench: `vitc bench --compare` of deit_tiny, convit_tiny, cvt_13 and spvit_s (uncompiled vs
+   vitc-compiled, so each family is also compared with DeiT) on CUDA, fp32 and fp16 autocast,
+   batch 1/8/64, runners interleaved round-robin (`--rounds`).
+3. train: `vitc train --device cuda` throughput per family (224×224 digits, bf16 AMP, and convit_tiny
+   in fp32 for the AMP ratio).
+4. cuda_layer: vitc.engines.cuda on the real GPU: the bindings chosen for this driver, pinned buffers,
+   copies of exactly nbytes (sentinels after them stay untouched), events, graph capture and replay.
+5. tensorrt: `pytest -m tensorrt tests/engines` where TensorRT imports.
+
+Needs beyond CUDA PyTorch: numpy, typer, rich, safetensors (vitc's core, run from this checkout);
+scikit-learn (digits, for train); cuda-python matching the driver (`cuda-python>=12.6,<13` for a
+CUDA 12 driver, `>=13,<14` for CUDA 13) or pycuda (cuda_layer); tensorrt, onnx, onnxruntime and
+onnxscript (tensorrt). The machine has no registry: download wheels where there is one
+(`pip download -d wheels typer rich safetensors scikit-learn 'cuda-python>=12.6,<13'`) and pass
+`--wheelhouse wheels`. Writes OUT/gpu_check.json and OUT/gpu_check.md (OUT: train/runs/gpu_check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ("numpy", "typer", "rich", "safetensors")
+NEEDS = {
+    "torch_bench": ("torch", *CORE),
+    "train": ("torch", "sklearn", *CORE),
+    "cuda_layer": CORE,
+    "tensorrt": ("tensorrt", "onnx", "onnxruntime", "onnxscript", "pytest", *CORE),
+}
+WHEEL_NAMES = {"sklearn": "scikit-learn", "cuda": "cuda-python"}
+FULL = {
+    "bench_models": ("deit_tiny", "convit_tiny", "cvt_13", "spvit_s"),
+    "bench_args": ["-b", "1,8,64", "-n", "20", "--warmup", "5", "--rounds", "3"],
+    "precisions": ("fp32", "fp16"),
+    "device": "cuda",
+    "train": [
+        ("deit_tiny", "bf16"), ("convit_tiny", "bf16"), ("convit_tiny", "off"), ("cvt_13", "bf16"), ("spvit_s", "bf16"),
+    ],
+    "train_set": ["data.image_size=224", "optim.epochs=2", "optim.batch_size=128", "data.fraction=1.0"],
+    "copy_shape": (8, 3, 224, 224),
+}
+DRY = {
+    "bench_models": ("convit_micro",),
+    "bench_args": ["-b", "2", "-n", "2", "--warmup", "1", "--rounds", "1"],
+    "precisions": ("fp32",),
+    "device": "cpu",
+    "train": [("convit_micro", "off")],
+    "train_set": ["optim.epochs=1", "optim.batch_size=32", "data.fraction=0.05"],
+    "copy_shape": (4, 3, 8, 8),
+}
+
+
+def has(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing(section: str) -> list[str]:
+    return [m for m in NEEDS[section] if not has(m)]
+
+
+def vitc_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vitc.cli.main", *args]
+
+
+def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+# -- sections ----------------------------------------------------------------------------------------
+def environment(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
+    facts: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine()}
+    lscpu = run(["lscpu"], 10) if Path("/usr/bin/lscpu").exists() else None
+    facts["cpu"] = next((ln.split(":", 1)[1].strip() for ln in (lscpu.stdout if lscpu else "").splitlines()
+                         if ln.startswith("Model name")), platform.processor())  # fmt: skip
+    git = run(["git", "rev-parse", "HEAD"], 10)
+    facts["vitc_commit"] = git.stdout.strip() or None
+    if has("torch"):
+        import torch
+
+        facts["torch"] = torch.__version__
+        facts["torch_cuda"] = torch.version.cuda
+        if torch.cuda.is_available():
+            facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            facts["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+    smi = run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"], 20) if (
+        Path("/usr/bin/nvidia-smi").exists()) else None  # fmt: skip
+    facts["nvidia_smi"] = smi.stdout.strip() if smi else None
+    facts["missing"] = {s: missing(s) for s in NEEDS if missing(s)}
+    return facts
+
+
+def torch_bench(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    models = [a for m in plan["bench_models"] for a in ("-m", m)]
+    deadline = time.monotonic() + budget
+    for i, precision in enumerate(plan["precisions"]):
+        stem = out / f"bench_{precision}"
+        cmd = vitc_cli("bench", *models, "--compare", "--device", plan["device"], "--precision", precision,
+                       *plan["bench_args"], "--json", f"{stem}.json", "--markdown", f"{stem}.md")  # fmt: skip
+        proc = run(cmd, (deadline - time.monotonic()) / (len(plan["precisions"]) - i))
+        if proc.returncode != 0:
+            raise RuntimeError(f"vitc bench ({precision}) exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
+        results[precision] = {"command": "vitc " + " ".join(cmd[3:]), "markdown": Path(f"{stem}.md").read_text(),
+                              "figures": json.loads(Path(f"{stem}.json").read_text())}  # fmt: skip
+    return results
+
+
+def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
+    from vitc.train.config import load_config
+    from vitc.train.loop import train as run_training
+
+    rows = []
+    deadline = time.monotonic() + budget
+    for model, amp in plan["train"]:
+        if time.monotonic() > deadline:
+            rows.append({"model": model, "amp": amp, "skipped": "time budget spent"})
+            continue
+        sets = dict(item.split("=", 1) for item in plan["train_set"])
+        overrides: dict[str, Any] = {k: json.loads(v) for k, v in sets.items()}
+        overrides |= {"model.name": model, "run.amp": amp, "run.device": plan["device"],
+                      "run.out_dir": str(out / "runs"), "run.name": f"{model}_{amp}"}  # fmt: skip
+        cfg = load_config(None, overrides)
+        result = run_training(cfg, show_progress=False, force=True)
+        rows.append({"model": model, "amp": amp, "train_images_per_s": round(result.train_images_per_s, 1),
+                     "epochs": len(result.history), "seconds": round(result.seconds, 1),
+                     "test_top1": result.test.get("top1")})  # fmt: skip
+    return {"settings": plan["train_set"], "rows": rows}
+
+
+def cuda_layer(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
+    import numpy as np
+
+    from vitc.engines.cuda import Cuda, CudaGraph, choose_bindings
+
+    with _fake_cuda(plan) as note:
+        choice = choose_bindings().to_dict()
+        cuda = Cuda()
+        capacity = int(np.prod(plan["copy_shape"]))
+        used = capacity * 3 // 8  # 3 of 8 images
+        src, dst = cuda.pinned((capacity,), np.float32), cuda.pinned((capacity,), np.float32)
+        dev = cuda.malloc(capacity * 4)
+        stream, start, end = cuda.stream(), cuda.event(), cuda.event()
+        src.array[:] = np.arange(capacity, dtype=np.float32)
+        dst.array[:] = -1.0
+        start.record(stream)
+        stream.htod(dev, src, used * 4)
+        stream.dtoh(dst, dev, used * 4)
+        end.record(stream)
+        stream.synchronize()
+        exact = bool((dst.array[:used] == src.array[:used]).all() and (dst.array[used:] == -1.0).all())
+        copy_s = end.seconds_since(start)
+        graph_ok: bool | str = "pycuda: no graphs"
+        if cuda.kind == "cuda-python":
+            graph = CudaGraph(stream)
+            graph.begin()
+            stream.htod(dev, src, used * 4)
+            stream.dtoh(dst, dev, used * 4)
+            graph.end()
+            replays = []
+            for value in (5.0, 7.0):  # each replay copies the host buffer's current contents
+                src.array[:] = value
+                graph.launch()
+                stream.synchronize()
+                replays.append(bool((dst.array[:used] == value).all() and (dst.array[used:] == -1.0).all()))
+            graph.destroy()
+            graph_ok = all(replays)
+        for obj in (src, dst, dev):
+            obj.free()
+        for event in (start, end):
+            event.destroy()
+        stream.destroy()
+    return {"bindings": choice, "copy_bytes": used * 4, "buffer_bytes": capacity * 4, "exact_nbytes": exact,
+            "h2d_d2h_ms": round(copy_s * 1e3, 4), "graph_replay_ok": graph_ok, "note": note}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _fake_cuda(plan: dict[str, Any]) -> Iterator[str]:
+    """--dry-run: the strict cuda-python 12.9 fake of the test suite stands in for the GPU."""
+    if plan["device"] == "cuda":
+        yield "real GPU"
+        return
+    sys.path.insert(0, str(ROOT))
+    import pytest
+
+    from tests.engines.fakes.cuda_fakes import install_cuda
+
+    with pytest.MonkeyPatch.context() as mp:
+        install_cuda(mp, cuda_python="12.9", driver=12060)
+        yield "dry run: tests/engines/fakes cuda-python 12.9 fake, not a GPU"
+
+
+def tensorrt(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "pytest", "-m", "tensorrt", "tests/engines", "-q", "-rs", "-p", "no:cacheprovider"]
+    if plan["device"] != "cuda":
+        cmd.append("--collect-only")
+    proc = run(cmd, budget)
+    tail = proc.stdout.strip().splitlines()[-15:]
+    if proc.returncode not in (0, 5):  # 5: nothing collected
+        raise RuntimeError(f"pytest -m tensorrt exited {proc.returncode}: " + " | ".join(tail[-5:]))
+    return {"command": " ".join(cmd[2:]), "exit_code": proc.returncode, "summary": tail[-1] if tail else "",
+            "tail": tail}  # fmt: skip
+
+
+SECTIONS: dict[str, tuple[Callable[[dict[str, Any], Path, float], dict[str, Any]], float]] = {
+    # name: (function, share of the time budget)
+    "environment": (environment, 0.02),
+    "torch_bench": (torch_bench, 0.40),
+    "train": (train, 0.30),
+    "cuda_layer": (cuda_layer, 0.03),
+    "tensorrt": (tensorrt, 0.25),
+}
+
+
+# -- driver -------------------------------------------------------------------------------------------
+def install_wheels(folder: Path) -> list[str]:
+    """pip install, from `folder` only, the pure-Python packages some section lacks."""
+    wanted = sorted({WHEEL_NAMES.get(m, m) for s in NEEDS for m in missing(s) if m not in ("torch", "tensorrt")})
+    if not (has("cuda") or has("pycuda")):
+        wanted.append("cuda-python")  # the wheel carried in decides which (match it to the driver)
+    if wanted:
+        cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(folder), *wanted]
+        subprocess.run(cmd, check=False)
+        importlib.invalidate_caches()
+    return wanted
+
+
+def gpu_ready() -> str | None:
+    """None when CUDA PyTorch sees a GPU, else why not."""
+    if not has("torch"):
+        return "torch is not installed"
+    import torch
+
+    return None if torch.cuda.is_available() else f"torch {torch.__version__} sees no CUDA GPU"
+
+
+def check(plan: dict[str, Any], out: Path, budget: float, only: list[str]) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    result: dict[str, Any] = {"dry_run": plan["device"] != "cuda", "budget_s": budget, "sections": {}}
+    started = time.monotonic()
+    for name, (fn, share) in SECTIONS.items():
+        if only and name not in only:
+            continue
+        lacking = [] if name == "environment" else missing(name)
+        if name == "cuda_layer" and plan["device"] == "cuda" and not (has("cuda") or has("pycuda")):
+            lacking.append("cuda-python or pycuda")
+        section: dict[str, Any] = {"status": "skipped", "reason": "needs " + ", ".join(lacking)} if lacking else {}
+        if not lacking:
+            t0 = time.monotonic()
+            left = budget - (t0 - started)
+            try:
+                section = {"status": "ok", **fn(plan, out, max(30.0, min(left, share * budget * 1.5)))}
+            except Exception as exc:  # one failing section must not lose the others' figures
+                section = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                           "traceback": traceback.format_exc()[-2000:]}  # fmt: skip
+            section["seconds"] = round(time.monotonic() - t0, 1)
+        result["sections"][name] = section
+        print(f"{name}: {section['status']} {section.get('reason', '')}", flush=True)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    (out / "gpu_check.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "gpu_check.md").write_text(markdown(result))
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["# vitc GPU check" + (" (dry run on CPU: plumbing only, no GPU figures)" if result["dry_run"] else ""),
+             "", f"Total {result['seconds']} s. Produced by `make gpu-check` (docs/gpu_check.py).", ""]  # fmt: skip
+    for name, section in result["sections"].items():
+        lines += [f"## {name}: {section['status']}", ""]
+        if section["status"] != "ok":
+            lines += [section.get("reason", ""), ""]
+            continue
+        if name == "environment":
+            lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "seconds")] + [""]
+        elif name == "torch_bench":
+            for precision, part in section.items():
+                if isinstance(part, dict):
+                    lines += [f"### {precision}", "", f"`{part['command']}`", "", part["markdown"], ""]
+        elif name == "train":
+            lines += [f"Settings: {', '.join(section['settings'])}", "", "| model | AMP | train img/s | s |",
+                      "|---|---|---:|---:|"]  # fmt: skip
+            lines += [f"| {r['model']} | {r['amp']} | {r.get('train_images_per_s', r.get('skipped'))} | "
+                      f"{r.get('seconds', '')} |" for r in section["rows"]] + [""]  # fmt: skip
+        else:
+            lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "tail")] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "train" / "runs" / "gpu_check")
+    ap.add_argument("--budget-s", type=float, default=450.0, help="time for all sections (default 450 s)")
+    ap.add_argument("--dry-run", action="store_true", help="CPU, micro models, fake CUDA bindings: the plumbing")
+    ap.add_argument("--only", action="append", default=[], choices=list(SECTIONS), help="run only these sections")
+    ap.add_argument("--wheelhouse", type=Path, help="install missing pure-Python deps from this folder first")
+    args = ap.parse_args(argv)
+    if args.wheelhouse:
+        print("installed from the wheelhouse:", install_wheels(args.wheelhouse) or "nothing needed")
+    if not args.dry_run and (why := gpu_ready()):
+        print(f"gpu-check needs CUDA PyTorch and a GPU: {why} (--dry-run checks the plumbing on CPU)")
+        return 2
+    result = check(DRY if args.dry_run else FULL, args.out, args.budget_s, args.only)
+    print(f"wrote {args.out / 'gpu_check.md'} and gpu_check.json ({result['seconds']} s)")
+    return 1 if any(s["status"] == "failed" for s in result["sections"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

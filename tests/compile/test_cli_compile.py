@@ -42,3 +42,32 @@ def test_errors_exit_2(tmp_path: Path) -> None:
     for args in (["convit_micro", "--target", "tpu"], ["convit_mikro"], [str(tmp_path / "missing.safetensors")]):
         result = runner.invoke(app, ["compile", *args])
         assert result.exit_code == 2, (args, result.output)
+
+
+def test_out_writes_an_exported_program_with_a_dynamic_batch(tmp_path: Path) -> None:
+    import torch
+
+    from vitc.checkpoint import load_model
+    from vitc.compile import compile_model
+    from vitc.compile.program import load_program
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "model.safetensors", build("convit_small"))
+    out = tmp_path / "deploy"
+    result = runner.invoke(app, ["compile", str(ckpt), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["compile_report.json", "compile_report.md", "model.pt2"]
+    program, meta = load_program(out / "model.pt2")
+    assert meta["model"] == "convit_small" and meta["compile"]["rows"][0]["name"] == "static_gpsa"
+    record = json.loads((out / "compile_report.json").read_text())
+    assert record["export"]["checked_batches"] == [1, 3] and record["export"]["input"] == ["batch", 3, 64, 64]
+    assert "| static_gpsa | 1 |" in (out / "compile_report.md").read_text()
+    original, _ = load_model(ckpt)
+    compiled, _ = compile_model(original)
+    module = program.module()
+    with torch.no_grad():
+        for batch in (1, 3):
+            x = torch.randn(batch, 3, 64, 64)
+            got = module(x)
+            assert got.shape == (batch, original.num_classes)
+            assert torch.allclose(got, compiled(x), atol=1e-5) and torch.allclose(got, original.eval()(x), atol=1e-4)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,11 +17,19 @@ def compile_(
     source: Annotated[str, typer.Argument(help="A vitc checkpoint (.safetensors) or a model name (random weights).")],
     target: Annotated[str, typer.Option("--target", "-t", help="cpu, cuda, onnx or tensorrt.")] = "cpu",
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for the compiled model as a torch.export program and its report."),
+    ] = None,
 ) -> None:
-    """Rewrite GPSA, spatial priors and CvT projections into static modules; check the logits are unchanged."""
+    """Rewrite GPSA, spatial priors and CvT projections into static modules; check the logits are unchanged.
+
+    With --out DIR: DIR/model.pt2 (torch.export.save; Torch-TensorRT and torch.compile take it) and
+    DIR/compile_report.{json,md}.
+    """
     import time
 
-    from vitc._io import atomic_write
+    from vitc._io import atomic_write, write_json
     from vitc.compile import TARGETS, compile_model
     from vitc.errors import VitcError
 
@@ -31,7 +38,7 @@ def compile_(
     started = time.perf_counter()
     model = _load(source)
     loaded = time.perf_counter() - started
-    _, report = compile_model(model, target=target)
+    compiled, report = compile_model(model, target=target)
     total = time.perf_counter() - started
 
     table = Table(title=f"vitc compile {report.model} → {target}")
@@ -48,10 +55,18 @@ def compile_(
         f"checked on {report.check_batch} random {size} inputs (tolerance {report.tolerance:g}); "
         f"load {loaded:.2f} s, compile+check {report.seconds:.2f} s, total {total:.2f} s"
     )
+    record = {**report.to_dict(), "source": source, "load_seconds": loaded, "total_seconds": total}
+    if out is not None:
+        from vitc.compile.program import export_program
+
+        meta = {"model": report.model, "args": getattr(model, "vitc_args", {}), "compile": record}
+        record["export"] = export_program(compiled, report.input_size, out / "model.pt2", meta)
+        write_json(out / "compile_report.json", record)
+        with atomic_write(out / "compile_report.md") as tmp:
+            tmp.write_text(report.to_markdown())
+        console.print(f"wrote {out / 'model.pt2'} (batch 1..N, checked at batch 1 and 3) and compile_report.json/.md")
     if json_path is not None:
-        record = {**report.to_dict(), "source": source, "load_seconds": loaded, "total_seconds": total}
-        with atomic_write(json_path) as tmp:
-            Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(json_path, record)
         console.print(f"wrote {json_path}")
 
 

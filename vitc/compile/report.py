@@ -38,3 +38,22 @@ class CompileReport:
         out = asdict(self)
         out["input_size"] = list(self.input_size)
         return out
+
+    def to_markdown(self) -> str:
+        """The pass table and its check, for a file beside the compiled artifact."""
+        size = "x".join(str(s) for s in self.input_size)
+        lines = [
+            f"# vitc compile {self.model} → {self.target}",
+            "",
+            "| pass | fired | max abs Δ logits |",
+            "|---|---:|---:|",
+            *(f"| {r.name} | {r.fired} | {_diff(r.max_abs_diff)} |" for r in self.rows),
+            f"| **pipeline** | {sum(r.fired for r in self.rows)} | {_diff(self.max_abs_diff)} |",
+            "",
+            f"Checked on {self.check_batch} random {size} input(s), tolerance {self.tolerance:g}.",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _diff(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}"

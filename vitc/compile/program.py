@@ -1,0 +1,63 @@
+"""The compiled model as a `torch.export` program with a dynamic batch, for PyTorch deployments.
+
+Torch-TensorRT (`torch_tensorrt.dynamo.compile`), `torch.compile` and AOTInductor take an
+ExportedProgram as input. The program is traced at batch 2 (batch 1 would be specialised) with the
+batch dimension symbolic, then checked at batch 1 and 3 against the module it was traced from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitc._io import atomic_write
+from vitc.compile.report import TOLERANCE
+from vitc.errors import VitcError
+
+META_FILE = "vitc.json"  # extra file inside the .pt2 archive: what the program is and how it was checked
+CHECK_BATCHES = (1, 3)
+
+
+@torch.no_grad()
+def export_program(
+    model: nn.Module, input_size: tuple[int, int, int], path: str | os.PathLike[str], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """torch.export `model` (eval) with a dynamic batch, save it to `path` with `meta`; return the check record."""
+    model = model.eval()
+    batch = torch.export.Dim("batch", min=1)
+    example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
+    try:
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:  # torch.export reports untraceable code with many exception types
+        raise VitcError(f"torch.export could not trace the compiled model: {type(exc).__name__}: {exc}") from exc
+    exported = program.module()
+    diffs = {}
+    for size in CHECK_BATCHES:
+        x = torch.randn(size, *input_size, generator=torch.Generator().manual_seed(size))
+        diffs[str(size)] = float((exported(x) - model(x)).abs().max())
+    worst = max(diffs.values())
+    if worst > TOLERANCE:
+        raise VitcError(f"the exported program differs from the compiled model by {worst:.2e} (> {TOLERANCE:g})")
+    record = {
+        "file": Path(path).name,
+        "input": ["batch", *input_size],
+        "batch_min": 1,
+        "checked_batches": list(CHECK_BATCHES),
+        "max_abs_diff_vs_compiled": diffs,
+        "torch": torch.__version__,
+    }
+    with atomic_write(path) as tmp, open(tmp, "wb") as handle:  # a handle: the temp name does not end in .pt2
+        torch.export.save(program, handle, extra_files={META_FILE: json.dumps({**meta, "export": record})})
+    return record
+
+
+def load_program(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
+    """The ExportedProgram in `path` and the vitc record saved with it."""
+    extra = {META_FILE: ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    return program, json.loads(extra[META_FILE] or "{}")

@@ -69,6 +69,9 @@ def test_no_usable_bindings_is_one_clear_error(cuda_fake) -> None:
         Cuda()
     with pytest.raises(VitcError, match="unknown CUDA bindings"):
         choose_bindings("cupy")
+    cuda_fake(cuda_python="12.9", pycuda=True, driver=0)  # no driver: the version query says 0
+    with pytest.raises(VitcError, match=r"cuda-python \(cuda.bindings.runtime\): no CUDA driver.*pycuda: no CUDA"):
+        Cuda()
 
 
 def test_prefer_pycuda(cuda_fake) -> None:

@@ -60,7 +60,7 @@ class BindingChoice:
 def _import(name: str) -> ModuleType | None:
     try:
         return importlib.import_module(name)
-    except ImportError:
+    except Exception:  # ImportError, or OSError/RuntimeError from a library the module loads
         return None
 
 
@@ -71,12 +71,16 @@ def _try_cuda_python() -> tuple[BindingChoice | None, str]:
             break
     else:
         return None, "cuda-python: not installed"
-    err, driver = rt.cudaDriverGetVersion()
+    try:
+        err, driver = rt.cudaDriverGetVersion()
+        err2, built = rt.cudaRuntimeGetVersion()
+    except Exception as exc:  # not the (err, value) API this module should have
+        return None, f"cuda-python ({name}): version query failed ({type(exc).__name__}: {exc})"
     if int(err) != 0 or not driver:
-        return None, f"cuda-python ({name}): no CUDA driver ({getattr(err, 'name', err)})"
-    err, built = rt.cudaRuntimeGetVersion()
-    if int(err) != 0 or not built:
-        return None, f"cuda-python ({name}): cudaRuntimeGetVersion failed ({getattr(err, 'name', err)})"
+        why = getattr(err, "name", err) if int(err) != 0 else "cudaDriverGetVersion gave 0"
+        return None, f"cuda-python ({name}): no CUDA driver ({why})"
+    if int(err2) != 0 or not built:
+        return None, f"cuda-python ({name}): cudaRuntimeGetVersion failed ({getattr(err2, 'name', err2)})"
     if driver // 1000 < built // 1000:
         return None, (
             f"cuda-python ({name}) is built for CUDA {cuda_version(built)} but the driver supports "
@@ -98,6 +102,8 @@ def _try_pycuda() -> tuple[BindingChoice | None, str]:
         driver = int(drv.get_driver_version())
     except Exception as exc:  # pycuda raises its own LogicError/RuntimeError without a driver
         return None, f"pycuda: no CUDA driver ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if not driver:
+        return None, "pycuda: no CUDA driver (cuDriverGetVersion gave 0)"
     reason = f"driver API through pycuda (driver supports CUDA {cuda_version(driver)})"
     return BindingChoice("pycuda", "pycuda.driver", driver, None, reason), ""
 

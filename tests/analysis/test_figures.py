@@ -56,13 +56,13 @@ def test_gates_show_a_spread_of_a_thousandth(tmp_path: Path) -> None:
 
 
 def test_head_maps_are_paged_for_many_heads(tmp_path: Path) -> None:
-    written = figures.positional_attention(_report(10, 16, 14), tmp_path / "positional_attention.png")
-    pages = [f"positional_attention.{i}.png" for i in (2, 3, 4, 5)]
-    assert [p.name for p in written] == ["positional_attention.png", *pages]
-    for path in written:
+    """16 heads wrap into two rows of 8; two layers (four rows) per page."""
+    written = figures.positional_attention(_report(3, 16, 14), tmp_path / "positional_attention.png")
+    assert [p.name for p in written] == ["positional_attention.png", "positional_attention.2.png"]
+    for path, (height, maps) in zip(written, [(620, 32), (360, 16)], strict=True):
         pixels = _pixels(path)
-        assert pixels.shape == (620, 1180, 3)  # 2 layers × 2 rows of 8 maps, 1.3 in each, plus title and bar
-        assert _count(pixels, (0, 255, 255), 60) > 32 * 10  # a cyan + marks the query on each of the 32 maps
+        assert pixels.shape == (height, 1180, 3)  # rows and 8 columns of 1.3 in maps, plus title and colour bar
+        assert _count(pixels, (0, 255, 255), 60) > maps * 10  # a cyan + marks the query on every map
     small = figures.positional_attention(_report(4, 4, 8), tmp_path / "small.png")
     assert len(small) == 1 and _pixels(small[0]).shape == (620, 660, 3)
 
@@ -107,3 +107,27 @@ def test_lr_schedule_matches_the_optimiser() -> None:
     schedule = train_report.lr_schedule(total_steps=30, warmup_steps=6, base_lr=1e-3, min_lr=1e-5, steps_per_epoch=3)
     assert schedule[0] == (1 / 3, lr_at(0, 30, 6, 1e-3, 1e-5)) and schedule[-1][0] == 10.0
     assert schedule[-1][1] == lr_at(29, 30, 6, 1e-3, 1e-5) and max(v for _, v in schedule) == pytest.approx(1e-3)
+
+
+def test_inspect_logs_its_figures_to_tensorboard(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from typer.testing import CliRunner
+
+    from vitc.checkpoint import save_checkpoint
+    from vitc.cli.main import app
+    from vitc.models import create_model
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "convit.safetensors", create_model("convit_micro", depth=2, local_up_to_layer=1))
+    args = ["inspect", str(ckpt), "--images", "4", "--tensorboard", str(tmp_path / "tb")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    names = {"attention_distance", "gates", "positional_attention"}
+    assert set(events.Tags()["images"]) == {f"inspect/{n}" for n in names}
+    summary = json.loads((tmp_path / "convit.inspect" / "summary.json").read_text())
+    assert summary["references"] == {"patch_px": 4.0, "uniform_attention_px": figures.uniform_distance(8, 4.0)}

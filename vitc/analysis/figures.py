@@ -192,3 +192,15 @@ def positional_attention(report: LocalityReport, path: Path) -> list[Path]:
 def spatial_prior(report: LocalityReport, path: Path) -> list[Path]:
     title = f"{report.model}: SP-SA learned spatial prior over the key−query offset (dx, dy)"
     return head_maps(report.spatial_priors, path, title, offsets=True, label="prior (1: neutral)", centre=1.0)
+
+
+def write_all(report: LocalityReport, folder: Path, grid: int | None = None, stride: float = 0) -> list[Path]:
+    """Every figure the report supports, into `folder`; the files written, in order."""
+    written = [attention_distance(report, folder / "attention_distance.png", grid, stride)]
+    if report.gates:
+        written.append(gates(report, folder / "gates.png"))
+    if report.positional_maps:
+        written += positional_attention(report, folder / "positional_attention.png")
+    if report.spatial_priors:
+        written += spatial_prior(report, folder / "spatial_prior.png")
+    return written

@@ -17,21 +17,22 @@ def inspect(
     data_dir: Annotated[Path | None, typer.Option(help="Folder of cifar10 or imagefolder data.")] = None,
     images: Annotated[int, typer.Option(min=1, help="Validation images to average over.")] = 64,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: <checkpoint>.inspect/).")] = None,
+    tensorboard: Annotated[
+        Path | None, typer.Option(help="Also log the figures as images to this TensorBoard folder (RUN/tensorboard).")
+    ] = None,
 ) -> None:
     """Per layer and head: attention distance, GPSA gates σ(λ), positional attention and spatial priors."""
     from vitc._io import write_json
     from vitc.analysis import figures
     from vitc.analysis.locality import analyse
-    from vitc.checkpoint import load_model
+    from vitc.checkpoint import load_model, training_data
     from vitc.data.datasets import load_dataset
     from vitc.data.transforms import eval_transform
     from vitc.models import get_model_cfg
 
     model, meta = load_model(checkpoint)
     cfg = get_model_cfg(model)
-    trained_on = (meta.extra.get("train_config") or {}).get("data") or {}
-    name = data or trained_on.get("name") or "digits"
-    folder = data_dir or trained_on.get("dir")
+    name, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
     dataset = load_dataset(
         name, "val", data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct, in_chans=cfg.input_size[0]
     )
@@ -40,14 +41,16 @@ def inspect(
 
     out = out or checkpoint.with_suffix(".inspect")
     grid, stride = _token_grid(model, batch.shape[-1])
-    written = [figures.attention_distance(report, out / "attention_distance.png", grid, stride)]
-    if report.gates:
-        written.append(figures.gates(report, out / "gates.png"))
-    if report.positional_maps:
-        written += figures.positional_attention(report, out / "positional_attention.png")
-    if report.spatial_priors:
-        written += figures.spatial_prior(report, out / "spatial_prior.png")
-    write_json(out / "summary.json", report.summary() | {"data": name, "images": len(batch)})
+    written = figures.write_all(report, out, grid, stride)
+    if tensorboard is not None:
+        from vitc.train.report import TensorBoardLog
+
+        board = TensorBoardLog(tensorboard)
+        epoch = meta.provenance.get("epoch")
+        board.images(written, epoch if isinstance(epoch, int) else 0, prefix="inspect/")
+        board.close()
+    references = {"patch_px": stride, "uniform_attention_px": figures.uniform_distance(grid, stride) if grid else None}
+    write_json(out / "summary.json", report.summary() | {"data": name, "images": len(batch), "references": references})
     console = Console()
     for layer, row in zip(report.layers, report.distance, strict=True):
         gate = report.gates.get(layer)

@@ -111,14 +111,18 @@ class TensorBoardLog:
 
     def epoch(self, row: dict[str, Any], figures: Sequence[str | os.PathLike[str]] = ()) -> None:
         """The epoch's metrics row as scalars, each PNG in `figures` as an image; flushed (a kill loses nothing)."""
-        numpy, image = lazy_import("numpy"), lazy_import("PIL.Image")
         for name, value in row.items():
             if name != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"epoch/{name}", value, row["epoch"])
+        self.images(figures, row["epoch"])
+
+    def images(self, figures: Sequence[str | os.PathLike[str]], step: int, prefix: str = "") -> None:
+        """Each PNG as an image named after its file, at `step`; flushed."""
+        numpy, image = lazy_import("numpy"), lazy_import("PIL.Image")
         for path in figures:
             with image.open(path) as png:
                 pixels = numpy.asarray(png.convert("RGB"))
-            self.writer.add_image(Path(path).stem, pixels, row["epoch"], dataformats="HWC")
+            self.writer.add_image(prefix + Path(path).stem, pixels, step, dataformats="HWC")
         self.writer.flush()
 
     def close(self) -> None:

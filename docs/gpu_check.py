@@ -227,10 +227,10 @@ def tensorrt(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
 SECTIONS: dict[str, tuple[Callable[[dict[str, Any], Path, float], dict[str, Any]], float]] = {
     # name: (function, share of the time budget)
     "environment": (environment, 0.02),
-    "torch_bench": (torch_bench, 0.40),
-    "train": (train, 0.30),
+    "torch_bench": (torch_bench, 0.35),
+    "train": (train, 0.25),
     "cuda_layer": (cuda_layer, 0.03),
-    "tensorrt": (tensorrt, 0.25),
+    "tensorrt": (tensorrt, 0.35),  # builds engines of a freshly trained micro model
 }
 
 

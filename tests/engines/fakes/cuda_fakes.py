@@ -375,109 +375,6 @@ def make_runtime(gpu: FakeGpu, release: str, name: str) -> ModuleType:
     return module
 
 
-# -- pycuda ---------------------------------------------------------------------------------------
-def make_pycuda(gpu: FakeGpu) -> dict[str, ModuleType]:
-    """pycuda.driver (the calls vitc makes, with pycuda's copy semantics) and pycuda.autoinit."""
-    drv = _spec(ModuleType("pycuda.driver"))
-
-    class Error(Exception):
-        pass
-
-    class DeviceAllocation:
-        def __init__(self, nbytes: int) -> None:
-            self.ptr = gpu.alloc(nbytes)
-
-        def __int__(self) -> int:
-            return self.ptr
-
-        def free(self) -> None:
-            gpu.device.pop(self.ptr, None)
-
-    class Device:
-        def __init__(self, ordinal: int) -> None:
-            if ordinal != 0:
-                raise Error("cuDeviceGet failed: invalid device ordinal")
-
-        def name(self) -> str:
-            return gpu.name
-
-        def compute_capability(self) -> tuple[int, int]:
-            return gpu.cc
-
-    class Stream:
-        def __init__(self, flags: int = 0) -> None:
-            self.handle = gpu.new_handle()
-            gpu.streams[self.handle] = _Stream(self.handle)
-
-        def synchronize(self) -> None:
-            gpu.synchronize(self.handle)
-
-    class Event:
-        def __init__(self, flags: int = 0) -> None:
-            self.handle = gpu.new_handle()
-            gpu.events[self.handle] = None
-
-        def record(self, stream: Stream | None = None) -> Event:
-            gpu.events[self.handle] = None
-            stamp = lambda: gpu.events.__setitem__(self.handle, gpu.clock)  # noqa: E731
-            gpu.enqueue(None if stream is None else stream.handle, stamp)
-            return self
-
-        def time_since(self, start: Event) -> float:
-            t0, t1 = gpu.events[start.handle], gpu.events[self.handle]
-            if t0 is None or t1 is None:
-                raise Error("cuEventElapsedTime failed: device not ready")
-            return float(t1 - t0)
-
-    def _buffer(obj: Any, writable: bool) -> memoryview:
-        view = memoryview(obj)
-        if not view.contiguous or (writable and view.readonly):
-            raise TypeError("pycuda needs a contiguous (writable) buffer")
-        return view.cast("B")
-
-    def _handle(stream: Stream | None) -> int:
-        return 0 if stream is None else stream.handle
-
-    def memcpy_htod_async(dest: Any, src: Any, stream: Stream | None = None) -> None:
-        data = _buffer(src, False)  # the whole buffer: m_buf.len in wrap_cudadrv.cpp
-        host = gpu.host_view(_address(src), len(data))
-        gpu.copy(_handle(stream), "H2D", gpu.view(int(dest), len(data)), host)
-
-    def memcpy_dtoh_async(dest: Any, src: Any, stream: Stream | None = None) -> None:
-        data = _buffer(dest, True)
-        host = gpu.host_view(_address(dest), len(data))
-        gpu.copy(_handle(stream), "D2H", host, gpu.view(int(src), len(data)))
-
-    def pagelocked_empty(shape: Any, dtype: Any, order: str = "C", mem_flags: int = 0) -> np.ndarray:
-        array = np.empty(shape, dtype, order=order)
-        gpu.register_host(array)
-        return array
-
-    for key, value in {
-        "Error": Error,
-        "LogicError": Error,
-        "init": lambda flags=0: None,
-        "get_driver_version": lambda: gpu.driver,
-        "Device": Device,
-        "Stream": Stream,
-        "Event": Event,
-        "mem_alloc": DeviceAllocation,
-        "memcpy_htod_async": memcpy_htod_async,
-        "memcpy_dtoh_async": memcpy_dtoh_async,
-        "pagelocked_empty": pagelocked_empty,
-    }.items():
-        setattr(drv, key, value)
-    autoinit = _spec(ModuleType("pycuda.autoinit"))
-    autoinit.device = Device(0)  # type: ignore[attr-defined]
-    package = _spec(ModuleType("pycuda"), package=True)
-    package.driver = drv  # type: ignore[attr-defined]
-    return {"pycuda": package, "pycuda.driver": drv, "pycuda.autoinit": autoinit}
-
-
-def _address(obj: Any) -> int:
-    return int(np.frombuffer(obj, dtype=np.uint8).ctypes.data) if not isinstance(obj, np.ndarray) else obj.ctypes.data
-
-
 # -- installing ------------------------------------------------------------------------------------
 NAMES = ("cuda", "cuda.cudart", "cuda.bindings", "cuda.bindings.runtime", "pycuda", "pycuda.driver", "pycuda.autoinit")
 
@@ -508,6 +405,8 @@ def install_cuda(
             else:
                 package.cudart = module  # type: ignore[attr-defined]
     if pycuda:
+        from tests.engines.fakes.pycuda_fake import make_pycuda
+
         modules.update(make_pycuda(gpu))
     for key, value in modules.items():
         monkeypatch.setitem(sys.modules, key, value)

@@ -2,10 +2,10 @@
 
 Which Python bindings, chosen by the driver (`choose_bindings`, shown by `vitc doctor`):
 - cuda-python: `cuda.bindings.runtime` (cuda-bindings 12.9+ and 13.x) or the older `cuda.cudart`
-  (cuda-python ≤ 12.6.0, a deprecated alias in 12.9, gone in 13). The runtime is linked into the
-  wheel, so cuda-python 13 needs a CUDA 13 driver: on JetPack 6 (CUDA 12.6) or an older desktop
-  driver every call but the version queries fails with cudaErrorInsufficientDriver. The bindings
-  are used only when the driver's CUDA major version is at least the bindings' one.
+  (cuda-python ≤ 12.6.0, a deprecated alias in 12.9, gone in 13). cuda-python 13 is built for the
+  CUDA 13 runtime and needs a CUDA 13 driver: on JetPack 6 (CUDA 12.6) or an older desktop driver
+  its calls fail with cudaErrorInsufficientDriver. The bindings are used only when the driver's CUDA
+  major version (cudaDriverGetVersion) is at least the bindings' one (cudaRuntimeGetVersion).
 - pycuda (driver API, built against the local toolkit; older JetPack images): the fallback. Its
   `memcpy_*_async` copy the whole buffer object they are given (src/wrapper/wrap_cudadrv.cpp), so
   they get a view of exactly the bytes to copy. No CUDA graphs here.

@@ -24,13 +24,14 @@ from vitc.errors import VitcError
 
 MODELS_DIR = Path(__file__).with_name("models")
 SHIPPED = MODELS_DIR / "zoo_stats.json"
+NOT_ARCHITECTURE = {"_stats.py", "convert.py", "loading.py"}  # checkpoint plumbing: no effect on the counts
 
 
 def sources_digest() -> str:
     """What the zoo's counts depend on: the model sources and the torch version."""
     digest = hashlib.sha256()
     for path in sorted(MODELS_DIR.glob("*.py")):
-        if path.name != "_stats.py":
+        if path.name not in NOT_ARCHITECTURE:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         digest.update(importlib.metadata.version("torch").encode())

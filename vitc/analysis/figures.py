@@ -122,8 +122,9 @@ def head_maps(
     names = list(maps)
     arrays = {n: np.asarray(maps[n], dtype=np.float64) for n in names}
     low, high = min(a.min() for a in arrays.values()), max(a.max() for a in arrays.values())
-    if centre is not None and low < centre < high:
-        norm, cmap = colors.TwoSlopeNorm(vcenter=centre, vmin=low, vmax=high), "RdBu_r"
+    if centre is not None and low < centre < high:  # symmetric around the centre: white is neutral
+        half = max(high - centre, centre - low)
+        norm, cmap = colors.Normalize(vmin=centre - half, vmax=centre + half), "RdBu_r"
     else:
         norm, cmap = colors.Normalize(vmin=min(low, 0.0) if centre is None else low, vmax=high), "magma"
     heads = max(a.shape[0] for a in arrays.values())

@@ -121,8 +121,12 @@ def test_param_counts_and_macs() -> None:
     assert m["params"] == 55_952_992
     dim, heads = 768, 12
     assert large["params"] == 150_205_520 + 22 * (4 * dim + heads) == 150_273_368
-    assert s["gmacs"] == pytest.approx(7.16, rel=0.02)
-    assert m["gmacs"] == pytest.approx(13.26, rel=0.02)
+    # The release's formulation evaluates the prior MLP on all N² offset pairs (brief §2.3: 7.16 /
+    # 13.26 GMACs); the default fused SP-SA on the (2S−1)² distinct offsets only.
+    assert model_stats("spvit_s", attn_impl="reference")["gmacs"] == pytest.approx(7.16, rel=0.02)
+    assert model_stats("spvit_m", attn_impl="reference")["gmacs"] == pytest.approx(13.26, rel=0.02)
+    assert s["gmacs"] == pytest.approx(6.55, rel=0.01)
+    assert m["gmacs"] == pytest.approx(12.65, rel=0.01)
 
 
 def test_spsa_extra_params_per_layer() -> None:

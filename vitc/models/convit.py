@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vitc.models._registry import build_model, register_model
@@ -21,8 +22,10 @@ from vitc.models.layers import (
     DropPath,
     Mlp,
     PatchEmbed,
+    check_attn_impl,
     drop_path_rates,
     init_weights_vit,
+    joint_qkv,
     relative_offsets,
     resample_pos_embed,
     square_grid,
@@ -39,13 +42,36 @@ def rel_indices(grid: int, dtype: torch.dtype = torch.float32, device: torch.dev
 
 
 class GPSA(nn.Module):
-    """Gated positional self-attention, written exactly as the reference's training-time forward.
+    """Gated positional self-attention: out = proj(((1 − g)·softmax(q·kᵀ·s) + g·P) · v), g = σ(λ).
+
+    `attn_impl="reference"` runs the reference's training-time forward as written: the positional
+    scores pos_proj(rel_indices) expanded to every batch element, two softmaxes over B·H·N², the
+    mix, and a row renormalisation (a no-op in exact arithmetic: a convex mix of row-stochastic
+    matrices is row-stochastic). `"fused"` (the default) computes the same function:
+
+    * the content term is softmax(q·kᵀ·s)·v, one `scaled_dot_product_attention` call, whose fused
+      kernels never materialise the (B, H, N, N) probabilities;
+    * the positional term P·v uses P = softmax(pos_proj(rel_indices)) built once per forward for
+      all heads and no batch. Its logits w₀·dx + w₁·dy + w₂·(dx² + dy²) + b are a term in dx plus a
+      term in dy (b cancels in the softmax), so on the row-major S×S grid P = P_y ⊗ P_x with
+      (H, S, S) factors, applied along grid columns then rows: 2·S³ instead of S⁴ multiply-adds
+      per head and channel, and autograd reaches pos_proj.weight through both factors (small
+      grids use the dense P, see `dense_positional_grid`);
+    * qk and v run as one GEMM (`joint_qkv`).
+
+    pos_proj.bias has no effect on the output (softmax is shift-invariant): its gradient is zero
+    in exact arithmetic, rounding noise in both forms.
+    attention_map() always shows the reference's probabilities; with attention dropout active in
+    training the module runs the reference form (dropout acts on the mixed matrix).
 
     rel_indices is a non-persistent buffer for the model's fixed grid, so it follows `.to()` and
     never enters the state_dict (official checkpoints do not have it).
     """
 
     rel_indices: torch.Tensor
+    # Up to this grid side the dense P (S⁴ per head and channel, in one GEMM per head) ran faster
+    # than the separable form's small batched products (docs/benchmarks.md, "Training throughput").
+    dense_positional_grid = 8
 
     def __init__(
         self,
@@ -56,10 +82,13 @@ class GPSA(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         locality_strength: float = 1.0,
+        attn_impl: str = "fused",
     ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        self.attn_impl = check_attn_impl(attn_impl)
+        self.grid = grid
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -112,12 +141,54 @@ class GPSA(nn.Module):
         """The input-independent positional term softmax(pos_proj(rel_indices)), (H, N, N)."""
         return self.pos_proj(self.rel_indices[0]).permute(2, 0, 1).softmax(dim=-1)
 
+    def separable_positional(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P_y, P_x), each (H, S, S), with P_y ⊗ P_x = positional_attention(); differentiable."""
+        weight, bias = self.pos_proj.weight, self.pos_proj.bias  # weight columns: dx, dy, d²
+        if dtype is not None:
+            weight, bias = weight.to(dtype), bias.to(dtype)
+        side = self.grid
+        delta = self.rel_indices[0, :side, :side, 0].to(weight.dtype)  # [a, b] = b − a along one grid axis
+        quad = weight[:, 2, None, None] * delta**2
+        # The bias cancels in the softmax; it stays in the graph so that every parameter gets a
+        # gradient (DDP requires it), ~0 as in the reference.
+        rows = (weight[:, 1, None, None] * delta + quad + bias[:, None, None]).softmax(dim=-1)
+        cols = (weight[:, 0, None, None] * delta + quad).softmax(dim=-1)
+        return rows, cols
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        if tokens != self.rel_indices.shape[1]:
+            raise ValueError(f"GPSA was built for {self.rel_indices.shape[1]} tokens, got {tokens}")
+        q, k, v = joint_qkv(x, self.qk, self.v, self.num_heads)
+        content = F.scaled_dot_product_attention(q, k, v)  # default scale d_h^-0.5 = self.scale
+        gate = torch.sigmoid(self.gating_param).view(-1, 1, 1).to(content.dtype)
+        out = torch.lerp(content, self._positional(v), gate)  # (1 − g)·content + g·positional
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tokens, dim)))
+
+    def _positional(self, v: torch.Tensor) -> torch.Tensor:
+        """P·v for v (B, H, N, d), P built once for the whole batch."""
+        batch, heads, tokens, head_dim = v.shape
+        side = self.grid
+        if side <= self.dense_positional_grid:  # one (N×N)·(N×B·d) GEMM per head
+            table = self.positional_attention().to(v.dtype)
+            per_head = v.permute(1, 2, 0, 3).reshape(heads, tokens, batch * head_dim)
+            return (table @ per_head).view(heads, tokens, batch, head_dim).permute(2, 0, 1, 3)
+        rows, cols = self.separable_positional()
+        along_cols = cols.to(v.dtype).unsqueeze(1) @ v.reshape(batch, heads, side, side, head_dim)
+        along_rows = rows.to(v.dtype) @ along_cols.reshape(batch, heads, side, side * head_dim)
+        return along_rows.reshape(batch, heads, tokens, head_dim)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attn_impl == "fused" and not (self.training and self.attn_drop.p > 0):
+            return self._forward_fused(x)
         batch, tokens, dim = x.shape
         attn = self.attn_drop(self._attention(x))
         v = self.v(x).reshape(batch, tokens, self.num_heads, self.head_dim).permute(0, 2, 1, 3)
         x = (attn @ v).transpose(1, 2).reshape(batch, tokens, dim)
         return self.proj_drop(self.proj(x))
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, grid={self.grid}, attn_impl={self.attn_impl!r}"
 
 
 def MHSA(dim: int, num_heads: int, qkv_bias: bool = False, attn_drop: float = 0.0, proj_drop: float = 0.0) -> Attention:
@@ -140,13 +211,14 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         use_gpsa: bool = True,
         locality_strength: float = 1.0,
+        attn_impl: str = "fused",
     ) -> None:
         super().__init__()
         self.use_gpsa = use_gpsa
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn: nn.Module
         if use_gpsa:
-            self.attn = GPSA(dim, num_heads, grid, qkv_bias, attn_drop, drop, locality_strength)
+            self.attn = GPSA(dim, num_heads, grid, qkv_bias, attn_drop, drop, locality_strength, attn_impl)
         else:
             self.attn = MHSA(dim, num_heads, qkv_bias, attn_drop, drop)
         self.drop_path = DropPath(drop_path)
@@ -159,7 +231,11 @@ class Block(nn.Module):
 
 
 class ConViT(nn.Module):
-    """ViT with GPSA blocks first and a class token inserted before block `local_up_to_layer`."""
+    """ViT with GPSA blocks first and a class token inserted before block `local_up_to_layer`.
+
+    `attn_impl` picks GPSA's formulation ("fused" by default, "reference"; see GPSA): the same
+    function, modules and state-dict keys either way.
+    """
 
     def __init__(
         self,
@@ -177,8 +253,10 @@ class ConViT(nn.Module):
         drop_path_rate: float = 0.0,
         local_up_to_layer: int = 10,
         locality_strength: float = 1.0,
+        attn_impl: str = "fused",
     ) -> None:
         super().__init__()
+        check_attn_impl(attn_impl)
         if not 0 <= local_up_to_layer <= depth:
             raise ValueError(f"local_up_to_layer must be in 0..depth={depth}, got {local_up_to_layer}")
         self.num_classes = num_classes
@@ -207,6 +285,7 @@ class ConViT(nn.Module):
                 rate,
                 use_gpsa=i < local_up_to_layer,
                 locality_strength=locality_strength,
+                attn_impl=attn_impl,
             )
             for i, rate in enumerate(rates)
         )

@@ -191,3 +191,30 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], num_p
     grid_tokens = F.interpolate(grid_tokens, size=new_grid, mode="bicubic", align_corners=False, antialias=True)
     grid_tokens = grid_tokens.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(pos_embed.dtype)
     return torch.cat((prefix, grid_tokens), dim=1)
+
+
+ATTN_IMPLS = ("fused", "reference")
+
+
+def check_attn_impl(attn_impl: str) -> str:
+    """`fused` (default: batch-independent terms once per forward, fused kernels) or `reference`."""
+    if attn_impl not in ATTN_IMPLS:
+        raise ValueError(f"unknown attn_impl {attn_impl!r} (choose one of: {', '.join(ATTN_IMPLS)})")
+    return attn_impl
+
+
+def joint_qkv(
+    x: torch.Tensor, qk: nn.Linear, v: nn.Linear, num_heads: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v (B, H, N, d_h) from separate `qk` and `v` Linears (GPSA, SP-SA) in one GEMM.
+
+    The weights are concatenated per call (3D² copies, autograd splits the gradient back), so the
+    modules and their state-dict keys stay those of the references.
+    """
+    batch, tokens, dim = x.shape
+    bias = None
+    if qk.bias is not None or v.bias is not None:
+        bias = torch.cat([m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in (qk, v)])
+    qkv = F.linear(x, torch.cat((qk.weight, v.weight)), bias)
+    qkv = qkv.reshape(batch, tokens, 3, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4)
+    return qkv[0], qkv[1], qkv[2]

@@ -33,9 +33,11 @@ from vitc.models.layers import (
     Attention,
     DropPath,
     Mlp,
+    check_attn_impl,
     drop_path_rates,
     grid_to_tokens,
     init_weights_vit,
+    joint_qkv,
     relative_offsets,
     resample_pos_embed,
     to_2tuple,
@@ -45,9 +47,20 @@ __all__ = ["SPSA", "Block", "PatchEmbed4x2", "PosCNN", "SPViT", "checkpoint_filt
 
 
 class SPSA(nn.Module):
-    """Self-attention whose scaled logits are multiplied by a learned 2D spatial prior (per head)."""
+    """Self-attention whose scaled logits are multiplied by a learned 2D spatial prior (per head).
+
+    `attn_impl="reference"` evaluates the prior MLP on all N×N (query, key) offsets, as the release
+    does. `"fused"` (the default) computes the same function with less work: the prior depends
+    only on the offset (dx, dy), of which an S×S grid has (2S−1)² distinct ones (729 against
+    38,416 pairs at 14×14), so the MLP runs on those and a gather spreads them over (H, N, N),
+    with the scale folded in, once per forward for every batch element; qk and v run as one GEMM.
+    The prior multiplies the logits inside the softmax, which no fused attention kernel expresses
+    (it is not an additive mask), so the attention itself stays q·kᵀ, ⊙, softmax, @v.
+    """
 
     rel_indices: torch.Tensor
+    offsets: torch.Tensor
+    offset_index: torch.Tensor
 
     def __init__(
         self,
@@ -57,10 +70,12 @@ class SPSA(nn.Module):
         qkv_bias: bool = False,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        attn_impl: str = "fused",
     ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        self.attn_impl = check_attn_impl(attn_impl)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
@@ -74,6 +89,11 @@ class SPSA(nn.Module):
         self.b2 = nn.Parameter(torch.ones(num_heads))
         # Raw integer [dx, dy] offsets; fixed by the grid, rebuilt rather than stored in checkpoints.
         self.register_buffer("rel_indices", relative_offsets(grid)[None], persistent=False)
+        # The (2S−1)² distinct [dx, dy] (row-major by dy, then dx) and each pair's index into them.
+        span = torch.arange(1 - grid, grid, dtype=torch.float32)
+        self.register_buffer("offsets", torch.cartesian_prod(span, span).flip(-1), persistent=False)
+        index = (self.rel_indices[0, ..., 1] + grid - 1) * (2 * grid - 1) + self.rel_indices[0, ..., 0] + grid - 1
+        self.register_buffer("offset_index", index.long(), persistent=False)
 
     def spatial_prior(self) -> torch.Tensor:
         """SP (H, N, N): the multiplicative prior, evaluated from the MLP every call (no cache)."""
@@ -82,10 +102,26 @@ class SPSA(nn.Module):
         prior = torch.einsum("nmhc,hc->hnm", hidden, self.w2.view(self.num_heads, self.head_dim))
         return prior + self.b2[:, None, None]
 
-    def _attention(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, _ = x.shape
+    def offset_prior(self) -> torch.Tensor:
+        """SP per distinct offset (H, (2S−1)²): the prior MLP on `offsets`; differentiable."""
+        hidden = F.relu(self.w1(self.offsets)).view(-1, self.num_heads, self.head_dim)
+        return torch.einsum("khc,hc->hk", hidden, self.w2.view(self.num_heads, self.head_dim)) + self.b2[:, None]
+
+    def _check_tokens(self, tokens: int) -> None:
         if tokens != self.rel_indices.shape[1]:
             raise ValueError(f"SP-SA was built for {self.rel_indices.shape[1]} tokens, got {tokens}")
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        self._check_tokens(tokens)
+        q, k, v = joint_qkv(x, self.qk, self.v, self.num_heads)
+        prior = (self.offset_prior() * self.scale)[:, self.offset_index]  # (H, N, N), scale folded in
+        attn = ((q @ k.transpose(-2, -1)) * prior).softmax(dim=-1)
+        return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(batch, tokens, dim)))
+
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        self._check_tokens(tokens)
         qk = self.qk(x).reshape(batch, tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         logits = (qk[0] @ qk[1].transpose(-2, -1)) * self.scale
         return (logits * self.spatial_prior()).softmax(dim=-1)
@@ -95,6 +131,8 @@ class SPSA(nn.Module):
         return self._attention(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attn_impl == "fused" and not (self.training and self.attn_drop.p > 0):
+            return self._forward_fused(x)
         batch, tokens, dim = x.shape
         attn = self.attn_drop(self._attention(x))
         v = self.v(x).reshape(batch, tokens, self.num_heads, self.head_dim).permute(0, 2, 1, 3)
@@ -163,6 +201,7 @@ class Block(nn.Module):
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
         skip_lam: float = 1.0,
+        attn_impl: str = "fused",
     ) -> None:
         super().__init__()
         self.grid_size = grid_size
@@ -170,7 +209,7 @@ class Block(nn.Module):
         self.skip_lam = skip_lam
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
         if use_spsa:
-            self.attn: nn.Module = SPSA(dim, num_heads, grid_size[0], qkv_bias, attn_drop, drop)
+            self.attn: nn.Module = SPSA(dim, num_heads, grid_size[0], qkv_bias, attn_drop, drop, attn_impl)
         else:
             self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, scale_queries=True)
         self.drop_path = DropPath(drop_path)
@@ -185,7 +224,11 @@ class Block(nn.Module):
 
 
 class SPViT(nn.Module):
-    """LV-ViT with SP-SA in the first `local_up_to_layer` blocks and a late class token."""
+    """LV-ViT with SP-SA in the first `local_up_to_layer` blocks and a late class token.
+
+    `attn_impl` picks SP-SA's formulation ("fused" by default, "reference"; see SPSA): the same
+    function, modules and state-dict keys either way.
+    """
 
     def __init__(
         self,
@@ -205,8 +248,10 @@ class SPViT(nn.Module):
         local_up_to_layer: int = 10,
         stem_chans: int = 64,
         aux_head: bool = True,
+        attn_impl: str = "fused",
     ) -> None:
         super().__init__()
+        check_attn_impl(attn_impl)
         if not 0 <= local_up_to_layer <= depth:
             raise ValueError(f"local_up_to_layer must lie in [0, depth={depth}], got {local_up_to_layer}")
         self.num_classes = num_classes
@@ -235,6 +280,7 @@ class SPViT(nn.Module):
                 attn_drop=attn_drop_rate,
                 drop_path=rate,
                 skip_lam=skip_lam,
+                attn_impl=attn_impl,
             )
             for i, rate in enumerate(rates)
         )

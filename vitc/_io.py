@@ -60,6 +60,16 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def parse_json(text: str | bytes, source: str) -> Any:
+    """JSON from an untrusted file or option: any malformation, nesting bombs included, is a VitcError."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VitcError(f"{source} is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise VitcError(f"{source} is nested too deeply to be what vitc wrote") from None
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -84,17 +94,50 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         (length,) = struct.unpack("<Q", raw)
         if length == 0 or length > min(_MAX_HEADER, size - 8):
             raise VitcError(f"{path}: not a safetensors file (bad header length)")
-        try:
-            header = json.loads(handle.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise VitcError(f"{path}: not a safetensors file (unreadable header)") from exc
+        header = parse_json(handle.read(length), f"{path}: the safetensors header")
     if not isinstance(header, dict):
         raise VitcError(f"{path}: not a safetensors file (header is not a table)")
-    ends = [
-        v["data_offsets"][1]
-        for k, v in header.items()
-        if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
-    ]
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise VitcError(f"{path}: malformed safetensors file (__metadata__ must be a table of strings)")
+    ends = [_tensor_end(path, key, entry) for key, entry in header.items() if key != "__metadata__"]
     if ends and max(ends) > size - 8 - length:
         raise VitcError(f"{path}: truncated safetensors file ({size} bytes, tensors end at {8 + length + max(ends)})")
     return header
+
+
+# bytes per element of every safetensors dtype
+SAFETENSORS_DTYPES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+}  # fmt: skip
+
+
+def _tensor_end(path: Path, key: str, entry: Any) -> int:
+    """Where a tensor's bytes end, after checking that its entry is well formed and self-consistent."""
+
+    def bad(why: str) -> VitcError:
+        return VitcError(f"{path}: malformed safetensors entry {key[:80]!r} ({why})")
+
+    if not isinstance(entry, dict):
+        raise bad("not a table")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in SAFETENSORS_DTYPES:
+        raise bad(f"unknown dtype {str(dtype)[:20]!r}")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise bad("shape must be a list of non-negative integers")
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        and 0 <= offsets[0] <= offsets[1]
+    ):
+        raise bad("data_offsets must be [begin, end] with 0 <= begin <= end")
+    elements = 1
+    for dim in shape:
+        elements *= dim
+    if elements * SAFETENSORS_DTYPES[dtype] != offsets[1] - offsets[0]:
+        raise bad(f"shape {shape[:8]} of {dtype} does not match data_offsets {offsets}")
+    return int(offsets[1])

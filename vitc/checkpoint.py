@@ -9,13 +9,15 @@ safetensors never executes code on load, so a downloaded vitc checkpoint is safe
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitc._io import atomic_write, read_safetensors_header
+from vitc._io import atomic_write, parse_json, read_safetensors_header
 from vitc.errors import VitcError
+from vitc.limits import MAX_IMG_SIZE
 
 FORMAT = "vitc.checkpoint"
 FORMAT_VERSION = 1
@@ -39,10 +41,7 @@ class CheckpointMeta:
 
     @classmethod
     def from_json(cls, text: str, source: str = "checkpoint") -> CheckpointMeta:
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise VitcError(f"{source}: the vitc metadata is not valid JSON") from exc
+        record = parse_json(text, f"{source}: the vitc metadata")
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise VitcError(f"{source}: not a vitc checkpoint (no vitc metadata)")
         version = record.get("version", 0)
@@ -56,16 +55,38 @@ class CheckpointMeta:
                 isinstance(class_names, list) and all(isinstance(c, str) for c in class_names)
             ):
                 raise ValueError("class_names must be a list of strings")
+            args, cfg = dict(record.get("args") or {}), dict(record.get("cfg") or {})
+            _check_cfg(cfg)
             return cls(
                 model=str(record["model"]),
-                args=dict(record.get("args") or {}),
-                cfg=dict(record.get("cfg") or {}),
+                args=args,
+                cfg=cfg,
                 class_names=class_names,
                 provenance=dict(record.get("provenance") or {}),
                 extra=dict(record.get("extra") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise VitcError(f"{source}: malformed vitc metadata ({exc})") from exc
+
+
+def _check_cfg(cfg: dict[str, Any]) -> None:
+    """The data config feeds allocations and normalisation: [C, H, W] within limits, finite mean/std."""
+    size = cfg.get("input_size")
+    if size is not None:
+        if not (isinstance(size, list) and len(size) == 3 and all(type(v) is int for v in size)):
+            raise ValueError(f"input_size must be [C, H, W], got {str(size)[:40]}")
+        if not (1 <= size[0] <= 16 and all(1 <= v <= MAX_IMG_SIZE for v in size[1:])):
+            raise ValueError(f"input_size {size} is outside 1..16 channels and 1..{MAX_IMG_SIZE} pixels")
+    for key in ("mean", "std"):
+        values = cfg.get(key)
+        if values is None:
+            continue
+        if not (isinstance(values, list) and all(type(v) in (int, float) and math.isfinite(v) for v in values)):
+            raise ValueError(f"{key} must be a list of finite numbers")
+        if size is not None and len(values) != size[0]:
+            raise ValueError(f"{key} has {len(values)} values for {size[0]} channels")
+    if any(v <= 0 for v in cfg.get("std") or []):
+        raise ValueError("std must be positive")
 
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
@@ -110,12 +131,58 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, CheckpointMeta]:
-    """Rebuild a model from a vitc checkpoint and load its weights strictly; returns (model, meta)."""
-    from vitc.models import create_model
-    from vitc.models.loading import load_strict
+    """Rebuild a model from a vitc checkpoint and load its weights strictly; returns (model, meta).
 
+    The file's claims are checked before anything is allocated: the model described by its metadata
+    is built on the meta device first and must have exactly the tensors of its header.
+    """
+    from vitc.models import get_model_cfg
+    from vitc.models.loading import build_within_limits, load_strict
+
+    header = read_safetensors_header(path)
     meta = read_meta(path)
-    model = create_model(meta.model, **{**meta.args, **overrides})
-    load_strict(model, load_state_dict(path), source=str(path))
+    shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+    model = build_within_limits(meta.model, {**meta.args, **overrides}, str(path), shapes)
+    expected = list(get_model_cfg(model).input_size)
+    if not overrides and list(meta.cfg.get("input_size", expected)) != expected:
+        raise VitcError(f"{path}: the metadata's input_size {meta.cfg['input_size']} is not the model's {expected}")
+    state_dict = load_state_dict(path)
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise VitcError(f"{path}: tensor {key} holds NaN or Inf values")
+    load_strict(model, state_dict, source=str(path))
     model.eval()
     return model, meta
+
+
+def training_data(
+    path: str | os.PathLike[str], meta: CheckpointMeta, data: str | None = None, data_dir: str | None = None
+) -> tuple[str, str | None]:
+    """(data set name, folder) to measure a checkpoint on: what the user named, else what it was trained on.
+
+    A folder named only inside a file is used only when the file is the user's own run: it sits in a
+    `vitc train` run folder whose config.json names the same data. A checkpoint from someone else
+    cannot make vitc read (and copy images from) another folder of this machine.
+    """
+    trained = (meta.extra.get("train_config") or {}).get("data") or {}
+    trained = trained if isinstance(trained, dict) else {}
+    name = data or str(trained.get("name") or "digits")
+    if data_dir is not None or name == "digits":
+        return name, data_dir
+    folder = trained.get("dir") if name == trained.get("name") else None
+    if isinstance(folder, str) and _own_run(Path(path), name, folder):
+        return name, folder
+    raise VitcError(
+        f"{path} does not say where its {name} data is on this machine (it is not a vitc train run here): "
+        "pass --data-dir (and --data) to name the data to measure it on"
+    )
+
+
+def _own_run(path: Path, name: str, folder: str) -> bool:
+    config = path.parent / "config.json"
+    try:
+        record = json.loads(config.read_text()) if config.is_file() else None
+    except (OSError, ValueError, RecursionError):
+        return False
+    data = record.get("data") if isinstance(record, dict) else None
+    return isinstance(data, dict) and data.get("name") == name and data.get("dir") == folder

@@ -19,6 +19,7 @@ from vitc.bench.timing import LatencyStats, Step, TimingPlan, collect
 from vitc.engines.base import BaseRunner
 from vitc.engines.manifest import Heldout
 from vitc.errors import VitcError
+from vitc.limits import MAX_BATCH
 
 
 def parse_batches(text: str) -> list[int]:
@@ -27,8 +28,8 @@ def parse_batches(text: str) -> list[int]:
         batches = [int(p) for p in text.replace(" ", "").split(",") if p]
     except ValueError:
         raise VitcError(f"--batch expects a comma-separated list of sizes, e.g. 1,8,32; got {text!r}") from None
-    if not batches or any(b < 1 for b in batches):
-        raise VitcError(f"--batch expects sizes >= 1, got {text!r}")
+    if not batches or any(not 1 <= b <= MAX_BATCH for b in batches):
+        raise VitcError(f"--batch expects sizes from 1 to {MAX_BATCH}, got {text!r}")
     return batches
 
 

@@ -9,6 +9,7 @@ throughput = batch / median latency (robust on shared, noisy machines; trtexec d
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -17,6 +18,9 @@ from typing import Any
 import numpy as np
 
 from vitc.errors import VitcError
+from vitc.limits import MAX_SECONDS
+
+MAX_CALLS = 1_000_000
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -83,8 +87,10 @@ class TimingPlan:
             raise VitcError(f"--warmup must be >= 0, got {self.warmup}")
         if self.duration is None and self.iterations < 1:
             raise VitcError(f"--iterations must be >= 1, got {self.iterations}")
-        if self.duration is not None and self.duration <= 0:
-            raise VitcError(f"--duration must be > 0 seconds, got {self.duration}")
+        if self.duration is not None and not (math.isfinite(self.duration) and 0 < self.duration <= MAX_SECONDS):
+            raise VitcError(f"--duration must be a number of seconds in (0, {MAX_SECONDS}], got {self.duration}")
+        if self.warmup > MAX_CALLS or self.iterations > MAX_CALLS:
+            raise VitcError(f"--warmup and --iterations must be at most {MAX_CALLS}")
 
 
 Step = Callable[[], Mapping[str, float | None]]

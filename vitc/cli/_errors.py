@@ -10,11 +10,12 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from vitc.errors import VitcError
 
 F = TypeVar("F", bound=Callable[..., Any])
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, markup=False, highlight=False)  # messages hold paths, never markup
 _state = {"debug": False}
 
 
@@ -38,6 +39,11 @@ def _print_key_table(exc: VitcError) -> None:
     stderr.print(table)
 
 
+def one_line(text: str) -> str:
+    """Control characters (a newline in a file name) shown escaped, so a message stays one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def handle_errors(fn: F) -> F:
     """Wrap a command so that a VitcError ends it cleanly with exit code 2."""
 
@@ -49,7 +55,7 @@ def handle_errors(fn: F) -> F:
             if debug_enabled():
                 raise
             _print_key_table(exc)
-            stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            stderr.print(Text.assemble(("error:", "bold red"), " ", one_line(str(exc))), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

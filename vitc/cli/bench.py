@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from vitc.cli._console import console, labelled
 from vitc.errors import VitcError
 
 
@@ -87,30 +87,30 @@ def bench(
             name, path, compare=compare, torch_compile=torch_compile, device=device, precision=precision
         )
 
-    console = Console()
+    terminal = console()
     warnings: list[str] = []
     jetson = jetson_info()
     if jetson is not None:
         facts, warnings = jetson_power_warnings()
         jetson.update({k: str(v) for k, v in facts.items()})
     for line in warnings:
-        console.print(f"[yellow]warning:[/] {line}", highlight=False)
+        terminal.print(labelled("warning:", "yellow", line))
 
     report = bench_runners(runners, batches, plan, heldout=heldout, precisions=precisions, rounds=rounds)
     report.warnings[:0] = warnings
     if jetson is not None:
         report.environment["jetson"] = jetson
     for line in report.warnings[len(warnings) :]:
-        console.print(f"[yellow]warning:[/] {line}", highlight=False)
-    console.print(report.to_table())
+        terminal.print(labelled("warning:", "yellow", line))
+    terminal.print(report.to_table())
     if json_out is not None:
         with atomic_write(json_out) as tmp:
             tmp.write_text(report.to_json())
-        console.print(f"wrote {json_out}")
+        terminal.print(f"wrote {json_out}")
     if markdown is not None:
         with atomic_write(markdown) as tmp:
             tmp.write_text(report.to_markdown())
-        console.print(f"wrote {markdown}")
+        terminal.print(f"wrote {markdown}")
 
 
 def _unique(name: str, taken: list[str]) -> str:

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from vitc.cli._console import console, labelled
 from vitc.errors import VitcError
 
 
@@ -64,13 +64,13 @@ def build(
             check=not no_check,
         )
     )
-    console = Console()
+    terminal = console()
     for line in result.warnings:
-        console.print(f"[yellow]warning:[/] {line}", highlight=False)
+        terminal.print(labelled("warning:", "yellow", line))
     side = result.sidecar
-    console.print(f"wrote {result.plan} (TensorRT {side['tensorrt']}, {side['precision']}, {side['build_seconds']} s)")
+    terminal.print(f"wrote {result.plan} (TensorRT {side['tensorrt']}, {side['precision']}, {side['build_seconds']} s)")
     if result.dla_fallback:
-        console.print(f"{len(result.dla_fallback)} layers fall back to the GPU: " + ", ".join(result.dla_fallback))
+        terminal.print(f"{len(result.dla_fallback)} layers fall back to the GPU: " + ", ".join(result.dla_fallback))
     for label, key in (
         ("export drift (ONNX vs PyTorch)", "export_drift"),
         ("engine drift (TensorRT vs PyTorch)", "engine_drift"),
@@ -82,7 +82,7 @@ def build(
                 for field, template in DRIFT_FIELDS
                 if isinstance(drift.get(field), (int, float))
             ]
-            console.print(f"{label}: " + ", ".join(parts))
+            terminal.print(f"{label}: " + ", ".join(parts))
 
 
 DRIFT_FIELDS = (

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from vitc.cli._console import console
 from vitc.cli._options import ForceOpt
 
 
@@ -24,6 +24,10 @@ def export(
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default 17; 16 for --trt 8.5).")] = None,
     batch: Annotated[int | None, typer.Option(help="Static batch size (default 1).")] = None,
     dynamic_batch: Annotated[str | None, typer.Option(help="Dynamic batch range min:opt:max, e.g. 1:8:32.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Held-out data: digits, cifar10 or imagefolder (default: the training data).")
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Folder of the held-out data set.")] = None,
     calib_data: Annotated[
         str | None, typer.Option(help="digits, cifar10 or imagefolder (default: training data).")
     ] = None,
@@ -44,13 +48,13 @@ def export(
 
     if io not in ("fp32", "fp16"):
         raise VitcError(f"--io must be fp32 or fp16, got {io!r}")
-    console = Console()
+    terminal = console()
 
     def say(message: str) -> None:
-        console.print(message, highlight=False)
+        terminal.print(message)
 
     base = ExportOptions(
-        out=out, run=run, trt=trt, opset=opset, batch=batch, dynamic_batch=dynamic_batch,
+        out=out, run=run, trt=trt, opset=opset, batch=batch, dynamic_batch=dynamic_batch, data=data, data_dir=data_dir,
         calib_data=calib_data, calib_dir=calib_dir, calib_images=calib_images, calib_method=calib_method,
         exclude=tuple(exclude or ()), max_drop=max_drop, explain=explain, io_fp16=io == "fp16", force=force,
         compile=not no_compile,
@@ -65,11 +69,11 @@ def export(
         result = export_checkpoint(ckpt, opts, say=say, prepared=prepared)
         if result.explain:
             for row in result.explain["blocks"]:
-                console.print(f"  {row['block']:<20} cosine {row['cosine']:.5f}  max |Δ| {row['max_abs_diff']:.3g}")
-            console.print(f"first block below {result.explain['threshold']}: {result.explain['first_bad'] or 'none'}")
-        console.print(f"wrote {result.onnx_path} and {result.manifest_path}")
+                terminal.print(f"  {row['block']:<20} cosine {row['cosine']:.5f}  max |Δ| {row['max_abs_diff']:.3g}")
+            terminal.print(f"first block below {result.explain['threshold']}: {result.explain['first_bad'] or 'none'}")
+        terminal.print(f"wrote {result.onnx_path} and {result.manifest_path}")
         results.append(result)
-    console.print(_drift_table(results))
+    terminal.print(_drift_table(results))
 
 
 def _drift_table(results: list) -> Table:

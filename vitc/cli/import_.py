@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from vitc.cli._console import console
 from vitc.cli._options import ForceOpt, SetOpt, parse_assignments
 
 
@@ -26,4 +26,4 @@ def import_(
     if img_size is not None:
         overrides["img_size"] = img_size
     path = import_checkpoint(source, model, out, force=force, **overrides)
-    Console().print(f"wrote {path} ({model})")
+    console().print(f"wrote {path} ({model})")

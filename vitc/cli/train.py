@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from vitc.cli._console import console
 from vitc.cli._options import SetOpt, parse_assignments
 from vitc.errors import VitcError
 
@@ -82,9 +82,9 @@ def _summary(model: str, result: RunResult) -> None:
         f"{result.train_images_per_s:.0f}",
         f"{result.seconds:.0f} s",
     )
-    console = Console()
-    console.print(table)
-    console.print(f"checkpoints in {result.run_dir}  (best.safetensors, last.safetensors)")
+    terminal = console()
+    terminal.print(table)
+    terminal.print(f"checkpoints in {result.run_dir}  (best.safetensors, last.safetensors)")
 
 
 def evaluate(
@@ -113,7 +113,7 @@ def evaluate(
     matrix = confusion_matrix(logits, dataset.labels, logits.shape[1])
     png = out or checkpoint.with_name(f"{checkpoint.stem}.confusion.{split}.png")
     plot_confusion(matrix.tolist(), dataset.class_names, png, title=f"{meta.model} on {data}/{split}")
-    Console().print(
+    console().print(
         f"{meta.model} on {data}/{split} ({len(dataset)} images): "
         f"top-1 {scores['top1']:.2f}%  top-5 {scores['top5']:.2f}%  → {png}"
     )

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from vitc._lazy import lazy_import
 from vitc.data._safe_pickle import safe_load
 from vitc.errors import VitcError
+from vitc.limits import MAX_ASPECT, MAX_IMAGE_PIXELS
 
 DATASETS = ("digits", "cifar10", "imagefolder")
 SPLITS = ("train", "val", "test")
@@ -187,7 +188,8 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     labels = d.get(b"labels", d.get("labels"))
     if data is None or labels is None:
         raise VitcError(f"{path} is not a CIFAR-10 batch (no 'data' and 'labels' keys)")
-    data = np.asarray(data)
+    if not isinstance(data, np.ndarray):  # a list could be anything, even one that contains itself
+        raise VitcError(f"{path}: 'data' must be a numpy array, got {type(data).__name__}")
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
         raise VitcError(f"{path}: 'data' must be uint8 N x 3072, got {data.dtype} {data.shape}")
     try:
@@ -281,6 +283,7 @@ def _read_image(path: Path, short: int, size: int) -> np.ndarray:
         raise VitcError(f"image {path} is empty (0 bytes)")
     try:
         with pil.open(path) as im:
+            _check_image_size(path, *im.size)  # from the header, before anything is decoded
             im.load()
             im = ops.exif_transpose(im) or im
             im = _to_rgb(im)
@@ -295,6 +298,14 @@ def _read_image(path: Path, short: int, size: int) -> np.ndarray:
     left, top = round((nw - size) / 2), round((nh - size) / 2)
     im = im.crop((left, top, left + size, top + size))
     return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _check_image_size(path: Path, width: int, height: int) -> None:
+    """Decompression bombs and slivers: a 1×1,000,000 PNG is 1 MP but 224 × 224,000,000 once resized."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise VitcError(f"image {path} is {width}×{height} pixels, over {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
+    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
+        raise VitcError(f"image {path} is {width}×{height} pixels, longer than {MAX_ASPECT}:1; crop it first")
 
 
 def _to_rgb(im: Any) -> Any:

@@ -12,6 +12,7 @@ Nothing here imports an optional dependency; backends import theirs through `vit
 from __future__ import annotations
 
 import abc
+import math
 import time
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
@@ -21,6 +22,7 @@ import numpy as np
 
 from vitc._lazy import lazy_import
 from vitc.errors import VitcError
+from vitc.limits import MAX_IMG_SIZE
 
 
 class LazyModule(ModuleType):
@@ -79,6 +81,23 @@ class TensorMeta:
         return self.shape[0] if self.shape and self.shape[0] is not None else None
 
 
+MAX_FEED_BYTES = 4 << 30
+NUMERIC = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8")
+
+
+def _check_inputs(name: str, inputs: list[TensorMeta]) -> None:
+    """A model vitc can feed: at least one numeric input, each sample within MAX_IMG_SIZE² pixels."""
+    if not inputs:
+        raise VitcError(f"{name}: the model has no inputs, so there is nothing to feed or measure")
+    for meta in inputs:
+        if meta.dtype not in NUMERIC:
+            raise VitcError(f"{name}: input {meta.name!r} is of type {meta.dtype}, not numbers")
+        sample = math.prod(d or 1 for d in meta.shape[1:])
+        if sample > 16 * MAX_IMG_SIZE**2:
+            shape = tuple("?" if d is None else d for d in meta.shape)
+            raise VitcError(f"{name}: input {meta.name!r} of shape {shape} is larger than any image vitc feeds")
+
+
 @dataclass
 class RunnerInfo:
     """What a runner reports about itself for tables and JSON."""
@@ -116,6 +135,11 @@ class BaseRunner(abc.ABC):
             return
         self.activate_impl()
         self.is_active = True
+        try:
+            _check_inputs(self.name, self.get_input_metadata())
+        except VitcError:
+            self.deactivate()
+            raise
 
     def deactivate(self) -> None:
         if not self.is_active:
@@ -147,7 +171,12 @@ class BaseRunner(abc.ABC):
     def make_feed(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
         """Random normal inputs of the right shape and dtype for a batch (for timing)."""
         rng = np.random.default_rng(seed)
-        return {m.name: rng.standard_normal(m.concrete(batch)).astype(m.dtype) for m in self.get_input_metadata()}
+        inputs = self.get_input_metadata()
+        needed = sum(math.prod(m.concrete(batch)) * 8 for m in inputs)  # float64 draws, then the cast
+        if needed > MAX_FEED_BYTES:
+            size = f"{needed / 2**30:.1f} GB"
+            raise VitcError(f"{self.name}: a batch of {batch} would take {size} of input; use a smaller -b")
+        return {m.name: rng.standard_normal(m.concrete(batch)).astype(m.dtype) for m in inputs}
 
     def max_batch(self) -> int | None:
         """The largest batch the model takes (None: no limit known). Valid after activate()."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vitc._io import sha256_file
+from vitc._io import parse_json, sha256_file
 from vitc.errors import VitcError
 
 FORMAT = "vitc.export"
@@ -213,10 +213,7 @@ def load_manifest(path: str | os.PathLike[str]) -> ExportManifest:
         path = _manifest_in(path)
     if not path.is_file():
         raise VitcError(f"{path}: no such export manifest")
-    try:
-        record = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VitcError(f"{path}: the export manifest is not valid JSON ({exc})") from exc
+    record = parse_json(path.read_bytes(), f"{path}: the export manifest")
     return parse_manifest(record, path)
 
 

@@ -93,7 +93,7 @@ class OnnxRuntimeRunner(BaseRunner):
                 raise VitcError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from exc
         self.providers = list(self.session.get_providers())
         self._inputs = [
-            TensorMeta(i.name, _dims(i.shape), ORT_TYPES.get(i.type, "float32")) for i in self.session.get_inputs()
+            TensorMeta(i.name, _dims(i.shape), ORT_TYPES.get(i.type, i.type)) for i in self.session.get_inputs()
         ]
         self._outputs = [
             TensorMeta(o.name, _dims(o.shape), ORT_TYPES.get(o.type, "float32")) for o in self.session.get_outputs()
@@ -102,7 +102,10 @@ class OnnxRuntimeRunner(BaseRunner):
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         dtypes = {m.name: m.dtype for m in self._inputs}
         ready = {k: np.ascontiguousarray(v, dtype=dtypes[k]) for k, v in feed.items()}
-        values = self.session.run(None, ready)
+        try:
+            values = self.session.run(None, ready)
+        except Exception as exc:  # onnxruntime's own Fail/RuntimeException types: the graph failed on this input
+            raise VitcError(f"{self.path}: ONNX Runtime failed to run it ({str(exc).splitlines()[0][:300]})") from exc
         return {m.name: np.asarray(v) for m, v in zip(self._outputs, values, strict=True)}
 
     def deactivate_impl(self) -> None:

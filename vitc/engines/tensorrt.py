@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitc.engines.base import LazyModule
+from vitc._io import parse_json
 from vitc.errors import VitcError
 
 if TYPE_CHECKING:
@@ -237,10 +238,7 @@ def load_sidecar(plan: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = sidecar_path(plan)
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VitcError(f"{path}: the engine sidecar is not valid JSON ({exc})") from exc
+    record = parse_json(path.read_bytes(), f"{path}: the engine sidecar")
     if not isinstance(record, dict) or record.get("format") != SIDECAR_FORMAT:
         raise VitcError(f"{path}: not a vitc engine sidecar")
     return record

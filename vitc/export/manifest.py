@@ -47,7 +47,7 @@ def get_metadata(model: Any) -> dict[str, Any]:
     for prop in model.metadata_props:
         try:
             out[prop.key] = json.loads(prop.value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # not what vitc wrote: shown as the raw text
             out[prop.key] = prop.value
     return out
 
@@ -58,7 +58,7 @@ def prune_heldout(folder: Path) -> None:
     for path in folder.glob("manifest.*.json"):
         try:
             named.add(json.loads(path.read_text()).get("heldout"))
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             return  # an unreadable manifest might name any of them: keep all
     for path in folder.glob(HELDOUT_GLOB):
         if path.name not in named:

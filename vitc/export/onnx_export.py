@@ -18,6 +18,7 @@ import numpy as np
 
 from vitc._lazy import lazy_import
 from vitc.errors import VitcError
+from vitc.limits import MAX_BATCH
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -58,12 +59,12 @@ class BatchSpec:
                 lo, opt, hi = (int(p) for p in parts)
             except ValueError:
                 raise VitcError(f"--dynamic-batch expects min:opt:max, e.g. 1:8:32, got {dynamic!r}") from None
-            if not 1 <= lo <= opt <= hi:
-                raise VitcError(f"--dynamic-batch needs 1 ≤ min ≤ opt ≤ max, got {dynamic}")
+            if not 1 <= lo <= opt <= hi <= MAX_BATCH:
+                raise VitcError(f"--dynamic-batch needs 1 ≤ min ≤ opt ≤ max ≤ {MAX_BATCH}, got {dynamic}")
             return cls(lo, opt, hi)
         n = 1 if batch is None else int(batch)
-        if n < 1:
-            raise VitcError(f"--batch must be ≥ 1, got {n}")
+        if not 1 <= n <= MAX_BATCH:
+            raise VitcError(f"--batch must be between 1 and {MAX_BATCH}, got {n}")
         return cls(n, n, n)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from vitc._lazy import has_module, lazy_import
 from vitc.errors import VitcError
 from vitc.export import manifest as mf
 from vitc.export.onnx_export import INPUT_NAME, OUTPUT_NAME, BatchSpec
+from vitc.limits import MAX_CALIB_IMAGES
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_DROP = {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}
@@ -37,6 +39,8 @@ class ExportOptions:
     opset: int | None = None
     batch: int | None = None
     dynamic_batch: str | None = None
+    data: str | None = None  # the held-out set's data (default: what the checkpoint was trained on)
+    data_dir: str | None = None
     calib_data: str | None = None
     calib_dir: str | None = None
     calib_images: int = 512
@@ -73,8 +77,10 @@ def validate(opts: ExportOptions) -> tuple[int, BatchSpec]:
         raise VitcError("--io fp16 needs --precision fp16")
     if opts.calib_method not in CALIB_METHODS:
         raise VitcError(f"unknown calibration method {opts.calib_method!r} (choose one of: {', '.join(CALIB_METHODS)})")
-    if opts.precision == "int8" and opts.calib_images < 1:
-        raise VitcError(f"--calib-images must be ≥ 1, got {opts.calib_images}")
+    if opts.precision == "int8" and not 1 <= opts.calib_images <= MAX_CALIB_IMAGES:
+        raise VitcError(f"--calib-images must be between 1 and {MAX_CALIB_IMAGES}, got {opts.calib_images}")
+    if opts.max_drop is not None and not (math.isfinite(opts.max_drop) and 0 <= opts.max_drop <= 100):
+        raise VitcError(f"--max-drop must be a number of top-1 points from 0 to 100, got {opts.max_drop}")
     return opset, BatchSpec.parse(opts.batch, opts.dynamic_batch)
 
 
@@ -96,17 +102,20 @@ def _compile(
     return compiled.eval(), record, True
 
 
-def heldout_set(meta: Any, max_images: int = HELDOUT_MAX) -> tuple[np.ndarray, np.ndarray, str]:
-    """The test split of the data the checkpoint was trained on (digits when unknown), normalised."""
+def heldout_set(
+    meta: Any, name: str, data_dir: str | None, max_images: int = HELDOUT_MAX
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The test split of `name` (see checkpoint.training_data), normalised."""
     from vitc.data.datasets import load_dataset
     from vitc.data.transforms import eval_transform
 
-    data_cfg = (meta.extra.get("train_config") or {}).get("data") or {}
-    name = data_cfg.get("name", "digits")
     c, h, _ = meta.cfg["input_size"]
-    ds = load_dataset(
-        name, "test", data_dir=data_cfg.get("dir"), image_size=h, crop_pct=meta.cfg.get("crop_pct", 1.0), in_chans=c
-    )
+    ds = load_dataset(name, "test", data_dir=data_dir, image_size=h, crop_pct=meta.cfg.get("crop_pct", 1.0), in_chans=c)
+    if meta.class_names is not None and len(ds.class_names) != len(meta.class_names):
+        raise VitcError(
+            f"{name} has {len(ds.class_names)} classes, the model {len(meta.class_names)}: "
+            "name its own data with --data and --data-dir"
+        )
     ds = ds.subset(range(min(len(ds), max_images)))
     images = eval_transform(ds.images, meta.cfg["mean"], meta.cfg["std"]).numpy().astype(np.float32)
     return images, ds.labels.numpy().astype(np.int64), name
@@ -164,15 +173,16 @@ def output_paths(ckpt: str | Path, opts: ExportOptions) -> tuple[Path, Path, Pat
 
 def prepare_export(ckpt: str | Path, opts: ExportOptions, say: Callable[[str], None] = print) -> PreparedExport:
     """Rebuild and compile the model, export and clean the FP32 graph, check parity with PyTorch."""
-    from vitc.checkpoint import load_model
+    from vitc.checkpoint import load_model, training_data
     from vitc.export import onnx_export as ox
 
     opset, batch = validate(opts)
     # 1. rebuild and compile
     model, meta = load_model(ckpt)
+    data_name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)  # before any slow work
     input_size = tuple(int(v) for v in meta.cfg["input_size"])
     compiled, passes, was_compiled = _compile(model, input_size, opts, say)
-    images, labels, data_name = heldout_set(meta)
+    images, labels, data_name = heldout_set(meta, data_name, data_dir)
     reference = _torch_logits(model, images)
 
     # 2-3. export, clean, check, parity
@@ -237,13 +247,14 @@ def export_checkpoint(
         proto, rep = convert_fp16(proto, keep_scopes=keep, keep_patterns=opts.exclude, io_fp16=opts.io_fp16)
         precision_report = rep.to_dict()
     elif opts.precision == "int8":
+        from vitc.checkpoint import training_data
         from vitc.quant.calib import calibration_set, check_images
         from vitc.quant.int8 import quantize_int8
 
-        name = opts.calib_data or data_name
-        data_dir = (
-            opts.calib_dir if opts.calib_data else ((meta.extra.get("train_config") or {}).get("data") or {}).get("dir")
-        )
+        if opts.calib_data:
+            name, data_dir = opts.calib_data, opts.calib_dir
+        else:  # the held-out set's data, vetted the same way
+            name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)
         cal = calibration_set(
             name,
             opts.calib_images,

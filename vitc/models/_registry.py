@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from vitc.errors import VitcError
+from vitc.limits import MAX_DEPTH, MAX_IMG_SIZE, MAX_INT_ARG
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,16 +63,55 @@ def register_model(family: str, **cfg: Any) -> Callable[[F], F]:
     return wrap
 
 
+def check_arg(cls_name: str, key: str, value: Any, default: Any) -> None:
+    """An override must have its default's type (ints for ints, finite numbers for floats) and a sane size."""
+
+    def bad(why: str) -> VitcError:
+        return VitcError(f"{cls_name} argument {key}={str(value)[:40]!r}: {why}")
+
+    if isinstance(default, bool) or isinstance(value, bool):
+        if not isinstance(value, bool) or not isinstance(default, bool):
+            raise bad(f"expects {type(default).__name__}")
+        return
+    if key == "img_size" and isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise bad("expects a size or (height, width)")
+        for side in value:
+            check_arg(cls_name, key, side, default if isinstance(default, int) else 224)
+        return
+    if isinstance(default, int):
+        if not isinstance(value, int):
+            raise bad("expects an integer")
+        low = 1 if key in ("img_size", "num_heads", "embed_dim", "patch_size", "in_chans") else 0
+        high = {"img_size": MAX_IMG_SIZE, "depth": MAX_DEPTH}.get(key, MAX_INT_ARG)
+        if not low <= value <= high:
+            raise bad(f"must be between {low} and {high}")
+    elif isinstance(default, float):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise bad("expects a finite, non-negative number")
+    elif isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)) or len(value) > MAX_DEPTH:
+            raise bad("expects a list")
+        for item in value:
+            check_arg(cls_name, key, item, default[0] if default else item)
+
+
 def build_model(cls: type[M], defaults: dict[str, Any], overrides: dict[str, Any]) -> M:
-    """Construct `cls` from an entry point's defaults and the caller's overrides, checking their names."""
+    """Construct `cls` from an entry point's defaults and the caller's overrides, checking names, types, sizes."""
     params = inspect.signature(cls.__init__).parameters
     unknown = sorted(set(overrides) - set(params) - {"self"})
     if unknown:
         allowed = ", ".join(p for p in params if p != "self")
         raise VitcError(f"{cls.__name__} takes no argument {', '.join(unknown)} (it takes: {allowed})")
+    args = {**defaults, **overrides}
+    for key, value in args.items():
+        default = defaults.get(key, params[key].default if key in params else inspect.Parameter.empty)
+        if default is not inspect.Parameter.empty and default is not None and value is not None:
+            check_arg(cls.__name__, key, value, default)
     try:
-        return cls(**{**defaults, **overrides})
-    except ValueError as exc:  # constructors reject impossible shapes with ValueError
+        return cls(**args)
+    except (ValueError, TypeError, ZeroDivisionError, RuntimeError, AssertionError) as exc:
+        # e.g. embed_dim not divisible by num_heads, a patch larger than the image, a negative width
         raise VitcError(f"cannot build {cls.__name__}: {exc}") from exc
 
 

@@ -22,8 +22,8 @@ from vitc import __version__
 from vitc._io import sha256_file
 from vitc.checkpoint import meta_for, save_checkpoint
 from vitc.errors import VitcError
-from vitc.models._registry import create_model, get_model_cfg
-from vitc.models.loading import load_strict
+from vitc.models._registry import get_model_cfg
+from vitc.models.loading import build_within_limits, load_strict
 
 _WRAPPERS = ("model", "state_dict", "model_state", "model_ema", "module")
 _PREFIXES = ("module.", "model.")
@@ -60,17 +60,44 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
             obj = inner
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise VitcError(f"{path}: no state dict of tensors found in the file")
+    if not all(isinstance(k, str) for k in obj):
+        raise VitcError(
+            f"{path}: the state dict's keys are not all names (found {type(next(iter(obj))).__name__} keys)"
+        )
     for prefix in _PREFIXES:
         if all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix) :]: v for k, v in obj.items()}
     return obj
 
 
-def convert_state_dict(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+def check_tensors(state_dict: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
+    """Refuse what a conversion would otherwise change silently: a float tensor of the model given as
+    complex, integer or boolean values, values that are NaN or Inf, or a tensor of another rank."""
+    expected = model.state_dict()
+    for key, tensor in state_dict.items():
+        target = expected.get(key)
+        if target is not None and target.is_floating_point() and not tensor.is_floating_point():
+            kind = str(tensor.dtype).removeprefix("torch.")
+            raise VitcError(f"{source}: tensor {key} holds {kind} values where {model.vitc_name} has floats")
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            what = "NaN" if bool(tensor.isnan().any()) else "Inf"
+            raise VitcError(f"{source}: tensor {key} holds {what} values")
+        if target is not None and target.dim() != tensor.dim():
+            raise VitcError(
+                f"{source}: tensor {key} has {tensor.dim()} dimensions, {model.vitc_name}'s has {target.dim()}"
+            )
+
+
+def convert_state_dict(
+    state_dict: dict[str, torch.Tensor], model: nn.Module, source: str = "weights"
+) -> dict[str, torch.Tensor]:
     """Apply the model family's `checkpoint_filter_fn` (key renames, position-embedding resampling)."""
     family = get_model_cfg(model).family
     module = importlib.import_module(f"vitc.models.{family}")
-    return module.checkpoint_filter_fn(state_dict, model)
+    try:
+        return module.checkpoint_filter_fn(state_dict, model)
+    except (ValueError, IndexError, RuntimeError, KeyError) as exc:  # e.g. a position embedding of odd shape
+        raise VitcError(f"{source}: cannot adapt these weights to {model.vitc_name} ({exc})") from exc
 
 
 def import_checkpoint(
@@ -84,8 +111,10 @@ def import_checkpoint(
     target = Path(out_dir) / "model.safetensors"
     if target.exists() and not force:
         raise VitcError(f"{target} exists; pass --force to replace it")
-    model = create_model(model_name, **overrides)
-    state_dict = convert_state_dict(read_state_dict(source), model)
+    model = build_within_limits(model_name, overrides, str(source))
+    state_dict = read_state_dict(source)
+    check_tensors(state_dict, model, str(source))
+    state_dict = convert_state_dict(state_dict, model, str(source))
     load_strict(model, state_dict, source=str(source))
     provenance = {
         "source": Path(source).name,

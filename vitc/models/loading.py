@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from vitc.errors import VitcError
+from vitc.limits import MAX_MODEL_BYTES
 
 
 @dataclass
@@ -43,16 +45,46 @@ class KeyMismatchError(VitcError):
         self.report = report
 
 
-def compare_keys(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> KeyReport:
-    expected = model.state_dict()
-    report = KeyReport(
-        missing=[k for k in expected if k not in state_dict],
-        unexpected=[k for k in state_dict if k not in expected],
+def compare_shapes(expected: Mapping[str, Sequence[int]], given: Mapping[str, Sequence[int]]) -> KeyReport:
+    """How the tensor table `given` (key -> shape) differs from `expected`."""
+    return KeyReport(
+        missing=[k for k in expected if k not in given],
+        unexpected=[k for k in given if k not in expected],
+        wrong_shape=[
+            (k, tuple(expected[k]), tuple(v))
+            for k, v in given.items()
+            if k in expected and tuple(v) != tuple(expected[k])
+        ],
     )
-    for key, value in state_dict.items():
-        if key in expected and tuple(expected[key].shape) != tuple(value.shape):
-            report.wrong_shape.append((key, tuple(expected[key].shape), tuple(value.shape)))
-    return report
+
+
+def compare_keys(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> KeyReport:
+    return compare_shapes(_shapes(model.state_dict()), _shapes(state_dict))
+
+
+def _shapes(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in tensors.items()}
+
+
+def build_within_limits(
+    name: str, args: dict[str, Any], source: str, shapes: Mapping[str, Sequence[int]] | None = None
+) -> nn.Module:
+    """Build `name(**args)` only once a skeleton on the meta device (no memory) has shown that it fits:
+    its tensors within MAX_MODEL_BYTES and, when `shapes` (a file's tensor table) are given, the
+    same keys and shapes as the file. Arguments read from a file can then never size an allocation."""
+    from vitc.models._registry import create_model
+
+    with torch.device("meta"):
+        skeleton = create_model(name, **args)
+    tensors = [*skeleton.parameters(), *skeleton.buffers()]
+    needed = sum(t.numel() * t.element_size() for t in tensors)
+    if needed > MAX_MODEL_BYTES:
+        raise VitcError(f"{source}: {name} with {args} would need {needed / 2**30:.0f} GB; refusing to build it")
+    if shapes is not None:
+        report = compare_shapes(_shapes(skeleton.state_dict()), shapes)
+        if not report.ok:
+            raise KeyMismatchError(f"{source} does not fit {name}: {report.summary()}", report)
+    return create_model(name, **args)
 
 
 def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> None:

@@ -8,6 +8,7 @@ The resolved configuration is saved with the run, so a run can always be repeate
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,13 @@ def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
 
 def validate(cfg: TrainConfig) -> None:
     flat = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
+    for key, value in flat.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise VitcError(f"config key {key} must be a finite number, got {value}")
+    if not 0 <= cfg.run.seed < 2**63:
+        raise VitcError(f"config key run.seed must be in 0..2**63-1, got {cfg.run.seed}")
+    if any(not math.isfinite(v) for v in cfg.aug.crop_scale):
+        raise VitcError(f"config key aug.crop_scale must be finite, got {cfg.aug.crop_scale}")
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise VitcError(f"config key {key} must be one of {', '.join(choices)}, got {flat[key]!r}")
@@ -223,6 +231,8 @@ def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | No
             table = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise VitcError(f"recipe {path} is not valid TOML: {exc}") from exc
+        except RecursionError:
+            raise VitcError(f"recipe {path} is nested too deeply to be a recipe") from None
         values = _flatten(table)
         if isinstance(values.get("model.args"), dict):
             cfg.model.args.update(values.pop("model.args"))
@@ -234,6 +244,8 @@ def from_dict(record: dict[str, Any]) -> TrainConfig:
     """Rebuild a saved (resolved) configuration."""
     cfg = TrainConfig()
     args = (record.get("model") or {}).get("args") or {}
+    if not isinstance(args, dict):
+        raise VitcError(f"the saved model.args must be a table, got {str(args)[:40]}")
     cfg.model.args.update(args)
     values = {k: v for k, v in _flatten(record).items() if k != "model.args"}
     return apply(cfg, values)
@@ -245,13 +257,16 @@ def resume_config(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     `vitc train --resume --name X` needs no recipe: the run folder holds the resolved config.
     Explicit overrides (e.g. more epochs) still apply; a different model is caught when resuming.
     """
-    import json
+    from vitc._io import parse_json
 
     saved = Path(cfg.run.out_dir) / cfg.run_name / "config.json"
     if not saved.is_file():
         raise VitcError(f"nothing to resume: {saved} does not exist")
     try:
-        record = json.loads(saved.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        text = saved.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
         raise VitcError(f"{saved} is unreadable ({exc})") from exc
+    record = parse_json(text, str(saved))
+    if not isinstance(record, dict) or not all(isinstance(v, dict) for v in record.values()):
+        raise VitcError(f"{saved} is not a configuration written by vitc train")
     return apply(from_dict(record), overrides)

@@ -329,12 +329,12 @@ def _meta(model: torch.nn.Module, run_info: dict[str, Any], row: dict[str, Any])
 
 def _check_resumable(path: Path, run_info: dict[str, Any]) -> None:
     """A resume must continue the same model on the same data: anything else is a clear error."""
-    import json
+    from vitc._io import parse_json, read_safetensors_header
 
-    from vitc._io import read_safetensors_header
-
-    saved = json.loads((read_safetensors_header(path).get("__metadata__") or {}).get("vitc.resume", "{}"))
-    info = saved.get("info") or {}
+    saved = parse_json((read_safetensors_header(path).get("__metadata__") or {}).get("vitc.resume", "{}"), str(path))
+    info = saved.get("info") if isinstance(saved, dict) else None
+    if not isinstance(info, dict):
+        raise VitcError(f"{path} is not a resume state written by vitc train")
     if info.get("model") != run_info["model"] or info.get("args") != run_info["args"]:
         raise VitcError(
             f"{path} was written by {info.get('model')} {info.get('args')}, not {run_info['model']} {run_info['args']}"

@@ -69,14 +69,32 @@ def load_state(
     generators: dict[str, torch.Generator],
 ) -> tuple[TrainState, dict[str, Any]]:
     """Restore everything `save_state` wrote; returns the state and the run info saved with it."""
-    from vitc._io import read_safetensors_header
-    from vitc.models.loading import load_strict
+    from vitc._io import parse_json, read_safetensors_header
 
     header = read_safetensors_header(path)
     text = (header.get("__metadata__") or {}).get(_META)
     if text is None:
         raise VitcError(f"{path}: not a vitc resume file")
-    record = json.loads(text)
+    record = parse_json(text, f"{path}: the resume metadata")
+    sections = record if isinstance(record, dict) else {}
+    if not (isinstance(sections.get("state"), dict) and isinstance(sections.get("info"), dict)):
+        raise VitcError(f"{path}: not a resume state written by vitc train")
+    try:
+        return _restore(path, record, model, optimizer, ema, generators)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise VitcError(f"{path}: not a resume state written by vitc train ({str(exc)[:200]})") from exc
+
+
+def _restore(
+    path: str | os.PathLike[str],
+    record: dict[str, Any],
+    model: Any,
+    optimizer: Any,
+    ema: Any,
+    generators: dict[str, torch.Generator],
+) -> tuple[TrainState, dict[str, Any]]:
+    from vitc.models.loading import load_strict
+
     tensors = load_state_dict(path)
     load_strict(model, _section(tensors, "model."), source=str(path))
     if ema is not None:

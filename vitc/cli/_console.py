@@ -1,0 +1,20 @@
+"""Terminal output where every string is plain text.
+
+Paths, class names and option values come from the user and may hold `[` and `]` (`out[/]` is a
+valid folder): Rich would read them as markup, crash or restyle them. vitc's consoles therefore
+never parse markup; its own styling goes through `Text` spans.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.text import Text
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, markup=False, highlight=False)
+
+
+def labelled(label: str, style: str, message: str) -> Text:
+    """`label` in `style`, then the message as plain text: e.g. a yellow `warning:`."""
+    return Text.assemble((label, style), " ", message)

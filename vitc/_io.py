@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -39,11 +40,23 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the mode any new file would
         os.replace(tmp, target)
     except OSError as exc:
         raise VitcError(f"cannot write {target}: {_os_reason(exc)}") from exc
+    except Exception as exc:  # writers in Rust or C (safetensors) report the OS error only in their message
+        code = re.search(r"\(os error (\d+)\)", str(exc))
+        if code is None:
+            raise
+        raise VitcError(f"cannot write {target}: {_os_reason(OSError(int(code[1]), str(exc)))}") from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _os_reason(exc: OSError) -> str:

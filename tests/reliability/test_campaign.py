@@ -116,7 +116,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
     w["pth_int_tensor"] = h.pth(root / "int_tensor.pth", {**sd, "head.weight": sd["head.weight"].to(torch.int32)})
     w["pth_bool"] = h.pth(root / "bool.pth", {**sd, "head.bias": sd["head.bias"] > 0})
     w["pth_nan"] = h.pth(root / "nan.pth", {**sd, "head.bias": torch.full_like(sd["head.bias"], float("nan"))})
-    w["pth_inf"] = h.pth(root / "inf.pth", {**sd, "blocks.0.norm1.weight": torch.full_like(sd["blocks.0.norm1.weight"], float("inf"))})  # fmt: skip
+    norm = "blocks.0.norm1.weight"
+    w["pth_inf"] = h.pth(root / "inf.pth", {**sd, norm: torch.full_like(sd[norm], float("inf"))})
     w["pth_pos_1d"] = h.pth(root / "pos_1d.pth", {**sd, "pos_embed": sd["pos_embed"].flatten()})
     w["pth_pos_nonsquare"] = h.pth(root / "pos_ns.pth", {**sd, "pos_embed": torch.zeros(1, 1 + 15, 32)})
 
@@ -170,17 +171,22 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
 
 
 # (id, argv template; {name} is a path from `world`, {out} a fresh output folder; expected fragment)
+IMPORT = ["import", "-m", "deit_micro", "-o", "{out}"]
+SMALL = ["--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"]
+TRAIN = ["train", "-q", "--set", "run.out_dir={out}"]
+EXPORT = ["export", "{good}", "-o", "{out}"]
+BENCH = ["bench", "-e", "{onnx_fp32}", "-n", "1"]
 CASES: list[tuple[str, list[str], str]] = [
     # allocations sized by a file's claim
     ("ckpt embed_dim=3e8", ["export", "{ckpt_huge_dim}", "-o", "{out}"], "embed_dim"),
     ("ckpt depth=1e9", ["eval", "{ckpt_deep}"], "depth"),
     ("ckpt input_size 4096²", ["export", "{ckpt_input_4096}", "-o", "{out}"], "input_size"),
     ("ckpt shape 1e6×1e6", ["eval", "{ckpt_shape_huge}"], "safetensors"),
-    ("heldout declares 1e6 images", ["bench", "-e", "{onnx_fp32}", "--data", "{heldout_bomb}", "-n", "1"], "declares"),
+    ("heldout declares 1e6 images", [*BENCH, "--data", "{heldout_bomb}"], "declares"),
     ("onnx input 100000²", ["bench", "-e", "{onnx_100k}", "-n", "1"], "100000"),
-    ("import --img-size 100000", ["import", "{good}", "-m", "deit_micro", "-o", "{out}", "--img-size", "100000"], "img"),
-    ("png 1×1,000,000", ["train", "--data", "imagefolder", "--data-dir", "{folder_bomb}", "--set", "run.out_dir={out}", "-q"], "thin.png"),  # fmt: skip
-    ("cifar self-referential list", ["train", "--data", "cifar10", "--data-dir", "{cifar_loop}", "--set", "run.out_dir={out}", "-q"], "data_batch_1"),  # fmt: skip
+    ("import --img-size 100000", [*IMPORT, "{good}", "--img-size", "100000"], "img"),
+    ("png 1×1,000,000", [*TRAIN, "--data", "imagefolder", "--data-dir", "{folder_bomb}"], "thin.png"),
+    ("cifar self-referential list", [*TRAIN, "--data", "cifar10", "--data-dir", "{cifar_loop}"], "data_batch_1"),
     # paths from metadata
     ("ckpt data.dir elsewhere", ["export", "{ckpt_data_dir}", "-o", "{out}"], "--data-dir"),
     # option values
@@ -191,10 +197,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench --rounds 0", ["bench", "-e", "{onnx_fp32}", "--rounds", "0"], "rounds"),
     ("export --max-drop nan", ["export", "{good}", "-o", "{out}", "--max-drop", "nan"], "--max-drop"),
     ("export --batch 1e9", ["export", "{good}", "-o", "{out}", "--batch", "1000000000"], "batch"),
-    ("export --calib-images 1e9", ["export", "{good}", "-o", "{out}", "-p", "int8", "--calib-images", "1000000000"], "calib"),  # fmt: skip
+    ("export --calib-images 1e9", [*EXPORT, "-p", "int8", "--calib-images", "1000000000"], "calib"),
     ("train lr=nan", ["train", "{recipe_nan}", "--set", "run.out_dir={out}"], "optim.lr"),
     ("train seed -1", ["train", "--set", "run.seed=-1", "--set", "run.out_dir={out}"], "run.seed"),
-    ("train seed 2**70", ["train", "--set", "run.seed=1180591620717411303424", "--set", "run.out_dir={out}"], "run.seed"),
+    ("train seed 2**70", [*TRAIN, "--set", f"run.seed={2**70}"], "run.seed"),
     ("train out_dir is a file", ["train", "--set", "run.out_dir={a_file}", "-q"], "is a file"),
     ("train --set deep JSON", ["train", "--set", "optim.lr=" + "[" * 5000 + "]" * 5000], "optim.lr"),
     ("train deep TOML", ["train", "{recipe_deep}"], "deep.toml"),
@@ -214,20 +220,24 @@ CASES: list[tuple[str, list[str], str]] = [
     ("manifest deep JSON", ["info", "{manifest_deep}"], "manifest"),
     ("onnx string input", ["bench", "-e", "{onnx_string}", "-n", "1"], "input"),
     ("onnx no input", ["bench", "-e", "{onnx_no_input}", "-n", "1"], "input"),
-    ("import int keys", ["import", "{pth_int_keys}", "-m", "deit_micro", "-o", "{out}", "--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"], "keys"),  # fmt: skip
-    ("import 1-D pos_embed", ["import", "{pth_pos_1d}", "-m", "deit_micro", "-o", "{out}", "--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"], "pos_embed"),  # fmt: skip
-    ("import non-square pos_embed", ["import", "{pth_pos_nonsquare}", "-m", "deit_micro", "-o", "{out}", "--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"], "square token grid"),  # fmt: skip
+    ("import int keys", [*IMPORT, "{pth_int_keys}", *SMALL], "keys"),
+    ("import 1-D pos_embed", [*IMPORT, "{pth_pos_1d}", *SMALL], "pos_embed"),
+    ("import non-square pos_embed", [*IMPORT, "{pth_pos_nonsquare}", *SMALL], "square token grid"),
     # silently accepted before
-    ("import complex tensor", ["import", "{pth_complex}", "-m", "deit_micro", "-o", "{out}", "--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"], "complex"),  # fmt: skip
-    ("import int tensor", ["import", "{pth_int_tensor}", "-m", "deit_micro", "-o", "{out}", "--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"], "int32"),  # fmt: skip
-    ("import bool tensor", ["import", "{pth_bool}", "-m", "deit_micro", "-o", "{out}", "--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"], "bool"),  # fmt: skip
-    ("import NaN weights", ["import", "{pth_nan}", "-m", "deit_micro", "-o", "{out}", "--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"], "NaN"),  # fmt: skip
-    ("import Inf weights", ["import", "{pth_inf}", "-m", "deit_micro", "-o", "{out}", "--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"], "Inf"),  # fmt: skip
+    ("import complex tensor", [*IMPORT, "{pth_complex}", *SMALL], "complex"),
+    ("import int tensor", [*IMPORT, "{pth_int_tensor}", *SMALL], "int32"),
+    ("import bool tensor", [*IMPORT, "{pth_bool}", *SMALL], "bool"),
+    ("import NaN weights", [*IMPORT, "{pth_nan}", *SMALL], "NaN"),
+    ("import Inf weights", [*IMPORT, "{pth_inf}", *SMALL], "Inf"),
     ("heldout logits NaN", ["bench", "-e", "{onnx_fp32}", "--data", "{heldout_nan}", "-n", "1"], "finite"),
     # text that is not markup
-    ("class folder a[", ["train", "--data", "imagefolder", "--data-dir", "{folder_bracket}", "--set", "run.out_dir={out}", "--set", "data.image_size=0"], "data.image_size"),  # fmt: skip
+    (
+        "class folder a[",
+        [*TRAIN, "--data", "imagefolder", "--data-dir", "{folder_bracket}", "--set", "data.image_size=0"],
+        "data.image_size",
+    ),
     ("markup file name", ["info", "{markup_ckpt}"], "[bold]y[/bold]z[/]x.safetensors"),
-    ("markup output folder", ["import", "{good}", "-m", "deit_micro", "-o", "{a_file}/x[/]", "--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"], "x[/]"),  # fmt: skip
+    ("markup output folder", ["import", "{good}", "-m", "deit_micro", "-o", "{a_file}/x[/]", *SMALL], "x[/]"),
     ("newline in file name", ["eval", "{newline_ckpt}"], "two\\nlines"),
 ]
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+
+from vitc.cli._console import console as plain_console
 
 if TYPE_CHECKING:
     from vitc.export.trt_rules import Finding
@@ -50,7 +51,7 @@ def check(
         raise VitcError(f"{model}: no such file")
     proto = read_onnx(model)
     findings = check_onnx(proto, trt)
-    console = Console()
+    console = plain_console()
     for kind, problem, names in group_findings(findings):
         count = f" ×{len(names)}" if len(names) > 1 else ""
         console.print(f"  {kind}{count}: {problem}", highlight=False, soft_wrap=True)

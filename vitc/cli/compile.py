@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from vitc.cli._console import console as plain_console
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,7 +49,7 @@ def compile_(
         table.add_row(row.name, str(row.fired), "-" if row.max_abs_diff is None else f"{row.max_abs_diff:.2e}")
     table.add_section()
     table.add_row("pipeline", str(sum(r.fired for r in report.rows)), f"{report.max_abs_diff:.2e}")
-    console = Console()
+    console = plain_console()
     console.print(table)
     size = "x".join(str(s) for s in report.input_size)
     console.print(

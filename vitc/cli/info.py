@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from vitc.cli._console import console as plain_console
 from vitc.errors import VitcError
 
 LIST_SHOWN = 12  # list items shown before "… (n items)"
@@ -179,7 +179,7 @@ def info(
     if json_out:
         typer.echo(json.dumps(record, indent=2, default=str))
         return
-    console = Console()
+    console = plain_console()
     if record["kind"] == "vitc exports":
         console.print(_exports_table(record))
         console.print("`vitc info FOLDER/manifest.<precision>.json` shows one of them in full", highlight=False)

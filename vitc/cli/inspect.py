@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from vitc.cli._console import console as plain_console
 
 
 def inspect(
@@ -51,7 +52,7 @@ def inspect(
         board.close()
     references = {"patch_px": stride, "uniform_attention_px": figures.uniform_distance(grid, stride) if grid else None}
     write_json(out / "summary.json", report.summary() | {"data": name, "images": len(batch), "references": references})
-    console = Console()
+    console = plain_console()
     for layer, row in zip(report.layers, report.distance, strict=True):
         gate = report.gates.get(layer)
         extra = f"  σ(λ) {' '.join(f'{g:.2f}' for g in gate)}" if gate else ""

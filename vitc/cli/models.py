@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from vitc.cli._console import console as plain_console
 
 
 def models(
@@ -27,4 +28,4 @@ def models(
     for stats in rows:
         size = "x".join(str(s) for s in stats["input_size"])
         table.add_row(stats["name"], stats["family"], f"{stats['params']:,}", f"{stats['gmacs']:.3f}", size)
-    Console().print(table)
+    plain_console().print(table)

@@ -26,11 +26,12 @@ from vitc.data.datasets import batches, load_dataset, make_generator
 from vitc.data.transforms import TrainAugment
 from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg, model_cfg
+from vitc.models.convert import load_pretrained, read_pretrained
 from vitc.train import report
 from vitc.train.config import TrainConfig, resolve_defaults
 from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from vitc.train.evaluate import accuracy, predict
-from vitc.train.optim import ModelEma, lr_at, param_groups
+from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, param_groups
 from vitc.train.progress import EpochProgress
 from vitc.train.run_folder import RunFolder
 from vitc.train.state import TrainState, load_state, save_state
@@ -92,7 +93,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
     device = pick_device(cfg.run.device)
     dist = init_distributed(device.type)
     for note in defaults if show_progress and dist.is_main else ():
-        Console().print(f"default: {note}", highlight=False)
+        Console(markup=False, highlight=False).print(f"default: {note}")
     if cfg.log.tensorboard:
         lazy_import("tensorboard")  # missing: one clear error before any data is loaded
     if dist.enabled and device.type == "cuda":
@@ -127,6 +128,11 @@ def _train(
 ) -> RunResult:
     run_dir = folder.final
 
+    # -- pretrained weights: read before anything is sized (a file can imply arguments: its depth, HF's act)
+    pretrained = read_pretrained(cfg.model.pretrained, cfg.model.name) if cfg.model.pretrained and not resume else None
+    if pretrained is not None:
+        cfg.model.args = {**pretrained.args, **cfg.model.args}  # recorded in config.json: a resume rebuilds it
+
     # -- data: uint8 tensors at the model's input size
     base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
     size = cfg.data.image_size or base_cfg.input_size[1]
@@ -140,8 +146,15 @@ def _train(
     if cfg.data.image_size:
         args["img_size"] = size
     model = create_model(cfg.model.name, **args).to(device)
+    if pretrained is not None:
+        note = load_pretrained(model, pretrained, train_set.class_names)
+        if show_progress and dist.is_main:
+            Console(markup=False, highlight=False).print(note)
+    if cfg.optim.freeze == "backbone":
+        freeze_backbone(model)
     mean, std = get_model_cfg(model).mean, get_model_cfg(model).std
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
+    groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr)
     ema = ModelEma(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     augment = TrainAugment(
@@ -162,6 +175,7 @@ def _train(
         "config": cfg.to_dict(),
         "classes": train_set.class_names,
         "processes": dist.world_size,
+        "pretrained": pretrained.provenance if pretrained else None,
     }
 
     # -- resume: weights, moments, EMA, RNG streams, position in the epoch
@@ -171,7 +185,8 @@ def _train(
         if not path.is_file():
             raise VitcError(f"nothing to resume: {path} does not exist")
         _check_resumable(path, run_info)
-        state, _ = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen})
+        state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen})
+        run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
 
     per_rank_batch = cfg.optim.batch_size // dist.world_size
@@ -194,6 +209,8 @@ def _train(
         for epoch in range(state.epoch, cfg.optim.epochs):
             # -- one epoch: the permutation depends on (seed, epoch) only; augmentation on its own stream
             net.train()
+            if cfg.optim.freeze == "backbone":
+                backbone_eval(model)
             order = make_generator(cfg.run.seed, epoch)
             if state.step_in_epoch == 0:
                 aug_gen.manual_seed(make_generator(cfg.run.seed, _AUG_STREAM + epoch).initial_seed())
@@ -208,7 +225,7 @@ def _train(
                 unfinished = (aug_gen.get_state(), torch.get_rng_state())  # restored if this step is cut short
                 lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 idx = epoch_batches[step]
                 x, targets = augment(train_set.images[idx], train_set.labels[idx], aug_gen)
                 x, targets = x.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -306,7 +323,10 @@ def _train(
         test_set = load_dataset(cfg.data.name, "test", **load)
         test = accuracy(predict(best.to(device), test_set, mean, std, device=device), test_set.labels)
     rate = images_seen / train_seconds if train_seconds else 0.0
-    return RunResult(run_dir, state.history, state.best_top1, test, rate, time.perf_counter() - started)
+    result = RunResult(run_dir, state.history, state.best_top1, test, rate, time.perf_counter() - started)
+    if dist.is_main:
+        write_json(run_dir / "summary.json", _summary(cfg, result))
+    return result
 
 
 def _shard(dist: Any) -> dict[str, int]:
@@ -322,9 +342,41 @@ def _meta(model: torch.nn.Module, run_info: dict[str, Any], row: dict[str, Any])
             "epoch": row["epoch"],
             "val_top1": row["val_top1"],
             "processes": run_info["processes"],
+            **_pretrained_fields(run_info.get("pretrained")),
         },
         extra={"train_config": run_info["config"]},
     )
+
+
+def _pretrained_fields(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The starting weights in a checkpoint's provenance, flat so that `vitc info` shows one row each."""
+    if not record:
+        return {}
+    return {
+        "pretrained": record["file"],
+        "pretrained_sha256": record["sha256"],
+        "pretrained_format": record["source_format"],
+    }
+
+
+def _summary(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
+    """summary.json: what the run achieved, machine-readable (the CLI prints the same as a table)."""
+    no_test = cfg.data.name == "imagefolder" and not (Path(cfg.data.dir or ".") / "test").is_dir()
+    best = max(result.history, key=lambda row: row["val_top1"], default=None)
+    return {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "test_split": "val" if no_test else "test",  # an image folder without test/ is scored on val
+        "test_top1": result.test.get("top1"),
+        "test_top5": result.test.get("top5"),
+        "best_val_top1": result.best_val_top1,
+        "best_epoch": best["epoch"] if best else None,
+        "epochs": len(result.history),
+        "seconds": result.seconds,
+        "train_images_per_s": result.train_images_per_s,
+        "checkpoint": str(result.run_dir / "best.safetensors"),
+        "pretrained": cfg.model.pretrained,
+    }
 
 
 def _check_resumable(path: Path, run_info: dict[str, Any]) -> None:

@@ -72,12 +72,14 @@ def test_onnx_metadata_shown_as_fields(tmp_path: Path) -> None:
     for key, value in values.items():
         model.metadata_props.add(key=key, value=json.dumps(value))
     model.metadata_props.add(key="note", value="plain words, not JSON")
+    model.metadata_props.add(key="style", value="[red]kept as typed[/red]")  # text, never Rich markup
     onnx.save(model, str(path))
     result = run("info", str(path))
     assert result.exit_code == 0, result.output
     lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines()[3:-1]}
     assert lines["metadata.model"] == "tiny" and lines["metadata.batch"] == "min=1 opt=4 max=8"
     assert lines["metadata.mean"] == "0.5, 0.5, 0.5" and lines["metadata.note"] == "plain words, not JSON"
+    assert lines["metadata.style"] == "[red]kept as typed[/red]"
     assert '\\"' not in result.output and "…" not in result.output
     record = json.loads(run("info", str(path), "--json").output)
     assert record["metadata"]["batch"] == {"min": 1, "opt": 4, "max": 8}

@@ -83,3 +83,17 @@ def test_onnx_metadata_shown_as_fields(tmp_path: Path) -> None:
     assert '\\"' not in result.output and "…" not in result.output
     record = json.loads(run("info", str(path), "--json").output)
     assert record["metadata"]["batch"] == {"min": 1, "opt": 4, "max": 8}
+
+
+def test_pt2_without_vitc_record_or_not_a_zip_is_a_clear_error(tmp_path: Path) -> None:
+    import zipfile
+
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip archive")
+    assert "not a readable .pt2 archive" in run("info", str(tmp_path / "junk.pt2")).output
+    with zipfile.ZipFile(tmp_path / "other.pt2", "w") as archive:
+        archive.writestr("archive/models/model.json", "{}")
+    result = run("info", str(tmp_path / "other.pt2"))
+    assert result.exit_code == 2 and "without vitc's record" in result.output
+    with zipfile.ZipFile(tmp_path / "deep.pt2", "w") as archive:
+        archive.writestr("archive/extra/vitc.json", "[" * 100_000)
+    assert "nested too deeply" in run("info", str(tmp_path / "deep.pt2")).output

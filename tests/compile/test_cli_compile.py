@@ -48,6 +48,7 @@ def test_out_writes_an_exported_program_with_a_dynamic_batch(tmp_path: Path) -> 
     import torch
 
     from vitc.checkpoint import load_model
+    from vitc.cli.info import describe
     from vitc.compile import compile_model
     from vitc.compile.program import load_program
 
@@ -62,6 +63,8 @@ def test_out_writes_an_exported_program_with_a_dynamic_batch(tmp_path: Path) -> 
     record = json.loads((out / "compile_report.json").read_text())
     assert record["export"]["checked_batches"] == [1, 3] and record["export"]["input"] == ["batch", 3, 64, 64]
     assert "| static_gpsa | 1 |" in (out / "compile_report.md").read_text()
+    described = describe(out / "model.pt2")  # `vitc info` reads the record without torch
+    assert described["kind"] == "torch.export program" and described["export"]["checked_batches"] == [1, 3]
     original, _ = load_model(ckpt)
     compiled, _ = compile_model(original)
     module = program.module()

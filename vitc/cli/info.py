@@ -13,6 +13,7 @@ from vitc.cli._console import console as plain_console
 from vitc.errors import VitcError
 
 LIST_SHOWN = 12  # list items shown before "… (n items)"
+PT2_RECORD_BYTES = 1 << 20  # vitc's record inside a .pt2 is a few kB
 
 
 def describe(path: Path) -> dict[str, Any]:
@@ -30,11 +31,13 @@ def describe(path: Path) -> dict[str, Any]:
         return _describe_safetensors(path)
     if suffix == ".onnx":
         return _describe_onnx(path)
+    if suffix == ".pt2":
+        return _describe_program(path)
     if suffix in (".plan", ".engine", ".trt"):
         from vitc.engines.tensorrt import plan_summary
 
         return {"kind": "tensorrt plan", **plan_summary(path)}
-    raise VitcError(f"{path}: unknown artifact (expected .safetensors, .onnx, .plan or an export folder)")
+    raise VitcError(f"{path}: unknown artifact (expected .safetensors, .onnx, .pt2, .plan or an export folder)")
 
 
 def _describe_folder(folder: Path) -> dict[str, Any]:
@@ -50,14 +53,14 @@ def _describe_folder(folder: Path) -> dict[str, Any]:
 
 def _describe_safetensors(path: Path) -> dict[str, Any]:
     """A vitc checkpoint, or the resume file of a run (`vitc train --resume` reads it)."""
-    from vitc._io import read_safetensors_header
+    from vitc._io import parse_json, read_safetensors_header
     from vitc.checkpoint import read_meta
 
     metadata = read_safetensors_header(path).get("__metadata__") or {}
     if "vitc.resume" not in metadata:
         return {"kind": "vitc checkpoint", **read_meta(path).__dict__}
+    record = parse_json(metadata["vitc.resume"], f"{path}: the resume record")
     try:
-        record = json.loads(metadata["vitc.resume"])
         state, info = record["state"], record["info"]
         config = info.get("config") or {}
         summary = {
@@ -75,6 +78,38 @@ def _describe_safetensors(path: Path) -> dict[str, Any]:
         raise VitcError(f"{path}: a damaged vitc resume file ({type(exc).__name__}: {exc})") from exc
     hint = f"`vitc train --resume --name {path.parent.name}` continues it; best/last.safetensors hold the weights"
     return {"kind": "vitc resume state", **summary, "note": hint}
+
+
+def _describe_program(path: Path) -> dict[str, Any]:
+    """A torch.export program from `vitc compile --out`: the record saved inside it (zip read, no torch)."""
+    import zipfile
+
+    from vitc._io import parse_json
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = [e for e in archive.infolist() if e.filename.endswith("/extra/vitc.json")]
+            if not entries:
+                raise VitcError(f"{path}: a .pt2 archive without vitc's record (not written by `vitc compile --out`)")
+            if entries[0].file_size > PT2_RECORD_BYTES:
+                raise VitcError(f"{path}: vitc's record in this archive is {entries[0].file_size} bytes; not vitc's")
+            text = archive.read(entries[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+        raise VitcError(f"{path}: not a readable .pt2 archive ({exc})") from exc
+    record = parse_json(text, f"{path}: vitc's record")
+    if not isinstance(record, dict) or not isinstance(record.get("compile"), dict):
+        raise VitcError(f"{path}: vitc's record in this archive is malformed")
+    compiled = record["compile"]
+    return {
+        "kind": "torch.export program",
+        "model": record.get("model"),
+        "args": record.get("args"),
+        "target": compiled.get("target"),
+        "passes": compiled.get("rows"),
+        "max_abs_diff": compiled.get("max_abs_diff"),
+        "export": record.get("export"),
+        "note": "torch.export.load(path).module() runs it; load programs only from sources you trust",
+    }
 
 
 def _describe_onnx(path: Path) -> dict[str, Any]:
@@ -113,7 +148,7 @@ def _decoded(text: str) -> Any:
     """vitc stores each ONNX metadata value as JSON; anything else stays the string it is."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 

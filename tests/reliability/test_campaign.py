@@ -9,6 +9,7 @@ case's own output folder. Categories and counts are in docs/reliability.md.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import shutil
@@ -161,6 +162,24 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
     (root / "a_file").write_text("")
     w["a_file"] = root / "a_file"
 
+    # run folders to resume, tampered: copied into each case's own folder ({runs}) before it runs
+    runs = root / "runs_template"
+    for name, config, resume_meta in [
+        ("config_list", "[1, 2]", None),
+        ("config_args", json.dumps({"model": {"args": [1]}, "data": {}}), None),
+        ("config_deep", h.deep_json(), None),
+        ("state_garbage", None, "{not json"),
+        ("state_wrong", None, json.dumps({"state": {"epoch": "x"}, "info": {}, "param_groups": 3})),
+    ]:
+        folder = runs / name
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(config or json.dumps({"model": {"name": "deit_micro", "args": {}}}))
+        resume = h.rewrite_header(good, folder / "resume.safetensors", lambda hd: None)
+        if resume_meta is not None:
+            meta = {"vitc.resume": resume_meta}
+            h.rewrite_header(good, resume, lambda hd, meta=meta: hd["__metadata__"].update(meta))
+    w["runs_template"] = runs
+
     # names that are markup or span lines
     w["markup_ckpt"] = root / "[bold]y[" / "bold]z[" / "]x.safetensors"  # the path holds "[bold]y[/bold]z[/]x"
     w["markup_ckpt"].parent.mkdir(parents=True)
@@ -206,6 +225,16 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train deep TOML", ["train", "{recipe_deep}"], "deep.toml"),
     ("train --set markup", ["train", "--set", "optim.lr=[/x]"], "[/x]"),
     # malformed values inside well-formed files
+    *[
+        (f"resume {name}", ["train", "-q", "--resume", "--name", name, "--set", "run.out_dir={runs}"], fragment)
+        for name, fragment in [
+            ("config_list", "config.json"),
+            ("config_args", "model.args"),
+            ("config_deep", "config.json"),
+            ("state_garbage", "resume"),
+            ("state_wrong", "resume"),
+        ]
+    ],
     ("safetensors offsets str", ["info", "{ckpt_offsets_str}"], "data_offsets"),
     ("safetensors offsets len", ["eval", "{ckpt_offsets_len}"], "data_offsets"),
     ("safetensors offsets neg", ["eval", "{ckpt_offsets_neg}"], "data_offsets"),
@@ -246,7 +275,9 @@ CASES: list[tuple[str, list[str], str]] = [
 @pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_hostile_input(world: dict[str, Path], argv: list[str], expected: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    places = {k: str(v) for k, v in world.items()} | {"out": str(out)}
+    places = {k: str(v) for k, v in world.items()} | {"out": str(out), "runs": str(tmp_path / "runs")}
+    if any("{runs}" in a for a in argv):
+        shutil.copytree(world["runs_template"], tmp_path / "runs")
     argv = [a.format(**places) if "{" in a else a for a in argv]
     before = _tree_digest(world["root"])
     with bounded():

@@ -40,3 +40,24 @@ def test_off_by_default(tiny: dict[str, Any]) -> None:
     assert cfg.log.tensorboard is False
     with pytest.raises(VitcError, match="expects bool"):
         load_config(None, {"log.tensorboard": "yes"})
+
+
+def test_locality_figures_as_images(tmp_path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vitc.models import create_model
+    from vitc.train.report import TensorBoardLog
+
+    torch.manual_seed(0)
+    model = create_model("convit_micro", depth=2, local_up_to_layer=1).train()
+    board = TensorBoardLog(tmp_path / "tb")
+    board.locality(model, torch.randn(2, 3, 32, 32), step=4)
+    board.close()
+    assert model.training  # analysed a copy: the training model keeps its mode
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    names = {"attention_distance", "gates", "positional_attention"}
+    assert set(events.Tags()["images"]) == {f"locality/{n}" for n in names}
+    assert [e.step for e in events.Images("locality/gates")] == [4]

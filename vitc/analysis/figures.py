@@ -195,6 +195,22 @@ def spatial_prior(report: LocalityReport, path: Path) -> list[Path]:
     return head_maps(report.spatial_priors, path, title, offsets=True, label="prior (1: neutral)", centre=1.0)
 
 
+def token_grid(model: object, image_side: int) -> tuple[int | None, float]:
+    """Side of the first token grid and its stride in pixels (ViT families: patch_embed.grid_size)."""
+    embed = getattr(model, "patch_embed", None)
+    if embed is None:  # CvT: the first stage's convolutional embedding
+        embed = getattr(getattr(model, "stage0", None), "patch_embed", None)
+    grid = getattr(embed, "grid_size", None)
+    if grid is not None:
+        return int(grid[-1]), image_side / int(grid[-1])
+    proj = getattr(embed, "proj", None)
+    stride = getattr(proj, "stride", None)
+    if stride:
+        side = -(-image_side // int(stride[-1]))
+        return side, image_side / side
+    return None, 0.0
+
+
 def write_all(report: LocalityReport, folder: Path, grid: int | None = None, stride: float = 0) -> list[Path]:
     """Every figure the report supports, into `folder`; the files written, in order."""
     written = [attention_distance(report, folder / "attention_distance.png", grid, stride)]

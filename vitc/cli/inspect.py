@@ -41,7 +41,7 @@ def inspect(
     report = analyse(model, batch)
 
     out = out or checkpoint.with_suffix(".inspect")
-    grid, stride = _token_grid(model, batch.shape[-1])
+    grid, stride = figures.token_grid(model, batch.shape[-1])
     written = figures.write_all(report, out, grid, stride)
     if tensorboard is not None:
         from vitc.train.report import TensorBoardLog
@@ -59,18 +59,3 @@ def inspect(
         console.print(f"{layer:<28} distance {sum(row) / len(row):6.2f} px{extra}", highlight=False)
     console.print(f"wrote {', '.join(p.name for p in written)} and summary.json to {out}")
 
-
-def _token_grid(model: object, image_side: int) -> tuple[int | None, float]:
-    """Side of the first token grid and its stride in pixels (ViT families: patch_embed.grid_size)."""
-    embed = getattr(model, "patch_embed", None)
-    if embed is None:  # CvT: the first stage's convolutional embedding
-        embed = getattr(getattr(model, "stage0", None), "patch_embed", None)
-    grid = getattr(embed, "grid_size", None)
-    if grid is not None:
-        return int(grid[-1]), image_side / int(grid[-1])
-    proj = getattr(embed, "proj", None)
-    stride = getattr(proj, "stride", None)
-    if stride:
-        side = -(-image_side // int(stride[-1]))
-        return side, image_side / side
-    return None, 0.0

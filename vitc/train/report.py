@@ -125,5 +125,18 @@ class TensorBoardLog:
             self.writer.add_image(prefix + Path(path).stem, pixels, step, dataformats="HWC")
         self.writer.flush()
 
+    def locality(self, model: Any, images: Any, step: int) -> None:
+        """`vitc inspect`'s figures of `model` on `images` (a copy on CPU, so training is untouched)."""
+        import copy
+        import tempfile
+
+        from vitc.analysis import figures
+        from vitc.analysis.locality import analyse
+
+        report = analyse(copy.deepcopy(model).float().cpu(), images.float().cpu())
+        grid, stride = figures.token_grid(model, images.shape[-1])
+        with tempfile.TemporaryDirectory() as folder:
+            self.images(figures.write_all(report, Path(folder), grid, stride), step, prefix="locality/")
+
     def close(self) -> None:
         self.writer.close()

@@ -17,6 +17,14 @@ from vitc.cli.main import app
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A stale shipped table is recomputed into this module's cache, never into the home folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VITC_CACHE_DIR", str(tmp_path_factory.mktemp("vitc-cache")))
+        yield
+
+
 @pytest.mark.parametrize("name", ["convit_micro", "cvt_micro", "deit_micro", "spvit_micro", "deit_tiny"])
 def test_table_equals_counts_of_the_built_model(name: str) -> None:
     from vitc.models._stats import model_stats

@@ -1,7 +1,7 @@
 """The zoo table `vitc models` prints, read from a cache without importing torch or the models.
 
 Counting parameters and MACs needs every model built (on the meta device) and run once under
-FlopCounterMode: about 8 s for the zoo, most of it torch's import. The table is therefore a cache
+FlopCounterMode, seconds for the zoo (docs/benchmarks.md), much of it importing torch. The table is a cache
 keyed by a digest of the model sources and the torch version: `vitc/models/zoo_stats.json` ships
 with the package; a stale or missing one is recomputed once (vitc.models._stats) and kept in the
 user cache (`$VITC_CACHE_DIR`, default ~/.cache/vitc). Regenerate the shipped table with

@@ -171,13 +171,15 @@ def _text(value: Any, nested: bool = False) -> str:
 
 
 def rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """(field, text) pairs; a nested record becomes one row per field (`metadata.model`)."""
+    """(field, text) pairs. A top-level record, or a nested one that holds records, becomes one row
+    per field (`metadata.model`, `extra.train_config.optim`); a flat nested one is one `k=v` row."""
     out: list[tuple[str, str]] = []
     for key, value in record.items():
         if key == "kind" and not prefix:
             continue
-        if isinstance(value, dict) and value and not prefix:
-            out.extend(rows(value, f"{key}."))
+        nested = isinstance(value, dict) and value and (not prefix or any(isinstance(v, dict) and v for v in value.values()))
+        if nested:
+            out.extend(rows(value, f"{prefix}{key}."))
         else:
             out.append((f"{prefix}{key}", _text(value)))
     return out

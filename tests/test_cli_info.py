@@ -97,3 +97,17 @@ def test_pt2_without_vitc_record_or_not_a_zip_is_a_clear_error(tmp_path: Path) -
     with zipfile.ZipFile(tmp_path / "deep.pt2", "w") as archive:
         archive.writestr("archive/extra/vitc.json", "[" * 100_000)
     assert "nested too deeply" in run("info", str(tmp_path / "deep.pt2")).output
+
+
+def test_checkpoint_config_one_row_per_section(tmp_path: Path) -> None:
+    from vitc.checkpoint import meta_for, save_checkpoint
+    from vitc.models import create_model
+
+    model = create_model("deit_micro", depth=1)
+    config = {"model": {"name": "deit_micro", "args": {}}, "optim": {"epochs": 5, "lr": 0.001}}
+    path = save_checkpoint(tmp_path / "c.safetensors", model, meta_for(model, extra={"train_config": config}))
+    result = run("info", str(path))
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines()[3:-1]}
+    assert lines["extra.train_config.optim"] == "epochs=5 lr=0.001"
+    assert lines["extra.train_config.model"] == "args=- name=deit_micro" and lines["args.depth"] == "1"

@@ -177,8 +177,8 @@ def rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     for key, value in record.items():
         if key == "kind" and not prefix:
             continue
-        nested = isinstance(value, dict) and value and (not prefix or any(isinstance(v, dict) and v for v in value.values()))
-        if nested:
+        holds_records = isinstance(value, dict) and any(isinstance(v, dict) and v for v in value.values())
+        if isinstance(value, dict) and value and (not prefix or holds_records):
             out.extend(rows(value, f"{prefix}{key}."))
         else:
             out.append((f"{prefix}{key}", _text(value)))

@@ -27,6 +27,12 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="optim.epochs")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (run.device).")] = None,
     name: Annotated[str | None, typer.Option(help="Run name: the folder under train/runs (run.name).")] = None,
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from these weights (model.pretrained): a vitc checkpoint or any file `vitc import` reads."
+        ),
+    ] = None,
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run of this name exactly.")] = False,
     nproc: Annotated[int, typer.Option(help="Processes to launch with torchrun (DDP); 1 runs in-process.")] = 1,
@@ -42,6 +48,7 @@ def train(
 
     flags = {"model.name": model, "data.name": data, "data.dir": str(data_dir) if data_dir else None}
     flags |= {"optim.epochs": epochs, "run.device": device, "run.name": name}
+    flags |= {"model.pretrained": str(pretrained) if pretrained else None}
     overrides = {k: v for k, v in flags.items() if v is not None} | parse_assignments(set_)
     cfg = load_config(recipe, overrides)
     if resume:
@@ -72,7 +79,8 @@ def _launch_torchrun(nproc: int) -> None:
 
 def _summary(model: str, result: RunResult) -> None:
     table = Table(title=f"{model}: run summary")
-    for column in ("epochs", "best val top-1", "test top-1", "test top-5", "train img/s", "time"):
+    final = result.test_split  # "val" for an image folder without test/: the figure is not a test score
+    for column in ("epochs", "best val top-1", f"{final} top-1", f"{final} top-5", "train img/s", "time"):
         table.add_column(column, justify="right")
     table.add_row(
         str(len(result.history)),
@@ -84,18 +92,22 @@ def _summary(model: str, result: RunResult) -> None:
     )
     terminal = console()
     terminal.print(table)
-    terminal.print(f"checkpoints in {result.run_dir}  (best.safetensors, last.safetensors)")
+    if final != "test":
+        terminal.print(f"no test split: the final figures are on {final}, the split that picked the best epoch")
+    terminal.print(f"checkpoints in {result.run_dir}  (best.safetensors, last.safetensors; summary.json)")
 
 
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A vitc checkpoint (.safetensors).")],
-    data: Annotated[str, typer.Option(help="digits, cifar10 or imagefolder.")] = "digits",
+    data: Annotated[
+        str | None, typer.Option(help="digits, cifar10 or imagefolder (default: what it was trained on).")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder of cifar10 or imagefolder data.")] = None,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     out: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG (default: next to the checkpoint).")] = None,
 ) -> None:
     """Top-1/top-5 of a checkpoint on a data split, and a confusion-matrix PNG."""
-    from vitc.checkpoint import load_model
+    from vitc.checkpoint import load_model, training_data
     from vitc.data.datasets import load_dataset
     from vitc.models import get_model_cfg
     from vitc.train.evaluate import accuracy, confusion_matrix, predict
@@ -103,11 +115,15 @@ def evaluate(
 
     model, meta = load_model(checkpoint)
     cfg = get_model_cfg(model)
+    data, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
     dataset = load_dataset(
-        data, split, data_dir=data_dir, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct, in_chans=cfg.input_size[0]
+        data, split, data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct, in_chans=cfg.input_size[0]
     )
     if meta.class_names and dataset.class_names != meta.class_names:
-        raise VitcError(f"the data set's classes {dataset.class_names[:5]}… differ from the checkpoint's")
+        raise VitcError(
+            f"{data}/{split} has classes {', '.join(dataset.class_names[:5])}…, the checkpoint "
+            f"{', '.join(meta.class_names[:5])}…: name its data with --data and --data-dir"
+        )
     logits = predict(model, dataset, cfg.mean, cfg.std)
     scores = accuracy(logits, dataset.labels)
     matrix = confusion_matrix(logits, dataset.labels, logits.shape[1])

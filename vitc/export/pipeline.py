@@ -111,14 +111,32 @@ def heldout_set(
 
     c, h, _ = meta.cfg["input_size"]
     ds = load_dataset(name, "test", data_dir=data_dir, image_size=h, crop_pct=meta.cfg.get("crop_pct", 1.0), in_chans=c)
-    if meta.class_names is not None and len(ds.class_names) != len(meta.class_names):
+    classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.get("num_classes")
+    if classes is not None and len(ds.class_names) != classes:
         raise VitcError(
-            f"{name} has {len(ds.class_names)} classes, the model {len(meta.class_names)}: "
-            "name its own data with --data and --data-dir"
+            f"{name} has {len(ds.class_names)} classes and the model {classes}, so drift on it would mean "
+            "nothing: name the model's own data with --data and --data-dir"
         )
     ds = ds.subset(range(min(len(ds), max_images)))
     images = eval_transform(ds.images, meta.cfg["mean"], meta.cfg["std"]).numpy().astype(np.float32)
     return images, ds.labels.numpy().astype(np.int64), name
+
+
+def preprocess_record(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What on-device code must do to an image before it is fed (timm's eval transform, spelled out)."""
+    channels, height, width = cfg["input_size"]
+    crop_pct = float(cfg.get("crop_pct", 1.0))
+    return {
+        "resize_shorter_side": round(min(height, width) / crop_pct),
+        "center_crop": [height, width],
+        "crop_pct": crop_pct,
+        "interpolation": cfg.get("interpolation", "bicubic"),
+        "channel_order": "RGB" if channels == 3 else "L",
+        "layout": "NCHW",
+        "scale": 1 / 255,  # uint8 pixels to [0, 1] before (x - mean) / std
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+    }
 
 
 def _torch_logits(model: Any, images: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -183,6 +201,7 @@ def prepare_export(ckpt: str | Path, opts: ExportOptions, say: Callable[[str], N
     input_size = tuple(int(v) for v in meta.cfg["input_size"])
     compiled, passes, was_compiled = _compile(model, input_size, opts, say)
     images, labels, data_name = heldout_set(meta, data_name, data_dir)
+    say(f"held-out set: {data_name} test split, {len(labels)} images" + (f" from {data_dir}" if data_dir else ""))
     reference = _torch_logits(model, images)
 
     # 2-3. export, clean, check, parity
@@ -284,6 +303,7 @@ def export_checkpoint(
         "mean": list(meta.cfg["mean"]),
         "std": list(meta.cfg["std"]),
         "class_names": meta.class_names,
+        "preprocess": preprocess_record(meta.cfg),
         "precision": opts.precision,
         "io_dtype": "float16" if opts.io_fp16 else "float32",
         "opset": opset,

@@ -8,6 +8,7 @@ The sets vitc trains on (digits, CIFAR-10, small image folders) fit in memory at
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,7 +214,15 @@ def _cifar_class_names(root: Path) -> list[str]:
 
 
 def _load_cifar10(data_dir: Path, split: str, size: int) -> ImageSet:
-    """Train/val from data_batch_*: val is the last 10% of each class (fixed); test is test_batch."""
+    x, y, names = cifar_raw(data_dir, split)
+    return ImageSet(_resize(torch.from_numpy(x), size), torch.from_numpy(y), names)
+
+
+def cifar_raw(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(N, 3, 32, 32) uint8 images, labels and class names of one split, as stored.
+
+    Train/val come from data_batch_*: val is the last 10% of each class (fixed); test is test_batch.
+    """
     root = _cifar_root(data_dir)
     if split == "test":
         x, y = _read_cifar_batch(root / "test_batch")
@@ -229,8 +238,7 @@ def _load_cifar10(data_dir: Path, split: str, size: int) -> ImageSet:
             val[idx[len(idx) - round(CIFAR_VAL_FRACTION * len(idx)) :]] = True
         keep = val if split == "val" else ~val
         x, y = x[keep], y[keep]
-    images = _resize(torch.from_numpy(np.ascontiguousarray(x)), size)
-    return ImageSet(images, torch.from_numpy(y), _cifar_class_names(root))
+    return np.ascontiguousarray(x), y, _cifar_class_names(root)
 
 
 # ---------------------------------------------------------------- image folders
@@ -249,8 +257,8 @@ def _class_dirs(split_dir: Path) -> dict[str, Path]:
     return dirs
 
 
-def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float) -> ImageSet:
-    """`data_dir/<split>/<class>/*`; classes come from train; test falls back to val when absent."""
+def folder_split(data_dir: Path, split: str) -> tuple[list[str], dict[str, Path]]:
+    """The class names (from train) and the class folders of `split`; test falls back to val when absent."""
     if not data_dir.is_dir():
         raise VitcError(f"missing folder {data_dir}")
     classes = sorted(_class_dirs(data_dir / "train"))
@@ -263,10 +271,16 @@ def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float) ->
             f"{data_dir / split} must have the same class folders as {data_dir / 'train'} "
             f"(missing: {', '.join(missing) or '-'}; extra: {', '.join(extra) or '-'})"
         )
+    return classes, dirs
+
+
+def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float) -> ImageSet:
+    """`data_dir/<split>/<class>/*`; classes come from train; test falls back to val when absent."""
+    classes, dirs = folder_split(data_dir, split)
     short = max(size, round(size / crop_pct))
     images, labels = [], []
     for label, name in enumerate(classes):
-        files = [p for p in sorted(dirs[name].iterdir()) if p.is_file() and _visible(p)]
+        files = [dirs[name] / f for f in list_images(dirs[name])]
         if not files:
             raise VitcError(f"class folder {dirs[name]} has no images")
         for f in files:
@@ -275,22 +289,20 @@ def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float) ->
     return ImageSet(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64), classes)
 
 
+def list_images(class_dir: Path) -> list[str]:
+    """The visible files' names, sorted; `os.scandir` knows file from folder without a stat per file."""
+    with os.scandir(class_dir) as entries:
+        return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file())
+
+
 def _read_image(path: Path, short: int, size: int) -> np.ndarray:
     """Decode any Pillow-readable image to RGB, resize its shorter side to `short`, center crop `size`."""
+    return center_crop(open_image(path, short), short, size)
+
+
+def center_crop(im: Any, short: int, size: int) -> np.ndarray:
+    """The evaluation transform: shorter side to `short` (bicubic), centre `size` x `size`, uint8 CHW."""
     pil = lazy_import("PIL.Image")
-    ops = lazy_import("PIL.ImageOps")
-    if path.stat().st_size == 0:
-        raise VitcError(f"image {path} is empty (0 bytes)")
-    try:
-        with pil.open(path) as im:
-            _check_image_size(path, *im.size)  # from the header, before anything is decoded
-            im.load()
-            im = ops.exif_transpose(im) or im
-            im = _to_rgb(im)
-    except VitcError:
-        raise
-    except (OSError, ValueError, SyntaxError, pil.DecompressionBombError) as exc:
-        raise VitcError(f"cannot read image {path}: {exc}") from exc
     w, h = im.size
     s = short / min(w, h)
     nw, nh = max(size, round(w * s)), max(size, round(h * s))
@@ -298,6 +310,31 @@ def _read_image(path: Path, short: int, size: int) -> np.ndarray:
     left, top = round((nw - size) / 2), round((nh - size) / 2)
     im = im.crop((left, top, left + size, top + size))
     return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def open_image(path: Path | str, short: int) -> Any:
+    """The image at `path` as RGB; a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale
+    (Pillow's draft mode: the DCT does the downscaling, several times faster) with the shorter side
+    still >= `short`. Unreadable, truncated or oversized files raise a one-line VitcError."""
+    pil = lazy_import("PIL.Image")
+    ops = lazy_import("PIL.ImageOps")
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise VitcError(f"image {path} is empty (0 bytes)")
+    try:
+        with pil.open(path) as im:
+            w, h = im.size
+            _check_image_size(path, w, h)  # from the header, before anything is decoded
+            if im.format == "JPEG" and min(w, h) >= 2 * short:
+                s = short / min(w, h)
+                im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
+            im.load()
+            im = ops.exif_transpose(im) or im
+            return _to_rgb(im)
+    except VitcError:
+        raise
+    except (OSError, ValueError, SyntaxError, pil.DecompressionBombError) as exc:
+        raise VitcError(f"cannot read image {path}: {exc}") from exc
 
 
 def _check_image_size(path: Path, width: int, height: int) -> None:

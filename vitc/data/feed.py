@@ -1,0 +1,207 @@
+"""What the training loop sees of its data, from memory or streamed: batches of uint8 images.
+
+Both paths take the same index batches (a permutation seeded by (seed, epoch), sharded per rank,
+see `vitc.data.batches`) and yield (uint8 images, labels, reasons for dropped samples). The
+in-memory path indexes tensors; the streaming path hands the same indices to one pool of
+persistent DataLoader workers, which serves train, val and test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitc.data.datasets import ImageSet, _to_chans, batches, load_dataset, stratified_subset
+from vitc.data.stream import (
+    BAD_IMAGE_CHOICES,
+    SampleTransform,
+    StreamSet,
+    collate,
+    decoded_bytes,
+    open_source,
+    use_stream,
+)
+from vitc.errors import VitcError
+
+Batch = tuple[torch.Tensor, torch.Tensor, list[str]]
+EVAL_BATCH = 256
+
+
+class MemoryFeed:
+    """Data sets decoded once at the model's input size (see vitc.data.datasets)."""
+
+    streaming = False
+
+    def __init__(self, name: str, fraction: float, seed: int, load: dict[str, Any]) -> None:
+        self.name, self.load = name, load
+        self.train_set = load_dataset(name, "train", fraction=fraction, seed=seed, **load)
+        self.sets = {"val": load_dataset(name, "val", **load)}
+        self.class_names = self.train_set.class_names
+
+    def __len__(self) -> int:
+        return len(self.train_set)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def train_batches(self, order: list[torch.Tensor], epoch: int) -> Iterator[Batch]:
+        for idx in order:
+            yield self.train_set.images[idx], self.train_set.labels[idx], []
+
+    def eval_batches(self, split: str) -> Iterator[Batch]:
+        if split not in self.sets:
+            self.sets[split] = load_dataset(self.name, split, **self.load)
+        data: ImageSet = self.sets[split]
+        for idx in batches(len(data), EVAL_BATCH, shuffle=False):
+            yield data.images[idx], data.labels[idx], []
+
+    def close(self) -> None:
+        pass
+
+
+class StreamFeed:
+    """Files (or CIFAR-10's stored arrays) read per sample by `workers` persistent processes."""
+
+    streaming = True
+
+    def __init__(
+        self,
+        sources: dict[str, Any],
+        transform: SampleTransform,
+        *,
+        workers: int,
+        pin_memory: bool,
+        in_chans: int = 3,
+        on_bad_image: str = "skip",
+        report: Callable[[str], None] = print,
+    ) -> None:
+        if on_bad_image not in BAD_IMAGE_CHOICES:
+            raise VitcError(f"data.on_bad_image must be one of {', '.join(BAD_IMAGE_CHOICES)}, got {on_bad_image!r}")
+        self.on_bad_image, self.report = on_bad_image, report
+        self.skipped = 0  # over the feed's life: train and evaluation
+        self.sources = sources
+        self.class_names = sources["train"].class_names
+        self.in_chans = in_chans
+        self.plan = _Plan()
+        self.loader = torch.utils.data.DataLoader(
+            StreamSet(sources, transform),
+            batch_sampler=self.plan,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=pin_memory,
+            persistent_workers=workers > 0,
+            generator=torch.Generator(),  # the workers' base seed must not draw from the global RNG
+        )
+
+    def __len__(self) -> int:
+        return len(self.sources["train"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def train_batches(self, order: list[torch.Tensor], epoch: int) -> Iterator[Batch]:
+        self.plan.batches = [[("train", int(i), epoch) for i in idx] for idx in order]
+        return self._run()
+
+    def eval_batches(self, split: str) -> Iterator[Batch]:
+        split = split if split in self.sources else "val"
+        starts = range(0, n := len(self.sources[split]), EVAL_BATCH)
+        self.plan.batches = [[(split, i, -1) for i in range(s, min(n, s + EVAL_BATCH))] for s in starts]
+        return self._run()
+
+    def _run(self) -> Iterator[Batch]:
+        it = iter(self.loader)
+        while True:
+            try:
+                images, labels, bad = next(it)
+            except StopIteration:
+                return
+            except RuntimeError as exc:  # a worker killed (OOM killer, signal) or exited
+                if "DataLoader worker" not in str(exc):
+                    raise
+                first = str(exc).splitlines()[0]
+                raise VitcError(f"a data loader worker died ({first}); the last resumable state is kept") from None
+            for reason in bad:
+                if self.on_bad_image == "stop":
+                    raise VitcError(f"{reason} (data.on_bad_image=stop; =skip trains on without it)")
+                self.report(f"skipped: {reason}")
+            self.skipped += len(bad)
+            yield _to_chans(images, self.in_chans), labels, bad
+
+    def close(self) -> None:
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
+
+class _Plan(torch.utils.data.Sampler):
+    """The batch sampler: the loop sets the batches before each pass, so persistent workers serve
+    every epoch and every evaluation, and a resumed epoch starts at its next batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, int, int]]] = []
+
+    def __iter__(self) -> Iterator[list[tuple[str, int, int]]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def open_feed(
+    data: Any,
+    *,
+    size: int,
+    crop_pct: float,
+    in_chans: int,
+    seed: int,
+    crop_scale: tuple[float, float],
+    flip_prob: float,
+    workers: int,
+    pin_memory: bool,
+    index_cache: Path | None,
+    report: Callable[[str], None] = print,
+) -> tuple[MemoryFeed | StreamFeed, str]:
+    """The feed for `data` (the config's data section) and one line saying which path and why."""
+    load = dict(data_dir=data.dir, image_size=size, crop_pct=crop_pct, in_chans=in_chans)
+    if data.name == "digits":
+        if data.stream == "stream":
+            raise VitcError("data.stream=stream needs cifar10 or imagefolder (digits always fit in memory)")
+        return MemoryFeed(data.name, data.fraction, seed, load), "data: in memory"
+    if data.stream == "memory":
+        return MemoryFeed(data.name, data.fraction, seed, load), "data: in memory (data.stream=memory)"
+    sources = {s: open_source(data.name, data.dir, s, index_cache) for s in ("train", "val")}
+    decoded = decoded_bytes(len(sources["train"]) + len(sources["val"]), in_chans, size)
+    if not use_stream(data.stream, decoded):
+        note = f"data: in memory ({decoded / 2**20:.0f} MB decoded, within the 512 MB budget)"
+        return MemoryFeed(data.name, data.fraction, seed, load), note
+    if data.fraction < 1.0:
+        labels = torch.from_numpy(sources["train"].labels)
+        sources["train"] = sources["train"].subset(stratified_subset(labels, data.fraction, seed).numpy())
+    if data.name == "cifar10" or (Path(data.dir) / "test").exists():
+        sources["test"] = open_source(data.name, data.dir, "test", index_cache)
+    transform = SampleTransform(size, crop_pct, seed, crop_scale, flip_prob=flip_prob)
+    why = "data.stream=stream" if data.stream == "stream" else f"{decoded / 2**20:.0f} MB decoded, over 512 MB"
+    feed = StreamFeed(
+        sources,
+        transform,
+        workers=workers,
+        pin_memory=pin_memory,
+        in_chans=in_chans,
+        on_bad_image=data.on_bad_image,
+        report=report,
+    )
+    return feed, f"data: streamed by {workers or 'no'} worker processes ({why})"
+
+
+def final_split(data: Any) -> str:
+    """The split the final figure is on: "val" for an image folder without test/, else "test"."""
+    if data.name == "imagefolder" and not (Path(data.dir) / "test").exists():
+        return "val"
+    return "test"

@@ -1,0 +1,259 @@
+"""Streaming data: images decoded and augmented per sample in DataLoader workers.
+
+For sets whose decoded images would not fit the in-memory budget: only the file index (or, for
+CIFAR-10, the 32x32 arrays as stored) is held; every sample is read when a batch asks for it.
+Train samples are random-resized-cropped from the full image and flipped with a generator seeded
+by (seed, epoch, index), so a sample's augmentation does not depend on which worker made it, how
+many workers there are or where a resumed run restarts. Bad images never raise in a worker: the
+sample comes back flagged with a one-line reason, and the loop skips or stops (data.on_bad_image).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitc._io import parse_json, write_json
+from vitc._lazy import lazy_import
+from vitc.data.datasets import center_crop, cifar_raw, folder_split, list_images, open_image
+from vitc.errors import VitcError
+
+MEMORY_BUDGET = 512 * 2**20  # decoded bytes (train + val) up to which data.stream=auto keeps images in memory
+STREAM_CHOICES = ("auto", "memory", "stream")
+BAD_IMAGE_CHOICES = ("skip", "stop")
+INDEX_VERSION = 1
+_SAMPLE_STREAM = 1 << 21  # per-sample seeds come from (seed, 2**21, epoch, index)
+
+
+def decoded_bytes(n_images: int, chans: int, size: int) -> int:
+    return n_images * chans * size * size
+
+
+def use_stream(choice: str, decoded: int) -> bool:
+    """data.stream: "memory" and "stream" force a path; "auto" streams above MEMORY_BUDGET decoded bytes."""
+    if choice not in STREAM_CHOICES:
+        raise VitcError(f"data.stream must be one of {', '.join(STREAM_CHOICES)}, got {choice!r}")
+    return choice == "stream" or (choice == "auto" and decoded > MEMORY_BUDGET)
+
+
+# ---------------------------------------------------------------- the file index
+
+
+@dataclass
+class FileIndex:
+    """The images of one split: paths relative to `root`, int64 labels, and the class names."""
+
+    root: Path
+    files: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def index_imagefolder(data_dir: str | Path, split: str, cache: Path | None = None) -> FileIndex:
+    """Scan `data_dir/<split>/<class>/*` once; with `cache` (the run's index.json) a folder whose
+    path and folder mtimes (a file added, removed or renamed changes its folder's) are unchanged
+    is not scanned again, so a resume starts at once."""
+    data_dir = Path(data_dir)
+    classes, dirs = folder_split(data_dir, split)
+    root = next(iter(dirs.values())).parent
+    key = {"root": str(root.resolve()), "mtime_ns": [os.stat(root).st_mtime_ns] + [_mtime(dirs[c]) for c in classes]}
+    entries = _read_cache(cache)
+    hit = entries.get(split)
+    if isinstance(hit, dict) and hit.get("key") == key and hit.get("classes") == classes:
+        per_class = hit.get("files")
+        if _valid_names(per_class, len(classes)):
+            return _index(root, classes, per_class)
+    per_class = []
+    for name in classes:
+        files = list_images(dirs[name])
+        if not files:
+            raise VitcError(f"class folder {dirs[name]} has no images")
+        per_class.append(files)
+    if cache is not None:
+        entries[split] = {"key": key, "classes": classes, "count": sum(map(len, per_class)), "files": per_class}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache, {"version": INDEX_VERSION, "splits": entries})
+    return _index(root, classes, per_class)
+
+
+def _valid_names(per_class: Any, n_classes: int) -> bool:
+    """A cached listing: one non-empty list of plain file names (no separators) per class."""
+    if not isinstance(per_class, list) or len(per_class) != n_classes:
+        return False
+    return all(
+        isinstance(names, list)
+        and names
+        and all(isinstance(f, str) and f and "/" not in f and f not in (".", "..") for f in names)
+        for names in per_class
+    )
+
+
+def _mtime(path: Path) -> int:
+    return os.stat(path).st_mtime_ns
+
+
+def _index(root: Path, classes: list[str], per_class: list[list[str]]) -> FileIndex:
+    files = [f"{c}/{f}" for c, names in zip(classes, per_class, strict=True) for f in names]
+    labels = np.concatenate([np.full(len(n), i, dtype=np.int64) for i, n in enumerate(per_class)])
+    return FileIndex(root, files, labels, list(classes))
+
+
+def _read_cache(cache: Path | None) -> dict[str, Any]:
+    """The cached splits, or nothing when the cache is missing, unreadable or of another version."""
+    if cache is None or not cache.is_file():
+        return {}
+    try:
+        record = parse_json(cache.read_bytes(), str(cache))
+    except (OSError, VitcError):
+        return {}
+    ok = isinstance(record, dict) and record.get("version") == INDEX_VERSION and isinstance(record.get("splits"), dict)
+    return dict(record["splits"]) if ok else {}
+
+
+# ---------------------------------------------------------------- sources: where sample i comes from
+
+
+class FolderSource:
+    """Images in class folders, read from disk per sample."""
+
+    def __init__(self, index: FileIndex) -> None:
+        self.index = index
+        self.labels = index.labels
+        self.class_names = index.class_names
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def open(self, i: int, short: int) -> Any:
+        return open_image(self.index.root / self.index.files[i], short)
+
+    def subset(self, keep: np.ndarray) -> FolderSource:
+        idx = self.index
+        files = [idx.files[i] for i in keep]
+        return FolderSource(FileIndex(idx.root, files, idx.labels[keep], idx.class_names))
+
+
+class ArraySource:
+    """uint8 (N, 3, h, w) images as stored (CIFAR-10's 32x32), resized per sample."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
+        self.images, self.labels, self.class_names = images, labels, class_names
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def open(self, i: int, short: int) -> Any:
+        return lazy_import("PIL.Image").fromarray(np.ascontiguousarray(self.images[i].transpose(1, 2, 0)))
+
+    def subset(self, keep: np.ndarray) -> ArraySource:
+        return ArraySource(self.images[keep], self.labels[keep], self.class_names)
+
+
+def open_source(name: str, data_dir: str | Path, split: str, cache: Path | None = None) -> FolderSource | ArraySource:
+    """The streaming source of one split of cifar10 or imagefolder."""
+    if name == "cifar10":
+        return ArraySource(*cifar_raw(Path(data_dir), split))
+    if name == "imagefolder":
+        return FolderSource(index_imagefolder(data_dir, split, cache))
+    raise VitcError(f"data set {name} cannot stream (only cifar10 and imagefolder); use data.stream=memory")
+
+
+# ---------------------------------------------------------------- per-sample transforms
+
+
+def crop_box(
+    w: int, h: int, rng: np.random.Generator, scale: Sequence[float], ratio: Sequence[float], attempts: int = 10
+) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop box (left, top, width, height): `attempts` draws of area and
+    log-aspect, the first that fits wins; otherwise the whole image clamped to the ratio range."""
+    area = w * h
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(attempts):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            return int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1)), cw, ch
+    if w / h < min(ratio):
+        cw, ch = w, round(w / min(ratio))
+    elif w / h > max(ratio):
+        cw, ch = round(h * max(ratio)), h
+    else:
+        cw, ch = w, h
+    return (w - cw) // 2, (h - ch) // 2, cw, ch
+
+
+@dataclass
+class SampleTransform:
+    """Train: random-resized crop from the full image, flip, resize to `size`. Eval: shorter side
+    to size / crop_pct, centre crop. Both give uint8 (3, size, size)."""
+
+    size: int
+    crop_pct: float = 1.0
+    seed: int = 0
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_prob: float = 0.5
+
+    @property
+    def eval_short(self) -> int:
+        return max(self.size, round(self.size / self.crop_pct))
+
+    def train(self, im: Any, epoch: int, index: int) -> np.ndarray:
+        pil = lazy_import("PIL.Image")
+        rng = np.random.default_rng([self.seed, _SAMPLE_STREAM, epoch, index])
+        left, top, cw, ch = crop_box(*im.size, rng, self.crop_scale, self.crop_ratio)
+        flip = rng.uniform() < self.flip_prob
+        out = im.resize((self.size, self.size), pil.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))
+        if flip:
+            out = out.transpose(pil.Transpose.FLIP_LEFT_RIGHT)
+        return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)
+
+    def eval(self, im: Any) -> np.ndarray:
+        return center_crop(im, self.eval_short, self.size)
+
+
+class StreamSet(torch.utils.data.Dataset):
+    """Samples keyed (split, index, epoch): epoch >= 0 draws the train transform, -1 the eval one.
+
+    Returns (uint8 (3, size, size), label, "") or, for a file that cannot be read, (zeros, label,
+    the one-line reason): a worker never raises on bad data, the loop decides what to do.
+    """
+
+    def __init__(self, sources: dict[str, FolderSource | ArraySource], transform: SampleTransform) -> None:
+        self.sources, self.transform = sources, transform
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sources.values())
+
+    def __getitem__(self, item: tuple[str, int, int]) -> tuple[torch.Tensor, int, str]:
+        split, index, epoch = item
+        source, t = self.sources[split], self.transform
+        label = int(source.labels[index])
+        try:
+            if epoch >= 0:
+                im = t.train(source.open(index, t.size), epoch, index)
+            else:
+                im = t.eval(source.open(index, t.eval_short))
+        except VitcError as exc:
+            return torch.zeros(3, t.size, t.size, dtype=torch.uint8), label, str(exc)
+        except (OSError, ValueError, SyntaxError) as exc:  # a decoder failing late, e.g. in resize
+            return torch.zeros(3, t.size, t.size, dtype=torch.uint8), label, f"cannot read sample {index}: {exc}"
+        return torch.from_numpy(np.ascontiguousarray(im)), label, ""
+
+
+def collate(items: list[tuple[torch.Tensor, int, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The good samples as one uint8 batch and their labels; the reasons the others were dropped."""
+    good = [it for it in items if not it[2]]
+    images = torch.stack([it[0] for it in good]) if good else torch.zeros(0, *items[0][0].shape, dtype=torch.uint8)
+    return images, torch.tensor([it[1] for it in good], dtype=torch.int64), [it[2] for it in items if it[2]]

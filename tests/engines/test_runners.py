@@ -74,10 +74,10 @@ def test_onnxruntime_runner(tiny_onnx: Path):
 
 def test_torch_runner_convit_micro():
     torch = pytest.importorskip("torch")
-    from vitc.engines.torch_runner import TorchRunner
+    from vitc.engines.torch_runner import TorchRunner, model_from_zoo
 
     torch.manual_seed(0)
-    with TorchRunner("convit_micro", threads=1) as runner:
+    with TorchRunner(model_from_zoo("convit_micro"), threads=1) as runner:
         meta = runner.get_input_metadata()[0]
         assert meta.shape == (None, 3, 32, 32)
         out = runner.infer(runner.make_feed(2))["logits"]
@@ -99,3 +99,25 @@ def test_torch_runner_compiled_matches_eager():
     with compiled:
         out = compiled.infer(feed)["logits"]
     assert np.abs(ref - out).max() < 1e-4
+
+
+def test_torch_runner_serves_the_checkpoint_after_reactivation(tmp_path):
+    """The runner rebuilt a random zoo model on its second activation (logits 0.58 apart)."""
+    torch = pytest.importorskip("torch")
+    from vitc.checkpoint import save_checkpoint
+    from vitc.engines.torch_runner import TorchRunner, model_from_checkpoint
+    from vitc.models import create_model
+
+    torch.manual_seed(1)
+    ckpt = save_checkpoint(tmp_path / "run" / "best.safetensors", create_model("deit_micro", depth=1))
+    runner = TorchRunner(model_from_checkpoint(ckpt), threads=1)
+    feed = {"input": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
+    with runner:
+        first = runner.infer(feed)["logits"]
+    with runner:
+        second = runner.infer(feed)["logits"]
+    assert np.array_equal(first, second)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        expected = create_model("deit_micro", depth=1).eval()(torch.from_numpy(feed["input"])).numpy()
+    assert np.allclose(first, expected, atol=1e-6)

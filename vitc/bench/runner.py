@@ -9,7 +9,6 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -136,23 +135,12 @@ def torch_runners(
     seed: int = 0,
 ) -> list[BaseRunner]:
     """Eager (and with --compare vitc-compiled) PyTorch runners sharing the same weights."""
-    import copy
 
-    from vitc._lazy import lazy_import
-    from vitc.engines.torch_runner import TorchRunner
+    from vitc.engines.torch_runner import TorchRunner, model_from_checkpoint, model_from_zoo
 
-    torch = lazy_import("torch")
-    torch.manual_seed(seed)  # zoo models without --ckpt get the same random weights in every variant
-    if ckpt is not None:
-        from vitc.checkpoint import load_model
-
-        module: Any = load_model(ckpt)[0]
-        label = module.vitc_name
-    else:
-        from vitc.models import create_model
-
-        module = create_model(str(model))
-        label = str(model)
+    # every variant loads its own copy: zoo models get the same seeded random weights in each
+    loader = model_from_checkpoint(ckpt) if ckpt is not None else model_from_zoo(str(model), seed=seed)
+    label = loader.label  # type: ignore[attr-defined]
     variants = [False, True] if compare else [False]
     runners: list[BaseRunner] = []
     for compiled in variants:
@@ -162,8 +150,7 @@ def torch_runners(
             )
             runners.append(
                 TorchRunner(
-                    label,
-                    module=copy.deepcopy(module),
+                    loader,
                     compiled=compiled,
                     torch_compile=compiled_by_torch,
                     device=device,

@@ -1,10 +1,13 @@
 """PyTorch runner: a zoo model or a vitc checkpoint, eager or vitc-compiled, optionally torch.compile.
 
-This is the only runner that needs torch; it imports it on activate(), never at module import.
+As in Polygraphy, the runner takes a loader (a callable that builds the model) and calls it on every
+activate(): loading never lives inside the runner, so a runner used in `with` twice serves the same
+weights both times. This is the only runner that needs torch; it imports it on activate().
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,33 @@ from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
 from vitc.errors import VitcError
 
 AUTOCAST = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
+ModelLoader = Callable[[], Any]  # () -> torch.nn.Module
+
+
+def model_from_zoo(name: str, seed: int = 0, **args: Any) -> ModelLoader:
+    """A loader for a zoo model with seeded random weights (the same weights at every call)."""
+
+    def load() -> Any:
+        torch = lazy_import("torch")
+        from vitc.models import create_model
+
+        torch.manual_seed(seed)
+        return create_model(name, **args)
+
+    load.label = name  # type: ignore[attr-defined]
+    return load
+
+
+def model_from_checkpoint(path: str | Path) -> ModelLoader:
+    """A loader for a vitc checkpoint's model and weights."""
+
+    def load() -> Any:
+        from vitc.checkpoint import load_model
+
+        return load_model(path)[0]
+
+    load.label = Path(path).parent.name or Path(path).stem  # type: ignore[attr-defined]
+    return load
 
 
 class TorchRunner(BaseRunner):
@@ -22,34 +52,29 @@ class TorchRunner(BaseRunner):
 
     def __init__(
         self,
-        model: str | None = None,
+        loader: ModelLoader,
         *,
-        ckpt: str | Path | None = None,
         compiled: bool = False,
         torch_compile: bool = False,
         device: str = "cpu",
         precision: str = "fp32",
         threads: int | None = None,
         name: str | None = None,
-        module: Any = None,
     ) -> None:
-        if model is None and ckpt is None and module is None:
-            raise VitcError("the PyTorch runner needs --model NAME or --ckpt PATH")
         if precision not in AUTOCAST:
             raise VitcError(f"unknown precision {precision!r} for PyTorch (fp32, fp16, bf16)")
         if device not in ("cpu", "cuda"):
             raise VitcError(f"unknown device {device!r} (cpu, cuda)")
-        label = model or (Path(ckpt).parent.name if ckpt else "module")
+        label = getattr(loader, "label", "model")
         kind = "compiled" if compiled else "eager"
         super().__init__(name or f"torch {label} {kind}" + (" +torch.compile" if torch_compile else ""))
-        self.model_name = model
-        self.ckpt = Path(ckpt) if ckpt is not None else None
+        self.loader = loader
         self.compiled = compiled
         self.torch_compile = torch_compile
         self.device = device
         self.precision = precision
         self.threads = threads
-        self.module = module
+        self.module: Any = None
         self.compile_report: Any = None
         self._torch: Any = None
         self._input = TensorMeta("input", (None, 3, 224, 224))
@@ -62,7 +87,7 @@ class TorchRunner(BaseRunner):
             raise VitcError("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)")
         if self.threads:
             torch.set_num_threads(self.threads)
-        model = self.module if self.module is not None else self._build()
+        model = self.loader()
         model.eval()
         cfg = getattr(model, "vitc_cfg", None)
         input_size = tuple(cfg.input_size) if cfg is not None else (3, 224, 224)
@@ -80,16 +105,6 @@ class TorchRunner(BaseRunner):
         self.module = model
         self._input = TensorMeta("input", (None, *input_size))
         self._output = TensorMeta("logits", (None, classes))
-
-    def _build(self) -> Any:
-        if self.ckpt is not None:
-            from vitc.checkpoint import load_model
-
-            model, _ = load_model(self.ckpt)
-            return model
-        from vitc.models import create_model
-
-        return create_model(str(self.model_name))
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch

@@ -25,7 +25,7 @@ from vitc.models.layers import (
     check_attn_impl,
     drop_path_rates,
     init_weights_vit,
-    joint_qkv,
+    qk_v_heads,
     relative_offsets,
     resample_pos_embed,
     square_grid,
@@ -57,7 +57,8 @@ class GPSA(nn.Module):
       (H, S, S) factors, applied along grid columns then rows: 2·S³ instead of S⁴ multiply-adds
       per head and channel, and autograd reaches pos_proj.weight through both factors (small
       grids use the dense P, see `dense_positional_grid`);
-    * qk and v run as one GEMM (`joint_qkv`).
+    * the gate g is folded into the positional table and (1 − g) scales the content output, so
+      autograd keeps no extra (B, H, N, d) tensor for the gate's gradient.
 
     pos_proj.bias has no effect on the output (softmax is shift-invariant): its gradient is zero
     in exact arithmetic, rounding noise in both forms.
@@ -159,23 +160,23 @@ class GPSA(nn.Module):
         batch, tokens, dim = x.shape
         if tokens != self.rel_indices.shape[1]:
             raise ValueError(f"GPSA was built for {self.rel_indices.shape[1]} tokens, got {tokens}")
-        q, k, v = joint_qkv(x, self.qk, self.v, self.num_heads)
+        q, k, v = qk_v_heads(x, self.qk, self.v, self.num_heads)
         content = F.scaled_dot_product_attention(q, k, v)  # default scale d_h^-0.5 = self.scale
-        gate = torch.sigmoid(self.gating_param).view(-1, 1, 1).to(content.dtype)
-        out = torch.lerp(content, self._positional(v), gate)  # (1 − g)·content + g·positional
+        gate = torch.sigmoid(self.gating_param).view(-1, 1, 1)
+        out = torch.addcmul(self._positional(v, gate), content, (1.0 - gate).to(content.dtype))
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tokens, dim)))
 
-    def _positional(self, v: torch.Tensor) -> torch.Tensor:
-        """P·v for v (B, H, N, d), P built once for the whole batch."""
+    def _positional(self, v: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """g·P·v for v (B, H, N, d) and gate g (H, 1, 1), P built once for the whole batch."""
         batch, heads, tokens, head_dim = v.shape
         side = self.grid
         if side <= self.dense_positional_grid:  # one (N×N)·(N×B·d) GEMM per head
-            table = self.positional_attention().to(v.dtype)
+            table = (gate * self.positional_attention()).to(v.dtype)
             per_head = v.permute(1, 2, 0, 3).reshape(heads, tokens, batch * head_dim)
             return (table @ per_head).view(heads, tokens, batch, head_dim).permute(2, 0, 1, 3)
         rows, cols = self.separable_positional()
         along_cols = cols.to(v.dtype).unsqueeze(1) @ v.reshape(batch, heads, side, side, head_dim)
-        along_rows = rows.to(v.dtype) @ along_cols.reshape(batch, heads, side, side * head_dim)
+        along_rows = (gate * rows).to(v.dtype) @ along_cols.reshape(batch, heads, side, side * head_dim)
         return along_rows.reshape(batch, heads, tokens, head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

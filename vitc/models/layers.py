@@ -203,18 +203,14 @@ def check_attn_impl(attn_impl: str) -> str:
     return attn_impl
 
 
-def joint_qkv(
+def qk_v_heads(
     x: torch.Tensor, qk: nn.Linear, v: nn.Linear, num_heads: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, k, v (B, H, N, d_h) from separate `qk` and `v` Linears (GPSA, SP-SA) in one GEMM.
+    """q, k, v (B, H, N, d_h) from the separate `qk` and `v` Linears of GPSA and SP-SA.
 
-    The weights are concatenated per call (3D² copies, autograd splits the gradient back), so the
-    modules and their state-dict keys stay those of the references.
+    Two GEMMs rather than one over concatenated weights: as fast here, and autograd would keep
+    the concatenated (3D, D) copy of every block for the backward.
     """
     batch, tokens, dim = x.shape
-    bias = None
-    if qk.bias is not None or v.bias is not None:
-        bias = torch.cat([m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in (qk, v)])
-    qkv = F.linear(x, torch.cat((qk.weight, v.weight)), bias)
-    qkv = qkv.reshape(batch, tokens, 3, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4)
-    return qkv[0], qkv[1], qkv[2]
+    qk_out = qk(x).reshape(batch, tokens, 2, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4)
+    return qk_out[0], qk_out[1], v(x).reshape(batch, tokens, num_heads, dim // num_heads).transpose(1, 2)

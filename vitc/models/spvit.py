@@ -37,7 +37,7 @@ from vitc.models.layers import (
     drop_path_rates,
     grid_to_tokens,
     init_weights_vit,
-    joint_qkv,
+    qk_v_heads,
     relative_offsets,
     resample_pos_embed,
     to_2tuple,
@@ -53,7 +53,7 @@ class SPSA(nn.Module):
     does. `"fused"` (the default) computes the same function with less work: the prior depends
     only on the offset (dx, dy), of which an S×S grid has (2S−1)² distinct ones (729 against
     38,416 pairs at 14×14), so the MLP runs on those and a gather spreads them over (H, N, N),
-    with the scale folded in, once per forward for every batch element; qk and v run as one GEMM.
+    with the scale folded in, once per forward for every batch element.
     The prior multiplies the logits inside the softmax, which no fused attention kernel expresses
     (it is not an additive mask), so the attention itself stays q·kᵀ, ⊙, softmax, @v.
     """
@@ -114,7 +114,7 @@ class SPSA(nn.Module):
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
         self._check_tokens(tokens)
-        q, k, v = joint_qkv(x, self.qk, self.v, self.num_heads)
+        q, k, v = qk_v_heads(x, self.qk, self.v, self.num_heads)
         prior = (self.offset_prior() * self.scale)[:, self.offset_index]  # (H, N, N), scale folded in
         attn = ((q @ k.transpose(-2, -1)) * prior).softmax(dim=-1)
         return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(batch, tokens, dim)))
@@ -160,7 +160,9 @@ class PatchEmbed4x2(nn.Module):
         self.bn2 = nn.BatchNorm2d(stem_chans)
         self.conv3 = nn.Conv2d(stem_chans, stem_chans, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn3 = nn.BatchNorm2d(stem_chans)
-        self.relu = nn.ReLU()
+        # In place: BatchNorm's backward reads its input, not its output, so training keeps one
+        # (B, 64, H/2, W/2) tensor fewer per stage.
+        self.relu = nn.ReLU(inplace=True)
         self.proj = nn.Conv2d(stem_chans, embed_dim, kernel_size=patch_size // 2, stride=patch_size // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,154 @@
+"""Training-step throughput and activation memory of ConViT, SP-ViT and CvT against DeiT of their size.
+
+A measurement aid for docs/benchmarks.md ("Training throughput"), not part of vitc. One step is a
+forward in training mode, cross-entropy, backward and an AdamW step, on fixed random images, fp32
+unless `--amp bf16`. ConViT and SP-ViT run twice: `attn_impl="reference"` (the research
+formulation) and `"fused"` (the default), with the same weights. Each round runs `--steps` steps
+of every variant in turn, so that load from other processes hits all of them alike; img/s is batch
+over the median step time across rounds. Per GMAC = (img/s × GMACs) / (DeiT's img/s × DeiT's
+GMACs), GMACs being one inference forward at batch 1 (vitc.models._stats) of the reference
+formulation, for both formulations: the architecture's cost, as in issue 13's table (the fused
+SP-SA skips 0.6 of SP-ViT-S's 7.16, so per GMAC it actually performs, its ratio is 0.915× this).
+
+Activation memory is the size of the distinct storages autograd saves for backward during one
+training forward (torch.autograd.graph.saved_tensors_hooks), parameters excluded: deterministic,
+so it is measured once, outside the timed rounds.
+
+    python docs/training_timing.py --batch 8 --rounds 5
+    python docs/training_timing.py --batch 32 --rounds 3 --steps 1
+    python docs/training_timing.py --micro --batch 64 --rounds 7 --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vitc.models import create_model
+from vitc.models._stats import model_stats
+
+# (baseline, others) per size; the first of each group is the DeiT every ratio divides by.
+GROUPS_224 = {"tiny": ("deit_tiny", "convit_tiny"), "small": ("deit_small", "convit_small", "spvit_s", "cvt_13")}
+GROUPS_MICRO = {"micro": ("deit_micro", "convit_micro", "spvit_micro", "cvt_micro")}
+TWO_FORMS = ("convit", "spvit")  # families with attn_impl
+
+
+def variants(name: str) -> list[tuple[str, dict[str, str]]]:
+    if name.startswith(TWO_FORMS):
+        return [(f"{name} reference", {"attn_impl": "reference"}), (f"{name} fused", {"attn_impl": "fused"})]
+    return [(name, {})]
+
+
+def architecture_gmacs(name: str, img: int) -> float:
+    """GMACs of the reference formulation: one figure per architecture, as in the issue's table."""
+    kwargs = {"attn_impl": "reference"} if name.startswith(TWO_FORMS) else {}
+    return float(model_stats(name, img_size=img, **kwargs)["gmacs"])
+
+
+def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct non-parameter storages saved for backward by one forward."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum()
+    return sum(seen.values())
+
+
+class Variant:
+    """One model in one formulation with its optimiser, input and a timed `step()`."""
+
+    def __init__(self, name: str, kwargs: dict[str, str], batch: int, img: int, amp: bool, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.model = create_model(name, img_size=img, **kwargs).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.x = torch.randn(batch, 3, img, img)
+        self.y = torch.randint(0, self.model.num_classes, (batch,))
+        self.amp = amp
+        self.times: list[float] = []
+
+    def autocast(self) -> torch.autocast | nullcontext[None]:
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.amp else nullcontext()
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss = F.cross_entropy(self.model(self.x), self.y)
+        loss.backward()
+        self.optimizer.step()
+        return time.perf_counter() - start
+
+    def memory(self) -> int:
+        with self.autocast():
+            return saved_activation_bytes(self.model, self.x)
+
+
+def run(groups: dict[str, tuple[str, ...]], img: int, batch: int, args: argparse.Namespace) -> None:
+    gmacs = {name: architecture_gmacs(name, img) for names in groups.values() for name in names}
+    runs = {
+        label: Variant(name, kwargs, batch, img, args.amp == "bf16", args.seed)
+        for names in groups.values()
+        for name in names
+        for label, kwargs in variants(name)
+    }
+    memory = {label: v.memory() for label, v in runs.items()}
+    for v in runs.values():  # warm-up: allocator, AdamW state
+        for _ in range(args.warmup):
+            v.step()
+    for _ in range(args.rounds):
+        for v in runs.values():
+            v.times.append(float(np.mean([v.step() for _ in range(args.steps)])))
+    print(f"\n{img}×{img}, batch {batch}, {args.amp}, {args.rounds} rounds × {args.steps} steps, median step time")
+    print("| model | GMACs | img/s | vs DeiT | per GMAC | activations MiB | vs DeiT |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for names in groups.values():
+        base = names[0]
+        base_ips = batch / float(np.median(runs[base].times))
+        for name in names:
+            for label, _ in variants(name):
+                ips = batch / float(np.median(runs[label].times))
+                per_gmac = ips * gmacs[name] / (base_ips * gmacs[base])
+                mib = memory[label] / 2**20
+                print(
+                    f"| {label} | {gmacs[name]:.3g} | {ips:.3g} | {ips / base_ips:.2f}× | {per_gmac:.2f}× "
+                    f"| {mib:.0f} | {memory[label] / memory[base]:.2f}× |"
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", default="8", help="comma-separated batch sizes")
+    parser.add_argument("--micro", action="store_true", help="the 32×32 micro models instead of 224×224")
+    parser.add_argument("--models", default="", help="comma-separated subset (a group keeps its DeiT)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=1, help="steps per variant per round (their mean is one sample)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--amp", choices=("off", "bf16"), default="off")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    groups, img = (GROUPS_MICRO, 32) if args.micro else (GROUPS_224, 224)
+    if args.models:
+        wanted = set(args.models.split(","))
+        groups = {k: (g[0], *(n for n in g[1:] if n in wanted)) for k, g in groups.items() if wanted & set(g)}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for batch in (int(b) for b in args.batch.split(",")):
+        run(groups, img, batch, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,9 @@ from vitc.cli._options import ForceOpt, SetOpt, parse_assignments
 
 
 def import_(
-    source: Annotated[Path, typer.Argument(help="Foreign checkpoint: .pth, .pt, .bin or .safetensors.")],
+    source: Annotated[
+        Path, typer.Argument(help="Foreign checkpoint (.pth, .pt, .bin, .safetensors) or a Hugging Face model folder.")
+    ],
     model: Annotated[str, typer.Option("--model", "-m", help="vitc model name, e.g. convit_small.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; receives model.safetensors.")],
     img_size: Annotated[int | None, typer.Option(help="Target resolution; position embeddings are resampled.")] = None,
@@ -25,5 +27,6 @@ def import_(
     overrides = parse_assignments(set_)
     if img_size is not None:
         overrides["img_size"] = img_size
-    path = import_checkpoint(source, model, out, force=force, **overrides)
-    console().print(f"wrote {path} ({model})")
+    terminal = console()
+    path = import_checkpoint(source, model, out, force=force, say=terminal.print, **overrides)
+    terminal.print(f"wrote {path} ({model})")

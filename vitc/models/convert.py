@@ -12,6 +12,8 @@ import importlib
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,12 @@ from vitc import __version__
 from vitc._io import sha256_file
 from vitc.checkpoint import meta_for, save_checkpoint
 from vitc.errors import VitcError
-from vitc.models._registry import get_model_cfg
+from vitc.models._registry import get_model_cfg, model_cfg
 from vitc.models.loading import build_within_limits, load_strict
 
 _WRAPPERS = ("model", "state_dict", "model_state", "model_ema", "module")
 _PREFIXES = ("module.", "model.")
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what a Hugging Face model folder holds
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -100,29 +103,163 @@ def convert_state_dict(
         raise VitcError(f"{source}: cannot adapt these weights to {model.vitc_name} ({exc})") from exc
 
 
+def weights_file(source: str | os.PathLike[str]) -> Path:
+    """The weights file itself, or the one inside a Hugging Face model folder (config.json beside it)."""
+    path = Path(source)
+    if not path.is_dir():
+        return path
+    for name in HF_WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise VitcError(f"{path}: a folder without {' or '.join(HF_WEIGHT_FILES)} (name the weights file itself)")
+
+
+def layout_of(state_dict: dict[str, torch.Tensor], family: str) -> tuple[str, dict[str, Any]]:
+    """(source format, constructor arguments that format implies).
+
+    Hugging Face's CvT uses exact erf-GELU where Microsoft's release uses QuickGELU: the same
+    weights only give Hugging Face's logits with act="gelu", so the layout decides it.
+    """
+    if any(k.startswith(("cvt.", "encoder.stages.")) for k in state_dict):
+        return "huggingface", {"act": "gelu"} if family == "cvt" else {}
+    return "official/timm", {}
+
+
 def import_checkpoint(
     source: str | os.PathLike[str],
     model_name: str,
     out_dir: str | os.PathLike[str],
     force: bool = False,
+    say: Callable[[str], None] | None = None,
     **overrides: Any,
 ) -> Path:
-    """Convert `source` into `out_dir/model.safetensors` for `model_name` (strict: every key must fit)."""
+    """Convert `source` (a file, or a Hugging Face folder) into `out_dir/model.safetensors` for
+    `model_name` (strict: every key must fit). `say` receives one line per choice made for the user."""
     target = Path(out_dir) / "model.safetensors"
     if target.exists() and not force:
         raise VitcError(f"{target} exists; pass --force to replace it")
-    model = build_within_limits(model_name, overrides, str(source))
+    source = weights_file(source)
     state_dict = read_state_dict(source)
+    family = model_cfg(model_name).family
+    layout, implied = layout_of(state_dict, family)
+    for key, value in implied.items():
+        if key not in overrides:
+            overrides[key] = value
+            if say:
+                say(f"{source.name}: Hugging Face layout, so {key}={value!r} (as it computes; --set {key}=… overrides)")
+    model = build_within_limits(model_name, overrides, str(source))
     check_tensors(state_dict, model, str(source))
     state_dict = convert_state_dict(state_dict, model, str(source))
     load_strict(model, state_dict, source=str(source))
     provenance = {
-        "source": Path(source).name,
+        "source": source.name,
         "source_sha256": sha256_file(source),
+        "source_format": layout,
         "imported_by": f"vitc {__version__}",
     }
     meta = meta_for(model, provenance=provenance)
     return save_checkpoint(target, model, meta)
 
 
-__all__ = ["convert_state_dict", "get_model_cfg", "import_checkpoint", "read_state_dict"]
+__all__ = [
+    "convert_state_dict",
+    "get_model_cfg",
+    "import_checkpoint",
+    "layout_of",
+    "load_pretrained",
+    "read_pretrained",
+    "read_state_dict",
+    "weights_file",
+]
+
+
+# ---------------------------------------------------------------- fine-tuning: `vitc train --pretrained`
+
+_HEAD = ("head.", "aux_head.")  # the classifier(s): re-initialised for another class count
+_NOT_INHERITED = ("num_classes", "img_size", "drop_path_rate", "drop_rate", "attn_drop_rate")
+
+
+@dataclass
+class Pretrained:
+    """Weights to start a run from, read before the model is built (their layout can set its arguments)."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    source_format: str  # "vitc checkpoint", "huggingface" or "official/timm"
+    args: dict[str, Any]  # constructor arguments the file implies (a vitc checkpoint's architecture, HF's act)
+    class_names: list[str] | None = None
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Where a run's starting weights came from, for the checkpoints it writes."""
+        return {"file": str(self.path.resolve()), "sha256": sha256_file(self.path), "source_format": self.source_format}
+
+
+def read_pretrained(source: str | os.PathLike[str], model_name: str) -> Pretrained:
+    """Read weights for `model_name`: a vitc checkpoint (same family) or anything `vitc import` reads."""
+    from vitc._io import read_safetensors_header
+    from vitc.checkpoint import META_KEY, CheckpointMeta
+
+    path = weights_file(source)
+    family = model_cfg(model_name).family
+    state_dict = read_state_dict(path)
+    text = (
+        (read_safetensors_header(path).get("__metadata__") or {}).get(META_KEY)
+        if path.suffix == ".safetensors"
+        else None
+    )
+    if text is None:
+        layout, implied = layout_of(state_dict, family)
+        return Pretrained(path, state_dict, layout, implied)
+    meta = CheckpointMeta.from_json(text, str(path))
+    theirs = model_cfg(meta.model).family
+    if theirs != family:
+        raise VitcError(
+            f"{path} holds {meta.model} weights ({theirs} family); they cannot start {model_name} "
+            f"({family}): use --model {meta.model} or weights of the {family} family"
+        )
+    args = {k: v for k, v in meta.args.items() if k not in _NOT_INHERITED}
+    return Pretrained(path, state_dict, "vitc checkpoint", args, meta.class_names)
+
+
+def load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list[str] | None = None) -> str:
+    """Load `pretrained` into `model` strictly, except the classifier, which keeps its fresh initialisation
+    when the class count differs (or a vitc checkpoint names other classes). Returns the line to print."""
+    source = str(pretrained.path)
+    state_dict = dict(pretrained.state_dict)
+    check_tensors(state_dict, model, source)
+    state_dict = convert_state_dict(state_dict, model, source)
+    own = model.state_dict()
+    _refuse_foreign(state_dict, own, model, source)
+    heads = {k: tuple(v.shape) for k, v in own.items() if k.startswith(_HEAD)}
+    theirs = {k: tuple(v.shape) for k, v in state_dict.items() if k.startswith(_HEAD)}
+    loaded = (
+        f"pretrained: {len(state_dict) - len(theirs)} tensors from {pretrained.path.name} ({pretrained.source_format})"
+    )
+    if theirs != heads:
+        found = theirs.get("head.weight", (0,))[0] or "no"
+        why = f"the file's classifier has {found} classes, this run {get_model_cfg(model).num_classes}"
+    elif pretrained.class_names and class_names and pretrained.class_names != class_names:
+        why = "the file's classes are not this run's"
+    else:
+        load_strict(model, state_dict, source=source)
+        return f"{loaded} and its classifier"
+    state_dict = {k: v for k, v in state_dict.items() if k not in theirs} | {k: own[k] for k in heads}
+    load_strict(model, state_dict, source=source)  # the fresh head loads onto itself
+    return f"{loaded}; head re-initialised ({why})"
+
+
+def _refuse_foreign(
+    state_dict: dict[str, torch.Tensor], own: dict[str, torch.Tensor], model: nn.Module, source: str
+) -> None:
+    """Weights of another architecture share few names with the model: say that in words, with the table."""
+    from vitc.models.loading import KeyMismatchError, compare_keys
+
+    shared = len(own.keys() & state_dict.keys())
+    if shared * 2 < len(own):
+        report = compare_keys(model, state_dict)
+        raise KeyMismatchError(
+            f"{source} does not look like {model.vitc_name} weights: only {shared} of its {len(own)} tensors "
+            f"are in the file ({report.summary()})",
+            report,
+        )

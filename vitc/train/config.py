@@ -27,6 +27,7 @@ class ModelSection:
     name: str = "convit_micro"
     args: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {depth = 4}
     drop_path_rate: float = 0.1
+    pretrained: str | None = None  # weights to start from: a vitc checkpoint or any file `vitc import` reads
 
 
 @dataclass
@@ -35,6 +36,8 @@ class DataSection:
     dir: str | None = None
     fraction: float = 1.0  # stratified share of the training split to use
     image_size: int | None = None  # default: the model's input size
+    stream: str = "auto"  # auto (stream above 512 MB of decoded train+val images) | memory | stream
+    on_bad_image: str = "skip"  # an unreadable image met while streaming: skip it (logged, counted) | stop
 
 
 @dataclass
@@ -48,6 +51,8 @@ class OptimSection:
     label_smoothing: float = 0.1
     clip_grad: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.0  # 0 disables EMA; e.g. 0.999
+    layer_decay: float = 1.0  # layer-wise lr decay: block i of depth d trains at lr * layer_decay**(d - i); 1 = off
+    freeze: str = "none"  # none | backbone (train the classifier only: a linear probe)
 
 
 @dataclass
@@ -66,7 +71,7 @@ class RunSection:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | off | bf16 | fp16
-    workers: int = 0
+    workers: int = 0  # DataLoader worker processes when the data streams (0: decode in the training process)
 
 
 @dataclass
@@ -93,8 +98,11 @@ class TrainConfig:
 
 _CHOICES = {
     "data.name": ("digits", "cifar10", "imagefolder"),
+    "data.stream": ("auto", "memory", "stream"),
+    "data.on_bad_image": ("skip", "stop"),
     "run.device": ("auto", "cpu", "cuda"),
     "run.amp": ("auto", "off", "bf16", "fp16"),
+    "optim.freeze": ("none", "backbone"),
 }
 _POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "data.image_size")
 _NON_NEGATIVE = (
@@ -168,6 +176,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in _UNIT:
         if not 0 <= flat[key] < 1:
             raise VitcError(f"config key {key} must be in [0, 1), got {flat[key]}")
+    if not 0 < cfg.optim.layer_decay <= 1:
+        raise VitcError(f"config key optim.layer_decay must be in (0, 1], got {cfg.optim.layer_decay}")
     if not 0 < cfg.data.fraction <= 1:
         raise VitcError(f"config key data.fraction must be in (0, 1], got {cfg.data.fraction}")
     scale = cfg.aug.crop_scale

@@ -1,27 +1,89 @@
-"""AdamW parameter groups, the warm-up + cosine schedule, and an EMA of the weights."""
+"""AdamW parameter groups (with layer-wise lr decay), a frozen backbone, the warm-up + cosine schedule, and an EMA."""
 
 from __future__ import annotations
 
 import copy
 import math
+import re
 
 import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
-    """Two AdamW groups: decayed weights, and the rest.
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict[str, object]]:
+    """AdamW groups: decayed weights and the rest, per layer when `layer_decay` < 1.
 
     No decay for norms and biases (every 1-D parameter, which also covers GPSA gates and SP-ViT's
     b2) nor for what the model names in `no_weight_decay()` (position embeddings, class tokens).
+    Each group carries `lr_scale`, the share of the scheduled learning rate it trains at:
+    layer_decay ** (depth + 1 - layer), with the embeddings at layer 0, block i at layer i + 1 and
+    the final norm and classifier at depth + 1 (full rate), as in BEiT/timm fine-tuning.
     """
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay, no_decay = [], []
+    layers, depth = layer_ids(model)
+    groups: dict[tuple[int, bool], dict[str, object]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decayed = not (param.ndim <= 1 or name in skip)
+        layer = layers[name] if layer_decay < 1.0 else depth + 1
+        group = groups.setdefault(
+            (layer, decayed),
+            {
+                "params": [],
+                "weight_decay": weight_decay if decayed else 0.0,
+                "lr_scale": layer_decay ** (depth + 1 - layer),
+            },
+        )
+        group["params"].append(param)  # type: ignore[union-attr]
+    return [groups[key] for key in sorted(groups, key=lambda k: (k[0], not k[1]))]
+
+
+_BLOCK = re.compile(r"(?:stage(\d+)\.)?blocks\.(\d+)\.")
+_STAGE = re.compile(r"stage(\d+)\.")
+_TOP = ("head.", "aux_head.", "norm.", "fc_norm.")
+
+
+def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
+    """Each parameter's layer for layer-wise decay, and the depth (number of blocks).
+
+    Blocks are `blocks.i` (DeiT, ConViT, SP-ViT) or `stage{s}.blocks.j` (CvT, numbered on across
+    stages); a CvT stage's own embedding and class token sit with the last block before it.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    blocks = sorted({(int(m[1] or 0), int(m[2])) for n in names if (m := _BLOCK.match(n))})
+    order = {block: i + 1 for i, block in enumerate(blocks)}
+    depth = len(blocks)
+    ids = {}
+    for name in names:
+        if (m := _BLOCK.match(name)) is not None:
+            ids[name] = order[(int(m[1] or 0), int(m[2]))]
+        elif name.startswith(_TOP):
+            ids[name] = depth + 1
+        elif (m := _STAGE.match(name)) is not None:
+            ids[name] = sum(1 for stage, _ in blocks if stage < int(m[1]))
+        else:
+            ids[name] = 0
+    return ids, depth
+
+
+def freeze_backbone(model: nn.Module) -> int:
+    """Train the classifier only (a linear probe): every other parameter stops requiring gradients.
+    Returns how many tensors were frozen."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if not name.startswith(("head.", "aux_head.")):
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def backbone_eval(model: nn.Module) -> None:
+    """Put a frozen backbone in eval mode after `model.train()`: its BatchNorm statistics (CvT) stay those
+    of the pretrained weights and drop-path stays off, so the features the probe learns on are fixed."""
+    for name, module in model.named_children():
+        if name not in ("head", "aux_head"):
+            module.eval()
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float) -> float:

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from tests.quant.conftest import onnx_logits
 from vitc.quant.fp16 import mixed_type_nodes
 
 
@@ -40,10 +41,20 @@ def test_fp16_structure(exports: dict) -> None:
     assert exports["fp16"].manifest["io_dtype"] == "float32"
 
 
-def test_fp16_numbers(exports: dict) -> None:
-    drift = exports["fp16"].manifest["drift"]
-    assert drift["cosine"] > 0.9999 and drift["max_abs_diff"] < 0.05
-    assert drift["agreement"] >= 99.0 and -drift["delta_top1"] <= 0.1 + 1e-9
+def test_fp16_logits_follow_the_fp32_model(exports: dict, digits_reference: dict) -> None:
+    """The FP16 file on ONNX Runtime against the FP32 PyTorch model, measured here on digits' 360 test images.
+
+    Bounds as `vitc export` states them for FP16 (cosine > 0.9999, max |Δ logit| < 0.05, top-1 agreement
+    ≥ 99%, at most 0.1 points of top-1 lost): float16 keeps 11 significant bits in the matmuls, and the
+    float islands (LayerNorm, Softmax, head) keep the rest in float32.
+    """
+    ref, labels = digits_reference["logits"], digits_reference["labels"]
+    got = onnx_logits(exports["fp16"].onnx_path, digits_reference["images"])
+    assert got.shape == ref.shape and not np.array_equal(got, ref)  # float16 rounding is there, and small
+    cosine = np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cosine.min() > 0.9999 and np.abs(got - ref).max() < 0.05
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
+    assert (got.argmax(1) == labels).mean() >= (ref.argmax(1) == labels).mean() - 0.001
 
 
 def test_fp16_io(trained_ckpt, tmp_path) -> None:

@@ -7,6 +7,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from tests.quant.conftest import onnx_logits
+
 
 def test_int8_structure(exports: dict) -> None:
     proto = onnx.load(str(exports["int8"].onnx_path))
@@ -65,10 +67,18 @@ def test_int8_structure(exports: dict) -> None:
             assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
 
 
-def test_int8_drift_within_bounds(exports: dict) -> None:
-    m = exports["int8"].manifest
-    assert -m["drift"]["delta_top1"] <= 1.0 + 1e-9 and m["drift"]["agreement"] >= 95.0
-    assert m["precision_report"]["excluded"]["/head/Gemm"] == "classifier head"
+def test_int8_logits_follow_the_fp32_model(exports: dict, digits_reference: dict) -> None:
+    """The INT8 file on ONNX Runtime against the FP32 PyTorch model, measured here on digits' 360 test images.
+
+    Bounds as `vitc export` states them for INT8: top-1 agreement ≥ 95% and at most 1 point of top-1 lost.
+    Quantisation noise is real (the logits move), but the head stays float.
+    """
+    ref, labels = digits_reference["logits"], digits_reference["labels"]
+    got = onnx_logits(exports["int8"].onnx_path, digits_reference["images"])
+    assert got.shape == ref.shape and np.abs(got - ref).max() > 1e-3  # quantised, not a float copy
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.95
+    assert (got.argmax(1) == labels).mean() >= (ref.argmax(1) == labels).mean() - 0.01
+    assert exports["int8"].manifest["precision_report"]["excluded"]["/head/Gemm"] == "classifier head"
 
 
 def test_int8_keeps_positional_tables_float(exports: dict) -> None:

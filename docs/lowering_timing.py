@@ -79,9 +79,10 @@ def eager(args: argparse.Namespace) -> None:
 
 
 def onnxruntime(args: argparse.Namespace) -> None:
-    from vitc.export.onnx_export import BatchSpec, clean, export_onnx, session
+    from vitc.artifacts import BatchRange
+    from vitc.export.onnx_export import clean, export_onnx, session
 
-    spec = BatchSpec.parse(None, "1:8:32")
+    spec = BatchRange.from_options(None, "1:8:32")
 
     def ort(name: str, model: torch.nn.Module) -> Callable[[np.ndarray], object]:
         proto = clean(export_onnx(model, (3, 224, 224), 17, spec))[0]

@@ -3,7 +3,7 @@
 The published .pyi files have two syntax errors: parameters named `in` (IPluginV3 methods) and
 `add_scale_nd`'s `channel_axis` without a default after defaulted parameters. This renames the
 first to `in_` and gives the second a default. Usage: python tests/engines/repair_trt_stubs.py OUT
-then MYPYPATH=OUT mypy --strict vitc/engines/tensorrt.py vitc/engines/trt_build.py
+then MYPYPATH=OUT mypy --strict vitc/engines/tensorrt.py vitc/build/tensorrt.py
 vitc/engines/trt_runner.py vitc/engines/cuda.py
 """
 

@@ -48,7 +48,7 @@ def test_mypy_strict_trt_adapters(tmp_path: Path):
             "--cache-dir",
             str(tmp_path / "cache"),
             "vitc/engines/tensorrt.py",
-            "vitc/engines/trt_build.py",
+            "vitc/build/tensorrt.py",
             "vitc/engines/trt_runner.py",
             "vitc/engines/cuda.py",
         ],

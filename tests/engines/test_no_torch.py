@@ -12,8 +12,8 @@ import sys
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import json, typer
 from typer.testing import CliRunner
-import vitc.engines, vitc.engines.onnxrt, vitc.engines.tensorrt, vitc.engines.cuda, vitc.engines.manifest
-import vitc.engines.trt_build, vitc.engines.trt_runner
+import vitc.engines, vitc.engines.onnxrt, vitc.engines.tensorrt, vitc.engines.cuda, vitc.artifacts
+import vitc.build.tensorrt, vitc.engines.trt_runner
 import vitc.bench.timing, vitc.bench.report, vitc.bench.runner, vitc.cli.bench, vitc.cli.info
 from vitc.cli._errors import handle_errors
 from vitc.cli.bench import bench

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.engines.conftest import manifest_record
+from vitc.artifacts import load_heldout, load_manifest, manifest_for, parse_manifest
 from vitc.engines import backend_for_path, runner_class, runner_for_path
-from vitc.engines.manifest import load_heldout, load_manifest, manifest_for, parse_manifest
 from vitc.engines.onnxrt import choose_providers
 from vitc.errors import VitcError
 

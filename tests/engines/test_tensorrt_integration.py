@@ -17,9 +17,9 @@ pytestmark = pytest.mark.tensorrt
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_build_and_run_tiny(tmp_path: Path, export_dir: Path, precision: str):
-    from vitc.engines.manifest import load_manifest
+    from vitc.artifacts import load_manifest
+    from vitc.build.tensorrt import BuildOptions, build_engine
     from vitc.engines.tensorrt import load_sidecar
-    from vitc.engines.trt_build import BuildOptions, build_engine
     from vitc.engines.trt_runner import TensorRTRunner
 
     manifest = load_manifest(export_dir)
@@ -36,10 +36,10 @@ def test_build_convit_engines_and_bench(tmp_path: Path, exports: dict) -> None:
     """The trained convit_micro's fp32/fp16/int8 exports → engines; drift within the export's bounds; bench."""
     from typer.testing import CliRunner
 
+    from vitc.artifacts import load_manifest
+    from vitc.build.tensorrt import BuildOptions, build_engine
     from vitc.cli.main import app
-    from vitc.engines.manifest import load_manifest
     from vitc.engines.tensorrt import load_sidecar
-    from vitc.engines.trt_build import BuildOptions, build_engine
 
     plans = []
     for precision, result in exports.items():
@@ -58,7 +58,7 @@ def test_build_convit_engines_and_bench(tmp_path: Path, exports: dict) -> None:
 
 
 def test_static_engine_cuda_graph(tmp_path: Path):
-    from vitc.engines.trt_build import BuildOptions, build_engine
+    from vitc.build.tensorrt import BuildOptions, build_engine
     from vitc.engines.trt_runner import TensorRTRunner
 
     onnx = make_tiny_onnx(tmp_path / "s.onnx", batch=2)

@@ -3,39 +3,55 @@
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 import pytest
 
 from tests.engines.conftest import manifest_record
+from vitc.artifacts import BatchRange, parse_manifest
+from vitc.build import tensorrt as B
 from vitc.engines import tensorrt as T
-from vitc.engines import trt_build as B
-from vitc.engines.manifest import BatchRange, parse_manifest
 from vitc.errors import VitcError
+
+# The flags each release needs for a precision-baked ONNX graph, written out from NVIDIA's sources
+# (include/NvInfer.h and the release notes of each branch; tests/engines/trt_api/ has the names):
+# before 10 an ONNX network needs kEXPLICIT_BATCH and weak typing takes the FP16/INT8 builder flags
+# (INT8 Q/DQ graphs also keep FP16 allowed for the float islands); 10.x builds precision-baked graphs
+# as kSTRONGLY_TYPED networks, where precision flags are an error; 11 is always strongly typed and
+# has neither EXPLICIT_BATCH nor the precision flags. FP32 stays weakly typed (TF32 allowed) before 11.
+EB, ST = ("EXPLICIT_BATCH",), ("STRONGLY_TYPED",)
+PLANS = {  # version: {precision: (network_flags, builder_flags, strongly_typed)}
+    "8.5.2": {"fp32": (EB, (), False), "fp16": (EB, ("FP16",), False), "int8": (EB, ("INT8", "FP16"), False)},
+    "8.6.1": {"fp32": (EB, (), False), "fp16": (EB, ("FP16",), False), "int8": (EB, ("INT8", "FP16"), False)},
+    "10.0.1": {"fp32": ((), (), False), "fp16": (ST, (), True), "int8": (ST, (), True)},
+    "10.16.0": {"fp32": ((), (), False), "fp16": (ST, (), True), "int8": (ST, (), True)},
+    "11.1.0": {"fp32": ((), (), True), "fp16": ((), (), True), "int8": ((), (), True)},
+}
+
+
+@pytest.mark.parametrize("version", list(PLANS))
+def test_precision_plans_per_version(version):
+    feat = T.features(version)
+    for precision, (network, builder, strong) in PLANS[version].items():
+        assert T.precision_plan(feat, precision) == T.PrecisionPlan(network, builder, strong), precision
+    with pytest.raises(VitcError, match="unknown precision"):
+        T.precision_plan(feat, "bf16")
 
 
 @pytest.mark.parametrize(
-    ("version", "fp16", "int8", "opt_level", "hw"),
-    [
-        ("8.5.2", ((), ("FP16",), False), ((), ("INT8", "FP16"), False), False, False),
-        ("8.6.1", ((), ("FP16",), False), ((), ("INT8", "FP16"), False), True, True),
-        ("10.3.0", (("STRONGLY_TYPED",), (), True), (("STRONGLY_TYPED",), (), True), True, True),
-        ("11.1.0", ((), (), True), ((), (), True), True, True),
+    ("version", "expected"),
+    [  # (opt level, AMPERE_PLUS, SAME_COMPUTE_CAPABILITY, VERSION_COMPATIBLE): 8.6 added three, 10.9 one
+        ("8.5.3", (False, False, False, False)),
+        ("8.6.1", (True, True, False, True)),
+        ("10.8.0", (True, True, False, True)),
+        ("10.9.0", (True, True, True, True)),
+        ("11.0.0", (True, True, True, True)),
     ],
 )
-def test_precision_plans_per_version(version, fp16, int8, opt_level, hw):
+def test_features_per_version(version, expected):
     feat = T.features(version)
-    batch_flag = ("EXPLICIT_BATCH",) if feat.version[0] < 10 else ()
-    for precision, (net, flags, strong) in (("fp16", fp16), ("int8", int8)):
-        plan = T.precision_plan(feat, precision)
-        assert plan.network_flags == batch_flag + net and plan.builder_flags == flags and plan.strongly_typed is strong
-    fp32 = T.precision_plan(feat, "fp32")
-    assert fp32.builder_flags == () and fp32.network_flags == batch_flag
-    assert fp32.strongly_typed is (feat.version[0] >= 11)
-    assert feat.optimization_level is opt_level and feat.hardware_compatibility is hw
-    assert feat.precision_flags is (feat.version[0] < 11)
-    assert feat.same_compute_capability is (feat.major_minor >= (10, 9))
+    got = (feat.optimization_level, feat.hardware_compatibility, feat.same_compute_capability)
+    assert (*got, feat.version_compatible) == expected
 
 
 def test_parse_version():
@@ -139,103 +155,3 @@ def test_sidecar_contents(tmp_path: Path):
     assert side["jetson"]["jetpack"] == "6.1/6.2" and side["build_seconds"] == 12.346
     assert side["dla_fallback_layers"] == ["Softmax_3"]
     assert T.sidecar_path(tmp_path / "a.plan").name == "a.plan.json"
-
-
-class _Enum:
-    def __init__(self, **values: int) -> None:
-        self.__dict__.update(values)
-
-
-def test_build_configures_flags_through_a_fake_trt(tmp_path: Path, monkeypatch, tiny_onnx):
-    """build_engine with a fake `trt` module: which network and builder flags reach the API."""
-    calls: dict[str, list] = {"flags": [], "network": []}
-
-    class Config:
-        builder_optimization_level = 3
-
-        def set_flag(self, flag):
-            calls["flags"].append(flag)
-
-        def set_memory_pool_limit(self, pool, size):
-            calls["pool"] = size
-
-        def add_optimization_profile(self, p):
-            calls["profile"] = p.shapes
-
-        def create_timing_cache(self, data):
-            return data
-
-        def set_timing_cache(self, cache, ignore):
-            return True
-
-        def get_timing_cache(self):
-            return types.SimpleNamespace(serialize=lambda: b"cache")
-
-    class Profile:
-        def set_shape(self, name, lo, opt, hi):
-            self.shapes = (name, lo, opt, hi)
-
-    tensor = types.SimpleNamespace(name="input", shape=[-1, 3, 8, 8])
-    network = types.SimpleNamespace(get_input=lambda i: tensor, num_layers=0)
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            calls["network"].append(flags)
-            return network
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, net, cfg):
-            return b"ftrt" + bytes(60)
-
-    class Parser:
-        def __init__(self, net, logger):
-            pass
-
-        def parse_from_file(self, path):
-            return True
-
-    def fake(version: str):
-        return types.SimpleNamespace(
-            __version__=version,
-            Logger=type("L", (), {"WARNING": 2, "__init__": lambda s, lvl: None}),
-            Builder=Builder,
-            OnnxParser=Parser,
-            Dims=tuple,
-            NetworkDefinitionCreationFlag=_Enum(EXPLICIT_BATCH=0, STRONGLY_TYPED=1),
-            BuilderFlag=_Enum(FP16=10, INT8=11, VERSION_COMPATIBLE=12),
-            MemoryPoolType=_Enum(WORKSPACE=0),
-        )
-
-    monkeypatch.setattr(T, "tensorrt_available", lambda: True)
-    monkeypatch.setattr("vitc.engines.cuda.Cuda.__init__", lambda self, prefer=None: None)
-    monkeypatch.setattr(
-        "vitc.engines.cuda.Cuda.device_properties", lambda self, d=0: {"name": "G", "compute_capability": "8.7"}
-    )
-    expected = {"8.5.2": (1, [11, 10]), "10.3.0": (2, []), "11.1.0": (0, [])}
-    for version, (network_flags, builder_flags) in expected.items():
-        calls["flags"].clear()
-        fake_trt = fake(version)
-        monkeypatch.setattr(T, "trt", fake_trt)  # installed_version() reads the version here
-        monkeypatch.setattr(B, "trt", fake_trt)  # build_engine drives the builder here
-        out = tmp_path / version / "m.plan"
-        opts = B.BuildOptions(
-            onnx=tiny_onnx, output=out, precision="int8", batch=BatchRange.parse("1:2:4"), workspace_mb=64
-        )
-        result = B.build_engine(opts)
-        assert calls["network"][-1] == network_flags and calls["flags"] == builder_flags
-        assert calls["pool"] == 64 << 20 and calls["profile"][1] == (1, 3, 8, 8) and calls["profile"][3] == (4, 3, 8, 8)
-        assert out.read_bytes()[:4] == b"ftrt" and (out.parent / f"timing-trt{version}.cache").read_bytes() == b"cache"
-        assert json.loads(T.sidecar_path(out).read_text())["tensorrt"] == version == result.sidecar["tensorrt"]
-    fake_trt = fake("8.5.2")
-    monkeypatch.setattr(T, "trt", fake_trt)
-    monkeypatch.setattr(B, "trt", fake_trt)
-    with pytest.raises(VitcError, match=r"8\.6 or newer"):
-        B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "x.plan", opt_level=5))

@@ -158,7 +158,7 @@ def test_every_fake_release_loads(version):
 ALL = sorted(
     (p.stem.removeprefix("trt_") for p in API_DIR.glob("trt_*.json")), key=lambda v: tuple(map(int, v.split(".")))
 )
-ADAPTERS = ("vitc/engines/tensorrt.py", "vitc/engines/trt_build.py", "vitc/engines/trt_runner.py")
+ADAPTERS = ("vitc/engines/tensorrt.py", "vitc/build/tensorrt.py", "vitc/engines/trt_runner.py")
 GATED = {  # names the adapters use only when a feature says the release has them
     "HardwareCompatibilityLevel": "hardware_compatibility",
     "BuilderFlag.VERSION_COMPATIBLE": "version_compatible",

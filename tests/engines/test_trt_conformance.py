@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from tests.engines.conftest import make_tiny_onnx, manifest_record
 from tests.engines.fakes.cuda_fakes import install_cuda
 from tests.engines.fakes.tensorrt_fake import VERSIONS, FakeTensorRT, install_tensorrt
+from vitc.artifacts import BatchRange
+from vitc.build import tensorrt as B
 from vitc.cli.main import app
 from vitc.engines import tensorrt as T
-from vitc.engines import trt_build as B
-from vitc.engines.manifest import BatchRange
 from vitc.engines.trt_runner import TensorRTRunner
 from vitc.errors import VitcError
 

@@ -11,8 +11,9 @@ import onnx
 import pytest
 import torch
 
-from vitc.export import manifest as mf
-from vitc.export.onnx_export import BatchSpec, clean, export_onnx, parity, run_batches, session
+from vitc import artifacts as mf
+from vitc.artifacts import BatchRange
+from vitc.export.onnx_export import clean, export_onnx, parity, run_batches, session
 from vitc.export.trt_rules import check_onnx
 
 MICRO = {
@@ -29,7 +30,7 @@ def test_fp32_parity_all_families(name: str) -> None:
 
     torch.manual_seed(0)
     model = create_model(name, **MICRO[name]).eval()
-    batch = BatchSpec(1, 2, 4)
+    batch = BatchRange(1, 2, 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         proto, counts = clean(export_onnx(model, (3, 32, 32), 17, batch))
@@ -66,13 +67,13 @@ def test_manifest_and_metadata(exports: dict, trained_ckpt) -> None:
 
 def test_heldout_reproduces_reference(exports: dict) -> None:
     """The engine step checks accuracy from the held-out set with numpy only: the stored data must agree."""
-    from vitc.bench.drift import compare_logits
+    from vitc.artifacts.drift import compare_logits
 
     result = exports["fp32"]
     held = np.load(result.onnx_path.parent / result.manifest["heldout"])
     assert held["images"].dtype == np.float32 and held["labels"].dtype == np.int64
     assert held["reference_logits"].dtype == np.float32
-    (logits,) = run_batches(session(str(result.onnx_path)), held["images"], BatchSpec(1, 4, 8))
+    (logits,) = run_batches(session(str(result.onnx_path)), held["images"], BatchRange(1, 4, 8))
     report = compare_logits(held["reference_logits"], logits, held["labels"])
     assert report.max_abs_diff <= 1e-4 and report.agreement == 100.0
     assert report.reference_top1 > 30  # the fixture's training made it better than chance

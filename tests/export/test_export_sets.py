@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from vitc._io import sha256_file
+from vitc.artifacts import load_heldout, load_manifest, manifest_for
 from vitc.cli.main import app
-from vitc.engines.manifest import load_heldout, load_manifest, manifest_for
 from vitc.errors import VitcError
 
 pytest.importorskip("onnxruntime")

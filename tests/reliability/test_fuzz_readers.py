@@ -17,9 +17,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vitc.artifacts import parse_manifest
 from vitc.checkpoint import CheckpointMeta, load_model, read_meta, save_checkpoint
 from vitc.cli._options import parse_assignments
-from vitc.engines.manifest import parse_manifest
 from vitc.engines.tensorrt import parse_plan_header
 from vitc.errors import VitcError
 from vitc.models import create_model
@@ -143,7 +143,7 @@ def test_mutated_onnx_metadata(tmp_path: Path) -> None:
 
 
 def test_mutated_manifests(tmp_path: Path) -> None:
-    from vitc.engines.manifest import load_manifest
+    from vitc.artifacts import load_manifest
 
     record = {"format": "vitc.export", "version": 1, "model": "convit_micro", "precision": "fp16",
               "input_size": [3, 32, 32], "batch": {"min": 1, "opt": 8, "max": 32}, "trt_target": "10"}  # fmt: skip

@@ -68,7 +68,7 @@ def test_force_replaces_the_run_once_the_new_one_has_a_checkpoint(finished: tupl
 
 
 def test_a_killed_force_run_leaves_the_old_run(finished: tuple[dict[str, Any], Path]) -> None:
-    overrides, run = finished
+    _, run = finished
     before = _snapshot(run)
     folder = RunFolder(run.parent, "tiny")
     folder.start(force=True, resume=False)  # as a --force run that is then killed during its first epoch
@@ -123,5 +123,6 @@ def test_fewer_images_than_one_batch_trains_on_a_partial_batch(tiny: dict[str, A
     small = {**tiny, "data.fraction": 0.02, "optim.batch_size": 64, "optim.epochs": 1}  # 22 training images
     result = runner.invoke(app, ["train", "-q", *_set(small)])
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in (Path(tiny["run.out_dir"]) / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    metrics = Path(tiny["run.out_dir"]) / "tiny" / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["lr"] > 0

@@ -1,10 +1,11 @@
-"""Reader for `vitc export` artifacts: manifests and held-out sets (numpy only, no torch).
+"""The export manifest: one self-describing JSON per precision, mirrored in the ONNX metadata_props.
 
-An export folder holds, per precision, `model.<precision>.onnx` and `manifest.<precision>.json`
-(what the ONNX file is, how to feed it, the batch range it was exported for, the drift measured
-against PyTorch), and the held-out set each manifest names, `heldout.<hash>.npz` (normalised images,
-labels and PyTorch FP32 reference logits). `vitc build` and `vitc bench --data` use them to check an
-engine's accuracy on a machine without torch.
+Layout of `export/<run>/`, written by `vitc export` and read by `vitc build`, `bench` and `info`:
+    model.<precision>.onnx      the artifact; metadata_props hold every manifest key (JSON strings)
+                                except `onnx_sha256` (a file cannot contain its own hash)
+    manifest.<precision>.json   what the ONNX file is, how to feed it, the batch range it was exported
+                                for, the drift measured against PyTorch, `onnx_sha256`, `heldout_sha256`
+    heldout.<sha16>.npz         its held-out set (vitc.artifacts.heldout)
 
 The files of one export are written one after the other, so a kill can leave a manifest beside
 another export's ONNX file; the manifest records the sha256 of both the ONNX file and its held-out
@@ -15,14 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vitc._io import parse_json, sha256_file
+from vitc.artifacts.batch import BatchRange
 from vitc.errors import VitcError
 
 FORMAT = "vitc.export"
@@ -32,41 +31,32 @@ IO_DTYPES = ("float32", "float16")
 TRT_TARGETS = ("8.5", "8.6", "10", "11")
 
 
-@dataclass(frozen=True)
-class BatchRange:
-    """An optimisation-profile batch range; static when min == opt == max."""
+def onnx_name(precision: str) -> str:
+    return f"model.{precision}.onnx"
 
-    min: int
-    opt: int
-    max: int
 
-    def __post_init__(self) -> None:
-        if not (1 <= self.min <= self.opt <= self.max):
-            raise VitcError(f"batch range must satisfy 1 <= min <= opt <= max, got {self.min}:{self.opt}:{self.max}")
+def manifest_name(precision: str) -> str:
+    return f"manifest.{precision}.json"
 
-    @property
-    def static(self) -> bool:
-        return self.min == self.opt == self.max
 
-    @classmethod
-    def parse(cls, text: str) -> BatchRange:
-        """'8' (static) or 'MIN:OPT:MAX', e.g. '1:8:32'."""
-        parts = text.strip().split(":")
+def set_metadata(model: Any, manifest: dict[str, Any]) -> None:
+    """Write every manifest entry (but the file's own hash) into `model.metadata_props` as JSON strings."""
+    del model.metadata_props[:]
+    for key, value in manifest.items():
+        if key == "onnx_sha256":
+            continue
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, json.dumps(value)
+
+
+def get_metadata(model: Any) -> dict[str, Any]:
+    out = {}
+    for prop in model.metadata_props:
         try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            raise VitcError(f"--batch expects N or MIN:OPT:MAX, got {text!r}") from None
-        if len(values) == 1:
-            return cls(values[0], values[0], values[0])
-        if len(values) != 3:
-            raise VitcError(f"--batch expects N or MIN:OPT:MAX, got {text!r}")
-        return cls(*values)
-
-    def to_dict(self) -> dict[str, int]:
-        return {"min": self.min, "opt": self.opt, "max": self.max}
-
-    def __str__(self) -> str:
-        return f"{self.min}:{self.opt}:{self.max}"
+            out[prop.key] = json.loads(prop.value)
+        except (json.JSONDecodeError, RecursionError):  # not what vitc wrote: shown as the raw text
+            out[prop.key] = prop.value
+    return out
 
 
 @dataclass(frozen=True)
@@ -98,7 +88,7 @@ class ExportManifest:
 
     @property
     def onnx_path(self) -> Path:
-        return self.directory / f"model.{self.precision}.onnx"
+        return self.directory / onnx_name(self.precision)
 
     @property
     def heldout_path(self) -> Path | None:
@@ -130,11 +120,7 @@ def parse_manifest(record: Any, path: Path) -> ExportManifest:
     size = _require(record, "input_size", source)
     if not (isinstance(size, list) and len(size) == 3 and all(isinstance(s, int) and s > 0 for s in size)):
         raise VitcError(f"{source}: input_size must be [C, H, W], got {size!r}")
-    batch = _require(record, "batch", source)
-    try:
-        batch_range = BatchRange(int(batch["min"]), int(batch["opt"]), int(batch["max"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise VitcError(f"{source}: batch must be {{min, opt, max}}, got {batch!r}") from exc
+    batch_range = BatchRange.from_dict(_require(record, "batch", source), source)
     heldout = record.get("heldout")
     if heldout is not None and (
         not isinstance(heldout, str) or Path(heldout).name != heldout or heldout in ("", ".", "..")
@@ -243,99 +229,3 @@ def check_file_hash(path: Path, expected: str | None, manifest: Path) -> None:
             f"{path} is not the file {manifest.name} describes (sha256 differs): the export was interrupted "
             "or mixed with another one; run vitc export again with --force"
         )
-
-
-@dataclass(frozen=True)
-class Heldout:
-    images: np.ndarray  # float32 N×C×H×W, normalised
-    labels: np.ndarray  # int64 N
-    reference_logits: np.ndarray  # float32 N×K, PyTorch FP32
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
-def heldout_for(source: str | os.PathLike[str] | ExportManifest) -> tuple[Path, str | None]:
-    """(held-out file, expected sha256) for a manifest, an export folder or a .npz path.
-
-    An export folder resolves through its manifests; exports of one folder made from different
-    checkpoints have different held-out sets, and then the manifest must be named.
-    """
-    if isinstance(source, ExportManifest):
-        if source.heldout_path is None:
-            raise VitcError(f"{source.path}: the export manifest names no held-out set")
-        return source.heldout_path, source.heldout_sha256
-    path = Path(source)
-    if path.is_file() and path.suffix == ".json":
-        return heldout_for(load_manifest(path))
-    if not path.is_dir():  # a .npz named directly: still checked against a manifest that names it
-        named_by = [m for m in _manifests(path.parent) if m.heldout == path.name and m.heldout_sha256]
-        return path, named_by[0].heldout_sha256 if named_by else None
-    manifests = _manifests(path)
-    named = {(m.heldout, m.heldout_sha256) for m in manifests if m.heldout}
-    if len(named) > 1:
-        listed = ", ".join(m.path.name for m in manifests)
-        raise VitcError(f"{path} holds exports with different held-out sets ({listed}): name a manifest file")
-    if named:
-        return heldout_for(next(m for m in manifests if m.heldout))
-    return path / "heldout.npz", None  # a folder written before manifests named their held-out set
-
-
-def _manifests(folder: Path) -> list[ExportManifest]:
-    return [load_manifest(m) for m in sorted(folder.glob("manifest.*.json"))]
-
-
-def load_heldout(source: str | os.PathLike[str] | ExportManifest) -> Heldout:
-    """Load a held-out set from its .npz, a manifest or an export folder; checks hash, sizes and shapes."""
-    path, expected = heldout_for(source)
-    if not path.is_file():
-        raise VitcError(f"{path}: no such held-out set")
-    check_file_hash(path, expected, source.path if isinstance(source, ExportManifest) else Path("its manifest"))
-    _check_npz_sizes(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ("images", "labels", "reference_logits") if k in data}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise VitcError(f"{path}: not a held-out set (.npz of images, labels, reference_logits)") from exc
-    missing = {"images", "labels", "reference_logits"} - set(arrays)
-    if missing:
-        raise VitcError(f"{path}: the held-out set lacks {', '.join(sorted(missing))}")
-    images, labels, logits = arrays["images"], arrays["labels"], arrays["reference_logits"]
-    n = labels.shape[0] if labels.ndim == 1 else -1
-    if images.ndim != 4 or logits.ndim != 2 or images.shape[0] != n or logits.shape[0] != n:
-        raise VitcError(
-            f"{path}: inconsistent held-out shapes: images {images.shape}, labels {labels.shape}, "
-            f"reference_logits {logits.shape}"
-        )
-    for name, array in (("images", images), ("reference_logits", logits)):
-        if array.dtype.kind != "f" or not np.isfinite(array).all():
-            raise VitcError(f"{path}: the held-out {name} are not all finite floats")
-    if labels.dtype.kind not in "iu" or (n and (labels.min() < 0 or labels.max() >= logits.shape[1])):
-        raise VitcError(f"{path}: held-out labels must be class indices below {logits.shape[1]}")
-    return Heldout(images.astype(np.float32), labels.astype(np.int64), logits.astype(np.float32))
-
-
-def _check_npz_sizes(path: Path) -> None:
-    """Every array's declared shape must match the bytes stored for it: a 1 KB file cannot make numpy
-    allocate gigabytes. Object arrays (pickles) are refused."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    fmt = np.lib.format
-                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-                    shape, _, dtype = read(member)
-                    header = member.tell()
-                if dtype.hasobject:
-                    raise VitcError(f"{path}: {info.filename} holds Python objects, not numbers")
-                needed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-                if needed != info.file_size - header:
-                    raise VitcError(
-                        f"{path}: {info.filename} declares shape {shape} ({needed} bytes) but stores "
-                        f"{info.file_size - header} bytes"
-                    )
-    except VitcError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise VitcError(f"{path}: not a held-out set (.npz of images, labels, reference_logits)") from exc

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vitc.bench.drift import DriftReport, compare_logits
+from vitc.artifacts import Heldout
 from vitc.bench.report import BenchReport, BenchRow, base_environment
 from vitc.bench.timing import LatencyStats, Step, TimingPlan, collect
+from vitc.engines.accuracy import heldout_accuracy
 from vitc.engines.base import BaseRunner
-from vitc.engines.manifest import Heldout
 from vitc.errors import VitcError
 from vitc.limits import MAX_BATCH
 
@@ -30,23 +30,6 @@ def parse_batches(text: str) -> list[int]:
     if not batches or any(not 1 <= b <= MAX_BATCH for b in batches):
         raise VitcError(f"--batch expects sizes from 1 to {MAX_BATCH}, got {text!r}")
     return batches
-
-
-def accuracy(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> DriftReport:
-    """Run the held-out images through an active runner and compare with the reference logits."""
-    meta = runner.get_input_metadata()[0]
-    output = runner.get_output_metadata()[0].name
-    step = meta.static_batch or min(batch, runner.max_batch() or batch)  # a profile may stop below `batch`
-    images = heldout.images.astype(meta.dtype)
-    chunks = []
-    for start in range(0, len(heldout), step):
-        part = images[start : start + step]
-        real = part.shape[0]
-        if meta.static_batch and real < step:  # pad the last chunk of a static-batch engine
-            pad = np.zeros((step - real, *part.shape[1:]), dtype=part.dtype)
-            part = np.concatenate([part, pad])
-        chunks.append(np.asarray(runner.infer({meta.name: part})[output], dtype=np.float32)[:real])
-    return compare_logits(heldout.reference_logits, np.concatenate(chunks), heldout.labels)
 
 
 def bench_runners(
@@ -81,7 +64,7 @@ def bench_runners(
     with contextlib.ExitStack() as stack:
         for runner in runners:  # all active at once, so that rounds can interleave them
             stack.enter_context(runner)
-        drift = {r.name: accuracy(r, heldout) if heldout is not None else None for r in runners}
+        drift = {r.name: heldout_accuracy(r, heldout) if heldout is not None else None for r in runners}
         steps: dict[tuple[int, int], Step] = {}
         for index, runner in enumerate(runners):
             for batch in batches:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vitc.artifacts import BatchRange, ExportManifest
 from vitc.engines.base import LazyModule
-from vitc.engines.manifest import BatchRange, ExportManifest
 from vitc.engines.tensorrt import (
     HARDWARE_COMPAT,
     HARDWARE_LEVELS,
@@ -250,7 +250,7 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     if keep_cache:
         _save_timing_cache(config, cache_path, warnings)
     if opts.check and opts.manifest is not None and opts.manifest.heldout_path is not None:
-        sidecar["engine_drift"] = engine_drift(opts.output, opts.manifest.heldout_path)
+        sidecar["engine_drift"] = engine_drift(opts.output, opts.manifest)
         write_json(sidecar_path(opts.output), sidecar)
     return BuildResult(opts.output, sidecar, dla_fallback, warnings)
 
@@ -339,13 +339,13 @@ def _configure_dla(
     return fallback
 
 
-def engine_drift(plan: Path, heldout_path: Path) -> dict[str, Any]:
-    """The post-build check: the export's held-out set through the engine vs the reference logits."""
-    from vitc.bench.runner import accuracy
-    from vitc.engines.manifest import load_heldout
+def engine_drift(plan: Path, manifest: ExportManifest) -> dict[str, Any]:
+    """The post-build check: the export's held-out set (its hash checked) through the engine vs the reference."""
+    from vitc.artifacts import load_heldout
+    from vitc.engines.accuracy import heldout_accuracy
 
     with TensorRTRunner(plan) as runner:
-        return accuracy(runner, load_heldout(heldout_path)).to_dict()
+        return heldout_accuracy(runner, load_heldout(manifest)).to_dict()
 
 
 __all__ = [

@@ -50,11 +50,11 @@ def bench(
 ) -> None:
     """Benchmark engines (--engine, repeatable) and/or a PyTorch model (--model/--ckpt); the first is the baseline."""
     from vitc._io import atomic_write
+    from vitc.artifacts import load_heldout, manifest_for
     from vitc.bench.runner import bench_runners, parse_batches, torch_runners
     from vitc.bench.timing import TimingPlan
     from vitc.engines import backend_for_path, runner_for_path
     from vitc.engines.base import BaseRunner
-    from vitc.engines.manifest import load_heldout, manifest_for
     from vitc.engines.platform import jetson_info, jetson_power_warnings
 
     if not engine and not model and ckpt is None:

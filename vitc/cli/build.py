@@ -35,9 +35,9 @@ def build(
     ] = False,
 ) -> None:
     """Build a TensorRT engine for this machine's TensorRT and GPU; the drift check runs the held-out set."""
-    from vitc.engines.manifest import BatchRange, manifest_for
+    from vitc.artifacts import BatchRange, manifest_for
+    from vitc.build.tensorrt import BuildOptions, build_engine
     from vitc.engines.tensorrt import NOT_INSTALLED, tensorrt_available
-    from vitc.engines.trt_build import BuildOptions, build_engine
 
     if not onnx.is_file():
         raise VitcError(f"{onnx}: no such file")

@@ -24,7 +24,7 @@ def describe(path: Path) -> dict[str, Any]:
     if path.is_dir():
         return _describe_folder(path)
     if path.name.startswith("manifest.") and path.suffix == ".json":
-        from vitc.engines.manifest import load_manifest
+        from vitc.artifacts import load_manifest
 
         return {"kind": "vitc export", **load_manifest(path).raw}
     if suffix == ".safetensors":
@@ -42,7 +42,7 @@ def describe(path: Path) -> dict[str, Any]:
 
 def _describe_folder(folder: Path) -> dict[str, Any]:
     """One export: its manifest; several (one per precision): all of them, keyed by precision."""
-    from vitc.engines.manifest import load_manifest
+    from vitc.artifacts import load_manifest
 
     found = sorted(folder.glob("manifest.*.json")) or sorted(folder.glob("manifest.json"))
     if len(found) <= 1:  # none: load_manifest says what is missing
@@ -114,7 +114,7 @@ def _describe_program(path: Path) -> dict[str, Any]:
 
 def _describe_onnx(path: Path) -> dict[str, Any]:
     from vitc._lazy import lazy_import
-    from vitc.engines.manifest import manifest_for
+    from vitc.artifacts import manifest_for
     from vitc.export.onnx_export import read_onnx
 
     onnx = lazy_import("onnx")

@@ -1,6 +1,6 @@
 """TensorRT: what the installed TensorRT offers and what a plan is. One code path for 8.5 → 11.x.
 
-Building plans lives in `vitc.engines.trt_build`, running them in `vitc.engines.trt_runner`.
+Building plans lives in `vitc.build.tensorrt`, running them in `vitc.engines.trt_runner`.
 
 Version branches (see `features` and `precision_plan`; facts from TensorRT's headers per release):
 - 8.5 / 8.6 (JetPack 5 / 6.0): networks need the EXPLICIT_BATCH flag; precision-baked graphs get the
@@ -22,14 +22,14 @@ cannot tell a malicious plan from a good one.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vitc.artifacts.sidecar import FORMAT as SIDECAR_FORMAT
+from vitc.artifacts.sidecar import load_sidecar, sidecar_path
 from vitc.engines.base import LazyModule
-from vitc._io import parse_json
 from vitc.errors import VitcError
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ else:
 
 PLAN_TAG = b"ftrt"  # bytes 0–3 of every serialised engine (0x74727466 little-endian)
 PLAN_HEADER_BYTES = 28  # the TensorRT version sits in bytes 24–27 when the serialization word is 0
-SIDECAR_FORMAT = "vitc.engine"
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
 # --hardware-compat → HardwareCompatibilityLevel member, looked up only when asked for (SAME_... is 10.9+)
 HARDWARE_LEVELS = {"ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
@@ -229,21 +228,6 @@ def read_plan_header(path: str | os.PathLike[str]) -> PlanHeader:
         return parse_plan_header(handle.read(PLAN_HEADER_BYTES), str(path))
 
 
-def sidecar_path(plan: str | os.PathLike[str]) -> Path:
-    plan = Path(plan)
-    return plan.with_name(plan.name + ".json")
-
-
-def load_sidecar(plan: str | os.PathLike[str]) -> dict[str, Any] | None:
-    path = sidecar_path(plan)
-    if not path.is_file():
-        return None
-    record = parse_json(path.read_bytes(), f"{path}: the engine sidecar")
-    if not isinstance(record, dict) or record.get("format") != SIDECAR_FORMAT:
-        raise VitcError(f"{path}: not a vitc engine sidecar")
-    return record
-
-
 def check_plan_compat(
     header: PlanHeader,
     installed: str,
@@ -311,12 +295,15 @@ def plan_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 __all__ = [
+    "SIDECAR_FORMAT",
     "PlanHeader",
     "PrecisionPlan",
     "TrtFeatures",
     "asdict",
     "check_plan_compat",
     "features",
+    "load_sidecar",
     "parse_plan_header",
     "precision_plan",
+    "sidecar_path",
 ]

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from vitc._lazy import lazy_import
-from vitc.export.onnx_export import BatchSpec, module_scope, run_batches, session
+from vitc.artifacts import BatchRange
+from vitc.export.onnx_export import module_scope, run_batches, session
 
 BLOCK_RE = re.compile(r"(^|\.)blocks\.\d+$")
 THRESHOLD = 0.99
@@ -47,7 +48,7 @@ def _onnx_block_tensors(model: Any, names: list[str]) -> dict[str, str]:
     return found
 
 
-def explain(model: Any, torch_model: Any, images: np.ndarray, batch: BatchSpec) -> dict[str, Any]:
+def explain(model: Any, torch_model: Any, images: np.ndarray, batch: BatchRange) -> dict[str, Any]:
     """Per-block cosine similarity and max |Δ| of artifact vs reference; `first_bad` is the first below 0.99."""
     onnx = lazy_import("onnx")
     names = block_names(torch_model)

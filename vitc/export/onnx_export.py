@@ -11,14 +11,13 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from vitc._lazy import lazy_import
+from vitc.artifacts.batch import BatchRange
 from vitc.errors import VitcError
-from vitc.limits import MAX_BATCH
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -34,41 +33,7 @@ def read_onnx(path: Any, external_data: bool = True) -> Any:
         raise VitcError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
 
 
-@dataclass(frozen=True)
-class BatchSpec:
-    """Static batch (min = opt = max) or a dynamic range recorded for the engine's profile."""
-
-    min: int
-    opt: int
-    max: int
-
-    @property
-    def dynamic(self) -> bool:
-        return not (self.min == self.opt == self.max)
-
-    def to_dict(self) -> dict[str, int]:
-        return {"min": self.min, "opt": self.opt, "max": self.max}
-
-    @classmethod
-    def parse(cls, batch: int | None, dynamic: str | None) -> BatchSpec:
-        if batch is not None and dynamic is not None:
-            raise VitcError("give --batch or --dynamic-batch, not both")
-        if dynamic is not None:
-            parts = dynamic.split(":")
-            try:
-                lo, opt, hi = (int(p) for p in parts)
-            except ValueError:
-                raise VitcError(f"--dynamic-batch expects min:opt:max, e.g. 1:8:32, got {dynamic!r}") from None
-            if not 1 <= lo <= opt <= hi <= MAX_BATCH:
-                raise VitcError(f"--dynamic-batch needs 1 ≤ min ≤ opt ≤ max ≤ {MAX_BATCH}, got {dynamic}")
-            return cls(lo, opt, hi)
-        n = 1 if batch is None else int(batch)
-        if not 1 <= n <= MAX_BATCH:
-            raise VitcError(f"--batch must be between 1 and {MAX_BATCH}, got {n}")
-        return cls(n, n, n)
-
-
-def export_onnx(model: Any, input_size: tuple[int, int, int], opset: int, batch: BatchSpec) -> Any:
+def export_onnx(model: Any, input_size: tuple[int, int, int], opset: int, batch: BatchRange) -> Any:
     """Trace `model` to an onnx.ModelProto with input `input` (B, C, H, W) and output `logits`."""
     torch = lazy_import("torch")
     onnx = lazy_import("onnx")
@@ -159,7 +124,7 @@ def session(model: Any, threads: int | None = None, optimize: bool = True, profi
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
-def run_batches(sess: Any, images: np.ndarray, batch: BatchSpec, outputs: list[str] | None = None) -> list[np.ndarray]:
+def run_batches(sess: Any, images: np.ndarray, batch: BatchRange, outputs: list[str] | None = None) -> list[np.ndarray]:
     """Run `images` through `sess` in chunks the graph accepts (padding the last chunk of a static batch)."""
     inp = sess.get_inputs()[0]
     dtype = np.float16 if "float16" in inp.type else np.float32
@@ -175,7 +140,7 @@ def run_batches(sess: Any, images: np.ndarray, batch: BatchSpec, outputs: list[s
     return [np.concatenate(parts) for parts in zip(*results, strict=True)]
 
 
-def parity(model: Any, torch_model: Any, images: np.ndarray, batch: BatchSpec) -> float:
+def parity(model: Any, torch_model: Any, images: np.ndarray, batch: BatchRange) -> float:
     """max |Δ logits| between ONNX Runtime (optimisations off) and PyTorch on `images`."""
     torch = lazy_import("torch")
     (ort_logits,) = run_batches(session(model, optimize=False), images, batch)

@@ -7,24 +7,21 @@ they were.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vitc import artifacts
 from vitc._io import atomic_write, sha256_file, write_json
-from vitc._lazy import has_module, lazy_import
+from vitc._lazy import lazy_import
+from vitc.artifacts import PRECISIONS, BatchRange
 from vitc.errors import VitcError
-from vitc.export import manifest as mf
-from vitc.export.onnx_export import INPUT_NAME, OUTPUT_NAME, BatchSpec
 from vitc.limits import MAX_CALIB_IMAGES
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_DROP = {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}
 PARITY_ATOL = 1e-4
 HELDOUT_MAX = 2000  # images of the held-out split used for drift (all of digits' 360)
@@ -59,10 +56,9 @@ class ExportResult:
     manifest_path: Path
     manifest: dict[str, Any]
     explain: dict[str, Any] | None = None
-    log: list[str] = field(default_factory=list)
 
 
-def validate(opts: ExportOptions) -> tuple[int, BatchSpec]:
+def validate(opts: ExportOptions) -> tuple[int, BatchRange]:
     """Check options before any work; returns (opset, batch spec)."""
     from vitc.export.trt_rules import DEFAULT_OPSET, check_opset, check_version
     from vitc.quant.calib import CALIB_METHODS
@@ -81,7 +77,7 @@ def validate(opts: ExportOptions) -> tuple[int, BatchSpec]:
         raise VitcError(f"--calib-images must be between 1 and {MAX_CALIB_IMAGES}, got {opts.calib_images}")
     if opts.max_drop is not None and not (math.isfinite(opts.max_drop) and -100 <= opts.max_drop <= 100):
         raise VitcError(f"--max-drop must be a number of top-1 points from -100 to 100, got {opts.max_drop}")
-    return opset, BatchSpec.parse(opts.batch, opts.dynamic_batch)
+    return opset, BatchRange.from_options(opts.batch, opts.dynamic_batch)
 
 
 def _compile(
@@ -89,17 +85,11 @@ def _compile(
 ) -> tuple[Any, Any, bool]:
     if not opts.compile:
         return model, [], False
-    if not has_module("vitc.compile"):
-        say("warning: vitc.compile is not available; exporting the uncompiled model")
-        return model, [], False
     from vitc.compile import compile_model
 
     target = "tensorrt" if opts.trt else "onnx"
     compiled, report = compile_model(model, input_size=tuple(input_size), target=target, check=True)
-    record = report.to_dict()
-    if isinstance(record, dict):
-        record = record.get("rows", record.get("passes", [record]))
-    return compiled.eval(), record, True
+    return compiled.eval(), report.to_dict()["rows"], True
 
 
 def heldout_set(
@@ -161,7 +151,7 @@ class PreparedExport:
     meta: Any
     input_size: tuple[int, ...]
     opset: int
-    batch: BatchSpec
+    batch: BatchRange
     compiled: Any
     passes: Any
     was_compiled: bool
@@ -183,7 +173,8 @@ def output_paths(ckpt: str | Path, opts: ExportOptions) -> tuple[Path, Path, Pat
     meta = read_meta(ckpt)  # a clear error for a file without vitc metadata
     run = opts.run or (ckpt.parent.name if ckpt.parent.name not in ("", ".") else meta.model)
     run_dir = Path(opts.out) / run
-    onnx_path, manifest_path = run_dir / mf.onnx_name(opts.precision), run_dir / mf.manifest_name(opts.precision)
+    onnx_path = run_dir / artifacts.onnx_name(opts.precision)
+    manifest_path = run_dir / artifacts.manifest_name(opts.precision)
     if not opts.force and (onnx_path.exists() or manifest_path.exists()):
         raise VitcError(f"{onnx_path} exists (use --force to replace it)")
     return run_dir, onnx_path, manifest_path
@@ -241,109 +232,137 @@ def export_checkpoint(
     `prepared` (from `prepare_export` with the same checkpoint and shape options) skips steps 1-3,
     so exporting several precisions compiles and exports the model once.
     """
-    from vitc.bench.drift import compare_logits
-    from vitc.export import onnx_export as ox
-    from vitc.export.trt_rules import check_onnx
-
-    validate(opts)
     ckpt = Path(ckpt)
+    if prepared is not None:  # prepare_export validated its own options, not necessarily these
+        validate(opts)
     run_dir, onnx_path, manifest_path = output_paths(ckpt, opts)
-    onnx = lazy_import("onnx")
     p = prepared or prepare_export(ckpt, opts, say)
-    meta, input_size, opset, batch, compiled = p.meta, p.input_size, p.opset, p.batch, p.compiled
-    images, labels, data_name, reference, delta = p.images, p.labels, p.data_name, p.reference, p.parity
+    proto, precision_report, calibration = bake_precision(p, opts, ckpt)  # 4
+    manifest = manifest_record(p, opts, ckpt, precision_report, calibration)
+    artifacts.set_metadata(proto, manifest)
+    lint_for_target(proto, opts.trt)
+    drift, explained = measure_drift(proto, p, opts, say)  # 5
+    manifest["drift"] = drift
+    heldout_bytes, manifest["heldout_sha256"] = artifacts.encode_heldout(p.images, p.labels, p.reference)
+    manifest["heldout"] = artifacts.heldout_name(manifest["heldout_sha256"])
+    write_export(run_dir, onnx_path, manifest_path, proto, manifest, heldout_bytes)  # 6
+    return ExportResult(onnx_path, manifest_path, manifest, explained)
+
+
+def bake_precision(
+    p: PreparedExport, opts: ExportOptions, ckpt: Path
+) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """A copy of the FP32 graph with the precision baked in: (graph, precision report, calibration record)."""
+    from vitc.export.onnx_export import module_scope
+
+    onnx = lazy_import("onnx")
     proto = onnx.ModelProto()
     proto.CopyFrom(p.proto)  # the precision passes edit their graph; the shared FP32 one stays intact
-
-    # 4. precision
-    head = (ox.module_scope("head"),)  # every zoo family names its classifier `head`
-    calibration = None
-    precision_report: dict[str, Any] = {}
+    head = (module_scope("head"),)  # every zoo family names its classifier `head`
     if opts.precision == "fp16":
         from vitc.quant.fp16 import convert_fp16
 
-        keep = head + _scopes(compiled, ("LayerNorm",))
+        keep = head + _scopes(p.compiled, ("LayerNorm",))
         proto, rep = convert_fp16(proto, keep_scopes=keep, keep_patterns=opts.exclude, io_fp16=opts.io_fp16)
-        precision_report = rep.to_dict()
-    elif opts.precision == "int8":
-        from vitc.checkpoint import training_data
-        from vitc.quant.calib import calibration_set, check_images
+        return proto, rep.to_dict(), None
+    if opts.precision == "int8":
         from vitc.quant.int8 import quantize_int8
 
-        if opts.calib_data:
-            name, data_dir = opts.calib_data, opts.calib_dir
-        else:  # the held-out set's data, vetted the same way
-            name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)
-        cal = calibration_set(
-            name,
-            opts.calib_images,
-            input_size,
-            meta.cfg["mean"],
-            meta.cfg["std"],
-            data_dir,
-            meta.cfg.get("crop_pct", 1.0),
-        )
-        static = None if batch.dynamic else batch.max
-        if static and len(cal.images) % static:
-            cal.images = cal.images[: len(cal.images) - len(cal.images) % static]
-            check_images(cal.images, input_size)
+        cal = _calibration(p, opts, ckpt)
+        static = None if p.batch.dynamic else p.batch.max
         proto, rep = quantize_int8(
             proto, cal, opts.calib_method, static_batch=static, head_scopes=head, exclude=opts.exclude, trt=opts.trt
         )
-        calibration = cal.to_dict(opts.calib_method)
-        precision_report = rep.to_dict()
+        return proto, rep.to_dict(), cal.to_dict(opts.calib_method)
+    return proto, {}, None
 
-    # TensorRT lint for the target, before anything is written
-    manifest: dict[str, Any] = {
-        "format": mf.FORMAT,
-        "version": mf.VERSION,
+
+def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path) -> Any:
+    """INT8 calibration images: --calib-data, else the held-out set's data (vetted the same way)."""
+    from vitc.checkpoint import training_data
+    from vitc.quant.calib import calibration_set, check_images
+
+    if opts.calib_data:
+        name, data_dir = opts.calib_data, opts.calib_dir
+    else:
+        name, data_dir = training_data(ckpt, p.meta, opts.data, opts.data_dir)
+    cfg = p.meta.cfg
+    cal = calibration_set(
+        name, opts.calib_images, p.input_size, cfg["mean"], cfg["std"], data_dir, cfg.get("crop_pct", 1.0)
+    )
+    static = None if p.batch.dynamic else p.batch.max
+    if static and len(cal.images) % static:  # a static-batch graph calibrates on whole batches
+        cal.images = cal.images[: len(cal.images) - len(cal.images) % static]
+        check_images(cal.images, p.input_size)
+    return cal
+
+
+def manifest_record(
+    p: PreparedExport,
+    opts: ExportOptions,
+    ckpt: Path,
+    precision_report: dict[str, Any],
+    calibration: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The export manifest (vitc.artifacts.manifest) before drift and hashes are known."""
+    from vitc.export.onnx_export import INPUT_NAME, OUTPUT_NAME
+
+    meta = p.meta
+    return {
+        "format": artifacts.FORMAT,
+        "version": artifacts.FORMAT_VERSION,
         "model": meta.model,
         "args": meta.args,
-        "input_size": list(input_size),
+        "input_size": list(p.input_size),
         "mean": list(meta.cfg["mean"]),
         "std": list(meta.cfg["std"]),
         "class_names": meta.class_names,
         "preprocess": preprocess_record(meta.cfg),
         "precision": opts.precision,
         "io_dtype": "float16" if opts.io_fp16 else "float32",
-        "opset": opset,
+        "opset": p.opset,
         "trt_target": opts.trt,
-        "batch": batch.to_dict(),
+        "batch": p.batch.to_dict(),
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
         "source_checkpoint": {"path": str(ckpt), "sha256": sha256_file(ckpt)},
         "compiled": p.was_compiled,
         "passes": p.passes,
         "precision_report": precision_report,
-        "parity_max_abs_diff": delta,
+        "parity_max_abs_diff": p.parity,
         "calibration": calibration,
     }
-    mf.set_metadata(proto, manifest)
-    if opts.trt:
-        findings = check_onnx(proto, opts.trt)
-        if findings:
-            listed = "; ".join(str(f) for f in findings[:5]) + (
-                f"; … {len(findings) - 5} more" if len(findings) > 5 else ""
-            )
-            raise VitcError(f"TensorRT {opts.trt} cannot take this graph: {listed}")
-    ox.check_model(proto)
 
-    # 5. drift on the held-out split, and --explain
-    sess = ox.session(proto)
-    (logits,) = ox.run_batches(sess, images, batch)
-    drift = compare_logits(reference, logits, labels)
+
+def lint_for_target(proto: Any, trt: str | None) -> None:
+    """What the target TensorRT's parser would refuse, before anything is written."""
+    from vitc.export.onnx_export import check_model
+    from vitc.export.trt_rules import check_onnx
+
+    if trt:
+        findings = check_onnx(proto, trt)
+        if findings:
+            more = f"; … {len(findings) - 5} more" if len(findings) > 5 else ""
+            raise VitcError(f"TensorRT {trt} cannot take this graph: " + "; ".join(map(str, findings[:5])) + more)
+    check_model(proto)
+
+
+def measure_drift(
+    proto: Any, p: PreparedExport, opts: ExportOptions, say: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Top-1 and logit drift on the held-out split against PyTorch FP32; refuses beyond --max-drop."""
+    from vitc.artifacts.drift import compare_logits
+    from vitc.export import onnx_export as ox
+
+    (logits,) = ox.run_batches(ox.session(proto), p.images, p.batch)
+    drift = compare_logits(p.reference, logits, p.labels)
     explained = None
     if opts.explain:
         from vitc.export.explain import explain
 
-        explained = explain(proto, compiled, images[: max(batch.max, 64)] if not batch.dynamic else images[:64], batch)
+        probe = p.images[: max(p.batch.max, 64)] if not p.batch.dynamic else p.images[:64]
+        explained = explain(proto, p.compiled, probe, p.batch)
     max_drop = DEFAULT_MAX_DROP[opts.precision] if opts.max_drop is None else opts.max_drop
-    manifest["drift"] = {**drift.to_dict(), "data": data_name, "split": "test", "max_drop": max_drop}
-    buf = io.BytesIO()
-    np.savez(buf, images=images, labels=labels, reference_logits=reference.astype(np.float32))
-    heldout_bytes = buf.getvalue()
-    manifest["heldout_sha256"] = hashlib.sha256(heldout_bytes).hexdigest()
-    manifest["heldout"] = mf.heldout_name(manifest["heldout_sha256"])
     say(
         f"{opts.precision}: top-1 {drift.top1:.2f}% vs {drift.reference_top1:.2f}% (Δ {drift.delta_top1:+.2f}), "
         f"agreement {drift.agreement:.1f}%, max |Δ logit| {drift.max_abs_diff:.3g}, cosine {drift.cosine:.5f}"
@@ -354,17 +373,22 @@ def export_checkpoint(
             f"{opts.precision} lost {-drift.delta_top1:.2f} points of top-1 (> --max-drop {max_drop}); "
             f"nothing written{first}"
         )
+    return {**drift.to_dict(), "data": p.data_name, "split": "test", "max_drop": max_drop}, explained
 
-    # 6. write: held-out set (named by its hash, so it never replaces another export's), ONNX, manifest,
-    # each atomically; a kill between two of them leaves hashes that readers refuse (engines/manifest.py)
-    mf.set_metadata(proto, manifest)
+
+def write_export(
+    run_dir: Path, onnx_path: Path, manifest_path: Path, proto: Any, manifest: dict[str, Any], heldout: bytes
+) -> None:
+    """Held-out set (named by its hash, so it never replaces another export's), ONNX, manifest, each
+    atomically; a kill between two of them leaves hashes that every reader refuses (vitc.artifacts)."""
+    onnx = lazy_import("onnx")
+    artifacts.set_metadata(proto, manifest)
     heldout_path = run_dir / manifest["heldout"]
     if not heldout_path.is_file() or sha256_file(heldout_path) != manifest["heldout_sha256"]:
         with atomic_write(heldout_path) as tmp:
-            tmp.write_bytes(heldout_bytes)
+            tmp.write_bytes(heldout)
     with atomic_write(onnx_path) as tmp:
         onnx.save(proto, str(tmp))
     manifest["onnx_sha256"] = sha256_file(onnx_path)
     write_json(manifest_path, manifest)
-    mf.prune_heldout(run_dir)
-    return ExportResult(onnx_path, manifest_path, manifest, explained)
+    artifacts.prune_heldout(run_dir)

@@ -125,7 +125,8 @@ def _gap(name: str) -> Any:
 
 def install_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str, gpu: Any, dla_cores: int = 0) -> FakeTensorRT:
     """Put the fake in sys.modules["tensorrt"] and point vitc's lazy `trt` handles at it."""
-    from vitc.engines import tensorrt, trt_build, trt_runner
+    from vitc.build import tensorrt as trt_build
+    from vitc.engines import tensorrt, trt_runner
 
     trt = make_tensorrt(version, gpu, dla_cores)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)

@@ -1,7 +1,8 @@
 """vitc: take ConViT, CvT and SP-ViT from training to a verified TensorRT engine.
 
 `import vitc` stays light (no torch): the runtime path on a Jetson imports the package without it.
-Model-building names are resolved lazily on first use.
+Model-building names and the inference API (`load_model`, `preprocess`, `predict`: vitc.api) are
+resolved lazily on first use.
 """
 
 from __future__ import annotations
@@ -9,11 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["VitcError", "__version__", "create_model", "list_models"]
+__all__ = ["VitcError", "__version__", "create_model", "list_models", "load_model", "predict", "preprocess"]
 
 from vitc.errors import VitcError
 
-_LAZY = {"create_model": "vitc.models", "list_models": "vitc.models"}
+_LAZY = {
+    "create_model": "vitc.models",
+    "list_models": "vitc.models",
+    "load_model": "vitc.api",
+    "preprocess": "vitc.api",
+    "predict": "vitc.api",
+}
 
 
 def __getattr__(name: str) -> Any:

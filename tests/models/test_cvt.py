@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from vitc.checkpoint import read_meta
+from vitc.cli.main import app
 from vitc.models import create_model
 from vitc.models._stats import count_params, model_stats
 from vitc.models.cvt import CvT, checkpoint_filter_fn
@@ -163,3 +168,48 @@ def test_official_keys_pass_through_and_missing_key_is_reported(
         load_strict(model, checkpoint_filter_fn(state, model))
     assert err.value.report.missing == ["stage1.blocks.0.attn.proj_k.bias"]
     assert not err.value.report.unexpected
+
+
+# A Hugging Face CvT shaped like cvt_micro (stage 1 with 2 blocks: HF indexes drop-path rates by stage)
+HF_MICRO = {"embed_dim": [32, 64, 96], "depth": [1, 2, 3], "num_heads": [1, 2, 3], "patch_sizes": [3, 3, 3]}
+HF_MICRO |= {"patch_stride": [2, 2, 2], "patch_padding": [1, 1, 1], "image_size": 32}
+LABELS = {i: name for i, name in enumerate(["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibex", "jay"])}
+
+
+@pytest.mark.parametrize("safe", [True, False], ids=["model.safetensors", "pytorch_model.bin"])
+def test_import_of_a_hugging_face_folder_gives_its_logits(tmp_path: Path, safe: bool) -> None:
+    """No flags beyond the model: the HF layout is recognised and erf-GELU chosen, and said so."""
+    import vitc
+    from vitc.checkpoint import load_model
+
+    torch.manual_seed(0)
+    cfg = transformers.CvtConfig(**HF_MICRO, num_labels=10, id2label=LABELS)
+    hf = transformers.CvtForImageClassification(cfg).eval()
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=safe)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["import", str(tmp_path / "hf"), "-m", "cvt_micro", "-o", str(out), "--set", "depths=[1,2,3]"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Hugging Face layout, so act='gelu'" in result.output
+    model, meta = load_model(out / "model.safetensors")
+    assert meta.args["act"] == "gelu" and meta.provenance["source_format"] == "huggingface"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), hf(pixel_values=x).logits, atol=1e-5)
+    named = vitc.load_model(tmp_path / "hf", "cvt_micro", depths=[1, 2, 3])  # the API takes the folder too
+    assert named.vitc_class_names == list(LABELS.values())
+
+
+def test_official_layout_keeps_quick_gelu(tmp_path: Path) -> None:
+    source = tmp_path / "cvt_micro_official.pth"
+    torch.save({"model": create_model("cvt_micro").state_dict()}, source)
+    result = CliRunner().invoke(app, ["import", str(source), "-m", "cvt_micro", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "Hugging Face" not in result.output
+    meta = read_meta(tmp_path / "out" / "model.safetensors")
+    assert "act" not in meta.args and meta.provenance["source_format"] == "official/timm"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = CliRunner().invoke(app, ["import", str(empty), "-m", "cvt_micro", "-o", str(tmp_path / "o2")])
+    assert refused.exit_code == 2 and "without model.safetensors or pytorch_model.bin" in refused.output

@@ -24,9 +24,8 @@ def _run(overrides: dict[str, Any], resume: bool = False) -> loop.RunResult:
 def test_a_run_writes_every_artifact(tiny: dict[str, Any]) -> None:
     result = _run(tiny)
     names = sorted(p.name for p in result.run_dir.iterdir())
-    assert names == sorted(
-        ["best.safetensors", "last.safetensors", "resume.safetensors", "config.json", "metrics.jsonl", "curves.png"]
-    )
+    checkpoints = ["best.safetensors", "last.safetensors", "resume.safetensors"]
+    assert names == sorted([*checkpoints, "config.json", "metrics.jsonl", "curves.png", "summary.json"])
     rows = read_metrics(result.run_dir / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows == result.history
     assert {"train_loss", "lr", "val_top1", "val_top5", "val_loss"} <= set(rows[0])

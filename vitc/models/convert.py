@@ -125,6 +125,25 @@ def layout_of(state_dict: dict[str, torch.Tensor], family: str) -> tuple[str, di
     return "official/timm", {}
 
 
+def convert_file(
+    source: str | os.PathLike[str], model_name: str, say: Callable[[str], None] | None = None, **overrides: Any
+) -> tuple[nn.Module, str, Path]:
+    """`model_name` built and loaded from a foreign file or Hugging Face folder, strictly (every key must
+    fit); returns (model, source format, weights file). `say` receives one line per choice made for the user."""
+    source = weights_file(source)
+    state_dict = read_state_dict(source)
+    layout, implied = layout_of(state_dict, model_cfg(model_name).family)
+    for key, value in implied.items():
+        if key not in overrides:
+            overrides[key] = value
+            if say:
+                say(f"{source.name}: Hugging Face layout, so {key}={value!r} (as it computes; --set {key}=… overrides)")
+    model = build_within_limits(model_name, overrides, str(source))
+    check_tensors(state_dict, model, str(source))
+    load_strict(model, convert_state_dict(state_dict, model, str(source)), source=str(source))
+    return model, layout, source
+
+
 def import_checkpoint(
     source: str | os.PathLike[str],
     model_name: str,
@@ -133,35 +152,22 @@ def import_checkpoint(
     say: Callable[[str], None] | None = None,
     **overrides: Any,
 ) -> Path:
-    """Convert `source` (a file, or a Hugging Face folder) into `out_dir/model.safetensors` for
-    `model_name` (strict: every key must fit). `say` receives one line per choice made for the user."""
+    """Convert `source` (a file, or a Hugging Face folder) into `out_dir/model.safetensors` for `model_name`."""
     target = Path(out_dir) / "model.safetensors"
     if target.exists() and not force:
         raise VitcError(f"{target} exists; pass --force to replace it")
-    source = weights_file(source)
-    state_dict = read_state_dict(source)
-    family = model_cfg(model_name).family
-    layout, implied = layout_of(state_dict, family)
-    for key, value in implied.items():
-        if key not in overrides:
-            overrides[key] = value
-            if say:
-                say(f"{source.name}: Hugging Face layout, so {key}={value!r} (as it computes; --set {key}=… overrides)")
-    model = build_within_limits(model_name, overrides, str(source))
-    check_tensors(state_dict, model, str(source))
-    state_dict = convert_state_dict(state_dict, model, str(source))
-    load_strict(model, state_dict, source=str(source))
+    model, layout, source = convert_file(source, model_name, say, **overrides)
     provenance = {
         "source": source.name,
         "source_sha256": sha256_file(source),
         "source_format": layout,
         "imported_by": f"vitc {__version__}",
     }
-    meta = meta_for(model, provenance=provenance)
-    return save_checkpoint(target, model, meta)
+    return save_checkpoint(target, model, meta_for(model, provenance=provenance))
 
 
 __all__ = [
+    "convert_file",
     "convert_state_dict",
     "get_model_cfg",
     "import_checkpoint",

@@ -1,0 +1,73 @@
+"""vitc.load_model / preprocess / predict: checkpoints and foreign files, the checkpoint's own transform."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vitc
+from vitc.checkpoint import meta_for, save_checkpoint
+from vitc.errors import VitcError
+from vitc.models import create_model
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = create_model("deit_micro", depth=1).eval()
+    path = tmp_path_factory.mktemp("api") / "best.safetensors"
+    return save_checkpoint(path, model, meta_for(model, class_names=NAMES)), model
+
+
+def test_predict_names_the_classes_of_a_checkpoint(checkpoint: tuple[Path, torch.nn.Module]) -> None:
+    path, reference = checkpoint
+    model = vitc.load_model(path)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    top = vitc.predict(model, image, top_k=3)
+    with torch.no_grad():
+        probs = reference(vitc.preprocess(image, model)).softmax(-1)[0]
+    expected = probs.topk(3)
+    assert [name for name, _ in top] == [NAMES[i] for i in expected.indices.tolist()]
+    assert [p for _, p in top] == pytest.approx(expected.values.tolist(), abs=1e-6)
+    batch = vitc.predict(model, [image, np.asarray(image)], top_k=10)  # a list gives one list per image
+    assert len(batch) == 2 and batch[0] == batch[1] and sum(p for _, p in batch[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_preprocess_uses_the_models_size_crop_and_normalisation() -> None:
+    with torch.device("meta"):
+        model = create_model("deit_tiny")  # 224, crop_pct 0.875, ImageNet mean/std
+    grey = np.full((300, 400, 3), 100, dtype=np.uint8)
+    x = vitc.preprocess(grey, model)
+    assert x.shape == (1, 3, 224, 224) and x.dtype == torch.float32
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(x[0, :, 112, 112], (100 / 255 - mean) / std, atol=1e-6)
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (256, 1))  # (H, W) grey, already 224 / 0.875 = 256 wide
+    values = (vitc.preprocess(ramp, model)[0, 0] * 0.229 + 0.485) * 255
+    assert values[:, 0].mean().item() == pytest.approx(16, abs=1) and values[:, -1].mean().item() == pytest.approx(
+        239, abs=1
+    )  # the centre 224 of 256 columns: 16..239
+
+
+def test_a_foreign_file_needs_its_model_name(checkpoint: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
+    _, reference = checkpoint
+    source = tmp_path / "weights.pth"
+    torch.save({"model": reference.state_dict()}, source)
+    with pytest.raises(VitcError, match="name its model"):
+        vitc.load_model(source)
+    model = vitc.load_model(source, "deit_micro", depth=1)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), reference(x))
+    top = vitc.predict(model, x, top_k=10)[0]
+    assert sorted(name for name, _ in top) == [str(i) for i in range(10)]  # no names in a .pth: the index
+
+
+@pytest.mark.parametrize("bad", [np.zeros((8, 8, 2), np.uint8), np.zeros((8, 8), np.float32), "digit.png"])
+def test_bad_images_are_one_line_errors(checkpoint: tuple[Path, torch.nn.Module], bad: object) -> None:
+    with pytest.raises(VitcError):
+        vitc.preprocess(bad, vitc.load_model(checkpoint[0]))

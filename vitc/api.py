@@ -1,0 +1,125 @@
+"""The Python API a timm user expects: load a model, preprocess images as it was evaluated, predict.
+
+    model = vitc.load_model("train/runs/convit_micro/best.safetensors")
+    print(vitc.predict(model, Image.open("digit.png")))   # [("3", 0.97), ("8", 0.01), ...]
+
+Preprocessing is the evaluation transform `vitc eval` applies to image folders (shorter side to
+size / crop_pct, bicubic, centre crop, then the checkpoint's mean and std), read from the model's
+own config, so a checkpoint needs no settings beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitc._lazy import lazy_import
+from vitc.errors import VitcError
+
+Prediction = list[tuple[str, float]]  # (class name, probability), most likely first
+
+
+def load_model(path: str | os.PathLike[str], model_name: str | None = None, **overrides: Any) -> nn.Module:
+    """A model in eval mode from a vitc checkpoint, or from any file `vitc import` reads (then name the
+    model: `load_model("convit_tiny.pth", "convit_tiny")`). Class names come with a vitc checkpoint or a
+    Hugging Face folder's config.json; otherwise classes are named by their index."""
+    from vitc._io import read_safetensors_header
+    from vitc.checkpoint import META_KEY
+    from vitc.checkpoint import load_model as load_checkpoint
+    from vitc.models.convert import convert_file, weights_file
+
+    file = weights_file(path)
+    if file.suffix == ".safetensors" and META_KEY in (read_safetensors_header(file).get("__metadata__") or {}):
+        model, meta = load_checkpoint(file, **overrides)
+        model.vitc_class_names = meta.class_names
+        return model
+    if model_name is None:
+        raise VitcError(f"{file} is not a vitc checkpoint: name its model, e.g. vitc.load_model(path, 'convit_tiny')")
+    model, _, file = convert_file(file, model_name, **overrides)
+    model.vitc_class_names = _hf_labels(file.parent / "config.json", model)
+    return model.eval()
+
+
+def _hf_labels(config: Path, model: nn.Module) -> list[str] | None:
+    """A Hugging Face folder's id2label, when it names exactly the model's classes."""
+    from vitc.models import get_model_cfg
+
+    try:
+        labels = json.loads(config.read_text()).get("id2label") if config.is_file() else None
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    count = get_model_cfg(model).num_classes
+    if not isinstance(labels, dict) or sorted(labels) != sorted(str(i) for i in range(count)):
+        return None
+    return [str(labels[str(i)]) for i in range(count)]
+
+
+def preprocess(images: Any, model: nn.Module) -> torch.Tensor:
+    """Normalised float (N, C, H, W) input for `model` from a PIL image, a uint8 array (H, W) or (H, W, C),
+    or a list of them: the evaluation transform with the model's size, crop_pct, mean and std."""
+    from vitc.data.datasets import _to_chans, _to_rgb, center_crop
+    from vitc.data.transforms import eval_transform
+    from vitc.models import get_model_cfg
+
+    cfg = get_model_cfg(model)
+    chans, height, width = cfg.input_size
+    if height != width:
+        raise VitcError(f"{model.vitc_name} takes {height}×{width} inputs; preprocess handles square inputs only")
+    short = max(height, round(height / cfg.crop_pct))
+    batch = [center_crop(_to_rgb(_as_pil(image)), short, height) for image in _as_list(images)]
+    if not batch:
+        raise VitcError("no images given")
+    uint8 = _to_chans(torch.from_numpy(np.stack(batch)), chans)
+    return eval_transform(uint8, cfg.mean, cfg.std)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Any, top_k: int = 5) -> Prediction | list[Prediction]:
+    """The `top_k` classes and their probabilities: one list for one image, a list of lists for a list
+    of images (or a batch tensor from `preprocess`)."""
+    x = images if isinstance(images, torch.Tensor) else preprocess(images, model)
+    if x.dim() != 4 or not x.is_floating_point():
+        raise VitcError(f"predict expects images or a float (N, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
+    model.eval()
+    param = next(model.parameters(), None)
+    probs = model(x.to(param.device if param is not None else "cpu")).float().softmax(-1).cpu()
+    names = getattr(model, "vitc_class_names", None) or [str(i) for i in range(probs.shape[1])]
+    top = probs.topk(min(top_k, probs.shape[1]), dim=-1)
+    rows = [
+        [(names[i], float(p)) for p, i in zip(values.tolist(), indices.tolist(), strict=True)]
+        for values, indices in zip(top.values, top.indices, strict=True)
+    ]
+    single = not isinstance(images, (list, tuple, torch.Tensor)) and not _is_batch_array(images)
+    return rows[0] if single else rows
+
+
+def _as_list(images: Any) -> Sequence[Any]:
+    if isinstance(images, (list, tuple)):
+        return images
+    return list(images) if _is_batch_array(images) else [images]
+
+
+def _is_batch_array(images: Any) -> bool:
+    """A uint8 (N, H, W, C) array is a batch; (H, W) and (H, W, C) are one image."""
+    return isinstance(images, np.ndarray) and images.ndim == 4
+
+
+def _as_pil(image: Any) -> Any:
+    pil = lazy_import("PIL.Image")
+    if isinstance(image, pil.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise VitcError(f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {image.dtype} {image.shape}")
+        return pil.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    raise VitcError(f"expected a PIL image or a uint8 array, got {type(image).__name__}")
+
+
+__all__ = ["load_model", "predict", "preprocess"]

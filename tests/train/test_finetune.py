@@ -219,3 +219,16 @@ def test_fine_tuning_keys_are_checked(key: str, value: Any, message: str) -> Non
     assert (defaults.optim.layer_decay, defaults.optim.freeze, defaults.model.pretrained) == (1.0, "none", None)
     with pytest.raises(VitcError, match=message):
         load_config(None, {key: value})
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted(Path(__file__).parents[2].glob("train/finetune_*.toml")), ids=lambda p: p.stem
+)
+def test_fine_tuning_recipes_set_every_knob(recipe: Path) -> None:
+    text = recipe.read_text()
+    for key in ("lr =", "warmup_epochs =", "layer_decay =", "freeze =", "ema_decay =", "pretrained ="):
+        assert key in text, key  # each knob is in the recipe, with its default in the comment
+    cfg = load_config(recipe, {"data.dir": "photos", "model.pretrained": "weights.safetensors"})
+    assert cfg.data.name == "imagefolder" and cfg.optim.layer_decay < 1.0 and cfg.optim.lr <= 1e-4
+    with pytest.raises(VitcError, match="needs a folder"):
+        load_config(recipe)

@@ -231,8 +231,10 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults, then the recipe file, then `overrides` (dotted keys), validated at each step."""
+    """Defaults, then the recipe file, then `overrides` (dotted keys), validated together: a fine-tuning
+    recipe names data.name = "imagefolder" and leaves the folder to --data-dir."""
     cfg = TrainConfig()
+    values: dict[str, Any] = {}
     if recipe is not None:
         path = Path(recipe)
         if not path.is_file():
@@ -246,8 +248,7 @@ def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | No
         values = _flatten(table)
         if isinstance(values.get("model.args"), dict):
             cfg.model.args.update(values.pop("model.args"))
-        apply(cfg, values)
-    return apply(cfg, overrides or {})
+    return apply(cfg, values | (overrides or {}))
 
 
 def from_dict(record: dict[str, Any]) -> TrainConfig:

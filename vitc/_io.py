@@ -83,6 +83,18 @@ def parse_json(text: str | bytes, source: str) -> Any:
         raise VitcError(f"{source} is nested too deeply to be what vitc wrote") from None
 
 
+def check_format(record: Any, fmt: str, version: int, source: str, what: str) -> dict[str, Any]:
+    """A record vitc wrote: a table with `format` == fmt and an integer `version` this vitc can read."""
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        raise VitcError(f"{source}: not a {what} (format is not {fmt!r})")
+    found = record.get("version", 0)
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise VitcError(f"{source}: the {what} version must be an integer, got {str(found)[:20]!r}")
+    if found > version:
+        raise VitcError(f"{source}: written by a newer vitc ({what} version {found}); upgrade vitc")
+    return record
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -119,6 +131,12 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     if ends and max(ends) > size - 8 - length:
         raise VitcError(f"{path}: truncated safetensors file ({size} bytes, tensors end at {8 + length + max(ends)})")
     return header
+
+
+def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The `__metadata__` table of a safetensors file (validated: strings only), empty when absent."""
+    metadata: dict[str, str] = read_safetensors_header(path).get("__metadata__") or {}
+    return metadata
 
 
 # bytes per element of every safetensors dtype

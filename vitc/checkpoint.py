@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitc._io import atomic_write, parse_json, read_safetensors_header
+from vitc._io import atomic_write, check_format, parse_json, read_safetensors_header, read_safetensors_metadata
 from vitc.errors import VitcError
 from vitc.limits import MAX_IMG_SIZE
 
@@ -42,13 +42,7 @@ class CheckpointMeta:
     @classmethod
     def from_json(cls, text: str, source: str = "checkpoint") -> CheckpointMeta:
         record = parse_json(text, f"{source}: the vitc metadata")
-        if not isinstance(record, dict) or record.get("format") != FORMAT:
-            raise VitcError(f"{source}: not a vitc checkpoint (no vitc metadata)")
-        version = record.get("version", 0)
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise VitcError(f"{source}: the vitc metadata version must be an integer, got {version!r}")
-        if version > FORMAT_VERSION:
-            raise VitcError(f"{source}: written by a newer vitc (format {record['version']}); upgrade vitc")
+        check_format(record, FORMAT, FORMAT_VERSION, source, "vitc checkpoint")
         try:
             class_names = record.get("class_names")
             if class_names is not None and not (
@@ -91,8 +85,7 @@ def _check_cfg(cfg: dict[str, Any]) -> None:
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
     """The metadata of a vitc checkpoint, read from the header alone (no torch needed)."""
-    header = read_safetensors_header(path)
-    text = (header.get("__metadata__") or {}).get(META_KEY)
+    text = read_safetensors_metadata(path).get(META_KEY)
     if text is None:
         raise VitcError(f"{path}: a safetensors file without vitc metadata (use `vitc import` to convert it)")
     return CheckpointMeta.from_json(text, str(path))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitc._io import parse_json, sha256_file
+from vitc._io import check_format, parse_json, sha256_file
 from vitc.artifacts.batch import BatchRange
 from vitc.errors import VitcError
 
@@ -104,13 +104,7 @@ def _require(record: dict[str, Any], key: str, source: str) -> Any:
 def parse_manifest(record: Any, path: Path) -> ExportManifest:
     """Validate a manifest record (already parsed JSON)."""
     source = str(path)
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise VitcError(f"{source}: not a vitc export manifest (format is not {FORMAT!r})")
-    version = record.get("version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise VitcError(f"{source}: the manifest version must be an integer, got {version!r}")
-    if version > FORMAT_VERSION:
-        raise VitcError(f"{source}: written by a newer vitc (manifest version {record['version']}); upgrade vitc")
+    record = check_format(record, FORMAT, FORMAT_VERSION, source, "vitc export manifest")
     precision = _require(record, "precision", source)
     if precision not in PRECISIONS:
         raise VitcError(f"{source}: precision {precision!r} is not one of {', '.join(PRECISIONS)}")

@@ -53,10 +53,10 @@ def _describe_folder(folder: Path) -> dict[str, Any]:
 
 def _describe_safetensors(path: Path) -> dict[str, Any]:
     """A vitc checkpoint, or the resume file of a run (`vitc train --resume` reads it)."""
-    from vitc._io import parse_json, read_safetensors_header
+    from vitc._io import parse_json, read_safetensors_metadata
     from vitc.checkpoint import read_meta
 
-    metadata = read_safetensors_header(path).get("__metadata__") or {}
+    metadata = read_safetensors_metadata(path)
     if "vitc.resume" not in metadata:
         return {"kind": "vitc checkpoint", **read_meta(path).__dict__}
     record = parse_json(metadata["vitc.resume"], f"{path}: the resume record")

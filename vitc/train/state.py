@@ -69,10 +69,9 @@ def load_state(
     generators: dict[str, torch.Generator],
 ) -> tuple[TrainState, dict[str, Any]]:
     """Restore everything `save_state` wrote; returns the state and the run info saved with it."""
-    from vitc._io import parse_json, read_safetensors_header
+    from vitc._io import parse_json, read_safetensors_metadata
 
-    header = read_safetensors_header(path)
-    text = (header.get("__metadata__") or {}).get(_META)
+    text = read_safetensors_metadata(path).get(_META)
     if text is None:
         raise VitcError(f"{path}: not a vitc resume file")
     record = parse_json(text, f"{path}: the resume metadata")

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -232,3 +233,15 @@ def test_fine_tuning_recipes_set_every_knob(recipe: Path) -> None:
     assert cfg.data.name == "imagefolder" and cfg.optim.layer_decay < 1.0 and cfg.optim.lr <= 1e-4
     with pytest.raises(VitcError, match="needs a folder"):
         load_config(recipe)
+
+
+def test_one_class_is_a_one_line_error(tmp_path: Path) -> None:
+    for split, count in (("train", 4), ("val", 2)):
+        folder = tmp_path / "photos" / split / "cat"
+        folder.mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    args = ["train", "--data", "imagefolder", "--data-dir", str(tmp_path / "photos"), "--model", "deit_micro"]
+    result = CliRunner().invoke(app, [*args, "--set", f"run.out_dir={tmp_path / 'runs'}", "-q"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "1 class; a classifier needs at least 2" in result.output

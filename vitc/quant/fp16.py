@@ -65,8 +65,8 @@ class Fp16Report:
         return {"fp16_nodes": self.fp16_nodes, "fp32_nodes": self.fp32_nodes, "casts": self.casts, "kept": self.kept}
 
 
-def _float_tensors(model: Any) -> dict[str, int]:
-    """elem_type of every typed tensor (inputs, value_info, outputs, initializers)."""
+def _elem_types(model: Any) -> dict[str, int]:
+    """The ONNX elem_type of every typed tensor (inputs, value_info, outputs, initializers)."""
     types = {}
     for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         types[vi.name] = vi.type.tensor_type.elem_type
@@ -87,118 +87,115 @@ def convert_fp16(
     FP32 whatever their op; `keep_patterns` are fnmatch patterns on node names.
     """
     onnx = lazy_import("onnx")
-    numpy_helper = lazy_import("onnx.numpy_helper")
-    TP = onnx.TensorProto
-    FLOAT, HALF = TP.FLOAT, TP.FLOAT16
     model = onnx.shape_inference.infer_shapes(model)
-    src_types = _float_tensors(model)
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    consumers_fp32 = set()  # initializers some FP32 node reads
-    report = Fp16Report()
+    rewriter = _Fp16Rewriter(model, keep_scopes, keep_patterns, io_fp16)
+    for node in list(model.graph.node):
+        rewriter.rewrite(node)
+    rewriter.cast_graph_outputs()
+    rewriter.finish()
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True), rewriter.report
 
-    dtype: dict[str, int] = {}  # current type of each float tensor in the new graph
-    for vi in graph.input:
-        if src_types.get(vi.name) == FLOAT:
-            dtype[vi.name] = HALF if io_fp16 else FLOAT
-            if io_fp16:
-                vi.type.tensor_type.elem_type = HALF
-    for name, t in inits.items():
-        if t.data_type == FLOAT:
-            dtype[name] = FLOAT
 
-    new_nodes = []
-    casts: dict[tuple[str, int], str] = {}
-    half_inits: dict[str, str] = {}
+class _Fp16Rewriter:
+    """One pass over the nodes in order: each float tensor gets one type, casts where types meet."""
 
-    def cast(name: str, to: int) -> str:
-        if dtype.get(name, to) == to:
-            return name
-        if name in inits and to == HALF:
-            if name not in half_inits:
-                arr = numpy_helper.to_array(inits[name]).astype("float16")
-                new = name + "_fp16"
-                graph.initializer.append(numpy_helper.from_array(arr, new))
-                dtype[new] = HALF
-                half_inits[name] = new
-            return half_inits[name]
-        key = (name, to)
-        if key not in casts:
-            out = f"{name}_cast_{'fp16' if to == HALF else 'fp32'}"
-            new_nodes.append(onnx.helper.make_node("Cast", [name], [out], to=to, name=f"{out}_node"))
-            report.casts += 1
-            dtype[out] = to
-            casts[key] = out
-        return casts[key]
+    def __init__(self, model: Any, keep_scopes: tuple[str, ...], keep_patterns: tuple[str, ...], io_fp16: bool):
+        onnx = lazy_import("onnx")
+        self.onnx, self.numpy_helper = onnx, lazy_import("onnx.numpy_helper")
+        self.FLOAT, self.HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+        self.graph, self.io_fp16 = model.graph, io_fp16
+        self.keep_scopes, self.keep_patterns = keep_scopes, keep_patterns
+        self.src_types = _elem_types(model)
+        self.inits = {t.name: t for t in self.graph.initializer}
+        self.report = Fp16Report()
+        self.nodes: list[Any] = []  # the new graph's nodes, in order
+        self.casts: dict[tuple[str, int], str] = {}  # (tensor, type) -> its Cast's output
+        self.half_inits: dict[str, str] = {}  # FP32 initializer -> its FP16 copy
+        self.dtype: dict[str, int] = {}  # current type of each float tensor in the new graph
+        for vi in self.graph.input:
+            if self.src_types.get(vi.name) == self.FLOAT:
+                self.dtype[vi.name] = self.HALF if io_fp16 else self.FLOAT
+                if io_fp16:
+                    vi.type.tensor_type.elem_type = self.HALF
+        self.dtype |= {name: self.FLOAT for name, t in self.inits.items() if t.data_type == self.FLOAT}
 
-    def is_kept(node: Any) -> bool:
-        if node.op_type in KEEP_FP32_OPS:
-            return True
-        if any(node.name.startswith(s) for s in keep_scopes):
-            return True
-        return any(fnmatch.fnmatch(node.name, p) for p in keep_patterns)
-
-    for node in list(graph.node):
-        float_in = [i for i in node.input if i and (i in dtype or src_types.get(i) == FLOAT)]
-        float_out = [o for o in node.output if src_types.get(o) == FLOAT]
-        if node.op_type == "Cast" or node.op_type in _NON_FLOAT_OUT or not (float_in or float_out):
-            for o in float_out:
-                dtype[o] = FLOAT
-            new_nodes.append(node)
-            continue
-        if node.op_type == "Constant":
-            for o in float_out:
-                dtype[o] = FLOAT
-            new_nodes.append(node)
-            continue
-        if is_kept(node):
-            target = FLOAT
-            report.kept[node.op_type] = report.kept.get(node.op_type, 0) + 1
-        elif node.op_type in FOLLOW_OPS:
-            data = node.input[0]
-            target = (
-                dtype.get(data, FLOAT)
-                if node.op_type != "Concat"
-                else (HALF if any(dtype.get(i) == HALF for i in float_in) else FLOAT)
-            )
-        else:
-            target = HALF
+    def rewrite(self, node: Any) -> None:
+        float_in = [i for i in node.input if i and (i in self.dtype or self.src_types.get(i) == self.FLOAT)]
+        float_out = [o for o in node.output if self.src_types.get(o) == self.FLOAT]
+        untouched = node.op_type in ("Cast", "Constant") or node.op_type in _NON_FLOAT_OUT
+        if untouched or not (float_in or float_out):
+            self.dtype |= dict.fromkeys(float_out, self.FLOAT)
+            self.nodes.append(node)
+            return
+        target = self._target(node, float_in)
         for idx, name in enumerate(node.input):
             if name in float_in and not _is_index_input(node, idx):
-                node.input[idx] = cast(name, target)
-                if target == FLOAT and name in inits:
-                    consumers_fp32.add(name)
-        for o in float_out:
-            dtype[o] = target
-        if target == HALF:
-            report.fp16_nodes += 1
+                node.input[idx] = self._cast(name, target)
+        self.dtype |= dict.fromkeys(float_out, target)
+        if target == self.HALF:
+            self.report.fp16_nodes += 1
         else:
-            report.fp32_nodes += 1
-        new_nodes.append(node)
+            self.report.fp32_nodes += 1
+        self.nodes.append(node)
 
-    # graph outputs keep their declared type (FP32 unless io_fp16)
-    want = HALF if io_fp16 else FLOAT
-    for out in graph.output:
-        if src_types.get(out.name) != FLOAT or dtype.get(out.name) == want:
-            continue
-        inner = out.name + ("_fp16" if dtype[out.name] == HALF else "_fp32")
-        for n in new_nodes:
-            n.output[:] = [inner if o == out.name else o for o in n.output]
-            n.input[:] = [inner if i == out.name else i for i in n.input]
-        new_nodes.append(onnx.helper.make_node("Cast", [inner], [out.name], to=want, name=f"{out.name}_cast"))
-        report.casts += 1
-        out.type.tensor_type.elem_type = want
+    def _target(self, node: Any, float_in: list[str]) -> int:
+        """FP32 for kept nodes, the data's type for data movers (any FP16 input for Concat), else FP16."""
+        kept = (
+            node.op_type in KEEP_FP32_OPS
+            or any(node.name.startswith(s) for s in self.keep_scopes)
+            or any(fnmatch.fnmatch(node.name, p) for p in self.keep_patterns)
+        )
+        if kept:
+            self.report.kept[node.op_type] = self.report.kept.get(node.op_type, 0) + 1
+            return self.FLOAT
+        if node.op_type == "Concat":
+            return self.HALF if any(self.dtype.get(i) == self.HALF for i in float_in) else self.FLOAT
+        if node.op_type in FOLLOW_OPS:
+            return self.dtype.get(node.input[0], self.FLOAT)
+        return self.HALF
 
-    # drop FP32 initializers nobody reads any more
-    used = {i for n in new_nodes for i in n.input}
-    keep_inits = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep_inits)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    del graph.value_info[:]
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    return model, report
+    def _cast(self, name: str, to: int) -> str:
+        """`name` as type `to`: itself, an FP16 copy of an initializer, or the output of one shared Cast."""
+        if self.dtype.get(name, to) == to:
+            return name
+        if name in self.inits and to == self.HALF:
+            if name not in self.half_inits:
+                arr = self.numpy_helper.to_array(self.inits[name]).astype("float16")
+                self.graph.initializer.append(self.numpy_helper.from_array(arr, name + "_fp16"))
+                self.dtype[name + "_fp16"] = self.HALF
+                self.half_inits[name] = name + "_fp16"
+            return self.half_inits[name]
+        if (name, to) not in self.casts:
+            out = f"{name}_cast_{'fp16' if to == self.HALF else 'fp32'}"
+            self.nodes.append(self.onnx.helper.make_node("Cast", [name], [out], to=to, name=f"{out}_node"))
+            self.report.casts += 1
+            self.dtype[out] = to
+            self.casts[(name, to)] = out
+        return self.casts[(name, to)]
+
+    def cast_graph_outputs(self) -> None:
+        """Graph outputs keep their declared type (FP32 unless io_fp16)."""
+        want = self.HALF if self.io_fp16 else self.FLOAT
+        for out in self.graph.output:
+            if self.src_types.get(out.name) != self.FLOAT or self.dtype.get(out.name) == want:
+                continue
+            inner = out.name + ("_fp16" if self.dtype[out.name] == self.HALF else "_fp32")
+            for n in self.nodes:
+                n.output[:] = [inner if o == out.name else o for o in n.output]
+                n.input[:] = [inner if i == out.name else i for i in n.input]
+            self.nodes.append(self.onnx.helper.make_node("Cast", [inner], [out.name], to=want, name=f"{out.name}_cast"))
+            self.report.casts += 1
+            out.type.tensor_type.elem_type = want
+
+    def finish(self) -> None:
+        """Install the new nodes; drop the FP32 initializers nobody reads any more and the stale value_info."""
+        used = {i for n in self.nodes for i in n.input}
+        keep_inits = [t for t in self.graph.initializer if t.name in used]
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(keep_inits)
+        del self.graph.node[:]
+        self.graph.node.extend(self.nodes)
+        del self.graph.value_info[:]
 
 
 def _is_index_input(node: Any, idx: int) -> bool:
@@ -225,7 +222,7 @@ def mixed_type_nodes(model: Any) -> list[str]:
     """Nodes whose floating inputs do not all share one type (must be empty for strongly typed TensorRT)."""
     onnx = lazy_import("onnx")
     model = onnx.shape_inference.infer_shapes(model)
-    types = _float_tensors(model)
+    types = _elem_types(model)
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
     bad = []
     for node in model.graph.node:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from rich.console import Console
 from vitc._io import write_json
 from vitc._lazy import lazy_import
 from vitc.checkpoint import CheckpointMeta, meta_for, save_checkpoint
-from vitc.data.datasets import batches, load_dataset, make_generator
+from vitc.data.datasets import batches, make_generator
+from vitc.data.feed import final_split, open_feed
 from vitc.data.transforms import TrainAugment
 from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg, model_cfg
@@ -30,7 +31,7 @@ from vitc.models.convert import load_pretrained, read_pretrained
 from vitc.train import report
 from vitc.train.config import TrainConfig, resolve_defaults
 from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
-from vitc.train.evaluate import accuracy, predict
+from vitc.train.evaluate import evaluate_batches
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, param_groups
 from vitc.train.progress import EpochProgress
 from vitc.train.run_folder import RunFolder
@@ -53,6 +54,7 @@ class RunResult:
     test: dict[str, float]
     train_images_per_s: float
     seconds: float
+    test_split: str = "test"  # "val" when the data has no test split (an image folder without test/)
 
 
 def pick_device(choice: str) -> torch.device:
@@ -110,7 +112,8 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
             folder.release()
             raise
     try:
-        return _train(cfg, resume, show_progress, started, device, dist, amp_dtype, folder)
+        with ExitStack() as cleanup:
+            return _train(cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup)
     finally:
         folder.release()
         shutdown(dist)
@@ -125,6 +128,7 @@ def _train(
     dist: Any,
     amp_dtype: torch.dtype | None,
     folder: RunFolder,
+    cleanup: ExitStack,
 ) -> RunResult:
     run_dir = folder.final
 
@@ -133,21 +137,36 @@ def _train(
     if pretrained is not None:
         cfg.model.args = {**pretrained.args, **cfg.model.args}  # recorded in config.json: a resume rebuilds it
 
-    # -- data: uint8 tensors at the model's input size
+    # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
     base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
     size = cfg.data.image_size or base_cfg.input_size[1]
-    load = dict(data_dir=cfg.data.dir, image_size=size, crop_pct=base_cfg.crop_pct, in_chans=base_cfg.input_size[0])
-    train_set = load_dataset(cfg.data.name, "train", fraction=cfg.data.fraction, seed=cfg.run.seed, **load)
-    val_set = load_dataset(cfg.data.name, "val", **load)
+    feed, data_note = open_feed(
+        cfg.data,
+        size=size,
+        crop_pct=base_cfg.crop_pct,
+        in_chans=base_cfg.input_size[0],
+        seed=cfg.run.seed,
+        crop_scale=tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
+        flip_prob=0.5 if cfg.aug.flip else 0.0,
+        workers=cfg.run.workers,
+        pin_memory=device.type == "cuda",
+        index_cache=folder.path / "index.json" if dist.is_main else None,
+        report=lambda line: Console().print(line, highlight=False, markup=False),
+    )
+    cleanup.callback(feed.close)  # worker processes end with the run, however it ends
+    if show_progress and dist.is_main and feed.streaming:
+        Console().print(data_note, highlight=False, markup=False)
 
     # -- model, optimiser, EMA; the classifier is sized by the data
+    if feed.num_classes < 2:
+        raise VitcError(f"{cfg.data.name} has {feed.num_classes} class; a classifier needs at least 2")
     torch.manual_seed(cfg.run.seed)
-    args = {**cfg.model.args, "num_classes": train_set.num_classes, "drop_path_rate": cfg.model.drop_path_rate}
+    args = {**cfg.model.args, "num_classes": feed.num_classes, "drop_path_rate": cfg.model.drop_path_rate}
     if cfg.data.image_size:
         args["img_size"] = size
     model = create_model(cfg.model.name, **args).to(device)
     if pretrained is not None:
-        note = load_pretrained(model, pretrained, train_set.class_names)
+        note = load_pretrained(model, pretrained, feed.class_names)
         if show_progress and dist.is_main:
             Console(markup=False, highlight=False).print(note)
     if cfg.optim.freeze == "backbone":
@@ -158,11 +177,13 @@ def _train(
     ema = ModelEma(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     augment = TrainAugment(
-        num_classes=train_set.num_classes,
+        num_classes=feed.num_classes,
         mean=mean,
         std=std,
-        crop_scale=tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
-        flip_prob=0.5 if cfg.aug.flip else 0.0,
+        # a streamed sample was cropped and flipped from its full image in a worker already
+        crop_scale=(1.0, 1.0) if feed.streaming else tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
+        crop_ratio=(1.0, 1.0) if feed.streaming else (3 / 4, 4 / 3),
+        flip_prob=0.5 if cfg.aug.flip and not feed.streaming else 0.0,
         mixup_alpha=cfg.aug.mixup,
         cutmix_alpha=cfg.aug.cutmix,
         label_smoothing=cfg.optim.label_smoothing,
@@ -173,7 +194,7 @@ def _train(
         "model": cfg.model.name,
         "args": args,
         "config": cfg.to_dict(),
-        "classes": train_set.class_names,
+        "classes": feed.class_names,
         "processes": dist.world_size,
         "pretrained": pretrained.provenance if pretrained else None,
     }
@@ -190,7 +211,7 @@ def _train(
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
 
     per_rank_batch = cfg.optim.batch_size // dist.world_size
-    steps_per_epoch = max(1, len(train_set) // cfg.optim.batch_size)
+    steps_per_epoch = max(1, len(feed) // cfg.optim.batch_size)
     total_steps = cfg.optim.epochs * steps_per_epoch
     warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
     schedule = report.lr_schedule(total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch)
@@ -214,20 +235,26 @@ def _train(
             order = make_generator(cfg.run.seed, epoch)
             if state.step_in_epoch == 0:
                 aug_gen.manual_seed(make_generator(cfg.run.seed, _AUG_STREAM + epoch).initial_seed())
-                state.partial = {"loss": 0.0, "count": 0.0}
+                state.partial = {"loss": 0.0, "count": 0.0} | ({"skipped": 0.0} if feed.streaming else {})
             # a set smaller than one batch (common when fine-tuning) trains on that one partial batch
-            full = len(train_set) >= cfg.optim.batch_size
-            epoch_batches = list(batches(len(train_set), per_rank_batch, order, drop_last=full, **_shard(dist)))
+            full = len(feed) >= cfg.optim.batch_size
+            epoch_batches = list(batches(len(feed), per_rank_batch, order, drop_last=full, **_shard(dist)))
             epoch_batches = epoch_batches[:steps_per_epoch]
             progress.start(epoch, cfg.optim.epochs, len(epoch_batches), state.step_in_epoch)
+            samples = feed.train_batches(epoch_batches[state.step_in_epoch :], epoch)
             tick = time.perf_counter()
             for step in range(state.step_in_epoch, len(epoch_batches)):
                 unfinished = (aug_gen.get_state(), torch.get_rng_state())  # restored if this step is cut short
                 lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
-                idx = epoch_batches[step]
-                x, targets = augment(train_set.images[idx], train_set.labels[idx], aug_gen)
+                images, labels, bad = next(samples)
+                if bad:  # unreadable images, skipped (data.on_bad_image=skip) and counted
+                    state.partial["skipped"] += len(bad)
+                if not len(labels):  # nothing left of this batch: the step passes without an update
+                    state.step_in_epoch, state.global_step, unfinished = step + 1, state.global_step + 1, None
+                    continue
+                x, targets = augment(images, labels, aug_gen)
                 x, targets = x.to(device, non_blocking=True), targets.to(device, non_blocking=True)
 
                 with cast:
@@ -248,12 +275,12 @@ def _train(
                 if ema is not None:
                     ema.update(model)
 
-                state.partial["loss"] += loss.item() * len(idx)
-                state.partial["count"] += len(idx)
+                state.partial["loss"] += loss.item() * len(labels)
+                state.partial["count"] += len(labels)
                 state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
                 unfinished = None
-                images_seen += len(idx) * dist.world_size
-                progress.advance(loss=loss.item(), lr=lr, images=len(idx) * dist.world_size)
+                images_seen += len(labels) * dist.world_size
+                progress.advance(loss=loss.item(), lr=lr, images=len(labels) * dist.world_size)
                 if board:
                     board.step(state.global_step, loss=loss.item(), lr=lr)
 
@@ -265,9 +292,7 @@ def _train(
             if dist.is_main:
                 evaluated = ema.module if ema is not None else model
                 last_lr = lr_at(state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
-                val = accuracy(
-                    predict(evaluated, val_set, mean, std, device=device, amp_dtype=amp_dtype), val_set.labels
-                )
+                val = evaluate_batches(evaluated, feed.eval_batches("val"), mean, std, device, amp_dtype)
                 row = {
                     "epoch": epoch + 1,
                     "train_loss": state.partial["loss"] / max(1.0, state.partial["count"]),
@@ -276,6 +301,8 @@ def _train(
                     "val_top5": val["top5"],
                     "val_loss": val["loss"],
                 }
+                if feed.streaming:  # unreadable images skipped this epoch (data.on_bad_image=skip)
+                    row["skipped_images"] = int(state.partial["skipped"])
                 state.history.append(row)
                 progress.epoch_summary(row)
                 meta = _meta(evaluated, run_info, row)
@@ -320,10 +347,11 @@ def _train(
         from vitc.checkpoint import load_model
 
         best, _ = load_model(run_dir / "best.safetensors")
-        test_set = load_dataset(cfg.data.name, "test", **load)
-        test = accuracy(predict(best.to(device), test_set, mean, std, device=device), test_set.labels)
+        # the same precision as val during training: one checkpoint, one accuracy for the same images
+        test = evaluate_batches(best.to(device), feed.eval_batches("test"), mean, std, device, amp_dtype)
     rate = images_seen / train_seconds if train_seconds else 0.0
-    result = RunResult(run_dir, state.history, state.best_top1, test, rate, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    result = RunResult(run_dir, state.history, state.best_top1, test, rate, seconds, final_split(cfg.data))
     if dist.is_main:
         write_json(run_dir / "summary.json", _summary(cfg, result))
     return result
@@ -361,12 +389,11 @@ def _pretrained_fields(record: dict[str, Any] | None) -> dict[str, Any]:
 
 def _summary(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
     """summary.json: what the run achieved, machine-readable (the CLI prints the same as a table)."""
-    no_test = cfg.data.name == "imagefolder" and not (Path(cfg.data.dir or ".") / "test").is_dir()
     best = max(result.history, key=lambda row: row["val_top1"], default=None)
     return {
         "model": cfg.model.name,
         "data": cfg.data.name,
-        "test_split": "val" if no_test else "test",  # an image folder without test/ is scored on val
+        "test_split": result.test_split,  # "val": an image folder without test/ is scored on val
         "test_top1": result.test.get("top1"),
         "test_top5": result.test.get("top5"),
         "best_val_top1": result.best_val_top1,

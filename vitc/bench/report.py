@@ -155,15 +155,11 @@ class BenchReport:
 
 def base_environment() -> dict[str, Any]:
     """Host facts that belong with every figure (no optional imports)."""
-    import os
+    from vitc.engines.platform import cpu_cores
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu": platform.processor() or platform.machine(),
-        "cores": cores,
+        "cores": cpu_cores(),
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from vitc._lazy import lazy_import
 from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
+from vitc.engines.platform import cpu_cores
 from vitc.errors import VitcError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -23,13 +23,6 @@ ORT_TYPES = {
     "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",
 }
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def choose_providers(available: list[str], device: str = "auto") -> list[str]:

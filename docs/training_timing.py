@@ -10,6 +10,10 @@ GMACs), GMACs being one inference forward at batch 1 (vitc.models._stats) of the
 formulation, for both formulations: the architecture's cost, as in issue 13's table (the fused
 SP-SA skips 0.6 of SP-ViT-S's 7.16, so per GMAC it actually performs, its ratio is 0.915× this).
 
+With one thread (`--threads 1`), process CPU time per step is also reported: on a machine shared
+with other processes it excludes the time the step waited for a core, so it varies less than the
+wall clock (caches and memory bandwidth are still shared).
+
 Activation memory is the size of the distinct storages autograd saves for backward during one
 training forward (torch.autograd.graph.saved_tensors_hooks), parameters excluded: deterministic,
 so it is measured once, outside the timed rounds.
@@ -76,19 +80,26 @@ class Variant:
         self.x = torch.randn(batch, 3, img, img)
         self.y = torch.randint(0, self.model.num_classes, (batch,))
         self.amp = amp
-        self.times: list[float] = []
+        self.times: list[float] = []  # wall-clock seconds per step, one sample per round
+        self.cpu_times: list[float] = []  # process CPU seconds per step (see --threads)
 
     def autocast(self) -> torch.autocast | nullcontext[None]:
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.amp else nullcontext()
 
-    def step(self) -> float:
-        start = time.perf_counter()
+    def step(self) -> tuple[float, float]:
+        """(wall, CPU) seconds of one training step."""
+        start, cpu = time.perf_counter(), time.process_time()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             loss = F.cross_entropy(self.model(self.x), self.y)
         loss.backward()
         self.optimizer.step()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    def sample(self, steps: int) -> None:
+        wall, cpu = np.mean([self.step() for _ in range(steps)], axis=0)
+        self.times.append(float(wall))
+        self.cpu_times.append(float(cpu))
 
     def memory(self) -> int:
         with self.autocast():
@@ -109,21 +120,24 @@ def run(groups: dict[str, tuple[str, ...]], img: int, batch: int, args: argparse
             v.step()
     for _ in range(args.rounds):
         for v in runs.values():
-            v.times.append(float(np.mean([v.step() for _ in range(args.steps)])))
+            v.sample(args.steps)
     print(f"\n{img}×{img}, batch {batch}, {args.amp}, {args.rounds} rounds × {args.steps} steps, median step time")
-    print("| model | GMACs | img/s | vs DeiT | per GMAC | activations MiB | vs DeiT |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | GMACs | img/s | vs DeiT | per GMAC | CPU-time img/s | per GMAC | activations MiB | vs DeiT |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for names in groups.values():
         base = names[0]
         base_ips = batch / float(np.median(runs[base].times))
+        base_cpu = batch / float(np.median(runs[base].cpu_times))
         for name in names:
             for label, _ in variants(name):
                 ips = batch / float(np.median(runs[label].times))
+                cpu_ips = batch / float(np.median(runs[label].cpu_times))
                 per_gmac = ips * gmacs[name] / (base_ips * gmacs[base])
+                cpu_per_gmac = cpu_ips * gmacs[name] / (base_cpu * gmacs[base])
                 mib = memory[label] / 2**20
                 print(
                     f"| {label} | {gmacs[name]:.3g} | {ips:.3g} | {ips / base_ips:.2f}× | {per_gmac:.2f}× "
-                    f"| {mib:.0f} | {memory[label] / memory[base]:.2f}× |"
+                    f"| {cpu_ips:.3g} | {cpu_per_gmac:.2f}× | {mib:.0f} | {memory[label] / memory[base]:.2f}× |"
                 )
 
 

@@ -18,6 +18,7 @@ from vitc.data.datasets import load_dataset
 from vitc.errors import VitcError
 from vitc.models import create_model
 from vitc.models.convit import GPSA
+from vitc.models.layers import content_attention
 from vitc.models.spvit import SPSA
 
 LOGIT_TOL = 1e-5
@@ -201,3 +202,23 @@ def test_short_training_run_follows_the_reference_loss_curve(name: str) -> None:
     reference, fused = curves
     assert reference[-20:].mean() < reference[:20].mean() - 0.05  # it learns
     assert (reference - fused).abs().max().item() <= 1e-8
+
+
+def test_content_attention_in_bf16_on_cpu_takes_the_explicit_form() -> None:
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 16, 8).unbind(0)
+    exact = F.scaled_dot_product_attention(q, k, v)
+    low = content_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), 8**-0.5)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - exact).abs().max().item() <= 3e-2  # bf16 rounding of q, k, v and the products
+    assert torch.equal(content_attention(q, k, v, 8**-0.5), F.scaled_dot_product_attention(q, k, v, scale=8**-0.5))
+
+
+@pytest.mark.parametrize("name", ["convit_micro", "spvit_micro"])
+def test_fused_under_bf16_autocast_tracks_the_reference(name: str) -> None:
+    """`vitc train`'s default on CPUs with native bf16: the two forms agree to bf16 rounding."""
+    reference, fused = _pair(name, SMALL)
+    x = torch.randn(2, *reference.vitc_cfg.input_size)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref_logits, logits = reference.eval()(x).float(), fused.eval()(x).float()
+    assert (logits - ref_logits).abs().max().item() <= 2e-2 * ref_logits.abs().max().item()

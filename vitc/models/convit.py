@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vitc.models._registry import build_model, register_model
@@ -23,6 +22,7 @@ from vitc.models.layers import (
     Mlp,
     PatchEmbed,
     check_attn_impl,
+    content_attention,
     drop_path_rates,
     init_weights_vit,
     qk_v_heads,
@@ -50,7 +50,7 @@ class GPSA(nn.Module):
     matrices is row-stochastic). `"fused"` (the default) computes the same function:
 
     * the content term is softmax(q·kᵀ·s)·v, one `scaled_dot_product_attention` call, whose fused
-      kernels never materialise the (B, H, N, N) probabilities;
+      kernels never materialise the (B, H, N, N) probabilities (`content_attention`);
     * the positional term P·v uses P = softmax(pos_proj(rel_indices)) built once per forward for
       all heads and no batch. Its logits w₀·dx + w₁·dy + w₂·(dx² + dy²) + b are a term in dx plus a
       term in dy (b cancels in the softmax), so on the row-major S×S grid P = P_y ⊗ P_x with
@@ -161,7 +161,7 @@ class GPSA(nn.Module):
         if tokens != self.rel_indices.shape[1]:
             raise ValueError(f"GPSA was built for {self.rel_indices.shape[1]} tokens, got {tokens}")
         q, k, v = qk_v_heads(x, self.qk, self.v, self.num_heads)
-        content = F.scaled_dot_product_attention(q, k, v)  # default scale d_h^-0.5 = self.scale
+        content = content_attention(q, k, v, self.scale)
         gate = torch.sigmoid(self.gating_param).view(-1, 1, 1)
         out = torch.addcmul(self._positional(v, gate), content, (1.0 - gate).to(content.dtype))
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tokens, dim)))

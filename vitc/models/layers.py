@@ -203,6 +203,18 @@ def check_attn_impl(attn_impl: str) -> str:
     return attn_impl
 
 
+def content_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q·kᵀ·scale)·v for (B, H, N, d) inputs, through `scaled_dot_product_attention`.
+
+    Except in bf16/fp16 on CPU (e.g. under `vitc train`'s bf16 autocast): there PyTorch's CPU
+    flash-attention backward ran several times slower than the explicit product, softmax and
+    product (docs/benchmarks.md, "Training throughput"), which is then used instead.
+    """
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        return ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1) @ v
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
 def qk_v_heads(
     x: torch.Tensor, qk: nn.Linear, v: nn.Linear, num_heads: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

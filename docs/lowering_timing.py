@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_timing import interleaved_medians
 
+from vitc.bench import timing
 from vitc.compile import PIPELINES, compile_model
 from vitc.models import create_model
 
@@ -105,17 +105,8 @@ def onnxruntime(args: argparse.Namespace) -> None:
 def interleaved_calls(
     runners: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, warmup: int, iterations: int, rounds: int
 ) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for run in runners.values():
-        for _ in range(warmup):
-            run(x)
-    for _ in range(rounds):
-        for name, run in runners.items():
-            for _ in range(max(1, iterations // rounds)):
-                start = time.perf_counter()
-                run(x)
-                times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+    calls = {name: (lambda run=run: run(x)) for name, run in runners.items()}
+    return timing.interleaved_medians(calls, warmup, iterations, rounds)
 
 
 def gemm(args: argparse.Namespace) -> None:

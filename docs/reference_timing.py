@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-import numpy as np
 import torch
+
+from vitc.bench import timing
 
 
 def shim_torchvision() -> None:
@@ -62,20 +62,11 @@ def shim_torchvision() -> None:
 def interleaved_medians(
     models: dict[str, torch.nn.Module], batch: int, warmup: int, iterations: int, rounds: int
 ) -> dict[str, float]:
-    """Median ms per model; `rounds` interleaved rounds so that machine-load drift hits every model alike."""
+    """Median ms per model over interleaved rounds (vitc.bench.timing.interleaved_medians)."""
     x = torch.randn(batch, 3, 224, 224)
-    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for model in models.values():
-            for _ in range(warmup):
-                model(x)
-        for _ in range(rounds):
-            for name, model in models.items():
-                for _ in range(max(1, iterations // rounds)):
-                    start = time.perf_counter()
-                    model(x)
-                    times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+        calls = {name: (lambda m=model: m(x)) for name, model in models.items()}
+        return timing.interleaved_medians(calls, warmup, iterations, rounds)
 
 
 def main() -> None:

@@ -119,3 +119,21 @@ def collect(step: Step, plan: TimingPlan, clock: Callable[[], float] = time.perf
 def measure(step: Step, plan: TimingPlan, batch: int) -> dict[str, LatencyStats]:
     """Statistics per named time for a step that processes `batch` images per call."""
     return {name: LatencyStats.from_seconds(times, batch) for name, times in collect(step, plan).items()}
+
+
+def interleaved_medians(
+    calls: Mapping[str, Callable[[], object]], warmup: int, iterations: int, rounds: int
+) -> dict[str, float]:
+    """Median milliseconds per call, timed in `rounds` round-robin rounds so that load from other
+    processes hits every candidate alike (the benchmark scripts in docs/ all time this way)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(max(1, iterations // rounds)):
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}

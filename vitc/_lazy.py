@@ -45,3 +45,10 @@ def lazy_import(name: str) -> ModuleType:
         root = name.split(".")[0]
         hint = OPTIONAL.get(root, f"pip install {root}")
         raise VitcError(f"this command needs {root!r}, which is not installed ({hint})") from exc
+
+
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot on the Agg backend: figures are written to files, never shown."""
+    matplotlib = lazy_import("matplotlib")
+    matplotlib.use("Agg")
+    return lazy_import("matplotlib.pyplot")

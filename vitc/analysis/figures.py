@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from vitc._io import atomic_write
+from vitc._lazy import pyplot
 from vitc.analysis.locality import LocalityReport
-from vitc.train.report import pyplot
 
 GATE_START = 1 / (1 + math.exp(-1))  # GPSA initialises λ = 1 (vitc/models/convit.py), σ(1) ≈ 0.731
 HEADS_PER_ROW = 8

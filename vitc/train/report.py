@@ -9,19 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from vitc._io import atomic_write
-from vitc._lazy import lazy_import
+from vitc._lazy import lazy_import, pyplot
 
 
 def write_metrics(history: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     """Rewrite metrics.jsonl from the history (after a resume it matches the uninterrupted run)."""
     with atomic_write(path) as tmp:
         tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
-
-
-def pyplot() -> Any:
-    matplotlib = lazy_import("matplotlib")
-    matplotlib.use("Agg")
-    return lazy_import("matplotlib.pyplot")
 
 
 def lr_schedule(

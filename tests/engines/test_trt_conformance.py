@@ -285,3 +285,16 @@ def test_cuda_graph_replays_with_new_inputs(version, fake, tiny_onnx, tmp_path):
         assert runner._graph is not None
     for want, have in zip(expected, got, strict=True):
         np.testing.assert_array_equal(have, want)
+
+
+@pytest.mark.parametrize("version", ["8.5", "8.6"])
+def test_int8_weight_files_are_refused_before_tensorrt_8_parses_them(version, fake, export_dir):
+    """The default INT8 export stores int8 weights (TensorRT 10+); 8.x must be told to re-export with --trt."""
+    fake(version)
+    onnx = add_precision(export_dir, "int8")
+    manifest = json.loads((export_dir / "manifest.int8.json").read_text())
+    manifest["precision_report"] = {"weights": "int8"}
+    (export_dir / "manifest.int8.json").write_text(json.dumps(manifest))
+    result = cli.invoke(app, ["build", str(onnx)])
+    assert result.exit_code == 2, result.output
+    assert "stores int8 weights" in result.output and f"--trt {version}" in result.output

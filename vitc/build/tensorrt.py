@@ -179,6 +179,7 @@ def build_engine(opts: BuildOptions) -> BuildResult:
         raise VitcError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got {opts.hardware_compat!r}")
     version = installed_version()
     feat = features(version)
+    _check_weight_form(opts, version)
     plan_flags = precision_plan(feat, opts.precision)
     warnings: list[str] = []
     started = time.perf_counter()
@@ -337,6 +338,18 @@ def _configure_dla(
         if not config.can_run_on_DLA(layer) or config.get_device_type(layer) != trt.DeviceType.DLA:
             fallback.append(layer.name)
     return fallback
+
+
+def _check_weight_form(opts: BuildOptions, version: str) -> None:
+    """INT8 weights stored as int8 initializers (the default export form) parse from TensorRT 10 on;
+    an older TensorRT would fail deep in its parser, so say what to re-export instead."""
+    report = (opts.manifest.raw.get("precision_report") or {}) if opts.manifest is not None else {}
+    if report.get("weights") == "int8" and int(version.split(".")[0]) < 10:
+        target = ".".join(version.split(".")[:2])
+        raise VitcError(
+            f"{opts.onnx} stores int8 weights, which TensorRT {version} cannot parse (10 and later can): "
+            f"re-export it for this TensorRT with `vitc export CHECKPOINT -p int8 --trt {target}`"
+        )
 
 
 def engine_drift(plan: Path, manifest: ExportManifest) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from vitc._lazy import lazy_import
 from vitc.checkpoint import CheckpointMeta, meta_for, save_checkpoint
 from vitc.data.datasets import batches, make_generator
 from vitc.data.feed import final_split, open_feed
-from vitc.data.transforms import TrainAugment
+from vitc.data.transforms import TrainAugment, eval_transform
 from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.models.convert import load_pretrained, read_pretrained
@@ -292,7 +292,8 @@ def _train(
             if dist.is_main:
                 evaluated = ema.module if ema is not None else model
                 last_lr = lr_at(state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
-                val = evaluate_batches(evaluated, feed.eval_batches("val"), mean, std, device, amp_dtype)
+                val_batches = board.tap(feed.eval_batches("val")) if board else feed.eval_batches("val")
+                val = evaluate_batches(evaluated, val_batches, mean, std, device, amp_dtype)
                 row = {
                     "epoch": epoch + 1,
                     "train_loss": state.partial["loss"] / max(1.0, state.partial["count"]),
@@ -323,6 +324,7 @@ def _train(
                 report.plot_curves(state.history, folder.path / "curves.png", cfg.run_name, schedule)
                 if board:
                     board.epoch(row, [folder.path / "curves.png"])
+                    board.locality(evaluated, eval_transform(board.sample, mean, std), row["epoch"])
                 folder.commit()  # a --force run replaces the old one now that it has checkpoints
             barrier(dist)
     except KeyboardInterrupt:

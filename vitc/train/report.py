@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,19 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 class TensorBoardLog:
     """Scalars per step and per epoch and the run's figures as images, for `tensorboard --logdir RUN`."""
 
+    SAMPLE = 16  # validation images the locality figures are measured on
+
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         lazy_import("tensorboard")  # SummaryWriter needs it: a VitcError naming the extra when missing
         self.writer = lazy_import("torch.utils.tensorboard").SummaryWriter(log_dir=str(folder))
+        self.sample: Any = None  # the first validation images, kept by tap()
+
+    def tap(self, batches: Iterable[tuple[Any, Any, Any]]) -> Iterator[tuple[Any, Any, Any]]:
+        """Pass (images, labels, notes) batches through, keeping the first SAMPLE images once."""
+        for batch in batches:
+            if self.sample is None and len(batch[0]):
+                self.sample = batch[0][: self.SAMPLE].clone()
+            yield batch
 
     def step(self, step: int, **scalars: float) -> None:
         for name, value in scalars.items():

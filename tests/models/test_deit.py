@@ -1,0 +1,149 @@
+"""DeiT: the official layout and logits, against an independent transcription of the reference code.
+
+facebookresearch/deit `models.py` builds DeiT as timm's `VisionTransformer` (patch 16, mlp_ratio 4,
+qkv_bias=True, LayerNorm eps 1e-6) and releases checkpoints wrapped as {"model": state_dict}. The
+reference below is that VisionTransformer written out from timm's code (the explicit attention, not
+a fused kernel); a file in its layout goes through `vitc import` and must give the same logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from vitc.checkpoint import load_model
+from vitc.cli.main import app
+from vitc.models import create_model
+from vitc.models._stats import count_params
+
+# ---- independent reference: timm's VisionTransformer as facebookresearch/deit instantiates it ----
+
+
+class RefAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class RefMlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class RefBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = RefAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = RefMlp(dim, 4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class RefPatchEmbed(nn.Module):
+    def __init__(self, patch: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class RefVisionTransformer(nn.Module):
+    def __init__(self, img: int, patch: int, dim: int, depth: int, heads: int, classes: int) -> None:
+        super().__init__()
+        self.patch_embed = RefPatchEmbed(patch, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, (img // patch) ** 2 + 1, dim))
+        self.blocks = nn.ModuleList(RefBlock(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = x + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.norm(x)[:, 0])
+
+
+def official_layout(
+    dim: int, depth: int = 12, grid: int = 14, classes: int = 1000, patch: int = 16
+) -> list[tuple[str, tuple[int, ...]]]:
+    """(key, shape) in the order of the official state_dict (timm VisionTransformer registration order)."""
+    keys = [("cls_token", (1, 1, dim)), ("pos_embed", (1, grid * grid + 1, dim))]
+    keys += [("patch_embed.proj.weight", (dim, 3, patch, patch)), ("patch_embed.proj.bias", (dim,))]
+    for i in range(depth):
+        p = f"blocks.{i}."
+        keys += [(p + "norm1.weight", (dim,)), (p + "norm1.bias", (dim,))]
+        keys += [(p + "attn.qkv.weight", (3 * dim, dim)), (p + "attn.qkv.bias", (3 * dim,))]
+        keys += [(p + "attn.proj.weight", (dim, dim)), (p + "attn.proj.bias", (dim,))]
+        keys += [(p + "norm2.weight", (dim,)), (p + "norm2.bias", (dim,))]
+        keys += [(p + "mlp.fc1.weight", (4 * dim, dim)), (p + "mlp.fc1.bias", (4 * dim,))]
+        keys += [(p + "mlp.fc2.weight", (dim, 4 * dim)), (p + "mlp.fc2.bias", (dim,))]
+    keys += [("norm.weight", (dim,)), ("norm.bias", (dim,)), ("head.weight", (classes, dim)), ("head.bias", (classes,))]
+    return keys
+
+
+def _randomised(model: nn.Module) -> nn.Module:
+    """Every parameter random (LayerNorm scales around 1): a zero bias or unit scale cannot hide a wrong key."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(
+                1.0 + 0.1 * torch.randn_like(p)
+                if "norm" in name and name.endswith("weight")
+                else torch.randn_like(p) * 0.1
+            )
+    return model.eval()
+
+
+# ---- tests ----
+
+
+def test_state_dict_layout_is_official() -> None:
+    expected = official_layout(192)
+    assert len(expected) == 152
+    with torch.device("meta"):
+        model = create_model("deit_tiny")
+        ref = RefVisionTransformer(224, 16, 192, 12, 3, 1000)
+    assert [(k, tuple(v.shape)) for k, v in ref.state_dict().items()] == expected
+    assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == expected
+    assert count_params(model) == 5_717_416  # DeiT-Ti, deit_tiny_patch16_224
+
+
+def test_official_file_imports_to_the_reference_logits(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ref = _randomised(RefVisionTransformer(img=64, patch=16, dim=192, depth=2, heads=3, classes=1000))
+    source = tmp_path / "deit_tiny_patch16_224-a1311bcf.pth"
+    torch.save({"model": ref.state_dict(), "epoch": 299}, source)  # the official release wraps under "model"
+    out = tmp_path / "out"
+    args = ["import", str(source), "-m", "deit_tiny", "-o", str(out), "--set", "depth=2", "--set", "img_size=64"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model, _meta = load_model(out / "model.safetensors")
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        want, got = ref(x), model.eval()(x)
+    assert want.abs().max() > 1.0  # logits with something in them
+    assert (got - want).abs().max().item() <= 1e-5

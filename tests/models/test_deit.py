@@ -14,37 +14,22 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from tests.models.test_convit import RefMHSA, RefMlp, RefPatchEmbed
 from vitc.checkpoint import load_model
 from vitc.cli.main import app
 from vitc.models import create_model
 from vitc.models._stats import count_params
 
 # ---- independent reference: timm's VisionTransformer as facebookresearch/deit instantiates it ----
+# (the MLP, patch embedding and attention maths are the ConViT test's transcription of the same timm code)
 
 
-class RefAttention(nn.Module):
+class RefAttention(RefMHSA):
+    """timm's Attention: ConViT's MHSA blocks are the same code with qkv_bias=False; DeiT has the bias."""
+
     def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
+        super().__init__(dim, num_heads)
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
-
-
-class RefMlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class RefBlock(nn.Module):
@@ -58,15 +43,6 @@ class RefBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
-
-
-class RefPatchEmbed(nn.Module):
-    def __init__(self, patch: int, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class RefVisionTransformer(nn.Module):

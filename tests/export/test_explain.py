@@ -42,12 +42,12 @@ def perturb_block(proto: Any, block: int, factor: float = -8.0) -> Any:
         if node.name.startswith(scope) and node.op_type in ("MatMul", "Gemm")
         for name in node.input
     }
-    flipped = 0
-    for i, tensor in enumerate(out.graph.initializer):
+    scaled = 0
+    for tensor in out.graph.initializer:
         if tensor.name in weights:
-            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(factor * numpy_helper.to_array(tensor), tensor.name))
-            flipped += 1
-    assert flipped >= 2, f"no weights found in {scope}"
+            tensor.CopyFrom(numpy_helper.from_array(factor * numpy_helper.to_array(tensor), tensor.name))
+            scaled += 1
+    assert scaled >= 2, f"no weights found in {scope}"
     return out
 
 

@@ -58,15 +58,19 @@ def test_build_convit_engines_and_bench(tmp_path: Path, exports: dict) -> None:
 
 
 def test_static_engine_cuda_graph(tmp_path: Path):
+    """Each replay computes on the input of its own call: a replay that did nothing would return the last logits."""
     from vitc.build.tensorrt import BuildOptions, build_engine
     from vitc.engines.trt_runner import TensorRTRunner
 
     onnx = make_tiny_onnx(tmp_path / "s.onnx", batch=2)
     plan = tmp_path / "s.plan"
     build_engine(BuildOptions(onnx=onnx, output=plan))
+    feeds = [np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype(np.float32) for i in range(4)]
+    with TensorRTRunner(plan) as plain:
+        expected = [plain.infer({"input": x})["logits"] for x in feeds]
     with TensorRTRunner(plan, cuda_graph=True) as runner:
-        feed = {"input": np.ones((2, 3, 8, 8), np.float32)}
-        first = runner.infer(feed)["logits"]
-        for _ in range(3):
-            again = runner.infer(feed)["logits"]
-        assert np.allclose(first, again)
+        got = [runner.infer({"input": x})["logits"] for x in feeds]  # plain, capture + replay, replay, replay
+        assert runner._graph is not None
+    for i, (want, have) in enumerate(zip(expected, got, strict=True)):
+        assert not np.allclose(have, expected[i - 1], atol=1e-3), i  # the inputs differ enough to tell apart
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-5)

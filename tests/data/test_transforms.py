@@ -147,8 +147,6 @@ def test_train_augment_all_off_is_eval_transform() -> None:
 
 
 def test_recipes_and_validation() -> None:
-    assert TrainAugment.for_dataset("digits", num_classes=10, mean=MEAN, std=STD).flip_prob == 0.0
-    assert TrainAugment.for_dataset("cifar10", num_classes=10, mean=MEAN, std=STD).flip_prob == 0.5
     d = TrainAugment(num_classes=3, mean=MEAN, std=STD).to_dict()
     assert d["crop_scale"] == [0.35, 1.0] and d["mean"] == list(MEAN)
     with pytest.raises(VitcError, match="crop scale"):

@@ -12,7 +12,7 @@ from vitc.models._stats import count_params, model_stats
 from vitc.models.convit import GPSA, ConViT, checkpoint_filter_fn
 from vitc.models.loading import load_strict
 
-# (params exact, GMACs @224) from the reference brief §1.5.
+# (params exact, GMACs @224) counted on facebookresearch/convit and timm 1.0.31 (docs/models.md).
 SIZES = {
     "convit_tiny": (5_710_512, 1.252),
     "convit_tiny_plus": (9_972_912, 2.131),
@@ -141,7 +141,7 @@ class RefVisionTransformer(nn.Module):
 def official_layout(
     dim: int, heads: int, depth: int = 12, local: int = 10, grid: int = 14, classes: int = 1000, patch: int = 16
 ) -> list[tuple[str, tuple[int, ...]]]:
-    """(key, shape) in the official state_dict order (brief §1.6)."""
+    """(key, shape) in the order of the official state_dict (facebookresearch/convit `convit.py`)."""
     keys = [("cls_token", (1, 1, dim)), ("pos_embed", (1, grid * grid, dim))]
     keys += [("patch_embed.proj.weight", (dim, 3, patch, patch)), ("patch_embed.proj.bias", (dim,))]
     for i in range(depth):

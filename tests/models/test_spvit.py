@@ -121,8 +121,8 @@ def test_param_counts_and_macs() -> None:
     assert m["params"] == 55_952_992
     dim, heads = 768, 12
     assert large["params"] == 150_205_520 + 22 * (4 * dim + heads) == 150_273_368
-    # The release's formulation evaluates the prior MLP on all N² offset pairs (brief §2.3: 7.16 /
-    # 13.26 GMACs); the default fused SP-SA on the (2S−1)² distinct offsets only.
+    # The release's formulation evaluates the prior MLP on all N² offset pairs (7.16 / 13.26 GMACs,
+    # counted on the official SP-ViT code); the default fused SP-SA on the (2S−1)² distinct offsets only.
     assert model_stats("spvit_s", attn_impl="reference")["gmacs"] == pytest.approx(7.16, rel=0.02)
     assert model_stats("spvit_m", attn_impl="reference")["gmacs"] == pytest.approx(13.26, rel=0.02)
     assert s["gmacs"] == pytest.approx(6.55, rel=0.01)

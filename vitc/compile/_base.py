@@ -35,7 +35,6 @@ class Pass:
     """
 
     name: ClassVar[str] = ""
-    matches_doc: ClassVar[str] = ""  # one line for reports and docs: what the pass rewrites
 
     def matches(self, module: nn.Module) -> bool:
         raise NotImplementedError
@@ -68,9 +67,9 @@ def fuse_linears(
 
     A missing bias counts as zero; the fused Linear has a bias if one of the parts does, or with
     `force_bias`. An all-zero bias is exact (x·W + 0 = x·W) and can be faster: PyTorch CPU runs
-    a Linear with bias as addmm, measured 6–9% faster than the bias-free mm for ConViT-Ti's qkv
-    at batch 1 (196×192 by 192×576, 2 threads; docs/benchmarks.md). `row_scale(i)` multiplies
-    output row i (e.g. to fold an attention scale into the q rows).
+    a Linear with bias as addmm, which measured faster than the bias-free mm for ConViT-Ti's qkv
+    at batch 1 (docs/benchmarks.md, "mm vs addmm"). `row_scale(i)` multiplies output row i (e.g.
+    to fold an attention scale into the q rows).
     """
     weight = torch.cat([lin.weight for lin in linears], dim=0)
     has_bias = force_bias or any(lin.bias is not None for lin in linears)

@@ -79,7 +79,6 @@ class StaticConvAttention(nn.Module):
 @register_pass
 class FoldCvTProjectionsPass(Pass):
     name: ClassVar[str] = "fold_cvt_projections"
-    matches_doc: ClassVar[str] = "CvT ConvAttention (dw conv + BN projections)"
 
     def matches(self, module: nn.Module) -> bool:
         return isinstance(module, ConvAttention)

@@ -38,7 +38,6 @@ class StaticStem(nn.Module):
 @register_pass
 class FoldStemBatchNormPass(Pass):
     name: ClassVar[str] = "fold_stem_batchnorm"
-    matches_doc: ClassVar[str] = "SP-ViT conv+BN stem"
 
     def matches(self, module: nn.Module) -> bool:
         return isinstance(module, PatchEmbed4x2)

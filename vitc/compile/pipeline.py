@@ -6,17 +6,15 @@ attention goes to SDPA, and in whether bias-free qkv GEMMs get a zero bias, chos
 (224×224, 2 CPU cores; figures and commands in docs/benchmarks.md):
 
 * cpu (PyTorch eager): GPSA "sdpa" (separable positional term) + static_attention, qkv with a zero
-  bias. convit_tiny batch 1 / 8: sdpa with bias 20.7 / 137.3 ms, without 20.6 / 138.8 ms, mix with
-  bias 20.0 / 162.3 ms: mix materialises the B·H·N² probabilities, which costs memory traffic as
-  the batch grows, and wins at batch 1 by too little to pay for that.
+  bias. "mix" materialises the B·H·N² probabilities, which costs memory traffic as the batch grows
+  (it loses clearly at batch 8), and wins at batch 1 by too little to pay for that.
 * onnx (ONNX Runtime CPU): GPSA "sdpa", plain attention left as it is (the exporter decomposes
   SDPA into the same MatMul/Softmax anyway). Exported convit_tiny runs as fast with either
-  lowering (batch 8 / 32: sdpa 119.7 / 522.4 ms, mix 120.3 / 516.1 ms; batch 1 is too noisy on
-  ORT to rank them), and the sdpa file is 21% smaller (21.9 vs 27.7 MiB: two S×S tables per block
-  instead of an N×N one), the same graph the tensorrt target builds.
+  lowering, and the sdpa file is smaller (two S×S tables per block instead of an N×N one), the
+  same graph the tensorrt target builds.
 * cuda, tensorrt: GPSA "sdpa" + static_attention, so that flash / memory-efficient kernels and
-  TensorRT's MHA fusion see a standard attention (the issue's GPU argument; not measured here: no
-  GPU was available). No zero bias: cuBLAS and TensorRT fuse a bias into the GEMM epilogue anyway.
+  TensorRT's MHA fusion see a standard attention (a design choice, not measured here: no GPU was
+  available). No zero bias: cuBLAS and TensorRT fuse a bias into the GEMM epilogue anyway.
 """
 
 from __future__ import annotations
@@ -67,7 +65,7 @@ PIPELINES: dict[str, tuple[Step, ...]] = {
     "tensorrt": _FUSED_ATTENTION,
 }
 TARGETS = tuple(PIPELINES)
-# One image keeps `vitc compile convit_base` under 10 s on 2 cores; tests/compile checks every zoo model at
+# One image keeps `vitc compile convit_base` quick on 2 cores; tests/compile checks every zoo model at
 # batch 3 (and export/trace at batch 5), which is where a rewrite that mixed batch elements would show.
 CHECK_BATCH = 1
 CHECK_SEED = 0

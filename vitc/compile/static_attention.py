@@ -45,7 +45,6 @@ class SDPAAttention(nn.Module):
 @register_pass
 class StaticAttentionPass(Pass):
     name: ClassVar[str] = "static_attention"
-    matches_doc: ClassVar[str] = "plain Attention, CvT StaticConvAttention"
 
     def __init__(self, qkv_bias: bool = False) -> None:
         """`qkv_bias` gives the fused qkv a (zero) bias even where the model has none (see fuse_linears)."""

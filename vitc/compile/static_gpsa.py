@@ -15,9 +15,10 @@ with P_x = softmax(w₀·dx + w₂·dx²) and P_y = softmax(w₁·dy + w₂·dy�
 checks the identity against the dense table in float64 for every rewrite.
 
 Two lowerings, chosen per target by measurement (vitc.compile.pipeline):
-* "mix": softmax(q·kᵀ), one addcmul mixes it with the dense g·P, then @v. Fewest ops (2–3% ahead
-  at batch 1 in PyTorch eager), but it materialises B·H·N² probabilities and the N×N table; it was
-  ONNX Runtime's best form until the positional term became separable. No target picks it now.
+* "mix": softmax(q·kᵀ), one addcmul mixes it with the dense g·P, then @v. Fewest ops (slightly
+  ahead at batch 1 in PyTorch eager, docs/benchmarks.md), but it materialises B·H·N² probabilities
+  and the N×N table; it was ONNX Runtime's best form until the positional term became separable.
+  No target picks it now; it stays for comparison (`StaticGPSAPass("mix")`).
 * "sdpa": (1 − g)·SDPA(q, k, v) + g·P·v, with P·v applied as P_x along grid columns, then P_y along
   rows: 2·S³·d instead of S⁴·d multiply-adds per head (7× fewer at 14×14) and two S×S tables
   instead of an N×N one. The content term is a standard attention that fused kernels (flash on CPU
@@ -142,9 +143,8 @@ def separable_positional_attention(gpsa: GPSA) -> tuple[torch.Tensor, torch.Tens
 @register_pass
 class StaticGPSAPass(Pass):
     name: ClassVar[str] = "static_gpsa"
-    matches_doc: ClassVar[str] = "ConViT GPSA"
 
-    def __init__(self, lowering: str = "mix", qkv_bias: bool = False) -> None:
+    def __init__(self, lowering: str = "sdpa", qkv_bias: bool = False) -> None:
         """`qkv_bias` gives the fused qkv a (zero) bias even where GPSA has none (see fuse_linears)."""
         _check_lowering(lowering)
         self.lowering = lowering

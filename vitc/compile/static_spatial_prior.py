@@ -63,7 +63,6 @@ def spatial_prior_f64(module: SPSA) -> torch.Tensor:
 @register_pass
 class StaticSpatialPriorPass(Pass):
     name: ClassVar[str] = "static_spatial_prior"
-    matches_doc: ClassVar[str] = "SP-ViT SP-SA"
 
     def __init__(self, qkv_bias: bool = False) -> None:
         """`qkv_bias` gives the fused qkv a (zero) bias even where SP-SA has none (see fuse_linears)."""

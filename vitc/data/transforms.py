@@ -186,8 +186,8 @@ def mixup_cutmix(
 class TrainAugment:
     """The training recipe as data, so it can be saved with a run and replayed.
 
-    `flip_prob` is 0 in the digits recipe (`for_dataset("digits", ...)`): mirrored digits are other
-    glyphs (or none), so flipping teaches the model wrong labels.
+    `flip_prob` is 0 for digits (`aug.flip`, resolved per data set in vitc.train.config): mirrored
+    digits are other glyphs (or none), so flipping teaches the model wrong labels.
     """
 
     num_classes: int
@@ -220,13 +220,6 @@ class TrainAugment:
             raise VitcError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.num_classes < 1:
             raise VitcError(f"num_classes must be >= 1, got {self.num_classes}")
-
-    @classmethod
-    def for_dataset(cls, name: str, **kwargs: Any) -> TrainAugment:
-        """The recipe for a dataset; digits turns horizontal flip off. `kwargs` override any field."""
-        if name == "digits":
-            kwargs.setdefault("flip_prob", 0.0)
-        return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

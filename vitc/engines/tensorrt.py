@@ -23,7 +23,7 @@ cannot tell a malicious plan from a good one.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,10 +84,6 @@ class TrtFeatures:
     @property
     def strongly_typed_only(self) -> bool:
         return self.version[0] >= 11
-
-    @property
-    def precision_flags(self) -> bool:  # BuilderFlag.FP16/INT8: removed in 11
-        return self.version[0] < 11
 
     @property
     def optimization_level(self) -> bool:  # builder_optimization_level: 8.6+
@@ -299,7 +295,6 @@ __all__ = [
     "PlanHeader",
     "PrecisionPlan",
     "TrtFeatures",
-    "asdict",
     "check_plan_compat",
     "features",
     "load_sidecar",

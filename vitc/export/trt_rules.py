@@ -5,7 +5,8 @@ TensorRT release pins as its parser (trt_onnx_ops.json, made by tests/export/trt
 8.5, 8.6, 10.0, 10.14 and 11.1. A version is checked against the newest table at or below it, so
 10.1–10.13 get the 10.0 table (stricter than their parsers: ops added in between are reported) and
 11.0 the 11.1 one; the `10` target is "any 10.x" (the 10.0 table, JetPack 6 included), `11` 11.x.
-Other facts (docs/deployment_anchors §2b, §3b, §3d):
+Other facts (onnx-tensorrt's QuantizeLinear/DequantizeLinear importer, onnxOpImporters.cpp; TensorRT's
+"explicit quantization" guide; the issues named below):
 - 8.5 parses opsets up to 17 but not `LayerNormalization` (added in 8.6, NVIDIA/TensorRT#2875, #3346);
   JetPack 5 therefore needs an opset-16 export with LayerNorm decomposed.
 - `Gelu` is an opset-20 op (parser 10.0+); the opset-23 `Attention` op arrived in parser 10.14,
@@ -141,13 +142,6 @@ def _attr(node: Any, name: str, default: Any = None) -> Any:
         if attr.name == name:
             return onnx.helper.get_attribute_value(attr)
     return default
-
-
-def _shape_of(graph: Any, name: str) -> list[int] | None:
-    for vi in [*graph.input, *graph.value_info, *graph.output]:
-        if vi.name == name and vi.type.tensor_type.HasField("shape"):
-            return [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
-    return None
 
 
 def check_qdq(model: Any, int8_weights: bool = True) -> list[Finding]:

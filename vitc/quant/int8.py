@@ -1,7 +1,7 @@
 """INT8 explicit quantization (Q/DQ) by post-training calibration, laid out for TensorRT.
 
 ONNX Runtime's `quantize_static` does the calibration and Q/DQ insertion, with the options ModelOpt
-passes for TensorRT (docs/deployment_anchors §4): symmetric INT8 activations and weights
+passes for TensorRT (NVIDIA ModelOpt `ort_utils.configure_ort`): symmetric INT8 activations and weights
 (zero point 0), per-channel weights on the output axis (MatMul axis 1, Gemm axis 0 with transB,
 Conv axis 0), per-tensor activations, no int32 bias Q/DQ, Q/DQ only on the inputs of quantized ops.
 

@@ -112,7 +112,7 @@ _NON_NEGATIVE = (
 _UNIT = ("optim.label_smoothing", "optim.ema_decay", "aug.erasing", "model.drop_path_rate")
 
 
-def _check_type(key: str, value: Any, default: Any, annotation: str) -> Any:
+def _check_type(key: str, value: Any, annotation: str) -> Any:
     """Coerce ints to floats where a float is expected; reject everything else that does not match."""
     if "dict" in annotation:
         ok = isinstance(value, dict)
@@ -150,7 +150,7 @@ def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
         fields_ = {f.name: f for f in dataclasses.fields(section)}
         if key not in fields_:
             raise VitcError(f"unknown config key {dotted!r} ({section_name} has: {', '.join(fields_)})")
-        setattr(section, key, _check_type(dotted, value, None, str(fields_[key].type)))
+        setattr(section, key, _check_type(dotted, value, str(fields_[key].type)))
     validate(cfg)
     return cfg
 

@@ -67,8 +67,8 @@ def pick_device(choice: str) -> torch.device:
 
 def pick_amp(choice: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype. auto: bf16 on CUDA (fp16 where bf16 is missing); on a CPU, bf16 where it has
-    native bf16 instructions (AVX512-BF16/AMX: convit_micro trains 1.6× faster at the same accuracy,
-    docs/benchmarks.md), otherwise fp32."""
+    native bf16 instructions (AVX512-BF16/AMX: convit_micro trains faster at the same accuracy,
+    docs/benchmarks.md, "Training throughput"), otherwise fp32."""
     if choice == "auto":
         if device.type == "cuda":
             choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"

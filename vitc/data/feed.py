@@ -8,6 +8,7 @@ persistent DataLoader workers, which serves train, val and test.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from vitc.errors import VitcError
 
 Batch = tuple[torch.Tensor, torch.Tensor, list[str]]
 EVAL_BATCH = 256
+_M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 
 
 class MemoryFeed:
@@ -95,6 +97,7 @@ class StreamFeed:
             pin_memory=pin_memory,
             persistent_workers=workers > 0,
             generator=torch.Generator(),  # the workers' base seed must not draw from the global RNG
+            worker_init_fn=_pin_mmap_threshold,
         )
 
     def __len__(self) -> int:
@@ -138,6 +141,18 @@ class StreamFeed:
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
         self.loader._iterator = None
+
+
+def _pin_mmap_threshold(_: int) -> None:
+    """Keep a worker's memory flat over an epoch. glibc raises its mmap threshold each time a large
+    block is freed, after which every batch (MBs) comes from the heap, which fragmentation keeps
+    from shrinking: workers then grew by about one batch per batch served (docs/benchmarks.md).
+    A fixed threshold (glibc's default, 128 KiB) keeps large blocks mmapped and returned on free."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to pin
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
 
 
 class _Plan(torch.utils.data.Sampler):

@@ -123,3 +123,25 @@ def test_official_file_imports_to_the_reference_logits(tmp_path: Path) -> None:
         want, got = ref(x), model.eval()(x)
     assert want.abs().max() > 1.0  # logits with something in them
     assert (got - want).abs().max().item() <= 1e-5
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The filter of the models this module registers: their files nest everything under `backbone.`."""
+    return {k.removeprefix("backbone."): v for k, v in state_dict.items()}
+
+
+def test_the_filter_comes_from_the_module_that_registered_the_model(monkeypatch) -> None:
+    """A family living outside vitc.models (a plugin, a fork) brings its own checkpoint_filter_fn."""
+    from vitc.models import _registry
+    from vitc.models.convert import convert_state_dict
+    from vitc.models.deit import DeiT
+
+    def deit_outside(**kwargs: object) -> DeiT:
+        defaults = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 3}
+        return _registry.build_model(DeiT, defaults, kwargs)
+
+    entry = _registry._Entry("deit_outside", deit_outside, _registry.ModelCfg(family="outside"))
+    monkeypatch.setitem(_registry._ENTRIES, "deit_outside", entry)
+    model = create_model("deit_outside")
+    state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    assert list(convert_state_dict(state, model)) == list(model.state_dict())

@@ -135,6 +135,11 @@ def _entry(name: str) -> _Entry:
     return _ENTRIES[name]
 
 
+def registered_module(name: str) -> str:
+    """The module whose `@register_model` registered `name`: its family's code (checkpoint_filter_fn)."""
+    return _entry(name).fn.__module__
+
+
 def model_cfg(name: str, **overrides: Any) -> ModelCfg:
     """The model's data config, with the input size and classes that `overrides` set."""
     cfg = _entry(name).cfg

@@ -8,9 +8,9 @@ Reading is the only risky part: `.pth`/`.bin` files are pickles. They are opened
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from vitc import __version__
 from vitc._io import sha256_file
 from vitc.checkpoint import meta_for, save_checkpoint
 from vitc.errors import VitcError
-from vitc.models._registry import get_model_cfg, model_cfg
+from vitc.models._registry import get_model_cfg, model_cfg, registered_module
 from vitc.models.loading import build_within_limits, load_strict
 
 _WRAPPERS = ("model", "state_dict", "model_state", "model_ema", "module")
@@ -94,9 +94,8 @@ def check_tensors(state_dict: dict[str, torch.Tensor], model: nn.Module, source:
 def convert_state_dict(
     state_dict: dict[str, torch.Tensor], model: nn.Module, source: str = "weights"
 ) -> dict[str, torch.Tensor]:
-    """Apply the model family's `checkpoint_filter_fn` (key renames, position-embedding resampling)."""
-    family = get_model_cfg(model).family
-    module = importlib.import_module(f"vitc.models.{family}")
+    """Apply the `checkpoint_filter_fn` of the module that registered the model (key renames, resampling)."""
+    module = sys.modules[registered_module(model.vitc_name)]
     try:
         return module.checkpoint_filter_fn(state_dict, model)
     except (ValueError, IndexError, RuntimeError, KeyError) as exc:  # e.g. a position embedding of odd shape

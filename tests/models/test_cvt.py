@@ -12,6 +12,7 @@ from vitc.checkpoint import read_meta
 from vitc.cli.main import app
 from vitc.models import create_model
 from vitc.models._stats import count_params, model_stats
+from vitc.models.convert import read_pretrained
 from vitc.models.cvt import CvT, checkpoint_filter_fn
 from vitc.models.loading import KeyMismatchError, load_strict
 
@@ -199,6 +200,8 @@ def test_import_of_a_hugging_face_folder_gives_its_logits(tmp_path: Path, safe: 
         assert torch.allclose(model(x), hf(pixel_values=x).logits, atol=1e-5)
     named = vitc.load_model(tmp_path / "hf", "cvt_micro", depths=[1, 2, 3])  # the API takes the folder too
     assert named.vitc_class_names == list(LABELS.values())
+    start = read_pretrained(tmp_path / "hf", "cvt_micro")  # and so does `vitc train --pretrained`
+    assert start.args == {"act": "gelu"} and start.source_format == "huggingface"
 
 
 def test_official_layout_keeps_quick_gelu(tmp_path: Path) -> None:

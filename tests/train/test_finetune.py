@@ -25,10 +25,10 @@ from vitc.models import create_model
 from vitc.models.convert import load_pretrained, read_pretrained
 from vitc.models.loading import KeyMismatchError
 from vitc.train import loop
-from vitc.train.config import load_config
+from vitc.train.config import load_config, resume_config
 from vitc.train.optim import freeze_backbone, layer_ids, param_groups
 
-# 2 blocks of width 48 on 16x16 digits: learns digits 0-4 to ~93% in seconds on a CPU
+# 2 blocks of width 48 on 16x16 digits: learns digits 0-4 to ~98% in seconds on a CPU
 SMALL: dict[str, Any] = {
     "model.name": "deit_micro",
     "model.args": {"depth": 2, "embed_dim": 48, "num_heads": 2},
@@ -38,7 +38,7 @@ SMALL: dict[str, Any] = {
     "optim.warmup_epochs": 1,
     "run.amp": "off",
 }
-FEW_SHOT = {"data.fraction": 0.08, "optim.epochs": 10, "optim.batch_size": 10, "optim.lr": 3e-3}  # 10 per class
+FEW_SHOT = {"data.fraction": 0.08, "optim.epochs": 10, "optim.batch_size": 10, "optim.lr": 1e-3}  # 10 per class
 LOWER, UPPER = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 _LOAD_DIGITS = datasets._load_digits
 
@@ -67,10 +67,10 @@ def _train(
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """deit_micro trained on digits 0-4 (200 steps): the weights every test here starts from."""
+    """deit_micro trained on digits 0-4 (380 steps, ~98% test top-1): the weights every test here starts from."""
     out = tmp_path_factory.mktemp("pretrain")
     with pytest.MonkeyPatch.context() as patch:
-        run = _train(patch, LOWER, out, "lower", **{"optim.epochs": 20, "optim.lr": 5e-3})
+        run = _train(patch, LOWER, out, "lower", **{"optim.epochs": 20, "optim.batch_size": 32, "optim.lr": 2e-3})
     assert run.test["top1"] > 80.0, run.test  # the task was learnt: there is something to transfer
     return run.run_dir / "best.safetensors"
 
@@ -86,7 +86,8 @@ def test_pretrained_weights_transfer_to_other_classes(pretrained: Path, tmp_path
     scratch = _train(patch, UPPER, tmp_path, "scratch", **FEW_SHOT)
     tuned = _train(patch, UPPER, tmp_path, "tuned", **FEW_SHOT, **{"model.pretrained": str(pretrained)})
     margin = tuned.test["top1"] - scratch.test["top1"]
-    assert margin >= 12.0, (tuned.test["top1"], scratch.test["top1"])  # measured: 56.1% vs 33.3%
+    # measured: 53.3% vs 33.3% with 1 thread, 62.2% vs 33.3% with 2 (the pretraining's sums differ by thread count)
+    assert margin >= 15.0, (tuned.test["top1"], scratch.test["top1"])
 
     meta = read_meta(tuned.run_dir / "best.safetensors")
     assert meta.provenance["pretrained"] == str(pretrained.resolve())
@@ -245,3 +246,19 @@ def test_one_class_is_a_one_line_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--set", f"run.out_dir={tmp_path / 'runs'}", "-q"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "1 class; a classifier needs at least 2" in result.output
+
+
+def test_a_resumed_fine_tuning_run_keeps_its_provenance(pretrained: Path, tmp_path: Path, patch: pytest.MonkeyPatch):
+    """The resume state holds the weights: the pretrained file is not read again (it may be gone)."""
+    start = tmp_path / "start.safetensors"
+    start.write_bytes(pretrained.read_bytes())
+    tuned = FEW_SHOT | {"optim.epochs": 1, "model.pretrained": str(start), "optim.layer_decay": 0.7}
+    first = _train(patch, UPPER, tmp_path, "tuned", **tuned)
+    before = read_meta(first.run_dir / "last.safetensors").provenance
+    start.unlink()
+    config = resume_config(load_config(None, {"run.out_dir": str(tmp_path), "run.name": "tuned"}), {"optim.epochs": 2})
+    assert config.optim.layer_decay == 0.7 and config.model.args == SMALL["model.args"]  # from config.json
+    resumed = loop.train(config, resume=True, show_progress=False)
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    after = read_meta(resumed.run_dir / "last.safetensors").provenance
+    assert after["pretrained_sha256"] == before["pretrained_sha256"] == sha256_file(pretrained)

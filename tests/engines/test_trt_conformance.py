@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from tests.engines.conftest import make_tiny_onnx, manifest_record
 from tests.engines.fakes.cuda_fakes import install_cuda
 from tests.engines.fakes.tensorrt_fake import VERSIONS, FakeTensorRT, install_tensorrt
+from tests.engines.fakes.tensorrt_objects import PLAN_BODY, PRECISION_FLAGS
 from vitc.artifacts import BatchRange
 from vitc.build import tensorrt as B
 from vitc.cli.main import app
@@ -58,6 +59,11 @@ def sidecar(plan: Path) -> dict:
     return json.loads(T.sidecar_path(plan).read_text())
 
 
+# Precision flags a precision-baked graph is built with: weak typing before 10 (the flags allow the
+# kernels the graph asks for; Q/DQ graphs keep FP16 for their float islands), none from 10 on.
+WEAK_TYPING_FLAGS = {"fp32": set(), "fp16": {"FP16"}, "int8": {"INT8", "FP16"}}
+
+
 # -- the whole path per release -----------------------------------------------------------------------
 @pytest.mark.parametrize("version", VERSIONS)
 def test_build_and_bench_every_precision(version, fake, export_dir, tmp_path):
@@ -72,6 +78,10 @@ def test_build_and_bench_every_precision(version, fake, export_dir, tmp_path):
         flags = T.precision_plan(feat, precision)
         assert side["tensorrt"] == trt.__version__ and f"TensorRT {trt.__version__}" in out
         assert side["builder_flags"] == list(flags.builder_flags) and side["network_flags"] == list(flags.network_flags)
+        built = json.loads(plan.read_bytes().split(PLAN_BODY, 1)[1])  # what reached the fake builder
+        precision_flags = set(built["flags"]) & set(PRECISION_FLAGS)
+        assert precision_flags == (WEAK_TYPING_FLAGS[precision] if feat.version[0] < 10 else set())
+        assert built["strongly_typed"] is (feat.version[0] >= 11 or (feat.version[0] == 10 and precision != "fp32"))
         drift = side["engine_drift"]  # 12 held-out images through an engine whose profile stops at 8
         assert drift["samples"] == 12 and drift["agreement"] == 100.0
         assert drift["max_abs_diff"] < {"fp32": 1e-6, "fp16": 1e-2, "int8": 0.2}[precision]  # vs fp32 logits

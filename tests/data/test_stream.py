@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -176,3 +177,17 @@ def test_automatic_choice_by_decoded_size(tmp_path: Path) -> None:
     data.name = "digits"
     with pytest.raises(VitcError, match=r"data\.stream=stream needs cifar10 or imagefolder"):
         open_feed(data, size=16, index_cache=None, **kwargs)
+
+
+def test_cifar_streams_from_its_stored_arrays(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    batch = {b"labels": [i % 10 for i in range(100)], b"data": rng.integers(0, 256, (100, 3072), dtype=np.uint8)}
+    for name in ("data_batch_1", "test_batch"):
+        (tmp_path / name).write_bytes(pickle.dumps(batch, protocol=2))
+    memory = load_dataset("cifar10", "val", data_dir=tmp_path, image_size=32)
+    source = open_source("cifar10", tmp_path, "val")
+    t = SampleTransform(32)
+    assert np.array_equal(np.stack([t.eval(source.open(i, 32)) for i in range(len(source))]), memory.images.numpy())
+    assert source.labels.tolist() == memory.labels.tolist() and len(open_source("cifar10", tmp_path, "test")) == 100
+    x = t.train(source.open(0, 32), epoch=0, index=0)
+    assert x.shape == (3, 32, 32) and np.array_equal(x, t.train(source.open(0, 32), epoch=0, index=0))

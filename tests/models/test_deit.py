@@ -145,3 +145,23 @@ def test_the_filter_comes_from_the_module_that_registered_the_model(monkeypatch)
     model = create_model("deit_outside")
     state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
     assert list(convert_state_dict(state, model)) == list(model.state_dict())
+
+
+def test_a_distilled_file_imports_without_its_distillation_slot(tmp_path: Path) -> None:
+    """deit_*_distilled files carry dist_token, head_dist and a pos_embed of [cls, dist, grid]: the
+    distillation parts are dropped and the cls and grid positions kept exactly (the slot broke the grid)."""
+    torch.manual_seed(0)
+    ref = _randomised(RefVisionTransformer(img=64, patch=16, dim=192, depth=2, heads=3, classes=1000))
+    state = ref.state_dict()
+    dist_slot = torch.randn(1, 1, 192)
+    state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], dist_slot, state["pos_embed"][:, 1:]], dim=1)
+    state["dist_token"] = torch.randn(1, 1, 192)
+    state["head_dist.weight"], state["head_dist.bias"] = torch.randn(1000, 192), torch.randn(1000)
+    source = tmp_path / "deit_tiny_distilled_patch16_224.pth"
+    torch.save({"model": state}, source)
+    out = tmp_path / "out"
+    args = ["import", str(source), "-m", "deit_tiny", "-o", str(out), "--set", "depth=2", "--set", "img_size=64"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model, _meta = load_model(out / "model.safetensors")
+    assert torch.equal(model.pos_embed, ref.state_dict()["pos_embed"])

@@ -141,5 +141,8 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: DeiT) -> di
     """Adapt an official/timm DeiT state dict: drop distillation extras, resample pos_embed to the model's grid."""
     out = {k: v for k, v in state_dict.items() if not k.startswith(("dist_token", "head_dist"))}
     if "pos_embed" in out:
-        out["pos_embed"] = resample_pos_embed(out["pos_embed"], model.patch_embed.grid_size, num_prefix_tokens=1)
+        pos_embed = out["pos_embed"]
+        if "dist_token" in state_dict and pos_embed.dim() == 3:  # distilled: [cls, dist, grid...]
+            pos_embed = torch.cat([pos_embed[:, :1], pos_embed[:, 2:]], dim=1)
+        out["pos_embed"] = resample_pos_embed(pos_embed, model.patch_embed.grid_size, num_prefix_tokens=1)
     return out

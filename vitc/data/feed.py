@@ -212,7 +212,8 @@ def open_feed(
         on_bad_image=data.on_bad_image,
         report=report,
     )
-    return feed, f"data: streamed by {workers or 'no'} worker processes ({why})"
+    by = f"{workers} worker process{'es' if workers > 1 else ''}" if workers else "the training process (run.workers=0)"
+    return feed, f"data: streamed, decoded by {by} ({why})"
 
 
 def final_split(data: Any) -> str:

@@ -33,7 +33,7 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     from vitc._io import read_safetensors_header
     from vitc.checkpoint import META_KEY
     from vitc.checkpoint import load_model as load_checkpoint
-    from vitc.models.convert import convert_file, weights_file
+    from vitc.importers import convert_file, weights_file
 
     file = weights_file(path)
     if file.suffix == ".safetensors" and META_KEY in (read_safetensors_header(file).get("__metadata__") or {}):

@@ -132,8 +132,8 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
 
 def test_the_filter_comes_from_the_module_that_registered_the_model(monkeypatch) -> None:
     """A family living outside vitc.models (a plugin, a fork) brings its own checkpoint_filter_fn."""
+    from vitc.importers import convert_state_dict
     from vitc.models import _registry
-    from vitc.models.convert import convert_state_dict
     from vitc.models.deit import DeiT
 
     def deit_outside(**kwargs: object) -> DeiT:

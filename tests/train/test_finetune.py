@@ -21,8 +21,8 @@ from vitc.cli.main import app
 from vitc.data import datasets
 from vitc.data.datasets import ImageSet
 from vitc.errors import VitcError
+from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model
-from vitc.models.convert import load_pretrained, read_pretrained
 from vitc.models.loading import KeyMismatchError
 from vitc.train import loop
 from vitc.train.config import load_config, resume_config

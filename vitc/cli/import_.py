@@ -22,7 +22,7 @@ def import_(
     force: ForceOpt = False,
 ) -> None:
     """Convert foreign weights strictly: every key must fit, or a table says which do not."""
-    from vitc.models.convert import import_checkpoint
+    from vitc.importers import import_checkpoint
 
     overrides = parse_assignments(set_)
     if img_size is not None:

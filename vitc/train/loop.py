@@ -26,8 +26,8 @@ from vitc.data.datasets import batches, make_generator
 from vitc.data.feed import final_split, open_feed
 from vitc.data.transforms import TrainAugment, eval_transform
 from vitc.errors import VitcError
+from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model, get_model_cfg, model_cfg
-from vitc.models.convert import load_pretrained, read_pretrained
 from vitc.train import report
 from vitc.train.config import TrainConfig, resolve_defaults
 from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown

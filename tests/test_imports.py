@@ -38,3 +38,14 @@ def test_missing_optional_dependency_is_a_clear_error() -> None:
 
     with pytest.raises(VitcError, match="not installed"):
         lazy_import("vitc_no_such_package")
+
+
+def test_a_missing_dependency_names_the_extra_that_brings_it(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """`vitc train` without scikit-learn must say `pip install 'vitc[torch]'`, not `pip install 'vitc'`."""
+    from typer.testing import CliRunner
+
+    from vitc.cli.main import app
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if scikit-learn were not installed
+    result = CliRunner().invoke(app, ["train", "-q", "--set", f"run.out_dir={tmp_path}"])
+    assert result.exit_code == 2 and "pip install 'vitc[torch]'" in result.output, result.output

@@ -18,9 +18,12 @@ Activation memory is the size of the distinct storages autograd saves for backwa
 training forward (torch.autograd.graph.saved_tensors_hooks), parameters excluded: deterministic,
 so it is measured once, outside the timed rounds.
 
-    python docs/training_timing.py --batch 8 --rounds 5
-    python docs/training_timing.py --batch 32 --rounds 3 --steps 1
-    python docs/training_timing.py --micro --batch 64 --rounds 7 --steps 3
+    python docs/training_timing.py --threads 1 --batch 8 --rounds 5
+    python docs/training_timing.py --threads 1 --batch 32 --rounds 3 --models spvit_s --fused-only
+    python docs/training_timing.py --threads 1 --micro --batch 64 --rounds 7 --steps 3 --amp bf16
+
+All variants of a run live in one process: at batch 32 split the models over several runs
+(`--models`) and set MALLOC_MMAP_THRESHOLD_=65536 so that freed activations go back to the OS.
 """
 
 from __future__ import annotations
@@ -42,9 +45,12 @@ GROUPS_MICRO = {"micro": ("deit_micro", "convit_micro", "spvit_micro", "cvt_micr
 TWO_FORMS = ("convit", "spvit")  # families with attn_impl
 
 
+FORMS = ["reference", "fused"]  # --fused-only drops the reference runs (memory at batch 32)
+
+
 def variants(name: str) -> list[tuple[str, dict[str, str]]]:
     if name.startswith(TWO_FORMS):
-        return [(f"{name} reference", {"attn_impl": "reference"}), (f"{name} fused", {"attn_impl": "fused"})]
+        return [(f"{name} {form}", {"attn_impl": form}) for form in FORMS]
     return [(name, {})]
 
 
@@ -152,7 +158,10 @@ def main() -> None:
     parser.add_argument("--amp", choices=("off", "bf16"), default="off")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fused-only", action="store_true", help="skip the reference formulation")
     args = parser.parse_args()
+    if args.fused_only:
+        FORMS.remove("reference")
     if args.threads:
         torch.set_num_threads(args.threads)
     groups, img = (GROUPS_MICRO, 32) if args.micro else (GROUPS_224, 224)

@@ -61,8 +61,8 @@ class Heldout:
         return int(self.labels.shape[0])
 
 
-def heldout_for(source: str | os.PathLike[str] | ExportManifest) -> tuple[Path, str | None]:
-    """(held-out file, expected sha256) for a manifest, an export folder or a .npz path.
+def heldout_for(source: str | os.PathLike[str] | ExportManifest) -> tuple[Path, ExportManifest | None]:
+    """(held-out file, the manifest that names it) for a manifest, an export folder or a .npz path.
 
     An export folder resolves through its manifests; exports of one folder made from different
     checkpoints have different held-out sets, and then the manifest must be named.
@@ -70,13 +70,13 @@ def heldout_for(source: str | os.PathLike[str] | ExportManifest) -> tuple[Path, 
     if isinstance(source, ExportManifest):
         if source.heldout_path is None:
             raise VitcError(f"{source.path}: the export manifest names no held-out set")
-        return source.heldout_path, source.heldout_sha256
+        return source.heldout_path, source
     path = Path(source)
     if path.is_file() and path.suffix == ".json":
         return heldout_for(load_manifest(path))
     if not path.is_dir():  # a .npz named directly: still checked against a manifest that names it
         named_by = [m for m in _manifests(path.parent) if m.heldout == path.name and m.heldout_sha256]
-        return path, named_by[0].heldout_sha256 if named_by else None
+        return path, named_by[0] if named_by else None
     manifests = _manifests(path)
     named = {(m.heldout, m.heldout_sha256) for m in manifests if m.heldout}
     if len(named) > 1:
@@ -93,10 +93,11 @@ def _manifests(folder: Path) -> list[ExportManifest]:
 
 def load_heldout(source: str | os.PathLike[str] | ExportManifest) -> Heldout:
     """Load a held-out set from its .npz, a manifest or an export folder; checks hash, sizes and shapes."""
-    path, expected = heldout_for(source)
+    path, manifest = heldout_for(source)
     if not path.is_file():
         raise VitcError(f"{path}: no such held-out set")
-    check_file_hash(path, expected, source.path if isinstance(source, ExportManifest) else Path("its manifest"))
+    if manifest is not None:
+        check_file_hash(path, manifest.heldout_sha256, manifest.path)
     _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as data:

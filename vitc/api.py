@@ -30,13 +30,13 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     """A model in eval mode from a vitc checkpoint, or from any file `vitc import` reads (then name the
     model: `load_model("convit_tiny.pth", "convit_tiny")`). Class names come with a vitc checkpoint or a
     Hugging Face folder's config.json; otherwise classes are named by their index."""
-    from vitc._io import read_safetensors_header
+    from vitc._io import read_safetensors_metadata
     from vitc.checkpoint import META_KEY
     from vitc.checkpoint import load_model as load_checkpoint
     from vitc.importers import convert_file, weights_file
 
     file = weights_file(path)
-    if file.suffix == ".safetensors" and META_KEY in (read_safetensors_header(file).get("__metadata__") or {}):
+    if file.suffix == ".safetensors" and META_KEY in read_safetensors_metadata(file):
         model, meta = load_checkpoint(file, **overrides)
         model.vitc_class_names = meta.class_names
         return model

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitc._io import atomic_write, check_format, parse_json, read_safetensors_header, read_safetensors_metadata
+from vitc._io import atomic_write, check_format, parse_json, read_safetensors_header
 from vitc.errors import VitcError
 from vitc.limits import MAX_IMG_SIZE
 
@@ -85,7 +85,11 @@ def _check_cfg(cfg: dict[str, Any]) -> None:
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
     """The metadata of a vitc checkpoint, read from the header alone (no torch needed)."""
-    text = read_safetensors_metadata(path).get(META_KEY)
+    return _meta_in(read_safetensors_header(path), path)
+
+
+def _meta_in(header: dict[str, Any], path: str | os.PathLike[str]) -> CheckpointMeta:
+    text = (header.get("__metadata__") or {}).get(META_KEY)
     if text is None:
         raise VitcError(f"{path}: a safetensors file without vitc metadata (use `vitc import` to convert it)")
     return CheckpointMeta.from_json(text, str(path))
@@ -133,7 +137,7 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
     from vitc.models.loading import build_within_limits, load_strict
 
     header = read_safetensors_header(path)
-    meta = read_meta(path)
+    meta = _meta_in(header, path)
     shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
     model = build_within_limits(meta.model, {**meta.args, **overrides}, str(path), shapes)
     expected = list(get_model_cfg(model).input_size)

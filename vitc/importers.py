@@ -202,14 +202,14 @@ class Pretrained:
 
 def read_pretrained(source: str | os.PathLike[str], model_name: str) -> Pretrained:
     """Read weights for `model_name`: a vitc checkpoint (same family) or anything `vitc import` reads."""
-    from vitc._io import read_safetensors_header
+    from vitc._io import read_safetensors_metadata
     from vitc.checkpoint import META_KEY, CheckpointMeta
 
     path = weights_file(source)
     family = model_cfg(model_name).family
     state_dict = read_state_dict(path)
     text = (
-        (read_safetensors_header(path).get("__metadata__") or {}).get(META_KEY)
+        read_safetensors_metadata(path).get(META_KEY)
         if path.suffix == ".safetensors"
         else None
     )

@@ -410,9 +410,9 @@ def _summary(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
 
 def _check_resumable(path: Path, run_info: dict[str, Any]) -> None:
     """A resume must continue the same model on the same data: anything else is a clear error."""
-    from vitc._io import parse_json, read_safetensors_header
+    from vitc._io import parse_json, read_safetensors_metadata
 
-    saved = parse_json((read_safetensors_header(path).get("__metadata__") or {}).get("vitc.resume", "{}"), str(path))
+    saved = parse_json(read_safetensors_metadata(path).get("vitc.resume", "{}"), str(path))
     info = saved.get("info") if isinstance(saved, dict) else None
     if not isinstance(info, dict):
         raise VitcError(f"{path} is not a resume state written by vitc train")

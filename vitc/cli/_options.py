@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Annotated, Any
 
 import typer
@@ -33,8 +32,3 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
             raise VitcError(f"--set {key}: the value is nested too deeply") from None
     return parsed
 
-
-def check_number(option: str, value: float | None, low: float, high: float) -> None:
-    """Refuse non-finite and absurd option values at parse time (nan compares false with every bound)."""
-    if value is not None and not (math.isfinite(value) and low <= value <= high):
-        raise VitcError(f"{option} must be a finite number between {low:g} and {high:g}, got {value}")

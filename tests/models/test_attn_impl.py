@@ -7,7 +7,8 @@ other and compare logits (max |Δ| ≤ 1e-5), every parameter's gradient (relati
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -17,9 +18,9 @@ from torch import nn
 from vitc.data.datasets import load_dataset
 from vitc.errors import VitcError
 from vitc.models import create_model
-from vitc.models.convit import GPSA
+from vitc.models.convit import GPSA, SeparablePositional, separable_product
 from vitc.models.layers import content_attention
-from vitc.models.spvit import SPSA
+from vitc.models.spvit import SPSA, PriorAttention
 
 LOGIT_TOL = 1e-5
 GRAD_TOL = 1e-4
@@ -222,3 +223,75 @@ def test_fused_under_bf16_autocast_tracks_the_reference(name: str) -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         ref_logits, logits = reference.eval()(x).float(), fused.eval()(x).float()
     assert (logits - ref_logits).abs().max().item() <= 2e-2 * ref_logits.abs().max().item()
+
+
+def test_recomputing_functions_pass_gradcheck() -> None:
+    """The hand-written backwards of the fused forms, against finite differences in float64."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    prior = torch.randn(3, 9, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(PriorAttention.apply, (q, k, v, prior))
+    rows, cols = (torch.randn(3, 3, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(SeparablePositional.apply, (v, rows, cols))
+    assert torch.equal(SeparablePositional.apply(v, rows, cols), separable_product(v, rows, cols))
+
+
+def _saved(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> list[tuple[tuple[int, ...], int]]:
+    """(shape, storage address) of each non-parameter tensor one forward saves for the backward."""
+    params = set()
+    if isinstance(module, nn.Module):
+        params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    saved: list[tuple[tuple[int, ...], int]] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in params:
+            saved.append((tuple(t.shape), t.untyped_storage().data_ptr()))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x).sum()
+    return saved
+
+
+def test_fused_sp_sa_saves_no_attention_matrix() -> None:
+    """SP-SA's backward recomputes scores and probabilities: nothing of size B·H·N² is kept."""
+    torch.manual_seed(0)
+    batch, heads, grid = 2, 4, 10
+    x = torch.randn(batch, grid * grid, 32)
+    largest = {}
+    for impl in ("fused", "reference"):
+        attn = SPSA(dim=32, num_heads=heads, grid=grid, attn_impl=impl).train()
+        largest[impl] = max(math.prod(shape) for shape, _ in _saved(attn, x))
+    assert largest["fused"] < batch * heads * grid**4 <= largest["reference"]
+
+
+def test_gpsa_positional_term_saves_only_its_inputs() -> None:
+    """The separable g·P·v keeps v (which SDPA keeps too) and the S×S tables, no copy of v."""
+    torch.manual_seed(0)
+    attn = GPSA(dim=32, num_heads=4, grid=10).train()
+    _perturb(attn)
+    v = torch.randn(2, 4, 100, 8, requires_grad=True)
+    gate = torch.sigmoid(attn.gating_param).view(-1, 1, 1)
+    v_storage = v.untyped_storage().data_ptr()
+    saved = _saved(lambda v: attn._positional(v, gate), v)
+    assert any(storage == v_storage for _, storage in saved)
+    others = [shape for shape, storage in saved if storage != v_storage]
+    assert all(math.prod(shape) <= 4 * 10 * 10 for shape in others), others  # (H, S, S) tables only
+
+
+@pytest.mark.parametrize("name", ["convit_micro", "spvit_micro"])
+def test_fused_gradients_under_bf16_autocast_track_the_reference(name: str) -> None:
+    """`vitc train`'s bf16 autocast through the hand-written backwards: gradients agree to bf16 rounding."""
+    reference, fused = _pair(name, {**SMALL, "img_size": 40})  # a 10×10 grid: GPSA's separable form
+    x = torch.randn(4, *reference.vitc_cfg.input_size)
+    y = torch.randint(0, reference.num_classes, (4,))
+    grads = []
+    for model in (reference, fused):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, model_grads = _logits_and_grads(model, x, y)
+        grads.append(model_grads)
+    for key, ref in grads[0].items():
+        if key.endswith(NULL_GRADIENTS):
+            continue
+        rel = (grads[1][key] - ref).abs().max().item() / ref.abs().max().item()
+        assert rel <= 0.05, f"{key}: relative gradient difference {rel:.2e} under bf16 autocast"

@@ -41,6 +41,48 @@ def rel_indices(grid: int, dtype: torch.dtype = torch.float32, device: torch.dev
     return torch.cat((offsets, dist), dim=-1).unsqueeze(0)
 
 
+def separable_product(v: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(P_y ⊗ P_x)·v per head without forming the (N, N) table: P_x along grid columns, then P_y
+    along rows. v (B, H, S·S, d) row-major tokens; rows = P_y, cols = P_x (H, S, S), v's dtype."""
+    batch, heads, tokens, head_dim = v.shape
+    side = rows.shape[-1]
+    along_cols = cols.unsqueeze(1) @ v.reshape(batch, heads, side, side, head_dim)
+    return (rows @ along_cols.reshape(batch, heads, side, side * head_dim)).reshape(batch, heads, tokens, head_dim)
+
+
+class SeparablePositional(torch.autograd.Function):
+    """`separable_product` that saves only its inputs for the backward.
+
+    Autograd would keep a (B, H, N, d) copy of v and the intermediate P_x·v of every block, two
+    more activations than the content attention's; the backward recomputes the intermediate (one
+    product of S×S tables, 1/S of the dense table's work) and reuses v, which the content
+    attention saves anyway.
+    """
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(v, rows, cols)
+        return separable_product(v, rows, cols)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        v, rows, cols = ctx.saved_tensors
+        batch, heads, tokens, head_dim = v.shape
+        side = rows.shape[-1]
+        grid_v = v.reshape(batch, heads, side, side, head_dim)
+        grad_out = grad_out.reshape(batch, heads, side, side * head_dim)
+        grad_rows = grad_cols = None
+        if ctx.needs_input_grad[1]:
+            along_cols = (cols.unsqueeze(1) @ grid_v).reshape(batch, heads, side, side * head_dim)
+            grad_rows = (grad_out @ along_cols.transpose(-2, -1)).sum(dim=0)
+            del along_cols
+        grad_along = (rows.transpose(-2, -1) @ grad_out).reshape(batch, heads, side, side, head_dim)
+        if ctx.needs_input_grad[2]:
+            grad_cols = (grad_along @ grid_v.transpose(-2, -1)).sum(dim=(0, 2))
+        grad_v = (cols.transpose(-2, -1).unsqueeze(1) @ grad_along).reshape(batch, heads, tokens, head_dim)
+        return grad_v, grad_rows, grad_cols
+
+
 class GPSA(nn.Module):
     """Gated positional self-attention: out = proj(((1 − g)·softmax(q·kᵀ·s) + g·P) · v), g = σ(λ).
 
@@ -175,9 +217,8 @@ class GPSA(nn.Module):
             per_head = v.permute(1, 2, 0, 3).reshape(heads, tokens, batch * head_dim)
             return (table @ per_head).view(heads, tokens, batch, head_dim).permute(2, 0, 1, 3)
         rows, cols = self.separable_positional()
-        along_cols = cols.to(v.dtype).unsqueeze(1) @ v.reshape(batch, heads, side, side, head_dim)
-        along_rows = (gate * rows).to(v.dtype) @ along_cols.reshape(batch, heads, side, side * head_dim)
-        return along_rows.reshape(batch, heads, tokens, head_dim)
+        product = SeparablePositional.apply if torch.is_grad_enabled() else separable_product
+        return product(v, (gate * rows).to(v.dtype), cols.to(v.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn_impl == "fused" and not (self.training and self.attn_drop.p > 0):

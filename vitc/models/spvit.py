@@ -46,6 +46,48 @@ from vitc.models.layers import (
 __all__ = ["SPSA", "Block", "PatchEmbed4x2", "PosCNN", "SPViT", "checkpoint_filter_fn"]
 
 
+def prior_attention(q: torch.Tensor, k: torch.Tensor, prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax((q·kᵀ) ⊙ prior), q·kᵀ): the product in q's dtype, the softmax in the promoted one
+    (fp32 for bf16/fp16 q and an fp32 prior, as the reference's ops run under autocast)."""
+    scores = q @ k.transpose(-2, -1)
+    return (scores * prior).softmax(dim=-1), scores
+
+
+class PriorAttention(torch.autograd.Function):
+    """softmax((q·kᵀ) ⊙ prior)·v that saves only q, k, v and prior for the backward.
+
+    Autograd would keep two (B, H, N, N) tensors of every block (the raw scores for the prior's
+    gradient, the probabilities for the softmax's); the backward recomputes them instead, as flash
+    attention does, for one more q·kᵀ product. q, k, v (B, H, N, d) share a dtype; prior (H, N, N)
+    is shared by the batch, so its gradient sums over it. Autocast is off inside, with the dtypes
+    of the eager form spelled out.
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(q.device.type, enabled=False):
+            probs, _ = prior_attention(q, k, prior)
+            out = probs.to(v.dtype) @ v
+        ctx.save_for_backward(q, k, v, prior)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, k, v, prior = ctx.saved_tensors
+        with torch.autocast(q.device.type, enabled=False):
+            probs, scores = prior_attention(q, k, prior)
+            grad_v = probs.to(v.dtype).transpose(-2, -1) @ grad_out
+            grad_logits = probs * (grad_out @ v.transpose(-2, -1))  # softmax backward:
+            grad_logits -= probs * grad_logits.sum(dim=-1, keepdim=True)  # A ⊙ (dA − Σ_j A ⊙ dA)
+            del probs
+            grad_prior = (grad_logits * scores).sum(dim=0) if ctx.needs_input_grad[3] else None
+            del scores
+            grad_scores = (grad_logits * prior).to(q.dtype)
+            grad_q = grad_scores @ k
+            grad_k = grad_scores.transpose(-2, -1) @ q
+        return grad_q, grad_k, grad_v, grad_prior
+
+
 class SPSA(nn.Module):
     """Self-attention whose scaled logits are multiplied by a learned 2D spatial prior (per head).
 
@@ -116,8 +158,11 @@ class SPSA(nn.Module):
         self._check_tokens(tokens)
         q, k, v = qk_v_heads(x, self.qk, self.v, self.num_heads)
         prior = (self.offset_prior() * self.scale)[:, self.offset_index]  # (H, N, N), scale folded in
-        attn = ((q @ k.transpose(-2, -1)) * prior).softmax(dim=-1)
-        return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(batch, tokens, dim)))
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, prior)):
+            out = PriorAttention.apply(q, k, v, prior)
+        else:
+            out = prior_attention(q, k, prior)[0].to(v.dtype) @ v
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tokens, dim)))
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = x.shape

@@ -77,9 +77,9 @@ class PriorAttention(torch.autograd.Function):
         with torch.autocast(q.device.type, enabled=False):
             probs, scores = prior_attention(q, k, prior)
             grad_v = probs.to(v.dtype).transpose(-2, -1) @ grad_out
-            grad_logits = probs * (grad_out @ v.transpose(-2, -1))  # softmax backward:
-            grad_logits -= probs * grad_logits.sum(dim=-1, keepdim=True)  # A ⊙ (dA − Σ_j A ⊙ dA)
-            del probs
+            grad_attn = (grad_out @ v.transpose(-2, -1)).to(probs.dtype)
+            grad_logits = torch.ops.aten._softmax_backward_data(grad_attn, probs, -1, probs.dtype)
+            del probs, grad_attn
             grad_prior = (grad_logits * scores).sum(dim=0) if ctx.needs_input_grad[3] else None
             del scores
             grad_scores = (grad_logits * prior).to(q.dtype)

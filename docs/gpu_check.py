@@ -11,9 +11,12 @@ Sections (each is skipped, with the reason, when what it needs is missing):
    batch 1/8/64, runners interleaved round-robin (`--rounds`).
 3. train: `vitc train --device cuda` throughput per family (224×224 digits, bf16 AMP, and convit_tiny
    in fp32 for the AMP ratio).
-4. cuda_layer: vitc.engines.cuda on the real GPU: the bindings chosen for this driver, pinned buffers,
+4. train_ratios: issue 13's training-step throughput per GMAC and activations against DeiT of the
+   same size (docs/training_timing.py: reference and fused GPSA/SP-SA, interleaved rounds), 224×224,
+   bf16 autocast and fp32.
+5. cuda_layer: vitc.engines.cuda on the real GPU: the bindings chosen for this driver, pinned buffers,
    copies of exactly nbytes (sentinels after them stay untouched), events, graph capture and replay.
-5. tensorrt: `pytest -m tensorrt tests/engines` where TensorRT imports.
+6. tensorrt: `pytest -m tensorrt tests/engines` where TensorRT imports.
 
 Needs beyond CUDA PyTorch: numpy, typer, rich, safetensors (vitc's core, run from this checkout);
 scikit-learn (digits, for train); cuda-python matching the driver (`cuda-python>=12.6,<13` for a
@@ -44,6 +47,7 @@ CORE = ("numpy", "typer", "rich", "safetensors")
 NEEDS = {
     "torch_bench": ("torch", *CORE),
     "train": ("torch", "sklearn", *CORE),
+    "train_ratios": ("torch", *CORE),
     "cuda_layer": CORE,
     "tensorrt": ("tensorrt", "onnx", "onnxruntime", "onnxscript", "pytest", *CORE),
 }
@@ -54,9 +58,14 @@ FULL = {
     "precisions": ("fp32", "fp16"),
     "device": "cuda",
     "train": [
-        ("deit_tiny", "bf16"), ("convit_tiny", "bf16"), ("convit_tiny", "off"), ("cvt_13", "bf16"), ("spvit_s", "bf16"),
+        ("deit_tiny", "bf16"),
+        ("convit_tiny", "bf16"),
+        ("convit_tiny", "off"),
+        ("cvt_13", "bf16"),
+        ("spvit_s", "bf16"),
     ],
     "train_set": ["data.image_size=224", "optim.epochs=2", "optim.batch_size=128", "data.fraction=1.0"],
+    "ratios": {"micro": False, "batch": 64, "amps": ("bf16", "off"), "rounds": 5, "steps": 4, "warmup": 2},
     "copy_shape": (8, 3, 224, 224),
 }
 DRY = {
@@ -66,6 +75,7 @@ DRY = {
     "device": "cpu",
     "train": [("convit_micro", "off")],
     "train_set": ["optim.epochs=1", "optim.batch_size=32", "data.fraction=0.05"],
+    "ratios": {"micro": True, "batch": 4, "amps": ("off",), "rounds": 1, "steps": 1, "warmup": 0},
     "copy_shape": (4, 3, 8, 8),
 }
 
@@ -150,6 +160,34 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     return {"settings": plan["train_set"], "rows": rows}
 
 
+def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
+    spec = importlib.util.spec_from_file_location("training_timing", ROOT / "docs" / "training_timing.py")
+    assert spec and spec.loader
+    timing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(timing)
+    settings = plan["ratios"]
+    groups, img = (timing.GROUPS_MICRO, 32) if settings["micro"] else (timing.GROUPS_224, 224)
+    results: dict[str, Any] = {}
+    deadline = time.monotonic() + budget
+    for amp in settings["amps"]:
+        if time.monotonic() > deadline:
+            results[amp] = {"skipped": "time budget spent"}
+            continue
+        opts = argparse.Namespace(
+            device=plan["device"], amp=amp, seed=0, **{k: settings[k] for k in ("rounds", "steps", "warmup")}
+        )
+        rows = timing.measure(groups, img, settings["batch"], opts)
+        micro = " --micro" if settings["micro"] else ""
+        command = (f"python docs/training_timing.py --device {plan['device']} --amp {amp} --batch {settings['batch']}"
+                   f" --rounds {opts.rounds} --steps {opts.steps} --warmup {opts.warmup}{micro}")  # fmt: skip
+        results[amp] = {
+            "command": command,
+            "markdown": timing.markdown(rows, img, settings["batch"], opts),
+            "rows": rows,
+        }
+    return results
+
+
 def cuda_layer(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     import numpy as np
 
@@ -227,8 +265,9 @@ def tensorrt(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
 SECTIONS: dict[str, tuple[Callable[[dict[str, Any], Path, float], dict[str, Any]], float]] = {
     # name: (function, share of the time budget)
     "environment": (environment, 0.02),
-    "torch_bench": (torch_bench, 0.35),
-    "train": (train, 0.25),
+    "torch_bench": (torch_bench, 0.30),
+    "train": (train, 0.18),
+    "train_ratios": (train_ratios, 0.12),
     "cuda_layer": (cuda_layer, 0.03),
     "tensorrt": (tensorrt, 0.35),  # builds engines of a freshly trained micro model
 }
@@ -296,10 +335,15 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         if name == "environment":
             lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "seconds")] + [""]
-        elif name == "torch_bench":
+        elif name in ("torch_bench", "train_ratios"):
             for precision, part in section.items():
                 if isinstance(part, dict):
-                    lines += [f"### {precision}", "", f"`{part['command']}`", "", part["markdown"], ""]
+                    lines += [f"### {precision}", ""]
+                    lines += (
+                        [f"`{part['command']}`", "", part["markdown"], ""]
+                        if "markdown" in part
+                        else [part["skipped"], ""]
+                    )
         elif name == "train":
             lines += [f"Settings: {', '.join(section['settings'])}", "", "| model | AMP | train img/s | s |",
                       "|---|---|---:|---:|"]  # fmt: skip

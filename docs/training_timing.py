@@ -2,13 +2,14 @@
 
 A measurement aid for docs/benchmarks.md ("Training throughput"), not part of vitc. One step is a
 forward in training mode, cross-entropy, backward and an AdamW step, on fixed random images, fp32
-unless `--amp bf16`. ConViT and SP-ViT run twice: `attn_impl="reference"` (the research
-formulation) and `"fused"` (the default), with the same weights. Each round runs `--steps` steps
-of every variant in turn, so that load from other processes hits all of them alike; img/s is batch
-over the median step time across rounds. Per GMAC = (img/s × GMACs) / (DeiT's img/s × DeiT's
-GMACs), GMACs being one inference forward at batch 1 (vitc.models._stats) of the reference
-formulation, for both formulations: the architecture's cost, as in issue 13's table (the fused
-SP-SA skips 0.6 of SP-ViT-S's 7.16, so per GMAC it actually performs, its ratio is 0.915× this).
+unless `--amp bf16|fp16`, on `--device` (cpu or cuda; docs/gpu_check.py runs this on a lent GPU).
+ConViT and SP-ViT run twice: `attn_impl="reference"` (the research formulation) and `"fused"` (the
+default), with the same weights. Each round runs `--steps` steps of every variant in turn, so that
+load from other processes hits all of them alike; img/s is batch over the median step time across
+rounds. Per GMAC = (img/s × GMACs) / (DeiT's img/s × DeiT's GMACs), GMACs being one inference
+forward at batch 1 (vitc.models._stats) of the reference formulation, for both formulations: the
+architecture's cost, as in issue 13's table (the fused SP-SA skips 0.6 of SP-ViT-S's 7.16, so per
+GMAC it actually performs, its ratio is 0.915× this).
 
 With one thread (`--threads 1`), process CPU time per step is also reported: on a machine shared
 with other processes it excludes the time the step waited for a core, so it varies less than the
@@ -21,6 +22,7 @@ so it is measured once, outside the timed rounds.
     python docs/training_timing.py --threads 1 --batch 8 --rounds 5
     python docs/training_timing.py --threads 1 --batch 32 --rounds 3 --models spvit_s --fused-only
     python docs/training_timing.py --threads 1 --micro --batch 64 --rounds 7 --steps 3 --amp bf16
+    python docs/training_timing.py --memory --batch 8
 
 All variants of a run live in one process: at batch 32 split the models over several runs
 (`--models`) and set MALLOC_MMAP_THRESHOLD_=65536 so that freed activations go back to the OS.
@@ -29,6 +31,7 @@ All variants of a run live in one process: at batch 32 split the models over sev
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from contextlib import nullcontext
 
@@ -60,46 +63,78 @@ def architecture_gmacs(name: str, img: int) -> float:
     return float(model_stats(name, img_size=img, **kwargs)["gmacs"])
 
 
-def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the distinct non-parameter storages saved for backward by one forward."""
+PARTS = {
+    "patch_embed": "stem",
+    "attn": "attention",
+    "mlp": "MLP",
+    "norm1": "norms",
+    "norm2": "norms",
+    "pos_block": "PosCNN",
+}
+
+
+def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Bytes of the distinct non-parameter storages saved for backward by one forward, by part.
+
+    A storage counts once, for the innermost part (PARTS, by module name) that saved it first;
+    the rest (position embedding, class token, final norm, head) is `other`.
+    """
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
+    seen: dict[int, tuple[int, str]] = {}
+    where = ["other"]
+    for name, module in model.named_modules():
+        part = PARTS.get(name.rsplit(".", 1)[-1])
+        if part:
+            module.register_forward_pre_hook(lambda m, a, part=part: where.append(part))
+            module.register_forward_hook(lambda m, a, o: where.pop() and None)
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
         if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
+            seen.setdefault(storage.data_ptr(), (storage.nbytes(), where[-1]))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(x).sum()
-    return sum(seen.values())
+    parts = dict.fromkeys([*dict.fromkeys(PARTS.values()), "other"], 0)
+    for nbytes, part in seen.values():
+        parts[part] += nbytes
+    return parts
 
 
 class Variant:
     """One model in one formulation with its optimiser, input and a timed `step()`."""
 
-    def __init__(self, name: str, kwargs: dict[str, str], batch: int, img: int, amp: bool, seed: int) -> None:
-        torch.manual_seed(seed)
-        self.model = create_model(name, img_size=img, **kwargs).train()
+    def __init__(self, name: str, kwargs: dict[str, object], batch: int, img: int, opts: argparse.Namespace) -> None:
+        torch.manual_seed(opts.seed)
+        self.device = torch.device(opts.device)
+        self.model = create_model(name, img_size=img, **kwargs).train().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.x = torch.randn(batch, 3, img, img)
-        self.y = torch.randint(0, self.model.num_classes, (batch,))
-        self.amp = amp
+        self.x = torch.randn(batch, 3, img, img, device=self.device)
+        self.y = torch.randint(0, self.model.num_classes, (batch,), device=self.device)
+        self.amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.times: list[float] = []  # wall-clock seconds per step, one sample per round
         self.cpu_times: list[float] = []  # process CPU seconds per step (see --threads)
 
     def autocast(self) -> torch.autocast | nullcontext[None]:
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.amp else nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def step(self) -> tuple[float, float]:
         """(wall, CPU) seconds of one training step."""
+        self.sync()
         start, cpu = time.perf_counter(), time.process_time()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             loss = F.cross_entropy(self.model(self.x), self.y)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.sync()
         return time.perf_counter() - start, time.process_time() - cpu
 
     def sample(self, steps: int) -> None:
@@ -107,29 +142,28 @@ class Variant:
         self.times.append(float(wall))
         self.cpu_times.append(float(cpu))
 
-    def memory(self) -> int:
+    def memory(self) -> dict[str, int]:
         with self.autocast():
-            return saved_activation_bytes(self.model, self.x)
+            return saved_activation_bytes(copy.deepcopy(self.model), self.x)  # the copy takes the hooks
 
 
-def run(groups: dict[str, tuple[str, ...]], img: int, batch: int, args: argparse.Namespace) -> None:
+def measure(groups: dict[str, tuple[str, ...]], img: int, batch: int, opts: argparse.Namespace) -> list[dict]:
+    """One row per variant: img/s (wall and CPU time), per-GMAC ratios and activations vs its group's DeiT."""
     gmacs = {name: architecture_gmacs(name, img) for names in groups.values() for name in names}
     runs = {
-        label: Variant(name, kwargs, batch, img, args.amp == "bf16", args.seed)
+        label: Variant(name, kwargs, batch, img, opts)
         for names in groups.values()
         for name in names
         for label, kwargs in variants(name)
     }
-    memory = {label: v.memory() for label, v in runs.items()}
-    for v in runs.values():  # warm-up: allocator, AdamW state
-        for _ in range(args.warmup):
+    memory = {label: sum(v.memory().values()) for label, v in runs.items()}
+    for v in runs.values():  # warm-up: allocator, AdamW state, kernels
+        for _ in range(opts.warmup):
             v.step()
-    for _ in range(args.rounds):
+    for _ in range(opts.rounds):
         for v in runs.values():
-            v.sample(args.steps)
-    print(f"\n{img}×{img}, batch {batch}, {args.amp}, {args.rounds} rounds × {args.steps} steps, median step time")
-    print("| model | GMACs | img/s | vs DeiT | per GMAC | CPU-time img/s | per GMAC | activations MiB | vs DeiT |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            v.sample(opts.steps)
+    rows = []
     for names in groups.values():
         base = names[0]
         base_ips = batch / float(np.median(runs[base].times))
@@ -138,12 +172,64 @@ def run(groups: dict[str, tuple[str, ...]], img: int, batch: int, args: argparse
             for label, _ in variants(name):
                 ips = batch / float(np.median(runs[label].times))
                 cpu_ips = batch / float(np.median(runs[label].cpu_times))
-                per_gmac = ips * gmacs[name] / (base_ips * gmacs[base])
-                cpu_per_gmac = cpu_ips * gmacs[name] / (base_cpu * gmacs[base])
-                mib = memory[label] / 2**20
+                rows.append({
+                    "model": label, "gmacs": gmacs[name], "img_s": ips, "vs_deit": ips / base_ips,
+                    "per_gmac": ips * gmacs[name] / (base_ips * gmacs[base]), "cpu_img_s": cpu_ips,
+                    "cpu_per_gmac": cpu_ips * gmacs[name] / (base_cpu * gmacs[base]),
+                    "activations_mib": memory[label] / 2**20, "activations_vs_deit": memory[label] / memory[base],
+                })  # fmt: skip
+    return rows
+
+
+def markdown(rows: list[dict], img: int, batch: int, opts: argparse.Namespace) -> str:
+    lines = [
+        f"{img}×{img}, batch {batch}, {opts.device}, {opts.amp}, {opts.rounds} rounds × {opts.steps} steps, "
+        "median step time",
+        "| model | GMACs | img/s | vs DeiT | per GMAC | CPU-time img/s | per GMAC | activations MiB | vs DeiT |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['gmacs']:.3g} | {r['img_s']:.3g} | {r['vs_deit']:.2f}× | {r['per_gmac']:.2f}× "
+        f"| {r['cpu_img_s']:.3g} | {r['cpu_per_gmac']:.2f}× | {r['activations_mib']:.0f} "
+        f"| {r['activations_vs_deit']:.2f}× |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def run(groups: dict[str, tuple[str, ...]], img: int, batch: int, opts: argparse.Namespace) -> None:
+    print("\n" + markdown(measure(groups, img, batch, opts), img, batch, opts))
+
+
+# Same-shape references for the memory table: where SP-ViT-S's activations come from.
+SHAPES = {
+    "deit_small": [("deit_small at SP-ViT-S's shape (16 blocks, MLP ratio 3)", {"depth": 16, "mlp_ratio": 3.0})],
+    "spvit_s": [("spvit_s, plain attention in every block", {"local_up_to_layer": 0})],
+}
+
+
+def memory_table(groups: dict[str, tuple[str, ...]], img: int, batch: int, args: argparse.Namespace) -> None:
+    """Activation MiB by part (no timing), each model against the first DeiT of its group."""
+    print(f"\n{img}×{img}, batch {batch}, {args.amp}: activations saved for backward, MiB")
+    columns = [*dict.fromkeys(PARTS.values()), "other"]
+    print(f"| model | GMACs | total | vs DeiT | per GMAC vs DeiT | {' | '.join(columns)} |")
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(columns))
+    for names in groups.values():
+        base_bytes = base_per_gmac = 0.0
+        for name in names:
+            rows = [(label, kwargs, architecture_gmacs(name, img)) for label, kwargs in variants(name)]
+            rows += [
+                (label, kw, float(model_stats(name, img_size=img, **kw)["gmacs"])) for label, kw in SHAPES.get(name, [])
+            ]
+            for label, kwargs, gmacs in rows:
+                parts = Variant(name, kwargs, batch, img, args).memory()
+                total = sum(parts.values())
+                if not base_bytes:
+                    base_bytes, base_per_gmac = total, total / gmacs
+                cells = " | ".join(f"{parts[c] / 2**20:.0f}" for c in columns)
                 print(
-                    f"| {label} | {gmacs[name]:.3g} | {ips:.3g} | {ips / base_ips:.2f}× | {per_gmac:.2f}× "
-                    f"| {cpu_ips:.3g} | {cpu_per_gmac:.2f}× | {mib:.0f} | {memory[label] / memory[base]:.2f}× |"
+                    f"| {label} | {gmacs:.3g} | {total / 2**20:.0f} | {total / base_bytes:.2f}× "
+                    f"| {total / gmacs / base_per_gmac:.2f}× | {cells} |"
                 )
 
 
@@ -155,10 +241,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=1, help="steps per variant per round (their mean is one sample)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--amp", choices=("off", "bf16"), default="off")
+    parser.add_argument(
+        "--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast dtype (fp16: with GradScaler)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (process CPU time is then the host's)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fused-only", action="store_true", help="skip the reference formulation")
+    parser.add_argument("--memory", action="store_true", help="activation memory by part only, no timing")
     args = parser.parse_args()
     if args.fused_only:
         FORMS.remove("reference")
@@ -170,7 +260,7 @@ def main() -> None:
         groups = {k: (g[0], *(n for n in g[1:] if n in wanted)) for k, g in groups.items() if wanted & set(g)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for batch in (int(b) for b in args.batch.split(",")):
-        run(groups, img, batch, args)
+        (memory_table if args.memory else run)(groups, img, batch, args)
 
 
 if __name__ == "__main__":

@@ -49,8 +49,11 @@ def test_dry_run_writes_every_section(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = result["sections"]
     assert {k: v["status"] for k, v in sections.items()} == dict.fromkeys(
-        ("environment", "torch_bench", "train", "cuda_layer", "tensorrt"), "ok"
+        ("environment", "torch_bench", "train", "train_ratios", "cuda_layer", "tensorrt"), "ok"
     )
+    ratios = {row["model"]: row for row in sections["train_ratios"]["off"]["rows"]}
+    assert ratios["deit_micro"]["per_gmac"] == 1.0 and ratios["convit_micro fused"]["img_s"] > 0
+    assert ratios["spvit_micro fused"]["activations_mib"] < ratios["spvit_micro reference"]["activations_mib"]
     assert sections["cuda_layer"]["exact_nbytes"] is True and sections["cuda_layer"]["graph_replay_ok"] is True
     assert sections["cuda_layer"]["copy_bytes"] < sections["cuda_layer"]["buffer_bytes"]
     assert sections["train"]["rows"][0]["train_images_per_s"] > 0

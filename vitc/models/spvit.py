@@ -80,7 +80,7 @@ class PriorAttention(torch.autograd.Function):
             grad_attn = (grad_out @ v.transpose(-2, -1)).to(probs.dtype)
             grad_logits = torch.ops.aten._softmax_backward_data(grad_attn, probs, -1, probs.dtype)
             del probs, grad_attn
-            grad_prior = (grad_logits * scores).sum(dim=0) if ctx.needs_input_grad[3] else None
+            grad_prior = (grad_logits * scores).sum(dim=0).to(prior.dtype) if ctx.needs_input_grad[3] else None
             del scores
             grad_scores = (grad_logits * prior).to(q.dtype)
             grad_q = grad_scores @ k

@@ -33,13 +33,14 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitc.models import create_model
+from vitc.models import convit, create_model
 from vitc.models._stats import model_stats
 
 # (baseline, others) per size; the first of each group is the DeiT every ratio divides by.
@@ -51,10 +52,32 @@ TWO_FORMS = ("convit", "spvit")  # families with attn_impl
 FORMS = ["reference", "fused"]  # --fused-only drops the reference runs (memory at batch 32)
 
 
-def variants(name: str) -> list[tuple[str, dict[str, str]]]:
-    if name.startswith(TWO_FORMS):
-        return [(f"{name} {form}", {"attn_impl": form}) for form in FORMS]
-    return [(name, {})]
+KEEP_SUBNORMALS = "keep_subnormals"  # --subnormals: a ConViT variant whose positional tables keep them
+
+
+def variants(name: str) -> list[tuple[str, dict[str, object]]]:
+    if not name.startswith(TWO_FORMS):
+        return [(name, {})]
+    forms: list[tuple[str, dict[str, object]]] = [
+        (f"{name} {form}", {"attn_impl": form}) for form in FORMS if form != KEEP_SUBNORMALS
+    ]
+    if KEEP_SUBNORMALS in FORMS and name.startswith("convit"):
+        forms.append((f"{name} fused, subnormals kept", {"attn_impl": "fused", KEEP_SUBNORMALS: True}))
+    return forms
+
+
+@contextmanager
+def subnormals_kept(keep: bool) -> Iterator[None]:
+    """GPSA's tables as they were before vitc.models.layers.flush_subnormals (for --subnormals)."""
+    if not keep:
+        yield
+        return
+    flush = convit.flush_subnormals
+    convit.flush_subnormals = lambda table: table
+    try:
+        yield
+    finally:
+        convit.flush_subnormals = flush
 
 
 def architecture_gmacs(name: str, img: int) -> float:
@@ -107,6 +130,8 @@ class Variant:
 
     def __init__(self, name: str, kwargs: dict[str, object], batch: int, img: int, opts: argparse.Namespace) -> None:
         torch.manual_seed(opts.seed)
+        kwargs = dict(kwargs)
+        self.keep_subnormals = bool(kwargs.pop(KEEP_SUBNORMALS, False))
         self.device = torch.device(opts.device)
         self.model = create_model(name, img_size=img, **kwargs).train().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
@@ -129,9 +154,9 @@ class Variant:
         self.sync()
         start, cpu = time.perf_counter(), time.process_time()
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
+        with self.autocast(), subnormals_kept(self.keep_subnormals):
             loss = F.cross_entropy(self.model(self.x), self.y)
-        self.scaler.scale(loss).backward()
+            self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.sync()
@@ -249,9 +274,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fused-only", action="store_true", help="skip the reference formulation")
     parser.add_argument("--memory", action="store_true", help="activation memory by part only, no timing")
+    parser.add_argument(
+        "--subnormals", action="store_true", help="add ConViT's fused form with its subnormal table entries kept"
+    )
     args = parser.parse_args()
     if args.fused_only:
         FORMS.remove("reference")
+    if args.subnormals:
+        FORMS.append(KEEP_SUBNORMALS)
     if args.threads:
         torch.set_num_threads(args.threads)
     groups, img = (GROUPS_MICRO, 32) if args.micro else (GROUPS_224, 224)

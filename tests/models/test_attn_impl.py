@@ -19,7 +19,7 @@ from vitc.data.datasets import load_dataset
 from vitc.errors import VitcError
 from vitc.models import create_model
 from vitc.models.convit import GPSA, SeparablePositional, separable_product
-from vitc.models.layers import content_attention
+from vitc.models.layers import content_attention, flush_subnormals
 from vitc.models.spvit import SPSA, PriorAttention
 
 LOGIT_TOL = 1e-5
@@ -295,3 +295,32 @@ def test_fused_gradients_under_bf16_autocast_track_the_reference(name: str) -> N
             continue
         rel = (grads[1][key] - ref).abs().max().item() / ref.abs().max().item()
         assert rel <= 0.05, f"{key}: relative gradient difference {rel:.2e} under bf16 autocast"
+
+
+def _subnormal(t: torch.Tensor) -> torch.Tensor:
+    return (t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)
+
+
+def test_flush_subnormals_zeroes_only_subnormals_and_their_gradient() -> None:
+    values = torch.tensor([1e-40, 1.0, -1e-39, 0.0, 2e-38, -3.0], requires_grad=True)
+    flushed = flush_subnormals(values)
+    assert flushed.tolist() == pytest.approx([0.0, 1.0, 0.0, 0.0, 2e-38, -3.0], rel=1e-6, abs=0)
+    flushed.sum().backward()
+    assert values.grad.tolist() == [0.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    assert not _subnormal(flush_subnormals(values.detach().bfloat16())).any()
+
+
+@pytest.mark.parametrize("grid", [8, 14])  # the dense and the separable positional term
+def test_gpsa_multiplies_by_no_subnormal_table_entry(grid: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ConViT's local init gives far offsets subnormal probabilities (slow multiplies on Intel CPUs):
+    the fused forward flushes them before any product, the reference keeps them."""
+    attn = GPSA(dim=32, num_heads=4, grid=grid)
+    with torch.no_grad():
+        attn.local_init()
+    assert _subnormal(attn.positional_attention()).any()  # what the reference multiplies by
+    tables: list[torch.Tensor] = []
+    monkeypatch.setattr(torch.Tensor, "__matmul__", lambda a, b: tables.extend((a, b)) or torch.matmul(a, b))
+    with torch.no_grad():
+        attn(torch.randn(2, grid * grid, 32))
+    monkeypatch.undo()
+    assert tables and not any(_subnormal(t).any() for t in tables)

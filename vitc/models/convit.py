@@ -24,6 +24,7 @@ from vitc.models.layers import (
     check_attn_impl,
     content_attention,
     drop_path_rates,
+    flush_subnormals,
     init_weights_vit,
     qk_v_heads,
     relative_offsets,
@@ -213,12 +214,13 @@ class GPSA(nn.Module):
         batch, heads, tokens, head_dim = v.shape
         side = self.grid
         if side <= self.dense_positional_grid:  # one (N×N)·(N×B·d) GEMM per head
-            table = (gate * self.positional_attention()).to(v.dtype)
+            table = flush_subnormals((gate * self.positional_attention()).to(v.dtype))
             per_head = v.permute(1, 2, 0, 3).reshape(heads, tokens, batch * head_dim)
             return (table @ per_head).view(heads, tokens, batch, head_dim).permute(2, 0, 1, 3)
         rows, cols = self.separable_positional()
+        rows, cols = flush_subnormals((gate * rows).to(v.dtype)), flush_subnormals(cols.to(v.dtype))
         product = SeparablePositional.apply if torch.is_grad_enabled() else separable_product
-        return product(v, (gate * rows).to(v.dtype), cols.to(v.dtype))
+        return product(v, rows, cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn_impl == "fused" and not (self.training and self.attn_drop.p > 0):

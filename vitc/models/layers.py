@@ -215,6 +215,18 @@ def content_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
 
+def flush_subnormals(table: torch.Tensor) -> torch.Tensor:
+    """`table` with its subnormal entries (0 < |t| < the dtype's smallest normal) set to zero.
+
+    Positional softmax tables over distant offsets hold such values (ConViT's init puts 36 entries
+    of each 14×14 table near 4e-40), and Intel CPUs run every multiply that touches one through a
+    microcode assist (docs/benchmarks.md, "Training throughput"). An entry below 1.2e-38 (float32,
+    bfloat16) moves a product by less than that times Σ|v|, far below the rounding of the row's
+    dominant entry. Differentiable: flushed entries pass no gradient (theirs is as negligible).
+    """
+    return torch.where(table.abs() < torch.finfo(table.dtype).tiny, table.new_zeros(()), table)
+
+
 def qk_v_heads(
     x: torch.Tensor, qk: nn.Linear, v: nn.Linear, num_heads: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

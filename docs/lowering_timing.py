@@ -7,15 +7,18 @@ the uncompiled model (max |Δ logits| printed) before timing, in interleaved rou
     python docs/lowering_timing.py --batch 1,8 --iterations 32 --rounds 8                 # PyTorch eager
     python docs/lowering_timing.py --onnxruntime --batch 1,8,32 --iterations 24 --rounds 6  # exported, ORT CPU
     python docs/lowering_timing.py --gemm       # qkv GEMM alone: bias-free mm vs addmm with a zero bias
-    python docs/lowering_timing.py --profile    # per-op self time, compiled deit_tiny vs convit_tiny, batch 1
+    python docs/lowering_timing.py --subnormals # one positional product, subnormal table entries flushed vs kept
+    python docs/lowering_timing.py --profile --batch 1,8 --iterations 40 --rounds 8  # per-op self ms vs deit_tiny
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +32,8 @@ from vitc.compile import PIPELINES, compile_model
 from vitc.models import create_model
 
 VARIANTS = {  # label: (GPSA lowering, zero qkv bias)
-    "sdpa, zero qkv bias (cpu target)": ("sdpa", True),
-    "sdpa, no bias": ("sdpa", False),
+    "eager, zero qkv bias (cpu target)": ("eager", True),
+    "sdpa, zero qkv bias": ("sdpa", True),
     "mix, zero qkv bias": ("mix", True),
 }
 ORT_VARIANTS = {"sdpa (onnx target)": ("sdpa", False), "mix": ("mix", False)}
@@ -103,7 +106,7 @@ def onnxruntime(args: argparse.Namespace) -> None:
 
 
 def interleaved_calls(
-    runners: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, warmup: int, iterations: int, rounds: int
+    runners: Mapping[str, Callable[[Any], object]], x: Any, warmup: int, iterations: int, rounds: int
 ) -> dict[str, float]:
     calls = {name: (lambda run=run: run(x)) for name, run in runners.items()}
     return timing.interleaved_medians(calls, warmup, iterations, rounds)
@@ -121,31 +124,84 @@ def gemm(args: argparse.Namespace) -> None:
             print(f"| {tokens} | {1e3 * ms['mm']:.1f} | {1e3 * ms['addmm']:.1f} |")
 
 
+def subnormals(args: argparse.Namespace) -> None:
+    """convit_tiny's first positional product (cpu target) with its tables as compiled, subnormal
+    entries flushed to zero, and as rounded from float64 with them kept (what the pass did before)."""
+    from vitc.compile.static_gpsa import StaticGPSA, separable_positional_attention
+    from vitc.models.convit import GPSA
+
+    convit = create_model("convit_tiny").eval()
+    flushed = next(m for m in compile_model(convit, target="cpu")[0].modules() if isinstance(m, StaticGPSA))
+    kept = copy.deepcopy(flushed)
+    rows, cols = separable_positional_attention(next(m for m in convit.modules() if isinstance(m, GPSA)))
+    side = rows.shape[-1]
+    with torch.no_grad():
+        kept.pos_rows.copy_(rows)
+        kept.pos_cols.copy_(cols.unsqueeze(1).expand(-1, side, -1, -1).reshape(-1, side, side))
+    tiny = torch.finfo(torch.float32).tiny
+    count = sum(int(((t != 0) & (t.abs() < tiny)).sum()) for t in (kept.pos_rows, cols.float()))
+    print(f"block 0: {count} subnormal entries in P_y and P_x (of {2 * rows.numel()}), none after the flush")
+    print("| batch | flushed µs | subnormals kept µs | kept / flushed |")
+    print("|---|---:|---:|---:|")
+    with torch.inference_mode():
+        for batch in (int(b) for b in args.batch.split(",")):
+            qkv = torch.randn(batch, side * side, 3 * flushed.dim)
+            runners = {"flushed": flushed._positional_heads_first, "kept": kept._positional_heads_first}
+            ms = interleaved_calls(runners, qkv, args.warmup, 20 * args.iterations, args.rounds)
+            print(
+                f"| {batch} | {1e3 * ms['flushed']:.1f} | {1e3 * ms['kept']:.1f} | {ms['kept'] / ms['flushed']:.1f}× |"
+            )
+
+
 def profile(args: argparse.Namespace) -> None:
+    """Per-op self time per forward, compiled deit_tiny vs convit_tiny, profiled in interleaved rounds.
+
+    Each round profiles iterations/rounds forwards of each model in turn; an op's figure is its
+    median over the rounds, so a burst of load from other processes moves both models alike.
+    """
     from torch.profiler import profile as torch_profile
 
-    x = torch.randn(1, 3, 224, 224)
-    tables = {}
-    with torch.inference_mode():
-        for name in ("deit_tiny", "convit_tiny"):
-            model = compile_model(create_model(name).eval(), target="cpu")[0]
-            for _ in range(args.warmup):
-                model(x)
-            with torch_profile() as prof:
-                for _ in range(args.iterations):
+    models = {name: compile_model(create_model(name).eval(), target="cpu")[0] for name in ("deit_tiny", "convit_tiny")}
+    per_round = max(1, args.iterations // args.rounds)
+    for batch in (int(b) for b in args.batch.split(",")):
+        x = torch.randn(batch, 3, 224, 224)
+        rounds: dict[str, list[dict[str, tuple[int, float]]]] = {name: [] for name in models}
+        with torch.inference_mode():
+            for model in models.values():
+                for _ in range(args.warmup):
                     model(x)
-            tables[name] = {e.key: (e.count, e.self_cpu_time_total) for e in prof.key_averages()}
-    print("| op | deit_tiny calls | deit_tiny ms | convit_tiny calls | convit_tiny ms |")
-    print("|---|---:|---:|---:|---:|")
-    ops = sorted(
-        set(tables["deit_tiny"]) | set(tables["convit_tiny"]), key=lambda k: -tables["convit_tiny"].get(k, (0, 0))[1]
-    )
-    for op in ops[:14]:
-        cells = []
-        for name in tables:
-            count, micros = tables[name].get(op, (0, 0.0))
-            cells += [str(count // args.iterations), f"{micros / 1e3 / args.iterations:.3f}"]
-        print(f"| {op} | " + " | ".join(cells) + " |")
+            for _ in range(args.rounds):
+                for name, model in models.items():
+                    with torch_profile() as prof:
+                        for _ in range(per_round):
+                            model(x)
+                    rounds[name].append({e.key: (e.count, e.self_cpu_time_total) for e in prof.key_averages()})
+        print(f"\nbatch {batch}: self ms per forward, median of {args.rounds} interleaved rounds")
+        print_profile(rounds, per_round)
+
+
+def print_profile(rounds: dict[str, list[dict[str, tuple[int, float]]]], per_round: int) -> None:
+    """A table of calls and median self ms per forward for each op, largest convit_tiny − deit_tiny first."""
+
+    def cell(name: str, op: str) -> tuple[int, float]:
+        counts = [r.get(op, (0, 0.0)) for r in rounds[name]]
+        return counts[0][0] // per_round, float(np.median([micros for _, micros in counts])) / 1e3 / per_round
+
+    ops = set().union(*(r.keys() for runs in rounds.values() for r in runs))
+    cells = {op: {name: cell(name, op) for name in rounds} for op in ops}
+    names = list(rounds)
+    print("| op | " + " | ".join(f"{n} calls | {n} ms" for n in names) + " | difference ms |")
+    print("|---|" + "---:|---:|" * len(names) + "---:|")
+    order = sorted(ops, key=lambda op: -max(ms for _, ms in cells[op].values()))[:14]
+    for op in sorted(order, key=lambda op: -(cells[op][names[-1]][1] - cells[op][names[0]][1])):
+        row = " | ".join(f"{calls} | {ms:.3f}" for calls, ms in cells[op].values())
+        print(f"| {op} | {row} | {cells[op][names[-1]][1] - cells[op][names[0]][1]:+.3f} |")
+    totals = {
+        name: float(np.median([sum(ms for _, ms in r.values()) for r in runs])) / 1e3 / per_round
+        for name, runs in rounds.items()
+    }
+    row = " | ".join(f"— | {ms:.2f}" for ms in totals.values())
+    print(f"| all ops (median round) | {row} | {totals[names[-1]] - totals[names[0]]:+.2f} |")
 
 
 def main() -> None:
@@ -153,14 +209,16 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--onnxruntime", action="store_true", help="time the exported variants on ONNX Runtime CPU")
     mode.add_argument("--gemm", action="store_true", help="time the qkv GEMM alone, with and without a zero bias")
-    mode.add_argument("--profile", action="store_true", help="per-op self time per forward, batch 1")
+    mode.add_argument("--profile", action="store_true", help="per-op self time, compiled deit_tiny vs convit_tiny")
+    mode.add_argument("--subnormals", action="store_true", help="the positional product with subnormals flushed/kept")
     parser.add_argument("--batch", default="1,8")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    run = onnxruntime if args.onnxruntime else gemm if args.gemm else profile if args.profile else eager
+    modes = {"onnxruntime": onnxruntime, "gemm": gemm, "profile": profile, "subnormals": subnormals}
+    run = next((function for name, function in modes.items() if getattr(args, name)), eager)
     run(args)
 
 

@@ -5,9 +5,10 @@ Every target runs static_gpsa, static_spatial_prior, fold_cvt_projections and fo
 attention goes to SDPA, and in whether bias-free qkv GEMMs get a zero bias, chosen by measurement
 (224×224, 2 CPU cores; figures and commands in docs/benchmarks.md):
 
-* cpu (PyTorch eager): GPSA "sdpa" (separable positional term) + static_attention, qkv with a zero
-  bias. "mix" materialises the B·H·N² probabilities, which costs memory traffic as the batch grows
-  (it loses clearly at batch 8), and wins at batch 1 by too little to pay for that.
+* cpu (PyTorch eager): GPSA "eager" (the sdpa lowering's separable positional term in fewer kernel
+  calls) + static_attention, qkv with a zero bias. "mix" materialises the B·H·N² probabilities,
+  which costs memory traffic as the batch grows (it loses clearly at batch 8), and wins at batch 1
+  by too little to pay for that.
 * onnx (ONNX Runtime CPU): GPSA "sdpa", plain attention left as it is (the exporter decomposes
   SDPA into the same MatMul/Softmax anyway). Exported convit_tiny runs as fast with either
   lowering, and the sdpa file is smaller (two S×S tables per block instead of an N×N one), the
@@ -42,9 +43,9 @@ __all__ = ["PIPELINES", "TARGETS", "check_inputs", "compile_model"]
 Step = tuple[str, dict[str, Any]]
 
 
-def _fused_attention(qkv_bias: bool) -> tuple[Step, ...]:
+def _fused_attention(gpsa: str, qkv_bias: bool) -> tuple[Step, ...]:
     return (
-        ("static_gpsa", {"lowering": "sdpa", "qkv_bias": qkv_bias}),
+        ("static_gpsa", {"lowering": gpsa, "qkv_bias": qkv_bias}),
         ("static_spatial_prior", {"qkv_bias": qkv_bias}),
         ("fold_cvt_projections", {}),
         ("fold_stem_batchnorm", {}),
@@ -52,9 +53,9 @@ def _fused_attention(qkv_bias: bool) -> tuple[Step, ...]:
     )
 
 
-_FUSED_ATTENTION = _fused_attention(qkv_bias=False)
+_FUSED_ATTENTION = _fused_attention("sdpa", qkv_bias=False)
 PIPELINES: dict[str, tuple[Step, ...]] = {
-    "cpu": _fused_attention(qkv_bias=True),
+    "cpu": _fused_attention("eager", qkv_bias=True),
     "cuda": _FUSED_ATTENTION,
     "onnx": (
         ("static_gpsa", {"lowering": "sdpa"}),

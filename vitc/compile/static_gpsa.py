@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitc.compile._base import Pass, fuse_linears, register_pass
-from vitc.models.convit import GPSA
-from vitc.models.layers import flush_subnormals, square_grid
+from vitc.models.convit import GPSA, separable_product
+from vitc.models.layers import flush_subnormals
 
 __all__ = ["LOWERINGS", "StaticGPSA", "StaticGPSAPass", "separable_positional_attention"]
 
@@ -120,13 +120,6 @@ class StaticGPSA(nn.Module):
         cols = self.pos_cols.view(self.num_heads, self.side, self.side, self.side)[:, 0]
         return kronecker(self.pos_rows, self.gate * cols)
 
-    def _positional(self, v: torch.Tensor) -> torch.Tensor:
-        """g·P·v for v (B, H, N, d): P_x along grid columns, then P_y along grid rows ("sdpa")."""
-        batch, side, d = v.shape[0], self.side, self.head_dim
-        along_cols = self.pos_cols.unsqueeze(1) @ v.reshape(batch, self.num_heads, side, side, d)
-        along_rows = self.pos_rows @ along_cols.reshape(batch, self.num_heads, side, side * d)
-        return along_rows.reshape(batch, self.num_heads, self.tokens, d)
-
     def _positional_heads_first(self, qkv: torch.Tensor) -> torch.Tensor:
         """P·v (B, H, N, d), stored (H, N, B, d), from the qkv output (B, N, 3·H·d) ("eager")."""
         batch, side, heads, d = qkv.shape[0], self.side, self.num_heads, self.head_dim
@@ -146,7 +139,7 @@ class StaticGPSA(nn.Module):
             out = attn @ v
         elif self.lowering == "sdpa":
             content = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # q carries the scale
-            out = torch.addcmul(self._positional(v), content, self.content_gate)
+            out = torch.addcmul(separable_product(v, self.pos_rows, self.pos_cols), content, self.content_gate)
         else:  # content first: the output takes SDPA's (B, N, H, d) layout, and the reshape below is a view
             content = F.scaled_dot_product_attention(q, k, v, scale=1.0)
             out = torch.lerp(content, self._positional_heads_first(fused), self.gate)
@@ -169,14 +162,9 @@ def separable_positional_attention(gpsa: GPSA) -> tuple[torch.Tensor, torch.Tens
     Raises ValueError if the identity does not hold (it always does for GPSA's [dx, dy, dx²+dy²]
     features; the check guards the rewrite against a change to them).
     """
-    weight = gpsa.pos_proj.weight.double()  # (H, 3): columns dx, dy, d²
-    side = square_grid(gpsa.rel_indices.shape[1], "GPSA")
-    coords = torch.arange(side, dtype=torch.float64, device=weight.device)
-    delta = coords[None, :] - coords[:, None]  # [a, b] = b − a: offset from query to key
-    quad = weight[:, 2, None, None] * delta**2
-    cols = (weight[:, 0, None, None] * delta + quad).softmax(dim=-1)
-    rows = (weight[:, 1, None, None] * delta + quad).softmax(dim=-1)
-    dense = F.linear(gpsa.rel_indices[0].double(), weight, gpsa.pos_proj.bias.double()).permute(2, 0, 1).softmax(-1)
+    rows, cols = gpsa.separable_positional(torch.float64)
+    weight, bias = gpsa.pos_proj.weight.double(), gpsa.pos_proj.bias.double()
+    dense = F.linear(gpsa.rel_indices[0].double(), weight, bias).permute(2, 0, 1).softmax(-1)
     error = float((kronecker(rows, cols) - dense).abs().max())
     if not error <= SEPARABILITY_TOLERANCE:
         raise ValueError(f"GPSA positional attention is not separable on its grid (error {error:.3g})")

@@ -36,9 +36,10 @@ def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    own_runs = ["--set", f"run.out_dir={tmp_path}"]  # else `make demo`'s train/runs/convit_micro answers first
     cases = [
         (["train", "--set", "optim.lrr=1"], "unknown config key"),
-        (["train", "--data", "imagefolder", "--data-dir", str(tmp_path / "none")], "missing folder"),
+        (["train", "--data", "imagefolder", "--data-dir", str(tmp_path / "none"), *own_runs], "missing folder"),
         (["train", "--model", "convit_mikro"], "did you mean convit_micro"),
         (["train", str(tmp_path / "missing.toml")], "not found"),
         (["train", "--resume", "--name", "never", "--set", f"run.out_dir={tmp_path}"], "nothing to resume"),

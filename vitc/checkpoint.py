@@ -152,6 +152,18 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
     return model, meta
 
 
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint file as given, or a `vitc train` run folder's best.safetensors (what `vitc eval`,
+    `export`, `compile` and `info` measure when given a run folder)."""
+    path = Path(path)
+    if path.is_dir():
+        best = path / "best.safetensors"
+        if not best.is_file():
+            raise VitcError(f"{path} is a folder without best.safetensors (not a vitc train run folder)")
+        return best
+    return path
+
+
 def training_data(
     path: str | os.PathLike[str], meta: CheckpointMeta, data: str | None = None, data_dir: str | None = None
 ) -> tuple[str, str | None]:

@@ -78,11 +78,14 @@ def _launch_torchrun(nproc: int) -> None:
 
 
 def _summary(model: str, result: RunResult) -> None:
+    from vitc.checkpoint import read_meta
+
     table = Table(title=f"{model}: run summary")
     final = result.test_split  # "val" for an image folder without test/: the figure is not a test score
-    for column in ("epochs", "best val top-1", f"{final} top-1", f"{final} top-5", "train img/s", "time"):
-        table.add_column(column, justify="right")
-    table.add_row(
+    classes = read_meta(result.run_dir / "best.safetensors").class_names or []
+    top5 = not classes or len(classes) > 5  # with 5 classes or fewer top-5 is 100% by construction
+    columns = ("epochs", "best val top-1", f"{final} top-1", f"{final} top-5", "train img/s", "time")
+    cells = (
         str(len(result.history)),
         f"{result.best_val_top1:.2f}%",
         f"{result.test['top1']:.2f}%",
@@ -90,6 +93,10 @@ def _summary(model: str, result: RunResult) -> None:
         f"{result.train_images_per_s:.0f}",
         f"{result.seconds:.0f} s",
     )
+    keep = [i for i in range(len(columns)) if top5 or i != 3]
+    for i in keep:
+        table.add_column(columns[i], justify="right")
+    table.add_row(*(cells[i] for i in keep))
     terminal = console()
     terminal.print(table)
     if final != "test":
@@ -98,38 +105,78 @@ def _summary(model: str, result: RunResult) -> None:
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A vitc checkpoint (.safetensors).")],
+    checkpoint: Annotated[Path, typer.Argument(help="A vitc checkpoint (.safetensors) or a run folder (its best).")],
     data: Annotated[
         str | None, typer.Option(help="digits, cifar10 or imagefolder (default: what it was trained on).")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder of cifar10 or imagefolder data.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="CIFAR batches, or any labelled folder: <class>/ folders, directly or under test/ or val/."),
+    ] = None,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     out: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG (default: next to the checkpoint).")] = None,
 ) -> None:
-    """Top-1/top-5 of a checkpoint on a data split, and a confusion-matrix PNG."""
-    from vitc.checkpoint import load_model, training_data
+    """Top-1 (top-5 above 5 classes), precision/recall per class and a confusion-matrix PNG with a JSON beside it."""
+    from vitc._io import write_json
+    from vitc.checkpoint import load_model, resolve_checkpoint, training_data
     from vitc.data.datasets import load_dataset
     from vitc.models import get_model_cfg
-    from vitc.train.evaluate import accuracy, confusion_matrix, predict
+    from vitc.train.evaluate import accuracy, confusion_matrix, labelled_folder, per_class, predict, shown_confusion
     from vitc.train.report import plot_confusion
 
+    checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_model(checkpoint)
     cfg = get_model_cfg(model)
+    trained = ((meta.extra.get("train_config") or {}).get("data") or {}).get("name")
+    if data is None and data_dir is not None and trained != "cifar10":
+        data = "imagefolder"  # a folder of images names its kind; CIFAR batches only for a CIFAR model
     data, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
-    dataset = load_dataset(
-        data, split, data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct, in_chans=cfg.input_size[0]
-    )
-    if meta.class_names and dataset.class_names != meta.class_names:
-        raise VitcError(
-            f"{data}/{split} has classes {', '.join(dataset.class_names[:5])}…, the checkpoint "
-            f"{', '.join(meta.class_names[:5])}…: name its data with --data and --data-dir"
-        )
+    size, crop = cfg.input_size[1], cfg.crop_pct
+    if data == "imagefolder" and folder is not None:
+        if not meta.class_names:
+            raise VitcError(f"{checkpoint} names no classes, so its labels cannot be matched to folder names")
+        dataset, root = labelled_folder(Path(folder), split, meta.class_names, size, crop, cfg.input_size[0])
+        where = str(root)
+    else:
+        dataset = load_dataset(data, split, data_dir=folder, image_size=size, crop_pct=crop, in_chans=cfg.input_size[0])
+        if meta.class_names and dataset.class_names != meta.class_names:
+            raise VitcError(
+                f"{data}/{split} has classes {', '.join(dataset.class_names[:5])}…, the checkpoint "
+                f"{', '.join(meta.class_names[:5])}…: name its data with --data and --data-dir"
+            )
+        where = f"{data}/{split}"
     logits = predict(model, dataset, cfg.mean, cfg.std)
     scores = accuracy(logits, dataset.labels)
-    matrix = confusion_matrix(logits, dataset.labels, logits.shape[1])
+    num_classes = logits.shape[1]
+    names = dataset.class_names or [str(i) for i in range(num_classes)]
+    matrix = confusion_matrix(logits, dataset.labels, num_classes)
+    present = sorted(set(dataset.labels.tolist()))
+    counts, other = shown_confusion(matrix, present)
+    classes = per_class(matrix, present, names)
     png = out or checkpoint.with_name(f"{checkpoint.stem}.confusion.{split}.png")
-    plot_confusion(matrix.tolist(), dataset.class_names, png, title=f"{meta.model} on {data}/{split}")
-    console().print(
-        f"{meta.model} on {data}/{split} ({len(dataset)} images): "
-        f"top-1 {scores['top1']:.2f}%  top-5 {scores['top5']:.2f}%  → {png}"
+    plot_confusion(counts, [names[c] for c in present], png, title=f"{meta.model} on {where}", other_column=other)
+    top5 = num_classes > 5  # with 5 classes or fewer top-5 is 100% by construction
+    report = {
+        "model": meta.model, "checkpoint": str(checkpoint), "data": data, "folder": where, "images": len(dataset),
+        "top1": scores["top1"], **({"top5": scores["top5"]} if top5 else {}), "loss": scores["loss"],
+        "classes": classes, "confusion": {"true": [names[c] for c in present], "counts": counts, "other": other},
+    }  # fmt: skip
+    write_json(png.with_suffix(".json"), report)
+    terminal = console()
+    terminal.print(_per_class_table(classes))
+    of = f", {len(present)} of the model's {num_classes} classes" if len(present) < num_classes else ""
+    terminal.print(
+        f"{meta.model} on {where} ({len(dataset)} images{of}): top-1 {scores['top1']:.2f}%"
+        + (f"  top-5 {scores['top5']:.2f}%" if top5 else "")
+        + f"  → {png} and {png.with_suffix('.json').name}"
     )
+
+
+def _per_class_table(classes: list[dict]) -> Table:
+    table = Table(title="per class")
+    for column in ("class", "precision", "recall", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for row in classes:
+        cells = ["-" if row[k] is None else f"{row[k]:.1f}%" for k in ("precision", "recall")]
+        table.add_row(row["class"], *cells, str(row["support"]))
+    return table

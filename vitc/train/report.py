@@ -66,22 +66,35 @@ def plot_curves(
     plt.close(fig)
 
 
-def plot_confusion(matrix: Any, class_names: Sequence[str], path: str | os.PathLike[str], title: str = "") -> None:
-    """A confusion matrix heat map with counts, true classes on rows."""
+def plot_confusion(
+    matrix: Any,
+    class_names: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "",
+    other_column: bool = False,
+) -> None:
+    """A confusion matrix heat map with counts, true classes on rows; `other_column`: the last column
+    counts predictions of classes outside `class_names`. Counts are in type as large as the cells
+    allow, white on dark cells."""
     plt = pyplot()
-    n = len(class_names)
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(4, 0.5 * n + 2)))
-    ax.imshow(matrix, cmap="Blues")
-    ticks = range(n)
-    ax.set_xticks(ticks, class_names, rotation=90 if n > 10 else 0)
-    ax.set_yticks(ticks, class_names)
+    rows = len(class_names)
+    cols = rows + int(other_column)
+    cell = 0.7 if rows <= 10 else 0.45  # inches
+    fig, ax = plt.subplots(figsize=(max(4.5, cell * cols + 2.5), max(4, cell * rows + 2)))
+    peak = max((max(r) for r in matrix), default=0) or 1
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=peak, aspect="auto")
+    ax.set_xticks(range(cols), [*class_names, "other"][:cols], rotation=90 if cols > 10 else 0)
+    ax.set_yticks(range(rows), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, int(matrix[i][j]), ha="center", va="center", fontsize=7)
-    ax.set_title(title)
+    if rows <= 30:
+        size = 13 if rows <= 10 else 9 if rows <= 20 else 7
+        for i in range(rows):
+            for j in range(cols):
+                value = int(matrix[i][j])
+                colour = "white" if value > 0.55 * peak else "black"
+                ax.text(j, i, value, ha="center", va="center", fontsize=size, color=colour)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

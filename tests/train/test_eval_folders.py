@@ -1,0 +1,124 @@
+"""`vitc eval` on any labelled folder (issue 24): plain or split, a subset of the model's classes mapped by
+name, per-class precision/recall, readable confusion counts, and no top-5 with 5 classes or fewer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vitc.checkpoint import meta_for, save_checkpoint
+from vitc.cli.main import app
+from vitc.models import create_model
+
+runner = CliRunner()
+CLASSES = ["cat", "dog", "fox", "owl"]
+
+
+def _photos(root: Path, classes: list[str], per_class: int = 3) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-class photo model saved as a run's best checkpoint (no training: the labels are what is tested)."""
+    torch.manual_seed(0)
+    model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2, img_size=16, num_classes=4)
+    folder = tmp_path_factory.mktemp("runs") / "photos"
+    meta = meta_for(model, class_names=CLASSES, extra={"train_config": {"data": {"name": "imagefolder"}}})
+    save_checkpoint(folder / "best.safetensors", model, meta)
+    return folder
+
+
+def test_eval_takes_a_plain_subset_folder_by_class_name(run_folder: Path, tmp_path: Path) -> None:
+    plain = _photos(tmp_path / "mine", ["dog", "owl"])  # no train/, two of the four classes
+    png = tmp_path / "cm.png"
+    result = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(plain), "--out", str(png)])
+    assert result.exit_code == 0, result.output
+    assert "6 images, 2 of the model's 4 classes" in result.output
+    assert "top-5" not in result.output  # 4 classes: top-5 is 100% by construction
+    assert "precision" in result.output and "recall" in result.output
+    report = json.loads(png.with_suffix(".json").read_text())
+    assert [row["class"] for row in report["classes"]] == ["dog", "owl"]
+    assert all(row["support"] == 3 for row in report["classes"]) and "top5" not in report
+    assert report["confusion"]["true"] == ["dog", "owl"]
+    # labels are the model's indices of the names: recall matches the model's own predictions
+    from vitc.checkpoint import load_model
+    from vitc.data.datasets import center_crop, open_image
+    from vitc.data.transforms import eval_transform
+    from vitc.models import get_model_cfg
+
+    model, _ = load_model(run_folder / "best.safetensors")
+    cfg = get_model_cfg(model)
+    x = torch.from_numpy(np.stack([center_crop(open_image(plain / "owl" / f"{i}.jpg", 16), 16, 16) for i in range(3)]))
+    hits = int((model(eval_transform(x, cfg.mean, cfg.std)).argmax(1) == CLASSES.index("owl")).sum())
+    assert report["classes"][1]["recall"] == pytest.approx(100 * hits / 3)
+    assert png.stat().st_size > 1000
+
+
+def test_eval_takes_a_split_folder_and_names_an_unknown_class(run_folder: Path, tmp_path: Path) -> None:
+    split = tmp_path / "split"
+    _photos(split / "test", ["cat", "fox"])
+    _photos(split / "train", CLASSES)
+    result = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(split), "--out", str(tmp_path / "a.png")])
+    assert result.exit_code == 0, result.output
+    assert str(split / "test") in result.output.replace("\n", "")
+
+    val_only = tmp_path / "valonly"
+    _photos(val_only / "val", ["cat"])  # test falls back to val
+    args = ["eval", str(run_folder), "--data-dir", str(val_only), "--out", str(tmp_path / "b.png")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+    strange = _photos(tmp_path / "strange", ["cat", "zebra"])
+    result = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(strange)])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "zebra" in lines[0] and "does not know" in lines[0]
+
+
+def test_confusion_counts_are_readable(tmp_path: Path) -> None:
+    """The counts were 7-point type in a 4-inch figure; now at least 12 points for up to 10 classes."""
+    from vitc.train.report import plot_confusion
+
+    seen: list[float] = []
+    import matplotlib.text
+
+    original = matplotlib.text.Text.__init__
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original(self, *args, **kwargs)
+        if str(kwargs.get("text", args[2] if len(args) > 2 else "")).isdigit():
+            seen.append(self.get_fontsize())
+
+    matplotlib.text.Text.__init__ = spy
+    try:
+        plot_confusion([[5, 1, 0], [0, 6, 0], [2, 0, 4]], ["a", "b", "c"], tmp_path / "cm.png")
+    finally:
+        matplotlib.text.Text.__init__ = original
+    assert len(seen) == 9 and min(seen) >= 12
+
+
+def test_train_summary_hides_top5_with_few_classes(tiny: dict, tmp_path: Path) -> None:
+    """A 3-class photo run printed 'test top-5 100.00%', which says nothing."""
+    photos = tmp_path / "photos"
+    for split in ("train", "val"):
+        _photos(photos / split, ["cat", "dog", "owl"], per_class=4)
+    overrides = {**tiny, "data.name": "imagefolder", "data.dir": str(photos), "data.image_size": 16}
+    overrides |= {"data.fraction": 1.0, "optim.epochs": 1, "optim.batch_size": 4}
+    args = [arg for k, v in overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]
+    result = runner.invoke(app, ["train", "-q", *args])
+    assert result.exit_code == 0, result.output
+    assert "run summary" in result.output and "val top-1" in result.output and "top-5" not in result.output

@@ -74,3 +74,30 @@ def test_out_writes_an_exported_program_with_a_dynamic_batch(tmp_path: Path) -> 
             got = module(x)
             assert got.shape == (batch, original.num_classes)
             assert torch.allclose(got, compiled(x), atol=1e-5) and torch.allclose(got, original.eval()(x), atol=1e-4)
+
+
+def test_program_carries_class_names_and_preprocessing(tmp_path: Path) -> None:
+    """model.pt2 had no class names, mean/std or preprocessing (issue 24): the ONNX manifest carries
+    them, and so does the program now; `vitc info model.pt2` shows them, and a run folder compiles."""
+    import torch
+
+    from vitc.checkpoint import meta_for
+    from vitc.cli.main import app as main_app
+    from vitc.models import create_model, get_model_cfg
+
+    torch.manual_seed(0)
+    model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2, img_size=16, num_classes=3)
+    names = ["cat", "dog", "owl"]
+    save_checkpoint(tmp_path / "run" / "best.safetensors", model, meta_for(model, class_names=names))
+    out = tmp_path / "deploy"
+    result = runner.invoke(app, ["compile", str(tmp_path / "run"), "--out", str(out)])  # a run folder: its best
+    assert result.exit_code == 0, result.output
+    shown = runner.invoke(main_app, ["info", str(out / "model.pt2"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.output)
+    assert record["class_names"] == names and record["input_size"] == [3, 16, 16]
+    cfg = get_model_cfg(model)
+    assert record["mean"] == list(cfg.mean) and record["std"] == list(cfg.std)
+    assert record["preprocess"]["center_crop"] == [16, 16] and record["preprocess"]["std"] == record["std"]
+    table = runner.invoke(main_app, ["info", str(out / "model.pt2")])
+    assert "cat, dog, owl" in table.output and "preprocess" in table.output

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
+from typing_extensions import Annotated
 
 from vitc.cli._console import console as plain_console
 
@@ -17,9 +18,9 @@ if TYPE_CHECKING:
 def compile_(
     source: Annotated[str, typer.Argument(help="A vitc checkpoint (.safetensors) or a model name (random weights).")],
     target: Annotated[str, typer.Option("--target", "-t", help="cpu, cuda, onnx or tensorrt.")] = "cpu",
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here.")] = None,
     out: Annotated[
-        Path | None,
+        Optional[Path],
         typer.Option("--out", help="Folder for the compiled model as a torch.export program and its report."),
     ] = None,
 ) -> None:
@@ -37,7 +38,7 @@ def compile_(
     if target not in TARGETS:
         raise VitcError(f"unknown compile target {target!r} (choose one of: {', '.join(TARGETS)})")
     started = time.perf_counter()
-    model = _load(source)
+    model, class_names = _load(source)
     loaded = time.perf_counter() - started
     compiled, report = compile_model(model, target=target)
     total = time.perf_counter() - started
@@ -58,9 +59,16 @@ def compile_(
     )
     record = {**report.to_dict(), "source": source, "load_seconds": loaded, "total_seconds": total}
     if out is not None:
+        from vitc.artifacts.manifest import preprocess_record
         from vitc.compile.program import export_program
+        from vitc.models import get_model_cfg
 
-        meta = {"model": report.model, "args": getattr(model, "vitc_args", {}), "compile": record}
+        cfg = get_model_cfg(model).to_dict()  # what the ONNX manifest says of the model: the program describes itself
+        meta = {
+            "model": report.model, "args": getattr(model, "vitc_args", {}), "input_size": list(cfg["input_size"]),
+            "mean": list(cfg["mean"]), "std": list(cfg["std"]), "class_names": class_names,
+            "preprocess": preprocess_record(cfg), "compile": record,
+        }  # fmt: skip
         record["export"] = export_program(compiled, report.input_size, out / "model.pt2", meta)
         write_json(out / "compile_report.json", record)
         with atomic_write(out / "compile_report.md") as tmp:
@@ -71,18 +79,20 @@ def compile_(
         console.print(f"wrote {json_path}")
 
 
-def _load(source: str) -> nn.Module:
-    """A checkpoint path (anything that exists or ends in .safetensors) or a registered model name."""
+def _load(source: str) -> tuple[nn.Module, list[str] | None]:
+    """(model, class names) from a checkpoint path (anything that exists or ends in .safetensors), a run
+    folder (its best checkpoint) or a registered model name (random weights, no class names)."""
     from vitc.errors import VitcError
 
     path = Path(source)
     if path.suffix == ".safetensors" or path.exists():
+        from vitc.checkpoint import load_model, resolve_checkpoint
+
+        path = resolve_checkpoint(path)
         if not path.is_file():
             raise VitcError(f"checkpoint {path} not found")
-        from vitc.checkpoint import load_model
-
-        model, _ = load_model(path)
-        return model
+        model, meta = load_model(path)
+        return model, meta.class_names
     from vitc.models import create_model
 
-    return create_model(source).eval()  # an unknown name is a VitcError with suggestions
+    return create_model(source).eval(), None  # an unknown name is a VitcError with suggestions

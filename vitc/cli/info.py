@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.table import Table
+from typing_extensions import Annotated
 
 from vitc.cli._console import console as plain_console
 from vitc.errors import VitcError
@@ -21,6 +22,8 @@ def describe(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise VitcError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if path.is_dir() and (path / "best.safetensors").is_file():  # a `vitc train` run folder: its best checkpoint
+        return _describe_safetensors(path / "best.safetensors")
     if path.is_dir():
         return _describe_folder(path)
     if path.name.startswith("manifest.") and path.suffix == ".json":
@@ -104,6 +107,11 @@ def _describe_program(path: Path) -> dict[str, Any]:
         "kind": "torch.export program",
         "model": record.get("model"),
         "args": record.get("args"),
+        "input_size": record.get("input_size"),
+        "class_names": record.get("class_names"),
+        "mean": record.get("mean"),
+        "std": record.get("std"),
+        "preprocess": record.get("preprocess"),
         "target": compiled.get("target"),
         "passes": compiled.get("rows"),
         "max_abs_diff": compiled.get("max_abs_diff"),

@@ -19,6 +19,7 @@ from vitc import artifacts
 from vitc._io import atomic_write, sha256_file, write_json
 from vitc._lazy import lazy_import
 from vitc.artifacts import PRECISIONS, BatchRange
+from vitc.artifacts.manifest import preprocess_record
 from vitc.errors import VitcError
 from vitc.limits import MAX_CALIB_IMAGES
 
@@ -110,23 +111,6 @@ def heldout_set(
     ds = ds.subset(range(min(len(ds), max_images)))
     images = eval_transform(ds.images, meta.cfg["mean"], meta.cfg["std"]).numpy().astype(np.float32)
     return images, ds.labels.numpy().astype(np.int64), name
-
-
-def preprocess_record(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What on-device code must do to an image before it is fed (timm's eval transform, spelled out)."""
-    channels, height, width = cfg["input_size"]
-    crop_pct = float(cfg.get("crop_pct", 1.0))
-    return {
-        "resize_shorter_side": round(min(height, width) / crop_pct),
-        "center_crop": [height, width],
-        "crop_pct": crop_pct,
-        "interpolation": cfg.get("interpolation", "bicubic"),
-        "channel_order": "RGB" if channels == 3 else "L",
-        "layout": "NCHW",
-        "scale": 1 / 255,  # uint8 pixels to [0, 1] before (x - mean) / std
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-    }
 
 
 def _torch_logits(model: Any, images: np.ndarray, batch: int = 128) -> np.ndarray:

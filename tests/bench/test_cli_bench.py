@@ -110,7 +110,7 @@ def test_build_without_tensorrt(tmp_path: Path, monkeypatch):
     onnx = make_tiny_onnx(tmp_path / "m.onnx")
     monkeypatch.setattr("vitc.engines.tensorrt.tensorrt_available", lambda: False)
     result = run("build", str(onnx))
-    assert result.exit_code == 2 and "TensorRT is not installed" in result.output
+    assert result.exit_code == 2 and "missing: TensorRT (pip install tensorrt" in result.output
     assert "no such file" in run("build", str(tmp_path / "none.onnx")).output
 
 

@@ -104,6 +104,19 @@ def export_dir(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):
+    """fake("10.3", dla_cores=2, cc=(8, 7)) → the strict fake tensorrt module of that release, on a fresh fake GPU."""
+    from tests.engines.fakes.cuda_fakes import install_cuda
+    from tests.engines.fakes.tensorrt_fake import install_tensorrt
+
+    def install(version: str, dla_cores: int = 0, cc: tuple = (8, 7), name: str = "Fake Orin") -> object:
+        gpu = install_cuda(monkeypatch, cuda_python="12.9", driver=12060, cc=cc, name=name)
+        return install_tensorrt(monkeypatch, version, gpu, dla_cores)
+
+    return install
+
+
 def _tensorrt_gpu_reason() -> str | None:
     from vitc.engines.tensorrt import tensorrt_available
 

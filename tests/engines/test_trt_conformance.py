@@ -15,8 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.engines.conftest import make_tiny_onnx, manifest_record
-from tests.engines.fakes.cuda_fakes import install_cuda
-from tests.engines.fakes.tensorrt_fake import VERSIONS, FakeTensorRT, install_tensorrt
+from tests.engines.fakes.tensorrt_fake import VERSIONS
 from tests.engines.fakes.tensorrt_objects import PLAN_BODY, PRECISION_FLAGS
 from vitc.artifacts import BatchRange
 from vitc.build import tensorrt as B
@@ -26,19 +25,6 @@ from vitc.engines.trt_runner import TensorRTRunner
 from vitc.errors import VitcError
 
 cli = CliRunner()
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch):
-    """fake("10.3", dla_cores=2, cc=(8, 7)) → the fake tensorrt module, on a fresh fake GPU."""
-
-    def install(
-        version: str, dla_cores: int = 0, cc: tuple[int, int] = (8, 7), name: str = "Fake Orin"
-    ) -> FakeTensorRT:
-        gpu = install_cuda(monkeypatch, cuda_python="12.9", driver=12060, cc=cc, name=name)
-        return install_tensorrt(monkeypatch, version, gpu, dla_cores)
-
-    return install
 
 
 def add_precision(folder: Path, precision: str, batch: int | str = "batch") -> Path:
@@ -293,7 +279,7 @@ def test_cuda_graph_replays_with_new_inputs(version, fake, tiny_onnx, tmp_path):
     with TensorRTRunner(plan, cuda_graph=True) as runner:
         got = [runner.infer({"input": x})["logits"] for x in feeds]
         assert runner._graph is not None
-    for want, have in zip(expected, got, strict=True):
+    for want, have in zip(expected, got):
         np.testing.assert_array_equal(have, want)
 
 

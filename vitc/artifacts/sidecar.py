@@ -7,6 +7,7 @@ from, the drift measured on the engine) sits in this JSON file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -31,3 +32,21 @@ def load_sidecar(plan: str | os.PathLike[str]) -> dict[str, Any] | None:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise VitcError(f"{path}: not a vitc engine sidecar")
     return record
+
+
+def plan_record(blob: bytes) -> dict[str, Any]:
+    """What the sidecar records of its plan: enough to tell that it sits beside another plan."""
+    return {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+
+
+def check_sidecar_matches(plan: str | os.PathLike[str], sidecar: dict[str, Any] | None, blob: bytes) -> None:
+    """A one-line VitcError when the sidecar describes another plan (older sidecars, without the plan record, pass)."""
+    recorded = (sidecar or {}).get("plan")
+    if not isinstance(recorded, dict) or "sha256" not in recorded:
+        return
+    actual = plan_record(blob)
+    if recorded.get("bytes") != actual["bytes"] or recorded["sha256"] != actual["sha256"]:
+        raise VitcError(
+            f"{sidecar_path(plan)}: this sidecar describes another plan (sha256 {str(recorded['sha256'])[:12]}…, "
+            f"{plan} is {actual['sha256'][:12]}…): rebuild with `vitc build`, or copy the plan's own sidecar beside it"
+        )

@@ -64,7 +64,13 @@ def bench_runners(
     with contextlib.ExitStack() as stack:
         for runner in runners:  # all active at once, so that rounds can interleave them
             stack.enter_context(runner)
+            report.warnings += runner.warnings
         drift = {r.name: heldout_accuracy(r, heldout) if heldout is not None else None for r in runners}
+        if heldout is not None and heldout.labels is None:
+            report.warnings.append(
+                "the held-out set is generated inputs without labels (an agreement-only export): "
+                "no top-1; the accuracy column is top-1 agreement with PyTorch FP32 in %"
+            )
         steps: dict[tuple[int, int], Step] = {}
         for index, runner in enumerate(runners):
             for batch in batches:

@@ -6,12 +6,14 @@ The version branches (which network and builder flags each release takes) are de
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitc.artifacts import BatchRange, ExportManifest
+from vitc.artifacts import BatchRange, ExportManifest, Heldout
+from vitc.artifacts.sidecar import plan_record
 from vitc.engines.base import LazyModule
 from vitc.engines.tensorrt import (
     HARDWARE_COMPAT,
@@ -130,6 +132,7 @@ def make_sidecar(
     options: dict[str, Any],
     dla_fallback: list[str],
     engine_drift: dict[str, Any] | None = None,
+    plan_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON written next to a plan: what built it, where it runs, and how accurate it is."""
     return {
@@ -157,6 +160,7 @@ def make_sidecar(
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "options": options,
         "dla_fallback_layers": dla_fallback,
+        "plan": plan_record,  # the plan this sidecar describes (a sidecar copied beside another plan is refused)
     }
 
 
@@ -169,7 +173,13 @@ def _parser_errors(parser: trt.OnnxParser) -> list[str]:
 
 
 def build_engine(opts: BuildOptions) -> BuildResult:
-    """Parse the ONNX file, configure the builder for this TensorRT, build, write plan + sidecar."""
+    """Check the machine and inputs, parse the ONNX file, build, check the engine, then write plan + sidecar.
+
+    Everything the build needs (TensorRT, CUDA bindings, a GPU, the held-out set, a writable output
+    folder) is checked before parsing, so minutes of building never end in a missing piece. The plan
+    and sidecar are written together at the end, after the drift check: a failure leaves the files
+    of an earlier build as they were.
+    """
     from vitc._io import atomic_write, sha256_file, write_json
     from vitc.engines.platform import jetson_info
 
@@ -177,59 +187,39 @@ def build_engine(opts: BuildOptions) -> BuildResult:
         raise VitcError(f"{opts.onnx}: no such file")
     if opts.hardware_compat not in HARDWARE_COMPAT:
         raise VitcError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got {opts.hardware_compat!r}")
-    version = installed_version()
+    version, gpu = check_build_machine()
     feat = features(version)
     _check_weight_form(opts, version)
     plan_flags = precision_plan(feat, opts.precision)
+    heldout = _heldout_to_check(opts)
+    _check_writable(opts.output)
     warnings: list[str] = []
     started = time.perf_counter()
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network_flags = 0
-    for name in plan_flags.network_flags:
-        network_flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
-    network = builder.create_network(network_flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(opts.onnx)):
-        errors = _parser_errors(parser)
-        raise VitcError(f"{opts.onnx}: TensorRT {version} cannot parse it ({len(errors)} errors): " + "; ".join(errors))
-
-    config = builder.create_builder_config()
-    for name in plan_flags.builder_flags:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-    if opts.workspace_mb is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mb) << 20)
-    _apply_compat_options(config, feat, opts, version)
-
-    tensor = network.get_input(0)
-    profile = make_profile(tensor.name, dims(tensor.shape), opts.manifest, opts.batch)
-    if any(d < 0 for d in dims(tensor.shape)):
-        optimisation = builder.create_optimization_profile()
-        optimisation.set_shape(
-            profile.input_name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max))
-        )
-        config.add_optimization_profile(optimisation)
-
+    network, parser, profile = _parse(builder, logger, opts, plan_flags, version)  # parser: it owns the weights
+    if heldout is not None:
+        _check_heldout_fits(heldout.images.shape[1:], profile, opts.manifest)
+    config = _configure(builder, network, opts, plan_flags, feat, version, profile)
     dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
-
     cache_path = opts.timing_cache or default_timing_cache(opts.output, version)
     keep_cache = _attach_timing_cache(config, cache_path, warnings)
 
     serialized = builder.build_serialized_network(network, config)
+    del parser
     if serialized is None:
         raise VitcError(f"{opts.onnx}: TensorRT {version} could not build an engine (see its log above)")
+    blob = bytes(serialized)
     seconds = time.perf_counter() - started
-    with atomic_write(opts.output) as tmp:
-        tmp.write_bytes(bytes(serialized))
-
-    from vitc.engines.cuda import Cuda
+    if keep_cache:  # saved even if the check below fails: a rebuild then takes seconds
+        _save_timing_cache(config, cache_path, warnings)
 
     options = opts.options_record()
     options["timing_cache"] = str(cache_path)
     sidecar = make_sidecar(
         trt_version=version,
-        gpu=Cuda().device_properties(),
+        gpu=gpu,
         jetson=jetson_info(),
         precision=opts.precision,
         plan=plan_flags,
@@ -240,6 +230,7 @@ def build_engine(opts: BuildOptions) -> BuildResult:
         build_seconds=seconds,
         options=options,
         dla_fallback=dla_fallback,
+        plan_record=plan_record(blob),
     )
     if (
         opts.manifest is not None
@@ -247,29 +238,136 @@ def build_engine(opts: BuildOptions) -> BuildResult:
         and opts.manifest.onnx_sha256 != sidecar["onnx"]["sha256"]
     ):
         warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")
-    write_json(sidecar_path(opts.output), sidecar)
-    if keep_cache:
-        _save_timing_cache(config, cache_path, warnings)
-    if opts.check and opts.manifest is not None and opts.manifest.heldout_path is not None:
-        sidecar["engine_drift"] = engine_drift(opts.output, opts.manifest)
+    with atomic_write(opts.output) as staged:  # renamed over the plan only when everything below succeeded
+        staged.write_bytes(blob)
+        if heldout is not None:
+            try:
+                sidecar["engine_drift"] = engine_drift(staged, heldout, sidecar)
+            except VitcError as exc:
+                raise VitcError(
+                    f"{exc} (the engine drift check failed, so no plan was written; the timing cache is kept, "
+                    "so a rebuild is quick; --no-check skips the check)"
+                ) from exc
         write_json(sidecar_path(opts.output), sidecar)
     return BuildResult(opts.output, sidecar, dla_fallback, warnings)
+
+
+def check_build_machine() -> tuple[str, dict[str, str]]:
+    """The TensorRT version and the GPU's properties; one line naming everything missing for a build."""
+    from vitc.engines.cuda import Cuda, choose_bindings
+    from vitc.engines.tensorrt import NOT_INSTALLED, tensorrt_available
+
+    missing = []
+    if not tensorrt_available():
+        missing.append(NOT_INSTALLED.replace("TensorRT is not installed", "TensorRT"))
+    gpu: dict[str, str] | None = None
+    choice = choose_bindings()
+    if choice.kind is None:
+        missing.append(f"CUDA bindings ({choice.reason}; `vitc doctor` says which to install)")
+    else:
+        try:
+            gpu = Cuda().device_properties()
+        except Exception as exc:  # pycuda raises its own errors without a GPU; cuda-python a VitcError
+            missing.append(f"an NVIDIA GPU ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+    if missing or gpu is None:
+        raise VitcError("vitc build needs TensorRT, CUDA bindings and an NVIDIA GPU; missing: " + "; ".join(missing))
+    return installed_version(), gpu
+
+
+def _heldout_to_check(opts: BuildOptions) -> Heldout | None:
+    """The export's held-out set for the post-build check, loaded (and its hash checked) before building."""
+    from vitc.artifacts import load_heldout
+
+    if not opts.check or opts.manifest is None or opts.manifest.heldout_path is None:
+        return None
+    return load_heldout(opts.manifest)
+
+
+def _check_writable(output: Path) -> None:
+    """Fail now, not after the build, when the plan's folder cannot be written."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VitcError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    if not os.access(output.parent, os.W_OK):
+        raise VitcError(f"cannot write {output}: the folder is read-only or not writable")
+
+
+def _check_heldout_fits(image_shape: tuple[int, ...], profile: Profile, manifest: ExportManifest | None) -> None:
+    """The held-out images must have the engine's C×H×W (a held-out set of another export does not)."""
+    if tuple(image_shape) != tuple(profile.min[1:]):
+        source = manifest.heldout_path if manifest is not None else "the held-out set"
+        raise VitcError(
+            f"{source}: held-out images are {'×'.join(map(str, image_shape))}, the engine takes "
+            f"{'×'.join(map(str, profile.min[1:]))}: the export folder mixes files of different exports"
+        )
+
+
+def _parse(
+    builder: trt.Builder, logger: trt.ILogger, opts: BuildOptions, plan_flags: PrecisionPlan, version: str
+) -> tuple[trt.INetworkDefinition, trt.OnnxParser, Profile]:
+    """NetworkFromOnnxPath: the network with this release's creation flags, its parser, its input profile.
+
+    The parser holds the weights the network points at, so it must live until the build is done.
+    """
+    network_flags = 0
+    for name in plan_flags.network_flags:
+        network_flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    network = builder.create_network(network_flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(opts.onnx)):
+        errors = _parser_errors(parser)
+        raise VitcError(f"{opts.onnx}: TensorRT {version} cannot parse it ({len(errors)} errors): " + "; ".join(errors))
+    tensor = network.get_input(0)
+    profile = make_profile(tensor.name, dims(tensor.shape), opts.manifest, opts.batch)
+    return network, parser, profile
+
+
+def _configure(
+    builder: trt.Builder,
+    network: trt.INetworkDefinition,
+    opts: BuildOptions,
+    plan_flags: PrecisionPlan,
+    feat: TrtFeatures,
+    version: str,
+    profile: Profile,
+) -> trt.IBuilderConfig:
+    """The builder config: precision flags, workspace, compatibility options, the optimisation profile."""
+    config = builder.create_builder_config()
+    for name in plan_flags.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if opts.workspace_mb is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mb) << 20)
+    _apply_compat_options(config, feat, opts, version)
+    if any(d < 0 for d in dims(network.get_input(0).shape)):
+        optimisation = builder.create_optimization_profile()
+        optimisation.set_shape(
+            profile.input_name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max))
+        )
+        config.add_optimization_profile(optimisation)
+    return config
 
 
 def _attach_timing_cache(config: trt.IBuilderConfig, path: Path, warnings: list[str]) -> bool:
     """Load the cache file into the build; True when the build's cache may be written back to `path`.
 
     A cache from another GPU or TensorRT makes set_timing_cache return False and leaves the build
-    without a cache (get_timing_cache() is then None); an unreadable file may not even make a cache.
-    Either way a fresh one is attached, and the file is left as it is rather than overwritten.
+    without a cache (get_timing_cache() is then None); an unreadable blob may not even make a cache,
+    and a file may not be readable at all. In each case a fresh cache is attached, and the file is
+    left as it is rather than overwritten.
     """
-    previous = path.read_bytes() if path.is_file() else b""
-    cache = config.create_timing_cache(previous)  # may be None for an unreadable blob (nullptr)
-    if cache is not None and config.set_timing_cache(cache, False):
-        return True
+    try:
+        previous = path.read_bytes() if path.is_file() else b""
+    except OSError as exc:  # permissions, an I/O error
+        problem = f"cannot read the timing cache ({exc.strerror or exc})"
+    else:
+        cache = config.create_timing_cache(previous)  # may be None for an unreadable blob (nullptr)
+        if cache is not None and config.set_timing_cache(cache, False):
+            return True
+        problem = "the timing cache does not match this TensorRT/GPU"
     warnings.append(
-        f"{path}: the timing cache does not match this TensorRT/GPU; built with a fresh cache and left the "
-        "file as it is (delete it, or give --timing-cache another path, to keep this machine's cache)"
+        f"{path}: {problem}; built with a fresh cache and left the file as it is "
+        "(delete it, or give --timing-cache another path, to keep this machine's cache)"
     )
     if not config.set_timing_cache(config.create_timing_cache(b""), False):
         warnings.append("TensorRT refused a fresh timing cache; built without one")
@@ -286,7 +384,7 @@ def _save_timing_cache(config: trt.IBuilderConfig, path: Path, warnings: list[st
     try:
         with atomic_write(path) as tmp:
             tmp.write_bytes(bytes(cache.serialize()))
-    except VitcError as exc:  # the plan and its sidecar are written: a cache that cannot be saved is not fatal
+    except VitcError as exc:  # a cache that cannot be saved is not worth failing the build for
         warnings.append(f"{path}: could not save the timing cache ({exc})")
 
 
@@ -352,13 +450,12 @@ def _check_weight_form(opts: BuildOptions, version: str) -> None:
         )
 
 
-def engine_drift(plan: Path, manifest: ExportManifest) -> dict[str, Any]:
-    """The post-build check: the export's held-out set (its hash checked) through the engine vs the reference."""
-    from vitc.artifacts import load_heldout
+def engine_drift(plan: Path, heldout: Heldout, sidecar: dict[str, Any]) -> dict[str, Any]:
+    """The post-build check: the export's held-out set through the engine (with its sidecar) vs the reference."""
     from vitc.engines.accuracy import heldout_accuracy
 
-    with TensorRTRunner(plan) as runner:
-        return heldout_accuracy(runner, load_heldout(manifest)).to_dict()
+    with TensorRTRunner(plan, sidecar=sidecar) as runner:
+        return heldout_accuracy(runner, heldout).to_dict()
 
 
 __all__ = [

@@ -7,9 +7,10 @@ numpy, TensorRT, cuda-python (or pycuda), typer and rich.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import List, Optional
 
 import typer
+from typing_extensions import Annotated
 
 from vitc.cli._console import console, labelled
 from vitc.errors import VitcError
@@ -17,13 +18,13 @@ from vitc.errors import VitcError
 
 def bench(
     engine: Annotated[
-        list[Path] | None,
+        Optional[List[Path]],
         typer.Option("--engine", "-e", help="A .plan (TensorRT) or .onnx (ONNX Runtime) file. Repeatable."),
     ] = None,
     model: Annotated[
-        list[str] | None, typer.Option("--model", "-m", help="A zoo model name, run in PyTorch. Repeatable.")
+        Optional[List[str]], typer.Option("--model", "-m", help="A zoo model name, run in PyTorch. Repeatable.")
     ] = None,
-    ckpt: Annotated[Path | None, typer.Option("--ckpt", help="A vitc checkpoint, run in PyTorch.")] = None,
+    ckpt: Annotated[Optional[Path], typer.Option("--ckpt", help="A vitc checkpoint, run in PyTorch.")] = None,
     compare: Annotated[
         bool, typer.Option("--compare", help="PyTorch: uncompiled vs vitc-compiled side by side.")
     ] = False,
@@ -38,15 +39,19 @@ def bench(
     rounds: Annotated[
         int, typer.Option(help="Interleave the runners in this many rounds (fair ratios on a shared machine).")
     ] = 1,
-    duration: Annotated[float | None, typer.Option(help="Time for this many seconds instead of --iterations.")] = None,
+    duration: Annotated[
+        Optional[float], typer.Option(help="Time for this many seconds instead of --iterations.")
+    ] = None,
     data: Annotated[
-        Path | None,
+        Optional[Path],
         typer.Option(help="heldout.npz or an export folder: also measure accuracy through each runner."),
     ] = None,
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="TensorRT: launch through a CUDA graph.")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores available).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON.")] = None,
-    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the figures as a Markdown table.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores available).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the figures as JSON.")] = None,
+    markdown: Annotated[
+        Optional[Path], typer.Option("--markdown", help="Write the figures as a Markdown table.")
+    ] = None,
 ) -> None:
     """Benchmark engines (--engine, repeatable) and/or a PyTorch model (--model/--ckpt); the first is the baseline."""
     from vitc._io import atomic_write
@@ -94,14 +99,14 @@ def bench(
         facts, warnings = jetson_power_warnings()
         jetson.update({k: str(v) for k, v in facts.items()})
     for line in warnings:
-        terminal.print(labelled("warning:", "yellow", line))
+        terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
 
     report = bench_runners(runners, batches, plan, heldout=heldout, precisions=precisions, rounds=rounds)
     report.warnings[:0] = warnings
     if jetson is not None:
         report.environment["jetson"] = jetson
     for line in report.warnings[len(warnings) :]:
-        terminal.print(labelled("warning:", "yellow", line))
+        terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
     terminal.print(report.to_table())
     if json_out is not None:
         with atomic_write(json_out) as tmp:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Optional
 
 import typer
+from typing_extensions import Annotated
 
 from vitc.cli._console import console, labelled
 from vitc.errors import VitcError
@@ -14,21 +15,21 @@ from vitc.errors import VitcError
 def build(
     onnx: Annotated[Path, typer.Argument(help="export/<run>/model.<precision>.onnx")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Plan path (default engines/<run>.<precision>.plan).")
+        Optional[Path], typer.Option("--out", "-o", help="Plan path (default engines/<run>.<precision>.plan).")
     ] = None,
-    batch: Annotated[str | None, typer.Option(help="MIN:OPT:MAX (or N) overriding the manifest's range.")] = None,
-    workspace: Annotated[int | None, typer.Option(help="Workspace memory limit in MB.")] = None,
-    opt_level: Annotated[int | None, typer.Option(help="Builder optimisation level 0-5 (TensorRT 8.6+).")] = None,
-    dla: Annotated[int | None, typer.Option("--dla", help="Run on DLA core N with GPU fallback (Jetson).")] = None,
+    batch: Annotated[Optional[str], typer.Option(help="MIN:OPT:MAX (or N) overriding the manifest's range.")] = None,
+    workspace: Annotated[Optional[int], typer.Option(help="Workspace memory limit in MB.")] = None,
+    opt_level: Annotated[Optional[int], typer.Option(help="Builder optimisation level 0-5 (TensorRT 8.6+).")] = None,
+    dla: Annotated[Optional[int], typer.Option("--dla", help="Run on DLA core N with GPU fallback (Jetson).")] = None,
     timing_cache: Annotated[
-        Path | None, typer.Option(help="Timing cache file (default engines/timing-trt<ver>.cache).")
+        Optional[Path], typer.Option(help="Timing cache file (default engines/timing-trt<ver>.cache).")
     ] = None,
     version_compatible: Annotated[
         bool, typer.Option("--version-compatible", help="Plan runs on later TensorRT (8.6+).")
     ] = False,
     hardware_compat: Annotated[str, typer.Option(help="none, ampere+ or same-cc (10.9+).")] = "none",
     precision: Annotated[
-        str | None, typer.Option(help="Override the precision read from the manifest/file name.")
+        Optional[str], typer.Option(help="Override the precision read from the manifest/file name.")
     ] = None,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Skip the held-out drift check after the build.")
@@ -36,13 +37,11 @@ def build(
 ) -> None:
     """Build a TensorRT engine for this machine's TensorRT and GPU; the drift check runs the held-out set."""
     from vitc.artifacts import BatchRange, manifest_for
-    from vitc.build.tensorrt import BuildOptions, build_engine
-    from vitc.engines.tensorrt import NOT_INSTALLED, tensorrt_available
+    from vitc.build.tensorrt import BuildOptions, build_engine, check_build_machine
 
     if not onnx.is_file():
         raise VitcError(f"{onnx}: no such file")
-    if not tensorrt_available():
-        raise VitcError(NOT_INSTALLED)
+    check_build_machine()  # TensorRT, CUDA bindings, a GPU: one line naming what is missing, before anything else
     manifest = manifest_for(onnx)
     chosen = precision or (manifest.precision if manifest else None) or _precision_from_name(onnx)
     if out is None:
@@ -66,7 +65,7 @@ def build(
     )
     terminal = console()
     for line in result.warnings:
-        terminal.print(labelled("warning:", "yellow", line))
+        terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
     side = result.sidecar
     terminal.print(f"wrote {result.plan} (TensorRT {side['tensorrt']}, {side['precision']}, {side['build_seconds']} s)")
     if result.dla_fallback:
@@ -82,7 +81,8 @@ def build(
                 for field, template in DRIFT_FIELDS
                 if isinstance(drift.get(field), (int, float))
             ]
-            terminal.print(f"{label}: " + ", ".join(parts))
+            unlabelled = " (agreement only: generated inputs, no labels)" if drift.get("labels") is False else ""
+            terminal.print(f"{label}{unlabelled}: " + ", ".join(parts))
 
 
 DRIFT_FIELDS = (

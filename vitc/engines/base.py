@@ -73,7 +73,7 @@ class TensorMeta:
     def accepts(self, shape: tuple[int, ...]) -> bool:
         """Same rank, and every static dimension equal."""
         return len(shape) == len(self.shape) and all(
-            d is None or d == s for d, s in zip(self.shape, shape, strict=True)
+            d is None or d == s for d, s in zip(self.shape, shape)
         )
 
     @property
@@ -118,6 +118,7 @@ class BaseRunner(abc.ABC):
         self.is_active = False
         self.inference_time: float | None = None  # seconds, end to end, of the last infer()
         self.gpu_time: float | None = None  # seconds of GPU compute of the last infer(), when measurable
+        self.warnings: list[str] = []  # what activate() found worth telling the user (bench prints them)
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> BaseRunner:
@@ -177,6 +178,11 @@ class BaseRunner(abc.ABC):
             size = f"{needed / 2**30:.1f} GB"
             raise VitcError(f"{self.name}: a batch of {batch} would take {size} of input; use a smaller -b")
         return {m.name: rng.standard_normal(m.concrete(batch)).astype(m.dtype) for m in inputs}
+
+    def min_batch(self) -> int:
+        """The smallest batch the model takes (a static batch, or 1). Valid after activate()."""
+        batches = [m.static_batch for m in self.get_input_metadata() if m.static_batch is not None]
+        return max(batches, default=1)
 
     def max_batch(self) -> int | None:
         """The largest batch the model takes (None: no limit known). Valid after activate()."""

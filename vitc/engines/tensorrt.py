@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitc.artifacts.sidecar import FORMAT as SIDECAR_FORMAT
-from vitc.artifacts.sidecar import load_sidecar, sidecar_path
+from vitc.artifacts.sidecar import check_sidecar_matches, load_sidecar, sidecar_path
 from vitc.engines.base import LazyModule
 from vitc.errors import VitcError
 
@@ -43,6 +43,11 @@ HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
 # --hardware-compat → HardwareCompatibilityLevel member, looked up only when asked for (SAME_... is 10.9+)
 HARDWARE_LEVELS = {"ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
 UNKNOWN_PLAN_VERSION = "unknown version (8.5 or older)"
+# Version-compatible plans run on later releases of the major that built them; across majors only
+# these (built, runtime) pairs are supported (support matrix 11.4.1: "TensorRT 10 version-compatible
+# engines can run with a TensorRT 11 runtime, and TensorRT 8 version-compatible engines can run with
+# a TensorRT 10 runtime. No other combination across major versions is supported").
+CROSS_MAJOR_COMPATIBLE = ((8, 10), (10, 11))
 
 
 # -- versions --------------------------------------------------------------------------------------
@@ -246,10 +251,22 @@ def check_plan_compat(
                 f"{source}: built with TensorRT {version_text(built)} (version-compatible), "
                 f"this machine has the older {version_text(here)}; rebuild it here with `vitc build`"
             )
+        if here[0] != built[0] and (built[0], here[0]) not in CROSS_MAJOR_COMPATIBLE:
+            raise VitcError(
+                f"{source}: built with TensorRT {version_text(built)} (version-compatible), which runs on later "
+                f"{built[0]}.x releases{_cross_major_note(built[0])}, not on {version_text(here)}: "
+                "rebuild it here with `vitc build`"
+            )
     elif built[:3] != here[:3] or (built[3] and here[3] and built[3] != here[3]):
+        unknown = (
+            ""
+            if sidecar
+            else f" (or, if built --version-compatible, on later ones: it has no sidecar, {sidecar_path(source).name}, "
+            "to say so)"
+        )
         raise VitcError(
             f"{source}: built with TensorRT {version_text(built)}, this machine has {version_text(here)}; "
-            "plans only run on the TensorRT that built them: rebuild it here with `vitc build`"
+            f"plans only run on the TensorRT that built them{unknown}: rebuild it here with `vitc build`"
         )
     if sidecar and gpu and sidecar.get("gpu"):
         want = sidecar["gpu"]
@@ -272,6 +289,11 @@ def check_plan_compat(
     return warnings
 
 
+def _cross_major_note(major: int) -> str:
+    later = [str(to) for built, to in CROSS_MAJOR_COMPATIBLE if built == major]
+    return f" and on {', '.join(later)}.x" if later else ""
+
+
 def _cc(text: str) -> tuple[int, int]:
     try:
         major, minor = text.split(".")
@@ -283,6 +305,8 @@ def _cc(text: str) -> tuple[int, int]:
 def plan_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Header and sidecar of a plan, for `vitc info` (no TensorRT needed)."""
     header, sidecar = read_plan_header(path), load_sidecar(path)
+    if sidecar is not None:
+        check_sidecar_matches(path, sidecar, Path(path).read_bytes())
     if header.version is not None:
         built = version_text(header.version)
     else:  # 8.5 and older: only the sidecar knows

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vitc.artifacts.sidecar import check_sidecar_matches
 from vitc.engines.base import BaseRunner, LazyModule, RunnerInfo, TensorMeta
 from vitc.engines.tensorrt import (
+    PlanHeader,
     TrtFeatures,
     check_plan_compat,
     dims,
@@ -25,6 +27,7 @@ from vitc.engines.tensorrt import (
     load_sidecar,
     numpy_dtype,
     read_plan_header,
+    sidecar_path,
 )
 from vitc.errors import VitcError
 
@@ -59,13 +62,15 @@ class TensorRTRunner(BaseRunner):
         cuda_graph: bool = False,
         dla_core: int | None = None,
         name: str | None = None,
+        sidecar: dict[str, Any] | None = None,
     ) -> None:
+        """`sidecar` replaces the file beside the plan (`vitc build` checks a plan before writing either)."""
         self.path = Path(path)
         super().__init__(name or self.path.name)
         self.cuda_graph = cuda_graph
         self.dla_core = dla_core
+        self._given_sidecar = sidecar
         self.sidecar: dict[str, Any] | None = None
-        self.warnings: list[str] = []
         self._tensors: list[_Tensor] = []
         self._engine: trt.ICudaEngine | None = None
         self._context: trt.IExecutionContext | None = None
@@ -82,12 +87,18 @@ class TensorRTRunner(BaseRunner):
         from vitc.engines.cuda import Cuda
 
         header = read_plan_header(self.path)  # refuse non-plans before TensorRT sees a byte
-        self.sidecar = load_sidecar(self.path)
+        self.sidecar = self._given_sidecar if self._given_sidecar is not None else load_sidecar(self.path)
+        blob = self.path.read_bytes()
+        check_sidecar_matches(self.path, self.sidecar, blob)
         version = installed_version()
         self._feat = features(version)
         self._cuda = Cuda()
         gpu = self._cuda.device_properties()
         self.warnings = check_plan_compat(header, version, self.sidecar, gpu, str(self.path))
+        if self.sidecar is None and header.version is not None:
+            self.warnings.append(
+                f"{self.path}: no sidecar ({sidecar_path(self.path).name}): its precision, GPU and drift are unknown"
+            )
         logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(logger)
         dla = self.dla_core if self.dla_core is not None else (self.sidecar or {}).get("options", {}).get("dla_core")
@@ -95,9 +106,9 @@ class TensorRTRunner(BaseRunner):
             self._runtime.DLA_core = int(dla)
         if (self.sidecar or {}).get("options", {}).get("version_compatible"):
             self._runtime.engine_host_code_allowed = True  # version-compatible plans embed a lean runtime
-        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        engine = self._runtime.deserialize_cuda_engine(blob)
         if engine is None:
-            raise VitcError(f"{self.path}: TensorRT {version} could not deserialise the plan (see its log above)")
+            raise VitcError(f"{self.path}: TensorRT {version} could not deserialise the plan{self._why_not(header)}")
         self._engine = engine
         context = engine.create_execution_context()
         if context is None:
@@ -116,6 +127,27 @@ class TensorRTRunner(BaseRunner):
             self._tensors.append(_Tensor(TensorMeta(name, shape, dtype), is_input, profile))
         self._stream = self._cuda.stream()
         self._events = (self._cuda.event(), self._cuda.event())
+
+    def _why_not(self, header: PlanHeader) -> str:
+        """The likeliest reason a plan that passed vitc's checks still does not deserialise."""
+        if self.sidecar is None:
+            return (
+                f"; it has no sidecar ({sidecar_path(self.path).name}) to say how it was built (a --version-compatible "
+                "or --dla plan needs it): copy the sidecar along with the plan, or rebuild it here with `vitc build`"
+            )
+        built = header.version or self.sidecar.get("tensorrt")
+        if self.sidecar.get("options", {}).get("version_compatible"):
+            return (
+                f" (a version-compatible plan of TensorRT {built}; see the TensorRT log above): "
+                "rebuild it here with `vitc build`"
+            )
+        return " (see the TensorRT log above): rebuild it here with `vitc build`"
+
+    def min_batch(self) -> int:
+        """The smallest batch the engine takes: its profile's min (dynamic) or its static batch."""
+        inputs = [t for t in self._tensors if t.is_input]
+        limits = [t.profile[0][0] if t.profile is not None else t.meta.static_batch for t in inputs]
+        return max([limit for limit in limits if limit is not None], default=1)
 
     def max_batch(self) -> int | None:
         """The largest batch the engine takes: its profile's max (dynamic) or its static batch."""

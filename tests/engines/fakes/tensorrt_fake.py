@@ -20,7 +20,8 @@ Behaviour the vitc code depends on, modelled from the API documentation (pyCoreD
 - `set_timing_cache(cache, ignore_mismatch)` returns False for a cache from another TensorRT/GPU;
   `get_timing_cache()` returns None while no cache is set.
 - `Runtime.deserialize_cuda_engine` returns None for a plan of another version (unless it is
-  version-compatible, newer-runtime and `engine_host_code_allowed`) or of another GPU.
+  version-compatible, newer-runtime within its major or from 8 to 10 or 10 to 11 (support matrix
+  11.4.1), and `engine_host_code_allowed`) or of another GPU.
 - `set_input_shape` returns False outside the profile; `execute_async_v3` runs the ONNX file with
   ONNX Runtime on the fake device memory, as a kernel on the given stream.
 
@@ -50,7 +51,7 @@ API_DIR = Path(__file__).resolve().parents[1] / "trt_api"
 VERSIONS = ("8.5", "8.6", "10.3", "10.16", "11.1")  # JetPack 5, 6.0, 6.1/6.2, newest 10.x, newest 11.x
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def load_api(version: str) -> dict[str, Any]:
     return json.loads((API_DIR / f"trt_{version}.json").read_text())
 

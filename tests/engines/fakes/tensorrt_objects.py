@@ -330,10 +330,10 @@ class Builder(Strict):
             if -1 in shape and tensor.name not in profiles:
                 return f"{tensor.name}: dynamic input needs an optimization profile"
             for s in profiles.get(tensor.name, []):
-                if len(s) != len(shape) or any(d not in (-1, v) for d, v in zip(shape, s, strict=True)):
+                if len(s) != len(shape) or any(d not in (-1, v) for d, v in zip(shape, s)):
                     return f"{tensor.name}: profile dimensions {s} do not match the network's {shape}"
             low, opt, high = profiles.get(tensor.name, [shape] * 3)
-            if not all(a <= b <= c for a, b, c in zip(low, opt, high, strict=True)):
+            if not all(a <= b <= c for a, b, c in zip(low, opt, high)):
                 return f"{tensor.name}: profile needs min <= opt <= max"
         precision = sorted(config._flags & set(PRECISION_FLAGS))
         if network._strongly_typed and precision:
@@ -364,12 +364,19 @@ class Runtime(Strict):
         if not blob.startswith(b"ftrt") or at < 0:
             self._error("Serialization assertion failed: magic tag does not match")
             return None
-        plan = json.loads(blob[at + len(PLAN_BODY) :])
+        try:
+            plan = json.loads(blob[at + len(PLAN_BODY) :])
+        except ValueError:  # a truncated or corrupt engine: deserializeCudaEngine returns nullptr
+            self._error("Serialization assertion failed: the engine is truncated or corrupt")
+            return None
         built, here = plan["version"].split("."), trt.__version__.split(".")
         if built[:3] != here[:3]:
             newer = [int(x) for x in here[:2]] >= [int(x) for x in built[:2]]
+            majors = (int(built[0]), int(here[0]))
+            # support matrix 11.4.1: within a major, and across majors only 8 -> 10 and 10 -> 11
+            supported = majors[0] == majors[1] or majors in ((8, 10), (10, 11))
             host_code = "engine_host_code_allowed" in self._api and self.engine_host_code_allowed
-            if not (plan["version_compatible"] and newer and host_code):
+            if not (plan["version_compatible"] and newer and supported and host_code):
                 self._error(f"The engine plan file is not compatible with this version of TensorRT ({plan['version']})")
                 return None
         cc = tuple(trt._gpu.cc)
@@ -419,7 +426,7 @@ class Context(Strict):
         self._calls.append("set_input_shape")
         low, _, high = self._engine.get_tensor_profile_shape(name, 0)
         shape = tuple(int(d) for d in shape)
-        if len(shape) != len(low) or not all(a <= s <= b for a, s, b in zip(low, shape, high, strict=True)):
+        if len(shape) != len(low) or not all(a <= s <= b for a, s, b in zip(low, shape, high)):
             self._error(f"IExecutionContext::setInputShape: {name} {shape} is outside the profile [{low}, {high}]")
             return False
         self._shapes[name] = shape
@@ -452,7 +459,7 @@ class Context(Strict):
                     shape = self._shapes[name]
                     count = int(np.prod(shape)) * np.dtype(NUMPY[dtype]).itemsize
                     feed[name] = np.frombuffer(gpu.view(self._addresses[name], count), NUMPY[dtype]).reshape(shape)
-            for out, value in zip(session.get_outputs(), session.run(None, feed), strict=True):
+            for out, value in zip(session.get_outputs(), session.run(None, feed)):
                 raw = np.ascontiguousarray(value, NUMPY[io[out.name][1]]).tobytes()
                 gpu.view(self._addresses[out.name], len(raw))[:] = raw
 

@@ -40,9 +40,10 @@ def test_a_run_folder_of_the_users_own_names_its_data(tmp_path: Path) -> None:
 
 
 def test_export_refuses_data_whose_classes_do_not_match_the_head(tmp_path: Path) -> None:
-    """An ImageNet head measured on digits gave 'top-1 0.00% vs 0.00%' without a word."""
+    """An ImageNet head measured on digits gave 'top-1 0.00% vs 0.00%' without a word. Named data that does
+    not fit is refused; unnamed, the export is agreement-only (tests/export/test_agreement_only.py)."""
     path = _checkpoint(tmp_path / "imported" / "model.safetensors", {}, num_classes=1000)
-    result = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "x")])
+    result = runner.invoke(app, ["export", str(path), "--data", "digits", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2, result.output
     assert "digits has 10 classes and the model 1000" in result.output and "--data" in result.output
 

@@ -3,7 +3,8 @@
 `vitc export` writes it once per checkpoint as `heldout.<sha16>.npz` (named by its content, so an
 export of another checkpoint into the same folder never replaces it); `vitc build` and
 `vitc bench --data` read it with numpy only. Every read checks the hash its manifest recorded and
-that each array's declared shape matches the bytes stored for it.
+that each array's declared shape matches the bytes stored for it. A set of generated inputs (for a
+model whose classes no local data has) stores no labels: its drift is agreement-only.
 """
 
 from __future__ import annotations
@@ -27,15 +28,13 @@ def heldout_name(sha256: str) -> str:
     return f"heldout.{sha256[:16]}.npz"
 
 
-def encode_heldout(images: np.ndarray, labels: np.ndarray, reference_logits: np.ndarray) -> tuple[bytes, str]:
-    """The .npz bytes of a held-out set and their sha256 (which names the file)."""
+def encode_heldout(images: np.ndarray, labels: np.ndarray | None, reference_logits: np.ndarray) -> tuple[bytes, str]:
+    """The .npz bytes of a held-out set and their sha256 (which names the file); generated inputs have no labels."""
     buf = io.BytesIO()
-    np.savez(
-        buf,
-        images=images.astype(np.float32),
-        labels=labels.astype(np.int64),
-        reference_logits=reference_logits.astype(np.float32),
-    )
+    arrays = {"images": images.astype(np.float32), "reference_logits": reference_logits.astype(np.float32)}
+    if labels is not None:
+        arrays["labels"] = labels.astype(np.int64)
+    np.savez(buf, **arrays)
     data = buf.getvalue()
     return data, hashlib.sha256(data).hexdigest()
 
@@ -54,11 +53,11 @@ def prune_heldout(folder: Path) -> None:
 @dataclass(frozen=True)
 class Heldout:
     images: np.ndarray  # float32 N×C×H×W, normalised
-    labels: np.ndarray  # int64 N
+    labels: np.ndarray | None  # int64 N; None for generated inputs (agreement-only drift)
     reference_logits: np.ndarray  # float32 N×K, PyTorch FP32
 
     def __len__(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self.reference_logits.shape[0])
 
 
 def heldout_for(source: str | os.PathLike[str] | ExportManifest) -> tuple[Path, ExportManifest | None]:
@@ -104,19 +103,21 @@ def load_heldout(source: str | os.PathLike[str] | ExportManifest) -> Heldout:
             arrays = {k: data[k] for k in ("images", "labels", "reference_logits") if k in data}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise VitcError(f"{path}: not a held-out set (.npz of images, labels, reference_logits)") from exc
-    missing = {"images", "labels", "reference_logits"} - set(arrays)
+    missing = {"images", "reference_logits"} - set(arrays)
     if missing:
         raise VitcError(f"{path}: the held-out set lacks {', '.join(sorted(missing))}")
-    images, labels, logits = arrays["images"], arrays["labels"], arrays["reference_logits"]
-    n = labels.shape[0] if labels.ndim == 1 else -1
-    if images.ndim != 4 or logits.ndim != 2 or images.shape[0] != n or logits.shape[0] != n:
+    images, labels, logits = arrays["images"], arrays.get("labels"), arrays["reference_logits"]
+    n = logits.shape[0] if logits.ndim == 2 else -1
+    if images.ndim != 4 or images.shape[0] != n or (labels is not None and labels.shape != (n,)):
         raise VitcError(
-            f"{path}: inconsistent held-out shapes: images {images.shape}, labels {labels.shape}, "
-            f"reference_logits {logits.shape}"
+            f"{path}: inconsistent held-out shapes: images {images.shape}, "
+            f"labels {None if labels is None else labels.shape}, reference_logits {logits.shape}"
         )
     for name, array in (("images", images), ("reference_logits", logits)):
         if array.dtype.kind != "f" or not np.isfinite(array).all():
             raise VitcError(f"{path}: the held-out {name} are not all finite floats")
+    if labels is None:
+        return Heldout(images.astype(np.float32), None, logits.astype(np.float32))
     if labels.dtype.kind not in "iu" or (n and (labels.min() < 0 or labels.max() >= logits.shape[1])):
         raise VitcError(f"{path}: held-out labels must be class indices below {logits.shape[1]}")
     return Heldout(images.astype(np.float32), labels.astype(np.int64), logits.astype(np.float32))

@@ -95,7 +95,12 @@ class BenchReport:
     def _cells(self, row: BenchRow) -> list[str]:
         ratio = self.ratio(row)
         accuracy = row.accuracy
-        top1 = "" if accuracy is None else f"{accuracy['top1']:.2f} ({accuracy['delta_top1']:+.2f})"
+        if accuracy is None:
+            top1 = ""
+        elif accuracy.get("top1") is None:  # a held-out set of generated inputs: no labels, agreement only
+            top1 = f"- (agrees {accuracy['agreement']:.1f})"
+        else:
+            top1 = f"{accuracy['top1']:.2f} ({accuracy['delta_top1']:+.2f})"
         return [
             row.runner,
             str(row.batch),

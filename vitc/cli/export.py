@@ -41,7 +41,9 @@ def export(
     no_compile: Annotated[bool, typer.Option("--no-compile", help="Export the uncompiled model (naive).")] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Export a checkpoint to ONNX with its precision baked in, checked against PyTorch on held-out data."""
+    """Export a checkpoint (or a run folder's best) to ONNX with its precision baked in, checked against PyTorch
+    on held-out data, or on generated inputs (agreement only) when no local data has the model's classes."""
+    from vitc.checkpoint import resolve_checkpoint
     from vitc.errors import VitcError
     from vitc.export import ExportOptions, export_checkpoint
     from vitc.export.pipeline import output_paths, prepare_export, validate
@@ -60,10 +62,11 @@ def export(
         compile=not no_compile,
     )  # fmt: skip
     all_opts = [replace(base, precision=name) for name in precision or ["fp32"]]
+    ckpt = resolve_checkpoint(ckpt)  # a run folder: its best checkpoint
     for opts in all_opts:  # every option and output checked before any work
         validate(opts)
         output_paths(ckpt, opts)
-    prepared = prepare_export(ckpt, all_opts[0], say)  # compile and export once for every precision
+    prepared = prepare_export(ckpt, all_opts[0], say, also=all_opts[1:])  # compile and export once for every precision
     results = []
     for opts in all_opts:
         result = export_checkpoint(ckpt, opts, say=say, prepared=prepared)
@@ -74,21 +77,41 @@ def export(
         terminal.print(f"wrote {result.onnx_path} and {result.manifest_path}")
         results.append(result)
     terminal.print(_drift_table(results))
+    terminal.print(_next_command(results), markup=False, highlight=False)
+
+
+def _next_command(results: list) -> str:
+    """What to run next: build the fastest precision where TensorRT is installed, else bench the
+    exports on ONNX Runtime with their held-out set (as Ctrl-C in `vitc train` names `vitc export`)."""
+    import importlib.util
+
+    paths = [r.onnx_path for r in results]
+    fastest = next((q for p in ("int8", "fp16", "fp32") for q in paths if q.name == f"model.{p}.onnx"), paths[0])
+    spec = importlib.util.find_spec("tensorrt")
+    if spec is not None and spec.origin is not None:  # tensorrt-stubs alone is a namespace without an origin
+        return f"next: vitc build {fastest}"
+    engines = " ".join(f"-e {q}" for q in paths)
+    where = f"(vitc build {fastest.name} on a machine with TensorRT)"
+    return f"next: vitc bench {engines} --data {fastest.parent}   {where}"
 
 
 def _drift_table(results: list) -> Table:
-    """One row per exported precision: PyTorch FP32 vs the ONNX Runtime artifact on the held-out split."""
-    table = Table(title="accuracy drift on ONNX Runtime (reference: PyTorch FP32)")
+    """One row per exported precision: PyTorch FP32 vs the ONNX Runtime artifact on the held-out split
+    (or on generated inputs without labels: agreement only, no top-1)."""
+    unlabelled = any(r.manifest["drift"].get("labels") is False for r in results)
+    caption = "agreement only: generated inputs (random pixels) have no labels, so no top-1" if unlabelled else None
+    table = Table(title="accuracy drift on ONNX Runtime (reference: PyTorch FP32)", caption=caption)
     for column in ("precision", "images", "top-1 ref", "top-1", "Δ top-1", "agreement", "max |Δ|", "cosine"):
         table.add_column(column, justify="left" if column == "precision" else "right")
     for result in results:
         d = result.manifest["drift"]
+        labelled = d.get("top1") is not None
         table.add_row(
             result.manifest["precision"],
-            str(d["samples"]),
-            f"{d['reference_top1']:.2f}%",
-            f"{d['top1']:.2f}%",
-            f"{d['delta_top1']:+.2f}",
+            f"{d['samples']}" if labelled else f"{d['samples']} generated",
+            f"{d['reference_top1']:.2f}%" if labelled else "-",
+            f"{d['top1']:.2f}%" if labelled else "-",
+            f"{d['delta_top1']:+.2f}" if labelled else "-",
             f"{d['agreement']:.1f}%",
             f"{d['max_abs_diff']:.2e}",
             f"{d['cosine']:.5f}",

@@ -196,7 +196,8 @@ def rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
 def _exports_table(record: dict[str, Any]) -> Table:
     """Several exports of one folder, one row per precision."""
     table = Table(title=f"{record['folder']} ({len(record['exports'])} exports)")
-    for column in ("precision", "model", "batch", "io", "opset", "TensorRT", "top-1", "Δ top-1", "max |Δ|"):
+    columns = ("precision", "model", "batch", "io", "opset", "TensorRT", "top-1", "Δ top-1", "agreement", "max |Δ|")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("precision", "model", "io") else "right")
     for precision, raw in record["exports"].items():
         drift = raw.get("drift") or {}
@@ -208,9 +209,10 @@ def _exports_table(record: dict[str, Any]) -> Table:
             str(raw.get("io_dtype")),
             str(raw.get("opset")),
             str(raw.get("trt_target") or "any"),
-            "-" if "top1" not in drift else f"{drift['top1']:.2f}%",
-            "-" if "delta_top1" not in drift else f"{drift['delta_top1']:+.2f}",
-            "-" if "max_abs_diff" not in drift else f"{drift['max_abs_diff']:.2e}",
+            "-" if drift.get("top1") is None else f"{drift['top1']:.2f}%",  # None: agreement-only export
+            "-" if drift.get("delta_top1") is None else f"{drift['delta_top1']:+.2f}",
+            "-" if drift.get("agreement") is None else f"{drift['agreement']:.1f}%",
+            "-" if drift.get("max_abs_diff") is None else f"{drift['max_abs_diff']:.2e}",
         )
     return table
 

@@ -8,7 +8,7 @@ they were.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ from vitc.limits import MAX_CALIB_IMAGES
 DEFAULT_MAX_DROP = {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}
 PARITY_ATOL = 1e-4
 HELDOUT_MAX = 2000  # images of the held-out split used for drift (all of digits' 360)
+GENERATED = "generated"  # --data generated: agreement-only drift on generated inputs, no labels
+GENERATED_IMAGES = (16, 256)  # at least, at most; within GENERATED_BYTES of float32 images
+GENERATED_BYTES = 64 << 20
 
 
 @dataclass
@@ -94,23 +97,43 @@ def _compile(
 
 
 def heldout_set(
-    meta: Any, name: str, data_dir: str | None, max_images: int = HELDOUT_MAX
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """The test split of `name` (see checkpoint.training_data), normalised."""
+    meta: Any, name: str, data_dir: str | None, max_images: int = HELDOUT_MAX, named: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(normalised images, labels, data name): the test split of `name` (see checkpoint.training_data),
+    or generated inputs without labels for `--data generated`, or when the data was not `named` by the
+    user and its classes are not the model's (an imported ImageNet model: no local data has its classes)."""
     from vitc.data.datasets import load_dataset
     from vitc.data.transforms import eval_transform
 
+    if name == GENERATED:
+        return generated_inputs(meta), None, GENERATED
     c, h, _ = meta.cfg["input_size"]
     ds = load_dataset(name, "test", data_dir=data_dir, image_size=h, crop_pct=meta.cfg.get("crop_pct", 1.0), in_chans=c)
     classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.get("num_classes")
     if classes is not None and len(ds.class_names) != classes:
+        if not named:
+            return generated_inputs(meta), None, GENERATED
         raise VitcError(
             f"{name} has {len(ds.class_names)} classes and the model {classes}, so drift on it would mean "
-            "nothing: name the model's own data with --data and --data-dir"
+            f"nothing: name the model's own data with --data and --data-dir, or --data {GENERATED} for "
+            "agreement-only drift on generated inputs"
         )
     ds = ds.subset(range(min(len(ds), max_images)))
     images = eval_transform(ds.images, meta.cfg["mean"], meta.cfg["std"]).numpy().astype(np.float32)
     return images, ds.labels.numpy().astype(np.int64), name
+
+
+def generated_inputs(meta: Any, seed: int = 0) -> np.ndarray:
+    """Seeded uniform random pixels, normalised as images are: what Polygraphy feeds when comparing
+    runners without data. As many as fit GENERATED_BYTES, within GENERATED_IMAGES."""
+    from vitc.data.transforms import eval_transform
+
+    torch = lazy_import("torch")
+    c, h, w = meta.cfg["input_size"]
+    low, high = GENERATED_IMAGES
+    count = max(low, min(high, GENERATED_BYTES // (4 * c * h * w)))
+    pixels = np.random.default_rng(seed).integers(0, 256, (count, c, h, w), dtype=np.uint8)
+    return eval_transform(torch.from_numpy(pixels), meta.cfg["mean"], meta.cfg["std"]).numpy().astype(np.float32)
 
 
 def _torch_logits(model: Any, images: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -140,7 +163,7 @@ class PreparedExport:
     passes: Any
     was_compiled: bool
     images: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None  # None: generated inputs, agreement-only drift
     data_name: str
     reference: np.ndarray
     proto: Any  # the cleaned, checked FP32 graph
@@ -164,19 +187,36 @@ def output_paths(ckpt: str | Path, opts: ExportOptions) -> tuple[Path, Path, Pat
     return run_dir, onnx_path, manifest_path
 
 
-def prepare_export(ckpt: str | Path, opts: ExportOptions, say: Callable[[str], None] = print) -> PreparedExport:
-    """Rebuild and compile the model, export and clean the FP32 graph, check parity with PyTorch."""
+def prepare_export(
+    ckpt: str | Path, opts: ExportOptions, say: Callable[[str], None] = print, also: Sequence[ExportOptions] = ()
+) -> PreparedExport:
+    """Rebuild and compile the model, export and clean the FP32 graph, check parity with PyTorch.
+    `also`: the options of the other precisions this preparation serves, checked as soon as the data is known."""
     from vitc.checkpoint import load_model, training_data
     from vitc.export import onnx_export as ox
 
     opset, batch = validate(opts)
     # 1. rebuild and compile
     model, meta = load_model(ckpt)
-    data_name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)  # before any slow work
+    if opts.data == GENERATED:
+        data_name, data_dir = GENERATED, None
+    else:
+        data_name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)  # before any slow work
     input_size = tuple(int(v) for v in meta.cfg["input_size"])
     compiled, passes, was_compiled = _compile(model, input_size, opts, say)
-    images, labels, data_name = heldout_set(meta, data_name, data_dir)
-    say(f"held-out set: {data_name} test split, {len(labels)} images" + (f" from {data_dir}" if data_dir else ""))
+    named = opts.data is not None or opts.data_dir is not None
+    images, labels, held = heldout_set(meta, data_name, data_dir, named=named)
+    for other in (opts, *also):
+        check_calibration_source(labels is not None, other)
+    if labels is not None:
+        say(f"held-out set: {held} test split, {len(labels)} images" + (f" from {data_dir}" if data_dir else ""))
+    else:
+        why = "" if data_name == GENERATED else f"{data_name}'s classes are not the model's, "
+        say(
+            f"held-out set: {why}{len(images)} generated images (random pixels, no labels): drift is "
+            "agreement-only (top-1 agreement, max |Δ|, cosine); --data/--data-dir name labelled data for top-1"
+        )
+    data_name = held
     reference = _torch_logits(model, images)
 
     # 2-3. export, clean, check, parity
@@ -261,19 +301,34 @@ def bake_precision(
     return proto, {}, None
 
 
-def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path) -> Any:
-    """INT8 calibration images: --calib-data, else the held-out set's data (vetted the same way)."""
-    from vitc.checkpoint import training_data
-    from vitc.quant.calib import calibration_set, check_images
+def check_calibration_source(labelled: bool, opts: ExportOptions) -> None:
+    """INT8 calibrates on real images: an agreement-only export (generated inputs) has none of its own."""
+    if opts.precision == "int8" and not labelled and not (opts.calib_data or opts.calib_dir):
+        raise VitcError(
+            "int8 calibrates on real images and this export has no data of the model's classes: pass "
+            "--calib-dir DIR (a folder of images like those the model will see, a few hundred; subfolders are read)"
+        )
 
-    if opts.calib_data:
-        name, data_dir = opts.calib_data, opts.calib_dir
-    else:
-        name, data_dir = training_data(ckpt, p.meta, opts.data, opts.data_dir)
+
+def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path) -> Any:
+    """INT8 calibration images: --calib-data (with --calib-dir), else any folder of images --calib-dir
+    names, else the held-out set's data (vetted the same way)."""
+    from vitc.checkpoint import training_data
+    from vitc.quant.calib import calibration_set, check_images, folder_calibration_set
+
+    check_calibration_source(p.labels is not None, opts)
     cfg = p.meta.cfg
-    cal = calibration_set(
-        name, opts.calib_images, p.input_size, cfg["mean"], cfg["std"], data_dir, cfg.get("crop_pct", 1.0)
-    )
+    crop = cfg.get("crop_pct", 1.0)
+    if opts.calib_dir and not opts.calib_data:
+        cal = folder_calibration_set(
+            Path(opts.calib_dir), opts.calib_images, p.input_size, cfg["mean"], cfg["std"], crop
+        )
+    else:
+        if opts.calib_data:
+            name, data_dir = opts.calib_data, opts.calib_dir
+        else:
+            name, data_dir = training_data(ckpt, p.meta, opts.data, opts.data_dir)
+        cal = calibration_set(name, opts.calib_images, p.input_size, cfg["mean"], cfg["std"], data_dir, crop)
     static = None if p.batch.dynamic else p.batch.max
     if static and len(cal.images) % static:  # a static-batch graph calibrates on whole batches
         cal.images = cal.images[: len(cal.images) - len(cal.images) % static]
@@ -347,9 +402,14 @@ def measure_drift(
         probe = p.images[: max(p.batch.max, 64)] if not p.batch.dynamic else p.images[:64]
         explained = explain(proto, p.compiled, probe, p.batch)
     max_drop = DEFAULT_MAX_DROP[opts.precision] if opts.max_drop is None else opts.max_drop
+    top1 = (
+        f"top-1 {drift.top1:.2f}% vs {drift.reference_top1:.2f}% (Δ {drift.delta_top1:+.2f}), "
+        if drift.labelled
+        else f"agreement only ({drift.samples} generated inputs, no labels: --max-drop does not apply): "
+    )
     say(
-        f"{opts.precision}: top-1 {drift.top1:.2f}% vs {drift.reference_top1:.2f}% (Δ {drift.delta_top1:+.2f}), "
-        f"agreement {drift.agreement:.1f}%, max |Δ logit| {drift.max_abs_diff:.3g}, cosine {drift.cosine:.5f}"
+        f"{opts.precision}: {top1}agreement {drift.agreement:.1f}%, max |Δ logit| {drift.max_abs_diff:.3g}, "
+        f"cosine {drift.cosine:.5f}"
     )
     if drift.exceeds(max_drop):
         first = f"; first drifting block: {explained['first_bad']}" if explained and explained["first_bad"] else ""
@@ -357,6 +417,9 @@ def measure_drift(
             f"{opts.precision} lost {-drift.delta_top1:.2f} points of top-1 (> --max-drop {max_drop}); "
             f"nothing written{first}"
         )
+    if not drift.labelled:
+        inputs = "uniform random pixels (seed 0), normalised; no labels"
+        return {**drift.to_dict(), "data": GENERATED, "inputs": inputs, "split": None, "max_drop": None}, explained
     return {**drift.to_dict(), "data": p.data_name, "split": "test", "max_drop": max_drop}, explained
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,3 +65,34 @@ def calibration_set(
     check_images(raw.numpy(), input_size)
     images = eval_transform(raw, mean, std).numpy().astype(np.float32)
     return CalibrationSet(images, name, hashlib.sha256(raw.numpy().tobytes()).hexdigest())
+
+
+def folder_calibration_set(
+    folder: Path,
+    count: int,
+    input_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_pct: float = 1.0,
+    seed: int = 0,
+) -> CalibrationSet:
+    """`count` images drawn (seeded) from anywhere under `folder` (labels are not needed to calibrate:
+    a folder of photos like those the model will see), transformed as evaluation transforms them."""
+    import torch
+
+    from vitc.data.datasets import _to_chans, center_crop, list_images, open_image
+    from vitc.data.transforms import eval_transform
+
+    if not folder.is_dir():
+        raise VitcError(f"--calib-dir {folder}: no such folder")
+    files = [Path(root) / name for root, _, _ in sorted(os.walk(folder)) for name in list_images(Path(root))]
+    if not files:
+        raise VitcError(f"--calib-dir {folder} holds no images")
+    chosen = sorted(np.random.default_rng(seed).permutation(len(files))[:count])
+    c, h, _ = input_size
+    short = max(h, round(h / crop_pct))
+    pixels = np.stack([center_crop(open_image(files[i], short), short, h) for i in chosen])
+    raw = _to_chans(torch.from_numpy(pixels), c)
+    check_images(raw.numpy(), input_size)
+    images = eval_transform(raw, mean, std).numpy().astype(np.float32)
+    return CalibrationSet(images, str(folder), hashlib.sha256(raw.numpy().tobytes()).hexdigest())

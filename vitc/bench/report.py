@@ -16,7 +16,8 @@ from typing import Any
 from vitc.bench.timing import LatencyStats
 
 TIME_NOTES = {
-    "e2e": "end to end per call: host inputs in, host outputs out (includes H2D/D2H copies)",
+    "e2e": "end to end per call: host inputs in, host outputs out",
+    "copies": "for GPU runners this includes the H2D/D2H copies",
     "gpu": "GPU compute only, CUDA events around the launch (no transfers)",
 }
 
@@ -136,7 +137,10 @@ class BenchReport:
 
     def _caption(self) -> str:
         base = self.runners[0] if self.rows else "-"
-        text = f"latency = {TIME_NOTES['e2e']}; ratio = throughput / {base}'s at the same batch"
+        text = f"latency = {TIME_NOTES['e2e']}"
+        if any(r.device != "cpu" for r in self.rows):  # a CPU runner copies nothing to a device
+            text += f" ({TIME_NOTES['copies']})"
+        text += f"; ratio = throughput / {base}'s at the same batch"
         if any(r.gpu is not None for r in self.rows):
             text += f"; GPU = {TIME_NOTES['gpu']}"
         return text

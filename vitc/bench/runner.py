@@ -76,10 +76,9 @@ def bench_runners(
             for batch in batches:
                 if runner.supports_batch(batch):
                     steps[index, batch] = _step(runner, runner.make_feed(batch))
-                else:
-                    report.warnings.append(
-                        f"{runner.name}: skipped batch {batch} (the engine's batch range excludes it)"
-                    )
+            skipped = [b for b in batches if (index, b) not in steps]
+            if skipped:
+                report.warnings.append(_skipped(runner, skipped, batches))
         samples: dict[tuple[int, int], dict[str, list[float]]] = {key: {} for key in steps}
         for round_index in range(rounds):
             for key, step in steps.items():
@@ -103,6 +102,17 @@ def bench_runners(
                 )
             )
     return report
+
+
+def _skipped(runner: BaseRunner, skipped: Sequence[int], batches: Sequence[int]) -> str:
+    """Which batches were skipped and the export option that would run them all."""
+    top = max(batches)
+    opt = min((b for b in batches if b > 1), default=top)
+    rebuild = " and rebuild the plan" if runner.info().backend == "tensorrt" else ""
+    return (
+        f"{runner.name}: skipped batch {', '.join(map(str, skipped))} (the engine's batch range excludes it): "
+        f"re-export with --dynamic-batch 1:{opt}:{top}{rebuild} to measure every batch asked for"
+    )
 
 
 def _step(runner: BaseRunner, feed: dict[str, np.ndarray]) -> Step:

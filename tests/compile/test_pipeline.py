@@ -172,3 +172,58 @@ def test_trained_checkpoint_identical_top1(tmp_path: object) -> None:
             assert torch.equal(out.argmax(-1), logits.argmax(-1)), target
     accuracy = float((logits.argmax(-1) == test.labels).float().mean())
     assert accuracy > 0.2  # trained past chance (0.1): gates, pos_proj and weights carry learned values
+
+
+# -- issue 20: compiled models under autocast, and a check that ignores the user's TF32 settings ------------
+@pytest.mark.parametrize("name", MICRO)
+@pytest.mark.parametrize("target", ["cpu", "cuda"])  # the two lowerings (onnx/tensorrt share cuda's passes)
+def test_compiled_models_run_under_cpu_autocast(name: str, target: str) -> None:
+    """The cpu lowering's lerp took a float32 gate beside bf16 operands: 'expected dtype BFloat16 for weight'."""
+    model = build(name)
+    compiled, _ = compile_model(model, target=target)
+    x = torch.randn(2, *model.vitc_cfg.input_size, generator=torch.Generator().manual_seed(2))
+    for dtype, tolerance in ((torch.bfloat16, 0.1), (torch.float16, 0.02)):
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+            got, expected = compiled(x), model(x)
+        assert got.dtype == expected.dtype == dtype, (dtype, got.dtype)
+        assert max_diff(got.float(), expected.float()) <= tolerance * max(1.0, float(expected.float().abs().max()))
+
+
+def test_the_compile_check_runs_in_full_fp32_and_restores_the_users_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TF32 on (a common global setting) the check failed on CUDA: 'changed the logits by 0.000445'."""
+    from vitc.compile import pipeline
+
+    seen = []
+    real = pipeline._max_abs_diff
+
+    def spy(a: torch.Tensor, b: torch.Tensor) -> float:
+        seen.append(
+            (
+                torch.get_float32_matmul_precision(),
+                [getattr(owner, name) for owner, name in pipeline._precision_flags()],
+                torch.is_autocast_enabled("cpu"),
+            )
+        )
+        return real(a, b)
+
+    monkeypatch.setattr(pipeline, "_max_abs_diff", spy)
+    before_matmul = torch.get_float32_matmul_precision()
+    before = [getattr(owner, name) for owner, name in pipeline._precision_flags()]
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True  # what users write; torch 2.9+ maps it onto fp32_precision
+        torch.set_float32_matmul_precision("medium")  # oneDNN bf16 matmuls on CPU, TF32 on CUDA
+        user = [getattr(owner, name) for owner, name in pipeline._precision_flags()]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, report = compile_model(build("convit_micro"), target="cpu")
+        assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-5
+        assert seen and all(
+            matmul == "highest" and all(v in (False, "ieee") for v in flags) and not autocast
+            for matmul, flags, autocast in seen
+        ), seen
+        assert torch.get_float32_matmul_precision() == "medium"
+        assert [getattr(owner, name) for owner, name in pipeline._precision_flags()] == user
+        assert torch.backends.cuda.matmul.allow_tf32  # the legacy read still works after the restore
+    finally:
+        torch.set_float32_matmul_precision(before_matmul)
+        for (owner, name), value in zip(pipeline._precision_flags(), before, strict=True):
+            setattr(owner, name, value)

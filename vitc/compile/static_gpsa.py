@@ -142,7 +142,8 @@ class StaticGPSA(nn.Module):
             out = torch.addcmul(separable_product(v, self.pos_rows, self.pos_cols), content, self.content_gate)
         else:  # content first: the output takes SDPA's (B, N, H, d) layout, and the reshape below is a view
             content = F.scaled_dot_product_attention(q, k, v, scale=1.0)
-            out = torch.lerp(content, self._positional_heads_first(fused), self.gate)
+            positional = self._positional_heads_first(fused)  # under autocast: SDPA's and bmm's dtype
+            out = torch.lerp(content, positional.to(content.dtype), self.gate.to(content.dtype))
         return self.proj(out.transpose(1, 2).reshape(batch, self.tokens, self.dim))
 
     def extra_repr(self) -> str:

@@ -24,9 +24,45 @@ demo: $(STAMP)
 	$(VENV)/bin/vitc export train/runs/convit_micro/best.safetensors -p fp32 -p fp16 -p int8 --dynamic-batch 1:8:32 --force
 	$(VENV)/bin/vitc bench -e $(RUN)/model.fp32.onnx -e $(RUN)/model.fp16.onnx -e $(RUN)/model.int8.onnx --data $(RUN) -b 1,8
 
-test: $(STAMP)
+test: $(STAMP) runtime-venvs
 	$(VENV)/bin/ruff check vitc tests
 	$(VENV)/bin/pytest
+	$(MAKE) --no-print-directory test-runtime
+
+# The torch-free runtime (info, doctor, check, build, bench --engine) on the Pythons of JetPack 5 (3.8)
+# and JetPack 6 (3.10), against the strict TensorRT/CUDA fakes. Each interpreter gets its own venv on
+# first use (.venv-py38, .venv-py310): vitc without torch, pytest, and for the fakes onnx/onnxruntime
+# (the newest that install there) on numpy 1.21.6, the oldest numpy onnxruntime accepts. The main
+# suite's tests/engines/test_wheel.py installs the wheel it builds into each of them. An interpreter
+# that is missing is skipped, loudly.
+PYENV_ROOT ?= $(HOME)/.pyenv
+RUNTIME_PYTHONS ?= 3.8.18 3.10.13
+RUNTIME_TEST_DEPS := pytest numpy==1.21.6 onnx onnxruntime
+RUNTIME_TESTS := tests/engines/test_trt_conformance.py tests/engines/test_tensorrt_logic.py \
+	tests/engines/test_trt_api.py tests/engines/test_cuda.py tests/engines/test_runners.py \
+	tests/engines/test_no_torch.py tests/bench/test_cli_bench.py tests/bench/test_timing_report.py \
+	tests/test_cli_info.py tests/test_cli_check.py tests/test_python_versions.py
+# For each runtime Python: `$(call each_runtime,COMMAND)` runs COMMAND with $$py (the interpreter) and
+# $$venv (its venv) set, or says loudly that the interpreter is missing.
+each_runtime = for v in $(RUNTIME_PYTHONS); do \
+		py=$(PYENV_ROOT)/versions/$$v/bin/python; venv=.venv-py$$(echo $$v | cut -d. -f1,2 | tr -d .); \
+		if [ ! -x $$py ]; then echo "!!! SKIPPED: the runtime tests on Python $$v ($$py is missing)" >&2; continue; fi; \
+		$(1) || exit 1; \
+	done
+
+.PHONY: runtime-venvs test-runtime
+runtime-venvs:
+	@$(call each_runtime,$(MAKE) --no-print-directory $$venv/.vitc-runtime RUNTIME_PY=$$py)
+
+test-runtime: runtime-venvs
+	@$(call each_runtime,echo "== the torch-free runtime on Python $$v" && $$venv/bin/python -m pytest -p no:cacheprovider $(RUNTIME_TESTS))
+
+.venv-py%/.vitc-runtime: pyproject.toml
+	rm -rf .venv-py$*
+	$(RUNTIME_PY) -m venv .venv-py$*
+	.venv-py$*/bin/python -m pip install -q --upgrade pip
+	.venv-py$*/bin/python -m pip install -q -e . $(RUNTIME_TEST_DEPS)
+	touch $@
 
 # On a lent NVIDIA GPU (CUDA PyTorch, no registry; the venv's CPU torch is not used): benchmarks, CUDA
 # training, the CUDA layer and the tensorrt-marked tests in < 8 min -> train/runs/gpu_check/gpu_check.md

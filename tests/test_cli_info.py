@@ -35,7 +35,7 @@ def test_folder_with_several_exports_lists_them_all(tmp_path: Path) -> None:
 
 
 def test_resume_file_is_recognised(tmp_path: Path) -> None:
-    import torch
+    torch = pytest.importorskip("torch")  # the training side: absent from the Python 3.8 runtime venv
 
     from vitc.models import create_model
     from vitc.train.state import TrainState, save_state
@@ -100,6 +100,7 @@ def test_pt2_without_vitc_record_or_not_a_zip_is_a_clear_error(tmp_path: Path) -
 
 
 def test_checkpoint_config_one_row_per_section(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
     from vitc.checkpoint import meta_for, save_checkpoint
     from vitc.models import create_model
 

@@ -27,5 +27,9 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
+        from vitc._lazy import require_training_python
+
+        require_training_python(f"vitc.{name}")
+
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'vitc' has no attribute {name!r}")

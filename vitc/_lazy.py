@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import platform
+import sys
 from types import ModuleType
 
 from vitc.errors import VitcError
@@ -29,6 +31,21 @@ OPTIONAL = {
 }
 
 
+# The training side (torch, the models, export) needs Python >= 3.10; the runtime path (info, doctor,
+# check, build, bench --engine) also runs on Python 3.8, the system Python of JetPack 5.
+TRAINING_PYTHON = (3, 10)
+RUNTIME_COMMANDS = "info, doctor, check, build and bench --engine"
+
+
+def require_training_python(what: str) -> None:
+    """One clear line instead of a TypeError deep in 3.10-only code when `what` runs on an older Python."""
+    if sys.version_info[:2] < TRAINING_PYTHON:
+        raise VitcError(
+            f"{what} needs Python >= {'.'.join(map(str, TRAINING_PYTHON))} and PyTorch "
+            f"(this is Python {platform.python_version()}); the runtime commands {RUNTIME_COMMANDS} run here"
+        )
+
+
 def has_module(name: str) -> bool:
     """True when `name` can be imported, without importing it."""
     try:
@@ -39,6 +56,8 @@ def has_module(name: str) -> bool:
 
 def lazy_import(name: str) -> ModuleType:
     """Import an optional dependency or raise a VitcError that says how to install it."""
+    if name.split(".")[0] == "torch":
+        require_training_python("this command")
     try:
         return importlib.import_module(name)
     except ImportError as exc:

@@ -1,4 +1,4 @@
-"""The vitc CUDA layer on the strict fakes of cuda-python 12.6 / 12.9 / 13.0 and pycuda.
+"""The vitc CUDA layer on the strict fakes of cuda-python 11.8 / 12.6 / 12.9 / 13.0 and pycuda.
 
 Which bindings are chosen for which driver, and that each one moves exactly the bytes asked for,
 times with events, runs work only when synchronised and (cuda-python) replays captured graphs.
@@ -18,6 +18,8 @@ from vitc.errors import VitcError
 
 # (cuda-python release or None, pycuda installed, driver) → (kind, module)
 SETUPS = {
+    "cuda-python 11.8.2, CUDA 11.4 driver (JetPack 5)": (("11.8", False, 11040), ("cuda-python", "cuda.cudart")),
+    "cuda-python 12.6.0 and pycuda, CUDA 11.4 driver (JetPack 5)": (("12.6", True, 11040), ("pycuda", "pycuda.driver")),
     "cuda-python 12.6.0, CUDA 12.6 driver (JetPack 6)": (("12.6", False, 12060), ("cuda-python", "cuda.cudart")),
     "cuda-bindings 12.9, CUDA 12.6 driver": (("12.9", False, 12060), ("cuda-python", "cuda.bindings.runtime")),
     "cuda-bindings 12.9, CUDA 13 driver": (("12.9", False, 13000), ("cuda-python", "cuda.bindings.runtime")),
@@ -63,6 +65,9 @@ def test_old_selection_breaks_on_jetpack6_with_cuda_python_13(cuda_fake) -> None
 def test_no_usable_bindings_is_one_clear_error(cuda_fake) -> None:
     cuda_fake(cuda_python="13.0", pycuda=False, driver=12060)
     with pytest.raises(VitcError, match=r"trt-cu12.*CUDA 12 drivers"):
+        Cuda()
+    cuda_fake(cuda_python="12.6", pycuda=False, driver=11040)  # JetPack 5 with the CUDA 12 extra
+    with pytest.raises(VitcError, match=r"built for CUDA 12.6 but the driver supports CUDA 11.4.*trt-cu11.*JetPack 5"):
         Cuda()
     cuda_fake(cuda_python=None, pycuda=False)
     with pytest.raises(VitcError, match="cuda-python: not installed; pycuda: not installed"):
@@ -130,9 +135,10 @@ def test_round_trip_copies_exactly_nbytes(cuda_fake, name: str) -> None:
     assert gpu.device == {}
 
 
-@pytest.mark.parametrize("release", ["12.6", "12.9", "13.0"])
-def test_graph_capture_replays_the_stream(cuda_fake, release: str) -> None:
-    gpu = cuda_fake(cuda_python=release, driver=13000)
+@pytest.mark.parametrize(("release", "driver"), [("11.8", 11040), ("12.6", 13000), ("12.9", 13000), ("13.0", 13000)])
+def test_graph_capture_replays_the_stream(cuda_fake, release: str, driver: int) -> None:
+    """11.8 (JetPack 5): its cudaGraphInstantiate takes (graph, pLogBuffer, bufferSize), not (graph, flags)."""
+    gpu = cuda_fake(cuda_python=release, driver=driver)
     cuda = Cuda()
     stream = cuda.stream()
     runs: list[int] = []

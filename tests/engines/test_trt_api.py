@@ -156,7 +156,7 @@ def test_every_fake_release_loads(version):
 
 # -- every release, not only the faked ones ---------------------------------------------------------------
 ALL = sorted(
-    (p.stem.removeprefix("trt_") for p in API_DIR.glob("trt_*.json")), key=lambda v: tuple(map(int, v.split(".")))
+    (p.stem[len("trt_") :] for p in API_DIR.glob("trt_*.json")), key=lambda v: tuple(map(int, v.split(".")))
 )
 ADAPTERS = ("vitc/engines/tensorrt.py", "vitc/build/tensorrt.py", "vitc/engines/trt_runner.py")
 GATED = {  # names the adapters use only when a feature says the release has them
@@ -174,7 +174,7 @@ def test_adapter_names_exist_in_every_release(version):
 
     api = load_api(version)
     feat = T.features(api["version"])
-    known = names(api) | {n.removeprefix("tensorrt.") for n in names(api)}
+    known = names(api) | {n[len("tensorrt.") :] if n.startswith("tensorrt.") else n for n in names(api)}
     known |= {f"{cls}.{member}" for cls in api["classes"] for member in _inherited(api, cls)}
     root = Path(__file__).resolve().parents[2]
     used = {m for path in ADAPTERS for m in re.findall(r"\btrt\.(\w+(?:\.[A-Z]\w*)?)", (root / path).read_text())}

@@ -1,9 +1,11 @@
-"""The Jetson install: the wheel `pip wheel .` builds installs without torch and serves `vitc info` and
-`vitc bench --engine` (the README's install line for devices where vitc is not on PyPI)."""
+"""The Jetson install: the wheel `pip wheel .` builds here installs without torch and serves `vitc info` and
+`vitc bench --engine` (the README's install line for devices where vitc is not on PyPI), on this Python
+and on those of JetPack 5 (3.8) and JetPack 6 (3.10): the venvs `make runtime-venvs` makes."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,25 +33,64 @@ torch = sorted(m for m in sys.modules if m.split(".")[0] == "torch" and sys.modu
 print(json.dumps({"info": [info.exit_code, info.output], "bench": [bench.exit_code, bench.output], "torch": torch}))
 """
 
+# On a JetPack Python: build, describe and bench a plan with the wheel's vitc on the strict fakes of that
+# JetPack's TensorRT and cuda-python (the checkout is on the path only for tests.engines.fakes).
+JETPACK = {"3.8": ("8.5", "11.8", 11040), "3.10": ("10.3", "12.6", 12060)}  # JetPack 5.1, JetPack 6.1/6.2
+JETPACK_SCRIPT = r"""
+import json, sys
+site, root, export, plan = sys.argv[1:5]
+trt_version, cuda_python, driver = json.loads(sys.argv[5])
+sys.path[:0] = [site, root]
+import pytest
+import vitc
+from typer.testing import CliRunner
+from tests.engines.fakes.cuda_fakes import install_cuda
+from tests.engines.fakes.tensorrt_fake import install_tensorrt
+from vitc.cli.main import app
+assert vitc.__file__.startswith(site), vitc.__file__
+patch = pytest.MonkeyPatch()
+install_tensorrt(patch, trt_version, install_cuda(patch, cuda_python=cuda_python, driver=driver))
+run = CliRunner().invoke
+out = {
+    "build": run(app, ["build", export + "/model.fp32.onnx", "--out", plan]),
+    "info": run(app, ["info", plan, "--json"]),
+    "bench": run(app, ["bench", "-e", plan, "-b", "1,4", "-n", "2", "--warmup", "1", "--data", export, "--cuda-graph",
+                       "--json", plan + ".bench.json"]),
+    "train": run(app, ["train"]),
+}
+print(json.dumps({k: [r.exit_code, r.output] for k, r in out.items()}))
+"""
 
-def _pip(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
+
+def _pip(*args: str, python: str = sys.executable) -> str:
+    done = subprocess.run([python, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
 
 
-@pytest.mark.slow
-def test_the_wheel_installs_and_runs_without_torch(tiny_onnx: Path, tmp_path: Path) -> None:
-    source = tmp_path / "src"  # a copy: building writes build/ and vitc.egg-info next to the sources
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`pip wheel --no-deps .` of a copy of the sources (building writes build/ and vitc.egg-info)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "src"
     shutil.copytree(ROOT / "vitc", source / "vitc", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    _pip("wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp_path / "dist"), str(source))
-    (wheel,) = (tmp_path / "dist").glob("vitc-*.whl")
+    _pip("wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp / "dist"), str(source))
+    (built,) = (tmp / "dist").glob("vitc-*.whl")
+    return built
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_and_runs_without_torch(wheel: Path, tiny_onnx: Path, tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
         assert "vitc/models/zoo_stats.json" in archive.namelist()  # package data travels with it
     core = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert core and not any("torch" in line for line in core), core
+    assert "Requires-Python: >=3.8" in metadata
+    torch_extra = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: torch")]
+    assert torch_extra and all("python_version >= " in line for line in torch_extra), torch_extra
 
     site = tmp_path / "site"
     _pip("install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel))
@@ -66,3 +107,55 @@ def test_the_wheel_installs_and_runs_without_torch(tiny_onnx: Path, tmp_path: Pa
     assert result["info"][0] == 0 and json.loads(result["info"][1])["kind"] == "onnx", result["info"][1]
     assert result["bench"][0] == 0, result["bench"][1]
     assert result["torch"] == []
+
+
+def _venvs() -> list[object]:
+    found = [(version, ROOT / f".venv-py{version.replace('.', '')}" / "bin" / "python") for version in JETPACK]
+    return [
+        pytest.param(
+            version,
+            python,
+            id=f"python{version}",
+            marks=[] if python.is_file() else pytest.mark.skip(reason=f"{python} is missing: make runtime-venvs"),
+        )
+        for version, python in found
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("version", "python"), _venvs())
+def test_the_wheel_on_the_pythons_of_jetpack(
+    wheel: Path, version: str, python: Path, export_dir: Path, tmp_path: Path
+) -> None:
+    """Installs with the dependencies that venv has (no index: numpy 1.21.6, typer, rich, no torch), then
+    builds, describes and benches a plan on that JetPack's TensorRT and cuda-python, CUDA graph included."""
+    python_str = str(python)
+    pip_said = _pip("install", "--dry-run", "--no-index", str(wheel), python=python_str)
+    assert "Would install vitc-0.1.0" in pip_said, pip_said
+    if version == "3.8":  # the training extras hold nothing for Python 3.8: no torch to fetch
+        said = _pip("install", "--dry-run", "--no-index", f"vitc[torch] @ {wheel.as_uri()}", python=python_str)
+        assert "torch" not in said.replace("vitc[torch]", ""), said
+    site = tmp_path / "site"
+    _pip("install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel), python=python_str)
+
+    env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "200"}
+    for argv in (["--help"], ["doctor", "--json"]):  # the console script, as a user runs it
+        command = [str(site / "bin" / "vitc"), *argv]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads(done.stdout)["facts"]["python"].startswith(version + ".")
+
+    done = subprocess.run(
+        [python_str, "-c", JETPACK_SCRIPT, str(site), str(ROOT), str(export_dir), str(tmp_path / "model.plan"),
+         json.dumps(JETPACK[version])],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for step in ("build", "info", "bench"):
+        assert result[step][0] == 0, (step, result[step][1])
+    assert json.loads(result["info"][1])["sidecar"]["tensorrt"].startswith(JETPACK[version][0])
+    rows = json.loads((tmp_path / "model.plan.bench.json").read_text())["rows"]
+    assert [row["batch"] for row in rows] == [1, 4] and str(rows).count("'agreement': 100.0") == 2, rows
+    if version == "3.8":
+        assert result["train"][0] == 2 and "needs Python >= 3.10" in result["train"][1], result["train"][1]

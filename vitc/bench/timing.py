@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -93,7 +92,7 @@ class TimingPlan:
             raise VitcError(f"--warmup and --iterations must be at most {MAX_CALLS}")
 
 
-Step = Callable[[], Mapping[str, float | None]]
+Step = Callable[[], Mapping[str, Optional[float]]]  # evaluated at import: typing forms for Python 3.8
 
 
 def collect(step: Step, plan: TimingPlan, clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typing_extensions import get_type_hints
 
 from vitc.errors import VitcError
 
@@ -44,6 +45,20 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+def evaluated(fn: F) -> F:
+    """Give `fn` its signature with the annotations evaluated, as typer reads it on every Python.
+
+    typer evaluates `from __future__ import annotations` strings itself only on Python >= 3.10
+    (inspect.signature(eval_str=True)); on 3.8 (JetPack 5) it would read `Annotated[...]` as a string
+    and turn every option into a positional argument.
+    """
+    hints = get_type_hints(fn, include_extras=True)
+    signature = inspect.signature(fn)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+    fn.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return fn
+
+
 def handle_errors(fn: F) -> F:
     """Wrap a command so that a VitcError ends it cleanly with exit code 2."""
 
@@ -58,4 +73,4 @@ def handle_errors(fn: F) -> F:
             stderr.print(Text.assemble(("error:", "bold red"), " ", one_line(str(exc))), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
-    return wrapper  # type: ignore[return-value]
+    return evaluated(wrapper)  # type: ignore[return-value]

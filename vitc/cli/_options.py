@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any, List, Optional
 
 import typer
+from typing_extensions import Annotated
 
 from vitc.errors import VitcError
 
 SetOpt = Annotated[
-    list[str] | None,
+    Optional[List[str]],
     typer.Option("--set", help="Override a value: key=value (JSON values: 32, 0.1, true, [1,2]). Repeatable."),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]

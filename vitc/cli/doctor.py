@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typing_extensions import Annotated
 
 
 def _version(dist: str) -> str | None:
@@ -113,7 +114,7 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             json.dumps(
                 {
                     "facts": facts,
-                    "commands": [dict(zip(("command", "needs", "ok"), r, strict=True)) for r in requirements(facts)],
+                    "commands": [dict(zip(("command", "needs", "ok"), r)) for r in requirements(facts)],
                 },
                 indent=2,
             )

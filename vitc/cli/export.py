@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import List, Optional
 
 import typer
 from rich.table import Table
+from typing_extensions import Annotated
 
 from vitc.cli._console import console
 from vitc.cli._options import ForceOpt
@@ -16,26 +17,26 @@ from vitc.cli._options import ForceOpt
 def export(
     ckpt: Annotated[Path, typer.Argument(help="vitc checkpoint (.safetensors with vitc metadata).")],
     precision: Annotated[
-        list[str] | None, typer.Option("--precision", "-p", help="fp32, fp16 or int8; repeatable (default fp32).")
+        Optional[List[str]], typer.Option("--precision", "-p", help="fp32, fp16 or int8; repeatable (default fp32).")
     ] = None,
-    run: Annotated[str | None, typer.Option(help="Run folder name (default: the checkpoint's folder).")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Run folder name (default: the checkpoint's folder).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Export root.")] = Path("export"),
-    trt: Annotated[str | None, typer.Option("--trt", help="Target TensorRT: 8.5, 8.6, 10 or 11.")] = None,
-    opset: Annotated[int | None, typer.Option(help="ONNX opset (default 17; 16 for --trt 8.5).")] = None,
-    batch: Annotated[int | None, typer.Option(help="Static batch size (default 1).")] = None,
-    dynamic_batch: Annotated[str | None, typer.Option(help="Dynamic batch range min:opt:max, e.g. 1:8:32.")] = None,
+    trt: Annotated[Optional[str], typer.Option("--trt", help="Target TensorRT: 8.5, 8.6, 10 or 11.")] = None,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 17; 16 for --trt 8.5).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Static batch size (default 1).")] = None,
+    dynamic_batch: Annotated[Optional[str], typer.Option(help="Dynamic batch range min:opt:max, e.g. 1:8:32.")] = None,
     data: Annotated[
-        str | None, typer.Option(help="Held-out data: digits, cifar10 or imagefolder (default: the training data).")
+        Optional[str], typer.Option(help="Held-out data: digits, cifar10 or imagefolder (default: the training data).")
     ] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Folder of the held-out data set.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Folder of the held-out data set.")] = None,
     calib_data: Annotated[
-        str | None, typer.Option(help="digits, cifar10 or imagefolder (default: training data).")
+        Optional[str], typer.Option(help="digits, cifar10 or imagefolder (default: training data).")
     ] = None,
-    calib_dir: Annotated[str | None, typer.Option(help="Folder of the calibration data set.")] = None,
+    calib_dir: Annotated[Optional[str], typer.Option(help="Folder of the calibration data set.")] = None,
     calib_images: Annotated[int, typer.Option(help="Calibration images.")] = 512,
     calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
-    exclude: Annotated[list[str] | None, typer.Option(help="Node-name pattern kept in float (repeatable).")] = None,
-    max_drop: Annotated[float | None, typer.Option(help="Max top-1 loss in points (fp16 0.1, int8 1.0).")] = None,
+    exclude: Annotated[Optional[List[str]], typer.Option(help="Node-name pattern kept in float (repeatable).")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(help="Max top-1 loss in points (fp16 0.1, int8 1.0).")] = None,
     explain: Annotated[bool, typer.Option(help="Compare block outputs; name the first with cosine < 0.99.")] = False,
     io: Annotated[str, typer.Option("--io", help="I/O dtype: fp32, or fp16 with --precision fp16.")] = "fp32",
     no_compile: Annotated[bool, typer.Option("--no-compile", help="Export the uncompiled model (naive).")] = False,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Optional
 
 import typer
+from typing_extensions import Annotated
 
 from vitc.cli._console import console
 from vitc.cli._options import ForceOpt, SetOpt, parse_assignments
@@ -17,7 +18,9 @@ def import_(
     ],
     model: Annotated[str, typer.Option("--model", "-m", help="vitc model name, e.g. convit_small.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; receives model.safetensors.")],
-    img_size: Annotated[int | None, typer.Option(help="Target resolution; position embeddings are resampled.")] = None,
+    img_size: Annotated[
+        Optional[int], typer.Option(help="Target resolution; position embeddings are resampled.")
+    ] = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
 ) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Optional
 
 import typer
+from typing_extensions import Annotated
 
 from vitc.cli._console import console as plain_console
 
@@ -13,13 +14,14 @@ from vitc.cli._console import console as plain_console
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(help="A vitc checkpoint (.safetensors).")],
     data: Annotated[
-        str | None, typer.Option(help="Data for the attention statistics (default: the training data).")
+        Optional[str], typer.Option(help="Data for the attention statistics (default: the training data).")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder of cifar10 or imagefolder data.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of cifar10 or imagefolder data.")] = None,
     images: Annotated[int, typer.Option(min=1, help="Validation images to average over.")] = 64,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: <checkpoint>.inspect/).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: <checkpoint>.inspect/).")] = None,
     tensorboard: Annotated[
-        Path | None, typer.Option(help="Also log the figures as images to this TensorBoard folder (RUN/tensorboard).")
+        Optional[Path],
+        typer.Option(help="Also log the figures as images to this TensorBoard folder (RUN/tensorboard)."),
     ] = None,
 ) -> None:
     """Per layer and head: attention distance, GPSA gates σ(λ), positional attention and spatial priors."""
@@ -53,7 +55,7 @@ def inspect(
     references = {"patch_px": stride, "uniform_attention_px": figures.uniform_distance(grid, stride) if grid else None}
     write_json(out / "summary.json", report.summary() | {"data": name, "images": len(batch), "references": references})
     console = plain_console()
-    for layer, row in zip(report.layers, report.distance, strict=True):
+    for layer, row in zip(report.layers, report.distance):
         gate = report.gates.get(layer)
         extra = f"  σ(λ) {' '.join(f'{g:.2f}' for g in gate)}" if gate else ""
         console.print(f"{layer:<28} distance {sum(row) / len(row):6.2f} px{extra}", highlight=False)

@@ -1,12 +1,20 @@
-"""Root of the `vitc` CLI. Each command lives in its own module and imports heavy packages lazily."""
+"""Root of the `vitc` CLI. Each command lives in its own module and imports heavy packages lazily.
+
+typer evaluates every command's annotations when it builds the app, also on Python 3.8 (JetPack 5):
+so the CLI modules write `Optional[X]`/`List[X]` and `typing_extensions.Annotated` in command
+signatures (ruff lints vitc/cli as py38 with keep-runtime-typing; see pyproject.toml).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+from typing import Any
 
 import typer
+from typing_extensions import Annotated
 
 from vitc import __version__
+from vitc._lazy import require_training_python
 from vitc.cli import bench as bench_cli
 from vitc.cli import build as build_cli
 from vitc.cli import check as check_cli
@@ -18,7 +26,7 @@ from vitc.cli import info as info_cli
 from vitc.cli import inspect as inspect_cli
 from vitc.cli import models as models_cli
 from vitc.cli import train as train_cli
-from vitc.cli._errors import handle_errors, set_debug
+from vitc.cli._errors import F, evaluated, handle_errors, set_debug
 
 app = typer.Typer(
     name="vitc",
@@ -36,6 +44,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
+@evaluated
 def root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (also VITC_DEBUG=1).")] = False,
     version: Annotated[
@@ -46,13 +55,27 @@ def root(
     set_debug(debug)
 
 
+def training(name: str, fn: F) -> F:
+    """A training-side command: on Python < 3.10 (JetPack 5) one line saying so, before any 3.10-only code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        require_training_python(f"vitc {name}")
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 app.command("models")(handle_errors(models_cli.models))
-app.command("import")(handle_errors(import_cli.import_))
-app.command("train")(handle_errors(train_cli.train))
-app.command("eval")(handle_errors(train_cli.evaluate))
-app.command("inspect")(handle_errors(inspect_cli.inspect))
-app.command("compile")(handle_errors(compile_cli.compile_))
-app.command("export")(handle_errors(export_cli.export))
+for _name, _fn in (
+    ("import", import_cli.import_),
+    ("train", train_cli.train),
+    ("eval", train_cli.evaluate),
+    ("inspect", inspect_cli.inspect),
+    ("compile", compile_cli.compile_),
+    ("export", export_cli.export),
+):
+    app.command(_name)(handle_errors(training(_name, _fn)))
 app.command("check")(handle_errors(check_cli.check))
 app.command("build")(handle_errors(build_cli.build))
 app.command("bench")(handle_errors(bench_cli.bench))

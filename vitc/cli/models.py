@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 from rich.table import Table
+from typing_extensions import Annotated
 
 from vitc.cli._console import console as plain_console
 

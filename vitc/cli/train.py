@@ -6,10 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
+from typing_extensions import Annotated
 
 from vitc.cli._console import console
 from vitc.cli._options import SetOpt, parse_assignments
@@ -20,15 +21,17 @@ if TYPE_CHECKING:
 
 
 def train(
-    recipe: Annotated[Path | None, typer.Argument(help="A recipe TOML, e.g. train/convit_micro_digits.toml.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (model.name).")] = None,
-    data: Annotated[str | None, typer.Option(help="digits, cifar10 or imagefolder (data.name).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder of cifar10 or imagefolder data (data.dir).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="optim.epochs")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (run.device).")] = None,
-    name: Annotated[str | None, typer.Option(help="Run name: the folder under train/runs (run.name).")] = None,
+    recipe: Annotated[
+        Optional[Path], typer.Argument(help="A recipe TOML, e.g. train/convit_micro_digits.toml.")
+    ] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name (model.name).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="digits, cifar10 or imagefolder (data.name).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of cifar10 or imagefolder data (data.dir).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="optim.epochs")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (run.device).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name: the folder under train/runs (run.name).")] = None,
     pretrained: Annotated[
-        Path | None,
+        Optional[Path],
         typer.Option(
             help="Start from these weights (model.pretrained): a vitc checkpoint or any file `vitc import` reads."
         ),
@@ -47,8 +50,8 @@ def train(
     from vitc.train.run_folder import RunFolder
 
     flags = {"model.name": model, "data.name": data, "data.dir": str(data_dir) if data_dir else None}
-    flags |= {"optim.epochs": epochs, "run.device": device, "run.name": name}
-    flags |= {"model.pretrained": str(pretrained) if pretrained else None}
+    flags.update({"optim.epochs": epochs, "run.device": device, "run.name": name})
+    flags.update({"model.pretrained": str(pretrained) if pretrained else None})
     overrides = {k: v for k, v in flags.items() if v is not None} | parse_assignments(set_)
     cfg = load_config(recipe, overrides)
     if resume:
@@ -107,14 +110,14 @@ def _summary(model: str, result: RunResult) -> None:
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A vitc checkpoint (.safetensors) or a run folder (its best).")],
     data: Annotated[
-        str | None, typer.Option(help="digits, cifar10 or imagefolder (default: what it was trained on).")
+        Optional[str], typer.Option(help="digits, cifar10 or imagefolder (default: what it was trained on).")
     ] = None,
     data_dir: Annotated[
-        Path | None,
+        Optional[Path],
         typer.Option(help="CIFAR batches, or any labelled folder: <class>/ folders, directly or under test/ or val/."),
     ] = None,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
-    out: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG (default: next to the checkpoint).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Confusion-matrix PNG (default: next to the checkpoint).")] = None,
 ) -> None:
     """Top-1 (top-5 above 5 classes), precision/recall per class and a confusion-matrix PNG with a JSON beside it."""
     from vitc._io import write_json

@@ -2,7 +2,9 @@
 
 Which Python bindings, chosen by the driver (`choose_bindings`, shown by `vitc doctor`):
 - cuda-python: `cuda.bindings.runtime` (cuda-bindings 12.9+ and 13.x) or the older `cuda.cudart`
-  (cuda-python ≤ 12.6.0, a deprecated alias in 12.9, gone in 13). cuda-python 13 is built for the
+  (cuda-python 11.x and ≤ 12.6.0, a deprecated alias in 12.9, gone in 13). On JetPack 5 (CUDA 11.4,
+  Python 3.8) that is cuda-python 11.8.2, the last release with Python 3.8 wheels, built for CUDA 11.8:
+  CUDA's minor-version compatibility lets it run on any 11.x driver. cuda-python 13 is built for the
   CUDA 13 runtime and needs a CUDA 13 driver: on JetPack 6 (CUDA 12.6) or an older desktop driver
   its calls fail with cudaErrorInsufficientDriver. The bindings are used only when the driver's CUDA
   major version (cudaDriverGetVersion) is at least the bindings' one (cudaRuntimeGetVersion).
@@ -27,7 +29,10 @@ import numpy as np
 from vitc.errors import VitcError
 
 CUDA_PYTHON_MODULES = ("cuda.bindings.runtime", "cuda.cudart")
-INSTALL_HINT = "pip install 'vitc[trt-cu12]' (CUDA 12 drivers, JetPack 6) or 'vitc[trt-cu13]' (CUDA 13 drivers)"
+INSTALL_HINT = (
+    "pip install 'vitc[trt-cu11]' (CUDA 11 drivers, JetPack 5), 'vitc[trt-cu12]' (CUDA 12 drivers, JetPack 6) "
+    "or 'vitc[trt-cu13]' (CUDA 13 drivers)"
+)
 
 
 def cuda_version(code: int | None) -> str:
@@ -332,7 +337,9 @@ class CudaGraph:
 
     def end(self) -> None:
         self._graph = _check(self.rt.cudaStreamEndCapture(self.stream._obj), "cudaStreamEndCapture")
-        self._exec = _check(self.rt.cudaGraphInstantiate(self._graph, 0), "cudaGraphInstantiate")
+        # cudaGraphInstantiateWithFlags(graph, flags) is the one form in cuda-python 11.x (JetPack 5),
+        # 12.x and 13.x: 11.x's cudaGraphInstantiate takes (graph, pLogBuffer, bufferSize) instead.
+        self._exec = _check(self.rt.cudaGraphInstantiateWithFlags(self._graph, 0), "cudaGraphInstantiateWithFlags")
 
     def launch(self) -> None:
         _check(self.rt.cudaGraphLaunch(self._exec, self.stream._obj), "cudaGraphLaunch")

@@ -99,7 +99,7 @@ class OnnxRuntimeRunner(BaseRunner):
             values = self.session.run(None, ready)
         except Exception as exc:  # onnxruntime's own Fail/RuntimeException types: the graph failed on this input
             raise VitcError(f"{self.path}: ONNX Runtime failed to run it ({str(exc).splitlines()[0][:300]})") from exc
-        return {m.name: np.asarray(v) for m, v in zip(self._outputs, values, strict=True)}
+        return {m.name: np.asarray(v) for m, v in zip(self._outputs, values)}
 
     def deactivate_impl(self) -> None:
         self.session = None

@@ -137,7 +137,7 @@ def run_batches(sess: Any, images: np.ndarray, batch: BatchRange, outputs: list[
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
         outs = sess.run(outputs, {inp.name: chunk})
         results.append([o[:n].astype(np.float32) for o in outs])
-    return [np.concatenate(parts) for parts in zip(*results, strict=True)]
+    return [np.concatenate(parts) for parts in zip(*results)]
 
 
 def parity(model: Any, torch_model: Any, images: np.ndarray, batch: BatchRange) -> float:

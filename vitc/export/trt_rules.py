@@ -26,7 +26,7 @@ import fnmatch
 import functools
 import json
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from vitc._lazy import lazy_import
@@ -46,10 +46,10 @@ _NOTES = {
 }
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def tables() -> dict[str, dict[str, Any]]:
     """{table version: {"opset_max", "supported", ...}} from the packaged trt_onnx_ops.json."""
-    data = json.loads(resources.files("vitc.export").joinpath("trt_onnx_ops.json").read_text())
+    data = json.loads((Path(__file__).parent / "trt_onnx_ops.json").read_text())
     return {k: v for k, v in data.items() if k != "source"}
 
 

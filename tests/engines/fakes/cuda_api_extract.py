@@ -2,7 +2,9 @@
 
 Regenerate tests/engines/fakes/cuda_api.json (needs only pip and the network to PyPI):
 
-    pip download --no-deps -d /tmp/cuda-wheels cuda-python==12.6.0 cuda-bindings==12.9.0 cuda-bindings==13.0.0
+    for w in cuda-python==12.6.0 cuda-bindings==12.9.0 cuda-bindings==13.0.0; do pip download --no-deps -d /tmp/cuda-wheels $w; done
+    pip download --no-deps --only-binary=:all: --platform manylinux2014_aarch64 --python-version 38 \
+        -d /tmp/cuda-wheels cuda-python==11.8.2  # JetPack 5: the last release with Python 3.8 wheels
     python tests/engines/fakes/cuda_api_extract.py /tmp/cuda-wheels > tests/engines/fakes/cuda_api.json
 
 Per wheel it records which runtime modules exist (`cuda.cudart`, `cuda.bindings.runtime`) and the
@@ -20,6 +22,7 @@ from pathlib import Path
 
 WHEELS = {
     # key: (wheel name prefix, the source of the runtime module inside the wheel)
+    "11.8": ("cuda_python-11.8.2-", "cuda/cudart.pyx"),
     "12.6": ("cuda_python-12.6.0-", "cuda/cudart.cpp"),
     "12.9": ("cuda_bindings-12.9.0-", "cuda/bindings/runtime.pyx"),
     "13.0": ("cuda_bindings-13.0.0-", "cuda/bindings/runtime.pyx"),

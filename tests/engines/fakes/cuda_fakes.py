@@ -1,4 +1,4 @@
-"""Strict fakes of the CUDA bindings vitc can run on: cuda-python 12.6 / 12.9 / 13.0 and pycuda.
+"""Strict fakes of the CUDA bindings vitc can run on: cuda-python 11.8 / 12.6 / 12.9 / 13.0 and pycuda.
 
 How to use them (part of the engine tests' harness; the fake `tensorrt` modules run on top):
 
@@ -16,9 +16,12 @@ fn)` and reads/writes device memory with `gpu.view(ptr, nbytes)`.
 
 What is modelled, from the real sources:
 - module layout per release (tests/engines/fakes/cuda_api.json, extracted from the wheels):
-  12.6.0 has only `cuda.cudart`; 12.9 has `cuda.bindings.runtime` and the deprecated `cuda.cudart`;
-  13.0 only `cuda.bindings.runtime`. A name the real module lacks raises AttributeError; a real
+  11.8.2 (the last with Python 3.8 wheels: JetPack 5) and 12.6.0 have only `cuda.cudart`; 12.9 has
+  `cuda.bindings.runtime` and the deprecated `cuda.cudart`; 13.0 only `cuda.bindings.runtime`. A name the real module lacks raises AttributeError; a real
   name the fake does not model raises AttributeError saying so.
+- 11.x's `cudaGraphInstantiate(graph, pLogBuffer, bufferSize)` returns (err, graphExec, errorNode)
+  (cuda/cudart.pyx of 11.8.2); 12.x and 13.x take `(graph, flags)`; all have
+  `cudaGraphInstantiateWithFlags(graph, flags)`.
 - every call returns `(cudaError_t, *values)` (1-tuples for calls without a value); the runtime is
   linked into the wheel, so with a driver older than the bindings' CUDA major every call except
   the version queries returns cudaErrorInsufficientDriver.
@@ -45,7 +48,7 @@ import numpy as np
 import pytest
 
 API = json.loads((Path(__file__).parent / "cuda_api.json").read_text())
-VERSION_CODES = {"12.6": 12060, "12.9": 12090, "13.0": 13000}
+VERSION_CODES = {"11.8": 11080, "12.6": 12060, "12.9": 12090, "13.0": 13000}
 _DEVICE_BASE = 0x7E00_0000_0000  # fake device addresses: never valid host memory
 _ACTIVE: FakeGpu | None = None
 
@@ -354,6 +357,7 @@ def _runtime_functions(gpu: FakeGpu, built_for: int) -> dict[str, Callable[..., 
         "cudaStreamBeginCapture": call(begin_capture, 0),
         "cudaStreamEndCapture": call(end_capture),
         "cudaGraphInstantiate": call(instantiate),
+        "cudaGraphInstantiateWithFlags": call(instantiate),
         "cudaGraphLaunch": call(graph_launch, 0),
         "cudaGraphExecDestroy": call(graph_destroy, 0),
         "cudaGraphDestroy": call(graph_destroy, 0),
@@ -369,6 +373,13 @@ def make_runtime(gpu: FakeGpu, release: str, name: str) -> ModuleType:
         "cudaMemcpyKind": cudaMemcpyKind,
         "cudaStreamCaptureMode": cudaStreamCaptureMode,
     }
+    if VERSION_CODES[release] < 12000:
+        with_flags = members["cudaGraphInstantiateWithFlags"]
+
+        def instantiate_11(graph: Any, log_buffer: bytes, buffer_size: int) -> tuple[Any, ...]:
+            return (*with_flags(graph, 0), None)  # (err, graphExec, errorNode)
+
+        members["cudaGraphInstantiate"] = instantiate_11
     for key, value in members.items():
         if key in API[release]["names"]:
             setattr(module, key, value)
@@ -387,7 +398,7 @@ def install_cuda(
     name: str = "Fake Orin",
     cc: tuple[int, int] = (8, 7),
 ) -> FakeGpu:
-    """Make exactly these bindings importable (cuda_python: '12.6', '12.9', '13.0' or None)."""
+    """Make exactly these bindings importable (cuda_python: '11.8', '12.6', '12.9', '13.0' or None)."""
     gpu = FakeGpu(driver, name, cc)
     modules: dict[str, ModuleType | None] = dict.fromkeys(NAMES)
     if cuda_python is not None:

@@ -1,0 +1,127 @@
+"""The runtime path runs on Python 3.8 (JetPack 5), the training side says in one line that it needs 3.10.
+
+`make test-runtime` runs the runtime tests under 3.8 and 3.10; the checks here also run in the main
+venv: vermin finds 3.9+ APIs (zip(strict=), functools.cache, importlib.resources.files) in every module
+the runtime imports and in the tests the old interpreters run, which lint (syntax only) cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# What `vitc info/doctor/check/build/bench --engine` import (lazily too), with torch absent.
+RUNTIME_ENTRY = [
+    "vitc.cli.main",
+    "vitc.artifacts",
+    "vitc.checkpoint",
+    "vitc.engines",
+    "vitc.engines.accuracy",
+    "vitc.engines.cuda",
+    "vitc.engines.onnxrt",
+    "vitc.engines.platform",
+    "vitc.engines.tensorrt",
+    "vitc.engines.trt_runner",
+    "vitc.build.tensorrt",
+    "vitc.bench.report",
+    "vitc.bench.runner",
+    "vitc.bench.timing",
+    "vitc.export.onnx_export",
+    "vitc.export.trt_rules",
+]
+CLOSURE = r"""
+import importlib, json, sys
+sys.modules["torch"] = None
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print(json.dumps(sorted(m.__file__ for n, m in list(sys.modules.items()) if n.split(".")[0] == "vitc" and m)))
+"""
+TRAINING_COMMANDS = [
+    ["train"],
+    ["eval", "x.safetensors"],
+    ["compile", "convit_micro"],
+    ["export", "x.safetensors"],
+    ["inspect", "x.safetensors"],
+    ["import", "x.pth", "-m", "convit_micro", "-o", "out"],
+]
+
+
+def runtime_files() -> list[str]:
+    """The vitc modules the runtime imports, the tests `make test-runtime` selects, and their helpers."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSURE, *RUNTIME_ENTRY], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    modules = json.loads(done.stdout.strip().splitlines()[-1])
+    makefile = (ROOT / "Makefile").read_text()
+    selected = re.search(r"^RUNTIME_TESTS :=((?:.*\\\n)*.*)$", makefile, re.M)
+    assert selected, "RUNTIME_TESTS not found in the Makefile"
+    tests = selected.group(1).replace("\\\n", " ").split()
+    fakes = sorted(str(p) for p in (ROOT / "tests/engines/fakes").glob("*.py"))
+    return modules + [str(ROOT / t) for t in [*tests, "tests/conftest.py", "tests/engines/conftest.py"]] + fakes
+
+
+def test_runtime_modules_use_no_api_newer_than_python_3_8() -> None:
+    pytest.importorskip("vermin")
+    files = runtime_files()
+    assert any(f.endswith("vitc/engines/base.py") for f in files) and any(f.endswith("cli/train.py") for f in files)
+    done = subprocess.run(
+        [sys.executable, "-c", "from vermin import main; raise SystemExit(main())", "-t=3.8-", "--no-tips",
+         "--violations", "--backport", "typing_extensions", *files],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+@pytest.fixture
+def old_python(monkeypatch: pytest.MonkeyPatch) -> str:
+    """On 3.10+ pretend the training side needs a newer Python; on 3.8 (make test-runtime) it is real."""
+    from vitc import _lazy
+
+    if sys.version_info >= (3, 10):
+        monkeypatch.setattr(_lazy, "TRAINING_PYTHON", (sys.version_info[0], sys.version_info[1] + 1))
+    return ".".join(map(str, _lazy.TRAINING_PYTHON))
+
+
+@pytest.mark.parametrize("argv", TRAINING_COMMANDS, ids=lambda a: a[0])
+def test_training_commands_say_they_need_a_newer_python_in_one_line(old_python: str, argv: list[str]) -> None:
+    from vitc.cli.main import app
+
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: vitc {argv[0]} needs Python >= {old_python} and PyTorch (this is Python ")
+    assert "info, doctor, check, build and bench --engine run here" in lines[0]
+
+
+def test_the_python_api_says_it_needs_a_newer_python(old_python: str) -> None:
+    import vitc
+
+    with pytest.raises(vitc.VitcError, match=rf"vitc\.create_model needs Python >= {re.escape(old_python)}"):
+        vitc.create_model  # noqa: B018
+
+
+def test_every_command_builds_and_the_runtime_ones_run(tmp_path: Path) -> None:
+    """typer evaluates all signatures for --help; a `X | None` would fail here on 3.8."""
+    from vitc.cli.main import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    for name in ("train", "eval", "compile", "export", "inspect", "import", "check", "build", "bench", "doctor"):
+        assert name in result.output
+        helped = runner.invoke(app, [name, "--help"])
+        assert helped.exit_code == 0 and "Usage" in helped.output, (name, helped.output)
+    doctor = runner.invoke(app, ["doctor", "--json"])
+    assert doctor.exit_code == 0, doctor.output
+    facts = json.loads(doctor.output)["facts"]
+    assert facts["python"] == ".".join(map(str, sys.version_info[:3]))

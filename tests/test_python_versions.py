@@ -125,3 +125,27 @@ def test_every_command_builds_and_the_runtime_ones_run(tmp_path: Path) -> None:
     assert doctor.exit_code == 0, doctor.output
     facts = json.loads(doctor.output)["facts"]
     assert facts["python"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_doctor_says_training_needs_a_newer_python(old_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even where torch imports (NVIDIA's JetPack 5 wheel is for Python 3.8), the training rows are missing."""
+    from vitc.cli import doctor
+
+    facts = {**doctor.gather(), "torch": {"version": "2.0.0", "cuda": "11.4", "cuda_available": True}}
+    rows = {command: (needs, ok) for command, needs, ok in doctor.requirements(facts)}
+    assert rows["train / eval / compile"] == (f"Python >= {old_python}, torch", False)
+    assert not rows["export"][1] and not rows["bench --device cuda"][1]
+    assert rows["bench --engine x.onnx"][1]  # onnxruntime is here: the runtime rows do not ask for 3.10
+
+
+def test_doctor_shows_the_install_hint_whole_on_jetpack_5(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JetPack 5 with the CUDA 12 bindings: the table names the extra to install, brackets and all."""
+    from tests.engines.fakes.cuda_fakes import install_cuda
+    from vitc.cli.main import app
+
+    install_cuda(monkeypatch, cuda_python="12.6", driver=11040)
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "built for CUDA 12.6 but the driver supports CUDA 11.4" in result.output
+    assert "pip install 'vitc[trt-cu11]' (CUDA 11 drivers, JetPack 5)" in result.output

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
@@ -73,21 +74,26 @@ def binding_facts() -> dict[str, Any]:
 
 
 def _binding_text(facts: dict[str, Any]) -> str:
+    """Rich markup: the reasons are escaped, or the install hint's 'vitc[trt-cu11]' would print as 'vitc'."""
     if facts["kind"] is None:
-        return f"[red]missing[/] ({facts['reason']})"
+        return f"[red]missing[/] ({escape(facts['reason'])})"
     text = f"{facts['kind']} {facts['version'] or ''} ({facts['module']}): {facts['reason']}"
-    return text + "".join(f"; not chosen: {why}" for why in facts["rejected"])
+    return escape(text + "".join(f"; not chosen: {why}" for why in facts["rejected"]))
 
 
 def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(command, what it needs, present?) rows."""
-    torch_ok = facts["torch"] is not None
+    from vitc import _lazy
+
+    training = _lazy.TRAINING_PYTHON
+    py = f"Python >= {training[0]}.{training[1]}, "  # the training side; the runtime rows also run on 3.8
+    torch_ok = facts["torch"] is not None and sys.version_info[:2] >= training
     trt_ok = bool(facts["tensorrt"] and facts["tensorrt"].get("version"))
     gpu_ok = bool(facts["gpus"]) or facts["jetson"] is not None
     ort_ok = facts["onnxruntime"] is not None
     return [
-        ("train / eval / compile", "torch", torch_ok),
-        ("export", "torch, onnx, onnxruntime", torch_ok and facts["onnx"] is not None and ort_ok),
+        ("train / eval / compile", py + "torch", torch_ok),
+        ("export", py + "torch, onnx, onnxruntime", torch_ok and facts["onnx"] is not None and ort_ok),
         (
             "build",
             "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
@@ -99,8 +105,8 @@ def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
             "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
             trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok,
         ),
-        ("bench --model / --compare", "torch", torch_ok),
-        ("bench --device cuda", "torch with CUDA and a GPU", bool(facts["torch"] and facts["torch"]["cuda_available"])),
+        ("bench --model / --compare", py + "torch", torch_ok),
+        ("bench --device cuda", py + "torch with CUDA and a GPU", torch_ok and facts["torch"]["cuda_available"]),
     ]
 
 
@@ -136,7 +142,7 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             text = "; ".join(", ".join(f"{k}: {v}" for k, v in g.items() if v) for g in value)
         else:
             text = str(value)
-        table.add_row(key, text)
+        table.add_row(key, text if text == "[red]missing[/]" else escape(text))
     console.print(table)
     needs = Table(title="what each command needs")
     for column in ("command", "needs", "status"):

@@ -14,9 +14,13 @@ Sections (each is skipped, with the reason, when what it needs is missing):
 4. train_ratios: issue 13's training-step throughput per GMAC and activations against DeiT of the
    same size (docs/training_timing.py: reference and fused GPSA/SP-SA, interleaved rounds), 224×224,
    bf16 autocast and fp32.
-5. cuda_layer: vitc.engines.cuda on the real GPU: the bindings chosen for this driver, pinned buffers,
+5. peers: docs/peer_timing.py, vitc beside timm (installed on the lent machine) in one process: training
+   per GMAC vs timm's DeiT of the same size (bf16 and fp32, batch 128), inference (timm eager vs vitc
+   compiled, batch 1/64), and with torch.compile DeiT-S/ConViT-S at batch 256 with their share of the
+   H200's bf16 peak (issue 20's targets).
+6. cuda_layer: vitc.engines.cuda on the real GPU: the bindings chosen for this driver, pinned buffers,
    copies of exactly nbytes (sentinels after them stay untouched), events, graph capture and replay.
-6. tensorrt: `pytest -m tensorrt tests/engines` where TensorRT imports.
+7. tensorrt: `pytest -m tensorrt tests/engines` where TensorRT imports.
 
 Needs beyond CUDA PyTorch: numpy, typer, rich, safetensors (vitc's core, run from this checkout);
 scikit-learn (digits, for train); cuda-python matching the driver (`cuda-python>=12.6,<13` for a
@@ -48,6 +52,7 @@ NEEDS = {
     "torch_bench": ("torch", *CORE),
     "train": ("torch", "sklearn", *CORE),
     "train_ratios": ("torch", *CORE),
+    "peers": ("torch", "timm", *CORE),
     "cuda_layer": CORE,
     "tensorrt": ("tensorrt", "onnx", "onnxruntime", "onnxscript", "pytest", *CORE),
 }
@@ -67,6 +72,13 @@ FULL = {
     "train_set": ["data.image_size=224", "optim.epochs=2", "optim.batch_size=128", "data.fraction=1.0"],
     "ratios": {"micro": False, "batch": 64, "amps": ("bf16", "off"), "rounds": 5, "steps": 4, "warmup": 2},
     "copy_shape": (8, 3, 224, 224),
+    # issue 20's targets: per GMAC vs timm at batch 128 (bf16, fp32), inference at batch 1/64, and
+    # with torch.compile DeiT-S / ConViT-S at batch 256 against 20% of the H200's dense bf16 peak
+    "peers": [
+        "--amp bf16 --batch 128 --rounds 3",
+        "--amp off --batch 128 --rounds 3",
+        "--amp bf16 --batch 256 --sizes small --train-only --compile --rounds 3",
+    ],
 }
 DRY = {
     "bench_models": ("convit_micro",),
@@ -77,6 +89,7 @@ DRY = {
     "train_set": ["optim.epochs=1", "optim.batch_size=32", "data.fraction=0.05"],
     "ratios": {"micro": True, "batch": 4, "amps": ("off",), "rounds": 1, "steps": 1, "warmup": 0},
     "copy_shape": (4, 3, 8, 8),
+    "peers": ["--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 --warmup 0"],
 }
 
 
@@ -188,6 +201,32 @@ def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, An
     return results
 
 
+def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
+    """docs/peer_timing.py runs, each in its own process with its share of the time left."""
+    results: dict[str, Any] = {}
+    deadline = time.monotonic() + budget
+    for i, key in enumerate(plan["peers"]):
+        args = key.split()
+        left = deadline - time.monotonic()
+        if left < 20:
+            results[key] = {"skipped": "time budget spent"}
+            continue
+        stem = out / f"peers_{i}"
+        cmd = [sys.executable, str(ROOT / "docs" / "peer_timing.py"), *args, "--json", f"{stem}.json"]
+        try:
+            proc = run(cmd, left / (len(plan["peers"]) - i))
+        except subprocess.TimeoutExpired:
+            results[key] = {"skipped": "time budget spent (the run was stopped)"}
+            continue
+        if proc.returncode != 0:
+            raise RuntimeError(f"peer_timing {key} exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
+        figures = json.loads(Path(f"{stem}.json").read_text())
+        results[key] = {"command": "python docs/peer_timing.py " + key, "markdown": figures["markdown"],
+                        "equal_weights": [ln for ln in proc.stdout.splitlines() if "max |Δ logits|" in ln],
+                        "train": figures["train"], "infer": figures["infer"]}  # fmt: skip
+    return results
+
+
 def cuda_layer(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     import numpy as np
 
@@ -265,11 +304,12 @@ def tensorrt(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
 SECTIONS: dict[str, tuple[Callable[[dict[str, Any], Path, float], dict[str, Any]], float]] = {
     # name: (function, share of the time budget)
     "environment": (environment, 0.02),
-    "torch_bench": (torch_bench, 0.30),
-    "train": (train, 0.18),
-    "train_ratios": (train_ratios, 0.12),
+    "torch_bench": (torch_bench, 0.22),
+    "train": (train, 0.14),
+    "train_ratios": (train_ratios, 0.10),
+    "peers": (peers, 0.26),  # timm side by side (timm is on the lent machine; TensorRT is not)
     "cuda_layer": (cuda_layer, 0.03),
-    "tensorrt": (tensorrt, 0.35),  # builds engines of a freshly trained micro model
+    "tensorrt": (tensorrt, 0.25),  # builds engines of a freshly trained micro model
 }
 
 
@@ -335,7 +375,7 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         if name == "environment":
             lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "seconds")] + [""]
-        elif name in ("torch_bench", "train_ratios"):
+        elif name in ("torch_bench", "train_ratios", "peers"):
             for precision, part in section.items():
                 if isinstance(part, dict):
                     lines += [f"### {precision}", ""]

@@ -128,12 +128,16 @@ def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> dict[str,
 class Variant:
     """One model in one formulation with its optimiser, input and a timed `step()`."""
 
-    def __init__(self, name: str, kwargs: dict[str, object], batch: int, img: int, opts: argparse.Namespace) -> None:
+    def __init__(
+        self, name: str | torch.nn.Module, kwargs: dict[str, object], batch: int, img: int, opts: argparse.Namespace
+    ) -> None:
+        """`name` is a zoo name, or a model built elsewhere (docs/peer_timing.py: timm's), which is copied."""
         torch.manual_seed(opts.seed)
         kwargs = dict(kwargs)
         self.keep_subnormals = bool(kwargs.pop(KEEP_SUBNORMALS, False))
         self.device = torch.device(opts.device)
-        self.model = create_model(name, img_size=img, **kwargs).train().to(self.device)
+        model = copy.deepcopy(name) if isinstance(name, torch.nn.Module) else create_model(name, img_size=img, **kwargs)
+        self.model = model.train().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.x = torch.randn(batch, 3, img, img, device=self.device)
         self.y = torch.randint(0, self.model.num_classes, (batch,), device=self.device)

@@ -1,0 +1,262 @@
+"""vitc beside timm in one process: training steps and inference, eager and torch.compile, per family.
+
+A measurement aid for issue 20 ("train and run every family on CUDA at least as fast as timm"), not
+part of vitc; docs/gpu_check.py runs it as its `peers` section on a lent GPU, where timm is
+installed. Every pair is the same architecture (timm's weights are loaded into vitc's model and
+max |Δ logits| is printed first); SP-ViT and CvT have no timm model and are compared with timm's
+DeiT of their size per GMAC, as the issue's table does.
+
+Training: one step = forward in training mode, cross-entropy, backward, AdamW (docs/training_timing.py's
+`Variant`), every variant in turn for `--rounds` rounds; img/s is batch over the median step time,
+per GMAC = (img/s × GMACs) / (timm DeiT's img/s × its GMACs), and MFU = img/s × 6 × GMACs / peak
+(6 × MACs per image for forward and backward, against `--peak-tflops`, the H200's dense bf16 790).
+Inference: median ms per forward at each `--infer-batch`, timm eager against vitc compiled (the
+`cuda` compile target), each also under torch.compile with `--compile`. torch.compile's first
+call (the compilation) is timed separately and reported as compile seconds.
+
+    python docs/peer_timing.py --device cuda --amp bf16 --batch 128 --compile
+    python docs/peer_timing.py --device cuda --amp bf16 --batch 256 --compile --sizes small --train-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# size → (timm name or None, vitc name); the first pair of each size is the DeiT every ratio divides by.
+PAIRS: dict[str, tuple[tuple[str | None, str], ...]] = {
+    "tiny": (("deit_tiny_patch16_224", "deit_tiny"), ("convit_tiny", "convit_tiny")),
+    "small": (
+        ("deit_small_patch16_224", "deit_small"),
+        ("convit_small", "convit_small"),
+        (None, "spvit_s"),
+        (None, "cvt_13"),
+    ),
+}
+H200_BF16_DENSE_TFLOPS = 790.0
+
+
+def _training_timing() -> Any:
+    spec = importlib.util.spec_from_file_location("training_timing", ROOT / "docs" / "training_timing.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def timm_factory() -> Callable[[str, int], torch.nn.Module]:
+    import timm
+
+    return lambda name, img: timm.create_model(name, img_size=img)
+
+
+def vitc_factory() -> Callable[[str, int], torch.nn.Module]:
+    from vitc.models import create_model
+
+    return lambda name, img: create_model(name, img_size=img)
+
+
+def equal_weights(peer: torch.nn.Module, ours: torch.nn.Module, img: int, device: torch.device) -> float:
+    """Load the peer's weights into vitc's model; max |Δ logits| on two images (fp32)."""
+    ours.load_state_dict(peer.state_dict())
+    x = torch.randn(2, 3, img, img, device=device)
+    with torch.no_grad():
+        return float((ours.to(device).eval()(x) - peer.to(device).eval()(x)).abs().max())
+
+
+class Timed:
+    """A callable that records the seconds of its first call (torch.compile compiles there)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn, self.first_s = fn, None
+
+    def __call__(self) -> Any:
+        if self.first_s is None:
+            start = time.perf_counter()
+            out = self.fn()
+            self.first_s = time.perf_counter() - start
+            return out
+        return self.fn()
+
+
+def build_variants(
+    sizes: list[str], img: int, opts: argparse.Namespace, peer: Callable[[str, int], torch.nn.Module] | None
+) -> dict[str, dict[str, Any]]:
+    """label → {model, side, size, gmacs, name}; peer models first within each size."""
+    timing = _training_timing()
+    ours = vitc_factory()
+    device = torch.device(opts.device)
+    out: dict[str, dict[str, Any]] = {}
+    for size in sizes:
+        for peer_name, name in PAIRS[size]:
+            gmacs = timing.architecture_gmacs(name, img)
+            torch.manual_seed(opts.seed)
+            model = ours(name, img)
+            if peer_name is not None and peer is not None:
+                reference = peer(peer_name, img)
+                delta = equal_weights(reference, model, img, device)
+                print(f"{name}: max |Δ logits| vitc vs peer {peer_name}: {delta:.2e}", flush=True)
+                out[f"timm {peer_name}"] = {"model": reference, "side": "timm", "size": size, "gmacs": gmacs}
+            out[f"vitc {name}"] = {"model": model, "side": "vitc", "size": size, "gmacs": gmacs}
+    return out
+
+
+def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """Training img/s, per GMAC against the peer DeiT of the size, MFU; eager and (with --compile) compiled."""
+    timing = _training_timing()
+    runs: dict[str, Any] = {}
+    compile_s: dict[str, float] = {}
+    for label, spec in variants.items():
+        for compiled in (False, True) if opts.compile else (False,):
+            variant = timing.Variant(spec["model"], {}, opts.batch, img, opts)
+            key = f"{label}{' +compile' if compiled else ''}"
+            if compiled:
+                variant.model = torch.compile(variant.model, backend=opts.compile_backend)
+                start = time.perf_counter()
+                variant.step()  # the compilation
+                compile_s[key] = time.perf_counter() - start
+            runs[key] = variant
+    for variant in runs.values():
+        for _ in range(opts.warmup):
+            variant.step()
+    for _ in range(opts.rounds):
+        for variant in runs.values():
+            variant.sample(opts.steps)
+    rows = []
+    for key, variant in runs.items():
+        label = key.removesuffix(" +compile")
+        spec = variants[label]
+        base = next(k for k, v in variants.items() if v["size"] == spec["size"])  # the size's first: DeiT
+        base_key = base + (" +compile" if key.endswith(" +compile") else "")
+        ips = opts.batch / float(np.median(variant.times))
+        base_ips = opts.batch / float(np.median(runs[base_key].times))
+        rows.append({
+            "model": key, "side": spec["side"], "gmacs": spec["gmacs"], "img_s": ips,
+            "per_gmac": ips * spec["gmacs"] / (base_ips * variants[base]["gmacs"]), "vs": base_key,
+            "mfu": ips * 6 * spec["gmacs"] * 1e9 / (opts.peak_tflops * 1e12), "compile_s": compile_s.get(key),
+        })  # fmt: skip
+    return rows
+
+
+def infer_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """Median ms per forward: peers eager, vitc compiled (cuda target); each also under torch.compile."""
+    from vitc.bench.timing import interleaved_medians
+    from vitc.compile import compile_model
+
+    device = torch.device(opts.device)
+    amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.amp]
+    models: dict[str, torch.nn.Module] = {}
+    for label, spec in variants.items():
+        model = spec["model"].to(device).eval()
+        if spec["side"] == "vitc":
+            model = compile_model(model, target="cuda" if device.type == "cuda" else "cpu")[0]
+            label += " vitc-compiled"
+        models[label] = model
+        if opts.compile:
+            models[label + " +compile"] = torch.compile(model, backend=opts.compile_backend)
+    rows: dict[str, dict[str, Any]] = {label: {"model": label} for label in models}
+    for batch in opts.infer_batch:
+        x = torch.randn(batch, 3, img, img, device=device)
+
+        def call(model: torch.nn.Module, x: torch.Tensor = x) -> Callable[[], Any]:
+            def run() -> Any:
+                with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    out = model(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                return out
+
+            return Timed(run)
+
+        calls = {label: call(model) for label, model in models.items()}
+        for label, fn in calls.items():  # the compilation, outside the timed rounds
+            fn()
+            if label.endswith(" +compile"):
+                rows[label][f"compile_s_b{batch}"] = fn.first_s
+        medians = interleaved_medians(calls, opts.warmup, opts.iterations, opts.rounds)
+        for label, ms in medians.items():
+            rows[label][f"ms_b{batch}"] = ms
+    return list(rows.values())
+
+
+def markdown(train: list[dict[str, Any]], infer: list[dict[str, Any]], img: int, opts: argparse.Namespace) -> str:
+    lines = [
+        f"{img}×{img}, {opts.device}, {opts.amp}, torch {torch.__version__}, {opts.rounds} rounds (interleaved)",
+        "",
+    ]
+    if train:
+        lines += [
+            f"Training, batch {opts.batch}, median step time:",
+            "",
+            "| model | GMACs | img/s | per GMAC | vs | MFU | compile s |",
+            "|---|---:|---:|---:|---|---:|---:|",
+        ]
+        lines += [
+            f"| {r['model']} | {r['gmacs']:.3g} | {r['img_s']:.4g} | {r['per_gmac']:.2f}× | {r['vs']} "
+            f"| {100 * r['mfu']:.1f}% | {_seconds(r['compile_s'])} |"
+            for r in train
+        ]
+        lines.append("")
+    if infer:
+        batches = opts.infer_batch
+        lines += [
+            "Inference, median ms per forward:",
+            "",
+            "| model | " + " | ".join(f"batch {b} ms" for b in batches) + " |",
+            "|---|" + "---:|" * len(batches),
+        ]
+        lines += [f"| {r['model']} | " + " | ".join(f"{r[f'ms_b{b}']:.3g}" for b in batches) + " |" for r in infer]
+    return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}"
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--amp", default="bf16", choices=("off", "bf16", "fp16"))
+    ap.add_argument("--batch", type=int, default=128, help="training batch")
+    ap.add_argument("--infer-batch", type=lambda s: [int(b) for b in s.split(",")], default=[1, 64])
+    ap.add_argument("--img", type=int, default=224)
+    ap.add_argument("--sizes", default="tiny,small")
+    ap.add_argument("--compile", action="store_true", help="also run every model under torch.compile")
+    ap.add_argument("--compile-backend", default="inductor")
+    ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--infer-only", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=4, help="training steps per variant per round")
+    ap.add_argument("--iterations", type=int, default=30, help="inference calls per model, over all rounds")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--peak-tflops", type=float, default=H200_BF16_DENSE_TFLOPS)
+    ap.add_argument("--json", type=Path, help="also write both tables as JSON")
+    return ap
+
+
+def measure(opts: argparse.Namespace, peer: Callable[[str, int], torch.nn.Module] | None = None) -> dict[str, Any]:
+    """Both tables for `opts`; `peer` builds the timm side (timm_factory() by default)."""
+    sys.path.insert(0, str(ROOT))
+    variants = build_variants(opts.sizes.split(","), opts.img, opts, peer or timm_factory())
+    train = [] if opts.infer_only else train_rows(variants, opts.img, opts)
+    infer = [] if opts.train_only else infer_rows(variants, opts.img, opts)
+    return {"train": train, "infer": infer, "markdown": markdown(train, infer, opts.img, opts)}
+
+
+if __name__ == "__main__":
+    args = parser().parse_args()
+    result = measure(args)
+    print(result["markdown"])
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))

@@ -134,11 +134,6 @@ def choose_bindings(prefer: str | None = None) -> BindingChoice:
     return BindingChoice(None, reason="; ".join(rejected), rejected=tuple(rejected))
 
 
-def backend_name() -> str | None:
-    """'cuda-python', 'pycuda' or None: what `Cuda()` would use on this machine."""
-    return choose_bindings().kind
-
-
 def _check(result: Any, call: str) -> Any:
     """Unpack a cuda-python result tuple; raise on a CUDA error."""
     if isinstance(result, tuple):

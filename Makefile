@@ -41,7 +41,11 @@ RUNTIME_TEST_DEPS := pytest numpy==1.21.6 onnx onnxruntime
 RUNTIME_TESTS := tests/engines/test_trt_conformance.py tests/engines/test_tensorrt_logic.py \
 	tests/engines/test_trt_api.py tests/engines/test_cuda.py tests/engines/test_runners.py \
 	tests/engines/test_no_torch.py tests/bench/test_cli_bench.py tests/bench/test_timing_report.py \
-	tests/test_cli_info.py tests/test_cli_check.py tests/test_python_versions.py
+	tests/test_cli_info.py tests/test_cli_check.py tests/test_python_versions.py tests/engines/test_numpy_oldest.py
+# On 3.8 also with JetPack 5's numpy (python3-numpy 1.17.4, what vitc's numpy>=1.17.3 admits) in front:
+# the tests that need no onnx/onnxruntime (those need numpy >= 1.21.6).
+NUMPY_OLDEST := 1.17.4
+NUMPY_OLDEST_TESTS := tests/engines/test_numpy_oldest.py tests/engines/test_cuda.py tests/bench/test_timing_report.py
 # For each runtime Python: `$(call each_runtime,COMMAND)` runs COMMAND with $$py (the interpreter) and
 # $$venv (its venv) set, or says loudly that the interpreter is missing.
 each_runtime = for v in $(RUNTIME_PYTHONS); do \
@@ -55,13 +59,17 @@ runtime-venvs:
 	@$(call each_runtime,$(MAKE) --no-print-directory $$venv/.vitc-runtime RUNTIME_PY=$$py)
 
 test-runtime: runtime-venvs
-	@$(call each_runtime,echo "== the torch-free runtime on Python $$v" && $$venv/bin/python -m pytest -p no:cacheprovider $(RUNTIME_TESTS))
+	@$(call each_runtime,echo "== the torch-free runtime on Python $$v" && $$venv/bin/python -m pytest -p no:cacheprovider $(RUNTIME_TESTS) \
+		&& if [ -d $$venv/numpy-oldest ]; then echo "== Python $$v with numpy $(NUMPY_OLDEST)" \
+		&& VITC_NUMPY_OLDEST=$(NUMPY_OLDEST) PYTHONPATH=$$venv/numpy-oldest $$venv/bin/python -m pytest -p no:cacheprovider $(NUMPY_OLDEST_TESTS); fi)
 
 .venv-py%/.vitc-runtime: pyproject.toml
 	rm -rf .venv-py$*
 	$(RUNTIME_PY) -m venv .venv-py$*
 	.venv-py$*/bin/python -m pip install -q --upgrade pip
 	.venv-py$*/bin/python -m pip install -q -e . $(RUNTIME_TEST_DEPS)
+	if [ $* = 38 ]; then .venv-py$*/bin/python -m pip install -q --no-deps --only-binary=:all: \
+		--target .venv-py$*/numpy-oldest numpy==$(NUMPY_OLDEST); fi
 	touch $@
 
 # On a lent NVIDIA GPU (CUDA PyTorch, no registry; the venv's CPU torch is not used): benchmarks, CUDA

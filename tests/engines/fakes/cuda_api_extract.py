@@ -2,7 +2,9 @@
 
 Regenerate tests/engines/fakes/cuda_api.json (needs only pip and the network to PyPI):
 
-    for w in cuda-python==12.6.0 cuda-bindings==12.9.0 cuda-bindings==13.0.0; do pip download --no-deps -d /tmp/cuda-wheels $w; done
+    for w in cuda-python==12.6.0 cuda-bindings==12.9.0 cuda-bindings==13.0.0; do
+        pip download --no-deps -d /tmp/cuda-wheels $w
+    done
     pip download --no-deps --only-binary=:all: --platform manylinux2014_aarch64 --python-version 38 \
         -d /tmp/cuda-wheels cuda-python==11.8.2  # JetPack 5: the last release with Python 3.8 wheels
     python tests/engines/fakes/cuda_api_extract.py /tmp/cuda-wheels > tests/engines/fakes/cuda_api.json

@@ -17,8 +17,9 @@ fn)` and reads/writes device memory with `gpu.view(ptr, nbytes)`.
 What is modelled, from the real sources:
 - module layout per release (tests/engines/fakes/cuda_api.json, extracted from the wheels):
   11.8.2 (the last with Python 3.8 wheels: JetPack 5) and 12.6.0 have only `cuda.cudart`; 12.9 has
-  `cuda.bindings.runtime` and the deprecated `cuda.cudart`; 13.0 only `cuda.bindings.runtime`. A name the real module lacks raises AttributeError; a real
-  name the fake does not model raises AttributeError saying so.
+  `cuda.bindings.runtime` and the deprecated `cuda.cudart`; 13.0 only `cuda.bindings.runtime`. A name
+  the real module lacks raises AttributeError; a real name the fake does not model raises
+  AttributeError saying so.
 - 11.x's `cudaGraphInstantiate(graph, pLogBuffer, bufferSize)` returns (err, graphExec, errorNode)
   (cuda/cudart.pyx of 11.8.2); 12.x and 13.x take `(graph, flags)`; all have
   `cudaGraphInstantiateWithFlags(graph, flags)`.

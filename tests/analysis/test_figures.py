@@ -45,14 +45,35 @@ def test_uniform_distance_is_the_mean_over_all_pairs(side: int, stride: float) -
     assert figures.uniform_distance(side, stride) == pytest.approx(stride * brute, rel=1e-12)
 
 
-def test_gates_show_a_spread_of_a_thousandth(tmp_path: Path) -> None:
-    """0.730 vs 0.733 (the ConViT-after-a-few-epochs case) must not be one uniform colour."""
+def test_gates_use_a_fixed_scale_and_print_the_change(tmp_path: Path) -> None:
+    """The scale was the data's min/max (0.715-0.75 after a short run), so a move of 0.002 was full red
+    (issue 24). Now it is fixed about the start (white) out to σ = 1: 0.002 is pale, a move to 0.95 is red
+    and one to 0.5 blue, and every cell prints its value and its change."""
     start = figures.GATE_START
-    path = figures.gates(_report(3, 4, 4, gates=[start - 0.001, start, start + 0.002, start]), tmp_path / "g.png")
+    texts: list[str] = []
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.text
+
+    def spy(self, x, y, s, *args, **kwargs):  # type: ignore[no-untyped-def]
+        texts.append(str(s))
+        return original(self, x, y, s, *args, **kwargs)
+
+    small = _report(3, 4, 4, gates=[start - 0.001, start, start + 0.002, start])
+    matplotlib.axes.Axes.text = spy
+    try:
+        path = figures.gates(small, tmp_path / "g.png")
+    finally:
+        matplotlib.axes.Axes.text = original
+    assert f"{start + 0.002:.3f}\n+0.002" in texts and f"{start - 0.001:.3f}\n-0.001" in texts
     pixels = _pixels(path)
-    assert pixels.shape == (int(0.45 * 3 * 100 + 160), 520, 3)  # 5.2 × (0.45·layers + 1.6) in at 100 dpi
-    reds, blues = _count(pixels, (103, 0, 31), 40), _count(pixels, (5, 48, 97), 60)
-    assert reds > 500 and blues > 100, (reds, blues)  # above the start: red cells; below: blue ones
+    assert pixels.shape == (int(0.55 * 3 * 100 + 180), 520, 3)  # 5.2 × (0.55·layers + 1.8) in at 100 dpi
+    cells = pixels[:, :400]  # left of the colour bar
+    assert _count(cells, (103, 0, 31), 25) < 100 and _count(cells, (5, 48, 97), 25) < 100  # no saturated cell
+    moved = figures.gates(_report(3, 4, 4, gates=[0.5, start, 0.95, start]), tmp_path / "m.png")
+    cells = _pixels(moved)[:, :400]
+    reds, blues = _count(cells, (178, 24, 43), 60), _count(cells, (33, 102, 172), 60)
+    assert reds > 500 and blues > 500, (reds, blues)  # 0.95: red cells; 0.5: blue ones
 
 
 def test_head_maps_are_paged_for_many_heads(tmp_path: Path) -> None:

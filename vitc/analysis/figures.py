@@ -74,25 +74,33 @@ def attention_distance(report: LocalityReport, path: Path, grid: int | None = No
 
 
 def gates(report: LocalityReport, path: Path, start: float = GATE_START) -> Path:
-    """σ(λ) per GPSA layer and head, value in each cell, a colour scale centred on where the gates started."""
+    """σ(λ) per GPSA layer and head, with its value and its change since the start in each cell.
+
+    The colour scale is fixed, not the data's min/max (which made a move of 0.005 look saturated): centred
+    on where the gates started, white, and as far below as σ can go above it (1 − start), so that full red
+    means a purely positional head; a gate further from the start on the content side widens the blue end.
+    Small moves are pale here and read from the printed numbers."""
     plt = pyplot()
     colors = plt.matplotlib.colors
     names = list(report.gates)
     values = np.array([report.gates[n] for n in names])
-    half = max(abs(values.max() - start), abs(values.min() - start), 0.002)  # a spread of 0.001 stays visible
+    half = max(1.0 - start, start - float(values.min()))
     norm = colors.TwoSlopeNorm(vcenter=start, vmin=max(0.0, start - half), vmax=min(1.0, start + half))
     heads = values.shape[1]
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * heads + 2.2), 0.45 * len(names) + 1.6))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * heads + 2.2), 0.55 * len(names) + 1.8))
     image = ax.imshow(values, cmap="RdBu_r", norm=norm, aspect="auto")
     for (r, c), v in np.ndenumerate(values):
         strong = abs(norm(v) - 0.5) > 0.3
-        ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=8, color="white" if strong else "black")
+        colour = "white" if strong else "black"
+        ax.text(c, r, f"{v:.3f}\n{v - start:+.3f}", ha="center", va="center", fontsize=8, color=colour)
     ax.set_yticks(range(len(names)), [_short(n) for n in names], fontsize=8)
     ax.set_xticks(range(heads), [f"h{h}" for h in range(heads)], fontsize=8)
-    subtitle = f"red: positional, blue: content, white: where they started ({start:.3f})"
-    ax.set_title(f"{report.model}: GPSA gates σ(λ)\n{subtitle}", fontsize=10)
+    subtitle = f"σ and its change from the start, {start:.3f} (white)\nred: towards position, blue: towards content"
+    ax.set_title(f"{report.model}: GPSA gates σ(λ)\n{subtitle}", fontsize=9)
     bar = fig.colorbar(image, ax=ax)
     bar.set_label("σ(λ)")
+    bar.set_ticks(sorted({norm.vmin, start, norm.vmax}))
+    bar.set_ticklabels([f"{t:.3f}" for t in sorted({norm.vmin, start, norm.vmax})])
     bar.ax.axhline(start, color="black", lw=1)
     fig.tight_layout()
     return _save(fig, path)

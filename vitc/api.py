@@ -1,7 +1,7 @@
 """The Python API a timm user expects: load a model, preprocess images as it was evaluated, predict.
 
     model = vitc.load_model("train/runs/convit_micro/best.safetensors")
-    print(vitc.predict(model, Image.open("digit.png")))   # [("3", 0.97), ("8", 0.01), ...]
+    print(vitc.predict(model, "digit.png"))   # [("3", 0.97), ("8", 0.01), ...]; a PIL image or array too
 
 Preprocessing is the evaluation transform `vitc eval` applies to image folders (shorter side to
 size / crop_pct, bicubic, centre crop, then the checkpoint's mean and std), read from the model's
@@ -64,7 +64,7 @@ def _hf_labels(config: Path, model: nn.Module) -> list[str] | None:
 def preprocess(images: Any, model: nn.Module) -> torch.Tensor:
     """Normalised float (N, C, H, W) input for `model` from a PIL image, a uint8 array (H, W) or (H, W, C),
     or a list of them: the evaluation transform with the model's size, crop_pct, mean and std."""
-    from vitc.data.datasets import _to_chans, _to_rgb, center_crop
+    from vitc.data.datasets import _to_chans, center_crop
     from vitc.data.transforms import eval_transform
     from vitc.models import get_model_cfg
 
@@ -73,7 +73,7 @@ def preprocess(images: Any, model: nn.Module) -> torch.Tensor:
     if height != width:
         raise VitcError(f"{model.vitc_name} takes {height}×{width} inputs; preprocess handles square inputs only")
     short = max(height, round(height / cfg.crop_pct))
-    batch = [center_crop(_to_rgb(_as_pil(image)), short, height) for image in _as_list(images)]
+    batch = [center_crop(_decoded(image, short), short, height) for image in _as_list(images)]
     if not batch:
         raise VitcError("no images given")
     uint8 = _to_chans(torch.from_numpy(np.stack(batch)), chans)
@@ -111,6 +111,18 @@ def _is_batch_array(images: Any) -> bool:
     return isinstance(images, np.ndarray) and images.ndim == 4
 
 
+def _decoded(image: Any, short: int) -> Any:
+    """An upright RGB PIL image: a path (str or os.PathLike) is read by the loader training and `vitc eval`
+    use (EXIF orientation, JPEG draft decoding at the size needed, one-line errors)."""
+    from vitc.data.datasets import _to_rgb, open_image
+
+    if isinstance(image, (str, os.PathLike)):
+        if not Path(image).is_file():
+            raise VitcError(f"{image}: no such image file")
+        return open_image(Path(image), short)
+    return _to_rgb(_as_pil(image))
+
+
 def _as_pil(image: Any) -> Any:
     pil = lazy_import("PIL.Image")
     if isinstance(image, pil.Image):
@@ -119,7 +131,7 @@ def _as_pil(image: Any) -> Any:
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
             raise VitcError(f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {image.dtype} {image.shape}")
         return pil.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
-    raise VitcError(f"expected a PIL image or a uint8 array, got {type(image).__name__}")
+    raise VitcError(f"expected an image path, a PIL image or a uint8 array, got {type(image).__name__}")
 
 
 __all__ = ["load_model", "predict", "preprocess"]

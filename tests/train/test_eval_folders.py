@@ -66,6 +66,8 @@ def test_eval_takes_a_plain_subset_folder_by_class_name(run_folder: Path, tmp_pa
     hits = int((model(eval_transform(x, cfg.mean, cfg.std)).argmax(1) == CLASSES.index("owl")).sum())
     assert report["classes"][1]["recall"] == pytest.approx(100 * hits / 3)
     assert png.stat().st_size > 1000
+    info = runner.invoke(app, ["info", str(run_folder), "--json"])  # a run folder: its best checkpoint
+    assert info.exit_code == 0 and json.loads(info.output)["kind"] == "vitc checkpoint", info.output
 
 
 def test_eval_takes_a_split_folder_and_names_an_unknown_class(run_folder: Path, tmp_path: Path) -> None:

@@ -38,10 +38,11 @@ test: $(STAMP) runtime-venvs
 PYENV_ROOT ?= $(HOME)/.pyenv
 RUNTIME_PYTHONS ?= 3.8.18 3.10.13
 RUNTIME_TEST_DEPS := pytest numpy==1.21.6 onnx onnxruntime
-RUNTIME_TESTS := tests/engines/test_trt_conformance.py tests/engines/test_tensorrt_logic.py \
-	tests/engines/test_trt_api.py tests/engines/test_cuda.py tests/engines/test_runners.py \
-	tests/engines/test_no_torch.py tests/bench/test_cli_bench.py tests/bench/test_timing_report.py \
-	tests/test_cli_info.py tests/test_cli_check.py tests/test_python_versions.py tests/engines/test_numpy_oldest.py
+# tests/engines is the runtime's (strict-fake TensorRT and CUDA included): all of it but the GPU check's
+# torch tables and the wheel test, which the main suite runs against these venvs.
+RUNTIME_TESTS := tests/engines --ignore=tests/engines/test_cuda_gpu_check.py --ignore=tests/engines/test_wheel.py \
+	tests/bench/test_cli_bench.py tests/bench/test_timing_report.py \
+	tests/test_cli_info.py tests/test_cli_check.py tests/test_python_versions.py
 # On 3.8 also with JetPack 5's numpy (python3-numpy 1.17.4, what vitc's numpy>=1.17.3 admits) in front:
 # the tests that need no onnx/onnxruntime (those need numpy >= 1.21.6).
 NUMPY_OLDEST := 1.17.4

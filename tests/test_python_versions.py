@@ -64,9 +64,14 @@ def runtime_files() -> list[str]:
     makefile = (ROOT / "Makefile").read_text()
     selected = re.search(r"^RUNTIME_TESTS :=((?:.*\\\n)*.*)$", makefile, re.M)
     assert selected, "RUNTIME_TESTS not found in the Makefile"
-    tests = selected.group(1).replace("\\\n", " ").split()
-    fakes = sorted(str(p) for p in (ROOT / "tests/engines/fakes").glob("*.py"))
-    return modules + [str(ROOT / t) for t in [*tests, "tests/conftest.py", "tests/engines/conftest.py"]] + fakes
+    args = selected.group(1).replace("\\\n", " ").split()
+    ignored = {ROOT / a.split("=", 1)[1] for a in args if a.startswith("--ignore=")}
+    tests: list[Path] = []
+    for arg in (ROOT / a for a in args if not a.startswith("-")):
+        tests += sorted(arg.rglob("*.py")) if arg.is_dir() else [arg]
+    tests += [ROOT / "tests/conftest.py"]
+    imported = [t for t in tests if t.name.startswith(("test_", "conftest")) or t.parent.name == "fakes"]
+    return modules + [str(t) for t in imported if t not in ignored]  # not the extraction scripts
 
 
 def test_runtime_modules_use_no_api_newer_than_python_3_8() -> None:
@@ -79,6 +84,10 @@ def test_runtime_modules_use_no_api_newer_than_python_3_8() -> None:
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    # str methods of 3.9 that vermin cannot see (it does not know the receiver is a str)
+    newer = [f"{f}:{n}" for f in files for n, line in enumerate(Path(f).read_text().splitlines(), 1)
+             if re.search(r"\.remove(prefix|suffix)\(", line)]  # fmt: skip
+    assert not newer, newer
 
 
 @pytest.fixture

@@ -112,6 +112,22 @@ def test_training_commands_say_they_need_a_newer_python_in_one_line(old_python: 
     assert "info, doctor, check, build and bench --engine run here" in lines[0]
 
 
+@pytest.mark.parametrize("argv", TRAINING_COMMANDS, ids=lambda a: a[0])
+def test_training_commands_without_torch_say_so_in_one_line(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    """Python 3.10 without the torch extra (JetPack 6): one line naming the install, not a ModuleNotFoundError."""
+    from vitc import _lazy
+    from vitc.cli.main import app
+
+    monkeypatch.setattr(_lazy, "TRAINING_PYTHON", (3, 8))
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails, find_spec says absent
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: vitc {argv[0]} needs PyTorch, which is not installed "
+        "(pip install torch==2.13.0 && pip install 'vitc[torch]')"
+    )
+
+
 def test_the_python_api_says_it_needs_a_newer_python(old_python: str) -> None:
     import vitc
 

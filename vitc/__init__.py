@@ -27,9 +27,9 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        from vitc._lazy import require_training_python
+        from vitc._lazy import require_training
 
-        require_training_python(f"vitc.{name}")
+        require_training(f"vitc.{name}")
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'vitc' has no attribute {name!r}")

@@ -46,6 +46,13 @@ def require_training_python(what: str) -> None:
         )
 
 
+def require_training(what: str) -> None:
+    """The training side's Python, then PyTorch: checked before any of its modules is imported."""
+    require_training_python(what)
+    if not has_module("torch"):
+        raise VitcError(f"{what} needs PyTorch, which is not installed ({OPTIONAL['torch']})")
+
+
 def has_module(name: str) -> bool:
     """True when `name` can be imported, without importing it."""
     try:

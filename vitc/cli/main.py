@@ -14,7 +14,7 @@ import typer
 from typing_extensions import Annotated
 
 from vitc import __version__
-from vitc._lazy import require_training_python
+from vitc._lazy import require_training
 from vitc.cli import bench as bench_cli
 from vitc.cli import build as build_cli
 from vitc.cli import check as check_cli
@@ -56,11 +56,11 @@ def root(
 
 
 def training(name: str, fn: F) -> F:
-    """A training-side command: on Python < 3.10 (JetPack 5) one line saying so, before any 3.10-only code."""
+    """A training-side command: one line when Python < 3.10 (JetPack 5) or torch is missing, before any import."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        require_training_python(f"vitc {name}")
+        require_training(f"vitc {name}")
         return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

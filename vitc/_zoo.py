@@ -10,6 +10,7 @@ user cache (`$VITC_CACHE_DIR`, default ~/.cache/vitc). Regenerate the shipped ta
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fnmatch
 import hashlib
@@ -64,3 +65,28 @@ def zoo_stats(pattern: str = "*") -> list[dict[str, Any]]:
         with contextlib.suppress(VitcError):  # a read-only home only costs the next call the same seconds
             write_json(cache_file(), record)
     return [row for row in rows if fnmatch.fnmatch(row["name"], pattern)]
+
+
+def registered_names() -> list[str]:
+    """The names `@register_model` registers, read from the model sources' syntax trees (milliseconds,
+    no torch): `vitc train` checks --model before importing anything heavy."""
+    names = []
+    for path in sorted(MODELS_DIR.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and any(_is_register(d) for d in node.decorator_list):
+                names.append(node.name)
+    return names
+
+
+def _is_register(decorator: ast.expr) -> bool:
+    func = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return isinstance(func, ast.Name) and func.id == "register_model"
+
+
+def unknown_model(name: str, names: list[str]) -> VitcError:
+    """The error for a name that is not registered, suggesting close names."""
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `vitc models` lists them"
+    return VitcError(f"unknown model {name!r}{hint}")

@@ -63,7 +63,8 @@ def _hf_labels(config: Path, model: nn.Module) -> list[str] | None:
 
 def preprocess(images: Any, model: nn.Module) -> torch.Tensor:
     """Normalised float (N, C, H, W) input for `model` from a PIL image, a uint8 array (H, W) or (H, W, C),
-    or a list of them: the evaluation transform with the model's size, crop_pct, mean and std."""
+    or a list of them: the evaluation transform with the model's size, crop_pct, mean and std, after
+    turning a photo upright by its EXIF orientation, exactly as training and `vitc eval` read files."""
     from vitc.data.datasets import _to_chans, center_crop
     from vitc.data.transforms import eval_transform
     from vitc.models import get_model_cfg
@@ -114,13 +115,13 @@ def _is_batch_array(images: Any) -> bool:
 def _decoded(image: Any, short: int) -> Any:
     """An upright RGB PIL image: a path (str or os.PathLike) is read by the loader training and `vitc eval`
     use (EXIF orientation, JPEG draft decoding at the size needed, one-line errors)."""
-    from vitc.data.datasets import _to_rgb, open_image
+    from vitc.data.datasets import open_image, upright_rgb
 
     if isinstance(image, (str, os.PathLike)):
         if not Path(image).is_file():
             raise VitcError(f"{image}: no such image file")
         return open_image(Path(image), short)
-    return _to_rgb(_as_pil(image))
+    return upright_rgb(_as_pil(image))
 
 
 def _as_pil(image: Any) -> Any:

@@ -88,3 +88,11 @@ def test_int8_of_an_agreement_only_export_names_the_images_it_needs(imagenet_run
     manifest = json.loads((tmp_path / "imnet" / "manifest.int8.json").read_text())
     assert manifest["calibration"]["images"] == 12 and manifest["calibration"]["data"] == str(tmp_path / "photos")
     assert manifest["drift"]["labels"] is False
+
+
+def test_data_generated_is_asked_for_by_name(imagenet_run: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", str(imagenet_run), "--data", "generated", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "classes are not the model's" not in result.output  # asked for, not a fallback
+    drift = json.loads((tmp_path / "imnet" / "manifest.fp32.json").read_text())["drift"]
+    assert drift["data"] == "generated" and drift["labels"] is False and drift["agreement"] == 100.0

@@ -8,13 +8,14 @@ import pytest
 
 from vitc.cli._options import parse_assignments
 from vitc.errors import VitcError
-from vitc.train.config import from_dict, load_config
+from vitc.train.config import from_dict, load_config, resolve_defaults
 
 RECIPES = sorted(Path(__file__).parents[2].joinpath("train").glob("*.toml"))
 
 
 def test_defaults_train_convit_micro_on_digits() -> None:
     cfg = load_config()
+    resolve_defaults(cfg)  # no data.dir: the bundled digits
     assert (cfg.model.name, cfg.data.name, cfg.run_name) == ("convit_micro", "digits", "convit_micro")
 
 

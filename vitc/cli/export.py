@@ -26,13 +26,20 @@ def export(
     batch: Annotated[Optional[int], typer.Option(help="Static batch size (default 1).")] = None,
     dynamic_batch: Annotated[Optional[str], typer.Option(help="Dynamic batch range min:opt:max, e.g. 1:8:32.")] = None,
     data: Annotated[
-        Optional[str], typer.Option(help="Held-out data: digits, cifar10 or imagefolder (default: the training data).")
+        Optional[str],
+        typer.Option(
+            help="Held-out data: digits, cifar10, imagefolder or generated (agreement only; the default when "
+            "no local data has the model's classes)."
+        ),
     ] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Folder of the held-out data set.")] = None,
     calib_data: Annotated[
         Optional[str], typer.Option(help="digits, cifar10 or imagefolder (default: training data).")
     ] = None,
-    calib_dir: Annotated[Optional[str], typer.Option(help="Folder of the calibration data set.")] = None,
+    calib_dir: Annotated[
+        Optional[str],
+        typer.Option(help="Calibration images: any folder of images (subfolders read), or --calib-data's folder."),
+    ] = None,
     calib_images: Annotated[int, typer.Option(help="Calibration images.")] = 512,
     calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
     exclude: Annotated[Optional[List[str]], typer.Option(help="Node-name pattern kept in float (repeatable).")] = None,

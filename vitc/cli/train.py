@@ -17,6 +17,7 @@ from vitc.cli._options import SetOpt, parse_assignments
 from vitc.errors import VitcError
 
 if TYPE_CHECKING:
+    from vitc.train.config import TrainConfig
     from vitc.train.loop import RunResult
 
 
@@ -45,10 +46,10 @@ def train(
     ] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
-    from vitc.train.config import load_config, resume_config
-    from vitc.train.loop import train as run_training
+    from vitc.train.config import load_config, resolve_defaults, resume_config
     from vitc.train.run_folder import RunFolder
 
+    # everything the command line and the recipe say is checked before torch is imported (seconds)
     flags = {"model.name": model, "data.name": data, "data.dir": str(data_dir) if data_dir else None}
     flags.update({"optim.epochs": epochs, "run.device": device, "run.name": name})
     flags.update({"model.pretrained": str(pretrained) if pretrained else None})
@@ -56,13 +57,45 @@ def train(
     cfg = load_config(recipe, overrides)
     if resume:
         cfg = resume_config(cfg, overrides)
+    _check_before_torch(cfg, resume)
+    notes = resolve_defaults(cfg)
     if nproc > 1:
         RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
         _launch_torchrun(nproc)
         return
+    if not quiet and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        for note in notes:
+            console().print(f"default: {note}", markup=False, highlight=False)
+    from vitc.train.loop import train as run_training
+
     result = run_training(cfg, resume=resume, show_progress=not quiet, force=force)
     if result.test:
         _summary(cfg.model.name, result)
+        say = console().print
+        if result.stopped_early:
+            say(result.stopped_early, markup=False, highlight=False, soft_wrap=True)
+        if result.skipped_images:
+            say(
+                f"{result.skipped_images} unreadable images skipped (data.on_bad_image=skip; named above, "
+                "counted per epoch in metrics.jsonl)",
+                markup=False, highlight=False, soft_wrap=True,
+            )  # fmt: skip
+        run = Path(cfg.run.out_dir) / cfg.run_name
+        say(f"next: vitc export {run} -p fp32 -p fp16 -p int8", markup=False, highlight=False, soft_wrap=True)
+
+
+def _check_before_torch(cfg: TrainConfig, resume: bool) -> None:
+    """The model is one of the zoo's, the data folder holds data of its kind, the starting weights exist."""
+    from vitc._zoo import registered_names, unknown_model
+    from vitc.data.files import check_data_dir, detect_kind
+
+    names = registered_names()
+    if cfg.model.name not in names:
+        raise unknown_model(cfg.model.name, names)
+    if cfg.data.name is not None or cfg.data.dir:
+        check_data_dir(cfg.data.name or detect_kind(Path(cfg.data.dir)), cfg.data.dir)
+    if cfg.model.pretrained and not resume and not Path(cfg.model.pretrained).exists():
+        raise VitcError(f"no such file or folder: {cfg.model.pretrained} (--pretrained / model.pretrained)")
 
 
 def _launch_torchrun(nproc: int) -> None:

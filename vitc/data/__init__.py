@@ -1,41 +1,29 @@
-"""Data for `vitc train`: in-memory uint8 datasets, seeded batching and batch augmentation."""
+"""Data for `vitc train`: in-memory uint8 datasets, seeded batching and batch augmentation.
 
-from vitc.data.datasets import (
-    DATASETS,
-    SPLITS,
-    ImageSet,
-    batches,
-    load_dataset,
-    make_generator,
-    shard,
-    stratified_subset,
-)
-from vitc.data.transforms import (
-    TrainAugment,
-    eval_transform,
-    mixup_cutmix,
-    normalize,
-    random_erasing,
-    random_flip,
-    random_resized_crop,
-    smooth_targets,
-)
+The names below load lazily (PEP 562): `vitc.data.files`, which the CLI uses to check a data
+folder before anything heavy is imported, must not pull in torch through this package.
+"""
 
-__all__ = [
-    "DATASETS",
-    "SPLITS",
-    "ImageSet",
-    "TrainAugment",
-    "batches",
-    "eval_transform",
-    "load_dataset",
-    "make_generator",
-    "mixup_cutmix",
-    "normalize",
-    "random_erasing",
-    "random_flip",
-    "random_resized_crop",
-    "shard",
-    "smooth_targets",
-    "stratified_subset",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "vitc.data.datasets": (
+        "DATASETS", "SPLITS", "ImageSet", "batches", "load_dataset", "make_generator", "shard", "stratified_subset",
+    ),
+    "vitc.data.transforms": (
+        "TrainAugment", "eval_transform", "mixup_cutmix", "normalize", "random_erasing", "random_flip",
+        "random_resized_crop", "smooth_targets",
+    ),
+}  # fmt: skip
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'vitc.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from vitc._lazy import lazy_import
 from vitc.data._safe_pickle import safe_load
+from vitc.data.files import CIFAR_LAYOUT, IMG_EXTENSIONS, cifar_root, list_images
 from vitc.errors import VitcError
 from vitc.limits import MAX_ASPECT, MAX_IMAGE_PIXELS
 
@@ -36,11 +37,13 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 @dataclass
 class ImageSet:
-    """Images as uint8 (N, C, H, W), labels as int64 (N,), and the class names the labels index."""
+    """Images as uint8 (N, C, H, W), labels as int64 (N,), the class names the labels index, and why
+    each unreadable file was left out (data.on_bad_image=skip)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -58,7 +61,7 @@ class ImageSet:
     def subset(self, indices: torch.Tensor | Sequence[int] | np.ndarray) -> ImageSet:
         """The samples at `indices`, in that order, sharing class names."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
-        return ImageSet(self.images[idx], self.labels[idx], list(self.class_names))
+        return ImageSet(self.images[idx], self.labels[idx], list(self.class_names), list(self.skipped))
 
 
 def load_dataset(
@@ -71,12 +74,15 @@ def load_dataset(
     seed: int = 0,
     in_chans: int = 3,
     crop_pct: float = 1.0,
+    on_bad_image: str = "stop",
 ) -> ImageSet:
     """Load one split of a dataset as an `ImageSet` of `image_size` x `image_size` uint8 images.
 
     `fraction` < 1 keeps a stratified subset of the train split (seeded by `seed`); val and test are
     never subsampled so scores stay comparable. `crop_pct` applies to imagefolder only (resize the
     shorter side to image_size / crop_pct, then center crop); digits and CIFAR are resized whole.
+    An image folder's unreadable file stops the load (`on_bad_image="stop"`) or is left out and
+    its reason kept in `ImageSet.skipped` ("skip"), as the streamed path does per batch.
     """
     if name not in DATASETS:
         raise VitcError(f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS)})")
@@ -97,7 +103,7 @@ def load_dataset(
     elif name == "cifar10":
         ds = _load_cifar10(Path(data_dir), split, int(image_size))  # type: ignore[arg-type]
     else:
-        ds = _load_imagefolder(Path(data_dir), split, int(image_size), crop_pct)  # type: ignore[arg-type]
+        ds = _load_imagefolder(Path(data_dir), split, int(image_size), crop_pct, on_bad_image)  # type: ignore[arg-type]
     ds.images = _to_chans(ds.images, in_chans)
     if split == "train" and fraction < 1.0:
         ds = ds.subset(stratified_subset(ds.labels, fraction, seed))
@@ -142,6 +148,32 @@ def _to_chans(images: torch.Tensor, in_chans: int) -> torch.Tensor:
     return (images.float() * w).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
 
 
+def check_decoded(n_images: int, size: int, what: str, can_stream: bool = True) -> None:
+    """Refuse, before anything is decoded, a set whose uint8 RGB images at `size` would take more than
+    half the memory this process may use (the loaders peak near twice that): `data.image_size =
+    10000` on 1,797 digits asks 502 GiB."""
+    need = n_images * 3 * size * size
+    usable = _usable_memory()
+    if need > usable // 2:
+        raise VitcError(
+            f"{what}: {n_images:,} images at {size}×{size} take {need / 2**30:.1f} GiB decoded, over half the "
+            f"{usable / 2**30:.1f} GiB this process can use; lower data.image_size"
+            + (" or stream it (data.stream=stream)" if can_stream else "")
+        )
+
+
+def _usable_memory() -> int:
+    """Physical memory, or less under an address-space limit (`ulimit -v`)."""
+    import resource
+
+    usable = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit != resource.RLIM_INFINITY:
+        used = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        usable = min(usable, max(0, limit - used))
+    return usable
+
+
 # ---------------------------------------------------------------- digits
 
 
@@ -160,6 +192,7 @@ def _load_digits(split: str, size: int) -> ImageSet:
         rest, test_size=round(DIGITS_VAL_FRACTION * len(y)), stratify=y[rest], random_state=DIGITS_SPLIT_SEED
     )
     pick = np.sort({"train": train, "val": val, "test": test}[split])
+    check_decoded(len(pick), size, "digits", can_stream=False)
     images = F.interpolate(x[pick], size=(size, size), mode="bilinear", align_corners=False)
     images = images.round_().clamp_(0, 255).to(torch.uint8)
     return ImageSet(images, torch.from_numpy(y[pick]), [str(i) for i in range(10)])
@@ -170,12 +203,10 @@ def _load_digits(split: str, size: int) -> ImageSet:
 
 def _cifar_root(data_dir: Path) -> Path:
     """The folder holding the batches: `data_dir` itself or the `cifar-10-batches-py` the tarball unpacks."""
-    for cand in (data_dir, data_dir / "cifar-10-batches-py"):
-        if (cand / "data_batch_1").is_file() or (cand / "test_batch").is_file():
-            return cand
-    raise VitcError(
-        f"no CIFAR-10 batches in {data_dir} (expected data_batch_1..5 and test_batch from cifar-10-python.tar.gz)"
-    )
+    root = cifar_root(data_dir)
+    if root is None:
+        raise VitcError(f"no CIFAR-10 batches in {data_dir} (expected {CIFAR_LAYOUT})")
+    return root
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -215,6 +246,7 @@ def _cifar_class_names(root: Path) -> list[str]:
 
 def _load_cifar10(data_dir: Path, split: str, size: int) -> ImageSet:
     x, y, names = cifar_raw(data_dir, split)
+    check_decoded(len(y), size, f"CIFAR-10 {split}")
     return ImageSet(_resize(torch.from_numpy(x), size), torch.from_numpy(y), names)
 
 
@@ -274,30 +306,41 @@ def folder_split(data_dir: Path, split: str) -> tuple[list[str], dict[str, Path]
     return classes, dirs
 
 
-def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float) -> ImageSet:
-    """`data_dir/<split>/<class>/*`; classes come from train; test falls back to val when absent."""
+def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float, on_bad_image: str) -> ImageSet:
+    """`data_dir/<split>/<class>/<image files>`; classes come from train; test falls back to val when absent."""
+    if on_bad_image not in ("skip", "stop"):
+        raise VitcError(f"data.on_bad_image must be skip or stop, got {on_bad_image!r}")
     classes, dirs = folder_split(data_dir, split)
     short = max(size, round(size / crop_pct))
-    images, labels = [], []
+    images, labels, skipped = [], [], []
+    listed = {name: [dirs[name] / f for f in list_images(dirs[name])] for name in classes}
+    check_decoded(sum(map(len, listed.values())), size, str(data_dir / split))
     for label, name in enumerate(classes):
-        files = [dirs[name] / f for f in list_images(dirs[name])]
+        files = listed[name]
         if not files:
-            raise VitcError(f"class folder {dirs[name]} has no images")
+            raise VitcError(f"class folder {dirs[name]} has no images (files named *{', *'.join(IMG_EXTENSIONS)})")
         for f in files:
-            images.append(_read_image(f, short, size))
+            try:
+                images.append(_read_image(f, short, size))
+            except VitcError as exc:
+                if on_bad_image == "stop":
+                    raise VitcError(f"{exc} (data.on_bad_image=stop; =skip trains on without it)") from None
+                skipped.append(str(exc))
+                continue
             labels.append(label)
-    return ImageSet(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64), classes)
-
-
-def list_images(class_dir: Path) -> list[str]:
-    """The visible files' names, sorted; `os.scandir` knows file from folder without a stat per file."""
-    with os.scandir(class_dir) as entries:
-        return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file())
+    if not images:
+        raise VitcError(f"no readable images in {data_dir / split} ({len(skipped)} unreadable)")
+    stacked = torch.from_numpy(np.stack(images))
+    return ImageSet(stacked, torch.tensor(labels, dtype=torch.int64), classes, skipped)
 
 
 def _read_image(path: Path, short: int, size: int) -> np.ndarray:
-    """Decode any Pillow-readable image to RGB, resize its shorter side to `short`, center crop `size`."""
-    return center_crop(open_image(path, short), short, size)
+    """Decode any Pillow-readable image to RGB, resize its shorter side to `short`, center crop `size`;
+    a file that fails (also late, in the resize of a truncated file) is a one-line VitcError."""
+    try:
+        return center_crop(open_image(path, short), short, size)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise VitcError(f"cannot read image {path}: {exc}") from exc
 
 
 def center_crop(im: Any, short: int, size: int) -> np.ndarray:
@@ -317,7 +360,6 @@ def open_image(path: Path | str, short: int) -> Any:
     (Pillow's draft mode: the DCT does the downscaling, several times faster) with the shorter side
     still >= `short`. Unreadable, truncated or oversized files raise a one-line VitcError."""
     pil = lazy_import("PIL.Image")
-    ops = lazy_import("PIL.ImageOps")
     path = Path(path)
     if path.stat().st_size == 0:
         raise VitcError(f"image {path} is empty (0 bytes)")
@@ -329,8 +371,7 @@ def open_image(path: Path | str, short: int) -> Any:
                 s = short / min(w, h)
                 im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
             im.load()
-            im = ops.exif_transpose(im) or im
-            return _to_rgb(im)
+            return upright_rgb(im)
     except VitcError:
         raise
     except (OSError, ValueError, SyntaxError, pil.DecompressionBombError) as exc:
@@ -343,6 +384,12 @@ def _check_image_size(path: Path, width: int, height: int) -> None:
         raise VitcError(f"image {path} is {width}×{height} pixels, over {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
     if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
         raise VitcError(f"image {path} is {width}×{height} pixels, longer than {MAX_ASPECT}:1; crop it first")
+
+
+def upright_rgb(im: Any) -> Any:
+    """What every decoded image goes through, for training, evaluation, export and `vitc.preprocess`
+    alike: turned upright by its EXIF orientation (as a phone's photo is shown), then RGB."""
+    return _to_rgb(lazy_import("PIL.ImageOps").exif_transpose(im) or im)
 
 
 def _to_rgb(im: Any) -> Any:

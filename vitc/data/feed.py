@@ -33,15 +33,28 @@ _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 
 
 class MemoryFeed:
-    """Data sets decoded once at the model's input size (see vitc.data.datasets)."""
+    """Data sets decoded once at the model's input size (see vitc.data.datasets). An image folder's
+    unreadable files are left out when loading (on_bad_image="skip"), each reported once; the train
+    set's count is what every epoch skipped (`skipped_per_epoch`, logged in metrics.jsonl)."""
 
     streaming = False
 
-    def __init__(self, name: str, fraction: float, seed: int, load: dict[str, Any]) -> None:
-        self.name, self.load = name, load
-        self.train_set = load_dataset(name, "train", fraction=fraction, seed=seed, **load)
-        self.sets = {"val": load_dataset(name, "val", **load)}
+    def __init__(
+        self, name: str, fraction: float, seed: int, load: dict[str, Any], report: Callable[[str], None] = print
+    ) -> None:
+        self.name, self.load, self.report = name, load, report
+        self.bad: set[str] = set()  # reasons, one per unreadable file, over train, val and test
+        self.train_set = self._load("train", fraction=fraction, seed=seed)
+        self.skipped_per_epoch = len(self.train_set.skipped)
+        self.sets = {"val": self._load("val")}
         self.class_names = self.train_set.class_names
+
+    def _load(self, split: str, **kwargs: Any) -> ImageSet:
+        data = load_dataset(self.name, split, **self.load, **kwargs)
+        for reason in data.skipped:
+            self.report(f"skipped: {reason}")
+        self.bad.update(data.skipped)
+        return data
 
     def __len__(self) -> int:
         return len(self.train_set)
@@ -56,7 +69,7 @@ class MemoryFeed:
 
     def eval_batches(self, split: str) -> Iterator[Batch]:
         if split not in self.sets:
-            self.sets[split] = load_dataset(self.name, split, **self.load)
+            self.sets[split] = self._load(split)
         data: ImageSet = self.sets[split]
         for idx in batches(len(data), EVAL_BATCH, shuffle=False):
             yield data.images[idx], data.labels[idx], []
@@ -84,7 +97,9 @@ class StreamFeed:
         if on_bad_image not in BAD_IMAGE_CHOICES:
             raise VitcError(f"data.on_bad_image must be one of {', '.join(BAD_IMAGE_CHOICES)}, got {on_bad_image!r}")
         self.on_bad_image, self.report = on_bad_image, report
-        self.skipped = 0  # over the feed's life: train and evaluation
+        self.bad: set[str] = set()  # reasons, one per unreadable file, over the feed's life: train and evaluation
+        self.skipped = 0  # samples dropped over the feed's life (a bad file counts once per pass)
+        self.skipped_per_epoch = 0  # counted per batch as they are met
         self.sources = sources
         self.class_names = sources["train"].class_names
         self.in_chans = in_chans
@@ -132,7 +147,9 @@ class StreamFeed:
             for reason in bad:
                 if self.on_bad_image == "stop":
                     raise VitcError(f"{reason} (data.on_bad_image=stop; =skip trains on without it)")
-                self.report(f"skipped: {reason}")
+                if reason not in self.bad:  # once per file, not once per epoch
+                    self.report(f"skipped: {reason}")
+                self.bad.add(reason)
             self.skipped += len(bad)
             yield _to_chans(images, self.in_chans), labels, bad
 
@@ -185,17 +202,18 @@ def open_feed(
 ) -> tuple[MemoryFeed | StreamFeed, str]:
     """The feed for `data` (the config's data section) and one line saying which path and why."""
     load = dict(data_dir=data.dir, image_size=size, crop_pct=crop_pct, in_chans=in_chans)
+    load["on_bad_image"] = data.on_bad_image
     if data.name == "digits":
         if data.stream == "stream":
             raise VitcError("data.stream=stream needs cifar10 or imagefolder (digits always fit in memory)")
-        return MemoryFeed(data.name, data.fraction, seed, load), "data: in memory"
+        return MemoryFeed(data.name, data.fraction, seed, load, report), "data: in memory"
     if data.stream == "memory":
-        return MemoryFeed(data.name, data.fraction, seed, load), "data: in memory (data.stream=memory)"
+        return MemoryFeed(data.name, data.fraction, seed, load, report), "data: in memory (data.stream=memory)"
     sources = {s: open_source(data.name, data.dir, s, index_cache) for s in ("train", "val")}
     decoded = decoded_bytes(len(sources["train"]) + len(sources["val"]), in_chans, size)
     if not use_stream(data.stream, decoded):
         note = f"data: in memory ({decoded / 2**20:.0f} MB decoded, within the 512 MB budget)"
-        return MemoryFeed(data.name, data.fraction, seed, load), note
+        return MemoryFeed(data.name, data.fraction, seed, load, report), note
     if data.fraction < 1.0:
         labels = torch.from_numpy(sources["train"].labels)
         sources["train"] = sources["train"].subset(stratified_subset(labels, data.fraction, seed).numpy())

@@ -22,13 +22,14 @@ import torch
 
 from vitc._io import parse_json, write_json
 from vitc._lazy import lazy_import
-from vitc.data.datasets import center_crop, cifar_raw, folder_split, list_images, open_image
+from vitc.data.datasets import center_crop, cifar_raw, folder_split, open_image
+from vitc.data.files import list_images
 from vitc.errors import VitcError
 
 MEMORY_BUDGET = 512 * 2**20  # decoded bytes (train + val) up to which data.stream=auto keeps images in memory
 STREAM_CHOICES = ("auto", "memory", "stream")
 BAD_IMAGE_CHOICES = ("skip", "stop")
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: image files only (by extension)
 _SAMPLE_STREAM = 1 << 21  # per-sample seeds come from (seed, 2**21, epoch, index)
 
 
@@ -137,6 +138,9 @@ class FolderSource:
     def open(self, i: int, short: int) -> Any:
         return open_image(self.index.root / self.index.files[i], short)
 
+    def describe(self, i: int) -> str:
+        return f"image {self.index.root / self.index.files[i]}"
+
     def subset(self, keep: np.ndarray) -> FolderSource:
         idx = self.index
         files = [idx.files[i] for i in keep]
@@ -154,6 +158,9 @@ class ArraySource:
 
     def open(self, i: int, short: int) -> Any:
         return lazy_import("PIL.Image").fromarray(np.ascontiguousarray(self.images[i].transpose(1, 2, 0)))
+
+    def describe(self, i: int) -> str:
+        return f"sample {i}"
 
     def subset(self, keep: np.ndarray) -> ArraySource:
         return ArraySource(self.images[keep], self.labels[keep], self.class_names)
@@ -248,7 +255,8 @@ class StreamSet(torch.utils.data.Dataset):
         except VitcError as exc:
             return torch.zeros(3, t.size, t.size, dtype=torch.uint8), label, str(exc)
         except (OSError, ValueError, SyntaxError) as exc:  # a decoder failing late, e.g. in resize
-            return torch.zeros(3, t.size, t.size, dtype=torch.uint8), label, f"cannot read sample {index}: {exc}"
+            reason = f"cannot read {source.describe(index)}: {exc}"
+            return torch.zeros(3, t.size, t.size, dtype=torch.uint8), label, reason
         return torch.from_numpy(np.ascontiguousarray(im)), label, ""
 
 

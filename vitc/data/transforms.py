@@ -202,6 +202,8 @@ class TrainAugment:
     switch_prob: float = 0.5
     label_smoothing: float = 0.1
     erase_prob: float = 0.25
+    color_jitter: float = 0.0  # timm's --color-jitter
+    auto_augment: dict[str, Any] | None = None  # timm's --aa, parsed: {"kind": "rand", "magnitude": 9, ...}
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
@@ -220,6 +222,10 @@ class TrainAugment:
             raise VitcError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.num_classes < 1:
             raise VitcError(f"num_classes must be >= 1, got {self.num_classes}")
+        if not (0.0 <= self.color_jitter <= 1.0):
+            raise VitcError(f"color_jitter must be in [0, 1], got {self.color_jitter}")
+        if self.auto_augment is not None and self.auto_augment.get("kind") not in ("rand", "trivial"):
+            raise VitcError(f"auto_augment must be RandAugment or TrivialAugment, got {self.auto_augment}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -228,7 +234,8 @@ class TrainAugment:
         self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (N, C, H, W) and int labels -> augmented float images and (N, num_classes) soft targets."""
-        x = normalize(images, self.mean, self.std)
+        x = self._colour(images, generator) if self.color_jitter or self.auto_augment else None
+        x = normalize(images, self.mean, self.std) if x is None else x
         if self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0):
             x = random_resized_crop(x, generator, self.crop_scale, self.crop_ratio)
         if self.flip_prob > 0:
@@ -246,3 +253,21 @@ class TrainAugment:
             self.switch_prob,
             self.label_smoothing,
         )
+
+    def _colour(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Colour jitter or RandAugment/TrivialAugment on the stored (model-sized) images in [0, 1],
+        then normalised: torchvision applies them before its tensor conversion, on 8-bit images."""
+        from vitc.data import autoaugment
+
+        x = images.float().div_(255.0)
+        c = x.shape[1]
+        if self.color_jitter:
+            x = autoaugment.color_jitter(x, generator, self.color_jitter)
+        if self.auto_augment:
+            fill = autoaugment.fill_value(self.mean, c)
+            args = {k: v for k, v in self.auto_augment.items() if k != "kind"}
+            if self.auto_augment["kind"] == "trivial":
+                x = autoaugment.trivial_augment(x, generator, fill)
+            else:
+                x = autoaugment.rand_augment(x, generator, fill, **args)
+        return (x - _stats(self.mean, c, "mean")) / _stats(self.std, c, "std")

@@ -7,7 +7,6 @@ signature and a typo is a clear error instead of a TypeError deep in a construct
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import inspect
 import math
@@ -124,9 +123,9 @@ def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
 
 def unknown_model(name: str) -> VitcError:
     """The error for a name that is not registered, suggesting close names."""
-    close = difflib.get_close_matches(name, list(_ENTRIES), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `vitc models` lists them"
-    return VitcError(f"unknown model {name!r}{hint}")
+    from vitc._zoo import unknown_model as message
+
+    return message(name, list(_ENTRIES))
 
 
 def _entry(name: str) -> _Entry:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc.errors import VitcError
+from vitc.limits import MAX_IMG_SIZE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,27 +33,28 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    name: str = "digits"  # digits | cifar10 | imagefolder
+    name: str | None = None  # digits | cifar10 | imagefolder; None: digits, or the kind data.dir holds
     dir: str | None = None
     fraction: float = 1.0  # stratified share of the training split to use
     image_size: int | None = None  # default: the model's input size
     stream: str = "auto"  # auto (stream above 512 MB of decoded train+val images) | memory | stream
-    on_bad_image: str = "skip"  # an unreadable image met while streaming: skip it (logged, counted) | stop
+    on_bad_image: str = "skip"  # an unreadable image (in memory or streamed): skip it (told, counted) | stop
 
 
 @dataclass
 class OptimSection:
     epochs: int = 40
-    batch_size: int = 64  # global batch, split across processes
-    lr: float = 1e-3
+    batch_size: int | None = None  # global batch, split across processes; None: 64, or fit to the data when fine-tuning
+    lr: float | None = None  # None: 1e-3, or with --pretrained scaled to the batch (resolve_for_data)
     min_lr: float = 1e-5
     warmup_epochs: int | None = None  # None: WARMUP_EPOCHS, at most WARMUP_SHARE of the run (resolve_defaults)
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     clip_grad: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.0  # 0 disables EMA; e.g. 0.999
-    layer_decay: float = 1.0  # layer-wise lr decay: block i of depth d trains at lr * layer_decay**(d - i); 1 = off
+    layer_decay: float | None = None  # block i of d trains at lr * layer_decay**(d - i); None: 1 (off), tuning 0.75
     freeze: str = "none"  # none | backbone (train the classifier only: a linear probe)
+    patience: int = 0  # stop when val top-1 has not improved for this many epochs; 0 = train every epoch
 
 
 @dataclass
@@ -62,6 +64,8 @@ class AugSection:
     mixup: float = 0.0
     cutmix: float = 0.0
     erasing: float = 0.0
+    color_jitter: float = 0.0  # timm's --color-jitter: brightness, contrast, saturation each by U(1 - j, 1 + j)
+    auto_augment: str = ""  # timm's --aa: "rand-m9-mstd0.5" (RandAugment: -m magnitude, -n ops, -mstd) or "trivial"
 
 
 @dataclass
@@ -106,8 +110,8 @@ _CHOICES = {
 }
 _POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "data.image_size")
 _NON_NEGATIVE = (
-    "optim.min_lr", "optim.warmup_epochs", "optim.weight_decay", "optim.clip_grad",
-    "model.drop_path_rate", "aug.mixup", "aug.cutmix", "aug.erasing", "run.workers",
+    "optim.min_lr", "optim.warmup_epochs", "optim.weight_decay", "optim.clip_grad", "optim.patience",
+    "model.drop_path_rate", "aug.mixup", "aug.cutmix", "aug.erasing", "aug.color_jitter", "run.workers",
 )  # fmt: skip
 _UNIT = ("optim.label_smoothing", "optim.ema_decay", "aug.erasing", "model.drop_path_rate")
 
@@ -124,9 +128,10 @@ def _check_type(key: str, value: Any, annotation: str) -> Any:
         ok = value is None or isinstance(value, bool)
     elif annotation == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif annotation == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
+    elif annotation in ("float", "float | None"):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = number or (value is None and "None" in annotation)
+        value = float(value) if ok and value is not None else value
     elif "int | None" in annotation:
         ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
     else:  # str or str | None
@@ -165,18 +170,20 @@ def validate(cfg: TrainConfig) -> None:
     if any(not math.isfinite(v) for v in cfg.aug.crop_scale):
         raise VitcError(f"config key aug.crop_scale must be finite, got {cfg.aug.crop_scale}")
     for key, choices in _CHOICES.items():
-        if flat[key] not in choices:
+        if flat[key] not in choices and not (key == "data.name" and flat[key] is None):
             raise VitcError(f"config key {key} must be one of {', '.join(choices)}, got {flat[key]!r}")
     for key in _POSITIVE:
         if flat[key] is not None and flat[key] <= 0:
             raise VitcError(f"config key {key} must be positive, got {flat[key]}")
+    if cfg.data.image_size is not None and cfg.data.image_size > MAX_IMG_SIZE:  # before any image is resized
+        raise VitcError(f"config key data.image_size must be at most {MAX_IMG_SIZE}, got {cfg.data.image_size}")
     for key in _NON_NEGATIVE:
         if flat[key] is not None and flat[key] < 0:
             raise VitcError(f"config key {key} must not be negative, got {flat[key]}")
     for key in _UNIT:
         if not 0 <= flat[key] < 1:
             raise VitcError(f"config key {key} must be in [0, 1), got {flat[key]}")
-    if not 0 < cfg.optim.layer_decay <= 1:
+    if cfg.optim.layer_decay is not None and not 0 < cfg.optim.layer_decay <= 1:
         raise VitcError(f"config key optim.layer_decay must be in (0, 1], got {cfg.optim.layer_decay}")
     if not 0 < cfg.data.fraction <= 1:
         raise VitcError(f"config key data.fraction must be in (0, 1], got {cfg.data.fraction}")
@@ -187,12 +194,51 @@ def validate(cfg: TrainConfig) -> None:
         from vitc.train.run_folder import check_run_name
 
         check_run_name(cfg.run.name)
-    if cfg.data.name != "digits" and not cfg.data.dir:
+    if cfg.data.name not in (None, "digits") and not cfg.data.dir:
         raise VitcError(f"data set {cfg.data.name} needs a folder: --data-dir or data.dir")
+    if cfg.aug.auto_augment:
+        parse_auto_augment(cfg.aug.auto_augment)
+        if cfg.aug.color_jitter:  # timm turns colour jitter off under --aa: its ops already change colour
+            raise VitcError("aug.color_jitter and aug.auto_augment exclude each other (as in timm): set one")
+    if cfg.aug.color_jitter > 1:
+        raise VitcError(f"config key aug.color_jitter must be in [0, 1], got {cfg.aug.color_jitter}")
 
 
+def parse_auto_augment(spec: str) -> dict[str, Any]:
+    """timm's --aa string: "rand-m9-mstd0.5[-n2]" is RandAugment (magnitude 0-10, ops per image, the
+    magnitude's std), "trivial" TrivialAugment (one op, a uniform magnitude); the augmenter's arguments."""
+    if spec == "trivial":
+        return {"kind": "trivial"}
+    kind, *parts = spec.split("-")
+    args: dict[str, Any] = {"kind": "rand", "magnitude": 9.0, "num_ops": 2, "magnitude_std": 0.0}
+    names = {"m": "magnitude", "n": "num_ops", "mstd": "magnitude_std"}
+    for part in parts:
+        key = next((k for k in ("mstd", "m", "n") if part.startswith(k)), None)
+        try:
+            value = float(part[len(key) :]) if key else math.nan
+        except ValueError:
+            value = math.nan
+        if key is None or not math.isfinite(value) or value < 0 or (key == "n" and value != int(value)):
+            kind = "bad"
+            break
+        args[names[key]] = int(value) if key == "n" else value
+    if kind != "rand" or args["magnitude"] > 10:
+        raise VitcError(
+            f'aug.auto_augment {spec!r} is not one vitc knows: "rand-m9-mstd0.5" (RandAugment: -m magnitude '
+            f'0-10, -n ops per image, -mstd its std) or "trivial" (TrivialAugment)'
+        )
+    return args
+
+
+BATCH_SIZE, LR = 64, 1e-3  # from scratch
 WARMUP_EPOCHS = 3
 WARMUP_SHARE = 0.2  # a default warm-up takes at most this share of the epochs
+FINETUNE_WARMUP_SHARE = 0.1  # fine-tuning warms up over a tenth of the run (rounded up), at most WARMUP_SHARE
+FINETUNE_LAYER_DECAY = 0.75
+FINETUNE_BATCHES = (64, 32, 16, 8)
+FINETUNE_STEPS_PER_EPOCH = 10
+FINETUNE_BASE_LR, FINETUNE_BASE_BATCH = 5e-4, 256  # MAE's fine-tuning base rate (with layer decay) and its batch
+FEW_STEPS = 100  # a run of fewer optimiser steps gets a warning
 FLIP_DEFAULTS = {  # is a mirrored image still an image of its class?
     "digits": (False, "mirrored digits are other glyphs"),
     "cifar10": (True, "a mirrored photo shows the same class"),
@@ -201,22 +247,83 @@ FLIP_DEFAULTS = {  # is a mirrored image still an image of its class?
 
 
 def resolve_defaults(cfg: TrainConfig) -> list[str]:
-    """Fill in the defaults that depend on the data and the run length; one line per choice, to print.
+    """Fill in the defaults that depend on the data's kind, the run length and fine-tuning; one line per
+    choice, to print. Reads only the data folder's listing: the CLI calls it before importing torch.
 
     The resolved values are what the run folder's config.json records, so a resumed or repeated
-    run uses them explicitly.
+    run uses them explicitly. Those that depend on the data's size follow in `resolve_for_data`.
     """
+    from vitc.data.files import detect_kind
+
     notes = []
+    if cfg.data.name is None:
+        cfg.data.name = detect_kind(Path(cfg.data.dir)) if cfg.data.dir else "digits"
+        if cfg.data.dir:
+            notes.append(f"data.name = {cfg.data.name} (what {cfg.data.dir} holds; --data names it)")
+    tuning = bool(cfg.model.pretrained)
     if cfg.aug.flip is None:
         cfg.aug.flip, why = FLIP_DEFAULTS[cfg.data.name]
         notes.append(f"aug.flip = {str(cfg.aug.flip).lower()} (default for {cfg.data.name}: {why})")
     if cfg.optim.warmup_epochs is None:
-        cfg.optim.warmup_epochs = min(WARMUP_EPOCHS, int(cfg.optim.epochs * WARMUP_SHARE))
-        notes.append(
-            f"optim.warmup_epochs = {cfg.optim.warmup_epochs} (default {WARMUP_EPOCHS}, "
-            f"at most {WARMUP_SHARE:.0%} of {cfg.optim.epochs} epochs)"
-        )
+        most = WARMUP_EPOCHS if not tuning else math.ceil(cfg.optim.epochs * FINETUNE_WARMUP_SHARE)
+        cfg.optim.warmup_epochs = min(most, int(cfg.optim.epochs * WARMUP_SHARE))
+        why = f"default {WARMUP_EPOCHS}" if not tuning else f"fine-tuning: {FINETUNE_WARMUP_SHARE:.0%} of the run"
+        share = f"at most {WARMUP_SHARE:.0%} of {cfg.optim.epochs} epochs"
+        notes.append(f"optim.warmup_epochs = {cfg.optim.warmup_epochs} ({why}, {share})")
+    if cfg.optim.layer_decay is None:
+        cfg.optim.layer_decay = FINETUNE_LAYER_DECAY if tuning else 1.0
+        if tuning:
+            notes.append(
+                f"optim.layer_decay = {cfg.optim.layer_decay} (fine-tuning: block i of d trains at "
+                f"lr * {cfg.optim.layer_decay}^(d - i), so the early, general layers move least)"
+            )
     return notes
+
+
+def resolve_for_data(cfg: TrainConfig, n_train: int, world_size: int = 1) -> tuple[list[str], list[str]]:
+    """The batch size and learning rate, which fine-tuning fits to the number of training images,
+    and a warning when the run will take few optimiser steps: (default lines, warnings).
+
+    From scratch: batch 64 at lr 1e-3. With --pretrained: the largest batch of 64, 32, 16, 8 that
+    gives FINETUNE_STEPS_PER_EPOCH steps an epoch (120 photos: 8, not one step of 64), and MAE's
+    fine-tuning base rate, 5e-4 at batch 256, scaled by sqrt(batch / 256): timm's rule for adaptive
+    optimisers (a linear rule would give 1.6e-5 at batch 8, too little for a new classifier).
+    """
+    notes, warnings = [], []
+    tuning = bool(cfg.model.pretrained)
+    if cfg.optim.batch_size is None:
+        if tuning:
+            fits = [b for b in FINETUNE_BATCHES if n_train // b >= FINETUNE_STEPS_PER_EPOCH]
+            batch = max(fits, default=min(FINETUNE_BATCHES))
+            batch = math.ceil(batch / world_size) * world_size  # every process gets the same share
+            notes.append(
+                f"optim.batch_size = {batch} (fine-tuning {n_train} images: the largest of "
+                f"{', '.join(map(str, FINETUNE_BATCHES))} giving {n_train // batch} >= {FINETUNE_STEPS_PER_EPOCH} "
+                "steps per epoch)"
+                if fits
+                else f"optim.batch_size = {batch} (fine-tuning only {n_train} images)"
+            )
+        else:
+            batch = BATCH_SIZE
+        cfg.optim.batch_size = batch
+    if cfg.optim.lr is None:
+        if tuning:
+            cfg.optim.lr = float(f"{FINETUNE_BASE_LR * math.sqrt(cfg.optim.batch_size / FINETUNE_BASE_BATCH):.2g}")
+            notes.append(
+                f"optim.lr = {cfg.optim.lr:g} (fine-tuning: {FINETUNE_BASE_LR:g} at batch {FINETUNE_BASE_BATCH} "
+                f"scaled by sqrt({cfg.optim.batch_size}/{FINETUNE_BASE_BATCH}), timm's rule for AdamW)"
+            )
+        else:
+            cfg.optim.lr = LR
+    per_epoch = max(1, n_train // cfg.optim.batch_size)
+    steps = cfg.optim.epochs * per_epoch
+    if steps < FEW_STEPS:
+        warnings.append(
+            f"this run takes {steps} optimiser step{'s' * (steps > 1)} ({cfg.optim.epochs} epochs of {per_epoch} "
+            f"at batch {cfg.optim.batch_size} on {n_train} images), fewer than {FEW_STEPS}: it may stop short of "
+            "what the model can learn; raise --epochs or lower optim.batch_size"
+        )
+    return notes, warnings
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -241,11 +348,11 @@ def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | No
             raise VitcError(f"recipe {path} not found")
         try:
             table = tomllib.loads(path.read_text())
+            values = _flatten(table)  # a dotted key 3,000 parts long parses, then recurses here
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise VitcError(f"recipe {path} is not valid TOML: {exc}") from exc
         except RecursionError:
             raise VitcError(f"recipe {path} is nested too deeply to be a recipe") from None
-        values = _flatten(table)
         if isinstance(values.get("model.args"), dict):
             cfg.model.args.update(values.pop("model.args"))
     return apply(cfg, values | (overrides or {}))

@@ -29,7 +29,7 @@ from vitc.errors import VitcError
 from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
-from vitc.train.config import TrainConfig, resolve_defaults
+from vitc.train.config import TrainConfig, parse_auto_augment, resolve_defaults, resolve_for_data
 from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from vitc.train.evaluate import evaluate_batches
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, param_groups
@@ -55,6 +55,8 @@ class RunResult:
     train_images_per_s: float
     seconds: float
     test_split: str = "test"  # "val" when the data has no test split (an image folder without test/)
+    stopped_early: str = ""  # why the run stopped before its last epoch (optim.patience), else empty
+    skipped_images: int = 0  # unreadable files left out (data.on_bad_image=skip), each counted once
 
 
 def pick_device(choice: str) -> torch.device:
@@ -101,7 +103,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     amp_dtype = pick_amp(cfg.run.amp, device)
-    if cfg.optim.batch_size % dist.world_size:
+    if cfg.optim.batch_size is not None and cfg.optim.batch_size % dist.world_size:
         raise VitcError(f"batch size {cfg.optim.batch_size} does not split evenly over {dist.world_size} processes")
     folder = RunFolder(cfg.run.out_dir, cfg.run_name)
     if dist.is_main:  # before the data is loaded: a run that cannot be written fails at once
@@ -151,11 +153,18 @@ def _train(
         workers=cfg.run.workers,
         pin_memory=device.type == "cuda",
         index_cache=folder.path / "index.json" if dist.is_main else None,
-        report=lambda line: Console().print(line, highlight=False, markup=False),
+        report=lambda line: Console(soft_wrap=True).print(line, highlight=False, markup=False),
     )
     cleanup.callback(feed.close)  # worker processes end with the run, however it ends
     if show_progress and dist.is_main and feed.streaming:
         Console().print(data_note, highlight=False, markup=False)
+    fitted, warnings = resolve_for_data(cfg, len(feed), dist.world_size)  # batch and lr fit to the data size
+    if dist.is_main:
+        say = Console(markup=False, highlight=False, soft_wrap=True).print
+        for note in fitted if show_progress else ():
+            say(f"default: {note}")
+        for warning in warnings if not resume else ():
+            say(f"warning: {warning}")
 
     # -- model, optimiser, EMA; the classifier is sized by the data
     if feed.num_classes < 2:
@@ -188,6 +197,8 @@ def _train(
         cutmix_alpha=cfg.aug.cutmix,
         label_smoothing=cfg.optim.label_smoothing,
         erase_prob=cfg.aug.erasing,
+        color_jitter=cfg.aug.color_jitter,
+        auto_augment=parse_auto_augment(cfg.aug.auto_augment) if cfg.aug.auto_augment else None,
     )
     aug_gen = torch.Generator()
     run_info = {
@@ -223,11 +234,13 @@ def _train(
         write_json(folder.path / "config.json", cfg.to_dict())
     board = report.TensorBoardLog(folder.path / "tensorboard") if cfg.log.tensorboard and dist.is_main else None
     progress = EpochProgress(enabled=show_progress and dist.is_main)
-    images_seen, train_seconds = 0, 0.0
+    earlier = state.seconds  # a resumed run's time counts the sessions before this one
+    tick: float | None = None
     unfinished: tuple[torch.Tensor, torch.Tensor] | None = None
+    counts_skipped = feed.streaming or cfg.data.name == "imagefolder"
 
     try:
-        for epoch in range(state.epoch, cfg.optim.epochs):
+        for epoch in range(state.epoch, state.epoch if state.stopped_early else cfg.optim.epochs):
             # -- one epoch: the permutation depends on (seed, epoch) only; augmentation on its own stream
             net.train()
             if cfg.optim.freeze == "backbone":
@@ -235,7 +248,9 @@ def _train(
             order = make_generator(cfg.run.seed, epoch)
             if state.step_in_epoch == 0:
                 aug_gen.manual_seed(make_generator(cfg.run.seed, _AUG_STREAM + epoch).initial_seed())
-                state.partial = {"loss": 0.0, "count": 0.0} | ({"skipped": 0.0} if feed.streaming else {})
+                state.partial = {"loss": 0.0, "count": 0.0}
+                if counts_skipped:  # in memory, the train set's unreadable files were left out at load
+                    state.partial["skipped"] = float(feed.skipped_per_epoch if dist.is_main else 0)
             # a set smaller than one batch (common when fine-tuning) trains on that one partial batch
             full = len(feed) >= cfg.optim.batch_size
             epoch_batches = list(batches(len(feed), per_rank_batch, order, drop_last=full, **_shard(dist)))
@@ -279,13 +294,14 @@ def _train(
                 state.partial["count"] += len(labels)
                 state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
                 unfinished = None
-                images_seen += len(labels) * dist.world_size
+                state.images_seen += len(labels) * dist.world_size
                 progress.advance(loss=loss.item(), lr=lr, images=len(labels) * dist.world_size)
                 if board:
                     board.step(state.global_step, loss=loss.item(), lr=lr)
 
             # -- end of epoch: evaluate on rank 0, keep best and last, save the resumable state
-            train_seconds += time.perf_counter() - tick
+            state.train_seconds += time.perf_counter() - tick
+            tick = None
             progress.finish()
             state.epoch, state.step_in_epoch = epoch + 1, 0
             all_reduce_sum(dist, state.partial)  # the logged train loss is the mean over all processes
@@ -302,10 +318,14 @@ def _train(
                     "val_top5": val["top5"],
                     "val_loss": val["loss"],
                 }
-                if feed.streaming:  # unreadable images skipped this epoch (data.on_bad_image=skip)
+                if "skipped" in state.partial:  # unreadable images skipped this epoch (data.on_bad_image=skip)
                     row["skipped_images"] = int(state.partial["skipped"])
                 state.history.append(row)
                 progress.epoch_summary(row)
+                state.stopped_early = _out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
+                if state.stopped_early:
+                    row["stopped_early"] = True
+                state.seconds = earlier + time.perf_counter() - started
                 meta = _meta(evaluated, run_info, row)
                 if val["top1"] > state.best_top1:
                     state.best_top1 = val["top1"]
@@ -326,9 +346,17 @@ def _train(
                     board.epoch(row, [folder.path / "curves.png"])
                     board.locality(evaluated, eval_transform(board.sample, mean, std), row["epoch"])
                 folder.commit()  # a --force run replaces the old one now that it has checkpoints
+            stop = {"stop": float(state.stopped_early)}
+            all_reduce_sum(dist, stop)  # rank 0 decided: every process leaves the loop together
+            state.stopped_early = stop["stop"] > 0
             barrier(dist)
+            if state.stopped_early:
+                break
     except KeyboardInterrupt:
         progress.finish()
+        if tick is not None:  # cut short within an epoch: its training time so far counts
+            state.train_seconds += time.perf_counter() - tick
+        state.seconds = earlier + time.perf_counter() - started
         if dist.is_main and state.epoch < cfg.optim.epochs:
             if unfinished is not None:  # a step was cut short: undo its random draws
                 aug_gen.set_state(unfinished[0])
@@ -351,12 +379,28 @@ def _train(
         best, _ = load_model(run_dir / "best.safetensors")
         # the same precision as val during training: one checkpoint, one accuracy for the same images
         test = evaluate_batches(best.to(device), feed.eval_batches("test"), mean, std, device, amp_dtype)
-    rate = images_seen / train_seconds if train_seconds else 0.0
-    seconds = time.perf_counter() - started
+    rate = state.images_seen / state.train_seconds if state.train_seconds else 0.0
+    seconds = earlier + time.perf_counter() - started  # the whole run, over every resumed session
     result = RunResult(run_dir, state.history, state.best_top1, test, rate, seconds, final_split(cfg.data))
+    result.skipped_images = len(feed.bad)
+    if state.stopped_early:
+        best = max(state.history, key=lambda row: row["val_top1"])
+        result.stopped_early = (
+            f"stopped early after epoch {len(state.history)} of {cfg.optim.epochs}: val top-1 has not improved "
+            f"for {cfg.optim.patience} epochs (optim.patience); the best, {best['val_top1']:.2f}%, "
+            f"was epoch {best['epoch']}"
+        )
     if dist.is_main:
         write_json(run_dir / "summary.json", _summary(cfg, result))
     return result
+
+
+def _out_of_patience(history: list[dict[str, Any]], patience: int, epochs: int) -> bool:
+    """val top-1 has not improved on its best for `patience` epochs (0: never), before the last epoch."""
+    if not patience or not history or history[-1]["epoch"] >= epochs:
+        return False
+    best = max(history, key=lambda row: row["val_top1"])  # the first epoch that reached the best
+    return history[-1]["epoch"] - best["epoch"] >= patience
 
 
 def _shard(dist: Any) -> dict[str, int]:
@@ -401,6 +445,9 @@ def _summary(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
         "best_val_top1": result.best_val_top1,
         "best_epoch": best["epoch"] if best else None,
         "epochs": len(result.history),
+        "stopped_early": bool(result.stopped_early),
+        "patience": cfg.optim.patience,
+        "skipped_images": result.skipped_images,
         "seconds": result.seconds,
         "train_images_per_s": result.train_images_per_s,
         "checkpoint": str(result.run_dir / "best.safetensors"),

@@ -32,6 +32,10 @@ class TrainState:
     best_top1: float = -1.0
     history: list[dict[str, Any]] = field(default_factory=list)
     partial: dict[str, float] = field(default_factory=dict)  # running sums of an interrupted epoch
+    seconds: float = 0.0  # wall time of the run so far, over every session (a resume adds to it)
+    train_seconds: float = 0.0  # of which in training steps, for the images/s figure
+    images_seen: int = 0
+    stopped_early: bool = False  # optim.patience ran out: a resume has nothing left to train
 
 
 def save_state(

@@ -1,0 +1,158 @@
+"""Colour jitter, RandAugment and TrivialAugment: what each op does, against Pillow where Pillow has it,
+and that the policies are seeded by the generator alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+
+from vitc.data import autoaugment as aa
+from vitc.data.transforms import TrainAugment
+from vitc.errors import VitcError
+from vitc.train.config import load_config, parse_auto_augment
+
+
+def _photo(n: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Smooth colour gradients plus noise, as 8-bit values in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 1, size)
+    across, down = ramp.view(1, -1).expand(size, size), ramp.view(-1, 1).expand(size, size)
+    base = torch.stack([across, down, 0.5 * across + 0.2])
+    x = (base.unsqueeze(0) * 0.8 + 0.2 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)
+    return (x * 255).round() / 255
+
+
+def _pil(x: torch.Tensor) -> Image.Image:
+    return Image.fromarray((x * 255).round().byte().permute(1, 2, 0).numpy())
+
+
+def _from_pil(im: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255
+
+
+one = torch.ones(1)
+
+
+@pytest.mark.parametrize(
+    ("op", "pil"),
+    [
+        (aa.brightness, ImageEnhance.Brightness),
+        (aa.color, ImageEnhance.Color),
+        (aa.contrast, ImageEnhance.Contrast),
+        (aa.sharpness, ImageEnhance.Sharpness),
+    ],
+)
+@pytest.mark.parametrize("factor", [0.0, 0.4, 1.0, 1.7])
+def test_enhance_ops_match_pillow(op, pil, factor: float) -> None:
+    x = _photo(1)
+    got = op(x, torch.tensor([factor]))
+    want = _from_pil(pil(_pil(x[0])).enhance(factor))
+    assert (got[0] - want).abs().max() <= 2.5 / 255  # Pillow rounds its grey/mean to 8 bits
+
+
+@pytest.mark.parametrize(
+    ("op", "arg", "pil"),
+    [
+        (aa.posterize, 3, lambda im: ImageOps.posterize(im, 3)),
+        (aa.solarize, 128, lambda im: ImageOps.solarize(im, 128)),
+        (aa.autocontrast, 0, ImageOps.autocontrast),
+        (aa.equalize, 0, ImageOps.equalize),
+        (aa.invert, 0, ImageOps.invert),
+    ],
+)
+def test_8bit_ops_match_pillow(op, arg: int, pil) -> None:
+    x = _photo(1) * 0.6 + 0.1  # not the full range: autocontrast and equalize have work to do
+    x = (x * 255).round() / 255
+    got = op(x, torch.tensor([float(arg)]), None)
+    want = _from_pil(pil(_pil(x[0])))
+    assert (got[0] - want).abs().max() <= 1.01 / 255
+
+
+def test_solarize_add_and_the_identity_arguments() -> None:
+    x = torch.tensor([[[[0.1, 0.6]]]])  # 26 and 153 in 8 bits
+    assert torch.allclose(aa.solarize_add(x, torch.tensor([100.0])), torch.tensor([[[[126 / 255, 153 / 255]]]]))
+    x = _photo(2)
+    assert torch.equal(aa.posterize(x, torch.tensor([8.0, 8.0])), x)
+    assert torch.equal(aa.solarize(x, torch.tensor([256.0, 256.0])), x)
+    assert torch.allclose(aa.brightness(x, torch.ones(2)), x)
+
+
+def test_geometric_ops_move_pixels_where_pillow_would() -> None:
+    x = _photo(1, size=8)
+    fill = torch.zeros(1, 3, 1, 1)
+    assert torch.equal(aa.rotate(x, torch.tensor([90.0]), fill), torch.rot90(x, 1, (-2, -1)))  # counter-clockwise
+    assert torch.equal(aa.rotate(x, torch.tensor([0.0]), fill), x)
+    moved = aa.translate_x(x, torch.tensor([2.0]), fill)
+    assert torch.equal(moved[..., :-2], x[..., 2:]) and torch.all(moved[..., -2:] == 0)  # content moved left
+    down = aa.translate_y(x, torch.tensor([-3.0]), torch.full((1, 3, 1, 1), 0.5))
+    assert torch.equal(down[..., 3:, :], x[..., :-3, :]) and torch.all(down[..., :3, :] == 0.5)  # filled
+    sheared = aa.shear_x(x, torch.tensor([0.5]), fill)  # output (x, y) shows input (x + y / 2, y), y from the centre
+    # Pillow maps pixel centres and floors: floor(x + 0.5 + (y + 0.5) / 2 - 2) = round(x + (y - 3.5) / 2)
+    pil = _from_pil(_pil(x[0]).transform((8, 8), Image.AFFINE, (1, 0.5, -2.0, 0, 1, 0), Image.NEAREST))
+    assert torch.equal(sheared[0], pil)
+
+
+def test_color_jitter_draws_one_factor_per_image_and_property() -> None:
+    x = _photo(64)
+    out = aa.color_jitter(x.clone(), torch.Generator().manual_seed(0), 0.4)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, x)
+    ratio = out.mean(dim=(1, 2, 3)) / x.mean(dim=(1, 2, 3))
+    assert ratio.min() > 0.5 and ratio.max() < 1.5 and ratio.std() > 0.05  # mean brightness moves within 1 ± 0.4-ish
+    assert torch.equal(aa.color_jitter(x.clone(), torch.Generator().manual_seed(0), 0.0), x)
+    swapped = aa.color_jitter(x.clone(), torch.Generator().manual_seed(0), 0.4)
+    assert torch.equal(swapped, out)  # the generator alone decides
+
+
+@pytest.mark.parametrize("spec", ["rand-m9-mstd0.5", "rand-m5-n3", "trivial"])
+def test_policies_are_seeded_by_the_generator(spec: str) -> None:
+    x = (_photo(32) * 255).round().to(torch.uint8)
+    aug = TrainAugment(10, (0.5,) * 3, (0.5,) * 3, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0,
+                       mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0, erase_prob=0.0,
+                       auto_augment=parse_auto_augment(spec))  # fmt: skip
+    labels = torch.zeros(32, dtype=torch.int64)
+    a, _ = aug(x, labels, torch.Generator().manual_seed(1))
+    b, _ = aug(x, labels, torch.Generator().manual_seed(1))
+    c, _ = aug(x, labels, torch.Generator().manual_seed(2))
+    plain = (x.float() / 255 - 0.5) / 0.5
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    changed = (a - plain).abs().amax(dim=(1, 2, 3)) > 1e-6
+    assert 0 < int(changed.sum()) <= 32  # RandAugment skips an op half the time; Identity is one of Trivial's
+
+
+def test_rand_levels_map_to_timms_arguments() -> None:
+    """At magnitude 9 (rand-m9): rotate 27 degrees, shear 0.27, translate 40.5% of the side, enhance
+    by 1.72, posterize to 3 bits, solarize from 230, add 99 below 128 (timm's _LEVEL_DENOM = 10)."""
+    level, sign, plus, minus = torch.tensor([9.0]), torch.tensor([False]), torch.tensor([False]), torch.tensor([True])
+    expected = {
+        "Rotate": 27.0, "ShearX": 0.27, "TranslateXRel": 0.405 * 20, "Color": 1.72, "Brightness": 1.72,
+        "Posterize": 3.0, "Solarize": 230.0, "SolarizeAdd": 99.0,
+    }  # fmt: skip
+    for name, value in expected.items():
+        assert float(aa.RAND_OPS[name][1](level, sign, 20)) == pytest.approx(value), name
+    assert float(aa.RAND_OPS["Rotate"][1](level, minus, 20)) == pytest.approx(-27.0)
+    assert float(aa.RAND_OPS["Color"][1](level, minus, 20)) == pytest.approx(1.72)  # enhance is never negated
+    assert float(aa.TRIVIAL_OPS["Rotate"][1](torch.tensor([30.0]), plus, 224)) == pytest.approx(135.0)
+    assert float(aa.TRIVIAL_OPS["Posterize"][1](torch.tensor([30.0]), plus, 224)) == 2.0
+    assert len(aa.RAND_OPS) == 15 and len(aa.TRIVIAL_OPS) == 14
+
+
+def test_recipe_keys_are_checked() -> None:
+    cfg = load_config(None, {"aug.color_jitter": 0.4})
+    assert cfg.aug.color_jitter == 0.4 and cfg.aug.auto_augment == ""
+    assert parse_auto_augment("rand-m9-mstd0.5") == {
+        "kind": "rand",
+        "magnitude": 9.0,
+        "num_ops": 2,
+        "magnitude_std": 0.5,
+    }
+    for bad, message in [
+        ({"aug.auto_augment": "rand-m12"}, "not one vitc knows"),
+        ({"aug.auto_augment": "augmix"}, "not one vitc knows"),
+        ({"aug.color_jitter": 1.5}, "in \\[0, 1\\]"),
+        ({"aug.color_jitter": 0.4, "aug.auto_augment": "trivial"}, "exclude each other"),
+    ]:
+        with pytest.raises(VitcError, match=message):
+            load_config(None, bad)

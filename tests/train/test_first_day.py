@@ -1,0 +1,310 @@
+"""A user's first day with their own photos (issue 24): the data folder names its kind, bad files are
+skipped and counted on both data paths, fine-tuning fits its defaults to the data, resumed runs count
+their whole time, early stopping, argument errors before torch, and the README's walkthrough as written."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vitc.cli.main import app
+
+runner = CliRunner()
+ROOT = Path(__file__).parents[2]
+TINY_MODEL = [
+    "--set",
+    'model.args={"depth": 1, "local_up_to_layer": 1}',
+    "--set",
+    "data.image_size=16",
+    "--set",
+    "run.amp=off",
+]
+
+
+def _jpeg(path: Path, rgb: tuple[int, int, int], size: tuple[int, int] = (24, 20), **save: Any) -> Path:
+    noise = np.random.default_rng(len(path.name) + sum(rgb)).integers(0, 40, (size[1], size[0], 3))
+    Image.fromarray(np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)).save(path, **save)
+    return path
+
+
+def write_photos(root: Path) -> Path:
+    """photos/{train,val}/{cat,dog}: reddish cats, bluish dogs, in every mode a phone or a scanner writes,
+    plus a truncated JPEG, a zero-byte "image" and a readme.txt in train/cat."""
+    colours = {"cat": (200, 60, 40), "dog": (40, 70, 200)}
+    for split, count in (("train", 8), ("val", 3)):
+        for name, rgb in colours.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                _jpeg(folder / f"{i}.JPG" if i == 0 else folder / f"{i}.jpg", rgb)
+            grey = Image.fromarray(np.full((20, 24), sum(rgb) // 3, np.uint8), mode="L")
+            grey.save(folder / "grey.png")
+            Image.new("RGBA", (24, 20), (*rgb, 128)).save(folder / "rgba.png")
+            Image.new("RGB", (24, 20), rgb).convert("CMYK").save(folder / "cmyk.jpg")
+            exif = Image.Exif()
+            exif[0x0112] = 6  # rotate 90° clockwise to show
+            _jpeg(folder / "rotated.jpeg", rgb, size=(30, 20), exif=exif)
+    cat = root / "train" / "cat"
+    whole = _jpeg(cat / "whole.jpg", (200, 60, 40), size=(64, 48)).read_bytes()
+    (cat / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (cat / "empty.jpg").write_bytes(b"")
+    (cat / "readme.txt").write_text("photos of my cat\n")
+    return root
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    return write_photos(tmp_path / "photos")
+
+
+def _train(args: list[str], runs: Path, *extra: str) -> Any:
+    return runner.invoke(app, ["train", *args, *TINY_MODEL, "--set", f"run.out_dir={runs}", *extra])
+
+
+# ---------------------------------------------------------------- 1. the data folder names its kind
+
+
+def test_a_data_dir_without_data_trains_on_that_folder(photos: Path, tmp_path: Path) -> None:
+    result = _train(["--data-dir", str(photos), "--model", "convit_micro", "--epochs", "1", "-q"], tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "runs" / "convit_micro" / "config.json").read_text())
+    assert config["data"]["name"] == "imagefolder" and config["data"]["dir"] == str(photos)
+    summary = json.loads((tmp_path / "runs" / "convit_micro" / "summary.json").read_text())
+    assert summary["data"] == "imagefolder"
+
+
+def test_a_folder_of_another_kind_or_no_kind_is_one_line(photos: Path, tmp_path: Path) -> None:
+    cifar = tmp_path / "cifar"
+    cifar.mkdir()
+    (cifar / "data_batch_1").write_bytes(b"not read: the name says what it is")
+    plain = tmp_path / "plain"
+    (plain / "cat").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--data-dir", str(plain)], "holds class folders but no train/ and val/"),
+        (["--data-dir", str(tmp_path / "empty")], "holds neither class folders"),
+        (["--data", "cifar10", "--data-dir", str(photos)], "use --data imagefolder"),
+        (["--data", "imagefolder", "--data-dir", str(cifar)], "use --data cifar10"),
+        (["--data", "digits", "--data-dir", str(photos)], "digits are bundled"),
+    ]
+    for args, message in cases:
+        result = _train(args, tmp_path / "runs")
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert "default:" not in result.output and "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- 2. bad files: skipped, counted, or named
+
+
+@pytest.mark.parametrize("stream", ["memory", "stream"])
+def test_bad_files_are_skipped_and_counted_on_both_paths(photos: Path, tmp_path: Path, stream: str) -> None:
+    runs = tmp_path / "runs"
+    result = _train(["--data-dir", str(photos), "--epochs", "2", "-q"], runs, "--set", f"data.stream={stream}")
+    assert result.exit_code == 0, result.output
+    assert "truncated.jpg" in result.output and "empty.jpg" in result.output and "readme.txt" not in result.output
+    assert result.output.count("skipped: ") == 2  # each file once, not once per epoch
+    rows = [json.loads(line) for line in (runs / "convit_micro" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["skipped_images"] for row in rows] == [2, 2]
+    assert json.loads((runs / "convit_micro" / "summary.json").read_text())["skipped_images"] == 2
+    assert "2 unreadable images skipped" in result.output
+
+
+@pytest.mark.parametrize("stream", ["memory", "stream"])
+def test_stop_names_the_file(photos: Path, tmp_path: Path, stream: str) -> None:
+    (photos / "train" / "cat" / "truncated.jpg").unlink()
+    sets = ["--set", f"data.stream={stream}", "--set", "data.on_bad_image=stop"]
+    result = _train(["--data-dir", str(photos), "--epochs", "1", "-q"], tmp_path / "runs", *sets)
+    assert result.exit_code == 2 and "empty.jpg is empty (0 bytes)" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- 4. orientation: inference reads as training
+
+
+def test_preprocess_turns_photos_upright_as_the_training_loader_does(photos: Path) -> None:
+    """A camera's portrait JPEG (stored 30×20, EXIF "rotate 90° clockwise"): vitc.preprocess of the PIL
+    image gives exactly the tensor training and `vitc eval` see, which is not the stored pixels'."""
+    import torch
+
+    import vitc
+    from vitc.data.datasets import load_dataset
+    from vitc.data.transforms import eval_transform
+    from vitc.models import get_model_cfg
+
+    model = vitc.create_model("deit_micro", img_size=16, num_classes=2)
+    cfg = get_model_cfg(model)
+    val = load_dataset("imagefolder", "val", data_dir=photos, image_size=16, crop_pct=cfg.crop_pct)
+    names = sorted(p.name for p in (photos / "val" / "cat").iterdir())
+    loaded = eval_transform(val.images[names.index("rotated.jpeg")][None], cfg.mean, cfg.std)
+    with Image.open(photos / "val" / "cat" / "rotated.jpeg") as im:
+        assert im.size == (30, 20) and im.getexif()[0x0112] == 6
+        upright = vitc.preprocess(im, model)
+        stored = vitc.preprocess(Image.fromarray(np.asarray(im)), model)  # the same pixels without the tag
+    assert torch.equal(upright, loaded)
+    assert not torch.equal(stored, loaded)
+
+
+# ---------------------------------------------------------------- 7. fine-tuning defaults fit the data
+
+
+@pytest.fixture
+def pretrained(tmp_path: Path) -> Path:
+    from vitc.checkpoint import meta_for, save_checkpoint
+    from vitc.models import create_model
+
+    model = create_model("convit_micro", depth=1, local_up_to_layer=1, img_size=16, num_classes=10)
+    return save_checkpoint(tmp_path / "w" / "model.safetensors", model, meta_for(model, class_names=list("0123456789")))
+
+
+def test_fine_tuning_fits_batch_and_lr_to_the_data_and_warns_of_few_steps(
+    photos: Path, pretrained: Path, tmp_path: Path
+) -> None:
+    args = ["--data-dir", str(photos), "--pretrained", str(pretrained), "--epochs", "2"]
+    result = _train(args, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())  # rich wraps long lines
+    assert "optim.batch_size = 8 (fine-tuning only 25 images)" in out
+    assert "optim.lr = 8.8e-05 (fine-tuning: 0.0005 at batch 256 scaled by sqrt(8/256)" in out
+    assert "optim.layer_decay = 0.75" in out
+    assert "warning: this run takes 6 optimiser steps (2 epochs of 3 at batch 8 on 25 images)" in out
+    optim = json.loads((tmp_path / "runs" / "convit_micro" / "config.json").read_text())["optim"]
+    assert (optim["batch_size"], optim["lr"], optim["layer_decay"], optim["warmup_epochs"]) == (8, 8.8e-05, 0.75, 0)
+
+
+@pytest.mark.parametrize(
+    ("images", "batch", "lr"), [(120, 8, 8.8e-5), (200, 16, 1.3e-4), (400, 32, 1.8e-4), (5000, 64, 2.5e-4)]
+)
+def test_fine_tuning_batch_gives_ten_steps_an_epoch(images: int, batch: int, lr: float) -> None:
+    """The issue's case: train/finetune_convit_tiny.toml on 120 images took 1 step of 64 an epoch at 1e-4."""
+    from vitc.train.config import load_config, resolve_defaults, resolve_for_data
+
+    cfg = load_config(ROOT / "train" / "finetune_convit_tiny.toml", {"data.dir": "x", "model.pretrained": "w"})
+    resolve_defaults(cfg)
+    _, warnings = resolve_for_data(cfg, images)
+    assert (cfg.optim.batch_size, cfg.optim.lr, cfg.optim.warmup_epochs) == (batch, lr, 3)
+    assert images // batch >= 10 and not warnings  # 30 epochs of >= 10 steps
+    scratch = load_config(None, {"optim.epochs": 2})
+    resolve_for_data(scratch, images)
+    assert (scratch.optim.batch_size, scratch.optim.lr) == (64, 1e-3)  # from scratch: as before
+
+
+# ---------------------------------------------------------------- 8 and 9: resumed time, early stopping
+
+
+def test_a_resumed_run_counts_the_time_of_every_session(tiny: dict[str, Any]) -> None:
+    sets = [a for k, v in {**tiny, "optim.epochs": 1}.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    assert runner.invoke(app, ["train", "-q", *sets]).exit_code == 0
+    first = json.loads((Path(tiny["run.out_dir"]) / "tiny" / "summary.json").read_text())["seconds"]
+    started = time.perf_counter()
+    resume = ["--resume", "--name", "tiny", "--epochs", "2", "--set", f"run.out_dir={tiny['run.out_dir']}"]
+    again = runner.invoke(app, ["train", "-q", *resume])
+    second = time.perf_counter() - started
+    assert again.exit_code == 0, again.output
+    summary = json.loads((Path(tiny["run.out_dir"]) / "tiny" / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["seconds"] > second  # this session alone is shorter
+    assert summary["seconds"] > first  # the first session's epoch, and this one's
+
+
+def test_patience_stops_the_run_and_says_so(tiny: dict[str, Any]) -> None:
+    """At a learning rate of 1e-12 val top-1 never moves: patience 1 stops after epoch 2 of 6."""
+    still = {**tiny, "optim.epochs": 6, "optim.lr": 1e-12, "optim.min_lr": 0.0, "optim.patience": 1}
+    sets = [a for k, v in still.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    result = runner.invoke(app, ["train", "-q", *sets])
+    assert result.exit_code == 0, result.output
+    assert "stopped early after epoch 2 of 6" in " ".join(result.output.split())
+    run = Path(tiny["run.out_dir"]) / "tiny"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[-1]["stopped_early"] is True and "stopped_early" not in rows[0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_early"] is True and summary["epochs"] == 2 and summary["patience"] == 1
+    resumed = runner.invoke(app, ["train", "-q", "--resume", "--name", "tiny", "--set", f"run.out_dir={run.parent}"])
+    assert resumed.exit_code == 0 and len((run / "metrics.jsonl").read_text().splitlines()) == 2  # stays stopped
+
+
+def test_augmentation_policies_train(tiny: dict[str, Any]) -> None:
+    for extra in ({"aug.auto_augment": "rand-m9-mstd0.5"}, {"aug.color_jitter": 0.4}, {"aug.auto_augment": "trivial"}):
+        sets = [a for k, v in {**tiny, "optim.epochs": 1, **extra}.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+        result = runner.invoke(app, ["train", "-q", "--force", *sets])
+        assert result.exit_code == 0, (extra, result.output)
+        config = json.loads((Path(tiny["run.out_dir"]) / "tiny" / "config.json").read_text())
+        assert all(config["aug"][k.split(".")[1]] == v for k, v in extra.items())
+
+
+# ---------------------------------------------------------------- 10. errors before torch; the next command
+
+
+BEFORE_TORCH = """
+import sys, time
+from typer.testing import CliRunner
+from vitc.cli.main import app
+started = time.perf_counter()
+result = CliRunner().invoke(app, ["train", *sys.argv[1:]])
+print(result.exit_code, round(time.perf_counter() - started, 2), "torch" in sys.modules, repr(result.output))
+"""
+
+
+def test_argument_errors_come_before_torch_and_before_the_defaults(photos: Path, tmp_path: Path) -> None:
+    cases = [
+        (["--model", "convit_mikro"], "did you mean convit_micro"),
+        (["--set", "optim.lrr=1"], "unknown config key"),
+        (["--data-dir", str(tmp_path / "nowhere")], "missing folder"),
+        (["--data", "cifar10", "--data-dir", str(photos)], "use --data imagefolder"),
+        (["--set", "aug.auto_augment=rand-m99"], "not one vitc knows"),
+        (["--pretrained", str(tmp_path / "none.pth")], "no such file or folder"),
+    ]
+    for args, message in cases:
+        done = subprocess.run([sys.executable, "-c", BEFORE_TORCH, *args], capture_output=True, text=True, check=True)
+        code, seconds, torch_loaded, output = done.stdout.strip().split(" ", 3)
+        assert code == "2" and message in output, (args, done.stdout, done.stderr)
+        assert torch_loaded == "False" and "default:" not in output, (args, output)
+        assert float(seconds) < 2.0, (args, seconds)
+
+
+def test_a_finished_run_says_the_next_command(tiny: dict[str, Any]) -> None:
+    sets = [a for k, v in {**tiny, "optim.epochs": 1}.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    result = runner.invoke(app, ["train", "-q", *sets])
+    assert result.exit_code == 0
+    assert f"next: vitc export {Path(tiny['run.out_dir']) / 'tiny'} -p fp32 -p fp16 -p int8" in result.output
+
+
+# ---------------------------------------------------------------- the README's walkthrough, as written
+
+
+def readme_walkthrough() -> list[str]:
+    """The commands of the README's "Your own photos" block (comments and continuation lines joined)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Your own photos") :]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "the README's photo walkthrough has a bash block"
+    lines = [line.split("  #")[0].strip() for line in block.group(1).replace("\\\n", " ").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_the_readme_photo_walkthrough_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_photos(tmp_path / "photos")
+    commands = readme_walkthrough()
+    assert any(c.startswith("vitc train") for c in commands) and any(c.startswith("python") for c in commands)
+    speed = [*TINY_MODEL, "--set", "optim.epochs=2"]  # the same commands, a micro model for 2 epochs
+    for command in commands:
+        argv = shlex.split(command)
+        if argv[0] == "vitc":
+            extra = speed if argv[1] == "train" else []
+            result = runner.invoke(app, [*argv[1:], *extra])
+            assert result.exit_code == 0, (command, result.output)
+        else:  # the Python API line
+            argv[0] = sys.executable if argv[0] == "python" else argv[0]
+            done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+            assert done.returncode == 0, (command, done.stderr)
+            assert re.search(r"\('(cat|dog)', 0\.\d+\)", done.stdout), done.stdout

@@ -1,0 +1,81 @@
+"""What a data folder holds, decided from its listing alone (no torch, no decoding).
+
+The CLI checks `--data-dir` with these before importing torch, so a wrong folder is a one-line error
+at once; the loaders list images with the same rule, so the in-memory and streamed paths read the
+same files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vitc.errors import VitcError
+
+# timm's IMG_EXTENSIONS: a class folder's other files (readme.txt, .DS_Store, Thumbs.db) are not images
+IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+FOLDER_LAYOUT = "<data-dir>/train/<class>/<images> and <data-dir>/val/<class>/<images>"
+CIFAR_LAYOUT = "data_batch_1..5 and test_batch from cifar-10-python.tar.gz"
+
+
+def is_image_file(name: str) -> bool:
+    """Chosen by extension, case-insensitive, as timm's ImageFolder does."""
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def list_images(class_dir: Path) -> list[str]:
+    """The visible image files' names, sorted; `os.scandir` knows file from folder without a stat per file.
+    A link that cannot be followed (one to itself: ELOOP) is listed, so its reader reports it as bad."""
+    with os.scandir(class_dir) as entries:
+        return sorted(e.name for e in entries if not e.name.startswith(".") and is_image_file(e.name) and _file(e))
+
+
+def _file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return True
+
+
+def cifar_root(data_dir: Path) -> Path | None:
+    """The folder holding CIFAR-10 batches: `data_dir` itself or the `cifar-10-batches-py` the tarball unpacks."""
+    for cand in (data_dir, data_dir / "cifar-10-batches-py"):
+        if (cand / "data_batch_1").is_file() or (cand / "test_batch").is_file():
+            return cand
+    return None
+
+
+def _has_class_folders(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+
+
+def detect_kind(data_dir: Path) -> str:
+    """imagefolder or cifar10, from what `data_dir` holds; anything else is a one-line error."""
+    if not data_dir.is_dir():
+        raise VitcError(f"missing folder {data_dir}")
+    if _has_class_folders(data_dir / "train"):
+        return "imagefolder"
+    if cifar_root(data_dir) is not None:
+        return "cifar10"
+    if _has_class_folders(data_dir) and not (data_dir / "train").exists():
+        raise VitcError(
+            f"{data_dir} holds class folders but no train/ and val/: vitc trains on {FOLDER_LAYOUT} "
+            f"(move about a fifth of each class into val/<class>/)"
+        )
+    raise VitcError(f"{data_dir} holds neither class folders ({FOLDER_LAYOUT}) nor CIFAR-10 batches ({CIFAR_LAYOUT})")
+
+
+def check_data_dir(name: str, data_dir: str | None) -> None:
+    """The folder exists and holds data of kind `name` (digits take none): one line otherwise."""
+    if name == "digits":
+        if data_dir:
+            raise VitcError(f"digits are bundled and take no folder; drop --data digits to train on {data_dir}")
+        return
+    if not data_dir:
+        raise VitcError(f"data set {name} needs a folder: --data-dir or data.dir")
+    kind = detect_kind(Path(data_dir))
+    if kind != name:
+        raise VitcError(f"{data_dir} holds {_KIND_WORDS[kind]}, not {_KIND_WORDS[name]}: use --data {kind}")
+
+
+_KIND_WORDS = {"imagefolder": "an image folder (class folders)", "cifar10": "CIFAR-10 batches"}

@@ -24,6 +24,7 @@ from vitc import __version__
 from vitc._io import sha256_file
 from vitc.checkpoint import meta_for, save_checkpoint
 from vitc.errors import VitcError
+from vitc.limits import MAX_MODEL_BYTES
 from vitc.models._registry import get_model_cfg, model_cfg, registered_module
 from vitc.models.loading import build_within_limits, load_strict
 
@@ -70,7 +71,27 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     for prefix in _PREFIXES:
         if all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix) :]: v for k, v in obj.items()}
+    _check_sizes(obj, path)
     return obj
+
+
+def _check_sizes(state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """A pickled tensor is a view (shape, strides) of a stored buffer: a zero stride repeats a few
+    stored bytes into any shape, which the first copy (a finiteness check, a resampling) would
+    allocate. Every tensor must be backed by its own bytes, and all of them within MAX_MODEL_BYTES."""
+    total = 0
+    for key, tensor in state_dict.items():
+        claimed = tensor.numel() * tensor.element_size()
+        stored = tensor.untyped_storage().nbytes()
+        if claimed > stored:
+            shape = "×".join(map(str, tensor.shape))
+            raise VitcError(
+                f"{path}: tensor {key} claims {shape} values ({claimed:,} bytes) but the file stores "
+                f"{stored:,} bytes for it (a zero-stride view); refused"
+            )
+        total += claimed
+    if total > MAX_MODEL_BYTES:
+        raise VitcError(f"{path}: the tensors claim {total / 2**30:.1f} GiB, over {MAX_MODEL_BYTES >> 30} GiB; refused")
 
 
 def check_tensors(state_dict: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:

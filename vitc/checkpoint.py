@@ -140,9 +140,18 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
     meta = _meta_in(header, path)
     shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
     model = build_within_limits(meta.model, {**meta.args, **overrides}, str(path), shapes)
-    expected = list(get_model_cfg(model).input_size)
-    if not overrides and list(meta.cfg.get("input_size", expected)) != expected:
+    model_cfg = get_model_cfg(model)
+    missing = [key for key in ("input_size", "mean", "std") if key not in meta.cfg]
+    if missing:  # what every later step feeds the model with: no silent default
+        raise VitcError(f"{path}: the metadata's cfg lacks {', '.join(missing)} (not written by vitc train or import)")
+    expected = list(model_cfg.input_size)
+    if not overrides and list(meta.cfg["input_size"]) != expected:
         raise VitcError(f"{path}: the metadata's input_size {meta.cfg['input_size']} is not the model's {expected}")
+    classes = model_cfg.num_classes
+    if meta.class_names is not None and classes > 0 and len(meta.class_names) != classes:
+        raise VitcError(
+            f"{path}: the metadata names {len(meta.class_names):,} classes for a head of {classes} outputs"
+        )
     state_dict = load_state_dict(path)
     for key, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):

@@ -113,6 +113,8 @@ def load_heldout(source: str | os.PathLike[str] | ExportManifest) -> Heldout:
             f"{path}: inconsistent held-out shapes: images {images.shape}, "
             f"labels {None if labels is None else labels.shape}, reference_logits {logits.shape}"
         )
+    if n == 0:  # every reader divides by it or concatenates per-batch results
+        raise VitcError(f"{path}: the held-out set holds no samples")
     for name, array in (("images", images), ("reference_logits", logits)):
         if array.dtype.kind != "f" or not np.isfinite(array).all():
             raise VitcError(f"{path}: the held-out {name} are not all finite floats")

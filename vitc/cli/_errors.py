@@ -8,15 +8,15 @@ import os
 from typing import Any, Callable, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from typing_extensions import get_type_hints
 
+from vitc.cli._console import console, printable
 from vitc.errors import VitcError
 
 F = TypeVar("F", bound=Callable[..., Any])
-stderr = Console(stderr=True, markup=False, highlight=False)  # messages hold paths, never markup
+stderr = console(stderr=True)  # messages hold paths and keys from files: never markup, control characters escaped
 _state = {"debug": False}
 
 
@@ -38,11 +38,6 @@ def _print_key_table(exc: VitcError) -> None:
     for row in report.rows():
         table.add_row(*row)
     stderr.print(table)
-
-
-def one_line(text: str) -> str:
-    """Control characters (a newline in a file name) shown escaped, so a message stays one line."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def evaluated(fn: F) -> F:
@@ -70,7 +65,7 @@ def handle_errors(fn: F) -> F:
             if debug_enabled():
                 raise
             _print_key_table(exc)
-            stderr.print(Text.assemble(("error:", "bold red"), " ", one_line(str(exc))), soft_wrap=True)
+            stderr.print(Text.assemble(("error:", "bold red"), " ", printable(str(exc))), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return evaluated(wrapper)  # type: ignore[return-value]

@@ -11,6 +11,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from vitc.cli._console import console as plain_console
+from vitc.cli._console import printable
 from vitc.errors import VitcError
 
 LIST_SHOWN = 12  # list items shown before "… (n items)"
@@ -175,7 +176,7 @@ def _text(value: Any, nested: bool = False) -> str:
         shown = ", ".join(_text(v, True) for v in value[:LIST_SHOWN])
         text = shown if len(value) <= LIST_SHOWN else f"{shown}, … ({len(value)} items)"
         return f"[{text}]" if nested else text
-    return str(value)
+    return printable(str(value))  # a class name or path from the file: a newline in it stays visible, in one row
 
 
 def rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:

@@ -50,22 +50,31 @@ class RunFolder:
         """Take the run's lock, or stop: another process is writing this run."""
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise VitcError(f"run.out_dir {self.out_dir} is a file, not a folder")
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.out_dir / f".{self.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise VitcError(f"cannot write in {self.out_dir}: {exc.strerror or exc}") from exc
-        try:
-            _lock(fd)
-        except OSError:
-            os.close(fd)
-            raise VitcError(
-                f"run {self.name!r} is being written by another vitc train process; wait for it, or pick --name"
-            ) from None
+        lock = self.out_dir / f".{self.name}.lock"
+        while True:
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise VitcError(f"cannot write in {self.out_dir}: {exc.strerror or exc}") from exc
+            try:
+                _lock(fd)
+            except OSError:
+                os.close(fd)
+                raise VitcError(
+                    f"run {self.name!r} is being written by another vitc train process; wait for it, or pick --name"
+                ) from None
+            if _same_file(fd, lock):
+                break
+            os.close(fd)  # the holder we waited on removed the file on release: lock the new one
         self._lock_fd = fd
 
     def release(self) -> None:
+        """Drop the lock and its file (unlinked while still held, so no run name leaves a `.NAME.lock`)."""
         if self._lock_fd is not None:
+            lock = self.out_dir / f".{self.name}.lock"
+            if _same_file(self._lock_fd, lock):
+                lock.unlink(missing_ok=True)
             os.close(self._lock_fd)  # closing the descriptor drops the lock
             self._lock_fd = None
 
@@ -101,6 +110,15 @@ class RunFolder:
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd` (a lock file unlinked by its last holder does not)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _lock(fd: int) -> None:

@@ -11,3 +11,18 @@ class VitcError(Exception):
     """
 
     exit_code = 2
+
+
+def gpu_failure(exc: BaseException, doing: str, hint: str, kept: str = "") -> VitcError | None:
+    """The one-line error for a CUDA failure raised `doing` something, or None for any other exception.
+
+    Out of GPU memory (torch.cuda.OutOfMemoryError, a RuntimeError) says what to try (`hint`); a CUDA
+    error (a device lost, reset or taken away mid-run) names itself; both end with `kept` (what of the
+    work survives). Matched by name and message, so the numpy-only runtime path needs no torch for it.
+    """
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
+        return VitcError(f"out of GPU memory {doing}; try {hint}{kept}")
+    if isinstance(exc, RuntimeError) and ("CUDA error" in text or "CUDA-capable device" in text):
+        return VitcError(f"the GPU failed {doing} ({text[:200]}); check it with nvidia-smi (lost or reset?){kept}")
+    return None

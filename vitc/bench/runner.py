@@ -17,7 +17,7 @@ from vitc.bench.report import BenchReport, BenchRow, base_environment
 from vitc.bench.timing import LatencyStats, Step, TimingPlan, collect
 from vitc.engines.accuracy import heldout_accuracy
 from vitc.engines.base import BaseRunner
-from vitc.errors import VitcError
+from vitc.errors import VitcError, gpu_failure
 from vitc.limits import MAX_BATCH
 
 
@@ -61,11 +61,38 @@ def bench_runners(
         duration=None if plan.duration is None else plan.duration / rounds,
         min_iterations=max(1, plan.min_iterations // rounds),
     )
+    doing = {"now": "loading the runners"}  # said by a CUDA failure
+    try:
+        _measure(runners, batches, share, rounds, heldout, precisions, report, doing)
+    except RuntimeError as exc:  # CUDA out of memory or a lost GPU: one line with the batch that failed
+        hint = "a smaller --batch, or --precision fp16 for PyTorch"
+        failure = gpu_failure(exc, doing["now"], hint)
+        if failure is None:
+            raise
+        raise failure from exc
+    return report
+
+
+def _measure(
+    runners: Sequence[BaseRunner],
+    batches: Sequence[int],
+    share: TimingPlan,
+    rounds: int,
+    heldout: Heldout | None,
+    precisions: dict[str, str] | None,
+    report: BenchReport,
+    doing: dict[str, str],
+) -> None:
+    """Activate every runner, measure accuracy, time every (runner, batch); rows go into `report`."""
     with contextlib.ExitStack() as stack:
         for runner in runners:  # all active at once, so that rounds can interleave them
+            doing["now"] = f"loading {runner.name}"
             stack.enter_context(runner)
             report.warnings += runner.warnings
-        drift = {r.name: heldout_accuracy(r, heldout) if heldout is not None else None for r in runners}
+        drift = {}
+        for runner in runners:
+            doing["now"] = f"running {runner.name} on the held-out set at batch size 32"
+            drift[runner.name] = heldout_accuracy(runner, heldout) if heldout is not None else None
         if heldout is not None and heldout.labels is None:
             report.warnings.append(
                 "the held-out set is generated inputs without labels (an agreement-only export): "
@@ -75,6 +102,7 @@ def bench_runners(
         for index, runner in enumerate(runners):
             for batch in batches:
                 if runner.supports_batch(batch):
+                    doing["now"] = f"at batch size {batch} ({runner.name})"
                     steps[index, batch] = _step(runner, runner.make_feed(batch))
             skipped = [b for b in batches if (index, b) not in steps]
             if skipped:
@@ -82,6 +110,7 @@ def bench_runners(
         samples: dict[tuple[int, int], dict[str, list[float]]] = {key: {} for key in steps}
         for round_index in range(rounds):
             for key, step in steps.items():
+                doing["now"] = f"at batch size {key[1]} ({runners[key[0]].name})"
                 round_plan = share if round_index == 0 else replace(share, warmup=min(share.warmup, 1))
                 for name, times in collect(step, round_plan).items():
                     samples[key].setdefault(name, []).extend(times)
@@ -101,7 +130,6 @@ def bench_runners(
                     detail=info.detail,
                 )
             )
-    return report
 
 
 def _skipped(runner: BaseRunner, skipped: Sequence[int], batches: Sequence[int]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -33,6 +35,8 @@ def compile_(
 
     from vitc._io import atomic_write, write_json
     from vitc.compile import TARGETS, compile_model
+    from vitc.compile.pipeline import CHECK_BATCH
+    from vitc.compile.program import CHECK_BATCHES
     from vitc.errors import VitcError
 
     if target not in TARGETS:
@@ -40,7 +44,8 @@ def compile_(
     started = time.perf_counter()
     model, class_names = _load(source)
     loaded = time.perf_counter() - started
-    compiled, report = compile_model(model, target=target)
+    with _gpu_errors(f"checking the compiled model at batch size {CHECK_BATCH}"):
+        compiled, report = compile_model(model, target=target)
     total = time.perf_counter() - started
 
     table = Table(title=f"vitc compile {report.model} → {target}")
@@ -69,7 +74,8 @@ def compile_(
             "mean": list(cfg["mean"]), "std": list(cfg["std"]), "class_names": class_names,
             "preprocess": preprocess_record(cfg), "compile": record,
         }  # fmt: skip
-        record["export"] = export_program(compiled, report.input_size, out / "model.pt2", meta)
+        with _gpu_errors(f"exporting the program (checked at batch sizes {', '.join(map(str, CHECK_BATCHES))})"):
+            record["export"] = export_program(compiled, report.input_size, out / "model.pt2", meta)
         write_json(out / "compile_report.json", record)
         with atomic_write(out / "compile_report.md") as tmp:
             tmp.write_text(report.to_markdown())
@@ -77,6 +83,20 @@ def compile_(
     if json_path is not None:
         write_json(json_path, record)
         console.print(f"wrote {json_path}")
+
+
+@contextmanager
+def _gpu_errors(doing: str) -> Iterator[None]:
+    """CUDA out of memory or a lost GPU as one line (a model loaded onto the GPU by the API user)."""
+    from vitc.errors import gpu_failure
+
+    try:
+        yield
+    except RuntimeError as exc:
+        failure = gpu_failure(exc, doing, "freeing the GPU (other processes on it) or compiling on the CPU")
+        if failure is None:
+            raise
+        raise failure from exc
 
 
 def _load(source: str) -> tuple[nn.Module, list[str] | None]:

@@ -23,9 +23,9 @@ from vitc._io import write_json
 from vitc._lazy import lazy_import
 from vitc.checkpoint import CheckpointMeta, meta_for, save_checkpoint
 from vitc.data.datasets import batches, make_generator
-from vitc.data.feed import final_split, open_feed
+from vitc.data.feed import EVAL_BATCH, final_split, open_feed
 from vitc.data.transforms import TrainAugment, eval_transform
-from vitc.errors import VitcError
+from vitc.errors import VitcError, gpu_failure
 from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
@@ -237,6 +237,7 @@ def _train(
     earlier = state.seconds  # a resumed run's time counts the sessions before this one
     tick: float | None = None
     unfinished: tuple[torch.Tensor, torch.Tensor] | None = None
+    doing = "before the first step"  # said by a CUDA failure
     counts_skipped = feed.streaming or cfg.data.name == "imagefolder"
 
     try:
@@ -256,6 +257,7 @@ def _train(
             epoch_batches = list(batches(len(feed), per_rank_batch, order, drop_last=full, **_shard(dist)))
             epoch_batches = epoch_batches[:steps_per_epoch]
             progress.start(epoch, cfg.optim.epochs, len(epoch_batches), state.step_in_epoch)
+            doing = f"at batch size {per_rank_batch} (epoch {epoch + 1}, training)"
             samples = feed.train_batches(epoch_batches[state.step_in_epoch :], epoch)
             tick = time.perf_counter()
             for step in range(state.step_in_epoch, len(epoch_batches)):
@@ -309,6 +311,7 @@ def _train(
                 evaluated = ema.module if ema is not None else model
                 last_lr = lr_at(state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
                 val_batches = board.tap(feed.eval_batches("val")) if board else feed.eval_batches("val")
+                doing = f"at batch size {EVAL_BATCH} (epoch {epoch + 1}, validation)"
                 val = evaluate_batches(evaluated, val_batches, mean, std, device, amp_dtype)
                 row = {
                     "epoch": epoch + 1,
@@ -368,6 +371,11 @@ def _train(
         raise TrainingInterrupted(
             f"interrupted; continue with: vitc train --resume --name {cfg.run_name}{where}"
         ) from None
+    except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
+        failure = gpu_failure(exc, doing, *_gpu_advice(cfg, per_rank_batch, amp_dtype, run_dir, state.epoch))
+        if failure is None:
+            raise
+        raise failure from exc
 
     if board:
         board.close()
@@ -393,6 +401,19 @@ def _train(
     if dist.is_main:
         write_json(run_dir / "summary.json", _summary(cfg, result))
     return result
+
+
+def _gpu_advice(
+    cfg: TrainConfig, batch: int, amp: torch.dtype | None, run_dir: Path, epochs_done: int
+) -> tuple[str, str]:
+    """(what to try after running out of GPU memory, what of the run is kept)."""
+    processes = cfg.optim.batch_size // batch  # the global batch splits evenly over them
+    hint = f"a smaller batch (--set optim.batch_size={max(1, batch // 2) * processes})"
+    if amp is None:
+        hint += " or mixed precision (--set run.amp=bf16)"
+    if not epochs_done:
+        return hint, "; no epoch had finished, so nothing was saved"
+    return hint, f"; {run_dir / 'last.safetensors'} (epoch {epochs_done}) is kept, --resume continues from it"
 
 
 def _out_of_patience(history: list[dict[str, Any]], patience: int, epochs: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -39,7 +38,7 @@ def train(
     ] = None,
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run of this name exactly.")] = False,
-    nproc: Annotated[int, typer.Option(help="Processes to launch with torchrun (DDP); 1 runs in-process.")] = 1,
+    nproc: Annotated[int, typer.Option(help="DDP processes to launch on this machine; 1 runs in-process.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Start over; the old run is replaced once the new one has a checkpoint.")
@@ -99,18 +98,17 @@ def _check_before_torch(cfg: TrainConfig, resume: bool) -> None:
 
 
 def _launch_torchrun(nproc: int) -> None:
-    """Re-run this very command under torchrun with `nproc` processes on this machine."""
+    """Re-run this very command as `nproc` ranks on this machine, in torchrun's environment; a rank
+    that dies stops the others and is named in one line (vitc.train.distributed.launch)."""
+    from vitc.train.distributed import launch
+
     argv, skip = [], False
     for arg in sys.argv[1:]:
         if skip or arg.startswith("--nproc"):
             skip = arg == "--nproc"  # its value follows
             continue
         argv.append(arg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    cmd += ["-m", "vitc.cli.main", *argv]
-    code = subprocess.call(cmd, env=os.environ.copy())
-    if code:
-        raise VitcError(f"torchrun exited with code {code}")
+    launch(argv, nproc)
 
 
 def _summary(model: str, result: RunResult) -> None:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 
 import torch
@@ -64,3 +70,82 @@ def shutdown(info: DistInfo) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- the launcher (`vitc train --nproc N`)
+
+STOP_GRACE_S = 5.0  # how long the other processes get to exit after SIGTERM before SIGKILL
+
+
+def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
+    """Run `python -m vitc.cli.main *argv` as `nproc` ranks on this machine (torchrun's environment,
+    a free local port) and watch them: when one dies, the others are stopped within seconds (a rank
+    blocked in a collective would otherwise wait for its peer for gloo's 30-minute timeout) and one
+    line says which rank died and how. A rank's own one-line error (exit code 2) is passed on as it is.
+    """
+    from vitc.errors import VitcError
+
+    with socket.socket() as sock:  # a free port for the rendezvous (torchrun --standalone does the same)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nproc)}
+    base.update(LOCAL_WORLD_SIZE=str(nproc), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # as torchrun
+    with tempfile.TemporaryDirectory(prefix="vitc-ddp-") as logs:
+        procs, errs = [], []
+        for rank in range(nproc):
+            err = open(os.path.join(logs, f"rank{rank}.err"), "w+b")  # noqa: SIM115 - closed below
+            env = {**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+            cmd = [sys.executable, "-m", "vitc.cli.main", *argv]
+            procs.append(subprocess.Popen(cmd, env=env, stderr=err))
+            errs.append(err)
+        first: tuple[int, int] | None = None  # (rank, return code) of the first process to fail
+        try:
+            while any(p.poll() is None for p in procs):
+                failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode not in (None, 0)]
+                if failed:  # a rank killed by a signal is the cause; its peers then fail in their collectives
+                    first = min(failed, key=lambda f: (f[1] >= 0, f[0]))
+                    break
+                time.sleep(poll_s)
+        except KeyboardInterrupt:  # Ctrl-C reached every rank too: let them save and exit
+            for p in procs:
+                p.wait()
+            raise
+        finally:
+            _stop(procs, STOP_GRACE_S)
+        failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]
+        first = first or (min(failed, key=lambda f: (f[1] >= 0, f[0])) if failed else None)
+        texts = []
+        for err in errs:
+            err.seek(0)
+            texts.append(err.read().decode(errors="replace"))
+            err.close()
+    if first is None:
+        sys.stderr.write(texts[0])  # rank 0's warnings; the other ranks repeat them
+        return
+    rank, code = first
+    own = [line for line in texts[rank].splitlines() if line.startswith("error: ")]
+    if code == 2 and own:  # a VitcError: every rank met the same bad input, or this one did
+        raise VitcError(own[-1][len("error: ") :])
+    if code == 130:
+        raise KeyboardInterrupt
+    if code > 0:  # a bug in that rank: its traceback is the report
+        sys.stderr.write(texts[rank])
+    how = f"exited with code {code}" if code > 0 else f"was killed by {signal.Signals(-code).name}"
+    if code == -signal.SIGKILL:
+        how += " (from outside: the out-of-memory killer or a user)"
+    others = f"; the other {'process was' if nproc == 2 else 'processes were'} stopped"
+    raise VitcError(f"rank {rank} of {nproc} {how}{others}; --resume continues from the last saved epoch")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+    """SIGTERM the processes still running, then SIGKILL whatever is left after `grace_s`."""
+    alive = [p for p in procs if p.poll() is None]
+    for p in alive:
+        p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in alive:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

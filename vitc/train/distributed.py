@@ -81,7 +81,8 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
     """Run `python -m vitc.cli.main *argv` as `nproc` ranks on this machine (torchrun's environment,
     a free local port) and watch them: when one dies, the others are stopped within seconds (a rank
     blocked in a collective would otherwise wait for its peer for gloo's 30-minute timeout) and one
-    line says which rank died and how. A rank's own one-line error (exit code 2) is passed on as it is.
+    line says which rank died and how. A rank's own one-line error (exit code 2, or 130 after Ctrl-C with
+    its resume command) is passed on as it is.
     """
     from vitc.errors import VitcError
 
@@ -106,10 +107,9 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
                     first = min(failed, key=lambda f: (f[1] >= 0, f[0]))
                     break
                 time.sleep(poll_s)
-        except KeyboardInterrupt:  # Ctrl-C reached every rank too: let them save and exit
+        except KeyboardInterrupt:  # Ctrl-C reached every rank too: they save and exit with 130
             for p in procs:
                 p.wait()
-            raise
         finally:
             _stop(procs, STOP_GRACE_S)
         failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]
@@ -124,10 +124,10 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
         return
     rank, code = first
     own = [line for line in texts[rank].splitlines() if line.startswith("error: ")]
-    if code == 2 and own:  # a VitcError: every rank met the same bad input, or this one did
-        raise VitcError(own[-1][len("error: ") :])
-    if code == 130:
-        raise KeyboardInterrupt
+    if code in (2, 130) and own:  # a VitcError (the same bad input in every rank), or Ctrl-C's resume line
+        error = VitcError(own[-1][len("error: ") :])
+        error.exit_code = code
+        raise error
     if code > 0:  # a bug in that rank: its traceback is the report
         sys.stderr.write(texts[rank])
     how = f"exited with code {code}" if code > 0 else f"was killed by {signal.Signals(-code).name}"

@@ -141,7 +141,7 @@ def torch_bench(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any
     deadline = time.monotonic() + budget
     for i, precision in enumerate(plan["precisions"]):
         stem = out / f"bench_{precision}"
-        cmd = vitc_cli("bench", *models, "--compare", "--device", plan["device"], "--precision", precision,
+        cmd = vitc_cli("bench", *models, "--compare", "--device", plan["device"], "--autocast", precision,
                        *plan["bench_args"], "--json", f"{stem}.json", "--markdown", f"{stem}.md")  # fmt: skip
         proc = run(cmd, (deadline - time.monotonic()) / (len(plan["precisions"]) - i))
         if proc.returncode != 0:

@@ -106,12 +106,50 @@ def test_bench_compare_torch(tmp_path: Path):
         assert rows[1]["runner"] == "convit_micro vitc-compiled"
 
 
+def test_bench_autocast_and_its_deprecated_alias(tmp_path: Path, monkeypatch):
+    """--autocast is PyTorch's autocast dtype; --precision, its old name, works for one release with a warning."""
+    seen: list = []
+
+    def fake_torch_runners(name, path, **options):
+        seen.append(options["autocast"])
+        return []
+
+    monkeypatch.setattr("vitc.bench.runner.torch_runners", fake_torch_runners)
+    onnx = make_tiny_onnx(tmp_path / "a.onnx")
+    common = ["bench", "-e", str(onnx), "-m", "convit_micro", "-n", "1", "--warmup", "0"]
+    new = run(*common, "--autocast", "bf16")
+    assert new.exit_code == 0, new.output
+    assert "deprecated" not in new.output
+    old = run(*common, "--precision", "fp16")
+    assert old.exit_code == 0, old.output
+    assert "--precision is deprecated: use --autocast fp16" in old.output
+    assert seen == ["bf16", "fp16"]
+    both = run(*common, "--precision", "fp16", "--autocast", "bf16")
+    assert both.exit_code == 2 and "old name of --autocast" in both.output
+    assert "--autocast" in run("bench", "--help").output
+
+
+def test_bench_onnx_precision_is_the_artifacts_not_its_io_dtype(tmp_path: Path):
+    """An fp16 export with float32 I/O is fp16 (its name, or its manifest); a bare ONNX file's is unknown."""
+    from vitc.engines.onnxrt import OnnxRuntimeRunner
+
+    named = make_tiny_onnx(tmp_path / "model.fp16.onnx", precision="fp16")
+    bare = make_tiny_onnx(tmp_path / "bare.onnx", precision="fp16")
+    for path, expected in ((named, "fp16"), (bare, "?")):
+        with OnnxRuntimeRunner(path, device="cpu", threads=1) as runner:
+            assert runner.info().precision == expected
+    with OnnxRuntimeRunner(bare, device="cpu", threads=1, precision="int8") as runner:
+        assert runner.info().precision == "int8"
+
+
 def test_build_without_tensorrt(tmp_path: Path, monkeypatch):
     onnx = make_tiny_onnx(tmp_path / "m.onnx")
     monkeypatch.setattr("vitc.engines.tensorrt.tensorrt_available", lambda: False)
     result = run("build", str(onnx))
     assert result.exit_code == 2 and "missing: TensorRT (pip install tensorrt" in result.output
     assert "no such file" in run("build", str(tmp_path / "none.onnx")).output
+    bad = run("build", str(onnx), "--precision", "fp8")  # checked before the machine is
+    assert bad.exit_code == 2 and "--precision: unknown precision 'fp8'" in bad.output
 
 
 def test_info_and_doctor(tmp_path: Path, export_dir: Path):

@@ -56,6 +56,19 @@ def test_manifest_and_heldout(export_dir: Path, tmp_path: Path):
         load_manifest(tmp_path)
 
 
+def test_precision_is_listed_and_parsed_once():
+    from vitc.artifacts import PRECISIONS, parse_precision, precision_in_name
+
+    assert PRECISIONS == ("fp32", "fp16", "int8")
+    assert precision_in_name("export/r/model.fp16.onnx") == "fp16"
+    assert precision_in_name(Path("manifest.int8.json")) == precision_in_name("convit.int8.plan") == "int8"
+    assert precision_in_name("model.onnx") is None and precision_in_name("model.bf16.onnx") is None
+    assert precision_in_name("fp16.onnx") is None  # the run name, not a precision part
+    assert parse_precision("fp32") == "fp32"
+    with pytest.raises(VitcError, match=r"m.json: unknown precision 'fp8' \(choose one of: fp32, fp16, int8\)"):
+        parse_precision("fp8", "m.json")
+
+
 def test_onnxruntime_runner(tiny_onnx: Path):
     runner = runner_for_path(tiny_onnx, device="cpu", threads=1)
     with pytest.raises(VitcError, match="activate"):
@@ -91,7 +104,7 @@ def test_torch_runner_compiled_matches_eager():
     from vitc.bench.runner import torch_runners
 
     eager, compiled = torch_runners(
-        "convit_micro", None, compare=True, torch_compile=False, device="cpu", precision="fp32"
+        "convit_micro", None, compare=True, torch_compile=False, device="cpu", autocast="fp32"
     )
     feed = {"input": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
     with eager:

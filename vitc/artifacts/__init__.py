@@ -13,7 +13,6 @@ from vitc.artifacts.manifest import (
     FORMAT,
     FORMAT_VERSION,
     IO_DTYPES,
-    PRECISIONS,
     TRT_TARGETS,
     ExportManifest,
     check_file_hash,
@@ -25,9 +24,11 @@ from vitc.artifacts.manifest import (
     parse_manifest,
     set_metadata,
 )
+from vitc.artifacts.precision import FASTEST_FIRST, PRECISIONS, Precision, parse_precision, precision_in_name
 from vitc.artifacts.sidecar import load_sidecar, sidecar_path
 
 __all__ = [
+    "FASTEST_FIRST",
     "FORMAT",
     "FORMAT_VERSION",
     "IO_DTYPES",
@@ -36,6 +37,7 @@ __all__ = [
     "BatchRange",
     "ExportManifest",
     "Heldout",
+    "Precision",
     "check_file_hash",
     "encode_heldout",
     "get_metadata",
@@ -48,6 +50,8 @@ __all__ = [
     "manifest_name",
     "onnx_name",
     "parse_manifest",
+    "parse_precision",
+    "precision_in_name",
     "prune_heldout",
     "set_metadata",
     "sidecar_path",

@@ -22,20 +22,20 @@ from typing import Any
 
 from vitc._io import check_format, parse_json, sha256_file
 from vitc.artifacts.batch import BatchRange
+from vitc.artifacts.precision import Precision, parse_precision, precision_in_name
 from vitc.errors import VitcError
 
 FORMAT = "vitc.export"
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
 IO_DTYPES = ("float32", "float16")
 TRT_TARGETS = ("8.5", "8.6", "10", "11")
 
 
-def onnx_name(precision: str) -> str:
+def onnx_name(precision: Precision) -> str:
     return f"model.{precision}.onnx"
 
 
-def manifest_name(precision: str) -> str:
+def manifest_name(precision: Precision) -> str:
     return f"manifest.{precision}.json"
 
 
@@ -82,7 +82,7 @@ class ExportManifest:
     path: Path
     model: str
     input_size: tuple[int, int, int]
-    precision: str
+    precision: Precision
     io_dtype: str
     batch: BatchRange
     input_name: str = "input"
@@ -123,9 +123,7 @@ def parse_manifest(record: Any, path: Path) -> ExportManifest:
     """Validate a manifest record (already parsed JSON)."""
     source = str(path)
     record = check_format(record, FORMAT, FORMAT_VERSION, source, "vitc export manifest")
-    precision = _require(record, "precision", source)
-    if precision not in PRECISIONS:
-        raise VitcError(f"{source}: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    precision = parse_precision(_require(record, "precision", source), source)
     io_dtype = record.get("io_dtype", "float32")
     if io_dtype not in IO_DTYPES:
         raise VitcError(f"{source}: io_dtype {io_dtype!r} is not one of {', '.join(IO_DTYPES)}")
@@ -152,7 +150,7 @@ def _build(
     record: dict[str, Any],
     path: Path,
     size: list[int],
-    precision: str,
+    precision: Precision,
     io_dtype: str,
     batch_range: BatchRange,
     trt_target: Any,
@@ -224,8 +222,8 @@ def manifest_for(artifact: str | os.PathLike[str]) -> ExportManifest | None:
     artifact = Path(artifact)
     if artifact.is_dir():
         return load_manifest(artifact)
-    precision = artifact.name.split(".")[-2] if artifact.name.count(".") >= 2 else None
-    for name in (f"manifest.{precision}.json" if precision else None, "manifest.json"):
+    precision = precision_in_name(artifact)
+    for name in (manifest_name(precision) if precision else None, "manifest.json"):
         if name and (artifact.parent / name).is_file():
             manifest = load_manifest(artifact.parent / name)
             if artifact.resolve() == manifest.onnx_path.resolve():

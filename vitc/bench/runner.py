@@ -65,7 +65,7 @@ def bench_runners(
     try:
         _measure(runners, batches, share, rounds, heldout, precisions, report, doing)
     except RuntimeError as exc:  # CUDA out of memory or a lost GPU: one line with the batch that failed
-        hint = "a smaller --batch, or --precision fp16 for PyTorch"
+        hint = "a smaller --batch, or --autocast fp16 for PyTorch"
         failure = gpu_failure(exc, doing["now"], hint)
         if failure is None:
             raise
@@ -158,7 +158,7 @@ def torch_runners(
     compare: bool,
     torch_compile: bool,
     device: str,
-    precision: str,
+    autocast: str,
     seed: int = 0,
 ) -> list[BaseRunner]:
     """Eager (and with --compare vitc-compiled) PyTorch runners sharing the same weights."""
@@ -181,7 +181,7 @@ def torch_runners(
                     compiled=compiled,
                     torch_compile=compiled_by_torch,
                     device=device,
-                    precision=precision,
+                    autocast=autocast,
                     name=name,
                 )
             )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitc.artifacts import BatchRange, ExportManifest, Heldout
+from vitc.artifacts import BatchRange, ExportManifest, Heldout, Precision
 from vitc.artifacts.sidecar import plan_record
 from vitc.engines.base import LazyModule
 from vitc.engines.tensorrt import (
@@ -41,7 +41,7 @@ else:
 class BuildOptions:
     onnx: Path
     output: Path
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     batch: BatchRange | None = None  # overrides the manifest's range
     workspace_mb: int | None = None
     opt_level: int | None = None
@@ -122,7 +122,7 @@ def make_sidecar(
     trt_version: str,
     gpu: dict[str, str] | None,
     jetson: dict[str, str] | None,
-    precision: str,
+    precision: Precision,
     plan: PrecisionPlan,
     profile: Profile,
     onnx_path: Path,

@@ -7,9 +7,10 @@ numpy, TensorRT, cuda-python (or pycuda), typer and rich.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import typer
+from rich.console import Console
 from typing_extensions import Annotated
 
 from vitc.cli._console import console, labelled
@@ -32,7 +33,13 @@ def bench(
         bool, typer.Option("--torch-compile", help="PyTorch: also run each variant under torch.compile.")
     ] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda (PyTorch; ONNX Runtime: cpu forces the CPU EP).")] = "cpu",
-    precision: Annotated[str, typer.Option(help="PyTorch autocast: fp32, fp16 or bf16.")] = "fp32",
+    autocast: Annotated[
+        Optional[str],
+        typer.Option(help="PyTorch runners: autocast to fp16 or bf16 (default fp32). Artifacts keep their own."),
+    ] = None,
+    precision: Annotated[
+        Optional[str], typer.Option("--precision", hidden=True, help="Deprecated alias of --autocast.")
+    ] = None,
     batch: Annotated[str, typer.Option("--batch", "-b", help="Batch sizes, e.g. 1,8,32.")] = "1",
     warmup: Annotated[int, typer.Option(help="Warm-up calls per batch size (not timed).")] = 5,
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed calls per batch size.")] = 30,
@@ -54,14 +61,12 @@ def bench(
     ] = None,
 ) -> None:
     """Benchmark engines (--engine, repeatable) and/or a PyTorch model (--model/--ckpt); the first is the baseline."""
-    from vitc._io import atomic_write
-    from vitc.artifacts import load_heldout, manifest_for
-    from vitc.bench.runner import bench_runners, parse_batches, torch_runners
+    from vitc.artifacts import load_heldout
+    from vitc.bench.runner import bench_runners, parse_batches
     from vitc.bench.timing import TimingPlan
-    from vitc.engines import backend_for_path, runner_for_path
-    from vitc.engines.base import BaseRunner
-    from vitc.engines.platform import jetson_info, jetson_power_warnings
 
+    terminal = console()
+    dtype = _autocast(autocast, precision, terminal)
     if not engine and not model and ckpt is None:
         raise VitcError("nothing to benchmark: give --engine PATH (repeatable) and/or --model NAME / --ckpt PATH")
     if (compare or torch_compile) and not model and ckpt is None:
@@ -69,53 +74,98 @@ def bench(
     batches = parse_batches(batch)
     plan = TimingPlan(warmup=warmup, iterations=iterations, duration=duration)
     heldout = load_heldout(data) if data is not None else None
-
-    runners: list[BaseRunner] = []
-    precisions: dict[str, str] = {}
-    for path in engine or []:
-        backend = backend_for_path(path)
-        if backend == "onnxrt":
-            runner = runner_for_path(path, device="cpu" if device == "cpu" else "auto", threads=threads)
-        else:
-            runner = runner_for_path(path, cuda_graph=cuda_graph)
-        runner.name = _unique(
-            f"{path.parent.name}/{path.name}" if path.parent.name else path.name, [r.name for r in runners]
-        )
-        manifest = manifest_for(path) if backend == "onnxrt" else None
-        if manifest is not None:
-            precisions[runner.name] = manifest.precision
-        runners.append(runner)
-    sources = [(None, ckpt)] if ckpt is not None else []
-    sources += [(name, None) for name in model or []]
-    for name, path in sources:  # torch is imported only here, when PyTorch runners are asked for
-        runners += torch_runners(
-            name, path, compare=compare, torch_compile=torch_compile, device=device, precision=precision
-        )
-
-    terminal = console()
-    warnings: list[str] = []
-    jetson = jetson_info()
-    if jetson is not None:
-        facts, warnings = jetson_power_warnings()
-        jetson.update({k: str(v) for k, v in facts.items()})
+    runners = _engine_runners(engine or [], device=device, threads=threads, cuda_graph=cuda_graph)
+    runners += _pytorch_runners(
+        model or [], ckpt, compare=compare, torch_compile=torch_compile, device=device, autocast=dtype
+    )
+    jetson, warnings = _platform()
     for line in warnings:
         terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
 
-    report = bench_runners(runners, batches, plan, heldout=heldout, precisions=precisions, rounds=rounds)
+    report = bench_runners(runners, batches, plan, heldout=heldout, rounds=rounds)
     report.warnings[:0] = warnings
     if jetson is not None:
         report.environment["jetson"] = jetson
     for line in report.warnings[len(warnings) :]:
         terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
     terminal.print(report.to_table())
-    if json_out is not None:
-        with atomic_write(json_out) as tmp:
-            tmp.write_text(report.to_json())
-        terminal.print(f"wrote {json_out}")
-    if markdown is not None:
-        with atomic_write(markdown) as tmp:
-            tmp.write_text(report.to_markdown())
-        terminal.print(f"wrote {markdown}")
+    _write_report(report, json_out, markdown, terminal)
+
+
+def _autocast(autocast: Optional[str], precision: Optional[str], terminal: Console) -> str:
+    """--autocast, or the deprecated --precision it replaces (kept for one release, with a warning)."""
+    if precision is not None:
+        if autocast is not None and autocast != precision:
+            raise VitcError(
+                f"--precision is the old name of --autocast: give one of them, not {precision} and {autocast}"
+            )
+        terminal.print(
+            labelled("warning:", "yellow", f"vitc bench --precision is deprecated: use --autocast {precision}"),
+            soft_wrap=True,
+        )
+    return autocast or precision or "fp32"
+
+
+def _engine_runners(paths: List[Path], *, device: str, threads: Optional[int], cuda_graph: bool) -> list:
+    """One runner per --engine file, named by folder/file; an export's precision comes from its manifest."""
+    from vitc.artifacts import manifest_for
+    from vitc.engines import backend_for_path, runner_for_path
+
+    runners: list = []
+    for path in paths:
+        if backend_for_path(path) == "onnxrt":
+            manifest = manifest_for(path)
+            runner = runner_for_path(
+                path,
+                device="cpu" if device == "cpu" else "auto",
+                threads=threads,
+                precision=manifest.precision if manifest is not None else None,
+            )
+        else:
+            runner = runner_for_path(path, cuda_graph=cuda_graph)
+        runner.name = _unique(
+            f"{path.parent.name}/{path.name}" if path.parent.name else path.name, [r.name for r in runners]
+        )
+        runners.append(runner)
+    return runners
+
+
+def _pytorch_runners(
+    models: List[str], ckpt: Optional[Path], *, compare: bool, torch_compile: bool, device: str, autocast: str
+) -> list:
+    """PyTorch runners for --ckpt and each --model; torch is imported only here, when they are asked for."""
+    from vitc.bench.runner import torch_runners
+
+    sources = [(None, ckpt)] if ckpt is not None else []
+    sources += [(name, None) for name in models]
+    runners: list = []
+    for name, path in sources:
+        runners += torch_runners(
+            name, path, compare=compare, torch_compile=torch_compile, device=device, autocast=autocast
+        )
+    return runners
+
+
+def _platform() -> Tuple[Optional[Dict[str, str]], List[str]]:
+    """On a Jetson: its facts for the report and the power-mode warnings (MAXN, clocks); elsewhere nothing."""
+    from vitc.engines.platform import jetson_info, jetson_power_warnings
+
+    jetson = jetson_info()
+    if jetson is None:
+        return None, []
+    facts, warnings = jetson_power_warnings()
+    jetson.update({k: str(v) for k, v in facts.items()})
+    return jetson, list(warnings)
+
+
+def _write_report(report: Any, json_out: Optional[Path], markdown: Optional[Path], terminal: Console) -> None:
+    from vitc._io import atomic_write
+
+    for path, text in ((json_out, report.to_json), (markdown, report.to_markdown)):
+        if path is not None:
+            with atomic_write(path) as tmp:
+                tmp.write_text(text())
+            terminal.print(f"wrote {path}")
 
 
 def _unique(name: str, taken: list[str]) -> str:

@@ -29,21 +29,25 @@ def build(
     ] = False,
     hardware_compat: Annotated[str, typer.Option(help="none, ampere+ or same-cc (10.9+).")] = "none",
     precision: Annotated[
-        Optional[str], typer.Option(help="Override the precision read from the manifest/file name.")
+        Optional[str], typer.Option(help="fp32, fp16 or int8: override the precision read from the manifest/file name.")
     ] = None,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Skip the held-out drift check after the build.")
     ] = False,
 ) -> None:
     """Build a TensorRT engine for this machine's TensorRT and GPU; the drift check runs the held-out set."""
-    from vitc.artifacts import BatchRange, manifest_for
+    from vitc.artifacts import BatchRange, manifest_for, parse_precision, precision_in_name
     from vitc.build.tensorrt import BuildOptions, build_engine, check_build_machine
 
     if not onnx.is_file():
         raise VitcError(f"{onnx}: no such file")
+    if precision is not None:
+        parse_precision(precision, "--precision")
     check_build_machine()  # TensorRT, CUDA bindings, a GPU: one line naming what is missing, before anything else
     manifest = manifest_for(onnx)
-    chosen = precision or (manifest.precision if manifest else None) or _precision_from_name(onnx)
+    chosen = parse_precision(
+        precision or (manifest.precision if manifest else None) or precision_in_name(onnx) or "fp32"
+    )
     if out is None:
         run = onnx.parent.name or onnx.stem
         out = Path("engines") / f"{run}.{chosen}.plan"
@@ -92,10 +96,3 @@ DRIFT_FIELDS = (
     ("max_abs_diff", "max |Δ| {:.3g}"),
     ("cosine", "cosine {:.5f}"),
 )
-
-
-def _precision_from_name(onnx: Path) -> str:
-    for precision in ("int8", "fp16", "fp32"):
-        if f".{precision}." in onnx.name:
-            return precision
-    return "fp32"

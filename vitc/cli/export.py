@@ -93,8 +93,10 @@ def _next_command(results: list) -> str:
     exports on ONNX Runtime with their held-out set (as Ctrl-C in `vitc train` names `vitc export`)."""
     import importlib.util
 
+    from vitc.artifacts import FASTEST_FIRST, onnx_name
+
     paths = [r.onnx_path for r in results]
-    fastest = next((q for p in ("int8", "fp16", "fp32") for q in paths if q.name == f"model.{p}.onnx"), paths[0])
+    fastest = next((q for p in FASTEST_FIRST for q in paths if q.name == onnx_name(p)), paths[0])
     spec = importlib.util.find_spec("tensorrt")
     if spec is not None and spec.origin is not None:  # tensorrt-stubs alone is a namespace without an origin
         return f"next: vitc build {fastest}"

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from vitc._lazy import lazy_import
+from vitc.artifacts.precision import Precision, precision_in_name
 from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
 from vitc.engines.platform import cpu_cores
 from vitc.errors import VitcError
@@ -55,9 +56,12 @@ class OnnxRuntimeRunner(BaseRunner):
         device: str = "auto",
         threads: int | None = None,
         name: str | None = None,
+        precision: Precision | None = None,
     ) -> None:
+        """`precision`: the manifest's; default the one the file name carries (`model.fp16.onnx`), else unknown."""
         self.path = Path(path)
         super().__init__(name or self.path.name)
+        self.precision = precision or precision_in_name(self.path)
         self.device = device
         self.threads = threads or cpu_cores()
         self.session: Any = None
@@ -113,10 +117,9 @@ class OnnxRuntimeRunner(BaseRunner):
     def info(self) -> RunnerInfo:
         provider = self.providers[0] if self.providers else "?"
         device = "cpu" if provider == "CPUExecutionProvider" else "cuda"
-        precision = "fp16" if any(m.dtype == "float16" for m in self._inputs) else "fp32"
         return RunnerInfo(
             backend=self.backend,
             device=device,
-            precision=precision,
+            precision=self.precision or "?",  # never guessed from the I/O dtype: fp16 graphs can have fp32 I/O
             detail={"providers": self.providers, "threads": self.threads, "path": str(self.path)},
         )

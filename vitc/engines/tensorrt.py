@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vitc.artifacts.precision import Precision, parse_precision
 from vitc.artifacts.sidecar import FORMAT as SIDECAR_FORMAT
 from vitc.artifacts.sidecar import check_sidecar_matches, load_sidecar, sidecar_path
 from vitc.engines.base import LazyModule
@@ -120,10 +121,9 @@ class PrecisionPlan:
     strongly_typed: bool
 
 
-def precision_plan(feat: TrtFeatures, precision: str) -> PrecisionPlan:
+def precision_plan(feat: TrtFeatures, precision: Precision) -> PrecisionPlan:
     """The flags for an ONNX graph whose precision is baked in (fp32, fp16 via casts, int8 via Q/DQ)."""
-    if precision not in ("fp32", "fp16", "int8"):
-        raise VitcError(f"unknown precision {precision!r} (fp32, fp16, int8)")
+    parse_precision(precision)
     network = ["EXPLICIT_BATCH"] if feat.explicit_batch_flag else []
     if feat.strongly_typed_only:  # 11.x: types come from the graph, there is nothing to set
         return PrecisionPlan(tuple(network), (), True)

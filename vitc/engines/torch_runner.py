@@ -57,12 +57,12 @@ class TorchRunner(BaseRunner):
         compiled: bool = False,
         torch_compile: bool = False,
         device: str = "cpu",
-        precision: str = "fp32",
+        autocast: str = "fp32",
         threads: int | None = None,
         name: str | None = None,
     ) -> None:
-        if precision not in AUTOCAST:
-            raise VitcError(f"unknown precision {precision!r} for PyTorch (fp32, fp16, bf16)")
+        if autocast not in AUTOCAST:
+            raise VitcError(f"unknown autocast dtype {autocast!r} for PyTorch (fp32, fp16, bf16)")
         if device not in ("cpu", "cuda"):
             raise VitcError(f"unknown device {device!r} (cpu, cuda)")
         label = getattr(loader, "label", "model")
@@ -72,7 +72,7 @@ class TorchRunner(BaseRunner):
         self.compiled = compiled
         self.torch_compile = torch_compile
         self.device = device
-        self.precision = precision
+        self.autocast = autocast
         self.threads = threads
         self.module: Any = None
         self.compile_report: Any = None
@@ -109,7 +109,7 @@ class TorchRunner(BaseRunner):
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(feed["input"], dtype=np.float32)).to(self.device)
-        dtype = AUTOCAST[self.precision]
+        dtype = AUTOCAST[self.autocast]
         with torch.inference_mode():
             if dtype is None:
                 y = self.module(x)
@@ -136,4 +136,4 @@ class TorchRunner(BaseRunner):
             detail["torch"] = self._torch.__version__
             if self.device == "cuda":
                 detail["gpu"] = self._torch.cuda.get_device_name()
-        return RunnerInfo(backend=self.backend, device=self.device, precision=self.precision, detail=detail)
+        return RunnerInfo(backend=self.backend, device=self.device, precision=self.autocast, detail=detail)

@@ -3,6 +3,7 @@
 Heavy packages (torch, onnx, onnxruntime, onnxscript) are imported lazily inside the functions.
 """
 
-from vitc.export.pipeline import PRECISIONS, ExportOptions, ExportResult, export_checkpoint
+from vitc.artifacts.precision import PRECISIONS
+from vitc.export.pipeline import ExportOptions, ExportResult, export_checkpoint
 
 __all__ = ["PRECISIONS", "ExportOptions", "ExportResult", "export_checkpoint"]

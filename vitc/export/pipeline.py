@@ -18,7 +18,7 @@ import numpy as np
 from vitc import artifacts
 from vitc._io import atomic_write, sha256_file, write_json
 from vitc._lazy import lazy_import
-from vitc.artifacts import PRECISIONS, BatchRange
+from vitc.artifacts import BatchRange, Precision, parse_precision
 from vitc.artifacts.manifest import preprocess_record
 from vitc.errors import VitcError
 from vitc.limits import MAX_CALIB_IMAGES
@@ -33,7 +33,7 @@ GENERATED_BYTES = 64 << 20
 
 @dataclass
 class ExportOptions:
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     out: Path = Path("export")
     run: str | None = None
     trt: str | None = None
@@ -67,8 +67,7 @@ def validate(opts: ExportOptions) -> tuple[int, BatchRange]:
     from vitc.export.trt_rules import DEFAULT_OPSET, check_opset, check_version
     from vitc.quant.calib import CALIB_METHODS
 
-    if opts.precision not in PRECISIONS:
-        raise VitcError(f"unknown precision {opts.precision!r} (choose one of: {', '.join(PRECISIONS)})")
+    parse_precision(opts.precision)
     if opts.trt is not None:
         check_version(opts.trt)
     opset = opts.opset or (DEFAULT_OPSET[opts.trt] if opts.trt else 17)

@@ -136,3 +136,35 @@ def long_thin_png(path: Path, width: int = 1_000_000) -> Path:
 def checkpoint_like(meta: CheckpointMeta, good: Path, path: Path) -> Path:
     """`good`'s tensors under a whole new metadata record."""
     return rewrite_header(good, path, lambda h: h["__metadata__"].update({META_KEY: meta.to_json()}))
+
+
+def zero_stride_pos_embed(path: Path, grid: int = 60_000) -> Path:
+    """A .pth whose pos_embed is one stored token repeated by a zero stride into a grid×grid grid:
+    a few KB on disk, (1 + grid²) × 32 floats (460 GB at 60,000²) once anything copies it."""
+    sd = foreign_state_dict()
+    dim = sd["pos_embed"].shape[-1]
+    sd["pos_embed"] = torch.zeros(1, 1, dim).expand(1, 1 + grid * grid, dim)
+    torch.save(sd, path)
+    return path
+
+
+def empty_heldout(path: Path, classes: int = 10) -> Path:
+    """A well-formed held-out set with 0 samples."""
+    np.savez(path, images=np.zeros((0, 3, 32, 32), np.float32), labels=np.zeros(0, np.int64),
+             reference_logits=np.zeros((0, classes), np.float32))  # fmt: skip
+    return path
+
+
+def symlink_loops(root: Path) -> Path:
+    """An image folder where train/a holds a folder linking to its parent and a file linking to itself."""
+    image_folder(root)
+    (root / "train" / "a" / "up").symlink_to("..", target_is_directory=True)
+    (root / "train" / "a" / "self.png").symlink_to("self.png")
+    (root / "val" / "loop").symlink_to("loop")  # a class "folder" that is a link to itself
+    return root
+
+
+def deep_dotted_toml(path: Path, depth: int = 3000) -> Path:
+    """A recipe whose one key is `depth` dotted parts long (tomllib recurses once per part)."""
+    path.write_text("a." * depth + "b = 1\n")
+    return path

@@ -54,7 +54,7 @@ def bounded(seconds: int = SECONDS) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def _tree_digest(root: Path) -> dict[str, str]:
+def tree_digest(root: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
@@ -121,6 +121,14 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
     w["pth_inf"] = h.pth(root / "inf.pth", {**sd, norm: torch.full_like(sd[norm], float("inf"))})
     w["pth_pos_1d"] = h.pth(root / "pos_1d.pth", {**sd, "pos_embed": sd["pos_embed"].flatten()})
     w["pth_pos_nonsquare"] = h.pth(root / "pos_ns.pth", {**sd, "pos_embed": torch.zeros(1, 1 + 15, 32)})
+    w["pth_zero_stride"] = h.zero_stride_pos_embed(root / "zero_stride.pth")
+
+    # third round: metadata that later steps trust
+    w["ckpt_cfg_empty"] = h.rewrite_meta(good, root / "cfg_empty.safetensors", cfg={})
+    w["ckpt_classes_1e6"] = h.rewrite_meta(
+        good, root / "classes_1e6.safetensors", class_names=[f"c{i}" for i in range(1_000_000)]
+    )
+    w["ckpt_ansi"] = h.rewrite_meta(good, root / "ansi.safetensors", class_names=["\x1b[2J\x1b[31mred", *"123456789"])
 
     # export artifacts: manifests and held-out sets
     export_dir = root / "export_copy"
@@ -134,6 +142,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
     np.savez(nan_heldout, images=np.zeros((4, 3, 32, 32), np.float32), labels=np.zeros(4, np.int64),
              reference_logits=np.full((4, 10), np.nan, np.float32))  # fmt: skip
     w["heldout_nan"] = nan_heldout
+    w["heldout_empty"] = h.empty_heldout(root / "empty_heldout.npz")
     w["onnx_fp32"] = export_dir / "model.fp32.onnx"
 
     # ONNX files with absurd or unusable inputs
@@ -147,6 +156,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
     bomb_set = h.image_folder(root / "bomb_set")
     h.long_thin_png(bomb_set / "train" / "a" / "thin.png")
     w["folder_bomb"] = bomb_set
+    w["folder_loops"] = h.symlink_loops(root / "loop_set")
     cifar = root / "cifar"
     cifar.mkdir()
     for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
@@ -157,6 +167,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
     # recipes
     w["recipe_deep"] = root / "deep.toml"
     w["recipe_deep"].write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    w["recipe_dotted"] = h.deep_dotted_toml(root / "dotted.toml")
+    w["recipe_10000"] = root / "size_10000.toml"
+    w["recipe_10000"].write_text("[data]\nimage_size = 10000\n")
     w["recipe_nan"] = root / "nan.toml"
     w["recipe_nan"].write_text("[optim]\nlr = nan\n")
     (root / "a_file").write_text("")
@@ -193,6 +206,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
 IMPORT = ["import", "-m", "deit_micro", "-o", "{out}"]
 SMALL = ["--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"]
 TRAIN = ["train", "-q", "--set", "run.out_dir={out}"]
+ONE_EPOCH = [*TRAIN, "--set", "optim.epochs=1", "--data", "imagefolder"]
 EXPORT = ["export", "{good}", "-o", "{out}"]
 BENCH = ["bench", "-e", "{onnx_fp32}", "-n", "1"]
 CASES: list[tuple[str, list[str], str]] = [
@@ -204,8 +218,16 @@ CASES: list[tuple[str, list[str], str]] = [
     ("heldout declares 1e6 images", [*BENCH, "--data", "{heldout_bomb}"], "declares"),
     ("onnx input 100000²", ["bench", "-e", "{onnx_100k}", "-n", "1"], "100000"),
     ("import --img-size 100000", [*IMPORT, "{good}", "--img-size", "100000"], "img"),
-    ("png 1×1,000,000", [*TRAIN, "--data", "imagefolder", "--data-dir", "{folder_bomb}"], "thin.png"),
     ("cifar self-referential list", [*TRAIN, "--data", "cifar10", "--data-dir", "{cifar_loop}"], "data_batch_1"),
+    ("pth pos_embed zero stride", [*IMPORT, "{pth_zero_stride}", *SMALL], "zero-stride"),
+    ("recipe image_size 10000", ["train", "{recipe_10000}", "--set", "run.out_dir={out}"], "data.image_size"),
+    ("digits at 4096² in memory", [*TRAIN, "--set", "data.image_size=4096"], "GiB decoded"),
+    # third round: tracebacks and inconsistent metadata
+    ("ckpt cfg {}", ["export", "{ckpt_cfg_empty}", "-o", "{out}"], "input_size"),
+    ("heldout 0 samples", [*BENCH, "--data", "{heldout_empty}"], "no samples"),
+    ("recipe dotted key 3000 deep", ["train", "{recipe_dotted}"], "dotted.toml"),
+    ("ckpt 1e6 class names, 10 outputs", ["export", "{ckpt_classes_1e6}", "-o", "{out}"], "for a head of 10 outputs"),
+    ("symlink loop, stop", [*ONE_EPOCH, "--data-dir", "{folder_loops}", "--set", "data.on_bad_image=stop"], "self.png"),
     # paths from metadata
     ("ckpt data.dir elsewhere", ["export", "{ckpt_data_dir}", "-o", "{out}"], "--data-dir"),
     # option values
@@ -279,7 +301,7 @@ def test_hostile_input(world: dict[str, Path], argv: list[str], expected: str, t
     if any("{runs}" in a for a in argv):
         shutil.copytree(world["runs_template"], tmp_path / "runs")
     argv = [a.format(**places) if "{" in a else a for a in argv]
-    before = _tree_digest(world["root"])
+    before = tree_digest(world["root"])
     with bounded():
         result = runner.invoke(app, argv)
     output = result.output
@@ -288,4 +310,27 @@ def test_hostile_input(world: dict[str, Path], argv: list[str], expected: str, t
     lines = [line for line in output.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("error: ") and sum(line.startswith("error:") for line in lines) == 1, output
     assert expected in output, output
-    assert _tree_digest(world["root"]) == before, "a file outside the case's output folder changed"
+    assert tree_digest(world["root"]) == before, "a file outside the case's output folder changed"
+
+
+# (id, argv template, fragments the output must hold): hostile input a command handles and goes on with
+HANDLED: list[tuple[str, list[str], list[str]]] = [
+    ("png 1×1,000,000 skipped in memory", [*ONE_EPOCH, "--data-dir", "{folder_bomb}"], ["skipped:", "thin.png"]),
+    ("symlink loops skipped", [*ONE_EPOCH, "--data-dir", "{folder_loops}"], ["skipped:", "self.png"]),
+    ("ANSI escapes in class names", ["info", "{ckpt_ansi}"], ["\\x1b[2J\\x1b[31mred"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in HANDLED], ids=[c[0] for c in HANDLED])
+def test_hostile_input_handled(world: dict[str, Path], argv: list[str], expected: list[str], tmp_path: Path) -> None:
+    """Exit 0, what was left out said, no control character from the data reaches the terminal."""
+    places = {k: str(v) for k, v in world.items()} | {"out": str(tmp_path / "out")}
+    argv = [a.format(**places) if "{" in a else a for a in argv]
+    before = tree_digest(world["root"])
+    with bounded():
+        result = runner.invoke(app, argv)
+    assert result.exit_code == 0, (result.exit_code, result.output[-3000:], result.exception)
+    assert "\x1b" not in result.output, "a control character from the data reached the terminal"
+    assert all(fragment in result.output for fragment in expected), result.output[-3000:]
+    assert tree_digest(world["root"]) == before, "a file outside the case's output folder changed"

@@ -175,15 +175,15 @@ def test_fine_tuning_fits_batch_and_lr_to_the_data_and_warns_of_few_steps(
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())  # rich wraps long lines
     assert "optim.batch_size = 8 (fine-tuning only 25 images)" in out
-    assert "optim.lr = 8.8e-05 (fine-tuning: 0.0005 at batch 256 scaled by sqrt(8/256)" in out
+    assert "optim.lr = 0.00018 (fine-tuning: 0.002 at batch 1024 scaled by sqrt(8/1024)" in out
     assert "optim.layer_decay = 0.75" in out
     assert "warning: this run takes 6 optimiser steps (2 epochs of 3 at batch 8 on 25 images)" in out
     optim = json.loads((tmp_path / "runs" / "convit_micro" / "config.json").read_text())["optim"]
-    assert (optim["batch_size"], optim["lr"], optim["layer_decay"], optim["warmup_epochs"]) == (8, 8.8e-05, 0.75, 0)
+    assert (optim["batch_size"], optim["lr"], optim["layer_decay"], optim["warmup_epochs"]) == (8, 1.8e-04, 0.75, 0)
 
 
 @pytest.mark.parametrize(
-    ("images", "batch", "lr"), [(120, 8, 8.8e-5), (200, 16, 1.3e-4), (400, 32, 1.8e-4), (5000, 64, 2.5e-4)]
+    ("images", "batch", "lr"), [(120, 8, 1.8e-4), (200, 16, 2.5e-4), (400, 32, 3.5e-4), (5000, 64, 5e-4)]
 )
 def test_fine_tuning_batch_gives_ten_steps_an_epoch(images: int, batch: int, lr: float) -> None:
     """The issue's case: train/finetune_convit_tiny.toml on 120 images took 1 step of 64 an epoch at 1e-4."""

@@ -237,7 +237,7 @@ FINETUNE_WARMUP_SHARE = 0.1  # fine-tuning warms up over a tenth of the run (rou
 FINETUNE_LAYER_DECAY = 0.75
 FINETUNE_BATCHES = (64, 32, 16, 8)
 FINETUNE_STEPS_PER_EPOCH = 10
-FINETUNE_BASE_LR, FINETUNE_BASE_BATCH = 5e-4, 256  # MAE's fine-tuning base rate (with layer decay) and its batch
+FINETUNE_BASE_LR, FINETUNE_BASE_BATCH = 2e-3, 1024  # MAE's fine-tuning rate (with layer decay) at its batch
 FEW_STEPS = 100  # a run of fewer optimiser steps gets a warning
 FLIP_DEFAULTS = {  # is a mirrored image still an image of its class?
     "digits": (False, "mirrored digits are other glyphs"),
@@ -286,8 +286,9 @@ def resolve_for_data(cfg: TrainConfig, n_train: int, world_size: int = 1) -> tup
 
     From scratch: batch 64 at lr 1e-3. With --pretrained: the largest batch of 64, 32, 16, 8 that
     gives FINETUNE_STEPS_PER_EPOCH steps an epoch (120 photos: 8, not one step of 64), and MAE's
-    fine-tuning base rate, 5e-4 at batch 256, scaled by sqrt(batch / 256): timm's rule for adaptive
-    optimisers (a linear rule would give 1.6e-5 at batch 8, too little for a new classifier).
+    fine-tuning rate, 2e-3 at batch 1024 (its base 5e-4 per 256), scaled by sqrt(batch / 1024):
+    timm's rule for adaptive optimisers (linear scaling would give 1.6e-5 at batch 8, too little
+    for a new classifier).
     """
     notes, warnings = [], []
     tuning = bool(cfg.model.pretrained)

@@ -157,6 +157,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
     h.long_thin_png(bomb_set / "train" / "a" / "thin.png")
     w["folder_bomb"] = bomb_set
     w["folder_loops"] = h.symlink_loops(root / "loop_set")
+    w["folder_ansi"] = h.image_folder(root / "ansi_set")
+    (w["folder_ansi"] / "train" / "a" / "\x1b[2J\x1b[31mred.png").write_bytes(b"")  # unreadable: named when skipped
     cifar = root / "cifar"
     cifar.mkdir()
     for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
@@ -318,6 +320,7 @@ HANDLED: list[tuple[str, list[str], list[str]]] = [
     ("png 1×1,000,000 skipped in memory", [*ONE_EPOCH, "--data-dir", "{folder_bomb}"], ["skipped:", "thin.png"]),
     ("symlink loops skipped", [*ONE_EPOCH, "--data-dir", "{folder_loops}"], ["skipped:", "self.png"]),
     ("ANSI escapes in class names", ["info", "{ckpt_ansi}"], ["\\x1b[2J\\x1b[31mred"]),
+    ("ANSI escapes in a skipped file", [*ONE_EPOCH, "--data-dir", "{folder_ansi}"], ["\\x1b[2J\\x1b[31mred.png"]),
 ]
 
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 
 from vitc._io import write_json
 from vitc._lazy import lazy_import
+from vitc._text import PlainConsole
 from vitc.checkpoint import CheckpointMeta, meta_for, save_checkpoint
 from vitc.data.datasets import batches, make_generator
 from vitc.data.feed import EVAL_BATCH, final_split, open_feed
@@ -97,7 +97,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
     device = pick_device(cfg.run.device)
     dist = init_distributed(device.type)
     for note in defaults if show_progress and dist.is_main else ():
-        Console(markup=False, highlight=False).print(f"default: {note}")
+        PlainConsole(markup=False, highlight=False).print(f"default: {note}")
     if cfg.log.tensorboard:
         lazy_import("tensorboard")  # missing: one clear error before any data is loaded
     if dist.enabled and device.type == "cuda":
@@ -153,14 +153,14 @@ def _train(
         workers=cfg.run.workers,
         pin_memory=device.type == "cuda",
         index_cache=folder.path / "index.json" if dist.is_main else None,
-        report=lambda line: Console(soft_wrap=True).print(line, highlight=False, markup=False),
+        report=lambda line: PlainConsole(soft_wrap=True).print(line, highlight=False, markup=False),
     )
     cleanup.callback(feed.close)  # worker processes end with the run, however it ends
     if show_progress and dist.is_main and feed.streaming:
-        Console().print(data_note, highlight=False, markup=False)
+        PlainConsole().print(data_note, highlight=False, markup=False)
     fitted, warnings = resolve_for_data(cfg, len(feed), dist.world_size)  # batch and lr fit to the data size
     if dist.is_main:
-        say = Console(markup=False, highlight=False, soft_wrap=True).print
+        say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
         for note in fitted if show_progress else ():
             say(f"default: {note}")
         for warning in warnings if not resume else ():
@@ -177,7 +177,7 @@ def _train(
     if pretrained is not None:
         note = load_pretrained(model, pretrained, feed.class_names)
         if show_progress and dist.is_main:
-            Console(markup=False, highlight=False).print(note)
+            PlainConsole(markup=False, highlight=False).print(note)
     if cfg.optim.freeze == "backbone":
         freeze_backbone(model)
     mean, std = get_model_cfg(model).mean, get_model_cfg(model).std

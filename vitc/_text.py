@@ -1,0 +1,27 @@
+"""Text from files and folders on a terminal: control characters escaped, never interpreted.
+
+A class name, model name, metadata value or path can carry an ANSI escape sequence (recolour, clear
+or rewrite the terminal) or a newline (a message that looks like two). Every console vitc prints
+on, in the CLI and in the training loop alike, is a `PlainConsole`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+
+def printable(text: str) -> str:
+    """Control characters (ESC, a newline in a file name) shown escaped, so text from a file stays one line
+    and cannot drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+class PlainConsole(Console):
+    """A console that escapes the control characters of every string it renders (table cells, titles,
+    printed text); the line breaks of vitc's own multi-line strings stay."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str("\n".join(printable(line) for line in text.split("\n")), **kwargs)

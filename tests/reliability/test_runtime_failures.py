@@ -99,6 +99,25 @@ def test_train_out_of_gpu_memory_keeps_the_last_checkpoint(
     assert [json.loads(row)["epoch"] for row in rows] == [1, 2]
 
 
+def test_train_out_of_gpu_memory_in_the_final_test(tmp_path: Path, user: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OOM scoring the best checkpoint on the test split, after the last epoch: one line, the run kept."""
+    from vitc.train import loop
+
+    calls: list[int] = []
+    evaluate = loop.evaluate_batches
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # epoch 1's validation, then the final test
+            raise torch.cuda.OutOfMemoryError(OOM)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_batches", failing)
+    result = invoke(["train", "-q", *TINY, "--set", f"run.out_dir={tmp_path / 'runs'}", "--name", "t"])
+    line = refused(result, "out of GPU memory at batch size 256 (the final test)", "vitc eval scores it")
+    assert str(tmp_path / "runs" / "t") in line and (tmp_path / "runs" / "t" / "best.safetensors").is_file()
+
+
 @pytest.mark.slow
 def test_train_gpu_lost(tmp_path: Path, user: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A CUDA error from the device (lost, reset) in the first step: one line, the error named."""

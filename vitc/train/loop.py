@@ -13,7 +13,7 @@ import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -372,10 +372,7 @@ def _train(
             f"interrupted; continue with: vitc train --resume --name {cfg.run_name}{where}"
         ) from None
     except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
-        failure = gpu_failure(exc, doing, *_gpu_advice(cfg, per_rank_batch, amp_dtype, run_dir, state.epoch))
-        if failure is None:
-            raise
-        raise failure from exc
+        _reraise_gpu(exc, doing, *_gpu_advice(cfg, per_rank_batch, amp_dtype, run_dir, state.epoch))
 
     if board:
         board.close()
@@ -386,7 +383,12 @@ def _train(
 
         best, _ = load_model(run_dir / "best.safetensors")
         # the same precision as val during training: one checkpoint, one accuracy for the same images
-        test = evaluate_batches(best.to(device), feed.eval_batches("test"), mean, std, device, amp_dtype)
+        try:
+            test = evaluate_batches(best.to(device), feed.eval_batches("test"), mean, std, device, amp_dtype)
+        except RuntimeError as exc:
+            hint = "mixed precision (--set run.amp=bf16)" if amp_dtype is None else "freeing the GPU (other processes)"
+            done = f"; the trained run is complete in {run_dir}: vitc eval scores it (on the CPU)"
+            _reraise_gpu(exc, f"at batch size {EVAL_BATCH} (the final test)", hint, done)
     rate = state.images_seen / state.train_seconds if state.train_seconds else 0.0
     seconds = earlier + time.perf_counter() - started  # the whole run, over every resumed session
     result = RunResult(run_dir, state.history, state.best_top1, test, rate, seconds, final_split(cfg.data))
@@ -401,6 +403,14 @@ def _train(
     if dist.is_main:
         write_json(run_dir / "summary.json", _summary(cfg, result))
     return result
+
+
+def _reraise_gpu(exc: RuntimeError, doing: str, hint: str, kept: str) -> NoReturn:
+    """Raise a CUDA failure as its one-line VitcError; anything else as it was (call in `except`)."""
+    failure = gpu_failure(exc, doing, hint, kept)
+    if failure is None:
+        raise exc  # not a CUDA failure: a bug, with its traceback
+    raise failure from exc
 
 
 def _gpu_advice(

@@ -25,8 +25,12 @@ def train(
         Optional[Path], typer.Argument(help="A recipe TOML, e.g. train/convit_micro_digits.toml.")
     ] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name (model.name).")] = None,
-    data: Annotated[Optional[str], typer.Option(help="digits, cifar10 or imagefolder (data.name).")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of cifar10 or imagefolder data (data.dir).")] = None,
+    data: Annotated[
+        Optional[str], typer.Option(help="digits, cifar10 or imagefolder (data.name; default: what --data-dir holds).")
+    ] = None,
+    data_dir: Annotated[
+        Optional[Path], typer.Option(help="Class folders (DIR/train/<class>/, DIR/val/<class>/) or CIFAR-10 batches.")
+    ] = None,
     epochs: Annotated[Optional[int], typer.Option(help="optim.epochs")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (run.device).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name: the folder under train/runs (run.name).")] = None,

@@ -208,7 +208,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
 IMPORT = ["import", "-m", "deit_micro", "-o", "{out}"]
 SMALL = ["--set", "depth=1", "--set", "embed_dim=32", "--set", "num_heads=2"]
 TRAIN = ["train", "-q", "--set", "run.out_dir={out}"]
-ONE_EPOCH = [*TRAIN, "--set", "optim.epochs=1", "--data", "imagefolder"]
+ONE_EPOCH = [*TRAIN, "--set", "optim.epochs=1", "--data", "imagefolder", "--set", "model.name=deit_micro"]
+ONE_EPOCH += ["--set", "model.args.depth=1", "--set", "model.args.embed_dim=32", "--set", "model.args.num_heads=2"]
 EXPORT = ["export", "{good}", "-o", "{out}"]
 BENCH = ["bench", "-e", "{onnx_fp32}", "-n", "1"]
 CASES: list[tuple[str, list[str], str]] = [

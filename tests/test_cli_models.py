@@ -46,11 +46,11 @@ def test_stale_table_is_recomputed_once_then_cached(monkeypatch: pytest.MonkeyPa
     calls = []
     row = {"name": "convit_micro", "family": "convit", "params": 1, "gmacs": 0.5, "input_size": [3, 32, 32]}
 
-    def compute() -> dict:
+    def compute() -> list:
         calls.append(1)
-        return {"digest": _zoo.sources_digest(), "models": [row]}
+        return [row]
 
-    monkeypatch.setattr(_stats, "compute_table", compute)
+    monkeypatch.setattr(_stats, "zoo_rows", compute)
     assert _zoo.zoo_stats() == [row] and len(calls) == 1
     assert _zoo.zoo_stats("convit*") == [row] and len(calls) == 1  # second call: the user cache
     assert _zoo.zoo_stats("cvt*") == []

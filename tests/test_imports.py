@@ -52,3 +52,35 @@ def test_a_missing_dependency_names_the_extra_that_brings_it(monkeypatch: pytest
     tiny += ["--set", "model.args.local_up_to_layer=1"]
     result = CliRunner().invoke(app, ["train", "-q", "--set", f"run.out_dir={tmp_path}", *tiny])
     assert result.exit_code == 2 and "pip install 'vitc[torch]'" in result.output, result.output
+
+
+def _imports_between_parts() -> dict[str, set[str]]:
+    """{part: parts it imports} over every import statement (function-level ones too), where a part is a
+    top-level package or module of vitc (`export`, `quant`, `_zoo`, `models`, …)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "vitc"
+    edges: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        part = path.relative_to(root).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] if node.module != "vitc" else [f"vitc.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "vitc" and len(parts) > 1 and parts[1] != part and parts[1] != "__init__":
+                    edges.setdefault(part, set()).add(parts[1])
+    return edges
+
+
+def test_no_two_parts_import_each_other() -> None:
+    """Imports point down the stages (docs/architecture.md): no cycle such as export ↔ quant or _zoo ↔ models."""
+    edges = _imports_between_parts()
+    cycles = sorted(f"{a} ↔ {b}" for a in edges for b in edges[a] if a < b and a in edges.get(b, set()))
+    assert cycles == []
+    assert "export" not in edges["quant"] and "_zoo" not in edges["models"]

@@ -5,7 +5,7 @@ FlopCounterMode, seconds for the zoo (docs/benchmarks.md), much of it importing 
 keyed by a digest of the model sources and the torch version: `vitc/models/zoo_stats.json` ships
 with the package; a stale or missing one is recomputed once (vitc.models._stats) and kept in the
 user cache (`$VITC_CACHE_DIR`, default ~/.cache/vitc). Regenerate the shipped table with
-`python -m vitc.models._stats`.
+`python -m vitc._zoo`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 from vitc._io import write_json
 from vitc.errors import VitcError
+from vitc.errors import unknown_model as unknown_model  # re-exported: `vitc train` checks names through vitc._zoo
 
 MODELS_DIR = Path(__file__).with_name("models")
 SHIPPED = MODELS_DIR / "zoo_stats.json"
@@ -37,6 +38,14 @@ def sources_digest() -> str:
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         digest.update(importlib.metadata.version("torch").encode())
     return digest.hexdigest()
+
+
+def compute_table() -> dict[str, Any]:
+    """The record the table files hold: every registered model counted (seconds: imports torch), and
+    the digest of what the counts depend on."""
+    from vitc.models._stats import zoo_rows
+
+    return {"digest": sources_digest(), "models": zoo_rows()}
 
 
 def cache_file() -> Path:
@@ -58,8 +67,6 @@ def zoo_stats(pattern: str = "*") -> list[dict[str, Any]]:
     digest = sources_digest()
     rows = _read(SHIPPED, digest) or _read(cache_file(), digest)
     if rows is None:
-        from vitc.models._stats import compute_table
-
         record = compute_table()
         rows = record["models"]
         with contextlib.suppress(VitcError):  # a read-only home only costs the next call the same seconds
@@ -83,10 +90,6 @@ def _is_register(decorator: ast.expr) -> bool:
     return isinstance(func, ast.Name) and func.id == "register_model"
 
 
-def unknown_model(name: str, names: list[str]) -> VitcError:
-    """The error for a name that is not registered, suggesting close names."""
-    import difflib
-
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `vitc models` lists them"
-    return VitcError(f"unknown model {name!r}{hint}")
+if __name__ == "__main__":  # python -m vitc._zoo: regenerate the table shipped with the package
+    write_json(SHIPPED, compute_table())
+    print(f"wrote {SHIPPED}")

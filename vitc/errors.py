@@ -26,3 +26,12 @@ def gpu_failure(exc: BaseException, doing: str, hint: str, kept: str = "") -> Vi
     if isinstance(exc, RuntimeError) and ("CUDA error" in text or "CUDA-capable device" in text):
         return VitcError(f"the GPU failed {doing} ({text[:200]}); check it with nvidia-smi (lost or reset?){kept}")
     return None
+
+
+def unknown_model(name: str, names: list[str]) -> VitcError:
+    """The error for a model name that is not among `names` (the registered ones), suggesting close names."""
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `vitc models` lists them"
+    return VitcError(f"unknown model {name!r}{hint}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -57,28 +58,28 @@ def make_tiny_onnx(path: Path, batch: int | str = "batch", precision: str = "fp3
     return path
 
 
-def manifest_record(**overrides: object) -> dict[str, object]:
-    record: dict[str, object] = {
-        "format": "vitc.export",
-        "version": 1,
-        "model": "tiny",
-        "args": {},
-        "input_size": [3, 8, 8],
-        "mean": [0.5] * 3,
-        "std": [0.5] * 3,
-        "class_names": [str(i) for i in range(10)],
-        "precision": "fp32",
-        "io_dtype": "float32",
-        "opset": 17,
-        "trt_target": "10",
-        "batch": {"min": 1, "opt": 4, "max": 8},
-        "input_name": "input",
-        "output_name": "logits",
-        "source_checkpoint": {"path": "x", "sha256": "0"},
-        "onnx_sha256": None,
-        "drift": {"samples": 4, "top1": 50.0},
-        "heldout": "heldout.npz",
-    }
+def manifest_record(**overrides: object) -> Dict[str, object]:
+    """The tiny model's export manifest as `vitc export` writes it (`ExportManifest.to_record`);
+    `overrides` replace keys of that JSON record, invalid values included, to test the reader."""
+    from vitc.artifacts import BatchRange, ExportManifest
+
+    manifest = ExportManifest(
+        path=Path("manifest.fp32.json"),
+        model="tiny",
+        input_size=(3, 8, 8),
+        precision="fp32",
+        io_dtype="float32",
+        batch=BatchRange(1, 4, 8),
+        opset=17,
+        trt_target="10",
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        class_names=[str(i) for i in range(10)],
+        source_checkpoint={"path": "x", "sha256": "0"},
+        drift={"samples": 4, "top1": 50.0},
+        heldout="heldout.npz",
+    )
+    record = manifest.to_record()
     record.update(overrides)
     return record
 

@@ -26,7 +26,7 @@ def test_build_and_run_tiny(tmp_path: Path, export_dir: Path, precision: str):
     plan = tmp_path / f"tiny.{precision}.plan"
     result = build_engine(BuildOptions(onnx=manifest.onnx_path, output=plan, precision=precision, manifest=manifest))
     side = load_sidecar(plan)
-    assert side is not None and side["engine_drift"]["agreement"] >= 90.0 and result.sidecar["gpu"]["name"]
+    assert side is not None and side.engine_drift["agreement"] >= 90.0 and result.sidecar.gpu["name"]
     with TensorRTRunner(plan) as runner:
         out = runner.infer({"input": np.zeros((4, 3, 8, 8), np.float32)})["logits"]
         assert out.shape == (4, 10) and runner.gpu_time is not None
@@ -46,7 +46,7 @@ def test_build_convit_engines_and_bench(tmp_path: Path, exports: dict) -> None:
         manifest = load_manifest(result.manifest_path)
         plan = tmp_path / f"convit_micro.{precision}.plan"
         build_engine(BuildOptions(onnx=result.onnx_path, output=plan, precision=precision, manifest=manifest))
-        drift = load_sidecar(plan)["engine_drift"]  # against the PyTorch FP32 reference logits
+        drift = load_sidecar(plan).engine_drift  # against the PyTorch FP32 reference logits
         assert -drift["delta_top1"] <= {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}[precision], drift
         assert drift["agreement"] >= 97.0, drift
         plans.append(plan)

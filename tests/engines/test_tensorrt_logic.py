@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.engines.conftest import manifest_record
-from vitc.artifacts import BatchRange, parse_manifest
+from vitc.artifacts import BatchRange, parse_manifest, parse_sidecar
 from vitc.build import tensorrt as B
 from vitc.engines import tensorrt as T
 from vitc.errors import VitcError
@@ -93,24 +93,25 @@ def test_version_mismatch_is_one_line():
     assert "8.6.2.3" in message and "10.3.0.26" in message and "\n" not in message
     assert T.check_plan_compat(parsed, "8.6.2.3") == []
     # version-compatible plans run on a newer TensorRT, not an older one
-    vc = {"format": "vitc.engine", "options": {"version_compatible": True}}
+    vc = parse_sidecar({"format": "vitc.engine", "options": {"version_compatible": True}})
     assert T.check_plan_compat(parsed, "10.3.0", vc) == []
     with pytest.raises(VitcError, match="older"):
         T.check_plan_compat(T.parse_plan_header(header((10, 3, 0, 0))), "8.6.2", vc)
     # pre-8.6 plan: the sidecar's version is used
     old = T.parse_plan_header(header((0, 0, 0, 0)))
     with pytest.raises(VitcError, match=r"8\.5\.2"):
-        T.check_plan_compat(old, "10.3.0", {"tensorrt": "8.5.2.2"})
+        T.check_plan_compat(old, "10.3.0", parse_sidecar({"format": "vitc.engine", "tensorrt": "8.5.2.2"}))
 
 
 def test_gpu_mismatch():
     parsed = T.parse_plan_header(header())
-    side = {"gpu": {"name": "Orin", "compute_capability": "8.7"}, "options": {"hardware_compat": "none"}}
+    record = {"format": "vitc.engine", "gpu": {"name": "Orin", "compute_capability": "8.7"}, "options": {}}
+    side = parse_sidecar(record)
     with pytest.raises(VitcError, match=r"compute capability 8\.7"):
         T.check_plan_compat(parsed, "10.3.0.26", side, {"name": "RTX 4090", "compute_capability": "8.9"})
     warn = T.check_plan_compat(parsed, "10.3.0.26", side, {"name": "Orin NX", "compute_capability": "8.7"})
     assert warn and "Orin NX" in warn[0]
-    side["options"]["hardware_compat"] = "ampere+"
+    side = parse_sidecar({**record, "options": {"hardware_compat": "ampere+"}})
     assert T.check_plan_compat(parsed, "10.3.0.26", side, {"name": "A100", "compute_capability": "8.0"}) == []
     with pytest.raises(VitcError, match="Ampere"):
         T.check_plan_compat(parsed, "10.3.0.26", side, {"name": "T4", "compute_capability": "7.5"})
@@ -148,10 +149,11 @@ def test_sidecar_contents(tmp_path: Path):
         options={"dla_core": None},
         dla_fallback=["Softmax_3"],
     )
-    json.dumps(side)
-    assert side["format"] == "vitc.engine" and side["tensorrt"] == "10.3.0" and side["strongly_typed"] is True
-    assert side["network_flags"] == ["STRONGLY_TYPED"] and side["profile"]["opt"] == [4, 3, 8, 8]
-    assert side["onnx"]["sha256"] == "abc" and side["export_drift"] == {"samples": 4, "top1": 50.0}
-    assert side["jetson"]["jetpack"] == "6.1/6.2" and side["build_seconds"] == 12.346
-    assert side["dla_fallback_layers"] == ["Softmax_3"]
+    record = json.loads(json.dumps(side.to_record()))
+    assert record["format"] == "vitc.engine" and record["tensorrt"] == "10.3.0" and record["strongly_typed"] is True
+    assert record["network_flags"] == ["STRONGLY_TYPED"] and record["profile"]["opt"] == [4, 3, 8, 8]
+    assert record["onnx"]["sha256"] == "abc" and record["export_drift"] == {"samples": 4, "top1": 50.0}
+    assert record["jetson"]["jetpack"] == "6.1/6.2" and record["build_seconds"] == 12.346
+    assert record["dla_fallback_layers"] == ["Softmax_3"]
+    assert parse_sidecar(record).to_record() == record  # the reader reads what the writer writes
     assert T.sidecar_path(tmp_path / "a.plan").name == "a.plan.json"

@@ -115,7 +115,7 @@ def test_timing_cache_new_reused_and_foreign(version, fake, tiny_onnx, tmp_path)
     cache.write_bytes(foreign)
     third = B.build_engine(B.BuildOptions(output=tmp_path / "c.plan", **opts))
     assert any("does not match" in w for w in third.warnings)
-    assert (tmp_path / "c.plan").is_file() and sidecar(tmp_path / "c.plan")["tensorrt"] == third.sidecar["tensorrt"]
+    assert (tmp_path / "c.plan").is_file() and sidecar(tmp_path / "c.plan")["tensorrt"] == third.sidecar.tensorrt
     assert cache.read_bytes() == foreign
 
 
@@ -153,7 +153,7 @@ def test_dla_with_gpu_fallback(version, fake, tmp_path):
     fake(version, dla_cores=2)
     onnx = make_tiny_onnx(tmp_path / "m.fp16.onnx", 4, "fp16")
     result = B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "d.plan", precision="fp16", dla_core=1))
-    assert result.dla_fallback == ["Softmax_4"] and result.sidecar["options"]["dla_core"] == 1
+    assert result.dla_fallback == ["Softmax_4"] and result.sidecar.dla_core == 1
     with TensorRTRunner(result.plan) as runner:  # the runtime is put on the plan's DLA core
         assert runner._runtime.DLA_core == 1 and runner.info().device == "dla"
         assert runner.infer({"input": np.ones((4, 3, 8, 8), np.float32)})["logits"].shape == (4, 10)
@@ -186,7 +186,7 @@ def test_ampere_plus_before_10_9(version, fake, tiny_onnx, tmp_path):
     with pytest.raises(AttributeError):
         trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY  # noqa: B018
     opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", hardware_compat="ampere+", check=False)
-    assert B.build_engine(opts).sidecar["options"]["hardware_compat"] == "ampere+"
+    assert B.build_engine(opts).sidecar.hardware_compat == "ampere+"
 
 
 def test_a_renamed_attribute_fails_on_the_releases_without_it(fake, tiny_onnx, monkeypatch, tmp_path):

@@ -57,9 +57,9 @@ def test_manifest_and_metadata(exports: dict, trained_ckpt) -> None:
         props = mf.get_metadata(onnx.load(str(result.onnx_path)))
         assert "onnx_sha256" not in props
         assert props["precision"] == precision and props["batch"] == m["batch"] and props["drift"] == m["drift"]
-    assert exports["fp32"].manifest["batch"] == {"min": 1, "opt": 4, "max": 8}
-    assert exports["int8"].manifest["batch"] == {"min": 8, "opt": 8, "max": 8}
-    cal = exports["int8"].manifest["calibration"]
+    assert exports["fp32"].manifest.batch.to_dict() == {"min": 1, "opt": 4, "max": 8}
+    assert exports["int8"].manifest.batch.to_dict() == {"min": 8, "opt": 8, "max": 8}
+    cal = exports["int8"].manifest.calibration
     assert (
         cal["method"] == "minmax" and cal["images"] == 128 and cal["data"] == "digits" and len(cal["data_sha256"]) == 64
     )
@@ -70,7 +70,7 @@ def test_heldout_reproduces_reference(exports: dict) -> None:
     from vitc.artifacts.drift import compare_logits
 
     result = exports["fp32"]
-    held = np.load(result.onnx_path.parent / result.manifest["heldout"])
+    held = np.load(result.onnx_path.parent / result.manifest.heldout)
     assert held["images"].dtype == np.float32 and held["labels"].dtype == np.int64
     assert held["reference_logits"].dtype == np.float32
     (logits,) = run_batches(session(str(result.onnx_path)), held["images"], BatchRange(1, 4, 8))
@@ -103,7 +103,7 @@ def test_trt85_export_has_no_layernorm(trained_ckpt, tmp_path) -> None:
     ops = Counter(n.op_type for n in proto.graph.node)
     assert "LayerNormalization" not in ops and ops["ReduceMean"] >= 2 and ops["Sqrt"] >= 1
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) <= 16
-    assert result.manifest["trt_target"] == "8.5" and result.manifest["opset"] == 16
+    assert result.manifest.trt_target == "8.5" and result.manifest.opset == 16
     assert check_onnx(proto, "8.5") == []
 
 

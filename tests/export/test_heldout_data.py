@@ -60,7 +60,7 @@ def test_eval_defaults_to_the_training_data_and_names_it(tmp_path: Path) -> None
 
 
 def test_manifest_carries_the_preprocessing(exports: dict) -> None:
-    record = exports["fp32"].manifest["preprocess"]
+    record = exports["fp32"].manifest.preprocess
     assert record["center_crop"] == [32, 32] and record["channel_order"] == "RGB" and record["layout"] == "NCHW"
-    assert record["interpolation"] == "bicubic" and record["mean"] == exports["fp32"].manifest["mean"]
+    assert record["interpolation"] == "bicubic" and record["mean"] == list(exports["fp32"].manifest.mean)
     assert record["resize_shorter_side"] == round(32 / record["crop_pct"])

@@ -38,7 +38,7 @@ def test_fp16_structure(exports: dict) -> None:
     assert len(casts) >= 2 * sum(n.op_type == "Softmax" for n in nodes)
     fp16_weights = [t for t in proto.graph.initializer if t.data_type == TensorProto.FLOAT16]
     assert len(fp16_weights) >= sum(n.op_type == "MatMul" for n in nodes) - 4  # all but the attention BMMs
-    assert exports["fp16"].manifest["io_dtype"] == "float32"
+    assert exports["fp16"].manifest.io_dtype == "float32"
 
 
 def test_fp16_logits_follow_the_fp32_model(exports: dict, digits_reference: dict) -> None:
@@ -67,7 +67,7 @@ def test_fp16_io(trained_ckpt, tmp_path) -> None:
     assert proto.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT16
     assert mixed_type_nodes(proto) == []
     (out,) = session(str(result.onnx_path)).run(None, {"input": np.zeros((1, 3, 32, 32), np.float16)})
-    assert out.dtype == np.float16 and result.manifest["io_dtype"] == "float16"
+    assert out.dtype == np.float16 and result.manifest.io_dtype == "float16"
 
 
 def test_fp16_trt85_keeps_decomposed_layernorm_fp32(trained_ckpt, tmp_path) -> None:

@@ -37,7 +37,7 @@ def test_int8_structure(exports: dict) -> None:
         )
     ]  # fmt: skip
     # patch Conv + qkv/proj/fc1/fc2 per block (the compiled GPSA fuses qk and v; uncompiled has one more)
-    assert len(quantized) == len(weighted) == exports["int8"].manifest["precision_report"]["quantized"] >= 9
+    assert len(quantized) == len(weighted) == exports["int8"].manifest.precision_report["quantized"] >= 9
     # weights: int8 initializer → DQ (no Q); activations: Q → DQ, shared between consumers
     assert len(dq) == len(q) + len(weighted) and len(q) >= len(quantized) - 2
     for node in q + dq:
@@ -78,12 +78,12 @@ def test_int8_logits_follow_the_fp32_model(exports: dict, digits_reference: dict
     assert got.shape == ref.shape and np.abs(got - ref).max() > 1e-3  # quantised, not a float copy
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.95
     assert (got.argmax(1) == labels).mean() >= (ref.argmax(1) == labels).mean() - 0.01
-    assert exports["int8"].manifest["precision_report"]["excluded"]["/head/Gemm"] == "classifier head"
+    assert exports["int8"].manifest.precision_report["excluded"]["/head/Gemm"] == "classifier head"
 
 
 def test_int8_keeps_positional_tables_float(exports: dict) -> None:
     """Compiled GPSA applies its constant P_x, P_y to v (constant first input): probabilities, not weights."""
-    excluded = exports["int8"].manifest["precision_report"]["excluded"]
+    excluded = exports["int8"].manifest.precision_report["excluded"]
     positional = [name for name, why in excluded.items() if why.startswith("positional table")]
     assert len(positional) == 2  # the one GPSA block of the fixture: P_x along columns, P_y along rows
     assert all(name.startswith("/blocks.0/attn/") for name in positional)
@@ -102,7 +102,7 @@ def test_int8_exclude_pattern(trained_ckpt, tmp_path) -> None:
     for node in proto.graph.node:
         if node.name.startswith("/blocks.1/") and node.op_type == "MatMul":
             assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
-    assert result.manifest["calibration"]["method"] == "entropy"
+    assert result.manifest.calibration["method"] == "entropy"
 
 
 def test_int8_percentile_calibration_on_an_image_folder(trained_ckpt, tmp_path) -> None:
@@ -129,16 +129,16 @@ def test_int8_percentile_calibration_on_an_image_folder(trained_ckpt, tmp_path) 
         calib_images=6, calib_method="percentile", max_drop=100.0,
     )  # fmt: skip
     result = export_checkpoint(trained_ckpt, options, say=lambda _m: None)
-    calibration = result.manifest["calibration"]
+    calibration = result.manifest.calibration
     assert calibration["method"] == "percentile" and calibration["data"] == "imagefolder"
     assert calibration["images"] == 6 and len(calibration["data_sha256"]) == len(hashlib.sha256().hexdigest())
-    assert result.manifest["drift"]["agreement"] > 50.0
+    assert result.manifest.drift["agreement"] > 50.0
 
 
 def test_int8_weights_take_a_quarter_of_the_bytes(exports: dict) -> None:
     """No float copy of a quantized weight is left: the file shrinks towards a quarter of the FP32 one."""
-    report = exports["int8"].manifest["precision_report"]
-    assert report["weights"] == "int8" and exports["int8"].manifest["trt_target"] is None
+    report = exports["int8"].manifest.precision_report
+    assert report["weights"] == "int8" and exports["int8"].manifest.trt_target is None
     proto = onnx.load(str(exports["int8"].onnx_path))
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] in {t.name for t in proto.graph.initializer}
                    for n in proto.graph.node)  # fmt: skip
@@ -150,13 +150,14 @@ def test_int8_weight_folding_is_exact(exports: dict) -> None:
     """The int8-weight form (TensorRT 10+) and the float-weight Q/DQ form (8.5/8.6) give identical logits."""
     import onnxruntime as ort
 
+    from vitc.export.trt_rules import int8_weights
     from vitc.quant.calib import CalibrationSet
     from vitc.quant.int8 import fold_weight_quantization, quantize_int8
 
     fp32 = onnx.load(str(exports["fp32"].onnx_path))
-    images = np.random.default_rng(0).standard_normal((16, *exports["fp32"].manifest["input_size"]), np.float32)
+    images = np.random.default_rng(0).standard_normal((16, *exports["fp32"].manifest.input_size), np.float32)
     calib = CalibrationSet(images=images, source="random", sha256="0")
-    float_form, report = quantize_int8(fp32, calib, batch=8, trt="8.6")
+    float_form, report = quantize_int8(fp32, calib, batch=8, int8_weights=int8_weights("8.6"))
     assert report.weights == "float"
     folded = onnx.ModelProto()
     folded.CopyFrom(float_form)
@@ -176,10 +177,10 @@ def test_int8_for_trt86_keeps_float_weights(trained_ckpt, tmp_path) -> None:
 
     options = ExportOptions("int8", out=tmp_path, calib_images=16, trt="8.6", max_drop=100.0)
     result = export_checkpoint(trained_ckpt, options, say=lambda _m: None)
-    assert result.manifest["precision_report"]["weights"] == "float"
+    assert result.manifest.precision_report["weights"] == "float"
     proto = onnx.load(str(result.onnx_path))
     inits = {t.name: t for t in proto.graph.initializer}
     weight_q = [n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
-    assert len(weight_q) == result.manifest["precision_report"]["quantized"]
+    assert len(weight_q) == result.manifest.precision_report["quantized"]
     assert all(inits[n.input[0]].data_type == onnx.TensorProto.FLOAT for n in weight_q)
     assert check_onnx(proto, "8.6") == []

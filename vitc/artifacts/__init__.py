@@ -20,12 +20,13 @@ from vitc.artifacts.manifest import (
     load_manifest,
     manifest_for,
     manifest_name,
+    manifest_paths,
     onnx_name,
     parse_manifest,
     set_metadata,
 )
 from vitc.artifacts.precision import FASTEST_FIRST, PRECISIONS, Precision, parse_precision, precision_in_name
-from vitc.artifacts.sidecar import load_sidecar, sidecar_path
+from vitc.artifacts.sidecar import EngineSidecar, load_sidecar, parse_sidecar, sidecar_path
 
 __all__ = [
     "FASTEST_FIRST",
@@ -35,6 +36,7 @@ __all__ = [
     "PRECISIONS",
     "TRT_TARGETS",
     "BatchRange",
+    "EngineSidecar",
     "ExportManifest",
     "Heldout",
     "Precision",
@@ -48,9 +50,11 @@ __all__ = [
     "load_sidecar",
     "manifest_for",
     "manifest_name",
+    "manifest_paths",
     "onnx_name",
     "parse_manifest",
     "parse_precision",
+    "parse_sidecar",
     "precision_in_name",
     "prune_heldout",
     "set_metadata",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitc.artifacts.manifest import ExportManifest, check_file_hash, load_manifest
+from vitc.artifacts.manifest import ExportManifest, check_file_hash, load_manifest, manifest_paths
 from vitc.errors import VitcError
 
 GLOB = "heldout.*.npz"
@@ -87,7 +87,7 @@ def heldout_for(source: str | os.PathLike[str] | ExportManifest) -> tuple[Path, 
 
 
 def _manifests(folder: Path) -> list[ExportManifest]:
-    return [load_manifest(m) for m in sorted(folder.glob("manifest.*.json"))]
+    return [load_manifest(m) for m in manifest_paths(folder)]
 
 
 def load_heldout(source: str | os.PathLike[str] | ExportManifest) -> Heldout:

@@ -79,6 +79,9 @@ def get_metadata(model: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ExportManifest:
+    """One export's manifest: `vitc export` builds it and writes `to_record()`, every reader gets it
+    from `parse_manifest`; the two sit side by side here so the format has one definition."""
+
     path: Path
     model: str
     input_size: tuple[int, int, int]
@@ -93,12 +96,18 @@ class ExportManifest:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     class_names: list[str] | None = None
+    preprocess: dict[str, Any] | None = None
     source_checkpoint: dict[str, Any] = field(default_factory=dict)
-    onnx_sha256: str | None = None
+    compiled: bool | None = None
+    passes: list[dict[str, Any]] | None = None
+    precision_report: dict[str, Any] = field(default_factory=dict)
+    parity_max_abs_diff: float | None = None
+    calibration: dict[str, Any] | None = None
     drift: dict[str, Any] | None = None
-    heldout: str | None = None
     heldout_sha256: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
+    heldout: str | None = None
+    onnx_sha256: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)  # the record as read, keys of later releases included
 
     @property
     def directory(self) -> Path:
@@ -112,6 +121,40 @@ class ExportManifest:
     def heldout_path(self) -> Path | None:
         return self.directory / self.heldout if self.heldout else None
 
+    def to_record(self) -> dict[str, Any]:
+        """The JSON record, in the key order vitc has always written (keys of a later release that
+        this one read are kept after them)."""
+        record: dict[str, Any] = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": self.model,
+            "args": self.args,
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_names": self.class_names,
+            "preprocess": self.preprocess,
+            "precision": self.precision,
+            "io_dtype": self.io_dtype,
+            "opset": self.opset,
+            "trt_target": self.trt_target,
+            "batch": self.batch.to_dict(),
+            "input_name": self.input_name,
+            "output_name": self.output_name,
+            "source_checkpoint": self.source_checkpoint,
+            "compiled": self.compiled,
+            "passes": self.passes,
+            "precision_report": self.precision_report,
+            "parity_max_abs_diff": self.parity_max_abs_diff,
+            "calibration": self.calibration,
+            "drift": self.drift,
+            "heldout_sha256": self.heldout_sha256,
+            "heldout": self.heldout,
+            "onnx_sha256": self.onnx_sha256,
+        }
+        record.update({k: v for k, v in self.raw.items() if k not in record})
+        return record
+
 
 def _require(record: dict[str, Any], key: str, source: str) -> Any:
     if key not in record:
@@ -120,7 +163,7 @@ def _require(record: dict[str, Any], key: str, source: str) -> Any:
 
 
 def parse_manifest(record: Any, path: Path) -> ExportManifest:
-    """Validate a manifest record (already parsed JSON)."""
+    """Validate a manifest record (already parsed JSON): the reader of what `ExportManifest.to_record` writes."""
     source = str(path)
     record = check_format(record, FORMAT, FORMAT_VERSION, source, "vitc export manifest")
     precision = parse_precision(_require(record, "precision", source), source)
@@ -171,13 +214,26 @@ def _build(
         mean=tuple(record.get("mean") or ()),
         std=tuple(record.get("std") or ()),
         class_names=record.get("class_names"),
+        preprocess=_record_or_none(record, "preprocess", source),
         source_checkpoint=dict(record.get("source_checkpoint") or {}),
-        onnx_sha256=_hash_or_none(record, "onnx_sha256", source),
-        drift=record.get("drift"),
-        heldout=record.get("heldout"),
+        compiled=record.get("compiled"),
+        passes=record.get("passes"),
+        precision_report=dict(_record_or_none(record, "precision_report", source) or {}),
+        parity_max_abs_diff=record.get("parity_max_abs_diff"),
+        calibration=_record_or_none(record, "calibration", source),
+        drift=_record_or_none(record, "drift", source),
         heldout_sha256=_hash_or_none(record, "heldout_sha256", source),
+        heldout=record.get("heldout"),
+        onnx_sha256=_hash_or_none(record, "onnx_sha256", source),
         raw=record,
     )
+
+
+def _record_or_none(record: dict[str, Any], key: str, source: str) -> dict[str, Any] | None:
+    value = record.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise VitcError(f"{source}: {key} must be a JSON object, got {str(value)[:80]!r}")
+    return value
 
 
 def _hash_or_none(record: dict[str, Any], key: str, source: str) -> str | None:
@@ -191,9 +247,15 @@ def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
 
 
+def manifest_paths(folder: str | os.PathLike[str]) -> list[Path]:
+    """The manifests of an export folder: its `manifest.<precision>.json` files, else its legacy `manifest.json`."""
+    folder = Path(folder)
+    return sorted(folder.glob("manifest.*.json")) or sorted(folder.glob("manifest.json"))
+
+
 def _manifest_in(folder: Path) -> Path:
-    """The one `manifest.<precision>.json` of an export folder (or its legacy `manifest.json`)."""
-    found = sorted(folder.glob("manifest.*.json")) or sorted(folder.glob("manifest.json"))
+    """The one manifest of an export folder."""
+    found = manifest_paths(folder)
     if not found:
         raise VitcError(f"{folder}: no export manifest (manifest.<precision>.json) in this folder")
     if len(found) > 1:

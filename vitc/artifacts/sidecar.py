@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitc._io import parse_json
+from vitc._io import check_format, parse_json
 from vitc.errors import VitcError
 
 FORMAT = "vitc.engine"
+FORMAT_VERSION = 1
 
 
 def sidecar_path(plan: str | os.PathLike[str]) -> Path:
@@ -23,15 +25,91 @@ def sidecar_path(plan: str | os.PathLike[str]) -> Path:
     return plan.with_name(plan.name + ".json")
 
 
-def load_sidecar(plan: str | os.PathLike[str]) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class EngineSidecar:
+    """What `vitc build` records of a plan: `build.tensorrt.make_sidecar` fills it and writes
+    `to_record()`, `load_sidecar`/`parse_sidecar` read it back for the runner, `vitc bench` and `vitc info`.
+
+    Every field may be missing from a sidecar of an older vitc (or one written by hand), so each
+    reader says what it does without it.
+    """
+
+    tensorrt: str | None = None
+    gpu: dict[str, str] | None = None
+    jetson: dict[str, str] | None = None
+    precision: str | None = None  # a Precision in everything vitc build writes
+    strongly_typed: bool | None = None
+    network_flags: list[str] = field(default_factory=list)
+    builder_flags: list[str] = field(default_factory=list)
+    profile: dict[str, Any] | None = None
+    onnx: dict[str, Any] | None = None  # {"path", "sha256"} of the ONNX file it was built from
+    model: str | None = None
+    input_name: str | None = None
+    output_name: str | None = None
+    io_dtype: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    class_names: list[str] | None = None
+    export_drift: dict[str, Any] | None = None
+    engine_drift: dict[str, Any] | None = None
+    build_seconds: float | None = None
+    built_at: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    dla_fallback_layers: list[str] = field(default_factory=list)
+    plan: dict[str, Any] | None = None  # {"sha256", "bytes"} of the plan it describes
+    raw: dict[str, Any] = field(default_factory=dict)  # the record as read, keys of later releases included
+
+    @property
+    def dla_core(self) -> int | None:
+        core = self.options.get("dla_core")
+        return None if core is None else int(core)
+
+    @property
+    def version_compatible(self) -> bool:
+        return bool(self.options.get("version_compatible"))
+
+    @property
+    def hardware_compat(self) -> str:
+        return str(self.options.get("hardware_compat", "none"))
+
+    @property
+    def onnx_sha256(self) -> str | None:
+        return None if self.onnx is None else self.onnx.get("sha256")
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON record, in the key order vitc build has always written (later keys kept after them)."""
+        record: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION}
+        record.update({name: getattr(self, name) for name in _FIELDS})
+        record.update({k: v for k, v in self.raw.items() if k not in record})
+        return record
+
+
+_FIELDS = [name for name in EngineSidecar.__dataclass_fields__ if name != "raw"]
+_DICTS = ("gpu", "jetson", "profile", "onnx", "export_drift", "engine_drift", "options", "plan")
+_LISTS = ("network_flags", "builder_flags", "mean", "std", "class_names", "dla_fallback_layers")
+
+
+def parse_sidecar(record: Any, source: str = "sidecar") -> EngineSidecar:
+    """Validate a sidecar record (already parsed JSON): the reader of what `EngineSidecar.to_record` writes."""
+    record = check_format(record, FORMAT, FORMAT_VERSION, source, "vitc engine sidecar")
+    for key in _DICTS:
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            raise VitcError(f"{source}: {key} must be a JSON object, got {str(record[key])[:80]!r}")
+    for key in _LISTS:
+        if record.get(key) is not None and not isinstance(record[key], list):
+            raise VitcError(f"{source}: {key} must be a JSON list, got {str(record[key])[:80]!r}")
+    values = {name: record[name] for name in _FIELDS if record.get(name) is not None}
+    if "tensorrt" in values:
+        values["tensorrt"] = str(values["tensorrt"])
+    return EngineSidecar(**values, raw=record)
+
+
+def load_sidecar(plan: str | os.PathLike[str]) -> EngineSidecar | None:
     """The sidecar of `plan`, or None when there is none; anything else than vitc's record is an error."""
     path = sidecar_path(plan)
     if not path.is_file():
         return None
-    record = parse_json(path.read_bytes(), f"{path}: the engine sidecar")
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise VitcError(f"{path}: not a vitc engine sidecar")
-    return record
+    return parse_sidecar(parse_json(path.read_bytes(), f"{path}: the engine sidecar"), str(path))
 
 
 def plan_record(blob: bytes) -> dict[str, Any]:
@@ -39,9 +117,9 @@ def plan_record(blob: bytes) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
 
 
-def check_sidecar_matches(plan: str | os.PathLike[str], sidecar: dict[str, Any] | None, blob: bytes) -> None:
+def check_sidecar_matches(plan: str | os.PathLike[str], sidecar: EngineSidecar | None, blob: bytes) -> None:
     """A one-line VitcError when the sidecar describes another plan (older sidecars, without the plan record, pass)."""
-    recorded = (sidecar or {}).get("plan")
+    recorded = sidecar.plan if sidecar is not None else None
     if not isinstance(recorded, dict) or "sha256" not in recorded:
         return
     actual = plan_record(blob)

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitc.artifacts import BatchRange, ExportManifest, Heldout, Precision
-from vitc.artifacts.sidecar import plan_record
+from vitc.artifacts.sidecar import EngineSidecar, plan_record
 from vitc.engines.base import LazyModule
 from vitc.engines.tensorrt import (
     HARDWARE_COMPAT,
     HARDWARE_LEVELS,
-    SIDECAR_FORMAT,
     PrecisionPlan,
     TrtFeatures,
     dims,
@@ -112,7 +111,7 @@ def default_timing_cache(output: Path, version: str) -> Path:
 @dataclass
 class BuildResult:
     plan: Path
-    sidecar: dict[str, Any]
+    sidecar: EngineSidecar
     dla_fallback: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -133,35 +132,33 @@ def make_sidecar(
     dla_fallback: list[str],
     engine_drift: dict[str, Any] | None = None,
     plan_record: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The JSON written next to a plan: what built it, where it runs, and how accurate it is."""
-    return {
-        "format": SIDECAR_FORMAT,
-        "version": 1,
-        "tensorrt": trt_version,
-        "gpu": gpu,
-        "jetson": jetson,
-        "precision": precision,
-        "strongly_typed": plan.strongly_typed,
-        "network_flags": list(plan.network_flags),
-        "builder_flags": list(plan.builder_flags),
-        "profile": profile.to_dict(),
-        "onnx": {"path": str(onnx_path), "sha256": onnx_sha256},
-        "model": manifest.model if manifest else None,
-        "input_name": profile.input_name,
-        "output_name": manifest.output_name if manifest else None,
-        "io_dtype": manifest.io_dtype if manifest else None,
-        "mean": list(manifest.mean) if manifest else None,
-        "std": list(manifest.std) if manifest else None,
-        "class_names": manifest.class_names if manifest else None,
-        "export_drift": manifest.drift if manifest else None,
-        "engine_drift": engine_drift,
-        "build_seconds": round(build_seconds, 3),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "options": options,
-        "dla_fallback_layers": dla_fallback,
-        "plan": plan_record,  # the plan this sidecar describes (a sidecar copied beside another plan is refused)
-    }
+) -> EngineSidecar:
+    """The record written next to a plan (vitc.artifacts.sidecar): what built it, where it runs, how accurate it is."""
+    return EngineSidecar(
+        tensorrt=trt_version,
+        gpu=gpu,
+        jetson=jetson,
+        precision=precision,
+        strongly_typed=plan.strongly_typed,
+        network_flags=list(plan.network_flags),
+        builder_flags=list(plan.builder_flags),
+        profile=profile.to_dict(),
+        onnx={"path": str(onnx_path), "sha256": onnx_sha256},
+        model=manifest.model if manifest else None,
+        input_name=profile.input_name,
+        output_name=manifest.output_name if manifest else None,
+        io_dtype=manifest.io_dtype if manifest else None,
+        mean=list(manifest.mean) if manifest else None,
+        std=list(manifest.std) if manifest else None,
+        class_names=manifest.class_names if manifest else None,
+        export_drift=manifest.drift if manifest else None,
+        engine_drift=engine_drift,
+        build_seconds=round(build_seconds, 3),
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        options=options,
+        dla_fallback_layers=dla_fallback,
+        plan=plan_record,  # the plan this sidecar describes (a sidecar copied beside another plan is refused)
+    )
 
 
 def _parser_errors(parser: trt.OnnxParser) -> list[str]:
@@ -232,23 +229,19 @@ def build_engine(opts: BuildOptions) -> BuildResult:
         dla_fallback=dla_fallback,
         plan_record=plan_record(blob),
     )
-    if (
-        opts.manifest is not None
-        and opts.manifest.onnx_sha256
-        and opts.manifest.onnx_sha256 != sidecar["onnx"]["sha256"]
-    ):
+    if opts.manifest is not None and opts.manifest.onnx_sha256 and opts.manifest.onnx_sha256 != sidecar.onnx_sha256:
         warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")
     with atomic_write(opts.output) as staged:  # renamed over the plan only when everything below succeeded
         staged.write_bytes(blob)
         if heldout is not None:
             try:
-                sidecar["engine_drift"] = engine_drift(staged, heldout, sidecar)
+                sidecar = replace(sidecar, engine_drift=engine_drift(staged, heldout, sidecar))
             except VitcError as exc:
                 raise VitcError(
                     f"{exc} (the engine drift check failed, so no plan was written; the timing cache is kept, "
                     "so a rebuild is quick; --no-check skips the check)"
                 ) from exc
-        write_json(sidecar_path(opts.output), sidecar)
+        write_json(sidecar_path(opts.output), sidecar.to_record())
     return BuildResult(opts.output, sidecar, dla_fallback, warnings)
 
 
@@ -441,7 +434,7 @@ def _configure_dla(
 def _check_weight_form(opts: BuildOptions, version: str) -> None:
     """INT8 weights stored as int8 initializers (the default export form) parse from TensorRT 10 on;
     an older TensorRT would fail deep in its parser, so say what to re-export instead."""
-    report = (opts.manifest.raw.get("precision_report") or {}) if opts.manifest is not None else {}
+    report = opts.manifest.precision_report if opts.manifest is not None else {}
     if report.get("weights") == "int8" and int(version.split(".")[0]) < 10:
         target = ".".join(version.split(".")[:2])
         raise VitcError(
@@ -450,7 +443,7 @@ def _check_weight_form(opts: BuildOptions, version: str) -> None:
         )
 
 
-def engine_drift(plan: Path, heldout: Heldout, sidecar: dict[str, Any]) -> dict[str, Any]:
+def engine_drift(plan: Path, heldout: Heldout, sidecar: EngineSidecar) -> dict[str, Any]:
     """The post-build check: the export's held-out set through the engine (with its sidecar) vs the reference."""
     from vitc.engines.accuracy import heldout_accuracy
 

@@ -71,14 +71,14 @@ def build(
     for line in result.warnings:
         terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
     side = result.sidecar
-    terminal.print(f"wrote {result.plan} (TensorRT {side['tensorrt']}, {side['precision']}, {side['build_seconds']} s)")
+    terminal.print(f"wrote {result.plan} (TensorRT {side.tensorrt}, {side.precision}, {side.build_seconds} s)")
     if result.dla_fallback:
         terminal.print(f"{len(result.dla_fallback)} layers fall back to the GPU: " + ", ".join(result.dla_fallback))
     for label, key in (
         ("export drift (ONNX vs PyTorch)", "export_drift"),
         ("engine drift (TensorRT vs PyTorch)", "engine_drift"),
     ):
-        drift = side.get(key)
+        drift = getattr(side, key)
         if drift:  # an older manifest may lack some of these figures
             parts = [
                 template.format(drift[field])

@@ -108,16 +108,16 @@ def _next_command(results: list) -> str:
 def _drift_table(results: list) -> Table:
     """One row per exported precision: PyTorch FP32 vs the ONNX Runtime artifact on the held-out split
     (or on generated inputs without labels: agreement only, no top-1)."""
-    unlabelled = any(r.manifest["drift"].get("labels") is False for r in results)
+    unlabelled = any((r.manifest.drift or {}).get("labels") is False for r in results)
     caption = "agreement only: generated inputs (random pixels) have no labels, so no top-1" if unlabelled else None
     table = Table(title="accuracy drift on ONNX Runtime (reference: PyTorch FP32)", caption=caption)
     for column in ("precision", "images", "top-1 ref", "top-1", "Δ top-1", "agreement", "max |Δ|", "cosine"):
         table.add_column(column, justify="left" if column == "precision" else "right")
     for result in results:
-        d = result.manifest["drift"]
+        d = result.manifest.drift or {}
         labelled = d.get("top1") is not None
         table.add_row(
-            result.manifest["precision"],
+            result.manifest.precision,
             f"{d['samples']}" if labelled else f"{d['samples']} generated",
             f"{d['reference_top1']:.2f}%" if labelled else "-",
             f"{d['top1']:.2f}%" if labelled else "-",

@@ -15,7 +15,6 @@ from vitc.cli._console import printable
 from vitc.errors import VitcError
 
 LIST_SHOWN = 12  # list items shown before "… (n items)"
-PT2_RECORD_BYTES = 1 << 20  # vitc's record inside a .pt2 is a few kB
 
 
 def describe(path: Path) -> dict[str, Any]:
@@ -30,7 +29,7 @@ def describe(path: Path) -> dict[str, Any]:
     if path.name.startswith("manifest.") and path.suffix == ".json":
         from vitc.artifacts import load_manifest
 
-        return {"kind": "vitc export", **load_manifest(path).raw}
+        return {"kind": "vitc export", **load_manifest(path).to_record()}
     if suffix == ".safetensors":
         return _describe_safetensors(path)
     if suffix == ".onnx":
@@ -46,63 +45,34 @@ def describe(path: Path) -> dict[str, Any]:
 
 def _describe_folder(folder: Path) -> dict[str, Any]:
     """One export: its manifest; several (one per precision): all of them, keyed by precision."""
-    from vitc.artifacts import load_manifest
+    from vitc.artifacts import load_manifest, manifest_paths
 
-    found = sorted(folder.glob("manifest.*.json")) or sorted(folder.glob("manifest.json"))
+    found = manifest_paths(folder)
     if len(found) <= 1:  # none: load_manifest says what is missing
-        return {"kind": "vitc export", **load_manifest(folder).raw}
+        return {"kind": "vitc export", **load_manifest(folder).to_record()}
     manifests = [load_manifest(p) for p in found]
-    return {"kind": "vitc exports", "folder": str(folder), "exports": {m.precision: m.raw for m in manifests}}
+    return {"kind": "vitc exports", "folder": str(folder), "exports": {m.precision: m.to_record() for m in manifests}}
 
 
 def _describe_safetensors(path: Path) -> dict[str, Any]:
     """A vitc checkpoint, or the resume file of a run (`vitc train --resume` reads it)."""
-    from vitc._io import parse_json, read_safetensors_metadata
+    from dataclasses import asdict
+
+    from vitc.artifacts.resume import resume_summary
     from vitc.checkpoint import read_meta
 
-    metadata = read_safetensors_metadata(path)
-    if "vitc.resume" not in metadata:
+    summary = resume_summary(path)
+    if summary is None:
         return {"kind": "vitc checkpoint", **read_meta(path).__dict__}
-    record = parse_json(metadata["vitc.resume"], f"{path}: the resume record")
-    try:
-        state, info = record["state"], record["info"]
-        config = info.get("config") or {}
-        summary = {
-            "model": info["model"],
-            "args": info.get("args", {}),
-            "classes": len(info.get("classes") or []),
-            "processes": info.get("processes"),
-            "next_epoch": state["epoch"] + 1,
-            "of_epochs": (config.get("optim") or {}).get("epochs"),
-            "global_step": state["global_step"],
-            "best_top1": state["best_top1"] if state["best_top1"] >= 0 else None,
-            "epochs_done": len(state.get("history") or []),
-        }
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise VitcError(f"{path}: a damaged vitc resume file ({type(exc).__name__}: {exc})") from exc
     hint = f"`vitc train --resume --name {path.parent.name}` continues it; best/last.safetensors hold the weights"
-    return {"kind": "vitc resume state", **summary, "note": hint}
+    return {"kind": "vitc resume state", **asdict(summary), "note": hint}
 
 
 def _describe_program(path: Path) -> dict[str, Any]:
     """A torch.export program from `vitc compile --out`: the record saved inside it (zip read, no torch)."""
-    import zipfile
+    from vitc.artifacts.program import read_program_record
 
-    from vitc._io import parse_json
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            entries = [e for e in archive.infolist() if e.filename.endswith("/extra/vitc.json")]
-            if not entries:
-                raise VitcError(f"{path}: a .pt2 archive without vitc's record (not written by `vitc compile --out`)")
-            if entries[0].file_size > PT2_RECORD_BYTES:
-                raise VitcError(f"{path}: vitc's record in this archive is {entries[0].file_size} bytes; not vitc's")
-            text = archive.read(entries[0])
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-        raise VitcError(f"{path}: not a readable .pt2 archive ({exc})") from exc
-    record = parse_json(text, f"{path}: vitc's record")
-    if not isinstance(record, dict) or not isinstance(record.get("compile"), dict):
-        raise VitcError(f"{path}: vitc's record in this archive is malformed")
+    record = read_program_record(path)
     compiled = record["compile"]
     return {
         "kind": "torch.export program",

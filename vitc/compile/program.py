@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from vitc._io import atomic_write
+from vitc.artifacts.program import PROGRAM_RECORD
 from vitc.compile.report import TOLERANCE
 from vitc.errors import VitcError
 
-META_FILE = "vitc.json"  # extra file inside the .pt2 archive: what the program is and how it was checked
+META_FILE = PROGRAM_RECORD  # extra file inside the .pt2 archive: what the program is and how it was checked
 CHECK_BATCHES = (1, 3)
 
 

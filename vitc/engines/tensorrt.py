@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitc.artifacts.precision import Precision, parse_precision
 from vitc.artifacts.sidecar import FORMAT as SIDECAR_FORMAT
-from vitc.artifacts.sidecar import check_sidecar_matches, load_sidecar, sidecar_path
+from vitc.artifacts.sidecar import EngineSidecar, check_sidecar_matches, load_sidecar, sidecar_path
 from vitc.engines.base import LazyModule
 from vitc.errors import VitcError
 
@@ -232,7 +232,7 @@ def read_plan_header(path: str | os.PathLike[str]) -> PlanHeader:
 def check_plan_compat(
     header: PlanHeader,
     installed: str,
-    sidecar: dict[str, Any] | None = None,
+    sidecar: EngineSidecar | None = None,
     gpu: dict[str, str] | None = None,
     source: str = "plan",
 ) -> list[str]:
@@ -240,9 +240,9 @@ def check_plan_compat(
     warnings: list[str] = []
     here = parse_version(installed)
     built: tuple[int, int, int, int] | None = header.version
-    if built is None and sidecar and sidecar.get("tensorrt"):
-        built = parse_version(str(sidecar["tensorrt"]))
-    version_compatible = bool(sidecar and sidecar.get("options", {}).get("version_compatible"))
+    if built is None and sidecar is not None and sidecar.tensorrt:
+        built = parse_version(sidecar.tensorrt)
+    version_compatible = sidecar is not None and sidecar.version_compatible
     if built is None:
         warnings.append(f"{source}: TensorRT {UNKNOWN_PLAN_VERSION} and no sidecar to say which; it may not load")
     elif version_compatible:
@@ -260,7 +260,7 @@ def check_plan_compat(
     elif built[:3] != here[:3] or (built[3] and here[3] and built[3] != here[3]):
         unknown = (
             ""
-            if sidecar
+            if sidecar is not None
             else f" (or, if built --version-compatible, on later ones: it has no sidecar, {sidecar_path(source).name}, "
             "to say so)"
         )
@@ -268,9 +268,9 @@ def check_plan_compat(
             f"{source}: built with TensorRT {version_text(built)}, this machine has {version_text(here)}; "
             f"plans only run on the TensorRT that built them{unknown}: rebuild it here with `vitc build`"
         )
-    if sidecar and gpu and sidecar.get("gpu"):
-        want = sidecar["gpu"]
-        level = str(sidecar.get("options", {}).get("hardware_compat", "none"))
+    if sidecar is not None and gpu and sidecar.gpu:
+        want = sidecar.gpu
+        level = sidecar.hardware_compat
         want_cc, have_cc = str(want.get("compute_capability")), str(gpu.get("compute_capability"))
         if level == "ampere+":
             if _cc(have_cc) < (8, 0):
@@ -310,8 +310,13 @@ def plan_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     if header.version is not None:
         built = version_text(header.version)
     else:  # 8.5 and older: only the sidecar knows
-        built = str((sidecar or {}).get("tensorrt") or UNKNOWN_PLAN_VERSION)
-    return {"tensorrt": built, "header": header.to_dict(), "size_bytes": Path(path).stat().st_size, "sidecar": sidecar}
+        built = (sidecar.tensorrt if sidecar is not None else None) or UNKNOWN_PLAN_VERSION
+    return {
+        "tensorrt": built,
+        "header": header.to_dict(),
+        "size_bytes": Path(path).stat().st_size,
+        "sidecar": None if sidecar is None else sidecar.to_record(),
+    }
 
 
 __all__ = [

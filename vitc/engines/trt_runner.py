@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vitc.artifacts.sidecar import check_sidecar_matches
+from vitc.artifacts.sidecar import EngineSidecar, check_sidecar_matches
 from vitc.engines.base import BaseRunner, LazyModule, RunnerInfo, TensorMeta
 from vitc.engines.tensorrt import (
     PlanHeader,
@@ -62,7 +62,7 @@ class TensorRTRunner(BaseRunner):
         cuda_graph: bool = False,
         dla_core: int | None = None,
         name: str | None = None,
-        sidecar: dict[str, Any] | None = None,
+        sidecar: EngineSidecar | None = None,
     ) -> None:
         """`sidecar` replaces the file beside the plan (`vitc build` checks a plan before writing either)."""
         self.path = Path(path)
@@ -70,7 +70,7 @@ class TensorRTRunner(BaseRunner):
         self.cuda_graph = cuda_graph
         self.dla_core = dla_core
         self._given_sidecar = sidecar
-        self.sidecar: dict[str, Any] | None = None
+        self.sidecar: EngineSidecar | None = None
         self._tensors: list[_Tensor] = []
         self._engine: trt.ICudaEngine | None = None
         self._context: trt.IExecutionContext | None = None
@@ -101,10 +101,10 @@ class TensorRTRunner(BaseRunner):
             )
         logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(logger)
-        dla = self.dla_core if self.dla_core is not None else (self.sidecar or {}).get("options", {}).get("dla_core")
+        dla = self.dla_core if self.dla_core is not None else (self.sidecar.dla_core if self.sidecar else None)
         if dla is not None:
             self._runtime.DLA_core = int(dla)
-        if (self.sidecar or {}).get("options", {}).get("version_compatible"):
+        if self.sidecar is not None and self.sidecar.version_compatible:
             self._runtime.engine_host_code_allowed = True  # version-compatible plans embed a lean runtime
         engine = self._runtime.deserialize_cuda_engine(blob)
         if engine is None:
@@ -135,8 +135,8 @@ class TensorRTRunner(BaseRunner):
                 f"; it has no sidecar ({sidecar_path(self.path).name}) to say how it was built (a --version-compatible "
                 "or --dla plan needs it): copy the sidecar along with the plan, or rebuild it here with `vitc build`"
             )
-        built = header.version or self.sidecar.get("tensorrt")
-        if self.sidecar.get("options", {}).get("version_compatible"):
+        built = header.version or self.sidecar.tensorrt
+        if self.sidecar.version_compatible:
             return (
                 f" (a version-compatible plan of TensorRT {built}; see the TensorRT log above): "
                 "rebuild it here with `vitc build`"
@@ -281,15 +281,15 @@ class TensorRTRunner(BaseRunner):
         return [t.meta for t in self._tensors if not t.is_input]
 
     def info(self) -> RunnerInfo:
-        sidecar = self.sidecar or {}
+        sidecar = self.sidecar or EngineSidecar()
         return RunnerInfo(
             backend=self.backend,
-            device="dla" if sidecar.get("options", {}).get("dla_core") is not None else "cuda",
-            precision=str(sidecar.get("precision", "?")),
+            device="dla" if sidecar.dla_core is not None else "cuda",
+            precision=sidecar.precision or "?",
             detail={
                 "tensorrt": installed_version() if self._feat else None,
                 "cuda_graph": self.cuda_graph,
-                "gpu": sidecar.get("gpu"),
+                "gpu": sidecar.gpu,
                 "times": "e2e includes H2D/D2H copies; gpu = CUDA events around the launch",
             },
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 from vitc import artifacts
 from vitc._io import atomic_write, sha256_file, write_json
 from vitc._lazy import lazy_import
-from vitc.artifacts import BatchRange, Precision, parse_precision
+from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precision
 from vitc.artifacts.manifest import preprocess_record
 from vitc.errors import VitcError
 from vitc.limits import MAX_CALIB_IMAGES
@@ -58,7 +58,7 @@ class ExportOptions:
 class ExportResult:
     onnx_path: Path
     manifest_path: Path
-    manifest: dict[str, Any]
+    manifest: ExportManifest
     explain: dict[str, Any] | None = None
 
 
@@ -261,14 +261,15 @@ def export_checkpoint(
     run_dir, onnx_path, manifest_path = output_paths(ckpt, opts)
     p = prepared or prepare_export(ckpt, opts, say)
     proto, precision_report, calibration = bake_precision(p, opts, ckpt)  # 4
-    manifest = manifest_record(p, opts, ckpt, precision_report, calibration)
-    artifacts.set_metadata(proto, manifest)
+    manifest = manifest_record(p, opts, ckpt, manifest_path, precision_report, calibration)
+    artifacts.set_metadata(proto, manifest.to_record())
     lint_for_target(proto, opts.trt)
     drift, explained = measure_drift(proto, p, opts, say)  # 5
-    manifest["drift"] = drift
-    heldout_bytes, manifest["heldout_sha256"] = artifacts.encode_heldout(p.images, p.labels, p.reference)
-    manifest["heldout"] = artifacts.heldout_name(manifest["heldout_sha256"])
-    write_export(run_dir, onnx_path, manifest_path, proto, manifest, heldout_bytes)  # 6
+    heldout_bytes, heldout_sha256 = artifacts.encode_heldout(p.images, p.labels, p.reference)
+    manifest = replace(
+        manifest, drift=drift, heldout_sha256=heldout_sha256, heldout=artifacts.heldout_name(heldout_sha256)
+    )
+    manifest = write_export(run_dir, onnx_path, proto, manifest, heldout_bytes)  # 6
     return ExportResult(onnx_path, manifest_path, manifest, explained)
 
 
@@ -289,12 +290,19 @@ def bake_precision(
         proto, rep = convert_fp16(proto, keep_scopes=keep, keep_patterns=opts.exclude, io_fp16=opts.io_fp16)
         return proto, rep.to_dict(), None
     if opts.precision == "int8":
+        from vitc.export.trt_rules import int8_weights
         from vitc.quant.int8 import quantize_int8
 
         cal = _calibration(p, opts, ckpt)
         static = None if p.batch.dynamic else p.batch.max
         proto, rep = quantize_int8(
-            proto, cal, opts.calib_method, static_batch=static, head_scopes=head, exclude=opts.exclude, trt=opts.trt
+            proto,
+            cal,
+            opts.calib_method,
+            static_batch=static,
+            head_scopes=head,
+            exclude=opts.exclude,
+            int8_weights=int8_weights(opts.trt),
         )
         return proto, rep.to_dict(), cal.to_dict(opts.calib_method)
     return proto, {}, None
@@ -339,37 +347,38 @@ def manifest_record(
     p: PreparedExport,
     opts: ExportOptions,
     ckpt: Path,
+    manifest_path: Path,
     precision_report: dict[str, Any],
     calibration: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> ExportManifest:
     """The export manifest (vitc.artifacts.manifest) before drift and hashes are known."""
     from vitc.export.onnx_export import INPUT_NAME, OUTPUT_NAME
 
     meta = p.meta
-    return {
-        "format": artifacts.FORMAT,
-        "version": artifacts.FORMAT_VERSION,
-        "model": meta.model,
-        "args": meta.args,
-        "input_size": list(p.input_size),
-        "mean": list(meta.cfg["mean"]),
-        "std": list(meta.cfg["std"]),
-        "class_names": meta.class_names,
-        "preprocess": preprocess_record(meta.cfg),
-        "precision": opts.precision,
-        "io_dtype": "float16" if opts.io_fp16 else "float32",
-        "opset": p.opset,
-        "trt_target": opts.trt,
-        "batch": p.batch.to_dict(),
-        "input_name": INPUT_NAME,
-        "output_name": OUTPUT_NAME,
-        "source_checkpoint": {"path": str(ckpt), "sha256": sha256_file(ckpt)},
-        "compiled": p.was_compiled,
-        "passes": p.passes,
-        "precision_report": precision_report,
-        "parity_max_abs_diff": p.parity,
-        "calibration": calibration,
-    }
+    c, h, w = p.input_size
+    return ExportManifest(
+        path=manifest_path,
+        model=meta.model,
+        args=meta.args,
+        input_size=(c, h, w),
+        mean=tuple(meta.cfg["mean"]),
+        std=tuple(meta.cfg["std"]),
+        class_names=meta.class_names,
+        preprocess=preprocess_record(meta.cfg),
+        precision=opts.precision,
+        io_dtype="float16" if opts.io_fp16 else "float32",
+        opset=p.opset,
+        trt_target=opts.trt,
+        batch=p.batch,
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        source_checkpoint={"path": str(ckpt), "sha256": sha256_file(ckpt)},
+        compiled=p.was_compiled,
+        passes=p.passes,
+        precision_report=precision_report,
+        parity_max_abs_diff=p.parity,
+        calibration=calibration,
+    )
 
 
 def lint_for_target(proto: Any, trt: str | None) -> None:
@@ -423,18 +432,20 @@ def measure_drift(
 
 
 def write_export(
-    run_dir: Path, onnx_path: Path, manifest_path: Path, proto: Any, manifest: dict[str, Any], heldout: bytes
-) -> None:
+    run_dir: Path, onnx_path: Path, proto: Any, manifest: ExportManifest, heldout: bytes
+) -> ExportManifest:
     """Held-out set (named by its hash, so it never replaces another export's), ONNX, manifest, each
-    atomically; a kill between two of them leaves hashes that every reader refuses (vitc.artifacts)."""
+    atomically; a kill between two of them leaves hashes that every reader refuses (vitc.artifacts).
+    Returns the manifest as written, with the ONNX file's hash."""
     onnx = lazy_import("onnx")
-    artifacts.set_metadata(proto, manifest)
-    heldout_path = run_dir / manifest["heldout"]
-    if not heldout_path.is_file() or sha256_file(heldout_path) != manifest["heldout_sha256"]:
+    artifacts.set_metadata(proto, manifest.to_record())
+    heldout_path = run_dir / str(manifest.heldout)
+    if not heldout_path.is_file() or sha256_file(heldout_path) != manifest.heldout_sha256:
         with atomic_write(heldout_path) as tmp:
             tmp.write_bytes(heldout)
     with atomic_write(onnx_path) as tmp:
         onnx.save(proto, str(tmp))
-    manifest["onnx_sha256"] = sha256_file(onnx_path)
-    write_json(manifest_path, manifest)
+    manifest = replace(manifest, onnx_sha256=sha256_file(onnx_path))
+    write_json(manifest.path, manifest.to_record())
     artifacts.prune_heldout(run_dir)
+    return manifest

@@ -123,7 +123,7 @@ def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
 
 def unknown_model(name: str) -> VitcError:
     """The error for a name that is not registered, suggesting close names."""
-    from vitc._zoo import unknown_model as message
+    from vitc.errors import unknown_model as message
 
     return message(name, list(_ENTRIES))
 

@@ -1,6 +1,7 @@
 """Parameter and MAC counts, on the meta device so that even 277M-parameter models take a moment.
 
-`python -m vitc.models._stats` regenerates the zoo table `vitc models` reads (see vitc._zoo).
+`vitc._zoo` caches the table of every registered model (`zoo_rows`) that `vitc models` reads;
+`python -m vitc._zoo` regenerates the shipped one. This module knows nothing of that cache.
 """
 
 from __future__ import annotations
@@ -45,17 +46,8 @@ def model_stats(name: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def compute_table() -> dict[str, Any]:
-    """Build every registered model on meta and count it; the record the cache files hold."""
-    from vitc._zoo import sources_digest
+def zoo_rows() -> list[dict[str, Any]]:
+    """Build every registered model on meta and count it: the rows of the zoo table."""
     from vitc.models import list_models
 
-    return {"digest": sources_digest(), "models": [model_stats(name) for name in list_models()]}
-
-
-if __name__ == "__main__":
-    from vitc._io import write_json
-    from vitc._zoo import SHIPPED
-
-    write_json(SHIPPED, compute_table())
-    print(f"wrote {SHIPPED}")
+    return [model_stats(name) for name in list_models()]

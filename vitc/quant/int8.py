@@ -15,8 +15,9 @@ classifier head and `exclude` patterns.
 
 Weights are stored as int8 initializers followed by DequantizeLinear (the form ModelOpt writes with
 `dq_only`), a quarter of the float bytes, for every TensorRT target that takes them (10 and later,
-and no target); for 8.5/8.6, whose TensorRT does not take INT8 weights (vitc.export.trt_rules),
-they stay float with a QuantizeLinear/DequantizeLinear pair. The int8 values are what ONNX Runtime's
+and no target); for 8.5/8.6, whose TensorRT does not take INT8 weights (the caller says so with
+`int8_weights=False`: vitc.export.trt_rules knows which TensorRT takes what), they stay float with
+a QuantizeLinear/DequantizeLinear pair. The int8 values are what ONNX Runtime's
 QuantizeLinear computes from the float form, so both forms give the same logits.
 """
 
@@ -104,11 +105,10 @@ def quantize_int8(
     static_batch: int | None = None,
     head_scopes: tuple[str, ...] = ("/head/",),
     exclude: tuple[str, ...] = (),
-    trt: str | None = None,
+    int8_weights: bool = True,
 ) -> tuple[Any, Int8Report]:
-    """A Q/DQ copy of `model` (FP32 ModelProto) calibrated on `calib`, laid out for TensorRT `trt`."""
-    from vitc.export.trt_rules import int8_weights
-
+    """A Q/DQ copy of `model` (FP32 ModelProto) calibrated on `calib`; weights as int8 initializers when
+    the target TensorRT takes them (`int8_weights`), else float with a Q/DQ pair."""
     onnx = lazy_import("onnx")
     q = lazy_import("onnxruntime.quantization")
     methods = {
@@ -160,7 +160,7 @@ def quantize_int8(
                 extra_options=extra,
             )
         out = onnx.load(dst)
-    if int8_weights(trt):
+    if int8_weights:
         fold_weight_quantization(out)
         report.weights = "int8"
     return out, report

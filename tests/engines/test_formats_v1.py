@@ -1,0 +1,59 @@
+"""Files written by vitc 0.1.0 (tests/engines/data: an fp16 export manifest, a plan's sidecar) read
+the same through the typed records, and the records write them back byte for byte."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vitc._io import write_json
+from vitc.artifacts import BatchRange, load_manifest, load_sidecar
+from vitc.engines import tensorrt as T
+from vitc.errors import VitcError
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_manifest_of_vitc_0_1_0(tmp_path: Path):
+    manifest = load_manifest(DATA / "manifest.fp16.json")
+    assert (manifest.model, manifest.precision, manifest.io_dtype) == ("convit_micro", "fp16", "float32")
+    assert manifest.input_size == (3, 32, 32) and manifest.batch == BatchRange(1, 1, 1)
+    assert manifest.precision_report["fp16_nodes"] == 37 and manifest.calibration is None
+    assert manifest.preprocess is not None and manifest.preprocess["resize_shorter_side"] == 32
+    assert manifest.drift is not None and manifest.drift["labels"] is False and manifest.drift["agreement"] == 100.0
+    assert manifest.heldout == "heldout.c0fae78d5dd4cd30.npz" and manifest.onnx_sha256 is not None
+    assert manifest.compiled is True and (manifest.passes or [{}])[0].get("name") == "static_gpsa"
+    write_json(tmp_path / "manifest.fp16.json", manifest.to_record())
+    assert (tmp_path / "manifest.fp16.json").read_bytes() == (DATA / "manifest.fp16.json").read_bytes()
+
+
+def test_sidecar_of_vitc_0_1_0(tmp_path: Path):
+    plan = tmp_path / "tiny.fp32.plan"
+    (tmp_path / "tiny.fp32.plan.json").write_bytes((DATA / "tiny.fp32.plan.json").read_bytes())
+    side = load_sidecar(plan)
+    assert side is not None and (side.tensorrt, side.precision, side.strongly_typed) == ("10.3.0.26", "fp32", False)
+    assert side.gpu == {"name": "Fake Orin", "compute_capability": "8.7"} and side.jetson is None
+    assert side.dla_core is None and not side.version_compatible and side.hardware_compat == "none"
+    assert side.onnx_sha256 == "68fd0f256c48a401bd1cfd6ab923c7b4ff19d354e9b6655a373ee5ac4122dc8a"
+    assert side.engine_drift is not None and side.engine_drift["agreement"] == 100.0
+    assert side.plan == {"sha256": "b3a60c960fb12335af3ccde283b345c29127cdd5b0418e572881801ace2d55f0", "bytes": 10910}
+    header = T.parse_plan_header(b"ftrt" + bytes(20) + bytes([10, 3, 0, 26]) + bytes(8))
+    assert T.check_plan_compat(header, "10.3.0.26", side, {"name": "Fake Orin", "compute_capability": "8.7"}) == []
+    with pytest.raises(VitcError, match=r"compute capability 8\.7"):
+        T.check_plan_compat(header, "10.3.0.26", side, {"name": "RTX 4090", "compute_capability": "8.9"})
+    write_json(tmp_path / "again.json", side.to_record())
+    assert (tmp_path / "again.json").read_bytes() == (DATA / "tiny.fp32.plan.json").read_bytes()
+
+
+def test_records_keep_keys_of_a_later_release(tmp_path: Path):
+    """A newer vitc may add keys to a version-1 file: this one keeps them when it writes the record back."""
+    record = json.loads((DATA / "tiny.fp32.plan.json").read_text())
+    record["added_later"] = {"x": 1}
+    (tmp_path / "m.plan.json").write_text(json.dumps(record))
+    side = load_sidecar(tmp_path / "m.plan")
+    assert side is not None and side.to_record() == record
+    (tmp_path / "m.plan.json").write_text(json.dumps({**record, "options": "fast"}))
+    with pytest.raises(VitcError, match="options must be a JSON object"):
+        load_sidecar(tmp_path / "m.plan")

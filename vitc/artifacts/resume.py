@@ -1,0 +1,56 @@
+"""The resume file's header record, read without torch.
+
+`vitc train` writes `resume.safetensors` (vitc.train.state: tensors plus this JSON record under
+RESUME_KEY in the safetensors metadata); `vitc info` summarises it here, on machines without torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from vitc._io import parse_json, read_safetensors_metadata
+from vitc.errors import VitcError
+
+RESUME_KEY = "vitc.resume"  # the safetensors metadata key of the record
+
+
+@dataclass(frozen=True)
+class ResumeSummary:
+    """Where a run stopped, as `vitc info` shows it."""
+
+    model: str
+    args: Dict[str, Any]
+    classes: int
+    processes: Optional[int]
+    next_epoch: int
+    of_epochs: Optional[int]
+    global_step: int
+    best_top1: Optional[float]
+    epochs_done: int
+
+
+def resume_summary(path: str | os.PathLike[str]) -> Optional[ResumeSummary]:
+    """The summary of a resume file, None for a safetensors file without the record (a checkpoint);
+    a damaged record is a one-line VitcError."""
+    metadata = read_safetensors_metadata(path)
+    if RESUME_KEY not in metadata:
+        return None
+    record = parse_json(metadata[RESUME_KEY], f"{path}: the resume record")
+    try:
+        state, info = record["state"], record["info"]
+        config = info.get("config") or {}
+        return ResumeSummary(
+            model=info["model"],
+            args=info.get("args", {}),
+            classes=len(info.get("classes") or []),
+            processes=info.get("processes"),
+            next_epoch=state["epoch"] + 1,
+            of_epochs=(config.get("optim") or {}).get("epochs"),
+            global_step=state["global_step"],
+            best_top1=state["best_top1"] if state["best_top1"] >= 0 else None,
+            epochs_done=len(state.get("history") or []),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise VitcError(f"{path}: a damaged vitc resume file ({type(exc).__name__}: {exc})") from exc

@@ -76,6 +76,7 @@ class RunSection:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | off | bf16 | fp16
     workers: int = 0  # DataLoader worker processes when the data streams (0: decode in the training process)
+    compile: str = "off"  # torch.compile the training step (timm's --torchcompile): inductor | aot_eager | eager
 
 
 @dataclass
@@ -106,6 +107,7 @@ _CHOICES = {
     "data.on_bad_image": ("skip", "stop"),
     "run.device": ("auto", "cpu", "cuda"),
     "run.amp": ("auto", "off", "bf16", "fp16"),
+    "run.compile": ("off", "inductor", "aot_eager", "eager"),  # the last two: torch.compile's debugging backends
     "optim.freeze": ("none", "backbone"),
 }
 _POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "data.image_size")

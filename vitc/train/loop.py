@@ -57,6 +57,7 @@ class RunResult:
     test_split: str = "test"  # "val" when the data has no test split (an image folder without test/)
     stopped_early: str = ""  # why the run stopped before its last epoch (optim.patience), else empty
     skipped_images: int = 0  # unreadable files left out (data.on_bad_image=skip), each counted once
+    compile_seconds: float | None = None  # run.compile: the first step, which compiles the training step
 
 
 def pick_device(choice: str) -> torch.device:
@@ -220,6 +221,9 @@ def _train(
         state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen})
         run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
+    if cfg.run.compile != "off":  # the training forward only: evaluation and checkpoints use `model` as it is
+        net = torch.compile(net, backend=cfg.run.compile)
+    compile_seconds: float | None = None  # the first step of a compiled run, which compiles it
 
     per_rank_batch = cfg.optim.batch_size // dist.world_size
     steps_per_epoch = max(1, len(feed) // cfg.optim.batch_size)
@@ -274,6 +278,8 @@ def _train(
                 x, targets = augment(images, labels, aug_gen)
                 x, targets = x.to(device, non_blocking=True), targets.to(device, non_blocking=True)
 
+                first = cfg.run.compile != "off" and compile_seconds is None
+                started = time.perf_counter() if first else 0.0
                 with cast:
                     logits = net(x)
                 loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
@@ -289,6 +295,8 @@ def _train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
                 scaler.step(optimizer)
                 scaler.update()
+                if first:
+                    compile_seconds = time.perf_counter() - started
                 if ema is not None:
                     ema.update(model)
 
@@ -393,6 +401,7 @@ def _train(
     seconds = earlier + time.perf_counter() - started  # the whole run, over every resumed session
     result = RunResult(run_dir, state.history, state.best_top1, test, rate, seconds, final_split(cfg.data))
     result.skipped_images = len(feed.bad)
+    result.compile_seconds = compile_seconds
     if state.stopped_early:
         best = max(state.history, key=lambda row: row["val_top1"])
         result.stopped_early = (
@@ -421,6 +430,8 @@ def _gpu_advice(
     hint = f"a smaller batch (--set optim.batch_size={max(1, batch // 2) * processes})"
     if amp is None:
         hint += " or mixed precision (--set run.amp=bf16)"
+    if cfg.run.compile == "off":
+        hint += " or torch.compile (--set run.compile=inductor: fused kernels keep fewer activations)"
     if not epochs_done:
         return hint, "; no epoch had finished, so nothing was saved"
     return hint, f"; {run_dir / 'last.safetensors'} (epoch {epochs_done}) is kept, --resume continues from it"
@@ -481,6 +492,8 @@ def _summary(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
         "skipped_images": result.skipped_images,
         "seconds": result.seconds,
         "train_images_per_s": result.train_images_per_s,
+        "compile": cfg.run.compile,
+        "compile_seconds": result.compile_seconds,
         "checkpoint": str(result.run_dir / "best.safetensors"),
         "pretrained": cfg.model.pretrained,
     }

@@ -1,15 +1,34 @@
-"""Session fixtures shared by tests/export and tests/quant: a briefly trained convit_micro and its exports.
+"""Session fixtures shared by tests/export, tests/quant and tests/compile: a briefly trained
+convit_micro and its exports.
 
-Built once per session and only when a test asks for them (training and three exports take ~15 s).
+Built once per session and only when a test asks for them (training ~10 s of CPU, three exports ~12 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run torch on `count` intra-op threads, then restore the number it had.
+
+    A model this small trains fastest on one thread: on 2 cores shared with other jobs, two OpenMP
+    threads spin-wait for each other and a step costs 8-10 times the CPU time (0.13 s → 1.0-1.3 s).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +50,13 @@ def trained_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(0)
     model.train()
-    for _ in range(80):
-        idx = torch.randint(0, len(y), (64,), generator=generator)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with torch_threads(1):
+        for _ in range(80):
+            idx = torch.randint(0, len(y), (64,), generator=generator)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     model.eval()
     meta = meta_for(model, class_names=data.class_names, extra={"train_config": {"data": {"name": "digits"}}})
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "convit" / "model.safetensors", model, meta)

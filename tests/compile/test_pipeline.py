@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,6 @@ from torch import nn
 from vitc.compile import PIPELINES, TARGETS, CompileReport, compile_model
 from vitc.compile._base import PASSES
 from vitc.errors import VitcError
-from vitc.models import create_model
 
 from .conftest import MICRO, ZOO, build, max_diff
 
@@ -133,33 +133,12 @@ def test_torch_compile_fullgraph(name: str) -> None:
 # -- a trained checkpoint: identical top-1 on the digits test set ---------------------------------------------------
 
 
-def _train_digits(steps: int = 40, batch: int = 32) -> nn.Module:
-    """A few hundred optimiser steps' worth is too slow on 2 shared cores: 40 steps reach ~30% (chance 10%)."""
+def test_trained_checkpoint_identical_top1(trained_ckpt: Path) -> None:
+    """The session's trained convit_micro (tests/conftest.py): gates, pos_proj and weights carry learned values."""
+    from vitc.checkpoint import load_model
     from vitc.data import eval_transform, load_dataset
 
-    torch.manual_seed(0)
-    model = create_model("convit_micro")
-    cfg = model.vitc_cfg
-    data = load_dataset("digits", "train", image_size=cfg.input_size[1])
-    images, labels = eval_transform(data.images, cfg.mean, cfg.std), data.labels
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(labels), (64,), generator=generator)
-        loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
-
-
-def test_trained_checkpoint_identical_top1(tmp_path: object) -> None:
-    from vitc.checkpoint import load_model, save_checkpoint
-    from vitc.data import eval_transform, load_dataset
-
-    path = save_checkpoint(tmp_path / "model.safetensors", _train_digits())  # type: ignore[operator]
-    model, _ = load_model(path)
+    model, _ = load_model(trained_ckpt)
     cfg = model.vitc_cfg
     test = load_dataset("digits", "test", image_size=cfg.input_size[1])
     x = eval_transform(test.images, cfg.mean, cfg.std)
@@ -171,7 +150,7 @@ def test_trained_checkpoint_identical_top1(tmp_path: object) -> None:
             assert max_diff(out, logits) <= 1e-4
             assert torch.equal(out.argmax(-1), logits.argmax(-1)), target
     accuracy = float((logits.argmax(-1) == test.labels).float().mean())
-    assert accuracy > 0.2  # trained past chance (0.1): gates, pos_proj and weights carry learned values
+    assert accuracy > 0.5  # trained well past chance (0.1)
 
 
 # -- issue 20: compiled models under autocast, and a check that ignores the user's TF32 settings ------------

@@ -279,7 +279,7 @@ def _train(
                 x, targets = x.to(device, non_blocking=True), targets.to(device, non_blocking=True)
 
                 first = cfg.run.compile != "off" and compile_seconds is None
-                started = time.perf_counter() if first else 0.0
+                step_started = time.perf_counter() if first else 0.0
                 with cast:
                     logits = net(x)
                 loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
@@ -296,7 +296,7 @@ def _train(
                 scaler.step(optimizer)
                 scaler.update()
                 if first:
-                    compile_seconds = time.perf_counter() - started
+                    compile_seconds = time.perf_counter() - step_started
                 if ema is not None:
                     ema.update(model)
 

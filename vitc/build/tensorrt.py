@@ -172,46 +172,29 @@ def _parser_errors(parser: trt.OnnxParser) -> list[str]:
 def build_engine(opts: BuildOptions) -> BuildResult:
     """Check the machine and inputs, parse the ONNX file, build, check the engine, then write plan + sidecar.
 
-    Everything the build needs (TensorRT, CUDA bindings, a GPU, the held-out set, a writable output
-    folder) is checked before parsing, so minutes of building never end in a missing piece. The plan
-    and sidecar are written together at the end, after the drift check: a failure leaves the files
-    of an earlier build as they were.
+    The steps are Polygraphy's loaders, named alike: `_preflight`, `_parse` (NetworkFromOnnxPath),
+    `_configure` (CreateConfig), `_engine_bytes` (EngineBytesFromNetwork, with its timing cache) and
+    `_save_engine` (SaveEngine, after the drift check). Everything the build needs (TensorRT, CUDA
+    bindings, a GPU, the held-out set, a writable output folder) is checked before parsing, so minutes
+    of building never end in a missing piece; a failure leaves the files of an earlier build as they were.
     """
-    from vitc._io import atomic_write, sha256_file, write_json
+    from vitc._io import sha256_file
     from vitc.engines.platform import jetson_info
 
-    if not opts.onnx.is_file():
-        raise VitcError(f"{opts.onnx}: no such file")
-    if opts.hardware_compat not in HARDWARE_COMPAT:
-        raise VitcError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got {opts.hardware_compat!r}")
-    version, gpu = check_build_machine()
-    feat = features(version)
-    _check_weight_form(opts, version)
-    plan_flags = precision_plan(feat, opts.precision)
-    heldout = _heldout_to_check(opts)
-    _check_writable(opts.output)
+    version, gpu, plan_flags, heldout = _preflight(opts)
     warnings: list[str] = []
     started = time.perf_counter()
-
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network, parser, profile = _parse(builder, logger, opts, plan_flags, version)  # parser: it owns the weights
     if heldout is not None:
         _check_heldout_fits(heldout.images.shape[1:], profile, opts.manifest)
-    config = _configure(builder, network, opts, plan_flags, feat, version, profile)
+    config = _configure(builder, network, opts, plan_flags, features(version), version, profile)
     dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
     cache_path = opts.timing_cache or default_timing_cache(opts.output, version)
-    keep_cache = _attach_timing_cache(config, cache_path, warnings)
-
-    serialized = builder.build_serialized_network(network, config)
-    del parser
-    if serialized is None:
-        raise VitcError(f"{opts.onnx}: TensorRT {version} could not build an engine (see its log above)")
-    blob = bytes(serialized)
+    blob = _engine_bytes(builder, network, config, cache_path, warnings, f"{opts.onnx}: TensorRT {version}")
     seconds = time.perf_counter() - started
-    if keep_cache:  # saved even if the check below fails: a rebuild then takes seconds
-        _save_timing_cache(config, cache_path, warnings)
-
+    del parser
     options = opts.options_record()
     options["timing_cache"] = str(cache_path)
     sidecar = make_sidecar(
@@ -231,7 +214,50 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     )
     if opts.manifest is not None and opts.manifest.onnx_sha256 and opts.manifest.onnx_sha256 != sidecar.onnx_sha256:
         warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")
-    with atomic_write(opts.output) as staged:  # renamed over the plan only when everything below succeeded
+    sidecar = _save_engine(opts.output, blob, sidecar, heldout)
+    return BuildResult(opts.output, sidecar, dla_fallback, warnings)
+
+
+def _preflight(opts: BuildOptions) -> tuple[str, dict[str, str], PrecisionPlan, Heldout | None]:
+    """Everything checked before parsing: the input, the machine, the weight form, the held-out set,
+    the output folder. Returns (TensorRT version, GPU, precision flags, held-out set to check)."""
+    if not opts.onnx.is_file():
+        raise VitcError(f"{opts.onnx}: no such file")
+    if opts.hardware_compat not in HARDWARE_COMPAT:
+        raise VitcError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got {opts.hardware_compat!r}")
+    version, gpu = check_build_machine()
+    _check_weight_form(opts, version)
+    plan_flags = precision_plan(features(version), opts.precision)
+    heldout = _heldout_to_check(opts)
+    _check_writable(opts.output)
+    return version, gpu, plan_flags, heldout
+
+
+def _engine_bytes(
+    builder: trt.Builder,
+    network: trt.INetworkDefinition,
+    config: trt.IBuilderConfig,
+    cache_path: Path,
+    warnings: list[str],
+    what: str,
+) -> bytes:
+    """EngineBytesFromNetwork: the serialized plan, built with the timing cache at `cache_path` (loaded
+    before, saved after the build, even if a later check fails: a rebuild then takes seconds)."""
+    keep_cache = _attach_timing_cache(config, cache_path, warnings)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise VitcError(f"{what} could not build an engine (see its log above)")
+    if keep_cache:
+        _save_timing_cache(config, cache_path, warnings)
+    return bytes(serialized)
+
+
+def _save_engine(output: Path, blob: bytes, sidecar: EngineSidecar, heldout: Heldout | None) -> EngineSidecar:
+    """SaveEngine: the plan, checked on the held-out set while staged, then renamed in with its sidecar.
+    Returns the sidecar as written (with the engine drift)."""
+    from vitc._io import atomic_write, write_json
+
+    with atomic_write(output) as staged:  # renamed over the plan only when everything below succeeded
         staged.write_bytes(blob)
         if heldout is not None:
             try:
@@ -241,8 +267,8 @@ def build_engine(opts: BuildOptions) -> BuildResult:
                     f"{exc} (the engine drift check failed, so no plan was written; the timing cache is kept, "
                     "so a rebuild is quick; --no-check skips the check)"
                 ) from exc
-        write_json(sidecar_path(opts.output), sidecar.to_record())
-    return BuildResult(opts.output, sidecar, dla_fallback, warnings)
+        write_json(sidecar_path(output), sidecar.to_record())
+    return sidecar
 
 
 def check_build_machine() -> tuple[str, dict[str, str]]:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from vitc._lazy import lazy_import
+from vitc.artifacts.preprocess import eval_resize
 from vitc.errors import VitcError
 
 Prediction = list[tuple[str, float]]  # (class name, probability), most likely first
@@ -73,7 +74,7 @@ def preprocess(images: Any, model: nn.Module) -> torch.Tensor:
     chans, height, width = cfg.input_size
     if height != width:
         raise VitcError(f"{model.vitc_name} takes {height}×{width} inputs; preprocess handles square inputs only")
-    short = max(height, round(height / cfg.crop_pct))
+    short = eval_resize(height, cfg.crop_pct)
     batch = [center_crop(_decoded(image, short), short, height) for image in _as_list(images)]
     if not batch:
         raise VitcError("no images given")

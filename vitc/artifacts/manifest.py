@@ -39,24 +39,6 @@ def manifest_name(precision: Precision) -> str:
     return f"manifest.{precision}.json"
 
 
-def preprocess_record(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What on-device code must do to an image before it is fed (timm's eval transform, spelled out);
-    the ONNX manifest and the `vitc compile --out` program both carry it."""
-    channels, height, width = cfg["input_size"]
-    crop_pct = float(cfg.get("crop_pct", 1.0))
-    return {
-        "resize_shorter_side": round(min(height, width) / crop_pct),
-        "center_crop": [height, width],
-        "crop_pct": crop_pct,
-        "interpolation": cfg.get("interpolation", "bicubic"),
-        "channel_order": "RGB" if channels == 3 else "L",
-        "layout": "NCHW",
-        "scale": 1 / 255,  # uint8 pixels to [0, 1] before (x - mean) / std
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-    }
-
-
 def set_metadata(model: Any, manifest: dict[str, Any]) -> None:
     """Write every manifest entry (but the file's own hash) into `model.metadata_props` as JSON strings."""
     del model.metadata_props[:]

@@ -64,7 +64,7 @@ def compile_(
     )
     record = {**report.to_dict(), "source": source, "load_seconds": loaded, "total_seconds": total}
     if out is not None:
-        from vitc.artifacts.manifest import preprocess_record
+        from vitc.artifacts.preprocess import resolve_preprocess
         from vitc.compile.program import export_program
         from vitc.models import get_model_cfg
 
@@ -72,7 +72,7 @@ def compile_(
         meta = {
             "model": report.model, "args": getattr(model, "vitc_args", {}), "input_size": list(cfg["input_size"]),
             "mean": list(cfg["mean"]), "std": list(cfg["std"]), "class_names": class_names,
-            "preprocess": preprocess_record(cfg), "compile": record,
+            "preprocess": resolve_preprocess(model=cfg).to_record(), "compile": record,
         }  # fmt: skip
         with _gpu_errors(f"exporting the program (checked at batch sizes {', '.join(map(str, CHECK_BATCHES))})"):
             record["export"] = export_program(compiled, report.input_size, out / "model.pt2", meta)

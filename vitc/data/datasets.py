@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vitc._lazy import lazy_import
+from vitc.artifacts.preprocess import check_crop_pct, eval_resize
 from vitc.data._safe_pickle import safe_load
 from vitc.data.files import CIFAR_LAYOUT, IMG_EXTENSIONS, cifar_root, list_images
 from vitc.errors import VitcError
@@ -90,8 +91,7 @@ def load_dataset(
         raise VitcError(f"unknown split {split!r} (choose one of: {', '.join(SPLITS)})")
     if not (0.0 < fraction <= 1.0):
         raise VitcError(f"fraction must be in (0, 1], got {fraction}")
-    if not (0.0 < crop_pct <= 1.0):
-        raise VitcError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    check_crop_pct(crop_pct)
     if int(image_size) != image_size or image_size < 1:
         raise VitcError(f"image_size must be a positive integer, got {image_size}")
     if in_chans not in (1, 3):
@@ -311,7 +311,7 @@ def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float, on
     if on_bad_image not in ("skip", "stop"):
         raise VitcError(f"data.on_bad_image must be skip or stop, got {on_bad_image!r}")
     classes, dirs = folder_split(data_dir, split)
-    short = max(size, round(size / crop_pct))
+    short = eval_resize(size, crop_pct)
     images, labels, skipped = [], [], []
     listed = {name: [dirs[name] / f for f in list_images(dirs[name])] for name in classes}
     check_decoded(sum(map(len, listed.values())), size, str(data_dir / split))

@@ -22,6 +22,7 @@ import torch
 
 from vitc._io import parse_json, write_json
 from vitc._lazy import lazy_import
+from vitc.artifacts.preprocess import eval_resize
 from vitc.data.datasets import center_crop, cifar_raw, folder_split, open_image
 from vitc.data.files import list_images
 from vitc.errors import VitcError
@@ -214,7 +215,7 @@ class SampleTransform:
 
     @property
     def eval_short(self) -> int:
-        return max(self.size, round(self.size / self.crop_pct))
+        return eval_resize(self.size, self.crop_pct)
 
     def train(self, im: Any, epoch: int, index: int) -> np.ndarray:
         pil = lazy_import("PIL.Image")

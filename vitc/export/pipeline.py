@@ -19,7 +19,7 @@ from vitc import artifacts
 from vitc._io import atomic_write, sha256_file, write_json
 from vitc._lazy import lazy_import
 from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precision
-from vitc.artifacts.manifest import preprocess_record
+from vitc.artifacts.preprocess import Preprocess, resolve_preprocess
 from vitc.errors import VitcError
 from vitc.limits import MAX_CALIB_IMAGES
 
@@ -96,43 +96,45 @@ def _compile(
 
 
 def heldout_set(
-    meta: Any, name: str, data_dir: str | None, max_images: int = HELDOUT_MAX, named: bool = True
+    meta: Any,
+    prep: Preprocess,
+    name: str,
+    data_dir: str | None,
+    max_images: int = HELDOUT_MAX,
+    named: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """(normalised images, labels, data name): the test split of `name` (see checkpoint.training_data),
     or generated inputs without labels for `--data generated`, or when the data was not `named` by the
     user and its classes are not the model's (an imported ImageNet model: no local data has its classes)."""
-    from vitc.data.datasets import load_dataset
-    from vitc.data.transforms import eval_transform
+    from vitc.quant.calib import load_split, normalise
 
     if name == GENERATED:
-        return generated_inputs(meta), None, GENERATED
-    c, h, _ = meta.cfg["input_size"]
-    ds = load_dataset(name, "test", data_dir=data_dir, image_size=h, crop_pct=meta.cfg.get("crop_pct", 1.0), in_chans=c)
+        return generated_inputs(prep), None, GENERATED
+    ds = load_split(name, "test", prep, data_dir)
     classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.get("num_classes")
     if classes is not None and len(ds.class_names) != classes:
         if not named:
-            return generated_inputs(meta), None, GENERATED
+            return generated_inputs(prep), None, GENERATED
         raise VitcError(
             f"{name} has {len(ds.class_names)} classes and the model {classes}, so drift on it would mean "
             f"nothing: name the model's own data with --data and --data-dir, or --data {GENERATED} for "
             "agreement-only drift on generated inputs"
         )
     ds = ds.subset(range(min(len(ds), max_images)))
-    images = eval_transform(ds.images, meta.cfg["mean"], meta.cfg["std"]).numpy().astype(np.float32)
-    return images, ds.labels.numpy().astype(np.int64), name
+    return normalise(ds.images, prep), ds.labels.numpy().astype(np.int64), name
 
 
-def generated_inputs(meta: Any, seed: int = 0) -> np.ndarray:
+def generated_inputs(prep: Preprocess, seed: int = 0) -> np.ndarray:
     """Seeded uniform random pixels, normalised as images are: what Polygraphy feeds when comparing
     runners without data. As many as fit GENERATED_BYTES, within GENERATED_IMAGES."""
-    from vitc.data.transforms import eval_transform
+    from vitc.quant.calib import normalise
 
     torch = lazy_import("torch")
-    c, h, w = meta.cfg["input_size"]
+    c, h, w = prep.input_size
     low, high = GENERATED_IMAGES
     count = max(low, min(high, GENERATED_BYTES // (4 * c * h * w)))
     pixels = np.random.default_rng(seed).integers(0, 256, (count, c, h, w), dtype=np.uint8)
-    return eval_transform(torch.from_numpy(pixels), meta.cfg["mean"], meta.cfg["std"]).numpy().astype(np.float32)
+    return normalise(torch.from_numpy(pixels), prep)
 
 
 def _torch_logits(model: Any, images: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -155,6 +157,7 @@ class PreparedExport:
     and the held-out reference logits are computed once."""
 
     meta: Any
+    preprocess: Preprocess  # resolved once from the checkpoint's cfg, then the model's
     input_size: tuple[int, ...]
     opset: int
     batch: BatchRange
@@ -201,10 +204,11 @@ def prepare_export(
         data_name, data_dir = GENERATED, None
     else:
         data_name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)  # before any slow work
-    input_size = tuple(int(v) for v in meta.cfg["input_size"])
+    prep = resolve_preprocess(checkpoint=meta.cfg, model=model.vitc_cfg.to_dict(), source=str(ckpt))
+    input_size = prep.input_size
     compiled, passes, was_compiled = _compile(model, input_size, opts, say)
     named = opts.data is not None or opts.data_dir is not None
-    images, labels, held = heldout_set(meta, data_name, data_dir, named=named)
+    images, labels, held = heldout_set(meta, prep, data_name, data_dir, named=named)
     for other in (opts, *also):
         check_calibration_source(labels is not None, other)
     if labels is not None:
@@ -229,6 +233,7 @@ def prepare_export(
     say(f"exported opset {opset}: {counts['nodes_after']} nodes, ORT parity max |Δ| = {delta:.1e}")
     return PreparedExport(
         meta=meta,
+        preprocess=prep,
         input_size=input_size,
         opset=opset,
         batch=batch,
@@ -324,18 +329,14 @@ def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path) -> Any:
     from vitc.quant.calib import calibration_set, check_images, folder_calibration_set
 
     check_calibration_source(p.labels is not None, opts)
-    cfg = p.meta.cfg
-    crop = cfg.get("crop_pct", 1.0)
     if opts.calib_dir and not opts.calib_data:
-        cal = folder_calibration_set(
-            Path(opts.calib_dir), opts.calib_images, p.input_size, cfg["mean"], cfg["std"], crop
-        )
+        cal = folder_calibration_set(Path(opts.calib_dir), opts.calib_images, p.preprocess)
     else:
         if opts.calib_data:
             name, data_dir = opts.calib_data, opts.calib_dir
         else:
             name, data_dir = training_data(ckpt, p.meta, opts.data, opts.data_dir)
-        cal = calibration_set(name, opts.calib_images, p.input_size, cfg["mean"], cfg["std"], data_dir, crop)
+        cal = calibration_set(name, opts.calib_images, p.preprocess, data_dir)
     static = None if p.batch.dynamic else p.batch.max
     if static and len(cal.images) % static:  # a static-batch graph calibrates on whole batches
         cal.images = cal.images[: len(cal.images) - len(cal.images) % static]
@@ -364,7 +365,7 @@ def manifest_record(
         mean=tuple(meta.cfg["mean"]),
         std=tuple(meta.cfg["std"]),
         class_names=meta.class_names,
-        preprocess=preprocess_record(meta.cfg),
+        preprocess=p.preprocess.to_record(),
         precision=opts.precision,
         io_dtype="float16" if opts.io_fp16 else "float32",
         opset=p.opset,

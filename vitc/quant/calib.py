@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from vitc.artifacts.preprocess import Preprocess, eval_resize
 from vitc.errors import VitcError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -38,50 +39,45 @@ def check_images(images: np.ndarray, input_size: Sequence[int]) -> None:
         raise VitcError(f"calibration images are {tuple(images.shape[1:])}, the model takes {tuple(input_size)}")
 
 
+def load_split(name: str, split: str, prep: Preprocess, data_dir: str | None = None) -> Any:
+    """A split of data set `name` read as evaluation reads it (the model's size, crop and channels):
+    the calibration set's train split here, the held-out set's test split in vitc.export."""
+    from vitc.data.datasets import load_dataset
+
+    c, h, _ = prep.input_size
+    return load_dataset(name, split, data_dir=data_dir, image_size=h, crop_pct=prep.crop_pct, in_chans=c)
+
+
+def normalise(raw: Any, prep: Preprocess) -> np.ndarray:
+    """uint8 (N, C, H, W) pixels (a tensor) as the float32 input the model takes."""
+    from vitc.data.transforms import eval_transform
+
+    return eval_transform(raw, prep.mean, prep.std).numpy().astype(np.float32)
+
+
 def calibration_set(
-    name: str,
-    count: int,
-    input_size: Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    data_dir: str | None = None,
-    crop_pct: float = 1.0,
-    seed: int = 0,
+    name: str, count: int, prep: Preprocess, data_dir: str | None = None, seed: int = 0
 ) -> CalibrationSet:
     """`count` images drawn (seeded) from the train split of `name`, normalised like evaluation."""
     import torch
 
-    from vitc.data.datasets import load_dataset
-    from vitc.data.transforms import eval_transform
-
     if count < 1:
         raise VitcError(f"--calib-images must be ≥ 1, got {count}")
-    c, h, _ = input_size
-    data = load_dataset(name, "train", data_dir=data_dir, image_size=h, crop_pct=crop_pct, in_chans=c)
+    data = load_split(name, "train", prep, data_dir)
     if len(data) == 0:
         raise VitcError(f"the calibration set {name!r} (train split) is empty")
     order = np.random.default_rng(seed).permutation(len(data))[:count]
     raw = data.images[torch.from_numpy(np.sort(order))]
-    check_images(raw.numpy(), input_size)
-    images = eval_transform(raw, mean, std).numpy().astype(np.float32)
-    return CalibrationSet(images, name, hashlib.sha256(raw.numpy().tobytes()).hexdigest())
+    check_images(raw.numpy(), prep.input_size)
+    return CalibrationSet(normalise(raw, prep), name, hashlib.sha256(raw.numpy().tobytes()).hexdigest())
 
 
-def folder_calibration_set(
-    folder: Path,
-    count: int,
-    input_size: Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    crop_pct: float = 1.0,
-    seed: int = 0,
-) -> CalibrationSet:
+def folder_calibration_set(folder: Path, count: int, prep: Preprocess, seed: int = 0) -> CalibrationSet:
     """`count` images drawn (seeded) from anywhere under `folder` (labels are not needed to calibrate:
     a folder of photos like those the model will see), transformed as evaluation transforms them."""
     import torch
 
     from vitc.data.datasets import _to_chans, center_crop, list_images, open_image
-    from vitc.data.transforms import eval_transform
 
     if not folder.is_dir():
         raise VitcError(f"--calib-dir {folder}: no such folder")
@@ -89,10 +85,9 @@ def folder_calibration_set(
     if not files:
         raise VitcError(f"--calib-dir {folder} holds no images")
     chosen = sorted(np.random.default_rng(seed).permutation(len(files))[:count])
-    c, h, _ = input_size
-    short = max(h, round(h / crop_pct))
+    c, h, _ = prep.input_size
+    short = eval_resize(h, prep.crop_pct)
     pixels = np.stack([center_crop(open_image(files[i], short), short, h) for i in chosen])
     raw = _to_chans(torch.from_numpy(pixels), c)
-    check_images(raw.numpy(), input_size)
-    images = eval_transform(raw, mean, std).numpy().astype(np.float32)
-    return CalibrationSet(images, str(folder), hashlib.sha256(raw.numpy().tobytes()).hexdigest())
+    check_images(raw.numpy(), prep.input_size)
+    return CalibrationSet(normalise(raw, prep), str(folder), hashlib.sha256(raw.numpy().tobytes()).hexdigest())

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitc.artifacts.preprocess import eval_resize
 from vitc.data.datasets import ImageSet, batches, center_crop, list_images, open_image
 from vitc.data.transforms import eval_transform
 from vitc.errors import VitcError
@@ -153,7 +154,7 @@ def labelled_folder(
             f"{root} has class folders the model does not know: {shown} "
             f"(its {len(class_names)} classes: {', '.join(class_names[:8])}{', …' if len(class_names) > 8 else ''})"
         )
-    short = max(image_size, round(image_size / crop_pct))
+    short = eval_resize(image_size, crop_pct)
     images, labels = [], []
     for d in dirs:
         for name in list_images(d):

@@ -1,0 +1,95 @@
+"""The evaluation preprocessing, defined once: what every stage does to an image before the model sees it.
+
+As timm's `resolve_data_config` does, each setting is resolved once, first from explicit arguments,
+then from the checkpoint's model config, then from the model's registered defaults, and the result
+travels as one `Preprocess`: training's evaluation split, streaming, `vitc export` (held-out set,
+calibration, the manifest's `preprocess` record) and the Python API all resize with `eval_resize`.
+No torch, no PIL: the runtime reads the manifest record with numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from vitc.errors import VitcError
+
+DEFAULT_CROP_PCT = 0.875  # timm's, and ModelCfg's: what a config that does not say gets
+DEFAULT_INTERPOLATION = "bicubic"
+KEYS = ("input_size", "crop_pct", "interpolation", "mean", "std")
+
+
+def eval_resize(size: int, crop_pct: float) -> int:
+    """The shorter side an image is resized to before the centre crop of `size`: size / crop_pct.
+
+    crop_pct is in (0, 1] (1: no margin); a crop larger than the resized image would have to be padded,
+    which no stage of vitc does, so crop_pct > 1 is refused where a config is resolved."""
+    check_crop_pct(crop_pct)
+    return round(size / crop_pct)
+
+
+def check_crop_pct(crop_pct: Any, source: str = "crop_pct") -> float:
+    if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0.0 < crop_pct <= 1.0:
+        raise VitcError(f"{source} must be in (0, 1], got {crop_pct!r}")
+    return float(crop_pct)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Input size, resize rule, interpolation and normalisation of a model's evaluation transform."""
+
+    input_size: Tuple[int, int, int]
+    crop_pct: float = DEFAULT_CROP_PCT
+    interpolation: str = DEFAULT_INTERPOLATION
+    mean: Tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: Tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    @property
+    def resize_shorter_side(self) -> int:
+        return eval_resize(min(self.input_size[1:]), self.crop_pct)
+
+    def to_record(self) -> Dict[str, Any]:
+        """What on-device code must do to an image before it is fed (timm's eval transform, spelled out):
+        the export manifest's and the `vitc compile --out` program's `preprocess` record."""
+        channels, height, width = self.input_size
+        return {
+            "resize_shorter_side": self.resize_shorter_side,
+            "center_crop": [height, width],
+            "crop_pct": self.crop_pct,
+            "interpolation": self.interpolation,
+            "channel_order": "RGB" if channels == 3 else "L",
+            "layout": "NCHW",
+            "scale": 1 / 255,  # uint8 pixels to [0, 1] before (x - mean) / std
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+def resolve_preprocess(
+    args: Optional[Mapping[str, Any]] = None,
+    checkpoint: Optional[Mapping[str, Any]] = None,
+    model: Optional[Mapping[str, Any]] = None,
+    source: str = "preprocessing",
+) -> Preprocess:
+    """Each of input_size, crop_pct, interpolation, mean, std from the first of `args` (explicit
+    options; None values are not given), the checkpoint's cfg and the model's registered cfg that
+    has it; crop_pct and interpolation fall back to timm's defaults, input_size/mean/std must be found."""
+    found: Dict[str, Any] = {}
+    for key in KEYS:
+        for layer in (args, checkpoint, model):
+            if layer is not None and layer.get(key) is not None:
+                found[key] = layer[key]
+                break
+    missing = [key for key in ("input_size", "mean", "std") if key not in found]
+    if missing:
+        raise VitcError(f"{source}: no {', '.join(missing)} in the options, the checkpoint or the model's config")
+    size = found["input_size"]
+    if not (len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise VitcError(f"{source}: input_size must be [C, H, W], got {size!r}")
+    return Preprocess(
+        input_size=(size[0], size[1], size[2]),
+        crop_pct=check_crop_pct(found.get("crop_pct", DEFAULT_CROP_PCT), f"{source}: crop_pct"),
+        interpolation=str(found.get("interpolation", DEFAULT_INTERPOLATION)),
+        mean=tuple(found["mean"]),
+        std=tuple(found["std"]),
+    )

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from vitc._io import atomic_write
+from vitc.artifacts.resume import RESUME_KEY as _META  # its torch-free reader (vitc info) lives beside it
 from vitc.checkpoint import load_state_dict
 from vitc.errors import VitcError
-
-_META = "vitc.resume"
 
 
 @dataclass

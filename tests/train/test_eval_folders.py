@@ -121,6 +121,9 @@ def test_train_summary_hides_top5_with_few_classes(tiny: dict, tmp_path: Path) -
     overrides = {**tiny, "data.name": "imagefolder", "data.dir": str(photos), "data.image_size": 16}
     overrides |= {"data.fraction": 1.0, "optim.epochs": 1, "optim.batch_size": 4}
     args = [arg for k, v in overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]
-    result = runner.invoke(app, ["train", "-q", *args])
+    result = runner.invoke(app, ["train", *args])  # not -q: the per-epoch line is printed too
     assert result.exit_code == 0, result.output
     assert "run summary" in result.output and "val top-1" in result.output and "top-5" not in result.output
+    assert "epoch   1  train loss" in result.output
+    summary = json.loads((Path(tiny["run.out_dir"]) / "tiny" / "summary.json").read_text())
+    assert summary["test_top1"] is not None and summary["test_top5"] is None

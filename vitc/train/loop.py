@@ -237,7 +237,7 @@ def _train(
             stale.unlink()
         write_json(folder.path / "config.json", cfg.to_dict())
     board = report.TensorBoardLog(folder.path / "tensorboard") if cfg.log.tensorboard and dist.is_main else None
-    progress = EpochProgress(enabled=show_progress and dist.is_main)
+    progress = EpochProgress(enabled=show_progress and dist.is_main, show_top5=feed.num_classes > 5)
     earlier = state.seconds  # a resumed run's time counts the sessions before this one
     tick: float | None = None
     unfinished: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -397,6 +397,8 @@ def _train(
             hint = "mixed precision (--set run.amp=bf16)" if amp_dtype is None else "freeing the GPU (other processes)"
             done = f"; the trained run is complete in {run_dir}: vitc eval scores it (on the CPU)"
             _reraise_gpu(exc, f"at batch size {EVAL_BATCH} (the final test)", hint, done)
+        if feed.num_classes <= 5:  # top-5 of 5 classes or fewer is 100% by construction: not reported
+            test.pop("top5", None)
     rate = state.images_seen / state.train_seconds if state.train_seconds else 0.0
     seconds = earlier + time.perf_counter() - started  # the whole run, over every resumed session
     result = RunResult(run_dir, state.history, state.best_top1, test, rate, seconds, final_split(cfg.data))

@@ -11,8 +11,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 class EpochProgress:
     """Shown on rank 0 only; disabled it costs nothing."""
 
-    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
+    def __init__(self, enabled: bool = True, console: Console | None = None, show_top5: bool = True) -> None:
+        """`show_top5` False with 5 classes or fewer, where top-5 is 100% by construction."""
         self.enabled = enabled
+        self.show_top5 = show_top5
         self.console = console or Console()
         self._progress: Progress | None = None
         self._task: TaskID | None = None
@@ -49,6 +51,6 @@ class EpochProgress:
         if self.enabled:
             self.console.print(
                 f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-                f"val top-1 {row['val_top1']:.2f}%  top-5 {row['val_top5']:.2f}%",
+                f"val top-1 {row['val_top1']:.2f}%" + (f"  top-5 {row['val_top5']:.2f}%" if self.show_top5 else ""),
                 highlight=False,
             )

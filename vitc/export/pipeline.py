@@ -83,9 +83,7 @@ def validate(opts: ExportOptions) -> tuple[int, BatchRange]:
     return opset, BatchRange.from_options(opts.batch, opts.dynamic_batch)
 
 
-def _compile(
-    model: Any, input_size: tuple[int, ...], opts: ExportOptions, say: Callable[[str], None]
-) -> tuple[Any, Any, bool]:
+def _compile(model: Any, input_size: tuple[int, ...], opts: ExportOptions) -> tuple[Any, Any, bool]:
     if not opts.compile:
         return model, [], False
     from vitc.compile import compile_model
@@ -206,7 +204,7 @@ def prepare_export(
         data_name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)  # before any slow work
     prep = resolve_preprocess(checkpoint=meta.cfg, model=model.vitc_cfg.to_dict(), source=str(ckpt))
     input_size = prep.input_size
-    compiled, passes, was_compiled = _compile(model, input_size, opts, say)
+    compiled, passes, was_compiled = _compile(model, input_size, opts)
     named = opts.data is not None or opts.data_dir is not None
     images, labels, held = heldout_set(meta, prep, data_name, data_dir, named=named)
     for other in (opts, *also):

@@ -38,7 +38,9 @@ SMALL: dict[str, Any] = {
     "optim.warmup_epochs": 1,
     "run.amp": "off",
 }
-FEW_SHOT = {"data.fraction": 0.08, "optim.epochs": 10, "optim.batch_size": 10, "optim.lr": 1e-3}  # 10 per class
+# 10 per class; every knob set, so that both runs train alike (--pretrained would pick layer decay 0.75)
+FEW_SHOT = {"data.fraction": 0.08, "optim.epochs": 10, "optim.batch_size": 10, "optim.lr": 1e-3}
+FEW_SHOT["optim.layer_decay"] = 1.0
 LOWER, UPPER = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 _LOAD_DIGITS = datasets._load_digits
 
@@ -98,7 +100,7 @@ def test_pretrained_weights_transfer_to_other_classes(pretrained: Path, tmp_path
 
     summary = json.loads((tuned.run_dir / "summary.json").read_text())
     assert summary["test_top1"] == pytest.approx(tuned.test["top1"]) and summary["test_split"] == "test"
-    assert summary["test_top5"] == pytest.approx(tuned.test["top5"])
+    assert summary["test_top5"] is None and "top5" not in tuned.test  # 5 classes: top-5 is 100% by construction
     assert summary["best_val_top1"] == pytest.approx(max(row["val_top1"] for row in tuned.history))
     assert summary["epochs"] == 10 and summary["checkpoint"] == str(tuned.run_dir / "best.safetensors")
     assert summary["train_images_per_s"] > 0 and summary["seconds"] > 0

@@ -1,4 +1,4 @@
-"""The training loop: one function, read top to bottom.
+"""The training loop: set up, then one epoch and its end at a time, then the final test.
 
 Data sets live in memory as uint8 tensors; batches are index tensors drawn from a permutation
 seeded by (seed, epoch), and augmentation draws from an explicit generator. Together with the
@@ -122,6 +122,49 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
         shutdown(dist)
 
 
+@dataclass
+class _Run:
+    """What a run holds from one step to the next: built by `_setup`, advanced by `_train_epoch` and
+    `_end_epoch`, saved by `_interrupted`, scored by `_finish`."""
+
+    cfg: TrainConfig
+    started: float
+    device: torch.device
+    dist: Any
+    amp_dtype: torch.dtype | None
+    folder: RunFolder
+    feed: Any
+    model: torch.nn.Module
+    net: Any  # the model as trained: DDP-wrapped and/or torch.compiled
+    optimizer: torch.optim.Optimizer
+    ema: ModelEma | None
+    scaler: Any
+    augment: TrainAugment
+    aug_gen: torch.Generator
+    run_info: dict[str, Any]
+    state: TrainState
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    per_rank_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    schedule: Any
+    cast: Any
+    board: Any
+    progress: EpochProgress
+    earlier: float  # a resumed run's time counts the sessions before this one
+    counts_skipped: bool
+    tick: float | None = None  # when this epoch's training started, until it ends
+    unfinished: tuple[torch.Tensor, torch.Tensor] | None = None  # RNG states before a step still running
+    doing: str = "before the first step"  # said by a CUDA failure
+    compile_seconds: float | None = None  # the first step of a compiled run, which compiles it
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.final
+
+
 def _train(
     cfg: TrainConfig,
     resume: bool,
@@ -133,6 +176,33 @@ def _train(
     folder: RunFolder,
     cleanup: ExitStack,
 ) -> RunResult:
+    """Set up, then one epoch and its end at a time; Ctrl-C saves a resumable state, a CUDA failure is one line."""
+    run = _setup(cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup)
+    state = run.state
+    try:
+        for epoch in range(state.epoch, state.epoch if state.stopped_early else cfg.optim.epochs):
+            _train_epoch(run, epoch)
+            if _end_epoch(run, epoch):
+                break
+    except KeyboardInterrupt:
+        _interrupted(run)
+    except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
+        _reraise_gpu(exc, run.doing, *_gpu_advice(cfg, run.per_rank_batch, amp_dtype, run.run_dir, state.epoch))
+    return _finish(run)
+
+
+def _setup(
+    cfg: TrainConfig,
+    resume: bool,
+    show_progress: bool,
+    started: float,
+    device: torch.device,
+    dist: Any,
+    amp_dtype: torch.dtype | None,
+    folder: RunFolder,
+    cleanup: ExitStack,
+) -> _Run:
+    """Pretrained weights, data, model, optimiser, EMA, augmentation, the resumed state, the schedule."""
     run_dir = folder.final
 
     # -- pretrained weights: read before anything is sized (a file can imply arguments: its depth, HF's act)
@@ -223,7 +293,6 @@ def _train(
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
     if cfg.run.compile != "off":  # the training forward only: evaluation and checkpoints use `model` as it is
         net = torch.compile(net, backend=cfg.run.compile)
-    compile_seconds: float | None = None  # the first step of a compiled run, which compiles it
 
     per_rank_batch = cfg.optim.batch_size // dist.world_size
     steps_per_epoch = max(1, len(feed) // cfg.optim.batch_size)
@@ -238,153 +307,191 @@ def _train(
         write_json(folder.path / "config.json", cfg.to_dict())
     board = report.TensorBoardLog(folder.path / "tensorboard") if cfg.log.tensorboard and dist.is_main else None
     progress = EpochProgress(enabled=show_progress and dist.is_main, show_top5=feed.num_classes > 5)
-    earlier = state.seconds  # a resumed run's time counts the sessions before this one
-    tick: float | None = None
-    unfinished: tuple[torch.Tensor, torch.Tensor] | None = None
-    doing = "before the first step"  # said by a CUDA failure
-    counts_skipped = feed.streaming or cfg.data.name == "imagefolder"
+    return _Run(
+        cfg=cfg,
+        started=started,
+        device=device,
+        dist=dist,
+        amp_dtype=amp_dtype,
+        folder=folder,
+        feed=feed,
+        model=model,
+        net=net,
+        optimizer=optimizer,
+        ema=ema,
+        scaler=scaler,
+        augment=augment,
+        aug_gen=aug_gen,
+        run_info=run_info,
+        state=state,
+        mean=mean,
+        std=std,
+        per_rank_batch=per_rank_batch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        schedule=schedule,
+        cast=cast,
+        board=board,
+        progress=progress,
+        earlier=state.seconds,
+        counts_skipped=feed.streaming or cfg.data.name == "imagefolder",
+    )
 
-    try:
-        for epoch in range(state.epoch, state.epoch if state.stopped_early else cfg.optim.epochs):
-            # -- one epoch: the permutation depends on (seed, epoch) only; augmentation on its own stream
-            net.train()
-            if cfg.optim.freeze == "backbone":
-                backbone_eval(model)
-            order = make_generator(cfg.run.seed, epoch)
-            if state.step_in_epoch == 0:
-                aug_gen.manual_seed(make_generator(cfg.run.seed, _AUG_STREAM + epoch).initial_seed())
-                state.partial = {"loss": 0.0, "count": 0.0}
-                if counts_skipped:  # in memory, the train set's unreadable files were left out at load
-                    state.partial["skipped"] = float(feed.skipped_per_epoch if dist.is_main else 0)
-            # a set smaller than one batch (common when fine-tuning) trains on that one partial batch
-            full = len(feed) >= cfg.optim.batch_size
-            epoch_batches = list(batches(len(feed), per_rank_batch, order, drop_last=full, **_shard(dist)))
-            epoch_batches = epoch_batches[:steps_per_epoch]
-            progress.start(epoch, cfg.optim.epochs, len(epoch_batches), state.step_in_epoch)
-            doing = f"at batch size {per_rank_batch} (epoch {epoch + 1}, training)"
-            samples = feed.train_batches(epoch_batches[state.step_in_epoch :], epoch)
-            tick = time.perf_counter()
-            for step in range(state.step_in_epoch, len(epoch_batches)):
-                unfinished = (aug_gen.get_state(), torch.get_rng_state())  # restored if this step is cut short
-                lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group.get("lr_scale", 1.0)
-                images, labels, bad = next(samples)
-                if bad:  # unreadable images, skipped (data.on_bad_image=skip) and counted
-                    state.partial["skipped"] += len(bad)
-                if not len(labels):  # nothing left of this batch: the step passes without an update
-                    state.step_in_epoch, state.global_step, unfinished = step + 1, state.global_step + 1, None
-                    continue
-                x, targets = augment(images, labels, aug_gen)
-                x, targets = x.to(device, non_blocking=True), targets.to(device, non_blocking=True)
 
-                first = cfg.run.compile != "off" and compile_seconds is None
-                step_started = time.perf_counter() if first else 0.0
-                with cast:
-                    logits = net(x)
-                loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-                if not math.isfinite(loss.item()):
-                    raise VitcError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
-                        f"The last good checkpoint is {run_dir / 'last.safetensors'} (lower optim.lr and --resume)"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.optim.clip_grad > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                if first:
-                    compile_seconds = time.perf_counter() - step_started
-                if ema is not None:
-                    ema.update(model)
+def _train_epoch(run: _Run, epoch: int) -> None:
+    """One epoch of training steps, from where the state says it stands (a resume continues mid-epoch).
+    The permutation depends on (seed, epoch) only; augmentation draws from its own stream."""
+    cfg, state, feed, dist, model, net = run.cfg, run.state, run.feed, run.dist, run.model, run.net
+    optimizer, aug_gen, board, progress, ema = run.optimizer, run.aug_gen, run.board, run.progress, run.ema
+    per_rank_batch, steps_per_epoch = run.per_rank_batch, run.steps_per_epoch
+    total_steps, warmup_steps, run_dir = run.total_steps, run.warmup_steps, run.run_dir
+    net.train()
+    if cfg.optim.freeze == "backbone":
+        backbone_eval(model)
+    order = make_generator(cfg.run.seed, epoch)
+    if state.step_in_epoch == 0:
+        aug_gen.manual_seed(make_generator(cfg.run.seed, _AUG_STREAM + epoch).initial_seed())
+        state.partial = {"loss": 0.0, "count": 0.0}
+        if run.counts_skipped:  # in memory, the train set's unreadable files were left out at load
+            state.partial["skipped"] = float(feed.skipped_per_epoch if dist.is_main else 0)
+    # a set smaller than one batch (common when fine-tuning) trains on that one partial batch
+    full = len(feed) >= cfg.optim.batch_size
+    epoch_batches = list(batches(len(feed), per_rank_batch, order, drop_last=full, **_shard(dist)))
+    epoch_batches = epoch_batches[:steps_per_epoch]
+    progress.start(epoch, cfg.optim.epochs, len(epoch_batches), state.step_in_epoch)
+    run.doing = f"at batch size {per_rank_batch} (epoch {epoch + 1}, training)"
+    samples = feed.train_batches(epoch_batches[state.step_in_epoch :], epoch)
+    run.tick = time.perf_counter()
+    for step in range(state.step_in_epoch, len(epoch_batches)):
+        run.unfinished = (aug_gen.get_state(), torch.get_rng_state())  # restored if this step is cut short
+        lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        images, labels, bad = next(samples)
+        if bad:  # unreadable images, skipped (data.on_bad_image=skip) and counted
+            state.partial["skipped"] += len(bad)
+        if not len(labels):  # nothing left of this batch: the step passes without an update
+            state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, None
+            continue
+        x, targets = run.augment(images, labels, aug_gen)
+        x, targets = x.to(run.device, non_blocking=True), targets.to(run.device, non_blocking=True)
 
-                state.partial["loss"] += loss.item() * len(labels)
-                state.partial["count"] += len(labels)
-                state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
-                unfinished = None
-                state.images_seen += len(labels) * dist.world_size
-                progress.advance(loss=loss.item(), lr=lr, images=len(labels) * dist.world_size)
-                if board:
-                    board.step(state.global_step, loss=loss.item(), lr=lr)
+        first = cfg.run.compile != "off" and run.compile_seconds is None
+        step_started = time.perf_counter() if first else 0.0
+        with run.cast:
+            logits = net(x)
+        loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        if not math.isfinite(loss.item()):
+            raise VitcError(
+                f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
+                f"The last good checkpoint is {run_dir / 'last.safetensors'} (lower optim.lr and --resume)"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if cfg.optim.clip_grad > 0:
+            run.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+        run.scaler.step(optimizer)
+        run.scaler.update()
+        if first:
+            run.compile_seconds = time.perf_counter() - step_started
+        if ema is not None:
+            ema.update(model)
 
-            # -- end of epoch: evaluate on rank 0, keep best and last, save the resumable state
-            state.train_seconds += time.perf_counter() - tick
-            tick = None
-            progress.finish()
-            state.epoch, state.step_in_epoch = epoch + 1, 0
-            all_reduce_sum(dist, state.partial)  # the logged train loss is the mean over all processes
-            if dist.is_main:
-                evaluated = ema.module if ema is not None else model
-                last_lr = lr_at(state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
-                val_batches = board.tap(feed.eval_batches("val")) if board else feed.eval_batches("val")
-                doing = f"at batch size {EVAL_BATCH} (epoch {epoch + 1}, validation)"
-                val = evaluate_batches(evaluated, val_batches, mean, std, device, amp_dtype)
-                row = {
-                    "epoch": epoch + 1,
-                    "train_loss": state.partial["loss"] / max(1.0, state.partial["count"]),
-                    "lr": last_lr,
-                    "val_top1": val["top1"],
-                    "val_top5": val["top5"],
-                    "val_loss": val["loss"],
-                }
-                if "skipped" in state.partial:  # unreadable images skipped this epoch (data.on_bad_image=skip)
-                    row["skipped_images"] = int(state.partial["skipped"])
-                state.history.append(row)
-                progress.epoch_summary(row)
-                state.stopped_early = _out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
-                if state.stopped_early:
-                    row["stopped_early"] = True
-                state.seconds = earlier + time.perf_counter() - started
-                meta = _meta(evaluated, run_info, row)
-                if val["top1"] > state.best_top1:
-                    state.best_top1 = val["top1"]
-                    save_checkpoint(folder.path / "best.safetensors", evaluated, meta)
-                save_checkpoint(folder.path / "last.safetensors", evaluated, meta)
-                save_state(
-                    folder.path / "resume.safetensors",
-                    state,
-                    model,
-                    optimizer,
-                    ema and ema.module,
-                    {"aug": aug_gen},
-                    run_info,
-                )
-                report.write_metrics(state.history, folder.path / "metrics.jsonl")
-                report.plot_curves(state.history, folder.path / "curves.png", cfg.run_name, schedule)
-                if board:
-                    board.epoch(row, [folder.path / "curves.png"])
-                    board.locality(evaluated, eval_transform(board.sample, mean, std), row["epoch"])
-                folder.commit()  # a --force run replaces the old one now that it has checkpoints
-            stop = {"stop": float(state.stopped_early)}
-            all_reduce_sum(dist, stop)  # rank 0 decided: every process leaves the loop together
-            state.stopped_early = stop["stop"] > 0
-            barrier(dist)
-            if state.stopped_early:
-                break
-    except KeyboardInterrupt:
-        progress.finish()
-        if tick is not None:  # cut short within an epoch: its training time so far counts
-            state.train_seconds += time.perf_counter() - tick
-        state.seconds = earlier + time.perf_counter() - started
-        if dist.is_main and state.epoch < cfg.optim.epochs:
-            if unfinished is not None:  # a step was cut short: undo its random draws
-                aug_gen.set_state(unfinished[0])
-                torch.set_rng_state(unfinished[1])
-            resumable = (state, model, optimizer, ema and ema.module, {"aug": aug_gen}, run_info)
-            save_state(folder.path / "resume.safetensors", *resumable)
-            folder.commit()
-        where = "" if cfg.run.out_dir == "train/runs" else f" --set run.out_dir={cfg.run.out_dir}"
-        raise TrainingInterrupted(
-            f"interrupted; continue with: vitc train --resume --name {cfg.run_name}{where}"
-        ) from None
-    except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
-        _reraise_gpu(exc, doing, *_gpu_advice(cfg, per_rank_batch, amp_dtype, run_dir, state.epoch))
+        state.partial["loss"] += loss.item() * len(labels)
+        state.partial["count"] += len(labels)
+        state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
+        run.unfinished = None
+        state.images_seen += len(labels) * dist.world_size
+        progress.advance(loss=loss.item(), lr=lr, images=len(labels) * dist.world_size)
+        if board:
+            board.step(state.global_step, loss=loss.item(), lr=lr)
 
+
+def _end_epoch(run: _Run, epoch: int) -> bool:
+    """Evaluate on rank 0, keep best and last, save the resumable state; True when the run stops early."""
+    cfg, state, feed, dist, model, ema = run.cfg, run.state, run.feed, run.dist, run.model, run.ema
+    folder, board, progress, mean, std = run.folder, run.board, run.progress, run.mean, run.std
+    total_steps, warmup_steps = run.total_steps, run.warmup_steps
+    state.train_seconds += time.perf_counter() - run.tick
+    run.tick = None
+    progress.finish()
+    state.epoch, state.step_in_epoch = epoch + 1, 0
+    all_reduce_sum(dist, state.partial)  # the logged train loss is the mean over all processes
+    if dist.is_main:
+        evaluated = ema.module if ema is not None else model
+        last_lr = lr_at(state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
+        val_batches = board.tap(feed.eval_batches("val")) if board else feed.eval_batches("val")
+        run.doing = f"at batch size {EVAL_BATCH} (epoch {epoch + 1}, validation)"
+        val = evaluate_batches(evaluated, val_batches, mean, std, run.device, run.amp_dtype)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": state.partial["loss"] / max(1.0, state.partial["count"]),
+            "lr": last_lr,
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "val_loss": val["loss"],
+        }
+        if "skipped" in state.partial:  # unreadable images skipped this epoch (data.on_bad_image=skip)
+            row["skipped_images"] = int(state.partial["skipped"])
+        state.history.append(row)
+        progress.epoch_summary(row)
+        state.stopped_early = _out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
+        if state.stopped_early:
+            row["stopped_early"] = True
+        state.seconds = run.earlier + time.perf_counter() - run.started
+        meta = _meta(evaluated, run.run_info, row)
+        if val["top1"] > state.best_top1:
+            state.best_top1 = val["top1"]
+            save_checkpoint(folder.path / "best.safetensors", evaluated, meta)
+        save_checkpoint(folder.path / "last.safetensors", evaluated, meta)
+        save_state(
+            folder.path / "resume.safetensors",
+            state,
+            model,
+            run.optimizer,
+            ema and ema.module,
+            {"aug": run.aug_gen},
+            run.run_info,
+        )
+        report.write_metrics(state.history, folder.path / "metrics.jsonl")
+        report.plot_curves(state.history, folder.path / "curves.png", cfg.run_name, run.schedule)
+        if board:
+            board.epoch(row, [folder.path / "curves.png"])
+            board.locality(evaluated, eval_transform(board.sample, mean, std), row["epoch"])
+        folder.commit()  # a --force run replaces the old one now that it has checkpoints
+    stop = {"stop": float(state.stopped_early)}
+    all_reduce_sum(dist, stop)  # rank 0 decided: every process leaves the loop together
+    state.stopped_early = stop["stop"] > 0
+    barrier(dist)
+    return state.stopped_early
+
+
+def _interrupted(run: _Run) -> NoReturn:
+    """Ctrl-C: undo a step cut short, save the resumable state, say how to continue."""
+    cfg, state, dist, folder = run.cfg, run.state, run.dist, run.folder
+    run.progress.finish()
+    if run.tick is not None:  # cut short within an epoch: its training time so far counts
+        state.train_seconds += time.perf_counter() - run.tick
+    state.seconds = run.earlier + time.perf_counter() - run.started
+    if dist.is_main and state.epoch < cfg.optim.epochs:
+        if run.unfinished is not None:  # a step was cut short: undo its random draws
+            run.aug_gen.set_state(run.unfinished[0])
+            torch.set_rng_state(run.unfinished[1])
+        resumable = (state, run.model, run.optimizer, run.ema and run.ema.module, {"aug": run.aug_gen}, run.run_info)
+        save_state(folder.path / "resume.safetensors", *resumable)
+        folder.commit()
+    where = "" if cfg.run.out_dir == "train/runs" else f" --set run.out_dir={cfg.run.out_dir}"
+    raise TrainingInterrupted(f"interrupted; continue with: vitc train --resume --name {cfg.run_name}{where}") from None
+
+
+def _finish(run: _Run) -> RunResult:
+    """Score the best checkpoint on the held-out test split and write the run's summary."""
+    cfg, state, feed, dist, board = run.cfg, run.state, run.feed, run.dist, run.board
+    device, amp_dtype, mean, std, run_dir = run.device, run.amp_dtype, run.mean, run.std, run.run_dir
     if board:
         board.close()
-    # -- the end: score the best checkpoint on the held-out test split
     test: dict[str, float] = {}
     if dist.is_main:
         from vitc.checkpoint import load_model
@@ -400,10 +507,10 @@ def _train(
         if feed.num_classes <= 5:  # top-5 of 5 classes or fewer is 100% by construction: not reported
             test.pop("top5", None)
     rate = state.images_seen / state.train_seconds if state.train_seconds else 0.0
-    seconds = earlier + time.perf_counter() - started  # the whole run, over every resumed session
+    seconds = run.earlier + time.perf_counter() - run.started  # the whole run, over every resumed session
     result = RunResult(run_dir, state.history, state.best_top1, test, rate, seconds, final_split(cfg.data))
     result.skipped_images = len(feed.bad)
-    result.compile_seconds = compile_seconds
+    result.compile_seconds = run.compile_seconds
     if state.stopped_early:
         best = max(state.history, key=lambda row: row["val_top1"])
         result.stopped_early = (

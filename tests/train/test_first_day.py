@@ -216,7 +216,9 @@ def test_a_resumed_run_counts_the_time_of_every_session(tiny: dict[str, Any]) ->
     assert again.exit_code == 0, again.output
     summary = json.loads((Path(tiny["run.out_dir"]) / "tiny" / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["seconds"] > second  # this session alone is shorter
-    assert first < summary["seconds"] <= whole + second  # the first session's epoch, and this one's
+    # the first session's training (saved with its epoch; its final test is not) and this one's: more than
+    # `first` only when this session outlasts the first one's final test, which a loaded machine may not
+    assert summary["seconds"] <= whole + second
 
 
 def test_patience_stops_the_run_and_says_so(tiny: dict[str, Any]) -> None:

@@ -104,13 +104,15 @@ def test_bad_resumes(tiny: dict[str, Any]) -> None:
 
 def test_autocast_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
-    assert loop.pick_amp("auto", cpu) is torch.bfloat16
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
-    assert loop.pick_amp("auto", cpu) is None and loop.pick_amp("bf16", cpu) is torch.bfloat16
-    assert loop.pick_amp("off", cpu) is None
+    from vitc.train import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert device.pick_amp("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert device.pick_amp("auto", cpu) is None and device.pick_amp("bf16", cpu) is torch.bfloat16
+    assert device.pick_amp("off", cpu) is None
     with pytest.raises(VitcError, match="fp16 autocast needs CUDA"):
-        loop.pick_amp("fp16", cpu)
+        device.pick_amp("fp16", cpu)
 
 
 def test_bf16_autocast_run(tiny: dict[str, Any]) -> None:

@@ -21,19 +21,21 @@ import torch.nn.functional as F
 from vitc._io import write_json
 from vitc._lazy import lazy_import
 from vitc._text import PlainConsole
-from vitc.checkpoint import CheckpointMeta, meta_for, save_checkpoint
+from vitc.checkpoint import save_checkpoint
 from vitc.data.datasets import batches, make_generator
 from vitc.data.feed import EVAL_BATCH, final_split, open_feed
 from vitc.data.transforms import TrainAugment, eval_transform
-from vitc.errors import VitcError, gpu_failure
+from vitc.errors import VitcError
 from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
 from vitc.train.config import TrainConfig, parse_auto_augment, resolve_defaults, resolve_for_data
+from vitc.train.device import gpu_advice, pick_amp, pick_device, reraise_gpu
 from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from vitc.train.evaluate import evaluate_batches
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, param_groups
 from vitc.train.progress import EpochProgress
+from vitc.train.records import check_resumable, checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder
 from vitc.train.state import TrainState, load_state, save_state
 
@@ -58,34 +60,6 @@ class RunResult:
     stopped_early: str = ""  # why the run stopped before its last epoch (optim.patience), else empty
     skipped_images: int = 0  # unreadable files left out (data.on_bad_image=skip), each counted once
     compile_seconds: float | None = None  # run.compile: the first step, which compiles the training step
-
-
-def pick_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise VitcError("--device cuda was asked for, but torch sees no CUDA GPU")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
-
-
-def pick_amp(choice: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype. auto: bf16 on CUDA (fp16 where bf16 is missing); on a CPU, bf16 where it has
-    native bf16 instructions (AVX512-BF16/AMX: convit_micro trains faster at the same accuracy,
-    docs/benchmarks.md, "Training throughput"), otherwise fp32."""
-    if choice == "auto":
-        if device.type == "cuda":
-            choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            choice = "bf16" if cpu_has_native_bf16() else "off"
-    if choice == "fp16" and device.type != "cuda":
-        raise VitcError("fp16 autocast needs CUDA; use --set run.amp=bf16 on CPU")
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 (Cooper Lake, Sapphire Rapids and later); torch exposes the check privately."""
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check and check())
 
 
 def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, force: bool = False) -> RunResult:
@@ -187,7 +161,7 @@ def _train(
     except KeyboardInterrupt:
         _interrupted(run)
     except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
-        _reraise_gpu(exc, run.doing, *_gpu_advice(cfg, run.per_rank_batch, amp_dtype, run.run_dir, state.epoch))
+        reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, amp_dtype, run.run_dir, state.epoch))
     return _finish(run)
 
 
@@ -287,7 +261,7 @@ def _setup(
         path = run_dir / "resume.safetensors"
         if not path.is_file():
             raise VitcError(f"nothing to resume: {path} does not exist")
-        _check_resumable(path, run_info)
+        check_resumable(path, run_info)
         state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen})
         run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
@@ -441,7 +415,7 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
         if state.stopped_early:
             row["stopped_early"] = True
         state.seconds = run.earlier + time.perf_counter() - run.started
-        meta = _meta(evaluated, run.run_info, row)
+        meta = checkpoint_meta(evaluated, run.run_info, row)
         if val["top1"] > state.best_top1:
             state.best_top1 = val["top1"]
             save_checkpoint(folder.path / "best.safetensors", evaluated, meta)
@@ -503,7 +477,7 @@ def _finish(run: _Run) -> RunResult:
         except RuntimeError as exc:
             hint = "mixed precision (--set run.amp=bf16)" if amp_dtype is None else "freeing the GPU (other processes)"
             done = f"; the trained run is complete in {run_dir}: vitc eval scores it (on the CPU)"
-            _reraise_gpu(exc, f"at batch size {EVAL_BATCH} (the final test)", hint, done)
+            reraise_gpu(exc, f"at batch size {EVAL_BATCH} (the final test)", hint, done)
         if feed.num_classes <= 5:  # top-5 of 5 classes or fewer is 100% by construction: not reported
             test.pop("top5", None)
     rate = state.images_seen / state.train_seconds if state.train_seconds else 0.0
@@ -519,31 +493,8 @@ def _finish(run: _Run) -> RunResult:
             f"was epoch {best['epoch']}"
         )
     if dist.is_main:
-        write_json(run_dir / "summary.json", _summary(cfg, result))
+        write_json(run_dir / "summary.json", summary_record(cfg, result))
     return result
-
-
-def _reraise_gpu(exc: RuntimeError, doing: str, hint: str, kept: str) -> NoReturn:
-    """Raise a CUDA failure as its one-line VitcError; anything else as it was (call in `except`)."""
-    failure = gpu_failure(exc, doing, hint, kept)
-    if failure is None:
-        raise exc  # not a CUDA failure: a bug, with its traceback
-    raise failure from exc
-
-
-def _gpu_advice(
-    cfg: TrainConfig, batch: int, amp: torch.dtype | None, run_dir: Path, epochs_done: int
-) -> tuple[str, str]:
-    """(what to try after running out of GPU memory, what of the run is kept)."""
-    processes = cfg.optim.batch_size // batch  # the global batch splits evenly over them
-    hint = f"a smaller batch (--set optim.batch_size={max(1, batch // 2) * processes})"
-    if amp is None:
-        hint += " or mixed precision (--set run.amp=bf16)"
-    if cfg.run.compile == "off":
-        hint += " or torch.compile (--set run.compile=inductor: fused kernels keep fewer activations)"
-    if not epochs_done:
-        return hint, "; no epoch had finished, so nothing was saved"
-    return hint, f"; {run_dir / 'last.safetensors'} (epoch {epochs_done}) is kept, --resume continues from it"
 
 
 def _out_of_patience(history: list[dict[str, Any]], patience: int, epochs: int) -> bool:
@@ -556,70 +507,3 @@ def _out_of_patience(history: list[dict[str, Any]], patience: int, epochs: int) 
 
 def _shard(dist: Any) -> dict[str, int]:
     return {"rank": dist.rank, "world_size": dist.world_size}
-
-
-def _meta(model: torch.nn.Module, run_info: dict[str, Any], row: dict[str, Any]) -> CheckpointMeta:
-    return meta_for(
-        model,
-        class_names=run_info["classes"],
-        provenance={
-            "trained_by": "vitc train",
-            "epoch": row["epoch"],
-            "val_top1": row["val_top1"],
-            "processes": run_info["processes"],
-            **_pretrained_fields(run_info.get("pretrained")),
-        },
-        extra={"train_config": run_info["config"]},
-    )
-
-
-def _pretrained_fields(record: dict[str, Any] | None) -> dict[str, Any]:
-    """The starting weights in a checkpoint's provenance, flat so that `vitc info` shows one row each."""
-    if not record:
-        return {}
-    return {
-        "pretrained": record["file"],
-        "pretrained_sha256": record["sha256"],
-        "pretrained_format": record["source_format"],
-    }
-
-
-def _summary(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
-    """summary.json: what the run achieved, machine-readable (the CLI prints the same as a table)."""
-    best = max(result.history, key=lambda row: row["val_top1"], default=None)
-    return {
-        "model": cfg.model.name,
-        "data": cfg.data.name,
-        "test_split": result.test_split,  # "val": an image folder without test/ is scored on val
-        "test_top1": result.test.get("top1"),
-        "test_top5": result.test.get("top5"),
-        "best_val_top1": result.best_val_top1,
-        "best_epoch": best["epoch"] if best else None,
-        "epochs": len(result.history),
-        "stopped_early": bool(result.stopped_early),
-        "patience": cfg.optim.patience,
-        "skipped_images": result.skipped_images,
-        "seconds": result.seconds,
-        "train_images_per_s": result.train_images_per_s,
-        "compile": cfg.run.compile,
-        "compile_seconds": result.compile_seconds,
-        "checkpoint": str(result.run_dir / "best.safetensors"),
-        "pretrained": cfg.model.pretrained,
-    }
-
-
-def _check_resumable(path: Path, run_info: dict[str, Any]) -> None:
-    """A resume must continue the same model on the same data: anything else is a clear error."""
-    from vitc._io import parse_json, read_safetensors_metadata
-    from vitc.artifacts.resume import RESUME_KEY
-
-    saved = parse_json(read_safetensors_metadata(path).get(RESUME_KEY, "{}"), str(path))
-    info = saved.get("info") if isinstance(saved, dict) else None
-    if not isinstance(info, dict):
-        raise VitcError(f"{path} is not a resume state written by vitc train")
-    if info.get("model") != run_info["model"] or info.get("args") != run_info["args"]:
-        raise VitcError(
-            f"{path} was written by {info.get('model')} {info.get('args')}, not {run_info['model']} {run_info['args']}"
-        )
-    if info.get("classes") != run_info["classes"]:
-        raise VitcError(f"{path} was trained on other classes than this data set's")

@@ -1,0 +1,64 @@
+"""The device and precision a run trains on, and what it says when the GPU fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import torch
+
+from vitc.errors import VitcError, gpu_failure
+
+if TYPE_CHECKING:
+    from vitc.train.config import TrainConfig
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise VitcError("--device cuda was asked for, but torch sees no CUDA GPU")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def pick_amp(choice: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype. auto: bf16 on CUDA (fp16 where bf16 is missing); on a CPU, bf16 where it has
+    native bf16 instructions (AVX512-BF16/AMX: convit_micro trains faster at the same accuracy,
+    docs/benchmarks.md, "Training throughput"), otherwise fp32."""
+    if choice == "auto":
+        if device.type == "cuda":
+            choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            choice = "bf16" if cpu_has_native_bf16() else "off"
+    if choice == "fp16" and device.type != "cuda":
+        raise VitcError("fp16 autocast needs CUDA; use --set run.amp=bf16 on CPU")
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 (Cooper Lake, Sapphire Rapids and later); torch exposes the check privately."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check and check())
+
+
+def reraise_gpu(exc: RuntimeError, doing: str, hint: str, kept: str) -> NoReturn:
+    """Raise a CUDA failure as its one-line VitcError; anything else as it was (call in `except`)."""
+    failure = gpu_failure(exc, doing, hint, kept)
+    if failure is None:
+        raise exc  # not a CUDA failure: a bug, with its traceback
+    raise failure from exc
+
+
+def gpu_advice(
+    cfg: TrainConfig, batch: int, amp: torch.dtype | None, run_dir: Path, epochs_done: int
+) -> tuple[str, str]:
+    """(what to try after running out of GPU memory, what of the run is kept)."""
+    processes = cfg.optim.batch_size // batch  # the global batch splits evenly over them
+    hint = f"a smaller batch (--set optim.batch_size={max(1, batch // 2) * processes})"
+    if amp is None:
+        hint += " or mixed precision (--set run.amp=bf16)"
+    if cfg.run.compile == "off":
+        hint += " or torch.compile (--set run.compile=inductor: fused kernels keep fewer activations)"
+    if not epochs_done:
+        return hint, "; no epoch had finished, so nothing was saved"
+    return hint, f"; {run_dir / 'last.safetensors'} (epoch {epochs_done}) is kept, --resume continues from it"

@@ -1,0 +1,87 @@
+"""What a training run writes about itself: checkpoint metadata, summary.json, and the resume check.
+
+Kept beside the loop rather than in it: these are the run's records (read back by `vitc info`,
+`vitc eval` and `--resume`), not steps of training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vitc.checkpoint import CheckpointMeta, meta_for
+from vitc.errors import VitcError
+
+if TYPE_CHECKING:
+    import torch
+
+    from vitc.train.config import TrainConfig
+    from vitc.train.loop import RunResult
+
+
+def checkpoint_meta(model: torch.nn.Module, run_info: dict[str, Any], row: dict[str, Any]) -> CheckpointMeta:
+    """A checkpoint's description: classes, where it came from in this run, and the recipe that made it."""
+    return meta_for(
+        model,
+        class_names=run_info["classes"],
+        provenance={
+            "trained_by": "vitc train",
+            "epoch": row["epoch"],
+            "val_top1": row["val_top1"],
+            "processes": run_info["processes"],
+            **_pretrained_fields(run_info.get("pretrained")),
+        },
+        extra={"train_config": run_info["config"]},
+    )
+
+
+def _pretrained_fields(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The starting weights in a checkpoint's provenance, flat so that `vitc info` shows one row each."""
+    if not record:
+        return {}
+    return {
+        "pretrained": record["file"],
+        "pretrained_sha256": record["sha256"],
+        "pretrained_format": record["source_format"],
+    }
+
+
+def summary_record(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
+    """summary.json: what the run achieved, machine-readable (the CLI prints the same as a table)."""
+    best = max(result.history, key=lambda row: row["val_top1"], default=None)
+    return {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "test_split": result.test_split,  # "val": an image folder without test/ is scored on val
+        "test_top1": result.test.get("top1"),
+        "test_top5": result.test.get("top5"),
+        "best_val_top1": result.best_val_top1,
+        "best_epoch": best["epoch"] if best else None,
+        "epochs": len(result.history),
+        "stopped_early": bool(result.stopped_early),
+        "patience": cfg.optim.patience,
+        "skipped_images": result.skipped_images,
+        "seconds": result.seconds,
+        "train_images_per_s": result.train_images_per_s,
+        "compile": cfg.run.compile,
+        "compile_seconds": result.compile_seconds,
+        "checkpoint": str(result.run_dir / "best.safetensors"),
+        "pretrained": cfg.model.pretrained,
+    }
+
+
+def check_resumable(path: Path, run_info: dict[str, Any]) -> None:
+    """A resume must continue the same model on the same data: anything else is a clear error."""
+    from vitc._io import parse_json, read_safetensors_metadata
+    from vitc.artifacts.resume import RESUME_KEY
+
+    saved = parse_json(read_safetensors_metadata(path).get(RESUME_KEY, "{}"), str(path))
+    info = saved.get("info") if isinstance(saved, dict) else None
+    if not isinstance(info, dict):
+        raise VitcError(f"{path} is not a resume state written by vitc train")
+    if info.get("model") != run_info["model"] or info.get("args") != run_info["args"]:
+        raise VitcError(
+            f"{path} was written by {info.get('model')} {info.get('args')}, not {run_info['model']} {run_info['args']}"
+        )
+    if info.get("classes") != run_info["classes"]:
+        raise VitcError(f"{path} was trained on other classes than this data set's")

@@ -218,6 +218,21 @@ def test_imagefolder_loads_all_modes(tmp_path: Path) -> None:
     assert load_dataset("imagefolder", "val", data_dir=root, image_size=8, in_chans=1).images.shape == (6, 1, 8, 8)
 
 
+def test_one_crop_pct_default_everywhere() -> None:
+    """Issue 23: the registry, Preprocess and both loaders default to the one constant (timm's 0.875), not 1.0."""
+    import dataclasses
+    import inspect
+
+    from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, Preprocess
+    from vitc.data.stream import SampleTransform
+    from vitc.models._registry import ModelCfg
+
+    assert DEFAULT_CROP_PCT == 0.875
+    assert inspect.signature(load_dataset).parameters["crop_pct"].default == DEFAULT_CROP_PCT
+    for record in (SampleTransform, Preprocess, ModelCfg):
+        assert {f.name: f.default for f in dataclasses.fields(record)}["crop_pct"] == DEFAULT_CROP_PCT, record
+
+
 def test_imagefolder_16bit_scaling(tmp_path: Path) -> None:
     root = _folder(tmp_path)
     _save(root / "train" / "cat" / "half.png", np.full((8, 8), 32896, dtype=np.uint16))  # 128 * 257

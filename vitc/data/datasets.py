@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vitc._lazy import lazy_import
-from vitc.artifacts.preprocess import check_crop_pct, eval_resize
+from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, check_crop_pct, eval_resize
 from vitc.data._safe_pickle import safe_load
 from vitc.data.files import CIFAR_LAYOUT, IMG_EXTENSIONS, cifar_root, list_images
 from vitc.errors import VitcError
@@ -74,7 +74,7 @@ def load_dataset(
     fraction: float = 1.0,
     seed: int = 0,
     in_chans: int = 3,
-    crop_pct: float = 1.0,
+    crop_pct: float = DEFAULT_CROP_PCT,
     on_bad_image: str = "stop",
 ) -> ImageSet:
     """Load one split of a dataset as an `ImageSet` of `image_size` x `image_size` uint8 images.

@@ -22,7 +22,7 @@ import torch
 
 from vitc._io import parse_json, write_json
 from vitc._lazy import lazy_import
-from vitc.artifacts.preprocess import eval_resize
+from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, eval_resize
 from vitc.data.datasets import center_crop, cifar_raw, folder_split, open_image
 from vitc.data.files import list_images
 from vitc.errors import VitcError
@@ -207,7 +207,7 @@ class SampleTransform:
     to size / crop_pct, centre crop. Both give uint8 (3, size, size)."""
 
     size: int
-    crop_pct: float = 1.0
+    crop_pct: float = DEFAULT_CROP_PCT
     seed: int = 0
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)

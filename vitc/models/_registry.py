@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION
 from vitc.errors import VitcError
 from vitc.limits import MAX_DEPTH, MAX_IMG_SIZE, MAX_INT_ARG
 
@@ -32,8 +33,8 @@ class ModelCfg:
     num_classes: int = 1000
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
+    crop_pct: float = DEFAULT_CROP_PCT
+    interpolation: str = DEFAULT_INTERPOLATION
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def test_roundtrip_rebuilds_the_model_with_no_extra_arguments(ckpt: Path) -> Non
     reference = create_model("deit_micro", depth=2).eval()
     model, meta = load_model(ckpt)
     assert meta.model == "deit_micro" and meta.args == {"depth": 2}
-    assert meta.cfg["input_size"] == [3, 32, 32] and meta.cfg["mean"] == [0.5, 0.5, 0.5]
+    assert meta.cfg.input_size == (3, 32, 32) and meta.cfg.mean == (0.5, 0.5, 0.5)
     x = torch.randn(3, 3, 32, 32)
     assert torch.equal(model(x), reference(x))
 
@@ -78,3 +78,48 @@ def test_weights_of_another_shape_are_reported(ckpt: Path, tmp_path: Path) -> No
     with pytest.raises(KeyMismatchError) as info:
         load_model(path)
     assert info.value.report.wrong_shape and info.value.report.unexpected
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "deit_micro_depth1.v0.1.0.safetensors"
+
+
+def test_a_checkpoint_of_vitc_0_1_0_loads_with_its_cfg_typed() -> None:
+    """tests/fixtures: written by vitc 0.1.0's code (commit e955e68, cfg a plain dict) and never rewritten.
+    Its cfg reads back as a ModelCfg, the same facts; the model gives the logits it gave then; the
+    metadata written back is the record it holds, byte for byte."""
+    import json
+
+    from vitc._io import read_safetensors_header
+    from vitc.artifacts.model_cfg import ModelCfg
+    from vitc.artifacts.preprocess import Preprocess
+
+    model, meta = load_model(FIXTURE)
+    assert isinstance(meta.cfg, ModelCfg)
+    assert meta.cfg == ModelCfg(
+        family="deit", input_size=(3, 32, 32), num_classes=3, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0
+    )
+    assert meta.cfg.preprocess == Preprocess((3, 32, 32), 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3)
+    assert meta.class_names == ["cat", "dog", "owl"] and meta.args["embed_dim"] == 16
+    assert read_meta(FIXTURE) == meta
+    expected = json.loads(FIXTURE.with_name(FIXTURE.stem + ".logits.json").read_text())["logits"]
+    with torch.no_grad():
+        logits = model(torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32))
+    assert torch.allclose(logits, torch.tensor(expected), atol=1e-5)
+    assert meta.to_json() == read_safetensors_header(FIXTURE)["__metadata__"]["vitc"]
+
+
+def test_a_cfg_without_input_size_mean_std_is_one_line(tmp_path: Path) -> None:
+    import json
+    import struct
+
+    data = FIXTURE.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    record = json.loads(header["__metadata__"]["vitc"])
+    record["cfg"] = {"family": "deit"}
+    header["__metadata__"]["vitc"] = json.dumps(record)
+    text = json.dumps(header).encode()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length :])
+    with pytest.raises(VitcError, match="the cfg lacks input_size, mean, std"):
+        read_meta(bad)

@@ -9,15 +9,14 @@ safetensors never executes code on load, so a downloaded vitc checkpoint is safe
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vitc._io import atomic_write, check_format, parse_json, read_safetensors_header
+from vitc.artifacts.model_cfg import ModelCfg, parse_model_cfg
 from vitc.errors import VitcError
-from vitc.limits import MAX_IMG_SIZE
 
 FORMAT = "vitc.checkpoint"
 FORMAT_VERSION = 1
@@ -26,17 +25,22 @@ META_KEY = "vitc"
 
 @dataclass
 class CheckpointMeta:
-    """The self-description stored with the weights."""
+    """The self-description stored with the weights; `cfg` is the model's, typed (written by its
+    `to_record`, read by `parse_model_cfg`)."""
 
     model: str
     args: dict[str, Any]
-    cfg: dict[str, Any]
+    cfg: ModelCfg
     class_names: list[str] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def to_record(self) -> dict[str, Any]:
+        """The fields as JSON values (what `vitc info` shows); `to_json` adds the format and version."""
+        return {**self.__dict__, "cfg": self.cfg.to_record()}
+
     def to_json(self) -> str:
-        record = {"format": FORMAT, "version": FORMAT_VERSION, **self.__dict__}
+        record = {"format": FORMAT, "version": FORMAT_VERSION, **self.to_record()}
         return json.dumps(record, sort_keys=True)
 
     @classmethod
@@ -49,38 +53,16 @@ class CheckpointMeta:
                 isinstance(class_names, list) and all(isinstance(c, str) for c in class_names)
             ):
                 raise ValueError("class_names must be a list of strings")
-            args, cfg = dict(record.get("args") or {}), dict(record.get("cfg") or {})
-            _check_cfg(cfg)
             return cls(
                 model=str(record["model"]),
-                args=args,
-                cfg=cfg,
+                args=dict(record.get("args") or {}),
+                cfg=parse_model_cfg(record.get("cfg") or {}),
                 class_names=class_names,
                 provenance=dict(record.get("provenance") or {}),
                 extra=dict(record.get("extra") or {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, VitcError) as exc:
             raise VitcError(f"{source}: malformed vitc metadata ({exc})") from exc
-
-
-def _check_cfg(cfg: dict[str, Any]) -> None:
-    """The data config feeds allocations and normalisation: [C, H, W] within limits, finite mean/std."""
-    size = cfg.get("input_size")
-    if size is not None:
-        if not (isinstance(size, list) and len(size) == 3 and all(type(v) is int for v in size)):
-            raise ValueError(f"input_size must be [C, H, W], got {str(size)[:40]}")
-        if not (1 <= size[0] <= 16 and all(1 <= v <= MAX_IMG_SIZE for v in size[1:])):
-            raise ValueError(f"input_size {size} is outside 1..16 channels and 1..{MAX_IMG_SIZE} pixels")
-    for key in ("mean", "std"):
-        values = cfg.get(key)
-        if values is None:
-            continue
-        if not (isinstance(values, list) and all(type(v) in (int, float) and math.isfinite(v) for v in values)):
-            raise ValueError(f"{key} must be a list of finite numbers")
-        if size is not None and len(values) != size[0]:
-            raise ValueError(f"{key} has {len(values)} values for {size[0]} channels")
-    if any(v <= 0 for v in cfg.get("std") or []):
-        raise ValueError("std must be positive")
 
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
@@ -99,9 +81,7 @@ def meta_for(model: Any, **fields: Any) -> CheckpointMeta:
     """Metadata describing a model built by `vitc.create_model`."""
     from vitc.models import get_model_cfg
 
-    return CheckpointMeta(
-        model=model.vitc_name, args=dict(model.vitc_args), cfg=get_model_cfg(model).to_dict(), **fields
-    )
+    return CheckpointMeta(model=model.vitc_name, args=dict(model.vitc_args), cfg=get_model_cfg(model), **fields)
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMeta | None = None) -> Path:
@@ -141,17 +121,12 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
     shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
     model = build_within_limits(meta.model, {**meta.args, **overrides}, str(path), shapes)
     model_cfg = get_model_cfg(model)
-    missing = [key for key in ("input_size", "mean", "std") if key not in meta.cfg]
-    if missing:  # what every later step feeds the model with: no silent default
-        raise VitcError(f"{path}: the metadata's cfg lacks {', '.join(missing)} (not written by vitc train or import)")
-    expected = list(model_cfg.input_size)
-    if not overrides and list(meta.cfg["input_size"]) != expected:
-        raise VitcError(f"{path}: the metadata's input_size {meta.cfg['input_size']} is not the model's {expected}")
+    stored, expected = list(meta.cfg.input_size), list(model_cfg.input_size)
+    if not overrides and stored != expected:
+        raise VitcError(f"{path}: the metadata's input_size {stored} is not the model's {expected}")
     classes = model_cfg.num_classes
     if meta.class_names is not None and classes > 0 and len(meta.class_names) != classes:
-        raise VitcError(
-            f"{path}: the metadata names {len(meta.class_names):,} classes for a head of {classes} outputs"
-        )
+        raise VitcError(f"{path}: the metadata names {len(meta.class_names):,} classes for a head of {classes} outputs")
     state_dict = load_state_dict(path)
     for key, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from vitc import _io
 from vitc.checkpoint import CheckpointMeta, save_checkpoint
 from vitc.cli.main import app
-from vitc.models import create_model
+from vitc.models import create_model, model_cfg
 
 runner = CliRunner()
 
@@ -35,7 +35,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["truncated"].write_bytes(data[: len(data) // 3])
     out["text"] = root / "notes.safetensors"
     out["text"].write_text("these are not weights\n")
-    meta = CheckpointMeta(model="deit_mikro", args={}, cfg={})  # metadata naming a model that does not exist
+    meta = CheckpointMeta(model="deit_mikro", args={}, cfg=model_cfg("deit_micro"))  # a model that does not exist
     out["unknown_model"] = save_checkpoint(root / "unknown.safetensors", create_model("deit_micro", depth=1), meta)
     out["onnx_garbage"] = root / "garbage.onnx"
     out["onnx_garbage"].write_bytes(b"\x08\x07" + bytes(range(256)) * 4)

@@ -16,6 +16,8 @@ from vitc.errors import VitcError
 
 DEFAULT_CROP_PCT = 0.875  # timm's, and ModelCfg's: what a config that does not say gets
 DEFAULT_INTERPOLATION = "bicubic"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 KEYS = ("input_size", "crop_pct", "interpolation", "mean", "std")
 
 
@@ -41,8 +43,8 @@ class Preprocess:
     input_size: Tuple[int, int, int]
     crop_pct: float = DEFAULT_CROP_PCT
     interpolation: str = DEFAULT_INTERPOLATION
-    mean: Tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: Tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
 
     @property
     def resize_shorter_side(self) -> int:

@@ -64,15 +64,14 @@ def compile_(
     )
     record = {**report.to_dict(), "source": source, "load_seconds": loaded, "total_seconds": total}
     if out is not None:
-        from vitc.artifacts.preprocess import resolve_preprocess
         from vitc.compile.program import export_program
         from vitc.models import get_model_cfg
 
-        cfg = get_model_cfg(model).to_dict()  # what the ONNX manifest says of the model: the program describes itself
+        cfg = get_model_cfg(model)  # what the ONNX manifest says of the model: the program describes itself
         meta = {
-            "model": report.model, "args": getattr(model, "vitc_args", {}), "input_size": list(cfg["input_size"]),
-            "mean": list(cfg["mean"]), "std": list(cfg["std"]), "class_names": class_names,
-            "preprocess": resolve_preprocess(model=cfg).to_record(), "compile": record,
+            "model": report.model, "args": getattr(model, "vitc_args", {}), "input_size": list(cfg.input_size),
+            "mean": list(cfg.mean), "std": list(cfg.std), "class_names": class_names,
+            "preprocess": cfg.preprocess.to_record(), "compile": record,
         }  # fmt: skip
         with _gpu_errors(f"exporting the program (checked at batch sizes {', '.join(map(str, CHECK_BATCHES))})"):
             record["export"] = export_program(compiled, report.input_size, out / "model.pt2", meta)

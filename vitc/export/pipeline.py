@@ -19,7 +19,7 @@ from vitc import artifacts
 from vitc._io import atomic_write, sha256_file, write_json
 from vitc._lazy import lazy_import
 from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precision
-from vitc.artifacts.preprocess import Preprocess, resolve_preprocess
+from vitc.artifacts.preprocess import Preprocess
 from vitc.errors import VitcError
 from vitc.limits import MAX_CALIB_IMAGES
 
@@ -109,7 +109,7 @@ def heldout_set(
     if name == GENERATED:
         return generated_inputs(prep), None, GENERATED
     ds = load_split(name, "test", prep, data_dir)
-    classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.get("num_classes")
+    classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.num_classes
     if classes is not None and len(ds.class_names) != classes:
         if not named:
             return generated_inputs(prep), None, GENERATED
@@ -202,7 +202,7 @@ def prepare_export(
         data_name, data_dir = GENERATED, None
     else:
         data_name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)  # before any slow work
-    prep = resolve_preprocess(checkpoint=meta.cfg, model=model.vitc_cfg.to_dict(), source=str(ckpt))
+    prep = meta.cfg.preprocess  # the checkpoint's, typed and checked when it was read
     input_size = prep.input_size
     compiled, passes, was_compiled = _compile(model, input_size, opts)
     named = opts.data is not None or opts.data_dir is not None
@@ -360,8 +360,8 @@ def manifest_record(
         model=meta.model,
         args=meta.args,
         input_size=(c, h, w),
-        mean=tuple(meta.cfg["mean"]),
-        std=tuple(meta.cfg["std"]),
+        mean=meta.cfg.mean,
+        std=meta.cfg.std,
         class_names=meta.class_names,
         preprocess=p.preprocess.to_record(),
         precision=opts.precision,

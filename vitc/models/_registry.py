@@ -16,29 +16,9 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION
+from vitc.artifacts.model_cfg import ModelCfg  # defined without torch: checkpoints are read on the runtime path
 from vitc.errors import VitcError
 from vitc.limits import MAX_DEPTH, MAX_IMG_SIZE, MAX_INT_ARG
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class ModelCfg:
-    """What a later step needs to feed the model: input size, normalisation, classes."""
-
-    family: str
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    num_classes: int = 1000
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    crop_pct: float = DEFAULT_CROP_PCT
-    interpolation: str = DEFAULT_INTERPOLATION
-    notes: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
 
 @dataclass(frozen=True)

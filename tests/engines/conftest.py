@@ -62,6 +62,7 @@ def manifest_record(**overrides: object) -> Dict[str, object]:
     """The tiny model's export manifest as `vitc export` writes it (`ExportManifest.to_record`);
     `overrides` replace keys of that JSON record, invalid values included, to test the reader."""
     from vitc.artifacts import BatchRange, ExportManifest
+    from vitc.artifacts.preprocess import Preprocess
 
     manifest = ExportManifest(
         path=Path("manifest.fp32.json"),
@@ -75,6 +76,7 @@ def manifest_record(**overrides: object) -> Dict[str, object]:
         mean=(0.5,) * 3,
         std=(0.5,) * 3,
         class_names=[str(i) for i in range(10)],
+        preprocess=Preprocess((3, 8, 8), 1.0, mean=(0.5,) * 3, std=(0.5,) * 3).to_record(),
         source_checkpoint={"path": "x", "sha256": "0"},
         drift={"samples": 4, "top1": 50.0},
         heldout="heldout.npz",

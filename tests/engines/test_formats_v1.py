@@ -3,6 +3,7 @@ the same through the typed records, and the records write them back byte for byt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -25,8 +26,28 @@ def test_manifest_of_vitc_0_1_0(tmp_path: Path):
     assert manifest.drift is not None and manifest.drift["labels"] is False and manifest.drift["agreement"] == 100.0
     assert manifest.heldout == "heldout.c0fae78d5dd4cd30.npz" and manifest.onnx_sha256 is not None
     assert manifest.compiled is True and (manifest.passes or [{}])[0].get("name") == "static_gpsa"
+    assert manifest.mean == manifest.std == (0.5, 0.5, 0.5)
+    # written back as new manifests are: byte for byte but for the top-level copy of mean/std (issue 23)
     write_json(tmp_path / "manifest.fp16.json", manifest.to_record())
-    assert (tmp_path / "manifest.fp16.json").read_bytes() == (DATA / "manifest.fp16.json").read_bytes()
+    original = json.loads((DATA / "manifest.fp16.json").read_text())
+    for key in ("mean", "std"):
+        assert original["preprocess"][key] == original.pop(key)
+    write_json(tmp_path / "expected.json", original)
+    assert (tmp_path / "manifest.fp16.json").read_bytes() == (tmp_path / "expected.json").read_bytes()
+    again = load_manifest(tmp_path / "manifest.fp16.json")
+    assert (again.mean, again.std, again.preprocess) == (manifest.mean, manifest.std, manifest.preprocess)
+
+
+def test_new_manifests_write_mean_and_std_once(tmp_path: Path):
+    """In the preprocess record only; a manifest without one (hand-made) keeps them at the top level."""
+    manifest = load_manifest(DATA / "manifest.fp16.json")
+    record = manifest.to_record()
+    assert "mean" not in record and "std" not in record
+    assert (record["preprocess"]["mean"], record["preprocess"]["std"]) == ([0.5] * 3, [0.5] * 3)
+    bare = dataclasses.replace(manifest, preprocess=None, raw={}).to_record()
+    assert (bare["mean"], bare["std"], bare["preprocess"]) == ([0.5] * 3, [0.5] * 3, None)
+    write_json(tmp_path / "manifest.fp16.json", bare)
+    assert load_manifest(tmp_path / "manifest.fp16.json").mean == (0.5, 0.5, 0.5)
 
 
 def test_sidecar_of_vitc_0_1_0(tmp_path: Path):
@@ -57,3 +78,19 @@ def test_records_keep_keys_of_a_later_release(tmp_path: Path):
     (tmp_path / "m.plan.json").write_text(json.dumps({**record, "options": "fast"}))
     with pytest.raises(VitcError, match="options must be a JSON object"):
         load_sidecar(tmp_path / "m.plan")
+
+
+def test_the_sidecar_keeps_mean_and_std_of_a_manifest_that_writes_them_once(fake, export_dir: Path, tmp_path: Path):
+    """vitc build copies the normalisation into the plan's sidecar from the preprocess record."""
+    from typer.testing import CliRunner
+
+    from vitc.cli.main import app
+
+    manifest = json.loads((export_dir / "manifest.fp32.json").read_text())
+    assert "mean" not in manifest and manifest["preprocess"]["mean"] == [0.5] * 3
+    fake("10.3")
+    plan = tmp_path / "m.plan"
+    result = CliRunner().invoke(app, ["build", str(export_dir / "model.fp32.onnx"), "--out", str(plan)])
+    assert result.exit_code == 0, result.output
+    side = load_sidecar(plan)
+    assert side is not None and side.mean == [0.5] * 3 and side.std == [0.5] * 3

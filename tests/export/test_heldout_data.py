@@ -64,3 +64,5 @@ def test_manifest_carries_the_preprocessing(exports: dict) -> None:
     assert record["center_crop"] == [32, 32] and record["channel_order"] == "RGB" and record["layout"] == "NCHW"
     assert record["interpolation"] == "bicubic" and record["mean"] == list(exports["fp32"].manifest.mean)
     assert record["resize_shorter_side"] == round(32 / record["crop_pct"])
+    written = json.loads(exports["fp32"].manifest.path.read_text())  # each fact once (issue 23)
+    assert "mean" not in written and "std" not in written and written["preprocess"]["std"] == record["std"]

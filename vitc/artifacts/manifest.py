@@ -112,8 +112,7 @@ class ExportManifest:
             "model": self.model,
             "args": self.args,
             "input_size": list(self.input_size),
-            "mean": list(self.mean),
-            "std": list(self.std),
+            **self._top_level_normalisation(),
             "class_names": self.class_names,
             "preprocess": self.preprocess,
             "precision": self.precision,
@@ -134,8 +133,14 @@ class ExportManifest:
             "heldout": self.heldout,
             "onnx_sha256": self.onnx_sha256,
         }
-        record.update({k: v for k, v in self.raw.items() if k not in record})
+        written_once = ("mean", "std") if self.preprocess is not None else ()
+        record.update({k: v for k, v in self.raw.items() if k not in record and k not in written_once})
         return record
+
+    def _top_level_normalisation(self) -> dict[str, Any]:
+        """mean/std at the top level only for a manifest without a preprocess record: the record holds
+        them (vitc 0.1.0 wrote them twice; `parse_manifest` reads both forms)."""
+        return {} if self.preprocess is not None else {"mean": list(self.mean), "std": list(self.std)}
 
 
 def _require(record: dict[str, Any], key: str, source: str) -> Any:
@@ -181,6 +186,7 @@ def _build(
     trt_target: Any,
 ) -> ExportManifest:
     source = str(path)
+    preprocess = _record_or_none(record, "preprocess", source)
     return ExportManifest(
         path=path,
         model=str(_require(record, "model", source)),
@@ -193,10 +199,10 @@ def _build(
         opset=record.get("opset"),
         trt_target=None if trt_target is None else str(trt_target),
         args=dict(record.get("args") or {}),
-        mean=tuple(record.get("mean") or ()),
-        std=tuple(record.get("std") or ()),
+        mean=tuple(_normalisation(record, "mean", preprocess)),
+        std=tuple(_normalisation(record, "std", preprocess)),
         class_names=record.get("class_names"),
-        preprocess=_record_or_none(record, "preprocess", source),
+        preprocess=preprocess,
         source_checkpoint=dict(record.get("source_checkpoint") or {}),
         compiled=record.get("compiled"),
         passes=record.get("passes"),
@@ -209,6 +215,13 @@ def _build(
         onnx_sha256=_hash_or_none(record, "onnx_sha256", source),
         raw=record,
     )
+
+
+def _normalisation(record: dict[str, Any], key: str, preprocess: dict[str, Any] | None) -> Any:
+    """mean or std: inside the preprocess record, or at the top level too (as vitc 0.1.0 wrote them)."""
+    if key in record:
+        return record[key] or ()
+    return (preprocess or {}).get(key) or ()
 
 
 def _record_or_none(record: dict[str, Any], key: str, source: str) -> dict[str, Any] | None:

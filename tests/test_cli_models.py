@@ -83,3 +83,11 @@ def test_unknown_pattern_is_a_clear_error() -> None:
     result = runner.invoke(app, ["models", "convt_tiny"])
     assert result.exit_code == 2
     assert "did you mean convit_tiny" in result.output
+
+
+def test_unknown_model_is_defined_once_in_errors() -> None:
+    """Issue 23: `vitc train` imports it from vitc.errors; vitc._zoo no longer re-exports it."""
+    import vitc.cli.train as train_cli
+    from vitc import errors
+
+    assert not hasattr(_zoo, "unknown_model") and train_cli.unknown_model is errors.unknown_model

@@ -22,7 +22,6 @@ from typing import Any
 
 from vitc._io import write_json
 from vitc.errors import VitcError
-from vitc.errors import unknown_model as unknown_model  # re-exported: `vitc train` checks names through vitc._zoo
 
 MODELS_DIR = Path(__file__).with_name("models")
 SHIPPED = MODELS_DIR / "zoo_stats.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -97,5 +98,7 @@ def test_rounds_interleave_runners():
     report = bench_runners([Fake("a"), Fake("b")], [1], TimingPlan(warmup=0, iterations=6), rounds=3)
     assert calls == ["a", "a", "b", "b"] * 3  # two calls each per round, turn by turn
     assert [row.e2e.count for row in report.rows] == [6, 6] and report.settings["rounds"] == 3
+    assert [row.precision for row in report.rows] == ["fp32", "fp32"]  # each runner's own (RunnerInfo)
+    assert "precisions" not in inspect.signature(bench_runners).parameters  # issue 23: nothing passed it
     with pytest.raises(VitcError):
         bench_runners([Fake("a")], [1], TimingPlan(), rounds=0)

@@ -37,7 +37,6 @@ def bench_runners(
     batches: Sequence[int],
     plan: TimingPlan,
     heldout: Heldout | None = None,
-    precisions: dict[str, str] | None = None,
     rounds: int = 1,
 ) -> BenchReport:
     """Time every runner at every batch size into one report.
@@ -63,7 +62,7 @@ def bench_runners(
     )
     doing = {"now": "loading the runners"}  # said by a CUDA failure
     try:
-        _measure(runners, batches, share, rounds, heldout, precisions, report, doing)
+        _measure(runners, batches, share, rounds, heldout, report, doing)
     except RuntimeError as exc:  # CUDA out of memory or a lost GPU: one line with the batch that failed
         hint = "a smaller --batch, or --autocast fp16 for PyTorch"
         failure = gpu_failure(exc, doing["now"], hint)
@@ -79,7 +78,6 @@ def _measure(
     share: TimingPlan,
     rounds: int,
     heldout: Heldout | None,
-    precisions: dict[str, str] | None,
     report: BenchReport,
     doing: dict[str, str],
 ) -> None:
@@ -122,7 +120,7 @@ def _measure(
                     runner=runner.name,
                     backend=info.backend,
                     device=info.device,
-                    precision=(precisions or {}).get(runner.name, info.precision),
+                    precision=info.precision,
                     batch=batch,
                     e2e=stats["e2e"],
                     gpu=stats.get("gpu"),

@@ -13,7 +13,7 @@ from typing_extensions import Annotated
 
 from vitc.cli._console import console
 from vitc.cli._options import SetOpt, parse_assignments
-from vitc.errors import VitcError
+from vitc.errors import VitcError, unknown_model
 
 if TYPE_CHECKING:
     from vitc.train.config import TrainConfig
@@ -89,7 +89,7 @@ def train(
 
 def _check_before_torch(cfg: TrainConfig, resume: bool) -> None:
     """The model is one of the zoo's, the data folder holds data of its kind, the starting weights exist."""
-    from vitc._zoo import registered_names, unknown_model
+    from vitc._zoo import registered_names
     from vitc.data.files import check_data_dir, detect_kind
 
     names = registered_names()

@@ -123,3 +123,29 @@ def test_a_cfg_without_input_size_mean_std_is_one_line(tmp_path: Path) -> None:
     bad.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length :])
     with pytest.raises(VitcError, match="the cfg lacks input_size, mean, std"):
         read_meta(bad)
+
+
+def test_a_checkpoints_preprocessing_wins_over_the_registry_defaults(tmp_path) -> None:
+    """Resolved once at load (timm's order: arguments, checkpoint, model defaults): a run whose mean/std
+    and crop_pct were not the registry's is evaluated, exported and preprocessed with its own (the
+    model's config used to be the registry's, while export read the checkpoint's)."""
+    import dataclasses
+
+    import torch
+
+    from vitc.api import preprocess
+    from vitc.checkpoint import load_model, read_meta, save_checkpoint
+    from vitc.models import create_model
+
+    model = create_model("deit_micro", depth=1, embed_dim=16, num_heads=2, num_classes=3)
+    model.vitc_cfg = dataclasses.replace(model.vitc_cfg, mean=(0.2, 0.3, 0.4), std=(0.9, 0.8, 0.7), crop_pct=0.9)
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    loaded, meta = load_model(path)
+    assert loaded.vitc_cfg.mean == meta.cfg.mean == (0.2, 0.3, 0.4) and loaded.vitc_cfg.crop_pct == 0.9
+    assert read_meta(path).cfg.std == loaded.vitc_cfg.std == (0.9, 0.8, 0.7)
+    import numpy as np
+
+    white = preprocess(np.full((32, 32, 3), 255, dtype=np.uint8), loaded)[0, :, 0, 0]
+    assert torch.allclose(white, torch.tensor([(1 - 0.2) / 0.9, (1 - 0.3) / 0.8, (1 - 0.4) / 0.7]))
+    again, _ = load_model(path, drop_path_rate=0.1)  # an argument that is not preprocessing changes none of it
+    assert again.vitc_cfg == loaded.vitc_cfg

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from vitc._io import atomic_write, check_format, parse_json, read_safetensors_header
 from vitc.artifacts.model_cfg import ModelCfg, parse_model_cfg
+from vitc.artifacts.preprocess import resolve_preprocess
 from vitc.errors import VitcError
 
 FORMAT = "vitc.checkpoint"
@@ -132,8 +133,19 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             raise VitcError(f"{path}: tensor {key} holds NaN or Inf values")
     load_strict(model, state_dict, source=str(path))
+    model.vitc_cfg = _resolved_cfg(model_cfg, meta.cfg, bool(overrides), str(path))
     model.eval()
     return model, meta
+
+
+def _resolved_cfg(model_cfg: ModelCfg, stored: ModelCfg, overridden: bool, source: str) -> ModelCfg:
+    """The model's config with its preprocessing resolved once, as timm's resolve_data_config does:
+    the arguments (an input size changed by `overrides`), then the checkpoint's record, then the
+    model's registered defaults; `vitc.preprocess`, `vitc eval` and export then all read the same."""
+    args = {"input_size": list(model_cfg.input_size)} if overridden else None
+    prep = resolve_preprocess(args, stored.to_record(), model_cfg.to_record(), source=source)
+    fields = {k: getattr(prep, k) for k in ("input_size", "crop_pct", "interpolation", "mean", "std")}
+    return replace(model_cfg, **fields)
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:

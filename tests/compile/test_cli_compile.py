@@ -99,5 +99,9 @@ def test_program_carries_class_names_and_preprocessing(tmp_path: Path) -> None:
     cfg = get_model_cfg(model)
     assert record["mean"] == list(cfg.mean) and record["std"] == list(cfg.std)
     assert record["preprocess"]["center_crop"] == [16, 16] and record["preprocess"]["std"] == record["std"]
+    from vitc.artifacts.program import read_program_record
+
+    stored = read_program_record(out / "model.pt2")
+    assert stored["preprocess"]["mean"] == list(cfg.mean) and "mean" not in stored  # each fact once in the file
     table = runner.invoke(main_app, ["info", str(out / "model.pt2")])
     assert "cat, dog, owl" in table.output and "preprocess" in table.output

@@ -67,11 +67,10 @@ def compile_(
         from vitc.compile.program import export_program
         from vitc.models import get_model_cfg
 
-        cfg = get_model_cfg(model)  # what the ONNX manifest says of the model: the program describes itself
+        cfg = get_model_cfg(model)  # what the ONNX manifest says of the model, each fact once (mean/std: preprocess)
         meta = {
             "model": report.model, "args": getattr(model, "vitc_args", {}), "input_size": list(cfg.input_size),
-            "mean": list(cfg.mean), "std": list(cfg.std), "class_names": class_names,
-            "preprocess": cfg.preprocess.to_record(), "compile": record,
+            "class_names": class_names, "preprocess": cfg.preprocess.to_record(), "compile": record,
         }  # fmt: skip
         with _gpu_errors(f"exporting the program (checked at batch sizes {', '.join(map(str, CHECK_BATCHES))})"):
             record["export"] = export_program(compiled, report.input_size, out / "model.pt2", meta)

@@ -74,14 +74,15 @@ def _describe_program(path: Path) -> dict[str, Any]:
 
     record = read_program_record(path)
     compiled = record["compile"]
+    prep = record.get("preprocess") if isinstance(record.get("preprocess"), dict) else {}
     return {
         "kind": "torch.export program",
         "model": record.get("model"),
         "args": record.get("args"),
         "input_size": record.get("input_size"),
         "class_names": record.get("class_names"),
-        "mean": record.get("mean"),
-        "std": record.get("std"),
+        "mean": prep.get("mean", record.get("mean")),  # programs of this release write them in preprocess only
+        "std": prep.get("std", record.get("std")),
         "preprocess": record.get("preprocess"),
         "target": compiled.get("target"),
         "passes": compiled.get("rows"),

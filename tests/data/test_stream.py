@@ -15,7 +15,7 @@ import torch
 from vitc.data import stream
 from vitc.data.datasets import batches, load_dataset, make_generator, open_image
 from vitc.data.feed import StreamFeed, open_feed
-from vitc.data.stream import SampleTransform, crop_box, index_imagefolder, open_source, use_stream
+from vitc.data.stream import SampleTransform, StreamSet, crop_box, index_imagefolder, open_source, use_stream
 from vitc.errors import VitcError
 
 Image = pytest.importorskip("PIL.Image")
@@ -189,5 +189,9 @@ def test_cifar_streams_from_its_stored_arrays(tmp_path: Path) -> None:
     t = SampleTransform(32, crop_pct=1.0)  # in memory CIFAR is resized whole: equal at crop_pct 1 (the micro models')
     assert np.array_equal(np.stack([t.eval(source.open(i, 32)) for i in range(len(source))]), memory.images.numpy())
     assert source.labels.tolist() == memory.labels.tolist() and len(open_source("cifar10", tmp_path, "test")) == 100
+    for crop_pct in (1.0, 0.875):  # resized up and with a centre crop in the recipe: still the same images
+        bigger = load_dataset("cifar10", "val", data_dir=tmp_path, image_size=48, crop_pct=crop_pct)
+        streamed = StreamSet({"val": source}, SampleTransform(48, crop_pct=crop_pct))
+        assert np.array_equal(np.stack([streamed[("val", i, -1)][0].numpy() for i in range(10)]), bigger.images[:10])
     x = t.train(source.open(0, 32), epoch=0, index=0)
     assert x.shape == (3, 32, 32) and np.array_equal(x, t.train(source.open(0, 32), epoch=0, index=0))

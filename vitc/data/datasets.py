@@ -125,7 +125,7 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch
 # ---------------------------------------------------------------- resizing helpers
 
 
-def _resize(images: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tensor:
+def resize_images(images: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tensor:
     """Resize uint8/float (N, C, h, w) to (N, C, size, size) uint8, in chunks to bound float memory."""
     if images.shape[-2:] == (size, size) and images.dtype == torch.uint8:
         return images
@@ -247,7 +247,7 @@ def _cifar_class_names(root: Path) -> list[str]:
 def _load_cifar10(data_dir: Path, split: str, size: int) -> ImageSet:
     x, y, names = cifar_raw(data_dir, split)
     check_decoded(len(y), size, f"CIFAR-10 {split}")
-    return ImageSet(_resize(torch.from_numpy(x), size), torch.from_numpy(y), names)
+    return ImageSet(resize_images(torch.from_numpy(x), size), torch.from_numpy(y), names)
 
 
 def cifar_raw(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -23,7 +23,7 @@ import torch
 from vitc._io import parse_json, write_json
 from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, eval_resize
-from vitc.data.datasets import center_crop, cifar_raw, folder_split, open_image
+from vitc.data.datasets import center_crop, cifar_raw, folder_split, open_image, resize_images
 from vitc.data.files import list_images
 from vitc.errors import VitcError
 
@@ -160,6 +160,10 @@ class ArraySource:
     def open(self, i: int, short: int) -> Any:
         return lazy_import("PIL.Image").fromarray(np.ascontiguousarray(self.images[i].transpose(1, 2, 0)))
 
+    def eval_image(self, i: int, size: int) -> np.ndarray:
+        """Resized whole, exactly as the in-memory CIFAR loader does (no crop_pct: the arrays are the images)."""
+        return resize_images(torch.from_numpy(self.images[i : i + 1]), size)[0].numpy()
+
     def describe(self, i: int) -> str:
         return f"sample {i}"
 
@@ -251,6 +255,8 @@ class StreamSet(torch.utils.data.Dataset):
         try:
             if epoch >= 0:
                 im = t.train(source.open(index, t.size), epoch, index)
+            elif isinstance(source, ArraySource):
+                im = source.eval_image(index, t.size)
             else:
                 im = t.eval(source.open(index, t.eval_short))
         except VitcError as exc:

@@ -90,7 +90,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
             raise
     try:
         with ExitStack() as cleanup:
-            return _train(cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup)
+            return _train(_setup(cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup))
     finally:
         folder.release()
         shutdown(dist)
@@ -139,20 +139,9 @@ class _Run:
         return self.folder.final
 
 
-def _train(
-    cfg: TrainConfig,
-    resume: bool,
-    show_progress: bool,
-    started: float,
-    device: torch.device,
-    dist: Any,
-    amp_dtype: torch.dtype | None,
-    folder: RunFolder,
-    cleanup: ExitStack,
-) -> RunResult:
-    """Set up, then one epoch and its end at a time; Ctrl-C saves a resumable state, a CUDA failure is one line."""
-    run = _setup(cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup)
-    state = run.state
+def _train(run: _Run) -> RunResult:
+    """One epoch and its end at a time; Ctrl-C saves a resumable state, a CUDA failure is one line."""
+    cfg, state = run.cfg, run.state
     try:
         for epoch in range(state.epoch, state.epoch if state.stopped_early else cfg.optim.epochs):
             _train_epoch(run, epoch)
@@ -161,7 +150,7 @@ def _train(
     except KeyboardInterrupt:
         _interrupted(run)
     except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
-        reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, amp_dtype, run.run_dir, state.epoch))
+        reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, run.amp_dtype, run.run_dir, state.epoch))
     return _finish(run)
 
 

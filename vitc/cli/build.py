@@ -37,13 +37,12 @@ def build(
 ) -> None:
     """Build a TensorRT engine for this machine's TensorRT and GPU; the drift check runs the held-out set."""
     from vitc.artifacts import BatchRange, manifest_for, parse_precision, precision_in_name
-    from vitc.build.tensorrt import BuildOptions, build_engine, check_build_machine
+    from vitc.build.tensorrt import BuildOptions, build_engine
 
     if not onnx.is_file():
         raise VitcError(f"{onnx}: no such file")
     if precision is not None:
         parse_precision(precision, "--precision")
-    check_build_machine()  # TensorRT, CUDA bindings, a GPU: one line naming what is missing, before anything else
     manifest = manifest_for(onnx)
     chosen = parse_precision(
         precision or (manifest.precision if manifest else None) or precision_in_name(onnx) or "fp32"

@@ -19,6 +19,8 @@ TIME_NOTES = {
     "e2e": "end to end per call: host inputs in, host outputs out",
     "copies": "for GPU runners this includes the H2D/D2H copies",
     "gpu": "GPU compute only, CUDA events around the launch (no transfers)",
+    "vitc_compile_s": "vitc's compile passes and their check, once per runner",
+    "first_call_s": "the first call at this batch, where torch.compile compiles and CUDA graphs are captured",
 }
 
 
@@ -91,7 +93,8 @@ class BenchReport:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     # -- shared cell formatting ----------------------------------------------------------------
-    _HEAD = ("runner", "batch", "p50 ms", "mean ms", "p99 ms", "CV %", "img/s", "ratio", "GPU p50 ms", "top-1 %")
+    _HEAD = ("runner", "batch", "p50 ms", "mean ms", "p99 ms", "CV %", "img/s", "ratio", "GPU p50 ms", "top-1 %",
+             "vitc compile s", "1st call s")  # fmt: skip
 
     def _cells(self, row: BenchRow) -> list[str]:
         ratio = self.ratio(row)
@@ -113,6 +116,8 @@ class BenchReport:
             "" if ratio is None else f"{ratio:.2f}x",
             "" if row.gpu is None else f"{row.gpu.p50:.3f}",
             top1,
+            _seconds(row.detail.get("vitc_compile_s")),
+            _seconds((row.detail.get("first_call_s") or {}).get(row.batch)),
         ]
 
     def _columns(self) -> list[int]:
@@ -121,6 +126,12 @@ class BenchReport:
             keep.append(8)
         if any(r.accuracy is not None for r in self.rows):
             keep.append(9)
+        if any(r.detail.get("vitc_compile_s") is not None for r in self.rows):
+            keep.append(10)
+        if any(
+            r.detail.get("torch_compile") or (r.backend == "torch" and r.detail.get("cuda_graph")) for r in self.rows
+        ):
+            keep.append(11)
         return keep
 
     def to_table(self, title: str = "vitc bench") -> Any:
@@ -143,6 +154,11 @@ class BenchReport:
         text += f"; ratio = throughput / {base}'s at the same batch"
         if any(r.gpu is not None for r in self.rows):
             text += f"; GPU = {TIME_NOTES['gpu']}"
+        keep = self._columns()
+        if 10 in keep:
+            text += f"; vitc compile s = {TIME_NOTES['vitc_compile_s']}"
+        if 11 in keep:
+            text += f"; 1st call s = {TIME_NOTES['first_call_s']}"
         return text
 
     def to_markdown(self, title: str = "vitc bench") -> str:
@@ -160,6 +176,10 @@ class BenchReport:
         lines += ["", self._caption() + "."]
         lines += [f"\n> warning: {w}" for w in self.warnings]
         return "\n".join(lines) + "\n"
+
+
+def _seconds(value: Any) -> str:
+    return "" if value is None else f"{float(value):.1f}"
 
 
 def base_environment() -> dict[str, Any]:

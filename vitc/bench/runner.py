@@ -158,8 +158,10 @@ def torch_runners(
     device: str,
     autocast: str,
     seed: int = 0,
+    cuda_graph: bool = False,
 ) -> list[BaseRunner]:
-    """Eager (and with --compare vitc-compiled) PyTorch runners sharing the same weights."""
+    """Eager (and with --compare vitc-compiled) PyTorch runners sharing the same weights; with `cuda_graph`
+    every one replays CUDA graphs (as --cuda-graph makes TensorRT runners do), named so in the table."""
 
     from vitc.engines.torch_runner import TorchRunner, model_from_checkpoint, model_from_zoo
 
@@ -170,14 +172,17 @@ def torch_runners(
     runners: list[BaseRunner] = []
     for compiled in variants:
         for compiled_by_torch in [False, True] if torch_compile else [False]:
-            name = f"{label} {'vitc-compiled' if compiled else 'eager'}" + (
-                " +torch.compile" if compiled_by_torch else ""
+            name = (
+                f"{label} {'vitc-compiled' if compiled else 'eager'}"
+                + (" +torch.compile" if compiled_by_torch else "")
+                + (" +cuda-graph" if cuda_graph else "")
             )
             runners.append(
                 TorchRunner(
                     loader,
                     compiled=compiled,
                     torch_compile=compiled_by_torch,
+                    cuda_graph=cuda_graph,
                     device=device,
                     autocast=autocast,
                     name=name,

@@ -53,7 +53,13 @@ def bench(
         Optional[Path],
         typer.Option(help="heldout.npz or an export folder: also measure accuracy through each runner."),
     ] = None,
-    cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="TensorRT: launch through a CUDA graph.")] = False,
+    cuda_graph: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-graph",
+            help="Launch through CUDA graphs (one per batch size): TensorRT, and PyTorch with --device cuda.",
+        ),
+    ] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores available).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the figures as JSON.")] = None,
     markdown: Annotated[
@@ -76,8 +82,9 @@ def bench(
     heldout = load_heldout(data) if data is not None else None
     runners = _engine_runners(engine or [], device=device, threads=threads, cuda_graph=cuda_graph)
     runners += _pytorch_runners(
-        model or [], ckpt, compare=compare, torch_compile=torch_compile, device=device, autocast=dtype
-    )
+        model or [], ckpt, compare=compare, torch_compile=torch_compile, device=device, autocast=dtype,
+        cuda_graph=cuda_graph,
+    )  # fmt: skip
     jetson, warnings = _platform()
     for line in warnings:
         terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
@@ -131,7 +138,14 @@ def _engine_runners(paths: List[Path], *, device: str, threads: Optional[int], c
 
 
 def _pytorch_runners(
-    models: List[str], ckpt: Optional[Path], *, compare: bool, torch_compile: bool, device: str, autocast: str
+    models: List[str],
+    ckpt: Optional[Path],
+    *,
+    compare: bool,
+    torch_compile: bool,
+    device: str,
+    autocast: str,
+    cuda_graph: bool = False,
 ) -> list:
     """PyTorch runners for --ckpt and each --model; torch is imported only here, when they are asked for."""
     from vitc.bench.runner import torch_runners
@@ -141,8 +155,9 @@ def _pytorch_runners(
     runners: list = []
     for name, path in sources:
         runners += torch_runners(
-            name, path, compare=compare, torch_compile=torch_compile, device=device, autocast=autocast
-        )
+            name, path, compare=compare, torch_compile=torch_compile, device=device, autocast=autocast,
+            cuda_graph=cuda_graph,
+        )  # fmt: skip
     return runners
 
 

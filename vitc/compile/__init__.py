@@ -5,9 +5,11 @@
 
 Each pass (one module each, framework in `_base`) matches one kind of research-time module and
 replaces it by a static equivalent; `pipeline.PIPELINES` lists the passes per target.
+`CUDAGraphs` replays a (compiled) model's forward from one CUDA graph per input shape.
 """
 
 from vitc.compile._base import PASSES, Pass, register_pass
+from vitc.compile.cuda_graph import CUDAGraphs
 from vitc.compile.pipeline import PIPELINES, TARGETS, check_inputs, compile_model
 from vitc.compile.report import TOLERANCE, CompileReport, PassRow
 
@@ -16,6 +18,7 @@ __all__ = [
     "PIPELINES",
     "TARGETS",
     "TOLERANCE",
+    "CUDAGraphs",
     "CompileReport",
     "Pass",
     "PassRow",

@@ -16,13 +16,24 @@ attention goes to SDPA, and in whether bias-free qkv GEMMs get a zero bias, chos
 * cuda, tensorrt: GPSA "sdpa" + static_attention, so that flash / memory-efficient kernels and
   TensorRT's MHA fusion see a standard attention (a design choice, not measured here: no GPU was
   available). No zero bias: cuBLAS and TensorRT fuse a bias into the GEMM epilogue anyway.
+
+CvT's k and v convs (fold_cvt_projections `merge_kv`): merged into one grouped conv with channel
+multiplier 2 for cpu and onnx, two plain depthwise convs for cuda and tensorrt. Measured: on an H200
+(issue 20, `vitc bench --compare --device cuda --autocast fp16`, merged kv + SDPA) compiled cvt_13 ran
+34.2 vs 13.0 ms uncompiled at batch 8 and 38.6 vs 19.8 ms at batch 64. Inferred, not yet measured
+apart: that the merged conv is the cause — a multiplier-2 depthwise conv is outside the plain
+depthwise case that cuDNN's fp16 depthwise kernels and TensorRT's depthwise tactics are tuned for,
+and the interleaved output makes k and v strided slices that are copied before their Linears. SDPA
+stays on. docs/inference_ablation.py (gpu_check's `inference` section) times eager, merged and
+separate kv, each with and without SDPA, on CUDA; change these choices only with its figures. On
+CPU the merged conv is kept (docs/benchmarks.md has the figures of both on cvt_13).
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,24 +54,24 @@ __all__ = ["PIPELINES", "TARGETS", "check_inputs", "compile_model", "strict_fp32
 Step = tuple[str, dict[str, Any]]
 
 
-def _fused_attention(gpsa: str, qkv_bias: bool) -> tuple[Step, ...]:
+def _fused_attention(gpsa: str, qkv_bias: bool, merge_kv: bool) -> tuple[Step, ...]:
     return (
         ("static_gpsa", {"lowering": gpsa, "qkv_bias": qkv_bias}),
         ("static_spatial_prior", {"qkv_bias": qkv_bias}),
-        ("fold_cvt_projections", {}),
+        ("fold_cvt_projections", {"merge_kv": merge_kv}),
         ("fold_stem_batchnorm", {}),
         ("static_attention", {"qkv_bias": qkv_bias}),
     )
 
 
-_FUSED_ATTENTION = _fused_attention("sdpa", qkv_bias=False)
+_FUSED_ATTENTION = _fused_attention("sdpa", qkv_bias=False, merge_kv=False)
 PIPELINES: dict[str, tuple[Step, ...]] = {
-    "cpu": _fused_attention("eager", qkv_bias=True),
+    "cpu": _fused_attention("eager", qkv_bias=True, merge_kv=True),
     "cuda": _FUSED_ATTENTION,
     "onnx": (
         ("static_gpsa", {"lowering": "sdpa"}),
         ("static_spatial_prior", {}),
-        ("fold_cvt_projections", {}),
+        ("fold_cvt_projections", {"merge_kv": True}),
         ("fold_stem_batchnorm", {}),
     ),
     "tensorrt": _FUSED_ATTENTION,
@@ -147,18 +158,39 @@ def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
+def _steps(target: str, pass_options: Mapping[str, Mapping[str, Any] | None] | None) -> list[Step]:
+    """`target`'s pipeline with `pass_options` applied: arguments merged into a pass's, None drops the pass."""
+    if target not in PIPELINES:
+        raise VitcError(f"unknown compile target {target!r} (choose one of: {', '.join(TARGETS)})")
+    options = dict(pass_options or {})
+    unknown = sorted(set(options) - {name for name, _ in PIPELINES[target]})
+    if unknown:
+        raise VitcError(f"pass_options names {', '.join(unknown)}, not in the {target} pipeline")
+    steps = []
+    for name, kwargs in PIPELINES[target]:
+        if name in options and options[name] is None:
+            continue
+        steps.append((name, {**kwargs, **(options.get(name) or {})}))
+    return steps
+
+
 @torch.no_grad()
 def compile_model(
-    model: nn.Module, input_size: tuple[int, int, int] | None = None, target: str = "cpu", check: bool = True
+    model: nn.Module,
+    input_size: tuple[int, int, int] | None = None,
+    target: str = "cpu",
+    check: bool = True,
+    pass_options: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> tuple[nn.Module, CompileReport]:
     """Run `target`'s pipeline on a deep copy of `model`; return the eval-mode result and a report.
 
     With `check`, the original and the model after every pass that fired run on the same random
     input (one image) and the report records max |Δ logits|; a final max |Δ| above 1e-4 raises
-    VitcError. `model` itself is left as it was (its training flags are restored).
+    VitcError. `model` itself is left as it was (its training flags are restored). `pass_options`
+    varies the pipeline for measurements, e.g. `{"fold_cvt_projections": {"merge_kv": True},
+    "static_attention": None}` (None leaves that pass out).
     """
-    if target not in PIPELINES:
-        raise VitcError(f"unknown compile target {target!r} (choose one of: {', '.join(TARGETS)})")
+    steps = _steps(target, pass_options)
     start = time.perf_counter()
     size = _input_size(model, input_size)
     report = CompileReport(model=str(getattr(model, "vitc_name", type(model).__name__)), target=target, input_size=size)
@@ -172,7 +204,7 @@ def compile_model(
             with _eval_mode(model):
                 reference = model(inputs)
         delta: float | None = 0.0 if check else None
-        for name, kwargs in PIPELINES[target]:
+        for name, kwargs in steps:
             fired = PASSES[name](**kwargs)(compiled)
             if check and fired:
                 assert reference is not None

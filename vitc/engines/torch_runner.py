@@ -1,4 +1,5 @@
-"""PyTorch runner: a zoo model or a vitc checkpoint, eager or vitc-compiled, optionally torch.compile.
+"""PyTorch runner: a zoo model or a vitc checkpoint, eager or vitc-compiled, optionally torch.compile,
+and on CUDA optionally replayed from CUDA graphs (one per input shape: vitc.compile.CUDAGraphs).
 
 As in Polygraphy, the runner takes a loader (a callable that builds the model) and calls it on every
 activate(): loading never lives inside the runner, so a runner used in `with` twice serves the same
@@ -7,6 +8,7 @@ weights both times. This is the only runner that needs torch; it imports it on a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ class TorchRunner(BaseRunner):
         *,
         compiled: bool = False,
         torch_compile: bool = False,
+        cuda_graph: bool = False,
         device: str = "cpu",
         autocast: str = "fp32",
         threads: int | None = None,
@@ -65,17 +68,26 @@ class TorchRunner(BaseRunner):
             raise VitcError(f"unknown autocast dtype {autocast!r} for PyTorch (fp32, fp16, bf16)")
         if device not in ("cpu", "cuda"):
             raise VitcError(f"unknown device {device!r} (cpu, cuda)")
+        if cuda_graph and device != "cuda":
+            raise VitcError(
+                f"--cuda-graph replays GPU work: PyTorch runners need --device cuda (got --device {device})"
+            )
         label = getattr(loader, "label", "model")
         kind = "compiled" if compiled else "eager"
-        super().__init__(name or f"torch {label} {kind}" + (" +torch.compile" if torch_compile else ""))
+        suffix = (" +torch.compile" if torch_compile else "") + (" +cuda-graph" if cuda_graph else "")
+        super().__init__(name or f"torch {label} {kind}{suffix}")
         self.loader = loader
         self.compiled = compiled
         self.torch_compile = torch_compile
+        self.cuda_graph = cuda_graph
         self.device = device
         self.autocast = autocast
         self.threads = threads
         self.module: Any = None
         self.compile_report: Any = None
+        self.first_call_s: dict[int, float] = {}  # batch -> seconds of its first call (torch.compile, capture)
+        self._graphs: Any = None
+        self._events: Any = None
         self._torch: Any = None
         self._input = TensorMeta("input", (None, 3, 224, 224))
         self._output = TensorMeta("logits", (None, 1000))
@@ -103,24 +115,45 @@ class TorchRunner(BaseRunner):
         if self.torch_compile:
             model = torch.compile(model)
         self.module = model
+        self.first_call_s = {}
+        if self.cuda_graph:
+            graphs = lazy_import("vitc.compile.cuda_graph").CUDAGraphs
+            dtype = AUTOCAST[self.autocast]
+            self._graphs = graphs(model, autocast=None if dtype is None else getattr(torch, dtype))
+        if self.device == "cuda":
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
         self._input = TensorMeta("input", (None, *input_size))
         self._output = TensorMeta("logits", (None, classes))
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
+        start = time.perf_counter()
         x = torch.from_numpy(np.ascontiguousarray(feed["input"], dtype=np.float32)).to(self.device)
-        dtype = AUTOCAST[self.autocast]
+        if self._events is not None:
+            self._events[0].record()
         with torch.inference_mode():
-            if dtype is None:
-                y = self.module(x)
-            else:
-                with torch.autocast(device_type=self.device, dtype=getattr(torch, dtype)):
-                    y = self.module(x)
+            y = self._graphs(x) if self._graphs is not None else self._forward(x)
+            if self._events is not None:
+                self._events[1].record()
             out = y.float().cpu().numpy()  # .cpu() synchronises a CUDA stream
+        if self._events is not None:
+            self.gpu_time = self._events[0].elapsed_time(self._events[1]) / 1e3
+        batch = int(x.shape[0])
+        if batch not in self.first_call_s:  # torch.compile compiles and CUDA graphs are captured here
+            self.first_call_s[batch] = time.perf_counter() - start
         return {"logits": out}
+
+    def _forward(self, x: Any) -> Any:
+        dtype = AUTOCAST[self.autocast]
+        if dtype is None:
+            return self.module(x)
+        with self._torch.autocast(device_type=self.device, dtype=getattr(self._torch, dtype)):
+            return self.module(x)
 
     def deactivate_impl(self) -> None:
         self.module = None
+        self._graphs = None
+        self._events = None
         if self._torch is not None and self.device == "cuda":
             self._torch.cuda.empty_cache()
 
@@ -131,7 +164,13 @@ class TorchRunner(BaseRunner):
         return [self._output]
 
     def info(self) -> RunnerInfo:
-        detail: dict[str, Any] = {"compiled": self.compiled, "torch_compile": self.torch_compile}
+        detail: dict[str, Any] = {
+            "compiled": self.compiled,
+            "torch_compile": self.torch_compile,
+            "cuda_graph": self.cuda_graph,
+            "vitc_compile_s": None if self.compile_report is None else self.compile_report.seconds,
+            "first_call_s": dict(self.first_call_s),
+        }
         if self._torch is not None:
             detail["torch"] = self._torch.__version__
             if self.device == "cuda":

@@ -1,4 +1,4 @@
-"""The GPU check: what a lent NVIDIA GPU measures and verifies for vitc, as one prepared run (< 8 min).
+"""The GPU check: what a lent NVIDIA GPU measures and verifies for vitc, as one prepared run (< 9.5 min).
 
     make gpu-check                                   # = PYTHONPATH=. python3 docs/gpu_check.py
     python3 docs/gpu_check.py --wheelhouse wheels/   # install missing pure-Python deps offline first
@@ -9,6 +9,9 @@ Sections (each is skipped, with the reason, when what it needs is missing):
 2. torch_bench: `vitc bench --compare` of deit_tiny, convit_tiny, cvt_13 and spvit_s (uncompiled vs
    vitc-compiled, so each family is also compared with DeiT) on CUDA, fp32 and fp16 autocast,
    batch 1/8/64, runners interleaved round-robin (`--rounds`).
+   inference: docs/inference_ablation.py (~90 s): compiled cvt_13 with CvT's k/v convs merged or apart,
+   ± SDPA, ± CUDA graphs, ± torch.compile while time lasts, fp16 and fp32, batch 8/64; compiled
+   convit_tiny vs timm's deit_tiny_patch16_224 (± CUDA graphs) at batch 1/64.
 3. train: `vitc train --device cuda` throughput per family (224×224 digits, bf16 AMP, and convit_tiny
    in fp32 for the AMP ratio).
 4. train_ratios: issue 13's training-step throughput per GMAC and activations against DeiT of the
@@ -53,6 +56,7 @@ NEEDS = {
     "train": ("torch", "sklearn", *CORE),
     "train_ratios": ("torch", *CORE),
     "peers": ("torch", "timm", *CORE),
+    "inference": ("torch", *CORE),  # its timm part is skipped, with the reason, where timm is missing
     "cuda_layer": CORE,
     "tensorrt": ("tensorrt", "onnx", "onnxruntime", "onnxscript", "pytest", *CORE),
 }
@@ -79,6 +83,13 @@ FULL = {
         "--amp off --batch 128 --rounds 3",
         "--amp bf16 --batch 256 --sizes small --train-only --compile --rounds 3",
     ],
+    # issue 20: compiled CvT slower than eager on CUDA (k/v merge? SDPA?), CUDA graphs, ConViT-Ti vs timm
+    # DeiT-Ti in fp16/fp32; torch.compile of cvt_13 (fp16, batch 64) only if 45 s of the cells' 70 s are left
+    "inference": {
+        "budget_s": 70,
+        "args": "--precisions fp16,fp32 --batches 8,64 --peer-batches 1,64 --torch-compile fp16:64 --iterations 20 "
+        "--rounds 4 --warmup 3",
+    },
 }
 DRY = {
     "bench_models": ("convit_micro",),
@@ -89,6 +100,11 @@ DRY = {
     "train_set": ["optim.epochs=1", "optim.batch_size=32", "data.fraction=0.05"],
     "ratios": {"micro": True, "batch": 4, "amps": ("off",), "rounds": 1, "steps": 1, "warmup": 0},
     "copy_shape": (4, 3, 8, 8),
+    "inference": {
+        "budget_s": 30,
+        "args": "--cvt cvt_micro --img 32 --precisions fp32 --batches 2 --peer-batches 1 --torch-compile fp32:2 "
+        "--compile-backend eager --compile-reserve-s 0 --iterations 2 --rounds 1 --warmup 1",
+    },
     "peers": ["--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 --warmup 0"],
 }
 
@@ -149,6 +165,30 @@ def torch_bench(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any
         results[precision] = {"command": "vitc " + " ".join(cmd[3:]), "markdown": Path(f"{stem}.md").read_text(),
                               "figures": json.loads(Path(f"{stem}.json").read_text())}  # fmt: skip
     return results
+
+
+def inference(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
+    """docs/inference_ablation.py in its own process: its cells get 70% of the budget (model loading, the
+    compile checks and the timm import take the rest); a run stopped at the budget keeps what it wrote."""
+    settings = plan["inference"]
+    cells_s = min(settings["budget_s"], 0.7 * budget)
+    args = ["--device", plan["device"], *settings["args"].split(), "--budget-s", f"{cells_s:.0f}"]
+    path = out / "inference.json"
+    path.unlink(missing_ok=True)
+    cmd = [sys.executable, str(ROOT / "docs" / "inference_ablation.py"), *args, "--json", str(path)]
+    stopped = None
+    try:
+        proc = run(cmd, budget)
+        if proc.returncode != 0:
+            raise RuntimeError(f"inference_ablation exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
+    except subprocess.TimeoutExpired:
+        stopped = f"stopped at the section's budget ({budget:.0f} s)"
+        if not path.exists():
+            raise RuntimeError(f"inference_ablation {stopped}, before its first tables") from None
+    figures = json.loads(path.read_text())
+    markdown = figures["markdown"] + (f"\n({stopped}: the torch.compile cells are missing)\n" if stopped else "")
+    return {"ablation": {"command": "python docs/inference_ablation.py " + " ".join(args), "markdown": markdown,
+                         "cvt": figures["cvt"], "convit": figures.get("convit"), "stopped": stopped}}  # fmt: skip
 
 
 def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
@@ -305,6 +345,7 @@ SECTIONS: dict[str, tuple[Callable[[dict[str, Any], Path, float], dict[str, Any]
     # name: (function, share of the time budget)
     "environment": (environment, 0.02),
     "torch_bench": (torch_bench, 0.22),
+    "inference": (inference, 0.17),  # ~90 s of the 540
     "train": (train, 0.14),
     "train_ratios": (train_ratios, 0.10),
     "peers": (peers, 0.26),  # timm side by side (timm is on the lent machine; TensorRT is not)
@@ -375,7 +416,7 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         if name == "environment":
             lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "seconds")] + [""]
-        elif name in ("torch_bench", "train_ratios", "peers"):
+        elif name in ("torch_bench", "inference", "train_ratios", "peers"):
             for precision, part in section.items():
                 if isinstance(part, dict):
                     lines += [f"### {precision}", ""]
@@ -397,7 +438,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "train" / "runs" / "gpu_check")
-    ap.add_argument("--budget-s", type=float, default=450.0, help="time for all sections (default 450 s)")
+    ap.add_argument("--budget-s", type=float, default=540.0, help="time for all sections (default 540 s)")
     ap.add_argument("--dry-run", action="store_true", help="CPU, micro models, fake CUDA bindings: the plumbing")
     ap.add_argument("--only", action="append", default=[], choices=list(SECTIONS), help="run only these sections")
     ap.add_argument("--wheelhouse", type=Path, help="install missing pure-Python deps from this folder first")

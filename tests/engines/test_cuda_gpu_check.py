@@ -50,7 +50,9 @@ def test_dry_run_writes_every_section(tmp_path: Path) -> None:
     sections = result["sections"]
     peers = "ok" if importlib.util.find_spec("timm") else "skipped"  # timm: on the lent GPU machine, not in CI
     assert {k: v["status"] for k, v in sections.items()} == {
-        **dict.fromkeys(("environment", "torch_bench", "train", "train_ratios", "cuda_layer", "tensorrt"), "ok"),
+        **dict.fromkeys(
+            ("environment", "torch_bench", "inference", "train", "train_ratios", "cuda_layer", "tensorrt"), "ok"
+        ),
         "peers": peers,
     }
     assert peers == "ok" or sections["peers"]["reason"] == "needs timm"
@@ -62,6 +64,8 @@ def test_dry_run_writes_every_section(tmp_path: Path) -> None:
     assert sections["train"]["rows"][0]["train_images_per_s"] > 0
     rows = sections["torch_bench"]["fp32"]["figures"]
     assert "convit_micro" in json.dumps(rows) and "vitc-compiled" in json.dumps(rows)
+    ablation = sections["inference"]["ablation"]  # docs/inference_ablation.py; tests/compile checks its tables
+    assert ablation["cvt"]["model"] == "cvt_micro" and ablation["cvt"]["rows"][1]["fp32 b2"] > 0
     text = (tmp_path / "gpu_check.md").read_text()
     assert text.startswith("# vitc GPU check (dry run") and "## cuda_layer: ok" in text
 

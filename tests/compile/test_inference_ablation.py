@@ -1,0 +1,54 @@
+"""docs/inference_ablation.py (gpu_check's `inference` section) on CPU: micro models, vitc's DeiT standing in
+for timm's (timm is on the lent GPU machine, not here). The CUDA-graph rows exist only on a GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from vitc.models import create_model
+
+ROOT = Path(__file__).resolve().parents[2]
+MICRO = ["--device", "cpu", "--cvt", "cvt_micro", "--img", "32", "--precisions", "fp32", "--batches", "2",
+         "--peer-batches", "1", "--iterations", "2", "--rounds", "1", "--warmup", "1"]  # fmt: skip
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("inference_ablation", ROOT / "docs" / "inference_ablation.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tables_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ablation = _load()
+    monkeypatch.setitem(ablation.peer_timing.PAIRS, "micro", (("deit_micro", "deit_micro"), (None, "convit_micro")))
+    args = [*MICRO, "--peer-size", "micro", "--torch-compile", "fp32:2", "--compile-backend", "eager",
+            "--compile-reserve-s", "0", "--json", str(tmp_path / "a.json")]  # fmt: skip
+    result = ablation.measure(ablation.parser().parse_args(args), peer=lambda name, img: create_model(name))
+    cvt = result["cvt"]
+    assert cvt["target"] == "cpu" and cvt["target_variant"] == "vitc merged kv, SDPA" and cvt["skipped"] == []
+    rows = {row["model"]: row for row in cvt["rows"]}
+    assert list(rows) == list(ablation.CVT_VARIANTS)  # no CUDA-graph rows off the GPU
+    assert all(row["fp32 b2"] > 0 and row["max_abs_diff"] <= 1e-5 for row in rows.values())
+    compiled = {row["model"]: row for row in cvt["compile_rows"]}
+    assert compiled["vitc merged kv, SDPA +torch.compile"]["fp32 b2 1st s"] > 0 and "eager" in compiled
+    convit = {row["model"]: row for row in result["convit"]["rows"]}
+    assert set(convit) == {"timm deit_micro", "vitc deit_micro compiled", "vitc convit_micro compiled"}
+    assert all(row["fp32 b1"] > 0 for row in convit.values())
+    text = result["markdown"]
+    assert "| vitc separate kv, no SDPA |" in text and "vitc convit_micro compiled vs timm deit_micro: fp32 b1" in text
+    assert (tmp_path / "a.json").read_text().count('"compile_rows"') == 1
+
+
+def test_the_budget_stops_new_cells() -> None:
+    ablation = _load()
+    opts = ablation.parser().parse_args([*MICRO, "--budget-s", "0", "--no-peers", "--torch-compile", "fp32:2"])
+    result = ablation.measure(opts)
+    assert result["cvt"]["skipped"] == [
+        "fp32 b2: time budget spent", "+torch.compile fp32:2: less than 45 s of the budget left"
+    ]  # fmt: skip
+    assert "fp32 b2" not in result["cvt"]["rows"][0] and result["peers_skipped"] == "--no-peers"

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from vitc._numerics import precision_flags
 from vitc.compile import PIPELINES, TARGETS, CompileReport, compile_model
 from vitc.compile._base import PASSES
 from vitc.errors import VitcError
@@ -179,7 +180,7 @@ def test_the_compile_check_runs_in_full_fp32_and_restores_the_users_settings(mon
         seen.append(
             (
                 torch.get_float32_matmul_precision(),
-                [getattr(owner, name) for owner, name in pipeline._precision_flags()],
+                [getattr(owner, name) for owner, name in precision_flags()],
                 torch.is_autocast_enabled("cpu"),
             )
         )
@@ -187,11 +188,11 @@ def test_the_compile_check_runs_in_full_fp32_and_restores_the_users_settings(mon
 
     monkeypatch.setattr(pipeline, "_max_abs_diff", spy)
     before_matmul = torch.get_float32_matmul_precision()
-    before = [getattr(owner, name) for owner, name in pipeline._precision_flags()]
+    before = [getattr(owner, name) for owner, name in precision_flags()]
     try:
         torch.backends.cuda.matmul.allow_tf32 = True  # what users write; torch 2.9+ maps it onto fp32_precision
         torch.set_float32_matmul_precision("medium")  # oneDNN bf16 matmuls on CPU, TF32 on CUDA
-        user = [getattr(owner, name) for owner, name in pipeline._precision_flags()]
+        user = [getattr(owner, name) for owner, name in precision_flags()]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             _, report = compile_model(build("convit_micro"), target="cpu")
         assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-5
@@ -200,9 +201,9 @@ def test_the_compile_check_runs_in_full_fp32_and_restores_the_users_settings(mon
             for matmul, flags, autocast in seen
         ), seen
         assert torch.get_float32_matmul_precision() == "medium"
-        assert [getattr(owner, name) for owner, name in pipeline._precision_flags()] == user
+        assert [getattr(owner, name) for owner, name in precision_flags()] == user
         assert torch.backends.cuda.matmul.allow_tf32  # the legacy read still works after the restore
     finally:
         torch.set_float32_matmul_precision(before_matmul)
-        for (owner, name), value in zip(pipeline._precision_flags(), before, strict=True):
+        for (owner, name), value in zip(precision_flags(), before, strict=True):
             setattr(owner, name, value)

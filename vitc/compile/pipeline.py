@@ -45,6 +45,7 @@ import vitc.compile.fold_stem_batchnorm
 import vitc.compile.static_attention
 import vitc.compile.static_gpsa
 import vitc.compile.static_spatial_prior  # noqa: F401  (the imports register the passes)
+from vitc._numerics import strict_fp32
 from vitc.compile._base import PASSES
 from vitc.compile.report import TOLERANCE, CompileReport, PassRow
 from vitc.errors import VitcError
@@ -101,40 +102,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in flags:
             module.training = training
-
-
-def _precision_flags() -> list[tuple[Any, str]]:
-    """(object, attribute) of every fp32 precision switch this torch has (TF32, oneDNN bf16)."""
-    backends = torch.backends
-    if not hasattr(backends.cuda.matmul, "fp32_precision"):  # before torch 2.9: the legacy switches
-        return [(backends.cuda.matmul, "allow_tf32"), (backends.cudnn, "allow_tf32")]
-    owners = [backends, backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn]
-    owners += [backends.mkldnn.matmul, backends.mkldnn.conv, backends.mkldnn.rnn]
-    return [(owner, "fp32_precision") for owner in owners if hasattr(owner, "fp32_precision")]
-
-
-@contextmanager
-def strict_fp32() -> Iterator[None]:
-    """Full-precision float32 maths and no autocast, whatever the user set; their settings come back after.
-
-    The compile check compares logits to 1e-4: TF32 (`torch.backends.cuda.matmul.allow_tf32 = True`,
-    `set_float32_matmul_precision("high")`) or oneDNN's bf16 matmuls change them by more than that on
-    their own. torch 2.9+ refuses reads of the legacy switches once the new `fp32_precision` ones were
-    set differently, so each torch's own kind of switch is saved and restored, the legacy one first.
-    """
-    flags = _precision_flags()
-    saved = [getattr(owner, name) for owner, name in flags]
-    matmul = torch.get_float32_matmul_precision()
-    try:
-        torch.set_float32_matmul_precision("highest")
-        for owner, name in flags:
-            setattr(owner, name, False if name == "allow_tf32" else "ieee")
-        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
-            yield
-    finally:
-        torch.set_float32_matmul_precision(matmul)
-        for (owner, name), value in zip(flags, saved, strict=True):
-            setattr(owner, name, value)
 
 
 def _device(model: nn.Module) -> torch.device:

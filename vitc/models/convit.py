@@ -32,7 +32,7 @@ from vitc.models.layers import (
     square_grid,
 )
 
-__all__ = ["GPSA", "MHSA", "Block", "ConViT", "checkpoint_filter_fn", "rel_indices"]
+__all__ = ["GPSA", "MHSA", "Block", "ConViT", "DensePositional", "checkpoint_filter_fn", "rel_indices"]
 
 
 def rel_indices(grid: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
@@ -84,6 +84,36 @@ class SeparablePositional(torch.autograd.Function):
         return grad_v, grad_rows, grad_cols
 
 
+def dense_product(v: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """P·v per head for v (B, H, N, d) and P (H, N, N): one (N×N)·(N×B·d) GEMM per head."""
+    batch, heads, tokens, head_dim = v.shape
+    per_head = v.permute(1, 2, 0, 3).reshape(heads, tokens, batch * head_dim)
+    return (table @ per_head).view(heads, tokens, batch, head_dim).permute(2, 0, 1, 3)
+
+
+class DensePositional(torch.autograd.Function):
+    """`dense_product` that saves v and P rather than v's per-head (H, N, B·d) copy, which autograd
+    would keep for every block; the backward rebuilds it (one copy of v, as the forward did)."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(v, table)
+        return dense_product(v, table)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        v, table = ctx.saved_tensors
+        batch, heads, tokens, head_dim = v.shape
+        grad = grad_out.permute(1, 2, 0, 3).reshape(heads, tokens, batch * head_dim)
+        grad_table = None
+        if ctx.needs_input_grad[1]:
+            per_head = v.permute(1, 2, 0, 3).reshape(heads, tokens, batch * head_dim)
+            grad_table = grad @ per_head.transpose(-2, -1)
+            del per_head
+        grad_v = (table.transpose(-2, -1) @ grad).view(heads, tokens, batch, head_dim).permute(2, 0, 1, 3)
+        return grad_v, grad_table
+
+
 class GPSA(nn.Module):
     """Gated positional self-attention: out = proj(((1 − g)·softmax(q·kᵀ·s) + g·P) · v), g = σ(λ).
 
@@ -99,7 +129,9 @@ class GPSA(nn.Module):
       term in dy (b cancels in the softmax), so on the row-major S×S grid P = P_y ⊗ P_x with
       (H, S, S) factors, applied along grid columns then rows: 2·S³ instead of S⁴ multiply-adds
       per head and channel, and autograd reaches pos_proj.weight through both factors (small
-      grids use the dense P, see `dense_positional_grid`);
+      grids use the dense P, see `dense_positional_grid`; `"fused_dense"` uses it at every grid:
+      the (2·S³ vs S⁴) saving in work against one large GEMM per head, which a GPU may run faster
+      than many small ones — `vitc.models.formulation` measures which, on the device that trains);
     * the gate g is folded into the positional table and (1 − g) scales the content output, so
       autograd keeps no extra (B, H, N, d) tensor for the gate's gradient.
 
@@ -112,6 +144,7 @@ class GPSA(nn.Module):
     never enters the state_dict (official checkpoints do not have it).
     """
 
+    ATTN_IMPLS = ("fused", "fused_dense", "reference")
     rel_indices: torch.Tensor
     # Up to this grid side the dense P (S⁴ per head and channel, in one GEMM per head) ran faster
     # than the separable form's small batched products (docs/benchmarks.md, "Training throughput").
@@ -131,7 +164,7 @@ class GPSA(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
-        self.attn_impl = check_attn_impl(attn_impl)
+        self.attn_impl = check_attn_impl(attn_impl, self.ATTN_IMPLS)
         self.grid = grid
         self.dim = dim
         self.num_heads = num_heads
@@ -211,19 +244,16 @@ class GPSA(nn.Module):
 
     def _positional(self, v: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """g·P·v for v (B, H, N, d) and gate g (H, 1, 1), P built once for the whole batch."""
-        batch, heads, tokens, head_dim = v.shape
-        side = self.grid
-        if side <= self.dense_positional_grid:  # one (N×N)·(N×B·d) GEMM per head
+        if self.attn_impl == "fused_dense" or self.grid <= self.dense_positional_grid:
             table = flush_subnormals((gate * self.positional_attention()).to(v.dtype))
-            per_head = v.permute(1, 2, 0, 3).reshape(heads, tokens, batch * head_dim)
-            return (table @ per_head).view(heads, tokens, batch, head_dim).permute(2, 0, 1, 3)
+            return DensePositional.apply(v, table) if torch.is_grad_enabled() else dense_product(v, table)
         rows, cols = self.separable_positional()
         rows, cols = flush_subnormals((gate * rows).to(v.dtype)), flush_subnormals(cols.to(v.dtype))
         product = SeparablePositional.apply if torch.is_grad_enabled() else separable_product
         return product(v, rows, cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.attn_impl == "fused" and not (self.training and self.attn_drop.p > 0):
+        if self.attn_impl != "reference" and not (self.training and self.attn_drop.p > 0):
             return self._forward_fused(x)
         batch, tokens, dim = x.shape
         attn = self.attn_drop(self._attention(x))
@@ -277,8 +307,8 @@ class Block(nn.Module):
 class ConViT(nn.Module):
     """ViT with GPSA blocks first and a class token inserted before block `local_up_to_layer`.
 
-    `attn_impl` picks GPSA's formulation ("fused" by default, "reference"; see GPSA): the same
-    function, modules and state-dict keys either way.
+    `attn_impl` picks GPSA's formulation ("fused" by default, "fused_dense", "reference"; see GPSA):
+    the same function, modules and state-dict keys in every case.
     """
 
     def __init__(
@@ -300,7 +330,7 @@ class ConViT(nn.Module):
         attn_impl: str = "fused",
     ) -> None:
         super().__init__()
-        check_attn_impl(attn_impl)
+        check_attn_impl(attn_impl, GPSA.ATTN_IMPLS)
         if not 0 <= local_up_to_layer <= depth:
             raise ValueError(f"local_up_to_layer must be in 0..depth={depth}, got {local_up_to_layer}")
         self.num_classes = num_classes

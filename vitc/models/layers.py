@@ -113,7 +113,11 @@ class Attention(nn.Module):
 
     `scale_queries` picks where the 1/√d_h scale goes: on q before q@kᵀ (DeiT, SP-ViT's plain
     blocks) or on the product (ConViT's MHSA). Mathematically equal; kept for bit-level matching.
+    On a GPU the attention itself runs through `scaled_dot_product_attention` (flash / memory-
+    efficient kernels that never hold the (B, H, N, N) probabilities), as timm's does.
     """
+
+    explicit_on = ("cpu",)  # device types that run q·kᵀ, softmax, @v as written
 
     def __init__(
         self,
@@ -154,9 +158,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
         q, k, v = self._qkv(x)
-        attn = self.attn_drop(self._scores(q, k).softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(batch, tokens, dim)
-        return self.proj_drop(self.proj(x))
+        if x.device.type in self.explicit_on:
+            # As written: the form every CPU per-GMAC baseline in docs/benchmarks.md was measured with.
+            x = self.attn_drop(self._scores(q, k).softmax(dim=-1)) @ v
+        else:  # flash / memory-efficient kernels never materialise the (B, H, N, N) probabilities
+            drop = self.attn_drop.p if self.training else 0.0
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, tokens, dim)))
 
 
 def relative_offsets(grid: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
@@ -196,10 +204,11 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], num_p
 ATTN_IMPLS = ("fused", "reference")
 
 
-def check_attn_impl(attn_impl: str) -> str:
-    """`fused` (default: batch-independent terms once per forward, fused kernels) or `reference`."""
-    if attn_impl not in ATTN_IMPLS:
-        raise ValueError(f"unknown attn_impl {attn_impl!r} (choose one of: {', '.join(ATTN_IMPLS)})")
+def check_attn_impl(attn_impl: str, choices: tuple[str, ...] = ATTN_IMPLS) -> str:
+    """`fused` (default: batch-independent terms once per forward, fused kernels), `reference`, or
+    a module's own variant (GPSA's `fused_dense`, SP-SA's `flex`): see each module's docstring."""
+    if attn_impl not in choices:
+        raise ValueError(f"unknown attn_impl {attn_impl!r} (choose one of: {', '.join(choices)})")
     return attn_impl
 
 

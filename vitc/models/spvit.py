@@ -24,6 +24,9 @@ Differences from the release, on purpose:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,6 +91,28 @@ class PriorAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, grad_prior
 
 
+def flex_prior_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """softmax((q·kᵀ) ⊙ prior)·v through FlexAttention, the prior a score modification.
+
+    On CUDA, torch.compile turns it into one flash-style kernel for the forward and one for the
+    backward (the prior's gradient included) that never hold the (B, H, N, N) scores; elsewhere it
+    runs PyTorch's reference loop, and the CPU has no backward (NotImplementedError).
+    """
+
+    def times_prior(score: torch.Tensor, b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor):
+        return score * prior[h, q_idx, kv_idx]
+
+    return _flex_attention(q.device.type == "cuda")(q, k, v, score_mod=times_prior, scale=1.0)
+
+
+@functools.cache
+def _flex_attention(compiled: bool) -> Callable[..., torch.Tensor]:
+    """flex_attention, torch.compile'd once per process where it runs as a fused kernel (CUDA)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
+
+
 class SPSA(nn.Module):
     """Self-attention whose scaled logits are multiplied by a learned 2D spatial prior (per head).
 
@@ -96,9 +121,13 @@ class SPSA(nn.Module):
     only on the offset (dx, dy), of which an S×S grid has (2S−1)² distinct ones (729 against
     38,416 pairs at 14×14), so the MLP runs on those and a gather spreads them over (H, N, N),
     with the scale folded in, once per forward for every batch element.
-    The prior multiplies the logits inside the softmax, which no fused attention kernel expresses
-    (it is not an additive mask), so the attention itself stays q·kᵀ, ⊙, softmax, @v.
+    The prior multiplies the logits inside the softmax, which no fixed fused attention kernel
+    expresses (it is not an additive mask), so the attention itself stays q·kᵀ, ⊙, softmax, @v.
+    `"flex"` computes the same function with FlexAttention, the prior as a score modification
+    (`flex_prior_attention`; CUDA only for training, where `vitc.models.formulation` measures it).
     """
+
+    ATTN_IMPLS = ("fused", "flex", "reference")
 
     rel_indices: torch.Tensor
     offsets: torch.Tensor
@@ -117,7 +146,7 @@ class SPSA(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
-        self.attn_impl = check_attn_impl(attn_impl)
+        self.attn_impl = check_attn_impl(attn_impl, self.ATTN_IMPLS)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
@@ -158,7 +187,9 @@ class SPSA(nn.Module):
         self._check_tokens(tokens)
         q, k, v = qk_v_heads(x, self.qk, self.v, self.num_heads)
         prior = (self.offset_prior() * self.scale)[:, self.offset_index]  # (H, N, N), scale folded in
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, prior)):
+        if self.attn_impl == "flex":
+            out = flex_prior_attention(q, k, v, prior)
+        elif torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, prior)):
             out = PriorAttention.apply(q, k, v, prior)
         else:
             out = prior_attention(q, k, prior)[0].to(v.dtype) @ v
@@ -176,7 +207,7 @@ class SPSA(nn.Module):
         return self._attention(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.attn_impl == "fused" and not (self.training and self.attn_drop.p > 0):
+        if self.attn_impl != "reference" and not (self.training and self.attn_drop.p > 0):
             return self._forward_fused(x)
         batch, tokens, dim = x.shape
         attn = self.attn_drop(self._attention(x))
@@ -273,8 +304,8 @@ class Block(nn.Module):
 class SPViT(nn.Module):
     """LV-ViT with SP-SA in the first `local_up_to_layer` blocks and a late class token.
 
-    `attn_impl` picks SP-SA's formulation ("fused" by default, "reference"; see SPSA): the same
-    function, modules and state-dict keys either way.
+    `attn_impl` picks SP-SA's formulation ("fused" by default, "flex", "reference"; see SPSA): the
+    same function, modules and state-dict keys in every case.
     """
 
     def __init__(
@@ -298,7 +329,7 @@ class SPViT(nn.Module):
         attn_impl: str = "fused",
     ) -> None:
         super().__init__()
-        check_attn_impl(attn_impl)
+        check_attn_impl(attn_impl, SPSA.ATTN_IMPLS)
         if not 0 <= local_up_to_layer <= depth:
             raise ValueError(f"local_up_to_layer must lie in [0, depth={depth}], got {local_up_to_layer}")
         self.num_classes = num_classes

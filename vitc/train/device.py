@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
@@ -11,6 +12,8 @@ from vitc.errors import VitcError, gpu_failure
 
 if TYPE_CHECKING:
     from vitc.train.config import TrainConfig
+
+TUNED_DEVICES = ("cuda",)  # where `vitc train` measures GPSA's and SP-SA's formulations
 
 
 def pick_device(choice: str) -> torch.device:
@@ -62,3 +65,20 @@ def gpu_advice(
     if not epochs_done:
         return hint, "; no epoch had finished, so nothing was saved"
     return hint, f"; {run_dir / 'last.safetensors'} (epoch {epochs_done}) is kept, --resume continues from it"
+
+
+def choose_attention(
+    model: torch.nn.Module, pinned: bool, batch: int, cast: Any, say: Callable[[str], None]
+) -> list[dict[str, Any]] | None:
+    """On a GPU, GPSA's and SP-SA's formulation measured at the run's batch and precision
+    (vitc.models.formulation) unless the run pins one (model.args.attn_impl); on a CPU `fused`,
+    which docs/benchmarks.md measured fastest there."""
+    from vitc.models.formulation import choose_formulations, describe, tunable_groups
+
+    device = next(model.parameters()).device
+    if device.type not in TUNED_DEVICES or pinned or not tunable_groups(model):
+        return None
+    record = choose_formulations(model, batch, cast)
+    for row in record:
+        say(f"attention: {describe(row)}")
+    return record

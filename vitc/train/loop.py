@@ -30,7 +30,7 @@ from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
 from vitc.train.config import TrainConfig, parse_auto_augment, resolve_defaults, resolve_for_data
-from vitc.train.device import gpu_advice, pick_amp, pick_device, reraise_gpu
+from vitc.train.device import choose_attention, gpu_advice, pick_amp, pick_device, reraise_gpu
 from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from vitc.train.evaluate import evaluate_batches
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, param_groups
@@ -60,6 +60,7 @@ class RunResult:
     stopped_early: str = ""  # why the run stopped before its last epoch (optim.patience), else empty
     skipped_images: int = 0  # unreadable files left out (data.on_bad_image=skip), each counted once
     compile_seconds: float | None = None  # run.compile: the first step, which compiles the training step
+    attention: list[dict[str, Any]] | None = None  # the formulations measured on a GPU (vitc.models.formulation)
 
 
 def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, force: bool = False) -> RunResult:
@@ -263,6 +264,8 @@ def _setup(
     warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
     schedule = report.lr_schedule(total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch)
     cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    say = PlainConsole(markup=False, highlight=False).print if show_progress and dist.is_main else lambda _: None
+    run_info["attention"] = choose_attention(model, "attn_impl" in cfg.model.args, per_rank_batch, cast, say)
     if dist.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
         for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
@@ -474,6 +477,7 @@ def _finish(run: _Run) -> RunResult:
     result = RunResult(run_dir, state.history, state.best_top1, test, rate, seconds, final_split(cfg.data))
     result.skipped_images = len(feed.bad)
     result.compile_seconds = run.compile_seconds
+    result.attention = run.run_info["attention"]
     if state.stopped_early:
         best = max(state.history, key=lambda row: row["val_top1"])
         result.stopped_early = (

@@ -65,6 +65,7 @@ def summary_record(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
         "train_images_per_s": result.train_images_per_s,
         "compile": cfg.run.compile,
         "compile_seconds": result.compile_seconds,
+        "attention": result.attention,  # per GPSA/SP-SA kind: the formulation chosen, and each one's time
         "checkpoint": str(result.run_dir / "best.safetensors"),
         "pretrained": cfg.model.pretrained,
     }

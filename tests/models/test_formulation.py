@@ -1,0 +1,174 @@
+"""Per-device formulations: the new variants compute the reference's function, and the chooser
+keeps only exact candidates that are faster without keeping more activations.
+
+GPU speed itself is measured by `make gpu-check` (docs/gpu_check.py), not here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import vitc.train.device
+from vitc.cli.main import app
+from vitc.models import create_model
+from vitc.models.convit import GPSA, DensePositional, dense_product
+from vitc.models.formulation import MARGIN, Trial, choose_formulations, describe, pick
+from vitc.models.layers import Attention
+from vitc.models.spvit import SPSA
+
+from .test_attn_impl import GRAD_TOL, LOGIT_TOL, NULL_GRADIENTS, _logits_and_grads, _perturb
+
+SMALL = {"depth": 3, "local_up_to_layer": 2, "img_size": 40}  # a 10×10 grid: fused uses the separable form
+
+
+def test_fused_dense_matches_the_reference_logits_and_every_gradient() -> None:
+    torch.manual_seed(0)
+    reference = create_model("convit_micro", attn_impl="reference", drop_path_rate=0.0, **SMALL)
+    _perturb(reference)
+    dense = create_model("convit_micro", attn_impl="fused_dense", drop_path_rate=0.0, **SMALL)
+    dense.load_state_dict(reference.state_dict())
+    gpsa = [m for m in dense.modules() if isinstance(m, GPSA)]
+    assert gpsa and all(m.grid > m.dense_positional_grid for m in gpsa)  # `fused` would be separable here
+    x, y = torch.randn(3, 3, 40, 40), torch.tensor([0, 3, 7])
+    ref_logits, ref_grads = _logits_and_grads(reference, x, y)
+    logits, grads = _logits_and_grads(dense, x, y)
+    assert (logits - ref_logits).abs().max().item() <= LOGIT_TOL
+    scale = max(g.abs().max().item() for g in ref_grads.values())
+    for key, ref in ref_grads.items():
+        floor = 1e-3 * scale if key.endswith(NULL_GRADIENTS) else 0.0
+        rel = (grads[key] - ref).abs().max().item() / max(ref.abs().max().item(), floor)
+        assert rel <= GRAD_TOL, f"{key}: {rel:.2e}"
+
+
+def test_dense_positional_backward_is_autograds() -> None:
+    torch.manual_seed(0)
+    v = torch.randn(2, 3, 9, 4, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(3, 9, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(DensePositional.apply, (v, table))
+    assert torch.equal(DensePositional.apply(v, table), dense_product(v, table))
+
+
+def test_dense_positional_keeps_v_not_a_per_head_copy() -> None:
+    """The custom backward saves v (shared with the content attention) instead of its (H, N, B·d) copy."""
+    v = torch.randn(4, 3, 16, 8, requires_grad=True)
+    table = torch.softmax(torch.randn(3, 16, 16), -1).requires_grad_(True)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        DensePositional.apply(v, table)
+    storages = {t.untyped_storage().data_ptr() for t in saved}
+    assert storages == {v.untyped_storage().data_ptr(), table.untyped_storage().data_ptr()}
+
+
+def test_spsa_flex_forward_matches_the_reference() -> None:
+    """FlexAttention with the prior as a score modification; its backward needs a GPU (gpu_check)."""
+    torch.manual_seed(0)
+    attn = SPSA(dim=32, num_heads=4, grid=5, attn_impl="reference")
+    _perturb(attn)
+    x = torch.randn(2, 25, 32)
+    with torch.no_grad():
+        want = attn(x)
+        attn.attn_impl = "flex"
+        with pytest.warns(UserWarning, match="without torch.compile"):  # eager flex on CPU, as torch warns
+            got = attn(x)
+    assert (got - want).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("scale_queries", [True, False])
+def test_plain_attention_through_sdpa_equals_the_written_form(
+    monkeypatch: pytest.MonkeyPatch, scale_queries: bool
+) -> None:
+    """The GPU branch (scaled_dot_product_attention), run on the CPU, against the CPU's written form."""
+    torch.manual_seed(0)
+    attn = Attention(32, 4, qkv_bias=True, scale_queries=scale_queries)
+    x = torch.randn(2, 17, 32, requires_grad=True)
+    outputs = []
+    for explicit_on in [("cpu",), ()]:
+        monkeypatch.setattr(Attention, "explicit_on", explicit_on)
+        out = attn(x)
+        grads = torch.autograd.grad(out.pow(2).sum(), [x, *attn.parameters()])
+        outputs.append([out, *grads])
+    for written, fused in zip(*outputs, strict=True):
+        assert (written - fused).abs().max().item() <= 1e-5 * max(1.0, written.abs().max().item())
+
+
+def test_an_unknown_variant_names_each_modules_choices() -> None:
+    with pytest.raises(Exception, match="fused_dense"):
+        create_model("convit_micro", attn_impl="flex")
+    with pytest.raises(Exception, match="flex"):
+        create_model("spvit_micro", attn_impl="fused_dense")
+
+
+# -- the chooser ---------------------------------------------------------------------------------------
+def test_pick_keeps_the_default_unless_a_usable_candidate_beats_it() -> None:
+    fused = Trial("fused", ms=10.0, saved_mib=100.0)
+    faster = Trial("fused_dense", ms=8.0, saved_mib=101.0)
+    assert pick([fused, faster]) == "fused_dense"
+    assert pick([fused, Trial("fused_dense", ms=10.0 * (1 - MARGIN / 2), saved_mib=100.0)]) == "fused"  # noise
+    assert pick([fused, Trial("reference", ms=5.0, saved_mib=250.0)]) == "fused"  # keeps more activations
+    assert pick([fused, Trial("flex", ms=5.0, saved_mib=90.0, error="differs from the reference by 1e-2")]) == "fused"
+    assert pick([fused, faster, Trial("flex", ms=6.0, saved_mib=90.0)]) == "flex"
+
+
+def test_choose_formulations_measures_every_candidate_and_sets_the_modules() -> None:
+    torch.manual_seed(0)
+    model = create_model("spvit_micro", depth=3, local_up_to_layer=2, img_size=40, stem_chans=16)
+    record = choose_formulations(model, batch=4, rounds=2, warmup=1)
+    assert len(record) == 1 and record[0]["module"] == "SPSA" and record[0]["blocks"] == 2
+    trials = {t["impl"]: t for t in record[0]["trials"]}
+    assert set(trials) == {"fused", "flex", "reference"}
+    assert "NotImplementedError" in trials["flex"]["error"]  # FlexAttention has no CPU backward
+    for impl in ("fused", "reference"):
+        assert trials[impl]["error"] is None and trials[impl]["ms"] > 0 and trials[impl]["max_rel_diff"] <= 1e-4
+    assert trials["reference"]["saved_mib"] > trials["fused"]["saved_mib"]  # (B, H, N, N) probabilities
+    assert all(m.attn_impl == record[0]["chosen"] for m in model.modules() if isinstance(m, SPSA))
+    assert "SPSA 10×10 ×2" in describe(record[0])
+
+
+def test_a_formulation_that_is_wrong_on_this_device_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = GPSA._positional
+
+    def off_by_a_percent(self: GPSA, v: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        out = real(self, v, gate)
+        return out * 1.01 if self.attn_impl == "fused_dense" else out
+
+    monkeypatch.setattr(GPSA, "_positional", off_by_a_percent)
+    torch.manual_seed(0)
+    model = create_model("convit_micro", depth=2, local_up_to_layer=1, img_size=40)
+    model.eval()  # the chooser measures the training forward whatever mode the model is in
+    record = choose_formulations(model, batch=2, rounds=1, warmup=0, impls=("fused_dense",))
+    trials = {t["impl"]: t for t in record[0]["trials"]}
+    assert set(trials) == {"fused", "fused_dense"}
+    assert trials["fused_dense"]["error"].startswith("differs from the reference by")
+    assert record[0]["chosen"] == "fused"
+
+
+def test_vitc_train_measures_and_records_the_formulations_on_a_tuned_device(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a GPU `vitc train` chooses; the CPU stands in for it here (its CPU default is not tuned)."""
+    monkeypatch.setattr(vitc.train.device, "TUNED_DEVICES", ("cpu",))
+    args = ["train", "--model", "convit_micro", "--epochs", "1", "--set", f"run.out_dir={tmp_path}",
+            "--set", 'model.args={"depth": 2, "local_up_to_layer": 1}', "--set", "data.image_size=16",
+            "--set", "run.amp=off", "--name", "tuned"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "attention: GPSA 4×4 ×1:" in result.output
+    attention = json.loads((tmp_path / "tuned" / "summary.json").read_text())["attention"]
+    assert attention[0]["module"] == "GPSA" and attention[0]["chosen"] in GPSA.ATTN_IMPLS
+    pin = 'model.args={"depth": 2, "local_up_to_layer": 1, "attn_impl": "reference"}'
+    pinned = [*args[:-1], "pinned", "--set", pin]
+    result = CliRunner().invoke(app, pinned)
+    assert result.exit_code == 0, result.output
+    assert "attention:" not in result.output
+    assert json.loads((tmp_path / "pinned" / "summary.json").read_text())["attention"] is None
+
+
+def test_on_a_cpu_vitc_train_keeps_the_measured_default() -> None:
+    model = create_model("convit_micro", depth=2, local_up_to_layer=1)
+    assert vitc.train.device.choose_attention(model, False, 8, torch.autocast("cpu"), print) is None
+    assert all(m.attn_impl == "fused" for m in model.modules() if isinstance(m, GPSA))

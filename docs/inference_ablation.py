@@ -54,6 +54,11 @@ CVT_VARIANTS: dict[str, dict[str, Any] | None] = {
 }
 
 
+def graphs_on(device: torch.device) -> bool:
+    """CUDA graphs replay GPU work: the graphed variants exist on CUDA only."""
+    return device.type == "cuda"
+
+
 def target_of(device: torch.device) -> str:
     return "cuda" if device.type == "cuda" else "cpu"
 
@@ -91,19 +96,24 @@ def caller(
 def time_cell(
     models: dict[str, tuple[Any, bool]], batch: int, img: int, amp: torch.dtype | None, opts: argparse.Namespace
 ) -> dict[str, dict[str, float]]:
-    """{label: {"ms": median ms, "first_s": seconds of the first call}} for one precision and batch."""
+    """{label: {"ms": median ms, "first_s": seconds of the first call, "replay_delta": max |Δ| of a CUDA-graph
+    replay against the same model's plain call (graphed variants only)}} for one precision and batch."""
     x = torch.randn(batch, 3, img, img, device=opts.device)
     calls = {label: caller(model, x, amp, graphs) for label, (model, graphs) in models.items()}
-    first = {}
+    results: dict[str, dict[str, float]] = {}
     for label, call in calls.items():  # compilation and capture, outside the timed rounds
         start = time.perf_counter()
-        call()
-        first[label] = time.perf_counter() - start
+        out = call()
+        results[label] = {"first_s": time.perf_counter() - start}
+        model, graphs = models[label]
+        if graphs:  # the replay computes what the model computes
+            plain = caller(model, x, amp, False)()
+            results[label]["replay_delta"] = float((out.float() - plain.float()).abs().max())
     medians = interleaved_medians(calls, opts.warmup, opts.iterations, opts.rounds)
     del calls
     if x.is_cuda:
         torch.cuda.empty_cache()
-    return {label: {"ms": medians[label], "first_s": first[label]} for label in models}
+    return {label: {"ms": medians[label], **results[label]} for label in models}
 
 
 def cells(opts: argparse.Namespace) -> list[tuple[str, int]]:
@@ -128,7 +138,7 @@ def cvt_part(opts: argparse.Namespace, deadline: float) -> dict[str, Any]:
     chosen = target_label(target)
     plain = {label: (model, False) for label, model in models.items()}
     graphed = (
-        {f"{label} +cuda-graph": (models[label], True) for label in ("eager", chosen)} if device.type == "cuda" else {}
+        {f"{label} +cuda-graph": (models[label], True) for label in ("eager", chosen)} if graphs_on(device) else {}
     )
     rows: dict[str, dict[str, Any]] = {label: {"model": label, "max_abs_diff": d} for label, d in deltas.items()}
     rows |= {label: {"model": label, "max_abs_diff": deltas[label.split(" +")[0]]} for label in graphed}
@@ -141,6 +151,7 @@ def cvt_part(opts: argparse.Namespace, deadline: float) -> dict[str, Any]:
             rows[label][f"{precision} b{batch}"] = value["ms"]
             if label in graphed:
                 rows[label][f"{precision} b{batch} 1st s"] = value["first_s"]
+                _replay_delta(rows[label], value)
     return {
         "model": opts.cvt,
         "target": target,
@@ -190,7 +201,7 @@ def convit_part(
             loaded[f"vitc {name}"]["model"].to(device).eval(), target=target_of(device)
         )[0]
     variants = {label: (model, False) for label, model in models.items()}
-    if device.type == "cuda":
+    if graphs_on(device):
         variants |= {f"{label} +cuda-graph": (model, True) for label, model in models.items()}
     rows: dict[str, dict[str, Any]] = {label: {"model": label} for label in variants}
     skipped = []
@@ -200,7 +211,13 @@ def convit_part(
             continue
         for label, value in time_cell(variants, batch, opts.img, AMP[precision], opts).items():
             rows[label][f"{precision} b{batch}"] = value["ms"]
+            _replay_delta(rows[label], value)
     return {"deit_peer": f"timm {deit_peer}", "rows": list(rows.values()), "skipped": skipped}
+
+
+def _replay_delta(row: dict[str, Any], value: dict[str, float]) -> None:
+    if "replay_delta" in value:
+        row["replay_max_abs_diff"] = max(row.get("replay_max_abs_diff", 0.0), value["replay_delta"])
 
 
 def _table(rows: list[dict[str, Any]], extra: list[str]) -> list[str]:
@@ -213,7 +230,7 @@ def _table(rows: list[dict[str, Any]], extra: list[str]) -> list[str]:
     return lines
 
 
-EXTRA = {"max_abs_diff": "max Δ fp32"}
+EXTRA = {"max_abs_diff": "max Δ fp32", "replay_max_abs_diff": "replay Δ"}
 
 
 def _fmt(value: Any, spec: str = ".3g") -> str:
@@ -229,11 +246,12 @@ def markdown(result: dict[str, Any], opts: argparse.Namespace) -> str:
     if "cvt" in result:
         cvt = result["cvt"]
         lines += [
-            f"{cvt['model']}: the {cvt['target']} target is `{cvt['target_variant']}`; max |Δ logits| vs "
-            "eager in fp32, batch 1:",
+            f"{cvt['model']}: the {cvt['target']} target is `{cvt['target_variant']}`; max Δ: max |Δ logits| vs "
+            "eager in fp32 at batch 1 (compile_model's check); replay Δ: a CUDA-graph replay vs the same model's "
+            "plain call, at the cell's precision and batch (the largest):",
             "",
         ]
-        lines += [*_table(cvt["rows"], ["max_abs_diff"]), ""]
+        lines += [*_table(cvt["rows"], ["max_abs_diff", "replay_max_abs_diff"]), ""]
         if cvt["compile_rows"]:
             lines += ["torch.compile (static shapes; 1st s: the first call, which compiles):", ""]
             lines += [*_table(cvt["compile_rows"], []), ""]
@@ -241,7 +259,7 @@ def markdown(result: dict[str, Any], opts: argparse.Namespace) -> str:
     if "convit" in result:
         convit = result["convit"]
         lines += ["", f"Compiled ConViT against {convit['deit_peer']} (speed = its ms / ours):", ""]
-        lines += _table(convit["rows"], [])
+        lines += _table(convit["rows"], ["replay_max_abs_diff"])
         base = next(r for r in convit["rows"] if r["model"] == convit["deit_peer"])
         for row in convit["rows"]:
             if row["model"].startswith("vitc") and "convit" in row["model"]:

@@ -44,6 +44,27 @@ def test_tables_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (tmp_path / "a.json").read_text().count('"compile_rows"') == 1
 
 
+def test_graphed_rows_replay_what_the_model_computes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA-graph rows, with tests/compile/test_cuda_graph.py's CPU stand-in for torch.cuda."""
+    from vitc.compile import CUDAGraphs
+
+    from .test_cuda_graph import FakeCuda
+
+    ablation = _load()
+    monkeypatch.setattr(ablation, "graphs_on", lambda device: True)
+    monkeypatch.setattr(ablation, "CUDAGraphs", lambda model, autocast: CUDAGraphs(model, autocast, cuda=FakeCuda()))
+    monkeypatch.setitem(ablation.peer_timing.PAIRS, "micro", (("deit_micro", "deit_micro"), (None, "convit_micro")))
+    opts = ablation.parser().parse_args([*MICRO, "--peer-size", "micro", "--torch-compile", ""])
+    result = ablation.measure(opts, peer=lambda name, img: create_model(name))
+    rows = {row["model"]: row for row in result["cvt"]["rows"]}
+    graphed = rows["vitc merged kv, SDPA +cuda-graph"]
+    assert graphed["fp32 b2"] > 0 and graphed["fp32 b2 1st s"] > 0 and graphed["replay_max_abs_diff"] <= 1e-6
+    assert rows["eager +cuda-graph"]["max_abs_diff"] == 0.0
+    convit = {row["model"]: row for row in result["convit"]["rows"]}
+    assert convit["vitc convit_micro compiled +cuda-graph"]["replay_max_abs_diff"] <= 1e-6
+    assert "vitc convit_micro compiled +cuda-graph vs timm deit_micro +cuda-graph: fp32 b1" in result["markdown"]
+
+
 def test_the_budget_stops_new_cells() -> None:
     ablation = _load()
     opts = ablation.parser().parse_args([*MICRO, "--budget-s", "0", "--no-peers", "--torch-compile", "fp32:2"])

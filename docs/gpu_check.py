@@ -74,7 +74,8 @@ FULL = {
         ("spvit_s", "bf16"),
     ],
     "train_set": ["data.image_size=224", "optim.epochs=2", "optim.batch_size=128", "data.fraction=1.0"],
-    "ratios": {"micro": False, "batch": 64, "amps": ("bf16", "off"), "rounds": 5, "steps": 4, "warmup": 2},
+    "ratios": {"micro": False, "batch": 64, "amps": ("bf16", "off"), "rounds": 5, "steps": 4, "warmup": 2,
+               "every_form": True},
     "copy_shape": (8, 3, 224, 224),
     # issue 20's targets: per GMAC vs timm at batch 128 (bf16, fp32), inference at batch 1/64, and
     # with torch.compile DeiT-S / ConViT-S at batch 256 against 20% of the H200's dense bf16 peak
@@ -98,7 +99,7 @@ DRY = {
     "device": "cpu",
     "train": [("convit_micro", "off")],
     "train_set": ["optim.epochs=1", "optim.batch_size=32", "data.fraction=0.05"],
-    "ratios": {"micro": True, "batch": 4, "amps": ("off",), "rounds": 1, "steps": 1, "warmup": 0},
+    "ratios": {"micro": True, "batch": 4, "amps": ("off",), "rounds": 1, "steps": 1, "warmup": 0, "every_form": True},
     "copy_shape": (4, 3, 8, 8),
     "inference": {
         "budget_s": 30,
@@ -227,10 +228,11 @@ def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, An
             results[amp] = {"skipped": "time budget spent"}
             continue
         opts = argparse.Namespace(
-            device=plan["device"], amp=amp, seed=0, **{k: settings[k] for k in ("rounds", "steps", "warmup")}
-        )
+            device=plan["device"], amp=amp, seed=0, every_form=settings.get("every_form", False),
+            **{k: settings[k] for k in ("rounds", "steps", "warmup")},
+        )  # fmt: skip
         rows = timing.measure(groups, img, settings["batch"], opts)
-        micro = " --micro" if settings["micro"] else ""
+        micro = (" --micro" if settings["micro"] else "") + (" --every-form" if opts.every_form else "")
         command = (f"python docs/training_timing.py --device {plan['device']} --amp {amp} --batch {settings['batch']}"
                    f" --rounds {opts.rounds} --steps {opts.steps} --warmup {opts.warmup}{micro}")  # fmt: skip
         results[amp] = {

@@ -112,13 +112,21 @@ def build_variants(
 
 
 def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Namespace) -> list[dict[str, Any]]:
-    """Training img/s, per GMAC against the peer DeiT of the size, MFU; eager and (with --compile) compiled."""
+    """Training img/s, per GMAC against the peer DeiT of the size, MFU; eager and (with --compile) compiled.
+
+    vitc's GPSA and SP-SA run the formulation vitc.models.formulation chooses here, as `vitc train` does.
+    """
+    from vitc.models.formulation import choose_formulations, describe
+
     timing = _training_timing()
     runs: dict[str, Any] = {}
     compile_s: dict[str, float] = {}
     for label, spec in variants.items():
         for compiled in (False, True) if opts.compile else (False,):
             variant = timing.Variant(spec["model"], {}, opts.batch, img, opts)
+            if spec["side"] == "vitc":  # the formulation `vitc train` would run on this device
+                for row in choose_formulations(variant.model, opts.batch, variant.autocast()):
+                    print(f"{label}: {describe(row)}", flush=True)
             key = f"{label}{' +compile' if compiled else ''}"
             if compiled:
                 variant.model = torch.compile(variant.model, backend=opts.compile_backend)

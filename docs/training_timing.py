@@ -4,8 +4,10 @@ A measurement aid for docs/benchmarks.md ("Training throughput"), not part of vi
 forward in training mode, cross-entropy, backward and an AdamW step, on fixed random images, fp32
 unless `--amp bf16|fp16`, on `--device` (cpu or cuda; docs/gpu_check.py runs this on a lent GPU).
 ConViT and SP-ViT run twice: `attn_impl="reference"` (the research formulation) and `"fused"` (the
-default), with the same weights. Each round runs `--steps` steps of every variant in turn, so that
-load from other processes hits all of them alike; img/s is batch over the median step time across
+default), with the same weights; `--every-form` adds GPSA's `fused_dense`, SP-SA's `flex` and
+`chosen`, the formulation vitc.models.formulation picks on this device (what `vitc train` uses
+on a GPU). Each round runs `--steps` steps of every variant in turn, so that load from other
+processes hits all of them alike; img/s is batch over the median step time across
 rounds. Per GMAC = (img/s × GMACs) / (DeiT's img/s × DeiT's GMACs), GMACs being one inference
 forward at batch 1 (vitc.models._stats) of the reference formulation, for both formulations: the
 architecture's cost, as in issue 13's table (the fused SP-SA skips 0.6 of SP-ViT-S's 7.16, so per
@@ -42,6 +44,7 @@ import torch.nn.functional as F
 
 from vitc.models import convit, create_model
 from vitc.models._stats import model_stats
+from vitc.models.formulation import choose_formulations, describe
 
 # (baseline, others) per size; the first of each group is the DeiT every ratio divides by.
 GROUPS_224 = {"tiny": ("deit_tiny", "convit_tiny"), "small": ("deit_small", "convit_small", "spvit_s", "cvt_13")}
@@ -50,16 +53,23 @@ TWO_FORMS = ("convit", "spvit")  # families with attn_impl
 
 
 FORMS = ["reference", "fused"]  # --fused-only drops the reference runs (memory at batch 32)
+# --every-form (gpu_check on CUDA) adds each module's other formulations and the one that
+# vitc.models.formulation chooses on this device, at this batch and precision (as `vitc train` does).
+EXTRA_FORMS = {"convit": ("fused_dense",), "spvit": ("flex",)}
+CHOSEN = "chosen"
 
 
 KEEP_SUBNORMALS = "keep_subnormals"  # --subnormals: a ConViT variant whose positional tables keep them
 
 
-def variants(name: str) -> list[tuple[str, dict[str, object]]]:
+def variants(name: str, every_form: bool = False, device: str = "cpu") -> list[tuple[str, dict[str, object]]]:
     if not name.startswith(TWO_FORMS):
         return [(name, {})]
+    extra = [*EXTRA_FORMS[name.split("_")[0]], CHOSEN] if every_form else []
+    if device == "cpu":  # FlexAttention has no CPU backward
+        extra = [form for form in extra if form != "flex"]
     forms: list[tuple[str, dict[str, object]]] = [
-        (f"{name} {form}", {"attn_impl": form}) for form in FORMS if form != KEEP_SUBNORMALS
+        (f"{name} {form}", {"attn_impl": form}) for form in [*FORMS, *extra] if form != KEEP_SUBNORMALS
     ]
     if KEEP_SUBNORMALS in FORMS and name.startswith("convit"):
         forms.append((f"{name} fused, subnormals kept", {"attn_impl": "fused", KEEP_SUBNORMALS: True}))
@@ -135,6 +145,9 @@ class Variant:
         torch.manual_seed(opts.seed)
         kwargs = dict(kwargs)
         self.keep_subnormals = bool(kwargs.pop(KEEP_SUBNORMALS, False))
+        choose = kwargs.get("attn_impl") == CHOSEN
+        if choose:
+            kwargs.pop("attn_impl")
         self.device = torch.device(opts.device)
         model = copy.deepcopy(name) if isinstance(name, torch.nn.Module) else create_model(name, img_size=img, **kwargs)
         self.model = model.train().to(self.device)
@@ -142,6 +155,9 @@ class Variant:
         self.x = torch.randn(batch, 3, img, img, device=self.device)
         self.y = torch.randint(0, self.model.num_classes, (batch,), device=self.device)
         self.amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.amp]
+        self.chosen = choose_formulations(self.model, batch, self.autocast()) if choose else []
+        for row in self.chosen:
+            print(f"{name}: {describe(row)}", flush=True)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.times: list[float] = []  # wall-clock seconds per step, one sample per round
         self.cpu_times: list[float] = []  # process CPU seconds per step (see --threads)
@@ -175,17 +191,26 @@ class Variant:
         with self.autocast():
             return saved_activation_bytes(copy.deepcopy(self.model), self.x)  # the copy takes the hooks
 
+    def total_memory(self) -> float:
+        """Saved activation bytes, or NaN where the hooks cannot follow a compiled kernel (flex)."""
+        try:
+            return float(sum(self.memory().values()))
+        except Exception as exc:  # one formulation must not lose the others' figures
+            print(f"activation memory not measured: {type(exc).__name__}: {exc}"[:200], flush=True)
+            return float("nan")
+
 
 def measure(groups: dict[str, tuple[str, ...]], img: int, batch: int, opts: argparse.Namespace) -> list[dict]:
     """One row per variant: img/s (wall and CPU time), per-GMAC ratios and activations vs its group's DeiT."""
     gmacs = {name: architecture_gmacs(name, img) for names in groups.values() for name in names}
+    every_form = getattr(opts, "every_form", False)
     runs = {
         label: Variant(name, kwargs, batch, img, opts)
         for names in groups.values()
         for name in names
-        for label, kwargs in variants(name)
+        for label, kwargs in variants(name, every_form, opts.device)
     }
-    memory = {label: sum(v.memory().values()) for label, v in runs.items()}
+    memory = {label: v.total_memory() for label, v in runs.items()}
     for v in runs.values():  # warm-up: allocator, AdamW state, kernels
         for _ in range(opts.warmup):
             v.step()
@@ -198,7 +223,7 @@ def measure(groups: dict[str, tuple[str, ...]], img: int, batch: int, opts: argp
         base_ips = batch / float(np.median(runs[base].times))
         base_cpu = batch / float(np.median(runs[base].cpu_times))
         for name in names:
-            for label, _ in variants(name):
+            for label, _ in variants(name, every_form, opts.device):
                 ips = batch / float(np.median(runs[label].times))
                 cpu_ips = batch / float(np.median(runs[label].cpu_times))
                 rows.append({
@@ -206,6 +231,7 @@ def measure(groups: dict[str, tuple[str, ...]], img: int, batch: int, opts: argp
                     "per_gmac": ips * gmacs[name] / (base_ips * gmacs[base]), "cpu_img_s": cpu_ips,
                     "cpu_per_gmac": cpu_ips * gmacs[name] / (base_cpu * gmacs[base]),
                     "activations_mib": memory[label] / 2**20, "activations_vs_deit": memory[label] / memory[base],
+                    "chosen": [describe(row) for row in runs[label].chosen],
                 })  # fmt: skip
     return rows
 
@@ -277,6 +303,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fused-only", action="store_true", help="skip the reference formulation")
+    parser.add_argument(
+        "--every-form", action="store_true", help="add fused_dense, flex and the formulation chosen on this device"
+    )
     parser.add_argument("--memory", action="store_true", help="activation memory by part only, no timing")
     parser.add_argument(
         "--subnormals", action="store_true", help="add ConViT's fused form with its subnormal table entries kept"

@@ -59,6 +59,8 @@ def test_dry_run_writes_every_section(tmp_path: Path) -> None:
     ratios = {row["model"]: row for row in sections["train_ratios"]["off"]["rows"]}
     assert ratios["deit_micro"]["per_gmac"] == 1.0 and ratios["convit_micro fused"]["img_s"] > 0
     assert ratios["spvit_micro fused"]["activations_mib"] < ratios["spvit_micro reference"]["activations_mib"]
+    assert ratios["convit_micro fused_dense"]["img_s"] > 0 and "spvit_micro flex" not in ratios  # no CPU backward
+    assert ratios["convit_micro chosen"]["chosen"][0].startswith("GPSA 8×8 ×")  # what vitc train runs on a GPU
     assert sections["cuda_layer"]["exact_nbytes"] is True and sections["cuda_layer"]["graph_replay_ok"] is True
     assert sections["cuda_layer"]["copy_bytes"] < sections["cuda_layer"]["buffer_bytes"]
     assert sections["train"]["rows"][0]["train_images_per_s"] > 0

@@ -4,6 +4,8 @@ for timm's (timm is on the lent GPU machine, not here). The CUDA-graph rows exis
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,39 @@ def test_the_budget_stops_new_cells() -> None:
         "fp32 b2: time budget spent", "+torch.compile fp32:2: less than 45 s of the budget left"
     ]  # fmt: skip
     assert "fp32 b2" not in result["cvt"]["rows"][0] and result["peers_skipped"] == "--no-peers"
+
+
+def test_gpu_check_section_keeps_what_a_stopped_run_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/gpu_check.py's `inference`: the ablation's own process, then `vitc bench --cuda-graph` in the time left
+    (here on CPU without --cuda-graph, which is a one-line error there); a run stopped at the budget keeps its JSON."""
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "docs" / "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    real_run, commands = gpu_check.run, []
+
+    def fake_ablation(stop: bool):
+        def run(cmd: list[str], timeout: float, env=None):
+            commands.append((cmd, timeout))
+            if "inference_ablation.py" not in cmd[1]:
+                if stop:
+                    raise subprocess.TimeoutExpired(cmd, timeout)
+                return real_run(cmd, timeout, env)
+            Path(cmd[cmd.index("--json") + 1]).write_text(json.dumps({"markdown": "tables\n", "cvt": {"rows": []}}))
+            if stop:
+                raise subprocess.TimeoutExpired(cmd, timeout)
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+
+        return run
+
+    plan = {**gpu_check.DRY, "inference": {**gpu_check.DRY["inference"], "bench": "-m deit_micro -b 1 -n 1"}}
+    monkeypatch.setattr(gpu_check, "run", fake_ablation(stop=False))
+    section = gpu_check.inference(plan, tmp_path, 100.0)
+    assert commands[0][1] == 80.0 and "--budget-s 30" in section["ablation"]["command"]  # min(plan's 30, 60%)
+    assert section["ablation"]["stopped"] is None and section["ablation"]["markdown"] == "tables\n"
+    assert "| deit_micro eager |" in section["cuda_graph_bench"]["markdown"]
+    monkeypatch.setattr(gpu_check, "run", fake_ablation(stop=True))
+    section = gpu_check.inference(plan, tmp_path, 100.0)
+    assert section["ablation"]["stopped"] == "stopped at the section's budget (100 s)"
+    assert "torch.compile cells are missing" in section["ablation"]["markdown"]
+    assert "stopped at the section's budget" in section["cuda_graph_bench"]["skipped"]

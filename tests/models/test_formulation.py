@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 import vitc.train.device
 from vitc.cli.main import app
-from vitc.models import create_model
+from vitc.models import create_model, layers
 from vitc.models.convit import GPSA, DensePositional, dense_product
+from vitc.models.cvt import ConvAttention
 from vitc.models.formulation import MARGIN, Trial, choose_formulations, describe, pick
 from vitc.models.layers import Attention
 from vitc.models.spvit import SPSA
@@ -85,12 +86,25 @@ def test_plain_attention_through_sdpa_equals_the_written_form(
     """The GPU branch (scaled_dot_product_attention), run on the CPU, against the CPU's written form."""
     torch.manual_seed(0)
     attn = Attention(32, 4, qkv_bias=True, scale_queries=scale_queries)
-    x = torch.randn(2, 17, 32, requires_grad=True)
+    _same_both_ways(monkeypatch, attn, torch.randn(2, 17, 32, requires_grad=True))
+
+
+def test_cvt_attention_through_sdpa_equals_the_written_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CvT's queries (every token) and strided keys/values (a quarter): two lengths, one SDPA call."""
+    torch.manual_seed(0)
+    model = create_model("cvt_micro")
+    block = next(m for m in model.modules() if isinstance(m, ConvAttention) and m.with_cls_token)
+    grid = 8
+    x = torch.randn(2, 1 + grid * grid, block.proj.in_features, requires_grad=True)
+    _same_both_ways(monkeypatch, block, x, grid, grid)
+
+
+def _same_both_ways(monkeypatch: pytest.MonkeyPatch, module: torch.nn.Module, x: torch.Tensor, *args: int) -> None:
     outputs = []
-    for explicit_on in [("cpu",), ()]:
-        monkeypatch.setattr(Attention, "explicit_on", explicit_on)
-        out = attn(x)
-        grads = torch.autograd.grad(out.pow(2).sum(), [x, *attn.parameters()])
+    for written_on in [("cpu",), ()]:
+        monkeypatch.setattr(layers, "WRITTEN_ATTENTION_ON", written_on)
+        out = module(x, *args)
+        grads = torch.autograd.grad(out.pow(2).sum(), [x, *module.parameters()])
         outputs.append([out, *grads])
     for written, fused in zip(*outputs, strict=True):
         assert (written - fused).abs().max().item() <= 1e-5 * max(1.0, written.abs().max().item())

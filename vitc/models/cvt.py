@@ -18,10 +18,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vitc.models._registry import build_model, register_model
-from vitc.models.layers import DropPath, Mlp, QuickGELU, drop_path_rates, init_weights_vit, to_2tuple
+from vitc.models.layers import (
+    DropPath,
+    Mlp,
+    QuickGELU,
+    drop_path_rates,
+    init_weights_vit,
+    runs_written_attention,
+    to_2tuple,
+)
 
 __all__ = ["ConvAttention", "ConvEmbed", "CvT", "CvTBlock", "CvTStage", "checkpoint_filter_fn"]
 
@@ -111,8 +120,11 @@ class ConvAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         q, k, v = self._qkv(x, height, width)
-        attn = self.attn_drop((torch.einsum("bhlk,bhtk->bhlt", q, k) * self.scale).softmax(dim=-1))
-        x = torch.einsum("bhlt,bhtv->bhlv", attn, v)
+        if runs_written_attention(x):
+            attn = self.attn_drop((torch.einsum("bhlk,bhtk->bhlt", q, k) * self.scale).softmax(dim=-1))
+            x = torch.einsum("bhlt,bhtv->bhlv", attn, v)
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p * self.training, scale=self.scale)
         x = x.transpose(1, 2).flatten(2)  # heads merged in (h d) order
         return self.proj_drop(self.proj(x))
 

@@ -108,16 +108,27 @@ class PatchEmbed(nn.Module):
         return grid_to_tokens(self.proj(x))
 
 
+WRITTEN_ATTENTION_ON = ("cpu",)
+
+
+def runs_written_attention(x: torch.Tensor) -> bool:
+    """Whether plain attention runs as written (q·kᵀ, softmax, @v) on x's device, not through SDPA.
+
+    On CPUs as written: the form every CPU per-GMAC baseline in docs/benchmarks.md was measured
+    with. Elsewhere `scaled_dot_product_attention`, whose flash / memory-efficient kernels never
+    hold the (B, H, N, N) probabilities: the same function (tests/models/test_formulation.py).
+    """
+    return x.device.type in WRITTEN_ATTENTION_ON
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused `qkv` projection, written out as in the references.
 
     `scale_queries` picks where the 1/√d_h scale goes: on q before q@kᵀ (DeiT, SP-ViT's plain
     blocks) or on the product (ConViT's MHSA). Mathematically equal; kept for bit-level matching.
-    On a GPU the attention itself runs through `scaled_dot_product_attention` (flash / memory-
-    efficient kernels that never hold the (B, H, N, N) probabilities), as timm's does.
+    On a GPU the attention runs through `scaled_dot_product_attention`, as timm's does
+    (`runs_written_attention`).
     """
-
-    explicit_on = ("cpu",)  # device types that run q·kᵀ, softmax, @v as written
 
     def __init__(
         self,
@@ -158,12 +169,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
         q, k, v = self._qkv(x)
-        if x.device.type in self.explicit_on:
-            # As written: the form every CPU per-GMAC baseline in docs/benchmarks.md was measured with.
+        if runs_written_attention(x):
             x = self.attn_drop(self._scores(q, k).softmax(dim=-1)) @ v
-        else:  # flash / memory-efficient kernels never materialise the (B, H, N, N) probabilities
-            drop = self.attn_drop.p if self.training else 0.0
-            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p * self.training, scale=self.scale)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, tokens, dim)))
 
 

@@ -128,14 +128,19 @@ def cvt_part(opts: argparse.Namespace, deadline: float) -> dict[str, Any]:
     eager = create_model(opts.cvt, img_size=opts.img).to(device).eval()
     models: dict[str, Any] = {}
     deltas: dict[str, float | None] = {}
+    chosen = target_label(target)
+    wanted = {"eager", chosen, *(opts.variants or CVT_VARIANTS)}
+    if wanted - set(CVT_VARIANTS):
+        raise SystemExit(f"--variants: unknown {sorted(wanted - set(CVT_VARIANTS))}; known: {list(CVT_VARIANTS)}")
     for label, options in CVT_VARIANTS.items():
+        if label not in wanted:
+            continue
         if options is None:
             models[label], deltas[label] = eager, 0.0
             continue
         models[label], report = compile_model(eager, target=target, pass_options=options)
         deltas[label] = report.max_abs_diff
         print(f"{opts.cvt} {label}: max |Δ logits| {report.max_abs_diff:.2e} ({report.seconds:.1f} s)", flush=True)
-    chosen = target_label(target)
     plain = {label: (model, False) for label, model in models.items()}
     graphed = (
         {f"{label} +cuda-graph": (models[label], True) for label in ("eager", chosen)} if graphs_on(device) else {}
@@ -222,6 +227,7 @@ def _replay_delta(row: dict[str, Any], value: dict[str, float]) -> None:
 
 def _table(rows: list[dict[str, Any]], extra: list[str]) -> list[str]:
     columns = list(dict.fromkeys(k for row in rows for k in row if k not in ("model", *extra)))
+    extra = [e for e in extra if any(e in row for row in rows)]  # no replay column off the GPU
     head = [c if c.endswith(" 1st s") else f"{c} ms" for c in columns] + [EXTRA.get(e, e) for e in extra]
     lines = ["| variant | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
     for row in rows:
@@ -282,6 +288,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--img", type=int, default=224)
     ap.add_argument("--cvt", default="cvt_13", help="the CvT model of the k/v and SDPA ablation")
+    ap.add_argument(
+        "--variants",
+        type=lambda s: [v for v in s.split(";") if v],
+        help="CvT variants to time, ';'-separated (default all; eager and the target's always)",
+    )
     ap.add_argument("--precisions", type=csv(str), default=["fp16", "fp32"], help="autocast: fp32, fp16, bf16")
     ap.add_argument("--batches", type=csv(int), default=[8, 64], help="CvT batch sizes")
     ap.add_argument("--peer-size", default="tiny", help="docs/peer_timing.py's PAIRS size for the ConViT part")

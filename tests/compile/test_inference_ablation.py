@@ -67,14 +67,30 @@ def test_graphed_rows_replay_what_the_model_computes(monkeypatch: pytest.MonkeyP
     assert "vitc convit_micro compiled +cuda-graph vs timm deit_micro +cuda-graph: fp32 b1" in result["markdown"]
 
 
-def test_the_budget_stops_new_cells() -> None:
+def test_the_budget_stops_new_cells_and_variants_select() -> None:
     ablation = _load()
-    opts = ablation.parser().parse_args([*MICRO, "--budget-s", "0", "--no-peers", "--torch-compile", "fp32:2"])
-    result = ablation.measure(opts)
+    args = [
+        *MICRO,
+        "--budget-s",
+        "0",
+        "--no-peers",
+        "--torch-compile",
+        "fp32:2",
+        "--variants",
+        "vitc separate kv, SDPA",
+    ]
+    result = ablation.measure(ablation.parser().parse_args(args))
     assert result["cvt"]["skipped"] == [
         "fp32 b2: time budget spent", "+torch.compile fp32:2: less than 45 s of the budget left"
     ]  # fmt: skip
     assert "fp32 b2" not in result["cvt"]["rows"][0] and result["peers_skipped"] == "--no-peers"
+    assert [row["model"] for row in result["cvt"]["rows"]] == [
+        "eager",
+        "vitc merged kv, SDPA",
+        "vitc separate kv, SDPA",
+    ]
+    with pytest.raises(SystemExit, match="--variants: unknown"):
+        ablation.measure(ablation.parser().parse_args([*MICRO, "--variants", "vitc fast"]))
 
 
 def test_gpu_check_section_keeps_what_a_stopped_run_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

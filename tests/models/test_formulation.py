@@ -7,6 +7,8 @@ GPU speed itself is measured by `make gpu-check` (docs/gpu_check.py), not here.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,16 @@ def test_on_a_cpu_vitc_train_keeps_the_measured_default() -> None:
     model = create_model("convit_micro", depth=2, local_up_to_layer=1)
     assert vitc.train.device.choose_attention(model, False, 8, torch.autocast("cpu"), print) is None
     assert all(m.attn_impl == "fused" for m in model.modules() if isinstance(m, GPSA))
+
+
+def test_under_ddp_every_process_runs_the_main_processs_choice(tmp_path: Path) -> None:
+    """Two gloo processes (tests/models/ddp_choice.py): rank 1 takes rank 0's choice, measuring nothing."""
+    script = Path(__file__).with_name("ddp_choice.py")
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(rank), str(tmp_path / "store"), str(tmp_path)])
+        for rank in (0, 1)
+    ]
+    assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
+    main, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert main["chosen"] == other["chosen"] == ["fused_dense"]
+    assert main["record"] == other["record"] and main["lines"] == other["lines"]

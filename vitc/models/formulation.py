@@ -31,7 +31,7 @@ from vitc._numerics import strict_fp32
 from vitc.models.convit import GPSA
 from vitc.models.spvit import SPSA
 
-__all__ = ["MARGIN", "Trial", "choose_formulations", "tunable_groups"]
+__all__ = ["MARGIN", "Trial", "apply_choices", "choose_formulations", "describe", "pick", "tunable_groups"]
 
 DEFAULT = "fused"
 MARGIN = 0.03  # a candidate must be 3% faster than `fused` to replace it
@@ -86,6 +86,14 @@ def choose_formulations(
         row = {"module": kind, "tokens": tokens, "width": dim, "heads": heads, "blocks": len(modules)}
         record.append({**row, "batch": batch, "chosen": chosen, "trials": [asdict(t) for t in trials]})
     return record
+
+
+def apply_choices(model: nn.Module, record: Sequence[dict[str, Any]]) -> None:
+    """Set the formulations a record chose (another process's, under DDP) on this model's modules."""
+    groups = tunable_groups(model)
+    for row in record:
+        for module in groups[(row["module"], row["tokens"], row["width"], row["heads"])]:
+            module.attn_impl = row["chosen"]
 
 
 def pick(trials: Sequence[Trial]) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import torch
 
 from vitc.errors import VitcError, gpu_failure
+from vitc.train.distributed import DistInfo, broadcast_from_main
 
 if TYPE_CHECKING:
     from vitc.train.config import TrainConfig
@@ -68,17 +69,25 @@ def gpu_advice(
 
 
 def choose_attention(
-    model: torch.nn.Module, pinned: bool, batch: int, cast: Any, say: Callable[[str], None]
+    model: torch.nn.Module,
+    pinned: bool,
+    batch: int,
+    cast: Any,
+    say: Callable[[str], None],
+    dist: DistInfo | None = None,
 ) -> list[dict[str, Any]] | None:
     """On a GPU, GPSA's and SP-SA's formulation measured at the run's batch and precision
     (vitc.models.formulation) unless the run pins one (model.args.attn_impl); on a CPU `fused`,
-    which docs/benchmarks.md measured fastest there."""
-    from vitc.models.formulation import choose_formulations, describe, tunable_groups
+    which docs/benchmarks.md measured fastest there. Under DDP the main process measures and every
+    process takes its choice, so that all ranks run the same kernels."""
+    from vitc.models.formulation import apply_choices, choose_formulations, describe, tunable_groups
 
     device = next(model.parameters()).device
     if device.type not in TUNED_DEVICES or pinned or not tunable_groups(model):
         return None
-    record = choose_formulations(model, batch, cast)
+    dist = dist or DistInfo()
+    record = broadcast_from_main(dist, choose_formulations(model, batch, cast) if dist.is_main else None)
+    apply_choices(model, record)
     for row in record:
         say(f"attention: {describe(row)}")
     return record

@@ -10,8 +10,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,17 @@ def barrier(info: DistInfo) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def broadcast_from_main(info: DistInfo, value: T) -> T:
+    """The main process's `value` (picklable) on every process; `value` itself for one process."""
+    if not info.enabled:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_reduce_sum(info: DistInfo, values: dict[str, float]) -> None:

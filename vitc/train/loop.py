@@ -265,7 +265,7 @@ def _setup(
     schedule = report.lr_schedule(total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch)
     cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     say = PlainConsole(markup=False, highlight=False).print if show_progress and dist.is_main else lambda _: None
-    run_info["attention"] = choose_attention(model, "attn_impl" in cfg.model.args, per_rank_batch, cast, say)
+    run_info["attention"] = choose_attention(model, "attn_impl" in cfg.model.args, per_rank_batch, cast, say, dist)
     if dist.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
         for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing

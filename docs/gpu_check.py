@@ -226,10 +226,22 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
                       "run.out_dir": str(out / "runs"), "run.name": f"{model}_{amp}"}  # fmt: skip
         cfg = load_config(None, overrides)
         result = run_training(cfg, show_progress=False, force=True)
+        # where the time goes (vitc.train.meter): the steps alone, the device's wait for the feed, the
+        # first step (warm-up), evaluation; train_images_per_s counts the waits and the warm-up too
+        timing = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.timing.items()}
         rows.append({"model": model, "amp": amp, "train_images_per_s": round(result.train_images_per_s, 1),
                      "epochs": len(result.history), "seconds": round(result.seconds, 1),
-                     "test_top1": result.test.get("top1")})  # fmt: skip
-    return {"settings": plan["train_set"], "rows": rows}
+                     "test_top1": result.test.get("top1"), **timing})  # fmt: skip
+    section: dict[str, Any] = {"settings": plan["train_set"], "rows": rows}
+    if plan["device"] == "cuda" and time.monotonic() < deadline:  # the feed's GPU-only tests (side stream, copies)
+        section["feed_tests"] = "skipped: pytest is not installed"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            if has("pytest"):
+                section["feed_tests"] = "timed out after 120 s"
+                tests = [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "tests/train/test_feed_overlap.py"]
+                proc = run(tests, 120)
+                section["feed_tests"] = (proc.stdout.strip().splitlines() or [""])[-1] + f" (exit {proc.returncode})"
+    return section
 
 
 def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
@@ -446,10 +458,19 @@ def markdown(result: dict[str, Any]) -> str:
                         else [part["skipped"], ""]
                     )
         elif name == "train":
-            lines += [f"Settings: {', '.join(section['settings'])}", "", "| model | AMP | train img/s | s |",
-                      "|---|---|---:|---:|"]  # fmt: skip
-            lines += [f"| {r['model']} | {r['amp']} | {r.get('train_images_per_s', r.get('skipped'))} | "
-                      f"{r.get('seconds', '')} |" for r in section["rows"]] + [""]  # fmt: skip
+            lines += [f"Settings: {', '.join(section['settings'])}", "",
+                      "| model | AMP | train img/s | step img/s | data wait | warm-up s | eval s | s |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+            for r in section["rows"]:
+                wait = r.get("data_wait_fraction")
+                lines += [f"| {r['model']} | {r['amp']} | {r.get('train_images_per_s', r.get('skipped'))} | "
+                          f"{r.get('train_step_images_per_s') or '—'} | {'—' if wait is None else f'{wait:.1%}'} | "
+                          f"{r.get('warmup_seconds', '')} | {r.get('eval_seconds', '')} | {r.get('seconds', '')} |"]
+            lines += ["", "train img/s: the epochs' images over their wall time; step img/s: the steps after the "
+                      "first alone; data wait: the device's wait between steps (vitc.train.meter)", ""]
+            if "feed_tests" in section:
+                lines += [f"Feed tests on the GPU (`pytest -k cuda tests/train/test_feed_overlap.py`): "
+                          f"{section['feed_tests']}", ""]
         else:
             lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "tail")] + [""]
     return "\n".join(lines) + "\n"

@@ -35,14 +35,22 @@ _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 class MemoryFeed:
     """Data sets decoded once at the model's input size (see vitc.data.datasets). An image folder's
     unreadable files are left out when loading (on_bad_image="skip"), each reported once; the train
-    set's count is what every epoch skipped (`skipped_per_epoch`, logged in metrics.jsonl)."""
+    set's count is what every epoch skipped (`skipped_per_epoch`, logged in metrics.jsonl). With
+    `pin_memory` (training on CUDA) a train batch is gathered straight into pinned memory, from which
+    the copy to the GPU runs asynchronously."""
 
     streaming = False
 
     def __init__(
-        self, name: str, fraction: float, seed: int, load: dict[str, Any], report: Callable[[str], None] = print
+        self,
+        name: str,
+        fraction: float,
+        seed: int,
+        load: dict[str, Any],
+        report: Callable[[str], None] = print,
+        pin_memory: bool = False,
     ) -> None:
-        self.name, self.load, self.report = name, load, report
+        self.name, self.load, self.report, self.pin_memory = name, load, report, pin_memory
         self.bad: set[str] = set()  # reasons, one per unreadable file, over train, val and test
         self.train_set = self._load("train", fraction=fraction, seed=seed)
         self.skipped_per_epoch = len(self.train_set.skipped)
@@ -64,8 +72,13 @@ class MemoryFeed:
         return len(self.class_names)
 
     def train_batches(self, order: list[torch.Tensor], epoch: int) -> Iterator[Batch]:
+        images = self.train_set.images
         for idx in order:
-            yield self.train_set.images[idx], self.train_set.labels[idx], []
+            if self.pin_memory:
+                out = torch.empty((len(idx), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
+                yield torch.index_select(images, 0, idx, out=out), self.train_set.labels[idx], []
+            else:
+                yield images[idx], self.train_set.labels[idx], []
 
     def eval_batches(self, split: str) -> Iterator[Batch]:
         if split not in self.sets:
@@ -206,14 +219,15 @@ def open_feed(
     if data.name == "digits":
         if data.stream == "stream":
             raise VitcError("data.stream=stream needs cifar10 or imagefolder (digits always fit in memory)")
-        return MemoryFeed(data.name, data.fraction, seed, load, report), "data: in memory"
+        return MemoryFeed(data.name, data.fraction, seed, load, report, pin_memory), "data: in memory"
     if data.stream == "memory":
-        return MemoryFeed(data.name, data.fraction, seed, load, report), "data: in memory (data.stream=memory)"
+        note = "data: in memory (data.stream=memory)"
+        return MemoryFeed(data.name, data.fraction, seed, load, report, pin_memory), note
     sources = {s: open_source(data.name, data.dir, s, index_cache) for s in ("train", "val")}
     decoded = decoded_bytes(len(sources["train"]) + len(sources["val"]), in_chans, size)
     if not use_stream(data.stream, decoded):
         note = f"data: in memory ({decoded / 2**20:.0f} MB decoded, within the 512 MB budget)"
-        return MemoryFeed(data.name, data.fraction, seed, load, report), note
+        return MemoryFeed(data.name, data.fraction, seed, load, report, pin_memory), note
     if data.fraction < 1.0:
         labels = torch.from_numpy(sources["train"].labels)
         sources["train"] = sources["train"].subset(stratified_subset(labels, data.fraction, seed).numpy())

@@ -4,6 +4,12 @@ Every random draw comes from the generator passed in (never the global RNG), so 
 that recreates the generator (see `vitc.data.make_generator`) replays the same augmentations.
 The recipe follows DeiT/timm: RandomResizedCrop, horizontal flip, normalise, RandomErasing
 ('pixel' mode), then Mixup/CutMix on the batch with label smoothing.
+
+On a GPU the same recipe runs on the device (`TrainAugment(..., device=)`, as timm's PrefetchLoader
+normalises and erases there): the uint8 batch crosses once, the per-sample draws stay on the CPU
+generator (small tensors, copied without waiting for the device), and only the full-size noise of
+RandomErasing comes from a device generator seeded by one draw from the run's. On the CPU every
+draw and every value is what it always was.
 """
 
 from __future__ import annotations
@@ -27,13 +33,24 @@ def _stats(values: Sequence[float], c: int, what: str) -> torch.Tensor:
     return t.view(1, -1, 1, 1)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device` without making the host wait: a plain `.to("cuda")` of pageable memory
+    synchronises the stream (waits for every kernel queued before it), so a CPU tensor goes through
+    pinned memory and an asynchronous copy (PyTorch keeps the pinned block until the copy is done)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std, per channel."""
+    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std, per channel, on the images' device."""
     if images.dtype != torch.uint8:
         raise ValueError(f"normalize expects uint8 images, got {images.dtype}")
     x = images if images.dim() == 4 else images.unsqueeze(0)
-    c = x.shape[1]
-    out = (x.float().div_(255.0) - _stats(mean, c, "mean")) / _stats(std, c, "std")
+    c, where = x.shape[1], x.device
+    out = (x.float().div_(255.0) - to_device(_stats(mean, c, "mean"), where)) / to_device(_stats(std, c, "std"), where)
     return out if images.dim() == 4 else out[0]
 
 
@@ -87,13 +104,13 @@ def random_resized_crop(
     theta[:, 1, 1] = ch / h
     theta[:, 1, 2] = (2 * top + ch) / h - 1
     xf = x if x.is_floating_point() else x.float()
-    grid = F.affine_grid(theta.to(xf.dtype), list(xf.shape), align_corners=False)
+    grid = F.affine_grid(to_device(theta.to(xf.dtype), xf.device), list(xf.shape), align_corners=False)
     return F.grid_sample(xf, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """Mirror each sample left-right with probability `p` (keep p=0 for digits: they are not symmetric)."""
-    flip = torch.rand(x.shape[0], generator=generator) < p
+    flip = to_device(torch.rand(x.shape[0], generator=generator) < p, x.device)
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
@@ -119,9 +136,11 @@ def random_erasing(
     eh, ew = eh.gather(1, first)[:, 0], ew.gather(1, first)[:, 0]
     u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
     top, left = torch.floor(u[:, 0] * (h - eh + 1)), torch.floor(u[:, 1] * (w - ew + 1))
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-    rows = torch.arange(h, dtype=torch.float64).view(1, h, 1)
-    cols = torch.arange(w, dtype=torch.float64).view(1, 1, w)
+    noise = _randn_like(x, generator)
+    # the boxes cross to the images' device, the (N, H, W) mask is built there
+    top, left, eh, ew, apply = (to_device(t, x.device) for t in (top, left, eh, ew, apply))
+    rows = torch.arange(h, dtype=torch.float64, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, dtype=torch.float64, device=x.device).view(1, 1, w)
     inside = (
         (rows >= top.view(-1, 1, 1))
         & (rows < (top + eh).view(-1, 1, 1))
@@ -130,6 +149,17 @@ def random_erasing(
     )
     mask = (inside & apply.view(-1, 1, 1)).unsqueeze(1)
     return torch.where(mask, noise, x)
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """N(0, 1) noise shaped like x, reproducible from `generator`: drawn by it where it lives (the
+    CPU path, unchanged), else on x's device by a generator there seeded with one draw from it, so a
+    resumed run replays the same noise without drawing N*C*H*W values on the CPU and copying them."""
+    if x.device == generator.device:
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    local = torch.Generator(device=x.device)
+    local.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    return torch.randn(x.shape, generator=local, device=x.device, dtype=x.dtype)
 
 
 def smooth_targets(y: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -231,18 +261,27 @@ class TrainAugment:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def __call__(
-        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        device: torch.device | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (N, C, H, W) and int labels -> augmented float images and (N, num_classes) soft targets."""
-        x = self._colour(images, generator) if self.color_jitter or self.auto_augment else None
-        x = normalize(images, self.mean, self.std) if x is None else x
+        """uint8 (N, C, H, W) and int labels -> augmented float images and (N, num_classes) soft targets,
+        on `device` (default: the images'). The uint8 batch is copied there first (a quarter of the
+        float bytes); colour jitter and RandAugment, per-image ops, run on the CPU before the copy."""
+        device = images.device if device is None else device
+        if self.color_jitter or self.auto_augment:
+            x = to_device(self._colour(images, generator), device)
+        else:
+            x = normalize(to_device(images, device), self.mean, self.std)
         if self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0):
             x = random_resized_crop(x, generator, self.crop_scale, self.crop_ratio)
         if self.flip_prob > 0:
             x = random_flip(x, generator, self.flip_prob)
         if self.erase_prob > 0:
             x = random_erasing(x, generator, self.erase_prob)
-        return mixup_cutmix(
+        x, targets = mixup_cutmix(
             x,
             labels,
             generator,
@@ -253,6 +292,7 @@ class TrainAugment:
             self.switch_prob,
             self.label_smoothing,
         )
+        return x, to_device(targets, device)  # (N, classes) built on the CPU: a small copy
 
     def _colour(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Colour jitter or RandAugment/TrivialAugment on the stored (model-sized) images in [0, 1],

@@ -8,10 +8,9 @@ uninterrupted run exactly, including after an interruption in the middle of an e
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,6 +23,7 @@ from vitc._text import PlainConsole
 from vitc.checkpoint import save_checkpoint
 from vitc.data.datasets import batches, make_generator
 from vitc.data.feed import EVAL_BATCH, final_split, open_feed
+from vitc.data.prefetch import Prefetcher
 from vitc.data.transforms import TrainAugment, eval_transform
 from vitc.errors import VitcError
 from vitc.importers import load_pretrained, read_pretrained
@@ -33,6 +33,7 @@ from vitc.train.config import TrainConfig, parse_auto_augment, resolve_defaults,
 from vitc.train.device import choose_attention, gpu_advice, pick_amp, pick_device, reraise_gpu
 from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from vitc.train.evaluate import evaluate_batches
+from vitc.train.meter import StepMeter
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, param_groups
 from vitc.train.progress import EpochProgress
 from vitc.train.records import check_resumable, checkpoint_meta, summary_record
@@ -40,6 +41,7 @@ from vitc.train.run_folder import RunFolder
 from vitc.train.state import TrainState, load_state, save_state
 
 _AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
+FEED_AHEAD = {"cuda": 1}  # batches augmented ahead, by device type (vitc.data.prefetch); a CPU takes each in turn
 
 
 class TrainingInterrupted(VitcError):
@@ -59,7 +61,8 @@ class RunResult:
     test_split: str = "test"  # "val" when the data has no test split (an image folder without test/)
     stopped_early: str = ""  # why the run stopped before its last epoch (optim.patience), else empty
     skipped_images: int = 0  # unreadable files left out (data.on_bad_image=skip), each counted once
-    compile_seconds: float | None = None  # run.compile: the first step, which compiles the training step
+    compile_seconds: float | None = None  # run.compile: the first step (the meter's warm-up), which compiles
+    timing: dict[str, float | None] = field(default_factory=dict)  # this session's StepMeter.summary()
     attention: list[dict[str, Any]] | None = None  # the formulations measured on a GPU (vitc.models.formulation)
 
 
@@ -130,10 +133,10 @@ class _Run:
     progress: EpochProgress
     earlier: float  # a resumed run's time counts the sessions before this one
     counts_skipped: bool
+    meter: StepMeter
     tick: float | None = None  # when this epoch's training started, until it ends
     unfinished: tuple[torch.Tensor, torch.Tensor] | None = None  # RNG states before a step still running
     doing: str = "before the first step"  # said by a CUDA failure
-    compile_seconds: float | None = None  # the first step of a compiled run, which compiles it
 
     @property
     def run_dir(self) -> Path:
@@ -302,6 +305,7 @@ def _setup(
         progress=progress,
         earlier=state.seconds,
         counts_skipped=feed.streaming or cfg.data.name == "imagefolder",
+        meter=StepMeter(device),
     )
 
 
@@ -309,9 +313,9 @@ def _train_epoch(run: _Run, epoch: int) -> None:
     """One epoch of training steps, from where the state says it stands (a resume continues mid-epoch).
     The permutation depends on (seed, epoch) only; augmentation draws from its own stream."""
     cfg, state, feed, dist, model, net = run.cfg, run.state, run.feed, run.dist, run.model, run.net
-    optimizer, aug_gen, board, progress, ema = run.optimizer, run.aug_gen, run.board, run.progress, run.ema
+    optimizer, aug_gen, progress, ema = run.optimizer, run.aug_gen, run.progress, run.ema
     per_rank_batch, steps_per_epoch = run.per_rank_batch, run.steps_per_epoch
-    total_steps, warmup_steps, run_dir = run.total_steps, run.warmup_steps, run.run_dir
+    total_steps, warmup_steps = run.total_steps, run.warmup_steps
     net.train()
     if cfg.optim.freeze == "backbone":
         backbone_eval(model)
@@ -328,31 +332,25 @@ def _train_epoch(run: _Run, epoch: int) -> None:
     progress.start(epoch, cfg.optim.epochs, len(epoch_batches), state.step_in_epoch)
     run.doing = f"at batch size {per_rank_batch} (epoch {epoch + 1}, training)"
     samples = feed.train_batches(epoch_batches[state.step_in_epoch :], epoch)
+    ready = Prefetcher(samples, run.augment, aug_gen, run.device, FEED_AHEAD.get(run.device.type, 0))
     run.tick = time.perf_counter()
+    run.meter.start_epoch()
     for step in range(state.step_in_epoch, len(epoch_batches)):
-        run.unfinished = (aug_gen.get_state(), torch.get_rng_state())  # restored if this step is cut short
+        run.unfinished = (ready.rewind_state(), torch.get_rng_state())  # restored if this step is cut short
         lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        images, labels, bad = next(samples)
-        if bad:  # unreadable images, skipped (data.on_bad_image=skip) and counted
-            state.partial["skipped"] += len(bad)
-        if not len(labels):  # nothing left of this batch: the step passes without an update
-            state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, None
+        batch = next(ready)  # on the device, augmented; on a GPU the next one is prepared meanwhile
+        if batch.bad:  # unreadable images, skipped (data.on_bad_image=skip) and counted
+            state.partial["skipped"] += len(batch.bad)
+        if batch.x is None:  # nothing left of this batch: the step passes without an update
+            state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
             continue
-        x, targets = run.augment(images, labels, aug_gen)
-        x, targets = x.to(run.device, non_blocking=True), targets.to(run.device, non_blocking=True)
 
-        first = cfg.run.compile != "off" and run.compile_seconds is None
-        step_started = time.perf_counter() if first else 0.0
+        start = run.meter.mark()  # the batch is ready: the step starts
         with run.cast:
-            logits = net(x)
-        loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-        if not math.isfinite(loss.item()):
-            raise VitcError(
-                f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
-                f"The last good checkpoint is {run_dir / 'last.safetensors'} (lower optim.lr and --resume)"
-            )
+            logits = net(batch.x)
+        loss = torch.sum(-batch.targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if cfg.optim.clip_grad > 0:
@@ -360,19 +358,26 @@ def _train_epoch(run: _Run, epoch: int) -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
         run.scaler.step(optimizer)
         run.scaler.update()
-        if first:
-            run.compile_seconds = time.perf_counter() - step_started
         if ema is not None:
             ema.update(model)
 
-        state.partial["loss"] += loss.item() * len(labels)
-        state.partial["count"] += len(labels)
         state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
-        run.unfinished = None
-        state.images_seen += len(labels) * dist.world_size
-        progress.advance(loss=loss.item(), lr=lr, images=len(labels) * dist.world_size)
-        if board:
-            board.step(state.global_step, loss=loss.item(), lr=lr)
+        run.meter.finish(loss, batch.count, step, state.global_step, lr, start)
+        run.unfinished = _ahead(ready)
+        state.images_seen += batch.count * dist.world_size
+        if run.meter.due():  # every step on a CPU; on a GPU one wait per group of steps
+            _read_losses(run, epoch)
+        progress.advance(loss=None, lr=lr, images=batch.count * dist.world_size)
+    _read_losses(run, epoch)
+
+
+def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Between steps: the RNG states to restore if the run stops now, when batches were drawn ahead."""
+    return (ready.rewind_state(), torch.get_rng_state()) if ready.queue else None
+
+
+def _read_losses(run: _Run, epoch: int) -> None:
+    run.meter.settle(run.state.partial, epoch, run.progress, run.board, run.run_dir / "last.safetensors")
 
 
 def _end_epoch(run: _Run, epoch: int) -> bool:
@@ -390,7 +395,9 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
         last_lr = lr_at(state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
         val_batches = board.tap(feed.eval_batches("val")) if board else feed.eval_batches("val")
         run.doing = f"at batch size {EVAL_BATCH} (epoch {epoch + 1}, validation)"
+        evaluating = time.perf_counter()
         val = evaluate_batches(evaluated, val_batches, mean, std, run.device, run.amp_dtype)
+        run.meter.eval_seconds += time.perf_counter() - evaluating
         row = {
             "epoch": epoch + 1,
             "train_loss": state.partial["loss"] / max(1.0, state.partial["count"]),
@@ -438,6 +445,7 @@ def _interrupted(run: _Run) -> NoReturn:
     """Ctrl-C: undo a step cut short, save the resumable state, say how to continue."""
     cfg, state, dist, folder = run.cfg, run.state, run.dist, run.folder
     run.progress.finish()
+    _read_losses(run, state.epoch)  # the steps that finished count (a non-finite loss stops here instead)
     if run.tick is not None:  # cut short within an epoch: its training time so far counts
         state.train_seconds += time.perf_counter() - run.tick
     state.seconds = run.earlier + time.perf_counter() - run.started
@@ -465,7 +473,9 @@ def _finish(run: _Run) -> RunResult:
         best, _ = load_model(run_dir / "best.safetensors")
         # the same precision as val during training: one checkpoint, one accuracy for the same images
         try:
+            evaluating = time.perf_counter()
             test = evaluate_batches(best.to(device), feed.eval_batches("test"), mean, std, device, amp_dtype)
+            run.meter.eval_seconds += time.perf_counter() - evaluating
         except RuntimeError as exc:
             hint = "mixed precision (--set run.amp=bf16)" if amp_dtype is None else "freeing the GPU (other processes)"
             done = f"; the trained run is complete in {run_dir}: vitc eval scores it (on the CPU)"
@@ -476,7 +486,8 @@ def _finish(run: _Run) -> RunResult:
     seconds = run.earlier + time.perf_counter() - run.started  # the whole run, over every resumed session
     result = RunResult(run_dir, state.history, state.best_top1, test, rate, seconds, final_split(cfg.data))
     result.skipped_images = len(feed.bad)
-    result.compile_seconds = run.compile_seconds
+    result.compile_seconds = run.meter.warmup_seconds if cfg.run.compile != "off" else None
+    result.timing = run.meter.summary()
     result.attention = run.run_info["attention"]
     if state.stopped_early:
         best = max(state.history, key=lambda row: row["val_top1"])

@@ -35,12 +35,18 @@ class EpochProgress:
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps, completed=done, loss=0.0, lr=0.0, rate=0.0)
 
-    def advance(self, loss: float, lr: float, images: int = 0) -> None:
+    def advance(self, loss: float | None, lr: float, images: int = 0) -> None:
+        """One step done; `loss` None keeps the loss shown (on a GPU it is read every few steps: `show_loss`)."""
         if self._progress is None or self._task is None:
             return
         task = self._progress.tasks[0]
         rate = (task.completed + 1) / task.elapsed if task.elapsed else 0.0
-        self._progress.update(self._task, advance=1, loss=loss, lr=lr, rate=rate * max(images, 1))
+        shown = {} if loss is None else {"loss": loss}
+        self._progress.update(self._task, advance=1, lr=lr, rate=rate * max(images, 1), **shown)
+
+    def show_loss(self, loss: float) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, loss=loss)
 
     def finish(self) -> None:
         if self._progress is not None:

@@ -62,7 +62,8 @@ def summary_record(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
         "patience": cfg.optim.patience,
         "skipped_images": result.skipped_images,
         "seconds": result.seconds,
-        "train_images_per_s": result.train_images_per_s,
+        "train_images_per_s": result.train_images_per_s,  # over the epochs' training time, warm-up and waits included
+        **result.timing,  # this session's steps, waits, warm-up, evaluation (vitc.train.meter.StepMeter.summary)
         "compile": cfg.run.compile,
         "compile_seconds": result.compile_seconds,
         "attention": result.attention,  # per GPSA/SP-SA kind: the formulation chosen, and each one's time

@@ -8,6 +8,7 @@ What only a GPU can check (the side stream, pinned copies, the device-seeded era
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,57 @@ def test_gpu_check_shows_where_the_time_went() -> None:
     assert "| model | AMP | train img/s | step img/s | data wait | warm-up s | eval s | s |" in text
     assert "| deit_tiny | bf16 | 900.0 | 3000.0 | 4.2% | 1.2 | 3.4 | 20.0 |" in text
     assert "3 passed (exit 0)" in text
+
+
+class _Stream:
+    """A CPU stand-in for a CUDA stream: it logs what is queued on it, in order."""
+
+    def __init__(self, name: str, log: list[tuple[str, ...]]) -> None:
+        self.name, self.log = name, log
+
+    def record_event(self) -> str:
+        self.log.append((self.name, "event"))
+        return f"event {self.log.count((self.name, 'event'))}"
+
+    def wait_event(self, event: str) -> None:
+        self.log.append((self.name, "waits for", event))
+
+
+def test_the_prefetcher_hands_each_batch_over_after_its_own_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA branch's order with a stand-in for torch.cuda: batch i+1 is augmented on the side stream
+    before batch i is handed over, the main stream waits for batch i's event only, and the batch's
+    tensors are recorded on the main stream (they were allocated on the side one)."""
+    log: list[tuple[str, ...]] = []
+    side, main, current = _Stream("side", log), _Stream("main", log), []
+
+    @contextlib.contextmanager
+    def on(stream: _Stream) -> Any:
+        current.append(stream)
+        yield
+        current.pop()
+
+    class Tensor:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def record_stream(self, stream: _Stream) -> None:
+            log.append((stream.name, "keeps", self.name))
+
+    def augment(images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, device: Any) -> tuple[Any, Any]:
+        i = int(images[0, 0, 0, 0])
+        log.append((current[-1].name, f"augments {i}"))
+        return Tensor(f"x{i}"), Tensor(f"t{i}")
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: side)
+    monkeypatch.setattr(torch.cuda, "stream", on)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: main)
+    data = [(torch.full((1, 1, 1, 1), i), torch.zeros(1), []) for i in range(3)]
+    ready = Prefetcher(iter(data), augment, torch.Generator(), torch.device("cuda"), ahead=1)
+    assert [b.x.name for b in ready] == ["x0", "x1", "x2"]  # type: ignore[union-attr]
+    assert log == [
+        ("side", "augments 0"), ("side", "event"), ("side", "augments 1"), ("side", "event"),
+        ("main", "waits for", "event 1"), ("main", "keeps", "x0"), ("main", "keeps", "t0"),
+        ("side", "augments 2"), ("side", "event"),
+        ("main", "waits for", "event 2"), ("main", "keeps", "x1"), ("main", "keeps", "t1"),
+        ("main", "waits for", "event 3"), ("main", "keeps", "x2"), ("main", "keeps", "t2"),
+    ]  # fmt: skip

@@ -366,18 +366,14 @@ def _train_epoch(run: _Run, epoch: int) -> None:
         run.unfinished = _ahead(ready)
         state.images_seen += batch.count * dist.world_size
         if run.meter.due():  # every step on a CPU; on a GPU one wait per group of steps
-            _read_losses(run, epoch)
+            run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
         progress.advance(loss=None, lr=lr, images=batch.count * dist.world_size)
-    _read_losses(run, epoch)
+    run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
 
 
 def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Between steps: the RNG states to restore if the run stops now, when batches were drawn ahead."""
     return (ready.rewind_state(), torch.get_rng_state()) if ready.queue else None
-
-
-def _read_losses(run: _Run, epoch: int) -> None:
-    run.meter.settle(run.state.partial, epoch, run.progress, run.board, run.run_dir / "last.safetensors")
 
 
 def _end_epoch(run: _Run, epoch: int) -> bool:
@@ -395,9 +391,8 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
         last_lr = lr_at(state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
         val_batches = board.tap(feed.eval_batches("val")) if board else feed.eval_batches("val")
         run.doing = f"at batch size {EVAL_BATCH} (epoch {epoch + 1}, validation)"
-        evaluating = time.perf_counter()
-        val = evaluate_batches(evaluated, val_batches, mean, std, run.device, run.amp_dtype)
-        run.meter.eval_seconds += time.perf_counter() - evaluating
+        with run.meter.evaluating():
+            val = evaluate_batches(evaluated, val_batches, mean, std, run.device, run.amp_dtype)
         row = {
             "epoch": epoch + 1,
             "train_loss": state.partial["loss"] / max(1.0, state.partial["count"]),
@@ -445,7 +440,7 @@ def _interrupted(run: _Run) -> NoReturn:
     """Ctrl-C: undo a step cut short, save the resumable state, say how to continue."""
     cfg, state, dist, folder = run.cfg, run.state, run.dist, run.folder
     run.progress.finish()
-    _read_losses(run, state.epoch)  # the steps that finished count (a non-finite loss stops here instead)
+    run.meter.settle(state.partial, state.epoch, run.progress, run.board, run.run_dir)  # the finished steps count
     if run.tick is not None:  # cut short within an epoch: its training time so far counts
         state.train_seconds += time.perf_counter() - run.tick
     state.seconds = run.earlier + time.perf_counter() - run.started
@@ -473,9 +468,8 @@ def _finish(run: _Run) -> RunResult:
         best, _ = load_model(run_dir / "best.safetensors")
         # the same precision as val during training: one checkpoint, one accuracy for the same images
         try:
-            evaluating = time.perf_counter()
-            test = evaluate_batches(best.to(device), feed.eval_batches("test"), mean, std, device, amp_dtype)
-            run.meter.eval_seconds += time.perf_counter() - evaluating
+            with run.meter.evaluating():
+                test = evaluate_batches(best.to(device), feed.eval_batches("test"), mean, std, device, amp_dtype)
         except RuntimeError as exc:
             hint = "mixed precision (--set run.amp=bf16)" if amp_dtype is None else "freeing the GPU (other processes)"
             done = f"; the trained run is complete in {run_dir}: vitc eval scores it (on the CPU)"

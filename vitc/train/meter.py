@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,20 +96,29 @@ class StepMeter:
             self.steps += 1
         return zip(values, pending, strict=True)
 
-    def settle(self, partial: dict[str, float], epoch: int, progress: Any, board: Any, last_good: Path) -> None:
+    def settle(self, partial: dict[str, float], epoch: int, progress: Any, board: Any, run_dir: Path) -> None:
         """Read the finished steps: the run stops at the first loss that is not finite, naming its epoch
         and step; the others add to the epoch's running sums (`partial`), the progress bar and TensorBoard."""
         for value, done in self.read():
             if not math.isfinite(value):
                 raise VitcError(
                     f"the loss became {value} at epoch {epoch + 1}, step {done.step + 1}; stopped. "
-                    f"The last good checkpoint is {last_good} (lower optim.lr and --resume)"
+                    f"The last good checkpoint is {run_dir / 'last.safetensors'} (lower optim.lr and --resume)"
                 )
             partial["loss"] += value * done.images
             partial["count"] += done.images
             progress.show_loss(value)
             if board:
                 board.step(done.global_step, loss=value, lr=done.lr)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Time validation or the final test (synchronous: it reads every batch's logits back)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.eval_seconds += time.perf_counter() - started
 
     def _seconds(self, start: Any, end: Any) -> float:
         return start.elapsed_time(end) / 1000.0 if self.cuda else end - start

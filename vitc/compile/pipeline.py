@@ -26,7 +26,8 @@ depthwise case that cuDNN's fp16 depthwise kernels and TensorRT's depthwise tact
 and the interleaved output makes k and v strided slices that are copied before their Linears. SDPA
 stays on. docs/inference_ablation.py (gpu_check's `inference` section) times eager, merged and
 separate kv, each with and without SDPA, on CUDA; change these choices only with its figures. On
-CPU the merged conv is kept (docs/benchmarks.md has the figures of both on cvt_13).
+CPU (cvt_13, 224, fp32, one thread) merged and separate ran within 2% of each other at batch 1 and
+8 (docs/benchmarks.md): the merge stays for cpu and onnx as it was, not because it was shown to win.
 """
 
 from __future__ import annotations

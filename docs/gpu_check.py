@@ -231,7 +231,8 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
         timing = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.timing.items()}
         rows.append({"model": model, "amp": amp, "train_images_per_s": round(result.train_images_per_s, 1),
                      "epochs": len(result.history), "seconds": round(result.seconds, 1),
-                     "test_top1": result.test.get("top1"), **timing})  # fmt: skip
+                     "test_top1": result.test.get("top1"), **timing,
+                     "attention": [row["chosen"] for row in result.attention or []]})  # fmt: skip
     section: dict[str, Any] = {"settings": plan["train_set"], "rows": rows}
     if plan["device"] == "cuda" and time.monotonic() < deadline:  # the feed's GPU-only tests (side stream, copies)
         section["feed_tests"] = "skipped: pytest is not installed"
@@ -459,15 +460,17 @@ def markdown(result: dict[str, Any]) -> str:
                     )
         elif name == "train":
             lines += [f"Settings: {', '.join(section['settings'])}", "",
-                      "| model | AMP | train img/s | step img/s | data wait | warm-up s | eval s | s |",
-                      "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+                      "| model | AMP | train img/s | step img/s | data wait | warm-up s | eval s | s | attention |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
             for r in section["rows"]:
                 wait = r.get("data_wait_fraction")
                 lines += [f"| {r['model']} | {r['amp']} | {r.get('train_images_per_s', r.get('skipped'))} | "
                           f"{r.get('train_step_images_per_s') or '—'} | {'—' if wait is None else f'{wait:.1%}'} | "
-                          f"{r.get('warmup_seconds', '')} | {r.get('eval_seconds', '')} | {r.get('seconds', '')} |"]
+                          f"{r.get('warmup_seconds', '')} | {r.get('eval_seconds', '')} | {r.get('seconds', '')} | "
+                          f"{', '.join(r.get('attention') or []) or '—'} |"]
             lines += ["", "train img/s: the epochs' images over their wall time; step img/s: the steps after the "
-                      "first alone; data wait: the device's wait between steps (vitc.train.meter)", ""]
+                      "first alone; data wait: the device's wait between steps (vitc.train.meter); attention: "
+                      "the GPSA/SP-SA formulation vitc train chose per block kind (vitc.models.formulation)", ""]
             if "feed_tests" in section:
                 lines += [f"Feed tests on the GPU (`pytest -k cuda tests/train/test_feed_overlap.py`): "
                           f"{section['feed_tests']}", ""]

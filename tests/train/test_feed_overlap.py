@@ -216,10 +216,11 @@ def test_gpu_check_shows_where_the_time_went() -> None:
     spec.loader.exec_module(gpu_check)  # type: ignore[union-attr]
     row = {"model": "deit_tiny", "amp": "bf16", "train_images_per_s": 900.0, "seconds": 20.0}
     row |= {"train_step_images_per_s": 3000.0, "data_wait_fraction": 0.042, "warmup_seconds": 1.2, "eval_seconds": 3.4}
+    row |= {"attention": ["fused_dense", "flex"]}  # the formulations vitc train chose (vitc.models.formulation)
     section = {"status": "ok", "settings": ["optim.epochs=2"], "rows": [row], "feed_tests": "3 passed (exit 0)"}
     text = gpu_check.markdown({"dry_run": False, "seconds": 1.0, "sections": {"train": section}})
     assert "| model | AMP | train img/s | step img/s | data wait | warm-up s | eval s | s |" in text
-    assert "| deit_tiny | bf16 | 900.0 | 3000.0 | 4.2% | 1.2 | 3.4 | 20.0 |" in text
+    assert "| deit_tiny | bf16 | 900.0 | 3000.0 | 4.2% | 1.2 | 3.4 | 20.0 | fused_dense, flex |" in text
     assert "3 passed (exit 0)" in text
 
 

@@ -116,17 +116,21 @@ def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Nam
 
     vitc's GPSA and SP-SA run the formulation vitc.models.formulation chooses here, as `vitc train` does.
     """
-    from vitc.models.formulation import choose_formulations, describe
+    from vitc.models.formulation import apply_choices, choose_formulations, describe
 
     timing = _training_timing()
     runs: dict[str, Any] = {}
     compile_s: dict[str, float] = {}
     for label, spec in variants.items():
+        chosen: list[dict[str, Any]] | None = None
         for compiled in (False, True) if opts.compile else (False,):
             variant = timing.Variant(spec["model"], {}, opts.batch, img, opts)
-            if spec["side"] == "vitc":  # the formulation `vitc train` would run on this device
-                for row in choose_formulations(variant.model, opts.batch, variant.autocast()):
+            if spec["side"] == "vitc" and chosen is None:  # the formulation `vitc train` would run here
+                chosen = choose_formulations(variant.model, opts.batch, variant.autocast())
+                for row in chosen:
                     print(f"{label}: {describe(row)}", flush=True)
+            elif chosen:  # the compiled copy runs the same choice
+                apply_choices(variant.model, chosen)
             key = f"{label}{' +compile' if compiled else ''}"
             if compiled:
                 variant.model = torch.compile(variant.model, backend=opts.compile_backend)

@@ -86,6 +86,7 @@ def choose_attention(
     if device.type not in TUNED_DEVICES or pinned or not tunable_groups(model):
         return None
     dist = dist or DistInfo()
+    say(f"attention: timing each GPSA/SP-SA formulation on {device} at batch {batch} (a first FlexAttention compiles)")
     record = broadcast_from_main(dist, choose_formulations(model, batch, cast) if dist.is_main else None)
     apply_choices(model, record)
     for row in record:

@@ -97,7 +97,7 @@ def apply_choices(model: nn.Module, record: Sequence[dict[str, Any]]) -> None:
 
 
 def pick(trials: Sequence[Trial]) -> str:
-    """The fastest usable trial that beats the default by MARGIN without keeping more activations."""
+    """The fastest usable trial that beats the default by MARGIN, keeping at most MEMORY_SLACK × its activations."""
     default = next(t for t in trials if t.impl == DEFAULT)
     if default.ms is None or default.saved_mib is None:
         return DEFAULT
@@ -106,7 +106,7 @@ def pick(trials: Sequence[Trial]) -> str:
         if t.error is None and t.ms is not None and t.saved_mib is not None
         and t.saved_mib <= default.saved_mib * MEMORY_SLACK and t.ms < default.ms * (1 - MARGIN)
     ]  # fmt: skip
-    return min(usable, key=lambda t: t.ms).impl if usable else DEFAULT  # type: ignore[arg-type, return-value]
+    return min(usable, key=lambda t: t.ms or 0.0).impl if usable else DEFAULT
 
 
 def describe(row: dict[str, Any]) -> str:

@@ -210,12 +210,9 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], num_p
     return torch.cat((prefix, grid_tokens), dim=1)
 
 
-ATTN_IMPLS = ("fused", "reference")
-
-
-def check_attn_impl(attn_impl: str, choices: tuple[str, ...] = ATTN_IMPLS) -> str:
-    """`fused` (default: batch-independent terms once per forward, fused kernels), `reference`, or
-    a module's own variant (GPSA's `fused_dense`, SP-SA's `flex`): see each module's docstring."""
+def check_attn_impl(attn_impl: str, choices: tuple[str, ...]) -> str:
+    """`attn_impl` if it is one of a module's `choices` (its ATTN_IMPLS: `fused`, the default, with
+    batch-independent terms once per forward; `reference`; GPSA's `fused_dense`, SP-SA's `flex`)."""
     if attn_impl not in choices:
         raise ValueError(f"unknown attn_impl {attn_impl!r} (choose one of: {', '.join(choices)})")
     return attn_impl

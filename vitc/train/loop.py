@@ -197,8 +197,8 @@ def _setup(
     if show_progress and dist.is_main and feed.streaming:
         PlainConsole().print(data_note, highlight=False, markup=False)
     fitted, warnings = resolve_for_data(cfg, len(feed), dist.world_size)  # batch and lr fit to the data size
+    say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
     if dist.is_main:
-        say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
         for note in fitted if show_progress else ():
             say(f"default: {note}")
         for warning in warnings if not resume else ():
@@ -267,8 +267,8 @@ def _setup(
     warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
     schedule = report.lr_schedule(total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch)
     cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    say = PlainConsole(markup=False, highlight=False).print if show_progress and dist.is_main else lambda _: None
-    run_info["attention"] = choose_attention(model, "attn_impl" in cfg.model.args, per_rank_batch, cast, say, dist)
+    tell = say if show_progress and dist.is_main else lambda _: None
+    run_info["attention"] = choose_attention(model, "attn_impl" in cfg.model.args, per_rank_batch, cast, tell, dist)
     if dist.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
         for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing

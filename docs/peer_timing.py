@@ -138,12 +138,7 @@ def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Nam
                 variant.step()  # the compilation
                 compile_s[key] = time.perf_counter() - start
             runs[key] = variant
-    for variant in runs.values():
-        for _ in range(opts.warmup):
-            variant.step()
-    for _ in range(opts.rounds):
-        for variant in runs.values():
-            variant.sample(opts.steps)
+    timing.interleave(runs.values(), opts)
     rows = []
     for key, variant in runs.items():
         label = key.removesuffix(" +compile")

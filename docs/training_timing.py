@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -200,6 +200,18 @@ class Variant:
             return float("nan")
 
 
+def interleave(runs: Iterable[Variant], opts: argparse.Namespace) -> None:
+    """`opts.warmup` steps of each (allocator, AdamW state, kernels), then `opts.rounds` rounds in which
+    every variant samples `opts.steps` steps in turn, so that load from other processes hits all alike."""
+    runs = list(runs)
+    for variant in runs:
+        for _ in range(opts.warmup):
+            variant.step()
+    for _ in range(opts.rounds):
+        for variant in runs:
+            variant.sample(opts.steps)
+
+
 def measure(groups: dict[str, tuple[str, ...]], img: int, batch: int, opts: argparse.Namespace) -> list[dict]:
     """One row per variant: img/s (wall and CPU time), per-GMAC ratios and activations vs its group's DeiT."""
     gmacs = {name: architecture_gmacs(name, img) for names in groups.values() for name in names}
@@ -211,12 +223,7 @@ def measure(groups: dict[str, tuple[str, ...]], img: int, batch: int, opts: argp
         for label, kwargs in variants(name, every_form, opts.device)
     }
     memory = {label: v.total_memory() for label, v in runs.items()}
-    for v in runs.values():  # warm-up: allocator, AdamW state, kernels
-        for _ in range(opts.warmup):
-            v.step()
-    for _ in range(opts.rounds):
-        for v in runs.values():
-            v.sample(opts.steps)
+    interleave(runs.values(), opts)
     rows = []
     for names in groups.values():
         base = names[0]

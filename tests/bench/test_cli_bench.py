@@ -89,6 +89,21 @@ def test_bench_errors(tmp_path: Path):
     assert run("bench", "-e", str(tmp_path / "a.onnx"), "--batch", "0").exit_code == 2
 
 
+def test_bench_cuda_graph_on_onnx_is_one_line(tmp_path: Path):
+    """--cuda-graph used to be silently dropped for ONNX Runtime: now one line that says what it applies to."""
+    from vitc.cli.main import app as vitc_app
+
+    onnx = make_tiny_onnx(tmp_path / "a.onnx")
+    for device in ("cpu", "cuda"):
+        result = CliRunner().invoke(vitc_app, ["bench", "-e", str(onnx), "--cuda-graph", "--device", device, "-n", "1"])
+        assert result.exit_code == 2, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and "Traceback" not in result.output, result.output
+        assert "--cuda-graph applies to TensorRT plans and to PyTorch runners with --device cuda" in lines[0]
+        assert "not to ONNX Runtime" in lines[0] and "vitc build" in lines[0]
+
+
 def test_bench_compare_torch(tmp_path: Path):
     pytest.importorskip("torch")
     args = ["bench", "--model", "convit_micro", "-n", "2", "--warmup", "1", "--json", str(tmp_path / "t.json")]

@@ -57,7 +57,7 @@ def bench(
         bool,
         typer.Option(
             "--cuda-graph",
-            help="Launch through CUDA graphs (one per batch size): TensorRT, and PyTorch with --device cuda.",
+            help="Launch through CUDA graphs (one per batch size): TensorRT plans, and PyTorch with --device cuda.",
         ),
     ] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores available).")] = None,
@@ -127,6 +127,7 @@ def _engine_runners(paths: List[Path], *, device: str, threads: Optional[int], c
                 device="cpu" if device == "cpu" else "auto",
                 threads=threads,
                 precision=manifest.precision if manifest is not None else None,
+                cuda_graph=cuda_graph,
             )
         else:
             runner = runner_for_path(path, cuda_graph=cuda_graph)

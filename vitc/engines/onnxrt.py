@@ -57,8 +57,19 @@ class OnnxRuntimeRunner(BaseRunner):
         threads: int | None = None,
         name: str | None = None,
         precision: Precision | None = None,
+        cuda_graph: bool = False,
     ) -> None:
-        """`precision`: the manifest's; default the one the file name carries (`model.fp16.onnx`), else unknown."""
+        """`precision`: the manifest's; default the one the file name carries (`model.fp16.onnx`), else unknown.
+
+        `cuda_graph` is refused, never ignored: ONNX Runtime replays CUDA graphs only from onnxruntime-gpu's
+        CUDA provider with every node on it and I/O bound to fixed device buffers (its "preview" feature),
+        while `vitc[onnx]` installs the CPU build; a plan (`vitc build`) replays them in the TensorRT runner.
+        """
+        if cuda_graph:
+            raise VitcError(
+                f"--cuda-graph applies to TensorRT plans and to PyTorch runners with --device cuda, not to "
+                f"ONNX Runtime ({path}): build a plan with `vitc build` to time it under CUDA graphs"
+            )
         self.path = Path(path)
         super().__init__(name or self.path.name)
         self.precision = precision or precision_in_name(self.path)

@@ -126,3 +126,53 @@ def test_fewer_images_than_one_batch_trains_on_a_partial_batch(tiny: dict[str, A
     metrics = Path(tiny["run.out_dir"]) / "tiny" / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["lr"] > 0
+
+
+def _bad_images(tmp_path: Path) -> dict[str, Any]:
+    """An image folder whose train/cat holds a truncated and an empty JPEG, read with data.on_bad_image=stop."""
+    from tests.train.test_first_day import write_photos
+
+    photos = write_photos(tmp_path / "photos")
+    overrides = {"data.name": "imagefolder", "data.dir": str(photos), "data.fraction": 1.0, "data.image_size": 16}
+    return {**overrides, "data.on_bad_image": "stop"}
+
+
+@pytest.mark.parametrize("stream", ["auto", "stream"])
+def test_a_run_stopped_by_a_bad_image_leaves_no_run_folder(tiny: dict[str, Any], tmp_path: Path, stream: str) -> None:
+    """It used to leave `runs/tiny/` holding only index.json (and config.json when streamed): a half-made run."""
+    result = runner.invoke(app, ["train", "-q", *_set({**tiny, **_bad_images(tmp_path), "data.stream": stream})])
+    assert result.exit_code == 2 and "data.on_bad_image=stop" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in Path(tiny["run.out_dir"]).iterdir()) == []
+
+
+def test_force_stopped_by_a_bad_image_keeps_the_old_run(finished: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    overrides, run = finished
+    before = _snapshot(run)
+    result = runner.invoke(app, ["train", "-q", "--force", *_set({**overrides, **_bad_images(tmp_path)})])
+    assert result.exit_code == 2 and "data.on_bad_image=stop" in result.output, result.output
+    assert _snapshot(run) == before
+    assert sorted(p.name for p in run.parent.iterdir()) == ["tiny"]  # no .tiny.new left with its index
+
+
+def test_discard_takes_back_only_what_the_run_wrote(tmp_path: Path) -> None:
+    """A folder that is not a run keeps what it held before; a folder with a checkpoint keeps everything."""
+    runs = tmp_path / "runs"
+    mine = runs / "mine"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    folder = RunFolder(runs, "mine")
+    folder.start(force=False, resume=False)  # not a run (no resume.safetensors): written in place
+    (mine / "index.json").write_text("{}")
+    (mine / "tensorboard").mkdir()
+    folder.discard()
+    assert _snapshot(mine) == {"notes.txt": b"mine"} and not (mine / "tensorboard").exists()
+
+    (mine / "resume.safetensors").write_bytes(b"state")  # a run, resumed, that stops before its next checkpoint
+    resumed = RunFolder(runs, "mine")
+    resumed.start(force=False, resume=True)
+    (mine / "index.json").write_text("{}")
+    resumed.discard()
+    assert sorted(_snapshot(mine)) == ["index.json", "notes.txt", "resume.safetensors"]
+    RunFolder(runs, "other").discard()  # never started: nothing to take back
+    assert sorted(p.name for p in runs.iterdir()) == ["mine"]

@@ -95,6 +95,9 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
     try:
         with ExitStack() as cleanup:
             return _train(_setup(cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup))
+    except BaseException:
+        folder.discard()  # stopped before its first checkpoint: no half-made run folder is left behind
+        raise
     finally:
         folder.release()
         shutdown(dist)

@@ -7,10 +7,13 @@ Three rules keep a user's finished runs safe:
 - `--force` never deletes first. The new run writes into `.NAME.new/` and only replaces the old folder
   once it has a checkpoint of its own (or a resumable state after Ctrl-C); until then a typo in
   `--data-dir`, a crash or a kill leaves the finished run as it was.
+A run that stops with an error before its first checkpoint takes back what it wrote (`discard`), so
+bad input leaves no half-made run folder (an index cache, a config) for `--resume` and `--force` to trip on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,6 +23,7 @@ from vitc.errors import VitcError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}")
 MARKER = "resume.safetensors"  # a folder holding this is a run
+CHECKPOINTS = ("best.safetensors", "last.safetensors", MARKER)  # a folder holding one of these is never discarded
 
 
 def check_run_name(name: str) -> str:
@@ -42,6 +46,8 @@ class RunFolder:
         self.staging = self.out_dir / f".{name}.new"
         self.path = self.final
         self._lock_fd: int | None = None
+        self._before: set[str] | None = None  # what `path` held when the run started; None: the run makes it
+        self._started = False
 
     def exists(self) -> bool:
         return (self.final / MARKER).exists()
@@ -94,6 +100,24 @@ class RunFolder:
             raise VitcError(
                 f"{self.final} already holds a run: --resume continues it, --force starts over, --name picks another"
             )
+        self._before = set(os.listdir(self.path)) if self.path.is_dir() else None
+        self._started = True
+
+    def discard(self) -> None:
+        """The run stopped before its first checkpoint: remove what it wrote, and the folder if the run made
+        it. A folder that holds a checkpoint keeps everything; what was there before the run is never touched."""
+        if not self._started or not self.path.is_dir() or any((self.path / f).exists() for f in CHECKPOINTS):
+            return
+        with contextlib.suppress(OSError):  # best effort: the error that stopped the run is the one to report
+            if self._before is None:
+                _remove(self.path)
+                return
+            for name in set(os.listdir(self.path)) - self._before:
+                entry = self.path / name
+                if entry.is_dir() and not entry.is_symlink():
+                    _remove(entry)
+                else:
+                    entry.unlink(missing_ok=True)
 
     def commit(self) -> None:
         """The new run has a checkpoint: swap it in for the old one (a no-op when writing in place)."""

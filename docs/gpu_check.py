@@ -242,8 +242,9 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
         with contextlib.suppress(subprocess.TimeoutExpired):
             if has("pytest"):
                 section["feed_tests"] = "timed out after 60 s"
-                tests = ["-q", "-p", "no:cacheprovider", "-k", "cuda", "tests/train/test_feed_overlap.py"]
-                proc = run([sys.executable, "-m", "pytest", *tests], 60)  # three short CUDA tests
+                tests = ["-q", "-p", "no:cacheprovider", "-k", "cuda", "tests/train/test_feed_overlap.py",
+                         "tests/data/test_colour_on_device.py"]  # fmt: skip
+                proc = run([sys.executable, "-m", "pytest", *tests], 60)  # six short CUDA tests
                 section["feed_tests"] = (proc.stdout.strip().splitlines() or [""])[-1] + f" (exit {proc.returncode})"
     return section
 

@@ -5,12 +5,20 @@ ImageOps posterize/solarize/autocontrast/equalize, affine warps filled with the 
 the policies timm's `--aa` and torchvision's TrivialAugmentWide: RandAugment draws `num_ops` ops per
 image, each applied with probability 0.5 at magnitude N(m, mstd) of 10; TrivialAugment draws one op
 and one of 31 magnitudes. Every draw comes from the generator passed in, so a seeded run (and a
-resumed one) replays the same augmentations. Ops take a sub-batch and one argument per image.
+resumed one) replays the same augmentations. Ops take a batch and one argument per image.
+
+A policy is drawn first, on the CPU, as `Round`s (one op and its argument per image), then applied:
+on the CPU to the sub-batch of images that drew each op; on a GPU (`masked=True`) each op runs on
+the whole batch and `torch.where` keeps each image's result, so the host never reads the device
+(indexing by a mask would wait for it). The ops are per image, so both give the same values, bit
+for bit on a one-thread CPU (with more threads PyTorch sums a lone image of over 32,768 values in
+parts, so a sub-batch of one image's mean grey can differ in its last bit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +41,8 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) luma of RGB images; a one-channel image is its own."""
     if x.shape[1] != 3:
         return x[:, :1]
-    w = torch.tensor(_LUMA, dtype=x.dtype).view(1, 3, 1, 1)
+    # written on x's device by fill kernels: a host tensor's copy would make the host wait for the device
+    w = torch.cat([x.new_full((1,), v) for v in _LUMA]).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True)
 
 
@@ -54,7 +63,7 @@ def color(x: torch.Tensor, factor: torch.Tensor, fill: torch.Tensor | None = Non
 def sharpness(x: torch.Tensor, factor: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
     """Blend with Pillow's SMOOTH filter ([[1,1,1],[1,5,1],[1,1,1]] / 13) inside a one-pixel border."""
     c = x.shape[1]
-    kernel = torch.ones(c, 1, 3, 3, dtype=x.dtype)
+    kernel = torch.ones(c, 1, 3, 3, dtype=x.dtype, device=x.device)
     kernel[:, :, 1, 1] = 5.0
     smooth = x.clone()
     smooth[:, :, 1:-1, 1:-1] = F.conv2d(x, kernel / 13.0, groups=c)
@@ -96,40 +105,53 @@ def autocontrast(x: torch.Tensor, arg: torch.Tensor | None = None, fill: torch.T
 
 
 def equalize(x: torch.Tensor, arg: torch.Tensor | None = None, fill: torch.Tensor | None = None) -> torch.Tensor:
-    """Pillow's ImageOps.equalize per channel: map 8-bit values through their cumulative histogram."""
-    u8 = _as_uint8(x).to(torch.int64)
-    out = torch.empty_like(x)
-    for i in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            hist = torch.bincount(u8[i, c].flatten(), minlength=256)
-            nonzero = hist[hist > 0]
-            step = int(nonzero[:-1].sum()) // 255
-            if step == 0:
-                out[i, c] = x[i, c]
-                continue
-            lut = ((torch.cumsum(hist, 0) + step // 2) // step).clamp_(0, 255)
-            lut = torch.cat([torch.zeros(1, dtype=lut.dtype), lut[:-1]])
-            out[i, c] = lut[u8[i, c]].to(x.dtype) / 255.0
-    return out
+    """Pillow's ImageOps.equalize per channel: map 8-bit values through their cumulative histogram.
+
+    Every channel at once, in integers (no loop, no host read): `step` is the pixel count less the
+    lightest value's, divided by 255; a channel with step 0 stays as it is."""
+    n, c = x.shape[:2]
+    u8 = _as_uint8(x).to(torch.int64).flatten(2)
+    hist = torch.zeros(n, c, 256, dtype=torch.int64, device=x.device).scatter_add_(2, u8, torch.ones_like(u8))
+    values = torch.arange(256, device=x.device)
+    lightest = torch.where(hist > 0, values, -1).amax(2, keepdim=True)
+    step = (u8.shape[2] - hist.gather(2, lightest)) // 255
+    safe = step.clamp(min=1)
+    lut = ((hist.cumsum(2) + safe // 2) // safe).clamp_(0, 255)
+    lut = torch.cat([torch.zeros_like(lut[..., :1]), lut[..., :-1]], 2)
+    mapped = lut.gather(2, u8).view_as(x).to(x.dtype) / 255.0
+    return torch.where((step == 0).view(n, c, 1, 1), x, mapped)
 
 
-def _warp(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """Sample x at matrix @ (output pixel, about the centre) for each image, nearest, filled with `fill`.
-
-    matrix: (N, 2, 3) in pixel units, mapping an output position to the input position it shows.
-    """
-    n, _, h, w = x.shape
-    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+def _theta(matrix: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """grid_sample's (N, 2, 3) matrix, in float64, for a pixel-unit `matrix` that maps an output
+    position (about the centre) to the input position it shows."""
+    theta = torch.zeros(len(matrix), 2, 3, dtype=torch.float64, device=matrix.device)
     theta[:, 0, 0] = matrix[:, 0, 0]
     theta[:, 0, 1] = matrix[:, 0, 1] * h / w
     theta[:, 0, 2] = matrix[:, 0, 2] * 2 / w
     theta[:, 1, 0] = matrix[:, 1, 0] * w / h
     theta[:, 1, 1] = matrix[:, 1, 1]
     theta[:, 1, 2] = matrix[:, 1, 2] * 2 / h
-    grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], h, w], align_corners=False)
+    return theta
+
+
+def _sample(x: torch.Tensor, theta: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Sample x where `theta` says, nearest, filling what falls outside with `fill`."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     moved = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     inside = F.grid_sample(torch.ones_like(x[:, :1]), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return torch.where(inside > 0, moved, fill.to(x.dtype).expand_as(x))
+
+
+@dataclass(frozen=True)
+class Warp:
+    """An affine op, nearest, filled with `fill`: `matrix(arg)` is (N, 2, 3) in pixel units. Kept
+    apart so that a policy computes each image's matrix on the CPU with its other draws."""
+
+    matrix: Callable[[torch.Tensor], torch.Tensor]
+
+    def __call__(self, x: torch.Tensor, arg: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        return _sample(x, _theta(self.matrix(arg), *x.shape[-2:]), fill)
 
 
 def _affine(
@@ -138,33 +160,32 @@ def _affine(
     return torch.stack([torch.stack([a, b, tx], -1), torch.stack([c, d, ty], -1)], -2).to(torch.float64)
 
 
-def rotate(x: torch.Tensor, degrees: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """Rotate counter-clockwise by `degrees` about the centre (as Pillow's Image.rotate)."""
+def _rotation(degrees: torch.Tensor) -> torch.Tensor:
+    """Counter-clockwise by `degrees` about the centre (as Pillow's Image.rotate)."""
     r = torch.deg2rad(degrees.to(torch.float64))
     cos, sin, zero = torch.cos(r), torch.sin(r), torch.zeros_like(r)
-    return _warp(x, _affine(cos, -sin, sin, cos, zero, zero), fill)
+    return _affine(cos, -sin, sin, cos, zero, zero)
 
 
-def shear_x(x: torch.Tensor, factor: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """Output (x, y) shows input (x + factor * y, y), y from the centre."""
-    one, zero = torch.ones_like(factor, dtype=torch.float64), torch.zeros_like(factor, dtype=torch.float64)
-    return _warp(x, _affine(one, factor.to(torch.float64), zero, one, zero, zero), fill)
+def _shear(factor: torch.Tensor, along_x: bool) -> torch.Tensor:
+    """Output (x, y) shows input (x + factor * y, y) along x, y from the centre (transposed along y)."""
+    f = factor.to(torch.float64)
+    one, zero = torch.ones_like(f), torch.zeros_like(f)
+    return _affine(one, f, zero, one, zero, zero) if along_x else _affine(one, zero, f, one, zero, zero)
 
 
-def shear_y(x: torch.Tensor, factor: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    one, zero = torch.ones_like(factor, dtype=torch.float64), torch.zeros_like(factor, dtype=torch.float64)
-    return _warp(x, _affine(one, zero, factor.to(torch.float64), one, zero, zero), fill)
+def _translation(pixels: torch.Tensor, along_x: bool) -> torch.Tensor:
+    """Output (x, y) shows input (x + pixels, y) along x: the content moves left by `pixels`."""
+    p = pixels.to(torch.float64)
+    one, zero = torch.ones_like(p), torch.zeros_like(p)
+    return _affine(one, zero, zero, one, p, zero) if along_x else _affine(one, zero, zero, one, zero, p)
 
 
-def translate_x(x: torch.Tensor, pixels: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """Output (x, y) shows input (x + pixels, y): the content moves left by `pixels`."""
-    one, zero = torch.ones_like(pixels, dtype=torch.float64), torch.zeros_like(pixels, dtype=torch.float64)
-    return _warp(x, _affine(one, zero, zero, one, pixels.to(torch.float64), zero), fill)
-
-
-def translate_y(x: torch.Tensor, pixels: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    one, zero = torch.ones_like(pixels, dtype=torch.float64), torch.zeros_like(pixels, dtype=torch.float64)
-    return _warp(x, _affine(one, zero, zero, one, zero, pixels.to(torch.float64)), fill)
+rotate = Warp(_rotation)
+shear_x = Warp(lambda f: _shear(f, True))
+shear_y = Warp(lambda f: _shear(f, False))
+translate_x = Warp(lambda p: _translation(p, True))
+translate_y = Warp(lambda p: _translation(p, False))
 
 
 def identity(x: torch.Tensor, arg: torch.Tensor | None = None, fill: torch.Tensor | None = None) -> torch.Tensor:
@@ -182,8 +203,10 @@ def _enhance(level: torch.Tensor, sign: torch.Tensor, size: int) -> torch.Tensor
     return level / 10 * 1.8 + 0.1
 
 
+Rule = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (level, sign, image side) -> argument
+
 # timm's _RAND_TRANSFORMS with its level-to-argument rules (level 0-10; `sign` negates where timm does)
-RAND_OPS: dict[str, tuple[Op, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]]] = {
+RAND_OPS: dict[str, tuple[Op, Rule]] = {
     "AutoContrast": (autocontrast, lambda lv, s, n: lv),
     "Equalize": (equalize, lambda lv, s, n: lv),
     "Invert": (invert, lambda lv, s, n: lv),
@@ -201,9 +224,20 @@ RAND_OPS: dict[str, tuple[Op, Callable[[torch.Tensor, torch.Tensor, int], torch.
     "TranslateYRel": (translate_y, lambda lv, s, n: _signed(lv / 10 * 0.45 * n, s)),
 }
 
+# timm's _RAND_INCREASING_TRANSFORMS ("-inc1", DeiT's recipe): a higher level always changes the image more
+RAND_INCREASING_OPS: dict[str, tuple[Op, Rule]] = {
+    **RAND_OPS,
+    "Posterize": (posterize, lambda lv, s, n: 4 - torch.floor(lv / 10 * 4)),
+    "Solarize": (solarize, lambda lv, s, n: 256 - torch.floor(lv / 10 * 256)),
+    **{
+        name: (op, lambda lv, s, n: (1.0 + _signed(lv / 10 * 0.9, s)).clamp_(min=0.1))
+        for name, op in (("Color", color), ("Contrast", contrast), ("Brightness", brightness), ("Sharpness", sharpness))
+    },
+}
+
 # torchvision's TrivialAugmentWide: one op, magnitude bin b of 31 (translation: 32 px at 224, scaled to the image)
 _BINS = 31
-TRIVIAL_OPS: dict[str, tuple[Op, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]]] = {
+TRIVIAL_OPS: dict[str, tuple[Op, Rule]] = {
     "Identity": (identity, lambda b, s, n: b),
     "ShearX": (shear_x, lambda b, s, n: _signed(b / (_BINS - 1) * 0.99, s)),
     "ShearY": (shear_y, lambda b, s, n: _signed(b / (_BINS - 1) * 0.99, s)),
@@ -221,61 +255,126 @@ TRIVIAL_OPS: dict[str, tuple[Op, Callable[[torch.Tensor, torch.Tensor, int], tor
 }
 
 
-def _apply(
-    x: torch.Tensor, ops: Sequence[tuple[Op, Callable]], choice: torch.Tensor, level: torch.Tensor,
-    sign: torch.Tensor, fill: torch.Tensor, chosen: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
-    """Apply op `choice[i]` at `level[i]` to image i where `chosen[i]`, op by op over sub-batches."""
-    out = x.clone()
-    size = min(x.shape[-2:])
-    for k, (op, to_arg) in enumerate(ops):
-        idx = torch.nonzero(chosen & (choice == k)).flatten()
-        if len(idx):
-            out[idx] = op(x[idx], to_arg(level[idx], sign[idx], size), fill)
-    return out
+@dataclass(frozen=True)
+class Round:
+    """One op per image, drawn: image i gets `ops[code[i]]` (code -1: none) at `arg[i]`; where that op
+    is a `Warp`, `theta[i]` is its sampling matrix, computed on the CPU with the other draws."""
+
+    ops: tuple[Op, ...]
+    code: torch.Tensor  # (N,) int64
+    arg: torch.Tensor  # (N,) float64
+    theta: torch.Tensor  # (N, 2, 3) float64, zeros where the op is no warp
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.code, self.arg, self.theta]
+
+    def on(self, code: torch.Tensor, arg: torch.Tensor, theta: torch.Tensor) -> Round:
+        """The same round with its tensors moved (by `vitc.data.transforms.to_device_together`)."""
+        return replace(self, code=code, arg=arg, theta=theta)
 
 
-def rand_augment(
-    x: torch.Tensor, generator: torch.Generator, fill: torch.Tensor,
-    magnitude: float = 9.0, num_ops: int = 2, magnitude_std: float = 0.0, prob: float = 0.5,
-) -> torch.Tensor:  # fmt: skip
-    """timm's RandAugment ("rand-m9-mstd0.5"): `num_ops` ops drawn with replacement per image, each
-    applied with probability `prob` at a magnitude drawn from N(magnitude, magnitude_std), clipped to 0-10."""
-    n, ops = x.shape[0], list(RAND_OPS.values())
+def _round(
+    table: dict[str, tuple[Op, Rule]], code: torch.Tensor, level: torch.Tensor, sign: torch.Tensor,
+    shape: Sequence[int],
+) -> Round:  # fmt: skip
+    """Each image's argument for the op it drew: every rule runs on every level (elementwise, so each
+    value is the one its op alone would get) and the image keeps its own op's."""
+    h, w = shape[-2:]
+    arg = torch.zeros(len(code), dtype=torch.float64)
+    theta = torch.zeros(len(code), 2, 3, dtype=torch.float64)
+    for k, (op, rule) in enumerate(table.values()):
+        mine = code == k
+        value = rule(level, sign, min(h, w)).to(torch.float64)
+        arg = torch.where(mine, value, arg)
+        if isinstance(op, Warp):
+            theta = torch.where(mine.view(-1, 1, 1), _theta(op.matrix(value), h, w), theta)
+    return Round(tuple(op for op, _ in table.values()), code, arg, theta)
+
+
+def apply(x: torch.Tensor, rounds: Sequence[Round], fill: torch.Tensor, masked: bool = False) -> torch.Tensor:
+    """The drawn rounds, in order, on float images x (changed in place unless `masked`).
+
+    Sub-batches (the CPU): each op runs on the images that drew it. `masked` (a GPU): each op runs on
+    every image and `torch.where` keeps each image's own (all warps in one sampling), so nothing on
+    the way reads the device; the values are the same, at a few times the work, which a GPU has."""
+    for r in rounds:
+        if not masked:
+            for k, op in enumerate(r.ops):
+                idx = torch.nonzero(r.code == k).flatten()
+                if len(idx):
+                    x[idx] = op(x[idx], r.arg[idx], fill)
+            continue
+        out, warped = x, torch.zeros_like(r.code, dtype=torch.bool)
+        for k, op in enumerate(r.ops):
+            if isinstance(op, Warp):
+                warped |= r.code == k
+            elif op is not identity:
+                out = torch.where((r.code == k).view(-1, 1, 1, 1), op(x, r.arg, fill), out)
+        if any(isinstance(op, Warp) for op in r.ops):
+            out = torch.where(warped.view(-1, 1, 1, 1), _sample(x, r.theta, fill), out)
+        x = out
+    return x
+
+
+def draw_rand_augment(
+    shape: Sequence[int], generator: torch.Generator, magnitude: float = 9.0, num_ops: int = 2,
+    magnitude_std: float = 0.0, prob: float = 0.5, increasing: bool = False,
+) -> list[Round]:  # fmt: skip
+    """timm's RandAugment ("rand-m9-mstd0.5[-inc1]"): `num_ops` ops drawn with replacement per image,
+    each applied with probability `prob` at a magnitude drawn from N(magnitude, magnitude_std),
+    clipped to 0-10; `increasing` takes timm's increasing-severity ops."""
+    n, table = shape[0], RAND_INCREASING_OPS if increasing else RAND_OPS
+    rounds = []
     for _ in range(num_ops):
-        choice = torch.randint(0, len(ops), (n,), generator=generator)
+        choice = torch.randint(0, len(table), (n,), generator=generator)
         chosen = torch.rand(n, generator=generator) < prob
         noise = torch.randn(n, generator=generator, dtype=torch.float64) * magnitude_std
         level = (magnitude + noise).clamp_(0.0, 10.0)
         sign = torch.rand(n, generator=generator) < 0.5
-        x = _apply(x, ops, choice, level, sign, fill, chosen)
-    return x
+        rounds.append(_round(table, torch.where(chosen, choice, -1), level, sign, shape))
+    return rounds
+
+
+def draw_trivial_augment(shape: Sequence[int], generator: torch.Generator) -> list[Round]:
+    """torchvision's TrivialAugmentWide: one op per image at one of 31 magnitudes, both uniform."""
+    n = shape[0]
+    choice = torch.randint(0, len(TRIVIAL_OPS), (n,), generator=generator)
+    level = torch.randint(0, _BINS, (n,), generator=generator).to(torch.float64)
+    sign = torch.rand(n, generator=generator) < 0.5
+    return [_round(TRIVIAL_OPS, choice, level, sign, shape)]
+
+
+_JITTER = (brightness, contrast, color)
+
+
+def draw_color_jitter(n: int, generator: torch.Generator, strength: float) -> list[Round]:
+    """timm's --color-jitter s (torchvision's ColorJitter(s, s, s)): brightness, contrast and saturation
+    each scaled by a factor from U(1 - s, 1 + s), in a random order per image: three rounds."""
+    if strength <= 0:
+        return []
+    factors = 1.0 + (torch.rand(n, 3, generator=generator, dtype=torch.float64) * 2 - 1) * strength
+    order = torch.argsort(torch.rand(n, 3, generator=generator), dim=1)
+    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+    return [Round(_JITTER, order[:, p], factors.gather(1, order[:, p : p + 1])[:, 0], theta) for p in range(3)]
+
+
+def rand_augment(
+    x: torch.Tensor, generator: torch.Generator, fill: torch.Tensor, magnitude: float = 9.0, num_ops: int = 2,
+    magnitude_std: float = 0.0, prob: float = 0.5, increasing: bool = False,
+) -> torch.Tensor:  # fmt: skip
+    """RandAugment on a copy of x (the arguments: `draw_rand_augment`'s)."""
+    rounds = draw_rand_augment(x.shape, generator, magnitude, num_ops, magnitude_std, prob, increasing)
+    return apply(x.clone(), rounds, fill)
 
 
 def trivial_augment(x: torch.Tensor, generator: torch.Generator, fill: torch.Tensor) -> torch.Tensor:
-    """torchvision's TrivialAugmentWide: one op per image at one of 31 magnitudes, both uniform."""
-    n, ops = x.shape[0], list(TRIVIAL_OPS.values())
-    choice = torch.randint(0, len(ops), (n,), generator=generator)
-    level = torch.randint(0, _BINS, (n,), generator=generator).to(torch.float64)
-    sign = torch.rand(n, generator=generator) < 0.5
-    return _apply(x, ops, choice, level, sign, fill, torch.ones(n, dtype=torch.bool))
+    """TrivialAugmentWide on a copy of x."""
+    return apply(x.clone(), draw_trivial_augment(x.shape, generator), fill)
 
 
 def color_jitter(x: torch.Tensor, generator: torch.Generator, strength: float) -> torch.Tensor:
-    """timm's --color-jitter s (torchvision's ColorJitter(s, s, s)): brightness, contrast and saturation
-    each scaled by a factor from U(1 - s, 1 + s), in a random order per image."""
-    n = x.shape[0]
-    if strength <= 0:
-        return x
-    factors = 1.0 + (torch.rand(n, 3, generator=generator, dtype=torch.float64) * 2 - 1) * strength
-    order = torch.argsort(torch.rand(n, 3, generator=generator), dim=1)
-    ops = (brightness, contrast, color)
-    for position in range(3):
-        for k, op in enumerate(ops):
-            idx = torch.nonzero(order[:, position] == k).flatten()
-            if len(idx):
-                x[idx] = op(x[idx], factors[idx, k])
-    return x
+    """Colour jitter of strength `strength`, in place."""
+    return apply(x, draw_color_jitter(x.shape[0], generator, strength), torch.zeros(()))
 
 
 def fill_value(mean: Sequence[float], channels: int) -> torch.Tensor:
@@ -284,4 +383,7 @@ def fill_value(mean: Sequence[float], channels: int) -> torch.Tensor:
     return (m if m.numel() == channels else m[:1].expand(channels)).view(1, channels, 1, 1)
 
 
-__all__ = ["RAND_OPS", "TRIVIAL_OPS", "color_jitter", "fill_value", "rand_augment", "trivial_augment"]
+__all__ = [
+    "RAND_INCREASING_OPS", "RAND_OPS", "TRIVIAL_OPS", "Round", "apply", "color_jitter", "draw_color_jitter",
+    "draw_rand_augment", "draw_trivial_augment", "fill_value", "rand_augment", "trivial_augment",
+]  # fmt: skip

@@ -8,7 +8,8 @@ The recipe follows DeiT/timm: RandomResizedCrop, horizontal flip, normalise, Ran
 On a GPU the same recipe runs on the device (`TrainAugment(..., device=)`, as timm's PrefetchLoader
 normalises and erases there): the uint8 batch crosses once, the per-sample draws stay on the CPU
 generator (small tensors, copied without waiting for the device), and only the full-size noise of
-RandomErasing comes from a device generator seeded by one draw from the run's. On the CPU every
+RandomErasing comes from a device generator seeded by one draw from the run's. Colour jitter and
+RandAugment/TrivialAugment run there too, masked (vitc.data.autoaugment.apply). On the CPU every
 draw and every value is what it always was.
 """
 
@@ -42,6 +43,19 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+def to_device_together(tensors: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Small CPU tensors on `device` in one copy rather than one each: packed as float64 and cast
+    back there, which is exact for float32/64 and for integers and booleans below 2**53."""
+    packed = to_device(torch.cat([t.reshape(-1).to(torch.float64) for t in tensors]), device)
+    parts = torch.split(packed, [t.numel() for t in tensors])
+    return [part.view(t.shape).to(t.dtype) for part, t in zip(parts, tensors, strict=True)]
+
+
+# device types where colour ops run on the sub-batch of images that drew each (the CPU: less work and
+# no waiting); elsewhere they run masked on the whole batch, so the host never reads the device
+SUB_BATCHES = {"cpu": True}
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -269,10 +283,10 @@ class TrainAugment:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (N, C, H, W) and int labels -> augmented float images and (N, num_classes) soft targets,
         on `device` (default: the images'). The uint8 batch is copied there first (a quarter of the
-        float bytes); colour jitter and RandAugment, per-image ops, run on the CPU before the copy."""
+        float bytes) and every step runs there; the random draws stay on the CPU generator."""
         device = images.device if device is None else device
         if self.color_jitter or self.auto_augment:
-            x = to_device(self._colour(images, generator), device)
+            x = self._colour(images, generator, device)
         else:
             x = normalize(to_device(images, device), self.mean, self.std)
         if self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0):
@@ -294,20 +308,27 @@ class TrainAugment:
         )
         return x, to_device(targets, device)  # (N, classes) built on the CPU: a small copy
 
-    def _colour(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _colour(self, images: torch.Tensor, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         """Colour jitter or RandAugment/TrivialAugment on the stored (model-sized) images in [0, 1],
-        then normalised: torchvision applies them before its tensor conversion, on 8-bit images."""
+        then normalised: torchvision applies them before its tensor conversion, on 8-bit images.
+        Drawn on the CPU first; off the CPU, the draws and constants cross in one small copy."""
         from vitc.data import autoaugment
 
-        x = images.float().div_(255.0)
-        c = x.shape[1]
-        if self.color_jitter:
-            x = autoaugment.color_jitter(x, generator, self.color_jitter)
+        c = images.shape[1]
+        rounds = autoaugment.draw_color_jitter(images.shape[0], generator, self.color_jitter)
         if self.auto_augment:
-            fill = autoaugment.fill_value(self.mean, c)
             args = {k: v for k, v in self.auto_augment.items() if k != "kind"}
             if self.auto_augment["kind"] == "trivial":
-                x = autoaugment.trivial_augment(x, generator, fill)
+                rounds += autoaugment.draw_trivial_augment(images.shape, generator)
             else:
-                x = autoaugment.rand_augment(x, generator, fill, **args)
-        return (x - _stats(self.mean, c, "mean")) / _stats(self.std, c, "std")
+                rounds += autoaugment.draw_rand_augment(images.shape, generator, **args)
+        fixed = [autoaugment.fill_value(self.mean, c), _stats(self.mean, c, "mean"), _stats(self.std, c, "std")]
+        masked = not SUB_BATCHES.get(device.type, False)
+        if masked:
+            moved = iter(to_device_together([t for r in rounds for t in r.tensors()] + fixed, device))
+            rounds = [r.on(next(moved), next(moved), next(moved)) for r in rounds]
+            fixed = list(moved)
+            images = to_device(images, device)
+        fill, mean, std = fixed
+        x = (autoaugment.apply(images.float().div_(255.0), rounds, fill, masked) - mean) / std
+        return x if masked else to_device(x, device)

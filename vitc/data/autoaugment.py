@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from vitc._numerics import strict_fp32
+
 Op = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (images, argument per image, fill)
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's "L" and torchvision's rgb_to_grayscale
 
@@ -296,23 +298,25 @@ def apply(x: torch.Tensor, rounds: Sequence[Round], fill: torch.Tensor, masked: 
 
     Sub-batches (the CPU): each op runs on the images that drew it. `masked` (a GPU): each op runs on
     every image and `torch.where` keeps each image's own (all warps in one sampling), so nothing on
-    the way reads the device; the values are the same, at a few times the work, which a GPU has."""
-    for r in rounds:
-        if not masked:
+    the way reads the device; the values are the same, at a few times the work, which a GPU has.
+    In full fp32 whatever the session set: TF32 or oneDNN's bf16 would change the filter and warps."""
+    with strict_fp32():
+        for r in rounds:
+            if not masked:
+                for k, op in enumerate(r.ops):
+                    idx = torch.nonzero(r.code == k).flatten()
+                    if len(idx):
+                        x[idx] = op(x[idx], r.arg[idx], fill)
+                continue
+            out, warped = x, torch.zeros_like(r.code, dtype=torch.bool)
             for k, op in enumerate(r.ops):
-                idx = torch.nonzero(r.code == k).flatten()
-                if len(idx):
-                    x[idx] = op(x[idx], r.arg[idx], fill)
-            continue
-        out, warped = x, torch.zeros_like(r.code, dtype=torch.bool)
-        for k, op in enumerate(r.ops):
-            if isinstance(op, Warp):
-                warped |= r.code == k
-            elif op is not identity:
-                out = torch.where((r.code == k).view(-1, 1, 1, 1), op(x, r.arg, fill), out)
-        if any(isinstance(op, Warp) for op in r.ops):
-            out = torch.where(warped.view(-1, 1, 1, 1), _sample(x, r.theta, fill), out)
-        x = out
+                if isinstance(op, Warp):
+                    warped |= r.code == k
+                elif op is not identity:
+                    out = torch.where((r.code == k).view(-1, 1, 1, 1), op(x, r.arg, fill), out)
+            if any(isinstance(op, Warp) for op in r.ops):
+                out = torch.where(warped.view(-1, 1, 1, 1), _sample(x, r.theta, fill), out)
+            x = out
     return x
 
 

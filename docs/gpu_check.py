@@ -82,7 +82,7 @@ FULL = {
     # issue 20's targets: per GMAC vs timm at batch 128 (bf16, fp32), inference at batch 1/64, and
     # with torch.compile DeiT-S / ConViT-S at batch 256 against 20% of the H200's dense bf16 peak
     "peers": [
-        "--amp bf16 --batch 128 --rounds 3",
+        "--amp bf16 --batch 128 --rounds 3 --ops",  # --ops: each operator whose count differs from timm's
         "--amp off --batch 128 --rounds 3",
         "--amp bf16 --batch 256 --sizes small --train-only --compile --rounds 3",
     ],
@@ -111,7 +111,8 @@ DRY = {
         "args": "--cvt cvt_micro --img 32 --precisions fp32 --batches 2 --peer-batches 1 --torch-compile fp32:2 "
         "--compile-backend eager --compile-reserve-s 0 --iterations 2 --rounds 1 --warmup 1",
     },
-    "peers": ["--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 --warmup 0"],
+    "peers": ["--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 --warmup 0 "
+              "--ops"],
 }
 
 
@@ -300,6 +301,7 @@ def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
         figures = json.loads(Path(f"{stem}.json").read_text())
         results[key] = {"command": "python docs/peer_timing.py " + key, "markdown": figures["markdown"],
                         "equal_weights": [ln for ln in proc.stdout.splitlines() if "max |Δ logits|" in ln],
+                        "operators": [ln for ln in proc.stdout.splitlines() if ln.startswith(("operators", "    "))],
                         "train": figures["train"], "infer": figures["infer"]}  # fmt: skip
     return results
 
@@ -464,6 +466,8 @@ def markdown(result: dict[str, Any]) -> str:
                         if "markdown" in part
                         else [part["skipped"], ""]
                     )
+                    if part.get("operators"):  # peers --ops: where vitc's step launches other kernels than timm's
+                        lines += ["```", *part["operators"], "```", ""]
         elif name == "train":
             lines += [f"Settings: {', '.join(section['settings'])}", "",
                       "| model | AMP | train img/s | step img/s | data wait | warm-up s | eval s | s | attention |",

@@ -10,6 +10,12 @@ Training: one step = forward in training mode, cross-entropy, backward, AdamW (d
 `Variant`), every variant in turn for `--rounds` rounds; img/s is batch over the median step time,
 per GMAC = (img/s × GMACs) / (timm DeiT's img/s × its GMACs), and MFU = img/s × 6 × GMACs / peak
 (6 × MACs per image for forward and backward, against `--peak-tflops`, the H200's dense bf16 790).
+Each training row also counts the aten operators one step dispatches (forward, backward and
+AdamW; eager only): on a GPU each is at least one kernel launch, so a pair with the same maths and
+more operators has a cost the timings alone do not explain (`--ops` lists every operator whose
+count differs within a pair). Without torchvision (timm imports it for its data pipelines only), a
+stand-in module lets timm's models load. `--gpu-branches` makes a CPU run vitc's GPU code paths, so
+that the operators a GPU step launches can be counted without one.
 Inference: median ms per forward at each `--infer-batch`, timm eager against vitc compiled (the
 `cuda` compile target), each also under torch.compile with `--compile`. torch.compile's first
 call (the compilation) is timed separately and reported as compile seconds.
@@ -25,6 +31,7 @@ import importlib.util
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,16 +53,22 @@ PAIRS: dict[str, tuple[tuple[str | None, str], ...]] = {
 H200_BF16_DENSE_TFLOPS = 790.0
 
 
-def _training_timing() -> Any:
-    spec = importlib.util.spec_from_file_location("training_timing", ROOT / "docs" / "training_timing.py")
+def _doc_script(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def _training_timing() -> Any:
+    return _doc_script("training_timing")
+
+
 def timm_factory() -> Callable[[str, int], torch.nn.Module]:
-    import timm
+    timm = _doc_script("operator_counts").import_timm()  # with a torchvision stand-in where it is missing
+    if timm is None:
+        raise SystemExit("timm is not installed: the peers are timm's models")
 
     return lambda name, img: timm.create_model(name, img_size=img)
 
@@ -138,6 +151,8 @@ def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Nam
                 variant.step()  # the compilation
                 compile_s[key] = time.perf_counter() - start
             runs[key] = variant
+    ops = {key: operators(variant) for key, variant in runs.items() if not key.endswith(" +compile")}
+    show_operator_differences(variants, ops, opts.ops)
     timing.interleave(runs.values(), opts)
     rows = []
     for key, variant in runs.items():
@@ -151,8 +166,31 @@ def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Nam
             "model": key, "side": spec["side"], "gmacs": spec["gmacs"], "img_s": ips,
             "per_gmac": ips * spec["gmacs"] / (base_ips * variants[base]["gmacs"]), "vs": base_key,
             "mfu": ips * 6 * spec["gmacs"] * 1e9 / (opts.peak_tflops * 1e12), "compile_s": compile_s.get(key),
+            "ops": sum(ops[key].values()) if key in ops else None,
         })  # fmt: skip
     return rows
+
+
+def operators(variant: Any) -> Counter[str]:
+    """The aten operators of one training step (after a first, untimed one: lazy state is made once)."""
+    variant.step()
+    with _doc_script("operator_counts").OperatorCount() as count:
+        variant.step()
+    return count.counts
+
+
+def show_operator_differences(variants: dict[str, dict[str, Any]], ops: dict[str, Counter[str]], every: bool) -> None:
+    """Per pair (timm's model, vitc's of the same name or architecture): the totals, and with `every`
+    each operator whose count differs."""
+    for size in dict.fromkeys(v["size"] for v in variants.values()):
+        labels = [k for k, v in variants.items() if v["size"] == size]
+        for peer in (k for k in labels if variants[k]["side"] == "timm"):
+            ours = labels[labels.index(peer) + 1]  # build_variants puts vitc's model right after its peer
+            a, b = ops[peer], ops[ours]
+            print(f"operators per step: {peer} {sum(a.values())}, {ours} {sum(b.values())}", flush=True)
+            for name in sorted(set(a) | set(b)) if every else ():
+                if a[name] != b[name]:
+                    print(f"    {name}: timm {a[name]}, vitc {b[name]}", flush=True)
 
 
 def infer_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Namespace) -> list[dict[str, Any]]:
@@ -205,12 +243,12 @@ def markdown(train: list[dict[str, Any]], infer: list[dict[str, Any]], img: int,
         lines += [
             f"Training, batch {opts.batch}, median step time:",
             "",
-            "| model | GMACs | img/s | per GMAC | vs | MFU | compile s |",
-            "|---|---:|---:|---:|---|---:|---:|",
+            "| model | GMACs | img/s | per GMAC | vs | MFU | compile s | ops/step |",
+            "|---|---:|---:|---:|---|---:|---:|---:|",
         ]
         lines += [
             f"| {r['model']} | {r['gmacs']:.3g} | {r['img_s']:.4g} | {r['per_gmac']:.2f}× | {r['vs']} "
-            f"| {100 * r['mfu']:.1f}% | {_seconds(r['compile_s'])} |"
+            f"| {100 * r['mfu']:.1f}% | {_seconds(r['compile_s'])} | {r['ops'] or ''} |"
             for r in train
         ]
         lines.append("")
@@ -248,6 +286,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peak-tflops", type=float, default=H200_BF16_DENSE_TFLOPS)
+    ap.add_argument("--ops", action="store_true", help="list each operator whose count differs within a pair")
+    ap.add_argument(
+        "--gpu-branches", action="store_true", help="on a CPU, run vitc's GPU code paths (SDPA, no subnormal flush)"
+    )
     ap.add_argument("--json", type=Path, help="also write both tables as JSON")
     return ap
 
@@ -255,6 +297,8 @@ def parser() -> argparse.ArgumentParser:
 def measure(opts: argparse.Namespace, peer: Callable[[str, int], torch.nn.Module] | None = None) -> dict[str, Any]:
     """Both tables for `opts`; `peer` builds the timm side (timm_factory() by default)."""
     sys.path.insert(0, str(ROOT))
+    if opts.gpu_branches:
+        _doc_script("operator_counts").use_gpu_branches()
     variants = build_variants(opts.sizes.split(","), opts.img, opts, peer or timm_factory())
     train = [] if opts.infer_only else train_rows(variants, opts.img, opts)
     infer = [] if opts.train_only else infer_rows(variants, opts.img, opts)

@@ -310,6 +310,15 @@ def test_flush_subnormals_zeroes_only_subnormals_and_their_gradient() -> None:
     assert not _subnormal(flush_subnormals(values.detach().bfloat16())).any()
 
 
+def test_off_a_cpu_the_table_keeps_its_subnormals_and_costs_no_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPUs multiply subnormals at full speed: there the reference's table is used as it is."""
+    from vitc.models import layers
+
+    monkeypatch.setattr(layers, "FLUSH_SUBNORMALS_ON", ())  # this CPU stands for a GPU
+    values = torch.tensor([1e-40, 1.0, -1e-39])
+    assert flush_subnormals(values) is values
+
+
 @pytest.mark.parametrize("grid", [8, 14])  # the dense and the separable positional term
 def test_gpsa_multiplies_by_no_subnormal_table_entry(grid: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """ConViT's local init gives far offsets subnormal probabilities (slow multiplies on Intel CPUs):

@@ -6,6 +6,7 @@ GPU speed itself is measured by `make gpu-check` (docs/gpu_check.py), not here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -26,6 +27,11 @@ from vitc.models.spvit import SPSA
 
 from .test_attn_impl import GRAD_TOL, LOGIT_TOL, NULL_GRADIENTS, _logits_and_grads, _perturb
 
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("operator_counts", ROOT / "docs" / "operator_counts.py")
+assert _spec and _spec.loader
+OPERATORS = importlib.util.module_from_spec(_spec)  # docs/operator_counts.py: its OperatorCount
+_spec.loader.exec_module(OPERATORS)
 SMALL = {"depth": 3, "local_up_to_layer": 2, "img_size": 40}  # a 10×10 grid: fused uses the separable form
 
 
@@ -110,6 +116,48 @@ def _same_both_ways(monkeypatch: pytest.MonkeyPatch, module: torch.nn.Module, x:
         outputs.append([out, *grads])
     for written, fused in zip(*outputs, strict=True):
         assert (written - fused).abs().max().item() <= 1e-5 * max(1.0, written.abs().max().item())
+
+
+class TimmFusedAttention(torch.nn.Module):
+    """timm 1.0's `Attention.forward` on its fused path (timm/layers/attention.py; q/k norms and
+    gate off, as in DeiT), transcribed: the peer a GPU step is measured against."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv = torch.nn.Linear(dim, dim * 3, bias=True)
+        self.proj = torch.nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape  # timm's names
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=0.0)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+def test_the_gpu_attention_step_dispatches_exactly_timms_operators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forward and backward of DeiT's attention on the GPU branch launch the same operators as timm's.
+
+    Splitting q, k, v by indexing made three `select_backward`s (each a zero-filled qkv-sized
+    gradient) and two adds per block where timm's `unbind` has one `stack`.
+    """
+    monkeypatch.setattr(layers, "WRITTEN_ATTENTION_ON", ())
+    torch.manual_seed(0)
+    ours, peer = Attention(32, 4, qkv_bias=True), TimmFusedAttention(32, 4)
+    peer.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 17, 32)
+    results = []
+    for module in (ours, peer):
+        with OPERATORS.OperatorCount() as ops:
+            out = module(x)
+            grads = torch.autograd.grad(out.pow(2).sum(), list(module.parameters()))
+        results.append((ops.counts, out, grads))
+    (ours_ops, ours_out, ours_grads), (peer_ops, peer_out, peer_grads) = results
+    assert ours_ops == peer_ops
+    assert ours_ops["select_backward"] == 0
+    assert torch.equal(ours_out, peer_out)
+    assert all(torch.equal(a, b) for a, b in zip(ours_grads, peer_grads, strict=True))
 
 
 def test_an_unknown_variant_names_each_modules_choices() -> None:

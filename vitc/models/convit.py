@@ -202,7 +202,7 @@ class GPSA(nn.Module):
         if tokens != self.rel_indices.shape[1]:
             raise ValueError(f"GPSA was built for {self.rel_indices.shape[1]} tokens, got {tokens}")
         qk = self.qk(x).reshape(batch, tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = qk[0], qk[1]
+        q, k = qk.unbind(0)
         pos_score = self.pos_proj(self.rel_indices.expand(batch, -1, -1, -1)).permute(0, 3, 1, 2)
         patch_score = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
         pos_score = pos_score.softmax(dim=-1)

@@ -159,7 +159,7 @@ class Attention(nn.Module):
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, tokens, _ = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]  # each (B, H, N, d_h)
+        return qkv.unbind(0)  # each (B, H, N, d_h); one stack in the backward, not three scatters and adds
 
     def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         if self.scale_queries:
@@ -225,20 +225,27 @@ def content_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     flash-attention backward ran several times slower than the explicit product, softmax and
     product (docs/benchmarks.md, "Training throughput"), which is then used instead.
     """
-    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+    if runs_written_attention(q) and q.dtype in (torch.bfloat16, torch.float16):
         return ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1) @ v
     return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
 
+FLUSH_SUBNORMALS_ON = ("cpu",)
+
+
 def flush_subnormals(table: torch.Tensor) -> torch.Tensor:
-    """`table` with its subnormal entries (0 < |t| < the dtype's smallest normal) set to zero.
+    """`table` with its subnormal entries (0 < |t| < the dtype's smallest normal) set to zero, on CPUs.
 
     Positional softmax tables over distant offsets hold such values (ConViT's init puts 36 entries
     of each 14×14 table near 4e-40), and Intel CPUs run every multiply that touches one through a
     microcode assist (docs/benchmarks.md, "Training throughput"). An entry below 1.2e-38 (float32,
     bfloat16) moves a product by less than that times Σ|v|, far below the rounding of the row's
     dominant entry. Differentiable: flushed entries pass no gradient (theirs is as negligible).
+    NVIDIA GPUs compute with subnormals at full speed, so there the table stays as the reference
+    has it, without the flush's kernels (forward and backward, twice per GPSA block).
     """
+    if table.device.type not in FLUSH_SUBNORMALS_ON:
+        return table
     return torch.where(table.abs() < torch.finfo(table.dtype).tiny, table.new_zeros(()), table)
 
 
@@ -252,4 +259,5 @@ def qk_v_heads(
     """
     batch, tokens, dim = x.shape
     qk_out = qk(x).reshape(batch, tokens, 2, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4)
-    return qk_out[0], qk_out[1], v(x).reshape(batch, tokens, num_heads, dim // num_heads).transpose(1, 2)
+    q, k = qk_out.unbind(0)
+    return q, k, v(x).reshape(batch, tokens, num_heads, dim // num_heads).transpose(1, 2)

@@ -75,7 +75,8 @@ def test_the_masked_path_at_224_on_one_thread(monkeypatch: pytest.MonkeyPatch) -
 
 def test_only_the_uint8_batch_and_one_pack_of_draws_cross(monkeypatch: pytest.MonkeyPatch) -> None:
     """Off the CPU the colour steps copy the uint8 images and one small float64 pack of their draws
-    (ops, arguments, warp matrices, fill, mean, std); the float work happens where the images are."""
+    (ops, arguments, warp matrices, fill, mean, std); the float work happens where the images are.
+    With the rest of the recipe: one copy each for the crops, the flips, the erased boxes, the targets."""
     crossed: list[torch.Tensor] = []
     original = transforms.to_device
 
@@ -86,8 +87,9 @@ def test_only_the_uint8_batch_and_one_pack_of_draws_cross(monkeypatch: pytest.Mo
     monkeypatch.setattr(transforms, "to_device", spy)
     monkeypatch.setitem(transforms.SUB_BATCHES, "cpu", False)
     x = _photos(16, 32)
-    aug = _recipe("jitter+rand-m9-n3", erase_prob=0.0)
-    aug(x, torch.arange(16) % 10, torch.Generator(), torch.device("cpu"))
+    aug = _recipe("jitter+rand-m9-n3")
+    aug(x, torch.arange(16) % 10, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert len(crossed) == 6
     large = [t for t in crossed if t.numel() >= x[0].numel()]
     assert len(large) == 1 and large[0] is x
     packs = [t for t in crossed if t.dtype == torch.float64 and t.numel() > 16 * 8]

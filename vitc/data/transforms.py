@@ -151,8 +151,8 @@ def random_erasing(
     u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
     top, left = torch.floor(u[:, 0] * (h - eh + 1)), torch.floor(u[:, 1] * (w - ew + 1))
     noise = _randn_like(x, generator)
-    # the boxes cross to the images' device, the (N, H, W) mask is built there
-    top, left, eh, ew, apply = (to_device(t, x.device) for t in (top, left, eh, ew, apply))
+    # the boxes cross to the images' device in one copy, the (N, H, W) mask is built there
+    top, left, eh, ew, apply = to_device_together([top, left, eh, ew, apply], x.device)
     rows = torch.arange(h, dtype=torch.float64, device=x.device).view(1, h, 1)
     cols = torch.arange(w, dtype=torch.float64, device=x.device).view(1, 1, w)
     inside = (

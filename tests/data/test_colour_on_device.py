@@ -95,6 +95,21 @@ def test_only_the_uint8_batch_and_one_pack_of_draws_cross(monkeypatch: pytest.Mo
     assert len(packs) == 1 and packs[0].numel() == 6 * 16 * 8 + 3 * 3  # 6 rounds of (op, argument, 2x3 matrix)
 
 
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_the_device_path_never_reads_the_device(policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PyTorch's meta device (shapes, no data) any host read of device data (.item(), bool(),
+    nonzero, indexing by a mask, .tolist()) raises, and so does a CPU tensor meeting a device one:
+    the whole recipe but erasing (its noise needs an accelerator's generator) runs through, and of
+    the images only the uint8 batch crosses."""
+    crossed: list[torch.Tensor] = []
+    original = transforms.to_device
+    monkeypatch.setattr(transforms, "to_device", lambda t, device: crossed.append(t) or original(t, device))
+    images = _photos(8, 32)
+    x, targets = _recipe(policy, erase_prob=0.0)(images, torch.arange(8) % 10, torch.Generator(), torch.device("meta"))
+    assert x.is_meta and x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and targets.is_meta
+    assert [t.dtype for t in crossed if t.numel() >= images.numel()] == [torch.uint8]
+
+
 def test_rand_increasing_levels_follow_timm() -> None:
     """timm's _RAND_INCREASING_TRANSFORMS at level 9, as auto_augment.py computes them: posterize keeps
     4 - int(3.6) bits, solarize from 256 - int(230.4), enhance by max(0.1, 1 +/- 0.81)."""

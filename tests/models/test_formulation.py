@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -158,6 +159,48 @@ def test_the_gpu_attention_step_dispatches_exactly_timms_operators(monkeypatch: 
     assert ours_ops["select_backward"] == 0
     assert torch.equal(ours_out, peer_out)
     assert all(torch.equal(a, b) for a, b in zip(ours_grads, peer_grads, strict=True))
+
+
+@pytest.mark.parametrize("kind", ["gpsa", "gpsa_dense", "gpsa_bias", "spsa"])
+def test_gpsa_and_spsa_gpu_branches_equal_the_cpu_form(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """On a GPU q, k, v come from one GEMM over the concatenated qk and v weights, the content
+    attention goes through SDPA and the tables keep their subnormals: the same function."""
+    torch.manual_seed(0)
+    if kind == "spsa":
+        block = SPSA(32, 4, 6)
+    else:
+        impl = "fused_dense" if kind == "gpsa_dense" else "fused"
+        block = GPSA(32, 4, 6, qkv_bias=kind == "gpsa_bias", attn_impl=impl)
+    _perturb(block)
+    monkeypatch.setattr(layers, "FLUSH_SUBNORMALS_ON", ())
+    _same_both_ways(monkeypatch, block, torch.randn(2, 36, 32, requires_grad=True))
+
+
+class _Casts(OPERATORS.OperatorCount):
+    """The shapes of the tensors autocast casts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cast_shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func.overloadpacket.__name__ == "_to_copy":
+            self.cast_shapes.append(tuple(args[0].shape))
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+@pytest.mark.parametrize("impl", ["fused", "fused_dense"])
+def test_under_autocast_the_positional_tables_are_built_in_fp32_without_casts(impl: str) -> None:
+    """rel_indices, the offsets and the prior MLP's or pos_proj's weights are never cast: the tables
+    are batch-independent and small, and each cast would be a kernel in the forward and the backward."""
+    torch.manual_seed(0)
+    for block in (GPSA(32, 4, 6, attn_impl=impl), SPSA(32, 4, 6)):
+        small = {tuple(t.shape) for t in (block.rel_indices, *block.parameters()) if t.shape[-1] < 32}
+        with _Casts() as casts, torch.autocast("cpu", dtype=torch.bfloat16):
+            out = block(torch.randn(2, 36, 32))
+        with _Casts() as backward_casts:
+            torch.autograd.grad(out.float().sum(), list(block.parameters()), allow_unused=True)
+        assert not small & set(casts.cast_shapes + backward_casts.cast_shapes), type(block).__name__
 
 
 def test_an_unknown_variant_names_each_modules_choices() -> None:

@@ -30,6 +30,7 @@ from vitc.models.layers import (
     relative_offsets,
     resample_pos_embed,
     square_grid,
+    without_autocast,
 )
 
 __all__ = ["GPSA", "MHSA", "Block", "ConViT", "DensePositional", "checkpoint_filter_fn", "rel_indices"]
@@ -243,12 +244,20 @@ class GPSA(nn.Module):
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tokens, dim)))
 
     def _positional(self, v: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        """g·P·v for v (B, H, N, d) and gate g (H, 1, 1), P built once for the whole batch."""
-        if self.attn_impl == "fused_dense" or self.grid <= self.dense_positional_grid:
-            table = flush_subnormals((gate * self.positional_attention()).to(v.dtype))
+        """g·P·v for v (B, H, N, d) and gate g (H, 1, 1), P built once for the whole batch.
+
+        The tables are built in fp32 even under autocast: they are batch-independent and small, and
+        autocast would cast rel_indices and pos_proj's weights and their gradients at every step.
+        """
+        dense = self.attn_impl == "fused_dense" or self.grid <= self.dense_positional_grid
+        with without_autocast(v.device):
+            if dense:
+                table = flush_subnormals((gate * self.positional_attention()).to(v.dtype))
+            else:
+                rows, cols = self.separable_positional()
+                rows, cols = flush_subnormals((gate * rows).to(v.dtype)), flush_subnormals(cols.to(v.dtype))
+        if dense:
             return DensePositional.apply(v, table) if torch.is_grad_enabled() else dense_product(v, table)
-        rows, cols = self.separable_positional()
-        rows, cols = flush_subnormals((gate * rows).to(v.dtype)), flush_subnormals(cols.to(v.dtype))
         product = SeparablePositional.apply if torch.is_grad_enabled() else separable_product
         return product(v, rows, cols)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -230,6 +232,13 @@ def content_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
 
+def without_autocast(device: torch.device) -> AbstractContextManager[Any]:
+    """Autocast off on `device` inside (a no-op where autocast does not exist, e.g. on meta)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return nullcontext()
+
+
 FLUSH_SUBNORMALS_ON = ("cpu",)
 
 
@@ -254,10 +263,16 @@ def qk_v_heads(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v (B, H, N, d_h) from the separate `qk` and `v` Linears of GPSA and SP-SA.
 
-    Two GEMMs rather than one over concatenated weights: as fast here, and autograd would keep
-    the concatenated (3D, D) copy of every block for the backward.
+    On CPUs two GEMMs: as fast there as one over concatenated weights, whose (3D, D) copy autograd
+    would keep for every block. Elsewhere one GEMM over the concatenated weights, as timm's fused
+    `qkv`: one input cast under autocast instead of two, and a backward of two GEMMs instead of four
+    and an add, where a step's kernel launches are what it waits for (docs/operator_counts.py).
     """
     batch, tokens, dim = x.shape
-    qk_out = qk(x).reshape(batch, tokens, 2, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4)
-    q, k = qk_out.unbind(0)
-    return q, k, v(x).reshape(batch, tokens, num_heads, dim // num_heads).transpose(1, 2)
+    if runs_written_attention(x) or (qk.bias is None) != (v.bias is None):
+        qk_out = qk(x).reshape(batch, tokens, 2, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4)
+        q, k = qk_out.unbind(0)
+        return q, k, v(x).reshape(batch, tokens, num_heads, dim // num_heads).transpose(1, 2)
+    bias = None if qk.bias is None else torch.cat((qk.bias, v.bias))
+    qkv = F.linear(x, torch.cat((qk.weight, v.weight)), bias)
+    return qkv.reshape(batch, tokens, 3, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4).unbind(0)

@@ -44,6 +44,7 @@ from vitc.models.layers import (
     relative_offsets,
     resample_pos_embed,
     to_2tuple,
+    without_autocast,
 )
 
 __all__ = ["SPSA", "Block", "PatchEmbed4x2", "PosCNN", "SPViT", "checkpoint_filter_fn"]
@@ -68,7 +69,7 @@ class PriorAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(q.device.type, enabled=False):
+        with without_autocast(q.device):
             probs, _ = prior_attention(q, k, prior)
             out = probs.to(v.dtype) @ v
         ctx.save_for_backward(q, k, v, prior)
@@ -77,7 +78,7 @@ class PriorAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q, k, v, prior = ctx.saved_tensors
-        with torch.autocast(q.device.type, enabled=False):
+        with without_autocast(q.device):
             probs, scores = prior_attention(q, k, prior)
             grad_v = probs.to(v.dtype).transpose(-2, -1) @ grad_out
             grad_attn = (grad_out @ v.transpose(-2, -1)).to(probs.dtype)
@@ -186,7 +187,8 @@ class SPSA(nn.Module):
         batch, tokens, dim = x.shape
         self._check_tokens(tokens)
         q, k, v = qk_v_heads(x, self.qk, self.v, self.num_heads)
-        prior = (self.offset_prior() * self.scale)[:, self.offset_index]  # (H, N, N), scale folded in
+        with without_autocast(x.device):  # batch-independent and small: fp32, no casts of the MLP and its gradients
+            prior = (self.offset_prior() * self.scale)[:, self.offset_index]  # (H, N, N), scale folded in
         if self.attn_impl == "flex":
             out = flex_prior_attention(q, k, v, prior)
         elif torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, prior)):
@@ -199,7 +201,8 @@ class SPSA(nn.Module):
         batch, tokens, _ = x.shape
         self._check_tokens(tokens)
         qk = self.qk(x).reshape(batch, tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        logits = (qk[0] @ qk[1].transpose(-2, -1)) * self.scale
+        q, k = qk.unbind(0)
+        logits = (q @ k.transpose(-2, -1)) * self.scale
         return (logits * self.spatial_prior()).softmax(dim=-1)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:

@@ -482,7 +482,8 @@ def markdown(result: dict[str, Any]) -> str:
                       "first alone; data wait: the device's wait between steps (vitc.train.meter); attention: "
                       "the GPSA/SP-SA formulation vitc train chose per block kind (vitc.models.formulation)", ""]
             if "feed_tests" in section:
-                lines += [f"Feed tests on the GPU (`pytest -k cuda tests/train/test_feed_overlap.py`): "
+                lines += [f"Feed tests on the GPU (`pytest -k cuda tests/train/test_feed_overlap.py "
+                          f"tests/data/test_colour_on_device.py`): "
                           f"{section['feed_tests']}", ""]
         else:
             lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "tail")] + [""]

@@ -148,8 +148,12 @@ def test_recipe_keys_are_checked() -> None:
         "num_ops": 2,
         "magnitude_std": 0.5,
     }
+    assert parse_auto_augment("rand-m9-mstd0.5-inc1")["increasing"] is True  # DeiT's recipe (timm's --aa)
+    assert parse_auto_augment("rand-m9-mstd0.5-inc0")["increasing"] is False
     for bad, message in [
         ({"aug.auto_augment": "rand-m12"}, "not one vitc knows"),
+        ({"aug.auto_augment": "rand-m9-inc2"}, "not one vitc knows"),
+        ({"aug.auto_augment": "rand-m9-inc0.5"}, "not one vitc knows"),
         ({"aug.auto_augment": "augmix"}, "not one vitc knows"),
         ({"aug.color_jitter": 1.5}, "in \\[0, 1\\]"),
         ({"aug.color_jitter": 0.4, "aug.auto_augment": "trivial"}, "exclude each other"),

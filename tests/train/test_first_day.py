@@ -238,7 +238,11 @@ def test_patience_stops_the_run_and_says_so(tiny: dict[str, Any]) -> None:
 
 
 def test_augmentation_policies_train(tiny: dict[str, Any]) -> None:
-    for extra in ({"aug.auto_augment": "rand-m9-mstd0.5"}, {"aug.color_jitter": 0.4}, {"aug.auto_augment": "trivial"}):
+    for extra in (
+        {"aug.auto_augment": "rand-m9-mstd0.5-inc1"},  # DeiT's recipe
+        {"aug.color_jitter": 0.4},
+        {"aug.auto_augment": "trivial"},
+    ):
         sets = [a for k, v in {**tiny, "optim.epochs": 1, **extra}.items() for a in ("--set", f"{k}={json.dumps(v)}")]
         result = runner.invoke(app, ["train", "-q", "--force", *sets])
         assert result.exit_code == 0, (extra, result.output)

@@ -207,27 +207,29 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def parse_auto_augment(spec: str) -> dict[str, Any]:
-    """timm's --aa string: "rand-m9-mstd0.5[-n2]" is RandAugment (magnitude 0-10, ops per image, the
-    magnitude's std), "trivial" TrivialAugment (one op, a uniform magnitude); the augmenter's arguments."""
+    """timm's --aa string: "rand-m9-mstd0.5[-n2][-inc1]" is RandAugment (magnitude 0-10, ops per image,
+    the magnitude's std, timm's increasing-severity ops as DeiT's recipe uses them), "trivial"
+    TrivialAugment (one op, a uniform magnitude); the augmenter's arguments."""
     if spec == "trivial":
         return {"kind": "trivial"}
     kind, *parts = spec.split("-")
     args: dict[str, Any] = {"kind": "rand", "magnitude": 9.0, "num_ops": 2, "magnitude_std": 0.0}
-    names = {"m": "magnitude", "n": "num_ops", "mstd": "magnitude_std"}
+    names = {"m": "magnitude", "n": "num_ops", "mstd": "magnitude_std", "inc": "increasing"}
     for part in parts:
-        key = next((k for k in ("mstd", "m", "n") if part.startswith(k)), None)
+        key = next((k for k in ("mstd", "m", "n", "inc") if part.startswith(k)), None)
         try:
             value = float(part[len(key) :]) if key else math.nan
         except ValueError:
             value = math.nan
-        if key is None or not math.isfinite(value) or value < 0 or (key == "n" and value != int(value)):
+        integral = key in ("n", "inc") and value != int(value)
+        if key is None or not math.isfinite(value) or value < 0 or integral or (key == "inc" and value > 1):
             kind = "bad"
             break
-        args[names[key]] = int(value) if key == "n" else value
+        args[names[key]] = int(value) if key == "n" else value == 1 if key == "inc" else value
     if kind != "rand" or args["magnitude"] > 10:
         raise VitcError(
             f'aug.auto_augment {spec!r} is not one vitc knows: "rand-m9-mstd0.5" (RandAugment: -m magnitude '
-            f'0-10, -n ops per image, -mstd its std) or "trivial" (TrivialAugment)'
+            f'0-10, -n ops per image, -mstd its std, -inc1 increasing severity) or "trivial" (TrivialAugment)'
         )
     return args
 

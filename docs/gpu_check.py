@@ -85,6 +85,8 @@ FULL = {
         "--amp bf16 --batch 128 --rounds 3 --ops",  # --ops: each operator whose count differs from timm's
         "--amp off --batch 128 --rounds 3",
         "--amp bf16 --batch 256 --sizes small --train-only --compile --rounds 3",
+        # the Ti models' eager steps are launch-bound (docs/operator_counts.py): CUDA graphs, if time is left
+        "--amp bf16 --batch 128 --sizes tiny --train-only --compile --compile-mode reduce-overhead --rounds 3",
     ],
     # issue 20: compiled CvT slower than eager on CUDA (k/v merge? SDPA?), CUDA graphs, ConViT-Ti vs timm
     # DeiT-Ti in fp16/fp32; torch.compile of cvt_13 (fp16, batch 64) only if 45 s of the cells' 70 s are left

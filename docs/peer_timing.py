@@ -146,7 +146,7 @@ def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Nam
                 apply_choices(variant.model, chosen)
             key = f"{label}{' +compile' if compiled else ''}"
             if compiled:
-                variant.model = torch.compile(variant.model, backend=opts.compile_backend)
+                variant.model = torch.compile(variant.model, backend=opts.compile_backend, **compile_mode(opts))
                 start = time.perf_counter()
                 variant.step()  # the compilation
                 compile_s[key] = time.perf_counter() - start
@@ -169,6 +169,11 @@ def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Nam
             "ops": sum(ops[key].values()) if key in ops else None,
         })  # fmt: skip
     return rows
+
+
+def compile_mode(opts: argparse.Namespace) -> dict[str, str]:
+    """torch.compile's `mode` argument, as `vitc train`'s run.compile_mode passes it."""
+    return {} if opts.compile_mode == "default" else {"mode": opts.compile_mode}
 
 
 def operators(variant: Any) -> Counter[str]:
@@ -208,7 +213,7 @@ def infer_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Nam
             label += " vitc-compiled"
         models[label] = model
         if opts.compile:
-            models[label + " +compile"] = torch.compile(model, backend=opts.compile_backend)
+            models[label + " +compile"] = torch.compile(model, backend=opts.compile_backend, **compile_mode(opts))
     rows: dict[str, dict[str, Any]] = {label: {"model": label} for label in models}
     for batch in opts.infer_batch:
         x = torch.randn(batch, 3, img, img, device=device)
@@ -278,6 +283,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--sizes", default="tiny,small")
     ap.add_argument("--compile", action="store_true", help="also run every model under torch.compile")
     ap.add_argument("--compile-backend", default="inductor")
+    ap.add_argument("--compile-mode", default="default", help="inductor's mode: reduce-overhead = CUDA graphs")
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--infer-only", action="store_true")
     ap.add_argument("--rounds", type=int, default=5)

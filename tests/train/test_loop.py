@@ -141,3 +141,21 @@ def test_run_compile_trains_the_same_model(tiny: dict[str, Any], model: str) -> 
         assert not any(key.startswith("_orig_mod") for key in f.keys())  # noqa: SIM118
     with pytest.raises(VitcError, match=r"run.compile must be one of off, inductor"):
         load_config(None, {**overrides, "run.compile": "yes"})
+
+
+def test_run_compile_mode_reaches_inductor(tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """run.compile_mode=reduce-overhead (timm's --torchcompile-mode): CUDA graphs for launch-bound steps."""
+    calls: list[dict[str, Any]] = []
+
+    def record(model: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return model  # the eager step: what is checked is what torch.compile was asked for
+
+    monkeypatch.setattr(torch, "compile", record)
+    _run({**tiny, "optim.epochs": 1, "run.compile": "inductor", "run.compile_mode": "reduce-overhead"})
+    _run({**tiny, "optim.epochs": 1, "run.compile": "inductor", "run.name": "plain"})
+    assert calls == [{"backend": "inductor", "mode": "reduce-overhead"}, {"backend": "inductor"}]
+    with pytest.raises(VitcError, match=r"run.compile_mode=reduce-overhead is inductor's; set run.compile=inductor"):
+        load_config(None, {**tiny, "run.compile_mode": "reduce-overhead"})
+    with pytest.raises(VitcError, match=r"run.compile_mode must be one of default, reduce-overhead"):
+        load_config(None, {**tiny, "run.compile": "inductor", "run.compile_mode": "fast"})

@@ -77,6 +77,9 @@ class RunSection:
     amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | off | bf16 | fp16
     workers: int = 0  # DataLoader worker processes when the data streams (0: decode in the training process)
     compile: str = "off"  # torch.compile the training step (timm's --torchcompile): inductor | aot_eager | eager
+    # inductor's mode (timm's --torchcompile-mode): reduce-overhead replays each step as CUDA graphs, for
+    # models whose eager steps wait on kernel launches (docs/operator_counts.py)
+    compile_mode: str = "default"
 
 
 @dataclass
@@ -108,6 +111,7 @@ _CHOICES = {
     "run.device": ("auto", "cpu", "cuda"),
     "run.amp": ("auto", "off", "bf16", "fp16"),
     "run.compile": ("off", "inductor", "aot_eager", "eager"),  # the last two: torch.compile's debugging backends
+    "run.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
     "optim.freeze": ("none", "backbone"),
 }
 _POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "data.image_size")
@@ -174,6 +178,11 @@ def validate(cfg: TrainConfig) -> None:
     for key, choices in _CHOICES.items():
         if flat[key] not in choices and not (key == "data.name" and flat[key] is None):
             raise VitcError(f"config key {key} must be one of {', '.join(choices)}, got {flat[key]!r}")
+    if cfg.run.compile_mode != "default" and cfg.run.compile != "inductor":
+        raise VitcError(
+            f"config key run.compile_mode={cfg.run.compile_mode} is inductor's; set run.compile=inductor "
+            f"(got {cfg.run.compile!r})"
+        )
     for key in _POSITIVE:
         if flat[key] is not None and flat[key] <= 0:
             raise VitcError(f"config key {key} must be positive, got {flat[key]}")

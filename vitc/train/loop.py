@@ -262,7 +262,8 @@ def _setup(
         run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
     if cfg.run.compile != "off":  # the training forward only: evaluation and checkpoints use `model` as it is
-        net = torch.compile(net, backend=cfg.run.compile)
+        mode = {} if cfg.run.compile_mode == "default" else {"mode": cfg.run.compile_mode}
+        net = torch.compile(net, backend=cfg.run.compile, **mode)
 
     per_rank_batch = cfg.optim.batch_size // dist.world_size
     steps_per_epoch = max(1, len(feed) // cfg.optim.batch_size)

@@ -18,6 +18,8 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from vitc._io import read_safetensors_metadata
+from vitc.artifacts.resume import RESUME_KEY
 from vitc.checkpoint import load_model
 from vitc.cli.main import app
 from vitc.data.prefetch import Prefetcher
@@ -57,8 +59,13 @@ def test_feeding_ahead_and_reading_late_train_the_same_run(tiny: dict[str, Any],
     _same_files(reference.run_dir, ahead.run_dir)
 
 
-def test_ctrl_c_with_a_batch_drawn_ahead_resumes_exactly(tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize("fused", [False, True])  # True: AdamW as CUDA runs it (loop.FUSED_ADAMW_ON)
+def test_ctrl_c_with_a_batch_drawn_ahead_resumes_exactly(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch, fused: bool
+) -> None:
     tiny |= {**DRAWS, "model.drop_path_rate": 0.2}
+    if fused:
+        monkeypatch.setattr(loop, "FUSED_ADAMW_ON", ("cpu",))
     reference = _run({**tiny, "run.name": "straight"})
     _as_on_a_gpu(monkeypatch)  # at the 5th step (epoch 2, step 2): its batch 3 drawn, 2 losses unread
     with monkeypatch.context() as patch:
@@ -76,6 +83,8 @@ def test_ctrl_c_with_a_batch_drawn_ahead_resumes_exactly(tiny: dict[str, Any], m
     resumed = _run(tiny, resume=True)
     assert resumed.history == reference.history and resumed.test == reference.test
     _same_files(reference.run_dir, resumed.run_dir)
+    record = json.loads(read_safetensors_metadata(resumed.run_dir / "resume.safetensors")[RESUME_KEY])
+    assert {group["fused"] for group in record["param_groups"]} == ({True} if fused else {None})
 
 
 def test_a_non_finite_loss_read_late_names_its_step(tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch):

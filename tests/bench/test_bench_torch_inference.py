@@ -20,7 +20,7 @@ def test_cuda_graph_needs_cuda_for_pytorch_one_line() -> None:
     assert "--cuda-graph replays GPU work: PyTorch runners need --device cuda (got --device cpu)" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     help_text = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "250"}).output
-    assert "TensorRT, and PyTorch with --device cuda" in help_text
+    assert "TensorRT plans, and PyTorch with --device cuda" in help_text
 
 
 def test_torch_runners_carry_cuda_graph_into_every_variant() -> None:

@@ -79,7 +79,7 @@ FULL = {
     "ratios": {"micro": False, "batch": 64, "amps": ("bf16", "off"), "rounds": 5, "steps": 4, "warmup": 2,
                "every_form": ("bf16",)},  # every formulation and the chosen one: bf16, the issue's precision
     "copy_shape": (8, 3, 224, 224),
-    "operator_counts": "--amp bf16",  # the operators of one step per model (docs/operator_counts.py)
+    "operator_counts": ["--amp bf16", "--amp off --sizes tiny --forward cuda"],  # docs/operator_counts.py
     # issue 20's targets: per GMAC vs timm at batch 128 (bf16, fp32), inference at batch 1/64, and
     # with torch.compile DeiT-S / ConViT-S at batch 256 against 20% of the H200's dense bf16 peak
     "peers": [
@@ -114,7 +114,7 @@ DRY = {
         "args": "--cvt cvt_micro --img 32 --precisions fp32 --batches 2 --peer-batches 1 --torch-compile fp32:2 "
         "--compile-backend eager --compile-reserve-s 0 --iterations 2 --rounds 1 --warmup 1",
     },
-    "operator_counts": "--amp off --img 32 --sizes tiny",
+    "operator_counts": ["--amp off --img 32 --sizes tiny", "--amp off --img 32 --sizes tiny --forward cpu"],
     "peers": ["--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 --warmup 0 "
               "--ops"],
 }
@@ -287,17 +287,19 @@ def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     """docs/peer_timing.py runs, each in its own process with its share of the time left."""
     results: dict[str, Any] = {}
     deadline = time.monotonic() + budget
-    # the operators of one step on the device itself, beside the CPU's count with vitc's GPU branches
-    counts = ["--device", plan["device"], *plan["operator_counts"].split()]
-    try:
-        proc = run([sys.executable, str(ROOT / "docs" / "operator_counts.py"), *counts], min(60.0, budget / 4))
-    except subprocess.TimeoutExpired:
-        results["operators"] = {"skipped": "operator_counts: its time share was spent (the run was stopped)"}
-    else:
+    # the operators of one training step and one compiled forward on the device itself, beside the
+    # CPU's counts with vitc's GPU branches (docs/benchmarks.md)
+    for i, args in enumerate(plan["operator_counts"]):
+        counts = ["--device", plan["device"], *args.split()]
+        key = f"operators {i + 1}"
+        try:
+            proc = run([sys.executable, str(ROOT / "docs" / "operator_counts.py"), *counts], min(45.0, budget / 6))
+        except subprocess.TimeoutExpired:
+            results[key] = {"skipped": "operator_counts: its time share was spent (the run was stopped)"}
+            continue
         if proc.returncode != 0:
             raise RuntimeError(f"operator_counts exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
-        results["operators"] = {"command": "python docs/operator_counts.py " + " ".join(counts),
-                                "markdown": proc.stdout}  # fmt: skip
+        results[key] = {"command": "python docs/operator_counts.py " + " ".join(counts), "markdown": proc.stdout}
     for i, key in enumerate(plan["peers"]):
         args = key.split()
         left = deadline - time.monotonic()

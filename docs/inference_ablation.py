@@ -205,6 +205,12 @@ def convit_part(
         models[f"vitc {name} compiled"] = compile_model(
             loaded[f"vitc {name}"]["model"].to(device).eval(), target=target_of(device)
         )[0]
+    # the GPSA lowering the cuda target left for "eager" (fewer launches), timed beside it
+    models[f"vitc {convit} compiled sdpa-lowering"] = compile_model(
+        loaded[f"vitc {convit}"]["model"].to(device).eval(),
+        target=target_of(device),
+        pass_options={"static_gpsa": {"lowering": "sdpa"}},
+    )[0]
     variants = {label: (model, False) for label, model in models.items()}
     if graphs_on(device):
         variants |= {f"{label} +cuda-graph": (model, True) for label, model in models.items()}

@@ -5,7 +5,8 @@ predict (docs/benchmarks.md, "Operators per training step"): a step of a small m
 the host launching kernels, not on the GPU running them, so an operator removed is time saved while
 a FLOP saved is not. Operators that are views launch no kernel and are counted apart.
 
-One step = forward under autocast, cross-entropy, backward, AdamW with `foreach` (CUDA's default).
+One step = forward under autocast, cross-entropy, backward, AdamW with `foreach` (CUDA's default);
+with `--forward TARGET`, one inference forward instead, vitc's models compiled for TARGET.
 On a CPU, `--gpu-branches` (the default) runs vitc's GPU code paths, so that the counts are the
 GPU's without one. Only `vitc.models.create_model` is needed from vitc, so the same script counts an
 older checkout: `PYTHONPATH=<checkout> python docs/operator_counts.py`. timm is optional (on the
@@ -14,6 +15,7 @@ torchvision it imports for its data pipelines, which the models never call).
 
     python docs/operator_counts.py
     python docs/operator_counts.py --device cuda --amp bf16
+    python docs/operator_counts.py --forward cuda --sizes tiny --amp off
 """
 
 from __future__ import annotations
@@ -85,6 +87,32 @@ def step_operators(model: torch.nn.Module, device: torch.device, amp: torch.dtyp
     with OperatorCount() as count:
         step()
     return count
+
+
+def forward_operators(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, img: int) -> OperatorCount:
+    """One inference forward's operators (no_grad, eval), after a first call."""
+    model = model.to(device).eval()
+    x = torch.randn(2, 3, img, img, device=device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        model(x)
+        with OperatorCount() as count:
+            model(x)
+    return count
+
+
+def compiled_variants(name: str, model: torch.nn.Module, target: str) -> list[tuple[str, torch.nn.Module]]:
+    """vitc's model compiled for `target` (vitc.compile), a ConViT in each GPSA lowering."""
+    from vitc.compile import compile_model
+    from vitc.compile.static_gpsa import LOWERINGS
+    from vitc.models.convit import GPSA
+
+    if not any(isinstance(m, GPSA) for m in model.modules()):
+        return [(f"compiled ({target})", compile_model(model, target=target)[0])]
+    return [
+        (f"compiled ({target}, {lowering})", compile_model(model, target=target, pass_options=options)[0])
+        for lowering in LOWERINGS
+        for options in [{"static_gpsa": {"lowering": lowering}}]
+    ]
 
 
 def use_gpu_branches() -> None:
@@ -160,6 +188,8 @@ def table(opts: argparse.Namespace) -> str:
                     continue
                 torch.manual_seed(0)
                 label = f"{side} {peer if side == 'timm' else name}" + "".join(f" {v}" for v in kwargs.values())
+                if opts.forward and kwargs:  # a training formulation: compiling replaces it
+                    continue
                 try:
                     model = (
                         timm.create_model(peer, num_classes=10, img_size=opts.img)
@@ -169,10 +199,15 @@ def table(opts: argparse.Namespace) -> str:
                 except Exception as exc:  # an older checkout without this formulation
                     lines.append(f"| {label} | — | — | ({exc}) |")
                     continue
-                count = step_operators(model, device, amp, opts.img)
-                base = base or (count.kernels if side == "timm" else None)
-                ratio = f"{base / count.kernels:.2f}" if base else "—"
-                lines.append(f"| {label} | {sum(count.counts.values())} | {count.kernels} | {ratio} |")
+                variants = [("", model)]
+                if opts.forward and side == "vitc":
+                    variants = compiled_variants(name, model, opts.forward)
+                for suffix, variant in variants:
+                    count = (forward_operators if opts.forward else step_operators)(variant, device, amp, opts.img)
+                    base = base or (count.kernels if side == "timm" else None)
+                    ratio = f"{base / count.kernels:.2f}" if base else "—"
+                    total = sum(count.counts.values())
+                    lines.append(f"| {f'{label} {suffix}'.strip()} | {total} | {count.kernels} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -183,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--img", type=int, default=224)
     ap.add_argument("--sizes", default="tiny,small")
     ap.add_argument("--cpu-branches", dest="gpu_branches", action="store_false", help="vitc's CPU code paths")
+    ap.add_argument("--forward", metavar="TARGET", help="one inference forward, vitc's models compiled for TARGET")
     opts = ap.parse_args(argv)
     opts.gpu_branches = opts.gpu_branches and opts.device == "cpu"
     if opts.gpu_branches:

@@ -47,7 +47,7 @@ def test_pass_options_vary_a_target_for_measurements() -> None:
 
 
 @pytest.mark.parametrize("name", MICRO)
-@pytest.mark.parametrize("target", ["cpu", "cuda"])  # the two lowerings (tensorrt shares cuda's passes)
+@pytest.mark.parametrize("target", ["cpu", "cuda", "tensorrt"])  # eager lowering with and without zero bias; sdpa
 def test_torch_compile_traces_the_compiled_modules_whole(name: str, target: str) -> None:
     """AOTAutograd (what inductor compiles from) traces every compiled module in one graph, same logits.
 

@@ -156,7 +156,7 @@ def test_trained_checkpoint_identical_top1(trained_ckpt: Path) -> None:
 
 # -- issue 20: compiled models under autocast, and a check that ignores the user's TF32 settings ------------
 @pytest.mark.parametrize("name", MICRO)
-@pytest.mark.parametrize("target", ["cpu", "cuda"])  # the two lowerings (onnx/tensorrt share cuda's passes)
+@pytest.mark.parametrize("target", ["cpu", "cuda", "tensorrt"])  # eager lowering with and without zero bias; sdpa
 def test_compiled_models_run_under_cpu_autocast(name: str, target: str) -> None:
     """The cpu lowering's lerp took a float32 gate beside bf16 operands: 'expected dtype BFloat16 for weight'."""
     model = build(name)

@@ -13,9 +13,17 @@ attention goes to SDPA, and in whether bias-free qkv GEMMs get a zero bias, chos
   SDPA into the same MatMul/Softmax anyway). Exported convit_tiny runs as fast with either
   lowering, and the sdpa file is smaller (two S×S tables per block instead of an N×N one), the
   same graph the tensorrt target builds.
-* cuda, tensorrt: GPSA "sdpa" + static_attention, so that flash / memory-efficient kernels and
-  TensorRT's MHA fusion see a standard attention (a design choice, not measured here: no GPU was
-  available). No zero bias: cuBLAS and TensorRT fuse a bias into the GEMM epilogue anyway.
+* cuda (PyTorch on a GPU): GPSA "eager" + static_attention, no zero bias (cuBLAS fuses a bias
+  into the GEMM epilogue anyway). The content term is SDPA in every lowering, so flash kernels see
+  it either way; what differs is the positional term's kernel launches, which a small model's
+  steps on a big GPU wait for (docs/benchmarks.md, "Operators per training step"): compiled
+  convit_tiny's forward dispatches 166 operators that are not views with "eager" against 196 with
+  "sdpa" (fp32; 222 against 252 under bf16 autocast; timm's DeiT-Ti 125 and 152), counted on a CPU
+  (docs/benchmarks.md, "Compiled ConViT-Ti's operators"). Its GPU time is not measured yet:
+  docs/inference_ablation.py (gpu_check's `inference`) times it beside the "sdpa" lowering.
+* tensorrt: GPSA "sdpa" + static_attention, so that TensorRT's MHA fusion sees a standard attention
+  and the file holds two S×S tables per block, not an (H·S, S, S) one (a design choice, not
+  measured here: no GPU was available). No zero bias.
 
 CvT's k and v convs (fold_cvt_projections `merge_kv`): merged into one grouped conv with channel
 multiplier 2 for cpu and onnx, two plain depthwise convs for cuda and tensorrt. Measured: on an H200
@@ -66,17 +74,16 @@ def _fused_attention(gpsa: str, qkv_bias: bool, merge_kv: bool) -> tuple[Step, .
     )
 
 
-_FUSED_ATTENTION = _fused_attention("sdpa", qkv_bias=False, merge_kv=False)
 PIPELINES: dict[str, tuple[Step, ...]] = {
     "cpu": _fused_attention("eager", qkv_bias=True, merge_kv=True),
-    "cuda": _FUSED_ATTENTION,
+    "cuda": _fused_attention("eager", qkv_bias=False, merge_kv=False),
     "onnx": (
         ("static_gpsa", {"lowering": "sdpa"}),
         ("static_spatial_prior", {}),
         ("fold_cvt_projections", {"merge_kv": True}),
         ("fold_stem_batchnorm", {}),
     ),
-    "tensorrt": _FUSED_ATTENTION,
+    "tensorrt": _fused_attention("sdpa", qkv_bias=False, merge_kv=False),
 }
 TARGETS = tuple(PIPELINES)
 # One image keeps `vitc compile convit_base` quick on 2 cores; tests/compile checks every zoo model at

@@ -23,8 +23,9 @@ Three lowerings, chosen per target by measurement (vitc.compile.pipeline):
   instead of an N×N one. The content term is a standard attention that fused kernels (flash on CPU
   and GPU, TensorRT's MHA fusion) pick up. (1 − g) scales the (B, H, N, d) output rather than v, so
   g → 1 cannot blow up a folded 1/(1 − g). The graph the exporters and TensorRT see.
-* "eager": the same maths laid out for PyTorch eager on CPU, where every op and copy is a kernel
-  call of its own (docs/benchmarks.md, "Intel: compiled ConViT-Ti"). v is copied once, heads
+* "eager": the same maths laid out for PyTorch eager, where every op and copy is a kernel call of
+  its own, on a CPU (docs/benchmarks.md, "Intel: compiled ConViT-Ti") as on a GPU whose small
+  kernels wait on their launches (vitc.compile.pipeline, cuda). v is copied once, heads
   first, so that each axis is one batched GEMM with no broadcast copies (P_x is stored repeated
   per grid row); the mix is one lerp(content, P·v, g) that writes in SDPA's (B, N, H, d) output
   layout, so proj reads it without the transpose copy. Four kernels instead of six.

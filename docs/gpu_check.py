@@ -82,12 +82,13 @@ FULL = {
     "operator_counts": ["--amp bf16", "--amp off --sizes tiny --forward cuda"],  # docs/operator_counts.py
     # issue 20's targets: per GMAC vs timm at batch 128 (bf16, fp32), inference at batch 1/64, and
     # with torch.compile DeiT-S / ConViT-S at batch 256 against 20% of the H200's dense bf16 peak
+    # (arguments, the share of the section's time left that the run may take), the targets first
     "peers": [
-        "--amp bf16 --batch 128 --rounds 3 --ops",  # --ops: each operator whose count differs from timm's
-        "--amp off --batch 128 --rounds 3",
-        "--amp bf16 --batch 256 --sizes small --train-only --compile --rounds 3",
+        ("--amp bf16 --batch 128 --rounds 3 --ops", 0.45),  # --ops: each operator whose count differs from timm's
+        ("--amp bf16 --batch 256 --sizes small --train-only --compile --rounds 3", 0.55),
+        ("--amp off --batch 128 --rounds 3", 0.6),
         # the Ti models' eager steps are launch-bound (docs/operator_counts.py): CUDA graphs, if time is left
-        "--amp bf16 --batch 128 --sizes tiny --train-only --compile --compile-mode reduce-overhead --rounds 3",
+        ("--amp bf16 --batch 128 --sizes tiny --train-only --compile --compile-mode reduce-overhead --rounds 3", 1.0),
     ],
     # issue 20: compiled CvT slower than eager on CUDA (k/v merge? SDPA?), CUDA graphs, ConViT-Ti vs timm
     # DeiT-Ti in fp16/fp32; torch.compile of cvt_13 (fp16, batch 64) only if 45 s of the cells' 70 s are left
@@ -115,8 +116,8 @@ DRY = {
         "--compile-backend eager --compile-reserve-s 0 --iterations 2 --rounds 1 --warmup 1",
     },
     "operator_counts": ["--amp off --img 32 --sizes tiny", "--amp off --img 32 --sizes tiny --forward cpu"],
-    "peers": ["--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 --warmup 0 "
-              "--ops"],
+    "peers": [("--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 "
+               "--warmup 0 --ops", 0.8)],
 }
 
 
@@ -284,23 +285,11 @@ def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, An
 
 
 def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
-    """docs/peer_timing.py runs, each in its own process with its share of the time left."""
+    """docs/peer_timing.py runs, each in its own process with its share of the time left; then, if
+    time is left, the operators of one step and one compiled forward counted on the device itself."""
     results: dict[str, Any] = {}
     deadline = time.monotonic() + budget
-    # the operators of one training step and one compiled forward on the device itself, beside the
-    # CPU's counts with vitc's GPU branches (docs/benchmarks.md)
-    for i, args in enumerate(plan["operator_counts"]):
-        counts = ["--device", plan["device"], *args.split()]
-        key = f"operators {i + 1}"
-        try:
-            proc = run([sys.executable, str(ROOT / "docs" / "operator_counts.py"), *counts], min(45.0, budget / 6))
-        except subprocess.TimeoutExpired:
-            results[key] = {"skipped": "operator_counts: its time share was spent (the run was stopped)"}
-            continue
-        if proc.returncode != 0:
-            raise RuntimeError(f"operator_counts exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
-        results[key] = {"command": "python docs/operator_counts.py " + " ".join(counts), "markdown": proc.stdout}
-    for i, key in enumerate(plan["peers"]):
+    for i, (key, share) in enumerate(plan["peers"]):
         args = key.split()
         left = deadline - time.monotonic()
         if left < 20:
@@ -309,7 +298,7 @@ def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
         stem = out / f"peers_{i}"
         cmd = [sys.executable, str(ROOT / "docs" / "peer_timing.py"), *args, "--json", f"{stem}.json"]
         try:
-            proc = run(cmd, left / (len(plan["peers"]) - i))
+            proc = run(cmd, left * share)
         except subprocess.TimeoutExpired:
             results[key] = {"skipped": "time budget spent (the run was stopped)"}
             continue
@@ -320,6 +309,20 @@ def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
                         "equal_weights": [ln for ln in proc.stdout.splitlines() if "max |Δ logits|" in ln],
                         "operators": [ln for ln in proc.stdout.splitlines() if ln.startswith(("operators", "    "))],
                         "train": figures["train"], "infer": figures["infer"]}  # fmt: skip
+    for i, args in enumerate(plan["operator_counts"]):  # beside the CPU's counts (docs/benchmarks.md)
+        counts = ["--device", plan["device"], *args.split()]
+        key, left = f"operators {i + 1}", deadline - time.monotonic()
+        if left < 15:
+            results[key] = {"skipped": "time budget spent"}
+            continue
+        try:
+            proc = run([sys.executable, str(ROOT / "docs" / "operator_counts.py"), *counts], left / 2)
+        except subprocess.TimeoutExpired:
+            results[key] = {"skipped": "time budget spent (the run was stopped)"}
+            continue
+        if proc.returncode != 0:
+            raise RuntimeError(f"operator_counts exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
+        results[key] = {"command": "python docs/operator_counts.py " + " ".join(counts), "markdown": proc.stdout}
     return results
 
 
@@ -402,11 +405,11 @@ SECTIONS: dict[str, tuple[Callable[[dict[str, Any], Path, float], dict[str, Any]
     # issue 20's targets first (peers, then the feed and the inference ablation), so that a section
     # that overruns its share takes time from the older checks rather than from them
     "environment": (environment, 0.02),
-    "peers": (peers, 0.26),  # timm side by side (timm is on the lent machine; TensorRT is not)
+    "peers": (peers, 0.34),  # timm side by side (timm is on the lent machine; TensorRT is not)
     "train": (train, 0.14),
     "inference": (inference, 0.17),  # ~90 s of the 540
     "train_ratios": (train_ratios, 0.10),
-    "torch_bench": (torch_bench, 0.22),
+    "torch_bench": (torch_bench, 0.14),
     "cuda_layer": (cuda_layer, 0.03),
     "tensorrt": (tensorrt, 0.25),  # builds engines of a freshly trained micro model
 }

@@ -154,6 +154,8 @@ def test_recipe_keys_are_checked() -> None:
         ({"aug.auto_augment": "rand-m12"}, "not one vitc knows"),
         ({"aug.auto_augment": "rand-m9-inc2"}, "not one vitc knows"),
         ({"aug.auto_augment": "rand-m9-inc0.5"}, "not one vitc knows"),
+        ({"aug.auto_augment": "rand-m9-incx"}, "not one vitc knows"),
+        ({"aug.auto_augment": "rand-nx"}, "not one vitc knows"),
         ({"aug.auto_augment": "augmix"}, "not one vitc knows"),
         ({"aug.color_jitter": 1.5}, "in \\[0, 1\\]"),
         ({"aug.color_jitter": 0.4, "aug.auto_augment": "trivial"}, "exclude each other"),

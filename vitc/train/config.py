@@ -230,8 +230,8 @@ def parse_auto_augment(spec: str) -> dict[str, Any]:
             value = float(part[len(key) :]) if key else math.nan
         except ValueError:
             value = math.nan
-        integral = key in ("n", "inc") and value != int(value)
-        if key is None or not math.isfinite(value) or value < 0 or integral or (key == "inc" and value > 1):
+        unreadable = key is None or not math.isfinite(value) or value < 0
+        if unreadable or (key in ("n", "inc") and value != int(value)) or (key == "inc" and value > 1):
             kind = "bad"
             break
         args[names[key]] = int(value) if key == "n" else value == 1 if key == "inc" else value

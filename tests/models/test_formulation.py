@@ -203,6 +203,21 @@ def test_under_autocast_the_positional_tables_are_built_in_fp32_without_casts(im
         assert not small & set(casts.cast_shapes + backward_casts.cast_shapes), type(block).__name__
 
 
+@pytest.mark.parametrize(
+    ("name", "impl"),
+    [("deit_tiny", None), ("convit_tiny", "fused"), ("convit_tiny", "fused_dense"), ("convit_tiny", "reference"),
+     ("spvit_s", "fused"), ("spvit_s", "reference"), ("cvt_13", None)],
+)  # fmt: skip
+def test_the_gpu_branches_train_off_the_cpu(name: str, impl: str | None) -> None:
+    """A training step of every family on the meta device, which takes the GPU branches (SDPA, one qkv
+    GEMM, no flush): a CPU tensor left in them would fail here, not first on a GPU."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes=10, **({"attn_impl": impl} if impl else {}))
+        x, y = torch.randn(2, 3, 224, 224), torch.zeros(2, dtype=torch.long)
+    torch.nn.functional.cross_entropy(model.train()(x), y).backward()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters() if p.requires_grad)
+
+
 def test_an_unknown_variant_names_each_modules_choices() -> None:
     with pytest.raises(Exception, match="fused_dense"):
         create_model("convit_micro", attn_impl="flex")

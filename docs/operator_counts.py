@@ -1,14 +1,14 @@
 """The aten operators one eager training step dispatches, vitc beside timm: what bounds eager speed on a big GPU.
 
-On issue 20's H200 at batch 128, the Ti models' eager steps run at the ratios their operator counts
-predict (docs/benchmarks.md, "Operators per training step"): a step of a small model there waits on
+On issue 20's H200 at batch 128 the Ti models' eager steps ran at the ratios of their operator
+counts (docs/benchmarks.md, "Operators per training step"): a step of a small model there waits on
 the host launching kernels, not on the GPU running them, so an operator removed is time saved while
 a FLOP saved is not. Operators that are views launch no kernel and are counted apart.
 
 One step = forward under autocast, cross-entropy, backward, AdamW with `foreach` (CUDA's default);
 with `--forward TARGET`, one inference forward instead, vitc's models compiled for TARGET.
-On a CPU, `--gpu-branches` (the default) runs vitc's GPU code paths, so that the counts are the
-GPU's without one. Only `vitc.models.create_model` is needed from vitc, so the same script counts an
+On a CPU it runs vitc's GPU code paths (`--cpu-branches` for the CPU's own), so that the counts are
+the GPU's without one. Only `vitc.models.create_model` is needed from vitc, so the same script counts an
 older checkout: `PYTHONPATH=<checkout> python docs/operator_counts.py`. timm is optional (on the
 lent GPU machine; here `pip download timm` unpacked onto PYTHONPATH: a stand-in replaces the
 torchvision it imports for its data pipelines, which the models never call).

@@ -22,6 +22,7 @@ FINAL_NAMES = {
     "config.json",
     "metrics.jsonl",
     "curves.png",
+    "summary.json",  # written (atomically) as the run ends: a kill can land between it and the exit
 }
 
 

@@ -68,12 +68,13 @@ FULL = {
     "bench_args": ["-b", "1,8,64", "-n", "20", "--warmup", "5", "--rounds", "3"],
     "precisions": ("fp32", "fp16"),
     "device": "cuda",
-    "train": [
+    "train": [  # (model, amp[, settings]): DeiT's whole augmentation recipe second, its data wait beside the first's
         ("deit_tiny", "bf16"),
+        ("deit_tiny", "bf16", 'aug.auto_augment="rand-m9-mstd0.5-inc1" aug.mixup=0.8 aug.cutmix=1.0 aug.erasing=0.25'),
         ("convit_tiny", "bf16"),
-        ("convit_tiny", "off"),
         ("cvt_13", "bf16"),
         ("spvit_s", "bf16"),
+        ("convit_tiny", "off"),
     ],
     "train_set": ["data.image_size=224", "optim.epochs=2", "optim.batch_size=128", "data.fraction=1.0"],
     "ratios": {"micro": False, "batch": 64, "amps": ("bf16", "off"), "rounds": 5, "steps": 4, "warmup": 2,
@@ -105,7 +106,7 @@ DRY = {
     "bench_args": ["-b", "2", "-n", "2", "--warmup", "1", "--rounds", "1"],
     "precisions": ("fp32",),
     "device": "cpu",
-    "train": [("convit_micro", "off")],
+    "train": [("convit_micro", "off"), ("convit_micro", "off", 'aug.auto_augment="rand-m9-mstd0.5-inc1"')],
     "train_set": ["optim.epochs=1", "optim.batch_size=32", "data.fraction=0.05"],
     "ratios": {"micro": True, "batch": 4, "amps": ("off",), "rounds": 1, "steps": 1, "warmup": 0,
                "every_form": ("off",)},
@@ -225,20 +226,21 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
 
     rows = []
     deadline = time.monotonic() + budget
-    for model, amp in plan["train"]:
+    for i, (model, amp, *recipe) in enumerate(plan["train"]):
+        label = model + (" (DeiT's augmentation)" if recipe else "")
         if time.monotonic() > deadline:
-            rows.append({"model": model, "amp": amp, "skipped": "time budget spent"})
+            rows.append({"model": label, "amp": amp, "skipped": "time budget spent"})
             continue
-        sets = dict(item.split("=", 1) for item in plan["train_set"])
+        sets = dict(item.split("=", 1) for item in plan["train_set"] + " ".join(recipe).split())
         overrides: dict[str, Any] = {k: json.loads(v) for k, v in sets.items()}
         overrides |= {"model.name": model, "run.amp": amp, "run.device": plan["device"],
-                      "run.out_dir": str(out / "runs"), "run.name": f"{model}_{amp}"}  # fmt: skip
+                      "run.out_dir": str(out / "runs"), "run.name": f"{model}_{amp}_{i}"}  # fmt: skip
         cfg = load_config(None, overrides)
         result = run_training(cfg, show_progress=False, force=True)
         # where the time goes (vitc.train.meter): the steps alone, the device's wait for the feed, the
         # first step (warm-up), evaluation; train_images_per_s counts the waits and the warm-up too
         timing = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.timing.items()}
-        rows.append({"model": model, "amp": amp, "train_images_per_s": round(result.train_images_per_s, 1),
+        rows.append({"model": label, "amp": amp, "train_images_per_s": round(result.train_images_per_s, 1),
                      "epochs": len(result.history), "seconds": round(result.seconds, 1),
                      "test_top1": result.test.get("top1"), **timing,
                      "attention": [row["chosen"] for row in result.attention or []]})  # fmt: skip

@@ -499,6 +499,9 @@ def _finish(run: _Run) -> RunResult:
         )
     if dist.is_main:
         write_json(run_dir / "summary.json", summary_record(cfg, result))
+    # the processes tear their connections down together: one that leaves while the main process
+    # still evaluates can make gloo abort the other on a closed socket (SIGABRT, seen once in CI)
+    barrier(dist)
     return result
 
 

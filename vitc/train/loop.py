@@ -499,8 +499,8 @@ def _finish(run: _Run) -> RunResult:
         )
     if dist.is_main:
         write_json(run_dir / "summary.json", summary_record(cfg, result))
-    # the processes tear their connections down together: one that leaves while the main process
-    # still evaluates can make gloo abort the other on a closed socket (SIGABRT, seen once in CI)
+    # the processes tear their connections down together: once in CI a rank that had left while rank 0
+    # still evaluated died of SIGABRT after a complete run, as gloo aborts on a socket its peer closed
     barrier(dist)
     return result
 

@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from vitc.checkpoint import read_meta
+from vitc.errors import VitcError
+from vitc.train import distributed
 from vitc.train.config import load_config
 from vitc.train.loop import train
 
@@ -47,3 +50,21 @@ def test_two_gloo_processes_match_one_process(tiny: dict[str, Any], tmp_path: Pa
     for mine, theirs in zip(single.history, ddp_rows, strict=True):
         assert abs(mine["train_loss"] - theirs["train_loss"]) < 1e-5
         assert mine["val_top1"] == theirs["val_top1"]
+
+
+def test_a_rank_that_aborts_is_named_with_its_last_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rank that kills itself (abort: a C++ exception in a communication thread, a crash) says why
+    in its last stderr line; the launcher's one line carries it, so a CI log names the cause."""
+    python = tmp_path / "python"  # stands in for the interpreter each rank runs
+    python.write_text(
+        "#!/bin/sh\n"
+        'if [ "$RANK" = 1 ]; then echo "warming up" >&2; '
+        "echo \"terminate called after throwing an instance of 'gloo::IoException'\" >&2; kill -ABRT $$; fi\n"
+        "sleep 2\n"
+    )
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    with pytest.raises(VitcError) as stopped:
+        distributed.launch(["train"], nproc=2)
+    assert str(stopped.value).startswith("rank 1 of 2 was killed by SIGABRT (its last words: terminate called")
+    assert "gloo::IoException" in str(stopped.value) and "\n" not in str(stopped.value)

@@ -147,6 +147,12 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
     how = f"exited with code {code}" if code > 0 else f"was killed by {signal.Signals(-code).name}"
     if code == -signal.SIGKILL:
         how += " (from outside: the out-of-memory killer or a user)"
+    elif code < 0 and -code not in (signal.SIGTERM, signal.SIGINT):  # raised by the process itself (abort, crash)
+        said = [line.strip() for line in texts[rank].splitlines() if line.strip()]
+        if said:
+            from vitc._text import printable
+
+            how += f" (its last words: {printable(said[-1][:300])})"
     others = f"; the other {'process was' if nproc == 2 else 'processes were'} stopped"
     raise VitcError(f"rank {rank} of {nproc} {how}{others}; --resume continues from the last saved epoch")
 

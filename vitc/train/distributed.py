@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -96,7 +97,8 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
     a free local port) and watch them: when one dies, the others are stopped within seconds (a rank
     blocked in a collective would otherwise wait for its peer for gloo's 30-minute timeout) and one
     line says which rank died and how. A rank's own one-line error (exit code 2, or 130 after Ctrl-C with
-    its resume command) is passed on as it is.
+    its resume command) is passed on as it is. Rank 0 ends cleanly only after the run's last barrier,
+    which every rank reached, so a rank that aborts after that died tearing down: a warning, not an error.
     """
     from vitc.errors import VitcError
 
@@ -119,6 +121,9 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
                 failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode not in (None, 0)]
                 if failed:  # a rank killed by a signal is the cause; its peers then fail in their collectives
                     first = min(failed, key=lambda f: (f[1] >= 0, f[0]))
+                    if first[0] != 0 and _self_inflicted(first[1]):  # rank 0 may be finishing a complete run
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            procs[0].wait(timeout=STOP_GRACE_S)
                     break
                 time.sleep(poll_s)
         except KeyboardInterrupt:  # Ctrl-C reached every rank too: they save and exit with 130
@@ -133,8 +138,14 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
             err.seek(0)
             texts.append(err.read().decode(errors="replace"))
             err.close()
-    if first is None:
+    if first is None or (procs[0].returncode == 0 and first[0] != 0 and _self_inflicted(first[1])):
         sys.stderr.write(texts[0])  # rank 0's warnings; the other ranks repeat them
+        if first is not None:  # rank 0 passed the run's last barrier with every rank: one died tearing down
+            rank, code = first
+            sys.stderr.write(
+                f"warning: rank {rank} of {nproc} {_how(code, texts[rank])} after the run had finished; "
+                "its files are complete\n"
+            )
         return
     rank, code = first
     own = [line for line in texts[rank].splitlines() if line.startswith("error: ")]
@@ -144,17 +155,30 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
         raise error
     if code > 0:  # a bug in that rank: its traceback is the report
         sys.stderr.write(texts[rank])
-    how = f"exited with code {code}" if code > 0 else f"was killed by {signal.Signals(-code).name}"
-    if code == -signal.SIGKILL:
-        how += " (from outside: the out-of-memory killer or a user)"
-    elif code < 0 and -code not in (signal.SIGTERM, signal.SIGINT):  # raised by the process itself (abort, crash)
-        said = [line.strip() for line in texts[rank].splitlines() if line.strip()]
-        if said:
-            from vitc._text import printable
-
-            how += f" (its last words: {printable(said[-1][:300])})"
     others = f"; the other {'process was' if nproc == 2 else 'processes were'} stopped"
-    raise VitcError(f"rank {rank} of {nproc} {how}{others}; --resume continues from the last saved epoch")
+    raise VitcError(
+        f"rank {rank} of {nproc} {_how(code, texts[rank])}{others}; --resume continues from the last saved epoch"
+    )
+
+
+def _self_inflicted(code: int) -> bool:
+    """Died of a signal it raised itself (an abort, a crash), not of one sent from outside."""
+    return code < 0 and -code not in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+
+
+def _how(code: int, stderr: str) -> str:
+    """How a rank ended, for the one line; a rank that aborted or crashed with its last stderr line."""
+    if code > 0:
+        return f"exited with code {code}"
+    how = f"was killed by {signal.Signals(-code).name}"
+    if code == -signal.SIGKILL:
+        return how + " (from outside: the out-of-memory killer or a user)"
+    said = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if _self_inflicted(code) and said:  # e.g. a C++ exception in gloo's communication thread
+        from vitc._text import printable
+
+        how += f" (its last words: {printable(said[-1][:300])})"
+    return how
 
 
 def _stop(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:

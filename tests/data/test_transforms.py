@@ -57,6 +57,30 @@ def test_rrc_crops_the_right_region() -> None:
     assert out.min() >= 0 and out.max() <= 1
 
 
+def test_rrc_grid_is_full_fp32_whatever_the_session_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # affine_grid is a batched matmul: under TF32 the device's crop coordinates would drift by ~1e-3
+    import vitc.data.transforms as transforms
+
+    seen: list[str] = []
+    real = transforms.F.affine_grid
+
+    def recording(*args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(torch.get_float32_matmul_precision())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transforms.F, "affine_grid", recording)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        x = normalize(_images(), MEAN, STD)
+        out = random_resized_crop(x, _g(2))
+        assert torch.get_float32_matmul_precision() == "medium"  # the user's setting is back
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert seen == ["highest"]
+    torch.testing.assert_close(out, random_resized_crop(x, _g(2)), atol=0, rtol=0)
+
+
 def test_flip() -> None:
     x = normalize(_images(), MEAN, STD)
     assert torch.equal(random_flip(x, _g(), p=0.0), x)

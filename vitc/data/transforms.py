@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitc._numerics import strict_fp32
 from vitc.errors import VitcError
 
 
@@ -87,7 +88,9 @@ def random_resized_crop(
     """Per-sample random crop of area `scale` and aspect `ratio`, resized back to (H, W) bilinearly.
 
     The box is drawn as torchvision's RandomResizedCrop does (10 tries, then a central crop), all
-    samples at once; the crop and resize are one `grid_sample` with a per-sample affine grid.
+    samples at once; the crop and resize are one `grid_sample` with a per-sample affine grid. The
+    grid is a batched matmul, made in full fp32: under TF32 (a common global setting on GPUs) its
+    coordinates would drift by ~1e-3 and the device's crops would differ from the CPU's.
     """
     n, _, h, w = x.shape
     area = _uniform(n, scale[0], scale[1], generator, attempts) * (h * w)
@@ -118,7 +121,8 @@ def random_resized_crop(
     theta[:, 1, 1] = ch / h
     theta[:, 1, 2] = (2 * top + ch) / h - 1
     xf = x if x.is_floating_point() else x.float()
-    grid = F.affine_grid(to_device(theta.to(xf.dtype), xf.device), list(xf.shape), align_corners=False)
+    with strict_fp32():
+        grid = F.affine_grid(to_device(theta.to(xf.dtype), xf.device), list(xf.shape), align_corners=False)
     return F.grid_sample(xf, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

@@ -123,9 +123,7 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise VitcError(f"{path}: not a safetensors file (header is not a table)")
     metadata = header.get("__metadata__")
-    if metadata is not None and not (
-        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
-    ):
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
         raise VitcError(f"{path}: malformed safetensors file (__metadata__ must be a table of strings)")
     ends = [_tensor_end(path, key, entry) for key, entry in header.items() if key != "__metadata__"]
     if ends and max(ends) > size - 8 - length:

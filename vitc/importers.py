@@ -229,11 +229,7 @@ def read_pretrained(source: str | os.PathLike[str], model_name: str) -> Pretrain
     path = weights_file(source)
     family = model_cfg(model_name).family
     state_dict = read_state_dict(path)
-    text = (
-        read_safetensors_metadata(path).get(META_KEY)
-        if path.suffix == ".safetensors"
-        else None
-    )
+    text = read_safetensors_metadata(path).get(META_KEY) if path.suffix == ".safetensors" else None
     if text is None:
         layout, implied = layout_of(state_dict, family)
         return Pretrained(path, state_dict, layout, implied)

@@ -155,9 +155,7 @@ def test_every_fake_release_loads(version):
 
 
 # -- every release, not only the faked ones ---------------------------------------------------------------
-ALL = sorted(
-    (p.stem[len("trt_") :] for p in API_DIR.glob("trt_*.json")), key=lambda v: tuple(map(int, v.split(".")))
-)
+ALL = sorted((p.stem[len("trt_") :] for p in API_DIR.glob("trt_*.json")), key=lambda v: tuple(map(int, v.split("."))))
 ADAPTERS = ("vitc/engines/tensorrt.py", "vitc/build/tensorrt.py", "vitc/engines/trt_runner.py")
 GATED = {  # names the adapters use only when a feature says the release has them
     "HardwareCompatibilityLevel": "hardware_compatibility",

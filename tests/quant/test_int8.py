@@ -163,9 +163,11 @@ def test_int8_weight_folding_is_exact(exports: dict) -> None:
     folded.CopyFrom(float_form)
     assert fold_weight_quantization(folded) == len(report.quantized)
     assert fold_weight_quantization(folded) == 0  # nothing left to fold
-    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa: E731
-        None, {"input": images[:8]}
-    )[0]
+
+    def run(model: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"input": images[:8]})[0]
+
     np.testing.assert_array_equal(run(folded), run(float_form))
     assert folded.ByteSize() < 0.5 * float_form.ByteSize()
 

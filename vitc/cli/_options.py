@@ -32,4 +32,3 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
         except RecursionError:
             raise VitcError(f"--set {key}: the value is nested too deeply") from None
     return parsed
-

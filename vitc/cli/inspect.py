@@ -60,4 +60,3 @@ def inspect(
         extra = f"  σ(λ) {' '.join(f'{g:.2f}' for g in gate)}" if gate else ""
         console.print(f"{layer:<28} distance {sum(row) / len(row):6.2f} px{extra}", highlight=False)
     console.print(f"wrote {', '.join(p.name for p in written)} and summary.json to {out}")
-

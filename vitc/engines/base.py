@@ -72,9 +72,7 @@ class TensorMeta:
 
     def accepts(self, shape: tuple[int, ...]) -> bool:
         """Same rank, and every static dimension equal."""
-        return len(shape) == len(self.shape) and all(
-            d is None or d == s for d, s in zip(self.shape, shape)
-        )
+        return len(shape) == len(self.shape) and all(d is None or d == s for d, s in zip(self.shape, shape))
 
     @property
     def static_batch(self) -> int | None:

@@ -249,9 +249,7 @@ def parse_bindings(src: str, api: dict[str, Any], cpp_types: dict[str, str], var
         api["module"].add(match.group(1))
 
 
-def _binding(
-    text: str, kind: str, api: dict[str, Any], cpp_types: dict[str, str], variables: dict[str, str]
-) -> None:
+def _binding(text: str, kind: str, api: dict[str, Any], cpp_types: dict[str, str], variables: dict[str, str]) -> None:
     lt = text.index("<")
     gt = lt
     depth = 0
@@ -353,9 +351,7 @@ def extract(files: dict[str, str], init_py: str) -> dict[str, Any]:
 
 # -- git -------------------------------------------------------------------------------------------
 def git(git_dir: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "--git-dir", str(git_dir), *args], check=True, capture_output=True, text=True
-    ).stdout
+    return subprocess.run(["git", "--git-dir", str(git_dir), *args], check=True, capture_output=True, text=True).stdout
 
 
 def release_branches(git_dir: Path) -> list[tuple[str, tuple[int, int]]]:

@@ -7,6 +7,7 @@ batch dimension symbolic, then checked at batch 1 and 3 against the module it wa
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -24,16 +25,30 @@ META_FILE = PROGRAM_RECORD  # extra file inside the .pt2 archive: what the progr
 CHECK_BATCHES = (1, 3)
 
 
+def export_with_free_batch(model: nn.Module, example: torch.Tensor) -> Any:
+    """torch.export `model` at `example` with dim 0 symbolic (any batch from 1).
+
+    A guard the shape solver cannot prove becomes a runtime assert in the program rather than an
+    export error: torch 2.11's solver cannot show min(192·B, 1536·B) = 192·B for B ≥ 1, a guard that
+    the contiguity check of GPSA's batch-inner copy ("eager" lowering: the cpu and cuda targets)
+    adds, so it refused an export that torch 2.13 makes. A torch without the switch exports as before.
+    """
+    batch = torch.export.Dim("batch", min=1)
+    extra = {}
+    if "prefer_deferred_runtime_asserts_over_guards" in inspect.signature(torch.export.export).parameters:
+        extra["prefer_deferred_runtime_asserts_over_guards"] = True
+    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},), **extra)
+
+
 @torch.no_grad()
 def export_program(
     model: nn.Module, input_size: tuple[int, int, int], path: str | os.PathLike[str], meta: dict[str, Any]
 ) -> dict[str, Any]:
     """torch.export `model` (eval) with a dynamic batch, save it to `path` with `meta`; return the check record."""
     model = model.eval()
-    batch = torch.export.Dim("batch", min=1)
     example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     try:
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        program = export_with_free_batch(model, example)
     except Exception as exc:  # torch.export reports untraceable code with many exception types
         raise VitcError(f"torch.export could not trace the compiled model: {type(exc).__name__}: {exc}") from exc
     exported = program.module()

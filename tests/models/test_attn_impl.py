@@ -184,25 +184,30 @@ def one_thread() -> Iterator[None]:
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("name", ["convit_micro", "spvit_micro"])
 def test_short_training_run_follows_the_reference_loss_curve(name: str) -> None:
-    """150 AdamW steps at batch 8 on digits from the same weights: the loss curves agree to 1e-8.
+    """100 AdamW steps at batch 8 on digits from the same weights: the loss curves agree to 1e-10.
 
     Run in float64: in float32 the formulations' 1e-7 rounding differences are amplified by
     training itself (chaotically, as any reordering of float sums is) to 1e-5..1e-1 by step 150
     depending on batch and learning rate, which says nothing about the formulations. In float64
-    the same amplification stays below 1e-10, so a bound of 1e-8 tests that the two train the
-    same function, and fails for any real difference (a gate or prior off by 1e-6 shows).
+    they stayed below 1e-14 for 100 steps (three seeds, torch 2.11 and 2.13), so a bound of 1e-10
+    tests that the two train the same function, and fails for any real difference (a gate or prior
+    off by 1e-6 shows). Later the amplification depends on the draw: one torch 2.11 init reached
+    1.5e-4 by step 150. The run is not idle: the weights move well beyond weight decay's 0.5%.
     """
     small = {"embed_dim": 32, "depth": 3, "local_up_to_layer": 2, "num_heads": 4, "mlp_ratio": 2.0}
     if name.startswith("spvit"):
         small["stem_chans"] = 8
-    curves = []
+    curves, moved = [], []
     for impl in ("reference", "fused"):
         torch.manual_seed(0)
         model = create_model(name, attn_impl=impl, drop_path_rate=0.0, **small)
-        curves.append(_loss_curve(model, steps=150, batch=8))
+        start = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+        curves.append(_loss_curve(model, steps=100, batch=8))
+        end = torch.cat([p.detach().flatten() for p in model.parameters()])
+        moved.append(((end - start).norm() / start.norm()).item())
     reference, fused = curves
-    assert reference[-20:].mean() < reference[:20].mean() - 0.05  # it learns
-    assert (reference - fused).abs().max().item() <= 1e-8
+    assert min(moved) > 0.02  # trained, not only decayed (lr·wd·steps = 0.5%)
+    assert (reference - fused).abs().max().item() <= 1e-10
 
 
 def test_content_attention_in_bf16_on_cpu_takes_the_explicit_form() -> None:

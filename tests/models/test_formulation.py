@@ -218,6 +218,26 @@ def test_the_gpu_branches_train_off_the_cpu(name: str, impl: str | None) -> None
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters() if p.requires_grad)
 
 
+@pytest.mark.parametrize("name", ["deit_micro", "convit_micro", "spvit_micro", "cvt_micro"])
+@pytest.mark.parametrize("branches", ["cpu", "gpu"])
+def test_run_compile_traces_each_training_model_whole(
+    name: str, branches: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run.compile` gets one graph per model, forward under autocast and backward: a graph break at
+    every block costs the fusion it is for (torch 2.11's dynamo broke at `torch.amp.is_autocast_available`)."""
+    if branches == "gpu":  # SDPA, one qkv GEMM, no flush: what a GPU run compiles
+        monkeypatch.setattr(layers, "WRITTEN_ATTENTION_ON", ())
+        monkeypatch.setattr(layers, "FLUSH_SUBNORMALS_ON", ())
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    whole = torch.compile(model, fullgraph=True, backend="eager")  # fullgraph: a graph break is an error
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = whole(torch.randn(2, 3, 32, 32))
+    out.float().sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
 def test_an_unknown_variant_names_each_modules_choices() -> None:
     with pytest.raises(Exception, match="fused_dense"):
         create_model("convit_micro", attn_impl="flex")

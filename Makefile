@@ -73,6 +73,19 @@ test-runtime: runtime-venvs
 		--target .venv-py$*/numpy-oldest numpy==$(NUMPY_OLDEST); fi
 	touch $@
 
+# The suite on another torch, by default the lent H200's 2.11 (torch 2.11's dynamo and export differ from
+# 2.13's: a graph break and a refused export were found this way). Its CUDA build runs on the CPU here;
+# the first install fetches about 3 GB. TORCH_PY: the Python for it (the H200 has 3.12).
+TORCH ?= 2.11.0
+TORCH_PY ?= python3
+.PHONY: test-torch
+test-torch:
+	test -x .venv-torch$(TORCH)/bin/python || $(TORCH_PY) -m venv .venv-torch$(TORCH)
+	.venv-torch$(TORCH)/bin/python -m pip install -q torch==$(TORCH)
+	.venv-torch$(TORCH)/bin/python -m pip install -q -e '.[torch,onnx,dev]'
+	.venv-torch$(TORCH)/bin/python -m pip install -q --no-deps tensorrt-stubs
+	.venv-torch$(TORCH)/bin/python -m pytest -p no:cacheprovider
+
 # On a lent NVIDIA GPU (CUDA PyTorch, no registry; the venv's CPU torch is not used): benchmarks, CUDA
 # training, the CUDA layer and the tensorrt-marked tests in < 8 min -> train/runs/gpu_check/gpu_check.md
 # and .json. docs/gpu_check.py says what it needs beyond CUDA PyTorch (WHEELS=dir installs them offline).

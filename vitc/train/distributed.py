@@ -121,7 +121,7 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
                 failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode not in (None, 0)]
                 if failed:  # a rank killed by a signal is the cause; its peers then fail in their collectives
                     first = min(failed, key=lambda f: (f[1] >= 0, f[0]))
-                    if first[0] != 0 and _self_inflicted(first[1]):  # rank 0 may be finishing a complete run
+                    if _another_rank_died_by_itself(first):  # rank 0 may be finishing a complete run
                         with contextlib.suppress(subprocess.TimeoutExpired):
                             procs[0].wait(timeout=STOP_GRACE_S)
                     break
@@ -138,9 +138,11 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
             err.seek(0)
             texts.append(err.read().decode(errors="replace"))
             err.close()
-    if first is None or (procs[0].returncode == 0 and first[0] != 0 and _self_inflicted(first[1])):
+    # rank 0 ended cleanly, so past the run's last barrier with every rank: the other died tearing down
+    torn_down = _another_rank_died_by_itself(first) and procs[0].returncode == 0
+    if first is None or torn_down:
         sys.stderr.write(texts[0])  # rank 0's warnings; the other ranks repeat them
-        if first is not None:  # rank 0 passed the run's last barrier with every rank: one died tearing down
+        if first is not None:
             rank, code = first
             sys.stderr.write(
                 f"warning: rank {rank} of {nproc} {_how(code, texts[rank])} after the run had finished; "
@@ -159,6 +161,11 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
     raise VitcError(
         f"rank {rank} of {nproc} {_how(code, texts[rank])}{others}; --resume continues from the last saved epoch"
     )
+
+
+def _another_rank_died_by_itself(first: tuple[int, int] | None) -> bool:
+    """`first` (rank, return code) is a rank other than 0 that died of a signal it raised itself."""
+    return first is not None and first[0] != 0 and _self_inflicted(first[1])
 
 
 def _self_inflicted(code: int) -> bool:

@@ -77,8 +77,15 @@ FULL = {
         ("convit_tiny", "off"),
     ],
     "train_set": ["data.image_size=224", "optim.epochs=2", "optim.batch_size=128", "data.fraction=1.0"],
-    "ratios": {"micro": False, "batch": 64, "amps": ("bf16", "off"), "rounds": 5, "steps": 4, "warmup": 2,
-               "every_form": ("bf16",)},  # every formulation and the chosen one: bf16, the issue's precision
+    "ratios": {
+        "micro": False,
+        "batch": 64,
+        "amps": ("bf16", "off"),
+        "rounds": 5,
+        "steps": 4,
+        "warmup": 2,
+        "every_form": ("bf16",),
+    },  # every formulation and the chosen one: bf16, the issue's precision
     "copy_shape": (8, 3, 224, 224),
     "operator_counts": ["--amp bf16", "--amp off --sizes tiny --forward cuda"],  # docs/operator_counts.py
     # issue 20's targets: per GMAC vs timm at batch 128 (bf16, fp32), inference at batch 1/64, and
@@ -108,8 +115,15 @@ DRY = {
     "device": "cpu",
     "train": [("convit_micro", "off"), ("convit_micro", "off", 'aug.auto_augment="rand-m9-mstd0.5-inc1"')],
     "train_set": ["optim.epochs=1", "optim.batch_size=32", "data.fraction=0.05"],
-    "ratios": {"micro": True, "batch": 4, "amps": ("off",), "rounds": 1, "steps": 1, "warmup": 0,
-               "every_form": ("off",)},
+    "ratios": {
+        "micro": True,
+        "batch": 4,
+        "amps": ("off",),
+        "rounds": 1,
+        "steps": 1,
+        "warmup": 0,
+        "every_form": ("off",),
+    },
     "copy_shape": (4, 3, 8, 8),
     "inference": {
         "budget_s": 30,
@@ -117,8 +131,13 @@ DRY = {
         "--compile-backend eager --compile-reserve-s 0 --iterations 2 --rounds 1 --warmup 1",
     },
     "operator_counts": ["--amp off --img 32 --sizes tiny", "--amp off --img 32 --sizes tiny --forward cpu"],
-    "peers": [("--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 "
-               "--warmup 0 --ops", 0.8)],
+    "peers": [
+        (
+            "--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 "
+            "--warmup 0 --ops",
+            0.8,
+        )
+    ],
 }
 
 
@@ -496,17 +515,26 @@ def markdown(result: dict[str, Any]) -> str:
                       "|---|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
             for r in section["rows"]:
                 wait = r.get("data_wait_fraction")
-                lines += [f"| {r['model']} | {r['amp']} | {r.get('train_images_per_s', r.get('skipped'))} | "
-                          f"{r.get('train_step_images_per_s') or '—'} | {'—' if wait is None else f'{wait:.1%}'} | "
-                          f"{r.get('warmup_seconds', '')} | {r.get('eval_seconds', '')} | {r.get('seconds', '')} | "
-                          f"{', '.join(r.get('attention') or []) or '—'} |"]
-            lines += ["", "train img/s: the epochs' images over their wall time; step img/s: the steps after the "
-                      "first alone; data wait: the device's wait between steps (vitc.train.meter); attention: "
-                      "the GPSA/SP-SA formulation vitc train chose per block kind (vitc.models.formulation)", ""]
+                lines += [
+                    f"| {r['model']} | {r['amp']} | {r.get('train_images_per_s', r.get('skipped'))} | "
+                    f"{r.get('train_step_images_per_s') or '—'} | {'—' if wait is None else f'{wait:.1%}'} | "
+                    f"{r.get('warmup_seconds', '')} | {r.get('eval_seconds', '')} | {r.get('seconds', '')} | "
+                    f"{', '.join(r.get('attention') or []) or '—'} |"
+                ]
+            lines += [
+                "",
+                "train img/s: the epochs' images over their wall time; step img/s: the steps after the "
+                "first alone; data wait: the device's wait between steps (vitc.train.meter); attention: "
+                "the GPSA/SP-SA formulation vitc train chose per block kind (vitc.models.formulation)",
+                "",
+            ]
             if "feed_tests" in section:
-                lines += [f"Feed tests on the GPU (`pytest -k cuda tests/train/test_feed_overlap.py "
-                          f"tests/data/test_colour_on_device.py`): "
-                          f"{section['feed_tests']}", ""]
+                lines += [
+                    f"Feed tests on the GPU (`pytest -k cuda tests/train/test_feed_overlap.py "
+                    f"tests/data/test_colour_on_device.py`): "
+                    f"{section['feed_tests']}",
+                    "",
+                ]
         else:
             lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "tail")] + [""]
     return "\n".join(lines) + "\n"

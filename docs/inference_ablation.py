@@ -12,8 +12,9 @@ runs) and, while the time budget lasts, both under torch.compile (`--torch-compi
 cells to compile; compiling is slow, so the cells are few and come last).
 
 ConViT (`--peer-size tiny`, needs timm): timm's DeiT-Ti eager against vitc's compiled ConViT-Ti (and
-compiled DeiT-Ti), each also through CUDA graphs. Models are loaded by docs/peer_timing.py (timm's
-weights in vitc's model, max |Δ logits| printed) and timed as everywhere in docs/: median ms per call
+compiled DeiT-Ti, and ConViT-Ti in GPSA's other candidate lowerings, "sdpa" and "heads"), each also
+through CUDA graphs. Models are loaded by docs/peer_timing.py (timm's weights in vitc's model, max
+|Δ logits| printed) and timed as everywhere in docs/: median ms per call
 (a CUDA call ends with a synchronize), the variants of a cell in interleaved rounds. The first call
 of each variant (torch.compile compiles, a CUDA graph is captured) is timed apart ("1st call s").
 
@@ -52,6 +53,8 @@ CVT_VARIANTS: dict[str, dict[str, Any] | None] = {
     "vitc merged kv, no SDPA": {"fold_cvt_projections": {"merge_kv": True}, "static_attention": None},
     "vitc separate kv, no SDPA": {"fold_cvt_projections": {"merge_kv": False}, "static_attention": None},
 }
+
+ALTERNATIVE_LOWERINGS = ("sdpa", "heads")  # GPSA lowerings timed beside the target's own
 
 
 def graphs_on(device: torch.device) -> bool:
@@ -205,12 +208,14 @@ def convit_part(
         models[f"vitc {name} compiled"] = compile_model(
             loaded[f"vitc {name}"]["model"].to(device).eval(), target=target_of(device)
         )[0]
-    # the GPSA lowering the cuda target left for "eager" (fewer launches), timed beside it
-    models[f"vitc {convit} compiled sdpa-lowering"] = compile_model(
-        loaded[f"vitc {convit}"]["model"].to(device).eval(),
-        target=target_of(device),
-        pass_options={"static_gpsa": {"lowering": "sdpa"}},
-    )[0]
+    # beside the target's lowering: "sdpa", which the cuda target left for "eager" (fewer launches), and
+    # "heads", a plain attention block's launches for a third more FLOPs (vitc.compile.static_gpsa)
+    for lowering in ALTERNATIVE_LOWERINGS:
+        models[f"vitc {convit} compiled {lowering}-lowering"] = compile_model(
+            loaded[f"vitc {convit}"]["model"].to(device).eval(),
+            target=target_of(device),
+            pass_options={"static_gpsa": {"lowering": lowering}},
+        )[0]
     variants = {label: (model, False) for label, model in models.items()}
     if graphs_on(device):
         variants |= {f"{label} +cuda-graph": (model, True) for label, model in models.items()}

@@ -3,13 +3,13 @@ for timm's (timm is on the lent GPU machine, not here). The CUDA-graph rows exis
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.doc_scripts import load_doc_script
 from vitc.models import create_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,11 +18,7 @@ MICRO = ["--device", "cpu", "--cvt", "cvt_micro", "--img", "32", "--precisions",
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("inference_ablation", ROOT / "docs" / "inference_ablation.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_doc_script("inference_ablation")
 
 
 def test_tables_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -44,6 +40,7 @@ def test_tables_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "vitc deit_micro compiled",
         "vitc convit_micro compiled",
         "vitc convit_micro compiled sdpa-lowering",  # the lowering the cuda target left, timed beside it
+        "vitc convit_micro compiled heads-lowering",  # a plain attention's launches, for more FLOPs
     }
     assert all(row["fp32 b1"] > 0 for row in convit.values())
     text = result["markdown"]
@@ -101,10 +98,7 @@ def test_the_budget_stops_new_cells_and_variants_select() -> None:
 def test_gpu_check_section_keeps_what_a_stopped_run_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/gpu_check.py's `inference`: the ablation's own process, then `vitc bench --cuda-graph` in the time left
     (here on CPU without --cuda-graph, which is a one-line error there); a run stopped at the budget keeps its JSON."""
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "docs" / "gpu_check.py")
-    assert spec is not None and spec.loader is not None
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    gpu_check = load_doc_script("gpu_check")
     real_run, commands = gpu_check.run, []
 
     def fake_ablation(stop: bool):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.doc_scripts import load_doc_script
 from vitc.compile.static_gpsa import (
     LOWERINGS,
     StaticGPSA,
@@ -15,6 +16,8 @@ from vitc.compile.static_gpsa import (
 from vitc.models.convit import GPSA
 
 from .conftest import build, max_diff, randomize
+
+OPERATORS = load_doc_script("operator_counts")  # its OperatorCount
 
 
 @pytest.mark.parametrize("lowering", LOWERINGS)
@@ -28,14 +31,18 @@ def test_structure(lowering: str) -> None:
     keys = set(model.state_dict())
     for dropped in ("pos_proj", "rel_indices", "gating_param", "attn.qk.", "attn.v."):
         assert not any(dropped in k for k in keys), dropped
-    assert static[0].qkv.out_features == 3 * 96  # qk and v fused into one GEMM
+    wide = lowering == "heads"  # qkv writes [q, 0, k, v, v]; proj reads [content, positional] heads
+    assert static[0].qkv.out_features == (5 if wide else 3) * 96  # qk and v fused into one GEMM
+    assert static[0].proj.in_features == (2 if wide else 1) * 96
     assert static[0].qkv.bias is None  # convit_micro's GPSA has none, and none was asked for
     tables = {k: v.shape for k, v in static[0].state_dict().items() if not k.startswith(("qkv.", "proj."))}
-    # mix keeps the dense (H, N, N) table; sdpa only its two (H, S, S) factors; eager repeats P_x per grid row
+    # mix keeps the dense (H, N, N) table; sdpa only its two (H, S, S) factors; eager repeats P_x per grid row;
+    # heads a (1, 2·H, N, N) mask, its rows padded to 16 columns
     expected = {
         "mix": {"pos_attn": (4, 64, 64), "content_gate": (4, 1, 1)},
         "sdpa": {"pos_rows": (4, 8, 8), "pos_cols": (4, 8, 8), "content_gate": (4, 1, 1)},
         "eager": {"pos_rows": (4, 8, 8), "pos_cols": (32, 8, 8), "gate": (4, 1, 1)},
+        "heads": {"head_logits": (1, 8, 64, 64), "gate": (4, 1, 1)},
     }
     assert tables == expected[lowering]
     assert StaticGPSAPass(lowering)(model) == 0  # idempotent: nothing left to match
@@ -59,6 +66,43 @@ def test_eager_mix_is_read_by_proj_without_a_copy() -> None:
     with torch.no_grad():
         static(torch.randn(3, 25, 64))
     assert seen[0]._base is not None  # a reshape that had to copy returns a fresh tensor
+
+
+def test_heads_runs_gpsa_as_one_attention_over_twice_the_heads() -> None:
+    """ "heads": a zero query block makes heads H..2H−1 attend by their mask log P alone, so the block
+    dispatches a plain attention's kernels, qkv GEMM, one SDPA, proj GEMM, and no copy."""
+    torch.manual_seed(0)
+    gpsa = GPSA(dim=64, num_heads=4, grid=5).eval()
+    gpsa.local_init()
+    static = StaticGPSAPass("heads").rewrite(gpsa)
+    assert not static.qkv.weight[64:128].any()  # the positional heads' queries: exactly 0
+    mask = static.head_logits
+    assert mask.shape == (1, 8, 25, 32) and mask.stride(-2) % 16 == 0  # rows aligned: no per-call padding copy
+    assert not mask[0, :4].any()  # content heads: no mask
+    assert torch.allclose(mask[0, 4:, :, :25].softmax(-1), gpsa.positional_attention(), atol=1e-6)
+    tokens = torch.randn(3, 25, 64)
+    with torch.no_grad(), OPERATORS.OperatorCount() as ops:
+        out = static(tokens)
+    launched = {name: n for name, n in ops.counts.items() if name in ("mm", "addmm") or "attention" in name}
+    assert launched == {"mm": 1, "_scaled_dot_product_flash_attention_for_cpu": 1, "addmm": 1}
+    assert ops.kernels == 3
+    with torch.no_grad():
+        assert max_diff(out, gpsa(tokens)) <= 1e-5
+
+
+def test_heads_under_autocast_stays_close_to_fp32() -> None:
+    """Autocast casts the mask with q, k and v: log P in bfloat16 moves the output by bfloat16's rounding."""
+    torch.manual_seed(0)
+    gpsa = GPSA(dim=64, num_heads=4, grid=14).eval()
+    gpsa.local_init()
+    tokens = torch.randn(2, 196, 64)
+    with torch.no_grad():
+        static = StaticGPSAPass("heads").rewrite(gpsa)
+        exact = static(tokens)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = static(tokens)
+    assert low.dtype == torch.bfloat16
+    assert max_diff(low.float(), exact) <= 0.01 * float(exact.abs().max())  # measured 0.0037 (eager lowering 0.0047)
 
 
 def test_zero_qkv_bias_is_exact() -> None:

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.doc_scripts import load_doc_script
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "docs" / "gpu_check.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_doc_script("gpu_check")
 
 
 def test_help_names_what_it_needs() -> None:
@@ -74,10 +72,7 @@ def test_dry_run_writes_every_section(tmp_path: Path) -> None:
 
 def test_peer_timing_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/peer_timing.py's plumbing on CPU, vitc's micro models standing in for timm's (not installed here)."""
-    spec = importlib.util.spec_from_file_location("peer_timing", ROOT / "docs" / "peer_timing.py")
-    assert spec is not None and spec.loader is not None
-    peer_timing = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peer_timing)
+    peer_timing = load_doc_script("peer_timing")
     from vitc.models import create_model
 
     monkeypatch.setitem(peer_timing.PAIRS, "micro", (("deit_micro", "deit_micro"), (None, "convit_micro")))

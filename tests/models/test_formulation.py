@@ -6,7 +6,6 @@ GPU speed itself is measured by `make gpu-check` (docs/gpu_check.py), not here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 import vitc.train.device
+from tests.doc_scripts import load_doc_script
 from vitc.cli.main import app
 from vitc.models import create_model, layers
 from vitc.models.convit import GPSA, DensePositional, dense_product
@@ -29,10 +29,7 @@ from vitc.models.spvit import SPSA
 from .test_attn_impl import GRAD_TOL, LOGIT_TOL, NULL_GRADIENTS, _logits_and_grads, _perturb
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("operator_counts", ROOT / "docs" / "operator_counts.py")
-assert _spec and _spec.loader
-OPERATORS = importlib.util.module_from_spec(_spec)  # docs/operator_counts.py: its OperatorCount
-_spec.loader.exec_module(OPERATORS)
+OPERATORS = load_doc_script("operator_counts")  # its OperatorCount
 SMALL = {"depth": 3, "local_up_to_layer": 2, "img_size": 40}  # a 10×10 grid: fused uses the separable form
 
 

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from tests.doc_scripts import load_doc_script
 from vitc._io import read_safetensors_metadata
 from vitc.artifacts.resume import RESUME_KEY
 from vitc.checkpoint import load_model
@@ -218,11 +219,7 @@ def test_cuda_run_reports_its_timing(tiny: dict[str, Any]) -> None:
 
 def test_gpu_check_shows_where_the_time_went() -> None:
     """The train section's table of `make gpu-check`: the steps' rate, the data wait, warm-up and evaluation."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[2] / "docs" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(gpu_check)  # type: ignore[union-attr]
+    gpu_check = load_doc_script("gpu_check")
     row = {"model": "deit_tiny", "amp": "bf16", "train_images_per_s": 900.0, "seconds": 20.0}
     row |= {"train_step_images_per_s": 3000.0, "data_wait_fraction": 0.042, "warmup_seconds": 1.2, "eval_seconds": 3.4}
     row |= {"attention": ["fused_dense", "flex"]}  # the formulations vitc train chose (vitc.models.formulation)

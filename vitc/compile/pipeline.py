@@ -20,7 +20,8 @@ attention goes to SDPA, and in whether bias-free qkv GEMMs get a zero bias, chos
   convit_tiny's forward dispatches 166 operators that are not views with "eager" against 196 with
   "sdpa" (fp32; 222 against 252 under bf16 autocast; timm's DeiT-Ti 125 and 152), counted on a CPU
   (docs/benchmarks.md, "Compiled ConViT-Ti's operators"). Its GPU time is not measured yet:
-  docs/inference_ablation.py (gpu_check's `inference`) times it beside the "sdpa" lowering.
+  docs/inference_ablation.py (gpu_check's `inference`) times it beside the "sdpa" lowering and
+  "heads" (126 operators, DeiT's count, for a third more FLOPs per GPSA block).
 * tensorrt: GPSA "sdpa" + static_attention, so that TensorRT's MHA fusion sees a standard attention
   and the file holds two S×S tables per block, not an (H·S, S, S) one (a design choice, not
   measured here: no GPU was available). No zero bias.

@@ -14,7 +14,7 @@ in dy (b cancels in the softmax), so on the row-major S×S grid P = P_y ⊗ P_x 
 with P_x = softmax(w₀·dx + w₂·dx²) and P_y = softmax(w₁·dy + w₂·dy²), each (H, S, S). The pass
 checks the identity against the dense table in float64 for every rewrite.
 
-Three lowerings, chosen per target by measurement (vitc.compile.pipeline):
+Four lowerings, chosen per target by measurement (vitc.compile.pipeline):
 * "mix": softmax(q·kᵀ), one addcmul mixes it with the dense g·P, then @v. Fewest ops, but it
   materialises B·H·N² probabilities and the N×N table; it was ONNX Runtime's best form until the
   positional term became separable. No target picks it now; it stays for comparison.
@@ -29,6 +29,14 @@ Three lowerings, chosen per target by measurement (vitc.compile.pipeline):
   first, so that each axis is one batched GEMM with no broadcast copies (P_x is stored repeated
   per grid row); the mix is one lerp(content, P·v, g) that writes in SDPA's (B, N, H, d) output
   layout, so proj reads it without the transpose copy. Four kernels instead of six.
+* "heads": GPSA as one SDPA over 2·H heads, the launches of a plain attention block (qkv, SDPA,
+  proj). Head H + h has query 0 and the additive mask log P_h, so softmax(0·kᵀ + log P_h) = P_h and
+  its output is P_h·v; heads 0..H−1 are the content heads, mask 0. The qkv GEMM writes
+  [q, 0, k, v, v] (the positional heads' keys are the v columns, which a zero query ignores), and
+  proj = [(1 − g)·W | g·W] does the mix as part of its GEMM. It pays in FLOPs what it saves in
+  launches: a 5/3 wider qkv, twice the attention and a 2× deep proj, and the mask rules out flash
+  kernels (the memory-efficient ones take it). For PyTorch eager where the host's launches bound
+  the forward; docs/inference_ablation.py times it beside the target's lowering.
 
 Every lowering flushes subnormal table entries to zero (vitc.models.layers.flush_subnormals): the
 float64 tables rounded to float32 keep values down to ~1e-45 at far offsets, and each multiply that
@@ -50,7 +58,8 @@ from vitc.models.layers import flush_subnormals
 
 __all__ = ["LOWERINGS", "StaticGPSA", "StaticGPSAPass", "separable_positional_attention"]
 
-LOWERINGS = ("mix", "sdpa", "eager")
+LOWERINGS = ("mix", "sdpa", "eager", "heads")
+MASK_ALIGNMENT = 16  # elements: the memory-efficient SDPA kernels pad (copy) a mask whose rows are not aligned
 SEPARABILITY_TOLERANCE = 1e-9  # float64: the identity is exact up to rounding
 
 
@@ -64,7 +73,9 @@ class StaticGPSA(nn.Module):
 
     "mix" keeps the dense table pos_attn = g·P (H, N, N) and content_gate = 1 − g; "sdpa" keeps its
     factors pos_rows = P_y and pos_cols = g·P_x (H, S, S) and content_gate; "eager" keeps
-    pos_rows = P_y, pos_cols = P_x repeated per grid row (H·S, S, S) and gate = g (H, 1, 1).
+    pos_rows = P_y, pos_cols = P_x repeated per grid row (H·S, S, S) and gate = g (H, 1, 1);
+    "heads" keeps the mask head_logits = [0, log P] (1, 2·H, N, N padded to MASK_ALIGNMENT) and gate,
+    with qkv and proj widened (stacked_qkv, gated_proj).
     """
 
     pos_attn: torch.Tensor
@@ -72,6 +83,7 @@ class StaticGPSA(nn.Module):
     pos_cols: torch.Tensor
     content_gate: torch.Tensor
     gate: torch.Tensor
+    head_logits: torch.Tensor
 
     def __init__(
         self,
@@ -98,16 +110,19 @@ class StaticGPSA(nn.Module):
         def table(values: torch.Tensor) -> torch.Tensor:
             return flush_subnormals(values.to(dtype)).contiguous()
 
-        if lowering == "mix":
+        if lowering == "heads":
+            self.qkv, self.proj = stacked_qkv(qkv), gated_proj(proj, gate)
+            self.register_buffer("head_logits", head_logits(pos_rows, pos_cols, dtype))
+        elif lowering == "mix":
             self.register_buffer("pos_attn", table(kronecker(pos_rows, gate * pos_cols)))  # (H, N, N) = g·P
         elif lowering == "sdpa":
             self.register_buffer("pos_rows", table(pos_rows))  # (H, S, S) = P_y
             self.register_buffer("pos_cols", table(gate * pos_cols))  # (H, S, S) = g·P_x
-        else:
+        elif lowering == "eager":
             self.register_buffer("pos_rows", table(pos_rows))  # (H, S, S) = P_y
             per_row = pos_cols.unsqueeze(1).expand(-1, self.side, -1, -1)  # (H, S, S, S): P_x for every grid row
             self.register_buffer("pos_cols", table(per_row.reshape(-1, self.side, self.side)))  # (H·S, S, S)
-        if lowering == "eager":
+        if lowering in ("eager", "heads"):
             self.register_buffer("gate", gate.to(dtype))  # (H, 1, 1) = g
         else:
             self.register_buffer("content_gate", (1.0 - gate).to(dtype))  # (H, 1, 1) = 1 − g
@@ -118,6 +133,8 @@ class StaticGPSA(nn.Module):
             return self.pos_attn
         if self.lowering == "sdpa":
             return kronecker(self.pos_rows, self.pos_cols)
+        if self.lowering == "heads":
+            return self.gate * self.head_logits[0, self.num_heads :, :, : self.tokens].softmax(-1)
         cols = self.pos_cols.view(self.num_heads, self.side, self.side, self.side)[:, 0]
         return kronecker(self.pos_rows, self.gate * cols)
 
@@ -130,7 +147,22 @@ class StaticGPSA(nn.Module):
         along_rows = torch.bmm(self.pos_rows, along_cols.view(heads, side, side * batch * d))  # P_y per head
         return along_rows.view(heads, self.tokens, batch, d).permute(2, 0, 1, 3)
 
+    def _forward_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """SDPA over 2·H heads on views of the [q, 0, k, v, v] GEMM output; proj mixes them."""
+        batch, width = x.shape[0], self.dim  # width = H·d: one block of the qkv output
+        fused = self.qkv(x)
+
+        def heads(start: int) -> torch.Tensor:  # columns [start, start + 2·width) as (B, 2·H, N, d), a view
+            block = fused[..., start : start + 2 * width]
+            return block.view(batch, self.tokens, 2 * self.num_heads, self.head_dim).transpose(1, 2)
+
+        mask = self.head_logits[..., : self.tokens]
+        out = F.scaled_dot_product_attention(heads(0), heads(2 * width), heads(3 * width), mask, scale=1.0)
+        return self.proj(out.transpose(1, 2).reshape(batch, self.tokens, 2 * self.dim))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lowering == "heads":
+            return self._forward_heads(x)
         batch = x.shape[0]
         fused = self.qkv(x)
         qkv = fused.reshape(batch, self.tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -155,6 +187,59 @@ def kronecker(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Per head, rows[h] ⊗ cols[h]: (H, S, S) × (H, S, S) → (H, S², S²) on the row-major grid."""
     heads, side = rows.shape[0], rows.shape[1]
     return (rows[:, :, None, :, None] * cols[:, None, :, None, :]).reshape(heads, side * side, side * side)
+
+
+def stacked_qkv(qkv: nn.Linear) -> nn.Linear:
+    """qkv = [q, k, v] (3·D outputs) → [q, 0, k, v, v] (5·D): "heads"' queries [q, 0], keys [k, v]
+    (read by zero queries only, where they are v) and values [v, v], as three overlapping views."""
+    parts = qkv.weight.chunk(3)
+    weight = torch.cat([parts[0], torch.zeros_like(parts[0]), *parts[1:], parts[2]])
+    stacked = nn.Linear(qkv.in_features, weight.shape[0], bias=qkv.bias is not None, device="meta")
+    stacked.weight = nn.Parameter(weight, requires_grad=qkv.weight.requires_grad)
+    if qkv.bias is not None:
+        b = qkv.bias.chunk(3)
+        bias = torch.cat([b[0], torch.zeros_like(b[0]), *b[1:], b[2]])
+        stacked.bias = nn.Parameter(bias, requires_grad=qkv.bias.requires_grad)
+    return stacked
+
+
+def gated_proj(proj: nn.Linear, gate: torch.Tensor) -> nn.Linear:
+    """proj over [content, positional] heads (2·D inputs) with the gate folded in, per head:
+    proj((1 − g)·c + g·p) = [(1 − g)·W | g·W]·[c, p] + b, computed in float64."""
+    heads, dim = gate.shape[0], proj.in_features
+    per_column = gate.double().reshape(heads, 1).expand(heads, dim // heads).reshape(dim)
+    weight = proj.weight.double()
+    gated = torch.cat([weight * (1.0 - per_column), weight * per_column], dim=1).to(proj.weight.dtype)
+    wide = nn.Linear(2 * dim, proj.out_features, bias=proj.bias is not None, device="meta")
+    wide.weight = nn.Parameter(gated, requires_grad=proj.weight.requires_grad)
+    if proj.bias is not None:
+        wide.bias = proj.bias
+    return wide
+
+
+def head_logits(rows: torch.Tensor, cols: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The (1, 2·H, N, N) additive mask of "heads": zeros for the content heads, log(P_y ⊗ P_x) for the
+    positional ones, in a buffer padded to MASK_ALIGNMENT columns (callers slice the first N). 4-D:
+    PyTorch's CPU flash kernel takes a 4-D mask only (a 3-D one runs SDPA's eight-kernel math form).
+
+    log P is the sum of the factors' logs (float64), not the log of their rounded product; an entry
+    flush_subnormals would zero becomes −inf, which softmax turns into the same exact zero.
+    """
+    heads, side = rows.shape[0], rows.shape[1]
+    tokens = side * side
+    logits = kronecker_sum(rows.double().log(), cols.double().log())  # (H, N, N) = log P
+    flushed = flush_subnormals(logits.exp().to(dtype)) == 0
+    logits = logits.masked_fill(flushed, float("-inf"))
+    padded = -(-tokens // MASK_ALIGNMENT) * MASK_ALIGNMENT
+    mask = torch.zeros(1, 2 * heads, tokens, padded, dtype=dtype, device=rows.device)
+    mask[0, heads:, :, :tokens] = logits.to(dtype)
+    return mask
+
+
+def kronecker_sum(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Per head, rows[h] ⊕ cols[h] = rows ⊗ 1 + 1 ⊗ cols: the logs of kronecker's factors → its log."""
+    heads, side = rows.shape[0], rows.shape[1]
+    return (rows[:, :, None, :, None] + cols[:, None, :, None, :]).reshape(heads, side * side, side * side)
 
 
 @torch.no_grad()

@@ -13,7 +13,8 @@ issue 20's targets come first, so a section that overruns its share delays only 
    torch.compile DeiT-S/ConViT-S at batch 256 with their share of the H200's bf16 peak.
 3. train: `vitc train --device cuda` throughput per family (224×224 digits, bf16 AMP, and convit_tiny
    in fp32 for the AMP ratio): step img/s, the feed's data wait, warm-up, evaluation, the chosen
-   attention formulation; then the feed's GPU-only tests.
+   attention formulation; docs/feed_timing.py (would a worker thread hide DeiT's augmentation launches
+   behind the step's?); then the feed's GPU-only tests.
 4. inference: docs/inference_ablation.py (~90 s): compiled cvt_13 with CvT's k/v convs merged or apart,
    ± SDPA, ± CUDA graphs, ± torch.compile while time lasts, fp16 and fp32, batch 8/64; compiled
    convit_tiny vs timm's deit_tiny_patch16_224 (± CUDA graphs) at batch 1/64.
@@ -77,6 +78,8 @@ FULL = {
         ("convit_tiny", "off"),
     ],
     "train_set": ["data.image_size=224", "optim.epochs=2", "optim.batch_size=128", "data.fraction=1.0"],
+    # would a worker thread hide DeiT's augmentation launches behind the step's? (docs/feed_timing.py, ~10 s)
+    "feed_timing": "--device cuda --model deit_tiny --batch 128 --img 224 --amp bf16 --steps 4 --calls 1 --rounds 3",
     "ratios": {
         "micro": False,
         "batch": 64,
@@ -115,6 +118,7 @@ DRY = {
     "device": "cpu",
     "train": [("convit_micro", "off"), ("convit_micro", "off", 'aug.auto_augment="rand-m9-mstd0.5-inc1"')],
     "train_set": ["optim.epochs=1", "optim.batch_size=32", "data.fraction=0.05"],
+    "feed_timing": "--device cpu --model deit_micro --batch 2 --img 16 --amp off --steps 1 --calls 1 --rounds 1",
     "ratios": {
         "micro": True,
         "batch": 4,
@@ -264,6 +268,8 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
                      "test_top1": result.test.get("top1"), **timing,
                      "attention": [row["chosen"] for row in result.attention or []]})  # fmt: skip
     section: dict[str, Any] = {"settings": plan["train_set"], "rows": rows}
+    if time.monotonic() < deadline:
+        section["feed_timing"] = feed_timing(plan["feed_timing"])
     if plan["device"] == "cuda" and time.monotonic() < deadline:  # the feed's GPU-only tests (side stream, copies)
         section["feed_tests"] = "skipped: pytest is not installed"
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -276,11 +282,24 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     return section
 
 
-def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
-    spec = importlib.util.spec_from_file_location("training_timing", ROOT / "docs" / "training_timing.py")
+def feed_timing(args: str) -> dict[str, Any]:
+    """docs/feed_timing.py in this process: the step, the augmentation, both from one thread or two."""
+    feed = doc_script("feed_timing")
+    figures = feed.measure(feed.parser().parse_args(args.split()))
+    return {"command": f"python docs/feed_timing.py {args}", "markdown": feed.markdown(figures), **figures}
+
+
+def doc_script(name: str) -> Any:
+    """docs/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
     assert spec and spec.loader
-    timing = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(timing)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
+    timing = doc_script("training_timing")
     settings = plan["ratios"]
     groups, img = (timing.GROUPS_MICRO, 32) if settings["micro"] else (timing.GROUPS_224, 224)
     results: dict[str, Any] = {}
@@ -528,6 +547,9 @@ def markdown(result: dict[str, Any]) -> str:
                 "the GPSA/SP-SA formulation vitc train chose per block kind (vitc.models.formulation)",
                 "",
             ]
+            if "feed_timing" in section:
+                feed = section["feed_timing"]
+                lines += [f"Worker thread or not (`{feed['command']}`):", "", feed["markdown"], ""]
             if "feed_tests" in section:
                 lines += [
                     f"Feed tests on the GPU (`pytest -k cuda tests/train/test_feed_overlap.py "

@@ -62,12 +62,16 @@ def test_dry_run_writes_every_section(tmp_path: Path) -> None:
     assert sections["cuda_layer"]["exact_nbytes"] is True and sections["cuda_layer"]["graph_replay_ok"] is True
     assert sections["cuda_layer"]["copy_bytes"] < sections["cuda_layer"]["buffer_bytes"]
     assert sections["train"]["rows"][0]["train_images_per_s"] > 0
+    feed = sections["train"]["feed_timing"]  # docs/feed_timing.py: the four variants, per step
+    assert set(feed["ms_per_step"]) == {"step only", "augment only", "same thread", "worker thread"}
+    assert all(ms > 0 for ms in feed["ms_per_step"].values()) and feed["worker_vs_same_thread"] > 0
     rows = sections["torch_bench"]["fp32"]["figures"]
     assert "convit_micro" in json.dumps(rows) and "vitc-compiled" in json.dumps(rows)
     ablation = sections["inference"]["ablation"]  # docs/inference_ablation.py; tests/compile checks its tables
     assert ablation["cvt"]["model"] == "cvt_micro" and ablation["cvt"]["rows"][1]["fp32 b2"] > 0
     text = (tmp_path / "gpu_check.md").read_text()
     assert text.startswith("# vitc GPU check (dry run") and "## cuda_layer: ok" in text
+    assert "Worker thread or not (`python docs/feed_timing.py --device cpu" in text and "| worker thread |" in text
 
 
 def test_peer_timing_tables(monkeypatch: pytest.MonkeyPatch) -> None:

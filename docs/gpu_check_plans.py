@@ -1,0 +1,85 @@
+"""What `make gpu-check` (docs/gpu_check.py) runs: the plan for a lent GPU, and the dry run's on CPU.
+
+FULL sizes each section for an H200 inside the device budget (docs/gpu_check.py's shares of 540 s);
+DRY runs the same plumbing with micro models in seconds (CI, tests/engines/test_cuda_gpu_check.py).
+"""
+
+FULL = {
+    "bench_models": ("deit_tiny", "convit_tiny", "cvt_13", "spvit_s"),
+    "bench_args": ["-b", "1,8,64", "-n", "20", "--warmup", "5", "--rounds", "3"],
+    "precisions": ("fp32", "fp16"),
+    "device": "cuda",
+    "train": [  # (model, amp[, settings]): DeiT's whole augmentation recipe second, its data wait beside the first's
+        ("deit_tiny", "bf16"),
+        ("deit_tiny", "bf16", 'aug.auto_augment="rand-m9-mstd0.5-inc1" aug.mixup=0.8 aug.cutmix=1.0 aug.erasing=0.25'),
+        ("convit_tiny", "bf16"),
+        ("cvt_13", "bf16"),
+        ("spvit_s", "bf16"),
+        ("convit_tiny", "off"),
+    ],
+    "train_set": ["data.image_size=224", "optim.epochs=2", "optim.batch_size=128", "data.fraction=1.0"],
+    # would a worker thread hide DeiT's augmentation launches behind the step's? (docs/feed_timing.py, seconds)
+    "feed_timing": "--device cuda --model deit_tiny --batch 128 --img 224 --amp bf16 --steps 4 --calls 1 --rounds 3",
+    "ratios": {
+        "micro": False,
+        "batch": 64,
+        "amps": ("bf16", "off"),
+        "rounds": 5,
+        "steps": 4,
+        "warmup": 2,
+        "every_form": ("bf16",),
+    },  # every formulation and the chosen one: bf16, the issue's precision
+    "copy_shape": (8, 3, 224, 224),
+    "operator_counts": ["--amp bf16", "--amp off --sizes tiny --forward cuda"],  # docs/operator_counts.py
+    # issue 20's targets: per GMAC vs timm at batch 128 (bf16, fp32), inference at batch 1/64, and
+    # with torch.compile DeiT-S / ConViT-S at batch 256 against 20% of the H200's dense bf16 peak
+    # (arguments, the share of the section's time left that the run may take), the targets first
+    "peers": [
+        ("--amp bf16 --batch 128 --rounds 3 --ops", 0.45),  # --ops: each operator whose count differs from timm's
+        ("--amp bf16 --batch 256 --sizes small --train-only --compile --rounds 3", 0.55),
+        ("--amp off --batch 128 --rounds 3", 0.6),
+        # the Ti models' eager steps are launch-bound (docs/operator_counts.py): CUDA graphs, if time is left
+        ("--amp bf16 --batch 128 --sizes tiny --train-only --compile --compile-mode reduce-overhead --rounds 3", 1.0),
+    ],
+    # issue 20: compiled CvT slower than eager on CUDA (k/v merge? SDPA?), CUDA graphs, ConViT-Ti vs timm
+    # DeiT-Ti in fp16/fp32; torch.compile of cvt_13 (fp16, batch 64) only if 45 s of the cells' 70 s are left
+    "inference": {
+        "budget_s": 60,
+        "args": "--precisions fp16,fp32 --batches 8,64 --peer-batches 1,64 --torch-compile fp16:64 --iterations 20 "
+        "--rounds 4 --warmup 3",
+        "bench": "-m convit_tiny --compare --cuda-graph --device cuda --autocast fp16 -b 1,64 -n 20 --warmup 3 "
+        "--rounds 2",
+    },
+}
+DRY = {
+    "bench_models": ("convit_micro",),
+    "bench_args": ["-b", "2", "-n", "2", "--warmup", "1", "--rounds", "1"],
+    "precisions": ("fp32",),
+    "device": "cpu",
+    "train": [("convit_micro", "off"), ("convit_micro", "off", 'aug.auto_augment="rand-m9-mstd0.5-inc1"')],
+    "train_set": ["optim.epochs=1", "optim.batch_size=32", "data.fraction=0.05"],
+    "feed_timing": "--device cpu --model deit_micro --batch 2 --img 16 --amp off --steps 1 --calls 1 --rounds 1",
+    "ratios": {
+        "micro": True,
+        "batch": 4,
+        "amps": ("off",),
+        "rounds": 1,
+        "steps": 1,
+        "warmup": 0,
+        "every_form": ("off",),
+    },
+    "copy_shape": (4, 3, 8, 8),
+    "inference": {
+        "budget_s": 30,
+        "args": "--cvt cvt_micro --img 32 --precisions fp32 --batches 2 --peer-batches 1 --torch-compile fp32:2 "
+        "--compile-backend eager --compile-reserve-s 0 --iterations 2 --rounds 1 --warmup 1",
+    },
+    "operator_counts": ["--amp off --img 32 --sizes tiny", "--amp off --img 32 --sizes tiny --forward cpu"],
+    "peers": [
+        (
+            "--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 "
+            "--warmup 0 --ops",
+            0.8,
+        )
+    ],
+}

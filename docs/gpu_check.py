@@ -172,7 +172,7 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
 
     rows = []
     deadline = time.monotonic() + budget
-    feed = feed_timing(plan["feed_timing"])  # first: a few seconds, where the runs below often overrun their share
+    feed = feed_timing(plan["feed_timing"])  # first: 80 short steps, where the runs below may overrun the share
     for i, (model, amp, *recipe) in enumerate(plan["train"]):
         label = model + (" (DeiT's augmentation)" if recipe else "")
         if time.monotonic() > deadline:

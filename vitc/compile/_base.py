@@ -15,7 +15,7 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import nn
 
-__all__ = ["PASSES", "Pass", "conv_like", "fold_batchnorm", "fuse_linears", "register_pass"]
+__all__ = ["PASSES", "Pass", "conv_like", "fold_batchnorm", "fuse_linears", "linear_like", "register_pass"]
 
 P = TypeVar("P", bound=type["Pass"])
 PASSES: dict[str, type[Pass]] = {}
@@ -82,13 +82,20 @@ def fuse_linears(
         scale = torch.tensor([row_scale(i) for i in range(weight.shape[0])], dtype=weight.dtype, device=weight.device)
         weight = weight * scale[:, None]
         fused_bias = None if fused_bias is None else fused_bias * scale
-    # Built on the meta device, then given the real tensors: no random init to overwrite (seconds on convit_base).
-    fused = nn.Linear(linears[0].in_features, weight.shape[0], bias=has_bias, device="meta")
-    grad = linears[0].weight.requires_grad
-    fused.weight = nn.Parameter(weight.detach(), requires_grad=grad)  # torch.cat made fresh storage
-    if fused_bias is not None:
-        fused.bias = nn.Parameter(fused_bias.detach(), requires_grad=grad)
-    return fused
+    return linear_like(weight, fused_bias, linears[0].weight.requires_grad)  # torch.cat made fresh storage
+
+
+def linear_like(weight: torch.Tensor, bias: torch.Tensor | None, requires_grad: bool) -> nn.Linear:
+    """A Linear holding `weight` (out, in) and `bias` (or none) as they are.
+
+    Built on the meta device, then given the real tensors: no random init to overwrite (seconds on
+    convit_base). The parameters share the tensors' storage: pass fresh ones.
+    """
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    linear.weight = nn.Parameter(weight.detach(), requires_grad=requires_grad)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias.detach(), requires_grad=requires_grad)
+    return linear
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

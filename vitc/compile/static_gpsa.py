@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitc.compile._base import Pass, fuse_linears, register_pass
+from vitc.compile._base import Pass, fuse_linears, linear_like, register_pass
 from vitc.models.convit import GPSA, separable_product
 from vitc.models.layers import flush_subnormals
 
@@ -192,15 +192,13 @@ def kronecker(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
 def stacked_qkv(qkv: nn.Linear) -> nn.Linear:
     """qkv = [q, k, v] (3·D outputs) → [q, 0, k, v, v] (5·D): "heads"' queries [q, 0], keys [k, v]
     (read by zero queries only, where they are v) and values [v, v], as three overlapping views."""
-    parts = qkv.weight.chunk(3)
-    weight = torch.cat([parts[0], torch.zeros_like(parts[0]), *parts[1:], parts[2]])
-    stacked = nn.Linear(qkv.in_features, weight.shape[0], bias=qkv.bias is not None, device="meta")
-    stacked.weight = nn.Parameter(weight, requires_grad=qkv.weight.requires_grad)
-    if qkv.bias is not None:
-        b = qkv.bias.chunk(3)
-        bias = torch.cat([b[0], torch.zeros_like(b[0]), *b[1:], b[2]])
-        stacked.bias = nn.Parameter(bias, requires_grad=qkv.bias.requires_grad)
-    return stacked
+
+    def stack(t: torch.Tensor) -> torch.Tensor:
+        q, k, v = t.chunk(3)
+        return torch.cat([q, torch.zeros_like(q), k, v, v])
+
+    bias = None if qkv.bias is None else stack(qkv.bias)
+    return linear_like(stack(qkv.weight), bias, qkv.weight.requires_grad)
 
 
 def gated_proj(proj: nn.Linear, gate: torch.Tensor) -> nn.Linear:
@@ -210,11 +208,7 @@ def gated_proj(proj: nn.Linear, gate: torch.Tensor) -> nn.Linear:
     per_column = gate.double().reshape(heads, 1).expand(heads, dim // heads).reshape(dim)
     weight = proj.weight.double()
     gated = torch.cat([weight * (1.0 - per_column), weight * per_column], dim=1).to(proj.weight.dtype)
-    wide = nn.Linear(2 * dim, proj.out_features, bias=proj.bias is not None, device="meta")
-    wide.weight = nn.Parameter(gated, requires_grad=proj.weight.requires_grad)
-    if proj.bias is not None:
-        wide.bias = proj.bias
-    return wide
+    return linear_like(gated, proj.bias, proj.weight.requires_grad)
 
 
 def head_logits(rows: torch.Tensor, cols: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -222,24 +216,16 @@ def head_logits(rows: torch.Tensor, cols: torch.Tensor, dtype: torch.dtype) -> t
     positional ones, in a buffer padded to MASK_ALIGNMENT columns (callers slice the first N). 4-D:
     PyTorch's CPU flash kernel takes a 4-D mask only (a 3-D one runs SDPA's eight-kernel math form).
 
-    log P is the sum of the factors' logs (float64), not the log of their rounded product; an entry
-    flush_subnormals would zero becomes −inf, which softmax turns into the same exact zero.
+    log P is taken in float64, before rounding to `dtype`; an entry flush_subnormals would zero (or
+    that rounds to zero) becomes −inf, which softmax turns into the same exact zero.
     """
-    heads, side = rows.shape[0], rows.shape[1]
-    tokens = side * side
-    logits = kronecker_sum(rows.double().log(), cols.double().log())  # (H, N, N) = log P
-    flushed = flush_subnormals(logits.exp().to(dtype)) == 0
-    logits = logits.masked_fill(flushed, float("-inf"))
+    heads, tokens = rows.shape[0], rows.shape[1] ** 2
+    table = kronecker(rows.double(), cols.double())  # (H, N, N) = P, float64
+    logits = table.log().masked_fill(flush_subnormals(table.to(dtype)) == 0, float("-inf"))
     padded = -(-tokens // MASK_ALIGNMENT) * MASK_ALIGNMENT
     mask = torch.zeros(1, 2 * heads, tokens, padded, dtype=dtype, device=rows.device)
     mask[0, heads:, :, :tokens] = logits.to(dtype)
     return mask
-
-
-def kronecker_sum(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Per head, rows[h] ⊕ cols[h] = rows ⊗ 1 + 1 ⊗ cols: the logs of kronecker's factors → its log."""
-    heads, side = rows.shape[0], rows.shape[1]
-    return (rows[:, :, None, :, None] + cols[:, None, :, None, :]).reshape(heads, side * side, side * side)
 
 
 @torch.no_grad()

@@ -172,7 +172,10 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
 
     rows = []
     deadline = time.monotonic() + budget
-    feed = feed_timing(plan["feed_timing"])  # first: 80 short steps, where the runs below may overrun the share
+    try:  # first: 80 short steps, where the runs below may overrun the share; a failure here loses only its table
+        feed = feed_timing(plan["feed_timing"])
+    except Exception as exc:
+        feed = {"command": f"python docs/feed_timing.py {plan['feed_timing']}", "error": f"{type(exc).__name__}: {exc}"}
     for i, (model, amp, *recipe) in enumerate(plan["train"]):
         label = model + (" (DeiT's augmentation)" if recipe else "")
         if time.monotonic() > deadline:
@@ -471,7 +474,8 @@ def markdown(result: dict[str, Any]) -> str:
             ]
             if "feed_timing" in section:
                 feed = section["feed_timing"]
-                lines += [f"Worker thread or not (`{feed['command']}`):", "", feed["markdown"], ""]
+                table = feed.get("markdown", feed.get("error"))
+                lines += [f"Worker thread or not (`{feed['command']}`):", "", table, ""]
             if "feed_tests" in section:
                 lines += [
                     f"Feed tests on the GPU (`pytest -k cuda tests/train/test_feed_overlap.py "

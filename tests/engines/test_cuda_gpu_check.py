@@ -74,6 +74,22 @@ def test_dry_run_writes_every_section(tmp_path: Path) -> None:
     assert "Worker thread or not (`python docs/feed_timing.py --device cpu" in text and "| worker thread |" in text
 
 
+def test_a_failing_feed_timing_loses_only_its_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The train section's first measurement may fail on a GPU; the runs after it and the report go on."""
+    gpu_check = _load()
+
+    def fail(_args: str) -> dict:
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(gpu_check, "feed_timing", fail)
+    plan = {**gpu_check.DRY, "train": []}  # no training runs: only the feed measurement and its report
+    section = gpu_check.train(plan, tmp_path, 10.0)
+    assert section["feed_timing"]["error"] == "RuntimeError: CUDA out of memory" and section["rows"] == []
+    text = gpu_check.markdown({"dry_run": True, "seconds": 1.0, "sections": {"train": {"status": "ok", **section}}})
+    assert "Worker thread or not (`python docs/feed_timing.py --device cpu" in text
+    assert "RuntimeError: CUDA out of memory" in text
+
+
 def test_peer_timing_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/peer_timing.py's plumbing on CPU, vitc's micro models standing in for timm's (not installed here)."""
     peer_timing = load_doc_script("peer_timing")

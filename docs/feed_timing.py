@@ -28,6 +28,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vitc.bench.timing import interleaved_medians
+from vitc.data.prefetch import Prefetcher, Ready
 from vitc.data.transforms import TrainAugment
 from vitc.models import create_model
 from vitc.train.config import parse_auto_augment
@@ -51,11 +53,11 @@ DEIT_RECIPE = {  # DeiT's training recipe, as `vitc train --set aug.auto_augment
     "label_smoothing": 0.1,
     "auto_augment": parse_auto_augment("rand-m9-mstd0.5-inc1"),
 }
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def variants(opts: argparse.Namespace) -> dict[str, Callable[[], Any]]:
-    """The four calls, each `opts.steps` steps long, sharing one model, optimiser and input batch."""
+    """The four calls, each `opts.steps` steps long, sharing one model, optimiser and input batch, fed
+    by vitc.data.prefetch.Prefetcher as in `vitc train`."""
     device, amp, classes = torch.device(opts.device), AMP[opts.amp], 10
     model = create_model(opts.model, img_size=opts.img, num_classes=classes).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -65,29 +67,15 @@ def variants(opts: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     labels = torch.randint(0, classes, (opts.batch,), generator=generator)
     if device.type == "cuda":
         images, labels = images.pin_memory(), labels.pin_memory()
-    side = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    def prepare() -> tuple[Batch, Any]:
-        """One batch augmented on the side stream (CUDA), with the event the step waits for."""
-        if side is None:
-            return augment(images, labels, generator, device), None
-        with torch.cuda.stream(side):
-            return augment(images, labels, generator, device), side.record_event()
+    def batches(ahead: int, count: int = opts.steps) -> Prefetcher:
+        """`count` batches as `vitc train` feeds them: augmented on a side stream on CUDA, `ahead` early."""
+        return Prefetcher(repeat((images, labels, []), count), augment, generator, device, ahead)
 
-    def take(prepared: tuple[Batch, Any]) -> Batch:
-        (x, targets), event = prepared
-        if event is not None:
-            main = torch.cuda.current_stream(device)
-            main.wait_event(event)
-            x.record_stream(main)
-            targets.record_stream(main)
-        return x, targets
-
-    def step(batch: Batch) -> None:
-        x, targets = batch
+    def step(batch: Ready) -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = model(x)
-        loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+            logits = model(batch.x)
+        loss = torch.sum(-batch.targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -96,7 +84,7 @@ def variants(opts: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    fixed = take(prepare())
+    fixed = next(batches(0, count=1))
 
     def step_only() -> None:
         for _ in range(opts.steps):
@@ -104,16 +92,13 @@ def variants(opts: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         synchronize()
 
     def augment_only() -> None:
-        for _ in range(opts.steps):
-            take(prepare())
+        for _ in batches(0):
+            pass
         synchronize()
 
     def same_thread() -> None:
-        pending = prepare()
-        for _ in range(opts.steps):
-            current, pending = pending, prepare()
-            step(take(current))
-        take(pending)
+        for batch in batches(1):
+            step(batch)
         synchronize()
 
     def worker_thread() -> None:
@@ -121,22 +106,18 @@ def variants(opts: argparse.Namespace) -> dict[str, Callable[[], Any]]:
 
         def produce() -> None:
             try:
-                for _ in range(opts.steps + 1):
-                    ready.put(prepare())
+                for batch in batches(0):  # the side stream's event is waited for here, before the hand-over
+                    ready.put(batch)
+                ready.put(None)
             except BaseException as error:  # handed to the training thread, which raises it
                 ready.put(error)
 
-        def next_batch() -> Batch:
-            item = ready.get()
-            if isinstance(item, BaseException):
-                raise item
-            return take(item)
-
         worker = threading.Thread(target=produce)
         worker.start()
-        for _ in range(opts.steps):
-            step(next_batch())
-        next_batch()
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            step(item)
         worker.join()
         synchronize()
 

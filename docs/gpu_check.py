@@ -172,7 +172,7 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
 
     rows = []
     deadline = time.monotonic() + budget
-    try:  # first: 80 short steps, where the runs below may overrun the share; a failure here loses only its table
+    try:  # first: 60 short steps, where the runs below may overrun the share; a failure here loses only its table
         feed = feed_timing(plan["feed_timing"])
     except Exception as exc:
         feed = {"command": f"python docs/feed_timing.py {plan['feed_timing']}", "error": f"{type(exc).__name__}: {exc}"}

@@ -18,7 +18,7 @@ FULL = {
         ("convit_tiny", "off"),
     ],
     "train_set": ["data.image_size=224", "optim.epochs=2", "optim.batch_size=128", "data.fraction=1.0"],
-    # would a worker thread hide DeiT's augmentation launches behind the step's? (docs/feed_timing.py: 80 steps)
+    # would a worker thread hide DeiT's augmentation launches behind the step's? (docs/feed_timing.py: 60 steps)
     "feed_timing": "--device cuda --model deit_tiny --batch 128 --img 224 --amp bf16 --steps 4 --calls 1 --rounds 3",
     "ratios": {
         "micro": False,

@@ -2,10 +2,13 @@
 
 Counting parameters and MACs needs every model built (on the meta device) and run once under
 FlopCounterMode, seconds for the zoo (docs/benchmarks.md), much of it importing torch. The table is a cache
-keyed by a digest of the model sources and the torch version: `vitc/models/zoo_stats.json` ships
-with the package; a stale or missing one is recomputed once (vitc.models._stats) and kept in the
-user cache (`$VITC_CACHE_DIR`, default ~/.cache/vitc). Regenerate the shipped table with
-`python -m vitc._zoo`.
+keyed by a digest of the model sources alone: `vitc/models/zoo_stats.json` ships with the package
+(tests/test_cli_models.py fails when it is stale) and serves a machine without torch, such as a
+Jetson running only `vitc bench --engine`; a stale or missing one is recomputed once
+(vitc.models._stats, which needs torch) and kept in the user cache (`$VITC_CACHE_DIR`, default
+~/.cache/vitc). The torch version that counted is recorded beside the rows, not keyed: the counts
+are the architecture's (torch 2.11 and 2.13 give identical tables). Regenerate the shipped table
+with `python -m vitc._zoo`.
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ import ast
 import contextlib
 import fnmatch
 import hashlib
-import importlib.metadata
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from vitc._io import write_json
+from vitc._lazy import require_training
 from vitc.errors import VitcError
 
 MODELS_DIR = Path(__file__).with_name("models")
@@ -29,22 +32,23 @@ NOT_ARCHITECTURE = {"_stats.py", "loading.py"}  # checkpoint plumbing: no effect
 
 
 def sources_digest() -> str:
-    """What the zoo's counts depend on: the model sources and the torch version."""
+    """What the zoo's counts depend on: the model sources (read as bytes: no torch needed)."""
     digest = hashlib.sha256()
     for path in sorted(MODELS_DIR.glob("*.py")):
         if path.name not in NOT_ARCHITECTURE:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        digest.update(importlib.metadata.version("torch").encode())
     return digest.hexdigest()
 
 
 def compute_table() -> dict[str, Any]:
-    """The record the table files hold: every registered model counted (seconds: imports torch), and
-    the digest of what the counts depend on."""
+    """The record the table files hold: every registered model counted (seconds: imports torch), the
+    digest of what the counts depend on, and the torch that counted."""
+    require_training("counting the zoo (the table shipped with vitc is for other model sources)")
+    import torch
+
     from vitc.models._stats import zoo_rows
 
-    return {"digest": sources_digest(), "models": zoo_rows()}
+    return {"digest": sources_digest(), "torch": torch.__version__, "models": zoo_rows()}
 
 
 def cache_file() -> Path:

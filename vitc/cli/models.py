@@ -13,14 +13,12 @@ def models(
     pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'convit*'.")] = "*",
 ) -> None:
     """List the registered models: family, parameters, GMACs and input size at the default resolution."""
-    from vitc._zoo import zoo_stats
+    from vitc._zoo import registered_names, zoo_stats
+    from vitc.errors import unknown_model
 
     rows = zoo_stats(pattern)
     if not rows:
-        import vitc.models  # noqa: F401  (registers the names the error suggests)
-        from vitc.models._registry import unknown_model
-
-        raise unknown_model(pattern)
+        raise unknown_model(pattern, registered_names())
     table = Table(title="vitc model zoo")
     for column in ("name", "family", "params", "GMACs", "input"):
         table.add_column(column, justify="right" if column in ("params", "GMACs") else "left")

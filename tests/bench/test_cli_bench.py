@@ -104,6 +104,21 @@ def test_bench_cuda_graph_on_onnx_is_one_line(tmp_path: Path):
         assert "not to ONNX Runtime" in lines[0] and "vitc build" in lines[0]
 
 
+def test_bench_model_without_torch_is_one_line(tmp_path: Path, monkeypatch):
+    """A Jetson's runtime install (no torch; on JetPack 5 also Python 3.8): --model / --ckpt say what they
+    need before any engine loads (it was a TypeError from torch_runner's 3.10 syntax on Python 3.8)."""
+    from vitc import _lazy
+
+    monkeypatch.setattr(_lazy, "has_module", lambda name: name != "torch")
+    onnx = make_tiny_onnx(tmp_path / "a.onnx")
+    ckpt = str(tmp_path / "x.safetensors")
+    for args in (["-m", "deit_tiny"], ["--ckpt", ckpt], ["-e", str(onnx), "-m", "deit_tiny"]):
+        result = run("bench", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        (line,) = result.output.splitlines()
+        assert line.startswith("error: vitc bench --model / --ckpt needs") and "PyTorch" in line
+
+
 def test_bench_compare_torch(tmp_path: Path):
     pytest.importorskip("torch")
     args = ["bench", "--model", "convit_micro", "-n", "2", "--warmup", "1", "--json", str(tmp_path / "t.json")]
@@ -130,6 +145,7 @@ def test_bench_autocast_and_its_deprecated_alias(tmp_path: Path, monkeypatch):
         return []
 
     monkeypatch.setattr("vitc.bench.runner.torch_runners", fake_torch_runners)
+    monkeypatch.setattr("vitc.cli.bench.require_training", lambda what: None)  # the runtime venvs have no torch
     onnx = make_tiny_onnx(tmp_path / "a.onnx")
     common = ["bench", "-e", str(onnx), "-m", "convit_micro", "-n", "1", "--warmup", "0"]
     new = run(*common, "--autocast", "bf16")

@@ -11,9 +11,6 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps tensorrt-stubs  # its dependency is TensorRT itself: types only
 	touch $(STAMP)
 
-# Rich tables are 80 columns wide when output is not a terminal; the demo's tables need more.
-export COLUMNS ?= 150
-
 .PHONY: demo test gpu-check
 # The main job: train on the bundled digits, export FP32/FP16/INT8 ONNX with their drift table, and
 # benchmark the three artifacts side by side with their accuracy (ONNX Runtime; `vitc build` makes

@@ -112,3 +112,21 @@ def test_checkpoint_config_one_row_per_section(tmp_path: Path) -> None:
     lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines()[3:-1]}
     assert lines["extra.train_config.optim"] == "epochs=5 lr=0.001"
     assert lines["extra.train_config.model"] == "args=- name=deit_micro" and lines["args.depth"] == "1"
+
+
+def test_output_that_is_no_terminal_keeps_every_column_whole(tmp_path: Path, monkeypatch) -> None:
+    """A log file or a pipe got Rich's 80 columns, which cut this ten-column table to "prec…", "96.1…"."""
+    for precision in ("fp32", "fp16"):  # two exports: the one-row-each table
+        make_tiny_onnx(tmp_path / f"model.{precision}.onnx")
+        drift = {"samples": 4, "top1": 96.11, "delta_top1": 0.0, "max_abs_diff": 5.66e-3, "agreement": 1.0}
+        record = manifest_record(precision=precision, drift=drift)
+        (tmp_path / f"manifest.{precision}.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(app, ["info", str(tmp_path)], env={"COLUMNS": None})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output and "precision" in result.output and "96.11%" in result.output
+    from vitc._text import LOG_WIDTH, PlainConsole
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert PlainConsole().width == LOG_WIDTH and PlainConsole(width=50).width == 50
+    monkeypatch.setenv("COLUMNS", "90")
+    assert PlainConsole().width == 90

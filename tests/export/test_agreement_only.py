@@ -39,12 +39,15 @@ def _one_line_error(args: list[str]) -> str:
 
 def test_a_run_folder_exports_with_agreement_only_drift(imagenet_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "export"
-    result = runner.invoke(app, ["export", str(imagenet_run), "-p", "fp32", "-p", "fp16", "--out", str(out)])
+    narrow = {"COLUMNS": "60"}  # a narrow terminal: the next command still prints as one line to copy
+    result = runner.invoke(
+        app, ["export", str(imagenet_run), "-p", "fp32", "-p", "fp16", "--out", str(out)], env=narrow
+    )
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "generated images (random pixels, no labels): drift is agreement-only" in text
     assert "agreement only: generated inputs" in text  # the drift table's caption
-    nxt = result.output.replace("\n", "").split("next: vitc ")[1]  # the path may wrap at the terminal's width
+    (nxt,) = [line.split("next: vitc ")[1] for line in result.output.splitlines() if "next: vitc " in line]
     assert nxt.startswith(("build", "bench")) and str(out / "imnet" / "model.fp16.onnx") in nxt
     folder = out / "imnet"  # the run folder's name
     manifest = json.loads((folder / "manifest.fp16.json").read_text())

@@ -8,9 +8,8 @@ import sys
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typing_extensions import Annotated
 
 
@@ -73,12 +72,12 @@ def binding_facts() -> dict[str, Any]:
     return facts
 
 
-def _binding_text(facts: dict[str, Any]) -> str:
-    """Rich markup: the reasons are escaped, or the install hint's 'vitc[trt-cu11]' would print as 'vitc'."""
+def _binding_text(facts: dict[str, Any]) -> Text:
+    """Plain text (the install hint's 'vitc[trt-cu11]' is no markup) with 'missing' in red."""
     if facts["kind"] is None:
-        return f"[red]missing[/] ({escape(facts['reason'])})"
+        return Text.assemble(("missing", "red"), f" ({facts['reason']})")
     text = f"{facts['kind']} {facts['version'] or ''} ({facts['module']}): {facts['reason']}"
-    return escape(text + "".join(f"; not chosen: {why}" for why in facts["rejected"]))
+    return Text(text + "".join(f"; not chosen: {why}" for why in facts["rejected"]))
 
 
 def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -126,7 +125,10 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             )
         )
         return
-    console = Console()
+    from vitc.cli._console import console as plain_console
+
+    console = plain_console()
+    missing = Text("missing", style="red")
     table = Table(title="vitc doctor: this machine")
     table.add_column("component")
     table.add_column("status")
@@ -135,18 +137,18 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             table.add_row(key, _binding_text(value))
             continue
         if value in (None, [], {}):
-            text = "[red]missing[/]"
+            text: str | Text = missing
         elif isinstance(value, dict):
             text = ", ".join(f"{k}: {v}" for k, v in value.items())
         elif isinstance(value, list):
             text = "; ".join(", ".join(f"{k}: {v}" for k, v in g.items() if v) for g in value)
         else:
             text = str(value)
-        table.add_row(key, text if text == "[red]missing[/]" else escape(text))
+        table.add_row(key, text)
     console.print(table)
     needs = Table(title="what each command needs")
     for column in ("command", "needs", "status"):
         needs.add_column(column)
     for command, what, ok in requirements(facts):
-        needs.add_row(command, what, "[green]ready[/]" if ok else "[red]missing[/]")
+        needs.add_row(command, what, Text("ready", style="green") if ok else missing)
     console.print(needs)

@@ -82,10 +82,10 @@ def export(
             for row in result.explain["blocks"]:
                 terminal.print(f"  {row['block']:<20} cosine {row['cosine']:.5f}  max |Δ| {row['max_abs_diff']:.3g}")
             terminal.print(f"first block below {result.explain['threshold']}: {result.explain['first_bad'] or 'none'}")
-        terminal.print(f"wrote {result.onnx_path} and {result.manifest_path}")
+        terminal.print(f"wrote {result.onnx_path} and {result.manifest_path}", soft_wrap=True)
         results.append(result)
     terminal.print(_drift_table(results))
-    terminal.print(_next_command(results), markup=False, highlight=False)
+    terminal.print(_next_command(results), markup=False, highlight=False, soft_wrap=True)  # one line to copy
 
 
 def _next_command(results: list) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class VitcError(Exception):
     """A user-facing error: bad input, a missing file, an unsupported option.
@@ -26,6 +28,22 @@ def gpu_failure(exc: BaseException, doing: str, hint: str, kept: str = "") -> Vi
     if isinstance(exc, RuntimeError) and ("CUDA error" in text or "CUDA-capable device" in text):
         return VitcError(f"the GPU failed {doing} ({text[:200]}); check it with nvidia-smi (lost or reset?){kept}")
     return None
+
+
+def no_cuda(option: str, torch: Any) -> VitcError:
+    """`option` asked for CUDA where `torch` (the module) has none: a CPU-only build of PyTorch, the usual
+    cause on a new GPU machine, needs another install; a CUDA build that finds no GPU, a look at the driver."""
+    if torch.version.cuda is None:
+        why = (
+            f"this PyTorch ({torch.__version__}) is a CPU-only build: install a CUDA build for your driver "
+            "(pytorch.org gives the pip command)"
+        )
+    else:
+        why = (
+            f"PyTorch {torch.__version__} (built for CUDA {torch.version.cuda}) finds no usable GPU: `nvidia-smi` "
+            "lists the GPUs and the highest CUDA version the driver supports"
+        )
+    return VitcError(f"{option} was asked for, but {why}")
 
 
 def unknown_model(name: str, names: list[str]) -> VitcError:

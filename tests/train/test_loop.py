@@ -115,6 +115,24 @@ def test_autocast_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         device.pick_amp("fp16", cpu)
 
 
+def test_no_cuda_says_whether_pytorch_is_a_cpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new GPU machine with a CPU-only PyTorch is told to install a CUDA build, not that it has no GPU."""
+    from vitc.engines.torch_runner import TorchRunner, model_from_zoo
+    from vitc.train import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(VitcError, match=r"^--device cuda was asked for, but this PyTorch \(.+\) is a CPU-only build"):
+        device.pick_device("cuda")
+    runner = TorchRunner(model_from_zoo("deit_micro"), device="cuda")
+    with pytest.raises(VitcError, match="is a CPU-only build: install a CUDA build for your driver"):
+        runner.activate()
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    with pytest.raises(VitcError, match=r"built for CUDA 13.0\) finds no usable GPU: `nvidia-smi` lists"):
+        device.pick_device("cuda")
+    assert device.pick_device("auto") == torch.device("cpu")
+
+
 def test_bf16_autocast_run(tiny: dict[str, Any]) -> None:
     result = _run({**tiny, "run.amp": "bf16", "optim.epochs": 1})
     assert len(result.history) == 1 and result.history[0]["train_loss"] > 0

@@ -17,7 +17,7 @@ import numpy as np
 
 from vitc._lazy import lazy_import
 from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
-from vitc.errors import VitcError
+from vitc.errors import VitcError, no_cuda
 
 AUTOCAST = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 ModelLoader = Callable[[], Any]  # () -> torch.nn.Module
@@ -96,7 +96,7 @@ class TorchRunner(BaseRunner):
         torch = lazy_import("torch")
         self._torch = torch
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise VitcError("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)")
+            raise no_cuda("--device cuda", torch)
         if self.threads:
             torch.set_num_threads(self.threads)
         model = self.loader()

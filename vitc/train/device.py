@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
-from vitc.errors import VitcError, gpu_failure
+from vitc.errors import VitcError, gpu_failure, no_cuda
 from vitc.train.distributed import DistInfo, broadcast_from_main
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ TUNED_DEVICES = ("cuda",)  # where `vitc train` measures GPSA's and SP-SA's form
 
 def pick_device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
-        raise VitcError("--device cuda was asked for, but torch sees no CUDA GPU")
+        raise no_cuda("--device cuda", torch)
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(choice)

@@ -66,6 +66,22 @@ def _interpreter(tmp_path: Path, rank0_exit: int) -> Path:
     return python
 
 
+def test_more_cuda_processes_than_gpus_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--nproc 2` on a one-GPU workstation: rank 1 says what to do before joining the group (it crashed
+    in set_device with "invalid device ordinal")."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(VitcError) as raised:
+        distributed.init_distributed("cuda")
+    assert str(raised.value) == (
+        "2 DDP processes on this machine need a GPU each, but torch sees 1: --nproc 1 "
+        "(torchrun: --nproc-per-node 1), or leave --nproc out"
+    )
+
+
 def test_a_rank_that_aborts_is_named_with_its_last_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rank that kills itself (abort, crash) says why in its last stderr line; the launcher's one line
     carries it, so a log names the cause. Rank 0 then fails too, as it would in its next collective."""

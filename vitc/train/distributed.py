@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import torch
 
+from vitc.errors import VitcError
+
 T = TypeVar("T")
 
 
@@ -41,6 +43,13 @@ def init_distributed(device_type: str) -> DistInfo:
     import torch.distributed as dist
 
     info = DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if device_type == "cuda" and info.local_rank >= torch.cuda.device_count():  # one GPU per process
+        per_machine = os.environ.get("LOCAL_WORLD_SIZE", str(info.local_rank + 1))
+        gpus = torch.cuda.device_count()
+        raise VitcError(
+            f"{per_machine} DDP processes on this machine need a GPU each, but torch sees {gpus}: "
+            f"--nproc {gpus} (torchrun: --nproc-per-node {gpus})" + (", or leave --nproc out" if gpus == 1 else "")
+        )
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     if device_type == "cuda":
@@ -100,8 +109,6 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
     its resume command) is passed on as it is. Rank 0 ends cleanly only after the run's last barrier,
     which every rank reached, so a rank that aborts after that died tearing down: a warning, not an error.
     """
-    from vitc.errors import VitcError
-
     with socket.socket() as sock:  # a free port for the rendezvous (torchrun --standalone does the same)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -127,3 +127,29 @@ def test_train_summary_hides_top5_with_few_classes(tiny: dict, tmp_path: Path) -
     assert "epoch   1  train loss" in result.output
     summary = json.loads((Path(tiny["run.out_dir"]) / "tiny" / "summary.json").read_text())
     assert summary["test_top1"] is not None and summary["test_top5"] is None
+
+
+def test_eval_streams_a_folder_alike_with_workers_and_names_unreadable_files(run_folder: Path, tmp_path: Path) -> None:
+    """A folder is decoded per batch (any size fits in memory), by worker processes when asked, with the
+    same figures; an unreadable file is named and skipped as training skips it (it used to stop eval)."""
+    photos = _photos(tmp_path / "mine", CLASSES, per_class=4)
+    (photos / "fox" / "broken.jpg").write_bytes(b"not a jpeg")
+    reports = []
+    for workers in ("0", "2"):
+        png = tmp_path / f"cm{workers}.png"
+        args = ["eval", str(run_folder), "--data-dir", str(photos), "--out", str(png), "--workers", workers]
+        result = runner.invoke(app, [*args, "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        by = "this process" if workers == "0" else "2 worker processes"
+        assert f"17 images in {photos}, decoded by {by}, evaluated on cpu" in result.output
+        assert f"skipped: cannot read image {photos / 'fox' / 'broken.jpg'}" in result.output
+        assert "(16 images, 1 unreadable skipped)" in result.output
+        reports.append(json.loads(png.with_suffix(".json").read_text()))
+    assert reports[0] == reports[1]
+    assert reports[0]["images"] == 16 and reports[0]["device"] == "cpu" and len(reports[0]["skipped"]) == 1
+    assert [row["support"] for row in reports[0]["classes"]] == [4, 4, 4, 4]
+    cuda = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(photos), "--device", "cuda"])
+    if not torch.cuda.is_available():
+        assert cuda.exit_code == 2 and "--device cuda was asked for" in cuda.output, cuda.output
+    negative = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(photos), "--workers", "-1"])
+    assert negative.exit_code == 2 and "--workers must be 0 or more" in negative.output

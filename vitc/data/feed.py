@@ -83,9 +83,7 @@ class MemoryFeed:
     def eval_batches(self, split: str) -> Iterator[Batch]:
         if split not in self.sets:
             self.sets[split] = self._load(split)
-        data: ImageSet = self.sets[split]
-        for idx in batches(len(data), EVAL_BATCH, shuffle=False):
-            yield data.images[idx], data.labels[idx], []
+        yield from set_batches(self.sets[split])
 
     def close(self) -> None:
         pass
@@ -114,7 +112,7 @@ class StreamFeed:
         self.skipped = 0  # samples dropped over the feed's life (a bad file counts once per pass)
         self.skipped_per_epoch = 0  # counted per batch as they are met
         self.sources = sources
-        self.class_names = sources["train"].class_names
+        self.class_names = next(iter(sources.values())).class_names  # every split names the same classes
         self.in_chans = in_chans
         self.plan = _Plan()
         self.loader = torch.utils.data.DataLoader(
@@ -171,6 +169,12 @@ class StreamFeed:
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
         self.loader._iterator = None
+
+
+def set_batches(data: ImageSet) -> Iterator[Batch]:
+    """An in-memory set's evaluation batches, in order."""
+    for idx in batches(len(data), EVAL_BATCH, shuffle=False):
+        yield data.images[idx], data.labels[idx], []
 
 
 def _pin_mmap_threshold(_: int) -> None:

@@ -1,4 +1,4 @@
-"""Top-1/top-5 evaluation over an in-memory image set, shared by training and `vitc eval`."""
+"""Top-1/top-5 evaluation over batches of images from memory or streamed, shared by training and `vitc eval`."""
 
 from __future__ import annotations
 
@@ -12,24 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitc.artifacts.preprocess import eval_resize
-from vitc.data.datasets import ImageSet, batches, center_crop, list_images, open_image
+from vitc.data.feed import Batch
+from vitc.data.files import list_images
+from vitc.data.stream import FileIndex
 from vitc.data.transforms import eval_transform, to_device
 from vitc.errors import VitcError
-
-
-def predict(
-    model: nn.Module,
-    data: ImageSet,
-    mean: Sequence[float],
-    std: Sequence[float],
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    amp_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Logits (N, classes) in float32, in the data set's order."""
-    images = (data.images[idx] for idx in batches(len(data), batch_size, shuffle=False))
-    return predict_batches(model, images, mean, std, device, amp_dtype)
 
 
 @torch.no_grad()
@@ -58,16 +45,16 @@ def predict_batches(
     return torch.cat(outputs).cpu() if outputs else torch.zeros(0, 0)
 
 
-def evaluate_batches(
+def predict_labelled(
     model: nn.Module,
-    data: Iterable[tuple[torch.Tensor, torch.Tensor, list[str]]],
+    data: Iterable[Batch],
     mean: Sequence[float],
     std: Sequence[float],
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
-) -> dict[str, float]:
-    """Top-1/top-5/loss over (images, labels, _) batches from a feed (vitc.data.feed), either path:
-    training's val and the final test run through here with the same precision."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32) and labels of the readable images of (uint8 images, labels, dropped) batches from a
+    feed (vitc.data.feed), either path, in order."""
     labels: list[torch.Tensor] = []
 
     def images() -> Iterable[torch.Tensor]:
@@ -79,7 +66,20 @@ def evaluate_batches(
     logits = predict_batches(model, images(), mean, std, device, amp_dtype)
     if not len(logits):
         raise VitcError("no readable images to evaluate on")
-    return accuracy(logits, torch.cat(labels))
+    return logits, torch.cat(labels)
+
+
+def evaluate_batches(
+    model: nn.Module,
+    data: Iterable[Batch],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Top-1/top-5/loss over a feed's batches: training's val and the final test run through here with the
+    run's precision."""
+    return accuracy(*predict_labelled(model, data, mean, std, device, amp_dtype))
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -140,13 +140,10 @@ def split_folder(folder: Path, split: str) -> Path:
     raise VitcError(f"{folder} has no {split}/ folder (it has {', '.join(sorted(splits))}/): choose one with --split")
 
 
-def labelled_folder(
-    folder: Path, split: str, class_names: Sequence[str], image_size: int, crop_pct: float, in_chans: int
-) -> tuple[ImageSet, Path]:
-    """The images of any labelled folder (class folders, directly or under test/ or val/) whose class
-    names the model knows, labelled with the model's index of each name; (set, the folder read)."""
-    from vitc.data.datasets import _to_chans
-
+def labelled_files(folder: Path, split: str, class_names: Sequence[str]) -> tuple[FileIndex, Path]:
+    """The image files of any labelled folder (class folders, directly or under test/ or val/) whose class
+    names the model knows, labelled with the model's index of each name; (index, the folder read).
+    Nothing is decoded here: `vitc eval` streams them, so a folder of any size fits in memory."""
     root = split_folder(folder, split)
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
@@ -159,13 +156,11 @@ def labelled_folder(
             f"{root} has class folders the model does not know: {shown} "
             f"(its {len(class_names)} classes: {', '.join(class_names[:8])}{', …' if len(class_names) > 8 else ''})"
         )
-    short = eval_resize(image_size, crop_pct)
-    images, labels = [], []
+    files, labels = [], []
     for d in dirs:
         for name in list_images(d):
-            images.append(center_crop(open_image(d / name, short), short, image_size))
+            files.append(f"{d.name}/{name}")
             labels.append(index[d.name])
-    if not images:
+    if not files:
         raise VitcError(f"no images in the class folders of {root}")
-    uint8 = _to_chans(torch.from_numpy(np.stack(images)), in_chans)
-    return ImageSet(uint8, torch.tensor(labels, dtype=torch.int64), list(class_names)), root
+    return FileIndex(root, files, np.asarray(labels, dtype=np.int64), list(class_names)), root

@@ -79,6 +79,20 @@ def test_no_usable_bindings_is_one_clear_error(cuda_fake) -> None:
         Cuda()
 
 
+def test_cuda_python_11_without_a_driver_says_so(cuda_fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real cuda-python 11.8.2 on a machine with no NVIDIA driver raises from the version query
+    (seen with the PyPI wheel): doctor said "version query failed (RuntimeError: ...)"."""
+    cuda_fake(cuda_python="11.8", pycuda=False)
+
+    def no_driver() -> None:
+        raise RuntimeError("Failed to dlopen libcuda.so.1")
+
+    monkeypatch.setattr(importlib.import_module("cuda.cudart"), "cudaDriverGetVersion", no_driver)
+    choice = choose_bindings()
+    assert choice.kind is None
+    assert "cuda-python (cuda.cudart): no NVIDIA driver here (Failed to dlopen libcuda.so.1)" in choice.reason
+
+
 def test_prefer_pycuda(cuda_fake) -> None:
     cuda_fake(cuda_python="12.9", pycuda=True, driver=12060)
     assert choose_bindings().kind == "cuda-python"

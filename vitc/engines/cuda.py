@@ -79,7 +79,9 @@ def _try_cuda_python() -> tuple[BindingChoice | None, str]:
     try:
         err, driver = rt.cudaDriverGetVersion()
         err2, built = rt.cudaRuntimeGetVersion()
-    except Exception as exc:  # not the (err, value) API this module should have
+    except Exception as exc:  # no driver library (cuda-python 11.x raises), or not the (err, value) API
+        if "libcuda.so" in str(exc):
+            return None, f"cuda-python ({name}): no NVIDIA driver here ({str(exc).strip()})"
         return None, f"cuda-python ({name}): version query failed ({type(exc).__name__}: {exc})"
     if int(err) != 0 or not driver:
         why = getattr(err, "name", err) if int(err) != 0 else "cudaDriverGetVersion gave 0"

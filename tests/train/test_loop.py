@@ -133,6 +133,23 @@ def test_no_cuda_says_whether_pytorch_is_a_cpu_build(monkeypatch: pytest.MonkeyP
     assert device.pick_device("auto") == torch.device("cpu")
 
 
+def test_decoding_workers_default_to_a_gpus_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A streamed folder on a GPU was decoded by the training process alone (run.workers was 0), several
+    times slower than the GPU trains; a CPU keeps its cores for the step."""
+    from vitc.train import device
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert device.pick_workers(None, cuda) == 8 and device.pick_workers(None, cuda, world_size=4) == 3
+    assert device.pick_workers(None, cpu) == 0 and device.pick_workers(2, cpu) == 2
+    assert device.pick_workers(0, cuda) == 0
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert device.pick_workers(None, cuda) == 1 and device.pick_workers(None, cuda, world_size=2) == 1
+    assert load_config(None, {}).run.workers is None
+    with pytest.raises(VitcError, match=r"run\.workers must not be negative"):
+        load_config(None, {"run.workers": -1})
+
+
 def test_bf16_autocast_run(tiny: dict[str, Any]) -> None:
     result = _run({**tiny, "run.amp": "bf16", "optim.epochs": 1})
     assert len(result.history) == 1 and result.history[0]["train_loss"] > 0

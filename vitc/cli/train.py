@@ -159,7 +159,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
     workers: Annotated[
         Optional[int],
-        typer.Option(help="Processes decoding a folder's images (default: up to 8, none below 512 images)."),
+        typer.Option(help="Processes decoding a folder's images (default: up to 8 on a GPU, none on a CPU)."),
     ] = None,
 ) -> None:
     """Top-1 (top-5 above 5 classes), precision/recall per class and a confusion-matrix PNG with a JSON beside it."""
@@ -246,11 +246,12 @@ def _folder_feed(
     memory; unreadable files are named and skipped, as training does by default."""
     from vitc.data.feed import EVAL_BATCH, StreamFeed
     from vitc.data.stream import FolderSource, SampleTransform
+    from vitc.train.device import pick_workers
     from vitc.train.evaluate import labelled_files
 
     index, root = labelled_files(folder, split, class_names)
-    if workers is None:
-        workers = min(8, os.cpu_count() or 1) if len(index.files) >= 2 * EVAL_BATCH else 0
+    if workers is None:  # as training's default (a GPU's share of the cores), none for a batch or two
+        workers = pick_workers(None, device) if len(index.files) >= 2 * EVAL_BATCH else 0
     by = f"{workers} worker process{'es' if workers != 1 else ''}" if workers else "this process"
     terminal.print(f"{len(index.files)} images in {root}, decoded by {by}, evaluated on {device}", soft_wrap=True)
     return StreamFeed(

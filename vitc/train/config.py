@@ -75,7 +75,9 @@ class RunSection:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | off | bf16 | fp16
-    workers: int = 0  # DataLoader worker processes when the data streams (0: decode in the training process)
+    # DataLoader worker processes when the data streams (0: decode in the training process); default: up to
+    # 8 on a GPU, none on a CPU (vitc.train.device.pick_workers)
+    workers: int | None = None
     compile: str = "off"  # torch.compile the training step (timm's --torchcompile): inductor | aot_eager | eager
     # inductor's mode (timm's --torchcompile-mode): reduce-overhead replays each step as CUDA graphs, for
     # models whose eager steps wait on kernel launches (docs/operator_counts.py)

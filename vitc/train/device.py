@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from vitc.train.config import TrainConfig
 
 TUNED_DEVICES = ("cuda",)  # where `vitc train` measures GPSA's and SP-SA's formulations
+GPU_WORKERS = 8  # the most decoding processes a GPU gets by default (timm's -j is 4 to 8, Ultralytics' 8)
 
 
 def pick_device(choice: str) -> torch.device:
@@ -23,6 +25,19 @@ def pick_device(choice: str) -> torch.device:
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(choice)
+
+
+def pick_workers(choice: int | None, device: torch.device, world_size: int = 1) -> int:
+    """DataLoader processes decoding streamed images (run.workers; None: the default). A GPU gets this
+    process's share of the cores, less one for the training process, up to GPU_WORKERS: one core decodes
+    224² JPEGs several times slower than a GPU trains on them (docs/benchmarks.md, "Decode throughput").
+    A CPU gets none: the workers would take the cores its own step runs on."""
+    if choice is not None:
+        return choice
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(GPU_WORKERS, cores // world_size - 1))
 
 
 def pick_amp(choice: str, device: torch.device) -> torch.dtype | None:

@@ -30,7 +30,7 @@ from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
 from vitc.train.config import TrainConfig, parse_auto_augment, resolve_defaults, resolve_for_data
-from vitc.train.device import choose_attention, gpu_advice, pick_amp, pick_device, reraise_gpu
+from vitc.train.device import choose_attention, gpu_advice, pick_amp, pick_device, pick_workers, reraise_gpu
 from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from vitc.train.evaluate import evaluate_batches
 from vitc.train.meter import StepMeter
@@ -194,7 +194,7 @@ def _setup(
         seed=cfg.run.seed,
         crop_scale=tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
         flip_prob=0.5 if cfg.aug.flip else 0.0,
-        workers=cfg.run.workers,
+        workers=pick_workers(cfg.run.workers, device, dist.world_size),
         pin_memory=device.type == "cuda",
         index_cache=folder.path / "index.json" if dist.is_main else None,
         report=lambda line: PlainConsole(soft_wrap=True).print(line, highlight=False, markup=False),

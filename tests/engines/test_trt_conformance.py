@@ -252,6 +252,49 @@ def test_bf16_io_is_refused_clearly(fake, tmp_path):
         B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "n.plan", check=False))
 
 
+def _with_layer_norms(path: Path, count: int) -> Path:
+    """The tiny model with `count` LayerNormalization nodes (opset 17, as the default export has) after its Reshape."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(make_tiny_onnx(path)))
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.ones(192, np.float32), n) for n in ("gamma", "beta")])
+    layer_norms = [
+        helper.make_node("LayerNormalization", [f"ln{i}", "gamma", "beta"], [f"ln{i + 1}"], name=f"/blocks.{i}/norm")
+        for i in range(count)
+    ]
+    graph.node[0].output[0] = "ln0"
+    layer_norms[-1].output[0] = "flat"  # what the MatMul reads
+    for node in reversed(layer_norms):
+        graph.node.insert(1, node)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_export_for_a_newer_tensorrt_says_what_to_run(fake, tmp_path):
+    """JetPack 5's TensorRT 8.5 has no LayerNormalization importer, which the default export (opset 17) uses
+    once per norm: the error was every parser error on one line, with no way forward."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    onnx_path = _with_layer_norms(folder / "model.fp16.onnx", count=5)
+    (folder / "manifest.fp16.json").write_text(json.dumps(manifest_record(precision="fp16", trt_target=None)))
+    trt = fake("8.5")
+    result = CliRunner().invoke(app, ["build", str(onnx_path), "--no-check"], env={"COLUMNS": "2000"})
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    first = f"error: {onnx_path}: TensorRT {trt.__version__} cannot parse it (5 errors, the first: In node 1 "
+    assert lines[0].startswith(first) and lines[0].count("In node") == 1
+    assert "operator: LayerNormalization (importFallbackPluginImporter)" in lines[0]
+    assert lines[0].endswith(
+        f"; `vitc check {onnx_path} --trt 8.5` lists what it rejects (it was exported without --trt), "
+        "and `vitc export CHECKPOINT -p fp16 --trt 8.5` writes one it parses"
+    )
+    assert not (tmp_path / "engines").exists() and not list(tmp_path.rglob("*.plan"))
+    fake("8.6")  # the parser that has LayerNormalization builds the same file
+    assert B.build_engine(B.BuildOptions(onnx=onnx_path, output=tmp_path / "m.plan", check=False)).plan.exists()
+
+
 def test_8_5_plan_version_comes_from_the_sidecar(fake, tiny_onnx, tmp_path):
     """Defect 7: bytes 24-27 of an 8.5 plan are not a version; the sidecar says it, or it is unknown."""
     trt = fake("8.5")

@@ -12,7 +12,15 @@ from onnx import TensorProto, checker, helper, numpy_helper  # noqa: E402
 
 from tests.export.trt_ops_extract import parse  # noqa: E402
 from vitc.errors import VitcError  # noqa: E402
-from vitc.export.trt_rules import check_onnx, int8_weights, max_opset, resolve, supported_ops, tables  # noqa: E402
+from vitc.export.trt_rules import (  # noqa: E402
+    check_onnx,
+    export_target,
+    int8_weights,
+    max_opset,
+    resolve,
+    supported_ops,
+    tables,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,6 +70,11 @@ def test_version_resolution() -> None:
         with pytest.raises(VitcError, match="unknown TensorRT version"):
             resolve(bad)
     assert not int8_weights("8.6") and int8_weights("10") and int8_weights("11") and int8_weights(None)
+    # what tensorrt.__version__ says on a device: the build's parse errors name the table and the export target
+    assert [resolve(v) for v in ("8.5.2.2", "8.6.2.3", "10.3.0.30", "10.16.0")] == ["8.5", "8.6", "10.0", "10.14"]
+    assert [export_target(v) for v in ("8.5.2.2", "8.6.1", "10.3.0.30", "11.1.0", "9.3.0", "7.1.3", "x")] == [
+        "8.5", "8.6", "10", "11", None, None, None,
+    ]  # fmt: skip
 
 
 def test_int8_weight_initializers_need_tensorrt_10() -> None:

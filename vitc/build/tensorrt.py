@@ -335,11 +335,29 @@ def _parse(
     network = builder.create_network(network_flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(opts.onnx)):
-        errors = _parser_errors(parser)
-        raise VitcError(f"{opts.onnx}: TensorRT {version} cannot parse it ({len(errors)} errors): " + "; ".join(errors))
+        raise _unparsed(opts, version, _parser_errors(parser))
     tensor = network.get_input(0)
     profile = make_profile(tensor.name, dims(tensor.shape), opts.manifest, opts.batch)
     return network, parser, profile
+
+
+def _unparsed(opts: BuildOptions, version: str, errors: list[str]) -> VitcError:
+    """The parser's first errors (an export for a newer TensorRT fails once per node: 13 LayerNorms on
+    JetPack 5's 8.5) and what to run: `vitc check` names every problem, `vitc export --trt` avoids them."""
+    from vitc.export.trt_rules import export_target
+
+    first = f"{len(errors)} errors, the first: {errors[0]}" if len(errors) > 1 else (errors or ["no reason given"])[0]
+    message = f"{opts.onnx}: TensorRT {version} cannot parse it ({first})"
+    target = export_target(version)
+    if target is None:
+        return VitcError(message)
+    made_for = opts.manifest.trt_target if opts.manifest is not None else None
+    precision = opts.manifest.precision if opts.manifest is not None else "PRECISION"
+    origin = {None: " (it was exported without --trt)", target: ""}.get(made_for, f" (it was exported for {made_for})")
+    return VitcError(
+        f"{message}; `vitc check {opts.onnx} --trt {target}` lists what it rejects{origin}, and "
+        f"`vitc export CHECKPOINT -p {precision} --trt {target}` writes one it parses"
+    )
 
 
 def _configure(

@@ -54,8 +54,9 @@ def tables() -> dict[str, dict[str, Any]]:
 
 
 def _key(version: str) -> tuple[int, int]:
-    major, _, minor = version.partition(".")
-    return int(major), int(minor or 0)
+    """(major, minor) of "8.5", "10" or a full release number such as "8.5.2.2" (what `tensorrt.__version__` says)."""
+    major, _, rest = version.partition(".")
+    return int(major), int(rest.partition(".")[0] or 0)
 
 
 def resolve(trt: str) -> str:
@@ -73,6 +74,16 @@ def resolve(trt: str) -> str:
     if not below:
         raise VitcError(f"unknown TensorRT version {trt!r} (choose one of: {', '.join(TRT_VERSIONS)}, or X.Y from 8.5)")
     return below[-1]
+
+
+def export_target(version: str) -> str | None:
+    """The `vitc export --trt` target that writes files TensorRT `version` ("8.5.2.2") parses, if any."""
+    try:
+        major, minor = _key(version)
+    except ValueError:
+        return None
+    target = f"{major}.{minor}" if major == 8 else str(major)
+    return target if target in TRT_VERSIONS else None
 
 
 def max_opset(trt: str) -> int:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from vitc.export.trt_rules import supported_ops
+
 PLAN_BODY = b"FAKEPLAN"
 CACHE_TAG = b"FAKETC"
 ONNX_TYPES = {1: "FLOAT", 10: "HALF", 16: "BF16", 3: "INT8", 2: "UINT8", 6: "INT32", 7: "INT64", 9: "BOOL", 17: "FP8"}
@@ -194,6 +196,16 @@ class OnnxParser(Strict):
                 return False
             shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in info.type.tensor_type.shape.dim)
             tensors.append(self._new("ITensor", info.name, shape, dtypes[kind]))
+        supported = supported_ops(self._trt.__version__)  # onnx-tensorrt's docs/operators.md for this release
+        for i, node in enumerate(model.graph.node):
+            if node.domain in ("", "ai.onnx") and node.op_type not in supported:
+                self._errors.append(  # the real parser's wording for an op it has no importer for
+                    f"In node {i} with name: {node.name} and operator: {node.op_type} (importFallbackPluginImporter): "
+                    'UNSUPPORTED_NODE: Assertion failed: creator && "Plugin not found, are the plugin name, version, '
+                    'and namespace correct?"'
+                )
+        if self._errors:
+            return False
         n_in = len(model.graph.input)
         net._inputs, net._outputs, net._onnx = tensors[:n_in], tensors[n_in:], data
         net._layers = [

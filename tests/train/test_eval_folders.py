@@ -151,5 +151,7 @@ def test_eval_streams_a_folder_alike_with_workers_and_names_unreadable_files(run
     cuda = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(photos), "--device", "cuda"])
     if not torch.cuda.is_available():
         assert cuda.exit_code == 2 and "--device cuda was asked for" in cuda.output, cuda.output
+    gpu = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(photos), "--device", "gpu"])
+    assert gpu.exit_code == 2 and "unknown device 'gpu' (auto, cpu, cuda)" in gpu.output, gpu.output
     negative = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(photos), "--workers", "-1"])
     assert negative.exit_code == 2 and "--workers must be 0 or more" in negative.output

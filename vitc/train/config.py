@@ -106,11 +106,12 @@ class TrainConfig:
         return self.run.name or self.model.name
 
 
+DEVICES = ("auto", "cpu", "cuda")  # run.device, and `vitc eval --device`
 _CHOICES = {
     "data.name": ("digits", "cifar10", "imagefolder"),
     "data.stream": ("auto", "memory", "stream"),
     "data.on_bad_image": ("skip", "stop"),
-    "run.device": ("auto", "cpu", "cuda"),
+    "run.device": DEVICES,
     "run.amp": ("auto", "off", "bf16", "fp16"),
     "run.compile": ("off", "inductor", "aot_eager", "eager"),  # the last two: torch.compile's debugging backends
     "run.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import torch
 
 from vitc.errors import VitcError, gpu_failure, no_cuda
+from vitc.train.config import DEVICES
 from vitc.train.distributed import DistInfo, broadcast_from_main
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ GPU_WORKERS = 8  # the most decoding processes a GPU gets by default (timm's -j 
 
 
 def pick_device(choice: str) -> torch.device:
+    if choice not in DEVICES:
+        raise VitcError(f"unknown device {choice!r} ({', '.join(DEVICES)})")
     if choice == "cuda" and not torch.cuda.is_available():
         raise no_cuda("--device cuda", torch)
     if choice == "auto":

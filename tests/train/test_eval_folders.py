@@ -153,5 +153,9 @@ def test_eval_streams_a_folder_alike_with_workers_and_names_unreadable_files(run
         assert cuda.exit_code == 2 and "--device cuda was asked for" in cuda.output, cuda.output
     gpu = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(photos), "--device", "gpu"])
     assert gpu.exit_code == 2 and "unknown device 'gpu' (auto, cpu, cuda)" in gpu.output, gpu.output
+    split = _photos(tmp_path / "split" / "train", ["cat"]).parent
+    _photos(split / "val", ["cat"])
+    typo = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(split), "--split", "tset"])
+    assert typo.exit_code == 2 and "has no tset/ folder (it has train/, val/): choose one with --split" in typo.output
     negative = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(photos), "--workers", "-1"])
     assert negative.exit_code == 2 and "--workers must be 0 or more" in negative.output

@@ -137,7 +137,8 @@ def split_folder(folder: Path, split: str) -> Path:
     for name in (split, "val") if split == "test" else (split,):
         if name in splits:
             return splits[name]
-    raise VitcError(f"{folder} has no {split}/ folder (it has {', '.join(sorted(splits))}/): choose one with --split")
+    present = ", ".join(f"{name}/" for name in sorted(splits))
+    raise VitcError(f"{folder} has no {split}/ folder (it has {present}): choose one with --split")
 
 
 def labelled_files(folder: Path, split: str, class_names: Sequence[str]) -> tuple[FileIndex, Path]:

@@ -13,8 +13,9 @@ issue 20's targets come first, so a section that overruns its share delays only 
    torch.compile DeiT-S/ConViT-S at batch 256 with their share of the H200's bf16 peak.
 3. train: docs/feed_timing.py (would a worker thread hide DeiT's augmentation launches behind the
    step's?); `vitc train --device cuda` throughput per family (224×224 digits, bf16 AMP, and
-   convit_tiny in fp32 for the AMP ratio): step img/s, the feed's data wait, warm-up, evaluation, the
-   chosen attention formulation; then the feed's GPU-only tests.
+   convit_tiny in fp32 for the AMP ratio; last, deit_tiny on 2,048 streamed JPEGs decoded by
+   run.workers' default): step img/s, the feed's data wait, warm-up, evaluation, the chosen attention
+   formulation; then the feed's GPU-only tests.
 4. inference: docs/inference_ablation.py (~90 s): compiled cvt_13 with CvT's k/v convs merged or apart,
    ± SDPA, ± CUDA graphs, ± torch.compile while time lasts, fp16 and fp32, batch 8/64; compiled
    convit_tiny vs timm's deit_tiny_patch16_224 (± CUDA graphs) at batch 1/64.
@@ -167,7 +168,10 @@ def inference(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
 
 
 def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
+    import torch
+
     from vitc.train.config import load_config
+    from vitc.train.device import pick_workers
     from vitc.train.loop import train as run_training
 
     rows = []
@@ -177,11 +181,16 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     except Exception as exc:
         feed = {"command": f"python docs/feed_timing.py {plan['feed_timing']}", "error": f"{type(exc).__name__}: {exc}"}
     for i, (model, amp, *recipe) in enumerate(plan["train"]):
+        settings = " ".join(recipe)
         label = model + (" (DeiT's augmentation)" if recipe else "")
+        if "@photos" in settings:  # a JPEG folder that streams, decoded by run.workers' default for the device
+            label = f"{model} (streamed JPEGs, {pick_workers(None, torch.device(plan['device']))} workers)"
         if time.monotonic() > deadline:
             rows.append({"model": label, "amp": amp, "skipped": "time budget spent"})
             continue
-        sets = dict(item.split("=", 1) for item in plan["train_set"] + " ".join(recipe).split())
+        if "@photos" in settings:
+            settings = settings.replace("@photos", str(photo_folder(out, plan["photos"])))
+        sets = dict(item.split("=", 1) for item in plan["train_set"] + settings.split())
         overrides: dict[str, Any] = {k: json.loads(v) for k, v in sets.items()}
         overrides |= {"model.name": model, "run.amp": amp, "run.device": plan["device"],
                       "run.out_dir": str(out / "runs"), "run.name": f"{model}_{amp}_{i}"}  # fmt: skip
@@ -205,6 +214,16 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
                 proc = run([sys.executable, "-m", "pytest", *tests], 60)  # six short CUDA tests
                 section["feed_tests"] = (proc.stdout.strip().splitlines() or [""])[-1] + f" (exit {proc.returncode})"
     return section
+
+
+def photo_folder(out: Path, images: int) -> Path:
+    """train/ and val/ (a tenth as many) of 320×256 JPEGs in four classes (docs/eval_memory.py's), once."""
+    root = out / f"photos{images}"
+    if not root.exists():
+        write = doc_script("eval_memory").write_folder
+        write(root / "train", images)
+        write(root / "val", max(4, images // 10))
+    return root
 
 
 def feed_timing(args: str) -> dict[str, Any]:

@@ -16,8 +16,10 @@ FULL = {
         ("cvt_13", "bf16"),
         ("spvit_s", "bf16"),
         ("convit_tiny", "off"),
+        ("deit_tiny", "bf16", 'data.dir="@photos" data.stream="stream"'),  # does the default run.workers keep up?
     ],
     "train_set": ["data.image_size=224", "optim.epochs=2", "optim.batch_size=128", "data.fraction=1.0"],
+    "photos": 2048,  # 320×256 JPEGs for the streamed run (and 204 for val): 16 steps an epoch
     # would a worker thread hide DeiT's augmentation launches behind the step's? (docs/feed_timing.py: 60 steps)
     "feed_timing": "--device cuda --model deit_tiny --batch 128 --img 224 --amp bf16 --steps 4 --calls 1 --rounds 3",
     "ratios": {
@@ -56,8 +58,13 @@ DRY = {
     "bench_args": ["-b", "2", "-n", "2", "--warmup", "1", "--rounds", "1"],
     "precisions": ("fp32",),
     "device": "cpu",
-    "train": [("convit_micro", "off"), ("convit_micro", "off", 'aug.auto_augment="rand-m9-mstd0.5-inc1"')],
+    "train": [
+        ("convit_micro", "off"),
+        ("convit_micro", "off", 'aug.auto_augment="rand-m9-mstd0.5-inc1"'),
+        ("deit_micro", "off", 'data.dir="@photos" data.stream="stream"'),
+    ],
     "train_set": ["optim.epochs=1", "optim.batch_size=32", "data.fraction=0.05"],
+    "photos": 64,
     "feed_timing": "--device cpu --model deit_micro --batch 2 --img 16 --amp off --steps 1 --calls 1 --rounds 1",
     "ratios": {
         "micro": True,

@@ -62,6 +62,8 @@ def test_dry_run_writes_every_section(tmp_path: Path) -> None:
     assert sections["cuda_layer"]["exact_nbytes"] is True and sections["cuda_layer"]["graph_replay_ok"] is True
     assert sections["cuda_layer"]["copy_bytes"] < sections["cuda_layer"]["buffer_bytes"]
     assert sections["train"]["rows"][0]["train_images_per_s"] > 0
+    streamed = sections["train"]["rows"][2]  # a generated JPEG folder, streamed: workers as run.workers' default
+    assert streamed["model"] == "deit_micro (streamed JPEGs, 0 workers)" and streamed["train_images_per_s"] > 0
     feed = sections["train"]["feed_timing"]  # docs/feed_timing.py: the four variants, per step
     assert set(feed["ms_per_step"]) == {"step only", "augment only", "same thread", "worker thread"}
     assert all(ms > 0 for ms in feed["ms_per_step"].values()) and feed["worker_vs_same_thread"] > 0

@@ -35,6 +35,40 @@ def test_import_wrapped_deit_gives_identical_logits(tmp_path: Path) -> None:
     assert torch.equal(model(x), reference(x))
 
 
+def test_a_downloaded_folder_names_its_model(tmp_path: Path) -> None:
+    """A timm hub folder (timm/deit_tiny_patch16_224.fb_in1k: model.safetensors and timm's config.json) and a
+    Hugging Face CvT folder say which model they hold, as timm.create_model and from_pretrained read them."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from vitc.importers import model_named_by
+
+    _, reference = _official_deit(tmp_path)
+    hub = tmp_path / "deit_tiny_patch16_224.fb_in1k"
+    hub.mkdir()
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, hub / "model.safetensors")
+    (hub / "config.json").write_text(json.dumps({"architecture": "deit_tiny_patch16_224", "num_classes": 1000}))
+    result = runner.invoke(app, ["import", str(hub), "--out", str(tmp_path / "out"), *SMALL])
+    assert result.exit_code == 0, result.output
+    assert "model: deit_tiny (named by its config.json)" in result.output
+    model, meta = load_model(tmp_path / "out" / "model.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    assert meta.model == "deit_tiny" and torch.equal(model(x), reference(x))
+    assert model_named_by(hub / "model.safetensors") == "deit_tiny"  # the file in a hub snapshot folder
+
+    hf = tmp_path / "cvt"
+    hf.mkdir()
+    for depth, widths, name in (([1, 2, 10], [64, 192, 384], "cvt_13"), ([1, 4, 16], [64, 192, 384], "cvt_21"),
+                                ([1, 1, 1], [64, 192, 384], None)):  # fmt: skip
+        (hf / "config.json").write_text(json.dumps({"model_type": "cvt", "depth": depth, "embed_dim": widths}))
+        assert model_named_by(hf) == name
+    (hf / "config.json").write_text(json.dumps({"architecture": "resnet50"}))  # timm, not a vitc model
+    assert model_named_by(hf) is None
+    bare = runner.invoke(app, ["import", str(tmp_path / "deit_official.pth"), "--out", str(tmp_path / "o2")])
+    assert bare.exit_code == 2 and "give --model:" in bare.output and "Traceback" not in bare.output
+
+
 def test_import_resamples_position_embeddings(tmp_path: Path) -> None:
     source, _ = _official_deit(tmp_path)
     out = tmp_path / "out96"

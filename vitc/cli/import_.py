@@ -10,14 +10,20 @@ from typing_extensions import Annotated
 
 from vitc.cli._console import console
 from vitc.cli._options import ForceOpt, SetOpt, parse_assignments
+from vitc.errors import VitcError
 
 
 def import_(
     source: Annotated[
         Path, typer.Argument(help="Foreign checkpoint (.pth, .pt, .bin, .safetensors) or a Hugging Face model folder.")
     ],
-    model: Annotated[str, typer.Option("--model", "-m", help="vitc model name, e.g. convit_small.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; receives model.safetensors.")],
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model", "-m", help="vitc model name, e.g. convit_small (default: what the folder's config.json names)."
+        ),
+    ] = None,
     img_size: Annotated[
         Optional[int], typer.Option(help="Target resolution; position embeddings are resampled.")
     ] = None,
@@ -25,11 +31,19 @@ def import_(
     force: ForceOpt = False,
 ) -> None:
     """Convert foreign weights strictly: every key must fit, or a table says which do not."""
-    from vitc.importers import import_checkpoint
+    from vitc.importers import import_checkpoint, model_named_by
 
     overrides = parse_assignments(set_)
     if img_size is not None:
         overrides["img_size"] = img_size
     terminal = console()
+    if model is None:
+        model = model_named_by(source)
+        if model is None:
+            raise VitcError(
+                f"give --model: {source} has no config.json naming a vitc model (timm's 'architecture', or a "
+                "Hugging Face CvT config); `vitc models` lists them"
+            )
+        terminal.print(f"model: {model} (named by its config.json)")
     path = import_checkpoint(source, model, out, force=force, say=terminal.print, **overrides)
     terminal.print(f"wrote {path} ({model})")

@@ -247,6 +247,7 @@ class Pretrained:
     source_format: str  # "vitc checkpoint", "huggingface" or "official/timm"
     args: dict[str, Any]  # constructor arguments the file implies (a vitc checkpoint's architecture, HF's act)
     class_names: list[str] | None = None
+    model: str | None = None  # the model the file says it holds (a vitc checkpoint's, or its folder's config.json)
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -265,7 +266,7 @@ def read_pretrained(source: str | os.PathLike[str], model_name: str) -> Pretrain
     text = read_safetensors_metadata(path).get(META_KEY) if path.suffix == ".safetensors" else None
     if text is None:
         layout, implied = layout_of(state_dict, family)
-        return Pretrained(path, state_dict, layout, implied)
+        return Pretrained(path, state_dict, layout, implied, model=model_named_by(path))
     meta = CheckpointMeta.from_json(text, str(path))
     theirs = model_cfg(meta.model).family
     if theirs != family:
@@ -274,12 +275,25 @@ def read_pretrained(source: str | os.PathLike[str], model_name: str) -> Pretrain
             f"({family}): use --model {meta.model} or weights of the {family} family"
         )
     args = {k: v for k, v in meta.args.items() if k not in _NOT_INHERITED}
-    return Pretrained(path, state_dict, "vitc checkpoint", args, meta.class_names)
+    return Pretrained(path, state_dict, "vitc checkpoint", args, meta.class_names, meta.model)
 
 
 def load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list[str] | None = None) -> str:
     """Load `pretrained` into `model` strictly, except the classifier, which keeps its fresh initialisation
-    when the class count differs (or a vitc checkpoint names other classes). Returns the line to print."""
+    when the class count differs (or a vitc checkpoint names other classes). Returns the line to print.
+    Weights that do not fit and say which model they hold name it (a run left at its default model)."""
+    from vitc.models.loading import KeyMismatchError
+
+    try:
+        return _load_pretrained(model, pretrained, class_names)
+    except KeyMismatchError as exc:
+        if pretrained.model in (None, model.vitc_name):
+            raise
+        hint = f"; the file holds {pretrained.model} weights: use --model {pretrained.model}"
+        raise KeyMismatchError(f"{exc}{hint}", exc.report) from None
+
+
+def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list[str] | None) -> str:
     source = str(pretrained.path)
     state_dict = dict(pretrained.state_dict)
     check_tensors(state_dict, model, source)

@@ -149,6 +149,26 @@ def test_same_classes_keep_the_head_and_positions_follow_the_input_size(tmp_path
     assert model.pos_embed.shape == (1, 1 + 12 * 12, 96)  # resampled from 8x8 patches to 12x12
 
 
+def test_weights_of_another_model_of_the_family_name_it(tmp_path: Path) -> None:
+    """`vitc train --pretrained` left at its default model (convit_micro) with convit_tiny weights: the key
+    table ended in "does not fit convit_micro" and did not say which model the file holds."""
+    tiny = create_model("deit_tiny", depth=1)
+    vitc_file = save_checkpoint(tmp_path / "tiny.safetensors", tiny)
+    hub = tmp_path / "deit_tiny_patch16_224.fb_in1k"  # a timm hub folder: its config.json names the model
+    hub.mkdir()
+    torch.save(tiny.state_dict(), hub / "pytorch_model.bin")
+    (hub / "config.json").write_text(json.dumps({"architecture": "deit_tiny_patch16_224"}))
+    named = r"deit_micro.*; the file holds deit_tiny weights: use --model deit_tiny$"
+    for source in (vitc_file, hub):
+        with pytest.raises(KeyMismatchError, match=named):
+            load_pretrained(create_model("deit_micro"), read_pretrained(source, "deit_micro"))
+    foreign = tmp_path / "bare.pth"  # nothing names the model: the message stays as it was
+    torch.save(tiny.state_dict(), foreign)
+    with pytest.raises(KeyMismatchError) as raised:
+        load_pretrained(create_model("deit_micro"), read_pretrained(foreign, "deit_micro"))
+    assert "the file holds" not in str(raised.value)
+
+
 def test_weights_of_another_family_are_refused(tmp_path: Path) -> None:
     cvt = save_checkpoint(tmp_path / "cvt.safetensors", create_model("cvt_micro"))
     with pytest.raises(VitcError, match=r"cvt_micro weights.*cannot start deit_micro"):

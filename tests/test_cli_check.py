@@ -65,3 +65,13 @@ def test_check_all_lists_every_node(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "/blocks.0/norm2/LayerNormalization, /blocks.1/norm1/LayerNormalization, /blocks.1/norm2" in result.output
     assert runner.invoke(app, ["check", str(path), "--trt", "8.6"]).exit_code == 2  # the custom op remains
+
+
+def test_check_takes_the_release_a_device_reports(tmp_path: Path) -> None:
+    """`python3 -c "import tensorrt; print(tensorrt.__version__)"` on JetPack 5 says 8.5.2.2: --trt took 8.5 only."""
+    path = _layernorm_chain(tmp_path / "m.onnx", blocks=1)
+    result = runner.invoke(app, ["check", str(path), "--trt", "8.5.2.2"])
+    assert result.exit_code == 2 and "LayerNormalization ×3:" in result.output
+    assert "4 problem(s) for TensorRT 8.5.2.2" in result.output
+    unknown = runner.invoke(app, ["check", str(path), "--trt", "9.2"])
+    assert unknown.exit_code == 2 and "unknown TensorRT version '9.2'" in unknown.output

@@ -39,15 +39,18 @@ def group_findings(findings: Sequence[Finding]) -> list[tuple[str, str, list[str
 
 def check(
     model: Annotated[Path, typer.Argument(help="ONNX file.")],
-    trt: Annotated[str, typer.Option("--trt", help="TensorRT version: 8.5, 8.6, 10 or 11.")] = "10",
+    trt: Annotated[
+        str,
+        typer.Option("--trt", help="TensorRT version: 8.5, 8.6, 10 or 11, or a release such as 8.5.2.2 or 10.3."),
+    ] = "10",
     all_names: Annotated[bool, typer.Option("--all", help="List every node name instead of folding them.")] = False,
 ) -> None:
     """List ops, Q/DQ layouts and dynamic dims TensorRT would reject, grouped by kind; exit 2 when there are any."""
     from vitc.errors import VitcError
     from vitc.export.onnx_export import read_onnx
-    from vitc.export.trt_rules import check_onnx, check_version
+    from vitc.export.trt_rules import check_onnx, resolve
 
-    check_version(trt)
+    resolve(trt)  # an export target or the release a device reports (its parser's table): refuse others at once
     if not model.is_file():
         raise VitcError(f"{model}: no such file")
     proto = read_onnx(model)

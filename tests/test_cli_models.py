@@ -112,6 +112,9 @@ def test_unknown_pattern_is_a_clear_error() -> None:
     result = runner.invoke(app, ["models", "convt_tiny"])
     assert result.exit_code == 2
     assert "did you mean convit_tiny" in result.output
+    nothing = runner.invoke(app, ["models", "resnet*"])  # it said "`vitc models` lists them", from vitc models
+    count = len(_zoo.registered_names())
+    assert nothing.exit_code == 2 and f"`vitc models` without a pattern lists all {count}" in nothing.output
 
 
 def test_unknown_model_is_defined_once_in_errors() -> None:

@@ -46,10 +46,11 @@ def no_cuda(option: str, torch: Any) -> VitcError:
     return VitcError(f"{option} was asked for, but {why}")
 
 
-def unknown_model(name: str, names: list[str]) -> VitcError:
-    """The error for a model name that is not among `names` (the registered ones), suggesting close names."""
+def unknown_model(name: str, names: list[str], listing: str = "`vitc models` lists them") -> VitcError:
+    """The error for a model name that is not among `names` (the registered ones), suggesting close names,
+    else where to see them all (`listing`)."""
     import difflib
 
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `vitc models` lists them"
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; {listing}"
     return VitcError(f"unknown model {name!r}{hint}")

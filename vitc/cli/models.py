@@ -18,7 +18,8 @@ def models(
 
     rows = zoo_stats(pattern)
     if not rows:
-        raise unknown_model(pattern, registered_names())
+        names = registered_names()
+        raise unknown_model(pattern, names, listing=f"`vitc models` without a pattern lists all {len(names)}")
     table = Table(title="vitc model zoo")
     for column in ("name", "family", "params", "GMACs", "input"):
         table.add_column(column, justify="right" if column in ("params", "GMACs") else "left")

@@ -342,8 +342,9 @@ def _parse(
 
 
 def _unparsed(opts: BuildOptions, version: str, errors: list[str]) -> VitcError:
-    """The parser's first errors (an export for a newer TensorRT fails once per node: 13 LayerNorms on
-    JetPack 5's 8.5) and what to run: `vitc check` names every problem, `vitc export --trt` avoids them."""
+    """The parser's first error and their count (an export for a newer TensorRT can fail once per node,
+    e.g. each LayerNorm on JetPack 5's 8.5) and what to run: `vitc check` names every problem, `vitc
+    export --trt` avoids them."""
     from vitc.export.trt_rules import export_target
 
     first = f"{len(errors)} errors, the first: {errors[0]}" if len(errors) > 1 else (errors or ["no reason given"])[0]

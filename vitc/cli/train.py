@@ -187,8 +187,8 @@ def evaluate(
     if data == "imagefolder" and folder is not None:
         if not meta.class_names:
             raise VitcError(f"{checkpoint} names no classes, so its labels cannot be matched to folder names")
-        feed = _folder_feed(Path(folder), split, meta.class_names, cfg, on, workers, terminal)
-        batches, where, known = feed.eval_batches(split), str(feed.sources[split].index.root), meta.class_names
+        feed, root = _folder_feed(Path(folder), split, meta.class_names, cfg, on, workers, terminal)
+        batches, where, known = feed.eval_batches(split), str(root), meta.class_names
     else:
         dataset = load_dataset(data, split, data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct,
                                in_chans=cfg.input_size[0])  # fmt: skip
@@ -240,10 +240,10 @@ def _folder_feed(
     device: torch.device,
     workers: Optional[int],
     terminal: Console,
-) -> StreamFeed:
-    """A labelled folder streamed in file order (vitc.data.feed.StreamFeed): decoded per batch, by worker
-    processes when it is large, so `vitc eval` on a validation set of any size keeps a GPU fed and fits in
-    memory; unreadable files are named and skipped, as training does by default."""
+) -> tuple[StreamFeed, Path]:
+    """A labelled folder streamed in file order (vitc.data.feed.StreamFeed), and the folder of class folders
+    read: decoded per batch, by worker processes on a GPU, so `vitc eval` on a validation set of any size
+    keeps a GPU fed and fits in memory; unreadable files are named and skipped, as training does by default."""
     from vitc.data.feed import EVAL_BATCH, StreamFeed
     from vitc.data.stream import FolderSource, SampleTransform
     from vitc.train.device import pick_workers
@@ -254,7 +254,7 @@ def _folder_feed(
         workers = pick_workers(None, device) if len(index.files) >= 2 * EVAL_BATCH else 0
     by = f"{workers} worker process{'es' if workers != 1 else ''}" if workers else "this process"
     terminal.print(f"{len(index.files)} images in {root}, decoded by {by}, evaluated on {device}", soft_wrap=True)
-    return StreamFeed(
+    feed = StreamFeed(
         {split: FolderSource(index)},
         SampleTransform(cfg.input_size[1], cfg.crop_pct),
         workers=workers,
@@ -262,6 +262,7 @@ def _folder_feed(
         in_chans=cfg.input_size[0],
         report=lambda line: terminal.print(line, soft_wrap=True),
     )
+    return feed, root
 
 
 def _per_class_table(classes: list[dict]) -> Table:

@@ -58,7 +58,7 @@ def test_a_foreign_file_needs_its_model_name(checkpoint: tuple[Path, torch.nn.Mo
     _, reference = checkpoint
     source = tmp_path / "weights.pth"
     torch.save({"model": reference.state_dict()}, source)
-    with pytest.raises(VitcError, match="name its model"):
+    with pytest.raises(VitcError, match="names a vitc model: name it"):
         vitc.load_model(source)
     model = vitc.load_model(source, "deit_micro", depth=1)
     x = torch.randn(2, 3, 32, 32)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import vitc
 from vitc.checkpoint import load_model
 from vitc.cli.main import app
 from vitc.models import create_model
@@ -42,7 +43,7 @@ def test_a_downloaded_folder_names_its_model(tmp_path: Path) -> None:
 
     from safetensors.torch import save_file
 
-    from vitc.importers import model_named_by
+    from vitc.downloads import model_named_by
 
     _, reference = _official_deit(tmp_path)
     hub = tmp_path / "deit_tiny_patch16_224.fb_in1k"
@@ -56,6 +57,8 @@ def test_a_downloaded_folder_names_its_model(tmp_path: Path) -> None:
     x = torch.randn(2, 3, 64, 64)
     assert meta.model == "deit_tiny" and torch.equal(model(x), reference(x))
     assert model_named_by(hub / "model.safetensors") == "deit_tiny"  # the file in a hub snapshot folder
+    loaded = vitc.load_model(hub, depth=2, img_size=64)  # the Python API reads the same config.json
+    assert loaded.vitc_name == "deit_tiny" and torch.equal(loaded(x), reference(x))
 
     hf = tmp_path / "cvt"
     hf.mkdir()

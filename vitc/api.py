@@ -28,21 +28,27 @@ Prediction = list[tuple[str, float]]  # (class name, probability), most likely f
 
 
 def load_model(path: str | os.PathLike[str], model_name: str | None = None, **overrides: Any) -> nn.Module:
-    """A model in eval mode from a vitc checkpoint, or from any file `vitc import` reads (then name the
-    model: `load_model("convit_tiny.pth", "convit_tiny")`). Class names come with a vitc checkpoint or a
+    """A model in eval mode from a vitc checkpoint, or from any file `vitc import` reads. A timm hub or
+    Hugging Face folder's config.json names its model; other files need it named:
+    `load_model("convit_tiny.pth", "convit_tiny")`. Class names come with a vitc checkpoint or a
     Hugging Face folder's config.json; otherwise classes are named by their index."""
     from vitc._io import read_safetensors_metadata
     from vitc.checkpoint import META_KEY
     from vitc.checkpoint import load_model as load_checkpoint
-    from vitc.importers import convert_file, weights_file
+    from vitc.downloads import model_named_by, weights_file
+    from vitc.importers import convert_file
 
     file = weights_file(path)
     if file.suffix == ".safetensors" and META_KEY in read_safetensors_metadata(file):
         model, meta = load_checkpoint(file, **overrides)
         model.vitc_class_names = meta.class_names
         return model
+    model_name = model_name or model_named_by(file)
     if model_name is None:
-        raise VitcError(f"{file} is not a vitc checkpoint: name its model, e.g. vitc.load_model(path, 'convit_tiny')")
+        raise VitcError(
+            f"{file} is not a vitc checkpoint and no config.json beside it names a vitc model: name it, "
+            "e.g. vitc.load_model(path, 'convit_tiny')"
+        )
     model, _, file = convert_file(file, model_name, **overrides)
     model.vitc_class_names = _hf_labels(file.parent / "config.json", model)
     return model.eval()

@@ -8,7 +8,6 @@ Reading is the only risky part: `.pth`/`.bin` files are pickles. They are opened
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import sys
@@ -24,6 +23,7 @@ from torch import nn
 from vitc import __version__
 from vitc._io import sha256_file
 from vitc.checkpoint import meta_for, save_checkpoint
+from vitc.downloads import model_named_by, weights_file
 from vitc.errors import VitcError
 from vitc.limits import MAX_MODEL_BYTES
 from vitc.models._registry import get_model_cfg, model_cfg, registered_module
@@ -31,13 +31,6 @@ from vitc.models.loading import build_within_limits, load_strict
 
 _WRAPPERS = ("model", "state_dict", "model_state", "model_ema", "module")
 _PREFIXES = ("module.", "model.")
-HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what a Hugging Face model folder holds
-TIMM_NAMES = {f"deit_{size}_patch16_224": f"deit_{size}" for size in ("tiny", "small", "base")}  # timm's → vitc's
-HF_CVT = {  # a Hugging Face CvtConfig's (depth, embed_dim) → the vitc model (vitc/models/cvt.py)
-    ((1, 2, 10), (64, 192, 384)): "cvt_13",
-    ((1, 4, 16), (64, 192, 384)): "cvt_21",
-    ((2, 2, 20), (192, 768, 1024)): "cvt_w24",
-}
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -130,42 +123,6 @@ def convert_state_dict(
         raise VitcError(f"{source}: cannot adapt these weights to {model.vitc_name} ({exc})") from exc
 
 
-def weights_file(source: str | os.PathLike[str]) -> Path:
-    """The weights file itself, or the one inside a Hugging Face model folder (config.json beside it)."""
-    path = Path(source)
-    if not path.is_dir():
-        return path
-    for name in HF_WEIGHT_FILES:
-        if (path / name).is_file():
-            return path / name
-    raise VitcError(f"{path}: a folder without {' or '.join(HF_WEIGHT_FILES)} (name the weights file itself)")
-
-
-def model_named_by(source: str | os.PathLike[str]) -> str | None:
-    """The vitc model a downloaded folder's config.json names, as `timm.create_model` and `from_pretrained`
-    read it: timm's `architecture` (hub folders such as timm/convit_tiny.fb_in1k) or a Hugging Face CvT
-    config's depths and widths. `source` is the folder or the weights file in it; None when nothing says."""
-    from vitc._zoo import registered_names
-
-    path = Path(source)
-    try:
-        record = json.loads(((path if path.is_dir() else path.parent) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict):
-        return None
-    if isinstance(record.get("architecture"), str):
-        name = record["architecture"].split(".")[0]  # a pretrained tag may follow the name
-        name = TIMM_NAMES.get(name, name)
-        return name if name in registered_names() else None
-    if record.get("model_type") == "cvt":
-        try:
-            return HF_CVT.get((tuple(record["depth"]), tuple(record["embed_dim"])))
-        except (KeyError, TypeError):
-            return None
-    return None
-
-
 def layout_of(state_dict: dict[str, torch.Tensor], family: str) -> tuple[str, dict[str, Any]]:
     """(source format, constructor arguments that format implies).
 
@@ -225,10 +182,8 @@ __all__ = [
     "import_checkpoint",
     "layout_of",
     "load_pretrained",
-    "model_named_by",
     "read_pretrained",
     "read_state_dict",
-    "weights_file",
 ]
 
 

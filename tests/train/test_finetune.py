@@ -25,7 +25,7 @@ from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model
 from vitc.models.loading import KeyMismatchError
 from vitc.train import loop
-from vitc.train.config import load_config, resume_config
+from vitc.train.config import load_config, resolve_defaults, resume_config
 from vitc.train.optim import freeze_backbone, layer_ids, param_groups
 
 # 2 blocks of width 48 on 16x16 digits: learns digits 0-4 to ~98% in seconds on a CPU
@@ -167,6 +167,44 @@ def test_weights_of_another_model_of_the_family_name_it(tmp_path: Path) -> None:
     with pytest.raises(KeyMismatchError) as raised:
         load_pretrained(create_model("deit_micro"), read_pretrained(foreign, "deit_micro"))
     assert "the file holds" not in str(raised.value)
+
+
+def test_a_run_that_names_no_model_trains_the_one_its_weights_hold(
+    pretrained: Path, tmp_path: Path, patch: pytest.MonkeyPatch
+) -> None:
+    """`vitc train --pretrained FILE` without --model trained convit_micro (and failed on the key table):
+    the model the file names is trained, as `yolo train model=yolov8n.pt` does, and the run says so."""
+    hub = tmp_path / "deit_tiny_patch16_224.fb_in1k"  # a timm hub folder: config.json names the model
+    hub.mkdir()
+    (hub / "model.safetensors").write_bytes(b"")  # only the name is read here, not the weights
+    (hub / "config.json").write_text(json.dumps({"architecture": "deit_tiny_patch16_224.fb_in1k"}))
+    bare = tmp_path / "bare.pth"
+    bare.write_bytes(b"")
+    named = tmp_path / "named.toml"
+    named.write_text('[model]\nname = "cvt_micro"\n')
+    cases = [  # (recipe, overrides) → the model trained, the first "default:" line
+        (None, {"model.pretrained": str(pretrained)}, "deit_micro", "model.name = deit_micro (what"),
+        (None, {"model.pretrained": str(hub)}, "deit_tiny", "model.name = deit_tiny (what"),
+        (None, {"model.pretrained": str(bare)}, "convit_micro", f"model.name = convit_micro ({bare} does not say"),
+        (None, {}, "convit_micro", "aug.flip"),  # no weights: the default, not worth a line
+        (None, {"model.pretrained": str(hub), "model.name": "deit_micro"}, "deit_micro", "aug.flip"),
+        (named, {"model.pretrained": str(hub)}, "cvt_micro", "aug.flip"),  # the recipe names it
+    ]
+    for recipe, overrides, model, note in cases:
+        cfg = load_config(recipe, overrides)
+        notes = resolve_defaults(cfg)
+        assert (cfg.model.name, cfg.run_name) == (model, model) and notes[0].startswith(note), (overrides, notes)
+
+    patch.setattr(datasets, "_load_digits", _digits(UPPER))
+    patch.setattr(loop.report, "plot_curves", lambda *args, **kwargs: None)
+    settings = {k: v for k, v in SMALL.items() if not k.startswith("model.")}  # the weights say it all
+    cfg = load_config(None, {**settings, **FEW_SHOT, "optim.epochs": 1, "model.pretrained": str(pretrained)})
+    cfg.run.out_dir = str(tmp_path)
+    run = loop.train(cfg, show_progress=False)
+    meta = read_meta(run.run_dir / "best.safetensors")
+    assert run.run_dir.name == "deit_micro" and meta.model == "deit_micro"
+    assert meta.args["depth"] == 2 and meta.args["embed_dim"] == 48  # the architecture the weights have
+    assert meta.provenance["pretrained"] == str(pretrained.resolve())
 
 
 def test_weights_of_another_family_are_refused(tmp_path: Path) -> None:

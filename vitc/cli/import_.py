@@ -31,7 +31,8 @@ def import_(
     force: ForceOpt = False,
 ) -> None:
     """Convert foreign weights strictly: every key must fit, or a table says which do not."""
-    from vitc.importers import import_checkpoint, model_named_by
+    from vitc.downloads import model_named_by
+    from vitc.importers import import_checkpoint
 
     overrides = parse_assignments(set_)
     if img_size is not None:

@@ -29,7 +29,10 @@ def train(
     recipe: Annotated[
         Optional[Path], typer.Argument(help="A recipe TOML, e.g. train/convit_micro_digits.toml.")
     ] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name (model.name).")] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", help="model.name (default: what --pretrained holds, else convit_micro)."),
+    ] = None,
     data: Annotated[
         Optional[str], typer.Option(help="digits, cifar10 or imagefolder (data.name; default: what --data-dir holds).")
     ] = None,
@@ -67,6 +70,7 @@ def train(
         cfg = resume_config(cfg, overrides)
     _check_before_torch(cfg, resume)
     notes = resolve_defaults(cfg)
+    _check_model(cfg.model.name)
     if nproc > 1:
         RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
         _launch_torchrun(nproc)
@@ -94,16 +98,22 @@ def train(
 
 def _check_before_torch(cfg: TrainConfig, resume: bool) -> None:
     """The model is one of the zoo's, the data folder holds data of its kind, the starting weights exist."""
-    from vitc._zoo import registered_names
     from vitc.data.files import check_data_dir, detect_kind
 
-    names = registered_names()
-    if cfg.model.name not in names:
-        raise unknown_model(cfg.model.name, names)
+    if cfg.model.name is not None:
+        _check_model(cfg.model.name)
     if cfg.data.name is not None or cfg.data.dir:
         check_data_dir(cfg.data.name or detect_kind(Path(cfg.data.dir)), cfg.data.dir)
     if cfg.model.pretrained and not resume and not Path(cfg.model.pretrained).exists():
         raise VitcError(f"no such file or folder: {cfg.model.pretrained} (--pretrained / model.pretrained)")
+
+
+def _check_model(name: str) -> None:
+    from vitc._zoo import registered_names
+
+    names = registered_names()
+    if name not in names:
+        raise unknown_model(name, names)
 
 
 def _launch_torchrun(nproc: int) -> None:

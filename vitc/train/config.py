@@ -23,9 +23,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+DEFAULT_MODEL = "convit_micro"
+
+
 @dataclass
 class ModelSection:
-    name: str = "convit_micro"
+    name: str | None = None  # None: the model --pretrained holds when the file names it, else DEFAULT_MODEL
     args: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {depth = 4}
     drop_path_rate: float = 0.1
     pretrained: str | None = None  # weights to start from: a vitc checkpoint or any file `vitc import` reads
@@ -103,7 +106,7 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return self.run.name or self.model.name
+        return self.run.name or self.model.name or DEFAULT_MODEL
 
 
 DEVICES = ("auto", "cpu", "cuda")  # run.device, and `vitc eval --device`
@@ -263,8 +266,9 @@ FLIP_DEFAULTS = {  # is a mirrored image still an image of its class?
 
 
 def resolve_defaults(cfg: TrainConfig) -> list[str]:
-    """Fill in the defaults that depend on the data's kind, the run length and fine-tuning; one line per
-    choice, to print. Reads only the data folder's listing: the CLI calls it before importing torch.
+    """Fill in the defaults that depend on the starting weights, the data's kind, the run length and
+    fine-tuning; one line per choice, to print. Reads only the data folder's listing and the weights'
+    header or config.json: the CLI calls it before importing torch.
 
     The resolved values are what the run folder's config.json records, so a resumed or repeated
     run uses them explicitly. Those that depend on the data's size follow in `resolve_for_data`.
@@ -272,6 +276,8 @@ def resolve_defaults(cfg: TrainConfig) -> list[str]:
     from vitc.data.files import detect_kind
 
     notes = []
+    if cfg.model.name is None:
+        notes += _resolve_model(cfg)
     if cfg.data.name is None:
         cfg.data.name = detect_kind(Path(cfg.data.dir)) if cfg.data.dir else "digits"
         if cfg.data.dir:
@@ -294,6 +300,20 @@ def resolve_defaults(cfg: TrainConfig) -> list[str]:
                 f"lr * {cfg.optim.layer_decay}^(d - i), so the early, general layers move least)"
             )
     return notes
+
+
+def _resolve_model(cfg: TrainConfig) -> list[str]:
+    """A run that names no model trains the one its --pretrained weights hold, as a weights file names
+    the model in Ultralytics (`yolo train model=yolov8n.pt`); without weights, convit_micro."""
+    from vitc.downloads import held_model
+
+    held = held_model(cfg.model.pretrained) if cfg.model.pretrained else None
+    cfg.model.name = held or DEFAULT_MODEL
+    if held:
+        return [f"model.name = {held} (what {cfg.model.pretrained} holds; --model names another)"]
+    if cfg.model.pretrained:
+        return [f"model.name = {DEFAULT_MODEL} ({cfg.model.pretrained} does not say which model it holds: --model)"]
+    return []
 
 
 def resolve_for_data(cfg: TrainConfig, n_train: int, world_size: int = 1) -> tuple[list[str], list[str]]:

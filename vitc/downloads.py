@@ -1,0 +1,76 @@
+"""What weights say about themselves, read without torch: the weights file in a downloaded folder and
+the model a file or its folder names.
+
+A Hugging Face or timm hub folder holds the weights under a fixed name beside a config.json that
+names the model, as `timm.create_model("hf-hub:...")` and `from_pretrained` read it; a vitc checkpoint
+names its model in its own metadata. `vitc import`, `vitc train --pretrained` and `vitc.load_model`
+read both here, so a model named once by the file need not be named again by the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from vitc.errors import VitcError
+
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what a Hugging Face model folder holds
+TIMM_NAMES = {f"deit_{size}_patch16_224": f"deit_{size}" for size in ("tiny", "small", "base")}  # timm's → vitc's
+HF_CVT = {  # a Hugging Face CvtConfig's (depth, embed_dim) → the vitc model (vitc/models/cvt.py)
+    ((1, 2, 10), (64, 192, 384)): "cvt_13",
+    ((1, 4, 16), (64, 192, 384)): "cvt_21",
+    ((2, 2, 20), (192, 768, 1024)): "cvt_w24",
+}
+
+
+def weights_file(source: str | os.PathLike[str]) -> Path:
+    """The weights file itself, or the one inside a Hugging Face model folder (config.json beside it)."""
+    path = Path(source)
+    if not path.is_dir():
+        return path
+    for name in HF_WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise VitcError(f"{path}: a folder without {' or '.join(HF_WEIGHT_FILES)} (name the weights file itself)")
+
+
+def model_named_by(source: str | os.PathLike[str]) -> str | None:
+    """The vitc model a downloaded folder's config.json names, as `timm.create_model` and `from_pretrained`
+    read it: timm's `architecture` (hub folders such as timm/convit_tiny.fb_in1k) or a Hugging Face CvT
+    config's depths and widths. `source` is the folder or the weights file in it; None when nothing says."""
+    from vitc._zoo import registered_names
+
+    path = Path(source)
+    try:
+        record = json.loads(((path if path.is_dir() else path.parent) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if isinstance(record.get("architecture"), str):
+        name = record["architecture"].split(".")[0]  # a pretrained tag may follow the name
+        name = TIMM_NAMES.get(name, name)
+        return name if name in registered_names() else None
+    if record.get("model_type") == "cvt":
+        try:
+            return HF_CVT.get((tuple(record["depth"]), tuple(record["embed_dim"])))
+        except (KeyError, TypeError):
+            return None
+    return None
+
+
+def held_model(source: str | os.PathLike[str]) -> str | None:
+    """The model weights say they hold: a vitc checkpoint's own, else what its folder's config.json names;
+    None when neither says. A header that cannot be read says nothing here: reading the weights reports it."""
+    from vitc._io import read_safetensors_metadata
+    from vitc.checkpoint import META_KEY, CheckpointMeta
+
+    file = weights_file(source)
+    if file.suffix == ".safetensors" and file.is_file():
+        with contextlib.suppress(VitcError):
+            text = read_safetensors_metadata(file).get(META_KEY)
+            if text is not None:
+                return CheckpointMeta.from_json(text, str(file)).model
+    return model_named_by(file)

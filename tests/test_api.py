@@ -39,6 +39,17 @@ def test_predict_names_the_classes_of_a_checkpoint(checkpoint: tuple[Path, torch
     assert len(batch) == 2 and batch[0] == batch[1] and sum(p for _, p in batch[0]) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_predict_feeds_a_model_in_half_precision(checkpoint: tuple[Path, torch.nn.Module], dtype: torch.dtype):
+    """`model.cuda().half()` then predict: the float32 input met half weights ("Input type (float) and bias
+    type (c10::Half) should be the same"). The input now takes the model's float type, as its device."""
+    path, _ = checkpoint
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    full = vitc.predict(vitc.load_model(path), image, top_k=10)
+    half = vitc.predict(vitc.load_model(path).to(dtype), image, top_k=10)
+    assert dict(half) == pytest.approx(dict(full), abs=2e-3)
+
+
 def test_preprocess_uses_the_models_size_crop_and_normalisation() -> None:
     with torch.device("meta"):
         model = create_model("deit_tiny")  # 224, crop_pct 0.875, ImageNet mean/std

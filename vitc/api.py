@@ -97,7 +97,9 @@ def predict(model: nn.Module, images: Any, top_k: int = 5) -> Prediction | list[
         raise VitcError(f"predict expects images or a float (N, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
     model.eval()
     param = next(model.parameters(), None)
-    probs = model(x.to(param.device if param is not None else "cpu")).float().softmax(-1).cpu()
+    if param is not None:  # the model's device and float type: `model.cuda().half()` takes half inputs
+        x = x.to(param.device, param.dtype if param.is_floating_point() else x.dtype)
+    probs = model(x).float().softmax(-1).cpu()
     names = getattr(model, "vitc_class_names", None) or [str(i) for i in range(probs.shape[1])]
     top = probs.topk(min(top_k, probs.shape[1]), dim=-1)
     rows = [

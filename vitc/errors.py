@@ -54,3 +54,24 @@ def unknown_model(name: str, names: list[str], listing: str = "`vitc models` lis
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; {listing}"
     return VitcError(f"unknown model {name!r}{hint}")
+
+
+def unknown_device(choice: str, choices: tuple[str, ...], where: str = "--device") -> VitcError:
+    """The error for a device that is not one of `choices`. A GPU's number (cuda:1, 1, 0,1: how
+    Ultralytics and torch name one) is chosen here as every CUDA program lets one choose it, by
+    CUDA_VISIBLE_DEVICES, so the message says how; "gpu" means cuda."""
+    import re
+
+    given = choice.strip().lower()
+    numbers = re.fullmatch(r"(?:cuda|gpu)?:?\s*(\d+(?:\s*,\s*\d+)*)", given)
+    if numbers:
+        gpus = re.sub(r"\s", "", numbers.group(1))
+        count = gpus.count(",") + 1
+        more = f"; `vitc train --nproc {count}` trains on {count} GPUs" if count > 1 else ""
+        which = "GPUs" if count > 1 else "the GPU"
+        hint = f": choose {which} with CUDA_VISIBLE_DEVICES={gpus} before the command and --device cuda{more}"
+    elif given in ("gpu", "cuda"):
+        hint = ": --device cuda"
+    else:
+        hint = ""
+    return VitcError(f"unknown device {choice!r} for {where} ({', '.join(choices)}){hint}")

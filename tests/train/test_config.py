@@ -49,7 +49,7 @@ def test_recipe_then_overrides(tmp_path: Path) -> None:
         ({"optim.label_smoothing": 1.5}, "must be in"),
         ({"data.fraction": 0.0}, "data.fraction"),
         ({"aug.crop_scale": [0.9, 0.1]}, "crop_scale"),
-        ({"run.device": "tpu"}, "must be one of"),
+        ({"run.device": "tpu"}, r"unknown device .tpu. for --device \(run.device\) \(auto, cpu, cuda\)$"),
         ({"data.name": "imagefolder"}, "needs a folder"),
     ],
 )

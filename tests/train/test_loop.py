@@ -133,6 +133,30 @@ def test_no_cuda_says_whether_pytorch_is_a_cpu_build(monkeypatch: pytest.MonkeyP
     assert device.pick_device("auto") == torch.device("cpu")
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["train"], ["eval", "run"], ["bench", "-m", "deit_micro"], ["bench", "-e", "model.onnx"]],
+    ids=["train", "eval", "bench-model", "bench-engine"],
+)
+def test_a_gpu_number_as_device_says_how_to_choose_a_gpu(command: list[str]) -> None:
+    """`--device cuda:1` (torch's and Ultralytics' way to name a GPU) was refused without saying how to
+    choose one, and bench with only engines ignored any --device that was not "cpu" (`gpu` ran on auto)."""
+    from typer.testing import CliRunner
+
+    from vitc.cli.main import app
+
+    runner = CliRunner()
+    for device, hint in [
+        ("cuda:1", ": choose the GPU with CUDA_VISIBLE_DEVICES=1 before the command and --device cuda"),
+        ("0,1", "CUDA_VISIBLE_DEVICES=0,1 before the command and --device cuda; `vitc train --nproc 2` trains on 2"),
+        ("gpu", ": --device cuda"),
+        ("mps", "cpu, cuda)"),
+    ]:
+        result = runner.invoke(app, [*command, "--device", device])
+        assert result.exit_code == 2 and f"unknown device {device!r} for --device" in result.output, result.output
+        assert hint in result.output and "Traceback" not in result.output
+
+
 def test_decoding_workers_default_to_a_gpus_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """A streamed folder on a GPU was decoded by the training process alone (run.workers was 0), several
     times slower than the GPU trains; a CPU keeps its cores for the step."""

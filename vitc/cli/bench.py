@@ -15,7 +15,7 @@ from typing_extensions import Annotated
 
 from vitc._lazy import require_training
 from vitc.cli._console import console, labelled
-from vitc.errors import VitcError
+from vitc.errors import VitcError, unknown_device
 
 
 def bench(
@@ -78,6 +78,8 @@ def bench(
         raise VitcError("nothing to benchmark: give --engine PATH (repeatable) and/or --model NAME / --ckpt PATH")
     if (compare or torch_compile) and not model and ckpt is None:
         raise VitcError("--compare and --torch-compile apply to PyTorch: give --model NAME or --ckpt PATH")
+    if device not in ("cpu", "cuda"):  # the engines' runners read only "cpu": a typo would pass unseen
+        raise unknown_device(device, ("cpu", "cuda"))
     if model or ckpt is not None:  # before any engine is loaded: one line on a Jetson's runtime install
         require_training("vitc bench --model / --ckpt")
     batches = parse_batches(batch)

@@ -184,6 +184,7 @@ def evaluate(
 
     if workers is not None and workers < 0:
         raise VitcError(f"--workers must be 0 or more, got {workers}")
+    on = pick_device(device)
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_model(checkpoint)
     cfg = get_model_cfg(model)
@@ -191,7 +192,6 @@ def evaluate(
     if data is None and data_dir is not None and trained != "cifar10":
         data = "imagefolder"  # a folder of images names its kind; CIFAR batches only for a CIFAR model
     data, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
-    on = pick_device(device)
     terminal = console()
     skipped: list[str] = []
     if data == "imagefolder" and folder is not None:

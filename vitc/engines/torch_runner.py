@@ -17,7 +17,7 @@ import numpy as np
 
 from vitc._lazy import lazy_import
 from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
-from vitc.errors import VitcError, no_cuda
+from vitc.errors import VitcError, no_cuda, unknown_device
 
 AUTOCAST = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 ModelLoader = Callable[[], Any]  # () -> torch.nn.Module
@@ -67,7 +67,7 @@ class TorchRunner(BaseRunner):
         if autocast not in AUTOCAST:
             raise VitcError(f"unknown autocast dtype {autocast!r} for PyTorch (fp32, fp16, bf16)")
         if device not in ("cpu", "cuda"):
-            raise VitcError(f"unknown device {device!r} (cpu, cuda)")
+            raise unknown_device(device, ("cpu", "cuda"))
         if cuda_graph and device != "cuda":
             raise VitcError(
                 f"--cuda-graph replays GPU work: PyTorch runners need --device cuda (got --device {device})"

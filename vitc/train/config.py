@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitc.errors import VitcError
+from vitc.errors import VitcError, unknown_device
 from vitc.limits import MAX_IMG_SIZE
 
 if sys.version_info >= (3, 11):
@@ -114,7 +114,6 @@ _CHOICES = {
     "data.name": ("digits", "cifar10", "imagefolder"),
     "data.stream": ("auto", "memory", "stream"),
     "data.on_bad_image": ("skip", "stop"),
-    "run.device": DEVICES,
     "run.amp": ("auto", "off", "bf16", "fp16"),
     "run.compile": ("off", "inductor", "aot_eager", "eager"),  # the last two: torch.compile's debugging backends
     "run.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
@@ -181,6 +180,8 @@ def validate(cfg: TrainConfig) -> None:
         raise VitcError(f"config key run.seed must be in 0..2**63-1, got {cfg.run.seed}")
     if any(not math.isfinite(v) for v in cfg.aug.crop_scale):
         raise VitcError(f"config key aug.crop_scale must be finite, got {cfg.aug.crop_scale}")
+    if cfg.run.device not in DEVICES:
+        raise unknown_device(cfg.run.device, DEVICES, "--device (run.device)")
     for key, choices in _CHOICES.items():
         if flat[key] not in choices and not (key == "data.name" and flat[key] is None):
             raise VitcError(f"config key {key} must be one of {', '.join(choices)}, got {flat[key]!r}")

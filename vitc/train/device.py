@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
-from vitc.errors import VitcError, gpu_failure, no_cuda
+from vitc.errors import VitcError, gpu_failure, no_cuda, unknown_device
 from vitc.train.config import DEVICES
 from vitc.train.distributed import DistInfo, broadcast_from_main
 
@@ -22,7 +22,7 @@ GPU_WORKERS = 8  # the most decoding processes a GPU gets by default (timm's -j 
 
 def pick_device(choice: str) -> torch.device:
     if choice not in DEVICES:
-        raise VitcError(f"unknown device {choice!r} ({', '.join(DEVICES)})")
+        raise unknown_device(choice, DEVICES)
     if choice == "cuda" and not torch.cuda.is_available():
         raise no_cuda("--device cuda", torch)
     if choice == "auto":

@@ -216,7 +216,7 @@ def draft_vs_full(path: Path, rounds: int) -> None:
     """One 4000x3000 JPEG opened for a 224 model (draft mode: decoded at 1/8) against a whole decode."""
     from PIL import Image
 
-    from vitc.data.datasets import open_image
+    from vitc.data.images import open_image
 
     if not path.is_file():
         make(path.parent / "phone", 1, 0, (4000, 3000))

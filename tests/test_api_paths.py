@@ -12,7 +12,7 @@ from PIL import Image
 
 import vitc
 from vitc.checkpoint import meta_for, save_checkpoint
-from vitc.data.datasets import center_crop, open_image
+from vitc.data.images import center_crop, open_image
 from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg
 

@@ -18,13 +18,14 @@ from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# What `vitc info/doctor/check/build/bench --engine` import (lazily too), with torch absent.
+# What `vitc info/doctor/check/build/bench --engine/predict ENGINE` import (lazily too), with torch absent.
 RUNTIME_ENTRY = [
     "vitc.cli.main",
     "vitc.artifacts",
     "vitc.checkpoint",
     "vitc.engines",
     "vitc.engines.accuracy",
+    "vitc.engines.classify",
     "vitc.engines.cuda",
     "vitc.engines.onnxrt",
     "vitc.engines.platform",
@@ -34,6 +35,8 @@ RUNTIME_ENTRY = [
     "vitc.bench.report",
     "vitc.bench.runner",
     "vitc.bench.timing",
+    "vitc.data.files",
+    "vitc.data.images",
     "vitc.export.onnx_export",
     "vitc.export.trt_rules",
 ]
@@ -109,7 +112,7 @@ def test_training_commands_say_they_need_a_newer_python_in_one_line(old_python: 
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
     assert lines[0].startswith(f"error: vitc {argv[0]} needs Python >= {old_python} and PyTorch (this is Python ")
-    assert "info, doctor, check, build and bench --engine run here" in lines[0]
+    assert "info, doctor, check, build, bench --engine and predict on an engine run here" in lines[0]
 
 
 @pytest.mark.parametrize("argv", TRAINING_COMMANDS, ids=lambda a: a[0])
@@ -160,7 +163,7 @@ def test_doctor_says_training_needs_a_newer_python(old_python: str, monkeypatch:
     rows = {command: (needs, ok) for command, needs, ok in doctor.requirements(facts)}
     assert rows["train / eval / compile"] == (f"Python >= {old_python}, torch", False)
     assert not rows["export"][1] and not rows["bench --device cuda"][1]
-    assert rows["bench --engine x.onnx"][1]  # onnxruntime is here: the runtime rows do not ask for 3.10
+    assert rows["bench -e / predict x.onnx"][1]  # onnxruntime is here: the runtime rows do not ask for 3.10
 
 
 def test_doctor_shows_the_install_hint_whole_on_jetpack_5(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,11 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import eval_resize
+from vitc.engines.classify import Prediction, top_classes
 from vitc.errors import VitcError
-
-Prediction = list[tuple[str, float]]  # (class name, probability), most likely first
 
 
 def load_model(path: str | os.PathLike[str], model_name: str | None = None, **overrides: Any) -> nn.Module:
@@ -72,7 +70,8 @@ def preprocess(images: Any, model: nn.Module) -> torch.Tensor:
     """Normalised float (N, C, H, W) input for `model` from a PIL image, a uint8 array (H, W) or (H, W, C),
     or a list of them: the evaluation transform with the model's size, crop_pct, mean and std, after
     turning a photo upright by its EXIF orientation, exactly as training and `vitc eval` read files."""
-    from vitc.data.datasets import _to_chans, center_crop
+    from vitc.data.datasets import _to_chans
+    from vitc.data.images import center_crop
     from vitc.data.transforms import eval_transform
     from vitc.models import get_model_cfg
 
@@ -99,13 +98,7 @@ def predict(model: nn.Module, images: Any, top_k: int = 5) -> Prediction | list[
     param = next(model.parameters(), None)
     if param is not None:  # the model's device and float type: `model.cuda().half()` takes half inputs
         x = x.to(param.device, param.dtype if param.is_floating_point() else x.dtype)
-    probs = model(x).float().softmax(-1).cpu()
-    names = getattr(model, "vitc_class_names", None) or [str(i) for i in range(probs.shape[1])]
-    top = probs.topk(min(top_k, probs.shape[1]), dim=-1)
-    rows = [
-        [(names[i], float(p)) for p, i in zip(values.tolist(), indices.tolist(), strict=True)]
-        for values, indices in zip(top.values, top.indices, strict=True)
-    ]
+    rows = top_classes(model(x).float().cpu().numpy(), getattr(model, "vitc_class_names", None), top_k)
     single = not isinstance(images, (list, tuple, torch.Tensor)) and not _is_batch_array(images)
     return rows[0] if single else rows
 
@@ -124,24 +117,13 @@ def _is_batch_array(images: Any) -> bool:
 def _decoded(image: Any, short: int) -> Any:
     """An upright RGB PIL image: a path (str or os.PathLike) is read by the loader training and `vitc eval`
     use (EXIF orientation, JPEG draft decoding at the size needed, one-line errors)."""
-    from vitc.data.datasets import open_image, upright_rgb
+    from vitc.data.images import as_pil, open_image, upright_rgb
 
     if isinstance(image, (str, os.PathLike)):
         if not Path(image).is_file():
             raise VitcError(f"{image}: no such image file")
         return open_image(Path(image), short)
-    return upright_rgb(_as_pil(image))
-
-
-def _as_pil(image: Any) -> Any:
-    pil = lazy_import("PIL.Image")
-    if isinstance(image, pil.Image):
-        return image
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-            raise VitcError(f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {image.dtype} {image.shape}")
-        return pil.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
-    raise VitcError(f"expected an image path, a PIL image or a uint8 array, got {type(image).__name__}")
+    return upright_rgb(as_pil(image))
 
 
 __all__ = ["load_model", "predict", "preprocess"]

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from vitc.data import stream
-from vitc.data.datasets import batches, load_dataset, make_generator, open_image
+from vitc.data.datasets import batches, load_dataset, make_generator
 from vitc.data.feed import StreamFeed, open_feed
+from vitc.data.images import open_image
 from vitc.data.stream import SampleTransform, StreamSet, crop_box, index_imagefolder, open_source, use_stream
 from vitc.errors import VitcError
 

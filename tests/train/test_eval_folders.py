@@ -56,7 +56,7 @@ def test_eval_takes_a_plain_subset_folder_by_class_name(run_folder: Path, tmp_pa
     assert report["confusion"]["true"] == ["dog", "owl"]
     # labels are the model's indices of the names: recall matches the model's own predictions
     from vitc.checkpoint import load_model
-    from vitc.data.datasets import center_crop, open_image
+    from vitc.data.images import center_crop, open_image
     from vitc.data.transforms import eval_transform
     from vitc.models import get_model_cfg
 

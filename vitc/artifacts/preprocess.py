@@ -66,6 +66,32 @@ class Preprocess:
             "std": list(self.std),
         }
 
+    @classmethod
+    def from_record(cls, record: Any, source: str = "preprocess") -> Preprocess:
+        """The reader of `to_record`: an export manifest's or an engine sidecar's `preprocess`, which
+        `vitc predict` prepares an engine's images by. Anything it could not honour is refused."""
+        try:
+            height, width = (int(v) for v in record["center_crop"])
+            prep = cls(
+                input_size=({"RGB": 3, "L": 1}[record["channel_order"]], height, width),
+                crop_pct=check_crop_pct(record["crop_pct"], f"{source}: crop_pct"),
+                interpolation=str(record.get("interpolation", DEFAULT_INTERPOLATION)),
+                mean=tuple(float(v) for v in record["mean"]),
+                std=tuple(float(v) for v in record["std"]),
+            )
+            layout, scale, short = (
+                record.get("layout", "NCHW"),
+                float(record.get("scale", 1 / 255)),
+                record.get("resize_shorter_side"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VitcError(f"{source}: malformed preprocess record ({type(exc).__name__}: {exc})") from None
+        if layout != "NCHW" or abs(scale - 1 / 255) > 1e-12 or short not in (None, prep.resize_shorter_side):
+            raise VitcError(
+                f"{source}: a preprocess record vitc did not write (layout {layout}, scale {scale}, resize {short})"
+            )
+        return prep
+
 
 def resolve_preprocess(
     args: Optional[Mapping[str, Any]] = None,

@@ -57,6 +57,7 @@ class EngineSidecar:
     options: dict[str, Any] = field(default_factory=dict)
     dla_fallback_layers: list[str] = field(default_factory=list)
     plan: dict[str, Any] | None = None  # {"sha256", "bytes"} of the plan it describes
+    preprocess: dict[str, Any] | None = None  # the export's evaluation transform (Preprocess.to_record)
     raw: dict[str, Any] = field(default_factory=dict)  # the record as read, keys of later releases included
 
     @property
@@ -79,13 +80,14 @@ class EngineSidecar:
     def to_record(self) -> dict[str, Any]:
         """The JSON record, in the key order vitc build has always written (later keys kept after them)."""
         record: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION}
-        record.update({name: getattr(self, name) for name in _FIELDS})
+        record.update({name: getattr(self, name) for name in _FIELDS if name not in _ADDED or getattr(self, name)})
         record.update({k: v for k, v in self.raw.items() if k not in record})
         return record
 
 
 _FIELDS = [name for name in EngineSidecar.__dataclass_fields__ if name != "raw"]
-_DICTS = ("gpu", "jetson", "profile", "onnx", "export_drift", "engine_drift", "options", "plan")
+_ADDED = ("preprocess",)  # fields added since 0.1.0, written only when set: older sidecars read back byte for byte
+_DICTS = ("gpu", "jetson", "profile", "onnx", "export_drift", "engine_drift", "options", "plan", "preprocess")
 _LISTS = ("network_flags", "builder_flags", "mean", "std", "class_names", "dla_fallback_layers")
 
 

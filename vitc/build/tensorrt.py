@@ -158,6 +158,7 @@ def make_sidecar(
         options=options,
         dla_fallback_layers=dla_fallback,
         plan=plan_record,  # the plan this sidecar describes (a sidecar copied beside another plan is refused)
+        preprocess=manifest.preprocess if manifest else None,  # `vitc predict` on the plan alone
     )
 
 

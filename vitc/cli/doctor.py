@@ -98,9 +98,9 @@ def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
             "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
             trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok,
         ),
-        ("bench --engine x.onnx", "onnxruntime", ort_ok),
+        ("bench -e / predict x.onnx", "onnxruntime", ort_ok),
         (
-            "bench --engine x.plan",
+            "bench -e / predict x.plan",
             "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
             trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok,
         ),

@@ -25,6 +25,7 @@ from vitc.cli import import_ as import_cli
 from vitc.cli import info as info_cli
 from vitc.cli import inspect as inspect_cli
 from vitc.cli import models as models_cli
+from vitc.cli import predict as predict_cli
 from vitc.cli import train as train_cli
 from vitc.cli._errors import F, evaluated, handle_errors, set_debug
 
@@ -79,6 +80,7 @@ for _name, _fn in (
 app.command("check")(handle_errors(check_cli.check))
 app.command("build")(handle_errors(build_cli.build))
 app.command("bench")(handle_errors(bench_cli.bench))
+app.command("predict")(handle_errors(predict_cli.predict))
 app.command("doctor")(handle_errors(doctor_cli.doctor))
 app.command("info")(handle_errors(info_cli.info))
 

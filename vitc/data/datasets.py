@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +21,8 @@ from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, check_crop_pct, eval_resize
 from vitc.data._safe_pickle import safe_load
 from vitc.data.files import CIFAR_LAYOUT, IMG_EXTENSIONS, cifar_root, list_images
+from vitc.data.images import read_image, to_channels
 from vitc.errors import VitcError
-from vitc.limits import MAX_ASPECT, MAX_IMAGE_PIXELS
 
 DATASETS = ("digits", "cifar10", "imagefolder")
 SPLITS = ("train", "val", "test")
@@ -138,14 +137,8 @@ def resize_images(images: torch.Tensor, size: int, mode: str = "bicubic") -> tor
 
 
 def _to_chans(images: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """Replicate grey to RGB or reduce RGB to luma (ITU-R 601, as Pillow's "L") to match the model."""
-    c = images.shape[1]
-    if c == in_chans:
-        return images
-    if c == 1:
-        return images.expand(-1, in_chans, -1, -1).contiguous()
-    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (images.float() * w).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+    """`to_channels` on a CPU batch: replicate grey to RGB or reduce RGB to luma to match the model."""
+    return images if images.shape[1] == in_chans else torch.from_numpy(to_channels(images.numpy(), in_chans))
 
 
 def check_decoded(n_images: int, size: int, what: str, can_stream: bool = True) -> None:
@@ -321,7 +314,7 @@ def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float, on
             raise VitcError(f"class folder {dirs[name]} has no images (files named *{', *'.join(IMG_EXTENSIONS)})")
         for f in files:
             try:
-                images.append(_read_image(f, short, size))
+                images.append(read_image(f, short, size))
             except VitcError as exc:
                 if on_bad_image == "stop":
                     raise VitcError(f"{exc} (data.on_bad_image=stop; =skip trains on without it)") from None
@@ -332,82 +325,6 @@ def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float, on
         raise VitcError(f"no readable images in {data_dir / split} ({len(skipped)} unreadable)")
     stacked = torch.from_numpy(np.stack(images))
     return ImageSet(stacked, torch.tensor(labels, dtype=torch.int64), classes, skipped)
-
-
-def _read_image(path: Path, short: int, size: int) -> np.ndarray:
-    """Decode any Pillow-readable image to RGB, resize its shorter side to `short`, center crop `size`;
-    a file that fails (also late, in the resize of a truncated file) is a one-line VitcError."""
-    try:
-        return center_crop(open_image(path, short), short, size)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise VitcError(f"cannot read image {path}: {exc}") from exc
-
-
-def center_crop(im: Any, short: int, size: int) -> np.ndarray:
-    """The evaluation transform: shorter side to `short` (bicubic), centre `size` x `size`, uint8 CHW."""
-    pil = lazy_import("PIL.Image")
-    w, h = im.size
-    s = short / min(w, h)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    im = im.resize((nw, nh), pil.Resampling.BICUBIC)
-    left, top = round((nw - size) / 2), round((nh - size) / 2)
-    im = im.crop((left, top, left + size, top + size))
-    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-
-
-def open_image(path: Path | str, short: int) -> Any:
-    """The image at `path` as RGB; a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale
-    (Pillow's draft mode: the DCT does the downscaling, several times faster) with the shorter side
-    still >= `short`. Unreadable, truncated or oversized files raise a one-line VitcError."""
-    pil = lazy_import("PIL.Image")
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise VitcError(f"image {path} is empty (0 bytes)")
-    try:
-        with pil.open(path) as im:
-            w, h = im.size
-            _check_image_size(path, w, h)  # from the header, before anything is decoded
-            if im.format == "JPEG" and min(w, h) >= 2 * short:
-                s = short / min(w, h)
-                im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
-            im.load()
-            return upright_rgb(im)
-    except VitcError:
-        raise
-    except (OSError, ValueError, SyntaxError, pil.DecompressionBombError) as exc:
-        raise VitcError(f"cannot read image {path}: {exc}") from exc
-
-
-def _check_image_size(path: Path, width: int, height: int) -> None:
-    """Decompression bombs and slivers: a 1×1,000,000 PNG is 1 MP but 224 × 224,000,000 once resized."""
-    if width * height > MAX_IMAGE_PIXELS:
-        raise VitcError(f"image {path} is {width}×{height} pixels, over {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
-    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
-        raise VitcError(f"image {path} is {width}×{height} pixels, longer than {MAX_ASPECT}:1; crop it first")
-
-
-def upright_rgb(im: Any) -> Any:
-    """What every decoded image goes through, for training, evaluation, export and `vitc.preprocess`
-    alike: turned upright by its EXIF orientation (as a phone's photo is shown), then RGB."""
-    return _to_rgb(lazy_import("PIL.ImageOps").exif_transpose(im) or im)
-
-
-def _to_rgb(im: Any) -> Any:
-    """RGB for every mode: 16/32-bit integer images are scaled from 0..65535, float from 0..1 or 0..255,
-    and transparent images are composited on white (dropping alpha would expose arbitrary colours)."""
-    pil = lazy_import("PIL.Image")
-    mode = im.mode
-    if mode.startswith("I") or mode == "F":
-        a = np.asarray(im).astype(np.float64)
-        scale = 255.0 / 65535.0 if mode != "F" else (255.0 if a.size and np.nanmax(a) <= 1.0 else 1.0)
-        a = a * scale
-        a = np.nan_to_num(a).round().clip(0, 255).astype(np.uint8)
-        return pil.fromarray(a, mode="L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        bg = pil.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return pil.alpha_composite(bg, rgba).convert("RGB")
-    return im.convert("RGB") if mode != "RGB" else im
 
 
 # ---------------------------------------------------------------- batching

@@ -23,8 +23,9 @@ import torch
 from vitc._io import parse_json, write_json
 from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, eval_resize
-from vitc.data.datasets import center_crop, cifar_raw, folder_split, open_image, resize_images
+from vitc.data.datasets import cifar_raw, folder_split, resize_images
 from vitc.data.files import list_images
+from vitc.data.images import center_crop, open_image
 from vitc.errors import VitcError
 
 MEMORY_BUDGET = 512 * 2**20  # decoded bytes (train + val) up to which data.stream=auto keeps images in memory

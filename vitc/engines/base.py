@@ -211,3 +211,22 @@ class BaseRunner(abc.ABC):
 
     def info(self) -> RunnerInfo:
         return RunnerInfo(backend=self.backend)
+
+
+def infer_in_batches(runner: BaseRunner, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """The first output of an active runner for `images` (N, ...), `batch` at a time, clamped into the
+    batch range the runner takes (a static batch, or a TensorRT profile's min..max). A last chunk below
+    the minimum is padded with zeros and the padded rows dropped, so any count runs through any profile."""
+    meta = runner.get_input_metadata()[0]
+    output = runner.get_output_metadata()[0].name
+    low = runner.min_batch()
+    step = max(low, min(batch, runner.max_batch() or batch))
+    images = images.astype(meta.dtype)
+    chunks = []
+    for start in range(0, len(images), step):
+        part = images[start : start + step]
+        real = part.shape[0]
+        if real < low:
+            part = np.concatenate([part, np.zeros((low - real, *part.shape[1:]), dtype=part.dtype)])
+        chunks.append(np.asarray(runner.infer({meta.name: part})[output], dtype=np.float32)[:real])
+    return np.concatenate(chunks)

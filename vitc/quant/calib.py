@@ -77,7 +77,8 @@ def folder_calibration_set(folder: Path, count: int, prep: Preprocess, seed: int
     a folder of photos like those the model will see), transformed as evaluation transforms them."""
     import torch
 
-    from vitc.data.datasets import _to_chans, center_crop, list_images, open_image
+    from vitc.data.datasets import _to_chans, list_images
+    from vitc.data.images import center_crop, open_image
 
     if not folder.is_dir():
         raise VitcError(f"--calib-dir {folder}: no such folder")

@@ -1,0 +1,195 @@
+"""`vitc predict` and `vitc.engines.classify`: an engine classifies images prepared as its export's manifest
+or its plan's sidecar records, without torch (these run on Python 3.8 and 3.10 in the runtime venvs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vitc.artifacts import sidecar_path
+from vitc.artifacts.preprocess import Preprocess
+from vitc.cli.main import app
+from vitc.engines.classify import Classifier, model_card, prepare
+from vitc.errors import VitcError
+
+Image = pytest.importorskip("PIL.Image")
+cli = CliRunner()
+
+
+def _photos(folder: Path) -> List[Path]:
+    """Five images of other sizes and modes than the model's 3×8×8: JPEGs, a grey PNG in a subfolder."""
+    rng = np.random.default_rng(7)
+    (folder / "more").mkdir(parents=True)
+    files = []
+    for i, (h, w) in enumerate([(12, 16), (20, 10), (8, 8), (31, 15)]):  # < 16: no JPEG draft decoding
+        files.append(folder / f"{i}.jpg")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(files[-1], quality=95)
+    files.append(folder / "more" / "grey.png")
+    Image.fromarray(rng.integers(0, 256, (9, 14), dtype=np.uint8)).save(files[-1])
+    return files
+
+
+def _by_hand(onnx: Path, files: List[Path], top_k: int) -> List[List[str]]:
+    """The tiny export's record spelled out (crop_pct 1: shorter side to 8, bicubic; centre 8×8; mean = std
+    = 0.5) with Pillow and ONNX Runtime directly: the classes a reader of the manifest should get."""
+    ort = pytest.importorskip("onnxruntime")
+    batch = []
+    for file in files:
+        with Image.open(file) as im:
+            im = im.convert("RGB")
+            scale = 8 / min(im.size)
+            w, h = max(8, round(im.size[0] * scale)), max(8, round(im.size[1] * scale))
+            im = im.resize((w, h), Image.Resampling.BICUBIC)
+            left, top = round((w - 8) / 2), round((h - 8) / 2)
+            batch.append(np.asarray(im.crop((left, top, left + 8, top + 8)), dtype=np.float32).transpose(2, 0, 1))
+    x = (np.stack(batch) / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
+    logits = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    return [[str(i) for i in np.argsort(-row, kind="stable")[:top_k]] for row in logits]
+
+
+def test_an_export_classifies_images_as_its_manifest_prepares_them(export_dir: Path, tmp_path: Path) -> None:
+    files = _photos(tmp_path / "photos")
+    onnx = export_dir / "model.fp32.onnx"
+    card = model_card(onnx)
+    assert card.preprocess == Preprocess((3, 8, 8), 1.0, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert card.class_names == [str(i) for i in range(10)]
+    with Classifier(onnx, device="cpu", batch=2) as classify:  # batches of 2, the last one short
+        top = classify(files, top_k=3)
+    assert [[name for name, _ in row] for row in top] == _by_hand(onnx, files, 3)
+    assert all(row[0][1] >= row[1][1] >= row[2][1] > 0 for row in top)
+    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files[:2]]  # arrays and PIL images alike
+    with Classifier(onnx, device="cpu") as classify:
+        assert classify(arrays, top_k=3) == classify([Image.open(f) for f in files[:2]], top_k=3) == top[:2]
+
+
+@pytest.mark.parametrize("version", ["8.5", "10.3"])
+def test_a_plan_classifies_as_its_export_with_the_sidecar_alone(version, fake, export_dir: Path, tmp_path: Path):
+    """`vitc build` records the export's preprocessing and classes in the sidecar, so the plan classifies on
+    its own; a sidecar of an earlier build falls back to the export it names, and without it says what to do."""
+    fake(version)
+    photos = tmp_path / "photos"
+    _photos(photos)
+    plan = tmp_path / "engines" / "tiny.plan"
+    built = cli.invoke(app, ["build", str(export_dir / "model.fp32.onnx"), "--out", str(plan), "--batch", "1:4:8"])
+    assert built.exit_code == 0, built.output
+    assert json.loads(sidecar_path(plan).read_text())["preprocess"]["center_crop"] == [8, 8]
+
+    reports = {}
+    for name, engine in (("onnx", export_dir / "model.fp32.onnx"), ("plan", plan)):
+        out = tmp_path / f"{name}.json"
+        result = cli.invoke(app, ["predict", str(engine), str(photos), "-k", "3", "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[0] == f"{photos / '0.jpg'}: " + ", ".join(
+            f"{label} {p:.1%}" for label, p in json.loads(out.read_text())["images"][0]["top"]
+        )
+        reports[name] = json.loads(out.read_text())
+    assert reports["plan"]["backend"] == "tensorrt" and len(reports["plan"]["images"]) == 5
+    for ours, theirs in zip(reports["plan"]["images"], reports["onnx"]["images"]):
+        assert ours["image"] == theirs["image"] and [c for c, _ in ours["top"]] == [c for c, _ in theirs["top"]]
+        assert [p for _, p in ours["top"]] == pytest.approx([p for _, p in theirs["top"]], abs=1e-5)
+
+    record = json.loads(sidecar_path(plan).read_text())
+    del record["preprocess"]  # as vitc build wrote it before: the export it names still says it
+    sidecar_path(plan).write_text(json.dumps(record))
+    assert model_card(plan).preprocess == model_card(export_dir / "model.fp32.onnx").preprocess
+    shutil.move(str(export_dir), str(tmp_path / "elsewhere"))
+    result = cli.invoke(app, ["predict", str(plan), str(photos)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "has no preprocess record and the export it was built from" in result.output
+
+
+def test_predict_names_what_it_cannot_read_and_refuses_what_it_cannot_do(export_dir: Path, tmp_path: Path):
+    photos = tmp_path / "photos"
+    _photos(photos)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    (photos / "notes.txt").write_text("not an image, and not named one")
+    onnx = str(export_dir / "model.fp32.onnx")
+    result = cli.invoke(app, ["predict", onnx, str(photos), "--device", "cpu"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 0 and lines[0].startswith(f"skipped: cannot read image {photos / 'broken.jpg'}")
+    assert lines[-1] == f"5 images classified by {onnx} (onnxrt); 1 unreadable skipped"
+
+    def one_line(*args: str) -> str:
+        result = cli.invoke(app, ["predict", *args])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        return result.output.strip().splitlines()[-1]
+
+    assert "none of the 1 images could be read" in one_line(onnx, str(photos / "broken.jpg"))
+    (tmp_path / "empty").mkdir()
+    assert one_line(onnx, str(tmp_path / "empty")).startswith(f"error: no images in {tmp_path / 'empty'}")
+    assert (
+        one_line(onnx, str(tmp_path / "nothing.jpg"))
+        == f"error: {tmp_path / 'nothing.jpg'}: no such image file or folder"
+    )
+    assert one_line(onnx, str(photos), "--device", "gpu").endswith(": --device cuda")
+    assert "--top-k and --batch must be at least 1" in one_line(onnx, str(photos), "-k", "0")
+    bare = tmp_path / "bare" / "model.onnx"  # an ONNX file without its manifest: nothing says how to prepare
+    bare.parent.mkdir()
+    shutil.copy(onnx, bare)
+    assert "no export manifest beside it says how its images are prepared" in one_line(str(bare), str(photos))
+
+
+def test_a_preprocess_record_reads_back_and_refuses_what_it_cannot_honour() -> None:
+    prep = Preprocess((3, 224, 224), 0.875, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
+    assert Preprocess.from_record(prep.to_record()) == prep
+    grey = Preprocess((1, 32, 32), 1.0, mean=(0.5,), std=(0.5,))
+    assert Preprocess.from_record(grey.to_record()) == grey
+    for change, message in [
+        ({"layout": "NHWC"}, "a preprocess record vitc did not write"),
+        ({"resize_shorter_side": 300}, "a preprocess record vitc did not write"),
+        ({"channel_order": "BGR"}, "malformed preprocess record"),
+        ({"center_crop": "224"}, "malformed preprocess record"),
+        ({"crop_pct": 2.0}, r"crop_pct must be in \(0, 1\]"),
+    ]:
+        with pytest.raises(VitcError, match=message):
+            Preprocess.from_record({**prep.to_record(), **change}, "m.json")
+    with pytest.raises(VitcError, match="no images given"):
+        prepare([], prep)
+
+
+def test_prepare_gives_the_bits_vitc_preprocess_gives(tmp_path: Path) -> None:
+    """The torch-free preparation against the checkpoint path's (`vitc.preprocess`, what `vitc eval` and the
+    held-out sets use): bit for bit, for an RGB model and a grey one (luma as the old torch code computed it)."""
+    torch = pytest.importorskip("torch")
+    import vitc
+    from vitc.data.datasets import _to_chans
+    from vitc.data.images import center_crop, open_image, to_channels
+    from vitc.data.transforms import eval_transform
+    from vitc.models import create_model, get_model_cfg
+
+    files = _photos(tmp_path / "photos")
+    with torch.device("meta"):
+        model = create_model("deit_micro", img_size=24)
+    ours = prepare(files, get_model_cfg(model).preprocess)
+    assert ours.dtype == np.float32 and ours.shape == (5, 3, 24, 24)
+    assert np.array_equal(ours, vitc.preprocess(files, model).numpy())
+    grey = Preprocess((1, 24, 24), 0.9, mean=(0.45,), std=(0.27,))  # as vitc.preprocess composes it for 1 channel
+    crops = torch.from_numpy(np.stack([center_crop(open_image(f, 27), 27, 24) for f in files]))
+    assert np.array_equal(prepare(files, grey), eval_transform(_to_chans(crops, 1), grey.mean, grey.std).numpy())
+    rgb = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    old = (rgb.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round_()
+    assert np.array_equal(to_channels(rgb.numpy(), 1), old.clamp_(0, 255).to(torch.uint8).numpy())
+
+
+def test_predict_on_a_checkpoint_without_torch_is_one_line(tmp_path: Path) -> None:
+    """On a Jetson's runtime install a checkpoint cannot run; the message says an engine can."""
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from typer.testing import CliRunner\nfrom vitc.cli.main import app\n"
+        f"r = CliRunner().invoke(app, ['predict', {str(tmp_path / 'best.safetensors')!r}, {str(image)!r}])\n"
+        "print(r.exit_code); print(r.output)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    code, *lines = done.stdout.strip().splitlines()
+    assert code == "2" and len(lines) == 1, done.stdout + done.stderr
+    assert "vitc predict on a checkpoint (an engine, .plan or .onnx, needs no torch)" in lines[0]

@@ -1,0 +1,138 @@
+"""Decoding an image file into the model's pixels, defined once for every stage and the runtime.
+
+Training, `vitc eval`, `vitc export`'s calibration and held-out sets, `vitc.preprocess` and
+`vitc predict` on an engine all read a file the same way: upright by its EXIF orientation, RGB, the
+shorter side resized (bicubic) and the centre cropped (timm's evaluation transform). numpy and
+Pillow only, no torch: a Jetson classifies with a TensorRT plan through this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitc._lazy import lazy_import
+from vitc.errors import VitcError
+from vitc.limits import MAX_ASPECT, MAX_IMAGE_PIXELS
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's "L"
+
+
+def read_image(path: Path, short: int, size: int) -> np.ndarray:
+    """Decode any Pillow-readable image to RGB, resize its shorter side to `short`, center crop `size`;
+    a file that fails (also late, in the resize of a truncated file) is a one-line VitcError."""
+    try:
+        return center_crop(open_image(path, short), short, size)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise VitcError(f"cannot read image {path}: {exc}") from exc
+
+
+def center_crop(im: Any, short: int, size: int) -> np.ndarray:
+    """The evaluation transform: shorter side to `short` (bicubic), centre `size` x `size`, uint8 CHW."""
+    pil = lazy_import("PIL.Image")
+    w, h = im.size
+    s = short / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    im = im.resize((nw, nh), pil.Resampling.BICUBIC)
+    left, top = round((nw - size) / 2), round((nh - size) / 2)
+    im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def open_image(path: Path | str, short: int) -> Any:
+    """The image at `path` as RGB; a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale
+    (Pillow's draft mode: the DCT does the downscaling, several times faster) with the shorter side
+    still >= `short`. Unreadable, truncated or oversized files raise a one-line VitcError."""
+    pil = lazy_import("PIL.Image")
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise VitcError(f"image {path} is empty (0 bytes)")
+    try:
+        with pil.open(path) as im:
+            w, h = im.size
+            check_image_size(path, w, h)  # from the header, before anything is decoded
+            if im.format == "JPEG" and min(w, h) >= 2 * short:
+                s = short / min(w, h)
+                im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
+            im.load()
+            return upright_rgb(im)
+    except VitcError:
+        raise
+    except (OSError, ValueError, SyntaxError, pil.DecompressionBombError) as exc:
+        raise VitcError(f"cannot read image {path}: {exc}") from exc
+
+
+def check_image_size(path: Path, width: int, height: int) -> None:
+    """Decompression bombs and slivers: a 1×1,000,000 PNG is 1 MP but 224 × 224,000,000 once resized."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise VitcError(f"image {path} is {width}×{height} pixels, over {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
+    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
+        raise VitcError(f"image {path} is {width}×{height} pixels, longer than {MAX_ASPECT}:1; crop it first")
+
+
+def upright_rgb(im: Any) -> Any:
+    """What every decoded image goes through, for training, evaluation, export and `vitc.preprocess`
+    alike: turned upright by its EXIF orientation (as a phone's photo is shown), then RGB."""
+    return _to_rgb(lazy_import("PIL.ImageOps").exif_transpose(im) or im)
+
+
+def _to_rgb(im: Any) -> Any:
+    """RGB for every mode: 16/32-bit integer images are scaled from 0..65535, float from 0..1 or 0..255,
+    and transparent images are composited on white (dropping alpha would expose arbitrary colours)."""
+    pil = lazy_import("PIL.Image")
+    mode = im.mode
+    if mode.startswith("I") or mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        scale = 255.0 / 65535.0 if mode != "F" else (255.0 if a.size and np.nanmax(a) <= 1.0 else 1.0)
+        a = a * scale
+        a = np.nan_to_num(a).round().clip(0, 255).astype(np.uint8)
+        return pil.fromarray(a, mode="L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = pil.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return pil.alpha_composite(bg, rgba).convert("RGB")
+    return im.convert("RGB") if mode != "RGB" else im
+
+
+def to_channels(images: np.ndarray, in_chans: int) -> np.ndarray:
+    """uint8 (N, C, H, W) with the model's channels: grey replicated to RGB, or RGB reduced to luma."""
+    channels = images.shape[1]
+    if channels == in_chans:
+        return images
+    if channels == 1:
+        return np.ascontiguousarray(np.broadcast_to(images, (images.shape[0], in_chans, *images.shape[2:])))
+    weights = np.asarray(LUMA, dtype=np.float32).reshape(1, 3, 1, 1)
+    luma = (images.astype(np.float32) * weights).sum(1, keepdims=True)
+    return np.clip(np.round(luma), 0, 255).astype(np.uint8)
+
+
+def as_pil(image: Any) -> Any:
+    """A PIL image from a PIL image or a uint8 array (H, W) or (H, W, 1|3|4)."""
+    pil = lazy_import("PIL.Image")
+    if isinstance(image, pil.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise VitcError(f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {image.dtype} {image.shape}")
+        return pil.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    raise VitcError(f"expected an image path, a PIL image or a uint8 array, got {type(image).__name__}")
+
+
+def normalized(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std per channel: vitc.data.transforms.normalize's
+    arithmetic in numpy, operation for operation, so both give the same bits (tests/engines/test_classify.py)."""
+    channels = images.shape[1]
+    return (images.astype(np.float32) / np.float32(255.0) - _per_channel(mean, channels, "mean")) / _per_channel(
+        std, channels, "std"
+    )
+
+
+def _per_channel(values: Sequence[float], channels: int, what: str) -> np.ndarray:
+    flat = np.asarray(values, dtype=np.float32).reshape(-1)
+    if flat.size not in (1, channels):
+        raise VitcError(f"{what} has {flat.size} values but the images have {channels} channels")
+    return np.broadcast_to(flat, (channels,)).reshape(1, channels, 1, 1)

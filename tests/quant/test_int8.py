@@ -186,3 +186,45 @@ def test_int8_for_trt86_keeps_float_weights(trained_ckpt, tmp_path) -> None:
     assert len(weight_q) == result.manifest.precision_report["quantized"]
     assert all(inits[n.input[0]].data_type == onnx.TensorProto.FLOAT for n in weight_q)
     assert check_onnx(proto, "8.6") == []
+
+
+def test_the_calibration_batch_changes_memory_not_the_file(exports: dict) -> None:
+    """MinMax ranges are minima and maxima: calibrating 8 images at a time (vitc's default, a third of
+    the peak memory of 32 at 224) writes the same bytes as 32 at a time, or 1."""
+    from vitc.quant.calib import CalibrationSet
+    from vitc.quant.int8 import CALIB_BATCH, quantize_int8
+
+    fp32 = onnx.load(str(exports["fp32"].onnx_path))
+    images = np.random.default_rng(3).standard_normal((40, *exports["fp32"].manifest.input_size), np.float32)
+    calib = CalibrationSet(images=images, source="random", sha256="0")
+    files = {batch: quantize_int8(fp32, calib, batch=batch)[0].SerializeToString() for batch in (32, CALIB_BATCH, 1)}
+    assert files[32] == files[CALIB_BATCH] == files[1]
+
+
+def test_histogram_calibration_that_cannot_fit_is_one_line(tmp_path, monkeypatch) -> None:
+    """Entropy and percentile calibration hold every calibrated tensor of every image (ConViT-Ti at 224:
+    55 MiB each, 28 GiB for the default 512): what the machine cannot hold stops before it starts."""
+    import pytest
+
+    from tests.engines.conftest import make_tiny_onnx
+    from vitc.errors import VitcError
+    from vitc.quant import int8
+    from vitc.quant.calib import CalibrationSet
+
+    model = onnx.load(str(make_tiny_onnx(tmp_path / "tiny.onnx")))  # Reshape → MatMul(192×10) → Softmax
+    images = np.random.default_rng(0).standard_normal((100, 3, 8, 8), np.float32)
+    assert int8.calibrated_bytes_per_image(model, images) == (192 + 10) * 4  # the MatMul's input and output
+    calib = CalibrationSet(images=images, source="random", sha256="0")
+    monkeypatch.setattr(int8, "available_memory", lambda: 50_000)  # 100 images × 889 bytes do not fit
+    with pytest.raises(VitcError) as raised:
+        int8.quantize_int8(model, calib, "entropy")
+    message = str(raised.value)
+    assert message.startswith("entropy calibration keeps every calibrated activation of every image in memory")
+    assert "100 images × 0.0 MiB = 0.0 GiB" in message
+    assert "use --calib-images 56 or fewer, or --calib-method minmax" in message  # 50,000 / (808 × 1.1)
+    monkeypatch.setattr(int8, "available_memory", lambda: 500)  # not one image: minmax only
+    with pytest.raises(VitcError, match="are available: use --calib-method minmax"):
+        int8.quantize_int8(model, calib, "percentile")
+    quantized, _ = int8.quantize_int8(model, calib, "minmax")  # minmax is not limited by the count
+    assert any(node.op_type == "QuantizeLinear" for node in quantized.graph.node)
+    assert int8.available_memory() is None or int8.available_memory() > 0

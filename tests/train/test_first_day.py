@@ -312,6 +312,8 @@ def test_the_readme_photo_walkthrough_runs_as_written(tmp_path: Path, monkeypatc
             extra = speed if argv[1] == "train" else []
             result = runner.invoke(app, [*argv[1:], *extra])
             assert result.exit_code == 0, (command, result.output)
+            if argv[1] == "predict":  # one line per photo, its classes by name
+                assert re.search(r"cat[/\\]\w+\.\w+: (cat|dog) \d+\.\d%, (cat|dog) ", result.output), result.output
         else:  # the Python API line
             argv[0] = sys.executable if argv[0] == "python" else argv[0]
             done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)

@@ -41,7 +41,10 @@ def export(
         typer.Option(help="Calibration images: any folder of images (subfolders read), or --calib-data's folder."),
     ] = None,
     calib_images: Annotated[int, typer.Option(help="Calibration images.")] = 512,
-    calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
+    calib_method: Annotated[
+        str,
+        typer.Option(help="minmax, entropy or percentile (these two hold every image's activations in memory)."),
+    ] = "minmax",
     exclude: Annotated[Optional[List[str]], typer.Option(help="Node-name pattern kept in float (repeatable).")] = None,
     max_drop: Annotated[Optional[float], typer.Option(help="Max top-1 loss in points (fp16 0.1, int8 1.0).")] = None,
     explain: Annotated[bool, typer.Option(help="Compare block outputs; name the first with cosine < 0.99.")] = False,

@@ -40,6 +40,12 @@ from vitc.errors import VitcError
 from vitc.quant.calib import CalibrationSet
 
 QUANT_OPS = ("MatMul", "Gemm", "Conv")
+# Images per calibration run: the batch does not change the file (the same bytes at 1, 8 and 32), only ONNX
+# Runtime's peak memory, which 8 cuts by a third or more (docs/benchmarks.md, "INT8 calibration memory").
+CALIB_BATCH = 8
+# Peak memory per calibrated byte of one image in ONNX Runtime's histogram calibration (entropy,
+# percentile), measured there: each image holds its calibrated tensors and a little more.
+HISTOGRAM_OVERHEAD = 1.1
 
 
 @dataclass
@@ -101,7 +107,7 @@ def quantize_int8(
     model: Any,
     calib: CalibrationSet,
     method: str = "minmax",
-    batch: int = 32,
+    batch: int = CALIB_BATCH,
     static_batch: int | None = None,
     head_scopes: tuple[str, ...] = ("/head/",),
     exclude: tuple[str, ...] = (),
@@ -121,6 +127,8 @@ def quantize_int8(
     report = plan(model, head_scopes, exclude)
     if not report.quantized:
         raise VitcError("nothing to quantize: every MatMul/Gemm/Conv is excluded")
+    if method in ("entropy", "percentile"):
+        check_histogram_memory(model, calib, method)
     all_ops = sorted({n.op_type for n in model.graph.node})
     extra = {
         "ActivationSymmetric": True,
@@ -164,6 +172,64 @@ def quantize_int8(
         fold_weight_quantization(out)
         report.weights = "int8"
     return out, report
+
+
+def calibrated_bytes_per_image(model: Any, image: np.ndarray) -> int:
+    """The bytes of the tensors ONNX Runtime calibrates (the float inputs and outputs of MatMul/Gemm/Conv
+    that are not weights) for one image, measured by running `image` (1, C, H, W) with them as outputs."""
+    ort = lazy_import("onnxruntime")
+    onnx = lazy_import("onnx")
+    weights = {init.name for init in model.graph.initializer}
+    names = list(dict.fromkeys(t for n in model.graph.node if n.op_type in QUANT_OPS for t in [*n.input, *n.output]))
+    names = [t for t in names if t and t not in weights]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in names if t not in known)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
+    outputs = session.run(wanted, {session.get_inputs()[0].name: image[:1]})
+    return sum(np.asarray(v).nbytes for v in outputs if np.asarray(v).dtype.kind == "f")
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the kernel's MemAvailable, or less under a cgroup (container)
+    limit; None where neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as meminfo:
+            found += [int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            cap = limit.read().strip()
+            if cap != "max":
+                found.append(int(cap) - int(used.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_histogram_memory(model: Any, calib: CalibrationSet, method: str) -> None:
+    """ONNX Runtime's histogram calibration (entropy, percentile) keeps every calibrated tensor of every
+    image until it builds the histograms: at `vitc export`'s default 512 images that is more than most
+    machines hold for a 224 model (docs/benchmarks.md, "INT8 calibration memory"). What would not fit is
+    refused in one line, with the count that would, instead of ending in the out-of-memory killer."""
+    available = available_memory()
+    if available is None:
+        return
+    per_image = calibrated_bytes_per_image(model, calib.images) * HISTOGRAM_OVERHEAD
+    need = per_image * len(calib.images)
+    if need > available:
+        fits = int(available / per_image)
+        fewer = f"--calib-images {fits} or fewer, or " if fits else ""
+        raise VitcError(
+            f"{method} calibration keeps every calibrated activation of every image in memory: "
+            f"{len(calib.images)} images × {per_image / 2**20:.1f} MiB = {need / 2**30:.1f} GiB, and "
+            f"{available / 2**30:.1f} GiB are available: use {fewer}--calib-method minmax (running minima "
+            "and maxima, whatever the count)"
+        )
 
 
 def fold_weight_quantization(model: Any) -> int:

@@ -130,6 +130,7 @@ def test_predict_names_what_it_cannot_read_and_refuses_what_it_cannot_do(export_
         == f"error: {tmp_path / 'nothing.jpg'}: no such image file or folder"
     )
     assert one_line(onnx, str(photos), "--device", "gpu").endswith(": --device cuda")
+    assert one_line(str(tmp_path / "none.plan"), str(photos)) == f"error: {tmp_path / 'none.plan'}: no such file"
     assert "--top-k and --batch must be at least 1" in one_line(onnx, str(photos), "-k", "0")
     bare = tmp_path / "bare" / "model.onnx"  # an ONNX file without its manifest: nothing says how to prepare
     bare.parent.mkdir()
@@ -193,3 +194,16 @@ def test_predict_on_a_checkpoint_without_torch_is_one_line(tmp_path: Path) -> No
     code, *lines = done.stdout.strip().splitlines()
     assert code == "2" and len(lines) == 1, done.stdout + done.stderr
     assert "vitc predict on a checkpoint (an engine, .plan or .onnx, needs no torch)" in lines[0]
+
+
+def test_predict_on_another_kind_of_file_says_what_it_takes(tmp_path: Path) -> None:
+    """A `vitc compile --out` program or a foreign weights file is neither an engine nor a checkpoint."""
+    pytest.importorskip("torch")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    for name in ("model.pt2", "weights.pth"):
+        (tmp_path / name).write_bytes(b"x")
+        result = cli.invoke(app, ["predict", str(tmp_path / name), str(image)])
+        assert result.exit_code == 2 and result.output.strip() == (
+            f"error: {tmp_path / name}: vitc predict takes a .plan or .onnx file, or a vitc checkpoint or run folder"
+        ), result.output

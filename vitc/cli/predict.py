@@ -132,6 +132,8 @@ class _OnCheckpoint:
         from vitc.models import get_model_cfg
         from vitc.train.device import pick_device
 
+        if not path.is_dir() and path.suffix != ".safetensors":
+            raise VitcError(f"{path}: vitc predict takes a .plan or .onnx file, or a vitc checkpoint or run folder")
         on = pick_device(device)
         self.model = vitc.load_model(resolve_checkpoint(path)).to(on)
         self.prep = get_model_cfg(self.model).preprocess

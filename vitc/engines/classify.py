@@ -43,6 +43,8 @@ def model_card(path: str | os.PathLike[str]) -> ModelCard:
     """From an ONNX file's export manifest, or a plan's sidecar: its own `preprocess` record (vitc
     build writes it), else the manifest of the ONNX file it was built from, when that is still there."""
     path = Path(path)
+    if not path.is_file():
+        raise VitcError(f"{path}: no such file")
     if backend_for_path(path) == "onnxrt":
         manifest = manifest_for(path)
         if manifest is None or manifest.preprocess is None:
@@ -132,6 +134,7 @@ class Classifier:
         self.runner.deactivate()
 
     def __call__(self, images: Sequence[Any], top_k: int = 5) -> List[Prediction]:
-        """The `top_k` classes of each image: paths, PIL images or uint8 arrays."""
+        """The `top_k` classes of each image: paths, PIL images or uint8 RGB arrays (an OpenCV frame is BGR:
+        pass `frame[..., ::-1]`)."""
         logits = infer_in_batches(self.runner, prepare(images, self.card.preprocess), self.batch)
         return top_classes(logits, self.class_names, top_k)

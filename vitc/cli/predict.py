@@ -7,6 +7,7 @@ A checkpoint or run folder runs in PyTorch (vitc.api), with the same decoding an
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -53,20 +54,33 @@ def predict(
     terminal = console()
     engine = source.suffix.lower() in SUFFIXES
     opened = _OnEngine(source, device, batch) if engine else _OnCheckpoint(source, device)
+    seconds = {"decode": 0.0, "classify": 0.0}  # reading the files; preparing and running them
     with opened as (classify, prep, backend):
         rows, skipped = [], []
         for start in range(0, len(files), batch):
+            began = time.perf_counter()
             decoded, names = _decoded(files[start : start + batch], prep, skipped, terminal)
-            for name, top in zip(names, classify(decoded, top_k) if decoded else []):
+            decoding_done = time.perf_counter()
+            tops = classify(decoded, top_k) if decoded else []
+            seconds["decode"] += decoding_done - began
+            seconds["classify"] += time.perf_counter() - decoding_done
+            for name, top in zip(names, tops):
                 shown = ", ".join(f"{label} {p:.1%}" for label, p in top)
                 terminal.print(f"{name}: {shown}", soft_wrap=True)
                 rows.append({"image": str(name), "top": [[label, p] for label, p in top]})
     if not rows:
         raise VitcError(f"none of the {len(files)} images could be read (named above)")
     skip_note = f"; {len(skipped)} unreadable skipped" if skipped else ""
+    speed = {k: round(1000 * v / len(rows), 2) for k, v in seconds.items()}
     terminal.print(f"{len(rows)} images classified by {source} ({backend}){skip_note}", soft_wrap=True)
+    terminal.print(
+        f"per image: {speed['decode']:.1f} ms reading the file, {speed['classify']:.1f} ms preparing and "
+        f"classifying it (batches of {batch})",
+        soft_wrap=True,
+    )
     if json_out is not None:
         record = {"source": str(source), "backend": backend, "top_k": top_k, "images": rows, "skipped": skipped}
+        record["ms_per_image"] = speed
         write_json(json_out, record)
         terminal.print(f"wrote {json_out}", soft_wrap=True)
 

@@ -26,14 +26,17 @@ HF_CVT = {  # a Hugging Face CvtConfig's (depth, embed_dim) → the vitc model (
 
 
 def weights_file(source: str | os.PathLike[str]) -> Path:
-    """The weights file itself, or the one inside a Hugging Face model folder (config.json beside it)."""
+    """The weights file itself, the one inside a Hugging Face or timm hub folder (config.json beside it),
+    or a `vitc train` run folder's best.safetensors (as `vitc export` and `eval` read a run folder)."""
     path = Path(source)
     if not path.is_dir():
         return path
-    for name in HF_WEIGHT_FILES:
+    for name in (*HF_WEIGHT_FILES, "best.safetensors"):
         if (path / name).is_file():
             return path / name
-    raise VitcError(f"{path}: a folder without {' or '.join(HF_WEIGHT_FILES)} (name the weights file itself)")
+    raise VitcError(
+        f"{path}: a folder without {', '.join(HF_WEIGHT_FILES)} or best.safetensors (name the weights file itself)"
+    )
 
 
 def model_named_by(source: str | os.PathLike[str]) -> str | None:

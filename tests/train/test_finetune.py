@@ -173,7 +173,8 @@ def test_a_run_that_names_no_model_trains_the_one_its_weights_hold(
     pretrained: Path, tmp_path: Path, patch: pytest.MonkeyPatch
 ) -> None:
     """`vitc train --pretrained FILE` without --model trained convit_micro (and failed on the key table):
-    the model the file names is trained, as `yolo train model=yolov8n.pt` does, and the run says so."""
+    the model the file names is trained, as `yolo train model=yolov8n.pt` does, and the run says so. A run
+    folder starts from its best checkpoint (it was refused: "a folder without model.safetensors")."""
     hub = tmp_path / "deit_tiny_patch16_224.fb_in1k"  # a timm hub folder: config.json names the model
     hub.mkdir()
     (hub / "model.safetensors").write_bytes(b"")  # only the name is read here, not the weights
@@ -184,6 +185,7 @@ def test_a_run_that_names_no_model_trains_the_one_its_weights_hold(
     named.write_text('[model]\nname = "cvt_micro"\n')
     cases = [  # (recipe, overrides) → the model trained, the first "default:" line
         (None, {"model.pretrained": str(pretrained)}, "deit_micro", "model.name = deit_micro (what"),
+        (None, {"model.pretrained": str(pretrained.parent)}, "deit_micro", "model.name = deit_micro (what"),
         (None, {"model.pretrained": str(hub)}, "deit_tiny", "model.name = deit_tiny (what"),
         (None, {"model.pretrained": str(bare)}, "convit_micro", f"model.name = convit_micro ({bare} does not say"),
         (None, {}, "convit_micro", "aug.flip"),  # no weights: the default, not worth a line
@@ -198,7 +200,8 @@ def test_a_run_that_names_no_model_trains_the_one_its_weights_hold(
     patch.setattr(datasets, "_load_digits", _digits(UPPER))
     patch.setattr(loop.report, "plot_curves", lambda *args, **kwargs: None)
     settings = {k: v for k, v in SMALL.items() if not k.startswith("model.")}  # the weights say it all
-    cfg = load_config(None, {**settings, **FEW_SHOT, "optim.epochs": 1, "model.pretrained": str(pretrained)})
+    run_folder = str(pretrained.parent)  # a run folder starts a run from its best checkpoint, as export reads it
+    cfg = load_config(None, {**settings, **FEW_SHOT, "optim.epochs": 1, "model.pretrained": run_folder})
     cfg.run.out_dir = str(tmp_path)
     run = loop.train(cfg, show_progress=False)
     meta = read_meta(run.run_dir / "best.safetensors")

@@ -45,7 +45,8 @@ def train(
     pretrained: Annotated[
         Optional[Path],
         typer.Option(
-            help="Start from these weights (model.pretrained): a vitc checkpoint or any file `vitc import` reads."
+            help="Start from these weights (model.pretrained): a vitc checkpoint or run folder, or any file "
+            "`vitc import` reads."
         ),
     ] = None,
     set_: SetOpt = None,

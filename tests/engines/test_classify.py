@@ -200,8 +200,8 @@ def test_predict_on_a_checkpoint_without_torch_is_one_line(tmp_path: Path) -> No
 
 
 def test_predict_on_another_kind_of_file_says_what_it_takes(tmp_path: Path) -> None:
-    """A `vitc compile --out` program or a foreign weights file is neither an engine nor a checkpoint."""
-    pytest.importorskip("torch")
+    """A `vitc compile --out` program or a foreign weights file is neither an engine nor a checkpoint
+    (said before anything asks for torch: also on a Jetson's runtime install)."""
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
     for name in ("model.pt2", "weights.pth"):

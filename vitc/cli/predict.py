@@ -140,14 +140,14 @@ class _OnCheckpoint:
     def __init__(self, path: Path, device: str) -> None:
         from vitc._lazy import require_training
 
+        if not path.is_dir() and path.suffix != ".safetensors":
+            raise VitcError(f"{path}: vitc predict takes a .plan or .onnx file, or a vitc checkpoint or run folder")
         require_training("vitc predict on a checkpoint (an engine, .plan or .onnx, needs no torch)")
         import vitc
         from vitc.checkpoint import resolve_checkpoint
         from vitc.models import get_model_cfg
         from vitc.train.device import pick_device
 
-        if not path.is_dir() and path.suffix != ".safetensors":
-            raise VitcError(f"{path}: vitc predict takes a .plan or .onnx file, or a vitc checkpoint or run folder")
         on = pick_device(device)
         self.model = vitc.load_model(resolve_checkpoint(path)).to(on)
         self.prep = get_model_cfg(self.model).preprocess

@@ -215,4 +215,5 @@ def test_official_layout_keeps_quick_gelu(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     refused = CliRunner().invoke(app, ["import", str(empty), "-m", "cvt_micro", "-o", str(tmp_path / "o2")])
-    assert refused.exit_code == 2 and "without model.safetensors or pytorch_model.bin" in refused.output
+    assert refused.exit_code == 2
+    assert "without model.safetensors, pytorch_model.bin or best.safetensors" in refused.output

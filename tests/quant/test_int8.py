@@ -214,6 +214,8 @@ def test_histogram_calibration_that_cannot_fit_is_one_line(tmp_path, monkeypatch
     model = onnx.load(str(make_tiny_onnx(tmp_path / "tiny.onnx")))  # Reshape → MatMul(192×10) → Softmax
     images = np.random.default_rng(0).standard_normal((100, 3, 8, 8), np.float32)
     assert int8.calibrated_bytes_per_image(model, images) == (192 + 10) * 4  # the MatMul's input and output
+    static = onnx.load(str(make_tiny_onnx(tmp_path / "static.onnx", batch=4)))  # a static batch takes 4 at once
+    assert int8.calibrated_bytes_per_image(static, images[:3]) == (192 + 10) * 4
     calib = CalibrationSet(images=images, source="random", sha256="0")
     monkeypatch.setattr(int8, "available_memory", lambda: 50_000)  # 100 images × 889 bytes do not fit
     with pytest.raises(VitcError) as raised:

@@ -174,9 +174,10 @@ def quantize_int8(
     return out, report
 
 
-def calibrated_bytes_per_image(model: Any, image: np.ndarray) -> int:
+def calibrated_bytes_per_image(model: Any, images: np.ndarray) -> int:
     """The bytes of the tensors ONNX Runtime calibrates (the float inputs and outputs of MatMul/Gemm/Conv
-    that are not weights) for one image, measured by running `image` (1, C, H, W) with them as outputs."""
+    that are not weights) for one image, measured by running the first of `images` (a static batch's
+    worth, for a file with a static batch) with them as outputs."""
     ort = lazy_import("onnxruntime")
     onnx = lazy_import("onnx")
     weights = {init.name for init in model.graph.initializer}
@@ -188,8 +189,11 @@ def calibrated_bytes_per_image(model: Any, image: np.ndarray) -> int:
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in names if t not in known)
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
-    outputs = session.run(wanted, {session.get_inputs()[0].name: image[:1]})
-    return sum(np.asarray(v).nbytes for v in outputs if np.asarray(v).dtype.kind == "f")
+    (feed,) = session.get_inputs()
+    batch = feed.shape[0] if isinstance(feed.shape[0], int) and feed.shape[0] > 0 else 1
+    sample = np.resize(images, (batch, *images.shape[1:])).astype(np.float32)  # repeats a set smaller than it
+    outputs = session.run(wanted, {feed.name: sample})
+    return sum(np.asarray(v).nbytes for v in outputs if np.asarray(v).dtype.kind == "f") // batch
 
 
 def available_memory() -> int | None:

@@ -205,7 +205,7 @@ def test_fine_tuning_batch_gives_ten_steps_an_epoch(images: int, batch: int, lr:
 def test_a_resumed_run_counts_the_time_of_every_session(tiny: dict[str, Any]) -> None:
     """summary.json's seconds cover every session: the resumed run adds its own time to what the resume
     file saved of the earlier ones. The saved time is set to 1000 s, so the check needs no race between
-    timers (comparing a session's wall clock with the first session's time failed once on a loaded machine)."""
+    timers (comparing a session's wall clock with the first session's time failed once in CI)."""
     from safetensors.torch import load_file, save_file
 
     from vitc._io import read_safetensors_metadata

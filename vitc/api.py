@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitc.artifacts.preprocess import eval_resize
 from vitc.engines.classify import Prediction, top_classes
 from vitc.errors import VitcError
 
@@ -70,21 +69,10 @@ def preprocess(images: Any, model: nn.Module) -> torch.Tensor:
     """Normalised float (N, C, H, W) input for `model` from a PIL image, a uint8 array (H, W) or (H, W, C),
     or a list of them: the evaluation transform with the model's size, crop_pct, mean and std, after
     turning a photo upright by its EXIF orientation, exactly as training and `vitc eval` read files."""
-    from vitc.data.datasets import _to_chans
-    from vitc.data.images import center_crop
-    from vitc.data.transforms import eval_transform
+    from vitc.data.images import prepare
     from vitc.models import get_model_cfg
 
-    cfg = get_model_cfg(model)
-    chans, height, width = cfg.input_size
-    if height != width:
-        raise VitcError(f"{model.vitc_name} takes {height}×{width} inputs; preprocess handles square inputs only")
-    short = eval_resize(height, cfg.crop_pct)
-    batch = [center_crop(_decoded(image, short), short, height) for image in _as_list(images)]
-    if not batch:
-        raise VitcError("no images given")
-    uint8 = _to_chans(torch.from_numpy(np.stack(batch)), chans)
-    return eval_transform(uint8, cfg.mean, cfg.std)
+    return torch.from_numpy(prepare(_as_list(images), get_model_cfg(model).preprocess))
 
 
 @torch.no_grad()
@@ -112,18 +100,6 @@ def _as_list(images: Any) -> Sequence[Any]:
 def _is_batch_array(images: Any) -> bool:
     """A uint8 (N, H, W, C) array is a batch; (H, W) and (H, W, C) are one image."""
     return isinstance(images, np.ndarray) and images.ndim == 4
-
-
-def _decoded(image: Any, short: int) -> Any:
-    """An upright RGB PIL image: a path (str or os.PathLike) is read by the loader training and `vitc eval`
-    use (EXIF orientation, JPEG draft decoding at the size needed, one-line errors)."""
-    from vitc.data.images import as_pil, open_image, upright_rgb
-
-    if isinstance(image, (str, os.PathLike)):
-        if not Path(image).is_file():
-            raise VitcError(f"{image}: no such image file")
-        return open_image(Path(image), short)
-    return upright_rgb(as_pil(image))
 
 
 __all__ = ["load_model", "predict", "preprocess"]

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from vitc.artifacts import sidecar_path
 from vitc.artifacts.preprocess import Preprocess
 from vitc.cli.main import app
-from vitc.engines.classify import Classifier, model_card, prepare
+from vitc.data.images import prepare
+from vitc.engines.classify import Classifier, model_card
 from vitc.errors import VitcError
 
 Image = pytest.importorskip("PIL.Image")
@@ -159,25 +160,30 @@ def test_a_preprocess_record_reads_back_and_refuses_what_it_cannot_honour() -> N
         prepare([], prep)
 
 
-def test_prepare_gives_the_bits_vitc_preprocess_gives(tmp_path: Path) -> None:
-    """The torch-free preparation against the checkpoint path's (`vitc.preprocess`, what `vitc eval` and the
-    held-out sets use): bit for bit, for an RGB model and a grey one (luma as the old torch code computed it)."""
+def test_prepare_gives_the_bits_training_evaluates_on(tmp_path: Path) -> None:
+    """The torch-free preparation (`vitc.preprocess` and the engines both use it) against the torch
+    composition training's evaluation and the held-out sets use (the same crops, `_to_chans`, then
+    `eval_transform`): bit for bit, for an RGB model and a grey one (luma as the old torch code computed it)."""
     torch = pytest.importorskip("torch")
     import vitc
     from vitc.data.datasets import _to_chans
-    from vitc.data.images import center_crop, open_image, to_channels
+    from vitc.data.images import read_image, to_channels
     from vitc.data.transforms import eval_transform
     from vitc.models import create_model, get_model_cfg
 
     files = _photos(tmp_path / "photos")
     with torch.device("meta"):
         model = create_model("deit_micro", img_size=24)
-    ours = prepare(files, get_model_cfg(model).preprocess)
-    assert ours.dtype == np.float32 and ours.shape == (5, 3, 24, 24)
-    assert np.array_equal(ours, vitc.preprocess(files, model).numpy())
-    grey = Preprocess((1, 24, 24), 0.9, mean=(0.45,), std=(0.27,))  # as vitc.preprocess composes it for 1 channel
-    crops = torch.from_numpy(np.stack([center_crop(open_image(f, 27), 27, 24) for f in files]))
-    assert np.array_equal(prepare(files, grey), eval_transform(_to_chans(crops, 1), grey.mean, grey.std).numpy())
+    rgb_prep = get_model_cfg(model).preprocess
+    grey_prep = Preprocess((1, 24, 24), 0.9, mean=(0.45,), std=(0.27,))
+    for prep in (rgb_prep, grey_prep):
+        short = prep.resize_shorter_side
+        crops = torch.from_numpy(np.stack([read_image(f, short, 24) for f in files]))
+        torch_way = eval_transform(_to_chans(crops, prep.input_size[0]), prep.mean, prep.std).numpy()
+        ours = prepare(files, prep)
+        assert ours.dtype == np.float32 and ours.shape == (5, prep.input_size[0], 24, 24)
+        assert np.array_equal(ours, torch_way)
+    assert np.array_equal(vitc.preprocess(files, model).numpy(), prepare(files, rgb_prep))  # the API's input
     rgb = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
     old = (rgb.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round_()
     assert np.array_equal(to_channels(rgb.numpy(), 1), old.clamp_(0, 255).to(torch.uint8).numpy())

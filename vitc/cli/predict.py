@@ -59,9 +59,9 @@ def predict(
         rows, skipped = [], []
         for start in range(0, len(files), batch):
             began = time.perf_counter()
-            decoded, names = _decoded(files[start : start + batch], prep, skipped, terminal)
+            readable, names = _decoded(files[start : start + batch], prep, skipped, terminal)
             decoding_done = time.perf_counter()
-            tops = classify(decoded, top_k) if decoded else []
+            tops = classify(readable, top_k) if readable else []
             seconds["decode"] += decoding_done - began
             seconds["classify"] += time.perf_counter() - decoding_done
             for name, top in zip(names, tops):
@@ -102,13 +102,13 @@ def _decoded(
     files: Sequence[Path], prep: Preprocess, skipped: List[str], terminal: Console
 ) -> Tuple[List[Any], List[Path]]:
     """The readable images of `files`, decoded upright at the size needed; an unreadable one is named and skipped."""
-    from vitc.engines.classify import decode
+    from vitc.data.images import decoded
 
     images: List[Any] = []
     names: List[Path] = []
     for file in files:
         try:
-            images.append(decode(file, prep))
+            images.append(decoded(file, prep.resize_shorter_side))
             names.append(file)
         except VitcError as exc:
             skipped.append(str(exc))

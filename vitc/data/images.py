@@ -9,6 +9,7 @@ Pillow only, no torch: a Jetson classifies with a TensorRT plan through this mod
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vitc._lazy import lazy_import
+from vitc.artifacts.preprocess import Preprocess
 from vitc.errors import VitcError
 from vitc.limits import MAX_ASPECT, MAX_IMAGE_PIXELS
 
@@ -136,3 +138,27 @@ def _per_channel(values: Sequence[float], channels: int, what: str) -> np.ndarra
     if flat.size not in (1, channels):
         raise VitcError(f"{what} has {flat.size} values but the images have {channels} channels")
     return np.broadcast_to(flat, (channels,)).reshape(1, channels, 1, 1)
+
+
+def decoded(image: Any, short: int) -> Any:
+    """An upright RGB PIL image from a path, a PIL image or a uint8 array; a path is decoded at the size
+    needed for a shorter side of `short` (JPEG draft mode), as training reads it. One-line errors."""
+    if isinstance(image, (str, os.PathLike)):
+        if not Path(image).is_file():
+            raise VitcError(f"{image}: no such image file")
+        return open_image(Path(image), short)
+    return upright_rgb(as_pil(image))
+
+
+def prepare(images: Sequence[Any], prep: Preprocess) -> np.ndarray:
+    """float32 (N, C, H, W) model input from paths, PIL images or uint8 arrays: shorter side to size /
+    crop_pct (bicubic), centre crop, the model's channels, (x / 255 - mean) / std. The input of
+    `vitc.preprocess` (a checkpoint) and of `vitc predict` on an engine alike."""
+    if not images:
+        raise VitcError("no images given")
+    channels, height, width = prep.input_size
+    if height != width:
+        raise VitcError(f"the model takes {height}×{width} inputs; vitc prepares square inputs only")
+    short = prep.resize_shorter_side
+    crops = [center_crop(decoded(image, short), short, height) for image in images]
+    return normalized(to_channels(np.stack(crops), channels), prep.mean, prep.std)

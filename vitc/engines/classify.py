@@ -22,7 +22,7 @@ import numpy as np
 
 from vitc.artifacts import load_sidecar, manifest_for
 from vitc.artifacts.preprocess import Preprocess
-from vitc.data.images import as_pil, center_crop, normalized, open_image, to_channels, upright_rgb
+from vitc.data.images import prepare
 from vitc.engines import backend_for_path, runner_for_path
 from vitc.engines.base import BaseRunner, infer_in_batches
 from vitc.errors import VitcError
@@ -65,28 +65,6 @@ def model_card(path: str | os.PathLike[str]) -> ModelCard:
             f"from ({onnx}) is not there: copy that export folder back, or build the plan again"
         )
     return ModelCard(Preprocess.from_record(manifest.preprocess, str(manifest.path)), sidecar.class_names, str(onnx))
-
-
-def decode(image: Any, prep: Preprocess) -> Any:
-    """An upright RGB PIL image from a path, a PIL image or a uint8 array; a path is decoded at the size
-    needed (JPEG draft mode), as training reads it. An unreadable file is a one-line VitcError."""
-    if isinstance(image, (str, os.PathLike)):
-        if not Path(image).is_file():
-            raise VitcError(f"{image}: no such image file")
-        return open_image(Path(image), prep.resize_shorter_side)
-    return upright_rgb(as_pil(image))
-
-
-def prepare(images: Sequence[Any], prep: Preprocess) -> np.ndarray:
-    """float32 (N, C, H, W): shorter side to size / crop_pct (bicubic), centre crop, the model's channels,
-    (x / 255 - mean) / std. The same bits as `vitc.preprocess` gives for a checkpoint."""
-    if not images:
-        raise VitcError("no images given")
-    channels, height, width = prep.input_size
-    if height != width:
-        raise VitcError(f"the model takes {height}×{width} inputs; vitc prepares square inputs only")
-    crops = [center_crop(decode(image, prep), prep.resize_shorter_side, height) for image in images]
-    return normalized(to_channels(np.stack(crops), channels), prep.mean, prep.std)
 
 
 def top_classes(logits: np.ndarray, class_names: Optional[Sequence[str]], top_k: int) -> List[Prediction]:

@@ -69,9 +69,11 @@ def train(
     cfg = load_config(recipe, overrides)
     if resume:
         cfg = resume_config(cfg, overrides)
+    named = cfg.model.name is not None  # checked now; a model the weights name is checked once resolved
     _check_before_torch(cfg, resume)
     notes = resolve_defaults(cfg)
-    _check_model(cfg.model.name)
+    if not named:
+        _check_model(cfg.model.name)
     if nproc > 1:
         RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
         _launch_torchrun(nproc)

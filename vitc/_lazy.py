@@ -34,7 +34,7 @@ OPTIONAL = {
 # The training side (torch, the models, export) needs Python >= 3.10; the runtime path (info, doctor,
 # check, build, bench --engine) also runs on Python 3.8, the system Python of JetPack 5.
 TRAINING_PYTHON = (3, 10)
-RUNTIME_COMMANDS = "info, doctor, check, build, bench --engine and predict on an engine"
+RUNTIME_COMMANDS = "info, doctor, check, build, and bench, predict and eval on an engine"
 
 
 def require_training_python(what: str) -> None:

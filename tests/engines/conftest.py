@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import numpy as np
 import pytest
@@ -84,6 +84,24 @@ def manifest_record(**overrides: object) -> Dict[str, object]:
     record = manifest.to_record()
     record.update(overrides)
     return record
+
+
+def tiny_logits_by_hand(onnx: Path, files: List[Path]) -> np.ndarray:
+    """The tiny export's record spelled out (crop_pct 1: shorter side to 8, bicubic; centre 8×8; mean = std
+    = 0.5) with Pillow and ONNX Runtime directly: the logits a reader of the manifest should get."""
+    image = pytest.importorskip("PIL.Image")
+    ort = pytest.importorskip("onnxruntime")
+    batch = []
+    for file in files:
+        with image.open(file) as im:
+            im = im.convert("RGB")
+            scale = 8 / min(im.size)
+            w, h = max(8, round(im.size[0] * scale)), max(8, round(im.size[1] * scale))
+            im = im.resize((w, h), image.Resampling.BICUBIC)
+            left, top = round((w - 8) / 2), round((h - 8) / 2)
+            batch.append(np.asarray(im.crop((left, top, left + 8, top + 8)), dtype=np.float32).transpose(2, 0, 1))
+    x = (np.stack(batch) / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
+    return ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
 
 
 @pytest.fixture

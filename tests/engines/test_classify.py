@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.engines.conftest import tiny_logits_by_hand
 from vitc.artifacts import sidecar_path
 from vitc.artifacts.preprocess import Preprocess
 from vitc.cli.main import app
@@ -40,21 +41,8 @@ def _photos(folder: Path) -> List[Path]:
 
 
 def _by_hand(onnx: Path, files: List[Path], top_k: int) -> List[List[str]]:
-    """The tiny export's record spelled out (crop_pct 1: shorter side to 8, bicubic; centre 8×8; mean = std
-    = 0.5) with Pillow and ONNX Runtime directly: the classes a reader of the manifest should get."""
-    ort = pytest.importorskip("onnxruntime")
-    batch = []
-    for file in files:
-        with Image.open(file) as im:
-            im = im.convert("RGB")
-            scale = 8 / min(im.size)
-            w, h = max(8, round(im.size[0] * scale)), max(8, round(im.size[1] * scale))
-            im = im.resize((w, h), Image.Resampling.BICUBIC)
-            left, top = round((w - 8) / 2), round((h - 8) / 2)
-            batch.append(np.asarray(im.crop((left, top, left + 8, top + 8)), dtype=np.float32).transpose(2, 0, 1))
-    x = (np.stack(batch) / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
-    logits = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    return [[str(i) for i in np.argsort(-row, kind="stable")[:top_k]] for row in logits]
+    """The classes a reader of the manifest should get, from the record spelled out with Pillow and ORT."""
+    return [[str(i) for i in np.argsort(-row, kind="stable")[:top_k]] for row in tiny_logits_by_hand(onnx, files)]
 
 
 def test_an_export_classifies_images_as_its_manifest_prepares_them(export_dir: Path, tmp_path: Path) -> None:

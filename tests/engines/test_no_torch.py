@@ -41,3 +41,28 @@ def test_bench_onnx_imports_no_torch(tiny_onnx: Path, tmp_path: Path):
     assert result["exit"] == 0, result["output"]
     assert result["torch"] == []
     assert [row["batch"] for row in json.loads(out.read_text())["rows"]] == [1, 2]
+
+
+EVAL = r"""
+import sys
+sys.modules["torch"] = None
+import json
+from typer.testing import CliRunner
+from vitc.cli.main import app
+result = CliRunner().invoke(app, ["eval", sys.argv[1], "--out", sys.argv[2]])
+loaded = sorted(m for m in sys.modules if (m == "torch" or m.startswith("torch.")) and sys.modules[m] is not None)
+print(json.dumps({"exit": result.exit_code, "output": result.output, "torch": loaded}))
+"""
+
+
+def test_eval_of_an_engine_imports_no_torch(export_dir: Path, tmp_path: Path):
+    """`vitc eval x.onnx` through the whole CLI, with the confusion PNG when matplotlib is installed."""
+    png = tmp_path / "cm.png"
+    done = subprocess.run(
+        [sys.executable, "-c", EVAL, str(export_dir / "model.fp32.onnx"), str(png)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["exit"] == 0 and result["torch"] == [], result
+    assert json.loads(png.with_suffix(".json").read_text())["images"] == 12

@@ -2,7 +2,8 @@
 
 `make test-runtime` runs this file, test_cuda.py and test_timing_report.py on Python 3.8 with numpy
 1.17.4 in front (VITC_NUMPY_OLDEST=1.17.4): onnx and onnxruntime need a newer numpy, so this selection
-uses neither. Here: the held-out set written and read back, drift, latency statistics, pinned buffers.
+uses neither. Here: the held-out set written and read back, drift, `vitc eval`'s figures, latency statistics, pinned
+buffers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vitc import metrics
 from vitc.artifacts import load_heldout
 from vitc.artifacts.drift import compare_logits
 from vitc.artifacts.heldout import encode_heldout, heldout_name
@@ -43,3 +45,9 @@ def test_heldout_drift_and_latency_on_this_numpy(tmp_path: Path) -> None:
     assert report.agreement == pytest.approx(100 * 5 / 6) and report.top1 == pytest.approx(100 * 5 / 6)
     stats = LatencyStats.from_seconds([0.001, 0.002, 0.003, 0.004], batch=2)
     assert stats.p50 == pytest.approx(2.5) and stats.throughput == pytest.approx(800.0)
+    scores = metrics.accuracy(noisy, held.labels)
+    assert scores["top1"] == pytest.approx(100 * 5 / 6) and scores["top5"] >= scores["top1"]
+    matrix = metrics.confusion_matrix(noisy, held.labels, 10)
+    assert int(matrix.sum()) == 6 and int(np.trace(matrix)) == 5
+    counts, _ = metrics.shown_confusion(matrix, sorted(set(held.labels.tolist())))
+    assert sum(map(sum, counts)) == 6

@@ -159,3 +159,27 @@ def test_eval_streams_a_folder_alike_with_workers_and_names_unreadable_files(run
     assert typo.exit_code == 2 and "has no tset/ folder (it has train/, val/): choose one with --split" in typo.output
     negative = runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(photos), "--workers", "-1"])
     assert negative.exit_code == 2 and "--workers must be 0 or more" in negative.output
+
+
+def test_an_export_is_measured_on_a_folder_as_its_checkpoint(run_folder: Path, tmp_path: Path) -> None:
+    """`vitc eval` of the FP32 export (ONNX Runtime, no torch on that path) gives the checkpoint's report on
+    the same folder: the same images read the same way, the same classes predicted."""
+    photos = _photos(tmp_path / "mine", CLASSES, per_class=4)
+    (photos / "fox" / "broken.jpg").write_bytes(b"not a jpeg")
+    exported = runner.invoke(app, ["export", str(run_folder), "-p", "fp32", "--data", "generated",
+                                   "--out", str(tmp_path / "export")])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    onnx = tmp_path / "export" / "photos" / "model.fp32.onnx"
+    reports = {}
+    for name, source in (("checkpoint", run_folder), ("engine", onnx)):
+        png = tmp_path / f"{name}.png"
+        result = runner.invoke(
+            app, ["eval", str(source), "--data-dir", str(photos), "--device", "cpu", "--out", str(png)]
+        )
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads(png.with_suffix(".json").read_text())
+    ours, theirs = reports["engine"], reports["checkpoint"]
+    assert ours.pop("loss") == pytest.approx(theirs.pop("loss"), abs=1e-5)
+    assert ours.pop("engine") == str(onnx) and theirs.pop("checkpoint") == str(run_folder / "best.safetensors")
+    assert ours.pop("device") == "onnxruntime (CPUExecutionProvider)" and theirs.pop("device") == "cpu"
+    assert ours == theirs and ours["images"] == 16 and len(ours["skipped"]) == 1

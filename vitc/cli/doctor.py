@@ -91,16 +91,16 @@ def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
     gpu_ok = bool(facts["gpus"]) or facts["jetson"] is not None
     ort_ok = facts["onnxruntime"] is not None
     return [
-        ("train / eval / compile", py + "torch", torch_ok),
+        ("train / compile / eval ckpt", py + "torch", torch_ok),
         ("export", py + "torch, onnx, onnxruntime", torch_ok and facts["onnx"] is not None and ort_ok),
         (
             "build",
             "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
             trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok,
         ),
-        ("bench -e / predict x.onnx", "onnxruntime", ort_ok),
+        ("bench / predict / eval x.onnx", "onnxruntime", ort_ok),
         (
-            "bench -e / predict x.plan",
+            "bench / predict / eval x.plan",
             "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
             trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok,
         ),

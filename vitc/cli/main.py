@@ -20,6 +20,7 @@ from vitc.cli import build as build_cli
 from vitc.cli import check as check_cli
 from vitc.cli import compile as compile_cli
 from vitc.cli import doctor as doctor_cli
+from vitc.cli import eval as eval_cli
 from vitc.cli import export as export_cli
 from vitc.cli import import_ as import_cli
 from vitc.cli import info as info_cli
@@ -71,12 +72,12 @@ app.command("models")(handle_errors(models_cli.models))
 for _name, _fn in (
     ("import", import_cli.import_),
     ("train", train_cli.train),
-    ("eval", train_cli.evaluate),
     ("inspect", inspect_cli.inspect),
     ("compile", compile_cli.compile_),
     ("export", export_cli.export),
 ):
     app.command(_name)(handle_errors(training(_name, _fn)))
+app.command("eval")(handle_errors(eval_cli.evaluate))  # an engine needs no torch: checked inside
 app.command("check")(handle_errors(check_cli.check))
 app.command("build")(handle_errors(build_cli.build))
 app.command("bench")(handle_errors(bench_cli.bench))

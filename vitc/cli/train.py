@@ -1,4 +1,4 @@
-"""`vitc train` and `vitc eval`: thin wrappers over vitc.train."""
+"""`vitc train`: a thin wrapper over vitc.train."""
 
 from __future__ import annotations
 
@@ -16,11 +16,6 @@ from vitc.cli._options import SetOpt, parse_assignments
 from vitc.errors import VitcError, unknown_model
 
 if TYPE_CHECKING:
-    import torch
-    from rich.console import Console
-
-    from vitc.artifacts.model_cfg import ModelCfg
-    from vitc.data.feed import StreamFeed
     from vitc.train.config import TrainConfig
     from vitc.train.loop import RunResult
 
@@ -156,133 +151,3 @@ def _summary(model: str, result: RunResult) -> None:
     if final != "test":
         terminal.print(f"no test split: the final figures are on {final}, the split that picked the best epoch")
     terminal.print(f"checkpoints in {result.run_dir}  (best.safetensors, last.safetensors; summary.json)")
-
-
-def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A vitc checkpoint (.safetensors) or a run folder (its best).")],
-    data: Annotated[
-        Optional[str], typer.Option(help="digits, cifar10 or imagefolder (default: what it was trained on).")
-    ] = None,
-    data_dir: Annotated[
-        Optional[Path],
-        typer.Option(help="CIFAR batches, or any labelled folder: <class>/ folders, directly or under test/ or val/."),
-    ] = None,
-    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
-    out: Annotated[Optional[Path], typer.Option(help="Confusion-matrix PNG (default: next to the checkpoint).")] = None,
-    device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
-    workers: Annotated[
-        Optional[int],
-        typer.Option(help="Processes decoding a folder's images (default: up to 8 on a GPU, none on a CPU)."),
-    ] = None,
-) -> None:
-    """Top-1 (top-5 above 5 classes), precision/recall per class and a confusion-matrix PNG with a JSON beside it."""
-    from vitc._io import write_json
-    from vitc.checkpoint import load_model, resolve_checkpoint, training_data
-    from vitc.data.datasets import load_dataset
-    from vitc.data.feed import set_batches
-    from vitc.models import get_model_cfg
-    from vitc.train.device import pick_device
-    from vitc.train.evaluate import accuracy, confusion_matrix, per_class, predict_labelled, shown_confusion
-    from vitc.train.report import plot_confusion
-
-    if workers is not None and workers < 0:
-        raise VitcError(f"--workers must be 0 or more, got {workers}")
-    on = pick_device(device)
-    checkpoint = resolve_checkpoint(checkpoint)
-    model, meta = load_model(checkpoint)
-    cfg = get_model_cfg(model)
-    trained = ((meta.extra.get("train_config") or {}).get("data") or {}).get("name")
-    if data is None and data_dir is not None and trained != "cifar10":
-        data = "imagefolder"  # a folder of images names its kind; CIFAR batches only for a CIFAR model
-    data, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
-    terminal = console()
-    skipped: list[str] = []
-    if data == "imagefolder" and folder is not None:
-        if not meta.class_names:
-            raise VitcError(f"{checkpoint} names no classes, so its labels cannot be matched to folder names")
-        feed, root = _folder_feed(Path(folder), split, meta.class_names, cfg, on, workers, terminal)
-        batches, where, known = feed.eval_batches(split), str(root), meta.class_names
-    else:
-        dataset = load_dataset(data, split, data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct,
-                               in_chans=cfg.input_size[0])  # fmt: skip
-        if meta.class_names and dataset.class_names != meta.class_names:
-            raise VitcError(
-                f"{data}/{split} has classes {', '.join(dataset.class_names[:5])}…, the checkpoint "
-                f"{', '.join(meta.class_names[:5])}…: name its data with --data and --data-dir"
-            )
-        feed, batches, where, known = None, set_batches(dataset), f"{data}/{split}", dataset.class_names
-    try:
-        logits, labels = predict_labelled(model.to(on), batches, cfg.mean, cfg.std, on)
-    finally:
-        if feed is not None:
-            skipped = sorted(feed.bad)
-            feed.close()
-    scores = accuracy(logits, labels)
-    num_classes = logits.shape[1]
-    names = known or [str(i) for i in range(num_classes)]
-    matrix = confusion_matrix(logits, labels, num_classes)
-    present = sorted(set(labels.tolist()))
-    counts, other = shown_confusion(matrix, present)
-    classes = per_class(matrix, present, names)
-    png = out or checkpoint.with_name(f"{checkpoint.stem}.confusion.{split}.png")
-    plot_confusion(counts, [names[c] for c in present], png, title=f"{meta.model} on {where}", other_column=other)
-    top5 = num_classes > 5  # with 5 classes or fewer top-5 is 100% by construction
-    report = {
-        "model": meta.model, "checkpoint": str(checkpoint), "data": data, "folder": where, "images": len(labels),
-        "skipped": skipped, "device": str(on),
-        "top1": scores["top1"], **({"top5": scores["top5"]} if top5 else {}), "loss": scores["loss"],
-        "classes": classes, "confusion": {"true": [names[c] for c in present], "counts": counts, "other": other},
-    }  # fmt: skip
-    write_json(png.with_suffix(".json"), report)
-    terminal.print(_per_class_table(classes))
-    of = f", {len(present)} of the model's {num_classes} classes" if len(present) < num_classes else ""
-    unread = f", {len(skipped)} unreadable skipped" if skipped else ""
-    terminal.print(
-        f"{meta.model} on {where} ({len(labels)} images{of}{unread}): top-1 {scores['top1']:.2f}%"
-        + (f"  top-5 {scores['top5']:.2f}%" if top5 else "")
-        + f"  → {png} and {png.with_suffix('.json').name}",
-        soft_wrap=True,
-    )
-
-
-def _folder_feed(
-    folder: Path,
-    split: str,
-    class_names: list[str],
-    cfg: ModelCfg,
-    device: torch.device,
-    workers: Optional[int],
-    terminal: Console,
-) -> tuple[StreamFeed, Path]:
-    """A labelled folder streamed in file order (vitc.data.feed.StreamFeed), and the folder of class folders
-    read: decoded per batch, by worker processes on a GPU, so `vitc eval` on a validation set of any size
-    keeps a GPU fed and fits in memory; unreadable files are named and skipped, as training does by default."""
-    from vitc.data.feed import EVAL_BATCH, StreamFeed
-    from vitc.data.stream import FolderSource, SampleTransform
-    from vitc.train.device import pick_workers
-    from vitc.train.evaluate import labelled_files
-
-    index, root = labelled_files(folder, split, class_names)
-    if workers is None:  # as training's default (a GPU's share of the cores), none for a batch or two
-        workers = pick_workers(None, device) if len(index.files) >= 2 * EVAL_BATCH else 0
-    by = f"{workers} worker process{'es' if workers != 1 else ''}" if workers else "this process"
-    terminal.print(f"{len(index.files)} images in {root}, decoded by {by}, evaluated on {device}", soft_wrap=True)
-    feed = StreamFeed(
-        {split: FolderSource(index)},
-        SampleTransform(cfg.input_size[1], cfg.crop_pct),
-        workers=workers,
-        pin_memory=device.type == "cuda",
-        in_chans=cfg.input_size[0],
-        report=lambda line: terminal.print(line, soft_wrap=True),
-    )
-    return feed, root
-
-
-def _per_class_table(classes: list[dict]) -> Table:
-    table = Table(title="per class")
-    for column in ("class", "precision", "recall", "support"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-    for row in classes:
-        cells = ["-" if row[k] is None else f"{row[k]:.1f}%" for k in ("precision", "recall")]
-        table.add_row(row["class"], *cells, str(row["support"]))
-    return table

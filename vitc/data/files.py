@@ -8,7 +8,11 @@ same files.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from vitc.errors import VitcError
 
@@ -16,6 +20,19 @@ from vitc.errors import VitcError
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FOLDER_LAYOUT = "<data-dir>/train/<class>/<images> and <data-dir>/val/<class>/<images>"
 CIFAR_LAYOUT = "data_batch_1..5 and test_batch from cifar-10-python.tar.gz"
+
+
+@dataclass
+class FileIndex:
+    """The images of one split: paths relative to `root`, int64 labels, and the class names."""
+
+    root: Path
+    files: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.files)
 
 
 def is_image_file(name: str) -> bool:
@@ -79,3 +96,44 @@ def check_data_dir(name: str, data_dir: str | None) -> None:
 
 
 _KIND_WORDS = {"imagefolder": "an image folder (class folders)", "cifar10": "CIFAR-10 batches"}
+
+
+def split_folder(folder: Path, split: str) -> Path:
+    """The folder of class folders to measure on: `folder/<split>` (test falling back to val) when the
+    folder is split, else the folder itself (a plain folder of class folders)."""
+    if not folder.is_dir():
+        raise VitcError(f"missing folder {folder}")
+    splits = {p.name: p for p in folder.iterdir() if p.is_dir() and p.name in ("train", "val", "test")}
+    if not splits:
+        return folder
+    for name in (split, "val") if split == "test" else (split,):
+        if name in splits:
+            return splits[name]
+    present = ", ".join(f"{name}/" for name in sorted(splits))
+    raise VitcError(f"{folder} has no {split}/ folder (it has {present}): choose one with --split")
+
+
+def labelled_files(folder: Path, split: str, class_names: Sequence[str]) -> tuple[FileIndex, Path]:
+    """The image files of any labelled folder (class folders, directly or under test/ or val/) whose class
+    names the model knows, labelled with the model's index of each name; (index, the folder read).
+    Nothing is decoded here: `vitc eval` streams them, so a folder of any size fits in memory."""
+    root = split_folder(folder, split)
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not dirs:
+        raise VitcError(f"no class folders in {root} (expected {root}/<class>/<images>)")
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = [d.name for d in dirs if d.name not in index]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        raise VitcError(
+            f"{root} has class folders the model does not know: {shown} "
+            f"(its {len(class_names)} classes: {', '.join(class_names[:8])}{', …' if len(class_names) > 8 else ''})"
+        )
+    files, labels = [], []
+    for d in dirs:
+        for name in list_images(d):
+            files.append(f"{d.name}/{name}")
+            labels.append(index[d.name])
+    if not files:
+        raise VitcError(f"no images in the class folders of {root}")
+    return FileIndex(root, files, np.asarray(labels, dtype=np.int64), list(class_names)), root

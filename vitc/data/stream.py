@@ -24,7 +24,7 @@ from vitc._io import parse_json, write_json
 from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, eval_resize
 from vitc.data.datasets import cifar_raw, folder_split, resize_images
-from vitc.data.files import list_images
+from vitc.data.files import FileIndex, list_images
 from vitc.data.images import center_crop, open_image
 from vitc.errors import VitcError
 
@@ -47,19 +47,6 @@ def use_stream(choice: str, decoded: int) -> bool:
 
 
 # ---------------------------------------------------------------- the file index
-
-
-@dataclass
-class FileIndex:
-    """The images of one split: paths relative to `root`, int64 labels, and the class names."""
-
-    root: Path
-    files: list[str]
-    labels: np.ndarray
-    class_names: list[str]
-
-    def __len__(self) -> int:
-        return len(self.files)
 
 
 def index_imagefolder(data_dir: str | Path, split: str, cache: Path | None = None) -> FileIndex:

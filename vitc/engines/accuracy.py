@@ -1,16 +1,35 @@
-"""A runner's accuracy on an export's held-out set: the check `vitc build` and `vitc bench --data` share."""
+"""A runner's accuracy: on an export's held-out set (the check `vitc build` and `vitc bench --data` share)
+and on a labelled folder of images (`vitc eval` on an engine)."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
 from vitc.artifacts import Heldout
 from vitc.artifacts.drift import DriftReport, compare_logits
+from vitc.artifacts.preprocess import Preprocess
+from vitc.data.files import FileIndex
+from vitc.data.images import prepare
 from vitc.engines.base import BaseRunner, infer_in_batches
+from vitc.engines.classify import Classifier
 from vitc.errors import VitcError
+
+Prepared = Union[np.ndarray, str]  # a file's 1×C×H×W input, or why it could not be read
+FOLDER_CHUNK = 64  # images decoded and held at once; the next chunk decodes while the engine runs this one
 
 
 def heldout_accuracy(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> DriftReport:
-    """Run the held-out images through an active runner, `batch` at a time (`infer_in_batches`: any
-    held-out size through any profile), and compare with the reference logits."""
+    """Run the held-out images through an active runner and compare with the reference logits."""
+    return compare_logits(heldout.reference_logits, heldout_logits(runner, heldout, batch), heldout.labels)
+
+
+def heldout_logits(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> np.ndarray:
+    """The logits of the held-out images from an active runner, `batch` at a time (`infer_in_batches`: any
+    held-out size through any profile), once their size is the one the runner takes."""
     meta = runner.get_input_metadata()[0]
     sample = tuple(heldout.images.shape[1:])
     takes = meta.shape[1:]
@@ -20,4 +39,59 @@ def heldout_accuracy(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> D
             f"{runner.name}: the held-out images are {'×'.join(map(str, sample))} and the model takes {wanted}: "
             "they come from another export"
         )
-    return compare_logits(heldout.reference_logits, infer_in_batches(runner, heldout.images, batch), heldout.labels)
+    return infer_in_batches(runner, heldout.images, batch)
+
+
+def folder_logits(
+    classifier: Classifier,
+    index: FileIndex,
+    threads: int = 0,
+    skipped: Optional[Callable[[str], None]] = None,
+) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """(logits, labels, why each unreadable file was left out) of a labelled folder through an active
+    classifier. Files are decoded FOLDER_CHUNK at a time as `vitc eval` on a checkpoint decodes them
+    (vitc.data.images), by `threads` threads (Pillow decodes and resizes outside the GIL) while the engine
+    runs the chunk before: a folder of any size fits in memory."""
+    prep = classifier.card.preprocess
+    files = [index.root / name for name in index.files]
+    logits: List[np.ndarray] = []
+    kept: List[int] = []
+    bad: List[str] = []
+    for start, inputs in _decoded_chunks(files, prep, threads):
+        readable = [i for i, x in enumerate(inputs) if not isinstance(x, str)]
+        for why in (x for x in inputs if isinstance(x, str)):
+            bad.append(why)
+            if skipped is not None:
+                skipped(why)
+        if readable:
+            logits.append(classifier.logits(np.concatenate([inputs[i] for i in readable])))  # type: ignore[misc]
+            kept += [start + i for i in readable]
+    if not kept:
+        raise VitcError(f"none of the {len(files)} images in {index.root} could be read")
+    return np.concatenate(logits), np.asarray(index.labels)[kept], bad
+
+
+def _decoded_chunks(files: Sequence[Path], prep: Preprocess, threads: int) -> Iterator[Tuple[int, List[Prepared]]]:
+    """(start, [the prepared 1×C×H×W input, or why the file is unreadable]) per chunk, in order; with
+    threads, the next chunk is decoding while the caller runs this one."""
+    starts = range(0, len(files), FOLDER_CHUNK)
+    if threads < 1:
+        for start in starts:
+            yield start, [_prepared(f, prep) for f in files[start : start + FOLDER_CHUNK]]
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: Optional[Tuple[int, List[Future[Prepared]]]] = None
+        for start in starts:
+            submitted = (start, [pool.submit(_prepared, f, prep) for f in files[start : start + FOLDER_CHUNK]])
+            if pending is not None:
+                yield pending[0], [f.result() for f in pending[1]]
+            pending = submitted
+        if pending is not None:
+            yield pending[0], [f.result() for f in pending[1]]
+
+
+def _prepared(file: Path, prep: Preprocess) -> Prepared:
+    try:
+        return prepare([file], prep)
+    except VitcError as exc:
+        return str(exc)

@@ -37,6 +37,7 @@ class ModelCard:
     preprocess: Preprocess
     class_names: Optional[List[str]]
     source: str  # where it was read: the manifest or the sidecar
+    model: Optional[str] = None  # the zoo name the export recorded
 
 
 def model_card(path: str | os.PathLike[str]) -> ModelCard:
@@ -50,13 +51,13 @@ def model_card(path: str | os.PathLike[str]) -> ModelCard:
         if manifest is None or manifest.preprocess is None:
             raise VitcError(f"{path}: no export manifest beside it says how its images are prepared (vitc export)")
         prep = Preprocess.from_record(manifest.preprocess, str(manifest.path))
-        return ModelCard(prep, manifest.class_names, str(manifest.path))
+        return ModelCard(prep, manifest.class_names, str(manifest.path), manifest.model)
     sidecar = load_sidecar(path)
     if sidecar is None:
         raise VitcError(f"{path}: no sidecar ({path.name}.json) says how its images are prepared (vitc build)")
     if sidecar.preprocess is not None:
         prep = Preprocess.from_record(sidecar.preprocess, f"{path}.json")
-        return ModelCard(prep, sidecar.class_names, f"{path}.json")
+        return ModelCard(prep, sidecar.class_names, f"{path}.json", sidecar.model)
     onnx = Path((sidecar.onnx or {}).get("path", ""))
     manifest = manifest_for(onnx) if onnx.suffix == ".onnx" and onnx.is_file() else None
     if manifest is None or manifest.preprocess is None:
@@ -64,7 +65,8 @@ def model_card(path: str | os.PathLike[str]) -> ModelCard:
             f"{path}: its sidecar (an older vitc build's) has no preprocess record and the export it was built "
             f"from ({onnx}) is not there: copy that export folder back, or build the plan again"
         )
-    return ModelCard(Preprocess.from_record(manifest.preprocess, str(manifest.path)), sidecar.class_names, str(onnx))
+    prep = Preprocess.from_record(manifest.preprocess, str(manifest.path))
+    return ModelCard(prep, sidecar.class_names, str(onnx), sidecar.model or manifest.model)
 
 
 def top_classes(logits: np.ndarray, class_names: Optional[Sequence[str]], top_k: int) -> List[Prediction]:
@@ -114,5 +116,8 @@ class Classifier:
     def __call__(self, images: Sequence[Any], top_k: int = 5) -> List[Prediction]:
         """The `top_k` classes of each image: paths, PIL images or uint8 RGB arrays (an OpenCV frame is BGR:
         pass `frame[..., ::-1]`)."""
-        logits = infer_in_batches(self.runner, prepare(images, self.card.preprocess), self.batch)
-        return top_classes(logits, self.class_names, top_k)
+        return top_classes(self.logits(prepare(images, self.card.preprocess)), self.class_names, top_k)
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 logits of prepared inputs (`vitc.data.images.prepare`), `batch` images per call."""
+        return infer_in_batches(self.runner, inputs, self.batch)

@@ -1,0 +1,144 @@
+"""`vitc eval` on an engine: a .onnx or .plan file measured on a labelled folder, or on the held-out set its
+export kept, without torch (these run on Python 3.8 and 3.10 in the runtime venvs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.engines.conftest import tiny_logits_by_hand
+from vitc.cli.main import app
+
+Image = pytest.importorskip("PIL.Image")
+cli = CliRunner()
+CLASSES = ["3", "7"]  # two of the tiny model's ten classes ("0".."9")
+
+
+def _folder(root: Path, per_class: int = 5) -> Path:
+    """Class folders of JPEGs of assorted sizes (the model takes 3×8×8; < 16 px: no JPEG draft decoding)."""
+    rng = np.random.default_rng(3)
+    for c in CLASSES:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (9 + i, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.jpg", quality=95)
+    return root
+
+
+def _by_hand(onnx: Path, root: Path) -> Dict[str, List[int]]:
+    """Each class folder's predicted classes, from the export's record spelled out with Pillow and ORT."""
+    return {c: tiny_logits_by_hand(onnx, sorted((root / c).iterdir())).argmax(1).tolist() for c in CLASSES}
+
+
+def _eval(*args: str) -> Dict:
+    out = Path(args[args.index("--out") + 1])
+    result = cli.invoke(app, ["eval", *args])
+    assert result.exit_code == 0, result.output
+    return {"output": result.output, **json.loads(out.with_suffix(".json").read_text())}
+
+
+def test_an_export_is_measured_on_a_folder_as_its_images_are_prepared(
+    export_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figures are those of the classes Pillow + ONNX Runtime give by hand; decoded by threads or not,
+    chunk after chunk, the report is the same; an unreadable file is named and skipped."""
+    from vitc.engines import accuracy
+
+    monkeypatch.setattr(accuracy, "FOLDER_CHUNK", 3)  # 11 files: four chunks, the last one short
+    photos = _folder(tmp_path / "photos")
+    onnx = export_dir / "model.fp32.onnx"
+    predicted = _by_hand(onnx, photos)
+    (photos / "7" / "broken.jpg").write_bytes(b"not a jpeg")
+    reports = [_eval(str(onnx), "--data-dir", str(photos), "--out", str(tmp_path / f"cm{n}.png"), "--workers", n)
+               for n in ("0", "2")]  # fmt: skip
+    outputs = [report.pop("output") for report in reports]
+    for output, by in zip(outputs, ("this thread", "2 threads")):
+        lines = output.splitlines()
+        assert lines[0] == f"11 images in {photos}, decoded by {by}, evaluated by onnxruntime (CPUExecutionProvider)"
+        assert lines[1].startswith(f"skipped: cannot read image {photos / '7' / 'broken.jpg'}")
+        assert f"tiny (model.fp32.onnx) on {photos} (10 images, 2 of the model's 10 classes, 1 unreadable" in " ".join(
+            lines[-2:]
+        )
+    assert reports[0] == reports[1]
+    report = reports[0]
+    hits = {c: sum(p == int(c) for p in predicted[c]) for c in CLASSES}
+    assert report["top1"] == pytest.approx(100 * sum(hits.values()) / 10)
+    assert [row["recall"] for row in report["classes"]] == pytest.approx([100 * hits[c] / 5 for c in CLASSES])
+    assert report["images"] == 10 and len(report["skipped"]) == 1 and report["engine"] == str(onnx)
+    assert report["device"] == "onnxruntime (CPUExecutionProvider)" and report["data"] == "imagefolder"
+    shown = [[sum(p == int(c) for p in predicted[t]) for c in CLASSES] for t in CLASSES]
+    assert [row[:2] for row in report["confusion"]["counts"]] == shown
+    assert report["confusion"]["other"] == any(p not in (3, 7) for ps in predicted.values() for p in ps)
+    png = tmp_path / "cm0.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # a Jetson's runtime install: the counts are in the JSON
+        assert not png.exists() and "no confusion PNG: matplotlib is not installed" in outputs[0]
+    else:
+        assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("version", ["8.5", "10.3"])
+def test_a_plan_is_measured_as_its_export(version, fake, export_dir: Path, tmp_path: Path) -> None:
+    """On a folder and, with none named, on the held-out set the export kept (found through the sidecar)."""
+    fake(version)
+    plan = tmp_path / "engines" / "tiny.plan"
+    onnx = export_dir / "model.fp32.onnx"
+    built = cli.invoke(app, ["build", str(onnx), "--out", str(plan), "--batch", "1:4:8"])
+    assert built.exit_code == 0, built.output
+    photos = _folder(tmp_path / "photos", per_class=6)
+    drop = ("engine", "device", "output")
+    for args in (("--data-dir", str(photos)), ()):  # the held-out set last: checked below
+        ours = _eval(str(plan), *args, "--out", str(tmp_path / "plan.png"))
+        theirs = _eval(str(onnx), *args, "--device", "cpu", "--out", str(tmp_path / "onnx.png"))
+        assert ours["device"] == "tensorrt" and ours["engine"] == str(plan)
+        assert ours.pop("loss") == pytest.approx(theirs.pop("loss"), abs=1e-5)
+        assert {k: v for k, v in ours.items() if k not in drop} == {k: v for k, v in theirs.items() if k not in drop}
+    heldout = np.load(export_dir / "heldout.npz")
+    assert ours["images"] == 12 and theirs["top1"] == pytest.approx(100 * 9 / 12)  # the fixture's 3 wrong labels
+    assert ours["folder"] == f"its data/test, the held-out set of {export_dir}"
+    assert ours["top1"] == pytest.approx(
+        100 * float((heldout["reference_logits"].argmax(1) == heldout["labels"]).mean())
+    )
+
+
+def test_eval_on_an_engine_refuses_what_it_cannot_measure_in_one_line(export_dir: Path, tmp_path: Path, fake) -> None:
+    photos = _folder(tmp_path / "photos")
+    onnx = str(export_dir / "model.fp32.onnx")
+
+    def one_line(*args: str) -> str:
+        result = cli.invoke(app, ["eval", *args])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        return result.output.strip()
+
+    (photos / "zebra").mkdir()
+    assert "has class folders the model does not know: zebra" in one_line(onnx, "--data-dir", str(photos))
+    assert "choose one with --split" not in one_line(onnx, "--split", "val")
+    assert "the export kept its data's test split: give --data-dir" in one_line(onnx, "--split", "val")
+    assert "not cifar10: give --data-dir" in one_line(onnx, "--data", "cifar10")
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    (cifar / "test_batch").write_bytes(b"")
+    for args in (("--data-dir", str(tmp_path)), ("--data", "cifar10", "--data-dir", str(photos))):
+        assert "an engine is measured on the CIFAR test images its export kept" in one_line(onnx, *args)
+    assert "class folders of images (--data imagefolder), not --data digits" in one_line(
+        onnx, "--data", "digits", "--data-dir", str(photos)
+    )
+    assert one_line(onnx, "--device", "gpu").endswith(": --device cuda")
+    record = json.loads((export_dir / "manifest.fp32.json").read_text())
+    labelless = np.load(export_dir / "heldout.npz")
+    np.savez(export_dir / "heldout.npz", images=labelless["images"], reference_logits=labelless["reference_logits"])
+    assert "measured on generated inputs, which have no labels" in one_line(onnx)
+    del record["heldout"]
+    (export_dir / "manifest.fp32.json").write_text(json.dumps(record))
+    assert "no export beside it keeps a held-out set to measure on" in one_line(onnx)
+    fake("10.3")
+    plan = tmp_path / "tiny.plan"
+    assert cli.invoke(app, ["build", onnx, "--out", str(plan)]).exit_code == 0
+    assert "is a TensorRT plan, which runs on the GPU" in one_line(str(plan), "--device", "cpu")

@@ -1,0 +1,335 @@
+"""`vitc eval`: top-1, per-class precision and recall and a confusion matrix, of a checkpoint or an engine.
+
+A checkpoint or run folder is measured in PyTorch (vitc.train.evaluate). A .plan or .onnx file is
+measured through its runner with no torch (vitc.engines.accuracy), so a Jetson gets its engine's
+accuracy on a folder of its own photos, decoded as `vitc eval` decodes them for the checkpoint; with
+no folder, on the held-out set its export kept. Both write the same report (vitc.metrics).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from vitc.cli._console import console, labelled
+from vitc.errors import VitcError, unknown_device
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from rich.console import Console
+
+    from vitc.artifacts.model_cfg import ModelCfg
+    from vitc.data.feed import StreamFeed
+    from vitc.engines.classify import Classifier
+
+ENGINE_THREADS = 8  # decoding threads at most for an engine (a Jetson Orin has 6 to 12 cores)
+
+
+def evaluate(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A vitc checkpoint (.safetensors) or run folder (its best), or a .plan or .onnx file (no torch)."
+        ),
+    ],
+    data: Annotated[
+        Optional[str], typer.Option(help="digits, cifar10 or imagefolder (default: what it was trained on).")
+    ] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="CIFAR batches, or any labelled folder: <class>/ folders, directly or under test/ or val/. "
+            "An engine without it: its export's held-out set."
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    out: Annotated[
+        Optional[Path], typer.Option(help="Confusion-matrix PNG (default: next to the checkpoint or engine).")
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="auto (a GPU when there is one), cpu or cuda; a .plan runs on the GPU.")
+    ] = "auto",
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Processes decoding a folder's images (default: up to 8 on a GPU, none on a CPU); "
+            "for an engine, threads (default: up to 8)."
+        ),
+    ] = None,
+) -> None:
+    """Top-1 (top-5 above 5 classes), precision/recall per class and a confusion-matrix PNG with a JSON beside it."""
+    from vitc.engines import SUFFIXES
+
+    if workers is not None and workers < 0:
+        raise VitcError(f"--workers must be 0 or more, got {workers}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise unknown_device(device, ("auto", "cpu", "cuda"))
+    if source.suffix.lower() in SUFFIXES:
+        _evaluate_engine(source, data, data_dir, split, out, device, workers)
+    else:
+        _evaluate_checkpoint(source, data, data_dir, split, out, device, workers)
+
+
+def _evaluate_checkpoint(
+    source: Path,
+    data: Optional[str],
+    data_dir: Optional[Path],
+    split: str,
+    out: Optional[Path],
+    device: str,
+    workers: Optional[int],
+) -> None:
+    from vitc._lazy import require_training
+
+    require_training("vitc eval on a checkpoint (an engine, .plan or .onnx, needs no torch)")
+    from vitc.checkpoint import load_model, resolve_checkpoint, training_data
+    from vitc.data.datasets import load_dataset
+    from vitc.data.feed import set_batches
+    from vitc.models import get_model_cfg
+    from vitc.train.device import pick_device
+    from vitc.train.evaluate import predict_labelled
+
+    on = pick_device(device)
+    checkpoint = resolve_checkpoint(source)
+    model, meta = load_model(checkpoint)
+    cfg = get_model_cfg(model)
+    trained = ((meta.extra.get("train_config") or {}).get("data") or {}).get("name")
+    if data is None and data_dir is not None and trained != "cifar10":
+        data = "imagefolder"  # a folder of images names its kind; CIFAR batches only for a CIFAR model
+    data, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
+    terminal = console()
+    skipped: List[str] = []
+    if data == "imagefolder" and folder is not None:
+        if not meta.class_names:
+            raise VitcError(f"{checkpoint} names no classes, so its labels cannot be matched to folder names")
+        feed, root = _folder_feed(Path(folder), split, meta.class_names, cfg, on, workers, terminal)
+        batches, where, known = feed.eval_batches(split), str(root), meta.class_names
+    else:
+        dataset = load_dataset(data, split, data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct,
+                               in_chans=cfg.input_size[0])  # fmt: skip
+        if meta.class_names and dataset.class_names != meta.class_names:
+            raise VitcError(
+                f"{data}/{split} has classes {', '.join(dataset.class_names[:5])}…, the checkpoint "
+                f"{', '.join(meta.class_names[:5])}…: name its data with --data and --data-dir"
+            )
+        feed, batches, where, known = None, set_batches(dataset), f"{data}/{split}", dataset.class_names
+    try:
+        logits, labels = predict_labelled(model.to(on), batches, cfg.mean, cfg.std, on)
+    finally:
+        if feed is not None:
+            skipped = sorted(feed.bad)
+            feed.close()
+    head = {"model": meta.model, "checkpoint": str(checkpoint), "data": data, "folder": where}
+    png = out or checkpoint.with_name(f"{checkpoint.stem}.confusion.{split}.png")
+    _report(logits.numpy(), labels.numpy(), known, head, meta.model, skipped=skipped, device=str(on), png=png)
+
+
+def _folder_feed(
+    folder: Path,
+    split: str,
+    class_names: List[str],
+    cfg: ModelCfg,
+    device: torch.device,
+    workers: Optional[int],
+    terminal: Console,
+) -> Tuple[StreamFeed, Path]:
+    """A labelled folder streamed in file order (vitc.data.feed.StreamFeed), and the folder of class folders
+    read: decoded per batch, by worker processes on a GPU, so `vitc eval` on a validation set of any size
+    keeps a GPU fed and fits in memory; unreadable files are named and skipped, as training does by default."""
+    from vitc.data.feed import EVAL_BATCH, StreamFeed
+    from vitc.data.files import labelled_files
+    from vitc.data.stream import FolderSource, SampleTransform
+    from vitc.train.device import pick_workers
+
+    index, root = labelled_files(folder, split, class_names)
+    if workers is None:  # as training's default (a GPU's share of the cores), none for a batch or two
+        workers = pick_workers(None, device) if len(index.files) >= 2 * EVAL_BATCH else 0
+    by = f"{workers} worker process{'es' if workers != 1 else ''}" if workers else "this process"
+    terminal.print(f"{len(index.files)} images in {root}, decoded by {by}, evaluated on {device}", soft_wrap=True)
+    feed = StreamFeed(
+        {split: FolderSource(index)},
+        SampleTransform(cfg.input_size[1], cfg.crop_pct),
+        workers=workers,
+        pin_memory=device.type == "cuda",
+        in_chans=cfg.input_size[0],
+        report=lambda line: terminal.print(line, soft_wrap=True),
+    )
+    return feed, root
+
+
+def _evaluate_engine(
+    source: Path,
+    data: Optional[str],
+    data_dir: Optional[Path],
+    split: str,
+    out: Optional[Path],
+    device: str,
+    workers: Optional[int],
+) -> None:
+    """An engine on a labelled folder (decoded here, by threads) or on its export's held-out set."""
+    from vitc.engines import backend_for_path
+    from vitc.engines.classify import Classifier
+
+    onnx = backend_for_path(source) == "onnxrt"
+    if not onnx and device == "cpu":
+        raise VitcError(f"{source} is a TensorRT plan, which runs on the GPU: --device cpu applies to .onnx files")
+    if data_dir is not None:
+        _check_engine_folder(data, data_dir)
+    terminal = console()
+    classifier = Classifier(source, **({"device": "cpu" if device == "cpu" else "auto"} if onnx else {}), batch=32)
+    names = classifier.class_names
+    with classifier:
+        ran_on = _engine_device(classifier)
+        if data_dir is not None:
+            logits, labels, skipped, where = _on_folder(classifier, data_dir, split, workers, ran_on, terminal)
+            data = "imagefolder"
+        else:
+            logits, labels, data, where = _on_heldout(classifier, source, data, split)
+            skipped = []
+    model = classifier.card.model
+    head = {"model": model, "engine": str(source), "data": data, "folder": where}
+    png = out or source.with_name(f"{source.stem}.confusion.{split}.png")
+    shown = f"{model or 'the model'} ({source.name})"
+    _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, png=png)
+
+
+def _check_engine_folder(data: Optional[str], data_dir: Path) -> None:
+    """An engine reads class folders of image files; CIFAR batches are resized in torch (vitc.data.datasets)."""
+    from vitc.data.files import cifar_root
+
+    if cifar_root(data_dir) is not None or data == "cifar10":
+        raise VitcError(
+            f"{data_dir}: CIFAR-10 batches are resized with torch, so an engine is measured on the CIFAR test "
+            "images its export kept (vitc eval ENGINE, without --data-dir), and the checkpoint on all of them "
+            f"(vitc eval CHECKPOINT --data-dir {data_dir})"
+        )
+    if data not in (None, "imagefolder"):
+        raise VitcError(f"an engine is measured on class folders of images (--data imagefolder), not --data {data}")
+
+
+def _on_folder(
+    classifier: Classifier, data_dir: Path, split: str, workers: Optional[int], ran_on: str, terminal: Console
+) -> Tuple[np.ndarray, np.ndarray, List[str], str]:
+    from vitc.data.files import labelled_files
+    from vitc.engines.accuracy import FOLDER_CHUNK, folder_logits
+
+    if not classifier.class_names:
+        raise VitcError(f"{classifier.path} names no classes, so its labels cannot be matched to folder names")
+    index, root = labelled_files(data_dir, split, classifier.class_names)
+    if workers is None:
+        workers = min(ENGINE_THREADS, os.cpu_count() or 1) if len(index.files) > FOLDER_CHUNK else 0
+    by = f"{workers} thread{'s' if workers != 1 else ''}" if workers else "this thread"
+    terminal.print(f"{len(index.files)} images in {root}, decoded by {by}, evaluated by {ran_on}", soft_wrap=True)
+
+    def skipped(why: str) -> None:
+        terminal.print(labelled("skipped:", "yellow", why), soft_wrap=True)
+
+    logits, labels, bad = folder_logits(classifier, index, threads=workers, skipped=skipped)
+    return logits, labels, bad, str(root)
+
+
+def _on_heldout(
+    classifier: Classifier, source: Path, data: Optional[str], split: str
+) -> Tuple[np.ndarray, np.ndarray, str, str]:
+    """The logits and labels of the held-out set the engine's export kept (the first images of its data's
+    test split), found through the manifest beside the ONNX file, or the one a plan's sidecar names."""
+    from vitc.artifacts import load_heldout, load_sidecar, manifest_for
+    from vitc.engines.accuracy import heldout_logits
+
+    onnx = source
+    if source.suffix.lower() != ".onnx":
+        sidecar = load_sidecar(source)
+        onnx = Path(((sidecar.onnx if sidecar else None) or {}).get("path", ""))
+    manifest = manifest_for(onnx) if onnx.suffix == ".onnx" and onnx.is_file() else None
+    if manifest is None or not manifest.heldout:
+        raise VitcError(
+            f"{source}: no export beside it keeps a held-out set to measure on; give a labelled folder with "
+            "--data-dir (<class>/ folders of images)"
+        )
+    kept = str((manifest.drift or {}).get("data") or "its data")
+    if data is not None and data != kept:
+        raise VitcError(f"{source}'s export kept {kept} images, not {data}: give --data-dir to measure on others")
+    if split != "test":
+        raise VitcError(f"the export kept {kept}'s test split: give --data-dir to measure on its {split} split")
+    heldout = load_heldout(manifest)
+    if heldout.labels is None:
+        raise VitcError(
+            f"{source}'s export was measured on generated inputs, which have no labels: give --data-dir "
+            "(<class>/ folders of images) to measure its accuracy"
+        )
+    logits = heldout_logits(classifier.runner, heldout, classifier.batch)
+    return logits, heldout.labels, kept, f"{kept}/test, the held-out set of {manifest.path.parent}"
+
+
+def _engine_device(classifier: Classifier) -> str:
+    """What ran the engine: TensorRT on the GPU, or ONNX Runtime's provider."""
+    providers = getattr(classifier.runner, "providers", None)
+    return f"onnxruntime ({providers[0]})" if providers else "tensorrt"
+
+
+def _report(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    known: Optional[List[str]],
+    head: Dict[str, Any],
+    shown: str,
+    *,
+    skipped: List[str],
+    device: str,
+    png: Path,
+) -> None:
+    """The per-class table and summary line on the terminal, the figures as JSON, the confusion matrix as a
+    PNG (when matplotlib is there: a Jetson's runtime install may lack it)."""
+    from vitc import metrics
+    from vitc._io import write_json
+    from vitc._lazy import has_module
+
+    scores = metrics.accuracy(logits, labels)
+    num_classes = logits.shape[1]
+    names = known or [str(i) for i in range(num_classes)]
+    matrix = metrics.confusion_matrix(logits, labels, num_classes)
+    present = sorted(set(labels.tolist()))
+    counts, other = metrics.shown_confusion(matrix, present)
+    classes = metrics.per_class(matrix, present, names)
+    top5 = num_classes > 5  # with 5 classes or fewer top-5 is 100% by construction
+    report = {
+        **head, "images": len(labels), "skipped": skipped, "device": device,
+        "top1": scores["top1"], **({"top5": scores["top5"]} if top5 else {}), "loss": scores["loss"],
+        "classes": classes, "confusion": {"true": [names[c] for c in present], "counts": counts, "other": other},
+    }  # fmt: skip
+    terminal = console()
+    written = [png.with_suffix(".json")]
+    if has_module("matplotlib"):
+        from vitc.train.report import plot_confusion
+
+        title = f"{shown} on {head['folder']}"
+        plot_confusion(counts, [names[c] for c in present], png, title=title, other_column=other)
+        written.insert(0, png)
+    else:
+        terminal.print(f"no confusion PNG: matplotlib is not installed (the counts are in {written[0].name})")
+    write_json(written[-1], report)
+    terminal.print(_per_class_table(classes))
+    of = f", {len(present)} of the model's {num_classes} classes" if len(present) < num_classes else ""
+    unread = f", {len(skipped)} unreadable skipped" if skipped else ""
+    terminal.print(
+        f"{shown} on {head['folder']} ({len(labels)} images{of}{unread}): top-1 {scores['top1']:.2f}%"
+        + (f"  top-5 {scores['top5']:.2f}%" if top5 else "")
+        + f"  → {' and '.join(str(p) if i == 0 else p.name for i, p in enumerate(written))}",
+        soft_wrap=True,
+    )
+
+
+def _per_class_table(classes: List[Dict[str, Any]]) -> Table:
+    table = Table(title="per class")
+    for column in ("class", "precision", "recall", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for row in classes:
+        cells = ["-" if row[k] is None else f"{row[k]:.1f}%" for k in ("precision", "recall")]
+        table.add_row(row["class"], *cells, str(row["support"]))
+    return table

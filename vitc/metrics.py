@@ -1,0 +1,62 @@
+"""Classification figures from logits and labels, in numpy: one definition for training's validation,
+`vitc eval` on a checkpoint and `vitc eval` on an engine (a Jetson has no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Top-1 and top-5 (top-k capped at the number of classes) in percent, and the mean cross-entropy.
+
+    Among equal logits the lower class ranks first, as `argmax` picks it."""
+    logits = np.asarray(logits, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    k = min(5, logits.shape[1])
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    hits = top == labels[:, None]
+    wide = logits.astype(np.float64)
+    peak = wide.max(axis=1, keepdims=True)
+    log_total = np.log(np.exp(wide - peak).sum(axis=1)) + peak[:, 0]
+    loss = log_total - wide[np.arange(len(labels)), labels]
+    return {
+        "top1": 100.0 * float(hits[:, 0].mean()),
+        "top5": 100.0 * float(hits.any(axis=1).mean()),
+        "loss": float(loss.mean()),
+    }
+
+
+def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(true, predicted) counts, int64 num_classes × num_classes."""
+    predicted = np.argmax(logits, axis=1).astype(np.int64)
+    flat = np.asarray(labels, dtype=np.int64) * num_classes + predicted
+    return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class(matrix: np.ndarray, classes: Sequence[int], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Precision, recall and support of each class in `classes` (model indices), from (true, predicted)
+    counts over all the model's classes: precision counts every image predicted as the class."""
+    rows = []
+    for c in classes:
+        hits, support, predicted = int(matrix[c, c]), int(matrix[c].sum()), int(matrix[:, c].sum())
+        rows.append({
+            "class": class_names[c],
+            "precision": 100.0 * hits / predicted if predicted else None,
+            "recall": 100.0 * hits / support if support else None,
+            "support": support,
+        })  # fmt: skip
+    return rows
+
+
+def shown_confusion(matrix: np.ndarray, classes: Sequence[int]) -> tuple[list[list[int]], bool]:
+    """The rows and columns of `classes`, plus an "other" column for predictions of any class outside
+    them (a 1000-class model on a 5-class folder); (counts, whether the column was added)."""
+    idx = np.asarray(list(classes), dtype=np.int64)
+    kept = matrix[idx][:, idx]
+    other = matrix[idx].sum(axis=1) - kept.sum(axis=1)
+    if int(other.sum()) == 0:
+        return kept.tolist(), False
+    return np.concatenate([kept, other[:, None]], axis=1).tolist(), True

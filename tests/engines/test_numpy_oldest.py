@@ -30,14 +30,16 @@ def test_this_is_the_numpy_asked_for() -> None:
 
 def test_heldout_drift_and_latency_on_this_numpy(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    images = rng.standard_normal((6, 3, 8, 8)).astype(np.float32)
+    pixels = rng.integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
     logits = rng.standard_normal((6, 10)).astype(np.float32)
     labels = logits.argmax(1)
-    data, sha = encode_heldout(images, labels, logits)
+    data, sha = encode_heldout(pixels, (0.5, 0.25, 0.125), (0.5,), labels, logits)
     path = tmp_path / heldout_name(sha)
     path.write_bytes(data)
     held = load_heldout(path)
-    np.testing.assert_array_equal(held.images, images)
+    np.testing.assert_array_equal(held.images, pixels)
+    expected = (pixels[1:3].astype(np.float32) / 255 - np.float32([0.5, 0.25, 0.125]).reshape(3, 1, 1)) / 0.5
+    np.testing.assert_allclose(held.inputs(1, 3), expected, rtol=1e-6)
     np.testing.assert_array_equal(held.labels, labels)
     noisy = logits.copy()
     noisy[0] = -noisy[0]  # the first sample changes its top-1 class

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -66,3 +67,51 @@ def test_manifest_carries_the_preprocessing(exports: dict) -> None:
     assert record["resize_shorter_side"] == round(32 / record["crop_pct"])
     written = json.loads(exports["fp32"].manifest.path.read_text())  # each fact once (issue 23)
     assert "mean" not in written and "std" not in written and written["preprocess"]["std"] == record["std"]
+
+
+def test_the_heldout_set_stores_pixels_that_give_the_reference_inputs(
+    exports: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uint8 pixels with the mean and std (a quarter of the float bytes); normalised by a reader, chunk by
+    chunk, they are the very inputs the reference logits came from: the FP32 file reproduces them."""
+    import onnxruntime as ort
+
+    from vitc.artifacts import load_heldout
+    from vitc.engines import accuracy
+    from vitc.engines.accuracy import heldout_logits
+    from vitc.engines.onnxrt import OnnxRuntimeRunner
+
+    manifest = exports["fp32"].manifest
+    heldout = load_heldout(manifest)
+    assert heldout.images.dtype == np.uint8 and heldout.images.shape == (360, 3, 32, 32)  # digits' test split
+    assert heldout.mean == tuple(manifest.preprocess["mean"]) and heldout.std == tuple(manifest.preprocess["std"])
+    assert manifest.heldout_path.stat().st_size < 360 * 3 * 32 * 32 + 64 * 1024  # pixels, logits, labels
+    session = ort.InferenceSession(str(manifest.onnx_path), providers=["CPUExecutionProvider"])
+    first = session.run(None, {"input": heldout.inputs(0, 4)})[0]
+    np.testing.assert_allclose(first, heldout.reference_logits[:4], atol=1e-4)
+    with OnnxRuntimeRunner(manifest.onnx_path, device="cpu") as runner:
+        whole = heldout_logits(runner, heldout, batch=8)
+        monkeypatch.setattr(accuracy, "HELDOUT_CHUNK", 7)  # chunks of 8 (the batch), the last one short
+        np.testing.assert_array_equal(heldout_logits(runner, heldout, batch=8), whole)
+    np.testing.assert_allclose(whole, heldout.reference_logits, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"mean": None}, "needs a float mean of 1 or 3 values"),
+        ({"std": np.zeros(3, np.float32)}, "the held-out std must be finite and non-zero"),
+        ({"std": np.ones(2, np.float32)}, "needs a float std of 1 or 3 values"),
+        ({"pixels": np.zeros((4, 3, 2, 2), np.float32)}, "the held-out pixels must be uint8"),
+    ],
+)
+def test_a_heldout_set_without_its_normalisation_is_refused(change: dict, message: str, tmp_path: Path) -> None:
+    from vitc.artifacts import load_heldout
+    from vitc.errors import VitcError
+
+    arrays = {"pixels": np.zeros((4, 3, 2, 2), np.uint8), "mean": np.zeros(3, np.float32),
+              "std": np.ones(3, np.float32), "reference_logits": np.zeros((4, 5), np.float32)}  # fmt: skip
+    arrays.update(change)
+    np.savez(tmp_path / "heldout.npz", **{k: v for k, v in arrays.items() if v is not None})
+    with pytest.raises(VitcError, match=message):
+        load_heldout(tmp_path / "heldout.npz")

@@ -1,10 +1,14 @@
-"""The held-out set of an export: normalised images, labels and PyTorch FP32 reference logits.
+"""The held-out set of an export: its images, labels and PyTorch FP32 reference logits.
 
 `vitc export` writes it once per checkpoint as `heldout.<sha16>.npz` (named by its content, so an
-export of another checkpoint into the same folder never replaces it); `vitc build` and
-`vitc bench --data` read it with numpy only. Every read checks the hash its manifest recorded and
-that each array's declared shape matches the bytes stored for it. A set of generated inputs (for a
-model whose classes no local data has) stores no labels: its drift is agreement-only.
+export of another checkpoint into the same folder never replaces it); `vitc build`, `vitc bench --data`
+and `vitc eval ENGINE` read it with numpy only. The images are stored as uint8 pixels with the mean and
+std that normalise them (`normalized`, the function the reference logits' inputs came from): a quarter
+of the float bytes, which a Jetson copies, holds in memory while TensorRT builds, and normalises a
+chunk at a time. A set written before holds the float inputs themselves (`images`), read as they are.
+Every read checks the hash its manifest recorded and that each array's declared shape matches the
+bytes stored for it. A set of generated inputs (for a model whose classes no local data has) stores no
+labels: its drift is agreement-only.
 """
 
 from __future__ import annotations
@@ -15,23 +19,40 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from vitc.artifacts.manifest import ExportManifest, check_file_hash, load_manifest, manifest_paths
+from vitc.artifacts.preprocess import normalized
 from vitc.errors import VitcError
 
 GLOB = "heldout.*.npz"
+KEYS = ("pixels", "mean", "std", "images", "labels", "reference_logits")  # images: float inputs, written before
 
 
 def heldout_name(sha256: str) -> str:
     return f"heldout.{sha256[:16]}.npz"
 
 
-def encode_heldout(images: np.ndarray, labels: np.ndarray | None, reference_logits: np.ndarray) -> tuple[bytes, str]:
-    """The .npz bytes of a held-out set and their sha256 (which names the file); generated inputs have no labels."""
+def encode_heldout(
+    pixels: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    labels: np.ndarray | None,
+    reference_logits: np.ndarray,
+) -> tuple[bytes, str]:
+    """The .npz bytes of a held-out set and their sha256 (which names the file): uint8 N×C×H×W pixels, the
+    mean and std `normalized` takes, labels (none for generated inputs) and the reference logits."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 4:
+        raise ValueError(f"held-out pixels must be uint8 N×C×H×W, got {pixels.dtype} {pixels.shape}")
     buf = io.BytesIO()
-    arrays = {"images": images.astype(np.float32), "reference_logits": reference_logits.astype(np.float32)}
+    arrays = {
+        "pixels": pixels,
+        "mean": np.asarray(mean, dtype=np.float32),
+        "std": np.asarray(std, dtype=np.float32),
+        "reference_logits": reference_logits.astype(np.float32),
+    }
     if labels is not None:
         arrays["labels"] = labels.astype(np.int64)
     np.savez(buf, **arrays)
@@ -52,12 +73,23 @@ def prune_heldout(folder: Path) -> None:
 
 @dataclass(frozen=True)
 class Heldout:
-    images: np.ndarray  # float32 N×C×H×W, normalised
+    images: np.ndarray  # uint8 N×C×H×W pixels; float32 normalised inputs in a set written before
     labels: np.ndarray | None  # int64 N; None for generated inputs (agreement-only drift)
     reference_logits: np.ndarray  # float32 N×K, PyTorch FP32
+    mean: tuple[float, ...] = ()  # what normalises uint8 pixels (`normalized`)
+    std: tuple[float, ...] = ()
 
     def __len__(self) -> int:
         return int(self.reference_logits.shape[0])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.images.shape[1:])
+
+    def inputs(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The float32 model inputs of images [start, stop): pixels normalised here, a chunk at a time."""
+        part = self.images[start:stop]
+        return normalized(part, self.mean, self.std) if part.dtype == np.uint8 else part
 
 
 def heldout_for(source: str | os.PathLike[str] | ExportManifest) -> tuple[Path, ExportManifest | None]:
@@ -100,29 +132,53 @@ def load_heldout(source: str | os.PathLike[str] | ExportManifest) -> Heldout:
     _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ("images", "labels", "reference_logits") if k in data}
+            arrays = {k: data[k] for k in KEYS if k in data}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise VitcError(f"{path}: not a held-out set (.npz of images, labels, reference_logits)") from exc
-    missing = {"images", "reference_logits"} - set(arrays)
+        raise VitcError(f"{path}: not a held-out set (.npz of pixels, labels, reference_logits)") from exc
+    stored = "pixels" if "pixels" in arrays else "images"  # float inputs: a set written before
+    missing = {stored, "reference_logits"} - set(arrays)
     if missing:
         raise VitcError(f"{path}: the held-out set lacks {', '.join(sorted(missing))}")
-    images, labels, logits = arrays["images"], arrays.get("labels"), arrays["reference_logits"]
+    images, labels, logits = arrays[stored], arrays.get("labels"), arrays["reference_logits"]
     n = logits.shape[0] if logits.ndim == 2 else -1
     if images.ndim != 4 or images.shape[0] != n or (labels is not None and labels.shape != (n,)):
         raise VitcError(
-            f"{path}: inconsistent held-out shapes: images {images.shape}, "
+            f"{path}: inconsistent held-out shapes: {stored} {images.shape}, "
             f"labels {None if labels is None else labels.shape}, reference_logits {logits.shape}"
         )
     if n == 0:  # every reader divides by it or concatenates per-batch results
         raise VitcError(f"{path}: the held-out set holds no samples")
-    for name, array in (("images", images), ("reference_logits", logits)):
+    floats = [("reference_logits", logits)] + ([] if stored == "pixels" else [("images", images)])
+    for name, array in floats:
         if array.dtype.kind != "f" or not np.isfinite(array).all():
             raise VitcError(f"{path}: the held-out {name} are not all finite floats")
-    if labels is None:
-        return Heldout(images.astype(np.float32), None, logits.astype(np.float32))
-    if labels.dtype.kind not in "iu" or (n and (labels.min() < 0 or labels.max() >= logits.shape[1])):
+    if labels is not None and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= logits.shape[1]):
         raise VitcError(f"{path}: held-out labels must be class indices below {logits.shape[1]}")
-    return Heldout(images.astype(np.float32), labels.astype(np.int64), logits.astype(np.float32))
+    mean, std = _normalisation(path, arrays, images) if stored == "pixels" else ((), ())
+    return Heldout(
+        images if stored == "pixels" else images.astype(np.float32, copy=False),
+        None if labels is None else labels.astype(np.int64, copy=False),
+        logits.astype(np.float32, copy=False),
+        mean,
+        std,
+    )
+
+
+def _normalisation(
+    path: Path, arrays: dict[str, np.ndarray], pixels: np.ndarray
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std stored beside uint8 pixels: one value, or one per channel; std never 0."""
+    if pixels.dtype != np.uint8:
+        raise VitcError(f"{path}: the held-out pixels must be uint8, got {pixels.dtype}")
+    found = []
+    for name in ("mean", "std"):
+        values = arrays.get(name)
+        if values is None or values.dtype.kind != "f" or values.size not in (1, pixels.shape[1]):
+            raise VitcError(f"{path}: the held-out set needs a float {name} of 1 or {pixels.shape[1]} values")
+        if not np.isfinite(values).all() or (name == "std" and (values == 0).any()):
+            raise VitcError(f"{path}: the held-out {name} must be finite" + (" and non-zero" if name == "std" else ""))
+        found.append(tuple(float(v) for v in values.reshape(-1)))
+    return found[0], found[1]
 
 
 def _check_npz_sizes(path: Path) -> None:

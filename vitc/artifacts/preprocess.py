@@ -4,13 +4,15 @@ As timm's `resolve_data_config` does, each setting is resolved once, first from 
 then from the checkpoint's model config, then from the model's registered defaults, and the result
 travels as one `Preprocess`: training's evaluation split, streaming, `vitc export` (held-out set,
 calibration, the manifest's `preprocess` record) and the Python API all resize with `eval_resize`.
-No torch, no PIL: the runtime reads the manifest record with numpy only.
+No torch, no PIL: the runtime reads the manifest record and normalises pixels with numpy only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 from vitc.errors import VitcError
 
@@ -121,3 +123,22 @@ def resolve_preprocess(
         mean=tuple(found["mean"]),
         std=tuple(found["std"]),
     )
+
+
+def normalized(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std per channel: vitc.data.transforms.normalize's
+    arithmetic in numpy, operation for operation, so both give the same bits (tests/engines/test_classify.py):
+    the input of `vitc.data.images.prepare` and of an export's held-out set."""
+    channels = images.shape[1]
+    x = images.astype(np.float32)
+    x /= np.float32(255.0)  # in place: the same operations, one float copy of the images instead of three
+    x -= _per_channel(mean, channels, "mean")
+    x /= _per_channel(std, channels, "std")
+    return x
+
+
+def _per_channel(values: Sequence[float], channels: int, what: str) -> np.ndarray:
+    flat = np.asarray(values, dtype=np.float32).reshape(-1)
+    if flat.size not in (1, channels):
+        raise VitcError(f"{what} has {flat.size} values but the images have {channels} channels")
+    return np.broadcast_to(flat, (channels,)).reshape(1, channels, 1, 1)

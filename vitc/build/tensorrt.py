@@ -189,7 +189,7 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     builder = trt.Builder(logger)
     network, parser, profile = _parse(builder, logger, opts, plan_flags, version)  # parser: it owns the weights
     if heldout is not None:
-        _check_heldout_fits(heldout.images.shape[1:], profile, opts.manifest)
+        _check_heldout_fits(heldout.sample_shape, profile, opts.manifest)
     config = _configure(builder, network, opts, plan_flags, features(version), version, profile)
     dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
     cache_path = opts.timing_cache or default_timing_cache(opts.output, version)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vitc._lazy import lazy_import
-from vitc.artifacts.preprocess import Preprocess
+from vitc.artifacts.preprocess import Preprocess, normalized
 from vitc.errors import VitcError
 from vitc.limits import MAX_ASPECT, MAX_IMAGE_PIXELS
 
@@ -122,22 +122,6 @@ def as_pil(image: Any) -> Any:
             raise VitcError(f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {image.dtype} {image.shape}")
         return pil.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
     raise VitcError(f"expected an image path, a PIL image or a uint8 array, got {type(image).__name__}")
-
-
-def normalized(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std per channel: vitc.data.transforms.normalize's
-    arithmetic in numpy, operation for operation, so both give the same bits (tests/engines/test_classify.py)."""
-    channels = images.shape[1]
-    return (images.astype(np.float32) / np.float32(255.0) - _per_channel(mean, channels, "mean")) / _per_channel(
-        std, channels, "std"
-    )
-
-
-def _per_channel(values: Sequence[float], channels: int, what: str) -> np.ndarray:
-    flat = np.asarray(values, dtype=np.float32).reshape(-1)
-    if flat.size not in (1, channels):
-        raise VitcError(f"{what} has {flat.size} values but the images have {channels} channels")
-    return np.broadcast_to(flat, (channels,)).reshape(1, channels, 1, 1)
 
 
 def decoded(image: Any, short: int) -> Any:

@@ -20,6 +20,7 @@ from vitc.errors import VitcError
 
 Prepared = Union[np.ndarray, str]  # a file's 1×C×H×W input, or why it could not be read
 FOLDER_CHUNK = 64  # images decoded and held at once; the next chunk decodes while the engine runs this one
+HELDOUT_CHUNK = 64  # held-out images normalised at once: 39 MB of float inputs at 3×224×224
 
 
 def heldout_accuracy(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> DriftReport:
@@ -29,9 +30,10 @@ def heldout_accuracy(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> D
 
 def heldout_logits(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> np.ndarray:
     """The logits of the held-out images from an active runner, `batch` at a time (`infer_in_batches`: any
-    held-out size through any profile), once their size is the one the runner takes."""
+    held-out size through any profile), once their size is the one the runner takes. Pixels are normalised
+    HELDOUT_CHUNK at a time, so the float inputs of the whole set are never held at once."""
     meta = runner.get_input_metadata()[0]
-    sample = tuple(heldout.images.shape[1:])
+    sample = heldout.sample_shape
     takes = meta.shape[1:]
     if len(takes) != len(sample) or any(d is not None and d != sample[i] for i, d in enumerate(takes)):
         wanted = "×".join("?" if d is None else str(d) for d in takes)
@@ -39,7 +41,9 @@ def heldout_logits(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> np.
             f"{runner.name}: the held-out images are {'×'.join(map(str, sample))} and the model takes {wanted}: "
             "they come from another export"
         )
-    return infer_in_batches(runner, heldout.images, batch)
+    chunk = max(batch, HELDOUT_CHUNK)
+    return np.concatenate([infer_in_batches(runner, heldout.inputs(start, start + chunk), batch)
+                           for start in range(0, len(heldout), chunk)])  # fmt: skip
 
 
 def folder_logits(

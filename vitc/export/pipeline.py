@@ -19,7 +19,7 @@ from vitc import artifacts
 from vitc._io import atomic_write, sha256_file, write_json
 from vitc._lazy import lazy_import
 from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precision
-from vitc.artifacts.preprocess import Preprocess
+from vitc.artifacts.preprocess import Preprocess, normalized
 from vitc.errors import VitcError
 from vitc.limits import MAX_CALIB_IMAGES
 
@@ -101,38 +101,35 @@ def heldout_set(
     max_images: int = HELDOUT_MAX,
     named: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """(normalised images, labels, data name): the test split of `name` (see checkpoint.training_data),
-    or generated inputs without labels for `--data generated`, or when the data was not `named` by the
-    user and its classes are not the model's (an imported ImageNet model: no local data has its classes)."""
-    from vitc.quant.calib import load_split, normalise
+    """(uint8 pixels, labels, data name): the test split of `name` (see checkpoint.training_data), or
+    generated inputs without labels for `--data generated`, or when the data was not `named` by the
+    user and its classes are not the model's (an imported ImageNet model: no local data has its classes).
+    The held-out file stores the pixels; every reader normalises them with `normalized`, as here."""
+    from vitc.quant.calib import load_split
 
     if name == GENERATED:
-        return generated_inputs(prep), None, GENERATED
+        return generated_pixels(prep), None, GENERATED
     ds = load_split(name, "test", prep, data_dir)
     classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.num_classes
     if classes is not None and len(ds.class_names) != classes:
         if not named:
-            return generated_inputs(prep), None, GENERATED
+            return generated_pixels(prep), None, GENERATED
         raise VitcError(
             f"{name} has {len(ds.class_names)} classes and the model {classes}, so drift on it would mean "
             f"nothing: name the model's own data with --data and --data-dir, or --data {GENERATED} for "
             "agreement-only drift on generated inputs"
         )
     ds = ds.subset(range(min(len(ds), max_images)))
-    return normalise(ds.images, prep), ds.labels.numpy().astype(np.int64), name
+    return ds.images.numpy(), ds.labels.numpy().astype(np.int64), name
 
 
-def generated_inputs(prep: Preprocess, seed: int = 0) -> np.ndarray:
-    """Seeded uniform random pixels, normalised as images are: what Polygraphy feeds when comparing
-    runners without data. As many as fit GENERATED_BYTES, within GENERATED_IMAGES."""
-    from vitc.quant.calib import normalise
-
-    torch = lazy_import("torch")
+def generated_pixels(prep: Preprocess, seed: int = 0) -> np.ndarray:
+    """Seeded uniform random uint8 pixels: what Polygraphy feeds when comparing runners without data. As
+    many as fit GENERATED_BYTES once normalised to float32, within GENERATED_IMAGES."""
     c, h, w = prep.input_size
     low, high = GENERATED_IMAGES
     count = max(low, min(high, GENERATED_BYTES // (4 * c * h * w)))
-    pixels = np.random.default_rng(seed).integers(0, 256, (count, c, h, w), dtype=np.uint8)
-    return normalise(torch.from_numpy(pixels), prep)
+    return np.random.default_rng(seed).integers(0, 256, (count, c, h, w), dtype=np.uint8)
 
 
 def _torch_logits(model: Any, images: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -162,7 +159,8 @@ class PreparedExport:
     compiled: Any
     passes: Any
     was_compiled: bool
-    images: np.ndarray
+    pixels: np.ndarray  # uint8, what the held-out file stores
+    images: np.ndarray  # float32: the pixels normalised, the inputs the reference logits came from
     labels: np.ndarray | None  # None: generated inputs, agreement-only drift
     data_name: str
     reference: np.ndarray
@@ -206,7 +204,8 @@ def prepare_export(
     input_size = prep.input_size
     compiled, passes, was_compiled = _compile(model, input_size, opts)
     named = opts.data is not None or opts.data_dir is not None
-    images, labels, held = heldout_set(meta, prep, data_name, data_dir, named=named)
+    pixels, labels, held = heldout_set(meta, prep, data_name, data_dir, named=named)
+    images = normalized(pixels, prep.mean, prep.std)
     for other in (opts, *also):
         check_calibration_source(labels is not None, other)
     if labels is not None:
@@ -238,6 +237,7 @@ def prepare_export(
         compiled=compiled,
         passes=passes,
         was_compiled=was_compiled,
+        pixels=pixels,
         images=images,
         labels=labels,
         data_name=data_name,
@@ -268,7 +268,9 @@ def export_checkpoint(
     artifacts.set_metadata(proto, manifest.to_record())
     lint_for_target(proto, opts.trt)
     drift, explained = measure_drift(proto, p, opts, say)  # 5
-    heldout_bytes, heldout_sha256 = artifacts.encode_heldout(p.images, p.labels, p.reference)
+    heldout_bytes, heldout_sha256 = artifacts.encode_heldout(
+        p.pixels, p.preprocess.mean, p.preprocess.std, p.labels, p.reference
+    )
     manifest = replace(
         manifest, drift=drift, heldout_sha256=heldout_sha256, heldout=artifacts.heldout_name(heldout_sha256)
     )

@@ -80,6 +80,14 @@ def test_bench_accuracy_through_runner(export_dir: Path, tmp_path: Path):
     acc = json.loads(out.read_text())["rows"][0]["accuracy"]
     assert acc["samples"] == 12 and acc["agreement"] == 100.0 and acc["top1"] == pytest.approx(75.0)
     assert json.loads(out.read_text())["rows"][0]["precision"] == "fp32"
+    photos = tmp_path / "photos"  # a labelled folder is not a held-out set: say which command measures it
+    (photos / "cat").mkdir(parents=True)
+    wrong = run("bench", "-e", str(export_dir / "model.fp32.onnx"), "--data", str(photos))
+    assert wrong.exit_code == 2 and len(wrong.output.strip().splitlines()) == 1, wrong.output
+    assert (
+        f"is not an export folder (no manifest.<precision>.json or held-out set in it); a folder of labelled "
+        f"images is measured with vitc eval ENGINE --data-dir {photos}" in wrong.output
+    )
 
 
 def test_bench_errors(tmp_path: Path):

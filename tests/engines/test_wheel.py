@@ -33,8 +33,8 @@ torch = sorted(m for m in sys.modules if m.split(".")[0] == "torch" and sys.modu
 print(json.dumps({"info": [info.exit_code, info.output], "bench": [bench.exit_code, bench.output], "torch": torch}))
 """
 
-# On a JetPack Python: build, describe and bench a plan with the wheel's vitc on the strict fakes of that
-# JetPack's TensorRT and cuda-python (the checkout is on the path only for tests.engines.fakes).
+# On a JetPack Python: build, describe, bench, evaluate and classify with a plan, with the wheel's vitc on the
+# strict fakes of that JetPack's TensorRT and cuda-python (the checkout is on the path only for the fakes).
 JETPACK = {"3.8": ("8.5", "11.8", 11040), "3.10": ("10.3", "12.6", 12060)}  # JetPack 5.1, JetPack 6.1/6.2
 JETPACK_SCRIPT = r"""
 import json, sys
@@ -56,8 +56,12 @@ out = {
     "info": run(app, ["info", plan, "--json"]),
     "bench": run(app, ["bench", "-e", plan, "-b", "1,4", "-n", "2", "--warmup", "1", "--data", export, "--cuda-graph",
                        "--json", plan + ".bench.json"]),
+    "eval": run(app, ["eval", plan, "--out", plan + ".confusion.png"]),  # on the held-out set its export kept
     "train": run(app, ["train"]),
 }
+from PIL import Image
+Image.new("RGB", (12, 9), (200, 30, 60)).save(plan + ".photo.jpg")
+out["predict"] = run(app, ["predict", plan, plan + ".photo.jpg", "-k", "2"])
 print(json.dumps({k: [r.exit_code, r.output] for k, r in out.items()}))
 """
 
@@ -128,7 +132,8 @@ def test_the_wheel_on_the_pythons_of_jetpack(
     wheel: Path, version: str, python: Path, export_dir: Path, tmp_path: Path
 ) -> None:
     """Installs with the dependencies that venv has (no index: numpy 1.21.6, typer, rich, no torch), then
-    builds, describes and benches a plan on that JetPack's TensorRT and cuda-python, CUDA graph included."""
+    builds, describes, benches, evaluates and classifies with a plan on that JetPack's TensorRT and cuda-python,
+    CUDA graph included."""
     python_str = str(python)
     pip_said = _pip("install", "--dry-run", "--no-index", str(wheel), python=python_str)
     assert "Would install vitc-0.1.0" in pip_said, pip_said
@@ -152,8 +157,10 @@ def test_the_wheel_on_the_pythons_of_jetpack(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    for step in ("build", "info", "bench"):
+    for step in ("build", "info", "bench", "eval", "predict"):
         assert result[step][0] == 0, (step, result[step][1])
+    assert json.loads((tmp_path / "model.plan.confusion.json").read_text())["images"] == 12
+    assert result["predict"][1].startswith(f"{tmp_path / 'model.plan.photo.jpg'}: "), result["predict"][1]
     assert json.loads(result["info"][1])["sidecar"]["tensorrt"].startswith(JETPACK[version][0])
     rows = json.loads((tmp_path / "model.plan.bench.json").read_text())["rows"]
     assert [row["batch"] for row in rows] == [1, 4] and str(rows).count("'agreement': 100.0") == 2, rows

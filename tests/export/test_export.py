@@ -68,12 +68,14 @@ def test_manifest_and_metadata(exports: dict, trained_ckpt) -> None:
 def test_heldout_reproduces_reference(exports: dict) -> None:
     """The engine step checks accuracy from the held-out set with numpy only: the stored data must agree."""
     from vitc.artifacts.drift import compare_logits
+    from vitc.artifacts.preprocess import normalized
 
     result = exports["fp32"]
     held = np.load(result.onnx_path.parent / result.manifest.heldout)
-    assert held["images"].dtype == np.float32 and held["labels"].dtype == np.int64
-    assert held["reference_logits"].dtype == np.float32
-    (logits,) = run_batches(session(str(result.onnx_path)), held["images"], BatchRange(1, 4, 8))
+    assert held["pixels"].dtype == np.uint8 and held["labels"].dtype == np.int64
+    assert held["reference_logits"].dtype == np.float32 and held["mean"].tolist() == pytest.approx(result.manifest.mean)
+    inputs = normalized(held["pixels"], held["mean"], held["std"])
+    (logits,) = run_batches(session(str(result.onnx_path)), inputs, BatchRange(1, 4, 8))
     report = compare_logits(held["reference_logits"], logits, held["labels"])
     assert report.max_abs_diff <= 1e-4 and report.agreement == 100.0
     assert report.reference_top1 > 30  # the fixture's training made it better than chance

@@ -115,3 +115,18 @@ def test_a_heldout_set_without_its_normalisation_is_refused(change: dict, messag
     np.savez(tmp_path / "heldout.npz", **{k: v for k, v in arrays.items() if v is not None})
     with pytest.raises(VitcError, match=message):
         load_heldout(tmp_path / "heldout.npz")
+
+
+def test_the_heldout_memory_benchmark_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """docs/heldout_memory.py's plumbing on a tiny set: both layouts, the readers, the old-tree switch."""
+    from tests.doc_scripts import load_doc_script
+
+    script = load_doc_script("heldout_memory")
+    root = str(Path(__file__).resolve().parents[2])
+    monkeypatch.setattr("sys.argv", ["heldout_memory", "--images", "10", "--size", "64", "--rounds", "1",
+                                     "--old-tree", root])  # fmt: skip
+    script.main()
+    lines = capsys.readouterr().out.splitlines()
+    sizes = {line.split()[0]: float(line.split()[2]) for line in lines if line.endswith(" MiB")}
+    assert sizes["uint8"] < sizes["float32"]
+    assert sum("peak RSS median" in line for line in lines) == 4, lines

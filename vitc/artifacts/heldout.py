@@ -115,6 +115,11 @@ def heldout_for(source: str | os.PathLike[str] | ExportManifest) -> tuple[Path, 
         raise VitcError(f"{path} holds exports with different held-out sets ({listed}): name a manifest file")
     if named:
         return heldout_for(next(m for m in manifests if m.heldout))
+    if not manifests and not (path / "heldout.npz").is_file():
+        raise VitcError(
+            f"{path} is not an export folder (no manifest.<precision>.json or held-out set in it); a folder of "
+            f"labelled images is measured with vitc eval ENGINE --data-dir {path}"
+        )
     return path / "heldout.npz", None  # a folder written before manifests named their held-out set
 
 

@@ -5,7 +5,8 @@
 Writes 4 classes of 320×256 JPEGs (64 train, 32 val each) and random-weight checkpoints under
 /tmp/vitc-calib-memory, then runs `vitc export CKPT -p int8` in a fresh process per measurement,
 the calibration batch set through `quantize_int8(batch=...)` (32: vitc before, 8: now), rounds
-interleaved. Peak memory is the process's largest resident set (ru_maxrss). `--base` adds
+interleaved. Peak memory is the process's largest resident set (VmHWM: ru_maxrss would start from the
+parent's peak, which exec passes on, and the parent may have built the checkpoints). `--base` adds
 convit_base (32 calibration images, one round: minutes each on 2 cores). The MinMax files are compared
 byte for byte, and the entropy rows give the memory per calibration image.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path("/tmp/vitc-calib-memory")
 CHILD = r"""
-import json, resource, sys, time
+import json, re, sys, time
 import vitc.quant.int8 as q
 batch, args = int(sys.argv[1]), sys.argv[2:]
 original = q.quantize_int8
@@ -33,7 +34,8 @@ start = time.perf_counter()
 try:
     app(args, standalone_mode=False)
 finally:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    status = open("/proc/self/status").read()
+    peak = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
     print(json.dumps({"seconds": time.perf_counter() - start, "peak": peak}))
 """
 

@@ -130,3 +130,25 @@ def test_the_heldout_memory_benchmark_runs(monkeypatch: pytest.MonkeyPatch, caps
     sizes = {line.split()[0]: float(line.split()[2]) for line in lines if line.endswith(" MiB")}
     assert sizes["uint8"] < sizes["float32"]
     assert sum("peak RSS median" in line for line in lines) == 4, lines
+
+
+def test_the_export_memory_script_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """docs/export_memory.py's plumbing on a micro model: one row per stage, each peak at least its start."""
+    from tests.doc_scripts import load_doc_script
+
+    model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2, img_size=16, num_classes=3)
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, meta_for(model, class_names=["a", "b", "c"]))
+    monkeypatch.setattr("sys.argv", ["export_memory", str(ckpt)])
+    load_doc_script("export_memory").main()
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    stages = [row[0].strip() for row in rows]
+    assert stages[:4] == [
+        "checkpoint.load_model",
+        "pipeline._compile",
+        "pipeline.heldout_set",
+        "pipeline._torch_logits",
+    ]
+    assert "onnx_export.clean" in stages and stages[-1] == "pipeline.write_export"
+    assert all(float(row[2].split()[0]) >= float(row[1].split()[0]) - 0.01 for row in rows)

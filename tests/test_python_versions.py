@@ -38,6 +38,7 @@ RUNTIME_ENTRY = [
     "vitc.cli.eval",
     "vitc.metrics",
     "vitc.train.report",
+    "vitc.data.cifar",
     "vitc.data.files",
     "vitc.data.images",
     "vitc.export.onnx_export",

@@ -4,6 +4,7 @@ export kept, without torch (these run on Python 3.8 and 3.10 in the runtime venv
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Dict, List
 
@@ -124,10 +125,13 @@ def test_eval_on_an_engine_refuses_what_it_cannot_measure_in_one_line(export_dir
     assert "not cifar10: give --data-dir" in one_line(onnx, "--data", "cifar10")
     cifar = tmp_path / "cifar-10-batches-py"
     cifar.mkdir()
-    (cifar / "test_batch").write_bytes(b"")
-    for args in (("--data-dir", str(tmp_path)), ("--data", "cifar10", "--data-dir", str(photos))):
-        assert "an engine is measured on the CIFAR test images its export kept" in one_line(onnx, *args)
-    assert "class folders of images (--data imagefolder), not --data digits" in one_line(
+    batch = {b"labels": [1, 2], b"data": np.zeros((2, 3072), np.uint8)}
+    (cifar / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    assert "takes 8×8 images and CIFAR-10's are resized to that with torch" in one_line(
+        onnx, "--data-dir", str(tmp_path)
+    )
+    assert f"no CIFAR-10 batches in {photos}" in one_line(onnx, "--data", "cifar10", "--data-dir", str(photos))
+    assert "class folders of images or CIFAR-10 batches, not --data digits" in one_line(
         onnx, "--data", "digits", "--data-dir", str(photos)
     )
     assert one_line(onnx, "--device", "gpu").endswith(": --device cuda")

@@ -183,3 +183,48 @@ def test_an_export_is_measured_on_a_folder_as_its_checkpoint(run_folder: Path, t
     assert ours.pop("engine") == str(onnx) and theirs.pop("checkpoint") == str(run_folder / "best.safetensors")
     assert ours.pop("device") == "onnxruntime (CPUExecutionProvider)" and theirs.pop("device") == "cpu"
     assert ours == theirs and ours["images"] == 16 and len(ours["skipped"]) == 1
+
+
+def test_an_export_is_measured_on_cifar_batches_as_its_checkpoint(run_folder: Path, tmp_path: Path) -> None:
+    """CIFAR-10 batches at their own 32×32 (unresized, as training feeds them): the FP32 export's report on
+    the test batch is the checkpoint's; an engine of another input size says where to measure instead."""
+    import pickle
+
+    from vitc.data.cifar import CIFAR10_CLASSES
+
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    rng = np.random.default_rng(5)
+    batch = {b"labels": [i % 10 for i in range(30)], b"data": rng.integers(0, 256, (30, 3072), dtype=np.uint8)}
+    (cifar / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    torch.manual_seed(1)
+    model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2, img_size=32, num_classes=10)
+    meta = meta_for(model, class_names=list(CIFAR10_CLASSES), extra={"train_config": {"data": {"name": "cifar10"}}})
+    save_checkpoint(tmp_path / "cifar_run" / "best.safetensors", model, meta)
+    exported = runner.invoke(app, ["export", str(tmp_path / "cifar_run"), "-p", "fp32", "--data", "generated",
+                                   "--out", str(tmp_path / "export")])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    reports = {}
+    for name, source in (
+        ("checkpoint", tmp_path / "cifar_run"),
+        ("engine", tmp_path / "export/cifar_run/model.fp32.onnx"),
+    ):
+        png = tmp_path / f"{name}.png"
+        args = ["eval", str(source), "--data-dir", str(tmp_path), "--device", "cpu", "--out", str(png)]
+        result = runner.invoke(app, args + (["--data", "cifar10"] if name == "checkpoint" else []))
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads(png.with_suffix(".json").read_text())
+    ours, theirs = reports["engine"], reports["checkpoint"]
+    assert ours.pop("loss") == pytest.approx(theirs.pop("loss"), abs=1e-5)
+    for report in (ours, theirs):
+        del report["device"]
+        report.pop("engine", None), report.pop("checkpoint", None)
+    assert ours == theirs and ours["images"] == 30 and ours["folder"] == "cifar10/test"
+
+    other = runner.invoke(app, ["export", str(run_folder), "-p", "fp32", "--data", "generated", "--out",
+                                str(tmp_path / "export")])  # fmt: skip
+    assert other.exit_code == 0, other.output
+    sixteen = runner.invoke(app, ["eval", str(tmp_path / "export/photos/model.fp32.onnx"), "--data-dir", str(cifar)])
+    assert (
+        sixteen.exit_code == 2 and "takes 16×16 images and CIFAR-10's are resized to that with torch" in sixteen.output
+    )

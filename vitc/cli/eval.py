@@ -179,14 +179,16 @@ def _evaluate_engine(
     onnx = backend_for_path(source) == "onnxrt"
     if not onnx and device == "cpu":
         raise VitcError(f"{source} is a TensorRT plan, which runs on the GPU: --device cpu applies to .onnx files")
-    if data_dir is not None:
-        _check_engine_folder(data, data_dir)
+    cifar = data_dir is not None and _engine_data(data, data_dir) == "cifar10"
     terminal = console()
     classifier = Classifier(source, **({"device": "cpu" if device == "cpu" else "auto"} if onnx else {}), batch=32)
     names = classifier.class_names
     with classifier:
         ran_on = _engine_device(classifier)
-        if data_dir is not None:
+        if cifar:
+            logits, labels, where = _on_cifar(classifier, data_dir, split)  # type: ignore[arg-type]
+            data, skipped = "cifar10", []
+        elif data_dir is not None:
             logits, labels, skipped, where = _on_folder(classifier, data_dir, split, workers, ran_on, terminal)
             data = "imagefolder"
         else:
@@ -199,18 +201,36 @@ def _evaluate_engine(
     _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, png=png)
 
 
-def _check_engine_folder(data: Optional[str], data_dir: Path) -> None:
-    """An engine reads class folders of image files; CIFAR batches are resized in torch (vitc.data.datasets)."""
+def _engine_data(data: Optional[str], data_dir: Path) -> str:
+    """imagefolder or cifar10: what --data names, else what the folder holds."""
     from vitc.data.files import cifar_root
 
-    if cifar_root(data_dir) is not None or data == "cifar10":
+    kind = data or ("cifar10" if cifar_root(data_dir) is not None else "imagefolder")
+    if kind not in ("imagefolder", "cifar10"):
+        raise VitcError(f"an engine is measured on class folders of images or CIFAR-10 batches, not --data {kind}")
+    return kind
+
+
+def _on_cifar(classifier: Classifier, data_dir: Path, split: str) -> Tuple[np.ndarray, np.ndarray, str]:
+    """CIFAR-10 batches at their own 32×32, as training and `vitc eval` on the checkpoint feed them; another
+    input size would need their resize, which is torch's (vitc.data.datasets.resize_images)."""
+    from vitc.data.cifar import cifar_raw
+    from vitc.engines.accuracy import pixel_logits
+
+    pixels, labels, names = cifar_raw(data_dir, split)
+    size = classifier.card.preprocess.input_size[1:]
+    if tuple(size) != (32, 32):
         raise VitcError(
-            f"{data_dir}: CIFAR-10 batches are resized with torch, so an engine is measured on the CIFAR test "
-            "images its export kept (vitc eval ENGINE, without --data-dir), and the checkpoint on all of them "
-            f"(vitc eval CHECKPOINT --data-dir {data_dir})"
+            f"{classifier.path} takes {size[0]}×{size[1]} images and CIFAR-10's are resized to that with torch: "
+            "measure the engine on the CIFAR test images its export kept (vitc eval ENGINE, without "
+            f"--data-dir) and the checkpoint on all of them (vitc eval CHECKPOINT --data-dir {data_dir})"
         )
-    if data not in (None, "imagefolder"):
-        raise VitcError(f"an engine is measured on class folders of images (--data imagefolder), not --data {data}")
+    if classifier.class_names and classifier.class_names != names:
+        raise VitcError(
+            f"cifar10/{split} has classes {', '.join(names[:5])}…, the engine {', '.join(classifier.class_names[:5])}…:"
+            " it was not trained on CIFAR-10"
+        )
+    return pixel_logits(classifier, pixels), labels, f"cifar10/{split}"
 
 
 def _on_folder(

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, check_crop_pct, eval_resize
-from vitc.data._safe_pickle import safe_load
-from vitc.data.files import CIFAR_LAYOUT, IMG_EXTENSIONS, cifar_root, list_images
+from vitc.data.cifar import cifar_raw
+from vitc.data.files import IMG_EXTENSIONS, list_images
 from vitc.data.images import read_image, to_channels
 from vitc.errors import VitcError
 
@@ -31,8 +31,6 @@ SPLITS = ("train", "val", "test")
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_VAL_FRACTION = 0.1
-CIFAR_VAL_FRACTION = 0.1
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @dataclass
@@ -194,76 +192,10 @@ def _load_digits(split: str, size: int) -> ImageSet:
 # ---------------------------------------------------------------- CIFAR-10
 
 
-def _cifar_root(data_dir: Path) -> Path:
-    """The folder holding the batches: `data_dir` itself or the `cifar-10-batches-py` the tarball unpacks."""
-    root = cifar_root(data_dir)
-    if root is None:
-        raise VitcError(f"no CIFAR-10 batches in {data_dir} (expected {CIFAR_LAYOUT})")
-    return root
-
-
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3, 32, 32) uint8 images and (N,) labels from one batch file, checking its layout."""
-    if not path.is_file():
-        raise VitcError(f"missing CIFAR-10 batch {path}")
-    d = safe_load(path)
-    if not isinstance(d, dict):
-        raise VitcError(f"{path} is not a CIFAR-10 batch (expected a dict, got {type(d).__name__})")
-    data = d.get(b"data", d.get("data"))
-    labels = d.get(b"labels", d.get("labels"))
-    if data is None or labels is None:
-        raise VitcError(f"{path} is not a CIFAR-10 batch (no 'data' and 'labels' keys)")
-    if not isinstance(data, np.ndarray):  # a list could be anything, even one that contains itself
-        raise VitcError(f"{path}: 'data' must be a numpy array, got {type(data).__name__}")
-    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
-        raise VitcError(f"{path}: 'data' must be uint8 N x 3072, got {data.dtype} {data.shape}")
-    try:
-        y = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise VitcError(f"{path}: 'labels' are not integers") from exc
-    if y.shape != (data.shape[0],) or (y.size and (y.min() < 0 or y.max() > 9)):
-        raise VitcError(f"{path}: 'labels' must be {data.shape[0]} integers in 0..9")
-    return data.reshape(-1, 3, 32, 32), y
-
-
-def _cifar_class_names(root: Path) -> list[str]:
-    meta = root / "batches.meta"
-    if not meta.is_file():
-        return list(CIFAR10_CLASSES)
-    d = safe_load(meta)
-    names = d.get(b"label_names", d.get("label_names")) if isinstance(d, dict) else None
-    if not isinstance(names, list) or len(names) != 10:
-        raise VitcError(f"{meta}: expected 'label_names' with 10 entries")
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-
-
 def _load_cifar10(data_dir: Path, split: str, size: int) -> ImageSet:
     x, y, names = cifar_raw(data_dir, split)
     check_decoded(len(y), size, f"CIFAR-10 {split}")
     return ImageSet(resize_images(torch.from_numpy(x), size), torch.from_numpy(y), names)
-
-
-def cifar_raw(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(N, 3, 32, 32) uint8 images, labels and class names of one split, as stored.
-
-    Train/val come from data_batch_*: val is the last 10% of each class (fixed); test is test_batch.
-    """
-    root = _cifar_root(data_dir)
-    if split == "test":
-        x, y = _read_cifar_batch(root / "test_batch")
-    else:
-        files = sorted(root.glob("data_batch_*"), key=lambda p: (len(p.name), p.name))
-        if not files:
-            raise VitcError(f"no data_batch_* files in {root}")
-        parts = [_read_cifar_batch(p) for p in files]
-        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        val = np.zeros(len(y), dtype=bool)
-        for c in np.unique(y):
-            idx = np.flatnonzero(y == c)
-            val[idx[len(idx) - round(CIFAR_VAL_FRACTION * len(idx)) :]] = True
-        keep = val if split == "val" else ~val
-        x, y = x[keep], y[keep]
-    return np.ascontiguousarray(x), y, _cifar_class_names(root)
 
 
 # ---------------------------------------------------------------- image folders

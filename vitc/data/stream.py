@@ -23,7 +23,8 @@ import torch
 from vitc._io import parse_json, write_json
 from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, eval_resize
-from vitc.data.datasets import cifar_raw, folder_split, resize_images
+from vitc.data.cifar import cifar_raw
+from vitc.data.datasets import folder_split, resize_images
 from vitc.data.files import FileIndex, list_images
 from vitc.data.images import center_crop, open_image
 from vitc.errors import VitcError

@@ -1,5 +1,5 @@
-"""A runner's accuracy: on an export's held-out set (the check `vitc build` and `vitc bench --data` share)
-and on a labelled folder of images (`vitc eval` on an engine)."""
+"""A runner's accuracy: on an export's held-out set (the check `vitc build` and `vitc bench --data` share),
+and its logits on a labelled folder of images or on CIFAR-10 batches (`vitc eval` on an engine)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 
 from vitc.artifacts import Heldout
 from vitc.artifacts.drift import DriftReport, compare_logits
-from vitc.artifacts.preprocess import Preprocess
+from vitc.artifacts.preprocess import Preprocess, normalized
 from vitc.data.files import FileIndex
-from vitc.data.images import prepare
+from vitc.data.images import prepare, to_channels
 from vitc.engines.base import BaseRunner, infer_in_batches
 from vitc.engines.classify import Classifier
 from vitc.errors import VitcError
@@ -44,6 +44,23 @@ def heldout_logits(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> np.
     chunk = max(batch, HELDOUT_CHUNK)
     return np.concatenate([infer_in_batches(runner, heldout.inputs(start, start + chunk), batch)
                            for start in range(0, len(heldout), chunk)])  # fmt: skip
+
+
+def pixel_logits(classifier: Classifier, pixels: np.ndarray) -> np.ndarray:
+    """The logits of uint8 N×C×H×W pixels already at the model's size (CIFAR-10's 32×32, which training
+    and `vitc eval` on a checkpoint feed unresized), given the model's channels and normalised as its
+    card says, HELDOUT_CHUNK images at a time."""
+    prep = classifier.card.preprocess
+    if tuple(pixels.shape[2:]) != tuple(prep.input_size[1:]):
+        raise VitcError(
+            f"{classifier.path} takes {prep.input_size[1]}×{prep.input_size[2]} images and these are "
+            f"{pixels.shape[2]}×{pixels.shape[3]}"
+        )
+    chunks = []
+    for start in range(0, len(pixels), HELDOUT_CHUNK):
+        part = to_channels(pixels[start : start + HELDOUT_CHUNK], prep.input_size[0])
+        chunks.append(classifier.logits(normalized(part, prep.mean, prep.std)))
+    return np.concatenate(chunks)
 
 
 def folder_logits(

@@ -60,3 +60,23 @@ def shown_confusion(matrix: np.ndarray, classes: Sequence[int]) -> tuple[list[li
     if int(other.sum()) == 0:
         return kept.tolist(), False
     return np.concatenate([kept, other[:, None]], axis=1).tolist(), True
+
+
+def classification_report(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None) -> dict[str, Any]:
+    """What `vitc eval` reports, as one record: images, top-1 (top-5 above 5 classes: with fewer it is 100%
+    by construction), loss, precision and recall of each class present, and the confusion counts of those
+    classes (an "other" column when some images were predicted as a class outside them)."""
+    scores = accuracy(logits, labels)
+    num_classes = logits.shape[1]
+    names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+    matrix = confusion_matrix(logits, labels, num_classes)
+    present = sorted(set(np.asarray(labels).tolist()))
+    counts, other = shown_confusion(matrix, present)
+    return {
+        "images": len(labels),
+        "top1": scores["top1"],
+        **({"top5": scores["top5"]} if num_classes > 5 else {}),
+        "loss": scores["loss"],
+        "classes": per_class(matrix, present, names),
+        "confusion": {"true": [names[c] for c in present], "counts": counts, "other": other},
+    }

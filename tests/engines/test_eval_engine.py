@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from tests.engines.conftest import tiny_logits_by_hand
 from vitc.cli.main import app
+from vitc.engines.accuracy import evaluate_folder
+from vitc.engines.classify import Classifier
 
 Image = pytest.importorskip("PIL.Image")
 cli = CliRunner()
@@ -67,6 +69,10 @@ def test_an_export_is_measured_on_a_folder_as_its_images_are_prepared(
         )
     assert reports[0] == reports[1]
     report = reports[0]
+    with Classifier(onnx, device="cpu") as classify:  # the same in Python
+        assert evaluate_folder(classify, photos, threads=2) == {
+            k: v for k, v in report.items() if k not in ("model", "engine", "data", "folder", "device")
+        }
     hits = {c: sum(p == int(c) for p in predicted[c]) for c in CLASSES}
     assert report["top1"] == pytest.approx(100 * sum(hits.values()) / 10)
     assert [row["recall"] for row in report["classes"]] == pytest.approx([100 * hits[c] / 5 for c in CLASSES])

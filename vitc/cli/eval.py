@@ -236,12 +236,9 @@ def _on_cifar(classifier: Classifier, data_dir: Path, split: str) -> Tuple[np.nd
 def _on_folder(
     classifier: Classifier, data_dir: Path, split: str, workers: Optional[int], ran_on: str, terminal: Console
 ) -> Tuple[np.ndarray, np.ndarray, List[str], str]:
-    from vitc.data.files import labelled_files
-    from vitc.engines.accuracy import FOLDER_CHUNK, folder_logits
+    from vitc.engines.accuracy import FOLDER_CHUNK, folder_index, folder_logits
 
-    if not classifier.class_names:
-        raise VitcError(f"{classifier.path} names no classes, so its labels cannot be matched to folder names")
-    index, root = labelled_files(data_dir, split, classifier.class_names)
+    index, root = folder_index(classifier, data_dir, split)
     if workers is None:
         workers = min(ENGINE_THREADS, os.cpu_count() or 1) if len(index.files) > FOLDER_CHUNK else 0
     by = f"{workers} thread{'s' if workers != 1 else ''}" if workers else "this thread"
@@ -306,40 +303,31 @@ def _report(
 ) -> None:
     """The per-class table and summary line on the terminal, the figures as JSON, the confusion matrix as a
     PNG (when matplotlib is there: a Jetson's runtime install may lack it)."""
-    from vitc import metrics
     from vitc._io import write_json
     from vitc._lazy import has_module
+    from vitc.metrics import classification_report
 
-    scores = metrics.accuracy(logits, labels)
-    num_classes = logits.shape[1]
-    names = known or [str(i) for i in range(num_classes)]
-    matrix = metrics.confusion_matrix(logits, labels, num_classes)
-    present = sorted(set(labels.tolist()))
-    counts, other = metrics.shown_confusion(matrix, present)
-    classes = metrics.per_class(matrix, present, names)
-    top5 = num_classes > 5  # with 5 classes or fewer top-5 is 100% by construction
-    report = {
-        **head, "images": len(labels), "skipped": skipped, "device": device,
-        "top1": scores["top1"], **({"top5": scores["top5"]} if top5 else {}), "loss": scores["loss"],
-        "classes": classes, "confusion": {"true": [names[c] for c in present], "counts": counts, "other": other},
-    }  # fmt: skip
+    figures = classification_report(logits, labels, known)
+    report = {**head, "images": figures.pop("images"), "skipped": skipped, "device": device, **figures}
+    confusion, num_classes = report["confusion"], logits.shape[1]
     terminal = console()
     written = [png.with_suffix(".json")]
     if has_module("matplotlib"):
         from vitc.train.report import plot_confusion
 
         title = f"{shown} on {head['folder']}"
-        plot_confusion(counts, [names[c] for c in present], png, title=title, other_column=other)
+        plot_confusion(confusion["counts"], confusion["true"], png, title=title, other_column=confusion["other"])
         written.insert(0, png)
     else:
         terminal.print(f"no confusion PNG: matplotlib is not installed (the counts are in {written[0].name})")
     write_json(written[-1], report)
-    terminal.print(_per_class_table(classes))
-    of = f", {len(present)} of the model's {num_classes} classes" if len(present) < num_classes else ""
+    terminal.print(_per_class_table(report["classes"]))
+    present = len(confusion["true"])
+    of = f", {present} of the model's {num_classes} classes" if present < num_classes else ""
     unread = f", {len(skipped)} unreadable skipped" if skipped else ""
     terminal.print(
-        f"{shown} on {head['folder']} ({len(labels)} images{of}{unread}): top-1 {scores['top1']:.2f}%"
-        + (f"  top-5 {scores['top5']:.2f}%" if top5 else "")
+        f"{shown} on {head['folder']} ({report['images']} images{of}{unread}): top-1 {report['top1']:.2f}%"
+        + (f"  top-5 {report['top5']:.2f}%" if "top5" in report else "")
         + f"  → {' and '.join(str(p) if i == 0 else p.name for i, p in enumerate(written))}",
         soft_wrap=True,
     )

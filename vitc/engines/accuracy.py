@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from vitc.artifacts import Heldout
 from vitc.artifacts.drift import DriftReport, compare_logits
 from vitc.artifacts.preprocess import Preprocess, normalized
-from vitc.data.files import FileIndex
+from vitc.data.files import FileIndex, labelled_files
 from vitc.data.images import prepare, to_channels
 from vitc.engines.base import BaseRunner, infer_in_batches
 from vitc.engines.classify import Classifier
 from vitc.errors import VitcError
+from vitc.metrics import classification_report
 
 Prepared = Union[np.ndarray, str]  # a file's 1×C×H×W input, or why it could not be read
 FOLDER_CHUNK = 64  # images decoded and held at once; the next chunk decodes while the engine runs this one
@@ -90,6 +91,24 @@ def folder_logits(
     if not kept:
         raise VitcError(f"none of the {len(files)} images in {index.root} could be read")
     return np.concatenate(logits), np.asarray(index.labels)[kept], bad
+
+
+def evaluate_folder(
+    classifier: Classifier, folder: Union[str, Path], split: str = "test", threads: int = 0
+) -> Dict[str, Any]:
+    """`vitc eval ENGINE --data-dir FOLDER` in Python: the report of an active classifier on a labelled
+    folder (class folders named as its classes, directly or under test/ or val/), with the files it
+    could not read under "skipped"."""
+    index, _ = folder_index(classifier, Path(folder), split)
+    logits, labels, skipped = folder_logits(classifier, index, threads=threads)
+    return {**classification_report(logits, labels, classifier.class_names), "skipped": skipped}
+
+
+def folder_index(classifier: Classifier, folder: Path, split: str) -> Tuple[FileIndex, Path]:
+    """The labelled folder's files, labelled with the classifier's index of each class folder's name."""
+    if not classifier.class_names:
+        raise VitcError(f"{classifier.path} names no classes, so its labels cannot be matched to folder names")
+    return labelled_files(folder, split, classifier.class_names)
 
 
 def _decoded_chunks(files: Sequence[Path], prep: Preprocess, threads: int) -> Iterator[Tuple[int, List[Prepared]]]:

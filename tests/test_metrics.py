@@ -43,3 +43,16 @@ def test_confusion_counts_per_class_and_the_other_column() -> None:
         "support": 3,
     }
     assert metrics.shown_confusion(matrix[:2, :2], [0, 1]) == ([[1, 1], [0, 2]], False)
+
+
+def test_ranks_with_ties_are_the_stable_order() -> None:
+    """Many equal logits: a label counts as top-k exactly when a stable sort (lower class first among
+    equals, as argmax picks) puts it among the first k."""
+    rng = np.random.default_rng(1)
+    logits = rng.integers(0, 3, (500, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 500)
+    order = np.argsort(-logits, axis=1, kind="stable")
+    got = metrics.accuracy(logits, labels)
+    assert got["top1"] == pytest.approx(100 * float((order[:, 0] == labels).mean()))
+    assert got["top5"] == pytest.approx(100 * float((order[:, :5] == labels[:, None]).any(1).mean()))
+    assert order[:, 0].tolist() == logits.argmax(1).tolist()

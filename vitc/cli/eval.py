@@ -172,7 +172,8 @@ def _evaluate_engine(
     device: str,
     workers: Optional[int],
 ) -> None:
-    """An engine on a labelled folder (decoded here, by threads) or on its export's held-out set."""
+    """An engine on a labelled folder (decoded here, by threads), on CIFAR-10 batches (a 32×32 model), or on
+    its export's held-out set."""
     from vitc.engines import backend_for_path
     from vitc.engines.classify import Classifier
 
@@ -185,15 +186,15 @@ def _evaluate_engine(
     names = classifier.class_names
     with classifier:
         ran_on = _engine_device(classifier)
-        if cifar:
-            logits, labels, where = _on_cifar(classifier, data_dir, split)  # type: ignore[arg-type]
-            data, skipped = "cifar10", []
-        elif data_dir is not None:
-            logits, labels, skipped, where = _on_folder(classifier, data_dir, split, workers, ran_on, terminal)
-            data = "imagefolder"
-        else:
+        if data_dir is None:
             logits, labels, data, where = _on_heldout(classifier, source, data, split)
             skipped = []
+        elif cifar:
+            logits, labels, where = _on_cifar(classifier, data_dir, split)
+            data, skipped = "cifar10", []
+        else:
+            logits, labels, skipped, where = _on_folder(classifier, data_dir, split, workers, ran_on, terminal)
+            data = "imagefolder"
     model = classifier.card.model
     head = {"model": model, "engine": str(source), "data": data, "folder": where}
     png = out or source.with_name(f"{source.stem}.confusion.{split}.png")

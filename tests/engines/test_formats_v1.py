@@ -94,3 +94,17 @@ def test_the_sidecar_keeps_mean_and_std_of_a_manifest_that_writes_them_once(fake
     assert result.exit_code == 0, result.output
     side = load_sidecar(plan)
     assert side is not None and side.mean == [0.5] * 3 and side.std == [0.5] * 3
+
+
+def test_a_new_manifest_is_version_2_which_a_reader_of_version_1_refuses_in_one_line() -> None:
+    """Version 2 names a held-out set of uint8 pixels. A device's older vitc (it reads version 1) must say
+    "upgrade vitc", not fail on the held-out file (it said "the held-out set lacks images")."""
+    from tests.engines.conftest import manifest_record
+    from vitc._io import check_format
+    from vitc.artifacts import FORMAT_VERSION
+
+    record = manifest_record()
+    assert record["version"] == FORMAT_VERSION == 2
+    with pytest.raises(VitcError, match=r"written by a newer vitc \(vitc export manifest version 2\); upgrade vitc"):
+        check_format(record, "vitc.export", 1, "manifest.fp32.json", "vitc export manifest")
+    assert load_manifest(DATA / "manifest.fp16.json").to_record()["version"] == 1  # 0.1.0's stays version 1

@@ -45,7 +45,7 @@ def test_manifest_and_metadata(exports: dict, trained_ckpt) -> None:
     for precision, result in exports.items():
         m = json.loads(result.manifest_path.read_text())
         assert result.manifest_path.name == f"manifest.{precision}.json"
-        assert m["format"] == "vitc.export" and m["version"] == 1 and m["precision"] == precision
+        assert m["format"] == "vitc.export" and m["version"] == 2 and m["precision"] == precision
         assert m["model"] == "convit_micro" and m["input_size"] == [3, 32, 32]
         assert m["input_name"] == "input" and m["output_name"] == "logits"
         assert m["class_names"] == [str(i) for i in range(10)]

@@ -26,7 +26,8 @@ from vitc.artifacts.precision import Precision, parse_precision, precision_in_na
 from vitc.errors import VitcError
 
 FORMAT = "vitc.export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the held-out set it names stores uint8 pixels (vitc.artifacts.heldout); a vitc that
+# reads only version 1 then says "upgrade vitc" instead of failing on the held-out file (a device's older wheel)
 IO_DTYPES = ("float32", "float16")
 TRT_TARGETS = ("8.5", "8.6", "10", "11")
 
@@ -89,6 +90,7 @@ class ExportManifest:
     heldout_sha256: str | None = None
     heldout: str | None = None
     onnx_sha256: str | None = None
+    version: int = FORMAT_VERSION  # as read: a manifest of version 1 is written back as version 1
     raw: dict[str, Any] = field(default_factory=dict)  # the record as read, keys of later releases included
 
     @property
@@ -108,7 +110,7 @@ class ExportManifest:
         this one read are kept after them)."""
         record: dict[str, Any] = {
             "format": FORMAT,
-            "version": FORMAT_VERSION,
+            "version": self.version,
             "model": self.model,
             "args": self.args,
             "input_size": list(self.input_size),
@@ -213,6 +215,7 @@ def _build(
         heldout_sha256=_hash_or_none(record, "heldout_sha256", source),
         heldout=record.get("heldout"),
         onnx_sha256=_hash_or_none(record, "onnx_sha256", source),
+        version=int(record.get("version", 0)),
         raw=record,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Dict, List
 
@@ -64,6 +65,8 @@ def test_an_export_is_measured_on_a_folder_as_its_images_are_prepared(
         lines = output.splitlines()
         assert lines[0] == f"11 images in {photos}, decoded by {by}, evaluated by onnxruntime (CPUExecutionProvider)"
         assert lines[1].startswith(f"skipped: cannot read image {photos / '7' / 'broken.jpg'}")
+        assert re.fullmatch(r"per image: \d+\.\d ms in the engine \(batches of up to 32\), \d+\.\d ms more "
+                            r"reading and preparing the images", lines[2]), lines[2]  # fmt: skip
         assert f"tiny (model.fp32.onnx) on {photos} (10 images, 2 of the model's 10 classes, 1 unreadable" in " ".join(
             lines[-2:]
         )
@@ -73,6 +76,7 @@ def test_an_export_is_measured_on_a_folder_as_its_images_are_prepared(
         assert evaluate_folder(classify, photos, threads=2) == {
             k: v for k, v in report.items() if k not in ("model", "engine", "data", "folder", "device")
         }
+        assert classify.runner.total_inference_time > 0  # four chunks of 3 readable images or fewer, summed
     hits = {c: sum(p == int(c) for p in predicted[c]) for c in CLASSES}
     assert report["top1"] == pytest.approx(100 * sum(hits.values()) / 10)
     assert [row["recall"] for row in report["classes"]] == pytest.approx([100 * hits[c] / 5 for c in CLASSES])

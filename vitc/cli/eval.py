@@ -9,6 +9,7 @@ no folder, on the held-out set its export kept. Both write the same report (vitc
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
@@ -186,6 +187,7 @@ def _evaluate_engine(
     names = classifier.class_names
     with classifier:
         ran_on = _engine_device(classifier)
+        started = time.perf_counter()
         if data_dir is None:
             logits, labels, data, where = _on_heldout(classifier, source, data, split)
             skipped = []
@@ -195,11 +197,24 @@ def _evaluate_engine(
         else:
             logits, labels, skipped, where = _on_folder(classifier, data_dir, split, workers, ran_on, terminal)
             data = "imagefolder"
+        seconds = time.perf_counter() - started
+        _say_speed(terminal, len(labels), seconds, classifier.runner.total_inference_time, classifier.batch)
     model = classifier.card.model
     head = {"model": model, "engine": str(source), "data": data, "folder": where}
     png = out or source.with_name(f"{source.stem}.confusion.{split}.png")
     shown = f"{model or 'the model'} ({source.name})"
     _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, png=png)
+
+
+def _say_speed(terminal: Console, images: int, seconds: float, engine_seconds: float, batch: int) -> None:
+    """Per image, as Ultralytics' val prints it: the engine's time and the rest (reading, decoding and
+    normalising the images, which threads overlap with the engine)."""
+    per = 1000.0 / max(images, 1)
+    terminal.print(
+        f"per image: {engine_seconds * per:.1f} ms in the engine (batches of up to {batch}), "
+        f"{max(seconds - engine_seconds, 0.0) * per:.1f} ms more reading and preparing the images",
+        soft_wrap=True,
+    )
 
 
 def _engine_data(data: Optional[str], data_dir: Path) -> str:

@@ -115,6 +115,7 @@ class BaseRunner(abc.ABC):
         self.name = name or self.backend
         self.is_active = False
         self.inference_time: float | None = None  # seconds, end to end, of the last infer()
+        self.total_inference_time = 0.0  # seconds of every infer() so far: a caller's share spent in the runner
         self.gpu_time: float | None = None  # seconds of GPU compute of the last infer(), when measurable
         self.warnings: list[str] = []  # what activate() found worth telling the user (bench prints them)
 
@@ -165,6 +166,7 @@ class BaseRunner(abc.ABC):
         start = time.perf_counter()
         outputs = self.infer_impl(feed)
         self.inference_time = time.perf_counter() - start
+        self.total_inference_time += self.inference_time
         return outputs
 
     def make_feed(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:

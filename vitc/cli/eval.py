@@ -272,14 +272,12 @@ def _on_heldout(
 ) -> Tuple[np.ndarray, np.ndarray, str, str]:
     """The logits and labels of the held-out set the engine's export kept (the first images of its data's
     test split), found through the manifest beside the ONNX file, or the one a plan's sidecar names."""
-    from vitc.artifacts import load_heldout, load_sidecar, manifest_for
+    from vitc.artifacts import load_heldout, manifest_for
     from vitc.engines.accuracy import heldout_logits
 
-    onnx = source
-    if source.suffix.lower() != ".onnx":
-        sidecar = load_sidecar(source)
-        onnx = Path(((sidecar.onnx if sidecar else None) or {}).get("path", ""))
-    manifest = manifest_for(onnx) if onnx.suffix == ".onnx" and onnx.is_file() else None
+    manifest, built_from = classifier.card.manifest, classifier.card.built_from  # the card read them once
+    if manifest is None and built_from is not None and built_from.suffix == ".onnx" and built_from.is_file():
+        manifest = manifest_for(built_from)
     if manifest is None or not manifest.heldout:
         raise VitcError(
             f"{source}: no export beside it keeps a held-out set to measure on; give a labelled folder with "

@@ -20,7 +20,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vitc.artifacts import load_sidecar, manifest_for
+from vitc.artifacts import ExportManifest, load_sidecar, manifest_for
 from vitc.artifacts.preprocess import Preprocess
 from vitc.data.images import prepare
 from vitc.engines import backend_for_path, runner_for_path
@@ -38,6 +38,8 @@ class ModelCard:
     class_names: Optional[List[str]]
     source: str  # where it was read: the manifest or the sidecar
     model: Optional[str] = None  # the zoo name the export recorded
+    manifest: Optional[ExportManifest] = None  # the export's, when it was read (an ONNX file; an old sidecar)
+    built_from: Optional[Path] = None  # a plan: the ONNX file its sidecar says it was built from
 
 
 def model_card(path: str | os.PathLike[str]) -> ModelCard:
@@ -51,14 +53,14 @@ def model_card(path: str | os.PathLike[str]) -> ModelCard:
         if manifest is None or manifest.preprocess is None:
             raise VitcError(f"{path}: no export manifest beside it says how its images are prepared (vitc export)")
         prep = Preprocess.from_record(manifest.preprocess, str(manifest.path))
-        return ModelCard(prep, manifest.class_names, str(manifest.path), manifest.model)
+        return ModelCard(prep, manifest.class_names, str(manifest.path), manifest.model, manifest)
     sidecar = load_sidecar(path)
     if sidecar is None:
         raise VitcError(f"{path}: no sidecar ({path.name}.json) says how its images are prepared (vitc build)")
+    onnx = Path((sidecar.onnx or {}).get("path", ""))
     if sidecar.preprocess is not None:
         prep = Preprocess.from_record(sidecar.preprocess, f"{path}.json")
-        return ModelCard(prep, sidecar.class_names, f"{path}.json", sidecar.model)
-    onnx = Path((sidecar.onnx or {}).get("path", ""))
+        return ModelCard(prep, sidecar.class_names, f"{path}.json", sidecar.model, built_from=onnx)
     manifest = manifest_for(onnx) if onnx.suffix == ".onnx" and onnx.is_file() else None
     if manifest is None or manifest.preprocess is None:
         raise VitcError(
@@ -66,7 +68,7 @@ def model_card(path: str | os.PathLike[str]) -> ModelCard:
             f"from ({onnx}) is not there: copy that export folder back, or build the plan again"
         )
     prep = Preprocess.from_record(manifest.preprocess, str(manifest.path))
-    return ModelCard(prep, sidecar.class_names, str(onnx), sidecar.model or manifest.model)
+    return ModelCard(prep, sidecar.class_names, str(onnx), sidecar.model or manifest.model, manifest, onnx)
 
 
 def top_classes(logits: np.ndarray, class_names: Optional[Sequence[str]], top_k: int) -> List[Prediction]:

@@ -4,6 +4,8 @@ name, per-class precision/recall, readable confusion counts, and no top-5 with 5
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +146,9 @@ def test_eval_streams_a_folder_alike_with_workers_and_names_unreadable_files(run
         assert f"17 images in {photos}, decoded by {by}, evaluated on cpu" in result.output
         assert f"skipped: cannot read image {photos / 'fox' / 'broken.jpg'}" in result.output
         assert "(16 images, 1 unreadable skipped)" in result.output
+        speed = next(line for line in result.output.splitlines() if line.startswith("per image:"))
+        assert re.fullmatch(r"per image: \d+\.\d ms in the model on cpu \(batches of up to 256\), \d+\.\d ms more "
+                            r"reading and preparing the images", speed), speed  # fmt: skip
         reports.append(json.loads(png.with_suffix(".json").read_text()))
     assert reports[0] == reports[1]
     assert reports[0]["images"] == 16 and reports[0]["device"] == "cpu" and len(reports[0]["skipped"]) == 1
@@ -228,3 +233,18 @@ def test_an_export_is_measured_on_cifar_batches_as_its_checkpoint(run_folder: Pa
     assert (
         sixteen.exit_code == 2 and "takes 16×16 images and CIFAR-10's are resized to that with torch" in sixteen.output
     )
+
+
+def test_the_speed_line_counts_the_wait_for_each_batch_as_reading() -> None:
+    """The checkpoint's speed line splits the loop's time at each wait for the next batch (as the engine's
+    splits it at the runner): three batches that each take 20 ms to arrive are 60 ms or more of waiting."""
+    from vitc.cli.eval import _timed
+
+    def slow():
+        for i in range(3):
+            time.sleep(0.02)
+            yield i
+
+    waited = [0.0]
+    assert list(_timed(slow(), waited)) == [0, 1, 2]
+    assert waited[0] >= 0.06

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import typer
 from rich.table import Table
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from vitc.artifacts.model_cfg import ModelCfg
-    from vitc.data.feed import StreamFeed
+    from vitc.data.feed import Batch, StreamFeed
     from vitc.engines.classify import Classifier
 
 ENGINE_THREADS = 8  # decoding threads at most for an engine (a Jetson Orin has 6 to 12 cores)
@@ -91,7 +91,7 @@ def _evaluate_checkpoint(
     require_training("vitc eval on a checkpoint (an engine, .plan or .onnx, needs no torch)")
     from vitc.checkpoint import load_model, resolve_checkpoint, training_data
     from vitc.data.datasets import load_dataset
-    from vitc.data.feed import set_batches
+    from vitc.data.feed import EVAL_BATCH, set_batches
     from vitc.models import get_model_cfg
     from vitc.train.device import pick_device
     from vitc.train.evaluate import predict_labelled
@@ -120,12 +120,16 @@ def _evaluate_checkpoint(
                 f"{', '.join(meta.class_names[:5])}…: name its data with --data and --data-dir"
             )
         feed, batches, where, known = None, set_batches(dataset), f"{data}/{split}", dataset.class_names
+    waited = [0.0]
+    started = time.perf_counter()
     try:
-        logits, labels = predict_labelled(model.to(on), batches, cfg.mean, cfg.std, on)
+        logits, labels = predict_labelled(model.to(on), _timed(batches, waited), cfg.mean, cfg.std, on)
     finally:
         if feed is not None:
             skipped = sorted(feed.bad)
             feed.close()
+    seconds = time.perf_counter() - started
+    _say_speed(terminal, len(labels), seconds - waited[0], waited[0], f"the model on {on}", EVAL_BATCH)
     head = {"model": meta.model, "checkpoint": str(checkpoint), "data": data, "folder": where}
     png = out or checkpoint.with_name(f"{checkpoint.stem}.confusion.{split}.png")
     _report(logits.numpy(), labels.numpy(), known, head, meta.model, skipped=skipped, device=str(on), png=png)
@@ -197,8 +201,8 @@ def _evaluate_engine(
         else:
             logits, labels, skipped, where = _on_folder(classifier, data_dir, split, workers, ran_on, terminal)
             data = "imagefolder"
-        seconds = time.perf_counter() - started
-        _say_speed(terminal, len(labels), seconds, classifier.runner.total_inference_time, classifier.batch)
+        seconds, engine = time.perf_counter() - started, classifier.runner.total_inference_time
+        _say_speed(terminal, len(labels), engine, max(seconds - engine, 0.0), "the engine", classifier.batch)
     model = classifier.card.model
     head = {"model": model, "engine": str(source), "data": data, "folder": where}
     png = out or source.with_name(f"{source.stem}.confusion.{split}.png")
@@ -206,15 +210,30 @@ def _evaluate_engine(
     _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, png=png)
 
 
-def _say_speed(terminal: Console, images: int, seconds: float, engine_seconds: float, batch: int) -> None:
-    """Per image, as Ultralytics' val prints it: the engine's time and the rest (reading, decoding and
-    normalising the images, which threads overlap with the engine)."""
+def _say_speed(terminal: Console, images: int, inside: float, outside: float, what: str, batch: int) -> None:
+    """Per image, as Ultralytics' val prints it: the model's or engine's time and the rest (reading, decoding
+    and normalising the images, which threads or worker processes overlap with the model)."""
     per = 1000.0 / max(images, 1)
     terminal.print(
-        f"per image: {engine_seconds * per:.1f} ms in the engine (batches of up to {batch}), "
-        f"{max(seconds - engine_seconds, 0.0) * per:.1f} ms more reading and preparing the images",
+        f"per image: {inside * per:.1f} ms in {what} (batches of up to {batch}), "
+        f"{outside * per:.1f} ms more reading and preparing the images",
         soft_wrap=True,
     )
+
+
+def _timed(batches: Iterable[Batch], waited: List[float]) -> Iterator[Batch]:
+    """The batches, adding to waited[0] the seconds spent waiting for each: what is left of the loop's time
+    is the model's (on a GPU, its queued work is waited for when the logits come back, inside the loop)."""
+    it = iter(batches)
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        finally:
+            waited[0] += time.perf_counter() - start
+        yield batch
 
 
 def _engine_data(data: Optional[str], data_dir: Path) -> str:

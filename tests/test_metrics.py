@@ -31,7 +31,7 @@ def test_confusion_counts_per_class_and_the_other_column() -> None:
     labels = np.array([0, 0, 0, 1, 1, 1])  # a 4-class model on a folder of classes 0 and 1
     matrix = metrics.confusion_matrix(logits, labels, 4)
     expected = torch.bincount(torch.tensor(labels * 4 + logits.argmax(1)), minlength=16).reshape(4, 4)
-    assert matrix.tolist() == expected.tolist()
+    assert matrix[:, :4].tolist() == expected.tolist() and matrix[:, 4].tolist() == [0, 0, 0, 0]  # no NaN row
     counts, other = metrics.shown_confusion(matrix, [0, 1])
     assert counts == [[1, 1, 1], [0, 2, 1]] and other
     rows = metrics.per_class(matrix, [0, 1], ["a", "b", "c", "d"])
@@ -56,3 +56,33 @@ def test_ranks_with_ties_are_the_stable_order() -> None:
     assert got["top1"] == pytest.approx(100 * float((order[:, 0] == labels).mean()))
     assert got["top5"] == pytest.approx(100 * float((order[:, :5] == labels[:, None]).any(1).mean()))
     assert order[:, 0].tolist() == logits.argmax(1).tolist()
+
+
+def test_a_row_of_nan_logits_is_a_miss_everywhere() -> None:
+    """NaN logits (an overflowing FP16 engine, a diverged run) predict nothing: each such image is wrong in
+    top-1, top-5, recall and the confusion's other column, and counted; a NaN in the label's own logit
+    made its rank 0 (both comparisons false), so an engine of NaN outputs scored 100%."""
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((10, 7)).astype(np.float32)
+    labels = logits.argmax(1)  # all right ...
+    logits[:3] = np.nan  # ... but three rows of NaN
+    logits[3, 0] = np.nan  # and one NaN beside the right answer
+    scores = metrics.accuracy(logits, labels)
+    assert scores["top1"] == scores["top5"] == 60.0 and np.isnan(scores["loss"])
+    assert metrics.accuracy(np.full((4, 6), np.nan, np.float32), np.arange(4))["top1"] == 0.0
+    report = metrics.classification_report(logits, labels, None)
+    assert report["nan_images"] == 4 and report["top1"] == 60.0
+    assert sum(row["recall"] * row["support"] for row in report["classes"]) == pytest.approx(100 * 6)
+    assert report["confusion"]["other"] and sum(row[-1] for row in report["confusion"]["counts"]) == 4
+
+
+def test_accuracy_in_row_chunks_is_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ROWS rows at a time (the memory of 50,000 × 1,000 logits stays bounded): the same figures."""
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((101, 12)).astype(np.float32)
+    labels = rng.integers(0, 12, 101)
+    whole = metrics.accuracy(logits, labels)
+    monkeypatch.setattr(metrics, "ROWS", 7)  # 15 chunks, the last of 3 rows
+    chunked = metrics.accuracy(logits, labels)
+    assert chunked["top1"] == whole["top1"] and chunked["top5"] == whole["top5"]
+    assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-12)

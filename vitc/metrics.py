@@ -8,33 +8,45 @@ from typing import Any
 
 import numpy as np
 
+ROWS = 4096  # logits scored at once: 4,096 rows of 1,000 classes are 33 MB in float64
+
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Top-1 and top-5 (top-k capped at the number of classes) in percent, and the mean cross-entropy.
 
     Each label's rank is the count of classes ranked above it: higher logits, and equal logits of lower
-    classes (as `argmax` picks the first of equals); one pass over the logits, however many classes."""
+    classes (as `argmax` picks the first of equals); one pass over the logits, however many classes, ROWS
+    rows at a time. A row holding NaN is a miss (no class is ranked by it), and makes the loss NaN."""
     logits = np.asarray(logits, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
-    rows = np.arange(len(labels))
-    own = logits[rows, labels][:, None]
-    lower = np.arange(logits.shape[1])[None, :] < labels[:, None]
-    rank = (logits > own).sum(axis=1) + ((logits == own) & lower).sum(axis=1)
-    wide = logits.astype(np.float64)
-    peak = wide.max(axis=1, keepdims=True)
-    log_total = np.log(np.exp(wide - peak).sum(axis=1)) + peak[:, 0]
-    return {
-        "top1": 100.0 * float((rank == 0).mean()),
-        "top5": 100.0 * float((rank < min(5, logits.shape[1])).mean()),
-        "loss": float((log_total - wide[rows, labels]).mean()),
-    }
+    k = min(5, logits.shape[1])
+    top1 = top5 = 0
+    loss = 0.0
+    for start in range(0, len(labels), ROWS):
+        part, own_labels = logits[start : start + ROWS], labels[start : start + ROWS]
+        rows = np.arange(len(own_labels))
+        own = part[rows, own_labels][:, None]
+        lower = np.arange(part.shape[1])[None, :] < own_labels[:, None]
+        rank = (part > own).sum(axis=1) + ((part == own) & lower).sum(axis=1)
+        rank[np.isnan(part).any(axis=1)] = part.shape[1]
+        top1 += int((rank == 0).sum())
+        top5 += int((rank < k).sum())
+        wide = part.astype(np.float64)
+        peak = wide.max(axis=1, keepdims=True)
+        log_total = np.log(np.exp(wide - peak).sum(axis=1)) + peak[:, 0]
+        loss += float((log_total - wide[rows, own_labels]).sum())
+    count = max(len(labels), 1)
+    return {"top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count, "loss": loss / count}
 
 
 def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(true, predicted) counts, int64 num_classes × num_classes."""
+    """(true, predicted) counts, int64 num_classes × (num_classes + 1): the last column counts the images
+    whose logits hold NaN, which predict no class (argmax would name the first NaN's)."""
+    logits = np.asarray(logits)
     predicted = np.argmax(logits, axis=1).astype(np.int64)
-    flat = np.asarray(labels, dtype=np.int64) * num_classes + predicted
-    return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+    predicted[np.isnan(logits).any(axis=1)] = num_classes
+    flat = np.asarray(labels, dtype=np.int64) * (num_classes + 1) + predicted
+    return np.bincount(flat, minlength=num_classes * (num_classes + 1)).reshape(num_classes, num_classes + 1)
 
 
 def per_class(matrix: np.ndarray, classes: Sequence[int], class_names: Sequence[str]) -> list[dict[str, Any]]:
@@ -54,7 +66,8 @@ def per_class(matrix: np.ndarray, classes: Sequence[int], class_names: Sequence[
 
 def shown_confusion(matrix: np.ndarray, classes: Sequence[int]) -> tuple[list[list[int]], bool]:
     """The rows and columns of `classes`, plus an "other" column for predictions of any class outside
-    them (a 1000-class model on a 5-class folder); (counts, whether the column was added)."""
+    them (a 1000-class model on a 5-class folder) or of none (NaN logits); (counts, whether the column
+    was added)."""
     idx = np.asarray(list(classes), dtype=np.int64)
     kept = matrix[idx][:, idx]
     other = matrix[idx].sum(axis=1) - kept.sum(axis=1)
@@ -66,7 +79,8 @@ def shown_confusion(matrix: np.ndarray, classes: Sequence[int]) -> tuple[list[li
 def classification_report(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None) -> dict[str, Any]:
     """What `vitc eval` reports, as one record: images, top-1 (top-5 above 5 classes: with fewer it is 100%
     by construction), loss, precision and recall of each class present, and the confusion counts of those
-    classes (an "other" column when some images were predicted as a class outside them)."""
+    classes (an "other" column when some images were predicted as a class outside them, or as none:
+    `nan_images` counts those whose logits hold NaN, each a miss)."""
     scores = accuracy(logits, labels)
     num_classes = logits.shape[1]
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
@@ -75,6 +89,7 @@ def classification_report(logits: np.ndarray, labels: np.ndarray, class_names: S
     counts, other = shown_confusion(matrix, present)
     return {
         "images": len(labels),
+        "nan_images": int(matrix[:, -1].sum()),
         "top1": scores["top1"],
         **({"top5": scores["top5"]} if num_classes > 5 else {}),
         "loss": scores["loss"],

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 
-def make_tiny_onnx(path: Path, batch: int | str = "batch", precision: str = "fp32", io_type: int = 1) -> Path:
-    """input 'input' N×3×8×8 → Reshape → MatMul(192×10) → Softmax → 'logits' N×10.
+def make_tiny_onnx(
+    path: Path, batch: int | str = "batch", precision: str = "fp32", io_type: int = 1, size: int = 8, classes: int = 10
+) -> Path:
+    """input 'input' N×3×8×8 → Reshape → MatMul(192×10) → Softmax → 'logits' N×10 (or size×size images
+    and `classes` outputs).
 
     precision "fp16" computes the MatMul in float16 between Casts (the AutoCast form), "int8" puts a
     QuantizeLinear/DequantizeLinear pair on the activations (the Q/DQ form); io_type is the ONNX
@@ -20,8 +23,8 @@ def make_tiny_onnx(path: Path, batch: int | str = "batch", precision: str = "fp3
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    weight = np.random.default_rng(0).standard_normal((192, 10)).astype(np.float32)
-    inits = [numpy_helper.from_array(np.array([-1, 192], dtype=np.int64), "shape")]
+    weight = np.random.default_rng(0).standard_normal((3 * size * size, classes)).astype(np.float32)
+    inits = [numpy_helper.from_array(np.array([-1, 3 * size * size], dtype=np.int64), "shape")]
     nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"])]
     if precision == "fp16":
         inits.append(numpy_helper.from_array(weight.astype(np.float16), "W"))
@@ -48,8 +51,8 @@ def make_tiny_onnx(path: Path, batch: int | str = "batch", precision: str = "fp3
     graph = helper.make_graph(
         nodes,
         "tiny",
-        [helper.make_tensor_value_info("input", io_type, [batch, 3, 8, 8])],
-        [helper.make_tensor_value_info("logits", io_type, [batch, 10])],
+        [helper.make_tensor_value_info("input", io_type, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("logits", io_type, [batch, classes])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

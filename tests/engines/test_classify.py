@@ -82,6 +82,13 @@ def test_a_plan_classifies_as_its_export_with_the_sidecar_alone(version, fake, e
         )
         reports[name] = json.loads(out.read_text())
     assert reports["plan"]["backend"] == "tensorrt" and len(reports["plan"]["images"]) == 5
+    on_cpu = cli.invoke(app, ["predict", str(plan), str(photos), "--device", "cpu"])  # not quietly on the GPU
+    assert on_cpu.exit_code == 2 and "TensorRT plan, which runs on the GPU: --device cpu is for .onnx files" in (
+        " ".join(on_cpu.output.split())
+    )
+    if "CUDAExecutionProvider" not in pytest.importorskip("onnxruntime").get_available_providers():
+        on_cuda = cli.invoke(app, ["predict", str(export_dir / "model.fp32.onnx"), str(photos), "--device", "cuda"])
+        assert on_cuda.exit_code == 2 and "ONNX Runtime has no GPU provider here" in on_cuda.output  # not the CPU
     for ours, theirs in zip(reports["plan"]["images"], reports["onnx"]["images"]):
         assert ours["image"] == theirs["image"] and [c for c, _ in ours["top"]] == [c for c, _ in theirs["top"]]
         assert [p for _, p in ours["top"]] == pytest.approx([p for _, p in theirs["top"]], abs=1e-5)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.engines.conftest import tiny_logits_by_hand
+from tests.engines.conftest import make_tiny_onnx, manifest_record, tiny_logits_by_hand
 from vitc.cli.main import app
 from vitc.engines.accuracy import evaluate_folder
 from vitc.engines.classify import Classifier
@@ -145,6 +145,18 @@ def test_eval_on_an_engine_refuses_what_it_cannot_measure_in_one_line(export_dir
         onnx, "--data", "digits", "--data-dir", str(photos)
     )
     assert one_line(onnx, "--device", "gpu").endswith(": --device cuda")
+    if "CUDAExecutionProvider" not in pytest.importorskip("onnxruntime").get_available_providers():
+        assert "ONNX Runtime has no GPU provider here" in one_line(onnx, "--device", "cuda")  # not quietly the CPU
+    c32 = tmp_path / "c32"  # a 32×32 model of 5 unnamed classes on CIFAR-10's 10 labels
+    c32.mkdir()
+    make_tiny_onnx(c32 / "model.fp32.onnx", size=32, classes=5)
+    prep = {**manifest_record()["preprocess"], "resize_shorter_side": 32, "center_crop": [32, 32]}  # type: ignore[dict-item]
+    (c32 / "manifest.fp32.json").write_text(
+        json.dumps(manifest_record(input_size=[3, 32, 32], class_names=None, preprocess=prep))
+    )
+    assert "model.fp32.onnx gives 5 classes and CIFAR-10 has 10" in one_line(
+        str(c32 / "model.fp32.onnx"), "--data-dir", str(tmp_path), "--device", "cpu"
+    )
     record = json.loads((export_dir / "manifest.fp32.json").read_text())
     labelless = np.load(export_dir / "heldout.npz")
     np.savez(export_dir / "heldout.npz", images=labelless["images"], reference_logits=labelless["reference_logits"])
@@ -156,3 +168,47 @@ def test_eval_on_an_engine_refuses_what_it_cannot_measure_in_one_line(export_dir
     plan = tmp_path / "tiny.plan"
     assert cli.invoke(app, ["build", onnx, "--out", str(plan)]).exit_code == 0
     assert "is a TensorRT plan, which runs on the GPU" in one_line(str(plan), "--device", "cpu")
+
+
+def test_a_plan_is_not_measured_on_an_export_made_after_it(fake, export_dir: Path, tmp_path: Path) -> None:
+    """The held-out set found through a plan's sidecar is the one of the ONNX file it was built from: once
+    the folder is exported again (another file, another manifest), its labels need not be the plan's."""
+    onnx_lib = pytest.importorskip("onnx")
+    from vitc._io import sha256_file
+
+    fake("10.3")
+    onnx = export_dir / "model.fp32.onnx"
+    manifest = export_dir / "manifest.fp32.json"
+    manifest.write_text(json.dumps(manifest_record(onnx_sha256=sha256_file(onnx))))
+    plan = tmp_path / "tiny.plan"
+    assert cli.invoke(app, ["build", str(onnx), "--out", str(plan)]).exit_code == 0
+    assert _eval(str(plan), "--out", str(tmp_path / "a.png"))["images"] == 12
+    again = onnx_lib.load(str(onnx))
+    again.doc_string = "exported again"
+    onnx_lib.save(again, str(onnx))
+    manifest.write_text(json.dumps(manifest_record(onnx_sha256=sha256_file(onnx))))
+    result = cli.invoke(app, ["eval", str(plan)])
+    assert result.exit_code == 2, result.output
+    assert f"was built from another model.fp32.onnx than the one in {export_dir} now" in " ".join(result.output.split())
+
+
+def test_a_static_batch_is_fed_whole_chunks(tmp_path: Path) -> None:
+    """Chunks of images are rounded up to whole calls of a static batch: 96 images through a batch of 48
+    are 2 calls (chunks of 64 made 3: 48, then 16 and 32 each padded to 48), and the speed line names the
+    batch the engine runs, not the one asked for."""
+    from vitc.engines.accuracy import pixel_logits
+
+    folder = tmp_path / "static"
+    folder.mkdir()
+    onnx = make_tiny_onnx(folder / "model.fp32.onnx", batch=48)
+    (folder / "manifest.fp32.json").write_text(json.dumps(manifest_record(batch={"min": 48, "opt": 48, "max": 48})))
+    pixels = np.random.default_rng(5).integers(0, 256, (96, 3, 8, 8), dtype=np.uint8)
+    with Classifier(onnx, device="cpu", batch=32) as classify:
+        rows: List[int] = []
+        infer = classify.runner.infer
+        classify.runner.infer = lambda feed: rows.append(len(feed["input"])) or infer(feed)  # type: ignore[method-assign]
+        logits = pixel_logits(classify, pixels)
+    assert rows == [48, 48] and logits.shape == (96, 10)
+    output = _eval(str(onnx), "--data-dir", str(_folder(tmp_path / "photos")), "--device", "cpu", "--out",
+                   str(tmp_path / "cm.png"))["output"]  # fmt: skip
+    assert "ms in the engine (batches of up to 48)" in output

@@ -91,7 +91,7 @@ def test_the_heldout_set_stores_pixels_that_give_the_reference_inputs(
     np.testing.assert_allclose(first, heldout.reference_logits[:4], atol=1e-4)
     with OnnxRuntimeRunner(manifest.onnx_path, device="cpu") as runner:
         whole = heldout_logits(runner, heldout, batch=8)
-        monkeypatch.setattr(accuracy, "HELDOUT_CHUNK", 7)  # chunks of 8 (the batch), the last one short
+        monkeypatch.setattr(accuracy, "HELDOUT_CHUNK", 44)  # chunks of 44: 360 = 8 × 44 + 8, the last one short
         np.testing.assert_array_equal(heldout_logits(runner, heldout, batch=8), whole)
     np.testing.assert_allclose(whole, heldout.reference_logits, atol=1e-4)
 

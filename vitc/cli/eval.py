@@ -179,15 +179,12 @@ def _evaluate_engine(
 ) -> None:
     """An engine on a labelled folder (decoded here, by threads), on CIFAR-10 batches (a 32×32 model), or on
     its export's held-out set."""
-    from vitc.engines import backend_for_path
+    from vitc.engines.base import batch_step
     from vitc.engines.classify import Classifier
 
-    onnx = backend_for_path(source) == "onnxrt"
-    if not onnx and device == "cpu":
-        raise VitcError(f"{source} is a TensorRT plan, which runs on the GPU: --device cpu applies to .onnx files")
     cifar = data_dir is not None and _engine_data(data, data_dir) == "cifar10"
     terminal = console()
-    classifier = Classifier(source, **({"device": "cpu" if device == "cpu" else "auto"} if onnx else {}), batch=32)
+    classifier = Classifier(source, device=device, batch=32)
     names = classifier.class_names
     with classifier:
         ran_on = _engine_device(classifier)
@@ -202,7 +199,8 @@ def _evaluate_engine(
             logits, labels, skipped, where = _on_folder(classifier, data_dir, split, workers, ran_on, terminal)
             data = "imagefolder"
         seconds, engine = time.perf_counter() - started, classifier.runner.total_inference_time
-        _say_speed(terminal, len(labels), engine, max(seconds - engine, 0.0), "the engine", classifier.batch)
+        step = batch_step(classifier.runner, classifier.batch)
+        _say_speed(terminal, len(labels), engine, max(seconds - engine, 0.0), "the engine", step)
     model = classifier.card.model
     head = {"model": model, "engine": str(source), "data": data, "folder": where}
     png = out or source.with_name(f"{source.stem}.confusion.{split}.png")
@@ -265,7 +263,10 @@ def _on_cifar(classifier: Classifier, data_dir: Path, split: str) -> Tuple[np.nd
             f"cifar10/{split} has classes {', '.join(names[:5])}…, the engine {', '.join(classifier.class_names[:5])}…:"
             " it was not trained on CIFAR-10"
         )
-    return pixel_logits(classifier, pixels), labels, f"cifar10/{split}"
+    logits = pixel_logits(classifier, pixels)
+    if logits.shape[1] != len(names):
+        raise VitcError(f"{classifier.path} gives {logits.shape[1]} classes and CIFAR-10 has {len(names)}")
+    return logits, labels, f"cifar10/{split}"
 
 
 def _on_folder(
@@ -301,6 +302,13 @@ def _on_heldout(
         raise VitcError(
             f"{source}: no export beside it keeps a held-out set to measure on; give a labelled folder with "
             "--data-dir (<class>/ folders of images)"
+        )
+    built = classifier.card.built_from_sha256
+    if built is not None and manifest.onnx_sha256 is not None and built != manifest.onnx_sha256:
+        raise VitcError(
+            f"{source} was built from another {manifest.onnx_path.name} than the one in {manifest.path.parent} now "
+            "(its sha256 differs: exported again since), so that held-out set is not this engine's: build the "
+            "plan again, or give --data-dir"
         )
     kept = str((manifest.drift or {}).get("data") or "its data")
     if data is not None and data != kept:
@@ -355,6 +363,12 @@ def _report(
         terminal.print(f"no confusion PNG: matplotlib is not installed (the counts are in {written[0].name})")
     write_json(written[-1], report)
     terminal.print(_per_class_table(report["classes"]))
+    if report["nan_images"]:
+        terminal.print(
+            labelled("warning:", "yellow", f"{report['nan_images']} images gave NaN logits, each counted as wrong "
+                     "(the confusion's other column): the model's numbers overflow, or its weights hold NaN"),
+            soft_wrap=True,
+        )  # fmt: skip
     present = len(confusion["true"])
     of = f", {present} of the model's {num_classes} classes" if present < num_classes else ""
     unread = f", {len(skipped)} unreadable skipped" if skipped else ""

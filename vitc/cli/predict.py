@@ -123,7 +123,7 @@ class _OnEngine:
         from vitc.engines import backend_for_path
         from vitc.engines.classify import Classifier
 
-        self.classifier = Classifier(path, device="cpu" if device == "cpu" else "auto", batch=batch)
+        self.classifier = Classifier(path, device=device, batch=batch)
         self.backend = backend_for_path(path)
 
     def __enter__(self) -> Tuple[Classify, Preprocess, str]:

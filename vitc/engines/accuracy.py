@@ -14,7 +14,7 @@ from vitc.artifacts.drift import DriftReport, compare_logits
 from vitc.artifacts.preprocess import Preprocess, normalized
 from vitc.data.files import FileIndex, labelled_files
 from vitc.data.images import prepare, to_channels
-from vitc.engines.base import BaseRunner, infer_in_batches
+from vitc.engines.base import BaseRunner, chunk_of, infer_in_batches
 from vitc.engines.classify import Classifier
 from vitc.errors import VitcError
 from vitc.metrics import classification_report
@@ -42,7 +42,7 @@ def heldout_logits(runner: BaseRunner, heldout: Heldout, batch: int = 32) -> np.
             f"{runner.name}: the held-out images are {'×'.join(map(str, sample))} and the model takes {wanted}: "
             "they come from another export"
         )
-    chunk = max(batch, HELDOUT_CHUNK)
+    chunk = chunk_of(runner, max(batch, HELDOUT_CHUNK))
     return np.concatenate([infer_in_batches(runner, heldout.inputs(start, start + chunk), batch)
                            for start in range(0, len(heldout), chunk)])  # fmt: skip
 
@@ -57,9 +57,9 @@ def pixel_logits(classifier: Classifier, pixels: np.ndarray) -> np.ndarray:
             f"{classifier.path} takes {prep.input_size[1]}×{prep.input_size[2]} images and these are "
             f"{pixels.shape[2]}×{pixels.shape[3]}"
         )
-    chunks = []
-    for start in range(0, len(pixels), HELDOUT_CHUNK):
-        part = to_channels(pixels[start : start + HELDOUT_CHUNK], prep.input_size[0])
+    chunks, chunk = [], chunk_of(classifier.runner, HELDOUT_CHUNK)
+    for start in range(0, len(pixels), chunk):
+        part = to_channels(pixels[start : start + chunk], prep.input_size[0])
         chunks.append(classifier.logits(normalized(part, prep.mean, prep.std)))
     return np.concatenate(chunks)
 
@@ -79,7 +79,8 @@ def folder_logits(
     logits: List[np.ndarray] = []
     kept: List[int] = []
     bad: List[str] = []
-    for start, inputs in _decoded_chunks(files, prep, threads):
+    chunk = chunk_of(classifier.runner, FOLDER_CHUNK)
+    for start, inputs in _decoded_chunks(files, prep, threads, chunk):
         readable = [i for i, x in enumerate(inputs) if not isinstance(x, str)]
         for why in (x for x in inputs if isinstance(x, str)):
             bad.append(why)
@@ -111,18 +112,20 @@ def folder_index(classifier: Classifier, folder: Path, split: str) -> Tuple[File
     return labelled_files(folder, split, classifier.class_names)
 
 
-def _decoded_chunks(files: Sequence[Path], prep: Preprocess, threads: int) -> Iterator[Tuple[int, List[Prepared]]]:
+def _decoded_chunks(
+    files: Sequence[Path], prep: Preprocess, threads: int, chunk: int = FOLDER_CHUNK
+) -> Iterator[Tuple[int, List[Prepared]]]:
     """(start, [the prepared 1×C×H×W input, or why the file is unreadable]) per chunk, in order; with
     threads, the next chunk is decoding while the caller runs this one."""
-    starts = range(0, len(files), FOLDER_CHUNK)
+    starts = range(0, len(files), chunk)
     if threads < 1:
         for start in starts:
-            yield start, [_prepared(f, prep) for f in files[start : start + FOLDER_CHUNK]]
+            yield start, [_prepared(f, prep) for f in files[start : start + chunk]]
         return
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: Optional[Tuple[int, List[Future[Prepared]]]] = None
         for start in starts:
-            submitted = (start, [pool.submit(_prepared, f, prep) for f in files[start : start + FOLDER_CHUNK]])
+            submitted = (start, [pool.submit(_prepared, f, prep) for f in files[start : start + chunk]])
             if pending is not None:
                 yield pending[0], [f.result() for f in pending[1]]
             pending = submitted

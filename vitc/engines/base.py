@@ -215,14 +215,28 @@ class BaseRunner(abc.ABC):
         return RunnerInfo(backend=self.backend)
 
 
+def batch_step(runner: BaseRunner, batch: int) -> int:
+    """The images an active runner takes per call when asked for `batch`: clamped into its batch range
+    (a static batch, or a TensorRT profile's min..max)."""
+    return max(runner.min_batch(), min(batch, runner.max_batch() or batch))
+
+
+def chunk_of(runner: BaseRunner, at_least: int) -> int:
+    """Images to prepare at once: `at_least`, rounded up to a whole number of the active runner's smallest
+    batch, so no call is padded but the last (a chunk of 64 through a static batch of 128 would be run as
+    one call of half padding)."""
+    low = runner.min_batch()
+    return -(-at_least // low) * low
+
+
 def infer_in_batches(runner: BaseRunner, images: np.ndarray, batch: int = 32) -> np.ndarray:
     """The first output of an active runner for `images` (N, ...), `batch` at a time, clamped into the
-    batch range the runner takes (a static batch, or a TensorRT profile's min..max). A last chunk below
-    the minimum is padded with zeros and the padded rows dropped, so any count runs through any profile."""
+    batch range the runner takes (batch_step). A last chunk below the minimum is padded with zeros and
+    the padded rows dropped, so any count runs through any profile."""
     meta = runner.get_input_metadata()[0]
     output = runner.get_output_metadata()[0].name
     low = runner.min_batch()
-    step = max(low, min(batch, runner.max_batch() or batch))
+    step = batch_step(runner, batch)
     images = images.astype(meta.dtype)
     chunks = []
     for start in range(0, len(images), step):

@@ -40,6 +40,7 @@ class ModelCard:
     model: Optional[str] = None  # the zoo name the export recorded
     manifest: Optional[ExportManifest] = None  # the export's, when it was read (an ONNX file; an old sidecar)
     built_from: Optional[Path] = None  # a plan: the ONNX file its sidecar says it was built from
+    built_from_sha256: Optional[str] = None  # and that file's sha256 when the plan was built
 
 
 def model_card(path: str | os.PathLike[str]) -> ModelCard:
@@ -60,7 +61,7 @@ def model_card(path: str | os.PathLike[str]) -> ModelCard:
     onnx = Path((sidecar.onnx or {}).get("path", ""))
     if sidecar.preprocess is not None:
         prep = Preprocess.from_record(sidecar.preprocess, f"{path}.json")
-        return ModelCard(prep, sidecar.class_names, f"{path}.json", sidecar.model, built_from=onnx)
+        return ModelCard(prep, sidecar.class_names, f"{path}.json", sidecar.model, None, onnx, sidecar.onnx_sha256)
     manifest = manifest_for(onnx) if onnx.suffix == ".onnx" and onnx.is_file() else None
     if manifest is None or manifest.preprocess is None:
         raise VitcError(
@@ -68,7 +69,8 @@ def model_card(path: str | os.PathLike[str]) -> ModelCard:
             f"from ({onnx}) is not there: copy that export folder back, or build the plan again"
         )
     prep = Preprocess.from_record(manifest.preprocess, str(manifest.path))
-    return ModelCard(prep, sidecar.class_names, str(onnx), sidecar.model or manifest.model, manifest, onnx)
+    model = sidecar.model or manifest.model
+    return ModelCard(prep, sidecar.class_names, str(onnx), model, manifest, onnx, sidecar.onnx_sha256)
 
 
 def top_classes(logits: np.ndarray, class_names: Optional[Sequence[str]], top_k: int) -> List[Prediction]:
@@ -88,7 +90,10 @@ class Classifier:
     def __init__(self, path: str | os.PathLike[str], *, device: str = "auto", batch: int = 8, **options: Any):
         self.path = Path(path)
         self.card = model_card(self.path)
-        if backend_for_path(self.path) == "onnxrt":
+        onnx = backend_for_path(self.path) == "onnxrt"
+        if not onnx and device == "cpu":
+            raise VitcError(f"{self.path} is a TensorRT plan, which runs on the GPU: --device cpu is for .onnx files")
+        if onnx:
             options.setdefault("device", device)
         self.runner: BaseRunner = runner_for_path(self.path, **options)
         self.batch = batch

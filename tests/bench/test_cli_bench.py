@@ -92,9 +92,23 @@ def test_bench_accuracy_through_runner(export_dir: Path, tmp_path: Path):
 
 def test_bench_errors(tmp_path: Path):
     assert run("bench").exit_code == 2
-    assert "suffix" in run("bench", "-e", str(tmp_path / "x.pt")).output
+    assert "suffix" in run("bench", "-e", str(tmp_path / "x.model")).output
+    for checkpoint in (tmp_path / "best.safetensors", tmp_path / "x.pt", tmp_path):  # a run folder too
+        assert "is a checkpoint: --ckpt runs it in PyTorch" in run("bench", "-e", str(checkpoint)).output
     assert run("bench", "--compare", "-e", str(tmp_path / "a.onnx")).exit_code == 2
     assert run("bench", "-e", str(tmp_path / "a.onnx"), "--batch", "0").exit_code == 2
+
+
+def test_bench_onnx_on_cuda_asks_for_the_gpu(tmp_path: Path):
+    """--device cuda runs an ONNX file on ONNX Runtime's CUDA provider, or says there is none (it ran on
+    the CPU unsaid)."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this ONNX Runtime has a CUDA provider")
+    onnx = make_tiny_onnx(tmp_path / "m.onnx")
+    result = run("bench", "-e", str(onnx), "--device", "cuda", "-n", "2")
+    assert result.exit_code == 2 and "ONNX Runtime has no GPU provider here" in result.output, result.output
 
 
 def test_bench_cuda_graph_on_onnx_is_one_line(tmp_path: Path):

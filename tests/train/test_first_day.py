@@ -120,6 +120,35 @@ def test_bad_files_are_skipped_and_counted_on_both_paths(photos: Path, tmp_path:
     assert "2 unreadable images skipped" in result.output
 
 
+def test_export_and_inspect_skip_the_files_training_skipped(photos: Path, tmp_path: Path) -> None:
+    """The held-out and calibration sets of an export, and inspect's images, leave out and name the files
+    training left out (they stopped at the first one, pointing to data.on_bad_image, which export has
+    not); an image folder without test/ is measured on val/, and every report says val; a run folder is
+    what inspect and bench --ckpt take, as eval and export do."""
+    runs, out = tmp_path / "runs", tmp_path / "export"
+    (photos / "val" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    assert _train(["--data-dir", str(photos), "--epochs", "1", "-q"], runs).exit_code == 0
+    run = runs / "convit_micro"
+    result = runner.invoke(app, ["export", str(run), "-p", "int8", "--out", str(out), "--calib-images", "8"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert f"skipped: cannot read image {photos / 'val' / 'dog' / 'broken.jpg'}" in text
+    assert "held-out set: imagefolder val split, 14 images" in text and "(1 unreadable skipped)" in text
+    assert "empty.jpg is empty (0 bytes) (calibration)" in text and "truncated.jpg" in text
+    manifest = json.loads((out / "convit_micro" / "manifest.int8.json").read_text())
+    assert manifest["drift"]["split"] == "val" and len(manifest["calibration"]["skipped"]) == 2
+    onnx = out / "convit_micro" / "model.int8.onnx"
+    measured = runner.invoke(app, ["eval", str(onnx), "--out", str(tmp_path / "cm.png")])
+    assert measured.exit_code == 0 and "on imagefolder/val, the held-out set of" in " ".join(measured.output.split())
+    folder = runner.invoke(app, ["export", str(run), "-p", "int8", "--out", str(out), "--force",
+                                 "--calib-dir", str(photos / "train"), "--calib-images", "30"])  # fmt: skip
+    assert folder.exit_code == 0 and " ".join(folder.output.split()).count("(calibration)") == 2, folder.output
+    shown = runner.invoke(app, ["inspect", str(run), "--images", "4", "--out", str(tmp_path / "inspect")])
+    assert shown.exit_code == 0 and "skipped: cannot read image" in shown.output, shown.output
+    timed = runner.invoke(app, ["bench", "--ckpt", str(run), "-n", "2", "--warmup", "1", "-b", "1"])
+    assert timed.exit_code == 0, timed.output
+
+
 @pytest.mark.parametrize("stream", ["memory", "stream"])
 def test_stop_names_the_file(photos: Path, tmp_path: Path, stream: str) -> None:
     (photos / "train" / "cat" / "truncated.jpg").unlink()

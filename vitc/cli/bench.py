@@ -26,14 +26,18 @@ def bench(
     model: Annotated[
         Optional[List[str]], typer.Option("--model", "-m", help="A zoo model name, run in PyTorch. Repeatable.")
     ] = None,
-    ckpt: Annotated[Optional[Path], typer.Option("--ckpt", help="A vitc checkpoint, run in PyTorch.")] = None,
+    ckpt: Annotated[
+        Optional[Path], typer.Option("--ckpt", help="A vitc checkpoint or run folder (its best), run in PyTorch.")
+    ] = None,
     compare: Annotated[
         bool, typer.Option("--compare", help="PyTorch: uncompiled vs vitc-compiled side by side.")
     ] = False,
     torch_compile: Annotated[
         bool, typer.Option("--torch-compile", help="PyTorch: also run each variant under torch.compile.")
     ] = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda (PyTorch; ONNX Runtime: cpu forces the CPU EP).")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="cpu or cuda: PyTorch's device, ONNX Runtime's CPU or CUDA provider (plans: the GPU).")
+    ] = "cpu",
     autocast: Annotated[
         Optional[str],
         typer.Option(help="PyTorch runners: autocast to fp16 or bf16 (default fp32). Artifacts keep their own."),
@@ -125,11 +129,13 @@ def _engine_runners(paths: List[Path], *, device: str, threads: Optional[int], c
 
     runners: list = []
     for path in paths:
+        if path.is_dir() or path.suffix.lower() in (".safetensors", ".pth", ".pt", ".bin"):
+            raise VitcError(f"{path} is a checkpoint: --ckpt runs it in PyTorch (--engine takes .onnx and .plan files)")
         if backend_for_path(path) == "onnxrt":
             manifest = manifest_for(path)
             runner = runner_for_path(
                 path,
-                device="cpu" if device == "cpu" else "auto",
+                device=device,  # cuda: ONNX Runtime's CUDA provider, or one line where it has none
                 threads=threads,
                 precision=manifest.precision if manifest is not None else None,
                 cuda_graph=cuda_graph,
@@ -155,8 +161,9 @@ def _pytorch_runners(
 ) -> list:
     """PyTorch runners for --ckpt and each --model; torch is imported only here, when they are asked for."""
     from vitc.bench.runner import torch_runners
+    from vitc.checkpoint import resolve_checkpoint
 
-    sources = [(None, ckpt)] if ckpt is not None else []
+    sources = [(None, resolve_checkpoint(ckpt))] if ckpt is not None else []  # a run folder: its best
     sources += [(name, None) for name in models]
     runners: list = []
     for name, path in sources:

@@ -311,10 +311,11 @@ def _on_heldout(
             "plan again, or give --data-dir"
         )
     kept = str((manifest.drift or {}).get("data") or "its data")
+    held = str((manifest.drift or {}).get("split") or "test")  # val for an image folder without test/
     if data is not None and data != kept:
         raise VitcError(f"{source}'s export kept {kept} images, not {data}: give --data-dir to measure on others")
     if split != "test":
-        raise VitcError(f"the export kept {kept}'s test split: give --data-dir to measure on its {split} split")
+        raise VitcError(f"the export kept {kept}'s {held} split: give --data-dir to measure on its {split} split")
     heldout = load_heldout(manifest)
     if heldout.labels is None:
         raise VitcError(
@@ -322,7 +323,7 @@ def _on_heldout(
             "(<class>/ folders of images) to measure its accuracy"
         )
     logits = heldout_logits(classifier.runner, heldout, classifier.batch)
-    return logits, heldout.labels, kept, f"{kept}/test, the held-out set of {manifest.path.parent}"
+    return logits, heldout.labels, kept, f"{kept}/{held}, the held-out set of {manifest.path.parent}"
 
 
 def _engine_device(classifier: Classifier) -> str:

@@ -12,7 +12,7 @@ from vitc.cli._console import console as plain_console
 
 
 def inspect(
-    checkpoint: Annotated[Path, typer.Argument(help="A vitc checkpoint (.safetensors).")],
+    checkpoint: Annotated[Path, typer.Argument(help="A vitc checkpoint (.safetensors) or run folder (its best).")],
     data: Annotated[
         Optional[str], typer.Option(help="Data for the attention statistics (default: the training data).")
     ] = None,
@@ -28,17 +28,21 @@ def inspect(
     from vitc._io import write_json
     from vitc.analysis import figures
     from vitc.analysis.locality import analyse
-    from vitc.checkpoint import load_model, training_data
+    from vitc.checkpoint import load_model, resolve_checkpoint, training_data
     from vitc.data.datasets import load_dataset
     from vitc.data.transforms import eval_transform
     from vitc.models import get_model_cfg
 
+    checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_model(checkpoint)
     cfg = get_model_cfg(model)
     name, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
     dataset = load_dataset(
-        name, "val", data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct, in_chans=cfg.input_size[0]
-    )
+        name, "val", data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct, in_chans=cfg.input_size[0],
+        on_bad_image="skip",
+    )  # fmt: skip
+    for why in dataset.skipped:  # as training left them out
+        plain_console().print(f"skipped: {why}", soft_wrap=True)
     batch = eval_transform(dataset.images[:images], cfg.mean, cfg.std)
     report = analyse(model, batch)
 

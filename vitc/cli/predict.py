@@ -72,10 +72,11 @@ def predict(
         raise VitcError(f"none of the {len(files)} images could be read (named above)")
     skip_note = f"; {len(skipped)} unreadable skipped" if skipped else ""
     speed = {k: round(1000 * v / len(rows), 2) for k, v in seconds.items()}
-    terminal.print(f"{len(rows)} images classified by {source} ({backend}){skip_note}", soft_wrap=True)
+    images = f"{len(rows)} image{'s' * (len(rows) != 1)}"
+    terminal.print(f"{images} classified by {source} ({backend}){skip_note}", soft_wrap=True)
     terminal.print(
         f"per image: {speed['decode']:.1f} ms reading the file, {speed['classify']:.1f} ms preparing and "
-        f"classifying it (batches of {batch})",
+        f"classifying it (batches of {getattr(opened, 'step', batch)})",
         soft_wrap=True,
     )
     if json_out is not None:
@@ -127,7 +128,10 @@ class _OnEngine:
         self.backend = backend_for_path(path)
 
     def __enter__(self) -> Tuple[Classify, Preprocess, str]:
+        from vitc.engines.base import batch_step
+
         classifier = self.classifier.__enter__()
+        self.step = batch_step(classifier.runner, classifier.batch)  # what the engine runs: a static batch
         return classifier, classifier.card.preprocess, self.backend
 
     def __exit__(self, *exc: Any) -> None:

@@ -86,7 +86,8 @@ def train(
             say(result.stopped_early, markup=False, highlight=False, soft_wrap=True)
         if result.skipped_images:
             say(
-                f"{result.skipped_images} unreadable images skipped (data.on_bad_image=skip; named above, "
+                f"{result.skipped_images} unreadable image{'s' * (result.skipped_images != 1)} skipped "
+                "(data.on_bad_image=skip; named above, "
                 "counted per epoch in metrics.jsonl)",
                 markup=False, highlight=False, soft_wrap=True,
             )  # fmt: skip

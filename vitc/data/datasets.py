@@ -35,13 +35,15 @@ DIGITS_VAL_FRACTION = 0.1
 
 @dataclass
 class ImageSet:
-    """Images as uint8 (N, C, H, W), labels as int64 (N,), the class names the labels index, and why
-    each unreadable file was left out (data.on_bad_image=skip)."""
+    """Images as uint8 (N, C, H, W), labels as int64 (N,), the class names the labels index, why each
+    unreadable file was left out (data.on_bad_image=skip), and the split read (an image folder without
+    test/ gives val for test)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    split: str = ""
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -59,7 +61,7 @@ class ImageSet:
     def subset(self, indices: torch.Tensor | Sequence[int] | np.ndarray) -> ImageSet:
         """The samples at `indices`, in that order, sharing class names."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
-        return ImageSet(self.images[idx], self.labels[idx], list(self.class_names), list(self.skipped))
+        return ImageSet(self.images[idx], self.labels[idx], list(self.class_names), list(self.skipped), self.split)
 
 
 def load_dataset(
@@ -102,6 +104,7 @@ def load_dataset(
     else:
         ds = _load_imagefolder(Path(data_dir), split, int(image_size), crop_pct, on_bad_image)  # type: ignore[arg-type]
     ds.images = _to_chans(ds.images, in_chans)
+    ds.split = ds.split or split
     if split == "train" and fraction < 1.0:
         ds = ds.subset(stratified_subset(ds.labels, fraction, seed))
     return ds
@@ -256,7 +259,8 @@ def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float, on
     if not images:
         raise VitcError(f"no readable images in {data_dir / split} ({len(skipped)} unreadable)")
     stacked = torch.from_numpy(np.stack(images))
-    return ImageSet(stacked, torch.tensor(labels, dtype=torch.int64), classes, skipped)
+    read = "val" if split == "test" and not (data_dir / "test").exists() else split  # as folder_split reads
+    return ImageSet(stacked, torch.tensor(labels, dtype=torch.int64), classes, skipped, read)
 
 
 # ---------------------------------------------------------------- batching

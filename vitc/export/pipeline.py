@@ -93,6 +93,17 @@ def _compile(model: Any, input_size: tuple[int, ...], opts: ExportOptions) -> tu
     return compiled.eval(), report.to_dict()["rows"], True
 
 
+@dataclass
+class Held:
+    """The held-out images an export measures its drift on."""
+
+    pixels: np.ndarray  # uint8 N×C×H×W
+    labels: np.ndarray | None  # None: generated inputs
+    name: str  # the data's name, or GENERATED
+    split: str | None = None  # the split read (None: generated)
+    skipped: Sequence[str] = ()  # why each unreadable file was left out
+
+
 def heldout_set(
     meta: Any,
     prep: Preprocess,
@@ -100,27 +111,27 @@ def heldout_set(
     data_dir: str | None,
     max_images: int = HELDOUT_MAX,
     named: bool = True,
-) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """(uint8 pixels, labels, data name): the test split of `name` (see checkpoint.training_data), or
-    generated inputs without labels for `--data generated`, or when the data was not `named` by the
-    user and its classes are not the model's (an imported ImageNet model: no local data has its classes).
-    The held-out file stores the pixels; every reader normalises them with `normalized`, as here."""
+) -> Held:
+    """The test split of `name` (see checkpoint.training_data; an image folder without test/ gives its
+    val/), or generated inputs without labels for `--data generated`, or when the data was not `named`
+    by the user and its classes are not the model's (an imported ImageNet model: no local data has its
+    classes). The held-out file stores the pixels; every reader normalises them with `normalized`."""
     from vitc.quant.calib import load_split
 
     if name == GENERATED:
-        return generated_pixels(prep), None, GENERATED
+        return Held(generated_pixels(prep), None, GENERATED)
     ds = load_split(name, "test", prep, data_dir)
     classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.num_classes
     if classes is not None and len(ds.class_names) != classes:
         if not named:
-            return generated_pixels(prep), None, GENERATED
+            return Held(generated_pixels(prep), None, GENERATED)
         raise VitcError(
             f"{name} has {len(ds.class_names)} classes and the model {classes}, so drift on it would mean "
             f"nothing: name the model's own data with --data and --data-dir, or --data {GENERATED} for "
             "agreement-only drift on generated inputs"
         )
     ds = ds.subset(range(min(len(ds), max_images)))
-    return ds.images.numpy(), ds.labels.numpy().astype(np.int64), name
+    return Held(ds.images.numpy(), ds.labels.numpy().astype(np.int64), name, ds.split, ds.skipped)
 
 
 def generated_pixels(prep: Preprocess, seed: int = 0) -> np.ndarray:
@@ -163,6 +174,7 @@ class PreparedExport:
     images: np.ndarray  # float32: the pixels normalised, the inputs the reference logits came from
     labels: np.ndarray | None  # None: generated inputs, agreement-only drift
     data_name: str
+    split: str | None  # the split the held-out images are from (test, or val without test/)
     reference: np.ndarray
     proto: Any  # the cleaned, checked FP32 graph
     parity: float
@@ -204,19 +216,24 @@ def prepare_export(
     input_size = prep.input_size
     compiled, passes, was_compiled = _compile(model, input_size, opts)
     named = opts.data is not None or opts.data_dir is not None
-    pixels, labels, held = heldout_set(meta, prep, data_name, data_dir, named=named)
+    held = heldout_set(meta, prep, data_name, data_dir, named=named)
+    pixels, labels = held.pixels, held.labels
     images = normalized(pixels, prep.mean, prep.std)
     for other in (opts, *also):
         check_calibration_source(labels is not None, other)
+    for why in held.skipped:
+        say(f"skipped: {why}")
     if labels is not None:
-        say(f"held-out set: {held} test split, {len(labels)} images" + (f" from {data_dir}" if data_dir else ""))
+        unread = f" ({len(held.skipped)} unreadable skipped)" if held.skipped else ""
+        where = f" from {data_dir}" if data_dir else ""
+        say(f"held-out set: {held.name} {held.split} split, {len(labels)} images{where}{unread}")
     else:
         why = "" if data_name == GENERATED else f"{data_name}'s classes are not the model's, "
         say(
             f"held-out set: {why}{len(images)} generated images (random pixels, no labels): drift is "
             "agreement-only (top-1 agreement, max |Δ|, cosine); --data/--data-dir name labelled data for top-1"
         )
-    data_name = held
+    data_name = held.name
     reference = _torch_logits(model, images)
 
     # 2-3. export, clean, check, parity
@@ -241,6 +258,7 @@ def prepare_export(
         images=images,
         labels=labels,
         data_name=data_name,
+        split=held.split,
         reference=reference,
         proto=proto,
         parity=delta,
@@ -264,6 +282,8 @@ def export_checkpoint(
     run_dir, onnx_path, manifest_path = output_paths(ckpt, opts)
     p = prepared or prepare_export(ckpt, opts, say)
     proto, precision_report, calibration = bake_precision(p, opts, ckpt)  # 4
+    for why in (calibration or {}).get("skipped", []):
+        say(f"skipped: {why} (calibration)")
     manifest = manifest_record(p, opts, ckpt, manifest_path, precision_report, calibration)
     artifacts.set_metadata(proto, manifest.to_record())
     lint_for_target(proto, opts.trt)
@@ -429,7 +449,7 @@ def measure_drift(
     if not drift.labelled:
         inputs = "uniform random pixels (seed 0), normalised; no labels"
         return {**drift.to_dict(), "data": GENERATED, "inputs": inputs, "split": None, "max_drop": None}, explained
-    return {**drift.to_dict(), "data": p.data_name, "split": "test", "max_drop": max_drop}, explained
+    return {**drift.to_dict(), "data": p.data_name, "split": p.split, "max_drop": max_drop}, explained
 
 
 def write_export(

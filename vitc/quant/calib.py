@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ class CalibrationSet:
     images: np.ndarray  # float32 (N, C, H, W), normalised
     source: str  # data set name
     sha256: str  # of the uint8 images, in order
+    skipped: list[str] = field(default_factory=list)  # why each unreadable file was left out
 
     def to_dict(self, method: str) -> dict[str, Any]:
-        return {"method": method, "images": len(self.images), "data": self.source, "data_sha256": self.sha256}
+        record = {"method": method, "images": len(self.images), "data": self.source, "data_sha256": self.sha256}
+        return {**record, "skipped": self.skipped} if self.skipped else record
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
         for start in range(0, len(self.images), size):
@@ -41,11 +43,14 @@ def check_images(images: np.ndarray, input_size: Sequence[int]) -> None:
 
 def load_split(name: str, split: str, prep: Preprocess, data_dir: str | None = None) -> Any:
     """A split of data set `name` read as evaluation reads it (the model's size, crop and channels):
-    the calibration set's train split here, the held-out set's test split in vitc.export."""
+    the calibration set's train split here, the held-out set's test split in vitc.export. Unreadable
+    files are left out and named in its `skipped`, as training left them out."""
     from vitc.data.datasets import load_dataset
 
     c, h, _ = prep.input_size
-    return load_dataset(name, split, data_dir=data_dir, image_size=h, crop_pct=prep.crop_pct, in_chans=c)
+    return load_dataset(
+        name, split, data_dir=data_dir, image_size=h, crop_pct=prep.crop_pct, in_chans=c, on_bad_image="skip"
+    )
 
 
 def normalise(raw: Any, prep: Preprocess) -> np.ndarray:
@@ -69,7 +74,8 @@ def calibration_set(
     order = np.random.default_rng(seed).permutation(len(data))[:count]
     raw = data.images[torch.from_numpy(np.sort(order))]
     check_images(raw.numpy(), prep.input_size)
-    return CalibrationSet(normalise(raw, prep), name, hashlib.sha256(raw.numpy().tobytes()).hexdigest())
+    sha256 = hashlib.sha256(raw.numpy().tobytes()).hexdigest()
+    return CalibrationSet(normalise(raw, prep), name, sha256, list(data.skipped))
 
 
 def folder_calibration_set(folder: Path, count: int, prep: Preprocess, seed: int = 0) -> CalibrationSet:
@@ -85,10 +91,20 @@ def folder_calibration_set(folder: Path, count: int, prep: Preprocess, seed: int
     files = [Path(root) / name for root, _, _ in sorted(os.walk(folder)) for name in list_images(Path(root))]
     if not files:
         raise VitcError(f"--calib-dir {folder} holds no images")
-    chosen = sorted(np.random.default_rng(seed).permutation(len(files))[:count])
     c, h, _ = prep.input_size
     short = eval_resize(h, prep.crop_pct)
-    pixels = np.stack([center_crop(open_image(files[i], short), short, h) for i in chosen])
-    raw = _to_chans(torch.from_numpy(pixels), c)
+    decoded: dict[int, np.ndarray] = {}
+    skipped: list[str] = []
+    for i in np.random.default_rng(seed).permutation(len(files)):  # an unreadable file: the next one drawn
+        if len(decoded) == count:
+            break
+        try:
+            decoded[int(i)] = center_crop(open_image(files[i], short), short, h)
+        except VitcError as exc:
+            skipped.append(str(exc))
+    if not decoded:
+        raise VitcError(f"none of the {len(files)} images in --calib-dir {folder} could be read")
+    raw = _to_chans(torch.from_numpy(np.stack([decoded[i] for i in sorted(decoded)])), c)
     check_images(raw.numpy(), prep.input_size)
-    return CalibrationSet(normalise(raw, prep), str(folder), hashlib.sha256(raw.numpy().tobytes()).hexdigest())
+    sha256 = hashlib.sha256(raw.numpy().tobytes()).hexdigest()
+    return CalibrationSet(normalise(raw, prep), str(folder), sha256, skipped)

@@ -157,6 +157,8 @@ def test_dla_with_gpu_fallback(version, fake, tmp_path):
     with TensorRTRunner(result.plan) as runner:  # the runtime is put on the plan's DLA core
         assert runner._runtime.DLA_core == 1 and runner.info().device == "dla"
         assert runner.infer({"input": np.ones((4, 3, 8, 8), np.float32)})["logits"].shape == (4, 10)
+    with TensorRTRunner(result.plan, cuda_graph=True) as runner:  # as trtexec: DLA and CUDA graphs exclude
+        assert not runner.cuda_graph and "runs without CUDA graphs" in runner.warnings[-1]
     for bad, message in (({"dla_core": 2}, "cores 0..1"), ({"precision": "fp32", "dla_core": 0}, "FP16 or INT8")):
         with pytest.raises(VitcError, match=message):
             B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "x.plan", **{"precision": "fp16", **bad}))
@@ -322,6 +324,38 @@ def test_cuda_graph_replays_with_new_inputs(version, fake, tiny_onnx, tmp_path):
     with TensorRTRunner(plan, cuda_graph=True) as runner:
         got = [runner.infer({"input": x})["logits"] for x in feeds]
         assert runner._graph is not None
+    for want, have in zip(expected, got):
+        np.testing.assert_array_equal(have, want)
+
+
+def test_an_engine_tensorrt_cannot_capture_runs_without_cuda_graphs(fake, tiny_onnx, tmp_path):
+    """trtexec's samples say enqueue may return false under capture (layers not permitted there), and the
+    graph then ended must not be used: the runner ends the capture, drops the graph and runs plainly with
+    a warning (it launched a graph of nothing: every later call gave the first call's outputs)."""
+    from tests.engines.fakes import tensorrt_objects
+
+    fake("10.3")
+    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    plan = B.build_engine(opts).plan
+    feeds = [np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype(np.float32) for i in range(3)]
+    with TensorRTRunner(plan) as plain:
+        expected = [plain.infer({"input": x})["logits"] for x in feeds]
+    context = tensorrt_objects.Context
+    enqueue = context.__dict__["execute_async_v3"]  # the fake's classes answer only their version's API
+
+    def refused_under_capture(self, stream_handle):
+        if self._trt._gpu.stream(stream_handle).capture is not None:
+            return False
+        return enqueue(self, stream_handle)
+
+    type.__setattr__(context, "execute_async_v3", refused_under_capture)
+    try:
+        with TensorRTRunner(plan, cuda_graph=True) as runner:
+            got = [runner.infer({"input": x})["logits"] for x in feeds]
+            assert runner._graph is None and not runner.cuda_graph
+            assert any("could not enqueue this engine inside a CUDA graph capture" in w for w in runner.warnings)
+    finally:
+        type.__setattr__(context, "execute_async_v3", enqueue)
     for want, have in zip(expected, got):
         np.testing.assert_array_equal(have, want)
 

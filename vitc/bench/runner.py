@@ -112,6 +112,8 @@ def _measure(
                 round_plan = share if round_index == 0 else replace(share, warmup=min(share.warmup, 1))
                 for name, times in collect(step, round_plan).items():
                     samples[key].setdefault(name, []).extend(times)
+        for runner in runners:  # what running found (a CUDA graph TensorRT could not capture)
+            report.warnings += [w for w in runner.warnings if w not in report.warnings]
         for (index, batch), named in samples.items():
             runner, info = runners[index], runners[index].info()
             stats = {name: LatencyStats.from_seconds(times, batch) for name, times in named.items()}

@@ -332,8 +332,12 @@ class CudaGraph:
         mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         _check(self.rt.cudaStreamBeginCapture(self.stream._obj, mode), "cudaStreamBeginCapture")
 
-    def end(self) -> None:
+    def end(self, instantiate: bool = True) -> None:
+        """End the capture; instantiate the graph unless what was captured failed to enqueue (trtexec's
+        endCaptureOnError: the graph returned then must not be used, only destroyed)."""
         self._graph = _check(self.rt.cudaStreamEndCapture(self.stream._obj), "cudaStreamEndCapture")
+        if not instantiate:
+            return
         # cudaGraphInstantiateWithFlags(graph, flags) is the one form in cuda-python 11.x (JetPack 5),
         # 12.x and 13.x: 11.x's cudaGraphInstantiate takes (graph, pLogBuffer, bufferSize) instead.
         self._exec = _check(self.rt.cudaGraphInstantiateWithFlags(self._graph, 0), "cudaGraphInstantiateWithFlags")

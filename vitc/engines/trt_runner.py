@@ -104,6 +104,11 @@ class TensorRTRunner(BaseRunner):
         dla = self.dla_core if self.dla_core is not None else (self.sidecar.dla_core if self.sidecar else None)
         if dla is not None:
             self._runtime.DLA_core = int(dla)
+            if self.cuda_graph:  # trtexec turns them off too: "CUDA graphs and DLA offloading are not
+                self.cuda_graph = False  # simultaneously supported" (samples/common/sampleOptions.cpp, 10.10+)
+                self.warnings.append(
+                    f"{self.path}: a DLA plan runs without CUDA graphs (TensorRT does not support both)"
+                )
         if self.sidecar is not None and self.sidecar.version_compatible:
             self._runtime.engine_host_code_allowed = True  # version-compatible plans embed a lean runtime
         engine = self._runtime.deserialize_cuda_engine(blob)
@@ -241,8 +246,21 @@ class TensorRTRunner(BaseRunner):
             self._drop_graph()
             graph = CudaGraph(self._stream)
             graph.begin()
-            self._context.execute_async_v3(self._stream.handle)
-            graph.end()
+            captured = False
+            try:
+                captured = bool(self._context.execute_async_v3(self._stream.handle))
+            finally:
+                graph.end(instantiate=captured)  # a stream left capturing would fail every call after
+            if not captured:  # layers TensorRT cannot enqueue under capture: as trtexec, run without graphs
+                graph.destroy()
+                self.cuda_graph = False
+                self.warnings.append(
+                    f"{self.path}: TensorRT could not enqueue this engine inside a CUDA graph capture (some of its "
+                    "layers cannot be captured), so it runs without CUDA graphs"
+                )
+                if not self._context.execute_async_v3(self._stream.handle):
+                    raise VitcError(f"{self.path}: TensorRT failed to enqueue the inference")
+                return
             self._graph, self._graph_shapes = graph, shapes
         assert self._graph is not None
         self._graph.launch()

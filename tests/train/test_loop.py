@@ -16,6 +16,7 @@ from vitc.train import loop
 from vitc.train.config import load_config
 from vitc.train.loop import TrainingInterrupted, train
 from vitc.train.report import read_metrics
+from vitc.train.state import TrainState
 
 
 def _run(overrides: dict[str, Any], resume: bool = False) -> loop.RunResult:
@@ -113,6 +114,33 @@ def test_autocast_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert device.pick_amp("off", cpu) is None
     with pytest.raises(VitcError, match="fp16 autocast needs CUDA"):
         device.pick_amp("fp16", cpu)
+    # on a GPU: bf16 where it is native (Ampere and later), fp16 on a V100 or T4, whose bf16 torch emulates
+    # (is_bf16_supported() says True there unless emulation is excluded)
+    cuda = torch.device("cuda")
+    for native, dtype in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(
+            torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native: n or including_emulation
+        )
+        assert device.pick_amp("auto", cuda) is dtype
+
+
+def test_a_resume_file_keeps_the_gpus_random_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU, drop-path draws its masks from the CUDA generator: its state is saved and restored with the
+    CPU's (a resumed run reseeded it and replayed the first session's masks). The GPU is faked here."""
+    from vitc.train import state as run_state
+
+    saved = {"cuda": torch.arange(16, dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: saved["cuda"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda value: saved.update(restored=value))
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    path = tmp_path / "resume.safetensors"
+    run_state.save_state(path, TrainState(), model, optimizer, None, {"aug": torch.Generator()}, {})
+    saved["cuda"] = torch.zeros(16, dtype=torch.uint8)  # the generator moves on
+    run_state.load_state(path, model, optimizer, None, {"aug": torch.Generator()})
+    assert torch.equal(saved["restored"], torch.arange(16, dtype=torch.uint8))
 
 
 def test_no_cuda_says_whether_pytorch_is_a_cpu_build(monkeypatch: pytest.MonkeyPatch) -> None:

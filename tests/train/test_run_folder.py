@@ -176,3 +176,28 @@ def test_discard_takes_back_only_what_the_run_wrote(tmp_path: Path) -> None:
     assert sorted(_snapshot(mine)) == ["index.json", "notes.txt", "resume.safetensors"]
     RunFolder(runs, "other").discard()  # never started: nothing to take back
     assert sorted(p.name for p in runs.iterdir()) == ["mine"]
+
+
+def test_ctrl_c_before_the_first_checkpoint_of_a_force_run_keeps_the_old_run(
+    finished: tuple[dict[str, Any], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --force run cut short in its first epoch has nothing worth more than the finished run: the old run
+    stays as it was and the new one is dropped (it replaced the old run with a state of zero steps). Cut
+    short in its second epoch, it has replaced the old run and resumes."""
+    from tests.train.test_loop import _interrupt_at
+
+    overrides, run = finished
+    before = _snapshot(run)
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, call=2)  # the first epoch (3 steps)
+        result = runner.invoke(app, ["train", "-q", "--force", *_set({**overrides, "run.seed": 7})])
+    assert result.exit_code != 0 and "interrupted before the first epoch ended" in " ".join(result.output.split())
+    assert _snapshot(run) == before
+    assert sorted(p.name for p in run.parent.iterdir() if not p.name.endswith(".lock")) == ["tiny"]
+    again = {**overrides, "run.seed": 7, "optim.epochs": 2}
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, call=5)  # the second epoch: the new run has its first checkpoint
+        result = runner.invoke(app, ["train", "-q", "--force", *_set(again)])
+    assert "continue with: vitc train --resume --name tiny" in " ".join(result.output.split()), result.output
+    assert json.loads((run / "config.json").read_text())["run"]["seed"] == 7
+    assert runner.invoke(app, ["train", "-q", "--resume", *_set(again)]).exit_code == 0

@@ -49,7 +49,9 @@ def pick_amp(choice: str, device: torch.device) -> torch.dtype | None:
     docs/benchmarks.md, "Training throughput"), otherwise fp32."""
     if choice == "auto":
         if device.type == "cuda":
-            choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # native bf16 only (Ampere and later): by default torch also counts the emulated bf16 of a
+            # V100 or T4, where fp16 runs on the tensor cores and bf16 does not
+            choice = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
         else:
             choice = "bf16" if cpu_has_native_bf16() else "off"
     if choice == "fp16" and device.type != "cuda":

@@ -38,7 +38,7 @@ from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, pa
 from vitc.train.progress import EpochProgress
 from vitc.train.records import check_resumable, checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder
-from vitc.train.state import TrainState, load_state, save_state
+from vitc.train.state import TrainState, load_state, rng_states, save_state, set_rng_states
 
 _AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
 FEED_AHEAD = {"cuda": 1}  # batches augmented ahead, by device type (vitc.data.prefetch); a CPU takes each in turn
@@ -141,7 +141,7 @@ class _Run:
     counts_skipped: bool
     meter: StepMeter
     tick: float | None = None  # when this epoch's training started, until it ends
-    unfinished: tuple[torch.Tensor, torch.Tensor] | None = None  # RNG states before a step still running
+    unfinished: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # RNG states before a step still running
     doing: str = "before the first step"  # said by a CUDA failure
 
     @property
@@ -343,7 +343,7 @@ def _train_epoch(run: _Run, epoch: int) -> None:
     run.tick = time.perf_counter()
     run.meter.start_epoch()
     for step in range(state.step_in_epoch, len(epoch_batches)):
-        run.unfinished = (ready.rewind_state(), torch.get_rng_state())  # restored if this step is cut short
+        run.unfinished = (ready.rewind_state(), rng_states())  # restored if this step is cut short
         lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -380,7 +380,7 @@ def _train_epoch(run: _Run, epoch: int) -> None:
 
 def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Between steps: the RNG states to restore if the run stops now, when batches were drawn ahead."""
-    return (ready.rewind_state(), torch.get_rng_state()) if ready.queue else None
+    return (ready.rewind_state(), rng_states()) if ready.queue else None
 
 
 def _end_epoch(run: _Run, epoch: int) -> bool:
@@ -451,10 +451,15 @@ def _interrupted(run: _Run) -> NoReturn:
     if run.tick is not None:  # cut short within an epoch: its training time so far counts
         state.train_seconds += time.perf_counter() - run.tick
     state.seconds = run.earlier + time.perf_counter() - run.started
+    if dist.is_main and folder.abandon():
+        raise TrainingInterrupted(
+            f"interrupted before the first epoch ended: {folder.final} is kept as it was (--force replaces a run "
+            "once the new one has a checkpoint)"
+        ) from None
     if dist.is_main and state.epoch < cfg.optim.epochs:
         if run.unfinished is not None:  # a step was cut short: undo its random draws
             run.aug_gen.set_state(run.unfinished[0])
-            torch.set_rng_state(run.unfinished[1])
+            set_rng_states(run.unfinished[1])
         resumable = (state, run.model, run.optimizer, run.ema and run.ema.module, {"aug": run.aug_gen}, run.run_info)
         save_state(folder.path / "resume.safetensors", *resumable)
         folder.commit()

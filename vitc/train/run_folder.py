@@ -5,8 +5,8 @@ Three rules keep a user's finished runs safe:
 - one process at a time writes a run: an exclusive lock (`.NAME.lock` beside the folder, released by
   the kernel when the process dies) makes a second `vitc train --name NAME` stop with a clear error;
 - `--force` never deletes first. The new run writes into `.NAME.new/` and only replaces the old folder
-  once it has a checkpoint of its own (or a resumable state after Ctrl-C); until then a typo in
-  `--data-dir`, a crash or a kill leaves the finished run as it was.
+  once it has a checkpoint of its own (its first epoch's); until then a typo in `--data-dir`, a crash,
+  a kill or Ctrl-C leaves the finished run as it was.
 A run that stops with an error before its first checkpoint takes back what it wrote (`discard`), so
 bad input leaves no half-made run folder (an index cache, a config) for `--resume` and `--force` to trip on.
 """
@@ -118,6 +118,15 @@ class RunFolder:
                     _remove(entry)
                 else:
                     entry.unlink(missing_ok=True)
+
+    def abandon(self) -> bool:
+        """Ctrl-C before a --force run's first checkpoint: drop the new run and keep the old one, which a
+        state of a few steps is no reason to lose. False when the run writes in place (nothing is replaced)."""
+        if self.path == self.final:
+            return False
+        _remove(self.staging)
+        self.path = self.final
+        return True
 
     def commit(self) -> None:
         """The new run has a checkpoint: swap it in for the old one (a no-op when writing in place)."""

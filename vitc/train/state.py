@@ -53,7 +53,7 @@ def save_state(
     for index, slots in opt["state"].items():
         for slot, value in slots.items():
             tensors[f"opt.{index}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update({f"rng.{name}": value for name, value in rng_states().items()})
     for name, gen in generators.items():
         tensors[f"rng.{name}"] = gen.get_state()
     groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt["param_groups"]]
@@ -109,10 +109,27 @@ def _restore(
         optimizer.load_state_dict({"state": slots, "param_groups": record["param_groups"]})
     except (ValueError, KeyError) as exc:
         raise VitcError(f"{path}: the optimiser state does not fit this model ({exc})") from exc
-    torch.set_rng_state(tensors["rng.torch"])
+    set_rng_states(_section(tensors, "rng."))
     for name, gen in generators.items():
         gen.set_state(tensors[f"rng.{name}"])
     return TrainState(**record["state"]), record["info"]
+
+
+def rng_states() -> dict[str, torch.Tensor]:
+    """torch's default generators: the CPU's and, once CUDA is in use, the current GPU's (drop-path draws
+    its masks there on a GPU, so a resumed run continues them rather than replaying the first session's)."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def set_rng_states(states: dict[str, torch.Tensor]) -> None:
+    """Restore what rng_states() gave (a CUDA state only where there is a GPU: a run resumed on a CPU
+    draws nothing on one)."""
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
 
 
 def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

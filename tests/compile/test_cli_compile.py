@@ -74,6 +74,10 @@ def test_out_writes_an_exported_program_with_a_dynamic_batch(tmp_path: Path) -> 
             got = module(x)
             assert got.shape == (batch, original.num_classes)
             assert torch.allclose(got, compiled(x), atol=1e-5) and torch.allclose(got, original.eval()(x), atol=1e-4)
+    # nothing in the program pins the CPU it was exported on: a no-op .to() is recorded as an assertion of
+    # the traced device and dtype, which failed with "Tensor device mismatch" once moved to a GPU
+    pinned = [n for n in program.graph.nodes if "assert_tensor_metadata" in str(n.target)]
+    assert not pinned, [n.kwargs for n in pinned]
 
 
 def test_program_carries_class_names_and_preprocessing(tmp_path: Path) -> None:

@@ -176,11 +176,18 @@ class StaticGPSA(nn.Module):
         else:  # content first: the output takes SDPA's (B, N, H, d) layout, and the reshape below is a view
             content = F.scaled_dot_product_attention(q, k, v, scale=1.0)
             positional = self._positional_heads_first(fused)  # under autocast: SDPA's and bmm's dtype
-            out = torch.lerp(content, positional.to(content.dtype), self.gate.to(content.dtype))
+            out = torch.lerp(content, _as(positional, content.dtype), _as(self.gate, content.dtype))
         return self.proj(out.transpose(1, 2).reshape(batch, self.tokens, self.dim))
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, tokens={self.tokens}, lowering={self.lowering!r}"
+
+
+def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` in `dtype`, cast only under autocast: torch.export records even a no-op `.to()` as an
+    assertion of the traced dtype and device (aten._assert_tensor_metadata), so a program exported on the
+    CPU would refuse to run once moved to a GPU."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 def kronecker(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -176,7 +176,14 @@ def training_data(
         return name, data_dir
     folder = trained.get("dir") if name == trained.get("name") else None
     if isinstance(folder, str) and _own_run(Path(path), name, folder):
+        if not Path(folder).is_absolute() and not Path(folder).is_dir():  # a run of an older vitc
+            raise VitcError(
+                f"{path} was trained on {folder}, a folder named relative to where vitc train ran, and there is "
+                f"no {folder} from here: run this from that folder, or pass --data-dir"
+            )
         return name, folder
+    if trained.get("name") and name != trained.get("name"):
+        raise VitcError(f"{path} was trained on {trained['name']}, not {name}: pass --data-dir to name the {name} data")
     raise VitcError(
         f"{path} does not say where its {name} data is on this machine (it is not a vitc train run here): "
         "pass --data-dir (and --data) to name the data to measure it on"

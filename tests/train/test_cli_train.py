@@ -33,6 +33,10 @@ def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
         app, ["train", "-q", "--resume", "--name", "tiny", *_set({"run.out_dir": tiny["run.out_dir"]})]
     )
     assert again.exit_code == 0, again.output  # nothing left to do, it re-scores the best checkpoint
+    longer = runner.invoke(
+        app, ["train", "--resume", "--name", "tiny", "--epochs", "2", *_set({"run.out_dir": tiny["run.out_dir"]})]
+    )
+    assert longer.exit_code == 0 and "resumed with optim.epochs = 2 (was 1)" in longer.output, longer.output
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:

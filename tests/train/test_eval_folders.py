@@ -248,3 +248,12 @@ def test_the_speed_line_counts_the_wait_for_each_batch_as_reading() -> None:
     waited = [0.0]
     assert list(_timed(slow(), waited)) == [0, 1, 2]
     assert waited[0] >= 0.06
+
+
+def test_reports_on_other_folders_do_not_replace_each_other(run_folder: Path, tmp_path: Path) -> None:
+    """Without --out, the report is named by the folder measured, beside the checkpoint."""
+    for name in ("mine", "theirs"):
+        photos = _photos(tmp_path / name, ["dog", "owl"])
+        assert runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(photos)]).exit_code == 0
+    written = sorted(p.name for p in run_folder.glob("best.confusion.*.json"))
+    assert written == ["best.confusion.mine.test.json", "best.confusion.theirs.test.json"]

@@ -19,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vitc.cli.main import app
+from vitc.errors import VitcError
 
 runner = CliRunner()
 ROOT = Path(__file__).parents[2]
@@ -75,13 +76,35 @@ def _train(args: list[str], runs: Path, *extra: str) -> Any:
 # ---------------------------------------------------------------- 1. the data folder names its kind
 
 
-def test_a_data_dir_without_data_trains_on_that_folder(photos: Path, tmp_path: Path) -> None:
-    result = _train(["--data-dir", str(photos), "--model", "convit_micro", "--epochs", "1", "-q"], tmp_path / "runs")
+def test_a_data_dir_without_data_trains_on_that_folder(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is recorded whole, as typed relative to where vitc train ran: the run's eval finds it from
+    any folder (it said 'missing folder photos'); a run recorded relative by an older vitc says so."""
+    monkeypatch.chdir(tmp_path)
+    result = _train(["--data-dir", "photos", "--model", "convit_micro", "--epochs", "1", "-q"], tmp_path / "runs")
     assert result.exit_code == 0, result.output
-    config = json.loads((tmp_path / "runs" / "convit_micro" / "config.json").read_text())
+    config_path = tmp_path / "runs" / "convit_micro" / "config.json"
+    config = json.loads(config_path.read_text())
     assert config["data"]["name"] == "imagefolder" and config["data"]["dir"] == str(photos)
     summary = json.loads((tmp_path / "runs" / "convit_micro" / "summary.json").read_text())
     assert summary["data"] == "imagefolder"
+    run = tmp_path / "runs" / "convit_micro"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    measured = runner.invoke(app, ["eval", str(run), "--out", str(tmp_path / "cm.png")])
+    assert measured.exit_code == 0 and f"14 images in {photos / 'val'}" in measured.output, measured.output
+    other = runner.invoke(app, ["eval", str(run), "--data", "cifar10"])
+    assert other.exit_code == 2 and "was trained on imagefolder, not cifar10: pass --data-dir" in other.output
+    config["data"]["dir"] = "photos"  # as an older vitc recorded it (the checkpoint's copy is what is read)
+    config_path.write_text(json.dumps(config))
+    from vitc.checkpoint import read_meta, training_data
+
+    meta = read_meta(run / "best.safetensors")
+    meta.extra["train_config"]["data"]["dir"] = "photos"
+    with pytest.raises(VitcError, match="a folder named relative to where vitc train ran, and there is no photos"):
+        training_data(run / "best.safetensors", meta)
 
 
 def test_a_folder_of_another_kind_or_no_kind_is_one_line(photos: Path, tmp_path: Path) -> None:
@@ -143,6 +166,10 @@ def test_export_and_inspect_skip_the_files_training_skipped(photos: Path, tmp_pa
     folder = runner.invoke(app, ["export", str(run), "-p", "int8", "--out", str(out), "--force",
                                  "--calib-dir", str(photos / "train"), "--calib-images", "30"])  # fmt: skip
     assert folder.exit_code == 0 and " ".join(folder.output.split()).count("(calibration)") == 2, folder.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["export", str(run), "-p", "int8", "--out", str(out), "--force",
+                                "--calib-dir", str(tmp_path / "empty")])  # fmt: skip
+    assert empty.exit_code == 2 and "holds no images" in empty.output and "held-out" not in empty.output  # first
     shown = runner.invoke(app, ["inspect", str(run), "--images", "4", "--out", str(tmp_path / "inspect")])
     assert shown.exit_code == 0 and "skipped: cannot read image" in shown.output, shown.output
     timed = runner.invoke(app, ["bench", "--ckpt", str(run), "-n", "2", "--warmup", "1", "-b", "1"])
@@ -298,6 +325,7 @@ BEFORE_TORCH = """
 import sys, time
 from typer.testing import CliRunner
 from vitc.cli.main import app
+from vitc.errors import VitcError
 started = time.perf_counter()
 result = CliRunner().invoke(app, ["train", *sys.argv[1:]])
 print(result.exit_code, round(time.perf_counter() - started, 2), "torch" in sys.modules, repr(result.output))

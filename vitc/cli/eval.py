@@ -116,8 +116,8 @@ def _evaluate_checkpoint(
                                in_chans=cfg.input_size[0])  # fmt: skip
         if meta.class_names and dataset.class_names != meta.class_names:
             raise VitcError(
-                f"{data}/{split} has classes {', '.join(dataset.class_names[:5])}…, the checkpoint "
-                f"{', '.join(meta.class_names[:5])}…: name its data with --data and --data-dir"
+                f"{data}/{split} has classes {_few(dataset.class_names)}, the checkpoint "
+                f"{_few(meta.class_names)}: name its data with --data and --data-dir"
             )
         feed, batches, where, known = None, set_batches(dataset), f"{data}/{split}", dataset.class_names
     waited = [0.0]
@@ -131,7 +131,7 @@ def _evaluate_checkpoint(
     seconds = time.perf_counter() - started
     _say_speed(terminal, len(labels), seconds - waited[0], waited[0], f"the model on {on}", EVAL_BATCH)
     head = {"model": meta.model, "checkpoint": str(checkpoint), "data": data, "folder": where}
-    png = out or checkpoint.with_name(f"{checkpoint.stem}.confusion.{split}.png")
+    png = out or _report_path(checkpoint, data_dir, split)
     _report(logits.numpy(), labels.numpy(), known, head, meta.model, skipped=skipped, device=str(on), png=png)
 
 
@@ -203,9 +203,21 @@ def _evaluate_engine(
         _say_speed(terminal, len(labels), engine, max(seconds - engine, 0.0), "the engine", step)
     model = classifier.card.model
     head = {"model": model, "engine": str(source), "data": data, "folder": where}
-    png = out or source.with_name(f"{source.stem}.confusion.{split}.png")
+    png = out or _report_path(source, data_dir, split)
     shown = f"{model or 'the model'} ({source.name})"
     _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, png=png)
+
+
+def _few(names: List[str], shown: int = 5) -> str:
+    """The first class names, with … only when there are more."""
+    return ", ".join(names[:shown]) + ("…" if len(names) > shown else "")
+
+
+def _report_path(source: Path, data_dir: Optional[Path], split: str) -> Path:
+    """Beside the checkpoint or engine, named by the data measured: a report on another folder does not
+    replace the one on the training data (best.confusion.test.png, best.confusion.more-photos.test.png)."""
+    folder = "" if data_dir is None else f".{data_dir.resolve().name}"
+    return source.with_name(f"{source.stem}.confusion{folder}.{split}.png")
 
 
 def _say_speed(terminal: Console, images: int, inside: float, outside: float, what: str, batch: int) -> None:
@@ -260,7 +272,7 @@ def _on_cifar(classifier: Classifier, data_dir: Path, split: str) -> Tuple[np.nd
         )
     if classifier.class_names and classifier.class_names != names:
         raise VitcError(
-            f"cifar10/{split} has classes {', '.join(names[:5])}…, the engine {', '.join(classifier.class_names[:5])}…:"
+            f"cifar10/{split} has classes {_few(names)}, the engine {_few(classifier.class_names)}:"
             " it was not trained on CIFAR-10"
         )
     logits = pixel_logits(classifier, pixels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 from rich.table import Table
@@ -62,8 +62,15 @@ def train(
     flags.update({"model.pretrained": str(pretrained) if pretrained else None})
     overrides = {k: v for k, v in flags.items() if v is not None} | parse_assignments(set_)
     cfg = load_config(recipe, overrides)
+    changed: List[str] = []
     if resume:
+        before = resume_config(cfg, {}).optim.epochs
         cfg = resume_config(cfg, overrides)
+        if cfg.optim.epochs != before:  # the schedule is a function of the run's length
+            changed.append(
+                f"optim.epochs = {cfg.optim.epochs} (was {before}): the learning-rate schedule is recomputed "
+                "for the new length from where the run stopped"
+            )
     named = cfg.model.name is not None  # checked now; a model the weights name is checked once resolved
     _check_before_torch(cfg, resume)
     notes = resolve_defaults(cfg)
@@ -76,6 +83,8 @@ def train(
     if not quiet and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         for note in notes:
             console().print(f"default: {note}", markup=False, highlight=False)
+        for note in changed:
+            console().print(f"resumed with {note}", markup=False, highlight=False, soft_wrap=True)
     from vitc.train.loop import train as run_training
 
     result = run_training(cfg, resume=resume, show_progress=not quiet, force=force)

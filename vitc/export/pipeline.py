@@ -78,6 +78,10 @@ def validate(opts: ExportOptions) -> tuple[int, BatchRange]:
         raise VitcError(f"unknown calibration method {opts.calib_method!r} (choose one of: {', '.join(CALIB_METHODS)})")
     if opts.precision == "int8" and not 1 <= opts.calib_images <= MAX_CALIB_IMAGES:
         raise VitcError(f"--calib-images must be between 1 and {MAX_CALIB_IMAGES}, got {opts.calib_images}")
+    if opts.precision == "int8" and opts.calib_dir and not opts.calib_data:  # before minutes of export
+        from vitc.quant.calib import calib_files
+
+        calib_files(Path(opts.calib_dir))
     if opts.max_drop is not None and not (math.isfinite(opts.max_drop) and -100 <= opts.max_drop <= 100):
         raise VitcError(f"--max-drop must be a number of top-1 points from -100 to 100, got {opts.max_drop}")
     return opset, BatchRange.from_options(opts.batch, opts.dynamic_batch)

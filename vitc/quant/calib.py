@@ -78,19 +78,28 @@ def calibration_set(
     return CalibrationSet(normalise(raw, prep), name, sha256, list(data.skipped))
 
 
-def folder_calibration_set(folder: Path, count: int, prep: Preprocess, seed: int = 0) -> CalibrationSet:
-    """`count` images drawn (seeded) from anywhere under `folder` (labels are not needed to calibrate:
-    a folder of photos like those the model will see), transformed as evaluation transforms them."""
-    import torch
-
-    from vitc.data.datasets import _to_chans, list_images
-    from vitc.data.images import center_crop, open_image
+def calib_files(folder: Path) -> list[Path]:
+    """The image files anywhere under a --calib-dir folder, or one line saying why there are none (checked
+    before the export starts, and read again to calibrate)."""
+    from vitc.data.datasets import list_images
 
     if not folder.is_dir():
         raise VitcError(f"--calib-dir {folder}: no such folder")
     files = [Path(root) / name for root, _, _ in sorted(os.walk(folder)) for name in list_images(Path(root))]
     if not files:
         raise VitcError(f"--calib-dir {folder} holds no images")
+    return files
+
+
+def folder_calibration_set(folder: Path, count: int, prep: Preprocess, seed: int = 0) -> CalibrationSet:
+    """`count` images drawn (seeded) from anywhere under `folder` (labels are not needed to calibrate:
+    a folder of photos like those the model will see), transformed as evaluation transforms them."""
+    import torch
+
+    from vitc.data.datasets import _to_chans
+    from vitc.data.images import center_crop, open_image
+
+    files = calib_files(folder)
     c, h, _ = prep.input_size
     short = eval_resize(h, prep.crop_pct)
     decoded: dict[int, np.ndarray] = {}

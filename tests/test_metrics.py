@@ -86,3 +86,11 @@ def test_accuracy_in_row_chunks_is_the_whole(monkeypatch: pytest.MonkeyPatch) ->
     chunked = metrics.accuracy(logits, labels)
     assert chunked["top1"] == whole["top1"] and chunked["top5"] == whole["top5"]
     assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-12)
+
+
+def test_the_metrics_memory_benchmark_runs(capsys: pytest.CaptureFixture) -> None:
+    """docs/metrics_memory.py's plumbing on a small set."""
+    from tests.doc_scripts import load_doc_script
+
+    load_doc_script("metrics_memory").main(["--rows", "100", "--classes", "10"])
+    assert "100 x 10 logits" in capsys.readouterr().out

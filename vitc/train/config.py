@@ -358,8 +358,9 @@ def resolve_for_data(cfg: TrainConfig, n_train: int, world_size: int = 1) -> tup
     per_epoch = max(1, n_train // cfg.optim.batch_size)
     steps = cfg.optim.epochs * per_epoch
     if steps < FEW_STEPS:
+        epochs = f"{cfg.optim.epochs} epoch{'s' * (cfg.optim.epochs > 1)}"
         warnings.append(
-            f"this run takes {steps} optimiser step{'s' * (steps > 1)} ({cfg.optim.epochs} epochs of {per_epoch} "
+            f"this run takes {steps} optimiser step{'s' * (steps > 1)} ({epochs} of {per_epoch} "
             f"at batch {cfg.optim.batch_size} on {n_train} images), fewer than {FEW_STEPS}: it may stop short of "
             "what the model can learn; raise --epochs or lower optim.batch_size"
         )

@@ -347,6 +347,11 @@ def test_argument_errors_come_before_torch_and_before_the_defaults(photos: Path,
         assert code == "2" and message in output, (args, done.stdout, done.stderr)
         assert torch_loaded == "False" and "default:" not in output, (args, output)
         assert float(seconds) < 2.0, (args, seconds)
+    # the model's own limits need torch, but not the data: an image size off its patch grid stops before
+    # the folder is read (it was said after every image was decoded, its unreadable files named first)
+    off_grid = _train(["--data-dir", str(photos), "--epochs", "1"], tmp_path / "runs", "--set", "data.image_size=34")
+    assert off_grid.exit_code == 2 and "image size 34x34 is not a multiple of the patch size" in off_grid.output
+    assert "skipped:" not in off_grid.output, off_grid.output
 
 
 def test_a_finished_run_says_the_next_command(tiny: dict[str, Any]) -> None:

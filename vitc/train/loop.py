@@ -186,6 +186,9 @@ def _setup(
     # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
     base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
     size = cfg.data.image_size or base_cfg.input_size[1]
+    if cfg.data.image_size:  # a size the model cannot take (not a multiple of its patch) stops before the data
+        with torch.device("meta"):
+            create_model(cfg.model.name, **{**cfg.model.args, "img_size": size, "num_classes": 2})
     feed, data_note = open_feed(
         cfg.data,
         size=size,

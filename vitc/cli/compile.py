@@ -28,8 +28,7 @@ def compile_(
 ) -> None:
     """Rewrite GPSA, spatial priors and CvT projections into static modules; check the logits are unchanged.
 
-    With --out DIR: DIR/model.pt2 (torch.export.save; Torch-TensorRT and torch.compile take it) and
-    DIR/compile_report.{json,md}.
+    With --out DIR: DIR/model.pt2 (torch.export.save; Torch-TensorRT takes it) and compile_report.json/.md.
     """
     import time
 

@@ -15,7 +15,7 @@ from vitc.cli._options import ForceOpt
 
 
 def export(
-    ckpt: Annotated[Path, typer.Argument(help="vitc checkpoint (.safetensors with vitc metadata).")],
+    ckpt: Annotated[Path, typer.Argument(help="A vitc checkpoint (.safetensors) or run folder (its best).")],
     precision: Annotated[
         Optional[List[str]], typer.Option("--precision", "-p", help="fp32, fp16 or int8; repeatable (default fp32).")
     ] = None,
@@ -52,8 +52,9 @@ def export(
     no_compile: Annotated[bool, typer.Option("--no-compile", help="Export the uncompiled model (naive).")] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Export a checkpoint (or a run folder's best) to ONNX with its precision baked in, checked against PyTorch
-    on held-out data, or on generated inputs (agreement only) when no local data has the model's classes."""
+    """Export a checkpoint (or a run folder's best) to ONNX with its precision baked in, checked against PyTorch.
+
+    Drift is measured on held-out data, or on generated inputs (agreement only) when none has its classes."""
     from vitc.checkpoint import resolve_checkpoint
     from vitc.errors import VitcError
     from vitc.export import ExportOptions, export_checkpoint

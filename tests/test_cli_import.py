@@ -189,3 +189,53 @@ def test_import_official_convit_raw_state_dict(tmp_path: Path) -> None:
     model, _ = load_model(tmp_path / "o" / "model.safetensors")
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(model(x), reference(x))
+
+
+@pytest.mark.parametrize("name", ["deit_tiny", "deit_distilled", "convit_tiny", "spvit_s"])
+def test_weights_trained_at_another_size_import_at_that_size(tmp_path: Path, name: str) -> None:
+    """Without --img-size, the model takes the size the weights were trained at, read off their position
+    embedding's grid (a 384 release was resampled to 224 unsaid), and the logits are the reference's."""
+    torch.manual_seed(0)
+    model_name = "deit_tiny" if name == "deit_distilled" else name
+    local = [] if model_name == "deit_tiny" else ["--set", "local_up_to_layer=1"]
+    args = {"depth": 2, **({"local_up_to_layer": 1} if local else {})}
+    reference = create_model(model_name, img_size=64, **args).eval()  # a 4×4 grid of 16-pixel patches
+    state = dict(reference.state_dict())
+    if name == "deit_distilled":  # the official distilled layout: [cls, dist, grid...] and a second head
+        pos = state["pos_embed"]
+        state["pos_embed"] = torch.cat([pos[:, :1], torch.randn(1, 1, pos.shape[2]), pos[:, 1:]], dim=1)
+        state["dist_token"] = torch.randn(1, 1, pos.shape[2])
+        state["head_dist.weight"], state["head_dist.bias"] = torch.randn(1000, pos.shape[2]), torch.zeros(1000)
+    source = tmp_path / f"{name}.pth"
+    torch.save({"model": state}, source)
+    result = runner.invoke(
+        app, ["import", str(source), "-m", model_name, "-o", str(tmp_path / "o"), "--set", "depth=2", *local]
+    )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "img_size=64 (the weights' position embedding is a 4×4 grid of 16-pixel patches" in said
+    assert ("a distilled DeiT" in said) == (name == "deit_distilled")
+    model, meta = load_model(tmp_path / "o" / "model.safetensors")
+    assert meta.cfg.input_size == (3, 64, 64)
+    if name != "deit_distilled":
+        x = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            assert torch.equal(model(x), reference(x))
+
+
+def test_a_folder_config_names_the_size_cvt_was_trained_at(tmp_path: Path) -> None:
+    """CvT has no position embedding: a Hugging Face folder's preprocessor_config.json (microsoft/cvt-13-384
+    says shortest_edge 384) or timm's config.json pretrained_cfg gives the size."""
+    import json
+
+    from vitc.downloads import image_size_named_by
+
+    folder = tmp_path / "cvt-13-384"
+    folder.mkdir()
+    assert image_size_named_by(folder) is None
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"shortest_edge": 384}, "crop_pct": 0.875}))
+    assert image_size_named_by(folder / "model.safetensors") == 384
+    (folder / "config.json").write_text(json.dumps({"pretrained_cfg": {"input_size": [3, 288, 288]}}))
+    assert image_size_named_by(folder) == 288  # timm's record first
+    (folder / "config.json").write_text("not json")
+    assert image_size_named_by(folder) == 384

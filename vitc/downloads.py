@@ -64,6 +64,26 @@ def model_named_by(source: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def image_size_named_by(source: str | os.PathLike[str]) -> int | None:
+    """The input size a downloaded folder says its weights were trained at: timm's config.json
+    `pretrained_cfg.input_size`, or a Hugging Face preprocessor_config.json's `size.shortest_edge`
+    (microsoft/cvt-13-384: 384); None when neither says."""
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    for name, read in (
+        ("config.json", lambda r: (r.get("pretrained_cfg") or {}).get("input_size", [None])[-1]),
+        ("preprocessor_config.json", lambda r: (r.get("size") or {}).get("shortest_edge")),
+    ):
+        try:
+            record = json.loads((folder / name).read_text())
+            size = read(record) if isinstance(record, dict) else None
+        except (OSError, ValueError, AttributeError, TypeError, IndexError):
+            continue
+        if isinstance(size, int) and size > 0:
+            return size
+    return None
+
+
 def held_model(source: str | os.PathLike[str]) -> str | None:
     """The model weights say they hold: a vitc checkpoint's own, else what its folder's config.json names;
     None when neither says. A header that cannot be read says nothing here: reading the weights reports it."""

@@ -8,6 +8,7 @@ Reading is the only risky part: `.pth`/`.bin` files are pickles. They are opened
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import sys
@@ -147,10 +148,48 @@ def convert_file(
             overrides[key] = value
             if say:
                 say(f"{source.name}: Hugging Face layout, so {key}={value!r} (as it computes; --set {key}=… overrides)")
+    if say and "dist_token" in state_dict:
+        say(
+            f"{source.name}: a distilled DeiT; its distillation token and head (dist_token, head_dist) are left "
+            "out, so this is the plain DeiT network, whose logits are not the distilled model's (both heads' mean)"
+        )
+    trained_at = None if "img_size" in overrides else trained_size(source, state_dict, model_name, overrides)
+    if trained_at is not None:
+        overrides["img_size"], why = trained_at
+        if say:
+            say(f"{source.name}: img_size={trained_at[0]} ({why}; --img-size N resamples to another)")
     model = build_within_limits(model_name, overrides, str(source))
     check_tensors(state_dict, model, str(source))
     load_strict(model, convert_state_dict(state_dict, model, str(source)), source=str(source))
     return model, layout, source
+
+
+def trained_size(
+    source: Path, state_dict: dict[str, torch.Tensor], model_name: str, overrides: dict[str, Any]
+) -> tuple[int, str] | None:
+    """(input size, why) when the weights were trained at another size than the model's default: the grid of
+    their position embedding (DeiT, ConViT, SP-ViT at 384: 24×24 patches of 16), or what their folder's
+    config says (CvT has no position embedding). None when they match the default or nothing says."""
+    from vitc.downloads import image_size_named_by
+
+    with torch.device("meta"):
+        probe = build_within_limits(model_name, overrides, str(source))
+    default = get_model_cfg(probe).input_size[1]
+    pos_embed = state_dict.get("pos_embed")
+    grid = getattr(getattr(probe, "patch_embed", None), "grid_size", None)
+    own = getattr(probe, "pos_embed", None)
+    if isinstance(pos_embed, torch.Tensor) and pos_embed.dim() == 3 and grid is not None and own is not None:
+        prefix = own.shape[1] - grid[0] * grid[1] + int("dist_token" in state_dict)  # class (+ distillation) token
+        tokens = pos_embed.shape[1] - prefix
+        side = math.isqrt(max(tokens, 0))
+        if side * side == tokens and side != grid[0]:
+            patch = default // grid[0]
+            return side * patch, f"the weights' position embedding is a {side}×{side} grid of {patch}-pixel patches"
+        return None
+    named = image_size_named_by(source)
+    if named is not None and named != default:
+        return named, "what the folder's config says they were trained at"
+    return None
 
 
 def import_checkpoint(
@@ -190,7 +229,7 @@ __all__ = [
 # ---------------------------------------------------------------- fine-tuning: `vitc train --pretrained`
 
 _HEAD = ("head.", "aux_head.")  # the classifier(s): re-initialised for another class count
-_NOT_INHERITED = ("num_classes", "img_size", "drop_path_rate", "drop_rate", "attn_drop_rate")
+_NOT_INHERITED = ("num_classes", "drop_path_rate", "drop_rate", "attn_drop_rate")  # img_size is: data.image_size wins
 
 
 @dataclass
@@ -221,6 +260,9 @@ def read_pretrained(source: str | os.PathLike[str], model_name: str) -> Pretrain
     text = read_safetensors_metadata(path).get(META_KEY) if path.suffix == ".safetensors" else None
     if text is None:
         layout, implied = layout_of(state_dict, family)
+        trained_at = trained_size(path, state_dict, model_name, dict(implied))
+        if trained_at is not None:  # fine-tuned at the size the weights were trained at, unless data says
+            implied["img_size"] = trained_at[0]
         return Pretrained(path, state_dict, layout, implied, model=model_named_by(path))
     meta = CheckpointMeta.from_json(text, str(path))
     theirs = model_cfg(meta.model).family

@@ -275,6 +275,15 @@ def test_filter_converts_released_plain_blocks_to_spsa() -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert (ours(x) - released(x)).abs().max() <= 1e-5
+    # the converted prior can learn: its MLP's first layer is a fresh init, so a step reaches w2 (all-zero
+    # w1 and w2 passed no gradient to either: the prior stayed 1 however long the run)
+    ours.train()
+    ours(x).sum().backward()
+    attn = ours.blocks[0].attn
+    assert attn.w1.weight.abs().sum() > 0 and attn.w2.grad is not None and attn.w2.grad.abs().sum() > 0
+    again = small_model().eval()
+    assert torch.equal(checkpoint_filter_fn(released.state_dict(), again)["blocks.0.attn.w1.weight"],
+                       attn.w1.weight.detach())  # fmt: skip  # the same file imports to the same bytes
 
 
 def test_micro_forward_and_registry() -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -102,3 +103,37 @@ def test_a_rank_that_aborts_after_rank_0_finished_the_run_is_a_warning(
     warning = capsys.readouterr().err.strip().splitlines()[-1]
     assert warning.startswith("warning: rank 1 of 2 was killed by SIGABRT (its last words: terminate called")
     assert warning.endswith("after the run had finished; its files are complete")
+
+
+def test_a_process_whose_whole_batch_is_unreadable_still_steps(tmp_path: Path) -> None:
+    """Streamed photos with unreadable files, one image per process and step: a process left with nothing
+    joins the others' gradient all-reduce with zeros (it skipped the step, the collectives stopped matching
+    and gloo aborted: 'collective mismatch'), and the run ends with every unreadable file counted."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 2)):
+        for name in ("cat", "dog"):
+            folder = tmp_path / "photos" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    for i in range(3):  # every other training image of cat unreadable: some step gives a process none
+        (tmp_path / "photos" / "train" / "cat" / f"{2 * i}.jpg").write_bytes(b"not a jpeg")
+    settings = {"model.name": "deit_micro", "model.args": {"depth": 1}, "data.image_size": 16, "run.amp": "off",
+                "data.stream": "stream", "optim.batch_size": 2, "optim.epochs": 1,
+                "run.out_dir": str(tmp_path / "runs"), "run.name": "ddp"}  # fmt: skip
+    cmd = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "-q", "--data-dir", str(tmp_path / "photos")]
+    done = subprocess.run([*cmd, *_set_args(settings)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())
+    assert summary["skipped_images"] == 3  # rank 0 read two of them: the epoch's count over both ranks
+
+
+def test_the_default_batch_splits_evenly_over_the_processes() -> None:
+    """64 over 3 processes was 21 each (63 a step) while config.json said 64, which --resume then refused."""
+    from vitc.train.config import resolve_for_data
+
+    cfg = load_config(None, {})
+    notes, _ = resolve_for_data(cfg, 1000, 3)
+    assert cfg.optim.batch_size == 63 and any("split evenly over 3" in note for note in notes)

@@ -149,6 +149,22 @@ def test_same_classes_keep_the_head_and_positions_follow_the_input_size(tmp_path
     assert model.pos_embed.shape == (1, 1 + 12 * 12, 96)  # resampled from 8x8 patches to 12x12
 
 
+def test_the_size_the_weights_were_trained_at_is_kept(tmp_path: Path) -> None:
+    """A fine-tuning run takes the input size its weights were trained at unless data.image_size names one:
+    a vitc checkpoint's own, or a foreign file's position-embedding grid (a 48×48 file was fine-tuned at 32,
+    the model's default, its positions resampled unsaid)."""
+    torch.manual_seed(0)
+    source = create_model("deit_micro", depth=2, num_classes=10, img_size=48)
+    ours = save_checkpoint(tmp_path / "48.safetensors", source)
+    assert read_pretrained(ours, "deit_micro").args["img_size"] == 48
+    foreign = tmp_path / "48.pth"
+    torch.save({"model": source.state_dict()}, foreign)
+    pre = read_pretrained(foreign, "deit_micro")
+    assert pre.args["img_size"] == 48 and pre.source_format == "official/timm"
+    torch.save({"model": create_model("deit_micro", depth=2).state_dict()}, foreign)  # the default 32: no note
+    assert "img_size" not in read_pretrained(foreign, "deit_micro").args
+
+
 def test_weights_of_another_model_of_the_family_name_it(tmp_path: Path) -> None:
     """`vitc train --pretrained` left at its default model (convit_micro) with convit_tiny weights: the key
     table ended in "does not fit convit_micro" and did not say which model the file holds."""
@@ -321,7 +337,8 @@ def test_a_resumed_fine_tuning_run_keeps_its_provenance(pretrained: Path, tmp_pa
     before = read_meta(first.run_dir / "last.safetensors").provenance
     start.unlink()
     config = resume_config(load_config(None, {"run.out_dir": str(tmp_path), "run.name": "tuned"}), {"optim.epochs": 2})
-    assert config.optim.layer_decay == 0.7 and config.model.args == SMALL["model.args"]  # from config.json
+    inherited = {**SMALL["model.args"], "img_size": 16}  # the architecture and the size the weights were trained at
+    assert config.optim.layer_decay == 0.7 and config.model.args == inherited  # from config.json
     resumed = loop.train(config, resume=True, show_progress=False)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     after = read_meta(resumed.run_dir / "last.safetensors").provenance

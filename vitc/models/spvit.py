@@ -420,6 +420,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: SPViT) -> d
     """
     own = model.state_dict()
     out: dict[str, torch.Tensor] = {}
+    fresh = torch.Generator().manual_seed(0)  # the prior MLP's first layer, as the model inits it, reproducibly
     for key, value in state_dict.items():
         key = key.removeprefix("module.")
         if key.endswith("rel_indices"):
@@ -430,8 +431,12 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: SPViT) -> d
         if prefix != key and f"{prefix}attn.qk.weight" in own and f"{prefix}attn.qkv.weight" not in own:
             dim = value.shape[1]
             out[f"{prefix}attn.qk.weight"], out[f"{prefix}attn.v.weight"] = value[: 2 * dim], value[2 * dim :]
-            for name in ("w1.weight", "w1.bias", "w2"):  # w2 = 0 makes the prior exactly b2 = 1
-                out[f"{prefix}attn.{name}"] = torch.zeros_like(own[f"{prefix}attn.{name}"], device=value.device)
+            # w2 = 0 and b2 = 1 make the prior exactly 1 (plain attention); w1 keeps a fresh init, as a new
+            # model's: all-zero w1 and w2 would pass no gradient to either, and the prior could never train
+            w1 = torch.empty(own[f"{prefix}attn.w1.weight"].shape)
+            out[f"{prefix}attn.w1.weight"] = nn.init.trunc_normal_(w1, std=0.02, generator=fresh).to(value.device)
+            out[f"{prefix}attn.w1.bias"] = torch.zeros_like(own[f"{prefix}attn.w1.bias"], device=value.device)
+            out[f"{prefix}attn.w2"] = torch.zeros_like(own[f"{prefix}attn.w2"], device=value.device)
             out[f"{prefix}attn.b2"] = torch.ones_like(own[f"{prefix}attn.b2"], device=value.device)
             continue
         out[key] = value

@@ -345,6 +345,9 @@ def resolve_for_data(cfg: TrainConfig, n_train: int, world_size: int = 1) -> tup
             )
         else:
             batch = BATCH_SIZE
+            if batch % world_size:  # every process the same share: 63 for 3 (64 split as 21 each, recorded as 64)
+                batch = batch // world_size * world_size
+                notes.append(f"optim.batch_size = {batch} (the default {BATCH_SIZE}, split evenly over {world_size})")
         cfg.optim.batch_size = batch
     if cfg.optim.lr is None:
         if tuning:

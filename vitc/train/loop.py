@@ -182,6 +182,12 @@ def _setup(
     pretrained = read_pretrained(cfg.model.pretrained, cfg.model.name) if cfg.model.pretrained and not resume else None
     if pretrained is not None:
         cfg.model.args = {**pretrained.args, **cfg.model.args}  # recorded in config.json: a resume rebuilds it
+        trained_at = pretrained.args.get("img_size")
+        if trained_at is not None and not cfg.data.image_size and show_progress and dist.is_main:
+            PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
+                f"default: images at {trained_at}×{trained_at}, the size the weights were trained at "
+                "(--set data.image_size=N resamples them to another)"
+            )
 
     # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
     base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
@@ -266,6 +272,8 @@ def _setup(
         check_resumable(path, run_info)
         state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen})
         run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
+        if not dist.is_main:  # the epoch's running sums are rank 0's: summed over every rank they counted N times
+            state.partial = {key: 0.0 for key in state.partial}
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
     if cfg.run.compile != "off":  # the training forward only: evaluation and checkpoints use `model` as it is
         mode = {} if cfg.run.compile_mode == "default" else {"mode": cfg.run.compile_mode}
@@ -353,8 +361,13 @@ def _train_epoch(run: _Run, epoch: int) -> None:
         batch = next(ready)  # on the device, augmented; on a GPU the next one is prepared meanwhile
         if batch.bad:  # unreadable images, skipped (data.on_bad_image=skip) and counted
             state.partial["skipped"] += len(batch.bad)
-        if batch.x is None:  # nothing left of this batch: the step passes without an update
+        if batch.x is None and not dist.enabled:  # nothing left of this batch: the step passes without an update
             state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
+            continue
+        if batch.x is None:  # other processes step: join their gradient all-reduce with zeros (eval mode: no
+            _shadow_step(run, net)  # BatchNorm statistics from a stand-in), or the collectives stop matching
+            state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
+            progress.advance(loss=None, lr=lr, images=0)
             continue
 
         start = run.meter.mark()  # the batch is ready: the step starts
@@ -379,6 +392,30 @@ def _train_epoch(run: _Run, epoch: int) -> None:
             run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
         progress.advance(loss=None, lr=lr, images=batch.count * dist.world_size)
     run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
+
+
+def _shadow_step(run: _Run, net: torch.nn.Module) -> None:
+    """A DDP step for a process whose whole batch was unreadable: a zero loss on a stand-in image, so its
+    gradients (zeros) join the others' all-reduce and every process takes the same optimiser step."""
+    cfg, optimizer = run.cfg, run.optimizer
+    net.eval()
+    try:
+        with run.cast:
+            stand_in = torch.zeros(1, *get_model_cfg(run.model).input_size, device=run.device)
+            loss = net(stand_in).float().sum() * 0.0
+        optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+    finally:
+        net.train()
+        if cfg.optim.freeze == "backbone":
+            backbone_eval(run.model)
+    if cfg.optim.clip_grad > 0:
+        run.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.clip_grad)
+    run.scaler.step(optimizer)
+    run.scaler.update()
+    if run.ema is not None:
+        run.ema.update(run.model)
 
 
 def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -494,7 +531,9 @@ def _finish(run: _Run) -> RunResult:
     rate = state.images_seen / state.train_seconds if state.train_seconds else 0.0
     seconds = run.earlier + time.perf_counter() - run.started  # the whole run, over every resumed session
     result = RunResult(run_dir, state.history, state.best_top1, test, rate, seconds, final_split(cfg.data))
-    result.skipped_images = len(feed.bad)
+    result.skipped_images = len(feed.bad)  # under DDP rank 0 read only its shards: an epoch's sum over every rank
+    if dist.enabled:
+        result.skipped_images = max([len(feed.bad), *(int(row.get("skipped_images", 0)) for row in state.history)])
     result.compile_seconds = run.meter.warmup_seconds if cfg.run.compile != "off" else None
     result.timing = run.meter.summary()
     result.attention = run.run_info["attention"]

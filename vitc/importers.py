@@ -157,7 +157,7 @@ def convert_file(
     if trained_at is not None:
         overrides["img_size"], why = trained_at
         if say:
-            say(f"{source.name}: img_size={trained_at[0]} ({why}; --img-size N resamples to another)")
+            say(f"{source.name}: img_size={overrides['img_size']} ({why}; --img-size N resamples to another)")
     model = build_within_limits(model_name, overrides, str(source))
     check_tensors(state_dict, model, str(source))
     load_strict(model, convert_state_dict(state_dict, model, str(source)), source=str(source))

@@ -418,7 +418,7 @@ def _shadow_step(run: _Run, net: torch.nn.Module) -> None:
         run.ema.update(run.model)
 
 
-def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
     """Between steps: the RNG states to restore if the run stops now, when batches were drawn ahead."""
     return (ready.rewind_state(), rng_states()) if ready.queue else None
 

@@ -198,6 +198,13 @@ def test_decoding_workers_default_to_a_gpus_share_of_the_cores(monkeypatch: pyte
     monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1})
     assert device.pick_workers(None, cuda) == 1 and device.pick_workers(None, cuda, world_size=2) == 1
     assert load_config(None, {}).run.workers is None
+    from vitc.train.distributed import DistInfo
+
+    two_machines = DistInfo(rank=5, world_size=8, local_rank=1)  # torchrun: 4 processes on each of 2 machines
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert two_machines.on_this_machine == 4  # the cores were divided by all 8 processes
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert two_machines.on_this_machine == 8
     with pytest.raises(VitcError, match=r"run\.workers must not be negative"):
         load_config(None, {"run.workers": -1})
 

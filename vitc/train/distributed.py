@@ -34,6 +34,11 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def on_this_machine(self) -> int:
+        """Processes on this machine, which share its cores (torchrun's LOCAL_WORLD_SIZE; all of them on one)."""
+        return int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
+
 
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); a no-op for one process."""

@@ -203,7 +203,7 @@ def _setup(
         seed=cfg.run.seed,
         crop_scale=tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
         flip_prob=0.5 if cfg.aug.flip else 0.0,
-        workers=pick_workers(cfg.run.workers, device, dist.world_size),
+        workers=pick_workers(cfg.run.workers, device, dist.on_this_machine),  # the cores are per machine
         pin_memory=device.type == "cuda",
         index_cache=folder.path / "index.json" if dist.is_main else None,
         report=lambda line: PlainConsole(soft_wrap=True).print(line, highlight=False, markup=False),

@@ -53,7 +53,7 @@ def train(
     ] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
-    from vitc.train.config import load_config, resolve_defaults, resume_config
+    from vitc.train.config import apply, load_config, resolve_defaults, resume_config
     from vitc.train.run_folder import RunFolder
 
     # everything the command line and the recipe say is checked before torch is imported (seconds)
@@ -64,8 +64,9 @@ def train(
     cfg = load_config(recipe, overrides)
     changed: List[str] = []
     if resume:
-        before = resume_config(cfg, {}).optim.epochs
-        cfg = resume_config(cfg, overrides)
+        cfg = resume_config(cfg, {})  # the run's own config.json, read once
+        before = cfg.optim.epochs
+        cfg = apply(cfg, overrides)  # plus what is set explicitly now
         if cfg.optim.epochs != before:  # the schedule is a function of the run's length
             changed.append(
                 f"optim.epochs = {cfg.optim.epochs} (was {before}): the learning-rate schedule is recomputed "

@@ -217,13 +217,17 @@ def _class_dirs(split_dir: Path) -> dict[str, Path]:
     return dirs
 
 
+def split_read(data_dir: Path, split: str) -> str:
+    """The split folder an image folder gives for `split`: test falls back to val when absent."""
+    return "val" if split == "test" and not (data_dir / "test").exists() else split
+
+
 def folder_split(data_dir: Path, split: str) -> tuple[list[str], dict[str, Path]]:
-    """The class names (from train) and the class folders of `split`; test falls back to val when absent."""
+    """The class names (from train) and the class folders of `split` (split_read)."""
     if not data_dir.is_dir():
         raise VitcError(f"missing folder {data_dir}")
     classes = sorted(_class_dirs(data_dir / "train"))
-    if split == "test" and not (data_dir / "test").exists():
-        split = "val"
+    split = split_read(data_dir, split)
     dirs = _class_dirs(data_dir / split)
     if sorted(dirs) != classes:
         missing, extra = sorted(set(classes) - set(dirs)), sorted(set(dirs) - set(classes))
@@ -259,7 +263,7 @@ def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float, on
     if not images:
         raise VitcError(f"no readable images in {data_dir / split} ({len(skipped)} unreadable)")
     stacked = torch.from_numpy(np.stack(images))
-    read = "val" if split == "test" and not (data_dir / "test").exists() else split  # as folder_split reads
+    read = split_read(data_dir, split)
     return ImageSet(stacked, torch.tensor(labels, dtype=torch.int64), classes, skipped, read)
 
 

@@ -331,7 +331,7 @@ def _train_epoch(run: _Run, epoch: int) -> None:
     """One epoch of training steps, from where the state says it stands (a resume continues mid-epoch).
     The permutation depends on (seed, epoch) only; augmentation draws from its own stream."""
     cfg, state, feed, dist, model, net = run.cfg, run.state, run.feed, run.dist, run.model, run.net
-    optimizer, aug_gen, progress, ema = run.optimizer, run.aug_gen, run.progress, run.ema
+    optimizer, aug_gen, progress = run.optimizer, run.aug_gen, run.progress
     per_rank_batch, steps_per_epoch = run.per_rank_batch, run.steps_per_epoch
     total_steps, warmup_steps = run.total_steps, run.warmup_steps
     net.train()
@@ -365,7 +365,7 @@ def _train_epoch(run: _Run, epoch: int) -> None:
             state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
             continue
         if batch.x is None:  # other processes step: join their gradient all-reduce with zeros (eval mode: no
-            _shadow_step(run, net)  # BatchNorm statistics from a stand-in), or the collectives stop matching
+            _shadow_step(run)  # BatchNorm statistics from a stand-in), or the collectives stop matching
             state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
             progress.advance(loss=None, lr=lr, images=0)
             continue
@@ -374,15 +374,7 @@ def _train_epoch(run: _Run, epoch: int) -> None:
         with run.cast:
             logits = net(batch.x)
         loss = torch.sum(-batch.targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-        optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        if cfg.optim.clip_grad > 0:
-            run.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-        run.scaler.step(optimizer)
-        run.scaler.update()
-        if ema is not None:
-            ema.update(model)
+        _backward_and_step(run, loss)
 
         state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
         run.meter.finish(loss, batch.count, step, state.global_step, lr, start)
@@ -394,28 +386,34 @@ def _train_epoch(run: _Run, epoch: int) -> None:
     run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
 
 
-def _shadow_step(run: _Run, net: torch.nn.Module) -> None:
+def _shadow_step(run: _Run) -> None:
     """A DDP step for a process whose whole batch was unreadable: a zero loss on a stand-in image, so its
     gradients (zeros) join the others' all-reduce and every process takes the same optimiser step."""
-    cfg, optimizer = run.cfg, run.optimizer
-    net.eval()
+    net = run.net
+    net.eval()  # the backward runs in eval mode too: nothing in it depends on the mode
     try:
         with run.cast:
             stand_in = torch.zeros(1, *get_model_cfg(run.model).input_size, device=run.device)
             loss = net(stand_in).float().sum() * 0.0
-        optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
+        _backward_and_step(run, loss)
     finally:
         net.train()
-        if cfg.optim.freeze == "backbone":
+        if run.cfg.optim.freeze == "backbone":
             backbone_eval(run.model)
-    if cfg.optim.clip_grad > 0:
+
+
+def _backward_and_step(run: _Run, loss: torch.Tensor) -> None:
+    """Backward (scaled for fp16), clip, optimiser step, EMA: one training step's update."""
+    optimizer, model, clip = run.optimizer, run.model, run.cfg.optim.clip_grad
+    optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if clip > 0:
         run.scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.clip_grad)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     run.scaler.step(optimizer)
     run.scaler.update()
     if run.ema is not None:
-        run.ema.update(run.model)
+        run.ema.update(model)
 
 
 def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:

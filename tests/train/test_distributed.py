@@ -137,3 +137,27 @@ def test_the_default_batch_splits_evenly_over_the_processes() -> None:
     cfg = load_config(None, {})
     notes, _ = resolve_for_data(cfg, 1000, 3)
     assert cfg.optim.batch_size == 63 and any("split evenly over 3" in note for note in notes)
+
+
+def test_every_process_draws_its_own_augmentation_and_drop_path() -> None:
+    """As timm seeds each rank apart: the same draws on every process would crop, mix and drop alike on
+    each process's images. Rank 0 keeps a one-process run's streams, so those runs are as before."""
+    from vitc.data.datasets import make_generator
+    from vitc.train.loop import _AUG_STREAM, seed_streams
+
+    def draws(rank: int, epoch: int = 1, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(7)  # the model's init: every process the same
+        aug = torch.Generator()
+        seed_streams(aug, 3, epoch, rank, step)
+        return torch.rand(4, generator=aug), torch.rand(4)
+
+    torch.manual_seed(7)
+    one_process = torch.rand(4, generator=make_generator(3, _AUG_STREAM + 1)), torch.rand(4)
+    assert all(torch.equal(x, y) for x, y in zip(draws(0), one_process, strict=True))
+    ranks = [draws(rank) for rank in range(3)]
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert not torch.equal(ranks[a][0], ranks[b][0]) and not torch.equal(ranks[a][1], ranks[b][1])
+    assert all(torch.equal(x, y) for x, y in zip(draws(1), draws(1), strict=True))  # resumed at its start: the same
+    assert not torch.equal(draws(1, epoch=2)[0], ranks[1][0])  # each epoch its own
+    assert not torch.equal(draws(1, step=5)[0], ranks[1][0])  # resumed within the epoch: a fresh stream

@@ -270,9 +270,11 @@ def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float, on
 # ---------------------------------------------------------------- batching
 
 
-def make_generator(seed: int, epoch: int = 0) -> torch.Generator:
-    """A CPU generator determined by (seed, epoch): a resumed run redraws the same epoch exactly."""
-    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0]
+def make_generator(seed: int, epoch: int = 0, *more: int) -> torch.Generator:
+    """A CPU generator determined by (seed, epoch, *more): a resumed run redraws the same epoch exactly;
+    `more` tells apart streams of one epoch (a DDP process's own)."""
+    words = [int(seed), int(epoch), *map(int, more)]
+    state = np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
 
 

@@ -41,6 +41,7 @@ from vitc.train.run_folder import RunFolder
 from vitc.train.state import TrainState, load_state, rng_states, save_state, set_rng_states
 
 _AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
+_TORCH_STREAM = 1 << 22  # a DDP process's torch RNG (drop-path) from (seed, 2**22 + epoch, rank, step), rank > 0
 FEED_AHEAD = {"cuda": 1}  # batches augmented ahead, by device type (vitc.data.prefetch); a CPU takes each in turn
 # AdamW as one multi-tensor kernel (torch's `fused`) where the step waits on launches; with fp16's
 # GradScaler it also skips the inf check's read-back (the kernel takes found_inf on the device)
@@ -274,6 +275,8 @@ def _setup(
         run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
         if not dist.is_main:  # the epoch's running sums are rank 0's: summed over every rank they counted N times
             state.partial = {key: 0.0 for key in state.partial}
+            if state.step_in_epoch:  # and its random streams, which this process must not replay
+                seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
     if cfg.run.compile != "off":  # the training forward only: evaluation and checkpoints use `model` as it is
         mode = {} if cfg.run.compile_mode == "default" else {"mode": cfg.run.compile_mode}
@@ -339,7 +342,7 @@ def _train_epoch(run: _Run, epoch: int) -> None:
         backbone_eval(model)
     order = make_generator(cfg.run.seed, epoch)
     if state.step_in_epoch == 0:
-        aug_gen.manual_seed(make_generator(cfg.run.seed, _AUG_STREAM + epoch).initial_seed())
+        seed_streams(aug_gen, cfg.run.seed, epoch, dist.rank)
         state.partial = {"loss": 0.0, "count": 0.0}
         if run.counts_skipped:  # in memory, the train set's unreadable files were left out at load
             state.partial["skipped"] = float(feed.skipped_per_epoch if dist.is_main else 0)
@@ -384,6 +387,18 @@ def _train_epoch(run: _Run, epoch: int) -> None:
             run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
         progress.advance(loss=None, lr=lr, images=batch.count * dist.world_size)
     run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
+
+
+def seed_streams(aug_gen: torch.Generator, seed: int, epoch: int, rank: int, step: int = 0) -> None:
+    """Seed the augmentation stream for an epoch (from its `step`), and on DDP ranks above 0 torch's RNG,
+    which drop-path draws from: every process draws its own, as timm seeds each rank apart (seed + rank).
+    Rank 0's streams are a one-process run's. A resume file keeps rank 0's states only, so a run resumed
+    within an epoch gives the other ranks fresh streams from that step (at an epoch's start, the same)."""
+    if rank == 0:
+        aug_gen.manual_seed(make_generator(seed, _AUG_STREAM + epoch).initial_seed())
+        return
+    aug_gen.manual_seed(make_generator(seed, _AUG_STREAM + epoch, rank, step).initial_seed())
+    torch.manual_seed(make_generator(seed, _TORCH_STREAM + epoch, rank, step).initial_seed())
 
 
 def _shadow_step(run: _Run) -> None:

@@ -12,7 +12,13 @@ ROWS = 4096  # logits scored at once: 4,096 rows of 1,000 classes are 33 MB in f
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Top-1 and top-5 (top-k capped at the number of classes) in percent, and the mean cross-entropy.
+    """Top-1 and top-5 (top-k capped at the number of classes) in percent, and the mean cross-entropy."""
+    return rates(accuracy_sums(logits, labels))
+
+
+def accuracy_sums(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Top-1 and top-5 hits, the summed cross-entropy and the image count: sums, so that the shares of one
+    set (DDP's processes) add up to the whole set's, which `rates` turns into `accuracy`'s figures.
 
     Each label's rank is the count of classes ranked above it: higher logits, and equal logits of lower
     classes (as `argmax` picks the first of equals); one pass over the logits, however many classes, ROWS
@@ -35,8 +41,13 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         peak = wide.max(axis=1, keepdims=True)
         log_total = np.log(np.exp(wide - peak).sum(axis=1)) + peak[:, 0]
         loss += float((log_total - wide[rows, own_labels]).sum())
-    count = max(len(labels), 1)
-    return {"top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count, "loss": loss / count}
+    return {"top1": float(top1), "top5": float(top5), "loss": loss, "count": float(len(labels))}
+
+
+def rates(sums: dict[str, float]) -> dict[str, float]:
+    """`accuracy_sums`' hits in percent and its cross-entropy per image."""
+    count = max(sums["count"], 1.0)
+    return {"top1": 100.0 * sums["top1"] / count, "top5": 100.0 * sums["top5"] / count, "loss": sums["loss"] / count}
 
 
 def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -288,3 +288,14 @@ def test_shard_equal_lengths_and_covers(n: int, world: int) -> None:
     assert set(torch.cat([torch.cat(r) for r in ranked]).tolist()) == set(range(n))
     with pytest.raises(VitcError):
         shard(perm, world, world)
+
+
+def test_an_in_memory_split_is_shared_out_to_the_ddp_processes() -> None:
+    from vitc.data.feed import set_batches
+
+    data = load_dataset("digits", "val", image_size=8)
+    shares = [list(set_batches(data, rank, 4)) for rank in range(4)]
+    for rank, batches_of_rank in enumerate(shares):
+        assert torch.equal(torch.cat([y for _, y, _ in batches_of_rank]), data.labels[rank::4])
+    assert sum(len(y) for share in shares for _, y, _ in share) == len(data)
+    assert torch.equal(torch.cat([y for _, y, _ in set_batches(data)]), data.labels)  # one process: all, in order

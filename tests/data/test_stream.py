@@ -196,3 +196,17 @@ def test_cifar_streams_from_its_stored_arrays(tmp_path: Path) -> None:
         assert np.array_equal(np.stack([streamed[("val", i, -1)][0].numpy() for i in range(10)]), bigger.images[:10])
     x = t.train(source.open(0, 32), epoch=0, index=0)
     assert x.shape == (3, 32, 32) and np.array_equal(x, t.train(source.open(0, 32), epoch=0, index=0))
+
+
+def test_each_ddp_process_evaluates_its_share_of_the_split(tmp_path: Path) -> None:
+    """Under DDP every process scores every world_size-th image from its rank: the shares are the split."""
+    root = _tree(tmp_path)
+    feed = _feed(root, workers=0)
+    try:
+        whole = torch.cat([x for x, _, _ in feed.eval_batches("val")])
+        shares = [torch.cat([x for x, _, _ in feed.eval_batches("val", rank, 3)]) for rank in range(3)]
+        assert [len(share) for share in shares] == [4, 4, 4]
+        for rank, share in enumerate(shares):
+            assert torch.equal(share, whole[rank::3])
+    finally:
+        feed.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from vitc.data.datasets import ImageSet, _to_chans, batches, load_dataset, stratified_subset
+from vitc.data.datasets import ImageSet, _to_chans, load_dataset, stratified_subset
 from vitc.data.stream import (
     BAD_IMAGE_CHOICES,
     SampleTransform,
@@ -80,10 +80,11 @@ class MemoryFeed:
             else:
                 yield images[idx], self.train_set.labels[idx], []
 
-    def eval_batches(self, split: str) -> Iterator[Batch]:
+    def eval_batches(self, split: str, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+        """The split in order; under DDP this process's share (every world_size-th image from rank)."""
         if split not in self.sets:
             self.sets[split] = self._load(split)
-        yield from set_batches(self.sets[split])
+        yield from set_batches(self.sets[split], rank, world_size)
 
     def close(self) -> None:
         pass
@@ -137,10 +138,12 @@ class StreamFeed:
         self.plan.batches = [[("train", int(i), epoch) for i in idx] for idx in order]
         return self._run()
 
-    def eval_batches(self, split: str) -> Iterator[Batch]:
+    def eval_batches(self, split: str, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+        """The split in order; under DDP this process's share (every world_size-th image from rank)."""
         split = split if split in self.sources else "val"
-        starts = range(0, n := len(self.sources[split]), EVAL_BATCH)
-        self.plan.batches = [[(split, i, -1) for i in range(s, min(n, s + EVAL_BATCH))] for s in starts]
+        share = range(rank, len(self.sources[split]), world_size)
+        starts = range(0, len(share), EVAL_BATCH)
+        self.plan.batches = [[(split, i, -1) for i in share[s : s + EVAL_BATCH]] for s in starts]
         return self._run()
 
     def _run(self) -> Iterator[Batch]:
@@ -171,9 +174,11 @@ class StreamFeed:
         self.loader._iterator = None
 
 
-def set_batches(data: ImageSet) -> Iterator[Batch]:
-    """An in-memory set's evaluation batches, in order."""
-    for idx in batches(len(data), EVAL_BATCH, shuffle=False):
+def set_batches(data: ImageSet, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+    """An in-memory set's evaluation batches, in order: all of it, or every world_size-th image from rank."""
+    share = torch.arange(rank, len(data), world_size)
+    for start in range(0, len(share), EVAL_BATCH):
+        idx = share[start : start + EVAL_BATCH]
         yield data.images[idx], data.labels[idx], []
 
 

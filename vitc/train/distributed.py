@@ -93,6 +93,17 @@ def all_reduce_sum(info: DistInfo, values: dict[str, float]) -> None:
     values.update(zip(keys, tensor.tolist(), strict=True))
 
 
+def union_over_processes(info: DistInfo, values: set[str]) -> set[str]:
+    """The union of every process's `values` (picklable strings), on every process; `values` for one."""
+    if not info.enabled:
+        return values
+    import torch.distributed as dist
+
+    gathered: list[set[str] | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, values)
+    return set().union(*(part for part in gathered if part))
+
+
 def shutdown(info: DistInfo) -> None:
     if info.enabled:
         import torch.distributed as dist

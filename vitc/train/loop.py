@@ -8,6 +8,7 @@ uninterrupted run exactly, including after an interruption in the middle of an e
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from vitc._io import write_json
 from vitc._lazy import lazy_import
 from vitc._text import PlainConsole
-from vitc.checkpoint import save_checkpoint
+from vitc.checkpoint import load_state_dict, save_checkpoint
 from vitc.data.datasets import batches, make_generator
 from vitc.data.feed import EVAL_BATCH, final_split, open_feed
 from vitc.data.prefetch import Prefetcher
@@ -31,8 +32,8 @@ from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
 from vitc.train.config import TrainConfig, parse_auto_augment, resolve_defaults, resolve_for_data
 from vitc.train.device import choose_attention, gpu_advice, pick_amp, pick_device, pick_workers, reraise_gpu
-from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
-from vitc.train.evaluate import evaluate_batches
+from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown, union_over_processes
+from vitc.train.evaluate import broadcast_state, evaluate_batches
 from vitc.train.meter import StepMeter
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, param_groups
 from vitc.train.progress import EpochProgress
@@ -437,7 +438,8 @@ def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | 
 
 
 def _end_epoch(run: _Run, epoch: int) -> bool:
-    """Evaluate on rank 0, keep best and last, save the resumable state; True when the run stops early."""
+    """Evaluate (each process its share), keep best and last, save the resumable state (rank 0); True when
+    the run stops early."""
     cfg, state, feed, dist, model, ema = run.cfg, run.state, run.feed, run.dist, run.model, run.ema
     folder, board, progress, mean, std = run.folder, run.board, run.progress, run.mean, run.std
     total_steps, warmup_steps = run.total_steps, run.warmup_steps
@@ -446,13 +448,15 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
     progress.finish()
     state.epoch, state.step_in_epoch = epoch + 1, 0
     all_reduce_sum(dist, state.partial)  # the logged train loss is the mean over all processes
+    evaluated = ema.module if ema is not None else model
+    broadcast_state(dist, evaluated, buffers_only=True)  # the checkpointed BatchNorm statistics are rank 0's
+    val_batches = feed.eval_batches("val", **_shard(dist))  # each process scores its share; the sums add up
+    val_batches = board.tap(val_batches) if board else val_batches
+    run.doing = f"at batch size {EVAL_BATCH} (epoch {epoch + 1}, validation)"
+    with run.meter.evaluating():
+        val = evaluate_batches(evaluated, val_batches, mean, std, run.device, run.amp_dtype, dist)
     if dist.is_main:
-        evaluated = ema.module if ema is not None else model
         last_lr = lr_at(state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
-        val_batches = board.tap(feed.eval_batches("val")) if board else feed.eval_batches("val")
-        run.doing = f"at batch size {EVAL_BATCH} (epoch {epoch + 1}, validation)"
-        with run.meter.evaluating():
-            val = evaluate_batches(evaluated, val_batches, mean, std, run.device, run.amp_dtype)
         row = {
             "epoch": epoch + 1,
             "train_loss": state.partial["loss"] / max(1.0, state.partial["count"]),
@@ -526,27 +530,26 @@ def _finish(run: _Run) -> RunResult:
     device, amp_dtype, mean, std, run_dir = run.device, run.amp_dtype, run.mean, run.std, run.run_dir
     if board:
         board.close()
-    test: dict[str, float] = {}
+    # every process scores its share of the test split with rank 0's best weights (another machine of a
+    # multi-machine run need not see the run folder): the same precision as val during training
+    best = copy.deepcopy(run.model)
     if dist.is_main:
-        from vitc.checkpoint import load_model
-
-        best, _ = load_model(run_dir / "best.safetensors")
-        # the same precision as val during training: one checkpoint, one accuracy for the same images
-        try:
-            with run.meter.evaluating():
-                test = evaluate_batches(best.to(device), feed.eval_batches("test"), mean, std, device, amp_dtype)
-        except RuntimeError as exc:
-            hint = "mixed precision (--set run.amp=bf16)" if amp_dtype is None else "freeing the GPU (other processes)"
-            done = f"; the trained run is complete in {run_dir}: vitc eval scores it (on the CPU)"
-            reraise_gpu(exc, f"at batch size {EVAL_BATCH} (the final test)", hint, done)
-        if feed.num_classes <= 5:  # top-5 of 5 classes or fewer is 100% by construction: not reported
-            test.pop("top5", None)
+        best.load_state_dict(load_state_dict(run_dir / "best.safetensors"))
+    broadcast_state(dist, best)
+    try:
+        with run.meter.evaluating():
+            test_batches = feed.eval_batches("test", **_shard(dist))
+            test = evaluate_batches(best.to(device), test_batches, mean, std, device, amp_dtype, dist)
+    except RuntimeError as exc:
+        hint = "mixed precision (--set run.amp=bf16)" if amp_dtype is None else "freeing the GPU (other processes)"
+        done = f"; the trained run is complete in {run_dir}: vitc eval scores it (on the CPU)"
+        reraise_gpu(exc, f"at batch size {EVAL_BATCH} (the final test)", hint, done)
+    if feed.num_classes <= 5:  # top-5 of 5 classes or fewer is 100% by construction: not reported
+        test.pop("top5", None)
     rate = state.images_seen / state.train_seconds if state.train_seconds else 0.0
     seconds = run.earlier + time.perf_counter() - run.started  # the whole run, over every resumed session
     result = RunResult(run_dir, state.history, state.best_top1, test, rate, seconds, final_split(cfg.data))
-    result.skipped_images = len(feed.bad)  # under DDP rank 0 read only its shards: an epoch's sum over every rank
-    if dist.enabled:
-        result.skipped_images = max([len(feed.bad), *(int(row.get("skipped_images", 0)) for row in state.history)])
+    result.skipped_images = len(union_over_processes(dist, feed.bad))  # under DDP each read its shares
     result.compile_seconds = run.meter.warmup_seconds if cfg.run.compile != "off" else None
     result.timing = run.meter.summary()
     result.attention = run.run_info["attention"]

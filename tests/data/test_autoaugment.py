@@ -3,6 +3,8 @@ and that the policies are seeded by the generator alone."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -88,10 +90,15 @@ def test_geometric_ops_move_pixels_where_pillow_would() -> None:
     assert torch.equal(moved[..., :-2], x[..., 2:]) and torch.all(moved[..., -2:] == 0)  # content moved left
     down = aa.translate_y(x, torch.tensor([-3.0]), torch.full((1, 3, 1, 1), 0.5))
     assert torch.equal(down[..., 3:, :], x[..., :-3, :]) and torch.all(down[..., :3, :] == 0.5)  # filled
-    sheared = aa.shear_x(x, torch.tensor([0.5]), fill)  # output (x, y) shows input (x + y / 2, y), y from the centre
-    # Pillow maps pixel centres and floors: floor(x + 0.5 + (y + 0.5) / 2 - 2) = round(x + (y - 3.5) / 2)
-    pil = _from_pil(_pil(x[0]).transform((8, 8), Image.AFFINE, (1, 0.5, -2.0, 0, 1, 0), Image.NEAREST))
-    assert torch.equal(sheared[0], pil)
+    # output (x, y) shows input (x + y / 2, y), y from the top edge: timm's shear_x, Pillow's AFFINE
+    # (1, factor, 0, 0, 1, 0) (it sheared about the centre: the same, shifted by factor * h / 2)
+    for factor in (0.5, -0.3):
+        sheared = aa.shear_x(x, torch.tensor([factor]), fill)
+        pil = _from_pil(_pil(x[0]).transform((8, 8), Image.AFFINE, (1, factor, 0, 0, 1, 0), Image.NEAREST))
+        assert torch.equal(sheared[0], pil), factor
+        sheared = aa.shear_y(x, torch.tensor([factor]), fill)
+        pil = _from_pil(_pil(x[0]).transform((8, 8), Image.AFFINE, (1, 0, 0, factor, 1, 0), Image.NEAREST))
+        assert torch.equal(sheared[0], pil), factor
 
 
 def test_color_jitter_draws_one_factor_per_image_and_property() -> None:
@@ -150,6 +157,12 @@ def test_recipe_keys_are_checked() -> None:
     }
     assert parse_auto_augment("rand-m9-mstd0.5-inc1")["increasing"] is True  # DeiT's recipe (timm's --aa)
     assert parse_auto_augment("rand-m9-mstd0.5-inc0")["increasing"] is False
+    # as timm's rand_augment_transform: magnitude 10 unless given, an std above 100 a uniform magnitude
+    assert parse_auto_augment("rand-n3-mstd0.5")["magnitude"] == 10.0
+    uniform = parse_auto_augment("rand-m8-mstd101-inc1")
+    assert uniform["magnitude_std"] == math.inf
+    levels = aa.magnitudes(4000, torch.Generator().manual_seed(0), 8.0, uniform["magnitude_std"])
+    assert 0 <= float(levels.min()) < 0.05 and 7.95 < float(levels.max()) <= 8.0 and abs(levels.mean() - 4) < 0.2
     for bad, message in [
         ({"aug.auto_augment": "rand-m12"}, "not one vitc knows"),
         ({"aug.auto_augment": "rand-m9-inc2"}, "not one vitc knows"),

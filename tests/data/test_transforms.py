@@ -177,3 +177,21 @@ def test_recipes_and_validation() -> None:
         TrainAugment(num_classes=3, mean=MEAN, std=STD, crop_scale=(0.5, 0.2))
     with pytest.raises(VitcError, match="label_smoothing"):
         TrainAugment(num_classes=3, mean=MEAN, std=STD, label_smoothing=1.0)
+
+
+def test_colour_ops_see_the_crop_as_in_timm() -> None:
+    """timm crops and flips first, then RandAugment on the 8-bit crop (the in-memory path ran it on the
+    whole stored image: a warp then a crop could keep little but the fill, and AutoContrast or Equalize
+    took their statistics from outside the crop)."""
+    x = (torch.rand(6, 3, 24, 24, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
+    labels = torch.arange(6) % 3
+    policy = {"kind": "rand", "magnitude": 9.0, "num_ops": 2, "magnitude_std": 0.5, "increasing": True}
+    aug = TrainAugment(3, (0.5,) * 3, (0.25,) * 3, crop_scale=(0.3, 1.0), mixup_alpha=0.0, cutmix_alpha=0.0,
+                       erase_prob=0.0, auto_augment=policy)  # fmt: skip
+    got, _ = aug(x, labels, torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)  # the same draws, in timm's order
+    crops = random_flip(random_resized_crop(x.float(), g, (0.3, 1.0)), g, 0.5).round().to(torch.uint8)
+    assert torch.equal(got, aug._colour(crops, g, torch.device("cpu")))
+    g = torch.Generator().manual_seed(4)  # colour first, as before
+    colour_first = random_flip(random_resized_crop(aug._colour(x, g, torch.device("cpu")), g, (0.3, 1.0)), g, 0.5)
+    assert not torch.allclose(got, colour_first, atol=0.1)

@@ -17,6 +17,7 @@ parts, so a sub-batch of one image's mean grey can differ in its last bit).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -147,13 +148,14 @@ def _sample(x: torch.Tensor, theta: torch.Tensor, fill: torch.Tensor) -> torch.T
 
 @dataclass(frozen=True)
 class Warp:
-    """An affine op, nearest, filled with `fill`: `matrix(arg)` is (N, 2, 3) in pixel units. Kept
+    """An affine op, nearest, filled with `fill`: `matrix(arg, h, w)` is (N, 2, 3) in pixel units. Kept
     apart so that a policy computes each image's matrix on the CPU with its other draws."""
 
-    matrix: Callable[[torch.Tensor], torch.Tensor]
+    matrix: Callable[[torch.Tensor, int, int], torch.Tensor]
 
     def __call__(self, x: torch.Tensor, arg: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-        return _sample(x, _theta(self.matrix(arg), *x.shape[-2:]), fill)
+        h, w = x.shape[-2:]
+        return _sample(x, _theta(self.matrix(arg, h, w), h, w), fill)
 
 
 def _affine(
@@ -169,11 +171,15 @@ def _rotation(degrees: torch.Tensor) -> torch.Tensor:
     return _affine(cos, -sin, sin, cos, zero, zero)
 
 
-def _shear(factor: torch.Tensor, along_x: bool) -> torch.Tensor:
-    """Output (x, y) shows input (x + factor * y, y) along x, y from the centre (transposed along y)."""
+def _shear(factor: torch.Tensor, along_x: bool, h: int, w: int) -> torch.Tensor:
+    """Output (x, y) shows input (x + factor * y, y) along x (transposed along y), y from the top edge as
+    Pillow's AFFINE transform that timm applies (torchvision's RandAugment too: centre=[0, 0]): about the
+    centre that is the same shear and a shift of factor * h / 2."""
     f = factor.to(torch.float64)
     one, zero = torch.ones_like(f), torch.zeros_like(f)
-    return _affine(one, f, zero, one, zero, zero) if along_x else _affine(one, zero, f, one, zero, zero)
+    if along_x:
+        return _affine(one, f, zero, one, f * (h / 2), zero)
+    return _affine(one, zero, f, one, zero, f * (w / 2))
 
 
 def _translation(pixels: torch.Tensor, along_x: bool) -> torch.Tensor:
@@ -183,11 +189,11 @@ def _translation(pixels: torch.Tensor, along_x: bool) -> torch.Tensor:
     return _affine(one, zero, zero, one, p, zero) if along_x else _affine(one, zero, zero, one, zero, p)
 
 
-rotate = Warp(_rotation)
-shear_x = Warp(lambda f: _shear(f, True))
-shear_y = Warp(lambda f: _shear(f, False))
-translate_x = Warp(lambda p: _translation(p, True))
-translate_y = Warp(lambda p: _translation(p, False))
+rotate = Warp(lambda d, h, w: _rotation(d))
+shear_x = Warp(lambda f, h, w: _shear(f, True, h, w))
+shear_y = Warp(lambda f, h, w: _shear(f, False, h, w))
+translate_x = Warp(lambda p, h, w: _translation(p, True))
+translate_y = Warp(lambda p, h, w: _translation(p, False))
 
 
 def identity(x: torch.Tensor, arg: torch.Tensor | None = None, fill: torch.Tensor | None = None) -> torch.Tensor:
@@ -289,7 +295,7 @@ def _round(
         value = rule(level, sign, min(h, w)).to(torch.float64)
         arg = torch.where(mine, value, arg)
         if isinstance(op, Warp):
-            theta = torch.where(mine.view(-1, 1, 1), _theta(op.matrix(value), h, w), theta)
+            theta = torch.where(mine.view(-1, 1, 1), _theta(op.matrix(value, h, w), h, w), theta)
     return Round(tuple(op for op, _ in table.values()), code, arg, theta)
 
 
@@ -320,20 +326,28 @@ def apply(x: torch.Tensor, rounds: Sequence[Round], fill: torch.Tensor, masked: 
     return x
 
 
+def magnitudes(n: int, generator: torch.Generator, magnitude: float, magnitude_std: float) -> torch.Tensor:
+    """Each image's RandAugment level: N(magnitude, magnitude_std), or uniform in [0, magnitude] for an
+    infinite std (timm's mstd > 100), clipped to 0-10."""
+    if math.isinf(magnitude_std):
+        return (torch.rand(n, generator=generator, dtype=torch.float64) * magnitude).clamp_(0.0, 10.0)
+    noise = torch.randn(n, generator=generator, dtype=torch.float64) * magnitude_std
+    return (magnitude + noise).clamp_(0.0, 10.0)
+
+
 def draw_rand_augment(
     shape: Sequence[int], generator: torch.Generator, magnitude: float = 9.0, num_ops: int = 2,
     magnitude_std: float = 0.0, prob: float = 0.5, increasing: bool = False,
 ) -> list[Round]:  # fmt: skip
     """timm's RandAugment ("rand-m9-mstd0.5[-inc1]"): `num_ops` ops drawn with replacement per image,
-    each applied with probability `prob` at a magnitude drawn from N(magnitude, magnitude_std),
-    clipped to 0-10; `increasing` takes timm's increasing-severity ops."""
+    each applied with probability `prob` at a magnitude drawn by `magnitudes`; `increasing` takes timm's
+    increasing-severity ops."""
     n, table = shape[0], RAND_INCREASING_OPS if increasing else RAND_OPS
     rounds = []
     for _ in range(num_ops):
         choice = torch.randint(0, len(table), (n,), generator=generator)
         chosen = torch.rand(n, generator=generator) < prob
-        noise = torch.randn(n, generator=generator, dtype=torch.float64) * magnitude_std
-        level = (magnitude + noise).clamp_(0.0, 10.0)
+        level = magnitudes(n, generator, magnitude, magnitude_std)
         sign = torch.rand(n, generator=generator) < 0.5
         rounds.append(_round(table, torch.where(chosen, choice, -1), level, sign, shape))
     return rounds

@@ -289,14 +289,11 @@ class TrainAugment:
         on `device` (default: the images'). The uint8 batch is copied there first (a quarter of the
         float bytes) and every step runs there; the random draws stay on the CPU generator."""
         device = images.device if device is None else device
-        if self.color_jitter or self.auto_augment:
-            x = self._colour(images, generator, device)
+        if self.color_jitter or self.auto_augment:  # as timm: on the crop, 8-bit as Pillow's resize leaves it
+            cropped = self._crop_and_flip(to_device(images, device).float(), generator)
+            x = self._colour(cropped.round_().clamp_(0, 255).to(torch.uint8), generator, device)
         else:
-            x = normalize(to_device(images, device), self.mean, self.std)
-        if self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0):
-            x = random_resized_crop(x, generator, self.crop_scale, self.crop_ratio)
-        if self.flip_prob > 0:
-            x = random_flip(x, generator, self.flip_prob)
+            x = self._crop_and_flip(normalize(to_device(images, device), self.mean, self.std), generator)
         if self.erase_prob > 0:
             x = random_erasing(x, generator, self.erase_prob)
         x, targets = mixup_cutmix(
@@ -312,9 +309,14 @@ class TrainAugment:
         )
         return x, to_device(targets, device)  # (N, classes) built on the CPU: a small copy
 
+    def _crop_and_flip(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0):
+            x = random_resized_crop(x, generator, self.crop_scale, self.crop_ratio)
+        return random_flip(x, generator, self.flip_prob) if self.flip_prob > 0 else x
+
     def _colour(self, images: torch.Tensor, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        """Colour jitter or RandAugment/TrivialAugment on the stored (model-sized) images in [0, 1],
-        then normalised: torchvision applies them before its tensor conversion, on 8-bit images.
+        """Colour jitter or RandAugment/TrivialAugment on the cropped 8-bit images in [0, 1], then
+        normalised: torchvision applies them before its tensor conversion, on 8-bit images.
         Drawn on the CPU first; off the CPU, the draws and constants cross in one small copy."""
         from vitc.data import autoaugment
 
@@ -332,7 +334,7 @@ class TrainAugment:
             moved = iter(to_device_together([t for r in rounds for t in r.tensors()] + fixed, device))
             rounds = [r.on(next(moved), next(moved), next(moved)) for r in rounds]
             fixed = list(moved)
-            images = to_device(images, device)
+            images = images if images.device == device else to_device(images, device)  # cropped there already
         fill, mean, std = fixed
         x = (autoaugment.apply(images.float().div_(255.0), rounds, fill, masked) - mean) / std
         return x if masked else to_device(x, device)

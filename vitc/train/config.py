@@ -225,11 +225,13 @@ def validate(cfg: TrainConfig) -> None:
 def parse_auto_augment(spec: str) -> dict[str, Any]:
     """timm's --aa string: "rand-m9-mstd0.5[-n2][-inc1]" is RandAugment (magnitude 0-10, ops per image,
     the magnitude's std, timm's increasing-severity ops as DeiT's recipe uses them), "trivial"
-    TrivialAugment (one op, a uniform magnitude); the augmenter's arguments."""
+    TrivialAugment (one op, a uniform magnitude); the augmenter's arguments. As timm's
+    `rand_augment_transform`: the magnitude is 10 unless given, and an std above 100 draws it uniformly
+    from 0 to the magnitude."""
     if spec == "trivial":
         return {"kind": "trivial"}
     kind, *parts = spec.split("-")
-    args: dict[str, Any] = {"kind": "rand", "magnitude": 9.0, "num_ops": 2, "magnitude_std": 0.0}
+    args: dict[str, Any] = {"kind": "rand", "magnitude": 10.0, "num_ops": 2, "magnitude_std": 0.0}
     names = {"m": "magnitude", "n": "num_ops", "mstd": "magnitude_std", "inc": "increasing"}
     for part in parts:
         key = next((k for k in ("mstd", "m", "n", "inc") if part.startswith(k)), None)
@@ -242,6 +244,8 @@ def parse_auto_augment(spec: str) -> dict[str, Any]:
             kind = "bad"
             break
         args[names[key]] = int(value) if key == "n" else value == 1 if key == "inc" else value
+        if key == "mstd" and value > 100:
+            args["magnitude_std"] = math.inf
     if kind != "rand" or args["magnitude"] > 10:
         raise VitcError(
             f'aug.auto_augment {spec!r} is not one vitc knows: "rand-m9-mstd0.5" (RandAugment: -m magnitude '

@@ -299,3 +299,26 @@ def test_an_in_memory_split_is_shared_out_to_the_ddp_processes() -> None:
         assert torch.equal(torch.cat([y for _, y, _ in batches_of_rank]), data.labels[rank::4])
     assert sum(len(y) for share in shares for _, y, _ in share) == len(data)
     assert torch.equal(torch.cat([y for _, y, _ in set_batches(data)]), data.labels)  # one process: all, in order
+
+
+def test_an_image_folder_keeps_its_training_photos_whole(tmp_path: Path) -> None:
+    """Training's crops are cut from the whole photo, as timm's: the train split is kept whole (squashed
+    to size / crop_pct with each photo's size beside it), where the evaluation's centre crop lost the
+    borders (a photo whose outer fifth is red: about 80% of the red never reached a training crop)."""
+    from PIL import Image
+
+    photo = np.zeros((60, 80, 3), dtype=np.uint8)
+    photo[:, :, 1] = 200  # green, with a red border a fifth of each side wide
+    photo[:12], photo[-12:], photo[:, :16], photo[:, -16:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(photo).save(tmp_path / split / name / "0.png")
+    whole = load_dataset("imagefolder", "train", data_dir=tmp_path, image_size=28, crop_pct=0.875, whole=True)
+    val = load_dataset("imagefolder", "val", data_dir=tmp_path, image_size=28, crop_pct=0.875)
+    assert whole.images.shape == (2, 3, 32, 32) and whole.sizes.tolist() == [[60, 80], [60, 80]]
+    assert val.images.shape == (2, 3, 28, 28) and val.sizes is None
+    red = lambda x: (x[:, 0].float() > 200) & (x[:, 1].float() < 50)  # noqa: E731
+    assert abs(red(whole.images).float().mean() - (1 - 36 * 48 / (60 * 80))) < 0.05  # the border's 64% of the photo
+    assert red(val.images).float().mean() < 0.4  # the centre crop keeps half of it
+    assert whole.subset([1]).sizes.tolist() == [[60, 80]]

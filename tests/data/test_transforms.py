@@ -195,3 +195,20 @@ def test_colour_ops_see_the_crop_as_in_timm() -> None:
     g = torch.Generator().manual_seed(4)  # colour first, as before
     colour_first = random_flip(random_resized_crop(aug._colour(x, g, torch.device("cpu")), g, (0.3, 1.0)), g, 0.5)
     assert not torch.allclose(got, colour_first, atol=0.1)
+
+
+def test_rrc_of_a_whole_photo_is_drawn_in_its_own_proportions() -> None:
+    """A 16-high, 32-wide photo kept squashed to 16×16: a square crop of its whole height (the fallback
+    of scale 1, ratio 1) is its middle half across, as timm would cut it from the photo."""
+    across = torch.arange(16.0).view(1, 1, 1, 16).expand(2, 3, 16, 16)
+    sizes = torch.tensor([[16, 32], [16, 32]])
+    crop = random_resized_crop(across, torch.Generator(), (1.0, 1.0), (1.0, 1.0), sizes=sizes, out_size=8)
+    assert crop.shape == (2, 3, 8, 8) and torch.equal(crop, across[..., :8, 4:12])
+    tall = random_resized_crop(across, torch.Generator(), (1.0, 1.0), (1.0, 1.0), sizes=sizes.flip(1), out_size=8)
+    assert torch.allclose(tall, torch.arange(0.5, 16, 2).view(1, 1, 1, 8).expand(2, 3, 8, 8))  # all across, halved
+    x = (torch.rand(4, 3, 20, 20, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
+    aug = TrainAugment(3, (0.5,) * 3, (0.25,) * 3, crop_size=12)
+    out, _ = aug(x, torch.arange(4) % 3, torch.Generator().manual_seed(1), sizes=torch.tensor([[30, 40]] * 4))
+    assert out.shape == (4, 3, 12, 12)
+    with pytest.raises(ValueError, match="crop_size"):
+        TrainAugment(3, (0.5,) * 3, (0.25,) * 3)(x, torch.arange(4) % 3, torch.Generator(), sizes=torch.ones(4, 2))

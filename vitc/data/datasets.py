@@ -21,7 +21,7 @@ from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, check_crop_pct, eval_resize
 from vitc.data.cifar import cifar_raw
 from vitc.data.files import IMG_EXTENSIONS, list_images
-from vitc.data.images import read_image, to_channels
+from vitc.data.images import read_image, read_whole, to_channels
 from vitc.errors import VitcError
 
 DATASETS = ("digits", "cifar10", "imagefolder")
@@ -37,19 +37,24 @@ DIGITS_VAL_FRACTION = 0.1
 class ImageSet:
     """Images as uint8 (N, C, H, W), labels as int64 (N,), the class names the labels index, why each
     unreadable file was left out (data.on_bad_image=skip), and the split read (an image folder without
-    test/ gives val for test)."""
+    test/ gives val for test). `sizes`, int64 (N, 2): the images are whole photos squashed to a square,
+    each of this (height, width) (`vitc.data.images.read_whole`); None: the model's input, as evaluated."""
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     split: str = ""
+    sizes: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
+        n = self.images.shape[0]
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must be int64 ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != (n,):
+            raise ValueError(f"labels must be int64 ({n},), got {tuple(self.labels.shape)}")
+        if self.sizes is not None and (self.sizes.dtype != torch.int64 or self.sizes.shape != (n, 2)):
+            raise ValueError(f"sizes must be int64 ({n}, 2), got {self.sizes.dtype} {tuple(self.sizes.shape)}")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -61,7 +66,9 @@ class ImageSet:
     def subset(self, indices: torch.Tensor | Sequence[int] | np.ndarray) -> ImageSet:
         """The samples at `indices`, in that order, sharing class names."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
-        return ImageSet(self.images[idx], self.labels[idx], list(self.class_names), list(self.skipped), self.split)
+        sizes = None if self.sizes is None else self.sizes[idx]
+        names, skipped = list(self.class_names), list(self.skipped)
+        return ImageSet(self.images[idx], self.labels[idx], names, skipped, self.split, sizes)
 
 
 def load_dataset(
@@ -75,12 +82,14 @@ def load_dataset(
     in_chans: int = 3,
     crop_pct: float = DEFAULT_CROP_PCT,
     on_bad_image: str = "stop",
+    whole: bool = False,
 ) -> ImageSet:
     """Load one split of a dataset as an `ImageSet` of `image_size` x `image_size` uint8 images.
 
     `fraction` < 1 keeps a stratified subset of the train split (seeded by `seed`); val and test are
     never subsampled so scores stay comparable. `crop_pct` applies to imagefolder only (resize the
-    shorter side to image_size / crop_pct, then center crop); digits and CIFAR are resized whole.
+    shorter side to image_size / crop_pct, then center crop); digits and CIFAR are resized whole. `whole`
+    keeps an image folder's photos whole for training's crops (`read_whole`, at image_size / crop_pct).
     An image folder's unreadable file stops the load (`on_bad_image="stop"`) or is left out and
     its reason kept in `ImageSet.skipped` ("skip"), as the streamed path does per batch.
     """
@@ -102,7 +111,8 @@ def load_dataset(
     elif name == "cifar10":
         ds = _load_cifar10(Path(data_dir), split, int(image_size))  # type: ignore[arg-type]
     else:
-        ds = _load_imagefolder(Path(data_dir), split, int(image_size), crop_pct, on_bad_image)  # type: ignore[arg-type]
+        folder = Path(data_dir)  # type: ignore[arg-type]
+        ds = _load_imagefolder(folder, split, int(image_size), crop_pct, on_bad_image, whole)
     ds.images = _to_chans(ds.images, in_chans)
     ds.split = ds.split or split
     if split == "train" and fraction < 1.0:
@@ -238,22 +248,30 @@ def folder_split(data_dir: Path, split: str) -> tuple[list[str], dict[str, Path]
     return classes, dirs
 
 
-def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float, on_bad_image: str) -> ImageSet:
-    """`data_dir/<split>/<class>/<image files>`; classes come from train; test falls back to val when absent."""
+def _load_imagefolder(
+    data_dir: Path, split: str, size: int, crop_pct: float, on_bad_image: str, whole: bool = False
+) -> ImageSet:
+    """`data_dir/<split>/<class>/<image files>`; classes come from train; test falls back to val when absent.
+    Centre crops at `size` as evaluated, or with `whole` the whole photos (`read_whole`) at size / crop_pct."""
     if on_bad_image not in ("skip", "stop"):
         raise VitcError(f"data.on_bad_image must be skip or stop, got {on_bad_image!r}")
     classes, dirs = folder_split(data_dir, split)
     short = eval_resize(size, crop_pct)
-    images, labels, skipped = [], [], []
+    images, labels, skipped, sizes = [], [], [], []
     listed = {name: [dirs[name] / f for f in list_images(dirs[name])] for name in classes}
-    check_decoded(sum(map(len, listed.values())), size, str(data_dir / split))
+    check_decoded(sum(map(len, listed.values())), short if whole else size, str(data_dir / split))
     for label, name in enumerate(classes):
         files = listed[name]
         if not files:
             raise VitcError(f"class folder {dirs[name]} has no images (files named *{', *'.join(IMG_EXTENSIONS)})")
         for f in files:
             try:
-                images.append(read_image(f, short, size))
+                if whole:
+                    image, shape = read_whole(f, short)
+                    images.append(image)
+                    sizes.append(shape)
+                else:
+                    images.append(read_image(f, short, size))
             except VitcError as exc:
                 if on_bad_image == "stop":
                     raise VitcError(f"{exc} (data.on_bad_image=stop; =skip trains on without it)") from None
@@ -264,7 +282,8 @@ def _load_imagefolder(data_dir: Path, split: str, size: int, crop_pct: float, on
         raise VitcError(f"no readable images in {data_dir / split} ({len(skipped)} unreadable)")
     stacked = torch.from_numpy(np.stack(images))
     read = split_read(data_dir, split)
-    return ImageSet(stacked, torch.tensor(labels, dtype=torch.int64), classes, skipped, read)
+    shapes = torch.tensor(sizes, dtype=torch.int64) if whole else None
+    return ImageSet(stacked, torch.tensor(labels, dtype=torch.int64), classes, skipped, read, shapes)
 
 
 # ---------------------------------------------------------------- batching

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from vitc.artifacts.preprocess import eval_resize
 from vitc.data.datasets import ImageSet, _to_chans, load_dataset, stratified_subset
 from vitc.data.stream import (
     BAD_IMAGE_CHOICES,
@@ -28,6 +29,7 @@ from vitc.data.stream import (
 from vitc.errors import VitcError
 
 Batch = tuple[torch.Tensor, torch.Tensor, list[str]]
+WholeBatch = tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]  # + each whole photo's (height, width)
 EVAL_BATCH = 256
 _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 
@@ -52,7 +54,9 @@ class MemoryFeed:
     ) -> None:
         self.name, self.load, self.report, self.pin_memory = name, load, report, pin_memory
         self.bad: set[str] = set()  # reasons, one per unreadable file, over train, val and test
-        self.train_set = self._load("train", fraction=fraction, seed=seed)
+        # an image folder's photos are kept whole for training's crops (digits and CIFAR are whole already)
+        self.train_set = self._load("train", fraction=fraction, seed=seed, whole=name == "imagefolder")
+        self.whole_images = self.train_set.sizes is not None
         self.skipped_per_epoch = len(self.train_set.skipped)
         self.sets = {"val": self._load("val")}
         self.class_names = self.train_set.class_names
@@ -71,14 +75,16 @@ class MemoryFeed:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def train_batches(self, order: list[torch.Tensor], epoch: int) -> Iterator[Batch]:
-        images = self.train_set.images
+    def train_batches(self, order: list[torch.Tensor], epoch: int) -> Iterator[Batch | WholeBatch]:
+        """Index batches of the train set; whole photos come with their sizes (TrainAugment's `sizes`)."""
+        images, sizes = self.train_set.images, self.train_set.sizes
         for idx in order:
             if self.pin_memory:
                 out = torch.empty((len(idx), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
-                yield torch.index_select(images, 0, idx, out=out), self.train_set.labels[idx], []
+                batch = torch.index_select(images, 0, idx, out=out), self.train_set.labels[idx], []
             else:
-                yield images[idx], self.train_set.labels[idx], []
+                batch = images[idx], self.train_set.labels[idx], []
+            yield batch if sizes is None else (*batch, sizes[idx])
 
     def eval_batches(self, split: str, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
         """The split in order; under DDP this process's share (every world_size-th image from rank)."""
@@ -94,6 +100,7 @@ class StreamFeed:
     """Files (or CIFAR-10's stored arrays) read per sample by `workers` persistent processes."""
 
     streaming = True
+    whole_images = False  # each sample is cropped from its whole photo in a worker
 
     def __init__(
         self,
@@ -233,7 +240,9 @@ def open_feed(
         note = "data: in memory (data.stream=memory)"
         return MemoryFeed(data.name, data.fraction, seed, load, report, pin_memory), note
     sources = {s: open_source(data.name, data.dir, s, index_cache) for s in ("train", "val")}
-    decoded = decoded_bytes(len(sources["train"]) + len(sources["val"]), in_chans, size)
+    train_side = eval_resize(size, crop_pct) if data.name == "imagefolder" else size  # whole photos, for crops
+    decoded = decoded_bytes(len(sources["train"]), in_chans, train_side)
+    decoded += decoded_bytes(len(sources["val"]), in_chans, size)
     if not use_stream(data.stream, decoded):
         note = f"data: in memory ({decoded / 2**20:.0f} MB decoded, within the 512 MB budget)"
         return MemoryFeed(data.name, data.fraction, seed, load, report, pin_memory), note

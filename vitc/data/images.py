@@ -33,6 +33,21 @@ def read_image(path: Path, short: int, size: int) -> np.ndarray:
         raise VitcError(f"cannot read image {path}: {exc}") from exc
 
 
+def read_whole(path: Path, side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The whole image squashed to `side` x `side` (bicubic), uint8 CHW, and its (height, width) as
+    decoded: training's random-resized crops are drawn in the image's own proportions and cut from this
+    copy (an in-memory image folder; `vitc.data.transforms.random_resized_crop`'s `sizes`), as timm cuts
+    them from the whole photo, where the evaluation's centre crop would lose its borders."""
+    pil = lazy_import("PIL.Image")
+    try:
+        im = open_image(path, side)
+        width, height = im.size
+        squashed = im.resize((side, side), pil.Resampling.BICUBIC)
+        return np.asarray(squashed, dtype=np.uint8).transpose(2, 0, 1), (height, width)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise VitcError(f"cannot read image {path}: {exc}") from exc
+
+
 def center_crop(im: Any, short: int, size: int) -> np.ndarray:
     """The evaluation transform: shorter side to `short` (bicubic), centre `size` x `size`, uint8 CHW."""
     pil = lazy_import("PIL.Image")

@@ -34,12 +34,12 @@ class Ready:
 
 
 class Prefetcher:
-    """Iterate `Ready` batches from `batches` ((uint8 images, labels, bad) as vitc.data.feed yields),
+    """Iterate `Ready` batches from `batches` ((uint8 images, labels, bad[, sizes]) as vitc.data.feed yields),
     prepared `ahead` batches early; on CUDA the copy and augmentation run on their own stream."""
 
     def __init__(
         self,
-        batches: Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]],
+        batches: Iterator[tuple[Any, ...]],
         augment: Augment,
         generator: torch.Generator,
         device: torch.device,
@@ -72,11 +72,14 @@ class Prefetcher:
         """The generator state to save if the run stops now: before the first batch drawn ahead."""
         return self.queue[0].aug_state if self.queue else self.generator.get_state()
 
-    def _prepare(self, images: torch.Tensor, labels: torch.Tensor, bad: list[str]) -> Ready:
+    def _prepare(
+        self, images: torch.Tensor, labels: torch.Tensor, bad: list[str], sizes: torch.Tensor | None = None
+    ) -> Ready:
         state = self.generator.get_state()
         if not len(labels):
             return Ready(None, None, 0, bad, state)
+        whole = {} if sizes is None else {"sizes": sizes}  # whole photos (an in-memory image folder)
         with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
-            x, targets = self.augment(images, labels, self.generator, self.device)
+            x, targets = self.augment(images, labels, self.generator, self.device, **whole)
             event = self.stream.record_event() if self.stream is not None else None
         return Ready(x, targets, len(labels), bad, state, event)

@@ -84,45 +84,49 @@ def random_resized_crop(
     scale: tuple[float, float] = (0.35, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     attempts: int = 10,
+    sizes: torch.Tensor | None = None,
+    out_size: int | None = None,
 ) -> torch.Tensor:
-    """Per-sample random crop of area `scale` and aspect `ratio`, resized back to (H, W) bilinearly.
+    """Per-sample random crop of area `scale` and aspect `ratio`, resized to `out_size` (default: the
+    images' own) bilinearly.
 
     The box is drawn as torchvision's RandomResizedCrop does (10 tries, then a central crop), all
-    samples at once; the crop and resize are one `grid_sample` with a per-sample affine grid. The
+    samples at once; the crop and resize are one `grid_sample` with a per-sample affine grid. With
+    `sizes` ((N, 2) heights and widths) the images are whole photos squashed to a square: each box is
+    drawn in its photo's pixels and proportions, and cut where it lies in the squashed copy. The
     grid is a batched matmul, made in full fp32: under TF32 (a common global setting on GPUs) its
     coordinates would drift by ~1e-3 and the device's crops would differ from the CPU's.
     """
-    n, _, h, w = x.shape
-    area = _uniform(n, scale[0], scale[1], generator, attempts) * (h * w)
+    n, c, h, w = x.shape
+    if sizes is None:
+        hs, ws = torch.full((n,), float(h), dtype=torch.float64), torch.full((n,), float(w), dtype=torch.float64)
+    else:
+        hs, ws = sizes[:, 0].to(torch.float64), sizes[:, 1].to(torch.float64)
+    area = _uniform(n, scale[0], scale[1], generator, attempts) * (hs * ws)[:, None]
     log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), generator, attempts)
     cw = torch.sqrt(area * torch.exp(log_r)).round()
     ch = torch.sqrt(area / torch.exp(log_r)).round()
-    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    ok = (cw > 0) & (cw <= ws[:, None]) & (ch > 0) & (ch <= hs[:, None])
     first = ok.float().argmax(1, keepdim=True)  # first valid attempt per sample
     found = ok.any(1)
     cw, ch = cw.gather(1, first)[:, 0], ch.gather(1, first)[:, 0]
-    # fallback: whole image, clamped to the ratio range
-    in_ratio = w / h
-    if in_ratio < min(ratio):
-        fw, fh = float(w), float(round(w / min(ratio)))
-    elif in_ratio > max(ratio):
-        fw, fh = float(round(h * max(ratio))), float(h)
-    else:
-        fw, fh = float(w), float(h)
-    cw = torch.where(found, cw, torch.full_like(cw, fw))
-    ch = torch.where(found, ch, torch.full_like(ch, fh))
+    # fallback: the whole image, clamped to the ratio range
+    in_ratio = ws / hs
+    cw = torch.where(found, cw, torch.where(in_ratio > max(ratio), torch.round(hs * max(ratio)), ws))
+    ch = torch.where(found, ch, torch.where(in_ratio < min(ratio), torch.round(ws / min(ratio)), hs))
     u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
-    top = torch.where(found, torch.floor(u[:, 0] * (h - ch + 1)), torch.floor((h - ch) / 2))
-    left = torch.where(found, torch.floor(u[:, 1] * (w - cw + 1)), torch.floor((w - cw) / 2))
-    # box in normalised coordinates (align_corners=False: -1..1 spans pixel edges)
+    top = torch.where(found, torch.floor(u[:, 0] * (hs - ch + 1)), torch.floor((hs - ch) / 2))
+    left = torch.where(found, torch.floor(u[:, 1] * (ws - cw + 1)), torch.floor((ws - cw) / 2))
+    # box in normalised coordinates (align_corners=False: -1..1 spans pixel edges), whatever the copy's size
     theta = torch.zeros(n, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0] = cw / w
-    theta[:, 0, 2] = (2 * left + cw) / w - 1
-    theta[:, 1, 1] = ch / h
-    theta[:, 1, 2] = (2 * top + ch) / h - 1
+    theta[:, 0, 0] = cw / ws
+    theta[:, 0, 2] = (2 * left + cw) / ws - 1
+    theta[:, 1, 1] = ch / hs
+    theta[:, 1, 2] = (2 * top + ch) / hs - 1
     xf = x if x.is_floating_point() else x.float()
+    out = [n, c, out_size or h, out_size or w]
     with strict_fp32():
-        grid = F.affine_grid(to_device(theta.to(xf.dtype), xf.device), list(xf.shape), align_corners=False)
+        grid = F.affine_grid(to_device(theta.to(xf.dtype), xf.device), out, align_corners=False)
     return F.grid_sample(xf, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -252,6 +256,7 @@ class TrainAugment:
     erase_prob: float = 0.25
     color_jitter: float = 0.0  # timm's --color-jitter
     auto_augment: dict[str, Any] | None = None  # timm's --aa, parsed: {"kind": "rand", "magnitude": 9, ...}
+    crop_size: int | None = None  # batches of whole photos (their `sizes` given): the crops' side
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
@@ -284,16 +289,20 @@ class TrainAugment:
         labels: torch.Tensor,
         generator: torch.Generator,
         device: torch.device | None = None,
+        sizes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (N, C, H, W) and int labels -> augmented float images and (N, num_classes) soft targets,
         on `device` (default: the images'). The uint8 batch is copied there first (a quarter of the
-        float bytes) and every step runs there; the random draws stay on the CPU generator."""
+        float bytes) and every step runs there; the random draws stay on the CPU generator. With
+        `sizes`, the images are whole photos squashed to a square (`random_resized_crop`)."""
         device = images.device if device is None else device
+        if sizes is not None and not self.crop_size:
+            raise ValueError("whole photos (sizes) need crop_size, the side their crops are resized to")
         if self.color_jitter or self.auto_augment:  # as timm: on the crop, 8-bit as Pillow's resize leaves it
-            cropped = self._crop_and_flip(to_device(images, device).float(), generator)
+            cropped = self._crop_and_flip(to_device(images, device).float(), generator, sizes)
             x = self._colour(cropped.round_().clamp_(0, 255).to(torch.uint8), generator, device)
         else:
-            x = self._crop_and_flip(normalize(to_device(images, device), self.mean, self.std), generator)
+            x = self._crop_and_flip(normalize(to_device(images, device), self.mean, self.std), generator, sizes)
         if self.erase_prob > 0:
             x = random_erasing(x, generator, self.erase_prob)
         x, targets = mixup_cutmix(
@@ -309,9 +318,10 @@ class TrainAugment:
         )
         return x, to_device(targets, device)  # (N, classes) built on the CPU: a small copy
 
-    def _crop_and_flip(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0):
-            x = random_resized_crop(x, generator, self.crop_scale, self.crop_ratio)
+    def _crop_and_flip(self, x: torch.Tensor, generator: torch.Generator, sizes: torch.Tensor | None) -> torch.Tensor:
+        if sizes is not None or self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0):
+            scale, ratio = self.crop_scale, self.crop_ratio
+            x = random_resized_crop(x, generator, scale, ratio, sizes=sizes, out_size=self.crop_size)
         return random_flip(x, generator, self.flip_prob) if self.flip_prob > 0 else x
 
     def _colour(self, images: torch.Tensor, generator: torch.Generator, device: torch.device) -> torch.Tensor:

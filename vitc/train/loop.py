@@ -254,6 +254,7 @@ def _setup(
         erase_prob=cfg.aug.erasing,
         color_jitter=cfg.aug.color_jitter,
         auto_augment=parse_auto_augment(cfg.aug.auto_augment) if cfg.aug.auto_augment else None,
+        crop_size=size if feed.whole_images else None,  # an in-memory image folder's photos are kept whole
     )
     aug_gen = torch.Generator()
     run_info = {

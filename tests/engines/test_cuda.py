@@ -159,9 +159,7 @@ def test_graph_capture_replays_the_stream(cuda_fake, release: str, driver: int) 
     graph = CudaGraph(stream)
     graph.begin()
     gpu.launch_kernel(stream.handle, lambda: runs.append(1))
-    with pytest.raises(VitcError, match="cudaErrorStreamCaptureUnsupported"):
-        stream.synchronize()  # no synchronising inside a capture
-    graph.end()
+    assert graph.end()
     assert runs == []  # captured, not run
     graph.launch()
     graph.launch()
@@ -170,6 +168,39 @@ def test_graph_capture_replays_the_stream(cuda_fake, release: str, driver: int) 
     graph.destroy()
     stream.destroy()
     assert gpu.graphs == {}
+
+
+@pytest.mark.parametrize(("release", "driver"), [("11.8", 11040), ("12.6", 13000), ("12.9", 13000), ("13.0", 13000)])
+def test_an_invalidated_capture_ends_without_a_graph(cuda_fake, release: str, driver: int) -> None:
+    """An illegal call during capture (a synchronize) invalidates it: cudaStreamEndCapture then gives
+    cudaErrorStreamCaptureInvalidated and a NULL graph (a NULL cudaGraph_t before 12.9, None from it).
+    end() says so instead of raising, clears the error it left, and the stream runs plainly again."""
+    gpu = cuda_fake(cuda_python=release, driver=driver)
+    stream = Cuda().stream()
+    runs: list[int] = []
+    graph = CudaGraph(stream)
+    graph.begin()
+    gpu.launch_kernel(stream.handle, lambda: runs.append(1))
+    with pytest.raises(VitcError, match="cudaErrorStreamCaptureUnsupported"):
+        stream.synchronize()  # not permitted during capture
+    assert not graph.end()
+    assert gpu.graphs == {} and gpu.last_error == cudaError_t.cudaSuccess  # no graph left over, no error left pending
+    gpu.launch_kernel(stream.handle, lambda: runs.append(2))
+    stream.synchronize()
+    assert runs == [2]  # the captured work never runs; the stream is out of capture mode
+    graph.destroy()
+    stream.destroy()
+
+
+def test_a_capture_whose_enqueue_failed_is_destroyed(cuda_fake) -> None:
+    """trtexec's endCaptureOnError, case (2): the graph of a failed enqueue is ended and destroyed, unused."""
+    gpu = cuda_fake(cuda_python="12.9", driver=12060)
+    stream = Cuda().stream()
+    graph = CudaGraph(stream)
+    graph.begin()
+    assert not graph.end(enqueued=False)
+    assert gpu.graphs == {}
+    stream.destroy()
 
 
 def test_pycuda_has_no_graphs(cuda_fake) -> None:

@@ -6,15 +6,20 @@ that release define (tests/engines/trt_api/), on the CUDA fakes of tests/engines
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from tests.engines.conftest import make_tiny_onnx, manifest_record
+from tests.engines.fakes.cuda_fakes import cudaError_t
 from tests.engines.fakes.tensorrt_fake import VERSIONS
 from tests.engines.fakes.tensorrt_objects import PLAN_BODY, PRECISION_FLAGS
 from vitc.artifacts import BatchRange
@@ -328,36 +333,93 @@ def test_cuda_graph_replays_with_new_inputs(version, fake, tiny_onnx, tmp_path):
         np.testing.assert_array_equal(have, want)
 
 
-def test_an_engine_tensorrt_cannot_capture_runs_without_cuda_graphs(fake, tiny_onnx, tmp_path):
-    """trtexec's samples say enqueue may return false under capture (layers not permitted there), and the
-    graph then ended must not be used: the runner ends the capture, drops the graph and runs plainly with
-    a warning (it launched a graph of nothing: every later call gave the first call's outputs)."""
+def _sync_inside(stream_handle: int) -> None:
+    """What a layer calling cudaStreamSynchronize does under capture: the call fails, the capture is invalidated."""
+    sys.modules["cuda.bindings.runtime"].cudaStreamSynchronize(stream_handle)
+
+
+def _refuse(enqueue: Callable[..., bool], context: Any, stream_handle: int) -> bool:
+    return False  # layers TensorRT cannot enqueue under capture: the graph ended must not be used
+
+
+def _invalidate_then_enqueue(enqueue: Callable[..., bool], context: Any, stream_handle: int) -> bool:
+    _sync_inside(stream_handle)
+    return enqueue(context, stream_handle)  # its launch fails on the invalidated capture: False
+
+
+def _enqueue_then_invalidate(enqueue: Callable[..., bool], context: Any, stream_handle: int) -> bool:
+    enqueued = enqueue(context, stream_handle)
+    _sync_inside(stream_handle)
+    return enqueued  # True, but cudaStreamEndCapture will fail
+
+
+# How TensorRT's enqueue goes wrong under capture, and what vitc's warning says (trtexec's endCaptureOnError).
+UNCAPTURABLE = {
+    "refused": (_refuse, "TensorRT could not enqueue this engine inside a CUDA graph capture"),
+    "invalidated": (_invalidate_then_enqueue, "TensorRT could not enqueue this engine inside a CUDA graph capture"),
+    "invalidated after enqueue": (_enqueue_then_invalidate, "CUDA invalidated the CUDA graph capture of this engine"),
+}
+
+
+@contextlib.contextmanager
+def uncapturable(how: str) -> Iterator[None]:
+    """The fake Context's execute_async_v3 misbehaves as UNCAPTURABLE[how] says while its stream is capturing."""
     from tests.engines.fakes import tensorrt_objects
 
-    fake("10.3")
+    context = tensorrt_objects.Context
+    enqueue = context.__dict__["execute_async_v3"]  # the fake's classes answer only their version's API
+    misbehave = UNCAPTURABLE[how][0]
+
+    def under_capture(self: Any, stream_handle: int) -> bool:
+        if self._trt._gpu.stream(stream_handle).capture is not None:
+            return misbehave(enqueue, self, stream_handle)
+        return enqueue(self, stream_handle)
+
+    type.__setattr__(context, "execute_async_v3", under_capture)
+    try:
+        yield
+    finally:
+        type.__setattr__(context, "execute_async_v3", enqueue)
+
+
+@pytest.mark.parametrize("how", list(UNCAPTURABLE))
+def test_an_engine_that_cannot_be_captured_runs_without_cuda_graphs(how, fake, tiny_onnx, tmp_path):
+    """trtexec's samples say enqueue may return false under capture (layers not permitted there), and CUDA
+    invalidates a capture in which an illegal call is made (cudaStreamEndCapture: an error, a NULL graph).
+    Either way the runner ends the capture, keeps no graph, clears the CUDA error, warns once and runs
+    plainly (it launched a graph of nothing: every later call gave the first call's outputs; an
+    invalidated capture stopped with 'CUDA error in cudaStreamEndCapture')."""
+    trt = fake("10.3")
     opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
     plan = B.build_engine(opts).plan
     feeds = [np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype(np.float32) for i in range(3)]
     with TensorRTRunner(plan) as plain:
         expected = [plain.infer({"input": x})["logits"] for x in feeds]
-    context = tensorrt_objects.Context
-    enqueue = context.__dict__["execute_async_v3"]  # the fake's classes answer only their version's API
-
-    def refused_under_capture(self, stream_handle):
-        if self._trt._gpu.stream(stream_handle).capture is not None:
-            return False
-        return enqueue(self, stream_handle)
-
-    type.__setattr__(context, "execute_async_v3", refused_under_capture)
-    try:
-        with TensorRTRunner(plan, cuda_graph=True) as runner:
-            got = [runner.infer({"input": x})["logits"] for x in feeds]
-            assert runner._graph is None and not runner.cuda_graph
-            assert any("could not enqueue this engine inside a CUDA graph capture" in w for w in runner.warnings)
-    finally:
-        type.__setattr__(context, "execute_async_v3", enqueue)
+    with uncapturable(how), TensorRTRunner(plan, cuda_graph=True) as runner:
+        got = [runner.infer({"input": x})["logits"] for x in feeds]
+        assert runner._graph is None and not runner.cuda_graph
+        graph_warnings = [w for w in runner.warnings if "CUDA graph" in w]
+        assert len(graph_warnings) == 1 and UNCAPTURABLE[how][1] in graph_warnings[0]
+        assert graph_warnings[0].endswith("so it runs without CUDA graphs")
+        assert trt._gpu.graphs == {} and trt._gpu.last_error == cudaError_t.cudaSuccess
     for want, have in zip(expected, got):
         np.testing.assert_array_equal(have, want)
+
+
+def test_bench_cuda_graph_of_an_engine_whose_capture_is_invalidated(fake, tiny_onnx, tmp_path):
+    """`vitc bench -e x.plan --cuda-graph` stopped with exit 2 ('CUDA error in cudaStreamEndCapture:
+    cudaErrorStreamCaptureInvalidated'); it warns and benchmarks the engine without CUDA graphs."""
+    fake("10.3")
+    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    plan = B.build_engine(opts).plan
+    report = tmp_path / "bench.json"
+    with uncapturable("invalidated after enqueue"):
+        args = ["bench", "-e", plan, "-b", "1,2", "-n", "3", "--warmup", "1", "--cuda-graph", "--json", report]
+        result = cli.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "CUDA invalidated the CUDA graph capture" in result.output and "cudaStreamEndCapture" not in result.output
+    rows = json.loads(report.read_text())["rows"]
+    assert [row["batch"] for row in rows] == [1, 2] and not any(row["detail"]["cuda_graph"] for row in rows)
 
 
 @pytest.mark.parametrize("version", ["8.5", "8.6"])

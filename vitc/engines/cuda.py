@@ -332,15 +332,31 @@ class CudaGraph:
         mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         _check(self.rt.cudaStreamBeginCapture(self.stream._obj, mode), "cudaStreamBeginCapture")
 
-    def end(self, instantiate: bool = True) -> None:
-        """End the capture; instantiate the graph unless what was captured failed to enqueue (trtexec's
-        endCaptureOnError: the graph returned then must not be used, only destroyed)."""
-        self._graph = _check(self.rt.cudaStreamEndCapture(self.stream._obj), "cudaStreamEndCapture")
-        if not instantiate:
-            return
-        # cudaGraphInstantiateWithFlags(graph, flags) is the one form in cuda-python 11.x (JetPack 5),
-        # 12.x and 13.x: 11.x's cudaGraphInstantiate takes (graph, pLogBuffer, bufferSize) instead.
-        self._exec = _check(self.rt.cudaGraphInstantiateWithFlags(self._graph, 0), "cudaGraphInstantiateWithFlags")
+    def end(self, enqueued: bool = True) -> bool:
+        """End the capture and instantiate its graph; False, with no graph, when the capture failed.
+
+        As trtexec's endCaptureOnError (samples/common/sampleDevice.h): CUDA invalidates a capture in
+        which an illegal call was made, and cudaStreamEndCapture then returns
+        cudaErrorStreamCaptureInvalidated and a NULL graph (cuda-python ≤ 12.6 wraps NULL, 12.9+ gives
+        None); a capture whose work failed to enqueue (`enqueued` False) ends with a graph that must
+        not be used, only destroyed. Either way the stream has left capture mode, and the error the
+        failure left behind is cleared (cudaGetLastError), or the next launch would report it.
+        """
+        result = self.rt.cudaStreamEndCapture(self.stream._obj)
+        if int(result[0]) == int(self.rt.cudaError_t.cudaErrorStreamCaptureInvalidated):
+            self._graph = None
+        else:
+            self._graph = _check(result, "cudaStreamEndCapture")
+            if enqueued:
+                # cudaGraphInstantiateWithFlags(graph, flags) is the one form in cuda-python 11.x (JetPack 5),
+                # 12.x and 13.x: 11.x's cudaGraphInstantiate takes (graph, pLogBuffer, bufferSize) instead.
+                self._exec = _check(
+                    self.rt.cudaGraphInstantiateWithFlags(self._graph, 0), "cudaGraphInstantiateWithFlags"
+                )
+                return True
+            self.destroy()
+        self.rt.cudaGetLastError()  # returns (and so clears) that error: not a failure of this call
+        return False
 
     def launch(self) -> None:
         _check(self.rt.cudaGraphLaunch(self._exec, self.stream._obj), "cudaGraphLaunch")

@@ -246,18 +246,21 @@ class TensorRTRunner(BaseRunner):
             self._drop_graph()
             graph = CudaGraph(self._stream)
             graph.begin()
-            captured = False
+            enqueued = False
             try:
-                captured = bool(self._context.execute_async_v3(self._stream.handle))
+                enqueued = bool(self._context.execute_async_v3(self._stream.handle))
             finally:
-                graph.end(instantiate=captured)  # a stream left capturing would fail every call after
-            if not captured:  # layers TensorRT cannot enqueue under capture: as trtexec, run without graphs
-                graph.destroy()
+                captured = graph.end(enqueued)  # a stream left capturing would fail every call after
+            if not captured:  # as trtexec: warn once and run without graphs from now on
                 self.cuda_graph = False
-                self.warnings.append(
-                    f"{self.path}: TensorRT could not enqueue this engine inside a CUDA graph capture (some of its "
-                    "layers cannot be captured), so it runs without CUDA graphs"
+                why = (
+                    "CUDA invalidated the CUDA graph capture of this engine (TensorRT made a call that is not "
+                    "permitted during capture)"
+                    if enqueued
+                    else "TensorRT could not enqueue this engine inside a CUDA graph capture (some of its layers "
+                    "cannot be captured)"
                 )
+                self.warnings.append(f"{self.path}: {why}, so it runs without CUDA graphs")
                 if not self._context.execute_async_v3(self._stream.handle):
                     raise VitcError(f"{self.path}: TensorRT failed to enqueue the inference")
                 return

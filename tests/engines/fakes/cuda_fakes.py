@@ -29,6 +29,15 @@ What is modelled, from the real sources:
 - device pointers are not host addresses (dereferencing one on the host fails); copies move exactly
   `count` bytes and are checked against the allocations; streams run their work only when
   synchronised; capture records work into a graph instead of running it.
+- invalidation (CUDA Programming Guide, "Invalidation"; cudaStreamEndCapture's docstring): an
+  illegal call during capture (here: synchronising the capturing stream) fails and invalidates the
+  capture; later work on that stream fails with cudaErrorStreamCaptureInvalidated, and
+  cudaStreamEndCapture leaves capture mode returning that error and a NULL graph: a NULL
+  `cudaGraph_t` in 11.8.2 and 12.6.0 (`return (cudaError_t(err), pGraph)`), None in 12.9 and 13.0
+  (`if err != cudaSuccess: return (..., None)`).
+- the last error: every failed call records its error, which `cudaGetLastError()` returns as
+  `(err,)` and resets (all four releases). The fake TensorRT checks it after its launches, as
+  TensorRT does, so an error left pending fails the next enqueue (why trtexec clears it).
 - pycuda (src/wrapper/wrap_cudadrv.cpp): `memcpy_htod_async(dest, src, stream)` copies the whole
   buffer `src`, `memcpy_dtoh_async(dest, src, stream)` fills the whole buffer `dest`.
 """
@@ -65,6 +74,7 @@ class cudaError_t(enum.IntEnum):  # the real class names
     cudaErrorNotReady = 600
     cudaErrorIllegalAddress = 700
     cudaErrorStreamCaptureUnsupported = 900
+    cudaErrorStreamCaptureInvalidated = 901
 
 
 class cudaMemcpyKind(enum.IntEnum):
@@ -82,9 +92,10 @@ class cudaStreamCaptureMode(enum.IntEnum):
 
 
 class FakeCudaError(Exception):
-    def __init__(self, err: cudaError_t) -> None:
+    def __init__(self, err: cudaError_t, values: tuple[Any, ...] | None = None) -> None:
+        """`values`: what the binding returns after the error (default: None for each value)."""
         super().__init__(err.name)
-        self.err = err
+        self.err, self.values = err, values
 
 
 class Handle:
@@ -105,6 +116,7 @@ class _Stream:
         self.handle = handle
         self.pending: list[Callable[[], None]] = []
         self.capture: list[Callable[[], None]] | None = None
+        self.invalidated = False  # an illegal call was made during the capture
 
 
 class FakeGpu:
@@ -119,6 +131,7 @@ class FakeGpu:
         self.events: dict[int, float | None] = {}
         self.graphs: dict[int, list[Callable[[], None]]] = {}
         self.copies: list[tuple[str, int]] = []  # ("H2D"/"D2H", nbytes), in execution order
+        self.last_error = cudaError_t.cudaSuccess  # what cudaGetLastError returns and resets
         self.kernel_ms = 1.0
         self.clock = 0.0
         self._next = _DEVICE_BASE
@@ -174,6 +187,8 @@ class FakeGpu:
             self.clock += ms
 
         stream = self.stream(handle)
+        if stream.invalidated:
+            raise FakeCudaError(cudaError_t.cudaErrorStreamCaptureInvalidated)
         (stream.capture if stream.capture is not None else stream.pending).append(timed)
 
     def launch_kernel(self, handle: Any, fn: Callable[[], None]) -> None:
@@ -190,7 +205,8 @@ class FakeGpu:
 
     def synchronize(self, handle: Any) -> None:
         stream = self.stream(handle)
-        if stream.capture is not None:
+        if stream.capture is not None:  # not permitted during capture: it invalidates the capture
+            stream.invalidated = True
             raise FakeCudaError(cudaError_t.cudaErrorStreamCaptureUnsupported)
         work, stream.pending = stream.pending, []
         for fn in work:
@@ -232,11 +248,13 @@ def _runtime_functions(gpu: FakeGpu, built_for: int) -> dict[str, Callable[..., 
     def call(fn: Callable[..., Any], nvalues: int = 1) -> Callable[..., tuple[Any, ...]]:
         def wrapper(*args: Any) -> tuple[Any, ...]:
             if not usable:
-                return (cudaError_t.cudaErrorInsufficientDriver, *([None] * nvalues))
+                gpu.last_error = cudaError_t.cudaErrorInsufficientDriver
+                return (gpu.last_error, *([None] * nvalues))
             try:
                 value = fn(*args)
             except FakeCudaError as exc:
-                return (exc.err, *([None] * nvalues))
+                gpu.last_error = exc.err
+                return (exc.err, *(exc.values if exc.values is not None else [None] * nvalues))
             return (ok,) if nvalues == 0 else (ok, value)
 
         return wrapper
@@ -314,9 +332,17 @@ def _runtime_functions(gpu: FakeGpu, built_for: int) -> dict[str, Callable[..., 
         target = gpu.stream(stream)
         if target.capture is None:
             raise FakeCudaError(cudaError_t.cudaErrorIllegalState)
+        if target.invalidated:  # out of capture mode, with the error and a NULL graph
+            target.capture, target.invalidated = None, False
+            null = None if built_for >= VERSION_CODES["12.9"] else Handle(0, "cudaGraph_t")
+            raise FakeCudaError(cudaError_t.cudaErrorStreamCaptureInvalidated, (null,))
         handle = gpu.new_handle()
         gpu.graphs[handle], target.capture = target.capture, None
         return Handle(handle, "cudaGraph_t")
+
+    def get_last_error() -> tuple[Any]:
+        err, gpu.last_error = gpu.last_error, ok
+        return (err,)
 
     def instantiate(graph: Any, flags: int) -> Handle:
         if int(graph) not in gpu.graphs:
@@ -357,6 +383,7 @@ def _runtime_functions(gpu: FakeGpu, built_for: int) -> dict[str, Callable[..., 
         "cudaEventDestroy": call(event_destroy, 0),
         "cudaStreamBeginCapture": call(begin_capture, 0),
         "cudaStreamEndCapture": call(end_capture),
+        "cudaGetLastError": get_last_error,  # works with any driver: it reads the runtime's own state
         "cudaGraphInstantiate": call(instantiate),
         "cudaGraphInstantiateWithFlags": call(instantiate),
         "cudaGraphLaunch": call(graph_launch, 0),

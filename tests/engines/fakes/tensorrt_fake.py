@@ -23,7 +23,9 @@ Behaviour the vitc code depends on, modelled from the API documentation (pyCoreD
   version-compatible, newer-runtime within its major or from 8 to 10 or 10 to 11 (support matrix
   11.4.1), and `engine_host_code_allowed`) or of another GPU.
 - `set_input_shape` returns False outside the profile; `execute_async_v3` runs the ONNX file with
-  ONNX Runtime on the fake device memory, as a kernel on the given stream.
+  ONNX Runtime on the fake device memory, as a kernel on the given stream, and returns False (with an
+  error logged) when its launch fails or the CUDA last error is pending after it (trtexec clears that
+  error after a failed capture: sampleInference.cpp, "Ensure any CUDA error has been cleaned up").
 
 The plan layout: bytes 0-3 "ftrt"; from 8.6 on, bytes 4-7 the serialization word 0 and bytes 24-27
 the version (what trtexec's printPlanVersion reads, samples/common/sampleEngines.cpp, 9.0+). The

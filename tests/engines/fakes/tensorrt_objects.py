@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tests.engines.fakes.cuda_fakes import FakeCudaError, cudaError_t
 from vitc.export.trt_rules import supported_ops
 
 PLAN_BODY = b"FAKEPLAN"
@@ -475,7 +476,14 @@ class Context(Strict):
                 raw = np.ascontiguousarray(value, NUMPY[io[out.name][1]]).tobytes()
                 gpu.view(self._addresses[out.name], len(raw))[:] = raw
 
-        gpu.launch_kernel(stream_handle, run)
+        try:
+            gpu.launch_kernel(stream_handle, run)
+        except FakeCudaError as exc:  # e.g. a stream whose capture was invalidated
+            gpu.last_error = exc.err
+        error, gpu.last_error = gpu.last_error, cudaError_t.cudaSuccess  # checked after its launches: a
+        if error != cudaError_t.cudaSuccess:  # pending error, its own or one left before, fails the enqueue
+            self._error(f"IExecutionContext::enqueueV3: CUDA error {error.name}")
+            return False
         return True
 
 

@@ -166,3 +166,21 @@ def test_the_wheel_on_the_pythons_of_jetpack(
     assert [row["batch"] for row in rows] == [1, 4] and str(rows).count("'agreement': 100.0") == 2, rows
     if version == "3.8":
         assert result["train"][0] == 2 and "needs Python >= 3.10" in result["train"][1], result["train"][1]
+
+
+def test_the_onnx_extra_keeps_numpy_1_on_jetpack_6() -> None:
+    """The newest onnx needs numpy 2 (through ml_dtypes), which would shadow JetPack 6's numpy 1.21.5 in the
+    venv and break the system modules built against numpy 1 (its OpenCV); JetPack 5 (3.8) and desktops
+    are left to pip."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["onnx"]
+    numpy = [Requirement(line) for line in extra if line.startswith("numpy")]
+
+    def pinned(python: str, machine: str) -> bool:
+        env = {"python_version": python, "platform_machine": machine}
+        return any(r.marker is not None and r.marker.evaluate(env) and "2" not in r.specifier for r in numpy)
+
+    assert pinned("3.10", "aarch64")
+    assert not pinned("3.8", "aarch64") and not pinned("3.10", "x86_64") and not pinned("3.12", "aarch64")

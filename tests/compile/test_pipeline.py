@@ -209,3 +209,20 @@ def test_the_compile_check_runs_in_full_fp32_and_restores_the_users_settings(mon
         torch.set_float32_matmul_precision(before_matmul)
         for (owner, name), value in zip(precision_flags(), before, strict=True):
             setattr(owner, name, value)
+
+
+@pytest.mark.parametrize("name", MICRO)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_model_is_rewritten_in_fp32_and_returned_in_its_dtype(name: str, dtype: torch.dtype) -> None:
+    """compile_model(model.to(torch.bfloat16)) stopped in the check ('Input type (float) and bias type
+    (c10::BFloat16) should be the same'): the check's inputs were float32. The rewrite and its check run
+    in float32 now, and the model comes back in its dtype, the user's model untouched."""
+    model = build(name).to(dtype)
+    compiled, report = compile_model(model, target="cpu")
+    assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-4
+    assert {p.dtype for p in compiled.parameters()} == {dtype} == {p.dtype for p in model.parameters()}
+    x = torch.randn(2, *model.vitc_cfg.input_size, generator=torch.Generator().manual_seed(2)).to(dtype)
+    with torch.no_grad():
+        got, expected = compiled(x), model(x)
+    scale = max(1.0, float(expected.abs().max()))
+    assert got.dtype == dtype and max_diff(got.float(), expected.float()) <= 0.02 * scale

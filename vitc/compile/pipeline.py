@@ -113,6 +113,14 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's floating parameters (float32 for a model without any)."""
+    for tensor in model.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
 def _device(model: nn.Module) -> torch.device:
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
@@ -162,7 +170,9 @@ def compile_model(
 
     With `check`, the original and the model after every pass that fired run on the same random
     input (one image) and the report records max |Δ logits|; a final max |Δ| above 1e-4 raises
-    VitcError. `model` itself is left as it was (its training flags are restored). `pass_options`
+    VitcError. A bfloat16 or float16 model is rewritten and checked in float32 (its tables computed
+    from its weights in full precision), and returned in its own dtype. `model` itself is left as it
+    was (its training flags are restored). `pass_options`
     varies the pipeline for measurements, e.g. `{"fold_cvt_projections": {"merge_kv": True},
     "static_attention": None}` (None leaves that pass out).
     """
@@ -170,6 +180,9 @@ def compile_model(
     start = time.perf_counter()
     size = _input_size(model, input_size)
     report = CompileReport(model=str(getattr(model, "vitc_name", type(model).__name__)), target=target, input_size=size)
+    dtype = _float_dtype(model)
+    if dtype != torch.float32:  # a bf16/fp16 model: rewritten and checked in float32, then cast back
+        model = copy.deepcopy(model).float()
     compiled = copy.deepcopy(model).eval()
     reference = None
     inputs = None
@@ -186,7 +199,7 @@ def compile_model(
                 assert reference is not None
                 delta = _max_abs_diff(compiled(inputs), reference)
             report.rows.append(PassRow(name, fired, delta))
-    compiled.eval()
+    compiled.eval().to(dtype)
     report.max_abs_diff = delta  # the model after the last pass that fired, vs the original: no extra forward
     report.seconds = time.perf_counter() - start
     if report.max_abs_diff is not None and not report.max_abs_diff <= TOLERANCE:  # also catches NaN

@@ -37,6 +37,13 @@ def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
         app, ["train", "--resume", "--name", "tiny", "--epochs", "2", *_set({"run.out_dir": tiny["run.out_dir"]})]
     )
     assert longer.exit_code == 0 and "resumed with optim.epochs = 2 (was 1)" in longer.output, longer.output
+    config = Path(tiny["run.out_dir"]) / "tiny" / "config.json"
+    recorded = config.read_text()
+    shorter = runner.invoke(  # it trained nothing and rewrote config.json to 1 beside two epochs' metrics
+        app, ["train", "--resume", "--name", "tiny", "--epochs", "1", *_set({"run.out_dir": tiny["run.out_dir"]})]
+    )
+    assert shorter.exit_code == 2 and "has trained 2 epochs: --epochs must be at least 2" in shorter.output
+    assert config.read_text() == recorded
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ def train(
         before = cfg.optim.epochs
         cfg = apply(cfg, overrides)  # plus what is set explicitly now
         if cfg.optim.epochs != before:  # the schedule is a function of the run's length
+            _check_not_shorter(cfg)
             changed.append(
                 f"optim.epochs = {cfg.optim.epochs} (was {before}): the learning-rate schedule is recomputed "
                 "for the new length from where the run stopped"
@@ -103,6 +104,21 @@ def train(
             )  # fmt: skip
         run = Path(cfg.run.out_dir) / cfg.run_name
         say(f"next: vitc export {run} -p fp32 -p fp16 -p int8", markup=False, highlight=False, soft_wrap=True)
+
+
+def _check_not_shorter(cfg: TrainConfig) -> None:
+    """--resume --epochs N below the epochs a run has trained would train nothing and leave config.json
+    saying N beside metrics and a summary of more: refused."""
+    from vitc.artifacts.resume import resume_summary
+
+    state = Path(cfg.run.out_dir) / cfg.run_name / "resume.safetensors"
+    summary = resume_summary(state) if state.is_file() else None
+    done = summary.epochs_done if summary else 0
+    if cfg.optim.epochs < done:
+        raise VitcError(
+            f"run {cfg.run_name!r} has trained {done} epoch{'s' if done != 1 else ''}: --epochs must be at least "
+            f"{done} (--force starts over)"
+        )
 
 
 def _check_before_torch(cfg: TrainConfig, resume: bool) -> None:

@@ -123,3 +123,17 @@ def test_unknown_model_is_defined_once_in_errors() -> None:
     from vitc import errors
 
     assert not hasattr(_zoo, "unknown_model") and train_cli.unknown_model is errors.unknown_model
+
+
+def test_the_docs_zoo_table_is_the_one_vitc_models_prints() -> None:
+    """docs/models.md's parameters and first GMACs column against the shipped table (it had gone stale:
+    11 of 19 GMACs were the reference form's, which the table's last column keeps)."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    documented = {
+        m.group(1): (int(m.group(2).replace(",", "")), float(m.group(3)))
+        for m in re.finditer(r"^\| (\w+) \| \w+ \| ([\d,]+) \| ([\d.]+) \| [\d.]+ \| \S+ \|$", text, re.M)
+    }
+    shipped = json.loads(_zoo.SHIPPED.read_text())["models"]
+    assert documented == {row["name"]: (row["params"], round(row["gmacs"], 3)) for row in shipped}

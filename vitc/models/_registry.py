@@ -144,6 +144,21 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     return model
 
 
+def follow_classes(model: nn.Module, num_classes: int) -> None:
+    """Make what `create_model` recorded (`vitc_args`, `vitc_cfg`) describe a new head of `num_classes`.
+
+    A checkpoint writes that record, and `load_model` rebuilds the head from it: a model saved after
+    `reset_classifier` must name the head it holds. Class names loaded with the old head no longer apply.
+    """
+    args, cfg = getattr(model, "vitc_args", None), getattr(model, "vitc_cfg", None)
+    if args is not None:
+        model.vitc_args = {**args, "num_classes": num_classes}
+    if cfg is not None:
+        model.vitc_cfg = replace(cfg, num_classes=num_classes)
+    if getattr(model, "vitc_class_names", None) is not None:
+        model.vitc_class_names = None
+
+
 def get_model_cfg(model: nn.Module) -> ModelCfg:
     """The data config of a model built by `create_model`."""
     cfg = getattr(model, "vitc_cfg", None)

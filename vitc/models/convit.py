@@ -21,6 +21,7 @@ from vitc.models.layers import (
     DropPath,
     Mlp,
     PatchEmbed,
+    ZooModel,
     check_attn_impl,
     content_attention,
     drop_path_rates,
@@ -313,7 +314,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class ConViT(nn.Module):
+class ConViT(ZooModel):
     """ViT with GPSA blocks first and a class token inserted before block `local_up_to_layer`.
 
     `attn_impl` picks GPSA's formulation ("fused" by default, "fused_dense", "reference"; see GPSA):
@@ -373,7 +374,7 @@ class ConViT(nn.Module):
             for i, rate in enumerate(rates)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._new_head(num_classes)
         # Reference order: standard init everywhere, then the local init overrides v and pos_proj.
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -405,10 +406,6 @@ class ConViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Any], model: ConViT) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from vitc.models.layers import (
     DropPath,
     Mlp,
     QuickGELU,
+    ZooModel,
     drop_path_rates,
     init_weights_vit,
     runs_written_attention,
@@ -202,7 +203,7 @@ class CvTStage(nn.Module):
         return x.transpose(1, 2).reshape(batch, chans, height, width), cls_token
 
 
-class CvT(nn.Module):
+class CvT(ZooModel):
     """Convolutional vision transformer: three stages, class token in the last, head on that token.
 
     `drop_path_rate` is per stage (a sequence) or, as a float, the last stage's rate with the
@@ -264,7 +265,7 @@ class CvT(nn.Module):
             self.add_module(f"stage{i}", stage)  # official key layout: stage{i}.…
             chans = embed_dims[i]
         self.norm = nn.LayerNorm(self.embed_dim, eps=1e-5)
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._new_head(num_classes)
         self.apply(init_weights_vit)
 
     @property
@@ -290,10 +291,6 @@ class CvT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
 
 # Hugging Face `CvtForImageClassification` → official names (the table in HF's convert script).

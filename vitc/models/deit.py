@@ -17,6 +17,7 @@ from vitc.models.layers import (
     DropPath,
     Mlp,
     PatchEmbed,
+    ZooModel,
     drop_path_rates,
     init_weights_vit,
     resample_pos_embed,
@@ -52,7 +53,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class DeiT(nn.Module):
+class DeiT(ZooModel):
     """Vision transformer with a class token and learned absolute position embeddings."""
 
     def __init__(
@@ -82,7 +83,7 @@ class DeiT(nn.Module):
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rate) for rate in rates
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._new_head(num_classes)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_weights_vit)
@@ -103,10 +104,6 @@ class DeiT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
 
 def _deit(overrides: dict[str, object], **defaults: object) -> DeiT:

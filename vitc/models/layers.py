@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitc.models._registry import follow_classes
+
 
 def to_2tuple(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(value, int):
@@ -108,6 +110,24 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return grid_to_tokens(self.proj(x))
+
+
+class ZooModel(nn.Module):
+    """What the families share as timm's models do: a classifier on the pooled class token that
+    `reset_classifier` replaces, with `create_model`'s record (and so a checkpoint) following it."""
+
+    num_classes: int
+    embed_dim: int
+    head: nn.Module
+
+    def _new_head(self, num_classes: int) -> None:
+        """A fresh classifier of `num_classes` outputs; none for 0 (forward then gives the pooled features)."""
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self._new_head(num_classes)
+        follow_classes(self, num_classes)
 
 
 WRITTEN_ATTENTION_ON = ("cpu",)

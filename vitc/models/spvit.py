@@ -36,6 +36,7 @@ from vitc.models.layers import (
     Attention,
     DropPath,
     Mlp,
+    ZooModel,
     check_attn_impl,
     drop_path_rates,
     grid_to_tokens,
@@ -304,7 +305,7 @@ class Block(nn.Module):
         return self.pos_block(x, self.grid_size, self.has_cls)
 
 
-class SPViT(nn.Module):
+class SPViT(ZooModel):
     """LV-ViT with SP-SA in the first `local_up_to_layer` blocks and a late class token.
 
     `attn_impl` picks SP-SA's formulation ("fused" by default, "flex", "reference"; see SPSA): the
@@ -367,9 +368,8 @@ class SPViT(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-5)
         self.use_aux_head = aux_head
-        self.head: nn.Module = nn.Identity()
         self.aux_head: nn.Module | None = None
-        self.reset_classifier(num_classes)
+        self._new_head(num_classes)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_weights_vit)
@@ -402,9 +402,9 @@ class SPViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+    def _new_head(self, num_classes: int) -> None:
+        """The class token's head and, with `aux_head`, token labelling's over the patches, ViT-initialised."""
+        super()._new_head(num_classes)
         use_aux = self.use_aux_head and num_classes > 0
         self.aux_head = nn.Linear(self.embed_dim, num_classes) if use_aux else None
         for module in (self.head, self.aux_head):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,27 @@ def test_reset_classifier_forgets_the_class_names_of_the_old_head(tmp_path: Path
     loaded.reset_classifier(10)  # ten new classes: the digits' names would label them wrongly
     assert loaded.vitc_class_names is None
     assert vitc.predict(loaded, torch.zeros(1, 3, 32, 32), top_k=1)[0][0][0] in {str(i) for i in range(10)}
+
+
+@pytest.mark.parametrize("side", [35, 48])  # 35: ran on its top-left 32x32 before; 48: a raw size mismatch
+@pytest.mark.parametrize("name", ["deit_micro", "convit_micro", "spvit_micro"])
+def test_an_input_of_another_size_is_refused_naming_the_models(name: str, side: int) -> None:
+    model = _micro(name).eval()
+    with pytest.raises(ValueError, match=rf"input {side}x{side} does not match the model's 32x32: .*img_size=") as err:
+        model(torch.randn(1, 3, side, side))
+    assert "\n" not in str(err.value)
+
+
+def test_cvt_takes_any_input_size() -> None:
+    model = _micro("cvt_micro").eval()
+    assert model(torch.randn(1, 3, 35, 48)).shape == (1, 10)
+
+
+def test_the_size_check_adds_no_tracer_warning() -> None:
+    """The ONNX export traces the model: its input size is static, the check a constant there."""
+    model, x = _micro("deit_micro").eval(), torch.randn(2, 3, 32, 32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(model, x)
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    assert torch.equal(traced(x), model(x))

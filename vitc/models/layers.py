@@ -6,6 +6,7 @@ Key names (`proj`, `fc1`, `fc2`, `qkv`) follow timm so that upstream checkpoints
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -96,12 +97,32 @@ def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2).contiguous()
 
 
+def check_input_size(x: torch.Tensor, img_size: tuple[int, int]) -> None:
+    """A ValueError unless x's height and width are the model's, as timm's PatchEmbed refuses another
+    size (strict_img_size): the patch grid and position embedding are the built size's, and an image off
+    it ran silently on its top-left corner. Shapes are static under export and compile, so is the check."""
+    if not torch.jit.is_tracing():
+        return _require_size(x, img_size)
+    with warnings.catch_warnings():  # the legacy tracer (the ONNX export) sees sizes as tensors and
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # warns the check stays constant: as meant
+        return _require_size(x, img_size)
+
+
+def _require_size(x: torch.Tensor, img_size: tuple[int, int]) -> None:
+    height, width = x.shape[-2:]
+    if (height, width) != img_size:
+        raise ValueError(
+            f"input {height}x{width} does not match the model's {img_size[0]}x{img_size[1]}: resize the images "
+            "to it, or build the model for another size with create_model(..., img_size=...)"
+        )
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patches by one strided convolution; output (B, N, D), row-major tokens."""
 
     def __init__(self, img_size: int | tuple[int, int], patch_size: int, in_chans: int, embed_dim: int) -> None:
         super().__init__()
-        height, width = to_2tuple(img_size)
+        height, width = self.img_size = to_2tuple(img_size)
         if height % patch_size or width % patch_size:
             raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch_size}")
         self.grid_size = (height // patch_size, width // patch_size)
@@ -109,6 +130,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x, self.img_size)
         return grid_to_tokens(self.proj(x))
 
 

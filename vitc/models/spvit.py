@@ -38,6 +38,7 @@ from vitc.models.layers import (
     Mlp,
     ZooModel,
     check_attn_impl,
+    check_input_size,
     drop_path_rates,
     grid_to_tokens,
     init_weights_vit,
@@ -227,7 +228,7 @@ class PatchEmbed4x2(nn.Module):
         self, img_size: int | tuple[int, int], patch_size: int, in_chans: int, embed_dim: int, stem_chans: int = 64
     ) -> None:
         super().__init__()
-        height, width = to_2tuple(img_size)
+        height, width = self.img_size = to_2tuple(img_size)
         if patch_size % 2 or patch_size < 2:
             raise ValueError(f"the 4_2 stem needs an even patch size (stem stride 2 × projection), got {patch_size}")
         if height % patch_size or width % patch_size:
@@ -246,6 +247,7 @@ class PatchEmbed4x2(nn.Module):
         self.proj = nn.Conv2d(stem_chans, embed_dim, kernel_size=patch_size // 2, stride=patch_size // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x, self.img_size)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         x = self.relu(self.bn3(self.conv3(x)))

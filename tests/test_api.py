@@ -82,3 +82,21 @@ def test_a_foreign_file_needs_its_model_name(checkpoint: tuple[Path, torch.nn.Mo
 def test_bad_images_are_one_line_errors(checkpoint: tuple[Path, torch.nn.Module], bad: object) -> None:
     with pytest.raises(VitcError):
         vitc.preprocess(bad, vitc.load_model(checkpoint[0]))
+
+
+def test_a_one_channel_model_predicts_a_grey_image_and_round_trips(tmp_path: Path) -> None:
+    """create_model(in_chans=1) kept the registry's three-value mean/std: preprocess and predict stopped,
+    and its checkpoint was refused on load. One channel gets their average, as timm's loader does."""
+    torch.manual_seed(0)
+    model = create_model("deit_micro", depth=1, in_chans=1).eval()
+    assert model.vitc_cfg.input_size == (1, 32, 32) and model.vitc_cfg.mean == model.vitc_cfg.std == (0.5,)
+    with torch.device("meta"):
+        imagenet = create_model("deit_tiny", in_chans=1).vitc_cfg
+    assert imagenet.mean == pytest.approx((0.449,)) and imagenet.std == pytest.approx((0.226,))
+    grey = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)
+    x = vitc.preprocess(grey, model)
+    expected = torch.from_numpy((grey / 255 - 0.5) / 0.5).float()
+    assert x.shape == (1, 1, 32, 32) and torch.allclose(x[0, 0], expected, atol=1e-6)
+    top = vitc.predict(model, grey, top_k=10)
+    loaded = vitc.load_model(save_checkpoint(tmp_path / "grey.safetensors", model))
+    assert loaded.vitc_cfg == model.vitc_cfg and vitc.predict(loaded, grey, top_k=10) == top

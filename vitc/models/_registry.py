@@ -127,7 +127,17 @@ def model_cfg(name: str, **overrides: Any) -> ModelCfg:
     size = overrides.get("img_size", cfg.input_size[1:])
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     classes = int(overrides.get("num_classes", cfg.num_classes))
-    return replace(cfg, input_size=(chans, int(height), int(width)), num_classes=classes)
+    mean, std = per_channel(cfg.mean, chans), per_channel(cfg.std, chans)
+    return replace(cfg, input_size=(chans, int(height), int(width)), num_classes=classes, mean=mean, std=std)
+
+
+def per_channel(values: tuple[float, ...], chans: int) -> tuple[float, ...]:
+    """A registered mean or std for `chans` input channels: as it is for its own count, else its average in
+    every channel (a grey image's statistics are near the RGB ones' mean), as timm's loader adapts them
+    (timm.data.loader.adapt_to_chs)."""
+    if len(values) == chans:
+        return values
+    return (sum(values) / len(values),) * chans
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:

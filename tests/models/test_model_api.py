@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 import vitc
 from vitc.checkpoint import read_meta, save_checkpoint
+from vitc.errors import VitcError
 from vitc.models import create_model
 
 FAMILIES = ["deit_micro", "convit_micro", "cvt_micro", "spvit_micro"]
@@ -72,3 +74,81 @@ def test_the_size_check_adds_no_tracer_warning() -> None:
         traced = torch.jit.trace(model, x)
     assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
     assert torch.equal(traced(x), model(x))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_create_model_takes_timms_pretrained_false_and_explains_true(name: str) -> None:
+    torch.manual_seed(0)
+    plain = create_model(name, num_classes=5)
+    torch.manual_seed(0)
+    model = create_model(name, pretrained=False, num_classes=5)
+    assert model.vitc_args == {"num_classes": 5}
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values(), strict=True))
+    with pytest.raises(VitcError, match=r"downloads no weights .*vitc\.load_model\(path, .*`vitc import`"):
+        create_model(name, True)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_timms_head_api(name: str) -> None:
+    model = _micro(name, num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        pooled = model.forward_head(tokens, pre_logits=True)
+        assert torch.equal(model.forward_head(tokens), model(x))
+    assert model.num_features == 96 and pooled.shape == (2, 96) and torch.equal(pooled, tokens[:, 0])
+    assert model.get_classifier() is model.head and model.head.out_features == 5
+    model.reset_classifier(3, "token")  # timm's second argument, the pooling vitc has
+    assert model.get_classifier().out_features == 3 and model(x).shape == (2, 3)
+    for pool in ("avg", "", "map"):
+        with pytest.raises(VitcError, match=rf"class token only: global_pool={pool!r} .*forward_features"):
+            model.reset_classifier(4, pool)
+    assert model.num_classes == 3  # a refused pooling changes nothing
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_pretrained_cfg_is_timms_view_of_the_models_cfg(name: str) -> None:
+    model = _micro(name)
+    cfg = model.vitc_cfg
+    expected = {
+        "input_size": cfg.input_size,
+        "mean": cfg.mean,
+        "std": cfg.std,
+        "crop_pct": cfg.crop_pct,
+        "interpolation": cfg.interpolation,
+        "crop_mode": "center",
+        "num_classes": 10,
+        "architecture": name,
+        "classifier": "head",
+        "fixed_input_size": name != "cvt_micro",
+    }
+    assert model.pretrained_cfg.items() >= expected.items() and model.default_cfg == model.pretrained_cfg
+    assert isinstance(model.get_submodule(model.pretrained_cfg["first_conv"]), torch.nn.Conv2d)
+    model.reset_classifier(4)
+    assert model.pretrained_cfg["num_classes"] == 4
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_grad_checkpointing_recomputes_the_blocks_to_the_same_bits(name: str) -> None:
+    """Outputs, gradients and the state after a step (CvT's BatchNorm statistics) equal without it."""
+    reference = _micro(name, drop_path_rate=0.3).train()  # drop-path's masks must replay in the recomputation
+    checkpointed = copy.deepcopy(reference)
+    checkpointed.set_grad_checkpointing()
+    x = torch.randn(3, 3, 32, 32)
+    results = []
+    for model in (reference, checkpointed):
+        block = model.stage2.blocks[0] if name == "cvt_micro" else model.blocks[0]
+        calls: list[int] = []
+        block.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        torch.manual_seed(1)
+        out = model(x)
+        out.square().sum().backward()
+        grads = [p.grad for p in model.parameters()]
+        results.append((out.detach(), grads, list(model.state_dict().values()), len(calls)))
+    (out0, grads0, state0, calls0), (out1, grads1, state1, calls1) = results
+    assert (calls0, calls1) == (1, 2)  # the backward ran the block again
+    assert torch.equal(out0, out1)
+    assert all(torch.equal(a, b) for a, b in zip(grads0, grads1, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(state0, state1, strict=True))
+    checkpointed.set_grad_checkpointing(False)
+    assert not any(getattr(m, "grad_checkpointing", False) for m in checkpointed.modules())

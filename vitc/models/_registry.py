@@ -140,13 +140,20 @@ def per_channel(values: tuple[float, ...], chans: int) -> tuple[float, ...]:
     return (sum(values) / len(values),) * chans
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Module:
     """Build a registered model; `overrides` replace constructor arguments (img_size, depth, ...).
 
     The returned module remembers how it was built (`vitc_name`, `vitc_args`, `vitc_cfg`), which is
-    what checkpoints store so that every later step rebuilds it without extra flags.
+    what checkpoints store so that every later step rebuilds it without extra flags. `pretrained`
+    is timm's argument: vitc downloads no weights, so only False is accepted.
     """
     entry = _entry(name)
+    if pretrained:
+        raise VitcError(
+            f"vitc downloads no weights (pretrained=True): load a downloaded file with vitc.load_model(path, "
+            f"{name!r}) (an official or timm .pth, a timm or Hugging Face folder), or convert it once with "
+            "`vitc import`"
+        )
     model = entry.fn(**overrides)
     model.vitc_name = name
     model.vitc_args = dict(overrides)

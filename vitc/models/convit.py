@@ -30,6 +30,7 @@ from vitc.models.layers import (
     qk_v_heads,
     relative_offsets,
     resample_pos_embed,
+    run_block,
     square_grid,
     without_autocast,
 )
@@ -396,13 +397,10 @@ class ConViT(ZooModel):
         for i, block in enumerate(self.blocks):
             if i == self.local_up_to_layer:
                 x = self._add_cls(x)
-            x = block(x)
+            x = run_block(block, self.grad_checkpointing, x)
         if self.local_up_to_layer == len(self.blocks):  # all-GPSA: the class token still needs a slot
             x = self._add_cls(x)
         return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x[:, 0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

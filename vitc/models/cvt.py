@@ -29,6 +29,7 @@ from vitc.models.layers import (
     ZooModel,
     drop_path_rates,
     init_weights_vit,
+    run_block,
     runs_written_attention,
     to_2tuple,
 )
@@ -160,6 +161,8 @@ class CvTBlock(nn.Module):
 class CvTStage(nn.Module):
     """One resolution: conv embedding, optional class token, blocks. Returns the map and the class token."""
 
+    grad_checkpointing = False  # set by CvT.set_grad_checkpointing
+
     def __init__(
         self,
         in_chans: int,
@@ -196,7 +199,7 @@ class CvTStage(nn.Module):
             x = torch.cat((self.cls_token.expand(batch, -1, -1), x), dim=1)
         x = self.pos_drop(x)
         for block in self.blocks:
-            x = block(x, height, width)
+            x = run_block(block, self.grad_checkpointing, x, height, width)
         cls_token = None
         if self.cls_token is not None:
             cls_token, x = torch.split(x, [1, height * width], dim=1)
@@ -210,6 +213,9 @@ class CvT(ZooModel):
     others 0 (what every official config does); each stage ramps linspace(0, rate, depth).
     `img_size` is recorded only: without position embeddings any input size works.
     """
+
+    first_conv = "stage0.patch_embed.proj"
+    fixed_input_size = False
 
     def __init__(
         self,
@@ -285,9 +291,6 @@ class CvT(ZooModel):
             x, cls_token = stage(x)
         assert cls_token is not None
         return self.norm(torch.cat((cls_token, x.flatten(2).transpose(1, 2)), dim=1))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x[:, 0])  # (B, classes) at every batch size, unlike the official squeeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

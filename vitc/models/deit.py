@@ -21,6 +21,7 @@ from vitc.models.layers import (
     drop_path_rates,
     init_weights_vit,
     resample_pos_embed,
+    run_block,
 )
 
 __all__ = ["Block", "DeiT"]
@@ -96,11 +97,8 @@ class DeiT(ZooModel):
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         x = self.pos_drop(x + self.pos_embed)
         for block in self.blocks:
-            x = block(x)
+            x = run_block(block, self.grad_checkpointing, x)
         return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x[:, 0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

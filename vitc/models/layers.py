@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from vitc.models._registry import follow_classes
+from vitc.errors import VitcError
+from vitc.models._registry import follow_classes, get_model_cfg
 
 
 def to_2tuple(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -134,22 +136,107 @@ class PatchEmbed(nn.Module):
         return grid_to_tokens(self.proj(x))
 
 
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@contextmanager
+def batchnorm_stats_kept(block: nn.Module) -> Iterator[None]:
+    """The running statistics of `block`'s BatchNorms as they were on entering, restored on leaving: a
+    checkpointed block's recomputation would count the batch a second time (CvT's projections)."""
+    saved = [(b, b.clone()) for m in block.modules() if isinstance(m, BATCHNORMS) for b in m.buffers(recurse=False)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+def run_block(block: nn.Module, checkpointed: bool, *args: Any) -> torch.Tensor:
+    """block(*args); with `checkpointed`, in training with gradients, under activation checkpointing: the
+    backward recomputes the block's activations instead of keeping them. Non-reentrant: drop-path's masks
+    replay, so outputs and gradients are the same bits; the BatchNorm statistics the recomputation would
+    update again are restored (torch.compile's recomputation leaves them alone and takes no context_fn)."""
+    if not (checkpointed and block.training and torch.is_grad_enabled()):
+        return block(*args)
+    if not torch.compiler.is_compiling() and any(isinstance(m, BATCHNORMS) for m in block.modules()):
+        return checkpoint(
+            block, *args, use_reentrant=False, context_fn=lambda: (nullcontext(), batchnorm_stats_kept(block))
+        )
+    return checkpoint(block, *args, use_reentrant=False)
+
+
 class ZooModel(nn.Module):
-    """What the families share as timm's models do: a classifier on the pooled class token that
-    `reset_classifier` replaces, with `create_model`'s record (and so a checkpoint) following it."""
+    """timm's model surface, shared by the families: the classifier on the class token, which
+    `reset_classifier` replaces (with `create_model`'s record, and so a checkpoint, following it),
+    `forward_head`, `pretrained_cfg` and activation checkpointing of the blocks.
+
+    Each family writes its own `forward`: torch.compile starts at it and recompiles a code object at
+    most 8 times, so one forward shared by every family fell back to eager (or, with fullgraph, failed)
+    once a process had compiled 8 models of any family.
+    """
 
     num_classes: int
     embed_dim: int
     head: nn.Module
+    global_pool = "token"  # timm's name for the one pooling vitc has: the class token
+    first_conv = "patch_embed.proj"  # timm's pretrained_cfg names the input convolution and classifier
+    fixed_input_size = True  # the position embedding's or token grid's size (CvT: any)
+    grad_checkpointing = False  # per model and per module whose forward runs blocks (CvT's stages)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits from forward_features' tokens, or with `pre_logits` the pooled features (num_features wide)."""
+        pooled = x[:, 0]  # (B, classes) at every batch size, unlike CvT's official squeeze()
+        return pooled if pre_logits else self.head(pooled)
+
+    @property
+    def num_features(self) -> int:
+        """The width of the pooled features the classifier reads."""
+        return self.embed_dim
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
 
     def _new_head(self, num_classes: int) -> None:
         """A fresh classifier of `num_classes` outputs; none for 0 (forward then gives the pooled features)."""
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier of `num_classes` outputs (0: none); `global_pool` as timm's, the class token only."""
+        if global_pool not in (None, self.global_pool):
+            raise VitcError(
+                f"{type(self).__name__} pools its class token only: global_pool={global_pool!r} is not one it has "
+                f"(pass {self.global_pool!r} or leave it out; forward_features(x) gives every token)"
+            )
         self.num_classes = num_classes
         self._new_head(num_classes)
         follow_classes(self, num_classes)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every block's activations in training (recomputed in the backward: less memory, more time)."""
+        for module in self.modules():
+            if hasattr(module, "grad_checkpointing"):
+                module.grad_checkpointing = enable
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm's data config of the model, read from its `vitc_cfg` (what `resolve_data_config(model=m)` reads)."""
+        cfg = get_model_cfg(self)
+        return {
+            "architecture": getattr(self, "vitc_name", type(self).__name__),
+            "num_classes": cfg.num_classes,
+            "input_size": cfg.input_size,
+            "fixed_input_size": self.fixed_input_size,
+            "interpolation": cfg.interpolation,
+            "crop_pct": cfg.crop_pct,
+            "crop_mode": "center",
+            "mean": cfg.mean,
+            "std": cfg.std,
+            "first_conv": self.first_conv,
+            "classifier": "head",
+        }
+
+    default_cfg = pretrained_cfg  # timm's older name
 
 
 WRITTEN_ATTENTION_ON = ("cpu",)

@@ -45,6 +45,7 @@ from vitc.models.layers import (
     qk_v_heads,
     relative_offsets,
     resample_pos_embed,
+    run_block,
     to_2tuple,
     without_autocast,
 )
@@ -314,6 +315,8 @@ class SPViT(ZooModel):
     same function, modules and state-dict keys in every case.
     """
 
+    first_conv = "patch_embed.conv1"
+
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
@@ -389,13 +392,16 @@ class SPViT(ZooModel):
         for i, block in enumerate(self.blocks):
             if i == self.local_up_to_layer and i > 0:
                 x = torch.cat((cls, x), dim=1)
-            x = block(x)
+            x = run_block(block, self.grad_checkpointing, x)
         if self.local_up_to_layer == len(self.blocks) and self.local_up_to_layer > 0:
             x = torch.cat((cls, x), dim=1)
         return self.norm(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """head(cls) + 0.5·max over patch tokens of aux_head: the release's eval output (token labelling)."""
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """head(cls) + 0.5·max over patch tokens of aux_head: the release's eval output (token labelling);
+        with `pre_logits` the class token's features, as timm's VOLO (LV-ViT's successor) gives."""
+        if pre_logits:
+            return super().forward_head(x, pre_logits=True)
         logits = self.head(x[:, 0])
         if self.aux_head is not None:
             logits = logits + 0.5 * self.aux_head(x[:, 1:]).max(dim=1)[0]

@@ -74,7 +74,7 @@ def test_an_export_is_measured_on_a_folder_as_its_images_are_prepared(
     report = reports[0]
     with Classifier(onnx, device="cpu") as classify:  # the same in Python
         assert evaluate_folder(classify, photos, threads=2) == {
-            k: v for k, v in report.items() if k not in ("model", "engine", "data", "folder", "device")
+            k: v for k, v in report.items() if k not in ("model", "engine", "data", "split", "folder", "device")
         }
         assert classify.runner.total_inference_time > 0  # four chunks of 3 readable images or fewer, summed
     hits = {c: sum(p == int(c) for p in predicted[c]) for c in CLASSES}
@@ -116,6 +116,28 @@ def test_a_plan_is_measured_as_its_export(version, fake, export_dir: Path, tmp_p
     assert ours["top1"] == pytest.approx(
         100 * float((heldout["reference_logits"].argmax(1) == heldout["labels"]).mean())
     )
+
+
+def test_an_engine_report_is_named_by_the_split_read(export_dir: Path, tmp_path: Path) -> None:
+    """Without test/, val/ is measured and named (it was named test); a plain folder has no split; the
+    held-out set of an image folder without test/ is its val split (the manifest's drift says so)."""
+    onnx = export_dir / "model.fp32.onnx"
+    _folder(tmp_path / "photos2" / "val")
+    _folder(tmp_path / "photos2" / "train")
+    plain = _folder(tmp_path / "plain")
+    record = json.loads((export_dir / "manifest.fp32.json").read_text())
+    (export_dir / "manifest.fp32.json").write_text(json.dumps({**record, "drift": {**record["drift"], "split": "val"}}))
+    for args, name, split in (
+        (["--data-dir", str(tmp_path / "photos2")], "model.fp32.confusion.photos2.val.json", "val"),
+        (["--data-dir", str(plain), "--split", "train"], "model.fp32.confusion.plain.json", None),
+        ([], "model.fp32.confusion.val.json", "val"),
+    ):
+        result = cli.invoke(app, ["eval", str(onnx), *args])
+        assert result.exit_code == 0, result.output
+        assert json.loads((export_dir / name).read_text())["split"] == split
+    assert sorted(p.name for p in export_dir.glob("*.confusion.*.json")) == [
+        "model.fp32.confusion.photos2.val.json", "model.fp32.confusion.plain.json", "model.fp32.confusion.val.json",
+    ]  # fmt: skip
 
 
 def test_eval_on_an_engine_refuses_what_it_cannot_measure_in_one_line(export_dir: Path, tmp_path: Path, fake) -> None:

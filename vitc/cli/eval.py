@@ -109,7 +109,7 @@ def _evaluate_checkpoint(
     if data == "imagefolder" and folder is not None:
         if not meta.class_names:
             raise VitcError(f"{checkpoint} names no classes, so its labels cannot be matched to folder names")
-        feed, root = _folder_feed(Path(folder), split, meta.class_names, cfg, on, workers, terminal)
+        feed, root, read = _folder_feed(Path(folder), split, meta.class_names, cfg, on, workers, terminal)
         batches, where, known = feed.eval_batches(split), str(root), meta.class_names
     else:
         dataset = load_dataset(data, split, data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct,
@@ -120,6 +120,7 @@ def _evaluate_checkpoint(
                 f"{_few(meta.class_names)}: name its data with --data and --data-dir"
             )
         feed, batches, where, known = None, set_batches(dataset), f"{data}/{split}", dataset.class_names
+        read = split
     waited = [0.0]
     started = time.perf_counter()
     try:
@@ -130,8 +131,8 @@ def _evaluate_checkpoint(
             feed.close()
     seconds = time.perf_counter() - started
     _say_speed(terminal, len(labels), seconds - waited[0], waited[0], f"the model on {on}", EVAL_BATCH)
-    head = {"model": meta.model, "checkpoint": str(checkpoint), "data": data, "folder": where}
-    png = out or _report_path(checkpoint, data_dir, split)
+    head = {"model": meta.model, "checkpoint": str(checkpoint), "data": data, "split": read, "folder": where}
+    png = out or _report_path(checkpoint, data_dir, read)
     _report(logits.numpy(), labels.numpy(), known, head, meta.model, skipped=skipped, device=str(on), png=png)
 
 
@@ -143,16 +144,18 @@ def _folder_feed(
     device: torch.device,
     workers: Optional[int],
     terminal: Console,
-) -> Tuple[StreamFeed, Path]:
-    """A labelled folder streamed in file order (vitc.data.feed.StreamFeed), and the folder of class folders
-    read: decoded per batch, by worker processes on a GPU, so `vitc eval` on a validation set of any size
-    keeps a GPU fed and fits in memory; unreadable files are named and skipped, as training does by default."""
+) -> Tuple[StreamFeed, Path, Optional[str]]:
+    """A labelled folder streamed in file order (vitc.data.feed.StreamFeed), the folder of class folders
+    read and its split (None for a plain folder of class folders): decoded per batch, by worker processes
+    on a GPU, so `vitc eval` on a validation set of any size keeps a GPU fed and fits in memory; unreadable
+    files are named and skipped, as training does by default."""
     from vitc.data.feed import EVAL_BATCH, StreamFeed
     from vitc.data.files import labelled_files
     from vitc.data.stream import FolderSource, SampleTransform
     from vitc.train.device import pick_workers
 
-    index, root = labelled_files(folder, split, class_names)
+    index, read = labelled_files(folder, split, class_names)
+    root = index.root
     if workers is None:  # as training's default (a GPU's share of the cores), none for a batch or two
         workers = pick_workers(None, device) if len(index.files) >= 2 * EVAL_BATCH else 0
     by = f"{workers} worker process{'es' if workers != 1 else ''}" if workers else "this process"
@@ -165,7 +168,7 @@ def _folder_feed(
         in_chans=cfg.input_size[0],
         report=lambda line: terminal.print(line, soft_wrap=True),
     )
-    return feed, root
+    return feed, root, read
 
 
 def _evaluate_engine(
@@ -190,20 +193,20 @@ def _evaluate_engine(
         ran_on = _engine_device(classifier)
         started = time.perf_counter()
         if data_dir is None:
-            logits, labels, data, where = _on_heldout(classifier, source, data, split)
+            logits, labels, data, read, where = _on_heldout(classifier, source, data, split)
             skipped = []
         elif cifar:
             logits, labels, where = _on_cifar(classifier, data_dir, split)
-            data, skipped = "cifar10", []
+            data, skipped, read = "cifar10", [], split
         else:
-            logits, labels, skipped, where = _on_folder(classifier, data_dir, split, workers, ran_on, terminal)
+            logits, labels, skipped, read, where = _on_folder(classifier, data_dir, split, workers, ran_on, terminal)
             data = "imagefolder"
         seconds, engine = time.perf_counter() - started, classifier.runner.total_inference_time
         step = batch_step(classifier.runner, classifier.batch)
         _say_speed(terminal, len(labels), engine, max(seconds - engine, 0.0), "the engine", step)
     model = classifier.card.model
-    head = {"model": model, "engine": str(source), "data": data, "folder": where}
-    png = out or _report_path(source, data_dir, split)
+    head = {"model": model, "engine": str(source), "data": data, "split": read, "folder": where}
+    png = out or _report_path(source, data_dir, read)
     shown = f"{model or 'the model'} ({source.name})"
     _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, png=png)
 
@@ -213,11 +216,14 @@ def _few(names: List[str], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + ("…" if len(names) > shown else "")
 
 
-def _report_path(source: Path, data_dir: Optional[Path], split: str) -> Path:
-    """Beside the checkpoint or engine, named by the data measured: a report on another folder does not
-    replace the one on the training data (best.confusion.test.png, best.confusion.more-photos.test.png)."""
+def _report_path(source: Path, data_dir: Optional[Path], read: Optional[str]) -> Path:
+    """Beside the checkpoint or engine, named by the data measured: the folder given and the split read
+    (none for a plain folder of class folders), so a report on another folder does not replace the one on
+    the training data and says what it measured (best.confusion.test.png, best.confusion.more-photos.png,
+    best.confusion.photos2.val.png for --data-dir photos2 without test/)."""
     folder = "" if data_dir is None else f".{data_dir.resolve().name}"
-    return source.with_name(f"{source.stem}.confusion{folder}.{split}.png")
+    split = "" if read is None else f".{read}"
+    return source.with_name(f"{source.stem}.confusion{folder}{split}.png")
 
 
 def _say_speed(terminal: Console, images: int, inside: float, outside: float, what: str, batch: int) -> None:
@@ -283,10 +289,12 @@ def _on_cifar(classifier: Classifier, data_dir: Path, split: str) -> Tuple[np.nd
 
 def _on_folder(
     classifier: Classifier, data_dir: Path, split: str, workers: Optional[int], ran_on: str, terminal: Console
-) -> Tuple[np.ndarray, np.ndarray, List[str], str]:
+) -> Tuple[np.ndarray, np.ndarray, List[str], Optional[str], str]:
+    """(logits, labels, unreadable files, the split read or None for a plain folder, the folder read)."""
     from vitc.engines.accuracy import FOLDER_CHUNK, folder_index, folder_logits
 
-    index, root = folder_index(classifier, data_dir, split)
+    index, read = folder_index(classifier, data_dir, split)
+    root = index.root
     if workers is None:
         workers = min(ENGINE_THREADS, os.cpu_count() or 1) if len(index.files) > FOLDER_CHUNK else 0
     by = f"{workers} thread{'s' if workers != 1 else ''}" if workers else "this thread"
@@ -296,14 +304,15 @@ def _on_folder(
         terminal.print(labelled("skipped:", "yellow", why), soft_wrap=True)
 
     logits, labels, bad = folder_logits(classifier, index, threads=workers, skipped=skipped)
-    return logits, labels, bad, str(root)
+    return logits, labels, bad, read, str(root)
 
 
 def _on_heldout(
     classifier: Classifier, source: Path, data: Optional[str], split: str
-) -> Tuple[np.ndarray, np.ndarray, str, str]:
-    """The logits and labels of the held-out set the engine's export kept (the first images of its data's
-    test split), found through the manifest beside the ONNX file, or the one a plan's sidecar names."""
+) -> Tuple[np.ndarray, np.ndarray, str, str, str]:
+    """The logits, labels, data name, split and description of the held-out set the engine's export kept
+    (the first images of its data's test split, or val's for an image folder without test/), found through
+    the manifest beside the ONNX file, or the one a plan's sidecar names."""
     from vitc.artifacts import load_heldout, manifest_for
     from vitc.engines.accuracy import heldout_logits
 
@@ -335,7 +344,7 @@ def _on_heldout(
             "(<class>/ folders of images) to measure its accuracy"
         )
     logits = heldout_logits(classifier.runner, heldout, classifier.batch)
-    return logits, heldout.labels, kept, f"{kept}/{held}, the held-out set of {manifest.path.parent}"
+    return logits, heldout.labels, kept, held, f"{kept}/{held}, the held-out set of {manifest.path.parent}"
 
 
 def _engine_device(classifier: Classifier) -> str:

@@ -11,8 +11,9 @@ from typing import Any
 
 _EXPORTS = {
     "vitc.data.datasets": (
-        "DATASETS", "SPLITS", "ImageSet", "batches", "load_dataset", "make_generator", "shard", "stratified_subset",
+        "DATASETS", "ImageSet", "batches", "load_dataset", "make_generator", "shard", "stratified_subset",
     ),
+    "vitc.data.files": ("SPLITS",),
     "vitc.data.transforms": (
         "TrainAugment", "eval_transform", "mixup_cutmix", "normalize", "random_erasing", "random_flip",
         "random_resized_crop", "smooth_targets",

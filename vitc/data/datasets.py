@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, check_crop_pct, eval_resize
 from vitc.data.cifar import cifar_raw
-from vitc.data.files import IMG_EXTENSIONS, list_images
+from vitc.data.files import IMG_EXTENSIONS, SPLITS, list_images, split_read
 from vitc.data.images import read_image, read_whole, to_channels
 from vitc.errors import VitcError
 
 DATASETS = ("digits", "cifar10", "imagefolder")
-SPLITS = ("train", "val", "test")
 
 # Fixed so the digits val/test sets never change with the training seed: results stay comparable.
 DIGITS_SPLIT_SEED = 0
@@ -225,11 +224,6 @@ def _class_dirs(split_dir: Path) -> dict[str, Path]:
     if not dirs:
         raise VitcError(f"no class folders in {split_dir}")
     return dirs
-
-
-def split_read(data_dir: Path, split: str) -> str:
-    """The split folder an image folder gives for `split`: test falls back to val when absent."""
-    return "val" if split == "test" and not (data_dir / "test").exists() else split
 
 
 def folder_split(data_dir: Path, split: str) -> tuple[list[str], dict[str, Path]]:

@@ -17,6 +17,7 @@ import torch
 
 from vitc.artifacts.preprocess import eval_resize
 from vitc.data.datasets import ImageSet, _to_chans, load_dataset, stratified_subset
+from vitc.data.files import split_read
 from vitc.data.stream import (
     BAD_IMAGE_CHOICES,
     SampleTransform,
@@ -249,7 +250,7 @@ def open_feed(
     if data.fraction < 1.0:
         labels = torch.from_numpy(sources["train"].labels)
         sources["train"] = sources["train"].subset(stratified_subset(labels, data.fraction, seed).numpy())
-    if data.name == "cifar10" or (Path(data.dir) / "test").exists():
+    if final_split(data) == "test":
         sources["test"] = open_source(data.name, data.dir, "test", index_cache)
     transform = SampleTransform(size, crop_pct, seed, crop_scale, flip_prob=flip_prob)
     why = "data.stream=stream" if data.stream == "stream" else f"{decoded / 2**20:.0f} MB decoded, over 512 MB"
@@ -268,6 +269,4 @@ def open_feed(
 
 def final_split(data: Any) -> str:
     """The split the final figure is on: "val" for an image folder without test/, else "test"."""
-    if data.name == "imagefolder" and not (Path(data.dir) / "test").exists():
-        return "val"
-    return "test"
+    return split_read(Path(data.dir), "test") if data.name == "imagefolder" else "test"

@@ -98,26 +98,36 @@ def check_data_dir(name: str, data_dir: str | None) -> None:
 _KIND_WORDS = {"imagefolder": "an image folder (class folders)", "cifar10": "CIFAR-10 batches"}
 
 
-def split_folder(folder: Path, split: str) -> Path:
-    """The folder of class folders to measure on: `folder/<split>` (test falling back to val) when the
-    folder is split, else the folder itself (a plain folder of class folders)."""
+SPLITS = ("train", "val", "test")
+
+
+def split_read(data_dir: Path, split: str) -> str:
+    """The split folder a split image folder gives for `split`: test falls back to val when there is no
+    test/ folder. One rule for training's loaders, the split its run records and `vitc eval`'s folder."""
+    return "val" if split == "test" and not (data_dir / "test").is_dir() else split
+
+
+def split_folder(folder: Path, split: str) -> tuple[Path, str | None]:
+    """The folder of class folders to measure on and the split it is: `folder/<split_read>` when the folder
+    is split, else the folder itself and None (a plain folder of class folders: no split is chosen)."""
     if not folder.is_dir():
         raise VitcError(f"missing folder {folder}")
-    splits = {p.name: p for p in folder.iterdir() if p.is_dir() and p.name in ("train", "val", "test")}
-    if not splits:
-        return folder
-    for name in (split, "val") if split == "test" else (split,):
-        if name in splits:
-            return splits[name]
-    present = ", ".join(f"{name}/" for name in sorted(splits))
-    raise VitcError(f"{folder} has no {split}/ folder (it has {present}): choose one with --split")
+    present = [name for name in SPLITS if (folder / name).is_dir()]
+    if not present:
+        return folder, None
+    read = split_read(folder, split)
+    if read not in present:
+        shown = ", ".join(f"{name}/" for name in sorted(present))
+        raise VitcError(f"{folder} has no {split}/ folder (it has {shown}): choose one with --split")
+    return folder / read, read
 
 
-def labelled_files(folder: Path, split: str, class_names: Sequence[str]) -> tuple[FileIndex, Path]:
+def labelled_files(folder: Path, split: str, class_names: Sequence[str]) -> tuple[FileIndex, str | None]:
     """The image files of any labelled folder (class folders, directly or under test/ or val/) whose class
-    names the model knows, labelled with the model's index of each name; (index, the folder read).
-    Nothing is decoded here: `vitc eval` streams them, so a folder of any size fits in memory."""
-    root = split_folder(folder, split)
+    names the model knows, labelled with the model's index of each name; (index, the split read: None for
+    a plain folder of class folders). The index's root is the folder read. Nothing is decoded here:
+    `vitc eval` streams them, so a folder of any size fits in memory."""
+    root, read = split_folder(folder, split)
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
         raise VitcError(f"no class folders in {root} (expected {root}/<class>/<images>)")
@@ -136,4 +146,4 @@ def labelled_files(folder: Path, split: str, class_names: Sequence[str]) -> tupl
             labels.append(index[d.name])
     if not files:
         raise VitcError(f"no images in the class folders of {root}")
-    return FileIndex(root, files, np.asarray(labels, dtype=np.int64), list(class_names)), root
+    return FileIndex(root, files, np.asarray(labels, dtype=np.int64), list(class_names)), read

@@ -93,10 +93,56 @@ def test_bench_accuracy_through_runner(export_dir: Path, tmp_path: Path):
 def test_bench_errors(tmp_path: Path):
     assert run("bench").exit_code == 2
     assert "suffix" in run("bench", "-e", str(tmp_path / "x.model")).output
-    for checkpoint in (tmp_path / "best.safetensors", tmp_path / "x.pt", tmp_path):  # a run folder too
-        assert "is a checkpoint: --ckpt runs it in PyTorch" in run("bench", "-e", str(checkpoint)).output
+    for checkpoint, make in ((tmp_path / "best.safetensors", "export"), (tmp_path / "x.pt", "import")):
+        checkpoint.write_bytes(b"x")
+        said = run("bench", "-e", str(checkpoint)).output
+        assert f"is a checkpoint, not an .onnx or .plan file: `vitc {make} {checkpoint}" in said
+        assert f"or --ckpt {checkpoint} runs it in PyTorch" in said
     assert run("bench", "--compare", "-e", str(tmp_path / "a.onnx")).exit_code == 2
     assert run("bench", "-e", str(tmp_path / "a.onnx"), "--batch", "0").exit_code == 2
+
+
+def test_a_folder_given_for_a_file_says_what_to_name(export_dir: Path, tmp_path: Path):
+    """An export folder names its ONNX files (bench -e called it a checkpoint for --ckpt, which refused it;
+    build and check said 'no such file'; eval and predict that it was no run folder); a run folder gives
+    the `vitc export` that writes them, and bench its --ckpt too; another folder is said to be one. Said
+    without torch, as these commands run on a Jetson (the runtime venvs run this test)."""
+    from vitc.cli.main import app as vitc_app
+
+    run_folder = tmp_path / "runs" / "photos"
+    run_folder.mkdir(parents=True)
+    (run_folder / "best.safetensors").write_bytes(b"x")
+    (export_dir / "model.fp16.onnx").write_bytes((export_dir / "model.fp32.onnx").read_bytes())
+    other = tmp_path / "other"
+    other.mkdir()
+
+    def one_line(*args: Path | str) -> str:
+        result = CliRunner().invoke(vitc_app, [str(a) for a in args])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+        return result.output.strip()
+
+    files = f"name one of its files: {export_dir / 'model.fp16.onnx'}, {export_dir / 'model.fp32.onnx'}"
+    image = tmp_path / "a.png"
+    for command, takes in (
+        (["bench", "-e"], "an .onnx or .plan file"),
+        (["build"], "an ONNX file"),
+        (["check"], "an ONNX file"),
+        (["eval"], "a vitc checkpoint or run folder, or an .onnx or .plan file"),
+    ):
+        assert one_line(*command, export_dir) == f"error: {export_dir} is an export folder, not {takes}: {files}"
+    assert one_line("predict", export_dir, image).endswith(files)
+    export = f"`vitc export {run_folder}` writes its ONNX files"
+    assert (
+        one_line("build", run_folder) == f"error: {run_folder} is a vitc train run folder, not an ONNX file: {export}"
+    )
+    assert one_line("check", run_folder).endswith(export)
+    assert one_line("bench", "-e", run_folder).endswith(f"{export}, or --ckpt {run_folder} runs it in PyTorch")
+    for command in (["bench", "-e"], ["build"], ["eval"]):
+        assert one_line(*command, other).startswith(f"error: {other} is a folder, not ")
+    checkpoint = run_folder / "best.safetensors"
+    assert one_line("build", checkpoint).endswith(
+        f"is a checkpoint, not an ONNX file: `vitc export {checkpoint}` writes its ONNX file"
+    )
 
 
 def test_bench_onnx_on_cuda_asks_for_the_gpu(tmp_path: Path):

@@ -125,12 +125,13 @@ def _autocast(autocast: Optional[str], precision: Optional[str], terminal: Conso
 def _engine_runners(paths: List[Path], *, device: str, threads: Optional[int], cuda_graph: bool) -> list:
     """One runner per --engine file, named by folder/file; an export's precision comes from its manifest."""
     from vitc.artifacts import manifest_for
-    from vitc.engines import backend_for_path, runner_for_path
+    from vitc.artifacts.given import FILE, MISSING, not_taken, path_kind
+    from vitc.engines import SUFFIXES, backend_for_path, runner_for_path
 
     runners: list = []
     for path in paths:
-        if path.is_dir() or path.suffix.lower() in (".safetensors", ".pth", ".pt", ".bin"):
-            raise VitcError(f"{path} is a checkpoint: --ckpt runs it in PyTorch (--engine takes .onnx and .plan files)")
+        if path_kind(path) not in (FILE, MISSING):  # a missing file: its suffix is checked first, below
+            raise not_taken(path, "an .onnx or .plan file", tuple(SUFFIXES), pytorch="--ckpt")
         if backend_for_path(path) == "onnxrt":
             manifest = manifest_for(path)
             runner = runner_for_path(

@@ -9,7 +9,6 @@ import typer
 from typing_extensions import Annotated
 
 from vitc.cli._console import console, labelled
-from vitc.errors import VitcError
 
 
 def build(
@@ -37,10 +36,11 @@ def build(
 ) -> None:
     """Build a TensorRT engine for this machine's TensorRT and GPU; the drift check runs the held-out set."""
     from vitc.artifacts import BatchRange, manifest_for, parse_precision, precision_in_name
+    from vitc.artifacts.given import FILE, not_taken, path_kind
     from vitc.build.tensorrt import BuildOptions, build_engine
 
-    if not onnx.is_file():
-        raise VitcError(f"{onnx}: no such file")
+    if path_kind(onnx) != FILE:
+        raise not_taken(onnx, "an ONNX file", (".onnx",))
     if precision is not None:
         parse_precision(precision, "--precision")
     manifest = manifest_for(onnx)

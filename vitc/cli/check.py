@@ -46,13 +46,14 @@ def check(
     all_names: Annotated[bool, typer.Option("--all", help="List every node name instead of folding them.")] = False,
 ) -> None:
     """List ops, Q/DQ layouts and dynamic dims TensorRT would reject, grouped by kind; exit 2 when there are any."""
+    from vitc.artifacts.given import FILE, not_taken, path_kind
     from vitc.errors import VitcError
     from vitc.export.onnx_export import read_onnx
     from vitc.export.trt_rules import check_onnx, resolve
 
     resolve(trt)  # an export target or the release a device reports (its parser's table): refuse others at once
-    if not model.is_file():
-        raise VitcError(f"{model}: no such file")
+    if path_kind(model) != FILE:
+        raise not_taken(model, "an ONNX file", (".onnx",))
     proto = read_onnx(model)
     findings = check_onnx(proto, trt)
     console = plain_console()

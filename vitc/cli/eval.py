@@ -65,12 +65,15 @@ def evaluate(
     ] = None,
 ) -> None:
     """Top-1 (top-5 above 5 classes), precision/recall per class and a confusion-matrix PNG with a JSON beside it."""
+    from vitc.artifacts.given import EXPORT, FOLDER, WEIGHTS_OR_ENGINE, not_taken, path_kind
     from vitc.engines import SUFFIXES
 
     if workers is not None and workers < 0:
         raise VitcError(f"--workers must be 0 or more, got {workers}")
     if device not in ("auto", "cpu", "cuda"):
         raise unknown_device(device, ("auto", "cpu", "cuda"))
+    if path_kind(source) in (EXPORT, FOLDER):  # before torch is needed: an engine's folder on a Jetson
+        raise not_taken(source, WEIGHTS_OR_ENGINE, tuple(SUFFIXES))
     if source.suffix.lower() in SUFFIXES:
         _evaluate_engine(source, data, data_dir, split, out, device, workers)
     else:

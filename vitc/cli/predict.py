@@ -42,10 +42,13 @@ def predict(
 ) -> None:
     """The top classes of each image, prepared as the model was evaluated; one line per image."""
     from vitc._io import write_json
+    from vitc.artifacts.given import EXPORT, FOLDER, WEIGHTS_OR_ENGINE, not_taken, path_kind
     from vitc.engines import SUFFIXES
 
     if device not in ("auto", "cpu", "cuda"):
         raise unknown_device(device, ("auto", "cpu", "cuda"))
+    if path_kind(source) in (EXPORT, FOLDER):  # before torch is needed: an engine's folder on a Jetson
+        raise not_taken(source, WEIGHTS_OR_ENGINE, tuple(SUFFIXES))
     if top_k < 1 or batch < 1:
         raise VitcError(f"--top-k and --batch must be at least 1, got {top_k} and {batch}")
     files = list(_image_files(images))

@@ -72,6 +72,34 @@ def test_a_downloaded_folder_names_its_model(tmp_path: Path) -> None:
     assert bare.exit_code == 2 and "give --model:" in bare.output and "Traceback" not in bare.output
 
 
+def test_a_vitc_checkpoint_is_said_to_need_no_import(tmp_path: Path) -> None:
+    """A vitc checkpoint or run folder is used as it is (it was told to give --model: it has no config.json
+    naming a vitc model, though a run folder has its run's config.json)."""
+    from vitc.checkpoint import save_checkpoint
+
+    best = save_checkpoint(tmp_path / "run" / "best.safetensors", create_model("deit_micro"))
+    for source, model in ((best, []), (best.parent, []), (best, ["--model", "deit_micro"])):
+        result = runner.invoke(app, ["import", str(source), *model, "--out", str(tmp_path / "w")])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+        assert f"{best} is already a vitc checkpoint (deit_micro): use it as it is" in result.output
+        assert f"vitc export {best}" in result.output and "give --model" not in result.output
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("family", ["convit", "cvt", "spvit"])
+def test_weights_of_another_family_say_so(tmp_path: Path, family: str) -> None:
+    """ConViT weights given for DeiT said 'cannot adapt these weights to deit_micro (position-embedding
+    resampling needs a square token grid, got 63 tokens)'; CvT's, a table of missing keys."""
+    source = tmp_path / f"{family}.pth"
+    torch.save({"model": create_model(f"{family}_micro").state_dict()}, source)
+    result = runner.invoke(app, ["import", str(source), "--model", "deit_micro", "--out", str(tmp_path / "w")])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: {source} holds {family} weights (by their tensor names), not deit_micro (deit family): use "
+        f"--model with a {family} model (vitc models '{family}*') or weights of the deit family"
+    )
+
+
 def test_import_resamples_position_embeddings(tmp_path: Path) -> None:
     source, _ = _official_deit(tmp_path)
     out = tmp_path / "out96"

@@ -84,9 +84,9 @@ def image_size_named_by(source: str | os.PathLike[str]) -> int | None:
     return None
 
 
-def held_model(source: str | os.PathLike[str]) -> str | None:
-    """The model weights say they hold: a vitc checkpoint's own, else what its folder's config.json names;
-    None when neither says. A header that cannot be read says nothing here: reading the weights reports it."""
+def checkpoint_model(source: str | os.PathLike[str]) -> str | None:
+    """The model a vitc checkpoint (or a run folder's best) names in its own metadata; None for other
+    weights. A header that cannot be read says nothing here: reading the weights reports it."""
     from vitc._io import read_safetensors_metadata
     from vitc.checkpoint import META_KEY, CheckpointMeta
 
@@ -96,4 +96,10 @@ def held_model(source: str | os.PathLike[str]) -> str | None:
             text = read_safetensors_metadata(file).get(META_KEY)
             if text is not None:
                 return CheckpointMeta.from_json(text, str(file)).model
-    return model_named_by(file)
+    return None
+
+
+def held_model(source: str | os.PathLike[str]) -> str | None:
+    """The model weights say they hold: a vitc checkpoint's own, else what its folder's config.json names;
+    None when neither says."""
+    return checkpoint_model(source) or model_named_by(weights_file(source))

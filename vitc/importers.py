@@ -8,12 +8,14 @@ Reading is the only risky part: `.pth`/`.bin` files are pickles. They are opened
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
+import re
 import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from vitc.checkpoint import meta_for, save_checkpoint
 from vitc.downloads import model_named_by, weights_file
 from vitc.errors import VitcError
 from vitc.limits import MAX_MODEL_BYTES
-from vitc.models._registry import get_model_cfg, model_cfg, registered_module
+from vitc.models._registry import get_model_cfg, list_models, model_cfg, registered_module
 from vitc.models.loading import build_within_limits, load_strict
 
 _WRAPPERS = ("model", "state_dict", "model_state", "model_ema", "module")
@@ -159,9 +161,66 @@ def convert_file(
         if say:
             say(f"{source.name}: img_size={overrides['img_size']} ({why}; --img-size N resamples to another)")
     model = build_within_limits(model_name, overrides, str(source))
-    check_tensors(state_dict, model, str(source))
-    load_strict(model, convert_state_dict(state_dict, model, str(source)), source=str(source))
+    with same_family(state_dict, model, str(source)):
+        check_tensors(state_dict, model, str(source))
+        load_strict(model, convert_state_dict(state_dict, model, str(source)), source=str(source))
     return model, layout, source
+
+
+def other_family(source: str, model_name: str, family: str, held: str | None = None) -> VitcError:
+    """Weights of `family` (of the model `held`, where the file names it) given for `model_name` of another
+    family: the one line `vitc import` and `vitc train --pretrained` say."""
+    mine = model_cfg(model_name).family
+    what, use = (
+        (f"{held} weights ({family} family)", f"--model {held}")
+        if held
+        else (f"{family} weights (by their tensor names)", f"--model with a {family} model (vitc models '{family}*')")
+    )
+    return VitcError(
+        f"{source} holds {what}, not {model_name} ({mine} family): use {use} or weights of the {mine} family"
+    )
+
+
+@contextlib.contextmanager
+def same_family(state_dict: dict[str, torch.Tensor], model: nn.Module, source: str) -> Iterator[None]:
+    """Weights of another family fail to load on a detail (a token grid that is not square, a table of
+    keys): a failure inside is said as the family mismatch it is, when the weights' tensor names are
+    another family's."""
+    try:
+        yield
+    except VitcError as exc:
+        theirs = family_of_weights(state_dict, model)
+        if theirs is None:
+            raise
+        raise other_family(source, model.vitc_name, theirs) from exc
+
+
+def family_of_weights(state_dict: dict[str, torch.Tensor], model: nn.Module) -> str | None:
+    """The family whose tensor names (block numbers aside) the weights share most, when it is not `model`'s
+    (each other family's first model is built on the meta device to list its names); Hugging Face's layout
+    is CvT's. None when `model`'s family fits as well as any."""
+    mine = model_cfg(model.vitc_name).family
+    if layout_of(state_dict, mine)[0] == "huggingface":
+        return None if mine == "cvt" else "cvt"
+    names = _name_patterns(state_dict)
+
+    def fit(keys: Iterable[str]) -> float:
+        theirs = _name_patterns(keys)
+        return len(names & theirs) / max(len(names | theirs), 1)
+
+    scores = {mine: fit(model.state_dict())}
+    for family in dict.fromkeys(model_cfg(name).family for name in list_models()):
+        if family not in scores:
+            with torch.device("meta"):
+                probe = build_within_limits(list_models(family=family)[0], {}, family)
+            scores[family] = fit(probe.state_dict())
+    best = max(scores, key=lambda family: scores[family])  # a tie keeps `model`'s own family
+    return None if best == mine else best
+
+
+def _name_patterns(keys: Iterable[str]) -> set[str]:
+    """Tensor names with their block and stage numbers as #: the names a family's models all share."""
+    return {re.sub(r"(?<=\.)\d+(?=\.)", "#", key) for key in keys}
 
 
 def trained_size(
@@ -267,10 +326,7 @@ def read_pretrained(source: str | os.PathLike[str], model_name: str) -> Pretrain
     meta = CheckpointMeta.from_json(text, str(path))
     theirs = model_cfg(meta.model).family
     if theirs != family:
-        raise VitcError(
-            f"{path} holds {meta.model} weights ({theirs} family); they cannot start {model_name} "
-            f"({family}): use --model {meta.model} or weights of the {family} family"
-        )
+        raise other_family(str(path), model_name, theirs, meta.model)
     args = {k: v for k, v in meta.args.items() if k not in _NOT_INHERITED}
     return Pretrained(path, state_dict, "vitc checkpoint", args, meta.class_names, meta.model)
 
@@ -293,10 +349,11 @@ def load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list[
 def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list[str] | None) -> str:
     source = str(pretrained.path)
     state_dict = dict(pretrained.state_dict)
-    check_tensors(state_dict, model, source)
-    state_dict = convert_state_dict(state_dict, model, source)
     own = model.state_dict()
-    _refuse_foreign(state_dict, own, model, source)
+    with same_family(state_dict, model, source):
+        check_tensors(state_dict, model, source)
+        state_dict = convert_state_dict(state_dict, model, source)
+        _refuse_foreign(state_dict, own, model, source)
     heads = {k: tuple(v.shape) for k, v in own.items() if k.startswith(_HEAD)}
     theirs = {k: tuple(v.shape) for k, v in state_dict.items() if k.startswith(_HEAD)}
     loaded = (

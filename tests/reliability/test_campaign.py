@@ -112,6 +112,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, exports: dict[str, Any]) -> 
 
     # foreign .pth files for vitc import
     sd = h.foreign_state_dict()
+    w["pth_good"] = h.pth(root / "good.pth", sd)  # a vitc checkpoint is not imported: it is one already
     w["pth_int_keys"] = h.pth(root / "int_keys.pth", {i: v for i, v in enumerate(sd.values())})
     w["pth_complex"] = h.pth(root / "complex.pth", {**sd, "head.weight": sd["head.weight"].to(torch.complex64)})
     w["pth_int_tensor"] = h.pth(root / "int_tensor.pth", {**sd, "head.weight": sd["head.weight"].to(torch.int32)})
@@ -220,7 +221,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("ckpt shape 1e6×1e6", ["eval", "{ckpt_shape_huge}"], "safetensors"),
     ("heldout declares 1e6 images", [*BENCH, "--data", "{heldout_bomb}"], "declares"),
     ("onnx input 100000²", ["bench", "-e", "{onnx_100k}", "-n", "1"], "100000"),
-    ("import --img-size 100000", [*IMPORT, "{good}", "--img-size", "100000"], "img"),
+    ("import --img-size 100000", [*IMPORT, "{pth_good}", "--img-size", "100000"], "img"),
     ("cifar self-referential list", [*TRAIN, "--data", "cifar10", "--data-dir", "{cifar_loop}"], "data_batch_1"),
     ("pth pos_embed zero stride", [*IMPORT, "{pth_zero_stride}", *SMALL], "zero-stride"),
     ("recipe image_size 10000", ["train", "{recipe_10000}", "--set", "run.out_dir={out}"], "data.image_size"),
@@ -291,7 +292,7 @@ CASES: list[tuple[str, list[str], str]] = [
         "data.image_size",
     ),
     ("markup file name", ["info", "{markup_ckpt}"], "[bold]y[/bold]z[/]x.safetensors"),
-    ("markup output folder", ["import", "{good}", "-m", "deit_micro", "-o", "{a_file}/x[/]", *SMALL], "x[/]"),
+    ("markup output folder", ["import", "{pth_good}", "-m", "deit_micro", "-o", "{a_file}/x[/]", *SMALL], "x[/]"),
     ("newline in file name", ["eval", "{newline_ckpt}"], "two\\nlines"),
 ]
 

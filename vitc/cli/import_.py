@@ -31,13 +31,20 @@ def import_(
     force: ForceOpt = False,
 ) -> None:
     """Convert foreign weights strictly: every key must fit, or a table says which do not."""
-    from vitc.downloads import model_named_by
+    from vitc.downloads import checkpoint_model, model_named_by, weights_file
     from vitc.importers import import_checkpoint
 
     overrides = parse_assignments(set_)
     if img_size is not None:
         overrides["img_size"] = img_size
     terminal = console()
+    held = checkpoint_model(source)
+    if held is not None:  # its own metadata names the model: nothing to convert
+        file = weights_file(source)  # a run folder's best.safetensors
+        raise VitcError(
+            f"{file} is already a vitc checkpoint ({held}): use it as it is, with vitc train --pretrained "
+            f"{file}, vitc export {file} or vitc.load_model({str(file)!r})"
+        )
     if model is None:
         model = model_named_by(source)
         if model is None:

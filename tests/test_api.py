@@ -78,6 +78,18 @@ def test_a_foreign_file_needs_its_model_name(checkpoint: tuple[Path, torch.nn.Mo
     assert sorted(name for name, _ in top) == [str(i) for i in range(10)]  # no names in a .pth: the index
 
 
+def test_a_model_name_given_with_a_checkpoint_is_checked(checkpoint: tuple[Path, torch.nn.Module]) -> None:
+    """It was ignored: load_model(ckpt, "deit_mikro") loaded the checkpoint's own model unsaid."""
+    path, _ = checkpoint
+    with pytest.raises(VitcError, match=r"unknown model 'deit_mikro'; did you mean deit_micro"):
+        vitc.load_model(path, "deit_mikro")
+    with pytest.raises(VitcError, match="is a vitc checkpoint of deit_micro, not convit_micro: leave the name out"):
+        vitc.load_model(path, "convit_micro")
+    with pytest.raises(VitcError, match="of deit_micro, not convit_micro"):
+        vitc.load_model(path.parent, "convit_micro")  # its folder, as a run folder
+    assert vitc.load_model(path, "deit_micro").vitc_name == "deit_micro"
+
+
 @pytest.mark.parametrize("bad", [np.zeros((8, 8, 2), np.uint8), np.zeros((8, 8), np.float32), "digit.png"])
 def test_bad_images_are_one_line_errors(checkpoint: tuple[Path, torch.nn.Module], bad: object) -> None:
     with pytest.raises(VitcError):

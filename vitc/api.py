@@ -27,16 +27,19 @@ from vitc.errors import VitcError
 def load_model(path: str | os.PathLike[str], model_name: str | None = None, **overrides: Any) -> nn.Module:
     """A model in eval mode from a vitc checkpoint, or from any file `vitc import` reads. A timm hub or
     Hugging Face folder's config.json names its model; other files need it named:
-    `load_model("convit_tiny.pth", "convit_tiny")`. Class names come with a vitc checkpoint or a
-    Hugging Face folder's config.json; otherwise classes are named by their index."""
+    `load_model("convit_tiny.pth", "convit_tiny")`; a vitc checkpoint names its own, and a name given
+    with one must be that one. Class names come with a vitc checkpoint or a Hugging Face folder's
+    config.json; otherwise classes are named by their index."""
     from vitc._io import read_safetensors_metadata
-    from vitc.checkpoint import META_KEY
+    from vitc.checkpoint import META_KEY, read_meta
     from vitc.checkpoint import load_model as load_checkpoint
     from vitc.downloads import model_named_by, weights_file
     from vitc.importers import convert_file
 
     file = weights_file(path)
     if file.suffix == ".safetensors" and META_KEY in read_safetensors_metadata(file):
+        if model_name is not None:
+            _check_model_name(model_name, read_meta(file).model, file)
         model, meta = load_checkpoint(file, **overrides)
         model.vitc_class_names = meta.class_names
         return model
@@ -49,6 +52,19 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     model, _, file = convert_file(file, model_name, **overrides)
     model.vitc_class_names = _hf_labels(file.parent / "config.json", model)
     return model.eval()
+
+
+def _check_model_name(model_name: str, held: str, file: Path) -> None:
+    """A name given with a vitc checkpoint is checked, not ignored: a misspelt or other name was passed
+    over, and the checkpoint's own model loaded unsaid."""
+    from vitc.models import model_cfg
+
+    model_cfg(model_name)  # an unknown name: the zoo's error, with the closest names
+    if model_name != held:
+        raise VitcError(
+            f"{file} is a vitc checkpoint of {held}, not {model_name}: leave the name out (the checkpoint names "
+            f"its model) or name {held}"
+        )
 
 
 def _hf_labels(config: Path, model: nn.Module) -> list[str] | None:

@@ -130,3 +130,19 @@ def test_output_that_is_no_terminal_keeps_every_column_whole(tmp_path: Path, mon
     assert PlainConsole().width == LOG_WIDTH and PlainConsole(width=50).width == 50
     monkeypatch.setenv("COLUMNS", "90")
     assert PlainConsole().width == 90
+
+
+def test_debug_after_the_command_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--debug` is taken after any command too (`vitc eval X --debug` was typer's 'No such option: --debug',
+    though the README says --debug shows the traceback), as before it; the next run is one line again."""
+    from vitc.cli.main import app as vitc_app
+    from vitc.errors import VitcError
+
+    monkeypatch.delenv("VITC_DEBUG", raising=False)
+    missing = str(tmp_path / "none.onnx")
+    for args in (["info", missing, "--debug"], ["check", missing, "--debug"], ["--debug", "info", missing]):
+        result = CliRunner().invoke(vitc_app, args)
+        assert isinstance(result.exception, VitcError) and "no such file" in str(result.exception), result.output
+    plain = run("info", missing)
+    assert plain.exit_code == 2 and plain.output.strip() == f"error: {missing}: no such file"
+    assert "--debug" not in run("info", "--help").output  # listed once, in `vitc --help`

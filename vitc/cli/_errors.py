@@ -1,4 +1,5 @@
-"""Turn VitcError into one line on stderr and exit code 2; `--debug` or VITC_DEBUG=1 shows the traceback."""
+"""Turn VitcError into one line on stderr and exit code 2; `--debug` (before or after the command) or
+VITC_DEBUG=1 shows the traceback."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Callable, TypeVar
 import typer
 from rich.table import Table
 from rich.text import Text
-from typing_extensions import get_type_hints
+from typing_extensions import Annotated, get_type_hints
 
 from vitc.cli._console import console, printable
 from vitc.errors import VitcError
@@ -18,6 +19,14 @@ from vitc.errors import VitcError
 F = TypeVar("F", bound=Callable[..., Any])
 stderr = console(stderr=True)  # messages hold paths and keys from files: never markup, control characters escaped
 _state = {"debug": False}
+DEBUG_HELP = "Show full tracebacks (also VITC_DEBUG=1)."
+# every command takes --debug too (`vitc eval X --debug`), hidden from its help: `vitc --help` lists it once
+_DEBUG = inspect.Parameter(
+    "debug",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=False,
+    annotation=Annotated[bool, typer.Option("--debug", hidden=True, help=DEBUG_HELP)],
+)
 
 
 def set_debug(enabled: bool) -> None:
@@ -55,17 +64,21 @@ def evaluated(fn: F) -> F:
 
 
 def handle_errors(fn: F) -> F:
-    """Wrap a command so that a VitcError ends it cleanly with exit code 2."""
+    """Wrap a command so that a VitcError ends it cleanly with exit code 2, and give it the --debug option
+    that keeps the traceback, as the root's does (`vitc --debug eval X`)."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except VitcError as exc:
-            if debug_enabled():
+            if debug or debug_enabled():
                 raise
             _print_key_table(exc)
             stderr.print(Text.assemble(("error:", "bold red"), " ", printable(str(exc))), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
-    return evaluated(wrapper)  # type: ignore[return-value]
+    command = evaluated(wrapper)
+    signature = inspect.signature(command)
+    command.__signature__ = signature.replace(parameters=[*signature.parameters.values(), _DEBUG])  # type: ignore[attr-defined]
+    return command  # type: ignore[return-value]

@@ -28,7 +28,7 @@ from vitc.cli import inspect as inspect_cli
 from vitc.cli import models as models_cli
 from vitc.cli import predict as predict_cli
 from vitc.cli import train as train_cli
-from vitc.cli._errors import F, evaluated, handle_errors, set_debug
+from vitc.cli._errors import DEBUG_HELP, F, evaluated, handle_errors, set_debug
 
 app = typer.Typer(
     name="vitc",
@@ -48,7 +48,7 @@ def _version(value: bool) -> None:
 @app.callback()
 @evaluated
 def root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (also VITC_DEBUG=1).")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,

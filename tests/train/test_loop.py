@@ -253,3 +253,26 @@ def test_run_compile_mode_reaches_inductor(tiny: dict[str, Any], monkeypatch: py
         load_config(None, {**tiny, "run.compile_mode": "reduce-overhead"})
     with pytest.raises(VitcError, match=r"run.compile_mode must be one of default, reduce-overhead"):
         load_config(None, {**tiny, "run.compile": "inductor", "run.compile_mode": "fast"})
+
+
+@pytest.mark.parametrize("model", ["convit_micro", "cvt_micro"])  # GPSA's autograd Function; CvT's BatchNorm
+def test_grad_checkpointing_trains_the_same_steps(
+    tiny: dict[str, Any], model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.grad_checkpointing (timm's --grad-checkpointing): the blocks' activations are recomputed in the
+    backward, drop-path's masks replayed, BatchNorm's statistics counted once: the same weights."""
+    from vitc.models import layers
+
+    args = {"depth": 2, "local_up_to_layer": 1} if model == "convit_micro" else {}
+    overrides = {**tiny, "model.name": model, "model.args": args, "optim.epochs": 1, "model.drop_path_rate": 0.1}
+    plain = _run({**overrides, "run.name": "plain"})
+    calls: list[int] = []
+    real = layers.checkpoint
+    monkeypatch.setattr(layers, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    recomputed = _run({**overrides, "run.name": "recomputed", "run.grad_checkpointing": True})
+    assert calls  # the blocks ran checkpointed
+    expected, got = load_file(plain.run_dir / "last.safetensors"), load_file(recomputed.run_dir / "last.safetensors")
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=1e-5, msg=key)
+    assert json.loads((recomputed.run_dir / "config.json").read_text())["run"]["grad_checkpointing"] is True

@@ -85,6 +85,9 @@ class RunSection:
     # inductor's mode (timm's --torchcompile-mode): reduce-overhead replays each step as CUDA graphs, for
     # models whose eager steps wait on kernel launches (docs/operator_counts.py)
     compile_mode: str = "default"
+    # timm's --grad-checkpointing: each block's activations are recomputed in the backward instead of kept
+    # (less activation memory for more time; the same steps: ZooModel.set_grad_checkpointing)
+    grad_checkpointing: bool = False
 
 
 @dataclass

@@ -229,6 +229,7 @@ def _setup(
     if cfg.data.image_size:
         args["img_size"] = size
     model = create_model(cfg.model.name, **args).to(device)
+    model.set_grad_checkpointing(cfg.run.grad_checkpointing)
     if pretrained is not None:
         note = load_pretrained(model, pretrained, feed.class_names)
         if show_progress and dist.is_main:

@@ -190,3 +190,27 @@ def test_each_process_scores_its_share_and_the_figures_are_the_checkpoints(tmp_p
         assert got["top1"] == want, (split, got, want)
         if split == "val":  # the loss shows a mixture of statistics where top-1 may not
             assert abs(got["loss"] - recorded["val_loss"]) < 1e-6, (got, recorded)
+
+
+def test_a_run_that_stops_early_under_ddp_ends_as_one_process_does(tmp_path: Path) -> None:
+    """optim.patience under DDP: rank 1 died in the summary (max() of the history only rank 0 keeps), and
+    every rank printed a summary (rank 1's: 0 epochs, best -1.00%). With TensorBoard, rank 0's share of
+    val all unreadable left no images for the locality figures, which crashed."""
+    from PIL import Image
+
+    for split, count in (("train", 8), ("val", 1)):
+        for c, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
+            folder = tmp_path / "photos" / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (40, 36), colour).save(folder / f"{i}.png")
+    (tmp_path / "photos" / "val" / "c0" / "0.png").write_bytes(b"not a png")  # rank 0's whole share of val
+    settings = {"model.name": "deit_micro", "model.args": {"depth": 1, "embed_dim": 32, "num_heads": 2},
+                "data.image_size": 16, "data.stream": "stream", "optim.batch_size": 8, "optim.epochs": 4,
+                "optim.patience": 1, "optim.lr": 1e-12, "log.tensorboard": True, "run.amp": "off",
+                "run.out_dir": str(tmp_path / "runs"), "run.name": "ddp"}  # fmt: skip
+    cmd = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "--data-dir", str(tmp_path / "photos")]
+    done = subprocess.run([*cmd, *_set_args(settings)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("stopped early after epoch 2 of 4") == 1 and done.stdout.count("next: vitc export") == 1
+    assert json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())["stopped_early"] is True

@@ -90,7 +90,7 @@ def train(
     from vitc.train.loop import train as run_training
 
     result = run_training(cfg, resume=resume, show_progress=not quiet, force=force)
-    if result.test:
+    if result.test and os.environ.get("RANK", "0") == "0":  # under DDP, rank 0 speaks for all
         _summary(cfg.model.name, result)
         say = console().print
         if result.stopped_early:

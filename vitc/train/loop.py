@@ -493,7 +493,8 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
         report.plot_curves(state.history, folder.path / "curves.png", cfg.run_name, run.schedule)
         if board:
             board.epoch(row, [folder.path / "curves.png"])
-            board.locality(evaluated, eval_transform(board.sample, mean, std), row["epoch"])
+            if board.sample is not None:  # under DDP rank 0's share of val may all have been unreadable
+                board.locality(evaluated, eval_transform(board.sample, mean, std), row["epoch"])
         folder.commit()  # a --force run replaces the old one now that it has checkpoints
     stop = {"stop": float(state.stopped_early)}
     all_reduce_sum(dist, stop)  # rank 0 decided: every process leaves the loop together
@@ -555,7 +556,7 @@ def _finish(run: _Run) -> RunResult:
     result.compile_seconds = run.meter.warmup_seconds if cfg.run.compile != "off" else None
     result.timing = run.meter.summary()
     result.attention = run.run_info["attention"]
-    if state.stopped_early:
+    if state.stopped_early and dist.is_main:  # the history is rank 0's
         best = max(state.history, key=lambda row: row["val_top1"])
         result.stopped_early = (
             f"stopped early after epoch {len(state.history)} of {cfg.optim.epochs}: val top-1 has not improved "

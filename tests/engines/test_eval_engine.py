@@ -119,7 +119,7 @@ def test_a_plan_is_measured_as_its_export(version, fake, export_dir: Path, tmp_p
 
 
 def test_an_engine_report_is_named_by_the_split_read(export_dir: Path, tmp_path: Path) -> None:
-    """Without test/, val/ is measured and named (it was named test); a plain folder has no split; the
+    """Without test/, val/ is measured and named (it was named test); a plain folder is "all"; the
     held-out set of an image folder without test/ is its val split (the manifest's drift says so)."""
     onnx = export_dir / "model.fp32.onnx"
     _folder(tmp_path / "photos2" / "val")
@@ -129,14 +129,14 @@ def test_an_engine_report_is_named_by_the_split_read(export_dir: Path, tmp_path:
     (export_dir / "manifest.fp32.json").write_text(json.dumps({**record, "drift": {**record["drift"], "split": "val"}}))
     for args, name, split in (
         (["--data-dir", str(tmp_path / "photos2")], "model.fp32.confusion.photos2.val.json", "val"),
-        (["--data-dir", str(plain), "--split", "train"], "model.fp32.confusion.plain.json", None),
+        (["--data-dir", str(plain), "--split", "train"], "model.fp32.confusion.plain.all.json", None),
         ([], "model.fp32.confusion.val.json", "val"),
     ):
         result = cli.invoke(app, ["eval", str(onnx), *args])
         assert result.exit_code == 0, result.output
         assert json.loads((export_dir / name).read_text())["split"] == split
     assert sorted(p.name for p in export_dir.glob("*.confusion.*.json")) == [
-        "model.fp32.confusion.photos2.val.json", "model.fp32.confusion.plain.json", "model.fp32.confusion.val.json",
+        "model.fp32.confusion.photos2.val.json", "model.fp32.confusion.plain.all.json", "model.fp32.confusion.val.json",
     ]  # fmt: skip
 
 

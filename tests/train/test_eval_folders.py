@@ -256,12 +256,13 @@ def test_reports_on_other_folders_do_not_replace_each_other(run_folder: Path, tm
         photos = _photos(tmp_path / name, ["dog", "owl"])
         assert runner.invoke(app, ["eval", str(run_folder), "--data-dir", str(photos)]).exit_code == 0
     written = sorted(p.name for p in run_folder.glob("best.confusion.*.json"))
-    assert written == ["best.confusion.mine.json", "best.confusion.theirs.json"]  # plain folders: no split
+    assert written == ["best.confusion.mine.all.json", "best.confusion.theirs.all.json"]  # plain folders: all
 
 
 def test_reports_are_named_by_the_split_read(run_folder: Path, tmp_path: Path) -> None:
     """A folder without test/ is measured on val/, and its report says val (it said test); a plain folder
-    of class folders has no split, whatever --split asked (it was named .val.train for photos/val)."""
+    of class folders is "all", whatever --split asked (it was named .val.train for photos/val), so that a
+    plain folder named val does not replace the report on the training data's val split."""
     import shutil
 
     checkpoint = tmp_path / "best.safetensors"
@@ -273,7 +274,7 @@ def test_reports_are_named_by_the_split_read(run_folder: Path, tmp_path: Path) -
     for args, name, split, folder in (
         ([], "best.confusion.photos2.val.json", "val", no_test / "val"),
         (["--split", "train"], "best.confusion.photos2.train.json", "train", no_test / "train"),
-        (["--split", "train"], "best.confusion.val.json", None, plain),
+        (["--split", "train"], "best.confusion.val.all.json", None, plain),
     ):
         data_dir = plain if folder == plain else no_test
         result = runner.invoke(app, ["eval", str(checkpoint), "--data-dir", str(data_dir), *args])
@@ -282,5 +283,5 @@ def test_reports_are_named_by_the_split_read(run_folder: Path, tmp_path: Path) -
         report = json.loads((tmp_path / name).read_text())
         assert (report["split"], report["folder"]) == (split, str(folder))
     assert sorted(p.name for p in tmp_path.glob("*.json")) == [
-        "best.confusion.photos2.train.json", "best.confusion.photos2.val.json", "best.confusion.val.json",
+        "best.confusion.photos2.train.json", "best.confusion.photos2.val.json", "best.confusion.val.all.json",
     ]  # fmt: skip

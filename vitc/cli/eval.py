@@ -221,11 +221,12 @@ def _few(names: List[str], shown: int = 5) -> str:
 
 def _report_path(source: Path, data_dir: Optional[Path], read: Optional[str]) -> Path:
     """Beside the checkpoint or engine, named by the data measured: the folder given and the split read
-    (none for a plain folder of class folders), so a report on another folder does not replace the one on
-    the training data and says what it measured (best.confusion.test.png, best.confusion.more-photos.png,
-    best.confusion.photos2.val.png for --data-dir photos2 without test/)."""
+    ("all" for a plain folder of class folders), so a report on another folder does not replace the one on
+    the training data and says what it measured (best.confusion.test.png, best.confusion.more-photos.all.png,
+    best.confusion.photos2.val.png for --data-dir photos2 without test/; a plain folder named val is
+    best.confusion.val.all.png, not the training data's best.confusion.val.png)."""
     folder = "" if data_dir is None else f".{data_dir.resolve().name}"
-    split = "" if read is None else f".{read}"
+    split = f".{read}" if read is not None else ".all" if data_dir is not None else ""
     return source.with_name(f"{source.stem}.confusion{folder}{split}.png")
 
 

@@ -90,14 +90,33 @@ def test_bench_accuracy_through_runner(export_dir: Path, tmp_path: Path):
     )
 
 
+def _vitc_checkpoint(path: Path) -> Path:
+    """A file with a vitc checkpoint's header (written without torch: the runtime venvs run these tests)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from vitc.artifacts.model_cfg import ModelCfg
+    from vitc.checkpoint import META_KEY, CheckpointMeta
+
+    meta = CheckpointMeta("convit_micro", {}, ModelCfg("convit", (3, 32, 32), 10))
+    save_file({"w": np.zeros(1, np.float32)}, str(path), metadata={META_KEY: meta.to_json()})
+    return path
+
+
 def test_bench_errors(tmp_path: Path):
     assert run("bench").exit_code == 2
     assert "suffix" in run("bench", "-e", str(tmp_path / "x.model")).output
-    for checkpoint, make in ((tmp_path / "best.safetensors", "export"), (tmp_path / "x.pt", "import")):
-        checkpoint.write_bytes(b"x")
-        said = run("bench", "-e", str(checkpoint)).output
-        assert f"is a checkpoint, not an .onnx or .plan file: `vitc {make} {checkpoint}" in said
-        assert f"or --ckpt {checkpoint} runs it in PyTorch" in said
+    ours = _vitc_checkpoint(tmp_path / "best.safetensors")  # vitc's own: exported, or run in PyTorch by --ckpt
+    said = run("bench", "-e", str(ours)).output
+    assert f"is a checkpoint, not an .onnx or .plan file: `vitc export {ours}` writes its ONNX file" in said
+    assert f"or --ckpt {ours} runs it in PyTorch" in said
+    # timm's, Hugging Face's or the official weights, .safetensors too: vitc import first (export and
+    # --ckpt, which the message offered for a .safetensors, refuse them)
+    for foreign in (tmp_path / "model.safetensors", tmp_path / "x.pt"):
+        foreign.write_bytes(b"x")
+        said = run("bench", "-e", str(foreign)).output
+        assert f"holds weights, not an .onnx or .plan file: `vitc import {foreign} --out DIR`" in said
+        assert "--ckpt" not in said
     assert run("bench", "--compare", "-e", str(tmp_path / "a.onnx")).exit_code == 2
     assert run("bench", "-e", str(tmp_path / "a.onnx"), "--batch", "0").exit_code == 2
 
@@ -111,7 +130,7 @@ def test_a_folder_given_for_a_file_says_what_to_name(export_dir: Path, tmp_path:
 
     run_folder = tmp_path / "runs" / "photos"
     run_folder.mkdir(parents=True)
-    (run_folder / "best.safetensors").write_bytes(b"x")
+    _vitc_checkpoint(run_folder / "best.safetensors")
     (export_dir / "model.fp16.onnx").write_bytes((export_dir / "model.fp32.onnx").read_bytes())
     other = tmp_path / "other"
     other.mkdir()

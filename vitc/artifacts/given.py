@@ -44,12 +44,14 @@ def not_taken(path: Path, takes: str, suffixes: Sequence[str], pytorch: str | No
             f"{path} is a vitc train run folder, not {takes}: `vitc export {path}` writes its ONNX files{in_pytorch}"
         )
     if kind == CHECKPOINT:
-        make = (
-            f"`vitc export {path}` writes its ONNX file"
-            if path.suffix.lower() == ".safetensors"
-            else f"`vitc import {path} --out DIR` makes it a vitc checkpoint to export"
-        )
-        return VitcError(f"{path} is a checkpoint, not {takes}: {make}{in_pytorch}")
+        from vitc.downloads import checkpoint_model
+
+        if checkpoint_model(path) is not None:  # vitc's own: exported as it is, or run in PyTorch
+            make = f"`vitc export {path}` writes its ONNX file"
+            return VitcError(f"{path} is a checkpoint, not {takes}: {make}{in_pytorch}")
+        # timm's, Hugging Face's or the official weights (a .safetensors without vitc's metadata too)
+        make = f"`vitc import {path} --out DIR` makes it a vitc checkpoint to export"
+        return VitcError(f"{path} holds weights, not {takes}: {make}")
     found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
     names = ", ".join(str(p) for p in found[:FILES_SHOWN]) + (", …" if len(found) > FILES_SHOWN else "")
     what = "an export folder" if kind == EXPORT else "a folder"

@@ -92,7 +92,8 @@ def evaluate_batches(
 
 def broadcast_state(dist: DistInfo, model: nn.Module, buffers_only: bool = False) -> None:
     """Rank 0's weights and buffers on every process, or its buffers only: each process's BatchNorm statistics
-    (CvT's, SP-ViT's stem) took its own last batch in, and its EMA averaged them, but rank 0's are the ones checkpointed."""
+    (CvT's, SP-ViT's stem) took its own last batch in, and its EMA averaged them, but rank 0's are the ones
+    checkpointed."""
     if dist.enabled:
         import torch.distributed
 

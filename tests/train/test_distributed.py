@@ -214,3 +214,37 @@ def test_a_run_that_stops_early_under_ddp_ends_as_one_process_does(tmp_path: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("stopped early after epoch 2 of 4") == 1 and done.stdout.count("next: vitc export") == 1
     assert json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())["stopped_early"] is True
+
+
+def _ranks(tmp_path: Path, script: str) -> Path:
+    """A stand-in interpreter running `script` (sh) in every rank, $RANK set."""
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\n" + script)
+    python.chmod(0o755)
+    return python
+
+
+def test_the_rank_that_said_its_error_is_the_one_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreadable image under data.on_bad_image=stop is read by one rank (its share): it exits 2 with its
+    line while rank 0 fails in the same instant on the closed connection. The lowest failed rank was
+    reported ('rank 0 of 2 exited with code 1 … --resume'), and the file was never named."""
+    script = (
+        'if [ "$RANK" = 1 ]; then echo "error: cannot read image photos/val/c1/3.png (data.on_bad_image=stop)" >&2;'
+        " exit 2; fi\n"
+        'sleep 0.02; echo "RuntimeError: [gloo/transport/tcp/pair.cc:553] Connection closed by peer" >&2; exit 1\n'
+    )
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
+    with pytest.raises(VitcError) as stopped:
+        distributed.launch(["train"], nproc=2, poll_s=0.5)  # both have ended by the first look
+    assert str(stopped.value) == "cannot read image photos/val/c1/3.png (data.on_bad_image=stop)"
+    assert stopped.value.exit_code == 2
+
+
+def test_ctrl_c_before_training_began_says_nothing_was_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rank interrupted in its start-up exits 130 without a resume line: it said 'rank 0 of 2 exited with
+    code 130 … --resume continues from the last saved epoch' with exit code 2, and there was nothing."""
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, "exit 130\n")))
+    with pytest.raises(VitcError) as stopped:
+        distributed.launch(["train"], nproc=2)
+    assert str(stopped.value) == "interrupted before training began: nothing was saved"
+    assert stopped.value.exit_code == 130

@@ -172,11 +172,15 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
                 "its files are complete\n"
             )
         return
-    rank, code = first
-    own = [line for line in texts[rank].splitlines() if line.startswith("error: ")]
+    rank, code = _cause(first, failed, texts)
+    own = _own_errors(texts[rank])
     if code in (2, 130) and own:  # a VitcError (the same bad input in every rank), or Ctrl-C's resume line
         error = VitcError(own[-1][len("error: ") :])
         error.exit_code = code
+        raise error
+    if code == 130:  # Ctrl-C before any rank had a run to save: none said its resume line
+        error = VitcError("interrupted before training began: nothing was saved")
+        error.exit_code = 130
         raise error
     if code > 0:  # a bug in that rank: its traceback is the report
         sys.stderr.write(texts[rank])
@@ -184,6 +188,20 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
     raise VitcError(
         f"rank {rank} of {nproc} {_how(code, texts[rank])}{others}; --resume continues from the last saved epoch"
     )
+
+
+def _own_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def _cause(first: tuple[int, int], failed: list[tuple[int, int]], texts: list[str]) -> tuple[int, int]:
+    """The rank whose ending explains the others': one killed by a signal, else one that said its own
+    error (a bad image under data.on_bad_image=stop, read by one rank only), not a peer whose collective
+    then failed on the closed connection and exited in the same instant."""
+    if first[1] < 0:
+        return first
+    said = [(rank, code) for rank, code in failed if code in (2, 130) and _own_errors(texts[rank])]
+    return min(said) if said else first
 
 
 def _another_rank_died_by_itself(first: tuple[int, int] | None) -> bool:

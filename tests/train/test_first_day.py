@@ -303,6 +303,13 @@ def test_patience_stops_the_run_and_says_so(tiny: dict[str, Any]) -> None:
     assert summary["stopped_early"] is True and summary["epochs"] == 2 and summary["patience"] == 1
     resumed = runner.invoke(app, ["train", "-q", "--resume", "--name", "tiny", "--set", f"run.out_dir={run.parent}"])
     assert resumed.exit_code == 0 and len((run / "metrics.jsonl").read_text().splitlines()) == 2  # stays stopped
+    # without patience it continues (it trained nothing, rewrote config.json and said 'has not improved
+    # for 0 epochs')
+    more = ["--resume", "--name", "tiny", "--epochs", "3", "--set", "optim.patience=0"]
+    more += ["--set", f"run.out_dir={run.parent}"]
+    continued = runner.invoke(app, ["train", "-q", *more])
+    assert continued.exit_code == 0 and len((run / "metrics.jsonl").read_text().splitlines()) == 3, continued.output
+    assert json.loads((run / "summary.json").read_text())["stopped_early"] is False
 
 
 def test_augmentation_policies_train(tiny: dict[str, Any]) -> None:

@@ -276,6 +276,8 @@ def _setup(
         check_resumable(path, run_info)
         state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen})
         run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
+        # a run that stopped early continues when --resume changes its patience or length
+        state.stopped_early = _out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
         if not dist.is_main:  # the epoch's running sums are rank 0's: summed over every rank they counted N times
             state.partial = {key: 0.0 for key in state.partial}
             if state.step_in_epoch:  # and its random streams, which this process must not replay

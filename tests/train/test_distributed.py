@@ -248,3 +248,26 @@ def test_ctrl_c_before_training_began_says_nothing_was_saved(tmp_path: Path, mon
         distributed.launch(["train"], nproc=2)
     assert str(stopped.value) == "interrupted before training began: nothing was saved"
     assert stopped.value.exit_code == 130
+
+
+def test_an_in_memory_sets_unreadable_files_are_named_once(tmp_path: Path) -> None:
+    """Every process loads an in-memory set whole: each named every unreadable file (N times under N
+    processes), and again when a folder without test/ loaded val for the final test (8 lines for 2 files
+    here); rank 0 speaks for them, once a file. A streamed set's shares are each process's own."""
+    from PIL import Image
+
+    for split, count in (("train", 4), ("val", 2)):
+        for c, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
+            folder = tmp_path / "photos" / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (20, 20), colour).save(folder / f"{i}.png")
+    for name in ("c0/1.png", "c1/0.png"):
+        (tmp_path / "photos" / "val" / name).write_bytes(b"not a png")
+    settings = {"model.name": "deit_micro", "model.args": {"depth": 1, "embed_dim": 32, "num_heads": 2},
+                "data.image_size": 16, "data.stream": "memory", "optim.batch_size": 4, "optim.epochs": 1,
+                "run.amp": "off", "run.out_dir": str(tmp_path / "runs"), "run.name": "ddp"}  # fmt: skip
+    cmd = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "--data-dir", str(tmp_path / "photos")]
+    done = subprocess.run([*cmd, *_set_args(settings)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("skipped: cannot read image") == 2, done.stdout

@@ -65,7 +65,8 @@ class MemoryFeed:
     def _load(self, split: str, **kwargs: Any) -> ImageSet:
         data = load_dataset(self.name, split, **self.load, **kwargs)
         for reason in data.skipped:
-            self.report(f"skipped: {reason}")
+            if reason not in self.bad:  # once per file: a folder without test/ loads val again for the test
+                self.report(f"skipped: {reason}")
         self.bad.update(data.skipped)
         return data
 
@@ -229,24 +230,28 @@ def open_feed(
     pin_memory: bool,
     index_cache: Path | None,
     report: Callable[[str], None] = print,
+    main: bool = True,
 ) -> tuple[MemoryFeed | StreamFeed, str]:
-    """The feed for `data` (the config's data section) and one line saying which path and why."""
+    """The feed for `data` (the config's data section) and one line saying which path and why. Under DDP
+    every process loads an in-memory set whole, and only the `main` one names its unreadable files; a
+    streamed set's shares are each process's own, which each names."""
+    whole_set_report = report if main else _silent
     load = dict(data_dir=data.dir, image_size=size, crop_pct=crop_pct, in_chans=in_chans)
     load["on_bad_image"] = data.on_bad_image
     if data.name == "digits":
         if data.stream == "stream":
             raise VitcError("data.stream=stream needs cifar10 or imagefolder (digits always fit in memory)")
-        return MemoryFeed(data.name, data.fraction, seed, load, report, pin_memory), "data: in memory"
+        return MemoryFeed(data.name, data.fraction, seed, load, whole_set_report, pin_memory), "data: in memory"
     if data.stream == "memory":
         note = "data: in memory (data.stream=memory)"
-        return MemoryFeed(data.name, data.fraction, seed, load, report, pin_memory), note
+        return MemoryFeed(data.name, data.fraction, seed, load, whole_set_report, pin_memory), note
     sources = {s: open_source(data.name, data.dir, s, index_cache) for s in ("train", "val")}
     train_side = eval_resize(size, crop_pct) if data.name == "imagefolder" else size  # whole photos, for crops
     decoded = decoded_bytes(len(sources["train"]), in_chans, train_side)
     decoded += decoded_bytes(len(sources["val"]), in_chans, size)
     if not use_stream(data.stream, decoded):
         note = f"data: in memory ({decoded / 2**20:.0f} MB decoded, within the 512 MB budget)"
-        return MemoryFeed(data.name, data.fraction, seed, load, report, pin_memory), note
+        return MemoryFeed(data.name, data.fraction, seed, load, whole_set_report, pin_memory), note
     if data.fraction < 1.0:
         labels = torch.from_numpy(sources["train"].labels)
         sources["train"] = sources["train"].subset(stratified_subset(labels, data.fraction, seed).numpy())
@@ -265,6 +270,10 @@ def open_feed(
     )
     by = f"{workers} worker process{'es' if workers > 1 else ''}" if workers else "the training process (run.workers=0)"
     return feed, f"data: streamed, decoded by {by} ({why})"
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 def final_split(data: Any) -> str:

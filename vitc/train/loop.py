@@ -209,6 +209,7 @@ def _setup(
         pin_memory=device.type == "cuda",
         index_cache=folder.path / "index.json" if dist.is_main else None,
         report=lambda line: PlainConsole(soft_wrap=True).print(line, highlight=False, markup=False),
+        main=dist.is_main,
     )
     cleanup.callback(feed.close)  # worker processes end with the run, however it ends
     if show_progress and dist.is_main and feed.streaming:

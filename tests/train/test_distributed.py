@@ -271,3 +271,16 @@ def test_an_in_memory_sets_unreadable_files_are_named_once(tmp_path: Path) -> No
     done = subprocess.run([*cmd, *_set_args(settings)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("skipped: cannot read image") == 2, done.stdout
+
+
+def test_the_resume_command_keeps_the_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C under `--nproc 2` said `vitc train --resume --name X`, which continued in one process."""
+    from vitc.train.loop import resume_command
+
+    cfg = load_config(None, {"run.name": "x"})
+    one = distributed.DistInfo()
+    assert resume_command(cfg, one) == "vitc train --resume --name x"
+    two = distributed.DistInfo(rank=0, world_size=2)
+    assert resume_command(cfg, two) == "the same torchrun launch of vitc train --resume --name x"
+    monkeypatch.setenv(distributed.LAUNCHER_ENV, "2")
+    assert resume_command(cfg, two) == "vitc train --resume --name x --nproc 2"

@@ -117,6 +117,14 @@ def shutdown(info: DistInfo) -> None:
 STOP_GRACE_S = 5.0  # how long the other processes get to exit after SIGTERM before SIGKILL
 
 
+LAUNCHER_ENV = "VITC_NPROC"  # set in the processes `vitc train --nproc N` starts (torchrun's are not)
+
+
+def launched_by_nproc() -> bool:
+    """This process is one of those `vitc train --nproc N` started (not torchrun's)."""
+    return bool(os.environ.get(LAUNCHER_ENV))
+
+
 def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
     """Run `python -m vitc.cli.main *argv` as `nproc` ranks on this machine (torchrun's environment,
     a free local port) and watch them: when one dies, the others are stopped within seconds (a rank
@@ -130,6 +138,7 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
         port = sock.getsockname()[1]
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nproc)}
     base.update(LOCAL_WORLD_SIZE=str(nproc), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # as torchrun
+    base[LAUNCHER_ENV] = str(nproc)
     with tempfile.TemporaryDirectory(prefix="vitc-ddp-") as logs:
         procs, errs = [], []
         for rank in range(nproc):

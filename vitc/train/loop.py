@@ -32,7 +32,14 @@ from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
 from vitc.train.config import TrainConfig, parse_auto_augment, resolve_defaults, resolve_for_data
 from vitc.train.device import choose_attention, gpu_advice, pick_amp, pick_device, pick_workers, reraise_gpu
-from vitc.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown, union_over_processes
+from vitc.train.distributed import (
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    launched_by_nproc,
+    shutdown,
+    union_over_processes,
+)
 from vitc.train.evaluate import broadcast_state, evaluate_batches
 from vitc.train.meter import StepMeter
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, param_groups
@@ -526,8 +533,17 @@ def _interrupted(run: _Run) -> NoReturn:
         resumable = (state, run.model, run.optimizer, run.ema and run.ema.module, {"aug": run.aug_gen}, run.run_info)
         save_state(folder.path / "resume.safetensors", *resumable)
         folder.commit()
+    raise TrainingInterrupted(f"interrupted; continue with: {resume_command(cfg, dist)}") from None
+
+
+def resume_command(cfg: TrainConfig, dist: Any) -> str:
+    """What continues this run: under DDP with as many processes (one would continue on one GPU, with
+    other random draws), launched as they were."""
     where = "" if cfg.run.out_dir == "train/runs" else f" --set run.out_dir={cfg.run.out_dir}"
-    raise TrainingInterrupted(f"interrupted; continue with: vitc train --resume --name {cfg.run_name}{where}") from None
+    command = f"vitc train --resume --name {cfg.run_name}{where}"
+    if launched_by_nproc():
+        return f"{command} --nproc {dist.world_size}"
+    return f"the same torchrun launch of {command}" if dist.enabled else command
 
 
 def _finish(run: _Run) -> RunResult:

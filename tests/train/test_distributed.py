@@ -284,3 +284,11 @@ def test_the_resume_command_keeps_the_processes(monkeypatch: pytest.MonkeyPatch)
     assert resume_command(cfg, two) == "the same torchrun launch of vitc train --resume --name x"
     monkeypatch.setenv(distributed.LAUNCHER_ENV, "2")
     assert resume_command(cfg, two) == "vitc train --resume --name x --nproc 2"
+
+
+def test_the_launcher_marks_its_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(distributed.LAUNCHER_ENV, raising=False)
+    script = f'echo "error: launched by --nproc ${distributed.LAUNCHER_ENV}" >&2; exit 2\n'
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
+    with pytest.raises(VitcError, match=r"^launched by --nproc 2$"):
+        distributed.launch(["train"], nproc=2)

@@ -72,6 +72,32 @@ def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
         assert all(torch.equal(expected[k], got[k]) for k in expected), name
 
 
+@pytest.mark.parametrize("epoch", [2, 3])  # the last too (nothing was saved: its training ran again)
+def test_ctrl_c_in_validation_runs_that_epochs_end_again(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch, epoch: int
+) -> None:
+    """Ctrl-C during an epoch's validation saved the state as past that epoch: --resume went on without its
+    metrics row (metrics [1, 3]) and without its chance to be the best checkpoint."""
+    tiny["model.drop_path_rate"] = 0.2
+    reference = _run({**tiny, "run.name": "straight"})
+    evaluate, calls = loop.evaluate_batches, []
+
+    def interrupted(*args: Any, **kwargs: Any) -> dict[str, float]:
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "evaluate_batches", interrupted)
+        with pytest.raises(TrainingInterrupted, match="--resume --name tiny"):
+            _run(tiny)
+    resumed = _run(tiny, resume=True)
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3] and resumed.history == reference.history
+    expected, got = load_file(reference.run_dir / "last.safetensors"), load_file(resumed.run_dir / "last.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -152,6 +152,7 @@ class _Run:
     tick: float | None = None  # when this epoch's training started, until it ends
     unfinished: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # RNG states before a step still running
     doing: str = "before the first step"  # said by a CUDA failure
+    ending: int | None = None  # an epoch's steps while its end (validation, its row) runs: Ctrl-C re-runs it
 
     @property
     def run_dir(self) -> Path:
@@ -458,6 +459,7 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
     state.train_seconds += time.perf_counter() - run.tick
     run.tick = None
     progress.finish()
+    run.ending = state.step_in_epoch
     state.epoch, state.step_in_epoch = epoch + 1, 0
     all_reduce_sum(dist, state.partial)  # the logged train loss is the mean over all processes
     evaluated = ema.module if ema is not None else model
@@ -480,6 +482,7 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
         if "skipped" in state.partial:  # unreadable images skipped this epoch (data.on_bad_image=skip)
             row["skipped_images"] = int(state.partial["skipped"])
         state.history.append(row)
+        run.ending = None
         progress.epoch_summary(row)
         state.stopped_early = _out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
         if state.stopped_early:
@@ -526,6 +529,8 @@ def _interrupted(run: _Run) -> NoReturn:
             f"interrupted before the first epoch ended: {folder.final} is kept as it was (--force replaces a run "
             "once the new one has a checkpoint)"
         ) from None
+    if run.ending is not None:  # cut short in an epoch's validation: --resume runs that epoch's end again
+        state.epoch, state.step_in_epoch, run.ending = state.epoch - 1, run.ending, None
     if dist.is_main and state.epoch < cfg.optim.epochs:
         if run.unfinished is not None:  # a step was cut short: undo its random draws
             run.aug_gen.set_state(run.unfinished[0])

@@ -80,11 +80,10 @@ def evaluate_batches(
     """Top-1/top-5/loss over a feed's batches: training's val and the final test run through here with the
     run's precision. Under DDP (`dist`) the batches are this process's share (`feed.eval_batches(split,
     rank, world_size)`): the processes add up their sums, and each gets the whole split's figures."""
-    if dist is None or not dist.enabled:
-        return accuracy(*predict_labelled(model, data, mean, std, device, amp_dtype))
     logits, labels = predict_labelled(model, data, mean, std, device, amp_dtype, allow_none=True)
     sums = metrics.accuracy_sums(logits.numpy(), labels.numpy())  # a share may be empty: a set smaller than N
-    all_reduce_sum(dist, sums)
+    if dist is not None:
+        all_reduce_sum(dist, sums)
     if not sums["count"]:
         raise VitcError(NO_IMAGES)
     return metrics.rates(sums)
@@ -100,8 +99,3 @@ def broadcast_state(dist: DistInfo, model: nn.Module, buffers_only: bool = False
         with torch.no_grad():
             for tensor in model.buffers() if buffers_only else model.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Top-1, top-5 and loss of CPU logits (vitc.metrics.accuracy)."""
-    return metrics.accuracy(logits.float().numpy(), labels.numpy())

@@ -192,18 +192,23 @@ def test_each_process_scores_its_share_and_the_figures_are_the_checkpoints(tmp_p
             assert abs(got["loss"] - recorded["val_loss"]) < 1e-6, (got, recorded)
 
 
+def _two_colour_photos(root: Path, counts: dict[str, int], size: tuple[int, int]) -> None:
+    """root/<split>/c0 (red) and c1 (green) PNGs of `size`, `counts[split]` of each class."""
+    from PIL import Image
+
+    for split, count in counts.items():
+        for c, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", size, colour).save(folder / f"{i}.png")
+
+
 def test_a_run_that_stops_early_under_ddp_ends_as_one_process_does(tmp_path: Path) -> None:
     """optim.patience under DDP: rank 1 died in the summary (max() of the history only rank 0 keeps), and
     every rank printed a summary (rank 1's: 0 epochs, best -1.00%). With TensorBoard, rank 0's share of
     val all unreadable left no images for the locality figures, which crashed."""
-    from PIL import Image
-
-    for split, count in (("train", 8), ("val", 1)):
-        for c, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
-            folder = tmp_path / "photos" / split / f"c{c}"
-            folder.mkdir(parents=True)
-            for i in range(count):
-                Image.new("RGB", (40, 36), colour).save(folder / f"{i}.png")
+    _two_colour_photos(tmp_path / "photos", {"train": 8, "val": 1}, (40, 36))
     (tmp_path / "photos" / "val" / "c0" / "0.png").write_bytes(b"not a png")  # rank 0's whole share of val
     settings = {"model.name": "deit_micro", "model.args": {"depth": 1, "embed_dim": 32, "num_heads": 2},
                 "data.image_size": 16, "data.stream": "stream", "optim.batch_size": 8, "optim.epochs": 4,
@@ -254,14 +259,7 @@ def test_an_in_memory_sets_unreadable_files_are_named_once(tmp_path: Path) -> No
     """Every process loads an in-memory set whole: each named every unreadable file (N times under N
     processes), and again when a folder without test/ loaded val for the final test (8 lines for 2 files
     here); rank 0 speaks for them, once a file. A streamed set's shares are each process's own."""
-    from PIL import Image
-
-    for split, count in (("train", 4), ("val", 2)):
-        for c, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
-            folder = tmp_path / "photos" / split / f"c{c}"
-            folder.mkdir(parents=True)
-            for i in range(count):
-                Image.new("RGB", (20, 20), colour).save(folder / f"{i}.png")
+    _two_colour_photos(tmp_path / "photos", {"train": 4, "val": 2}, (20, 20))
     for name in ("c0/1.png", "c1/0.png"):
         (tmp_path / "photos" / "val" / name).write_bytes(b"not a png")
     settings = {"model.name": "deit_micro", "model.args": {"depth": 1, "embed_dim": 32, "num_heads": 2},

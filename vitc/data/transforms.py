@@ -299,8 +299,10 @@ class TrainAugment:
         if sizes is not None and not self.crop_size:
             raise ValueError("whole photos (sizes) need crop_size, the side their crops are resized to")
         if self.color_jitter or self.auto_augment:  # as timm: on the crop, 8-bit as Pillow's resize leaves it
-            cropped = self._crop_and_flip(to_device(images, device).float(), generator, sizes)
-            x = self._colour(cropped.round_().clamp_(0, 255).to(torch.uint8), generator, device)
+            if sizes is not None or self._crops() or self.flip_prob > 0:  # (a streamed batch is cropped already)
+                cropped = self._crop_and_flip(to_device(images, device).float(), generator, sizes)
+                images = cropped.round_().clamp_(0, 255).to(torch.uint8)
+            x = self._colour(images, generator, device)
         else:
             x = self._crop_and_flip(normalize(to_device(images, device), self.mean, self.std), generator, sizes)
         if self.erase_prob > 0:
@@ -319,10 +321,13 @@ class TrainAugment:
         return x, to_device(targets, device)  # (N, classes) built on the CPU: a small copy
 
     def _crop_and_flip(self, x: torch.Tensor, generator: torch.Generator, sizes: torch.Tensor | None) -> torch.Tensor:
-        if sizes is not None or self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0):
+        if sizes is not None or self._crops():
             scale, ratio = self.crop_scale, self.crop_ratio
             x = random_resized_crop(x, generator, scale, ratio, sizes=sizes, out_size=self.crop_size)
         return random_flip(x, generator, self.flip_prob) if self.flip_prob > 0 else x
+
+    def _crops(self) -> bool:
+        return self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0)
 
     def _colour(self, images: torch.Tensor, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         """Colour jitter or RandAugment/TrivialAugment on the cropped 8-bit images in [0, 1], then

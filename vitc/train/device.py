@@ -95,19 +95,32 @@ def choose_attention(
     cast: Any,
     say: Callable[[str], None],
     dist: DistInfo | None = None,
+    chosen: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]] | None:
     """On a GPU, GPSA's and SP-SA's formulation measured at the run's batch and precision
     (vitc.models.formulation) unless the run pins one (model.args.attn_impl); on a CPU `fused`,
     which docs/benchmarks.md measured fastest there. Under DDP the main process measures and every
-    process takes its choice, so that all ranks run the same kernels."""
+    process takes its choice, so that all ranks run the same kernels. A resumed run passes the first
+    session's record as `chosen` and keeps it: measuring again could pick other kernels.
+
+    The measurement draws its inputs from forked generators: drawn from torch's own, they would move
+    the streams a resumed run has just restored (drop-path's masks on a GPU)."""
     from vitc.models.formulation import apply_choices, choose_formulations, describe, tunable_groups
 
     device = next(model.parameters()).device
     if device.type not in TUNED_DEVICES or pinned or not tunable_groups(model):
         return None
+    if chosen is not None:
+        apply_choices(model, chosen)
+        say(f"attention: as the run chose when it started ({', '.join(row['chosen'] for row in chosen)})")
+        return chosen
     dist = dist or DistInfo()
     say(f"attention: timing each GPSA/SP-SA formulation on {device} at batch {batch} (a first FlexAttention compiles)")
-    record = broadcast_from_main(dist, choose_formulations(model, batch, cast) if dist.is_main else None)
+    record = None
+    if dist.is_main:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            record = choose_formulations(model, batch, cast)
+    record = broadcast_from_main(dist, record)
     apply_choices(model, record)
     for row in record:
         say(f"attention: {describe(row)}")

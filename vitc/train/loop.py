@@ -278,12 +278,13 @@ def _setup(
 
     # -- resume: weights, moments, EMA, RNG streams, position in the epoch
     state = TrainState()
+    saved: dict[str, Any] = {}  # the run info of a resumed run's first session
     if resume:
         path = run_dir / "resume.safetensors"
         if not path.is_file():
             raise VitcError(f"nothing to resume: {path} does not exist")
         check_resumable(path, run_info)
-        state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen})
+        state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen}, scaler)
         run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
         # a run that stopped early continues when --resume changes its patience or length
         state.stopped_early = _out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
@@ -303,7 +304,8 @@ def _setup(
     schedule = report.lr_schedule(total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch)
     cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     tell = say if show_progress and dist.is_main else lambda _: None
-    run_info["attention"] = choose_attention(model, "attn_impl" in cfg.model.args, per_rank_batch, cast, tell, dist)
+    pinned, chosen = "attn_impl" in cfg.model.args, saved.get("attention")  # a resume keeps the kernels it had
+    run_info["attention"] = choose_attention(model, pinned, per_rank_batch, cast, tell, dist, chosen)
     if dist.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
         for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
@@ -501,6 +503,7 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
             ema and ema.module,
             {"aug": run.aug_gen},
             run.run_info,
+            run.scaler,
         )
         report.write_metrics(state.history, folder.path / "metrics.jsonl")
         report.plot_curves(state.history, folder.path / "curves.png", cfg.run_name, run.schedule)
@@ -536,7 +539,7 @@ def _interrupted(run: _Run) -> NoReturn:
             run.aug_gen.set_state(run.unfinished[0])
             set_rng_states(run.unfinished[1])
         resumable = (state, run.model, run.optimizer, run.ema and run.ema.module, {"aug": run.aug_gen}, run.run_info)
-        save_state(folder.path / "resume.safetensors", *resumable)
+        save_state(folder.path / "resume.safetensors", *resumable, run.scaler)
         folder.commit()
     raise TrainingInterrupted(f"interrupted; continue with: {resume_command(cfg, dist)}") from None
 

@@ -169,6 +169,71 @@ def test_a_resume_file_keeps_the_gpus_random_state(tmp_path: Path, monkeypatch: 
     assert torch.equal(saved["restored"], torch.arange(16, dtype=torch.uint8))
 
 
+def test_fp16s_loss_scale_is_resumed(tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp16 (a V100's or T4's `run.amp=auto`): the GradScaler's backed-off scale goes into the resume file; a
+    resume restarted at 65536, which would overflow and skip steps again. fp16 autocast runs on the CPU here."""
+    scales: list[float] = []
+    overflow = {"at": 2, "calls": 0}
+    unscale, update = torch.amp.GradScaler.unscale_, torch.amp.GradScaler.update
+
+    def unscale_with_one_overflow(self: Any, optimizer: torch.optim.Optimizer) -> None:
+        overflow["calls"] += 1
+        if overflow["calls"] == overflow["at"]:  # one inf gradient: the scale halves, the step is skipped
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            grads[0].view(-1)[0] = float("inf")
+        unscale(self, optimizer)
+
+    def update_and_record(self: Any, *args: Any) -> None:
+        scales.append(self.get_scale())
+        update(self, *args)
+
+    monkeypatch.setattr(loop, "pick_amp", lambda choice, device: torch.float16)
+    monkeypatch.setattr(torch.amp.GradScaler, "unscale_", unscale_with_one_overflow)
+    monkeypatch.setattr(torch.amp.GradScaler, "update", update_and_record)
+    reference = _run({**tiny, "run.name": "straight"})
+    expected = list(scales)
+    assert expected[:3] == [65536.0, 65536.0, 32768.0]
+    scales.clear()
+    overflow["calls"] = 0
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, call=5)  # in the middle of epoch 2
+        with pytest.raises(TrainingInterrupted):
+            _run(tiny)
+    overflow["at"] = -1  # the overflow happened in the first session
+    resumed = _run(tiny, resume=True)
+    assert scales == expected
+    assert resumed.history == reference.history
+
+
+def test_a_resumed_run_keeps_its_attention_and_the_measurement_draws_nothing(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU `vitc train` times GPSA's formulations (the CPU stands in here). The timing drew its inputs
+    from torch's generator after --resume had restored it, so drop-path's masks moved; and a resume measured
+    again, which could pick other kernels. A tuned run now draws as a pinned one, and a resume keeps its choice."""
+    from vitc.models import formulation
+    from vitc.train import device
+
+    monkeypatch.setattr(device, "TUNED_DEVICES", ("cpu",))
+    monkeypatch.setattr(formulation, "pick", lambda trials: "fused")
+    tiny.update({"model.name": "convit_micro", "model.drop_path_rate": 0.2, "aug.crop_scale": [0.5, 1.0]})
+    tiny["model.args"] = {"depth": 2, "local_up_to_layer": 1, "embed_dim": 32, "num_heads": 2}
+    pinned = _run({**tiny, "run.name": "pinned", "model.args": {**tiny["model.args"], "attn_impl": "fused"}})
+    reference = _run({**tiny, "run.name": "straight"})
+    assert reference.history == pinned.history
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, call=5)
+        with pytest.raises(TrainingInterrupted):
+            _run(tiny)
+    monkeypatch.setattr(formulation, "pick", lambda trials: "reference")  # what a new measurement would say
+    resumed = _run(tiny, resume=True)
+    assert resumed.history == reference.history
+    summary = json.loads((resumed.run_dir / "summary.json").read_text())
+    assert [row["chosen"] for row in summary["attention"]] == ["fused"]
+    expected, got = load_file(reference.run_dir / "last.safetensors"), load_file(resumed.run_dir / "last.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
 def test_no_cuda_says_whether_pytorch_is_a_cpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
     """A new GPU machine with a CPU-only PyTorch is told to install a CUDA build, not that it has no GPU."""
     from vitc.engines.torch_runner import TorchRunner, model_from_zoo

@@ -45,7 +45,10 @@ def save_state(
     ema: nn.Module | None,
     generators: dict[str, torch.Generator],
     info: dict[str, Any],
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
+    """Write everything a resumed run needs to continue exactly: weights, EMA, optimiser moments, every
+    random stream, and fp16's loss scale (a resume from 65536 would overflow and skip steps again)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
@@ -58,6 +61,8 @@ def save_state(
         tensors[f"rng.{name}"] = gen.get_state()
     groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt["param_groups"]]
     record = {"state": state.__dict__, "param_groups": groups, "info": info}
+    if scaler is not None and scaler.is_enabled():
+        record["scaler"] = scaler.state_dict()
     from safetensors.torch import save_file
 
     with atomic_write(path) as tmp:
@@ -70,6 +75,7 @@ def load_state(
     optimizer: torch.optim.Optimizer,
     ema: nn.Module | None,
     generators: dict[str, torch.Generator],
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[TrainState, dict[str, Any]]:
     """Restore everything `save_state` wrote; returns the state and the run info saved with it."""
     from vitc._io import parse_json, read_safetensors_metadata
@@ -82,7 +88,7 @@ def load_state(
     if not (isinstance(sections.get("state"), dict) and isinstance(sections.get("info"), dict)):
         raise VitcError(f"{path}: not a resume state written by vitc train")
     try:
-        return _restore(path, record, model, optimizer, ema, generators)
+        return _restore(path, record, model, optimizer, ema, generators, scaler)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
         raise VitcError(f"{path}: not a resume state written by vitc train ({str(exc)[:200]})") from exc
 
@@ -94,6 +100,7 @@ def _restore(
     optimizer: Any,
     ema: Any,
     generators: dict[str, torch.Generator],
+    scaler: torch.amp.GradScaler | None,
 ) -> tuple[TrainState, dict[str, Any]]:
     from vitc.models.loading import load_strict
 
@@ -112,6 +119,8 @@ def _restore(
     set_rng_states(_section(tensors, "rng."))
     for name, gen in generators.items():
         gen.set_state(tensors[f"rng.{name}"])
+    if scaler is not None and scaler.is_enabled() and record.get("scaler"):
+        scaler.load_state_dict(record["scaler"])
     return TrainState(**record["state"]), record["info"]
 
 

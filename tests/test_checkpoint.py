@@ -149,3 +149,27 @@ def test_a_checkpoints_preprocessing_wins_over_the_registry_defaults(tmp_path) -
     assert torch.allclose(white, torch.tensor([(1 - 0.2) / 0.9, (1 - 0.3) / 0.8, (1 - 0.4) / 0.7]))
     again, _ = load_model(path, drop_path_rate=0.1)  # an argument that is not preprocessing changes none of it
     assert again.vitc_cfg == loaded.vitc_cfg
+
+
+def test_cvt_w24_squashes_as_released_and_its_checkpoints_of_an_older_vitc_still_centre_crop(tmp_path: Path) -> None:
+    """CvT-W24 is released only at 384, squashed (CENTER_CROP: False): registered so, a new checkpoint records
+    it (version 2). One an older vitc wrote, without crop_mode, reads as it did: centre-cropped."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from vitc._io import read_safetensors_header
+    from vitc.checkpoint import load_state_dict
+
+    with torch.device("meta"):
+        assert create_model("cvt_w24").pretrained_cfg["crop_mode"] == "squash"
+    model = create_model("cvt_w24", embed_dims=(8, 16, 32), depths=(1, 1, 1), num_heads=(1, 1, 1), img_size=32)
+    path = save_checkpoint(tmp_path / "w24.safetensors", model)
+    record = json.loads(read_safetensors_header(path)["__metadata__"]["vitc"])
+    assert record["version"] == 2 and record["cfg"]["crop_mode"] == "squash" and record["cfg"]["crop_pct"] == 1.0
+    assert load_model(path)[0].vitc_cfg.preprocess.crop_mode == "squash"
+    del record["cfg"]["crop_mode"]
+    older = tmp_path / "older.safetensors"
+    save_file(load_state_dict(path), str(older), metadata={"vitc": json.dumps({**record, "version": 1})})
+    loaded, meta = load_model(older)
+    assert meta.cfg.crop_mode == loaded.vitc_cfg.crop_mode == loaded.pretrained_cfg["crop_mode"] == "center"

@@ -3,9 +3,9 @@
     model = vitc.load_model("train/runs/convit_micro/best.safetensors")
     print(vitc.predict(model, "digit.png"))   # [("3", 0.97), ("8", 0.01), ...]; a PIL image or array too
 
-Preprocessing is the evaluation transform `vitc eval` applies to image folders (shorter side to
-size / crop_pct, bicubic, centre crop, then the checkpoint's mean and std), read from the model's
-own config, so a checkpoint needs no settings beside it.
+Preprocessing is the evaluation transform `vitc eval` applies to image folders (shorter side, or both
+with crop_mode "squash", to size / crop_pct, bicubic, centre crop, then the checkpoint's mean and std),
+read from the model's own config, so a checkpoint needs no settings beside it.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def _hf_labels(config: Path, model: nn.Module) -> list[str] | None:
 
 def preprocess(images: Any, model: nn.Module) -> torch.Tensor:
     """Normalised float (N, C, H, W) input for `model` from a PIL image, a uint8 array (H, W) or (H, W, C),
-    or a list of them: the evaluation transform with the model's size, crop_pct, mean and std, after
-    turning a photo upright by its EXIF orientation, exactly as training and `vitc eval` read files."""
+    or a list of them: the evaluation transform with the model's size, crop_pct, crop_mode, mean and std,
+    after turning a photo upright by its EXIF orientation, exactly as training and `vitc eval` read files."""
     from vitc.data.images import prepare
     from vitc.models import get_model_cfg
 

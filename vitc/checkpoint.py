@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vitc._io import atomic_write, check_format, parse_json, read_safetensors_header
 from vitc.artifacts.model_cfg import ModelCfg, parse_model_cfg
-from vitc.artifacts.preprocess import resolve_preprocess
+from vitc.artifacts.preprocess import format_version, resolve_preprocess
 from vitc.errors import VitcError
 
 FORMAT = "vitc.checkpoint"
 FORMAT_VERSION = 1
+SQUASH_VERSION = 2  # a cfg with crop_mode "squash": a vitc reading only version 1 would centre-crop its images
 META_KEY = "vitc"
 
 
@@ -41,13 +42,14 @@ class CheckpointMeta:
         return {**self.__dict__, "cfg": self.cfg.to_record()}
 
     def to_json(self) -> str:
-        record = {"format": FORMAT, "version": FORMAT_VERSION, **self.to_record()}
-        return json.dumps(record, sort_keys=True)
+        fields = self.to_record()
+        version = format_version(fields["cfg"], FORMAT_VERSION, SQUASH_VERSION)
+        return json.dumps({"format": FORMAT, "version": version, **fields}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, source: str = "checkpoint") -> CheckpointMeta:
         record = parse_json(text, f"{source}: the vitc metadata")
-        check_format(record, FORMAT, FORMAT_VERSION, source, "vitc checkpoint")
+        check_format(record, FORMAT, SQUASH_VERSION, source, "vitc checkpoint")
         try:
             class_names = record.get("class_names")
             if class_names is not None and not (
@@ -143,9 +145,9 @@ def _resolved_cfg(model_cfg: ModelCfg, stored: ModelCfg, overridden: bool, sourc
     the arguments (an input size changed by `overrides`), then the checkpoint's record, then the
     model's registered defaults; `vitc.preprocess`, `vitc eval` and export then all read the same."""
     args = {"input_size": list(model_cfg.input_size)} if overridden else None
-    prep = resolve_preprocess(args, stored.to_record(), model_cfg.to_record(), source=source)
-    fields = {k: getattr(prep, k) for k in ("input_size", "crop_pct", "interpolation", "mean", "std")}
-    return replace(model_cfg, **fields)
+    stored_prep = asdict(stored.preprocess)  # every setting, those its record leaves out read as their defaults
+    prep = resolve_preprocess(args, stored_prep, model_cfg.to_record(), source=source)
+    return model_cfg.evaluated_by(prep)
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:

@@ -210,3 +210,30 @@ def test_each_ddp_process_evaluates_its_share_of_the_split(tmp_path: Path) -> No
             assert torch.equal(share, whole[rank::3])
     finally:
         feed.close()
+
+
+def test_every_reader_of_an_image_folder_squashes_when_the_model_is_evaluated_so(tmp_path: Path) -> None:
+    """crop_mode "squash" (CvT at 384): training's validation in memory and streamed by a worker process,
+    `vitc eval`'s loaders and an export's calibration folder all read a 40×30 photo as `center_crop` squashes it."""
+    from vitc.artifacts.preprocess import Preprocess
+    from vitc.data.images import center_crop
+    from vitc.quant.calib import calib_files, folder_calibration_set, normalise
+
+    root = _tree(tmp_path, per_class=2)
+    files = calib_files(root / "val")  # ant/000.jpg, ant/001.jpg, bee/000.jpg, …: the index's order too
+    squashed = np.stack([center_crop(open_image(f, 16), 16, 16, "squash") for f in files])
+    assert not np.array_equal(squashed, np.stack([center_crop(open_image(f, 16), 16, 16) for f in files]))
+    memory = load_dataset("imagefolder", "val", data_dir=root, image_size=16, crop_pct=1.0, crop_mode="squash")
+    assert np.array_equal(memory.images.numpy(), squashed)
+    data = SimpleNamespace(name="imagefolder", dir=str(root), fraction=1.0, stream="memory", on_bad_image="stop")
+    kwargs = dict(crop_pct=1.0, crop_mode="squash", in_chans=3, seed=0, crop_scale=(0.5, 1.0), flip_prob=0.5)
+    for stream_choice, workers in (("memory", 0), ("stream", 1)):
+        data.stream = stream_choice
+        feed, _ = open_feed(data, size=16, index_cache=None, workers=workers, pin_memory=False, **kwargs)
+        try:
+            assert np.array_equal(torch.cat([x for x, _, _ in feed.eval_batches("val")]).numpy(), squashed)
+        finally:
+            feed.close()
+    prep = Preprocess((3, 16, 16), 1.0, mean=(0.5,) * 3, std=(0.5,) * 3, crop_mode="squash")
+    calibration = folder_calibration_set(root / "val", len(files), prep)
+    assert np.array_equal(calibration.images, normalise(torch.from_numpy(squashed), prep))

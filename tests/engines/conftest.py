@@ -61,9 +61,10 @@ def make_tiny_onnx(
     return path
 
 
-def manifest_record(**overrides: object) -> Dict[str, object]:
-    """The tiny model's export manifest as `vitc export` writes it (`ExportManifest.to_record`);
-    `overrides` replace keys of that JSON record, invalid values included, to test the reader."""
+def manifest_record(crop_mode: str = "center", **overrides: object) -> Dict[str, object]:
+    """The tiny model's export manifest as `vitc export` writes it (`ExportManifest.to_record`), its images
+    prepared by `crop_mode`; `overrides` replace keys of that JSON record, invalid values included, to test
+    the reader."""
     from vitc.artifacts import BatchRange, ExportManifest
     from vitc.artifacts.preprocess import Preprocess
 
@@ -79,7 +80,7 @@ def manifest_record(**overrides: object) -> Dict[str, object]:
         mean=(0.5,) * 3,
         std=(0.5,) * 3,
         class_names=[str(i) for i in range(10)],
-        preprocess=Preprocess((3, 8, 8), 1.0, mean=(0.5,) * 3, std=(0.5,) * 3).to_record(),
+        preprocess=Preprocess((3, 8, 8), 1.0, mean=(0.5,) * 3, std=(0.5,) * 3, crop_mode=crop_mode).to_record(),
         source_checkpoint={"path": "x", "sha256": "0"},
         drift={"samples": 4, "top1": 50.0},
         heldout="heldout.npz",
@@ -89,9 +90,10 @@ def manifest_record(**overrides: object) -> Dict[str, object]:
     return record
 
 
-def tiny_logits_by_hand(onnx: Path, files: List[Path]) -> np.ndarray:
+def tiny_logits_by_hand(onnx: Path, files: List[Path], crop_mode: str = "center") -> np.ndarray:
     """The tiny export's record spelled out (crop_pct 1: shorter side to 8, bicubic; centre 8×8; mean = std
-    = 0.5) with Pillow and ONNX Runtime directly: the logits a reader of the manifest should get."""
+    = 0.5; crop_mode "squash": the whole image to 8×8) with Pillow and ONNX Runtime directly: the logits a
+    reader of the manifest should get."""
     image = pytest.importorskip("PIL.Image")
     ort = pytest.importorskip("onnxruntime")
     batch = []
@@ -100,6 +102,8 @@ def tiny_logits_by_hand(onnx: Path, files: List[Path]) -> np.ndarray:
             im = im.convert("RGB")
             scale = 8 / min(im.size)
             w, h = max(8, round(im.size[0] * scale)), max(8, round(im.size[1] * scale))
+            if crop_mode == "squash":
+                w, h = 8, 8
             im = im.resize((w, h), image.Resampling.BICUBIC)
             left, top = round((w - 8) / 2), round((h - 8) / 2)
             batch.append(np.asarray(im.crop((left, top, left + 8, top + 8)), dtype=np.float32).transpose(2, 0, 1))
@@ -115,10 +119,20 @@ def tiny_onnx(tmp_path: Path) -> Path:
 @pytest.fixture
 def export_dir(tmp_path: Path) -> Path:
     """A fake export folder: model.fp32.onnx, manifest.fp32.json, heldout.npz with ORT reference logits."""
-    folder = tmp_path / "export" / "tiny"
+    return make_export(tmp_path / "export" / "tiny")
+
+
+@pytest.fixture
+def squash_export_dir(tmp_path: Path) -> Path:
+    """`export_dir` of a model whose images are squashed (crop_mode "squash", as CvT at 384 is evaluated)."""
+    return make_export(tmp_path / "export" / "tiny_squash", crop_mode="squash")
+
+
+def make_export(folder: Path, crop_mode: str = "center") -> Path:
+    """The export folder of the fixtures, its manifest preparing images by `crop_mode`."""
     folder.mkdir(parents=True)
     onnx_path = make_tiny_onnx(folder / "model.fp32.onnx")
-    (folder / "manifest.fp32.json").write_text(json.dumps(manifest_record()))
+    (folder / "manifest.fp32.json").write_text(json.dumps(manifest_record(crop_mode)))
     ort = pytest.importorskip("onnxruntime")
     images = np.random.default_rng(1).standard_normal((12, 3, 8, 8)).astype(np.float32)
     logits = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]

@@ -234,3 +234,36 @@ def test_a_static_batch_is_fed_whole_chunks(tmp_path: Path) -> None:
     output = _eval(str(onnx), "--data-dir", str(_folder(tmp_path / "photos")), "--device", "cpu", "--out",
                    str(tmp_path / "cm.png"))["output"]  # fmt: skip
     assert "ms in the engine (batches of up to 48)" in output
+
+
+def test_a_squashing_export_and_its_plan_prepare_images_as_their_records_say(
+    fake, squash_export_dir: Path, tmp_path: Path
+) -> None:
+    """crop_mode "squash" (CvT at 384: the whole image to size × size) travels from the manifest (version 3)
+    to the plan's sidecar (version 2), and both read non-square images squashed, decoded by threads or not:
+    the logits Pillow + ONNX Runtime give for the squash spelled out, not those of the centre crop."""
+    from vitc.artifacts import sidecar_path
+    from vitc.data.images import prepare
+
+    fake("10.3")
+    onnx = squash_export_dir / "model.fp32.onnx"
+    plan = tmp_path / "engines" / "tiny.plan"
+    built = cli.invoke(app, ["build", str(onnx), "--out", str(plan)])
+    assert built.exit_code == 0, built.output
+    manifest = json.loads((squash_export_dir / "manifest.fp32.json").read_text())
+    sidecar = json.loads(sidecar_path(plan).read_text())
+    assert (manifest["version"], sidecar["version"]) == (3, 2)
+    assert manifest["preprocess"]["crop_mode"] == sidecar["preprocess"]["crop_mode"] == "squash"
+    photos = _folder(tmp_path / "photos")
+    files = [f for c in CLASSES for f in sorted((photos / c).iterdir())]
+    squashed = tiny_logits_by_hand(onnx, files, "squash")
+    assert not np.allclose(squashed, tiny_logits_by_hand(onnx, files), atol=1e-3)  # the two tell apart
+    for engine in (onnx, plan):
+        with Classifier(engine, device="auto" if engine == plan else "cpu") as classify:
+            assert classify.card.preprocess.crop_mode == "squash"
+            np.testing.assert_allclose(classify.logits(prepare(files, classify.card.preprocess)), squashed, atol=1e-5)
+    by_class = {c: squashed[5 * i : 5 * i + 5].argmax(1).tolist() for i, c in enumerate(CLASSES)}
+    shown = [[sum(p == int(c) for p in by_class[t]) for c in CLASSES] for t in CLASSES]
+    for engine, workers in ((onnx, "0"), (onnx, "2"), (plan, "2")):
+        report = _eval(str(engine), "--data-dir", str(photos), "--workers", workers, "--out", str(tmp_path / "cm.png"))
+        assert [row[:2] for row in report["confusion"]["counts"]] == shown, (engine, workers)

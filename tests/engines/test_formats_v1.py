@@ -108,3 +108,36 @@ def test_a_new_manifest_is_version_2_which_a_reader_of_version_1_refuses_in_one_
     with pytest.raises(VitcError, match=r"written by a newer vitc \(vitc export manifest version 2\); upgrade vitc"):
         check_format(record, "vitc.export", 1, "manifest.fp32.json", "vitc export manifest")
     assert load_manifest(DATA / "manifest.fp16.json").to_record()["version"] == 1  # 0.1.0's stays version 1
+
+
+def test_a_squashing_record_is_a_version_older_readers_refuse_while_a_centre_crop_keeps_its_own() -> None:
+    """A vitc older than crop_mode would centre-crop what the record squashes (CvT at 384): the manifest (3),
+    sidecar (2) and checkpoint (2) that squash make it say "upgrade vitc"; centre-cropping ones keep the
+    version every vitc reads, and this one reads both."""
+    from tests.engines.conftest import manifest_record
+    from vitc._io import check_format
+    from vitc.artifacts import EngineSidecar, parse_manifest, parse_sidecar
+    from vitc.artifacts.model_cfg import ModelCfg
+    from vitc.artifacts.preprocess import Preprocess
+    from vitc.checkpoint import CheckpointMeta
+
+    squash, centre = (Preprocess((3, 8, 8), 1.0, mean=(0.5,) * 3, std=(0.5,) * 3, crop_mode=mode).to_record()
+                      for mode in ("squash", "center"))  # fmt: skip
+
+    def checkpoint(mode: str) -> dict:
+        return json.loads(CheckpointMeta("cvt_micro", {}, ModelCfg("cvt", crop_mode=mode)).to_json())
+
+    cases = [
+        ("vitc export manifest", "vitc.export", manifest_record("squash"), manifest_record(), 2),
+        ("vitc engine sidecar", "vitc.engine", *(EngineSidecar(preprocess=r).to_record() for r in (squash, centre)), 1),
+        ("vitc checkpoint", "vitc.checkpoint", checkpoint("squash"), checkpoint("center"), 1),
+    ]
+    for what, fmt, squashing, centred, older in cases:
+        assert (squashing["version"], centred["version"]) == (older + 1, older), what
+        with pytest.raises(VitcError, match=rf"written by a newer vitc \({what} version {older + 1}\); upgrade vitc"):
+            check_format(squashing, fmt, older, "file", what)
+        check_format(centred, fmt, older, "file", what)
+    assert "crop_mode" not in centre and "crop_mode" not in checkpoint("center")["cfg"]  # as every vitc wrote them
+    assert parse_manifest(cases[0][2], Path("manifest.fp32.json")).preprocess == squash
+    assert parse_sidecar(cases[1][2]).preprocess == squash
+    assert CheckpointMeta.from_json(json.dumps(cases[2][2])).cfg.preprocess.crop_mode == "squash"

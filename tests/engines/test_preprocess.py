@@ -38,3 +38,41 @@ def test_one_resize_rule():
 def test_the_manifest_record_is_the_one_vitc_0_1_0_wrote():
     written = json.loads((DATA / "manifest.fp16.json").read_text())["preprocess"]
     assert resolve_preprocess(checkpoint=MICRO).to_record() == written
+
+
+def test_squash_is_a_plain_resize_of_the_whole_image_and_centre_keeps_its_crop() -> None:
+    """crop_mode "squash" at crop_pct 1 is Pillow's resize of the whole image to size × size (bicubic); below 1
+    it squashes to size / crop_pct and crops the centre (timm's). "center" is the shorter side resized and the
+    centre cropped, as before."""
+    image = pytest.importorskip("PIL.Image")
+    import numpy as np
+
+    from vitc.data.images import center_crop
+
+    rng = np.random.default_rng(0)
+    photo = image.fromarray(rng.integers(0, 256, (27, 40, 3), dtype=np.uint8))  # 40 wide, 27 high
+    bicubic = image.Resampling.BICUBIC
+    squashed = np.asarray(photo.resize((16, 16), bicubic)).transpose(2, 0, 1)
+    assert np.array_equal(center_crop(photo, 16, 16, "squash"), squashed)
+    margin = np.asarray(photo.resize((18, 18), bicubic).crop((1, 1, 17, 17))).transpose(2, 0, 1)
+    assert np.array_equal(center_crop(photo, eval_resize(16, 0.9), 16, "squash"), margin)
+    centred = np.asarray(photo.resize((24, 16), bicubic).crop((4, 0, 20, 16))).transpose(2, 0, 1)  # 40×27 → 24×16
+    assert np.array_equal(center_crop(photo, 16, 16), centred)
+    assert np.array_equal(center_crop(photo, 16, 16, "center"), centred)
+    assert not np.array_equal(centred, squashed)
+
+
+def test_crop_mode_is_resolved_recorded_and_read_back() -> None:
+    """Resolved as the other settings (a record without it centre-crops); written in the record only when it
+    squashes; a mode vitc does not have is refused in one line."""
+    squash = resolve_preprocess({"crop_mode": "squash"}, MICRO)
+    assert squash.crop_mode == "squash" and resolve_preprocess(checkpoint=MICRO).crop_mode == "center"
+    record = squash.to_record()
+    assert record["crop_mode"] == "squash" and record["resize_shorter_side"] == 32
+    centred = resolve_preprocess(checkpoint=MICRO).to_record()
+    assert Preprocess.from_record(record) == squash and Preprocess.from_record(centred).crop_mode == "center"
+    for bad in ("border", "", None, 1):
+        with pytest.raises(VitcError, match="crop_mode must be one of center, squash"):
+            Preprocess.from_record({**record, "crop_mode": bad})
+    with pytest.raises(VitcError, match="crop_mode must be one of center, squash, got 'Squash'"):
+        resolve_preprocess({"crop_mode": "Squash"}, MICRO)

@@ -96,6 +96,49 @@ def test_the_heldout_set_stores_pixels_that_give_the_reference_inputs(
     np.testing.assert_allclose(whole, heldout.reference_logits, atol=1e-4)
 
 
+def test_a_squashing_checkpoint_exports_a_record_its_engine_reads_squashed(tmp_path: Path) -> None:
+    """checkpoint → export → engine: crop_mode "squash" (a Hugging Face CvT at 384, imported) in the checkpoint
+    (version 2) is the manifest's (version 3); the held-out set keeps each test photo squashed, and the ONNX
+    file measured on the folder without torch gives the checkpoint's own report."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from vitc._io import read_safetensors_header
+    from vitc.artifacts import load_heldout, load_manifest
+    from vitc.data.images import center_crop, open_image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for name in ("a", "b"):
+            (tmp_path / "photos" / split / name).mkdir(parents=True)
+            for i in range(3):
+                pixels = rng.integers(0, 256, (30, 40 + 8 * i, 3), dtype=np.uint8)  # wider than high
+                Image.fromarray(pixels).save(tmp_path / "photos" / split / name / f"{i}.jpg", quality=90)
+    torch.manual_seed(0)
+    model = create_model("deit_micro", **SMALL, num_classes=2)
+    model.vitc_cfg = replace(model.vitc_cfg, crop_mode="squash")
+    ckpt = save_checkpoint(tmp_path / "m" / "model.safetensors", model, meta_for(model, class_names=["a", "b"]))
+    assert json.loads(read_safetensors_header(ckpt)["__metadata__"]["vitc"])["version"] == 2
+    photos = str(tmp_path / "photos")
+    args = ["export", str(ckpt), "-p", "fp32", "--data", "imagefolder", "--data-dir", photos, "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--run", "r"])
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(tmp_path / "r" / "manifest.fp32.json")
+    assert manifest.version == 3 and manifest.preprocess is not None and manifest.preprocess["crop_mode"] == "squash"
+    files = sorted((tmp_path / "photos" / "test").rglob("*.jpg"))
+    squashed = np.stack([center_crop(open_image(f, 32), 32, 32, "squash") for f in files])
+    assert np.array_equal(load_heldout(manifest).images, squashed)
+    reports = {}
+    for name, source in (("checkpoint", ckpt), ("engine", tmp_path / "r" / "model.fp32.onnx")):
+        out = tmp_path / f"{name}.png"
+        evaluated = runner.invoke(app, ["eval", str(source), "--data-dir", photos, "--out", str(out)])
+        assert evaluated.exit_code == 0, evaluated.output
+        reports[name] = json.loads(out.with_suffix(".json").read_text())
+    assert reports["engine"]["confusion"] == reports["checkpoint"]["confusion"]
+    assert reports["engine"]["loss"] == pytest.approx(reports["checkpoint"]["loss"], abs=1e-4)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -23,11 +23,13 @@ from typing import Any
 from vitc._io import check_format, parse_json, sha256_file
 from vitc.artifacts.batch import BatchRange
 from vitc.artifacts.precision import Precision, parse_precision, precision_in_name
+from vitc.artifacts.preprocess import format_version
 from vitc.errors import VitcError
 
 FORMAT = "vitc.export"
 FORMAT_VERSION = 2  # 2: the held-out set it names stores uint8 pixels (vitc.artifacts.heldout); a vitc that
 # reads only version 1 then says "upgrade vitc" instead of failing on the held-out file (a device's older wheel)
+SQUASH_VERSION = 3  # 3: its preprocess record squashes (crop_mode), which a reader of version 2 would centre-crop
 IO_DTYPES = ("float32", "float16")
 TRT_TARGETS = ("8.5", "8.6", "10", "11")
 
@@ -110,7 +112,7 @@ class ExportManifest:
         this one read are kept after them)."""
         record: dict[str, Any] = {
             "format": FORMAT,
-            "version": self.version,
+            "version": format_version(self.preprocess, self.version, SQUASH_VERSION),
             "model": self.model,
             "args": self.args,
             "input_size": list(self.input_size),
@@ -154,7 +156,7 @@ def _require(record: dict[str, Any], key: str, source: str) -> Any:
 def parse_manifest(record: Any, path: Path) -> ExportManifest:
     """Validate a manifest record (already parsed JSON): the reader of what `ExportManifest.to_record` writes."""
     source = str(path)
-    record = check_format(record, FORMAT, FORMAT_VERSION, source, "vitc export manifest")
+    record = check_format(record, FORMAT, SQUASH_VERSION, source, "vitc export manifest")
     precision = parse_precision(_require(record, "precision", source), source)
     io_dtype = record.get("io_dtype", "float32")
     if io_dtype not in IO_DTYPES:

@@ -9,15 +9,18 @@ every later step (export, eval, compile, info, the Python API) reads it back typ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Mapping, Tuple
 
 from vitc.artifacts.preprocess import (
+    DEFAULT_CROP_MODE,
     DEFAULT_CROP_PCT,
     DEFAULT_INTERPOLATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    KEYS,
     Preprocess,
+    check_crop_mode,
     check_crop_pct,
 )
 from vitc.limits import MAX_IMG_SIZE
@@ -35,17 +38,27 @@ class ModelCfg:
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
     crop_pct: float = DEFAULT_CROP_PCT
+    crop_mode: str = DEFAULT_CROP_MODE
     interpolation: str = DEFAULT_INTERPOLATION
     notes: str = ""
 
     @property
     def preprocess(self) -> Preprocess:
         """The evaluation transform this config describes."""
-        return Preprocess(self.input_size, self.crop_pct, self.interpolation, self.mean, self.std)
+        return Preprocess(self.input_size, self.crop_pct, self.interpolation, self.mean, self.std, self.crop_mode)
+
+    def evaluated_by(self, prep: Preprocess) -> ModelCfg:
+        """This config with `prep`'s evaluation transform (one resolved by `resolve_preprocess`)."""
+        return replace(self, **{key: getattr(prep, key) for key in KEYS})
 
     def to_record(self) -> Dict[str, Any]:
-        """The JSON record a checkpoint stores (tuples as lists), read back by `parse_model_cfg`."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        """The JSON record a checkpoint stores (tuples as lists), read back by `parse_model_cfg`; crop_mode only
+        when it squashes, so a centre crop's record is the one every vitc wrote (and a checkpoint reads back
+        byte for byte)."""
+        record = {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        if self.crop_mode == DEFAULT_CROP_MODE:
+            del record["crop_mode"]
+        return record
 
 
 def parse_model_cfg(record: Mapping[str, Any]) -> ModelCfg:
@@ -82,6 +95,7 @@ def parse_model_cfg(record: Mapping[str, Any]) -> ModelCfg:
         mean=tuple(record["mean"]),
         std=tuple(record["std"]),
         crop_pct=check_crop_pct(record.get("crop_pct", DEFAULT_CROP_PCT)),
+        crop_mode=check_crop_mode(record.get("crop_mode", DEFAULT_CROP_MODE)),  # a checkpoint older than it: center
         interpolation=_text(record, "interpolation", DEFAULT_INTERPOLATION),
         notes=_text(record, "notes", ""),
     )

@@ -3,7 +3,8 @@
 As timm's `resolve_data_config` does, each setting is resolved once, first from explicit arguments,
 then from the checkpoint's model config, then from the model's registered defaults, and the result
 travels as one `Preprocess`: training's evaluation split, streaming, `vitc export` (held-out set,
-calibration, the manifest's `preprocess` record) and the Python API all resize with `eval_resize`.
+calibration, the manifest's `preprocess` record) and the Python API all resize with `eval_resize`, by
+its `crop_mode` (timm's: "center" keeps the aspect, "squash" does not; `vitc.data.images.center_crop`).
 No torch, no PIL: the runtime reads the manifest record and normalises pixels with numpy only.
 """
 
@@ -20,11 +21,14 @@ DEFAULT_CROP_PCT = 0.875  # timm's, and ModelCfg's: what a config that does not 
 DEFAULT_INTERPOLATION = "bicubic"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-KEYS = ("input_size", "crop_pct", "interpolation", "mean", "std")
+CROP_MODES = ("center", "squash")  # timm's pretrained_cfg crop_mode (its "border" pads, which vitc does not)
+DEFAULT_CROP_MODE = "center"
+KEYS = ("input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std")
 
 
 def eval_resize(size: int, crop_pct: float) -> int:
-    """The shorter side an image is resized to before the centre crop of `size`: size / crop_pct.
+    """The shorter side an image is resized to before the centre crop of `size`: size / crop_pct (crop_mode
+    "squash": both sides, its aspect not kept; with crop_pct 1 the crop then keeps the whole image).
 
     crop_pct is in (0, 1] (1: no margin); a crop larger than the resized image would have to be padded,
     which no stage of vitc does, so crop_pct > 1 is refused where a config is resolved."""
@@ -38,6 +42,20 @@ def check_crop_pct(crop_pct: Any, source: str = "crop_pct") -> float:
     return float(crop_pct)
 
 
+def check_crop_mode(crop_mode: Any, source: str = "crop_mode") -> str:
+    if crop_mode not in CROP_MODES:
+        raise VitcError(f"{source} must be one of {', '.join(CROP_MODES)}, got {str(crop_mode)[:40]!r}")
+    return str(crop_mode)
+
+
+def format_version(record: Optional[Mapping[str, Any]], version: int, squash_version: int) -> int:
+    """The version an artifact holding this preprocess (or model config) record is written with: `version`, or
+    `squash_version` when it squashes, which a vitc older than crop_mode would centre-crop instead: its
+    version check then says "upgrade vitc". A record that centre-crops keeps the version every vitc reads."""
+    squashes = record is not None and record.get("crop_mode", DEFAULT_CROP_MODE) != DEFAULT_CROP_MODE
+    return max(version, squash_version) if squashes else version
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Input size, resize rule, interpolation and normalisation of a model's evaluation transform."""
@@ -47,6 +65,7 @@ class Preprocess:
     interpolation: str = DEFAULT_INTERPOLATION
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
+    crop_mode: str = DEFAULT_CROP_MODE
 
     @property
     def resize_shorter_side(self) -> int:
@@ -54,11 +73,15 @@ class Preprocess:
 
     def to_record(self) -> Dict[str, Any]:
         """What on-device code must do to an image before it is fed (timm's eval transform, spelled out):
-        the export manifest's and the `vitc compile --out` program's `preprocess` record."""
+        the export manifest's and the `vitc compile --out` program's `preprocess` record. crop_mode is
+        written when it squashes (both sides resized to `resize_shorter_side`): a centre crop's record is
+        the one every vitc wrote and reads."""
         channels, height, width = self.input_size
+        squash = {} if self.crop_mode == DEFAULT_CROP_MODE else {"crop_mode": self.crop_mode}
         return {
             "resize_shorter_side": self.resize_shorter_side,
             "center_crop": [height, width],
+            **squash,
             "crop_pct": self.crop_pct,
             "interpolation": self.interpolation,
             "channel_order": "RGB" if channels == 3 else "L",
@@ -80,6 +103,7 @@ class Preprocess:
                 interpolation=str(record.get("interpolation", DEFAULT_INTERPOLATION)),
                 mean=tuple(float(v) for v in record["mean"]),
                 std=tuple(float(v) for v in record["std"]),
+                crop_mode=check_crop_mode(record.get("crop_mode", DEFAULT_CROP_MODE), f"{source}: crop_mode"),
             )
             layout, scale, short = (
                 record.get("layout", "NCHW"),
@@ -101,9 +125,9 @@ def resolve_preprocess(
     model: Optional[Mapping[str, Any]] = None,
     source: str = "preprocessing",
 ) -> Preprocess:
-    """Each of input_size, crop_pct, interpolation, mean, std from the first of `args` (explicit
-    options; None values are not given), the checkpoint's cfg and the model's registered cfg that
-    has it; crop_pct and interpolation fall back to timm's defaults, input_size/mean/std must be found."""
+    """Each of `KEYS` from the first of `args` (explicit options; None values are not given), the
+    checkpoint's cfg and the model's registered cfg that has it; crop_pct, crop_mode and interpolation
+    fall back to timm's defaults, input_size/mean/std must be found."""
     found: Dict[str, Any] = {}
     for key in KEYS:
         for layer in (args, checkpoint, model):
@@ -122,6 +146,7 @@ def resolve_preprocess(
         interpolation=str(found.get("interpolation", DEFAULT_INTERPOLATION)),
         mean=tuple(found["mean"]),
         std=tuple(found["std"]),
+        crop_mode=check_crop_mode(found.get("crop_mode", DEFAULT_CROP_MODE), f"{source}: crop_mode"),
     )
 
 

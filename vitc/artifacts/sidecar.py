@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from vitc._io import check_format, parse_json
+from vitc.artifacts.preprocess import format_version
 from vitc.errors import VitcError
 
 FORMAT = "vitc.engine"
 FORMAT_VERSION = 1
+SQUASH_VERSION = 2  # its preprocess record squashes (crop_mode), which a reader of version 1 would centre-crop
 
 
 def sidecar_path(plan: str | os.PathLike[str]) -> Path:
@@ -79,7 +81,8 @@ class EngineSidecar:
 
     def to_record(self) -> dict[str, Any]:
         """The JSON record, in the key order vitc build has always written (later keys kept after them)."""
-        record: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION}
+        version = format_version(self.preprocess, FORMAT_VERSION, SQUASH_VERSION)
+        record: dict[str, Any] = {"format": FORMAT, "version": version}
         record.update({name: getattr(self, name) for name in _FIELDS if name not in _ADDED or getattr(self, name)})
         record.update({k: v for k, v in self.raw.items() if k not in record})
         return record
@@ -93,7 +96,7 @@ _LISTS = ("network_flags", "builder_flags", "mean", "std", "class_names", "dla_f
 
 def parse_sidecar(record: Any, source: str = "sidecar") -> EngineSidecar:
     """Validate a sidecar record (already parsed JSON): the reader of what `EngineSidecar.to_record` writes."""
-    record = check_format(record, FORMAT, FORMAT_VERSION, source, "vitc engine sidecar")
+    record = check_format(record, FORMAT, SQUASH_VERSION, source, "vitc engine sidecar")
     for key in _DICTS:
         if record.get(key) is not None and not isinstance(record[key], dict):
             raise VitcError(f"{source}: {key} must be a JSON object, got {str(record[key])[:80]!r}")

@@ -116,7 +116,7 @@ def _evaluate_checkpoint(
         batches, where, known = feed.eval_batches(split), str(root), meta.class_names
     else:
         dataset = load_dataset(data, split, data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct,
-                               in_chans=cfg.input_size[0])  # fmt: skip
+                               crop_mode=cfg.crop_mode, in_chans=cfg.input_size[0])  # fmt: skip
         if meta.class_names and dataset.class_names != meta.class_names:
             raise VitcError(
                 f"{data}/{split} has classes {_few(dataset.class_names)}, the checkpoint "
@@ -165,7 +165,7 @@ def _folder_feed(
     terminal.print(f"{len(index.files)} images in {root}, decoded by {by}, evaluated on {device}", soft_wrap=True)
     feed = StreamFeed(
         {split: FolderSource(index)},
-        SampleTransform(cfg.input_size[1], cfg.crop_pct),
+        SampleTransform(cfg.input_size[1], cfg.crop_pct, crop_mode=cfg.crop_mode),
         workers=workers,
         pin_memory=device.type == "cuda",
         in_chans=cfg.input_size[0],

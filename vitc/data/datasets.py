@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vitc._lazy import lazy_import
-from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, check_crop_pct, eval_resize
+from vitc.artifacts.preprocess import DEFAULT_CROP_MODE, DEFAULT_CROP_PCT, check_crop_mode, check_crop_pct, eval_resize
 from vitc.data.cifar import cifar_raw
 from vitc.data.files import IMG_EXTENSIONS, SPLITS, list_images, split_read
 from vitc.data.images import read_image, read_whole, to_channels
@@ -82,13 +82,15 @@ def load_dataset(
     crop_pct: float = DEFAULT_CROP_PCT,
     on_bad_image: str = "stop",
     whole: bool = False,
+    crop_mode: str = DEFAULT_CROP_MODE,
 ) -> ImageSet:
     """Load one split of a dataset as an `ImageSet` of `image_size` x `image_size` uint8 images.
 
     `fraction` < 1 keeps a stratified subset of the train split (seeded by `seed`); val and test are
-    never subsampled so scores stay comparable. `crop_pct` applies to imagefolder only (resize the
-    shorter side to image_size / crop_pct, then center crop); digits and CIFAR are resized whole. `whole`
-    keeps an image folder's photos whole for training's crops (`read_whole`, at image_size / crop_pct).
+    never subsampled so scores stay comparable. `crop_pct` and `crop_mode` apply to imagefolder only
+    (resize the shorter side, or both with crop_mode "squash", to image_size / crop_pct, then center crop);
+    digits and CIFAR are resized whole. `whole` keeps an image folder's photos whole for training's crops
+    (`read_whole`, at image_size / crop_pct).
     An image folder's unreadable file stops the load (`on_bad_image="stop"`) or is left out and
     its reason kept in `ImageSet.skipped` ("skip"), as the streamed path does per batch.
     """
@@ -99,6 +101,7 @@ def load_dataset(
     if not (0.0 < fraction <= 1.0):
         raise VitcError(f"fraction must be in (0, 1], got {fraction}")
     check_crop_pct(crop_pct)
+    check_crop_mode(crop_mode)
     if int(image_size) != image_size or image_size < 1:
         raise VitcError(f"image_size must be a positive integer, got {image_size}")
     if in_chans not in (1, 3):
@@ -111,7 +114,7 @@ def load_dataset(
         ds = _load_cifar10(Path(data_dir), split, int(image_size))  # type: ignore[arg-type]
     else:
         folder = Path(data_dir)  # type: ignore[arg-type]
-        ds = _load_imagefolder(folder, split, int(image_size), crop_pct, on_bad_image, whole)
+        ds = _load_imagefolder(folder, split, int(image_size), crop_pct, on_bad_image, whole, crop_mode)
     ds.images = _to_chans(ds.images, in_chans)
     ds.split = ds.split or split
     if split == "train" and fraction < 1.0:
@@ -243,7 +246,13 @@ def folder_split(data_dir: Path, split: str) -> tuple[list[str], dict[str, Path]
 
 
 def _load_imagefolder(
-    data_dir: Path, split: str, size: int, crop_pct: float, on_bad_image: str, whole: bool = False
+    data_dir: Path,
+    split: str,
+    size: int,
+    crop_pct: float,
+    on_bad_image: str,
+    whole: bool = False,
+    crop_mode: str = DEFAULT_CROP_MODE,
 ) -> ImageSet:
     """`data_dir/<split>/<class>/<image files>`; classes come from train; test falls back to val when absent.
     Centre crops at `size` as evaluated, or with `whole` the whole photos (`read_whole`) at size / crop_pct."""
@@ -265,7 +274,7 @@ def _load_imagefolder(
                     images.append(image)
                     sizes.append(shape)
                 else:
-                    images.append(read_image(f, short, size))
+                    images.append(read_image(f, short, size, crop_mode))
             except VitcError as exc:
                 if on_bad_image == "stop":
                     raise VitcError(f"{exc} (data.on_bad_image=stop; =skip trains on without it)") from None

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from vitc.artifacts.preprocess import eval_resize
+from vitc.artifacts.preprocess import DEFAULT_CROP_MODE, eval_resize
 from vitc.data.datasets import ImageSet, _to_chans, load_dataset, stratified_subset
 from vitc.data.files import split_read
 from vitc.data.stream import (
@@ -231,12 +231,13 @@ def open_feed(
     index_cache: Path | None,
     report: Callable[[str], None] = print,
     main: bool = True,
+    crop_mode: str = DEFAULT_CROP_MODE,
 ) -> tuple[MemoryFeed | StreamFeed, str]:
     """The feed for `data` (the config's data section) and one line saying which path and why. Under DDP
     every process loads an in-memory set whole, and only the `main` one names its unreadable files; a
     streamed set's shares are each process's own, which each names."""
     whole_set_report = report if main else _silent
-    load = dict(data_dir=data.dir, image_size=size, crop_pct=crop_pct, in_chans=in_chans)
+    load = dict(data_dir=data.dir, image_size=size, crop_pct=crop_pct, crop_mode=crop_mode, in_chans=in_chans)
     load["on_bad_image"] = data.on_bad_image
     if data.name == "digits":
         if data.stream == "stream":
@@ -257,7 +258,7 @@ def open_feed(
         sources["train"] = sources["train"].subset(stratified_subset(labels, data.fraction, seed).numpy())
     if final_split(data) == "test":
         sources["test"] = open_source(data.name, data.dir, "test", index_cache)
-    transform = SampleTransform(size, crop_pct, seed, crop_scale, flip_prob=flip_prob)
+    transform = SampleTransform(size, crop_pct, seed, crop_scale, flip_prob=flip_prob, crop_mode=crop_mode)
     why = "data.stream=stream" if data.stream == "stream" else f"{decoded / 2**20:.0f} MB decoded, over 512 MB"
     feed = StreamFeed(
         sources,

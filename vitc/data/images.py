@@ -2,7 +2,8 @@
 
 Training, `vitc eval`, `vitc export`'s calibration and held-out sets, `vitc.preprocess` and
 `vitc predict` on an engine all read a file the same way: upright by its EXIF orientation, RGB, the
-shorter side resized (bicubic) and the centre cropped (timm's evaluation transform). numpy and
+shorter side resized (bicubic; crop_mode "squash": both sides) and the centre cropped (timm's
+evaluation transform). numpy and
 Pillow only, no torch: a Jetson classifies with a TensorRT plan through this module.
 """
 
@@ -17,18 +18,18 @@ from typing import Any
 import numpy as np
 
 from vitc._lazy import lazy_import
-from vitc.artifacts.preprocess import Preprocess, normalized
+from vitc.artifacts.preprocess import DEFAULT_CROP_MODE, Preprocess, normalized
 from vitc.errors import VitcError
 from vitc.limits import MAX_ASPECT, MAX_IMAGE_PIXELS
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's "L"
 
 
-def read_image(path: Path, short: int, size: int) -> np.ndarray:
-    """Decode any Pillow-readable image to RGB, resize its shorter side to `short`, center crop `size`;
-    a file that fails (also late, in the resize of a truncated file) is a one-line VitcError."""
+def read_image(path: Path, short: int, size: int, crop_mode: str = DEFAULT_CROP_MODE) -> np.ndarray:
+    """Decode any Pillow-readable image to RGB, resize its shorter side to `short`, center crop `size`
+    (`center_crop`); a file that fails (also late, in the resize of a truncated file) is a one-line VitcError."""
     try:
-        return center_crop(open_image(path, short), short, size)
+        return center_crop(open_image(path, short), short, size, crop_mode)
     except (OSError, ValueError, SyntaxError) as exc:
         raise VitcError(f"cannot read image {path}: {exc}") from exc
 
@@ -48,12 +49,14 @@ def read_whole(path: Path, side: int) -> tuple[np.ndarray, tuple[int, int]]:
         raise VitcError(f"cannot read image {path}: {exc}") from exc
 
 
-def center_crop(im: Any, short: int, size: int) -> np.ndarray:
-    """The evaluation transform: shorter side to `short` (bicubic), centre `size` x `size`, uint8 CHW."""
+def center_crop(im: Any, short: int, size: int, crop_mode: str = DEFAULT_CROP_MODE) -> np.ndarray:
+    """The evaluation transform: shorter side to `short` (bicubic), centre `size` x `size`, uint8 CHW. With
+    crop_mode "squash" both sides go to `short`, the aspect not kept (timm's squash; Hugging Face's
+    ConvNeXT processor from 384 up): at crop_pct 1 (`short` == `size`) the whole image, nothing cropped."""
     pil = lazy_import("PIL.Image")
     w, h = im.size
     s = short / min(w, h)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    nw, nh = (short, short) if crop_mode == "squash" else (max(size, round(w * s)), max(size, round(h * s)))
     im = im.resize((nw, nh), pil.Resampling.BICUBIC)
     left, top = round((nw - size) / 2), round((nh - size) / 2)
     im = im.crop((left, top, left + size, top + size))
@@ -150,8 +153,8 @@ def decoded(image: Any, short: int) -> Any:
 
 
 def prepare(images: Sequence[Any], prep: Preprocess) -> np.ndarray:
-    """float32 (N, C, H, W) model input from paths, PIL images or uint8 arrays: shorter side to size /
-    crop_pct (bicubic), centre crop, the model's channels, (x / 255 - mean) / std. The input of
+    """float32 (N, C, H, W) model input from paths, PIL images or uint8 arrays: shorter side (or both, by
+    crop_mode) to size / crop_pct (bicubic), centre crop, the model's channels, (x / 255 - mean) / std. The input of
     `vitc.preprocess` (a checkpoint) and of `vitc predict` on an engine alike."""
     if not images:
         raise VitcError("no images given")
@@ -159,5 +162,5 @@ def prepare(images: Sequence[Any], prep: Preprocess) -> np.ndarray:
     if height != width:
         raise VitcError(f"the model takes {height}×{width} inputs; vitc prepares square inputs only")
     short = prep.resize_shorter_side
-    crops = [center_crop(decoded(image, short), short, height) for image in images]
+    crops = [center_crop(decoded(image, short), short, height, prep.crop_mode) for image in images]
     return normalized(to_channels(np.stack(crops), channels), prep.mean, prep.std)

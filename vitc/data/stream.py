@@ -22,7 +22,7 @@ import torch
 
 from vitc._io import parse_json, write_json
 from vitc._lazy import lazy_import
-from vitc.artifacts.preprocess import DEFAULT_CROP_PCT, eval_resize
+from vitc.artifacts.preprocess import DEFAULT_CROP_MODE, DEFAULT_CROP_PCT, eval_resize
 from vitc.data.cifar import cifar_raw
 from vitc.data.datasets import folder_split, resize_images
 from vitc.data.files import FileIndex, list_images
@@ -196,8 +196,8 @@ def crop_box(
 
 @dataclass
 class SampleTransform:
-    """Train: random-resized crop from the full image, flip, resize to `size`. Eval: shorter side
-    to size / crop_pct, centre crop. Both give uint8 (3, size, size)."""
+    """Train: random-resized crop from the full image, flip, resize to `size`. Eval: shorter side (both,
+    by crop_mode) to size / crop_pct, centre crop. Both give uint8 (3, size, size)."""
 
     size: int
     crop_pct: float = DEFAULT_CROP_PCT
@@ -205,6 +205,7 @@ class SampleTransform:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
+    crop_mode: str = DEFAULT_CROP_MODE
 
     @property
     def eval_short(self) -> int:
@@ -221,7 +222,7 @@ class SampleTransform:
         return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)
 
     def eval(self, im: Any) -> np.ndarray:
-        return center_crop(im, self.eval_short, self.size)
+        return center_crop(im, self.eval_short, self.size, self.crop_mode)
 
 
 class StreamSet(torch.utils.data.Dataset):

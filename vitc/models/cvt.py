@@ -380,9 +380,10 @@ def cvt_21(**kwargs: object) -> CvT:
     return _cvt(kwargs, embed_dims=(64, 192, 384), depths=(1, 4, 16), num_heads=(1, 3, 6))
 
 
-@register_model("cvt", input_size=(3, 384, 384), crop_pct=1.0, notes=_NOTES)
+@register_model("cvt", input_size=(3, 384, 384), crop_pct=1.0, crop_mode="squash", notes=_NOTES)
 def cvt_w24(**kwargs: object) -> CvT:
-    """CvT-W24: dims 192/768/1024, depths 2/2/20, 277.2M parameters; released only at 384 (squash resize)."""
+    """CvT-W24: dims 192/768/1024, depths 2/2/20, 277.2M parameters; released only at 384, evaluated squashed
+    to 384×384 (the official config's CENTER_CROP: False; Hugging Face's processor from 384 up)."""
     return _cvt(kwargs, img_size=384, embed_dims=(192, 768, 1024), depths=(2, 2, 20), num_heads=(3, 12, 16))
 
 

@@ -229,7 +229,7 @@ class ZooModel(nn.Module):
             "fixed_input_size": self.fixed_input_size,
             "interpolation": cfg.interpolation,
             "crop_pct": cfg.crop_pct,
-            "crop_mode": "center",
+            "crop_mode": cfg.crop_mode,
             "mean": cfg.mean,
             "std": cfg.std,
             "first_conv": self.first_conv,

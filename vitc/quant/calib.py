@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vitc.artifacts.preprocess import Preprocess, eval_resize
+from vitc.artifacts.preprocess import Preprocess
 from vitc.errors import VitcError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -49,7 +49,14 @@ def load_split(name: str, split: str, prep: Preprocess, data_dir: str | None = N
 
     c, h, _ = prep.input_size
     return load_dataset(
-        name, split, data_dir=data_dir, image_size=h, crop_pct=prep.crop_pct, in_chans=c, on_bad_image="skip"
+        name,
+        split,
+        data_dir=data_dir,
+        image_size=h,
+        crop_pct=prep.crop_pct,
+        crop_mode=prep.crop_mode,
+        in_chans=c,
+        on_bad_image="skip",
     )
 
 
@@ -101,14 +108,14 @@ def folder_calibration_set(folder: Path, count: int, prep: Preprocess, seed: int
 
     files = calib_files(folder)
     c, h, _ = prep.input_size
-    short = eval_resize(h, prep.crop_pct)
+    short = prep.resize_shorter_side
     decoded: dict[int, np.ndarray] = {}
     skipped: list[str] = []
     for i in np.random.default_rng(seed).permutation(len(files)):  # an unreadable file: the next one drawn
         if len(decoded) == count:
             break
         try:
-            decoded[int(i)] = center_crop(open_image(files[i], short), short, h)
+            decoded[int(i)] = center_crop(open_image(files[i], short), short, h, prep.crop_mode)
         except VitcError as exc:
             skipped.append(str(exc))
     if not decoded:

@@ -209,6 +209,7 @@ def _setup(
         cfg.data,
         size=size,
         crop_pct=base_cfg.crop_pct,
+        crop_mode=base_cfg.crop_mode,
         in_chans=base_cfg.input_size[0],
         seed=cfg.run.seed,
         crop_scale=tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vitc.errors import VitcError
 
@@ -23,6 +25,7 @@ HF_CVT = {  # a Hugging Face CvtConfig's (depth, embed_dim) → the vitc model (
     ((1, 4, 16), (64, 192, 384)): "cvt_21",
     ((2, 2, 20), (192, 768, 1024)): "cvt_w24",
 }
+HF_SQUASH_FROM = 384  # Hugging Face's CvT processor (ConvNextImageProcessor) squashes from this size up, uncropped
 
 
 def weights_file(source: str | os.PathLike[str]) -> Path:
@@ -68,20 +71,34 @@ def image_size_named_by(source: str | os.PathLike[str]) -> int | None:
     """The input size a downloaded folder says its weights were trained at: timm's config.json
     `pretrained_cfg.input_size`, or a Hugging Face preprocessor_config.json's `size.shortest_edge`
     (microsoft/cvt-13-384: 384); None when neither says."""
+    timm = _size_in(_folder_record(source, "config.json"), lambda r: (r.get("pretrained_cfg") or {})["input_size"][-1])
+    return timm or hf_processor_size(source)
+
+
+def hf_processor_size(source: str | os.PathLike[str]) -> int | None:
+    """The size a downloaded folder's Hugging Face preprocessor_config.json resizes to (`size.shortest_edge`,
+    or the plain number older folders write, which its processor reads as that), by which CvT's processor
+    decides to squash (`HF_SQUASH_FROM`); None when it does not say."""
+    record = _folder_record(source, "preprocessor_config.json")
+    return _size_in(record, lambda r: r["size"] if isinstance(r["size"], int) else r["size"]["shortest_edge"])
+
+
+def _folder_record(source: str | os.PathLike[str], name: str) -> Any:
+    """The JSON file `name` beside the weights (or in the folder) `source`; None when unreadable."""
     path = Path(source)
-    folder = path if path.is_dir() else path.parent
-    for name, read in (
-        ("config.json", lambda r: (r.get("pretrained_cfg") or {}).get("input_size", [None])[-1]),
-        ("preprocessor_config.json", lambda r: (r.get("size") or {}).get("shortest_edge")),
-    ):
-        try:
-            record = json.loads((folder / name).read_text())
-            size = read(record) if isinstance(record, dict) else None
-        except (OSError, ValueError, AttributeError, TypeError, IndexError):
-            continue
-        if isinstance(size, int) and size > 0:
-            return size
-    return None
+    try:
+        return json.loads(((path if path.is_dir() else path.parent) / name).read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _size_in(record: Any, read: Callable[[dict[str, Any]], Any]) -> int | None:
+    """What `read` finds in a JSON object when it is a positive integer (a size); None otherwise."""
+    try:
+        value = read(record) if isinstance(record, dict) else None
+    except (KeyError, AttributeError, TypeError, IndexError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def checkpoint_model(source: str | os.PathLike[str]) -> str | None:

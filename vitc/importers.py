@@ -25,8 +25,10 @@ from torch import nn
 
 from vitc import __version__
 from vitc._io import sha256_file
+from vitc.artifacts.model_cfg import ModelCfg
+from vitc.artifacts.preprocess import resolve_preprocess
 from vitc.checkpoint import meta_for, save_checkpoint
-from vitc.downloads import model_named_by, weights_file
+from vitc.downloads import HF_SQUASH_FROM, hf_processor_size, model_named_by, weights_file
 from vitc.errors import VitcError
 from vitc.limits import MAX_MODEL_BYTES
 from vitc.models._registry import get_model_cfg, list_models, model_cfg, registered_module
@@ -34,6 +36,7 @@ from vitc.models.loading import build_within_limits, load_strict
 
 _WRAPPERS = ("model", "state_dict", "model_state", "model_ema", "module")
 _PREFIXES = ("module.", "model.")
+EVALUATION_SETTINGS = ("crop_pct", "crop_mode")  # what `--set` gives an import's evaluation transform, not its model
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -141,8 +144,11 @@ def convert_file(
     source: str | os.PathLike[str], model_name: str, say: Callable[[str], None] | None = None, **overrides: Any
 ) -> tuple[nn.Module, str, Path]:
     """`model_name` built and loaded from a foreign file or Hugging Face folder, strictly (every key must
-    fit); returns (model, source format, weights file). `say` receives one line per choice made for the user."""
+    fit); returns (model, source format, weights file). `say` receives one line per choice made for the user.
+    crop_pct and crop_mode in `overrides` set the evaluation transform (`evaluated_as`)."""
     source = weights_file(source)
+    given = {key: overrides.pop(key) for key in EVALUATION_SETTINGS if key in overrides}
+    resolve_preprocess(given, model=model_cfg(model_name).to_record(), source="--set")  # refused before any reading
     state_dict = read_state_dict(source)
     layout, implied = layout_of(state_dict, model_cfg(model_name).family)
     for key, value in implied.items():
@@ -164,7 +170,27 @@ def convert_file(
     with same_family(state_dict, model, str(source)):
         check_tensors(state_dict, model, str(source))
         load_strict(model, convert_state_dict(state_dict, model, str(source)), source=str(source))
+    model.vitc_cfg = evaluated_as(source, get_model_cfg(model), given, say)
     return model, layout, source
+
+
+def evaluated_as(
+    source: Path, cfg: ModelCfg, given: dict[str, Any], say: Callable[[str], None] | None = None
+) -> ModelCfg:
+    """`cfg` with the evaluation transform its folder implies: Hugging Face's CvT processor
+    (ConvNextImageProcessor) squashes the image to size × size from 384 up, crop_pct unused, so crop_mode
+    "squash" at crop_pct 1. What the user `given` (--set crop_mode=center) comes first, key by key."""
+    implied: dict[str, Any] = {}
+    if cfg.family == "cvt" and hf_processor_size(source) is not None and cfg.input_size[1] >= HF_SQUASH_FROM:
+        implied = {"crop_mode": "squash", "crop_pct": 1.0}
+    prep = resolve_preprocess(given, implied, cfg.to_record(), source="--set")
+    if say and implied and prep.crop_mode == "squash" and "crop_mode" not in given:
+        size = cfg.input_size[1]
+        say(
+            f"{source.name}: crop_mode='squash', crop_pct={prep.crop_pct:g} (Hugging Face's CvT processor squashes "
+            f"the image to {size}×{size} from {HF_SQUASH_FROM} up, uncropped; --set crop_mode=center overrides)"
+        )
+    return cfg.evaluated_by(prep)
 
 
 def other_family(source: str, model_name: str, family: str, held: str | None = None) -> VitcError:

@@ -217,3 +217,78 @@ def test_official_layout_keeps_quick_gelu(tmp_path: Path) -> None:
     refused = CliRunner().invoke(app, ["import", str(empty), "-m", "cvt_micro", "-o", str(tmp_path / "o2")])
     assert refused.exit_code == 2
     assert "without model.safetensors, pytorch_model.bin or best.safetensors" in refused.output
+
+
+def _hf_processor_folder(folder: Path, size: object) -> Path:
+    """A Hugging Face CvT-micro folder (random weights) with the processor config microsoft/cvt-13-384 has
+    (ConvNextImageProcessor, bicubic, crop_pct 0.875) at `size`; mean and std cvt_micro's."""
+    import json
+
+    torch.manual_seed(0)
+    transformers.CvtForImageClassification(transformers.CvtConfig(**HF_MICRO, num_labels=10)).save_pretrained(folder)
+    processor = {"image_processor_type": "ConvNextImageProcessor", "size": size, "crop_pct": 0.875, "resample": 3}
+    processor |= {"do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True}
+    processor |= {"image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return folder
+
+
+def test_a_hugging_face_folder_at_384_is_evaluated_squashed_as_its_processor_does(tmp_path: Path) -> None:
+    """Hugging Face's CvT processor squashes the image to 384×384 from 384 up, uncropped, as the official 384
+    configs do (CENTER_CROP: False): `vitc import` records crop_mode 'squash' at crop_pct 1 and says so, and
+    `vitc.preprocess` then gives the processor's own pixels for a non-square photo (its PIL path: max |Δ| 0.0).
+    --set crop_mode=center overrides; a folder below 384 keeps the centre crop."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    import vitc
+    from vitc._io import read_safetensors_header
+
+    hf = _hf_processor_folder(tmp_path / "cvt-micro-384", {"shortest_edge": 384})
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:427, 0:640]  # a 640×427 photo: gradients, a pattern and noise, as JPEG
+    pixels = np.stack([x * 255 / 639, y * 255 / 426, 128 + 60 * np.sin(x / 17) * np.cos(y / 23)], -1)
+    Image.fromarray(np.clip(pixels + rng.normal(0, 12, pixels.shape), 0, 255).astype(np.uint8)).save(
+        tmp_path / "photo.jpg", quality=90
+    )
+    runner = CliRunner()
+
+    def imported(source: Path, name: str, *more: str) -> tuple[dict, str]:
+        args = ["import", str(source), "-m", "cvt_micro", "-o", str(tmp_path / name), "--set", "depths=[1,2,3]", *more]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        header = read_safetensors_header(tmp_path / name / "model.safetensors")["__metadata__"]["vitc"]
+        return json.loads(header), " ".join(result.output.split())
+
+    record, said = imported(hf, "squash")
+    assert "img_size=384" in said
+    assert (
+        "crop_mode='squash', crop_pct=1 (Hugging Face's CvT processor squashes the image to 384×384 from 384 up, "
+        "uncropped; --set crop_mode=center overrides)"
+    ) in said
+    assert record["version"] == 2 and record["cfg"]["crop_mode"] == "squash" and record["cfg"]["crop_pct"] == 1.0
+    model = vitc.load_model(tmp_path / "squash" / "model.safetensors")
+    taken = {k: model.pretrained_cfg[k] for k in ("input_size", "crop_pct", "crop_mode")}
+    assert taken == {"input_size": (3, 384, 384), "crop_pct": 1.0, "crop_mode": "squash"}
+    assert vitc.load_model(hf, "cvt_micro", depths=[1, 2, 3]).pretrained_cfg["crop_mode"] == "squash"  # the API too
+
+    processor_class = getattr(transformers, "ConvNextImageProcessorPil", None) or transformers.ConvNextImageProcessor
+    with Image.open(tmp_path / "photo.jpg") as photo:
+        theirs = processor_class.from_pretrained(hf)(photo.convert("RGB"), return_tensors="np")["pixel_values"]
+        ours = vitc.preprocess(photo, model).numpy()
+        resized = np.asarray(photo.convert("RGB").resize((384, 384), Image.Resampling.BICUBIC), dtype=np.float32)
+    assert ours.shape == theirs.shape == (1, 3, 384, 384)
+    assert np.abs(ours - theirs).max() < 1e-6
+    assert np.array_equal(ours[0], (resized.transpose(2, 0, 1) / np.float32(255) - np.float32(0.5)) / np.float32(0.5))
+
+    record, said = imported(hf, "center", "--set", "crop_mode=center")
+    assert record["version"] == 1 and "crop_mode" not in record["cfg"] and "squash" not in said
+    assert vitc.load_model(tmp_path / "center" / "model.safetensors").pretrained_cfg["crop_mode"] == "center"
+    legacy = _hf_processor_folder(tmp_path / "cvt-micro-384-legacy", 384)  # "size": 384, as older folders write it
+    assert imported(legacy, "legacy")[0]["cfg"]["crop_mode"] == "squash"
+    record, said = imported(_hf_processor_folder(tmp_path / "cvt-micro-224", {"shortest_edge": 224}), "at224")
+    assert record["cfg"]["input_size"] == [3, 224, 224] and "crop_mode" not in record["cfg"] and "squash" not in said
+    refused = runner.invoke(app, ["import", str(hf), "-m", "cvt_micro", "-o", str(tmp_path / "x"), "--set=crop_mode=x"])
+    assert refused.exit_code == 2 and "--set: crop_mode must be one of center, squash, got 'x'" in refused.output

@@ -111,6 +111,24 @@ def test_import_resamples_position_embeddings(tmp_path: Path) -> None:
     assert meta.args["img_size"] == 96 and model.pos_embed.shape == (1, 1 + 36, 192)
 
 
+def test_rgb_weights_import_for_one_channel(tmp_path: Path) -> None:
+    """`--set in_chans=1`: the patch embedding summed over RGB (timm's adapt_input_conv), said in one line;
+    the checkpoint's preprocessing is one channel's, and a grey image gives the RGB model's logits."""
+    source, reference = _official_deit(tmp_path)
+    out = tmp_path / "grey"
+    result = runner.invoke(
+        app, ["import", str(source), "-m", "deit_tiny", "-o", str(out), *SMALL, "--set", "in_chans=1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "deit_official.pth: patch_embed.proj.weight: 3-channel (RGB) weights adapted to in_chans=1" in result.output
+    model, meta = load_model(out / "model.safetensors")
+    assert meta.args["in_chans"] == 1 and meta.cfg.input_size == (1, 64, 64)
+    assert meta.cfg.mean == (sum(reference.vitc_cfg.mean) / 3,) and len(meta.cfg.std) == 1
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x.expand(-1, 3, -1, -1)), rtol=0, atol=1e-5)
+
+
 def test_pickle_that_carries_code_is_refused_and_not_executed(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
     is built on the meta device first and must have exactly the tensors of its header.
     """
     from vitc.models import get_model_cfg
-    from vitc.models.loading import build_within_limits, load_strict
+    from vitc.models.loading import adapt_input_channels, build_within_limits, load_strict
 
     header = read_safetensors_header(path)
     meta = _meta_in(header, path)
@@ -134,6 +134,7 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
     for key, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             raise VitcError(f"{path}: tensor {key} holds NaN or Inf values")
+    state_dict, _ = adapt_input_channels(model, state_dict, str(path))  # RGB weights for another in_chans
     load_strict(model, state_dict, source=str(path))
     model.vitc_cfg = _resolved_cfg(model_cfg, meta.cfg, bool(overrides), str(path))
     model.eval()
@@ -143,8 +144,13 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
 def _resolved_cfg(model_cfg: ModelCfg, stored: ModelCfg, overridden: bool, source: str) -> ModelCfg:
     """The model's config with its preprocessing resolved once, as timm's resolve_data_config does:
     the arguments (an input size changed by `overrides`), then the checkpoint's record, then the
-    model's registered defaults; `vitc.preprocess`, `vitc eval` and export then all read the same."""
+    model's registered defaults; `vitc.preprocess`, `vitc eval` and export then all read the same. For
+    another channel count (in_chans) the checkpoint's mean and std are averaged, as create_model's are."""
+    from vitc.models._registry import per_channel
+
     args = {"input_size": list(model_cfg.input_size)} if overridden else None
+    chans = model_cfg.input_size[0]
+    stored = replace(stored, mean=per_channel(stored.mean, chans), std=per_channel(stored.std, chans))
     stored_prep = asdict(stored.preprocess)  # every setting, those its record leaves out read as their defaults
     prep = resolve_preprocess(args, stored_prep, model_cfg.to_record(), source=source)
     return model_cfg.evaluated_by(prep)

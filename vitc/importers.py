@@ -32,7 +32,7 @@ from vitc.downloads import HF_SQUASH_FROM, hf_processor_size, model_named_by, we
 from vitc.errors import VitcError
 from vitc.limits import MAX_MODEL_BYTES
 from vitc.models._registry import get_model_cfg, list_models, model_cfg, registered_module
-from vitc.models.loading import build_within_limits, load_strict
+from vitc.models.loading import adapt_input_channels, build_within_limits, load_strict
 
 _WRAPPERS = ("model", "state_dict", "model_state", "model_ema", "module")
 _PREFIXES = ("module.", "model.")
@@ -169,7 +169,11 @@ def convert_file(
     model = build_within_limits(model_name, overrides, str(source))
     with same_family(state_dict, model, str(source)):
         check_tensors(state_dict, model, str(source))
-        load_strict(model, convert_state_dict(state_dict, model, str(source)), source=str(source))
+        state_dict = convert_state_dict(state_dict, model, str(source))
+        state_dict, adapted = adapt_input_channels(model, state_dict, str(source))
+        load_strict(model, state_dict, source=str(source))
+    if say and adapted:
+        say(f"{source.name}: {adapted}")
     model.vitc_cfg = evaluated_as(source, get_model_cfg(model), given, say)
     return model, layout, source
 
@@ -380,11 +384,13 @@ def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list
         check_tensors(state_dict, model, source)
         state_dict = convert_state_dict(state_dict, model, source)
         _refuse_foreign(state_dict, own, model, source)
+        state_dict, adapted = adapt_input_channels(model, state_dict, source)
     heads = {k: tuple(v.shape) for k, v in own.items() if k.startswith(_HEAD)}
     theirs = {k: tuple(v.shape) for k, v in state_dict.items() if k.startswith(_HEAD)}
     loaded = (
         f"pretrained: {len(state_dict) - len(theirs)} tensors from {pretrained.path.name} ({pretrained.source_format})"
     )
+    also = f"; {adapted}" if adapted else ""
     if theirs != heads:
         found = theirs.get("head.weight", (0,))[0] or "no"
         why = f"the file's classifier has {found} classes, this run {get_model_cfg(model).num_classes}"
@@ -392,10 +398,10 @@ def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list
         why = "the file's classes are not this run's"
     else:
         load_strict(model, state_dict, source=source)
-        return f"{loaded} and its classifier"
+        return f"{loaded} and its classifier{also}"
     state_dict = {k: v for k, v in state_dict.items() if k not in theirs} | {k: own[k] for k in heads}
     load_strict(model, state_dict, source=source)  # the fresh head loads onto itself
-    return f"{loaded}; head re-initialised ({why})"
+    return f"{loaded}; head re-initialised ({why}){also}"
 
 
 def _refuse_foreign(

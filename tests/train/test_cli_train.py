@@ -69,3 +69,22 @@ def test_a_second_run_needs_force(tiny: dict[str, Any]) -> None:
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--force starts over" in again.output
     assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+
+
+def test_rgb_weights_fine_tune_a_one_channel_model(tiny: dict[str, Any], tmp_path: Path) -> None:
+    """`vitc train --pretrained W --set model.args.in_chans=1` with RGB weights: the patch embedding is adapted
+    (summed over RGB, as timm's load_pretrained), the line says so, and the run trains on grey digits."""
+    import torch
+
+    from vitc.checkpoint import read_meta
+    from vitc.models import create_model
+
+    weights = tmp_path / "rgb.pth"
+    torch.save(create_model("deit_micro", **tiny["model.args"]).state_dict(), weights)
+    settings = {**tiny, "optim.epochs": 1, "model.args": {**tiny["model.args"], "in_chans": 1}}
+    result = runner.invoke(app, ["train", "--pretrained", str(weights), *_set(settings)])
+    assert result.exit_code == 0, result.output
+    assert "patch_embed.proj.weight: 3-channel (RGB) weights adapted to in_chans=1, summed over" in result.output
+    meta = read_meta(Path(tiny["run.out_dir"]) / "tiny" / "best.safetensors")
+    assert meta.cfg.input_size[0] == 1 and meta.cfg.mean == (0.5,) and meta.args["in_chans"] == 1
+

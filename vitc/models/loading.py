@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,12 +67,59 @@ def _shapes(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in tensors.items()}
 
 
+def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
+    """3-channel (RGB) convolution weights for `in_chans` input channels, as timm's adapt_input_conv: summed
+    over the channels for 1 (a grey image then gives what the RGB weights give it replicated in each
+    channel), else repeated to `in_chans` and scaled by 3/in_chans. In float32, returned in the weight's dtype."""
+    dtype = weight.dtype
+    weight = weight.float()
+    if in_chans == 1:
+        weight = weight.sum(dim=1, keepdim=True)
+    else:
+        weight = weight.repeat(1, math.ceil(in_chans / 3), 1, 1)[:, :in_chans] * (3 / in_chans)
+    return weight.to(dtype)
+
+
+def adapts_input_conv(
+    model: nn.Module, key: str, model_shape: Sequence[int], file_shape: Sequence[int], source: str
+) -> bool:
+    """Whether tensor `key` is the model's first convolution held for another channel count that
+    `adapt_input_conv` turns into the model's; a VitcError for a count it cannot (not 3, as timm's cannot)."""
+    ours, theirs = list(model_shape), list(file_shape)
+    if key != f"{getattr(model, 'first_conv', None)}.weight" or len(ours) != 4 or len(theirs) != 4 or ours == theirs:
+        return False
+    if ours[:1] + ours[2:] != theirs[:1] + theirs[2:]:
+        return False  # another width or kernel: the key table says so
+    if theirs[1] != 3:
+        raise VitcError(
+            f"{source}: its first convolution {key} is for {theirs[1]} input channels, the model's for {ours[1]}; only "
+            f"3-channel (RGB) weights adapt to another count (as in timm): build the model with in_chans={theirs[1]}"
+        )
+    return True
+
+
+def adapt_input_channels(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """`state_dict` with its RGB first convolution adapted to the model's channel count (timm's load_pretrained
+    does it for in_chans != 3), and the line that says so, None where nothing was adapted."""
+    key = f"{getattr(model, 'first_conv', None)}.weight"
+    theirs, ours = state_dict.get(key), model.state_dict().get(key)
+    if theirs is None or ours is None or not adapts_input_conv(model, key, ours.shape, theirs.shape, source):
+        return dict(state_dict), None
+    chans = ours.shape[1]
+    how = "summed over their channels" if chans == 1 else f"repeated and scaled by 3/{chans}"
+    note = f"{key}: 3-channel (RGB) weights adapted to in_chans={chans}, {how} (as timm's adapt_input_conv)"
+    return {**state_dict, key: adapt_input_conv(chans, theirs)}, note
+
+
 def build_within_limits(
     name: str, args: dict[str, Any], source: str, shapes: Mapping[str, Sequence[int]] | None = None
 ) -> nn.Module:
     """Build `name(**args)` only once a skeleton on the meta device (no memory) has shown that it fits:
     its tensors within MAX_MODEL_BYTES and, when `shapes` (a file's tensor table) are given, the
-    same keys and shapes as the file. Arguments read from a file can then never size an allocation."""
+    same keys and shapes as the file (but an RGB first convolution, which `adapt_input_channels` fits to
+    the model's in_chans). Arguments read from a file can then never size an allocation."""
     from vitc.models._registry import create_model
 
     with torch.device("meta"):
@@ -81,7 +129,10 @@ def build_within_limits(
     if needed > MAX_MODEL_BYTES:
         raise VitcError(f"{source}: {name} with {args} would need {needed / 2**30:.0f} GB; refusing to build it")
     if shapes is not None:
-        report = compare_shapes(_shapes(skeleton.state_dict()), shapes)
+        expected = _shapes(skeleton.state_dict())
+        shapes = {k: expected[k] if adapts_input_conv(skeleton, k, expected.get(k, ()), v, source) else v
+                  for k, v in shapes.items()}  # fmt: skip
+        report = compare_shapes(expected, shapes)
         if not report.ok:
             raise KeyMismatchError(f"{source} does not fit {name}: {report.summary()}", report)
     return create_model(name, **args)

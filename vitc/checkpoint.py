@@ -87,11 +87,22 @@ def meta_for(model: Any, **fields: Any) -> CheckpointMeta:
     return CheckpointMeta(model=model.vitc_name, args=dict(model.vitc_args), cfg=get_model_cfg(model), **fields)
 
 
+def require_pooled(args: dict[str, Any], what: str) -> None:
+    """A VitcError for a model that pools nothing (timm's global_pool=''): it gives every token's logits, and
+    what reads a checkpoint (eval, export, compile, predict, training's loss) needs one row per image."""
+    if args.get("global_pool") == "":
+        raise VitcError(
+            f"{what}: global_pool='' gives every token's logits, not one row per image as vitc's checkpoints and "
+            "commands need: use 'token' or 'avg' (forward_features(x) gives every token)"
+        )
+
+
 def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMeta | None = None) -> Path:
     """Write the model's weights and metadata atomically to `path` (a .safetensors file)."""
     from safetensors.torch import save_file
 
     meta = meta or meta_for(model)
+    require_pooled(meta.args, str(path))
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: meta.to_json()})

@@ -38,6 +38,13 @@ def test_checkpoint(tmp_path: Path) -> None:
     assert "fold_cvt_projections" in result.output
 
 
+def test_a_checkpoint_pooling_the_patch_tokens(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "model.safetensors", build("spvit_micro", global_pool="avg"))
+    result = runner.invoke(app, ["compile", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "static_spatial_prior" in result.output and (tmp_path / "out" / "model.pt2").is_file()
+
+
 def test_errors_exit_2(tmp_path: Path) -> None:
     for args in (["convit_micro", "--target", "tpu"], ["convit_mikro"], [str(tmp_path / "missing.safetensors")]):
         result = runner.invoke(app, ["compile", *args])

@@ -39,6 +39,23 @@ def test_fp32_parity_all_families(name: str) -> None:
     assert parity(proto, model, x, batch) <= 1e-4
 
 
+@pytest.mark.parametrize("name", ["deit_micro", "convit_micro", "spvit_micro"])
+def test_average_pooling_exports(name: str, tmp_path) -> None:
+    """A checkpoint of timm's global_pool='avg' exports as the class token's does (DeiT's fc_norm too)."""
+    from vitc.checkpoint import load_model, save_checkpoint
+    from vitc.models import create_model
+
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "avg.safetensors", create_model(name, global_pool="avg", **MICRO[name]))
+    model, _ = load_model(path)
+    batch = BatchRange(1, 2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto, _ = clean(export_onnx(model, (3, 32, 32), 17, batch))
+    x = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    assert parity(proto, model, x, batch) <= 1e-4
+
+
 def test_manifest_and_metadata(exports: dict, trained_ckpt) -> None:
     from vitc._io import sha256_file
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
@@ -165,3 +166,31 @@ def test_a_distilled_file_imports_without_its_distillation_slot(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     model, _meta = load_model(out / "model.safetensors")
     assert torch.equal(model.pos_embed, ref.state_dict()["pos_embed"])
+
+
+def test_the_final_norm_must_sit_where_the_weights_have_it(tmp_path: Path) -> None:
+    """timm's ViT built with global_pool='avg' keeps its final LayerNorm after the pooling (fc_norm.*): such
+    weights import with global_pool='avg', and weights normed before the pooling (norm.*) into that model
+    are told fc_norm=False, in one line each rather than a key table."""
+    from vitc.errors import VitcError
+    from vitc.importers import convert_file
+
+    torch.manual_seed(0)
+    averaged = create_model("deit_micro", depth=1, global_pool="avg").eval()
+    token = create_model("deit_micro", depth=1).eval()
+    timm_avg, timm_token = tmp_path / "avg.pth", tmp_path / "token.pth"
+    torch.save(averaged.state_dict(), timm_avg)
+    torch.save(token.state_dict(), timm_token)
+    x = torch.randn(2, 3, 32, 32)
+    model = convert_file(timm_avg, "deit_micro", depth=1, global_pool="avg")[0].eval()
+    assert torch.equal(model(x), averaged(x))
+    pooled_normed = convert_file(timm_token, "deit_micro", depth=1, global_pool="avg", fc_norm=False)[0].eval()
+    with torch.no_grad():
+        assert torch.equal(pooled_normed(x), token.head(token.forward_features(x)[:, 1:].mean(dim=1)))
+    refusals = [
+        (timm_avg, {}, r"fc_norm, after an average pooling, .*: pass global_pool='avg'\)$"),
+        (timm_token, {"global_pool": "avg"}, r"norm, before the pooling, .*: pass fc_norm=False to average"),
+    ]
+    for source, args, message in refusals:
+        with pytest.raises(VitcError, match=message):
+            convert_file(source, "deit_micro", depth=1, **args)

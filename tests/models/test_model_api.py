@@ -98,12 +98,94 @@ def test_timms_head_api(name: str) -> None:
         assert torch.equal(model.forward_head(tokens), model(x))
     assert model.num_features == 96 and pooled.shape == (2, 96) and torch.equal(pooled, tokens[:, 0])
     assert model.get_classifier() is model.head and model.head.out_features == 5
-    model.reset_classifier(3, "token")  # timm's second argument, the pooling vitc has
+    model.reset_classifier(3, "token")  # timm's second argument
     assert model.get_classifier().out_features == 3 and model(x).shape == (2, 3)
-    for pool in ("avg", "", "map"):
-        with pytest.raises(VitcError, match=rf"class token only: global_pool={pool!r} .*forward_features"):
+    refused = ("avg", "", "map") if name == "cvt_micro" else ("map", "max")  # timm's ConViT has '', 'avg', 'token'
+    for pool in refused:
+        with pytest.raises(VitcError, match=rf"global_pool={pool!r}"):
             model.reset_classifier(4, pool)
-    assert model.num_classes == 3  # a refused pooling changes nothing
+    assert model.num_classes == 3 and model.global_pool == "token"  # a refused pooling changes nothing
+
+
+POOLED = ["deit_micro", "convit_micro", "spvit_micro"]
+
+
+@pytest.mark.parametrize("name", POOLED)
+def test_average_pooling_is_timms(name: str) -> None:
+    """global_pool='avg' averages the patch tokens after the final norm (timm's ConViT; its ViT after
+    reset_classifier(n, 'avg') or with fc_norm=False); '' leaves every token, the head on each."""
+    built = _micro(name, global_pool="avg", **({"fc_norm": False} if name == "deit_micro" else {})).eval()
+    reset = _micro(name).eval()
+    reset.reset_classifier(10, "avg")
+    reset.load_state_dict(built.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens = built.forward_features(x)
+        for model in (built, reset):
+            assert torch.equal(model.forward_head(tokens, pre_logits=True), tokens[:, 1:].mean(dim=1))
+            assert torch.equal(model(x), model.forward_head(tokens))
+        logits = built.head(tokens[:, 1:].mean(dim=1))
+        if name == "spvit_micro":  # token labelling's term as with the class token
+            logits = logits + 0.5 * built.aux_head(tokens[:, 1:]).max(dim=1)[0]
+        torch.testing.assert_close(built(x), logits, rtol=0, atol=0)
+        built.reset_classifier(5, "")
+        assert torch.equal(built.forward_head(tokens, pre_logits=True), tokens)
+        assert built(x).shape == (2, 1 + 64, 5)
+
+
+def test_deit_built_for_average_pooling_normalises_after_it_as_timms_vit() -> None:
+    """timm's VisionTransformer(global_pool='avg') has fc_norm by default: `norm` an Identity, the same
+    LayerNorm after the pooling (fc_norm.*, so timm weights trained that way load as they are)."""
+    token = _micro("deit_micro").eval()
+    avg = _micro("deit_micro", global_pool="avg").eval()
+    state = {k.replace("norm.", "fc_norm.") if k.startswith("norm.") else k: v for k, v in token.state_dict().items()}
+    avg.load_state_dict(state)
+    assert isinstance(avg.norm, torch.nn.Identity) and "norm.weight" not in avg.state_dict()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        unnormed = avg.forward_features(x)
+        assert torch.equal(avg.forward_head(unnormed, pre_logits=True), token.norm(unnormed[:, 1:].mean(dim=1)))
+        assert torch.equal(avg(x), token.head(token.norm(unnormed[:, 1:].mean(dim=1))))
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "pool", "recorded"),
+    [
+        ("deit_micro", {"global_pool": "avg"}, None, {"global_pool": "avg"}),
+        ("deit_micro", {}, "avg", {"global_pool": "avg", "fc_norm": False}),  # the norm stays before the pool
+        ("deit_micro", {"global_pool": "avg"}, "token", {"fc_norm": True}),
+        ("convit_micro", {}, "avg", {"global_pool": "avg"}),
+        ("spvit_micro", {"global_pool": "avg"}, "token", {}),
+    ],
+)
+def test_a_checkpoint_reloads_with_its_pooling(name: str, args: dict, pool: str | None, recorded: dict, tmp_path: Path):
+    model = _micro(name, **args)
+    if pool is not None:
+        model.reset_classifier(4, pool)
+    path = save_checkpoint(tmp_path / "model.safetensors", model)
+    kept = {k: v for k, v in read_meta(path).args.items() if k in ("global_pool", "fc_norm")}
+    assert kept == recorded
+    loaded = vitc.load_model(path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+    assert loaded.global_pool == model.global_pool
+
+
+def test_pooling_refusals_are_one_line(tmp_path: Path) -> None:
+    """CvT classifies its last stage's class token only; a model that pools nothing gives each token's logits,
+    which no checkpoint (read by eval, export, predict) can hold; DeiT's own fc_norm must be a bool."""
+    with pytest.raises(VitcError, match=r"CvT pools its class token only: global_pool='avg'"):
+        create_model("cvt_micro", global_pool="avg")
+    assert create_model("cvt_micro", global_pool="token").global_pool == "token"
+    with pytest.raises(VitcError, match=r"DeiT has no global_pool='max': pass 'token' .*'avg' .*''"):
+        create_model("deit_micro", global_pool="max")
+    with pytest.raises(VitcError, match=r"fc_norm must be true, false or left out"):
+        create_model("deit_micro", fc_norm=1)
+    unpooled = _micro("convit_micro")
+    unpooled.reset_classifier(0, "")
+    with pytest.raises(VitcError, match=r"global_pool='' gives every token's logits, not one row per image"):
+        save_checkpoint(tmp_path / "model.safetensors", unpooled)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -88,3 +88,9 @@ def test_rgb_weights_fine_tune_a_one_channel_model(tiny: dict[str, Any], tmp_pat
     meta = read_meta(Path(tiny["run.out_dir"]) / "tiny" / "best.safetensors")
     assert meta.cfg.input_size[0] == 1 and meta.cfg.mean == (0.5,) and meta.args["in_chans"] == 1
 
+
+def test_a_model_that_pools_nothing_is_refused_before_training(tiny: dict[str, Any]) -> None:
+    settings = {**tiny, "model.args": {**tiny["model.args"], "global_pool": ""}}
+    result = runner.invoke(app, ["train", *_set(settings)])
+    assert result.exit_code == 2 and "model.args: global_pool='' gives every token's logits" in result.output
+    assert not (Path(tiny["run.out_dir"]) / "tiny" / "best.safetensors").exists()

@@ -161,15 +161,23 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Mo
     return model
 
 
-def follow_classes(model: nn.Module, num_classes: int) -> None:
-    """Make what `create_model` recorded (`vitc_args`, `vitc_cfg`) describe a new head of `num_classes`.
+def follow_classes(model: nn.Module, num_classes: int, pooling: dict[str, Any] | None = None) -> None:
+    """Make what `create_model` recorded (`vitc_args`, `vitc_cfg`) describe a new head of `num_classes`
+    and the constructor arguments `pooling` (those at their default are left out, as create_model's are).
 
     A checkpoint writes that record, and `load_model` rebuilds the head from it: a model saved after
     `reset_classifier` must name the head it holds. Class names loaded with the old head no longer apply.
     """
     args, cfg = getattr(model, "vitc_args", None), getattr(model, "vitc_cfg", None)
     if args is not None:
-        model.vitc_args = {**args, "num_classes": num_classes}
+        args = {**args, "num_classes": num_classes}
+        defaults = inspect.signature(type(model).__init__).parameters
+        for key, value in (pooling or {}).items():
+            if value == defaults[key].default:
+                args.pop(key, None)
+            else:
+                args[key] = value
+        model.vitc_args = args
     if cfg is not None:
         model.vitc_cfg = replace(cfg, num_classes=num_classes)
     if getattr(model, "vitc_class_names", None) is not None:

@@ -17,12 +17,14 @@ from torch import nn
 
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
+    GLOBAL_POOLS,
     Attention,
     DropPath,
     Mlp,
     PatchEmbed,
     ZooModel,
     check_attn_impl,
+    check_global_pool,
     content_attention,
     drop_path_rates,
     flush_subnormals,
@@ -319,8 +321,10 @@ class ConViT(ZooModel):
     """ViT with GPSA blocks first and a class token inserted before block `local_up_to_layer`.
 
     `attn_impl` picks GPSA's formulation ("fused" by default, "fused_dense", "reference"; see GPSA):
-    the same function, modules and state-dict keys in every case.
+    the same function, modules and state-dict keys in every case. `global_pool` is timm's ConViT's.
     """
+
+    global_pools = GLOBAL_POOLS
 
     def __init__(
         self,
@@ -339,9 +343,11 @@ class ConViT(ZooModel):
         local_up_to_layer: int = 10,
         locality_strength: float = 1.0,
         attn_impl: str = "fused",
+        global_pool: str = "token",
     ) -> None:
         super().__init__()
         check_attn_impl(attn_impl, GPSA.ATTN_IMPLS)
+        self.global_pool = check_global_pool(type(self).__name__, global_pool, self.global_pools)
         if not 0 <= local_up_to_layer <= depth:
             raise ValueError(f"local_up_to_layer must be in 0..depth={depth}, got {local_up_to_layer}")
         self.num_classes = num_classes

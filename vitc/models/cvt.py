@@ -27,6 +27,7 @@ from vitc.models.layers import (
     Mlp,
     QuickGELU,
     ZooModel,
+    check_global_pool,
     drop_path_rates,
     init_weights_vit,
     run_block,
@@ -211,7 +212,9 @@ class CvT(ZooModel):
 
     `drop_path_rate` is per stage (a sequence) or, as a float, the last stage's rate with the
     others 0 (what every official config does); each stage ramps linspace(0, rate, depth).
-    `img_size` is recorded only: without position embeddings any input size works.
+    `img_size` is recorded only: without position embeddings any input size works. `global_pool` is
+    timm's argument, 'token' only: the class token exists in the last stage alone, and the official
+    CvT and Hugging Face's classify it (their mean over tokens is for models built without one).
     """
 
     first_conv = "stage0.patch_embed.proj"
@@ -234,8 +237,10 @@ class CvT(ZooModel):
         patch_strides: Sequence[int] = (4, 2, 2),
         patch_paddings: Sequence[int] = (2, 1, 1),
         act: str = "quick_gelu",
+        global_pool: str = "token",
     ) -> None:
         super().__init__()
+        check_global_pool(type(self).__name__, global_pool, self.global_pools)
         num_stages = len(embed_dims)
         lengths = {len(s) for s in (depths, num_heads, patch_sizes, patch_strides, patch_paddings)}
         if lengths != {num_stages}:

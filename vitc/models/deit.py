@@ -8,16 +8,20 @@ class token + patches, head on the class token).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
+    GLOBAL_POOLS,
     Attention,
     DropPath,
     Mlp,
     PatchEmbed,
     ZooModel,
+    check_global_pool,
     drop_path_rates,
     init_weights_vit,
     resample_pos_embed,
@@ -55,7 +59,15 @@ class Block(nn.Module):
 
 
 class DeiT(ZooModel):
-    """Vision transformer with a class token and learned absolute position embeddings."""
+    """Vision transformer with a class token and learned absolute position embeddings.
+
+    `global_pool` and `fc_norm` are timm's VisionTransformer's: 'avg' pools the patch tokens, and by
+    default (fc_norm=None) it moves the final LayerNorm after the pooling (`fc_norm`, `norm` an
+    Identity), so a timm checkpoint trained that way loads as it is; fc_norm=False pools the normed
+    tokens, as `reset_classifier(n, 'avg')` leaves a model built for the class token.
+    """
+
+    global_pools = GLOBAL_POOLS
 
     def __init__(
         self,
@@ -71,8 +83,14 @@ class DeiT(ZooModel):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        global_pool: str = "token",
+        fc_norm: bool | None = None,
     ) -> None:
         super().__init__()
+        self.global_pool = check_global_pool(type(self).__name__, global_pool, self.global_pools)
+        if fc_norm is not None and not isinstance(fc_norm, bool):
+            raise ValueError(f"fc_norm must be true, false or left out (the pooling's default), got {fc_norm!r}")
+        use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
@@ -83,7 +101,8 @@ class DeiT(ZooModel):
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rate) for rate in rates
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = nn.Identity() if use_fc_norm else nn.LayerNorm(embed_dim, eps=1e-6)
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if use_fc_norm else nn.Identity()
         self._new_head(num_classes)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -100,8 +119,18 @@ class DeiT(ZooModel):
             x = run_block(block, self.grad_checkpointing, x)
         return self.norm(x)
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """timm's ViT head: the pooled tokens through `fc_norm` (an Identity unless it holds the final norm)."""
+        pooled = self.fc_norm(self.pool(x))
+        return pooled if pre_logits else self.head(pooled)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def pooling_args(self) -> dict[str, Any]:
+        """global_pool, and fc_norm where it is not the pooling's default (after reset_classifier changed the pool)."""
+        after = isinstance(self.fc_norm, nn.LayerNorm)
+        return {**super().pooling_args(), "fc_norm": None if after == (self.global_pool == "avg") else after}
 
 
 def _deit(overrides: dict[str, object], **defaults: object) -> DeiT:
@@ -140,4 +169,23 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: DeiT) -> di
         if "dist_token" in state_dict and pos_embed.dim() == 3:  # distilled: [cls, dist, grid...]
             pos_embed = torch.cat([pos_embed[:, :1], pos_embed[:, 2:]], dim=1)
         out["pos_embed"] = resample_pos_embed(pos_embed, model.patch_embed.grid_size, num_prefix_tokens=1)
+    _check_final_norm(out, model)
     return out
+
+
+def _check_final_norm(state_dict: dict[str, torch.Tensor], model: DeiT) -> None:
+    """A ValueError where the weights' final LayerNorm sits on the other side of the pooling than the model's:
+    timm's global_pool='avg' moves it after (fc_norm), and the key table alone would not say what to pass."""
+    after = "fc_norm.weight" in state_dict
+    if not after and "norm.weight" not in state_dict:
+        return  # no final norm at all: the key table says so
+    if after and not isinstance(model.fc_norm, nn.LayerNorm):
+        raise ValueError(
+            "their final LayerNorm is fc_norm, after an average pooling, as timm builds global_pool='avg': "
+            "pass global_pool='avg'"
+        )
+    if not after and isinstance(model.fc_norm, nn.LayerNorm):
+        raise ValueError(
+            "their final LayerNorm is norm, before the pooling, where this model's global_pool='avg' has it after "
+            "(fc_norm, timm's default): pass fc_norm=False to average their normed tokens"
+        )

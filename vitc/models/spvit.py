@@ -33,11 +33,13 @@ from torch import nn
 
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
+    GLOBAL_POOLS,
     Attention,
     DropPath,
     Mlp,
     ZooModel,
     check_attn_impl,
+    check_global_pool,
     check_input_size,
     drop_path_rates,
     grid_to_tokens,
@@ -312,10 +314,12 @@ class SPViT(ZooModel):
     """LV-ViT with SP-SA in the first `local_up_to_layer` blocks and a late class token.
 
     `attn_impl` picks SP-SA's formulation ("fused" by default, "flex", "reference"; see SPSA): the
-    same function, modules and state-dict keys in every case.
+    same function, modules and state-dict keys in every case. `global_pool` is timm's ConViT's (the
+    final norm stays before it: token labelling's `aux_head` reads the normed patch tokens).
     """
 
     first_conv = "patch_embed.conv1"
+    global_pools = GLOBAL_POOLS
 
     def __init__(
         self,
@@ -336,9 +340,11 @@ class SPViT(ZooModel):
         stem_chans: int = 64,
         aux_head: bool = True,
         attn_impl: str = "fused",
+        global_pool: str = "token",
     ) -> None:
         super().__init__()
         check_attn_impl(attn_impl, SPSA.ATTN_IMPLS)
+        self.global_pool = check_global_pool(type(self).__name__, global_pool, self.global_pools)
         if not 0 <= local_up_to_layer <= depth:
             raise ValueError(f"local_up_to_layer must lie in [0, depth={depth}], got {local_up_to_layer}")
         self.num_classes = num_classes
@@ -398,13 +404,14 @@ class SPViT(ZooModel):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """head(cls) + 0.5·max over patch tokens of aux_head: the release's eval output (token labelling);
-        with `pre_logits` the class token's features, as timm's VOLO (LV-ViT's successor) gives."""
+        """head(pooled) + 0.5·max over patch tokens of aux_head: the release's eval output (token labelling);
+        with `pre_logits` the pooled features, as timm's VOLO (LV-ViT's successor) gives."""
         if pre_logits:
             return super().forward_head(x, pre_logits=True)
-        logits = self.head(x[:, 0])
+        logits = self.head(self.pool(x))
         if self.aux_head is not None:
-            logits = logits + 0.5 * self.aux_head(x[:, 1:]).max(dim=1)[0]
+            aux = 0.5 * self.aux_head(x[:, 1:]).max(dim=1)[0]
+            logits = logits + (aux if logits.dim() == 2 else aux.unsqueeze(1))  # global_pool='': every token's
         return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from vitc._io import write_json
 from vitc._lazy import lazy_import
 from vitc._text import PlainConsole
-from vitc.checkpoint import load_state_dict, save_checkpoint
+from vitc.checkpoint import load_state_dict, require_pooled, save_checkpoint
 from vitc.data.datasets import batches, make_generator
 from vitc.data.feed import EVAL_BATCH, final_split, open_feed
 from vitc.data.prefetch import Prefetcher
@@ -199,6 +199,7 @@ def _setup(
                 "(--set data.image_size=N resamples them to another)"
             )
 
+    require_pooled(cfg.model.args, "model.args")
     # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
     base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
     size = cfg.data.image_size or base_cfg.input_size[1]

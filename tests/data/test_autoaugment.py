@@ -101,6 +101,60 @@ def test_geometric_ops_move_pixels_where_pillow_would() -> None:
         assert torch.equal(sheared[0], pil), factor
 
 
+# timm's warps as Pillow calls: Image.rotate, Image.transform with AFFINE (shear, translate by pixels)
+PILLOW_WARPS = {
+    "Rotate": (aa.rotate, lambda im, v, **kw: im.rotate(v, **kw), [4.0, -17.3, 27.0, 90.0]),
+    "ShearX": (aa.shear_x, lambda im, v, **kw: im.transform(im.size, Image.AFFINE, (1, v, 0, 0, 1, 0), **kw),
+               [0.04, -0.17, 0.3]),
+    "ShearY": (aa.shear_y, lambda im, v, **kw: im.transform(im.size, Image.AFFINE, (1, 0, 0, v, 1, 0), **kw),
+               [0.04, -0.17, 0.3]),
+    "TranslateX": (aa.translate_x, lambda im, v, **kw: im.transform(im.size, Image.AFFINE, (1, 0, v, 0, 1, 0), **kw),
+                   [0.5, -2.3, 6.0]),
+    "TranslateY": (aa.translate_y, lambda im, v, **kw: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, v), **kw),
+                   [0.5, -2.3, 6.0]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(PILLOW_WARPS))
+@pytest.mark.parametrize("resample", ["bilinear", "bicubic"])
+def test_warps_resample_as_pillow(name: str, resample: str) -> None:
+    """Pillow's own filters (bicubic: its transform's cubic, a = -1), edge pixels repeated where a sample
+    reaches past the border and the fill colour where its centre falls outside: Pillow truncates to 8 bits,
+    so its value is ours rounded down (within float noise), on every pixel of noise images."""
+    op, pil, values = PILLOW_WARPS[name]
+    g = torch.Generator().manual_seed(len(name))
+    fill = (200, 30, 90)
+    for value in values:
+        x = torch.randint(0, 256, (2, 3, 13, 17), generator=g).float() / 255  # not square: rows and columns apart
+        got = op(x, torch.full((2,), value), torch.tensor(fill).view(1, 3, 1, 1) / 255, resample=resample) * 255
+        for image, ours in zip(x, got, strict=True):
+            kw = {"resample": getattr(Image, resample.upper()), "fillcolor": fill}
+            want = _from_pil(pil(_pil(image), value, **kw)) * 255
+            assert (ours - want).min() >= -1e-3 and (ours - want).max() < 1 + 1e-3, (value, (ours - want).abs().max())
+
+
+def test_rand_augment_warps_draw_bilinear_or_bicubic() -> None:
+    """Each image's warp draws its filter from the generator (timm: random.choice per op call), and a
+    policy's warp is the op's own with that filter, on the sub-batches and masked; TrivialAugment's stay
+    nearest (torchvision's) with no draw of theirs."""
+    x = _photo(64, size=12)
+    fill = torch.full((1, 3, 1, 1), 0.5)
+    rounds = aa.draw_rand_augment(x.shape, torch.Generator().manual_seed(0), num_ops=1, prob=1.0)
+    again = aa.draw_rand_augment(x.shape, torch.Generator().manual_seed(0), num_ops=1, prob=1.0)
+    (r,) = rounds
+    assert r.filters == ("bilinear", "bicubic") and torch.equal(r.resample, again[0].resample)
+    warps = [k for k, op in enumerate(r.ops) if isinstance(op, aa.Warp)]
+    warped = torch.isin(r.code, torch.tensor(warps))
+    assert 0 < int(r.resample[warped].sum()) < int(warped.sum())  # both filters drawn
+    for masked in (False, True):
+        out = aa.apply(x.clone(), rounds, fill, masked=masked)
+        for i in torch.nonzero(warped).flatten().tolist():
+            op, filter_name = r.ops[int(r.code[i])], r.filters[int(r.resample[i])]
+            assert torch.equal(out[i], op(x[i : i + 1], r.arg[i : i + 1], fill, resample=filter_name)[0])
+    (trivial,) = aa.draw_trivial_augment(x.shape, torch.Generator().manual_seed(3))
+    assert trivial.filters == ("nearest",) and not trivial.resample.any()
+
+
 def test_color_jitter_draws_one_factor_per_image_and_property() -> None:
     x = _photo(64)
     out = aa.color_jitter(x.clone(), torch.Generator().manual_seed(0), 0.4)

@@ -74,7 +74,7 @@ def test_the_masked_path_at_224_on_one_thread(monkeypatch: pytest.MonkeyPatch) -
 
 def test_only_the_uint8_batch_and_one_pack_of_draws_cross(monkeypatch: pytest.MonkeyPatch) -> None:
     """Off the CPU the colour steps copy the uint8 images and one small float64 pack of their draws
-    (ops, arguments, warp matrices, fill, mean, std); the float work happens where the images are.
+    (ops, arguments, warp matrices and filters, fill, mean, std); the float work happens where the images are.
     With the rest of the recipe: one copy each for the crops, the flips, the erased boxes, the targets."""
     crossed: list[torch.Tensor] = []
     original = transforms.to_device
@@ -92,7 +92,7 @@ def test_only_the_uint8_batch_and_one_pack_of_draws_cross(monkeypatch: pytest.Mo
     large = [t for t in crossed if t.numel() >= x[0].numel()]
     assert len(large) == 1 and large[0] is x
     packs = [t for t in crossed if t.dtype == torch.float64 and t.numel() > 16 * 8]
-    assert len(packs) == 1 and packs[0].numel() == 6 * 16 * 8 + 3 * 3  # 6 rounds of (op, argument, 2x3 matrix)
+    assert len(packs) == 1 and packs[0].numel() == 6 * 16 * 9 + 3 * 3  # 6 rounds of (op, argument, 2x3 matrix, filter)
 
 
 @pytest.mark.parametrize("policy", list(POLICIES))

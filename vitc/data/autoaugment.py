@@ -1,7 +1,8 @@
 """Colour jitter, RandAugment and TrivialAugment on batches of float images in [0, 1] (no torchvision).
 
 The ops follow Pillow's definitions as timm's auto_augment.py applies them (ImageEnhance blends,
-ImageOps posterize/solarize/autocontrast/equalize, affine warps filled with the mean colour), and
+ImageOps posterize/solarize/autocontrast/equalize, affine warps filled with the mean colour and
+resampled with Pillow's bilinear or bicubic filter, one at random per op as timm's default), and
 the policies timm's `--aa` and torchvision's TrivialAugmentWide: RandAugment draws `num_ops` ops per
 image, each applied with probability 0.5 at magnitude N(m, mstd) of 10; TrivialAugment draws one op
 and one of 31 magnitudes. Every draw comes from the generator passed in, so a seeded run (and a
@@ -138,24 +139,86 @@ def _theta(matrix: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return theta
 
 
-def _sample(x: torch.Tensor, theta: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """Sample x where `theta` says, nearest, filling what falls outside with `fill`."""
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+def _inside(grid: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W): where an output pixel's centre maps into the input (Pillow's test: source x in [0, W)
+    and y in [0, H), -1 to 1 in grid units)."""
+    return ((grid >= -1) & (grid < 1)).all(-1).unsqueeze(1)
+
+
+def _nearest(x: torch.Tensor, grid: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Nearest (torchvision's TrivialAugmentWide), filling what falls outside with `fill`."""
     moved = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     inside = F.grid_sample(torch.ones_like(x[:, :1]), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return torch.where(inside > 0, moved, fill.to(x.dtype).expand_as(x))
 
 
+def _bilinear(x: torch.Tensor, grid: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Pillow's BILINEAR transform: the 2x2 pixels about each source centre, edge pixels repeated past the
+    border (a centre inside the image may fall half a pixel beyond the outer centres), `fill` outside."""
+    moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return torch.where(_inside(grid), moved, fill.to(x.dtype).expand_as(x))
+
+
+def _cubic_weights(d: torch.Tensor) -> torch.Tensor:
+    """(N, 4, ...) weights of the taps at -1, 0, 1, 2 for samples `d` (N, ...; 0 to 1) past tap 0: Pillow's
+    transform bicubic (libImaging/Geometry.c), the cubic with a = -1, not resize's -0.5 nor torch's -0.75."""
+    return torch.stack([d * (-1 + d * (2 - d)), 1 + d * d * (d - 2), d * (1 + d * (1 - d)), d * d * (d - 1)], 1)
+
+
+def _bicubic(x: torch.Tensor, grid: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Pillow's BICUBIC transform: 4x4 taps (edge pixels repeated past the border) weighted across each row
+    and then down, clipped to 0..1, `fill` outside. torch's bicubic has another cubic, so the taps are
+    gathered here, a row of four per gather shared by the channels (few operators for the GPU's launches,
+    a 4x copy of the images at most)."""
+    n, c, h, w = x.shape
+    # source positions in pixels, 0 at the first pixel's centre: (N, 2 (x, y), H*W)
+    at = torch.stack([(grid[..., 0] + 1) * (w / 2), (grid[..., 1] + 1) * (h / 2)], 1).view(n, 2, h * w) - 0.5
+    first = at.floor()
+    weights = _cubic_weights(at - first)  # (N, 4 taps, 2, H*W)
+    across, down = weights[:, :, 0].unsqueeze(1), weights[:, :, 1]
+    taps_at = torch.arange(-1, 3, dtype=x.dtype, device=x.device).view(1, 4, 1)  # a kernel: nothing copied
+    cols = (first[:, :1] + taps_at).clamp_(0, w - 1).long()  # (N, 4, H*W)
+    rows = (first[:, 1:] + taps_at).clamp_(0, h - 1).long().mul_(w)
+    flat = x.reshape(n, c, h * w)
+    out = x.new_zeros(n, c, h * w)
+    for j in range(4):
+        taps = flat.gather(2, (rows[:, j : j + 1] + cols).view(n, 1, -1).expand(n, c, -1)).view(n, c, 4, h * w)
+        out.addcmul_((taps * across).sum(2), down[:, j : j + 1])
+    moved = out.view(n, c, h, w).clamp_(0.0, 1.0)
+    return torch.where(_inside(grid), moved, fill.to(x.dtype).expand_as(x))
+
+
+SAMPLERS = {"nearest": _nearest, "bilinear": _bilinear, "bicubic": _bicubic}
+
+
+def _sample(
+    x: torch.Tensor, theta: torch.Tensor, fill: torch.Tensor, filters: Sequence[str] = ("nearest",),
+    choice: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """x sampled where `theta` says, image i with `filters[choice[i]]` (the first filter without `choice`):
+    every filter on every image, each image keeping its own, so that nothing reads the device."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    if choice is None or len(filters) == 1:
+        return SAMPLERS[filters[0]](x, grid, fill)
+    out = x
+    for k, name in enumerate(filters):
+        out = torch.where((choice == k).view(-1, 1, 1, 1), SAMPLERS[name](x, grid, fill), out)
+    return out
+
+
 @dataclass(frozen=True)
 class Warp:
-    """An affine op, nearest, filled with `fill`: `matrix(arg, h, w)` is (N, 2, 3) in pixel units. Kept
-    apart so that a policy computes each image's matrix on the CPU with its other draws."""
+    """An affine op filled with `fill`: `matrix(arg, h, w)` is (N, 2, 3) in pixel units. Kept apart so
+    that a policy computes each image's matrix on the CPU with its other draws, and samples it with the
+    filter it drew (`Round.filters`); called alone it samples with `resample`."""
 
     matrix: Callable[[torch.Tensor, int, int], torch.Tensor]
 
-    def __call__(self, x: torch.Tensor, arg: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, arg: torch.Tensor, fill: torch.Tensor, resample: str = "nearest"
+    ) -> torch.Tensor:
         h, w = x.shape[-2:]
-        return _sample(x, _theta(self.matrix(arg, h, w), h, w), fill)
+        return _sample(x, _theta(self.matrix(arg, h, w), h, w), fill, (resample,))
 
 
 def _affine(
@@ -213,6 +276,10 @@ def _enhance(level: torch.Tensor, sign: torch.Tensor, size: int) -> torch.Tensor
 
 Rule = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (level, sign, image side) -> argument
 
+# timm's RandAugment warps resample with Pillow's BILINEAR or BICUBIC, at random per op call (its default
+# train interpolation, "random"); torchvision's TrivialAugmentWide with NEAREST (its default)
+RAND_FILTERS = ("bilinear", "bicubic")
+
 # timm's _RAND_TRANSFORMS with its level-to-argument rules (level 0-10; `sign` negates where timm does)
 RAND_OPS: dict[str, tuple[Op, Rule]] = {
     "AutoContrast": (autocontrast, lambda lv, s, n: lv),
@@ -266,27 +333,31 @@ TRIVIAL_OPS: dict[str, tuple[Op, Rule]] = {
 @dataclass(frozen=True)
 class Round:
     """One op per image, drawn: image i gets `ops[code[i]]` (code -1: none) at `arg[i]`; where that op
-    is a `Warp`, `theta[i]` is its sampling matrix, computed on the CPU with the other draws."""
+    is a `Warp`, `theta[i]` is its sampling matrix, computed on the CPU with the other draws, and
+    `filters[resample[i]]` the filter it samples with."""
 
     ops: tuple[Op, ...]
     code: torch.Tensor  # (N,) int64
     arg: torch.Tensor  # (N,) float64
     theta: torch.Tensor  # (N, 2, 3) float64, zeros where the op is no warp
+    resample: torch.Tensor  # (N,) int64, an index into `filters`
+    filters: tuple[str, ...] = ("nearest",)  # names in SAMPLERS
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.code, self.arg, self.theta]
+        return [self.code, self.arg, self.theta, self.resample]
 
-    def on(self, code: torch.Tensor, arg: torch.Tensor, theta: torch.Tensor) -> Round:
+    def on(self, code: torch.Tensor, arg: torch.Tensor, theta: torch.Tensor, resample: torch.Tensor) -> Round:
         """The same round with its tensors moved (by `vitc.data.transforms.to_device_together`)."""
-        return replace(self, code=code, arg=arg, theta=theta)
+        return replace(self, code=code, arg=arg, theta=theta, resample=resample)
 
 
 def _round(
     table: dict[str, tuple[Op, Rule]], code: torch.Tensor, level: torch.Tensor, sign: torch.Tensor,
-    shape: Sequence[int],
+    shape: Sequence[int], resample: torch.Tensor | None = None, filters: tuple[str, ...] = ("nearest",),
 ) -> Round:  # fmt: skip
     """Each image's argument for the op it drew: every rule runs on every level (elementwise, so each
-    value is the one its op alone would get) and the image keeps its own op's."""
+    value is the one its op alone would get) and the image keeps its own op's; its warp samples with
+    `filters[resample[i]]` (the first filter for every image without `resample`)."""
     h, w = shape[-2:]
     arg = torch.zeros(len(code), dtype=torch.float64)
     theta = torch.zeros(len(code), 2, 3, dtype=torch.float64)
@@ -296,7 +367,8 @@ def _round(
         arg = torch.where(mine, value, arg)
         if isinstance(op, Warp):
             theta = torch.where(mine.view(-1, 1, 1), _theta(op.matrix(value, h, w), h, w), theta)
-    return Round(tuple(op for op, _ in table.values()), code, arg, theta)
+    resample = torch.zeros_like(code) if resample is None else resample
+    return Round(tuple(op for op, _ in table.values()), code, arg, theta, resample, filters)
 
 
 def apply(x: torch.Tensor, rounds: Sequence[Round], fill: torch.Tensor, masked: bool = False) -> torch.Tensor:
@@ -310,6 +382,12 @@ def apply(x: torch.Tensor, rounds: Sequence[Round], fill: torch.Tensor, masked: 
         for r in rounds:
             if not masked:
                 for k, op in enumerate(r.ops):
+                    if isinstance(op, Warp):  # each filter on the images that drew it
+                        for f, name in enumerate(r.filters):
+                            idx = torch.nonzero((r.code == k) & (r.resample == f)).flatten()
+                            if len(idx):
+                                x[idx] = _sample(x[idx], r.theta[idx], fill, (name,))
+                        continue
                     idx = torch.nonzero(r.code == k).flatten()
                     if len(idx):
                         x[idx] = op(x[idx], r.arg[idx], fill)
@@ -321,7 +399,7 @@ def apply(x: torch.Tensor, rounds: Sequence[Round], fill: torch.Tensor, masked: 
                 elif op is not identity:
                     out = torch.where((r.code == k).view(-1, 1, 1, 1), op(x, r.arg, fill), out)
             if any(isinstance(op, Warp) for op in r.ops):
-                out = torch.where(warped.view(-1, 1, 1, 1), _sample(x, r.theta, fill), out)
+                out = torch.where(warped.view(-1, 1, 1, 1), _sample(x, r.theta, fill, r.filters, r.resample), out)
             x = out
     return x
 
@@ -341,7 +419,8 @@ def draw_rand_augment(
 ) -> list[Round]:  # fmt: skip
     """timm's RandAugment ("rand-m9-mstd0.5[-inc1]"): `num_ops` ops drawn with replacement per image,
     each applied with probability `prob` at a magnitude drawn by `magnitudes`; `increasing` takes timm's
-    increasing-severity ops."""
+    increasing-severity ops. A warp samples bilinear or bicubic, one of the two at random per image and
+    op, as timm's under its default train interpolation ("random": `random.choice` per op call)."""
     n, table = shape[0], RAND_INCREASING_OPS if increasing else RAND_OPS
     rounds = []
     for _ in range(num_ops):
@@ -349,7 +428,9 @@ def draw_rand_augment(
         chosen = torch.rand(n, generator=generator) < prob
         level = magnitudes(n, generator, magnitude, magnitude_std)
         sign = torch.rand(n, generator=generator) < 0.5
-        rounds.append(_round(table, torch.where(chosen, choice, -1), level, sign, shape))
+        resample = (torch.rand(n, generator=generator) < 0.5).long()
+        code = torch.where(chosen, choice, -1)
+        rounds.append(_round(table, code, level, sign, shape, resample, RAND_FILTERS))
     return rounds
 
 
@@ -372,8 +453,9 @@ def draw_color_jitter(n: int, generator: torch.Generator, strength: float) -> li
         return []
     factors = 1.0 + (torch.rand(n, 3, generator=generator, dtype=torch.float64) * 2 - 1) * strength
     order = torch.argsort(torch.rand(n, 3, generator=generator), dim=1)
-    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
-    return [Round(_JITTER, order[:, p], factors.gather(1, order[:, p : p + 1])[:, 0], theta) for p in range(3)]
+    factor = factors.gather(1, order)  # each image's factors in its order
+    theta, resample = torch.zeros(n, 2, 3, dtype=torch.float64), torch.zeros(n, dtype=torch.int64)
+    return [Round(_JITTER, order[:, p], factor[:, p], theta, resample) for p in range(3)]
 
 
 def rand_augment(

@@ -347,7 +347,7 @@ class TrainAugment:
         masked = not SUB_BATCHES.get(device.type, False)
         if masked:
             moved = iter(to_device_together([t for r in rounds for t in r.tensors()] + fixed, device))
-            rounds = [r.on(next(moved), next(moved), next(moved)) for r in rounds]
+            rounds = [r.on(*[next(moved) for _ in r.tensors()]) for r in rounds]
             fixed = list(moved)
             images = images if images.device == device else to_device(images, device)  # cropped there already
         fill, mean, std = fixed

@@ -91,17 +91,18 @@ def manifest_record(crop_mode: str = "center", **overrides: object) -> Dict[str,
 
 
 def tiny_logits_by_hand(onnx: Path, files: List[Path], crop_mode: str = "center") -> np.ndarray:
-    """The tiny export's record spelled out (crop_pct 1: shorter side to 8, bicubic; centre 8×8; mean = std
-    = 0.5; crop_mode "squash": the whole image to 8×8) with Pillow and ONNX Runtime directly: the logits a
-    reader of the manifest should get."""
+    """The tiny export's record spelled out (crop_pct 1: shorter side to 8, bicubic, as timm's Resize; centre
+    8×8; mean = std = 0.5; crop_mode "squash": the whole image to 8×8) with Pillow and ONNX Runtime directly:
+    the logits a reader of the manifest should get."""
     image = pytest.importorskip("PIL.Image")
     ort = pytest.importorskip("onnxruntime")
     batch = []
     for file in files:
         with image.open(file) as im:
             im = im.convert("RGB")
-            scale = 8 / min(im.size)
-            w, h = max(8, round(im.size[0] * scale)), max(8, round(im.size[1] * scale))
+            width, height = im.size  # torchvision's Resize(8): the longer side floored
+            long = int(8 * max(width, height) / min(width, height))
+            w, h = (8, long) if width <= height else (long, 8)
             if crop_mode == "squash":
                 w, h = 8, 8
             im = im.resize((w, h), image.Resampling.BICUBIC)

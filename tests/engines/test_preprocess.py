@@ -56,10 +56,30 @@ def test_squash_is_a_plain_resize_of_the_whole_image_and_centre_keeps_its_crop()
     assert np.array_equal(center_crop(photo, 16, 16, "squash"), squashed)
     margin = np.asarray(photo.resize((18, 18), bicubic).crop((1, 1, 17, 17))).transpose(2, 0, 1)
     assert np.array_equal(center_crop(photo, eval_resize(16, 0.9), 16, "squash"), margin)
-    centred = np.asarray(photo.resize((24, 16), bicubic).crop((4, 0, 20, 16))).transpose(2, 0, 1)  # 40×27 → 24×16
+    centred = np.asarray(photo.resize((23, 16), bicubic).crop((4, 0, 20, 16))).transpose(2, 0, 1)  # 40×27 → 23×16
     assert np.array_equal(center_crop(photo, 16, 16), centred)
     assert np.array_equal(center_crop(photo, 16, 16, "center"), centred)
     assert not np.array_equal(centred, squashed)
+
+
+@pytest.mark.parametrize("width, height", [(640, 427), (427, 640), (500, 375), (300, 300), (257, 700)])
+def test_the_centre_crop_is_timms_eval_transform(width: int, height: int) -> None:
+    """timm's eval transform is torchvision's Resize(size / crop_pct) then CenterCrop(size): the longer side
+    is `int(short * long / short_side)` (floored: 640×427 → 383×256; vitc rounded it to 384) and the crop's
+    offset `int(round(margin / 2))` (torchvision/transforms/functional.py). Written out here with Pillow."""
+    image = pytest.importorskip("PIL.Image")
+    import numpy as np
+
+    from vitc.data.images import center_crop
+
+    photo = image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    short, size = eval_resize(224, 0.875), 224
+    long = int(short * max(width, height) / min(width, height))
+    new_w, new_h = (short, long) if width <= height else (long, short)
+    left, top = round((new_w - size) / 2.0), round((new_h - size) / 2.0)  # torchvision: int(round(...))
+    resized = photo.resize((new_w, new_h), image.Resampling.BICUBIC)
+    expected = np.asarray(resized.crop((left, top, left + size, top + size))).transpose(2, 0, 1)
+    assert np.array_equal(center_crop(photo, short, size), expected)
 
 
 def test_crop_mode_is_resolved_recorded_and_read_back() -> None:

@@ -55,8 +55,11 @@ def center_crop(im: Any, short: int, size: int, crop_mode: str = DEFAULT_CROP_MO
     ConvNeXT processor from 384 up): at crop_pct 1 (`short` == `size`) the whole image, nothing cropped."""
     pil = lazy_import("PIL.Image")
     w, h = im.size
-    s = short / min(w, h)
-    nw, nh = (short, short) if crop_mode == "squash" else (max(size, round(w * s)), max(size, round(h * s)))
+    if crop_mode == "squash":
+        nw, nh = short, short
+    else:  # torchvision's Resize(short), which timm's transform and Hugging Face's processors use: the
+        long = int(short * max(w, h) / min(w, h))  # longer side floored, not rounded
+        nw, nh = (short, long) if w <= h else (long, short)
     im = im.resize((nw, nh), pil.Resampling.BICUBIC)
     left, top = round((nw - size) / 2), round((nh - size) / 2)
     im = im.crop((left, top, left + size, top + size))

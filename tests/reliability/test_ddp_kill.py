@@ -1,8 +1,10 @@
-"""The campaign's DDP case: one of two training processes SIGKILLed mid-run (gloo on CPU).
+"""The campaign's DDP cases (gloo on CPU): one of two training processes SIGKILLed mid-run, and Ctrl-C
+within an epoch.
 
-The launcher must stop the other process within seconds (it would otherwise wait in a collective
-for gloo's 30-minute timeout), say in one line which rank died and how, and `--resume` must continue
-to the same weights as an uninterrupted run. One test: a DDP launch costs tens of seconds on 2 cores.
+After the kill the launcher must stop the other process within seconds (it would otherwise wait in a
+collective for gloo's 30-minute timeout), say in one line which rank died and how, and `--resume` must
+continue to the same weights as an uninterrupted run. After Ctrl-C, `--resume` must replay every rank's
+random draws. Few tests: a DDP launch costs tens of seconds on 2 cores.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from safetensors.torch import load_file
 
 from tests.train.conftest import TINY
 from tests.train.test_distributed import _set_args
+from vitc._io import read_safetensors_metadata
+from vitc.artifacts.resume import RESUME_KEY
 from vitc.train.config import load_config
 from vitc.train.distributed import STOP_GRACE_S
 from vitc.train.loop import train
@@ -86,3 +90,75 @@ def test_a_killed_rank_stops_the_run_in_one_line_and_resume_finishes_it(tmp_path
     for mine, theirs in zip(single.history, rows, strict=True):
         assert abs(mine["train_loss"] - theirs["train_loss"]) < 1e-5
         assert mine["val_top1"] == theirs["val_top1"]
+
+
+# Imported by every process of the interrupted launch (a sitecustomize.py on PYTHONPATH): Ctrl-C as a
+# terminal sends it, to the launcher and every rank at once, when rank 0 asks for batch number $CTRL_C_AT.
+_CTRL_C_AT_A_STEP = """
+import os
+import signal
+import time
+
+if os.environ.get("RANK") == "0":
+    from vitc.data.prefetch import Prefetcher
+
+    calls, next_batch = [0], Prefetcher.__next__
+
+    def interrupting(self):
+        calls[0] += 1
+        if calls[0] == int(os.environ["CTRL_C_AT"]):
+            time.sleep(float(os.environ["CTRL_C_AFTER"]))  # rank 1 meanwhile waits in the gradient all-reduce
+            os.killpg(0, signal.SIGINT)  # the launcher's process group: itself and the ranks
+            time.sleep(60)  # rank 0's KeyboardInterrupt is raised here, before its step's draws
+        return next_batch(self)
+
+    Prefetcher.__next__ = interrupting
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_within_an_epoch_then_resume_replays_every_rank(tmp_path: Path) -> None:
+    """Random crops, flips and drop-path, which each rank draws from its own streams: Ctrl-C within epoch 2
+    and again within epoch 3 of the resumed run, each time followed by `--resume`, ends as the
+    uninterrupted run. The resume file kept rank 0's streams and running loss sums only: rank 1 drew fresh
+    streams from that step, and the epoch's train loss lost rank 1's steps before it. The first Ctrl-C
+    comes as rank 0 starts a step (rank 1 may still be finishing the one before), the second while rank 1
+    waits for rank 0 in the step's gradient all-reduce (which fails once rank 0 has saved and gone)."""
+    tiny = {**TINY, "aug.crop_scale": [0.5, 1.0], "aug.flip": True, "model.drop_path_rate": 0.2}
+    tiny["run.out_dir"] = str(tmp_path / "runs")
+    launch = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "-q"]
+    straight = subprocess.run([*launch, *_set_args({**tiny, "run.name": "straight"})], capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(_CTRL_C_AT_A_STEP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cmd = [*launch, *_set_args({**tiny, "run.name": "ddp"})]
+    run_dir = Path(tiny["run.out_dir"]) / "ddp"
+    # 3 steps an epoch: batch 5 of the first session is epoch 2's second step; batch 4 of the resumed one
+    # (which starts there) is epoch 3's second
+    for resume, at, after, epoch in ((False, 5, 0.0, 1), (True, 4, 3.0, 2)):
+        cut = subprocess.run(
+            [*cmd, *(["--resume"] if resume else [])],
+            env={**env, "CTRL_C_AT": str(at), "CTRL_C_AFTER": str(after)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            start_new_session=True,  # the test's own process group is not the one Ctrl-C goes to
+        )
+        assert cut.returncode == 130, cut.stdout + cut.stderr
+        said = cut.stderr.strip().splitlines()[-1]
+        assert said.startswith("error: interrupted; continue with: vitc train --resume") and said.endswith("--nproc 2")
+        saved = json.loads(read_safetensors_metadata(run_dir / "resume.safetensors")[RESUME_KEY])["state"]
+        assert (saved["epoch"], saved["step_in_epoch"]) == (epoch, 1)
+
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "warning" not in resumed.stdout + resumed.stderr
+    reference = Path(tiny["run.out_dir"]) / "straight"
+    assert (run_dir / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
+    expected, got = load_file(reference / "last.safetensors"), load_file(run_dir / "last.safetensors")
+    assert expected.keys() == got.keys()
+    assert max(float((expected[k] - got[k]).abs().max()) for k in expected) <= 1e-6
+    assert not list(run_dir.glob("resume.rank*")), "the other processes' parts go once an epoch has ended"

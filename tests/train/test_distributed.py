@@ -160,7 +160,70 @@ def test_every_process_draws_its_own_augmentation_and_drop_path() -> None:
             assert not torch.equal(ranks[a][0], ranks[b][0]) and not torch.equal(ranks[a][1], ranks[b][1])
     assert all(torch.equal(x, y) for x, y in zip(draws(1), draws(1), strict=True))  # resumed at its start: the same
     assert not torch.equal(draws(1, epoch=2)[0], ranks[1][0])  # each epoch its own
-    assert not torch.equal(draws(1, step=5)[0], ranks[1][0])  # resumed within the epoch: a fresh stream
+    assert not torch.equal(draws(1, step=5)[0], ranks[1][0])  # resumed within the epoch without its own: fresh
+
+
+def test_a_process_keeps_its_own_streams_and_sums_for_the_step_it_stopped_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DDP process other than rank 0 saves its random streams (augmentation, torch's CPU and GPU
+    generators: the GPU is faked here) and running sums beside the resume file; a resume takes them only
+    at the step and under the number of processes they were saved at."""
+    from vitc.train.state import RankState, TrainState, remove_rank_states
+
+    saved = {"cuda": torch.arange(16, dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: saved["cuda"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda value: saved.update(restored=value))
+    resume = tmp_path / "resume.safetensors"
+    rank_1_of_2 = RankState(resume, 1, 2)
+    aug = torch.Generator().manual_seed(5)
+    torch.manual_seed(6)
+    where = {"epoch": 1, "step_in_epoch": 2, "global_step": 5}
+    rank_1_of_2.save(TrainState(**where, partial={"loss": 3.25, "count": 32.0}), {"aug": aug})
+    expected = torch.rand(3, generator=aug), torch.rand(3)
+
+    for elsewhere, world_size in (({**where, "step_in_epoch": 1}, 2), (where, 3)):  # a step apart; 3 processes
+        state = TrainState(**elsewhere)
+        assert not RankState(resume, 1, world_size).load(state, {"aug": aug}) and state.partial == {}
+    saved["cuda"] = torch.zeros(16, dtype=torch.uint8)  # the generator moves on
+    state, mine = TrainState(**where), torch.Generator()
+    assert not RankState(resume, 2, 3).load(state, {"aug": mine})  # another rank reads its own file only
+    assert rank_1_of_2.load(state, {"aug": mine})
+    assert state.partial == {"loss": 3.25, "count": 32.0}
+    assert torch.equal(torch.rand(3, generator=mine), expected[0]) and torch.equal(torch.rand(3), expected[1])
+    assert torch.equal(saved["restored"], torch.arange(16, dtype=torch.uint8))
+    assert [path.name for path in tmp_path.iterdir()] == ["resume.rank1.safetensors"]
+    remove_rank_states(resume)
+    assert not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_waits_for_a_step_that_exchanged_its_gradients() -> None:
+    """Under DDP every process gets Ctrl-C at once: raised at once, it could stop one just before its step
+    was recorded and another just after, a step apart. Held from the exchange on, the step ends first;
+    a failure inside (a peer that stopped) is then seen as the interruption."""
+    import signal
+
+    from vitc.train.interrupt import CtrlC
+
+    ctrl_c, done = CtrlC(), []
+    with ctrl_c.installed():
+        with pytest.raises(KeyboardInterrupt), ctrl_c.held():
+            signal.raise_signal(signal.SIGINT)
+            done.append("the step")
+        assert done == ["the step"]
+        with pytest.raises(KeyboardInterrupt):  # between steps: at once
+            signal.raise_signal(signal.SIGINT)
+            done.append("more")
+        assert done == ["the step"]
+    waiting = CtrlC()
+    with waiting.installed():
+        with pytest.raises(RuntimeError, match="Connection closed by peer"), waiting.held():
+            signal.raise_signal(signal.SIGINT)
+            raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer")
+        assert waiting.stopped()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])

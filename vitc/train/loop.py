@@ -3,7 +3,8 @@
 Data sets live in memory as uint8 tensors; batches are index tensors drawn from a permutation
 seeded by (seed, epoch), and augmentation draws from an explicit generator. Together with the
 optimiser and RNG states saved in `resume.safetensors`, that makes `--resume` reproduce the
-uninterrupted run exactly, including after an interruption in the middle of an epoch.
+uninterrupted run exactly, including after an interruption in the middle of an epoch (under DDP each
+other process saves its own streams and running sums beside it: vitc.train.state).
 """
 
 from __future__ import annotations
@@ -35,18 +36,28 @@ from vitc.train.device import choose_attention, gpu_advice, pick_amp, pick_devic
 from vitc.train.distributed import (
     all_reduce_sum,
     barrier,
+    broadcast_from_main,
     init_distributed,
     launched_by_nproc,
     shutdown,
     union_over_processes,
 )
 from vitc.train.evaluate import broadcast_state, evaluate_batches
+from vitc.train.interrupt import CtrlC
 from vitc.train.meter import StepMeter
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, param_groups
 from vitc.train.progress import EpochProgress
 from vitc.train.records import check_resumable, checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder
-from vitc.train.state import TrainState, load_state, rng_states, save_state, set_rng_states
+from vitc.train.state import (
+    RankState,
+    TrainState,
+    load_state,
+    remove_rank_states,
+    rng_states,
+    save_state,
+    set_rng_states,
+)
 
 _AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
 _TORCH_STREAM = 1 << 22  # a DDP process's torch RNG (drop-path) from (seed, 2**22 + epoch, rank, step), rank > 0
@@ -153,6 +164,8 @@ class _Run:
     unfinished: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # RNG states before a step still running
     doing: str = "before the first step"  # said by a CUDA failure
     ending: int | None = None  # an epoch's steps while its end (validation, its row) runs: Ctrl-C re-runs it
+    in_place: bool = True  # rank 0 writes the run folder itself, not a --force run's copy that Ctrl-C may drop
+    ctrl_c: CtrlC = field(default_factory=CtrlC)  # held from a step's gradient exchange until it is recorded
 
     @property
     def run_dir(self) -> Path:
@@ -163,13 +176,16 @@ def _train(run: _Run) -> RunResult:
     """One epoch and its end at a time; Ctrl-C saves a resumable state, a CUDA failure is one line."""
     cfg, state = run.cfg, run.state
     try:
-        for epoch in range(state.epoch, state.epoch if state.stopped_early else cfg.optim.epochs):
-            _train_epoch(run, epoch)
-            if _end_epoch(run, epoch):
-                break
+        with run.ctrl_c.installed():
+            for epoch in range(state.epoch, state.epoch if state.stopped_early else cfg.optim.epochs):
+                _train_epoch(run, epoch)
+                if _end_epoch(run, epoch):
+                    break
     except KeyboardInterrupt:
         _interrupted(run)
     except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
+        if run.ctrl_c.stopped():  # under DDP, a collective failed as a peer stopped for the same Ctrl-C
+            _interrupted(run)
         reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, run.amp_dtype, run.run_dir, state.epoch))
     return _finish(run)
 
@@ -279,6 +295,7 @@ def _setup(
     }
 
     # -- resume: weights, moments, EMA, RNG streams, position in the epoch
+    steps_per_epoch = max(1, len(feed) // cfg.optim.batch_size)
     state = TrainState()
     saved: dict[str, Any] = {}  # the run info of a resumed run's first session
     if resume:
@@ -290,8 +307,9 @@ def _setup(
         run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
         # a run that stopped early continues when --resume changes its patience or length
         state.stopped_early = _out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
-        if not dist.is_main:  # the epoch's running sums are rank 0's: summed over every rank they counted N times
-            state.partial = {key: 0.0 for key in state.partial}
+        processes = saved.get("processes")
+        if not dist.is_main and not _resume_own_part(path, state, dist, aug_gen, processes, steps_per_epoch):
+            state.partial = {key: 0.0 for key in state.partial}  # rank 0's: summed over every rank they count N times
             if state.step_in_epoch:  # and its random streams, which this process must not replay
                 seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
@@ -300,7 +318,6 @@ def _setup(
         net = torch.compile(net, backend=cfg.run.compile, **mode)
 
     per_rank_batch = cfg.optim.batch_size // dist.world_size
-    steps_per_epoch = max(1, len(feed) // cfg.optim.batch_size)
     total_steps = cfg.optim.epochs * steps_per_epoch
     warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
     schedule = report.lr_schedule(total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch)
@@ -313,6 +330,7 @@ def _setup(
         for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
             stale.unlink()
         write_json(folder.path / "config.json", cfg.to_dict())
+    in_place = broadcast_from_main(dist, folder.path == folder.final)  # the other processes write beside it
     board = report.TensorBoardLog(folder.path / "tensorboard") if cfg.log.tensorboard and dist.is_main else None
     progress = EpochProgress(enabled=show_progress and dist.is_main, show_top5=feed.num_classes > 5)
     return _Run(
@@ -345,7 +363,29 @@ def _setup(
         earlier=state.seconds,
         counts_skipped=feed.streaming or cfg.data.name == "imagefolder",
         meter=StepMeter(device),
+        in_place=in_place,
     )
+
+
+def _resume_own_part(
+    path: Path, state: TrainState, dist: Any, aug_gen: torch.Generator, processes: Any, steps_per_epoch: int
+) -> bool:
+    """A DDP process other than rank 0 resumed within an epoch: its own random streams and running sums,
+    saved beside rank 0's file (vitc.train.state). Under another number of processes than saved them it
+    draws fresh streams from this step (the shares of the data differ anyway); under as many, one that
+    has none saved at this step says so."""
+    if not state.step_in_epoch or processes != dist.world_size:
+        return False
+    if RankState(path, dist.rank, dist.world_size).load(state, {"aug": aug_gen}):
+        return True
+    if state.step_in_epoch < steps_per_epoch:  # at an epoch's end its sums are in rank 0's already
+        PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
+            f"warning: rank {dist.rank} of {dist.world_size} has no state saved at epoch {state.epoch + 1}, step "
+            f"{state.step_in_epoch + 1} (it stopped elsewhere than rank 0): it draws fresh random streams from "
+            "there and the epoch's train loss leaves out its earlier steps, so the run differs a little from an "
+            "uninterrupted one"
+        )
+    return False
 
 
 def _train_epoch(run: _Run, epoch: int) -> None:
@@ -386,8 +426,10 @@ def _train_epoch(run: _Run, epoch: int) -> None:
             state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
             continue
         if batch.x is None:  # other processes step: join their gradient all-reduce with zeros (eval mode: no
-            _shadow_step(run)  # BatchNorm statistics from a stand-in), or the collectives stop matching
-            state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
+            # BatchNorm statistics from a stand-in), or the collectives stop matching
+            with run.ctrl_c.held():
+                _shadow_step(run)
+                state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
             progress.advance(loss=None, lr=lr, images=0)
             continue
 
@@ -395,12 +437,12 @@ def _train_epoch(run: _Run, epoch: int) -> None:
         with run.cast:
             logits = net(batch.x)
         loss = torch.sum(-batch.targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-        _backward_and_step(run, loss)
-
-        state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
-        run.meter.finish(loss, batch.count, step, state.global_step, lr, start)
-        run.unfinished = _ahead(ready)
-        state.images_seen += batch.count * dist.world_size
+        with run.ctrl_c.held():  # from the gradient exchange until the step is recorded (vitc.train.interrupt)
+            _backward_and_step(run, loss)
+            state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
+            run.meter.finish(loss, batch.count, step, state.global_step, lr, start)
+            run.unfinished = _ahead(ready)
+            state.images_seen += batch.count * dist.world_size
         if run.meter.due():  # every step on a CPU; on a GPU one wait per group of steps
             run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
         progress.advance(loss=None, lr=lr, images=batch.count * dist.world_size)
@@ -410,8 +452,8 @@ def _train_epoch(run: _Run, epoch: int) -> None:
 def seed_streams(aug_gen: torch.Generator, seed: int, epoch: int, rank: int, step: int = 0) -> None:
     """Seed the augmentation stream for an epoch (from its `step`), and on DDP ranks above 0 torch's RNG,
     which drop-path draws from: every process draws its own, as timm seeds each rank apart (seed + rank).
-    Rank 0's streams are a one-process run's. A resume file keeps rank 0's states only, so a run resumed
-    within an epoch gives the other ranks fresh streams from that step (at an epoch's start, the same)."""
+    Rank 0's streams are a one-process run's. Resumed within an epoch, each process continues the streams
+    it saved (vitc.train.state); one that has none for that step draws fresh ones from it."""
     if rank == 0:
         aug_gen.manual_seed(make_generator(seed, _AUG_STREAM + epoch).initial_seed())
         return
@@ -463,9 +505,9 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
     state.train_seconds += time.perf_counter() - run.tick
     run.tick = None
     progress.finish()
-    run.ending = state.step_in_epoch
-    state.epoch, state.step_in_epoch = epoch + 1, 0
     all_reduce_sum(dist, state.partial)  # the logged train loss is the mean over all processes
+    run.ending = state.step_in_epoch  # from here the sums are all in rank 0's (a Ctrl-C before: each its own)
+    state.epoch, state.step_in_epoch = epoch + 1, 0
     evaluated = ema.module if ema is not None else model
     broadcast_state(dist, evaluated, buffers_only=True)  # the checkpointed BatchNorm statistics are rank 0's
     val_batches = feed.eval_batches("val", **_shard(dist))  # each process scores its share; the sums add up
@@ -507,6 +549,7 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
             run.run_info,
             run.scaler,
         )
+        remove_rank_states(folder.path / "resume.safetensors")  # the other processes' parts of a Ctrl-C before
         report.write_metrics(state.history, folder.path / "metrics.jsonl")
         report.plot_curves(state.history, folder.path / "curves.png", cfg.run_name, run.schedule)
         if board:
@@ -518,11 +561,15 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
     all_reduce_sum(dist, stop)  # rank 0 decided: every process leaves the loop together
     state.stopped_early = stop["stop"] > 0
     barrier(dist)
+    run.in_place, run.ending = True, None  # rank 0 has committed the run folder and recorded the epoch's end
     return state.stopped_early
 
 
 def _interrupted(run: _Run) -> NoReturn:
-    """Ctrl-C: undo a step cut short, save the resumable state, say how to continue."""
+    """Ctrl-C: undo a step cut short, save the resumable state, say how to continue. Under DDP every process
+    is interrupted: rank 0 saves the state, and within an epoch each other process its own streams and
+    running sums beside it, as it may not join a collective now (a peer can be waiting in the step's
+    gradient all-reduce for a process that has stopped)."""
     cfg, state, dist, folder = run.cfg, run.state, run.dist, run.folder
     run.progress.finish()
     run.meter.settle(state.partial, state.epoch, run.progress, run.board, run.run_dir)  # the finished steps count
@@ -534,15 +581,19 @@ def _interrupted(run: _Run) -> NoReturn:
             f"interrupted before the first epoch ended: {folder.final} is kept as it was (--force replaces a run "
             "once the new one has a checkpoint)"
         ) from None
-    if run.ending is not None:  # cut short in an epoch's validation: --resume runs that epoch's end again
+    summed = run.ending is not None  # the epoch's running sums are all in rank 0's now
+    if summed:  # cut short in an epoch's validation: --resume runs that epoch's end again
         state.epoch, state.step_in_epoch, run.ending = state.epoch - 1, run.ending, None
-    if dist.is_main and state.epoch < cfg.optim.epochs:
+    if state.epoch < cfg.optim.epochs:
         if run.unfinished is not None:  # a step was cut short: undo its random draws
             run.aug_gen.set_state(run.unfinished[0])
             set_rng_states(run.unfinished[1])
-        resumable = (state, run.model, run.optimizer, run.ema and run.ema.module, {"aug": run.aug_gen}, run.run_info)
-        save_state(folder.path / "resume.safetensors", *resumable, run.scaler)
-        folder.commit()
+        if dist.is_main:
+            resumable = (state, run.model, run.optimizer, run.ema and run.ema.module, {"aug": run.aug_gen})
+            save_state(folder.path / "resume.safetensors", *resumable, run.run_info, run.scaler)
+            folder.commit()
+        elif state.step_in_epoch and not summed and run.in_place:  # not into a --force copy rank 0 drops
+            RankState(folder.final / "resume.safetensors", dist.rank, dist.world_size).save(state, {"aug": run.aug_gen})
     raise TrainingInterrupted(f"interrupted; continue with: {resume_command(cfg, dist)}") from None
 
 

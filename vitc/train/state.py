@@ -3,6 +3,12 @@
 `resume.safetensors` holds the model, the optimiser moments, the EMA weights and the RNG states as
 tensors, and the rest (epoch, step, history, optimiser hyper-parameters) as JSON in the header. A
 resumed run continues bit-for-bit: same weights, same moments, same random draws.
+
+Under DDP that file is rank 0's. Interrupted within an epoch, every other process writes its own part
+beside it, `resume.rank<N>.safetensors`: its random streams and the epoch's running sums, which only it
+holds. Each writes its own (a Ctrl-C'd process may be unable to join a collective: a peer can be
+blocked in the step's gradient all-reduce), and a resume uses it only where it was saved at the step
+rank 0's file stands at, by as many processes.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,9 +63,7 @@ def save_state(
     for index, slots in opt["state"].items():
         for slot, value in slots.items():
             tensors[f"opt.{index}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    tensors.update({f"rng.{name}": value for name, value in rng_states().items()})
-    for name, gen in generators.items():
-        tensors[f"rng.{name}"] = gen.get_state()
+    tensors.update(_rng_tensors(generators))
     groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt["param_groups"]]
     record = {"state": state.__dict__, "param_groups": groups, "info": info}
     if scaler is not None and scaler.is_enabled():
@@ -116,12 +121,74 @@ def _restore(
         optimizer.load_state_dict({"state": slots, "param_groups": record["param_groups"]})
     except (ValueError, KeyError) as exc:
         raise VitcError(f"{path}: the optimiser state does not fit this model ({exc})") from exc
-    set_rng_states(_section(tensors, "rng."))
-    for name, gen in generators.items():
-        gen.set_state(tensors[f"rng.{name}"])
+    _restore_rngs(tensors, generators)
     if scaler is not None and scaler.is_enabled() and record.get("scaler"):
         scaler.load_state_dict(record["scaler"])
     return TrainState(**record["state"]), record["info"]
+
+
+_RANK_META = "vitc.resume.rank"  # a DDP process's own part: where it stood, how many processes, its sums
+
+
+@dataclass(frozen=True)
+class RankState:
+    """DDP process `rank` (> 0) of `world_size`: its own part of the resume state, beside rank 0's file."""
+
+    resume_path: Path
+    rank: int
+    world_size: int
+
+    @property
+    def path(self) -> Path:
+        return self.resume_path.with_name(f"{self.resume_path.stem}.rank{self.rank}{self.resume_path.suffix}")
+
+    def save(self, state: TrainState, generators: dict[str, torch.Generator]) -> None:
+        """This process's random streams and running sums, at the step `state` stands at (within an epoch)."""
+        record = {"position": _position(state), "world_size": self.world_size, "partial": state.partial}
+        from safetensors.torch import save_file
+
+        with atomic_write(self.path) as tmp:
+            save_file(_rng_tensors(generators), str(tmp), metadata={_RANK_META: json.dumps(record)})
+
+    def load(self, state: TrainState, generators: dict[str, torch.Generator]) -> bool:
+        """Restore what `save` wrote, into `state` and the generators, where it was saved at the step `state`
+        stands at by as many processes; False, with nothing changed, otherwise (no file, or one from another
+        step: the process stopped elsewhere than rank 0, or in an earlier session)."""
+        from vitc._io import parse_json, read_safetensors_metadata
+
+        if not self.path.is_file():
+            return False
+        record = parse_json(read_safetensors_metadata(self.path).get(_RANK_META, "{}"), str(self.path))
+        if not isinstance(record, dict) or record.get("position") != _position(state):
+            return False
+        if record.get("world_size") != self.world_size or not isinstance(record.get("partial"), dict):
+            return False
+        _restore_rngs(load_state_dict(self.path), generators)
+        state.partial = {key: float(value) for key, value in record["partial"].items()}
+        return True
+
+
+def remove_rank_states(resume_path: str | os.PathLike[str]) -> None:
+    """The other processes' parts are past once rank 0's file moves on (an epoch's end)."""
+    path = Path(resume_path)
+    for stale in path.parent.glob(f"{path.stem}.rank*{path.suffix}"):
+        stale.unlink(missing_ok=True)
+
+
+def _position(state: TrainState) -> list[int]:
+    return [state.epoch, state.step_in_epoch, state.global_step]
+
+
+def _rng_tensors(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    tensors = {f"rng.{name}": value for name, value in rng_states().items()}
+    tensors.update({f"rng.{name}": gen.get_state() for name, gen in generators.items()})
+    return tensors
+
+
+def _restore_rngs(tensors: dict[str, torch.Tensor], generators: dict[str, torch.Generator]) -> None:
+    set_rng_states(_section(tensors, "rng."))
+    for name, gen in generators.items():
+        gen.set_state(tensors[f"rng.{name}"])
 
 
 def rng_states() -> dict[str, torch.Tensor]:

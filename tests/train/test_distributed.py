@@ -217,6 +217,13 @@ def test_ctrl_c_waits_for_a_step_that_exchanged_its_gradients() -> None:
             signal.raise_signal(signal.SIGINT)
             done.append("more")
         assert done == ["the step"]
+    impatient, done = CtrlC(), []
+    with impatient.installed():
+        with pytest.raises(KeyboardInterrupt), impatient.held():  # pressed twice: the second does not wait
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+            done.append("the rest of the step")
+        assert done == []
     waiting = CtrlC()
     with waiting.installed():
         with pytest.raises(RuntimeError, match="Connection closed by peer"), waiting.held():

@@ -7,6 +7,8 @@ after. Held from the backward pass (DDP's gradient all-reduce) until the step is
 step whose gradients were exchanged finish in every process, and one whose exchange never completed
 finish in none: that exchange fails once the peer that stopped has gone, and with Ctrl-C pressed the
 failure is the interruption. One process gains too: no optimiser step is saved applied but uncounted.
+A second Ctrl-C does not wait (a large model's step on a CPU takes seconds): the step is then cut short,
+as every Ctrl-C cut it before.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class CtrlC:
         return self.pressed
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self.pressed and self.holding:  # pressed again while a long step finishes (a CPU's): stop now
+            self.holding = False
+            raise KeyboardInterrupt
         self.pressed = True
         if not self.holding:
             raise KeyboardInterrupt

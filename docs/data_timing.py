@@ -193,11 +193,11 @@ def decode(root: Path, n: int, rounds: int) -> None:
     for r in range(rounds):
         t0 = time.perf_counter()
         for i in range(count):
-            ds[("train", i, r)]
+            ds[("train", i, r, 0)]
         rates["train, 1 process"].append(count / (time.perf_counter() - t0))
         t0 = time.perf_counter()
         for i in range(count):
-            ds[("train", i, -1)]
+            ds[("train", i, -1, 0)]
         rates["eval, 1 process"].append(count / (time.perf_counter() - t0))
         for w, feed in feeds.items():
             order = list(torch.randperm(count, generator=make_generator(0, r)).split(64))

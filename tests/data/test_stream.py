@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vitc.data import stream
-from vitc.data.datasets import batches, load_dataset, make_generator
+from vitc.data.datasets import batches, epoch_share, load_dataset, make_generator, split_batches
 from vitc.data.feed import StreamFeed, open_feed
 from vitc.data.images import open_image
 from vitc.data.stream import SampleTransform, StreamSet, crop_box, index_imagefolder, open_source, use_stream
@@ -129,6 +129,24 @@ def test_samples_depend_on_seed_epoch_and_index_not_on_workers(tmp_path: Path) -
         pooled.close()
 
 
+def test_an_images_copies_are_cropped_apart_and_the_first_as_without_repeats(tmp_path: Path) -> None:
+    """aug.repeats: a worker seeds a sample's crop and flip by its copy number too (they were seeded by
+    (seed, epoch, index) alone: an image's copies came out identical); copy 0 is the sample without repeats."""
+    feed = _feed(_tree(tmp_path), workers=0)
+    try:
+        order, copies = epoch_share(len(feed), make_generator(3, 0), repeats=3)
+        idx, copy = split_batches(order, 6)[0], split_batches(copies, 6)[0]
+        (repeated, _, _), *_ = feed.train_batches([idx], 0, [copy])
+        (plain, _, _), *_ = feed.train_batches([idx[::3]], 0)
+        assert idx.tolist() == [i for i in idx[::3].tolist() for _ in range(3)] and copy.tolist() == [0, 1, 2] * 2
+        for first in (0, 3):
+            for a, b in ((first, first + 1), (first, first + 2), (first + 1, first + 2)):
+                assert not torch.equal(repeated[a], repeated[b]), (a, b)
+        assert torch.equal(repeated[::3], plain)
+    finally:
+        feed.close()
+
+
 def test_bad_images_are_skipped_and_counted_or_stop_the_run(tmp_path: Path) -> None:
     root = _tree(tmp_path)
     good = (root / "train" / "ant" / "001.jpg").read_bytes()
@@ -193,7 +211,7 @@ def test_cifar_streams_from_its_stored_arrays(tmp_path: Path) -> None:
     for crop_pct in (1.0, 0.875):  # resized up and with a centre crop in the recipe: still the same images
         bigger = load_dataset("cifar10", "val", data_dir=tmp_path, image_size=48, crop_pct=crop_pct)
         streamed = StreamSet({"val": source}, SampleTransform(48, crop_pct=crop_pct))
-        assert np.array_equal(np.stack([streamed[("val", i, -1)][0].numpy() for i in range(10)]), bigger.images[:10])
+        assert np.array_equal(np.stack([streamed[("val", i, -1, 0)][0].numpy() for i in range(10)]), bigger.images[:10])
     x = t.train(source.open(0, 32), epoch=0, index=0)
     assert x.shape == (3, 32, 32) and np.array_equal(x, t.train(source.open(0, 32), epoch=0, index=0))
 

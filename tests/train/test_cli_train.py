@@ -50,6 +50,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     own_runs = ["--set", f"run.out_dir={tmp_path}"]  # else `make demo`'s train/runs/convit_micro answers first
     cases = [
         (["train", "--set", "optim.lrr=1"], "unknown config key"),
+        (["train", "--set", "aug.repeats=-3"], "config key aug.repeats must not be negative, got -3"),
+        (["train", "--set", "aug.repeats=2.5"], "config key aug.repeats expects int, got 2.5"),
         (["train", "--data", "imagefolder", "--data-dir", str(tmp_path / "none"), *own_runs], "missing folder"),
         (["train", "--model", "convit_mikro"], "did you mean convit_micro"),
         (["train", str(tmp_path / "missing.toml")], "not found"),

@@ -51,6 +51,10 @@ def test_recipe_then_overrides(tmp_path: Path) -> None:
         ({"aug.crop_scale": [0.9, 0.1]}, "crop_scale"),
         ({"run.device": "tpu"}, r"unknown device .tpu. for --device \(run.device\) \(auto, cpu, cuda\)$"),
         ({"data.name": "imagefolder"}, "needs a folder"),
+        ({"aug.repeats": -1}, r"^config key aug.repeats must not be negative, got -1$"),
+        ({"aug.repeats": 1.5}, r"^config key aug.repeats expects int, got 1.5$"),
+        ({"aug.repeats": True}, r"^config key aug.repeats expects int, got True$"),
+        ({"aug.repeats": "3"}, r"^config key aug.repeats expects int, got '3'$"),
     ],
 )
 def test_bad_values_are_clear_errors(overrides: dict, message: str) -> None:

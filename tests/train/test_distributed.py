@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vitc._io import read_safetensors_metadata
+from vitc.artifacts.resume import RESUME_KEY
 from vitc.checkpoint import read_meta
 from vitc.errors import VitcError
 from vitc.train import distributed
@@ -51,6 +53,20 @@ def test_two_gloo_processes_match_one_process(tiny: dict[str, Any], tmp_path: Pa
     for mine, theirs in zip(single.history, ddp_rows, strict=True):
         assert abs(mine["train_loss"] - theirs["train_loss"]) < 1e-5
         assert mine["val_top1"] == theirs["val_top1"]
+
+
+def test_two_gloo_processes_train_with_repeated_augmentation(tiny: dict[str, Any]) -> None:
+    """aug.repeats=3 on 315 images over 2 processes: 128 samples each an epoch (timm's RepeatAugSampler: 256
+    in all), so 8 steps of 16 a process where the plain order takes 9, said once at the start."""
+    settings = tiny | {"data.fraction": 0.25, "optim.epochs": 1, "aug.repeats": 3, "run.name": "ddp"}
+    cmd = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", *_set_args(settings)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join(done.stdout.split())
+    assert said.count("each augmented apart, dealt to the 2 processes in turn; 256 samples an epoch") == 1, said
+    record = json.loads(read_safetensors_metadata(Path(tiny["run.out_dir"]) / "ddp" / "resume.safetensors")[RESUME_KEY])
+    assert record["state"]["global_step"] == 8 and record["state"]["images_seen"] == 256
+    assert np.isfinite(record["state"]["history"][0]["train_loss"])
 
 
 def _interpreter(tmp_path: Path, rank0_exit: int) -> Path:

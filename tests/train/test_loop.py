@@ -10,11 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vitc.artifacts.resume import resume_summary
 from vitc.checkpoint import load_model
+from vitc.data.datasets import epoch_share, make_generator
+from vitc.data.feed import MemoryFeed
 from vitc.errors import VitcError
 from vitc.train import loop
 from vitc.train.config import load_config
 from vitc.train.loop import TrainingInterrupted, train
+from vitc.train.optim import lr_at
 from vitc.train.report import read_metrics
 from vitc.train.state import TrainState
 
@@ -51,11 +55,13 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
     monkeypatch.setattr(loop.EpochProgress, "advance", advance)
 
 
+@pytest.mark.parametrize("repeats", [0, 3])  # aug.repeats: the epoch's repeated order resumes at its step too
 def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
-    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repeats: int
 ) -> None:
     tiny["aug.crop_scale"] = [0.5, 1.0]  # random crops and drop-path: both RNG streams must be restored
     tiny["model.drop_path_rate"] = 0.2
+    tiny["aug.repeats"] = repeats
     reference = _run({**tiny, "run.name": "straight"})
 
     with monkeypatch.context() as patch:
@@ -70,6 +76,35 @@ def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
         expected, got = load_file(reference.run_dir / name), load_file(resumed.run_dir / name)
         assert expected.keys() == got.keys()
         assert all(torch.equal(expected[k], got[k]) for k in expected), name
+
+
+def test_repeated_augmentation_trains_timms_order_and_count(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """aug.repeats=3 on 315 images: timm's RepeatAugSampler's order, 256 samples (85 images' three copies and
+    one more) an epoch, so 8 steps of 32 rather than 9, and the learning-rate schedule over those steps."""
+    tiny |= {"data.fraction": 0.25, "optim.epochs": 2, "optim.lr": 1e-3, "aug.repeats": 3}
+    fed: list[tuple[int, torch.Tensor]] = []
+    original = MemoryFeed.train_batches
+
+    def record(self: MemoryFeed, order: list[torch.Tensor], epoch: int, copies: Any = None) -> Any:
+        fed.append((epoch, torch.cat(order)))
+        return original(self, order, epoch, copies)
+
+    monkeypatch.setattr(MemoryFeed, "train_batches", record)
+    result = train(load_config(None, tiny), show_progress=True)
+    assert [epoch for epoch, _ in fed] == [0, 1]
+    for epoch, order in fed:
+        assert torch.equal(order, epoch_share(315, make_generator(0, epoch), repeats=3)[0])
+    summary = resume_summary(result.run_dir / "resume.safetensors")
+    assert summary is not None and summary.global_step == 16
+    assert result.history[-1]["lr"] == lr_at(15, 16, 8, 1e-3, 1e-5)  # warm-up: optim.warmup_epochs=1
+    said = capsys.readouterr().out
+    assert (
+        "repeated augmentation (aug.repeats=3): 3 copies of each image, each augmented apart, one after another in "
+        "this process's batches; 256 samples an epoch, about 85 images (the 315 training images rounded down to a "
+        "multiple of 256, as timm's RepeatAugSampler)" in " ".join(said.split())
+    )
 
 
 @pytest.mark.parametrize("epoch", [2, 3])  # the last too (nothing was saved: its training ran again)

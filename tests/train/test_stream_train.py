@@ -88,9 +88,11 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
     monkeypatch.setattr(feed.StreamFeed, "_run", run)
 
 
+@pytest.mark.parametrize("repeats", [0, 3])  # aug.repeats: each copy's crop is seeded by its copy number too
 def test_streamed_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
-    streamed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    streamed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, repeats: int
 ) -> None:
+    streamed["aug.repeats"] = repeats  # 24 images: 24 samples an epoch either way
     reference = _run(streamed | {"run.name": "straight"})
     with monkeypatch.context() as patch:
         _interrupt_at(patch, batch=6)  # epoch 1: 3 train + 1 val batches; then epoch 2, step 2 of 3

@@ -1,9 +1,9 @@
 """What the training loop sees of its data, from memory or streamed: batches of uint8 images.
 
-Both paths take the same index batches (a permutation seeded by (seed, epoch), sharded per rank,
-see `vitc.data.batches`) and yield (uint8 images, labels, reasons for dropped samples). The
-in-memory path indexes tensors; the streaming path hands the same indices to one pool of
-persistent DataLoader workers, which serves train, val and test.
+Both paths take the same index batches (a permutation seeded by (seed, epoch), sharded per rank, its
+images repeated under aug.repeats: see `vitc.data.datasets.epoch_share`) and yield (uint8 images,
+labels, reasons for dropped samples). The in-memory path indexes tensors; the streaming path hands
+the same indices to one pool of persistent DataLoader workers, which serves train, val and test.
 """
 
 from __future__ import annotations
@@ -77,8 +77,11 @@ class MemoryFeed:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def train_batches(self, order: list[torch.Tensor], epoch: int) -> Iterator[Batch | WholeBatch]:
-        """Index batches of the train set; whole photos come with their sizes (TrainAugment's `sizes`)."""
+    def train_batches(
+        self, order: list[torch.Tensor], epoch: int, copies: list[torch.Tensor] | None = None
+    ) -> Iterator[Batch | WholeBatch]:
+        """Index batches of the train set; whole photos come with their sizes (TrainAugment's `sizes`). The
+        copy numbers (aug.repeats) change nothing here: every row draws its own augmentation in the batch."""
         images, sizes = self.train_set.images, self.train_set.sizes
         for idx in order:
             if self.pin_memory:
@@ -143,8 +146,16 @@ class StreamFeed:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def train_batches(self, order: list[torch.Tensor], epoch: int) -> Iterator[Batch]:
-        self.plan.batches = [[("train", int(i), epoch) for i in idx] for idx in order]
+    def train_batches(
+        self, order: list[torch.Tensor], epoch: int, copies: list[torch.Tensor] | None = None
+    ) -> Iterator[Batch]:
+        """Index batches of the train set, each sample cropped and flipped in a worker by (epoch, index) and,
+        under aug.repeats, its copy number (`copies`, beside `order`), so that an image's copies differ."""
+        copies = copies or [torch.zeros_like(idx) for idx in order]
+        self.plan.batches = [
+            [("train", int(i), epoch, int(c)) for i, c in zip(idx, copy, strict=True)]
+            for idx, copy in zip(order, copies, strict=True)
+        ]
         return self._run()
 
     def eval_batches(self, split: str, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
@@ -152,7 +163,7 @@ class StreamFeed:
         split = split if split in self.sources else "val"
         share = range(rank, len(self.sources[split]), world_size)
         starts = range(0, len(share), EVAL_BATCH)
-        self.plan.batches = [[(split, i, -1) for i in share[s : s + EVAL_BATCH]] for s in starts]
+        self.plan.batches = [[(split, i, -1, 0) for i in share[s : s + EVAL_BATCH]] for s in starts]
         return self._run()
 
     def _run(self) -> Iterator[Batch]:
@@ -208,9 +219,9 @@ class _Plan(torch.utils.data.Sampler):
     every epoch and every evaluation, and a resumed epoch starts at its next batch."""
 
     def __init__(self) -> None:
-        self.batches: list[list[tuple[str, int, int]]] = []
+        self.batches: list[list[tuple[str, int, int, int]]] = []
 
-    def __iter__(self) -> Iterator[list[tuple[str, int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[str, int, int, int]]]:
         return iter(self.batches)
 
     def __len__(self) -> int:

@@ -3,8 +3,9 @@
 For sets whose decoded images would not fit the in-memory budget: only the file index (or, for
 CIFAR-10, the 32x32 arrays as stored) is held; every sample is read when a batch asks for it.
 Train samples are random-resized-cropped from the full image and flipped with a generator seeded
-by (seed, epoch, index), so a sample's augmentation does not depend on which worker made it, how
-many workers there are or where a resumed run restarts. Bad images never raise in a worker: the
+by (seed, epoch, index[, copy]), so a sample's augmentation does not depend on which worker made it, how
+many workers there are or where a resumed run restarts; under repeated augmentation (aug.repeats)
+each copy of an image draws its own. Bad images never raise in a worker: the
 sample comes back flagged with a one-line reason, and the loop skips or stops (data.on_bad_image).
 """
 
@@ -33,7 +34,7 @@ MEMORY_BUDGET = 512 * 2**20  # decoded bytes (train + val) up to which data.stre
 STREAM_CHOICES = ("auto", "memory", "stream")
 BAD_IMAGE_CHOICES = ("skip", "stop")
 INDEX_VERSION = 2  # 2: image files only (by extension)
-_SAMPLE_STREAM = 1 << 21  # per-sample seeds come from (seed, 2**21, epoch, index)
+_SAMPLE_STREAM = 1 << 21  # per-sample seeds come from (seed, 2**21, epoch, index), then the copy if not the first
 
 
 def decoded_bytes(n_images: int, chans: int, size: int) -> int:
@@ -211,9 +212,11 @@ class SampleTransform:
     def eval_short(self) -> int:
         return eval_resize(self.size, self.crop_pct)
 
-    def train(self, im: Any, epoch: int, index: int) -> np.ndarray:
+    def train(self, im: Any, epoch: int, index: int, copy: int = 0) -> np.ndarray:
+        """The crop and flip of sample `index` in `epoch`; `copy` > 0 (aug.repeats) draws another of the same
+        image, copy 0 the one a run without repeats draws."""
         pil = lazy_import("PIL.Image")
-        rng = np.random.default_rng([self.seed, _SAMPLE_STREAM, epoch, index])
+        rng = np.random.default_rng([self.seed, _SAMPLE_STREAM, epoch, index, *([copy] if copy else [])])
         left, top, cw, ch = crop_box(*im.size, rng, self.crop_scale, self.crop_ratio)
         flip = rng.uniform() < self.flip_prob
         out = im.resize((self.size, self.size), pil.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))
@@ -226,7 +229,8 @@ class SampleTransform:
 
 
 class StreamSet(torch.utils.data.Dataset):
-    """Samples keyed (split, index, epoch): epoch >= 0 draws the train transform, -1 the eval one.
+    """Samples keyed (split, index, epoch, copy): epoch >= 0 draws the train transform (the copy's own under
+    aug.repeats), -1 the eval one.
 
     Returns (uint8 (3, size, size), label, "") or, for a file that cannot be read, (zeros, label,
     the one-line reason): a worker never raises on bad data, the loop decides what to do.
@@ -238,13 +242,13 @@ class StreamSet(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources.values())
 
-    def __getitem__(self, item: tuple[str, int, int]) -> tuple[torch.Tensor, int, str]:
-        split, index, epoch = item
+    def __getitem__(self, item: tuple[str, int, int, int]) -> tuple[torch.Tensor, int, str]:
+        split, index, epoch, copy = item
         source, t = self.sources[split], self.transform
         label = int(source.labels[index])
         try:
             if epoch >= 0:
-                im = t.train(source.open(index, t.size), epoch, index)
+                im = t.train(source.open(index, t.size), epoch, index, copy)
             elif isinstance(source, ArraySource):
                 im = source.eval_image(index, t.size)
             else:

@@ -69,6 +69,9 @@ class AugSection:
     erasing: float = 0.0
     color_jitter: float = 0.0  # timm's --color-jitter: brightness, contrast, saturation each by U(1 - j, 1 + j)
     auto_augment: str = ""  # timm's --aa: "rand-m9-mstd0.5" (RandAugment: -m magnitude, -n ops, -mstd) or "trivial"
+    # timm's --aug-repeats (DeiT's --repeated-aug: 3): each image this many times an epoch, each copy augmented
+    # apart, in timm's RepeatAugSampler's order and count (vitc.data.datasets.epoch_share); 0 = off
+    repeats: int = 0
 
 
 @dataclass
@@ -125,7 +128,8 @@ _CHOICES = {
 _POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "data.image_size")
 _NON_NEGATIVE = (
     "optim.min_lr", "optim.warmup_epochs", "optim.weight_decay", "optim.clip_grad", "optim.patience",
-    "model.drop_path_rate", "aug.mixup", "aug.cutmix", "aug.erasing", "aug.color_jitter", "run.workers",
+    "model.drop_path_rate", "aug.mixup", "aug.cutmix", "aug.erasing", "aug.color_jitter", "aug.repeats",
+    "run.workers",
 )  # fmt: skip
 _UNIT = ("optim.label_smoothing", "optim.ema_decay", "aug.erasing", "model.drop_path_rate")
 
@@ -365,16 +369,41 @@ def resolve_for_data(cfg: TrainConfig, n_train: int, world_size: int = 1) -> tup
             )
         else:
             cfg.optim.lr = LR
-    per_epoch = max(1, n_train // cfg.optim.batch_size)
+    from vitc.data.datasets import samples_per_epoch
+
+    used = samples_per_epoch(n_train, world_size, cfg.aug.repeats)
+    per_epoch = max(1, used // cfg.optim.batch_size)
     steps = cfg.optim.epochs * per_epoch
     if steps < FEW_STEPS:
         epochs = f"{cfg.optim.epochs} epoch{'s' * (cfg.optim.epochs > 1)}"
+        on = f"{n_train} images" if used == n_train else f"{used} samples an epoch of {n_train} images"
         warnings.append(
             f"this run takes {steps} optimiser step{'s' * (steps > 1)} ({epochs} of {per_epoch} "
-            f"at batch {cfg.optim.batch_size} on {n_train} images), fewer than {FEW_STEPS}: it may stop short of "
+            f"at batch {cfg.optim.batch_size} on {on}), fewer than {FEW_STEPS}: it may stop short of "
             "what the model can learn; raise --epochs or lower optim.batch_size"
         )
     return notes, warnings
+
+
+def repeats_note(n_train: int, world_size: int, repeats: int) -> str:
+    """The start-up line of a run under aug.repeats: the copies, where they go, how many samples an epoch."""
+    from vitc.data.datasets import REPEAT_ROUND, samples_per_epoch
+
+    used = samples_per_epoch(n_train, world_size, repeats)
+    where = (
+        "one after another in this process's batches"
+        if world_size == 1
+        else f"dealt to the {world_size} processes in turn"
+    )
+    if n_train >= REPEAT_ROUND:
+        count = f"the {n_train} training images rounded down to a multiple of {REPEAT_ROUND}"
+    else:
+        count = f"as many as the {n_train} training images, unrounded under {REPEAT_ROUND}"
+    return (
+        f"repeated augmentation (aug.repeats={repeats}): {repeats} cop{'ies' if repeats > 1 else 'y'} of each image, "
+        f"each augmented apart, {where}; {used} samples an epoch, about {used / repeats:.0f} images "
+        f"({count}, as timm's RepeatAugSampler)"
+    )
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:

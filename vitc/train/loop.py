@@ -23,7 +23,7 @@ from vitc._io import write_json
 from vitc._lazy import lazy_import
 from vitc._text import PlainConsole
 from vitc.checkpoint import load_state_dict, require_pooled, save_checkpoint
-from vitc.data.datasets import batches, make_generator
+from vitc.data.datasets import epoch_share, make_generator, samples_per_epoch, split_batches
 from vitc.data.feed import EVAL_BATCH, final_split, open_feed
 from vitc.data.prefetch import Prefetcher
 from vitc.data.transforms import TrainAugment, eval_transform
@@ -31,7 +31,7 @@ from vitc.errors import VitcError
 from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
-from vitc.train.config import TrainConfig, parse_auto_augment, resolve_defaults, resolve_for_data
+from vitc.train.config import TrainConfig, parse_auto_augment, repeats_note, resolve_defaults, resolve_for_data
 from vitc.train.device import choose_attention, gpu_advice, pick_amp, pick_device, pick_workers, reraise_gpu
 from vitc.train.distributed import (
     all_reduce_sum,
@@ -150,6 +150,7 @@ class _Run:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     per_rank_batch: int
+    epoch_samples: int  # over every process: the train set, or what aug.repeats selects of its copies
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
@@ -247,6 +248,8 @@ def _setup(
             say(f"default: {note}")
         for warning in warnings if not resume else ():
             say(f"warning: {warning}")
+        if cfg.aug.repeats and show_progress:
+            say(repeats_note(len(feed), dist.world_size, cfg.aug.repeats))
 
     # -- model, optimiser, EMA; the classifier is sized by the data
     if feed.num_classes < 2:
@@ -295,7 +298,8 @@ def _setup(
     }
 
     # -- resume: weights, moments, EMA, RNG streams, position in the epoch
-    steps_per_epoch = max(1, len(feed) // cfg.optim.batch_size)
+    epoch_samples = samples_per_epoch(len(feed), dist.world_size, cfg.aug.repeats)
+    steps_per_epoch = max(1, epoch_samples // cfg.optim.batch_size)
     state = TrainState()
     saved: dict[str, Any] = {}  # the run info of a resumed run's first session
     if resume:
@@ -353,6 +357,7 @@ def _setup(
         mean=mean,
         std=std,
         per_rank_batch=per_rank_batch,
+        epoch_samples=epoch_samples,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         warmup_steps=warmup_steps,
@@ -398,20 +403,21 @@ def _train_epoch(run: _Run, epoch: int) -> None:
     net.train()
     if cfg.optim.freeze == "backbone":
         backbone_eval(model)
-    order = make_generator(cfg.run.seed, epoch)
     if state.step_in_epoch == 0:
         seed_streams(aug_gen, cfg.run.seed, epoch, dist.rank)
         state.partial = {"loss": 0.0, "count": 0.0}
         if run.counts_skipped:  # in memory, the train set's unreadable files were left out at load
             state.partial["skipped"] = float(feed.skipped_per_epoch if dist.is_main else 0)
     # a set smaller than one batch (common when fine-tuning) trains on that one partial batch
-    full = len(feed) >= cfg.optim.batch_size
-    epoch_batches = list(batches(len(feed), per_rank_batch, order, drop_last=full, **_shard(dist)))
-    epoch_batches = epoch_batches[:steps_per_epoch]
+    full = run.epoch_samples >= cfg.optim.batch_size
+    order = make_generator(cfg.run.seed, epoch)
+    samples, copies = epoch_share(len(feed), order, repeats=cfg.aug.repeats, **_shard(dist))
+    epoch_batches = split_batches(samples, per_rank_batch, drop_last=full)[:steps_per_epoch]
+    copy_batches = split_batches(copies, per_rank_batch, drop_last=full)[:steps_per_epoch]
     progress.start(epoch, cfg.optim.epochs, len(epoch_batches), state.step_in_epoch)
     run.doing = f"at batch size {per_rank_batch} (epoch {epoch + 1}, training)"
-    samples = feed.train_batches(epoch_batches[state.step_in_epoch :], epoch)
-    ready = Prefetcher(samples, run.augment, aug_gen, run.device, FEED_AHEAD.get(run.device.type, 0))
+    fed = feed.train_batches(epoch_batches[state.step_in_epoch :], epoch, copy_batches[state.step_in_epoch :])
+    ready = Prefetcher(fed, run.augment, aug_gen, run.device, FEED_AHEAD.get(run.device.type, 0))
     run.tick = time.perf_counter()
     run.meter.start_epoch()
     for step in range(state.step_in_epoch, len(epoch_batches)):

@@ -31,16 +31,20 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     with one must be that one. Class names come with a vitc checkpoint or a Hugging Face folder's
     config.json; otherwise classes are named by their index."""
     from vitc._io import read_safetensors_metadata
+    from vitc.artifacts.preprocess import resolve_preprocess
     from vitc.checkpoint import META_KEY, read_meta
     from vitc.checkpoint import load_model as load_checkpoint
     from vitc.downloads import model_named_by, weights_file
-    from vitc.importers import convert_file
+    from vitc.importers import EVALUATION_SETTINGS, convert_file
 
     file = weights_file(path)
     if file.suffix == ".safetensors" and META_KEY in read_safetensors_metadata(file):
         if model_name is not None:
             _check_model_name(model_name, read_meta(file).model, file)
+        given = {key: overrides.pop(key) for key in EVALUATION_SETTINGS if key in overrides}
         model, meta = load_checkpoint(file, **overrides)
+        if given:  # crop_pct / crop_mode: the evaluation transform, not the model
+            model.vitc_cfg = model.vitc_cfg.evaluated_by(resolve_preprocess(given, model.vitc_cfg.to_record()))
         model.vitc_class_names = meta.class_names
         return model
     model_name = model_name or model_named_by(file)

@@ -21,7 +21,10 @@ from vitc.errors import VitcError
 
 FORMAT = "vitc.checkpoint"
 FORMAT_VERSION = 1
-SQUASH_VERSION = 2  # a cfg with crop_mode "squash": a vitc reading only version 1 would centre-crop its images
+# 2: a cfg with crop_mode "squash" (a vitc reading only version 1 would centre-crop its images), or a model
+# that pools other than its class token (timm's global_pool, fc_norm: arguments version 1's vitc has not)
+SQUASH_VERSION = 2
+POOLING_ARGS = ("global_pool", "fc_norm")
 META_KEY = "vitc"
 
 
@@ -44,6 +47,8 @@ class CheckpointMeta:
     def to_json(self) -> str:
         fields = self.to_record()
         version = format_version(fields["cfg"], FORMAT_VERSION, SQUASH_VERSION)
+        if any(key in self.args for key in POOLING_ARGS):  # an older vitc says "upgrade vitc", not "no argument"
+            version = max(version, SQUASH_VERSION)
         return json.dumps({"format": FORMAT, "version": version, **fields}, sort_keys=True)
 
     @classmethod

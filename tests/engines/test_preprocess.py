@@ -33,6 +33,8 @@ def test_one_resize_rule():
             resolve_preprocess({"crop_pct": bad}, MICRO)
     with pytest.raises(VitcError, match="crop_pct"):
         eval_resize(32, 1.5)
+    with pytest.raises(VitcError, match=r"^--set: crop_pct 0.0001 resizes images to 320,000 pixels for a 32 crop"):
+        resolve_preprocess({"crop_pct": 0.0001}, MICRO, source="--set")  # a reader would allocate 320,000² images
 
 
 def test_the_manifest_record_is_the_one_vitc_0_1_0_wrote():

@@ -286,6 +286,9 @@ def test_a_hugging_face_folder_at_384_is_evaluated_squashed_as_its_processor_doe
     record, said = imported(hf, "center", "--set", "crop_mode=center")
     assert record["version"] == 1 and "crop_mode" not in record["cfg"] and "squash" not in said
     assert vitc.load_model(tmp_path / "center" / "model.safetensors").pretrained_cfg["crop_mode"] == "center"
+    squashed = tmp_path / "squash" / "model.safetensors"  # a checkpoint's transform is set as a folder's is
+    switched = vitc.load_model(squashed, crop_mode="center", crop_pct=0.9).pretrained_cfg
+    assert (switched["crop_mode"], switched["crop_pct"]) == ("center", 0.9)
     legacy = _hf_processor_folder(tmp_path / "cvt-micro-384-legacy", 384)  # "size": 384, as older folders write it
     assert imported(legacy, "legacy")[0]["cfg"]["crop_mode"] == "squash"
     record, said = imported(_hf_processor_folder(tmp_path / "cvt-micro-224", {"shortest_edge": 224}), "at224")

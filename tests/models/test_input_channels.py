@@ -114,3 +114,22 @@ def test_fine_tuning_adapts_and_says_so(tmp_path: Path) -> None:
         "summed over their channels (as timm's adapt_input_conv)"
     )
     assert torch.equal(model.patch_embed.conv1.weight, rgb.patch_embed.conv1.weight.sum(dim=1, keepdim=True))
+
+
+def test_the_commands_take_grey_or_rgb_only(tmp_path: Path) -> None:
+    """`vitc import --set in_chans=4` wrote a checkpoint every command then refused ("mean has 4 values but the
+    images have 1 channels" from predict: an RGB photo reduced to luma); the Python API keeps timm's any count."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from vitc.cli.main import app
+    from vitc.data.images import to_channels
+
+    source, _ = _rgb_weights(tmp_path, "deit_micro")
+    args = ["import", str(source), "-m", "deit_micro", "-o", str(tmp_path / "four"), "--set", "depth=2"]
+    result = CliRunner().invoke(app, [*args, "--set", "in_chans=4"])
+    assert result.exit_code == 2
+    assert "--set in_chans=4: vitc's commands read images as grey (1) or RGB (3)" in " ".join(result.output.split())
+    assert not (tmp_path / "four").exists()
+    with pytest.raises(VitcError, match=r"vitc reads images as grey .* this model takes 4 channels"):
+        to_channels(np.zeros((1, 3, 4, 4), dtype=np.uint8), 4)

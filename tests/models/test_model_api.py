@@ -172,6 +172,24 @@ def test_a_checkpoint_reloads_with_its_pooling(name: str, args: dict, pool: str 
     assert loaded.global_pool == model.global_pool
 
 
+def test_the_class_token_spelt_out_stays_readable_by_any_vitc(tmp_path: Path) -> None:
+    """create_model(name, global_pool="token"), as timm users write it, recorded the argument, so a plain
+    class-token checkpoint was refused by a vitc without pooling ("takes no argument global_pool"); another
+    pooling writes checkpoint version 2, which such a vitc refuses with "upgrade vitc"."""
+    import json
+
+    from vitc._io import read_safetensors_header
+
+    def version(model: torch.nn.Module, name: str) -> int:
+        header = read_safetensors_header(save_checkpoint(tmp_path / f"{name}.safetensors", model))
+        return json.loads(header["__metadata__"]["vitc"])["version"]
+
+    spelt = _micro("deit_micro", global_pool="token", fc_norm=None)
+    assert "global_pool" not in spelt.vitc_args and "fc_norm" not in spelt.vitc_args
+    assert version(spelt, "token") == 1
+    assert version(_micro("convit_micro", global_pool="avg"), "avg") == 2
+
+
 def test_pooling_refusals_are_one_line(tmp_path: Path) -> None:
     """CvT classifies its last stage's class token only; a model that pools nothing gives each token's logits,
     which no checkpoint (read by eval, export, predict) can hold; DeiT's own fc_norm must be a bool."""

@@ -16,6 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from vitc.errors import VitcError
+from vitc.limits import MAX_IMG_SIZE
 
 DEFAULT_CROP_PCT = 0.875  # timm's, and ModelCfg's: what a config that does not say gets
 DEFAULT_INTERPOLATION = "bicubic"
@@ -33,7 +34,12 @@ def eval_resize(size: int, crop_pct: float) -> int:
     crop_pct is in (0, 1] (1: no margin); a crop larger than the resized image would have to be padded,
     which no stage of vitc does, so crop_pct > 1 is refused where a config is resolved."""
     check_crop_pct(crop_pct)
-    return round(size / crop_pct)
+    short = round(size / crop_pct)
+    if short > MAX_IMG_SIZE:  # a tiny crop_pct: every image resized to a size no reader could hold
+        raise VitcError(
+            f"crop_pct {crop_pct:g} resizes images to {short:,} pixels for a {size} crop, over {MAX_IMG_SIZE:,}"
+        )
+    return short
 
 
 def check_crop_pct(crop_pct: Any, source: str = "crop_pct") -> float:
@@ -140,7 +146,7 @@ def resolve_preprocess(
     size = found["input_size"]
     if not (len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size)):
         raise VitcError(f"{source}: input_size must be [C, H, W], got {size!r}")
-    return Preprocess(
+    prep = Preprocess(
         input_size=(size[0], size[1], size[2]),
         crop_pct=check_crop_pct(found.get("crop_pct", DEFAULT_CROP_PCT), f"{source}: crop_pct"),
         interpolation=str(found.get("interpolation", DEFAULT_INTERPOLATION)),
@@ -148,6 +154,11 @@ def resolve_preprocess(
         std=tuple(found["std"]),
         crop_mode=check_crop_mode(found.get("crop_mode", DEFAULT_CROP_MODE), f"{source}: crop_mode"),
     )
+    try:  # a tiny crop_pct would resize every image to a size no reader could hold
+        prep.resize_shorter_side  # noqa: B018
+    except VitcError as exc:
+        raise VitcError(f"{source}: {exc}") from None
+    return prep
 
 
 def normalized(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -35,6 +35,11 @@ def import_(
     from vitc.importers import import_checkpoint
 
     overrides = parse_assignments(set_)
+    if overrides.get("in_chans", 3) not in (1, 3):  # the Python API adapts any count, as timm's
+        raise VitcError(
+            f"--set in_chans={overrides['in_chans']}: vitc's commands read images as grey (1) or RGB (3); other "
+            "channel counts are for the Python API (vitc.load_model(path, name, in_chans=N))"
+        )
     if img_size is not None:
         overrides["img_size"] = img_size
     terminal = console()

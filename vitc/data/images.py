@@ -126,6 +126,8 @@ def to_channels(images: np.ndarray, in_chans: int) -> np.ndarray:
     channels = images.shape[1]
     if channels == in_chans:
         return images
+    if in_chans not in (1, 3):
+        raise VitcError(f"vitc reads images as grey (1 channel) or RGB (3); this model takes {in_chans} channels")
     if channels == 1:
         return np.ascontiguousarray(np.broadcast_to(images, (images.shape[0], in_chans, *images.shape[2:])))
     weights = np.asarray(LUMA, dtype=np.float32).reshape(1, 3, 1, 1)

@@ -156,7 +156,7 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Mo
         )
     model = entry.fn(**overrides)
     model.vitc_name = name
-    model.vitc_args = dict(overrides)
+    model.vitc_args = {key: value for key, value in overrides.items() if not _default_pooling(model, key, value)}
     model.vitc_cfg = model_cfg(name, **overrides)
     return model
 
@@ -171,9 +171,8 @@ def follow_classes(model: nn.Module, num_classes: int, pooling: dict[str, Any] |
     args, cfg = getattr(model, "vitc_args", None), getattr(model, "vitc_cfg", None)
     if args is not None:
         args = {**args, "num_classes": num_classes}
-        defaults = inspect.signature(type(model).__init__).parameters
         for key, value in (pooling or {}).items():
-            if value == defaults[key].default:
+            if _default_pooling(model, key, value):
                 args.pop(key, None)
             else:
                 args[key] = value
@@ -182,6 +181,15 @@ def follow_classes(model: nn.Module, num_classes: int, pooling: dict[str, Any] |
         model.vitc_cfg = replace(cfg, num_classes=num_classes)
     if getattr(model, "vitc_class_names", None) is not None:
         model.vitc_class_names = None
+
+
+def _default_pooling(model: nn.Module, key: str, value: Any) -> bool:
+    """timm's pooling arguments (global_pool, fc_norm) at the model's default are not recorded: a checkpoint of
+    a class-token model built with global_pool="token" stays one that any vitc reads."""
+    if key not in ("global_pool", "fc_norm"):
+        return False
+    parameter = inspect.signature(type(model).__init__).parameters.get(key)
+    return parameter is not None and value == parameter.default
 
 
 def get_model_cfg(model: nn.Module) -> ModelCfg:

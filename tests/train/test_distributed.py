@@ -159,7 +159,7 @@ def test_every_process_draws_its_own_augmentation_and_drop_path() -> None:
     """As timm seeds each rank apart: the same draws on every process would crop, mix and drop alike on
     each process's images. Rank 0 keeps a one-process run's streams, so those runs are as before."""
     from vitc.data.datasets import make_generator
-    from vitc.train.loop import _AUG_STREAM, seed_streams
+    from vitc.train.setup import _AUG_STREAM, seed_streams
 
     def draws(rank: int, epoch: int = 1, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(7)  # the model's init: every process the same

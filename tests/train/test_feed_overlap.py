@@ -25,9 +25,10 @@ from vitc.checkpoint import load_model
 from vitc.cli.main import app
 from vitc.data.prefetch import Prefetcher
 from vitc.data.transforms import TrainAugment
-from vitc.train import loop, meter
+from vitc.train import loop, meter, setup
 from vitc.train.config import load_config
 from vitc.train.loop import TrainingInterrupted, train
+from vitc.train.progress import EpochProgress
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 # every random draw of the recipe: crops, flips, erasing noise, mixup/cutmix, drop-path
@@ -60,17 +61,17 @@ def test_feeding_ahead_and_reading_late_train_the_same_run(tiny: dict[str, Any],
     _same_files(reference.run_dir, ahead.run_dir)
 
 
-@pytest.mark.parametrize("fused", [False, True])  # True: AdamW as CUDA runs it (loop.FUSED_ADAMW_ON)
+@pytest.mark.parametrize("fused", [False, True])  # True: AdamW as CUDA runs it (setup.FUSED_ADAMW_ON)
 def test_ctrl_c_with_a_batch_drawn_ahead_resumes_exactly(
     tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch, fused: bool
 ) -> None:
     tiny |= {**DRAWS, "model.drop_path_rate": 0.2}
     if fused:
-        monkeypatch.setattr(loop, "FUSED_ADAMW_ON", ("cpu",))
+        monkeypatch.setattr(setup, "FUSED_ADAMW_ON", ("cpu",))
     reference = _run({**tiny, "run.name": "straight"})
     _as_on_a_gpu(monkeypatch)  # at the 5th step (epoch 2, step 2): its batch 3 drawn, 2 losses unread
     with monkeypatch.context() as patch:
-        original, count = loop.EpochProgress.advance, {"n": 0}
+        original, count = EpochProgress.advance, {"n": 0}
 
         def advance(self: Any, *args: Any, **kwargs: Any) -> None:
             count["n"] += 1
@@ -78,7 +79,7 @@ def test_ctrl_c_with_a_batch_drawn_ahead_resumes_exactly(
                 raise KeyboardInterrupt
             original(self, *args, **kwargs)
 
-        patch.setattr(loop.EpochProgress, "advance", advance)
+        patch.setattr(EpochProgress, "advance", advance)
         with pytest.raises(TrainingInterrupted):
             _run(tiny)
     resumed = _run(tiny, resume=True)

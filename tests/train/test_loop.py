@@ -19,6 +19,7 @@ from vitc.train import loop
 from vitc.train.config import load_config
 from vitc.train.loop import TrainingInterrupted, train
 from vitc.train.optim import lr_at
+from vitc.train.progress import EpochProgress
 from vitc.train.report import read_metrics
 from vitc.train.state import TrainState
 
@@ -43,7 +44,7 @@ def test_a_run_writes_every_artifact(tiny: dict[str, Any]) -> None:
 
 def _interrupt_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
     """Make the `call`-th optimiser step's progress update raise KeyboardInterrupt (as Ctrl-C would)."""
-    original = loop.EpochProgress.advance
+    original = EpochProgress.advance
     count = {"n": 0}
 
     def advance(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -52,7 +53,7 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
             raise KeyboardInterrupt
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(loop.EpochProgress, "advance", advance)
+    monkeypatch.setattr(EpochProgress, "advance", advance)
 
 
 @pytest.mark.parametrize("repeats", [0, 3])  # aug.repeats: the epoch's repeated order resumes at its step too

@@ -108,7 +108,7 @@ def test_an_existing_run_is_refused_before_the_data_is_loaded(
     def no_loading(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the data set was loaded before the run folder was checked")
 
-    monkeypatch.setattr("vitc.train.loop.open_feed", no_loading)
+    monkeypatch.setattr("vitc.train.setup.open_feed", no_loading)
     result = runner.invoke(app, ["train", "-q", *_set(overrides)])
     assert result.exit_code == 2 and "already holds a run" in result.output, result.output
 

@@ -1,4 +1,4 @@
-"""The training loop: set up, then one epoch and its end at a time, then the final test.
+"""The training loop: set up (vitc.train.setup), then one epoch and its end at a time, then the final test.
 
 Data sets live in memory as uint8 tensors; batches are index tensors drawn from a permutation
 seeded by (seed, epoch), and augmentation draws from an explicit generator. Together with the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,49 +22,32 @@ import torch.nn.functional as F
 from vitc._io import write_json
 from vitc._lazy import lazy_import
 from vitc._text import PlainConsole
-from vitc.checkpoint import load_state_dict, require_pooled, save_checkpoint
-from vitc.data.datasets import epoch_share, make_generator, samples_per_epoch, split_batches
-from vitc.data.feed import EVAL_BATCH, final_split, open_feed
+from vitc.checkpoint import load_state_dict, save_checkpoint
+from vitc.data.datasets import epoch_share, make_generator, split_batches
+from vitc.data.feed import EVAL_BATCH, final_split
 from vitc.data.prefetch import Prefetcher
-from vitc.data.transforms import TrainAugment, eval_transform
+from vitc.data.transforms import eval_transform
 from vitc.errors import VitcError
-from vitc.importers import load_pretrained, read_pretrained
-from vitc.models import create_model, get_model_cfg, model_cfg
+from vitc.models import get_model_cfg
 from vitc.train import report
-from vitc.train.config import TrainConfig, parse_auto_augment, repeats_note, resolve_defaults, resolve_for_data
-from vitc.train.device import choose_attention, gpu_advice, pick_amp, pick_device, pick_workers, reraise_gpu
+from vitc.train.config import TrainConfig, resolve_defaults
+from vitc.train.device import gpu_advice, pick_amp, pick_device, reraise_gpu
 from vitc.train.distributed import (
     all_reduce_sum,
     barrier,
-    broadcast_from_main,
     init_distributed,
     launched_by_nproc,
     shutdown,
     union_over_processes,
 )
 from vitc.train.evaluate import broadcast_state, evaluate_batches
-from vitc.train.interrupt import CtrlC
-from vitc.train.meter import StepMeter
-from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, lr_at, param_groups
-from vitc.train.progress import EpochProgress
-from vitc.train.records import check_resumable, checkpoint_meta, summary_record
+from vitc.train.optim import backbone_eval, lr_at
+from vitc.train.records import checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder
-from vitc.train.state import (
-    RankState,
-    TrainState,
-    load_state,
-    remove_rank_states,
-    rng_states,
-    save_state,
-    set_rng_states,
-)
+from vitc.train.setup import Run, out_of_patience, seed_streams, setup_run
+from vitc.train.state import RankState, remove_rank_states, rng_states, save_state, set_rng_states
 
-_AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
-_TORCH_STREAM = 1 << 22  # a DDP process's torch RNG (drop-path) from (seed, 2**22 + epoch, rank, step), rank > 0
 FEED_AHEAD = {"cuda": 1}  # batches augmented ahead, by device type (vitc.data.prefetch); a CPU takes each in turn
-# AdamW as one multi-tensor kernel (torch's `fused`) where the step waits on launches; with fp16's
-# GradScaler it also skips the inf check's read-back (the kernel takes found_inf on the device)
-FUSED_ADAMW_ON = ("cuda",)
 
 
 class TrainingInterrupted(VitcError):
@@ -117,7 +100,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
             raise
     try:
         with ExitStack() as cleanup:
-            return _train(_setup(cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup))
+            return _train(setup_run(cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup))
     except BaseException:
         folder.discard()  # stopped before its first checkpoint: no half-made run folder is left behind
         raise
@@ -126,54 +109,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
         shutdown(dist)
 
 
-@dataclass
-class _Run:
-    """What a run holds from one step to the next: built by `_setup`, advanced by `_train_epoch` and
-    `_end_epoch`, saved by `_interrupted`, scored by `_finish`."""
-
-    cfg: TrainConfig
-    started: float
-    device: torch.device
-    dist: Any
-    amp_dtype: torch.dtype | None
-    folder: RunFolder
-    feed: Any
-    model: torch.nn.Module
-    net: Any  # the model as trained: DDP-wrapped and/or torch.compiled
-    optimizer: torch.optim.Optimizer
-    ema: ModelEma | None
-    scaler: Any
-    augment: TrainAugment
-    aug_gen: torch.Generator
-    run_info: dict[str, Any]
-    state: TrainState
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    per_rank_batch: int
-    epoch_samples: int  # over every process: the train set, or what aug.repeats selects of its copies
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    schedule: Any
-    cast: Any
-    board: Any
-    progress: EpochProgress
-    earlier: float  # a resumed run's time counts the sessions before this one
-    counts_skipped: bool
-    meter: StepMeter
-    tick: float | None = None  # when this epoch's training started, until it ends
-    unfinished: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # RNG states before a step still running
-    doing: str = "before the first step"  # said by a CUDA failure
-    ending: int | None = None  # an epoch's steps while its end (validation, its row) runs: Ctrl-C re-runs it
-    in_place: bool = True  # rank 0 writes the run folder itself, not a --force run's copy that Ctrl-C may drop
-    ctrl_c: CtrlC = field(default_factory=CtrlC)  # held from a step's gradient exchange until it is recorded
-
-    @property
-    def run_dir(self) -> Path:
-        return self.folder.final
-
-
-def _train(run: _Run) -> RunResult:
+def _train(run: Run) -> RunResult:
     """One epoch and its end at a time; Ctrl-C saves a resumable state, a CUDA failure is one line."""
     cfg, state = run.cfg, run.state
     try:
@@ -191,209 +127,7 @@ def _train(run: _Run) -> RunResult:
     return _finish(run)
 
 
-def _setup(
-    cfg: TrainConfig,
-    resume: bool,
-    show_progress: bool,
-    started: float,
-    device: torch.device,
-    dist: Any,
-    amp_dtype: torch.dtype | None,
-    folder: RunFolder,
-    cleanup: ExitStack,
-) -> _Run:
-    """Pretrained weights, data, model, optimiser, EMA, augmentation, the resumed state, the schedule."""
-    run_dir = folder.final
-
-    # -- pretrained weights: read before anything is sized (a file can imply arguments: its depth, HF's act)
-    pretrained = read_pretrained(cfg.model.pretrained, cfg.model.name) if cfg.model.pretrained and not resume else None
-    if pretrained is not None:
-        cfg.model.args = {**pretrained.args, **cfg.model.args}  # recorded in config.json: a resume rebuilds it
-        trained_at = pretrained.args.get("img_size")
-        if trained_at is not None and not cfg.data.image_size and show_progress and dist.is_main:
-            PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
-                f"default: images at {trained_at}×{trained_at}, the size the weights were trained at "
-                "(--set data.image_size=N resamples them to another)"
-            )
-
-    require_pooled(cfg.model.args, "model.args")
-    # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
-    base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
-    size = cfg.data.image_size or base_cfg.input_size[1]
-    if cfg.data.image_size:  # a size the model cannot take (not a multiple of its patch) stops before the data
-        with torch.device("meta"):
-            create_model(cfg.model.name, **{**cfg.model.args, "img_size": size, "num_classes": 2})
-    feed, data_note = open_feed(
-        cfg.data,
-        size=size,
-        crop_pct=base_cfg.crop_pct,
-        crop_mode=base_cfg.crop_mode,
-        in_chans=base_cfg.input_size[0],
-        seed=cfg.run.seed,
-        crop_scale=tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
-        flip_prob=0.5 if cfg.aug.flip else 0.0,
-        workers=pick_workers(cfg.run.workers, device, dist.on_this_machine),  # the cores are per machine
-        pin_memory=device.type == "cuda",
-        index_cache=folder.path / "index.json" if dist.is_main else None,
-        report=lambda line: PlainConsole(soft_wrap=True).print(line, highlight=False, markup=False),
-        main=dist.is_main,
-    )
-    cleanup.callback(feed.close)  # worker processes end with the run, however it ends
-    if show_progress and dist.is_main and feed.streaming:
-        PlainConsole().print(data_note, highlight=False, markup=False)
-    fitted, warnings = resolve_for_data(cfg, len(feed), dist.world_size)  # batch and lr fit to the data size
-    say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
-    if dist.is_main:
-        for note in fitted if show_progress else ():
-            say(f"default: {note}")
-        for warning in warnings if not resume else ():
-            say(f"warning: {warning}")
-        if cfg.aug.repeats and show_progress:
-            say(repeats_note(len(feed), dist.world_size, cfg.aug.repeats))
-
-    # -- model, optimiser, EMA; the classifier is sized by the data
-    if feed.num_classes < 2:
-        raise VitcError(f"{cfg.data.name} has {feed.num_classes} class; a classifier needs at least 2")
-    torch.manual_seed(cfg.run.seed)
-    args = {**cfg.model.args, "num_classes": feed.num_classes, "drop_path_rate": cfg.model.drop_path_rate}
-    if cfg.data.image_size:
-        args["img_size"] = size
-    model = create_model(cfg.model.name, **args).to(device)
-    model.set_grad_checkpointing(cfg.run.grad_checkpointing)
-    if pretrained is not None:
-        note = load_pretrained(model, pretrained, feed.class_names)
-        if show_progress and dist.is_main:
-            PlainConsole(markup=False, highlight=False).print(note)
-    if cfg.optim.freeze == "backbone":
-        freeze_backbone(model)
-    mean, std = get_model_cfg(model).mean, get_model_cfg(model).std
-    groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, fused=device.type in FUSED_ADAMW_ON or None)
-    ema = ModelEma(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    augment = TrainAugment(
-        num_classes=feed.num_classes,
-        mean=mean,
-        std=std,
-        # a streamed sample was cropped and flipped from its full image in a worker already
-        crop_scale=(1.0, 1.0) if feed.streaming else tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
-        crop_ratio=(1.0, 1.0) if feed.streaming else (3 / 4, 4 / 3),
-        flip_prob=0.5 if cfg.aug.flip and not feed.streaming else 0.0,
-        mixup_alpha=cfg.aug.mixup,
-        cutmix_alpha=cfg.aug.cutmix,
-        label_smoothing=cfg.optim.label_smoothing,
-        erase_prob=cfg.aug.erasing,
-        color_jitter=cfg.aug.color_jitter,
-        auto_augment=parse_auto_augment(cfg.aug.auto_augment) if cfg.aug.auto_augment else None,
-        crop_size=size if feed.whole_images else None,  # an in-memory image folder's photos are kept whole
-    )
-    aug_gen = torch.Generator()
-    run_info = {
-        "model": cfg.model.name,
-        "args": args,
-        "config": cfg.to_dict(),
-        "classes": feed.class_names,
-        "processes": dist.world_size,
-        "pretrained": pretrained.provenance if pretrained else None,
-    }
-
-    # -- resume: weights, moments, EMA, RNG streams, position in the epoch
-    epoch_samples = samples_per_epoch(len(feed), dist.world_size, cfg.aug.repeats)
-    steps_per_epoch = max(1, epoch_samples // cfg.optim.batch_size)
-    state = TrainState()
-    saved: dict[str, Any] = {}  # the run info of a resumed run's first session
-    if resume:
-        path = run_dir / "resume.safetensors"
-        if not path.is_file():
-            raise VitcError(f"nothing to resume: {path} does not exist")
-        check_resumable(path, run_info)
-        state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen}, scaler)
-        run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
-        # a run that stopped early continues when --resume changes its patience or length
-        state.stopped_early = _out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
-        processes = saved.get("processes")
-        if not dist.is_main and not _resume_own_part(path, state, dist, aug_gen, processes, steps_per_epoch):
-            state.partial = {key: 0.0 for key in state.partial}  # rank 0's: summed over every rank they count N times
-            if state.step_in_epoch:  # and its random streams, which this process must not replay
-                seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
-    net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
-    if cfg.run.compile != "off":  # the training forward only: evaluation and checkpoints use `model` as it is
-        mode = {} if cfg.run.compile_mode == "default" else {"mode": cfg.run.compile_mode}
-        net = torch.compile(net, backend=cfg.run.compile, **mode)
-
-    per_rank_batch = cfg.optim.batch_size // dist.world_size
-    total_steps = cfg.optim.epochs * steps_per_epoch
-    warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
-    schedule = report.lr_schedule(total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch)
-    cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    tell = say if show_progress and dist.is_main else lambda _: None
-    pinned, chosen = "attn_impl" in cfg.model.args, saved.get("attention")  # a resume keeps the kernels it had
-    run_info["attention"] = choose_attention(model, pinned, per_rank_batch, cast, tell, dist, chosen)
-    if dist.is_main:
-        folder.path.mkdir(parents=True, exist_ok=True)
-        for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
-            stale.unlink()
-        write_json(folder.path / "config.json", cfg.to_dict())
-    in_place = broadcast_from_main(dist, folder.path == folder.final)  # the other processes write beside it
-    board = report.TensorBoardLog(folder.path / "tensorboard") if cfg.log.tensorboard and dist.is_main else None
-    progress = EpochProgress(enabled=show_progress and dist.is_main, show_top5=feed.num_classes > 5)
-    return _Run(
-        cfg=cfg,
-        started=started,
-        device=device,
-        dist=dist,
-        amp_dtype=amp_dtype,
-        folder=folder,
-        feed=feed,
-        model=model,
-        net=net,
-        optimizer=optimizer,
-        ema=ema,
-        scaler=scaler,
-        augment=augment,
-        aug_gen=aug_gen,
-        run_info=run_info,
-        state=state,
-        mean=mean,
-        std=std,
-        per_rank_batch=per_rank_batch,
-        epoch_samples=epoch_samples,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-        warmup_steps=warmup_steps,
-        schedule=schedule,
-        cast=cast,
-        board=board,
-        progress=progress,
-        earlier=state.seconds,
-        counts_skipped=feed.streaming or cfg.data.name == "imagefolder",
-        meter=StepMeter(device),
-        in_place=in_place,
-    )
-
-
-def _resume_own_part(
-    path: Path, state: TrainState, dist: Any, aug_gen: torch.Generator, processes: Any, steps_per_epoch: int
-) -> bool:
-    """A DDP process other than rank 0 resumed within an epoch: its own random streams and running sums,
-    saved beside rank 0's file (vitc.train.state). Under another number of processes than saved them it
-    draws fresh streams from this step (the shares of the data differ anyway); under as many, one that
-    has none saved at this step says so."""
-    if not state.step_in_epoch or processes != dist.world_size:
-        return False
-    if RankState(path, dist.rank, dist.world_size).load(state, {"aug": aug_gen}):
-        return True
-    if state.step_in_epoch < steps_per_epoch:  # at an epoch's end its sums are in rank 0's already
-        PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
-            f"warning: rank {dist.rank} of {dist.world_size} has no state saved at epoch {state.epoch + 1}, step "
-            f"{state.step_in_epoch + 1} (it stopped elsewhere than rank 0): it draws fresh random streams from "
-            "there and the epoch's train loss leaves out its earlier steps, so the run differs a little from an "
-            "uninterrupted one"
-        )
-    return False
-
-
-def _train_epoch(run: _Run, epoch: int) -> None:
+def _train_epoch(run: Run, epoch: int) -> None:
     """One epoch of training steps, from where the state says it stands (a resume continues mid-epoch).
     The permutation depends on (seed, epoch) only; augmentation draws from its own stream."""
     cfg, state, feed, dist, model, net = run.cfg, run.state, run.feed, run.dist, run.model, run.net
@@ -455,19 +189,7 @@ def _train_epoch(run: _Run, epoch: int) -> None:
     run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
 
 
-def seed_streams(aug_gen: torch.Generator, seed: int, epoch: int, rank: int, step: int = 0) -> None:
-    """Seed the augmentation stream for an epoch (from its `step`), and on DDP ranks above 0 torch's RNG,
-    which drop-path draws from: every process draws its own, as timm seeds each rank apart (seed + rank).
-    Rank 0's streams are a one-process run's. Resumed within an epoch, each process continues the streams
-    it saved (vitc.train.state); one that has none for that step draws fresh ones from it."""
-    if rank == 0:
-        aug_gen.manual_seed(make_generator(seed, _AUG_STREAM + epoch).initial_seed())
-        return
-    aug_gen.manual_seed(make_generator(seed, _AUG_STREAM + epoch, rank, step).initial_seed())
-    torch.manual_seed(make_generator(seed, _TORCH_STREAM + epoch, rank, step).initial_seed())
-
-
-def _shadow_step(run: _Run) -> None:
+def _shadow_step(run: Run) -> None:
     """A DDP step for a process whose whole batch was unreadable: a zero loss on a stand-in image, so its
     gradients (zeros) join the others' all-reduce and every process takes the same optimiser step."""
     net = run.net
@@ -483,7 +205,7 @@ def _shadow_step(run: _Run) -> None:
             backbone_eval(run.model)
 
 
-def _backward_and_step(run: _Run, loss: torch.Tensor) -> None:
+def _backward_and_step(run: Run, loss: torch.Tensor) -> None:
     """Backward (scaled for fp16), clip, optimiser step, EMA: one training step's update."""
     optimizer, model, clip = run.optimizer, run.model, run.cfg.optim.clip_grad
     optimizer.zero_grad(set_to_none=True)
@@ -502,7 +224,7 @@ def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | 
     return (ready.rewind_state(), rng_states()) if ready.queue else None
 
 
-def _end_epoch(run: _Run, epoch: int) -> bool:
+def _end_epoch(run: Run, epoch: int) -> bool:
     """Evaluate (each process its share), keep best and last, save the resumable state (rank 0); True when
     the run stops early."""
     cfg, state, feed, dist, model, ema = run.cfg, run.state, run.feed, run.dist, run.model, run.ema
@@ -536,7 +258,7 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
         state.history.append(row)
         run.ending = None
         progress.epoch_summary(row)
-        state.stopped_early = _out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
+        state.stopped_early = out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
         if state.stopped_early:
             row["stopped_early"] = True
         state.seconds = run.earlier + time.perf_counter() - run.started
@@ -571,7 +293,7 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
     return state.stopped_early
 
 
-def _interrupted(run: _Run) -> NoReturn:
+def _interrupted(run: Run) -> NoReturn:
     """Ctrl-C: undo a step cut short, save the resumable state, say how to continue. Under DDP every process
     is interrupted: rank 0 saves the state, and within an epoch each other process its own streams and
     running sums beside it, as it may not join a collective now (a peer can be waiting in the step's
@@ -613,7 +335,7 @@ def resume_command(cfg: TrainConfig, dist: Any) -> str:
     return f"the same torchrun launch of {command}" if dist.enabled else command
 
 
-def _finish(run: _Run) -> RunResult:
+def _finish(run: Run) -> RunResult:
     """Score the best checkpoint on the held-out test split and write the run's summary."""
     cfg, state, feed, dist, board = run.cfg, run.state, run.feed, run.dist, run.board
     device, amp_dtype, mean, std, run_dir = run.device, run.amp_dtype, run.mean, run.std, run.run_dir
@@ -655,14 +377,6 @@ def _finish(run: _Run) -> RunResult:
     # still evaluated died of SIGABRT after a complete run, as gloo aborts on a socket its peer closed
     barrier(dist)
     return result
-
-
-def _out_of_patience(history: list[dict[str, Any]], patience: int, epochs: int) -> bool:
-    """val top-1 has not improved on its best for `patience` epochs (0: never), before the last epoch."""
-    if not patience or not history or history[-1]["epoch"] >= epochs:
-        return False
-    best = max(history, key=lambda row: row["val_top1"])  # the first epoch that reached the best
-    return history[-1]["epoch"] - best["epoch"] >= patience
 
 
 def _shard(dist: Any) -> dict[str, int]:

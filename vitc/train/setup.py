@@ -1,0 +1,308 @@
+"""A training run set up: pretrained weights, data, model, optimiser, EMA, augmentation, the resumed
+state and the schedule, held in one `Run` that vitc.train.loop advances epoch by epoch; and the random
+streams each epoch and each DDP process draws from."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitc._io import write_json
+from vitc._text import PlainConsole
+from vitc.checkpoint import require_pooled
+from vitc.data.datasets import make_generator, samples_per_epoch
+from vitc.data.feed import open_feed
+from vitc.data.transforms import TrainAugment
+from vitc.errors import VitcError
+from vitc.importers import load_pretrained, read_pretrained
+from vitc.models import create_model, get_model_cfg, model_cfg
+from vitc.train import report
+from vitc.train.config import TrainConfig, parse_auto_augment, repeats_note, resolve_for_data
+from vitc.train.device import choose_attention, pick_workers
+from vitc.train.distributed import broadcast_from_main
+from vitc.train.interrupt import CtrlC
+from vitc.train.meter import StepMeter
+from vitc.train.optim import ModelEma, freeze_backbone, param_groups
+from vitc.train.progress import EpochProgress
+from vitc.train.records import check_resumable
+from vitc.train.run_folder import RunFolder
+from vitc.train.state import RankState, TrainState, load_state
+
+_AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
+_TORCH_STREAM = 1 << 22  # a DDP process's torch RNG (drop-path) from (seed, 2**22 + epoch, rank, step), rank > 0
+# AdamW as one multi-tensor kernel (torch's `fused`) where the step waits on launches; with fp16's
+# GradScaler it also skips the inf check's read-back (the kernel takes found_inf on the device)
+FUSED_ADAMW_ON = ("cuda",)
+
+
+@dataclass
+class Run:
+    """What a run holds from one step to the next: built by `setup_run`, advanced by `_train_epoch` and
+    `_end_epoch`, saved by `_interrupted`, scored by `_finish`."""
+
+    cfg: TrainConfig
+    started: float
+    device: torch.device
+    dist: Any
+    amp_dtype: torch.dtype | None
+    folder: RunFolder
+    feed: Any
+    model: torch.nn.Module
+    net: Any  # the model as trained: DDP-wrapped and/or torch.compiled
+    optimizer: torch.optim.Optimizer
+    ema: ModelEma | None
+    scaler: Any
+    augment: TrainAugment
+    aug_gen: torch.Generator
+    run_info: dict[str, Any]
+    state: TrainState
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    per_rank_batch: int
+    epoch_samples: int  # over every process: the train set, or what aug.repeats selects of its copies
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    schedule: Any
+    cast: Any
+    board: Any
+    progress: EpochProgress
+    earlier: float  # a resumed run's time counts the sessions before this one
+    counts_skipped: bool
+    meter: StepMeter
+    tick: float | None = None  # when this epoch's training started, until it ends
+    unfinished: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # RNG states before a step still running
+    doing: str = "before the first step"  # said by a CUDA failure
+    ending: int | None = None  # an epoch's steps while its end (validation, its row) runs: Ctrl-C re-runs it
+    in_place: bool = True  # rank 0 writes the run folder itself, not a --force run's copy that Ctrl-C may drop
+    ctrl_c: CtrlC = field(default_factory=CtrlC)  # held from a step's gradient exchange until it is recorded
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.final
+
+
+def setup_run(
+    cfg: TrainConfig,
+    resume: bool,
+    show_progress: bool,
+    started: float,
+    device: torch.device,
+    dist: Any,
+    amp_dtype: torch.dtype | None,
+    folder: RunFolder,
+    cleanup: ExitStack,
+) -> Run:
+    """Pretrained weights, data, model, optimiser, EMA, augmentation, the resumed state, the schedule."""
+    run_dir = folder.final
+
+    # -- pretrained weights: read before anything is sized (a file can imply arguments: its depth, HF's act)
+    pretrained = read_pretrained(cfg.model.pretrained, cfg.model.name) if cfg.model.pretrained and not resume else None
+    if pretrained is not None:
+        cfg.model.args = {**pretrained.args, **cfg.model.args}  # recorded in config.json: a resume rebuilds it
+        trained_at = pretrained.args.get("img_size")
+        if trained_at is not None and not cfg.data.image_size and show_progress and dist.is_main:
+            PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
+                f"default: images at {trained_at}×{trained_at}, the size the weights were trained at "
+                "(--set data.image_size=N resamples them to another)"
+            )
+
+    require_pooled(cfg.model.args, "model.args")
+    # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
+    base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
+    size = cfg.data.image_size or base_cfg.input_size[1]
+    if cfg.data.image_size:  # a size the model cannot take (not a multiple of its patch) stops before the data
+        with torch.device("meta"):
+            create_model(cfg.model.name, **{**cfg.model.args, "img_size": size, "num_classes": 2})
+    feed, data_note = open_feed(
+        cfg.data,
+        size=size,
+        crop_pct=base_cfg.crop_pct,
+        crop_mode=base_cfg.crop_mode,
+        in_chans=base_cfg.input_size[0],
+        seed=cfg.run.seed,
+        crop_scale=tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
+        flip_prob=0.5 if cfg.aug.flip else 0.0,
+        workers=pick_workers(cfg.run.workers, device, dist.on_this_machine),  # the cores are per machine
+        pin_memory=device.type == "cuda",
+        index_cache=folder.path / "index.json" if dist.is_main else None,
+        report=lambda line: PlainConsole(soft_wrap=True).print(line, highlight=False, markup=False),
+        main=dist.is_main,
+    )
+    cleanup.callback(feed.close)  # worker processes end with the run, however it ends
+    if show_progress and dist.is_main and feed.streaming:
+        PlainConsole().print(data_note, highlight=False, markup=False)
+    fitted, warnings = resolve_for_data(cfg, len(feed), dist.world_size)  # batch and lr fit to the data size
+    say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
+    if dist.is_main:
+        for note in fitted if show_progress else ():
+            say(f"default: {note}")
+        for warning in warnings if not resume else ():
+            say(f"warning: {warning}")
+        if cfg.aug.repeats and show_progress:
+            say(repeats_note(len(feed), dist.world_size, cfg.aug.repeats))
+
+    # -- model, optimiser, EMA; the classifier is sized by the data
+    if feed.num_classes < 2:
+        raise VitcError(f"{cfg.data.name} has {feed.num_classes} class; a classifier needs at least 2")
+    torch.manual_seed(cfg.run.seed)
+    args = {**cfg.model.args, "num_classes": feed.num_classes, "drop_path_rate": cfg.model.drop_path_rate}
+    if cfg.data.image_size:
+        args["img_size"] = size
+    model = create_model(cfg.model.name, **args).to(device)
+    model.set_grad_checkpointing(cfg.run.grad_checkpointing)
+    if pretrained is not None:
+        note = load_pretrained(model, pretrained, feed.class_names)
+        if show_progress and dist.is_main:
+            PlainConsole(markup=False, highlight=False).print(note)
+    if cfg.optim.freeze == "backbone":
+        freeze_backbone(model)
+    mean, std = get_model_cfg(model).mean, get_model_cfg(model).std
+    groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, fused=device.type in FUSED_ADAMW_ON or None)
+    ema = ModelEma(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    augment = TrainAugment(
+        num_classes=feed.num_classes,
+        mean=mean,
+        std=std,
+        # a streamed sample was cropped and flipped from its full image in a worker already
+        crop_scale=(1.0, 1.0) if feed.streaming else tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
+        crop_ratio=(1.0, 1.0) if feed.streaming else (3 / 4, 4 / 3),
+        flip_prob=0.5 if cfg.aug.flip and not feed.streaming else 0.0,
+        mixup_alpha=cfg.aug.mixup,
+        cutmix_alpha=cfg.aug.cutmix,
+        label_smoothing=cfg.optim.label_smoothing,
+        erase_prob=cfg.aug.erasing,
+        color_jitter=cfg.aug.color_jitter,
+        auto_augment=parse_auto_augment(cfg.aug.auto_augment) if cfg.aug.auto_augment else None,
+        crop_size=size if feed.whole_images else None,  # an in-memory image folder's photos are kept whole
+    )
+    aug_gen = torch.Generator()
+    run_info = {
+        "model": cfg.model.name,
+        "args": args,
+        "config": cfg.to_dict(),
+        "classes": feed.class_names,
+        "processes": dist.world_size,
+        "pretrained": pretrained.provenance if pretrained else None,
+    }
+
+    # -- resume: weights, moments, EMA, RNG streams, position in the epoch
+    epoch_samples = samples_per_epoch(len(feed), dist.world_size, cfg.aug.repeats)
+    steps_per_epoch = max(1, epoch_samples // cfg.optim.batch_size)
+    state = TrainState()
+    saved: dict[str, Any] = {}  # the run info of a resumed run's first session
+    if resume:
+        path = run_dir / "resume.safetensors"
+        if not path.is_file():
+            raise VitcError(f"nothing to resume: {path} does not exist")
+        check_resumable(path, run_info)
+        state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen}, scaler)
+        run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
+        # a run that stopped early continues when --resume changes its patience or length
+        state.stopped_early = out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
+        processes = saved.get("processes")
+        if not dist.is_main and not _resume_own_part(path, state, dist, aug_gen, processes, steps_per_epoch):
+            state.partial = {key: 0.0 for key in state.partial}  # rank 0's: summed over every rank they count N times
+            if state.step_in_epoch:  # and its random streams, which this process must not replay
+                seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
+    net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
+    if cfg.run.compile != "off":  # the training forward only: evaluation and checkpoints use `model` as it is
+        mode = {} if cfg.run.compile_mode == "default" else {"mode": cfg.run.compile_mode}
+        net = torch.compile(net, backend=cfg.run.compile, **mode)
+
+    per_rank_batch = cfg.optim.batch_size // dist.world_size
+    total_steps = cfg.optim.epochs * steps_per_epoch
+    warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
+    schedule = report.lr_schedule(total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch)
+    cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    tell = say if show_progress and dist.is_main else lambda _: None
+    pinned, chosen = "attn_impl" in cfg.model.args, saved.get("attention")  # a resume keeps the kernels it had
+    run_info["attention"] = choose_attention(model, pinned, per_rank_batch, cast, tell, dist, chosen)
+    if dist.is_main:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
+            stale.unlink()
+        write_json(folder.path / "config.json", cfg.to_dict())
+    in_place = broadcast_from_main(dist, folder.path == folder.final)  # the other processes write beside it
+    board = report.TensorBoardLog(folder.path / "tensorboard") if cfg.log.tensorboard and dist.is_main else None
+    progress = EpochProgress(enabled=show_progress and dist.is_main, show_top5=feed.num_classes > 5)
+    return Run(
+        cfg=cfg,
+        started=started,
+        device=device,
+        dist=dist,
+        amp_dtype=amp_dtype,
+        folder=folder,
+        feed=feed,
+        model=model,
+        net=net,
+        optimizer=optimizer,
+        ema=ema,
+        scaler=scaler,
+        augment=augment,
+        aug_gen=aug_gen,
+        run_info=run_info,
+        state=state,
+        mean=mean,
+        std=std,
+        per_rank_batch=per_rank_batch,
+        epoch_samples=epoch_samples,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        schedule=schedule,
+        cast=cast,
+        board=board,
+        progress=progress,
+        earlier=state.seconds,
+        counts_skipped=feed.streaming or cfg.data.name == "imagefolder",
+        meter=StepMeter(device),
+        in_place=in_place,
+    )
+
+
+def _resume_own_part(
+    path: Path, state: TrainState, dist: Any, aug_gen: torch.Generator, processes: Any, steps_per_epoch: int
+) -> bool:
+    """A DDP process other than rank 0 resumed within an epoch: its own random streams and running sums,
+    saved beside rank 0's file (vitc.train.state). Under another number of processes than saved them it
+    draws fresh streams from this step (the shares of the data differ anyway); under as many, one that
+    has none saved at this step says so."""
+    if not state.step_in_epoch or processes != dist.world_size:
+        return False
+    if RankState(path, dist.rank, dist.world_size).load(state, {"aug": aug_gen}):
+        return True
+    if state.step_in_epoch < steps_per_epoch:  # at an epoch's end its sums are in rank 0's already
+        PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
+            f"warning: rank {dist.rank} of {dist.world_size} has no state saved at epoch {state.epoch + 1}, step "
+            f"{state.step_in_epoch + 1} (it stopped elsewhere than rank 0): it draws fresh random streams from "
+            "there and the epoch's train loss leaves out its earlier steps, so the run differs a little from an "
+            "uninterrupted one"
+        )
+    return False
+
+
+def seed_streams(aug_gen: torch.Generator, seed: int, epoch: int, rank: int, step: int = 0) -> None:
+    """Seed the augmentation stream for an epoch (from its `step`), and on DDP ranks above 0 torch's RNG,
+    which drop-path draws from: every process draws its own, as timm seeds each rank apart (seed + rank).
+    Rank 0's streams are a one-process run's. Resumed within an epoch, each process continues the streams
+    it saved (vitc.train.state); one that has none for that step draws fresh ones from it."""
+    if rank == 0:
+        aug_gen.manual_seed(make_generator(seed, _AUG_STREAM + epoch).initial_seed())
+        return
+    aug_gen.manual_seed(make_generator(seed, _AUG_STREAM + epoch, rank, step).initial_seed())
+    torch.manual_seed(make_generator(seed, _TORCH_STREAM + epoch, rank, step).initial_seed())
+
+
+def out_of_patience(history: list[dict[str, Any]], patience: int, epochs: int) -> bool:
+    """val top-1 has not improved on its best for `patience` epochs (0: never), before the last epoch."""
+    if not patience or not history or history[-1]["epoch"] >= epochs:
+        return False
+    best = max(history, key=lambda row: row["val_top1"])  # the first epoch that reached the best
+    return history[-1]["epoch"] - best["epoch"] >= patience

@@ -93,17 +93,15 @@ def test_a_killed_rank_stops_the_run_in_one_line_and_resume_finishes_it(tmp_path
 
 
 # Imported by every process of the interrupted launch (a sitecustomize.py on PYTHONPATH): Ctrl-C as a
-# terminal sends it, to the launcher and every rank at once, when rank 0 asks for batch number $CTRL_C_AT.
+# terminal sends it, to the launcher and every rank at once, when rank 0 asks for batch number $CTRL_C_AT,
+# or ($CTRL_C_AT "sums") when rank 1's all-reduce of the epoch's train loss sums has just returned.
 _CTRL_C_AT_A_STEP = """
 import os
 import signal
 import time
-
-if os.environ.get("RANK") == "0":
+if os.environ.get("RANK") == "0" and os.environ["CTRL_C_AT"] != "sums":
     from vitc.data.prefetch import Prefetcher
-
     calls, next_batch = [0], Prefetcher.__next__
-
     def interrupting(self):
         calls[0] += 1
         if calls[0] == int(os.environ["CTRL_C_AT"]):
@@ -111,15 +109,25 @@ if os.environ.get("RANK") == "0":
             os.killpg(0, signal.SIGINT)  # the launcher's process group: itself and the ranks
             time.sleep(60)  # rank 0's KeyboardInterrupt is raised here, before its step's draws
         return next_batch(self)
-
     Prefetcher.__next__ = interrupting
+if os.environ.get("RANK") == "1" and os.environ["CTRL_C_AT"] == "sums":
+    import torch
+    import torch.distributed
+    all_reduce = torch.distributed.all_reduce
+    def interrupting(tensor, *args, **kwargs):
+        done = all_reduce(tensor, *args, **kwargs)
+        if tensor.dtype == torch.float64 and tensor.numel() == 2:  # the epoch's loss and count, summed
+            time.sleep(1.0)  # rank 0 goes on to validation with them; rank 1 has not stored them yet
+            os.killpg(0, signal.SIGINT)
+        return done
+    torch.distributed.all_reduce = interrupting
 """
 
 
 @pytest.mark.slow
 def test_ctrl_c_within_an_epoch_then_resume_replays_every_rank(tmp_path: Path) -> None:
-    """Random crops, flips and drop-path, which each rank draws from its own streams: Ctrl-C within epoch 2
-    and again within epoch 3 of the resumed run, each time followed by `--resume`, ends as the
+    """Random crops, flips and drop-path, which each rank draws from its own streams: Ctrl-C within epoch 2,
+    again within epoch 3 of the resumed run and at its end, each time followed by `--resume`, ends as the
     uninterrupted run. The resume file kept rank 0's streams and running loss sums only: rank 1 drew fresh
     streams from that step, and the epoch's train loss lost rank 1's steps before it. The first Ctrl-C
     comes as rank 0 starts a step (rank 1 may still be finishing the one before), the second while rank 1
@@ -137,8 +145,11 @@ def test_ctrl_c_within_an_epoch_then_resume_replays_every_rank(tmp_path: Path) -
     cmd = [*launch, *_set_args({**tiny, "run.name": "ddp"})]
     run_dir = Path(tiny["run.out_dir"]) / "ddp"
     # 3 steps an epoch: batch 5 of the first session is epoch 2's second step; batch 4 of the resumed one
-    # (which starts there) is epoch 3's second
-    for resume, at, after, epoch in ((False, 5, 0.0, 1), (True, 4, 3.0, 2)):
+    # (which starts there) is epoch 3's second; then as epoch 3's train loss is summed over the processes,
+    # whose end the last resume runs again (rank 1, interrupted just after the sum returned, saved its own
+    # sums, which rank 0's summed ones already held: the resumed train loss counted them twice)
+    cuts = ((False, 5, 0.0, (1, 1)), (True, 4, 3.0, (2, 1)), (True, "sums", 0.0, (2, 3)))
+    for resume, at, after, (epoch, step) in cuts:
         cut = subprocess.run(
             [*cmd, *(["--resume"] if resume else [])],
             env={**env, "CTRL_C_AT": str(at), "CTRL_C_AFTER": str(after)},
@@ -151,7 +162,7 @@ def test_ctrl_c_within_an_epoch_then_resume_replays_every_rank(tmp_path: Path) -
         said = cut.stderr.strip().splitlines()[-1]
         assert said.startswith("error: interrupted; continue with: vitc train --resume") and said.endswith("--nproc 2")
         saved = json.loads(read_safetensors_metadata(run_dir / "resume.safetensors")[RESUME_KEY])["state"]
-        assert (saved["epoch"], saved["step_in_epoch"]) == (epoch, 1)
+        assert (saved["epoch"], saved["step_in_epoch"]) == (epoch, step)
 
     resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -219,8 +221,6 @@ def test_ctrl_c_waits_for_a_step_that_exchanged_its_gradients() -> None:
     """Under DDP every process gets Ctrl-C at once: raised at once, it could stop one just before its step
     was recorded and another just after, a step apart. Held from the exchange on, the step ends first;
     a failure inside (a peer that stopped) is then seen as the interruption."""
-    import signal
-
     from vitc.train.interrupt import CtrlC
 
     ctrl_c, done = CtrlC(), []
@@ -329,6 +329,31 @@ def test_the_rank_that_said_its_error_is_the_one_reported(tmp_path: Path, monkey
         distributed.launch(["train"], nproc=2, poll_s=0.5)  # both have ended by the first look
     assert str(stopped.value) == "cannot read image photos/val/c1/3.png (data.on_bad_image=stop)"
     assert stopped.value.exit_code == 2
+
+
+def test_ctrl_c_pressed_twice_lets_the_ranks_finish_saving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second Ctrl-C interrupted the launcher's wait for the ranks saving after the first: it SIGTERMed them
+    mid-save and left with exit 130 and nothing said. The ranks now get the grace period, and their resume
+    line is passed on. (Each rank ignores further Ctrl-C while it saves: vitc.train.interrupt.sigint_ignored.)"""
+    import threading
+
+    said = "error: interrupted; continue with: vitc train --resume --nproc 2"
+    script = f'trap "" INT; sleep 1.5; echo "{said}" >&2; exit 130\n'  # a rank that saves, then says so
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
+    for delay in (0.3, 0.6):  # as a terminal's Ctrl-C reaches the launcher, twice
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(VitcError) as stopped:
+        distributed.launch(["train"], nproc=2, poll_s=0.05)
+    assert str(stopped.value) == "interrupted; continue with: vitc train --resume --nproc 2"
+    assert stopped.value.exit_code == 130
+
+
+def test_sigint_is_ignored_while_an_interrupted_run_saves() -> None:
+    from vitc.train.interrupt import sigint_ignored
+
+    with sigint_ignored():
+        signal.raise_signal(signal.SIGINT)  # ignored: the save goes on
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_ctrl_c_before_training_began_says_nothing_was_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

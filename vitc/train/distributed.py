@@ -159,8 +159,14 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
                     break
                 time.sleep(poll_s)
         except KeyboardInterrupt:  # Ctrl-C reached every rank too: they save and exit with 130
-            for p in procs:
-                p.wait()
+            try:
+                for p in procs:
+                    p.wait()
+            except KeyboardInterrupt:  # pressed again: the ranks, still saving, get the grace period first
+                deadline = time.monotonic() + STOP_GRACE_S
+                for p in procs:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        p.wait(timeout=max(0.0, deadline - time.monotonic()))
         finally:
             _stop(procs, STOP_GRACE_S)
         failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]

@@ -8,7 +8,9 @@ step whose gradients were exchanged finish in every process, and one whose excha
 finish in none: that exchange fails once the peer that stopped has gone, and with Ctrl-C pressed the
 failure is the interruption. One process gains too: no optimiser step is saved applied but uncounted.
 A second Ctrl-C does not wait (a large model's step on a CPU takes seconds): the step is then cut short,
-as every Ctrl-C cut it before.
+as every Ctrl-C cut it before. Under nccl the exchange is queued on the GPU and the backward returns
+before it completes, so processes can still stop a step apart there: each then says so and draws fresh
+random streams from the resumed step (vitc.train.setup), as every process above 0 did before.
 """
 
 from __future__ import annotations
@@ -64,3 +66,17 @@ class CtrlC:
         self.pressed = True
         if not self.holding:
             raise KeyboardInterrupt
+
+
+@contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Further Ctrl-C presses ignored while an interrupted run saves its state: a second press killed the
+    save half-way (the file is written atomically, so the previous state stayed, and the run said nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -41,6 +41,7 @@ from vitc.train.distributed import (
     union_over_processes,
 )
 from vitc.train.evaluate import broadcast_state, evaluate_batches
+from vitc.train.interrupt import sigint_ignored
 from vitc.train.optim import backbone_eval, lr_at
 from vitc.train.records import checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder
@@ -119,10 +120,12 @@ def _train(run: Run) -> RunResult:
                 if _end_epoch(run, epoch):
                     break
     except KeyboardInterrupt:
-        _interrupted(run)
+        with sigint_ignored():
+            _interrupted(run)
     except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
         if run.ctrl_c.stopped():  # under DDP, a collective failed as a peer stopped for the same Ctrl-C
-            _interrupted(run)
+            with sigint_ignored():
+                _interrupted(run)
         reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, run.amp_dtype, run.run_dir, state.epoch))
     return _finish(run)
 
@@ -233,9 +236,10 @@ def _end_epoch(run: Run, epoch: int) -> bool:
     state.train_seconds += time.perf_counter() - run.tick
     run.tick = None
     progress.finish()
-    all_reduce_sum(dist, state.partial)  # the logged train loss is the mean over all processes
-    run.ending = state.step_in_epoch  # from here the sums are all in rank 0's (a Ctrl-C before: each its own)
-    state.epoch, state.step_in_epoch = epoch + 1, 0
+    with run.ctrl_c.held():  # every process records the summed end, or none does (a Ctrl-C before: each its own)
+        all_reduce_sum(dist, state.partial)  # the logged train loss is the mean over all processes
+        run.ending = state.step_in_epoch  # from here the sums are all in rank 0's
+        state.epoch, state.step_in_epoch = epoch + 1, 0
     evaluated = ema.module if ema is not None else model
     broadcast_state(dist, evaluated, buffers_only=True)  # the checkpointed BatchNorm statistics are rank 0's
     val_batches = feed.eval_batches("val", **_shard(dist))  # each process scores its share; the sums add up

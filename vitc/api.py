@@ -10,7 +10,6 @@ read from the model's own config, so a checkpoint needs no settings beside it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     from vitc.checkpoint import META_KEY, read_meta
     from vitc.checkpoint import load_model as load_checkpoint
     from vitc.downloads import model_named_by, weights_file
-    from vitc.importers import EVALUATION_SETTINGS, convert_file
+    from vitc.importers import EVALUATION_SETTINGS, convert_file, hf_labels
 
     file = weights_file(path)
     if file.suffix == ".safetensors" and META_KEY in read_safetensors_metadata(file):
@@ -54,7 +53,7 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
             "e.g. vitc.load_model(path, 'convit_tiny')"
         )
     model, _, file = convert_file(file, model_name, **overrides)
-    model.vitc_class_names = _hf_labels(file.parent / "config.json", model)
+    model.vitc_class_names = hf_labels(file.parent / "config.json", model)
     return model.eval()
 
 
@@ -69,20 +68,6 @@ def _check_model_name(model_name: str, held: str, file: Path) -> None:
             f"{file} is a vitc checkpoint of {held}, not {model_name}: leave the name out (the checkpoint names "
             f"its model) or name {held}"
         )
-
-
-def _hf_labels(config: Path, model: nn.Module) -> list[str] | None:
-    """A Hugging Face folder's id2label, when it names exactly the model's classes."""
-    from vitc.models import get_model_cfg
-
-    try:
-        labels = json.loads(config.read_text()).get("id2label") if config.is_file() else None
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    count = get_model_cfg(model).num_classes
-    if not isinstance(labels, dict) or sorted(labels) != sorted(str(i) for i in range(count)):
-        return None
-    return [str(labels[str(i)]) for i in range(count)]
 
 
 def preprocess(images: Any, model: nn.Module) -> torch.Tensor:

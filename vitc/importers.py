@@ -9,6 +9,7 @@ Reading is the only risky part: `.pth`/`.bin` files are pickles. They are opened
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import pickle
@@ -281,6 +282,18 @@ def trained_size(
     return None
 
 
+def hf_labels(config: Path, model: nn.Module) -> list[str] | None:
+    """A Hugging Face folder's id2label, when it names exactly the model's classes."""
+    try:
+        labels = json.loads(config.read_text()).get("id2label") if config.is_file() else None
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    count = get_model_cfg(model).num_classes
+    if not isinstance(labels, dict) or sorted(labels) != sorted(str(i) for i in range(count)):
+        return None
+    return [str(labels[str(i)]) for i in range(count)]
+
+
 def import_checkpoint(
     source: str | os.PathLike[str],
     model_name: str,
@@ -300,7 +313,8 @@ def import_checkpoint(
         "source_format": layout,
         "imported_by": f"vitc {__version__}",
     }
-    return save_checkpoint(target, model, meta_for(model, provenance=provenance))
+    class_names = hf_labels(source.parent / "config.json", model)  # a Hugging Face folder names its classes
+    return save_checkpoint(target, model, meta_for(model, class_names=class_names, provenance=provenance))
 
 
 __all__ = [

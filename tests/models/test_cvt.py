@@ -233,6 +233,21 @@ def _hf_processor_folder(folder: Path, size: object) -> Path:
     return folder
 
 
+def test_a_hugging_face_folders_class_names_are_imported(tmp_path: Path) -> None:
+    """`vitc import` of a Hugging Face folder dropped its id2label (vitc.load_model of the folder kept it), so
+    `vitc eval` and `vitc predict` of the import said "names no classes" or gave class numbers."""
+    from vitc.checkpoint import read_meta
+
+    folder = tmp_path / "cvt-micro"
+    names = [f"class {i}" for i in range(10)]
+    config = transformers.CvtConfig(**HF_MICRO, num_labels=10, id2label=dict(enumerate(names)))
+    transformers.CvtForImageClassification(config).save_pretrained(folder)
+    args = ["import", str(folder), "-m", "cvt_micro", "-o", str(tmp_path / "out"), "--set", "depths=[1,2,3]"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert read_meta(tmp_path / "out" / "model.safetensors").class_names == names
+
+
 def test_a_hugging_face_folder_at_384_is_evaluated_squashed_as_its_processor_does(tmp_path: Path) -> None:
     """Hugging Face's CvT processor squashes the image to 384×384 from 384 up, uncropped, as the official 384
     configs do (CENTER_CROP: False): `vitc import` records crop_mode 'squash' at crop_pct 1 and says so, and

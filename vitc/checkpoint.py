@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc._io import atomic_write, check_format, parse_json, read_safetensors_header
-from vitc.artifacts.model_cfg import ModelCfg, parse_model_cfg
+from vitc.artifacts.model_cfg import POOLING_ARGS, ModelCfg, parse_model_cfg
 from vitc.artifacts.preprocess import format_version, resolve_preprocess
 from vitc.errors import VitcError
 
@@ -23,8 +23,7 @@ FORMAT = "vitc.checkpoint"
 FORMAT_VERSION = 1
 # 2: a cfg with crop_mode "squash" (a vitc reading only version 1 would centre-crop its images), or a model
 # that pools other than its class token (timm's global_pool, fc_norm: arguments version 1's vitc has not)
-SQUASH_VERSION = 2
-POOLING_ARGS = ("global_pool", "fc_norm")
+NEWER_VERSION = 2
 META_KEY = "vitc"
 
 
@@ -46,15 +45,15 @@ class CheckpointMeta:
 
     def to_json(self) -> str:
         fields = self.to_record()
-        version = format_version(fields["cfg"], FORMAT_VERSION, SQUASH_VERSION)
+        version = format_version(fields["cfg"], FORMAT_VERSION, NEWER_VERSION)
         if any(key in self.args for key in POOLING_ARGS):  # an older vitc says "upgrade vitc", not "no argument"
-            version = max(version, SQUASH_VERSION)
+            version = max(version, NEWER_VERSION)
         return json.dumps({"format": FORMAT, "version": version, **fields}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, source: str = "checkpoint") -> CheckpointMeta:
         record = parse_json(text, f"{source}: the vitc metadata")
-        check_format(record, FORMAT, SQUASH_VERSION, source, "vitc checkpoint")
+        check_format(record, FORMAT, NEWER_VERSION, source, "vitc checkpoint")
         try:
             class_names = record.get("class_names")
             if class_names is not None and not (

@@ -28,6 +28,11 @@ from vitc.limits import MAX_IMG_SIZE
 REQUIRED = ("input_size", "mean", "std")  # what every later step feeds the model with: no silent default
 
 
+# timm's pooling arguments: recorded only away from their defaults (a class-token model's checkpoint stays one
+# every vitc reads), and a checkpoint that records one needs a vitc that has them (checkpoint version 2)
+POOLING_ARGS = ("global_pool", "fc_norm")
+
+
 @dataclass(frozen=True)
 class ModelCfg:
     """What a later step needs to feed the model: input size, normalisation, classes."""

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from vitc.artifacts.model_cfg import ModelCfg  # defined without torch: checkpoints are read on the runtime path
+# defined without torch: checkpoints are read on the runtime path
+from vitc.artifacts.model_cfg import POOLING_ARGS, ModelCfg
 from vitc.errors import VitcError
 from vitc.limits import MAX_DEPTH, MAX_IMG_SIZE, MAX_INT_ARG
 
@@ -186,7 +187,7 @@ def follow_classes(model: nn.Module, num_classes: int, pooling: dict[str, Any] |
 def _default_pooling(model: nn.Module, key: str, value: Any) -> bool:
     """timm's pooling arguments (global_pool, fc_norm) at the model's default are not recorded: a checkpoint of
     a class-token model built with global_pool="token" stays one that any vitc reads."""
-    if key not in ("global_pool", "fc_norm"):
+    if key not in POOLING_ARGS:
         return False
     parameter = inspect.signature(type(model).__init__).parameters.get(key)
     return parameter is not None and value == parameter.default

@@ -171,6 +171,20 @@ def test_compiled_models_run_under_cpu_autocast(name: str, target: str) -> None:
         assert max_diff(got.float(), expected.float()) <= tolerance * max(1.0, float(expected.float().abs().max()))
 
 
+@pytest.mark.parametrize(("name", "target"), [(name, "cpu") for name in MICRO] + [("convit_micro", "cuda")])
+def test_exported_programs_run_under_cpu_autocast(name: str, target: str) -> None:
+    """A program exported in fp32 (`vitc compile --out`'s model.pt2) run under autocast: ConViT's lerp got
+    autocast's bf16 operands beside the float32 gate, since the export keeps no casts that were no-ops."""
+    model = build(name)
+    compiled, _ = compile_model(model, target=target)
+    x = torch.randn(2, *model.vitc_cfg.input_size, generator=torch.Generator().manual_seed(2))
+    program = export_with_free_batch(compiled, x).module()
+    for dtype, tolerance in ((torch.bfloat16, 0.1), (torch.float16, 0.02)):
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+            got, expected = program(x), model(x)
+        assert max_diff(got.float(), expected.float()) <= tolerance * max(1.0, float(expected.float().abs().max()))
+
+
 def test_the_compile_check_runs_in_full_fp32_and_restores_the_users_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """With TF32 on (a common global setting) the check failed on CUDA: 'changed the logits by 0.000445'."""
     from vitc.compile import pipeline

@@ -28,7 +28,9 @@ Four lowerings, chosen per target by measurement (vitc.compile.pipeline):
   kernels wait on their launches (vitc.compile.pipeline, cuda). v is copied once, heads
   first, so that each axis is one batched GEMM with no broadcast copies (P_x is stored repeated
   per grid row); the mix is one lerp(content, P·v, g) that writes in SDPA's (B, N, H, d) output
-  layout, so proj reads it without the transpose copy. Four kernels instead of six.
+  layout, so proj reads it without the transpose copy. Four kernels instead of six. torch.export
+  records content + g·(P·v − content) instead: lerp needs one dtype, the traced program keeps no cast,
+  and a program run under autocast meets bf16 operands beside the float32 gate.
 * "heads": GPSA as one SDPA over 2·H heads, the launches of a plain attention block (qkv, SDPA,
   proj). Head H + h has query 0 and the additive mask log P_h, so softmax(0·kᵀ + log P_h) = P_h and
   its output is P_h·v; heads 0..H−1 are the content heads, mask 0. The qkv GEMM writes
@@ -176,7 +178,10 @@ class StaticGPSA(nn.Module):
         else:  # content first: the output takes SDPA's (B, N, H, d) layout, and the reshape below is a view
             content = F.scaled_dot_product_attention(q, k, v, scale=1.0)
             positional = self._positional_heads_first(fused)  # under autocast: SDPA's and bmm's dtype
-            out = torch.lerp(content, _as(positional, content.dtype), _as(self.gate, content.dtype))
+            if torch.compiler.is_exporting():  # traced casts are no-ops, so none is kept: promote instead
+                out = torch.addcmul(content, positional - content, self.gate)
+            else:
+                out = torch.lerp(content, _as(positional, content.dtype), _as(self.gate, content.dtype))
         return self.proj(out.transpose(1, 2).reshape(batch, self.tokens, self.dim))
 
     def extra_repr(self) -> str:

@@ -156,14 +156,23 @@ def run_block(block: nn.Module, checkpointed: bool, *args: Any) -> torch.Tensor:
     """block(*args); with `checkpointed`, in training with gradients, under activation checkpointing: the
     backward recomputes the block's activations instead of keeping them. Non-reentrant: drop-path's masks
     replay, so outputs and gradients are the same bits; the BatchNorm statistics the recomputation would
-    update again are restored (torch.compile's recomputation leaves them alone and takes no context_fn)."""
+    update again are restored (torch.compile's recomputation leaves them alone and takes no context_fn).
+    torch.compile cannot trace a SyncBatchNorm (run.sync_bn), so it would run the checkpoint eagerly without
+    that restoring: such a block is checkpointed outside the compiled graph."""
     if not (checkpointed and block.training and torch.is_grad_enabled()):
         return block(*args)
-    if not torch.compiler.is_compiling() and any(isinstance(m, BATCHNORMS) for m in block.modules()):
-        return checkpoint(
-            block, *args, use_reentrant=False, context_fn=lambda: (nullcontext(), batchnorm_stats_kept(block))
-        )
+    norms = [m for m in block.modules() if isinstance(m, BATCHNORMS)]
+    synced = any(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    if norms and (synced or not torch.compiler.is_compiling()):
+        return _checkpoint_keeping_stats(block, *args)
     return checkpoint(block, *args, use_reentrant=False)
+
+
+@torch.compiler.disable  # eager forward and recomputation alike: the checkpoint compares what each saved
+def _checkpoint_keeping_stats(block: nn.Module, *args: Any) -> torch.Tensor:
+    return checkpoint(
+        block, *args, use_reentrant=False, context_fn=lambda: (nullcontext(), batchnorm_stats_kept(block))
+    )
 
 
 GLOBAL_POOLS = ("token", "avg", "")  # timm's for ConViT (its ViT has 'avgmax', 'max', 'map' too: not built)

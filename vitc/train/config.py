@@ -91,6 +91,9 @@ class RunSection:
     # timm's --grad-checkpointing: each block's activations are recomputed in the backward instead of kept
     # (less activation memory for more time; the same steps: ZooModel.set_grad_checkpointing)
     grad_checkpointing: bool = False
+    # timm's --sync-bn: under DDP on GPUs, BatchNorm (CvT's projections, SP-ViT's stem) normalises over every
+    # process's batch, not its own share (torch's SyncBatchNorm); ignored for one process, refused on a CPU
+    sync_bn: bool = False
 
 
 @dataclass
@@ -227,6 +230,17 @@ def validate(cfg: TrainConfig) -> None:
             raise VitcError("aug.color_jitter and aug.auto_augment exclude each other (as in timm): set one")
     if cfg.aug.color_jitter > 1:
         raise VitcError(f"config key aug.color_jitter must be in [0, 1], got {cfg.aug.color_jitter}")
+
+
+def check_sync_bn(cfg: TrainConfig, world_size: int, device: str) -> None:
+    """run.sync_bn under DDP needs GPUs: torch's SyncBatchNorm has no CPU kernels (its training forward raises on
+    a CPU tensor), so a CPU run is refused before it trains, not in its first step. `device` is the resolved
+    device's type, or run.device before launching (auto is checked by each process once it is resolved)."""
+    if cfg.run.sync_bn and world_size > 1 and device == "cpu":
+        raise VitcError(
+            f"run.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernels): train the {world_size} CPU "
+            "processes without it (--set run.sync_bn=false) or on GPUs (--device cuda)"
+        )
 
 
 def parse_auto_augment(spec: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from vitc.data.transforms import eval_transform
 from vitc.errors import VitcError
 from vitc.models import get_model_cfg
 from vitc.train import report
-from vitc.train.config import TrainConfig, resolve_defaults
+from vitc.train.config import TrainConfig, check_sync_bn, resolve_defaults
 from vitc.train.device import gpu_advice, pick_amp, pick_device, reraise_gpu
 from vitc.train.distributed import (
     all_reduce_sum,
@@ -71,6 +71,7 @@ class RunResult:
     compile_seconds: float | None = None  # run.compile: the first step (the meter's warm-up), which compiles
     timing: dict[str, float | None] = field(default_factory=dict)  # this session's StepMeter.summary()
     attention: list[dict[str, Any]] | None = None  # the formulations measured on a GPU (vitc.models.formulation)
+    sync_bn: bool = False  # BatchNorm normalised over every process's batch (run.sync_bn under DDP)
 
 
 def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, force: bool = False) -> RunResult:
@@ -82,6 +83,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
     defaults = resolve_defaults(cfg)  # before config.json is written: the run records explicit values
     device = pick_device(cfg.run.device)
     dist = init_distributed(device.type)
+    check_sync_bn(cfg, dist.world_size, device.type)  # every process, before it loads anything
     for note in defaults if show_progress and dist.is_main else ():
         PlainConsole(markup=False, highlight=False).print(f"default: {note}")
     if cfg.log.tensorboard:
@@ -168,8 +170,8 @@ def _train_epoch(run: Run, epoch: int) -> None:
         if batch.x is None and not dist.enabled:  # nothing left of this batch: the step passes without an update
             state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
             continue
-        if batch.x is None:  # other processes step: join their gradient all-reduce with zeros (eval mode: no
-            # BatchNorm statistics from a stand-in), or the collectives stop matching
+        if batch.x is None:  # other processes step: join their collectives (the gradient all-reduce, sync-BN's
+            # gathers) with zeros, or they stop matching
             with run.ctrl_c.held():
                 _shadow_step(run)
                 state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
@@ -193,9 +195,21 @@ def _train_epoch(run: Run, epoch: int) -> None:
 
 
 def _shadow_step(run: Run) -> None:
-    """A DDP step for a process whose whole batch was unreadable: a zero loss on a stand-in image, so its
-    gradients (zeros) join the others' all-reduce and every process takes the same optimiser step."""
+    """A DDP step for a process whose whole batch was unreadable: a zero loss on a stand-in, so its gradients
+    (zeros) join the others' all-reduce and every process takes the same optimiser step.
+
+    The stand-in is one zero image in eval mode, from which no BatchNorm takes statistics. Under sync-BN the
+    others' BatchNorms, in train mode, gather every process's batch statistics in each layer, forward and
+    backward, which an eval-mode forward never joins: the stand-in is then an empty batch in train mode, which
+    torch's SyncBatchNorm joins with a count of 0 that it leaves out of the global statistics
+    (torch/nn/modules/_functions.py), so the others normalise and update their running statistics as if this
+    process had no share. In float32, without autocast: torch sends an empty batch's zeros in its input's dtype
+    where a batch sends its statistics in float32, and gathered tensors must match."""
     net = run.net
+    if run.sync_bn:
+        stand_in = torch.zeros(0, *get_model_cfg(run.model).input_size, device=run.device)
+        _backward_and_step(run, net(stand_in).float().sum() * 0.0)
+        return
     net.eval()  # the backward runs in eval mode too: nothing in it depends on the mode
     try:
         with run.cast:
@@ -368,6 +382,7 @@ def _finish(run: Run) -> RunResult:
     result.compile_seconds = run.meter.warmup_seconds if cfg.run.compile != "off" else None
     result.timing = run.meter.summary()
     result.attention = run.run_info["attention"]
+    result.sync_bn = run.sync_bn
     if state.stopped_early and dist.is_main:  # the history is rank 0's
         best = max(state.history, key=lambda row: row["val_top1"])
         result.stopped_early = (

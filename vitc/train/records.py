@@ -67,6 +67,7 @@ def summary_record(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
         "compile": cfg.run.compile,
         "compile_seconds": result.compile_seconds,
         "attention": result.attention,  # per GPSA/SP-SA kind: the formulation chosen, and each one's time
+        "sync_bn": result.sync_bn,  # run.sync_bn in effect: BatchNorm normalised over every process's batch
         "checkpoint": str(result.run_dir / "best.safetensors"),
         "pretrained": cfg.model.pretrained,
     }

@@ -23,7 +23,7 @@ from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.train import report
 from vitc.train.config import TrainConfig, parse_auto_augment, repeats_note, resolve_for_data
 from vitc.train.device import choose_attention, pick_workers
-from vitc.train.distributed import broadcast_from_main
+from vitc.train.distributed import broadcast_from_main, sync_batchnorm
 from vitc.train.interrupt import CtrlC
 from vitc.train.meter import StepMeter
 from vitc.train.optim import ModelEma, freeze_backbone, param_groups
@@ -53,6 +53,7 @@ class Run:
     feed: Any
     model: torch.nn.Module
     net: Any  # the model as trained: DDP-wrapped and/or torch.compiled
+    sync_bn: bool  # its BatchNorms gather every process's batch statistics (run.sync_bn under DDP)
     optimizer: torch.optim.Optimizer
     ema: ModelEma | None
     scaler: Any
@@ -161,6 +162,9 @@ def setup_run(
             PlainConsole(markup=False, highlight=False).print(note)
     if cfg.optim.freeze == "backbone":
         freeze_backbone(model)
+    synced, note = sync_batchnorm(model, dist, cfg.optim.freeze == "backbone") if cfg.run.sync_bn else (False, "")
+    if note and show_progress and dist.is_main:
+        say(note)
     mean, std = get_model_cfg(model).mean, get_model_cfg(model).std
     groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, fused=device.type in FUSED_ADAMW_ON or None)
@@ -242,6 +246,7 @@ def setup_run(
         feed=feed,
         model=model,
         net=net,
+        sync_bn=synced,
         optimizer=optimizer,
         ema=ema,
         scaler=scaler,

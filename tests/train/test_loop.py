@@ -382,6 +382,15 @@ def test_run_compile_mode_reaches_inductor(tiny: dict[str, Any], monkeypatch: py
         load_config(None, {**tiny, "run.compile": "inductor", "run.compile_mode": "fast"})
 
 
+def test_eager_compile_of_checkpointed_batchnorm_blocks_is_refused_in_one_line(tiny: dict[str, Any]) -> None:
+    """torch.compile's eager backend with CvT's checkpointed blocks died in the first backward: 'one of the
+    variables needed for gradient computation has been modified by an inplace operation' (a BatchNorm count)."""
+    overrides = {**tiny, "model.name": "cvt_micro", "model.args": {}, "optim.epochs": 1}
+    with pytest.raises(VitcError, match=r"run.compile=eager cannot recompute cvt_micro's BatchNorm blocks .*aot_eager"):
+        _run({**overrides, "run.compile": "eager", "run.grad_checkpointing": True})
+    _run({**overrides, "model.name": "spvit_micro", "run.compile": "eager", "run.grad_checkpointing": True})
+
+
 @pytest.mark.parametrize("model", ["convit_micro", "cvt_micro"])  # GPSA's autograd Function; CvT's BatchNorm
 def test_grad_checkpointing_trains_the_same_steps(
     tiny: dict[str, Any], model: str, monkeypatch: pytest.MonkeyPatch

@@ -152,6 +152,13 @@ def batchnorm_stats_kept(block: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
+def checkpoints_batchnorm(model: nn.Module) -> bool:
+    """Whether a block that activation checkpointing recomputes holds a BatchNorm (CvT's projections; SP-ViT's
+    stem is not in a block)."""
+    blocks = (m.blocks for m in model.modules() if isinstance(getattr(m, "blocks", None), nn.ModuleList))
+    return any(isinstance(m, BATCHNORMS) for stage in blocks for m in stage.modules())
+
+
 def run_block(block: nn.Module, checkpointed: bool, *args: Any) -> torch.Tensor:
     """block(*args); with `checkpointed`, in training with gradients, under activation checkpointing: the
     backward recomputes the block's activations instead of keeping them. Non-reentrant: drop-path's masks

@@ -20,6 +20,7 @@ from vitc.data.transforms import TrainAugment
 from vitc.errors import VitcError
 from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model, get_model_cfg, model_cfg
+from vitc.models.layers import checkpoints_batchnorm
 from vitc.train import report
 from vitc.train.config import TrainConfig, parse_auto_augment, repeats_note, resolve_for_data
 from vitc.train.device import choose_attention, pick_workers
@@ -216,6 +217,11 @@ def setup_run(
             if state.step_in_epoch:  # and its random streams, which this process must not replay
                 seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
+    if cfg.run.compile == "eager" and cfg.run.grad_checkpointing and checkpoints_batchnorm(model):
+        raise VitcError(  # dynamo's eager backend recomputes the block's BatchNorm update in place: autograd refuses
+            f"run.compile=eager cannot recompute {cfg.model.name}'s BatchNorm blocks under run.grad_checkpointing "
+            "(an in-place update of their statistics): use run.compile=aot_eager, the debugging backend that can"
+        )
     if cfg.run.compile != "off":  # the training forward only: evaluation and checkpoints use `model` as it is
         mode = {} if cfg.run.compile_mode == "default" else {"mode": cfg.run.compile_mode}
         net = torch.compile(net, backend=cfg.run.compile, **mode)

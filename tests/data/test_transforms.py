@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from vitc.data import (
     random_flip,
     random_resized_crop,
     smooth_targets,
+    transforms,
 )
 from vitc.errors import VitcError
 
@@ -57,18 +59,18 @@ def test_rrc_crops_the_right_region() -> None:
     assert out.min() >= 0 and out.max() <= 1
 
 
-def test_rrc_grid_is_full_fp32_whatever_the_session_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    # affine_grid is a batched matmul: under TF32 the device's crop coordinates would drift by ~1e-3
+def test_rrc_resize_is_full_fp32_whatever_the_session_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the resize is two batched matmuls: under TF32 (the GPU) or oneDNN's bf16 they would move values by levels
     import vitc.data.transforms as transforms
 
     seen: list[str] = []
-    real = transforms.F.affine_grid
+    real = transforms.torch.bmm
 
     def recording(*args: object, **kwargs: object) -> torch.Tensor:
         seen.append(torch.get_float32_matmul_precision())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(transforms.F, "affine_grid", recording)
+    monkeypatch.setattr(transforms.torch, "bmm", recording)
     before = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("medium")
@@ -77,8 +79,83 @@ def test_rrc_grid_is_full_fp32_whatever_the_session_set(monkeypatch: pytest.Monk
         assert torch.get_float32_matmul_precision() == "medium"  # the user's setting is back
     finally:
         torch.set_float32_matmul_precision(before)
-    assert seen == ["highest"]
+    assert seen == ["highest", "highest"]
     torch.testing.assert_close(out, random_resized_crop(x, _g(2)), atol=0, rtol=0)
+
+
+def _photos(n: int, side: int, seed: int = 0) -> torch.Tensor:
+    """Photo-like uint8 images: smooth shading, hard-edged discs of black, white or a colour, a thin white
+    line (where bicubic overshoots past 0 and 255) and sensor noise."""
+    g = torch.Generator().manual_seed(seed)
+    at = torch.arange(side, dtype=torch.float32)
+    yy, xx = at.view(1, 1, -1, 1), at.view(1, 1, 1, -1)
+    freq = torch.rand(n, 3, 2, generator=g) * 0.2 + 0.03
+    x = 128 + 90 * torch.sin(xx * freq[..., :1, None]) * torch.cos(yy * freq[..., 1:, None])
+    for _ in range(4):
+        cy, cx, r = torch.rand(3, n, 1, 1, generator=g) * torch.tensor([side, side, side / 4]).view(3, 1, 1, 1)
+        colour = torch.randint(0, 3, (n, 3, 1, 1), generator=g).float() * 127.5
+        x = torch.where((yy - cy[:, None]) ** 2 + (xx - cx[:, None]) ** 2 < (r[:, None] + 2) ** 2, colour, x)
+    x[..., side // 3, :] = 255
+    x = x + torch.randn(x.shape, generator=g) * 6
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_crops_resize_as_pillow(interpolation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each drawn box resized as timm's crops are, by Pillow's `Image.resize(size, filter, box=)`: the filter
+    widened when the crop is downscaled (antialiased; grid_sample's bilinear read 2 pixels wherever it
+    landed), bicubic Pillow's resize cubic (a = -0.5), its overshoot clipped between the two passes. Within a
+    level on every pixel (Pillow also rounds its first pass to 8 bits) and most equal, for boxes in the images'
+    own pixels (digits, CIFAR) and for whole photos kept squashed (fractional boxes), up and down."""
+    image = pytest.importorskip("PIL.Image")
+    drawn: list[torch.Tensor] = []
+    real = transforms.resize_boxes
+    monkeypatch.setattr(transforms, "resize_boxes", lambda x, boxes, *a: drawn.append(boxes) or real(x, boxes, *a))
+    equal = total = 0
+    for side, out, photo in ((32, 32, None), (64, 40, None), (96, 64, (300, 200)), (80, 112, (90, 160))):
+        x = _photos(12, side, seed=side)
+        sizes = None if photo is None else torch.tensor([photo] * 12)
+        crops = random_resized_crop(x, _g(side), (0.08, 1.0), sizes=sizes, out_size=out, interpolation=interpolation)
+        assert crops.dtype == torch.uint8 and crops.shape == (12, 3, out, out)
+        for one, crop, (left, top, width, height) in zip(x, crops, drawn.pop().tolist(), strict=True):
+            box = (left, top, left + width, top + height)
+            filtered = image.fromarray(one.permute(1, 2, 0).numpy()).resize(
+                (out, out), getattr(image, interpolation.upper()), box=box
+            )
+            diff = (crop.int() - torch.from_numpy(np.array(filtered)).permute(2, 0, 1).int()).abs()
+            assert int(diff.max()) <= 1, (side, box)
+            equal, total = equal + int((diff == 0).sum()), total + diff.numel()
+    assert equal / total > 0.75
+
+
+def test_random_interpolation_draws_each_images_filter_from_the_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm's default train interpolation: bilinear or bicubic per image, drawn after the box (`random.choice`
+    in RandomResizedCropAndInterpolation). From the run's generator: the same seed draws the same filters, and
+    both; each image is its box resized with its own filter. A fixed filter draws nothing more than before."""
+    x = _photos(64, 24)
+    picked: list[torch.Tensor] = []
+    real = transforms.resize_boxes
+    monkeypatch.setattr(
+        transforms, "resize_boxes", lambda x, b, bicubic, s: picked.append(bicubic) or real(x, b, bicubic, s)
+    )
+    crops, states = {}, {}
+    for name in ("random", "bilinear", "bicubic", "random"):
+        g = _g(5)
+        crops[name] = random_resized_crop(x, g, (0.2, 1.0), interpolation=name)
+        states[name] = g.get_state()
+    first, bilinear, bicubic, again = picked
+    assert torch.equal(first, again) and 0 < int(first.sum()) < 64
+    assert not bilinear.any() and bicubic.all()
+    assert torch.equal(crops["random"], torch.where(first.view(-1, 1, 1, 1), crops["bicubic"], crops["bilinear"]))
+    assert torch.equal(states["bilinear"], states["bicubic"])
+    g = _g(5)
+    random_resized_crop(x, g, (0.2, 1.0))
+    torch.rand(64, generator=g)  # "random" draws one value per image more
+    assert torch.equal(g.get_state(), states["random"])
+    random_resized_crop(x, _g(6), (0.2, 1.0), interpolation="random")
+    assert not torch.equal(picked[-1], first)
+    with pytest.raises(VitcError, match="crop_interpolation must be one of random, bilinear, bicubic, got 'nearest'"):
+        random_resized_crop(x, _g(), interpolation="nearest")
 
 
 def test_flip() -> None:
@@ -177,6 +254,11 @@ def test_recipes_and_validation() -> None:
         TrainAugment(num_classes=3, mean=MEAN, std=STD, crop_scale=(0.5, 0.2))
     with pytest.raises(VitcError, match="label_smoothing"):
         TrainAugment(num_classes=3, mean=MEAN, std=STD, label_smoothing=1.0)
+    assert d["crop_interpolation"] == "bilinear"
+    with pytest.raises(
+        VitcError, match=r"^crop_interpolation must be one of random, bilinear, bicubic, got 'lanczos'$"
+    ):
+        TrainAugment(num_classes=3, mean=MEAN, std=STD, crop_interpolation="lanczos")
 
 
 def test_colour_ops_see_the_crop_as_in_timm() -> None:
@@ -190,7 +272,7 @@ def test_colour_ops_see_the_crop_as_in_timm() -> None:
                        erase_prob=0.0, auto_augment=policy)  # fmt: skip
     got, _ = aug(x, labels, torch.Generator().manual_seed(4))
     g = torch.Generator().manual_seed(4)  # the same draws, in timm's order
-    crops = random_flip(random_resized_crop(x.float(), g, (0.3, 1.0)), g, 0.5).round().to(torch.uint8)
+    crops = random_flip(random_resized_crop(x, g, (0.3, 1.0)), g, 0.5)  # 8-bit, as Pillow's
     assert torch.equal(got, aug._colour(crops, g, torch.device("cpu")))
     g = torch.Generator().manual_seed(4)  # colour first, as before
     colour_first = random_flip(random_resized_crop(aug._colour(x, g, torch.device("cpu")), g, (0.3, 1.0)), g, 0.5)
@@ -203,9 +285,12 @@ def test_rrc_of_a_whole_photo_is_drawn_in_its_own_proportions() -> None:
     across = torch.arange(16.0).view(1, 1, 1, 16).expand(2, 3, 16, 16)
     sizes = torch.tensor([[16, 32], [16, 32]])
     crop = random_resized_crop(across, torch.Generator(), (1.0, 1.0), (1.0, 1.0), sizes=sizes, out_size=8)
-    assert crop.shape == (2, 3, 8, 8) and torch.equal(crop, across[..., :8, 4:12])
+    assert crop.shape == (2, 3, 8, 8) and torch.allclose(crop, across[..., :8, 4:12])
     tall = random_resized_crop(across, torch.Generator(), (1.0, 1.0), (1.0, 1.0), sizes=sizes.flip(1), out_size=8)
-    assert torch.allclose(tall, torch.arange(0.5, 16, 2).view(1, 1, 1, 8).expand(2, 3, 8, 8))  # all across, halved
+    # all across, halved as Pillow halves: each pixel 3/8 of the two under it and 1/8 of each neighbour (the
+    # filter widened to 4 pixels), the edges' weights renormalised inside the image
+    halved = torch.tensor([5 / 7, 2.5, 4.5, 6.5, 8.5, 10.5, 12.5, 15 - 5 / 7])
+    assert torch.allclose(tall, halved.view(1, 1, 1, 8).expand(2, 3, 8, 8))
     x = (torch.rand(4, 3, 20, 20, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
     aug = TrainAugment(3, (0.5,) * 3, (0.25,) * 3, crop_size=12)
     out, _ = aug(x, torch.arange(4) % 3, torch.Generator().manual_seed(1), sizes=torch.tensor([[30, 40]] * 4))

@@ -126,13 +126,14 @@ if os.environ.get("RANK") == "1" and os.environ["CTRL_C_AT"] == "sums":
 
 @pytest.mark.slow
 def test_ctrl_c_within_an_epoch_then_resume_replays_every_rank(tmp_path: Path) -> None:
-    """Random crops, flips and drop-path, which each rank draws from its own streams: Ctrl-C within epoch 2,
-    again within epoch 3 of the resumed run and at its end, each time followed by `--resume`, ends as the
-    uninterrupted run. The resume file kept rank 0's streams and running loss sums only: rank 1 drew fresh
+    """Random crops and their filters, flips and drop-path, which each rank draws from its own streams: Ctrl-C
+    within epoch 2, again within epoch 3 of the resumed run and at its end, each time followed by `--resume`, ends
+    as the uninterrupted run. The resume file kept rank 0's streams and running loss sums only: rank 1 drew fresh
     streams from that step, and the epoch's train loss lost rank 1's steps before it. The first Ctrl-C
     comes as rank 0 starts a step (rank 1 may still be finishing the one before), the second while rank 1
     waits for rank 0 in the step's gradient all-reduce (which fails once rank 0 has saved and gone)."""
-    tiny = {**TINY, "aug.crop_scale": [0.5, 1.0], "aug.flip": True, "model.drop_path_rate": 0.2}
+    tiny = {**TINY, "aug.crop_scale": [0.5, 1.0], "aug.crop_interpolation": "random", "aug.flip": True}
+    tiny["model.drop_path_rate"] = 0.2
     tiny["run.out_dir"] = str(tmp_path / "runs")
     launch = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "-q"]
     straight = subprocess.run([*launch, *_set_args({**tiny, "run.name": "straight"})], capture_output=True, text=True)

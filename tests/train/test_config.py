@@ -55,6 +55,10 @@ def test_recipe_then_overrides(tmp_path: Path) -> None:
         ({"aug.repeats": 1.5}, r"^config key aug.repeats expects int, got 1.5$"),
         ({"aug.repeats": True}, r"^config key aug.repeats expects int, got True$"),
         ({"aug.repeats": "3"}, r"^config key aug.repeats expects int, got '3'$"),
+        (
+            {"aug.crop_interpolation": "nearest"},
+            r"^config key aug.crop_interpolation must be one of random, bilinear, bicubic, got 'nearest'$",
+        ),
     ],
 )
 def test_bad_values_are_clear_errors(overrides: dict, message: str) -> None:

@@ -31,8 +31,9 @@ from vitc.train.loop import TrainingInterrupted, train
 from vitc.train.progress import EpochProgress
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-# every random draw of the recipe: crops, flips, erasing noise, mixup/cutmix, drop-path
-DRAWS = {"aug.crop_scale": [0.5, 1.0], "aug.flip": True, "aug.erasing": 0.25, "aug.mixup": 0.8, "aug.cutmix": 1.0}
+# every random draw of the recipe: crops and their filters, flips, erasing noise, mixup/cutmix, drop-path
+DRAWS = {"aug.crop_scale": [0.5, 1.0], "aug.crop_interpolation": "random", "aug.flip": True, "aug.erasing": 0.25,
+         "aug.mixup": 0.8, "aug.cutmix": 1.0}  # fmt: skip
 
 
 def _run(overrides: dict[str, Any], resume: bool = False) -> loop.RunResult:
@@ -181,9 +182,10 @@ def test_the_prefetcher_draws_in_batch_order_and_knows_what_to_rewind() -> None:
 
 @cuda
 def test_cuda_augmentation_matches_the_cpu_and_replays() -> None:
-    """Same draws from the CPU generator: crops, flips and mixup on the GPU match the CPU's values (to
-    float rounding); with erasing (noise from a device generator seeded by the run's) two passes from
-    the same state are identical, and the generator ends where it would."""
+    """Same draws from the CPU generator: crops, flips and mixup on the GPU match the CPU's values (a crop's
+    8-bit value may round the other way where the two devices' sums fall either side of a half level: at
+    most a level, on a rare value); with erasing (noise from a device generator seeded by the run's) two
+    passes from the same state are identical, and the generator ends where it would."""
     x, y, _ = _batches(1)[0]
     plain = TrainAugment(num_classes=3, mean=(0.5,) * 3, std=(0.25,) * 3, crop_scale=(0.5, 1.0), mixup_alpha=0.8)
     g = torch.Generator().manual_seed(3)
@@ -191,7 +193,8 @@ def test_cuda_augmentation_matches_the_cpu_and_replays() -> None:
     g.manual_seed(3)
     on_gpu = plain(x, y, g, torch.device("cuda"))
     assert on_gpu[0].is_cuda and on_gpu[1].is_cuda
-    torch.testing.assert_close(on_gpu[0].cpu(), on_cpu[0], atol=1e-5, rtol=1e-5)
+    diff, level = (on_gpu[0].cpu() - on_cpu[0]).abs(), 1 / 255 / 0.25  # a level, normalised by std 0.25
+    assert float(diff.max()) <= level + 1e-5 and float((diff > 1e-5).float().mean()) < 0.005
     torch.testing.assert_close(on_gpu[1].cpu(), on_cpu[1])
     runs = []
     for _ in range(2):

@@ -56,13 +56,15 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
     monkeypatch.setattr(EpochProgress, "advance", advance)
 
 
-@pytest.mark.parametrize("repeats", [0, 3])  # aug.repeats: the epoch's repeated order resumes at its step too
+# aug.repeats: the epoch's repeated order resumes at its step too; "random": each crop's filter is drawn as well
+@pytest.mark.parametrize(("repeats", "interpolation"), [(0, "bilinear"), (3, "bilinear"), (0, "random")])
 def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
-    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repeats: int
+    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repeats: int, interpolation: str
 ) -> None:
     tiny["aug.crop_scale"] = [0.5, 1.0]  # random crops and drop-path: both RNG streams must be restored
     tiny["model.drop_path_rate"] = 0.2
     tiny["aug.repeats"] = repeats
+    tiny["aug.crop_interpolation"] = interpolation
     reference = _run({**tiny, "run.name": "straight"})
 
     with monkeypatch.context() as patch:
@@ -73,6 +75,7 @@ def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
 
     assert resumed.history == reference.history
     assert resumed.test == reference.test
+    assert json.loads((resumed.run_dir / "config.json").read_text())["aug"]["crop_interpolation"] == interpolation
     for name in ("last.safetensors", "resume.safetensors"):
         expected, got = load_file(reference.run_dir / name), load_file(resumed.run_dir / name)
         assert expected.keys() == got.keys()

@@ -88,11 +88,13 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
     monkeypatch.setattr(feed.StreamFeed, "_run", run)
 
 
-@pytest.mark.parametrize("repeats", [0, 3])  # aug.repeats: each copy's crop is seeded by its copy number too
+# aug.repeats: each copy's crop is seeded by its copy number too; "random": each crop's filter is drawn as well
+@pytest.mark.parametrize(("repeats", "interpolation"), [(0, "bilinear"), (3, "bilinear"), (0, "random")])
 def test_streamed_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
-    streamed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, repeats: int
+    streamed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, repeats: int, interpolation: str
 ) -> None:
     streamed["aug.repeats"] = repeats  # 24 images: 24 samples an epoch either way
+    streamed["aug.crop_interpolation"] = interpolation
     reference = _run(streamed | {"run.name": "straight"})
     with monkeypatch.context() as patch:
         _interrupt_at(patch, batch=6)  # epoch 1: 3 train + 1 val batches; then epoch 2, step 2 of 3

@@ -20,8 +20,12 @@ _EXPORTS = {
     ),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+# the filters training's random-resized crops resize with ("random": one of the two per image), timm's
+# --train-interpolation: here rather than in transforms.py, so that vitc.train.config checks aug.crop_interpolation
+# before torch is imported
+CROP_INTERPOLATIONS = ("random", "bilinear", "bicubic")
 
-__all__ = sorted(_WHERE)
+__all__ = sorted([*_WHERE, "CROP_INTERPOLATIONS"])
 
 
 def __getattr__(name: str) -> Any:

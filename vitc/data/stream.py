@@ -28,6 +28,7 @@ from vitc.data.cifar import cifar_raw
 from vitc.data.datasets import folder_split, resize_images
 from vitc.data.files import FileIndex, list_images
 from vitc.data.images import center_crop, open_image
+from vitc.data.transforms import check_crop_interpolation
 from vitc.errors import VitcError
 
 MEMORY_BUDGET = 512 * 2**20  # decoded bytes (train + val) up to which data.stream=auto keeps images in memory
@@ -197,8 +198,9 @@ def crop_box(
 
 @dataclass
 class SampleTransform:
-    """Train: random-resized crop from the full image, flip, resize to `size`. Eval: shorter side (both,
-    by crop_mode) to size / crop_pct, centre crop. Both give uint8 (3, size, size)."""
+    """Train: random-resized crop from the full image, flip, resize to `size` with Pillow's filter of
+    `crop_interpolation`. Eval: shorter side (both, by crop_mode) to size / crop_pct, centre crop. Both give
+    uint8 (3, size, size)."""
 
     size: int
     crop_pct: float = DEFAULT_CROP_PCT
@@ -207,6 +209,10 @@ class SampleTransform:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
     crop_mode: str = DEFAULT_CROP_MODE
+    crop_interpolation: str = "bilinear"  # the crop's resize: Pillow's bilinear, bicubic, or one at random per sample
+
+    def __post_init__(self) -> None:
+        check_crop_interpolation(self.crop_interpolation)
 
     @property
     def eval_short(self) -> int:
@@ -214,12 +220,15 @@ class SampleTransform:
 
     def train(self, im: Any, epoch: int, index: int, copy: int = 0) -> np.ndarray:
         """The crop and flip of sample `index` in `epoch`; `copy` > 0 (aug.repeats) draws another of the same
-        image, copy 0 the one a run without repeats draws."""
+        image, copy 0 the one a run without repeats draws. Under "random" the filter is drawn after the box, as
+        timm's RandomResizedCropAndInterpolation does; the other settings draw nothing more."""
         pil = lazy_import("PIL.Image")
         rng = np.random.default_rng([self.seed, _SAMPLE_STREAM, epoch, index, *([copy] if copy else [])])
         left, top, cw, ch = crop_box(*im.size, rng, self.crop_scale, self.crop_ratio)
+        bicubic = rng.uniform() < 0.5 if self.crop_interpolation == "random" else self.crop_interpolation == "bicubic"
         flip = rng.uniform() < self.flip_prob
-        out = im.resize((self.size, self.size), pil.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))
+        resample = pil.Resampling.BICUBIC if bicubic else pil.Resampling.BILINEAR
+        out = im.resize((self.size, self.size), resample, box=(left, top, left + cw, top + ch))
         if flip:
             out = out.transpose(pil.Transpose.FLIP_LEFT_RIGHT)
         return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)

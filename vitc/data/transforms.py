@@ -25,7 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from vitc._numerics import strict_fp32
+from vitc.data import CROP_INTERPOLATIONS
 from vitc.errors import VitcError
+
+
+def check_crop_interpolation(name: str) -> None:
+    """A crop's filter as TrainAugment, random_resized_crop and the streamed SampleTransform take it."""
+    if name not in CROP_INTERPOLATIONS:
+        raise VitcError(f"crop_interpolation must be one of {', '.join(CROP_INTERPOLATIONS)}, got {name!r}")
 
 
 def _stats(values: Sequence[float], c: int, what: str) -> torch.Tensor:
@@ -86,18 +93,20 @@ def random_resized_crop(
     attempts: int = 10,
     sizes: torch.Tensor | None = None,
     out_size: int | None = None,
+    interpolation: str = "bilinear",
 ) -> torch.Tensor:
     """Per-sample random crop of area `scale` and aspect `ratio`, resized to `out_size` (default: the
-    images' own) bilinearly.
+    images' own) with Pillow's bilinear or bicubic filter; "random" draws one of the two per sample, as
+    timm's default train interpolation (`random.choice` after the box, in RandomResizedCropAndInterpolation).
 
     The box is drawn as torchvision's RandomResizedCrop does (10 tries, then a central crop), all
-    samples at once; the crop and resize are one `grid_sample` with a per-sample affine grid. With
-    `sizes` ((N, 2) heights and widths) the images are whole photos squashed to a square: each box is
-    drawn in its photo's pixels and proportions, and cut where it lies in the squashed copy. The
-    grid is a batched matmul, made in full fp32: under TF32 (a common global setting on GPUs) its
-    coordinates would drift by ~1e-3 and the device's crops would differ from the CPU's.
+    samples at once, and resized as Pillow's `Image.resize(box=)` (`resize_boxes`): uint8 images come
+    back uint8, as timm's crops do. With `sizes` ((N, 2) heights and widths) the images are whole photos
+    squashed to a square: each box is drawn in its photo's pixels and proportions, and cut where it lies
+    in the squashed copy.
     """
-    n, c, h, w = x.shape
+    check_crop_interpolation(interpolation)
+    n, _, h, w = x.shape
     if sizes is None:
         hs, ws = torch.full((n,), float(h), dtype=torch.float64), torch.full((n,), float(w), dtype=torch.float64)
     else:
@@ -117,17 +126,90 @@ def random_resized_crop(
     u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
     top = torch.where(found, torch.floor(u[:, 0] * (hs - ch + 1)), torch.floor((hs - ch) / 2))
     left = torch.where(found, torch.floor(u[:, 1] * (ws - cw + 1)), torch.floor((ws - cw) / 2))
-    # box in normalised coordinates (align_corners=False: -1..1 spans pixel edges), whatever the copy's size
-    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0] = cw / ws
-    theta[:, 0, 2] = (2 * left + cw) / ws - 1
-    theta[:, 1, 1] = ch / hs
-    theta[:, 1, 2] = (2 * top + ch) / hs - 1
-    xf = x if x.is_floating_point() else x.float()
-    out = [n, c, out_size or h, out_size or w]
+    if interpolation == "random":
+        bicubic = torch.rand(n, generator=generator) < 0.5
+    else:
+        bicubic = torch.full((n,), interpolation == "bicubic")
+    # the box in the copy's pixels, whatever its size
+    boxes = torch.stack([left * w / ws, top * h / hs, cw * w / ws, ch * h / hs], 1)
+    return resize_boxes(x, boxes, bicubic, (out_size or h, out_size or w))
+
+
+def _triangle(d: torch.Tensor) -> torch.Tensor:
+    """Pillow's bilinear filter (support 1)."""
+    return (1 - d.abs()).clamp_(min=0)
+
+
+def _keys_cubic(d: torch.Tensor) -> torch.Tensor:
+    """Pillow's resize bicubic (support 2): Keys' cubic with a = -0.5 (its transform's, which RandAugment's
+    warps use, has a = -1; torch's -0.75)."""
+    d = d.abs()
+    near, far = (1.5 * d - 2.5) * d * d + 1, ((-0.5 * d + 2.5) * d - 4) * d + 2
+    return torch.where(d < 1, near, torch.where(d < 2, far, 0.0))
+
+
+def _support(lengths: torch.Tensor, bicubic: torch.Tensor, out: int) -> torch.Tensor:
+    """Each filter's reach in input pixels: its own, widened by the scale when downscaling (Pillow's antialiasing)."""
+    return torch.where(bicubic, 2.0, 1.0).to(lengths.dtype) * (lengths / out).clamp(min=1.0)
+
+
+def _resize_matrix(
+    start: torch.Tensor, length: torch.Tensor, bicubic: torch.Tensor, in_size: int, out_size: int, taps: int
+) -> torch.Tensor:
+    """(N, out_size, in_size) float32: row o holds the weights Pillow gives output pixel o along one axis
+    (libImaging/Resample.c, precompute_coeffs): centred at start + (o + 0.5) * scale, the filter widened by
+    the scale when downscaling, the pixels inside the image only, normalised to sum to 1. Made in float64
+    from `taps` (at least 2 * ceil(support) + 1) taps per output pixel where the boxes are."""
+    where = start.device
+    scale = (length / out_size).view(-1, 1, 1)
+    widen = scale.clamp(min=1.0)
+    support = _support(length, bicubic, out_size).view(-1, 1, 1)
+    center = (
+        start.view(-1, 1, 1) + (torch.arange(out_size, dtype=torch.float64, device=where).view(-1, 1) + 0.5) * scale
+    )
+    first = (center - support + 0.5).trunc().clamp(min=0)  # Pillow's xmin
+    at = first + torch.arange(taps, dtype=torch.float64, device=where)  # (N, out_size, taps)
+    d = (at - center + 0.5) * (1.0 / widen)
+    weights = torch.where(bicubic.view(-1, 1, 1), _keys_cubic(d), _triangle(d)) * (at < in_size)
+    weights = (weights / weights.sum(2, keepdim=True)).to(torch.float32)
+    matrix = torch.zeros(len(start), out_size, in_size, device=where)
+    return matrix.scatter_add_(2, at.clamp(max=in_size - 1).long(), weights)  # taps past the image weigh 0
+
+
+def resize_boxes(x: torch.Tensor, boxes: torch.Tensor, bicubic: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each image's box (left, top, width, height in its pixels; (N, 4) float64 on the CPU) resized to
+    `size` (height, width) as Pillow's `Image.resize(size, BILINEAR, or BICUBIC where `bicubic`, box=)`:
+    separable, across and then down, each output pixel a weighted sum of the input pixels under its
+    filter, the filter widened when downscaling (antialiasing: the `grid_sample` the crop used before read
+    2 pixels wherever it landed). Pillow 13 goes down first where a height shrinks by more than twice what
+    the width does, which a square resized to a square (every crop of vitc's) never does.
+
+    uint8 images come back uint8: the first pass clipped to 0..255 as Pillow's is (bicubic overshoots at
+    edges; unclipped, a value ended up to 16 levels from Pillow's), the result rounded half up. Pillow
+    also rounds its first pass to 8 bits, which moves a value by under two thirds of a level (half a
+    level times the taps' summed magnitude, at most 1.27), so every pixel is within a level of Pillow's.
+    Float images are filtered without clipping or rounding. The weights are per-image (N, out, in)
+    matrices made where the images are from one small copy of the boxes, applied as two batched matmuls
+    in full fp32 (TF32 or oneDNN's bf16 would move the values by more than a level).
+    """
+    n, c, h, w = x.shape
+    out_h, out_w = size
+    taps_across = 2 * math.ceil(float(_support(boxes[:, 2], bicubic, out_w).max())) + 1  # CPU values: no device read
+    taps_down = 2 * math.ceil(float(_support(boxes[:, 3], bicubic, out_h).max())) + 1
+    left, top, width, height, cubic = to_device_together([*boxes.T, bicubic], x.device)
+    eight_bit = x.dtype == torch.uint8
+    dtype = torch.float32 if eight_bit else x.dtype
+    across = _resize_matrix(left, width, cubic, w, out_w, taps_across).to(dtype)
+    down = _resize_matrix(top, height, cubic, h, out_h, taps_down).to(dtype)
+    # rows before channels, so that each pass is one matmul per image: (N, h * C, w) @ (N, w, out_w), then
+    # (N, out_h, h) @ (N, h, C * out_w)
+    rows = x.permute(0, 2, 1, 3).to(dtype, memory_format=torch.contiguous_format, copy=True).view(n, h * c, w)
     with strict_fp32():
-        grid = F.affine_grid(to_device(theta.to(xf.dtype), xf.device), out, align_corners=False)
-    return F.grid_sample(xf, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        rows = torch.bmm(rows, across.transpose(1, 2)).view(n, h, c * out_w)
+        out = torch.bmm(down, rows.clamp_(0, 255) if eight_bit else rows).view(n, out_h, c, out_w).permute(0, 2, 1, 3)
+    if not eight_bit:
+        return out.contiguous()
+    return out.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8, memory_format=torch.contiguous_format)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
@@ -257,6 +339,7 @@ class TrainAugment:
     color_jitter: float = 0.0  # timm's --color-jitter
     auto_augment: dict[str, Any] | None = None  # timm's --aa, parsed: {"kind": "rand", "magnitude": 9, ...}
     crop_size: int | None = None  # batches of whole photos (their `sizes` given): the crops' side
+    crop_interpolation: str = "bilinear"  # timm's --train-interpolation for the crop: bilinear, bicubic or random
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
@@ -279,6 +362,7 @@ class TrainAugment:
             raise VitcError(f"color_jitter must be in [0, 1], got {self.color_jitter}")
         if self.auto_augment is not None and self.auto_augment.get("kind") not in ("rand", "trivial"):
             raise VitcError(f"auto_augment must be RandAugment or TrivialAugment, got {self.auto_augment}")
+        check_crop_interpolation(self.crop_interpolation)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -298,13 +382,12 @@ class TrainAugment:
         device = images.device if device is None else device
         if sizes is not None and not self.crop_size:
             raise ValueError("whole photos (sizes) need crop_size, the side their crops are resized to")
-        if self.color_jitter or self.auto_augment:  # as timm: on the crop, 8-bit as Pillow's resize leaves it
-            if sizes is not None or self._crops() or self.flip_prob > 0:  # (a streamed batch is cropped already)
-                cropped = self._crop_and_flip(to_device(images, device).float(), generator, sizes)
-                images = cropped.round_().clamp_(0, 255).to(torch.uint8)
+        if sizes is not None or self._crops() or self.flip_prob > 0:  # (a streamed batch is cropped already)
+            images = self._crop_and_flip(to_device(images, device), generator, sizes)  # 8-bit, as Pillow's crops
+        if self.color_jitter or self.auto_augment:  # as timm: on the crop
             x = self._colour(images, generator, device)
         else:
-            x = self._crop_and_flip(normalize(to_device(images, device), self.mean, self.std), generator, sizes)
+            x = normalize(to_device(images, device), self.mean, self.std)
         if self.erase_prob > 0:
             x = random_erasing(x, generator, self.erase_prob)
         x, targets = mixup_cutmix(
@@ -322,8 +405,10 @@ class TrainAugment:
 
     def _crop_and_flip(self, x: torch.Tensor, generator: torch.Generator, sizes: torch.Tensor | None) -> torch.Tensor:
         if sizes is not None or self._crops():
-            scale, ratio = self.crop_scale, self.crop_ratio
-            x = random_resized_crop(x, generator, scale, ratio, sizes=sizes, out_size=self.crop_size)
+            scale, ratio, size = self.crop_scale, self.crop_ratio, self.crop_size
+            x = random_resized_crop(
+                x, generator, scale, ratio, sizes=sizes, out_size=size, interpolation=self.crop_interpolation
+            )
         return random_flip(x, generator, self.flip_prob) if self.flip_prob > 0 else x
 
     def _crops(self) -> bool:

@@ -45,7 +45,7 @@ from vitc.train.interrupt import sigint_ignored
 from vitc.train.optim import backbone_eval, lr_at
 from vitc.train.records import checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder
-from vitc.train.setup import Run, out_of_patience, seed_streams, setup_run
+from vitc.train.setup import Run, out_of_patience, seed_streams, setup_run, stand_in_loss
 from vitc.train.state import RankState, remove_rank_states, rng_states, save_state, set_rng_states
 
 FEED_AHEAD = {"cuda": 1}  # batches augmented ahead, by device type (vitc.data.prefetch); a CPU takes each in turn
@@ -198,28 +198,19 @@ def _shadow_step(run: Run) -> None:
     """A DDP step for a process whose whole batch was unreadable: a zero loss on a stand-in, so its gradients
     (zeros) join the others' all-reduce and every process takes the same optimiser step.
 
-    The stand-in is one zero image in eval mode, from which no BatchNorm takes statistics. Under sync-BN the
+    The stand-in is blank images in eval mode, from which no BatchNorm takes statistics. Under sync-BN the
     others' BatchNorms, in train mode, gather every process's batch statistics in each layer, forward and
     backward, which an eval-mode forward never joins: the stand-in is then an empty batch in train mode, which
     torch's SyncBatchNorm joins with a count of 0 that it leaves out of the global statistics
     (torch/nn/modules/_functions.py), so the others normalise and update their running statistics as if this
     process had no share. In float32, without autocast: torch sends an empty batch's zeros in its input's dtype
     where a batch sends its statistics in float32, and gathered tensors must match."""
-    net = run.net
     if run.sync_bn:
         stand_in = torch.zeros(0, *get_model_cfg(run.model).input_size, device=run.device)
-        _backward_and_step(run, net(stand_in).float().sum() * 0.0)
+        _backward_and_step(run, run.net(stand_in).float().sum() * 0.0)
         return
-    net.eval()  # the backward runs in eval mode too: nothing in it depends on the mode
-    try:
-        with run.cast:
-            stand_in = torch.zeros(1, *get_model_cfg(run.model).input_size, device=run.device)
-            loss = net(stand_in).float().sum() * 0.0
+    with stand_in_loss(run.net, run.model, run.cfg.optim.freeze, run.cast, run.device) as loss:
         _backward_and_step(run, loss)
-    finally:
-        net.train()
-        if run.cfg.optim.freeze == "backbone":
-            backbone_eval(run.model)
 
 
 def _backward_and_step(run: Run, loss: torch.Tensor) -> None:

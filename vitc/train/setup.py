@@ -4,7 +4,8 @@ streams each epoch and each DDP process draws from."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack, nullcontext
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from vitc.train.device import choose_attention, pick_workers
 from vitc.train.distributed import broadcast_from_main, sync_batchnorm
 from vitc.train.interrupt import CtrlC
 from vitc.train.meter import StepMeter
-from vitc.train.optim import ModelEma, freeze_backbone, param_groups
+from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, param_groups
 from vitc.train.progress import EpochProgress
 from vitc.train.records import check_resumable
 from vitc.train.run_folder import RunFolder
@@ -218,7 +219,8 @@ def setup_run(
             state.partial = {key: 0.0 for key in state.partial}  # rank 0's: summed over every rank they count N times
             if state.step_in_epoch:  # and its random streams, which this process must not replay
                 seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
-    net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else None
+    net: Any = model if ddp is None else ddp
     if cfg.run.compile == "eager" and cfg.run.grad_checkpointing and checkpoints_batchnorm(model):
         raise VitcError(  # dynamo's eager backend recomputes the block's BatchNorm update in place: autograd refuses
             f"run.compile=eager cannot recompute {cfg.model.name}'s BatchNorm blocks under run.grad_checkpointing "
@@ -236,6 +238,8 @@ def setup_run(
     tell = say if show_progress and dist.is_main else lambda _: None
     pinned, chosen = "attn_impl" in cfg.model.args, saved.get("attention")  # a resume keeps the kernels it had
     run_info["attention"] = choose_attention(model, pinned, per_rank_batch, cast, tell, dist, chosen)
+    if ddp is not None:  # after the attention's formulation is set: its backward orders the buckets
+        lay_out_buckets(ddp, model, cfg.optim.freeze, cast, device)
     if dist.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
         for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
@@ -299,6 +303,41 @@ def _resume_own_part(
             "uninterrupted one"
         )
     return False
+
+
+@contextmanager
+def stand_in_loss(
+    net: Any, model: torch.nn.Module, freeze: str, cast: Any, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """A zero loss that reaches every trained parameter, from blank images through `net` in eval mode (no
+    BatchNorm statistics from a stand-in, no random draws); train mode again once its backward has run.
+    Two images: from one, the class token's gradient is a strided view of the tokens', and DDP warns that
+    it does not match its bucket's layout."""
+    net.eval()
+    try:
+        with cast:
+            stand_in = torch.zeros(2, *get_model_cfg(model).input_size, device=device)
+            loss = net(stand_in).float().sum() * 0.0
+        yield loss
+    finally:
+        net.train()
+        if freeze == "backbone":
+            backbone_eval(model)
+
+
+def lay_out_buckets(ddp: Any, model: torch.nn.Module, freeze: str, cast: Any, device: torch.device) -> None:
+    """Run DDP's first backward on a stand-in, so that every session trains on the buckets it lays out.
+
+    DDP sums its first backward's gradients in one bucket in the parameters' order, then rebuilds its
+    buckets in the order the gradients became ready. Over 3 or more processes a gradient's place in its
+    bucket decides its chunk of the ring all-reduce, and so the order the processes' values are added in:
+    a resumed session's first step, on the first layout, summed otherwise than the uninterrupted run's
+    step there (weights about 1e-6 apart at the end). Each session now starts from this same backward:
+    one forward and backward of two images; the steps keep DDP's rebuilt buckets and their sizes, so the
+    all-reduce overlaps the backward as before."""
+    with stand_in_loss(ddp, model, freeze, cast, device) as loss:
+        loss.backward()
+    model.zero_grad(set_to_none=True)
 
 
 def seed_streams(aug_gen: torch.Generator, seed: int, epoch: int, rank: int, step: int = 0) -> None:

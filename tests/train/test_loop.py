@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vitc.artifacts.resume import resume_summary
+from vitc._io import read_safetensors_metadata
+from vitc.artifacts.resume import RESUME_KEY, resume_summary
 from vitc.checkpoint import load_model
 from vitc.data.datasets import epoch_share, make_generator
 from vitc.data.feed import MemoryFeed
@@ -20,6 +21,7 @@ from vitc.train.config import load_config
 from vitc.train.loop import TrainingInterrupted, train
 from vitc.train.optim import lr_at
 from vitc.train.progress import EpochProgress
+from vitc.train.records import check_resumable
 from vitc.train.report import read_metrics
 from vitc.train.state import TrainState
 
@@ -80,6 +82,38 @@ def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
         expected, got = load_file(reference.run_dir / name), load_file(resumed.run_dir / name)
         assert expected.keys() == got.keys()
         assert all(torch.equal(expected[k], got[k]) for k in expected), name
+
+
+def test_a_resume_within_an_epoch_keeps_that_epochs_order(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped within an epoch, a run resumes at its step of the epoch's order, which the seed, aug.repeats,
+    the batch and the data's share decide: another of them resumed silently on another order (some samples
+    twice, others never). More epochs stay allowed, and at an epoch's end any change."""
+    tiny["aug.repeats"] = 3
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, call=5)  # epoch 2, after its second step
+        with pytest.raises(TrainingInterrupted):
+            _run(tiny)
+    resume_file = Path(tiny["run.out_dir"]) / "tiny" / "resume.safetensors"
+    for key, old, new in (
+        ("aug.repeats", 3, 2),
+        ("optim.batch_size", 32, 16),
+        ("run.seed", 0, 1),
+        ("data.fraction", 0.1, 0.2),
+    ):
+        with pytest.raises(VitcError) as refused:
+            _run({**tiny, key: new}, resume=True)
+        assert str(refused.value) == (
+            f"{resume_file} stopped within epoch 2, after step 2, with {key}={old}, which the rest of that epoch's "
+            f"order depends on: resume with {key}={old} (not {new}), or start a new run with {key}={new}"
+        )
+    info = json.loads(read_safetensors_metadata(resume_file)[RESUME_KEY])["info"]
+    with pytest.raises(VitcError, match=r"after step 2, on 126 training images, where this data has 127: resume on"):
+        check_resumable(resume_file, {**info, "train_images": 127})
+
+    assert len(_run({**tiny, "optim.epochs": 4}, resume=True).history) == 4
+    assert len(_run({**tiny, "optim.epochs": 5, "aug.repeats": 2}, resume=True).history) == 5
 
 
 def test_repeated_augmentation_trains_timms_order_and_count(

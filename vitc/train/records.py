@@ -6,11 +6,13 @@ Kept beside the loop rather than in it: these are the run's records (read back b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitc.checkpoint import CheckpointMeta, meta_for
 from vitc.errors import VitcError
+from vitc.train.config import from_dict
 
 if TYPE_CHECKING:
     import torch
@@ -88,3 +90,33 @@ def check_resumable(path: Path, run_info: dict[str, Any]) -> None:
         )
     if info.get("classes") != run_info["classes"]:
         raise VitcError(f"{path} was trained on other classes than this data set's")
+    state = saved.get("state") if isinstance(saved.get("state"), dict) else {}
+    epoch, step = state.get("epoch"), state.get("step_in_epoch")
+    if isinstance(epoch, int) and isinstance(step, int) and step > 0:
+        _check_epoch_order(path, epoch, step, info, run_info)
+
+
+# What a run stopped within an epoch finds its place in that epoch's order by (vitc.train.loop._train_epoch):
+# the seeded permutation, the repeated order, the samples a step takes, the share of the training set. Another
+# number of processes, epochs or anything else may change: a step covers the same samples under any.
+EPOCH_ORDER = ("run.seed", "aug.repeats", "optim.batch_size", "data.fraction")
+
+
+def _check_epoch_order(path: Path, epoch: int, step: int, saved: dict[str, Any], run_info: dict[str, Any]) -> None:
+    """A run resumed within an epoch must draw the rest of that epoch as it would have gone on: a changed
+    setting of its order would train some samples twice and others not at all, silently."""
+    where = f"{path} stopped within epoch {epoch + 1}, after step {step},"
+    was, now = from_dict(saved.get("config") or {}), from_dict(run_info["config"])  # an older file: defaults
+    for key in EPOCH_ORDER:
+        section, name = key.split(".")
+        old, new = (json.dumps(getattr(getattr(cfg, section), name)) for cfg in (was, now))
+        if old != new:
+            raise VitcError(
+                f"{where} with {key}={old}, which the rest of that epoch's order depends on: resume with "
+                f"{key}={old} (not {new}), or start a new run with {key}={new}"
+            )
+    if saved.get("train_images") not in (None, run_info["train_images"]):
+        raise VitcError(
+            f"{where} on {saved['train_images']} training images, where this data has {run_info['train_images']}: "
+            "resume on the images it trained on, or start a new run on these"
+        )

@@ -197,6 +197,7 @@ def setup_run(
         "config": cfg.to_dict(),
         "classes": feed.class_names,
         "processes": dist.world_size,
+        "train_images": len(feed),  # a resume within an epoch finds its place in that set's order
         "pretrained": pretrained.provenance if pretrained else None,
     }
 

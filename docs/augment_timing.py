@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--part", choices=("rand", "crop"), default="rand", help="RandAugment, or the crop")
     parser.add_argument("--side", type=int, help="crop: the stored images' side (default --size)")
-    parser.add_argument("--interpolation", default="bilinear", help="crop: this tree's aug.crop_interpolation")
+    parser.add_argument("--interpolation", default="bilinear", help="crop: this tree's aug.train_interpolation")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.part == "crop":
@@ -97,7 +97,7 @@ def time_crops(args: argparse.Namespace) -> None:
     whole = {"sizes": torch.tensor([[480, 640]] * args.batch)} if side != args.size else {}
     recipe = {"num_classes": 10, "mean": (0.5,) * 3, "std": (0.25,) * 3, "crop_scale": (0.35, 1.0), "mixup_alpha": 0.0,
               "cutmix_alpha": 0.0, "erase_prob": 0.0, "crop_size": args.size if whole else None}  # fmt: skip
-    augments = {"this tree": transforms.TrainAugment(**recipe, crop_interpolation=args.interpolation)}
+    augments = {"this tree": transforms.TrainAugment(**recipe, train_interpolation=args.interpolation)}
     if args.old_tree:
         augments["old tree"] = module_from(args.old_tree, "transforms").TrainAugment(**recipe)
     wall: dict[str, list[float]] = {name: [] for name in augments}

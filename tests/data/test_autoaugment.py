@@ -155,6 +155,35 @@ def test_rand_augment_warps_draw_bilinear_or_bicubic() -> None:
     assert trivial.filters == ("nearest",) and not trivial.resample.any()
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_a_fixed_train_interpolation_pins_rand_augments_warps(interpolation: str) -> None:
+    """timm pins RandAugment's warps to a fixed --train-interpolation (aa_params["interpolation"]) and then
+    draws no filter: only that one runs, and the ops' draws are those of a run under "random" bar the
+    filter's. TrainAugment passes aug.train_interpolation on (the finetune recipes' bicubic)."""
+    x = _photo(64, size=12)
+    fill = torch.full((1, 3, 1, 1), 0.5)
+    (r,) = aa.draw_rand_augment(
+        x.shape, torch.Generator().manual_seed(0), num_ops=1, prob=1.0, interpolation=interpolation
+    )
+    (free,) = aa.draw_rand_augment(x.shape, torch.Generator().manual_seed(0), num_ops=1, prob=1.0)
+    assert r.filters == (interpolation,) and not r.resample.any()
+    assert torch.equal(r.code, free.code) and torch.equal(r.arg, free.arg)
+    out = aa.apply(x.clone(), [r], fill)
+    warps = [k for k, op in enumerate(r.ops) if isinstance(op, aa.Warp)]
+    for i in torch.nonzero(torch.isin(r.code, torch.tensor(warps))).flatten().tolist():
+        op = r.ops[int(r.code[i])]
+        assert torch.equal(out[i], op(x[i : i + 1], r.arg[i : i + 1], fill, resample=interpolation)[0])
+    seen: list[str] = []
+    real = aa.draw_rand_augment
+    policy = parse_auto_augment("rand-m9-mstd0.5-inc1")
+    augment = TrainAugment(num_classes=3, mean=(0.5,) * 3, std=(0.5,) * 3, auto_augment=policy,
+                           train_interpolation=interpolation)  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aa, "draw_rand_augment", lambda *a, **k: seen.append(k["interpolation"]) or real(*a, **k))
+        augment((x * 255).to(torch.uint8), torch.zeros(64, dtype=torch.long), torch.Generator().manual_seed(1))
+    assert seen == [interpolation]
+
+
 def test_color_jitter_draws_one_factor_per_image_and_property() -> None:
     x = _photo(64)
     out = aa.color_jitter(x.clone(), torch.Generator().manual_seed(0), 0.4)

@@ -174,7 +174,7 @@ def test_whole_photos_are_cropped_on_the_device_without_reading_it(policy: str) 
     """An in-memory image folder's batches are whole photos with their sizes: the crop boxes and filters are
     drawn on the CPU beside the other draws, and the device's data is never read back (meta device)."""
     aug = TrainAugment(10, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), crop_scale=(0.5, 1.0), erase_prob=0.0,
-                       crop_size=24, crop_interpolation="random", **POLICIES[policy])  # fmt: skip
+                       crop_size=24, train_interpolation="random", **POLICIES[policy])  # fmt: skip
     sizes = torch.tensor([[30, 40], [64, 48]] * 4)
     x, targets = aug(_photos(8, 32), torch.arange(8) % 10, torch.Generator(), torch.device("meta"), sizes=sizes)
     assert x.is_meta and x.shape == (8, 3, 24, 24) and targets.is_meta

@@ -100,13 +100,13 @@ def test_crop_box_stays_inside_and_falls_back_to_a_centre_crop() -> None:
 
 
 def test_a_workers_crop_resizes_with_the_filter_set_or_one_drawn_per_sample() -> None:
-    """crop_interpolation in a worker: Pillow's own resize with the filter set, or under "random" one of the two
+    """train_interpolation in a worker: Pillow's own resize with the filter set, or under "random" one of the two
     per sample from its seeded stream, drawn after the box (so the same box as a fixed filter's); both filters
     come up over a few samples, and the same sample always draws the same."""
     im = Image.fromarray(np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8))
 
     def crops(name: str) -> list[np.ndarray]:
-        t = SampleTransform(12, seed=3, crop_scale=(0.3, 1.0), flip_prob=0.0, crop_interpolation=name)
+        t = SampleTransform(12, seed=3, crop_scale=(0.3, 1.0), flip_prob=0.0, train_interpolation=name)
         return [t.train(im, 0, i) for i in range(16)]
 
     bilinear, bicubic, drawn = crops("bilinear"), crops("bicubic"), crops("random")
@@ -116,8 +116,8 @@ def test_a_workers_crop_resizes_with_the_filter_set_or_one_drawn_per_sample() ->
     took_bilinear = [np.array_equal(d, b) for d, b in zip(drawn, bilinear, strict=True)]
     assert [a != b for a, b in zip(took_bicubic, took_bilinear, strict=True)] == [True] * 16
     assert 0 < sum(took_bicubic) < 16
-    with pytest.raises(VitcError, match="crop_interpolation must be one of random, bilinear, bicubic, got 'box'"):
-        SampleTransform(12, crop_interpolation="box")
+    with pytest.raises(VitcError, match="train_interpolation must be one of random, bilinear, bicubic, got 'box'"):
+        SampleTransform(12, train_interpolation="box")
 
 
 def _feed(root: Path, workers: int, **kwargs: object) -> StreamFeed:

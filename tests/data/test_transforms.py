@@ -154,7 +154,7 @@ def test_random_interpolation_draws_each_images_filter_from_the_generator(monkey
     assert torch.equal(g.get_state(), states["random"])
     random_resized_crop(x, _g(6), (0.2, 1.0), interpolation="random")
     assert not torch.equal(picked[-1], first)
-    with pytest.raises(VitcError, match="crop_interpolation must be one of random, bilinear, bicubic, got 'nearest'"):
+    with pytest.raises(VitcError, match="train_interpolation must be one of random, bilinear, bicubic, got 'nearest'"):
         random_resized_crop(x, _g(), interpolation="nearest")
 
 
@@ -254,11 +254,11 @@ def test_recipes_and_validation() -> None:
         TrainAugment(num_classes=3, mean=MEAN, std=STD, crop_scale=(0.5, 0.2))
     with pytest.raises(VitcError, match="label_smoothing"):
         TrainAugment(num_classes=3, mean=MEAN, std=STD, label_smoothing=1.0)
-    assert d["crop_interpolation"] == "bilinear"
+    assert d["train_interpolation"] == "random"  # timm's default
     with pytest.raises(
-        VitcError, match=r"^crop_interpolation must be one of random, bilinear, bicubic, got 'lanczos'$"
+        VitcError, match=r"^train_interpolation must be one of random, bilinear, bicubic, got 'lanczos'$"
     ):
-        TrainAugment(num_classes=3, mean=MEAN, std=STD, crop_interpolation="lanczos")
+        TrainAugment(num_classes=3, mean=MEAN, std=STD, train_interpolation="lanczos")
 
 
 def test_colour_ops_see_the_crop_as_in_timm() -> None:
@@ -272,10 +272,11 @@ def test_colour_ops_see_the_crop_as_in_timm() -> None:
                        erase_prob=0.0, auto_augment=policy)  # fmt: skip
     got, _ = aug(x, labels, torch.Generator().manual_seed(4))
     g = torch.Generator().manual_seed(4)  # the same draws, in timm's order
-    crops = random_flip(random_resized_crop(x, g, (0.3, 1.0)), g, 0.5)  # 8-bit, as Pillow's
+    crops = random_flip(random_resized_crop(x, g, (0.3, 1.0), interpolation="random"), g, 0.5)  # 8-bit, as Pillow's
     assert torch.equal(got, aug._colour(crops, g, torch.device("cpu")))
     g = torch.Generator().manual_seed(4)  # colour first, as before
-    colour_first = random_flip(random_resized_crop(aug._colour(x, g, torch.device("cpu")), g, (0.3, 1.0)), g, 0.5)
+    coloured = aug._colour(x, g, torch.device("cpu"))
+    colour_first = random_flip(random_resized_crop(coloured, g, (0.3, 1.0), interpolation="random"), g, 0.5)
     assert not torch.allclose(got, colour_first, atol=0.1)
 
 

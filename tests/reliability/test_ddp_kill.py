@@ -140,7 +140,7 @@ def test_ctrl_c_within_an_epoch_then_resume_replays_every_rank(tmp_path: Path) -
     streams from that step, and the epoch's train loss lost rank 1's steps before it. The first Ctrl-C
     comes as rank 0 starts a step (rank 1 may still be finishing the one before), the second while rank 1
     waits for rank 0 in the step's gradient all-reduce (which fails once rank 0 has saved and gone)."""
-    tiny = {**TINY, "aug.crop_scale": [0.5, 1.0], "aug.crop_interpolation": "random", "aug.flip": True}
+    tiny = {**TINY, "aug.crop_scale": [0.5, 1.0], "aug.train_interpolation": "random", "aug.flip": True}
     tiny["model.drop_path_rate"] = 0.2
     tiny["run.out_dir"] = str(tmp_path / "runs")
     launch = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "-q"]

@@ -56,8 +56,8 @@ def test_recipe_then_overrides(tmp_path: Path) -> None:
         ({"aug.repeats": True}, r"^config key aug.repeats expects int, got True$"),
         ({"aug.repeats": "3"}, r"^config key aug.repeats expects int, got '3'$"),
         (
-            {"aug.crop_interpolation": "nearest"},
-            r"^config key aug.crop_interpolation must be one of random, bilinear, bicubic, got 'nearest'$",
+            {"aug.train_interpolation": "nearest"},
+            r"^config key aug.train_interpolation must be one of random, bilinear, bicubic, got 'nearest'$",
         ),
     ],
 )

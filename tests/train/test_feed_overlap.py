@@ -32,7 +32,7 @@ from vitc.train.progress import EpochProgress
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 # every random draw of the recipe: crops and their filters, flips, erasing noise, mixup/cutmix, drop-path
-DRAWS = {"aug.crop_scale": [0.5, 1.0], "aug.crop_interpolation": "random", "aug.flip": True, "aug.erasing": 0.25,
+DRAWS = {"aug.crop_scale": [0.5, 1.0], "aug.train_interpolation": "random", "aug.flip": True, "aug.erasing": 0.25,
          "aug.mixup": 0.8, "aug.cutmix": 1.0}  # fmt: skip
 
 

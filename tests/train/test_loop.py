@@ -66,7 +66,7 @@ def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
     tiny["aug.crop_scale"] = [0.5, 1.0]  # random crops and drop-path: both RNG streams must be restored
     tiny["model.drop_path_rate"] = 0.2
     tiny["aug.repeats"] = repeats
-    tiny["aug.crop_interpolation"] = interpolation
+    tiny["aug.train_interpolation"] = interpolation
     reference = _run({**tiny, "run.name": "straight"})
 
     with monkeypatch.context() as patch:
@@ -77,7 +77,7 @@ def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
 
     assert resumed.history == reference.history
     assert resumed.test == reference.test
-    assert json.loads((resumed.run_dir / "config.json").read_text())["aug"]["crop_interpolation"] == interpolation
+    assert json.loads((resumed.run_dir / "config.json").read_text())["aug"]["train_interpolation"] == interpolation
     for name in ("last.safetensors", "resume.safetensors"):
         expected, got = load_file(reference.run_dir / name), load_file(resumed.run_dir / name)
         assert expected.keys() == got.keys()

@@ -94,7 +94,7 @@ def test_streamed_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
     streamed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, repeats: int, interpolation: str
 ) -> None:
     streamed["aug.repeats"] = repeats  # 24 images: 24 samples an epoch either way
-    streamed["aug.crop_interpolation"] = interpolation
+    streamed["aug.train_interpolation"] = interpolation
     reference = _run(streamed | {"run.name": "straight"})
     with monkeypatch.context() as patch:
         _interrupt_at(patch, batch=6)  # epoch 1: 3 train + 1 val batches; then epoch 2, step 2 of 3

@@ -20,12 +20,12 @@ _EXPORTS = {
     ),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-# the filters training's random-resized crops resize with ("random": one of the two per image), timm's
-# --train-interpolation: here rather than in transforms.py, so that vitc.train.config checks aug.crop_interpolation
+# timm's --train-interpolation, the filter of training's random-resized crops and RandAugment's warps ("random": one
+# of the two at random): here rather than in transforms.py, so that vitc.train.config checks aug.train_interpolation
 # before torch is imported
-CROP_INTERPOLATIONS = ("random", "bilinear", "bicubic")
+TRAIN_INTERPOLATIONS = ("random", "bilinear", "bicubic")
 
-__all__ = sorted([*_WHERE, "CROP_INTERPOLATIONS"])
+__all__ = sorted([*_WHERE, "TRAIN_INTERPOLATIONS"])
 
 
 def __getattr__(name: str) -> Any:

@@ -276,8 +276,8 @@ def _enhance(level: torch.Tensor, sign: torch.Tensor, size: int) -> torch.Tensor
 
 Rule = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (level, sign, image side) -> argument
 
-# timm's RandAugment warps resample with Pillow's BILINEAR or BICUBIC, at random per op call (its default
-# train interpolation, "random"); torchvision's TrivialAugmentWide with NEAREST (its default)
+# timm's RandAugment warps resample with Pillow's BILINEAR or BICUBIC, at random per op call under its default
+# train interpolation, "random", or the one it names; torchvision's TrivialAugmentWide with NEAREST (its default)
 RAND_FILTERS = ("bilinear", "bicubic")
 
 # timm's _RAND_TRANSFORMS with its level-to-argument rules (level 0-10; `sign` negates where timm does)
@@ -415,12 +415,13 @@ def magnitudes(n: int, generator: torch.Generator, magnitude: float, magnitude_s
 
 def draw_rand_augment(
     shape: Sequence[int], generator: torch.Generator, magnitude: float = 9.0, num_ops: int = 2,
-    magnitude_std: float = 0.0, prob: float = 0.5, increasing: bool = False,
+    magnitude_std: float = 0.0, prob: float = 0.5, increasing: bool = False, interpolation: str = "random",
 ) -> list[Round]:  # fmt: skip
     """timm's RandAugment ("rand-m9-mstd0.5[-inc1]"): `num_ops` ops drawn with replacement per image,
     each applied with probability `prob` at a magnitude drawn by `magnitudes`; `increasing` takes timm's
-    increasing-severity ops. A warp samples bilinear or bicubic, one of the two at random per image and
-    op, as timm's under its default train interpolation ("random": `random.choice` per op call)."""
+    increasing-severity ops. A warp samples with the train interpolation's filter, as timm's: under
+    "random" bilinear or bicubic, one of the two at random per image and op (`random.choice` per op
+    call); "bilinear" or "bicubic" pins it (timm's aa_params["interpolation"]) and draws nothing."""
     n, table = shape[0], RAND_INCREASING_OPS if increasing else RAND_OPS
     rounds = []
     for _ in range(num_ops):
@@ -428,9 +429,12 @@ def draw_rand_augment(
         chosen = torch.rand(n, generator=generator) < prob
         level = magnitudes(n, generator, magnitude, magnitude_std)
         sign = torch.rand(n, generator=generator) < 0.5
-        resample = (torch.rand(n, generator=generator) < 0.5).long()
+        if interpolation == "random":
+            resample, filters = (torch.rand(n, generator=generator) < 0.5).long(), RAND_FILTERS
+        else:  # one filter: a warp round runs that one alone
+            resample, filters = torch.zeros(n, dtype=torch.int64), (interpolation,)
         code = torch.where(chosen, choice, -1)
-        rounds.append(_round(table, code, level, sign, shape, resample, RAND_FILTERS))
+        rounds.append(_round(table, code, level, sign, shape, resample, filters))
     return rounds
 
 
@@ -460,10 +464,10 @@ def draw_color_jitter(n: int, generator: torch.Generator, strength: float) -> li
 
 def rand_augment(
     x: torch.Tensor, generator: torch.Generator, fill: torch.Tensor, magnitude: float = 9.0, num_ops: int = 2,
-    magnitude_std: float = 0.0, prob: float = 0.5, increasing: bool = False,
+    magnitude_std: float = 0.0, prob: float = 0.5, increasing: bool = False, interpolation: str = "random",
 ) -> torch.Tensor:  # fmt: skip
     """RandAugment on a copy of x (the arguments: `draw_rand_augment`'s)."""
-    rounds = draw_rand_augment(x.shape, generator, magnitude, num_ops, magnitude_std, prob, increasing)
+    rounds = draw_rand_augment(x.shape, generator, magnitude, num_ops, magnitude_std, prob, increasing, interpolation)
     return apply(x.clone(), rounds, fill)
 
 

@@ -243,7 +243,7 @@ def open_feed(
     report: Callable[[str], None] = print,
     main: bool = True,
     crop_mode: str = DEFAULT_CROP_MODE,
-    crop_interpolation: str = "bilinear",
+    train_interpolation: str = "random",
 ) -> tuple[MemoryFeed | StreamFeed, str]:
     """The feed for `data` (the config's data section) and one line saying which path and why. Under DDP
     every process loads an in-memory set whole, and only the `main` one names its unreadable files; a
@@ -277,7 +277,7 @@ def open_feed(
         crop_scale,
         flip_prob=flip_prob,
         crop_mode=crop_mode,
-        crop_interpolation=crop_interpolation,
+        train_interpolation=train_interpolation,
     )
     why = "data.stream=stream" if data.stream == "stream" else f"{decoded / 2**20:.0f} MB decoded, over 512 MB"
     feed = StreamFeed(

@@ -28,7 +28,7 @@ from vitc.data.cifar import cifar_raw
 from vitc.data.datasets import folder_split, resize_images
 from vitc.data.files import FileIndex, list_images
 from vitc.data.images import center_crop, open_image
-from vitc.data.transforms import check_crop_interpolation
+from vitc.data.transforms import check_train_interpolation
 from vitc.errors import VitcError
 
 MEMORY_BUDGET = 512 * 2**20  # decoded bytes (train + val) up to which data.stream=auto keeps images in memory
@@ -199,7 +199,7 @@ def crop_box(
 @dataclass
 class SampleTransform:
     """Train: random-resized crop from the full image, flip, resize to `size` with Pillow's filter of
-    `crop_interpolation`. Eval: shorter side (both, by crop_mode) to size / crop_pct, centre crop. Both give
+    `train_interpolation`. Eval: shorter side (both, by crop_mode) to size / crop_pct, centre crop. Both give
     uint8 (3, size, size)."""
 
     size: int
@@ -209,10 +209,10 @@ class SampleTransform:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
     crop_mode: str = DEFAULT_CROP_MODE
-    crop_interpolation: str = "bilinear"  # the crop's resize: Pillow's bilinear, bicubic, or one at random per sample
+    train_interpolation: str = "random"  # the crop's resize: Pillow's bilinear, bicubic, or one at random per sample
 
     def __post_init__(self) -> None:
-        check_crop_interpolation(self.crop_interpolation)
+        check_train_interpolation(self.train_interpolation)
 
     @property
     def eval_short(self) -> int:
@@ -225,7 +225,7 @@ class SampleTransform:
         pil = lazy_import("PIL.Image")
         rng = np.random.default_rng([self.seed, _SAMPLE_STREAM, epoch, index, *([copy] if copy else [])])
         left, top, cw, ch = crop_box(*im.size, rng, self.crop_scale, self.crop_ratio)
-        bicubic = rng.uniform() < 0.5 if self.crop_interpolation == "random" else self.crop_interpolation == "bicubic"
+        bicubic = rng.uniform() < 0.5 if self.train_interpolation == "random" else self.train_interpolation == "bicubic"
         flip = rng.uniform() < self.flip_prob
         resample = pil.Resampling.BICUBIC if bicubic else pil.Resampling.BILINEAR
         out = im.resize((self.size, self.size), resample, box=(left, top, left + cw, top + ch))

@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from vitc._numerics import strict_fp32
-from vitc.data import CROP_INTERPOLATIONS
+from vitc.data import TRAIN_INTERPOLATIONS
 from vitc.errors import VitcError
 
 
-def check_crop_interpolation(name: str) -> None:
+def check_train_interpolation(name: str) -> None:
     """A crop's filter as TrainAugment, random_resized_crop and the streamed SampleTransform take it."""
-    if name not in CROP_INTERPOLATIONS:
-        raise VitcError(f"crop_interpolation must be one of {', '.join(CROP_INTERPOLATIONS)}, got {name!r}")
+    if name not in TRAIN_INTERPOLATIONS:
+        raise VitcError(f"train_interpolation must be one of {', '.join(TRAIN_INTERPOLATIONS)}, got {name!r}")
 
 
 def _stats(values: Sequence[float], c: int, what: str) -> torch.Tensor:
@@ -105,7 +105,7 @@ def random_resized_crop(
     squashed to a square: each box is drawn in its photo's pixels and proportions, and cut where it lies
     in the squashed copy.
     """
-    check_crop_interpolation(interpolation)
+    check_train_interpolation(interpolation)
     n, _, h, w = x.shape
     if sizes is None:
         hs, ws = torch.full((n,), float(h), dtype=torch.float64), torch.full((n,), float(w), dtype=torch.float64)
@@ -339,7 +339,7 @@ class TrainAugment:
     color_jitter: float = 0.0  # timm's --color-jitter
     auto_augment: dict[str, Any] | None = None  # timm's --aa, parsed: {"kind": "rand", "magnitude": 9, ...}
     crop_size: int | None = None  # batches of whole photos (their `sizes` given): the crops' side
-    crop_interpolation: str = "bilinear"  # timm's --train-interpolation for the crop: bilinear, bicubic or random
+    train_interpolation: str = "random"  # timm's --train-interpolation: the crop's and RandAugment's warps' filter
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
@@ -362,7 +362,7 @@ class TrainAugment:
             raise VitcError(f"color_jitter must be in [0, 1], got {self.color_jitter}")
         if self.auto_augment is not None and self.auto_augment.get("kind") not in ("rand", "trivial"):
             raise VitcError(f"auto_augment must be RandAugment or TrivialAugment, got {self.auto_augment}")
-        check_crop_interpolation(self.crop_interpolation)
+        check_train_interpolation(self.train_interpolation)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -407,7 +407,7 @@ class TrainAugment:
         if sizes is not None or self._crops():
             scale, ratio, size = self.crop_scale, self.crop_ratio, self.crop_size
             x = random_resized_crop(
-                x, generator, scale, ratio, sizes=sizes, out_size=size, interpolation=self.crop_interpolation
+                x, generator, scale, ratio, sizes=sizes, out_size=size, interpolation=self.train_interpolation
             )
         return random_flip(x, generator, self.flip_prob) if self.flip_prob > 0 else x
 
@@ -427,7 +427,8 @@ class TrainAugment:
             if self.auto_augment["kind"] == "trivial":
                 rounds += autoaugment.draw_trivial_augment(images.shape, generator)
             else:
-                rounds += autoaugment.draw_rand_augment(images.shape, generator, **args)
+                filters = self.train_interpolation  # timm pins the warps' filter to a fixed train interpolation
+                rounds += autoaugment.draw_rand_augment(images.shape, generator, **args, interpolation=filters)
         fixed = [autoaugment.fill_value(self.mean, c), _stats(self.mean, c, "mean"), _stats(self.std, c, "std")]
         masked = not SUB_BATCHES.get(device.type, False)
         if masked:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitc.data import CROP_INTERPOLATIONS
+from vitc.data import TRAIN_INTERPOLATIONS
 from vitc.errors import VitcError, unknown_device
 from vitc.limits import MAX_IMG_SIZE
 
@@ -70,10 +70,10 @@ class AugSection:
     erasing: float = 0.0
     color_jitter: float = 0.0  # timm's --color-jitter: brightness, contrast, saturation each by U(1 - j, 1 + j)
     auto_augment: str = ""  # timm's --aa: "rand-m9-mstd0.5" (RandAugment: -m magnitude, -n ops, -mstd) or "trivial"
-    # timm's --train-interpolation, for the random-resized crop: Pillow's "bilinear" (the default: vitc's crop before
-    # the choice, so recipes and resumed runs keep their draws), "bicubic" (DeiT's and ConViT's recipes) or "random"
-    # (timm's default: one of the two per image); RandAugment's warps draw theirs per op whatever this says
-    crop_interpolation: str = "bilinear"
+    # timm's --train-interpolation: the filter of the random-resized crop's resize and of RandAugment's warps,
+    # Pillow's "bilinear" or "bicubic" (DeiT's and ConViT's recipes), or "random" (timm's default: one of the two
+    # per image for the crop, per image and op for the warps)
+    train_interpolation: str = "random"
     # timm's --aug-repeats (DeiT's --repeated-aug: 3): each image this many times an epoch, each copy augmented
     # apart, in timm's RepeatAugSampler's order and count (vitc.data.datasets.epoch_share); 0 = off
     repeats: int = 0
@@ -132,7 +132,7 @@ _CHOICES = {
     "run.compile": ("off", "inductor", "aot_eager", "eager"),  # the last two: torch.compile's debugging backends
     "run.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
     "optim.freeze": ("none", "backbone"),
-    "aug.crop_interpolation": CROP_INTERPOLATIONS,
+    "aug.train_interpolation": TRAIN_INTERPOLATIONS,
 }
 _POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "data.image_size")
 _NON_NEGATIVE = (

@@ -130,7 +130,7 @@ def setup_run(
         seed=cfg.run.seed,
         crop_scale=tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
         flip_prob=0.5 if cfg.aug.flip else 0.0,
-        crop_interpolation=cfg.aug.crop_interpolation,
+        train_interpolation=cfg.aug.train_interpolation,
         workers=pick_workers(cfg.run.workers, device, dist.on_this_machine),  # the cores are per machine
         pin_memory=device.type == "cuda",
         index_cache=folder.path / "index.json" if dist.is_main else None,
@@ -188,7 +188,7 @@ def setup_run(
         color_jitter=cfg.aug.color_jitter,
         auto_augment=parse_auto_augment(cfg.aug.auto_augment) if cfg.aug.auto_augment else None,
         crop_size=size if feed.whole_images else None,  # an in-memory image folder's photos are kept whole
-        crop_interpolation=cfg.aug.crop_interpolation,
+        train_interpolation=cfg.aug.train_interpolation,
     )
     aug_gen = torch.Generator()
     run_info = {

@@ -130,7 +130,11 @@ KERNELS: dict[str, Callable[..., Any]] = {
 
 
 def install() -> None:
-    """torch's SyncBatchNorm runs on CPU tensors in this process (torch's module and Function, these kernels)."""
+    """torch's SyncBatchNorm runs on CPU tensors in this process (torch's module and Function, these kernels),
+    and vitc's refusal of it on a CPU is lifted."""
+    from vitc.train import distributed
+
+    distributed.SYNC_BN_DEVICES = (*distributed.SYNC_BN_DEVICES, "cpu")
     for name, kernel in KERNELS.items():
         setattr(torch, name, kernel)
     forward = torch.nn.SyncBatchNorm.forward
@@ -152,9 +156,7 @@ def train_process(argv: list[str]) -> None:
     """One DDP process of `vitc train ARGV` (torchrun's environment), with vitc's CPU refusal lifted."""
     install()
     from vitc.cli import main
-    from vitc.train import loop
 
-    loop.check_sync_bn = lambda *args: None  # type: ignore[assignment]
     sys.argv = ["vitc", "train", *argv]
     main.main()
 
@@ -222,7 +224,7 @@ def steps(out: Path) -> None:
     seen: dict[str, Any] = {}
     for name, case in STEP_CASES.items():
         model = step_model(case.model, case.checkpointed)
-        synced, note = sync_batchnorm(model, info, frozen=False)
+        synced, note = sync_batchnorm(model, info, frozen=False, device="cpu")
         assert synced, note
         net = torch.nn.parallel.DistributedDataParallel(model)
         run = SimpleNamespace(  # what vitc's step reads of its Run

@@ -426,6 +426,8 @@ def test_eager_compile_of_checkpointed_batchnorm_blocks_is_refused_in_one_line(t
     with pytest.raises(VitcError, match=r"run.compile=eager cannot recompute cvt_micro's BatchNorm blocks .*aot_eager"):
         _run({**overrides, "run.compile": "eager", "run.grad_checkpointing": True})
     _run({**overrides, "model.name": "spvit_micro", "run.compile": "eager", "run.grad_checkpointing": True})
+    frozen = {**overrides, "run.name": "frozen", "optim.freeze": "backbone"}  # eval mode: nothing is recomputed
+    _run({**frozen, "run.compile": "eager", "run.grad_checkpointing": True})
 
 
 @pytest.mark.parametrize("model", ["convit_micro", "cvt_micro"])  # GPSA's autograd Function; CvT's BatchNorm

@@ -53,7 +53,7 @@ def train(
     ] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
-    from vitc.train.config import apply, check_sync_bn, load_config, resolve_defaults, resume_config
+    from vitc.train.config import apply, load_config, resolve_defaults, resume_config
     from vitc.train.run_folder import RunFolder
 
     # everything the command line and the recipe say is checked before torch is imported (seconds)
@@ -79,7 +79,6 @@ def train(
     if not named:
         _check_model(cfg.model.name)
     if nproc > 1:
-        check_sync_bn(cfg, nproc, cfg.run.device)  # run.device=auto: each process checks what it resolves to
         RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
         _launch_torchrun(nproc)
         return

@@ -238,17 +238,6 @@ def validate(cfg: TrainConfig) -> None:
         raise VitcError(f"config key aug.color_jitter must be in [0, 1], got {cfg.aug.color_jitter}")
 
 
-def check_sync_bn(cfg: TrainConfig, world_size: int, device: str) -> None:
-    """run.sync_bn under DDP needs GPUs: torch's SyncBatchNorm has no CPU kernels (its training forward raises on
-    a CPU tensor), so a CPU run is refused before it trains, not in its first step. `device` is the resolved
-    device's type, or run.device before launching (auto is checked by each process once it is resolved)."""
-    if cfg.run.sync_bn and world_size > 1 and device == "cpu":
-        raise VitcError(
-            f"run.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernels): train the {world_size} CPU "
-            "processes without it (--set run.sync_bn=false) or on GPUs (--device cuda)"
-        )
-
-
 def parse_auto_augment(spec: str) -> dict[str, Any]:
     """timm's --aa string: "rand-m9-mstd0.5[-n2][-inc1]" is RandAugment (magnitude 0-10, ops per image,
     the magnitude's std, timm's increasing-severity ops as DeiT's recipe uses them), "trivial"

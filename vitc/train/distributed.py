@@ -104,20 +104,31 @@ def union_over_processes(info: DistInfo, values: set[str]) -> set[str]:
     return set().union(*(part for part in gathered if part))
 
 
-def sync_batchnorm(model: torch.nn.Module, info: DistInfo, frozen: bool) -> tuple[bool, str]:
+SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")  # where torch's SyncBatchNorm has kernels (its forward refuses the others)
+
+
+def sync_batchnorm(model: torch.nn.Module, info: DistInfo, frozen: bool, device: str) -> tuple[bool, str]:
     """timm's --sync-bn (run.sync_bn): the model's BatchNorms become torch's SyncBatchNorm in place, so that under
-    DDP each normalises over the global batch; (whether any do, the line that says so). Ignored for one process,
-    as by timm. A SyncBatchNorm keeps BatchNorm's parameters and buffers under the same names, so checkpoints and
-    the resume file load into a plain model; in eval mode (validation, EMA, export) it is a plain BatchNorm."""
+    DDP each normalises over the global batch; (whether any do, the line that says so). Nothing to convert (no
+    BatchNorm, a frozen backbone's in eval mode, one process, as timm) is said in one line; BatchNorms to convert on
+    a CPU are refused in one, since torch's SyncBatchNorm has no CPU kernels. A SyncBatchNorm keeps BatchNorm's
+    parameters and buffers under the same names, so checkpoints and the resume file load into a plain model; in eval
+    mode (validation, EMA, export) it is a plain BatchNorm."""
     from vitc.models.layers import BATCHNORMS
 
-    if not info.enabled:
-        return False, "sync-BN: off for one process, whose BatchNorm sees the whole batch (run.sync_bn is for DDP)"
     layers = sum(isinstance(m, BATCHNORMS) for m in model.modules())
     if not layers:
         return False, f"sync-BN: {model.vitc_name} has no BatchNorm, so run.sync_bn changes nothing"
     if frozen:  # in eval mode throughout: nothing to gather
         return False, "sync-BN: off, as the frozen backbone's BatchNorms keep their statistics (optim.freeze)"
+    if not info.enabled:
+        return False, "sync-BN: off for one process, whose BatchNorm sees the whole batch (run.sync_bn is for DDP)"
+    if device not in SYNC_BN_DEVICES:
+        raise VitcError(
+            f"run.sync_bn needs CUDA for {model.vitc_name}'s {layers} BatchNorm layers (torch's SyncBatchNorm has no "
+            f"{device.upper()} kernels): train the {info.world_size} {device.upper()} processes without it "
+            "(--set run.sync_bn=false) or on GPUs (--device cuda)"
+        )
     torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the top: a zoo model is no BatchNorm
     return True, (
         f"sync-BN: {layers} BatchNorm layers normalise over the global batch of the {info.world_size} processes "

@@ -30,7 +30,7 @@ from vitc.data.transforms import eval_transform
 from vitc.errors import VitcError
 from vitc.models import get_model_cfg
 from vitc.train import report
-from vitc.train.config import TrainConfig, check_sync_bn, resolve_defaults
+from vitc.train.config import TrainConfig, resolve_defaults
 from vitc.train.device import gpu_advice, pick_amp, pick_device, reraise_gpu
 from vitc.train.distributed import (
     all_reduce_sum,
@@ -83,7 +83,6 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
     defaults = resolve_defaults(cfg)  # before config.json is written: the run records explicit values
     device = pick_device(cfg.run.device)
     dist = init_distributed(device.type)
-    check_sync_bn(cfg, dist.world_size, device.type)  # every process, before it loads anything
     for note in defaults if show_progress and dist.is_main else ():
         PlainConsole(markup=False, highlight=False).print(f"default: {note}")
     if cfg.log.tensorboard:

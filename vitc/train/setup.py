@@ -165,7 +165,8 @@ def setup_run(
             PlainConsole(markup=False, highlight=False).print(note)
     if cfg.optim.freeze == "backbone":
         freeze_backbone(model)
-    synced, note = sync_batchnorm(model, dist, cfg.optim.freeze == "backbone") if cfg.run.sync_bn else (False, "")
+    frozen = cfg.optim.freeze == "backbone"
+    synced, note = sync_batchnorm(model, dist, frozen, device.type) if cfg.run.sync_bn else (False, "")
     if note and show_progress and dist.is_main:
         say(note)
     mean, std = get_model_cfg(model).mean, get_model_cfg(model).std
@@ -222,7 +223,8 @@ def setup_run(
                 seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else None
     net: Any = model if ddp is None else ddp
-    if cfg.run.compile == "eager" and cfg.run.grad_checkpointing and checkpoints_batchnorm(model):
+    recomputed_bn = cfg.run.grad_checkpointing and not frozen and checkpoints_batchnorm(model)  # frozen: eval mode
+    if cfg.run.compile == "eager" and recomputed_bn:
         raise VitcError(  # dynamo's eager backend recomputes the block's BatchNorm update in place: autograd refuses
             f"run.compile=eager cannot recompute {cfg.model.name}'s BatchNorm blocks under run.grad_checkpointing "
             "(an in-place update of their statistics): use run.compile=aot_eager, the debugging backend that can"

@@ -362,8 +362,44 @@ def test_ctrl_c_before_training_began_says_nothing_was_saved(tmp_path: Path, mon
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, "exit 130\n")))
     with pytest.raises(VitcError) as stopped:
         distributed.launch(["train"], nproc=2)
-    assert str(stopped.value) == "interrupted before training began: nothing was saved"
+    assert str(stopped.value) == "interrupted; nothing was saved before training began"
     assert stopped.value.exit_code == 130
+
+
+@pytest.mark.parametrize("ending", ["exit 130", "kill -INT $$"])  # typer's quiet exit; Python's default handler
+def test_ctrl_c_once_the_run_had_finished_says_what_the_folder_holds(
+    ending: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C as the ranks printed the summary: every file was written, yet the launcher said 'interrupted before
+    training began: nothing was saved' (or 'rank 0 of 2 was killed by SIGINT; … --resume continues from the last
+    saved epoch'). Where no rank says what it saved, the command's look at the run folder is passed on."""
+    import threading
+
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, f"sleep 1; {ending}\n")))
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(VitcError) as stopped:
+        distributed.launch(["train"], nproc=2, saved=lambda: "the run had finished: its files are in runs/x")
+    assert str(stopped.value) == "interrupted; the run had finished: its files are in runs/x"
+    assert stopped.value.exit_code == 130
+
+
+def test_what_an_interrupted_launch_saved_is_read_from_the_run_folder(tmp_path: Path) -> None:
+    import time
+
+    from vitc.cli.train import _what_was_saved
+
+    cfg = load_config(None, {"run.out_dir": str(tmp_path), "run.name": "x"})
+    folder = tmp_path / "x"
+    folder.mkdir()
+    command = f"vitc train --resume --name x --set run.out_dir={tmp_path} --nproc 2"
+    (folder / "resume.safetensors").write_bytes(b"")
+    since = time.time() + 5  # launched after the resume file was written: nothing of this launch
+    assert _what_was_saved(cfg, 2, False, since) == "nothing was saved"  # a --force launch keeps the old run
+    assert _what_was_saved(cfg, 2, True, since) == f"continue with: {command}"
+    assert _what_was_saved(cfg, 2, False, since - 10) == f"continue with: {command}"
+    (folder / "summary.json").write_text("{}")
+    finished = f"the run had finished: its checkpoints and summary.json are in {folder}"
+    assert _what_was_saved(cfg, 2, True, since - 10) == finished
 
 
 def test_an_in_memory_sets_unreadable_files_are_named_once(tmp_path: Path) -> None:

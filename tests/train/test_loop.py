@@ -419,6 +419,26 @@ def test_run_compile_mode_reaches_inductor(tiny: dict[str, Any], monkeypatch: py
         load_config(None, {**tiny, "run.compile": "inductor", "run.compile_mode": "fast"})
 
 
+def test_ctrl_c_while_scoring_after_training_says_how_to_finish(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after the last epoch, as the best checkpoint was scored on the test split, ended with exit 130 and
+    nothing said (no test score, no summary.json). It now says so, and --resume writes them."""
+
+    def pressed(run: Any) -> None:
+        raise KeyboardInterrupt
+
+    overrides = {**tiny, "optim.epochs": 1}
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "_finish", pressed)
+        with pytest.raises(TrainingInterrupted, match=r"interrupted while scoring the best checkpoint, after "
+                           r"training: .*tiny's checkpoints are complete; its test score and summary.json follow "
+                           r"from: vitc train --resume --name tiny"):  # fmt: skip
+            _run(overrides)
+    result = _run(overrides, resume=True)
+    assert result.test["top1"] >= 0 and (result.run_dir / "summary.json").is_file() and len(result.history) == 1
+
+
 def test_eager_compile_of_checkpointed_batchnorm_blocks_is_refused_in_one_line(tiny: dict[str, Any]) -> None:
     """torch.compile's eager backend with CvT's checkpointed blocks died in the first backward: 'one of the
     variables needed for gradient computation has been modified by an inplace operation' (a BatchNorm count)."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
@@ -80,7 +83,7 @@ def train(
         _check_model(cfg.model.name)
     if nproc > 1:
         RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
-        _launch_torchrun(nproc)
+        _launch_torchrun(nproc, functools.partial(_what_was_saved, cfg, nproc, resume, time.time()))
         return
     if not quiet and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         for note in notes:
@@ -141,7 +144,24 @@ def _check_model(name: str) -> None:
         raise unknown_model(name, names)
 
 
-def _launch_torchrun(nproc: int) -> None:
+def _what_was_saved(cfg: TrainConfig, nproc: int, resume: bool, since: float) -> str:
+    """After Ctrl-C where no process said what it saved (in the start-up, or once the run had finished):
+    what the run folder holds from this launch."""
+    from vitc.train.distributed import DistInfo
+    from vitc.train.loop import resume_command
+    from vitc.train.run_folder import RunFolder
+
+    folder = RunFolder(cfg.run.out_dir, cfg.run_name).final
+    summary, state = folder / "summary.json", folder / "resume.safetensors"
+    command = resume_command(cfg, DistInfo(world_size=nproc), by_nproc=True)
+    if summary.exists() and summary.stat().st_mtime >= since:
+        return f"the run had finished: its checkpoints and summary.json are in {folder}"
+    if state.exists() and (resume or state.stat().st_mtime >= since):
+        return f"continue with: {command}"
+    return "nothing was saved"
+
+
+def _launch_torchrun(nproc: int, saved: Callable[[], str]) -> None:
     """Re-run this very command as `nproc` ranks on this machine, in torchrun's environment; a rank
     that dies stops the others and is named in one line (vitc.train.distributed.launch)."""
     from vitc.train.distributed import launch
@@ -152,7 +172,7 @@ def _launch_torchrun(nproc: int) -> None:
             skip = arg == "--nproc"  # its value follows
             continue
         argv.append(arg)
-    launch(argv, nproc)
+    launch(argv, nproc, saved=saved)
 
 
 def _summary(model: str, result: RunResult) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -157,13 +158,15 @@ def launched_by_nproc() -> bool:
     return bool(os.environ.get(LAUNCHER_ENV))
 
 
-def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
+def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[], str] | None = None) -> None:
     """Run `python -m vitc.cli.main *argv` as `nproc` ranks on this machine (torchrun's environment,
     a free local port) and watch them: when one dies, the others are stopped within seconds (a rank
     blocked in a collective would otherwise wait for its peer for gloo's 30-minute timeout) and one
     line says which rank died and how. A rank's own one-line error (exit code 2, or 130 after Ctrl-C with
-    its resume command) is passed on as it is. Rank 0 ends cleanly only after the run's last barrier,
-    which every rank reached, so a rank that aborts after that died tearing down: a warning, not an error.
+    its resume command) is passed on as it is; after Ctrl-C with no rank saying what it saved (pressed in
+    the start-up, or once the run had finished), `saved` says what the run folder holds. Rank 0 ends cleanly
+    only after the run's last barrier, which every rank reached, so a rank that aborts after that died
+    tearing down: a warning, not an error.
     """
     with socket.socket() as sock:  # a free port for the rendezvous (torchrun --standalone does the same)
         sock.bind(("127.0.0.1", 0))
@@ -180,6 +183,7 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
             procs.append(subprocess.Popen(cmd, env=env, stderr=err))
             errs.append(err)
         first: tuple[int, int] | None = None  # (rank, return code) of the first process to fail
+        pressed = False  # Ctrl-C reached the launcher (and the ranks)
         try:
             while any(p.poll() is None for p in procs):
                 failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode not in (None, 0)]
@@ -191,6 +195,7 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
                     break
                 time.sleep(poll_s)
         except KeyboardInterrupt:  # Ctrl-C reached every rank too: they save and exit with 130
+            pressed = True
             try:
                 for p in procs:
                     p.wait()
@@ -225,8 +230,9 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05) -> None:
         error = VitcError(own[-1][len("error: ") :])
         error.exit_code = code
         raise error
-    if code == 130:  # Ctrl-C before any rank had a run to save: none said its resume line
-        error = VitcError("interrupted before training began: nothing was saved")
+    if code == 130 or (pressed and code == -signal.SIGINT):  # Ctrl-C where no rank said what it saved
+        said = saved() if saved else "nothing was saved before training began"
+        error = VitcError(f"interrupted; {said}")
         error.exit_code = 130
         raise error
     if code > 0:  # a bug in that rank: its traceback is the report

@@ -128,7 +128,13 @@ def _train(run: Run) -> RunResult:
             with sigint_ignored():
                 _interrupted(run)
         reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, run.amp_dtype, run.run_dir, state.epoch))
-    return _finish(run)
+    try:
+        return _finish(run)
+    except KeyboardInterrupt:  # the last epoch's checkpoints and resume file are written; --resume goes on here
+        raise TrainingInterrupted(
+            f"interrupted while scoring the best checkpoint, after training: {run.run_dir}'s checkpoints are "
+            f"complete; its test score and summary.json follow from: {resume_command(cfg, run.dist)}"
+        ) from None
 
 
 def _train_epoch(run: Run, epoch: int) -> None:
@@ -333,12 +339,13 @@ def _interrupted(run: Run) -> NoReturn:
     raise TrainingInterrupted(f"interrupted; continue with: {resume_command(cfg, dist)}") from None
 
 
-def resume_command(cfg: TrainConfig, dist: Any) -> str:
+def resume_command(cfg: TrainConfig, dist: Any, by_nproc: bool | None = None) -> str:
     """What continues this run: under DDP with as many processes (one would continue on one GPU, with
-    other random draws), launched as they were."""
+    other random draws), launched as they were (`by_nproc`: by `vitc train --nproc`; default: as this
+    process was)."""
     where = "" if cfg.run.out_dir == "train/runs" else f" --set run.out_dir={cfg.run.out_dir}"
     command = f"vitc train --resume --name {cfg.run_name}{where}"
-    if launched_by_nproc():
+    if launched_by_nproc() if by_nproc is None else by_nproc:
         return f"{command} --nproc {dist.world_size}"
     return f"the same torchrun launch of {command}" if dist.enabled else command
 

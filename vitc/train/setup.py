@@ -163,9 +163,9 @@ def setup_run(
         note = load_pretrained(model, pretrained, feed.class_names)
         if show_progress and dist.is_main:
             PlainConsole(markup=False, highlight=False).print(note)
-    if cfg.optim.freeze == "backbone":
-        freeze_backbone(model)
     frozen = cfg.optim.freeze == "backbone"
+    if frozen:
+        freeze_backbone(model)
     synced, note = sync_batchnorm(model, dist, frozen, device.type) if cfg.run.sync_bn else (False, "")
     if note and show_progress and dist.is_main:
         say(note)

@@ -1,20 +1,23 @@
-"""The random-resized crop against Pillow's resize, which timm's crops use: a measurement aid for
+"""The random-resized crop against Pillow's crop and resize, which timm's crops are: a measurement aid for
 docs/benchmarks.md ("The random-resized crop resizes as Pillow's"), not part of vitc.
 
 Photo-like images made with numpy and Pillow (smooth shading, hard-edged discs of black, white and colour,
 a thin white line, sensor noise; every other one blurred a little) are kept squashed to a square as an
 in-memory set holds them, and cropped by `random_resized_crop` (scale 0.08-1): boxes in the images' own
 pixels at 32 and 224, and whole photos kept at 256 cropped to 224 (fractional boxes, mostly downscaled).
-Each crop is compared with Pillow's `Image.resize((out, out), filter, box=)` of its box; with `--old-tree`
-the old tree's bilinear crop (`grid_sample`, rounded to 8 bits as its colour path did) too.
+Each crop is compared with timm's, Pillow's `Image.crop(box).resize((out, out), filter)` (a fractional box:
+the pixels it covers cropped, then `resize(box=)` within); with `--old-tree` the crops of an older tree from
+the same draws too: one with `interpolation` (from 8570c74), whose crop resized as Pillow's
+`resize(box=)`, reading the pixels beyond a box's edge.
 
-    git worktree add /tmp/crop-old e2e46f0
-    python docs/crop_resize.py --old-tree /tmp/crop-old
+    git worktree add /tmp/crop-box acf33ea
+    python docs/crop_resize.py --old-tree /tmp/crop-box
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +49,7 @@ def photo(seed: int, side: int) -> tuple[Image.Image, tuple[int, int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old-tree", type=Path, help="a checkout of vitc before the crop resized as Pillow's")
+    parser.add_argument("--old-tree", type=Path, help="a checkout of vitc whose crop resized as Pillow's resize(box=)")
     args = parser.parse_args()
     old = module_from(args.old_tree, "transforms") if args.old_tree else None
     rows: dict[tuple[str, str], list[np.ndarray]] = {}
@@ -62,13 +65,16 @@ def main() -> None:
                 g = torch.Generator().manual_seed(seed)
                 crops = transforms.random_resized_crop(x, g, (0.08, 1.0), sizes=sizes, out_size=out, interpolation=name)
                 ours = {f"{name}, now": crops}
-                if old is not None and name == "bilinear":  # the same draws: the same boxes
-                    before = old.random_resized_crop(x.float(), torch.Generator().manual_seed(seed), (0.08, 1.0),
-                                                     sizes=sizes, out_size=out)  # fmt: skip
-                    ours["bilinear, before (grid_sample)"] = before.round().clamp(0, 255)
+                if old is not None:  # the same draws: the same boxes
+                    g_old = torch.Generator().manual_seed(seed)
+                    ours[f"{name}, before (resize(box=))"] = old.random_resized_crop(
+                        x, g_old, (0.08, 1.0), sizes=sizes, out_size=out, interpolation=name
+                    )
                 for i, (left, top, width, height) in enumerate(drawn[0].tolist()):
-                    box = (left, top, left + width, top + height)
-                    want = np.asarray(im.resize((out, out), getattr(Image, name.upper()), box=box)).astype(int)
+                    cut = (math.floor(left), math.floor(top), math.ceil(left + width), math.ceil(top + height))
+                    box = (left - cut[0], top - cut[1], left + width - cut[0], top + height - cut[1])
+                    want = im.crop(cut).resize((out, out), getattr(Image, name.upper()), box=box)
+                    want = np.asarray(want).astype(int)
                     for label, got in ours.items():
                         diff = np.abs(got[i].permute(1, 2, 0).numpy().astype(int) - want)
                         case = f"{side} to {out}" + (" (whole photos)" if whole else "")

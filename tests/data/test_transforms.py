@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -102,30 +104,34 @@ def _photos(n: int, side: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 def test_crops_resize_as_pillow(interpolation: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each drawn box resized as timm's crops are, by Pillow's `Image.resize(size, filter, box=)`: the filter
-    widened when the crop is downscaled (antialiased; grid_sample's bilinear read 2 pixels wherever it
-    landed), bicubic Pillow's resize cubic (a = -0.5), its overshoot clipped between the two passes. Within a
-    level on every pixel (Pillow also rounds its first pass to 8 bits) and most equal, for boxes in the images'
-    own pixels (digits, CIFAR) and for whole photos kept squashed (fractional boxes), up and down."""
+    """Each drawn box cropped and resized as timm's crops are, by Pillow's `crop(box).resize(size, filter)`:
+    the filter widened when the crop is downscaled (antialiased; grid_sample's bilinear read 2 pixels wherever
+    it landed), bicubic Pillow's resize cubic (a = -0.5), its overshoot clipped between the two passes, the
+    box's edge repeated (no pixel beyond it read). Within a level on every pixel (Pillow also rounds its first
+    pass to 8 bits) and most equal, for boxes in the images' own pixels (digits, CIFAR) and for whole photos
+    kept squashed, up and down: a fractional box crops the pixels it covers and resizes its box within them."""
     image = pytest.importorskip("PIL.Image")
     drawn: list[torch.Tensor] = []
     real = transforms.resize_boxes
     monkeypatch.setattr(transforms, "resize_boxes", lambda x, boxes, *a: drawn.append(boxes) or real(x, boxes, *a))
-    equal = total = 0
+    equal = total = down_first = 0
     for side, out, photo in ((32, 32, None), (64, 40, None), (96, 64, (300, 200)), (80, 112, (90, 160))):
         x = _photos(12, side, seed=side)
         sizes = None if photo is None else torch.tensor([photo] * 12)
         crops = random_resized_crop(x, _g(side), (0.08, 1.0), sizes=sizes, out_size=out, interpolation=interpolation)
         assert crops.dtype == torch.uint8 and crops.shape == (12, 3, out, out)
-        for one, crop, (left, top, width, height) in zip(x, crops, drawn.pop().tolist(), strict=True):
-            box = (left, top, left + width, top + height)
-            filtered = image.fromarray(one.permute(1, 2, 0).numpy()).resize(
-                (out, out), getattr(image, interpolation.upper()), box=box
-            )
+        boxes = drawn.pop()
+        down_first += int(transforms._down_first(boxes, (out, out), (side, side)).sum())
+        for one, crop, (left, top, width, height) in zip(x, crops, boxes.tolist(), strict=True):
+            cut = (math.floor(left), math.floor(top), math.ceil(left + width), math.ceil(top + height))
+            box = (left - cut[0], top - cut[1], left + width - cut[0], top + height - cut[1])  # within the cut
+            filtered = image.fromarray(one.permute(1, 2, 0).numpy()).crop(cut)
+            filtered = filtered.resize((out, out), getattr(image, interpolation.upper()), box=box)
             diff = (crop.int() - torch.from_numpy(np.array(filtered)).permute(2, 0, 1).int()).abs()
             assert int(diff.max()) <= 1, (side, box)
             equal, total = equal + int((diff == 0).sum()), total + diff.numel()
     assert equal / total > 0.75
+    assert 0 < down_first < 48  # Pillow's two orders of the passes both came up
 
 
 def test_random_interpolation_draws_each_images_filter_from_the_generator(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -228,7 +228,7 @@ class SampleTransform:
         bicubic = rng.uniform() < 0.5 if self.train_interpolation == "random" else self.train_interpolation == "bicubic"
         flip = rng.uniform() < self.flip_prob
         resample = pil.Resampling.BICUBIC if bicubic else pil.Resampling.BILINEAR
-        out = im.resize((self.size, self.size), resample, box=(left, top, left + cw, top + ch))
+        out = im.crop((left, top, left + cw, top + ch)).resize((self.size, self.size), resample)  # timm's edges
         if flip:
             out = out.transpose(pil.Transpose.FLIP_LEFT_RIGHT)
         return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)

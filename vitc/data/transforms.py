@@ -100,8 +100,8 @@ def random_resized_crop(
     timm's default train interpolation (`random.choice` after the box, in RandomResizedCropAndInterpolation).
 
     The box is drawn as torchvision's RandomResizedCrop does (10 tries, then a central crop), all
-    samples at once, and resized as Pillow's `Image.resize(box=)` (`resize_boxes`): uint8 images come
-    back uint8, as timm's crops do. With `sizes` ((N, 2) heights and widths) the images are whole photos
+    samples at once, and cut and resized as timm's `crop(box).resize()` with Pillow (`resize_boxes`): uint8
+    images come back uint8, as timm's crops do. With `sizes` ((N, 2) heights and widths) the images are whole photos
     squashed to a square: each box is drawn in its photo's pixels and proportions, and cut where it lies
     in the squashed copy.
     """
@@ -158,8 +158,10 @@ def _resize_matrix(
 ) -> torch.Tensor:
     """(N, out_size, in_size) float32: row o holds the weights Pillow gives output pixel o along one axis
     (libImaging/Resample.c, precompute_coeffs): centred at start + (o + 0.5) * scale, the filter widened by
-    the scale when downscaling, the pixels inside the image only, normalised to sum to 1. Made in float64
-    from `taps` (at least 2 * ceil(support) + 1) taps per output pixel where the boxes are."""
+    the scale when downscaling, normalised to sum to 1. Only the pixels the box covers weigh, as where timm
+    crops and then resizes (`crop(box).resize()`, its edge repeated): Pillow's `resize(box=)` also reads
+    the pixels beyond a box's edge. Made in float64 from `taps` (at least 2 * ceil(support) + 1) taps per
+    output pixel where the boxes are."""
     where = start.device
     scale = (length / out_size).view(-1, 1, 1)
     widen = scale.clamp(min=1.0)
@@ -167,22 +169,26 @@ def _resize_matrix(
     center = (
         start.view(-1, 1, 1) + (torch.arange(out_size, dtype=torch.float64, device=where).view(-1, 1) + 0.5) * scale
     )
-    first = (center - support + 0.5).trunc().clamp(min=0)  # Pillow's xmin
+    # the pixels the box covers, [lo, hi): the box's own for whole boxes; a fractional box (a crop of a
+    # squashed copy) also keeps the pixels its edges cut
+    lo, hi = start.floor().view(-1, 1, 1), (start + length).ceil().clamp(max=in_size).view(-1, 1, 1)
+    first = torch.maximum((center - support + 0.5).floor(), lo)  # Pillow's xmin in the cropped image
     at = first + torch.arange(taps, dtype=torch.float64, device=where)  # (N, out_size, taps)
     d = (at - center + 0.5) * (1.0 / widen)
-    weights = torch.where(bicubic.view(-1, 1, 1), _keys_cubic(d), _triangle(d)) * (at < in_size)
+    weights = torch.where(bicubic.view(-1, 1, 1), _keys_cubic(d), _triangle(d)) * (at < hi)
     weights = (weights / weights.sum(2, keepdim=True)).to(torch.float32)
     matrix = torch.zeros(len(start), out_size, in_size, device=where)
-    return matrix.scatter_add_(2, at.clamp(max=in_size - 1).long(), weights)  # taps past the image weigh 0
+    return matrix.scatter_add_(2, at.clamp(max=in_size - 1).long(), weights)  # taps past the box weigh 0
 
 
 def resize_boxes(x: torch.Tensor, boxes: torch.Tensor, bicubic: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Each image's box (left, top, width, height in its pixels; (N, 4) float64 on the CPU) resized to
-    `size` (height, width) as Pillow's `Image.resize(size, BILINEAR, or BICUBIC where `bicubic`, box=)`:
-    separable, across and then down, each output pixel a weighted sum of the input pixels under its
-    filter, the filter widened when downscaling (antialiasing: the `grid_sample` the crop used before read
-    2 pixels wherever it landed). Pillow 13 goes down first where a height shrinks by more than twice what
-    the width does, which a square resized to a square (every crop of vitc's) never does.
+    """Each image's box (left, top, width, height in its pixels; (N, 4) float64 on the CPU) cropped and
+    resized to `size` (height, width) as timm's crops are, by Pillow's `Image.crop(box).resize(size, BILINEAR,
+    or BICUBIC where `bicubic`)` (a fractional box: the pixels it covers cropped, then `resize(box=)` within):
+    separable, each output pixel a weighted sum of the input pixels under its filter, the filter widened when
+    downscaling (antialiasing: the `grid_sample` the crop used before read 2 pixels wherever it landed).
+    Across and then down, except where Pillow 13 goes down first: where the cropped height shrinks by more
+    than twice what its width does (`_down_first`).
 
     uint8 images come back uint8: the first pass clipped to 0..255 as Pillow's is (bicubic overshoots at
     edges; unclipped, a value ended up to 16 levels from Pillow's), the result rounded half up. Pillow
@@ -196,20 +202,50 @@ def resize_boxes(x: torch.Tensor, boxes: torch.Tensor, bicubic: torch.Tensor, si
     out_h, out_w = size
     taps_across = 2 * math.ceil(float(_support(boxes[:, 2], bicubic, out_w).max())) + 1  # CPU values: no device read
     taps_down = 2 * math.ceil(float(_support(boxes[:, 3], bicubic, out_h).max())) + 1
+    down_first = _down_first(boxes, size, (h, w))
     left, top, width, height, cubic = to_device_together([*boxes.T, bicubic], x.device)
     eight_bit = x.dtype == torch.uint8
     dtype = torch.float32 if eight_bit else x.dtype
     across = _resize_matrix(left, width, cubic, w, out_w, taps_across).to(dtype)
     down = _resize_matrix(top, height, cubic, h, out_h, taps_down).to(dtype)
+    if not down_first.any():
+        out = _two_passes(x, across, down, dtype)
+    elif down_first.all():
+        out = _two_passes(x.transpose(2, 3), down, across, dtype).transpose(2, 3)
+    else:  # each group in its order, put back in place
+        firsts = to_device_together([down_first.nonzero()[:, 0], (~down_first).nonzero()[:, 0]], x.device)
+        down_at, across_at = firsts
+        out = torch.empty(n, c, out_h, out_w, dtype=dtype, device=x.device)
+        out[across_at] = _two_passes(x[across_at], across[across_at], down[across_at], dtype)
+        out[down_at] = _two_passes(x[down_at].transpose(2, 3), down[down_at], across[down_at], dtype).transpose(2, 3)
+    if not eight_bit:
+        return out.contiguous()
+    return out.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8, memory_format=torch.contiguous_format)
+
+
+def _down_first(boxes: torch.Tensor, size: tuple[int, int], image: tuple[int, int]) -> torch.Tensor:
+    """Where Pillow 13 resizes down first (python-pillow/Pillow#9549): the crop's height shrinks, and by more than
+    twice what its width does. In the cropped image's whole pixels, as timm's `crop(box).resize()` hands it over."""
+    (out_h, out_w), (h, w) = size, image
+    left, top, width, height = boxes.T
+    cut_w = (left + width).ceil().clamp(max=w) - left.floor()
+    cut_h = (top + height).ceil().clamp(max=h) - top.floor()
+    return (out_h < cut_h) & (2 * (cut_w - out_w) < cut_h - out_h)
+
+
+def _two_passes(x: torch.Tensor, across: torch.Tensor, down: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(N, C, out_h, out_w) in `dtype`: rows resized by `across`, then columns by `down`; the first pass
+    clipped to 0..255 where the images are uint8."""
+    n, c, h, w = x.shape
+    out_h, out_w = down.shape[1], across.shape[1]
     # rows before channels, so that each pass is one matmul per image: (N, h * C, w) @ (N, w, out_w), then
     # (N, out_h, h) @ (N, h, C * out_w)
     rows = x.permute(0, 2, 1, 3).to(dtype, memory_format=torch.contiguous_format, copy=True).view(n, h * c, w)
     with strict_fp32():
         rows = torch.bmm(rows, across.transpose(1, 2)).view(n, h, c * out_w)
-        out = torch.bmm(down, rows.clamp_(0, 255) if eight_bit else rows).view(n, out_h, c, out_w).permute(0, 2, 1, 3)
-    if not eight_bit:
-        return out.contiguous()
-    return out.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8, memory_format=torch.contiguous_format)
+        if x.dtype == torch.uint8:
+            rows = rows.clamp_(0, 255)
+        return torch.bmm(down, rows).view(n, out_h, c, out_w).permute(0, 2, 1, 3)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:

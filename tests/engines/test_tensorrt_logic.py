@@ -19,10 +19,19 @@ from vitc.errors import VitcError
 # (INT8 Q/DQ graphs also keep FP16 allowed for the float islands); 10.x builds precision-baked graphs
 # as kSTRONGLY_TYPED networks, where precision flags are an error; 11 is always strongly typed and
 # has neither EXPLICIT_BATCH nor the precision flags. FP32 stays weakly typed (TF32 allowed) before 11.
-EB, ST = ("EXPLICIT_BATCH",), ("STRONGLY_TYPED",)
+# Weakly typed FP16/INT8 builds (8.x) pin the graph's float32 layers under OBEY_PRECISION_CONSTRAINTS.
+EB, ST, OBEY = ("EXPLICIT_BATCH",), ("STRONGLY_TYPED",), "OBEY_PRECISION_CONSTRAINTS"
 PLANS = {  # version: {precision: (network_flags, builder_flags, strongly_typed)}
-    "8.5.2": {"fp32": (EB, (), False), "fp16": (EB, ("FP16",), False), "int8": (EB, ("INT8", "FP16"), False)},
-    "8.6.1": {"fp32": (EB, (), False), "fp16": (EB, ("FP16",), False), "int8": (EB, ("INT8", "FP16"), False)},
+    "8.5.2": {
+        "fp32": (EB, (), False),
+        "fp16": (EB, ("FP16", OBEY), False),
+        "int8": (EB, ("INT8", "FP16", OBEY), False),
+    },
+    "8.6.1": {
+        "fp32": (EB, (), False),
+        "fp16": (EB, ("FP16", OBEY), False),
+        "int8": (EB, ("INT8", "FP16", OBEY), False),
+    },
     "10.0.1": {"fp32": ((), (), False), "fp16": (ST, (), True), "int8": (ST, (), True)},
     "10.16.0": {"fp32": ((), (), False), "fp16": (ST, (), True), "int8": (ST, (), True)},
     "11.1.0": {"fp32": ((), (), True), "fp16": ((), (), True), "int8": ((), (), True)},
@@ -33,7 +42,8 @@ PLANS = {  # version: {precision: (network_flags, builder_flags, strongly_typed)
 def test_precision_plans_per_version(version):
     feat = T.features(version)
     for precision, (network, builder, strong) in PLANS[version].items():
-        assert T.precision_plan(feat, precision) == T.PrecisionPlan(network, builder, strong), precision
+        plan = T.precision_plan(feat, precision)
+        assert plan == T.PrecisionPlan(network, builder, strong, pin_fp32=OBEY in builder), precision
     with pytest.raises(VitcError, match="unknown precision"):
         T.precision_plan(feat, "bf16")
 

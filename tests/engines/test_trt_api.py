@@ -156,7 +156,17 @@ def test_every_fake_release_loads(version):
 
 # -- every release, not only the faked ones ---------------------------------------------------------------
 ALL = sorted((p.stem[len("trt_") :] for p in API_DIR.glob("trt_*.json")), key=lambda v: tuple(map(int, v.split("."))))
-ADAPTERS = ("vitc/engines/tensorrt.py", "vitc/build/tensorrt.py", "vitc/engines/trt_runner.py")
+ADAPTERS = (
+    "vitc/engines/tensorrt.py",
+    "vitc/build/tensorrt.py",
+    "vitc/build/trt_precision.py",
+    "vitc/engines/trt_runner.py",
+)
+# What vitc/build/trt_precision.py calls on layers and tensors, where a build pins float32 layers (8.x)
+PINNING_MEMBERS = {
+    "ILayer": {"name", "type", "num_inputs", "num_outputs", "get_input", "get_output", "precision", "set_output_type"},
+    "ITensor": {"name", "dtype"},
+}
 GATED = {  # names the adapters use only when a feature says the release has them
     "HardwareCompatibilityLevel": "hardware_compatibility",
     "BuilderFlag.VERSION_COMPATIBLE": "version_compatible",
@@ -185,6 +195,12 @@ def test_adapter_names_exist_in_every_release(version):
         plan = T.precision_plan(feat, precision)
         assert set(plan.network_flags) <= set(enums["NetworkDefinitionCreationFlag"])
         assert set(plan.builder_flags) <= set(enums["BuilderFlag"])
+        if plan.pin_fp32:
+            from vitc.build.trt_precision import MOVES_DATA, UNPINNED_LAYERS
+
+            for cls, members in PINNING_MEMBERS.items():
+                assert members <= set(api["classes"][cls]["members"]) | _inherited(api, cls), f"{version} {cls}"
+            assert set(enums["LayerType"]) >= UNPINNED_LAYERS | MOVES_DATA and "FLOAT" in enums["DataType"]
     levels = {"ampere+": feat.hardware_compatibility, "same-cc": feat.same_compute_capability}
     for option, member in T.HARDWARE_LEVELS.items():
         assert levels[option] is (member in enums.get("HardwareCompatibilityLevel", [])), option

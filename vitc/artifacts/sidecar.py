@@ -43,6 +43,7 @@ class EngineSidecar:
     strongly_typed: bool | None = None
     network_flags: list[str] = field(default_factory=list)
     builder_flags: list[str] = field(default_factory=list)
+    fp32_layers: int | None = None  # layers pinned to FP32 (weakly typed fp16/int8 builds: TensorRT 8.5/8.6)
     profile: dict[str, Any] | None = None
     onnx: dict[str, Any] | None = None  # {"path", "sha256"} of the ONNX file it was built from
     model: str | None = None
@@ -83,13 +84,15 @@ class EngineSidecar:
         """The JSON record, in the key order vitc build has always written (later keys kept after them)."""
         version = format_version(self.preprocess, FORMAT_VERSION, SQUASH_VERSION)
         record: dict[str, Any] = {"format": FORMAT, "version": version}
-        record.update({name: getattr(self, name) for name in _FIELDS if name not in _ADDED or getattr(self, name)})
+        written = [name for name in _FIELDS if name not in _ADDED or getattr(self, name) not in (None, {})]
+        record.update({name: getattr(self, name) for name in written})
         record.update({k: v for k, v in self.raw.items() if k not in record})
         return record
 
 
 _FIELDS = [name for name in EngineSidecar.__dataclass_fields__ if name != "raw"]
-_ADDED = ("preprocess",)  # fields added since 0.1.0, written only when set: older sidecars read back byte for byte
+# fields added since 0.1.0, written only when set (0 layers pinned is set): older sidecars read back byte for byte
+_ADDED = ("preprocess", "fp32_layers")
 _DICTS = ("gpu", "jetson", "profile", "onnx", "export_drift", "engine_drift", "options", "plan", "preprocess")
 _LISTS = ("network_flags", "builder_flags", "mean", "std", "class_names", "dla_fallback_layers")
 

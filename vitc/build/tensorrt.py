@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitc.artifacts import BatchRange, ExportManifest, Heldout, Precision
 from vitc.artifacts.sidecar import EngineSidecar, plan_record
+from vitc.build.trt_precision import pin_fp32_layers
 from vitc.engines.base import LazyModule
 from vitc.engines.tensorrt import (
     HARDWARE_COMPAT,
@@ -132,6 +133,7 @@ def make_sidecar(
     dla_fallback: list[str],
     engine_drift: dict[str, Any] | None = None,
     plan_record: dict[str, Any] | None = None,
+    fp32_layers: int | None = None,
 ) -> EngineSidecar:
     """The record written next to a plan (vitc.artifacts.sidecar): what built it, where it runs, how accurate it is."""
     return EngineSidecar(
@@ -142,6 +144,7 @@ def make_sidecar(
         strongly_typed=plan.strongly_typed,
         network_flags=list(plan.network_flags),
         builder_flags=list(plan.builder_flags),
+        fp32_layers=fp32_layers,
         profile=profile.to_dict(),
         onnx={"path": str(onnx_path), "sha256": onnx_sha256},
         model=manifest.model if manifest else None,
@@ -190,6 +193,7 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     network, parser, profile = _parse(builder, logger, opts, plan_flags, version)  # parser: it owns the weights
     if heldout is not None:
         _check_heldout_fits(heldout.sample_shape, profile, opts.manifest)
+    fp32_layers = len(pin_fp32_layers(network)) if plan_flags.pin_fp32 else None  # before DLA asks what runs there
     config = _configure(builder, network, opts, plan_flags, features(version), version, profile)
     dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
     cache_path = opts.timing_cache or default_timing_cache(opts.output, version)
@@ -212,6 +216,7 @@ def build_engine(opts: BuildOptions) -> BuildResult:
         options=options,
         dla_fallback=dla_fallback,
         plan_record=plan_record(blob),
+        fp32_layers=fp32_layers,
     )
     if opts.manifest is not None and opts.manifest.onnx_sha256 and opts.manifest.onnx_sha256 != sidecar.onnx_sha256:
         warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")

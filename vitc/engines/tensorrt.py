@@ -3,8 +3,10 @@
 Building plans lives in `vitc.build.tensorrt`, running them in `vitc.engines.trt_runner`.
 
 Version branches (see `features` and `precision_plan`; facts from TensorRT's headers per release):
-- 8.5 / 8.6 (JetPack 5 / 6.0): networks need the EXPLICIT_BATCH flag; precision-baked graphs get the
-  FP16 (and INT8, for Q/DQ graphs) builder flags. 8.5 has no builder_optimization_level, no
+- 8.5 / 8.6 (JetPack 5 / 6.0): networks need the EXPLICIT_BATCH flag; precision-baked graphs are
+  built weakly typed with the FP16 (and INT8, for Q/DQ graphs) builder flags, which let TensorRT run
+  any layer in FP16, so every layer the graph keeps in float32 is pinned to FP32 under
+  OBEY_PRECISION_CONSTRAINTS (`vitc.build.trt_precision`). 8.5 has no builder_optimization_level, no
   hardware_compatibility_level and no version-compatible engines (8.6 added all three). Every
   release from 8.5 on runs named I/O tensors (set_input_shape, set_tensor_address,
   execute_async_v3: release/8.5 pyCore.cpp), the only path vitc uses.
@@ -112,13 +114,21 @@ def features(version: str) -> TrtFeatures:
     return TrtFeatures(parse_version(version))
 
 
+# OBEY, not PREFER: every layer has an FP32 GPU kernel (FP32 is TensorRT's default precision), so OBEY
+# fails no build for want of one, while PREFER falls back to FP16 with only a warning (pyCoreDoc.h), the
+# overflow the pinning is there to prevent, and the sidecar would record a guarantee that did not hold.
+PIN_FLAG = "OBEY_PRECISION_CONSTRAINTS"
+
+
 @dataclass(frozen=True)
 class PrecisionPlan:
-    """How a precision-baked ONNX graph is built: network-creation flags and builder flags, by name."""
+    """How a precision-baked ONNX graph is built: network-creation flags and builder flags, by name, and
+    whether the layers the graph keeps in float32 are pinned to FP32 (weakly typed reduced precision)."""
 
     network_flags: tuple[str, ...]
     builder_flags: tuple[str, ...]
     strongly_typed: bool
+    pin_fp32: bool = False
 
 
 def precision_plan(feat: TrtFeatures, precision: Precision) -> PrecisionPlan:
@@ -131,9 +141,11 @@ def precision_plan(feat: TrtFeatures, precision: Precision) -> PrecisionPlan:
         return PrecisionPlan(tuple(network), (), False)
     if feat.strongly_typed_flag:  # 10.x: strong typing for precision-baked graphs, no precision flags
         return PrecisionPlan((*network, "STRONGLY_TYPED"), (), True)
-    # 8.5 / 8.6: weak typing; the flags allow the reduced-precision kernels the graph asks for
+    # 8.5 / 8.6: weak typing. FP16 (INT8 + FP16 for Q/DQ) lets TensorRT pick FP16 for ANY layer, the
+    # float32 LayerNorm, Softmax and head the export kept included: only layers given a precision under
+    # OBEY_PRECISION_CONSTRAINTS keep it (NvInfer.h ILayer::setPrecision), so the build pins those.
     flags = ("FP16",) if precision == "fp16" else ("INT8", "FP16")
-    return PrecisionPlan(tuple(network), flags, False)
+    return PrecisionPlan(tuple(network), (*flags, PIN_FLAG), False, pin_fp32=True)
 
 
 def dims(shape: trt.Dims) -> tuple[int, ...]:

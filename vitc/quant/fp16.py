@@ -4,7 +4,9 @@ Every floating-point tensor gets one type. Nodes run in FP16 (their float inputs
 initializers converted), except those kept in FP32: LayerNormalization and its opset-16
 decomposition (found by module scope or op type), Softmax, reductions, Pow/Sqrt, and the
 classifier head. A Cast is inserted wherever a tensor crosses between the two, so no node ever
-sees mixed float types: TensorRT builds the graph strongly typed and ONNX Runtime CPU runs it.
+sees mixed float types: ONNX Runtime CPU runs it, TensorRT 10+ builds it strongly typed, and on
+TensorRT 8.5/8.6 (weakly typed, FP16 allowed) `vitc build` pins the float32 layers to FP32
+(vitc/build/trt_precision.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ __dict__), a class without `py::init` cannot be constructed, and a member the bi
 Behaviour the vitc code depends on, modelled from the API documentation (pyCoreDoc.h, NvInfer.h):
 - `create_network(flags)`: bits are `1 << int(NetworkDefinitionCreationFlag.X)`; the ONNX parser
   needs EXPLICIT_BATCH before 10.0; 11.x networks are strongly typed whatever the flags.
-- `OnnxParser.parse_from_file` reads the file with `onnx` (errors: num_errors / get_error).
+- `OnnxParser.parse_from_file` reads the file with `onnx` (errors: num_errors / get_error) and makes
+  a layer per initializer and ONNX node, whose precision and output types are checked and recorded
+  (tests/engines/fakes/tensorrt_layers.py); the plan records them under "constraints".
 - `build_serialized_network` returns None (and logs an error) on failure: a dynamic input without a
   profile, a profile outside the network's static dimensions, precision flags on a strongly typed
   network, Q/DQ in a weakly typed network without INT8, DLA layers without GPU_FALLBACK.
@@ -45,7 +47,9 @@ from typing import Any
 
 import pytest
 
-from tests.engines.fakes.tensorrt_objects import BEHAVIOUR, FakeGap, Strict, StrictMeta
+from tests.engines.fakes.tensorrt_layers import Layer
+from tests.engines.fakes.tensorrt_objects import BEHAVIOUR as OBJECTS
+from tests.engines.fakes.tensorrt_objects import FakeGap, Strict, StrictMeta
 
 __all__ = ["VERSIONS", "FakeGap", "FakeTensorRT", "install_tensorrt", "make_tensorrt"]
 
@@ -56,6 +60,9 @@ VERSIONS = ("8.5", "8.6", "10.3", "10.16", "11.1")  # JetPack 5, 6.0, 6.1/6.2, n
 @functools.lru_cache(maxsize=None)
 def load_api(version: str) -> dict[str, Any]:
     return json.loads((API_DIR / f"trt_{version}.json").read_text())
+
+
+BEHAVIOUR: dict[str, type] = {**OBJECTS, "ILayer": Layer}
 
 
 # -- the module ---------------------------------------------------------------------------------------
@@ -129,10 +136,11 @@ def _gap(name: str) -> Any:
 def install_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str, gpu: Any, dla_cores: int = 0) -> FakeTensorRT:
     """Put the fake in sys.modules["tensorrt"] and point vitc's lazy `trt` handles at it."""
     from vitc.build import tensorrt as trt_build
+    from vitc.build import trt_precision
     from vitc.engines import tensorrt, trt_runner
 
     trt = make_tensorrt(version, gpu, dla_cores)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    for module in (tensorrt, trt_build, trt_runner):
+    for module in (tensorrt, trt_build, trt_precision, trt_runner):
         monkeypatch.setattr(module, "trt", trt)
     return trt

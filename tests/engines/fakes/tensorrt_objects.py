@@ -121,14 +121,12 @@ class Tensor(Strict):
 
     name = property(lambda self: self._state[0])
     shape = property(lambda self: self._new("Dims", self._state[1]))
-    dtype = property(lambda self: self._state[2])
 
-
-class Layer(Strict):
-    def __init__(self, name: str, op_type: str) -> None:
-        object.__setattr__(self, "_state", (name, op_type))
-
-    name = property(lambda self: self._state[0])
+    @property
+    def dtype(self) -> Any:
+        if self._state[2] is None:
+            raise FakeGap(f"the fake could not type tensor {self._state[0]!r} (ONNX type inference left it untyped)")
+        return self._state[2]
 
 
 class Network(Strict):
@@ -207,12 +205,11 @@ class OnnxParser(Strict):
                 )
         if self._errors:
             return False
+        from tests.engines.fakes.tensorrt_layers import parse_layers  # it builds on this module's classes
+
         n_in = len(model.graph.input)
         net._inputs, net._outputs, net._onnx = tensors[:n_in], tensors[n_in:], data
-        net._layers = [
-            self._new("ILayer", node.name or f"{node.op_type}_{i}", node.op_type)
-            for i, node in enumerate(model.graph.node)
-        ]
+        net._layers = parse_layers(self, model)
         return True
 
 
@@ -285,10 +282,10 @@ class BuilderConfig(Strict):
     def get_timing_cache(self) -> Any:
         return self._cache
 
-    def can_run_on_DLA(self, layer: Layer) -> bool:
+    def can_run_on_DLA(self, layer: Any) -> bool:
         return layer._state[1] not in NOT_ON_DLA
 
-    def get_device_type(self, layer: Layer) -> Any:
+    def get_device_type(self, layer: Any) -> Any:
         return self.default_device_type
 
 
@@ -331,6 +328,14 @@ class Builder(Strict):
                 name: [list(s) for s in shapes] for p in config._profiles for name, shapes in p._shapes.items()
             },
             "onnx": base64.b64encode(network._onnx).decode(),
+            "constraints": {  # what the build was asked to hold layers to (precision, output types)
+                layer.name: {
+                    "precision": None if layer._precision is None else layer._precision.name,
+                    "outputs": {str(i): t.name for i, t in sorted(layer._output_types.items())},
+                }
+                for layer in network._layers
+                if layer._precision is not None or layer._output_types
+            },
         }
         return self._new("IHostMemory", plan_header(trt.__version__) + PLAN_BODY + json.dumps(payload).encode())
 
@@ -348,6 +353,8 @@ class Builder(Strict):
             low, opt, high = profiles.get(tensor.name, [shape] * 3)
             if not all(a <= b <= c for a, b, c in zip(low, opt, high)):
                 return f"{tensor.name}: profile needs min <= opt <= max"
+        if {"OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"} <= config._flags:
+            return "set exactly one of OBEY_PRECISION_CONSTRAINTS and PREFER_PRECISION_CONSTRAINTS"
         precision = sorted(config._flags & set(PRECISION_FLAGS))
         if network._strongly_typed and precision:
             return f"precision flags {precision} are not allowed on a strongly typed network"
@@ -499,7 +506,6 @@ BEHAVIOUR: dict[str, type] = {
     "IHostMemory": HostMemory,
     "Logger": Logger,
     "ITensor": Tensor,
-    "ILayer": Layer,
     "INetworkDefinition": Network,
     "ParserError": ParserError,
     "OnnxParser": OnnxParser,

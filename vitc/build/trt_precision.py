@@ -1,0 +1,62 @@
+"""TensorRT 8.5/8.6: pin the layers an fp16/int8 export keeps in float32 to FP32.
+
+Precision lives in the ONNX: `vitc export -p fp16` keeps LayerNorm's decomposition, Softmax and the
+head in float32 (FP16 LayerNorm after attention overflows: TensorRT#2564, #2709), `-p int8` leaves all
+but the quantized ops float. TensorRT 10.x builds such graphs strongly typed and obeys those types.
+8.5/8.6 cannot: their build is weakly typed with BuilderFlag.FP16 (INT8 + FP16 for Q/DQ), which lets
+TensorRT run ANY layer in FP16. Only a layer given a precision and output types under
+OBEY_PRECISION_CONSTRAINTS is held to them (NvInfer.h, ILayer::setPrecision / setOutputType), as
+`trtexec --precisionConstraints=obey --layerPrecisions=...` does by hand.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vitc.engines.base import LazyModule
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+else:
+    trt = LazyModule("tensorrt")
+
+# Layer types never pinned (NvInfer.h of 8.5/8.6): Quantize runs in FLOAT and outputs INT8 only, Dequantize
+# runs in INT8 and outputs FLOAT or HALF: the Q/DQ pair carries its own types. A constant computes
+# nothing (its weights' type is its type). Shape layers output INT32 only ("all attempts to set the output
+# type to some other data type will be ignored except for issuing an error message").
+UNPINNED_LAYERS = frozenset({"QUANTIZE", "DEQUANTIZE", "CONSTANT", "SHAPE"})
+# Layers that only move data: a dequantized tensor through them still reaches its quantized op
+# (the parser puts a Shuffle between a DequantizeLinear and a MatMul that transposes or broadcasts).
+MOVES_DATA = frozenset({"SHUFFLE"})
+
+
+def pin_fp32_layers(network: trt.INetworkDefinition) -> list[str]:
+    """Give every layer whose outputs are all float32 tensors FP32 precision and output types; return their names.
+
+    Left alone, besides UNPINNED_LAYERS: layers fed by a Dequantize (directly or through MOVES_DATA
+    layers), whose precision the Q/DQ pair sets (explicit quantization: TensorRT fuses the DQ into them
+    and runs them in INT8, as a strongly typed build of the same file does), and layers with an
+    output that is not float32 (the graph's FP16 nodes, integer and shape computations).
+    """
+    fp32 = trt.DataType.FLOAT
+    dequantized: set[str] = set()  # tensors a Dequantize produced, through data moves
+    pinned = []
+    for i in range(network.num_layers):  # the parser adds layers in graph order: producers come first
+        layer = network.get_layer(i)
+        kind = layer.type.name
+        inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        quantized = any(tensor is not None and tensor.name in dequantized for tensor in inputs)
+        if kind == "DEQUANTIZE" or (quantized and kind in MOVES_DATA):
+            dequantized.update(tensor.name for tensor in outputs)
+            continue
+        if kind in UNPINNED_LAYERS or quantized or not outputs or any(t.dtype != fp32 for t in outputs):
+            continue
+        layer.precision = fp32
+        for j in range(len(outputs)):
+            layer.set_output_type(j, fp32)
+        pinned.append(layer.name)
+    return pinned
+
+
+__all__ = ["pin_fp32_layers"]

@@ -1,13 +1,15 @@
 """Import foreign checkpoints (official repos, timm, Hugging Face) into vitc's format.
 
 Reading is the only risky part: `.pth`/`.bin` files are pickles. They are opened with
-`torch.load(weights_only=True)`, which refuses anything that would need code to unpickle, and
-`.safetensors` files need no unpickling at all. Key renaming is each family's pure
+`torch.load(weights_only=True)`, which refuses anything that would need code to unpickle (timm's and
+DeiT's training checkpoints store their command line, an argparse.Namespace: that one class is let
+through, as data), and `.safetensors` files need no unpickling at all. Key renaming is each family's pure
 `checkpoint_filter_fn(state_dict, model)`, as in timm.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -35,13 +37,19 @@ from vitc.limits import MAX_MODEL_BYTES
 from vitc.models._registry import get_model_cfg, list_models, model_cfg, registered_module
 from vitc.models.loading import adapt_input_channels, build_within_limits, load_strict
 
-_WRAPPERS = ("model", "state_dict", "model_state", "model_ema", "module")
+_WRAPPERS = ("model", "state_dict", "model_state", "module")
+_EMA_WRAPPERS = ("state_dict_ema", "model_ema")  # timm's CheckpointSaver; DeiT's and ConViT's main.py
+_SAFE_GLOBALS = [argparse.Namespace]  # a training script's `args`: attribute values only, no code runs
 _PREFIXES = ("module.", "model.")
 EVALUATION_SETTINGS = ("crop_pct", "crop_mode")  # what `--set` gives an import's evaluation transform, not its model
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The tensors of a foreign checkpoint, unwrapped from {"model": ...}-style containers."""
+def read_state_dict(
+    path: str | os.PathLike[str], ema: bool = True, say: Callable[[str], None] | None = None
+) -> dict[str, torch.Tensor]:
+    """The tensors of a foreign checkpoint, unwrapped from {"model": ...}-style containers: the EMA weights
+    where the file has them, as timm's load_checkpoint (use_ema=True), unless `ema` is False. `say` receives
+    the line that names the entry taken when the file holds EMA weights."""
     path = Path(path)
     if not path.is_file():
         raise VitcError(f"{path}: no such file")
@@ -52,23 +60,48 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
         return load_state_dict(path)
     try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+        with _allowing(_SAFE_GLOBALS):
+            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "GLOBAL" in str(exc):  # weights_only refused a global: the pickle wants to import and call code
-            raise VitcError(f"{path}: refused, unpickling it would run code (only plain weights are accepted)") from exc
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if refused:  # weights_only refused a global: the pickle wants to import it (and maybe call it)
+            raise VitcError(
+                f"{path}: refused, unpickling it would import {refused.group(1)} (only tensors, plain values and "
+                "argparse.Namespace are read: a pickled class or function can run code)"
+            ) from exc
         raise VitcError(f"{path}: not a readable PyTorch checkpoint (corrupt pickle)") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise VitcError(f"{path}: not a readable PyTorch checkpoint (truncated or another format)") from exc
-    return _unwrap(obj, path)
+    return _unwrap(obj, path, ema, say)
 
 
-def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    for _ in range(3):  # {"model": {...}} or {"state_dict": {"module.x": ...}}
+@contextlib.contextmanager
+def _allowing(safe: list[Any]) -> Iterator[None]:
+    """`safe` allowed to `torch.load(weights_only=True)` for the duration: torch's own context manager from
+    2.5; torch 2.4 (the minimum) has only the process-wide list, which is restored after."""
+    serialization = torch.serialization
+    if hasattr(serialization, "safe_globals"):
+        with serialization.safe_globals(safe):
+            yield
+        return
+    before = serialization.get_safe_globals()
+    serialization.add_safe_globals(safe)
+    try:
+        yield
+    finally:
+        serialization.clear_safe_globals()
+        serialization.add_safe_globals(before)
+
+
+def _unwrap(
+    obj: Any, path: Path, ema: bool = True, say: Callable[[str], None] | None = None
+) -> dict[str, torch.Tensor]:
+    for _ in range(3):  # {"model": {...}} or {"state_dict": {"module.x": ...}, "state_dict_ema": {...}}
         if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-            inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
-            if inner is None:
+            entry = _entry(obj, path, ema, say)
+            if entry is None:
                 break
-            obj = inner
+            obj = obj[entry]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise VitcError(f"{path}: no state dict of tensors found in the file")
     if not all(isinstance(k, str) for k in obj):
@@ -80,6 +113,25 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
             obj = {k[len(prefix) :]: v for k, v in obj.items()}
     _check_sizes(obj, path)
     return obj
+
+
+def _entry(container: dict[Any, Any], path: Path, ema: bool, say: Callable[[str], None] | None) -> str | None:
+    """The entry of `container` that holds the weights: its EMA weights first, as timm's load_checkpoint takes
+    them (what its train.py --initial-checkpoint and validate.py load), unless `ema` is False."""
+    averaged = next((k for k in _EMA_WRAPPERS if isinstance(container.get(k), dict)), None)
+    plain = next((k for k in _WRAPPERS if isinstance(container.get(k), dict)), None)
+    if averaged is None:
+        return plain
+    if not ema:
+        if plain is None:
+            raise VitcError(f"{path} holds only EMA weights ({averaged}): import it without --no-ema")
+        if say:
+            say(f"{path.name}: {plain}, not its EMA weights ({averaged}), as --no-ema asks")
+        return plain
+    if say:
+        other = f"; vitc import --no-ema takes {plain}" if plain else ", the only weights it holds"
+        say(f"{path.name}: {averaged} (the EMA weights, as timm loads them){other}")
+    return averaged
 
 
 def _check_sizes(state_dict: dict[str, torch.Tensor], path: Path) -> None:
@@ -142,15 +194,20 @@ def layout_of(state_dict: dict[str, torch.Tensor], family: str) -> tuple[str, di
 
 
 def convert_file(
-    source: str | os.PathLike[str], model_name: str, say: Callable[[str], None] | None = None, **overrides: Any
+    source: str | os.PathLike[str],
+    model_name: str,
+    say: Callable[[str], None] | None = None,
+    ema: bool = True,
+    **overrides: Any,
 ) -> tuple[nn.Module, str, Path]:
     """`model_name` built and loaded from a foreign file or Hugging Face folder, strictly (every key must
-    fit); returns (model, source format, weights file). `say` receives one line per choice made for the user.
+    fit); returns (model, source format, weights file). `say` receives one line per choice made for the user;
+    `ema` False takes a training checkpoint's plain weights over its EMA ones.
     crop_pct and crop_mode in `overrides` set the evaluation transform (`evaluated_as`)."""
     source = weights_file(source)
     given = {key: overrides.pop(key) for key in EVALUATION_SETTINGS if key in overrides}
     resolve_preprocess(given, model=model_cfg(model_name).to_record(), source="--set")  # refused before any reading
-    state_dict = read_state_dict(source)
+    state_dict = read_state_dict(source, ema, say)
     layout, implied = layout_of(state_dict, model_cfg(model_name).family)
     for key, value in implied.items():
         if key not in overrides:
@@ -300,13 +357,14 @@ def import_checkpoint(
     out_dir: str | os.PathLike[str],
     force: bool = False,
     say: Callable[[str], None] | None = None,
+    ema: bool = True,
     **overrides: Any,
 ) -> Path:
     """Convert `source` (a file, or a Hugging Face folder) into `out_dir/model.safetensors` for `model_name`."""
     target = Path(out_dir) / "model.safetensors"
     if target.exists() and not force:
         raise VitcError(f"{target} exists; pass --force to replace it")
-    model, layout, source = convert_file(source, model_name, say, **overrides)
+    model, layout, source = convert_file(source, model_name, say, ema, **overrides)
     provenance = {
         "source": source.name,
         "source_sha256": sha256_file(source),
@@ -352,14 +410,16 @@ class Pretrained:
         return {"file": str(self.path.resolve()), "sha256": sha256_file(self.path), "source_format": self.source_format}
 
 
-def read_pretrained(source: str | os.PathLike[str], model_name: str) -> Pretrained:
+def read_pretrained(
+    source: str | os.PathLike[str], model_name: str, say: Callable[[str], None] | None = None
+) -> Pretrained:
     """Read weights for `model_name`: a vitc checkpoint (same family) or anything `vitc import` reads."""
     from vitc._io import read_safetensors_metadata
     from vitc.checkpoint import META_KEY, CheckpointMeta
 
     path = weights_file(source)
     family = model_cfg(model_name).family
-    state_dict = read_state_dict(path)
+    state_dict = read_state_dict(path, say=say)  # the EMA weights of a training checkpoint, as timm
     text = read_safetensors_metadata(path).get(META_KEY) if path.suffix == ".safetensors" else None
     if text is None:
         layout, implied = layout_of(state_dict, family)

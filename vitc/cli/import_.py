@@ -28,6 +28,14 @@ def import_(
         Optional[int], typer.Option(help="Target resolution; position embeddings are resampled.")
     ] = None,
     set_: SetOpt = None,
+    ema: Annotated[
+        bool,
+        typer.Option(
+            "--ema/--no-ema",
+            help="Of a training checkpoint with EMA weights (timm's state_dict_ema, DeiT's model_ema), take those, "
+            "as timm does; --no-ema takes its plain weights (state_dict, model).",
+        ),
+    ] = True,
     force: ForceOpt = False,
 ) -> None:
     """Convert foreign weights strictly: every key must fit, or a table says which do not."""
@@ -58,5 +66,5 @@ def import_(
                 "Hugging Face CvT config); `vitc models` lists them"
             )
         terminal.print(f"model: {model} (named by its config.json)")
-    path = import_checkpoint(source, model, out, force=force, say=terminal.print, **overrides)
+    path = import_checkpoint(source, model, out, force=force, say=terminal.print, ema=ema, **overrides)
     terminal.print(f"wrote {path} ({model})")

@@ -104,7 +104,12 @@ def setup_run(
     run_dir = folder.final
 
     # -- pretrained weights: read before anything is sized (a file can imply arguments: its depth, HF's act)
-    pretrained = read_pretrained(cfg.model.pretrained, cfg.model.name) if cfg.model.pretrained and not resume else None
+    shown = (
+        PlainConsole(markup=False, highlight=False, soft_wrap=True).print if show_progress and dist.is_main else None
+    )
+    pretrained = (
+        read_pretrained(cfg.model.pretrained, cfg.model.name, shown) if cfg.model.pretrained and not resume else None
+    )
     if pretrained is not None:
         cfg.model.args = {**pretrained.args, **cfg.model.args}  # recorded in config.json: a resume rebuilds it
         trained_at = pretrained.args.get("img_size")

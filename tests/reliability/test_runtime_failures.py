@@ -225,8 +225,8 @@ def test_stream_files_change_between_indexing_and_reading(
     _hand_edited_index(data, runs / "s")
     index = stream.index_imagefolder
 
-    def index_then_change(data_dir: Any, split: str, cache: Any = None) -> Any:
-        found = index(data_dir, split, cache)
+    def index_then_change(data_dir: Any, split: str, cache: Any = None, recorded: Any = None) -> Any:
+        found = index(data_dir, split, cache, recorded)
         if split == "train":
             (data / "train" / "a" / "1.png").unlink()  # vanished
             truncated = data / "train" / "b" / "0.png"

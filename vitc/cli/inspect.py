@@ -39,7 +39,7 @@ def inspect(
     name, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
     dataset = load_dataset(
         name, "val", data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct, in_chans=cfg.input_size[0],
-        on_bad_image="skip", crop_mode=cfg.crop_mode,
+        on_bad_image="skip", crop_mode=cfg.crop_mode, recorded=meta.class_names,
     )  # fmt: skip
     for why in dataset.skipped:  # as training left them out
         plain_console().print(f"skipped: {why}", soft_wrap=True)

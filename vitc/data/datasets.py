@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_MODE, DEFAULT_CROP_PCT, check_crop_mode, check_crop_pct, eval_resize
 from vitc.data.cifar import cifar_raw
-from vitc.data.files import IMG_EXTENSIONS, SPLITS, list_images, split_read
+from vitc.data.files import IMG_EXTENSIONS, SPLITS, class_order, list_images, split_read
 from vitc.data.images import read_image, read_whole, to_channels
 from vitc.errors import VitcError
 
@@ -84,6 +84,7 @@ def load_dataset(
     on_bad_image: str = "stop",
     whole: bool = False,
     crop_mode: str = DEFAULT_CROP_MODE,
+    recorded: Sequence[str] | None = None,
 ) -> ImageSet:
     """Load one split of a dataset as an `ImageSet` of `image_size` x `image_size` uint8 images.
 
@@ -91,7 +92,9 @@ def load_dataset(
     never subsampled so scores stay comparable. `crop_pct` and `crop_mode` apply to imagefolder only
     (resize the shorter side, or both with crop_mode "squash", to image_size / crop_pct, then center crop);
     digits and CIFAR are resized whole. `whole` keeps an image folder's photos whole for training's crops
-    (`read_whole`, at image_size / crop_pct).
+    (`read_whole`, at image_size / crop_pct). An image folder's classes are numbered in timm's order
+    (`vitc.data.files.class_order`), or in a `recorded` order (a run's or a checkpoint's) when the folder
+    holds exactly those names.
     An image folder's unreadable file stops the load (`on_bad_image="stop"`) or is left out and
     its reason kept in `ImageSet.skipped` ("skip"), as the streamed path does per batch.
     """
@@ -115,7 +118,7 @@ def load_dataset(
         ds = _load_cifar10(Path(data_dir), split, int(image_size))  # type: ignore[arg-type]
     else:
         folder = Path(data_dir)  # type: ignore[arg-type]
-        ds = _load_imagefolder(folder, split, int(image_size), crop_pct, on_bad_image, whole, crop_mode)
+        ds = _load_imagefolder(folder, split, int(image_size), crop_pct, on_bad_image, whole, crop_mode, recorded)
     ds.images = _to_chans(ds.images, in_chans)
     ds.split = ds.split or split
     if split == "train" and fraction < 1.0:
@@ -224,21 +227,24 @@ def _visible(p: Path) -> bool:
 def _class_dirs(split_dir: Path) -> dict[str, Path]:
     if not split_dir.is_dir():
         raise VitcError(f"missing folder {split_dir} (expected <data-dir>/{{train,val[,test]}}/<class>/<images>)")
-    dirs = {p.name: p for p in sorted(split_dir.iterdir()) if p.is_dir() and _visible(p)}
+    dirs = {p.name: p for p in split_dir.iterdir() if p.is_dir() and _visible(p)}
     if not dirs:
         raise VitcError(f"no class folders in {split_dir}")
     return dirs
 
 
-def folder_split(data_dir: Path, split: str) -> tuple[list[str], dict[str, Path]]:
-    """The class names (from train) and the class folders of `split` (split_read)."""
+def folder_split(
+    data_dir: Path, split: str, recorded: Sequence[str] | None = None
+) -> tuple[list[str], dict[str, Path]]:
+    """The class names (from train, in `class_order`: a `recorded` order of the same names is kept) and the
+    class folders of `split` (split_read)."""
     if not data_dir.is_dir():
         raise VitcError(f"missing folder {data_dir}")
-    classes = sorted(_class_dirs(data_dir / "train"))
+    classes = class_order(_class_dirs(data_dir / "train"), recorded)
     split = split_read(data_dir, split)
     dirs = _class_dirs(data_dir / split)
-    if sorted(dirs) != classes:
-        missing, extra = sorted(set(classes) - set(dirs)), sorted(set(dirs) - set(classes))
+    if set(dirs) != set(classes):
+        missing, extra = class_order(set(classes) - set(dirs)), class_order(set(dirs) - set(classes))
         raise VitcError(
             f"{data_dir / split} must have the same class folders as {data_dir / 'train'} "
             f"(missing: {', '.join(missing) or '-'}; extra: {', '.join(extra) or '-'})"
@@ -254,12 +260,13 @@ def _load_imagefolder(
     on_bad_image: str,
     whole: bool = False,
     crop_mode: str = DEFAULT_CROP_MODE,
+    recorded: Sequence[str] | None = None,
 ) -> ImageSet:
     """`data_dir/<split>/<class>/<image files>`; classes come from train; test falls back to val when absent.
     Centre crops at `size` as evaluated, or with `whole` the whole photos (`read_whole`) at size / crop_pct."""
     if on_bad_image not in ("skip", "stop"):
         raise VitcError(f"data.on_bad_image must be skip or stop, got {on_bad_image!r}")
-    classes, dirs = folder_split(data_dir, split)
+    classes, dirs = folder_split(data_dir, split, recorded)
     short = eval_resize(size, crop_pct)
     images, labels, skipped, sizes = [], [], [], []
     listed = {name: [dirs[name] / f for f in list_images(dirs[name])] for name in classes}

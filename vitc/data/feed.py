@@ -9,7 +9,7 @@ the same indices to one pool of persistent DataLoader workers, which serves trai
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,12 +244,15 @@ def open_feed(
     main: bool = True,
     crop_mode: str = DEFAULT_CROP_MODE,
     train_interpolation: str = "random",
+    recorded: Sequence[str] | None = None,
 ) -> tuple[MemoryFeed | StreamFeed, str]:
     """The feed for `data` (the config's data section) and one line saying which path and why. Under DDP
     every process loads an in-memory set whole, and only the `main` one names its unreadable files; a
-    streamed set's shares are each process's own, which each names."""
+    streamed set's shares are each process's own, which each names. An image folder's classes keep the
+    `recorded` order of a resumed run (its head rows and sample order follow it) when they are its names."""
     whole_set_report = report if main else _silent
     load = dict(data_dir=data.dir, image_size=size, crop_pct=crop_pct, crop_mode=crop_mode, in_chans=in_chans)
+    load["recorded"] = recorded
     load["on_bad_image"] = data.on_bad_image
     if data.name == "digits":
         if data.stream == "stream":
@@ -258,7 +261,7 @@ def open_feed(
     if data.stream == "memory":
         note = "data: in memory (data.stream=memory)"
         return MemoryFeed(data.name, data.fraction, seed, load, whole_set_report, pin_memory), note
-    sources = {s: open_source(data.name, data.dir, s, index_cache) for s in ("train", "val")}
+    sources = {s: open_source(data.name, data.dir, s, index_cache, recorded) for s in ("train", "val")}
     train_side = eval_resize(size, crop_pct) if data.name == "imagefolder" else size  # whole photos, for crops
     decoded = decoded_bytes(len(sources["train"]), in_chans, train_side)
     decoded += decoded_bytes(len(sources["val"]), in_chans, size)
@@ -269,7 +272,7 @@ def open_feed(
         labels = torch.from_numpy(sources["train"].labels)
         sources["train"] = sources["train"].subset(stratified_subset(labels, data.fraction, seed).numpy())
     if final_split(data) == "test":
-        sources["test"] = open_source(data.name, data.dir, "test", index_cache)
+        sources["test"] = open_source(data.name, data.dir, "test", index_cache, recorded)
     transform = SampleTransform(
         size,
         crop_pct,

@@ -8,7 +8,8 @@ same files.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,23 @@ class FileIndex:
 
     def __len__(self) -> int:
         return len(self.files)
+
+
+def natural_key(name: str) -> list[int | str]:
+    """timm's `natural_key` (timm.utils.misc), by which its ImageFolder numbers classes: case-folded, runs of
+    digits compared as numbers ("2" before "10", "Zebra" after "café"). Digit runs are the odd pieces of the
+    split, so a name of other digit characters ("²", which timm's int() fails on) stays text."""
+    return [int(piece) if i % 2 else piece for i, piece in enumerate(re.split(r"(\d+)", name.lower()))]
+
+
+def class_order(names: Iterable[str], recorded: Sequence[str] | None = None) -> list[str]:
+    """The one order of an image folder's classes, i.e. of a classifier's rows: timm's (`natural_key`, names
+    equal under it by their code points), so a head fine-tuned in timm fits a folder as it did there. A
+    `recorded` order of the same names (a resumed run's, a checkpoint's) is kept: its head rows follow it."""
+    names = list(names)
+    if recorded is not None and len(set(recorded)) == len(recorded) and set(recorded) == set(names):
+        return list(recorded)
+    return sorted(names, key=lambda name: (natural_key(name), name))
 
 
 def is_image_file(name: str) -> bool:
@@ -128,7 +146,8 @@ def labelled_files(folder: Path, split: str, class_names: Sequence[str]) -> tupl
     a plain folder of class folders). The index's root is the folder read. Nothing is decoded here:
     `vitc eval` streams them, so a folder of any size fits in memory."""
     root, read = split_folder(folder, split)
-    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = {p.name: p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    dirs = [found[name] for name in class_order(found, class_names)]
     if not dirs:
         raise VitcError(f"no class folders in {root} (expected {root}/<class>/<images>)")
     index = {name: i for i, name in enumerate(class_names)}

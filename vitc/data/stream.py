@@ -52,12 +52,15 @@ def use_stream(choice: str, decoded: int) -> bool:
 # ---------------------------------------------------------------- the file index
 
 
-def index_imagefolder(data_dir: str | Path, split: str, cache: Path | None = None) -> FileIndex:
+def index_imagefolder(
+    data_dir: str | Path, split: str, cache: Path | None = None, recorded: Sequence[str] | None = None
+) -> FileIndex:
     """Scan `data_dir/<split>/<class>/*` once; with `cache` (the run's index.json) a folder whose
     path and folder mtimes (a file added, removed or renamed changes its folder's) are unchanged
-    is not scanned again, so a resume starts at once."""
+    is not scanned again, so a resume starts at once. Classes in `folder_split`'s order (`recorded`: a
+    resumed run's); a listing cached in another order is not used."""
     data_dir = Path(data_dir)
-    classes, dirs = folder_split(data_dir, split)
+    classes, dirs = folder_split(data_dir, split, recorded)
     root = next(iter(dirs.values())).parent
     key = {"root": str(root.resolve()), "mtime_ns": [os.stat(root).st_mtime_ns] + [_mtime(dirs[c]) for c in classes]}
     entries = _read_cache(cache)
@@ -162,12 +165,14 @@ class ArraySource:
         return ArraySource(self.images[keep], self.labels[keep], self.class_names)
 
 
-def open_source(name: str, data_dir: str | Path, split: str, cache: Path | None = None) -> FolderSource | ArraySource:
-    """The streaming source of one split of cifar10 or imagefolder."""
+def open_source(
+    name: str, data_dir: str | Path, split: str, cache: Path | None = None, recorded: Sequence[str] | None = None
+) -> FolderSource | ArraySource:
+    """The streaming source of one split of cifar10 or imagefolder (its classes in a `recorded` order, if the same)."""
     if name == "cifar10":
         return ArraySource(*cifar_raw(Path(data_dir), split))
     if name == "imagefolder":
-        return FolderSource(index_imagefolder(data_dir, split, cache))
+        return FolderSource(index_imagefolder(data_dir, split, cache, recorded))
     raise VitcError(f"data set {name} cannot stream (only cifar10 and imagefolder); use data.stream=memory")
 
 

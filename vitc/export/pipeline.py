@@ -124,7 +124,7 @@ def heldout_set(
 
     if name == GENERATED:
         return Held(generated_pixels(prep), None, GENERATED)
-    ds = load_split(name, "test", prep, data_dir)
+    ds = load_split(name, "test", prep, data_dir, meta.class_names)  # labelled as the model's head
     classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.num_classes
     if classes is not None and len(ds.class_names) != classes:
         if not named:
@@ -360,7 +360,7 @@ def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path) -> Any:
             name, data_dir = opts.calib_data, opts.calib_dir
         else:
             name, data_dir = training_data(ckpt, p.meta, opts.data, opts.data_dir)
-        cal = calibration_set(name, opts.calib_images, p.preprocess, data_dir)
+        cal = calibration_set(name, opts.calib_images, p.preprocess, data_dir, classes=p.meta.class_names)
     static = None if p.batch.dynamic else p.batch.max
     if static and len(cal.images) % static:  # a static-batch graph calibrates on whole batches
         cal.images = cal.images[: len(cal.images) - len(cal.images) % static]

@@ -41,10 +41,13 @@ def check_images(images: np.ndarray, input_size: Sequence[int]) -> None:
         raise VitcError(f"calibration images are {tuple(images.shape[1:])}, the model takes {tuple(input_size)}")
 
 
-def load_split(name: str, split: str, prep: Preprocess, data_dir: str | None = None) -> Any:
+def load_split(
+    name: str, split: str, prep: Preprocess, data_dir: str | None = None, classes: Sequence[str] | None = None
+) -> Any:
     """A split of data set `name` read as evaluation reads it (the model's size, crop and channels):
     the calibration set's train split here, the held-out set's test split in vitc.export. Unreadable
-    files are left out and named in its `skipped`, as training left them out."""
+    files are left out and named in its `skipped`, as training left them out. An image folder holding the
+    model's `classes` is labelled and ordered as its head (a checkpoint from before timm's class order)."""
     from vitc.data.datasets import load_dataset
 
     c, h, _ = prep.input_size
@@ -57,6 +60,7 @@ def load_split(name: str, split: str, prep: Preprocess, data_dir: str | None = N
         crop_mode=prep.crop_mode,
         in_chans=c,
         on_bad_image="skip",
+        recorded=classes,
     )
 
 
@@ -68,14 +72,19 @@ def normalise(raw: Any, prep: Preprocess) -> np.ndarray:
 
 
 def calibration_set(
-    name: str, count: int, prep: Preprocess, data_dir: str | None = None, seed: int = 0
+    name: str,
+    count: int,
+    prep: Preprocess,
+    data_dir: str | None = None,
+    seed: int = 0,
+    classes: Sequence[str] | None = None,
 ) -> CalibrationSet:
-    """`count` images drawn (seeded) from the train split of `name`, normalised like evaluation."""
+    """`count` images drawn (seeded) from the train split of `name` (`load_split`), normalised like evaluation."""
     import torch
 
     if count < 1:
         raise VitcError(f"--calib-images must be ≥ 1, got {count}")
-    data = load_split(name, "train", prep, data_dir)
+    data = load_split(name, "train", prep, data_dir, classes)
     if len(data) == 0:
         raise VitcError(f"the calibration set {name!r} (train split) is empty")
     order = np.random.default_rng(seed).permutation(len(data))[:count]

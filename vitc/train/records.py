@@ -75,8 +75,8 @@ def summary_record(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
     }
 
 
-def check_resumable(path: Path, run_info: dict[str, Any]) -> None:
-    """A resume must continue the same model on the same data: anything else is a clear error."""
+def _resume_record(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the resume file's record, its run info), or a one-line error for a file vitc train did not write."""
     from vitc._io import parse_json, read_safetensors_metadata
     from vitc.artifacts.resume import RESUME_KEY
 
@@ -84,6 +84,19 @@ def check_resumable(path: Path, run_info: dict[str, Any]) -> None:
     info = saved.get("info") if isinstance(saved, dict) else None
     if not isinstance(info, dict):
         raise VitcError(f"{path} is not a resume state written by vitc train")
+    return saved, info
+
+
+def recorded_classes(path: Path) -> list[str] | None:
+    """The class order a run recorded (its head's rows): a resumed run reads its image folder in it, though
+    runs before timm's natural order sorted the names plainly."""
+    classes = _resume_record(path)[1].get("classes")
+    return classes if isinstance(classes, list) and all(isinstance(c, str) for c in classes) else None
+
+
+def check_resumable(path: Path, run_info: dict[str, Any]) -> None:
+    """A resume must continue the same model on the same data: anything else is a clear error."""
+    saved, info = _resume_record(path)
     if info.get("model") != run_info["model"] or info.get("args") != run_info["args"]:
         raise VitcError(
             f"{path} was written by {info.get('model')} {info.get('args')}, not {run_info['model']} {run_info['args']}"

@@ -30,7 +30,7 @@ from vitc.train.interrupt import CtrlC
 from vitc.train.meter import StepMeter
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, param_groups
 from vitc.train.progress import EpochProgress
-from vitc.train.records import check_resumable
+from vitc.train.records import check_resumable, recorded_classes
 from vitc.train.run_folder import RunFolder
 from vitc.train.state import RankState, TrainState, load_state
 
@@ -120,6 +120,9 @@ def setup_run(
             )
 
     require_pooled(cfg.model.args, "model.args")
+    resume_file = run_dir / "resume.safetensors"
+    if resume and not resume_file.is_file():
+        raise VitcError(f"nothing to resume: {resume_file} does not exist")
     # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
     base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
     size = cfg.data.image_size or base_cfg.input_size[1]
@@ -141,6 +144,7 @@ def setup_run(
         index_cache=folder.path / "index.json" if dist.is_main else None,
         report=lambda line: PlainConsole(soft_wrap=True).print(line, highlight=False, markup=False),
         main=dist.is_main,
+        recorded=recorded_classes(resume_file) if resume else None,  # its head's rows, in the order it ran
     )
     cleanup.callback(feed.close)  # worker processes end with the run, however it ends
     if show_progress and dist.is_main and feed.streaming:
@@ -167,7 +171,7 @@ def setup_run(
     if pretrained is not None:
         note = load_pretrained(model, pretrained, feed.class_names)
         if show_progress and dist.is_main:
-            PlainConsole(markup=False, highlight=False).print(note)
+            PlainConsole(markup=False, highlight=False, soft_wrap=True).print(note)
     frozen = cfg.optim.freeze == "backbone"
     if frozen:
         freeze_backbone(model)
@@ -213,9 +217,7 @@ def setup_run(
     state = TrainState()
     saved: dict[str, Any] = {}  # the run info of a resumed run's first session
     if resume:
-        path = run_dir / "resume.safetensors"
-        if not path.is_file():
-            raise VitcError(f"nothing to resume: {path} does not exist")
+        path = resume_file
         check_resumable(path, run_info)
         state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen}, scaler)
         run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there

@@ -27,14 +27,14 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     """A model in eval mode from a vitc checkpoint, or from any file `vitc import` reads. A timm hub or
     Hugging Face folder's config.json names its model; other files need it named:
     `load_model("convit_tiny.pth", "convit_tiny")`; a vitc checkpoint names its own, and a name given
-    with one must be that one. Class names come with a vitc checkpoint or a Hugging Face folder's
-    config.json; otherwise classes are named by their index."""
+    with one must be that one. Class names (and a folder's class count) come with a vitc checkpoint or a timm
+    hub or Hugging Face folder's config.json (label_names, id2label); otherwise classes are named by their index."""
     from vitc._io import read_safetensors_metadata
     from vitc.artifacts.preprocess import resolve_preprocess
     from vitc.checkpoint import META_KEY, read_meta
     from vitc.checkpoint import load_model as load_checkpoint
     from vitc.downloads import model_named_by, weights_file
-    from vitc.importers import EVALUATION_SETTINGS, convert_file, hf_labels
+    from vitc.importers import EVALUATION_SETTINGS, convert_file, folder_classes
 
     file = weights_file(path)
     if file.suffix == ".safetensors" and META_KEY in read_safetensors_metadata(file):
@@ -53,7 +53,7 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
             "e.g. vitc.load_model(path, 'convit_tiny')"
         )
     model, _, file = convert_file(file, model_name, **overrides)
-    model.vitc_class_names = hf_labels(file.parent / "config.json", model)
+    model.vitc_class_names = folder_classes(file, model)
     return model.eval()
 
 

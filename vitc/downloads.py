@@ -67,6 +67,50 @@ def model_named_by(source: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def class_names_named_by(source: str | os.PathLike[str]) -> list[str] | None:
+    """The classes a downloaded folder's config.json names, in its head's row order: timm's `label_names`
+    (top level, as timm's push_to_hub writes it, or in `pretrained_cfg`; a list, or a dict by row) or a
+    Hugging Face config's `id2label`. None when it names none, names a row twice or skips one, or holds
+    only the LABEL_0, LABEL_1, ... that transformers writes for a model given no names."""
+    record = _folder_record(source, "config.json")
+    if not isinstance(record, dict):
+        return None
+    inner = record.get("pretrained_cfg")
+    for labels in (record.get("label_names"), inner.get("label_names") if isinstance(inner, dict) else None):
+        names = _by_row(labels)
+        if names is not None:
+            return names
+    names = _by_row(record.get("id2label"))
+    return None if names is None or names == [f"LABEL_{i}" for i in range(len(names))] else names
+
+
+def num_classes_named_by(source: str | os.PathLike[str]) -> int | None:
+    """The class count a downloaded folder's config.json gives its head: timm's `num_classes`, a Hugging Face
+    config's `num_labels` or the length of its `id2label`; None when it says none."""
+    record = _folder_record(source, "config.json")
+    if not isinstance(record, dict):
+        return None
+    for key in ("num_classes", "num_labels"):
+        count = _size_in(record, lambda r, key=key: r[key])
+        if count is not None:
+            return count
+    labels = record.get("id2label")
+    return len(labels) if isinstance(labels, dict) and labels and _by_row(labels) is not None else None
+
+
+def _by_row(labels: Any) -> list[str] | None:
+    """Names listed by row (a list, or a dict keyed 0..N-1 as numbers or their text); None otherwise."""
+    if isinstance(labels, dict):
+        try:
+            rows = {int(key): value for key, value in labels.items()}
+        except (TypeError, ValueError):
+            return None
+        labels = [rows.get(i) for i in range(len(rows))]
+    if not isinstance(labels, list) or not labels or not all(isinstance(n, str) and n for n in labels):
+        return None
+    return labels if len(set(labels)) == len(labels) else None
+
+
 def image_size_named_by(source: str | os.PathLike[str]) -> int | None:
     """The input size a downloaded folder says its weights were trained at: timm's config.json
     `pretrained_cfg.input_size`, or a Hugging Face preprocessor_config.json's `size.shortest_edge`

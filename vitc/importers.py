@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import pickle
@@ -31,7 +30,14 @@ from vitc._io import sha256_file
 from vitc.artifacts.model_cfg import ModelCfg
 from vitc.artifacts.preprocess import resolve_preprocess
 from vitc.checkpoint import meta_for, save_checkpoint
-from vitc.downloads import HF_SQUASH_FROM, hf_processor_size, model_named_by, weights_file
+from vitc.downloads import (
+    HF_SQUASH_FROM,
+    class_names_named_by,
+    hf_processor_size,
+    model_named_by,
+    num_classes_named_by,
+    weights_file,
+)
 from vitc.errors import VitcError
 from vitc.limits import MAX_MODEL_BYTES
 from vitc.models._registry import get_model_cfg, list_models, model_cfg, registered_module
@@ -219,6 +225,11 @@ def convert_file(
             f"{source.name}: a distilled DeiT; its distillation token and head (dist_token, head_dist) are left "
             "out, so this is the plain DeiT network, whose logits are not the distilled model's (both heads' mean)"
         )
+    named = num_classes_named_by(source)
+    if "num_classes" not in overrides and named is not None and named != model_cfg(model_name).num_classes:
+        overrides["num_classes"] = named
+        if say:
+            say(f"{source.name}: num_classes={named} (its folder's config.json says; --set num_classes=N overrides)")
     trained_at = None if "img_size" in overrides else trained_size(source, state_dict, model_name, overrides)
     if trained_at is not None:
         overrides["img_size"], why = trained_at
@@ -229,7 +240,7 @@ def convert_file(
         check_tensors(state_dict, model, str(source))
         state_dict = convert_state_dict(state_dict, model, str(source))
         state_dict, adapted = adapt_input_channels(model, state_dict, str(source))
-        load_strict(model, state_dict, source=str(source))
+        _load_with_count_hint(model, state_dict, str(source))
     if say and adapted:
         say(f"{source.name}: {adapted}")
     model.vitc_cfg = evaluated_as(source, get_model_cfg(model), given, say)
@@ -339,16 +350,27 @@ def trained_size(
     return None
 
 
-def hf_labels(config: Path, model: nn.Module) -> list[str] | None:
-    """A Hugging Face folder's id2label, when it names exactly the model's classes."""
+def _load_with_count_hint(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """`load_strict`, whose table of misfits ends with the setting that fits a classifier of another class
+    count than the model's (a fine-tuned file without a config.json saying its count)."""
+    from vitc.models.loading import KeyMismatchError
+
     try:
-        labels = json.loads(config.read_text()).get("id2label") if config.is_file() else None
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    count = get_model_cfg(model).num_classes
-    if not isinstance(labels, dict) or sorted(labels) != sorted(str(i) for i in range(count)):
-        return None
-    return [str(labels[str(i)]) for i in range(count)]
+        load_strict(model, state_dict, source=source)
+    except KeyMismatchError as exc:
+        rows = state_dict.get("head.weight")
+        count = get_model_cfg(model).num_classes
+        if not isinstance(rows, torch.Tensor) or rows.dim() != 2 or rows.shape[0] == count:
+            raise
+        hint = f"its classifier has {rows.shape[0]} classes, {model.vitc_name} {count}: pass --set num_classes="
+        raise KeyMismatchError(f"{exc}; {hint}{rows.shape[0]}", exc.report) from None
+
+
+def folder_classes(source: Path, model: nn.Module) -> list[str] | None:
+    """The classes the folder of `source` names (timm's label_names, Hugging Face's id2label), when they are
+    as many as the model's classifier rows: in those rows' order."""
+    names = class_names_named_by(source)
+    return names if names is not None and len(names) == get_model_cfg(model).num_classes else None
 
 
 def import_checkpoint(
@@ -358,9 +380,11 @@ def import_checkpoint(
     force: bool = False,
     say: Callable[[str], None] | None = None,
     ema: bool = True,
+    class_names: list[str] | None = None,
     **overrides: Any,
 ) -> Path:
-    """Convert `source` (a file, or a Hugging Face folder) into `out_dir/model.safetensors` for `model_name`."""
+    """Convert `source` (a file, or a Hugging Face folder) into `out_dir/model.safetensors` for `model_name`,
+    with the class names its folder's config.json gives, or `class_names` (its rows' classes) instead."""
     target = Path(out_dir) / "model.safetensors"
     if target.exists() and not force:
         raise VitcError(f"{target} exists; pass --force to replace it")
@@ -371,13 +395,21 @@ def import_checkpoint(
         "source_format": layout,
         "imported_by": f"vitc {__version__}",
     }
-    class_names = hf_labels(source.parent / "config.json", model)  # a Hugging Face folder names its classes
-    return save_checkpoint(target, model, meta_for(model, class_names=class_names, provenance=provenance))
+    named = folder_classes(source, model)  # a timm hub or Hugging Face folder names its classes
+    if class_names is not None:
+        count = get_model_cfg(model).num_classes
+        if len(class_names) != count:
+            raise VitcError(f"--class-names: {len(class_names)} names for a classifier of {count} classes")
+        if say and named is not None and named != class_names:
+            say(f"{source.name}: class names from --class-names, not the {len(named)} its config.json gives")
+        named = list(class_names)
+    return save_checkpoint(target, model, meta_for(model, class_names=named, provenance=provenance))
 
 
 __all__ = [
     "convert_file",
     "convert_state_dict",
+    "folder_classes",
     "get_model_cfg",
     "import_checkpoint",
     "layout_of",
@@ -401,7 +433,7 @@ class Pretrained:
     state_dict: dict[str, torch.Tensor]
     source_format: str  # "vitc checkpoint", "huggingface" or "official/timm"
     args: dict[str, Any]  # constructor arguments the file implies (a vitc checkpoint's architecture, HF's act)
-    class_names: list[str] | None = None
+    class_names: list[str] | None = None  # its classifier's rows: a vitc checkpoint's, or its folder's config.json
     model: str | None = None  # the model the file says it holds (a vitc checkpoint's, or its folder's config.json)
 
     @property
@@ -426,7 +458,7 @@ def read_pretrained(
         trained_at = trained_size(path, state_dict, model_name, dict(implied))
         if trained_at is not None:  # fine-tuned at the size the weights were trained at, unless data says
             implied["img_size"] = trained_at[0]
-        return Pretrained(path, state_dict, layout, implied, model=model_named_by(path))
+        return Pretrained(path, state_dict, layout, implied, class_names_named_by(path), model_named_by(path))
     meta = CheckpointMeta.from_json(text, str(path))
     theirs = model_cfg(meta.model).family
     if theirs != family:
@@ -437,7 +469,9 @@ def read_pretrained(
 
 def load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list[str] | None = None) -> str:
     """Load `pretrained` into `model` strictly, except the classifier, which keeps its fresh initialisation
-    when the class count differs (or a vitc checkpoint names other classes). Returns the line to print.
+    when the class count differs or the file names other classes; the same classes in another order (a timm
+    or Hugging Face fine-tune, a vitc run from before timm's class order) have its rows reordered to
+    `class_names`. A file naming no classes gives its rows in order. Returns the line to print.
     Weights that do not fit and say which model they hold name it (a run left at its default model)."""
     from vitc.models.loading import KeyMismatchError
 
@@ -465,17 +499,33 @@ def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list
         f"pretrained: {len(state_dict) - len(theirs)} tensors from {pretrained.path.name} ({pretrained.source_format})"
     )
     also = f"; {adapted}" if adapted else ""
+    named, ours = pretrained.class_names, class_names
+    if named and ours and len(named) != len(ours):  # a config.json's names of another head say nothing of this one
+        named = None
     if theirs != heads:
         found = theirs.get("head.weight", (0,))[0] or "no"
         why = f"the file's classifier has {found} classes, this run {get_model_cfg(model).num_classes}"
-    elif pretrained.class_names and class_names and pretrained.class_names != class_names:
-        why = "the file's classes are not this run's"
-    else:
+    elif named and ours and set(named) != set(ours):
+        why = f"the file's classes are {_few(named)}, this run's {_few(ours)}"
+    elif named and ours and named != ours:  # the same classes in another order: its rows follow this run's
+        row_of = {name: row for row, name in enumerate(named)}
+        rows = torch.tensor([row_of[name] for name in ours])
+        state_dict |= {k: state_dict[k].index_select(0, rows) for k in theirs}
         load_strict(model, state_dict, source=source)
-        return f"{loaded} and its classifier{also}"
+        return f"{loaded} and its classifier, rows reordered to this run's classes (the file's: {_few(named)}){also}"
+    else:  # the same classes in the same order, or a file naming none: its rows are this run's classes in order
+        load_strict(model, state_dict, source=source)
+        unnamed = "" if named or not ours else " (the file names no classes: its rows are taken in this run's order)"
+        return f"{loaded} and its classifier{unnamed}{also}"
     state_dict = {k: v for k, v in state_dict.items() if k not in theirs} | {k: own[k] for k in heads}
     load_strict(model, state_dict, source=source)  # the fresh head loads onto itself
     return f"{loaded}; head re-initialised ({why}){also}"
+
+
+def _few(names: list[str], shown: int = 5) -> str:
+    """A class list in a line: its first names, and how many more."""
+    more = f", … ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _refuse_foreign(

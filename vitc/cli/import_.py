@@ -37,11 +37,20 @@ def import_(
         ),
     ] = True,
     force: ForceOpt = False,
+    class_names: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The classes of the classifier's rows, for weights whose folder names none: a text file of one "
+            "name per line (timm's --class-map .txt) or a comma list. Default: the folder's config.json "
+            "(timm's label_names, Hugging Face's id2label)."
+        ),
+    ] = None,
 ) -> None:
     """Convert foreign weights strictly: every key must fit, or a table says which do not."""
     from vitc.downloads import checkpoint_model, model_named_by, weights_file
     from vitc.importers import import_checkpoint
 
+    names = None if class_names is None else read_class_names(class_names)  # refused before any reading
     overrides = parse_assignments(set_)
     if overrides.get("in_chans", 3) not in (1, 3):  # the Python API adapts any count, as timm's
         raise VitcError(
@@ -66,5 +75,34 @@ def import_(
                 "Hugging Face CvT config); `vitc models` lists them"
             )
         terminal.print(f"model: {model} (named by its config.json)")
-    path = import_checkpoint(source, model, out, force=force, say=terminal.print, ema=ema, **overrides)
+    path = import_checkpoint(
+        source, model, out, force=force, say=terminal.print, ema=ema, class_names=names, **overrides
+    )
     terminal.print(f"wrote {path} ({model})")
+
+
+def read_class_names(given: str) -> list[str]:
+    """`vitc import --class-names`: a text file of one name per line (timm's --class-map .txt, row i on
+    line i) or a comma-separated list; none empty, none twice."""
+    path = Path(given)
+    if path.is_file():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise VitcError(f"--class-names {given}: cannot read it as UTF-8 text ({exc})") from None
+        while lines and not lines[-1].strip():
+            lines.pop()
+        names = [line.strip() for line in lines]
+    elif "," in given:
+        names = [name.strip() for name in given.split(",")]
+    else:
+        raise VitcError(f"--class-names {given}: no such file (give a file of one name per line, or a comma list)")
+    empty = [i for i, name in enumerate(names) if not name]
+    if empty:
+        raise VitcError(f"--class-names {given}: name {empty[0] + 1} is empty")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise VitcError(f"--class-names {given}: {name!r} is named twice")
+        seen.add(name)
+    return names

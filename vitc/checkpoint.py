@@ -180,7 +180,20 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         if not best.is_file():
             raise VitcError(f"{path} is a folder without best.safetensors (not a vitc train run folder)")
         return best
+    made = MADE_FROM_CHECKPOINTS.get(path.suffix.lower())
+    if made is not None and path.is_file():
+        raise VitcError(f"{path} is {made}, not a vitc checkpoint: name the checkpoint or run folder it was made from")
     return path
+
+
+# what `vitc export`, `build` and `compile --out` make from a checkpoint, by suffix: given where a checkpoint
+# is taken, named in one line (read as weights, an ONNX file said "not a safetensors file (bad header length)")
+MADE_FROM_CHECKPOINTS = {
+    ".onnx": "an ONNX file",
+    ".plan": "a TensorRT plan",
+    ".engine": "a TensorRT engine",
+    ".pt2": "an exported PyTorch program",
+}
 
 
 def training_data(

@@ -76,6 +76,8 @@ def read_state_dict(
                 "argparse.Namespace are read: a pickled class or function can run code)"
             ) from exc
         raise VitcError(f"{path}: not a readable PyTorch checkpoint (corrupt pickle)") from exc
+    except (IndexError, KeyError, TypeError) as exc:  # torch's weights-only unpickler on a garbled opcode stream
+        raise VitcError(f"{path}: not a readable PyTorch checkpoint (corrupt pickle)") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise VitcError(f"{path}: not a readable PyTorch checkpoint (truncated or another format)") from exc
     return _unwrap(obj, path, ema, say)

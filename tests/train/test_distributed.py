@@ -348,6 +348,32 @@ def test_ctrl_c_pressed_twice_lets_the_ranks_finish_saving(tmp_path: Path, monke
     assert stopped.value.exit_code == 130
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_to_the_launcher_stops_every_rank(signum: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (timeout, kill, Slurm, docker stop) or SIGHUP ended the launcher at once, running none of
+    its clean-up: the ranks, re-parented, trained on holding the run's lock ("being written by another vitc
+    train process"). The ranks are now stopped as torchrun stops its workers, and one line says so, with
+    exit code 128 + the signal; the launcher's own handlers are restored."""
+    import threading
+
+    script = 'echo $$ > "$RANK.pid"; exec sleep 60\n'  # a rank that would train for a minute
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
+    monkeypatch.chdir(tmp_path)
+    threading.Timer(0.5, os.kill, (os.getpid(), signum)).start()
+    before = signal.getsignal(signum)
+    with pytest.raises(VitcError) as stopped:
+        distributed.launch(["train"], nproc=2, poll_s=0.05)
+    name = signal.Signals(signum).name
+    assert str(stopped.value) == (
+        f"stopped by {name}: the 2 processes were stopped; --resume continues from the last saved epoch"
+    )
+    assert stopped.value.exit_code == 128 + signum
+    assert signal.getsignal(signum) is before
+    for rank in (0, 1):
+        with pytest.raises(ProcessLookupError):  # stopped and reaped
+            os.kill(int((tmp_path / f"{rank}.pid").read_text()), 0)
+
+
 def test_sigint_is_ignored_while_an_interrupted_run_saves() -> None:
     from vitc.train.interrupt import sigint_ignored
 

@@ -8,9 +8,12 @@ signatures (ruff lints vitc/cli as py38 with keep-runtime-typing; see pyproject.
 from __future__ import annotations
 
 import functools
+import sys
+from types import ModuleType
 from typing import Any
 
 import typer
+from rich.text import Text
 from typing_extensions import Annotated
 
 from vitc import __version__
@@ -28,7 +31,8 @@ from vitc.cli import inspect as inspect_cli
 from vitc.cli import models as models_cli
 from vitc.cli import predict as predict_cli
 from vitc.cli import train as train_cli
-from vitc.cli._errors import DEBUG_HELP, F, evaluated, handle_errors, set_debug
+from vitc.cli._console import printable
+from vitc.cli._errors import DEBUG_HELP, F, evaluated, handle_errors, set_debug, stderr
 
 app = typer.Typer(
     name="vitc",
@@ -86,8 +90,37 @@ app.command("doctor")(handle_errors(doctor_cli.doctor))
 app.command("info")(handle_errors(info_cli.info))
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main() -> None:
+    """The console entry point. A usage error click finds (an option's value of the wrong type or out of
+    range, a missing argument, an unknown option) is one line and exit code 2, as vitc's own errors are;
+    typer would draw it in a box of five or six lines. Everything else ends as click ends it."""
+    click = _click_exceptions()
+    try:
+        code = app(standalone_mode=False)
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `vitc` or a group alone: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        command = exc.ctx.command_path if exc.ctx is not None else "vitc"
+        message = f"{exc.format_message()} (see `{command} --help`)"
+        stderr.print(Text.assemble(("error:", "bold red"), " ", printable(message)), soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:  # end of input at a prompt, Ctrl-C outside a command's own handling
+        stderr.print("Aborted!")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> ModuleType:
+    """The exceptions of the click typer runs on: its own copy from typer 0.22 (`typer._click`), else click's."""
+    try:
+        from typer._click import exceptions  # type: ignore[import-not-found]
+    except ImportError:
+        from click import exceptions
+    return exceptions
 
 
 if __name__ == "__main__":  # `python -m vitc.cli.main`, as torchrun launches it

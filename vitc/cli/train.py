@@ -18,6 +18,8 @@ from vitc.cli._console import console
 from vitc.cli._options import SetOpt, parse_assignments
 from vitc.errors import VitcError, unknown_model
 
+MIN_NPROC_LIMIT = 8  # --nproc's bound on a machine of fewer cores (processes may share them)
+
 if TYPE_CHECKING:
     from vitc.train.config import TrainConfig
     from vitc.train.loop import RunResult
@@ -81,6 +83,7 @@ def train(
     notes = resolve_defaults(cfg)
     if not named:
         _check_model(cfg.model.name)
+    _check_nproc(nproc)
     if nproc > 1:
         RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
         _launch_torchrun(nproc, functools.partial(_what_was_saved, cfg, nproc, resume, time.time()))
@@ -159,6 +162,17 @@ def _what_was_saved(cfg: TrainConfig, nproc: int, resume: bool, since: float) ->
     if state.exists() and (resume or state.stat().st_mtime >= since):
         return f"continue with: {command}"
     return "nothing was saved"
+
+
+def _check_nproc(nproc: int) -> None:
+    """--nproc within 1 and what this machine can feed (a process per GPU or per core; 8 on a smaller
+    machine): a typo such as 100000 would otherwise start processes until the machine gives out."""
+    most = max(MIN_NPROC_LIMIT, os.cpu_count() or 1)
+    if not 1 <= nproc <= most:
+        raise VitcError(
+            f"--nproc must be 1 to {most} on this machine ({os.cpu_count()} CPU cores; one process per GPU), "
+            f"got {nproc}"
+        )
 
 
 def _launch_torchrun(nproc: int, saved: Callable[[], str]) -> None:

@@ -10,9 +10,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import IO, Any, TypeVar
 
 import torch
 
@@ -174,45 +174,41 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nproc)}
     base.update(LOCAL_WORLD_SIZE=str(nproc), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # as torchrun
     base[LAUNCHER_ENV] = str(nproc)
-    with tempfile.TemporaryDirectory(prefix="vitc-ddp-") as logs:
-        procs, errs = [], []
-        for rank in range(nproc):
-            err = open(os.path.join(logs, f"rank{rank}.err"), "w+b")  # noqa: SIM115 - closed below
-            env = {**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}
-            cmd = [sys.executable, "-m", "vitc.cli.main", *argv]
-            procs.append(subprocess.Popen(cmd, env=env, stderr=err))
-            errs.append(err)
+    with tempfile.TemporaryDirectory(prefix="vitc-ddp-") as logs, _terminations() as signals:
+        procs: list[subprocess.Popen[bytes]] = []
+        errs: list[IO[bytes]] = []
         first: tuple[int, int] | None = None  # (rank, return code) of the first process to fail
         pressed = False  # Ctrl-C reached the launcher (and the ranks)
         try:
-            while any(p.poll() is None for p in procs):
-                failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode not in (None, 0)]
-                if failed:  # a rank killed by a signal is the cause; its peers then fail in their collectives
-                    first = min(failed, key=lambda f: (f[1] >= 0, f[0]))
-                    if _another_rank_died_by_itself(first):  # rank 0 may be finishing a complete run
-                        with contextlib.suppress(subprocess.TimeoutExpired):
-                            procs[0].wait(timeout=STOP_GRACE_S)
-                    break
-                time.sleep(poll_s)
-        except KeyboardInterrupt:  # Ctrl-C reached every rank too: they save and exit with 130
-            pressed = True
             try:
-                for p in procs:
-                    p.wait()
-            except KeyboardInterrupt:  # pressed again: the ranks, still saving, get the grace period first
-                deadline = time.monotonic() + STOP_GRACE_S
-                for p in procs:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        p.wait(timeout=max(0.0, deadline - time.monotonic()))
+                for rank in range(nproc):
+                    errs.append(open(os.path.join(logs, f"rank{rank}.err"), "w+b"))  # noqa: SIM115 - closed below
+                    env = {**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+                    cmd = [sys.executable, "-m", "vitc.cli.main", *argv]
+                    procs.append(subprocess.Popen(cmd, env=env, stderr=errs[-1]))
+                first = _watch(procs, poll_s)
+            except KeyboardInterrupt:  # Ctrl-C reached every rank too: they save and exit with 130
+                pressed = True
+                _wait_after_ctrl_c(procs)
+        except _Terminated:  # SIGTERM or SIGHUP: the ranks are stopped below, as torchrun stops its workers
+            pass
         finally:
+            signals.armed = False
             _stop(procs, STOP_GRACE_S)
-        failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]
-        first = first or (min(failed, key=lambda f: (f[1] >= 0, f[0])) if failed else None)
         texts = []
         for err in errs:
             err.seek(0)
             texts.append(err.read().decode(errors="replace"))
             err.close()
+    if signals.received:
+        error = VitcError(
+            f"stopped by {signal.Signals(signals.received[0]).name}: the {nproc} processes were stopped; "
+            "--resume continues from the last saved epoch"
+        )
+        error.exit_code = 128 + signals.received[0]
+        raise error
+    failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]
+    first = first or (min(failed, key=lambda f: (f[1] >= 0, f[0])) if failed else None)
     # rank 0 ended cleanly, so past the run's last barrier with every rank: the other died tearing down
     torn_down = _another_rank_died_by_itself(first) and procs[0].returncode == 0
     if first is None or torn_down:
@@ -241,6 +237,65 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
     raise VitcError(
         f"rank {rank} of {nproc} {_how(code, texts[rank])}{others}; --resume continues from the last saved epoch"
     )
+
+
+def _watch(procs: list[subprocess.Popen[bytes]], poll_s: float) -> tuple[int, int] | None:
+    """Wait until every rank has ended or one failed; (rank, return code) of the first failure."""
+    while any(p.poll() is None for p in procs):
+        failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode not in (None, 0)]
+        if failed:  # a rank killed by a signal is the cause; its peers then fail in their collectives
+            first = min(failed, key=lambda f: (f[1] >= 0, f[0]))
+            if _another_rank_died_by_itself(first):  # rank 0 may be finishing a complete run
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    procs[0].wait(timeout=STOP_GRACE_S)
+            return first
+        time.sleep(poll_s)
+    return None
+
+
+def _wait_after_ctrl_c(procs: list[subprocess.Popen[bytes]]) -> None:
+    """The ranks save and exit with 130 after Ctrl-C; pressed again, they get the grace period first."""
+    try:
+        for p in procs:
+            p.wait()
+    except KeyboardInterrupt:
+        deadline = time.monotonic() + STOP_GRACE_S
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+class _Terminated(Exception):
+    """The launcher received SIGTERM or SIGHUP while it watched its ranks."""
+
+
+@dataclass
+class _Signals:
+    received: list[int]
+    armed: bool = True  # raise _Terminated (while watching the ranks); afterwards only record
+
+
+@contextlib.contextmanager
+def _terminations() -> Iterator[_Signals]:
+    """While the launcher runs, SIGTERM and SIGHUP (timeout, kill, a batch scheduler, a closed terminal) are
+    recorded and, while it is armed, raise `_Terminated`, so that the ranks are stopped rather than left
+    running, re-parented, holding the run's lock: Python's default for them ends the launcher at once,
+    running no `finally`."""
+    signals = _Signals([])
+
+    def handler(signum: int, frame: Any) -> None:
+        signals.received.append(signum)
+        if signals.armed:
+            signals.armed = False  # once: a second signal must not interrupt the stopping
+            raise _Terminated
+
+    wanted = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    previous = {signum: signal.signal(signum, handler) for signum in wanted}
+    try:
+        yield signals
+    finally:
+        for signum, before in previous.items():
+            signal.signal(signum, before)
 
 
 def _own_errors(stderr: str) -> list[str]:

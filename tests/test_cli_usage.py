@@ -1,0 +1,89 @@
+"""Bad input at the command line itself: one line, exit code 2, nothing started or overwritten."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vitc.checkpoint import resolve_checkpoint
+from vitc.errors import VitcError
+from vitc.importers import read_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _vitc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The console entry point (vitc.cli.main:main), as the installed `vitc` runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80"}
+    command = [sys.executable, "-c", "import sys; sys.argv[0] = 'vitc'; from vitc.cli.main import main; main()", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("train", "--epochs", "abc"), "error: Invalid value for '--epochs'"),
+        (("inspect", "run", "--images", "0"), "error: Invalid value for '--images'"),
+        (("import",), "error: Missing argument 'source'."),
+        (("trian",), "error: No such command 'trian'."),
+        (("bench", "--bogus"), "error: No such option: --bogus"),
+    ],
+)
+def test_a_usage_error_is_one_line(args: tuple[str, ...], said: str, tmp_path: Path) -> None:
+    """typer drew click's usage errors in a box of five or six lines ("Usage: … ╭─ Error ─╮ …"); they are
+    one line now, as vitc's own, naming the help to read."""
+    done = _vitc(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(said), done.stderr
+    assert lines[0].endswith("--help`)") and not done.stdout
+
+
+def test_help_and_the_bare_command_still_show_the_help(tmp_path: Path) -> None:
+    assert "Usage: vitc" in " ".join(_vitc("--help", cwd=tmp_path).stdout.split())
+    bare = _vitc(cwd=tmp_path)
+    assert "Usage: vitc" in " ".join((bare.stdout + bare.stderr).split())
+
+
+@pytest.mark.parametrize("nproc", ["0", "-1", "100000"])
+def test_nproc_out_of_range_is_refused_before_anything_starts(nproc: str, tmp_path: Path) -> None:
+    """--nproc 0 and -1 trained in-process as 1; a typo such as 100000 started rank processes, each importing
+    torch, until the machine gave out. Refused in one line naming the range, with no run folder made."""
+    done = _vitc("train", "--nproc", nproc, "--name", "np", cwd=tmp_path)
+    assert done.returncode == 2
+    most = max(8, os.cpu_count() or 1)
+    assert done.stderr.strip() == (
+        f"error: --nproc must be 1 to {most} on this machine ({os.cpu_count()} CPU cores; one process per GPU), "
+        f"got {nproc}"
+    )
+    assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.parametrize("text", [b"Repository not found", b"hello", b"test", b"error", b"see README"])
+def test_a_short_text_file_given_as_weights_is_one_line(text: bytes, tmp_path: Path) -> None:
+    """An error page saved by curl as w.pth: torch's weights-only unpickler raised IndexError or KeyError on
+    the garbled opcodes, which left as a 60-line traceback (HTML, JSON and random bytes were one line)."""
+    path = tmp_path / "w.pth"
+    path.write_bytes(text + b"\n")
+    with pytest.raises(VitcError, match=r"w\.pth: not a readable PyTorch checkpoint \(corrupt pickle\)$"):
+        read_state_dict(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [("model.fp16.onnx", "an ONNX file"), ("m.plan", "a TensorRT plan"), ("model.pt2", "an exported PyTorch program")],
+)
+def test_an_artifact_given_for_a_checkpoint_says_what_it_is(name: str, what: str, tmp_path: Path) -> None:
+    """`vitc export model.fp32.onnx` said "not a safetensors file (bad header length)"; export, compile,
+    inspect, eval and bench --ckpt read their checkpoint through resolve_checkpoint, which now names it."""
+    path = tmp_path / name
+    path.write_bytes(b"\x08\x07")
+    with pytest.raises(VitcError) as refused:
+        resolve_checkpoint(path)
+    assert str(refused.value) == (
+        f"{path} is {what}, not a vitc checkpoint: name the checkpoint or run folder it was made from"
+    )

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from vitc.checkpoint import load_state_dict
 from vitc.cli.main import app
-from vitc.importers import read_pretrained, read_state_dict
+from vitc.importers import read_state_dict
 from vitc.models import create_model
+from vitc.pretrained import read_pretrained
 
 runner = CliRunner()
 SMALL = ["-m", "deit_tiny", "--set", "depth=2", "--set", "img_size=64"]

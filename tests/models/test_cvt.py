@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from vitc.checkpoint import read_meta
 from vitc.cli.main import app
-from vitc.importers import read_pretrained
 from vitc.models import create_model
 from vitc.models._stats import count_params, model_stats
 from vitc.models.cvt import CvT, checkpoint_filter_fn
 from vitc.models.loading import KeyMismatchError, load_strict
+from vitc.pretrained import read_pretrained
 
 transformers = pytest.importorskip("transformers")
 

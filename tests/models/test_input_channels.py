@@ -12,9 +12,10 @@ import torch
 import vitc
 from vitc.checkpoint import save_checkpoint
 from vitc.errors import VitcError
-from vitc.importers import convert_file, load_pretrained, read_pretrained
+from vitc.importers import convert_file
 from vitc.models import create_model
 from vitc.models.loading import adapt_input_conv
+from vitc.pretrained import load_pretrained, read_pretrained
 
 SMALL = {"deit_micro": {"depth": 2}, "convit_micro": {"depth": 2, "local_up_to_layer": 1}, "cvt_micro": {}}
 SMALL["spvit_micro"] = {"depth": 2, "local_up_to_layer": 1}

@@ -21,9 +21,9 @@ from vitc.cli.main import app
 from vitc.data import datasets
 from vitc.data.datasets import ImageSet
 from vitc.errors import VitcError
-from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model
 from vitc.models.loading import KeyMismatchError
+from vitc.pretrained import load_pretrained, read_pretrained
 from vitc.train import loop
 from vitc.train.config import load_config, resolve_defaults, resume_config
 from vitc.train.optim import freeze_backbone, layer_ids, param_groups

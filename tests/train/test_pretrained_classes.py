@@ -17,8 +17,8 @@ import vitc
 from vitc.checkpoint import meta_for, read_meta, save_checkpoint
 from vitc.cli.main import app
 from vitc.errors import VitcError
-from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model
+from vitc.pretrained import load_pretrained, read_pretrained
 
 MICRO: dict[str, Any] = {"depth": 1, "embed_dim": 32, "num_heads": 2}
 RUN = ["2", "10", "café", "Zebra"]  # the run's rows: timm's order of its folders

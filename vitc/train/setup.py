@@ -19,9 +19,9 @@ from vitc.data.datasets import make_generator, samples_per_epoch
 from vitc.data.feed import open_feed
 from vitc.data.transforms import TrainAugment
 from vitc.errors import VitcError
-from vitc.importers import load_pretrained, read_pretrained
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.models.layers import checkpoints_batchnorm
+from vitc.pretrained import load_pretrained, read_pretrained
 from vitc.train import report
 from vitc.train.config import TrainConfig, parse_auto_augment, repeats_note, resolve_for_data
 from vitc.train.device import choose_attention, pick_workers

@@ -127,6 +127,41 @@ def hf_processor_size(source: str | os.PathLike[str]) -> int | None:
     return _size_in(record, lambda r: r["size"] if isinstance(r["size"], int) else r["size"]["shortest_edge"])
 
 
+PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}  # HF's `resample`
+
+
+def preprocess_named_by(source: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    """The evaluation transform a downloaded folder records for its weights, as timm's `resolve_data_config`
+    and Hugging Face's processor read it: timm's config.json `pretrained_cfg` (mean, std, crop_pct, crop_mode,
+    interpolation) or a preprocessor_config.json (image_mean, image_std, do_normalize false meaning mean 0 and
+    std 1, crop_pct, resample as a PIL filter code), as the folder spells them: `vitc.importers.recorded_preprocess`
+    keeps those vitc can honour (this module sits below the checks of vitc.artifacts). Returns (the settings, the
+    file that records them); empty when nothing says."""
+    timm = _folder_record(source, "config.json")
+    inner = timm.get("pretrained_cfg") if isinstance(timm, dict) else None
+    if isinstance(inner, dict):
+        found = {key: inner.get(key) for key in ("mean", "std", "crop_pct", "crop_mode", "interpolation")}
+        origin = "config.json (timm's pretrained_cfg)"
+    else:
+        hf = _folder_record(source, "preprocessor_config.json")
+        if not isinstance(hf, dict):
+            return {}, ""
+        origin = "preprocessor_config.json"
+        unnormalised = hf.get("do_normalize") is False
+        found = {
+            "mean": [0.0] if unnormalised else _listed(hf.get("image_mean")),
+            "std": [1.0] if unnormalised else _listed(hf.get("image_std")),
+            "crop_pct": hf.get("crop_pct"),
+            "interpolation": PIL_FILTERS.get(hf["resample"]) if type(hf.get("resample")) is int else None,
+        }
+    return {key: value for key, value in found.items() if value is not None}, origin
+
+
+def _listed(values: Any) -> Any:
+    """A processor's image_mean/image_std as a list: transformers also takes one number for every channel."""
+    return [values] if isinstance(values, (int, float)) and not isinstance(values, bool) else values
+
+
 def _folder_record(source: str | os.PathLike[str], name: str) -> Any:
     """The JSON file `name` beside the weights (or in the folder) `source`; None when unreadable."""
     path = Path(source)

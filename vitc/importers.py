@@ -27,25 +27,27 @@ from torch import nn
 from vitc import __version__
 from vitc._io import sha256_file
 from vitc.artifacts.model_cfg import ModelCfg
-from vitc.artifacts.preprocess import resolve_preprocess
+from vitc.artifacts.preprocess import check_crop_mode, check_crop_pct, check_norm, eval_resize, resolve_preprocess
 from vitc.checkpoint import meta_for, save_checkpoint
 from vitc.downloads import (
     HF_SQUASH_FROM,
     class_names_named_by,
     hf_processor_size,
     num_classes_named_by,
+    preprocess_named_by,
     weights_file,
 )
 from vitc.errors import VitcError
 from vitc.limits import MAX_MODEL_BYTES
-from vitc.models._registry import get_model_cfg, list_models, model_cfg, registered_module
+from vitc.models._registry import get_model_cfg, list_models, model_cfg, per_channel, registered_module
 from vitc.models.loading import adapt_input_channels, build_within_limits, load_strict
 
 _WRAPPERS = ("model", "state_dict", "model_state", "module")
 _EMA_WRAPPERS = ("state_dict_ema", "model_ema")  # timm's CheckpointSaver; DeiT's and ConViT's main.py
 _SAFE_GLOBALS = [argparse.Namespace]  # a training script's `args`: attribute values only, no code runs
 _PREFIXES = ("module.", "model.")
-EVALUATION_SETTINGS = ("crop_pct", "crop_mode")  # what `--set` gives an import's evaluation transform, not its model
+# what `--set` gives an import's evaluation transform, not its model
+EVALUATION_SETTINGS = ("crop_pct", "crop_mode", "mean", "std")
 
 
 def read_state_dict(
@@ -212,7 +214,8 @@ def convert_file(
     crop_pct and crop_mode in `overrides` set the evaluation transform (`evaluated_as`)."""
     source = weights_file(source)
     given = {key: overrides.pop(key) for key in EVALUATION_SETTINGS if key in overrides}
-    resolve_preprocess(given, model=model_cfg(model_name).to_record(), source="--set")  # refused before any reading
+    chans = {"in_chans": overrides["in_chans"]} if isinstance(overrides.get("in_chans"), int) else {}
+    resolve_preprocess(given, model=model_cfg(model_name, **chans).to_record(), source="--set")  # before any reading
     state_dict = read_state_dict(source, ema, say)
     layout, implied = layout_of(state_dict, model_cfg(model_name).family)
     for key, value in implied.items():
@@ -250,20 +253,61 @@ def convert_file(
 def evaluated_as(
     source: Path, cfg: ModelCfg, given: dict[str, Any], say: Callable[[str], None] | None = None
 ) -> ModelCfg:
-    """`cfg` with the evaluation transform its folder implies: Hugging Face's CvT processor
-    (ConvNextImageProcessor) squashes the image to size × size from 384 up, crop_pct unused, so crop_mode
-    "squash" at crop_pct 1. What the user `given` (--set crop_mode=center) comes first, key by key."""
+    """`cfg` with the evaluation transform its folder records (`recorded_preprocess`: timm's pretrained_cfg, a
+    Hugging Face processor's mean, std, crop_pct), as timm's resolve_data_config and Hugging Face's processor
+    take it. Hugging Face's CvT processor (ConvNextImageProcessor) squashes the image to size × size from 384 up,
+    its crop_pct unused, so crop_mode "squash" at crop_pct 1 there. What the user `given` (--set crop_mode=center,
+    --set mean=[...]) comes first, key by key. `say` receives a line for each thing taken or left."""
+    recorded, origin = recorded_preprocess(source, cfg)
+    resized = recorded.pop("interpolation", cfg.interpolation)
     implied: dict[str, Any] = {}
     if cfg.family == "cvt" and hf_processor_size(source) is not None and cfg.input_size[1] >= HF_SQUASH_FROM:
         implied = {"crop_mode": "squash", "crop_pct": 1.0}
-    prep = resolve_preprocess(given, implied, cfg.to_record(), source="--set")
-    if say and implied and prep.crop_mode == "squash" and "crop_mode" not in given:
+    prep = resolve_preprocess(given, {**recorded, **implied}, cfg.to_record(), source="--set")
+    if say is None:
+        return cfg.evaluated_by(prep)
+    taken = {
+        k: v for k, v in recorded.items() if k not in given and k not in implied and getattr(prep, k) != getattr(cfg, k)
+    }
+    if taken:
+        settings = ", ".join(
+            f"{key}={list(value) if isinstance(value, tuple) else value}" for key, value in taken.items()
+        )
+        say(f"{source.name}: {settings} (what its {origin} records for these weights; --set key=… overrides)")
+    if implied and prep.crop_mode == "squash" and "crop_mode" not in given:
         size = cfg.input_size[1]
         say(
             f"{source.name}: crop_mode='squash', crop_pct={prep.crop_pct:g} (Hugging Face's CvT processor squashes "
             f"the image to {size}×{size} from {HF_SQUASH_FROM} up, uncropped; --set crop_mode=center overrides)"
         )
+    if resized != cfg.interpolation:
+        say(
+            f"{source.name}: its {origin} resizes {resized}; vitc evaluates {cfg.interpolation} (its only resize "
+            f"filter), so the checkpoint records {cfg.interpolation} and its logits may differ a little from theirs"
+        )
     return cfg.evaluated_by(prep)
+
+
+def recorded_preprocess(source: Path, cfg: ModelCfg) -> tuple[dict[str, Any], str]:
+    """What the folder of `source` records of its evaluation transform (`preprocess_named_by`) that vitc can
+    honour for `cfg`'s model: finite mean and std (std above 0) of 1 or 3 values, as `cfg`'s channels take
+    them (`per_channel`), crop_pct in (0, 1], a crop_mode vitc has, an interpolation named; (settings, file)."""
+    found, origin = preprocess_named_by(source)
+    kept: dict[str, Any] = {}
+    for key, value in found.items():
+        try:
+            if key in ("mean", "std"):
+                kept[key] = per_channel(check_norm(value, 3, key, positive=key == "std"), cfg.input_size[0])
+            elif key == "crop_pct":
+                kept[key] = check_crop_pct(value)
+                eval_resize(cfg.input_size[1], value)  # not so small that images grow past every limit
+            elif key == "crop_mode":
+                kept[key] = check_crop_mode(value)
+            elif isinstance(value, str):
+                kept[key] = value
+        except VitcError:
+            continue
+    return kept, origin
 
 
 def other_family(source: str, model_name: str, family: str, held: str | None = None) -> VitcError:

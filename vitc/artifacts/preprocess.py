@@ -10,6 +10,7 @@ No torch, no PIL: the runtime reads the manifest record and normalises pixels wi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -52,6 +53,20 @@ def check_crop_mode(crop_mode: Any, source: str = "crop_mode") -> str:
     if crop_mode not in CROP_MODES:
         raise VitcError(f"{source} must be one of {', '.join(CROP_MODES)}, got {str(crop_mode)[:40]!r}")
     return str(crop_mode)
+
+
+def check_norm(values: Any, channels: int, what: str, positive: bool = False) -> Tuple[float, ...]:
+    """A mean or std (`positive`: above 0) for images of `channels` channels: finite numbers, one per channel or
+    one for all (repeated to each, as timm's loader takes a single value); else a one-line error naming `what`."""
+    numbers = isinstance(values, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
+    if not numbers or len(values) not in (1, channels):
+        count = "1 value" if channels == 1 else f"1 or {channels} values"
+        raise VitcError(f"{what} must be a list of {count} (finite numbers), got {str(values)[:60]}")
+    if positive and any(v <= 0 for v in values):
+        raise VitcError(f"{what} must be above 0, got {list(values)}")
+    return tuple(values) * (channels if len(values) == 1 else 1)
 
 
 def format_version(record: Optional[Mapping[str, Any]], version: int, squash_version: int) -> int:
@@ -150,8 +165,8 @@ def resolve_preprocess(
         input_size=(size[0], size[1], size[2]),
         crop_pct=check_crop_pct(found.get("crop_pct", DEFAULT_CROP_PCT), f"{source}: crop_pct"),
         interpolation=str(found.get("interpolation", DEFAULT_INTERPOLATION)),
-        mean=tuple(found["mean"]),
-        std=tuple(found["std"]),
+        mean=check_norm(found["mean"], size[0], f"{source}: mean"),
+        std=check_norm(found["std"], size[0], f"{source}: std", positive=True),
         crop_mode=check_crop_mode(found.get("crop_mode", DEFAULT_CROP_MODE), f"{source}: crop_mode"),
     )
     try:  # a tiny crop_pct would resize every image to a size no reader could hold

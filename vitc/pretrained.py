@@ -14,17 +14,19 @@ import torch
 from torch import nn
 
 from vitc._io import sha256_file
+from vitc.artifacts.model_cfg import ModelCfg
 from vitc.downloads import class_names_named_by, model_named_by, weights_file
 from vitc.importers import (
     check_tensors,
     convert_state_dict,
+    evaluated_as,
     layout_of,
     other_family,
     read_state_dict,
     same_family,
     trained_size,
 )
-from vitc.models._registry import get_model_cfg, model_cfg
+from vitc.models._registry import get_model_cfg, model_cfg, per_channel
 from vitc.models.loading import adapt_input_channels, load_strict
 
 _HEAD = ("head.", "aux_head.")  # the classifier(s): re-initialised for another class count
@@ -41,6 +43,7 @@ class Pretrained:
     args: dict[str, Any]  # constructor arguments the file implies (a vitc checkpoint's architecture, HF's act)
     class_names: list[str] | None = None  # its classifier's rows: a vitc checkpoint's, or its folder's config.json
     model: str | None = None  # the model the file says it holds (a vitc checkpoint's, or its folder's config.json)
+    evaluated: ModelCfg | None = None  # what the weights were evaluated with: a vitc checkpoint's cfg, a folder's
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -64,13 +67,38 @@ def read_pretrained(
         trained_at = trained_size(path, state_dict, model_name, dict(implied))
         if trained_at is not None:  # fine-tuned at the size the weights were trained at, unless data says
             implied["img_size"] = trained_at[0]
-        return Pretrained(path, state_dict, layout, implied, class_names_named_by(path), model_named_by(path))
+        evaluated = evaluated_as(path, model_cfg(model_name, **implied), {})  # timm's pretrained_cfg, HF's processor
+        named, held = class_names_named_by(path), model_named_by(path)
+        return Pretrained(path, state_dict, layout, implied, named, held, evaluated)
     meta = CheckpointMeta.from_json(text, str(path))
     theirs = model_cfg(meta.model).family
     if theirs != family:
         raise other_family(str(path), model_name, theirs, meta.model)
     args = {k: v for k, v in meta.args.items() if k not in _NOT_INHERITED}
-    return Pretrained(path, state_dict, "vitc checkpoint", args, meta.class_names, meta.model)
+    return Pretrained(path, state_dict, "vitc checkpoint", args, meta.class_names, meta.model, meta.cfg)
+
+
+def inherited_preprocess(
+    pretrained: Pretrained, model_name: str, args: dict[str, Any], size: int, given: dict[str, Any]
+) -> dict[str, Any]:
+    """What a run of `model_name` (`args`, images of `size`) starting from `pretrained` takes of the evaluation
+    transform the weights were evaluated with, as timm's train.py normalises training and validation with the
+    pretrained_cfg of the weights it starts from: their mean and std (adapted to the run's channels, as
+    `per_channel`), and their crop_pct and crop_mode when the run's images are the size they were evaluated at.
+    Only what differs from the model's registered values (compared at the weights' channels) and what the user
+    did not set (`given`): a run from weights that record the model's own values takes nothing."""
+    theirs = pretrained.evaluated
+    if theirs is None:
+        return {}
+    own = model_cfg(model_name, **{**args, "in_chans": theirs.input_size[0]})
+    channels = model_cfg(model_name, **args).input_size[0]
+    keys = ("mean", "std", "crop_pct", "crop_mode") if size == theirs.input_size[1] else ("mean", "std")
+    taken: dict[str, Any] = {}
+    for key in keys:
+        value = getattr(theirs, key)
+        if given.get(key) is None and value != getattr(own, key):
+            taken[key] = list(per_channel(value, channels)) if key in ("mean", "std") else value
+    return taken
 
 
 def load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list[str] | None = None) -> str:

@@ -25,6 +25,7 @@ else:  # pragma: no cover
 
 
 DEFAULT_MODEL = "convit_micro"
+PREPROCESS_KEYS = ("mean", "std", "crop_pct", "crop_mode")  # model.*: the run's evaluation transform, where set
 
 
 @dataclass
@@ -33,6 +34,13 @@ class ModelSection:
     args: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {depth = 4}
     drop_path_rate: float = 0.1
     pretrained: str | None = None  # weights to start from: a vitc checkpoint or any file `vitc import` reads
+    # the normalisation and evaluation crop the run trains and evaluates with, where not the model's registered ones
+    # (timm's --mean, --std, --crop-pct): taken from --pretrained weights that record theirs, as timm's train.py
+    # takes a hub model's pretrained_cfg (vitc.pretrained.inherited_preprocess), or set; None: the model's
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    crop_pct: float | None = None
+    crop_mode: str | None = None
 
 
 @dataclass
@@ -116,7 +124,13 @@ class TrainConfig:
     log: LogSection = field(default_factory=LogSection)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The configuration as config.json records it; the model's preprocessing keys only where set (a run at
+        the model's own keeps the record every vitc wrote)."""
+        record = dataclasses.asdict(self)
+        for key in PREPROCESS_KEYS:
+            if record["model"][key] is None:
+                del record["model"][key]
+        return record
 
     @property
     def run_name(self) -> str:
@@ -148,7 +162,9 @@ def _check_type(key: str, value: Any, annotation: str) -> Any:
     if "dict" in annotation:
         ok = isinstance(value, dict)
     elif "list" in annotation:
-        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        number = (int, float)
+        numbers = isinstance(value, list) and all(isinstance(v, number) and not isinstance(v, bool) for v in value)
+        ok = numbers or (value is None and "None" in annotation)
     elif annotation == "bool":
         ok = isinstance(value, bool)
     elif annotation == "bool | None":
@@ -234,8 +250,24 @@ def validate(cfg: TrainConfig) -> None:
         parse_auto_augment(cfg.aug.auto_augment)
         if cfg.aug.color_jitter:  # timm turns colour jitter off under --aa: its ops already change colour
             raise VitcError("aug.color_jitter and aug.auto_augment exclude each other (as in timm): set one")
+    _validate_preprocess(cfg.model)
     if cfg.aug.color_jitter > 1:
         raise VitcError(f"config key aug.color_jitter must be in [0, 1], got {cfg.aug.color_jitter}")
+
+
+def _validate_preprocess(model: ModelSection) -> None:
+    """model.mean, model.std, model.crop_pct, model.crop_mode where set; the channel count is the model's, checked
+    when the run is set up (vitc.train.setup)."""
+    from vitc.artifacts.preprocess import check_crop_mode, check_crop_pct, check_norm
+
+    for key in ("mean", "std"):
+        values = getattr(model, key)
+        if values is not None:
+            check_norm(values, len(values) or 1, f"config key model.{key}", positive=key == "std")
+    if model.crop_pct is not None:
+        check_crop_pct(model.crop_pct, "config key model.crop_pct")
+    if model.crop_mode is not None:
+        check_crop_mode(model.crop_mode, "config key model.crop_mode")
 
 
 def parse_auto_augment(spec: str) -> dict[str, Any]:

@@ -14,6 +14,8 @@ import torch
 
 from vitc._io import write_json
 from vitc._text import PlainConsole
+from vitc.artifacts.model_cfg import ModelCfg
+from vitc.artifacts.preprocess import resolve_preprocess
 from vitc.checkpoint import require_pooled
 from vitc.data.datasets import make_generator, samples_per_epoch
 from vitc.data.feed import open_feed
@@ -21,9 +23,9 @@ from vitc.data.transforms import TrainAugment
 from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.models.layers import checkpoints_batchnorm
-from vitc.pretrained import load_pretrained, read_pretrained
+from vitc.pretrained import inherited_preprocess, load_pretrained, read_pretrained
 from vitc.train import report
-from vitc.train.config import TrainConfig, parse_auto_augment, repeats_note, resolve_for_data
+from vitc.train.config import PREPROCESS_KEYS, TrainConfig, parse_auto_augment, repeats_note, resolve_for_data
 from vitc.train.device import choose_attention, pick_workers
 from vitc.train.distributed import broadcast_from_main, sync_batchnorm
 from vitc.train.interrupt import CtrlC
@@ -126,6 +128,17 @@ def setup_run(
     # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
     base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
     size = cfg.data.image_size or base_cfg.input_size[1]
+    if pretrained is not None:  # recorded in config.json: a resume, its checkpoints and exports keep it
+        taken = inherited_preprocess(pretrained, cfg.model.name, cfg.model.args, size, vars(cfg.model))
+        for key, value in taken.items():
+            setattr(cfg.model, key, value)
+        if taken and show_progress and dist.is_main:
+            settings = ", ".join(f"{key}={value}" for key, value in taken.items())
+            PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
+                f"pretrained: {settings} for training and evaluation, what {pretrained.path.name} was evaluated "
+                f"with (as timm's train.py takes a model's pretrained_cfg; --set model.{next(iter(taken))}=… overrides)"
+            )
+    base_cfg = run_preprocess(base_cfg, cfg)
     if cfg.data.image_size:  # a size the model cannot take (not a multiple of its patch) stops before the data
         with torch.device("meta"):
             create_model(cfg.model.name, **{**cfg.model.args, "img_size": size, "num_classes": 2})
@@ -167,6 +180,7 @@ def setup_run(
     if cfg.data.image_size:
         args["img_size"] = size
     model = create_model(cfg.model.name, **args).to(device)
+    model.vitc_cfg = run_preprocess(get_model_cfg(model), cfg)  # what its checkpoints record, and exports read
     model.set_grad_checkpointing(cfg.run.grad_checkpointing)
     if pretrained is not None:
         note = load_pretrained(model, pretrained, feed.class_names)
@@ -292,6 +306,15 @@ def setup_run(
         meter=StepMeter(device),
         in_place=in_place,
     )
+
+
+def run_preprocess(model_cfg: ModelCfg, cfg: TrainConfig) -> ModelCfg:
+    """`model_cfg` with the evaluation transform the run sets (model.mean, model.std, model.crop_pct,
+    model.crop_mode), checked against its channels; as it is where the run sets none."""
+    given = {key: getattr(cfg.model, key) for key in PREPROCESS_KEYS if getattr(cfg.model, key) is not None}
+    if not given:
+        return model_cfg
+    return model_cfg.evaluated_by(resolve_preprocess(given, None, model_cfg.to_record(), source="config key model"))
 
 
 def _resume_own_part(

@@ -85,6 +85,32 @@ def test_onnxruntime_runner(tiny_onnx: Path):
     assert not runner.is_active
 
 
+def test_runners_refuse_integer_pixels_and_cast_floats(tiny_onnx: Path, tmp_path: Path):
+    """uint8 pixels were cast to float32 and run unnormalised with no error (ONNX Runtime itself, PyTorch and
+    Polygraphy refuse them); float64 and float16 arrays still run, and float32 feeds an fp16-I/O graph."""
+    from tests.engines.conftest import make_tiny_onnx
+    from vitc.engines.base import infer_in_batches
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8), dtype=np.uint8)
+    with runner_for_path(tiny_onnx, device="cpu", threads=1) as runner:
+        for bad in (pixels, pixels.astype(np.int64), pixels > 127):
+            with pytest.raises(VitcError, match=r"takes normalised float32 pixels, got a .* array: normalise") as err:
+                runner.infer({"input": bad})
+            assert "\n" not in str(err.value) and "vitc.preprocess" in str(err.value)
+        with pytest.raises(VitcError, match="got a uint8 array"):
+            infer_in_batches(runner, pixels)  # what Classifier.logits runs
+        x = pixels.astype(np.float32) / 255
+        ref = runner.infer({"input": x})["logits"]
+        assert np.allclose(runner.infer({"input": x.astype(np.float64)})["logits"], ref)
+        assert np.allclose(runner.infer({"input": x.astype(np.float16)})["logits"], ref, atol=1e-3)
+    half = make_tiny_onnx(tmp_path / "m.fp16.onnx", precision="fp16", io_type=10)
+    with runner_for_path(half, device="cpu", threads=1) as runner:
+        assert runner.get_input_metadata()[0].dtype == "float16"
+        assert runner.infer({"input": x})["logits"].shape == (2, 10)
+        with pytest.raises(VitcError, match="got a uint8 array"):
+            runner.infer({"input": pixels})
+
+
 def test_torch_runner_convit_micro():
     torch = pytest.importorskip("torch")
     from vitc.engines.torch_runner import TorchRunner, model_from_zoo

@@ -246,6 +246,17 @@ def test_tensorrt_8_5_runs_named_tensors(fake, tiny_onnx, tmp_path):
     assert out["logits"].shape == (2, 10) and np.allclose(out["logits"].sum(1), 1.0, atol=1e-5)
 
 
+def test_engines_refuse_integer_pixels(fake, tiny_onnx, tmp_path):
+    """A TensorRT engine cast uint8 pixels to its float32 input and ran them unnormalised; float64 still runs."""
+    fake("10.3")
+    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
+    pixels = np.full((1, 3, 8, 8), 200, np.uint8)
+    with TensorRTRunner(plan) as runner:
+        with pytest.raises(VitcError, match="takes normalised float32 pixels, got a uint8 array: normalise"):
+            runner.infer({"input": pixels})
+        assert runner.infer({"input": np.ones((1, 3, 8, 8), np.float64)})["logits"].shape == (1, 10)
+
+
 def test_bf16_io_is_refused_clearly(fake, tmp_path):
     """Defect 6: BF16 I/O used to become uint16 and cast float inputs to integers."""
     fake("10.3")

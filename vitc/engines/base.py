@@ -96,6 +96,21 @@ def _check_inputs(name: str, inputs: list[TensorMeta]) -> None:
             raise VitcError(f"{name}: input {meta.name!r} of shape {shape} is larger than any image vitc feeds")
 
 
+def check_feed_dtype(name: str, meta: TensorMeta, dtype: Any) -> None:
+    """A float input takes any float array: float64 or float16 to float32, or float32 to an fp16-I/O engine's
+    float16, are casts that keep the values. Integer or bool arrays are refused, as ONNX Runtime, PyTorch
+    and Polygraphy refuse them: uint8 pixels cast to float would run unnormalised, wrong with no error."""
+    want, got = np.dtype(meta.dtype), np.dtype(dtype)
+    if got == want or (np.issubdtype(want, np.floating) and np.issubdtype(got, np.floating)):
+        return
+    if np.issubdtype(want, np.floating):
+        raise VitcError(
+            f"{name}: input {meta.name!r} takes normalised {want} pixels, got a {got} array: normalise them first "
+            "(vitc.preprocess, or the manifest's mean and std)"
+        )
+    raise VitcError(f"{name}: input {meta.name!r} takes {want}, got a {got} array")
+
+
 @dataclass
 class RunnerInfo:
     """What a runner reports about itself for tables and JSON."""
@@ -162,6 +177,7 @@ class BaseRunner(abc.ABC):
             if not meta.accepts(feed[meta.name].shape):
                 shape = tuple("?" if d is None else d for d in meta.shape)
                 raise VitcError(f"{self.name}: input {meta.name!r} takes shape {shape}, got {feed[meta.name].shape}")
+            check_feed_dtype(self.name, meta, feed[meta.name].dtype)  # the backends then cast float to float only
         self.gpu_time = None
         start = time.perf_counter()
         outputs = self.infer_impl(feed)
@@ -237,6 +253,7 @@ def infer_in_batches(runner: BaseRunner, images: np.ndarray, batch: int = 32) ->
     output = runner.get_output_metadata()[0].name
     low = runner.min_batch()
     step = batch_step(runner, batch)
+    check_feed_dtype(runner.name, meta, images.dtype)  # before the cast below hides uint8 pixels
     images = images.astype(meta.dtype)
     chunks = []
     for start in range(0, len(images), step):

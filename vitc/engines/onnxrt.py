@@ -109,6 +109,7 @@ class OnnxRuntimeRunner(BaseRunner):
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         dtypes = {m.name: m.dtype for m in self._inputs}
+        # float to float only: infer() refused integer pixels (check_feed_dtype)
         ready = {k: np.ascontiguousarray(v, dtype=dtypes[k]) for k, v in feed.items()}
         try:
             values = self.session.run(None, ready)

@@ -187,6 +187,7 @@ class TensorRTRunner(BaseRunner):
         for tensor in self._tensors:
             if not tensor.is_input:
                 continue
+            # float to float only: infer() refused integer pixels (check_feed_dtype)
             array = np.ascontiguousarray(feed[tensor.meta.name], dtype=tensor.meta.dtype)
             shapes.append(array.shape)
             if not context.set_input_shape(tensor.meta.name, array.shape):

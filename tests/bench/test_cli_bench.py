@@ -223,6 +223,30 @@ def test_bench_compare_torch(tmp_path: Path):
         assert rows[1]["runner"] == "convit_micro vitc-compiled"
 
 
+def test_bench_threads_apply_to_pytorch_too(tmp_path: Path, monkeypatch):
+    """--threads N is the CPU threads of every runner: the PyTorch ones ran on torch's default (all cores)
+    while ONNX Runtime's took N. Their rows record it as ONNX Runtime's do; torch's count is restored after."""
+    torch = pytest.importorskip("torch")
+    from vitc.engines.torch_runner import TorchRunner
+
+    seen: list = []
+    infer = TorchRunner.infer_impl
+    monkeypatch.setattr(
+        TorchRunner, "infer_impl", lambda self, feed: seen.append(torch.get_num_threads()) or infer(self, feed)
+    )
+    before = torch.get_num_threads()
+    onnx = make_tiny_onnx(tmp_path / "a.onnx")
+    out = tmp_path / "t.json"
+    result = run(
+        "bench", "-e", str(onnx), "-m", "convit_micro", "--threads", "1", "-n", "2", "--warmup", "1", "--json", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    rows = {row["backend"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["torch"]["detail"]["threads"] == 1 and rows["onnxrt"]["detail"]["threads"] == 1
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+
+
 def test_bench_autocast_and_its_deprecated_alias(tmp_path: Path, monkeypatch):
     """--autocast is PyTorch's autocast dtype; --precision, its old name, works for one release with a warning."""
     seen: list = []

@@ -161,9 +161,11 @@ def torch_runners(
     autocast: str,
     seed: int = 0,
     cuda_graph: bool = False,
+    threads: int | None = None,
 ) -> list[BaseRunner]:
     """Eager (and with --compare vitc-compiled) PyTorch runners sharing the same weights; with `cuda_graph`
-    every one replays CUDA graphs (as --cuda-graph makes TensorRT runners do), named so in the table."""
+    every one replays CUDA graphs (as --cuda-graph makes TensorRT runners do), named so in the table;
+    `threads`: torch's CPU threads while each runs (None: torch's default)."""
 
     from vitc.engines.torch_runner import TorchRunner, model_from_checkpoint, model_from_zoo
 
@@ -187,6 +189,7 @@ def torch_runners(
                     cuda_graph=cuda_graph,
                     device=device,
                     autocast=autocast,
+                    threads=threads,
                     name=name,
                 )
             )

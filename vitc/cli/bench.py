@@ -92,7 +92,7 @@ def bench(
     runners = _engine_runners(engine or [], device=device, threads=threads, cuda_graph=cuda_graph)
     runners += _pytorch_runners(
         model or [], ckpt, compare=compare, torch_compile=torch_compile, device=device, autocast=dtype,
-        cuda_graph=cuda_graph,
+        cuda_graph=cuda_graph, threads=threads,
     )  # fmt: skip
     jetson, warnings = _platform()
     for line in warnings:
@@ -159,8 +159,10 @@ def _pytorch_runners(
     device: str,
     autocast: str,
     cuda_graph: bool = False,
+    threads: Optional[int] = None,
 ) -> list:
-    """PyTorch runners for --ckpt and each --model; torch is imported only here, when they are asked for."""
+    """PyTorch runners for --ckpt and each --model (on --threads CPU threads, as ONNX Runtime's); torch is
+    imported only here, when they are asked for."""
     from vitc.bench.runner import torch_runners
     from vitc.checkpoint import resolve_checkpoint
 
@@ -170,7 +172,7 @@ def _pytorch_runners(
     for name, path in sources:
         runners += torch_runners(
             name, path, compare=compare, torch_compile=torch_compile, device=device, autocast=autocast,
-            cuda_graph=cuda_graph,
+            cuda_graph=cuda_graph, threads=threads,
         )  # fmt: skip
     return runners
 

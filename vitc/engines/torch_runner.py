@@ -82,7 +82,8 @@ class TorchRunner(BaseRunner):
         self.cuda_graph = cuda_graph
         self.device = device
         self.autocast = autocast
-        self.threads = threads
+        self.threads = threads  # torch's CPU threads while active (None: as torch has them)
+        self._threads_before: int | None = None  # torch's count before activation, restored after
         self.module: Any = None
         self.compile_report: Any = None
         self.first_call_s: dict[int, float] = {}  # batch -> seconds of its first call (torch.compile, capture)
@@ -97,6 +98,7 @@ class TorchRunner(BaseRunner):
         self._torch = torch
         if self.device == "cuda" and not torch.cuda.is_available():
             raise no_cuda("--device cuda", torch)
+        self._threads_before = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
         model = self.loader()
@@ -151,6 +153,9 @@ class TorchRunner(BaseRunner):
             return self.module(x)
 
     def deactivate_impl(self) -> None:
+        if self._threads_before is not None:  # torch's thread count is process-wide: the next runner gets its own
+            self._torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         self.module = None
         self._graphs = None
         self._events = None
@@ -173,6 +178,7 @@ class TorchRunner(BaseRunner):
         }
         if self._torch is not None:
             detail["torch"] = self._torch.__version__
+            detail["threads"] = self.threads or self._torch.get_num_threads()
             if self.device == "cuda":
                 detail["gpu"] = self._torch.cuda.get_device_name()
         return RunnerInfo(backend=self.backend, device=self.device, precision=self.autocast, detail=detail)

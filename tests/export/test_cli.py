@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -111,3 +112,41 @@ def test_several_precisions_share_one_export(trained_ckpt, tmp_path, monkeypatch
     again = runner.invoke(app, ["export", str(trained_ckpt), "-p", "int8", "-p", "fp16", "--out", str(tmp_path)])
     assert again.exit_code == 2 and "--force" in again.output  # checked before any work: no int8 file either
     assert not (run / "model.int8.onnx").exists()
+
+
+def test_opsets_vitc_cannot_write_are_refused_before_the_export(trained_ckpt, tmp_path, monkeypatch) -> None:
+    """Opset 13 cannot express the attention (SDPA exports from 14), and INT8 stops at opset 20: ONNX
+    Runtime's optimiser breaks opset-21+ Q/DQ graphs on load (formerly a raw traceback from the drift
+    session). Both are one line before anything is exported, with or without a TensorRT target."""
+    from vitc.export import onnx_export
+
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: pytest.fail("exported before the opset check"))
+    ck, out = str(trained_ckpt), str(tmp_path)
+    assert "from opset 14" in _err(["export", ck, "--opset", "13", "--out", out])
+    for opset in ("21", "22"):
+        line = _err(["export", ck, "-p", "int8", "--opset", opset, "--out", out])
+        assert f"int8 exports take opset 20 at most, not {opset}" in line and "ONNX Runtime" in line
+    assert "opset 20 at most" in _err(["export", ck, "-p", "fp32", "-p", "int8", "--trt", "11", "--opset", "21",
+                                       "--out", out])  # fmt: skip
+
+
+def test_onnx_runtime_failing_on_the_export_is_one_line(trained_ckpt, tmp_path, monkeypatch) -> None:
+    """ONNX Runtime refusing the graph in the export's checks (here the drift session, optimised) is exit
+    code 2 and one line naming what failed, not its traceback; nothing is written."""
+    import onnxruntime as ort
+
+    original = ort.InferenceSession
+
+    def optimiser_fails(source, options=None, **kwargs):
+        if options is not None and options.graph_optimization_level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL:
+            raise ort.capi.onnxruntime_pybind11_state.Fail("[ONNXRuntimeError] : 1 : FAIL : Node (q) Op (X)\nmore")
+        return original(source, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", optimiser_fails)
+    result = runner.invoke(app, ["export", str(trained_ckpt), "--out", str(tmp_path), "--run", "x"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    said = (
+        "ONNX Runtime cannot load the graph (graph optimisations on): [ONNXRuntimeError] : 1 : FAIL : Node (q) Op (X)"
+    )
+    assert result.output.strip().splitlines()[-1] == f"error: {said}"
+    assert not (tmp_path / "x").exists()

@@ -3,8 +3,11 @@ float islands (Softmax, LayerNorm, head, attention BMMs) and drift."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from tests.quant.conftest import onnx_logits
@@ -230,3 +233,82 @@ def test_histogram_calibration_that_cannot_fit_is_one_line(tmp_path, monkeypatch
     quantized, _ = int8.quantize_int8(model, calib, "minmax")  # minmax is not limited by the count
     assert any(node.op_type == "QuantizeLinear" for node in quantized.graph.node)
     assert int8.available_memory() is None or int8.available_memory() > 0
+
+
+def test_int8_leaves_spvit_aux_head_float() -> None:
+    """SP-ViT's classifier is head + 0.5·max(aux_head): both linear layers stay float, not the head alone."""
+    import torch
+
+    from vitc.artifacts import BatchRange
+    from vitc.export.onnx_export import classifier_scopes, clean, export_onnx
+    from vitc.models import create_model
+    from vitc.quant.int8 import plan
+
+    torch.manual_seed(0)
+    model = create_model("spvit_micro", depth=1, local_up_to_layer=1, num_classes=3).eval()
+    proto, _ = clean(export_onnx(model, (3, 32, 32), 17, BatchRange(1, 1, 1)))
+    report = plan(proto, classifier_scopes(model))
+    assert report.excluded["/aux_head/MatMul"] == "classifier head"
+    assert report.excluded["/head/Gemm"] == "classifier head"
+    assert report.quantized and not any(name.startswith(("/head/", "/aux_head/")) for name in report.quantized)
+
+
+def _photos(folder, count: int, broken: int = 0):
+    """`count` readable 40×48 photos and `broken` unreadable files in `folder`."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    for i in range(broken):
+        (folder / f"broken{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    return folder
+
+
+def test_int8_calibration_counts_are_said(trained_ckpt, tmp_path) -> None:
+    """Fewer images than --calib-images asked calibrated with no word (now one line; the manifest records how
+    many), and a static batch larger than the readable images ended in "the calibration set is empty or not
+    (N, C, H, W): shape (0, 3, 32, 32)"."""
+    from vitc.errors import VitcError
+    from vitc.export import ExportOptions, export_checkpoint
+    from vitc.export.pipeline import prepare_export
+
+    eight, twelve = _photos(tmp_path / "eight", 8), _photos(tmp_path / "twelve", 12)
+    five = _photos(tmp_path / "five", 5, broken=2)
+    base = ExportOptions("int8", out=tmp_path / "out", batch=8, calib_images=64, max_drop=100.0)
+    prepared = prepare_export(trained_ckpt, base, say=lambda _m: None)
+    for folder, wanted in ((eight, "(8 readable in"), (twelve, "(12 readable in")):
+        said: list[str] = []
+        options = replace(base, calib_dir=str(folder), run=folder.name)
+        result = export_checkpoint(trained_ckpt, options, say=said.append, prepared=prepared)
+        (line,) = [m for m in said if m.startswith("calibrating")]
+        assert line.startswith(f"calibrating on 8 images of the 64 asked {wanted} {folder}")
+        assert line.endswith("; whole batches of 8)") == (folder == twelve)
+        assert result.manifest.calibration["images"] == 8
+    with pytest.raises(VitcError) as err:
+        export_checkpoint(trained_ckpt, replace(base, calib_dir=str(five), run="five"), prepared=prepared)
+    assert str(err.value).startswith("5 calibration images do not fill one batch of 8")
+    assert str(err.value).endswith("(2 unreadable skipped)") and "--batch" in str(err.value)
+
+
+def test_int8_calibration_source_is_checked_before_the_export(tmp_path) -> None:
+    """--calib-data imagefolder with a folder that has no train/ failed only after the FP32 export had run;
+    --calib-images below one static batch, likewise. Both are refused by validate(), before any work."""
+    from vitc.errors import VitcError
+    from vitc.export import ExportOptions
+    from vitc.export.pipeline import validate
+
+    plain = _photos(tmp_path / "plain" / "cats", 3).parent  # class folders, no train/
+    with pytest.raises(VitcError, match=r"--calib-data imagefolder draws from .*/train/<class>/ and .* has no train/"):
+        validate(ExportOptions("int8", calib_data="imagefolder", calib_dir=str(plain)))
+    with pytest.raises(VitcError, match="needs its folder: --calib-dir"):
+        validate(ExportOptions("int8", calib_data="imagefolder"))
+    with pytest.raises(VitcError, match="holds imagefolder data, not cifar10: use --calib-data imagefolder"):
+        (tmp_path / "split" / "train" / "a").mkdir(parents=True)
+        validate(ExportOptions("int8", calib_data="cifar10", calib_dir=str(tmp_path / "split")))
+    with pytest.raises(VitcError, match="unknown --calib-data 'imagenet'"):
+        validate(ExportOptions("int8", calib_data="imagenet"))
+    with pytest.raises(VitcError, match="--calib-images 4 calibration images do not fill one batch of 8"):
+        validate(ExportOptions("int8", batch=8, calib_images=4))
+    validate(ExportOptions("int8", calib_data="imagefolder", calib_dir=str(tmp_path / "split"), batch=8))

@@ -22,7 +22,9 @@ def export(
     run: Annotated[Optional[str], typer.Option(help="Run folder name (default: the checkpoint's folder).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Export root.")] = Path("export"),
     trt: Annotated[Optional[str], typer.Option("--trt", help="Target TensorRT: 8.5, 8.6, 10 or 11.")] = None,
-    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 17; 16 for --trt 8.5).")] = None,
+    opset: Annotated[
+        Optional[int], typer.Option(help="ONNX opset, 14..22 (default 17; 16 for --trt 8.5; int8: at most 20).")
+    ] = None,
     batch: Annotated[Optional[int], typer.Option(help="Static batch size (default 1).")] = None,
     dynamic_batch: Annotated[Optional[str], typer.Option(help="Dynamic batch range min:opt:max, e.g. 1:8:32.")] = None,
     data: Annotated[

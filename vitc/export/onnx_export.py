@@ -108,7 +108,8 @@ def check_model(model: Any) -> None:
 
 
 def session(model: Any, threads: int | None = None, optimize: bool = True, profile: str | None = None) -> Any:
-    """An ONNX Runtime CPU session for a ModelProto or a path."""
+    """An ONNX Runtime CPU session for a ModelProto or a path. ONNX Runtime's own failures (its optimiser
+    or a kernel refusing the graph) are a one-line VitcError: the export checks every graph on it."""
     ort = lazy_import("onnxruntime")
     opts = ort.SessionOptions()
     if threads:
@@ -121,7 +122,16 @@ def session(model: Any, threads: int | None = None, optimize: bool = True, profi
         opts.profile_file_prefix = profile
     opts.log_severity_level = 3
     source = model if isinstance(model, str) else model.SerializeToString()
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    level = "graph optimisations on" if optimize else "graph optimisations off"
+    try:
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's Fail, InvalidGraph, NotImplemented, ...: no common base
+        raise VitcError(f"ONNX Runtime cannot load the graph ({level}): {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def run_batches(sess: Any, images: np.ndarray, batch: BatchRange, outputs: list[str] | None = None) -> list[np.ndarray]:
@@ -135,7 +145,12 @@ def run_batches(sess: Any, images: np.ndarray, batch: BatchRange, outputs: list[
         n = len(chunk)
         if not batch.dynamic and n < step:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
-        outs = sess.run(outputs, {inp.name: chunk})
+        try:
+            outs = sess.run(outputs, {inp.name: chunk})
+        except Exception as exc:  # a kernel failing at run time, as at load time: one line
+            raise VitcError(
+                f"ONNX Runtime failed running the graph on a batch of {len(chunk)}: {_first_line(exc)}"
+            ) from exc
         results.append([o[:n].astype(np.float32) for o in outs])
     return [np.concatenate(parts) for parts in zip(*results)]
 
@@ -152,3 +167,9 @@ def parity(model: Any, torch_model: Any, images: np.ndarray, batch: BatchRange) 
 def module_scope(name: str) -> str:
     """The node-name prefix the legacy exporter gives a module: 'stage0.blocks.1' → '/stage0/blocks.1/'."""
     return "/" + re.sub(r"/(\d+)(?=/|$)", r".\1", name.replace(".", "/")) + "/"
+
+
+def classifier_scopes(model: Any) -> tuple[str, ...]:
+    """The node-name scopes of what computes the logits (the zoo's `classifier_modules`: `head`, and
+    SP-ViT's `aux_head`), which FP16 keeps in float32 with every node after them and INT8 leaves float."""
+    return tuple(module_scope(name) for name in getattr(model, "classifier_modules", ("head",)))

@@ -71,20 +71,34 @@ def validate(opts: ExportOptions) -> tuple[int, BatchRange]:
     if opts.trt is not None:
         check_version(opts.trt)
     opset = opts.opset or (DEFAULT_OPSET[opts.trt] if opts.trt else 17)
-    check_opset(opset, opts.trt)
+    check_opset(opset, opts.trt, opts.precision)
     if opts.io_fp16 and opts.precision != "fp16":
         raise VitcError("--io fp16 needs --precision fp16")
     if opts.calib_method not in CALIB_METHODS:
         raise VitcError(f"unknown calibration method {opts.calib_method!r} (choose one of: {', '.join(CALIB_METHODS)})")
     if opts.precision == "int8" and not 1 <= opts.calib_images <= MAX_CALIB_IMAGES:
         raise VitcError(f"--calib-images must be between 1 and {MAX_CALIB_IMAGES}, got {opts.calib_images}")
-    if opts.precision == "int8" and opts.calib_dir and not opts.calib_data:  # before minutes of export
-        from vitc.quant.calib import calib_files
+    if opts.precision == "int8":  # the calibration source, before minutes of export
+        from vitc.quant.calib import calib_files, check_calib_data
 
-        calib_files(Path(opts.calib_dir))
+        if opts.calib_data:
+            check_calib_data(opts.calib_data, opts.calib_dir)
+        elif opts.calib_dir:
+            calib_files(Path(opts.calib_dir))
     if opts.max_drop is not None and not (math.isfinite(opts.max_drop) and -100 <= opts.max_drop <= 100):
         raise VitcError(f"--max-drop must be a number of top-1 points from -100 to 100, got {opts.max_drop}")
-    return opset, BatchRange.from_options(opts.batch, opts.dynamic_batch)
+    batch = BatchRange.from_options(opts.batch, opts.dynamic_batch)
+    if opts.precision == "int8" and not batch.dynamic and opts.calib_images < batch.max:
+        raise VitcError(_unfilled_batch(f"--calib-images {opts.calib_images}", batch.max))
+    return opset, batch
+
+
+def _unfilled_batch(images: str, batch: int) -> str:
+    """A static-batch graph calibrates on whole batches: what to change when the images do not fill one."""
+    return (
+        f"{images} calibration images do not fill one batch of {batch} (a static-batch graph calibrates on "
+        f"whole batches): calibrate on at least {batch} images, or export a smaller --batch"
+    )
 
 
 def _compile(model: Any, input_size: tuple[int, ...], opts: ExportOptions) -> tuple[Any, Any, bool]:
@@ -285,7 +299,7 @@ def export_checkpoint(
         validate(opts)
     run_dir, onnx_path, manifest_path = output_paths(ckpt, opts)
     p = prepared or prepare_export(ckpt, opts, say)
-    proto, precision_report, calibration = bake_precision(p, opts, ckpt)  # 4
+    proto, precision_report, calibration = bake_precision(p, opts, ckpt, say)  # 4
     for why in (calibration or {}).get("skipped", []):
         say(f"skipped: {why} (calibration)")
     manifest = manifest_record(p, opts, ckpt, manifest_path, precision_report, calibration)
@@ -303,26 +317,31 @@ def export_checkpoint(
 
 
 def bake_precision(
-    p: PreparedExport, opts: ExportOptions, ckpt: Path
+    p: PreparedExport, opts: ExportOptions, ckpt: Path, say: Callable[[str], None] = print
 ) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
     """A copy of the FP32 graph with the precision baked in: (graph, precision report, calibration record)."""
-    from vitc.export.onnx_export import module_scope
+    from vitc.export.onnx_export import classifier_scopes
 
     onnx = lazy_import("onnx")
     proto = onnx.ModelProto()
     proto.CopyFrom(p.proto)  # the precision passes edit their graph; the shared FP32 one stays intact
-    head = (module_scope("head"),)  # every zoo family names its classifier `head`
+    head = classifier_scopes(p.compiled)
     if opts.precision == "fp16":
         from vitc.quant.fp16 import convert_fp16
 
-        keep = head + _scopes(p.compiled, ("LayerNorm",))
-        proto, rep = convert_fp16(proto, keep_scopes=keep, keep_patterns=opts.exclude, io_fp16=opts.io_fp16)
+        proto, rep = convert_fp16(
+            proto,
+            keep_scopes=_scopes(p.compiled, ("LayerNorm",)),
+            keep_patterns=opts.exclude,
+            io_fp16=opts.io_fp16,
+            keep_from=head,
+        )
         return proto, rep.to_dict(), None
     if opts.precision == "int8":
         from vitc.export.trt_rules import int8_weights
         from vitc.quant.int8 import quantize_int8
 
-        cal = _calibration(p, opts, ckpt)
+        cal = _calibration(p, opts, ckpt, say)
         static = None if p.batch.dynamic else p.batch.max
         proto, rep = quantize_int8(
             proto,
@@ -346,9 +365,10 @@ def check_calibration_source(labelled: bool, opts: ExportOptions) -> None:
         )
 
 
-def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path) -> Any:
+def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path, say: Callable[[str], None]) -> Any:
     """INT8 calibration images: --calib-data (with --calib-dir), else any folder of images --calib-dir
-    names, else the held-out set's data (vetted the same way)."""
+    names, else the held-out set's data (vetted the same way). Fewer than --calib-images asked is said in
+    a line (the manifest records how many)."""
     from vitc.checkpoint import training_data
     from vitc.quant.calib import calibration_set, check_images, folder_calibration_set
 
@@ -362,9 +382,17 @@ def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path) -> Any:
             name, data_dir = training_data(ckpt, p.meta, opts.data, opts.data_dir)
         cal = calibration_set(name, opts.calib_images, p.preprocess, data_dir, classes=p.meta.class_names)
     static = None if p.batch.dynamic else p.batch.max
-    if static and len(cal.images) % static:  # a static-batch graph calibrates on whole batches
-        cal.images = cal.images[: len(cal.images) - len(cal.images) % static]
+    found = len(cal.images)
+    if static and found < static:
+        unread = f" ({len(cal.skipped)} unreadable skipped)" if cal.skipped else ""
+        raise VitcError(_unfilled_batch(str(found), static) + unread)
+    if static and found % static:  # a static-batch graph calibrates on whole batches
+        cal.images = cal.images[: found - found % static]
         check_images(cal.images, p.input_size)
+    if len(cal.images) < opts.calib_images:
+        why = [f"{found} readable in {cal.source}"] if found < opts.calib_images else []
+        why += [f"whole batches of {static}"] if len(cal.images) < found else []
+        say(f"calibrating on {len(cal.images)} images of the {opts.calib_images} asked ({'; '.join(why)})")
     return cal
 
 

@@ -38,6 +38,18 @@ INT8_WEIGHTS_FROM = (10, 0)  # int8 initializers into DequantizeLinear
 
 # The opset `vitc export` uses by default for each target.
 DEFAULT_OPSET = {"8.5": 16, "8.6": 17, "10": 17, "11": 17}
+# The opsets `vitc export` writes: torch exports scaled_dot_product_attention (every family's attention)
+# from opset 14; 22 is the newest the legacy exporter writes.
+OPSET_RANGE = (14, 22)
+# INT8 stops at opset 20. vitc's opset-21 Q/DQ graphs are valid (QuantizeLinear-21 without output_dtype
+# takes its int8 type from the zero point), but ONNX Runtime's level-2 optimiser breaks them on load:
+# MatMulAddFusion puts a Reshape before the Gemm, QDQPropagationTransformer wraps it in a new Q/DQ pair
+# whose Q it pins to output_dtype=INT8 (onnxruntime#27845, #28144), and QDQS8ToU8Transformer then turns
+# the zero point into uint8 alone ("output_dtype INT8 does not match y_zero_point type UINT8", 1.32). Such
+# a file would fail every default ONNX Runtime session (vitc bench, eval, predict), and opset 21 adds
+# nothing vitc's per-tensor/per-channel INT8 uses (int4/int16, blocked scales, output_dtype), while opset
+# 20 is what every TensorRT parser from 10.0 reads (10.0-10.13 read no higher).
+INT8_OPSET_MAX = 20
 
 _NOTES = {
     "LayerNormalization": "TensorRT < 8.6 cannot parse LayerNormalization (opset 17): export with --trt 8.5 (opset 16)",
@@ -108,10 +120,20 @@ def int8_weights(trt: str | None) -> bool:
     return trt is None or _key(resolve(trt)) >= INT8_WEIGHTS_FROM
 
 
-def check_opset(opset: int, trt: str | None) -> None:
-    """Reject an opset the target parser cannot read, or one that forces ops it lacks."""
-    if not 13 <= opset <= 22:
-        raise VitcError(f"opset {opset} is not supported by vitc export (13..22)")
+def check_opset(opset: int, trt: str | None, precision: str = "fp32") -> None:
+    """Reject an opset vitc cannot export to, one the target parser cannot read, or one that forces ops it lacks."""
+    low, high = OPSET_RANGE
+    if not low <= opset <= high:
+        raise VitcError(
+            f"opset {opset} is not supported by vitc export ({low}..{high}; attention, as "
+            "scaled_dot_product_attention, exports from opset 14)"
+        )
+    if precision == "int8" and opset > INT8_OPSET_MAX:
+        raise VitcError(
+            f"int8 exports take opset {INT8_OPSET_MAX} at most, not {opset}: ONNX Runtime's graph optimiser "
+            f"breaks opset-21+ Q/DQ graphs on load, and every TensorRT from 10.0 parses opset-{INT8_OPSET_MAX} "
+            f"Q/DQ; use --opset {INT8_OPSET_MAX} or less"
+        )
     if trt is None:
         return
     check_version(trt)

@@ -216,6 +216,7 @@ class ZooModel(nn.Module):
     global_pool = "token"  # timm's name for the pooling: the class token, unless a family takes others
     global_pools: tuple[str, ...] = ("token",)  # the poolings a family has (GLOBAL_POOLS where timm's has them)
     first_conv = "patch_embed.proj"  # timm's pretrained_cfg names the input convolution and classifier
+    classifier_modules: tuple[str, ...] = ("head",)  # what computes the logits from the tokens (export keeps it float)
     fixed_input_size = True  # the position embedding's or token grid's size (CvT: any)
     grad_checkpointing = False  # per model and per module whose forward runs blocks (CvT's stages)
 

@@ -320,6 +320,7 @@ class SPViT(ZooModel):
 
     first_conv = "patch_embed.conv1"
     global_pools = GLOBAL_POOLS
+    classifier_modules = ("head", "aux_head")  # token labelling: head(cls) + 0.5·max(aux_head(patches))
 
     def __init__(
         self,

@@ -107,6 +107,29 @@ def calib_files(folder: Path) -> list[Path]:
     return files
 
 
+def check_calib_data(name: str, data_dir: str | None) -> None:
+    """--calib-data's data set and folder, checked before the export starts (calibration_set reads its train
+    split minutes later): a data set vitc reads, and a folder holding it, an image folder's with train/."""
+    from vitc.data.datasets import DATASETS
+    from vitc.data.files import detect_kind
+
+    if name not in DATASETS:
+        raise VitcError(f"unknown --calib-data {name!r} (choose one of: {', '.join(DATASETS)})")
+    if name == "digits":
+        return
+    if not data_dir:
+        raise VitcError(f"--calib-data {name} needs its folder: --calib-dir DIR")
+    folder = Path(data_dir)
+    if name == "imagefolder" and folder.is_dir() and not (folder / "train").is_dir():
+        raise VitcError(
+            f"--calib-data imagefolder draws from {folder}/train/<class>/ and {folder} has no train/: drop "
+            "--calib-data to calibrate on the images anywhere under --calib-dir"
+        )
+    kind = detect_kind(folder)  # a missing folder, or one holding neither kind: one line each
+    if kind != name:
+        raise VitcError(f"--calib-dir {data_dir} holds {kind} data, not {name}: use --calib-data {kind}")
+
+
 def folder_calibration_set(folder: Path, count: int, prep: Preprocess, seed: int = 0) -> CalibrationSet:
     """`count` images drawn (seeded) from anywhere under `folder` (labels are not needed to calibrate:
     a folder of photos like those the model will see), transformed as evaluation transforms them."""

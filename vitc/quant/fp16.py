@@ -3,7 +3,8 @@
 Every floating-point tensor gets one type. Nodes run in FP16 (their float inputs cast to FP16,
 initializers converted), except those kept in FP32: LayerNormalization and its opset-16
 decomposition (found by module scope or op type), Softmax, reductions, Pow/Sqrt, and the
-classifier head. A Cast is inserted wherever a tensor crosses between the two, so no node ever
+classifier with every node after it (SP-ViT's logits are head + 0.5·max(aux_head), summed after both
+heads). A Cast is inserted wherever a tensor crosses between the two, so no node ever
 sees mixed float types: ONNX Runtime CPU runs it, TensorRT 10+ builds it strongly typed, and on
 TensorRT 8.5/8.6 (weakly typed, FP16 allowed) `vitc build` pins the float32 layers to FP32
 (vitc/build/trt_precision.py).
@@ -82,15 +83,18 @@ def convert_fp16(
     keep_scopes: tuple[str, ...] = (),
     keep_patterns: tuple[str, ...] = (),
     io_fp16: bool = False,
+    keep_from: tuple[str, ...] = (),
 ) -> tuple[Any, Fp16Report]:
     """Return a mixed-precision copy of `model` (shape-inferred ModelProto) and what was kept in FP32.
 
-    `keep_scopes` are node-name prefixes (module scopes such as '/blocks.0/norm1/', '/head/') kept in
-    FP32 whatever their op; `keep_patterns` are fnmatch patterns on node names.
+    `keep_scopes` are node-name prefixes (module scopes such as '/blocks.0/norm1/') kept in FP32
+    whatever their op; `keep_patterns` are fnmatch patterns on node names; `keep_from` are scopes kept
+    in FP32 together with every node downstream of them (the classifier: '/head/', '/aux_head/', and
+    what combines their outputs into the logits).
     """
     onnx = lazy_import("onnx")
     model = onnx.shape_inference.infer_shapes(model)
-    rewriter = _Fp16Rewriter(model, keep_scopes, keep_patterns, io_fp16)
+    rewriter = _Fp16Rewriter(model, keep_scopes, keep_patterns, io_fp16, keep_from)
     for node in list(model.graph.node):
         rewriter.rewrite(node)
     rewriter.cast_graph_outputs()
@@ -101,12 +105,20 @@ def convert_fp16(
 class _Fp16Rewriter:
     """One pass over the nodes in order: each float tensor gets one type, casts where types meet."""
 
-    def __init__(self, model: Any, keep_scopes: tuple[str, ...], keep_patterns: tuple[str, ...], io_fp16: bool):
+    def __init__(
+        self,
+        model: Any,
+        keep_scopes: tuple[str, ...],
+        keep_patterns: tuple[str, ...],
+        io_fp16: bool,
+        keep_from: tuple[str, ...] = (),
+    ):
         onnx = lazy_import("onnx")
         self.onnx, self.numpy_helper = onnx, lazy_import("onnx.numpy_helper")
         self.FLOAT, self.HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
         self.graph, self.io_fp16 = model.graph, io_fp16
-        self.keep_scopes, self.keep_patterns = keep_scopes, keep_patterns
+        self.keep_scopes, self.keep_patterns, self.keep_from = keep_scopes, keep_patterns, keep_from
+        self.downstream: set[str] = set()  # the outputs of keep_from's nodes and of every node they feed
         self.src_types = _elem_types(model)
         self.inits = {t.name: t for t in self.graph.initializer}
         self.report = Fp16Report()
@@ -142,8 +154,14 @@ class _Fp16Rewriter:
 
     def _target(self, node: Any, float_in: list[str]) -> int:
         """FP32 for kept nodes, the data's type for data movers (any FP16 input for Concat), else FP16."""
+        after_kept = any(node.name.startswith(s) for s in self.keep_from) or any(
+            i in self.downstream for i in node.input
+        )
+        if after_kept:
+            self.downstream.update(node.output)
         kept = (
-            node.op_type in KEEP_FP32_OPS
+            after_kept
+            or node.op_type in KEEP_FP32_OPS
             or any(node.name.startswith(s) for s in self.keep_scopes)
             or any(fnmatch.fnmatch(node.name, p) for p in self.keep_patterns)
         )
@@ -176,10 +194,14 @@ class _Fp16Rewriter:
         return self.casts[(name, to)]
 
     def cast_graph_outputs(self) -> None:
-        """Graph outputs keep their declared type (FP32 unless io_fp16)."""
+        """Graph outputs are FP32, or FP16 with io_fp16: a Cast where the producer's type differs, and the
+        declared type set either way (an FP16 producer already feeding an io_fp16 output needs no Cast)."""
         want = self.HALF if self.io_fp16 else self.FLOAT
         for out in self.graph.output:
-            if self.src_types.get(out.name) != self.FLOAT or self.dtype.get(out.name) == want:
+            if self.src_types.get(out.name) != self.FLOAT:
+                continue
+            if self.dtype.get(out.name) == want:
+                out.type.tensor_type.elem_type = want
                 continue
             inner = out.name + ("_fp16" if self.dtype[out.name] == self.HALF else "_fp32")
             for n in self.nodes:

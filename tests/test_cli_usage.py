@@ -31,6 +31,7 @@ def _vitc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (("import",), "error: Missing argument 'source'."),
         (("trian",), "error: No such command 'trian'."),
         (("bench", "--bogus"), "error: No such option: --bogus"),
+        (("bench", "--threads", "0", "-e", "m.onnx"), "error: Invalid value for '--threads'"),  # 0 ran as default
     ],
 )
 def test_a_usage_error_is_one_line(args: tuple[str, ...], said: str, tmp_path: Path) -> None:

@@ -65,7 +65,9 @@ def bench(
             help="Launch through CUDA graphs (one per batch size): TensorRT plans, and PyTorch with --device cuda.",
         ),
     ] = False,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores available).")] = None,
+    threads: Annotated[
+        Optional[int], typer.Option(min=1, max=4096, help="CPU threads (default: all cores available).")
+    ] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the figures as JSON.")] = None,
     markdown: Annotated[
         Optional[Path], typer.Option("--markdown", help="Write the figures as a Markdown table.")

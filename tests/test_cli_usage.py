@@ -31,6 +31,7 @@ def _vitc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (("import",), "error: Missing argument 'source'."),
         (("trian",), "error: No such command 'trian'."),
         (("bench", "--bogus"), "error: No such option: --bogus"),
+        (("train", "--epochs"), "error: Option '--epochs' requires an argument."),  # no context: the command's help
         (("bench", "--threads", "0", "-e", "m.onnx"), "error: Invalid value for '--threads'"),  # 0 ran as default
     ],
 )
@@ -42,6 +43,50 @@ def test_a_usage_error_is_one_line(args: tuple[str, ...], said: str, tmp_path: P
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(said), done.stderr
     assert lines[0].endswith("--help`)") and not done.stdout
+
+
+def test_a_usage_error_names_its_commands_help(tmp_path: Path) -> None:
+    """click raises a missing option value without its context: the line named `vitc --help`, which does not
+    list the option."""
+    assert _vitc("train", "--epochs", cwd=tmp_path).stderr.strip().endswith("(see `vitc train --help`)")
+
+
+def test_an_abort_and_a_closed_pipe_end_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Evaluating `except click.Abort` on typer's vendored click (no Abort there) turned every exception
+    the entry point did not catch first, such as the exit of a closed pipe (`vitc train --help | head -1`),
+    into an AttributeError traceback."""
+    from typer.exceptions import Abort
+
+    from vitc.cli import main as cli_main
+
+    def aborting(**_: object) -> None:
+        raise Abort
+
+    monkeypatch.setattr(cli_main, "app", aborting)
+    with pytest.raises(SystemExit) as ended:
+        cli_main.main()
+    assert ended.value.code == 1 and capsys.readouterr().err.strip() == "Aborted!"
+
+    def piped(**_: object) -> None:
+        raise SystemExit(1)  # what click does on EPIPE
+
+    monkeypatch.setattr(cli_main, "app", piped)
+    with pytest.raises(SystemExit) as ended:
+        cli_main.main()
+    assert ended.value.code == 1 and capsys.readouterr().err == ""
+
+
+def test_an_onnx_file_given_as_weights_says_what_it_is(tmp_path: Path) -> None:
+    """`vitc train --pretrained model.onnx` and `vitc import m.plan` said "corrupt pickle" of a valid file."""
+    path = tmp_path / "model.fp32.onnx"
+    path.write_bytes(b"\x08\x07")
+    with pytest.raises(VitcError) as refused:
+        read_state_dict(path)
+    assert str(refused.value) == (
+        f"{path} is an ONNX file, not weights: name the checkpoint or weights file it was made from"
+    )
 
 
 def test_help_and_the_bare_command_still_show_the_help(tmp_path: Path) -> None:

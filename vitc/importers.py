@@ -28,7 +28,7 @@ from vitc import __version__
 from vitc._io import sha256_file
 from vitc.artifacts.model_cfg import ModelCfg
 from vitc.artifacts.preprocess import check_crop_mode, check_crop_pct, check_norm, eval_resize, resolve_preprocess
-from vitc.checkpoint import meta_for, save_checkpoint
+from vitc.checkpoint import MADE_FROM_CHECKPOINTS, meta_for, save_checkpoint
 from vitc.downloads import (
     HF_SQUASH_FROM,
     class_names_named_by,
@@ -65,6 +65,9 @@ def read_state_dict(
         from vitc.checkpoint import load_state_dict
 
         return load_state_dict(path)
+    made = MADE_FROM_CHECKPOINTS.get(path.suffix.lower())
+    if made is not None:  # read as a pickle it was "corrupt"
+        raise VitcError(f"{path} is {made}, not weights: name the checkpoint or weights file it was made from")
     try:
         with _allowing(_SAFE_GLOBALS):
             obj: Any = torch.load(path, map_location="cpu", weights_only=True)

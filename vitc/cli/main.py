@@ -101,17 +101,26 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `vitc` or a group alone: the help, as click shows it
             exc.show()
             sys.exit(exc.exit_code)
-        command = exc.ctx.command_path if exc.ctx is not None else "vitc"
+        command = exc.ctx.command_path if exc.ctx is not None else _command_given()  # a parser error has no ctx
         message = f"{exc.format_message()} (see `{command} --help`)"
         stderr.print(Text.assemble(("error:", "bold red"), " ", printable(message)), soft_wrap=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.Abort:  # end of input at a prompt, Ctrl-C outside a command's own handling
+    except Exception as exc:  # typer keeps its Abort (end of input at a prompt) apart from click's exceptions
+        if type(exc).__name__ != "Abort":
+            raise
         stderr.print("Aborted!")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _command_given() -> str:
+    """`vitc COMMAND` as given on the command line, for an error click raises without its context."""
+    names = {command.name or command.callback.__name__ for command in app.registered_commands if command.callback}
+    given = next((arg for arg in sys.argv[1:] if arg in names), None)
+    return f"vitc {given}" if given else "vitc"
 
 
 def _click_exceptions() -> ModuleType:

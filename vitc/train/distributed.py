@@ -201,10 +201,9 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
             texts.append(err.read().decode(errors="replace"))
             err.close()
     if signals.received:
-        error = VitcError(
-            f"stopped by {signal.Signals(signals.received[0]).name}: the {nproc} processes were stopped; "
-            "--resume continues from the last saved epoch"
-        )
+        said = saved() if saved else "--resume continues from the last saved epoch"
+        name = signal.Signals(signals.received[0]).name
+        error = VitcError(f"stopped by {name}: the {nproc} processes were stopped; {said}")
         error.exit_code = 128 + signals.received[0]
         raise error
     failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]

@@ -134,9 +134,11 @@ def setup_run(
             setattr(cfg.model, key, value)
         if taken and show_progress and dist.is_main:
             settings = ", ".join(f"{key}={value}" for key, value in taken.items())
+            source = pretrained.path.name if pretrained.source_format == "vitc checkpoint" else "its folder's records"
+            uses = "mean and std normalise training and evaluation, crop_pct and crop_mode set the evaluation's crop"
             PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
-                f"pretrained: {settings} for training and evaluation, what {pretrained.path.name} was evaluated "
-                f"with (as timm's train.py takes a model's pretrained_cfg; --set model.{next(iter(taken))}=… overrides)"
+                f"pretrained: {settings}, as {source} evaluated the weights ({uses}, as timm's train.py takes a "
+                f"model's pretrained_cfg; --set model.{next(iter(taken))}=… overrides)"
             )
     base_cfg = run_preprocess(base_cfg, cfg)
     if cfg.data.image_size:  # a size the model cannot take (not a multiple of its patch) stops before the data

@@ -207,7 +207,12 @@ def training_data(
     """
     trained = (meta.extra.get("train_config") or {}).get("data") or {}
     trained = trained if isinstance(trained, dict) else {}
-    name = data or str(trained.get("name") or "digits")
+    name = data or trained.get("name")
+    if not name:  # weights that name no data (imported, or trained elsewhere): a folder given says its kind
+        from vitc.data.files import detect_kind
+
+        name = detect_kind(Path(data_dir)) if data_dir is not None else "digits"
+    name = str(name)
     if data_dir is not None or name == "digits":
         return name, data_dir
     folder = trained.get("dir") if name == trained.get("name") else None

@@ -40,6 +40,22 @@ def test_a_run_folder_of_the_users_own_names_its_data(tmp_path: Path) -> None:
     assert training_data(downloaded, meta, data_dir="/mine") == ("imagefolder", "/mine")
 
 
+def test_a_folder_given_for_weights_that_name_no_data_says_its_kind(tmp_path: Path) -> None:
+    """`vitc export model.safetensors --data-dir photos` for imported weights (no training data recorded)
+    measured digits and refused ("digits has 10 classes and the model 4"), where train and eval take the
+    folder's kind; the folder now says it: class folders an image folder, batches CIFAR-10."""
+    path = _checkpoint(tmp_path / "imported" / "model.safetensors", {})
+    _, meta = load_model(path)
+    photos = tmp_path / "photos"
+    for split in ("train", "val"):
+        (photos / split / "cat").mkdir(parents=True)
+    assert training_data(path, meta, data_dir=str(photos)) == ("imagefolder", str(photos))
+    assert training_data(path, meta) == ("digits", None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VitcError, match="holds neither class folders"):
+        training_data(path, meta, data_dir=str(tmp_path / "empty"))
+
+
 def test_export_refuses_data_whose_classes_do_not_match_the_head(tmp_path: Path) -> None:
     """An ImageNet head measured on digits gave 'top-1 0.00% vs 0.00%' without a word. Named data that does
     not fit is refused; unnamed, the export is agreement-only (tests/export/test_agreement_only.py)."""

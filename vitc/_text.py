@@ -8,6 +8,7 @@ on, in the CLI and in the training loop alike, is a `PlainConsole`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -39,3 +40,9 @@ class PlainConsole(Console):
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str("\n".join(printable(line) for line in text.split("\n")), **kwargs)
+
+
+def few_names(names: Sequence[str], shown: int = 5) -> str:
+    """A list of names in a line: its first ones, and how many there are in all when some are left out."""
+    more = f", … ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

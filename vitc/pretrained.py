@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vitc._io import sha256_file
+from vitc._text import few_names
 from vitc.artifacts.model_cfg import ModelCfg
 from vitc.downloads import class_names_named_by, model_named_by, weights_file
 from vitc.importers import (
@@ -140,13 +141,15 @@ def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list
         found = theirs.get("head.weight", (0,))[0] or "no"
         why = f"the file's classifier has {found} classes, this run {get_model_cfg(model).num_classes}"
     elif named and ours and set(named) != set(ours):
-        why = f"the file's classes are {_few(named)}, this run's {_few(ours)}"
+        why = f"the file's classes are {few_names(named)}, this run's {few_names(ours)}"
     elif named and ours and named != ours:  # the same classes in another order: its rows follow this run's
         row_of = {name: row for row, name in enumerate(named)}
         rows = torch.tensor([row_of[name] for name in ours])
         state_dict |= {k: state_dict[k].index_select(0, rows) for k in theirs}
         load_strict(model, state_dict, source=source)
-        return f"{loaded} and its classifier, rows reordered to this run's classes (the file's: {_few(named)}){also}"
+        return (
+            f"{loaded} and its classifier, rows reordered to this run's classes (the file's: {few_names(named)}){also}"
+        )
     else:  # the same classes in the same order, or a file naming none: its rows are this run's classes in order
         load_strict(model, state_dict, source=source)
         unnamed = "" if named or not ours else " (the file names no classes: its rows are taken in this run's order)"
@@ -154,12 +157,6 @@ def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list
     state_dict = {k: v for k, v in state_dict.items() if k not in theirs} | {k: own[k] for k in heads}
     load_strict(model, state_dict, source=source)  # the fresh head loads onto itself
     return f"{loaded}; head re-initialised ({why}){also}"
-
-
-def _few(names: list[str], shown: int = 5) -> str:
-    """A class list in a line: its first names, and how many more."""
-    more = f", … ({len(names)} in all)" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
 
 
 def _refuse_foreign(

@@ -56,6 +56,27 @@ def test_a_folder_given_for_weights_that_name_no_data_says_its_kind(tmp_path: Pa
         training_data(path, meta, data_dir=str(tmp_path / "empty"))
 
 
+def test_export_refuses_a_folder_of_other_classes_of_the_same_count(tmp_path: Path) -> None:
+    """A folder with as many classes as the head but other names was measured as if its classes were the
+    model's (only the count was compared), a drift table of meaningless top-1. Refused as another count is."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model = create_model("deit_micro", **SMALL, num_classes=3)
+    meta = meta_for(model, class_names=["cat", "dog", "fox"], extra={"train_config": {"data": {}}})
+    path = save_checkpoint(tmp_path / "m" / "model.safetensors", model, meta)
+    photos = tmp_path / "photos"
+    for split in ("train", "val"):
+        for name in ("ant", "bee", "cow"):
+            (photos / split / name).mkdir(parents=True)
+            Image.new("RGB", (40, 40), (90, 30, 200)).save(photos / split / name / "0.png")
+    out = tmp_path / "x"
+    result = runner.invoke(app, ["export", str(path), "--data-dir", str(photos), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "names other classes (ant, bee, cow) than the model (cat, dog, fox)" in " ".join(result.output.split())
+    assert not out.exists()
+
+
 def test_export_refuses_data_whose_classes_do_not_match_the_head(tmp_path: Path) -> None:
     """An ImageNet head measured on digits gave 'top-1 0.00% vs 0.00%' without a word. Named data that does
     not fit is refused; unnamed, the export is agreement-only (tests/export/test_agreement_only.py)."""

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
+from vitc._text import few_names
 from vitc.cli._console import console, labelled
 from vitc.errors import VitcError, unknown_device
 
@@ -119,8 +120,8 @@ def _evaluate_checkpoint(
                                crop_mode=cfg.crop_mode, in_chans=cfg.input_size[0])  # fmt: skip
         if meta.class_names and dataset.class_names != meta.class_names:
             raise VitcError(
-                f"{data}/{split} has classes {_few(dataset.class_names)}, the checkpoint "
-                f"{_few(meta.class_names)}: name its data with --data and --data-dir"
+                f"{data}/{split} has classes {few_names(dataset.class_names)}, the checkpoint "
+                f"{few_names(meta.class_names)}: name its data with --data and --data-dir"
             )
         feed, batches, where, known = None, set_batches(dataset), f"{data}/{split}", dataset.class_names
         read = split
@@ -214,11 +215,6 @@ def _evaluate_engine(
     _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, png=png)
 
 
-def _few(names: List[str], shown: int = 5) -> str:
-    """The first class names, with … only when there are more."""
-    return ", ".join(names[:shown]) + ("…" if len(names) > shown else "")
-
-
 def _report_path(source: Path, data_dir: Optional[Path], read: Optional[str]) -> Path:
     """Beside the checkpoint or engine, named by the data measured: the folder given and the split read
     ("all" for a plain folder of class folders), so a report on another folder does not replace the one on
@@ -282,7 +278,7 @@ def _on_cifar(classifier: Classifier, data_dir: Path, split: str) -> Tuple[np.nd
         )
     if classifier.class_names and classifier.class_names != names:
         raise VitcError(
-            f"cifar10/{split} has classes {_few(names)}, the engine {_few(classifier.class_names)}:"
+            f"cifar10/{split} has classes {few_names(names)}, the engine {few_names(classifier.class_names)}:"
             " it was not trained on CIFAR-10"
         )
     logits = pixel_logits(classifier, pixels)

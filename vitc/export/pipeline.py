@@ -18,6 +18,7 @@ import numpy as np
 from vitc import artifacts
 from vitc._io import atomic_write, sha256_file, write_json
 from vitc._lazy import lazy_import
+from vitc._text import few_names
 from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precision
 from vitc.artifacts.preprocess import Preprocess, normalized
 from vitc.errors import VitcError
@@ -140,13 +141,18 @@ def heldout_set(
         return Held(generated_pixels(prep), None, GENERATED)
     ds = load_split(name, "test", prep, data_dir, meta.class_names)  # labelled as the model's head
     classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.num_classes
-    if classes is not None and len(ds.class_names) != classes:
+    other = classes is not None and len(ds.class_names) != classes
+    if other or (meta.class_names is not None and set(ds.class_names) != set(meta.class_names)):
         if not named:
             return Held(generated_pixels(prep), None, GENERATED)
+        theirs = (
+            f"has {len(ds.class_names)} classes and the model {classes}"
+            if other
+            else f"names other classes ({few_names(ds.class_names)}) than the model ({few_names(meta.class_names)})"
+        )
         raise VitcError(
-            f"{name} has {len(ds.class_names)} classes and the model {classes}, so drift on it would mean "
-            f"nothing: name the model's own data with --data and --data-dir, or --data {GENERATED} for "
-            "agreement-only drift on generated inputs"
+            f"{name} {theirs}, so drift on it would mean nothing: name the model's own data with --data and "
+            f"--data-dir, or --data {GENERATED} for agreement-only drift on generated inputs"
         )
     ds = ds.subset(range(min(len(ds), max_images)))
     return Held(ds.images.numpy(), ds.labels.numpy().astype(np.int64), name, ds.split, ds.skipped)

@@ -28,9 +28,9 @@ from vitc.importers import (
     trained_size,
 )
 from vitc.models._registry import get_model_cfg, model_cfg, per_channel
+from vitc.models.layers import classifier_of
 from vitc.models.loading import adapt_input_channels, load_strict
 
-_HEAD = ("head.", "aux_head.")  # the classifier(s): re-initialised for another class count
 _NOT_INHERITED = ("num_classes", "drop_path_rate", "drop_rate", "attn_drop_rate")  # img_size is: data.image_size wins
 
 
@@ -128,8 +128,9 @@ def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list
         state_dict = convert_state_dict(state_dict, model, source)
         _refuse_foreign(state_dict, own, model, source)
         state_dict, adapted = adapt_input_channels(model, state_dict, source)
-    heads = {k: tuple(v.shape) for k, v in own.items() if k.startswith(_HEAD)}
-    theirs = {k: tuple(v.shape) for k, v in state_dict.items() if k.startswith(_HEAD)}
+    classifier = tuple(f"{module}." for module in classifier_of(model))  # re-initialised for another class count
+    heads = {k: tuple(v.shape) for k, v in own.items() if k.startswith(classifier)}
+    theirs = {k: tuple(v.shape) for k, v in state_dict.items() if k.startswith(classifier)}
     loaded = (
         f"pretrained: {len(state_dict) - len(theirs)} tensors from {pretrained.path.name} ({pretrained.source_format})"
     )

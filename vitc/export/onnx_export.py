@@ -172,4 +172,6 @@ def module_scope(name: str) -> str:
 def classifier_scopes(model: Any) -> tuple[str, ...]:
     """The node-name scopes of what computes the logits (the zoo's `classifier_modules`: `head`, and
     SP-ViT's `aux_head`), which FP16 keeps in float32 with every node after them and INT8 leaves float."""
-    return tuple(module_scope(name) for name in getattr(model, "classifier_modules", ("head",)))
+    from vitc.models.layers import classifier_of
+
+    return tuple(module_scope(name) for name in classifier_of(model))

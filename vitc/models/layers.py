@@ -456,3 +456,9 @@ def qk_v_heads(
     bias = None if qk.bias is None else torch.cat((qk.bias, v.bias))
     qkv = F.linear(x, torch.cat((qk.weight, v.weight)), bias)
     return qkv.reshape(batch, tokens, 3, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def classifier_of(model: nn.Module) -> tuple[str, ...]:
+    """The modules that compute the logits (the zoo's `classifier_modules`: `head`, and SP-ViT's `aux_head`):
+    what fine-tuning re-initialises and a linear probe trains, and what export keeps in float."""
+    return tuple(getattr(model, "classifier_modules", ("head",)))

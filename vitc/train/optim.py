@@ -9,6 +9,8 @@ import re
 import torch
 from torch import nn
 
+from vitc.models.layers import classifier_of
+
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict[str, object]]:
     """AdamW groups: decayed weights and the rest, per layer when `layer_decay` < 1.
@@ -41,7 +43,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
 
 _BLOCK = re.compile(r"(?:stage(\d+)\.)?blocks\.(\d+)\.")
 _STAGE = re.compile(r"stage(\d+)\.")
-_TOP = ("head.", "aux_head.", "norm.", "fc_norm.")
+_FINAL_NORMS = ("norm.", "fc_norm.")  # with the classifier, the top layer of layer-wise decay
 
 
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
@@ -51,6 +53,7 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     stages); a CvT stage's own embedding and class token sit with the last block before it.
     """
     names = [name for name, _ in model.named_parameters()]
+    top = (*(f"{module}." for module in classifier_of(model)), *_FINAL_NORMS)
     blocks = sorted({(int(m[1] or 0), int(m[2])) for n in names if (m := _BLOCK.match(n))})
     order = {block: i + 1 for i, block in enumerate(blocks)}
     depth = len(blocks)
@@ -58,7 +61,7 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     for name in names:
         if (m := _BLOCK.match(name)) is not None:
             ids[name] = order[(int(m[1] or 0), int(m[2]))]
-        elif name.startswith(_TOP):
+        elif name.startswith(top):
             ids[name] = depth + 1
         elif (m := _STAGE.match(name)) is not None:
             ids[name] = sum(1 for stage, _ in blocks if stage < int(m[1]))
@@ -70,9 +73,9 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
 def freeze_backbone(model: nn.Module) -> int:
     """Train the classifier only (a linear probe): every other parameter stops requiring gradients.
     Returns how many tensors were frozen."""
-    frozen = 0
+    frozen, classifier = 0, tuple(f"{module}." for module in classifier_of(model))
     for name, param in model.named_parameters():
-        if not name.startswith(("head.", "aux_head.")):
+        if not name.startswith(classifier):
             param.requires_grad_(False)
             frozen += 1
     return frozen
@@ -82,7 +85,7 @@ def backbone_eval(model: nn.Module) -> None:
     """Put a frozen backbone in eval mode after `model.train()`: its BatchNorm statistics (CvT) stay those
     of the pretrained weights and drop-path stays off, so the features the probe learns on are fixed."""
     for name, module in model.named_children():
-        if name not in ("head", "aux_head"):
+        if name not in classifier_of(model):
             module.eval()
 
 

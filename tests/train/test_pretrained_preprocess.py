@@ -80,7 +80,9 @@ def test_the_line_says_what_it_takes(tmp_path: Path) -> None:
     settings += [f"--set=model.args.{key}={value}" for key, value in MICRO.items()]
     result = CliRunner().invoke(app, ["train", "--pretrained", str(folder), "--model", "deit_micro", *settings])
     assert result.exit_code == 0, result.output
-    assert "pretrained: mean=[0.25, 0.25, 0.25] for training and evaluation" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "pretrained: mean=[0.25, 0.25, 0.25], as its folder's records evaluated the weights (mean and std " in said
+    assert "normalise training and evaluation, crop_pct and crop_mode set the evaluation's crop" in said
 
 
 def test_a_folder_recording_the_models_own_values_changes_nothing(

@@ -48,11 +48,7 @@ def model_named_by(source: str | os.PathLike[str]) -> str | None:
     config's depths and widths. `source` is the folder or the weights file in it; None when nothing says."""
     from vitc._zoo import registered_names
 
-    path = Path(source)
-    try:
-        record = json.loads(((path if path.is_dir() else path.parent) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
+    record = _folder_record(source, "config.json")
     if not isinstance(record, dict):
         return None
     if isinstance(record.get("architecture"), str):

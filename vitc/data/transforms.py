@@ -213,8 +213,7 @@ def resize_boxes(x: torch.Tensor, boxes: torch.Tensor, bicubic: torch.Tensor, si
     elif down_first.all():
         out = _two_passes(x.transpose(2, 3), down, across, dtype).transpose(2, 3)
     else:  # each group in its order, put back in place
-        firsts = to_device_together([down_first.nonzero()[:, 0], (~down_first).nonzero()[:, 0]], x.device)
-        down_at, across_at = firsts
+        down_at, across_at = to_device_together([down_first.nonzero()[:, 0], (~down_first).nonzero()[:, 0]], x.device)
         out = torch.empty(n, c, out_h, out_w, dtype=dtype, device=x.device)
         out[across_at] = _two_passes(x[across_at], across[across_at], down[across_at], dtype)
         out[down_at] = _two_passes(x[down_at].transpose(2, 3), down[down_at], across[down_at], dtype).transpose(2, 3)

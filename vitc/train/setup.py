@@ -132,11 +132,11 @@ def setup_run(
         taken = inherited_preprocess(pretrained, cfg.model.name, cfg.model.args, size, vars(cfg.model))
         for key, value in taken.items():
             setattr(cfg.model, key, value)
-        if taken and show_progress and dist.is_main:
+        if taken and shown:
             settings = ", ".join(f"{key}={value}" for key, value in taken.items())
             source = pretrained.path.name if pretrained.source_format == "vitc checkpoint" else "its folder's records"
             uses = "mean and std normalise training and evaluation, crop_pct and crop_mode set the evaluation's crop"
-            PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
+            shown(
                 f"pretrained: {settings}, as {source} evaluated the weights ({uses}, as timm's train.py takes a "
                 f"model's pretrained_cfg; --set model.{next(iter(taken))}=… overrides)"
             )

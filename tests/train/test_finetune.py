@@ -344,3 +344,20 @@ def test_a_resumed_fine_tuning_run_keeps_its_provenance(pretrained: Path, tmp_pa
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     after = read_meta(resumed.run_dir / "last.safetensors").provenance
     assert after["pretrained_sha256"] == before["pretrained_sha256"] == sha256_file(pretrained)
+
+
+def test_a_head_size_other_than_the_data_s_is_refused(tmp_path: Path) -> None:
+    """config.json recorded num_classes=5 while the model was built with digits' 10."""
+    settings = [
+        "--set",
+        f"run.out_dir={tmp_path / 'runs'}",
+        "--set",
+        "model.args.num_classes=5",
+        "--set",
+        "optim.epochs=1",
+        "-q",
+    ]
+    result = CliRunner().invoke(app, ["train", "--model", "deit_micro", *settings])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "model.args.num_classes=5, but digits has 10 classes" in result.output
+    assert not (tmp_path / "runs" / "deit_micro" / "best.safetensors").exists()

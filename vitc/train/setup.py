@@ -177,6 +177,12 @@ def setup_run(
     # -- model, optimiser, EMA; the classifier is sized by the data
     if feed.num_classes < 2:
         raise VitcError(f"{cfg.data.name} has {feed.num_classes} class; a classifier needs at least 2")
+    asked = cfg.model.args.get("num_classes")
+    if asked is not None and asked != feed.num_classes and not resume:  # a run recorded before this check resumes
+        raise VitcError(
+            f"model.args.num_classes={asked}, but {cfg.data.name} has {feed.num_classes} classes: the classifier is "
+            "sized by the data (drop the setting)"
+        )
     torch.manual_seed(cfg.run.seed)
     args = {**cfg.model.args, "num_classes": feed.num_classes, "drop_path_rate": cfg.model.drop_path_rate}
     if cfg.data.image_size:

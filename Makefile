@@ -84,8 +84,9 @@ test-torch:
 	.venv-torch$(TORCH)/bin/python -m pytest -p no:cacheprovider
 
 # On a lent NVIDIA GPU (CUDA PyTorch, no registry; the venv's CPU torch is not used): benchmarks, CUDA
-# training, the CUDA layer and the tensorrt-marked tests in < 8 min -> train/runs/gpu_check/gpu_check.md
-# and .json. docs/gpu_check.py says what it needs beyond CUDA PyTorch (WHEELS=dir installs them offline).
+# training, the CUDA layer and the tensorrt-marked tests in ~8 min -> train/runs/gpu_check/gpu_check.md
+# and .json (in $OUT where that is set, as on the device tool's machines). docs/gpu_check.py says what it
+# needs beyond CUDA PyTorch (WHEELS=dir installs them offline) and how to run it through the device tool.
 PYTHON ?= python3
 gpu-check:
-	PYTHONPATH=. $(PYTHON) docs/gpu_check.py $(if $(WHEELS),--wheelhouse $(WHEELS))
+	PYTHONPATH=. $(PYTHON) docs/gpu_check.py $(if $(WHEELS),--wheelhouse $(WHEELS)) $(if $(OUT),--report-dir $(OUT))

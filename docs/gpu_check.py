@@ -1,8 +1,16 @@
-"""The GPU check: what a lent NVIDIA GPU measures and verifies for vitc, as one prepared run (< 9.5 min).
+"""The GPU check: what a lent NVIDIA GPU measures and verifies for vitc, as one prepared run (~8 min).
 
     make gpu-check                                   # = PYTHONPATH=. python3 docs/gpu_check.py
     python3 docs/gpu_check.py --wheelhouse wheels/   # install missing pure-Python deps offline first
     python3 docs/gpu_check.py --dry-run              # the same plumbing on CPU with micro models (CI)
+
+Through this workplace's device tool (15 min of device time a session, the machine's start included;
+one command at most 10 min), one call: kind `nvidia-h200` (issue 20's machine; the first call otherwise
+gets an H100), timeout_s 600, command `VITC_COMMIT=<git rev-parse HEAD> PYTHONPATH=. timeout 590 python3
+docs/gpu_check.py --report-dir $OUT` (`make gpu-check` does the same where make is installed: it passes
+$OUT from the environment). The tree travels without .git, hence VITC_COMMIT; only files under $OUT come
+back: gpu_check.json and gpu_check.md (runs, photos and tables stay in train/runs/gpu_check there), both
+rewritten after every section, so a run stopped at the limit keeps what it measured.
 
 Sections, in the order they run (each is skipped, with the reason, when what it needs is missing;
 issue 20's targets come first, so a section that overruns its share delays only the older checks):
@@ -34,7 +42,8 @@ scikit-learn (digits, for train); cuda-python matching the driver (`cuda-python>
 CUDA 12 driver, `>=13,<14` for CUDA 13) or pycuda (cuda_layer); tensorrt, onnx, onnxruntime and
 onnxscript (tensorrt). The machine has no registry: download wheels where there is one
 (`pip download -d wheels typer rich safetensors scikit-learn 'cuda-python>=12.6,<13'`) and pass
-`--wheelhouse wheels`. Writes OUT/gpu_check.json and OUT/gpu_check.md (OUT: train/runs/gpu_check).
+`--wheelhouse wheels` (the lent image has all but TensorRT). Writes gpu_check.json and gpu_check.md to
+--report-dir (default --out, train/runs/gpu_check).
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -65,6 +75,7 @@ NEEDS = {
     "tensorrt": ("tensorrt", "onnx", "onnxruntime", "onnxscript", "pytest", *CORE),
 }
 WHEEL_NAMES = {"sklearn": "scikit-learn", "cuda": "cuda-python"}
+MIN_SECTION_S = 20.0  # a section started with less would only be stopped
 sys.path.insert(0, str(ROOT / "docs"))  # gpu_check_plans beside this file, also when loaded by path
 from gpu_check_plans import DRY, FULL  # noqa: E402  (the plans: what each section runs, on a GPU and dry)
 from gpu_check_report import markdown  # noqa: E402  (gpu_check.md from the result)
@@ -95,8 +106,9 @@ def environment(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any
     lscpu = run(["lscpu"], 10) if Path("/usr/bin/lscpu").exists() else None
     facts["cpu"] = next((ln.split(":", 1)[1].strip() for ln in (lscpu.stdout if lscpu else "").splitlines()
                          if ln.startswith("Model name")), platform.processor())  # fmt: skip
-    git = run(["git", "rev-parse", "HEAD"], 10)
-    facts["vitc_commit"] = git.stdout.strip() or None
+    # the device tool sends the working tree without .git, and its image has no git: the command passes it
+    git = run(["git", "rev-parse", "HEAD"], 10) if shutil.which("git") and (ROOT / ".git").exists() else None
+    facts["vitc_commit"] = os.environ.get("VITC_COMMIT") or (git.stdout.strip() if git else None) or None
     if has("torch"):
         import torch
 
@@ -105,11 +117,33 @@ def environment(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any
         if torch.cuda.is_available():
             facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
             facts["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
-    smi = run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"], 20) if (
-        Path("/usr/bin/nvidia-smi").exists()) else None  # fmt: skip
+    nvidia_smi = shutil.which("nvidia-smi") or next(
+        (str(p) for p in (Path("/usr/local/nvidia/bin/nvidia-smi"),) if p.exists()), None
+    )  # the lent machines mount the driver's folder at /usr/local/nvidia
+    smi = run([nvidia_smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"], 20) if (
+        nvidia_smi) else None  # fmt: skip
     facts["nvidia_smi"] = smi.stdout.strip() if smi else None
+    if plan["device"] == "cuda":  # what the MFU figures' 790 TFLOP/s stands for on this GPU
+        facts["bf16_matmul_tflops"] = round(bf16_matmul_tflops(), 1)
     facts["missing"] = {s: missing(s) for s in NEEDS if missing(s)}
     return facts
+
+
+def bf16_matmul_tflops(n: int = 8192, reps: int = 10) -> float:
+    """An n³ bf16 matrix product's rate on random data, mean of `reps` after three warm-ups (how this
+    workplace measured 788 TFLOP/s on its H200 and 798 on its H100)."""
+    import torch
+
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12
 
 
 def torch_bench(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
@@ -120,7 +154,11 @@ def torch_bench(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any
         stem = out / f"bench_{precision}"
         cmd = vitc_cli("bench", *models, "--compare", "--device", plan["device"], "--autocast", precision,
                        *plan["bench_args"], "--json", f"{stem}.json", "--markdown", f"{stem}.md")  # fmt: skip
-        proc = run(cmd, (deadline - time.monotonic()) / (len(plan["precisions"]) - i))
+        try:
+            proc = run(cmd, (deadline - time.monotonic()) / (len(plan["precisions"]) - i))
+        except subprocess.TimeoutExpired as exc:
+            results[precision] = {"skipped": "time budget spent (the run was stopped)", "output": _tail(exc.stdout)}
+            continue
         if proc.returncode != 0:
             raise RuntimeError(f"vitc bench ({precision}) exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
         results[precision] = {"command": "vitc " + " ".join(cmd[3:]), "markdown": Path(f"{stem}.md").read_text(),
@@ -282,10 +320,14 @@ def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
             continue
         stem = out / f"peers_{i}"
         cmd = [sys.executable, str(ROOT / "docs" / "peer_timing.py"), *args, "--json", f"{stem}.json"]
+        Path(f"{stem}.json").unlink(missing_ok=True)
         try:
             proc = run(cmd, left * share)
-        except subprocess.TimeoutExpired:
-            results[key] = {"skipped": "time budget spent (the run was stopped)"}
+        except subprocess.TimeoutExpired as exc:  # the training table survives a stop in the inference rows
+            results[key] = {"skipped": "time budget spent (the run was stopped)", "output": _tail(exc.stdout)}
+            if Path(f"{stem}.json").exists():
+                figures = json.loads(Path(f"{stem}.json").read_text())
+                results[key] |= {"markdown": figures["markdown"], "train": figures["train"], "infer": []}
             continue
         if proc.returncode != 0:
             raise RuntimeError(f"peer_timing {key} exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
@@ -309,6 +351,12 @@ def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
             raise RuntimeError(f"operator_counts exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
         results[key] = {"command": "python docs/operator_counts.py " + " ".join(counts), "markdown": proc.stdout}
     return results
+
+
+def _tail(output: str | bytes | None, lines: int = 15) -> list[str]:
+    """The last lines a stopped subprocess printed (what it had measured)."""
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+    return text.strip().splitlines()[-lines:]
 
 
 def cuda_layer(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
@@ -422,8 +470,14 @@ def gpu_ready() -> str | None:
     return None if torch.cuda.is_available() else f"torch {torch.__version__} sees no CUDA GPU"
 
 
-def check(plan: dict[str, Any], out: Path, budget: float, only: list[str]) -> dict[str, Any]:
+def check(
+    plan: dict[str, Any], out: Path, budget: float, only: list[str], report_dir: Path | None = None
+) -> dict[str, Any]:
+    """Each section in turn with its share of `budget` (1.5× while time is left; none once it is spent),
+    the report rewritten after each, so that a run stopped at the device's limit keeps what it measured."""
     out.mkdir(parents=True, exist_ok=True)
+    report_dir = report_dir or out
+    report_dir.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     result: dict[str, Any] = {"dry_run": plan["device"] != "cuda", "budget_s": budget, "sections": {}}
@@ -435,27 +489,38 @@ def check(plan: dict[str, Any], out: Path, budget: float, only: list[str]) -> di
         if name == "cuda_layer" and plan["device"] == "cuda" and not (has("cuda") or has("pycuda")):
             lacking.append("cuda-python or pycuda")
         section: dict[str, Any] = {"status": "skipped", "reason": "needs " + ", ".join(lacking)} if lacking else {}
-        if not lacking:
+        left = budget - (time.monotonic() - started)
+        if not lacking and left < MIN_SECTION_S and name != "environment":
+            section = {"status": "skipped", "reason": f"time budget spent ({left:.0f} s of {budget:.0f} s left)"}
+        elif not lacking:
             t0 = time.monotonic()
-            left = budget - (t0 - started)
             try:
-                section = {"status": "ok", **fn(plan, out, max(30.0, min(left, share * budget * 1.5)))}
+                section = {"status": "ok", **fn(plan, out, max(MIN_SECTION_S, min(left, share * budget * 1.5)))}
             except Exception as exc:  # one failing section must not lose the others' figures
                 section = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
                            "traceback": traceback.format_exc()[-2000:]}  # fmt: skip
             section["seconds"] = round(time.monotonic() - t0, 1)
         result["sections"][name] = section
         print(f"{name}: {section['status']} {section.get('reason', '')}", flush=True)
-    result["seconds"] = round(time.monotonic() - started, 1)
-    (out / "gpu_check.json").write_text(json.dumps(result, indent=2, default=str))
-    (out / "gpu_check.md").write_text(markdown(result))
+        result["seconds"] = round(time.monotonic() - started, 1)
+        write_report(result, report_dir)
     return result
+
+
+def write_report(result: dict[str, Any], folder: Path) -> None:
+    """gpu_check.json and gpu_check.md, each replaced whole (a stop mid-write leaves the last complete one)."""
+    texts = {"gpu_check.json": json.dumps(result, indent=2, default=str), "gpu_check.md": markdown(result)}
+    for name, text in texts.items():
+        part = folder / f".{name}.part"
+        part.write_text(text)
+        part.replace(folder / name)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "train" / "runs" / "gpu_check")
-    ap.add_argument("--budget-s", type=float, default=540.0, help="time for all sections (default 540 s)")
+    ap.add_argument("--out", type=Path, default=ROOT / "train" / "runs" / "gpu_check", help="runs, photos, tables")
+    ap.add_argument("--report-dir", type=Path, help="gpu_check.json and .md (default: --out); the device tool: $OUT")
+    ap.add_argument("--budget-s", type=float, default=480.0, help="time for all sections (default 480 s)")
     ap.add_argument("--dry-run", action="store_true", help="CPU, micro models, fake CUDA bindings: the plumbing")
     ap.add_argument("--only", action="append", default=[], choices=list(SECTIONS), help="run only these sections")
     ap.add_argument("--wheelhouse", type=Path, help="install missing pure-Python deps from this folder first")
@@ -465,8 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and (why := gpu_ready()):
         print(f"gpu-check needs CUDA PyTorch and a GPU: {why} (--dry-run checks the plumbing on CPU)")
         return 2
-    result = check(DRY if args.dry_run else FULL, args.out, args.budget_s, args.only)
-    print(f"wrote {args.out / 'gpu_check.md'} and gpu_check.json ({result['seconds']} s)")
+    result = check(DRY if args.dry_run else FULL, args.out, args.budget_s, args.only, args.report_dir)
+    print(f"wrote {(args.report_dir or args.out) / 'gpu_check.md'} and gpu_check.json ({result['seconds']} s)")
     return 1 if any(s["status"] == "failed" for s in result["sections"].values()) else 0
 
 

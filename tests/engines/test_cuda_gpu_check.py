@@ -113,3 +113,64 @@ def test_peer_timing_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     infer = {row["model"]: row for row in result["infer"]}
     assert infer["vitc convit_micro vitc-compiled +compile"]["ms_b1"] > 0 and "timm deit_micro" in infer
     assert "| vitc convit_micro +compile |" in result["markdown"]
+
+
+def test_peer_timing_compiles_vitc_s_models_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The MFU run: --models keeps a pair and the size's DeiT, --compile-side vitc compiles vitc's alone
+    (their rows then compare with the peer's eager DeiT); --json holds the training table."""
+    peer_timing = load_doc_script("peer_timing")
+    from vitc.models import create_model
+
+    pairs = (("deit_micro", "deit_micro"), ("convit_micro", "convit_micro"), (None, "cvt_micro"))
+    monkeypatch.setitem(peer_timing.PAIRS, "micro", pairs)
+    args = ["--device", "cpu", "--amp", "off", "--batch", "4", "--img", "32", "--sizes", "micro", "--rounds", "1",
+            "--steps", "1", "--warmup", "0", "--train-only", "--compile", "--compile-backend", "eager",
+            "--models", "convit_micro", "--compile-side", "vitc", "--json", str(tmp_path / "peers.json")]  # fmt: skip
+    result = peer_timing.measure(peer_timing.parser().parse_args(args), peer=lambda name, img: create_model(name))
+    train = {row["model"]: row for row in result["train"]}
+    assert set(train) == {"timm deit_micro", "vitc deit_micro", "vitc deit_micro +compile", "timm convit_micro",
+                          "vitc convit_micro", "vitc convit_micro +compile"}  # fmt: skip
+    assert train["vitc convit_micro +compile"]["vs"] == "timm deit_micro" and result["infer"] == []
+    assert json.loads((tmp_path / "peers.json").read_text())["train"] == json.loads(json.dumps(result["train"]))
+
+
+def test_the_report_is_rewritten_after_each_section(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A run stopped at the device's 10-minute limit keeps what the finished sections measured; a section
+    started with the budget spent is skipped, not run on a 30 s floor; the report goes to --report-dir."""
+    gpu_check = _load()
+    report = tmp_path / "report"
+    seen: dict[str, object] = {}
+
+    def first(plan: dict, out: Path, budget: float) -> dict:
+        return {"figure": 1.5}
+
+    def second(plan: dict, out: Path, budget: float) -> dict:
+        seen["report"] = json.loads((report / "gpu_check.json").read_text())  # written before this one ran
+        gpu_check.time.sleep(0.3)  # spends the budget
+        return {}
+
+    def third(plan: dict, out: Path, budget: float) -> dict:
+        raise AssertionError("started with the budget spent")
+
+    sections = {"environment": (first, 0.5), "peers": (second, 0.5), "train": (third, 0.5)}
+    monkeypatch.setattr(gpu_check, "SECTIONS", sections)
+    monkeypatch.setattr(gpu_check, "MIN_SECTION_S", 0.2)
+    monkeypatch.setattr(gpu_check, "missing", lambda section: [])
+    result = gpu_check.check(gpu_check.DRY, tmp_path / "work", 0.4, [], report)
+    assert seen["report"]["sections"] == {"environment": {"status": "ok", "figure": 1.5, "seconds": 0.0}}
+    assert (
+        result["sections"]["train"]["status"] == "skipped"
+        and "time budget spent" in result["sections"]["train"]["reason"]
+    )
+    assert json.loads((report / "gpu_check.json").read_text())["sections"]["train"]["status"] == "skipped"
+    assert (report / "gpu_check.md").exists() and not (tmp_path / "work" / "gpu_check.json").exists()
+    assert sorted(p.name for p in report.iterdir()) == ["gpu_check.json", "gpu_check.md"]  # no partial files
+
+
+def test_environment_without_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The device tool sends the tree without .git to an image without git: the commit comes in VITC_COMMIT."""
+    gpu_check = _load()
+    monkeypatch.setattr(gpu_check.shutil, "which", lambda name: None)
+    monkeypatch.setenv("VITC_COMMIT", "abc123")
+    facts = gpu_check.environment(gpu_check.DRY, tmp_path, 10.0)
+    assert facts["vitc_commit"] == "abc123" and facts["nvidia_smi"] is None and "torch" in facts

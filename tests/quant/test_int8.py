@@ -292,6 +292,28 @@ def test_int8_calibration_counts_are_said(trained_ckpt, tmp_path) -> None:
     assert str(err.value).endswith("(2 unreadable skipped)") and "--batch" in str(err.value)
 
 
+def test_int8_calibration_hash_is_of_the_images_calibrated_on(trained_ckpt, tmp_path) -> None:
+    """A static batch of 8 calibrates on 8 of 12 readable photos; the manifest's data_sha256 was of all 12
+    (hashed before trimming to whole batches), so it described images that were not calibrated on."""
+    import hashlib
+
+    from vitc.data.images import center_crop, open_image
+    from vitc.export import ExportOptions, export_checkpoint
+    from vitc.quant.calib import calib_files
+
+    twelve = _photos(tmp_path / "twelve", 12)
+    options = ExportOptions(
+        "int8", out=tmp_path / "out", batch=8, calib_images=64, calib_dir=str(twelve), max_drop=100.0
+    )
+    result = export_checkpoint(trained_ckpt, options, say=lambda _m: None)
+    short, size = result.manifest.preprocess["resize_shorter_side"], result.manifest.input_size[1]
+    files = calib_files(twelve)[:8]  # all 12 are drawn, kept in the folder's order: the first 8 fill the batch
+    used = [center_crop(open_image(f, short), short, size) for f in files]
+    calibration = result.manifest.calibration
+    assert calibration["images"] == 8
+    assert calibration["data_sha256"] == hashlib.sha256(np.stack(used).tobytes()).hexdigest()
+
+
 def test_int8_calibration_source_is_checked_before_the_export(tmp_path) -> None:
     """--calib-data imagefolder with a folder that has no train/ failed only after the FP32 export had run;
     --calib-images below one static batch, likewise. Both are refused by validate(), before any work."""

@@ -90,16 +90,10 @@ def validate(opts: ExportOptions) -> tuple[int, BatchRange]:
         raise VitcError(f"--max-drop must be a number of top-1 points from -100 to 100, got {opts.max_drop}")
     batch = BatchRange.from_options(opts.batch, opts.dynamic_batch)
     if opts.precision == "int8" and not batch.dynamic and opts.calib_images < batch.max:
-        raise VitcError(_unfilled_batch(f"--calib-images {opts.calib_images}", batch.max))
+        from vitc.quant.calib import unfilled_batch
+
+        raise VitcError(unfilled_batch(f"--calib-images {opts.calib_images}", batch.max))
     return opset, batch
-
-
-def _unfilled_batch(images: str, batch: int) -> str:
-    """A static-batch graph calibrates on whole batches: what to change when the images do not fill one."""
-    return (
-        f"{images} calibration images do not fill one batch of {batch} (a static-batch graph calibrates on "
-        f"whole batches): calibrate on at least {batch} images, or export a smaller --batch"
-    )
 
 
 def _compile(model: Any, input_size: tuple[int, ...], opts: ExportOptions) -> tuple[Any, Any, bool]:
@@ -376,29 +370,26 @@ def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path, say: Callab
     names, else the held-out set's data (vetted the same way). Fewer than --calib-images asked is said in
     a line (the manifest records how many)."""
     from vitc.checkpoint import training_data
-    from vitc.quant.calib import calibration_set, check_images, folder_calibration_set
+    from vitc.quant.calib import calibration_set, folder_calibration_set
 
     check_calibration_source(p.labels is not None, opts)
+    static = None if p.batch.dynamic else p.batch.max  # a static-batch graph calibrates on whole batches
     if opts.calib_dir and not opts.calib_data:
-        cal = folder_calibration_set(Path(opts.calib_dir), opts.calib_images, p.preprocess)
+        cal = folder_calibration_set(Path(opts.calib_dir), opts.calib_images, p.preprocess, whole_batches=static)
     else:
         if opts.calib_data:
             name, data_dir = opts.calib_data, opts.calib_dir
         else:
             name, data_dir = training_data(ckpt, p.meta, opts.data, opts.data_dir)
-        cal = calibration_set(name, opts.calib_images, p.preprocess, data_dir, classes=p.meta.class_names)
-    static = None if p.batch.dynamic else p.batch.max
-    found = len(cal.images)
-    if static and found < static:
-        unread = f" ({len(cal.skipped)} unreadable skipped)" if cal.skipped else ""
-        raise VitcError(_unfilled_batch(str(found), static) + unread)
-    if static and found % static:  # a static-batch graph calibrates on whole batches
-        cal.images = cal.images[: found - found % static]
-        check_images(cal.images, p.input_size)
-    if len(cal.images) < opts.calib_images:
+        cal = calibration_set(
+            name, opts.calib_images, p.preprocess, data_dir, classes=p.meta.class_names, whole_batches=static
+        )
+    used = len(cal.images)
+    found = used if cal.drawn is None else cal.drawn
+    if used < opts.calib_images:
         why = [f"{found} readable in {cal.source}"] if found < opts.calib_images else []
-        why += [f"whole batches of {static}"] if len(cal.images) < found else []
-        say(f"calibrating on {len(cal.images)} images of the {opts.calib_images} asked ({'; '.join(why)})")
+        why += [f"whole batches of {static}"] if used < found else []
+        say(f"calibrating on {used} images of the {opts.calib_images} asked ({'; '.join(why)})")
     return cal
 
 

@@ -21,8 +21,9 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 class CalibrationSet:
     images: np.ndarray  # float32 (N, C, H, W), normalised
     source: str  # data set name
-    sha256: str  # of the uint8 images, in order
+    sha256: str  # of the uint8 images calibrated on (after trimming to whole batches), in order
     skipped: list[str] = field(default_factory=list)  # why each unreadable file was left out
+    drawn: int | None = None  # images read before trimming to whole batches (None: as many as `images`)
 
     def to_dict(self, method: str) -> dict[str, Any]:
         record = {"method": method, "images": len(self.images), "data": self.source, "data_sha256": self.sha256}
@@ -39,6 +40,29 @@ def check_images(images: np.ndarray, input_size: Sequence[int]) -> None:
         raise VitcError(f"the calibration set is empty or not (N, C, H, W): shape {tuple(images.shape)}")
     if tuple(images.shape[1:]) != tuple(input_size):
         raise VitcError(f"calibration images are {tuple(images.shape[1:])}, the model takes {tuple(input_size)}")
+
+
+def unfilled_batch(images: str, batch: int) -> str:
+    """A static-batch graph calibrates on whole batches: what to change when the images do not fill one."""
+    return (
+        f"{images} calibration images do not fill one batch of {batch} (a static-batch graph calibrates on "
+        f"whole batches): calibrate on at least {batch} images, or export a smaller --batch"
+    )
+
+
+def _finish(raw: Any, prep: Preprocess, source: str, skipped: list[str], whole_batches: int | None) -> CalibrationSet:
+    """The uint8 (N, C, H, W) pixels drawn (a tensor), checked, trimmed to whole batches of `whole_batches`
+    (a static-batch graph calibrates on whole batches) and only then hashed, so the recorded hash is of
+    exactly the images calibrated on; normalised as evaluation normalises them."""
+    check_images(raw.numpy(), prep.input_size)
+    drawn = len(raw)
+    if whole_batches:
+        if drawn < whole_batches:
+            unread = f" ({len(skipped)} unreadable skipped)" if skipped else ""
+            raise VitcError(unfilled_batch(str(drawn), whole_batches) + unread)
+        raw = raw[: drawn - drawn % whole_batches]
+    sha256 = hashlib.sha256(raw.numpy().tobytes()).hexdigest()
+    return CalibrationSet(normalise(raw, prep), source, sha256, skipped, drawn)
 
 
 def load_split(
@@ -78,8 +102,10 @@ def calibration_set(
     data_dir: str | None = None,
     seed: int = 0,
     classes: Sequence[str] | None = None,
+    whole_batches: int | None = None,
 ) -> CalibrationSet:
-    """`count` images drawn (seeded) from the train split of `name` (`load_split`), normalised like evaluation."""
+    """`count` images drawn (seeded) from the train split of `name` (`load_split`), normalised like evaluation;
+    with `whole_batches`, as many whole batches of it as they fill (see `_finish`)."""
     import torch
 
     if count < 1:
@@ -89,9 +115,7 @@ def calibration_set(
         raise VitcError(f"the calibration set {name!r} (train split) is empty")
     order = np.random.default_rng(seed).permutation(len(data))[:count]
     raw = data.images[torch.from_numpy(np.sort(order))]
-    check_images(raw.numpy(), prep.input_size)
-    sha256 = hashlib.sha256(raw.numpy().tobytes()).hexdigest()
-    return CalibrationSet(normalise(raw, prep), name, sha256, list(data.skipped))
+    return _finish(raw, prep, name, list(data.skipped), whole_batches)
 
 
 def calib_files(folder: Path) -> list[Path]:
@@ -130,9 +154,12 @@ def check_calib_data(name: str, data_dir: str | None) -> None:
         raise VitcError(f"--calib-dir {data_dir} holds {kind} data, not {name}: use --calib-data {kind}")
 
 
-def folder_calibration_set(folder: Path, count: int, prep: Preprocess, seed: int = 0) -> CalibrationSet:
+def folder_calibration_set(
+    folder: Path, count: int, prep: Preprocess, seed: int = 0, whole_batches: int | None = None
+) -> CalibrationSet:
     """`count` images drawn (seeded) from anywhere under `folder` (labels are not needed to calibrate:
-    a folder of photos like those the model will see), transformed as evaluation transforms them."""
+    a folder of photos like those the model will see), transformed as evaluation transforms them; with
+    `whole_batches`, as many whole batches of it as they fill (see `_finish`)."""
     import torch
 
     from vitc.data.datasets import _to_chans
@@ -153,6 +180,4 @@ def folder_calibration_set(folder: Path, count: int, prep: Preprocess, seed: int
     if not decoded:
         raise VitcError(f"none of the {len(files)} images in --calib-dir {folder} could be read")
     raw = _to_chans(torch.from_numpy(np.stack([decoded[i] for i in sorted(decoded)])), c)
-    check_images(raw.numpy(), prep.input_size)
-    sha256 = hashlib.sha256(raw.numpy().tobytes()).hexdigest()
-    return CalibrationSet(normalise(raw, prep), str(folder), sha256, skipped)
+    return _finish(raw, prep, str(folder), skipped, whole_batches)

@@ -8,7 +8,8 @@ import pytest
 
 from vitc.cli._options import parse_assignments
 from vitc.errors import VitcError
-from vitc.train.config import from_dict, load_config, resolve_defaults
+from vitc.train.config import from_dict, load_config
+from vitc.train.defaults import resolve_defaults
 
 RECIPES = sorted(Path(__file__).parents[2].joinpath("train").glob("*.toml"))
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from vitc.errors import VitcError
-from vitc.train.config import load_config, resolve_defaults
+from vitc.train.config import load_config
+from vitc.train.defaults import resolve_defaults
 
 
 @pytest.mark.parametrize(("data", "flip"), [("digits", False), ("cifar10", True), ("imagefolder", True)])

@@ -150,7 +150,7 @@ def test_a_process_whose_whole_batch_is_unreadable_still_steps(tmp_path: Path) -
 
 def test_the_default_batch_splits_evenly_over_the_processes() -> None:
     """64 over 3 processes was 21 each (63 a step) while config.json said 64, which --resume then refused."""
-    from vitc.train.config import resolve_for_data
+    from vitc.train.defaults import resolve_for_data
 
     cfg = load_config(None, {})
     notes, _ = resolve_for_data(cfg, 1000, 3)

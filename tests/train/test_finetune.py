@@ -25,7 +25,8 @@ from vitc.models import create_model
 from vitc.models.loading import KeyMismatchError
 from vitc.pretrained import load_pretrained, read_pretrained
 from vitc.train import loop
-from vitc.train.config import load_config, resolve_defaults, resume_config
+from vitc.train.config import load_config, resume_config
+from vitc.train.defaults import resolve_defaults
 from vitc.train.optim import freeze_backbone, layer_ids, param_groups
 
 # 2 blocks of width 48 on 16x16 digits: learns digits 0-4 to ~98% in seconds on a CPU

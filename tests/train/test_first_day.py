@@ -243,7 +243,8 @@ def test_fine_tuning_fits_batch_and_lr_to_the_data_and_warns_of_few_steps(
 )
 def test_fine_tuning_batch_gives_ten_steps_an_epoch(images: int, batch: int, lr: float) -> None:
     """The issue's case: train/finetune_convit_tiny.toml on 120 images took 1 step of 64 an epoch at 1e-4."""
-    from vitc.train.config import load_config, resolve_defaults, resolve_for_data
+    from vitc.train.config import load_config
+    from vitc.train.defaults import resolve_defaults, resolve_for_data
 
     cfg = load_config(ROOT / "train" / "finetune_convit_tiny.toml", {"data.dir": "x", "model.pretrained": "w"})
     resolve_defaults(cfg)

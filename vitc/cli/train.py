@@ -58,7 +58,8 @@ def train(
     ] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
-    from vitc.train.config import apply, load_config, resolve_defaults, resume_config
+    from vitc.train.config import apply, load_config, resume_config
+    from vitc.train.defaults import resolve_defaults
     from vitc.train.run_folder import RunFolder
 
     # everything the command line and the recipe say is checked before torch is imported (seconds)

@@ -355,7 +355,7 @@ def mixup_cutmix(
 class TrainAugment:
     """The training recipe as data, so it can be saved with a run and replayed.
 
-    `flip_prob` is 0 for digits (`aug.flip`, resolved per data set in vitc.train.config): mirrored
+    `flip_prob` is 0 for digits (`aug.flip`, resolved per data set in vitc.train.defaults): mirrored
     digits are other glyphs (or none), so flipping teaches the model wrong labels.
     """
 

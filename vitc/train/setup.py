@@ -25,7 +25,8 @@ from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.models.layers import checkpoints_batchnorm
 from vitc.pretrained import inherited_preprocess, load_pretrained, read_pretrained
 from vitc.train import report
-from vitc.train.config import PREPROCESS_KEYS, TrainConfig, parse_auto_augment, repeats_note, resolve_for_data
+from vitc.train.config import PREPROCESS_KEYS, TrainConfig, parse_auto_augment
+from vitc.train.defaults import repeats_note, resolve_for_data
 from vitc.train.device import choose_attention, pick_workers
 from vitc.train.distributed import broadcast_from_main, sync_batchnorm
 from vitc.train.interrupt import CtrlC

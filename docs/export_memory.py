@@ -18,6 +18,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+# Each stage is wrapped where the export calls it: pipeline's own name for heldout_set (vitc.export.heldout's).
 STAGES = {
     "vitc.checkpoint": ("load_model",),
     "vitc.export.pipeline": ("_compile", "heldout_set", "_torch_logits", "bake_precision", "measure_drift",

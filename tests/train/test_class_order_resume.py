@@ -93,7 +93,7 @@ def test_a_run_from_before_timms_order_resumes_in_its_own(
 def test_an_exports_held_out_labels_follow_the_checkpoints_classes(tmp_path: Path) -> None:
     """vitc export measures drift on the folder's test split labelled as the model's head: by name."""
     from vitc.checkpoint import meta_for
-    from vitc.export.pipeline import heldout_set
+    from vitc.export.heldout import heldout_set
     from vitc.models import create_model
 
     root = _photos(tmp_path / "photos")

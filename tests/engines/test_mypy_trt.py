@@ -49,6 +49,7 @@ def test_mypy_strict_trt_adapters(tmp_path: Path):
             str(tmp_path / "cache"),
             "vitc/engines/tensorrt.py",
             "vitc/build/tensorrt.py",
+            "vitc/build/options.py",
             "vitc/build/trt_precision.py",
             "vitc/engines/trt_runner.py",
             "vitc/engines/cuda.py",

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_build_and_run_tiny(tmp_path: Path, export_dir: Path, precision: str):
     from vitc.artifacts import load_manifest
-    from vitc.build.tensorrt import BuildOptions, build_engine
+    from vitc.build.options import BuildOptions
+    from vitc.build.tensorrt import build_engine
     from vitc.engines.tensorrt import load_sidecar
     from vitc.engines.trt_runner import TensorRTRunner
 
@@ -37,7 +38,8 @@ def test_build_convit_engines_and_bench(tmp_path: Path, exports: dict) -> None:
     from typer.testing import CliRunner
 
     from vitc.artifacts import load_manifest
-    from vitc.build.tensorrt import BuildOptions, build_engine
+    from vitc.build.options import BuildOptions
+    from vitc.build.tensorrt import build_engine
     from vitc.cli.main import app
     from vitc.engines.tensorrt import load_sidecar
 
@@ -59,7 +61,8 @@ def test_build_convit_engines_and_bench(tmp_path: Path, exports: dict) -> None:
 
 def test_static_engine_cuda_graph(tmp_path: Path):
     """Each replay computes on the input of its own call: a replay that did nothing would return the last logits."""
-    from vitc.build.tensorrt import BuildOptions, build_engine
+    from vitc.build.options import BuildOptions
+    from vitc.build.tensorrt import build_engine
     from vitc.engines.trt_runner import TensorRTRunner
 
     onnx = make_tiny_onnx(tmp_path / "s.onnx", batch=2)

@@ -10,6 +10,7 @@ import pytest
 from tests.engines.conftest import manifest_record
 from vitc.artifacts import BatchRange, parse_manifest, parse_sidecar
 from vitc.build import tensorrt as B
+from vitc.build.options import make_profile
 from vitc.engines import tensorrt as T
 from vitc.errors import VitcError
 
@@ -129,22 +130,22 @@ def test_gpu_mismatch():
 
 def test_profile_from_manifest_and_override(tmp_path: Path):
     manifest = parse_manifest(manifest_record(), tmp_path / "manifest.json")
-    prof = B.make_profile("input", (-1, 3, 8, 8), manifest, None)
+    prof = make_profile("input", (-1, 3, 8, 8), manifest, None)
     assert prof.min == (1, 3, 8, 8) and prof.opt == (4, 3, 8, 8) and prof.max == (8, 3, 8, 8)
-    prof = B.make_profile("input", (-1, 3, -1, -1), manifest, BatchRange.parse("2:16:32"))
+    prof = make_profile("input", (-1, 3, -1, -1), manifest, BatchRange.parse("2:16:32"))
     assert prof.to_dict() == {"input": "input", "min": [2, 3, 8, 8], "opt": [16, 3, 8, 8], "max": [32, 3, 8, 8]}
-    assert B.make_profile("input", (4, 3, 8, 8), None, None).max == (4, 3, 8, 8)
+    assert make_profile("input", (4, 3, 8, 8), None, None).max == (4, 3, 8, 8)
     with pytest.raises(VitcError, match="static batch of 4"):
-        B.make_profile("input", (4, 3, 8, 8), None, BatchRange.parse("1:4:8"))
+        make_profile("input", (4, 3, 8, 8), None, BatchRange.parse("1:4:8"))
     with pytest.raises(VitcError, match="dynamic C/H/W"):
-        B.make_profile("input", (-1, 3, -1, -1), None, None)
+        make_profile("input", (-1, 3, -1, -1), None, None)
     with pytest.raises(VitcError):
         BatchRange.parse("8:4:1")
 
 
 def test_sidecar_contents(tmp_path: Path):
     manifest = parse_manifest(manifest_record(precision="fp16"), tmp_path / "manifest.json")
-    prof = B.make_profile("input", (-1, 3, 8, 8), manifest, None)
+    prof = make_profile("input", (-1, 3, 8, 8), manifest, None)
     side = B.make_sidecar(
         trt_version="10.3.0",
         gpu={"name": "Orin", "compute_capability": "8.7"},

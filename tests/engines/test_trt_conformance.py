@@ -24,6 +24,7 @@ from tests.engines.fakes.tensorrt_fake import VERSIONS
 from tests.engines.fakes.tensorrt_objects import PLAN_BODY, PRECISION_FLAGS
 from vitc.artifacts import BatchRange
 from vitc.build import tensorrt as B
+from vitc.build.options import BuildOptions
 from vitc.cli.main import app
 from vitc.engines import tensorrt as T
 from vitc.engines.trt_runner import TensorRTRunner
@@ -109,16 +110,16 @@ def test_timing_cache_new_reused_and_foreign(version, fake, tiny_onnx, tmp_path)
     fake(version)
     cache = tmp_path / "timing.cache"
     opts = dict(onnx=tiny_onnx, batch=BatchRange.parse("1:2:4"), timing_cache=cache, check=False)
-    first = B.build_engine(B.BuildOptions(output=tmp_path / "a.plan", **opts))
+    first = B.build_engine(BuildOptions(output=tmp_path / "a.plan", **opts))
     assert cache.is_file() and not first.warnings
     entries = json.loads(cache.read_bytes()[6:])["entries"]
-    second = B.build_engine(B.BuildOptions(output=tmp_path / "b.plan", **opts))
+    second = B.build_engine(BuildOptions(output=tmp_path / "b.plan", **opts))
     assert not second.warnings and json.loads(cache.read_bytes()[6:])["entries"] > entries
     # a cache from another GPU: set_timing_cache returns False; the build uses a fresh cache, the
     # plan and its sidecar are written, and the foreign file is kept as it was
     foreign = b"FAKETC" + json.dumps({"origin": ["10.3.0.26", [7, 2]], "entries": 5}).encode()
     cache.write_bytes(foreign)
-    third = B.build_engine(B.BuildOptions(output=tmp_path / "c.plan", **opts))
+    third = B.build_engine(BuildOptions(output=tmp_path / "c.plan", **opts))
     assert any("does not match" in w for w in third.warnings)
     assert (tmp_path / "c.plan").is_file() and sidecar(tmp_path / "c.plan")["tensorrt"] == third.sidecar.tensorrt
     assert cache.read_bytes() == foreign
@@ -131,19 +132,19 @@ def test_compatibility_options(version, fake, tiny_onnx, tmp_path):
     feat = T.features(trt.__version__)
     opts = dict(onnx=tiny_onnx, batch=BatchRange.parse("1:2:4"), check=False)
     for level, supported in (("ampere+", feat.hardware_compatibility), ("same-cc", feat.same_compute_capability)):
-        build_opts = B.BuildOptions(output=tmp_path / f"{level}.plan", hardware_compat=level, **opts)
+        build_opts = BuildOptions(output=tmp_path / f"{level}.plan", hardware_compat=level, **opts)
         if supported:
             assert sidecar(B.build_engine(build_opts).plan)["options"]["hardware_compat"] == level
         else:
             with pytest.raises(VitcError, match="needs TensorRT"):
                 B.build_engine(build_opts)
-    level = B.BuildOptions(output=tmp_path / "o.plan", opt_level=5, **opts)
+    level = BuildOptions(output=tmp_path / "o.plan", opt_level=5, **opts)
     if feat.optimization_level:
         assert sidecar(B.build_engine(level).plan)["options"]["opt_level"] == 5
     else:
         with pytest.raises(VitcError, match=r"--opt-level needs TensorRT 8\.6"):
             B.build_engine(level)
-    vc = B.BuildOptions(output=tmp_path / "vc.plan", version_compatible=True, **opts)
+    vc = BuildOptions(output=tmp_path / "vc.plan", version_compatible=True, **opts)
     if feat.version_compatible:
         B.build_engine(vc)
         with TensorRTRunner(vc.output) as runner:  # the runner allows the plan's embedded host code
@@ -157,7 +158,7 @@ def test_compatibility_options(version, fake, tiny_onnx, tmp_path):
 def test_dla_with_gpu_fallback(version, fake, tmp_path):
     fake(version, dla_cores=2)
     onnx = make_tiny_onnx(tmp_path / "m.fp16.onnx", 4, "fp16")
-    result = B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "d.plan", precision="fp16", dla_core=1))
+    result = B.build_engine(BuildOptions(onnx=onnx, output=tmp_path / "d.plan", precision="fp16", dla_core=1))
     assert result.dla_fallback == ["Softmax_4"] and result.sidecar.dla_core == 1
     with TensorRTRunner(result.plan) as runner:  # the runtime is put on the plan's DLA core
         assert runner._runtime.DLA_core == 1 and runner.info().device == "dla"
@@ -166,12 +167,12 @@ def test_dla_with_gpu_fallback(version, fake, tmp_path):
         assert not runner.cuda_graph and "runs without CUDA graphs" in runner.warnings[-1]
     for bad, message in (({"dla_core": 2}, "cores 0..1"), ({"precision": "fp32", "dla_core": 0}, "FP16 or INT8")):
         with pytest.raises(VitcError, match=message):
-            B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "x.plan", **{"precision": "fp16", **bad}))
+            B.build_engine(BuildOptions(onnx=onnx, output=tmp_path / "x.plan", **{"precision": "fp16", **bad}))
 
 
 def test_plans_from_another_release_or_gpu_are_refused(fake, tiny_onnx, tmp_path):
     fake("10.3")
-    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
+    plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
     fake("10.16")
     with pytest.raises(VitcError, match=r"built with TensorRT 10\.3\.0\.26"):
         TensorRTRunner(plan).activate()
@@ -179,7 +180,7 @@ def test_plans_from_another_release_or_gpu_are_refused(fake, tiny_onnx, tmp_path
     with pytest.raises(VitcError, match=r"10\.3\.0\.26"):
         TensorRTRunner(plan).activate()
     fake("10.3", cc=(8, 9), name="RTX 4090")
-    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "n.plan", check=False)).plan
+    plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "n.plan", check=False)).plan
     fake("10.3", cc=(8, 7))
     with pytest.raises(VitcError, match=r"compute capability 8\.9"):
         TensorRTRunner(plan).activate()
@@ -192,14 +193,14 @@ def test_ampere_plus_before_10_9(version, fake, tiny_onnx, tmp_path):
     trt = fake(version)
     with pytest.raises(AttributeError):
         trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY  # noqa: B018
-    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", hardware_compat="ampere+", check=False)
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", hardware_compat="ampere+", check=False)
     assert B.build_engine(opts).sidecar.hardware_compat == "ampere+"
 
 
 def test_a_renamed_attribute_fails_on_the_releases_without_it(fake, tiny_onnx, monkeypatch, tmp_path):
     """The harness catches what the review caught by reading: adapter code using a 10.9-only name."""
     monkeypatch.setitem(B.HARDWARE_LEVELS, "ampere+", "SAME_COMPUTE_CAPABILITY")
-    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", hardware_compat="ampere+", check=False)
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", hardware_compat="ampere+", check=False)
     fake("10.9")
     B.build_engine(opts)
     fake("10.3")
@@ -208,7 +209,7 @@ def test_a_renamed_attribute_fails_on_the_releases_without_it(fake, tiny_onnx, m
     monkeypatch.setattr(T.TrtFeatures, "explicit_batch_flag", property(lambda self: True))
     fake("11.1")  # EXPLICIT_BATCH is gone in 11
     with pytest.raises(AttributeError, match="EXPLICIT_BATCH"):
-        B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "n.plan", check=False))
+        B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "n.plan", check=False))
 
 
 def test_timing_cache_rejected_keeps_the_sidecar(fake, tiny_onnx, tmp_path):
@@ -216,7 +217,7 @@ def test_timing_cache_rejected_keeps_the_sidecar(fake, tiny_onnx, tmp_path):
     fake("10.3")
     cache = tmp_path / "foreign.cache"
     cache.write_bytes(b"not a timing cache")
-    result = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", timing_cache=cache))
+    result = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", timing_cache=cache))
     assert T.sidecar_path(result.plan).is_file() and result.warnings
     assert cache.read_bytes() == b"not a timing cache"
 
@@ -236,7 +237,7 @@ def test_drift_chunks_at_the_profile_max(fake, export_dir, tmp_path):
 def test_tensorrt_8_5_runs_named_tensors(fake, tiny_onnx, tmp_path):
     """Defect 5: 8.5 has execute_async_v3; its binding API is deprecated (the bindings warn)."""
     fake("8.5")
-    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
     plan = B.build_engine(opts).plan
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
@@ -249,7 +250,7 @@ def test_tensorrt_8_5_runs_named_tensors(fake, tiny_onnx, tmp_path):
 def test_engines_refuse_integer_pixels(fake, tiny_onnx, tmp_path):
     """A TensorRT engine cast uint8 pixels to its float32 input and ran them unnormalised; float64 still runs."""
     fake("10.3")
-    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
+    plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
     pixels = np.full((1, 3, 8, 8), 200, np.uint8)
     with TensorRTRunner(plan) as runner:
         with pytest.raises(VitcError, match="takes normalised float32 pixels, got a uint8 array: normalise"):
@@ -261,13 +262,13 @@ def test_bf16_io_is_refused_clearly(fake, tmp_path):
     """Defect 6: BF16 I/O used to become uint16 and cast float inputs to integers."""
     fake("10.3")
     onnx = make_tiny_onnx(tmp_path / "m.onnx", io_type=16)
-    plan = B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "m.plan", check=False)).plan
+    plan = B.build_engine(BuildOptions(onnx=onnx, output=tmp_path / "m.plan", check=False)).plan
     with pytest.raises(VitcError, match="'input' is BF16; vitc runs fp32/fp16 I/O") as err:
         TensorRTRunner(plan).activate()
     assert "\n" not in str(err.value)
     fake("8.5")  # 8.5 has no BF16 at all: its parser refuses the file
     with pytest.raises(VitcError, match="cannot parse"):
-        B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "n.plan", check=False))
+        B.build_engine(BuildOptions(onnx=onnx, output=tmp_path / "n.plan", check=False))
 
 
 def _with_layer_norms(path: Path, count: int) -> Path:
@@ -310,13 +311,13 @@ def test_an_export_for_a_newer_tensorrt_says_what_to_run(fake, tmp_path):
     )
     assert not (tmp_path / "engines").exists() and not list(tmp_path.rglob("*.plan"))
     fake("8.6")  # the parser that has LayerNormalization builds the same file
-    assert B.build_engine(B.BuildOptions(onnx=onnx_path, output=tmp_path / "m.plan", check=False)).plan.exists()
+    assert B.build_engine(BuildOptions(onnx=onnx_path, output=tmp_path / "m.plan", check=False)).plan.exists()
 
 
 def test_8_5_plan_version_comes_from_the_sidecar(fake, tiny_onnx, tmp_path):
     """Defect 7: bytes 24-27 of an 8.5 plan are not a version; the sidecar says it, or it is unknown."""
     trt = fake("8.5")
-    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
+    plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
     assert T.read_plan_header(plan).version is None
     summary = T.plan_summary(plan)  # what `vitc info` shows
     assert summary["header"]["tensorrt"] == "unknown version (8.5 or older)" and summary["tensorrt"] == trt.__version__
@@ -332,7 +333,7 @@ def test_8_5_plan_version_comes_from_the_sidecar(fake, tiny_onnx, tmp_path):
 def test_cuda_graph_replays_with_new_inputs(version, fake, tiny_onnx, tmp_path):
     """--cuda-graph: the first call per shape runs plainly, later ones replay the captured launch."""
     fake(version)
-    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
     plan = B.build_engine(opts).plan
     feeds = [np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype(np.float32) for i in range(3)]
     with TensorRTRunner(plan) as plain:
@@ -401,7 +402,7 @@ def test_an_engine_that_cannot_be_captured_runs_without_cuda_graphs(how, fake, t
     plainly (it launched a graph of nothing: every later call gave the first call's outputs; an
     invalidated capture stopped with 'CUDA error in cudaStreamEndCapture')."""
     trt = fake("10.3")
-    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
     plan = B.build_engine(opts).plan
     feeds = [np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype(np.float32) for i in range(3)]
     with TensorRTRunner(plan) as plain:
@@ -421,7 +422,7 @@ def test_bench_cuda_graph_of_an_engine_whose_capture_is_invalidated(fake, tiny_o
     """`vitc bench -e x.plan --cuda-graph` stopped with exit 2 ('CUDA error in cudaStreamEndCapture:
     cudaErrorStreamCaptureInvalidated'); it warns and benchmarks the engine without CUDA graphs."""
     fake("10.3")
-    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
     plan = B.build_engine(opts).plan
     report = tmp_path / "bench.json"
     with uncapturable("invalidated after enqueue"):

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from tests.engines.conftest import make_tiny_onnx
 from vitc.artifacts import BatchRange
 from vitc.build import tensorrt as B
+from vitc.build.options import BuildOptions
 from vitc.cli.main import app
 from vitc.engines import tensorrt as T
 from vitc.engines.trt_runner import TensorRTRunner
@@ -136,7 +137,7 @@ def test_an_unreadable_timing_cache_falls_back_to_a_fresh_one(fake, tiny_onnx, m
         return real_read(self)
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", timing_cache=cache, check=False)
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", timing_cache=cache, check=False)
     result = B.build_engine(opts)
     assert T.sidecar_path(result.plan).is_file()
     assert any("cannot read the timing cache" in w and "Permission denied" in w for w in result.warnings)
@@ -163,7 +164,7 @@ def test_a_foreign_timing_cache_is_one_warning_line(fake, tiny_onnx, tmp_path):
 def test_version_compatible_plans_across_majors(built, runtime, runs, fake, tiny_onnx, tmp_path):
     """Support matrix 11.4.1: within a major, and across majors only 8 -> 10 and 10 -> 11."""
     fake(built)
-    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "vc.plan", version_compatible=True, check=False)
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "vc.plan", version_compatible=True, check=False)
     plan = B.build_engine(opts).plan
     fake(runtime)
     if runs:
@@ -177,14 +178,14 @@ def test_version_compatible_plans_across_majors(built, runtime, runs, fake, tiny
 def test_a_version_compatible_plan_without_its_sidecar_says_so(fake, tiny_onnx, tmp_path):
     """Without the sidecar vitc cannot know to allow the plan's host code: name that, not only 'could not'."""
     fake("8.6")
-    opts = B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "vc.plan", version_compatible=True, check=False)
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "vc.plan", version_compatible=True, check=False)
     plan = B.build_engine(opts).plan
     T.sidecar_path(plan).unlink()
     fake("10.3")
     line = error_line("bench", "-e", plan)
     assert "built with TensorRT 8.6" in line and "--version-compatible" in line and "no sidecar, vc.plan.json" in line
     # the same release, and TensorRT itself refuses the plan: vitc names the missing sidecar as the likely cause
-    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "c.plan", check=False)).plan
+    plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "c.plan", check=False)).plan
     T.sidecar_path(plan).unlink()
     plan.write_bytes(plan.read_bytes()[:40])  # the header intact, the engine not
     line = error_line("bench", "-e", plan)
@@ -194,14 +195,14 @@ def test_a_version_compatible_plan_without_its_sidecar_says_so(fake, tiny_onnx, 
 # -- bad input: one line, exit 2 ---------------------------------------------------------------------------
 def test_a_plan_of_another_major_is_one_line(fake, tiny_onnx, tmp_path):
     fake("8.6")
-    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
+    plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
     fake("10.3")
     assert "built with TensorRT 8.6" in error_line("bench", "-e", plan)
 
 
 def test_a_plan_without_its_sidecar_runs_with_a_warning(fake, tiny_onnx, tmp_path):
     fake("10.3")
-    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
+    plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
     T.sidecar_path(plan).unlink()
     code, output = run("bench", "-e", plan, "-n", "2")
     assert code == 0, output
@@ -210,9 +211,9 @@ def test_a_plan_without_its_sidecar_runs_with_a_warning(fake, tiny_onnx, tmp_pat
 
 def test_a_sidecar_of_another_plan_is_refused(fake, tiny_onnx, tmp_path):
     fake("10.3")
-    a = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "a.plan", check=False)).plan
+    a = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "a.plan", check=False)).plan
     b = B.build_engine(
-        B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "b.plan", batch=BatchRange.parse("1:2:4"), check=False)
+        BuildOptions(onnx=tiny_onnx, output=tmp_path / "b.plan", batch=BatchRange.parse("1:2:4"), check=False)
     ).plan
     shutil.copy(T.sidecar_path(a), T.sidecar_path(b))
     for command in (("bench", "-e", b), ("info", b)):
@@ -223,7 +224,7 @@ def test_a_sidecar_of_another_plan_is_refused(fake, tiny_onnx, tmp_path):
 def test_sidecars_written_before_the_plan_record_still_load(fake, tiny_onnx, tmp_path):
     """Byte compatibility: a sidecar of the previous release has no "plan" record and is trusted as before."""
     fake("10.3")
-    plan = B.build_engine(B.BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
+    plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
     record = json.loads(T.sidecar_path(plan).read_text())
     assert record["plan"]["sha256"] and record["plan"]["bytes"] == plan.stat().st_size
     del record["plan"]
@@ -236,7 +237,7 @@ def test_static_engines_still_pad_to_their_batch(fake, tmp_path, export_dir):
     """The old path (a graph with a static batch) keeps working: 12 images through a batch-5 engine."""
     fake("10.3")
     onnx = make_tiny_onnx(tmp_path / "s.onnx", batch=5)
-    plan = B.build_engine(B.BuildOptions(onnx=onnx, output=tmp_path / "s.plan", check=False)).plan
+    plan = B.build_engine(BuildOptions(onnx=onnx, output=tmp_path / "s.plan", check=False)).plan
     from vitc.artifacts import load_heldout
     from vitc.engines.accuracy import heldout_accuracy
 

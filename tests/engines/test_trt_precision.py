@@ -16,6 +16,7 @@ import pytest
 
 from tests.engines.fakes.tensorrt_objects import PLAN_BODY
 from vitc.build import tensorrt as B
+from vitc.build.options import BuildOptions
 from vitc.build.trt_precision import pin_fp32_layers
 
 onnx = pytest.importorskip("onnx")
@@ -91,7 +92,7 @@ def build(tmp_path: Path, precision: str, onnx_path: Path | None = None) -> tupl
     """Build with the installed fake; the plan's payload (its "constraints": what each layer was held to)."""
     onnx_path = onnx_path or make_kept_fp32_onnx(tmp_path / f"m.{precision}.onnx", precision)
     output = tmp_path / f"m.{precision}.plan"
-    result = B.build_engine(B.BuildOptions(onnx=onnx_path, output=output, precision=precision, check=False))
+    result = B.build_engine(BuildOptions(onnx=onnx_path, output=output, precision=precision, check=False))
     blob = output.read_bytes()
     return json.loads(blob[blob.find(PLAN_BODY) + len(PLAN_BODY) :]), result
 
@@ -129,7 +130,7 @@ def test_the_fake_refuses_what_tensorrt_refuses(fake, tmp_path):
     network, _parser, _profile = B._parse(
         builder,
         trt.Logger(),
-        B.BuildOptions(make_kept_fp32_onnx(tmp_path / "m.onnx", "int8"), tmp_path / "m.plan"),
+        BuildOptions(make_kept_fp32_onnx(tmp_path / "m.onnx", "int8"), tmp_path / "m.plan"),
         plan,
         "8.6",
     )
@@ -147,7 +148,7 @@ def test_the_fake_refuses_what_tensorrt_refuses(fake, tmp_path):
     strong = PrecisionPlan(("STRONGLY_TYPED",), (), True)
     onnx_path = make_kept_fp32_onnx(tmp_path / "s.onnx", "fp16")
     network, _parser, _profile = B._parse(
-        trt.Builder(trt.Logger()), trt.Logger(), B.BuildOptions(onnx_path, tmp_path / "s.plan"), strong, "10.3"
+        trt.Builder(trt.Logger()), trt.Logger(), BuildOptions(onnx_path, tmp_path / "s.plan"), strong, "10.3"
     )
     pinned = pin_fp32_layers(network)
     assert pinned == KEPT_FP16 and len(trt._log) == 2 * len(pinned)  # refused: precision and output type of each

@@ -13,6 +13,7 @@ from tests.engines.fakes.cuda_fakes import install_cuda
 from tests.engines.fakes.tensorrt_fake import install_tensorrt
 from tests.engines.fakes.tensorrt_objects import PLAN_BODY
 from vitc.build import tensorrt as B
+from vitc.build.options import BuildOptions
 
 FLOAT = onnx.TensorProto.FLOAT
 NOT_PINNED = ("Constant", "Shape", "QuantizeLinear", "DequantizeLinear")  # see UNPINNED_LAYERS
@@ -55,7 +56,7 @@ def test_weak_builds_pin_what_the_export_kept_float32(version, precision, trt85_
     trt = install_tensorrt(monkeypatch, version, gpu)
     export = trt85_exports[precision]
     output = tmp_path / f"m.{precision}.plan"
-    opts = B.BuildOptions(
+    opts = BuildOptions(
         onnx=export.onnx_path, output=output, precision=precision, manifest=export.manifest, check=False
     )
     result = B.build_engine(opts)

@@ -37,7 +37,8 @@ def build(
     """Build a TensorRT engine for this machine's TensorRT and GPU; the drift check runs the held-out set."""
     from vitc.artifacts import BatchRange, manifest_for, parse_precision, precision_in_name
     from vitc.artifacts.given import FILE, not_taken, path_kind
-    from vitc.build.tensorrt import BuildOptions, build_engine
+    from vitc.build.options import BuildOptions
+    from vitc.build.tensorrt import build_engine
 
     if path_kind(onnx) != FILE:
         raise not_taken(onnx, "an ONNX file", (".onnx",))

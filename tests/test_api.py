@@ -112,3 +112,16 @@ def test_a_one_channel_model_predicts_a_grey_image_and_round_trips(tmp_path: Pat
     top = vitc.predict(model, grey, top_k=10)
     loaded = vitc.load_model(save_checkpoint(tmp_path / "grey.safetensors", model))
     assert loaded.vitc_cfg == model.vitc_cfg and vitc.predict(loaded, grey, top_k=10) == top
+
+
+def test_predict_gives_back_the_callers_training_flags() -> None:
+    """A sanity check on one image in the middle of a training loop left the model in eval mode: the next steps
+    ran without dropout or drop-path and with BatchNorm's running statistics frozen. A submodule the caller
+    froze (eval) stays frozen."""
+    model = create_model("cvt_micro", drop_path_rate=0.1).train()
+    frozen = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).eval()
+    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    eval_top = vitc.predict(model, image, top_k=3)
+    assert model.training and not frozen.training
+    assert all(m.training for m in model.modules() if m is not frozen)
+    assert vitc.predict(model.eval(), image, top_k=3) == eval_top  # it ran in eval mode all the same

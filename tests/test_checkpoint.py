@@ -173,3 +173,39 @@ def test_cvt_w24_squashes_as_released_and_its_checkpoints_of_an_older_vitc_still
     save_file(load_state_dict(path), str(older), metadata={"vitc": json.dumps({**record, "version": 1})})
     loaded, meta = load_model(older)
     assert meta.cfg.crop_mode == loaded.vitc_cfg.crop_mode == loaded.pretrained_cfg["crop_mode"] == "center"
+
+
+@pytest.mark.parametrize("wrap", ["compile", "data_parallel", "both"])
+def test_a_wrapped_model_is_saved_as_the_model_inside(tmp_path: Path, wrap: str) -> None:
+    """save_checkpoint(path, torch.compile(model)), as timm's --torchcompile trains, wrote `_orig_mod.`-prefixed
+    keys that no model fits (DDP's `.module.` likewise, and DDP has no vitc record at all)."""
+    torch.manual_seed(0)
+    model = create_model("deit_micro", depth=1).eval()
+    wrapped: torch.nn.Module = model
+    if wrap in ("data_parallel", "both"):
+        wrapped = torch.nn.DataParallel(wrapped)
+    if wrap in ("compile", "both"):
+        wrapped = torch.compile(wrapped)  # never run: only the wrapper matters
+    loaded, meta = load_model(save_checkpoint(tmp_path / "model.safetensors", wrapped))
+    assert meta.model == "deit_micro" and meta.args == {"depth": 1}
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_a_loaded_checkpoint_saved_again_keeps_its_class_names(tmp_path: Path) -> None:
+    """vitc.load_model then save_checkpoint (after fine-tuning in one's own loop) dropped the class names: the
+    file's predictions were named by index. A head reset to another count names none (the old names are stale)."""
+    import vitc
+    from vitc.checkpoint import meta_for
+
+    model = create_model("deit_micro", depth=1, num_classes=3)
+    save_checkpoint(tmp_path / "a.safetensors", model, meta_for(model, class_names=["cat", "dog", "zebra"]))
+    loaded = vitc.load_model(tmp_path / "a.safetensors")
+    assert read_meta(save_checkpoint(tmp_path / "b.safetensors", loaded)).class_names == ["cat", "dog", "zebra"]
+    loaded.vitc_class_names = ["cat", "dog"]  # names a head of another size cannot be the head's
+    assert read_meta(save_checkpoint(tmp_path / "c.safetensors", loaded)).class_names is None
+    loaded = vitc.load_model(tmp_path / "a.safetensors")
+    loaded.reset_classifier(4)
+    assert read_meta(save_checkpoint(tmp_path / "d.safetensors", loaded)).class_names is None
+    renamed = meta_for(vitc.load_model(tmp_path / "a.safetensors"), class_names=["a", "b", "c"])
+    assert renamed.class_names == ["a", "b", "c"]  # names given win over the model's

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitc._modules import eval_mode
 from vitc.engines.classify import Prediction, top_classes
 from vitc.errors import VitcError
 
@@ -83,15 +84,17 @@ def preprocess(images: Any, model: nn.Module) -> torch.Tensor:
 @torch.no_grad()
 def predict(model: nn.Module, images: Any, top_k: int = 5) -> Prediction | list[Prediction]:
     """The `top_k` classes and their probabilities: one list for one image, a list of lists for a list
-    of images (or a batch tensor from `preprocess`)."""
+    of images (or a batch tensor from `preprocess`). The model runs in eval mode; its training flags are
+    given back afterwards."""
     x = images if isinstance(images, torch.Tensor) else preprocess(images, model)
     if x.dim() != 4 or not x.is_floating_point():
         raise VitcError(f"predict expects images or a float (N, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
-    model.eval()
     param = next(model.parameters(), None)
     if param is not None:  # the model's device and float type: `model.cuda().half()` takes half inputs
         x = x.to(param.device, param.dtype if param.is_floating_point() else x.dtype)
-    rows = top_classes(model(x).float().cpu().numpy(), getattr(model, "vitc_class_names", None), top_k)
+    with eval_mode(model):  # a check in the middle of training leaves the caller's model training
+        logits = model(x)
+    rows = top_classes(logits.float().cpu().numpy(), getattr(model, "vitc_class_names", None), top_k)
     single = not isinstance(images, (list, tuple, torch.Tensor)) and not _is_batch_array(images)
     return rows[0] if single else rows
 

@@ -85,10 +85,21 @@ def _meta_in(header: dict[str, Any], path: str | os.PathLike[str]) -> Checkpoint
 
 
 def meta_for(model: Any, **fields: Any) -> CheckpointMeta:
-    """Metadata describing a model built by `vitc.create_model`."""
+    """Metadata describing a model built by `vitc.create_model` (or a torch.compile or DDP wrapper of one).
+
+    Class names default to the ones the model carries (`vitc.load_model` sets them): a checkpoint loaded and
+    saved again keeps naming its classes. Names for another number of classes than the head's are left out.
+    Provenance and `extra` are not carried over: they describe how the loaded weights were made, not these.
+    """
+    from vitc._modules import unwrap_model
     from vitc.models import get_model_cfg
 
-    return CheckpointMeta(model=model.vitc_name, args=dict(model.vitc_args), cfg=get_model_cfg(model), **fields)
+    model = unwrap_model(model)
+    cfg = get_model_cfg(model)
+    if "class_names" not in fields:
+        names = getattr(model, "vitc_class_names", None)
+        fields["class_names"] = list(names) if names is not None and len(names) == cfg.num_classes else None
+    return CheckpointMeta(model=model.vitc_name, args=dict(model.vitc_args), cfg=cfg, **fields)
 
 
 def require_pooled(args: dict[str, Any], what: str) -> None:
@@ -102,9 +113,13 @@ def require_pooled(args: dict[str, Any], what: str) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMeta | None = None) -> Path:
-    """Write the model's weights and metadata atomically to `path` (a .safetensors file)."""
+    """Write the model's weights and metadata atomically to `path` (a .safetensors file). A torch.compile or
+    DDP wrapper is saved as the model inside it, whose keys `load_model` reads."""
     from safetensors.torch import save_file
 
+    from vitc._modules import unwrap_model
+
+    model = unwrap_model(model)
     meta = meta or meta_for(model)
     require_pooled(meta.args, str(path))
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -43,8 +43,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -55,6 +54,7 @@ import vitc.compile.fold_stem_batchnorm
 import vitc.compile.static_attention
 import vitc.compile.static_gpsa
 import vitc.compile.static_spatial_prior  # noqa: F401  (the imports register the passes)
+from vitc._modules import eval_mode
 from vitc._numerics import strict_fp32
 from vitc.compile._base import PASSES
 from vitc.compile.report import TOLERANCE, CompileReport, PassRow
@@ -99,18 +99,6 @@ def check_inputs(
     """The fixed random inputs (standard normal, seed 0) on which compile_model measures |Δ|."""
     generator = torch.Generator().manual_seed(CHECK_SEED)
     return torch.randn(batch, *input_size, generator=generator).to(device)
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put `model` in eval mode and restore every module's training flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype:
@@ -190,7 +178,7 @@ def compile_model(
         if check:
             inputs = check_inputs(size, device=_device(model))
             report.check_batch = inputs.shape[0]
-            with _eval_mode(model):
+            with eval_mode(model):
                 reference = model(inputs)
         delta: float | None = 0.0 if check else None
         for name, kwargs in steps:

@@ -160,3 +160,68 @@ def test_torch_runner_serves_the_checkpoint_after_reactivation(tmp_path):
         torch.manual_seed(1)
         expected = create_model("deit_micro", depth=1).eval()(torch.from_numpy(feed["input"])).numpy()
     assert np.allclose(first, expected, atol=1e-6)
+
+
+def test_a_failed_activation_undoes_what_it_set_up():
+    """activate_impl that fails half-way left what it had set up (TorchRunner: torch's process-wide thread count)
+    in place; now deactivate_impl undoes it, the runner stays inactive and the activation's own error is raised,
+    even when the undoing fails too."""
+    from vitc.engines.base import BaseRunner, TensorMeta
+
+    class HalfWay(BaseRunner):
+        def __init__(self, undo_fails: bool) -> None:
+            super().__init__("half-way")
+            self.undo_fails, self.set_up = undo_fails, False
+
+        def activate_impl(self) -> None:
+            self.set_up = True
+            raise VitcError("the loader failed")
+
+        def deactivate_impl(self) -> None:
+            self.set_up = False
+            if self.undo_fails:
+                raise RuntimeError("nothing to undo")
+
+        def infer_impl(self, feed):
+            raise AssertionError("never called")
+
+        def get_input_metadata(self):
+            return [TensorMeta("input", (None, 3))]
+
+        def get_output_metadata(self):
+            return [TensorMeta("logits", (None, 2))]
+
+    for undo_fails in (False, True):
+        runner = HalfWay(undo_fails)
+        with pytest.raises(VitcError, match="the loader failed"):
+            runner.activate()
+        assert not runner.set_up and not runner.is_active
+
+
+def test_a_torch_runner_whose_loader_fails_gives_torchs_threads_back(tmp_path: Path):
+    torch = pytest.importorskip("torch")
+    from vitc.engines.torch_runner import TorchRunner, model_from_checkpoint
+
+    before = torch.get_num_threads()
+    threads = 1 if before != 1 else 2
+    runner = TorchRunner(model_from_checkpoint(tmp_path / "missing.safetensors"), threads=threads)
+    with pytest.raises(VitcError, match="no such file"):
+        runner.activate()
+    assert torch.get_num_threads() == before
+
+
+def test_a_zoo_models_seeded_weights_leave_the_callers_random_stream_alone():
+    """model_from_zoo seeded torch's global generator: every draw after a runner's activation was the same
+    whatever seed the caller had set. The weights are still seed 0's."""
+    torch = pytest.importorskip("torch")
+    from vitc.engines.torch_runner import model_from_zoo
+    from vitc.models import create_model
+
+    torch.manual_seed(0)
+    expected = create_model("deit_micro", depth=1).state_dict()
+    torch.manual_seed(123)
+    undisturbed = torch.rand(3)
+    torch.manual_seed(123)
+    model = model_from_zoo("deit_micro", depth=1)()
+    assert torch.equal(torch.rand(3), undisturbed)
+    assert all(torch.equal(tensor, expected[key]) for key, tensor in model.state_dict().items())

@@ -12,6 +12,7 @@ Nothing here imports an optional dependency; backends import theirs through `vit
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -148,7 +149,14 @@ class BaseRunner(abc.ABC):
     def activate(self) -> None:
         if self.is_active:
             return
-        self.activate_impl()
+        try:
+            self.activate_impl()
+        except BaseException:
+            # a failed activation stays inactive, as in Polygraphy, with what it had set up undone (torch's
+            # process-wide thread count, a CUDA stream): deactivate_impl takes a half-made state
+            with contextlib.suppress(Exception):  # the activation's own error is the one to report
+                self.deactivate_impl()
+            raise
         self.is_active = True
         try:
             _check_inputs(self.name, self.get_input_metadata())

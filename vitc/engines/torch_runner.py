@@ -24,14 +24,16 @@ ModelLoader = Callable[[], Any]  # () -> torch.nn.Module
 
 
 def model_from_zoo(name: str, seed: int = 0, **args: Any) -> ModelLoader:
-    """A loader for a zoo model with seeded random weights (the same weights at every call)."""
+    """A loader for a zoo model with seeded random weights (the same weights at every call). The weights are
+    drawn from a fork of torch's CPU generator: the caller's random stream is left as it was."""
 
     def load() -> Any:
         torch = lazy_import("torch")
         from vitc.models import create_model
 
-        torch.manual_seed(seed)
-        return create_model(name, **args)
+        with torch.random.fork_rng(devices=[]):  # the model is built on the CPU: no CUDA stream is drawn from
+            torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that seeds every GPU's too
+            return create_model(name, **args)
 
     load.label = name  # type: ignore[attr-defined]
     return load

@@ -77,6 +77,20 @@ def test_the_size_check_adds_no_tracer_warning() -> None:
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_a_model_traced_with_grad_on_saves_and_loads_as_torchscript(name: str) -> None:
+    """timm's TorchScript route (trace, save, load) failed for ConViT and SP-ViT: traced with grad on (trace's
+    default) they recorded their custom autograd Functions, which torch.jit.save cannot write."""
+    import io
+
+    model, x = _micro(name).eval(), torch.randn(2, 3, 32, 32)
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.trace(model, x, check_trace=False), buffer)
+    buffer.seek(0)
+    with torch.no_grad():
+        assert torch.equal(torch.jit.load(buffer)(x), model(x))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_create_model_takes_timms_pretrained_false_and_explains_true(name: str) -> None:
     torch.manual_seed(0)
     plain = create_model(name, num_classes=5)

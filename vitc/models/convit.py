@@ -33,6 +33,7 @@ from vitc.models.layers import (
     relative_offsets,
     resample_pos_embed,
     run_block,
+    runs_custom_backward,
     square_grid,
     without_autocast,
 )
@@ -261,8 +262,8 @@ class GPSA(nn.Module):
                 rows, cols = self.separable_positional()
                 rows, cols = flush_subnormals((gate * rows).to(v.dtype)), flush_subnormals(cols.to(v.dtype))
         if dense:
-            return DensePositional.apply(v, table) if torch.is_grad_enabled() else dense_product(v, table)
-        product = SeparablePositional.apply if torch.is_grad_enabled() else separable_product
+            return DensePositional.apply(v, table) if runs_custom_backward() else dense_product(v, table)
+        product = SeparablePositional.apply if runs_custom_backward() else separable_product
         return product(v, rows, cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

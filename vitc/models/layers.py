@@ -110,6 +110,13 @@ def check_input_size(x: torch.Tensor, img_size: tuple[int, int]) -> None:
         return _require_size(x, img_size)
 
 
+def runs_custom_backward() -> bool:
+    """Whether a formulation takes its custom autograd Function (a hand-written backward): grad is on and no
+    tracer records. torch.jit.trace records a Function as a PythonOp that torch.jit.save cannot write; the
+    plain formulation computes the same values, so the traced graph is the same model."""
+    return torch.is_grad_enabled() and not torch.jit.is_tracing()
+
+
 def _require_size(x: torch.Tensor, img_size: tuple[int, int]) -> None:
     height, width = x.shape[-2:]
     if (height, width) != img_size:

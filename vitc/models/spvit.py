@@ -48,6 +48,7 @@ from vitc.models.layers import (
     relative_offsets,
     resample_pos_embed,
     run_block,
+    runs_custom_backward,
     to_2tuple,
     without_autocast,
 )
@@ -196,7 +197,7 @@ class SPSA(nn.Module):
             prior = (self.offset_prior() * self.scale)[:, self.offset_index]  # (H, N, N), scale folded in
         if self.attn_impl == "flex":
             out = flex_prior_attention(q, k, v, prior)
-        elif torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, prior)):
+        elif runs_custom_backward() and any(t.requires_grad for t in (q, k, v, prior)):
             out = PriorAttention.apply(q, k, v, prior)
         else:
             out = prior_attention(q, k, prior)[0].to(v.dtype) @ v

@@ -7,12 +7,16 @@ resolved lazily on first use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["VitcError", "__version__", "create_model", "list_models", "load_model", "predict", "preprocess"]
 
 from vitc.errors import VitcError
+
+if TYPE_CHECKING:  # the lazy names' real signatures for type checkers; at run time __getattr__ imports them
+    from vitc.api import load_model, predict, preprocess
+    from vitc.models import create_model, list_models
 
 _LAZY = {
     "create_model": "vitc.models",

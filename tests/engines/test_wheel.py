@@ -90,6 +90,7 @@ def test_the_wheel_installs_and_runs_without_torch(wheel: Path, tiny_onnx: Path,
     with zipfile.ZipFile(wheel) as archive:
         metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
         assert "vitc/models/zoo_stats.json" in archive.namelist()  # package data travels with it
+        assert "vitc/py.typed" in archive.namelist()  # PEP 561: type checkers read an installed vitc's hints
     core = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert core and not any("torch" in line for line in core), core
     assert "Requires-Python: >=3.8" in metadata

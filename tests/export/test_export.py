@@ -130,3 +130,20 @@ def test_explain_names_blocks(exports: dict) -> None:
     report = exports["int8"].explain
     assert [r["block"] for r in report["blocks"]] == ["blocks.0", "blocks.1"]
     assert all(r["cosine"] > 0.9 for r in report["blocks"])
+
+
+def test_an_export_called_from_python_prints_nothing(tmp_path, capsys, caplog) -> None:
+    """export_checkpoint's `say` defaulted to print: a library call wrote its steps on the caller's stdout. They
+    go to the "vitc" logger now (`vitc export` passes its console)."""
+    import logging
+
+    from vitc.checkpoint import save_checkpoint
+    from vitc.export import ExportOptions, export_checkpoint
+    from vitc.models import create_model
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "model.safetensors", create_model("deit_micro", depth=1))
+    with caplog.at_level(logging.INFO, logger="vitc"):
+        export_checkpoint(ckpt, ExportOptions("fp32", out=tmp_path / "export"))
+    assert capsys.readouterr().out == ""
+    assert any(record.name.startswith("vitc.") and record.levelno == logging.INFO for record in caplog.records)

@@ -21,6 +21,7 @@ def test_train_then_eval(tiny: dict[str, Any], tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "-q", *_set(tiny)])
     assert result.exit_code == 0, result.output
     assert "run summary" in result.output and "test top-1" in result.output
+    assert "warning: this run takes 9 optimiser steps" in result.stdout  # -q: logged by the library, printed here
     best = Path(tiny["run.out_dir"]) / "tiny" / "best.safetensors"
     evaluated = runner.invoke(app, ["eval", str(best), "--split", "val", "--out", str(tmp_path / "cm.png")])
     assert evaluated.exit_code == 0, evaluated.output

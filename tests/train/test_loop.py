@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,17 @@ def test_a_run_writes_every_artifact(tiny: dict[str, Any]) -> None:
     model, meta = load_model(result.run_dir / "best.safetensors")
     assert meta.class_names == [str(i) for i in range(10)] and meta.provenance["trained_by"] == "vitc train"
     assert model.head.out_features == 10
+
+
+def test_a_quiet_run_from_python_logs_its_warnings_and_prints_nothing(
+    tiny: dict[str, Any], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """train(cfg, show_progress=False) still printed "warning: this run takes 3 optimiser steps" on stdout."""
+    with caplog.at_level(logging.WARNING, logger="vitc"):
+        _run({**tiny, "optim.epochs": 1})
+    assert capsys.readouterr().out == ""
+    logged = [record.getMessage() for record in caplog.records if record.name.startswith("vitc.")]
+    assert any(line.startswith("warning: this run takes") for line in logged), logged
 
 
 def _interrupt_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:

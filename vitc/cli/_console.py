@@ -9,12 +9,16 @@ terminal): every string these consoles print shows them escaped (vitc._text), as
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from rich.console import Console
 from rich.text import Text
 
 from vitc._text import PlainConsole, printable
 
-__all__ = ["PlainConsole", "console", "labelled", "printable"]
+__all__ = ["PlainConsole", "console", "labelled", "library_warnings_printed", "printable"]
 
 
 def console(stderr: bool = False) -> Console:
@@ -24,3 +28,21 @@ def console(stderr: bool = False) -> Console:
 def labelled(label: str, style: str, message: str) -> Text:
     """`label` in `style`, then the message as plain text: e.g. a yellow `warning:`."""
     return Text.assemble((label, style), " ", printable(message))
+
+
+class _ConsoleLines(logging.Handler):
+    """Each record's message as a line of its own on stdout, as the library printed it before it logged it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        PlainConsole(markup=False, highlight=False, soft_wrap=True).print(record.getMessage())
+
+
+@contextmanager
+def library_warnings_printed() -> Iterator[None]:
+    """What vitc's library code logs as a warning (a quiet run's, which it no longer prints) printed by the CLI."""
+    logger, handler = logging.getLogger("vitc"), _ConsoleLines(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)

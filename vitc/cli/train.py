@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from vitc.cli._console import console
+from vitc.cli._console import console, library_warnings_printed
 from vitc.cli._options import SetOpt, parse_assignments
 from vitc.errors import VitcError, unknown_model
 
@@ -96,7 +96,8 @@ def train(
             console().print(f"resumed with {note}", markup=False, highlight=False, soft_wrap=True)
     from vitc.train.loop import train as run_training
 
-    result = run_training(cfg, resume=resume, show_progress=not quiet, force=force)
+    with library_warnings_printed():  # -q still prints the warnings train(show_progress=False) logs
+        result = run_training(cfg, resume=resume, show_progress=not quiet, force=force)
     if result.test and os.environ.get("RANK", "0") == "0":  # under DDP, rank 0 speaks for all
         _summary(cfg.model.name, result)
         say = console().print

@@ -7,6 +7,7 @@ they were.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +25,9 @@ from vitc.errors import VitcError
 from vitc.export.heldout import GENERATED, heldout_set
 from vitc.limits import MAX_CALIB_IMAGES
 
+# what an export called from Python says (the steps, skipped images) goes to the log, not stdout; `vitc export`
+# passes its console's print
+_log = logging.getLogger(__name__)
 DEFAULT_MAX_DROP = {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}
 PARITY_ATOL = 1e-4
 
@@ -157,7 +161,7 @@ def output_paths(ckpt: str | Path, opts: ExportOptions) -> tuple[Path, Path, Pat
 
 
 def prepare_export(
-    ckpt: str | Path, opts: ExportOptions, say: Callable[[str], None] = print, also: Sequence[ExportOptions] = ()
+    ckpt: str | Path, opts: ExportOptions, say: Callable[[str], None] = _log.info, also: Sequence[ExportOptions] = ()
 ) -> PreparedExport:
     """Rebuild and compile the model, export and clean the FP32 graph, check parity with PyTorch.
     `also`: the options of the other precisions this preparation serves, checked as soon as the data is known."""
@@ -227,7 +231,7 @@ def prepare_export(
 def export_checkpoint(
     ckpt: str | Path,
     opts: ExportOptions,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = _log.info,
     prepared: PreparedExport | None = None,
 ) -> ExportResult:
     """Run the whole export for one precision; raises VitcError (artifacts untouched) on any failure.
@@ -258,7 +262,7 @@ def export_checkpoint(
 
 
 def bake_precision(
-    p: PreparedExport, opts: ExportOptions, ckpt: Path, say: Callable[[str], None] = print
+    p: PreparedExport, opts: ExportOptions, ckpt: Path, say: Callable[[str], None] = _log.info
 ) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
     """A copy of the FP32 graph with the precision baked in: (graph, precision report, calibration record)."""
     from vitc.export.onnx_export import classifier_scopes

@@ -4,6 +4,7 @@ streams each epoch and each DDP process draws from."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ _TORCH_STREAM = 1 << 22  # a DDP process's torch RNG (drop-path) from (seed, 2**
 # AdamW as one multi-tensor kernel (torch's `fused`) where the step waits on launches; with fp16's
 # GradScaler it also skips the inf check's read-back (the kernel takes found_inf on the device)
 FUSED_ADAMW_ON = ("cuda",)
+
+
+# what a quiet run (show_progress=False) still has to say: logged, not printed (`vitc train -q` prints it)
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -145,6 +150,8 @@ def setup_run(
     if cfg.data.image_size:  # a size the model cannot take (not a multiple of its patch) stops before the data
         with torch.device("meta"):
             create_model(cfg.model.name, **{**cfg.model.args, "img_size": size, "num_classes": 2})
+    say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
+    warn = say if show_progress else _log.warning  # train(show_progress=False) from Python prints nothing
     feed, data_note = open_feed(
         cfg.data,
         size=size,
@@ -158,7 +165,7 @@ def setup_run(
         workers=pick_workers(cfg.run.workers, device, dist.on_this_machine),  # the cores are per machine
         pin_memory=device.type == "cuda",
         index_cache=folder.path / "index.json" if dist.is_main else None,
-        report=lambda line: PlainConsole(soft_wrap=True).print(line, highlight=False, markup=False),
+        report=warn,
         main=dist.is_main,
         recorded=recorded_classes(resume_file) if resume else None,  # its head's rows, in the order it ran
     )
@@ -166,12 +173,11 @@ def setup_run(
     if show_progress and dist.is_main and feed.streaming:
         PlainConsole().print(data_note, highlight=False, markup=False)
     fitted, warnings = resolve_for_data(cfg, len(feed), dist.world_size)  # batch and lr fit to the data size
-    say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
     if dist.is_main:
         for note in fitted if show_progress else ():
             say(f"default: {note}")
         for warning in warnings if not resume else ():
-            say(f"warning: {warning}")
+            warn(f"warning: {warning}")
         if cfg.aug.repeats and show_progress:
             say(repeats_note(len(feed), dist.world_size, cfg.aug.repeats))
 

@@ -124,7 +124,7 @@ def test_output_that_is_no_terminal_keeps_every_column_whole(tmp_path: Path, mon
     result = CliRunner().invoke(app, ["info", str(tmp_path)], env={"COLUMNS": None})
     assert result.exit_code == 0, result.output
     assert "…" not in result.output and "precision" in result.output and "96.11%" in result.output
-    from vitc._text import LOG_WIDTH, PlainConsole
+    from vitc._terminal import LOG_WIDTH, PlainConsole
 
     monkeypatch.delenv("COLUMNS", raising=False)
     assert PlainConsole().width == LOG_WIDTH and PlainConsole(width=50).width == 50

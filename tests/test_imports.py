@@ -84,3 +84,18 @@ def test_no_two_parts_import_each_other() -> None:
     cycles = sorted(f"{a} ↔ {b}" for a in edges for b in edges[a] if a < b and a in edges.get(b, set()))
     assert cycles == []
     assert "export" not in edges["quant"] and "_zoo" not in edges["models"]
+
+
+@pytest.mark.parametrize("module", ["vitc", "vitc.export", "vitc.checkpoint", "vitc.api"])
+def test_importing_the_library_draws_nothing_from_pythons_random(module: str) -> None:
+    """`import vitc.export` advanced `random`'s state: it imported Rich (vitc._text), whose style module draws
+    from it at import, so a caller's seeded sequence came out otherwise after the import."""
+    code = (
+        "import random, sys, importlib\n"
+        "import torch, numpy\n"  # what a caller has loaded already: their own draws are not this test's
+        "random.seed(0); before = random.getstate()\n"
+        f"importlib.import_module({module!r})\n"
+        "print(random.getstate() == before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "True", f"importing {module} changed random's state"

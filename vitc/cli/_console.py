@@ -4,7 +4,7 @@ Paths, class names and option values come from the user and may hold `[` and `]`
 valid folder): Rich would read them as markup, crash or restyle them. vitc's consoles therefore
 never parse markup; its own styling goes through `Text` spans. Text from a file may also hold
 control characters (a class name carrying an ANSI escape sequence would recolour or rewrite the
-terminal): every string these consoles print shows them escaped (vitc._text), as error messages do.
+terminal): every string these consoles print shows them escaped (vitc._terminal), as error messages do.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.text import Text
 
-from vitc._text import PlainConsole, printable
+from vitc._terminal import PlainConsole
+from vitc._text import printable
 
 __all__ = ["PlainConsole", "console", "labelled", "library_warnings_printed", "printable"]
 

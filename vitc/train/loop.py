@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from vitc._io import write_json
 from vitc._lazy import lazy_import
-from vitc._text import PlainConsole
+from vitc._terminal import PlainConsole
 from vitc.checkpoint import load_state_dict, save_checkpoint
 from vitc.data.datasets import epoch_share, make_generator, split_batches
 from vitc.data.feed import EVAL_BATCH, final_split

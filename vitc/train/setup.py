@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from vitc._io import write_json
-from vitc._text import PlainConsole
+from vitc._terminal import PlainConsole
 from vitc.artifacts.model_cfg import ModelCfg
 from vitc.artifacts.preprocess import resolve_preprocess
 from vitc.checkpoint import require_pooled

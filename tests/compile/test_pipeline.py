@@ -185,6 +185,27 @@ def test_exported_programs_run_under_cpu_autocast(name: str, target: str) -> Non
         assert max_diff(got.float(), expected.float()) <= tolerance * max(1.0, float(expected.float().abs().max()))
 
 
+def test_torch_2_4s_exporting_flag_records_the_same_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch 2.4 has no torch.compiler.is_exporting; vitc's own flag, forced here on a newer torch, must
+    give the program torch's flag gives: the same ops (addcmul, not lerp) and the same logits."""
+    from vitc.compile import _exporting, static_gpsa
+
+    compiled, _ = compile_model(build("convit_micro"), target="cpu")
+    x = torch.randn(2, *compiled.vitc_cfg.input_size, generator=torch.Generator().manual_seed(3))
+
+    def ops(program: torch.export.ExportedProgram) -> list[str]:
+        return [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+
+    native = export_with_free_batch(compiled, x)
+    monkeypatch.setattr(static_gpsa, "is_exporting", _exporting._own_flag)
+    own = export_with_free_batch(compiled, x)
+    assert ops(own) == ops(native) and any("addcmul" in op for op in ops(own))
+    assert not _exporting.is_exporting() and not _exporting._own_flag()  # lowered after the export
+    for size in (1, 3):
+        batch = torch.randn(size, *compiled.vitc_cfg.input_size, generator=torch.Generator().manual_seed(size))
+        assert torch.equal(own.module()(batch), native.module()(batch))
+
+
 def test_the_compile_check_runs_in_full_fp32_and_restores_the_users_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """With TF32 on (a common global setting) the check failed on CUDA: 'changed the logits by 0.000445'."""
     from vitc.compile import pipeline

@@ -18,6 +18,7 @@ from torch import nn
 
 from vitc._io import atomic_write
 from vitc.artifacts.program import PROGRAM_RECORD
+from vitc.compile._exporting import exporting
 from vitc.compile.report import TOLERANCE
 from vitc.errors import VitcError
 
@@ -37,7 +38,8 @@ def export_with_free_batch(model: nn.Module, example: torch.Tensor) -> Any:
     extra = {}
     if "prefer_deferred_runtime_asserts_over_guards" in inspect.signature(torch.export.export).parameters:
         extra["prefer_deferred_runtime_asserts_over_guards"] = True
-    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},), **extra)
+    with exporting():
+        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},), **extra)
 
 
 @torch.no_grad()

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitc.compile._base import Pass, fuse_linears, linear_like, register_pass
+from vitc.compile._exporting import is_exporting
 from vitc.models.convit import GPSA, separable_product
 from vitc.models.layers import flush_subnormals
 
@@ -178,7 +179,7 @@ class StaticGPSA(nn.Module):
         else:  # content first: the output takes SDPA's (B, N, H, d) layout, and the reshape below is a view
             content = F.scaled_dot_product_attention(q, k, v, scale=1.0)
             positional = self._positional_heads_first(fused)  # under autocast: SDPA's and bmm's dtype
-            if torch.compiler.is_exporting():  # traced casts are no-ops, so none is kept: promote instead
+            if is_exporting():  # traced casts are no-ops, so none is kept: promote instead
                 out = torch.addcmul(content, positional - content, self.gate)
             else:
                 out = torch.lerp(content, _as(positional, content.dtype), _as(self.gate, content.dtype))

@@ -39,6 +39,29 @@ def test_fp32_parity_all_families(name: str) -> None:
     assert parity(proto, model, x, batch) <= 1e-4
 
 
+class _ScaledAttention(torch.nn.Module):
+    """SDPA with an explicit scale, as every family calls it; this scale's float32 and float64 square
+    roots round to different float32s (torch folds it in double)."""
+
+    scale = 0.2522709791549322
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) read as (B, heads, tokens, dim)
+        return torch.nn.functional.scaled_dot_product_attention(x, x, x, scale=self.scale)
+
+
+def test_an_explicit_attention_scale_exports_as_on_torch_2_5() -> None:
+    # torch 2.4's exporter failed on a float scale (pytorch#135594); vitc's mend must give 2.5+'s graph
+    model = _ScaledAttention().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto = export_onnx(model, (3, 32, 32), 17, BatchRange(1, 2, 4))
+    scales = [onnx.numpy_helper.to_array(a.t) for n in proto.graph.node if n.op_type == "Constant" for a in n.attribute]
+    assert [s.dtype for s in scales] == [np.float32, np.float32]
+    assert all(s == np.float32(np.sqrt(model.scale)) for s in scales)  # sqrt in double, then float32
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    assert parity(proto, model, x, BatchRange(1, 2, 4)) <= 1e-5
+
+
 @pytest.mark.parametrize("name", ["deit_micro", "convit_micro", "spvit_micro"])
 def test_average_pooling_exports(name: str, tmp_path) -> None:
     """A checkpoint of timm's global_pool='avg' exports as the class token's does (DeiT's fc_norm too)."""

@@ -33,10 +33,30 @@ def read_onnx(path: Any, external_data: bool = True) -> Any:
         raise VitcError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
 
 
+def _mend_sdpa_scale(torch: Any) -> None:
+    """torch 2.4's exporter fails on `scaled_dot_product_attention(..., scale=s)` (vitc passes it in every
+    family): it reads the scale as a Python float and cannot make a Sqrt of it (pytorch#135594, fixed in
+    2.5). Its own symbolic, re-registered with the scale behind a Cast to double (what it is already), runs
+    2.5's code path: the same Sqrt of the scale, folded to the same float32 constant."""
+    if tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5):
+        return
+    from torch.onnx import symbolic_helper, symbolic_opset14
+
+    original = symbolic_opset14.scaled_dot_product_attention
+
+    def sdpa(g: Any, query: Any, key: Any, value: Any, mask: Any, dropout: Any, causal: Any, scale: Any) -> Any:
+        if not symbolic_helper._is_none(scale):
+            scale = g.op("Cast", scale, to_i=11)  # DOUBLE; no longer an onnx::Constant, 2.4 leaves it a value
+        return original(g, query, key, value, mask, dropout, causal, scale)
+
+    torch.onnx.register_custom_op_symbolic("aten::scaled_dot_product_attention", sdpa, 14)
+
+
 def export_onnx(model: Any, input_size: tuple[int, int, int], opset: int, batch: BatchRange) -> Any:
     """Trace `model` to an onnx.ModelProto with input `input` (B, C, H, W) and output `logits`."""
     torch = lazy_import("torch")
     onnx = lazy_import("onnx")
+    _mend_sdpa_scale(torch)
     x = torch.zeros(batch.opt, *input_size)
     dynamic_axes = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if batch.dynamic else None
     buf = io.BytesIO()

@@ -99,6 +99,18 @@ def test_pt2_without_vitc_record_or_not_a_zip_is_a_clear_error(tmp_path: Path) -
     assert "nested too deeply" in run("info", str(tmp_path / "deep.pt2")).output
 
 
+@pytest.mark.parametrize("entry", ["model/extra/vitc.json", "extra_files/vitc.json"])  # torch 2.5+, torch 2.4
+def test_pt2_record_is_found_in_either_torch_layout(tmp_path: Path, entry: str) -> None:
+    import zipfile
+
+    from vitc.artifacts.program import read_program_record
+
+    path = tmp_path / "model.pt2"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(entry, json.dumps({"compile": {"target": "cpu"}}))
+    assert read_program_record(path) == {"compile": {"target": "cpu"}}
+
+
 def test_checkpoint_config_one_row_per_section(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from vitc.checkpoint import meta_for, save_checkpoint

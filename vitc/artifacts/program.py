@@ -13,16 +13,16 @@ from typing import Any, Dict
 from vitc._io import parse_json
 from vitc.errors import VitcError
 
-PROGRAM_RECORD = "vitc.json"  # torch.export stores extra files as <archive>/extra/<name>
+PROGRAM_RECORD = "vitc.json"  # torch.export stores it as <archive>/extra/<name> (torch 2.4: extra_files/<name>)
 PROGRAM_RECORD_BYTES = 1 << 20  # vitc's record is a few kB
 
 
 def read_program_record(path: str | os.PathLike[str]) -> Dict[str, Any]:
     """vitc's record of a .pt2 archive; a one-line VitcError for anything `vitc compile --out` did not write."""
-    suffix = f"/extra/{PROGRAM_RECORD}"
+    suffix, legacy = f"/extra/{PROGRAM_RECORD}", f"extra_files/{PROGRAM_RECORD}"
     try:
         with zipfile.ZipFile(path) as archive:
-            entries = [e for e in archive.infolist() if e.filename.endswith(suffix)]
+            entries = [e for e in archive.infolist() if e.filename.endswith(suffix) or e.filename == legacy]
             if not entries:
                 raise VitcError(f"{path}: a .pt2 archive without vitc's record (not written by `vitc compile --out`)")
             if entries[0].file_size > PROGRAM_RECORD_BYTES:

@@ -34,6 +34,8 @@ def strict_fp32() -> Iterator[None]:
     `set_float32_matmul_precision("high")`) or oneDNN's bf16 matmuls change them by more than that on
     their own. torch 2.9+ refuses reads of the legacy switches once the new `fp32_precision` ones were
     set differently, so each torch's own kind of switch is saved and restored, the legacy one first.
+    Before 2.9 `cuda.matmul.allow_tf32` is the matmul precision seen as a bool (setting it True makes
+    "medium" "high"), so there the precision is restored after the switches.
     """
     flags = precision_flags()
     saved = [getattr(owner, name) for owner, name in flags]
@@ -45,6 +47,10 @@ def strict_fp32() -> Iterator[None]:
         with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
             yield
     finally:
-        torch.set_float32_matmul_precision(matmul)
+        legacy = any(name == "allow_tf32" for _, name in flags)
+        if not legacy:
+            torch.set_float32_matmul_precision(matmul)
         for (owner, name), value in zip(flags, saved, strict=True):
             setattr(owner, name, value)
+        if legacy:
+            torch.set_float32_matmul_precision(matmul)

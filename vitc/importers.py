@@ -89,13 +89,14 @@ def read_state_dict(
 @contextlib.contextmanager
 def _allowing(safe: list[Any]) -> Iterator[None]:
     """`safe` allowed to `torch.load(weights_only=True)` for the duration: torch's own context manager from
-    2.5; torch 2.4 (the minimum) has only the process-wide list, which is restored after."""
+    2.5; torch 2.4 (the minimum) has only the process-wide list, which is restored after (from a copy: 2.4's
+    get_safe_globals returns the list itself, which add_safe_globals extends in place)."""
     serialization = torch.serialization
     if hasattr(serialization, "safe_globals"):
         with serialization.safe_globals(safe):
             yield
         return
-    before = serialization.get_safe_globals()
+    before = list(serialization.get_safe_globals())
     serialization.add_safe_globals(safe)
     try:
         yield

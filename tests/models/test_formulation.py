@@ -6,6 +6,7 @@ GPU speed itself is measured by `make gpu-check` (docs/gpu_check.py), not here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from typer.testing import CliRunner
 import vitc.train.device
 from tests.doc_scripts import load_doc_script
 from vitc.cli.main import app
-from vitc.models import create_model, layers
+from vitc.errors import VitcError
+from vitc.models import create_model, layers, spvit
 from vitc.models.convit import GPSA, DensePositional, dense_product
 from vitc.models.cvt import ConvAttention
 from vitc.models.formulation import MARGIN, Trial, choose_formulations, describe, pick
@@ -71,6 +73,11 @@ def test_dense_positional_keeps_v_not_a_per_head_copy() -> None:
     assert storages == {v.untyped_storage().data_ptr(), table.untyped_storage().data_ptr()}
 
 
+def _has_flex() -> bool:
+    return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
+
+
+@pytest.mark.skipif(not _has_flex(), reason="FlexAttention arrived in torch 2.5")
 def test_spsa_flex_forward_matches_the_reference() -> None:
     """FlexAttention with the prior as a score modification; its backward needs a GPU (gpu_check)."""
     torch.manual_seed(0)
@@ -83,6 +90,18 @@ def test_spsa_flex_forward_matches_the_reference() -> None:
         with pytest.warns(UserWarning, match="without torch.compile"):  # eager flex on CPU, as torch warns
             got = attn(x)
     assert (got - want).abs().max().item() <= 1e-5
+
+
+def test_flex_on_a_torch_without_it_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch 2.4 has no FlexAttention: a pinned attn_impl='flex' names the torch it needs (simulated on newer)."""
+    monkeypatch.setitem(sys.modules, "torch.nn.attention.flex_attention", None)  # import fails as on torch 2.4
+    spvit._flex_attention.cache_clear()
+    attn = SPSA(dim=32, num_heads=4, grid=5, attn_impl="flex")
+    try:
+        with pytest.raises(VitcError, match=r"attn_impl 'flex' \(FlexAttention\) needs torch >= 2\.5"):
+            attn(torch.randn(2, 25, 32))
+    finally:
+        spvit._flex_attention.cache_clear()
 
 
 @pytest.mark.parametrize("scale_queries", [True, False])
@@ -260,7 +279,8 @@ def test_choose_formulations_measures_every_candidate_and_sets_the_modules() -> 
     assert len(record) == 1 and record[0]["module"] == "SPSA" and record[0]["blocks"] == 2
     trials = {t["impl"]: t for t in record[0]["trials"]}
     assert set(trials) == {"fused", "flex", "reference"}
-    assert "NotImplementedError" in trials["flex"]["error"]  # FlexAttention has no CPU backward
+    flex_error = "NotImplementedError" if _has_flex() else "needs torch >= 2.5"  # no CPU backward; torch 2.4
+    assert flex_error in trials["flex"]["error"]
     for impl in ("fused", "reference"):
         assert trials[impl]["error"] is None and trials[impl]["ms"] > 0 and trials[impl]["max_rel_diff"] <= 1e-4
     assert trials["reference"]["saved_mib"] > trials["fused"]["saved_mib"]  # (B, H, N, N) probabilities

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitc.errors import VitcError
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
     GLOBAL_POOLS,
@@ -115,7 +116,13 @@ def flex_prior_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prio
 @functools.cache
 def _flex_attention(compiled: bool) -> Callable[..., torch.Tensor]:
     """flex_attention, torch.compile'd once per process where it runs as a fused kernel (CUDA)."""
-    from torch.nn.attention.flex_attention import flex_attention
+    try:
+        from torch.nn.attention.flex_attention import flex_attention
+    except ImportError as exc:  # FlexAttention arrived in torch 2.5
+        raise VitcError(
+            f"attn_impl 'flex' (FlexAttention) needs torch >= 2.5, this is {torch.__version__}: "
+            "use 'fused' (the default) or upgrade torch"
+        ) from exc
 
     return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
 

@@ -93,7 +93,8 @@ def test_a_killed_rank_stops_the_run_in_one_line_and_resume_finishes_it(tmp_path
 
 
 # Imported by every process of the interrupted launch (a sitecustomize.py on PYTHONPATH): Ctrl-C as a
-# terminal sends it, to the launcher and every rank at once, when rank 0 asks for batch number $CTRL_C_AT,
+# terminal sends it, to the launcher and every rank at once (or, $STOP_BY=sigterm, SIGTERM to the launcher,
+# which sends it on to the ranks), when rank 0 asks for batch number $CTRL_C_AT,
 # or ($CTRL_C_AT "sums") when rank 1's all-reduce of the epoch's train loss sums has just returned.
 _CTRL_C_AT_A_STEP = """
 import os
@@ -106,7 +107,10 @@ if os.environ.get("RANK") == "0" and os.environ["CTRL_C_AT"] != "sums":
         calls[0] += 1
         if calls[0] == int(os.environ["CTRL_C_AT"]):
             time.sleep(float(os.environ["CTRL_C_AFTER"]))  # rank 1 meanwhile waits in the gradient all-reduce
-            os.killpg(0, signal.SIGINT)  # the launcher's process group: itself and the ranks
+            if os.environ.get("STOP_BY") == "sigterm":  # Slurm, timeout: the launcher SIGTERMs the ranks
+                os.kill(os.getppid(), signal.SIGTERM)
+            else:
+                os.killpg(0, signal.SIGINT)  # the launcher's process group: itself and the ranks
             time.sleep(60)  # rank 0's KeyboardInterrupt is raised here, before its step's draws
         return next_batch(self)
     Prefetcher.__next__ = interrupting
@@ -210,3 +214,29 @@ def test_three_processes_resume_summing_in_the_uninterrupted_order(tmp_path: Pat
     expected, got = load_file(reference / "last.safetensors"), load_file(run_dir / "last.safetensors")
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_saves_every_ranks_step(tmp_path: Path) -> None:
+    """SIGTERM to `vitc train --nproc 2` (Slurm's preemption, `timeout`) within an epoch: the launcher SIGTERMs
+    its ranks, which save where they stand as after Ctrl-C, rank 1 its own streams beside rank 0's state at
+    the same step, and --resume goes on from there with every rank's streams. The ranks died of the SIGTERM,
+    saving nothing past the last epoch's end."""
+    tiny = {**TINY, "aug.crop_scale": [0.5, 1.0], "aug.flip": True, "model.drop_path_rate": 0.2}
+    tiny |= {"run.out_dir": str(tmp_path / "runs"), "run.name": "ddp"}
+    cmd = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "-q", *_set_args(tiny)]
+    run_dir = Path(tiny["run.out_dir"]) / "ddp"
+    env = {**_ctrl_c_env(tmp_path), "CTRL_C_AT": "5", "CTRL_C_AFTER": "0", "STOP_BY": "sigterm"}
+    cut = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # batch 5: epoch 2, step 2
+    assert cut.returncode == 143, cut.stdout + cut.stderr
+    said = cut.stderr.strip().splitlines()[-1]
+    assert said.startswith("error: stopped by SIGTERM: the 2 processes were stopped; continue with: vitc train")
+    saved = json.loads(read_safetensors_metadata(run_dir / "resume.safetensors")[RESUME_KEY])["state"]
+    assert (saved["epoch"], saved["step_in_epoch"]) == (1, 1)
+    assert (run_dir / "resume.rank1.safetensors").is_file()
+
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "warning" not in resumed.stdout + resumed.stderr  # rank 1 had its streams saved at rank 0's step
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]

@@ -148,6 +148,11 @@ def shutdown(info: DistInfo) -> None:
 # ---------------------------------------------------------------- the launcher (`vitc train --nproc N`)
 
 STOP_GRACE_S = 5.0  # how long the other processes get to exit after SIGTERM before SIGKILL
+# after SIGTERM or SIGHUP to the launcher, how long its ranks get to save where they stand (as after Ctrl-C,
+# vitc.train.interrupt) before SIGKILL: a large model's resume state takes seconds; the sender's own SIGKILL
+# (Slurm's KillWait, 30 s by default; docker stop's 10 s) comes when it comes
+SAVE_GRACE_S = 30.0
+OWN_LINE_CODES = (2, 130, 128 + signal.SIGTERM)  # a rank's own error, or what it saved after Ctrl-C or SIGTERM
 
 
 LAUNCHER_ENV = "VITC_NPROC"  # set in the processes `vitc train --nproc N` starts (torchrun's are not)
@@ -162,9 +167,11 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
     """Run `python -m vitc.cli.main *argv` as `nproc` ranks on this machine (torchrun's environment,
     a free local port) and watch them: when one dies, the others are stopped within seconds (a rank
     blocked in a collective would otherwise wait for its peer for gloo's 30-minute timeout) and one
-    line says which rank died and how. A rank's own one-line error (exit code 2, or 130 after Ctrl-C with
-    its resume command) is passed on as it is; after Ctrl-C with no rank saying what it saved (pressed in
-    the start-up, or once the run had finished), `saved` says what the run folder holds. Rank 0 ends cleanly
+    line says which rank died and how. A rank's own one-line error (exit code 2, or 130 after Ctrl-C and 143
+    after a SIGTERM of its own, with its resume command) is passed on as it is; after Ctrl-C with no rank
+    saying what it saved (pressed in the start-up, or once the run had finished), `saved` says what the run
+    folder holds. SIGTERM or SIGHUP to the launcher stops the ranks with SIGTERM, which each takes as Ctrl-C
+    (it saves where it stands), and SIGKILL after SAVE_GRACE_S. Rank 0 ends cleanly
     only after the run's last barrier, which every rank reached, so a rank that aborts after that died
     tearing down: a warning, not an error.
     """
@@ -194,7 +201,7 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
             pass
         finally:
             signals.armed = False
-            _stop(procs, STOP_GRACE_S)
+            _stop(procs, SAVE_GRACE_S if signals.received else STOP_GRACE_S)
         texts = []
         for err in errs:
             err.seek(0)
@@ -221,7 +228,7 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
         return
     rank, code = _cause(first, failed, texts)
     own = _own_errors(texts[rank])
-    if code in (2, 130) and own:  # a VitcError (the same bad input in every rank), or Ctrl-C's resume line
+    if code in OWN_LINE_CODES and own:  # a VitcError (the same bad input in every rank), or a stop's resume line
         error = VitcError(own[-1][len("error: ") :])
         error.exit_code = code
         raise error
@@ -307,7 +314,7 @@ def _cause(first: tuple[int, int], failed: list[tuple[int, int]], texts: list[st
     then failed on the closed connection and exited in the same instant."""
     if first[1] < 0:
         return first
-    said = [(rank, code) for rank, code in failed if code in (2, 130) and _own_errors(texts[rank])]
+    said = [(rank, code) for rank, code in failed if code in OWN_LINE_CODES and _own_errors(texts[rank])]
     return min(said) if said else first
 
 

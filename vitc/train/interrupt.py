@@ -1,16 +1,23 @@
-"""Ctrl-C during training, held while a step exchanges its gradients and records that it is done.
+"""Ctrl-C and SIGTERM during training, held while a step exchanges its gradients and records that it is
+done, and while an epoch's end records the epoch.
 
-Under DDP the terminal's Ctrl-C reaches every process at once and each saves where it stands; a resume
-continues each process from its own saved streams only where all stopped at the same step. Raised at
-once, KeyboardInterrupt could stop one process just before its step is recorded and another just
-after. Held from the backward pass (DDP's gradient all-reduce) until the step is recorded, it lets a
-step whose gradients were exchanged finish in every process, and one whose exchange never completed
-finish in none: that exchange fails once the peer that stopped has gone, and with Ctrl-C pressed the
-failure is the interruption. One process gains too: no optimiser step is saved applied but uncounted.
-A second Ctrl-C does not wait (a large model's step on a CPU takes seconds): the step is then cut short,
-as every Ctrl-C cut it before. Under nccl the exchange is queued on the GPU and the backward returns
-before it completes, so processes can still stop a step apart there: each then says so and draws fresh
-random streams from the resumed step (vitc.train.setup), as every process above 0 did before.
+SIGTERM (Slurm's preemption, `timeout`, `docker stop`, and the `--nproc` launcher stopping its ranks) is
+taken as Ctrl-C: Python's default ends the process at once, saving nothing and saying nothing. Either
+then saves the exact step and says how to continue, with exit code 128 + the signal.
+
+Under DDP the terminal's Ctrl-C (or the launcher's SIGTERM) reaches every process at once and each saves
+where it stands; a resume continues each process from its own saved streams only where all stopped at
+the same step. Raised at once, KeyboardInterrupt could stop one process just before its step is recorded
+and another just after. Held from the backward pass (DDP's gradient all-reduce) until the step is
+recorded, it lets a step whose gradients were exchanged finish in every process, and one whose exchange
+never completed finish in none: that exchange fails once the peer that stopped has gone, and with Ctrl-C
+pressed the failure is the interruption. One process gains too: no optimiser step is saved applied but
+uncounted. A second Ctrl-C does not wait (a large model's step on a CPU takes seconds): the step is then
+cut short, as every Ctrl-C cut it before. A second SIGTERM does wait: it is no one insisting (Slurm
+signals every process of a job and the launcher its ranks again), and its sender's next word is SIGKILL.
+Under nccl the exchange is queued on the GPU and the backward returns before it completes, so processes
+can still stop a step apart there: each then says so and draws fresh random streams from the resumed
+step (vitc.train.setup), as every process above 0 did before.
 """
 
 from __future__ import annotations
@@ -21,29 +28,34 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+# the signals that stop a run resumably, each with the handler Python starts with (a program embedding vitc
+# that set its own keeps it)
+STOP_SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
 
 class CtrlC:
-    """SIGINT while `installed`: KeyboardInterrupt at once, or at the end of a `held` section."""
+    """SIGINT or SIGTERM while `installed`: KeyboardInterrupt at once, or at the end of a `held` section."""
 
     def __init__(self) -> None:
         self.holding = False
         self.pressed = False
+        self.signum: int = signal.SIGINT  # the stop signal received last
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        """Take SIGINT over from Python's default handler; elsewhere (not the main thread, or a handler
-        the embedding program set) leave it, and `held` holds nothing."""
+        """Take SIGINT and SIGTERM over from Python's defaults; elsewhere (not the main thread, or a handler
+        the embedding program set) leave them, and `held` holds nothing."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            yield
-            return
-        signal.signal(signal.SIGINT, self._on_sigint)
+        taken = [signum for signum, default in STOP_SIGNALS.items() if signal.getsignal(signum) is default]
+        for signum in taken:
+            signal.signal(signum, self._on_signal)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for signum in taken:
+                signal.signal(signum, STOP_SIGNALS[signum])
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -59,24 +71,38 @@ class CtrlC:
         """Ctrl-C was pressed (a Python call: a signal that arrived during a blocking call is handled first)."""
         return self.pressed
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self.pressed and self.holding:  # pressed again while a long step finishes (a CPU's): stop now
+    def said(self) -> str:
+        """What stopped the run, as its message starts: `interrupted` (Ctrl-C) or `stopped by SIGTERM`."""
+        return "interrupted" if self.signum == signal.SIGINT else f"stopped by {signal.Signals(self.signum).name}"
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal, as a shell reports a process that the signal ended (130 for Ctrl-C)."""
+        return 128 + self.signum
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        again = self.pressed and self.holding and signum == signal.SIGINT
+        if again:  # pressed again while a long step finishes (a CPU's): stop now
             self.holding = False
             raise KeyboardInterrupt
+        if not self.pressed:
+            self.signum = signum
         self.pressed = True
         if not self.holding:
             raise KeyboardInterrupt
 
 
 @contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """Further Ctrl-C presses ignored while an interrupted run saves its state: a second press killed the
-    save half-way (the file is written atomically, so the previous state stayed, and the run said nothing)."""
+def stop_signals_ignored() -> Iterator[None]:
+    """Further Ctrl-C presses and SIGTERMs ignored while an interrupted run saves its state: a second press
+    killed the save half-way (the file is written atomically, so the previous state stayed, and the run
+    said nothing)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -42,18 +42,18 @@ from vitc.train.distributed import (
     union_over_processes,
 )
 from vitc.train.evaluate import broadcast_state, evaluate_batches
-from vitc.train.interrupt import sigint_ignored
+from vitc.train.interrupt import stop_signals_ignored
 from vitc.train.optim import backbone_eval, lr_at
 from vitc.train.records import checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder
 from vitc.train.setup import Run, out_of_patience, seed_streams, setup_run, stand_in_loss
-from vitc.train.state import RankState, remove_rank_states, rng_states, save_state, set_rng_states
+from vitc.train.state import RankState, TrainState, remove_rank_states, rng_states, save_state, set_rng_states
 
 FEED_AHEAD = {"cuda": 1}  # batches augmented ahead, by device type (vitc.data.prefetch); a CPU takes each in turn
 
 
 class TrainingInterrupted(VitcError):
-    """Ctrl-C: a resumable checkpoint was written."""
+    """Ctrl-C (exit code 130) or SIGTERM (143): a resumable checkpoint was written."""
 
     exit_code = 130
 
@@ -113,29 +113,38 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
 
 
 def _train(run: Run) -> RunResult:
-    """One epoch and its end at a time; Ctrl-C saves a resumable state, a CUDA failure is one line."""
+    """One epoch and its end at a time; Ctrl-C or SIGTERM saves a resumable state, a CUDA failure is one line."""
     cfg, state = run.cfg, run.state
-    try:
-        with run.ctrl_c.installed():
+    with run.ctrl_c.installed():  # through the final test too: SIGTERM there says what follows, as Ctrl-C does
+        try:
             for epoch in range(state.epoch, state.epoch if state.stopped_early else cfg.optim.epochs):
                 _train_epoch(run, epoch)
                 if _end_epoch(run, epoch):
                     break
-    except KeyboardInterrupt:
-        with sigint_ignored():
-            _interrupted(run)
-    except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
-        if run.ctrl_c.stopped():  # under DDP, a collective failed as a peer stopped for the same Ctrl-C
-            with sigint_ignored():
+        except KeyboardInterrupt:
+            with stop_signals_ignored():
                 _interrupted(run)
-        reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, run.amp_dtype, run.run_dir, state.epoch))
-    try:
-        return _finish(run)
-    except KeyboardInterrupt:  # the last epoch's checkpoints and resume file are written; --resume goes on here
-        raise TrainingInterrupted(
-            f"interrupted while scoring the best checkpoint, after training: {run.run_dir}'s checkpoints are "
-            f"complete; its test score and summary.json follow from: {resume_command(cfg, run.dist)}"
-        ) from None
+        except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
+            if run.ctrl_c.stopped():  # under DDP, a collective failed as a peer stopped for the same Ctrl-C
+                with stop_signals_ignored():
+                    _interrupted(run)
+            reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, run.amp_dtype, run.run_dir, state.epoch))
+        try:
+            return _finish(run)
+        except KeyboardInterrupt:  # the last epoch's checkpoints and resume file are written; --resume goes on here
+            raise _stop(
+                run,
+                f" while scoring the best checkpoint, after training: {run.run_dir}'s checkpoints are complete; its "
+                f"test score and summary.json follow from: {resume_command(cfg, run.dist)}",
+            ) from None
+
+
+def _stop(run: Run, rest: str) -> TrainingInterrupted:
+    """The one line a stopped run ends with: what stopped it (Ctrl-C or SIGTERM), then `rest`; exit 128 + the
+    signal."""
+    stopped = TrainingInterrupted(run.ctrl_c.said() + rest)
+    stopped.exit_code = run.ctrl_c.exit_code
+    return stopped
 
 
 def _train_epoch(run: Run, epoch: int) -> None:
@@ -242,7 +251,7 @@ def _end_epoch(run: Run, epoch: int) -> bool:
     """Evaluate (each process its share), keep best and last, save the resumable state (rank 0); True when
     the run stops early."""
     cfg, state, feed, dist, model, ema = run.cfg, run.state, run.feed, run.dist, run.model, run.ema
-    folder, board, progress, mean, std = run.folder, run.board, run.progress, run.mean, run.std
+    board, progress, mean, std = run.board, run.progress, run.mean, run.std
     total_steps, warmup_steps = run.total_steps, run.warmup_steps
     state.train_seconds += time.perf_counter() - run.tick
     run.tick = None
@@ -270,42 +279,57 @@ def _end_epoch(run: Run, epoch: int) -> bool:
         }
         if "skipped" in state.partial:  # unreadable images skipped this epoch (data.on_bad_image=skip)
             row["skipped_images"] = int(state.partial["skipped"])
-        state.history.append(row)
-        run.ending = None
-        progress.epoch_summary(row)
-        state.stopped_early = out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
-        if state.stopped_early:
-            row["stopped_early"] = True
-        state.seconds = run.earlier + time.perf_counter() - run.started
-        meta = checkpoint_meta(evaluated, run.run_info, row)
-        if val["top1"] > state.best_top1:
-            state.best_top1 = val["top1"]
-            save_checkpoint(folder.path / "best.safetensors", evaluated, meta)
-        save_checkpoint(folder.path / "last.safetensors", evaluated, meta)
-        save_state(
-            folder.path / "resume.safetensors",
-            state,
-            model,
-            run.optimizer,
-            ema and ema.module,
-            {"aug": run.aug_gen},
-            run.run_info,
-            run.scaler,
-        )
-        remove_rank_states(folder.path / "resume.safetensors")  # the other processes' parts of a Ctrl-C before
-        report.write_metrics(state.history, folder.path / "metrics.jsonl")
-        report.plot_curves(state.history, folder.path / "curves.png", cfg.run_name, run.schedule)
-        if board:
-            board.epoch(row, [folder.path / "curves.png"])
-            if board.sample is not None:  # under DDP rank 0's share of val may all have been unreadable
-                board.locality(evaluated, eval_transform(board.sample, mean, std), row["epoch"])
-        folder.commit()  # a --force run replaces the old one now that it has checkpoints
+        with run.ctrl_c.held():  # a stop waits until the epoch is in every log and in the resume state
+            _record_epoch(run, row, evaluated)
     stop = {"stop": float(state.stopped_early)}
     all_reduce_sum(dist, stop)  # rank 0 decided: every process leaves the loop together
     state.stopped_early = stop["stop"] > 0
     barrier(dist)
     run.in_place, run.ending = True, None  # rank 0 has committed the run folder and recorded the epoch's end
     return state.stopped_early
+
+
+def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> None:
+    """Rank 0: the epoch's row, its checkpoints and every log (metrics.jsonl, curves.png, TensorBoard's
+    figures and scalars, flushed), and only then the resumable state. A stop before that state is saved
+    runs the epoch's end again on --resume (`_undo_epoch_end`), which rewrites metrics.jsonl and curves.png
+    from the saved history and purges TensorBoard past the resume point (vitc.train.setup): every epoch
+    in the resume state is in every log, once. The other order lost an epoch stopped between the two from
+    TensorBoard and the curves for good, and the last epoch from metrics.jsonl too."""
+    cfg, state, folder, board, model, ema = run.cfg, run.state, run.folder, run.board, run.model, run.ema
+    state.history.append(row)
+    run.progress.epoch_summary(row)
+    state.stopped_early = out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
+    if state.stopped_early:
+        row["stopped_early"] = True
+    state.seconds = run.earlier + time.perf_counter() - run.started
+    meta = checkpoint_meta(evaluated, run.run_info, row)
+    if row["val_top1"] > state.best_top1:
+        state.best_top1 = row["val_top1"]
+        save_checkpoint(folder.path / "best.safetensors", evaluated, meta)
+    save_checkpoint(folder.path / "last.safetensors", evaluated, meta)
+    report.write_history(state.history, folder.path, cfg.run_name, run.schedule)
+    if board:
+        if board.sample is not None:  # under DDP rank 0's share of val may all have been unreadable
+            board.locality(evaluated, eval_transform(board.sample, run.mean, run.std), row["epoch"])
+        board.epoch(row, [folder.path / "curves.png"])  # flushed, as near the resume state as can be
+    generators = {"aug": run.aug_gen}
+    save_state(folder.path / "resume.safetensors", state, model, run.optimizer, ema and ema.module, generators,
+               run.run_info, run.scaler)  # fmt: skip
+    run.ending = None  # the epoch is recorded: a stop from here resumes after it
+    remove_rank_states(folder.path / "resume.safetensors")  # the other processes' parts of a Ctrl-C before
+    folder.commit()  # a --force run replaces the old one now that it has checkpoints
+
+
+def _undo_epoch_end(run: Run) -> None:
+    """Stopped in an epoch's end before its resume state was saved: the state as that end began, its row
+    and best score taken back, so that --resume runs the end again (validation, checkpoints, every log)."""
+    state = run.state
+    state.epoch, state.step_in_epoch, run.ending = state.epoch - 1, run.ending, None
+    if state.history and state.history[-1]["epoch"] > state.epoch:  # rank 0 had taken its row in
+        state.history.pop()
+        state.best_top1 = max((row["val_top1"] for row in state.history), default=TrainState.best_top1)
+        state.stopped_early = False  # the loop ran: no earlier epoch had stopped it
 
 
 def _interrupted(run: Run) -> NoReturn:
@@ -316,17 +340,20 @@ def _interrupted(run: Run) -> NoReturn:
     cfg, state, dist, folder = run.cfg, run.state, run.dist, run.folder
     run.progress.finish()
     run.meter.settle(state.partial, state.epoch, run.progress, run.board, run.run_dir)  # the finished steps count
+    if run.board:  # their scalars to disk now: the resumed session logs from the step after them
+        run.board.close()
     if run.tick is not None:  # cut short within an epoch: its training time so far counts
         state.train_seconds += time.perf_counter() - run.tick
     state.seconds = run.earlier + time.perf_counter() - run.started
     if dist.is_main and folder.abandon():
-        raise TrainingInterrupted(
-            f"interrupted before the first epoch ended: {folder.final} is kept as it was (--force replaces a run "
-            "once the new one has a checkpoint)"
+        raise _stop(
+            run,
+            f" before the first epoch ended: {folder.final} is kept as it was (--force replaces a run once the new "
+            "one has a checkpoint)",
         ) from None
     summed = run.ending is not None  # the epoch's running sums are all in rank 0's now
-    if summed:  # cut short in an epoch's validation: --resume runs that epoch's end again
-        state.epoch, state.step_in_epoch, run.ending = state.epoch - 1, run.ending, None
+    if summed:  # cut short in an epoch's end, before its resume state: --resume runs that end again
+        _undo_epoch_end(run)
     if state.epoch < cfg.optim.epochs:
         if run.unfinished is not None:  # a step was cut short: undo its random draws
             run.aug_gen.set_state(run.unfinished[0])
@@ -337,7 +364,7 @@ def _interrupted(run: Run) -> NoReturn:
             folder.commit()
         elif state.step_in_epoch and not summed and run.in_place:  # not into a --force copy rank 0 drops
             RankState(folder.final / "resume.safetensors", dist.rank, dist.world_size).save(state, {"aug": run.aug_gen})
-    raise TrainingInterrupted(f"interrupted; continue with: {resume_command(cfg, dist)}") from None
+    raise _stop(run, f"; continue with: {resume_command(cfg, dist)}") from None
 
 
 def resume_command(cfg: TrainConfig, dist: Any, by_nproc: bool | None = None) -> str:

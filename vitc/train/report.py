@@ -18,6 +18,15 @@ def write_metrics(history: list[dict[str, Any]], path: str | os.PathLike[str]) -
         tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
 
 
+def write_history(
+    history: list[dict[str, Any]], folder: str | os.PathLike[str], title: str, schedule: Sequence[tuple[float, float]]
+) -> None:
+    """metrics.jsonl and curves.png of the run folder, from the history: at every epoch's end, and from the
+    saved history on --resume (a stop between an epoch's logs and its resume state left rows it is past)."""
+    write_metrics(history, Path(folder) / "metrics.jsonl")
+    plot_curves(history, Path(folder) / "curves.png", title, schedule)
+
+
 def lr_schedule(
     total_steps: int, warmup_steps: int, base_lr: float, min_lr: float, steps_per_epoch: int, points: int = 200
 ) -> list[tuple[float, float]]:
@@ -110,9 +119,12 @@ class TensorBoardLog:
 
     SAMPLE = 16  # validation images the locality figures are measured on
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], purge_step: int | None = None) -> None:
+        """`purge_step`: TensorBoard hides every record of the folder, of every tag, at that step or later that
+        was written before this writer (a stopped run's records past its resume point)."""
         lazy_import("tensorboard")  # SummaryWriter needs it: a VitcError naming the extra when missing
-        self.writer = lazy_import("torch.utils.tensorboard").SummaryWriter(log_dir=str(folder))
+        writer = lazy_import("torch.utils.tensorboard").SummaryWriter
+        self.writer = writer(log_dir=str(folder), purge_step=purge_step)
         self.sample: Any = None  # the first validation images, kept by tap()
 
     def tap(self, batches: Iterable[tuple[Any, Any, Any]]) -> Iterator[tuple[Any, Any, Any]]:

@@ -88,7 +88,7 @@ class Run:
     tick: float | None = None  # when this epoch's training started, until it ends
     unfinished: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # RNG states before a step still running
     doing: str = "before the first step"  # said by a CUDA failure
-    ending: int | None = None  # an epoch's steps while its end (validation, its row) runs: Ctrl-C re-runs it
+    ending: int | None = None  # an epoch's steps while its end runs, until its resume state is saved: a stop re-runs it
     in_place: bool = True  # rank 0 writes the run folder itself, not a --force run's copy that Ctrl-C may drop
     ctrl_c: CtrlC = field(default_factory=CtrlC)  # held from a step's gradient exchange until it is recorded
 
@@ -284,8 +284,12 @@ def setup_run(
         for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
             stale.unlink()
         write_json(folder.path / "config.json", cfg.to_dict())
+        if state.history:  # resumed: the logs of exactly the epochs it is past (vitc.train.loop._record_epoch)
+            report.write_history(state.history, folder.path, cfg.run_name, schedule)
     in_place = broadcast_from_main(dist, folder.path == folder.final)  # the other processes write beside it
-    board = report.TensorBoardLog(folder.path / "tensorboard") if cfg.log.tensorboard and dist.is_main else None
+    board = None
+    if cfg.log.tensorboard and dist.is_main:  # resumed: records past the resume point are hidden (purged)
+        board = report.TensorBoardLog(folder.path / "tensorboard", tensorboard_purge_step(state) if resume else None)
     progress = EpochProgress(enabled=show_progress and dist.is_main, show_top5=feed.num_classes > 5)
     return Run(
         cfg=cfg,
@@ -406,3 +410,14 @@ def out_of_patience(history: list[dict[str, Any]], patience: int, epochs: int) -
         return False
     best = max(history, key=lambda row: row["val_top1"])  # the first epoch that reached the best
     return history[-1]["epoch"] - best["epoch"] >= patience
+
+
+def tensorboard_purge_step(state: TrainState) -> int:
+    """The first step a resumed session logs (steps count from 1): TensorBoard hides the records at or past
+    it, of every tag, that a stopped session wrote (its per-step scalars past the resume point were recorded
+    twice, and out of order). One step for the folder's every tag: the epoch records are logged at their
+    epoch's number, which an epoch's at least one step keeps at or below the resume state's step, so no
+    epoch the state is past is hidden. Nor, where an epoch has several steps, is the one epoch a stop can
+    have logged past the state: stopped after its logs and before its resume state (a SIGKILL, or a second
+    Ctrl-C: the first waits, vitc.train.loop._record_epoch), its end runs again and records it twice."""
+    return state.global_step + 1

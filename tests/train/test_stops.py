@@ -1,0 +1,229 @@
+"""Stopping `vitc train` (Ctrl-C, SIGTERM, a kill) anywhere, then --resume: the run goes on from where its
+resume state stands, and every epoch is in every log (metrics.jsonl, curves.png, TensorBoard) exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.train.conftest import TINY
+from tests.train.test_distributed import _ranks
+from vitc.artifacts.resume import resume_summary
+from vitc.errors import VitcError
+from vitc.train import distributed, report
+from vitc.train.config import load_config
+from vitc.train.interrupt import CtrlC
+from vitc.train.loop import RunResult, TrainingInterrupted, train
+from vitc.train.progress import EpochProgress
+from vitc.train.report import TensorBoardLog, read_metrics
+
+pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+EPOCHS, STEPS = 3, 9  # the tiny run: 3 epochs of 3 steps (tests/train/conftest.py)
+
+
+def _settings(out_dir: Path) -> dict[str, Any]:
+    return {**TINY, "model.args": dict(TINY["model.args"]), "log.tensorboard": True, "run.out_dir": str(out_dir)}
+
+
+def _run(settings: dict[str, Any], resume: bool = False) -> RunResult:
+    return train(load_config(None, {**settings, "run.name": "tiny"}), resume=resume, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """The uninterrupted run, named as the stopped ones are (curves.png's title is the run's name)."""
+    return _run(_settings(tmp_path_factory.mktemp("straight")))
+
+
+def _send(signum: int) -> None:
+    """`signum` to this process, as a terminal, Slurm or `timeout` sends it; refused where SIGTERM has no
+    handler (the code before it was handled), which would end the test run there and then."""
+    if signum == signal.SIGTERM:
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "SIGTERM would end the process, saving nothing"
+    os.kill(os.getpid(), signum)
+
+
+def _stop_at_epochs_end(monkeypatch: pytest.MonkeyPatch, hook: str, epoch: int, signals: list[int]) -> None:
+    """Send `signals` as the end of epoch `epoch` reaches report.`hook` (with the epoch's row in the history)."""
+    original = getattr(report, hook)
+
+    def stopping(history: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+        if len(history) == epoch and history[-1]["epoch"] == epoch:
+            for signum in signals:
+                _send(signum)
+        original(history, *args, **kwargs)
+
+    monkeypatch.setattr(report, hook, stopping)
+
+
+def _assert_logged_once_each(run_dir: Path, straight: RunResult) -> None:
+    """metrics.jsonl and curves.png as the uninterrupted run's; each epoch and each step once in TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name in ("metrics.jsonl", "curves.png"):
+        assert (run_dir / name).read_bytes() == (straight.run_dir / name).read_bytes(), name
+    assert [row["epoch"] for row in read_metrics(run_dir / "metrics.jsonl")] == list(range(1, EPOCHS + 1))
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    epochs = list(range(1, EPOCHS + 1))
+    assert [(e.step, e.value) for e in events.Scalars("epoch/val_top1")] == [
+        (row["epoch"], pytest.approx(row["val_top1"])) for row in straight.history
+    ]
+    for tag in ("curves", "locality/attention_distance"):
+        assert [e.step for e in events.Images(tag)] == epochs, tag
+    assert [e.step for e in events.Scalars("step/loss")] == list(range(1, STEPS + 1))
+
+
+@pytest.mark.parametrize(
+    ("hook", "epoch", "signum"),
+    [
+        ("write_metrics", EPOCHS, signal.SIGTERM),  # the last epoch: its resume had nothing left to train
+        ("plot_curves", 2, signal.SIGINT),
+        ("plot_curves", EPOCHS, signal.SIGINT),
+    ],
+)
+def test_a_stop_in_an_epochs_logs_waits_until_the_epoch_is_in_every_log(
+    hook: str, epoch: int, signum: int, straight: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resume state was saved before the epoch's logs, which Ctrl-C did not wait for and SIGTERM ended:
+    --resume started from the next epoch and never wrote them. The epoch was missing from TensorBoard and
+    curves.png for good, and the last epoch from metrics.jsonl too (its resume went straight to the test)."""
+    settings = _settings(tmp_path)
+    with monkeypatch.context() as patch:
+        _stop_at_epochs_end(patch, hook, epoch, [signum])
+        with pytest.raises(TrainingInterrupted) as stopped:
+            _run(settings)
+    said = "interrupted" if signum == signal.SIGINT else "stopped by SIGTERM"
+    assert str(stopped.value).startswith(f"{said}; continue with: vitc train --resume --name tiny")
+    assert stopped.value.exit_code == 128 + signum
+    summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")
+    assert summary is not None and summary.epochs_done == epoch  # it waited for the epoch to be recorded
+    resumed = _run(settings, resume=True)
+    assert resumed.history == straight.history
+    _assert_logged_once_each(resumed.run_dir, straight)
+
+
+def test_a_stop_that_does_not_wait_runs_that_epochs_end_again(
+    straight: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C pressed twice in the last epoch's logs stops at once: the resume state is then its epoch's
+    start of the end (its row and best score taken back), which --resume runs again, rewriting metrics.jsonl
+    from the history. It was saved as past that epoch, whose TensorBoard records and curves never came."""
+    settings = _settings(tmp_path)
+    with monkeypatch.context() as patch:
+        _stop_at_epochs_end(patch, "plot_curves", EPOCHS, [signal.SIGINT, signal.SIGINT])
+        with pytest.raises(TrainingInterrupted, match="interrupted; continue with"):
+            _run(settings)
+    summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")
+    assert summary is not None and (summary.epochs_done, summary.global_step) == (EPOCHS - 1, STEPS)
+    assert len(read_metrics(tmp_path / "tiny" / "metrics.jsonl")) == EPOCHS  # written before the stop
+    resumed = _run(settings, resume=True)
+    assert resumed.history == straight.history
+    _assert_logged_once_each(resumed.run_dir, straight)
+
+
+class _Killed(BaseException):
+    """A SIGKILL, as far as the run can tell: nothing of it runs after, no state is saved."""
+
+
+def test_tensorboard_hides_what_a_killed_session_logged_past_the_resume_point(
+    straight: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed in epoch 2 after its step 5 was logged and flushed, the run resumes from epoch 1's end (step 3):
+    the resumed session logged steps 4 and 5 again (twice, and out of order) with no purge. The purge is of
+    every tag at and past step 4, which epoch 1's records, logged at step 1, are not."""
+    settings = _settings(tmp_path)
+    step = TensorBoardLog.step
+
+    def killed(self: TensorBoardLog, global_step: int, **scalars: float) -> None:
+        step(self, global_step, **scalars)
+        if global_step == 5:
+            self.writer.flush()
+            raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TensorBoardLog, "step", killed)
+        with pytest.raises(_Killed):
+            _run(settings)
+    summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")
+    assert summary is not None and (summary.epochs_done, summary.global_step) == (1, 3)
+    resumed = _run(settings, resume=True)
+    assert resumed.history == straight.history
+    _assert_logged_once_each(resumed.run_dir, straight)
+
+
+def test_sigterm_within_an_epoch_saves_the_exact_step(
+    straight: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (Slurm's preemption, `timeout`, `docker stop`) ended a one-process run at once, with exit code
+    143 and nothing said or saved past the last epoch's end. It is now taken as Ctrl-C: the exact step is
+    saved, one line says how to continue, exit code 128 + 15."""
+    settings = _settings(tmp_path)
+    advance, calls = EpochProgress.advance, []
+
+    def stopping(self: EpochProgress, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 5:  # epoch 2, once its second step is recorded
+            _send(signal.SIGTERM)
+        advance(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EpochProgress, "advance", stopping)
+        with pytest.raises(TrainingInterrupted) as stopped:
+            _run(settings)
+    assert str(stopped.value) == (
+        f"stopped by SIGTERM; continue with: vitc train --resume --name tiny --set run.out_dir={tmp_path}"
+    )
+    assert stopped.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Python's default again once the run is over
+    summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")
+    assert summary is not None and (summary.epochs_done, summary.global_step) == (1, 5)
+    resumed = _run(settings, resume=True)
+    assert resumed.history == straight.history
+    _assert_logged_once_each(resumed.run_dir, straight)
+
+
+def test_sigterm_waits_for_a_held_step_even_when_sent_again() -> None:
+    """A second Ctrl-C cuts a held step short (someone insists); a second SIGTERM does not: Slurm signals every
+    process of a job and the launcher its ranks again, and the sender's next word is SIGKILL anyway."""
+    stop, done = CtrlC(), []
+    with stop.installed(), pytest.raises(KeyboardInterrupt), stop.held():
+        _send(signal.SIGTERM)
+        _send(signal.SIGTERM)
+        done.append("the step")
+    assert done == ["the step"]
+    assert (stop.said(), stop.exit_code) == ("stopped by SIGTERM", 143)
+    assert (CtrlC().said(), CtrlC().exit_code) == ("interrupted", 130)
+
+
+def test_a_ranks_own_sigterm_line_is_passed_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rank that SIGTERM stopped saves and says how to continue, exit 143: the launcher printed its stderr
+    as a bug's traceback and then 'rank 1 of 2 exited with code 143'."""
+    said = "error: stopped by SIGTERM; continue with: vitc train --resume --nproc 2"
+    script = f'if [ "$RANK" = 1 ]; then echo "{said}" >&2; exit 143; fi\nexec sleep 60\n'
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
+    with pytest.raises(VitcError) as stopped:
+        distributed.launch(["train"], nproc=2, poll_s=0.05)
+    assert str(stopped.value) == said[len("error: ") :]
+    assert stopped.value.exit_code == 143
+
+
+def test_sigterm_to_the_launcher_gives_its_ranks_time_to_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher SIGTERMs its ranks, which now save where they stand: SIGKILL followed after the 5 s meant
+    for a rank blocked on a dead peer, cutting a large model's save short."""
+    import threading
+
+    script = "trap 'kill $!; sleep 1; echo saved > \"$RANK.saved\"; exit 143' TERM\nsleep 60 & wait\n"  # a save of 1 s
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
+    monkeypatch.setattr(distributed, "STOP_GRACE_S", 0.2)
+    monkeypatch.chdir(tmp_path)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    with pytest.raises(VitcError, match="stopped by SIGTERM: the 2 processes were stopped") as stopped:
+        distributed.launch(["train"], nproc=2, poll_s=0.05, saved=lambda: "continue with: vitc train --resume")
+    assert stopped.value.exit_code == 143
+    assert sorted(path.name for path in tmp_path.glob("*.saved")) == ["0.saved", "1.saved"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,9 @@ def test_the_report_is_rewritten_after_each_section(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(gpu_check, "SECTIONS", sections)
     monkeypatch.setattr(gpu_check, "MIN_SECTION_S", 0.2)
     monkeypatch.setattr(gpu_check, "missing", lambda section: [])
+    # check() puts the checkout on PYTHONPATH for its subprocesses: restored after the test, or later tests'
+    # pip (tests/engines/test_wheel.py) would see the checkout's vitc.egg-info as an installed vitc
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     result = gpu_check.check(gpu_check.DRY, tmp_path / "work", 0.4, [], report)
     assert seen["report"]["sections"] == {"environment": {"status": "ok", "figure": 1.5, "seconds": 0.0}}
     assert (

@@ -334,3 +334,17 @@ def test_int8_calibration_source_is_checked_before_the_export(tmp_path) -> None:
     with pytest.raises(VitcError, match="--calib-images 4 calibration images do not fill one batch of 8"):
         validate(ExportOptions("int8", batch=8, calib_images=4))
     validate(ExportOptions("int8", calib_data="imagefolder", calib_dir=str(tmp_path / "split"), batch=8))
+
+
+def test_the_quantizer_leaves_the_callers_root_logger_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORT's quantizer calls the module-level logging.info, which gives an unconfigured root logger a stderr
+    handler: the caller's logging.basicConfig afterwards did nothing."""
+    import logging
+
+    from vitc.quant import int8
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # unconfigured, as a script's root logger is (pytest adds its own)
+    with int8._quiet():
+        logging.info("Please consider to run pre-processing before quantization.")  # what onnx_quantizer.py does
+    assert root.handlers == []

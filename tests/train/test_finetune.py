@@ -348,17 +348,16 @@ def test_a_resumed_fine_tuning_run_keeps_its_provenance(pretrained: Path, tmp_pa
 
 
 def test_a_head_size_other_than_the_data_s_is_refused(tmp_path: Path) -> None:
-    """config.json recorded num_classes=5 while the model was built with digits' 10."""
-    settings = [
-        "--set",
-        f"run.out_dir={tmp_path / 'runs'}",
-        "--set",
-        "model.args.num_classes=5",
-        "--set",
-        "optim.epochs=1",
-        "-q",
-    ]
-    result = CliRunner().invoke(app, ["train", "--model", "deit_micro", *settings])
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "model.args.num_classes=5, but digits has 10 classes" in result.output
+    """config.json recorded num_classes=5 while the model was built with digits' 10; a resume may not bring it in."""
+    runs = ["--set", f"run.out_dir={tmp_path / 'runs'}", "--set", "optim.epochs=1", "-q"]
+    for value, said in (("5", "=5,"), ('"10"', "='10',")):
+        result = CliRunner().invoke(
+            app, ["train", "--model", "deit_micro", *runs, "--set", f"model.args.num_classes={value}"]
+        )
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert f"model.args.num_classes{said} but digits has 10 classes" in result.output
     assert not (tmp_path / "runs" / "deit_micro" / "best.safetensors").exists()
+    assert CliRunner().invoke(app, ["train", "--model", "deit_micro", *runs]).exit_code == 0
+    more = ["--set", "optim.epochs=2", "--set", "model.args.num_classes=5"]
+    resumed = CliRunner().invoke(app, ["train", "--resume", "--name", "deit_micro", *runs, *more])
+    assert resumed.exit_code == 2 and "model.args.num_classes=5, but digits has 10 classes" in resumed.output

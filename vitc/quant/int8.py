@@ -80,15 +80,19 @@ def plan(model: Any, head_scopes: tuple[str, ...] = ("/head/",), exclude: tuple[
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """ORT's quantizer prints progress and logs a pre-processing hint on the root logger."""
+    """ORT's quantizer prints progress and logs a pre-processing hint on the root logger, through the module's
+    `logging.info`, which gives an unconfigured root logger a stderr handler (basicConfig): the caller's own
+    `logging.basicConfig` would then do nothing. Level and handlers are given back."""
     root = logging.getLogger()
-    level = root.level
+    level, handlers = root.level, root.handlers[:]
     root.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
         root.setLevel(level)
+        for added in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(added)
 
 
 class _Reader:

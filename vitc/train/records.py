@@ -94,6 +94,14 @@ def recorded_classes(path: Path) -> list[str] | None:
     return classes if isinstance(classes, list) and all(isinstance(c, str) for c in classes) else None
 
 
+def recorded_model_args(path: Path) -> dict[str, Any]:
+    """model.args as the run's configuration recorded them when its resume state was saved."""
+    config = _resume_record(path)[1].get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    args = model.get("args") if isinstance(model, dict) else None
+    return args if isinstance(args, dict) else {}
+
+
 def check_resumable(path: Path, run_info: dict[str, Any]) -> None:
     """A resume must continue the same model on the same data: anything else is a clear error."""
     saved, info = _resume_record(path)

@@ -34,7 +34,7 @@ from vitc.train.interrupt import CtrlC
 from vitc.train.meter import StepMeter
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, param_groups
 from vitc.train.progress import EpochProgress
-from vitc.train.records import check_resumable, recorded_classes
+from vitc.train.records import check_resumable, recorded_classes, recorded_model_args
 from vitc.train.run_folder import RunFolder
 from vitc.train.state import RankState, TrainState, load_state
 
@@ -151,7 +151,7 @@ def setup_run(
         with torch.device("meta"):
             create_model(cfg.model.name, **{**cfg.model.args, "img_size": size, "num_classes": 2})
     say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
-    warn = say if show_progress else _log.warning  # train(show_progress=False) from Python prints nothing
+    warn = say if show_progress else _log.warning  # from Python: the vitc logger (stderr where logging is unconfigured)
     feed, data_note = open_feed(
         cfg.data,
         size=size,
@@ -185,10 +185,11 @@ def setup_run(
     if feed.num_classes < 2:
         raise VitcError(f"{cfg.data.name} has {feed.num_classes} class; a classifier needs at least 2")
     asked = cfg.model.args.get("num_classes")
-    if asked is not None and asked != feed.num_classes and not resume:  # a run recorded before this check resumes
+    recorded = recorded_model_args(resume_file).get("num_classes") if resume else None  # a run from before this check
+    if asked is not None and (type(asked) is not int or asked != feed.num_classes) and asked != recorded:
         raise VitcError(
-            f"model.args.num_classes={asked}, but {cfg.data.name} has {feed.num_classes} classes: the classifier is "
-            "sized by the data (drop the setting)"
+            f"model.args.num_classes={asked!r}, but {cfg.data.name} has {feed.num_classes} classes: the classifier "
+            "is sized by the data (drop the setting)"
         )
     torch.manual_seed(cfg.run.seed)
     args = {**cfg.model.args, "num_classes": feed.num_classes, "drop_path_rate": cfg.model.drop_path_rate}

@@ -28,6 +28,20 @@ def run(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
+def test_with_no_batch_a_static_batch_engine_is_timed_at_its_batch(tmp_path: Path):
+    """`vitc bench -e static4.onnx` timed batch 1 only: an empty table (trtexec times a static engine at its
+    shape); beside a dynamic engine, both run at the batch they share."""
+    static = make_tiny_onnx(tmp_path / "static.onnx", batch=2)
+    dynamic = make_tiny_onnx(tmp_path / "dynamic.onnx")
+    for engines, timed in (([static], [2]), ([dynamic, static], [2, 2]), ([dynamic], [1])):
+        out = tmp_path / "r.json"
+        args = [a for e in engines for a in ("-e", str(e))]
+        result = run("bench", *args, "-n", "2", "--warmup", "0", "--json", str(out))
+        assert result.exit_code == 0 and "skipped" not in result.output, result.output
+        record = json.loads(out.read_text())
+        assert [r["batch"] for r in record["rows"]] == timed and record["settings"]["batches"] == sorted(set(timed))
+
+
 def test_bench_side_by_side_json_markdown(tmp_path: Path):
     a = make_tiny_onnx(tmp_path / "a.onnx")
     b = make_tiny_onnx(tmp_path / "b.onnx", batch=2)  # static batch 2: batch 1 is skipped with a warning

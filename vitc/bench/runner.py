@@ -34,12 +34,12 @@ def parse_batches(text: str) -> list[int]:
 
 def bench_runners(
     runners: Sequence[BaseRunner],
-    batches: Sequence[int],
+    batches: Sequence[int] | None,
     plan: TimingPlan,
     heldout: Heldout | None = None,
     rounds: int = 1,
 ) -> BenchReport:
-    """Time every runner at every batch size into one report.
+    """Time every runner at every batch size into one report (`batches` None: `default_batch`).
 
     With `rounds` > 1 the runners take turns, each round timing every (runner, batch) for a share of
     the iterations, so that a shared machine's slow phases hit all of them alike and the ratios hold.
@@ -48,7 +48,7 @@ def bench_runners(
         raise VitcError(f"--rounds must be >= 1, got {rounds}")
     report = BenchReport(environment=base_environment())
     report.settings = {
-        "batches": list(batches),
+        "batches": None if batches is None else list(batches),
         "warmup": plan.warmup,
         "iterations": None if plan.duration else plan.iterations,
         "duration_s": plan.duration,
@@ -63,6 +63,8 @@ def bench_runners(
     doing = {"now": "loading the runners"}  # said by a CUDA failure
     try:
         _measure(runners, batches, share, rounds, heldout, report, doing)
+        if batches is None:
+            report.settings["batches"] = sorted({row.batch for row in report.rows})
     except RuntimeError as exc:  # CUDA out of memory or a lost GPU: one line with the batch that failed
         hint = "a smaller --batch, or --autocast fp16 for PyTorch"
         failure = gpu_failure(exc, doing["now"], hint)
@@ -72,9 +74,19 @@ def bench_runners(
     return report
 
 
+def default_batch(runners: Sequence[BaseRunner], runner: BaseRunner) -> int:
+    """With no --batch: 1 where every runner takes it, else the smallest batch they all take (a static-batch
+    export's), else `runner`'s smallest; trtexec, too, times a static engine at its shape. Valid after
+    activate()."""
+    for batch in sorted({1, *(r.min_batch() for r in runners)}):
+        if all(r.supports_batch(batch) for r in runners):
+            return batch
+    return runner.min_batch()
+
+
 def _measure(
     runners: Sequence[BaseRunner],
-    batches: Sequence[int],
+    batches: Sequence[int] | None,
     share: TimingPlan,
     rounds: int,
     heldout: Heldout | None,
@@ -98,13 +110,14 @@ def _measure(
             )
         steps: dict[tuple[int, int], Step] = {}
         for index, runner in enumerate(runners):
-            for batch in batches:
+            asked = [default_batch(runners, runner)] if batches is None else batches
+            for batch in asked:
                 if runner.supports_batch(batch):
                     doing["now"] = f"at batch size {batch} ({runner.name})"
                     steps[index, batch] = _step(runner, runner.make_feed(batch))
-            skipped = [b for b in batches if (index, b) not in steps]
+            skipped = [b for b in asked if (index, b) not in steps]
             if skipped:
-                report.warnings.append(_skipped(runner, skipped, batches))
+                report.warnings.append(_skipped(runner, skipped, asked))
         samples: dict[tuple[int, int], dict[str, list[float]]] = {key: {} for key in steps}
         for round_index in range(rounds):
             for key, step in steps.items():

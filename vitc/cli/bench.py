@@ -45,7 +45,10 @@ def bench(
     precision: Annotated[
         Optional[str], typer.Option("--precision", hidden=True, help="Deprecated alias of --autocast.")
     ] = None,
-    batch: Annotated[str, typer.Option("--batch", "-b", help="Batch sizes, e.g. 1,8,32.")] = "1",
+    batch: Annotated[
+        Optional[str],
+        typer.Option("--batch", "-b", help="Batch sizes, e.g. 1,8,32 (default 1, or a static-batch engine's)."),
+    ] = None,
     warmup: Annotated[int, typer.Option(help="Warm-up calls per batch size (not timed).")] = 5,
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed calls per batch size.")] = 30,
     rounds: Annotated[
@@ -88,7 +91,7 @@ def bench(
         raise unknown_device(device, ("cpu", "cuda"))
     if model or ckpt is not None:  # before any engine is loaded: one line on a Jetson's runtime install
         require_training("vitc bench --model / --ckpt")
-    batches = parse_batches(batch)
+    batches = None if batch is None else parse_batches(batch)
     plan = TimingPlan(warmup=warmup, iterations=iterations, duration=duration)
     heldout = load_heldout(data) if data is not None else None
     runners = _engine_runners(engine or [], device=device, threads=threads, cuda_graph=cuda_graph)

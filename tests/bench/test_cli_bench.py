@@ -40,6 +40,9 @@ def test_with_no_batch_a_static_batch_engine_is_timed_at_its_batch(tmp_path: Pat
         assert result.exit_code == 0 and "skipped" not in result.output, result.output
         record = json.loads(out.read_text())
         assert [r["batch"] for r in record["rows"]] == timed and record["settings"]["batches"] == sorted(set(timed))
+    asked = run("bench", "-e", str(static), "-b", "1,3", "-n", "2", "--json", str(tmp_path / "none.json"))
+    assert asked.exit_code == 2 and "skipped batch 1, 3" in asked.output and "Traceback" not in asked.output
+    assert "nothing was timed: no runner takes batch 1,3" in asked.output and not (tmp_path / "none.json").exists()
 
 
 def test_bench_side_by_side_json_markdown(tmp_path: Path):

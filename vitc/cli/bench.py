@@ -109,6 +109,8 @@ def bench(
         report.environment["jetson"] = jetson
     for line in report.warnings[len(warnings) :]:
         terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
+    if not report.rows:  # every batch asked was skipped (said above): no table, no report files
+        raise VitcError(f"nothing was timed: no runner takes batch {batch} (the warnings above say which they take)")
     terminal.print(report.to_table())
     _write_report(report, json_out, markdown, terminal)
 

@@ -7,11 +7,18 @@ Built once per session and only when a test asks for them (training ~10 s of CPU
 from __future__ import annotations
 
 import contextlib
+import signal
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+# A suite started in the background of a script (`make test &`, nohup) inherits SIGINT ignored, and Python
+# then leaves it so: the Ctrl-C tests (vitc takes SIGINT only from Python's default handler, as it leaves a
+# handler the embedding program chose) would see nothing arrive. Theirs is the terminal's Ctrl-C.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager

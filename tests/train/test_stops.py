@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,18 @@ def _stop_at_epochs_end(monkeypatch: pytest.MonkeyPatch, hook: str, epoch: int, 
     monkeypatch.setattr(report, hook, stopping)
 
 
-def _assert_logged_once_each(run_dir: Path, straight: RunResult) -> None:
-    """metrics.jsonl and curves.png as the uninterrupted run's; each epoch and each step once in TensorBoard."""
+def _assert_resumes_as_straight(settings: dict[str, Any], straight: RunResult) -> None:
+    """--resume finishes the stopped run with the uninterrupted run's history; metrics.jsonl and curves.png as
+    its; each epoch and each step once in TensorBoard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # TensorBoard reads a folder's event files in name order: the second they were opened, the host, the pid,
+    # then a per-process counter, which in one pytest process can pass from 9 to 10 and sort the resumed
+    # session's file first. A resumed process opens its file in a later second than the stopped one did.
+    time.sleep(1.0 - time.time() % 1.0)
+    resumed = _run(settings, resume=True)
+    assert resumed.history == straight.history
+    run_dir = resumed.run_dir
     for name in ("metrics.jsonl", "curves.png"):
         assert (run_dir / name).read_bytes() == (straight.run_dir / name).read_bytes(), name
     assert [row["epoch"] for row in read_metrics(run_dir / "metrics.jsonl")] == list(range(1, EPOCHS + 1))
@@ -103,9 +112,7 @@ def test_a_stop_in_an_epochs_logs_waits_until_the_epoch_is_in_every_log(
     assert stopped.value.exit_code == 128 + signum
     summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")
     assert summary is not None and summary.epochs_done == epoch  # it waited for the epoch to be recorded
-    resumed = _run(settings, resume=True)
-    assert resumed.history == straight.history
-    _assert_logged_once_each(resumed.run_dir, straight)
+    _assert_resumes_as_straight(settings, straight)
 
 
 def test_a_stop_that_does_not_wait_runs_that_epochs_end_again(
@@ -122,9 +129,7 @@ def test_a_stop_that_does_not_wait_runs_that_epochs_end_again(
     summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")
     assert summary is not None and (summary.epochs_done, summary.global_step) == (EPOCHS - 1, STEPS)
     assert len(read_metrics(tmp_path / "tiny" / "metrics.jsonl")) == EPOCHS  # written before the stop
-    resumed = _run(settings, resume=True)
-    assert resumed.history == straight.history
-    _assert_logged_once_each(resumed.run_dir, straight)
+    _assert_resumes_as_straight(settings, straight)
 
 
 class _Killed(BaseException):
@@ -152,9 +157,7 @@ def test_tensorboard_hides_what_a_killed_session_logged_past_the_resume_point(
             _run(settings)
     summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")
     assert summary is not None and (summary.epochs_done, summary.global_step) == (1, 3)
-    resumed = _run(settings, resume=True)
-    assert resumed.history == straight.history
-    _assert_logged_once_each(resumed.run_dir, straight)
+    _assert_resumes_as_straight(settings, straight)
 
 
 def test_sigterm_within_an_epoch_saves_the_exact_step(
@@ -183,9 +186,7 @@ def test_sigterm_within_an_epoch_saves_the_exact_step(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Python's default again once the run is over
     summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")
     assert summary is not None and (summary.epochs_done, summary.global_step) == (1, 5)
-    resumed = _run(settings, resume=True)
-    assert resumed.history == straight.history
-    _assert_logged_once_each(resumed.run_dir, straight)
+    _assert_resumes_as_straight(settings, straight)
 
 
 def test_sigterm_waits_for_a_held_step_even_when_sent_again() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc._io import atomic_write, check_format, parse_json, read_safetensors_header
+from vitc._modules import unwrap_model
 from vitc.artifacts.model_cfg import POOLING_ARGS, ModelCfg, parse_model_cfg
 from vitc.artifacts.preprocess import format_version, resolve_preprocess
 from vitc.errors import VitcError
@@ -91,7 +92,6 @@ def meta_for(model: Any, **fields: Any) -> CheckpointMeta:
     saved again keeps naming its classes. Names for another number of classes than the head's are left out.
     Provenance and `extra` are not carried over: they describe how the loaded weights were made, not these.
     """
-    from vitc._modules import unwrap_model
     from vitc.models import get_model_cfg
 
     model = unwrap_model(model)
@@ -116,8 +116,6 @@ def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMe
     """Write the model's weights and metadata atomically to `path` (a .safetensors file). A torch.compile or
     DDP wrapper is saved as the model inside it, whose keys `load_model` reads."""
     from safetensors.torch import save_file
-
-    from vitc._modules import unwrap_model
 
     model = unwrap_model(model)
     meta = meta or meta_for(model)

@@ -23,7 +23,16 @@ def test_uniform_attention_distance_matches_brute_force() -> None:
     got = _mean_distance(attn, pos, pos, prefix, prefix)
     cells = [(r, c) for r in range(side) for c in range(side)]
     expected = sum(math.dist(a, b) for a in cells for b in cells) / len(cells) ** 2
-    assert prefix == 1 and got == pytest.approx([expected] * 3, rel=1e-6)
+    assert prefix == 1 and got.tolist() == pytest.approx([expected] * 3, rel=1e-6)
+
+
+def test_distance_is_measured_on_the_attention_maps_device() -> None:
+    """A model training on a GPU is analysed there (TensorBoard's figures every epoch): the positions, made on
+    the CPU, follow the maps. The meta device stands in for a GPU: it mixes with CPU tensors no more than CUDA."""
+    pos, prefix = _grid_positions(17, None, None)
+    attn = torch.full((2, 3, 17, 17), 1.0 / 17, device="meta")
+    got = _mean_distance(attn, pos, pos, prefix, prefix)
+    assert got.device.type == "meta" and got.shape == (3,)
 
 
 def test_offset_map_reads_offset_tables() -> None:

@@ -53,10 +53,19 @@ def test_locality_figures_as_images(tmp_path) -> None:
 
     torch.manual_seed(0)
     model = create_model("convit_micro", depth=2, local_up_to_layer=1).train()
+    model.blocks[0].drop_path.training = False  # a flag unlike its parent's, given back as it was
+    for param in model.parameters():
+        param.grad = torch.randn_like(param)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [param.grad.clone() for param in model.parameters()]
+    flags = [m.training for m in model.modules()]
     board = TensorBoardLog(tmp_path / "tb")
     board.locality(model, torch.randn(2, 3, 32, 32), step=4)
     board.close()
-    assert model.training  # analysed a copy: the training model keeps its mode
+    # analysed in place (where the model trains): every flag, weight, buffer and gradient as it was
+    assert [m.training for m in model.modules()] == flags and not model.blocks[0].drop_path.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(g, param.grad) for g, param in zip(grads, model.parameters(), strict=True))
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
     events.Reload()
     names = {"attention_distance", "gates", "positional_attention"}

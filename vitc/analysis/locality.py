@@ -60,12 +60,13 @@ def _grid_positions(tokens: int, height: int | None, width: int | None) -> tuple
 
 def _mean_distance(
     attn: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor, prefix: int, k_prefix: int
-) -> list[float]:
-    """Per-head Σ_k A·distance, with class tokens removed and rows renormalised over patch keys."""
+) -> torch.Tensor:
+    """Per-head Σ_k A·distance (on `attn`'s device), with class tokens removed and rows renormalised over
+    patch keys."""
     attn = attn[:, :, prefix:, k_prefix:]
     attn = attn / attn.sum(-1, keepdim=True).clamp_min(1e-12)
-    dist = torch.cdist(q_pos, k_pos)  # (Nq, Nk)
-    return (attn * dist).sum(-1).mean(dim=(0, 2)).tolist()
+    dist = torch.cdist(q_pos, k_pos).to(attn.device, attn.dtype)  # (Nq, Nk); a model on a GPU is analysed there
+    return (attn * dist).sum(-1).mean(dim=(0, 2))
 
 
 @torch.no_grad()
@@ -96,7 +97,7 @@ def analyse(model: nn.Module, images: torch.Tensor) -> LocalityReport:
             k_pos, k_prefix = q_pos, prefix
             stride = image_side / math.isqrt(attn.shape[2] - prefix)
         report.layers.append(name)
-        report.distance.append([d * stride for d in _mean_distance(attn, q_pos, k_pos, prefix, k_prefix)])
+        report.distance.append((_mean_distance(attn, q_pos, k_pos, prefix, k_prefix) * stride).tolist())
         if hasattr(module, "gating_param"):
             report.gates[name] = torch.sigmoid(module.gating_param).tolist()
         if hasattr(module, "positional_attention"):
@@ -105,7 +106,7 @@ def analyse(model: nn.Module, images: torch.Tensor) -> LocalityReport:
             centre = (side // 2) * side + side // 2
             report.positional_maps[name] = pos[:, centre].reshape(-1, side, side).cpu()
         if hasattr(module, "spatial_prior"):
-            report.spatial_priors[name] = offset_map(module.spatial_prior()).cpu()
+            report.spatial_priors[name] = offset_map(module.spatial_prior().cpu())  # one read per offset: on CPU
     return report
 
 

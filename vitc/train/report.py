@@ -155,14 +155,19 @@ class TensorBoardLog:
         self.writer.flush()
 
     def locality(self, model: Any, images: Any, step: int) -> None:
-        """`vitc inspect`'s figures of `model` on `images` (a copy on CPU, so training is untouched)."""
-        import copy
+        """`vitc inspect`'s figures of `model` on `images`, measured where the model is, in full precision and
+        with every training flag given back: a CPU copy kept the GPU waiting on the CPU's forward pass of the
+        whole model every epoch."""
         import tempfile
 
+        from vitc._modules import eval_mode
         from vitc.analysis import figures
         from vitc.analysis.locality import analyse
 
-        report = analyse(copy.deepcopy(model).float().cpu(), images.float().cpu())
+        torch = lazy_import("torch")
+        weight = next(model.parameters())
+        with eval_mode(model), torch.autocast(weight.device.type, enabled=False):
+            report = analyse(model, images.to(weight.device, weight.dtype))
         grid, stride = figures.token_grid(model, images.shape[-1])
         with tempfile.TemporaryDirectory() as folder:
             self.images(figures.write_all(report, Path(folder), grid, stride), step, prefix="locality/")

@@ -52,7 +52,7 @@ def test_resume_file_is_recognised(tmp_path: Path) -> None:
     record = json.loads(run("info", str(path), "--json").output)
     assert record["next_epoch"] == 3 and record["of_epochs"] == 5 and record["best_top1"] == 61.25
     assert record["epochs_done"] == 2 and record["classes"] == 2
-    assert "--resume --name run1" in record["note"]
+    assert f"`vitc train --resume {path.parent}` continues it" in record["note"]  # wherever the run folder is
 
 
 def test_damaged_resume_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -34,11 +34,11 @@ def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
         app, ["train", "-q", "--resume", "--name", "tiny", *_set({"run.out_dir": tiny["run.out_dir"]})]
     )
     assert again.exit_code == 0, again.output  # nothing left to do, it re-scores the best checkpoint
-    longer = runner.invoke(
-        app, ["train", "--resume", "--name", "tiny", "--epochs", "2", *_set({"run.out_dir": tiny["run.out_dir"]})]
-    )
+    run_dir = Path(tiny["run.out_dir"]) / "tiny"
+    longer = runner.invoke(app, ["train", "--resume", f"{run_dir}/", "--epochs", "2"])  # the folder, as timm's path
     assert longer.exit_code == 0 and "resumed with optim.epochs = 2 (was 1)" in longer.output, longer.output
-    config = Path(tiny["run.out_dir"]) / "tiny" / "config.json"
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    config = run_dir / "config.json"
     recorded = config.read_text()
     shorter = runner.invoke(  # it trained nothing and rewrote config.json to 1 beside two epochs' metrics
         app, ["train", "--resume", "--name", "tiny", "--epochs", "1", *_set({"run.out_dir": tiny["run.out_dir"]})]
@@ -49,6 +49,9 @@ def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     own_runs = ["--set", f"run.out_dir={tmp_path}"]  # else `make demo`'s train/runs/convit_micro answers first
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
     cases = [
         (["train", "--set", "optim.lrr=1"], "unknown config key"),
         (["train", "--set", "aug.repeats=-3"], "config key aug.repeats must not be negative, got -3"),
@@ -57,6 +60,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         (["train", "--model", "convit_mikro"], "did you mean convit_micro"),
         (["train", str(tmp_path / "missing.toml")], "not found"),
         (["train", "--resume", "--name", "never", "--set", f"run.out_dir={tmp_path}"], "nothing to resume"),
+        (["train", "--resume", str(tmp_path)], "is a folder, not a recipe TOML (nor a run folder"),
+        (["train", str(run), "--model", "deit_micro"], f"{run} is a run folder, not a recipe: `vitc train --resume"),
+        (["train", "--resume", str(run), "--name", "other"], "is run 'old' of"),
         (["eval", str(tmp_path / "missing.safetensors")], "no such file"),
     ]
     for args, message in cases:

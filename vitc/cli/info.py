@@ -64,7 +64,7 @@ def _describe_safetensors(path: Path) -> dict[str, Any]:
     summary = resume_summary(path)
     if summary is None:
         return {"kind": "vitc checkpoint", **read_meta(path).to_record()}
-    hint = f"`vitc train --resume --name {path.parent.name}` continues it; best/last.safetensors hold the weights"
+    hint = f"`vitc train --resume {path.parent}` continues it; best/last.safetensors hold the weights"
     return {"kind": "vitc resume state", **asdict(summary), "note": hint}
 
 

@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
 def train(
     recipe: Annotated[
-        Optional[Path], typer.Argument(help="A recipe TOML, e.g. train/convit_micro_digits.toml.")
+        Optional[Path],
+        typer.Argument(
+            help="A recipe TOML, e.g. train/convit_micro_digits.toml; with --resume, the run folder to continue."
+        ),
     ] = None,
     model: Annotated[
         Optional[str],
@@ -50,7 +53,9 @@ def train(
         ),
     ] = None,
     set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run of this name exactly.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a run exactly: the run folder given, else the run of this name.")
+    ] = False,
     nproc: Annotated[int, typer.Option(help="DDP processes to launch on this machine; 1 runs in-process.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     force: Annotated[
@@ -67,6 +72,9 @@ def train(
     flags.update({"optim.epochs": epochs, "run.device": device, "run.name": name})
     flags.update({"model.pretrained": str(pretrained) if pretrained else None})
     overrides = {k: v for k, v in flags.items() if v is not None} | parse_assignments(set_)
+    if recipe is not None and recipe.is_dir():
+        overrides |= _run_folder(recipe, resume, overrides)
+        recipe = None
     cfg = load_config(recipe, overrides)
     changed: List[str] = []
     if resume:
@@ -112,6 +120,27 @@ def train(
             )  # fmt: skip
         run = Path(cfg.run.out_dir) / cfg.run_name
         say(f"next: vitc export {run} -p fp32 -p fp16 -p int8", markup=False, highlight=False, soft_wrap=True)
+
+
+def _run_folder(path: Path, resume: bool, overrides: dict[str, object]) -> dict[str, str]:
+    """`vitc train --resume RUN`: the folder names the run (its out_dir and name), as timm's --resume and
+    Ultralytics' resume= take the path of what to continue. A folder is never a recipe: said with what would
+    use it."""
+    folder = Path(os.path.normpath(path))
+    if not folder.name:  # "." or ".."
+        folder = folder.resolve()
+    if not (folder / "config.json").is_file():
+        raise VitcError(f"{path} is a folder, not a recipe TOML (nor a run folder: it has no config.json)")
+    if not resume:
+        raise VitcError(
+            f"{path} is a run folder, not a recipe: `vitc train --resume {path}` continues it, "
+            f"`vitc train --pretrained {path}` starts a new run from its weights"
+        )
+    named = {"run.out_dir": str(folder.parent), "run.name": folder.name}
+    for key, value in named.items():
+        if key in overrides and str(overrides[key]) != value:
+            raise VitcError(f"--resume {path} is run {value!r} of {named['run.out_dir']}: drop {key}={overrides[key]}")
+    return named
 
 
 def _check_not_shorter(cfg: TrainConfig) -> None:

@@ -63,6 +63,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         (["train", "--resume", str(tmp_path)], "is a folder, not a recipe TOML (nor a run folder"),
         (["train", str(run), "--model", "deit_micro"], f"{run} is a run folder, not a recipe: `vitc train --resume"),
         (["train", "--resume", str(run), "--name", "other"], "is run 'old' of"),
+        (["train", str(run / "best.safetensors")], "is a checkpoint, not a recipe: `vitc train --pretrained"),
+        (["train", "--resume", str(run / "last.safetensors"), "--name", "other"], "is run 'old' of"),
         (["eval", str(tmp_path / "missing.safetensors")], "no such file"),
     ]
     for args, message in cases:

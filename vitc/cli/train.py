@@ -72,7 +72,7 @@ def train(
     flags.update({"optim.epochs": epochs, "run.device": device, "run.name": name})
     flags.update({"model.pretrained": str(pretrained) if pretrained else None})
     overrides = {k: v for k, v in flags.items() if v is not None} | parse_assignments(set_)
-    if recipe is not None and recipe.is_dir():
+    if recipe is not None and (recipe.is_dir() or recipe.suffix == ".safetensors"):
         overrides |= _run_folder(recipe, resume, overrides)
         recipe = None
     cfg = load_config(recipe, overrides)
@@ -123,11 +123,17 @@ def train(
 
 
 def _run_folder(path: Path, resume: bool, overrides: dict[str, object]) -> dict[str, str]:
-    """`vitc train --resume RUN`: the folder names the run (its out_dir and name), as timm's --resume and
-    Ultralytics' resume= take the path of what to continue. A folder is never a recipe: said with what would
-    use it."""
+    """`vitc train --resume RUN`: the folder (or a checkpoint in it) names the run, its out_dir and name, as
+    timm's --resume and Ultralytics' resume= take the path of what to continue. Neither is ever a recipe: said
+    with what would use it."""
+    if path.suffix == ".safetensors":
+        if not resume:
+            raise VitcError(
+                f"{path} is a checkpoint, not a recipe: `vitc train --pretrained {path}` starts a new run from it"
+            )
+        path = path.parent
     folder = Path(os.path.normpath(path))
-    if not folder.name:  # "." or ".."
+    if folder.name in ("", ".."):  # the name of "." or ".."
         folder = folder.resolve()
     if not (folder / "config.json").is_file():
         raise VitcError(f"{path} is a folder, not a recipe TOML (nor a run folder: it has no config.json)")
@@ -136,11 +142,12 @@ def _run_folder(path: Path, resume: bool, overrides: dict[str, object]) -> dict[
             f"{path} is a run folder, not a recipe: `vitc train --resume {path}` continues it, "
             f"`vitc train --pretrained {path}` starts a new run from its weights"
         )
-    named = {"run.out_dir": str(folder.parent), "run.name": folder.name}
-    for key, value in named.items():
-        if key in overrides and str(overrides[key]) != value:
-            raise VitcError(f"--resume {path} is run {value!r} of {named['run.out_dir']}: drop {key}={overrides[key]}")
-    return named
+    other_name = overrides.get("run.name", folder.name) != folder.name
+    other_dir = Path(str(overrides.get("run.out_dir", folder.parent))).resolve() != folder.parent.resolve()
+    if other_name or other_dir:
+        key = "run.name" if other_name else "run.out_dir"
+        raise VitcError(f"--resume {path} is run {folder.name!r} of {folder.parent}: drop {key}={overrides[key]}")
+    return {"run.out_dir": str(folder.parent), "run.name": folder.name}
 
 
 def _check_not_shorter(cfg: TrainConfig) -> None:

@@ -419,7 +419,7 @@ def test_what_an_interrupted_launch_saved_is_read_from_the_run_folder(tmp_path: 
     cfg = load_config(None, {"run.out_dir": str(tmp_path), "run.name": "x"})
     folder = tmp_path / "x"
     folder.mkdir()
-    command = f"vitc train --resume --name x --set run.out_dir={tmp_path} --nproc 2"
+    command = f"vitc train --resume {tmp_path / 'x'} --nproc 2"
     (folder / "resume.safetensors").write_bytes(b"")
     since = time.time() + 5  # launched after the resume file was written: nothing of this launch
     assert _what_was_saved(cfg, 2, False, since) == "nothing was saved"  # a --force launch keeps the old run
@@ -447,16 +447,16 @@ def test_an_in_memory_sets_unreadable_files_are_named_once(tmp_path: Path) -> No
 
 
 def test_the_resume_command_keeps_the_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C under `--nproc 2` said `vitc train --resume --name X`, which continued in one process."""
+    """Ctrl-C under `--nproc 2` said `vitc train --resume RUN`, which continued in one process."""
     from vitc.train.loop import resume_command
 
     cfg = load_config(None, {"run.name": "x"})
     one = distributed.DistInfo()
-    assert resume_command(cfg, one) == "vitc train --resume --name x"
+    assert resume_command(cfg, one) == "vitc train --resume train/runs/x"
     two = distributed.DistInfo(rank=0, world_size=2)
-    assert resume_command(cfg, two) == "the same torchrun launch of vitc train --resume --name x"
+    assert resume_command(cfg, two) == "the same torchrun launch of vitc train --resume train/runs/x"
     monkeypatch.setenv(distributed.LAUNCHER_ENV, "2")
-    assert resume_command(cfg, two) == "vitc train --resume --name x --nproc 2"
+    assert resume_command(cfg, two) == "vitc train --resume train/runs/x --nproc 2"
 
 
 def test_the_launcher_marks_its_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

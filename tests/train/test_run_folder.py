@@ -198,6 +198,6 @@ def test_ctrl_c_before_the_first_checkpoint_of_a_force_run_keeps_the_old_run(
     with monkeypatch.context() as patch:
         _interrupt_at(patch, call=5)  # the second epoch: the new run has its first checkpoint
         result = runner.invoke(app, ["train", "-q", "--force", *_set(again)])
-    assert "continue with: vitc train --resume --name tiny" in " ".join(result.output.split()), result.output
+    assert f"continue with: vitc train --resume {run}" in " ".join(result.output.split()), result.output
     assert json.loads((run / "config.json").read_text())["run"]["seed"] == 7
     assert runner.invoke(app, ["train", "-q", "--resume", *_set(again)]).exit_code == 0

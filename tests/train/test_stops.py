@@ -108,7 +108,7 @@ def test_a_stop_in_an_epochs_logs_waits_until_the_epoch_is_in_every_log(
         with pytest.raises(TrainingInterrupted) as stopped:
             _run(settings)
     said = "interrupted" if signum == signal.SIGINT else "stopped by SIGTERM"
-    assert str(stopped.value).startswith(f"{said}; continue with: vitc train --resume --name tiny")
+    assert str(stopped.value).startswith(f"{said}; continue with: vitc train --resume {tmp_path / 'tiny'}")
     assert stopped.value.exit_code == 128 + signum
     summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")
     assert summary is not None and summary.epochs_done == epoch  # it waited for the epoch to be recorded
@@ -179,9 +179,7 @@ def test_sigterm_within_an_epoch_saves_the_exact_step(
         patch.setattr(EpochProgress, "advance", stopping)
         with pytest.raises(TrainingInterrupted) as stopped:
             _run(settings)
-    assert str(stopped.value) == (
-        f"stopped by SIGTERM; continue with: vitc train --resume --name tiny --set run.out_dir={tmp_path}"
-    )
+    assert str(stopped.value) == (f"stopped by SIGTERM; continue with: vitc train --resume {tmp_path / 'tiny'}")
     assert stopped.value.exit_code == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Python's default again once the run is over
     summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")

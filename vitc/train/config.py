@@ -349,7 +349,7 @@ def from_dict(record: dict[str, Any]) -> TrainConfig:
 def resume_config(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """The configuration a run was started with, plus only what the user set explicitly now.
 
-    `vitc train --resume --name X` needs no recipe: the run folder holds the resolved config.
+    `vitc train --resume RUN` (or `--resume --name X`) needs no recipe: the run folder holds the resolved config.
     Explicit overrides (e.g. more epochs) still apply; a different model is caught when resuming.
     """
     from vitc._io import parse_json

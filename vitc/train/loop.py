@@ -10,6 +10,7 @@ other process saves its own streams and running sums beside it: vitc.train.state
 from __future__ import annotations
 
 import copy
+import shlex
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -371,8 +372,7 @@ def resume_command(cfg: TrainConfig, dist: Any, by_nproc: bool | None = None) ->
     """What continues this run: under DDP with as many processes (one would continue on one GPU, with
     other random draws), launched as they were (`by_nproc`: by `vitc train --nproc`; default: as this
     process was)."""
-    where = "" if cfg.run.out_dir == "train/runs" else f" --set run.out_dir={cfg.run.out_dir}"
-    command = f"vitc train --resume --name {cfg.run_name}{where}"
+    command = f"vitc train --resume {shlex.quote(str(Path(cfg.run.out_dir) / cfg.run_name))}"
     if launched_by_nproc() if by_nproc is None else by_nproc:
         return f"{command} --nproc {dist.world_size}"
     return f"the same torchrun launch of {command}" if dist.enabled else command

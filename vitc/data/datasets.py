@@ -173,15 +173,42 @@ def check_decoded(n_images: int, size: int, what: str, can_stream: bool = True) 
 
 
 def _usable_memory() -> int:
-    """Physical memory, or less under an address-space limit (`ulimit -v`)."""
-    import resource
-
-    usable = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """Physical memory, or less under an address-space limit (`ulimit -v`). Windows has neither `resource`
+    nor os.sysconf (nor /proc): there it is the physical memory Windows reports."""
+    usable = _physical_memory()
+    try:
+        import resource
+    except ImportError:  # Windows
+        return usable
     limit, _ = resource.getrlimit(resource.RLIMIT_AS)
     if limit != resource.RLIM_INFINITY:
-        used = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        try:  # /proc is Linux's: elsewhere (macOS) the whole limit counts
+            used = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            used = 0
         usable = min(usable, max(0, limit - used))
     return usable
+
+
+def _physical_memory() -> int:
+    """This machine's physical memory in bytes: sysconf on Linux and macOS, GlobalMemoryStatusEx on Windows,
+    and when neither answers no bound (the check then passes)."""
+    if hasattr(os, "sysconf"):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    import ctypes
+
+    class MemoryStatusEx(ctypes.Structure):  # MEMORYSTATUSEX (sysinfoapi.h)
+        _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong)] + [
+            (name, ctypes.c_ulonglong)
+            for name in ("ullTotalPhys", "ullAvailPhys", "ullTotalPageFile", "ullAvailPageFile", "ullTotalVirtual",
+                         "ullAvailVirtual", "ullAvailExtendedVirtual")
+        ]  # fmt: skip
+
+    status = MemoryStatusEx(dwLength=ctypes.sizeof(MemoryStatusEx))
+    kernel32 = getattr(getattr(ctypes, "windll", None), "kernel32", None)
+    if kernel32 is None or not kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+        return 2**63 - 1
+    return int(status.ullTotalPhys)
 
 
 # ---------------------------------------------------------------- digits

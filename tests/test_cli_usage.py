@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -133,3 +134,26 @@ def test_an_artifact_given_for_a_checkpoint_says_what_it_is(name: str, what: str
     assert str(refused.value) == (
         f"{path} is {what}, not a vitc checkpoint: name the checkpoint or run folder it was made from"
     )
+
+
+def test_output_in_a_legacy_code_page_writes_what_it_cannot_encode_as_a_question_mark(tmp_path: Path) -> None:
+    """Windows writes a redirected stdout in cp1252 (no '→', 'Δ', 'σ'): the help ran into UnicodeEncodeError."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80", "PYTHONIOENCODING": "cp1252"}
+    command = [sys.executable, "-c", "import sys; sys.argv[0] = 'vitc'; from vitc.cli.main import main; main()"]
+    done = subprocess.run([*command, "--help"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode("cp1252")
+    assert b"Usage: vitc" in done.stdout
+    assert "σ".encode("cp1252", errors="replace") in done.stdout
+
+
+def test_narrow_encodings_are_tolerated_on_both_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vitc.cli._console import tolerate_narrow_encodings
+
+    streams = {name: io.TextIOWrapper(io.BytesIO(), encoding="cp1252") for name in ("stdout", "stderr")}
+    for name, stream in streams.items():
+        monkeypatch.setattr(sys, name, stream)
+    tolerate_narrow_encodings()
+    for stream in streams.values():
+        stream.write("max |Δ| → 1e-7, ≥ 99%")
+        stream.flush()
+        assert stream.buffer.getvalue() == b"max |?| ? 1e-7, ? 99%"  # type: ignore[attr-defined]

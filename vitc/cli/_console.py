@@ -10,6 +10,7 @@ terminal): every string these consoles print shows them escaped (vitc._terminal)
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,11 +20,20 @@ from rich.text import Text
 from vitc._terminal import PlainConsole
 from vitc._text import printable
 
-__all__ = ["PlainConsole", "console", "labelled", "library_warnings_printed", "printable"]
+__all__ = ["PlainConsole", "console", "labelled", "library_warnings_printed", "printable", "tolerate_narrow_encodings"]
 
 
 def console(stderr: bool = False) -> Console:
     return PlainConsole(stderr=stderr, markup=False, highlight=False)
+
+
+def tolerate_narrow_encodings() -> None:
+    """On Windows, output to a file or a pipe (`vitc export ... > log.txt`, CI) is in the ANSI code page,
+    cp1252, which has no '→', 'Δ', '≥' or 'σ' of vitc's tables and help: each is written as '?' rather than
+    stopping the command with UnicodeEncodeError (after the work, before its artifacts were all written)."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
 
 
 def labelled(label: str, style: str, message: str) -> Text:

@@ -31,7 +31,7 @@ from vitc.cli import inspect as inspect_cli
 from vitc.cli import models as models_cli
 from vitc.cli import predict as predict_cli
 from vitc.cli import train as train_cli
-from vitc.cli._console import printable
+from vitc.cli._console import printable, tolerate_narrow_encodings
 from vitc.cli._errors import DEBUG_HELP, F, evaluated, handle_errors, set_debug, stderr
 
 app = typer.Typer(
@@ -94,6 +94,7 @@ def main() -> None:
     """The console entry point. A usage error click finds (an option's value of the wrong type or out of
     range, a missing argument, an unknown option) is one line and exit code 2, as vitc's own errors are;
     typer would draw it in a box of five or six lines. Everything else ends as click ends it."""
+    tolerate_narrow_encodings()
     click = _click_exceptions()
     try:
         code = app(standalone_mode=False)

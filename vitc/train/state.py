@@ -116,7 +116,10 @@ def _restore(
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in _section(tensors, "opt.").items():
         index, slot = key.split(".", 1)
-        slots.setdefault(int(index), {})[slot] = value
+        # copied: the optimiser keeps a tensor of its dtype and device as it is, and safetensors' tensors are views
+        # of the file mapped in memory, which Windows then refuses to replace (the next epoch's resume state:
+        # "a file with a user-mapped section open")
+        slots.setdefault(int(index), {})[slot] = value.clone()
     try:
         optimizer.load_state_dict({"state": slots, "param_groups": record["param_groups"]})
     except (ValueError, KeyError) as exc:

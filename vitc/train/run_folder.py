@@ -76,12 +76,21 @@ class RunFolder:
         self._lock_fd = fd
 
     def release(self) -> None:
-        """Drop the lock and its file (unlinked while still held, so no run name leaves a `.NAME.lock`)."""
+        """Drop the lock and its file (unlinked while still held, so no run name leaves a `.NAME.lock`). Windows
+        deletes no open file: there the lock is dropped first and the file removed if no other process opened
+        it since, which also keeps a second process from locking a file that is gone."""
         if self._lock_fd is not None:
             lock = self.out_dir / f".{self.name}.lock"
-            if _same_file(self._lock_fd, lock):
-                lock.unlink(missing_ok=True)
-            os.close(self._lock_fd)  # closing the descriptor drops the lock
+            held = _same_file(self._lock_fd, lock)
+            try:
+                if held:
+                    lock.unlink(missing_ok=True)
+            except PermissionError:  # Windows: the file is open (here)
+                os.close(self._lock_fd)
+                with contextlib.suppress(OSError):  # open in another process: it is that one's lock now
+                    lock.unlink(missing_ok=True)
+            else:
+                os.close(self._lock_fd)  # closing the descriptor drops the lock
             self._lock_fd = None
 
     def start(self, force: bool, resume: bool) -> None:

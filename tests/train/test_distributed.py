@@ -101,6 +101,25 @@ def test_more_cuda_processes_than_gpus_is_one_line(monkeypatch: pytest.MonkeyPat
     )
 
 
+def test_cuda_processes_join_over_gloo_where_torch_has_no_nccl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's Windows wheels have no NCCL (init_process_group("nccl"): "Distributed package doesn't have NCCL
+    built in") and no libuv (torch 2.4-2.5's TCPStore asked for it: pytorch#139990): `--nproc 2` on two GPUs
+    joins over gloo with USE_LIBUV=0 there."""
+    import torch.distributed as dist
+
+    joined: dict[str, str] = {}
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(os, "environ", {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: joined.update(device=str(index)))
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: False)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: joined.update(backend=backend))
+    assert distributed.init_distributed("cuda").rank == 1
+    assert joined == {"backend": "gloo", "device": "1"}
+    assert os.environ["USE_LIBUV"] == "0"
+
+
 def test_a_rank_that_aborts_is_named_with_its_last_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rank that kills itself (abort, crash) says why in its last stderr line; the launcher's one line
     carries it, so a log names the cause. Rank 0 then fails too, as it would in its next collective."""

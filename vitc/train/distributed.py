@@ -42,7 +42,8 @@ class DistInfo:
 
 
 def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); a no-op for one process."""
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA where torch has it); a no-op for one
+    process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
@@ -57,10 +58,20 @@ def init_distributed(device_type: str) -> DistInfo:
             f"--nproc {gpus} (torchrun: --nproc-per-node {gpus})" + (", or leave --nproc out" if gpus == 1 else "")
         )
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        if sys.platform == "win32":  # torch's Windows wheels have no libuv, which torch 2.4-2.5's store asked for
+            os.environ.setdefault("USE_LIBUV", "0")  # (pytorch#139990)
+        dist.init_process_group(backend=process_group_backend(device_type))
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
+
+
+def process_group_backend(device_type: str) -> str:
+    """nccl for CUDA where torch has it, else gloo: torch's Windows wheels have no NCCL ("Distributed package
+    doesn't have NCCL built in"), and gloo reduces CUDA tensors too."""
+    import torch.distributed as dist
+
+    return "nccl" if device_type == "cuda" and dist.is_nccl_available() else "gloo"
 
 
 def barrier(info: DistInfo) -> None:

@@ -8,6 +8,9 @@ No Rich here: vitc.export and vitc.pretrained read these helpers.
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
 from collections.abc import Sequence
 
 
@@ -21,3 +24,9 @@ def few_names(names: Sequence[str], shown: int = 5) -> str:
     """A list of names in a line: its first ones, and how many there are in all when some are left out."""
     more = f", … ({len(names)} in all)" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+def shell_word(arg: str) -> str:
+    """`arg` as one word of a command the user pastes: POSIX shell quoting, or on Windows double quotes where
+    needed (cmd.exe keeps POSIX's single quotes as part of the word: 'C:\\runs\\my run' is no path there)."""
+    return subprocess.list2cmdline([arg]) if sys.platform == "win32" else shlex.quote(arg)

@@ -226,3 +226,20 @@ def test_sigterm_to_the_launcher_gives_its_ranks_time_to_save(tmp_path: Path, mo
         distributed.launch(["train"], nproc=2, poll_s=0.05, saved=lambda: "continue with: vitc train --resume")
     assert stopped.value.exit_code == 143
     assert sorted(path.name for path in tmp_path.glob("*.saved")) == ["0.saved", "1.saved"]
+
+
+@pytest.mark.parametrize(
+    ("platform", "said"),
+    [("linux", "vitc train --resume '/data/my runs/tiny'"), ("win32", 'vitc train --resume "/data/my runs/tiny"')],
+)
+def test_the_resume_command_is_quoted_for_the_shell_it_is_pasted_into(
+    platform: str, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cmd.exe keeps single quotes as part of a word: on Windows a path with a space is double-quoted."""
+    from types import SimpleNamespace
+
+    from vitc.train.loop import resume_command
+
+    monkeypatch.setattr(sys, "platform", platform)
+    cfg = SimpleNamespace(run=SimpleNamespace(out_dir="/data/my runs"), run_name="tiny")
+    assert resume_command(cfg, SimpleNamespace(enabled=False), by_nproc=False) == said  # type: ignore[arg-type]

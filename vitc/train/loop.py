@@ -10,7 +10,6 @@ other process saves its own streams and running sums beside it: vitc.train.state
 from __future__ import annotations
 
 import copy
-import shlex
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from vitc._io import write_json
 from vitc._lazy import lazy_import
 from vitc._terminal import PlainConsole
+from vitc._text import shell_word
 from vitc.checkpoint import load_state_dict, save_checkpoint
 from vitc.data.datasets import epoch_share, make_generator, split_batches
 from vitc.data.feed import EVAL_BATCH, final_split
@@ -372,7 +372,7 @@ def resume_command(cfg: TrainConfig, dist: Any, by_nproc: bool | None = None) ->
     """What continues this run: under DDP with as many processes (one would continue on one GPU, with
     other random draws), launched as they were (`by_nproc`: by `vitc train --nproc`; default: as this
     process was)."""
-    command = f"vitc train --resume {shlex.quote(str(Path(cfg.run.out_dir) / cfg.run_name))}"
+    command = f"vitc train --resume {shell_word(str(Path(cfg.run.out_dir) / cfg.run_name))}"
     if launched_by_nproc() if by_nproc is None else by_nproc:
         return f"{command} --nproc {dist.world_size}"
     return f"the same torchrun launch of {command}" if dist.enabled else command

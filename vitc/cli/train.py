@@ -232,7 +232,8 @@ def _summary(model: str, result: RunResult) -> None:
     table = Table(title=f"{model}: run summary")
     final = result.test_split  # "val" for an image folder without test/: the figure is not a test score
     top5 = "top5" in result.test  # not reported with 5 classes or fewer: 100% by construction
-    columns = ("epochs", "best val top-1", f"{final} top-1", f"{final} top-5", "train img/s", "time")
+    val = "best val top-1" + ("" if result.val_precision == "fp32" else f" ({result.val_precision})")
+    columns = ("epochs", val, f"{final} top-1", f"{final} top-5", "train img/s", "time")
     cells = (
         str(len(result.history)),
         f"{result.best_val_top1:.2f}%",

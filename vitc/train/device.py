@@ -59,6 +59,11 @@ def pick_amp(choice: str, device: torch.device) -> torch.dtype | None:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
 
 
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    """What a score was computed in, as the records say it: "bf16" or "fp16" autocast, else "fp32"."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 (Cooper Lake, Sapphire Rapids and later); torch exposes the check privately."""
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)

@@ -74,6 +74,7 @@ class RunResult:
     timing: dict[str, float | None] = field(default_factory=dict)  # this session's StepMeter.summary()
     attention: list[dict[str, Any]] | None = None  # the formulations measured on a GPU (vitc.models.formulation)
     sync_bn: bool = False  # BatchNorm normalised over every process's batch (run.sync_bn under DDP)
+    val_precision: str = "fp32"  # what validation ran in: the run's autocast ("bf16", "fp16"), else fp32
 
 
 def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, force: bool = False) -> RunResult:
@@ -381,11 +382,13 @@ def resume_command(cfg: TrainConfig, dist: Any, by_nproc: bool | None = None) ->
 def _finish(run: Run) -> RunResult:
     """Score the best checkpoint on the held-out test split and write the run's summary."""
     cfg, state, feed, dist, board = run.cfg, run.state, run.feed, run.dist, run.board
-    device, amp_dtype, mean, std, run_dir = run.device, run.amp_dtype, run.mean, run.std, run.run_dir
+    device, mean, std, run_dir = run.device, run.mean, run.std, run.run_dir
     if board:
         board.close()
     # every process scores its share of the test split with rank 0's best weights (another machine of a
-    # multi-machine run need not see the run folder): the same precision as val during training
+    # multi-machine run need not see the run folder), in fp32 whatever the run's autocast: the score that
+    # `vitc eval` gives the checkpoint and that the exports' drift is measured from (under bf16 autocast it
+    # differed from both by 3 images of 180)
     best = copy.deepcopy(run.model)
     if dist.is_main:
         best.load_state_dict(load_state_dict(run_dir / "best.safetensors"))
@@ -393,9 +396,9 @@ def _finish(run: Run) -> RunResult:
     try:
         with run.meter.evaluating():
             test_batches = feed.eval_batches("test", **_shard(dist))
-            test = evaluate_batches(best.to(device), test_batches, mean, std, device, amp_dtype, dist)
+            test = evaluate_batches(best.to(device), test_batches, mean, std, device, None, dist)
     except RuntimeError as exc:
-        hint = "mixed precision (--set run.amp=bf16)" if amp_dtype is None else "freeing the GPU (other processes)"
+        hint = "freeing the GPU (other processes)"
         done = f"; the trained run is complete in {run_dir}: vitc eval scores it (on the CPU)"
         reraise_gpu(exc, f"at batch size {EVAL_BATCH} (the final test)", hint, done)
     if feed.num_classes <= 5:  # top-5 of 5 classes or fewer is 100% by construction: not reported
@@ -408,6 +411,7 @@ def _finish(run: Run) -> RunResult:
     result.timing = run.meter.summary()
     result.attention = run.run_info["attention"]
     result.sync_bn = run.sync_bn
+    result.val_precision = run.run_info["val_precision"]
     if state.stopped_early and dist.is_main:  # the history is rank 0's
         best = max(state.history, key=lambda row: row["val_top1"])
         result.stopped_early = (

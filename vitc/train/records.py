@@ -30,6 +30,7 @@ def checkpoint_meta(model: torch.nn.Module, run_info: dict[str, Any], row: dict[
             "trained_by": "vitc train",
             "epoch": row["epoch"],
             "val_top1": row["val_top1"],
+            "val_precision": run_info.get("val_precision", "fp32"),  # the run's autocast: as its training
             "processes": run_info["processes"],
             **_pretrained_fields(run_info.get("pretrained")),
         },
@@ -58,6 +59,8 @@ def summary_record(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
         "test_top1": result.test.get("top1"),
         "test_top5": result.test.get("top5"),
         "best_val_top1": result.best_val_top1,
+        "val_precision": result.val_precision,  # validation ran under the run's autocast, as its training did
+        "test_precision": "fp32",  # the final test: as `vitc eval` and the exports' FP32 row
         "best_epoch": best["epoch"] if best else None,
         "epochs": len(result.history),
         "stopped_early": bool(result.stopped_early),

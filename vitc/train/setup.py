@@ -28,7 +28,7 @@ from vitc.pretrained import inherited_preprocess, load_pretrained, read_pretrain
 from vitc.train import report
 from vitc.train.config import PREPROCESS_KEYS, TrainConfig, parse_auto_augment
 from vitc.train.defaults import repeats_note, resolve_for_data
-from vitc.train.device import choose_attention, pick_workers
+from vitc.train.device import choose_attention, pick_workers, precision_name
 from vitc.train.distributed import broadcast_from_main, sync_batchnorm
 from vitc.train.interrupt import CtrlC
 from vitc.train.meter import StepMeter
@@ -237,6 +237,7 @@ def setup_run(
         "config": cfg.to_dict(),
         "classes": feed.class_names,
         "processes": dist.world_size,
+        "val_precision": precision_name(amp_dtype),  # the checkpoints' val_top1 was scored under it
         "train_images": len(feed),  # a resume within an epoch finds its place in that set's order
         "pretrained": pretrained.provenance if pretrained else None,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,29 @@ def test_rounds_interleave_runners():
     assert calls == ["a", "a", "b", "b"] * 3  # two calls each per round, turn by turn
     assert [row.e2e.count for row in report.rows] == [6, 6] and report.settings["rounds"] == 3
     assert [row.precision for row in report.rows] == ["fp32", "fp32"]  # each runner's own (RunnerInfo)
+    # what was timed is said beside the figures (it said none of it; its JSON gave the first round's warm-up)
+    warm = bench_runners([Fake("a")], [1], TimingPlan(warmup=4, iterations=6), rounds=3)
+    assert warm.settings["warmup"] == 4 and warm.settings["warmup_later_rounds"] == 1
+    assert (
+        warm.how_timed()
+        == "timed: 6 calls per row in 3 interleaved rounds, after 4 warm-up calls (1 in each later round); "
+        "CPU threads: the backend's default"
+    )
+    markdown = warm.to_markdown()
+    assert warm.how_timed() in markdown and "img/s = batch / p50 latency" in markdown
     assert "precisions" not in inspect.signature(bench_runners).parameters  # issue 23: nothing passed it
     with pytest.raises(VitcError):
         bench_runners([Fake("a")], [1], TimingPlan(), rounds=0)
+
+
+def test_the_cpu_is_named_as_lscpu_names_it() -> None:
+    """platform.processor() is "x86_64" on Linux: the report named no CPU, where results differ by CPU."""
+    from vitc.bench.report import base_environment
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file() or "model name" not in cpuinfo.read_text():
+        pytest.skip("no model name in /proc/cpuinfo here")
+    name = next(
+        line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+    )
+    assert base_environment()["cpu"] == name

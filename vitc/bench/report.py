@@ -21,6 +21,7 @@ TIME_NOTES = {
     "gpu": "GPU compute only, CUDA events around the launch (no transfers)",
     "vitc_compile_s": "vitc's compile passes and their check, once per runner",
     "first_call_s": "the first call at this batch, where torch.compile compiles and CUDA graphs are captured",
+    "throughput": "batch / p50 latency",
 }
 
 
@@ -138,7 +139,7 @@ class BenchReport:
         from rich.table import Table
 
         keep = self._columns()
-        table = Table(title=title, caption=self._caption())
+        table = Table(title=title, caption=f"{self.how_timed()}\n{self._caption()}" if self.rows else self._caption())
         for i in keep:
             table.add_column(self._HEAD[i], justify="left" if i == 0 else "right", no_wrap=i == 0)
         for row in self.rows:
@@ -151,7 +152,7 @@ class BenchReport:
         text = f"latency = {TIME_NOTES['e2e']}"
         if any(r.device != "cpu" for r in self.rows):  # a CPU runner copies nothing to a device
             text += f" ({TIME_NOTES['copies']})"
-        text += f"; ratio = throughput / {base}'s at the same batch"
+        text += f"; img/s = {TIME_NOTES['throughput']}; ratio = throughput / {base}'s at the same batch"
         if any(r.gpu is not None for r in self.rows):
             text += f"; GPU = {TIME_NOTES['gpu']}"
         keep = self._columns()
@@ -161,12 +162,33 @@ class BenchReport:
             text += f"; 1st call s = {TIME_NOTES['first_call_s']}"
         return text
 
+    def how_timed(self) -> str:
+        """The settings a reader needs beside the figures, as trtexec prints its own: warm-up, the calls timed
+        per row, the rounds, the CPU threads."""
+        settings = self.settings
+        warmup, rounds = settings.get("warmup"), settings.get("rounds") or 1
+        calls = sorted({row.e2e.count for row in self.rows})
+        text = f"timed: {'/'.join(map(str, calls))} calls per row"
+        if rounds > 1:
+            later = settings.get("warmup_later_rounds")
+            text += f" in {rounds} interleaved rounds, after {warmup} warm-up calls ({later} in each later round)"
+        elif warmup is not None:
+            text += f", after {warmup} warm-up calls"
+        threads = sorted(
+            {str(row.detail.get("threads") or "the backend's default") for row in self.rows if row.device == "cpu"}
+        )
+        if threads:
+            text += f"; CPU threads: {'/'.join(threads)}"
+        return text
+
     def to_markdown(self, title: str = "vitc bench") -> str:
         keep = self._columns()
         lines = [f"### {title}", ""]
         env = ", ".join(f"{k}: {v}" for k, v in self.environment.items() if v not in (None, ""))
         if env:
             lines += [env, ""]
+        if self.rows:
+            lines += [self.how_timed(), ""]
         head = [self._HEAD[i] for i in keep]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
@@ -184,11 +206,11 @@ def _seconds(value: Any) -> str:
 
 def base_environment() -> dict[str, Any]:
     """Host facts that belong with every figure (no optional imports)."""
-    from vitc.engines.platform import cpu_cores
+    from vitc.engines.platform import cpu_cores, cpu_model
 
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cores": cpu_cores(),
     }

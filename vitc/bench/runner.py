@@ -53,6 +53,7 @@ def bench_runners(
         "iterations": None if plan.duration else plan.iterations,
         "duration_s": plan.duration,
         "rounds": rounds,
+        "warmup_later_rounds": min(plan.warmup, 1) if rounds > 1 else None,  # as _measure warms them
     }
     share = TimingPlan(
         warmup=plan.warmup,
@@ -119,10 +120,11 @@ def _measure(
             if skipped:
                 report.warnings.append(_skipped(runner, skipped, asked))
         samples: dict[tuple[int, int], dict[str, list[float]]] = {key: {} for key in steps}
+        later = replace(share, warmup=min(share.warmup, 1))  # rounds after the first: the runners are warm
         for round_index in range(rounds):
             for key, step in steps.items():
                 doing["now"] = f"at batch size {key[1]} ({runners[key[0]].name})"
-                round_plan = share if round_index == 0 else replace(share, warmup=min(share.warmup, 1))
+                round_plan = share if round_index == 0 else later
                 for name, times in collect(step, round_plan).items():
                     samples[key].setdefault(name, []).extend(times)
         for runner in runners:  # what running found (a CUDA graph TensorRT could not capture)

@@ -7,6 +7,7 @@ from /etc/nv_tegra_release (L4T), /proc/device-tree/model and `nvpmodel -q`.
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -48,6 +49,20 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as lscpu shows it (Linux's /proc/cpuinfo), else what Python knows: results on
+    these machines differ by CPU (AMX, AVX512-BF16), and platform.processor() is only "x86_64" on Linux."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _run(cmd: list[str], timeout: float = 10.0) -> str | None:

@@ -73,6 +73,12 @@ def lazy_import(name: str) -> ModuleType:
         raise VitcError(f"this command needs {root!r}, which is not installed ({hint})") from exc
 
 
+def torch_before(major: int, minor: int) -> bool:
+    """Whether the installed torch is older than `major.minor`: the gate of each workaround for a release."""
+    torch = lazy_import("torch")
+    return tuple(int(part) for part in torch.__version__.split(".")[:2]) < (major, minor)
+
+
 def pyplot() -> ModuleType:
     """matplotlib.pyplot on the Agg backend: figures are written to files, never shown."""
     matplotlib = lazy_import("matplotlib")

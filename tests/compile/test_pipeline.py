@@ -206,6 +206,21 @@ def test_torch_2_4s_exporting_flag_records_the_same_program(monkeypatch: pytest.
         assert torch.equal(own.module()(batch), native.module()(batch))
 
 
+class ClassToken(nn.Module):
+    """The pooling every zoo family ends with (x[:, 0]): on torch 2.5 to 2.7 its full slice over the batch
+    guarded it against sys.maxsize, which an unbounded Dim failed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0]
+
+
+def test_a_full_slice_over_the_free_batch_exports() -> None:
+    x = torch.randn(5, 3, 4)
+    program = export_with_free_batch(ClassToken(), x[:2])
+    for size in (1, 5):
+        assert torch.equal(program.module()(x[:size]), x[:size, 0])
+
+
 def test_the_compile_check_runs_in_full_fp32_and_restores_the_users_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """With TF32 on (a common global setting) the check failed on CUDA: 'changed the logits by 0.000445'."""
     from vitc.compile import pipeline

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from vitc._io import atomic_write
+from vitc._lazy import torch_before
 from vitc.artifacts.program import PROGRAM_RECORD
 from vitc.compile._exporting import exporting
 from vitc.compile.report import TOLERANCE
@@ -34,12 +36,20 @@ def export_with_free_batch(model: nn.Module, example: torch.Tensor) -> Any:
     the contiguity check of GPSA's batch-inner copy ("eager" lowering: the cpu and cuda targets)
     adds, so it refused an export that torch 2.13 makes. A torch without the switch exports as before.
     """
-    batch = torch.export.Dim("batch", min=1)
+    batch = torch.export.Dim("batch", min=1, **_batch_max())
     extra = {}
     if "prefer_deferred_runtime_asserts_over_guards" in inspect.signature(torch.export.export).parameters:
         extra["prefer_deferred_runtime_asserts_over_guards"] = True
     with exporting():
         return torch.export.export(model, (example,), dynamic_shapes=({0: batch},), **extra)
+
+
+def _batch_max() -> dict[str, int]:
+    """torch 2.5 to 2.7 give a Dim without max the bound int_oo, and their slicing guards the batch against
+    sys.maxsize (the end of `x[:, 0]`'s full slice), so every export in the zoo failed ("not all values of
+    batch satisfy ... != 9223372036854775807"). Below 2.11 (2.8 to 2.10 not run) the batch is bounded at
+    torch 2.4's default, which proves the guard; 2.11 and 2.13 keep int_oo and pass."""
+    return {"max": sys.maxsize - 1} if torch_before(2, 11) else {}
 
 
 @torch.no_grad()

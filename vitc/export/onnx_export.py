@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vitc._lazy import lazy_import
+from vitc._lazy import lazy_import, torch_before
 from vitc.artifacts.batch import BatchRange
 from vitc.errors import VitcError
 
@@ -38,7 +38,7 @@ def _mend_sdpa_scale(torch: Any) -> None:
     family): it reads the scale as a Python float and cannot make a Sqrt of it (pytorch#135594, fixed in
     2.5). Its own symbolic, re-registered with the scale behind a Cast to double (what it is already), runs
     2.5's code path: the same Sqrt of the scale, folded to the same float32 constant."""
-    if tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5):
+    if not torch_before(2, 5):
         return
     from torch.onnx import symbolic_helper, symbolic_opset14
 

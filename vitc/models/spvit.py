@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitc._lazy import torch_before
 from vitc.errors import VitcError
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
@@ -104,13 +105,29 @@ def flex_prior_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prio
 
     On CUDA, torch.compile turns it into one flash-style kernel for the forward and one for the
     backward (the prior's gradient included) that never hold the (B, H, N, N) scores; elsewhere it
-    runs PyTorch's reference loop, and the CPU has no backward (NotImplementedError).
+    runs PyTorch's reference loop, and the CPU has no backward (NotImplementedError; torch 2.5 to 2.7 run one).
     """
+    flex_attention = _flex_attention(q.device.type == "cuda")  # first: torch 2.4 has none
+    _check_flex_head_dim(q.shape[-1])
 
     def times_prior(score: torch.Tensor, b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor):
         return score * prior[h, q_idx, kv_idx]
 
-    return _flex_attention(q.device.type == "cuda")(q, k, v, score_mod=times_prior, scale=1.0)
+    return flex_attention(q, k, v, score_mod=times_prior, scale=1.0)
+
+
+# FlexAttention in torch 2.5 to 2.7 takes only power-of-two head widths (a ValueError "NYI: Currently non
+# power of 2 embedding dimension", on the CPU too: spvit_micro's 24); 2.11 and 2.13 take any.
+_FLEX_POWER_OF_TWO_ONLY = torch_before(2, 8)
+
+
+def _check_flex_head_dim(head_dim: int) -> None:
+    """One line where this torch's FlexAttention refuses the head width (a constant to torch.compile)."""
+    if _FLEX_POWER_OF_TWO_ONLY and head_dim & (head_dim - 1):
+        raise VitcError(
+            f"attn_impl 'flex' (FlexAttention) on torch {torch.__version__} takes power-of-two head widths, "
+            f"this model's are {head_dim}: use 'fused' (the default) or a newer torch"
+        )
 
 
 @functools.cache

@@ -102,10 +102,9 @@ def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> su
 
 # -- sections ----------------------------------------------------------------------------------------
 def environment(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
-    facts: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine()}
-    lscpu = run(["lscpu"], 10) if Path("/usr/bin/lscpu").exists() else None
-    facts["cpu"] = next((ln.split(":", 1)[1].strip() for ln in (lscpu.stdout if lscpu else "").splitlines()
-                         if ln.startswith("Model name")), platform.processor())  # fmt: skip
+    from vitc.engines.platform import cpu_model
+
+    facts: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(), "cpu": cpu_model()}
     # the device tool sends the working tree without .git, and its image has no git: the command passes it
     git = run(["git", "rev-parse", "HEAD"], 10) if shutil.which("git") and (ROOT / ".git").exists() else None
     facts["vitc_commit"] = os.environ.get("VITC_COMMIT") or (git.stdout.strip() if git else None) or None

@@ -48,6 +48,7 @@ def test_locality_figures_as_images(tmp_path) -> None:
     import torch
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from vitc.analysis.locality import analyse
     from vitc.models import create_model
     from vitc.train.report import TensorBoardLog
 
@@ -66,8 +67,39 @@ def test_locality_figures_as_images(tmp_path) -> None:
     assert [m.training for m in model.modules()] == flags and not model.blocks[0].drop_path.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(g, param.grad) for g, param in zip(grads, model.parameters(), strict=True))
-    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     events.Reload()
     names = {"attention_distance", "gates", "positional_attention"}
     assert set(events.Tags()["images"]) == {f"locality/{n}" for n in names}
     assert [e.step for e in events.Images("locality/gates")] == [4]
+    # the same measures as scalars: each layer's mean distance, each GPSA head's gate (one chart per layer)
+    report = analyse(model, torch.randn(2, 3, 32, 32))  # the distances depend on the images; the gates do not
+    scalars = set(events.Tags()["scalars"])
+    assert {f"locality/distance/{name}" for name in report.layers} <= scalars
+    gate = events.Scalars("locality/gate/blocks.0.attn/h1")
+    assert [(e.step, e.value) for e in gate] == [(4, pytest.approx(report.gates["blocks.0.attn"][1]))]
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.util import tensor_util
+
+    layout = layout_pb2.Layout()
+    (config,) = events.Tensors("custom_scalars__config__")
+    layout.ParseFromString(tensor_util.make_ndarray(config.tensor_proto).item())
+    (chart,) = layout.category[0].chart
+    assert chart.title == "blocks.0.attn" and list(chart.multiline.tag) == [r"^locality/gate/blocks\.0\.attn/h"]
+
+
+def test_figures_every_n_epochs_and_at_the_last(tiny: dict[str, Any]) -> None:
+    """log.figures_every=2 over 3 epochs: the figures at epochs 2 and 3 (the last), the scalars at every one."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    overrides = {"model.name": "convit_micro", "model.args": {"depth": 2, "local_up_to_layer": 1}}
+    cfg = load_config(None, tiny | overrides | {"log.tensorboard": True, "log.figures_every": 2})
+    result = train(cfg, show_progress=False)
+    events = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("locality/gates")] == [2, 3]
+    assert [e.step for e in events.Images("curves")] == [1, 2, 3]
+    assert [e.step for e in events.Scalars("locality/gate/blocks.0.attn/h0")] == [1, 2, 3]
+    with pytest.raises(VitcError, match=r"log\.figures_every must not be negative"):
+        load_config(None, {"log.figures_every": -1})

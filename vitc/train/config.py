@@ -113,6 +113,9 @@ class RunSection:
 @dataclass
 class LogSection:
     tensorboard: bool = False  # event files in <run>/tensorboard/ (pip install 'vitc[tensorboard]')
+    # with tensorboard: the locality figures (matplotlib, 1-5 s) as images every N epochs and at the last;
+    # their scalars (attention distance, GPSA gates) every epoch; 0 = scalars only
+    figures_every: int = 1
 
 
 @dataclass
@@ -153,7 +156,7 @@ _POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "data.image_size")
 _NON_NEGATIVE = (
     "optim.min_lr", "optim.warmup_epochs", "optim.weight_decay", "optim.clip_grad", "optim.patience",
     "model.drop_path_rate", "aug.mixup", "aug.cutmix", "aug.erasing", "aug.color_jitter", "aug.repeats",
-    "run.workers",
+    "run.workers", "log.figures_every",
 )  # fmt: skip
 _UNIT = ("optim.label_smoothing", "optim.ema_decay", "aug.erasing", "model.drop_path_rate")
 

@@ -313,7 +313,9 @@ def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> 
     report.write_history(state.history, folder.path, cfg.run_name, run.schedule)
     if board:
         if board.sample is not None:  # under DDP rank 0's share of val may all have been unreadable
-            board.locality(evaluated, eval_transform(board.sample, run.mean, run.std), row["epoch"])
+            every, last = cfg.log.figures_every, row["epoch"] == cfg.optim.epochs or state.stopped_early
+            draw = every > 0 and (row["epoch"] % every == 0 or last)
+            board.locality(evaluated, eval_transform(board.sample, run.mean, run.std), row["epoch"], figures=draw)
         board.epoch(row, [folder.path / "curves.png"])  # flushed, as near the resume state as can be
     generators = {"aug": run.aug_gen}
     save_state(folder.path / "resume.safetensors", state, model, run.optimizer, ema and ema.module, generators,

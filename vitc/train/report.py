@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,7 @@ class TensorBoardLog:
         writer = lazy_import("torch.utils.tensorboard").SummaryWriter
         self.writer = writer(log_dir=str(folder), purge_step=purge_step)
         self.sample: Any = None  # the first validation images, kept by tap()
+        self._layout_written = False
 
     def tap(self, batches: Iterable[tuple[Any, Any, Any]]) -> Iterator[tuple[Any, Any, Any]]:
         """Pass (images, labels, notes) batches through, keeping the first SAMPLE images once."""
@@ -154,21 +156,42 @@ class TensorBoardLog:
             self.writer.add_image(prefix + Path(path).stem, pixels, step, dataformats="HWC")
         self.writer.flush()
 
-    def locality(self, model: Any, images: Any, step: int) -> None:
-        """`vitc inspect`'s figures of `model` on `images`, measured where the model is, in full precision and
-        with every training flag given back: a CPU copy kept the GPU waiting on the CPU's forward pass of the
-        whole model every epoch."""
-        import tempfile
-
+    def locality(self, model: Any, images: Any, step: int, figures: bool = True) -> None:
+        """`vitc inspect`'s measures of `model` on `images` as scalars (each layer's mean attention distance, each
+        GPSA head's gate: ConViT's figure of the gates through training) and, with `figures`, its figures as
+        images. Measured where the model is, in full precision and with every training flag given back: a CPU
+        copy kept the GPU waiting on the CPU's forward pass of the whole model every epoch."""
         from vitc._modules import eval_mode
-        from vitc.analysis import figures
         from vitc.analysis.locality import analyse
 
         torch = lazy_import("torch")
         weight = next(model.parameters())
         with eval_mode(model), torch.autocast(weight.device.type, enabled=False):
             report = analyse(model, images.to(weight.device, weight.dtype))
-        grid, stride = figures.token_grid(model, images.shape[-1])
+        self._locality_scalars(report, step)
+        if figures:
+            self._locality_figures(report, model, images.shape[-1], step)
+        self.writer.flush()
+
+    def _locality_scalars(self, report: Any, step: int) -> None:
+        """One chart per GPSA layer with a line per head (TensorBoard's custom scalars), written once."""
+        gate_tags = {name: [f"locality/gate/{name}/h{h}" for h in range(len(g))] for name, g in report.gates.items()}
+        if gate_tags and not self._layout_written:
+            charts = {name: ["Multiline", [f"^locality/gate/{re.escape(name)}/h"]] for name in gate_tags}
+            self.writer.add_custom_scalars({"GPSA gates σ(λ) per head": charts})
+            self._layout_written = True
+        for name, row in zip(report.layers, report.distance, strict=True):
+            self.writer.add_scalar(f"locality/distance/{name}", sum(row) / len(row), step)
+        for name, tags in gate_tags.items():
+            for tag, value in zip(tags, report.gates[name], strict=True):
+                self.writer.add_scalar(tag, value, step)
+
+    def _locality_figures(self, report: Any, model: Any, image_side: int, step: int) -> None:
+        import tempfile
+
+        from vitc.analysis import figures
+
+        grid, stride = figures.token_grid(model, image_side)
         with tempfile.TemporaryDirectory() as folder:
             self.images(figures.write_all(report, Path(folder), grid, stride), step, prefix="locality/")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 
 import vitc.train.device
 from tests.doc_scripts import load_doc_script
+from tests.processes import killed_on_exit, popen
 from vitc._lazy import torch_before
 from vitc.cli.main import app
 from vitc.errors import VitcError
@@ -355,11 +355,9 @@ def test_on_a_cpu_vitc_train_keeps_the_measured_default() -> None:
 def test_under_ddp_every_process_runs_the_main_processs_choice(tmp_path: Path) -> None:
     """Two gloo processes (tests/models/ddp_choice.py): rank 1 takes rank 0's choice, measuring nothing."""
     script = Path(__file__).with_name("ddp_choice.py")
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(rank), str(tmp_path / "store"), str(tmp_path)])
-        for rank in (0, 1)
-    ]
-    assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
+    procs = [popen([sys.executable, str(script), str(rank), str(tmp_path / "store"), str(tmp_path)]) for rank in (0, 1)]
+    with killed_on_exit(*procs):  # a timeout left rank 0 running (hung leaving the group, on torch 2.5.1)
+        assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
     main, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert main["chosen"] == other["chosen"] == ["fused_dense"]
     assert main["record"] == other["record"] and main["lines"] == other["lines"]

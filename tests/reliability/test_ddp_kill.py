@@ -21,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests import processes
 from tests.train.conftest import TINY
 from tests.train.test_distributed import _set_args
 from vitc._io import read_safetensors_metadata
@@ -54,8 +55,8 @@ def test_a_killed_rank_stops_the_run_in_one_line_and_resume_finishes_it(tmp_path
     cmd = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "-q"]
     cmd += _set_args({**tiny, "run.name": "ddp"})
     run_dir = Path(tiny["run.out_dir"]) / "ddp"
-    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    launcher = processes.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with processes.killed_on_exit(launcher):  # with its ranks
         deadline = time.monotonic() + 240
         while not (run_dir / "resume.safetensors").exists():  # epoch 1 is saved: the run is in epoch 2
             assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
@@ -66,9 +67,6 @@ def test_a_killed_rank_stops_the_run_in_one_line_and_resume_finishes_it(tmp_path
         killed = time.monotonic()
         out, err = launcher.communicate(timeout=60)
         stopped_after = time.monotonic() - killed
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
 
     assert launcher.returncode == 2, out + err
     assert "Traceback" not in out + err
@@ -80,7 +78,7 @@ def test_a_killed_rank_stops_the_run_in_one_line_and_resume_finishes_it(tmp_path
     epoch_saved = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
     assert 1 <= epoch_saved < EPOCHS, "the kill came after the run had finished"
 
-    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    resumed = processes.run([*cmd, "--resume"], timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     expected, got = load_file(single.run_dir / "last.safetensors"), load_file(run_dir / "last.safetensors")
     for key in expected:
@@ -148,7 +146,7 @@ def test_ctrl_c_within_an_epoch_then_resume_replays_every_rank(tmp_path: Path) -
     tiny["model.drop_path_rate"] = 0.2
     tiny["run.out_dir"] = str(tmp_path / "runs")
     launch = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "-q"]
-    straight = subprocess.run([*launch, *_set_args({**tiny, "run.name": "straight"})], capture_output=True, text=True)
+    straight = processes.run([*launch, *_set_args({**tiny, "run.name": "straight"})], timeout=300)
     assert straight.returncode == 0, straight.stdout + straight.stderr
 
     env = _ctrl_c_env(tmp_path)
@@ -160,13 +158,10 @@ def test_ctrl_c_within_an_epoch_then_resume_replays_every_rank(tmp_path: Path) -
     # sums, which rank 0's summed ones already held: the resumed train loss counted them twice)
     cuts = ((False, 5, 0.0, (1, 1)), (True, 4, 3.0, (2, 1)), (True, "sums", 0.0, (2, 3)))
     for resume, at, after, (epoch, step) in cuts:
-        cut = subprocess.run(
+        cut = processes.run(  # in a session of its own: the test's process group is not the one Ctrl-C goes to
             [*cmd, *(["--resume"] if resume else [])],
             env={**env, "CTRL_C_AT": str(at), "CTRL_C_AFTER": str(after)},
-            capture_output=True,
-            text=True,
             timeout=300,
-            start_new_session=True,  # the test's own process group is not the one Ctrl-C goes to
         )
         assert cut.returncode == 130, cut.stdout + cut.stderr
         said = cut.stderr.strip().splitlines()[-1]
@@ -174,7 +169,7 @@ def test_ctrl_c_within_an_epoch_then_resume_replays_every_rank(tmp_path: Path) -
         saved = json.loads(read_safetensors_metadata(run_dir / "resume.safetensors")[RESUME_KEY])["state"]
         assert (saved["epoch"], saved["step_in_epoch"]) == (epoch, step)
 
-    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    resumed = processes.run([*cmd, "--resume"], timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "warning" not in resumed.stdout + resumed.stderr
     reference = Path(tiny["run.out_dir"]) / "straight"
@@ -195,17 +190,14 @@ def test_three_processes_resume_summing_in_the_uninterrupted_order(tmp_path: Pat
     tiny = {**TINY, "optim.batch_size": 33, "aug.repeats": 3, "aug.crop_scale": [0.5, 1.0], "aug.flip": True}
     tiny |= {"model.drop_path_rate": 0.2, "run.out_dir": str(tmp_path / "runs")}
     launch = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "3", "-q"]
-    straight = subprocess.run([*launch, *_set_args({**tiny, "run.name": "straight"})], capture_output=True, text=True)
+    straight = processes.run([*launch, *_set_args({**tiny, "run.name": "straight"})], timeout=300)
     assert straight.returncode == 0, straight.stdout + straight.stderr
 
     env = _ctrl_c_env(tmp_path)
     cmd = [*launch, *_set_args({**tiny, "run.name": "ddp"})]
-    cut = subprocess.run(  # batch 5 of 3 an epoch: epoch 2's second step
-        cmd, env={**env, "CTRL_C_AT": "5", "CTRL_C_AFTER": "0"}, capture_output=True, text=True, timeout=300,
-        start_new_session=True,
-    )  # fmt: skip
+    cut = processes.run(cmd, env={**env, "CTRL_C_AT": "5", "CTRL_C_AFTER": "0"}, timeout=300)  # epoch 2's 2nd step
     assert cut.returncode == 130, cut.stdout + cut.stderr
-    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    resumed = processes.run([*cmd, "--resume"], timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "Warning" not in straight.stderr + resumed.stderr  # DDP's on a stand-in's strided class-token gradient
 
@@ -227,7 +219,7 @@ def test_sigterm_to_the_launcher_saves_every_ranks_step(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "-q", *_set_args(tiny)]
     run_dir = Path(tiny["run.out_dir"]) / "ddp"
     env = {**_ctrl_c_env(tmp_path), "CTRL_C_AT": "5", "CTRL_C_AFTER": "0", "STOP_BY": "sigterm"}
-    cut = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # batch 5: epoch 2, step 2
+    cut = processes.run(cmd, env=env, timeout=300)  # batch 5: epoch 2, step 2
     assert cut.returncode == 143, cut.stdout + cut.stderr
     said = cut.stderr.strip().splitlines()[-1]
     assert said.startswith("error: stopped by SIGTERM: the 2 processes were stopped; continue with: vitc train")
@@ -235,7 +227,7 @@ def test_sigterm_to_the_launcher_saves_every_ranks_step(tmp_path: Path) -> None:
     assert (saved["epoch"], saved["step_in_epoch"]) == (1, 1)
     assert (run_dir / "resume.rank1.safetensors").is_file()
 
-    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    resumed = processes.run([*cmd, "--resume"], timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "warning" not in resumed.stdout + resumed.stderr  # rank 1 had its streams saved at rank 0's step
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

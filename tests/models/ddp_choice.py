@@ -17,7 +17,7 @@ import vitc.models.formulation
 import vitc.train.device
 from vitc.models import create_model
 from vitc.models.convit import GPSA
-from vitc.train.distributed import DistInfo
+from vitc.train.distributed import DistInfo, shutdown
 
 
 def must_not_measure(*args: object, **kwargs: object) -> None:
@@ -26,6 +26,7 @@ def must_not_measure(*args: object, **kwargs: object) -> None:
 
 def main(rank: int, store: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    info = DistInfo(rank=rank, world_size=2)
     try:
         vitc.train.device.TUNED_DEVICES = ("cpu",)  # the CPU stands in for a GPU
         if rank == 1:
@@ -35,12 +36,12 @@ def main(rank: int, store: str, out: str) -> None:
         torch.manual_seed(0)
         model = create_model("convit_micro", depth=2, local_up_to_layer=1, img_size=40)
         lines: list[str] = []
-        info, cast = DistInfo(rank=rank, world_size=2), torch.autocast("cpu", enabled=False)
+        cast = torch.autocast("cpu", enabled=False)
         record = vitc.train.device.choose_attention(model, False, 2, cast, lines.append, info)
         chosen = [m.attn_impl for m in model.modules() if isinstance(m, GPSA)]
         Path(out, f"rank{rank}.json").write_text(json.dumps({"chosen": chosen, "record": record, "lines": lines}))
     finally:
-        dist.destroy_process_group()
+        shutdown(info)  # not dist.destroy_process_group(), which could hang on torch 2.4-2.7 (it did on 2.5.1)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import IO, Any, TypeVar
 
 import torch
 
+from vitc._lazy import torch_before
 from vitc.errors import VitcError
 
 T = TypeVar("T")
@@ -149,11 +150,24 @@ def sync_batchnorm(model: torch.nn.Module, info: DistInfo, frozen: bool, device:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Leave the process group. Before torch 2.8 (pytorch#154976) its destructor joined gloo's worker threads
+    holding the GIL, while a worker freeing the last collective's tensors waited for the GIL to drop their
+    Python objects: a deadlock, at random (it hung a whole run after its summary on 2.5.1; a few lines hang
+    on 2.4.1, 2.5.1 and 2.6.0 every time). Held past destroy_process_group, the backends are destroyed by
+    the `del`, where pybind11 lets the GIL go first."""
     if info.enabled:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            gloo = dist.get_backend() == "gloo" and torch_before(2, 8)
+            backends = _backends(dist.group.WORLD) if gloo else []  # with no other reference to the group
             dist.destroy_process_group()
+            del backends
+
+
+def _backends(group: Any) -> list[Any]:
+    """The process group's backends (gloo's one, registered for the CPU and CUDA alike)."""
+    return [group._get_backend(device) for device in group._device_types]
 
 
 # ---------------------------------------------------------------- the launcher (`vitc train --nproc N`)

@@ -212,6 +212,62 @@ def test_a_ranks_own_sigterm_line_is_passed_on(tmp_path: Path, monkeypatch: pyte
     assert stopped.value.exit_code == 143
 
 
+def test_a_rank_that_dies_while_rank_0_waits_stops_the_run_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 1 dies (a CUDA out-of-memory error, a bad image) while rank 0 waits for it, in the rendezvous or a
+    collective that does not notice a dead peer (nccl's): the launcher polled rank 0 alone while it ran, so it
+    saw nothing, left rank 1 a zombie and waited with rank 0 (for gloo's 30-minute rendezvous timeout)."""
+    script = 'if [ "$RANK" = 1 ]; then echo "RuntimeError: CUDA out of memory" >&2; exit 1; fi\nexec sleep 60\n'
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
+    started = time.monotonic()
+    with pytest.raises(VitcError, match=r"^rank 1 of 2 exited with code 1; the other process was stopped; --resume"):
+        distributed.launch(["train"], nproc=2, poll_s=0.05)
+    assert time.monotonic() - started < distributed.STOP_GRACE_S + 5
+
+
+def test_a_rank_that_does_not_stop_after_ctrl_c_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After Ctrl-C the launcher waited for every rank without end: one blocked where Ctrl-C cannot reach it (an
+    nccl collective whose peer has saved and gone) kept the whole job waiting. It gets SAVE_GRACE_S, as
+    torchrun's workers get 30 s, and rank 0's resume line is passed on."""
+    import threading
+
+    said = "error: interrupted; continue with: vitc train --resume --nproc 2"
+    script = f'trap "" INT\nif [ "$RANK" = 1 ]; then exec sleep 60; fi\nsleep 0.5; echo "{said}" >&2; exit 130\n'
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
+    monkeypatch.setattr(distributed, "SAVE_GRACE_S", 1.0)
+    monkeypatch.setattr(distributed, "STOP_GRACE_S", 0.5)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    with pytest.raises(VitcError) as stopped:
+        distributed.launch(["train"], nproc=2, poll_s=0.05)
+    assert time.monotonic() - started < 10
+    assert (str(stopped.value), stopped.value.exit_code) == (said[len("error: ") :], 130)
+    warning = capsys.readouterr().err.strip().splitlines()[-1]
+    assert warning == "warning: rank 1 of 2 had not ended after Ctrl-C: stopped by the launcher"
+
+
+def test_a_rank_hung_tearing_down_after_the_run_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rank 1 ended cleanly, so past the run's last barrier with every rank, while rank 0 hung leaving the
+    process group (torch 2.4 to 2.7, vitc.train.distributed.shutdown): the launcher waited with it for ever
+    after a complete run. It is stopped after FINISH_GRACE_S, in a warning: the run's files are complete."""
+    script = 'if [ "$RANK" = 1 ]; then exit 0; fi\nexec sleep 60\n'
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
+    monkeypatch.setattr(distributed, "FINISH_GRACE_S", 1.0)
+    started = time.monotonic()
+    distributed.launch(["train"], nproc=2, poll_s=0.05)  # no error: the run finished
+    assert time.monotonic() - started < 10
+    warning = capsys.readouterr().err.strip().splitlines()[-1]
+    assert warning == (
+        "warning: rank 0 of 2 had not ended 1 s after the run had finished: stopped by the launcher; "
+        "the run's files are complete"
+    )
+
+
 def test_sigterm_to_the_launcher_gives_its_ranks_time_to_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The launcher SIGTERMs its ranks, which now save where they stand: SIGKILL followed after the 5 s meant
     for a rank blocked on a dead peer, cutting a large model's save short."""

@@ -173,10 +173,13 @@ def _backends(group: Any) -> list[Any]:
 # ---------------------------------------------------------------- the launcher (`vitc train --nproc N`)
 
 STOP_GRACE_S = 5.0  # how long the other processes get to exit after SIGTERM before SIGKILL
-# after SIGTERM or SIGHUP to the launcher, how long its ranks get to save where they stand (as after Ctrl-C,
-# vitc.train.interrupt) before SIGKILL: a large model's resume state takes seconds; the sender's own SIGKILL
-# (Slurm's KillWait, 30 s by default; docker stop's 10 s) comes when it comes
+# after Ctrl-C, or SIGTERM or SIGHUP to the launcher, how long its ranks get to save where they stand
+# (vitc.train.interrupt) before they are stopped: a large model's resume state takes seconds; torchrun gives its
+# workers 30 s; the sender's own SIGKILL (Slurm's KillWait, 30 s by default; docker stop's 10 s) comes when it comes
 SAVE_GRACE_S = 30.0
+# after a rank ended cleanly (past the run's last barrier, with every rank), how long the others get to
+# tear down before the launcher stops them: rank 0 prints the summary table, each leaves the process group
+FINISH_GRACE_S = 30.0
 OWN_LINE_CODES = (2, 130, 128 + signal.SIGTERM)  # a rank's own error, or what it saved after Ctrl-C or SIGTERM
 
 
@@ -196,9 +199,11 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
     after a SIGTERM of its own, with its resume command) is passed on as it is; after Ctrl-C with no rank
     saying what it saved (pressed in the start-up, or once the run had finished), `saved` says what the run
     folder holds. SIGTERM or SIGHUP to the launcher stops the ranks with SIGTERM, which each takes as Ctrl-C
-    (it saves where it stands), and SIGKILL after SAVE_GRACE_S. Rank 0 ends cleanly
-    only after the run's last barrier, which every rank reached, so a rank that aborts after that died
-    tearing down: a warning, not an error.
+    (it saves where it stands), and SIGKILL after SAVE_GRACE_S; after Ctrl-C, a rank still running
+    SAVE_GRACE_S later (blocked in a call that never returns) is stopped so, and named in a warning. Rank 0
+    ends cleanly only after the run's last barrier, which every rank reached, so a rank that aborts after
+    that died tearing down, and one still tearing down FINISH_GRACE_S after another ended cleanly is stopped:
+    a warning, not an error.
     """
     with socket.socket() as sock:  # a free port for the rendezvous (torchrun --standalone does the same)
         sock.bind(("127.0.0.1", 0))
@@ -211,6 +216,7 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
         errs: list[IO[bytes]] = []
         first: tuple[int, int] | None = None  # (rank, return code) of the first process to fail
         pressed = False  # Ctrl-C reached the launcher (and the ranks)
+        stopped: list[int] = []  # the ranks still running when the launcher stopped them
         try:
             try:
                 for rank in range(nproc):
@@ -221,12 +227,12 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
                 first = _watch(procs, poll_s)
             except KeyboardInterrupt:  # Ctrl-C reached every rank too: they save and exit with 130
                 pressed = True
-                _wait_after_ctrl_c(procs)
+                _wait_after_ctrl_c(procs, poll_s)
         except _Terminated:  # SIGTERM or SIGHUP: the ranks are stopped below, as torchrun stops its workers
             pass
         finally:
             signals.armed = False
-            _stop(procs, SAVE_GRACE_S if signals.received else STOP_GRACE_S)
+            stopped = _stop(procs, SAVE_GRACE_S if signals.received else STOP_GRACE_S)
         texts = []
         for err in errs:
             err.seek(0)
@@ -238,8 +244,16 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
         error = VitcError(f"stopped by {name}: the {nproc} processes were stopped; {said}")
         error.exit_code = 128 + signals.received[0]
         raise error
-    failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]
+    # ranks the launcher stopped after Ctrl-C, or once another had finished the run, explain nothing
+    late = stopped if pressed or first is None else []
+    failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode and r not in late]
     first = first or (min(failed, key=lambda f: (f[1] >= 0, f[0])) if failed else None)
+    if late:
+        when = "after Ctrl-C" if pressed else f"{FINISH_GRACE_S:.0f} s after the run had finished"
+        stopped_late = f"{_ranks_named(late)} of {nproc} had not ended {when}: stopped by the launcher"
+        if pressed and first is None:  # none of the others said what was saved
+            sys.stderr.write(f"warning: {stopped_late}\n")
+            raise _interrupted(saved)
     # rank 0 ended cleanly, so past the run's last barrier with every rank: the other died tearing down
     torn_down = _another_rank_died_by_itself(first) and procs[0].returncode == 0
     if first is None or torn_down:
@@ -250,7 +264,11 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
                 f"warning: rank {rank} of {nproc} {_how(code, texts[rank])} after the run had finished; "
                 "its files are complete\n"
             )
+        if late:  # tearing down, as torch before 2.8 could hang in it (vitc.train.distributed.shutdown)
+            sys.stderr.write(f"warning: {stopped_late}; the run's files are complete\n")
         return
+    if late:
+        sys.stderr.write(f"warning: {stopped_late}\n")
     rank, code = _cause(first, failed, texts)
     own = _own_errors(texts[rank])
     if code in OWN_LINE_CODES and own:  # a VitcError (the same bad input in every rank), or a stop's resume line
@@ -258,10 +276,7 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
         error.exit_code = code
         raise error
     if code == 130 or (pressed and code == -signal.SIGINT):  # Ctrl-C where no rank said what it saved
-        said = saved() if saved else "nothing was saved before training began"
-        error = VitcError(f"interrupted; {said}")
-        error.exit_code = 130
-        raise error
+        raise _interrupted(saved)
     if code > 0:  # a bug in that rank: its traceback is the report
         sys.stderr.write(texts[rank])
     others = f"; the other {'process was' if nproc == 2 else 'processes were'} stopped"
@@ -271,29 +286,42 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
 
 
 def _watch(procs: list[subprocess.Popen[bytes]], poll_s: float) -> tuple[int, int] | None:
-    """Wait until every rank has ended or one failed; (rank, return code) of the first failure."""
-    while any(p.poll() is None for p in procs):
-        failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode not in (None, 0)]
+    """Wait until every rank has ended or one failed; (rank, return code) of the first failure.
+
+    Every rank is polled each time: `any(p.poll() is None ...)` stopped at rank 0 while it ran, so a rank
+    that died was never seen (nor reaped) while rank 0 waited for it, in a collective that does not notice a
+    dead peer (nccl's, until its timeout) or in a call that never returns."""
+    finished: float | None = None  # when the first rank ended cleanly
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
         if failed:  # a rank killed by a signal is the cause; its peers then fail in their collectives
             first = min(failed, key=lambda f: (f[1] >= 0, f[0]))
             if _another_rank_died_by_itself(first):  # rank 0 may be finishing a complete run
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     procs[0].wait(timeout=STOP_GRACE_S)
             return first
+        if None not in codes:
+            return None
+        if 0 in codes:  # past the run's last barrier, with every rank: the others are tearing down
+            finished = time.monotonic() if finished is None else finished
+            if time.monotonic() - finished > FINISH_GRACE_S:
+                return None  # those left hung in it: stopped by the caller
         time.sleep(poll_s)
-    return None
 
 
-def _wait_after_ctrl_c(procs: list[subprocess.Popen[bytes]]) -> None:
-    """The ranks save and exit with 130 after Ctrl-C; pressed again, they get the grace period first."""
-    try:
-        for p in procs:
-            p.wait()
-    except KeyboardInterrupt:
-        deadline = time.monotonic() + STOP_GRACE_S
-        for p in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+def _wait_after_ctrl_c(procs: list[subprocess.Popen[bytes]], poll_s: float) -> None:
+    """The ranks save and exit with 130 after Ctrl-C, within SAVE_GRACE_S (torchrun gives its workers 30 s):
+    one that has not by then (blocked in a call that never returns, an nccl collective whose peer has gone)
+    is stopped below, where the launcher waited for it without end. Pressed again, they get STOP_GRACE_S."""
+    deadline = time.monotonic() + SAVE_GRACE_S
+    while True:
+        try:
+            while any([p.poll() is None for p in procs]) and time.monotonic() < deadline:  # a list: poll them all
+                time.sleep(poll_s)
+            return
+        except KeyboardInterrupt:
+            deadline = min(deadline, time.monotonic() + STOP_GRACE_S)
 
 
 class _Terminated(Exception):
@@ -327,6 +355,18 @@ def _terminations() -> Iterator[_Signals]:
     finally:
         for signum, before in previous.items():
             signal.signal(signum, before)
+
+
+def _interrupted(saved: Callable[[], str] | None) -> VitcError:
+    """Ctrl-C where no rank said what it saved: what the run folder holds, exit code 130."""
+    said = saved() if saved else "nothing was saved before training began"
+    error = VitcError(f"interrupted; {said}")
+    error.exit_code = 130
+    return error
+
+
+def _ranks_named(ranks: list[int]) -> str:
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(str(rank) for rank in ranks)
 
 
 def _own_errors(stderr: str) -> list[str]:
@@ -368,9 +408,10 @@ def _how(code: int, stderr: str) -> str:
     return how
 
 
-def _stop(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
-    """SIGTERM the processes still running, then SIGKILL whatever is left after `grace_s`."""
-    alive = [p for p in procs if p.poll() is None]
+def _stop(procs: list[subprocess.Popen[bytes]], grace_s: float) -> list[int]:
+    """SIGTERM the processes still running, then SIGKILL whatever is left after `grace_s`; the ranks stopped."""
+    stopped = [rank for rank, p in enumerate(procs) if p.poll() is None]
+    alive = [procs[rank] for rank in stopped]
     for p in alive:
         p.terminate()
     deadline = time.monotonic() + grace_s
@@ -380,3 +421,4 @@ def _stop(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+    return stopped

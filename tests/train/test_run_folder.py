@@ -201,3 +201,17 @@ def test_ctrl_c_before_the_first_checkpoint_of_a_force_run_keeps_the_old_run(
     assert f"continue with: vitc train --resume {run}" in " ".join(result.output.split()), result.output
     assert json.loads((run / "config.json").read_text())["run"]["seed"] == 7
     assert runner.invoke(app, ["train", "-q", "--resume", *_set(again)]).exit_code == 0
+
+
+def test_a_run_refused_after_torchruns_restart_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchrun --max-restarts N restarts the processes with the command line that started the run: rank 0
+    refused the run folder it had itself written, in words that left the restart out."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "resume.safetensors").write_bytes(b"")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    with pytest.raises(VitcError) as refused:
+        RunFolder(tmp_path, "run").start(force=False, resume=False)
+    assert str(refused.value).endswith(
+        "(torchrun's restart 1 of this launch repeats its command line, which no vitc train command survives: "
+        "launch with --max-restarts 0 and continue a stopped run with --resume)"
+    )

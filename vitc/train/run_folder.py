@@ -106,9 +106,16 @@ class RunFolder:
             _remove(self.staging)  # what a killed --force run left
             self.path = self.staging
         else:
-            raise VitcError(
+            refusal = (
                 f"{self.final} already holds a run: --resume continues it, --force starts over, --name picks another"
             )
+            restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            if restart != "0":  # the run this launch started, most likely: a restart repeats its command line
+                refusal += (
+                    f" (torchrun's restart {restart} of this launch repeats its command line, which no vitc train "
+                    "command survives: launch with --max-restarts 0 and continue a stopped run with --resume)"
+                )
+            raise VitcError(refusal)
         self._before = set(os.listdir(self.path)) if self.path.is_dir() else None
         self._started = True
 

@@ -60,7 +60,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         (["train", "--model", "convit_mikro"], "did you mean convit_micro"),
         (["train", str(tmp_path / "missing.toml")], "not found"),
         (["train", "--resume", "--name", "never", "--set", f"run.out_dir={tmp_path}"], "nothing to resume"),
-        (["train", "--resume", str(tmp_path)], "is a folder, not a recipe TOML (nor a run folder"),
+        (["train", "--resume", str(tmp_path)], "is a folder without config.json, not a run folder"),
         (["train", str(run), "--model", "deit_micro"], f"{run} is a run folder, not a recipe: `vitc train --resume"),
         (["train", "--resume", str(run), "--name", "other"], "is run 'old' of"),
         (["train", str(run / "best.safetensors")], "is a checkpoint, not a recipe: `vitc train --pretrained"),

@@ -94,7 +94,7 @@ def test_more_cuda_processes_than_gpus_is_one_line(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(VitcError) as raised:
-        distributed.init_distributed("cuda")
+        distributed.process_info("cuda")
     assert str(raised.value) == (
         "2 DDP processes on this machine need a GPU each, but torch sees 1: --nproc 1 "
         "(torchrun: --nproc-per-node 1), or leave --nproc out"
@@ -114,8 +114,13 @@ def test_cuda_processes_join_over_gloo_where_torch_has_no_nccl(monkeypatch: pyte
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: joined.update(device=str(index)))
     monkeypatch.setattr(dist, "is_nccl_available", lambda: False)
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(dist, "init_process_group", lambda backend: joined.update(backend=backend))
-    assert distributed.init_distributed("cuda").rank == 1
+    monkeypatch.setattr(dist, "rendezvous", lambda url: iter([("store", 1, 2)]))
+    monkeypatch.setattr(dist, "PrefixStore", lambda prefix, store: store)
+    monkeypatch.setattr(distributed, "_store", None)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **joining: joined.update(backend=backend))
+    info = distributed.process_info("cuda")
+    distributed.init_distributed(info, "cuda")
+    assert info.rank == 1
     assert joined == {"backend": "gloo", "device": "1"}
     assert os.environ["USE_LIBUV"] == "0"
 

@@ -174,7 +174,7 @@ def test_each_process_refuses_sync_bn_on_a_cpu(monkeypatch: pytest.MonkeyPatch, 
     device is resolved, before it loads any data."""
     from vitc.train import loop
 
-    monkeypatch.setattr(loop, "init_distributed", lambda device_type: DistInfo(rank=0, world_size=2))
+    monkeypatch.setattr(loop, "process_info", lambda device_type: DistInfo(rank=0, world_size=2))
     overrides = {"model.name": "cvt_micro", "run.sync_bn": True, "run.device": "cpu", "run.out_dir": str(tmp_path)}
     with pytest.raises(VitcError, match=r"run.sync_bn needs CUDA for .* train the 2 CPU processes without it"):
         train(load_config(None, overrides), show_progress=False)

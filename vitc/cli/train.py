@@ -17,6 +17,7 @@ from typing_extensions import Annotated
 from vitc.cli._console import console, library_warnings_printed
 from vitc.cli._options import SetOpt, parse_assignments
 from vitc.errors import VitcError, unknown_model
+from vitc.train.agree import Agreement, NothingToResume
 
 MIN_NPROC_LIMIT = 8  # --nproc's bound on a machine of fewer cores (processes may share them)
 
@@ -63,8 +64,6 @@ def train(
     ] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
-    from vitc.train.config import apply, load_config, resume_config
-    from vitc.train.defaults import resolve_defaults
     from vitc.train.run_folder import RunFolder
 
     # everything the command line and the recipe say is checked before torch is imported (seconds)
@@ -72,27 +71,9 @@ def train(
     flags.update({"optim.epochs": epochs, "run.device": device, "run.name": name})
     flags.update({"model.pretrained": str(pretrained) if pretrained else None})
     overrides = {k: v for k, v in flags.items() if v is not None} | parse_assignments(set_)
-    if recipe is not None and (recipe.is_dir() or recipe.suffix == ".safetensors"):
-        overrides |= _run_folder(recipe, resume, overrides)
-        recipe = None
-    cfg = load_config(recipe, overrides)
-    changed: List[str] = []
-    if resume:
-        cfg = resume_config(cfg, {})  # the run's own config.json, read once
-        before = cfg.optim.epochs
-        cfg = apply(cfg, overrides)  # plus what is set explicitly now
-        if cfg.optim.epochs != before:  # the schedule is a function of the run's length
-            _check_not_shorter(cfg)
-            changed.append(
-                f"optim.epochs = {cfg.optim.epochs} (was {before}): the learning-rate schedule is recomputed "
-                "for the new length from where the run stopped"
-            )
-    named = cfg.model.name is not None  # checked now; a model the weights name is checked once resolved
-    _check_before_torch(cfg, resume)
-    notes = resolve_defaults(cfg)
-    if not named:
-        _check_model(cfg.model.name)
-    _check_nproc(nproc)
+    with Agreement("start"):  # under torchrun each process reads its own machine's files: any failure stops all
+        cfg, notes, changed = _configure(recipe, resume, overrides)
+        _check_nproc(nproc)
     if nproc > 1:
         RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
         _launch_torchrun(nproc, functools.partial(_what_was_saved, cfg, nproc, resume, time.time()))
@@ -122,6 +103,39 @@ def train(
         say(f"next: vitc export {run} -p fp32 -p fp16 -p int8", markup=False, highlight=False, soft_wrap=True)
 
 
+def _configure(
+    recipe: Optional[Path], resume: bool, overrides: dict[str, object]
+) -> tuple[TrainConfig, list[str], list[str]]:
+    """The run's configuration from the recipe (or the resumed run's config.json) and the command line, checked;
+    (it, the defaults it took, what a resume changed)."""
+    from vitc.train.config import apply, load_config, resume_config
+    from vitc.train.defaults import resolve_defaults
+
+    if resume and recipe is not None and recipe.suffix not in (".toml", ".safetensors") and not recipe.exists():
+        raise NothingToResume(f"nothing to resume: {recipe} does not exist")
+    if recipe is not None and (recipe.is_dir() or recipe.suffix == ".safetensors"):
+        overrides = overrides | _run_folder(recipe, resume, overrides)
+        recipe = None
+    cfg = load_config(recipe, overrides)
+    changed: List[str] = []
+    if resume:
+        cfg = resume_config(cfg, {})  # the run's own config.json, read once
+        before = cfg.optim.epochs
+        cfg = apply(cfg, overrides)  # plus what is set explicitly now
+        if cfg.optim.epochs != before:  # the schedule is a function of the run's length
+            _check_not_shorter(cfg)
+            changed.append(
+                f"optim.epochs = {cfg.optim.epochs} (was {before}): the learning-rate schedule is recomputed "
+                "for the new length from where the run stopped"
+            )
+    named = cfg.model.name is not None  # checked now; a model the weights name is checked once resolved
+    _check_before_torch(cfg, resume)
+    notes = resolve_defaults(cfg)
+    if not named:
+        _check_model(cfg.model.name)
+    return cfg, notes, changed
+
+
 def _run_folder(path: Path, resume: bool, overrides: dict[str, object]) -> dict[str, str]:
     """`vitc train --resume RUN`: the folder (or a checkpoint in it) names the run, its out_dir and name, as
     timm's --resume and Ultralytics' resume= take the path of what to continue. Neither is ever a recipe: said
@@ -136,6 +150,8 @@ def _run_folder(path: Path, resume: bool, overrides: dict[str, object]) -> dict[
     if folder.name in ("", ".."):  # the name of "." or ".."
         folder = folder.resolve()
     if not (folder / "config.json").is_file():
+        if resume and folder.is_dir():  # under torchrun, on a machine that sees another copy of run.out_dir
+            raise NothingToResume(f"nothing to resume: {path} is a folder without config.json, not a run folder")
         raise VitcError(f"{path} is a folder, not a recipe TOML (nor a run folder: it has no config.json)")
     if not resume:
         raise VitcError(

@@ -306,12 +306,12 @@ def parse_auto_augment(spec: str) -> dict[str, Any]:
     return args
 
 
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in table.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict) and dotted != "model.args":
-            flat.update(_flatten(value, f"{dotted}."))
+            flat.update(flatten(value, f"{dotted}."))
         else:
             flat[dotted] = value
     return flat
@@ -328,7 +328,7 @@ def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | No
             raise VitcError(f"recipe {path} not found")
         try:
             table = tomllib.loads(path.read_text())
-            values = _flatten(table)  # a dotted key 3,000 parts long parses, then recurses here
+            values = flatten(table)  # a dotted key 3,000 parts long parses, then recurses here
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise VitcError(f"recipe {path} is not valid TOML: {exc}") from exc
         except RecursionError:
@@ -345,7 +345,7 @@ def from_dict(record: dict[str, Any]) -> TrainConfig:
     if not isinstance(args, dict):
         raise VitcError(f"the saved model.args must be a table, got {str(args)[:40]}")
     cfg.model.args.update(args)
-    values = {k: v for k, v in _flatten(record).items() if k != "model.args"}
+    values = {k: v for k, v in flatten(record).items() if k != "model.args"}
     return apply(cfg, values)
 
 
@@ -356,10 +356,11 @@ def resume_config(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     Explicit overrides (e.g. more epochs) still apply; a different model is caught when resuming.
     """
     from vitc._io import parse_json
+    from vitc.train.agree import NothingToResume
 
     saved = Path(cfg.run.out_dir) / cfg.run_name / "config.json"
     if not saved.is_file():
-        raise VitcError(f"nothing to resume: {saved} does not exist")
+        raise NothingToResume(f"nothing to resume: {saved} does not exist")
     try:
         text = saved.read_text()
     except (OSError, UnicodeDecodeError) as exc:

@@ -42,14 +42,12 @@ class DistInfo:
         return int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
 
 
-def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA where torch has it); a no-op for one
-    process."""
+def process_info(device_type: str) -> DistInfo:
+    """This process's place in the run torchrun describes, its GPU chosen; the process group is joined later
+    (`init_distributed`), once every process has said that it is ready to (vitc.train.agree)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
-    import torch.distributed as dist
-
     info = DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
     if device_type == "cuda" and info.local_rank >= torch.cuda.device_count():  # one GPU per process
         per_machine = os.environ.get("LOCAL_WORLD_SIZE", str(info.local_rank + 1))
@@ -58,13 +56,39 @@ def init_distributed(device_type: str) -> DistInfo:
             f"{per_machine} DDP processes on this machine need a GPU each, but torch sees {gpus}: "
             f"--nproc {gpus} (torchrun: --nproc-per-node {gpus})" + (", or leave --nproc out" if gpus == 1 else "")
         )
-    if not dist.is_initialized():
-        if sys.platform == "win32":  # torch's Windows wheels have no libuv, which torch 2.4-2.5's store asked for
-            os.environ.setdefault("USE_LIBUV", "0")  # (pytorch#139990)
-        dist.init_process_group(backend=process_group_backend(device_type))
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
+
+
+_store: Any = None  # this process's rendezvous store, from the first use until the process group is shut down
+
+
+def rendezvous_store() -> Any:
+    """The key-value store of torchrun's rendezvous (env://: torchrun's agent holds it, or rank 0 for `--nproc`),
+    reachable before any process group: the processes exchange what they found on it (vitc.train.agree), and
+    the process group is then built on it."""
+    global _store
+    if _store is None:
+        import torch.distributed as dist
+
+        if sys.platform == "win32":  # torch's Windows wheels have no libuv, which torch 2.4-2.5's store asked for
+            os.environ.setdefault("USE_LIBUV", "0")  # (pytorch#139990)
+        _store, _, _ = next(dist.rendezvous("env://"))
+    return _store
+
+
+def init_distributed(info: DistInfo, device_type: str) -> None:
+    """Join the process group (gloo on CPU, nccl on CUDA where torch has it) on the rendezvous store; a no-op for
+    one process."""
+    if not info.enabled:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():  # as init_process_group's own env:// rendezvous does, on the store shared above
+        store = dist.PrefixStore("default_pg", rendezvous_store())
+        backend = process_group_backend(device_type)
+        dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size)
 
 
 def process_group_backend(device_type: str) -> str:
@@ -155,6 +179,7 @@ def shutdown(info: DistInfo) -> None:
     Python objects: a deadlock, at random (it hung a whole run after its summary on 2.5.1; a few lines hang
     on 2.4.1, 2.5.1 and 2.6.0 every time). Held past destroy_process_group, the backends are destroyed by
     the `del`, where pybind11 lets the GIL go first."""
+    global _store
     if info.enabled:
         import torch.distributed as dist
 
@@ -163,6 +188,7 @@ def shutdown(info: DistInfo) -> None:
             backends = _backends(dist.group.WORLD) if gloo else []  # with no other reference to the group
             dist.destroy_process_group()
             del backends
+        _store = None  # a later run in this process rendezvouses anew, as torch's env:// does
 
 
 def _backends(group: Any) -> list[Any]:

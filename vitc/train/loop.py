@@ -31,14 +31,15 @@ from vitc.data.transforms import eval_transform
 from vitc.errors import VitcError
 from vitc.models import get_model_cfg
 from vitc.train import report
+from vitc.train.agree import Agreement
 from vitc.train.config import TrainConfig
 from vitc.train.defaults import resolve_defaults
 from vitc.train.device import gpu_advice, pick_amp, pick_device, reraise_gpu
 from vitc.train.distributed import (
     all_reduce_sum,
     barrier,
-    init_distributed,
     launched_by_nproc,
+    process_info,
     shutdown,
     union_over_processes,
 )
@@ -83,35 +84,41 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
     With `force`, an existing run of the same name is replaced once the new one has a checkpoint.
     """
     started = time.perf_counter()
-    defaults = resolve_defaults(cfg)  # before config.json is written: the run records explicit values
-    device = pick_device(cfg.run.device)
-    dist = init_distributed(device.type)
-    for note in defaults if show_progress and dist.is_main else ():
-        PlainConsole(markup=False, highlight=False).print(f"default: {note}")
-    if cfg.log.tensorboard:
-        lazy_import("tensorboard")  # missing: one clear error before any data is loaded
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-    amp_dtype = pick_amp(cfg.run.amp, device)
-    if cfg.optim.batch_size is not None and cfg.optim.batch_size % dist.world_size:
-        raise VitcError(f"batch size {cfg.optim.batch_size} does not split evenly over {dist.world_size} processes")
-    folder = RunFolder(cfg.run.out_dir, cfg.run_name)
-    if dist.is_main:  # before the data is loaded: a run that cannot be written fails at once
-        folder.acquire()
+    # every process's start is compared once it is ready to train, before it joins the process group: a failure
+    # or a difference in any stops them all with one line (vitc.train.agree); a no-op for one process
+    with Agreement("setup") as agreement:
+        defaults = resolve_defaults(cfg)  # before config.json is written: the run records explicit values
+        device = pick_device(cfg.run.device)
+        dist = process_info(device.type)
+        for note in defaults if show_progress and dist.is_main else ():
+            PlainConsole(markup=False, highlight=False).print(f"default: {note}")
+        if cfg.log.tensorboard:
+            lazy_import("tensorboard")  # missing: one clear error before any data is loaded
+        if dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        amp_dtype = pick_amp(cfg.run.amp, device)
+        if cfg.optim.batch_size is not None and cfg.optim.batch_size % dist.world_size:
+            raise VitcError(f"batch size {cfg.optim.batch_size} does not split evenly over {dist.world_size} processes")
+        folder = RunFolder(cfg.run.out_dir, cfg.run_name)
+        if dist.is_main:  # before the data is loaded: a run that cannot be written fails at once
+            folder.acquire()
+            try:
+                folder.start(force=force, resume=resume)
+            except VitcError:
+                folder.release()
+                raise
         try:
-            folder.start(force=force, resume=resume)
-        except VitcError:
-            folder.release()
+            with ExitStack() as cleanup:
+                run = setup_run(
+                    cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup, agreement
+                )
+                return _train(run)
+        except BaseException:
+            folder.discard()  # stopped before its first checkpoint: no half-made run folder is left behind
             raise
-    try:
-        with ExitStack() as cleanup:
-            return _train(setup_run(cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup))
-    except BaseException:
-        folder.discard()  # stopped before its first checkpoint: no half-made run folder is left behind
-        raise
-    finally:
-        folder.release()
-        shutdown(dist)
+        finally:
+            folder.release()
+            shutdown(dist)
 
 
 def _train(run: Run) -> RunResult:

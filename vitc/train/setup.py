@@ -26,10 +26,11 @@ from vitc.models import create_model, get_model_cfg, model_cfg
 from vitc.models.layers import checkpoints_batchnorm
 from vitc.pretrained import inherited_preprocess, load_pretrained, read_pretrained
 from vitc.train import report
+from vitc.train.agree import Agreement, NothingToResume, run_fingerprint
 from vitc.train.config import PREPROCESS_KEYS, TrainConfig, parse_auto_augment
 from vitc.train.defaults import repeats_note, resolve_for_data
 from vitc.train.device import choose_attention, pick_workers, precision_name
-from vitc.train.distributed import broadcast_from_main, sync_batchnorm
+from vitc.train.distributed import broadcast_from_main, init_distributed, sync_batchnorm
 from vitc.train.interrupt import CtrlC
 from vitc.train.meter import StepMeter
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, param_groups
@@ -107,8 +108,10 @@ def setup_run(
     amp_dtype: torch.dtype | None,
     folder: RunFolder,
     cleanup: ExitStack,
+    agreement: Agreement | None = None,
 ) -> Run:
-    """Pretrained weights, data, model, optimiser, EMA, augmentation, the resumed state, the schedule."""
+    """Pretrained weights, data, model, optimiser, EMA, augmentation, the resumed state, the schedule; under DDP
+    the processes compare what they found (`agreement`) before they join the process group."""
     run_dir = folder.final
 
     # -- pretrained weights: read before anything is sized (a file can imply arguments: its depth, HF's act)
@@ -130,7 +133,7 @@ def setup_run(
     require_pooled(cfg.model.args, "model.args")
     resume_file = run_dir / "resume.safetensors"
     if resume and not resume_file.is_file():
-        raise VitcError(f"nothing to resume: {resume_file} does not exist")
+        raise NothingToResume(f"nothing to resume: {resume_file} does not exist")
     # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
     base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
     size = cfg.data.image_size or base_cfg.input_size[1]
@@ -259,6 +262,10 @@ def setup_run(
             state.partial = {key: 0.0 for key in state.partial}  # rank 0's: summed over every rank they count N times
             if state.step_in_epoch:  # and its random streams, which this process must not replay
                 seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
+    if agreement is not None:  # the settings, the data and the resumed place alike in every process, or a stop
+        position = [state.epoch, state.step_in_epoch]
+        agreement.settle(run_fingerprint(cfg.to_dict(), feed.class_names, len(feed), position))
+    init_distributed(dist, device.type)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else None
     net: Any = model if ddp is None else ddp
     recomputed_bn = cfg.run.grad_checkpointing and not frozen and checkpoints_batchnorm(model)  # frozen: eval mode

@@ -1,0 +1,126 @@
+"""Two machines of a torchrun launch, simulated: two processes, each in its own folder with its own copy of the
+data (no shared file system), as torchrun's `--nnodes 2 --node_rank N` starts them. A process that fails or
+was started otherwise stops both within seconds, with the same one line (vitc.train.agree); before, the other
+waited for torch's 30-minute timeout, or both trained on, silently wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.train.test_distributed import _set_args, _two_colour_photos
+from vitc.train.config import load_config
+
+TIMEOUT_S = 120  # a process still waiting then is the hang this guards against: both are stopped, the test fails
+SETTINGS = {"model.name": "deit_micro", "model.args": {"depth": 1, "embed_dim": 32, "num_heads": 2},
+            "data.name": "imagefolder", "data.dir": "photos", "data.image_size": 16, "optim.batch_size": 4,
+            "optim.epochs": 1, "optim.lr": 1e-3, "run.amp": "off", "run.out_dir": "runs",
+            "run.name": "ddp"}  # fmt: skip
+
+
+def _two_machines(tmp_path: Path, args: list[list[str]]) -> tuple[list[subprocess.CompletedProcess[str]], float]:
+    """`vitc train ARGS[n]` as rank n of 2, one per simulated machine (folder tmp_path/machine<n>); the results
+    and the seconds until both had ended."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    base |= {"LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "OMP_NUM_THREADS": "1"}
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vitc.cli.main", "train", "-q", *args[rank]],
+            env={**base, "RANK": str(rank), "GROUP_RANK": str(rank), "TORCHELASTIC_RUN_ID": "test"},
+            cwd=tmp_path / f"machine{rank}",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    done = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return done, time.monotonic() - started
+
+
+def _machines(tmp_path: Path, classes: tuple[str, str] = ("c0", "c1")) -> None:
+    """Each machine's own copy of the photos; machine 1's second class folder named `classes[1]`."""
+    for machine in ("machine0", "machine1"):
+        _two_colour_photos(tmp_path / machine / "photos", {"train": 4, "val": 1}, (16, 16))
+    if classes[1] != "c1":
+        for split in ("train", "val"):
+            (tmp_path / "machine1" / "photos" / split / "c1").rename(
+                tmp_path / "machine1" / "photos" / split / classes[1]
+            )
+
+
+def _one_line(done: list[subprocess.CompletedProcess[str]]) -> str:
+    """The error line every process ended with, the same in each: each exited 2, with no traceback."""
+    lines = []
+    for result in done:
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        said = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(said) == 1, result.stderr
+        lines.append(said[0])
+    assert lines[0] == lines[1], lines
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("setting", "classes", "expected"),
+    [
+        (
+            ["--set", "optim.lr=5e-4"],
+            ("c0", "c1"),
+            "optim.lr is 0.001 in rank 0 (machine 0, {host}) but 0.0005 in rank 1",
+        ),
+        ([], ("c0", "z1"), 'classes is ["c0", "c1"] in rank 0 (machine 0, {host}) but ["c0", "z1"] in rank 1'),
+    ],
+    ids=["lr", "classes"],
+)
+def test_machines_started_differently_stop_together_in_one_line(
+    tmp_path: Path, setting: list[str], classes: tuple[str, str], expected: str
+) -> None:
+    """Another learning rate on machine 1 trained on (only rank 0's weights were saved); class folders named
+    otherwise permuted the labels on half the processes (val 41.67% where 100% was expected): both exit 0."""
+    _machines(tmp_path, classes)
+    done, seconds = _two_machines(tmp_path, [_set_args(SETTINGS), _set_args(SETTINGS) + setting])
+    line = _one_line(done)
+    assert line.startswith("error: the 2 processes were started differently: "), line
+    assert expected.format(host=socket.gethostname()) in line, line
+    assert "start every machine with the same recipe, settings and data" in line
+    assert seconds < 90, seconds
+    assert not (tmp_path / "machine0" / "runs" / "ddp").exists()  # nothing half-made is left
+
+
+def test_resume_on_a_machine_without_the_run_folder_says_so_on_every_machine(tmp_path: Path) -> None:
+    """`--resume runs/ddp` where only machine 0 has the run folder: machine 1 said that runs/ddp was no recipe
+    and exited, while machine 0 waited in init_process_group for 30 minutes."""
+    _machines(tmp_path)
+    folder = tmp_path / "machine0" / "runs" / "ddp"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(load_config(None, SETTINGS).to_dict()))
+    done, seconds = _two_machines(tmp_path, [["runs/ddp", "--resume"], ["runs/ddp", "--resume"]])
+    host = socket.gethostname()
+    assert _one_line(done) == (
+        f"error: rank 1 of 2 (machine 1, {host}): nothing to resume: runs/ddp does not exist; rank 0 (machine 0, "
+        f"{host}) has the run: --resume of a run across machines needs run.out_dir on a file system every machine "
+        "sees, or a copy of rank 0's run folder on each machine"
+    )
+    assert seconds < 90, seconds

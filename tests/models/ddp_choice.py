@@ -17,7 +17,7 @@ import vitc.models.formulation
 import vitc.train.device
 from vitc.models import create_model
 from vitc.models.convit import GPSA
-from vitc.train.distributed import DistInfo, shutdown
+from vitc.train.distributed import DistInfo, leave_process_group
 
 
 def must_not_measure(*args: object, **kwargs: object) -> None:
@@ -41,7 +41,7 @@ def main(rank: int, store: str, out: str) -> None:
         chosen = [m.attn_impl for m in model.modules() if isinstance(m, GPSA)]
         Path(out, f"rank{rank}.json").write_text(json.dumps({"chosen": chosen, "record": record, "lines": lines}))
     finally:
-        shutdown(info)  # not dist.destroy_process_group(), which could hang on torch 2.4-2.7 (it did on 2.5.1)
+        leave_process_group()  # not dist.destroy_process_group(), which could hang on torch 2.4-2.7 (it did on 2.5.1)
 
 
 if __name__ == "__main__":

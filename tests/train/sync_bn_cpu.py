@@ -212,7 +212,7 @@ def steps(out: Path) -> None:
     import torch.nn.functional as F
 
     from vitc.checkpoint import save_checkpoint
-    from vitc.train.distributed import DistInfo, shutdown, sync_batchnorm
+    from vitc.train.distributed import DistInfo, leave_process_group, sync_batchnorm
     from vitc.train.loop import _backward_and_step, _shadow_step
     from vitc.train.optim import ModelEma
 
@@ -252,7 +252,7 @@ def steps(out: Path) -> None:
     if rank == 0:
         save_checkpoint(out / "checkpoint.safetensors", model)
     torch.save(seen, out / f"rank{rank}.pt")
-    shutdown(info)  # not dist.destroy_process_group(), which could hang on torch 2.4-2.7
+    leave_process_group()  # not dist.destroy_process_group(), which could hang on torch 2.4-2.7
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import processes
 from tests.train.test_distributed import _set_args, _two_colour_photos
 from vitc.train.config import load_config
 
@@ -124,3 +125,49 @@ def test_resume_on_a_machine_without_the_run_folder_says_so_on_every_machine(tmp
         "sees, or a copy of rank 0's run folder on each machine"
     )
     assert seconds < 90, seconds
+
+
+# `python -c OWN_GROUP OUT`: a library user's DDP script, which makes its process group itself, then trains
+OWN_GROUP = """
+import json, sys
+import torch
+import torch.distributed as dist
+from vitc.train.config import load_config
+from vitc.train.loop import train
+from vitc.train.distributed import leave_process_group
+dist.init_process_group("gloo")  # env://: rank 0's store holds MASTER_PORT
+settings = json.loads(sys.argv[1])
+result = train(load_config(None, settings), show_progress=False)
+total = torch.ones(1)
+dist.all_reduce(total)  # the group is still the user's
+print(json.dumps({"total": total.item(), "epochs": len(result.history)}), flush=True)
+leave_process_group()
+"""
+
+
+def test_a_library_users_own_process_group_is_used_and_left_to_them(tmp_path: Path) -> None:
+    """Before, rank 0 rendezvoused anew on MASTER_PORT, which the user's store held, and vitc destroyed the user's
+    process group after training."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    base |= {"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    settings = {**SETTINGS, "data.name": "digits", "data.fraction": 0.1, "data.image_size": 16}
+    settings.pop("data.dir")
+    procs = [
+        processes.popen(
+            [sys.executable, "-c", OWN_GROUP, json.dumps(settings)],
+            env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    with processes.killed_on_exit(*procs):
+        outputs = [proc.communicate(timeout=TIMEOUT_S) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    said = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+    assert said == [{"total": 2.0, "epochs": 1}, {"total": 2.0, "epochs": 0}]  # the history is rank 0's

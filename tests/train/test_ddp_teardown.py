@@ -19,13 +19,13 @@ LEAVER = """
 import sys
 import torch
 import torch.distributed as dist
-from vitc.train.distributed import DistInfo, shutdown
+from vitc.train.distributed import leave_process_group
 rank = int(sys.argv[1])
 dist.init_process_group("gloo", init_method=f"file://{sys.argv[2]}", rank=rank, world_size=2)
 dist.all_reduce(torch.ones(1000))
 work = dist.all_reduce(torch.ones(1000), async_op=True)
 del work
-shutdown(DistInfo(rank=rank, world_size=2))
+leave_process_group()
 print("left", flush=True)
 """
 

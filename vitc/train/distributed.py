@@ -62,6 +62,7 @@ def process_info(device_type: str) -> DistInfo:
 
 
 _store: Any = None  # this process's rendezvous store, from the first use until the process group is shut down
+_made_group = False  # init_distributed made the process group (a library user's own is theirs to destroy)
 
 
 def rendezvous_store() -> Any:
@@ -72,9 +73,12 @@ def rendezvous_store() -> Any:
     if _store is None:
         import torch.distributed as dist
 
-        if sys.platform == "win32":  # torch's Windows wheels have no libuv, which torch 2.4-2.5's store asked for
-            os.environ.setdefault("USE_LIBUV", "0")  # (pytorch#139990)
-        _store, _, _ = next(dist.rendezvous("env://"))
+        if dist.is_initialized():  # a library user's own process group (rank 0's store already holds the port)
+            _store = dist.distributed_c10d._get_default_store()
+        else:
+            if sys.platform == "win32":  # torch's Windows wheels have no libuv, which torch 2.4-2.5's store asked
+                os.environ.setdefault("USE_LIBUV", "0")  # for (pytorch#139990)
+            _store, _, _ = next(dist.rendezvous("env://"))
     return _store
 
 
@@ -85,10 +89,12 @@ def init_distributed(info: DistInfo, device_type: str) -> None:
         return
     import torch.distributed as dist
 
+    global _made_group
     if not dist.is_initialized():  # as init_process_group's own env:// rendezvous does, on the store shared above
         store = dist.PrefixStore("default_pg", rendezvous_store())
         backend = process_group_backend(device_type)
         dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size)
+        _made_group = True
 
 
 def process_group_backend(device_type: str) -> str:
@@ -174,21 +180,28 @@ def sync_batchnorm(model: torch.nn.Module, info: DistInfo, frozen: bool, device:
 
 
 def shutdown(info: DistInfo) -> None:
-    """Leave the process group. Before torch 2.8 (pytorch#154976) its destructor joined gloo's worker threads
-    holding the GIL, while a worker freeing the last collective's tensors waited for the GIL to drop their
-    Python objects: a deadlock, at random (it hung a whole run after its summary on 2.5.1; a few lines hang
-    on 2.4.1, 2.5.1 and 2.6.0 every time). Held past destroy_process_group, the backends are destroyed by
-    the `del`, where pybind11 lets the GIL go first."""
-    global _store
+    """Leave the process group init_distributed made (a library user's own stays theirs)."""
+    global _store, _made_group
     if info.enabled:
         import torch.distributed as dist
 
-        if dist.is_initialized():
-            gloo = dist.get_backend() == "gloo" and torch_before(2, 8)
-            backends = _backends(dist.group.WORLD) if gloo else []  # with no other reference to the group
-            dist.destroy_process_group()
-            del backends
-        _store = None  # a later run in this process rendezvouses anew, as torch's env:// does
+        if dist.is_initialized() and _made_group:
+            leave_process_group()
+        _store, _made_group = None, False  # a later run in this process rendezvouses anew, as torch's env:// does
+
+
+def leave_process_group() -> None:
+    """dist.destroy_process_group(), without its deadlock before torch 2.8 (pytorch#154976): its destructor
+    joined gloo's worker threads holding the GIL, while a worker freeing the last collective's tensors waited
+    for the GIL to drop their Python objects, at random (it hung a whole run after its summary on 2.5.1; a few
+    lines hang on 2.4.1, 2.5.1 and 2.6.0 every time). Held past destroy_process_group, the backends are
+    destroyed by the `del`, where pybind11 lets the GIL go first."""
+    import torch.distributed as dist
+
+    gloo = dist.get_backend() == "gloo" and torch_before(2, 8)
+    backends = _backends(dist.group.WORLD) if gloo else []  # with no other reference to the group
+    dist.destroy_process_group()
+    del backends
 
 
 def _backends(group: Any) -> list[Any]:

@@ -105,7 +105,8 @@ def flex_prior_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prio
 
     On CUDA, torch.compile turns it into one flash-style kernel for the forward and one for the
     backward (the prior's gradient included) that never hold the (B, H, N, N) scores; elsewhere it
-    runs PyTorch's reference loop, and the CPU has no backward (NotImplementedError; torch 2.5 to 2.7 run one).
+    runs PyTorch's reference loop, and the CPU has no backward from torch 2.11 (NotImplementedError; 2.5 to 2.10
+    run the reference loop's).
     """
     flex_attention = _flex_attention(q.device.type == "cuda")  # first: torch 2.4 has none
     _check_flex_head_dim(q.shape[-1])
@@ -117,7 +118,7 @@ def flex_prior_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prio
 
 
 # FlexAttention in torch 2.5 to 2.7 takes only power-of-two head widths (a ValueError "NYI: Currently non
-# power of 2 embedding dimension", on the CPU too: spvit_micro's 24); 2.11 and 2.13 take any.
+# power of 2 embedding dimension", on the CPU too: spvit_micro's 24); 2.8.0, 2.9.1, 2.10.0, 2.11 and 2.13 take any.
 _FLEX_POWER_OF_TWO_ONLY = torch_before(2, 8)
 
 

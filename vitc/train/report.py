@@ -180,10 +180,10 @@ class TensorBoardLog:
             charts = {name: ["Multiline", [f"^locality/gate/{re.escape(name)}/h"]] for name in gate_tags}
             self.writer.add_custom_scalars({"GPSA gates σ(λ) per head": charts})
             self._layout_written = True
-        for name, row in zip(report.layers, report.distance, strict=True):
+        for name, row in zip(report.layers, report.distance):
             self.writer.add_scalar(f"locality/distance/{name}", sum(row) / len(row), step)
         for name, tags in gate_tags.items():
-            for tag, value in zip(tags, report.gates[name], strict=True):
+            for tag, value in zip(tags, report.gates[name]):
                 self.writer.add_scalar(tag, value, step)
 
     def _locality_figures(self, report: Any, model: Any, image_side: int, step: int) -> None:

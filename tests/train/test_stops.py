@@ -299,3 +299,20 @@ def test_the_resume_command_is_quoted_for_the_shell_it_is_pasted_into(
     monkeypatch.setattr(sys, "platform", platform)
     cfg = SimpleNamespace(run=SimpleNamespace(out_dir="/data/my runs"), run_name="tiny")
     assert resume_command(cfg, SimpleNamespace(enabled=False), by_nproc=False) == said  # type: ignore[arg-type]
+
+
+def test_a_ranks_bug_named_in_the_others_line_shows_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rank 1's bug in its start-up stops every rank with the agreed line (vitc.train.agree), rank 0's exit 2
+    explains the run: the launcher passed that line on and dropped rank 1's traceback, which the line points to."""
+    said = "error: rank 1 of 2 (vm): failed: KeyError: x (its traceback is in that process's output)"
+    trace = ["Traceback (most recent call last):", '  File "setup.py", line 1', "KeyError: x"]
+    printed = "\n".join(f"echo '{line}' >&2" for line in trace)
+    # rank 0 ends first, with the agreed line; rank 1, still ending, is stopped by the launcher
+    script = f'if [ "$RANK" = 1 ]; then\n{printed}\nexec sleep 60\nfi\nsleep 0.5; echo "{said}" >&2; exit 2\n'
+    monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
+    with pytest.raises(VitcError) as stopped:
+        distributed.launch(["train"], nproc=2, poll_s=0.05)
+    assert (str(stopped.value), stopped.value.exit_code) == (said[len("error: ") :], 2)
+    assert capsys.readouterr().err.splitlines()[-3:] == trace

@@ -31,6 +31,7 @@ SHARED_FOLDER = (
     "--resume of a run across machines needs run.out_dir on a file system every machine sees, or a copy of "
     "rank 0's run folder on each machine"
 )
+TRACEBACK_ELSEWHERE = "its traceback is in that process's output"  # a process's bug, named in the others' line
 _rounds: dict[str, itertools.count[int]] = {}  # each stage's agreements in this process: a key is used once
 
 
@@ -96,11 +97,7 @@ def _outcome(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, KeyboardInterrupt):
         return {"error": "was interrupted (Ctrl-C)"}
     first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return {
-        "error": f"failed: {type(exc).__name__}"
-        + (f": {first}" if first else "")
-        + " (its traceback is in that process's output)"
-    }
+    return {"error": f"failed: {type(exc).__name__}" + (f": {first}" if first else "") + f" ({TRACEBACK_ELSEWHERE})"}
 
 
 def _where() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import torch
 
 from vitc._lazy import torch_before
 from vitc.errors import VitcError
+from vitc.train.agree import TRACEBACK_ELSEWHERE
 
 T = TypeVar("T")
 
@@ -311,6 +313,7 @@ def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[]
     rank, code = _cause(first, failed, texts)
     own = _own_errors(texts[rank])
     if code in OWN_LINE_CODES and own:  # a VitcError (the same bad input in every rank), or a stop's resume line
+        _show_named_traceback(own[-1], texts)
         error = VitcError(own[-1][len("error: ") :])
         error.exit_code = code
         raise error
@@ -420,6 +423,14 @@ def _cause(first: tuple[int, int], failed: list[tuple[int, int]], texts: list[st
         return first
     said = [(rank, code) for rank, code in failed if code in OWN_LINE_CODES and _own_errors(texts[rank])]
     return min(said) if said else first
+
+
+def _show_named_traceback(line: str, texts: list[str]) -> None:
+    """The others' agreed line names a rank whose bug stopped the start (vitc.train.agree): its traceback is the
+    report, as where that rank alone failed."""
+    named = re.match(r"error: rank (\d+) of \d+ ", line)
+    if named and TRACEBACK_ELSEWHERE in line and int(named.group(1)) < len(texts):
+        sys.stderr.write(texts[int(named.group(1))])
 
 
 def _another_rank_died_by_itself(first: tuple[int, int] | None) -> bool:

@@ -171,3 +171,43 @@ def test_a_library_users_own_process_group_is_used_and_left_to_them(tmp_path: Pa
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     said = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
     assert said == [{"total": 2.0, "epochs": 1}, {"total": 2.0, "epochs": 0}]  # the history is rank 0's
+
+
+# `python -c TWICE SETTINGS`: a library user's script under torchrun that trains twice in one process
+TWICE = """
+import json, sys
+from vitc.train.config import load_config
+from vitc.train.loop import train
+settings = json.loads(sys.argv[1])
+for name in ("one", "two"):
+    train(load_config(None, {**settings, "run.name": name}), show_progress=False)
+print("trained twice", flush=True)
+"""
+
+
+def test_two_runs_in_one_process_under_torchruns_store(tmp_path: Path) -> None:
+    """torchrun's agent holds the store, which outlives a process group: the second run's group found the first's
+    addresses under the same keys and dialled its closed ports ('Gloo connectFullMesh failed … Connection
+    refused', 6 launches in 9). Each group now has keys of its own."""
+    import torch.distributed as dist
+
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # the agent's, as torchrun's
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "WORLD_SIZE": "2"}
+    base |= {"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    settings = {**SETTINGS, "data.name": "digits", "data.fraction": 0.1, "data.image_size": 16}
+    settings.pop("data.dir")
+    procs = [
+        processes.popen(
+            [sys.executable, "-c", TWICE, json.dumps(settings)],
+            env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    with processes.killed_on_exit(*procs):
+        outputs = [proc.communicate(timeout=TIMEOUT_S) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert [out.splitlines()[-1] for out, _ in outputs] == ["trained twice"] * 2

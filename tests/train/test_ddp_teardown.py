@@ -39,4 +39,4 @@ def test_leaving_the_group_just_after_a_collective_does_not_hang(tmp_path: Path)
     with processes.killed_on_exit(*procs):  # hung, each is killed after the timeout
         outputs = [proc.communicate(timeout=60)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0]
-    assert outputs == ["left\n", "left\n"]
+    assert [out.splitlines()[-1:] for out in outputs] == [["left"], ["left"]]  # gloo 2.8 says "[Gloo] Rank 0 is …"

@@ -121,8 +121,9 @@ def _exchange(stage: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
         _wait(store, keys, stage, world_size)
         payloads = [json.loads(store.get(key)) for key in keys]
         done = store.add(f"{prefix}/read", 1)
-        if rank == 0:  # where rank 0 holds the store (--nproc), it stays until every process has read it
-            deadline = time.monotonic() + 60.0
+        if rank == 0:  # where rank 0 holds the store (--nproc), it stays until every process has read it (a
+            # process starved of the CPU takes its time; the launcher stops a rank that dies meanwhile)
+            deadline = time.monotonic() + WAIT_S
             while done < world_size and time.monotonic() < deadline:
                 time.sleep(POLL_S)
                 done = store.add(f"{prefix}/read", 0)

@@ -17,7 +17,6 @@ from typing import IO, Any, TypeVar
 
 import torch
 
-from vitc._lazy import torch_before
 from vitc.errors import VitcError
 from vitc.train.agree import TRACEBACK_ELSEWHERE
 
@@ -65,6 +64,7 @@ def process_info(device_type: str) -> DistInfo:
 
 _store: Any = None  # this process's rendezvous store, from the first use until the process group is shut down
 _made_group = False  # init_distributed made the process group (a library user's own is theirs to destroy)
+_groups_made = 0  # in this process: each group's keys in the store are its own (torchrun's store outlives a group)
 
 
 def rendezvous_store() -> Any:
@@ -91,9 +91,14 @@ def init_distributed(info: DistInfo, device_type: str) -> None:
         return
     import torch.distributed as dist
 
-    global _made_group
+    global _made_group, _groups_made
     if not dist.is_initialized():  # as init_process_group's own env:// rendezvous does, on the store shared above
-        store = dist.PrefixStore("default_pg", rendezvous_store())
+        # under a prefix no earlier group of this launch used: a second run in the process found the first's
+        # addresses under "default_pg" in torchrun's store and dialled its closed ports (every process makes its
+        # groups in the same order, so the counts agree)
+        _groups_made += 1
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"vitc/{restart}/pg{_groups_made}", rendezvous_store())
         backend = process_group_backend(device_type)
         dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size)
         _made_group = True
@@ -193,14 +198,16 @@ def shutdown(info: DistInfo) -> None:
 
 
 def leave_process_group() -> None:
-    """dist.destroy_process_group(), without its deadlock before torch 2.8 (pytorch#154976): its destructor
-    joined gloo's worker threads holding the GIL, while a worker freeing the last collective's tensors waited
-    for the GIL to drop their Python objects, at random (it hung a whole run after its summary on 2.5.1; a few
-    lines hang on 2.4.1, 2.5.1 and 2.6.0 every time). Held past destroy_process_group, the backends are
-    destroyed by the `del`, where pybind11 lets the GIL go first."""
+    """dist.destroy_process_group(), without gloo's deadlock (pytorch#154976): the backend's destructor joins
+    gloo's worker threads, and where it runs holding the GIL (destroy_process_group before torch 2.8; on 2.13
+    still a DDP reducer dropping the last reference) a worker freeing the last collective's tensors waits for
+    the GIL to drop their Python objects, at random (a whole run hung after its summary on 2.5.1; a few lines
+    hang on 2.4.1, 2.5.1 and 2.6.0 every time; a library user's train() on 2.13, 3 times in 25). Held past
+    destroy_process_group, with every other holder (DDP) gone first, the backends are destroyed by the `del`,
+    whose binding lets the GIL go first."""
     import torch.distributed as dist
 
-    gloo = dist.get_backend() == "gloo" and torch_before(2, 8)
+    gloo = dist.get_backend() == "gloo"
     backends = _backends(dist.group.WORLD) if gloo else []  # with no other reference to the group
     dist.destroy_process_group()
     del backends

@@ -10,7 +10,9 @@ other process saves its own streams and running sums beside it: vitc.train.state
 from __future__ import annotations
 
 import copy
+import gc
 import time
+import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,17 +109,23 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
             except VitcError:
                 folder.release()
                 raise
+        run: Run | None = None
         try:
             with ExitStack() as cleanup:
                 run = setup_run(
                     cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup, agreement
                 )
                 return _train(run)
-        except BaseException:
+        except BaseException as exc:
             folder.discard()  # stopped before its first checkpoint: no half-made run folder is left behind
+            if dist.enabled:  # the frames' locals (the Run, its DDP) are not kept alive past the process group
+                traceback.clear_frames(exc.__traceback__)
             raise
         finally:
             folder.release()
+            if dist.enabled:  # DDP's reducer is dropped while the process group still holds gloo's backend: gloo's
+                run = None  # teardown deadlock (vitc.train.distributed.leave_process_group)
+                gc.collect()
             shutdown(dist)
 
 

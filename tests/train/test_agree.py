@@ -194,6 +194,7 @@ def test_two_runs_in_one_process_under_torchruns_store(tmp_path: Path) -> None:
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # the agent's, as torchrun's
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "WORLD_SIZE": "2"}
     base |= {"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    base |= {"TORCHELASTIC_RESTART_COUNT": "0"}  # torchrun sets both; torch 2.5 reads the count
     settings = {**SETTINGS, "data.name": "digits", "data.fraction": 0.1, "data.image_size": 16}
     settings.pop("data.dir")
     procs = [

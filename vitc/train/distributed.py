@@ -189,10 +189,10 @@ def sync_batchnorm(model: torch.nn.Module, info: DistInfo, frozen: bool, device:
 def shutdown(info: DistInfo) -> None:
     """Leave the process group init_distributed made (a library user's own stays theirs)."""
     global _store, _made_group
-    if info.enabled:
+    if info.enabled and _made_group:  # before that, the store stays: a failed start is still being agreed on it
         import torch.distributed as dist
 
-        if dist.is_initialized() and _made_group:
+        if dist.is_initialized():
             leave_process_group()
         _store, _made_group = None, False  # a later run in this process rendezvouses anew, as torch's env:// does
 

@@ -29,34 +29,50 @@ SETTINGS = {"model.name": "deit_micro", "model.args": {"depth": 1, "embed_dim": 
 def _two_machines(tmp_path: Path, args: list[list[str]]) -> tuple[list[subprocess.CompletedProcess[str]], float]:
     """`vitc train ARGS[n]` as rank n of 2, one per simulated machine (folder tmp_path/machine<n>); the results
     and the seconds until both had ended."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
     base |= {"LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "OMP_NUM_THREADS": "1"}
     started = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "vitc.cli.main", "train", "-q", *args[rank]],
-            env={**base, "RANK": str(rank), "GROUP_RANK": str(rank), "TORCHELASTIC_RUN_ID": "test"},
-            cwd=tmp_path / f"machine{rank}",
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    done = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=TIMEOUT_S)
-            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    done = _ranks(
+        [[sys.executable, "-m", "vitc.cli.main", "train", "-q", *args[rank]] for rank in range(2)],
+        [{**base, "RANK": str(rank), "GROUP_RANK": str(rank), "TORCHELASTIC_RUN_ID": "test"} for rank in range(2)],
+        [tmp_path / f"machine{rank}" for rank in range(2)],
+    )
     return done, time.monotonic() - started
+
+
+def _ranks(
+    cmds: list[list[str]], envs: list[dict[str, str]], cwds: list[Path]
+) -> list[subprocess.CompletedProcess[str]]:
+    """Each command as one process, run together; stopped, with every process of theirs, if one hangs."""
+    procs = [
+        processes.popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd, env, cwd in zip(cmds, envs, cwds, strict=True)
+    ]
+    with processes.killed_on_exit(*procs):
+        outputs = [proc.communicate(timeout=TIMEOUT_S) for proc in procs]
+    return [subprocess.CompletedProcess(p.args, p.returncode, *said) for p, said in zip(procs, outputs, strict=True)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _library_script(tmp_path: Path, script: str, port: int, env: dict[str, str]) -> list[str]:
+    """`python -c SCRIPT SETTINGS` as the 2 processes of one machine (torch's env:// variables and `env`), on
+    the digits; each one's stdout, once both ended with 0."""
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    base |= {"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", **env}
+    settings = {**SETTINGS, "data.name": "digits", "data.fraction": 0.1, "data.image_size": 16}
+    settings.pop("data.dir")
+    done = _ranks(
+        [[sys.executable, "-c", script, json.dumps(settings)]] * 2,
+        [{**base, "RANK": str(rank), "LOCAL_RANK": str(rank)} for rank in range(2)],
+        [tmp_path] * 2,
+    )
+    assert [proc.returncode for proc in done] == [0, 0], [(proc.stdout, proc.stderr) for proc in done]
+    return [proc.stdout for proc in done]
 
 
 def _machines(tmp_path: Path, classes: tuple[str, str] = ("c0", "c1")) -> None:
@@ -148,28 +164,8 @@ leave_process_group()
 def test_a_library_users_own_process_group_is_used_and_left_to_them(tmp_path: Path) -> None:
     """Before, rank 0 rendezvoused anew on MASTER_PORT, which the user's store held, and vitc destroyed the user's
     process group after training."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
-    base |= {"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
-    settings = {**SETTINGS, "data.name": "digits", "data.fraction": 0.1, "data.image_size": 16}
-    settings.pop("data.dir")
-    procs = [
-        processes.popen(
-            [sys.executable, "-c", OWN_GROUP, json.dumps(settings)],
-            env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    with processes.killed_on_exit(*procs):
-        outputs = [proc.communicate(timeout=TIMEOUT_S) for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], outputs
-    said = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+    outputs = _library_script(tmp_path, OWN_GROUP, _free_port(), {})
+    said = [json.loads(out.splitlines()[-1]) for out in outputs]
     assert said == [{"total": 2.0, "epochs": 1}, {"total": 2.0, "epochs": 0}]  # the history is rank 0's
 
 
@@ -192,23 +188,6 @@ def test_two_runs_in_one_process_under_torchruns_store(tmp_path: Path) -> None:
     import torch.distributed as dist
 
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # the agent's, as torchrun's
-    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "WORLD_SIZE": "2"}
-    base |= {"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "TORCHELASTIC_USE_AGENT_STORE": "True"}
-    base |= {"TORCHELASTIC_RESTART_COUNT": "0"}  # torchrun sets both; torch 2.5 reads the count
-    settings = {**SETTINGS, "data.name": "digits", "data.fraction": 0.1, "data.image_size": 16}
-    settings.pop("data.dir")
-    procs = [
-        processes.popen(
-            [sys.executable, "-c", TWICE, json.dumps(settings)],
-            env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    with processes.killed_on_exit(*procs):
-        outputs = [proc.communicate(timeout=TIMEOUT_S) for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], outputs
-    assert [out.splitlines()[-1] for out, _ in outputs] == ["trained twice"] * 2
+    agent = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}  # torch 2.5 reads the count
+    outputs = _library_script(tmp_path, TWICE, store.port, agent)
+    assert [out.splitlines()[-1] for out in outputs] == ["trained twice"] * 2

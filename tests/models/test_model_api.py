@@ -266,3 +266,17 @@ def test_grad_checkpointing_recomputes_the_blocks_to_the_same_bits(name: str) ->
     assert all(torch.equal(a, b) for a, b in zip(state0, state1, strict=True))
     checkpointed.set_grad_checkpointing(False)
     assert not any(getattr(m, "grad_checkpointing", False) for m in checkpointed.modules())
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_gradient_has_its_parameters_strides(name: str, autocast: bool) -> None:
+    """DDP's reducer warns on every rank where a gradient's strides differ from its parameter's; CvT's and
+    SP-ViT's depthwise convs over token grids (channels-last) differed before."""
+    model = _micro(name, num_classes=3)
+    with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        loss = model(torch.randn(2, 3, 32, 32)).float().sum()
+    loss.backward()
+    strided = {n: (p.stride(), p.grad.stride()) for n, p in model.named_parameters() if p.grad is not None}
+    assert len(strided) == len(list(model.parameters()))
+    assert {n: s for n, s in strided.items() if s[0] != s[1]} == {}

@@ -28,6 +28,7 @@ from vitc.models.layers import (
     QuickGELU,
     ZooModel,
     check_global_pool,
+    depthwise_conv_on_tokens,
     drop_path_rates,
     init_weights_vit,
     run_block,
@@ -60,7 +61,7 @@ class ConvProj(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int, stride: int, padding: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(dim, dim, kernel_size, stride=stride, padding=padding, groups=dim, bias=False)
+        self.conv = depthwise_conv_on_tokens(dim, kernel_size, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -99,6 +99,19 @@ def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2).contiguous()
 
 
+def depthwise_conv_on_tokens(dim: int, kernel_size: int, stride: int, padding: int, bias: bool) -> nn.Conv2d:
+    """A depthwise conv over a token grid, its (C, 1, k, k) weight stored with channels-last strides.
+
+    A grid made from (B, N, C) tokens is channels-last in memory, and so is the weight's gradient on CPU
+    and cuDNN. DDP compares each gradient's strides with its parameter's and warns on every rank ("Grad
+    strides do not match bucket view strides") where they differ, although with one input channel both
+    layouts are the same bytes: only the strides of the size-1 dimension change.
+    """
+    conv = nn.Conv2d(dim, dim, kernel_size, stride=stride, padding=padding, groups=dim, bias=bias)
+    conv.weight.data = torch.empty_like(conv.weight, memory_format=torch.channels_last).copy_(conv.weight)
+    return conv
+
+
 def check_input_size(x: torch.Tensor, img_size: tuple[int, int]) -> None:
     """A ValueError unless x's height and width are the model's, as timm's PatchEmbed refuses another
     size (strict_img_size): the patch grid and position embedding are the built size's, and an image off

@@ -43,6 +43,7 @@ from vitc.models.layers import (
     check_attn_impl,
     check_global_pool,
     check_input_size,
+    depthwise_conv_on_tokens,
     drop_path_rates,
     grid_to_tokens,
     init_weights_vit,
@@ -288,7 +289,7 @@ class PosCNN(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.proj = nn.Sequential(nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, groups=dim))
+        self.proj = nn.Sequential(depthwise_conv_on_tokens(dim, kernel_size=3, stride=1, padding=1, bias=True))
 
     def forward(self, x: torch.Tensor, grid_size: tuple[int, int], has_cls: bool) -> torch.Tensor:
         batch, _, dim = x.shape

@@ -143,6 +143,17 @@ def test_resume_on_a_machine_without_the_run_folder_says_so_on_every_machine(tmp
     assert seconds < 90, seconds
 
 
+def test_a_bad_set_on_one_machine_stops_every_machine(tmp_path: Path) -> None:
+    """`--set` is read inside the start's agreement: a bad one on machine 1 ended machine 1 alone, before it, while
+    machine 0 waited there for torch's 30-minute timeout."""
+    _machines(tmp_path)
+    done, seconds = _two_machines(tmp_path, [_set_args(SETTINGS), [*_set_args(SETTINGS), "--set", "optim.lr"]])
+    assert _one_line(done) == (
+        f"error: rank 1 of 2 (machine 1, {socket.gethostname()}): --set expects key=value, got 'optim.lr'"
+    )
+    assert seconds < 90, seconds
+
+
 # `python -c OWN_GROUP OUT`: a library user's DDP script, which makes its process group itself, then trains
 OWN_GROUP = """
 import json, sys

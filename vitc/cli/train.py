@@ -70,8 +70,8 @@ def train(
     flags = {"model.name": model, "data.name": data, "data.dir": str(data_dir) if data_dir else None}
     flags.update({"optim.epochs": epochs, "run.device": device, "run.name": name})
     flags.update({"model.pretrained": str(pretrained) if pretrained else None})
-    overrides = {k: v for k, v in flags.items() if v is not None} | parse_assignments(set_)
     with Agreement("start"):  # under torchrun each process reads its own machine's files: any failure stops all
+        overrides = {k: v for k, v in flags.items() if v is not None} | parse_assignments(set_)
         cfg, notes, changed = _configure(recipe, resume, overrides)
         _check_nproc(nproc)
     if nproc > 1:

@@ -13,6 +13,7 @@ class VitcError(Exception):
     """
 
     exit_code = 2
+    every_process = False  # raised alike by every process of a multi-process run: printed once per machine
 
 
 def gpu_failure(exc: BaseException, doing: str, hint: str, kept: str = "") -> VitcError | None:

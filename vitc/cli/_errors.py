@@ -1,11 +1,16 @@
 """Turn VitcError into one line on stderr and exit code 2; `--debug` (before or after the command) or
-VITC_DEBUG=1 shows the traceback."""
+VITC_DEBUG=1 shows the traceback. Under torchrun an error every process raises alike is printed once per machine,
+and each process's line is what torchrun's own summary of the failed processes shows."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import json
 import os
+import signal
+import time
 from typing import Any, Callable, TypeVar
 
 import typer
@@ -15,11 +20,13 @@ from typing_extensions import Annotated, get_type_hints
 
 from vitc.cli._console import console, printable
 from vitc.errors import VitcError
+from vitc.train.agree import prints_shared_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 stderr = console(stderr=True)  # messages hold paths and keys from files: never markup, control characters escaped
 _state = {"debug": False}
 DEBUG_HELP = "Show full tracebacks (also VITC_DEBUG=1)."
+SILENT_WAIT_S = 10.0  # the longest a process that leaves an error's line to another waits to be stopped
 # every command takes --debug too (`vitc eval X --debug`), hidden from its help: `vitc --help` lists it once
 _DEBUG = inspect.Parameter(
     "debug",
@@ -74,11 +81,50 @@ def handle_errors(fn: F) -> F:
         except VitcError as exc:
             if debug or debug_enabled():
                 raise
-            _print_key_table(exc)
-            stderr.print(Text.assemble(("error:", "bold red"), " ", printable(str(exc))), soft_wrap=True)
+            _print_key_table(exc)  # a process's own (a state-dict mismatch): an agreed error has none
+            print_error(str(exc), exc.exit_code, every_process=exc.every_process)
             raise typer.Exit(exc.exit_code) from None
 
     command = evaluated(wrapper)
     signature = inspect.signature(command)
     command.__signature__ = signature.replace(parameters=[*signature.parameters.values(), _DEBUG])  # type: ignore[attr-defined]
     return command  # type: ignore[return-value]
+
+
+def print_error(message: str, code: int, every_process: bool = False) -> None:
+    """vitc's one `error:` line on stderr, for an error that ends the command with `code`. Under torchrun, an error
+    `every_process` raises alike (the processes' agreed line, an error in the command line they share) is printed by
+    the first process on each machine alone (vitc.train.agree.prints_shared_errors), and every process records its
+    line for torchrun's summary."""
+    _record_for_torchrun(f"error: {message}")
+    if every_process and not prints_shared_errors():
+        _wait_to_be_stopped(code)
+        return
+    stderr.print(Text.assemble(("error:", "bold red"), " ", printable(message)), soft_wrap=True)
+
+
+def _wait_to_be_stopped(code: int) -> None:
+    """A process that leaves the line to the first process of its machine waits for its launcher to stop it, then
+    exits with `code`, silently: torchrun stops every process as soon as one has ended with an error, so one that
+    ended at once stopped the process that prints the line before it had printed it, at random (no line at all).
+    Stopped (SIGTERM; SIGINT from Ctrl-C), or SILENT_WAIT_S later under a launcher that stops none, it exits."""
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(code)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, leave)
+    time.sleep(SILENT_WAIT_S)
+
+
+def _record_for_torchrun(line: str) -> None:
+    """The line in the error file torchrun gives each process (TORCHELASTIC_ERROR_FILE), which its summary of the
+    failed processes (ChildFailedError) shows where it said "error_file: <N/A>" and "traceback : To enable
+    traceback see: …". The layout is that of torch.distributed.elastic's ErrorHandler.record_exception (what
+    `@record` writes), without the traceback it would show instead of the message; torch is not imported for it."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:  # not under torchrun, or under one that keeps no files (its log_dir os.devnull)
+        return
+    record = {"message": {"message": line, "extraInfo": {"timestamp": str(int(time.time()))}}}
+    with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as file:
+        json.dump(record, file)

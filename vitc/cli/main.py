@@ -13,7 +13,6 @@ from types import ModuleType
 from typing import Any
 
 import typer
-from rich.text import Text
 from typing_extensions import Annotated
 
 from vitc import __version__
@@ -31,8 +30,8 @@ from vitc.cli import inspect as inspect_cli
 from vitc.cli import models as models_cli
 from vitc.cli import predict as predict_cli
 from vitc.cli import train as train_cli
-from vitc.cli._console import printable, tolerate_narrow_encodings
-from vitc.cli._errors import DEBUG_HELP, F, evaluated, handle_errors, set_debug, stderr
+from vitc.cli._console import tolerate_narrow_encodings
+from vitc.cli._errors import DEBUG_HELP, F, evaluated, handle_errors, print_error, set_debug, stderr
 
 app = typer.Typer(
     name="vitc",
@@ -103,8 +102,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         command = exc.ctx.command_path if exc.ctx is not None else _command_given()  # a parser error has no ctx
-        message = f"{exc.format_message()} (see `{command} --help`)"
-        stderr.print(Text.assemble(("error:", "bold red"), " ", printable(message)), soft_wrap=True)
+        # the command line is every process's under torchrun: printed once per machine
+        print_error(f"{exc.format_message()} (see `{command} --help`)", exc.exit_code, every_process=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()

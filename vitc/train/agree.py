@@ -33,6 +33,7 @@ SHARED_FOLDER = (
 )
 TRACEBACK_ELSEWHERE = "its traceback is in that process's output"  # a process's bug, named in the others' line
 _rounds: dict[str, itertools.count[int]] = {}  # each stage's agreements in this process: a key is used once
+LAUNCHER_ENV = "VITC_NPROC"  # set in the processes `vitc train --nproc N` starts (torchrun's are not)
 
 
 class NothingToResume(VitcError):
@@ -43,6 +44,19 @@ class NothingToResume(VitcError):
 def several_processes() -> bool:
     """This process is one of several (torchrun's, or `vitc train --nproc`'s)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launched_by_nproc() -> bool:
+    """This process is one of those `vitc train --nproc N` started (not torchrun's)."""
+    return bool(os.environ.get(LAUNCHER_ENV))
+
+
+def prints_shared_errors() -> bool:
+    """This process prints an error that every process raises alike (the agreed line, an error of the command line
+    itself): under torchrun the first process on each machine (LOCAL_RANK 0) does, as a machine's processes share
+    its terminal (and each machine has its own), and the others exit with its code silently, where each printed the
+    same line. Under `vitc train --nproc` every rank does: the launcher reads each one's output and says one line."""
+    return not several_processes() or launched_by_nproc() or os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 class Agreement:
@@ -154,24 +168,31 @@ def _verdict(payloads: list[dict[str, Any]]) -> VitcError | None:
     failed = [(rank, payload) for rank, payload in enumerate(payloads) if payload.get("error")]
     if failed:
         if len({payload["error"] for _, payload in failed}) == 1 and len(failed) == world_size:
-            return VitcError(failed[0][1]["error"])  # the same input failed alike in every process
+            return _agreed(failed[0][1]["error"])  # the same input failed alike in every process
         rank, payload = failed[0]
         line = f"rank {rank} of {world_size} ({payload['where']}): {payload['error']}"
         if payload.get("nothing_to_resume") and not payloads[0].get("error"):
             line += f"; rank 0 ({payloads[0]['where']}) has the run: {SHARED_FOLDER}"
-        return VitcError(line)
+        return _agreed(line)
     first = payloads[0].get("fingerprint", {})
     for rank, payload in enumerate(payloads[1:], start=1):
         theirs = payload.get("fingerprint", {})
         for key in {**first, **theirs}:
             mine, other = first.get(key), theirs.get(key)
             if json.dumps(mine) != json.dumps(other):
-                return VitcError(
+                return _agreed(
                     f"the {world_size} processes were started differently: {key} is {_shown(mine)} in rank 0 "
                     f"({payloads[0]['where']}) but {_shown(other)} in rank {rank} ({payload['where']}): start every "
                     f"machine with the same recipe, settings and data (only {', '.join(MACHINE_KEYS)} may differ)"
                 )
     return None
+
+
+def _agreed(line: str) -> VitcError:
+    """The error every process raises alike: printed once per machine (prints_shared_errors)."""
+    error = VitcError(line)
+    error.every_process = True
+    return error
 
 
 def _shown(value: Any) -> str:

@@ -18,7 +18,7 @@ from typing import IO, Any, TypeVar
 import torch
 
 from vitc.errors import VitcError
-from vitc.train.agree import TRACEBACK_ELSEWHERE
+from vitc.train.agree import LAUNCHER_ENV, TRACEBACK_ELSEWHERE
 
 T = TypeVar("T")
 
@@ -229,14 +229,6 @@ SAVE_GRACE_S = 30.0
 # tear down before the launcher stops them: rank 0 prints the summary table, each leaves the process group
 FINISH_GRACE_S = 30.0
 OWN_LINE_CODES = (2, 130, 128 + signal.SIGTERM)  # a rank's own error, or what it saved after Ctrl-C or SIGTERM
-
-
-LAUNCHER_ENV = "VITC_NPROC"  # set in the processes `vitc train --nproc N` starts (torchrun's are not)
-
-
-def launched_by_nproc() -> bool:
-    """This process is one of those `vitc train --nproc N` started (not torchrun's)."""
-    return bool(os.environ.get(LAUNCHER_ENV))
 
 
 def launch(argv: list[str], nproc: int, poll_s: float = 0.05, saved: Callable[[], str] | None = None) -> None:

@@ -33,14 +33,13 @@ from vitc.data.transforms import eval_transform
 from vitc.errors import VitcError
 from vitc.models import get_model_cfg
 from vitc.train import report
-from vitc.train.agree import Agreement
+from vitc.train.agree import Agreement, launched_by_nproc
 from vitc.train.config import TrainConfig
 from vitc.train.defaults import resolve_defaults
 from vitc.train.device import gpu_advice, pick_amp, pick_device, reraise_gpu
 from vitc.train.distributed import (
     all_reduce_sum,
     barrier,
-    launched_by_nproc,
     process_info,
     shutdown,
     union_over_processes,

@@ -1,0 +1,108 @@
+"""Errors under a real torchrun launch (2 processes on this machine): an error every process raises alike is one line
+in the terminal, said by local rank 0, where each process printed it (4 or 8 identical lines, then torchrun's
+summary); a process's own crash still shows its traceback; torchrun's summary shows the line."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import processes
+from vitc.train.agree import TRACEBACK_ELSEWHERE, prints_shared_errors
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 120
+# `torchrun … CRASH train`: the CLI, with a bug in local rank 1's start (inside the processes' start agreement)
+CRASH = """
+import os, sys
+from vitc.cli import train as train_cli
+from vitc.cli.main import main
+
+def broken_check(nproc):
+    raise RuntimeError("a bug in rank 1")
+
+if os.environ["LOCAL_RANK"] == "1":
+    train_cli._check_nproc = broken_check
+sys.argv[0] = "vitc"
+main()
+"""
+
+
+def _torchrun(tmp_path: Path, *args: str) -> tuple[int, str, dict[int, int]]:
+    """`torchrun --standalone --nproc-per-node 2 ARGS` in tmp_path: its exit code, everything it and its processes
+    said (stdout and stderr together, as one terminal shows them), and each rank's exit code from its summary."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "VITC_NPROC", "TORCHELASTIC_ERROR_FILE"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    done = processes.run(command, TIMEOUT_S, cwd=tmp_path, env=env)
+    said = done.stdout + done.stderr
+    entries = re.findall(r"^  rank      : (\d+) .*\n  exitcode  : (-?\d+) ", said, re.MULTILINE)
+    return done.returncode, said, {int(rank): int(code) for rank, code in entries}
+
+
+def _error_lines(said: str) -> list[str]:
+    return [line for line in said.splitlines() if line.startswith("error:")]
+
+
+def test_an_agreed_error_is_one_line(tmp_path: Path) -> None:
+    """Each of torchrun's processes printed the processes' agreed line: one per process, 8 on an 8-GPU machine."""
+    code, said, codes = _torchrun(tmp_path, "-m", "vitc.cli.main", "train", "--set", "optim.lr=abc")
+    lines = _error_lines(said)
+    assert len(lines) == 1 and lines[0].startswith("error: config key optim.lr expects float"), said
+    assert code != 0 and codes == {0: 2, 1: 2}, said  # the silent process exits with the same code
+    assert said.count("Traceback (most recent call last)") == 1, said  # torchrun's own, before its summary
+    assert said.count(f"traceback : {lines[0]}") == 2, said  # torchrun's summary names it for each process
+
+
+def test_an_error_in_the_command_line_is_one_line(tmp_path: Path) -> None:
+    """Before any agreement, the command line every process is given fails alike in each."""
+    code, said, codes = _torchrun(tmp_path, "-m", "vitc.cli.main", "train", "--epochs", "abc")
+    lines = _error_lines(said)
+    assert len(lines) == 1 and lines[0].startswith("error: Invalid value for '--epochs'"), said
+    # local rank 1 is silent (2), unless it had not read its command line when torchrun stopped it (SIGTERM, -15):
+    # torchrun stops the others once one process has failed, and nothing keeps them in step before the agreement
+    assert code != 0 and codes[0] == 2 and codes[1] in (2, -15), said
+    assert said.split("Root Cause")[1].count(f"traceback : {lines[0]}") == 1, said
+
+
+def test_a_crash_in_one_process_still_shows_its_traceback(tmp_path: Path) -> None:
+    """Local rank 1's bug: it prints its traceback, which the agreed line (local rank 0's) points to."""
+    (tmp_path / "crash.py").write_text(CRASH)
+    code, said, codes = _torchrun(tmp_path, "crash.py", "train")
+    lines = _error_lines(said)
+    assert len(lines) == 1, said
+    assert lines[0].startswith("error: rank 1 of 2 ("), lines
+    assert f"failed: RuntimeError: a bug in rank 1 ({TRACEBACK_ELSEWHERE})" in lines[0], lines
+    assert said.count("Traceback (most recent call last)") == 2, said  # rank 1's, then torchrun's own
+    assert 'raise RuntimeError("a bug in rank 1")' in said, said
+    assert re.search(r"^RuntimeError: a bug in rank 1$", said, re.MULTILINE), said  # the end of rank 1's traceback
+    # rank 0 exits with 2 once it has said the line, unless torchrun, which stops the others once one has failed,
+    # stopped it first (SIGTERM: -15)
+    assert code != 0 and codes[1] == 1 and codes[0] in (2, -15), said
+
+
+@pytest.mark.parametrize(
+    ("env", "prints"),
+    [
+        ({}, True),  # one process
+        ({"WORLD_SIZE": "4", "LOCAL_RANK": "0"}, True),  # torchrun's first process on a machine
+        ({"WORLD_SIZE": "4", "LOCAL_RANK": "3"}, False),
+        (
+            {"WORLD_SIZE": "4", "LOCAL_RANK": "3", "VITC_NPROC": "4"},
+            True,
+        ),  # `vitc train --nproc`: the launcher reads it
+    ],
+)
+def test_who_prints_an_error_every_process_raises(
+    env: dict[str, str], prints: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "VITC_NPROC"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert prints_shared_errors() is prints

@@ -49,7 +49,7 @@ def test_a_missing_dependency_names_the_extra_that_brings_it(monkeypatch: pytest
     for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")] or ["sklearn"]:
         monkeypatch.setitem(sys.modules, name, None)  # as if scikit-learn were not installed
     tiny = ["--set", "optim.epochs=1", "--set", "data.fraction=0.05", "--set", "model.args.depth=1"]
-    tiny += ["--set", "model.args.local_up_to_layer=1"]
+    tiny += ["--set", "model.args.local_up_to_layer=0"]
     result = CliRunner().invoke(app, ["train", "-q", "--set", f"run.out_dir={tmp_path}", *tiny])
     assert result.exit_code == 2 and "pip install 'vitc[torch]'" in result.output, result.output
 

@@ -25,7 +25,7 @@ runner = CliRunner()
 ROOT = Path(__file__).parents[2]
 TINY_MODEL = [
     "--set",
-    'model.args={"depth": 1, "local_up_to_layer": 1}',
+    'model.args={"depth": 2, "local_up_to_layer": 1}',
     "--set",
     "data.image_size=16",
     "--set",
@@ -219,7 +219,7 @@ def pretrained(tmp_path: Path) -> Path:
     from vitc.checkpoint import meta_for, save_checkpoint
     from vitc.models import create_model
 
-    model = create_model("convit_micro", depth=1, local_up_to_layer=1, img_size=16, num_classes=10)
+    model = create_model("convit_micro", depth=2, local_up_to_layer=1, img_size=16, num_classes=10)
     return save_checkpoint(tmp_path / "w" / "model.safetensors", model, meta_for(model, class_names=list("0123456789")))
 
 

@@ -209,7 +209,7 @@ def test_bad_resumes(tiny: dict[str, Any]) -> None:
     _run({**tiny, "optim.epochs": 1})
     with pytest.raises(VitcError, match="already holds a run"):
         _run({**tiny, "optim.epochs": 1})
-    other = {**tiny, "model.name": "convit_micro", "model.args": {"depth": 1, "embed_dim": 32, "local_up_to_layer": 1}}
+    other = {**tiny, "model.name": "convit_micro", "model.args": {"depth": 2, "embed_dim": 32, "local_up_to_layer": 1}}
     with pytest.raises(VitcError, match="was written by deit_micro"):
         _run(other, resume=True)
 

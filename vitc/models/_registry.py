@@ -30,6 +30,9 @@ class _Entry:
 
 
 _ENTRIES: dict[str, _Entry] = {}
+# sizes of which 0 builds a module that fails in its first forward (a conv of no channel, stride or kernel)
+POSITIVE_SIZES = ("img_size", "num_heads", "embed_dim", "embed_dims", "patch_size", "patch_sizes", "patch_strides")
+POSITIVE_SIZES += ("in_chans", "stem_chans")
 F = TypeVar("F", bound=Callable[..., nn.Module])
 M = TypeVar("M", bound=nn.Module)
 
@@ -63,7 +66,7 @@ def check_arg(cls_name: str, key: str, value: Any, default: Any) -> None:
     if isinstance(default, int):
         if not isinstance(value, int):
             raise bad("expects an integer")
-        low = 1 if key in ("img_size", "num_heads", "embed_dim", "patch_size", "in_chans") else 0
+        low = 1 if key in POSITIVE_SIZES else 0
         high = {"img_size": MAX_IMG_SIZE, "depth": MAX_DEPTH}.get(key, MAX_INT_ARG)
         if not low <= value <= high:
             raise bad(f"must be between {low} and {high}")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitc.models._checks import check_blocks, check_class_token, check_rates
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
     GLOBAL_POOLS,
@@ -347,10 +348,11 @@ class ConViT(ZooModel):
         global_pool: str = "token",
     ) -> None:
         super().__init__()
+        check_blocks(depth, embed_dim, num_heads, mlp_ratio)
+        check_rates({"drop_rate": drop_rate, "attn_drop_rate": attn_drop_rate, "drop_path_rate": drop_path_rate})
         check_attn_impl(attn_impl, GPSA.ATTN_IMPLS)
         self.global_pool = check_global_pool(type(self).__name__, global_pool, self.global_pools)
-        if not 0 <= local_up_to_layer <= depth:
-            raise ValueError(f"local_up_to_layer must be in 0..depth={depth}, got {local_up_to_layer}")
+        check_class_token(local_up_to_layer, depth, global_pool)
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.local_up_to_layer = local_up_to_layer

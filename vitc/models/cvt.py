@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitc.limits import MAX_IMG_SIZE
+from vitc.models._checks import check_blocks, check_rates
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
     DropPath,
@@ -244,14 +246,23 @@ class CvT(ZooModel):
         check_global_pool(type(self).__name__, global_pool, self.global_pools)
         num_stages = len(embed_dims)
         lengths = {len(s) for s in (depths, num_heads, patch_sizes, patch_strides, patch_paddings)}
-        if lengths != {num_stages}:
-            raise ValueError(f"per-stage settings must all have {num_stages} entries")
+        if lengths != {num_stages} or not num_stages:
+            raise ValueError(
+                "per-stage settings (embed_dims, depths, num_heads, patch_sizes, patch_strides, patch_paddings) must "
+                f"all have one entry per stage, at least one: got {num_stages} embed_dims"
+            )
         if act not in _ACTS:
             raise ValueError(f"act must be one of {', '.join(_ACTS)}, got {act!r}")
         if isinstance(drop_path_rate, (int, float)):
             drop_path_rate = [0.0] * (num_stages - 1) + [float(drop_path_rate)]
         if len(drop_path_rate) != num_stages:
             raise ValueError(f"drop_path_rate needs {num_stages} entries, got {len(drop_path_rate)}")
+        for i in range(num_stages):
+            # a stage before the last may be its embedding alone; the last holds the class token's blocks
+            check_blocks(depths[i], embed_dims[i], num_heads[i], mlp_ratio, stage=i, empty_ok=i < num_stages - 1)
+        check_rates({"drop_rate": drop_rate, "attn_drop_rate": attn_drop_rate})
+        check_rates({f"drop_path_rate[{i}]": rate for i, rate in enumerate(drop_path_rate)})
+        _check_stage_maps(to_2tuple(img_size), patch_sizes, patch_strides, patch_paddings)
         self.img_size = to_2tuple(img_size)
         self.num_classes = num_classes
         self.num_stages = num_stages
@@ -300,6 +311,43 @@ class CvT(ZooModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def _stage_maps(
+    size: tuple[int, int], kernels: Sequence[int], strides: Sequence[int], paddings: Sequence[int]
+) -> list[tuple[int, int]]:
+    """Each stage's input map for an image of `size`, as far as the stages' patch embeddings can take it (a
+    map smaller than a stage's padded kernel stops the list: the convolution fails there)."""
+    maps = [size]
+    for kernel, stride, padding in zip(kernels, strides, paddings, strict=True):
+        height, width = maps[-1]
+        if min(height, width) + 2 * padding < kernel:
+            break
+        maps.append(((height + 2 * padding - kernel) // stride + 1, (width + 2 * padding - kernel) // stride + 1))
+    return maps
+
+
+def _check_stage_maps(
+    size: tuple[int, int], kernels: Sequence[int], strides: Sequence[int], paddings: Sequence[int]
+) -> None:
+    """A ValueError where `img_size` shrinks below a stage's patch kernel: any size works otherwise (no position
+    embedding), but the images are trained and evaluated at this one, and torch's error came at the first step."""
+    maps = _stage_maps(size, kernels, strides, paddings)
+    if len(maps) > len(kernels):
+        return
+    stage = len(maps) - 1
+    sides = range(1, MAX_IMG_SIZE + 1)
+    smallest = next((n for n in sides if len(_stage_maps((n, n), kernels, strides, paddings)) > len(kernels)), None)
+    fits = (
+        f"the smallest img_size these stages take is {smallest}"
+        if smallest
+        else f"no img_size up to {MAX_IMG_SIZE} fits these stages"
+    )
+    raise ValueError(
+        f"img_size {size[0]}x{size[1]} is too small for CvT's stage {stage}: its {maps[-1][0]}x{maps[-1][1]} map, "
+        f"padded by patch_paddings[{stage}]={paddings[stage]}, is smaller than patch_sizes[{stage}]={kernels[stage]}; "
+        f"{fits}"
+    )
 
 
 # Hugging Face `CvtForImageClassification` → official names (the table in HF's convert script).

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitc.models._checks import check_blocks, check_rates
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
     GLOBAL_POOLS,
@@ -87,6 +88,8 @@ class DeiT(ZooModel):
         fc_norm: bool | None = None,
     ) -> None:
         super().__init__()
+        check_blocks(depth, embed_dim, num_heads, mlp_ratio)
+        check_rates({"drop_rate": drop_rate, "attn_drop_rate": attn_drop_rate, "drop_path_rate": drop_path_rate})
         self.global_pool = check_global_pool(type(self).__name__, global_pool, self.global_pools)
         if fc_norm is not None and not isinstance(fc_norm, bool):
             raise ValueError(f"fc_norm must be true, false or left out (the pooling's default), got {fc_norm!r}")

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vitc.errors import VitcError
+from vitc.models._checks import multiples_near
 from vitc.models._registry import follow_classes, get_model_cfg
 
 
@@ -139,14 +140,24 @@ def _require_size(x: torch.Tensor, img_size: tuple[int, int]) -> None:
         )
 
 
+def check_patch_grid(img_size: tuple[int, int], patch_size: int) -> None:
+    """A ValueError unless the image's sides are multiples of the patch: the patch grid would drop their rest."""
+    height, width = img_size
+    for side in (height, width):
+        if side % patch_size:
+            raise ValueError(
+                f"image size {height}x{width} is not a multiple of the patch size {patch_size}: pass img_size "
+                f"(data.image_size in training) as a multiple of {patch_size}, e.g. {multiples_near(side, patch_size)}"
+            )
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patches by one strided convolution; output (B, N, D), row-major tokens."""
 
     def __init__(self, img_size: int | tuple[int, int], patch_size: int, in_chans: int, embed_dim: int) -> None:
         super().__init__()
         height, width = self.img_size = to_2tuple(img_size)
-        if height % patch_size or width % patch_size:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch_size}")
+        check_patch_grid((height, width), patch_size)
         self.grid_size = (height // patch_size, width // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)

@@ -33,6 +33,7 @@ from torch import nn
 
 from vitc._lazy import torch_before
 from vitc.errors import VitcError
+from vitc.models._checks import check_blocks, check_class_token, check_rates
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
     GLOBAL_POOLS,
@@ -43,6 +44,7 @@ from vitc.models.layers import (
     check_attn_impl,
     check_global_pool,
     check_input_size,
+    check_patch_grid,
     depthwise_conv_on_tokens,
     drop_path_rates,
     grid_to_tokens,
@@ -261,8 +263,7 @@ class PatchEmbed4x2(nn.Module):
         height, width = self.img_size = to_2tuple(img_size)
         if patch_size % 2 or patch_size < 2:
             raise ValueError(f"the 4_2 stem needs an even patch size (stem stride 2 × projection), got {patch_size}")
-        if height % patch_size or width % patch_size:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch_size}")
+        check_patch_grid((height, width), patch_size)
         self.grid_size = (height // patch_size, width // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.conv1 = nn.Conv2d(in_chans, stem_chans, kernel_size=7, stride=2, padding=3, bias=False)
@@ -371,10 +372,13 @@ class SPViT(ZooModel):
         global_pool: str = "token",
     ) -> None:
         super().__init__()
+        check_blocks(depth, embed_dim, num_heads, mlp_ratio)
+        check_rates({"drop_rate": drop_rate, "attn_drop_rate": attn_drop_rate, "drop_path_rate": drop_path_rate})
+        if not skip_lam > 0:
+            raise ValueError(f"skip_lam must be positive (every residual branch is divided by it), got {skip_lam}")
         check_attn_impl(attn_impl, SPSA.ATTN_IMPLS)
         self.global_pool = check_global_pool(type(self).__name__, global_pool, self.global_pools)
-        if not 0 <= local_up_to_layer <= depth:
-            raise ValueError(f"local_up_to_layer must lie in [0, depth={depth}], got {local_up_to_layer}")
+        check_class_token(local_up_to_layer, depth, global_pool, other_reader=aux_head and num_classes > 0)
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.local_up_to_layer = local_up_to_layer

@@ -150,9 +150,15 @@ def setup_run(
                 f"model's pretrained_cfg; --set model.{next(iter(taken))}=… overrides)"
             )
     base_cfg = run_preprocess(base_cfg, cfg)
-    if cfg.data.image_size:  # a size the model cannot take (not a multiple of its patch) stops before the data
-        with torch.device("meta"):
-            create_model(cfg.model.name, **{**cfg.model.args, "img_size": size, "num_classes": 2})
+    if "drop_path_rate" in cfg.model.args and not resume:  # the run's own setting would replace it, silently
+        raise VitcError(
+            f"model.args.drop_path_rate={cfg.model.args['drop_path_rate']!r} is not read: training sets the model's "
+            "stochastic depth from model.drop_path_rate (--set model.drop_path_rate=RATE)"
+        )
+    # arguments that build no working model (depth 0, a dropout of 1, an image size off the patch grid) stop
+    # before the data is read, with the model's one-line error
+    with torch.device("meta"):
+        create_model(cfg.model.name, **model_args(cfg, size, num_classes=2))
     say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
     warn = say if show_progress else _log.warning  # from Python: the vitc logger (stderr where logging is unconfigured)
     feed, data_note = open_feed(
@@ -195,9 +201,7 @@ def setup_run(
             "is sized by the data (drop the setting)"
         )
     torch.manual_seed(cfg.run.seed)
-    args = {**cfg.model.args, "num_classes": feed.num_classes, "drop_path_rate": cfg.model.drop_path_rate}
-    if cfg.data.image_size:
-        args["img_size"] = size
+    args = model_args(cfg, size, feed.num_classes)
     model = create_model(cfg.model.name, **args).to(device)
     model.vitc_cfg = run_preprocess(get_model_cfg(model), cfg)  # what its checkpoints record, and exports read
     model.set_grad_checkpointing(cfg.run.grad_checkpointing)
@@ -334,6 +338,15 @@ def setup_run(
         meter=StepMeter(device),
         in_place=in_place,
     )
+
+
+def model_args(cfg: TrainConfig, size: int, num_classes: int) -> dict[str, Any]:
+    """The constructor arguments a run builds its model with: model.args, a head for the data's classes, the
+    run's drop-path rate (model.drop_path_rate) and its image size where data.image_size sets one."""
+    args = {**cfg.model.args, "num_classes": num_classes, "drop_path_rate": cfg.model.drop_path_rate}
+    if cfg.data.image_size:
+        args["img_size"] = size
+    return args
 
 
 def run_preprocess(model_cfg: ModelCfg, cfg: TrainConfig) -> ModelCfg:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from tests import processes
 from tests.train.test_distributed import _set_args, _two_colour_photos
+from tests.train.test_finished_resume import snapshot
 from vitc.train.config import load_config
 
 TIMEOUT_S = 120  # a process still waiting then is the hang this guards against: both are stopped, the test fails
@@ -124,6 +126,33 @@ def test_machines_started_differently_stop_together_in_one_line(
     assert "start every machine with the same recipe, settings and data" in line
     assert seconds < 90, seconds
     assert not (tmp_path / "machine0" / "runs" / "ddp").exists()  # nothing half-made is left
+
+
+def test_a_finished_run_is_left_as_it_is_by_every_machine_or_by_none(tmp_path: Path) -> None:
+    """`--resume` of a run that has trained its epochs, as a requeue script runs it on every machine: each process
+    leaves the run folder as it is and exits 0 (rank 0 says so), where the run was scored again. A machine whose
+    copy is not finished (no summary.json) would train while the others left: all stop, in one line."""
+    _machines(tmp_path)
+    machine0 = tmp_path / "machine0"
+    trained = processes.run(
+        [sys.executable, "-m", "vitc.cli.main", "train", "-q", *_set_args(SETTINGS)], timeout=TIMEOUT_S, cwd=machine0
+    )
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    shutil.copytree(machine0 / "runs", tmp_path / "machine1" / "runs")
+    before = [snapshot(tmp_path / machine / "runs") for machine in ("machine0", "machine1")]
+    done, seconds = _two_machines(tmp_path, [["runs/ddp", "--resume"], ["runs/ddp", "--resume"]])
+    assert [result.returncode for result in done] == [0, 0], [result.stderr for result in done]
+    assert done[0].stdout.startswith("run 'ddp' has finished its 1 epoch: val top-1 "), done[0].stdout
+    assert "(`the same torchrun launch of vitc train --resume runs/ddp --epochs N` with N > 1" in done[0].stdout
+    assert done[1].stdout == "" and seconds < 90, (done[1].stdout, seconds)
+    assert [snapshot(tmp_path / machine / "runs") for machine in ("machine0", "machine1")] == before
+    (tmp_path / "machine1" / "runs" / "ddp" / "summary.json").unlink()  # as if it had stopped in its final test
+    done, _ = _two_machines(tmp_path, [["runs/ddp", "--resume"], ["runs/ddp", "--resume"]])
+    host = socket.gethostname()
+    assert (
+        f"epochs finished (summary.json) is 1 in rank 0 (machine 0, {host}) but null in rank 1 (machine 1, {host})"
+    ) in _one_line(done)
+    assert snapshot(tmp_path / "machine0" / "runs") == before[0]
 
 
 def test_resume_on_a_machine_without_the_run_folder_says_so_on_every_machine(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ MIN_NPROC_LIMIT = 8  # --nproc's bound on a machine of fewer cores (processes ma
 
 if TYPE_CHECKING:
     from vitc.train.config import TrainConfig
+    from vitc.train.finished import FinishedRun
     from vitc.train.loop import RunResult
 
 
@@ -70,10 +71,19 @@ def train(
     flags = {"model.name": model, "data.name": data, "data.dir": str(data_dir) if data_dir else None}
     flags.update({"optim.epochs": epochs, "run.device": device, "run.name": name})
     flags.update({"model.pretrained": str(pretrained) if pretrained else None})
-    with Agreement("start"):  # under torchrun each process reads its own machine's files: any failure stops all
+    # under torchrun each process reads its own machine's files: any failure stops all, and so does a run that
+    # one process finds finished and another not (each leaves it as it is, or none does)
+    with Agreement("start") as agreement:
         overrides = {k: v for k, v in flags.items() if v is not None} | parse_assignments(set_)
         cfg, notes, changed = _configure(recipe, resume, overrides)
         _check_nproc(nproc)
+        finished = _finished(cfg) if resume else None  # nothing left to train: no file of the run is touched
+        agreement.settle({"epochs finished (summary.json)": finished.epochs if finished else None})
+    if finished is not None:  # before --nproc launches anything
+        if os.environ.get("RANK", "0") == "0":
+            line = finished.line(_resume_command(cfg, nproc))
+            console().print(line, markup=False, highlight=False, soft_wrap=True)
+        return
     if nproc > 1:
         RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
         _launch_torchrun(nproc, functools.partial(_what_was_saved, cfg, nproc, resume, time.time()))
@@ -179,6 +189,25 @@ def _check_not_shorter(cfg: TrainConfig) -> None:
             f"run {cfg.run_name!r} has trained {done} epoch{'s' if done != 1 else ''}: --epochs must be at least "
             f"{done} (--force starts over)"
         )
+
+
+def _finished(cfg: TrainConfig) -> Optional[FinishedRun]:
+    """The resumed run when it has nothing left to train at the epochs and patience it is resumed with."""
+    from vitc.train.finished import finished_run
+
+    return finished_run(Path(cfg.run.out_dir) / cfg.run_name, cfg.optim.epochs, cfg.optim.patience)
+
+
+def _resume_command(cfg: TrainConfig, nproc: int) -> str:
+    """The command that continues the run, launched as this one was (vitc.train.loop.resume_command, without
+    torch)."""
+    from vitc._text import shell_word
+    from vitc.train.agree import several_processes
+
+    command = f"vitc train --resume {shell_word(str(Path(cfg.run.out_dir) / cfg.run_name))}"
+    if nproc > 1:
+        return f"{command} --nproc {nproc}"
+    return f"the same torchrun launch of {command}" if several_processes() else command
 
 
 def _check_before_torch(cfg: TrainConfig, resume: bool) -> None:

@@ -31,6 +31,7 @@ from vitc.train.config import PREPROCESS_KEYS, TrainConfig, parse_auto_augment
 from vitc.train.defaults import repeats_note, resolve_for_data
 from vitc.train.device import choose_attention, pick_workers, precision_name
 from vitc.train.distributed import broadcast_from_main, init_distributed, sync_batchnorm
+from vitc.train.finished import out_of_patience
 from vitc.train.interrupt import CtrlC
 from vitc.train.meter import StepMeter
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, param_groups
@@ -424,14 +425,6 @@ def seed_streams(aug_gen: torch.Generator, seed: int, epoch: int, rank: int, ste
         return
     aug_gen.manual_seed(make_generator(seed, _AUG_STREAM + epoch, rank, step).initial_seed())
     torch.manual_seed(make_generator(seed, _TORCH_STREAM + epoch, rank, step).initial_seed())
-
-
-def out_of_patience(history: list[dict[str, Any]], patience: int, epochs: int) -> bool:
-    """val top-1 has not improved on its best for `patience` epochs (0: never), before the last epoch."""
-    if not patience or not history or history[-1]["epoch"] >= epochs:
-        return False
-    best = max(history, key=lambda row: row["val_top1"])  # the first epoch that reached the best
-    return history[-1]["epoch"] - best["epoch"] >= patience
 
 
 def tensorboard_purge_step(state: TrainState) -> int:

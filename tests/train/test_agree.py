@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,57 @@ def test_machines_started_differently_stop_together_in_one_line(
     assert "start every machine with the same recipe, settings and data" in line
     assert seconds < 90, seconds
     assert not (tmp_path / "machine0" / "runs" / "ddp").exists()  # nothing half-made is left
+
+
+def _other_val_count(machine: Path) -> None:
+    shutil.copy(machine / "photos" / "val" / "c1" / "0.png", machine / "photos" / "val" / "c1" / "1.png")
+
+
+def _other_test_names(machine: Path) -> None:
+    (machine / "photos" / "test" / "c1" / "0.png").rename(machine / "photos" / "test" / "c1" / "renamed.png")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_other_val_count, "val images is 2 in rank 0 (machine 0, {host}) but 3 in rank 1 (machine 1, {host})"),
+        (_other_test_names, "test file names (sha256 of the sorted list) is "),
+    ],
+    ids=["val-size", "test-names"],
+)
+def test_machines_with_other_val_or_test_images_stop_together_in_one_line(
+    tmp_path: Path, change: Callable[[Path], None], expected: str
+) -> None:
+    """Each process scores its share of val and test: machine 1's other images were summed into the run's scores
+    silently (the fingerprint covered the training set alone)."""
+    for machine in ("machine0", "machine1"):
+        _two_colour_photos(tmp_path / machine / "photos", {"train": 4, "val": 1, "test": 1}, (16, 16))
+    change(tmp_path / "machine1")
+    done, _ = _two_machines(tmp_path, [_set_args(SETTINGS)] * 2)
+    line = _one_line(done)
+    assert line.startswith("error: the 2 processes were started differently: "), line
+    assert expected.format(host=socket.gethostname()) in line, line
+    assert "start every machine with the same recipe, settings and data" in line
+    assert not (tmp_path / "machine0" / "runs" / "ddp").exists()
+
+
+def test_the_val_and_test_fingerprint_is_the_listing_alone(tmp_path: Path) -> None:
+    """Names and counts, from the folders' listings: files that are no images at all are not opened."""
+    from vitc.data.feed import eval_fingerprint
+
+    data = load_config(None, {**SETTINGS, "data.dir": str(tmp_path / "one")}).data
+    for copy in ("one", "two"):
+        for split, names in (("train", ["a.png"]), ("val", ["b.png", "c.png"])):
+            for name in names:
+                (tmp_path / copy / split / "c0").mkdir(parents=True, exist_ok=True)
+                (tmp_path / copy / split / "c0" / name).write_bytes(b"not an image")
+    found = eval_fingerprint(data, None)
+    assert found["val images"] == found["test images"] == 2 and found["test read from"] == "val/"
+    assert eval_fingerprint(load_config(None, {**SETTINGS, "data.dir": str(tmp_path / "two")}).data, None) == found
+    (tmp_path / "two" / "val" / "c0" / "c.png").rename(tmp_path / "two" / "val" / "c0" / "d.png")
+    other = eval_fingerprint(load_config(None, {**SETTINGS, "data.dir": str(tmp_path / "two")}).data, None)
+    names = "val file names (sha256 of the sorted list)"
+    assert other["val images"] == 2 and other[names] != found[names]
 
 
 def test_a_finished_run_is_left_as_it_is_by_every_machine_or_by_none(tmp_path: Path) -> None:

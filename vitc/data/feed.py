@@ -17,7 +17,7 @@ import torch
 
 from vitc.artifacts.preprocess import DEFAULT_CROP_MODE, eval_resize
 from vitc.data.datasets import ImageSet, _to_chans, load_dataset, stratified_subset
-from vitc.data.files import split_read
+from vitc.data.files import listing_digest, split_listing, split_read
 from vitc.data.stream import (
     BAD_IMAGE_CHOICES,
     SampleTransform,
@@ -72,6 +72,10 @@ class MemoryFeed:
 
     def __len__(self) -> int:
         return len(self.train_set)
+
+    @property
+    def val_images(self) -> int:
+        return len(self.sets["val"])
 
     @property
     def num_classes(self) -> int:
@@ -141,6 +145,10 @@ class StreamFeed:
 
     def __len__(self) -> int:
         return len(self.sources["train"])
+
+    @property
+    def val_images(self) -> int:
+        return len(self.sources["val"])
 
     @property
     def num_classes(self) -> int:
@@ -298,6 +306,23 @@ def open_feed(
 
 def _silent(_: str) -> None:
     pass
+
+
+def eval_fingerprint(data: Any, feed: MemoryFeed | StreamFeed) -> dict[str, Any]:
+    """What the processes of a multi-process run must have alike of its validation and test sets (vitc.train.agree):
+    an image folder's split read for the test, and each split's number of images and a digest of their sorted
+    names, from its listing (no image is read); CIFAR-10's and the digits' validation size, which the feed holds
+    (their test sets are the fixed test_batch and the bundled digits, read only for the final test)."""
+    if data.name != "imagefolder":
+        return {"val images": feed.val_images}
+    out: dict[str, Any] = {}
+    for split in ("val", "test"):
+        read, files = split_listing(Path(data.dir), split)
+        if split == "test":
+            out["test read from"] = f"{read}/"  # val/ where the folder has no test/
+        out[f"{split} images"] = len(files)
+        out[f"{split} file names (sha256 of the sorted list)"] = listing_digest(files)
+    return out
 
 
 def final_split(data: Any) -> str:

@@ -7,6 +7,7 @@ same files.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -123,6 +124,22 @@ def split_read(data_dir: Path, split: str) -> str:
     """The split folder a split image folder gives for `split`: test falls back to val when there is no
     test/ folder. One rule for training's loaders, the split its run records and `vitc eval`'s folder."""
     return "val" if split == "test" and not (data_dir / "test").is_dir() else split
+
+
+def split_listing(data_dir: Path, split: str) -> tuple[str, list[str]]:
+    """The split folder an image folder reads for `split` (split_read) and its images, as class/name sorted
+    by code point: from the folder's listing alone, no image is opened."""
+    read = split_read(data_dir, split)
+    root = data_dir / read
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return read, sorted(f"{folder.name}/{name}" for folder in classes for name in list_images(folder))
+
+
+def listing_digest(files: Sequence[str]) -> str:
+    """A short digest of a sorted file listing: two machines' copies of a split differ in it when any name does
+    (surrogate-escaped bytes of an undecodable name are hashed as they are)."""
+    text = "\n".join(files).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def split_folder(folder: Path, split: str) -> tuple[Path, str | None]:

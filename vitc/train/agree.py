@@ -96,13 +96,22 @@ class Agreement:
             raise error
 
 
-def run_fingerprint(config: dict[str, Any], classes: list[str], train_images: int, position: list[int]) -> dict:
+def run_fingerprint(
+    config: dict[str, Any],
+    classes: list[str],
+    train_images: int,
+    position: list[int],
+    eval_sets: dict[str, Any] | None = None,
+) -> dict:
     """What every process of one run must have alike: its settings but the machine's own paths and cores
-    (MACHINE_KEYS), its classes in their order, the size of its training set and where it resumed."""
+    (MACHINE_KEYS), its classes in their order, the size of its training set, what it knows of its validation
+    and test sets (`eval_sets`: vitc.data.feed.eval_fingerprint) and where it resumed. Each process scores its
+    share of val and test: another machine's other images were summed in silently."""
     from vitc.train.config import flatten
 
     settings = {key: value for key, value in flatten(config).items() if key not in MACHINE_KEYS}
-    return {**settings, "classes": classes, "train images": train_images, "resumed at (epoch, step)": position}
+    found = {"classes": classes, "train images": train_images, **(eval_sets or {})}
+    return {**settings, **found, "resumed at (epoch, step)": position}
 
 
 def _outcome(exc: BaseException) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from vitc.artifacts.model_cfg import ModelCfg
 from vitc.artifacts.preprocess import resolve_preprocess
 from vitc.checkpoint import require_pooled
 from vitc.data.datasets import make_generator, samples_per_epoch
-from vitc.data.feed import open_feed
+from vitc.data.feed import eval_fingerprint, open_feed
 from vitc.data.transforms import TrainAugment
 from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg, model_cfg
@@ -269,7 +269,8 @@ def setup_run(
                 seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
     if agreement is not None:  # the settings, the data and the resumed place alike in every process, or a stop
         position = [state.epoch, state.step_in_epoch]
-        agreement.settle(run_fingerprint(cfg.to_dict(), feed.class_names, len(feed), position))
+        eval_sets = eval_fingerprint(cfg.data, feed) if agreement.enabled else {}  # one process: nothing to compare
+        agreement.settle(run_fingerprint(cfg.to_dict(), feed.class_names, len(feed), position, eval_sets))
     init_distributed(dist, device.type)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else None
     net: Any = model if ddp is None else ddp

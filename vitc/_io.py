@@ -15,7 +15,8 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,67 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON atomically, pretty-printed for humans."""
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def refuse_to_replace(paths: Iterable[Path], force: bool) -> None:
+    """An artifact (ONNX file, manifest, plan, imported weights, compiled program) already there is replaced
+    only with --force: one line naming the first that exists, before any work."""
+    for path in () if force else paths:
+        if path.exists():
+            raise VitcError(f"{path} exists (use --force to replace it)")
+
+
+@dataclass(frozen=True)
+class ReportKind:
+    """A report written where an option says (`vitc eval --out`, `--json`, `--markdown`): its file name's
+    suffix, and how an earlier report of the same kind is recognised, which a re-run replaces without
+    --force (users re-run bench and eval all the time)."""
+
+    name: str  # as a message says it: "vitc bench report"
+    suffix: str
+    recognise: Callable[[Path], bool]
+
+
+def report_path(path: Path, kind: ReportKind, option: str, force: bool) -> Path:
+    """The path a report may be written to: its name ends in the kind's suffix, and what is there already is
+    an earlier report of the same kind, or anything but a folder with --force. Checked before any work, so
+    a report never lands on a checkpoint, an ONNX file, a plan or a run's config.json (their suffixes or
+    contents differ), and a typo costs no evaluation."""
+    if path.suffix.lower() != kind.suffix:
+        raise VitcError(f"{option} {path}: a {kind.name} is written to a file whose name ends in {kind.suffix}")
+    if path.is_dir():
+        raise VitcError(f"{option} {path} is a folder: give a file name ending in {kind.suffix}")
+    if path.exists() and not force and not kind.recognise(path):
+        raise VitcError(f"{path} exists and is not a {kind.name} (use --force to replace it)")
+    return path
+
+
+def json_report(*keys: str, fmt: str | None = None) -> Callable[[Path], bool]:
+    """Recognise a JSON report by keys it has always carried and its `format` (None: a report without one,
+    which none of vitc's manifests and sidecars is), so the reports of earlier releases are recognised too."""
+
+    def recognise(path: Path) -> bool:
+        try:
+            record = parse_json(path.read_bytes(), str(path))
+        except (OSError, VitcError):
+            return False
+        return isinstance(record, dict) and all(key in record for key in keys) and record.get("format") == fmt
+
+    return recognise
+
+
+def markdown_report(heading: str) -> Callable[[Path], bool]:
+    """Recognise a Markdown report by its first line, the heading vitc writes."""
+
+    def recognise(path: Path) -> bool:
+        try:
+            with open(path, "rb") as handle:
+                first = handle.readline(4096)
+        except OSError:
+            return False
+        return first.rstrip(b"\r\n").decode("utf-8", "replace").startswith(heading)
+
+    return recognise
 
 
 def parse_json(text: str | bytes, source: str) -> Any:

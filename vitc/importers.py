@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from vitc import __version__
-from vitc._io import sha256_file
+from vitc._io import refuse_to_replace, sha256_file
 from vitc.artifacts.model_cfg import ModelCfg
 from vitc.artifacts.preprocess import check_crop_mode, check_crop_pct, check_norm, eval_resize, resolve_preprocess
 from vitc.checkpoint import MADE_FROM_CHECKPOINTS, meta_for, save_checkpoint
@@ -434,8 +434,7 @@ def import_checkpoint(
     """Convert `source` (a file, or a Hugging Face folder) into `out_dir/model.safetensors` for `model_name`,
     with the class names its folder's config.json gives, or `class_names` (its rows' classes) instead."""
     target = Path(out_dir) / "model.safetensors"
-    if target.exists() and not force:
-        raise VitcError(f"{target} exists; pass --force to replace it")
+    refuse_to_replace((target,), force)
     model, layout, source = convert_file(source, model_name, say, ema, **overrides)
     provenance = {
         "source": source.name,

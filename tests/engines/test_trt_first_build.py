@@ -115,7 +115,7 @@ def test_a_failed_drift_check_leaves_the_earlier_plan_and_sidecar(fake, export_d
         raise VitcError("m.plan: out of GPU memory during the check")
 
     monkeypatch.setattr(accuracy, "heldout_accuracy", broken)
-    line = error_line("build", export_dir / "model.fp32.onnx", "--out", out / "m.plan", "--batch", "1:2:4")
+    line = error_line("build", export_dir / "model.fp32.onnx", "--out", out / "m.plan", "--batch", "1:2:4", "--force")
     assert "no plan was written" in line and "--no-check" in line
     after = files(out)
     assert {k: v for k, v in after.items() if not k.startswith("timing")} == {

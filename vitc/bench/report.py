@@ -13,7 +13,13 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+from vitc._io import ReportKind, json_report, markdown_report
 from vitc.bench.timing import LatencyStats
+
+FORMAT = "vitc.bench"  # the JSON report's "format"
+TITLE = "vitc bench"  # the heading of the table and of the Markdown report
+JSON_REPORT = ReportKind("vitc bench report", ".json", json_report("rows", fmt=FORMAT))
+MARKDOWN_REPORT = ReportKind("vitc bench Markdown report", ".md", markdown_report(f"### {TITLE}"))
 
 TIME_NOTES = {
     "e2e": "end to end per call: host inputs in, host outputs out",
@@ -79,7 +85,7 @@ class BenchReport:
             record["ratio_vs_first"] = self.ratio(row)
             rows.append(record)
         return {
-            "format": "vitc.bench",
+            "format": FORMAT,
             "version": 1,
             "baseline": self.runners[0] if self.rows else None,
             "times": TIME_NOTES,
@@ -135,7 +141,7 @@ class BenchReport:
             keep.append(11)
         return keep
 
-    def to_table(self, title: str = "vitc bench") -> Any:
+    def to_table(self, title: str = TITLE) -> Any:
         from rich.table import Table
 
         keep = self._columns()
@@ -181,7 +187,7 @@ class BenchReport:
             text += f"; CPU threads: {'/'.join(threads)}"
         return text
 
-    def to_markdown(self, title: str = "vitc bench") -> str:
+    def to_markdown(self, title: str = TITLE) -> str:
         keep = self._columns()
         lines = [f"### {title}", ""]
         env = ", ".join(f"{k}: {v}" for k, v in self.environment.items() if v not in (None, ""))

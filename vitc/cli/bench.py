@@ -15,6 +15,7 @@ from typing_extensions import Annotated
 
 from vitc._lazy import require_training
 from vitc.cli._console import console, labelled
+from vitc.cli._options import ForceOpt
 from vitc.errors import VitcError, unknown_device
 
 
@@ -75,9 +76,12 @@ def bench(
     markdown: Annotated[
         Optional[Path], typer.Option("--markdown", help="Write the figures as a Markdown table.")
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Benchmark engines (--engine, repeatable) and/or a PyTorch model (--model/--ckpt); the first is the baseline."""
+    from vitc._io import report_path
     from vitc.artifacts import load_heldout
+    from vitc.bench.report import JSON_REPORT, MARKDOWN_REPORT
     from vitc.bench.runner import bench_runners, parse_batches
     from vitc.bench.timing import TimingPlan
 
@@ -91,6 +95,9 @@ def bench(
         raise unknown_device(device, ("cpu", "cuda"))
     if model or ckpt is not None:  # before any engine is loaded: one line on a Jetson's runtime install
         require_training("vitc bench --model / --ckpt")
+    for path, kind, option in ((json_out, JSON_REPORT, "--json"), (markdown, MARKDOWN_REPORT, "--markdown")):
+        if path is not None:
+            report_path(path, kind, option, force)
     batches = None if batch is None else parse_batches(batch)
     plan = TimingPlan(warmup=warmup, iterations=iterations, duration=duration)
     heldout = load_heldout(data) if data is not None else None

@@ -9,6 +9,8 @@ import typer
 from typing_extensions import Annotated
 
 from vitc.cli._console import console, labelled
+from vitc.cli._options import ForceOpt
+from vitc.errors import VitcError
 
 
 def build(
@@ -33,10 +35,13 @@ def build(
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Skip the held-out drift check after the build.")
     ] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Build a TensorRT engine for this machine's TensorRT and GPU; the drift check runs the held-out set."""
+    from vitc._io import refuse_to_replace
     from vitc.artifacts import BatchRange, manifest_for, parse_precision, precision_in_name
     from vitc.artifacts.given import FILE, not_taken, path_kind
+    from vitc.artifacts.sidecar import sidecar_path
     from vitc.build.options import BuildOptions
     from vitc.build.tensorrt import build_engine
 
@@ -51,6 +56,8 @@ def build(
     if out is None:
         run = onnx.parent.name or onnx.stem
         out = Path("engines") / f"{run}.{chosen}.plan"
+    _check_plan_name(out)
+    refuse_to_replace((out, sidecar_path(out)), force)  # an earlier build, as export's ONNX files
     result = build_engine(
         BuildOptions(
             onnx=onnx,
@@ -87,6 +94,16 @@ def build(
             ]
             unlabelled = " (agreement only: generated inputs, no labels)" if drift.get("labels") is False else ""
             terminal.print(f"{label}{unlabelled}: " + ", ".join(parts))
+
+
+def _check_plan_name(out: Path) -> None:
+    """A plan's file name ends as the engines' runners read it (.plan, .engine or .trt): `--out` naming a
+    checkpoint or the ONNX file would put a plan over it."""
+    from vitc.engines import SUFFIXES
+
+    plans = [suffix for suffix, backend in SUFFIXES.items() if backend == "tensorrt"]
+    if out.suffix.lower() not in plans:
+        raise VitcError(f"--out {out}: a TensorRT plan is written to a file whose name ends in {' or '.join(plans)}")
 
 
 DRIFT_FIELDS = (

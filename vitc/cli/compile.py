@@ -11,10 +11,15 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
+from vitc._io import ReportKind, json_report
 from vitc.cli._console import console as plain_console
+from vitc.cli._options import ForceOpt
 
 if TYPE_CHECKING:
     from torch import nn
+
+COMPILE_JSON = ReportKind("vitc compile report", ".json", json_report("target", "rows", "max_abs_diff", "tolerance"))
+PROGRAM_FILES = ("model.pt2", "compile_report.json", "compile_report.md")  # what --out DIR receives
 
 
 def compile_(
@@ -25,6 +30,7 @@ def compile_(
         Optional[Path],
         typer.Option("--out", help="Folder for the compiled model as a torch.export program and its report."),
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Rewrite GPSA, spatial priors and CvT projections into static modules; check the logits are unchanged.
 
@@ -32,7 +38,7 @@ def compile_(
     """
     import time
 
-    from vitc._io import atomic_write, write_json
+    from vitc._io import atomic_write, refuse_to_replace, report_path, write_json
     from vitc.compile import TARGETS, compile_model
     from vitc.compile.pipeline import CHECK_BATCH
     from vitc.compile.program import CHECK_BATCHES
@@ -40,6 +46,10 @@ def compile_(
 
     if target not in TARGETS:
         raise VitcError(f"unknown compile target {target!r} (choose one of: {', '.join(TARGETS)})")
+    if json_path is not None:
+        report_path(json_path, COMPILE_JSON, "--json", force)
+    if out is not None:  # a compiled model there is replaced only with --force, as export's ONNX files
+        refuse_to_replace((out / name for name in PROGRAM_FILES), force)
     started = time.perf_counter()
     model, class_names = _load(source)
     loaded = time.perf_counter() - started
@@ -71,12 +81,13 @@ def compile_(
             "model": report.model, "args": getattr(model, "vitc_args", {}), "input_size": list(cfg.input_size),
             "class_names": class_names, "preprocess": cfg.preprocess.to_record(), "compile": record,
         }  # fmt: skip
+        program, report_json, report_md = (out / name for name in PROGRAM_FILES)
         with _gpu_errors(f"exporting the program (checked at batch sizes {', '.join(map(str, CHECK_BATCHES))})"):
-            record["export"] = export_program(compiled, report.input_size, out / "model.pt2", meta)
-        write_json(out / "compile_report.json", record)
-        with atomic_write(out / "compile_report.md") as tmp:
+            record["export"] = export_program(compiled, report.input_size, program, meta)
+        write_json(report_json, record)
+        with atomic_write(report_md) as tmp:
             tmp.write_text(report.to_markdown())
-        console.print(f"wrote {out / 'model.pt2'} (batch 1..N, checked at batch 1 and 3) and compile_report.json/.md")
+        console.print(f"wrote {program} (batch 1..N, checked at batch 1 and 3) and compile_report.json/.md")
     if json_path is not None:
         write_json(json_path, record)
         console.print(f"wrote {json_path}")

@@ -17,8 +17,10 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
+from vitc._io import ReportKind, json_report, report_path
 from vitc._text import few_names
 from vitc.cli._console import console, labelled
+from vitc.cli._options import ForceOpt
 from vitc.errors import VitcError, unknown_device
 
 if TYPE_CHECKING:
@@ -31,6 +33,21 @@ if TYPE_CHECKING:
     from vitc.engines.classify import Classifier
 
 ENGINE_THREADS = 8  # decoding threads at most for an engine (a Jetson Orin has 6 to 12 cores)
+EVAL_JSON = ReportKind("vitc eval report", ".json", json_report("top1", "confusion", "classes"))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_eval_figure(path: Path) -> bool:
+    """A PNG with eval's report beside it: the pair eval writes (a run's curves.png or a photo has none)."""
+    try:
+        with open(path, "rb") as handle:
+            signature = handle.read(len(PNG_SIGNATURE))
+    except OSError:
+        return False
+    return signature == PNG_SIGNATURE and EVAL_JSON.recognise(path.with_suffix(".json"))
+
+
+EVAL_FIGURE = ReportKind("vitc eval confusion matrix", ".png", _is_eval_figure)
 
 
 def evaluate(
@@ -64,6 +81,7 @@ def evaluate(
             "for an engine, threads (default: up to 8)."
         ),
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Top-1 (top-5 above 5 classes), precision/recall per class and a confusion-matrix PNG with a JSON beside it."""
     from vitc.artifacts.given import EXPORT, FOLDER, WEIGHTS_OR_ENGINE, not_taken, path_kind
@@ -75,10 +93,18 @@ def evaluate(
         raise unknown_device(device, ("auto", "cpu", "cuda"))
     if path_kind(source) in (EXPORT, FOLDER):  # before torch is needed: an engine's folder on a Jetson
         raise not_taken(source, WEIGHTS_OR_ENGINE, tuple(SUFFIXES))
+    if out is not None:  # before the evaluation; the default, named by what is read, is checked when known
+        _report_files(out, force)
     if source.suffix.lower() in SUFFIXES:
-        _evaluate_engine(source, data, data_dir, split, out, device, workers)
+        _evaluate_engine(source, data, data_dir, split, out, device, workers, force)
     else:
-        _evaluate_checkpoint(source, data, data_dir, split, out, device, workers)
+        _evaluate_checkpoint(source, data, data_dir, split, out, device, workers, force)
+
+
+def _report_files(png: Path, force: bool) -> Tuple[Path, Path]:
+    """The confusion-matrix PNG and the JSON beside it, each free or an earlier eval report (or --force)."""
+    json_path = png.with_suffix(".json")
+    return report_path(png, EVAL_FIGURE, "--out", force), report_path(json_path, EVAL_JSON, "--out", force)
 
 
 def _evaluate_checkpoint(
@@ -89,6 +115,7 @@ def _evaluate_checkpoint(
     out: Optional[Path],
     device: str,
     workers: Optional[int],
+    force: bool,
 ) -> None:
     from vitc._lazy import require_training
 
@@ -136,8 +163,8 @@ def _evaluate_checkpoint(
     seconds = time.perf_counter() - started
     _say_speed(terminal, len(labels), seconds - waited[0], waited[0], f"the model on {on}", EVAL_BATCH)
     head = {"model": meta.model, "checkpoint": str(checkpoint), "data": data, "split": read, "folder": where}
-    png = out or _report_path(checkpoint, data_dir, read)
-    _report(logits.numpy(), labels.numpy(), known, head, meta.model, skipped=skipped, device=str(on), png=png)
+    files = _report_files(out or _report_path(checkpoint, data_dir, read), force)
+    _report(logits.numpy(), labels.numpy(), known, head, meta.model, skipped=skipped, device=str(on), files=files)
 
 
 def _folder_feed(
@@ -183,6 +210,7 @@ def _evaluate_engine(
     out: Optional[Path],
     device: str,
     workers: Optional[int],
+    force: bool,
 ) -> None:
     """An engine on a labelled folder (decoded here, by threads), on CIFAR-10 batches (a 32×32 model), or on
     its export's held-out set."""
@@ -210,9 +238,9 @@ def _evaluate_engine(
         _say_speed(terminal, len(labels), engine, max(seconds - engine, 0.0), "the engine", step)
     model = classifier.card.model
     head = {"model": model, "engine": str(source), "data": data, "split": read, "folder": where}
-    png = out or _report_path(source, data_dir, read)
+    files = _report_files(out or _report_path(source, data_dir, read), force)
     shown = f"{model or 'the model'} ({source.name})"
-    _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, png=png)
+    _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, files=files)
 
 
 def _report_path(source: Path, data_dir: Optional[Path], read: Optional[str]) -> Path:
@@ -362,10 +390,10 @@ def _report(
     *,
     skipped: List[str],
     device: str,
-    png: Path,
+    files: Tuple[Path, Path],
 ) -> None:
     """The per-class table and summary line on the terminal, the figures as JSON, the confusion matrix as a
-    PNG (when matplotlib is there: a Jetson's runtime install may lack it)."""
+    PNG (when matplotlib is there: a Jetson's runtime install may lack it); `files`: (PNG, JSON)."""
     from vitc._io import write_json
     from vitc._lazy import has_module
     from vitc.metrics import classification_report
@@ -374,7 +402,8 @@ def _report(
     report = {**head, "images": figures.pop("images"), "skipped": skipped, "device": device, **figures}
     confusion, num_classes = report["confusion"], logits.shape[1]
     terminal = console()
-    written = [png.with_suffix(".json")]
+    png, json_path = files
+    written = [json_path]
     if has_module("matplotlib"):
         from vitc.train.report import plot_confusion
 

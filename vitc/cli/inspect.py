@@ -8,7 +8,11 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
+from vitc._io import ReportKind, json_report
 from vitc.cli._console import console as plain_console
+from vitc.cli._options import ForceOpt
+
+SUMMARY = ReportKind("vitc inspect summary", ".json", json_report("model", "mean_attention_distance_px"))
 
 
 def inspect(
@@ -23,9 +27,10 @@ def inspect(
         Optional[Path],
         typer.Option(help="Also log the figures as images to this TensorBoard folder (RUN/tensorboard)."),
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Per layer and head: attention distance, GPSA gates σ(λ), positional attention and spatial priors."""
-    from vitc._io import write_json
+    from vitc._io import report_path, write_json
     from vitc.analysis import figures
     from vitc.analysis.locality import analyse
     from vitc.checkpoint import load_model, resolve_checkpoint, training_data
@@ -34,6 +39,8 @@ def inspect(
     from vitc.models import get_model_cfg
 
     checkpoint = resolve_checkpoint(checkpoint)
+    out = out or checkpoint.with_suffix(".inspect")
+    summary = report_path(out / "summary.json", SUMMARY, "--out", force)  # not a run's summary.json: --out RUN
     model, meta = load_model(checkpoint)
     cfg = get_model_cfg(model)
     name, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
@@ -46,7 +53,6 @@ def inspect(
     batch = eval_transform(dataset.images[:images], cfg.mean, cfg.std)
     report = analyse(model, batch)
 
-    out = out or checkpoint.with_suffix(".inspect")
     grid, stride = figures.token_grid(model, batch.shape[-1])
     written = figures.write_all(report, out, grid, stride)
     if tensorboard is not None:
@@ -57,7 +63,7 @@ def inspect(
         board.images(written, epoch if isinstance(epoch, int) else 0, prefix="inspect/")
         board.close()
     references = {"patch_px": stride, "uniform_attention_px": figures.uniform_distance(grid, stride) if grid else None}
-    write_json(out / "summary.json", report.summary() | {"data": name, "images": len(batch), "references": references})
+    write_json(summary, report.summary() | {"data": name, "images": len(batch), "references": references})
     console = plain_console()
     for layer, row in zip(report.layers, report.distance):
         gate = report.gates.get(layer)

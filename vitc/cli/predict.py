@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Seque
 import typer
 from typing_extensions import Annotated
 
+from vitc._io import ReportKind, json_report, report_path
 from vitc.cli._console import console, labelled
+from vitc.cli._options import ForceOpt
 from vitc.errors import VitcError, unknown_device
 
 if TYPE_CHECKING:
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from vitc.engines.classify import Prediction
 
     Classify = Callable[[Sequence[Any], int], List[Prediction]]
+
+PREDICT_JSON = ReportKind("vitc predict report", ".json", json_report("source", "backend", "top_k", "images"))
 
 
 def predict(
@@ -39,6 +43,7 @@ def predict(
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Also write every image's classes as JSON.")
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """The top classes of each image, prepared as the model was evaluated; one line per image."""
     from vitc._io import write_json
@@ -51,6 +56,8 @@ def predict(
         raise not_taken(source, WEIGHTS_OR_ENGINE, tuple(SUFFIXES))
     if top_k < 1 or batch < 1:
         raise VitcError(f"--top-k and --batch must be at least 1, got {top_k} and {batch}")
+    if json_out is not None:
+        report_path(json_out, PREDICT_JSON, "--json", force)
     files = list(_image_files(images))
     if not files:
         raise VitcError(f"no images in {', '.join(map(str, images))} (extensions: .jpg, .png, .webp, ...)")

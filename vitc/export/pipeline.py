@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vitc import artifacts
-from vitc._io import atomic_write, sha256_file, write_json
+from vitc._io import atomic_write, refuse_to_replace, sha256_file, write_json
 from vitc._lazy import lazy_import
 from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precision
 from vitc.artifacts.preprocess import Preprocess, normalized
@@ -155,8 +155,7 @@ def output_paths(ckpt: str | Path, opts: ExportOptions) -> tuple[Path, Path, Pat
     run_dir = Path(opts.out) / run
     onnx_path = run_dir / artifacts.onnx_name(opts.precision)
     manifest_path = run_dir / artifacts.manifest_name(opts.precision)
-    if not opts.force and (onnx_path.exists() or manifest_path.exists()):
-        raise VitcError(f"{onnx_path} exists (use --force to replace it)")
+    refuse_to_replace((onnx_path, manifest_path), opts.force)
     return run_dir, onnx_path, manifest_path
 
 

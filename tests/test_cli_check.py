@@ -75,3 +75,24 @@ def test_check_takes_the_release_a_device_reports(tmp_path: Path) -> None:
     assert "4 problem(s) for TensorRT 8.5.2.2" in result.output
     unknown = runner.invoke(app, ["check", str(path), "--trt", "9.2"])
     assert unknown.exit_code == 2 and "unknown TensorRT version '9.2'" in unknown.output
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x07"], ids=["zero bytes", "an ir_version alone"])
+def test_a_model_without_a_graph_is_not_ok(tmp_path: Path, content: bytes) -> None:
+    """Protobuf parses zero bytes as an empty ModelProto: `vitc check` said "OK for TensorRT 10 (0 nodes)"."""
+    pytest.importorskip("onnx")
+    path = tmp_path / "model.onnx"
+    path.write_bytes(content)
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 2, result.output
+    empty = "empty: " if not content else ""
+    assert result.output.strip() == f"error: {path} is not an ONNX model ({empty}no graph)"
+
+
+def test_a_plan_is_named_as_one(tmp_path: Path) -> None:
+    """A zero-byte (or any) .plan was read as ONNX and, empty, passed as "OK for TensorRT 10 (0 nodes)"."""
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"")
+    result = runner.invoke(app, ["check", str(plan)])
+    assert result.exit_code == 2 and "OK" not in result.output, result.output
+    assert ".plan names a TensorRT plan and vitc check reads ONNX files" in " ".join(result.output.split())

@@ -85,6 +85,15 @@ def test_onnx_metadata_shown_as_fields(tmp_path: Path) -> None:
     assert record["metadata"]["batch"] == {"min": 1, "opt": 4, "max": 8}
 
 
+def test_an_empty_onnx_file_is_refused(tmp_path: Path) -> None:
+    """Zero bytes parse as an empty ModelProto: info showed ir_version 0 and 0 nodes, exit 0."""
+    pytest.importorskip("onnx")
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"")
+    result = run("info", str(path))
+    assert result.exit_code == 2 and result.output.strip() == f"error: {path} is not an ONNX model (empty: no graph)"
+
+
 def test_pt2_without_vitc_record_or_not_a_zip_is_a_clear_error(tmp_path: Path) -> None:
     import zipfile
 

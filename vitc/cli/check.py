@@ -47,6 +47,7 @@ def check(
 ) -> None:
     """List ops, Q/DQ layouts and dynamic dims TensorRT would reject, grouped by kind; exit 2 when there are any."""
     from vitc.artifacts.given import FILE, not_taken, path_kind
+    from vitc.engines import SUFFIXES
     from vitc.errors import VitcError
     from vitc.export.onnx_export import read_onnx
     from vitc.export.trt_rules import check_onnx, resolve
@@ -54,6 +55,11 @@ def check(
     resolve(trt)  # an export target or the release a device reports (its parser's table): refuse others at once
     if path_kind(model) != FILE:
         raise not_taken(model, "an ONNX file", (".onnx",))
+    if SUFFIXES.get(model.suffix.lower()) == "tensorrt":  # a plan's bytes could parse as some protobuf
+        raise VitcError(
+            f"{model}: {model.suffix} names a TensorRT plan and vitc check reads ONNX files: check the .onnx "
+            f"it was built from (`vitc info {model}` describes a plan)"
+        )
     proto = read_onnx(model)
     findings = check_onnx(proto, trt)
     console = plain_console()

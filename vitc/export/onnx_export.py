@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,19 @@ BATCH_DIM = "batch"
 
 
 def read_onnx(path: Any, external_data: bool = True) -> Any:
-    """Load an ONNX file a user handed us; any parse failure is a one-line VitcError (no torch needed)."""
+    """Load an ONNX file a user handed us; any parse failure is a one-line VitcError (no torch needed).
+
+    Protobuf parses any bytes without a required field, zero bytes included, as a model with no graph
+    (`vitc check` called an empty file "OK for TensorRT 10 (0 nodes)"): a model without a graph is refused."""
     onnx = lazy_import("onnx")
     try:
-        return onnx.load(str(path), load_external_data=external_data)
+        model = onnx.load(str(path), load_external_data=external_data)
     except Exception as exc:  # protobuf raises DecodeError, ValueError, ... on bad bytes
         raise VitcError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
+    if not model.HasField("graph"):
+        empty = "empty: " if Path(path).stat().st_size == 0 else ""
+        raise VitcError(f"{path} is not an ONNX model ({empty}no graph)")
+    return model
 
 
 def _mend_sdpa_scale(torch: Any) -> None:

@@ -218,16 +218,13 @@ def training_data(
     `vitc train` run folder whose config.json names the same data. A checkpoint from someone else
     cannot make vitc read (and copy images from) another folder of this machine.
     """
+    if data_dir is not None:
+        return _given_folder(data, data_dir), data_dir
     trained = (meta.extra.get("train_config") or {}).get("data") or {}
     trained = trained if isinstance(trained, dict) else {}
-    name = data or trained.get("name")
-    if not name:  # weights that name no data (imported, or trained elsewhere): a folder given says its kind
-        from vitc.data.files import detect_kind
-
-        name = detect_kind(Path(data_dir)) if data_dir is not None else "digits"
-    name = str(name)
-    if data_dir is not None or name == "digits":
-        return name, data_dir
+    name = str(data or trained.get("name") or "digits")  # weights that name no data: the bundled digits
+    if name == "digits":
+        return name, None
     folder = trained.get("dir") if name == trained.get("name") else None
     if isinstance(folder, str) and _own_run(Path(path), name, folder):
         if not Path(folder).is_absolute() and not Path(folder).is_dir():  # a run of an older vitc
@@ -242,6 +239,17 @@ def training_data(
         f"{path} does not say where its {name} data is on this machine (it is not a vitc train run here): "
         "pass --data-dir (and --data) to name the data to measure it on"
     )
+
+
+def _given_folder(data: str | None, data_dir: str) -> str:
+    """The kind of data a --data-dir is read as: --data's, else the kind the folder holds, as `vitc train`
+    reads it (a missing folder, or one of neither kind, is one line). Before, a run trained on digits
+    measured digits and said it read the folder, even one that did not exist."""
+    from vitc.data.files import check_data_dir, detect_kind
+
+    if data == "digits":
+        check_data_dir(data, data_dir)  # refuses: digits take no folder
+    return data or detect_kind(Path(data_dir))
 
 
 def _own_run(path: Path, name: str, folder: str) -> bool:

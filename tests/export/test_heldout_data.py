@@ -37,7 +37,10 @@ def test_a_run_folder_of_the_users_own_names_its_data(tmp_path: Path) -> None:
     _, meta = load_model(downloaded)
     with pytest.raises(VitcError, match="pass --data-dir"):
         training_data(downloaded, meta)
-    assert training_data(downloaded, meta, data_dir="/mine") == ("imagefolder", "/mine")
+    mine = tmp_path / "mine"
+    for split in ("train", "val"):
+        (mine / split / "cat").mkdir(parents=True)
+    assert training_data(downloaded, meta, data_dir=str(mine)) == ("imagefolder", str(mine))
 
 
 def test_a_folder_given_for_weights_that_name_no_data_says_its_kind(tmp_path: Path) -> None:
@@ -54,6 +57,35 @@ def test_a_folder_given_for_weights_that_name_no_data_says_its_kind(tmp_path: Pa
     (tmp_path / "empty").mkdir()
     with pytest.raises(VitcError, match="holds neither class folders"):
         training_data(path, meta, data_dir=str(tmp_path / "empty"))
+
+
+def test_a_folder_given_for_a_digits_run_is_read_or_refused(tmp_path: Path) -> None:
+    """`vitc export RUN --data-dir /no/such/folder` (and inspect) for a run trained on digits measured digits
+    and said "360 images from /no/such/folder": the folder was never read. It is read as the kind it holds,
+    as eval and train read it, or refused in one line; digits named with a folder are refused too."""
+    from PIL import Image
+
+    run = _checkpoint(tmp_path / "runs" / "d" / "best.safetensors", {"name": "digits"})
+    _, meta = load_model(run)
+    missing = str(tmp_path / "no" / "such")
+    with pytest.raises(VitcError, match="missing folder"):
+        training_data(run, meta, data_dir=missing)
+    with pytest.raises(VitcError, match="digits are bundled and take no folder"):
+        training_data(run, meta, "digits", str(tmp_path))
+    for command in (["export", str(run.parent), "--out", str(tmp_path / "x")], ["inspect", str(run.parent)]):
+        result = runner.invoke(app, [*command, "--data-dir", missing])
+        assert result.exit_code == 2 and result.output.strip() == f"error: missing folder {missing}", result.output
+    assert not (tmp_path / "x").exists()
+
+    photos = tmp_path / "photos"  # the digits' own classes, as photos: measured on them
+    for split in ("train", "val"):
+        for digit in range(10):
+            (photos / split / str(digit)).mkdir(parents=True)
+            Image.new("RGB", (12, 12), (20 * digit, 0, 0)).save(photos / split / str(digit) / "0.png")
+    assert training_data(run, meta, data_dir=str(photos)) == ("imagefolder", str(photos))
+    result = runner.invoke(app, ["export", str(run), "-p", "fp32", "--data-dir", str(photos), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"held-out set: imagefolder val split, 10 images from {photos}" in " ".join(result.output.split())
 
 
 def test_export_refuses_a_folder_of_other_classes_of_the_same_count(tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def check_data_dir(name: str, data_dir: str | None) -> None:
     """The folder exists and holds data of kind `name` (digits take none): one line otherwise."""
     if name == "digits":
         if data_dir:
-            raise VitcError(f"digits are bundled and take no folder; drop --data digits to train on {data_dir}")
+            raise VitcError(f"digits are bundled and take no folder: drop --data digits to use {data_dir}")
         return
     if not data_dir:
         raise VitcError(f"data set {name} needs a folder: --data-dir or data.dir")

@@ -34,6 +34,40 @@ def test_folder_with_several_exports_lists_them_all(tmp_path: Path) -> None:
     assert record["exports"]["fp16"]["drift"]["top1"] == 49.5
 
 
+def test_an_export_whose_onnx_file_differs_is_shown_then_refused(tmp_path: Path) -> None:
+    """`vitc info FOLDER` (and a manifest) listed an export whose ONNX file was emptied or replaced by another
+    precision's as fine, exit 0, where info of the .onnx itself, bench and build refuse it. Each row now says
+    its file's state, and the command ends with the refusal's one line."""
+    from vitc._io import sha256_file
+
+    for precision in ("fp32", "fp16", "int8"):
+        onnx = make_tiny_onnx(tmp_path / f"model.{precision}.onnx", precision=precision)
+        record = manifest_record(precision=precision, onnx_sha256=sha256_file(onnx))
+        (tmp_path / f"manifest.{precision}.json").write_text(json.dumps(record))
+    fine = run("info", str(tmp_path))
+    assert fine.exit_code == 0 and "error" not in fine.output, fine.output
+    assert all(" ok " in line for line in fine.output.splitlines() if "model." in line and ".onnx" in line)
+
+    (tmp_path / "model.fp32.onnx").write_bytes(b"")
+    (tmp_path / "model.fp16.onnx").write_bytes((tmp_path / "model.int8.onnx").read_bytes())
+    result = run("info", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    for precision, state in (("fp32", "sha256 differs"), ("fp16", "sha256 differs"), ("int8", "ok")):
+        assert f" {state} " in next(line for line in lines if f"model.{precision}.onnx" in line), result.output
+    last = " ".join(result.output.split("error:", 1)[1].split())
+    assert last.startswith(f"{tmp_path}: model.fp16.onnx, model.fp32.onnx are not the files") and "--force" in last
+    assert result.output.count("error:") == 1
+
+    manifest = run("info", str(tmp_path / "manifest.fp16.json"), "--json")
+    assert manifest.exit_code == 2 and '"onnx_file": "sha256 differs"' in manifest.output, manifest.output
+    assert "model.fp16.onnx is not the file manifest.fp16.json describes (sha256 differs)" in manifest.output
+    (tmp_path / "model.fp32.onnx").unlink()
+    missing = run("info", str(tmp_path / "manifest.fp32.json"))  # nothing to compare: said, not refused
+    assert missing.exit_code == 0, missing.output
+    assert any("│ onnx_file" in ln and " missing " in ln for ln in missing.output.splitlines()), missing.output
+
+
 def test_resume_file_is_recognised(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")  # the training side: absent from the Python 3.8 runtime venv
 

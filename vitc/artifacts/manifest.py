@@ -294,10 +294,35 @@ def manifest_for(artifact: str | os.PathLike[str]) -> ExportManifest | None:
     return None
 
 
+FILE_OK, FILE_DIFFERS, FILE_MISSING, FILE_UNRECORDED = "ok", "sha256 differs", "missing", "no sha256"
+
+
+def file_state(path: Path, expected: str | None) -> str:
+    """Whether `path` is the file a manifest recorded: FILE_OK, FILE_DIFFERS, FILE_MISSING, or FILE_UNRECORDED
+    (older manifests carry no hash). The file is hashed in chunks, so a large one costs a read, not its size
+    in memory."""
+    if not path.is_file():
+        return FILE_MISSING
+    if expected is None:
+        return FILE_UNRECORDED
+    return FILE_OK if sha256_file(path) == expected else FILE_DIFFERS
+
+
 def check_file_hash(path: Path, expected: str | None, manifest: Path) -> None:
-    """Refuse `path` when it is not the file `manifest` recorded (older manifests carry no hash)."""
-    if expected is not None and path.is_file() and sha256_file(path) != expected:
-        raise VitcError(
-            f"{path} is not the file {manifest.name} describes (sha256 differs): the export was interrupted "
-            "or mixed with another one; run vitc export again with --force"
-        )
+    """Refuse `path` when it is not the file `manifest` recorded (a missing file is its reader's to name)."""
+    if file_state(path, expected) == FILE_DIFFERS:
+        raise mixed_export([(path, manifest)])
+
+
+def mixed_export(files: list[tuple[Path, Path]]) -> VitcError:
+    """The one line for (file, its manifest) pairs whose sha256 differs from what the manifest recorded."""
+    if len(files) == 1:
+        what = f"{files[0][0]} is not the file {files[0][1].name} describes"
+    else:
+        names = ", ".join(path.name for path, _ in files)
+        manifests = ", ".join(manifest.name for _, manifest in files)
+        what = f"{files[0][0].parent}: {names} are not the files {manifests} describe"
+    return VitcError(
+        f"{what} (sha256 differs): the export was interrupted or mixed with another one; run vitc export again "
+        "with --force"
+    )

@@ -18,40 +18,54 @@ LIST_SHOWN = 12  # list items shown before "… (n items)"
 
 
 def describe(path: Path) -> dict[str, Any]:
-    """The metadata of an artifact, as a JSON-able record (no torch; onnx only for .onnx)."""
+    """The metadata of an artifact, as a JSON-able record (no torch; onnx only for .onnx); an export whose
+    ONNX file is not the one its manifest describes is refused, as every other reader refuses it."""
+    record, refusal = _described(path)
+    if refusal is not None:
+        raise refusal
+    return record
+
+
+def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
+    """The record, and the refusal of an export's mixed files: `vitc info` shows the record first, its
+    table saying which file differs, then refuses."""
     if not path.exists():
         raise VitcError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if path.is_dir() and (path / "best.safetensors").is_file():  # a `vitc train` run folder: its best checkpoint
-        return _describe_safetensors(path / "best.safetensors")
-    if path.is_dir():
-        return _describe_folder(path)
-    if path.name.startswith("manifest.") and path.suffix == ".json":
-        from vitc.artifacts import load_manifest
-
-        return {"kind": "vitc export", **load_manifest(path).to_record()}
+        return _describe_safetensors(path / "best.safetensors"), None
+    if path.is_dir() or (path.name.startswith("manifest.") and path.suffix == ".json"):
+        return _describe_exports(path)
     if suffix == ".safetensors":
-        return _describe_safetensors(path)
+        return _describe_safetensors(path), None
     if suffix == ".onnx":
-        return _describe_onnx(path)
+        return _describe_onnx(path), None
     if suffix == ".pt2":
-        return _describe_program(path)
+        return _describe_program(path), None
     if suffix in (".plan", ".engine", ".trt"):
         from vitc.engines.tensorrt import plan_summary
 
-        return {"kind": "tensorrt plan", **plan_summary(path)}
+        return {"kind": "tensorrt plan", **plan_summary(path)}, None
     raise VitcError(f"{path}: unknown artifact (expected .safetensors, .onnx, .pt2, .plan or an export folder)")
 
 
-def _describe_folder(folder: Path) -> dict[str, Any]:
-    """One export: its manifest; several (one per precision): all of them, keyed by precision."""
+def _describe_exports(path: Path) -> tuple[dict[str, Any], VitcError | None]:
+    """A manifest or a folder of one export: its record; of several (one per precision): all of them, keyed
+    by precision. Each with `onnx_file`, the state of its ONNX file (ok, sha256 differs, missing, or no
+    sha256 in an older manifest), and the refusal when any differs."""
     from vitc.artifacts import load_manifest, manifest_paths
+    from vitc.artifacts.manifest import FILE_DIFFERS, file_state, mixed_export
 
-    found = manifest_paths(folder)
-    if len(found) <= 1:  # none: load_manifest says what is missing
-        return {"kind": "vitc export", **load_manifest(folder).to_record()}
-    manifests = [load_manifest(p) for p in found]
-    return {"kind": "vitc exports", "folder": str(folder), "exports": {m.precision: m.to_record() for m in manifests}}
+    found = manifest_paths(path) if path.is_dir() else []
+    manifests = [load_manifest(p) for p in found] if len(found) > 1 else [load_manifest(path)]  # none: it says
+    states = [file_state(m.onnx_path, m.onnx_sha256) for m in manifests]
+    records = [{**m.to_record(), "onnx_file": state} for m, state in zip(manifests, states)]
+    differ = [(m.onnx_path, m.path) for m, state in zip(manifests, states) if state == FILE_DIFFERS]
+    refusal = mixed_export(differ) if differ else None
+    if len(manifests) == 1:
+        return {"kind": "vitc export", **records[0]}, refusal
+    exports = {m.precision: record for m, record in zip(manifests, records)}
+    return {"kind": "vitc exports", "folder": str(path), "exports": exports}, refusal
 
 
 def _describe_safetensors(path: Path) -> dict[str, Any]:
@@ -168,14 +182,16 @@ def rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
 def _exports_table(record: dict[str, Any]) -> Table:
     """Several exports of one folder, one row per precision."""
     table = Table(title=f"{record['folder']} ({len(record['exports'])} exports)")
-    columns = ("precision", "model", "batch", "io", "opset", "TensorRT", "top-1", "Δ top-1", "agreement", "max |Δ|")
+    columns: tuple[str, ...] = ("precision", "file", "model", "batch", "io", "opset", "TensorRT")
+    columns += ("top-1", "Δ top-1", "agreement", "max |Δ|")  # the drift the manifest recorded
     for column in columns:
-        table.add_column(column, justify="left" if column in ("precision", "model", "io") else "right")
+        table.add_column(column, justify="left" if column in ("precision", "file", "model", "io") else "right")
     for precision, raw in record["exports"].items():
         drift = raw.get("drift") or {}
         batch = raw.get("batch") or {}
         table.add_row(
             f"model.{precision}.onnx",
+            str(raw.get("onnx_file")),
             str(raw.get("model")),
             f"{batch.get('min')}:{batch.get('opt')}:{batch.get('max')}",
             str(raw.get("io_dtype")),
@@ -194,7 +210,13 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show an artifact's metadata without loading it into a framework."""
-    record = describe(artifact)
+    record, refusal = _described(artifact)
+    _show(artifact, record, json_out)
+    if refusal is not None:  # after the table, which says which file differs
+        raise refusal
+
+
+def _show(artifact: Path, record: dict[str, Any], json_out: bool) -> None:
     if json_out:
         typer.echo(json.dumps(record, indent=2, default=str))
         return

@@ -288,6 +288,15 @@ def test_bench_autocast_and_its_deprecated_alias(tmp_path: Path, monkeypatch):
     assert "--autocast" in run("bench", "--help").output
 
 
+def test_bench_refuses_an_unknown_autocast_whatever_it_runs(tmp_path: Path) -> None:
+    """`--autocast fp8` was accepted, exit 0, when only engines were benched (-m refused it): checked up front."""
+    onnx = make_tiny_onnx(tmp_path / "a.onnx")
+    for option, value in (("--autocast", "fp8"), ("--autocast", ""), ("--precision", "int4")):
+        result = run("bench", "-e", str(onnx), "-n", "1", "--warmup", "0", option, value)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == f"error: {option} takes fp32, fp16, bf16, not {value!r}"
+
+
 def test_bench_onnx_precision_is_the_artifacts_not_its_io_dtype(tmp_path: Path):
     """An fp16 export with float32 I/O is fp16 (its name, or its manifest); a bare ONNX file's is unknown."""
     from vitc.engines.onnxrt import OnnxRuntimeRunner

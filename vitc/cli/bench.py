@@ -123,7 +123,14 @@ def bench(
 
 
 def _autocast(autocast: Optional[str], precision: Optional[str], terminal: Console) -> str:
-    """--autocast, or the deprecated --precision it replaces (kept for one release, with a warning)."""
+    """--autocast, or the deprecated --precision it replaces (kept for one release, with a warning), checked
+    whatever is benched (with engines alone, `--autocast fp8` was accepted and ignored)."""
+    from vitc.engines import AUTOCAST
+
+    given = autocast if autocast is not None else precision
+    if given is not None and given not in AUTOCAST:
+        option = "--autocast" if autocast is not None else "--precision"
+        raise VitcError(f"{option} takes {', '.join(AUTOCAST)}, not {given!r}")
     if precision is not None:
         if autocast is not None and autocast != precision:
             raise VitcError(
@@ -133,7 +140,7 @@ def _autocast(autocast: Optional[str], precision: Optional[str], terminal: Conso
             labelled("warning:", "yellow", f"vitc bench --precision is deprecated: use --autocast {precision}"),
             soft_wrap=True,
         )
-    return autocast or precision or "fp32"
+    return given or "fp32"
 
 
 def _engine_runners(paths: List[Path], *, device: str, threads: Optional[int], cuda_graph: bool) -> list:

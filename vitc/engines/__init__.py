@@ -22,6 +22,8 @@ RUNNERS: dict[str, tuple[str, str]] = {
 }
 # artifact suffix -> backend
 SUFFIXES: dict[str, str] = {".onnx": "onnxrt", ".plan": "tensorrt", ".engine": "tensorrt", ".trt": "tensorrt"}
+# the torch runner's --autocast -> torch dtype name (None: no autocast); here, torch-free, for bench to check
+AUTOCAST: dict[str, str | None] = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 
 
 def runner_class(backend: str) -> type[BaseRunner]:
@@ -50,4 +52,13 @@ def runner_for_path(path: str | Path, **options: Any) -> BaseRunner:
     return runner_class(backend_for_path(path))(path, **options)
 
 
-__all__ = ["RUNNERS", "SUFFIXES", "BaseRunner", "TensorMeta", "backend_for_path", "runner_class", "runner_for_path"]
+__all__ = [
+    "AUTOCAST",
+    "RUNNERS",
+    "SUFFIXES",
+    "BaseRunner",
+    "TensorMeta",
+    "backend_for_path",
+    "runner_class",
+    "runner_for_path",
+]

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from vitc._lazy import lazy_import
+from vitc.engines import AUTOCAST
 from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
 from vitc.errors import VitcError, no_cuda, unknown_device
 
-AUTOCAST = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 ModelLoader = Callable[[], Any]  # () -> torch.nn.Module
 
 

@@ -2,7 +2,8 @@
 
 Every artifact vitc writes goes through `atomic_write`: a temporary file in the same folder,
 flushed and fsynced, then renamed over the target. A kill at any instant leaves either the old
-file or the new one under the final name, never half of one.
+file or the new one under the final name, never half of one. Files that describe each other go
+through `atomic_files`, renamed one right after the other with Ctrl-C and SIGTERM held.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vitc._signals import stop_signals_held
 from vitc.errors import VitcError
 
 _MAX_HEADER = 100 * 1024 * 1024
@@ -28,30 +30,67 @@ _MAX_HEADER = 100 * 1024 * 1024
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path` atomically."""
-    target = Path(path)
+    with atomic_files() as files:
+        yield files.stage(path)
+
+
+class StagedFiles:
+    """Temporaries, each next to the file it will replace (`atomic_files`)."""
+
+    def __init__(self) -> None:
+        self.staged: list[tuple[Path, Path]] = []  # (temporary, target), in the order staged
+        self.writing: Path | None = None  # the target whose temporary is being written: an error names it
+
+    def stage(self, path: str | os.PathLike[str]) -> Path:
+        """A new temporary for `path`, in its folder (made if missing), to be written now."""
+        target = Path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        except OSError as exc:
+            raise VitcError(f"cannot write {target}: {_os_reason(exc)}") from exc
+        os.close(fd)
+        self.staged.append((Path(tmp_name), target))
+        self.writing = target
+        return Path(tmp_name)
+
+    def commit(self) -> None:
+        """Every temporary flushed to the disk, then renamed over its target, back to back with Ctrl-C and
+        SIGTERM held (vitc._signals): files that describe each other are replaced together."""
+        for tmp, target in self.staged:
+            self.writing = target
+            with open(tmp, "rb+") as handle:
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the mode any new file would
+        with stop_signals_held():
+            for tmp, target in self.staged:
+                self.writing = target
+                os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def atomic_files() -> Iterator[StagedFiles]:
+    """Several files written atomically as one: `stage` each and write its temporary; at the end all are
+    renamed over their targets at once, or on any failure none is and the temporaries are removed. An ONNX
+    file and the manifest that holds its hash, or a plan and its sidecar, go together: an interrupt that
+    left the new one beside the old other made both unusable (each reader checks the hash)."""
+    files = StagedFiles()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        yield files
+        files.commit()
     except OSError as exc:
-        raise VitcError(f"cannot write {target}: {_os_reason(exc)}") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the mode any new file would
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise VitcError(f"cannot write {target}: {_os_reason(exc)}") from exc
+        if files.writing is None:
+            raise
+        raise VitcError(f"cannot write {files.writing}: {_os_reason(exc)}") from exc
     except Exception as exc:  # writers in Rust or C (safetensors) report the OS error only in their message
         code = re.search(r"\(os error (\d+)\)", str(exc))
-        if code is None:
+        if code is None or files.writing is None:
             raise
-        raise VitcError(f"cannot write {target}: {_os_reason(OSError(int(code[1]), str(exc)))}") from exc
+        raise VitcError(f"cannot write {files.writing}: {_os_reason(OSError(int(code[1]), str(exc)))}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in files.staged:
+            tmp.unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -71,7 +110,12 @@ def _os_reason(exc: OSError) -> str:
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON atomically, pretty-printed for humans."""
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json_text(data))
+
+
+def json_text(data: Any) -> str:
+    """JSON as vitc writes it: pretty-printed for humans."""
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
 def refuse_to_replace(paths: Iterable[Path], force: bool) -> None:

@@ -124,6 +124,35 @@ def test_a_failed_drift_check_leaves_the_earlier_plan_and_sidecar(fake, export_d
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left behind
 
 
+def test_ctrl_c_as_the_first_of_plan_and_sidecar_lands_waits_for_the_other(fake, export_dir, monkeypatch, tmp_path):
+    """A rebuild renamed its new sidecar in, then its plan: a Ctrl-C between the two left the new sidecar beside the
+    old plan, which every reader refuses. The pair is renamed in together; the Ctrl-C is sent from the first rename."""
+    import os
+    import signal
+
+    from vitc.artifacts.sidecar import check_sidecar_matches, load_sidecar
+
+    fake("10.3")
+    plan = tmp_path / "engines" / "m.plan"
+    assert run("build", export_dir / "model.fp32.onnx", "--out", plan)[0] == 0
+    before = files(plan.parent)
+    rename, sent = os.replace, []
+
+    def rename_then_ctrl_c(source: str, target: str) -> None:
+        rename(source, target)
+        if Path(target) in (plan, T.sidecar_path(plan)) and not sent:
+            sent.append(target)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", rename_then_ctrl_c)
+    code, output = run("build", export_dir / "model.fp32.onnx", "--out", plan, "--batch", "1:2:4", "--force")
+    assert sent and code == 130, output
+    after = files(plan.parent)
+    pair = {plan.name, T.sidecar_path(plan).name}
+    assert {name for name in pair if after[name] != before[name]} == pair  # both new, not one of them
+    check_sidecar_matches(plan, load_sidecar(plan), plan.read_bytes())
+
+
 # -- 4. the timing cache and version-compatible plans -----------------------------------------------------
 def test_an_unreadable_timing_cache_falls_back_to_a_fresh_one(fake, tiny_onnx, monkeypatch, tmp_path):
     fake("10.3")

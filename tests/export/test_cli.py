@@ -150,3 +150,34 @@ def test_onnx_runtime_failing_on_the_export_is_one_line(trained_ckpt, tmp_path, 
     )
     assert result.output.strip().splitlines()[-1] == f"error: {said}"
     assert not (tmp_path / "x").exists()
+
+
+def test_ctrl_c_as_the_new_onnx_lands_waits_for_its_manifest(trained_ckpt, tmp_path, monkeypatch) -> None:
+    """Ctrl-C just after `vitc export --force` renamed the new ONNX file over the old one left the old manifest
+    beside it (2 tries in 5), and each reader refused the pair (sha256 differs): neither export was usable.
+    The manifest is renamed in before the Ctrl-C acts; the signal is sent from the rename itself."""
+    import json
+    import os
+    import signal
+    from pathlib import Path
+
+    from vitc._io import sha256_file
+    from vitc.artifacts import manifest_for
+
+    args = ["export", str(trained_ckpt), "-p", "fp16", "--out", str(tmp_path), "--run", "r"]
+    assert runner.invoke(app, [*args, "--dynamic-batch", "1:4:8"]).exit_code == 0
+    onnx = tmp_path / "r" / "model.fp16.onnx"
+    old = sha256_file(onnx)
+    rename = os.replace
+
+    def rename_then_ctrl_c(source, target):
+        rename(source, target)
+        if Path(target) == onnx:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", rename_then_ctrl_c)
+    result = runner.invoke(app, [*args, "--force"])  # a static batch: another ONNX file
+    assert result.exit_code == 130, result.output
+    assert sha256_file(onnx) != old
+    assert json.loads((tmp_path / "r" / "manifest.fp16.json").read_text())["onnx_sha256"] == sha256_file(onnx)
+    assert manifest_for(onnx).onnx_path == onnx  # what `vitc eval` and `vitc build` read: not refused

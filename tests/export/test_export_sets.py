@@ -22,19 +22,19 @@ from vitc.errors import VitcError
 pytest.importorskip("onnxruntime")
 runner = CliRunner()
 
-# Runs `vitc export` in a child process that is SIGKILLed at a chosen moment: when the named write starts.
+# Runs `vitc export` in a child process that is SIGKILLed at a chosen moment: as the named file is renamed in
+# (the manifest's rename follows the ONNX file's at once, with Ctrl-C held: only a SIGKILL parts them).
 _KILL_AT = textwrap.dedent(
     """
     import os, signal, sys
-    import vitc.export.pipeline as pipeline
     from vitc.cli.main import app
     target = sys.argv[1]
-    real_write_json = pipeline.write_json
-    def write_json(path, data):
-        if path.name.startswith(target):
+    real_replace = os.replace
+    def replace(source, destination):
+        if os.path.basename(destination).startswith(target):
             os.kill(os.getpid(), signal.SIGKILL)
-        real_write_json(path, data)
-    pipeline.write_json = write_json
+        real_replace(source, destination)
+    os.replace = replace
     app(sys.argv[2:])
     """
 )

@@ -358,7 +358,7 @@ def test_the_rank_that_said_its_error_is_the_one_reported(tmp_path: Path, monkey
 def test_ctrl_c_pressed_twice_lets_the_ranks_finish_saving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second Ctrl-C interrupted the launcher's wait for the ranks saving after the first: it SIGTERMed them
     mid-save and left with exit 130 and nothing said. The ranks now get the grace period, and their resume
-    line is passed on. (Each rank ignores further Ctrl-C while it saves: vitc.train.interrupt.stop_signals_ignored.)"""
+    line is passed on. (Each rank ignores further Ctrl-C while it saves: vitc._signals.stop_signals_ignored.)"""
     import threading
 
     said = "error: interrupted; continue with: vitc train --resume --nproc 2"
@@ -398,7 +398,7 @@ def test_sigterm_to_the_launcher_stops_every_rank(signum: int, tmp_path: Path, m
 
 def test_ctrl_c_and_sigterm_are_ignored_while_an_interrupted_run_saves() -> None:
     """The launcher SIGTERMs a rank that Slurm or a process-group kill already stopped: the save goes on."""
-    from vitc.train.interrupt import stop_signals_ignored
+    from vitc._signals import stop_signals_ignored
 
     before = signal.getsignal(signal.SIGTERM)
     with stop_signals_ignored():

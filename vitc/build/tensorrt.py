@@ -193,11 +193,13 @@ def _engine_bytes(
 
 
 def _save_engine(output: Path, blob: bytes, sidecar: EngineSidecar, heldout: Heldout | None) -> EngineSidecar:
-    """SaveEngine: the plan, checked on the held-out set while staged, then renamed in with its sidecar.
-    Returns the sidecar as written (with the engine drift)."""
-    from vitc._io import atomic_write, write_json
+    """SaveEngine: the plan, checked on the held-out set while staged, then renamed in together with its
+    sidecar (a Ctrl-C between the two renames left the new sidecar beside the old plan, which every
+    reader refuses). Returns the sidecar as written (with the engine drift)."""
+    from vitc._io import atomic_files, json_text
 
-    with atomic_write(output) as staged:  # renamed over the plan only when everything below succeeded
+    with atomic_files() as files:  # renamed over the old pair only when everything below succeeded
+        staged = files.stage(output)
         staged.write_bytes(blob)
         if heldout is not None:
             try:
@@ -207,7 +209,7 @@ def _save_engine(output: Path, blob: bytes, sidecar: EngineSidecar, heldout: Hel
                     f"{exc} (the engine drift check failed, so no plan was written; the timing cache is kept, "
                     "so a rebuild is quick; --no-check skips the check)"
                 ) from exc
-        write_json(sidecar_path(output), sidecar.to_record())
+        files.stage(sidecar_path(output)).write_text(json_text(sidecar.to_record()))
     return sidecar
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vitc import artifacts
-from vitc._io import atomic_write, refuse_to_replace, sha256_file, write_json
+from vitc._io import atomic_files, atomic_write, json_text, refuse_to_replace, sha256_file
 from vitc._lazy import lazy_import
 from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precision
 from vitc.artifacts.preprocess import Preprocess, normalized
@@ -428,18 +428,20 @@ def measure_drift(
 def write_export(
     run_dir: Path, onnx_path: Path, proto: Any, manifest: ExportManifest, heldout: bytes
 ) -> ExportManifest:
-    """Held-out set (named by its hash, so it never replaces another export's), ONNX, manifest, each
-    atomically; a kill between two of them leaves hashes that every reader refuses (vitc.artifacts).
-    Returns the manifest as written, with the ONNX file's hash."""
+    """Held-out set (named by its hash, so it never replaces another export's), then ONNX and manifest
+    together (`atomic_files`: a Ctrl-C between their renames left the new ONNX beside the old manifest,
+    neither export usable); a SIGKILL between the two renames leaves hashes that every reader refuses
+    (vitc.artifacts). Returns the manifest as written, with the ONNX file's hash."""
     onnx = lazy_import("onnx")
     artifacts.set_metadata(proto, manifest.to_record())
     heldout_path = run_dir / str(manifest.heldout)
     if not heldout_path.is_file() or sha256_file(heldout_path) != manifest.heldout_sha256:
         with atomic_write(heldout_path) as tmp:
             tmp.write_bytes(heldout)
-    with atomic_write(onnx_path) as tmp:
-        onnx.save(proto, str(tmp))
-    manifest = replace(manifest, onnx_sha256=sha256_file(onnx_path))
-    write_json(manifest.path, manifest.to_record())
+    with atomic_files() as files:
+        staged_onnx = files.stage(onnx_path)
+        onnx.save(proto, str(staged_onnx))
+        manifest = replace(manifest, onnx_sha256=sha256_file(staged_onnx))
+        files.stage(manifest.path).write_text(json_text(manifest.to_record()))
     artifacts.prune_heldout(run_dir)
     return manifest

@@ -28,9 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-# the signals that stop a run resumably, each with the handler Python starts with (a program embedding vitc
-# that set its own keeps it)
-STOP_SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+from vitc._signals import STOP_SIGNALS
 
 
 class CtrlC:
@@ -90,19 +88,3 @@ class CtrlC:
         self.pressed = True
         if not self.holding:
             raise KeyboardInterrupt
-
-
-@contextmanager
-def stop_signals_ignored() -> Iterator[None]:
-    """Further Ctrl-C presses and SIGTERMs ignored while an interrupted run saves its state: a second press
-    killed the save half-way (the file is written atomically, so the previous state stayed, and the run
-    said nothing)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

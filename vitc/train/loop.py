@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from vitc._io import write_json
 from vitc._lazy import lazy_import
+from vitc._signals import stop_signals_ignored
 from vitc._terminal import PlainConsole
 from vitc._text import shell_word
 from vitc.checkpoint import load_state_dict, save_checkpoint
@@ -46,7 +47,6 @@ from vitc.train.distributed import (
 )
 from vitc.train.evaluate import broadcast_state, evaluate_batches
 from vitc.train.finished import out_of_patience
-from vitc.train.interrupt import stop_signals_ignored
 from vitc.train.optim import backbone_eval, lr_at
 from vitc.train.records import checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder

@@ -79,6 +79,43 @@ def test_an_abort_and_a_closed_pipe_end_quietly(
     assert ended.value.code == 1 and capsys.readouterr().err == ""
 
 
+def test_ctrl_c_after_the_command_ends_it_quietly_with_130(tmp_path: Path) -> None:
+    """A Ctrl-C just after `vitc export` printed its last line fell into torch's exit callback (its libraries
+    unloading): `Exception ignored in atexit callback … KeyboardInterrupt` on stderr, and exit code 0. As one during
+    the command: 130 and nothing more. The Ctrl-C is sent from an exit callback that runs where torch's does."""
+    script = (
+        "import atexit, os, signal, sys\n"
+        "atexit.register(os.kill, os.getpid(), signal.SIGINT)  # registered first: runs after main's, as torch's\n"
+        "sys.argv = ['vitc', '--version']\n"
+        "from vitc.cli.main import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (130, ""), done.stderr
+    assert done.stdout.startswith("vitc ")  # what the command printed is out
+
+
+def test_ctrl_c_that_typer_made_an_abort_is_130_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """typer 0.12 (what pyproject admits) turned a Ctrl-C into an Abort: `Aborted!` and exit code 1."""
+    from typer.exceptions import Abort
+
+    from vitc.cli import main as cli_main
+
+    def interrupted(**_: object) -> None:
+        raise Abort from KeyboardInterrupt()
+
+    monkeypatch.setattr(cli_main, "app", interrupted)
+    monkeypatch.setattr(
+        cli_main, "_quiet_ctrl_c_at_exit", lambda: None, raising=False
+    )  # this process's own exit keeps its Ctrl-C
+    with pytest.raises(SystemExit) as ended:
+        cli_main.main()
+    assert ended.value.code == 130 and capsys.readouterr().err == ""
+
+
 def test_an_onnx_file_given_as_weights_says_what_it_is(tmp_path: Path) -> None:
     """`vitc train --pretrained model.onnx` and `vitc import m.plan` said "corrupt pickle" of a valid file."""
     path = tmp_path / "model.fp32.onnx"

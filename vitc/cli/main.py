@@ -7,10 +7,14 @@ signatures (ruff lints vitc/cli as py38 with keep-runtime-typing; see pyproject.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
+import os
+import signal
 import sys
-from types import ModuleType
-from typing import Any
+from types import FrameType, ModuleType
+from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -92,28 +96,67 @@ app.command("info")(handle_errors(info_cli.info))
 def main() -> None:
     """The console entry point. A usage error click finds (an option's value of the wrong type or out of
     range, a missing argument, an unknown option) is one line and exit code 2, as vitc's own errors are;
-    typer would draw it in a box of five or six lines. Everything else ends as click ends it."""
+    typer would draw it in a box of five or six lines. Ctrl-C ends any command with 130 and nothing more
+    to say, during the command (typer's own catch, or ours) and after it (`_quiet_ctrl_c_at_exit`).
+    Everything else ends as click ends it."""
     tolerate_narrow_encodings()
+    try:
+        code = _run()
+    except KeyboardInterrupt:  # outside typer's catch, which makes Exit(130) of one within the command
+        code = 130
+    _quiet_ctrl_c_at_exit()
+    sys.exit(code)
+
+
+def _run() -> int:
+    """The command's exit code."""
     click = _click_exceptions()
     try:
         code = app(standalone_mode=False)
     except click.UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `vitc` or a group alone: the help, as click shows it
             exc.show()
-            sys.exit(exc.exit_code)
+            return int(exc.exit_code)
         command = exc.ctx.command_path if exc.ctx is not None else _command_given()  # a parser error has no ctx
         # the command line is every process's under torchrun: printed once per machine
         print_error(f"{exc.format_message()} (see `{command} --help`)", exc.exit_code, every_process=True)
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except Exception as exc:  # typer keeps its Abort (end of input at a prompt) apart from click's exceptions
         if type(exc).__name__ != "Abort":
             raise
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C, which typer 0.12 made an Abort (0.15 an Exit(130))
+            return 130
         stderr.print("Aborted!")
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def _quiet_ctrl_c_at_exit() -> None:
+    """From the first of the exit's callbacks on (registered last, it runs first), a Ctrl-C ends the process at once
+    with 130 and nothing more: it raised KeyboardInterrupt in the callback it fell in (torch's libraries take a moment
+    to unload after an export), which Python printed as `Exception ignored in atexit callback … KeyboardInterrupt`
+    before exiting with the command's 0, as if nothing had been pressed. Not at once: a test or program that runs
+    `main` in its own process keeps its Ctrl-C until it exits."""
+    atexit.unregister(_exit_on_ctrl_c)
+    atexit.register(_exit_on_ctrl_c)
+
+
+def _exit_on_ctrl_c() -> None:
+    for stream in (sys.stdout, sys.stderr):  # what the command printed is out before a Ctrl-C can end the process
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(ValueError):  # not the main thread: signals are not Python's to set there
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an embedding program's own is kept
+            signal.signal(signal.SIGINT, _interrupted)
+
+
+def _interrupted(signum: int, frame: Optional[FrameType]) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def _command_given() -> str:

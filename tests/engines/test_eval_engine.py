@@ -192,6 +192,38 @@ def test_eval_on_an_engine_refuses_what_it_cannot_measure_in_one_line(export_dir
     assert "is a TensorRT plan, which runs on the GPU" in one_line(str(plan), "--device", "cpu")
 
 
+def test_a_folder_it_cannot_write_in_gets_the_result_then_where_to_write(
+    export_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vitc eval ENGINE` beside an engine on a read-only mount evaluated, then printed only `error: cannot write
+    …png`: the result was lost, and the line did not say what to do. The result comes first, then the line names
+    --out. (Writes fail as on a read-only mount: chmod does not stop root.)"""
+    import errno
+    import tempfile
+
+    from vitc._lazy import has_module
+
+    make_temporary = tempfile.mkstemp
+
+    def read_only(*args: object, dir: object = None, **kwargs: object) -> object:
+        if dir is not None and Path(str(dir)) == export_dir:
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return make_temporary(*args, dir=dir, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    result = cli.invoke(app, ["eval", str(export_dir / "model.fp32.onnx")])
+    assert result.exit_code == 2, result.output
+    png = export_dir / "model.fp32.confusion.test.png"
+    first = png if has_module("matplotlib") else png.with_suffix(".json")  # a Jetson's runtime: the JSON alone
+    *before, error = result.output.strip().splitlines()
+    assert error == (
+        f"error: cannot write {first}: the folder is read-only or not writable; the report above is not saved: "
+        f"--out DIR/{png.name} writes it elsewhere"
+    )
+    assert before[-1].endswith("(12 images, 8 of the model's 10 classes): top-1 75.00%  top-5 83.33%"), before[-1]
+    assert not list(export_dir.glob("*confusion*"))
+
+
 def test_a_plan_is_not_measured_on_an_export_made_after_it(fake, export_dir: Path, tmp_path: Path) -> None:
     """The held-out set found through a plan's sidecar is the one of the ONNX file it was built from: once
     the folder is exported again (another file, another manifest), its labels need not be the plan's."""

@@ -403,16 +403,21 @@ def _report(
     confusion, num_classes = report["confusion"], logits.shape[1]
     terminal = console()
     png, json_path = files
-    written = [json_path]
-    if has_module("matplotlib"):
-        from vitc.train.report import plot_confusion
+    written: List[Path] = []
+    unwritten: Optional[VitcError] = None
+    try:
+        if has_module("matplotlib"):
+            from vitc.train.report import plot_confusion
 
-        title = f"{shown} on {head['folder']}"
-        plot_confusion(confusion["counts"], confusion["true"], png, title=title, other_column=confusion["other"])
-        written.insert(0, png)
-    else:
-        terminal.print(f"no confusion PNG: matplotlib is not installed (the counts are in {written[0].name})")
-    write_json(written[-1], report)
+            title = f"{shown} on {head['folder']}"
+            plot_confusion(confusion["counts"], confusion["true"], png, title=title, other_column=confusion["other"])
+            written.append(png)
+        else:
+            terminal.print(f"no confusion PNG: matplotlib is not installed (the counts are in {json_path.name})")
+        write_json(json_path, report)
+        written.append(json_path)
+    except VitcError as exc:  # a read-only folder, a full disk: said after the result, not instead of it
+        unwritten = exc
     terminal.print(_per_class_table(report["classes"]))
     if report["nan_images"]:
         terminal.print(
@@ -426,9 +431,11 @@ def _report(
     terminal.print(
         f"{shown} on {head['folder']} ({report['images']} images{of}{unread}): top-1 {report['top1']:.2f}%"
         + (f"  top-5 {report['top5']:.2f}%" if "top5" in report else "")
-        + f"  → {' and '.join(str(p) if i == 0 else p.name for i, p in enumerate(written))}",
+        + (f"  → {' and '.join(str(p) if i == 0 else p.name for i, p in enumerate(written))}" if written else ""),
         soft_wrap=True,
     )
+    if unwritten is not None:  # the evaluation (minutes on a Jetson) is not lost to a folder it cannot write in
+        raise VitcError(f"{unwritten}; the report above is not saved: --out DIR/{png.name} writes it elsewhere")
 
 
 def _per_class_table(classes: List[Dict[str, Any]]) -> Table:

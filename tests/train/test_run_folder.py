@@ -155,6 +155,31 @@ def test_force_stopped_by_a_bad_image_keeps_the_old_run(finished: tuple[dict[str
     assert sorted(p.name for p in run.parent.iterdir()) == ["tiny"]  # no .tiny.new left with its index
 
 
+def test_force_on_a_disk_that_fills_takes_back_its_new_run(
+    finished: tuple[dict[str, Any], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills as a --force run writes its first resume state, its checkpoints written: the old run was
+    kept, but `.tiny.new/` (2.7 MB of a deit_micro run) stayed on the full disk, named nowhere."""
+    import errno
+
+    from safetensors import torch as safetensors_torch
+
+    overrides, run = finished
+    before = _snapshot(run)
+    save_file = safetensors_torch.save_file
+
+    def full_at_the_resume_state(tensors: Any, filename: str, metadata: Any = None) -> None:
+        if Path(filename).name.startswith(".resume.safetensors."):  # the temporary atomic_write gives it
+            raise OSError(errno.ENOSPC, "No space left on device", filename)
+        save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors_torch, "save_file", full_at_the_resume_state)
+    result = runner.invoke(app, ["train", "-q", "--force", *_set({**overrides, "run.seed": 7})])
+    assert result.exit_code == 2 and "resume.safetensors: the disk is full" in result.output, result.output
+    assert _snapshot(run) == before
+    assert sorted(p.name for p in run.parent.iterdir()) == ["tiny"]  # no .tiny.new with its checkpoints
+
+
 def test_discard_takes_back_only_what_the_run_wrote(tmp_path: Path) -> None:
     """A folder that is not a run keeps what it held before; a folder with a checkpoint keeps everything."""
     runs = tmp_path / "runs"

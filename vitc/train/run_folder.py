@@ -8,7 +8,8 @@ Three rules keep a user's finished runs safe:
   once it has a checkpoint of its own (its first epoch's); until then a typo in `--data-dir`, a crash,
   a kill or Ctrl-C leaves the finished run as it was.
 A run that stops with an error before its first checkpoint takes back what it wrote (`discard`), so
-bad input leaves no half-made run folder (an index cache, a config) for `--resume` and `--force` to trip on.
+bad input leaves no half-made run folder (an index cache, a config) for `--resume` and `--force` to trip on;
+a `--force` run that stops with an error before it replaced the old one takes back `.NAME.new/` whole.
 """
 
 from __future__ import annotations
@@ -120,9 +121,19 @@ class RunFolder:
         self._started = True
 
     def discard(self) -> None:
-        """The run stopped before its first checkpoint: remove what it wrote, and the folder if the run made
-        it. A folder that holds a checkpoint keeps everything; what was there before the run is never touched."""
-        if not self._started or not self.path.is_dir() or any((self.path / f).exists() for f in CHECKPOINTS):
+        """The run stopped with an error. A --force run that has not replaced the old one is removed whole, its
+        checkpoints too: nothing reaches `.NAME.new/` (--resume continues NAME, the next --force deletes it first),
+        and a full disk, the likeliest error once its first checkpoints are written, is where it stayed. Any other
+        run that stopped before its first checkpoint loses what it wrote, and the folder if the run made it. A
+        folder that holds a checkpoint keeps everything; what was there before the run is never touched."""
+        if not self._started:
+            return
+        if self.path == self.staging:
+            with contextlib.suppress(OSError):  # best effort: the error that stopped the run is the one to report
+                _remove(self.staging)
+            self.path = self.final
+            return
+        if not self.path.is_dir() or any((self.path / f).exists() for f in CHECKPOINTS):
             return
         with contextlib.suppress(OSError):  # best effort: the error that stopped the run is the one to report
             if self._before is None:

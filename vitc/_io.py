@@ -146,9 +146,32 @@ def report_path(path: Path, kind: ReportKind, option: str, force: bool) -> Path:
         raise VitcError(f"{option} {path}: a {kind.name} is written to a file whose name ends in {kind.suffix}")
     if path.is_dir():
         raise VitcError(f"{option} {path} is a folder: give a file name ending in {kind.suffix}")
-    if path.exists() and not force and not kind.recognise(path):
+    if not path.exists() or kind.recognise(path):
+        return path
+    artifact = _vitc_artifact(path)
+    if artifact:  # what the next step reads: never a report's place, --force or not
+        raise VitcError(f"{option} {path} is {artifact}, not a {kind.name}: write the report elsewhere")
+    if not force:
         raise VitcError(f"{path} exists and is not a {kind.name} (use --force to replace it)")
     return path
+
+
+RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", "curves.png")  # beside a run's config.json
+_ARTIFACT_FORMATS = {"vitc.export": "an export's manifest", "vitc.engine": "an engine's sidecar"}
+
+
+def _vitc_artifact(path: Path) -> str:
+    """What vitc made at `path` that a later command reads ("" for anything else): a run's files, an export's
+    manifest, an engine's sidecar. --force over one of them broke the run (--resume) or the export (info, bench)."""
+    if path.name in RUN_FILES and (path.parent / "config.json").is_file():
+        return f"a run's {path.name}"
+    if path.suffix.lower() != ".json":
+        return ""
+    try:
+        record = parse_json(path.read_bytes(), str(path))
+    except (OSError, VitcError):
+        return ""
+    return _ARTIFACT_FORMATS.get(record.get("format", ""), "") if isinstance(record, dict) else ""
 
 
 def json_report(*keys: str, fmt: str | None = None) -> Callable[[Path], bool]:

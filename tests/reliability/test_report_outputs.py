@@ -69,21 +69,20 @@ OVER_ARTIFACTS = [
     # (command, the file it must leave as it was, what the line says)
     (["eval", "{run}", "--out", "{run}/best.safetensors"], "run/best.safetensors", "ends in .png"),
     (["eval", "{onnx}", "--out", "{onnx}"], "exp/model.fp32.onnx", "ends in .png"),  # the ONNX evaluated
-    (["eval", "{run}", "--out", "{run}/config.png"], "run/config.json", "not a vitc eval report"),  # the JSON beside
-    (["eval", "{onnx}", "--out", "{run}/curves.png"], "run/curves.png", "not a vitc eval confusion matrix"),
+    (["eval", "{run}", "--out", "{run}/config.png"], "run/config.json", "is a run's config.json"),  # the JSON beside
+    (["eval", "{onnx}", "--out", "{run}/curves.png"], "run/curves.png", "is a run's curves.png, not a vitc eval"),
+    (["eval", "{onnx}", "--out", "{root}/x.png"], "x.png", "x.png exists and is not a vitc eval confusion matrix"),
     ([*PREDICT, "--json", "{exp}/model.fp32.onnx"], "exp/model.fp32.onnx", "ends in .json"),
-    ([*PREDICT, "--json", "{exp}/manifest.fp32.json"], "exp/manifest.fp32.json", "not a vitc predict report"),
+    ([*PREDICT, "--json", "{exp}/manifest.fp32.json"], "exp/manifest.fp32.json", "is an export's manifest, not a"),
     ([*BENCH, "--json", "{exp}/model.fp32.onnx"], "exp/model.fp32.onnx", "ends in .json"),
-    ([*BENCH, "--json", "{run}/config.json"], "run/config.json", "not a vitc bench report"),
+    ([*BENCH, "--json", "{run}/config.json"], "run/config.json", "is a run's config.json, not a vitc bench report"),
     ([*BENCH, "--markdown", "{run}/last.safetensors"], "run/last.safetensors", "ends in .md"),
     (["build", "{onnx}", "-o", "{run}/best.safetensors"], "run/best.safetensors", "ends in .plan or .engine or .trt"),
     (["build", "{onnx}", "-o", "{onnx}"], "exp/model.fp32.onnx", "ends in .plan"),
     (["build", "{onnx}", "-o", "{root}/engines/m.plan"], "engines/m.plan", "m.plan exists (use --force"),
     with_torch(["compile", "deit_micro", "--json", "{run}/resume.safetensors"], "run/resume.safetensors", "ends in"),
-    with_torch(
-        ["compile", "deit_micro", "--json", "{run}/config.json"], "run/config.json", "not a vitc compile report"
-    ),
-    with_torch(["inspect", "{run}", "--out", "{run}"], "run/summary.json", "not a vitc inspect summary"),
+    with_torch(["compile", "deit_micro", "--json", "{run}/config.json"], "run/config.json", "is a run's config.json"),
+    with_torch(["inspect", "{run}", "--out", "{run}"], "run/summary.json", "is a run's summary.json"),
 ]
 
 
@@ -142,10 +141,11 @@ def test_re_running_a_report_command_replaces_its_own_report(work: Dict[str, Pat
 
 
 def test_force_replaces_what_is_not_a_report_of_that_kind(work: Dict[str, Path]) -> None:
-    config = work["run"] / "config.json"
-    assert "not a vitc bench report" in one_error_line(invoke(work, [*BENCH, "--json", str(config)]))
-    assert invoke(work, [*BENCH, "--json", str(config), "--force"]).exit_code == 0
-    assert json.loads(config.read_text())["format"] == "vitc.bench"
+    notes = work["root"] / "notes.json"
+    notes.write_text('{"mine": 1}')
+    assert "not a vitc bench report (use --force" in one_error_line(invoke(work, [*BENCH, "--json", str(notes)]))
+    assert invoke(work, [*BENCH, "--json", str(notes), "--force"]).exit_code == 0
+    assert json.loads(notes.read_text())["format"] == "vitc.bench"
     kept = work["exp"] / "model.fp32.onnx"
     before = kept.read_bytes()
     assert "ends in .json" in one_error_line(invoke(work, [*BENCH, "--json", str(kept), "--force"]))  # never
@@ -196,3 +196,41 @@ def test_inspect_replaces_its_own_summary_and_not_a_runs(work: Dict[str, Path]) 
     before = summary.read_bytes()
     assert "not a vitc inspect summary" in one_error_line(invoke(work, [*args, "--out", "{run}"]))
     assert summary.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "artifact", ["{run}/config.json", "{run}/summary.json", "{exp}/manifest.fp32.json", "{run}/curves.png"]
+)
+def test_force_never_puts_a_report_over_what_a_later_command_reads(work: Dict[str, Path], artifact: str) -> None:
+    """--force replaced a run's config.json (then --resume failed) or an export's manifest (then info and bench
+    failed), as the refusal itself advised."""
+    path = Path(artifact.format(**{k: str(v) for k, v in work.items()}))
+    before = path.read_bytes()
+    args = ["eval", "{onnx}", "--out", artifact] if path.suffix == ".png" else [*BENCH, "--json", artifact]
+    line = one_error_line(invoke(work, [*args, "--force"]))
+    assert "write the report elsewhere" in line and "--force" not in line
+    assert path.read_bytes() == before
+
+
+def test_eval_re_runs_over_its_own_figure_whose_json_is_gone(work: Dict[str, Path]) -> None:
+    """A full disk kept eval's JSON from being written beside its PNG: the re-run evaluated for minutes, then
+    refused its own figure and dropped the result."""
+    assert invoke(work, ["eval", "{onnx}"]).exit_code == 0
+    default = work["exp"] / "model.fp32.confusion.test.json"
+    default.unlink()
+    default.with_suffix(".png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # with or without matplotlib
+    again = invoke(work, ["eval", "{onnx}"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(default.read_text())["top1"] >= 0
+
+
+def test_eval_says_its_result_before_refusing_a_default_name_taken_by_another_file(work: Dict[str, Path]) -> None:
+    """The default names are known once the data was read, after the evaluation: its result is printed first."""
+    taken = work["exp"] / "model.fp32.confusion.test.json"
+    taken.write_text('{"mine": 1}')
+    result = invoke(work, ["eval", "{onnx}"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and "top-1" in result.output
+    assert lines[-1].startswith(f"error: {taken} exists and is not a vitc eval report (use --force to replace it)")
+    assert "the report above is not saved" in lines[-1]
+    assert taken.read_text() == '{"mine": 1}'

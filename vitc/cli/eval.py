@@ -38,13 +38,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _is_eval_figure(path: Path) -> bool:
-    """A PNG with eval's report beside it: the pair eval writes (a run's curves.png or a photo has none)."""
+    """A PNG with eval's report beside it, or named as eval names its own (`*.confusion*.png`, whose JSON a
+    full disk may have kept from being written): a run's curves.png or a photo is neither."""
     try:
         with open(path, "rb") as handle:
             signature = handle.read(len(PNG_SIGNATURE))
     except OSError:
         return False
-    return signature == PNG_SIGNATURE and EVAL_JSON.recognise(path.with_suffix(".json"))
+    ours = ".confusion" in path.stem or EVAL_JSON.recognise(path.with_suffix(".json"))
+    return signature == PNG_SIGNATURE and ours
 
 
 EVAL_FIGURE = ReportKind("vitc eval confusion matrix", ".png", _is_eval_figure)
@@ -103,8 +105,8 @@ def evaluate(
 
 def _report_files(png: Path, force: bool) -> Tuple[Path, Path]:
     """The confusion-matrix PNG and the JSON beside it, each free or an earlier eval report (or --force)."""
-    json_path = png.with_suffix(".json")
-    return report_path(png, EVAL_FIGURE, "--out", force), report_path(json_path, EVAL_JSON, "--out", force)
+    json_path = report_path(png.with_suffix(".json"), EVAL_JSON, "--out", force)  # first: it names the PNG
+    return report_path(png, EVAL_FIGURE, "--out", force), json_path
 
 
 def _evaluate_checkpoint(
@@ -163,8 +165,9 @@ def _evaluate_checkpoint(
     seconds = time.perf_counter() - started
     _say_speed(terminal, len(labels), seconds - waited[0], waited[0], f"the model on {on}", EVAL_BATCH)
     head = {"model": meta.model, "checkpoint": str(checkpoint), "data": data, "split": read, "folder": where}
-    files = _report_files(out or _report_path(checkpoint, data_dir, read), force)
-    _report(logits.numpy(), labels.numpy(), known, head, meta.model, skipped=skipped, device=str(on), files=files)
+    png = out or _report_path(checkpoint, data_dir, read)
+    _report(logits.numpy(), labels.numpy(), known, head, meta.model, skipped=skipped, device=str(on), png=png,
+            force=force)  # fmt: skip
 
 
 def _folder_feed(
@@ -238,9 +241,9 @@ def _evaluate_engine(
         _say_speed(terminal, len(labels), engine, max(seconds - engine, 0.0), "the engine", step)
     model = classifier.card.model
     head = {"model": model, "engine": str(source), "data": data, "split": read, "folder": where}
-    files = _report_files(out or _report_path(source, data_dir, read), force)
+    png = out or _report_path(source, data_dir, read)
     shown = f"{model or 'the model'} ({source.name})"
-    _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, files=files)
+    _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, png=png, force=force)
 
 
 def _report_path(source: Path, data_dir: Optional[Path], read: Optional[str]) -> Path:
@@ -390,10 +393,12 @@ def _report(
     *,
     skipped: List[str],
     device: str,
-    files: Tuple[Path, Path],
+    png: Path,
+    force: bool,
 ) -> None:
     """The per-class table and summary line on the terminal, the figures as JSON, the confusion matrix as a
-    PNG (when matplotlib is there: a Jetson's runtime install may lack it); `files`: (PNG, JSON)."""
+    PNG (when matplotlib is there: a Jetson's runtime install may lack it) and the JSON beside it, unless
+    another file is in their place (checked here for the default names, known once the data was read)."""
     from vitc._io import write_json
     from vitc._lazy import has_module
     from vitc.metrics import classification_report
@@ -402,10 +407,10 @@ def _report(
     report = {**head, "images": figures.pop("images"), "skipped": skipped, "device": device, **figures}
     confusion, num_classes = report["confusion"], logits.shape[1]
     terminal = console()
-    png, json_path = files
     written: List[Path] = []
     unwritten: Optional[VitcError] = None
     try:
+        png, json_path = _report_files(png, force)
         if has_module("matplotlib"):
             from vitc.train.report import plot_confusion
 

@@ -42,7 +42,9 @@ def _torchrun(tmp_path: Path, *args: str) -> tuple[int, str, dict[int, int]]:
     done = processes.run(command, TIMEOUT_S, cwd=tmp_path, env=env)
     said = done.stdout + done.stderr
     entries = re.findall(r"^  rank      : (\d+) .*\n  exitcode  : (-?\d+) ", said, re.MULTILINE)
-    return done.returncode, said, {int(rank): int(code) for rank, code in entries}
+    codes = {int(rank): int(code) for rank, code in entries}
+    assert codes, said  # torch 2.4 lists the first failure alone ("<NO_OTHER_FAILURES>"), 2.13 each one
+    return done.returncode, said, codes
 
 
 def _error_lines(said: str) -> list[str]:
@@ -54,9 +56,9 @@ def test_an_agreed_error_is_one_line(tmp_path: Path) -> None:
     code, said, codes = _torchrun(tmp_path, "-m", "vitc.cli.main", "train", "--set", "optim.lr=abc")
     lines = _error_lines(said)
     assert len(lines) == 1 and lines[0].startswith("error: config key optim.lr expects float"), said
-    assert code != 0 and codes == {0: 2, 1: 2}, said  # the silent process exits with the same code
+    assert code != 0 and set(codes.values()) == {2}, said  # the silent process exits with the same code
     assert said.count("Traceback (most recent call last)") == 1, said  # torchrun's own, before its summary
-    assert said.count(f"traceback : {lines[0]}") == 2, said  # torchrun's summary names it for each process
+    assert said.count(f"traceback : {lines[0]}") == len(codes), said  # torchrun's summary names it for each
 
 
 def test_an_error_in_the_command_line_is_one_line(tmp_path: Path) -> None:
@@ -66,7 +68,7 @@ def test_an_error_in_the_command_line_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: Invalid value for '--epochs'"), said
     # local rank 1 is silent (2), unless it had not read its command line when torchrun stopped it (SIGTERM, -15):
     # torchrun stops the others once one process has failed, and nothing keeps them in step before the agreement
-    assert code != 0 and codes[0] == 2 and codes[1] in (2, -15), said
+    assert code != 0 and codes.get(0, 2) == 2 and codes.get(1, 2) in (2, -15), said
     assert said.split("Root Cause")[1].count(f"traceback : {lines[0]}") == 1, said
 
 
@@ -83,7 +85,7 @@ def test_a_crash_in_one_process_still_shows_its_traceback(tmp_path: Path) -> Non
     assert re.search(r"^RuntimeError: a bug in rank 1$", said, re.MULTILINE), said  # the end of rank 1's traceback
     # rank 0 exits with 2 once it has said the line, unless torchrun, which stops the others once one has failed,
     # stopped it first (SIGTERM: -15)
-    assert code != 0 and codes[1] == 1 and codes[0] in (2, -15), said
+    assert code != 0 and codes.get(1, 1) == 1 and codes.get(0, 2) in (2, -15), said
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,9 @@ def report_path(path: Path, kind: ReportKind, option: str, force: bool) -> Path:
 
 
 RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", "curves.png")  # beside a run's config.json
-_ARTIFACT_FORMATS = {"vitc.export": "an export's manifest", "vitc.engine": "an engine's sidecar"}
+EXPORT_FORMAT = "vitc.export"  # an export's manifest (vitc.artifacts.manifest)
+ENGINE_FORMAT = "vitc.engine"  # an engine's sidecar (vitc.artifacts.sidecar)
+_ARTIFACT_FORMATS = {EXPORT_FORMAT: "an export's manifest", ENGINE_FORMAT: "an engine's sidecar"}
 
 
 def _vitc_artifact(path: Path) -> str:
@@ -165,13 +167,17 @@ def _vitc_artifact(path: Path) -> str:
     manifest, an engine's sidecar. --force over one of them broke the run (--resume) or the export (info, bench)."""
     if path.name in RUN_FILES and (path.parent / "config.json").is_file():
         return f"a run's {path.name}"
-    if path.suffix.lower() != ".json":
-        return ""
+    record = _json_record(path) if path.suffix.lower() == ".json" else None
+    return _ARTIFACT_FORMATS.get(record.get("format"), "") if record is not None else ""
+
+
+def _json_record(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None where there is none to read."""
     try:
         record = parse_json(path.read_bytes(), str(path))
     except (OSError, VitcError):
-        return ""
-    return _ARTIFACT_FORMATS.get(record.get("format", ""), "") if isinstance(record, dict) else ""
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def json_report(*keys: str, fmt: str | None = None) -> Callable[[Path], bool]:
@@ -179,11 +185,8 @@ def json_report(*keys: str, fmt: str | None = None) -> Callable[[Path], bool]:
     which none of vitc's manifests and sidecars is), so the reports of earlier releases are recognised too."""
 
     def recognise(path: Path) -> bool:
-        try:
-            record = parse_json(path.read_bytes(), str(path))
-        except (OSError, VitcError):
-            return False
-        return isinstance(record, dict) and all(key in record for key in keys) and record.get("format") == fmt
+        record = _json_record(path)
+        return record is not None and all(key in record for key in keys) and record.get("format") == fmt
 
     return recognise
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitc._io import check_format, parse_json, sha256_file
+from vitc._io import EXPORT_FORMAT, check_format, parse_json, sha256_file
 from vitc.artifacts.batch import BatchRange
 from vitc.artifacts.precision import Precision, parse_precision, precision_in_name
 from vitc.artifacts.preprocess import format_version
 from vitc.errors import VitcError
 
-FORMAT = "vitc.export"
+FORMAT = EXPORT_FORMAT
 FORMAT_VERSION = 2  # 2: the held-out set it names stores uint8 pixels (vitc.artifacts.heldout); a vitc that
 # reads only version 1 then says "upgrade vitc" instead of failing on the held-out file (a device's older wheel)
 SQUASH_VERSION = 3  # 3: its preprocess record squashes (crop_mode), which a reader of version 2 would centre-crop

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitc._io import check_format, parse_json
+from vitc._io import ENGINE_FORMAT, check_format, parse_json
 from vitc.artifacts.preprocess import format_version
 from vitc.errors import VitcError
 
-FORMAT = "vitc.engine"
+FORMAT = ENGINE_FORMAT
 FORMAT_VERSION = 1
 SQUASH_VERSION = 2  # its preprocess record squashes (crop_mode), which a reader of version 1 would centre-crop
 

@@ -470,17 +470,14 @@ def test_an_in_memory_sets_unreadable_files_are_named_once(tmp_path: Path) -> No
     assert done.stdout.count("skipped: cannot read image") == 2, done.stdout
 
 
-def test_the_resume_command_keeps_the_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_resume_command_keeps_the_processes() -> None:
     """Ctrl-C under `--nproc 2` said `vitc train --resume RUN`, which continued in one process."""
-    from vitc.train.loop import resume_command
+    from vitc.train.run_folder import resume_command
 
     cfg = load_config(None, {"run.name": "x"})
-    one = distributed.DistInfo()
-    assert resume_command(cfg, one) == "vitc train --resume train/runs/x"
-    two = distributed.DistInfo(rank=0, world_size=2)
-    assert resume_command(cfg, two) == "the same torchrun launch of vitc train --resume train/runs/x"
-    monkeypatch.setenv(distributed.LAUNCHER_ENV, "2")
-    assert resume_command(cfg, two) == "vitc train --resume train/runs/x --nproc 2"
+    assert resume_command(cfg, 1, by_nproc=False) == "vitc train --resume train/runs/x"
+    assert resume_command(cfg, 2, by_nproc=False) == "the same torchrun launch of vitc train --resume train/runs/x"
+    assert resume_command(cfg, 2, by_nproc=True) == "vitc train --resume train/runs/x --nproc 2"
 
 
 def test_the_launcher_marks_its_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -294,11 +294,11 @@ def test_the_resume_command_is_quoted_for_the_shell_it_is_pasted_into(
     """cmd.exe keeps single quotes as part of a word: on Windows a path with a space is double-quoted."""
     from types import SimpleNamespace
 
-    from vitc.train.loop import resume_command
+    from vitc.train.run_folder import resume_command
 
     monkeypatch.setattr(sys, "platform", platform)
     cfg = SimpleNamespace(run=SimpleNamespace(out_dir="/data/my runs"), run_name="tiny")
-    assert resume_command(cfg, SimpleNamespace(enabled=False), by_nproc=False) == said  # type: ignore[arg-type]
+    assert resume_command(cfg, 1, by_nproc=False) == said  # type: ignore[arg-type]
 
 
 def test_a_ranks_bug_named_in_the_others_line_shows_its_traceback(

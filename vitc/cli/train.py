@@ -65,7 +65,7 @@ def train(
     ] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
-    from vitc.train.run_folder import RunFolder
+    from vitc.train.run_folder import RunFolder, resume_command
 
     # everything the command line and the recipe say is checked before torch is imported (seconds)
     flags = {"model.name": model, "data.name": data, "data.dir": str(data_dir) if data_dir else None}
@@ -81,7 +81,8 @@ def train(
         agreement.settle({"epochs finished (summary.json)": finished.epochs if finished else None})
     if finished is not None:  # before --nproc launches anything
         if os.environ.get("RANK", "0") == "0":
-            line = finished.line(_resume_command(cfg, nproc))
+            world = nproc if nproc > 1 else int(os.environ.get("WORLD_SIZE", "1"))
+            line = finished.line(resume_command(cfg, world, by_nproc=nproc > 1))
             console().print(line, markup=False, highlight=False, soft_wrap=True)
         return
     if nproc > 1:
@@ -198,18 +199,6 @@ def _finished(cfg: TrainConfig) -> Optional[FinishedRun]:
     return finished_run(Path(cfg.run.out_dir) / cfg.run_name, cfg.optim.epochs, cfg.optim.patience)
 
 
-def _resume_command(cfg: TrainConfig, nproc: int) -> str:
-    """The command that continues the run, launched as this one was (vitc.train.loop.resume_command, without
-    torch)."""
-    from vitc._text import shell_word
-    from vitc.train.agree import several_processes
-
-    command = f"vitc train --resume {shell_word(str(Path(cfg.run.out_dir) / cfg.run_name))}"
-    if nproc > 1:
-        return f"{command} --nproc {nproc}"
-    return f"the same torchrun launch of {command}" if several_processes() else command
-
-
 def _check_before_torch(cfg: TrainConfig, resume: bool) -> None:
     """The model is one of the zoo's, the data folder holds data of its kind, the starting weights exist."""
     from vitc.data.files import check_data_dir, detect_kind
@@ -233,13 +222,11 @@ def _check_model(name: str) -> None:
 def _what_was_saved(cfg: TrainConfig, nproc: int, resume: bool, since: float) -> str:
     """After Ctrl-C where no process said what it saved (in the start-up, or once the run had finished):
     what the run folder holds from this launch."""
-    from vitc.train.distributed import DistInfo
-    from vitc.train.loop import resume_command
-    from vitc.train.run_folder import RunFolder
+    from vitc.train.run_folder import RunFolder, resume_command
 
     folder = RunFolder(cfg.run.out_dir, cfg.run_name).final
     summary, state = folder / "summary.json", folder / "resume.safetensors"
-    command = resume_command(cfg, DistInfo(world_size=nproc), by_nproc=True)
+    command = resume_command(cfg, nproc, by_nproc=True)
     if summary.exists() and summary.stat().st_mtime >= since:
         return f"the run had finished: its checkpoints and summary.json are in {folder}"
     if state.exists() and (resume or state.stat().st_mtime >= since):

@@ -25,7 +25,6 @@ from vitc._io import write_json
 from vitc._lazy import lazy_import
 from vitc._signals import stop_signals_ignored
 from vitc._terminal import PlainConsole
-from vitc._text import shell_word
 from vitc.checkpoint import load_state_dict, save_checkpoint
 from vitc.data.datasets import epoch_share, make_generator, split_batches
 from vitc.data.feed import EVAL_BATCH, final_split
@@ -49,7 +48,7 @@ from vitc.train.evaluate import broadcast_state, evaluate_batches
 from vitc.train.finished import out_of_patience
 from vitc.train.optim import backbone_eval, lr_at
 from vitc.train.records import checkpoint_meta, summary_record
-from vitc.train.run_folder import RunFolder
+from vitc.train.run_folder import RunFolder, resume_command
 from vitc.train.setup import Run, seed_streams, setup_run, stand_in_loss
 from vitc.train.state import RankState, TrainState, remove_rank_states, rng_states, save_state, set_rng_states
 
@@ -149,10 +148,11 @@ def _train(run: Run) -> RunResult:
         try:
             return _finish(run)
         except KeyboardInterrupt:  # the last epoch's checkpoints and resume file are written; --resume goes on here
+            command = resume_command(cfg, run.dist.world_size, launched_by_nproc())
             raise _stop(
                 run,
                 f" while scoring the best checkpoint, after training: {run.run_dir}'s checkpoints are complete; its "
-                f"test score and summary.json follow from: {resume_command(cfg, run.dist)}",
+                f"test score and summary.json follow from: {command}",
             ) from None
 
 
@@ -383,17 +383,7 @@ def _interrupted(run: Run) -> NoReturn:
             folder.commit()
         elif state.step_in_epoch and not summed and run.in_place:  # not into a --force copy rank 0 drops
             RankState(folder.final / "resume.safetensors", dist.rank, dist.world_size).save(state, {"aug": run.aug_gen})
-    raise _stop(run, f"; continue with: {resume_command(cfg, dist)}") from None
-
-
-def resume_command(cfg: TrainConfig, dist: Any, by_nproc: bool | None = None) -> str:
-    """What continues this run: under DDP with as many processes (one would continue on one GPU, with
-    other random draws), launched as they were (`by_nproc`: by `vitc train --nproc`; default: as this
-    process was)."""
-    command = f"vitc train --resume {shell_word(str(Path(cfg.run.out_dir) / cfg.run_name))}"
-    if launched_by_nproc() if by_nproc is None else by_nproc:
-        return f"{command} --nproc {dist.world_size}"
-    return f"the same torchrun launch of {command}" if dist.enabled else command
+    raise _stop(run, f"; continue with: {resume_command(cfg, dist.world_size, launched_by_nproc())}") from None
 
 
 def _finish(run: Run) -> RunResult:

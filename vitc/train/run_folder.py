@@ -19,8 +19,13 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from vitc._text import shell_word
 from vitc.errors import VitcError
+
+if TYPE_CHECKING:
+    from vitc.train.config import TrainConfig
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}")
 MARKER = "resume.safetensors"  # a folder holding this is a run
@@ -191,3 +196,12 @@ def _lock(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         return
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def resume_command(cfg: TrainConfig, world_size: int, by_nproc: bool) -> str:
+    """What continues the run: with as many processes (one would continue on one GPU, with other random
+    draws), launched as they were (`by_nproc`: by `vitc train --nproc`, else by torchrun where several)."""
+    command = f"vitc train --resume {shell_word(str(Path(cfg.run.out_dir) / cfg.run_name))}"
+    if by_nproc:
+        return f"{command} --nproc {world_size}"
+    return f"the same torchrun launch of {command}" if world_size > 1 else command

@@ -62,10 +62,45 @@ def test_an_export_whose_onnx_file_differs_is_shown_then_refused(tmp_path: Path)
     manifest = run("info", str(tmp_path / "manifest.fp16.json"), "--json")
     assert manifest.exit_code == 2 and '"onnx_file": "sha256 differs"' in manifest.output, manifest.output
     assert "model.fp16.onnx is not the file manifest.fp16.json describes (sha256 differs)" in manifest.output
+
+
+def test_an_export_whose_onnx_file_is_missing_is_shown_then_refused(tmp_path: Path) -> None:
+    """A manifest whose ONNX file was deleted or moved was shown `missing` in the table, exit 0, as if the export
+    were usable. It now ends as a differing file does: the table first, then one line naming the files and what
+    to do, exit 2; a differing file is named before a missing one, in the one line."""
+    from vitc._io import sha256_file
+
+    for precision in ("fp32", "fp16", "int8"):
+        onnx = make_tiny_onnx(tmp_path / f"model.{precision}.onnx", precision=precision)
+        record = manifest_record(precision=precision, onnx_sha256=sha256_file(onnx))
+        (tmp_path / f"manifest.{precision}.json").write_text(json.dumps(record))
     (tmp_path / "model.fp32.onnx").unlink()
-    missing = run("info", str(tmp_path / "manifest.fp32.json"))  # nothing to compare: said, not refused
-    assert missing.exit_code == 0, missing.output
-    assert any("│ onnx_file" in ln and " missing " in ln for ln in missing.output.splitlines()), missing.output
+    (tmp_path / "model.int8.onnx").unlink()
+    result = run("info", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    for precision, state in (("fp32", "missing"), ("fp16", "ok"), ("int8", "missing")):
+        assert f" {state} " in next(line for line in lines if f"model.{precision}.onnx" in line), result.output
+    assert result.output.count("error:") == 1 and result.output.index("error:") > result.output.index("int8")
+    last = " ".join(result.output.split("error:", 1)[1].split())
+    assert last == (
+        f"{tmp_path}: model.fp32.onnx, model.int8.onnx are missing (manifest.fp32.json, manifest.int8.json "
+        "describe them): the export was deleted or moved in part; run vitc export again with --force"
+    )
+
+    one = run("info", str(tmp_path / "manifest.fp32.json"))
+    assert one.exit_code == 2, one.output
+    assert any("│ onnx_file" in ln and " missing " in ln for ln in one.output.splitlines()), one.output
+    assert " ".join(one.output.split("error:", 1)[1].split()) == (
+        f"{tmp_path / 'model.fp32.onnx'} is missing (manifest.fp32.json describes it): the export was deleted or "
+        "moved in part; run vitc export again with --force"
+    )
+    (tmp_path / "model.fp16.onnx").write_bytes(b"")  # differing and missing: the differing file's line
+    both = run("info", str(tmp_path))
+    assert both.exit_code == 2 and both.output.count("error:") == 1, both.output
+    assert "model.fp16.onnx is not the file manifest.fp16.json describes (sha256 differs)" in " ".join(
+        both.output.split()
+    )
 
 
 def test_resume_file_is_recognised(tmp_path: Path) -> None:

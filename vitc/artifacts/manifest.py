@@ -326,3 +326,15 @@ def mixed_export(files: list[tuple[Path, Path]]) -> VitcError:
         f"{what} (sha256 differs): the export was interrupted or mixed with another one; run vitc export again "
         "with --force"
     )
+
+
+def missing_export(files: list[tuple[Path, Path]]) -> VitcError:
+    """The one line for (file, its manifest) pairs whose file is not there: the manifest describes a model that
+    no longer exists (deleted or moved), so its drift and held-out set describe nothing this folder holds."""
+    if len(files) == 1:
+        what = f"{files[0][0]} is missing ({files[0][1].name} describes it)"
+    else:
+        names = ", ".join(path.name for path, _ in files)
+        manifests = ", ".join(manifest.name for _, manifest in files)
+        what = f"{files[0][0].parent}: {names} are missing ({manifests} describe them)"
+    return VitcError(f"{what}: the export was deleted or moved in part; run vitc export again with --force")

@@ -19,7 +19,7 @@ LIST_SHOWN = 12  # list items shown before "… (n items)"
 
 def describe(path: Path) -> dict[str, Any]:
     """The metadata of an artifact, as a JSON-able record (no torch; onnx only for .onnx); an export whose
-    ONNX file is not the one its manifest describes is refused, as every other reader refuses it."""
+    ONNX file is not the one its manifest describes, or is missing, is refused, as every other reader refuses it."""
     record, refusal = _described(path)
     if refusal is not None:
         raise refusal
@@ -27,8 +27,8 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
-    """The record, and the refusal of an export's mixed files: `vitc info` shows the record first, its
-    table saying which file differs, then refuses."""
+    """The record, and the refusal of an export's mixed or missing files: `vitc info` shows the record first,
+    its table saying which file differs or is missing, then refuses."""
     if not path.exists():
         raise VitcError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -52,16 +52,17 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
 def _describe_exports(path: Path) -> tuple[dict[str, Any], VitcError | None]:
     """A manifest or a folder of one export: its record; of several (one per precision): all of them, keyed
     by precision. Each with `onnx_file`, the state of its ONNX file (ok, sha256 differs, missing, or no
-    sha256 in an older manifest), and the refusal when any differs."""
+    sha256 in an older manifest), and the refusal when any differs or is missing (a differing one first)."""
     from vitc.artifacts import load_manifest, manifest_paths
-    from vitc.artifacts.manifest import FILE_DIFFERS, file_state, mixed_export
+    from vitc.artifacts.manifest import FILE_DIFFERS, FILE_MISSING, file_state, missing_export, mixed_export
 
     found = manifest_paths(path) if path.is_dir() else []
     manifests = [load_manifest(p) for p in found] if len(found) > 1 else [load_manifest(path)]  # none: it says
     states = [file_state(m.onnx_path, m.onnx_sha256) for m in manifests]
     records = [{**m.to_record(), "onnx_file": state} for m, state in zip(manifests, states)]
     differ = [(m.onnx_path, m.path) for m, state in zip(manifests, states) if state == FILE_DIFFERS]
-    refusal = mixed_export(differ) if differ else None
+    missing = [(m.onnx_path, m.path) for m, state in zip(manifests, states) if state == FILE_MISSING]
+    refusal = mixed_export(differ) if differ else missing_export(missing) if missing else None
     if len(manifests) == 1:
         return {"kind": "vitc export", **records[0]}, refusal
     exports = {m.precision: record for m, record in zip(manifests, records)}
@@ -212,7 +213,7 @@ def info(
     """Show an artifact's metadata without loading it into a framework."""
     record, refusal = _described(artifact)
     _show(artifact, record, json_out)
-    if refusal is not None:  # after the table, which says which file differs
+    if refusal is not None:  # after the table, which says which file differs or is missing
         raise refusal
 
 

@@ -243,13 +243,14 @@ def training_data(
 
 def _given_folder(data: str | None, data_dir: str) -> str:
     """The kind of data a --data-dir is read as: --data's, else the kind the folder holds, as `vitc train`
-    reads it (a missing folder, or one of neither kind, is one line). Before, a run trained on digits
-    measured digits and said it read the folder, even one that did not exist."""
+    reads it (a missing folder, or one of neither kind, is one line), and class folders without splits an
+    image folder, measured whole as `vitc eval` measures it. Before, a run trained on digits measured digits
+    and said it read the folder, even one that did not exist."""
     from vitc.data.files import check_data_dir, detect_kind
 
     if data == "digits":
         check_data_dir(data, data_dir)  # refuses: digits take no folder
-    return data or detect_kind(Path(data_dir))
+    return data or detect_kind(Path(data_dir), measured=True)
 
 
 def _own_run(path: Path, name: str, folder: str) -> bool:

@@ -263,6 +263,28 @@ def test_imagefolder_errors_name_the_path(tmp_path: Path) -> None:
     _expect(root, r"same class folders.*extra: cow", split="val")
 
 
+def test_a_plain_folder_of_class_folders_is_measured_whole_and_never_trained_on(tmp_path: Path) -> None:
+    """Export's held-out set and inspect read val or test through here, which refused class folders without
+    train/ val/ test/ ("missing folder .../train") where `vitc eval` reads them whole. Now val and test are the
+    whole folder, labelled by the recorded names (the model's) as eval labels it; train is still refused."""
+    from vitc.data.files import check_data_dir, detect_kind
+
+    plain = _folder(tmp_path / "plain", splits=("",))  # plain/cat, plain/dog
+    split = load_dataset("imagefolder", "train", data_dir=_folder(tmp_path / "split"), image_size=24)  # same photos
+    for name in ("val", "test"):
+        d = load_dataset("imagefolder", name, data_dir=plain, image_size=24, recorded=["bird", "cat", "dog"])
+        assert d.split == "all" and d.class_names == ["bird", "cat", "dog"], (d.split, d.class_names)
+        assert d.labels.tolist() == [1, 1, 1, 2, 2, 2] and torch.equal(d.images, split.images)
+    d = load_dataset("imagefolder", "test", data_dir=plain, image_size=8)  # no names recorded: the folder's
+    assert d.class_names == ["cat", "dog"] and d.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(VitcError, match="class folders the model does not know: dog"):
+        load_dataset("imagefolder", "test", data_dir=plain, image_size=8, recorded=["cat", "fox"])
+    _expect(plain, r"missing folder .*plain/train")
+    assert detect_kind(plain, measured=True) == "imagefolder"
+    with pytest.raises(VitcError, match="holds class folders but no train/ and val/"):
+        check_data_dir("imagefolder", str(plain))  # what `vitc train` checks
+
+
 # ---------------------------------------------------------------- batching
 
 

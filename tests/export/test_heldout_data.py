@@ -109,6 +109,126 @@ def test_export_refuses_a_folder_of_other_classes_of_the_same_count(tmp_path: Pa
     assert not out.exists()
 
 
+PETS = ["cat", "dog", "fox"]
+
+
+def _jpegs(root: Path, counts: dict[str, int]) -> Path:
+    """Class folders of small JPEGs, `counts` images each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(len(str(root)))
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)).save(root / name / f"{i}.jpg")
+    return root
+
+
+def _photo_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A 3-class photo model saved as the user's own run (config.json) trained on photos/ (train/ and val/)."""
+    photos = tmp_path / "photos"
+    for split in ("train", "val"):
+        _jpegs(photos / split, dict.fromkeys(PETS, 2))
+    torch.manual_seed(0)
+    model = create_model("deit_micro", **SMALL, img_size=16, num_classes=3)
+    data = {"name": "imagefolder", "dir": str(photos)}
+    meta = meta_for(model, class_names=PETS, extra={"train_config": {"data": data}})
+    run = save_checkpoint(tmp_path / "runs" / "pets" / "best.safetensors", model, meta).parent
+    (run / "config.json").write_text(json.dumps({"data": data}))
+    return run, photos
+
+
+def test_export_and_inspect_read_a_plain_folder_of_class_folders_as_eval_does(tmp_path: Path) -> None:
+    """`vitc eval RUN --data-dir holdout` reads class folders without train/ val/ test/ whole, but export (its
+    held-out set) and inspect refused the same folder: "holds class folders but no train/ and val/: vitc trains
+    on ...". They now read it as eval does: all its images, labelled by the model's class names (two of its
+    three here), the split recorded as "all"; INT8 calibrates on the run's own training data, as it does
+    without --data-dir, and says so."""
+    from vitc.artifacts import load_heldout, load_manifest
+
+    run, photos = _photo_run(tmp_path)
+    holdout = _jpegs(tmp_path / "holdout", {"cat": 2, "fox": 3})
+    out = tmp_path / "out"
+    args = ["export", str(run), "-p", "fp32", "-p", "int8", "--calib-images", "4", "--data-dir", str(holdout)]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"held-out set: imagefolder, the whole folder (no train/ val/ test/), 5 images from {holdout}" in said
+    assert f"calibrating on imagefolder's train split in {photos}, the run's training data: {holdout} has no" in said
+    for precision in ("fp32", "int8"):
+        manifest = load_manifest(out / "pets" / f"manifest.{precision}.json")
+        assert manifest.drift is not None and manifest.drift["samples"] == 5, manifest.drift
+        assert (manifest.drift["data"], manifest.drift["split"]) == ("imagefolder", "all")
+    assert manifest.calibration is not None and manifest.calibration["images"] == 4
+    assert load_heldout(manifest).labels.tolist() == [0, 0, 2, 2, 2]  # the model's indices of cat and fox
+
+    reports = {}  # the held-out set is what eval reads in the folder: the engine on it, the checkpoint on holdout
+    for name, command in (
+        ("checkpoint", [str(run), "--data-dir", str(holdout)]),
+        ("engine", [str(manifest.onnx_path)]),
+    ):
+        evaluated = runner.invoke(app, ["eval", *command, "--out", str(tmp_path / f"{name}.png")])
+        assert evaluated.exit_code == 0, evaluated.output
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["engine"]["confusion"] == reports["checkpoint"]["confusion"]
+    assert reports["engine"]["split"] == "all" and [row["support"] for row in reports["engine"]["classes"]] == [2, 3]
+    other = runner.invoke(app, ["eval", str(manifest.onnx_path), "--split", "val"])
+    assert other.exit_code == 2 and " ".join(other.output.split()) == (
+        "error: the export kept a plain imagefolder (class folders, no splits), read whole: give --data-dir to "
+        "measure on its val split"
+    )
+
+    shown = runner.invoke(app, ["inspect", str(run), "--data-dir", str(holdout), "--out", str(tmp_path / "inspect")])
+    assert shown.exit_code == 0, shown.output
+    summary = json.loads((tmp_path / "inspect" / "summary.json").read_text())
+    assert summary["data"] == "imagefolder" and summary["images"] == 5
+
+
+def test_a_plain_folder_with_a_class_the_model_does_not_know_is_one_line(tmp_path: Path) -> None:
+    """As eval names them: export and inspect stop in the same one line, before anything is written."""
+    run, _ = _photo_run(tmp_path)
+    other = _jpegs(tmp_path / "other", {"cat": 1, "owl": 1})
+    line = f"error: {other} has class folders the model does not know: owl (its 3 classes: cat, dog, fox)"
+    for command in (["eval", str(run)], ["export", str(run), "--out", str(tmp_path / "x")], ["inspect", str(run)]):
+        result = runner.invoke(app, [*command, "--data-dir", str(other)])
+        assert result.exit_code == 2 and " ".join(result.output.split()) == line, (command, result.output)
+    assert not (tmp_path / "x").exists() and not (run / "best.inspect").exists()
+
+
+def test_int8_on_a_plain_folder_of_weights_that_record_no_training_data_asks_for_calib_dir(tmp_path: Path) -> None:
+    """A plain folder has no train split to calibrate on, and imported weights no training data of their own:
+    one line before any work (not the bundled digits); --calib-dir calibrates on the images it names."""
+    from vitc.artifacts import load_manifest
+
+    torch.manual_seed(0)
+    model = create_model("deit_micro", **SMALL, img_size=16, num_classes=3)
+    meta = meta_for(model, class_names=PETS, extra={"train_config": {"data": {}}})
+    weights = save_checkpoint(tmp_path / "imported" / "model.safetensors", model, meta)
+    holdout = _jpegs(tmp_path / "holdout", {"dog": 2, "fox": 2})
+    args = [
+        "export",
+        str(weights),
+        "-p",
+        "fp32",
+        "-p",
+        "int8",
+        "--data-dir",
+        str(holdout),
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and result.output.count("error:") == 1, result.output
+    said = " ".join(result.output.split())
+    assert f"int8 calibrates on a train split: {holdout} has none" in said and "pass --calib-dir DIR" in said
+    assert not (tmp_path / "x").exists()
+    result = runner.invoke(app, [*args, "--calib-dir", str(holdout), "--calib-images", "2"])
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(tmp_path / "x" / "imported" / "manifest.int8.json")
+    assert manifest.calibration is not None and manifest.calibration["images"] == 2
+    assert manifest.drift is not None and manifest.drift["split"] == "all" and manifest.drift["samples"] == 4
+
+
 def test_export_refuses_data_whose_classes_do_not_match_the_head(tmp_path: Path) -> None:
     """An ImageNet head measured on digits gave 'top-1 0.00% vs 0.00%' without a word. Named data that does
     not fit is refused; unnamed, the export is agreement-only (tests/export/test_agreement_only.py)."""

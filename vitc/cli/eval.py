@@ -252,8 +252,10 @@ def _report_path(source: Path, data_dir: Optional[Path], read: Optional[str]) ->
     the training data and says what it measured (best.confusion.test.png, best.confusion.more-photos.all.png,
     best.confusion.photos2.val.png for --data-dir photos2 without test/; a plain folder named val is
     best.confusion.val.all.png, not the training data's best.confusion.val.png)."""
+    from vitc.data.files import WHOLE
+
     folder = "" if data_dir is None else f".{data_dir.resolve().name}"
-    split = f".{read}" if read is not None else ".all" if data_dir is not None else ""
+    split = f".{read}" if read is not None else f".{WHOLE}" if data_dir is not None else ""
     return source.with_name(f"{source.stem}.confusion{folder}{split}.png")
 
 
@@ -345,6 +347,7 @@ def _on_heldout(
     (the first images of its data's test split, or val's for an image folder without test/), found through
     the manifest beside the ONNX file, or the one a plan's sidecar names."""
     from vitc.artifacts import load_heldout, manifest_for
+    from vitc.data.files import WHOLE
     from vitc.engines.accuracy import heldout_logits
 
     manifest, built_from = classifier.card.manifest, classifier.card.built_from  # the card read them once
@@ -363,11 +366,12 @@ def _on_heldout(
             "plan again, or give --data-dir"
         )
     kept = str((manifest.drift or {}).get("data") or "its data")
-    held = str((manifest.drift or {}).get("split") or "test")  # val for an image folder without test/
+    held = str((manifest.drift or {}).get("split") or "test")  # val for an image folder without test/, or WHOLE
     if data is not None and data != kept:
         raise VitcError(f"{source}'s export kept {kept} images, not {data}: give --data-dir to measure on others")
     if split != "test":
-        raise VitcError(f"the export kept {kept}'s {held} split: give --data-dir to measure on its {split} split")
+        what = f"{kept}'s {held} split" if held != WHOLE else f"a plain {kept} (class folders, no splits), read whole"
+        raise VitcError(f"the export kept {what}: give --data-dir to measure on its {split} split")
     heldout = load_heldout(manifest)
     if heldout.labels is None:
         raise VitcError(

@@ -20,7 +20,16 @@ import torch.nn.functional as F
 from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_MODE, DEFAULT_CROP_PCT, check_crop_mode, check_crop_pct, eval_resize
 from vitc.data.cifar import cifar_raw
-from vitc.data.files import IMG_EXTENSIONS, SPLITS, class_order, list_images, split_read
+from vitc.data.files import (
+    IMG_EXTENSIONS,
+    SPLITS,
+    WHOLE,
+    class_order,
+    is_plain,
+    labelled_files,
+    list_images,
+    split_read,
+)
 from vitc.data.images import read_image, read_whole, to_channels
 from vitc.errors import VitcError
 
@@ -37,8 +46,9 @@ DIGITS_VAL_FRACTION = 0.1
 class ImageSet:
     """Images as uint8 (N, C, H, W), labels as int64 (N,), the class names the labels index, why each
     unreadable file was left out (data.on_bad_image=skip), and the split read (an image folder without
-    test/ gives val for test). `sizes`, int64 (N, 2): the images are whole photos squashed to a square,
-    each of this (height, width) (`vitc.data.images.read_whole`); None: the model's input, as evaluated."""
+    test/ gives val for test; a plain folder of class folders "all", vitc.data.files.WHOLE). `sizes`, int64
+    (N, 2): the images are whole photos squashed to a square, each of this (height, width)
+    (`vitc.data.images.read_whole`); None: the model's input, as evaluated."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -94,7 +104,9 @@ def load_dataset(
     digits and CIFAR are resized whole. `whole` keeps an image folder's photos whole for training's crops
     (`read_whole`, at image_size / crop_pct). An image folder's classes are numbered in timm's order
     (`vitc.data.files.class_order`), or in a `recorded` order (a run's or a checkpoint's) when the folder
-    holds exactly those names.
+    holds exactly those names. A plain folder of class folders (no train/, val/, test/) is measured on whole:
+    its val and test are all its images (split "all"), labelled by the `recorded` names as `vitc eval`
+    labels them; it has no train split.
     An image folder's unreadable file stops the load (`on_bad_image="stop"`) or is left out and
     its reason kept in `ImageSet.skipped` ("skip"), as the streamed path does per batch.
     """
@@ -290,38 +302,56 @@ def _load_imagefolder(
     recorded: Sequence[str] | None = None,
 ) -> ImageSet:
     """`data_dir/<split>/<class>/<image files>`; classes come from train; test falls back to val when absent.
+    Val and test of a plain folder of class folders are the whole folder, as `vitc eval` reads it (`_folder_files`).
     Centre crops at `size` as evaluated, or with `whole` the whole photos (`read_whole`) at size / crop_pct."""
     if on_bad_image not in ("skip", "stop"):
         raise VitcError(f"data.on_bad_image must be skip or stop, got {on_bad_image!r}")
-    classes, dirs = folder_split(data_dir, split, recorded)
+    classes, files, read = _folder_files(data_dir, split, recorded)
+    where = data_dir if read == WHOLE else data_dir / read
     short = eval_resize(size, crop_pct)
     images, labels, skipped, sizes = [], [], [], []
-    listed = {name: [dirs[name] / f for f in list_images(dirs[name])] for name in classes}
-    check_decoded(sum(map(len, listed.values())), short if whole else size, str(data_dir / split))
-    for label, name in enumerate(classes):
-        files = listed[name]
-        if not files:
-            raise VitcError(f"class folder {dirs[name]} has no images (files named *{', *'.join(IMG_EXTENSIONS)})")
-        for f in files:
-            try:
-                if whole:
-                    image, shape = read_whole(f, short)
-                    images.append(image)
-                    sizes.append(shape)
-                else:
-                    images.append(read_image(f, short, size, crop_mode))
-            except VitcError as exc:
-                if on_bad_image == "stop":
-                    raise VitcError(f"{exc} (data.on_bad_image=stop; =skip trains on without it)") from None
-                skipped.append(str(exc))
-                continue
-            labels.append(label)
+    check_decoded(len(files), short if whole else size, str(where))
+    for f, label in files:
+        try:
+            if whole:
+                image, shape = read_whole(f, short)
+                images.append(image)
+                sizes.append(shape)
+            else:
+                images.append(read_image(f, short, size, crop_mode))
+        except VitcError as exc:
+            if on_bad_image == "stop":
+                raise VitcError(f"{exc} (data.on_bad_image=stop; =skip trains on without it)") from None
+            skipped.append(str(exc))
+            continue
+        labels.append(label)
     if not images:
-        raise VitcError(f"no readable images in {data_dir / split} ({len(skipped)} unreadable)")
+        raise VitcError(f"no readable images in {where} ({len(skipped)} unreadable)")
     stacked = torch.from_numpy(np.stack(images))
-    read = split_read(data_dir, split)
     shapes = torch.tensor(sizes, dtype=torch.int64) if whole else None
     return ImageSet(stacked, torch.tensor(labels, dtype=torch.int64), classes, skipped, read, shapes)
+
+
+def _folder_files(
+    data_dir: Path, split: str, recorded: Sequence[str] | None
+) -> tuple[list[str], list[tuple[Path, int]], str]:
+    """The class names, each image file with its label, and the split read. A plain folder of class folders
+    (no train/, val/, test/) is only measured on: its val and test are all of it (WHOLE), labelled by the
+    `recorded` names (the model's: a subset of them, and an unknown folder a one-line error) as `vitc eval`
+    labels it (`labelled_files`); its train is refused, as training needs train/."""
+    if split != "train" and is_plain(data_dir):
+        names = list(recorded) if recorded is not None else class_order(_class_dirs(data_dir))
+        index, _ = labelled_files(data_dir, split, names)
+        files = [(data_dir / f, int(y)) for f, y in zip(index.files, index.labels, strict=True)]
+        return index.class_names, files, WHOLE
+    classes, dirs = folder_split(data_dir, split, recorded)
+    files = []
+    for label, name in enumerate(classes):
+        listed = list_images(dirs[name])
+        if not listed:
+            raise VitcError(f"class folder {dirs[name]} has no images (files named *{', *'.join(IMG_EXTENSIONS)})")
+        files += [(dirs[name] / f, label) for f in listed]
+    return classes, files, split_read(data_dir, split)
 
 
 # ---------------------------------------------------------------- batching

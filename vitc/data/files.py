@@ -85,14 +85,18 @@ def _has_class_folders(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
 
 
-def detect_kind(data_dir: Path) -> str:
-    """imagefolder or cifar10, from what `data_dir` holds; anything else is a one-line error."""
+def detect_kind(data_dir: Path, measured: bool = False) -> str:
+    """imagefolder or cifar10, from what `data_dir` holds; anything else is a one-line error. A folder a model
+    is `measured` on (eval, export's held-out set, inspect) may also be class folders without splits, read
+    whole (`is_plain`); training needs train/ and val/."""
     if not data_dir.is_dir():
         raise VitcError(f"missing folder {data_dir}")
     if _has_class_folders(data_dir / "train"):
         return "imagefolder"
     if cifar_root(data_dir) is not None:
         return "cifar10"
+    if measured and _has_class_folders(data_dir) and is_plain(data_dir):
+        return "imagefolder"
     if _has_class_folders(data_dir) and not (data_dir / "train").exists():
         raise VitcError(
             f"{data_dir} holds class folders but no train/ and val/: vitc trains on {FOLDER_LAYOUT} "
@@ -118,6 +122,13 @@ _KIND_WORDS = {"imagefolder": "an image folder (class folders)", "cifar10": "CIF
 
 
 SPLITS = ("train", "val", "test")
+WHOLE = "all"  # the split of a plain folder of class folders, read whole (`is_plain`): reports and manifests say it
+
+
+def is_plain(folder: Path) -> bool:
+    """A folder of class folders with no train/, val/ or test/: measured on whole (`vitc eval`, the held-out
+    set of `vitc export`, `vitc inspect`), where no split is chosen; training refuses it (`detect_kind`)."""
+    return folder.is_dir() and not any((folder / name).is_dir() for name in SPLITS)
 
 
 def split_read(data_dir: Path, split: str) -> str:
@@ -147,9 +158,9 @@ def split_folder(folder: Path, split: str) -> tuple[Path, str | None]:
     is split, else the folder itself and None (a plain folder of class folders: no split is chosen)."""
     if not folder.is_dir():
         raise VitcError(f"missing folder {folder}")
-    present = [name for name in SPLITS if (folder / name).is_dir()]
-    if not present:
+    if is_plain(folder):
         return folder, None
+    present = [name for name in SPLITS if (folder / name).is_dir()]
     read = split_read(folder, split)
     if read not in present:
         shown = ", ".join(f"{name}/" for name in sorted(present))

@@ -26,7 +26,7 @@ class Held:
     pixels: np.ndarray  # uint8 N×C×H×W
     labels: np.ndarray | None  # None: generated inputs
     name: str  # the data's name, or GENERATED
-    split: str | None = None  # the split read (None: generated)
+    split: str | None = None  # the split read (vitc.data.files.WHOLE: a whole folder; None: generated)
     skipped: Sequence[str] = ()  # why each unreadable file was left out
 
 
@@ -39,9 +39,10 @@ def heldout_set(
     named: bool = True,
 ) -> Held:
     """The test split of `name` (see checkpoint.training_data; an image folder without test/ gives its
-    val/), or generated inputs without labels for `--data generated`, or when the data was not `named`
-    by the user and its classes are not the model's (an imported ImageNet model: no local data has its
-    classes). The held-out file stores the pixels; every reader normalises them with `normalized`."""
+    val/, class folders without splits all of them, as `vitc eval` reads them), or generated inputs without
+    labels for `--data generated`, or when the data was not `named` by the user and its classes are not the
+    model's (an imported ImageNet model: no local data has its classes). The held-out file stores the
+    pixels; every reader normalises them with `normalized`."""
     from vitc.quant.calib import load_split
 
     if name == GENERATED:

@@ -21,6 +21,7 @@ from vitc._io import atomic_files, atomic_write, json_text, refuse_to_replace, s
 from vitc._lazy import lazy_import
 from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precision
 from vitc.artifacts.preprocess import Preprocess, normalized
+from vitc.data.files import WHOLE, is_plain
 from vitc.errors import VitcError
 from vitc.export.heldout import GENERATED, heldout_set
 from vitc.limits import MAX_CALIB_IMAGES
@@ -137,7 +138,7 @@ class PreparedExport:
     images: np.ndarray  # float32: the pixels normalised, the inputs the reference logits came from
     labels: np.ndarray | None  # None: generated inputs, agreement-only drift
     data_name: str
-    split: str | None  # the split the held-out images are from (test, or val without test/)
+    split: str | None  # the split the held-out images are from (test, val without test/, WHOLE without splits)
     reference: np.ndarray
     proto: Any  # the cleaned, checked FP32 graph
     parity: float
@@ -174,6 +175,9 @@ def prepare_export(
         data_name, data_dir = GENERATED, None
     else:
         data_name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)  # before any slow work
+        for other in (opts, *also):  # INT8's train split too: a plain held-out folder has none
+            if other.precision == "int8" and not (other.calib_data or other.calib_dir):
+                calibration_data(ckpt, meta, other)
     prep = meta.cfg.preprocess  # the checkpoint's, typed and checked when it was read
     input_size = prep.input_size
     compiled, passes, was_compiled = _compile(model, input_size, opts)
@@ -188,7 +192,8 @@ def prepare_export(
     if labels is not None:
         unread = f" ({len(held.skipped)} unreadable skipped)" if held.skipped else ""
         where = f" from {data_dir}" if data_dir else ""
-        say(f"held-out set: {held.name} {held.split} split, {len(labels)} images{where}{unread}")
+        part = ", the whole folder (no train/ val/ test/)" if held.split == WHOLE else f" {held.split} split"
+        say(f"held-out set: {held.name}{part}, {len(labels)} images{where}{unread}")
     else:
         why = "" if data_name == GENERATED else f"{data_name}'s classes are not the model's, "
         say(
@@ -311,9 +316,8 @@ def check_calibration_source(labelled: bool, opts: ExportOptions) -> None:
 
 def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path, say: Callable[[str], None]) -> Any:
     """INT8 calibration images: --calib-data (with --calib-dir), else any folder of images --calib-dir
-    names, else the held-out set's data (vetted the same way). Fewer than --calib-images asked is said in
-    a line (the manifest records how many)."""
-    from vitc.checkpoint import training_data
+    names, else the train split of the held-out set's data (`calibration_data`). Fewer than --calib-images
+    asked is said in a line (the manifest records how many)."""
     from vitc.quant.calib import calibration_set, folder_calibration_set
 
     check_calibration_source(p.labels is not None, opts)
@@ -324,7 +328,7 @@ def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path, say: Callab
         if opts.calib_data:
             name, data_dir = opts.calib_data, opts.calib_dir
         else:
-            name, data_dir = training_data(ckpt, p.meta, opts.data, opts.data_dir)
+            name, data_dir = calibration_data(ckpt, p.meta, opts, say)
         cal = calibration_set(
             name, opts.calib_images, p.preprocess, data_dir, classes=p.meta.class_names, whole_batches=static
         )
@@ -335,6 +339,34 @@ def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path, say: Callab
         why += [f"whole batches of {static}"] if used < found else []
         say(f"calibrating on {used} images of the {opts.calib_images} asked ({'; '.join(why)})")
     return cal
+
+
+def calibration_data(
+    ckpt: Path, meta: Any, opts: ExportOptions, say: Callable[[str], None] = lambda _m: None
+) -> tuple[str, str | None]:
+    """The data whose train split INT8 calibrates on when no --calib-* names it: the held-out set's (see
+    checkpoint.training_data). A plain folder of class folders, held out whole, has no train split: the
+    run's own training data then, as when no --data-dir is given (said in a line); weights that record
+    none are one line asking for --calib-dir, not calibrated on the bundled digits."""
+    from vitc.checkpoint import training_data
+
+    name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)
+    if name != "imagefolder" or data_dir is None or not is_plain(Path(data_dir)):
+        return name, data_dir
+    trained = (meta.extra.get("train_config") or {}).get("data") or {}
+    try:
+        own = training_data(ckpt, meta) if isinstance(trained, dict) and trained.get("name") else None
+    except VitcError:  # trained elsewhere: its folder is not known here
+        own = None
+    if own is None:
+        raise VitcError(
+            f"int8 calibrates on a train split: {data_dir} has none (class folders without train/, read whole "
+            f"as the held-out set) and {ckpt} names no training data on this machine; pass --calib-dir DIR (a "
+            "folder of images like those the model will see, a few hundred; subfolders are read)"
+        )
+    where = f" in {own[1]}" if own[1] else ""
+    say(f"calibrating on {own[0]}'s train split{where}, the run's training data: {data_dir} has no train/")
+    return own
 
 
 def manifest_record(

@@ -285,6 +285,23 @@ def test_a_plain_folder_of_class_folders_is_measured_whole_and_never_trained_on(
         check_data_dir("imagefolder", str(plain))  # what `vitc train` checks
 
 
+def test_a_folder_of_val_alone_is_measured_as_eval_reads_it_and_never_trained_on(tmp_path: Path) -> None:
+    """A validation split copied alone (val/<class>/, no train/): `vitc eval` read it, export's held-out set and
+    inspect refused it, and `vitc train` said it held "class folders but no train/ and val/". Val and test now
+    read val/ (test falls back to it) labelled by the recorded names; training says what is missing."""
+    from vitc.data.files import check_data_dir, detect_kind
+
+    held = _folder(tmp_path / "held", splits=("val",))
+    split = load_dataset("imagefolder", "train", data_dir=_folder(tmp_path / "split"), image_size=24)  # same photos
+    for name in ("val", "test"):
+        d = load_dataset("imagefolder", name, data_dir=held, image_size=24, recorded=["bird", "cat", "dog"])
+        assert d.split == "val" and d.labels.tolist() == [1, 1, 1, 2, 2, 2] and torch.equal(d.images, split.images)
+    _expect(held, r"missing folder .*held/train")
+    assert detect_kind(held, measured=True) == "imagefolder"
+    with pytest.raises(VitcError, match=r"held has val/ but no train/: vitc trains on"):
+        check_data_dir("imagefolder", str(held))
+
+
 # ---------------------------------------------------------------- batching
 
 

@@ -25,9 +25,10 @@ from vitc.data.files import (
     SPLITS,
     WHOLE,
     class_order,
-    is_plain,
+    held_out_only,
     labelled_files,
     list_images,
+    split_folder,
     split_read,
 )
 from vitc.data.images import read_image, read_whole, to_channels
@@ -104,9 +105,9 @@ def load_dataset(
     digits and CIFAR are resized whole. `whole` keeps an image folder's photos whole for training's crops
     (`read_whole`, at image_size / crop_pct). An image folder's classes are numbered in timm's order
     (`vitc.data.files.class_order`), or in a `recorded` order (a run's or a checkpoint's) when the folder
-    holds exactly those names. A plain folder of class folders (no train/, val/, test/) is measured on whole:
-    its val and test are all its images (split "all"), labelled by the `recorded` names as `vitc eval`
-    labels them; it has no train split.
+    holds exactly those names. A folder without train/ (class folders directly, or under val/ or test/) is
+    only measured on: its val and test are read as `vitc eval` reads them (class folders directly are all
+    its images, split "all"), labelled by the `recorded` names; it has no train split.
     An image folder's unreadable file stops the load (`on_bad_image="stop"`) or is left out and
     its reason kept in `ImageSet.skipped` ("skip"), as the streamed path does per batch.
     """
@@ -302,7 +303,7 @@ def _load_imagefolder(
     recorded: Sequence[str] | None = None,
 ) -> ImageSet:
     """`data_dir/<split>/<class>/<image files>`; classes come from train; test falls back to val when absent.
-    Val and test of a plain folder of class folders are the whole folder, as `vitc eval` reads it (`_folder_files`).
+    A folder without train/ is read as `vitc eval` reads it (`_folder_files`): class folders directly are all of it.
     Centre crops at `size` as evaluated, or with `whole` the whole photos (`read_whole`) at size / crop_pct."""
     if on_bad_image not in ("skip", "stop"):
         raise VitcError(f"data.on_bad_image must be skip or stop, got {on_bad_image!r}")
@@ -335,15 +336,16 @@ def _load_imagefolder(
 def _folder_files(
     data_dir: Path, split: str, recorded: Sequence[str] | None
 ) -> tuple[list[str], list[tuple[Path, int]], str]:
-    """The class names, each image file with its label, and the split read. A plain folder of class folders
-    (no train/, val/, test/) is only measured on: its val and test are all of it (WHOLE), labelled by the
-    `recorded` names (the model's: a subset of them, and an unknown folder a one-line error) as `vitc eval`
-    labels it (`labelled_files`); its train is refused, as training needs train/."""
-    if split != "train" and is_plain(data_dir):
-        names = list(recorded) if recorded is not None else class_order(_class_dirs(data_dir))
-        index, _ = labelled_files(data_dir, split, names)
-        files = [(data_dir / f, int(y)) for f, y in zip(index.files, index.labels, strict=True)]
-        return index.class_names, files, WHOLE
+    """The class names, each image file with its label, and the split read. A folder without train/ is only
+    measured on (`held_out_only`): its val and test are read as `vitc eval` reads them (`labelled_files`:
+    class folders directly are all of it, WHOLE), labelled by the `recorded` names (the model's: a subset of
+    them, and an unknown folder a one-line error); its train is refused, as training needs train/."""
+    if split != "train" and held_out_only(data_dir):
+        root, _ = split_folder(data_dir, split)
+        names = list(recorded) if recorded is not None else class_order(_class_dirs(root))
+        index, read = labelled_files(data_dir, split, names)
+        files = [(index.root / f, int(y)) for f, y in zip(index.files, index.labels, strict=True)]
+        return index.class_names, files, read or WHOLE
     classes, dirs = folder_split(data_dir, split, recorded)
     files = []
     for label, name in enumerate(classes):

@@ -87,16 +87,19 @@ def _has_class_folders(folder: Path) -> bool:
 
 def detect_kind(data_dir: Path, measured: bool = False) -> str:
     """imagefolder or cifar10, from what `data_dir` holds; anything else is a one-line error. A folder a model
-    is `measured` on (eval, export's held-out set, inspect) may also be class folders without splits, read
-    whole (`is_plain`); training needs train/ and val/."""
+    is `measured` on (eval, export's held-out set, inspect) may also hold no train/ (`held_out_only`);
+    training needs train/ and val/."""
     if not data_dir.is_dir():
         raise VitcError(f"missing folder {data_dir}")
     if _has_class_folders(data_dir / "train"):
         return "imagefolder"
     if cifar_root(data_dir) is not None:
         return "cifar10"
-    if measured and _has_class_folders(data_dir) and is_plain(data_dir):
+    if measured and held_out_only(data_dir):
         return "imagefolder"
+    held = [f"{name}/" for name in ("val", "test") if _has_class_folders(data_dir / name)]
+    if held:
+        raise VitcError(f"{data_dir} has {' and '.join(held)} but no train/: vitc trains on {FOLDER_LAYOUT}")
     if _has_class_folders(data_dir) and not (data_dir / "train").exists():
         raise VitcError(
             f"{data_dir} holds class folders but no train/ and val/: vitc trains on {FOLDER_LAYOUT} "
@@ -129,6 +132,17 @@ def is_plain(folder: Path) -> bool:
     """A folder of class folders with no train/, val/ or test/: measured on whole (`vitc eval`, the held-out
     set of `vitc export`, `vitc inspect`), where no split is chosen; training refuses it (`detect_kind`)."""
     return folder.is_dir() and not any((folder / name).is_dir() for name in SPLITS)
+
+
+def held_out_only(folder: Path) -> bool:
+    """Class folders with no train/: directly (`is_plain`, read whole) or under val/ or test/. A model is
+    measured on such a folder (`vitc eval`, the held-out set of `vitc export`, `vitc inspect`), labelled by
+    its own class names (`labelled_files`); training and INT8 calibration need a train/."""
+    if not folder.is_dir() or (folder / "train").is_dir():
+        return False
+    if is_plain(folder):
+        return _has_class_folders(folder)
+    return any(_has_class_folders(folder / name) for name in ("val", "test"))
 
 
 def split_read(data_dir: Path, split: str) -> str:

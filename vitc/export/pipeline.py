@@ -21,7 +21,7 @@ from vitc._io import atomic_files, atomic_write, json_text, refuse_to_replace, s
 from vitc._lazy import lazy_import
 from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precision
 from vitc.artifacts.preprocess import Preprocess, normalized
-from vitc.data.files import WHOLE, is_plain
+from vitc.data.files import WHOLE, held_out_only
 from vitc.errors import VitcError
 from vitc.export.heldout import GENERATED, heldout_set
 from vitc.limits import MAX_CALIB_IMAGES
@@ -345,13 +345,13 @@ def calibration_data(
     ckpt: Path, meta: Any, opts: ExportOptions, say: Callable[[str], None] = lambda _m: None
 ) -> tuple[str, str | None]:
     """The data whose train split INT8 calibrates on when no --calib-* names it: the held-out set's (see
-    checkpoint.training_data). A plain folder of class folders, held out whole, has no train split: the
+    checkpoint.training_data). A folder without train/ (`held_out_only`) has no train split: the
     run's own training data then, as when no --data-dir is given (said in a line); weights that record
     none are one line asking for --calib-dir, not calibrated on the bundled digits."""
     from vitc.checkpoint import training_data
 
     name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)
-    if name != "imagefolder" or data_dir is None or not is_plain(Path(data_dir)):
+    if name != "imagefolder" or data_dir is None or not held_out_only(Path(data_dir)):
         return name, data_dir
     trained = (meta.extra.get("train_config") or {}).get("data") or {}
     try:
@@ -360,8 +360,8 @@ def calibration_data(
         own = None
     if own is None:
         raise VitcError(
-            f"int8 calibrates on a train split: {data_dir} has none (class folders without train/, read whole "
-            f"as the held-out set) and {ckpt} names no training data on this machine; pass --calib-dir DIR (a "
+            f"int8 calibrates on a train split: {data_dir} has no train/ (it is read as the held-out set only) "
+            f"and {ckpt} names no training data on this machine; pass --calib-dir DIR (a "
             "folder of images like those the model will see, a few hundred; subfolders are read)"
         )
     where = f" in {own[1]}" if own[1] else ""

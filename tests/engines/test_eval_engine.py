@@ -129,7 +129,7 @@ def test_an_engine_report_is_named_by_the_split_read(export_dir: Path, tmp_path:
     (export_dir / "manifest.fp32.json").write_text(json.dumps({**record, "drift": {**record["drift"], "split": "val"}}))
     for args, name, split in (
         (["--data-dir", str(tmp_path / "photos2")], "model.fp32.confusion.photos2.val.json", "val"),
-        (["--data-dir", str(plain), "--split", "train"], "model.fp32.confusion.plain.all.json", None),
+        (["--data-dir", str(plain), "--split", "train"], "model.fp32.confusion.plain.all.json", "all"),
         ([], "model.fp32.confusion.val.json", "val"),
     ):
         result = cli.invoke(app, ["eval", str(onnx), *args])

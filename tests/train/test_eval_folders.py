@@ -274,7 +274,7 @@ def test_reports_are_named_by_the_split_read(run_folder: Path, tmp_path: Path) -
     for args, name, split, folder in (
         ([], "best.confusion.photos2.val.json", "val", no_test / "val"),
         (["--split", "train"], "best.confusion.photos2.train.json", "train", no_test / "train"),
-        (["--split", "train"], "best.confusion.val.all.json", None, plain),
+        (["--split", "train"], "best.confusion.val.all.json", "all", plain),
     ):
         data_dir = plain if folder == plain else no_test
         result = runner.invoke(app, ["eval", str(checkpoint), "--data-dir", str(data_dir), *args])

@@ -178,9 +178,9 @@ def _folder_feed(
     device: torch.device,
     workers: Optional[int],
     terminal: Console,
-) -> Tuple[StreamFeed, Path, Optional[str]]:
+) -> Tuple[StreamFeed, Path, str]:
     """A labelled folder streamed in file order (vitc.data.feed.StreamFeed), the folder of class folders
-    read and its split (None for a plain folder of class folders): decoded per batch, by worker processes
+    read and its split ("all" for a plain folder of class folders): decoded per batch, by worker processes
     on a GPU, so `vitc eval` on a validation set of any size keeps a GPU fed and fits in memory; unreadable
     files are named and skipped, as training does by default."""
     from vitc.data.feed import EVAL_BATCH, StreamFeed
@@ -246,17 +246,14 @@ def _evaluate_engine(
     _report(logits, labels, names, head, shown, skipped=skipped, device=ran_on, png=png, force=force)
 
 
-def _report_path(source: Path, data_dir: Optional[Path], read: Optional[str]) -> Path:
+def _report_path(source: Path, data_dir: Optional[Path], read: str) -> Path:
     """Beside the checkpoint or engine, named by the data measured: the folder given and the split read
     ("all" for a plain folder of class folders), so a report on another folder does not replace the one on
     the training data and says what it measured (best.confusion.test.png, best.confusion.more-photos.all.png,
     best.confusion.photos2.val.png for --data-dir photos2 without test/; a plain folder named val is
     best.confusion.val.all.png, not the training data's best.confusion.val.png)."""
-    from vitc.data.files import WHOLE
-
     folder = "" if data_dir is None else f".{data_dir.resolve().name}"
-    split = f".{read}" if read is not None else f".{WHOLE}" if data_dir is not None else ""
-    return source.with_name(f"{source.stem}.confusion{folder}{split}.png")
+    return source.with_name(f"{source.stem}.confusion{folder}.{read}.png")
 
 
 def _say_speed(terminal: Console, images: int, inside: float, outside: float, what: str, batch: int) -> None:
@@ -322,8 +319,8 @@ def _on_cifar(classifier: Classifier, data_dir: Path, split: str) -> Tuple[np.nd
 
 def _on_folder(
     classifier: Classifier, data_dir: Path, split: str, workers: Optional[int], ran_on: str, terminal: Console
-) -> Tuple[np.ndarray, np.ndarray, List[str], Optional[str], str]:
-    """(logits, labels, unreadable files, the split read or None for a plain folder, the folder read)."""
+) -> Tuple[np.ndarray, np.ndarray, List[str], str, str]:
+    """(logits, labels, unreadable files, the split read ("all" for a plain folder), the folder read)."""
     from vitc.engines.accuracy import FOLDER_CHUNK, folder_index, folder_logits
 
     index, read = folder_index(classifier, data_dir, split)

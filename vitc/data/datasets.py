@@ -345,7 +345,7 @@ def _folder_files(
         names = list(recorded) if recorded is not None else class_order(_class_dirs(root))
         index, read = labelled_files(data_dir, split, names)
         files = [(index.root / f, int(y)) for f, y in zip(index.files, index.labels, strict=True)]
-        return index.class_names, files, read or WHOLE
+        return index.class_names, files, read
     classes, dirs = folder_split(data_dir, split, recorded)
     files = []
     for label, name in enumerate(classes):

@@ -167,13 +167,13 @@ def listing_digest(files: Sequence[str]) -> str:
     return hashlib.sha256(text).hexdigest()[:16]
 
 
-def split_folder(folder: Path, split: str) -> tuple[Path, str | None]:
+def split_folder(folder: Path, split: str) -> tuple[Path, str]:
     """The folder of class folders to measure on and the split it is: `folder/<split_read>` when the folder
-    is split, else the folder itself and None (a plain folder of class folders: no split is chosen)."""
+    is split, else the folder itself and WHOLE (a plain folder of class folders: no split is chosen)."""
     if not folder.is_dir():
         raise VitcError(f"missing folder {folder}")
     if is_plain(folder):
-        return folder, None
+        return folder, WHOLE
     present = [name for name in SPLITS if (folder / name).is_dir()]
     read = split_read(folder, split)
     if read not in present:
@@ -182,9 +182,9 @@ def split_folder(folder: Path, split: str) -> tuple[Path, str | None]:
     return folder / read, read
 
 
-def labelled_files(folder: Path, split: str, class_names: Sequence[str]) -> tuple[FileIndex, str | None]:
+def labelled_files(folder: Path, split: str, class_names: Sequence[str]) -> tuple[FileIndex, str]:
     """The image files of any labelled folder (class folders, directly or under test/ or val/) whose class
-    names the model knows, labelled with the model's index of each name; (index, the split read: None for
+    names the model knows, labelled with the model's index of each name; (index, the split read: WHOLE for
     a plain folder of class folders). The index's root is the folder read. Nothing is decoded here:
     `vitc eval` streams them, so a folder of any size fits in memory."""
     root, read = split_folder(folder, split)

@@ -105,9 +105,9 @@ def evaluate_folder(
     return {**classification_report(logits, labels, classifier.class_names), "skipped": skipped}
 
 
-def folder_index(classifier: Classifier, folder: Path, split: str) -> Tuple[FileIndex, Optional[str]]:
+def folder_index(classifier: Classifier, folder: Path, split: str) -> Tuple[FileIndex, str]:
     """The labelled folder's files, labelled with the classifier's index of each class folder's name, and
-    the split read (None for a plain folder of class folders)."""
+    the split read ("all" for a plain folder of class folders)."""
     if not classifier.class_names:
         raise VitcError(f"{classifier.path} names no classes, so its labels cannot be matched to folder names")
     return labelled_files(folder, split, classifier.class_names)

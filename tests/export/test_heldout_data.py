@@ -384,3 +384,34 @@ def test_the_export_memory_script_runs(
     ]
     assert "onnx_export.clean" in stages and stages[-1] == "pipeline.write_export"
     assert all(float(row[2].split()[0]) >= float(row[1].split()[0]) - 0.01 for row in rows)
+
+
+def test_a_capped_held_out_set_spans_every_class_and_decodes_only_what_it_keeps(tmp_path: Path, monkeypatch) -> None:
+    """A test split over HELDOUT_MAX images was decoded whole, then its first images kept: listed class by class,
+    the drift of a 1,000-class validation set was measured on its first 40 classes. Now the images kept are
+    spread evenly over the split (every class in proportion) and chosen before any is decoded; INT8's
+    calibration draw is made on the file list too (the same draw as before on a folder that reads whole)."""
+    import vitc.data.datasets as datasets
+    from vitc.data.datasets import capped
+    from vitc.export.heldout import heldout_set
+    from vitc.quant.calib import calibration_set
+
+    photos = _jpegs(tmp_path / "photos" / "test", dict.fromkeys(PETS, 4)).parent
+    _jpegs(photos / "train", dict.fromkeys(PETS, 5))
+    model = create_model("deit_micro", **SMALL, img_size=16, num_classes=3)
+    meta = meta_for(model, class_names=PETS)
+    decoded: list[str] = []
+    read_image = datasets.read_image
+    monkeypatch.setattr(datasets, "read_image", lambda f, *a: decoded.append(f.name) or read_image(f, *a))
+
+    held = heldout_set(meta, meta.cfg.preprocess, "imagefolder", str(photos), max_images=6)
+    assert held.labels.tolist() == [0, 0, 1, 1, 2, 2] and len(decoded) == 6  # before: [0, 0, 0, 0, 1, 1], 12 decoded
+    whole = heldout_set(meta, meta.cfg.preprocess, "imagefolder", str(photos))
+    assert np.array_equal(held.pixels, whole.pixels[capped(12, 6)])
+
+    decoded.clear()
+    drawn = calibration_set("imagefolder", 4, meta.cfg.preprocess, str(photos), seed=3, classes=PETS)
+    every = calibration_set("imagefolder", 15, meta.cfg.preprocess, str(photos), seed=3, classes=PETS)
+    order = np.sort(np.random.default_rng(3).permutation(15)[:4])  # the draw on the decoded split, before
+    assert len(decoded) == 4 + 15 and np.array_equal(drawn.images, every.images[order])
+    assert capped(5, 5) is None and capped(10, 4).tolist() == [0, 2, 5, 7]

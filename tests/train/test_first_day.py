@@ -145,14 +145,15 @@ def test_bad_files_are_skipped_and_counted_on_both_paths(photos: Path, tmp_path:
 
 def test_export_and_inspect_skip_the_files_training_skipped(photos: Path, tmp_path: Path) -> None:
     """The held-out and calibration sets of an export, and inspect's images, leave out and name the files
-    training left out (they stopped at the first one, pointing to data.on_bad_image, which export has
-    not); an image folder without test/ is measured on val/, and every report says val; a run folder is
-    what inspect and bench --ckpt take, as eval and export do."""
+    training left out among those they read (they stopped at the first one, pointing to data.on_bad_image,
+    which export has not; 30 calibration images and inspect's 64 read every file here); an image folder
+    without test/ is measured on val/, and every report says val; a run folder is what inspect and bench
+    --ckpt take, as eval and export do."""
     runs, out = tmp_path / "runs", tmp_path / "export"
     (photos / "val" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
     assert _train(["--data-dir", str(photos), "--epochs", "1", "-q"], runs).exit_code == 0
     run = runs / "convit_micro"
-    result = runner.invoke(app, ["export", str(run), "-p", "int8", "--out", str(out), "--calib-images", "8"])
+    result = runner.invoke(app, ["export", str(run), "-p", "int8", "--out", str(out), "--calib-images", "30"])
     text = " ".join(result.output.split())
     assert result.exit_code == 0, result.output
     assert f"skipped: cannot read image {photos / 'val' / 'dog' / 'broken.jpg'}" in text
@@ -170,7 +171,7 @@ def test_export_and_inspect_skip_the_files_training_skipped(photos: Path, tmp_pa
     empty = runner.invoke(app, ["export", str(run), "-p", "int8", "--out", str(out), "--force",
                                 "--calib-dir", str(tmp_path / "empty")])  # fmt: skip
     assert empty.exit_code == 2 and "holds no images" in empty.output and "held-out" not in empty.output  # first
-    shown = runner.invoke(app, ["inspect", str(run), "--images", "4", "--out", str(tmp_path / "inspect")])
+    shown = runner.invoke(app, ["inspect", str(run), "--out", str(tmp_path / "inspect")])  # its 64: all of val
     assert shown.exit_code == 0 and "skipped: cannot read image" in shown.output, shown.output
     timed = runner.invoke(app, ["bench", "--ckpt", str(run), "-n", "2", "--warmup", "1", "-b", "1"])
     assert timed.exit_code == 0, timed.output

@@ -96,6 +96,8 @@ def load_dataset(
     whole: bool = False,
     crop_mode: str = DEFAULT_CROP_MODE,
     recorded: Sequence[str] | None = None,
+    most: int | None = None,
+    most_seed: int | None = None,
 ) -> ImageSet:
     """Load one split of a dataset as an `ImageSet` of `image_size` x `image_size` uint8 images.
 
@@ -110,6 +112,8 @@ def load_dataset(
     its images, split "all"), labelled by the `recorded` names; it has no train split.
     An image folder's unreadable file stops the load (`on_bad_image="stop"`) or is left out and
     its reason kept in `ImageSet.skipped` ("skip"), as the streamed path does per batch.
+    `most` keeps at most that many images (`capped`), chosen from an image folder's file list before any is
+    decoded: export's held-out set and INT8 calibration read a few thousand images of a split of any size.
     """
     if name not in DATASETS:
         raise VitcError(f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS)})")
@@ -131,12 +135,30 @@ def load_dataset(
         ds = _load_cifar10(Path(data_dir), split, int(image_size))  # type: ignore[arg-type]
     else:
         folder = Path(data_dir)  # type: ignore[arg-type]
-        ds = _load_imagefolder(folder, split, int(image_size), crop_pct, on_bad_image, whole, crop_mode, recorded)
+        ds = _load_imagefolder(
+            folder, split, int(image_size), crop_pct, on_bad_image, whole, crop_mode, recorded, most, most_seed
+        )
+    kept = capped(len(ds), most, most_seed) if name != "imagefolder" else None
+    if kept is not None:
+        ds = ds.subset(kept)
     ds.images = _to_chans(ds.images, in_chans)
     ds.split = ds.split or split
     if split == "train" and fraction < 1.0:
         ds = ds.subset(stratified_subset(ds.labels, fraction, seed))
     return ds
+
+
+def capped(n: int, most: int | None, seed: int | None = None) -> np.ndarray | None:
+    """Which of `n` images a read of at `most` images keeps, sorted (None: all of them). Without a `seed`,
+    spread evenly over the split's order (every class in proportion, the same images every time): the first
+    `most` of a folder listed class by class would be its first classes only. With one, a seeded draw."""
+    if most is None or n <= most:
+        return None
+    if most < 1:
+        raise VitcError(f"at most {most} images: keep at least one")
+    if seed is None:
+        return (np.arange(most, dtype=np.int64) * n) // most
+    return np.sort(np.random.default_rng(seed).permutation(n)[:most])
 
 
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -301,6 +323,8 @@ def _load_imagefolder(
     whole: bool = False,
     crop_mode: str = DEFAULT_CROP_MODE,
     recorded: Sequence[str] | None = None,
+    most: int | None = None,
+    most_seed: int | None = None,
 ) -> ImageSet:
     """`data_dir/<split>/<class>/<image files>`; classes come from train; test falls back to val when absent.
     A folder without train/ is read as `vitc eval` reads it (`_folder_files`): class folders directly are all of it.
@@ -308,6 +332,9 @@ def _load_imagefolder(
     if on_bad_image not in ("skip", "stop"):
         raise VitcError(f"data.on_bad_image must be skip or stop, got {on_bad_image!r}")
     classes, files, read = _folder_files(data_dir, split, recorded)
+    kept = capped(len(files), most, most_seed)  # before decoding: a capped read decodes only what it keeps
+    if kept is not None:
+        files = [files[i] for i in kept]
     where = data_dir if read == WHOLE else data_dir / read
     short = eval_resize(size, crop_pct)
     images, labels, skipped, sizes = [], [], [], []

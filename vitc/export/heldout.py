@@ -47,7 +47,7 @@ def heldout_set(
 
     if name == GENERATED:
         return Held(generated_pixels(prep), None, GENERATED)
-    ds = load_split(name, "test", prep, data_dir, meta.class_names)  # labelled as the model's head
+    ds = load_split(name, "test", prep, data_dir, meta.class_names, most=max_images)  # labelled as the model's head
     classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.num_classes
     other = classes is not None and len(ds.class_names) != classes
     if other or (meta.class_names is not None and set(ds.class_names) != set(meta.class_names)):
@@ -62,7 +62,6 @@ def heldout_set(
             f"{name} {theirs}, so drift on it would mean nothing: name the model's own data with --data and "
             f"--data-dir, or --data {GENERATED} for agreement-only drift on generated inputs"
         )
-    ds = ds.subset(range(min(len(ds), max_images)))
     return Held(ds.images.numpy(), ds.labels.numpy().astype(np.int64), name, ds.split, ds.skipped)
 
 

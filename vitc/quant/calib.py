@@ -66,12 +66,19 @@ def _finish(raw: Any, prep: Preprocess, source: str, skipped: list[str], whole_b
 
 
 def load_split(
-    name: str, split: str, prep: Preprocess, data_dir: str | None = None, classes: Sequence[str] | None = None
+    name: str,
+    split: str,
+    prep: Preprocess,
+    data_dir: str | None = None,
+    classes: Sequence[str] | None = None,
+    most: int | None = None,
+    most_seed: int | None = None,
 ) -> Any:
     """A split of data set `name` read as evaluation reads it (the model's size, crop and channels):
     the calibration set's train split here, the held-out set's test split in vitc.export. Unreadable
     files are left out and named in its `skipped`, as training left them out. An image folder holding the
-    model's `classes` is labelled and ordered as its head (a checkpoint from before timm's class order)."""
+    model's `classes` is labelled and ordered as its head (a checkpoint from before timm's class order).
+    At `most` images (vitc.data.datasets.capped), chosen before an image folder's files are decoded."""
     from vitc.data.datasets import load_dataset
 
     c, h, _ = prep.input_size
@@ -85,6 +92,8 @@ def load_split(
         in_chans=c,
         on_bad_image="skip",
         recorded=classes,
+        most=most,
+        most_seed=most_seed,
     )
 
 
@@ -104,18 +113,15 @@ def calibration_set(
     classes: Sequence[str] | None = None,
     whole_batches: int | None = None,
 ) -> CalibrationSet:
-    """`count` images drawn (seeded) from the train split of `name` (`load_split`), normalised like evaluation;
+    """`count` images drawn (seeded) from the train split of `name` (`load_split`; an image folder's files are
+    drawn before decoding, so a train split of any size costs `count` decodes), normalised like evaluation;
     with `whole_batches`, as many whole batches of it as they fill (see `_finish`)."""
-    import torch
-
     if count < 1:
         raise VitcError(f"--calib-images must be ≥ 1, got {count}")
-    data = load_split(name, "train", prep, data_dir, classes)
+    data = load_split(name, "train", prep, data_dir, classes, most=count, most_seed=seed)  # drawn before decoding
     if len(data) == 0:
         raise VitcError(f"the calibration set {name!r} (train split) is empty")
-    order = np.random.default_rng(seed).permutation(len(data))[:count]
-    raw = data.images[torch.from_numpy(np.sort(order))]
-    return _finish(raw, prep, name, list(data.skipped), whole_batches)
+    return _finish(data.images, prep, name, list(data.skipped), whole_batches)
 
 
 def calib_files(folder: Path) -> list[Path]:

@@ -415,3 +415,18 @@ def test_a_capped_held_out_set_spans_every_class_and_decodes_only_what_it_keeps(
     order = np.sort(np.random.default_rng(3).permutation(15)[:4])  # the draw on the decoded split, before
     assert len(decoded) == 4 + 15 and np.array_equal(drawn.images, every.images[order])
     assert capped(5, 5) is None and capped(10, 4).tolist() == [0, 2, 5, 7]
+
+
+def test_inspect_decodes_only_the_images_it_averages_over_spread_over_the_classes(tmp_path: Path, monkeypatch) -> None:
+    """`vitc inspect --images N` decoded the whole val split and averaged over its first N images, from its
+    first classes; now N images spread over the split, and only those decoded."""
+    import vitc.data.datasets as datasets
+
+    run, _ = _photo_run(tmp_path)  # val/: 2 images of each of 3 classes
+    decoded: list[str] = []
+    read_image = datasets.read_image
+    monkeypatch.setattr(datasets, "read_image", lambda f, *a: decoded.append(f.parent.name) or read_image(f, *a))
+    result = runner.invoke(app, ["inspect", str(run), "--images", "3", "--out", str(tmp_path / "inspect")])
+    assert result.exit_code == 0, result.output
+    assert decoded == PETS  # before: all 6 decoded, the first 3 (cat, cat, dog) averaged over
+    assert json.loads((tmp_path / "inspect" / "summary.json").read_text())["images"] == 3

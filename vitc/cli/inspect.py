@@ -44,13 +44,13 @@ def inspect(
     model, meta = load_model(checkpoint)
     cfg = get_model_cfg(model)
     name, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
-    dataset = load_dataset(
+    dataset = load_dataset(  # `images` of the split, spread over its classes (`capped`): only those decoded
         name, "val", data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct, in_chans=cfg.input_size[0],
-        on_bad_image="skip", crop_mode=cfg.crop_mode, recorded=meta.class_names,
+        on_bad_image="skip", crop_mode=cfg.crop_mode, recorded=meta.class_names, most=images,
     )  # fmt: skip
     for why in dataset.skipped:  # as training left them out
         plain_console().print(f"skipped: {why}", soft_wrap=True)
-    batch = eval_transform(dataset.images[:images], cfg.mean, cfg.std)
+    batch = eval_transform(dataset.images, cfg.mean, cfg.std)
     report = analyse(model, batch)
 
     grid, stride = figures.token_grid(model, batch.shape[-1])

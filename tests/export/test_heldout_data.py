@@ -430,3 +430,19 @@ def test_inspect_decodes_only_the_images_it_averages_over_spread_over_the_classe
     assert result.exit_code == 0, result.output
     assert decoded == PETS  # before: all 6 decoded, the first 3 (cat, cat, dog) averaged over
     assert json.loads((tmp_path / "inspect" / "summary.json").read_text())["images"] == 3
+
+
+def test_an_unreadable_image_in_the_calibration_draw_is_replaced_by_the_next_drawn(tmp_path: Path) -> None:
+    """Drawn from the file list before decoding, an unreadable file would leave calibration short of
+    --calib-images: the draw goes on to the next file, as --calib-dir's does (and as the draw among the
+    decoded images did)."""
+    from vitc.quant.calib import calibration_set
+
+    photos = _jpegs(tmp_path / "photos" / "train", dict.fromkeys(PETS, 5)).parent
+    broken = sorted((photos / "train").rglob("*.jpg"))[:10]
+    for path in broken:
+        path.write_bytes(b"not a jpeg")
+    model = create_model("deit_micro", **SMALL, img_size=16, num_classes=3)
+    meta = meta_for(model, class_names=PETS)
+    drawn = calibration_set("imagefolder", 4, meta.cfg.preprocess, str(photos), seed=1, classes=PETS)
+    assert len(drawn.images) == 4 and 1 <= len(drawn.skipped) <= 10, (len(drawn.images), len(drawn.skipped))

@@ -112,8 +112,9 @@ def load_dataset(
     its images, split "all"), labelled by the `recorded` names; it has no train split.
     An image folder's unreadable file stops the load (`on_bad_image="stop"`) or is left out and
     its reason kept in `ImageSet.skipped` ("skip"), as the streamed path does per batch.
-    `most` keeps at most that many images (`capped`), chosen from an image folder's file list before any is
-    decoded: export's held-out set and INT8 calibration read a few thousand images of a split of any size.
+    `most` keeps at most that many images, spread over the split or drawn with `most_seed` (`reading_order`),
+    chosen from an image folder's file list before any is decoded: export's held-out set, INT8 calibration
+    and `vitc inspect` read a few thousand images of a split of any size.
     """
     if name not in DATASETS:
         raise VitcError(f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS)})")
@@ -148,17 +149,25 @@ def load_dataset(
     return ds
 
 
-def capped(n: int, most: int | None, seed: int | None = None) -> np.ndarray | None:
-    """Which of `n` images a read of at `most` images keeps, sorted (None: all of them). Without a `seed`,
-    spread evenly over the split's order (every class in proportion, the same images every time): the first
-    `most` of a folder listed class by class would be its first classes only. With one, a seeded draw."""
+def reading_order(n: int, most: int | None, seed: int | None = None) -> np.ndarray:
+    """The order a read of at most `most` of `n` images tries them in, stopping once `most` are read: all, in
+    order (no cap); without a `seed`, spread evenly over the split's order (every class in proportion, the
+    same images every time: the first `most` of a folder listed class by class are its first classes only);
+    with one, a seeded draw whose later images replace unreadable ones, as --calib-dir's draw does."""
     if most is None or n <= most:
-        return None
+        return np.arange(n)
     if most < 1:
         raise VitcError(f"at most {most} images: keep at least one")
     if seed is None:
         return (np.arange(most, dtype=np.int64) * n) // most
-    return np.sort(np.random.default_rng(seed).permutation(n)[:most])
+    return np.random.default_rng(seed).permutation(n)
+
+
+def capped(n: int, most: int | None, seed: int | None = None) -> np.ndarray | None:
+    """Which of `n` images, all readable, a read of at most `most` keeps (`reading_order`), sorted; None: all."""
+    if most is None or n <= most:
+        return None
+    return np.sort(reading_order(n, most, seed)[:most])
 
 
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -332,32 +341,28 @@ def _load_imagefolder(
     if on_bad_image not in ("skip", "stop"):
         raise VitcError(f"data.on_bad_image must be skip or stop, got {on_bad_image!r}")
     classes, files, read = _folder_files(data_dir, split, recorded)
-    kept = capped(len(files), most, most_seed)  # before decoding: a capped read decodes only what it keeps
-    if kept is not None:
-        files = [files[i] for i in kept]
     where = data_dir if read == WHOLE else data_dir / read
     short = eval_resize(size, crop_pct)
-    images, labels, skipped, sizes = [], [], [], []
-    check_decoded(len(files), short if whole else size, str(where))
-    for f, label in files:
+    check_decoded(min(len(files), most or len(files)), short if whole else size, str(where))
+    decoded: dict[int, tuple[np.ndarray, tuple[int, int] | None]] = {}
+    skipped = []
+    for i in reading_order(len(files), most, most_seed):  # a capped read decodes only what it keeps
+        if len(decoded) == most:
+            break
+        path = files[i][0]
         try:
-            if whole:
-                image, shape = read_whole(f, short)
-                images.append(image)
-                sizes.append(shape)
-            else:
-                images.append(read_image(f, short, size, crop_mode))
+            decoded[int(i)] = read_whole(path, short) if whole else (read_image(path, short, size, crop_mode), None)
         except VitcError as exc:
             if on_bad_image == "stop":
                 raise VitcError(f"{exc} (data.on_bad_image=stop; =skip trains on without it)") from None
             skipped.append(str(exc))
-            continue
-        labels.append(label)
-    if not images:
+    if not decoded:
         raise VitcError(f"no readable images in {where} ({len(skipped)} unreadable)")
-    stacked = torch.from_numpy(np.stack(images))
-    shapes = torch.tensor(sizes, dtype=torch.int64) if whole else None
-    return ImageSet(stacked, torch.tensor(labels, dtype=torch.int64), classes, skipped, read, shapes)
+    kept = sorted(decoded)
+    stacked = torch.from_numpy(np.stack([decoded[i][0] for i in kept]))
+    labels = torch.tensor([files[i][1] for i in kept], dtype=torch.int64)
+    shapes = torch.tensor([decoded[i][1] for i in kept], dtype=torch.int64) if whole else None
+    return ImageSet(stacked, labels, classes, skipped, read, shapes)
 
 
 def _folder_files(

@@ -131,6 +131,7 @@ def test_an_engine_report_is_named_by_the_split_read(export_dir: Path, tmp_path:
         (["--data-dir", str(tmp_path / "photos2")], "model.fp32.confusion.photos2.val.json", "val"),
         (["--data-dir", str(plain), "--split", "train"], "model.fp32.confusion.plain.all.json", "all"),
         ([], "model.fp32.confusion.val.json", "val"),
+        (["--split", "val"], "model.fp32.confusion.val.json", "val"),  # the held-out set is that split: measured
     ):
         result = cli.invoke(app, ["eval", str(onnx), *args])
         assert result.exit_code == 0, result.output
@@ -153,7 +154,7 @@ def test_eval_on_an_engine_refuses_what_it_cannot_measure_in_one_line(export_dir
     (photos / "zebra").mkdir()
     assert "has class folders the model does not know: zebra" in one_line(onnx, "--data-dir", str(photos))
     assert "choose one with --split" not in one_line(onnx, "--split", "val")
-    assert "the export kept its data's test split: give --data-dir" in one_line(onnx, "--split", "val")
+    assert "the export kept its data's test split, not a val split: give --data-dir" in one_line(onnx, "--split", "val")
     assert "not cifar10: give --data-dir" in one_line(onnx, "--data", "cifar10")
     cifar = tmp_path / "cifar-10-batches-py"
     cifar.mkdir()

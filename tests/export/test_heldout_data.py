@@ -153,7 +153,10 @@ def test_export_and_inspect_read_a_plain_folder_of_class_folders_as_eval_does(tm
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
-    assert f"held-out set: imagefolder, the whole folder (no train/ val/ test/), 5 images from {holdout}" in said
+    assert (
+        f"held-out set: imagefolder, the whole folder (no train/ val/ test/), 5 images, 2 of the model's 3 classes "
+        f"from {holdout}"
+    ) in said
     assert f"calibrating on imagefolder's train split in {photos}, the run's training data: {holdout} has no" in said
     for precision in ("fp32", "int8"):
         manifest = load_manifest(out / "pets" / f"manifest.{precision}.json")
@@ -174,8 +177,8 @@ def test_export_and_inspect_read_a_plain_folder_of_class_folders_as_eval_does(tm
     assert reports["engine"]["split"] == "all" and [row["support"] for row in reports["engine"]["classes"]] == [2, 3]
     other = runner.invoke(app, ["eval", str(manifest.onnx_path), "--split", "val"])
     assert other.exit_code == 2 and " ".join(other.output.split()) == (
-        "error: the export kept a plain imagefolder (class folders, no splits), read whole: give --data-dir to "
-        "measure on its val split"
+        "error: the export kept a whole folder of class folders (no splits), not a val split: give --data-dir to "
+        "measure on one"
     )
 
     shown = runner.invoke(app, ["inspect", str(run), "--data-dir", str(holdout), "--out", str(tmp_path / "inspect")])
@@ -407,14 +410,18 @@ def test_a_capped_held_out_set_spans_every_class_and_decodes_only_what_it_keeps(
     held = heldout_set(meta, meta.cfg.preprocess, "imagefolder", str(photos), max_images=6)
     assert held.labels.tolist() == [0, 0, 1, 1, 2, 2] and len(decoded) == 6  # before: [0, 0, 0, 0, 1, 1], 12 decoded
     whole = heldout_set(meta, meta.cfg.preprocess, "imagefolder", str(photos))
-    assert np.array_equal(held.pixels, whole.pixels[capped(12, 6)])
+    assert np.array_equal(held.pixels, whole.pixels[capped(whole.labels, 6)])
 
     decoded.clear()
     drawn = calibration_set("imagefolder", 4, meta.cfg.preprocess, str(photos), seed=3, classes=PETS)
     every = calibration_set("imagefolder", 15, meta.cfg.preprocess, str(photos), seed=3, classes=PETS)
     order = np.sort(np.random.default_rng(3).permutation(15)[:4])  # the draw on the decoded split, before
     assert len(decoded) == 4 + 15 and np.array_equal(drawn.images, every.images[order])
-    assert capped(5, 5) is None and capped(10, 4).tolist() == [0, 2, 5, 7]
+    sizes = np.repeat(np.arange(12), [2004, 1500, 603, 999, 402, 198, 150, 102, 30, 9, 3, 2])  # 6,002 images
+    kept = np.bincount(sizes[capped(sizes, 2000)]).tolist()  # the spread of before dropped the last 3 classes
+    assert kept == [667, 500, 201, 333, 134, 66, 50, 34, 10, 3, 1, 1] and capped(sizes[:5], 5) is None
+    by_turns = np.repeat(np.arange(100), 5)[capped(np.repeat(np.arange(100), 5), 50)]  # fewer than the classes
+    assert len(set(by_turns.tolist())) == 50 and by_turns.max() >= 90  # one each, spread over the 100
 
 
 def test_inspect_decodes_only_the_images_it_averages_over_spread_over_the_classes(tmp_path: Path, monkeypatch) -> None:
@@ -428,7 +435,7 @@ def test_inspect_decodes_only_the_images_it_averages_over_spread_over_the_classe
     monkeypatch.setattr(datasets, "read_image", lambda f, *a: decoded.append(f.parent.name) or read_image(f, *a))
     result = runner.invoke(app, ["inspect", str(run), "--images", "3", "--out", str(tmp_path / "inspect")])
     assert result.exit_code == 0, result.output
-    assert decoded == PETS  # before: all 6 decoded, the first 3 (cat, cat, dog) averaged over
+    assert sorted(decoded) == PETS  # before: all 6 decoded, the first 3 (cat, cat, dog) averaged over
     assert json.loads((tmp_path / "inspect" / "summary.json").read_text())["images"] == 3
 
 
@@ -446,3 +453,27 @@ def test_an_unreadable_image_in_the_calibration_draw_is_replaced_by_the_next_dra
     meta = meta_for(model, class_names=PETS)
     drawn = calibration_set("imagefolder", 4, meta.cfg.preprocess, str(photos), seed=1, classes=PETS)
     assert len(drawn.images) == 4 and 1 <= len(drawn.skipped) <= 10, (len(drawn.images), len(drawn.skipped))
+
+
+def test_int8_on_a_held_out_folder_whose_run_data_moved_is_one_line_before_any_precision(tmp_path: Path) -> None:
+    """The fall-back to the run's training data was not checked up front: the fp32 file was written (over an
+    earlier one with --force), then int8 stopped at `missing folder`: half an export."""
+    run, photos = _photo_run(tmp_path)
+    holdout = _jpegs(tmp_path / "holdout", {"cat": 2, "dog": 2})
+    photos.rename(tmp_path / "moved")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["export", str(run), "-p", "fp32", "-p", "int8", "--data-dir", str(holdout),
+                                 "--out", str(out)])  # fmt: skip
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and result.output.count("error:") == 1, result.output
+    assert f"the run's training data is not there (missing folder {photos})" in said and "--calib-dir DIR" in said
+    assert not out.exists()
+
+
+def test_inspect_reads_a_test_split_copied_without_train_or_val(tmp_path: Path) -> None:
+    """Export and eval read test/ alone; inspect, which has no --split, said "choose one with --split"."""
+    run, _ = _photo_run(tmp_path)
+    copied = _jpegs(tmp_path / "copied" / "test", {"cat": 1, "dog": 2}).parent
+    result = runner.invoke(app, ["inspect", str(run), "--data-dir", str(copied), "--out", str(tmp_path / "inspect")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "inspect" / "summary.json").read_text())["images"] == 3

@@ -341,8 +341,8 @@ def _on_heldout(
     classifier: Classifier, source: Path, data: Optional[str], split: str
 ) -> Tuple[np.ndarray, np.ndarray, str, str, str]:
     """The logits, labels, data name, split and description of the held-out set the engine's export kept
-    (the first images of its data's test split, or val's for an image folder without test/), found through
-    the manifest beside the ONNX file, or the one a plan's sidecar names."""
+    (at most 2,000 images of its data's test split, or val's for an image folder without test/, spread over
+    its classes), found through the manifest beside the ONNX file, or the one a plan's sidecar names."""
     from vitc.artifacts import load_heldout, manifest_for
     from vitc.data.files import WHOLE
     from vitc.engines.accuracy import heldout_logits
@@ -366,9 +366,9 @@ def _on_heldout(
     held = str((manifest.drift or {}).get("split") or "test")  # val for an image folder without test/, or WHOLE
     if data is not None and data != kept:
         raise VitcError(f"{source}'s export kept {kept} images, not {data}: give --data-dir to measure on others")
-    if split != "test":
-        what = f"{kept}'s {held} split" if held != WHOLE else f"a plain {kept} (class folders, no splits), read whole"
-        raise VitcError(f"the export kept {what}: give --data-dir to measure on its {split} split")
+    if split not in ("test", held):  # test names the held-out set, whichever split it was read from
+        what = f"{kept}'s {held} split" if held != WHOLE else "a whole folder of class folders (no splits)"
+        raise VitcError(f"the export kept {what}, not a {split} split: give --data-dir to measure on one")
     heldout = load_heldout(manifest)
     if heldout.labels is None:
         raise VitcError(

@@ -45,8 +45,9 @@ def inspect(
     cfg = get_model_cfg(model)
     name, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
     dataset = load_dataset(  # `images` of the split, spread over its classes (`capped`): only those decoded
-        name, "val", data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct, in_chans=cfg.input_size[0],
-        on_bad_image="skip", crop_mode=cfg.crop_mode, recorded=meta.class_names, most=images,
+        name, _split_read(name, folder), data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct,
+        in_chans=cfg.input_size[0], on_bad_image="skip", crop_mode=cfg.crop_mode, recorded=meta.class_names,
+        most=images,
     )  # fmt: skip
     for why in dataset.skipped:  # as training left them out
         plain_console().print(f"skipped: {why}", soft_wrap=True)
@@ -70,3 +71,12 @@ def inspect(
         extra = f"  σ(λ) {' '.join(f'{g:.2f}' for g in gate)}" if gate else ""
         console.print(f"{layer:<28} distance {sum(row) / len(row):6.2f} px{extra}", highlight=False)
     console.print(f"wrote {', '.join(p.name for p in written)} and summary.json to {out}")
+
+
+def _split_read(name: str, folder: str | None) -> str:
+    """val, or test for a folder copied without train/ that holds test/ alone: inspect has no --split to ask."""
+    from vitc.data.files import held_out_only
+
+    if name != "imagefolder" or folder is None or not held_out_only(Path(folder)):
+        return "val"
+    return "test" if (Path(folder) / "test").is_dir() and not (Path(folder) / "val").is_dir() else "val"

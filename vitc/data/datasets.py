@@ -139,7 +139,7 @@ def load_dataset(
         ds = _load_imagefolder(
             folder, split, int(image_size), crop_pct, on_bad_image, whole, crop_mode, recorded, most, most_seed
         )
-    kept = capped(len(ds), most, most_seed) if name != "imagefolder" else None
+    kept = capped(ds.labels.numpy(), most, most_seed) if name != "imagefolder" else None
     if kept is not None:
         ds = ds.subset(kept)
     ds.images = _to_chans(ds.images, in_chans)
@@ -149,25 +149,43 @@ def load_dataset(
     return ds
 
 
-def reading_order(n: int, most: int | None, seed: int | None = None) -> np.ndarray:
-    """The order a read of at most `most` of `n` images tries them in, stopping once `most` are read: all, in
-    order (no cap); without a `seed`, spread evenly over the split's order (every class in proportion, the
-    same images every time: the first `most` of a folder listed class by class are its first classes only);
-    with one, a seeded draw whose later images replace unreadable ones, as --calib-dir's draw does."""
+def reading_order(labels: np.ndarray, most: int | None, seed: int | None = None) -> np.ndarray:
+    """The order a read of at most `most` of the images labelled `labels` tries them in, stopping once `most`
+    are read, so an unreadable image is replaced by the next in the order. No cap: all, in order. With a
+    `seed`: a seeded draw, as --calib-dir's. Without: stratified, the same images every time (the first
+    `most` of a folder listed class by class were its first classes only): an image's key is its rank in
+    its class over the class's size, so the first `most` hold each class in proportion to its images and
+    one of every class the cap allows; classes tied at a key take turns in a spread order."""
+    n = len(labels)
     if most is None or n <= most:
         return np.arange(n)
     if most < 1:
         raise VitcError(f"at most {most} images: keep at least one")
-    if seed is None:
-        return (np.arange(most, dtype=np.int64) * n) // most
-    return np.random.default_rng(seed).permutation(n)
+    if seed is not None:
+        return np.random.default_rng(seed).permutation(n)
+    _, cls, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    by_class = np.argsort(cls, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_class] = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.lexsort((_spread_turn(cls), rank / counts[cls]))
 
 
-def capped(n: int, most: int | None, seed: int | None = None) -> np.ndarray | None:
-    """Which of `n` images, all readable, a read of at most `most` keeps (`reading_order`), sorted; None: all."""
-    if most is None or n <= most:
+def _spread_turn(index: np.ndarray) -> np.ndarray:
+    """Class indices' turns in a spread order (their bits reversed): the first k turns fall evenly over
+    the classes, not on the first k of them."""
+    bits = max(int(index.max()).bit_length(), 1)
+    turn = np.zeros_like(index)
+    for b in range(bits):
+        turn |= ((index >> b) & 1) << (bits - 1 - b)
+    return turn
+
+
+def capped(labels: np.ndarray, most: int | None, seed: int | None = None) -> np.ndarray | None:
+    """Which of the images labelled `labels`, all readable, a read of at most `most` keeps (`reading_order`),
+    sorted; None: all of them."""
+    if most is None or len(labels) <= most:
         return None
-    return np.sort(reading_order(n, most, seed)[:most])
+    return np.sort(reading_order(labels, most, seed)[:most])
 
 
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -346,7 +364,8 @@ def _load_imagefolder(
     check_decoded(min(len(files), most or len(files)), short if whole else size, str(where))
     decoded: dict[int, tuple[np.ndarray, tuple[int, int] | None]] = {}
     skipped = []
-    for i in reading_order(len(files), most, most_seed):  # a capped read decodes only what it keeps
+    order = reading_order(np.array([label for _, label in files], dtype=np.int64), most, most_seed)
+    for i in order:  # a capped read decodes only what it keeps, and what replaces an unreadable one
         if len(decoded) == most:
             break
         path = files[i][0]

@@ -48,7 +48,7 @@ def heldout_set(
     if name == GENERATED:
         return Held(generated_pixels(prep), None, GENERATED)
     ds = load_split(name, "test", prep, data_dir, meta.class_names, most=max_images)  # labelled as the model's head
-    classes = len(meta.class_names) if meta.class_names is not None else meta.cfg.num_classes
+    classes = model_classes(meta)
     other = classes is not None and len(ds.class_names) != classes
     if other or (meta.class_names is not None and set(ds.class_names) != set(meta.class_names)):
         if not named:
@@ -63,6 +63,11 @@ def heldout_set(
             f"--data-dir, or --data {GENERATED} for agreement-only drift on generated inputs"
         )
     return Held(ds.images.numpy(), ds.labels.numpy().astype(np.int64), name, ds.split, ds.skipped)
+
+
+def model_classes(meta: Any) -> int | None:
+    """How many classes a checkpoint's head has: its names' count, else its config's."""
+    return len(meta.class_names) if meta.class_names is not None else meta.cfg.num_classes
 
 
 def generated_pixels(prep: Preprocess, seed: int = 0) -> np.ndarray:

@@ -23,7 +23,7 @@ from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precisio
 from vitc.artifacts.preprocess import Preprocess, normalized
 from vitc.data.files import WHOLE, held_out_only
 from vitc.errors import VitcError
-from vitc.export.heldout import GENERATED, heldout_set
+from vitc.export.heldout import GENERATED, heldout_set, model_classes
 from vitc.limits import MAX_CALIB_IMAGES
 
 # what an export called from Python says (the steps, skipped images) goes to the log, not stdout; `vitc export`
@@ -193,7 +193,9 @@ def prepare_export(
         unread = f" ({len(held.skipped)} unreadable skipped)" if held.skipped else ""
         where = f" from {data_dir}" if data_dir else ""
         part = ", the whole folder (no train/ val/ test/)" if held.split == WHOLE else f" {held.split} split"
-        say(f"held-out set: {held.name}{part}, {len(labels)} images{where}{unread}")
+        present, classes = len(np.unique(labels)), model_classes(meta)
+        of = f", {present} of the model's {classes} classes" if classes and present < classes else ""  # as eval says
+        say(f"held-out set: {held.name}{part}, {len(labels)} images{of}{where}{unread}")
     else:
         why = "" if data_name == GENERATED else f"{data_name}'s classes are not the model's, "
         say(
@@ -349,20 +351,24 @@ def calibration_data(
     run's own training data then, as when no --data-dir is given (said in a line); weights that record
     none are one line asking for --calib-dir, not calibrated on the bundled digits."""
     from vitc.checkpoint import training_data
+    from vitc.data.files import check_data_dir
 
     name, data_dir = training_data(ckpt, meta, opts.data, opts.data_dir)
     if name != "imagefolder" or data_dir is None or not held_out_only(Path(data_dir)):
         return name, data_dir
     trained = (meta.extra.get("train_config") or {}).get("data") or {}
+    why = f"{ckpt} names no training data on this machine"
     try:
         own = training_data(ckpt, meta) if isinstance(trained, dict) and trained.get("name") else None
-    except VitcError:  # trained elsewhere: its folder is not known here
-        own = None
+        if own is not None:  # checked now: INT8 calibrates after the other precisions are written
+            check_data_dir(*own)
+    except VitcError as exc:  # trained elsewhere, or its folder moved: not known here
+        own, why = None, f"the run's training data is not there ({exc})"
     if own is None:
         raise VitcError(
             f"int8 calibrates on a train split: {data_dir} has no train/ (it is read as the held-out set only) "
-            f"and {ckpt} names no training data on this machine; pass --calib-dir DIR (a "
-            "folder of images like those the model will see, a few hundred; subfolders are read)"
+            f"and {why}; pass --calib-dir DIR (a folder of images like those the model will see, a few hundred; "
+            "subfolders are read)"
         )
     where = f" in {own[1]}" if own[1] else ""
     say(f"calibrating on {own[0]}'s train split{where}, the run's training data: {data_dir} has no train/")

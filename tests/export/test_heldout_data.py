@@ -477,3 +477,16 @@ def test_inspect_reads_a_test_split_copied_without_train_or_val(tmp_path: Path) 
     result = runner.invoke(app, ["inspect", str(run), "--data-dir", str(copied), "--out", str(tmp_path / "inspect")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "inspect" / "summary.json").read_text())["images"] == 3
+
+
+def test_an_unreadable_image_in_a_capped_held_out_set_is_replaced(tmp_path: Path) -> None:
+    """The stratified pick of a capped held-out set, or of inspect's images, goes on past an unreadable file:
+    6 asked of 12 with one broken gave 5."""
+    from vitc.export.heldout import heldout_set
+
+    photos = _jpegs(tmp_path / "photos" / "test", dict.fromkeys(PETS, 4)).parent
+    (photos / "test" / "cat" / "0.jpg").write_bytes(b"not a jpeg")  # the first pick of its class
+    model = create_model("deit_micro", **SMALL, img_size=16, num_classes=3)
+    meta = meta_for(model, class_names=PETS)
+    held = heldout_set(meta, meta.cfg.preprocess, "imagefolder", str(photos), max_images=6)
+    assert len(held.labels) == 6 and len(held.skipped) == 1 and sorted(set(held.labels.tolist())) == [0, 1, 2]

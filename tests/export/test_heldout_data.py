@@ -490,3 +490,17 @@ def test_an_unreadable_image_in_a_capped_held_out_set_is_replaced(tmp_path: Path
     meta = meta_for(model, class_names=PETS)
     held = heldout_set(meta, meta.cfg.preprocess, "imagefolder", str(photos), max_images=6)
     assert len(held.labels) == 6 and len(held.skipped) == 1 and sorted(set(held.labels.tolist())) == [0, 1, 2]
+
+
+def test_a_held_out_folder_that_is_the_runs_own_train_split_is_warned_of(tmp_path: Path) -> None:
+    """photos/train has no splits of its own, so it is read whole, as any folder of class folders: the drift's
+    top-1 would be on the images the run trained on, which export now says in a line."""
+    run, photos = _photo_run(tmp_path)
+    result = runner.invoke(app, ["export", str(run), "-p", "fp32", "--data-dir", str(photos / "train"),
+                                 "--out", str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"warning: {photos / 'train'} is the train/ folder the run trained on" in said
+    other = runner.invoke(app, ["export", str(run), "-p", "fp32", "--data-dir", str(photos / "val"),
+                                "--out", str(tmp_path / "out2")])  # fmt: skip
+    assert other.exit_code == 0 and "warning:" not in other.output, other.output

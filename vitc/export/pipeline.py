@@ -196,6 +196,8 @@ def prepare_export(
         present, classes = len(np.unique(labels)), model_classes(meta)
         of = f", {present} of the model's {classes} classes" if classes and present < classes else ""  # as eval says
         say(f"held-out set: {held.name}{part}, {len(labels)} images{of}{where}{unread}")
+        if held.split == WHOLE and data_dir and _run_trained_on(ckpt, meta, Path(data_dir)):
+            say(f"warning: {data_dir} is the train/ folder the run trained on: its drift's top-1 is on images it saw")
     else:
         why = "" if data_name == GENERATED else f"{data_name}'s classes are not the model's, "
         say(
@@ -341,6 +343,18 @@ def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path, say: Callab
         why += [f"whole batches of {static}"] if used < found else []
         say(f"calibrating on {used} images of the {opts.calib_images} asked ({'; '.join(why)})")
     return cal
+
+
+def _run_trained_on(ckpt: Path, meta: Any, folder: Path) -> bool:
+    """Whether `folder` is the train/ split of the run's own image folder: read whole, as a folder without
+    splits is, it would be a held-out set of the images the model learnt."""
+    from vitc.checkpoint import training_data
+
+    try:
+        name, own = training_data(ckpt, meta)
+    except VitcError:  # not a run of this machine: its training folder is not known
+        return False
+    return name == "imagefolder" and own is not None and (Path(own) / "train").resolve() == folder.resolve()
 
 
 def calibration_data(

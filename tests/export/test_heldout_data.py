@@ -105,7 +105,11 @@ def test_export_refuses_a_folder_of_other_classes_of_the_same_count(tmp_path: Pa
     out = tmp_path / "x"
     result = runner.invoke(app, ["export", str(path), "--data-dir", str(photos), "--out", str(out)])
     assert result.exit_code == 2, result.output
-    assert "names other classes (ant, bee, cow) than the model (cat, dog, fox)" in " ".join(result.output.split())
+    said = " ".join(result.output.split())  # read as vitc eval reads it, and refused in its words
+    assert (
+        f"{photos / 'val'} has class folders the model does not know: ant, bee, cow (its 3 classes: cat, dog, fox)"
+        in said
+    )
     assert not out.exists()
 
 
@@ -504,3 +508,26 @@ def test_a_held_out_folder_that_is_the_runs_own_train_split_is_warned_of(tmp_pat
     other = runner.invoke(app, ["export", str(run), "-p", "fp32", "--data-dir", str(photos / "val"),
                                 "--out", str(tmp_path / "out2")])  # fmt: skip
     assert other.exit_code == 0 and "warning:" not in other.output, other.output
+
+
+def test_a_val_split_without_some_classes_is_measured_as_eval_measures_it(tmp_path: Path) -> None:
+    """A photos/ tree whose val/ has no fox images (an empty fox/ folder, no owl): `vitc eval` measured it
+    ("2 of the model's 3 classes"), export and inspect said "class folder .../val/fox has no images" (or
+    "must have the same class folders as train"). Training's own val still needs train's class folders."""
+    from vitc.artifacts import load_heldout, load_manifest
+    from vitc.data.datasets import load_dataset
+
+    run, photos = _photo_run(tmp_path)  # trained on photos/: cat, dog, fox in train/ and val/
+    for image in (photos / "val" / "fox").iterdir():
+        image.unlink()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["export", str(run), "-p", "fp32", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "4 images, 2 of the model's 3 classes" in " ".join(result.output.split())
+    manifest = load_manifest(out / "pets" / "manifest.fp32.json")
+    assert manifest.drift is not None and manifest.drift["split"] == "val"
+    assert load_heldout(manifest).labels.tolist() == [0, 0, 1, 1]
+    shown = runner.invoke(app, ["inspect", str(run), "--out", str(tmp_path / "inspect")])
+    assert shown.exit_code == 0, shown.output
+    with pytest.raises(VitcError, match=r"class folder .*val/fox has no images"):
+        load_dataset("imagefolder", "val", data_dir=photos, image_size=16)  # what training reads

@@ -47,7 +47,7 @@ def inspect(
     dataset = load_dataset(  # `images` of the split, spread over its classes (`capped`): only those decoded
         name, _split_read(name, folder), data_dir=folder, image_size=cfg.input_size[1], crop_pct=cfg.crop_pct,
         in_chans=cfg.input_size[0], on_bad_image="skip", crop_mode=cfg.crop_mode, recorded=meta.class_names,
-        most=images,
+        most=images, measured=True,
     )  # fmt: skip
     for why in dataset.skipped:  # as training left them out
         plain_console().print(f"skipped: {why}", soft_wrap=True)

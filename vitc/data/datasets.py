@@ -98,6 +98,7 @@ def load_dataset(
     recorded: Sequence[str] | None = None,
     most: int | None = None,
     most_seed: int | None = None,
+    measured: bool = False,
 ) -> ImageSet:
     """Load one split of a dataset as an `ImageSet` of `image_size` x `image_size` uint8 images.
 
@@ -114,7 +115,10 @@ def load_dataset(
     its reason kept in `ImageSet.skipped` ("skip"), as the streamed path does per batch.
     `most` keeps at most that many images, spread over the split or drawn with `most_seed` (`reading_order`),
     chosen from an image folder's file list before any is decoded: export's held-out set, INT8 calibration
-    and `vitc inspect` read a few thousand images of a split of any size.
+    and `vitc inspect` read a few thousand images of a split of any size. A val or test split a model is
+    `measured` on (export's held-out set, inspect) is read as `vitc eval` reads it, also in a folder with
+    train/: some of the model's classes, or an empty class folder, are measured, where training's own val
+    and test need train's class folders.
     """
     if name not in DATASETS:
         raise VitcError(f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS)})")
@@ -137,8 +141,9 @@ def load_dataset(
     else:
         folder = Path(data_dir)  # type: ignore[arg-type]
         ds = _load_imagefolder(
-            folder, split, int(image_size), crop_pct, on_bad_image, whole, crop_mode, recorded, most, most_seed
-        )
+            folder, split, int(image_size), crop_pct, on_bad_image, whole, crop_mode, recorded, most, most_seed,
+            measured,
+        )  # fmt: skip
     kept = capped(ds.labels.numpy(), most, most_seed) if name != "imagefolder" else None
     if kept is not None:
         ds = ds.subset(kept)
@@ -352,13 +357,14 @@ def _load_imagefolder(
     recorded: Sequence[str] | None = None,
     most: int | None = None,
     most_seed: int | None = None,
+    measured: bool = False,
 ) -> ImageSet:
     """`data_dir/<split>/<class>/<image files>`; classes come from train; test falls back to val when absent.
     A folder without train/ is read as `vitc eval` reads it (`_folder_files`): class folders directly are all of it.
     Centre crops at `size` as evaluated, or with `whole` the whole photos (`read_whole`) at size / crop_pct."""
     if on_bad_image not in ("skip", "stop"):
         raise VitcError(f"data.on_bad_image must be skip or stop, got {on_bad_image!r}")
-    classes, files, read = _folder_files(data_dir, split, recorded)
+    classes, files, read = _folder_files(data_dir, split, recorded, measured)
     where = data_dir if read == WHOLE else data_dir / read
     short = eval_resize(size, crop_pct)
     check_decoded(min(len(files), most or len(files)), short if whole else size, str(where))
@@ -385,14 +391,16 @@ def _load_imagefolder(
 
 
 def _folder_files(
-    data_dir: Path, split: str, recorded: Sequence[str] | None
+    data_dir: Path, split: str, recorded: Sequence[str] | None, measured: bool = False
 ) -> tuple[list[str], list[tuple[Path, int]], str]:
-    """The class names, each image file with its label, and the split read. A folder without train/ is only
-    measured on (`held_out_only`): its val and test are read as `vitc eval` reads them (`labelled_files`:
-    class folders directly are all of it, WHOLE), labelled by the `recorded` names (the model's: a subset of
-    them, and an unknown folder a one-line error); its train is refused, as training needs train/."""
-    if split != "train" and held_out_only(data_dir):
-        root, _ = split_folder(data_dir, split)
+    """The class names, each image file with its label, and the split read. A val or test split `measured`
+    on, and any of a folder without train/ (`held_out_only`, only measured on), is read as `vitc eval` reads
+    it (`labelled_files`: class folders directly are all of it, WHOLE), labelled by the `recorded` names (the
+    model's: a subset of them, and an unknown folder a one-line error), else by train's; a folder without
+    train/ has no train split, as training needs train/."""
+    if split != "train" and (measured or held_out_only(data_dir)):
+        trained = data_dir / "train"
+        root = trained if trained.is_dir() else split_folder(data_dir, split)[0]
         names = list(recorded) if recorded is not None else class_order(_class_dirs(root))
         index, read = labelled_files(data_dir, split, names)
         files = [(index.root / f, int(y)) for f, y in zip(index.files, index.labels, strict=True)]

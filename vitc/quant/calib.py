@@ -94,6 +94,7 @@ def load_split(
         recorded=classes,
         most=most,
         most_seed=most_seed,
+        measured=split != "train",  # the held-out set: read as vitc eval reads it
     )
 
 

@@ -113,7 +113,7 @@ def load_dataset(
     its images, split "all"), labelled by the `recorded` names; it has no train split.
     An image folder's unreadable file stops the load (`on_bad_image="stop"`) or is left out and
     its reason kept in `ImageSet.skipped` ("skip"), as the streamed path does per batch.
-    `most` keeps at most that many images, spread over the split or drawn with `most_seed` (`reading_order`),
+    `most` keeps at most that many images, stratified over the classes or drawn with `most_seed` (`reading_order`),
     chosen from an image folder's file list before any is decoded: export's held-out set, INT8 calibration
     and `vitc inspect` read a few thousand images of a split of any size. A val or test split a model is
     `measured` on (export's held-out set, inspect) is read as `vitc eval` reads it, also in a folder with

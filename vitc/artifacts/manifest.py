@@ -311,30 +311,31 @@ def file_state(path: Path, expected: str | None) -> str:
 def check_file_hash(path: Path, expected: str | None, manifest: Path) -> None:
     """Refuse `path` when it is not the file `manifest` recorded (a missing file is its reader's to name)."""
     if file_state(path, expected) == FILE_DIFFERS:
-        raise mixed_export([(path, manifest)])
+        raise unusable_export([(path, manifest)], FILE_DIFFERS)
 
 
-def mixed_export(files: list[tuple[Path, Path]]) -> VitcError:
-    """The one line for (file, its manifest) pairs whose sha256 differs from what the manifest recorded."""
+# An export's file that is not the one its manifest recorded: (for one file, for several, why), per file_state.
+_UNUSABLE = {
+    FILE_DIFFERS: (
+        "is not the file {} describes",
+        "are not the files {} describe",
+        " (sha256 differs): the export was interrupted or mixed with another one",
+    ),
+    FILE_MISSING: (
+        "is missing ({} describes it)",
+        "are missing ({} describe them)",
+        ": the export was deleted or moved in part",
+    ),
+}
+
+
+def unusable_export(files: list[tuple[Path, Path]], state: str) -> VitcError:
+    """The one line for (file, its manifest) pairs in `state` (FILE_DIFFERS or FILE_MISSING): the manifest's
+    drift and held-out set describe a model this folder no longer holds."""
+    one, several, why = _UNUSABLE[state]
     if len(files) == 1:
-        what = f"{files[0][0]} is not the file {files[0][1].name} describes"
+        what = f"{files[0][0]} {one.format(files[0][1].name)}"
     else:
         names = ", ".join(path.name for path, _ in files)
-        manifests = ", ".join(manifest.name for _, manifest in files)
-        what = f"{files[0][0].parent}: {names} are not the files {manifests} describe"
-    return VitcError(
-        f"{what} (sha256 differs): the export was interrupted or mixed with another one; run vitc export again "
-        "with --force"
-    )
-
-
-def missing_export(files: list[tuple[Path, Path]]) -> VitcError:
-    """The one line for (file, its manifest) pairs whose file is not there: the manifest describes a model that
-    no longer exists (deleted or moved), so its drift and held-out set describe nothing this folder holds."""
-    if len(files) == 1:
-        what = f"{files[0][0]} is missing ({files[0][1].name} describes it)"
-    else:
-        names = ", ".join(path.name for path, _ in files)
-        manifests = ", ".join(manifest.name for _, manifest in files)
-        what = f"{files[0][0].parent}: {names} are missing ({manifests} describe them)"
-    return VitcError(f"{what}: the export was deleted or moved in part; run vitc export again with --force")
+        what = f"{files[0][0].parent}: {names} {several.format(', '.join(m.name for _, m in files))}"
+    return VitcError(f"{what}{why}; run vitc export again with --force")

@@ -54,15 +54,18 @@ def _describe_exports(path: Path) -> tuple[dict[str, Any], VitcError | None]:
     by precision. Each with `onnx_file`, the state of its ONNX file (ok, sha256 differs, missing, or no
     sha256 in an older manifest), and the refusal when any differs or is missing (a differing one first)."""
     from vitc.artifacts import load_manifest, manifest_paths
-    from vitc.artifacts.manifest import FILE_DIFFERS, FILE_MISSING, file_state, missing_export, mixed_export
+    from vitc.artifacts.manifest import FILE_DIFFERS, FILE_MISSING, file_state, unusable_export
 
     found = manifest_paths(path) if path.is_dir() else []
     manifests = [load_manifest(p) for p in found] if len(found) > 1 else [load_manifest(path)]  # none: it says
     states = [file_state(m.onnx_path, m.onnx_sha256) for m in manifests]
     records = [{**m.to_record(), "onnx_file": state} for m, state in zip(manifests, states)]
-    differ = [(m.onnx_path, m.path) for m, state in zip(manifests, states) if state == FILE_DIFFERS]
-    missing = [(m.onnx_path, m.path) for m, state in zip(manifests, states) if state == FILE_MISSING]
-    refusal = mixed_export(differ) if differ else missing_export(missing) if missing else None
+    refusal = None
+    for refused in (FILE_DIFFERS, FILE_MISSING):  # a differing file is said first
+        pairs = [(m.onnx_path, m.path) for m, state in zip(manifests, states) if state == refused]
+        if pairs:
+            refusal = unusable_export(pairs, refused)
+            break
     if len(manifests) == 1:
         return {"kind": "vitc export", **records[0]}, refusal
     exports = {m.precision: record for m, record in zip(manifests, records)}

@@ -399,9 +399,11 @@ def _folder_files(
     model's: a subset of them, and an unknown folder a one-line error), else by train's; a folder without
     train/ has no train split, as training needs train/."""
     if split != "train" and (measured or held_out_only(data_dir)):
-        trained = data_dir / "train"
-        root = trained if trained.is_dir() else split_folder(data_dir, split)[0]
-        names = list(recorded) if recorded is not None else class_order(_class_dirs(root))
+        if recorded is not None:
+            names = list(recorded)
+        else:  # a checkpoint that names no classes: numbered as train's folders were, or the split's own
+            trained = data_dir / "train"
+            names = class_order(_class_dirs(trained if trained.is_dir() else split_folder(data_dir, split)[0]))
         index, read = labelled_files(data_dir, split, names)
         files = [(index.root / f, int(y)) for f, y in zip(index.files, index.labels, strict=True)]
         return index.class_names, files, read

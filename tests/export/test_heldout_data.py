@@ -415,6 +415,8 @@ def test_a_capped_held_out_set_spans_every_class_and_decodes_only_what_it_keeps(
     assert held.labels.tolist() == [0, 0, 1, 1, 2, 2] and len(decoded) == 6  # before: [0, 0, 0, 0, 1, 1], 12 decoded
     whole = heldout_set(meta, meta.cfg.preprocess, "imagefolder", str(photos))
     assert np.array_equal(held.pixels, whole.pixels[capped(whole.labels, 6)])
+    monkeypatch.setattr("vitc.export.heldout.HELDOUT_MAX", 9)  # the cap is read at the call (a default argument before)
+    assert len(heldout_set(meta, meta.cfg.preprocess, "imagefolder", str(photos)).labels) == 9
 
     decoded.clear()
     drawn = calibration_set("imagefolder", 4, meta.cfg.preprocess, str(photos), seed=3, classes=PETS)

@@ -35,19 +35,22 @@ def heldout_set(
     prep: Preprocess,
     name: str,
     data_dir: str | None,
-    max_images: int = HELDOUT_MAX,
+    max_images: int | None = None,
     named: bool = True,
 ) -> Held:
     """The test split of `name` (see checkpoint.training_data; an image folder without test/ gives its
     val/, class folders without splits all of them, as `vitc eval` reads them), or generated inputs without
     labels for `--data generated`, or when the data was not `named` by the user and its classes are not the
     model's (an imported ImageNet model: no local data has its classes). The held-out file stores the
-    pixels; every reader normalises them with `normalized`."""
+    pixels; every reader normalises them with `normalized`. At most `max_images` (HELDOUT_MAX, read at the
+    call) are kept, stratified over the classes."""
     from vitc.quant.calib import load_split
 
     if name == GENERATED:
         return Held(generated_pixels(prep), None, GENERATED)
-    ds = load_split(name, "test", prep, data_dir, meta.class_names, most=max_images)  # labelled as the model's head
+    ds = load_split(
+        name, "test", prep, data_dir, meta.class_names, most=HELDOUT_MAX if max_images is None else max_images
+    )  # labelled as the model's head
     classes = model_classes(meta)
     other = classes is not None and len(ds.class_names) != classes
     if other or (meta.class_names is not None and set(ds.class_names) != set(meta.class_names)):

@@ -167,11 +167,11 @@ def _vitc_artifact(path: Path) -> str:
     manifest, an engine's sidecar. --force over one of them broke the run (--resume) or the export (info, bench)."""
     if path.name in RUN_FILES and (path.parent / "config.json").is_file():
         return f"a run's {path.name}"
-    record = _json_record(path) if path.suffix.lower() == ".json" else None
+    record = json_record(path) if path.suffix.lower() == ".json" else None
     return _ARTIFACT_FORMATS.get(record.get("format"), "") if record is not None else ""
 
 
-def _json_record(path: Path) -> dict[str, Any] | None:
+def json_record(path: Path) -> dict[str, Any] | None:
     """The JSON object in `path`, or None where there is none to read."""
     try:
         record = parse_json(path.read_bytes(), str(path))
@@ -185,7 +185,7 @@ def json_report(*keys: str, fmt: str | None = None) -> Callable[[Path], bool]:
     which none of vitc's manifests and sidecars is), so the reports of earlier releases are recognised too."""
 
     def recognise(path: Path) -> bool:
-        record = _json_record(path)
+        record = json_record(path)
         return record is not None and all(key in record for key in keys) and record.get("format") == fmt
 
     return recognise

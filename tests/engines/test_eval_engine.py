@@ -118,6 +118,25 @@ def test_a_plan_is_measured_as_its_export(version, fake, export_dir: Path, tmp_p
     )
 
 
+def test_a_rebuilt_plan_takes_the_reports_of_the_one_it_replaced(fake, export_dir: Path, tmp_path: Path) -> None:
+    """`vitc build --force` over a plan removes eval's reports of the old plan, named as eval names them, and
+    says so; a report of another file, or one named with --out, stays."""
+    fake("10.3")
+    plan = tmp_path / "engines" / "tiny.plan"
+    onnx = export_dir / "model.fp32.onnx"
+    for _ in range(2):
+        assert cli.invoke(app, ["build", str(onnx), "--out", str(plan), "--force"]).exit_code == 0
+        for source, args in ((plan, []), (onnx, ["--device", "cpu"]), (plan, ["--out", str(tmp_path / "mine.png")])):
+            assert cli.invoke(app, ["eval", str(source), *args]).exit_code == 0
+        made = sorted(p.name for p in plan.parent.glob("tiny.confusion.*"))  # no PNG without matplotlib (a Jetson)
+        assert made[0] == "tiny.confusion.test.json" and made[1:] in ([], ["tiny.confusion.test.png"])
+    built = cli.invoke(app, ["build", str(onnx), "--out", str(plan), "--force"])
+    assert built.exit_code == 0, built.output
+    assert f"removed {', '.join(made)}: vitc eval's reports of the replaced tiny.plan" in built.output
+    assert not list(plan.parent.glob("tiny.confusion.*"))  # both stayed before, describing the old plan
+    assert (export_dir / "model.fp32.confusion.test.json").exists() and (tmp_path / "mine.json").exists()
+
+
 def test_an_engine_report_is_named_by_the_split_read(export_dir: Path, tmp_path: Path) -> None:
     """Without test/, val/ is measured and named (it was named test); a plain folder is "all"; the
     held-out set of an image folder without test/ is its val split (the manifest's drift says so)."""

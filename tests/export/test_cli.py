@@ -8,11 +8,13 @@ from typer.testing import CliRunner
 
 from vitc.cli._errors import handle_errors
 from vitc.cli.check import check
+from vitc.cli.eval import evaluate
 from vitc.cli.export import export
 
 app = typer.Typer()
 app.command("export")(handle_errors(export))
 app.command("check")(handle_errors(check))
+app.command("eval")(handle_errors(evaluate))
 runner = CliRunner()
 
 
@@ -112,6 +114,14 @@ def test_several_precisions_share_one_export(trained_ckpt, tmp_path, monkeypatch
     again = runner.invoke(app, ["export", str(trained_ckpt), "-p", "int8", "-p", "fp16", "--out", str(tmp_path)])
     assert again.exit_code == 2 and "--force" in again.output  # checked before any work: no int8 file either
     assert not (run / "model.int8.onnx").exists()
+    for args in ([], ["--out", str(tmp_path / "mine.png")]):  # eval's report of fp32 by default, and one it named
+        measured = runner.invoke(app, ["eval", str(run / "model.fp32.onnx"), *args])
+        assert measured.exit_code == 0, measured.output
+    assert (run / "model.fp32.confusion.test.json").exists() and (run / "model.fp32.confusion.test.png").exists()
+    forced = runner.invoke(app, ["export", str(trained_ckpt), "-p", "fp32", "--out", str(tmp_path), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "removed model.fp32.confusion.test.json, model.fp32.confusion.test.png" in forced.output  # kept before
+    assert not list(run.glob("*.confusion.*")) and (tmp_path / "mine.json").exists()  # what the user named stays
 
 
 def test_opsets_vitc_cannot_write_are_refused_before_the_export(trained_ckpt, tmp_path, monkeypatch) -> None:

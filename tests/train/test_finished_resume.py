@@ -63,8 +63,14 @@ def test_resuming_a_finished_run_says_so_and_touches_nothing(
             "with N > 1 trains it longer)"
         ], result.output
         assert snapshot(out_dir) == before, how  # no file written, none added (a lock, a .new folder), none removed
+    for args in ([str(run / "last.safetensors")], [str(run), "--out", str(out_dir / "mine.png")]):
+        assert runner.invoke(app, ["eval", *args]).exit_code == 0
     longer = runner.invoke(app, ["train", "-q", "--resume", str(run), "--epochs", "2"])
     assert longer.exit_code == 0 and json.loads((run / "summary.json").read_text())["epochs"] == 2, longer.output
+    assert "removed last.confusion.test.json, last.confusion.test.png: vitc eval's reports of the replaced " in (
+        longer.output
+    )  # they stayed, of the epoch-1 weights
+    assert not list(run.glob("*.confusion.*")) and (out_dir / "mine.json").exists()  # what the user named stays
 
 
 def _fake_run(folder: Path, epochs: list[float], summary: dict[str, Any] | None, step_in_epoch: int = 0) -> Path:

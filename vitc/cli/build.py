@@ -44,6 +44,7 @@ def build(
     from vitc.artifacts.sidecar import sidecar_path
     from vitc.build.options import BuildOptions
     from vitc.build.tensorrt import build_engine
+    from vitc.cli.eval import drop_stale_reports
 
     if path_kind(onnx) != FILE:
         raise not_taken(onnx, "an ONNX file", (".onnx",))
@@ -58,6 +59,7 @@ def build(
         out = Path("engines") / f"{run}.{chosen}.plan"
     _check_plan_name(out)
     refuse_to_replace((out, sidecar_path(out)), force)  # an earlier build, as export's ONNX files
+    replaced = [out] if out.exists() else []  # eval's reports of it go once the build succeeds
     result = build_engine(
         BuildOptions(
             onnx=onnx,
@@ -74,6 +76,7 @@ def build(
             check=not no_check,
         )
     )
+    drop_stale_reports(replaced)
     terminal = console()
     for line in result.warnings:
         terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each

@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from vitc._io import ReportKind, json_report, report_path
+from vitc._io import ReportKind, json_record, json_report, report_path
 from vitc._text import few_names
 from vitc.cli._console import console, labelled
 from vitc.cli._options import ForceOpt
@@ -254,6 +254,33 @@ def _report_path(source: Path, data_dir: Optional[Path], read: str) -> Path:
     best.confusion.val.all.png, not the training data's best.confusion.val.png)."""
     folder = "" if data_dir is None else f".{data_dir.resolve().name}"
     return source.with_name(f"{source.stem}.confusion{folder}.{read}.png")
+
+
+def stale_reports(source: Path) -> List[Path]:
+    """Eval's reports of `source` under their default names (every folder and split measured): the JSONs
+    that say they measured a file of that name, and their PNGs. Replacing `source` (export or build with
+    --force) makes them describe a model that is gone."""
+    import glob
+
+    found: List[Path] = []
+    for json_path in sorted(source.parent.glob(f"{glob.escape(source.stem)}.confusion.*.json")):
+        record = json_record(json_path) if EVAL_JSON.recognise(json_path) else None
+        measured = record and (record.get("engine") or record.get("checkpoint"))
+        if isinstance(measured, str) and Path(measured).name == source.name:
+            png = json_path.with_suffix(".png")
+            found += [json_path] + ([png] if _is_eval_figure(png) else [])
+    return found
+
+
+def drop_stale_reports(replaced: Iterable[Path]) -> None:
+    """Remove eval's reports of the files just replaced, and say so (their figures are of the old file)."""
+    for source in replaced:
+        stale = stale_reports(source)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            names = ", ".join(path.name for path in stale)
+            console().print(f"removed {names}: vitc eval's reports of the replaced {source.name}", soft_wrap=True)
 
 
 def _say_speed(terminal: Console, images: int, inside: float, outside: float, what: str, batch: int) -> None:

@@ -58,6 +58,7 @@ def export(
 
     Drift is measured on held-out data, or on generated inputs (agreement only) when none has its classes."""
     from vitc.checkpoint import resolve_checkpoint
+    from vitc.cli.eval import drop_stale_reports
     from vitc.errors import VitcError
     from vitc.export import ExportOptions, export_checkpoint
     from vitc.export.pipeline import output_paths, prepare_export, validate
@@ -77,9 +78,11 @@ def export(
     )  # fmt: skip
     all_opts = [replace(base, precision=name) for name in precision or ["fp32"]]
     ckpt = resolve_checkpoint(ckpt)  # a run folder: its best checkpoint
+    replaced = []  # ONNX files this export replaces (--force): eval's reports of them go once it succeeds
     for opts in all_opts:  # every option and output checked before any work
         validate(opts)
-        output_paths(ckpt, opts)
+        onnx_path = output_paths(ckpt, opts)[1]
+        replaced += [onnx_path] if onnx_path.exists() else []
     prepared = prepare_export(ckpt, all_opts[0], say, also=all_opts[1:])  # compile and export once for every precision
     results = []
     for opts in all_opts:
@@ -90,6 +93,7 @@ def export(
             terminal.print(f"first block below {result.explain['threshold']}: {result.explain['first_bad'] or 'none'}")
         terminal.print(f"wrote {result.onnx_path} and {result.manifest_path}", soft_wrap=True)
         results.append(result)
+    drop_stale_reports(replaced)
     terminal.print(_drift_table(results))
     terminal.print(_next_command(results), markup=False, highlight=False, soft_wrap=True)  # one line to copy
 

@@ -65,6 +65,7 @@ def train(
     ] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
+    from vitc.cli.eval import drop_stale_reports
     from vitc.train.run_folder import RunFolder, resume_command
 
     # everything the command line and the recipe say is checked before torch is imported (seconds)
@@ -85,9 +86,11 @@ def train(
             line = finished.line(resume_command(cfg, world, by_nproc=nproc > 1))
             console().print(line, markup=False, highlight=False, soft_wrap=True)
         return
+    before = _checkpoints(cfg) if resume else {}  # a resumed run replaces them: eval's reports of them go
     if nproc > 1:
         RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
         _launch_torchrun(nproc, functools.partial(_what_was_saved, cfg, nproc, resume, time.time()))
+        drop_stale_reports(path for path, stamp in before.items() if _checkpoints(cfg).get(path) != stamp)
         return
     if not quiet and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         for note in notes:
@@ -110,6 +113,7 @@ def train(
                 "counted per epoch in metrics.jsonl)",
                 markup=False, highlight=False, soft_wrap=True,
             )  # fmt: skip
+        drop_stale_reports(path for path, stamp in before.items() if _checkpoints(cfg).get(path) != stamp)
         run = Path(cfg.run.out_dir) / cfg.run_name
         say(f"next: vitc export {run} -p fp32 -p fp16 -p int8", markup=False, highlight=False, soft_wrap=True)
 
@@ -232,6 +236,16 @@ def _what_was_saved(cfg: TrainConfig, nproc: int, resume: bool, since: float) ->
     if state.exists() and (resume or state.stat().st_mtime >= since):
         return f"continue with: {command}"
     return "nothing was saved"
+
+
+def _checkpoints(cfg: TrainConfig) -> dict[Path, tuple[int, int, int]]:
+    """The run's checkpoints, each with what tells a replaced file (inode, mtime, size)."""
+    folder = Path(cfg.run.out_dir) / cfg.run_name
+    stamps = {}
+    for path in folder.glob("*.safetensors"):
+        stat = path.stat()
+        stamps[path] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return stamps
 
 
 def _check_nproc(nproc: int) -> None:

@@ -125,3 +125,17 @@ def test_predict_gives_back_the_callers_training_flags() -> None:
     assert model.training and not frozen.training
     assert all(m.training for m in model.modules() if m is not frozen)
     assert vitc.predict(model.eval(), image, top_k=3) == eval_top  # it ran in eval mode all the same
+
+
+def test_a_model_fine_tuned_in_ones_own_loop_is_saved_with_its_class_names(tmp_path: Path) -> None:
+    """vitc.save_checkpoint did not exist: saving from Python meant vitc.checkpoint.save_checkpoint and meta_for,
+    and class names for a reset head had no documented way in."""
+    model = vitc.create_model("deit_micro", depth=1)
+    model.reset_classifier(3)
+    path = vitc.save_checkpoint(tmp_path / "pets.safetensors", model, class_names=["cat", "dog", "fox"])
+    loaded = vitc.load_model(path)
+    assert loaded.vitc_class_names == ["cat", "dog", "fox"] and loaded.get_classifier().out_features == 3
+    assert vitc.predict(loaded, np.zeros((32, 32, 3), np.uint8), top_k=1)[0][0] in ("cat", "dog", "fox")
+    with pytest.raises(VitcError, match="2 class names for a head of 3 classes"):
+        vitc.save_checkpoint(tmp_path / "bad.safetensors", model, class_names=["cat", "dog"])
+    assert not (tmp_path / "bad.safetensors").exists()

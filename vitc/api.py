@@ -32,13 +32,16 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     hub or Hugging Face folder's config.json (label_names, id2label); otherwise classes are named by their index."""
     from vitc._io import read_safetensors_metadata
     from vitc.artifacts.preprocess import resolve_preprocess
+    from vitc.artifacts.resume import refuse_resume_state
     from vitc.checkpoint import META_KEY, read_meta
     from vitc.checkpoint import load_model as load_checkpoint
     from vitc.downloads import model_named_by, weights_file
     from vitc.importers import EVALUATION_SETTINGS, convert_file, folder_classes
 
     file = weights_file(path)
-    if file.suffix == ".safetensors" and META_KEY in read_safetensors_metadata(file):
+    metadata = read_safetensors_metadata(file) if file.suffix == ".safetensors" else {}
+    refuse_resume_state(file, metadata)
+    if META_KEY in metadata:
         if model_name is not None:
             _check_model_name(model_name, read_meta(file).model, file)
         given = {key: overrides.pop(key) for key in EVALUATION_SETTINGS if key in overrides}
@@ -56,6 +59,20 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     model, _, file = convert_file(file, model_name, **overrides)
     model.vitc_class_names = folder_classes(file, model)
     return model.eval()
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, class_names: Sequence[str] | None = None) -> Path:
+    """Write `model` (from `create_model` or `load_model`, fine-tuned in one's own loop) as a vitc checkpoint
+    that every command reads: safetensors weights with the model's description in the header. `class_names`
+    name its head's rows (default: those the model was loaded with, while its head keeps their count)."""
+    from vitc.checkpoint import meta_for
+    from vitc.checkpoint import save_checkpoint as save
+
+    fields = {} if class_names is None else {"class_names": [str(name) for name in class_names]}
+    meta = meta_for(model, **fields)
+    if meta.class_names is not None and len(meta.class_names) != meta.cfg.num_classes:
+        raise VitcError(f"{len(meta.class_names)} class names for a head of {meta.cfg.num_classes} classes")
+    return save(path, model, meta)
 
 
 def _check_model_name(model_name: str, held: str, file: Path) -> None:
@@ -110,4 +127,4 @@ def _is_batch_array(images: Any) -> bool:
     return isinstance(images, np.ndarray) and images.ndim == 4
 
 
-__all__ = ["load_model", "predict", "preprocess"]
+__all__ = ["load_model", "predict", "preprocess", "save_checkpoint"]

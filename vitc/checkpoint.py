@@ -18,6 +18,7 @@ from vitc._io import atomic_write, check_format, parse_json, read_safetensors_he
 from vitc._modules import unwrap_model
 from vitc.artifacts.model_cfg import POOLING_ARGS, ModelCfg, parse_model_cfg
 from vitc.artifacts.preprocess import format_version, resolve_preprocess
+from vitc.artifacts.resume import refuse_resume_state
 from vitc.errors import VitcError
 
 FORMAT = "vitc.checkpoint"
@@ -79,8 +80,10 @@ def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
 
 
 def _meta_in(header: dict[str, Any], path: str | os.PathLike[str]) -> CheckpointMeta:
-    text = (header.get("__metadata__") or {}).get(META_KEY)
+    metadata = header.get("__metadata__") or {}
+    text = metadata.get(META_KEY)
     if text is None:
+        refuse_resume_state(path, metadata)
         raise VitcError(f"{path}: a safetensors file without vitc metadata (use `vitc import` to convert it)")
     return CheckpointMeta.from_json(text, str(path))
 
@@ -117,10 +120,20 @@ def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMe
     DDP wrapper is saved as the model inside it, whose keys `load_model` reads."""
     from safetensors.torch import save_file
 
+    from vitc.models.loading import check_skeleton
+
     model = unwrap_model(model)
+    compiled_for = getattr(model, "vitc_compiled", None)
+    if compiled_for is not None:
+        raise VitcError(
+            f"{path}: not saved: this model was rewritten by vitc.compile.compile_model (for {compiled_for}), whose "
+            "static tables no checkpoint holds: save the model you compiled, or write a .pt2 with vitc compile --out"
+        )
     meta = meta or meta_for(model)
     require_pooled(meta.args, str(path))
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    check_skeleton(meta.model, meta.args, f"{path}: not saved: the model", shapes)  # load_model would refuse it
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: meta.to_json()})
     return Path(path)
@@ -145,12 +158,19 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
     is built on the meta device first and must have exactly the tensors of its header.
     """
     from vitc.models import get_model_cfg
-    from vitc.models.loading import adapt_input_channels, build_within_limits, load_strict
+    from vitc.models.loading import adapt_input_channels, build_within_limits, load_strict, resample_to_grid
 
     header = read_safetensors_header(path)
     meta = _meta_in(header, path)
+    classes = overrides.get("num_classes", meta.cfg.num_classes)
+    if classes != meta.cfg.num_classes:
+        raise VitcError(
+            f"{path} has a head of {meta.cfg.num_classes} classes, not {classes}: load it as it is, then "
+            f"model.reset_classifier({classes}) gives a new head (vitc train --pretrained fine-tunes it)"
+        )
     shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
-    model = build_within_limits(meta.model, {**meta.args, **overrides}, str(path), shapes)
+    resampled = "img_size" in overrides  # another input size: the position embedding resampled, as timm's
+    model = build_within_limits(meta.model, {**meta.args, **overrides}, str(path), shapes, resampled)
     model_cfg = get_model_cfg(model)
     stored, expected = list(meta.cfg.input_size), list(model_cfg.input_size)
     if not overrides and stored != expected:
@@ -163,6 +183,7 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             raise VitcError(f"{path}: tensor {key} holds NaN or Inf values")
     state_dict, _ = adapt_input_channels(model, state_dict, str(path))  # RGB weights for another in_chans
+    state_dict = resample_to_grid(model, state_dict, str(path)) if resampled else state_dict
     load_strict(model, state_dict, source=str(path))
     model.vitc_cfg = _resolved_cfg(model_cfg, meta.cfg, bool(overrides), str(path))
     model.eval()

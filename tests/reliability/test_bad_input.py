@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from vitc import _io
-from vitc.checkpoint import CheckpointMeta, save_checkpoint
+from vitc.checkpoint import META_KEY, CheckpointMeta, save_checkpoint
 from vitc.cli.main import app
 from vitc.models import create_model, model_cfg
 
@@ -36,7 +37,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["text"] = root / "notes.safetensors"
     out["text"].write_text("these are not weights\n")
     meta = CheckpointMeta(model="deit_mikro", args={}, cfg=model_cfg("deit_micro"))  # a model that does not exist
-    out["unknown_model"] = save_checkpoint(root / "unknown.safetensors", create_model("deit_micro", depth=1), meta)
+    out["unknown_model"] = root / "unknown.safetensors"  # written by hand: save_checkpoint refuses such a file
+    weights = create_model("deit_micro", depth=1).state_dict()
+    save_file(weights, str(out["unknown_model"]), metadata={META_KEY: meta.to_json()})
     out["onnx_garbage"] = root / "garbage.onnx"
     out["onnx_garbage"].write_bytes(b"\x08\x07" + bytes(range(256)) * 4)
     out["onnx_truncated"] = root / "truncated.onnx"

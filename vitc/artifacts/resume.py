@@ -54,3 +54,13 @@ def resume_summary(path: str | os.PathLike[str]) -> Optional[ResumeSummary]:
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise VitcError(f"{path}: a damaged vitc resume file ({type(exc).__name__}: {exc})") from exc
+
+
+def refuse_resume_state(path: str | os.PathLike[str], metadata: Dict[str, str]) -> None:
+    """A VitcError where a resume file is given as weights to load: it holds the optimiser's state beside the
+    weights, and its checkpoints lie beside it (the errors before told the user to import or name it)."""
+    if RESUME_KEY in metadata:
+        raise VitcError(
+            f"{path} is a run's resume state (weights, optimiser and step, for vitc train --resume), not a "
+            "checkpoint: load best.safetensors or last.safetensors beside it"
+        )

@@ -164,6 +164,11 @@ def compile_model(
     varies the pipeline for measurements, e.g. `{"fold_cvt_projections": {"merge_kv": True},
     "static_attention": None}` (None leaves that pass out).
     """
+    if not isinstance(model, nn.Module):  # `vitc compile NAME` takes a name; this takes the model
+        raise VitcError(
+            f"compile_model takes a model (vitc.create_model or vitc.load_model gives one), not "
+            f"{type(model).__name__} {model!r:.60}"
+        )
     steps = _steps(target, pass_options)
     start = time.perf_counter()
     size = _input_size(model, input_size)
@@ -188,6 +193,7 @@ def compile_model(
                 delta = _max_abs_diff(compiled(inputs), reference)
             report.rows.append(PassRow(name, fired, delta))
     compiled.eval().to(dtype)
+    compiled.vitc_compiled = target  # its static tables are no checkpoint's weights: save_checkpoint refuses it
     report.max_abs_diff = delta  # the model after the last pass that fired, vs the original: no extra forward
     report.seconds = time.perf_counter() - start
     if report.max_abs_diff is not None and not report.max_abs_diff <= TOLERANCE:  # also catches NaN

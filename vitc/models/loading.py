@@ -113,13 +113,35 @@ def adapt_input_channels(
     return {**state_dict, key: adapt_input_conv(chans, theirs)}, note
 
 
+POS_EMBED = "pos_embed"  # the one tensor whose shape follows img_size (DeiT, ConViT, SP-ViT; CvT has none)
+
+
 def build_within_limits(
-    name: str, args: dict[str, Any], source: str, shapes: Mapping[str, Sequence[int]] | None = None
+    name: str,
+    args: dict[str, Any],
+    source: str,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    resampled: bool = False,
 ) -> nn.Module:
-    """Build `name(**args)` only once a skeleton on the meta device (no memory) has shown that it fits:
-    its tensors within MAX_MODEL_BYTES and, when `shapes` (a file's tensor table) are given, the
-    same keys and shapes as the file (but an RGB first convolution, which `adapt_input_channels` fits to
-    the model's in_chans). Arguments read from a file can then never size an allocation."""
+    """Build `name(**args)` only once a skeleton on the meta device (no memory) has shown that it fits."""
+    check_skeleton(name, args, source, shapes, resampled)
+    from vitc.models._registry import create_model
+
+    return create_model(name, **args)
+
+
+def check_skeleton(
+    name: str,
+    args: dict[str, Any],
+    source: str,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    resampled: bool = False,
+) -> None:
+    """That `name(**args)`, built on the meta device (no memory), has its tensors within MAX_MODEL_BYTES and,
+    when `shapes` (a file's tensor table) are given, the same keys and shapes as the file (but an RGB first
+    convolution, which `adapt_input_channels` fits to the model's in_chans, and, when `resampled`, a position
+    embedding of another grid, which `resample_to_grid` fits). Arguments read from a file can then never size
+    an allocation, and a checkpoint is never written that its own description does not rebuild."""
     from vitc.models._registry import create_model
 
     with torch.device("meta"):
@@ -130,12 +152,29 @@ def build_within_limits(
         raise VitcError(f"{source}: {name} with {args} would need {needed / 2**30:.0f} GB; refusing to build it")
     if shapes is not None:
         expected = _shapes(skeleton.state_dict())
-        shapes = {k: expected[k] if adapts_input_conv(skeleton, k, expected.get(k, ()), v, source) else v
+        fitted = {k: expected[k] if adapts_input_conv(skeleton, k, expected.get(k, ()), v, source) else v
                   for k, v in shapes.items()}  # fmt: skip
-        report = compare_shapes(expected, shapes)
+        if resampled and POS_EMBED in fitted and POS_EMBED in expected:
+            fitted[POS_EMBED] = expected[POS_EMBED]
+        report = compare_shapes(expected, fitted)
         if not report.ok:
             raise KeyMismatchError(f"{source} does not fit {name}: {report.summary()}", report)
-    return create_model(name, **args)
+
+
+def resample_to_grid(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """`state_dict` with its position embedding resampled to the model's token grid, bicubically, as timm's
+    pretrained loading does for another img_size (its class token's entry, where it has one, kept)."""
+    theirs, ours = state_dict.get(POS_EMBED), model.state_dict().get(POS_EMBED)
+    if theirs is None or ours is None or theirs.shape == ours.shape:
+        return dict(state_dict)
+    from vitc.models.layers import resample_pos_embed
+
+    grid = tuple(model.patch_embed.grid_size)
+    try:
+        value = resample_pos_embed(theirs, grid, num_prefix_tokens=ours.shape[1] - grid[0] * grid[1])
+    except ValueError as exc:
+        raise VitcError(f"{source}: cannot resample {POS_EMBED} to {grid[0]}×{grid[1]} tokens ({exc})") from exc
+    return {**state_dict, POS_EMBED: value}
 
 
 def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> None:

@@ -96,6 +96,27 @@ def test_bad_images_are_one_line_errors(checkpoint: tuple[Path, torch.nn.Module]
         vitc.preprocess(bad, vitc.load_model(checkpoint[0]))
 
 
+def test_predict_takes_what_a_classifier_takes(checkpoint: tuple[Path, torch.nn.Module]) -> None:
+    """One rule for one image or a batch (`vitc.data.images`), shared with the engines' Classifier: a uint8
+    (N, H, W, C) array is a batch; what is neither is one line naming both, not a frame's float array read
+    as a batch of float images or a number as "a PIL image"."""
+    model = vitc.load_model(checkpoint[0])
+    frames = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    batch = vitc.predict(model, frames, top_k=3)
+    assert batch == vitc.predict(model, list(frames), top_k=3) and len(batch) == 2
+    one = vitc.predict(model, frames[1], top_k=3)  # one frame: one prediction (batch of 1: float noise aside)
+    assert [c for c, _ in one] == [c for c, _ in batch[1]] and [p for _, p in one] == pytest.approx(
+        [p for _, p in batch[1]]
+    )
+    for bad, got in [(3, "int"), (frames.astype(np.float32), "a float32 array of shape (2, 32, 32, 3)")]:
+        with pytest.raises(VitcError) as raised:
+            vitc.predict(model, bad)
+        assert str(raised.value) == (
+            "expected an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array), a list or tuple of "
+            f"them, or a uint8 (N, H, W, C) array; got {got}"
+        )
+
+
 def test_a_one_channel_model_predicts_a_grey_image_and_round_trips(tmp_path: Path) -> None:
     """create_model(in_chans=1) kept the registry's three-value mean/std: preprocess and predict stopped,
     and its checkpoint was refused on load. One channel gets their average, as timm's loader does."""

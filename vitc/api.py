@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from vitc._modules import eval_mode
+from vitc.data.images import is_one_image, prepare
 from vitc.engines.classify import Prediction, top_classes
 from vitc.errors import VitcError
 
@@ -89,13 +89,13 @@ def _check_model_name(model_name: str, held: str, file: Path) -> None:
 
 
 def preprocess(images: Any, model: nn.Module) -> torch.Tensor:
-    """Normalised float (N, C, H, W) input for `model` from a PIL image, a uint8 array (H, W) or (H, W, C),
-    or a list of them: the evaluation transform with the model's size, crop_pct, crop_mode, mean and std,
-    after turning a photo upright by its EXIF orientation, exactly as training and `vitc eval` read files."""
-    from vitc.data.images import prepare
+    """Normalised float (N, C, H, W) input for `model` from one image (a path, a PIL image, a uint8 array
+    (H, W) or (H, W, C)) or a batch (a list of them, a uint8 (N, H, W, C) array): the evaluation transform
+    with the model's size, crop_pct, crop_mode, mean and std, after turning a photo upright by its EXIF
+    orientation, exactly as training and `vitc eval` read files."""
     from vitc.models import get_model_cfg
 
-    return torch.from_numpy(prepare(_as_list(images), get_model_cfg(model).preprocess))
+    return torch.from_numpy(prepare(images, get_model_cfg(model).preprocess))
 
 
 @torch.no_grad()
@@ -112,19 +112,7 @@ def predict(model: nn.Module, images: Any, top_k: int = 5) -> Prediction | list[
     with eval_mode(model):  # a check in the middle of training leaves the caller's model training
         logits = model(x)
     rows = top_classes(logits.float().cpu().numpy(), getattr(model, "vitc_class_names", None), top_k)
-    single = not isinstance(images, (list, tuple, torch.Tensor)) and not _is_batch_array(images)
-    return rows[0] if single else rows
-
-
-def _as_list(images: Any) -> Sequence[Any]:
-    if isinstance(images, (list, tuple)):
-        return images
-    return list(images) if _is_batch_array(images) else [images]
-
-
-def _is_batch_array(images: Any) -> bool:
-    """A uint8 (N, H, W, C) array is a batch; (H, W) and (H, W, C) are one image."""
-    return isinstance(images, np.ndarray) and images.ndim == 4
+    return rows[0] if not isinstance(images, torch.Tensor) and is_one_image(images) else rows
 
 
 __all__ = ["load_model", "predict", "preprocess", "save_checkpoint"]

@@ -60,6 +60,48 @@ def test_an_export_classifies_images_as_its_manifest_prepares_them(export_dir: P
         assert classify(arrays, top_k=3) == classify([Image.open(f) for f in files[:2]], top_k=3) == top[:2]
 
 
+def test_a_classifier_takes_one_image_or_a_batch_as_vitc_predict_does(export_dir: Path, tmp_path: Path) -> None:
+    """One image (a path, a PIL image, a uint8 (H, W) or (H, W, C) array: a camera's frame) gives one
+    prediction, as `vitc.predict`; a list, a tuple or a uint8 (N, H, W, C) array gives one per image."""
+    files = _photos(tmp_path / "photos")
+    onnx = export_dir / "model.fp32.onnx"
+    frame = np.asarray(Image.open(files[0]).convert("RGB"))  # (12, 16, 3)
+    frames = np.stack([frame, frame[::-1], frame[:, ::-1]])  # (3, 12, 16, 3)
+    grey = np.asarray(Image.open(files[4]))  # (9, 14)
+    with Classifier(onnx, device="cpu", batch=1) as classify:  # each image run alone: equal bits, not close
+        listed = classify(files, top_k=3)
+        assert len(listed) == 5 and all(len(row) == 3 and isinstance(row[0], tuple) for row in listed)
+        for one, row in [
+            (str(files[0]), listed[0]),
+            (files[1], listed[1]),
+            (Image.open(files[2]), listed[2]),
+            (np.asarray(Image.open(files[3]).convert("RGB")), listed[3]),
+            (grey, listed[4]),
+            (frame, listed[0]),
+        ]:
+            top = classify(one, top_k=3)
+            assert top == row, type(one)  # one prediction: (name, probability) pairs, not a list of them
+            assert isinstance(top[0], tuple) and isinstance(top[0][0], str)
+        assert classify(tuple(files[:2]), top_k=3) == listed[:2]
+        batch = classify(frames, top_k=3)
+        assert batch == classify(list(frames), top_k=3) and len(batch) == 3 and batch[0] == listed[0]
+        assert classify(frames[:1], top_k=3) == [listed[0]]  # a batch of one is still a batch
+        assert classify(frame, top_k=1) == [listed[0][0]]
+        for bad, got in [
+            (3, "int"),
+            ({"cat": files[0]}, "dict"),
+            (np.zeros((8,), np.float32), "a float32 array of shape (8,)"),
+            (np.zeros((2, 8, 8, 3), np.float32), "a float32 array of shape (2, 8, 8, 3)"),
+            (np.zeros((1, 2, 8, 8, 3), np.uint8), "a uint8 array of shape (1, 2, 8, 8, 3)"),
+        ]:
+            with pytest.raises(VitcError) as raised:
+                classify(bad)
+            assert str(raised.value) == (
+                "expected an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array), a list or tuple "
+                f"of them, or a uint8 (N, H, W, C) array; got {got}"
+            )
+
+
 @pytest.mark.parametrize("version", ["8.5", "10.3"])
 def test_a_plan_classifies_as_its_export_with_the_sidecar_alone(version, fake, export_dir: Path, tmp_path: Path):
     """`vitc build` records the export's preprocessing and classes in the sidecar, so the plan classifies on

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +156,40 @@ def decoded(image: Any, short: int) -> Any:
     return upright_rgb(as_pil(image))
 
 
-def prepare(images: Sequence[Any], prep: Preprocess) -> np.ndarray:
-    """float32 (N, C, H, W) model input from paths, PIL images or uint8 arrays: shorter side (or both, by
-    crop_mode) to size / crop_pct (bicubic), centre crop, the model's channels, (x / 255 - mean) / std. The input of
-    `vitc.preprocess` (a checkpoint) and of `vitc predict` on an engine alike."""
+IMAGES_TAKEN = (
+    "an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array), a list or tuple of them, "
+    "or a uint8 (N, H, W, C) array"
+)  # what `vitc.predict`, `vitc.preprocess` and `Classifier` take
+
+
+def is_one_image(images: Any) -> bool:
+    """One image, not a batch: anything but a list, a tuple or a 4-D array (frames stacked). `vitc.predict`
+    and `Classifier` give one prediction for one image (a camera loop's frame) and a list for a batch."""
+    return not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
+
+
+def image_list(images: Any) -> list[Any]:
+    """The images given, one (`is_one_image`) or a batch, as a list; anything else (a number, a dict, a
+    float array) is one line saying what is taken, not a str read as its characters or an array's truth."""
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    if isinstance(images, np.ndarray):
+        if images.dtype == np.uint8 and images.ndim in (2, 3, 4):
+            return list(images) if images.ndim == 4 else [images]
+        got = f"a {images.dtype} array of shape {images.shape}"
+    elif isinstance(images, (str, os.PathLike, lazy_import("PIL.Image").Image)):
+        return [images]
+    else:
+        got = type(images).__name__
+    raise VitcError(f"expected {IMAGES_TAKEN}; got {got}")
+
+
+def prepare(images: Any, prep: Preprocess) -> np.ndarray:
+    """float32 (N, C, H, W) model input from one image or a batch (`image_list`: paths, PIL images or uint8
+    arrays): shorter side (or both, by crop_mode) to size / crop_pct (bicubic), centre crop, the model's
+    channels, (x / 255 - mean) / std. The input of `vitc.preprocess` (a checkpoint) and of `vitc predict`
+    on an engine alike."""
+    images = image_list(images)
     if not images:
         raise VitcError("no images given")
     channels, height, width = prep.input_size

@@ -7,7 +7,8 @@ gets the classes it was trained on. As in Polygraphy, the runner (vitc.engines) 
 only prepares the images it is fed and reads the probabilities it returns.
 
     with Classifier("engines/convit_tiny.fp16.plan") as classify:
-        print(classify(["cat.jpg", "dog.jpg"]))   # [[("cat", 0.93), ("fox", 0.04), ...], [...]]
+        print(classify("cat.jpg"))                # [("cat", 0.93), ("fox", 0.04), ...]: one image, as vitc.predict
+        print(classify(["cat.jpg", "dog.jpg"]))   # [[("cat", 0.93), ...], [...]]: a list (or an (N, H, W, C) array)
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from vitc.artifacts import ExportManifest, load_sidecar, manifest_for
 from vitc.artifacts.preprocess import Preprocess
-from vitc.data.images import prepare
+from vitc.data.images import is_one_image, prepare
 from vitc.engines import backend_for_path, runner_for_path
 from vitc.engines.base import BaseRunner, infer_in_batches
 from vitc.errors import VitcError
@@ -120,10 +121,12 @@ class Classifier:
     ) -> None:
         self.runner.deactivate()
 
-    def __call__(self, images: Sequence[Any], top_k: int = 5) -> List[Prediction]:
-        """The `top_k` classes of each image: paths, PIL images or uint8 RGB arrays (an OpenCV frame is BGR:
-        pass `frame[..., ::-1]`)."""
-        return top_classes(self.logits(prepare(images, self.card.preprocess)), self.class_names, top_k)
+    def __call__(self, images: Any, top_k: int = 5) -> Union[Prediction, List[Prediction]]:
+        """The `top_k` classes of one image (a path, a PIL image, a uint8 RGB (H, W, C) or grey (H, W) array;
+        an OpenCV frame is BGR: pass `frame[..., ::-1]`), or a list of them for a list, a tuple or a uint8
+        (N, H, W, C) array: what `vitc.predict` takes and gives (`vitc.data.images.image_list`)."""
+        rows = top_classes(self.logits(prepare(images, self.card.preprocess)), self.class_names, top_k)
+        return rows[0] if is_one_image(images) else rows
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """float32 logits of prepared inputs (`vitc.data.images.prepare`), `batch` images per call."""

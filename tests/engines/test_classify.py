@@ -102,6 +102,24 @@ def test_a_classifier_takes_one_image_or_a_batch_as_vitc_predict_does(export_dir
             )
 
 
+def test_a_classifier_of_a_folder_names_the_files_to_give(export_dir: Path, tmp_path: Path) -> None:
+    """An export folder given for its file: the line `vitc predict` says, not "no such file"."""
+    onnx = export_dir / "model.fp32.onnx"
+    said = f"{export_dir} is an export folder, not an .onnx or .plan file: name one of its files: {onnx}"
+    for load in (model_card, Classifier):
+        with pytest.raises(VitcError) as raised:
+            load(export_dir)
+        assert str(raised.value) == said
+    with pytest.raises(VitcError) as raised:
+        Classifier(str(tmp_path / "none.onnx"))
+    assert str(raised.value) == f"{tmp_path / 'none.onnx'}: no such file"
+    result = cli.invoke(app, ["predict", str(export_dir), str(_photos(tmp_path / "photos")[0])])
+    assert result.exit_code == 2 and " ".join(result.output.split()) == " ".join(
+        f"error: {export_dir} is an export folder, not a vitc checkpoint or run folder, or an .onnx or .plan "
+        f"file: name one of its files: {onnx}".split()
+    )
+
+
 @pytest.mark.parametrize("version", ["8.5", "10.3"])
 def test_a_plan_classifies_as_its_export_with_the_sidecar_alone(version, fake, export_dir: Path, tmp_path: Path):
     """`vitc build` records the export's preprocessing and classes in the sidecar, so the plan classifies on

@@ -22,13 +22,15 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from vitc.artifacts import ExportManifest, load_sidecar, manifest_for
+from vitc.artifacts.given import FILE, not_taken, path_kind
 from vitc.artifacts.preprocess import Preprocess
 from vitc.data.images import is_one_image, prepare
-from vitc.engines import backend_for_path, runner_for_path
+from vitc.engines import SUFFIXES, backend_for_path, runner_for_path
 from vitc.engines.base import BaseRunner, infer_in_batches
 from vitc.errors import VitcError
 
 Prediction = List[Tuple[str, float]]  # (class name, probability), most likely first: as vitc.predict
+ENGINE_FILE = "an .onnx or .plan file"  # what a Classifier runs
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,8 @@ def model_card(path: str | os.PathLike[str]) -> ModelCard:
     """From an ONNX file's export manifest, or a plan's sidecar: its own `preprocess` record (vitc
     build writes it), else the manifest of the ONNX file it was built from, when that is still there."""
     path = Path(path)
-    if not path.is_file():
-        raise VitcError(f"{path}: no such file")
+    if path_kind(path) != FILE:  # an export folder names its files, as `vitc predict` does
+        raise not_taken(path, ENGINE_FILE, tuple(SUFFIXES))
     if backend_for_path(path) == "onnxrt":
         manifest = manifest_for(path)
         if manifest is None or manifest.preprocess is None:

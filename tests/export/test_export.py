@@ -170,3 +170,21 @@ def test_an_export_called_from_python_prints_nothing(tmp_path, capsys, caplog) -
         export_checkpoint(ckpt, ExportOptions("fp32", out=tmp_path / "export"))
     assert capsys.readouterr().out == ""
     assert any(record.name.startswith("vitc.") and record.levelno == logging.INFO for record in caplog.records)
+
+
+def test_an_export_called_from_python_takes_a_run_folder(trained_ckpt, tmp_path) -> None:
+    """`vitc export RUN`, `vitc.load_model(RUN)` and `vitc compile RUN` take a run folder's best.safetensors:
+    export_checkpoint(RUN) said "RUN: no such checkpoint"."""
+    import shutil
+
+    from vitc.export import ExportOptions, export_checkpoint
+    from vitc.export.pipeline import output_paths
+
+    run = tmp_path / "runs" / "p"
+    run.mkdir(parents=True)
+    shutil.copy(trained_ckpt, run / "best.safetensors")
+    options = ExportOptions("fp32", out=tmp_path / "export")
+    assert output_paths(run, options)[1] == tmp_path / "export" / "p" / "model.fp32.onnx"  # named after the run
+    result = export_checkpoint(run, options, say=lambda _m: None)
+    assert result.onnx_path == tmp_path / "export" / "p" / "model.fp32.onnx" and result.onnx_path.is_file()
+    assert result.manifest.source_checkpoint["path"] == str(run / "best.safetensors")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,18 @@ def heldout_set(
             f"--data-dir, or --data {GENERATED} for agreement-only drift on generated inputs"
         )
     return Held(ds.images.numpy(), ds.labels.numpy().astype(np.int64), name, ds.split, ds.skipped)
+
+
+def run_trained_on(ckpt: Path, meta: Any, folder: Path) -> bool:
+    """Whether `folder` is the train/ split of the run's own image folder: read whole, as a folder without
+    splits is, it would be a held-out set of the images the model learnt."""
+    from vitc.checkpoint import training_data
+
+    try:
+        name, own = training_data(ckpt, meta)
+    except VitcError:  # not a run of this machine: its training folder is not known
+        return False
+    return name == "imagefolder" and own is not None and (Path(own) / "train").resolve() == folder.resolve()
 
 
 def model_classes(meta: Any) -> int | None:

@@ -21,9 +21,10 @@ from vitc._io import atomic_files, atomic_write, json_text, refuse_to_replace, s
 from vitc._lazy import lazy_import
 from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precision
 from vitc.artifacts.preprocess import Preprocess, normalized
+from vitc.checkpoint import resolve_checkpoint
 from vitc.data.files import WHOLE, held_out_only
 from vitc.errors import VitcError
-from vitc.export.heldout import GENERATED, heldout_set, model_classes
+from vitc.export.heldout import GENERATED, heldout_set, model_classes, run_trained_on
 from vitc.limits import MAX_CALIB_IMAGES
 
 # what an export called from Python says (the steps, skipped images) goes to the log, not stdout; `vitc export`
@@ -148,7 +149,7 @@ def output_paths(ckpt: str | Path, opts: ExportOptions) -> tuple[Path, Path, Pat
     """(run folder, ONNX path, manifest path), refusing to replace them without --force."""
     from vitc.checkpoint import read_meta
 
-    ckpt = Path(ckpt)
+    ckpt = resolve_checkpoint(ckpt)  # a run folder: its best checkpoint
     if not ckpt.is_file():
         raise VitcError(f"{ckpt}: no such checkpoint")
     meta = read_meta(ckpt)  # a clear error for a file without vitc metadata
@@ -169,6 +170,7 @@ def prepare_export(
     from vitc.export import onnx_export as ox
 
     opset, batch = validate(opts)
+    ckpt = resolve_checkpoint(ckpt)  # a run folder: its best checkpoint
     # 1. rebuild and compile
     model, meta = load_model(ckpt)
     if opts.data == GENERATED:
@@ -196,7 +198,7 @@ def prepare_export(
         present, classes = len(np.unique(labels)), model_classes(meta)
         of = f", {present} of the model's {classes} classes" if classes and present < classes else ""  # as eval says
         say(f"held-out set: {held.name}{part}, {len(labels)} images{of}{where}{unread}")
-        if held.split == WHOLE and data_dir and _run_trained_on(ckpt, meta, Path(data_dir)):
+        if held.split == WHOLE and data_dir and run_trained_on(ckpt, meta, Path(data_dir)):
             say(f"warning: {data_dir} is the train/ folder the run trained on: its drift's top-1 is on images it saw")
     else:
         why = "" if data_name == GENERATED else f"{data_name}'s classes are not the model's, "
@@ -242,12 +244,13 @@ def export_checkpoint(
     say: Callable[[str], None] = _log.info,
     prepared: PreparedExport | None = None,
 ) -> ExportResult:
-    """Run the whole export for one precision; raises VitcError (artifacts untouched) on any failure.
+    """Run the whole export for one precision of a checkpoint or a `vitc train` run folder (its best.safetensors);
+    raises VitcError (artifacts untouched) on any failure.
 
     `prepared` (from `prepare_export` with the same checkpoint and shape options) skips steps 1-3,
     so exporting several precisions compiles and exports the model once.
     """
-    ckpt = Path(ckpt)
+    ckpt = resolve_checkpoint(ckpt)  # a run folder: its best checkpoint
     if prepared is not None:  # prepare_export validated its own options, not necessarily these
         validate(opts)
     run_dir, onnx_path, manifest_path = output_paths(ckpt, opts)
@@ -343,18 +346,6 @@ def _calibration(p: PreparedExport, opts: ExportOptions, ckpt: Path, say: Callab
         why += [f"whole batches of {static}"] if used < found else []
         say(f"calibrating on {used} images of the {opts.calib_images} asked ({'; '.join(why)})")
     return cal
-
-
-def _run_trained_on(ckpt: Path, meta: Any, folder: Path) -> bool:
-    """Whether `folder` is the train/ split of the run's own image folder: read whole, as a folder without
-    splits is, it would be a held-out set of the images the model learnt."""
-    from vitc.checkpoint import training_data
-
-    try:
-        name, own = training_data(ckpt, meta)
-    except VitcError:  # not a run of this machine: its training folder is not known
-        return False
-    return name == "imagefolder" and own is not None and (Path(own) / "train").resolve() == folder.resolve()
 
 
 def calibration_data(

@@ -203,6 +203,26 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("optim", "epochs", -1, "config key optim.epochs must be positive, got -1"),
+        ("run", "seed", -1, "config key run.seed must be in 0..2**63-1, got -1"),
+    ],
+)
+def test_a_config_edited_in_python_is_checked_as_load_config_checks_it(
+    tiny: dict[str, Any], section: str, key: str, value: Any, message: str
+) -> None:
+    """train(cfg) took a config edited after load_config unchecked: epochs = -1 said "this run takes -19
+    optimiser step (-1 epoch…)", then raised ZeroDivisionError. It is one VitcError now, before the run folder."""
+    cfg = load_config(None, tiny)
+    setattr(getattr(cfg, section), key, value)
+    with pytest.raises(VitcError) as caught:
+        train(cfg, show_progress=False)
+    assert str(caught.value) == message
+    assert not (Path(tiny["run.out_dir"]) / "tiny").exists()
+
+
 def test_bad_resumes(tiny: dict[str, Any]) -> None:
     with pytest.raises(VitcError, match="nothing to resume"):
         _run(tiny, resume=True)

@@ -34,7 +34,7 @@ from vitc.errors import VitcError
 from vitc.models import get_model_cfg
 from vitc.train import report
 from vitc.train.agree import Agreement, launched_by_nproc
-from vitc.train.config import TrainConfig
+from vitc.train.config import TrainConfig, validate
 from vitc.train.defaults import resolve_defaults
 from vitc.train.device import gpu_advice, pick_amp, pick_device, reraise_gpu
 from vitc.train.distributed import (
@@ -82,12 +82,15 @@ class RunResult:
 def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, force: bool = False) -> RunResult:
     """Train `cfg.model.name` on `cfg.data`, writing checkpoints and metrics under the run folder.
 
-    With `force`, an existing run of the same name is replaced once the new one has a checkpoint.
+    With `force`, an existing run of the same name is replaced once the new one has a checkpoint. `cfg` is
+    checked as `load_config` checks it (a config built or edited in Python was not: epochs = -1 ran, then
+    divided by zero).
     """
     started = time.perf_counter()
     # every process's start is compared once it is ready to train, before it joins the process group: a failure
     # or a difference in any stops them all with one line (vitc.train.agree); a no-op for one process
     with Agreement("setup") as agreement:
+        validate(cfg)  # pure: the CLI's config, checked by load_config already, passes again
         defaults = resolve_defaults(cfg)  # before config.json is written: the run records explicit values
         device = pick_device(cfg.run.device)
         dist = process_info(device.type)

@@ -47,3 +47,15 @@ def test_deit_parameter_counts(name: str, params: int) -> None:
     from vitc.models._stats import model_stats
 
     assert model_stats(name)["params"] == params
+
+
+def test_list_models_takes_timms_pretrained() -> None:
+    """vitc.list_models(pretrained=True) raised TypeError (timm's list_models takes it): it lists the models with
+    official weights vitc imports, those registered with ImageNet-1k's head, and none of the `_micro` ones."""
+    import vitc
+
+    official = vitc.list_models(pretrained=True)
+    assert official == [n for n in list_models() if not n.endswith("_micro")]  # in registration order
+    assert {"deit_tiny", "convit_tiny", "cvt_13", "spvit_s"} <= set(official)
+    assert vitc.list_models("convit*", pretrained=True) == [n for n in official if n.startswith("convit")]
+    assert list_models(pretrained=False) == list_models()

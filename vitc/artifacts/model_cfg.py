@@ -26,6 +26,7 @@ from vitc.artifacts.preprocess import (
 from vitc.limits import MAX_IMG_SIZE
 
 REQUIRED = ("input_size", "mean", "std")  # what every later step feeds the model with: no silent default
+IMAGENET_CLASSES = 1000  # ImageNet-1k's: the head of a model registered as its reference weights were trained
 
 
 # timm's pooling arguments: recorded only away from their defaults (a class-token model's checkpoint stays one
@@ -39,7 +40,7 @@ class ModelCfg:
 
     family: str
     input_size: Tuple[int, int, int] = (3, 224, 224)
-    num_classes: int = 1000
+    num_classes: int = IMAGENET_CLASSES
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
     crop_pct: float = DEFAULT_CROP_PCT

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 # defined without torch: checkpoints are read on the runtime path
-from vitc.artifacts.model_cfg import POOLING_ARGS, ModelCfg
+from vitc.artifacts.model_cfg import IMAGENET_CLASSES, POOLING_ARGS, ModelCfg
 from vitc.errors import VitcError
 from vitc.limits import MAX_DEPTH, MAX_IMG_SIZE, MAX_INT_ARG
 
@@ -99,10 +99,19 @@ def build_model(cls: type[M], defaults: dict[str, Any], overrides: dict[str, Any
         raise VitcError(f"cannot build {cls.__name__}: {exc}") from exc
 
 
-def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
-    """Registered model names matching a shell-style pattern, in registration order."""
+def list_models(pattern: str = "*", family: str | None = None, pretrained: bool = False) -> list[str]:
+    """Registered model names matching a shell-style pattern, in registration order.
+
+    `pretrained` is timm's argument: only the models with official pretrained weights vitc can import (`vitc
+    import`, `vitc.load_model(path, name)`; vitc downloads none), i.e. those registered at ImageNet-1k's classes,
+    as their releases were trained; not the `_micro` models, vitc's own for 32×32 images.
+    """
     return [
-        n for n, e in _ENTRIES.items() if fnmatch.fnmatch(n, pattern) and (family is None or e.cfg.family == family)
+        n
+        for n, e in _ENTRIES.items()
+        if fnmatch.fnmatch(n, pattern)
+        and (family is None or e.cfg.family == family)
+        and (not pretrained or e.cfg.num_classes == IMAGENET_CLASSES)
     ]
 
 

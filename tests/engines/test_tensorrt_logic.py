@@ -19,8 +19,9 @@ from vitc.errors import VitcError
 # before 10 an ONNX network needs kEXPLICIT_BATCH and weak typing takes the FP16/INT8 builder flags
 # (INT8 Q/DQ graphs also keep FP16 allowed for the float islands); 10.x builds precision-baked graphs
 # as kSTRONGLY_TYPED networks, where precision flags are an error; 11 is always strongly typed and
-# has neither EXPLICIT_BATCH nor the precision flags. FP32 stays weakly typed (TF32 allowed) before 11.
+# has neither EXPLICIT_BATCH nor the precision flags. FP32 stays weakly typed before 11.
 # Weakly typed FP16/INT8 builds (8.x) pin the graph's float32 layers under OBEY_PRECISION_CONSTRAINTS.
+# TF32, on by default in every release, is cleared in every build unless asked for (`--tf32`).
 EB, ST, OBEY = ("EXPLICIT_BATCH",), ("STRONGLY_TYPED",), "OBEY_PRECISION_CONSTRAINTS"
 PLANS = {  # version: {precision: (network_flags, builder_flags, strongly_typed)}
     "8.5.2": {
@@ -44,7 +45,9 @@ def test_precision_plans_per_version(version):
     feat = T.features(version)
     for precision, (network, builder, strong) in PLANS[version].items():
         plan = T.precision_plan(feat, precision)
-        assert plan == T.PrecisionPlan(network, builder, strong, pin_fp32=OBEY in builder), precision
+        assert plan == T.PrecisionPlan(network, builder, strong, OBEY in builder, ("TF32",)), precision
+        tf32 = T.precision_plan(feat, precision, tf32=True)
+        assert tf32 == T.PrecisionPlan(network, (*builder, "TF32"), strong, OBEY in builder), precision
     with pytest.raises(VitcError, match="unknown precision"):
         T.precision_plan(feat, "bf16")
 

@@ -6,6 +6,7 @@ its 10.13 output against tensorrt-stubs 10.13 (an independent source of the same
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -191,10 +192,11 @@ def test_adapter_names_exist_in_every_release(version):
         if gate is None or getattr(feat, gate):
             assert name in known, f"TensorRT {version} has no {name}"
     enums = api["enums"]
-    for precision in ("fp32", "fp16", "int8"):
-        plan = T.precision_plan(feat, precision)
+    for precision, tf32 in itertools.product(("fp32", "fp16", "int8"), (False, True)):
+        plan = T.precision_plan(feat, precision, tf32)
         assert set(plan.network_flags) <= set(enums["NetworkDefinitionCreationFlag"])
-        assert set(plan.builder_flags) <= set(enums["BuilderFlag"])
+        assert set(plan.builder_flags) | set(plan.cleared_flags) <= set(enums["BuilderFlag"])
+        assert not plan.cleared_flags or "clear_flag" in api["classes"]["IBuilderConfig"]["members"]
         if plan.pin_fp32:
             from vitc.build.trt_precision import MOVES_DATA, UNPINNED_LAYERS
 

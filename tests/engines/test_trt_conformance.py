@@ -106,6 +106,25 @@ def test_build_and_bench_every_precision(version, fake, export_dir, tmp_path):
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_tf32_is_cleared_unless_asked_for(version, fake, export_dir, tmp_path):
+    """TensorRT sets BuilderFlag.TF32 in every fresh config ("Enabled by default"): an "fp32" plan computed
+    its matmuls in TF32 on Ampere+ and Orin. Every build clears it, as Polygraphy does; --tf32 keeps it,
+    and the sidecar records the choice (builder_flags and options)."""
+    fake(version)
+    onnx16 = add_precision(export_dir, "fp16")
+    for onnx, extra in ((export_dir / "model.fp32.onnx", []), (onnx16, []), (onnx16, ["--tf32"])):
+        plan = tmp_path / f"{onnx.stem}{''.join(extra)}.plan"
+        build(onnx, "--out", plan, *extra)
+        built = json.loads(plan.read_bytes().split(PLAN_BODY, 1)[1])  # the flags the fake builder was given
+        side = sidecar(plan)
+        if extra:
+            assert "TF32" in built["flags"] and "TF32" in side["builder_flags"] and side["options"]["tf32"] is True
+        else:
+            assert "TF32" not in built["flags"] and "TF32" not in side["builder_flags"]
+            assert side["options"]["tf32"] is False
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_timing_cache_new_reused_and_foreign(version, fake, tiny_onnx, tmp_path):
     fake(version)
     cache = tmp_path / "timing.cache"

@@ -25,6 +25,7 @@ class BuildOptions:
     hardware_compat: str = "none"
     manifest: ExportManifest | None = None
     check: bool = True
+    tf32: bool = False  # let FP32 layers compute in TF32 (TensorRT's default; vitc clears it)
 
     def options_record(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class BuildOptions:
             "timing_cache": None if self.timing_cache is None else str(self.timing_cache),
             "version_compatible": self.version_compatible,
             "hardware_compat": self.hardware_compat,
+            "tf32": self.tf32,
         }
 
 

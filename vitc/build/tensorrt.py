@@ -167,7 +167,7 @@ def _preflight(opts: BuildOptions) -> tuple[str, dict[str, str], PrecisionPlan, 
         raise VitcError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got {opts.hardware_compat!r}")
     version, gpu = check_build_machine()
     _check_weight_form(opts, version)
-    plan_flags = precision_plan(features(version), opts.precision)
+    plan_flags = precision_plan(features(version), opts.precision, opts.tf32)
     heldout = _heldout_to_check(opts)
     _check_writable(opts.output)
     return version, gpu, plan_flags, heldout
@@ -312,10 +312,13 @@ def _configure(
     version: str,
     profile: Profile,
 ) -> trt.IBuilderConfig:
-    """The builder config: precision flags, workspace, compatibility options, the optimisation profile."""
+    """The builder config: precision flags (TF32, on by default, cleared unless --tf32), workspace,
+    compatibility options, the optimisation profile."""
     config = builder.create_builder_config()
     for name in plan_flags.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in plan_flags.cleared_flags:
+        config.clear_flag(getattr(trt.BuilderFlag, name))
     if opts.workspace_mb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mb) << 20)
     _apply_compat_options(config, feat, opts, version)

@@ -32,6 +32,12 @@ def build(
     precision: Annotated[
         Optional[str], typer.Option(help="fp32, fp16 or int8: override the precision read from the manifest/file name.")
     ] = None,
+    tf32: Annotated[
+        bool,
+        typer.Option(
+            "--tf32", help="Let FP32 layers compute in TF32 (faster on Ampere+ and Orin, less exact; off by default)."
+        ),
+    ] = False,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Skip the held-out drift check after the build.")
     ] = False,
@@ -74,6 +80,7 @@ def build(
             hardware_compat=hardware_compat,
             manifest=manifest,
             check=not no_check,
+            tf32=tf32,
         )
     )
     drop_stale_reports(replaced)

@@ -25,7 +25,7 @@ cannot tell a malicious plan from a good one.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,24 +120,43 @@ def features(version: str) -> TrtFeatures:
 PIN_FLAG = "OBEY_PRECISION_CONSTRAINTS"
 
 
+# TF32 (BuilderFlag.TF32) is on in a fresh builder config ("Enabled by default", NvInfer.h of 8.5 to 11.1):
+# an fp32 plan would then round matmul/conv inputs to 10-bit mantissas on Ampere+ and Orin. vitc is exact
+# before fast, so every build clears it, as Polygraphy's CreateConfig does unless tf32=True and trtexec
+# with --noTF32; `vitc build --tf32` sets it instead. TF32 is not one of the precision flags a strongly
+# typed network refuses: trtexec 10.16 drops --fp16/--int8/--bf16/--fp8/--int4 under --stronglyTyped but
+# keeps --noTF32, 11.x (strongly typed only) keeps BuilderFlag.TF32 and clears it for --noTF32, and
+# Polygraphy clears it on strongly typed networks too.
+TF32_FLAG = "TF32"
+
+
 @dataclass(frozen=True)
 class PrecisionPlan:
-    """How a precision-baked ONNX graph is built: network-creation flags and builder flags, by name, and
-    whether the layers the graph keeps in float32 are pinned to FP32 (weakly typed reduced precision)."""
+    """How a precision-baked ONNX graph is built: network-creation flags, builder flags set and cleared, by
+    name, and whether the layers the graph keeps in float32 are pinned to FP32 (weakly typed reduced precision)."""
 
     network_flags: tuple[str, ...]
     builder_flags: tuple[str, ...]
     strongly_typed: bool
     pin_fp32: bool = False
+    cleared_flags: tuple[str, ...] = ()  # on by default in TensorRT, cleared by the build
 
 
-def precision_plan(feat: TrtFeatures, precision: Precision) -> PrecisionPlan:
-    """The flags for an ONNX graph whose precision is baked in (fp32, fp16 via casts, int8 via Q/DQ)."""
+def precision_plan(feat: TrtFeatures, precision: Precision, tf32: bool = False) -> PrecisionPlan:
+    """The flags for an ONNX graph whose precision is baked in (fp32, fp16 via casts, int8 via Q/DQ);
+    TF32 is cleared unless `tf32` (then it is a builder flag, recorded as the others)."""
+    plan = _precision_flags(feat, precision)
+    if tf32:
+        return replace(plan, builder_flags=(*plan.builder_flags, TF32_FLAG))
+    return replace(plan, cleared_flags=(TF32_FLAG,))
+
+
+def _precision_flags(feat: TrtFeatures, precision: Precision) -> PrecisionPlan:
     parse_precision(precision)
     network = ["EXPLICIT_BATCH"] if feat.explicit_batch_flag else []
     if feat.strongly_typed_only:  # 11.x: types come from the graph, there is nothing to set
         return PrecisionPlan(tuple(network), (), True)
-    if precision == "fp32":  # weakly typed: TF32 stays allowed, as TensorRT's default
+    if precision == "fp32":  # weakly typed, no precision flag: FP32 kernels (TF32 only with --tf32)
         return PrecisionPlan(tuple(network), (), False)
     if feat.strongly_typed_flag:  # 10.x: strong typing for precision-baked graphs, no precision flags
         return PrecisionPlan((*network, "STRONGLY_TYPED"), (), True)

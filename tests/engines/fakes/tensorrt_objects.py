@@ -233,7 +233,8 @@ class TimingCache(Strict):
 
 class BuilderConfig(Strict):
     def __init__(self) -> None:
-        self._flags: set[str] = set()
+        # a fresh config has TF32 set: "Enabled by default" (NvInfer.h BuilderFlag::kTF32, 8.5 to 11.1)
+        self._flags: set[str] = {"TF32"} & set(self._trt.BuilderFlag.__members__)
         self._profiles: list[OptimizationProfile] = []
         self._cache: TimingCache | None = None
         self._pools: dict[str, int] = {}
@@ -245,7 +246,15 @@ class BuilderConfig(Strict):
             object.__setattr__(self, "builder_optimization_level", 3)
 
     def set_flag(self, flag: Any) -> None:
-        self._flags.add(flag.name)
+        self._flags.add(self._flag(flag))
+
+    def clear_flag(self, flag: Any) -> None:
+        self._flags.discard(self._flag(flag))
+
+    def _flag(self, flag: Any) -> str:
+        if not isinstance(flag, self._trt.BuilderFlag):  # pybind11 takes only its enum
+            raise TypeError(f"incompatible function arguments: {flag!r} is not a tensorrt.BuilderFlag")
+        return str(flag.name)
 
     def get_flag(self, flag: Any) -> bool:
         return flag.name in self._flags

@@ -7,6 +7,7 @@ that release define (tests/engines/trt_api/), on the CUDA fakes of tests/engines
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import sys
 import warnings
@@ -122,6 +123,28 @@ def test_tf32_is_cleared_unless_asked_for(version, fake, export_dir, tmp_path):
         else:
             assert "TF32" not in built["flags"] and "TF32" not in side["builder_flags"]
             assert side["options"]["tf32"] is False
+
+
+@pytest.mark.parametrize("version", ["8.5", "10.3", "11.1"])
+def test_the_builder_is_released_before_the_drift_check(version, fake, export_dir, tmp_path, monkeypatch):
+    """The builder, network, parser (which the network keeps alive) and config stayed referenced by
+    build_engine's frame while the drift check deserialised and ran the plan: on a Jetson's shared memory
+    a larger model ran out of it there. They are gone when the check runs. (The fake's objects point at
+    each other where TensorRT's C++ objects do, so cycles are collected first: what is checked is that
+    nothing still reachable holds them.)"""
+    trt = fake(version)
+    held: list[list[str]] = []
+    check = B.engine_drift
+
+    def drift(*args: Any) -> dict:
+        gc.collect()
+        held.append(sorted(type(obj).__name__ for obj in trt._live))
+        return check(*args)
+
+    monkeypatch.setattr(B, "engine_drift", drift)
+    out = build(export_dir / "model.fp32.onnx", "--out", tmp_path / "m.plan")
+    assert held == [[]] and "engine drift" in out
+    assert sidecar(tmp_path / "m.plan")["engine_drift"]["samples"] == 12
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -121,19 +121,9 @@ def build_engine(opts: BuildOptions) -> BuildResult:
 
     version, gpu, plan_flags, heldout = _preflight(opts)
     warnings: list[str] = []
-    started = time.perf_counter()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network, parser, profile = _parse(builder, logger, opts, plan_flags, version)  # parser: it owns the weights
-    if heldout is not None:
-        _check_heldout_fits(heldout.sample_shape, profile, opts.manifest)
-    fp32_layers = len(pin_fp32_layers(network)) if plan_flags.pin_fp32 else None  # before DLA asks what runs there
-    config = _configure(builder, network, opts, plan_flags, features(version), version, profile)
-    dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
     cache_path = opts.timing_cache or default_timing_cache(opts.output, version)
-    blob = _engine_bytes(builder, network, config, cache_path, warnings, f"{opts.onnx}: TensorRT {version}")
-    seconds = time.perf_counter() - started
-    del parser
+    built = _build_plan(opts, version, plan_flags, heldout, cache_path, warnings)
+    # the builder, network, parser and config are gone: the drift check has the (shared, on Jetson) memory
     options = opts.options_record()
     options["timing_cache"] = str(cache_path)
     sidecar = make_sidecar(
@@ -142,20 +132,57 @@ def build_engine(opts: BuildOptions) -> BuildResult:
         jetson=jetson_info(),
         precision=opts.precision,
         plan=plan_flags,
-        profile=profile,
+        profile=built.profile,
         onnx_path=opts.onnx,
         onnx_sha256=sha256_file(opts.onnx),
         manifest=opts.manifest,
-        build_seconds=seconds,
+        build_seconds=built.seconds,
         options=options,
-        dla_fallback=dla_fallback,
-        plan_record=plan_record(blob),
-        fp32_layers=fp32_layers,
+        dla_fallback=built.dla_fallback,
+        plan_record=plan_record(built.plan),
+        fp32_layers=built.fp32_layers,
     )
     if opts.manifest is not None and opts.manifest.onnx_sha256 and opts.manifest.onnx_sha256 != sidecar.onnx_sha256:
         warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")
-    sidecar = _save_engine(opts.output, blob, sidecar, heldout)
-    return BuildResult(opts.output, sidecar, dla_fallback, warnings)
+    sidecar = _save_engine(opts.output, built.plan, sidecar, heldout)
+    return BuildResult(opts.output, sidecar, built.dla_fallback, warnings)
+
+
+@dataclass(frozen=True)
+class _Built:
+    """What a build leaves once its TensorRT objects are released: the plan and what the sidecar records of it."""
+
+    plan: bytes
+    profile: Profile
+    fp32_layers: int | None
+    dla_fallback: list[str]
+    seconds: float
+
+
+def _build_plan(
+    opts: BuildOptions,
+    version: str,
+    plan_flags: PrecisionPlan,
+    heldout: Heldout | None,
+    cache_path: Path,
+    warnings: list[str],
+) -> _Built:
+    """Parse, configure and build; return plain data only. The builder, network, parser (which the network
+    keeps alive: pyOnnx.cpp's keep_alive<2, 1>) and config live in this frame alone, so they are released
+    when it returns, before the drift check deserialises the plan: on a Jetson the CPU and GPU share 4-8 GB,
+    and a larger model could run out of memory there while they were still held (Polygraphy's loaders let go
+    of them the same way)."""
+    started = time.perf_counter()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser, profile = _parse(builder, logger, opts, plan_flags, version)  # _parser owns the weights
+    if heldout is not None:
+        _check_heldout_fits(heldout.sample_shape, profile, opts.manifest)
+    fp32_layers = len(pin_fp32_layers(network)) if plan_flags.pin_fp32 else None  # before DLA asks what runs there
+    config = _configure(builder, network, opts, plan_flags, features(version), version, profile)
+    dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
+    blob = _engine_bytes(builder, network, config, cache_path, warnings, f"{opts.onnx}: TensorRT {version}")
+    return _Built(blob, profile, fp32_layers, dla_fallback, time.perf_counter() - started)
 
 
 def _preflight(opts: BuildOptions) -> tuple[str, dict[str, str], PrecisionPlan, Heldout | None]:

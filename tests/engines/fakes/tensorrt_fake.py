@@ -11,6 +11,9 @@ __dict__), a class without `py::init` cannot be constructed, and a member the bi
 (so a test never passes by accident through an unmodelled call).
 
 Behaviour the vitc code depends on, modelled from the API documentation (pyCoreDoc.h, NvInfer.h):
+- lifetimes: `trt._live` holds (weakly) every Builder, INetworkDefinition, OnnxParser and
+  IBuilderConfig still referenced; a network keeps its parser alive (pyOnnx.cpp's
+  `py::keep_alive<2, 1>` on the OnnxParser constructor), so `del parser` frees nothing while it lives.
 - `create_network(flags)`: bits are `1 << int(NetworkDefinitionCreationFlag.X)`; the ONNX parser
   needs EXPLICIT_BATCH before 10.0; 11.x networks are strongly typed whatever the flags.
 - `OnnxParser.parse_from_file` reads the file with `onnx` (errors: num_errors / get_error) and makes
@@ -40,6 +43,7 @@ import enum
 import functools
 import json
 import sys
+import weakref
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
@@ -89,6 +93,7 @@ def make_tensorrt(version: str, gpu: Any, dla_cores: int = 0) -> FakeTensorRT:
     trt.__spec__ = ModuleSpec("tensorrt", None)
     trt.__version__ = api["version"]
     trt._gpu, trt._dla_cores, trt._log, trt._major = gpu, dla_cores, [], int(version.split(".")[0])
+    trt._live = weakref.WeakSet()  # the builders, networks, parsers and configs not yet released
     enums = {name: enum.IntEnum(name.split(".")[-1], members) for name, members in api["enums"].items() if members}
     for name in api["classes"]:
         if "." in name:

@@ -132,6 +132,8 @@ class Tensor(Strict):
 class Network(Strict):
     def __init__(self, flags: set[str]) -> None:
         self._flags, self._onnx, self._inputs, self._outputs, self._layers = flags, b"", [], [], []
+        self._kept_alive: list[Any] = []  # what pybind11's keep_alive ties to this network (its parser)
+        self._trt._live.add(self)
 
     num_inputs = property(lambda self: len(self._inputs))
     num_outputs = property(lambda self: len(self._outputs))
@@ -165,6 +167,8 @@ class ParserError(Strict):
 class OnnxParser(Strict):
     def __init__(self, network: Network, logger: Any) -> None:
         self._network, self._errors = network, []
+        network._kept_alive.append(self)  # py::keep_alive<2, 1>: the network (argument 2) keeps the parser
+        self._trt._live.add(self)
 
     num_errors = property(lambda self: len(self._errors))
 
@@ -233,6 +237,7 @@ class TimingCache(Strict):
 
 class BuilderConfig(Strict):
     def __init__(self) -> None:
+        self._trt._live.add(self)
         # a fresh config has TF32 set: "Enabled by default" (NvInfer.h BuilderFlag::kTF32, 8.5 to 11.1)
         self._flags: set[str] = {"TF32"} & set(self._trt.BuilderFlag.__members__)
         self._profiles: list[OptimizationProfile] = []
@@ -301,6 +306,7 @@ class BuilderConfig(Strict):
 class Builder(Strict):
     def __init__(self, logger: Any) -> None:
         self._logger = logger
+        self._trt._live.add(self)
 
     num_DLA_cores = property(lambda self: self._trt._dla_cores)
 

@@ -198,10 +198,24 @@ def test_compatibility_options(version, fake, tiny_onnx, tmp_path):
 
 @pytest.mark.parametrize("version", ["8.5", "8.6", "10.3"])  # the JetPack releases with DLA
 def test_dla_with_gpu_fallback(version, fake, tmp_path):
+    """The fallback list is where the layers run: on 8.5/8.6 the layers pinned to FP32 (the fp16 graph's
+    float32 Reshape, Cast back and Softmax) run on the GPU, DLA running FP16/INT8 only, while
+    can_run_on_DLA, which looks at the layer alone, named only the Softmax."""
     fake(version, dla_cores=2)
     onnx = make_tiny_onnx(tmp_path / "m.fp16.onnx", 4, "fp16")
     result = B.build_engine(BuildOptions(onnx=onnx, output=tmp_path / "d.plan", precision="fp16", dla_core=1))
-    assert result.dla_fallback == ["Softmax_4"] and result.sidecar.dla_core == 1
+    on_gpu = json.loads(result.plan.read_bytes().split(PLAN_BODY, 1)[1])["on_gpu"]  # what the fake builder did
+    pinned = ["Reshape_0", "Cast_3", "Softmax_4"] if version.startswith("8.") else []
+    assert result.dla_fallback == on_gpu == (pinned or ["Softmax_4"]) and result.dla_pinned == pinned
+    assert result.sidecar.dla_fallback_layers == on_gpu and result.sidecar.dla_core == 1
+    out = build(onnx, "--out", tmp_path / "c.plan", "--dla", "1")
+    expected = (
+        "3 layers fall back to the GPU: Reshape_0, Cast_3, Softmax_4 (pinned to FP32, which DLA does not run: "
+        "it runs FP16 and INT8)"
+        if pinned
+        else "1 layer falls back to the GPU: Softmax_4 (DLA cannot run it)"
+    )
+    assert expected in " ".join(out.split()), out
     with TensorRTRunner(result.plan) as runner:  # the runtime is put on the plan's DLA core
         assert runner._runtime.DLA_core == 1 and runner.info().device == "dla"
         assert runner.infer({"input": np.ones((4, 3, 8, 8), np.float32)})["logits"].shape == (4, 10)

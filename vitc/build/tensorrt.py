@@ -47,8 +47,9 @@ def default_timing_cache(output: Path, version: str) -> Path:
 class BuildResult:
     plan: Path
     sidecar: EngineSidecar
-    dla_fallback: list[str] = field(default_factory=list)
+    dla_fallback: list[str] = field(default_factory=list)  # every layer of a --dla build that runs on the GPU
     warnings: list[str] = field(default_factory=list)
+    dla_pinned: list[str] = field(default_factory=list)  # those of them pinned to FP32 (8.5/8.6), which DLA cannot run
 
 
 def make_sidecar(
@@ -145,7 +146,10 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     if opts.manifest is not None and opts.manifest.onnx_sha256 and opts.manifest.onnx_sha256 != sidecar.onnx_sha256:
         warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")
     sidecar = _save_engine(opts.output, built.plan, sidecar, heldout)
-    return BuildResult(opts.output, sidecar, built.dla_fallback, warnings)
+    pinned = set(built.pinned or ())
+    return BuildResult(
+        opts.output, sidecar, built.dla_fallback, warnings, [name for name in built.dla_fallback if name in pinned]
+    )
 
 
 @dataclass(frozen=True)
@@ -154,9 +158,13 @@ class _Built:
 
     plan: bytes
     profile: Profile
-    fp32_layers: int | None
+    pinned: list[str] | None  # the layers pinned to FP32 (weakly typed fp16/int8 builds: 8.5/8.6)
     dla_fallback: list[str]
     seconds: float
+
+    @property
+    def fp32_layers(self) -> int | None:
+        return None if self.pinned is None else len(self.pinned)
 
 
 def _build_plan(
@@ -178,11 +186,13 @@ def _build_plan(
     network, _parser, profile = _parse(builder, logger, opts, plan_flags, version)  # _parser owns the weights
     if heldout is not None:
         _check_heldout_fits(heldout.sample_shape, profile, opts.manifest)
-    fp32_layers = len(pin_fp32_layers(network)) if plan_flags.pin_fp32 else None  # before DLA asks what runs there
+    pinned = pin_fp32_layers(network) if plan_flags.pin_fp32 else None  # before DLA asks what runs there
     config = _configure(builder, network, opts, plan_flags, features(version), version, profile)
-    dla_fallback = _configure_dla(builder, network, config, opts, profile) if opts.dla_core is not None else []
+    dla_fallback = []
+    if opts.dla_core is not None:
+        dla_fallback = _configure_dla(builder, network, config, opts, profile, set(pinned or ()))
     blob = _engine_bytes(builder, network, config, cache_path, warnings, f"{opts.onnx}: TensorRT {version}")
-    return _Built(blob, profile, fp32_layers, dla_fallback, time.perf_counter() - started)
+    return _Built(blob, profile, pinned, dla_fallback, time.perf_counter() - started)
 
 
 def _preflight(opts: BuildOptions) -> tuple[str, dict[str, str], PrecisionPlan, Heldout | None]:
@@ -423,8 +433,15 @@ def _configure_dla(
     config: trt.IBuilderConfig,
     opts: BuildOptions,
     profile: Profile,
+    pinned: set[str],
 ) -> list[str]:
-    """Put the network on DLA core N with GPU fallback; return the layers that fall back to the GPU."""
+    """Put the network on DLA core N with GPU fallback; return the layers that run on the GPU.
+
+    Those are the layers DLA cannot run (`can_run_on_DLA`) and, on 8.5/8.6, the layers pinned to FP32
+    (`pinned`): DLA runs FP16 and INT8 only, and `can_run_on_DLA` looks at the layer, not at the
+    precision it is held to. vitc puts those on the GPU itself (`set_device_type`), so the list says
+    where they run rather than guessing what the builder will do with them.
+    """
     cores = int(builder.num_DLA_cores)
     core = int(opts.dla_core or 0)
     if cores == 0:
@@ -443,6 +460,8 @@ def _configure_dla(
     fallback = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
+        if layer.name in pinned:
+            config.set_device_type(layer, trt.DeviceType.GPU)
         if not config.can_run_on_DLA(layer) or config.get_device_type(layer) != trt.DeviceType.DLA:
             fallback.append(layer.name)
     return fallback

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -11,6 +11,9 @@ from typing_extensions import Annotated
 from vitc.cli._console import console, labelled
 from vitc.cli._options import ForceOpt
 from vitc.errors import VitcError
+
+if TYPE_CHECKING:
+    from vitc.build.tensorrt import BuildResult
 
 
 def build(
@@ -90,7 +93,9 @@ def build(
     side = result.sidecar
     terminal.print(f"wrote {result.plan} (TensorRT {side.tensorrt}, {side.precision}, {side.build_seconds} s)")
     if result.dla_fallback:
-        terminal.print(f"{len(result.dla_fallback)} layers fall back to the GPU: " + ", ".join(result.dla_fallback))
+        count = len(result.dla_fallback)
+        layers = "1 layer falls" if count == 1 else f"{count} layers fall"
+        terminal.print(f"{layers} back to the GPU: " + _fallback_reasons(result))
     for label, key in (
         ("export drift (ONNX vs PyTorch)", "export_drift"),
         ("engine drift (TensorRT vs PyTorch)", "engine_drift"),
@@ -104,6 +109,17 @@ def build(
             ]
             unlabelled = " (agreement only: generated inputs, no labels)" if drift.get("labels") is False else ""
             terminal.print(f"{label}{unlabelled}: " + ", ".join(parts))
+
+
+def _fallback_reasons(result: BuildResult) -> str:
+    """The GPU layers of a --dla build, grouped by why they are there."""
+    pinned = set(result.dla_pinned)
+    refused = [name for name in result.dla_fallback if name not in pinned]
+    groups = (
+        (refused, "DLA cannot run it" if len(refused) == 1 else "DLA cannot run them"),
+        (result.dla_pinned, "pinned to FP32, which DLA does not run: it runs FP16 and INT8"),
+    )
+    return "; ".join(f"{', '.join(names)} ({why})" for names, why in groups if names)
 
 
 def _check_plan_name(out: Path) -> None:

@@ -243,6 +243,7 @@ class BuilderConfig(Strict):
         self._profiles: list[OptimizationProfile] = []
         self._cache: TimingCache | None = None
         self._pools: dict[str, int] = {}
+        self._devices: dict[str, Any] = {}  # set_device_type, by layer name
         object.__setattr__(self, "default_device_type", self._trt.DeviceType.GPU)
         object.__setattr__(self, "DLA_core", -1)
         if "hardware_compatibility_level" in self._api:
@@ -296,11 +297,28 @@ class BuilderConfig(Strict):
     def get_timing_cache(self) -> Any:
         return self._cache
 
-    def can_run_on_DLA(self, layer: Any) -> bool:
+    def can_run_on_DLA(self, layer: Any) -> bool:  # the layer's type and parameters, not its precision
         return layer._state[1] not in NOT_ON_DLA
 
+    def set_device_type(self, layer: Any, device_type: Any) -> None:
+        if not isinstance(device_type, self._trt.DeviceType):  # pybind11 takes only its enum
+            raise TypeError(f"incompatible function arguments: {device_type!r} is not a tensorrt.DeviceType")
+        self._devices[layer.name] = device_type
+
     def get_device_type(self, layer: Any) -> Any:
-        return self.default_device_type
+        return self._devices.get(layer.name, self.default_device_type)
+
+    def _on_gpu(self, network: Network) -> list[str]:
+        """The layers of a DLA build that run on the GPU: those put there, those DLA cannot run, and those
+        held to FP32 (DLA runs FP16 and INT8 only: "DLA support is limited to networks running in FP16
+        and INT8 mode", TensorRT developer guide; with GPU_FALLBACK they fall back)."""
+        return [
+            layer.name
+            for layer in network._layers
+            if self.get_device_type(layer).name != "DLA"
+            or not self.can_run_on_DLA(layer)
+            or (layer._precision is not None and layer._precision.name == "FLOAT")
+        ]
 
 
 class Builder(Strict):
@@ -337,6 +355,7 @@ class Builder(Strict):
             "flags": sorted(config._flags),
             "strongly_typed": network._strongly_typed,
             "dla_core": config.DLA_core if config.default_device_type.name == "DLA" else None,
+            "on_gpu": config._on_gpu(network) if config.default_device_type.name == "DLA" else None,
             "io": [[t.name, "INPUT", t.dtype.name, list(t._state[1])] for t in network._inputs]
             + [[t.name, "OUTPUT", t.dtype.name, list(t._state[1])] for t in network._outputs],
             "profile": {

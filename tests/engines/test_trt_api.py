@@ -135,6 +135,11 @@ def test_fake_is_strict_like_the_real_module():
     config = trt.Builder(trt.Logger(trt.Logger.WARNING)).create_builder_config()
     with pytest.raises(AttributeError):
         config.no_such_option = 1
+    with pytest.raises(TypeError, match="incompatible function arguments"):  # std::size_t pool_size
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, -1 << 20)
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        config.set_flag(6)  # an int is not a BuilderFlag
+    assert config.get_flag(trt.BuilderFlag.TF32)  # "Enabled by default"
     old = make_tensorrt("8.5", gpu=None)
     old_config = old.Builder(old.Logger(old.Logger.WARNING)).create_builder_config()
     with pytest.raises(AttributeError, match="hardware_compatibility_level"):

@@ -196,6 +196,34 @@ def test_compatibility_options(version, fake, tiny_onnx, tmp_path):
             B.build_engine(vc)
 
 
+@pytest.mark.parametrize(
+    ("version", "args", "message"),
+    [
+        ("10.3", ["--workspace", "-1"], "--workspace -1: the workspace limit is in MB, at least 1"),
+        ("10.3", ["--workspace", "0"], "--workspace 0: the workspace limit is in MB, at least 1"),
+        ("10.3", ["--opt-level", "9"], "--opt-level 9: TensorRT's optimisation levels are 0 to 5"),
+        ("10.3", ["--opt-level", "-1"], "--opt-level -1: TensorRT's optimisation levels are 0 to 5"),
+        ("8.5", ["--opt-level", "3"], "--opt-level needs TensorRT 8.6 or newer (this is 8.5.3.1)"),
+        ("8.5", ["--version-compatible"], "--version-compatible needs TensorRT 8.6 or newer (this is 8.5.3.1)"),
+        ("8.6", ["--hardware-compat", "same-cc"], "--hardware-compat same-cc needs TensorRT 10.9 or newer"),
+        ("10.3", ["--dla", "0"], "--dla runs FP16 or INT8 only: build the fp16 or int8 export"),
+    ],
+)
+def test_bad_build_options_are_refused_before_parsing(version, args, message, fake, export_dir, monkeypatch):
+    """One line, exit 2, before the ONNX file is parsed: --workspace -1 ended in pybind11's TypeError
+    traceback after parsing, --workspace 0 in a failed build, --opt-level 9 built at 5 and recorded 9, and the
+    options a release lacks were refused only after parsing."""
+    fake(version)
+
+    def parse(*args: Any) -> Any:
+        raise AssertionError("the ONNX file was parsed")
+
+    monkeypatch.setattr(B, "_parse", parse)
+    result = cli.invoke(app, ["build", str(export_dir / "model.fp32.onnx"), *args])
+    assert result.exit_code == 2 and result.output.startswith(f"error: {message}"), result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("version", ["8.5", "8.6", "10.3"])  # the JetPack releases with DLA
 def test_dla_with_gpu_fallback(version, fake, tmp_path):
     """The fallback list is where the layers run: on 8.5/8.6 the layers pinned to FP32 (the fp16 graph's

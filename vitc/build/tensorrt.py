@@ -38,6 +38,12 @@ else:
     trt = LazyModule("tensorrt")
 
 
+# builder_optimization_level: "Valid values include integers from 0 to the maximum optimization level, which
+# is currently 5. Setting it to greater than the maximum level results in behavior identical to the maximum
+# level" (NvInfer.h, 8.6 to 11.1), so 9 built at 5 while the sidecar said 9.
+MAX_OPT_LEVEL = 5
+
+
 def default_timing_cache(output: Path, version: str) -> Path:
     """engines/timing-trt<version>.cache: one per TensorRT version, shared by every build in engines/."""
     return output.parent / f"timing-trt{version}.cache"
@@ -187,7 +193,7 @@ def _build_plan(
     if heldout is not None:
         _check_heldout_fits(heldout.sample_shape, profile, opts.manifest)
     pinned = pin_fp32_layers(network) if plan_flags.pin_fp32 else None  # before DLA asks what runs there
-    config = _configure(builder, network, opts, plan_flags, features(version), version, profile)
+    config = _configure(builder, network, opts, plan_flags, profile)
     dla_fallback = []
     if opts.dla_core is not None:
         dla_fallback = _configure_dla(builder, network, config, opts, profile, set(pinned or ()))
@@ -200,9 +206,9 @@ def _preflight(opts: BuildOptions) -> tuple[str, dict[str, str], PrecisionPlan, 
     the output folder. Returns (TensorRT version, GPU, precision flags, held-out set to check)."""
     if not opts.onnx.is_file():
         raise VitcError(f"{opts.onnx}: no such file")
-    if opts.hardware_compat not in HARDWARE_COMPAT:
-        raise VitcError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got {opts.hardware_compat!r}")
+    _check_options(opts)
     version, gpu = check_build_machine()
+    _check_release_options(opts, features(version), version)
     _check_weight_form(opts, version)
     plan_flags = precision_plan(features(version), opts.precision, opts.tf32)
     heldout = _heldout_to_check(opts)
@@ -345,8 +351,6 @@ def _configure(
     network: trt.INetworkDefinition,
     opts: BuildOptions,
     plan_flags: PrecisionPlan,
-    feat: TrtFeatures,
-    version: str,
     profile: Profile,
 ) -> trt.IBuilderConfig:
     """The builder config: precision flags (TF32, on by default, cleared unless --tf32), workspace,
@@ -358,7 +362,7 @@ def _configure(
         config.clear_flag(getattr(trt.BuilderFlag, name))
     if opts.workspace_mb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mb) << 20)
-    _apply_compat_options(config, feat, opts, version)
+    _apply_compat_options(config, opts)
     if any(d < 0 for d in dims(network.get_input(0).shape)):
         optimisation = builder.create_optimization_profile()
         optimisation.set_shape(
@@ -408,20 +412,38 @@ def _save_timing_cache(config: trt.IBuilderConfig, path: Path, warnings: list[st
         warnings.append(f"{path}: could not save the timing cache ({exc})")
 
 
-def _apply_compat_options(config: trt.IBuilderConfig, feat: TrtFeatures, opts: BuildOptions, version: str) -> None:
+def _check_options(opts: BuildOptions) -> None:
+    """The option values themselves: a negative workspace reached pybind11 as a TypeError traceback, 0 MB
+    failed the build, and --opt-level 9 built at 5 while the sidecar recorded 9."""
+    if opts.hardware_compat not in HARDWARE_COMPAT:
+        raise VitcError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got {opts.hardware_compat!r}")
+    if opts.workspace_mb is not None and opts.workspace_mb < 1:
+        raise VitcError(f"--workspace {opts.workspace_mb}: the workspace limit is in MB, at least 1")
+    if opts.opt_level is not None and not 0 <= opts.opt_level <= MAX_OPT_LEVEL:
+        raise VitcError(f"--opt-level {opts.opt_level}: TensorRT's optimisation levels are 0 to {MAX_OPT_LEVEL}")
+    if opts.dla_core is not None and opts.precision == "fp32":
+        raise VitcError("--dla runs FP16 or INT8 only: build the fp16 or int8 export")
+
+
+def _check_release_options(opts: BuildOptions, feat: TrtFeatures, version: str) -> None:
+    """The options this TensorRT release lacks, refused before parsing."""
+    if opts.opt_level is not None and not feat.optimization_level:
+        raise VitcError(f"--opt-level needs TensorRT 8.6 or newer (this is {version})")
+    if opts.version_compatible and not feat.version_compatible:
+        raise VitcError(f"--version-compatible needs TensorRT 8.6 or newer (this is {version})")
+    if opts.hardware_compat != "none" and not feat.hardware_compatibility:
+        raise VitcError(f"--hardware-compat needs TensorRT 8.6 or newer (this is {version})")
+    if opts.hardware_compat == "same-cc" and not feat.same_compute_capability:
+        raise VitcError(f"--hardware-compat same-cc needs TensorRT 10.9 or newer (this is {version})")
+
+
+def _apply_compat_options(config: trt.IBuilderConfig, opts: BuildOptions) -> None:
+    """--opt-level, --version-compatible, --hardware-compat (checked against the release by the preflight)."""
     if opts.opt_level is not None:
-        if not feat.optimization_level:
-            raise VitcError(f"--opt-level needs TensorRT 8.6 or newer (this is {version})")
         config.builder_optimization_level = int(opts.opt_level)
     if opts.version_compatible:
-        if not feat.version_compatible:
-            raise VitcError(f"--version-compatible needs TensorRT 8.6 or newer (this is {version})")
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if opts.hardware_compat != "none":
-        if not feat.hardware_compatibility:
-            raise VitcError(f"--hardware-compat needs TensorRT 8.6 or newer (this is {version})")
-        if opts.hardware_compat == "same-cc" and not feat.same_compute_capability:
-            raise VitcError(f"--hardware-compat same-cc needs TensorRT 10.9 or newer (this is {version})")
         # only the requested member is looked up: SAME_COMPUTE_CAPABILITY does not exist before 10.9
         level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_LEVELS[opts.hardware_compat])
         config.hardware_compatibility_level = level
@@ -452,8 +474,6 @@ def _configure_dla(
         raise VitcError(
             f"--dla needs a static batch (min = opt = max), got {profile.min[0]}:{profile.opt[0]}:{profile.max[0]}"
         )
-    if opts.precision == "fp32":
-        raise VitcError("--dla runs FP16 or INT8 only: build the fp16 or int8 export")
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = core
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)

@@ -22,7 +22,7 @@ def build(
         Optional[Path], typer.Option("--out", "-o", help="Plan path (default engines/<run>.<precision>.plan).")
     ] = None,
     batch: Annotated[Optional[str], typer.Option(help="MIN:OPT:MAX (or N) overriding the manifest's range.")] = None,
-    workspace: Annotated[Optional[int], typer.Option(help="Workspace memory limit in MB.")] = None,
+    workspace: Annotated[Optional[int], typer.Option(help="Workspace memory limit in MB (at least 1).")] = None,
     opt_level: Annotated[Optional[int], typer.Option(help="Builder optimisation level 0-5 (TensorRT 8.6+).")] = None,
     dla: Annotated[Optional[int], typer.Option("--dla", help="Run on DLA core N with GPU fallback (Jetson).")] = None,
     timing_cache: Annotated[

@@ -266,6 +266,11 @@ class BuilderConfig(Strict):
         return flag.name in self._flags
 
     def set_memory_pool_limit(self, pool: Any, pool_size: int) -> None:
+        if not isinstance(pool_size, int) or pool_size < 0:  # pybind11 cannot make a std::size_t of it
+            raise TypeError(
+                "set_memory_pool_limit(): incompatible function arguments. The following argument types are "
+                f"supported: (self, pool: tensorrt.MemoryPoolType, pool_size: int) -> None; got {pool_size!r}"
+            )
         self._pools[pool.name] = int(pool_size)
 
     def add_optimization_profile(self, profile: OptimizationProfile) -> int:

@@ -192,6 +192,23 @@ def test_an_invalidated_capture_ends_without_a_graph(cuda_fake, release: str, dr
     stream.destroy()
 
 
+@pytest.mark.parametrize(("release", "driver"), [("11.8", 11040), ("13.0", 13000)])
+def test_a_graph_that_cannot_be_instantiated_is_destroyed(cuda_fake, release: str, driver: int) -> None:
+    """cudaGraphInstantiateWithFlags failing (out of memory, here) raised a VitcError and left the captured
+    graph allocated; end() now destroys it, clears the error and says why, as for a failed capture."""
+    gpu = cuda_fake(cuda_python=release, driver=driver)
+    gpu.instantiate_error = cudaError_t.cudaErrorMemoryAllocation
+    stream = Cuda().stream()
+    graph = CudaGraph(stream)
+    graph.begin()
+    gpu.launch_kernel(stream.handle, lambda: None)
+    assert not graph.end()
+    assert graph.instantiate_error == "cudaGraphInstantiateWithFlags: cudaErrorMemoryAllocation"
+    assert gpu.graphs == {} and gpu.last_error == cudaError_t.cudaSuccess
+    graph.destroy()  # nothing left to destroy: no error
+    stream.destroy()
+
+
 def test_a_capture_whose_enqueue_failed_is_destroyed(cuda_fake) -> None:
     """trtexec's endCaptureOnError, case (2): the graph of a failed enqueue is ended and destroyed, unused."""
     gpu = cuda_fake(cuda_python="12.9", driver=12060)

@@ -502,6 +502,28 @@ def test_an_engine_that_cannot_be_captured_runs_without_cuda_graphs(how, fake, t
         np.testing.assert_array_equal(have, want)
 
 
+def test_a_cuda_graph_that_cannot_be_instantiated_falls_back_to_plain_launches(fake, tiny_onnx, tmp_path):
+    """A failed cudaGraphInstantiateWithFlags stopped the run with a VitcError and left the captured graph
+    allocated; it now ends as a failed capture does: graph destroyed, error cleared, one warning, plain launches."""
+    trt = fake("10.3")
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    plan = B.build_engine(opts).plan
+    feeds = [np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype(np.float32) for i in range(3)]
+    with TensorRTRunner(plan) as plain:
+        expected = [plain.infer({"input": x})["logits"] for x in feeds]
+    trt._gpu.instantiate_error = cudaError_t.cudaErrorMemoryAllocation
+    with TensorRTRunner(plan, cuda_graph=True) as runner:
+        got = [runner.infer({"input": x})["logits"] for x in feeds]
+        assert runner._graph is None and not runner.cuda_graph
+        assert runner.warnings == [
+            f"{plan}: CUDA could not instantiate the CUDA graph of this engine (cudaGraphInstantiateWithFlags: "
+            "cudaErrorMemoryAllocation), so it runs without CUDA graphs"
+        ]
+        assert trt._gpu.graphs == {} and trt._gpu.last_error == cudaError_t.cudaSuccess
+    for want, have in zip(expected, got):
+        np.testing.assert_array_equal(have, want)
+
+
 def test_bench_cuda_graph_of_an_engine_whose_capture_is_invalidated(fake, tiny_onnx, tmp_path):
     """`vitc bench -e x.plan --cuda-graph` stopped with exit 2 ('CUDA error in cudaStreamEndCapture:
     cudaErrorStreamCaptureInvalidated'); it warns and benchmarks the engine without CUDA graphs."""

@@ -327,6 +327,7 @@ class CudaGraph:
         self.rt = stream.cuda.rt
         self._graph: Any = None
         self._exec: Any = None
+        self.instantiate_error: str | None = None  # why the captured graph could not be instantiated
 
     def begin(self) -> None:
         mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
@@ -339,8 +340,10 @@ class CudaGraph:
         which an illegal call was made, and cudaStreamEndCapture then returns
         cudaErrorStreamCaptureInvalidated and a NULL graph (cuda-python ≤ 12.6 wraps NULL, 12.9+ gives
         None); a capture whose work failed to enqueue (`enqueued` False) ends with a graph that must
-        not be used, only destroyed. Either way the stream has left capture mode, and the error the
-        failure left behind is cleared (cudaGetLastError), or the next launch would report it.
+        not be used, only destroyed. A graph CUDA cannot instantiate (out of memory, a node it does not
+        support) is destroyed too, with the reason in `instantiate_error`. Each way the stream has left
+        capture mode, and the error the failure left behind is cleared (cudaGetLastError), or the next
+        launch would report it.
         """
         result = self.rt.cudaStreamEndCapture(self.stream._obj)
         if int(result[0]) == int(self.rt.cudaError_t.cudaErrorStreamCaptureInvalidated):
@@ -350,10 +353,11 @@ class CudaGraph:
             if enqueued:
                 # cudaGraphInstantiateWithFlags(graph, flags) is the one form in cuda-python 11.x (JetPack 5),
                 # 12.x and 13.x: 11.x's cudaGraphInstantiate takes (graph, pLogBuffer, bufferSize) instead.
-                self._exec = _check(
-                    self.rt.cudaGraphInstantiateWithFlags(self._graph, 0), "cudaGraphInstantiateWithFlags"
-                )
-                return True
+                err, graph_exec = self.rt.cudaGraphInstantiateWithFlags(self._graph, 0)
+                if int(err) == 0:
+                    self._exec = graph_exec
+                    return True
+                self.instantiate_error = f"cudaGraphInstantiateWithFlags: {getattr(err, 'name', err)}"
             self.destroy()
         self.rt.cudaGetLastError()  # returns (and so clears) that error: not a failure of this call
         return False

@@ -254,13 +254,18 @@ class TensorRTRunner(BaseRunner):
                 captured = graph.end(enqueued)  # a stream left capturing would fail every call after
             if not captured:  # as trtexec: warn once and run without graphs from now on
                 self.cuda_graph = False
-                why = (
-                    "CUDA invalidated the CUDA graph capture of this engine (TensorRT made a call that is not "
-                    "permitted during capture)"
-                    if enqueued
-                    else "TensorRT could not enqueue this engine inside a CUDA graph capture (some of its layers "
-                    "cannot be captured)"
-                )
+                if not enqueued:
+                    why = (
+                        "TensorRT could not enqueue this engine inside a CUDA graph capture (some of its layers "
+                        "cannot be captured)"
+                    )
+                elif graph.instantiate_error is not None:
+                    why = f"CUDA could not instantiate the CUDA graph of this engine ({graph.instantiate_error})"
+                else:
+                    why = (
+                        "CUDA invalidated the CUDA graph capture of this engine (TensorRT made a call that is not "
+                        "permitted during capture)"
+                    )
                 self.warnings.append(f"{self.path}: {why}, so it runs without CUDA graphs")
                 if not self._context.execute_async_v3(self._stream.handle):
                     raise VitcError(f"{self.path}: TensorRT failed to enqueue the inference")

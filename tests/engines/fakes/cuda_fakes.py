@@ -35,6 +35,8 @@ What is modelled, from the real sources:
   cudaStreamEndCapture leaves capture mode returning that error and a NULL graph: a NULL
   `cudaGraph_t` in 11.8.2 and 12.6.0 (`return (cudaError_t(err), pGraph)`), None in 12.9 and 13.0
   (`if err != cudaSuccess: return (..., None)`).
+- `gpu.instantiate_error = cudaError_t.X` makes cudaGraphInstantiate* fail with X (the graph stays,
+  to be destroyed by the caller), as CUDA does out of memory or for a node it cannot instantiate.
 - the last error: every failed call records its error, which `cudaGetLastError()` returns as
   `(err,)` and resets (all four releases). The fake TensorRT checks it after its launches, as
   TensorRT does, so an error left pending fails the next enqueue (why trtexec clears it).
@@ -134,6 +136,7 @@ class FakeGpu:
         self.last_error = cudaError_t.cudaSuccess  # what cudaGetLastError returns and resets
         self.kernel_ms = 1.0
         self.clock = 0.0
+        self.instantiate_error: cudaError_t | None = None  # what cudaGraphInstantiate* then fails with
         self._next = _DEVICE_BASE
         self._handles = 1
 
@@ -347,6 +350,8 @@ def _runtime_functions(gpu: FakeGpu, built_for: int) -> dict[str, Callable[..., 
     def instantiate(graph: Any, flags: int) -> Handle:
         if int(graph) not in gpu.graphs:
             raise FakeCudaError(cudaError_t.cudaErrorInvalidResourceHandle)
+        if gpu.instantiate_error is not None:  # e.g. out of memory: no graphExec, the graph left as it was
+            raise FakeCudaError(gpu.instantiate_error)
         handle = gpu.new_handle()
         gpu.graphs[handle] = list(gpu.graphs[int(graph)])
         return Handle(handle, "cudaGraphExec_t")

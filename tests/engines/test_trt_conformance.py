@@ -524,6 +524,29 @@ def test_a_cuda_graph_that_cannot_be_instantiated_falls_back_to_plain_launches(f
         np.testing.assert_array_equal(have, want)
 
 
+def test_cuda_graphs_on_pycuda_are_switched_off_when_the_engine_loads(fake, tiny_onnx, tmp_path, monkeypatch):
+    """`vitc bench -e x.plan --cuda-graph` on pycuda failed at the second warm-up call ('--cuda-graph needs
+    cuda-python'), after the engine had loaded; the runner now says so when it loads it and runs plainly,
+    as it does for a DLA plan."""
+    from tests.engines.fakes.cuda_fakes import install_cuda
+
+    trt = fake("8.5")
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    plan = B.build_engine(opts).plan
+    trt._gpu = install_cuda(monkeypatch, cuda_python=None, pycuda=True)  # the same device, pycuda only
+    with TensorRTRunner(plan, cuda_graph=True) as runner:
+        assert not runner.cuda_graph and runner._cuda.kind == "pycuda"
+        assert runner.warnings == [
+            f"{plan}: CUDA graphs need cuda-python and these CUDA bindings are pycuda, so it runs without CUDA graphs"
+        ]
+        outputs = [runner.infer({"input": np.ones((2, 3, 8, 8), np.float32)})["logits"] for _ in range(3)]
+    assert all(np.array_equal(out, outputs[0]) for out in outputs)
+    result = cli.invoke(app, [str(a) for a in ["bench", "-e", plan, "-b", "1,2", "-n", "2", "--warmup", "1",
+                                               "--cuda-graph"]])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "CUDA graphs need cuda-python" in " ".join(result.output.split())
+
+
 def test_bench_cuda_graph_of_an_engine_whose_capture_is_invalidated(fake, tiny_onnx, tmp_path):
     """`vitc bench -e x.plan --cuda-graph` stopped with exit 2 ('CUDA error in cudaStreamEndCapture:
     cudaErrorStreamCaptureInvalidated'); it warns and benchmarks the engine without CUDA graphs."""

@@ -95,6 +95,12 @@ class TensorRTRunner(BaseRunner):
         self._cuda = Cuda()
         gpu = self._cuda.device_properties()
         self.warnings = check_plan_compat(header, version, self.sidecar, gpu, str(self.path))
+        if self.cuda_graph and self._cuda.kind == "pycuda":  # said now, not at the second warm-up call
+            self.cuda_graph = False
+            self.warnings.append(
+                f"{self.path}: CUDA graphs need cuda-python and these CUDA bindings are pycuda, "
+                "so it runs without CUDA graphs"
+            )
         if self.sidecar is None and header.version is not None:
             self.warnings.append(
                 f"{self.path}: no sidecar ({sidecar_path(self.path).name}): its precision, GPU and drift are unknown"

@@ -35,7 +35,8 @@ issue 20's targets come first, so a section that overruns its share delays only 
    batch 1/8/64, runners interleaved round-robin (`--rounds`).
 7. cuda_layer: vitc.engines.cuda on the real GPU: the bindings chosen for this driver, pinned buffers,
    copies of exactly nbytes (sentinels after them stay untouched), events, graph capture and replay.
-8. tensorrt: `pytest -m tensorrt tests/engines` where TensorRT imports.
+8. tensorrt: `pytest -m tensorrt tests/engines` where TensorRT imports; skipped ("not run", with the reason)
+   when pytest collects none of them or every one skips itself (no TensorRT or no GPU there).
 
 Needs beyond CUDA PyTorch: numpy, typer, rich, safetensors (vitc's core, run from this checkout);
 scikit-learn (digits, for train); cuda-python matching the driver (`cuda-python>=12.6,<13` for a
@@ -421,15 +422,42 @@ def _fake_cuda(plan: dict[str, Any]) -> Iterator[str]:
 
 
 def tensorrt(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "pytest", "-m", "tensorrt", "tests/engines", "-q", "-rs", "-p", "no:cacheprovider"]
+    """`pytest -m tensorrt tests/engines` (collected only in a dry run). A run that tested nothing is
+    reported as skipped ("not run: ..."), not ok: pytest exits 5 when it collects nothing, and 0 when
+    every test skipped itself (no TensorRT, no GPU)."""
+    junit = out / "tensorrt_junit.xml"
+    junit.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "pytest", "-m", "tensorrt", "tests/engines", "-q", "-rs", "-p", "no:cacheprovider",
+           f"--junitxml={junit}"]  # fmt: skip
     if plan["device"] != "cuda":
         cmd.append("--collect-only")
     proc = run(cmd, budget)
     tail = proc.stdout.strip().splitlines()[-15:]
     if proc.returncode not in (0, 5):  # 5: nothing collected
         raise RuntimeError(f"pytest -m tensorrt exited {proc.returncode}: " + " | ".join(tail[-5:]))
-    return {"command": " ".join(cmd[2:]), "exit_code": proc.returncode, "summary": tail[-1] if tail else "",
-            "tail": tail}  # fmt: skip
+    section = {"command": " ".join(cmd[2:]), "exit_code": proc.returncode, "summary": tail[-1] if tail else "",
+               "tail": tail}  # fmt: skip
+    why = _tensorrt_not_run(proc.returncode, junit if plan["device"] == "cuda" else None)
+    return {"status": "skipped", "reason": f"not run: {why}", **section} if why else section
+
+
+def _tensorrt_not_run(returncode: int, junit: Path | None) -> str | None:
+    """Why `pytest -m tensorrt` tested nothing (None when it tested something): from its exit code and its
+    JUnit report (the -q of pyproject's addopts and the command's make pytest print no count line)."""
+    if returncode == 5:
+        return "pytest collected no test marked tensorrt (exit code 5)"
+    if junit is None or not junit.is_file():
+        return None
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(junit).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    tests = sum(int(suite.get("tests", 0)) for suite in suites)
+    skipped = sum(int(suite.get("skipped", 0)) for suite in suites)
+    if tests == 0 or skipped < tests:
+        return None
+    reasons = sorted({str(s.get("message", "")) for s in root.iter("skipped") if s.get("message")})
+    return f"all {tests} tests marked tensorrt were skipped ({'; '.join(reasons) or 'no reason given'})"
 
 
 SECTIONS: dict[str, tuple[Callable[[dict[str, Any], Path, float], dict[str, Any]], float]] = {

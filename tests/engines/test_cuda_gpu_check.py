@@ -178,3 +178,55 @@ def test_environment_without_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.setenv("VITC_COMMIT", "abc123")
     facts = gpu_check.environment(gpu_check.DRY, tmp_path, 10.0)
     assert facts["vitc_commit"] == "abc123" and facts["nvidia_smi"] is None and "torch" in facts
+
+
+def _tensorrt_section(gpu_check, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[dict, str]:
+    """check() of the tensorrt section alone, on a GPU's plan; its section and gpu_check.md."""
+    monkeypatch.setattr(gpu_check, "missing", lambda section: [])
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # check() extends it for its subprocesses
+    result = gpu_check.check(gpu_check.FULL, tmp_path / "work", 120.0, ["tensorrt"], tmp_path / "report")
+    return result["sections"]["tensorrt"], (tmp_path / "report" / "gpu_check.md").read_text()
+
+
+def test_tensorrt_section_whose_tests_all_skip_is_not_ok(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Here, without TensorRT, `pytest -m tensorrt tests/engines` exits 0 with every test skipped: the
+    section said "ok", as if TensorRT had been checked. It says skipped, not run, and why."""
+    from vitc.engines.tensorrt import tensorrt_available
+
+    if tensorrt_available():
+        pytest.skip("TensorRT is installed: its tests would run")
+    section, text = _tensorrt_section(_load(), monkeypatch, tmp_path)
+    assert section["status"] == "skipped" and section["exit_code"] == 0, section
+    assert section["reason"].startswith("not run: all ") and "tests marked tensorrt were skipped" in section["reason"]
+    assert "TensorRT is not installed" in section["reason"]
+    assert "## tensorrt: skipped" in text and section["reason"] in text
+
+
+def test_tensorrt_section_that_collects_nothing_is_not_ok(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """pytest exits 5 when it collects nothing (no test marked tensorrt): the section said "ok"."""
+    gpu_check = _load()
+
+    def run(cmd: list, timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.CompletedProcess(cmd, 5, "\n270 deselected in 1.02s\n", "")
+
+    monkeypatch.setattr(gpu_check, "run", run)
+    section, text = _tensorrt_section(gpu_check, monkeypatch, tmp_path)
+    assert section["status"] == "skipped" and section["exit_code"] == 5
+    assert section["reason"] == "not run: pytest collected no test marked tensorrt (exit code 5)"
+    assert "## tensorrt: skipped" in text and section["reason"] in text
+
+
+def test_tensorrt_section_with_a_passing_test_is_ok(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    gpu_check = _load()
+
+    def run(cmd: list, timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+        junit = Path(next(arg for arg in cmd if arg.startswith("--junitxml=")).split("=", 1)[1])
+        junit.write_text(
+            '<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"><testsuite name="pytest" '
+            'errors="0" failures="0" skipped="1" tests="4" time="9.0"></testsuite></testsuites>'
+        )
+        return subprocess.CompletedProcess(cmd, 0, "..s.\n", "")
+
+    monkeypatch.setattr(gpu_check, "run", run)
+    section, _ = _tensorrt_section(gpu_check, monkeypatch, tmp_path)
+    assert section["status"] == "ok" and "reason" not in section

@@ -93,6 +93,32 @@ def atomic_files() -> Iterator[StagedFiles]:
             tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[bool]:
+    """Hold an exclusive lock for updating `path` (read, merge, write back) against other processes doing
+    the same: POSIX flock on `<path>.lock` (not on `path`, which atomic_write replaces by another inode).
+    Yields False, unlocked, where no lock can be had (no fcntl: Windows; the lock file cannot be made; a
+    file system without locks: NFS without lockd, some FUSE and SMB mounts)."""
+    handle = None
+    with contextlib.suppress(ImportError, OSError):
+        import fcntl
+
+        handle = open(Path(path).with_name(Path(path).name + ".lock"), "a+b")  # noqa: SIM115 (closed below)
+    if handle is None:
+        yield False
+        return
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        except OSError:  # ENOLCK, EOPNOTSUPP
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

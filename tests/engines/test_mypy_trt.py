@@ -51,6 +51,7 @@ def test_mypy_strict_trt_adapters(tmp_path: Path):
             "vitc/build/tensorrt.py",
             "vitc/build/options.py",
             "vitc/build/trt_precision.py",
+            "vitc/build/trt_timing_cache.py",
             "vitc/engines/trt_runner.py",
             "vitc/engines/cuda.py",
         ],

@@ -166,6 +166,7 @@ ADAPTERS = (
     "vitc/engines/tensorrt.py",
     "vitc/build/tensorrt.py",
     "vitc/build/trt_precision.py",
+    "vitc/build/trt_timing_cache.py",
     "vitc/engines/trt_runner.py",
 )
 # What vitc/build/trt_precision.py calls on layers and tensors, where a build pins float32 layers (8.x)

@@ -7,6 +7,7 @@ that release define (tests/engines/trt_api/), on the CUDA fakes of tests/engines
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import json
 import sys
@@ -154,17 +155,99 @@ def test_timing_cache_new_reused_and_foreign(version, fake, tiny_onnx, tmp_path)
     opts = dict(onnx=tiny_onnx, batch=BatchRange.parse("1:2:4"), timing_cache=cache, check=False)
     first = B.build_engine(BuildOptions(output=tmp_path / "a.plan", **opts))
     assert cache.is_file() and not first.warnings
-    entries = json.loads(cache.read_bytes()[6:])["entries"]
+    entries = json.loads(cache.read_bytes()[6:])["entries"]  # one per layer of the network
     second = B.build_engine(BuildOptions(output=tmp_path / "b.plan", **opts))
-    assert not second.warnings and json.loads(cache.read_bytes()[6:])["entries"] > entries
+    assert entries and not second.warnings and json.loads(cache.read_bytes()[6:])["entries"] == entries  # all found
     # a cache from another GPU: set_timing_cache returns False; the build uses a fresh cache, the
     # plan and its sidecar are written, and the foreign file is kept as it was
-    foreign = b"FAKETC" + json.dumps({"origin": ["10.3.0.26", [7, 2]], "entries": 5}).encode()
+    foreign = b"FAKETC" + json.dumps({"origin": ["10.3.0.26", [7, 2]], "entries": ["k"]}).encode()
     cache.write_bytes(foreign)
     third = B.build_engine(BuildOptions(output=tmp_path / "c.plan", **opts))
     assert any("does not match" in w for w in third.warnings)
     assert (tmp_path / "c.plan").is_file() and sidecar(tmp_path / "c.plan")["tensorrt"] == third.sidecar.tensorrt
     assert cache.read_bytes() == foreign
+
+
+@pytest.mark.parametrize("version", ["8.5", "10.3", "11.1"])
+def test_builds_sharing_a_timing_cache_merge_their_entries(version, fake, tmp_path):
+    """Two builds into one cache file at once (engines/timing-trt<ver>.cache is shared): the one that
+    saved last wrote its own cache over the file and lost the other's entries. A save now merges what
+    the file holds (ITimingCache.combine, under a lock), as Polygraphy's EngineBytesFromNetwork does."""
+    from tests.engines.fakes.tensorrt_objects import Builder
+
+    fake(version)
+    models = [make_tiny_onnx(tmp_path / f"{name}.onnx", classes=n) for name, n in (("a", 10), ("b", 5))]
+    opts = dict(batch=BatchRange.parse("1:2:4"), check=False)
+
+    def entries(cache: Path) -> set:
+        return set(json.loads(cache.read_bytes()[6:])["entries"])
+
+    alone = []
+    for onnx in models:  # each model's entries, built on its own
+        B.build_engine(BuildOptions(onnx=onnx, output=tmp_path / "x.plan", timing_cache=tmp_path / "x.cache", **opts))
+        alone.append(entries(tmp_path / "x.cache"))
+        (tmp_path / "x.cache").unlink()
+    assert alone[0] and alone[1] and not alone[0] & alone[1]
+    cache = tmp_path / "shared.cache"
+    build = Builder.__dict__["build_serialized_network"]
+
+    def meanwhile(self: Any, network: Any, config: Any) -> Any:  # b is built and saved while a builds
+        type.__setattr__(Builder, "build_serialized_network", build)
+        B.build_engine(BuildOptions(onnx=models[1], output=tmp_path / "b.plan", timing_cache=cache, **opts))
+        return build(self, network, config)
+
+    type.__setattr__(Builder, "build_serialized_network", meanwhile)
+    try:
+        result = B.build_engine(BuildOptions(onnx=models[0], output=tmp_path / "a.plan", timing_cache=cache, **opts))
+    finally:
+        type.__setattr__(Builder, "build_serialized_network", build)
+    assert not result.warnings and entries(cache) == alone[0] | alone[1]
+    foreign = b"FAKETC" + json.dumps({"origin": ["10.3.0.26", [7, 2]], "entries": ["k"]}).encode()
+
+    def replaced(self: Any, network: Any, config: Any) -> Any:  # the file becomes another GPU's meanwhile
+        cache.write_bytes(foreign)
+        return build(self, network, config)
+
+    type.__setattr__(Builder, "build_serialized_network", replaced)
+    try:
+        result = B.build_engine(BuildOptions(onnx=models[0], output=tmp_path / "a.plan", timing_cache=cache, **opts))
+    finally:
+        type.__setattr__(Builder, "build_serialized_network", build)
+    assert cache.read_bytes() == foreign and any("left it as it is" in w for w in result.warnings)
+
+
+def test_the_timing_cache_lock_excludes_other_processes(tmp_path):
+    """vitc._io.file_lock: a second process cannot take the lock while a save holds it."""
+    import subprocess
+
+    pytest.importorskip("fcntl")  # POSIX: elsewhere file_lock yields False, unlocked
+
+    from vitc._io import file_lock
+
+    cache = tmp_path / "timing.cache"
+    probe = (
+        "import fcntl, sys; f = open(sys.argv[1], 'a+b')\n"
+        "try:\n    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)"
+    )
+    lock = str(tmp_path / "timing.cache.lock")
+    with file_lock(cache) as locked:
+        assert locked and subprocess.run([sys.executable, "-c", probe, lock]).returncode == 3
+    assert subprocess.run([sys.executable, "-c", probe, lock]).returncode == 0
+
+
+def test_a_file_system_without_locks_saves_the_timing_cache_unlocked(fake, tiny_onnx, tmp_path, monkeypatch):
+    """flock raising ENOLCK (NFS without lockd, some FUSE and SMB mounts) escaped the save: a traceback after the
+    build, and no plan written. The cache is saved unlocked, as where no lock file can be made."""
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks(*args: object) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    fake("10.3")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    cache = tmp_path / "timing.cache"
+    opts = BuildOptions(output=tmp_path / "a.plan", onnx=tiny_onnx, timing_cache=cache, check=False)
+    assert B.build_engine(opts).plan.is_file() and cache.is_file()
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -17,6 +17,7 @@ from vitc.artifacts import ExportManifest, Heldout, Precision
 from vitc.artifacts.sidecar import EngineSidecar, plan_record
 from vitc.build.options import BuildOptions, Profile, make_profile
 from vitc.build.trt_precision import pin_fp32_layers
+from vitc.build.trt_timing_cache import attach_timing_cache, save_timing_cache
 from vitc.engines.base import LazyModule
 from vitc.engines.tensorrt import (
     HARDWARE_COMPAT,
@@ -225,13 +226,13 @@ def _engine_bytes(
     what: str,
 ) -> bytes:
     """EngineBytesFromNetwork: the serialized plan, built with the timing cache at `cache_path` (loaded
-    before, saved after the build, even if a later check fails: a rebuild then takes seconds)."""
-    keep_cache = _attach_timing_cache(config, cache_path, warnings)
+    before, merged into the file after the build, even if a later check fails: a rebuild then takes seconds)."""
+    keep_cache = attach_timing_cache(config, cache_path, warnings)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise VitcError(f"{what} could not build an engine (see its log above)")
     if keep_cache:
-        _save_timing_cache(config, cache_path, warnings)
+        save_timing_cache(config, cache_path, warnings)
     return bytes(serialized)
 
 
@@ -370,46 +371,6 @@ def _configure(
         )
         config.add_optimization_profile(optimisation)
     return config
-
-
-def _attach_timing_cache(config: trt.IBuilderConfig, path: Path, warnings: list[str]) -> bool:
-    """Load the cache file into the build; True when the build's cache may be written back to `path`.
-
-    A cache from another GPU or TensorRT makes set_timing_cache return False and leaves the build
-    without a cache (get_timing_cache() is then None); an unreadable blob may not even make a cache,
-    and a file may not be readable at all. In each case a fresh cache is attached, and the file is
-    left as it is rather than overwritten.
-    """
-    try:
-        previous = path.read_bytes() if path.is_file() else b""
-    except OSError as exc:  # permissions, an I/O error
-        problem = f"cannot read the timing cache ({exc.strerror or exc})"
-    else:
-        cache = config.create_timing_cache(previous)  # may be None for an unreadable blob (nullptr)
-        if cache is not None and config.set_timing_cache(cache, False):
-            return True
-        problem = "the timing cache does not match this TensorRT/GPU"
-    warnings.append(
-        f"{path}: {problem}; built with a fresh cache and left the file as it is "
-        "(delete it, or give --timing-cache another path, to keep this machine's cache)"
-    )
-    if not config.set_timing_cache(config.create_timing_cache(b""), False):
-        warnings.append("TensorRT refused a fresh timing cache; built without one")
-    return False
-
-
-def _save_timing_cache(config: trt.IBuilderConfig, path: Path, warnings: list[str]) -> None:
-    from vitc._io import atomic_write
-
-    cache = config.get_timing_cache()
-    if cache is None:
-        warnings.append(f"{path}: TensorRT returned no timing cache; nothing saved")
-        return
-    try:
-        with atomic_write(path) as tmp:
-            tmp.write_bytes(bytes(cache.serialize()))
-    except VitcError as exc:  # a cache that cannot be saved is not worth failing the build for
-        warnings.append(f"{path}: could not save the timing cache ({exc})")
 
 
 def _check_options(opts: BuildOptions) -> None:

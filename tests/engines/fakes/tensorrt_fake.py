@@ -23,7 +23,9 @@ Behaviour the vitc code depends on, modelled from the API documentation (pyCoreD
   profile, a profile outside the network's static dimensions, precision flags on a strongly typed
   network, Q/DQ in a weakly typed network without INT8, DLA layers without GPU_FALLBACK.
 - `set_timing_cache(cache, ignore_mismatch)` returns False for a cache from another TensorRT/GPU;
-  `get_timing_cache()` returns None while no cache is set.
+  `get_timing_cache()` returns None while no cache is set. A cache holds one entry per layer of each
+  network built with it; `combine(other, ignore_mismatch)` adds other's entries and returns True, or
+  returns False for another TensorRT, or another GPU unless ignore_mismatch (NvInfer.h).
 - `Runtime.deserialize_cuda_engine` returns None for a plan of another version (unless it is
   version-compatible, newer-runtime within its major or from 8 to 10 or 10 to 11 (support matrix
   11.4.1), and `engine_host_code_allowed`) or of another GPU.

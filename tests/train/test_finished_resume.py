@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +65,46 @@ def test_resuming_a_finished_run_says_so_and_touches_nothing(
             "with N > 1 trains it longer)"
         ], result.output
         assert snapshot(out_dir) == before, how  # no file written, none added (a lock, a .new folder), none removed
-    for args in ([str(run / "last.safetensors")], [str(run), "--out", str(out_dir / "mine.png")]):
+    other = out_dir / "other" / "last.safetensors"  # another file of the same name, still there
+    other.parent.mkdir()
+    shutil.copy(run / "last.safetensors", other)
+    for args in (
+        [str(run / "last.safetensors")],  # eval's default name: last.confusion.test.json
+        [str(run), "--out", str(out_dir / "mine.png")],
+        [str(run / "last.safetensors"), "--out", str(run / "last.confusion.mine.png")],  # named with --out
+        [str(other), "--out", str(run / "last.confusion.other.test.png")],  # a default-like name, of `other`
+    ):
         assert runner.invoke(app, ["eval", *args]).exit_code == 0
     longer = runner.invoke(app, ["train", "-q", "--resume", str(run), "--epochs", "2"])
     assert longer.exit_code == 0 and json.loads((run / "summary.json").read_text())["epochs"] == 2, longer.output
     assert "removed last.confusion.test.json, last.confusion.test.png: vitc eval's reports of the replaced " in (
         longer.output
     )  # they stayed, of the epoch-1 weights
-    assert not list(run.glob("*.confusion.*")) and (out_dir / "mine.json").exists()  # what the user named stays
+    kept = sorted(p.stem for p in run.glob("*.confusion.*.json"))
+    assert kept == ["last.confusion.mine", "last.confusion.other.test"] and (out_dir / "mine.json").exists()
+
+
+def test_a_resume_stopped_midway_removes_the_reports_of_what_it_replaced(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reports were removed only after a resumed run finished: stopped by SIGTERM or Ctrl-C after saving new
+    checkpoints, it left eval's reports of the weights it had replaced."""
+    import vitc.train.loop as loop
+    from vitc.errors import VitcError
+
+    assert runner.invoke(app, ["train", "-q", *_set({**tiny, "optim.epochs": 1})]).exit_code == 0
+    run = Path(tiny["run.out_dir"]) / "tiny"
+    assert runner.invoke(app, ["eval", str(run / "last.safetensors")]).exit_code == 0
+
+    def saved_then_stopped(*args: Any, **kwargs: Any) -> None:
+        shutil.copy(run / "last.safetensors", run / "new.tmp")
+        os.replace(run / "new.tmp", run / "last.safetensors")  # as an epoch's save does: another file
+        raise VitcError(f"stopped by SIGTERM; continue with: vitc train --resume {run}")
+
+    monkeypatch.setattr(loop, "train", saved_then_stopped)
+    stopped = runner.invoke(app, ["train", "-q", "--resume", str(run), "--epochs", "3"])
+    assert stopped.exit_code == 2 and "removed last.confusion.test.json" in stopped.output, stopped.output
+    assert not list(run.glob("*.confusion.*"))  # before: kept, describing the epoch-1 weights
 
 
 def _fake_run(folder: Path, epochs: list[float], summary: dict[str, Any] | None, step_in_epoch: int = 0) -> Path:

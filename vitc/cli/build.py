@@ -86,12 +86,12 @@ def build(
             tf32=tf32,
         )
     )
-    drop_stale_reports(replaced)
     terminal = console()
     for line in result.warnings:
         terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
     side = result.sidecar
     terminal.print(f"wrote {result.plan} (TensorRT {side.tensorrt}, {side.precision}, {side.build_seconds} s)")
+    drop_stale_reports(replaced)
     if result.dla_fallback:
         count = len(result.dla_fallback)
         layers = "1 layer falls" if count == 1 else f"{count} layers fall"

@@ -8,6 +8,7 @@ no folder, on the held-out set its export kept. Both write the same report (vitc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -257,30 +258,45 @@ def _report_path(source: Path, data_dir: Optional[Path], read: str) -> Path:
 
 
 def stale_reports(source: Path) -> List[Path]:
-    """Eval's reports of `source` under their default names (every folder and split measured): the JSONs
-    that say they measured a file of that name, and their PNGs. Replacing `source` (export or build with
-    --force) makes them describe a model that is gone."""
+    """Eval's reports of `source` under its default names (`_report_path`: every folder and split measured):
+    the JSONs that say they measured this file, and their PNGs. Replacing `source` (export or build with
+    --force, a resumed run) makes them describe a model that is gone. A report named with --out, or of
+    another file that is still there, is not one of them."""
     import glob
 
     found: List[Path] = []
-    for json_path in sorted(source.parent.glob(f"{glob.escape(source.stem)}.confusion.*.json")):
+    prefix = f"{source.stem}.confusion."
+    for json_path in sorted(source.parent.glob(f"{glob.escape(prefix)}*.json")):
         record = json_record(json_path) if EVAL_JSON.recognise(json_path) else None
         measured = record and (record.get("engine") or record.get("checkpoint"))
-        if isinstance(measured, str) and Path(measured).name == source.name:
-            png = json_path.with_suffix(".png")
-            found += [json_path] + ([png] if _is_eval_figure(png) else [])
+        if not isinstance(measured, str) or Path(measured).name != source.name:
+            continue
+        if not json_path.name.endswith(f".{record.get('split')}.json"):  # not a default name: --out named it
+            continue
+        with contextlib.suppress(OSError):  # recorded relative to where eval ran: it may not resolve here
+            if Path(measured).exists() and not os.path.samefile(measured, source):
+                continue  # another file of that name, still there
+        png = json_path.with_suffix(".png")
+        found += [json_path] + ([png] if _is_eval_figure(png) else [])
     return found
 
 
 def drop_stale_reports(replaced: Iterable[Path]) -> None:
-    """Remove eval's reports of the files just replaced, and say so (their figures are of the old file)."""
+    """Remove eval's reports of the files just replaced, and say so (their figures are of the old file);
+    one that cannot be removed is a warning: the replacement itself has succeeded."""
+    terminal = console()
     for source in replaced:
-        stale = stale_reports(source)
-        for path in stale:
-            path.unlink(missing_ok=True)
-        if stale:
-            names = ", ".join(path.name for path in stale)
-            console().print(f"removed {names}: vitc eval's reports of the replaced {source.name}", soft_wrap=True)
+        removed = []
+        for path in stale_reports(source):
+            try:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+            except OSError as exc:
+                terminal.print(labelled("warning:", "yellow", f"cannot remove {path} ({exc.strerror})"), soft_wrap=True)
+        if removed:
+            terminal.print(
+                f"removed {', '.join(removed)}: vitc eval's reports of the replaced {source.name}", soft_wrap=True
+            )
 
 
 def _say_speed(terminal: Console, images: int, inside: float, outside: float, what: str, batch: int) -> None:

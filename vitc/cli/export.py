@@ -92,8 +92,8 @@ def export(
                 terminal.print(f"  {row['block']:<20} cosine {row['cosine']:.5f}  max |Δ| {row['max_abs_diff']:.3g}")
             terminal.print(f"first block below {result.explain['threshold']}: {result.explain['first_bad'] or 'none'}")
         terminal.print(f"wrote {result.onnx_path} and {result.manifest_path}", soft_wrap=True)
+        drop_stale_reports(p for p in replaced if p == result.onnx_path)  # as each lands: a later one may fail
         results.append(result)
-    drop_stale_reports(replaced)
     terminal.print(_drift_table(results))
     terminal.print(_next_command(results), markup=False, highlight=False, soft_wrap=True)  # one line to copy
 

@@ -86,11 +86,14 @@ def train(
             line = finished.line(resume_command(cfg, world, by_nproc=nproc > 1))
             console().print(line, markup=False, highlight=False, soft_wrap=True)
         return
-    before = _checkpoints(cfg) if resume else {}  # a resumed run replaces them: eval's reports of them go
+    # a resumed run replaces its checkpoints: eval's reports of them go, also when it is stopped (rank 0's task)
+    before = _checkpoints(cfg) if resume and os.environ.get("RANK", "0") == "0" else {}
     if nproc > 1:
         RunFolder(cfg.run.out_dir, cfg.run_name).start(force=force, resume=resume)  # fail before launching
-        _launch_torchrun(nproc, functools.partial(_what_was_saved, cfg, nproc, resume, time.time()))
-        drop_stale_reports(path for path, stamp in before.items() if _checkpoints(cfg).get(path) != stamp)
+        try:
+            _launch_torchrun(nproc, functools.partial(_what_was_saved, cfg, nproc, resume, time.time()))
+        finally:
+            drop_stale_reports(_replaced(cfg, before))
         return
     if not quiet and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         for note in notes:
@@ -99,8 +102,11 @@ def train(
             console().print(f"resumed with {note}", markup=False, highlight=False, soft_wrap=True)
     from vitc.train.loop import train as run_training
 
-    with library_warnings_printed():  # -q still prints the warnings train(show_progress=False) logs
-        result = run_training(cfg, resume=resume, show_progress=not quiet, force=force)
+    try:
+        with library_warnings_printed():  # -q still prints the warnings train(show_progress=False) logs
+            result = run_training(cfg, resume=resume, show_progress=not quiet, force=force)
+    finally:
+        drop_stale_reports(_replaced(cfg, before))
     if result.test and os.environ.get("RANK", "0") == "0":  # under DDP, rank 0 speaks for all
         _summary(cfg.model.name, result)
         say = console().print
@@ -113,7 +119,6 @@ def train(
                 "counted per epoch in metrics.jsonl)",
                 markup=False, highlight=False, soft_wrap=True,
             )  # fmt: skip
-        drop_stale_reports(path for path, stamp in before.items() if _checkpoints(cfg).get(path) != stamp)
         run = Path(cfg.run.out_dir) / cfg.run_name
         say(f"next: vitc export {run} -p fp32 -p fp16 -p int8", markup=False, highlight=False, soft_wrap=True)
 
@@ -246,6 +251,12 @@ def _checkpoints(cfg: TrainConfig) -> dict[Path, tuple[int, int, int]]:
         stat = path.stat()
         stamps[path] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
     return stamps
+
+
+def _replaced(cfg: TrainConfig, before: dict[Path, tuple[int, int, int]]) -> list[Path]:
+    """The checkpoints of `before` that the run has since replaced (or removed)."""
+    now = _checkpoints(cfg)
+    return [path for path, stamp in before.items() if now.get(path) != stamp]
 
 
 def _check_nproc(nproc: int) -> None:

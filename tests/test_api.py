@@ -112,8 +112,8 @@ def test_predict_takes_what_a_classifier_takes(checkpoint: tuple[Path, torch.nn.
         with pytest.raises(VitcError) as raised:
             vitc.predict(model, bad)
         assert str(raised.value) == (
-            "expected an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array), a list or tuple of "
-            f"them, or a uint8 (N, H, W, C) array; got {got}"
+            "expected an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array), a list, tuple or "
+            f"iterator of them, or a uint8 (N, H, W, C) array; got {got}"
         )
 
 

@@ -83,6 +83,7 @@ def test_a_classifier_takes_one_image_or_a_batch_as_vitc_predict_does(export_dir
             assert top == row, type(one)  # one prediction: (name, probability) pairs, not a list of them
             assert isinstance(top[0], tuple) and isinstance(top[0][0], str)
         assert classify(tuple(files[:2]), top_k=3) == listed[:2]
+        assert classify((f for f in files[:2]), top_k=3) == listed[:2]  # a generator (Path.glob's): taken before
         batch = classify(frames, top_k=3)
         assert batch == classify(list(frames), top_k=3) and len(batch) == 3 and batch[0] == listed[0]
         assert classify(frames[:1], top_k=3) == [listed[0]]  # a batch of one is still a batch
@@ -97,8 +98,8 @@ def test_a_classifier_takes_one_image_or_a_batch_as_vitc_predict_does(export_dir
             with pytest.raises(VitcError) as raised:
                 classify(bad)
             assert str(raised.value) == (
-                "expected an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array), a list or tuple "
-                f"of them, or a uint8 (N, H, W, C) array; got {got}"
+                "expected an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array), a list, tuple or "
+                f"iterator of them, or a uint8 (N, H, W, C) array; got {got}"
             )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,21 +158,22 @@ def decoded(image: Any, short: int) -> Any:
 
 
 IMAGES_TAKEN = (
-    "an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array), a list or tuple of them, "
+    "an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array), a list, tuple or iterator of them, "
     "or a uint8 (N, H, W, C) array"
 )  # what `vitc.predict`, `vitc.preprocess` and `Classifier` take
 
 
 def is_one_image(images: Any) -> bool:
-    """One image, not a batch: anything but a list, a tuple or a 4-D array (frames stacked). `vitc.predict`
+    """One image, not a batch: anything but a list, a tuple, an iterator or a 4-D array (frames stacked). `vitc.predict`
     and `Classifier` give one prediction for one image (a camera loop's frame) and a list for a batch."""
-    return not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
+    batch = isinstance(images, (list, tuple, Iterator)) or (isinstance(images, np.ndarray) and images.ndim == 4)
+    return not batch
 
 
 def image_list(images: Any) -> list[Any]:
     """The images given, one (`is_one_image`) or a batch, as a list; anything else (a number, a dict, a
     float array) is one line saying what is taken, not a str read as its characters or an array's truth."""
-    if isinstance(images, (list, tuple)):
+    if isinstance(images, (list, tuple, Iterator)):  # an iterator: a generator, Path.glob's files
         return list(images)
     if isinstance(images, np.ndarray):
         if images.dtype == np.uint8 and images.ndim in (2, 3, 4):

@@ -208,6 +208,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     [
         ("optim", "epochs", -1, "config key optim.epochs must be positive, got -1"),
         ("run", "seed", -1, "config key run.seed must be in 0..2**63-1, got -1"),
+        ("optim", "epochs", "3", "config key optim.epochs expects int, got '3'"),  # a TypeError before
+        ("optim", "batch_size", 2.5, "config key optim.batch_size expects int | None, got 2.5"),
     ],
 )
 def test_a_config_edited_in_python_is_checked_as_load_config_checks_it(

@@ -208,6 +208,12 @@ def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
 
 
 def validate(cfg: TrainConfig) -> None:
+    """Every key's type (a config built or edited in Python was checked by value only) and value."""
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        for key in dataclasses.fields(values):
+            dotted = f"{section.name}.{key.name}"
+            setattr(values, key.name, _check_type(dotted, getattr(values, key.name), str(key.type)))
     flat = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
     for key, value in flat.items():
         if isinstance(value, float) and not math.isfinite(value):

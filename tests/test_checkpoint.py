@@ -279,3 +279,13 @@ def test_a_resume_file_is_named_for_what_it_is(tmp_path: Path) -> None:
     for load in (read_meta, load_model, vitc.load_model, lambda p: vitc.load_model(p, "deit_micro")):
         with pytest.raises(VitcError, match=said):
             load(state)
+
+
+def test_a_head_replaced_by_hand_is_refused_with_the_call_that_records_it(tmp_path: Path) -> None:
+    """model.head = nn.Linear(…, 4): the refusal named 2 wrongly shaped keys and no way out."""
+    model = create_model("deit_micro", depth=1)
+    model.head = torch.nn.Linear(model.num_features, 4)
+    with pytest.raises(VitcError, match=r"2 wrongly shaped keys: a head replaced by hand .*reset_classifier\(4\)"):
+        save_checkpoint(tmp_path / "swap.safetensors", model)
+    model.reset_classifier(4)
+    assert load_model(save_checkpoint(tmp_path / "reset.safetensors", model))[1].cfg.num_classes == 4

@@ -120,7 +120,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMe
     DDP wrapper is saved as the model inside it, whose keys `load_model` reads."""
     from safetensors.torch import save_file
 
-    from vitc.models.loading import check_skeleton
+    from vitc.models.layers import classifier_of
+    from vitc.models.loading import KeyMismatchError, check_skeleton
 
     model = unwrap_model(model)
     compiled_for = getattr(model, "vitc_compiled", None)
@@ -133,7 +134,19 @@ def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMe
     require_pooled(meta.args, str(path))
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    check_skeleton(meta.model, meta.args, f"{path}: not saved: the model", shapes)  # load_model would refuse it
+    try:
+        check_skeleton(meta.model, meta.args, f"{path}: not saved: the model", shapes)  # load_model would refuse it
+    except KeyMismatchError as exc:
+        heads = tuple(f"{module}." for module in classifier_of(model))
+        report = exc.report
+        if report.missing or report.unexpected or not all(k.startswith(heads) for k, *_ in report.wrong_shape):
+            raise
+        classes = report.wrong_shape[0][2][0]
+        raise KeyMismatchError(
+            f"{exc}: a head replaced by hand is not recorded; model.reset_classifier({classes}) replaces it and "
+            "records its class count",
+            report,
+        ) from None
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: meta.to_json()})
     return Path(path)

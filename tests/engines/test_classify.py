@@ -84,6 +84,8 @@ def test_a_classifier_takes_one_image_or_a_batch_as_vitc_predict_does(export_dir
             assert isinstance(top[0], tuple) and isinstance(top[0][0], str)
         assert classify(tuple(files[:2]), top_k=3) == listed[:2]
         assert classify((f for f in files[:2]), top_k=3) == listed[:2]  # a generator (Path.glob's): taken before
+        with pytest.raises(VitcError, match=r"^expected an image \(a path, .* \(H, W, C\) array\); got int$"):
+            classify([files[0], 3])  # an item of a batch, in the same words ("an image path, …, got int")
         batch = classify(frames, top_k=3)
         assert batch == classify(list(frames), top_k=3) and len(batch) == 3 and batch[0] == listed[0]
         assert classify(frames[:1], top_k=3) == [listed[0]]  # a batch of one is still a batch

@@ -135,6 +135,9 @@ def to_channels(images: np.ndarray, in_chans: int) -> np.ndarray:
     return np.clip(np.round(luma), 0, 255).astype(np.uint8)
 
 
+IMAGE_TAKEN = "an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array)"
+
+
 def as_pil(image: Any) -> Any:
     """A PIL image from a PIL image or a uint8 array (H, W) or (H, W, 1|3|4)."""
     pil = lazy_import("PIL.Image")
@@ -144,7 +147,7 @@ def as_pil(image: Any) -> Any:
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
             raise VitcError(f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {image.dtype} {image.shape}")
         return pil.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
-    raise VitcError(f"expected an image path, a PIL image or a uint8 array, got {type(image).__name__}")
+    raise VitcError(f"expected {IMAGE_TAKEN}; got {type(image).__name__}")
 
 
 def decoded(image: Any, short: int) -> Any:
@@ -157,10 +160,8 @@ def decoded(image: Any, short: int) -> Any:
     return upright_rgb(as_pil(image))
 
 
-IMAGES_TAKEN = (
-    "an image (a path, a PIL image, or a uint8 (H, W) or (H, W, C) array), a list, tuple or iterator of them, "
-    "or a uint8 (N, H, W, C) array"
-)  # what `vitc.predict`, `vitc.preprocess` and `Classifier` take
+IMAGES_TAKEN = f"{IMAGE_TAKEN}, a list, tuple or iterator of them, or a uint8 (N, H, W, C) array"
+# what `vitc.predict`, `vitc.preprocess` and `Classifier` take
 
 
 def is_one_image(images: Any) -> bool:

@@ -124,6 +124,10 @@ def test_tf32_is_cleared_unless_asked_for(version, fake, export_dir, tmp_path):
         else:
             assert "TF32" not in built["flags"] and "TF32" not in side["builder_flags"]
             assert side["options"]["tf32"] is False
+        assert T.plan_summary(plan)["tf32"] == ("allowed (--tf32)" if extra else "off")  # as `vitc info` shows it
+    del side["options"]["tf32"]  # a sidecar of an earlier vitc, which left TensorRT's default on
+    T.sidecar_path(plan).write_text(json.dumps(side))
+    assert T.plan_summary(plan)["tf32"].startswith("allowed: built before vitc turned TensorRT's default off")
 
 
 @pytest.mark.parametrize("version", ["8.5", "10.3", "11.1"])

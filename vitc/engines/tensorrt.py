@@ -346,8 +346,20 @@ def plan_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         "tensorrt": built,
         "header": header.to_dict(),
         "size_bytes": Path(path).stat().st_size,
+        "tf32": _tf32(sidecar),
         "sidecar": None if sidecar is None else sidecar.to_record(),
     }
+
+
+def _tf32(sidecar: EngineSidecar | None) -> str:
+    """Whether the plan's FP32 layers may compute in TF32, in words: a sidecar from before vitc cleared
+    TensorRT's default (on) records no choice, and such a plan was built with it on."""
+    if sidecar is None:
+        return "unknown (no sidecar)"
+    allowed = sidecar.options.get("tf32")
+    if allowed is None:
+        return "allowed: built before vitc turned TensorRT's default off (rebuild for exact fp32 layers)"
+    return "allowed (--tf32)" if allowed else "off"
 
 
 __all__ = [

@@ -410,8 +410,12 @@ def _load_with_count_hint(model: nn.Module, state_dict: dict[str, torch.Tensor],
         count = get_model_cfg(model).num_classes
         if not isinstance(rows, torch.Tensor) or rows.dim() != 2 or rows.shape[0] == count:
             raise
-        hint = f"its classifier has {rows.shape[0]} classes, {model.vitc_name} {count}: pass --set num_classes="
-        raise KeyMismatchError(f"{exc}; {hint}{rows.shape[0]}", exc.report) from None
+        theirs = rows.shape[0]
+        hint = (
+            f"its classifier has {theirs} classes, {model.vitc_name} {count}: load it with num_classes={theirs} "
+            f"(vitc import: --set num_classes={theirs})"
+        )
+        raise KeyMismatchError(f"{exc}; {hint}", exc.report) from None
 
 
 def folder_classes(source: Path, model: nn.Module) -> list[str] | None:

@@ -136,8 +136,13 @@ def test_import_of_a_fine_tuned_timm_folder_takes_its_class_count_and_names(tmp_
 
 def test_a_head_of_another_count_names_the_setting(tmp_path: Path) -> None:
     torch.save(_source().state_dict(), tmp_path / "four.pth")
-    with pytest.raises(VitcError, match=r"its classifier has 4 classes, deit_micro 10: pass --set num_classes=4$"):
+    said = (
+        r"its classifier has 4 classes, deit_micro 10: load it with num_classes=4 \(vitc import: --set num_classes=4\)$"
+    )
+    with pytest.raises(VitcError, match=said):  # in the Python call's words too (only --set before)
         vitc.load_model(tmp_path / "four.pth", "deit_micro", **MICRO)
+    result = runner.invoke(app, ["import", str(tmp_path / "four.pth"), "-m", "deit_micro", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "(vitc import: --set num_classes=4)" in result.output
 
 
 def test_import_attaches_class_names_to_weights_that_have_none(tmp_path: Path) -> None:

@@ -289,3 +289,12 @@ def test_a_head_replaced_by_hand_is_refused_with_the_call_that_records_it(tmp_pa
         save_checkpoint(tmp_path / "swap.safetensors", model)
     model.reset_classifier(4)
     assert load_model(save_checkpoint(tmp_path / "reset.safetensors", model))[1].cfg.num_classes == 4
+
+
+def test_an_export_folder_given_as_a_checkpoint_names_what_to_give(tmp_path: Path) -> None:
+    """`vitc export`, `compile` and export_checkpoint on an export folder said "a folder without best.safetensors"."""
+    from vitc.checkpoint import resolve_checkpoint
+
+    (tmp_path / "manifest.fp32.json").write_text("{}")
+    with pytest.raises(VitcError, match="is an export folder, not a vitc checkpoint: name the checkpoint or run"):
+        resolve_checkpoint(tmp_path)

@@ -16,6 +16,7 @@ from typing import Any
 
 from vitc._io import atomic_write, check_format, parse_json, read_safetensors_header
 from vitc._modules import unwrap_model
+from vitc.artifacts.manifest import manifest_paths
 from vitc.artifacts.model_cfg import POOLING_ARGS, ModelCfg, parse_model_cfg
 from vitc.artifacts.preprocess import format_version, resolve_preprocess
 from vitc.artifacts.resume import refuse_resume_state
@@ -224,9 +225,13 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.is_dir():
         best = path / "best.safetensors"
-        if not best.is_file():
-            raise VitcError(f"{path} is a folder without best.safetensors (not a vitc train run folder)")
-        return best
+        if best.is_file():
+            return best
+        if manifest_paths(path):  # what `vitc export` makes from a checkpoint
+            raise VitcError(
+                f"{path} is an export folder, not a vitc checkpoint: name the checkpoint or run folder it was made from"
+            )
+        raise VitcError(f"{path} is a folder without best.safetensors (not a vitc train run folder)")
     made = MADE_FROM_CHECKPOINTS.get(path.suffix.lower())
     if made is not None and path.is_file():
         raise VitcError(f"{path} is {made}, not a vitc checkpoint: name the checkpoint or run folder it was made from")

@@ -116,3 +116,22 @@ def test_program_carries_class_names_and_preprocessing(tmp_path: Path) -> None:
     assert stored["preprocess"]["mean"] == list(cfg.mean) and "mean" not in stored  # each fact once in the file
     table = runner.invoke(main_app, ["info", str(out / "model.pt2")])
     assert "cat, dog, owl" in table.output and "preprocess" in table.output
+
+
+def test_a_program_exported_from_python_describes_itself(tmp_path: Path) -> None:
+    """export_program(compiled, size, path) needed the record `vitc compile --out` builds inline: with none
+    (an empty dict), `vitc info` called the file's record malformed. It is built from the model by default."""
+    import vitc
+    from vitc.cli.info import describe
+    from vitc.compile import compile_model
+    from vitc.compile.program import export_program
+
+    model = vitc.create_model("deit_micro", depth=1)
+    model.reset_classifier(2)
+    path = vitc.save_checkpoint(tmp_path / "m.safetensors", model, class_names=["cat", "dog"])
+    compiled, report = compile_model(vitc.load_model(path))
+    export_program(compiled, report.input_size, tmp_path / "model.pt2")
+    described = describe(tmp_path / "model.pt2")
+    assert described["model"] == "deit_micro" and described["class_names"] == ["cat", "dog"]
+    assert described["input_size"] == [3, 32, 32] and described["preprocess"]["crop_pct"] == 1.0
+    assert described["target"] == "cpu"  # what compile_model rewrote it for

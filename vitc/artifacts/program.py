@@ -31,6 +31,6 @@ def read_program_record(path: str | os.PathLike[str]) -> Dict[str, Any]:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
         raise VitcError(f"{path}: not a readable .pt2 archive ({exc})") from exc
     record = parse_json(text, f"{path}: vitc's record")
-    if not isinstance(record, dict) or not isinstance(record.get("compile"), dict):
+    if not isinstance(record, dict) or not isinstance(record.get("compile", {}), (dict, type(None))):
         raise VitcError(f"{path}: vitc's record in this archive is malformed")
     return record

@@ -73,14 +73,9 @@ def compile_(
     )
     record = {**report.to_dict(), "source": source, "load_seconds": loaded, "total_seconds": total}
     if out is not None:
-        from vitc.compile.program import export_program
-        from vitc.models import get_model_cfg
+        from vitc.compile.program import export_program, program_meta
 
-        cfg = get_model_cfg(model)  # what the ONNX manifest says of the model, each fact once (mean/std: preprocess)
-        meta = {
-            "model": report.model, "args": getattr(model, "vitc_args", {}), "input_size": list(cfg.input_size),
-            "class_names": class_names, "preprocess": cfg.preprocess.to_record(), "compile": record,
-        }  # fmt: skip
+        meta = program_meta(model, class_names, record)
         program, report_json, report_md = (out / name for name in PROGRAM_FILES)
         with _gpu_errors(f"exporting the program (checked at batch sizes {', '.join(map(str, CHECK_BATCHES))})"):
             record["export"] = export_program(compiled, report.input_size, program, meta)

@@ -91,7 +91,7 @@ def _describe_program(path: Path) -> dict[str, Any]:
     from vitc.artifacts.program import read_program_record
 
     record = read_program_record(path)
-    compiled = record["compile"]
+    compiled = record.get("compile") or {}  # none: a program of a model compile_model did not rewrite
     prep = record.get("preprocess") if isinstance(record.get("preprocess"), dict) else {}
     return {
         "kind": "torch.export program",

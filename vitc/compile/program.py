@@ -53,10 +53,36 @@ def _batch_max() -> dict[str, int]:
 
 
 @torch.no_grad()
-def export_program(
-    model: nn.Module, input_size: tuple[int, int, int], path: str | os.PathLike[str], meta: dict[str, Any]
+def program_meta(
+    model: nn.Module, class_names: list[str] | None = None, compile_record: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """torch.export `model` (eval) with a dynamic batch, save it to `path` with `meta`; return the check record."""
+    """What a .pt2 says of itself (`vitc info`, a deployment reading it), as an export's manifest says it, each
+    fact once (mean and std in `preprocess`): the model, its arguments, input size, classes, preprocessing, and
+    how `compile_model` rewrote it."""
+    from vitc.models import get_model_cfg
+
+    cfg = get_model_cfg(model)
+    if compile_record is None and getattr(model, "vitc_compiled", None) is not None:
+        compile_record = {"target": model.vitc_compiled}  # compile_model's report was not kept with the model
+    return {
+        "model": getattr(model, "vitc_name", type(model).__name__),
+        "args": dict(getattr(model, "vitc_args", {})),
+        "input_size": list(cfg.input_size),
+        "class_names": class_names,
+        "preprocess": cfg.preprocess.to_record(),
+        "compile": compile_record,
+    }
+
+
+def export_program(
+    model: nn.Module,
+    input_size: tuple[int, int, int],
+    path: str | os.PathLike[str],
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """torch.export `model` (eval) with a dynamic batch, save it to `path` with `meta` (by default
+    `program_meta` of the model, its class names those it was loaded with); return the check record."""
+    meta = meta if meta is not None else program_meta(model, getattr(model, "vitc_class_names", None))
     model = model.eval()
     example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     try:

@@ -298,3 +298,18 @@ def test_an_export_folder_given_as_a_checkpoint_names_what_to_give(tmp_path: Pat
     (tmp_path / "manifest.fp32.json").write_text("{}")
     with pytest.raises(VitcError, match="is an export folder, not a vitc checkpoint: name the checkpoint or run"):
         resolve_checkpoint(tmp_path)
+
+
+def test_class_names_of_another_count_than_the_head_are_neither_saved_nor_loaded(tmp_path: Path) -> None:
+    """One rule, where the checkpoint is written and where it is read: names are as many as the head's rows."""
+    from safetensors.torch import save_file
+
+    from vitc.checkpoint import META_KEY, meta_for
+
+    model = create_model("deit_micro", depth=1)
+    meta = meta_for(model, class_names=["cat", "dog", "fox"])
+    with pytest.raises(VitcError, match=r"a.safetensors: not saved: 3 class names for a head of 10 outputs$"):
+        save_checkpoint(tmp_path / "a.safetensors", model, meta)
+    save_file(model.state_dict(), str(tmp_path / "b.safetensors"), metadata={META_KEY: meta.to_json()})  # by hand
+    with pytest.raises(VitcError, match=r"b.safetensors: its metadata has 3 class names for a head of 10 outputs$"):
+        load_model(tmp_path / "b.safetensors")

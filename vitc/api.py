@@ -69,10 +69,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, class_names:
     from vitc.checkpoint import save_checkpoint as save
 
     fields = {} if class_names is None else {"class_names": [str(name) for name in class_names]}
-    meta = meta_for(model, **fields)
-    if meta.class_names is not None and len(meta.class_names) != meta.cfg.num_classes:
-        raise VitcError(f"{len(meta.class_names)} class names for a head of {meta.cfg.num_classes} classes")
-    return save(path, model, meta)
+    return save(path, model, meta_for(model, **fields))
 
 
 def _check_model_name(model_name: str, held: str, file: Path) -> None:

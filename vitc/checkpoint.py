@@ -116,6 +116,12 @@ def require_pooled(args: dict[str, Any], what: str) -> None:
         )
 
 
+def check_class_names(names: list[str] | None, classes: int, said: str) -> None:
+    """Class names name a head's rows: as many as its outputs (a model without a head, 0 classes, has none)."""
+    if names is not None and classes > 0 and len(names) != classes:
+        raise VitcError(f"{said} {len(names):,} class names for a head of {classes} outputs")
+
+
 def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMeta | None = None) -> Path:
     """Write the model's weights and metadata atomically to `path` (a .safetensors file). A torch.compile or
     DDP wrapper is saved as the model inside it, whose keys `load_model` reads."""
@@ -133,6 +139,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMe
         )
     meta = meta or meta_for(model)
     require_pooled(meta.args, str(path))
+    check_class_names(meta.class_names, meta.cfg.num_classes, f"{path}: not saved:")  # load_model would refuse it
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     try:
@@ -189,9 +196,7 @@ def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, Che
     stored, expected = list(meta.cfg.input_size), list(model_cfg.input_size)
     if not overrides and stored != expected:
         raise VitcError(f"{path}: the metadata's input_size {stored} is not the model's {expected}")
-    classes = model_cfg.num_classes
-    if meta.class_names is not None and classes > 0 and len(meta.class_names) != classes:
-        raise VitcError(f"{path}: the metadata names {len(meta.class_names):,} classes for a head of {classes} outputs")
+    check_class_names(meta.class_names, model_cfg.num_classes, f"{path}: its metadata has")
     state_dict = load_state_dict(path)
     for key, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):

@@ -160,21 +160,21 @@ def decoded(image: Any, short: int) -> Any:
     return upright_rgb(as_pil(image))
 
 
-IMAGES_TAKEN = f"{IMAGE_TAKEN}, a list, tuple or iterator of them, or a uint8 (N, H, W, C) array"
 # what `vitc.predict`, `vitc.preprocess` and `Classifier` take
+IMAGES_TAKEN = f"{IMAGE_TAKEN}, a list, tuple or iterator of them, or a uint8 (N, H, W, C) array"
+BATCHES = (list, tuple, Iterator)  # a batch of images (an iterator: a generator, Path.glob's files), as a 4-D array
 
 
 def is_one_image(images: Any) -> bool:
     """One image, not a batch: anything but a list, a tuple, an iterator or a 4-D array (frames stacked). `vitc.predict`
     and `Classifier` give one prediction for one image (a camera loop's frame) and a list for a batch."""
-    batch = isinstance(images, (list, tuple, Iterator)) or (isinstance(images, np.ndarray) and images.ndim == 4)
-    return not batch
+    return not isinstance(images, BATCHES) and not (isinstance(images, np.ndarray) and images.ndim == 4)
 
 
 def image_list(images: Any) -> list[Any]:
     """The images given, one (`is_one_image`) or a batch, as a list; anything else (a number, a dict, a
     float array) is one line saying what is taken, not a str read as its characters or an array's truth."""
-    if isinstance(images, (list, tuple, Iterator)):  # an iterator: a generator, Path.glob's files
+    if isinstance(images, BATCHES):
         return list(images)
     if isinstance(images, np.ndarray):
         if images.dtype == np.uint8 and images.ndim in (2, 3, 4):

@@ -90,7 +90,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
     # every process's start is compared once it is ready to train, before it joins the process group: a failure
     # or a difference in any stops them all with one line (vitc.train.agree); a no-op for one process
     with Agreement("setup") as agreement:
-        validate(cfg)  # pure: the CLI's config, checked by load_config already, passes again
+        validate(cfg)  # idempotent: the CLI's config, checked by load_config already, passes again unchanged
         defaults = resolve_defaults(cfg)  # before config.json is written: the run records explicit values
         device = pick_device(cfg.run.device)
         dist = process_info(device.type)

@@ -195,28 +195,26 @@ def test_builds_sharing_a_timing_cache_merge_their_entries(version, fake, tmp_pa
     cache = tmp_path / "shared.cache"
     build = Builder.__dict__["build_serialized_network"]
 
-    def meanwhile(self: Any, network: Any, config: Any) -> Any:  # b is built and saved while a builds
-        type.__setattr__(Builder, "build_serialized_network", build)
-        B.build_engine(BuildOptions(onnx=models[1], output=tmp_path / "b.plan", timing_cache=cache, **opts))
-        return build(self, network, config)
+    def build_a(during: Callable[[], None]) -> Any:
+        """Build model a into the shared cache, `during` running while its network is built."""
 
-    type.__setattr__(Builder, "build_serialized_network", meanwhile)
-    try:
-        result = B.build_engine(BuildOptions(onnx=models[0], output=tmp_path / "a.plan", timing_cache=cache, **opts))
-    finally:
-        type.__setattr__(Builder, "build_serialized_network", build)
+        def building(self: Any, network: Any, config: Any) -> Any:
+            type.__setattr__(Builder, "build_serialized_network", build)
+            during()
+            return build(self, network, config)
+
+        type.__setattr__(Builder, "build_serialized_network", building)
+        try:
+            return B.build_engine(BuildOptions(onnx=models[0], output=tmp_path / "a.plan", timing_cache=cache, **opts))
+        finally:
+            type.__setattr__(Builder, "build_serialized_network", build)
+
+    result = build_a(  # b is built and saved while a builds
+        lambda: B.build_engine(BuildOptions(onnx=models[1], output=tmp_path / "b.plan", timing_cache=cache, **opts))
+    )
     assert not result.warnings and entries(cache) == alone[0] | alone[1]
     foreign = b"FAKETC" + json.dumps({"origin": ["10.3.0.26", [7, 2]], "entries": ["k"]}).encode()
-
-    def replaced(self: Any, network: Any, config: Any) -> Any:  # the file becomes another GPU's meanwhile
-        cache.write_bytes(foreign)
-        return build(self, network, config)
-
-    type.__setattr__(Builder, "build_serialized_network", replaced)
-    try:
-        result = B.build_engine(BuildOptions(onnx=models[0], output=tmp_path / "a.plan", timing_cache=cache, **opts))
-    finally:
-        type.__setattr__(Builder, "build_serialized_network", build)
+    result = build_a(lambda: cache.write_bytes(foreign))  # the file becomes another GPU's meanwhile
     assert cache.read_bytes() == foreign and any("left it as it is" in w for w in result.warnings)
 
 

@@ -29,7 +29,9 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     Hugging Face folder's config.json names its model; other files need it named:
     `load_model("convit_tiny.pth", "convit_tiny")`; a vitc checkpoint names its own, and a name given
     with one must be that one. Class names (and a folder's class count) come with a vitc checkpoint or a timm
-    hub or Hugging Face folder's config.json (label_names, id2label); otherwise classes are named by their index."""
+    hub or Hugging Face folder's config.json (label_names, id2label); otherwise classes are named by their index.
+    `num_classes` other than the weights' gives a fresh classifier of that many classes, as timm's
+    `create_model(name, pretrained=True, num_classes=N)`: the rest loaded, the head to fine-tune, unnamed."""
     from vitc._io import read_safetensors_metadata
     from vitc.artifacts.preprocess import resolve_preprocess
     from vitc.artifacts.resume import refuse_resume_state
@@ -45,10 +47,15 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
         if model_name is not None:
             _check_model_name(model_name, read_meta(file).model, file)
         given = {key: overrides.pop(key) for key in EVALUATION_SETTINGS if key in overrides}
+        classes = overrides.pop("num_classes", None)
         model, meta = load_checkpoint(file, **overrides)
         if given:  # crop_pct / crop_mode: the evaluation transform, not the model
             model.vitc_cfg = model.vitc_cfg.evaluated_by(resolve_preprocess(given, model.vitc_cfg.to_record()))
         model.vitc_class_names = meta.class_names
+        if classes is not None and classes != meta.cfg.num_classes:
+            model.reset_classifier(classes)  # records the new head, so the model saves and loads as it is
+            model.vitc_class_names = None
+            model.eval()
         return model
     model_name = model_name or model_named_by(file)
     if model_name is None:
@@ -56,7 +63,7 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
             f"{file} is not a vitc checkpoint and no config.json beside it names a vitc model: name it, "
             "e.g. vitc.load_model(path, 'convit_tiny')"
         )
-    model, _, file = convert_file(file, model_name, **overrides)
+    model, _, file = convert_file(file, model_name, fresh_head="num_classes" in overrides, **overrides)
     model.vitc_class_names = folder_classes(file, model)
     return model.eval()
 

@@ -40,7 +40,13 @@ from vitc.downloads import (
 from vitc.errors import VitcError
 from vitc.limits import MAX_MODEL_BYTES
 from vitc.models._registry import get_model_cfg, list_models, model_cfg, per_channel, registered_module
-from vitc.models.loading import adapt_input_channels, build_within_limits, load_strict
+from vitc.models.loading import (
+    adapt_input_channels,
+    build_within_limits,
+    classifier_differs,
+    load_strict,
+    with_fresh_classifier,
+)
 
 _WRAPPERS = ("model", "state_dict", "model_state", "module")
 _EMA_WRAPPERS = ("state_dict_ema", "model_ema")  # timm's CheckpointSaver; DeiT's and ConViT's main.py
@@ -210,11 +216,13 @@ def convert_file(
     model_name: str,
     say: Callable[[str], None] | None = None,
     ema: bool = True,
+    fresh_head: bool = False,
     **overrides: Any,
 ) -> tuple[nn.Module, str, Path]:
     """`model_name` built and loaded from a foreign file or Hugging Face folder, strictly (every key must
     fit); returns (model, source format, weights file). `say` receives one line per choice made for the user;
-    `ema` False takes a training checkpoint's plain weights over its EMA ones.
+    `ema` False takes a training checkpoint's plain weights over its EMA ones; `fresh_head` keeps the model's
+    own classifier where the file's has another class count (timm's `num_classes` with pretrained weights).
     crop_pct and crop_mode in `overrides` set the evaluation transform (`evaluated_as`)."""
     source = weights_file(source)
     given = {key: overrides.pop(key) for key in EVALUATION_SETTINGS if key in overrides}
@@ -247,6 +255,8 @@ def convert_file(
         check_tensors(state_dict, model, str(source))
         state_dict = convert_state_dict(state_dict, model, str(source))
         state_dict, adapted = adapt_input_channels(model, state_dict, str(source))
+        if fresh_head and classifier_differs(model, state_dict):
+            state_dict = with_fresh_classifier(model, state_dict)
         _load_with_count_hint(model, state_dict, str(source))
     if say and adapted:
         say(f"{source.name}: {adapted}")

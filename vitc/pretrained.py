@@ -29,7 +29,12 @@ from vitc.importers import (
 )
 from vitc.models._registry import get_model_cfg, model_cfg, per_channel
 from vitc.models.layers import classifier_of
-from vitc.models.loading import adapt_input_channels, load_strict
+from vitc.models.loading import (
+    adapt_input_channels,
+    classifier_differs,
+    load_strict,
+    with_fresh_classifier,
+)
 
 _NOT_INHERITED = ("num_classes", "drop_path_rate", "drop_rate", "attn_drop_rate")  # img_size is: data.image_size wins
 
@@ -129,7 +134,6 @@ def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list
         _refuse_foreign(state_dict, own, model, source)
         state_dict, adapted = adapt_input_channels(model, state_dict, source)
     classifier = tuple(f"{module}." for module in classifier_of(model))  # re-initialised for another class count
-    heads = {k: tuple(v.shape) for k, v in own.items() if k.startswith(classifier)}
     theirs = {k: tuple(v.shape) for k, v in state_dict.items() if k.startswith(classifier)}
     loaded = (
         f"pretrained: {len(state_dict) - len(theirs)} tensors from {pretrained.path.name} ({pretrained.source_format})"
@@ -138,7 +142,7 @@ def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list
     named, ours = pretrained.class_names, class_names
     if named and ours and len(named) != len(ours):  # a config.json's names of another head say nothing of this one
         named = None
-    if theirs != heads:
+    if classifier_differs(model, state_dict):
         found = theirs.get("head.weight", (0,))[0] or "no"
         why = f"the file's classifier has {found} classes, this run {get_model_cfg(model).num_classes}"
     elif named and ours and set(named) != set(ours):
@@ -155,8 +159,7 @@ def _load_pretrained(model: nn.Module, pretrained: Pretrained, class_names: list
         load_strict(model, state_dict, source=source)
         unnamed = "" if named or not ours else " (the file names no classes: its rows are taken in this run's order)"
         return f"{loaded} and its classifier{unnamed}{also}"
-    state_dict = {k: v for k, v in state_dict.items() if k not in theirs} | {k: own[k] for k in heads}
-    load_strict(model, state_dict, source=source)  # the fresh head loads onto itself
+    load_strict(model, with_fresh_classifier(model, state_dict), source=source)
     return f"{loaded}; head re-initialised ({why}){also}"
 
 

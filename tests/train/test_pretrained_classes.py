@@ -145,6 +145,36 @@ def test_a_head_of_another_count_names_the_setting(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "(vitc import: --set num_classes=4)" in result.output
 
 
+@pytest.mark.parametrize("spvit", [False, True])
+def test_num_classes_gives_a_fresh_head_as_timm_does(tmp_path: Path, spvit: bool) -> None:
+    """timm's create_model(name, pretrained=True, num_classes=N) keeps the weights but the classifier, which
+    it initialises afresh: vitc.load_model refused a file or checkpoint of another class count (the count hint,
+    "load it as it is, then model.reset_classifier(N)"). SP-ViT's token-labelling head is re-initialised too."""
+    name, args = ("spvit_micro", {"aux_head": True}) if spvit else ("deit_micro", MICRO)
+    torch.manual_seed(0)
+    source = create_model(name, num_classes=4, **args).eval()
+    torch.save(source.state_dict(), tmp_path / "four.pth")
+    checkpoint = save_checkpoint(tmp_path / "four.safetensors", source, meta_for(source, class_names=RUN))
+    folder = _timm_hub(tmp_path / "hub", source, RUN) if not spvit else None
+    loads = [lambda n: vitc.load_model(tmp_path / "four.pth", name, num_classes=n, **args)]
+    loads.append(lambda n: vitc.load_model(checkpoint, num_classes=n))
+    if folder is not None:
+        loads.append(lambda n: vitc.load_model(folder, num_classes=n, **args))
+    heads = ("head.", "aux_head.")
+    for load in loads:
+        fresh = load(7)
+        kept = {k: v for k, v in source.state_dict().items() if not k.startswith(heads)}
+        assert all(torch.equal(fresh.state_dict()[k], v) for k, v in kept.items())
+        assert fresh.head.weight.shape == (7, source.embed_dim) and not fresh.training
+        assert fresh.pretrained_cfg["num_classes"] == 7 and fresh.vitc_class_names is None
+        if spvit:
+            assert fresh.aux_head.weight.shape == (7, source.embed_dim)
+        same = load(4)  # the weights' own count: their classifier, as before
+        assert all(torch.equal(same.state_dict()[k], v) for k, v in source.state_dict().items())
+    saved = vitc.save_checkpoint(tmp_path / "seven.safetensors", fresh)  # the new head is recorded: it round-trips
+    assert read_meta(saved).cfg.num_classes == 7 and vitc.load_model(saved).head.weight.shape == (7, source.embed_dim)
+
+
 def test_import_attaches_class_names_to_weights_that_have_none(tmp_path: Path) -> None:
     torch.save(_source().state_dict(), tmp_path / "four.pth")
     listed = tmp_path / "classes.txt"

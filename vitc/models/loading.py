@@ -177,6 +177,28 @@ def resample_to_grid(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
     return {**state_dict, POS_EMBED: value}
 
 
+def classifier_differs(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether the weights' classifier (`classifier_of`: its keys and shapes) is not the model's: another class
+    count, or none at all (a backbone saved without its head)."""
+    from vitc.models.layers import classifier_of
+
+    heads = tuple(f"{module}." for module in classifier_of(model))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith(heads)}
+    theirs = {k: tuple(v.shape) for k, v in state_dict.items() if k.startswith(heads)}
+    return ours != theirs
+
+
+def with_fresh_classifier(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state_dict` with `model`'s own classifier in place of the weights' one: the fresh initialisation that
+    timm's pretrained loading keeps for another num_classes, and `vitc train --pretrained` for another class
+    count (loaded strictly, the head then loads onto itself)."""
+    from vitc.models.layers import classifier_of
+
+    heads = tuple(f"{module}." for module in classifier_of(model))
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(heads)}
+    return {k: v for k, v in state_dict.items() if not k.startswith(heads)} | own
+
+
 def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> None:
     """Load every key with the right shape, or raise KeyMismatchError listing what differs."""
     report = compare_keys(model, state_dict)

@@ -213,22 +213,23 @@ def decode(root: Path, n: int, rounds: int) -> None:
 
 
 def draft_vs_full(path: Path, rounds: int) -> None:
-    """One 4000x3000 JPEG opened for a 224 model (draft mode: decoded at 1/8) against a whole decode."""
-    from PIL import Image
-
-    from vitc.data.images import open_image
+    """One 4000x3000 JPEG opened for a 224 model's training crops (draft mode: decoded at 1/8) against the whole
+    decode the evaluation makes (`open_image` without draft_short: vitc eval, predict, export's held-out set)."""
+    from vitc.data.images import center_crop, open_image
 
     if not path.is_file():
         make(path.parent / "phone", 1, 0, (4000, 3000))
         next((path.parent / "phone" / "train").rglob("*.jpg")).rename(path)
 
-    def whole() -> None:
-        with Image.open(path) as im:
-            im.load()
-
-    times: dict[str, list[float]] = {"draft": [], "whole": []}
+    ways = {
+        "draft": lambda: open_image(path, draft_short=224),
+        "whole": lambda: open_image(path),
+        "draft, then the eval transform (256, centre 224)": lambda: center_crop(open_image(path, 256), 256, 224),
+        "whole, then the eval transform (vitc eval's)": lambda: center_crop(open_image(path), 256, 224),
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
-        for name, fn in (("draft", lambda: open_image(path, 224)), ("whole", whole)):
+        for name, fn in ways.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

@@ -78,7 +78,7 @@ def test_stream_eval_transform_equals_the_in_memory_path(tmp_path: Path) -> None
     memory = load_dataset("imagefolder", "val", data_dir=root, image_size=24, crop_pct=0.875)
     source = open_source("imagefolder", root, "val")
     t = SampleTransform(24, crop_pct=0.875)
-    streamed = [t.eval(source.open(i, t.eval_short)) for i in range(len(source))]
+    streamed = [t.eval(source.open(i)) for i in range(len(source))]
     assert np.array_equal(np.stack(streamed), memory.images.numpy())
     assert source.labels.tolist() == memory.labels.tolist()
 
@@ -86,8 +86,9 @@ def test_stream_eval_transform_equals_the_in_memory_path(tmp_path: Path) -> None
 def test_large_jpegs_are_decoded_at_reduced_size(tmp_path: Path) -> None:
     big = tmp_path / "big.jpg"
     Image.fromarray(np.zeros((600, 800, 3), dtype=np.uint8)).save(big)
-    assert open_image(big, 112).size == (200, 150)  # 1/4 scale: the shorter side stays >= 112
-    assert open_image(big, 400).size == (800, 600)  # less than 2x larger: decoded whole
+    assert open_image(big, draft_short=112).size == (200, 150)  # 1/4 scale: the shorter side stays >= 112
+    assert open_image(big, draft_short=400).size == (800, 600)  # less than 2x larger: decoded whole
+    assert open_image(big).size == (800, 600)  # the evaluation's: whole
 
 
 def test_crop_box_stays_inside_and_falls_back_to_a_centre_crop() -> None:
@@ -227,7 +228,7 @@ def test_cifar_streams_from_its_stored_arrays(tmp_path: Path) -> None:
     memory = load_dataset("cifar10", "val", data_dir=tmp_path, image_size=32)
     source = open_source("cifar10", tmp_path, "val")
     t = SampleTransform(32, crop_pct=1.0)  # in memory CIFAR is resized whole: equal at crop_pct 1 (the micro models')
-    assert np.array_equal(np.stack([t.eval(source.open(i, 32)) for i in range(len(source))]), memory.images.numpy())
+    assert np.array_equal(np.stack([t.eval(source.open(i)) for i in range(len(source))]), memory.images.numpy())
     assert source.labels.tolist() == memory.labels.tolist() and len(open_source("cifar10", tmp_path, "test")) == 100
     for crop_pct in (1.0, 0.875):  # resized up and with a centre crop in the recipe: still the same images
         bigger = load_dataset("cifar10", "val", data_dir=tmp_path, image_size=48, crop_pct=crop_pct)
@@ -260,8 +261,8 @@ def test_every_reader_of_an_image_folder_squashes_when_the_model_is_evaluated_so
 
     root = _tree(tmp_path, per_class=2)
     files = calib_files(root / "val")  # ant/000.jpg, ant/001.jpg, bee/000.jpg, …: the index's order too
-    squashed = np.stack([center_crop(open_image(f, 16), 16, 16, "squash") for f in files])
-    assert not np.array_equal(squashed, np.stack([center_crop(open_image(f, 16), 16, 16) for f in files]))
+    squashed = np.stack([center_crop(open_image(f), 16, 16, "squash") for f in files])
+    assert not np.array_equal(squashed, np.stack([center_crop(open_image(f), 16, 16) for f in files]))
     memory = load_dataset("imagefolder", "val", data_dir=root, image_size=16, crop_pct=1.0, crop_mode="squash")
     assert np.array_equal(memory.images.numpy(), squashed)
     data = SimpleNamespace(name="imagefolder", dir=str(root), fraction=1.0, stream="memory", on_bad_image="stop")

@@ -323,7 +323,7 @@ def test_a_squashing_checkpoint_exports_a_record_its_engine_reads_squashed(tmp_p
     manifest = load_manifest(tmp_path / "r" / "manifest.fp32.json")
     assert manifest.version == 3 and manifest.preprocess is not None and manifest.preprocess["crop_mode"] == "squash"
     files = sorted((tmp_path / "photos" / "test").rglob("*.jpg"))
-    squashed = np.stack([center_crop(open_image(f, 32), 32, 32, "squash") for f in files])
+    squashed = np.stack([center_crop(open_image(f), 32, 32, "squash") for f in files])
     assert np.array_equal(load_heldout(manifest).images, squashed)
     reports = {}
     for name, source in (("checkpoint", ckpt), ("engine", tmp_path / "r" / "model.fp32.onnx")):

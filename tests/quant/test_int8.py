@@ -308,7 +308,7 @@ def test_int8_calibration_hash_is_of_the_images_calibrated_on(trained_ckpt, tmp_
     result = export_checkpoint(trained_ckpt, options, say=lambda _m: None)
     short, size = result.manifest.preprocess["resize_shorter_side"], result.manifest.input_size[1]
     files = calib_files(twelve)[:8]  # all 12 are drawn, kept in the folder's order: the first 8 fill the batch
-    used = [center_crop(open_image(f, short), short, size) for f in files]
+    used = [center_crop(open_image(f), short, size) for f in files]
     calibration = result.manifest.calibration
     assert calibration["images"] == 8
     assert calibration["data_sha256"] == hashlib.sha256(np.stack(used).tobytes()).hexdigest()

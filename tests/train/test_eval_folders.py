@@ -64,7 +64,7 @@ def test_eval_takes_a_plain_subset_folder_by_class_name(run_folder: Path, tmp_pa
 
     model, _ = load_model(run_folder / "best.safetensors")
     cfg = get_model_cfg(model)
-    x = torch.from_numpy(np.stack([center_crop(open_image(plain / "owl" / f"{i}.jpg", 16), 16, 16) for i in range(3)]))
+    x = torch.from_numpy(np.stack([center_crop(open_image(plain / "owl" / f"{i}.jpg"), 16, 16) for i in range(3)]))
     hits = int((model(eval_transform(x, cfg.mean, cfg.std)).argmax(1) == CLASSES.index("owl")).sum())
     assert report["classes"][1]["recall"] == pytest.approx(100 * hits / 3)
     assert png.stat().st_size > 1000

@@ -112,14 +112,14 @@ def _image_files(paths: Sequence[Path]) -> Iterator[Path]:
 def _decoded(
     files: Sequence[Path], prep: Preprocess, skipped: List[str], terminal: Console
 ) -> Tuple[List[Any], List[Path]]:
-    """The readable images of `files`, decoded upright at the size needed; an unreadable one is named and skipped."""
+    """The readable images of `files`, decoded upright; an unreadable one is named and skipped."""
     from vitc.data.images import decoded
 
     images: List[Any] = []
     names: List[Path] = []
     for file in files:
         try:
-            images.append(decoded(file, prep.resize_shorter_side))
+            images.append(decoded(file))
             names.append(file)
         except VitcError as exc:
             skipped.append(str(exc))

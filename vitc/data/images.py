@@ -29,7 +29,7 @@ def read_image(path: Path, short: int, size: int, crop_mode: str = DEFAULT_CROP_
     """Decode any Pillow-readable image to RGB, resize its shorter side to `short`, center crop `size`
     (`center_crop`); a file that fails (also late, in the resize of a truncated file) is a one-line VitcError."""
     try:
-        return center_crop(open_image(path, short), short, size, crop_mode)
+        return center_crop(open_image(path), short, size, crop_mode)
     except (OSError, ValueError, SyntaxError) as exc:
         raise VitcError(f"cannot read image {path}: {exc}") from exc
 
@@ -41,7 +41,7 @@ def read_whole(path: Path, side: int) -> tuple[np.ndarray, tuple[int, int]]:
     them from the whole photo, where the evaluation's centre crop would lose its borders."""
     pil = lazy_import("PIL.Image")
     try:
-        im = open_image(path, side)
+        im = open_image(path, draft_short=side)
         width, height = im.size
         squashed = im.resize((side, side), pil.Resampling.BICUBIC)
         return np.asarray(squashed, dtype=np.uint8).transpose(2, 0, 1), (height, width)
@@ -66,10 +66,12 @@ def center_crop(im: Any, short: int, size: int, crop_mode: str = DEFAULT_CROP_MO
     return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def open_image(path: Path | str, short: int) -> Any:
-    """The image at `path` as RGB; a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale
-    (Pillow's draft mode: the DCT does the downscaling, several times faster) with the shorter side
-    still >= `short`. Unreadable, truncated or oversized files raise a one-line VitcError."""
+def open_image(path: Path | str, draft_short: int | None = None) -> Any:
+    """The image at `path` as upright RGB, decoded whole, as timm's evaluation reads it: a path, a PIL image and
+    an array of the same photo give the same input. With `draft_short` (training's crops, where decoding is the
+    feed's cost), a JPEG at least twice that on its shorter side is decoded at 1/2, 1/4 or 1/8 scale (Pillow's
+    draft mode: the DCT does the downscaling, several times faster), the shorter side still >= `draft_short`.
+    Unreadable, truncated or oversized files raise a one-line VitcError."""
     pil = lazy_import("PIL.Image")
     path = Path(path)
     if path.stat().st_size == 0:
@@ -78,8 +80,8 @@ def open_image(path: Path | str, short: int) -> Any:
         with pil.open(path) as im:
             w, h = im.size
             check_image_size(path, w, h)  # from the header, before anything is decoded
-            if im.format == "JPEG" and min(w, h) >= 2 * short:
-                s = short / min(w, h)
+            if draft_short is not None and im.format == "JPEG" and min(w, h) >= 2 * draft_short:
+                s = draft_short / min(w, h)
                 im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
             im.load()
             return upright_rgb(im)
@@ -150,13 +152,13 @@ def as_pil(image: Any) -> Any:
     raise VitcError(f"expected {IMAGE_TAKEN}; got {type(image).__name__}")
 
 
-def decoded(image: Any, short: int) -> Any:
-    """An upright RGB PIL image from a path, a PIL image or a uint8 array; a path is decoded at the size
-    needed for a shorter side of `short` (JPEG draft mode), as training reads it. One-line errors."""
+def decoded(image: Any) -> Any:
+    """An upright RGB PIL image from a path (decoded whole, as the evaluation reads it), a PIL image or a uint8
+    array. One-line errors."""
     if isinstance(image, (str, os.PathLike)):
         if not Path(image).is_file():
             raise VitcError(f"{image}: no such image file")
-        return open_image(Path(image), short)
+        return open_image(Path(image))
     return upright_rgb(as_pil(image))
 
 
@@ -199,5 +201,5 @@ def prepare(images: Any, prep: Preprocess) -> np.ndarray:
     if height != width:
         raise VitcError(f"the model takes {height}×{width} inputs; vitc prepares square inputs only")
     short = prep.resize_shorter_side
-    crops = [center_crop(decoded(image, short), short, height, prep.crop_mode) for image in images]
+    crops = [center_crop(decoded(image), short, height, prep.crop_mode) for image in images]
     return normalized(to_channels(np.stack(crops), channels), prep.mean, prep.std)

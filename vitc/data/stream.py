@@ -130,8 +130,9 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.index)
 
-    def open(self, i: int, short: int) -> Any:
-        return open_image(self.index.root / self.index.files[i], short)
+    def open(self, i: int, draft_short: int | None = None) -> Any:
+        """Sample `i` decoded (`open_image`): whole for the evaluation, at reduced size for training's crops."""
+        return open_image(self.index.root / self.index.files[i], draft_short)
 
     def describe(self, i: int) -> str:
         return f"image {self.index.root / self.index.files[i]}"
@@ -151,7 +152,7 @@ class ArraySource:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def open(self, i: int, short: int) -> Any:
+    def open(self, i: int, draft_short: int | None = None) -> Any:
         return lazy_import("PIL.Image").fromarray(np.ascontiguousarray(self.images[i].transpose(1, 2, 0)))
 
     def eval_image(self, i: int, size: int) -> np.ndarray:
@@ -266,7 +267,7 @@ class StreamSet(torch.utils.data.Dataset):
             elif isinstance(source, ArraySource):
                 im = source.eval_image(index, t.size)
             else:
-                im = t.eval(source.open(index, t.eval_short))
+                im = t.eval(source.open(index))
         except VitcError as exc:
             return torch.zeros(3, t.size, t.size, dtype=torch.uint8), label, str(exc)
         except (OSError, ValueError, SyntaxError) as exc:  # a decoder failing late, e.g. in resize

@@ -181,7 +181,7 @@ def folder_calibration_set(
         if len(decoded) == count:
             break
         try:
-            decoded[int(i)] = center_crop(open_image(files[i], short), short, h, prep.crop_mode)
+            decoded[int(i)] = center_crop(open_image(files[i]), short, h, prep.crop_mode)
         except VitcError as exc:
             skipped.append(str(exc))
     if not decoded:

@@ -4,6 +4,7 @@ name, per-class precision/recall, readable confusion counts, and no top-5 with 5
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -113,6 +114,31 @@ def test_confusion_counts_are_readable(tmp_path: Path) -> None:
     finally:
         matplotlib.text.Text.__init__ = original
     assert len(seen) == 9 and min(seen) >= 12
+
+
+def test_a_class_folder_named_in_latin1_is_drawn(tmp_path: Path) -> None:
+    """A folder `d\xf6g` unzipped from a Latin-1 archive is the str 'd\udcf6g' (surrogateescape): train, export
+    and predict took it, and vitc eval ended in matplotlib's traceback (`set_text(): incompatible function
+    arguments`), before its result was printed. Names and title are drawn as `printable` shows them."""
+    import matplotlib.text
+
+    from vitc.train.report import plot_confusion
+
+    drawn: list[str] = []
+    original = matplotlib.text.Text.set_text
+
+    def spy(self, text):  # type: ignore[no-untyped-def]
+        drawn.append(str(text))
+        original(self, text)
+
+    matplotlib.text.Text.set_text = spy
+    try:
+        name = os.fsdecode(b"d\xf6g")
+        plot_confusion([[3, 1], [0, 4]], [name, "cat"], tmp_path / "cm.png", title=f"model on photos/{name}")
+    finally:
+        matplotlib.text.Text.set_text = original
+    assert (tmp_path / "cm.png").stat().st_size > 0
+    assert "d\\udcf6g" in drawn and "model on photos/d\\udcf6g" in drawn
 
 
 def test_train_summary_hides_top5_with_few_classes(tiny: dict, tmp_path: Path) -> None:

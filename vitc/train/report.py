@@ -11,6 +11,7 @@ from typing import Any
 
 from vitc._io import atomic_write
 from vitc._lazy import lazy_import, pyplot
+from vitc._text import printable
 
 
 def write_metrics(history: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -85,8 +86,10 @@ def plot_confusion(
 ) -> None:
     """A confusion matrix heat map with counts, true classes on rows; `other_column`: the last column
     counts predictions of classes outside `class_names`. Counts are in type as large as the cells
-    allow, white on dark cells."""
+    allow, white on dark cells. Names and title are drawn as `printable` shows them: a folder name that is
+    not UTF-8 (Latin-1 bytes from an archive, held as surrogates) is refused by matplotlib's text."""
     plt = pyplot()
+    class_names, title = [printable(name) for name in class_names], printable(title)
     rows = len(class_names)
     cols = rows + int(other_column)
     cell = 0.7 if rows <= 10 else 0.45  # inches

@@ -19,6 +19,47 @@ from typing import Any
 STOP_SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
 
+class SigtermAsCtrlC:
+    """The handler `sigterm_as_ctrl_c` installs: the first SIGTERM raises KeyboardInterrupt, later ones wait
+    (its sender's next word is SIGKILL, and a second KeyboardInterrupt would cut the clean-up short)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if len(self.received) == 1:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[SigtermAsCtrlC]:
+    """SIGTERM (a CI runner's timeout, `docker stop`) taken as Ctrl-C by every command: Python's default ended
+    the process at once, leaving `atomic_write`'s hidden temporaries (a partial ONNX file) that nothing removed.
+    Only in the main thread and only over Python's default (an embedding program's handler is kept); a handler
+    `vitc train` installs itself replaces this one while it runs (`replaceable`)."""
+    handler = SigtermAsCtrlC()
+    if threading.current_thread() is not threading.main_thread() or not replaceable(signal.SIGTERM):
+        yield handler
+        return
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def replaceable(signum: int) -> bool:
+    """The stop signal's handler is Python's default or vitc's own SIGTERM-as-Ctrl-C, not an embedding program's."""
+    handler = signal.getsignal(signum)
+    return handler is STOP_SIGNALS[signum] or isinstance(handler, SigtermAsCtrlC)
+
+
+def stop_said(signum: int) -> str:
+    """What stopped a command, as its line says: `interrupted` (Ctrl-C) or `stopped by SIGTERM`."""
+    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+
+
 @contextmanager
 def stop_signals_ignored() -> Iterator[None]:
     """Further Ctrl-C presses and SIGTERMs ignored while an interrupted run saves its state: a second press

@@ -316,3 +316,17 @@ def test_a_ranks_bug_named_in_the_others_line_shows_its_traceback(
         distributed.launch(["train"], nproc=2, poll_s=0.05)
     assert (str(stopped.value), stopped.value.exit_code) == (said[len("error: ") :], 2)
     assert capsys.readouterr().err.splitlines()[-3:] == trace
+
+
+def test_training_takes_sigterm_over_from_the_cli_and_gives_it_back() -> None:
+    """`vitc` takes SIGTERM as Ctrl-C for every command (vitc._signals.sigterm_as_ctrl_c); training installs its
+    own handler over that one, or a SIGTERM mid-run would say `interrupted` and exit 130, and gives it back after."""
+    from vitc._signals import SigtermAsCtrlC, sigterm_as_ctrl_c
+
+    stop = CtrlC()
+    with sigterm_as_ctrl_c() as cli:
+        with stop.installed(), pytest.raises(KeyboardInterrupt):
+            _send(signal.SIGTERM)
+        assert (stop.said(), stop.exit_code, cli.received) == ("stopped by SIGTERM", 143, [])
+        assert isinstance(signal.getsignal(signal.SIGTERM), SigtermAsCtrlC)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -21,6 +21,7 @@ from typing_extensions import Annotated
 
 from vitc import __version__
 from vitc._lazy import require_training
+from vitc._signals import sigterm_as_ctrl_c, stop_said
 from vitc.cli import bench as bench_cli
 from vitc.cli import build as build_cli
 from vitc.cli import check as check_cli
@@ -97,13 +98,20 @@ def main() -> None:
     """The console entry point. A usage error click finds (an option's value of the wrong type or out of
     range, a missing argument, an unknown option) is one line and exit code 2, as vitc's own errors are;
     typer would draw it in a box of five or six lines. Ctrl-C ends any command with 130 and nothing more
-    to say, during the command (typer's own catch, or ours) and after it (`_quiet_ctrl_c_at_exit`).
+    to say, during the command (typer's own catch, or ours) and after it (`_quiet_ctrl_c_at_exit`). SIGTERM
+    is taken as Ctrl-C (`vitc._signals.sigterm_as_ctrl_c`), so that what a command was writing is removed,
+    and ends it with 143 and one line, as it ends `vitc train` (whose own handler says more while it trains).
     Everything else ends as click ends it."""
     tolerate_narrow_encodings()
-    try:
-        code = _run()
-    except KeyboardInterrupt:  # outside typer's catch, which makes Exit(130) of one within the command
-        code = 130
+    with sigterm_as_ctrl_c() as sigterm:
+        try:
+            code = _run()
+        except KeyboardInterrupt:  # outside typer's catch, which makes Exit(130) of one within the command
+            code = 130
+    if code == 130 and sigterm.received:
+        signum = sigterm.received[0]
+        print_error(stop_said(signum), 128 + signum)
+        code = 128 + signum
     _quiet_ctrl_c_at_exit()
     sys.exit(code)
 

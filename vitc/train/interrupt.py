@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from vitc._signals import STOP_SIGNALS
+from vitc._signals import STOP_SIGNALS, replaceable, stop_said
 
 
 class CtrlC:
@@ -41,19 +41,20 @@ class CtrlC:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        """Take SIGINT and SIGTERM over from Python's defaults; elsewhere (not the main thread, or a handler
-        the embedding program set) leave them, and `held` holds nothing."""
+        """Take SIGINT and SIGTERM over from Python's defaults or the CLI's SIGTERM-as-Ctrl-C (vitc.cli.main);
+        elsewhere (not the main thread, or a handler the embedding program set) leave them, and `held` holds
+        nothing."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        taken = [signum for signum, default in STOP_SIGNALS.items() if signal.getsignal(signum) is default]
+        taken = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS if replaceable(signum)}
         for signum in taken:
             signal.signal(signum, self._on_signal)
         try:
             yield
         finally:
-            for signum in taken:
-                signal.signal(signum, STOP_SIGNALS[signum])
+            for signum, before in taken.items():
+                signal.signal(signum, before)
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -71,7 +72,7 @@ class CtrlC:
 
     def said(self) -> str:
         """What stopped the run, as its message starts: `interrupted` (Ctrl-C) or `stopped by SIGTERM`."""
-        return "interrupted" if self.signum == signal.SIGINT else f"stopped by {signal.Signals(self.signum).name}"
+        return stop_said(self.signum)
 
     @property
     def exit_code(self) -> int:

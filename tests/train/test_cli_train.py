@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from vitc.cli.main import app
@@ -105,3 +106,16 @@ def test_a_model_that_pools_nothing_is_refused_before_training(tiny: dict[str, A
     result = runner.invoke(app, ["train", *_set(settings)])
     assert result.exit_code == 2 and "model.args: global_pool='' gives every token's logits" in result.output
     assert not (Path(tiny["run.out_dir"]) / "tiny" / "best.safetensors").exists()
+
+
+def test_a_data_dir_and_out_dir_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--data-dir=~/photos` said `missing folder ~/photos` of a folder that exists, and `--set run.out_dir=~/runs`
+    would have made `./~/runs/`: each is read where the shell would have expanded it. A folder with val/ but no
+    train/ is refused before any data is loaded, naming the folder vitc looked at."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos" / "val" / "a").mkdir(parents=True)
+    result = runner.invoke(app, ["train", "-q", "--data-dir=~/photos", "--set", "run.out_dir=~/runs"])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'photos'}" in result.output and "missing folder ~" not in result.output, result.output
+    assert not (tmp_path / "~").exists()

@@ -90,3 +90,19 @@ def test_set_parsing() -> None:
     }
     with pytest.raises(VitcError, match="key=value"):
         parse_assignments(["novalue"])
+
+
+def test_path_keys_start_at_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--set 'run.out_dir=~/my runs'` trained into a literal `./~/my runs/` (the shell leaves `~` after `=`), and
+    `--set data.dir=~/photos` or `model.pretrained=~/w.safetensors` said "no such file" of what exists."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(
+        None,
+        parse_assignments(["run.out_dir=~/my runs", "data.dir=~/photos", "model.pretrained=~/w.safetensors"]),
+    )
+    assert (cfg.run.out_dir, cfg.data.dir, cfg.model.pretrained) == (
+        str(tmp_path / "my runs"),
+        str(tmp_path / "photos"),
+        str(tmp_path / "w.safetensors"),
+    )
+    assert load_config(None, {"run.out_dir": "runs/~x"}).run.out_dir == "runs/~x"  # only a leading `~`

@@ -19,6 +19,7 @@ from rich.text import Text
 from typing_extensions import Annotated, get_type_hints
 
 from vitc.cli._console import console, printable
+from vitc.cli._options import expand_home
 from vitc.errors import VitcError
 from vitc.train.agree import prints_shared_errors
 
@@ -71,11 +72,13 @@ def evaluated(fn: F) -> F:
 
 
 def handle_errors(fn: F) -> F:
-    """Wrap a command so that a VitcError ends it cleanly with exit code 2, and give it the --debug option
-    that keeps the traceback, as the root's does (`vitc --debug eval X`)."""
+    """Wrap a command so that a VitcError ends it cleanly with exit code 2, give it the --debug option
+    that keeps the traceback, as the root's does (`vitc --debug eval X`), and its paths' `~` expanded."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        args = tuple(expand_home(arg) for arg in args)  # every path-typed option and argument, in one place
+        kwargs = {name: expand_home(value) for name, value in kwargs.items()}
         try:
             return fn(*args, **kwargs)
         except VitcError as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
@@ -32,3 +34,13 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
         except RecursionError:
             raise VitcError(f"--set {key}: the value is nested too deeply") from None
     return parsed
+
+
+def expand_home(value: Any) -> Any:
+    """A path option's leading `~` as the home folder, a list of them each: the shell expands `~` only at the
+    start of a word, so `--json=~/p.json` came as `~/p.json` and wrote `./~/p.json`. Anything else as it is."""
+    if isinstance(value, Path):
+        return Path(os.path.expanduser(value))
+    if isinstance(value, list):
+        return [expand_home(item) for item in value]
+    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,9 @@ _NON_NEGATIVE = (
     "model.drop_path_rate", "aug.mixup", "aug.cutmix", "aug.erasing", "aug.color_jitter", "aug.repeats",
     "run.workers", "log.figures_every",
 )  # fmt: skip
+# keys that name files or folders: a leading `~` is the home folder (`--set run.out_dir=~/runs`, where the shell
+# leaves it, made a folder named `~`)
+_PATHS = (("model", "pretrained"), ("data", "dir"), ("run", "out_dir"))
 _UNIT = ("optim.label_smoothing", "optim.ema_decay", "aug.erasing", "model.drop_path_rate")
 
 
@@ -214,6 +218,10 @@ def validate(cfg: TrainConfig) -> None:
         for key in dataclasses.fields(values):
             dotted = f"{section.name}.{key.name}"
             setattr(values, key.name, _check_type(dotted, getattr(values, key.name), str(key.type)))
+    for section_name, key_name in _PATHS:
+        section_ = getattr(cfg, section_name)
+        if getattr(section_, key_name):
+            setattr(section_, key_name, os.path.expanduser(getattr(section_, key_name)))
     flat = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
     for key, value in flat.items():
         if isinstance(value, float) and not math.isfinite(value):

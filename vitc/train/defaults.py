@@ -40,7 +40,7 @@ def resolve_defaults(cfg: TrainConfig) -> list[str]:
     if cfg.model.name is None:
         notes += _resolve_model(cfg)
     if cfg.data.dir:  # recorded whole: `vitc eval RUN` and --resume find it from any folder
-        cfg.data.dir = str(Path(cfg.data.dir).expanduser().absolute())
+        cfg.data.dir = str(Path(cfg.data.dir).absolute())  # `~` expanded as the config was checked
     if cfg.data.name is None:
         cfg.data.name = detect_kind(Path(cfg.data.dir)) if cfg.data.dir else "digits"
         if cfg.data.dir:

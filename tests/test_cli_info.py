@@ -236,3 +236,23 @@ def test_debug_after_the_command_shows_the_traceback(tmp_path: Path, monkeypatch
     plain = run("info", missing)
     assert plain.exit_code == 2 and plain.output.strip() == f"error: {missing}: no such file"
     assert "--debug" not in run("info", "--help").output  # listed once, in `vitc --help`
+
+
+@pytest.mark.parametrize("columns", ["80", "40"])
+def test_an_export_folder_table_keeps_its_figures_whole_in_a_narrow_terminal(tmp_path: Path, columns: str) -> None:
+    """At COLUMNS=80 the ten-column table of a folder with a long name cut "96.11%" to "96.…" and "+0.00" to
+    "+0.…", or emptied the columns: the figures stay whole, the names fold."""
+    folder = tmp_path / "exports of a run with a rather long name"
+    folder.mkdir()
+    figures = []
+    for precision, top1 in (("fp32", 96.11), ("fp16", 95.87)):
+        make_tiny_onnx(folder / f"model.{precision}.onnx")
+        drift = {"samples": 4, "top1": top1, "delta_top1": top1 - 96.11, "max_abs_diff": 5.66e-3, "agreement": 99.5}
+        (folder / f"manifest.{precision}.json").write_text(
+            json.dumps(manifest_record(precision=precision, drift=drift))
+        )
+        figures += [f"{top1:.2f}%", f"{top1 - 96.11:+.2f}", "99.5%", "5.66e-03", "1:4:8"]
+    result = CliRunner().invoke(app, ["info", str(folder)], env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output and all(len(line) <= int(columns) for line in result.output.splitlines())
+    assert not [f for f in figures if f not in result.output], result.output

@@ -334,3 +334,23 @@ def test_info_and_doctor(tmp_path: Path, export_dir: Path):
     assert "not a TensorRT plan" in run("info", str(bad)).output
     doc = run("doctor", "--json")
     assert doc.exit_code == 0 and {r["command"] for r in json.loads(doc.output)["commands"]} >= {"build"}
+
+
+@pytest.mark.parametrize("columns", ["80", "40"])
+def test_bench_table_keeps_every_figure_whole_at_80_and_40_columns(tmp_path: Path, columns: str) -> None:
+    """At COLUMNS=80 a long runner name left the figure columns empty (`┃ runner … ┃ ┃ ┃`) and short ones cut
+    them (`5.1…`, `194…`): the figures stay whole, the runner name folds (or each row is a list of fields)."""
+    folder = tmp_path / "a rather long folder name of one export run"
+    folder.mkdir()
+    onnx = make_tiny_onnx(folder / "model.fp32.onnx")
+    out = tmp_path / "r.json"
+    args = ["bench", "-e", str(onnx), "-e", str(onnx), "-n", "3", "--warmup", "1", "--json", str(out)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output and all(len(line) <= int(columns) for line in result.output.splitlines())
+    for row in json.loads(out.read_text())["rows"]:
+        e2e = row["e2e"]
+        figures = [f"{e2e[k]:.3f}" for k in ("p50", "mean", "p99")]
+        figures += [f"{100 * e2e['cv']:.1f}", f"{e2e['throughput']:.1f}", f"{row['ratio_vs_first']:.2f}x"]
+        missing = [f for f in figures if f not in result.output]
+        assert not missing, (missing, result.output)

@@ -142,16 +142,22 @@ class BenchReport:
         return keep
 
     def to_table(self, title: str = TITLE) -> Any:
+        """The table at any console width: the runner folds, the figures stay whole (vitc._terminal.Fitted)."""
         from rich.table import Table
+
+        from vitc._terminal import Fitted
 
         keep = self._columns()
         table = Table(title=title, caption=f"{self.how_timed()}\n{self._caption()}" if self.rows else self._caption())
         for i in keep:
-            table.add_column(self._HEAD[i], justify="left" if i == 0 else "right", no_wrap=i == 0)
+            if i == 0:
+                table.add_column(self._HEAD[i], overflow="fold")
+            else:
+                table.add_column(self._HEAD[i], justify="right", no_wrap=True)
         for row in self.rows:
             cells = self._cells(row)
             table.add_row(*(cells[i] for i in keep))
-        return table
+        return Fitted(table)
 
     def _caption(self) -> str:
         base = self.runners[0] if self.rows else "-"

@@ -12,6 +12,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from vitc._io import ReportKind, json_report
+from vitc._terminal import Fitted
 from vitc.cli._console import console as plain_console
 from vitc.cli._options import ForceOpt
 
@@ -58,14 +59,15 @@ def compile_(
     total = time.perf_counter() - started
 
     table = Table(title=f"vitc compile {report.model} → {target}")
-    for column in ("pass", "fired", "max |Δ logits|"):
-        table.add_column(column, justify="left" if column == "pass" else "right")
+    table.add_column("pass", overflow="fold")
+    for column in ("fired", "max |Δ logits|"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in report.rows:
         table.add_row(row.name, str(row.fired), "-" if row.max_abs_diff is None else f"{row.max_abs_diff:.2e}")
     table.add_section()
     table.add_row("pipeline", str(sum(r.fired for r in report.rows)), f"{report.max_abs_diff:.2e}")
     console = plain_console()
-    console.print(table)
+    console.print(Fitted(table))  # the figures whole at any width
     size = "x".join(str(s) for s in report.input_size)
     console.print(
         f"checked on {report.check_batch} random {size} inputs (tolerance {report.tolerance:g}); "

@@ -19,6 +19,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from vitc._io import ReportKind, json_record, json_report, report_path
+from vitc._terminal import Fitted
 from vitc._text import few_names
 from vitc.cli._console import console, labelled
 from vitc.cli._options import ForceOpt
@@ -487,11 +488,13 @@ def _report(
         raise VitcError(f"{unwritten}; the report above is not saved: --out DIR/{png.name} writes it elsewhere")
 
 
-def _per_class_table(classes: List[Dict[str, Any]]) -> Table:
+def _per_class_table(classes: List[Dict[str, Any]]) -> Fitted:
+    """Class names fold, the figures stay whole at any width."""
     table = Table(title="per class")
-    for column in ("class", "precision", "recall", "support"):
-        table.add_column(column, justify="left" if column == "class" else "right")
+    table.add_column("class", overflow="fold")
+    for column in ("precision", "recall", "support"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in classes:
         cells = ["-" if row[k] is None else f"{row[k]:.1f}%" for k in ("precision", "recall")]
         table.add_row(row["class"], *cells, str(row["support"]))
-    return table
+    return Fitted(table)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
+from vitc._terminal import Fitted
 from vitc.cli._console import console
 from vitc.cli._options import ForceOpt
 
@@ -115,14 +116,15 @@ def _next_command(results: list) -> str:
     return f"next: vitc bench {engines} --data {fastest.parent}   {where}"
 
 
-def _drift_table(results: list) -> Table:
+def _drift_table(results: list) -> Fitted:
     """One row per exported precision: PyTorch FP32 vs the ONNX Runtime artifact on the held-out split
     (or on generated inputs without labels: agreement only, no top-1)."""
     unlabelled = any((r.manifest.drift or {}).get("labels") is False for r in results)
     caption = "agreement only: generated inputs (random pixels) have no labels, so no top-1" if unlabelled else None
     table = Table(title="accuracy drift on ONNX Runtime (reference: PyTorch FP32)", caption=caption)
-    for column in ("precision", "images", "top-1 ref", "top-1", "Δ top-1", "agreement", "max |Δ|", "cosine"):
-        table.add_column(column, justify="left" if column == "precision" else "right")
+    table.add_column("precision")
+    for column in ("images", "top-1 ref", "top-1", "Δ top-1", "agreement", "max |Δ|", "cosine"):
+        table.add_column(column, justify="right", no_wrap=True)
     for result in results:
         d = result.manifest.drift or {}
         labelled = d.get("top1") is not None
@@ -136,4 +138,4 @@ def _drift_table(results: list) -> Table:
             f"{d['max_abs_diff']:.2e}",
             f"{d['cosine']:.5f}",
         )
-    return table
+    return Fitted(table)  # the figures whole at any width

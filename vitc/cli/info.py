@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
+from vitc._terminal import Fitted
 from vitc.cli._console import console as plain_console
 from vitc.cli._console import printable
 from vitc.errors import VitcError
@@ -183,13 +184,16 @@ def rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return out
 
 
-def _exports_table(record: dict[str, Any]) -> Table:
-    """Several exports of one folder, one row per precision."""
+def _exports_table(record: dict[str, Any]) -> Fitted:
+    """Several exports of one folder, one row per precision: names fold, figures stay whole at any width."""
     table = Table(title=f"{record['folder']} ({len(record['exports'])} exports)")
     columns: tuple[str, ...] = ("precision", "file", "model", "batch", "io", "opset", "TensorRT")
     columns += ("top-1", "Δ top-1", "agreement", "max |Δ|")  # the drift the manifest recorded
     for column in columns:
-        table.add_column(column, justify="left" if column in ("precision", "file", "model", "io") else "right")
+        if column in ("precision", "file", "model", "io", "TensorRT"):
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     for precision, raw in record["exports"].items():
         drift = raw.get("drift") or {}
         batch = raw.get("batch") or {}
@@ -206,7 +210,7 @@ def _exports_table(record: dict[str, Any]) -> Table:
             "-" if drift.get("agreement") is None else f"{drift['agreement']:.1f}%",
             "-" if drift.get("max_abs_diff") is None else f"{drift['max_abs_diff']:.2e}",
         )
-    return table
+    return Fitted(table)
 
 
 def info(

@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
+from vitc._terminal import Fitted
 from vitc.cli._console import console as plain_console
 
 
@@ -22,8 +23,11 @@ def models(
         raise unknown_model(pattern, names, listing=f"`vitc models` without a pattern lists all {len(names)}")
     table = Table(title="vitc model zoo")
     for column in ("name", "family", "params", "GMACs", "input"):
-        table.add_column(column, justify="right" if column in ("params", "GMACs") else "left")
+        if column in ("params", "GMACs", "input"):  # figures whole at any width; names fold
+            table.add_column(column, justify="right" if column != "input" else "left", no_wrap=True)
+        else:
+            table.add_column(column, overflow="fold")
     for stats in rows:
         size = "x".join(str(s) for s in stats["input_size"])
         table.add_row(stats["name"], stats["family"], f"{stats['params']:,}", f"{stats['gmacs']:.3f}", size)
-    plain_console().print(table)
+    plain_console().print(Fitted(table))

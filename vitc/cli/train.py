@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
+from vitc._terminal import Fitted
 from vitc.cli._console import console, library_warnings_printed
 from vitc.cli._options import SetOpt, parse_assignments
 from vitc.errors import VitcError, unknown_model
@@ -301,10 +302,10 @@ def _summary(model: str, result: RunResult) -> None:
     )
     keep = [i for i in range(len(columns)) if top5 or i != 3]
     for i in keep:
-        table.add_column(columns[i], justify="right")
+        table.add_column(columns[i], justify="right", no_wrap=True)  # figures whole at any width
     table.add_row(*(cells[i] for i in keep))
     terminal = console()
-    terminal.print(table)
+    terminal.print(Fitted(table))
     if final != "test":
         terminal.print(f"no test split: the final figures are on {final}, the split that picked the best epoch")
     terminal.print(f"checkpoints in {result.run_dir}  (best.safetensors, last.safetensors; summary.json)")

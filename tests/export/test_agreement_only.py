@@ -5,6 +5,7 @@ every reader (`vitc info`, `vitc bench --data`); INT8 names the images it needs.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,25 @@ def test_data_generated_is_asked_for_by_name(imagenet_run: Path, tmp_path: Path)
     assert "classes are not the model's" not in result.output  # asked for, not a fallback
     drift = json.loads((tmp_path / "imnet" / "manifest.fp32.json").read_text())["drift"]
     assert drift["data"] == "generated" and drift["labels"] is False and drift["agreement"] == 100.0
+
+
+def test_the_next_command_after_an_export_quotes_its_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`next: vitc bench -e ../exp ört/r1/model.fp32.onnx` split at the space when pasted: each path is one
+    shell word, with TensorRT (`vitc build`) and without it (`vitc bench`)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from vitc.cli.export import _next_command
+
+    folder = tmp_path / "exp ört" / "r1"
+    results = [SimpleNamespace(onnx_path=folder / f"model.{p}.onnx") for p in ("fp32", "fp16")]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    command, where = _next_command(results).split("   ")
+    assert shlex.split(command.removeprefix("next: ")) == [
+        "vitc", "bench", "-e", str(folder / "model.fp32.onnx"), "-e", str(folder / "model.fp16.onnx"),
+        "--data", str(folder),
+    ]  # fmt: skip
+    assert where == "(vitc build model.fp16.onnx on a machine with TensorRT)"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: SimpleNamespace(origin="tensorrt/__init__.py"))
+    built = _next_command(results).removeprefix("next: ")
+    assert shlex.split(built) == ["vitc", "build", str(folder / "model.fp16.onnx")]

@@ -364,10 +364,27 @@ def test_argument_errors_come_before_torch_and_before_the_defaults(photos: Path,
 
 
 def test_a_finished_run_says_the_next_command(tiny: dict[str, Any]) -> None:
-    sets = [a for k, v in {**tiny, "optim.epochs": 1}.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    """The command to paste, its path quoted: `next: vitc export ../my runs/tiny` was three words to a shell."""
+    out_dir = str(Path(tiny["run.out_dir"]) / "my rüns")
+    sets = [
+        a
+        for k, v in {**tiny, "optim.epochs": 1, "run.out_dir": out_dir}.items()
+        for a in ("--set", f"{k}={json.dumps(v)}")
+    ]
     result = runner.invoke(app, ["train", "-q", *sets])
-    assert result.exit_code == 0
-    assert f"next: vitc export {Path(tiny['run.out_dir']) / 'tiny'} -p fp32 -p fp16 -p int8" in result.output
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("next: ")]
+    assert shlex.split(line[len("next: ") :]) == [
+        "vitc",
+        "export",
+        f"{out_dir}/tiny",
+        "-p",
+        "fp32",
+        "-p",
+        "fp16",
+        "-p",
+        "int8",
+    ]
 
 
 # ---------------------------------------------------------------- the README's walkthrough, as written

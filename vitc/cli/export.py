@@ -104,16 +104,17 @@ def _next_command(results: list) -> str:
     exports on ONNX Runtime with their held-out set (as Ctrl-C in `vitc train` names `vitc export`)."""
     import importlib.util
 
+    from vitc._text import shell_word
     from vitc.artifacts import FASTEST_FIRST, onnx_name
 
     paths = [r.onnx_path for r in results]
     fastest = next((q for p in FASTEST_FIRST for q in paths if q.name == onnx_name(p)), paths[0])
     spec = importlib.util.find_spec("tensorrt")
     if spec is not None and spec.origin is not None:  # tensorrt-stubs alone is a namespace without an origin
-        return f"next: vitc build {fastest}"
-    engines = " ".join(f"-e {q}" for q in paths)
-    where = f"(vitc build {fastest.name} on a machine with TensorRT)"
-    return f"next: vitc bench {engines} --data {fastest.parent}   {where}"
+        return f"next: vitc build {shell_word(str(fastest))}"  # quoted: a path with a space pastes as one word
+    engines = " ".join(f"-e {shell_word(str(q))}" for q in paths)
+    where = f"(vitc build {shell_word(fastest.name)} on a machine with TensorRT)"
+    return f"next: vitc bench {engines} --data {shell_word(str(fastest.parent))}   {where}"
 
 
 def _drift_table(results: list) -> Fitted:

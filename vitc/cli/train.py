@@ -15,6 +15,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from vitc._terminal import Fitted
+from vitc._text import shell_word
 from vitc.cli._console import console, library_warnings_printed
 from vitc.cli._options import SetOpt, parse_assignments
 from vitc.errors import VitcError, unknown_model
@@ -121,7 +122,8 @@ def train(
                 markup=False, highlight=False, soft_wrap=True,
             )  # fmt: skip
         run = Path(cfg.run.out_dir) / cfg.run_name
-        say(f"next: vitc export {run} -p fp32 -p fp16 -p int8", markup=False, highlight=False, soft_wrap=True)
+        hint = f"next: vitc export {shell_word(str(run))} -p fp32 -p fp16 -p int8"  # a path with a space pastes whole
+        say(hint, markup=False, highlight=False, soft_wrap=True)
 
 
 def _configure(

@@ -57,6 +57,9 @@ def unknown_model(name: str, names: list[str], listing: str = "`vitc models` lis
     return VitcError(f"unknown model {name!r}{hint}")
 
 
+DEVICES = ("auto", "cpu", "cuda")  # what --device takes in train (run.device), eval, predict and bench
+
+
 def unknown_device(choice: str, choices: tuple[str, ...], where: str = "--device") -> VitcError:
     """The error for a device that is not one of `choices`. A GPU's number (cuda:1, 1, 0,1: how
     Ultralytics and torch name one) is chosen here as every CUDA program lets one choose it, by

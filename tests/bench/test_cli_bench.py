@@ -354,3 +354,24 @@ def test_bench_table_keeps_every_figure_whole_at_80_and_40_columns(tmp_path: Pat
         figures += [f"{100 * e2e['cv']:.1f}", f"{e2e['throughput']:.1f}", f"{row['ratio_vs_first']:.2f}x"]
         missing = [f for f in figures if f not in result.output]
         assert not missing, (missing, result.output)
+
+
+def test_bench_device_auto_is_the_gpu_where_the_backend_has_one(tmp_path: Path) -> None:
+    """`vitc bench --device auto` was "unknown device 'auto' for --device (cpu, cuda)" though train, eval and
+    predict take it: ONNX Runtime's GPU provider where it has one (as eval's), PyTorch's GPU where torch sees one."""
+    import onnxruntime
+
+    onnx = make_tiny_onnx(tmp_path / "m.onnx")
+    out = tmp_path / "r.json"
+    result = run("bench", "-e", str(onnx), "--device", "auto", "-n", "2", "--warmup", "0", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(onnxruntime.get_available_providers())
+    assert [r["device"] for r in json.loads(out.read_text())["rows"]] == ["cuda" if gpu else "cpu"]
+    torch = pytest.importorskip("torch")
+    args = ["bench", "--model", "convit_micro", "--device", "auto", "-n", "2", "--warmup", "0", "--json", str(out)]
+    result = run(*args, "--force")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["device"] for r in rows] == ["cuda" if torch.cuda.is_available() else "cpu"]
+    typo = run("bench", "-e", str(onnx), "--device", "gpu0")
+    assert typo.exit_code == 2 and "(auto, cpu, cuda)" in typo.output, typo.output

@@ -184,6 +184,11 @@ def torch_runners(
 
     from vitc.engines.torch_runner import TorchRunner, model_from_checkpoint, model_from_zoo
 
+    if device == "auto":  # as vitc train, eval and predict choose it: the GPU where torch sees one
+        from vitc.train.device import pick_device
+
+        device = pick_device(device).type
+
     # every variant loads its own copy: zoo models get the same seeded random weights in each
     loader = model_from_checkpoint(ckpt) if ckpt is not None else model_from_zoo(str(model), seed=seed)
     label = loader.label  # type: ignore[attr-defined]

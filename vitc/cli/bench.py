@@ -16,7 +16,7 @@ from typing_extensions import Annotated
 from vitc._lazy import require_training
 from vitc.cli._console import console, labelled
 from vitc.cli._options import ForceOpt
-from vitc.errors import VitcError, unknown_device
+from vitc.errors import DEVICES, VitcError, unknown_device
 
 
 def bench(
@@ -37,7 +37,11 @@ def bench(
         bool, typer.Option("--torch-compile", help="PyTorch: also run each variant under torch.compile.")
     ] = False,
     device: Annotated[
-        str, typer.Option(help="cpu or cuda: PyTorch's device, ONNX Runtime's CPU or CUDA provider (plans: the GPU).")
+        str,
+        typer.Option(
+            help="cpu, cuda or auto (the GPU where the backend has one, as in eval and predict): PyTorch's device, "
+            "ONNX Runtime's CPU or GPU provider (plans: the GPU)."
+        ),
     ] = "cpu",
     autocast: Annotated[
         Optional[str],
@@ -91,8 +95,8 @@ def bench(
         raise VitcError("nothing to benchmark: give --engine PATH (repeatable) and/or --model NAME / --ckpt PATH")
     if (compare or torch_compile) and not model and ckpt is None:
         raise VitcError("--compare and --torch-compile apply to PyTorch: give --model NAME or --ckpt PATH")
-    if device not in ("cpu", "cuda"):  # the engines' runners read only "cpu": a typo would pass unseen
-        raise unknown_device(device, ("cpu", "cuda"))
+    if device not in DEVICES:  # a typo would pass unseen: the engines' runners read "cpu" and "cuda"
+        raise unknown_device(device, DEVICES)
     if model or ckpt is not None:  # before any engine is loaded: one line on a Jetson's runtime install
         require_training("vitc bench --model / --ckpt")
     for path, kind, option in ((json_out, JSON_REPORT, "--json"), (markdown, MARKDOWN_REPORT, "--markdown")):

@@ -23,7 +23,7 @@ from vitc._terminal import Fitted
 from vitc._text import few_names
 from vitc.cli._console import console, labelled
 from vitc.cli._options import ForceOpt
-from vitc.errors import VitcError, unknown_device
+from vitc.errors import DEVICES, VitcError, unknown_device
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,8 +93,8 @@ def evaluate(
 
     if workers is not None and workers < 0:
         raise VitcError(f"--workers must be 0 or more, got {workers}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise unknown_device(device, ("auto", "cpu", "cuda"))
+    if device not in DEVICES:
+        raise unknown_device(device, DEVICES)
     if path_kind(source) in (EXPORT, FOLDER):  # before torch is needed: an engine's folder on a Jetson
         raise not_taken(source, WEIGHTS_OR_ENGINE, tuple(SUFFIXES))
     if out is not None:  # before the evaluation; the default, named by what is read, is checked when known

@@ -17,7 +17,7 @@ from typing_extensions import Annotated
 from vitc._io import ReportKind, json_report, report_path
 from vitc.cli._console import console, labelled
 from vitc.cli._options import ForceOpt
-from vitc.errors import VitcError, unknown_device
+from vitc.errors import DEVICES, VitcError, unknown_device
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -50,8 +50,8 @@ def predict(
     from vitc.artifacts.given import EXPORT, FOLDER, WEIGHTS_OR_ENGINE, not_taken, path_kind
     from vitc.engines import SUFFIXES
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise unknown_device(device, ("auto", "cpu", "cuda"))
+    if device not in DEVICES:
+        raise unknown_device(device, DEVICES)
     if path_kind(source) in (EXPORT, FOLDER):  # before torch is needed: an engine's folder on a Jetson
         raise not_taken(source, WEIGHTS_OR_ENGINE, tuple(SUFFIXES))
     if top_k < 1 or batch < 1:

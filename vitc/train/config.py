@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc.data import TRAIN_INTERPOLATIONS
-from vitc.errors import VitcError, unknown_device
+from vitc.errors import DEVICES, VitcError, unknown_device
 from vitc.limits import MAX_IMG_SIZE
 
 if sys.version_info >= (3, 11):
@@ -142,7 +142,6 @@ class TrainConfig:
         return self.run.name or self.model.name or DEFAULT_MODEL
 
 
-DEVICES = ("auto", "cpu", "cuda")  # run.device, and `vitc eval --device`
 _CHOICES = {
     "data.name": ("digits", "cifar10", "imagefolder"),
     "data.stream": ("auto", "memory", "stream"),

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
-from vitc.errors import VitcError, gpu_failure, no_cuda, unknown_device
-from vitc.train.config import DEVICES
+from vitc.errors import DEVICES, VitcError, gpu_failure, no_cuda, unknown_device
 from vitc.train.distributed import DistInfo, broadcast_from_main
 
 if TYPE_CHECKING:

@@ -316,8 +316,9 @@ def test_build_without_tensorrt(tmp_path: Path, monkeypatch):
     result = run("build", str(onnx))
     assert result.exit_code == 2 and "missing: TensorRT (pip install tensorrt" in result.output
     assert "no such file" in run("build", str(tmp_path / "none.onnx")).output
-    bad = run("build", str(onnx), "--precision", "fp8")  # checked before the machine is
-    assert bad.exit_code == 2 and "--precision: unknown precision 'fp8'" in bad.output
+    for option in ("--precision", "-p"):  # -p as in `vitc export -p fp16`: it was "No such option: -p"
+        bad = run("build", str(onnx), option, "fp8")  # checked before the machine is
+        assert bad.exit_code == 2 and "--precision: unknown precision 'fp8'" in bad.output, bad.output
 
 
 def test_info_and_doctor(tmp_path: Path, export_dir: Path):

@@ -33,7 +33,12 @@ def build(
     ] = False,
     hardware_compat: Annotated[str, typer.Option(help="none, ampere+ or same-cc (10.9+).")] = "none",
     precision: Annotated[
-        Optional[str], typer.Option(help="fp32, fp16 or int8: override the precision read from the manifest/file name.")
+        Optional[str],
+        typer.Option(
+            "--precision",
+            "-p",  # as `vitc export -p fp16`
+            help="fp32, fp16 or int8: override the precision read from the manifest/file name.",
+        ),
     ] = None,
     tf32: Annotated[
         bool,

@@ -53,14 +53,20 @@ class Fitted:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         table = self.table
-        if table.width is not None or self._least_width(console, options) <= options.max_width:
+        least = self._least_width(console, options)
+        if table.width is not None or least is None or least <= options.max_width:
             yield table
         else:
             yield stacked(table)
 
-    def _least_width(self, console: Console, options: ConsoleOptions) -> int:
-        widths = [table_column_width(self.table, console, options, column) for column in self.table.columns]
-        return sum(widths) + self.table._extra_width
+    def _least_width(self, console: Console, options: ConsoleOptions) -> int | None:
+        """The width the table needs with its names folded; None where Rich's measuring (private: a Jetson may
+        have another Rich release) is not there: the table is then shown as Rich lays it out."""
+        try:
+            widths = [table_column_width(self.table, console, options, column) for column in self.table.columns]
+            return sum(widths) + self.table._extra_width
+        except (AttributeError, TypeError):
+            return None
 
 
 def table_column_width(table: Table, console: Console, options: ConsoleOptions, column: Column) -> int:

@@ -357,6 +357,22 @@ def test_bench_table_keeps_every_figure_whole_at_80_and_40_columns(tmp_path: Pat
         assert not missing, (missing, result.output)
 
 
+def test_a_rich_release_without_its_private_measure_shows_the_table_as_rich_lays_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Fitted` measures columns with Rich's private Table._measure_column: a Jetson's Rich may lack it, and a
+    table must never be what fails a bench."""
+    import vitc._terminal
+
+    def missing(*args: object) -> int:
+        raise AttributeError("'Table' object has no attribute '_measure_column'")
+
+    monkeypatch.setattr(vitc._terminal, "table_column_width", missing)
+    onnx = make_tiny_onnx(tmp_path / "model.fp32.onnx")
+    result = CliRunner().invoke(app, ["bench", "-e", str(onnx), "-n", "2", "--warmup", "0"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0 and "p50 ms" in result.output, result.output
+
+
 def test_bench_device_auto_is_the_gpu_where_the_backend_has_one(tmp_path: Path) -> None:
     """`vitc bench --device auto` was "unknown device 'auto' for --device (cpu, cuda)" though train, eval and
     predict take it: ONNX Runtime's GPU provider where it has one (as eval's), PyTorch's GPU where torch sees one."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,27 @@ def test_train_then_eval(tiny: dict[str, Any], tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "run summary" in result.output and "test top-1" in result.output
     assert "warning: this run takes 9 optimiser steps" in result.stdout  # -q: logged by the library, printed here
+    # -q hides the progress and the start-up notes, not the results: each epoch's line (logged, printed here)
+    assert re.findall(r"^epoch +(\d+)  train loss \d\.\d{4}  val loss", result.stdout, re.M) == ["1", "2", "3"]
+    assert "default:" not in result.stdout and "step " not in result.stdout
     best = Path(tiny["run.out_dir"]) / "tiny" / "best.safetensors"
     evaluated = runner.invoke(app, ["eval", str(best), "--split", "val", "--out", str(tmp_path / "cm.png")])
     assert evaluated.exit_code == 0, evaluated.output
     assert "top-1" in evaluated.output and (tmp_path / "cm.png").stat().st_size > 1000
+
+
+def test_a_log_gets_a_progress_line_in_place_of_the_bar(tiny: dict[str, Any]) -> None:
+    """Output that is not a terminal (CliRunner's, a CI log) had no bar, only a blank line per epoch: it gets
+    a line of the bar's figures every log.interval_s seconds (here: every step), with the epoch's running loss."""
+    result = runner.invoke(app, ["train", *_set({**tiny, "optim.epochs": 1, "log.interval_s": 1e-9})])
+    assert result.exit_code == 0, result.output
+    step = r"^epoch 1/1  step (\d)/3 \(\d+%\)  loss \d\.\d{4} \(mean (\d\.\d{4})\)  lr (\S+)  \d+ img/s  eta [\d:]+$"
+    lines = re.findall(step, result.stdout, re.M)
+    assert [line[0] for line in lines] == ["1", "2", "3"], result.stdout
+    row = json.loads((Path(tiny["run.out_dir"]) / "tiny" / "metrics.jsonl").read_text())
+    assert lines[-1][1:] == (f"{row['train_loss']:.4f}", f"{row['lr']:.2e}")  # the epoch's loss, its last step's lr
+    assert f"epoch   1  train loss {row['train_loss']:.4f}" in result.stdout
+    assert "default: aug.flip" in result.stdout and "\n\n" not in result.stdout.split("run summary")[0]
 
 
 def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
@@ -57,6 +75,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         (["train", "--set", "optim.lrr=1"], "unknown config key"),
         (["train", "--set", "aug.repeats=-3"], "config key aug.repeats must not be negative, got -3"),
         (["train", "--set", "aug.repeats=2.5"], "config key aug.repeats expects int, got 2.5"),
+        (["train", "--set", "log.interval_s=-1"], "config key log.interval_s must not be negative, got -1.0"),
         (["train", "--data", "imagefolder", "--data-dir", str(tmp_path / "none"), *own_runs], "missing folder"),
         (["train", "--model", "convit_mikro"], "did you mean convit_micro"),
         (["train", str(tmp_path / "missing.toml")], "not found"),

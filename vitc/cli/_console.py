@@ -49,11 +49,21 @@ class _ConsoleLines(logging.Handler):
 
 
 @contextmanager
-def library_warnings_printed() -> Iterator[None]:
-    """What vitc's library code logs as a warning (a quiet run's, which it no longer prints) printed by the CLI."""
+def library_warnings_printed(*info_from: str) -> Iterator[None]:
+    """What vitc's library code logs as a warning (a quiet run's, which it no longer prints) printed by the CLI;
+    and what the loggers named in `info_from` log at INFO (`vitc train -q`: the epoch lines)."""
     logger, handler = logging.getLogger("vitc"), _ConsoleLines(logging.WARNING)
+    infos = [(logging.getLogger(name), _ConsoleLines(logging.INFO)) for name in info_from]
+    levels = [named.level for named, _ in infos]
     logger.addHandler(handler)
+    for named, lines in infos:
+        lines.addFilter(lambda record: record.levelno < logging.WARNING)  # a warning is printed by `handler`
+        named.addHandler(lines)
+        named.setLevel(logging.INFO)
     try:
         yield
     finally:
         logger.removeHandler(handler)
+        for (named, lines), level in zip(infos, levels):
+            named.removeHandler(lines)
+            named.setLevel(level)

@@ -61,7 +61,15 @@ def train(
         bool, typer.Option("--resume", help="Continue a run exactly: the run folder given, else the run of this name.")
     ] = False,
     nproc: Annotated[int, typer.Option(help="DDP processes to launch on this machine; 1 runs in-process.")] = 1,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="No progress bar (nor its lines in a log) and no start-up notes (default: …); the epoch lines, "
+            "warnings and the summary still print.",
+        ),
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Start over; the old run is replaced once the new one has a checkpoint.")
     ] = False,
@@ -105,7 +113,8 @@ def train(
     from vitc.train.loop import train as run_training
 
     try:
-        with library_warnings_printed():  # -q still prints the warnings train(show_progress=False) logs
+        # -q still prints the warnings and the epoch lines train(show_progress=False) logs
+        with library_warnings_printed("vitc.train.progress"):
             result = run_training(cfg, resume=resume, show_progress=not quiet, force=force)
     finally:
         drop_stale_reports(_replaced(cfg, before))

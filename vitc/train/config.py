@@ -117,6 +117,9 @@ class LogSection:
     # with tensorboard: the locality figures (matplotlib, 1-5 s) as images every N epochs and at the last;
     # their scalars (attention distance, GPSA gates) every epoch; 0 = scalars only
     figures_every: int = 1
+    # output that is not a terminal (a log file, `| tee`, CI) has no progress bar: a line of its figures (step,
+    # loss, lr, img/s, ETA) at most every N seconds of an epoch instead, as timm's log_interval; 0 = none
+    interval_s: float = 30.0
 
 
 @dataclass
@@ -156,7 +159,7 @@ _POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "data.image_size")
 _NON_NEGATIVE = (
     "optim.min_lr", "optim.warmup_epochs", "optim.weight_decay", "optim.clip_grad", "optim.patience",
     "model.drop_path_rate", "aug.mixup", "aug.cutmix", "aug.erasing", "aug.color_jitter", "aug.repeats",
-    "run.workers", "log.figures_every",
+    "run.workers", "log.figures_every", "log.interval_s",
 )  # fmt: skip
 # keys that name files or folders: a leading `~` is the home folder (`--set run.out_dir=~/runs`, where the shell
 # leaves it, made a folder named `~`)

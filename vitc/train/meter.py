@@ -107,7 +107,7 @@ class StepMeter:
                 )
             partial["loss"] += value * done.images
             partial["count"] += done.images
-            progress.show_loss(value)
+            progress.show_loss(value, partial["loss"] / partial["count"])
             if board:
                 board.step(done.global_step, loss=value, lr=done.lr)
 

@@ -305,7 +305,12 @@ def setup_run(
     board = None
     if cfg.log.tensorboard and dist.is_main:  # resumed: records past the resume point are hidden (purged)
         board = report.TensorBoardLog(folder.path / "tensorboard", tensorboard_purge_step(state) if resume else None)
-    progress = EpochProgress(enabled=show_progress and dist.is_main, show_top5=feed.num_classes > 5)
+    progress = EpochProgress(  # a quiet run's rank 0 logs its epoch lines (`vitc train -q` prints them)
+        enabled=show_progress and dist.is_main,
+        show_top5=feed.num_classes > 5,
+        every_s=cfg.log.interval_s,
+        logged=dist.is_main,
+    )
     return Run(
         cfg=cfg,
         started=started,

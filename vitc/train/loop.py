@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from vitc._io import write_json
 from vitc._lazy import lazy_import
@@ -194,8 +195,10 @@ def _train_epoch(run: Run, epoch: int) -> None:
     ready = Prefetcher(fed, run.augment, aug_gen, run.device, FEED_AHEAD.get(run.device.type, 0))
     run.tick = time.perf_counter()
     run.meter.start_epoch()
+    stats = running_stats(model)
     for step in range(state.step_in_epoch, len(epoch_batches)):
         run.unfinished = (ready.rewind_state(), rng_states())  # restored if this step is cut short
+        run.stats_before = [t.clone() for t in stats] if stats else None  # its forward updates them in place
         lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -204,12 +207,14 @@ def _train_epoch(run: Run, epoch: int) -> None:
             state.partial["skipped"] += len(batch.bad)
         if batch.x is None and not dist.enabled:  # nothing left of this batch: the step passes without an update
             state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
+            run.stats_before = None
             continue
         if batch.x is None:  # other processes step: join their collectives (the gradient all-reduce, sync-BN's
             # gathers) with zeros, or they stop matching
             with run.ctrl_c.held():
                 _shadow_step(run)
                 state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
+                run.stats_before = None
             progress.advance(loss=None, lr=lr, images=0)
             continue
 
@@ -221,7 +226,7 @@ def _train_epoch(run: Run, epoch: int) -> None:
             _backward_and_step(run, loss)
             state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
             run.meter.finish(loss, batch.count, step, state.global_step, lr, start)
-            run.unfinished = _ahead(ready)
+            run.unfinished, run.stats_before = _ahead(ready), None
             state.images_seen += batch.count * dist.world_size
         if run.meter.due():  # every step on a CPU; on a GPU one wait per group of steps
             run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
@@ -260,6 +265,18 @@ def _backward_and_step(run: Run, loss: torch.Tensor) -> None:
     run.scaler.update()
     if run.ema is not None:
         run.ema.update(model)
+
+
+def running_stats(model: nn.Module) -> list[torch.Tensor]:
+    """BatchNorm's running statistics (CvT's projections, SP-ViT's stem): buffers a training forward updates in
+    place, before the step is held, so that a stop landing in it would save one batch's statistics twice."""
+    return [
+        buffer
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+        for buffer in (module.running_mean, module.running_var, module.num_batches_tracked)
+        if buffer is not None
+    ]
 
 
 def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
@@ -380,6 +397,10 @@ def _interrupted(run: Run) -> NoReturn:
         if run.unfinished is not None:  # a step was cut short: undo its random draws
             run.aug_gen.set_state(run.unfinished[0])
             set_rng_states(run.unfinished[1])
+        if run.stats_before is not None:  # and the running statistics its forward took (CvT's, SP-ViT's BatchNorm)
+            with torch.no_grad():
+                for tensor, before in zip(running_stats(run.model), run.stats_before, strict=True):
+                    tensor.copy_(before)
         if dist.is_main:
             resumable = (state, run.model, run.optimizer, run.ema and run.ema.module, {"aug": run.aug_gen})
             save_state(folder.path / "resume.safetensors", *resumable, run.run_info, run.scaler)

@@ -89,6 +89,7 @@ class Run:
     meter: StepMeter
     tick: float | None = None  # when this epoch's training started, until it ends
     unfinished: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # RNG states before a step still running
+    stats_before: list[torch.Tensor] | None = None  # BatchNorm's running statistics before a step still running
     doing: str = "before the first step"  # said by a CUDA failure
     ending: int | None = None  # an epoch's steps while its end runs, until its resume state is saved: a stop re-runs it
     in_place: bool = True  # rank 0 writes the run folder itself, not a --force run's copy that Ctrl-C may drop

@@ -67,6 +67,22 @@ def test_force_replaces_the_run_once_the_new_one_has_a_checkpoint(finished: tupl
     assert sorted(p.name for p in run.parent.iterdir() if not p.name.endswith(".lock")) == ["tiny"]
 
 
+def test_force_with_tensorboard_goes_on_in_the_renamed_folder(finished: tuple[dict[str, Any], Path]) -> None:
+    """`--force` with log.tensorboard: the writer appended by path to `.tiny.new/tensorboard/` after the folder was
+    renamed to tiny/ at the first checkpoint, and the run ended at epoch 2 in two tracebacks (FileNotFoundError)."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    overrides, run = finished
+    again = {**overrides, "optim.epochs": 2, "log.tensorboard": True, "log.figures_every": 0}
+    result = runner.invoke(app, ["train", "-q", "--force", *_set(again)])
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("epoch/val_top1")] == [1, 2]
+    assert sorted(p.name for p in run.parent.iterdir() if not p.name.endswith(".lock")) == ["tiny"]
+
+
 def test_a_killed_force_run_leaves_the_old_run(finished: tuple[dict[str, Any], Path]) -> None:
     _, run = finished
     before = _snapshot(run)

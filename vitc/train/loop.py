@@ -13,7 +13,7 @@ import copy
 import gc
 import time
 import traceback
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -357,7 +357,9 @@ def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> 
                run.run_info, run.scaler)  # fmt: skip
     run.ending = None  # the epoch is recorded: a stop from here resumes after it
     remove_rank_states(folder.path / "resume.safetensors")  # the other processes' parts of a Ctrl-C before
-    folder.commit()  # a --force run replaces the old one now that it has checkpoints
+    renamed = board.moving(folder.final / "tensorboard") if board and folder.path != folder.final else nullcontext()
+    with renamed:  # a --force run replaces the old one now that it has checkpoints (the event file follows it)
+        folder.commit()
 
 
 def _undo_epoch_end(run: Run) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -200,3 +201,11 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
+
+    @contextlib.contextmanager
+    def moving(self, folder: str | os.PathLike[str]) -> Iterator[None]:
+        """The run folder renamed in the block (a --force run's `.NAME.new/` becoming NAME): the writer, which
+        appends by path, is closed before and goes on in `folder` after, in a new event file there."""
+        self.writer.close()
+        yield
+        self.writer = lazy_import("torch.utils.tensorboard").SummaryWriter(log_dir=str(folder))

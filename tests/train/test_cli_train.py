@@ -54,8 +54,11 @@ def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
     )
     assert again.exit_code == 0 and "has finished its 1 epoch" in again.output, again.output  # nothing left to do
     run_dir = Path(tiny["run.out_dir"]) / "tiny"
-    longer = runner.invoke(app, ["train", "--resume", f"{run_dir}/", "--epochs", "2"])  # the folder, as timm's path
+    # the folder, as timm's path; every other setting changed is said too, under -q as well (only --epochs was)
+    longer = runner.invoke(app, ["train", "-q", "--resume", f"{run_dir}/", "--epochs", "2", "--set", "optim.lr=1e-4"])
     assert longer.exit_code == 0 and "resumed with optim.epochs = 2 (was 1)" in longer.output, longer.output
+    assert "resumed with optim.lr = 0.0001 (was 0.001)" in longer.output, longer.output
+    assert sum(line.startswith("resumed with") for line in longer.output.splitlines()) == 2
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
     config = run_dir / "config.json"
     recorded = config.read_text()

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import typer
 from rich.table import Table
@@ -105,10 +105,10 @@ def train(
         finally:
             drop_stale_reports(_replaced(cfg, before))
         return
-    if not quiet and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
-        for note in notes:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        for note in [] if quiet else notes:
             console().print(f"default: {note}", markup=False, highlight=False)
-        for note in changed:
+        for note in changed:  # under -q too: the run goes on with other settings than it was started with
             console().print(f"resumed with {note}", markup=False, highlight=False, soft_wrap=True)
     from vitc.train.loop import train as run_training
 
@@ -140,7 +140,7 @@ def _configure(
 ) -> tuple[TrainConfig, list[str], list[str]]:
     """The run's configuration from the recipe (or the resumed run's config.json) and the command line, checked;
     (it, the defaults it took, what a resume changed)."""
-    from vitc.train.config import apply, load_config, resume_config
+    from vitc.train.config import apply, flatten, load_config, resume_config
     from vitc.train.defaults import resolve_defaults
 
     if resume and recipe is not None and recipe.suffix not in (".toml", ".safetensors") and not recipe.exists():
@@ -152,20 +152,30 @@ def _configure(
     changed: List[str] = []
     if resume:
         cfg = resume_config(cfg, {})  # the run's own config.json, read once
-        before = cfg.optim.epochs
+        before = flatten(cfg.to_dict())
         cfg = apply(cfg, overrides)  # plus what is set explicitly now
-        if cfg.optim.epochs != before:  # the schedule is a function of the run's length
+        if cfg.optim.epochs != before["optim.epochs"]:  # the schedule is a function of the run's length
             _check_not_shorter(cfg)
-            changed.append(
-                f"optim.epochs = {cfg.optim.epochs} (was {before}): the learning-rate schedule is recomputed "
-                "for the new length from where the run stopped"
-            )
     named = cfg.model.name is not None  # checked now; a model the weights name is checked once resolved
     _check_before_torch(cfg, resume)
     notes = resolve_defaults(cfg)
+    if resume:  # compared resolved (a relative --data-dir is the folder config.json records absolute)
+        changed = resumed_with(before, flatten(cfg.to_dict()))
     if not named:
         _check_model(cfg.model.name)
     return cfg, notes, changed
+
+
+def resumed_with(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
+    """Each setting a resume changes, as `key = new (was old)`: accepted (at an epoch's end any, within one those
+    that keep its draws), and config.json then holds the new value, so the user is told of every one."""
+    lines = []
+    for key in sorted(k for k in after if after[k] != before.get(k)):
+        line = f"{key} = {after[key]!r} (was {before.get(key)!r})"
+        if key == "optim.epochs":
+            line += ": the learning-rate schedule is recomputed for the new length from where the run stopped"
+        lines.append(line)
+    return lines
 
 
 def _run_folder(path: Path, resume: bool, overrides: dict[str, object]) -> dict[str, str]:

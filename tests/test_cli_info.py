@@ -121,7 +121,12 @@ def test_resume_file_is_recognised(tmp_path: Path) -> None:
     record = json.loads(run("info", str(path), "--json").output)
     assert record["next_epoch"] == 3 and record["of_epochs"] == 5 and record["best_top1"] == 61.25
     assert record["epochs_done"] == 2 and record["classes"] == 2
-    assert f"`vitc train --resume {path.parent}` continues it" in record["note"]  # wherever the run folder is
+    assert f"`vitc train --resume {path.parent}` continues it at epoch 3 of 5;" in record["note"]  # wherever it is
+    assert "this file the newest weights" not in record["note"] and record["step_in_epoch"] == 0
+    within = TrainState(epoch=2, step_in_epoch=7, global_step=91, best_top1=61.25, history=[{"epoch": 1}, {"epoch": 2}])
+    save_state(path, within, model, torch.optim.AdamW(model.parameters()), None, {}, info)
+    record = json.loads(run("info", str(path), "--json").output)  # stopped within epoch 3: the newest weights here
+    assert "at epoch 3 of 5, from its step 8;" in record["note"] and "this file the newest weights" in record["note"]
 
 
 def test_damaged_resume_file_is_a_clear_error(tmp_path: Path) -> None:

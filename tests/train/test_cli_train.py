@@ -60,12 +60,14 @@ def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
     assert "resumed with optim.lr = 0.0001 (was 0.001)" in longer.output, longer.output
     assert sum(line.startswith("resumed with") for line in longer.output.splitlines()) == 2
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    third = runner.invoke(app, ["train", "--resume", str(run_dir), "--epochs", "3"])  # where it goes on, said
+    assert third.exit_code == 0 and f"resuming {run_dir} at epoch 3 of 3\n" in third.output, third.output
     config = run_dir / "config.json"
     recorded = config.read_text()
     shorter = runner.invoke(  # it trained nothing and rewrote config.json to 1 beside two epochs' metrics
         app, ["train", "--resume", "--name", "tiny", "--epochs", "1", *_set({"run.out_dir": tiny["run.out_dir"]})]
     )
-    assert shorter.exit_code == 2 and "has trained 2 epochs: --epochs must be at least 2" in shorter.output
+    assert shorter.exit_code == 2 and "has trained 3 epochs: --epochs must be at least 3" in shorter.output
     assert config.read_text() == recorded
 
 

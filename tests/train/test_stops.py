@@ -184,6 +184,7 @@ def test_sigterm_within_an_epoch_saves_the_exact_step(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Python's default again once the run is over
     summary = resume_summary(tmp_path / "tiny" / "resume.safetensors")
     assert summary is not None and (summary.epochs_done, summary.global_step) == (1, 5)
+    assert summary.where() == "epoch 2 of 3, from its step 3"  # what `vitc train --resume` and `vitc info` say
     _assert_resumes_as_straight(settings, straight)
 
 

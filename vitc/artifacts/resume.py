@@ -29,6 +29,13 @@ class ResumeSummary:
     global_step: int
     best_top1: Optional[float]
     epochs_done: int
+    step_in_epoch: int = 0  # steps of next_epoch already trained (a stop within it)
+
+    def where(self) -> str:
+        """Where --resume goes on: `epoch 2 of 3, from its step 4` (a stop within it), or `epoch 2 of 3`."""
+        of = f" of {self.of_epochs}" if self.of_epochs else ""
+        within = f", from its step {self.step_in_epoch + 1}" if self.step_in_epoch else ""
+        return f"epoch {self.next_epoch}{of}{within}"
 
 
 def resume_summary(path: str | os.PathLike[str]) -> Optional[ResumeSummary]:
@@ -51,6 +58,7 @@ def resume_summary(path: str | os.PathLike[str]) -> Optional[ResumeSummary]:
             global_step=state["global_step"],
             best_top1=state["best_top1"] if state["best_top1"] >= 0 else None,
             epochs_done=len(state.get("history") or []),
+            step_in_epoch=int(state.get("step_in_epoch") or 0),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise VitcError(f"{path}: a damaged vitc resume file ({type(exc).__name__}: {exc})") from exc

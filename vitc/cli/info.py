@@ -83,7 +83,11 @@ def _describe_safetensors(path: Path) -> dict[str, Any]:
     summary = resume_summary(path)
     if summary is None:
         return {"kind": "vitc checkpoint", **read_meta(path).to_record()}
-    hint = f"`vitc train --resume {path.parent}` continues it; best/last.safetensors hold the weights"
+    within = ", this file the newest weights (stopped within an epoch)" if summary.step_in_epoch else ""
+    hint = (
+        f"`vitc train --resume {path.parent}` continues it at {summary.where()}; best/last.safetensors hold "
+        f"the weights of the epochs it finished{within}"
+    )
     return {"kind": "vitc resume state", **asdict(summary), "note": hint}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -110,6 +111,8 @@ def train(
             console().print(f"default: {note}", markup=False, highlight=False)
         for note in changed:  # under -q too: the run goes on with other settings than it was started with
             console().print(f"resumed with {note}", markup=False, highlight=False, soft_wrap=True)
+        if resume and not quiet:
+            _say_where_it_resumes(cfg)
     from vitc.train.loop import train as run_training
 
     try:
@@ -206,6 +209,17 @@ def _run_folder(path: Path, resume: bool, overrides: dict[str, object]) -> dict[
         key = "run.name" if other_name else "run.out_dir"
         raise VitcError(f"--resume {path} is run {folder.name!r} of {folder.parent}: drop {key}={overrides[key]}")
     return {"run.out_dir": str(folder.parent), "run.name": folder.name}
+
+
+def _say_where_it_resumes(cfg: TrainConfig) -> None:
+    """`resuming train/runs/x at epoch 2 of 3, from its step 4`: where the resume state stands."""
+    from vitc.artifacts.resume import resume_summary
+
+    state = Path(cfg.run.out_dir) / cfg.run_name / "resume.safetensors"
+    summary = resume_summary(state) if state.is_file() else None
+    if summary is not None:  # of the epochs it is resumed with (--epochs may extend it)
+        line = f"resuming {state.parent} at {dataclasses.replace(summary, of_epochs=cfg.optim.epochs).where()}"
+        console().print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _check_not_shorter(cfg: TrainConfig) -> None:

@@ -91,12 +91,25 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         (["train", str(run / "best.safetensors")], "is a checkpoint, not a recipe: `vitc train --pretrained"),
         (["train", "--resume", str(run / "last.safetensors"), "--name", "other"], "is run 'old' of"),
         (["eval", str(tmp_path / "missing.safetensors")], "no such file"),
+        (["train", "--lr", "-1", *own_runs], "config key optim.lr must be positive"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_timms_training_flags_set_the_config(tiny: dict[str, Any]) -> None:
+    """timm's `-b 16 --lr 2e-3 --seed 3` answered "No such option: --lr (Possible options: --help)": only
+    --set optim.lr=... took them."""
+    settings = {k: v for k, v in tiny.items() if k != "optim.batch_size"}
+    result = runner.invoke(
+        app, ["train", "-q", *_set({**settings, "optim.epochs": 1}), "-b", "16", "--lr", "2e-3", "--seed", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((Path(tiny["run.out_dir"]) / "tiny" / "config.json").read_text())
+    assert (config["optim"]["batch_size"], config["optim"]["lr"], config["run"]["seed"]) == (16, 2e-3, 3)
 
 
 def test_a_second_run_needs_force(tiny: dict[str, Any]) -> None:

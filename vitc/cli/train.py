@@ -48,6 +48,11 @@ def train(
         Optional[Path], typer.Option(help="Class folders (DIR/train/<class>/, DIR/val/<class>/) or CIFAR-10 batches.")
     ] = None,
     epochs: Annotated[Optional[int], typer.Option(help="optim.epochs")] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option("--batch-size", "-b", help="optim.batch_size: the global batch (timm's -b).")
+    ] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="optim.lr: the peak learning rate.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="run.seed")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (run.device).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name: the folder under train/runs (run.name).")] = None,
     pretrained: Annotated[
@@ -82,6 +87,7 @@ def train(
     # everything the command line and the recipe say is checked before torch is imported (seconds)
     flags = {"model.name": model, "data.name": data, "data.dir": str(data_dir) if data_dir else None}
     flags.update({"optim.epochs": epochs, "run.device": device, "run.name": name})
+    flags.update({"optim.batch_size": batch_size, "optim.lr": lr, "run.seed": seed})
     flags.update({"model.pretrained": str(pretrained) if pretrained else None})
     # under torchrun each process reads its own machine's files: any failure stops all, and so does a run that
     # one process finds finished and another not (each leaves it as it is, or none does)

@@ -62,6 +62,11 @@ def test_bad_inputs_are_one_line_errors(trained_ckpt, exports: dict, tmp_path) -
     assert "opset" in _err(["export", ck, "--trt", "8.5", "--opset", "17", "--out", str(tmp_path)])
     assert "TensorRT 8.6 parses" in _err(["export", ck, "--trt", "8.6", "--opset", "18", "--out", str(tmp_path)])
     assert "--calib-images" in _err(["export", ck, "-p", "int8", "--calib-images", "0", "--out", str(tmp_path)])
+    for args in (["-p", "fp16"], ["-p", "fp32", "-p", "fp16"], []):  # what is not quantized: int8's alone
+        line = _err(["export", ck, *args, "--high-precision-dtype", "fp32", "--out", str(tmp_path)])
+        assert line.startswith("error: --high-precision-dtype applies to --precision int8 only"), line
+    bf16 = _err(["export", ck, "-p", "int8", "--high-precision-dtype", "bf16", "--out", str(tmp_path)])
+    assert bf16 == "error: --high-precision-dtype must be fp16 or fp32, got 'bf16'"
     before = exports["fp32"].onnx_path.read_bytes()
     assert "--force" in _err(["export", ck, "--run", "r", "--out", out, "--dynamic-batch", "1:4:8"])
     assert exports["fp32"].onnx_path.read_bytes() == before

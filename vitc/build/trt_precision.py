@@ -1,8 +1,9 @@
 """TensorRT 8.5/8.6: pin the layers an fp16/int8 export keeps in float32 to FP32.
 
 Precision lives in the ONNX: `vitc export -p fp16` keeps LayerNorm's decomposition, Softmax and the
-head in float32 (FP16 LayerNorm after attention overflows: TensorRT#2564, #2709), `-p int8` leaves all
-but the quantized ops float. TensorRT 10.x builds such graphs strongly typed and obeys those types.
+head in float32 (FP16 LayerNorm after attention overflows: TensorRT#2564, #2709), `-p int8` keeps those
+and the path of each quantized op (Cast → Q/DQ → op) in float32 (all but the quantized ops with
+`--high-precision-dtype fp32`). TensorRT 10.x builds such graphs strongly typed and obeys those types.
 8.5/8.6 cannot: their build is weakly typed with BuilderFlag.FP16 (INT8 + FP16 for Q/DQ), which lets
 TensorRT run ANY layer in FP16. Only a layer given a precision and output types under
 OBEY_PRECISION_CONSTRAINTS is held to them (NvInfer.h, ILayer::setPrecision / setOutputType), as

@@ -52,6 +52,12 @@ def export(
     max_drop: Annotated[Optional[float], typer.Option(help="Max top-1 loss in points (fp16 0.1, int8 1.0).")] = None,
     explain: Annotated[bool, typer.Option(help="Compare block outputs; name the first with cosine < 0.99.")] = False,
     io: Annotated[str, typer.Option("--io", help="I/O dtype: fp32, or fp16 with --precision fp16.")] = "fp32",
+    high_precision_dtype: Annotated[
+        Optional[str],
+        typer.Option(
+            help="int8: type of what is not quantized, fp16 (default; for GPUs) or fp32 (ONNX Runtime on CPUs)."
+        ),
+    ] = None,
     no_compile: Annotated[bool, typer.Option("--no-compile", help="Export the uncompiled model (naive).")] = False,
     force: ForceOpt = False,
 ) -> None:
@@ -77,7 +83,11 @@ def export(
         exclude=tuple(exclude or ()), max_drop=max_drop, explain=explain, io_fp16=io == "fp16", force=force,
         compile=not no_compile,
     )  # fmt: skip
-    all_opts = [replace(base, precision=name) for name in precision or ["fp32"]]
+    names = precision or ["fp32"]
+    if high_precision_dtype is not None and "int8" not in names:  # with -p int8 among others, it is int8's
+        raise VitcError(f"--high-precision-dtype applies to --precision int8 only, not {', '.join(names)}")
+    hpd = {"int8": high_precision_dtype}
+    all_opts = [replace(base, precision=name, high_precision_dtype=hpd.get(name)) for name in names]
     ckpt = resolve_checkpoint(ckpt)  # a run folder: its best checkpoint
     replaced = []  # ONNX files this export replaces (--force): eval's reports of them go once it succeeds
     for opts in all_opts:  # every option and output checked before any work

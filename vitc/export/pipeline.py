@@ -53,6 +53,7 @@ class ExportOptions:
     max_drop: float | None = None
     explain: bool = False
     io_fp16: bool = False
+    high_precision_dtype: str | None = None  # int8: what is not quantized, fp16 (None: the default) or fp32
     force: bool = False
     compile: bool = True
 
@@ -69,6 +70,7 @@ def validate(opts: ExportOptions) -> tuple[int, BatchRange]:
     """Check options before any work; returns (opset, batch spec)."""
     from vitc.export.trt_rules import DEFAULT_OPSET, check_opset, check_version
     from vitc.quant.calib import CALIB_METHODS
+    from vitc.quant.int8 import high_precision_dtype
 
     parse_precision(opts.precision)
     if opts.trt is not None:
@@ -77,6 +79,7 @@ def validate(opts: ExportOptions) -> tuple[int, BatchRange]:
     check_opset(opset, opts.trt, opts.precision)
     if opts.io_fp16 and opts.precision != "fp16":
         raise VitcError("--io fp16 needs --precision fp16")
+    high_precision_dtype(opts.precision, opts.high_precision_dtype)
     if opts.calib_method not in CALIB_METHODS:
         raise VitcError(f"unknown calibration method {opts.calib_method!r} (choose one of: {', '.join(CALIB_METHODS)})")
     if opts.precision == "int8" and not 1 <= opts.calib_images <= MAX_CALIB_IMAGES:
@@ -282,20 +285,16 @@ def bake_precision(
     proto = onnx.ModelProto()
     proto.CopyFrom(p.proto)  # the precision passes edit their graph; the shared FP32 one stays intact
     head = classifier_scopes(p.compiled)
+    # the FP32 islands of an FP16 graph, and of an int8 graph's FP16 part
+    islands = {"keep_scopes": _scopes(p.compiled, ("LayerNorm",)), "keep_patterns": opts.exclude, "keep_from": head}
     if opts.precision == "fp16":
         from vitc.quant.fp16 import convert_fp16
 
-        proto, rep = convert_fp16(
-            proto,
-            keep_scopes=_scopes(p.compiled, ("LayerNorm",)),
-            keep_patterns=opts.exclude,
-            io_fp16=opts.io_fp16,
-            keep_from=head,
-        )
+        proto, rep = convert_fp16(proto, io_fp16=opts.io_fp16, **islands)
         return proto, rep.to_dict(), None
     if opts.precision == "int8":
         from vitc.export.trt_rules import int8_weights
-        from vitc.quant.int8 import quantize_int8
+        from vitc.quant.int8 import fp16_base, high_precision_dtype, quantize_int8
 
         cal = _calibration(p, opts, ckpt, say)
         static = None if p.batch.dynamic else p.batch.max
@@ -308,7 +307,11 @@ def bake_precision(
             exclude=opts.exclude,
             int8_weights=int8_weights(opts.trt),
         )
-        return proto, rep.to_dict(), cal.to_dict(opts.calib_method)
+        report = {**rep.to_dict(), "high_precision_dtype": high_precision_dtype("int8", opts.high_precision_dtype)}
+        if report["high_precision_dtype"] == "fp16":  # calibrated on the FP32 graph, then the rest to FP16
+            proto, half = fp16_base(proto, rep, **islands)
+            report["fp16"] = half.to_dict()
+        return proto, report, cal.to_dict(opts.calib_method)
     return proto, {}, None
 
 
@@ -437,6 +440,7 @@ def measure_drift(
     """Top-1 and logit drift on the held-out split against PyTorch FP32; refuses beyond --max-drop."""
     from vitc.artifacts.drift import compare_logits
     from vitc.export import onnx_export as ox
+    from vitc.quant.int8 import high_precision_dtype
 
     (logits,) = ox.run_batches(ox.session(proto), p.images, p.batch)
     drift = compare_logits(p.reference, logits, p.labels)
@@ -452,9 +456,10 @@ def measure_drift(
         if drift.labelled
         else f"agreement only ({drift.samples} generated inputs, no labels: --max-drop does not apply): "
     )
+    base = high_precision_dtype(opts.precision, opts.high_precision_dtype)
     say(
-        f"{opts.precision}: {top1}agreement {drift.agreement:.1f}%, max |Δ logit| {drift.max_abs_diff:.3g}, "
-        f"cosine {drift.cosine:.5f}"
+        f"{opts.precision}{f' ({base} base)' if base else ''}: {top1}agreement {drift.agreement:.1f}%, "
+        f"max |Δ logit| {drift.max_abs_diff:.3g}, cosine {drift.cosine:.5f}"
     )
     if drift.exceeds(max_drop):
         first = f"; first drifting block: {explained['first_bad']}" if explained and explained["first_bad"] else ""

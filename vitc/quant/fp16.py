@@ -8,6 +8,11 @@ heads). A Cast is inserted wherever a tensor crosses between the two, so no node
 sees mixed float types: ONNX Runtime CPU runs it, TensorRT 10+ builds it strongly typed, and on
 TensorRT 8.5/8.6 (weakly typed, FP16 allowed) `vitc build` pins the float32 layers to FP32
 (vitc/build/trt_precision.py).
+
+On an INT8 Q/DQ graph (`vitc export -p int8`, whose high-precision part is FP16 by default, as ModelOpt's
+`high_precision_dtype='fp16'`), QuantizeLinear/DequantizeLinear and the quantized ops they feed
+(`keep_nodes`) stay FP32: opsets 16-18 take only float32 scales, so the int8 weights, float32 scales
+and int8 zero points are left as they are and a Cast to FP32 goes in front of each Q.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ KEEP_FP32_OPS = frozenset(
         "Log",
     }
 )
+# Kept FP32 at any opset: before 19 (vitc's default 16/17, the highest TensorRT 8.5/8.6 read) their scales and
+# dequantized values are float32 only.
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # Ops that only move data or carry shapes: they follow their inputs' type instead of choosing one.
 FOLLOW_OPS = frozenset(
     {
@@ -84,17 +92,19 @@ def convert_fp16(
     keep_patterns: tuple[str, ...] = (),
     io_fp16: bool = False,
     keep_from: tuple[str, ...] = (),
+    keep_nodes: frozenset[str] = frozenset(),
 ) -> tuple[Any, Fp16Report]:
     """Return a mixed-precision copy of `model` (shape-inferred ModelProto) and what was kept in FP32.
 
     `keep_scopes` are node-name prefixes (module scopes such as '/blocks.0/norm1/') kept in FP32
     whatever their op; `keep_patterns` are fnmatch patterns on node names; `keep_from` are scopes kept
     in FP32 together with every node downstream of them (the classifier: '/head/', '/aux_head/', and
-    what combines their outputs into the logits).
+    what combines their outputs into the logits); `keep_nodes` are node names kept in FP32 (an INT8
+    graph's quantized ops). QuantizeLinear/DequantizeLinear are always FP32 (QDQ_OPS).
     """
     onnx = lazy_import("onnx")
     model = onnx.shape_inference.infer_shapes(model)
-    rewriter = _Fp16Rewriter(model, keep_scopes, keep_patterns, io_fp16, keep_from)
+    rewriter = _Fp16Rewriter(model, keep_scopes, keep_patterns, io_fp16, keep_from, keep_nodes)
     for node in list(model.graph.node):
         rewriter.rewrite(node)
     rewriter.cast_graph_outputs()
@@ -112,12 +122,15 @@ class _Fp16Rewriter:
         keep_patterns: tuple[str, ...],
         io_fp16: bool,
         keep_from: tuple[str, ...] = (),
+        keep_nodes: frozenset[str] = frozenset(),
     ):
         onnx = lazy_import("onnx")
         self.onnx, self.numpy_helper = onnx, lazy_import("onnx.numpy_helper")
         self.FLOAT, self.HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
         self.graph, self.io_fp16 = model.graph, io_fp16
         self.keep_scopes, self.keep_patterns, self.keep_from = keep_scopes, keep_patterns, keep_from
+        self.keep_nodes = keep_nodes
+        self.from_kept_nodes: set[str] = set()  # their outputs: FP32 as computed, FP16 for the data movers after
         self.downstream: set[str] = set()  # the outputs of keep_from's nodes and of every node they feed
         self.src_types = _elem_types(model)
         self.inits = {t.name: t for t in self.graph.initializer}
@@ -162,17 +175,26 @@ class _Fp16Rewriter:
         kept = (
             after_kept
             or node.op_type in KEEP_FP32_OPS
+            or node.op_type in QDQ_OPS
+            or node.name in self.keep_nodes
             or any(node.name.startswith(s) for s in self.keep_scopes)
             or any(fnmatch.fnmatch(node.name, p) for p in self.keep_patterns)
         )
         if kept:
             self.report.kept[node.op_type] = self.report.kept.get(node.op_type, 0) + 1
+            if node.name in self.keep_nodes:
+                self.from_kept_nodes.update(node.output)
             return self.FLOAT
         if node.op_type == "Concat":
-            return self.HALF if any(self.dtype.get(i) == self.HALF for i in float_in) else self.FLOAT
+            return self.HALF if any(self._half(i) for i in float_in) else self.FLOAT
         if node.op_type in FOLLOW_OPS:
-            return self.dtype.get(node.input[0], self.FLOAT)
+            return self.HALF if self._half(node.input[0]) else self.FLOAT
         return self.HALF
+
+    def _half(self, name: str) -> bool:
+        """Whether a data mover reading `name` runs FP16: an FP16 tensor, or a quantized op's output (cast back at
+        once, as in an FP16 graph, rather than moved in FP32 and cast at each reader)."""
+        return self.dtype.get(name) == self.HALF or name in self.from_kept_nodes
 
     def _cast(self, name: str, to: int) -> str:
         """`name` as type `to`: itself, an FP16 copy of an initializer, or the output of one shared Cast."""

@@ -6,12 +6,22 @@ passes for TensorRT (NVIDIA ModelOpt `ort_utils.configure_ort`): symmetric INT8 
 Conv axis 0), per-tensor activations, no int32 bias Q/DQ, Q/DQ only on the inputs of quantized ops.
 
 What is quantized: MatMul/Gemm/Conv with a weight (the second input, as every Linear and Conv
-exports). What stays float: LayerNorm, Softmax, GELU, residual adds (never quantized ops), the
-attention BMMs (two activation inputs: keeping them float leaves the MatMul-Softmax-MatMul pattern
-TensorRT fuses into MHA, and TensorRT has no INT8 MHA fusion for ViT sequence lengths,
+exports). What is not: LayerNorm, Softmax, GELU, residual adds (never quantized ops), the
+attention BMMs (two activation inputs: keeping them unquantized leaves the MatMul-Softmax-MatMul
+pattern TensorRT fuses into MHA, and TensorRT has no INT8 MHA fusion for ViT sequence lengths,
 TensorRT#3724), compiled GPSA's positional tables applied to v (a constant first input: attention
 probabilities, not weights, and per-channel scales on their axis 1 would mean nothing), the
 classifier head and `exclude` patterns.
+
+That unquantized part runs in FP16 by default (`fp16_base`, `vitc export --high-precision-dtype fp16`,
+the default of NVIDIA ModelOpt's ONNX PTQ): calibration runs on the FP32 graph, then vitc's FP16 pass
+(vitc.quant.fp16) converts the Q/DQ graph with the FP32 islands of `-p fp16` (LayerNorm, Softmax,
+reductions, the head and what follows it, `exclude`), and keeps the Q/DQ nodes and the quantized ops
+FP32: fp16 activation → Cast → Q → DQ → MatMul (FP32, int8 weight dequantized) → Cast → fp16. Left
+FP32 (`fp32`), TensorRT 10+ (strongly typed) and 8.5/8.6 (FP32 pins, vitc/build/trt_precision.py)
+would run the attention BMMs, GELU and every elementwise op in FP32, TF32 off. The GPU speed of
+either form was not measured here (docs/tensorrt.md); `fp32` suits ONNX Runtime on CPUs, whose FP16
+kernels are slow.
 
 Weights are stored as int8 initializers followed by DequantizeLinear (the form ModelOpt writes with
 `dq_only`), a quarter of the float bytes, for every TensorRT target that takes them (10 and later,
@@ -38,8 +48,11 @@ import numpy as np
 from vitc._lazy import lazy_import
 from vitc.errors import VitcError
 from vitc.quant.calib import CalibrationSet
+from vitc.quant.fp16 import Fp16Report, convert_fp16
 
 QUANT_OPS = ("MatMul", "Gemm", "Conv")
+# The type of what is not quantized (ModelOpt's `high_precision_dtype`); the first is the default.
+HIGH_PRECISION_DTYPES = ("fp16", "fp32")
 # Images per calibration run: the batch does not change the file (the same bytes at 1, 8 and 32), only ONNX
 # Runtime's peak memory, which 8 cuts by a third or more (docs/benchmarks.md, "INT8 calibration memory").
 CALIB_BATCH = 8
@@ -176,6 +189,34 @@ def quantize_int8(
         fold_weight_quantization(out)
         report.weights = "int8"
     return out, report
+
+
+def high_precision_dtype(precision: str, dtype: str | None) -> str | None:
+    """The type of an int8 file's unquantized part: `dtype` (--high-precision-dtype), fp16 when not given;
+    None for fp32/fp16 files, which refuse one in a line."""
+    if precision != "int8":
+        if dtype is not None:
+            raise VitcError(f"--high-precision-dtype applies to --precision int8 only, not {precision}")
+        return None
+    if dtype is not None and dtype not in HIGH_PRECISION_DTYPES:
+        raise VitcError(f"--high-precision-dtype must be {' or '.join(HIGH_PRECISION_DTYPES)}, got {dtype!r}")
+    return dtype or HIGH_PRECISION_DTYPES[0]
+
+
+def fp16_base(
+    model: Any,
+    report: Int8Report,
+    keep_scopes: tuple[str, ...] = (),
+    keep_patterns: tuple[str, ...] = (),
+    keep_from: tuple[str, ...] = (),
+) -> tuple[Any, Fp16Report]:
+    """The Q/DQ graph `quantize_int8` wrote with its unquantized part in FP16 (the islands as `-p fp16`
+    keeps them), the Q/DQ nodes and the quantized ops (`report.quantized`, by name) left FP32."""
+    names = {node.name for node in model.graph.node if node.op_type in QUANT_OPS}
+    missing = [name for name in report.quantized if name not in names]
+    if missing:  # the quantizer keeps the names it is given; a change there would leave them FP16
+        raise VitcError(f"the quantized node {missing[0]} is not in the quantized graph: cannot keep it float32")
+    return convert_fp16(model, keep_scopes, keep_patterns, keep_from=keep_from, keep_nodes=frozenset(report.quantized))
 
 
 def calibrated_bytes_per_image(model: Any, images: np.ndarray) -> int:

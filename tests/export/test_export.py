@@ -8,9 +8,11 @@ from collections import Counter
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 
+import vitc
 from vitc import artifacts as mf
 from vitc.artifacts import BatchRange
 from vitc.export.onnx_export import clean, export_onnx, parity, run_batches, session
@@ -97,6 +99,18 @@ def test_manifest_and_metadata(exports: dict, trained_ckpt) -> None:
         props = mf.get_metadata(onnx.load(str(result.onnx_path)))
         assert "onnx_sha256" not in props
         assert props["precision"] == precision and props["batch"] == m["batch"] and props["drift"] == m["drift"]
+        # the releases that wrote it (an int8 file's producer is onnxruntime's quantizer, naming no torch)
+        assert (
+            m["exported_by"]
+            == props["exported_by"]
+            == result.manifest.exported_by
+            == {
+                "vitc": vitc.__version__,
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            }
+        )
     assert exports["fp32"].manifest.batch.to_dict() == {"min": 1, "opt": 4, "max": 8}
     assert exports["int8"].manifest.batch.to_dict() == {"min": 8, "opt": 8, "max": 8}
     cal = exports["int8"].manifest.calibration

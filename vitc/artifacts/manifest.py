@@ -92,6 +92,7 @@ class ExportManifest:
     heldout_sha256: str | None = None
     heldout: str | None = None
     onnx_sha256: str | None = None
+    exported_by: dict[str, Any] | None = None  # the releases that wrote it: vitc, torch, onnx, onnxruntime
     version: int = FORMAT_VERSION  # as read: a manifest of version 1 is written back as version 1
     raw: dict[str, Any] = field(default_factory=dict)  # the record as read, keys of later releases included
 
@@ -137,6 +138,8 @@ class ExportManifest:
             "heldout": self.heldout,
             "onnx_sha256": self.onnx_sha256,
         }
+        if self.exported_by is not None:  # a manifest of vitc 0.1.0 and earlier records none
+            record["exported_by"] = self.exported_by
         written_once = ("mean", "std") if self.preprocess is not None else ()
         record.update({k: v for k, v in self.raw.items() if k not in record and k not in written_once})
         return record
@@ -217,6 +220,7 @@ def _build(
         heldout_sha256=_hash_or_none(record, "heldout_sha256", source),
         heldout=record.get("heldout"),
         onnx_sha256=_hash_or_none(record, "onnx_sha256", source),
+        exported_by=_record_or_none(record, "exported_by", source),
         version=int(record.get("version", 0)),
         raw=record,
     )

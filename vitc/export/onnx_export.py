@@ -203,3 +203,14 @@ def classifier_scopes(model: Any) -> tuple[str, ...]:
     from vitc.models.layers import classifier_of
 
     return tuple(module_scope(name) for name in classifier_of(model))
+
+
+def exported_by() -> dict[str, str]:
+    """The releases an export was written with (an int8 file's producer is onnxruntime's quantizer, which
+    names no torch): what reproduces it, and what a difference between two exports may come from."""
+    from vitc import __version__
+
+    versions = {"vitc": __version__}
+    for module in ("torch", "onnx", "onnxruntime"):
+        versions[module] = str(lazy_import(module).__version__)
+    return versions

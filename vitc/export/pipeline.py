@@ -392,7 +392,7 @@ def manifest_record(
     calibration: dict[str, Any] | None,
 ) -> ExportManifest:
     """The export manifest (vitc.artifacts.manifest) before drift and hashes are known."""
-    from vitc.export.onnx_export import INPUT_NAME, OUTPUT_NAME
+    from vitc.export.onnx_export import INPUT_NAME, OUTPUT_NAME, exported_by
 
     meta = p.meta
     c, h, w = p.input_size
@@ -418,6 +418,7 @@ def manifest_record(
         precision_report=precision_report,
         parity_max_abs_diff=p.parity,
         calibration=calibration,
+        exported_by=exported_by(),
     )
 
 

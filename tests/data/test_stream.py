@@ -133,6 +133,26 @@ def _epoch(feed: StreamFeed, epoch: int) -> list[torch.Tensor]:
     return [x for x, _, _ in feed.train_batches(order, epoch)]
 
 
+def test_a_workers_sigterm_is_left_to_the_process_that_stops_it(tmp_path: Path) -> None:
+    """A process group's SIGTERM (GNU timeout, `kill -- -PGID`, Slurm) reached the DataLoader workers, which
+    torch's handler let end, and torch then raised 'DataLoader worker ... is killed by signal' in the main
+    process wherever it stood (a reviewer's `vitc eval --workers 2` under `timeout`: a traceback, exit 1)."""
+    import subprocess
+    import time
+
+    feed = _feed(_tree(tmp_path), workers=1)
+    try:
+        batches = feed.eval_batches("val")
+        first = next(batches)
+        worker = feed.loader._iterator._workers[0]
+        subprocess.run(["kill", "-TERM", str(worker.pid)], check=True)  # another sender, as timeout's
+        time.sleep(1.0)  # a dead worker's SIGCHLD would have raised in this process by now
+        assert worker.is_alive()
+        assert len(first[1]) + sum(len(y) for _, y, _ in batches) == 12
+    finally:
+        feed.close()
+
+
 def test_samples_depend_on_seed_epoch_and_index_not_on_workers(tmp_path: Path) -> None:
     root = _tree(tmp_path)
     inline, pooled = _feed(root, workers=0), _feed(root, workers=1)

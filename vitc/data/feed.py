@@ -9,6 +9,7 @@ the same indices to one pool of persistent DataLoader workers, which serves trai
 from __future__ import annotations
 
 import ctypes
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ class StreamFeed:
             pin_memory=pin_memory,
             persistent_workers=workers > 0,
             generator=torch.Generator(),  # the workers' base seed must not draw from the global RNG
-            worker_init_fn=_pin_mmap_threshold,
+            worker_init_fn=_init_worker,
         )
 
     def __len__(self) -> int:
@@ -210,7 +211,17 @@ def set_batches(data: ImageSet, rank: int = 0, world_size: int = 1) -> Iterator[
         yield data.images[idx], data.labels[idx], []
 
 
-def _pin_mmap_threshold(_: int) -> None:
+def _init_worker(_: int) -> None:
+    """A worker's start: SIGTERM left to this process, which stops the workers itself, and a flat heap.
+
+    A group's SIGTERM (GNU timeout, `kill -- -PGID`, systemd, Slurm) reached the workers too, which torch's
+    handler lets end unless this process sent it; torch then raised 'DataLoader worker is killed by signal'
+    in this process wherever it stood, a traceback where it was saving and saying `stopped by SIGTERM`."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _pin_mmap_threshold()
+
+
+def _pin_mmap_threshold() -> None:
     """Keep a worker's memory flat over an epoch. glibc raises its mmap threshold each time a large
     block is freed, after which every batch (MBs) comes from the heap, which fragmentation keeps
     from shrinking: workers then grew by about one batch per batch served (docs/benchmarks.md).

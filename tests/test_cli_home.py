@@ -56,3 +56,25 @@ def test_a_real_command_reads_under_home(tmp_path: Path) -> None:
         [sys.executable, "-c", script, "check", "~/m.onnx"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert (done.returncode, done.stderr) == (2, f"error: {tmp_path / 'home' / 'm.onnx'}: no such file\n")
+
+
+def test_every_folder_option_is_a_path() -> None:
+    """`vitc export --data-dir=~/imgs` and `--calib-dir=~/imgs` were str options, which the expansion of path
+    options never saw: "missing folder ~/imgs". Every option naming a folder is a path, so it is expanded."""
+    import inspect
+
+    from typing_extensions import get_type_hints
+
+    from vitc.cli.main import app
+
+    def paths(hint: object) -> bool:
+        return hint is Path or any(paths(arg) for arg in getattr(hint, "__args__", ()))
+
+    folders = {}
+    for info in app.registered_commands:
+        callback = inspect.unwrap(info.callback)
+        for name, hint in get_type_hints(callback).items():
+            if name.endswith("_dir"):
+                folders[f"{callback.__name__} --{name.replace('_', '-')}"] = paths(hint)
+    assert "export --calib-dir" in folders and "train --data-dir" in folders
+    assert [option for option, is_path in folders.items() if not is_path] == []

@@ -35,12 +35,12 @@ def export(
             "no local data has the model's classes)."
         ),
     ] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="Folder of the held-out data set.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of the held-out data set.")] = None,
     calib_data: Annotated[
         Optional[str], typer.Option(help="digits, cifar10 or imagefolder (default: training data).")
     ] = None,
     calib_dir: Annotated[
-        Optional[str],
+        Optional[Path],
         typer.Option(help="Calibration images: any folder of images (subfolders read), or --calib-data's folder."),
     ] = None,
     calib_images: Annotated[int, typer.Option(help="Calibration images.")] = 512,
@@ -78,8 +78,9 @@ def export(
         terminal.print(message)
 
     base = ExportOptions(
-        out=out, run=run, trt=trt, opset=opset, batch=batch, dynamic_batch=dynamic_batch, data=data, data_dir=data_dir,
-        calib_data=calib_data, calib_dir=calib_dir, calib_images=calib_images, calib_method=calib_method,
+        out=out, run=run, trt=trt, opset=opset, batch=batch, dynamic_batch=dynamic_batch, data=data,
+        data_dir=str(data_dir) if data_dir else None, calib_data=calib_data,
+        calib_dir=str(calib_dir) if calib_dir else None, calib_images=calib_images, calib_method=calib_method,
         exclude=tuple(exclude or ()), max_drop=max_drop, explain=explain, io_fp16=io == "fp16", force=force,
         compile=not no_compile,
     )  # fmt: skip

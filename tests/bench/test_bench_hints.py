@@ -33,3 +33,22 @@ def test_gpu_rows_name_the_copies() -> None:
     assert "H2D" not in report.to_markdown()
     report.rows.append(BenchRow("a.plan", "tensorrt", "cuda", "fp16", 1, stats))
     assert "H2D/D2H copies" in report.to_markdown()
+
+
+@pytest.mark.parametrize("base", ["fp16", "fp32"])
+def test_an_int8_file_for_gpus_on_the_cpu_says_which_file_cpus_take(tmp_path: Path, base: str) -> None:
+    """`-p int8` runs what it does not quantize in FP16 by default (for TensorRT), which ONNX Runtime's CPU
+    provider runs slowly: its bench says so and names the export for CPUs (`--high-precision-dtype fp32`)."""
+    import json
+
+    from tests.engines.conftest import manifest_record
+    from vitc._io import sha256_file
+
+    onnx = make_tiny_onnx(tmp_path / "model.int8.onnx", precision="int8")
+    record = manifest_record(precision="int8", onnx_sha256=sha256_file(onnx))
+    record["precision_report"] = {"quantized": 1, "high_precision_dtype": base}
+    (tmp_path / "manifest.int8.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(app, ["bench", "-e", str(onnx), "-n", "2", "--warmup", "0"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    said = "for CPUs, export it with --high-precision-dtype fp32" in " ".join(result.output.split())
+    assert said == (base == "fp16"), result.output

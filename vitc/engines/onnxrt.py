@@ -100,6 +100,11 @@ class OnnxRuntimeRunner(BaseRunner):
                     continue
                 raise VitcError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from exc
         self.providers = list(self.session.get_providers())
+        if self.providers[:1] == ["CPUExecutionProvider"] and _fp16_base(self.path):
+            self.warnings.append(
+                f"{self.path.name} runs what it does not quantize in FP16 (for GPUs), which ONNX Runtime's CPU "
+                "provider runs slowly: for CPUs, export it with --high-precision-dtype fp32"
+            )
         self._inputs = [
             TensorMeta(i.name, _dims(i.shape), ORT_TYPES.get(i.type, i.type)) for i in self.session.get_inputs()
         ]
@@ -135,3 +140,14 @@ class OnnxRuntimeRunner(BaseRunner):
             precision=self.precision or "?",  # never guessed from the I/O dtype: fp16 graphs can have fp32 I/O
             detail={"providers": self.providers, "threads": self.threads, "path": str(self.path)},
         )
+
+
+def _fp16_base(path: Path) -> bool:
+    """An int8 export whose unquantized part is FP16 (`vitc export --high-precision-dtype`, by its manifest)."""
+    from vitc.artifacts.manifest import manifest_for
+
+    try:
+        manifest = manifest_for(path)
+    except VitcError:  # no readable manifest: nothing to say
+        return False
+    return manifest is not None and manifest.precision_report.get("high_precision_dtype") == "fp16"

@@ -102,7 +102,7 @@ class OnnxRuntimeRunner(BaseRunner):
         self.providers = list(self.session.get_providers())
         if self.providers[:1] == ["CPUExecutionProvider"] and _fp16_base(self.path):
             self.warnings.append(
-                f"{self.path.name} runs what it does not quantize in FP16 (for GPUs), which ONNX Runtime's CPU "
+                f"{self.name} runs what it does not quantize in FP16 (for GPUs), which ONNX Runtime's CPU "
                 "provider runs slowly: for CPUs, export it with --high-precision-dtype fp32"
             )
         self._inputs = [

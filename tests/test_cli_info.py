@@ -261,3 +261,18 @@ def test_an_export_folder_table_keeps_its_figures_whole_in_a_narrow_terminal(tmp
     assert result.exit_code == 0, result.output
     assert "…" not in result.output and all(len(line) <= int(columns) for line in result.output.splitlines())
     assert not [f for f in figures if f not in result.output], result.output
+
+
+def test_an_export_folder_table_names_precision_file_and_its_state(tmp_path: Path) -> None:
+    """Its "precision" column showed the file's name and its "file" column the file's state (ok); an int8
+    file did not say whether what it does not quantize is FP16 (for GPUs) or float32 (for CPUs)."""
+    for precision, report in (("fp32", {}), ("int8", {"quantized": 1, "high_precision_dtype": "fp16"})):
+        make_tiny_onnx(tmp_path / f"model.{precision}.onnx", precision=precision)
+        record = manifest_record(precision=precision, precision_report=report)
+        (tmp_path / f"manifest.{precision}.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(app, ["info", str(tmp_path)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    rows = [[cell.strip() for cell in line.split("│")[1:4]] for line in result.output.splitlines() if "│" in line]
+    header = [cell.strip() for cell in next(ln for ln in result.output.splitlines() if "┃" in ln).split("┃")[1:4]]
+    assert header == ["precision", "file", "sha256"]
+    assert rows == [["fp32", "model.fp32.onnx", "no sha256"], ["int8 (fp16 base)", "model.int8.onnx", "no sha256"]]

@@ -191,19 +191,21 @@ def rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
 def _exports_table(record: dict[str, Any]) -> Fitted:
     """Several exports of one folder, one row per precision: names fold, figures stay whole at any width."""
     table = Table(title=f"{record['folder']} ({len(record['exports'])} exports)")
-    columns: tuple[str, ...] = ("precision", "file", "model", "batch", "io", "opset", "TensorRT")
+    columns: tuple[str, ...] = ("precision", "file", "sha256", "model", "batch", "io", "opset", "TensorRT")
     columns += ("top-1", "Δ top-1", "agreement", "max |Δ|")  # the drift the manifest recorded
     for column in columns:
-        if column in ("precision", "file", "model", "io", "TensorRT"):
+        if column in ("precision", "file", "sha256", "model", "io", "TensorRT"):
             table.add_column(column, overflow="fold")
         else:
             table.add_column(column, justify="right", no_wrap=True)
     for precision, raw in record["exports"].items():
         drift = raw.get("drift") or {}
         batch = raw.get("batch") or {}
+        base = (raw.get("precision_report") or {}).get("high_precision_dtype")  # int8: what is not quantized
         table.add_row(
+            f"{precision} ({base} base)" if base else precision,
             f"model.{precision}.onnx",
-            str(raw.get("onnx_file")),
+            str(raw.get("onnx_file")),  # the file the manifest records: ok, sha256 differs, missing, no sha256
             str(raw.get("model")),
             f"{batch.get('min')}:{batch.get('opt')}:{batch.get('max')}",
             str(raw.get("io_dtype")),

@@ -129,6 +129,39 @@ def test_resume_file_is_recognised(tmp_path: Path) -> None:
     assert "at epoch 3 of 5, from its step 8;" in record["note"] and "this file the newest weights" in record["note"]
 
 
+def test_a_run_folder_says_when_it_is_unfinished(tmp_path: Path) -> None:
+    """`vitc info RUN` showed its best checkpoint only: a run stopped before its last epoch looked finished."""
+    torch = pytest.importorskip("torch")
+
+    from vitc.checkpoint import save_checkpoint
+    from vitc.models import create_model
+    from vitc.train.state import TrainState, save_state
+
+    model = create_model("deit_micro", depth=1)
+    info = {"model": "deit_micro", "args": {"depth": 1}, "config": {"optim": {"epochs": 3}}, "classes": []}
+    run_dir = tmp_path / "run"
+    save_checkpoint(run_dir / "best.safetensors", model)
+    history = [{"epoch": 1}, {"epoch": 2}]
+    for state, said in [
+        (
+            TrainState(epoch=2, step_in_epoch=4, global_step=24, best_top1=50.0, history=history),
+            "epoch 3 of 3, from its step 5",
+        ),
+        (TrainState(epoch=2, global_step=20, best_top1=50.0, history=history), "epoch 3 of 3"),
+        (TrainState(epoch=3, global_step=30, best_top1=50.0, history=[*history, {"epoch": 3}]), None),
+        (
+            TrainState(
+                epoch=2, global_step=20, best_top1=50.0, history=[{"epoch": 1}, {"epoch": 2, "stopped_early": True}]
+            ),
+            None,
+        ),
+    ]:
+        save_state(run_dir / "resume.safetensors", state, model, torch.optim.AdamW(model.parameters()), None, {}, info)
+        record = json.loads(run("info", str(run_dir), "--json").output)
+        assert record.get("run") == (said and f"unfinished: `vitc train --resume {run_dir}` continues it at {said}")
+        assert record["kind"] == "vitc checkpoint"
+
+
 def test_damaged_resume_file_is_a_clear_error(tmp_path: Path) -> None:
     from safetensors.numpy import save_file
 

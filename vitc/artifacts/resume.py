@@ -30,6 +30,13 @@ class ResumeSummary:
     best_top1: Optional[float]
     epochs_done: int
     step_in_epoch: int = 0  # steps of next_epoch already trained (a stop within it)
+    stopped_early: bool = False  # its last epoch ended the run (optim.patience)
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether `vitc train --resume` has epochs left to train at the settings the file records."""
+        left = self.of_epochs is not None and self.next_epoch <= self.of_epochs and not self.stopped_early
+        return self.step_in_epoch > 0 or left
 
     def where(self) -> str:
         """Where --resume goes on: `epoch 2 of 3, from its step 4` (a stop within it), or `epoch 2 of 3`."""
@@ -59,6 +66,7 @@ def resume_summary(path: str | os.PathLike[str]) -> Optional[ResumeSummary]:
             best_top1=state["best_top1"] if state["best_top1"] >= 0 else None,
             epochs_done=len(state.get("history") or []),
             step_in_epoch=int(state.get("step_in_epoch") or 0),
+            stopped_early=bool((state.get("history") or [{}])[-1].get("stopped_early")),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise VitcError(f"{path}: a damaged vitc resume file ({type(exc).__name__}: {exc})") from exc

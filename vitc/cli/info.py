@@ -34,7 +34,8 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
         raise VitcError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if path.is_dir() and (path / "best.safetensors").is_file():  # a `vitc train` run folder: its best checkpoint
-        return _describe_safetensors(path / "best.safetensors"), None
+        best = _describe_safetensors(path / "best.safetensors")
+        return {"kind": best["kind"], **_unfinished(path), **best}, None
     if path.is_dir() or (path.name.startswith("manifest.") and path.suffix == ".json"):
         return _describe_exports(path)
     if suffix == ".safetensors":
@@ -89,6 +90,17 @@ def _describe_safetensors(path: Path) -> dict[str, Any]:
         f"the weights of the epochs it finished{within}"
     )
     return {"kind": "vitc resume state", **asdict(summary), "note": hint}
+
+
+def _unfinished(run: Path) -> dict[str, Any]:
+    """A run folder stopped before its last epoch (Ctrl-C, a kill): where `--resume` goes on, else nothing."""
+    from vitc.artifacts.resume import resume_summary
+
+    state = run / "resume.safetensors"
+    summary = resume_summary(state) if state.is_file() else None
+    if summary is None or not summary.unfinished:
+        return {}
+    return {"run": f"unfinished: `vitc train --resume {run}` continues it at {summary.where()}"}
 
 
 def _describe_program(path: Path) -> dict[str, Any]:

@@ -53,6 +53,8 @@ def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
         app, ["train", "-q", "--resume", "--name", "tiny", *_set({"run.out_dir": tiny["run.out_dir"]})]
     )
     assert again.exit_code == 0 and "has finished its 1 epoch" in again.output, again.output  # nothing left to do
+    ignored = runner.invoke(app, ["train", "-q", "--resume", str(Path(tiny["run.out_dir"]) / "tiny"), "--lr", "0.5"])
+    assert ignored.exit_code == 0 and "not applied: optim.lr = 0.5 (was 0.001)" in ignored.output, ignored.output
     run_dir = Path(tiny["run.out_dir"]) / "tiny"
     # the folder, as timm's path; every other setting changed is said too, under -q as well (only --epochs was)
     longer = runner.invoke(app, ["train", "-q", "--resume", f"{run_dir}/", "--epochs", "2", "--set", "optim.lr=1e-4"])

@@ -234,6 +234,9 @@ def test_bad_resumes(tiny: dict[str, Any]) -> None:
     other = {**tiny, "model.name": "convit_micro", "model.args": {"depth": 2, "embed_dim": 32, "local_up_to_layer": 1}}
     with pytest.raises(VitcError, match="was written by deit_micro"):
         _run(other, resume=True)
+    bigger = {**tiny, "data.image_size": 48}  # the argument named (the two dicts of arguments were printed whole)
+    with pytest.raises(VitcError, match=r"with other arguments than this run's: img_size 48 \(was its default\)$"):
+        _run(bigger, resume=True)
 
 
 def test_autocast_choice(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -102,6 +102,8 @@ def train(
             world = nproc if nproc > 1 else int(os.environ.get("WORLD_SIZE", "1"))
             line = finished.line(resume_command(cfg, world, by_nproc=nproc > 1))
             console().print(line, markup=False, highlight=False, soft_wrap=True)
+            for note in changed:  # taken by nothing: the run trains no further
+                console().print(f"not applied: {note}", markup=False, highlight=False, soft_wrap=True)
         return
     # a resumed run replaces its checkpoints: eval's reports of them go, also when it is stopped (rank 0's task)
     before = _checkpoints(cfg) if resume and os.environ.get("RANK", "0") == "0" else {}

@@ -108,10 +108,16 @@ def recorded_model_args(path: Path) -> dict[str, Any]:
 def check_resumable(path: Path, run_info: dict[str, Any]) -> None:
     """A resume must continue the same model on the same data: anything else is a clear error."""
     saved, info = _resume_record(path)
-    if info.get("model") != run_info["model"] or info.get("args") != run_info["args"]:
-        raise VitcError(
-            f"{path} was written by {info.get('model')} {info.get('args')}, not {run_info['model']} {run_info['args']}"
+    if info.get("model") != run_info["model"]:
+        raise VitcError(f"{path} was written by {info.get('model')} {info.get('args')}, not {run_info['model']}")
+    theirs, ours = info.get("args") or {}, run_info["args"]
+    if theirs != ours:  # named, key by key (img_size: a resume with another data.image_size)
+        changed = ", ".join(
+            f"{key} {ours.get(key, 'at its default')} (was {theirs.get(key, 'its default')})"
+            for key in sorted(set(theirs) | set(ours), key=str)
+            if theirs.get(key) != ours.get(key)
         )
+        raise VitcError(f"{path} was written by {info.get('model')} with other arguments than this run's: {changed}")
     if info.get("classes") != run_info["classes"]:
         raise VitcError(f"{path} was trained on other classes than this data set's")
     state = saved.get("state") if isinstance(saved.get("state"), dict) else {}

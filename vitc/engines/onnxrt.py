@@ -100,7 +100,7 @@ class OnnxRuntimeRunner(BaseRunner):
                     continue
                 raise VitcError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from exc
         self.providers = list(self.session.get_providers())
-        if self.providers[:1] == ["CPUExecutionProvider"] and _fp16_base(self.path):
+        if self.providers[:1] == ["CPUExecutionProvider"] and self.precision == "int8" and _fp16_base(self.path):
             self.warnings.append(
                 f"{self.name} runs what it does not quantize in FP16 (for GPUs), which ONNX Runtime's CPU "
                 "provider runs slowly: for CPUs, export it with --high-precision-dtype fp32"
@@ -143,11 +143,13 @@ class OnnxRuntimeRunner(BaseRunner):
 
 
 def _fp16_base(path: Path) -> bool:
-    """An int8 export whose unquantized part is FP16 (`vitc export --high-precision-dtype`, by its manifest)."""
-    from vitc.artifacts.manifest import manifest_for
+    """An int8 export whose unquantized part is FP16 (`vitc export --high-precision-dtype`), by the manifest beside
+    it, read without hashing the file again (the warning it gives is advice; `model_card` checks the pair)."""
+    from vitc.artifacts.manifest import load_manifest, manifest_name
 
+    manifest = path.parent / manifest_name("int8")
     try:
-        manifest = manifest_for(path)
-    except VitcError:  # no readable manifest: nothing to say
+        report = load_manifest(manifest).precision_report if manifest.is_file() else {}
+    except VitcError:  # an unreadable manifest: nothing to say here
         return False
-    return manifest is not None and manifest.precision_report.get("high_precision_dtype") == "fp16"
+    return report.get("high_precision_dtype") == "fp16"

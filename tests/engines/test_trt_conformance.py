@@ -498,15 +498,20 @@ def test_8_5_plan_version_comes_from_the_sidecar(fake, tiny_onnx, tmp_path):
         assert "unknown version (8.5 or older)" in runner.warnings[0]
 
 
-@pytest.mark.parametrize("version", ["8.5", "10.3"])
-def test_cuda_graph_replays_with_new_inputs(version, fake, tiny_onnx, tmp_path):
-    """--cuda-graph: the first call per shape runs plainly, later ones replay the captured launch."""
-    fake(version)
+def _plan_and_plain_logits(tiny_onnx: Path, tmp_path: Path) -> tuple[Path, list[np.ndarray], list[np.ndarray]]:
+    """The tiny model's plan (batch 1:2:4) on the installed fake, three batches, and its logits without CUDA graphs."""
     opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
     plan = B.build_engine(opts).plan
     feeds = [np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype(np.float32) for i in range(3)]
     with TensorRTRunner(plan) as plain:
-        expected = [plain.infer({"input": x})["logits"] for x in feeds]
+        return plan, feeds, [plain.infer({"input": x})["logits"] for x in feeds]
+
+
+@pytest.mark.parametrize("version", ["8.5", "10.3"])
+def test_cuda_graph_replays_with_new_inputs(version, fake, tiny_onnx, tmp_path):
+    """--cuda-graph: the first call per shape runs plainly, later ones replay the captured launch."""
+    fake(version)
+    plan, feeds, expected = _plan_and_plain_logits(tiny_onnx, tmp_path)
     with TensorRTRunner(plan, cuda_graph=True) as runner:
         got = [runner.infer({"input": x})["logits"] for x in feeds]
         assert runner._graph is not None
@@ -571,11 +576,7 @@ def test_an_engine_that_cannot_be_captured_runs_without_cuda_graphs(how, fake, t
     plainly (it launched a graph of nothing: every later call gave the first call's outputs; an
     invalidated capture stopped with 'CUDA error in cudaStreamEndCapture')."""
     trt = fake("10.3")
-    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
-    plan = B.build_engine(opts).plan
-    feeds = [np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype(np.float32) for i in range(3)]
-    with TensorRTRunner(plan) as plain:
-        expected = [plain.infer({"input": x})["logits"] for x in feeds]
+    plan, feeds, expected = _plan_and_plain_logits(tiny_onnx, tmp_path)
     with uncapturable(how), TensorRTRunner(plan, cuda_graph=True) as runner:
         got = [runner.infer({"input": x})["logits"] for x in feeds]
         assert runner._graph is None and not runner.cuda_graph
@@ -591,11 +592,7 @@ def test_a_cuda_graph_that_cannot_be_instantiated_falls_back_to_plain_launches(f
     """A failed cudaGraphInstantiateWithFlags stopped the run with a VitcError and left the captured graph
     allocated; it now ends as a failed capture does: graph destroyed, error cleared, one warning, plain launches."""
     trt = fake("10.3")
-    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
-    plan = B.build_engine(opts).plan
-    feeds = [np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype(np.float32) for i in range(3)]
-    with TensorRTRunner(plan) as plain:
-        expected = [plain.infer({"input": x})["logits"] for x in feeds]
+    plan, feeds, expected = _plan_and_plain_logits(tiny_onnx, tmp_path)
     trt._gpu.instantiate_error = cudaError_t.cudaErrorMemoryAllocation
     with TensorRTRunner(plan, cuda_graph=True) as runner:
         got = [runner.infer({"input": x})["logits"] for x in feeds]

@@ -1,4 +1,4 @@
-"""The one exception type that the CLI turns into a one-line message and exit code 2."""
+"""The exceptions the CLI turns into a one-line message: exit code 2 for bad input, 1 for a failed check."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ class VitcError(Exception):
 
     exit_code = 2
     every_process = False  # raised alike by every process of a multi-process run: printed once per machine
+
+
+class CheckFailed(VitcError):
+    """The command ran on good input and its result failed a check: `vitc check` found problems, an export
+    lost more top-1 than `--max-drop`, a compile changed the logits. Exit code 1, as ruff, pytest, diff
+    and Polygraphy give for findings, so a script tells them from bad input (2)."""
+
+    exit_code = 1
 
 
 def gpu_failure(exc: BaseException, doing: str, hint: str, kept: str = "") -> VitcError | None:

@@ -13,7 +13,7 @@ from vitc._numerics import precision_flags
 from vitc.compile import PIPELINES, TARGETS, CompileReport, compile_model
 from vitc.compile._base import PASSES
 from vitc.compile.program import export_with_free_batch
-from vitc.errors import VitcError
+from vitc.errors import CheckFailed, VitcError
 
 from .conftest import MICRO, ZOO, build, max_diff
 
@@ -93,7 +93,7 @@ def test_check_catches_a_wrong_rewrite(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(cls, "rewrite", broken)
     model = build("spvit_micro")
-    with pytest.raises(VitcError, match="changed the logits"):
+    with pytest.raises(CheckFailed, match="changed the logits"):
         compile_model(model, target="cpu")
     _compiled, report = compile_model(model, target="cpu", check=False)
     assert report.max_abs_diff is None and all(row.max_abs_diff is None for row in report.rows)

@@ -48,7 +48,7 @@ def check(
     """List ops, Q/DQ layouts and dynamic dims TensorRT would reject, grouped by kind; exit 2 when there are any."""
     from vitc.artifacts.given import FILE, not_taken, path_kind
     from vitc.engines import SUFFIXES
-    from vitc.errors import VitcError
+    from vitc.errors import CheckFailed, VitcError
     from vitc.export.onnx_export import read_onnx
     from vitc.export.trt_rules import check_onnx, resolve
 
@@ -68,5 +68,5 @@ def check(
         console.print(f"  {kind}{count}: {problem}", highlight=False, soft_wrap=True)
         console.print(f"      {', '.join(names) if all_names else fold_names(names)}", highlight=False, soft_wrap=True)
     if findings:
-        raise VitcError(f"{model}: {len(findings)} problem(s) for TensorRT {trt}")
+        raise CheckFailed(f"{model}: {len(findings)} problem(s) for TensorRT {trt}")
     console.print(f"{model}: OK for TensorRT {trt} ({len(proto.graph.node)} nodes)")

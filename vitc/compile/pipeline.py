@@ -58,7 +58,7 @@ from vitc._modules import eval_mode
 from vitc._numerics import strict_fp32
 from vitc.compile._base import PASSES
 from vitc.compile.report import TOLERANCE, CompileReport, PassRow
-from vitc.errors import VitcError
+from vitc.errors import CheckFailed, VitcError
 
 __all__ = ["PIPELINES", "TARGETS", "check_inputs", "compile_model", "strict_fp32"]
 
@@ -197,7 +197,7 @@ def compile_model(
     report.max_abs_diff = delta  # the model after the last pass that fired, vs the original: no extra forward
     report.seconds = time.perf_counter() - start
     if report.max_abs_diff is not None and not report.max_abs_diff <= TOLERANCE:  # also catches NaN
-        raise VitcError(
+        raise CheckFailed(
             f"compiling {report.model} for {target} changed the logits by {report.max_abs_diff:.3g} "
             f"(> {TOLERANCE:g}); per pass: "
             + ", ".join(f"{r.name}={r.max_abs_diff:.3g}" for r in report.rows if r.max_abs_diff is not None)

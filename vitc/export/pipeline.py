@@ -23,7 +23,7 @@ from vitc.artifacts import BatchRange, ExportManifest, Precision, parse_precisio
 from vitc.artifacts.preprocess import Preprocess, normalized
 from vitc.checkpoint import resolve_checkpoint
 from vitc.data.files import WHOLE, held_out_only
-from vitc.errors import VitcError
+from vitc.errors import CheckFailed, VitcError
 from vitc.export.heldout import GENERATED, heldout_set, model_classes, run_trained_on
 from vitc.limits import MAX_CALIB_IMAGES
 
@@ -464,7 +464,7 @@ def measure_drift(
     )
     if drift.exceeds(max_drop):
         first = f"; first drifting block: {explained['first_bad']}" if explained and explained["first_bad"] else ""
-        raise VitcError(
+        raise CheckFailed(
             f"{opts.precision} lost {-drift.delta_top1:.2f} points of top-1 (> --max-drop {max_drop}); "
             f"nothing written{first}"
         )

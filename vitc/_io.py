@@ -163,11 +163,34 @@ class ReportKind:
     recognise: Callable[[Path], bool]
 
 
-def report_path(path: Path, kind: ReportKind, option: str, force: bool) -> Path:
-    """The path a report may be written to: its name ends in the kind's suffix, and what is there already is
-    an earlier report of the same kind, or anything but a folder with --force. Checked before any work, so
-    a report never lands on a checkpoint, an ONNX file, a plan or a run's config.json (their suffixes or
-    contents differ), and a typo costs no evaluation."""
+STDOUT = "-"  # a report's path that means standard output (`--json -`), as jq, curl and tar read it
+
+
+def to_stdout(path: str | os.PathLike[str] | None) -> bool:
+    """Whether a report option names standard output (`-`) rather than a file."""
+    return path is not None and os.fspath(path) == STDOUT
+
+
+def write_report(path: str | os.PathLike[str], text: str) -> None:
+    """A report's text to its file, atomically, or to standard output for `-` (for `| jq`)."""
+    if to_stdout(path):
+        import sys
+
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+
+
+def report_path(path: Path, kind: ReportKind, option: str, force: bool, stdout: bool = False) -> Path:
+    """The path a report may be written to: `-` (standard output) where the option takes it (`stdout`),
+    or a file whose name ends in the kind's suffix and where what is there already is an earlier report of
+    the same kind, or anything but a folder with --force. Checked before any work, so a report never lands
+    on a checkpoint, an ONNX file, a plan or a run's config.json (their suffixes or contents differ), and
+    a typo costs no evaluation."""
+    if stdout and to_stdout(path):
+        return path
     if path.suffix.lower() != kind.suffix:
         raise VitcError(f"{option} {path}: a {kind.name} is written to a file whose name ends in {kind.suffix}")
     if path.is_dir():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,39 @@ def test_bench_threads_apply_to_pytorch_too(tmp_path: Path, monkeypatch):
     assert rows["torch"]["detail"]["threads"] == 1 and rows["onnxrt"]["detail"]["threads"] == 1
     assert seen and set(seen) == {1}
     assert torch.get_num_threads() == before
+
+
+def test_bench_report_to_stdout_is_the_report_alone(tmp_path: Path) -> None:
+    """`vitc bench -e M --json - | jq` (or `--markdown -`): the report alone on stdout, the table and warnings on
+    stderr; `-` wrote nothing to stdout before ("a bench report is written to a file whose name ends in .json")."""
+    import subprocess
+    import sys
+
+    static = make_tiny_onnx(tmp_path / "static.onnx", batch=2)  # batch 1 asked too: skipped, with a warning
+    script = "import sys; sys.argv[0] = 'vitc'; from vitc.cli.main import main; main()"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    def bench_to(*report: str) -> subprocess.CompletedProcess:
+        args = ["bench", "-e", str(static), "-b", "1,2", "-n", "2", "--warmup", "0", *report]
+        return subprocess.run(
+            [sys.executable, "-c", script, *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+
+    as_json = bench_to("--json", "-")
+    assert as_json.returncode == 0, as_json.stderr
+    assert [row["batch"] for row in json.loads(as_json.stdout)["rows"]] == [2]
+    assert "warning: " in as_json.stderr and "skipped batch 1" in as_json.stderr and "ratio" in as_json.stderr
+    as_markdown = bench_to("--markdown", "-", "--json", str(tmp_path / "r.json"))
+    assert as_markdown.returncode == 0, as_markdown.stderr
+    assert as_markdown.stdout.startswith("### vitc bench") and "| batch |" in as_markdown.stdout
+    assert "wrote" not in as_markdown.stdout and "ratio" in as_markdown.stderr  # the table, on stderr
+    assert f"wrote {tmp_path / 'r.json'}" in as_markdown.stderr and json.loads((tmp_path / "r.json").read_text())
+    both = bench_to("--json", "-", "--markdown", "-")
+    assert (
+        both.returncode == 2
+        and both.stderr == "error: --json - and --markdown - both ask for stdout: write one of them to a file\n"
+    )
+    assert not (tmp_path / "-").exists()
 
 
 def test_bench_autocast_and_its_deprecated_alias(tmp_path: Path, monkeypatch):

@@ -31,6 +31,18 @@ def test_model_name_table_and_json(tmp_path: Path) -> None:
     assert record["max_abs_diff"] <= 1e-4
 
 
+def test_json_to_stdout_is_the_report_alone(tmp_path: Path, monkeypatch) -> None:
+    """`vitc compile convit_micro --json - | jq`: the report alone on stdout, the table on stderr (`-` was refused:
+    "a vitc compile report is written to a file whose name ends in .json")."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["compile", "convit_micro", "--target", "onnx", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["source"] == "convit_micro" and record["max_abs_diff"] <= 1e-4
+    assert "static_gpsa" in result.stderr and "compile+check" in result.stderr and "wrote" not in result.output
+    assert not (tmp_path / "-").exists()
+
+
 def test_checkpoint(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "model.safetensors", build("cvt_micro"))
     result = runner.invoke(app, ["compile", str(path)])

@@ -4,6 +4,7 @@ or its plan's sidecar records, without torch (these run on Python 3.8 and 3.10 i
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -218,6 +219,28 @@ def test_predict_names_what_it_cannot_read_and_refuses_what_it_cannot_do(export_
     bare.parent.mkdir()
     shutil.copy(onnx, bare)
     assert "no export manifest beside it says how its images are prepared" in one_line(str(bare), str(photos))
+
+
+def test_predict_json_to_stdout_is_json_alone(export_dir: Path, tmp_path: Path) -> None:
+    """`vitc predict M IMGS --json -` for `| jq`: the JSON alone on stdout, the per-image lines, the summary and
+    the skipped file on stderr (`--json -` wrote a file named "-"; the skipped line was on stdout)."""
+    photos = tmp_path / "photos"
+    files = _photos(photos)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    onnx = export_dir / "model.fp32.onnx"
+    script = "import sys; sys.argv[0] = 'vitc'; from vitc.cli.main import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", script, "predict", str(onnx), str(photos), "--device", "cpu", "-k", "2", "--json", "-"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert [row["image"] for row in record["images"]] == [str(f) for f in sorted(files)]
+    assert [[label for label, _ in row["top"]] for row in record["images"]] == _by_hand(onnx, sorted(files), 2)
+    assert done.stderr.startswith(f"skipped: cannot read image {photos / 'broken.jpg'}")
+    assert "5 images classified by" in done.stderr and "wrote" not in done.stderr
+    assert not (tmp_path / "-").exists()
 
 
 def test_a_preprocess_record_reads_back_and_refuses_what_it_cannot_honour() -> None:

@@ -23,7 +23,7 @@ def test_train_then_eval(tiny: dict[str, Any], tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "-q", *_set(tiny)])
     assert result.exit_code == 0, result.output
     assert "run summary" in result.output and "test top-1" in result.output
-    assert "warning: this run takes 9 optimiser steps" in result.stdout  # -q: logged by the library, printed here
+    assert "warning: this run takes 9 optimiser steps" in result.stderr  # -q: logged by the library, printed here
     # -q hides the progress and the start-up notes, not the results: each epoch's line (logged, printed here)
     assert re.findall(r"^epoch +(\d+)  train loss \d\.\d{4}  val loss", result.stdout, re.M) == ["1", "2", "3"]
     assert "default:" not in result.stdout and "step " not in result.stdout

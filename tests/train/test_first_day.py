@@ -136,7 +136,7 @@ def test_bad_files_are_skipped_and_counted_on_both_paths(photos: Path, tmp_path:
     result = _train(["--data-dir", str(photos), "--epochs", "2", "-q"], runs, "--set", f"data.stream={stream}")
     assert result.exit_code == 0, result.output
     assert "truncated.jpg" in result.output and "empty.jpg" in result.output and "readme.txt" not in result.output
-    assert result.output.count("skipped: ") == 2  # each file once, not once per epoch
+    assert result.stderr.count("skipped: ") == 2 and "skipped: " not in result.stdout  # once each, on stderr
     rows = [json.loads(line) for line in (runs / "convit_micro" / "metrics.jsonl").read_text().splitlines()]
     assert [row["skipped_images"] for row in rows] == [2, 2]
     assert json.loads((runs / "convit_micro" / "summary.json").read_text())["skipped_images"] == 2
@@ -157,6 +157,7 @@ def test_export_and_inspect_skip_the_files_training_skipped(photos: Path, tmp_pa
     text = " ".join(result.output.split())
     assert result.exit_code == 0, result.output
     assert f"skipped: cannot read image {photos / 'val' / 'dog' / 'broken.jpg'}" in text
+    assert "skipped:" not in result.stdout and "held-out set:" in result.stdout  # warnings on stderr
     assert "held-out set: imagefolder val split, 14 images" in text and "(1 unreadable skipped)" in text
     assert "empty.jpg is empty (0 bytes) (calibration)" in text and "truncated.jpg" in text
     manifest = json.loads((out / "convit_micro" / "manifest.int8.json").read_text())

@@ -20,7 +20,9 @@ from rich.text import Text
 from vitc._terminal import PlainConsole
 from vitc._text import printable
 
-__all__ = ["PlainConsole", "console", "labelled", "library_warnings_printed", "printable", "tolerate_narrow_encodings"]
+__all__ = [
+    "PlainConsole", "console", "labelled", "library_warnings_printed", "printable", "tolerate_narrow_encodings", "warn",
+]  # fmt: skip
 
 
 def console(stderr: bool = False) -> Console:
@@ -41,11 +43,19 @@ def labelled(label: str, style: str, message: str) -> Text:
     return Text.assemble((label, style), " ", printable(message))
 
 
+def warn(message: str, label: str = "warning:") -> None:
+    """A yellow `warning:` (or `skipped:`) line on stderr, where Python, pip and Polygraphy put theirs: stdout
+    keeps a command's results (its table, `--json -`), so `vitc predict ... --json - | jq` reads JSON alone."""
+    console(stderr=True).print(labelled(label, "yellow", message), soft_wrap=True)
+
+
 class _ConsoleLines(logging.Handler):
-    """Each record's message as a line of its own on stdout, as the library printed it before it logged it."""
+    """Each record's message as a line of its own, as the library printed it before it logged it: a warning
+    on stderr, other lines on stdout."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        PlainConsole(markup=False, highlight=False, soft_wrap=True).print(record.getMessage())
+        stderr = record.levelno >= logging.WARNING
+        PlainConsole(stderr=stderr, markup=False, highlight=False, soft_wrap=True).print(record.getMessage())
 
 
 @contextmanager

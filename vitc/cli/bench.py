@@ -14,7 +14,7 @@ from rich.console import Console
 from typing_extensions import Annotated
 
 from vitc._lazy import require_training
-from vitc.cli._console import console, labelled
+from vitc.cli._console import console, warn
 from vitc.cli._options import ForceOpt
 from vitc.errors import DEVICES, VitcError, unknown_device
 
@@ -76,20 +76,24 @@ def bench(
     threads: Annotated[
         Optional[int], typer.Option(min=1, max=4096, help="CPU threads (default: all cores available).")
     ] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the figures as JSON.")] = None,
+    json_out: Annotated[
+        Optional[Path], typer.Option("--json", help="Write the figures as JSON (- for stdout).")
+    ] = None,
     markdown: Annotated[
-        Optional[Path], typer.Option("--markdown", help="Write the figures as a Markdown table.")
+        Optional[Path], typer.Option("--markdown", help="Write the figures as a Markdown table (- for stdout).")
     ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Benchmark engines (--engine, repeatable) and/or a PyTorch model (--model/--ckpt); the first is the baseline."""
-    from vitc._io import report_path
+    from vitc._io import report_path, to_stdout
     from vitc.artifacts import load_heldout
     from vitc.bench.report import JSON_REPORT, MARKDOWN_REPORT
     from vitc.bench.runner import bench_runners, parse_batches
     from vitc.bench.timing import TimingPlan
 
-    terminal = console()
+    if to_stdout(json_out) and to_stdout(markdown):
+        raise VitcError("--json - and --markdown - both ask for stdout: write one of them to a file")
+    terminal = console(stderr=to_stdout(json_out) or to_stdout(markdown))  # `-`: stdout carries the report alone
     dtype = _autocast(autocast, precision, terminal)
     if not engine and not model and ckpt is None:
         raise VitcError("nothing to benchmark: give --engine PATH (repeatable) and/or --model NAME / --ckpt PATH")
@@ -101,7 +105,7 @@ def bench(
         require_training("vitc bench --model / --ckpt")
     for path, kind, option in ((json_out, JSON_REPORT, "--json"), (markdown, MARKDOWN_REPORT, "--markdown")):
         if path is not None:
-            report_path(path, kind, option, force)
+            report_path(path, kind, option, force, stdout=True)
     batches = None if batch is None else parse_batches(batch)
     plan = TimingPlan(warmup=warmup, iterations=iterations, duration=duration)
     heldout = load_heldout(data) if data is not None else None
@@ -112,14 +116,14 @@ def bench(
     )  # fmt: skip
     jetson, warnings = _platform()
     for line in warnings:
-        terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
+        warn(line)  # one line each
 
     report = bench_runners(runners, batches, plan, heldout=heldout, rounds=rounds)
     report.warnings[:0] = warnings
     if jetson is not None:
         report.environment["jetson"] = jetson
     for line in report.warnings[len(warnings) :]:
-        terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
+        warn(line)  # one line each
     if not report.rows:  # every batch asked was skipped (said above): no table, no report files
         raise VitcError(f"nothing was timed: no runner takes batch {batch} (the warnings above say which they take)")
     terminal.print(report.to_table())
@@ -140,10 +144,7 @@ def _autocast(autocast: Optional[str], precision: Optional[str], terminal: Conso
             raise VitcError(
                 f"--precision is the old name of --autocast: give one of them, not {precision} and {autocast}"
             )
-        terminal.print(
-            labelled("warning:", "yellow", f"vitc bench --precision is deprecated: use --autocast {precision}"),
-            soft_wrap=True,
-        )
+        warn(f"vitc bench --precision is deprecated: use --autocast {precision}")
     return given or "fp32"
 
 
@@ -215,13 +216,13 @@ def _platform() -> Tuple[Optional[Dict[str, str]], List[str]]:
 
 
 def _write_report(report: Any, json_out: Optional[Path], markdown: Optional[Path], terminal: Console) -> None:
-    from vitc._io import atomic_write
+    from vitc._io import to_stdout, write_report
 
     for path, text in ((json_out, report.to_json), (markdown, report.to_markdown)):
         if path is not None:
-            with atomic_write(path) as tmp:
-                tmp.write_text(text())
-            terminal.print(f"wrote {path}")
+            write_report(path, text())
+            if not to_stdout(path):
+                terminal.print(f"wrote {path}")
 
 
 def _unique(name: str, taken: list[str]) -> str:

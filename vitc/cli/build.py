@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from typing_extensions import Annotated
 
-from vitc.cli._console import console, labelled
+from vitc.cli._console import console, warn
 from vitc.cli._options import ForceOpt
 from vitc.errors import VitcError
 
@@ -93,7 +93,7 @@ def build(
     )
     terminal = console()
     for line in result.warnings:
-        terminal.print(labelled("warning:", "yellow", line), soft_wrap=True)  # one line each
+        warn(line)  # one line each
     side = result.sidecar
     terminal.print(f"wrote {result.plan} (TensorRT {side.tensorrt}, {side.precision}, {side.build_seconds} s)")
     drop_stale_reports(replaced)

@@ -26,7 +26,9 @@ PROGRAM_FILES = ("model.pt2", "compile_report.json", "compile_report.md")  # wha
 def compile_(
     source: Annotated[str, typer.Argument(help="A vitc checkpoint (.safetensors) or a model name (random weights).")],
     target: Annotated[str, typer.Option("--target", "-t", help="cpu, cuda, onnx or tensorrt.")] = "cpu",
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    json_path: Annotated[
+        Optional[Path], typer.Option("--json", help="Also write the report as JSON here (- for stdout).")
+    ] = None,
     out: Annotated[
         Optional[Path],
         typer.Option("--out", help="Folder for the compiled model as a torch.export program and its report."),
@@ -39,7 +41,7 @@ def compile_(
     """
     import time
 
-    from vitc._io import atomic_write, refuse_to_replace, report_path, write_json
+    from vitc._io import atomic_write, json_text, refuse_to_replace, report_path, to_stdout, write_json, write_report
     from vitc.compile import TARGETS, compile_model
     from vitc.compile.pipeline import CHECK_BATCH
     from vitc.compile.program import CHECK_BATCHES
@@ -48,7 +50,7 @@ def compile_(
     if target not in TARGETS:
         raise VitcError(f"unknown compile target {target!r} (choose one of: {', '.join(TARGETS)})")
     if json_path is not None:
-        report_path(json_path, COMPILE_JSON, "--json", force)
+        report_path(json_path, COMPILE_JSON, "--json", force, stdout=True)
     if out is not None:  # a compiled model there is replaced only with --force, as export's ONNX files
         refuse_to_replace((out / name for name in PROGRAM_FILES), force)
     started = time.perf_counter()
@@ -66,7 +68,7 @@ def compile_(
         table.add_row(row.name, str(row.fired), "-" if row.max_abs_diff is None else f"{row.max_abs_diff:.2e}")
     table.add_section()
     table.add_row("pipeline", str(sum(r.fired for r in report.rows)), f"{report.max_abs_diff:.2e}")
-    console = plain_console()
+    console = plain_console(stderr=to_stdout(json_path))  # `--json -`: stdout carries the JSON alone
     console.print(Fitted(table))  # the figures whole at any width
     size = "x".join(str(s) for s in report.input_size)
     console.print(
@@ -86,8 +88,9 @@ def compile_(
             tmp.write_text(report.to_markdown())
         console.print(f"wrote {program} (batch 1..N, checked at batch 1 and 3) and compile_report.json/.md")
     if json_path is not None:
-        write_json(json_path, record)
-        console.print(f"wrote {json_path}")
+        write_report(json_path, json_text(record))
+        if not to_stdout(json_path):
+            console.print(f"wrote {json_path}")
 
 
 @contextmanager

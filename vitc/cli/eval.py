@@ -21,7 +21,7 @@ from typing_extensions import Annotated
 from vitc._io import ReportKind, json_record, json_report, report_path
 from vitc._terminal import Fitted
 from vitc._text import few_names
-from vitc.cli._console import console, labelled
+from vitc.cli._console import console, warn
 from vitc.cli._options import ForceOpt
 from vitc.errors import DEVICES, VitcError, unknown_device
 
@@ -293,7 +293,7 @@ def drop_stale_reports(replaced: Iterable[Path]) -> None:
                 path.unlink(missing_ok=True)
                 removed.append(path.name)
             except OSError as exc:
-                terminal.print(labelled("warning:", "yellow", f"cannot remove {path} ({exc.strerror})"), soft_wrap=True)
+                warn(f"cannot remove {path} ({exc.strerror})")
         if removed:
             terminal.print(
                 f"removed {', '.join(removed)}: vitc eval's reports of the replaced {source.name}", soft_wrap=True
@@ -375,7 +375,7 @@ def _on_folder(
     terminal.print(f"{len(index.files)} images in {root}, decoded by {by}, evaluated by {ran_on}", soft_wrap=True)
 
     def skipped(why: str) -> None:
-        terminal.print(labelled("skipped:", "yellow", why), soft_wrap=True)
+        warn(why, "skipped:")
 
     logits, labels, bad = folder_logits(classifier, index, threads=workers, skipped=skipped)
     return logits, labels, bad, read, str(root)
@@ -470,11 +470,10 @@ def _report(
         unwritten = exc
     terminal.print(_per_class_table(report["classes"]))
     if report["nan_images"]:
-        terminal.print(
-            labelled("warning:", "yellow", f"{report['nan_images']} images gave NaN logits, each counted as wrong "
-                     "(the confusion's other column): the model's numbers overflow, or its weights hold NaN"),
-            soft_wrap=True,
-        )  # fmt: skip
+        warn(
+            f"{report['nan_images']} images gave NaN logits, each counted as wrong (the confusion's other column): "
+            "the model's numbers overflow, or its weights hold NaN"
+        )
     present = len(confusion["true"])
     of = f", {present} of the model's {num_classes} classes" if present < num_classes else ""
     unread = f", {len(skipped)} unreadable skipped" if skipped else ""

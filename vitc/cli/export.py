@@ -11,7 +11,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from vitc._terminal import Fitted
-from vitc.cli._console import console
+from vitc.cli._console import console, library_warnings_printed
 from vitc.cli._options import ForceOpt
 
 
@@ -95,17 +95,20 @@ def export(
         validate(opts)
         onnx_path = output_paths(ckpt, opts)[1]
         replaced += [onnx_path] if onnx_path.exists() else []
-    prepared = prepare_export(ckpt, all_opts[0], say, also=all_opts[1:])  # compile and export once for every precision
     results = []
-    for opts in all_opts:
-        result = export_checkpoint(ckpt, opts, say=say, prepared=prepared)
-        if result.explain:
-            for row in result.explain["blocks"]:
-                terminal.print(f"  {row['block']:<20} cosine {row['cosine']:.5f}  max |Δ| {row['max_abs_diff']:.3g}")
-            terminal.print(f"first block below {result.explain['threshold']}: {result.explain['first_bad'] or 'none'}")
-        terminal.print(f"wrote {result.onnx_path} and {result.manifest_path}", soft_wrap=True)
-        drop_stale_reports(p for p in replaced if p == result.onnx_path)  # as each lands: a later one may fail
-        results.append(result)
+    with library_warnings_printed():  # skipped images and warnings, on stderr
+        prepared = prepare_export(ckpt, all_opts[0], say, also=all_opts[1:])  # compiled and exported once for all
+        for opts in all_opts:
+            result = export_checkpoint(ckpt, opts, say=say, prepared=prepared)
+            if result.explain:
+                for row in result.explain["blocks"]:
+                    cosine, most = row["cosine"], row["max_abs_diff"]
+                    terminal.print(f"  {row['block']:<20} cosine {cosine:.5f}  max |Δ| {most:.3g}")
+                first = result.explain["first_bad"] or "none"
+                terminal.print(f"first block below {result.explain['threshold']}: {first}")
+            terminal.print(f"wrote {result.onnx_path} and {result.manifest_path}", soft_wrap=True)
+            drop_stale_reports(p for p in replaced if p == result.onnx_path)  # as each lands: a later one may fail
+            results.append(result)
     terminal.print(_drift_table(results))
     terminal.print(_next_command(results), markup=False, highlight=False, soft_wrap=True)  # one line to copy
 

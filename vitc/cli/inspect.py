@@ -10,6 +10,7 @@ from typing_extensions import Annotated
 
 from vitc._io import ReportKind, json_report
 from vitc.cli._console import console as plain_console
+from vitc.cli._console import warn
 from vitc.cli._options import ForceOpt
 
 SUMMARY = ReportKind("vitc inspect summary", ".json", json_report("model", "mean_attention_distance_px"))
@@ -50,7 +51,7 @@ def inspect(
         most=images, measured=True,
     )  # fmt: skip
     for why in dataset.skipped:  # as training left them out
-        plain_console().print(f"skipped: {why}", soft_wrap=True)
+        warn(why, "skipped:")
     batch = eval_transform(dataset.images, cfg.mean, cfg.std)
     report = analyse(model, batch)
 

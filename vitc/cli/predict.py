@@ -15,7 +15,7 @@ import typer
 from typing_extensions import Annotated
 
 from vitc._io import ReportKind, json_report, report_path
-from vitc.cli._console import console, labelled
+from vitc.cli._console import console, warn
 from vitc.cli._options import ForceOpt
 from vitc.errors import DEVICES, VitcError, unknown_device
 
@@ -41,12 +41,12 @@ def predict(
         str, typer.Option(help="auto, cpu or cuda: ONNX Runtime's provider or PyTorch's device (plans: the GPU).")
     ] = "auto",
     json_out: Annotated[
-        Optional[Path], typer.Option("--json", help="Also write every image's classes as JSON.")
+        Optional[Path], typer.Option("--json", help="Also write every image's classes as JSON (- for stdout).")
     ] = None,
     force: ForceOpt = False,
 ) -> None:
     """The top classes of each image, prepared as the model was evaluated; one line per image."""
-    from vitc._io import write_json
+    from vitc._io import json_text, to_stdout, write_report
     from vitc.artifacts.given import EXPORT, FOLDER, WEIGHTS_OR_ENGINE, not_taken, path_kind
     from vitc.engines import SUFFIXES
 
@@ -57,11 +57,11 @@ def predict(
     if top_k < 1 or batch < 1:
         raise VitcError(f"--top-k and --batch must be at least 1, got {top_k} and {batch}")
     if json_out is not None:
-        report_path(json_out, PREDICT_JSON, "--json", force)
+        report_path(json_out, PREDICT_JSON, "--json", force, stdout=True)
     files = list(_image_files(images))
     if not files:
         raise VitcError(f"no images in {', '.join(map(str, images))} (extensions: .jpg, .png, .webp, ...)")
-    terminal = console()
+    terminal = console(stderr=to_stdout(json_out))  # `--json -`: stdout carries the JSON alone
     engine = source.suffix.lower() in SUFFIXES
     opened = _OnEngine(source, device, batch) if engine else _OnCheckpoint(source, device)
     seconds = {"decode": 0.0, "classify": 0.0}  # reading the files; preparing and running them
@@ -92,8 +92,9 @@ def predict(
     if json_out is not None:
         record = {"source": str(source), "backend": backend, "top_k": top_k, "images": rows, "skipped": skipped}
         record["ms_per_image"] = speed
-        write_json(json_out, record)
-        terminal.print(f"wrote {json_out}", soft_wrap=True)
+        write_report(json_out, json_text(record))
+        if not to_stdout(json_out):
+            terminal.print(f"wrote {json_out}", soft_wrap=True)
 
 
 def _image_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -123,7 +124,7 @@ def _decoded(
             names.append(file)
         except VitcError as exc:
             skipped.append(str(exc))
-            terminal.print(labelled("skipped:", "yellow", str(exc)), soft_wrap=True)
+            warn(str(exc), "skipped:")
     return images, names
 
 

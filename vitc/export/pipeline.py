@@ -27,8 +27,8 @@ from vitc.errors import CheckFailed, VitcError
 from vitc.export.heldout import GENERATED, heldout_set, model_classes, run_trained_on
 from vitc.limits import MAX_CALIB_IMAGES
 
-# what an export called from Python says (the steps, skipped images) goes to the log, not stdout; `vitc export`
-# passes its console's print
+# what an export called from Python says goes to the log (its steps at INFO, skipped images and warnings at
+# WARNING), not stdout; `vitc export` passes its console's print for the steps and prints the warnings on stderr
 _log = logging.getLogger(__name__)
 DEFAULT_MAX_DROP = {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}
 PARITY_ATOL = 1e-4
@@ -193,7 +193,7 @@ def prepare_export(
     for other in (opts, *also):
         check_calibration_source(labels is not None, other)
     for why in held.skipped:
-        say(f"skipped: {why}")
+        _log.warning(f"skipped: {why}")  # stderr, as every warning
     if labels is not None:
         unread = f" ({len(held.skipped)} unreadable skipped)" if held.skipped else ""
         where = f" from {data_dir}" if data_dir else ""
@@ -202,7 +202,8 @@ def prepare_export(
         of = f", {present} of the model's {classes} classes" if classes and present < classes else ""  # as eval says
         say(f"held-out set: {held.name}{part}, {len(labels)} images{of}{where}{unread}")
         if held.split == WHOLE and data_dir and run_trained_on(ckpt, meta, Path(data_dir)):
-            say(f"warning: {data_dir} is the train/ folder the run trained on: its drift's top-1 is on images it saw")
+            trained = f"{data_dir} is the train/ folder the run trained on: its drift's top-1 is on images it saw"
+            _log.warning(f"warning: {trained}")
     else:
         why = "" if data_name == GENERATED else f"{data_name}'s classes are not the model's, "
         say(
@@ -260,7 +261,7 @@ def export_checkpoint(
     p = prepared or prepare_export(ckpt, opts, say)
     proto, precision_report, calibration = bake_precision(p, opts, ckpt, say)  # 4
     for why in (calibration or {}).get("skipped", []):
-        say(f"skipped: {why} (calibration)")
+        _log.warning(f"skipped: {why} (calibration)")
     manifest = manifest_record(p, opts, ckpt, manifest_path, precision_report, calibration)
     artifacts.set_metadata(proto, manifest.to_record())
     lint_for_target(proto, opts.trt)

@@ -162,7 +162,9 @@ def setup_run(
     with torch.device("meta"):
         create_model(cfg.model.name, **model_args(cfg, size, num_classes=2))
     say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
-    warn = say if show_progress else _log.warning  # from Python: the vitc logger (stderr where logging is unconfigured)
+    # a warning on stderr, as every command's; from Python: the vitc logger (stderr where logging is unconfigured)
+    warn = PlainConsole(stderr=True, markup=False, highlight=False, soft_wrap=True).print
+    warn = warn if show_progress else _log.warning
     feed, data_note = open_feed(
         cfg.data,
         size=size,
@@ -378,7 +380,7 @@ def _resume_own_part(
     if RankState(path, dist.rank, dist.world_size).load(state, {"aug": aug_gen}):
         return True
     if state.step_in_epoch < steps_per_epoch:  # at an epoch's end its sums are in rank 0's already
-        PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
+        PlainConsole(stderr=True, markup=False, highlight=False, soft_wrap=True).print(
             f"warning: rank {dist.rank} of {dist.world_size} has no state saved at epoch {state.epoch + 1}, step "
             f"{state.step_in_epoch + 1} (it stopped elsewhere than rank 0): it draws fresh random streams from "
             "there and the epoch's train loss leaves out its earlier steps, so the run differs a little from an "

@@ -1,12 +1,15 @@
 # The two set-up commands of the README. Each creates .venv on first use and installs what it needs:
-# the pinned CPU torch first (an unpinned one pulls several GB of CUDA packages), then vitc.
+# the pinned torch first (an unpinned one pulls the newest, several GB of CUDA packages), then vitc. Which
+# build it is depends on the index: PyPI's Linux wheel is the CUDA build (a GPU workstation's); for the CPU
+# build elsewhere: make demo TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu
 VENV ?= .venv
+TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vitc-installed
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 $(TORCH_INDEX)
 	$(PY) -m pip install -q -e '.[torch,onnx,dev]'
 	$(PY) -m pip install -q --no-deps tensorrt-stubs  # its dependency is TensorRT itself: types only
 	touch $(STAMP)

@@ -118,7 +118,7 @@ def test_the_next_command_after_an_export_quotes_its_paths(tmp_path: Path, monke
         "vitc", "bench", "-e", str(folder / "model.fp32.onnx"), "-e", str(folder / "model.fp16.onnx"),
         "--data", str(folder),
     ]  # fmt: skip
-    assert where == "(vitc build model.fp16.onnx on a machine with TensorRT)"
+    assert where == f"(vitc build {shlex.quote(str(folder / 'model.fp16.onnx'))} on a machine with TensorRT)"
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: SimpleNamespace(origin="tensorrt/__init__.py"))
     built = _next_command(results).removeprefix("next: ")
     assert shlex.split(built) == ["vitc", "build", str(folder / "model.fp16.onnx")]

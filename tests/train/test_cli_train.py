@@ -73,6 +73,20 @@ def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
     assert config.read_text() == recorded
 
 
+def test_a_resume_by_folder_of_a_run_named_by_its_model_changes_nothing_unsaid(tiny: dict[str, Any]) -> None:
+    """`vitc train` then `vitc train --resume train/runs/convit_micro --epochs 2` said "resumed with run.name =
+    'convit_micro' (was '')": the folder names the run, which its config.json left to the model's name."""
+    unnamed = {k: v for k, v in tiny.items() if k != "run.name"}
+    assert runner.invoke(app, ["train", "-q", *_set({**unnamed, "optim.epochs": 1})]).exit_code == 0
+    run_dir = Path(tiny["run.out_dir"]) / tiny["model.name"]
+    longer = runner.invoke(app, ["train", "-q", "--resume", str(run_dir), "--epochs", "2"])
+    assert longer.exit_code == 0, longer.output
+    assert [line for line in longer.output.splitlines() if "resumed with" in line] == [
+        "resumed with optim.epochs = 2 (was 1): the learning-rate schedule is recomputed for the new length from "
+        "where the run stopped"
+    ]
+
+
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     own_runs = ["--set", f"run.out_dir={tmp_path}"]  # else `make demo`'s train/runs/convit_micro answers first
     run = tmp_path / "old"

@@ -34,7 +34,8 @@ def test_default_warmup_is_capped_at_a_fifth_of_the_run(epochs: int, warmup: int
     cfg = load_config(None, {"optim.epochs": epochs})
     notes = resolve_defaults(cfg)
     assert cfg.optim.warmup_epochs == warmup
-    assert f"optim.warmup_epochs = {warmup} (default 3, at most 20% of {epochs} epochs)" in notes
+    of = f"{epochs} epoch{'s' * (epochs != 1)}"  # "of 1 epochs" before
+    assert f"optim.warmup_epochs = {warmup} (default 3, at most 20% of {of})" in notes
 
 
 def test_explicit_warmup_is_kept() -> None:
@@ -52,7 +53,7 @@ def test_a_run_prints_and_records_its_defaults(tiny: dict[str, Any], capsys: pyt
     result = train(load_config(None, overrides), show_progress=True)
     out = capsys.readouterr().out
     assert "default: aug.flip = false (default for digits" in out
-    assert "default: optim.warmup_epochs = 0 (default 3, at most 20% of 1 epochs)" in out
+    assert "default: optim.warmup_epochs = 0 (default 3, at most 20% of 1 epoch)" in out
     saved = json.loads((result.run_dir / "config.json").read_text())
     assert saved["aug"]["flip"] is False and saved["optim"]["warmup_epochs"] == 0
     assert result.history[0]["lr"] < 1e-3  # no warm-up: the cosine has already decayed from the base lr

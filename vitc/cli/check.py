@@ -45,7 +45,7 @@ def check(
     ] = "10",
     all_names: Annotated[bool, typer.Option("--all", help="List every node name instead of folding them.")] = False,
 ) -> None:
-    """List ops, Q/DQ layouts and dynamic dims TensorRT would reject, grouped by kind; exit 2 when there are any."""
+    """List ops, Q/DQ layouts and dynamic dims TensorRT would reject, grouped by kind; exit 1 if any (2: bad input)."""
     from vitc.artifacts.given import FILE, not_taken, path_kind
     from vitc.engines import SUFFIXES
     from vitc.errors import CheckFailed, VitcError

@@ -71,8 +71,9 @@ def compile_(
     console = plain_console(stderr=to_stdout(json_path))  # `--json -`: stdout carries the JSON alone
     console.print(Fitted(table))  # the figures whole at any width
     size = "x".join(str(s) for s in report.input_size)
+    inputs = f"{report.check_batch} random {size} input{'s' * (report.check_batch != 1)}"
     console.print(
-        f"checked on {report.check_batch} random {size} inputs (tolerance {report.tolerance:g}); "
+        f"checked on {inputs} (tolerance {report.tolerance:g}); "
         f"load {loaded:.2f} s, compile+check {report.seconds:.2f} s, total {total:.2f} s"
     )
     record = {**report.to_dict(), "source": source, "load_seconds": loaded, "total_seconds": total}

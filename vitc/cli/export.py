@@ -127,7 +127,7 @@ def _next_command(results: list) -> str:
     if spec is not None and spec.origin is not None:  # tensorrt-stubs alone is a namespace without an origin
         return f"next: vitc build {shell_word(str(fastest))}"  # quoted: a path with a space pastes as one word
     engines = " ".join(f"-e {shell_word(str(q))}" for q in paths)
-    where = f"(vitc build {shell_word(fastest.name)} on a machine with TensorRT)"
+    where = f"(vitc build {shell_word(str(fastest))} on a machine with TensorRT)"  # pasteable there
     return f"next: vitc bench {engines} --data {shell_word(str(fastest.parent))}   {where}"
 
 

@@ -53,7 +53,7 @@ def resolve_defaults(cfg: TrainConfig) -> list[str]:
         most = WARMUP_EPOCHS if not tuning else math.ceil(cfg.optim.epochs * FINETUNE_WARMUP_SHARE)
         cfg.optim.warmup_epochs = min(most, int(cfg.optim.epochs * WARMUP_SHARE))
         why = f"default {WARMUP_EPOCHS}" if not tuning else f"fine-tuning: {FINETUNE_WARMUP_SHARE:.0%} of the run"
-        share = f"at most {WARMUP_SHARE:.0%} of {cfg.optim.epochs} epochs"
+        share = f"at most {WARMUP_SHARE:.0%} of {cfg.optim.epochs} epoch{'s' * (cfg.optim.epochs != 1)}"
         notes.append(f"optim.warmup_epochs = {cfg.optim.warmup_epochs} ({why}, {share})")
     if cfg.optim.layer_decay is None:
         cfg.optim.layer_decay = FINETUNE_LAYER_DECAY if tuning else 1.0

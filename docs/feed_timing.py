@@ -68,9 +68,9 @@ def variants(opts: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     if device.type == "cuda":
         images, labels = images.pin_memory(), labels.pin_memory()
 
-    def batches(ahead: int, count: int = opts.steps) -> Prefetcher:
+    def batches(ahead: int, count: int = opts.steps, hand_over: bool = True) -> Prefetcher:
         """`count` batches as `vitc train` feeds them: augmented on a side stream on CUDA, `ahead` early."""
-        return Prefetcher(repeat((images, labels, []), count), augment, generator, device, ahead)
+        return Prefetcher(repeat((images, labels, []), count), augment, generator, device, ahead, hand_over)
 
     def step(batch: Ready) -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -102,27 +102,34 @@ def variants(opts: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         synchronize()
 
     def worker_thread() -> None:
-        ready: queue.Queue[Any] = queue.Queue(maxsize=1)  # one batch ahead, as vitc train
-
-        def produce() -> None:
-            try:
-                for batch in batches(0):  # the side stream's event is waited for here, before the hand-over
-                    ready.put(batch)
-                ready.put(None)
-            except BaseException as error:  # handed to the training thread, which raises it
-                ready.put(error)
-
-        worker = threading.Thread(target=produce)
-        worker.start()
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            step(item)
-        worker.join()
+        worker_feed(batches(0, hand_over=False), step)
         synchronize()
 
     return {"step only": step_only, "augment only": augment_only, "same thread": same_thread,
             "worker thread": worker_thread}  # fmt: skip
+
+
+def worker_feed(feed: Prefetcher, step: Callable[[Ready], None]) -> None:
+    """`step` on each batch of `feed` (made with hand_over=False), which a second thread iterates one batch
+    ahead, as vitc train would; the training thread claims each batch (its stream waits for the batch's
+    event) at the hand-over, so that step i never waits for the augmentation of batch i+1."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+
+    def produce() -> None:
+        try:
+            for batch in feed:
+                ready.put(batch)
+            ready.put(None)
+        except BaseException as error:  # handed to the training thread, which raises it
+            ready.put(error)
+
+    worker = threading.Thread(target=produce)
+    worker.start()
+    while (item := ready.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        step(feed.hand_over(item))
+    worker.join()
 
 
 def measure(opts: argparse.Namespace) -> dict[str, Any]:

@@ -286,3 +286,41 @@ def test_the_prefetcher_hands_each_batch_over_after_its_own_event(monkeypatch: p
         ("main", "waits for", "event 2"), ("main", "keeps", "x1"), ("main", "keeps", "t1"),
         ("main", "waits for", "event 3"), ("main", "keeps", "x2"), ("main", "keeps", "t2"),
     ]  # fmt: skip
+
+
+def test_the_worker_thread_feed_claims_each_batch_at_the_hand_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/feed_timing.py's worker-thread variant: the worker iterated a Prefetcher that queued each
+    batch's wait on the main stream as it was made, so step i waited for batch i+1's augmentation too.
+    The training thread now claims each batch right before its step: the main stream's order is fixed."""
+    import time
+
+    feed_timing = load_doc_script("feed_timing")
+    log: list[tuple[str, ...]] = []
+    side, main = _Stream("side", log), _Stream("main", log)
+
+    class Tensor:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def record_stream(self, stream: _Stream) -> None:
+            log.append((stream.name, "keeps", self.name))
+
+    def augment(images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, device: Any) -> tuple[Any, Any]:
+        i = int(images[0, 0, 0, 0])
+        return Tensor(f"x{i}"), Tensor(f"t{i}")
+
+    def step(batch: Any) -> None:
+        time.sleep(0.05)  # the worker runs ahead meanwhile
+        log.append(("main", f"step {batch.x.name}"))
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: side)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: main)
+    data = [(torch.full((1, 1, 1, 1), i), torch.zeros(1), []) for i in range(3)]
+    feed = Prefetcher(iter(data), augment, torch.Generator(), torch.device("cuda"), 0, hand_over=False)
+    feed_timing.worker_feed(feed, step)
+    assert [entry for entry in log if entry[0] == "main"] == [
+        ("main", "waits for", "event 1"), ("main", "keeps", "x0"), ("main", "keeps", "t0"), ("main", "step x0"),
+        ("main", "waits for", "event 2"), ("main", "keeps", "x1"), ("main", "keeps", "t1"), ("main", "step x1"),
+        ("main", "waits for", "event 3"), ("main", "keeps", "x2"), ("main", "keeps", "t2"), ("main", "step x2"),
+    ]  # fmt: skip

@@ -44,8 +44,12 @@ class Prefetcher:
         generator: torch.Generator,
         device: torch.device,
         ahead: int = 0,
+        hand_over: bool = True,
     ) -> None:
+        """`hand_over=False`: the batches come out unclaimed and their consumer calls `hand_over` (a feed
+        iterated in another thread: the stream waits must be queued where the steps are, in their order)."""
         self.batches, self.augment, self.generator, self.device, self.ahead = batches, augment, generator, device, ahead
+        self.claims = hand_over
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.queue: deque[Ready] = deque()
 
@@ -61,7 +65,11 @@ class Prefetcher:
         if not self.queue:
             raise StopIteration
         ready = self.queue.popleft()
-        if self.stream is not None and ready.event is not None:  # the step waits for this batch only
+        return self.hand_over(ready) if self.claims else ready
+
+    def hand_over(self, ready: Ready) -> Ready:
+        """The current stream (the step's) waits for this batch's event only, and keeps its tensors."""
+        if self.stream is not None and ready.event is not None:
             main = torch.cuda.current_stream(self.device)
             main.wait_event(ready.event)
             for t in (ready.x, ready.targets):  # allocated on the side stream, used (and freed) on main

@@ -8,8 +8,8 @@ with CvT's k/v convs merged into one multiplier-2 grouped conv or kept as two de
 with plain attention going to SDPA or not (compile_model's `pass_options`; every variant is checked
 against the uncompiled model, max |Δ logits| in fp32 in the table). On CUDA also the uncompiled and
 the target's model replayed from CUDA graphs (vitc.compile.CUDAGraphs, what `vitc bench --cuda-graph`
-runs) and, while the time budget lasts, both under torch.compile (`--torch-compile fp16:64`: the
-cells to compile; compiling is slow, so the cells are few and come last).
+runs) and both under torch.compile (`--torch-compile fp16:64`: the cells to compile; compiling is slow,
+so the cells are few and come last, in the `--compile-reserve-s` that the other cells leave them).
 
 ConViT (`--peer-size tiny`, needs timm): timm's DeiT-Ti eager against vitc's compiled ConViT-Ti (and
 compiled DeiT-Ti, and ConViT-Ti in GPSA's other candidate lowerings, "sdpa" and "heads"), each also
@@ -29,7 +29,7 @@ import importlib.util
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +150,8 @@ def cvt_part(opts: argparse.Namespace, deadline: float) -> dict[str, Any]:
     )
     rows: dict[str, dict[str, Any]] = {label: {"model": label, "max_abs_diff": d} for label, d in deltas.items()}
     rows |= {label: {"model": label, "max_abs_diff": deltas[label.split(" +")[0]]} for label in graphed}
-    skipped = []
-    for precision, batch in cells(opts):
-        if time.monotonic() > deadline:
-            skipped.append(f"{precision} b{batch}: time budget spent")
-            continue
+    skipped: list[str] = []
+    for precision, batch in _within(cells(opts), deadline, skipped):
         for label, value in time_cell({**plain, **graphed}, batch, opts.img, AMP[precision], opts).items():
             rows[label][f"{precision} b{batch}"] = value["ms"]
             if label in graphed:
@@ -220,15 +217,25 @@ def convit_part(
     if graphs_on(device):
         variants |= {f"{label} +cuda-graph": (model, True) for label, model in models.items()}
     rows: dict[str, dict[str, Any]] = {label: {"model": label} for label in variants}
-    skipped = []
-    for precision, batch in [(p, b) for p in opts.precisions for b in opts.peer_batches]:
-        if time.monotonic() > deadline:
-            skipped.append(f"{precision} b{batch}: time budget spent")
-            continue
+    skipped: list[str] = []
+    for precision, batch in _within([(p, b) for p in opts.precisions for b in opts.peer_batches], deadline, skipped):
         for label, value in time_cell(variants, batch, opts.img, AMP[precision], opts).items():
             rows[label][f"{precision} b{batch}"] = value["ms"]
             _replay_delta(rows[label], value)
     return {"deit_peer": f"timm {deit_peer}", "rows": list(rows.values()), "skipped": skipped}
+
+
+def _within(todo: list[tuple[str, int]], deadline: float, skipped: list[str]) -> Iterator[tuple[str, int]]:
+    """The cells that fit before `deadline`: one starts only while the last one's time is left (a cell
+    is not stopped once started, and the torch.compile cell's reserve comes after the deadline)."""
+    last_s = 0.0
+    for precision, batch in todo:
+        if time.monotonic() + last_s > deadline:
+            skipped.append(f"{precision} b{batch}: time budget spent")
+            continue
+        start = time.monotonic()
+        yield precision, batch
+        last_s = time.monotonic() - start
 
 
 def _replay_delta(row: dict[str, Any], value: dict[str, float]) -> None:
@@ -311,7 +318,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-peers", action="store_true", help="CvT only (no timm needed)")
     ap.add_argument("--torch-compile", type=csv(str), default=["fp16:64"], help="precision:batch cells to compile")
     ap.add_argument("--compile-backend", default="inductor")
-    ap.add_argument("--compile-reserve-s", type=float, default=45.0, help="compile a cell only with this much left")
+    ap.add_argument(
+        "--compile-reserve-s", type=float, default=45.0,
+        help="of --budget-s, kept for the torch.compile cells (the others stop short of it)",
+    )  # fmt: skip
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=20, help="timed calls per variant, over all rounds")
     ap.add_argument("--rounds", type=int, default=4)
@@ -322,19 +332,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def measure(opts: argparse.Namespace, peer: Callable[[str, int], torch.nn.Module] | None = None) -> dict[str, Any]:
-    """Both parts within `opts.budget_s`, torch.compile last; the ConViT part is skipped without timm (unless
-    `peer` builds it). With `--json` the file is written before the compile cells too (a run stopped there
-    keeps the rest)."""
+    """Both parts within `opts.budget_s` but the `--compile-reserve-s` kept for the torch.compile cells, which
+    come last; the ConViT part is skipped without timm (unless `peer` builds it). With `--json` the file is
+    written after each part (a run stopped later keeps the parts before)."""
     deadline = time.monotonic() + opts.budget_s
     if any(p.split(":")[0] not in AMP for p in opts.precisions + opts.torch_compile):
         raise SystemExit(f"precisions are {', '.join(AMP)}, got {opts.precisions} and {opts.torch_compile}")
-    result: dict[str, Any] = {"cvt": cvt_part(opts, deadline)}
+    cells_deadline = deadline - (opts.compile_reserve_s if opts.torch_compile else 0.0)
+    result: dict[str, Any] = {"cvt": cvt_part(opts, cells_deadline)}
+    _write(result, opts)
     if opts.no_peers:
         result["peers_skipped"] = "--no-peers"
     elif peer is None and importlib.util.find_spec("timm") is None:
         result["peers_skipped"] = "timm is not installed"
     else:
-        result["convit"] = convit_part(opts, deadline, peer)
+        result["convit"] = convit_part(opts, cells_deadline, peer)
     _write(result, opts)
     cvt_compile(opts, deadline, result["cvt"])
     _write(result, opts)

@@ -13,8 +13,10 @@ per GMAC = (img/s × GMACs) / (timm DeiT's img/s × its GMACs), and MFU = img/s 
 H200's dense bf16; this workplace's 8192³ bf16 matrix products ran at 788 on its H200 and 798 on its H100,
 and docs/gpu_check.py records the lent GPU's own rate beside). `--models` keeps some pairs of a size (its
 DeiT stays: the ratios divide by it); `--compile-side vitc` compiles vitc's models only, whose compiled rows
-then compare with the peer's eager DeiT. With `--json` the training table is written as soon as it is
-measured, so a run stopped during the inference rows keeps it.
+then compare with the peer's eager DeiT. With `--json` the training rows are written as they are measured
+(each model's first round as soon as it is built and compiled, then after every round), so a run stopped
+during a later compile or the inference rows keeps them. MFU is n/a for fp32 rows (`--amp off`): the peak
+is the tensor cores' bf16 rate.
 With `--ops` each eager training row also counts the aten operators one step dispatches (forward,
 backward and AdamW; docs/operator_counts.py): on a GPU each is at least one kernel launch, so a
 pair with the same maths and more operators has a cost the timings alone do not explain; every
@@ -136,10 +138,17 @@ def build_variants(
     return out
 
 
-def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Namespace) -> list[dict[str, Any]]:
+def train_rows(
+    variants: dict[str, dict[str, Any]],
+    img: int,
+    opts: argparse.Namespace,
+    save: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Training img/s, per GMAC against the peer DeiT of the size, MFU; eager and (with --compile) compiled.
 
     vitc's GPSA and SP-SA run the formulation vitc.models.formulation chooses here, as `vitc train` does.
+    Each model takes its warm-up and the first round's sample as soon as it is built (and compiled), and
+    `save` gets the rows so far then and after every later round: a run stopped mid-way keeps them.
     """
     from vitc.models.formulation import apply_choices, choose_formulations, describe
 
@@ -164,9 +173,25 @@ def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Nam
                 variant.step()  # the compilation
                 compile_s[key] = time.perf_counter() - start
             runs[key] = variant
+            timing.interleave([variant], argparse.Namespace(**{**vars(opts), "rounds": 1}))  # round 1
+            if save is not None:
+                save(_train_table(variants, runs, compile_s, {}, opts))
     ops = {key: operators(key, variant) for key, variant in runs.items() if opts.ops and "+compile" not in key}
     show_operator_differences(variants, ops)
-    timing.interleave(runs.values(), opts)
+    rest = argparse.Namespace(**{**vars(opts), "warmup": 0, "rounds": opts.rounds - 1})
+    after = (lambda: save(_train_table(variants, runs, compile_s, ops, opts))) if save is not None else None
+    timing.interleave(runs.values(), rest, after_round=after)
+    return _train_table(variants, runs, compile_s, ops, opts)
+
+
+def _train_table(
+    variants: dict[str, dict[str, Any]],
+    runs: dict[str, Any],
+    compile_s: dict[str, float],
+    ops: dict[str, Counter[str] | None],
+    opts: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """The rows of the runs timed so far; MFU only where the peak applies (bf16/fp16, not fp32: None)."""
     rows = []
     for key, variant in runs.items():
         label = key.removesuffix(" +compile")
@@ -175,11 +200,12 @@ def train_rows(variants: dict[str, dict[str, Any]], img: int, opts: argparse.Nam
         base_key = base + " +compile" if key.endswith(" +compile") and base + " +compile" in runs else base
         ips = opts.batch / float(np.median(variant.times))
         base_ips = opts.batch / float(np.median(runs[base_key].times))
+        mfu = None if opts.amp == "off" else ips * 6 * spec["gmacs"] * 1e9 / (opts.peak_tflops * 1e12)
         rows.append({
             "model": key, "side": spec["side"], "gmacs": spec["gmacs"], "img_s": ips,
             "per_gmac": ips * spec["gmacs"] / (base_ips * variants[base]["gmacs"]), "vs": base_key,
-            "mfu": ips * 6 * spec["gmacs"] * 1e9 / (opts.peak_tflops * 1e12), "compile_s": compile_s.get(key),
-            "ops": sum(ops[key].values()) if ops.get(key) else None,
+            "mfu": mfu, "compile_s": compile_s.get(key), "ops": sum(ops[key].values()) if ops.get(key) else None,
+            "rounds": len(variant.times),
         })  # fmt: skip
     return rows
 
@@ -272,7 +298,7 @@ def markdown(train: list[dict[str, Any]], infer: list[dict[str, Any]], img: int,
         ]
         lines += [
             f"| {r['model']} | {r['gmacs']:.3g} | {r['img_s']:.4g} | {r['per_gmac']:.2f}× | {r['vs']} "
-            f"| {100 * r['mfu']:.1f}% | {_seconds(r['compile_s'])} | {r['ops'] or ''} |"
+            f"| {_mfu(r['mfu'])} | {_seconds(r['compile_s'])} | {r['ops'] or ''} |"
             for r in train
         ]
         lines.append("")
@@ -286,6 +312,11 @@ def markdown(train: list[dict[str, Any]], infer: list[dict[str, Any]], img: int,
         ]
         lines += [f"| {r['model']} | " + " | ".join(f"{r[f'ms_b{b}']:.3g}" for b in batches) + " |" for r in infer]
     return "\n".join(lines)
+
+
+def _mfu(value: float | None) -> str:
+    """n/a for fp32 rows: the peak (`--peak-tflops`) is the tensor cores' bf16/fp16 rate."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _seconds(value: float | None) -> str:
@@ -327,15 +358,21 @@ def measure(opts: argparse.Namespace, peer: Callable[[str, int], torch.nn.Module
     if opts.gpu_branches:
         _doc_script("operator_counts").use_gpu_branches()
     variants = build_variants(opts.sizes.split(","), opts.img, opts, peer or timm_factory(), opts.models)
-    train = [] if opts.infer_only else train_rows(variants, opts.img, opts)
+
+    def save(train: list[dict[str, Any]], infer: list[dict[str, Any]], stopped_before: str | None) -> None:
+        if opts.json:  # written as the rows come: a run stopped later keeps them
+            table = {"train": train, "infer": infer, "markdown": markdown(train, infer, opts.img, opts)}
+            part = opts.json.with_name(opts.json.name + ".part")  # whole or not at all: read after a stop
+            part.write_text(json.dumps({**table, **({"stopped_before": stopped_before} if stopped_before else {})}))
+            part.replace(opts.json)
+
+    train = [] if opts.infer_only else train_rows(variants, opts.img, opts, lambda rows: save(rows, [], "the rest"))
     result = {"train": train, "infer": [], "markdown": markdown(train, [], opts.img, opts)}
-    if opts.json and not opts.train_only:  # kept if the run is stopped during the inference rows
-        opts.json.write_text(json.dumps({**result, "stopped_before": "inference"}, indent=2))
     if not opts.train_only:
+        save(train, [], "inference")
         result["infer"] = infer_rows(variants, opts.img, opts)
         result["markdown"] = markdown(train, result["infer"], opts.img, opts)
-    if opts.json:
-        opts.json.write_text(json.dumps(result, indent=2))
+    save(result["train"], result["infer"], None)
     return result
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -200,37 +200,71 @@ class Variant:
             return float("nan")
 
 
-def interleave(runs: Iterable[Variant], opts: argparse.Namespace) -> None:
+def interleave(
+    runs: Iterable[Variant],
+    opts: argparse.Namespace,
+    deadline: float | None = None,
+    stopped: list[str] | None = None,
+    after_round: Callable[[], None] | None = None,
+) -> None:
     """`opts.warmup` steps of each (allocator, AdamW state, kernels), then `opts.rounds` rounds in which
-    every variant samples `opts.steps` steps in turn, so that load from other processes hits all alike."""
+    every variant samples `opts.steps` steps in turn, so that load from other processes hits all alike.
+    Past `deadline` (time.monotonic) it stops between variants and rounds once each has one sample, and
+    says so in `stopped`; `after_round` runs after each round (docs/peer_timing.py writes its rows)."""
     runs = list(runs)
     for variant in runs:
         for _ in range(opts.warmup):
             variant.step()
-    for _ in range(opts.rounds):
+    for done in range(opts.rounds):
         for variant in runs:
+            if done and _past(deadline):
+                _say(stopped, f"{done} of {opts.rounds} rounds, the last one partial, at the deadline")
+                return
             variant.sample(opts.steps)
+        if after_round is not None:
+            after_round()
 
 
-def measure(groups: dict[str, tuple[str, ...]], img: int, batch: int, opts: argparse.Namespace) -> list[dict]:
-    """One row per variant: img/s (wall and CPU time), per-GMAC ratios and activations vs its group's DeiT."""
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
+
+
+def _say(stopped: list[str] | None, why: str) -> None:
+    if stopped is not None:
+        stopped.append(why)
+
+
+def measure(
+    groups: dict[str, tuple[str, ...]],
+    img: int,
+    batch: int,
+    opts: argparse.Namespace,
+    deadline: float | None = None,
+    stopped: list[str] | None = None,
+) -> list[dict]:
+    """One row per variant: img/s (wall and CPU time), per-GMAC ratios and activations vs its group's DeiT.
+    Past `deadline` no more variant is built (rows of those built) and no more round started (interleave)."""
     gmacs = {name: architecture_gmacs(name, img) for names in groups.values() for name in names}
     every_form = getattr(opts, "every_form", False)
-    runs = {
-        label: Variant(name, kwargs, batch, img, opts)
-        for names in groups.values()
-        for name in names
-        for label, kwargs in variants(name, every_form, opts.device)
-    }
+    runs: dict[str, Variant] = {}
+    for names in groups.values():
+        for name in names:
+            for label, kwargs in variants(name, every_form, opts.device):
+                if runs and _past(deadline):
+                    _say(stopped, f"{label} not built")
+                    continue
+                runs[label] = Variant(name, kwargs, batch, img, opts)
     memory = {label: v.total_memory() for label, v in runs.items()}
-    interleave(runs.values(), opts)
+    interleave(runs.values(), opts, deadline, stopped)
     rows = []
     for names in groups.values():
         base = names[0]
+        if base not in runs:  # every ratio of the group divides by its DeiT
+            continue
         base_ips = batch / float(np.median(runs[base].times))
         base_cpu = batch / float(np.median(runs[base].cpu_times))
         for name in names:
-            for label, _ in variants(name, every_form, opts.device):
+            for label in (label for label, _ in variants(name, every_form, opts.device) if label in runs):
                 ips = batch / float(np.median(runs[label].times))
                 cpu_ips = batch / float(np.median(runs[label].cpu_times))
                 rows.append({
@@ -238,7 +272,7 @@ def measure(groups: dict[str, tuple[str, ...]], img: int, batch: int, opts: argp
                     "per_gmac": ips * gmacs[name] / (base_ips * gmacs[base]), "cpu_img_s": cpu_ips,
                     "cpu_per_gmac": cpu_ips * gmacs[name] / (base_cpu * gmacs[base]),
                     "activations_mib": memory[label] / 2**20, "activations_vs_deit": memory[label] / memory[base],
-                    "chosen": [describe(row) for row in runs[label].chosen],
+                    "chosen": [describe(row) for row in runs[label].chosen], "rounds": len(runs[label].times),
                 })  # fmt: skip
     return rows
 

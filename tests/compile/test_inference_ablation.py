@@ -99,7 +99,7 @@ def test_gpu_check_section_keeps_what_a_stopped_run_wrote(tmp_path: Path, monkey
     """docs/gpu_check.py's `inference`: the ablation's own process, then `vitc bench --cuda-graph` in the time left
     (here on CPU without --cuda-graph, which is a one-line error there); a run stopped at the budget keeps its JSON."""
     gpu_check = load_doc_script("gpu_check")
-    real_run, commands = gpu_check.run, []
+    real_run, commands = gpu_check.sections.run, []
 
     def fake_ablation(stop: bool):
         def run(cmd: list[str], timeout: float, env=None):
@@ -116,13 +116,39 @@ def test_gpu_check_section_keeps_what_a_stopped_run_wrote(tmp_path: Path, monkey
         return run
 
     plan = {**gpu_check.DRY, "inference": {**gpu_check.DRY["inference"], "bench": "-m deit_micro -b 1 -n 1"}}
-    monkeypatch.setattr(gpu_check, "run", fake_ablation(stop=False))
-    section = gpu_check.inference(plan, tmp_path, 100.0)
-    assert commands[0][1] == 80.0 and "--budget-s 30" in section["ablation"]["command"]  # min(plan's 30, 60%)
+    monkeypatch.setattr(gpu_check.sections, "run", fake_ablation(stop=False))
+    section = gpu_check.sections.inference(plan, tmp_path, 100.0)
+    assert commands[0][1] == 85.0 and "--budget-s 30" in section["ablation"]["command"]  # min(plan's 30 + 0, 70%)
     assert section["ablation"]["stopped"] is None and section["ablation"]["markdown"] == "tables\n"
     assert "| deit_micro eager |" in section["cuda_graph_bench"]["markdown"]
-    monkeypatch.setattr(gpu_check, "run", fake_ablation(stop=True))
-    section = gpu_check.inference(plan, tmp_path, 100.0)
+    monkeypatch.setattr(gpu_check.sections, "run", fake_ablation(stop=True))
+    section = gpu_check.sections.inference(plan, tmp_path, 100.0)
     assert section["ablation"]["stopped"] == "stopped at the section's budget (100 s)"
-    assert "torch.compile cells are missing" in section["ablation"]["markdown"]
+    assert "the parts after these are missing" in section["ablation"]["markdown"]
     assert "stopped at the section's budget" in section["cuda_graph_bench"]["skipped"]
+
+
+def test_the_torch_compile_cell_gets_its_reserve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The compile cell started only with --compile-reserve-s of the budget left after every other cell, so
+    on the GPU (cells budget 60, reserve 45) it never ran: the other cells now stop short of the reserve.
+    Each cell takes 10 s of a simulated clock; the JSON is written after the CvT part too."""
+    ablation = _load()
+    clock, real_cell = [0.0], ablation.time_cell
+    monkeypatch.setattr(ablation.time, "monotonic", lambda: clock[0])
+
+    def cell(*args, **kwargs):
+        clock[0] += 10.0
+        return real_cell(*args, **kwargs)
+
+    def no_peer(name: str, img: int):
+        assert json.loads((tmp_path / "a.json").read_text())["cvt"]["rows"]  # written before this part
+        raise RuntimeError("timm failed")
+
+    monkeypatch.setattr(ablation, "time_cell", cell)
+    args = [*MICRO, "--batches", "2,4", "--torch-compile", "fp32:2", "--compile-backend", "eager",
+            "--budget-s", "50", "--compile-reserve-s", "35", "--json", str(tmp_path / "a.json")]  # fmt: skip
+    with pytest.raises(RuntimeError, match="timm failed"):
+        ablation.measure(ablation.parser().parse_args(args), peer=no_peer)
+    result = ablation.measure(ablation.parser().parse_args([*args, "--no-peers"]))
+    assert result["cvt"]["skipped"] == ["fp32 b4: time budget spent"]  # the second would eat into the reserve
+    assert {row["model"] for row in result["cvt"]["compile_rows"]} >= {"eager +torch.compile"}

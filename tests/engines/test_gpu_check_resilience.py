@@ -1,0 +1,342 @@
+"""docs/gpu_check.py keeps every figure it measured in its one device call: a stopped or failing sub-run,
+a report bug, a SIGTERM at the limit, and its budget shared so that every section runs. Subprocess results
+and the clock are simulated (no GPU, no long runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.doc_scripts import load_doc_script
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def gpu_check(monkeypatch: pytest.MonkeyPatch) -> Any:
+    module = load_doc_script("gpu_check")
+    monkeypatch.setattr(module, "missing", lambda section: [])
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # check() extends it for its subprocesses
+    return module
+
+
+def _only(gpu_check: Any, monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    monkeypatch.setattr(gpu_check, "SECTIONS", {name: gpu_check.SECTIONS[name] for name in names})
+
+
+def _peer_run(script: list, seen: list | None = None):
+    """A stand-in for sections.run: the n-th peer_timing run does script[n] (a callable of its JSON path)."""
+    calls: list[list[str]] = []
+
+    def run(cmd: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+        if "peer_timing.py" not in " ".join(cmd):
+            return subprocess.CompletedProcess(cmd, 0, "| table |", "")
+        calls.append(cmd)
+        return script[len(calls) - 1](cmd, Path(cmd[cmd.index("--json") + 1]))
+
+    return run
+
+
+def _writes(markdown: str, code: int = 0, stderr: str = "") -> Any:
+    def act(cmd: list[str], path: Path) -> subprocess.CompletedProcess:
+        path.write_text(json.dumps({"markdown": markdown, "train": [1], "infer": [2]}))
+        return subprocess.CompletedProcess(cmd, code, "", stderr)
+
+    return act
+
+
+def test_a_peer_run_stopped_after_its_training_json_keeps_it(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    """The reviewer's timeout_json.py: a run stopped at its timeout had `markdown` but no `command`, and
+    gpu_check_report's part['command'] raised KeyError outside any try: the whole check died, no report."""
+
+    def stopped(cmd: list[str], path: Path) -> subprocess.CompletedProcess:
+        path.write_text(json.dumps({"markdown": "TRAIN TABLE", "train": [1], "infer": [], "stopped_before": "x"}))
+        raise subprocess.TimeoutExpired(cmd, 1.0, output=b"vitc deit_tiny: ...\n")
+
+    monkeypatch.setattr(gpu_check.sections, "run", _peer_run([stopped]))
+    _only(gpu_check, monkeypatch, "peers", "cuda_layer")
+    plan = {**gpu_check.DRY, "peers": [("--a", 0.5)], "operator_counts": []}
+    result = gpu_check.check(plan, tmp_path, 480.0, [], tmp_path)
+    peers = result["sections"]["peers"]["--a"]
+    assert peers["command"] == "python docs/peer_timing.py --a" and peers["train"] == [1]
+    assert result["sections"]["cuda_layer"]["status"] == "ok"
+    text = (tmp_path / "gpu_check.md").read_text()
+    assert "TRAIN TABLE" in text and "skipped: time budget spent (the run was stopped)" in text
+
+
+def test_a_failing_peer_run_keeps_the_earlier_ones(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    """The reviewer's fail_later.py: the second run's exit 1 discarded the first run's table."""
+    failing = _writes("TABLE 2 (partial)", 1, "Traceback ...\nRuntimeError: compile failed")
+    monkeypatch.setattr(gpu_check.sections, "run", _peer_run([_writes("TABLE 1"), failing, _writes("TABLE 3")]))
+    _only(gpu_check, monkeypatch, "peers")
+    plan = {**gpu_check.DRY, "peers": [("--a", 0.3), ("--b", 0.5), ("--c", 1.0)], "operator_counts": []}
+    section = gpu_check.check(plan, tmp_path, 480.0, [], tmp_path)["sections"]["peers"]
+    assert section["status"] == "ok" and section["--a"]["markdown"] == "TABLE 1"
+    assert (
+        section["--b"]["failed"] == "exited 1" and section["--b"]["stderr_tail"][-1] == "RuntimeError: compile failed"
+    )
+    assert section["--b"]["markdown"] == "TABLE 2 (partial)" and section["--c"]["markdown"] == "TABLE 3"
+    assert "failed: exited 1" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_the_report_is_rewritten_after_each_sub_run(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    """A SIGKILL during a section's third run still leaves the first two in $OUT."""
+    seen: list[dict] = []
+
+    def look(cmd: list[str], path: Path) -> subprocess.CompletedProcess:
+        seen.append(json.loads((tmp_path / "gpu_check.json").read_text())["sections"]["peers"])
+        return _writes("TABLE")(cmd, path)
+
+    monkeypatch.setattr(gpu_check.sections, "run", _peer_run([look, look, look]))
+    _only(gpu_check, monkeypatch, "peers")
+    plan = {**gpu_check.DRY, "peers": [("--a", 0.3), ("--b", 0.5), ("--c", 1.0)], "operator_counts": []}
+    gpu_check.check(plan, tmp_path, 480.0, [], tmp_path)
+    assert [sorted(k for k in s if k.startswith("--")) for s in seen] == [[], ["--a"], ["--a", "--b"]]
+    assert seen[2]["status"] == "running" and seen[2]["--b"]["markdown"] == "TABLE"
+
+
+def test_a_failing_torch_bench_precision_keeps_the_others(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    def run(cmd: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+        if "fp32" in cmd:
+            return subprocess.CompletedProcess(cmd, 1, "", "error: out of memory")
+        stem = Path(cmd[cmd.index("--json") + 1]).with_suffix("")
+        Path(f"{stem}.json").write_text("[]")
+        Path(f"{stem}.md").write_text("| fp16 table |")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(gpu_check.sections, "run", run)
+    section = gpu_check.sections.torch_bench({**gpu_check.DRY, "precisions": ("fp32", "fp16")}, tmp_path, 100.0)
+    assert section["fp32"]["failed"] == "exited 1" and section["fp32"]["stderr_tail"] == ["error: out of memory"]
+    assert section["fp16"]["markdown"] == "| fp16 table |"
+
+
+def test_a_failing_training_run_keeps_the_others(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    sections = gpu_check.sections
+
+    def row(plan, out, i, model, amp, settings, label) -> dict:
+        if i == 1:
+            raise RuntimeError("CUDA out of memory")
+        return {"model": label, "amp": amp, "train_images_per_s": 10.0 + i}
+
+    monkeypatch.setattr(sections, "feed_timing", lambda args: {"command": "feed", "markdown": "FEED"})
+    monkeypatch.setattr(sections, "_train_row", row)
+    plan = {**gpu_check.DRY, "train": [("a", "off"), ("b", "off"), ("c", "off")]}
+    rows = sections.train(plan, tmp_path, 100.0)["rows"]
+    assert [r.get("train_images_per_s") for r in rows] == [10.0, None, 12.0]
+    assert rows[1]["failed"] == "RuntimeError: CUDA out of memory" and rows[1]["traceback"]
+    text = gpu_check.markdown({"dry_run": True, "seconds": 1.0, "sections": {"train": {"status": "ok", "rows": rows}}})
+    assert "| b | off | failed: RuntimeError: CUDA out of memory |" in text
+
+
+def test_train_starts_no_run_it_cannot_finish_nor_the_feed_tests(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    """A run is not stopped once started: one starts only with the last run's time left; the feed's GPU
+    tests (60 s) only with 60 s left."""
+    sections, clock = gpu_check.sections, [0.0]
+    monkeypatch.setattr(sections.time, "monotonic", lambda: clock[0])
+
+    def row(plan, out, i, model, amp, settings, label) -> dict:
+        clock[0] += 40.0
+        return {"model": label, "amp": amp, "train_images_per_s": 1.0}
+
+    monkeypatch.setattr(sections, "feed_timing", lambda args: {"command": "feed", "markdown": "FEED"})
+    monkeypatch.setattr(sections, "_train_row", row)
+    monkeypatch.setattr(sections, "run", lambda *a, **k: pytest.fail("the feed tests started"))
+    plan = {**gpu_check.DRY, "device": "cuda", "train": [("a", "off"), ("b", "off"), ("c", "off")]}
+    section = sections.train(plan, tmp_path, 100.0)
+    assert [r.get("skipped", "ran") for r in section["rows"]] == ["ran", "ran", "time budget spent (20 s left)"]
+    assert section["feed_tests"] == "skipped: 20 s of the section left, the tests need 60"
+
+
+def test_a_report_that_cannot_render_ends_nothing(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    def broken(result: dict) -> str:
+        raise KeyError("command")
+
+    monkeypatch.setattr(gpu_check, "markdown", broken)
+    _only(gpu_check, monkeypatch, "environment", "cuda_layer")
+    result = gpu_check.check(gpu_check.DRY, tmp_path, 100.0, [], tmp_path)
+    assert result["sections"]["cuda_layer"]["status"] == "ok"
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["report_error"] == "gpu_check.md: KeyError: 'command'" and saved["sections"]["cuda_layer"]
+    assert "gpu_check.json has every figure" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_every_section_gets_time_and_the_total_stays_in_budget(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    """The reviewer's budget.py: 1.5 × share caps summed to 900 s of 480; peers, train and inference took it
+    all and the later sections were skipped. Each section here spends all it is handed (train 40 s more)."""
+    clock = [0.0]
+    monkeypatch.setattr(gpu_check.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(gpu_check, "has", lambda name: True)  # cuda-python, tensorrt: every section runs
+
+    def spends(name: str, over: float):
+        def fn(plan: dict, out: Path, budget: float) -> dict:
+            clock[0] += (8.0 if name == "environment" else budget) + over
+            return {"given": budget}
+
+        return fn
+
+    shares = {name: share for name, (_, share) in gpu_check.SECTIONS.items()}
+    for overrun in (0.0, 40.0):
+        clock[0] = 0.0
+        fns = {name: (spends(name, overrun if name == "train" else 0.0), share) for name, share in shares.items()}
+        monkeypatch.setattr(gpu_check, "SECTIONS", fns)
+        result = gpu_check.check(gpu_check.FULL, tmp_path, 480.0, [], tmp_path)["sections"]
+        assert [name for name, s in result.items() if s["status"] == "ok"] == list(shares)  # cuda_layer second
+        assert clock[0] <= 480.0 + overrun + 1e-6
+        # each gets its share of 480 s (the shares normalised to the budget); after train's overrun, the
+        # sections after it lose at most its 40 s between them
+        caps = {name: share / sum(shares.values()) * 480.0 for name, share in shares.items()}
+        assert all(s["given"] >= caps[n] - (overrun * caps[n] / 200 if overrun else 1e-6) for n, s in result.items())
+
+
+def test_in_process_ratios_stop_at_their_deadline() -> None:
+    """training_timing.measure checks its deadline between variants and rounds: past it, it builds no
+    more variants and starts no more rounds, and says so (each variant built keeps one sample)."""
+    import argparse
+
+    timing = load_doc_script("training_timing")
+    opts = argparse.Namespace(device="cpu", amp="off", seed=0, every_form=False, rounds=3, steps=1, warmup=0)
+    stopped: list[str] = []
+    rows = timing.measure(timing.GROUPS_MICRO, 32, 2, opts, deadline=0.0, stopped=stopped)  # long past
+    assert [r["model"] for r in rows] == ["deit_micro"] and rows[0]["rounds"] == 1
+    assert stopped[0] == "convit_micro reference not built" and stopped[-1].startswith("1 of 3 rounds")
+
+
+SIGTERM_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+sys.path[:0] = [{root!r}, {root!r} + "/docs"]
+import gpu_check, gpu_check_sections as sections
+from vitc.train.interrupt import CtrlC
+
+def train(plan, out, budget):  # what vitc train does in-process: its own handlers, then the signal
+    sections.progress({{"rows": [{{"model": "first run", "train_images_per_s": 123.0}}]}})
+    with CtrlC().installed():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10**8):
+            pass
+    return {{}}
+
+gpu_check.SECTIONS = {{"train": (train, 1.0), "torch_bench": (lambda p, o, b: {{}}, 1.0)}}
+gpu_check.missing = lambda section: []
+gpu_check.check(gpu_check.DRY, Path(sys.argv[1]), 100.0, [], Path(sys.argv[1]))
+"""
+
+
+def test_sigterm_writes_the_report_with_what_it_killed(tmp_path: Path) -> None:
+    """`timeout 590` sends SIGTERM: the report says which section it stopped and keeps that section's
+    finished sub-runs; the process ends 143 (128 + SIGTERM) at once, not after the next section."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(SIGTERM_SCRIPT.format(root=str(ROOT))))
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    train = saved["sections"]["train"]
+    assert train["status"] == "killed" and train["reason"] == "killed by SIGTERM during train"
+    assert train["rows"][0]["train_images_per_s"] == 123.0 and "torch_bench" not in saved["sections"]
+    text = (tmp_path / "gpu_check.md").read_text()
+    assert "**killed by SIGTERM during train**" in text and "| first run |" in text
+
+
+def test_a_training_interrupted_still_marks_the_report(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    """Where vitc train took the SIGTERM itself (its own handler), it saves its run and raises
+    TrainingInterrupted: the report is marked and the check ends with the run's exit code."""
+    from vitc.train.loop import TrainingInterrupted
+
+    def train(plan: dict, out: Path, budget: float) -> dict:
+        gpu_check.sections.progress({"rows": [{"model": "first run"}]})
+        stopped = TrainingInterrupted("stopped by SIGTERM: saved at step 3")
+        stopped.exit_code = 143
+        raise stopped
+
+    monkeypatch.setattr(gpu_check, "SECTIONS", {"train": (train, 1.0), "torch_bench": (lambda p, o, b: {}, 1.0)})
+    with pytest.raises(SystemExit) as ended:
+        gpu_check.check(gpu_check.DRY, tmp_path, 100.0, [], tmp_path)
+    assert ended.value.code == 143
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["sections"]["train"]["status"] == "killed" and saved["sections"]["train"]["rows"]
+    assert saved["killed"] == "killed (stopped by SIGTERM: saved at step 3) during train"
+    assert "torch_bench" not in saved["sections"]
+
+
+def test_a_failing_amp_keeps_the_other_ratios(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    """train_ratios was all-or-nothing: bf16's failure lost the fp32 table measured beside it."""
+    real = load_doc_script("training_timing")
+    deadlines: list[float] = []
+
+    class Timing:
+        GROUPS_MICRO, GROUPS_224, variants, markdown = real.GROUPS_MICRO, real.GROUPS_224, real.variants, real.markdown
+
+        @staticmethod
+        def measure(groups, img, batch, opts, deadline=None, stopped=None) -> list:
+            deadlines.append(deadline)
+            if opts.amp == "bf16":
+                raise RuntimeError("flex: out of resources")
+            return []
+
+    monkeypatch.setattr(gpu_check.sections, "doc_script", lambda name: Timing)
+    plan = {**gpu_check.DRY, "ratios": {**gpu_check.DRY["ratios"], "amps": ("bf16", "off")}}
+    section = gpu_check.sections.train_ratios(plan, tmp_path, 100.0)
+    assert section["bf16"]["failed"] == "RuntimeError: flex: out of resources" and "rows" in section["off"]
+    assert all(d is not None for d in deadlines)  # measure gets its deadline
+
+
+def test_a_graph_that_cannot_be_instantiated_says_why(gpu_check: Any) -> None:
+    """CudaGraph.end() returns False (instantiate_error set) where the capture cannot be instantiated: the
+    section launched the graph regardless."""
+
+    class Graph:
+        instantiate_error = "cudaGraphInstantiateWithFlags: cudaErrorNotSupported"
+
+        def begin(self) -> None: ...
+
+        def end(self) -> bool:
+            return False
+
+        def launch(self) -> None:
+            raise AssertionError("launched a graph that was not instantiated")
+
+    class Stream:
+        def htod(self, *args: Any) -> None: ...
+
+        dtoh = htod
+
+    replay = gpu_check.sections._graph_replay(Graph(), Stream(), None, None, None, 3)
+    assert replay == {"graph_replay_ok": False, "instantiate_error": Graph.instantiate_error}
+
+
+def test_a_train_only_peer_run_writes_each_model_s_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The MFU run (--train-only --compile) wrote its JSON only at the end: a timeout in a later model's
+    cold compile lost every row. Each model's rows are written once it is built, compiled and timed."""
+    import torch
+
+    from vitc.models import create_model
+
+    peer_timing = load_doc_script("peer_timing")
+    monkeypatch.setitem(peer_timing.PAIRS, "micro", (("deit_micro", "deit_micro"), (None, "convit_micro")))
+    compiles, real_compile = [], torch.compile
+
+    def compile_once(model: Any, **kwargs: Any) -> Any:
+        compiles.append(model)
+        if len(compiles) == 2:
+            raise RuntimeError("stopped in the second cold compile")
+        return real_compile(model, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", compile_once)
+    path = tmp_path / "peers.json"
+    args = ["--device", "cpu", "--amp", "off", "--batch", "2", "--img", "32", "--sizes", "micro", "--rounds", "2",
+            "--steps", "1", "--warmup", "0", "--train-only", "--compile", "--compile-backend", "eager",
+            "--compile-side", "vitc", "--json", str(path)]  # fmt: skip
+    with pytest.raises(RuntimeError, match="second cold compile"):
+        peer_timing.measure(peer_timing.parser().parse_args(args), peer=lambda name, img: create_model(name))
+    saved = json.loads(path.read_text())
+    assert [row["model"] for row in saved["train"]] == ["timm deit_micro", "vitc deit_micro",
+                                                       "vitc deit_micro +compile", "vitc convit_micro"]  # fmt: skip
+    assert all(row["rounds"] == 1 and row["img_s"] > 0 for row in saved["train"]) and saved["stopped_before"]

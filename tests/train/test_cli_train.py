@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from vitc.checkpoint import read_meta
 from vitc.cli.main import app
 
 runner = CliRunner()
@@ -62,6 +63,11 @@ def test_resume_needs_no_recipe(tiny: dict[str, Any]) -> None:
     assert "resumed with optim.lr = 0.0001 (was 0.001)" in longer.output, longer.output
     assert sum(line.startswith("resumed with") for line in longer.output.splitlines()) == 2
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    # config.json holds the new values only: the run's records keep which epochs had the old ones
+    resumed = {"epoch": 2, "step": 0, "changed": {"optim.epochs": [1, 2], "optim.lr": [0.001, 0.0001]}}
+    assert json.loads((run_dir / "summary.json").read_text())["resumes"] == [resumed]
+    provenance = read_meta(run_dir / "last.safetensors").provenance
+    assert provenance["resumed"] == "at epoch 2 (optim.epochs 1 → 2, optim.lr 0.001 → 0.0001)"
     third = runner.invoke(app, ["train", "--resume", str(run_dir), "--epochs", "3"])  # where it goes on, said
     assert third.exit_code == 0 and f"resuming {run_dir} at epoch 3 of 3\n" in third.output, third.output
     config = run_dir / "config.json"

@@ -180,10 +180,11 @@ def _configure(
 def resumed_with(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
     """Each setting a resume changes, as `key = new (was old)`: accepted (at an epoch's end any, within one those
     that keep its draws), and config.json then holds the new value, so the user is told of every one."""
+    from vitc.train.records import changed_settings
+
     lines = []
-    same_run = ("run.name", "run.out_dir")  # they found the run (its folder): a run named by its model records ''
-    for key in sorted(k for k in after if after[k] != before.get(k) and k not in same_run):
-        line = f"{key} = {after[key]!r} (was {before.get(key)!r})"
+    for key, (old, new) in changed_settings(before, after).items():
+        line = f"{key} = {new!r} (was {old!r})"
         if key == "optim.epochs":
             line += ": the learning-rate schedule is recomputed for the new length from where the run stopped"
         lines.append(line)

@@ -78,6 +78,7 @@ class RunResult:
     attention: list[dict[str, Any]] | None = None  # the formulations measured on a GPU (vitc.models.formulation)
     sync_bn: bool = False  # BatchNorm normalised over every process's batch (run.sync_bn under DDP)
     val_precision: str = "fp32"  # what validation ran in: the run's autocast ("bf16", "fp16"), else fp32
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # vitc.train.records.resume_record, each --resume
 
 
 def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, force: bool = False) -> RunResult:
@@ -445,6 +446,7 @@ def _finish(run: Run) -> RunResult:
     result.attention = run.run_info["attention"]
     result.sync_bn = run.sync_bn
     result.val_precision = run.run_info["val_precision"]
+    result.resumes = run.run_info.get("resumes", [])
     if state.stopped_early and dist.is_main:  # the history is rank 0's
         best = max(state.history, key=lambda row: row["val_top1"])
         result.stopped_early = (

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitc.checkpoint import CheckpointMeta, meta_for
 from vitc.errors import VitcError
-from vitc.train.config import from_dict
+from vitc.train.config import flatten, from_dict
 
 if TYPE_CHECKING:
     import torch
@@ -33,9 +33,36 @@ def checkpoint_meta(model: torch.nn.Module, run_info: dict[str, Any], row: dict[
             "val_precision": run_info.get("val_precision", "fp32"),  # the run's autocast: as its training
             "processes": run_info["processes"],
             **_pretrained_fields(run_info.get("pretrained")),
+            **({"resumed": resumes_text(run_info["resumes"])} if run_info.get("resumes") else {}),
         },
         extra={"train_config": run_info["config"]},
     )
+
+
+_SAME_RUN = ("run.name", "run.out_dir")  # they find the run (its folder); a run named by its model records ''
+
+
+def changed_settings(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
+    """The settings a resume changed, `{dotted key: [old, new]}`, between two config.json records (sorted)."""
+    was, now = flatten(before), flatten(after)
+    return {key: [was.get(key), now[key]] for key in sorted(now) if now[key] != was.get(key) and key not in _SAME_RUN}
+
+
+def resume_record(state_epoch: int, step_in_epoch: int, changed: dict[str, list[Any]]) -> dict[str, Any]:
+    """One resume of a run, as summary.json lists them: where it went on (1-based epoch, steps of it already
+    trained) and what settings it changed. config.json holds only the newest values: this keeps which epochs
+    were trained with the older ones."""
+    return {"epoch": state_epoch + 1, "step": step_in_epoch, "changed": changed}
+
+
+def resumes_text(resumes: list[dict[str, Any]]) -> str:
+    """A checkpoint's provenance row: `at epoch 2, step 4 (optim.lr 0.001 → 0.0001); at epoch 3`."""
+    parts = []
+    for r in resumes:
+        step = f", step {r['step'] + 1}" if r.get("step") else ""
+        changes = ", ".join(f"{key} {old!r} → {new!r}" for key, (old, new) in r.get("changed", {}).items())
+        parts.append(f"at epoch {r['epoch']}{step}" + (f" ({changes})" if changes else ""))
+    return "; ".join(parts)
 
 
 def _pretrained_fields(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -75,6 +102,7 @@ def summary_record(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
         "sync_bn": result.sync_bn,  # run.sync_bn in effect: BatchNorm normalised over every process's batch
         "checkpoint": str(result.run_dir / "best.safetensors"),
         "pretrained": cfg.model.pretrained,
+        "resumes": result.resumes,  # each --resume: where it went on and the settings it changed
     }
 
 

@@ -36,7 +36,7 @@ from vitc.train.interrupt import CtrlC
 from vitc.train.meter import StepMeter
 from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, param_groups
 from vitc.train.progress import EpochProgress
-from vitc.train.records import check_resumable, recorded_classes, recorded_model_args
+from vitc.train.records import changed_settings, check_resumable, recorded_classes, recorded_model_args, resume_record
 from vitc.train.run_folder import RunFolder
 from vitc.train.state import RankState, TrainState, load_state
 
@@ -263,6 +263,8 @@ def setup_run(
         check_resumable(path, run_info)
         state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen}, scaler)
         run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
+        changed = changed_settings(saved.get("config") or {}, run_info["config"])
+        run_info["resumes"] = [*saved.get("resumes", []), resume_record(state.epoch, state.step_in_epoch, changed)]
         # a run that stopped early continues when --resume changes its patience or length
         state.stopped_early = out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
         processes = saved.get("processes")

@@ -23,11 +23,11 @@ from tests.processes import killed_on_exit, popen
 from vitc._lazy import torch_before
 from vitc.cli.main import app
 from vitc.errors import VitcError
-from vitc.models import create_model, layers, spvit
+from vitc.models import create_model, formulation, layers, spvit
 from vitc.models.convit import GPSA, DensePositional, dense_product
 from vitc.models.cvt import ConvAttention
 from vitc.models.formulation import MARGIN, Trial, choose_formulations, describe, pick
-from vitc.models.layers import Attention
+from vitc.models.layers import Attention, content_attention, qk_v_heads
 from vitc.models.spvit import SPSA
 
 from .test_attn_impl import GRAD_TOL, LOGIT_TOL, NULL_GRADIENTS, _logits_and_grads, _perturb
@@ -328,6 +328,74 @@ def test_a_formulation_that_is_wrong_on_this_device_is_refused(monkeypatch: pyte
     assert set(trials) == {"fused", "fused_dense"}
     assert trials["fused_dense"]["error"].startswith("differs from the reference by")
     assert record[0]["chosen"] == "fused"
+
+
+def test_pick_never_chooses_a_formulation_that_failed_the_default_included() -> None:
+    """Without a usable `fused` the fastest that passed runs, whatever it keeps; `reference` where none did."""
+    inexact = Trial("fused", error="differs from the reference by 2e-3")
+    dense, reference = Trial("fused_dense", ms=9.0, saved_mib=120.0), Trial("reference", ms=12.0, saved_mib=300.0)
+    assert pick([inexact, dense, reference]) == "fused_dense"
+    assert pick([inexact, Trial("fused_dense", error="RuntimeError: no kernel"), reference]) == "reference"
+    assert pick([inexact, Trial("fused_dense", error="differs from the reference by 1e-3")]) == "reference"
+
+
+def test_when_fused_fails_here_the_chooser_runs_one_that_passed_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tolerances of 0: only the reference, compared with itself, passes; `fused` used to be kept anyway."""
+    monkeypatch.setattr(formulation, "OUTPUT_TOL", 0.0)
+    monkeypatch.setattr(formulation, "GRAD_TOL", 0.0)
+    torch.manual_seed(0)
+    model = create_model("convit_micro", depth=2, local_up_to_layer=1, img_size=40)
+    (row,) = choose_formulations(model, batch=2, rounds=1, warmup=0)
+    trials = {t["impl"]: t for t in row["trials"]}
+    assert trials["fused"]["error"].startswith("differs from the reference by")
+    assert row["chosen"] == "reference"
+    assert all(m.attn_impl == "reference" for m in model.modules() if isinstance(m, GPSA))
+    assert describe(row).startswith("GPSA 10×10 ×1: reference, as fused failed here (fused unusable (differs")
+
+
+def test_a_gradient_zero_in_exact_arithmetic_is_measured_against_the_blocks_gradients() -> None:
+    """ConViT-S at 448 (28×28): pos_proj.bias's gradient, which the softmax cancels, is rounding noise
+    ~1e-7 of the block's largest gradient in either form; against a floor of 1e-3 of it, `fused` and
+    `fused_dense` differed by 1.5e-4 and were refused though every real gradient agrees to ~1e-6."""
+    torch.manual_seed(0)
+    model = create_model("convit_small", depth=2, local_up_to_layer=1, img_size=448).train()
+    (row,) = choose_formulations(model, batch=1, rounds=1, warmup=0, impls=("fused",))
+    (fused,) = row["trials"]
+    assert fused["error"] is None and fused["max_rel_diff"] <= 1e-5
+    assert row["chosen"] == "fused"
+
+
+class _GateGradOff(torch.autograd.Function):
+    """The identity, whose backward makes the gate's gradient 1e-3 too large."""
+
+    @staticmethod
+    def forward(ctx: Any, gate: torch.Tensor) -> torch.Tensor:
+        return gate.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * (1 + 1e-3)
+
+
+def test_a_real_gradient_off_by_a_thousandth_is_still_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fused` with the same output and a gating_param gradient 1e-3 off (relative): refused at 448 as at 40."""
+
+    def wrong_gate_gradient(self: GPSA, x: torch.Tensor) -> torch.Tensor:  # GPSA._forward_fused, one change
+        batch, tokens, dim = x.shape
+        q, k, v = qk_v_heads(x, self.qk, self.v, self.num_heads)
+        content = content_attention(q, k, v, self.scale)
+        gate = _GateGradOff.apply(torch.sigmoid(self.gating_param)).view(-1, 1, 1)
+        out = torch.addcmul(self._positional(v, gate), content, 1.0 - gate)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+    monkeypatch.setattr(GPSA, "_forward_fused", wrong_gate_gradient)
+    for name, size in (("convit_micro", 40), ("convit_small", 448)):
+        torch.manual_seed(0)
+        model = create_model(name, depth=2, local_up_to_layer=1, img_size=size).train()
+        (row,) = choose_formulations(model, batch=1, rounds=1, warmup=0, impls=("fused",))
+        (fused,) = row["trials"]
+        assert fused["error"] is not None and 5e-4 < fused["max_rel_diff"] < 2e-3, (size, fused)
+        assert row["chosen"] == "reference", size
 
 
 def test_vitc_train_measures_and_records_the_formulations_on_a_tuned_device(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
+from vitc.compile import compile_model
 from vitc.compile.fold_stem_batchnorm import FoldStemBatchNormPass, StaticStem
 from vitc.models.spvit import PatchEmbed4x2
 
@@ -37,3 +39,27 @@ def test_numbers() -> None:
         assert max_diff(model.patch_embed(x), stem_before) <= 1e-5
         assert max_diff(model(x), before) <= 1e-5
         assert model.patch_embed(x).is_contiguous()  # tokens row-major, as the blocks expect
+
+
+@pytest.mark.parametrize("side", [33, 35, 28])
+def test_a_compiled_model_refuses_another_input_size_as_the_model_does(side: int) -> None:
+    """spvit_micro at 32×32 (patch 4): compiled, a 33 or 34 pixel image rounded down to the same 8×8 grid
+    and was classified as a crop, silently (SP-ViT-S at 224: 225 to 238); 35 and 28 failed inside the
+    model with a RuntimeError about tensor sizes."""
+    model = build("spvit_micro")
+    compiled, _ = compile_model(model, target="cpu")
+    assert isinstance(compiled.patch_embed, StaticStem)
+    x = torch.randn(1, 3, side, side)
+    errors = []
+    for each in (model, compiled):
+        with pytest.raises(ValueError) as raised, torch.no_grad():
+            each(x)
+        errors.append(str(raised.value))
+    assert (
+        errors[0]
+        == errors[1]
+        == (
+            f"input {side}x{side} does not match the model's 32x32: resize the images to it, or build the model "
+            "for another size with create_model(..., img_size=...)"
+        )
+    )

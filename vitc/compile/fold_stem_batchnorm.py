@@ -14,17 +14,24 @@ import torch
 from torch import nn
 
 from vitc.compile._base import Pass, conv_like, fold_batchnorm, register_pass
-from vitc.models.layers import grid_to_tokens
+from vitc.models.layers import check_input_size, grid_to_tokens
 from vitc.models.spvit import PatchEmbed4x2
 
 __all__ = ["FoldStemBatchNormPass", "StaticStem"]
 
 
 class StaticStem(nn.Module):
-    """The 4_2 stem with folded BatchNorms: (conv + bias, ReLU) × 3, then the patch projection."""
+    """The 4_2 stem with folded BatchNorms: (conv + bias, ReLU) × 3, then the patch projection.
 
-    def __init__(self, convs: list[nn.Conv2d], proj: nn.Conv2d, grid_size: tuple[int, int]) -> None:
+    It refuses an image of another size as the stem does (`check_input_size`): the convolutions
+    would take it, and 224 to 239 pixels all round down to the 14×14 grid of a crop.
+    """
+
+    def __init__(
+        self, convs: list[nn.Conv2d], proj: nn.Conv2d, img_size: tuple[int, int], grid_size: tuple[int, int]
+    ) -> None:
         super().__init__()
+        self.img_size = img_size
         self.grid_size = grid_size
         self.num_patches = grid_size[0] * grid_size[1]
         # In-place ReLU: each conv's output is a fresh tensor nothing else reads.
@@ -32,6 +39,7 @@ class StaticStem(nn.Module):
         self.proj = proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x, self.img_size)
         return grid_to_tokens(self.proj(self.convs(x)))
 
 
@@ -46,4 +54,4 @@ class FoldStemBatchNormPass(Pass):
         assert isinstance(module, PatchEmbed4x2)
         pairs = ((module.conv1, module.bn1), (module.conv2, module.bn2), (module.conv3, module.bn3))
         convs = [conv_like(conv, *fold_batchnorm(conv, bn), groups=conv.groups) for conv, bn in pairs]
-        return StaticStem(convs, module.proj, module.grid_size)
+        return StaticStem(convs, module.proj, module.img_size, module.grid_size)

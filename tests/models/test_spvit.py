@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import vitc
 from vitc.errors import VitcError
 from vitc.models import create_model
 from vitc.models._stats import count_params, model_stats
@@ -90,6 +92,18 @@ def official_forward(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int, d
     x_cls = x[:, 0] @ sd["head.weight"].T + sd["head.bias"]
     x_aux = x[:, 1:] @ sd["aux_head.weight"].T + sd["aux_head.bias"]
     return x_cls + 0.5 * x_aux.max(1)[0]
+
+
+def official_resize_pos_embed(posemb: torch.Tensor, tokens_new: int) -> torch.Tensor:
+    """tlt/utils/utils.py `load_state_dict`'s resize (LV-ViT's TokenLabeling, which SP-ViT's main.py imports):
+    resize_pos_embed_without_cls for a square token count, else resize_pos_embed (the first token kept)."""
+    with_cls = int(math.sqrt(posemb.shape[1])) ** 2 != posemb.shape[1]
+    posemb_tok, posemb_grid = (posemb[:, :1], posemb[0, 1:]) if with_cls else (None, posemb[0])
+    gs_old, gs_new = int(math.sqrt(len(posemb_grid))), int(math.sqrt(tokens_new - with_cls))
+    posemb_grid = posemb_grid.reshape(1, gs_old, gs_old, -1).permute(0, 3, 1, 2)
+    posemb_grid = nn.functional.interpolate(posemb_grid, size=(gs_new, gs_new), mode="bicubic")
+    posemb_grid = posemb_grid.permute(0, 2, 3, 1).reshape(1, gs_new * gs_new, -1)
+    return posemb_grid if posemb_tok is None else torch.cat([posemb_tok, posemb_grid], dim=1)
 
 
 # --- helpers ---
@@ -261,6 +275,32 @@ def test_strict_load_and_filter() -> None:
     with torch.no_grad():
         x = torch.randn(1, 3, 56, 56)
         assert torch.equal(same.eval()(x), src(x))
+
+
+@pytest.mark.parametrize("img_size", [24, 48])
+def test_another_input_size_resamples_pos_embed_as_the_release(tmp_path: Path, img_size: int) -> None:
+    """load_model(img_size=...), --pretrained and import resampled as timm does (antialiased bicubic, another
+    cubic kernel): at 160 SP-ViT-S's logits were 1.9e-3 off the release's own fine-tuning resize."""
+    torch.manual_seed(7)
+    args = {"patch_size": 4, "num_classes": 10, "embed_dim": 64, "depth": 4, "num_heads": 4, "stem_chans": 16}
+    model = create_model("spvit_s", img_size=32, local_up_to_layer=2, **args).eval()  # small_model's, registered
+    randomise(model, seed=7)  # 8×8 grid: 24 shrinks it to 6×6, 48 grows it to 12×12
+    sd = model.state_dict()
+    path = vitc.save_checkpoint(tmp_path / "spvit.safetensors", model)
+    loaded = vitc.load_model(path, img_size=img_size)
+    tokens = (img_size // 4) ** 2
+    release = {**sd, "pos_embed": official_resize_pos_embed(sd["pos_embed"], tokens)}
+    filtered = checkpoint_filter_fn(dict(sd), small_model(img_size))  # import and --pretrained
+    assert (loaded.pos_embed - release["pos_embed"]).abs().max() <= 1e-7
+    assert (filtered["pos_embed"] - release["pos_embed"]).abs().max() <= 1e-7
+    x = torch.randn(2, 3, img_size, img_size)
+    with torch.no_grad():
+        want = official_forward(release, x, heads=4, depth=4, lul=2, lam=2.0)
+        assert (loaded(x) - want).abs().max() <= 1e-6
+    lv_vit = small_model(32, local_up_to_layer=0)  # LV-ViT's layout: the class token's position first, kept
+    resampled = checkpoint_filter_fn(dict(lv_vit.state_dict()), small_model(img_size, local_up_to_layer=0))
+    want_pos = official_resize_pos_embed(lv_vit.pos_embed.detach(), 1 + tokens)
+    assert (resampled["pos_embed"] - want_pos).abs().max() <= 1e-7
 
 
 def test_filter_converts_released_plain_blocks_to_spsa() -> None:

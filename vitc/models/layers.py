@@ -249,6 +249,9 @@ class ZooModel(nn.Module):
     first_conv = "patch_embed.proj"  # timm's pretrained_cfg names the input convolution and classifier
     classifier_modules: tuple[str, ...] = ("head",)  # what computes the logits from the tokens (export keeps it float)
     fixed_input_size = True  # the position embedding's or token grid's size (CvT: any)
+    # Resampling the position embedding to another grid (`resample_pos_embed`): timm's antialiased bicubic, as
+    # DeiT's and ConViT's references do; SP-ViT's release interpolates without (docs/models.md).
+    pos_embed_antialias = True
     grad_checkpointing = False  # per model and per module whose forward runs blocks (CvT's stages)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -403,15 +406,22 @@ def square_grid(num_tokens: int, what: str) -> int:
     return side
 
 
-def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], num_prefix_tokens: int = 0) -> torch.Tensor:
-    """Bicubically resample a (1, prefix + H·W, D) position embedding to another grid, as timm does."""
+def resample_pos_embed(
+    pos_embed: torch.Tensor, new_grid: tuple[int, int], num_prefix_tokens: int = 0, antialias: bool = True
+) -> torch.Tensor:
+    """Bicubically resample a (1, prefix + H·W, D) position embedding to another grid.
+
+    `antialias=True` is timm's resample (its cubic kernel has a = -0.5, Pillow's); False is plain
+    `F.interpolate(mode="bicubic")` (a = -0.75), as SP-ViT's release resizes: each family resamples as
+    its reference does (`ZooModel.pos_embed_antialias`): the two kernels give other values, upsampling too.
+    """
     prefix, grid_tokens = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     old = square_grid(grid_tokens.shape[1], "position-embedding resampling")
     if (old, old) == tuple(new_grid):
         return pos_embed
     dim = grid_tokens.shape[-1]
     grid_tokens = grid_tokens.reshape(1, old, old, dim).permute(0, 3, 1, 2).float()
-    grid_tokens = F.interpolate(grid_tokens, size=new_grid, mode="bicubic", align_corners=False, antialias=True)
+    grid_tokens = F.interpolate(grid_tokens, size=new_grid, mode="bicubic", align_corners=False, antialias=antialias)
     grid_tokens = grid_tokens.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(pos_embed.dtype)
     return torch.cat((prefix, grid_tokens), dim=1)
 

@@ -162,8 +162,9 @@ def check_skeleton(
 
 
 def resample_to_grid(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """`state_dict` with its position embedding resampled to the model's token grid, bicubically, as timm's
-    pretrained loading does for another img_size (its class token's entry, where it has one, kept)."""
+    """`state_dict` with its position embedding resampled to the model's token grid, bicubically, as the
+    family's reference does for another img_size (timm's pretrained loading; SP-ViT's release: see
+    `ZooModel.pos_embed_antialias`), its class token's entry, where it has one, kept."""
     theirs, ours = state_dict.get(POS_EMBED), model.state_dict().get(POS_EMBED)
     if theirs is None or ours is None or theirs.shape == ours.shape:
         return dict(state_dict)
@@ -171,7 +172,8 @@ def resample_to_grid(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
 
     grid = tuple(model.patch_embed.grid_size)
     try:
-        value = resample_pos_embed(theirs, grid, num_prefix_tokens=ours.shape[1] - grid[0] * grid[1])
+        prefix, antialias = ours.shape[1] - grid[0] * grid[1], getattr(model, "pos_embed_antialias", True)
+        value = resample_pos_embed(theirs, grid, num_prefix_tokens=prefix, antialias=antialias)
     except ValueError as exc:
         raise VitcError(f"{source}: cannot resample {POS_EMBED} to {grid[0]}×{grid[1]} tokens ({exc})") from exc
     return {**state_dict, POS_EMBED: value}

@@ -348,6 +348,9 @@ class SPViT(ZooModel):
 
     first_conv = "patch_embed.conv1"
     global_pools = GLOBAL_POOLS
+    # The release resizes pos_embed for another img_size with plain bicubic F.interpolate, no antialias
+    # (tlt/utils/utils.py resize_pos_embed_without_cls, from LV-ViT's TokenLabeling): see docs/models.md.
+    pos_embed_antialias = False
     classifier_modules = ("head", "aux_head")  # token labelling: head(cls) + 0.5·max(aux_head(patches))
 
     def __init__(
@@ -473,7 +476,9 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: SPViT) -> d
         if key.endswith("rel_indices"):
             continue
         if key == "pos_embed" and value.shape != own[key].shape:
-            value = resample_pos_embed(value, model.patch_embed.grid_size, model.num_prefix_tokens)
+            value = resample_pos_embed(
+                value, model.patch_embed.grid_size, model.num_prefix_tokens, antialias=model.pos_embed_antialias
+            )
         prefix = key.removesuffix("attn.qkv.weight")
         if prefix != key and f"{prefix}attn.qk.weight" in own and f"{prefix}attn.qkv.weight" not in own:
             dim = value.shape[1]

@@ -40,6 +40,20 @@ def test_missing_optional_dependency_is_a_clear_error() -> None:
         lazy_import("vitc_no_such_package")
 
 
+def test_a_broken_optional_dependency_is_said_broken_not_missing(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Installed but failing to import (a shared library missing: OSError) is one VitcError that says so and why,
+    neither "not installed" nor the OSError's traceback."""
+    from vitc._lazy import lazy_import
+    from vitc.errors import VitcError
+
+    (tmp_path / "vitc_broken_package").mkdir()
+    (tmp_path / "vitc_broken_package" / "__init__.py").write_text('raise OSError("libfoo.so.1: cannot open")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    said = r"needs 'vitc_broken_package': vitc_broken_package is installed but cannot be imported: libfoo\.so\.1"
+    with pytest.raises(VitcError, match=said):
+        lazy_import("vitc_broken_package.sub")
+
+
 def test_a_missing_dependency_names_the_extra_that_brings_it(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """`vitc train` without scikit-learn must say `pip install 'vitc[torch]'`, not `pip install 'vitc'`."""
     from typer.testing import CliRunner

@@ -189,3 +189,58 @@ def test_doctor_shows_the_install_hint_whole_on_jetpack_5(monkeypatch: pytest.Mo
     assert result.exit_code == 0, result.output
     assert "built for CUDA 12.6 but the driver supports CUDA 11.4" in result.output
     assert "pip install 'vitc[trt-cu11]' (CUDA 11 drivers, JetPack 5)" in result.output
+
+
+# A Jetson's torch without its CUDA libraries, and onnxruntime built against numpy 2's C API with apt's numpy
+# 1.17.4 ahead on PYTHONPATH: pybind11 prints numpy's RuntimeError and raises a bare ImportError.
+BROKEN_PACKAGES = {
+    "torch": 'raise ImportError("libcusparseLt.so.0: cannot open shared object file: No such file or directory")\n',
+    "onnxruntime": (
+        "import sys\n"
+        'sys.stderr.write("RuntimeError: module compiled against API version 0xe "\n'
+        '"but this version of numpy is 0xd\\n")\n'
+        "raise ImportError()\n"
+    ),
+}
+MAIN_WITH_TRAINING = (
+    "import sys; from vitc import _lazy; _lazy.TRAINING_PYTHON = (3, 8)\n"  # the torch check, on 3.8 too
+    "from vitc.cli.main import main; sys.argv[0] = 'vitc'; main()\n"
+)
+
+
+def _run_with_broken_packages(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`vitc ARGV` in a fresh interpreter where torch and onnxruntime are installed but fail to import."""
+    import os
+
+    for name, source in BROKEN_PACKAGES.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(source)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "COLUMNS": "300"}
+    return subprocess.run(
+        [sys.executable, "-c", MAIN_WITH_TRAINING, *argv], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_doctor_shows_a_broken_torch_and_onnxruntime_as_rows(tmp_path: Path) -> None:
+    """Installed but failing to import: a `broken: why` row each, every other row, exit 0 (was a traceback)."""
+    done = _run_with_broken_packages(tmp_path, "doctor")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in done.stdout.splitlines() if "│" in line}
+    assert rows["torch"] == "broken: libcusparseLt.so.0: cannot open shared object file: No such file or directory"
+    assert rows["onnxruntime"] == (
+        "broken: RuntimeError: module compiled against API version 0xe but this version of numpy is 0xd"
+    )
+    assert {"python", "platform", "onnx", "tensorrt", "cuda_binding", "gpus", "jetson"} <= set(rows)
+    assert rows["bench / predict / eval x.onnx"] == "missing"
+
+
+@pytest.mark.parametrize("argv", [["train"], ["bench", "--model", "convit_micro"]], ids=lambda a: a[0])
+def test_training_commands_with_a_broken_torch_say_so_in_one_line(tmp_path: Path, argv: list[str]) -> None:
+    done = _run_with_broken_packages(tmp_path, *argv)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"error: {_named(argv) if argv[0] == 'train' else 'vitc bench --model / --ckpt'} needs PyTorch: "
+        "torch is installed but cannot be imported: libcusparseLt.so.0: cannot open shared object file: "
+        "No such file or directory"
+    )

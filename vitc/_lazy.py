@@ -6,8 +6,10 @@ gives the same clear message everywhere instead of an ImportError deep in a stac
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import platform
 import sys
 from types import ModuleType
@@ -51,26 +53,63 @@ def require_training(what: str) -> None:
     require_training_python(what)
     if not has_module("torch"):
         raise VitcError(f"{what} needs PyTorch, which is not installed ({OPTIONAL['torch']})")
+    _, broken = import_optional("torch")  # imported here, as the command would next: one line, no traceback
+    if broken is not None:
+        raise VitcError(f"{what} needs PyTorch: {broken_text('torch', broken)}")
 
 
 def has_module(name: str) -> bool:
-    """True when `name` can be imported, without importing it."""
+    """True when `name` can be imported, without importing it (a dotted name imports its parents)."""
     try:
         return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
+    except Exception:  # ImportError, ValueError, or whatever a broken parent package raises
         return False
 
 
-def lazy_import(name: str) -> ModuleType:
-    """Import an optional dependency or raise a VitcError that says how to install it."""
-    if name.split(".")[0] == "torch":
-        require_training_python("this command")
+def import_optional(name: str) -> tuple[ModuleType | None, str | None]:
+    """(module, None); (None, None) when its package is not installed; (None, why) when it is installed but
+    its import fails: a Jetson's torch without libcusparseLt.so.0, or onnxruntime built against a newer
+    numpy than apt's 1.17.4 ahead on PYTHONPATH. Any exception counts (those raise ImportError, others
+    OSError or RuntimeError). What the import writes to stderr is kept for `why`: a pybind11 module raises a
+    bare ImportError after printing numpy's "module compiled against API version 0xe ..." there."""
+    if not has_module(name.split(".")[0]):
+        return None, None
+    said = io.StringIO()
     try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        root = name.split(".")[0]
-        hint = OPTIONAL.get(root, f"pip install {root}")
-        raise VitcError(f"this command needs {root!r}, which is not installed ({hint})") from exc
+        with contextlib.redirect_stderr(said):
+            module = importlib.import_module(name)
+    except Exception as exc:
+        return None, _first_line(exc, said.getvalue())
+    sys.stderr.write(said.getvalue())  # a working module's warnings are still shown
+    return module, None
+
+
+def _first_line(exc: BaseException, stderr: str) -> str:
+    """The exception's first line; when it has no text, the last line the import printed, else its type."""
+    for text in (str(exc), stderr.strip().splitlines()[-1] if stderr.strip() else ""):
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        if lines:
+            return lines[0]
+    return type(exc).__name__
+
+
+def broken_text(name: str, why: str) -> str:
+    """How an installed package that cannot be imported is said, in every command and in `vitc doctor`."""
+    return f"{name} is installed but cannot be imported: {why}"
+
+
+def lazy_import(name: str) -> ModuleType:
+    """Import an optional dependency or raise a VitcError that says how to install it (or why it is broken)."""
+    root = name.split(".")[0]
+    if root == "torch":
+        require_training_python("this command")
+    module, broken = import_optional(name)
+    if module is not None:
+        return module
+    if broken is not None:
+        raise VitcError(f"this command needs {root!r}: {broken_text(root, broken)}")
+    hint = OPTIONAL.get(root, f"pip install {root}")
+    raise VitcError(f"this command needs {root!r}, which is not installed ({hint})")
 
 
 def torch_before(major: int, minor: int) -> bool:

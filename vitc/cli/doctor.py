@@ -21,44 +21,58 @@ def _version(dist: str) -> str | None:
 
 
 def gather() -> dict[str, Any]:
-    """Facts, importing only what is installed (torch and tensorrt only when present)."""
-    from vitc._lazy import has_module
+    """Facts, importing only what is installed; a package that is installed but fails to import (a Jetson's
+    torch without libcusparseLt, onnxruntime against an older numpy) is a row of its own, `broken: why`."""
+    from vitc._lazy import import_optional
     from vitc.engines.platform import jetson_info, nvidia_smi_gpus
 
     facts: dict[str, Any] = {"python": platform.python_version(), "platform": sys.platform + " " + platform.machine()}
-    facts["torch"] = None
-    if has_module("torch"):
-        import torch
-
-        facts["torch"] = {
-            "version": torch.__version__,
-            "cuda": torch.version.cuda,
-            "cuda_available": torch.cuda.is_available(),
-        }
-    facts["onnx"] = _version("onnx")
-    facts["onnxruntime"] = None
-    if has_module("onnxruntime"):
-        import onnxruntime
-
-        facts["onnxruntime"] = {"version": onnxruntime.__version__, "providers": onnxruntime.get_available_providers()}
-    facts["tensorrt"] = None
-    if has_module("tensorrt"):
+    torch, broken = import_optional("torch")
+    facts["torch"] = _broken(broken)
+    if torch is not None:
         try:
-            import tensorrt
-
-            if not hasattr(tensorrt, "__version__"):
-                raise ImportError("only tensorrt-stubs is installed, not TensorRT")
-
-            facts["tensorrt"] = {"version": tensorrt.__version__}
-            try:
-                facts["tensorrt"]["dla_cores"] = int(tensorrt.Builder(tensorrt.Logger()).num_DLA_cores)
-            except Exception:  # no GPU or driver: the version is still worth showing
-                facts["tensorrt"]["dla_cores"] = None
-        except ImportError as exc:  # e.g. the stubs-only package or missing libnvinfer
-            facts["tensorrt"] = {"version": None, "error": str(exc).splitlines()[0]}
+            facts["torch"] = {
+                "version": torch.__version__,
+                "cuda": torch.version.cuda,
+                "cuda_available": torch.cuda.is_available(),
+            }
+        except Exception as exc:  # a torch that imports but cannot query CUDA is still worth showing
+            facts["torch"] = {"version": getattr(torch, "__version__", None), "error": _line(exc)}
+    facts["onnx"] = _version("onnx")
+    onnxruntime, broken = import_optional("onnxruntime")
+    facts["onnxruntime"] = _broken(broken)
+    if onnxruntime is not None:
+        facts["onnxruntime"] = {"version": onnxruntime.__version__, "providers": onnxruntime.get_available_providers()}
+    facts["tensorrt"] = _tensorrt()
     facts["cuda_binding"] = binding_facts()
     facts["gpus"] = [g.to_dict() for g in nvidia_smi_gpus()]
     facts["jetson"] = jetson_info()
+    return facts
+
+
+def _broken(why: str | None) -> dict[str, Any] | None:
+    """The row of a package that is installed but cannot be imported (None: not installed, or it imported)."""
+    return None if why is None else {"version": None, "broken": why}
+
+
+def _line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _tensorrt() -> dict[str, Any] | None:
+    """TensorRT's version and DLA cores; `broken` for the stubs-only package or a missing libnvinfer."""
+    from vitc._lazy import import_optional
+
+    tensorrt, broken = import_optional("tensorrt")
+    if tensorrt is None:
+        return _broken(broken)
+    if not hasattr(tensorrt, "__version__"):
+        return _broken("only tensorrt-stubs is installed, not TensorRT")
+    facts: dict[str, Any] = {"version": tensorrt.__version__}
+    try:
+        facts["dla_cores"] = int(tensorrt.Builder(tensorrt.Logger()).num_DLA_cores)
+    except Exception:  # no GPU or driver: the version is still worth showing
+        facts["dla_cores"] = None
     return facts
 
 
@@ -86,10 +100,11 @@ def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
     training = _lazy.TRAINING_PYTHON
     py = f"Python >= {training[0]}.{training[1]}, "  # the training side; the runtime rows also run on 3.8
-    torch_ok = facts["torch"] is not None and sys.version_info[:2] >= training
+    torch_ok = bool(facts["torch"] and facts["torch"].get("version")) and sys.version_info[:2] >= training
     trt_ok = bool(facts["tensorrt"] and facts["tensorrt"].get("version"))
     gpu_ok = bool(facts["gpus"]) or facts["jetson"] is not None
-    ort_ok = facts["onnxruntime"] is not None
+    cuda_ok = torch_ok and bool(facts["torch"].get("cuda_available"))
+    ort_ok = bool(facts["onnxruntime"] and facts["onnxruntime"].get("version"))
     return [
         ("train / compile / eval ckpt", py + "torch", torch_ok),
         ("export", py + "torch, onnx, onnxruntime", torch_ok and facts["onnx"] is not None and ort_ok),
@@ -105,7 +120,7 @@ def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
             trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok,
         ),
         ("bench --model / --compare", py + "torch", torch_ok),
-        ("bench --device cuda", py + "torch with CUDA and a GPU", torch_ok and facts["torch"]["cuda_available"]),
+        ("bench --device cuda", py + "torch with CUDA and a GPU", cuda_ok),
     ]
 
 
@@ -138,6 +153,8 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             continue
         if value in (None, [], {}):
             text: str | Text = missing
+        elif isinstance(value, dict) and value.get("broken"):
+            text = Text.assemble(("broken", "red"), f": {value['broken']}")
         elif isinstance(value, dict):
             text = ", ".join(f"{k}: {v}" for k, v in value.items())
         elif isinstance(value, list):

@@ -426,3 +426,59 @@ def test_bench_device_auto_is_the_gpu_where_the_backend_has_one(tmp_path: Path) 
     assert [r["device"] for r in rows] == ["cuda" if torch.cuda.is_available() else "cpu"]
     typo = run("bench", "-e", str(onnx), "--device", "gpu0")
     assert typo.exit_code == 2 and "(auto, cpu, cuda)" in typo.output, typo.output
+
+
+TEGRA = {
+    "35": "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 2023",
+    "36": "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 2024",
+}
+
+
+def on_a_jetson(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, l4t: str = "35") -> None:
+    """Jetson facts from L4T files, no nvpmodel and no GPU clock node: `vitc bench` warns about both."""
+    from vitc.engines import platform
+
+    (tmp_path / "nv_tegra_release").write_text(TEGRA[l4t] + "\n")
+    (tmp_path / "model").write_text("NVIDIA Jetson AGX Orin Developer Kit\x00")
+    monkeypatch.setattr(platform, "TEGRA_RELEASE", tmp_path / "nv_tegra_release")
+    monkeypatch.setattr(platform, "DEVICE_MODEL", tmp_path / "model")
+    monkeypatch.setattr(platform, "gpu_clock_range", lambda: None)
+    monkeypatch.setattr(platform, "_run", lambda cmd, timeout=10.0: None)
+
+
+def in_a_venv_without_system_site_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.8.10\n")
+    monkeypatch.setattr("sys.prefix", str(venv))
+    monkeypatch.setattr("sys.base_prefix", "/usr")
+
+
+@pytest.mark.parametrize(("l4t", "extra"), [("35", "trt-cu11"), ("36", "trt-cu12")])
+def test_a_jetson_names_its_remedies_in_build_bench_and_doctor(tmp_path: Path, monkeypatch, l4t: str, extra: str):
+    """No TensorRT in a venv made without --system-site-packages, no cuda-python: every command names the venv
+    to recreate (not `pip install tensorrt`) and the extra for this L4T (it was named only for a wrong major)."""
+    from tests.engines.fakes.cuda_fakes import install_cuda
+    from tests.engines.fakes.tensorrt_fake import install_tensorrt
+    from vitc.engines.tensorrt import NO_SYSTEM_SITE_PACKAGES
+
+    on_a_jetson(monkeypatch, tmp_path, l4t)
+    in_a_venv_without_system_site_packages(monkeypatch, tmp_path)
+    gpu = install_cuda(monkeypatch, cuda_python=None)
+    monkeypatch.setitem(os.sys.modules, "tensorrt", None)
+    monkeypatch.setenv("COLUMNS", "1000")  # doctor: one table row per line
+    cuda = f"cuda-python: not installed (pip install 'vitc[{extra}]', the bindings for JetPack "
+    built = run("build", str(make_tiny_onnx(tmp_path / "m.onnx")))
+    assert built.exit_code == 2 and f"missing: TensorRT ({NO_SYSTEM_SITE_PACKAGES})" in built.output, built.output
+    assert cuda in built.output and "pip install tensorrt" not in built.output
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"ftrt" + bytes(20) + bytes([10, 3, 0, 26]) + bytes(8))
+    benched = run("bench", "-e", str(plan))
+    assert benched.exit_code == 2, benched.output
+    assert benched.output.strip() == f"error: TensorRT is not installed ({NO_SYSTEM_SITE_PACKAGES})"
+    doctor = run("doctor").output
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in doctor.splitlines() if "│" in line}
+    assert rows["tensorrt"] == f"missing ({NO_SYSTEM_SITE_PACKAGES})" and cuda in rows["cuda_binding"], doctor
+    install_tensorrt(monkeypatch, "10.3" if l4t == "36" else "8.5", gpu)
+    benched = run("bench", "-e", str(plan))
+    assert benched.exit_code == 2 and cuda in benched.output, benched.output

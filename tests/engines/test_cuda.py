@@ -70,7 +70,7 @@ def test_no_usable_bindings_is_one_clear_error(cuda_fake) -> None:
     with pytest.raises(VitcError, match=r"built for CUDA 12.6 but the driver supports CUDA 11.4.*trt-cu11.*JetPack 5"):
         Cuda()
     cuda_fake(cuda_python=None, pycuda=False)
-    with pytest.raises(VitcError, match="cuda-python: not installed; pycuda: not installed"):
+    with pytest.raises(VitcError, match=r"cuda-python: not installed \(pip install 'vitc\[trt-cu11\]'.*\); pycuda"):
         Cuda()
     with pytest.raises(VitcError, match="unknown CUDA bindings"):
         choose_bindings("cupy")
@@ -238,3 +238,17 @@ def test_doctor_says_which_bindings_and_why(cuda_fake) -> None:
     assert facts["kind"] == "cuda-python" and facts["module"] == "cuda.bindings.runtime"
     assert "same or newer major" in facts["reason"]  # 12.6 driver, 12.9 bindings: minor-version compatible
     assert facts["bindings_cuda"] == "12.9"
+
+
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [("include-system-site-packages = false", True), ("include-system-site-packages = true", False), (None, False)],
+)
+def test_a_venv_without_system_site_packages_is_told_apart(monkeypatch, tmp_path, cfg, expected) -> None:
+    """The venv that hides JetPack's TensorRT (python3-libnvinfer is in the system Python's dist-packages)."""
+    from vitc.engines.platform import venv_without_system_site_packages
+
+    (tmp_path / "pyvenv.cfg").write_text(f"home = /usr/bin\n{cfg}\n" if cfg else "")
+    monkeypatch.setattr("sys.prefix", str(tmp_path) if cfg else "/usr")
+    monkeypatch.setattr("sys.base_prefix", "/usr")
+    assert venv_without_system_site_packages() is expected

@@ -86,7 +86,8 @@ def test_missing_cuda_bindings_stop_the_build_before_parsing(fake, monkeypatch, 
     onnx.write_bytes(b"not even ONNX: parsing it first would fail with a parser error")
     out = tmp_path / "engines"
     line = error_line("build", onnx, "--out", out / "m.plan")
-    assert "missing: CUDA bindings (cuda-python: not installed; pycuda: not installed" in line
+    assert "missing: CUDA bindings (cuda-python: not installed (pip install 'vitc[trt-cu11]'" in line
+    assert "; pycuda: not installed)" in line
     assert "TensorRT (" not in line  # the fake TensorRT is there
     assert not out.exists()  # no plan, no sidecar, no timing cache
 

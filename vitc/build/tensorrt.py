@@ -260,15 +260,15 @@ def _save_engine(output: Path, blob: bytes, sidecar: EngineSidecar, heldout: Hel
 def check_build_machine() -> tuple[str, dict[str, str]]:
     """The TensorRT version and the GPU's properties; one line naming everything missing for a build."""
     from vitc.engines.cuda import Cuda, choose_bindings
-    from vitc.engines.tensorrt import NOT_INSTALLED, tensorrt_available
+    from vitc.engines.tensorrt import tensorrt_available, tensorrt_remedy
 
     missing = []
     if not tensorrt_available():
-        missing.append(NOT_INSTALLED.replace("TensorRT is not installed", "TensorRT"))
+        missing.append(f"TensorRT ({tensorrt_remedy()})")
     gpu: dict[str, str] | None = None
     choice = choose_bindings()
     if choice.kind is None:
-        missing.append(f"CUDA bindings ({choice.reason}; `vitc doctor` says which to install)")
+        missing.append(f"CUDA bindings ({choice.reason})")  # with what to install (cuda.install_hint)
     else:
         try:
             gpu = Cuda().device_properties()

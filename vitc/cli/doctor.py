@@ -141,6 +141,7 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
         )
         return
     from vitc.cli._console import console as plain_console
+    from vitc.engines.tensorrt import tensorrt_remedy
 
     console = plain_console()
     missing = Text("missing", style="red")
@@ -151,8 +152,10 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
         if key == "cuda_binding":
             table.add_row(key, _binding_text(value))
             continue
-        if value in (None, [], {}):
-            text: str | Text = missing
+        if value is None and key == "tensorrt":
+            text: str | Text = Text.assemble(("missing", "red"), f" ({tensorrt_remedy()})")
+        elif value in (None, [], {}):
+            text = missing
         elif isinstance(value, dict) and value.get("broken"):
             text = Text.assemble(("broken", "red"), f": {value['broken']}")
         elif isinstance(value, dict):

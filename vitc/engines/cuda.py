@@ -35,6 +35,14 @@ INSTALL_HINT = (
 )
 
 
+def install_hint() -> str:
+    """What to install for CUDA bindings that work here: on a Jetson, the extra for its L4T; else INSTALL_HINT.
+    The one remedy `vitc doctor`, `vitc build` and `vitc bench --engine x.plan` name."""
+    from vitc.engines.platform import jetson_cuda_remedy, jetson_info
+
+    return jetson_cuda_remedy(jetson_info()) or INSTALL_HINT
+
+
 def cuda_version(code: int | None) -> str:
     """12060 → '12.6' (the encoding of cudaDriverGetVersion / cudaRuntimeGetVersion)."""
     return "none" if not code else f"{code // 1000}.{code % 1000 // 10}"
@@ -75,7 +83,7 @@ def _try_cuda_python() -> tuple[BindingChoice | None, str]:
         if rt is not None:
             break
     else:
-        return None, "cuda-python: not installed"
+        return None, f"cuda-python: not installed ({install_hint()})"
     try:
         err, driver = rt.cudaDriverGetVersion()
         err2, built = rt.cudaRuntimeGetVersion()
@@ -92,7 +100,7 @@ def _try_cuda_python() -> tuple[BindingChoice | None, str]:
         return None, (
             f"cuda-python ({name}) is built for CUDA {cuda_version(built)} but the driver supports "
             f"CUDA {cuda_version(driver)}: every call would fail with cudaErrorInsufficientDriver "
-            f"({INSTALL_HINT})"
+            f"({install_hint()})"
         )
     reason = (
         f"built for CUDA {cuda_version(built)}; the driver supports CUDA {cuda_version(driver)} "

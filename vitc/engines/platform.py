@@ -11,6 +11,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ L4T_TO_JETPACK = {
     "36.4": "6.1/6.2",
     "38.2": "7.0",
 }
+# L4T major → the vitc extra with the cuda-python for its CUDA (pyproject.toml; docs/jetson.md's table):
+# R35 is JetPack 5 (CUDA 11.4), R36 JetPack 6 (CUDA 12.2/12.6), R38 JetPack 7 (CUDA 13).
+L4T_CUDA_EXTRA = {"35": ("trt-cu11", "CUDA 11.4"), "36": ("trt-cu12", "CUDA 12"), "38": ("trt-cu13", "CUDA 13")}
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,33 @@ def jetson_info() -> dict[str, str] | None:
     except OSError:
         info["model"] = "Jetson (unknown model)"
     return info
+
+
+def jetson_cuda_remedy(info: dict[str, str] | None) -> str | None:
+    """On a Jetson whose L4T vitc knows, the one install that brings CUDA bindings for its CUDA; else None."""
+    if info is None:
+        return None
+    known = L4T_CUDA_EXTRA.get(info.get("l4t", "").split(".")[0])
+    if known is None:
+        return None
+    extra, cuda = known
+    return f"pip install 'vitc[{extra}]', the bindings for JetPack {info.get('jetpack', '?')}'s {cuda}"
+
+
+def venv_without_system_site_packages() -> bool:
+    """True in a venv created without --system-site-packages (pyvenv.cfg), which cannot see the packages
+    JetPack installs for the system Python: TensorRT's python3-libnvinfer in /usr/lib/python3*/dist-packages."""
+    if sys.prefix == sys.base_prefix:
+        return False
+    try:
+        text = (Path(sys.prefix) / "pyvenv.cfg").read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip().lower() == "include-system-site-packages":
+            return value.strip().lower() != "true"
+    return False
 
 
 def parse_nvpmodel(text: str) -> str | None:

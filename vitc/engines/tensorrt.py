@@ -25,6 +25,7 @@ cannot tell a malicious plan from a good one.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,7 +197,29 @@ def numpy_dtype(dtype: trt.DataType, tensor: str = "tensor", source: str = "plan
     return NUMPY_DTYPES[name]
 
 
-NOT_INSTALLED = "TensorRT is not installed (pip install tensorrt on a desktop GPU; JetPack ships it on Jetson)"
+NO_SYSTEM_SITE_PACKAGES = (
+    "this venv was created without --system-site-packages, where JetPack's TensorRT is: recreate it with "
+    "`python3 -m venv --system-site-packages ...`"
+)
+
+
+def tensorrt_remedy() -> str:
+    """What makes TensorRT importable here; the one remedy `vitc doctor`, `vitc build` and `vitc bench --engine`
+    name. On a Jetson TensorRT comes from JetPack (python3-libnvinfer, in the system Python's dist-packages),
+    not from pip: a venv that cannot see those is the usual cause."""
+    from vitc.engines.platform import jetson_info, venv_without_system_site_packages
+
+    if jetson_info() is None:
+        return "pip install tensorrt on a desktop GPU; JetPack ships it on Jetson"
+    if venv_without_system_site_packages():
+        return NO_SYSTEM_SITE_PACKAGES
+    if not sys.base_prefix.startswith("/usr"):  # pyenv, conda: their site-packages are not JetPack's
+        return f"JetPack's TensorRT is for the system /usr/bin/python3, not this Python ({sys.base_prefix})"
+    return "JetPack's python3-libnvinfer, for the system python3: sudo apt-get install python3-libnvinfer"
+
+
+def not_installed() -> str:
+    return f"TensorRT is not installed ({tensorrt_remedy()})"
 
 
 def tensorrt_available() -> bool:
@@ -209,13 +232,13 @@ def tensorrt_available() -> bool:
         return False
     try:
         return hasattr(importlib.import_module("tensorrt"), "__version__")
-    except ImportError:
+    except Exception:  # ImportError, or OSError from a libnvinfer that does not load (`vitc doctor` says which)
         return False
 
 
 def installed_version() -> str:
     if not tensorrt_available():
-        raise VitcError(NOT_INSTALLED)
+        raise VitcError(not_installed())
     return str(trt.__version__)
 
 

@@ -454,6 +454,22 @@ def in_a_venv_without_system_site_packages(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr("sys.base_prefix", "/usr")
 
 
+def test_bench_on_a_jetson_refuses_a_plan_before_it_warns_about_clocks(tmp_path: Path, monkeypatch):
+    """`error: TensorRT is not installed` came after `warning: could not read the GPU clock range`: the clock
+    warnings are said once the engines are loaded, and only then."""
+    on_a_jetson(monkeypatch, tmp_path)
+    monkeypatch.setitem(os.sys.modules, "tensorrt", None)
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"ftrt" + bytes(20) + bytes([10, 3, 0, 26]) + bytes(8))
+    refused = run("bench", "-e", str(plan))
+    assert refused.exit_code == 2 and refused.output.startswith("error: TensorRT is not installed"), refused.output
+    assert "warning" not in refused.output
+    onnx = make_tiny_onnx(tmp_path / "m.onnx")
+    timed = run("bench", "-e", str(onnx), "-n", "2", "--warmup", "0")
+    assert timed.exit_code == 0, timed.output
+    assert "warning: could not read the GPU clock range; run `sudo jetson_clocks`" in timed.output
+
+
 @pytest.mark.parametrize(("l4t", "extra"), [("35", "trt-cu11"), ("36", "trt-cu12")])
 def test_a_jetson_names_its_remedies_in_build_bench_and_doctor(tmp_path: Path, monkeypatch, l4t: str, extra: str):
     """No TensorRT in a venv made without --system-site-packages, no cuda-python: every command names the venv

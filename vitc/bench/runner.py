@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,8 +38,10 @@ def bench_runners(
     plan: TimingPlan,
     heldout: Heldout | None = None,
     rounds: int = 1,
+    loaded: Callable[[], None] | None = None,
 ) -> BenchReport:
-    """Time every runner at every batch size into one report (`batches` None: `default_batch`).
+    """Time every runner at every batch size into one report (`batches` None: `default_batch`); `loaded` is
+    called once every runner is loaded (the CLI's power-mode warnings: after a plan this machine refuses).
 
     With `rounds` > 1 the runners take turns, each round timing every (runner, batch) for a share of
     the iterations, so that a shared machine's slow phases hit all of them alike and the ratios hold.
@@ -63,7 +65,7 @@ def bench_runners(
     )
     doing = {"now": "loading the runners"}  # said by a CUDA failure
     try:
-        _measure(runners, batches, share, rounds, heldout, report, doing)
+        _measure(runners, batches, share, rounds, heldout, report, doing, loaded)
         if batches is None:
             report.settings["batches"] = sorted({row.batch for row in report.rows})
     except RuntimeError as exc:  # CUDA out of memory or a lost GPU: one line with the batch that failed
@@ -93,6 +95,7 @@ def _measure(
     heldout: Heldout | None,
     report: BenchReport,
     doing: dict[str, str],
+    loaded: Callable[[], None] | None = None,
 ) -> None:
     """Activate every runner, measure accuracy, time every (runner, batch); rows go into `report`."""
     with contextlib.ExitStack() as stack:
@@ -100,6 +103,8 @@ def _measure(
             doing["now"] = f"loading {runner.name}"
             stack.enter_context(runner)
             report.warnings += runner.warnings
+        if loaded is not None:
+            loaded()
         drift = {}
         for runner in runners:
             doing["now"] = f"running {runner.name} on the held-out set at batch size 32"

@@ -115,10 +115,12 @@ def bench(
         cuda_graph=cuda_graph, threads=threads,
     )  # fmt: skip
     jetson, warnings = _platform()
-    for line in warnings:
-        warn(line)  # one line each
 
-    report = bench_runners(runners, batches, plan, heldout=heldout, rounds=rounds)
+    def loaded() -> None:  # a machine that cannot run the engines says so first, not after the clock warnings
+        for line in warnings:
+            warn(line)  # one line each
+
+    report = bench_runners(runners, batches, plan, heldout=heldout, rounds=rounds, loaded=loaded)
     report.warnings[:0] = warnings
     if jetson is not None:
         report.environment["jetson"] = jetson

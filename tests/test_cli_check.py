@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from vitc.cli.main import app
 runner = CliRunner()
 
 
-def _layernorm_chain(path: Path, blocks: int) -> Path:
+def _layernorm_chain(path: Path, blocks: int, custom: bool = True) -> Path:
     """x → LayerNormalization (norm1, norm2 per block, then a final norm) → Custom op: opset 17."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
@@ -25,7 +26,8 @@ def _layernorm_chain(path: Path, blocks: int) -> Path:
     for i, name in enumerate(names):
         nodes.append(helper.make_node("LayerNormalization", [prev, "gamma", "beta"], [f"t{i}"], name=name, axis=-1))
         prev = f"t{i}"
-    nodes.append(helper.make_node("Mystery", [prev], ["y"], name="/head/Mystery", domain="acme"))
+    head = ("Mystery", "acme") if custom else ("Identity", "")
+    nodes.append(helper.make_node(head[0], [prev], ["y"], name=f"/head/{head[0]}", domain=head[1]))
     weights = [numpy_helper.from_array(np.ones(4, dtype=np.float32), n) for n in ("gamma", "beta")]
     graph = helper.make_graph(
         nodes,
@@ -96,3 +98,47 @@ def test_a_plan_is_named_as_one(tmp_path: Path) -> None:
     result = runner.invoke(app, ["check", str(plan)])
     assert result.exit_code == 2 and "OK" not in result.output, result.output
     assert ".plan names a TensorRT plan and vitc check reads ONNX files" in " ".join(result.output.split())
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # find_spec says absent, as on a machine without it
+
+
+def test_without_trt_check_targets_the_installed_tensorrt_without_importing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JetPack 5: "OK for TensorRT 10", then `vitc build` failed on the LayerNormalization 8.5 cannot parse. The
+    installed release is read from its package (importing it would load libnvinfer: here it raises)."""
+    path = _layernorm_chain(tmp_path / "m.onnx", blocks=1, custom=False)
+    package = tmp_path / "site" / "tensorrt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('__version__ = "8.5.2.2"\nraise ImportError("libnvinfer.so.8: not here")\n')
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "error: " + str(path) + ": 3 problem(s) for TensorRT 8.5 (installed)" in " ".join(result.output.split())
+    assert "tensorrt" not in sys.modules
+    given = runner.invoke(app, ["check", str(path), "--trt", "10"])
+    assert given.exit_code == 0 and f"{path}: OK for TensorRT 10 (4 nodes)" in given.output, given.output
+
+
+def test_without_trt_or_tensorrt_check_targets_the_export(tmp_path: Path, no_tensorrt: None) -> None:
+    """No TensorRT here: the target the manifest beside the file records, else 10, said as such."""
+    import hashlib
+    import json
+
+    from tests.engines.conftest import manifest_record
+
+    path = _layernorm_chain(tmp_path / "model.fp32.onnx", blocks=1, custom=False)
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "OK for TensorRT 10 (the default: no TensorRT here, no export target; --trt names another; 4 nodes)" in (
+        " ".join(result.output.split())
+    )
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "manifest.fp32.json").write_text(json.dumps(manifest_record(trt_target="8.5", onnx_sha256=sha)))
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "3 problem(s) for TensorRT 8.5 (the export's target, manifest.fp32.json)" in " ".join(result.output.split())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import typer
 from typing_extensions import Annotated
@@ -40,9 +40,13 @@ def group_findings(findings: Sequence[Finding]) -> list[tuple[str, str, list[str
 def check(
     model: Annotated[Path, typer.Argument(help="ONNX file.")],
     trt: Annotated[
-        str,
-        typer.Option("--trt", help="TensorRT version: 8.5, 8.6, 10 or 11, or a release such as 8.5.2.2 or 10.3."),
-    ] = "10",
+        Optional[str],
+        typer.Option(
+            "--trt",
+            help="TensorRT version: 8.5, 8.6, 10 or 11, or a release such as 8.5.2.2 or 10.3. Default: the "
+            "TensorRT installed here, else the target in the export's manifest beside the file, else 10.",
+        ),
+    ] = None,
     all_names: Annotated[bool, typer.Option("--all", help="List every node name instead of folding them.")] = False,
 ) -> None:
     """List ops, Q/DQ layouts and dynamic dims TensorRT would reject, grouped by kind; exit 1 if any (2: bad input)."""
@@ -52,7 +56,8 @@ def check(
     from vitc.export.onnx_export import read_onnx
     from vitc.export.trt_rules import check_onnx, resolve
 
-    resolve(trt)  # an export target or the release a device reports (its parser's table): refuse others at once
+    if trt is not None:
+        resolve(trt)  # an export target or the release a device reports (its parser's table): refuse others at once
     if path_kind(model) != FILE:
         raise not_taken(model, "an ONNX file", (".onnx",))
     if SUFFIXES.get(model.suffix.lower()) == "tensorrt":  # a plan's bytes could parse as some protobuf
@@ -60,6 +65,7 @@ def check(
             f"{model}: {model.suffix} names a TensorRT plan and vitc check reads ONNX files: check the .onnx "
             f"it was built from (`vitc info {model}` describes a plan)"
         )
+    trt, why = (trt, None) if trt is not None else default_target(model)
     proto = read_onnx(model)
     findings = check_onnx(proto, trt)
     console = plain_console()
@@ -68,5 +74,32 @@ def check(
         console.print(f"  {kind}{count}: {problem}", highlight=False, soft_wrap=True)
         console.print(f"      {', '.join(names) if all_names else fold_names(names)}", highlight=False, soft_wrap=True)
     if findings:
-        raise CheckFailed(f"{model}: {len(findings)} problem(s) for TensorRT {trt}")
-    console.print(f"{model}: OK for TensorRT {trt} ({len(proto.graph.node)} nodes)")
+        raise CheckFailed(f"{model}: {len(findings)} problem(s) for TensorRT {trt}" + (f" ({why})" if why else ""))
+    nodes = f"{len(proto.graph.node)} nodes"
+    console.print(f"{model}: OK for TensorRT {trt} ({f'{why}; ' if why else ''}{nodes})")
+
+
+def default_target(model: Path) -> Tuple[str, str]:
+    """(version, why) without --trt: the TensorRT installed here (read, not imported), which `vitc build`
+    would use; else the target the export recorded beside the file; else 10. "OK for TensorRT 10" where 8.5
+    is installed was followed by `vitc build` failing on the same file."""
+    from vitc.artifacts import manifest_for
+    from vitc.engines.tensorrt import installed_release
+    from vitc.errors import VitcError
+    from vitc.export.trt_rules import resolve
+
+    release = installed_release()
+    if release is not None:
+        version = ".".join(release.split(".")[:2])
+        try:
+            resolve(version)
+            return version, "installed"
+        except VitcError:  # a release vitc has no parser table for: the next source says what to check
+            pass
+    try:
+        manifest = manifest_for(model)
+    except VitcError:  # a file the manifest does not describe (edited since): its target says nothing of it
+        manifest = None
+    if manifest is not None and manifest.trt_target is not None:
+        return manifest.trt_target, f"the export's target, {manifest.path.name}"
+    return "10", "the default: no TensorRT here, no export target; --trt names another"

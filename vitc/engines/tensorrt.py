@@ -236,6 +236,38 @@ def tensorrt_available() -> bool:
         return False
 
 
+def installed_release() -> str | None:
+    """The installed TensorRT's version without importing it (its import loads libnvinfer and CUDA): the
+    `__version__` line of the tensorrt package TensorRT's wheels and JetPack's python3-libnvinfer install,
+    else its distribution's metadata; None when there is none (tensorrt-stubs alone has neither)."""
+    import importlib.metadata
+    import re
+
+    from vitc._lazy import has_module
+
+    loaded = sys.modules.get("tensorrt")
+    if loaded is not None and hasattr(loaded, "__version__"):  # already imported: what it says
+        return str(loaded.__version__)
+    if not has_module("tensorrt"):
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("tensorrt")
+    origin = getattr(spec, "origin", None)
+    if origin and origin.endswith(".py"):
+        try:
+            source = Path(origin).read_text(errors="replace")
+            found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", source, re.M)
+        except OSError:
+            found = None
+        if found:
+            return found.group(1)
+    try:
+        return importlib.metadata.version("tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def installed_version() -> str:
     if not tensorrt_available():
         raise VitcError(not_installed())

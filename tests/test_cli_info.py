@@ -309,3 +309,31 @@ def test_an_export_folder_table_names_precision_file_and_its_state(tmp_path: Pat
     header = [cell.strip() for cell in next(ln for ln in result.output.splitlines() if "┃" in ln).split("┃")[1:4]]
     assert header == ["precision", "file", "sha256"]
     assert rows == [["fp32", "model.fp32.onnx", "no sha256"], ["int8 (fp16 base)", "model.int8.onnx", "no sha256"]]
+
+
+def test_an_export_without_a_target_says_which_tensorrt_parses_it(tmp_path: Path) -> None:
+    """An export made without --trt showed "TensorRT │ any": its opset-17 LayerNormalization is beyond 8.5's parser,
+    and its int8 weight initializers beyond 8.x's. The column derives the oldest target from the manifest."""
+    exports = {
+        "fp32": ({"opset": 17}, "8.6+ (not targeted; JetPack 5: --trt 8.5)"),
+        "fp16": ({"opset": 17, "trt_target": "8.6"}, "8.6"),
+        "int8": (
+            {"opset": 17, "precision_report": {"quantized": 1, "weights": "int8", "high_precision_dtype": "fp16"}},
+            "10+ (not targeted; JetPack 5: --trt 8.5; JetPack 6.0: --trt 8.6)",
+        ),
+    }
+    for precision, (facts, _) in exports.items():
+        make_tiny_onnx(tmp_path / f"model.{precision}.onnx")
+        record = manifest_record(precision=precision, **{"trt_target": None, **facts})
+        (tmp_path / f"manifest.{precision}.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(app, ["info", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    column = {}
+    for line in result.output.splitlines():
+        cells = [cell.strip() for cell in line.split("│")]
+        if len(cells) > 8:
+            column[cells[1].split()[0]] = cells[8]
+    assert column == {precision: shown for precision, (_, shown) in exports.items()}
+    from vitc.export.trt_rules import untargeted
+
+    assert untargeted(16, False) == "8.5+ (not targeted)" and untargeted(None, False) == "not targeted"

@@ -202,6 +202,8 @@ def rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
 
 def _exports_table(record: dict[str, Any]) -> Fitted:
     """Several exports of one folder, one row per precision: names fold, figures stay whole at any width."""
+    from vitc.export.trt_rules import untargeted
+
     table = Table(title=f"{record['folder']} ({len(record['exports'])} exports)")
     columns: tuple[str, ...] = ("precision", "file", "sha256", "model", "batch", "io", "opset", "TensorRT")
     columns += ("top-1", "Δ top-1", "agreement", "max |Δ|")  # the drift the manifest recorded
@@ -213,7 +215,8 @@ def _exports_table(record: dict[str, Any]) -> Fitted:
     for precision, raw in record["exports"].items():
         drift = raw.get("drift") or {}
         batch = raw.get("batch") or {}
-        base = (raw.get("precision_report") or {}).get("high_precision_dtype")  # int8: what is not quantized
+        report = raw.get("precision_report") or {}
+        base = report.get("high_precision_dtype")  # int8: what is not quantized
         table.add_row(
             f"{precision} ({base} base)" if base else precision,
             f"model.{precision}.onnx",
@@ -222,7 +225,7 @@ def _exports_table(record: dict[str, Any]) -> Fitted:
             f"{batch.get('min')}:{batch.get('opt')}:{batch.get('max')}",
             str(raw.get("io_dtype")),
             str(raw.get("opset")),
-            str(raw.get("trt_target") or "any"),
+            str(raw.get("trt_target") or untargeted(raw.get("opset"), report.get("weights") == "int8")),
             "-" if drift.get("top1") is None else f"{drift['top1']:.2f}%",  # None: agreement-only export
             "-" if drift.get("delta_top1") is None else f"{drift['delta_top1']:+.2f}",
             "-" if drift.get("agreement") is None else f"{drift['agreement']:.1f}%",

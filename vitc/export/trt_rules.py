@@ -108,6 +108,36 @@ def supported_ops(trt: str) -> frozenset[str]:
     return frozenset(tables()[resolve(trt)]["supported"])
 
 
+# Which JetPack each export target is for (docs/jetson.md), named beside an export made for none of them.
+JETPACK_TARGETS = {"8.5": "JetPack 5", "8.6": "JetPack 6.0", "10": "JetPack 6.1/6.2"}
+# torch writes nn.LayerNorm, which every vitc model has, as one LayerNormalization op from opset 17.
+LAYERNORM_OPSET = 17
+
+
+def oldest_target(opset: int, int8_weights_in_file: bool) -> str | None:
+    """The oldest export target whose parser reads a vitc export made without --trt, from its manifest's facts
+    (opset; int8 weight initializers, `precision_report.weights`), or None when none does."""
+    for target in TRT_VERSIONS:
+        if opset > max_opset(target) or (int8_weights_in_file and not int8_weights(target)):
+            continue
+        if opset >= LAYERNORM_OPSET and "LayerNormalization" not in supported_ops(target):
+            continue
+        return target
+    return None
+
+
+def untargeted(opset: int | None, int8_weights_in_file: bool) -> str:
+    """What an export without a TensorRT target runs on, in words: '8.6+ (not targeted; JetPack 5: --trt 8.5)'
+    (`vitc info` said "any" for an opset-17 file that TensorRT 8.5 cannot parse)."""
+    oldest = None if opset is None else oldest_target(int(opset), int8_weights_in_file)
+    if oldest is None:
+        return "not targeted"
+    older = [
+        f"{JETPACK_TARGETS[t]}: --trt {t}" for t in TRT_VERSIONS if t in JETPACK_TARGETS and _key(t) < _key(oldest)
+    ]
+    return f"{oldest}+ (not targeted" + "".join(f"; {o}" for o in older) + ")"
+
+
 def check_version(trt: str) -> str:
     """An export target (8.5, 8.6, 10, 11): what manifests record and `vitc export --trt` takes."""
     if trt not in TRT_VERSIONS:

@@ -169,19 +169,52 @@ def test_the_wheel_on_the_pythons_of_jetpack(
         assert result["train"][0] == 2 and "needs Python >= 3.10" in result["train"][1], result["train"][1]
 
 
-def test_the_onnx_extra_keeps_numpy_1_on_jetpack_6() -> None:
-    """The newest onnx needs numpy 2 (through ml_dtypes), which would shadow JetPack 6's numpy 1.21.5 in the
-    venv and break the system modules built against numpy 1 (its OpenCV); JetPack 5 (3.8) and desktops
+def test_every_install_keeps_numpy_1_on_jetpack_6() -> None:
+    """numpy 2 in the venv would shadow JetPack 6's numpy 1.21.5 and break the system modules built against
+    numpy 1 (its OpenCV). The pin was in [onnx] only: `pip install 'vitc.whl[trt-cu12,torch]'` put numpy
+    2.2.6 there. It is a core dependency now, so it holds with every extra; JetPack 5 (3.8) and desktops
     are left to pip."""
     import tomllib
     from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
 
-    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["onnx"]
-    numpy = [Requirement(line) for line in extra if line.startswith("numpy")]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
 
-    def pinned(python: str, machine: str) -> bool:
-        env = {"python_version": python, "platform_machine": machine}
-        return any(r.marker is not None and r.marker.evaluate(env) and "2" not in r.specifier for r in numpy)
+    def numpy_allowed(python: str, machine: str, extra: str) -> SpecifierSet:
+        env = {"python_version": python, "platform_machine": machine, "extra": extra}
+        lines = [*project["dependencies"], *extras.get(extra, [])]
+        wanted = [Requirement(line) for line in lines if Requirement(line).name == "numpy"]
+        return SpecifierSet(",".join(str(r.specifier) for r in wanted if r.marker is None or r.marker.evaluate(env)))
 
-    assert pinned("3.10", "aarch64")
-    assert not pinned("3.8", "aarch64") and not pinned("3.10", "x86_64") and not pinned("3.12", "aarch64")
+    for extra in ["", *extras]:
+        assert "2.2.6" not in numpy_allowed("3.10", "aarch64", extra), extra
+        assert "1.26.4" in numpy_allowed("3.10", "aarch64", extra), extra
+    for python, machine in (("3.10", "x86_64"), ("3.12", "aarch64")):
+        assert "2.2.6" in numpy_allowed(python, machine, "torch")
+
+
+def test_the_build_stays_on_setuptools_that_reads_the_license_table() -> None:
+    """`license` is a TOML table because setuptools 75.3, the last for Python 3.8 (the wheel is built on JetPack 5
+    too), reads no SPDX string; 77+ warn that the table's support ends after 2027-02-18. The build requirement is
+    capped, admitting 75.3 and the newest release built with here (84.2.1)."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert isinstance(config["project"]["license"], dict)
+    setuptools = next(r for r in map(Requirement, config["build-system"]["requires"]) if r.name == "setuptools")
+    assert {"75.3.2", "84.2.1"} <= set(setuptools.specifier.filter(["75.3.2", "84.2.1"]))
+    assert any(spec.operator == "<" for spec in setuptools.specifier), setuptools
+
+
+def test_the_training_extras_install_nothing_on_python_3_8() -> None:
+    """Training needs Python 3.10: on JetPack 5's 3.8 `[tensorboard]` installed tensorboard for nothing."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in ("torch", "tensorboard"):
+        env = {"python_version": "3.8", "platform_machine": "aarch64", "extra": extra}
+        wanted = [r for r in map(Requirement, extras[extra]) if r.marker is None or r.marker.evaluate(env)]
+        assert wanted == [], (extra, wanted)

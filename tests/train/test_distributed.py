@@ -467,7 +467,7 @@ def test_an_in_memory_sets_unreadable_files_are_named_once(tmp_path: Path) -> No
     cmd = [sys.executable, "-m", "vitc.cli.main", "train", "--nproc", "2", "--data-dir", str(tmp_path / "photos")]
     done = subprocess.run([*cmd, *_set_args(settings)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("skipped: cannot read image") == 2, done.stdout
+    assert done.stderr.count("skipped: cannot read image") == 2, done.stderr  # once each, on stderr
 
 
 def test_the_resume_command_keeps_the_processes() -> None:

@@ -184,6 +184,23 @@ def test_random_erasing() -> None:
     torch.testing.assert_close(random_erasing(x, _g(2), prob=0.5), random_erasing(x, _g(2), prob=0.5))
 
 
+def test_random_erasing_draws_the_aspect_within_timms_bounds(monkeypatch) -> None:
+    """timm's RandomErasing draws log(aspect) uniformly in [log 0.3, log(1 / 0.3)] (max_aspect = 1 / min_aspect);
+    vitc's upper bound was 3.3, not 3.33."""
+    import vitc.data.transforms as transforms
+
+    bounds = []
+    real = transforms._uniform
+
+    def spy(n, low, high, generator, attempts):  # type: ignore[no-untyped-def]
+        bounds.append((low, high))
+        return real(n, low, high, generator, attempts)
+
+    monkeypatch.setattr(transforms, "_uniform", spy)
+    random_erasing(normalize(_images(4), MEAN, STD), _g(), prob=1.0)
+    assert bounds[1] == pytest.approx((math.log(0.3), math.log(1 / 0.3)), abs=1e-12)
+
+
 def test_smoothing_values() -> None:
     t = smooth_targets(torch.tensor([2, 0]), 4, 0.1)
     torch.testing.assert_close(t[0], torch.tensor([0.025, 0.025, 0.925, 0.025]))

@@ -258,7 +258,7 @@ def random_erasing(
     generator: torch.Generator,
     prob: float = 0.25,
     scale: tuple[float, float] = (0.02, 1 / 3),
-    ratio: tuple[float, float] = (0.3, 3.3),
+    ratio: tuple[float, float] = (0.3, 1 / 0.3),  # timm's: max_aspect = 1 / min_aspect
     attempts: int = 10,
 ) -> torch.Tensor:
     """timm RandomErasing, 'pixel' mode: with probability `prob` per sample, fill one rectangle with

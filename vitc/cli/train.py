@@ -49,7 +49,8 @@ def train(
     ] = None,
     epochs: Annotated[Optional[int], typer.Option(help="optim.epochs")] = None,
     batch_size: Annotated[
-        Optional[int], typer.Option("--batch-size", "-b", help="optim.batch_size: the global batch (timm's -b).")
+        Optional[int],
+        typer.Option("--batch-size", "-b", help="optim.batch_size: the global batch (timm's -b × processes)."),
     ] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="optim.lr: the peak learning rate.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="run.seed")] = None,

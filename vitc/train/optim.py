@@ -19,7 +19,8 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
     b2) nor for what the model names in `no_weight_decay()` (position embeddings, class tokens).
     Each group carries `lr_scale`, the share of the scheduled learning rate it trains at:
     layer_decay ** (depth + 1 - layer), with the embeddings at layer 0, block i at layer i + 1 and
-    the final norm and classifier at depth + 1 (full rate), as in BEiT/timm fine-tuning.
+    the final norm and classifier at depth + 1 (full rate), as in BEiT and MAE fine-tuning (timm puts the
+    final norm with the last block).
     """
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
     layers, depth = layer_ids(model)
@@ -98,7 +99,8 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr
 
 
 class ModelEma:
-    """Exponential moving average of a model's weights (buffers copied), evaluated instead of the model."""
+    """Exponential moving average of a model's weights and float buffers (BatchNorm's statistics; integer
+    buffers copied), as timm's ModelEmaV3, evaluated instead of the model."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay

@@ -14,7 +14,7 @@ import platform
 import sys
 from types import ModuleType
 
-from vitc.errors import VitcError
+from vitc.errors import VitcError, first_line
 
 # package -> the pip extra (or install hint) that provides it
 OPTIONAL = {
@@ -79,18 +79,9 @@ def import_optional(name: str) -> tuple[ModuleType | None, str | None]:
         with contextlib.redirect_stderr(said):
             module = importlib.import_module(name)
     except Exception as exc:
-        return None, _first_line(exc, said.getvalue())
+        return None, first_line(exc, said=said.getvalue())
     sys.stderr.write(said.getvalue())  # a working module's warnings are still shown
     return module, None
-
-
-def _first_line(exc: BaseException, stderr: str) -> str:
-    """The exception's first line; when it has no text, the last line the import printed, else its type."""
-    for text in (str(exc), stderr.strip().splitlines()[-1] if stderr.strip() else ""):
-        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-        if lines:
-            return lines[0]
-    return type(exc).__name__
 
 
 def broken_text(name: str, why: str) -> str:

@@ -24,6 +24,32 @@ class CheckFailed(VitcError):
     exit_code = 1
 
 
+def first_line(exc: BaseException, limit: int = 300, said: str = "") -> str:
+    """The exception's first non-empty line, cut to `limit` characters: what a one-line error quotes of it.
+
+    An exception without a message (a bare `AssertionError()` inside torch.onnx.export, a pybind11 module's
+    `ImportError()`) gives the last non-empty line of `said` (what the code that raised it printed on stderr:
+    numpy's "module compiled against API version ..." before that ImportError), else its type's name; never
+    an IndexError from `str(exc).splitlines()[0]` in place of the error being reported.
+    """
+    lines = _lines(str(exc))
+    if lines:
+        return lines[0][:limit]
+    lines = _lines(said)
+    return lines[-1][:limit] if lines else type(exc).__name__
+
+
+def named_first_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line`, or the type alone for an exception without a message: a failure named where the
+    type says as much as the text (a KeyError's message is only the key)."""
+    lines = _lines(str(exc))
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def gpu_failure(exc: BaseException, doing: str, hint: str, kept: str = "") -> VitcError | None:
     """The one-line error for a CUDA failure raised `doing` something, or None for any other exception.
 
@@ -31,7 +57,7 @@ def gpu_failure(exc: BaseException, doing: str, hint: str, kept: str = "") -> Vi
     error (a device lost, reset or taken away mid-run) names itself; both end with `kept` (what of the
     work survives). Matched by name and message, so the numpy-only runtime path needs no torch for it.
     """
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
         return VitcError(f"out of GPU memory {doing}; try {hint}{kept}")
     if isinstance(exc, RuntimeError) and ("CUDA error" in text or "CUDA-capable device" in text):

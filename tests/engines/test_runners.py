@@ -85,6 +85,28 @@ def test_onnxruntime_runner(tiny_onnx: Path):
     assert not runner.is_active
 
 
+def test_onnx_runtime_failing_without_a_message_is_one_line(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch):
+    """An onnxruntime error with an empty message, loading or running: `str(exc).splitlines()[0]` raised
+    IndexError in place of the one-line error; now the exception's type stands for its message."""
+    import onnxruntime as ort
+
+    class Fail(Exception):
+        pass
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise Fail()
+
+    with runner_for_path(tiny_onnx, device="cpu", threads=1) as runner:
+        monkeypatch.setattr(runner.session, "run", fails)
+        with pytest.raises(VitcError) as refused:
+            runner.infer(runner.make_feed(1))
+        assert str(refused.value) == f"{tiny_onnx}: ONNX Runtime failed to run it (Fail)"
+    monkeypatch.setattr(ort, "InferenceSession", fails)
+    with pytest.raises(VitcError) as refused:
+        runner_for_path(tiny_onnx, device="cpu", threads=1).activate()
+    assert str(refused.value) == f"{tiny_onnx}: ONNX Runtime cannot load it (Fail)"
+
+
 def test_runners_refuse_integer_pixels_and_cast_floats(tiny_onnx: Path, tmp_path: Path):
     """uint8 pixels were cast to float32 and run unnormalised with no error (ONNX Runtime itself, PyTorch and
     Polygraphy refuse them); float64 and float16 arrays still run, and float32 feeds an fp16-I/O graph."""

@@ -167,6 +167,29 @@ def test_onnx_runtime_failing_on_the_export_is_one_line(trained_ckpt, tmp_path, 
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("torch.onnx.export", "ONNX export failed at opset 17: AssertionError"),
+        ("onnx.checker.check_model", "onnx.checker rejected the graph: ValidationError"),
+    ],
+)
+def test_an_exception_without_a_message_in_the_export_is_one_line(
+    target: str, said: str, trained_ckpt, tmp_path, monkeypatch
+) -> None:
+    """A bare `AssertionError()` inside torch.onnx.export (an exporter's internal assert) left as a traceback
+    ending in IndexError: `str(exc).splitlines()[0]` of an empty message; now the exception's type is the line."""
+    import onnx
+
+    def fails(*args, **kwargs):
+        raise (onnx.checker.ValidationError() if "checker" in target else AssertionError())
+
+    monkeypatch.setattr(target, fails)
+    result = runner.invoke(app, ["export", str(trained_ckpt), "--out", str(tmp_path), "--run", "x"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1] == f"error: {said}"
+
+
 def test_ctrl_c_as_the_new_onnx_lands_waits_for_its_manifest(trained_ckpt, tmp_path, monkeypatch) -> None:
     """Ctrl-C just after `vitc export --force` renamed the new ONNX file over the old one left the old manifest
     beside it (2 tries in 5), and each reader refused the pair (sha256 differs): neither export was usable.

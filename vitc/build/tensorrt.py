@@ -31,7 +31,7 @@ from vitc.engines.tensorrt import (
     sidecar_path,
 )
 from vitc.engines.trt_runner import TensorRTRunner
-from vitc.errors import VitcError
+from vitc.errors import VitcError, first_line
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -273,7 +273,7 @@ def check_build_machine() -> tuple[str, dict[str, str]]:
         try:
             gpu = Cuda().device_properties()
         except Exception as exc:  # pycuda raises its own errors without a GPU; cuda-python a VitcError
-            missing.append(f"an NVIDIA GPU ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            missing.append(f"an NVIDIA GPU ({first_line(exc)})")
     if missing or gpu is None:
         raise VitcError("vitc build needs TensorRT, CUDA bindings and an NVIDIA GPU; missing: " + "; ".join(missing))
     return installed_version(), gpu

@@ -12,6 +12,8 @@ from rich.table import Table
 from rich.text import Text
 from typing_extensions import Annotated
 
+from vitc.errors import first_line
+
 
 def _version(dist: str) -> str | None:
     try:
@@ -37,7 +39,7 @@ def gather() -> dict[str, Any]:
                 "cuda_available": torch.cuda.is_available(),
             }
         except Exception as exc:  # a torch that imports but cannot query CUDA is still worth showing
-            facts["torch"] = {"version": getattr(torch, "__version__", None), "error": _line(exc)}
+            facts["torch"] = {"version": getattr(torch, "__version__", None), "error": first_line(exc)}
     facts["onnx"] = _version("onnx")
     onnxruntime, broken = import_optional("onnxruntime")
     facts["onnxruntime"] = _broken(broken)
@@ -53,10 +55,6 @@ def gather() -> dict[str, Any]:
 def _broken(why: str | None) -> dict[str, Any] | None:
     """The row of a package that is installed but cannot be imported (None: not installed, or it imported)."""
     return None if why is None else {"version": None, "broken": why}
-
-
-def _line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _tensorrt() -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from vitc.data.stream import (
     open_source,
     use_stream,
 )
-from vitc.errors import VitcError
+from vitc.errors import VitcError, first_line
 
 Batch = tuple[torch.Tensor, torch.Tensor, list[str]]
 WholeBatch = tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]  # + each whole photo's (height, width)
@@ -185,8 +185,8 @@ class StreamFeed:
             except RuntimeError as exc:  # a worker killed (OOM killer, signal) or exited
                 if "DataLoader worker" not in str(exc):
                     raise
-                first = str(exc).splitlines()[0]
-                raise VitcError(f"a data loader worker died ({first}); the last resumable state is kept") from None
+                died = f"a data loader worker died ({first_line(exc)})"
+                raise VitcError(f"{died}; the last resumable state is kept") from None
             for reason in bad:
                 if self.on_bad_image == "stop":
                     raise VitcError(f"{reason} (data.on_bad_image=stop; =skip trains on without it)")

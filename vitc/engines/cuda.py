@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vitc.errors import VitcError
+from vitc.errors import VitcError, first_line
 
 CUDA_PYTHON_MODULES = ("cuda.bindings.runtime", "cuda.cudart")
 INSTALL_HINT = (
@@ -116,7 +116,7 @@ def _try_pycuda() -> tuple[BindingChoice | None, str]:
     try:
         driver = int(drv.get_driver_version())
     except Exception as exc:  # pycuda raises its own LogicError/RuntimeError without a driver
-        return None, f"pycuda: no CUDA driver ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        return None, f"pycuda: no CUDA driver ({first_line(exc)})"
     if not driver:
         return None, "pycuda: no CUDA driver (cuDriverGetVersion gave 0)"
     reason = f"driver API through pycuda (driver supports CUDA {cuda_version(driver)})"

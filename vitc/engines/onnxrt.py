@@ -11,7 +11,7 @@ from vitc._lazy import lazy_import
 from vitc.artifacts.precision import Precision, precision_in_name
 from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
 from vitc.engines.platform import cpu_cores
-from vitc.errors import VitcError
+from vitc.errors import VitcError, first_line
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 ORT_TYPES = {
@@ -98,7 +98,7 @@ class OnnxRuntimeRunner(BaseRunner):
                 if len(providers) > 1:  # a listed GPU provider whose libraries are missing: try the next
                     providers = providers[1:]
                     continue
-                raise VitcError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from exc
+                raise VitcError(f"{self.path}: ONNX Runtime cannot load it ({first_line(exc)})") from exc
         self.providers = list(self.session.get_providers())
         if self.providers[:1] == ["CPUExecutionProvider"] and self.precision == "int8" and _fp16_base(self.path):
             self.warnings.append(
@@ -119,7 +119,7 @@ class OnnxRuntimeRunner(BaseRunner):
         try:
             values = self.session.run(None, ready)
         except Exception as exc:  # onnxruntime's own Fail/RuntimeException types: the graph failed on this input
-            raise VitcError(f"{self.path}: ONNX Runtime failed to run it ({str(exc).splitlines()[0][:300]})") from exc
+            raise VitcError(f"{self.path}: ONNX Runtime failed to run it ({first_line(exc)})") from exc
         return {m.name: np.asarray(v) for m, v in zip(self._outputs, values)}
 
     def deactivate_impl(self) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from vitc._lazy import lazy_import, torch_before
 from vitc.artifacts.batch import BatchRange
-from vitc.errors import VitcError
+from vitc.errors import VitcError, first_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -83,7 +83,7 @@ def export_onnx(model: Any, input_size: tuple[int, int, int], opset: int, batch:
                 do_constant_folding=True,
             )
         except Exception as exc:  # the exporter raises many types; one line for the user
-            raise VitcError(f"ONNX export failed at opset {opset}: {str(exc).splitlines()[0]}") from exc
+            raise VitcError(f"ONNX export failed at opset {opset}: {first_line(exc)}") from exc
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -132,7 +132,7 @@ def check_model(model: Any) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise VitcError(f"onnx.checker rejected the graph: {str(exc).splitlines()[0]}") from exc
+        raise VitcError(f"onnx.checker rejected the graph: {first_line(exc)}") from exc
 
 
 def session(model: Any, threads: int | None = None, optimize: bool = True, profile: str | None = None) -> Any:
@@ -154,12 +154,7 @@ def session(model: Any, threads: int | None = None, optimize: bool = True, profi
     try:
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's Fail, InvalidGraph, NotImplemented, ...: no common base
-        raise VitcError(f"ONNX Runtime cannot load the graph ({level}): {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        raise VitcError(f"ONNX Runtime cannot load the graph ({level}): {first_line(exc)}") from exc
 
 
 def run_batches(sess: Any, images: np.ndarray, batch: BatchRange, outputs: list[str] | None = None) -> list[np.ndarray]:
@@ -177,7 +172,7 @@ def run_batches(sess: Any, images: np.ndarray, batch: BatchRange, outputs: list[
             outs = sess.run(outputs, {inp.name: chunk})
         except Exception as exc:  # a kernel failing at run time, as at load time: one line
             raise VitcError(
-                f"ONNX Runtime failed running the graph on a batch of {len(chunk)}: {_first_line(exc)}"
+                f"ONNX Runtime failed running the graph on a batch of {len(chunk)}: {first_line(exc)}"
             ) from exc
         results.append([o[:n].astype(np.float32) for o in outs])
     return [np.concatenate(parts) for parts in zip(*results)]

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from vitc._numerics import strict_fp32
+from vitc.errors import named_first_line
 from vitc.models.convit import GPSA
 from vitc.models.spvit import SPSA
 
@@ -158,7 +159,7 @@ def _measure(
                     steps[impl]()
                 trial.saved_mib = _activation_bytes(block, impl, x, cast) / 2**20
             except Exception as exc:  # a formulation this device or torch cannot run is not a candidate
-                trial.error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:120]}"
+                trial.error = named_first_line(exc, limit=120)
                 steps.pop(impl, None)
         times: dict[str, list[float]] = {impl: [] for impl in steps}
         for _ in range(rounds):  # round-robin: load from other processes hits every candidate alike

@@ -21,7 +21,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from vitc.errors import VitcError
+from vitc.errors import VitcError, named_first_line
 
 WAIT_S = 30 * 60.0  # for the slowest process to arrive: torch's own rendezvous timeout (machines start apart)
 POLL_S = 0.02  # the store is polled, so that Ctrl-C still reaches a waiting process
@@ -119,8 +119,7 @@ def _outcome(exc: BaseException) -> dict[str, Any]:
         return {"error": str(exc), "nothing_to_resume": isinstance(exc, NothingToResume)}
     if isinstance(exc, KeyboardInterrupt):
         return {"error": "was interrupted (Ctrl-C)"}
-    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return {"error": f"failed: {type(exc).__name__}" + (f": {first}" if first else "") + f" ({TRACEBACK_ELSEWHERE})"}
+    return {"error": f"failed: {named_first_line(exc)} ({TRACEBACK_ELSEWHERE})"}
 
 
 def _where() -> str:

@@ -20,6 +20,7 @@ from vitc.artifacts.manifest import manifest_paths
 from vitc.artifacts.model_cfg import POOLING_ARGS, ModelCfg, parse_model_cfg
 from vitc.artifacts.preprocess import format_version, resolve_preprocess
 from vitc.artifacts.resume import refuse_resume_state
+from vitc.artifacts.sidecar import PLAN_SUFFIXES
 from vitc.errors import VitcError
 
 FORMAT = "vitc.checkpoint"
@@ -247,8 +248,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 # is taken, named in one line (read as weights, an ONNX file said "not a safetensors file (bad header length)")
 MADE_FROM_CHECKPOINTS = {
     ".onnx": "an ONNX file",
-    ".plan": "a TensorRT plan",
-    ".engine": "a TensorRT engine",
+    **dict.fromkeys(PLAN_SUFFIXES, "a TensorRT plan"),
     ".pt2": "an exported PyTorch program",
 }
 

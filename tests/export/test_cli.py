@@ -190,6 +190,18 @@ def test_an_exception_without_a_message_in_the_export_is_one_line(
     assert result.output.strip().splitlines()[-1] == f"error: {said}"
 
 
+@pytest.mark.parametrize("suffix", [".plan", ".engine", ".trt"])
+def test_export_of_a_plan_under_any_of_its_suffixes_says_what_it_is(suffix: str, tmp_path) -> None:
+    """`vitc export m.trt` said "not a safetensors file (bad header length)" where m.plan and m.engine were named:
+    the plan suffixes the runners read (.plan, .engine, .trt) were listed again for the checkpoint's refusal,
+    without .trt."""
+    plan = tmp_path / f"m{suffix}"
+    plan.write_bytes(b"\x08\x07")
+    result = runner.invoke(app, ["export", str(plan), "--out", str(tmp_path / "out")])
+    said = f"{plan} is a TensorRT plan, not a vitc checkpoint: name the checkpoint or run folder it was made from"
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == f"error: {said}", result.output
+
+
 def test_ctrl_c_as_the_new_onnx_lands_waits_for_its_manifest(trained_ckpt, tmp_path, monkeypatch) -> None:
     """Ctrl-C just after `vitc export --force` renamed the new ONNX file over the old one left the old manifest
     beside it (2 tries in 5), and each reader refused the pair (sha256 differs): neither export was usable.

@@ -20,6 +20,9 @@ from vitc.errors import VitcError
 FORMAT = ENGINE_FORMAT
 FORMAT_VERSION = 1
 SQUASH_VERSION = 2  # its preprocess record squashes (crop_mode), which a reader of version 1 would centre-crop
+# the names a TensorRT plan is read under (`vitc build` writes .plan; trtexec users name theirs .engine or .trt):
+# the runners' suffixes (vitc.engines.SUFFIXES), `vitc info`'s and the checkpoint readers' refusal of a plan
+PLAN_SUFFIXES = (".plan", ".engine", ".trt")
 
 
 def sidecar_path(plan: str | os.PathLike[str]) -> Path:

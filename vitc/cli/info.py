@@ -30,6 +30,8 @@ def describe(path: Path) -> dict[str, Any]:
 def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
     """The record, and the refusal of an export's mixed or missing files: `vitc info` shows the record first,
     its table saying which file differs or is missing, then refuses."""
+    from vitc.artifacts.sidecar import PLAN_SUFFIXES
+
     if not path.exists():
         raise VitcError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -44,7 +46,7 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
         return _describe_onnx(path), None
     if suffix == ".pt2":
         return _describe_program(path), None
-    if suffix in (".plan", ".engine", ".trt"):
+    if suffix in PLAN_SUFFIXES:
         from vitc.engines.tensorrt import plan_summary
 
         return {"kind": "tensorrt plan", **plan_summary(path)}, None

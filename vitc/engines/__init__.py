@@ -11,6 +11,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from vitc.artifacts.sidecar import PLAN_SUFFIXES
 from vitc.engines.base import BaseRunner, TensorMeta
 from vitc.errors import VitcError
 
@@ -21,7 +22,7 @@ RUNNERS: dict[str, tuple[str, str]] = {
     "tensorrt": ("vitc.engines.trt_runner", "TensorRTRunner"),
 }
 # artifact suffix -> backend
-SUFFIXES: dict[str, str] = {".onnx": "onnxrt", ".plan": "tensorrt", ".engine": "tensorrt", ".trt": "tensorrt"}
+SUFFIXES: dict[str, str] = {".onnx": "onnxrt", **dict.fromkeys(PLAN_SUFFIXES, "tensorrt")}
 # the torch runner's --autocast -> torch dtype name (None: no autocast); here, torch-free, for bench to check
 AUTOCAST: dict[str, str | None] = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 

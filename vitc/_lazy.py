@@ -16,7 +16,10 @@ from types import ModuleType
 
 from vitc.errors import VitcError, first_line
 
-# package -> the pip extra (or install hint) that provides it
+# package -> how to install it: the pyproject extra that lists it, at the versions vitc needs
+# (tests/engines/test_wheel.py checks each against pyproject.toml). pillow is a core dependency, transformers
+# only the tests' reference (in [dev]); TensorRT is on no extra (NVIDIA's wheel on a desktop; on a Jetson,
+# engines.tensorrt.tensorrt_remedy says what to do)
 OPTIONAL = {
     "torch": "pip install torch==2.13.0 && pip install 'vitc[torch]'",
     "sklearn": "pip install 'vitc[torch]'",
@@ -25,11 +28,11 @@ OPTIONAL = {
     "tensorboard": "pip install 'vitc[tensorboard]'",
     "onnx": "pip install 'vitc[onnx]'",
     "onnxruntime": "pip install 'vitc[onnx]'",
-    "onnxscript": "pip install onnxscript",
+    "onnxscript": "pip install 'vitc[onnx]'",
     "transformers": "pip install transformers",
-    "tensorrt": "install TensorRT from NVIDIA (JetPack ships it on Jetson)",
+    "tensorrt": "pip install tensorrt on a desktop GPU; JetPack ships it on Jetson",
     "cuda": "pip install 'vitc[trt]'",
-    "pycuda": "pip install pycuda",
+    "pycuda": "pip install 'vitc[trt-pycuda]'",
 }
 
 

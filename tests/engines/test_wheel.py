@@ -218,3 +218,29 @@ def test_the_training_extras_install_nothing_on_python_3_8() -> None:
         env = {"python_version": "3.8", "platform_machine": "aarch64", "extra": extra}
         wanted = [r for r in map(Requirement, extras[extra]) if r.marker is None or r.marker.evaluate(env)]
         assert wanted == [], (extra, wanted)
+
+
+def test_each_install_hint_names_the_extra_that_brings_its_package() -> None:
+    """A missing optional package is named with its install hint (vitc._lazy.OPTIONAL): onnxscript's said
+    `pip install onnxscript` and pycuda's `pip install pycuda`, where vitc's extras bring them ([onnx],
+    [trt-pycuda]) at the versions vitc needs. Each hint names only extras that list its package, and one of
+    them whenever an extra (other than dev's) does; a core dependency's is `pip install` of it."""
+    import re
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    from vitc._lazy import OPTIONAL
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    listed = {extra: {Requirement(line).name for line in lines} for extra, lines in extras.items() if extra != "dev"}
+    core = {Requirement(line).name for line in project["dependencies"]}
+    distribution = {"sklearn": "scikit-learn", "PIL": "pillow", "cuda": "cuda-python"}  # imported under another name
+    for module, hint in OPTIONAL.items():
+        name = distribution.get(module, module)
+        named = re.findall(r"'vitc\[([\w-]+)\]'", hint)
+        bringing = sorted(extra for extra, names in listed.items() if name in names)
+        assert (named and set(named) <= set(bringing)) if bringing else not named, (module, hint, bringing)
+        if name in core:
+            assert hint == f"pip install {name}", (module, hint)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vitc._lazy import OPTIONAL
 from vitc.artifacts.precision import Precision, parse_precision
 from vitc.artifacts.sidecar import FORMAT as SIDECAR_FORMAT
 from vitc.artifacts.sidecar import EngineSidecar, check_sidecar_matches, load_sidecar, sidecar_path
@@ -210,7 +211,7 @@ def tensorrt_remedy() -> str:
     from vitc.engines.platform import jetson_info, venv_without_system_site_packages
 
     if jetson_info() is None:
-        return "pip install tensorrt on a desktop GPU; JetPack ships it on Jetson"
+        return OPTIONAL["tensorrt"]
     if venv_without_system_site_packages():
         return NO_SYSTEM_SITE_PACKAGES
     if not sys.base_prefix.startswith("/usr"):  # pyenv, conda: their site-packages are not JetPack's

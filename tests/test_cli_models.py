@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vitc import _zoo
+from vitc._model_sources import registered_names
 from vitc.cli.main import app
 
 runner = CliRunner()
@@ -32,7 +33,7 @@ def test_shipped_table_is_for_these_model_sources() -> None:
     """A Jetson without torch has only this table: regenerate it (`python -m vitc._zoo`) with any model edit."""
     shipped = json.loads(_zoo.SHIPPED.read_text())
     assert shipped["digest"] == _zoo.sources_digest(), "stale vitc/models/zoo_stats.json: python -m vitc._zoo"
-    assert sorted(row["name"] for row in shipped["models"]) == sorted(_zoo.registered_names())
+    assert sorted(row["name"] for row in shipped["models"]) == sorted(registered_names())
 
 
 @pytest.mark.parametrize("name", ["convit_micro", "cvt_micro", "deit_micro", "spvit_micro", "deit_tiny"])
@@ -113,7 +114,7 @@ def test_unknown_pattern_is_a_clear_error() -> None:
     assert result.exit_code == 2
     assert "did you mean convit_tiny" in result.output
     nothing = runner.invoke(app, ["models", "resnet*"])  # it said "`vitc models` lists them", from vitc models
-    count = len(_zoo.registered_names())
+    count = len(registered_names())
     assert nothing.exit_code == 2 and f"`vitc models` without a pattern lists all {count}" in nothing.output
 
 

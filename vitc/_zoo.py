@@ -13,7 +13,6 @@ with `python -m vitc._zoo`.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import fnmatch
 import hashlib
@@ -24,9 +23,9 @@ from typing import Any
 
 from vitc._io import write_json
 from vitc._lazy import require_training
+from vitc._model_sources import MODELS_DIR
 from vitc.errors import VitcError
 
-MODELS_DIR = Path(__file__).with_name("models")
 SHIPPED = MODELS_DIR / "zoo_stats.json"
 NOT_ARCHITECTURE = {"_stats.py", "loading.py"}  # checkpoint plumbing: no effect on the counts
 
@@ -75,22 +74,6 @@ def zoo_stats(pattern: str = "*") -> list[dict[str, Any]]:
         with contextlib.suppress(VitcError):  # a read-only home only costs the next call the same seconds
             write_json(cache_file(), record)
     return [row for row in rows if fnmatch.fnmatch(row["name"], pattern)]
-
-
-def registered_names() -> list[str]:
-    """The names `@register_model` registers, read from the model sources' syntax trees (milliseconds,
-    no torch): `vitc train` checks --model before importing anything heavy."""
-    names = []
-    for path in sorted(MODELS_DIR.glob("*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.FunctionDef) and any(_is_register(d) for d in node.decorator_list):
-                names.append(node.name)
-    return names
-
-
-def _is_register(decorator: ast.expr) -> bool:
-    func = decorator.func if isinstance(decorator, ast.Call) else decorator
-    return isinstance(func, ast.Name) and func.id == "register_model"
 
 
 if __name__ == "__main__":  # python -m vitc._zoo: regenerate the table shipped with the package

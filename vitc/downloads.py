@@ -9,13 +9,14 @@ read both here, so a model named once by the file need not be named again by the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vitc._model_sources import registered_names
+from vitc.artifacts.checkpoint_meta import checkpoint_model
 from vitc.errors import VitcError
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what a Hugging Face model folder holds
@@ -46,8 +47,6 @@ def model_named_by(source: str | os.PathLike[str]) -> str | None:
     """The vitc model a downloaded folder's config.json names, as `timm.create_model` and `from_pretrained`
     read it: timm's `architecture` (hub folders such as timm/convit_tiny.fb_in1k) or a Hugging Face CvT
     config's depths and widths. `source` is the folder or the weights file in it; None when nothing says."""
-    from vitc._zoo import registered_names
-
     record = _folder_record(source, "config.json")
     if not isinstance(record, dict):
         return None
@@ -176,22 +175,8 @@ def _size_in(record: Any, read: Callable[[dict[str, Any]], Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def checkpoint_model(source: str | os.PathLike[str]) -> str | None:
-    """The model a vitc checkpoint (or a run folder's best) names in its own metadata; None for other
-    weights. A header that cannot be read says nothing here: reading the weights reports it."""
-    from vitc._io import read_safetensors_metadata
-    from vitc.checkpoint import META_KEY, CheckpointMeta
-
-    file = weights_file(source)
-    if file.suffix == ".safetensors" and file.is_file():
-        with contextlib.suppress(VitcError):
-            text = read_safetensors_metadata(file).get(META_KEY)
-            if text is not None:
-                return CheckpointMeta.from_json(text, str(file)).model
-    return None
-
-
 def held_model(source: str | os.PathLike[str]) -> str | None:
     """The model weights say they hold: a vitc checkpoint's own, else what its folder's config.json names;
     None when neither says."""
-    return checkpoint_model(source) or model_named_by(weights_file(source))
+    file = weights_file(source)
+    return checkpoint_model(file) or model_named_by(file)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from vitc.artifacts.checkpoint_meta import checkpoint_model
 from vitc.artifacts.manifest import manifest_paths
 from vitc.errors import VitcError
 
@@ -44,8 +45,6 @@ def not_taken(path: Path, takes: str, suffixes: Sequence[str], pytorch: str | No
             f"{path} is a vitc train run folder, not {takes}: `vitc export {path}` writes its ONNX files{in_pytorch}"
         )
     if kind == CHECKPOINT:
-        from vitc.downloads import checkpoint_model
-
         if checkpoint_model(path) is not None:  # vitc's own: exported as it is, or run in PyTorch
             make = f"`vitc export {path}` writes its ONNX file"
             return VitcError(f"{path} is a checkpoint, not {takes}: {make}{in_pytorch}")

@@ -47,7 +47,8 @@ def import_(
     ] = None,
 ) -> None:
     """Convert foreign weights strictly: every key must fit, or a table says which do not."""
-    from vitc.downloads import checkpoint_model, model_named_by, weights_file
+    from vitc.artifacts.checkpoint_meta import checkpoint_model
+    from vitc.downloads import model_named_by, weights_file
     from vitc.importers import import_checkpoint
 
     names = None if class_names is None else read_class_names(class_names)  # refused before any reading
@@ -60,9 +61,9 @@ def import_(
     if img_size is not None:
         overrides["img_size"] = img_size
     terminal = console()
-    held = checkpoint_model(source)
+    file = weights_file(source)  # a run folder's best.safetensors, a downloaded folder's weights
+    held = checkpoint_model(file)
     if held is not None:  # its own metadata names the model: nothing to convert
-        file = weights_file(source)  # a run folder's best.safetensors
         raise VitcError(
             f"{file} is already a vitc checkpoint ({held}): use it as it is, with vitc train --pretrained "
             f"{file}, vitc export {file} or vitc.load_model({str(file)!r})"

@@ -14,7 +14,8 @@ def models(
     pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'convit*'.")] = "*",
 ) -> None:
     """List the registered models: family, parameters, GMACs and input size at the default resolution."""
-    from vitc._zoo import registered_names, zoo_stats
+    from vitc._model_sources import registered_names
+    from vitc._zoo import zoo_stats
     from vitc.errors import unknown_model
 
     rows = zoo_stats(pattern)

@@ -268,7 +268,7 @@ def _check_before_torch(cfg: TrainConfig, resume: bool) -> None:
 
 
 def _check_model(name: str) -> None:
-    from vitc._zoo import registered_names
+    from vitc._model_sources import registered_names
 
     names = registered_names()
     if name not in names:

@@ -11,10 +11,10 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, checker, helper, numpy_helper  # noqa: E402
 
 from tests.export.trt_ops_extract import parse  # noqa: E402
+from vitc.artifacts.manifest import export_target  # noqa: E402
 from vitc.errors import VitcError  # noqa: E402
 from vitc.export.trt_rules import (  # noqa: E402
     check_onnx,
-    export_target,
     int8_weights,
     max_opset,
     resolve,

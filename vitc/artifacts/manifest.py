@@ -31,7 +31,24 @@ FORMAT_VERSION = 2  # 2: the held-out set it names stores uint8 pixels (vitc.art
 # reads only version 1 then says "upgrade vitc" instead of failing on the held-out file (a device's older wheel)
 SQUASH_VERSION = 3  # 3: its preprocess record squashes (crop_mode), which a reader of version 2 would centre-crop
 IO_DTYPES = ("float32", "float16")
-TRT_TARGETS = ("8.5", "8.6", "10", "11")
+TRT_TARGETS = ("8.5", "8.6", "10", "11")  # what `vitc export --trt` takes and a manifest's trt_target records
+
+
+def trt_version_key(version: str) -> tuple[int, int]:
+    """(major, minor) of "8.5", "10" or a full release number such as "8.5.2.2" (what `tensorrt.__version__` says)."""
+    major, _, rest = version.partition(".")
+    return int(major), int(rest.partition(".")[0] or 0)
+
+
+def export_target(version: str) -> str | None:
+    """The `vitc export --trt` target that writes files TensorRT `version` ("8.5.2.2") parses, if any: `vitc build`
+    names it when its parser refuses a file, `vitc check` reads the parser tables it selects."""
+    try:
+        major, minor = trt_version_key(version)
+    except ValueError:
+        return None
+    target = f"{major}.{minor}" if major == 8 else str(major)
+    return target if target in TRT_TARGETS else None
 
 
 def onnx_name(precision: Precision) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitc.artifacts import ExportManifest, Heldout, Precision
+from vitc.artifacts.manifest import export_target
 from vitc.artifacts.sidecar import EngineSidecar, plan_record
 from vitc.build.options import BuildOptions, Profile, make_profile
 from vitc.build.trt_precision import pin_fp32_layers
@@ -331,8 +332,6 @@ def _unparsed(opts: BuildOptions, version: str, errors: list[str]) -> VitcError:
     """The parser's first error and their count (an export for a newer TensorRT can fail once per node,
     e.g. each LayerNorm on JetPack 5's 8.5) and what to run: `vitc check` names every problem, `vitc
     export --trt` avoids them."""
-    from vitc.export.trt_rules import export_target
-
     first = f"{len(errors)} errors, the first: {errors[0]}" if len(errors) > 1 else (errors or ["no reason given"])[0]
     message = f"{opts.onnx}: TensorRT {version} cannot parse it ({first})"
     target = export_target(version)

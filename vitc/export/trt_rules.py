@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from vitc._lazy import lazy_import
+from vitc.artifacts.manifest import TRT_TARGETS, trt_version_key
 from vitc.errors import VitcError
 
-TRT_VERSIONS = ("8.5", "8.6", "10", "11")  # the export targets
 TARGET_TABLE = {"8.5": "8.5", "8.6": "8.6", "10": "10.0", "11": "11.1"}
 INT8_WEIGHTS_FROM = (10, 0)  # int8 initializers into DequantizeLinear
 
@@ -65,37 +65,21 @@ def tables() -> dict[str, dict[str, Any]]:
     return {k: v for k, v in data.items() if k != "source"}
 
 
-def _key(version: str) -> tuple[int, int]:
-    """(major, minor) of "8.5", "10" or a full release number such as "8.5.2.2" (what `tensorrt.__version__` says)."""
-    major, _, rest = version.partition(".")
-    return int(major), int(rest.partition(".")[0] or 0)
-
-
 def resolve(trt: str) -> str:
     """The table a version is checked against: an export target, or any X.Y from 8.5 on."""
     if trt in TARGET_TABLE:
         return TARGET_TABLE[trt]
     try:
-        wanted = _key(trt)
+        wanted = trt_version_key(trt)
     except ValueError:
         wanted = (0, 0)
-    known = sorted((_key(v), v) for v in tables())
+    known = sorted((trt_version_key(v), v) for v in tables())
     same_major = [(k, v) for k, v in known if k[0] == wanted[0]]
     # 11.0 has no table of its own: 11.1's (its parser changelog adds no standard op over 11.0's Swish)
     below = [v for k, v in same_major if k <= wanted] or [v for _, v in same_major[:1]]
     if not below:
-        raise VitcError(f"unknown TensorRT version {trt!r} (choose one of: {', '.join(TRT_VERSIONS)}, or X.Y from 8.5)")
+        raise VitcError(f"unknown TensorRT version {trt!r} (choose one of: {', '.join(TRT_TARGETS)}, or X.Y from 8.5)")
     return below[-1]
-
-
-def export_target(version: str) -> str | None:
-    """The `vitc export --trt` target that writes files TensorRT `version` ("8.5.2.2") parses, if any."""
-    try:
-        major, minor = _key(version)
-    except ValueError:
-        return None
-    target = f"{major}.{minor}" if major == 8 else str(major)
-    return target if target in TRT_VERSIONS else None
 
 
 def max_opset(trt: str) -> int:
@@ -117,7 +101,7 @@ LAYERNORM_OPSET = 17
 def oldest_target(opset: int, int8_weights_in_file: bool) -> str | None:
     """The oldest export target whose parser reads a vitc export made without --trt, from its manifest's facts
     (opset; int8 weight initializers, `precision_report.weights`), or None when none does."""
-    for target in TRT_VERSIONS:
+    for target in TRT_TARGETS:
         if opset > max_opset(target) or (int8_weights_in_file and not int8_weights(target)):
             continue
         if opset >= LAYERNORM_OPSET and "LayerNormalization" not in supported_ops(target):
@@ -133,21 +117,23 @@ def untargeted(opset: int | None, int8_weights_in_file: bool) -> str:
     if oldest is None:
         return "not targeted"
     older = [
-        f"{JETPACK_TARGETS[t]}: --trt {t}" for t in TRT_VERSIONS if t in JETPACK_TARGETS and _key(t) < _key(oldest)
+        f"{JETPACK_TARGETS[t]}: --trt {t}"
+        for t in TRT_TARGETS
+        if t in JETPACK_TARGETS and trt_version_key(t) < trt_version_key(oldest)
     ]
     return f"{oldest}+ (not targeted" + "".join(f"; {o}" for o in older) + ")"
 
 
 def check_version(trt: str) -> str:
     """An export target (8.5, 8.6, 10, 11): what manifests record and `vitc export --trt` takes."""
-    if trt not in TRT_VERSIONS:
-        raise VitcError(f"unknown TensorRT version {trt!r} (choose one of: {', '.join(TRT_VERSIONS)})")
+    if trt not in TRT_TARGETS:
+        raise VitcError(f"unknown TensorRT version {trt!r} (choose one of: {', '.join(TRT_TARGETS)})")
     return trt
 
 
 def int8_weights(trt: str | None) -> bool:
     """Whether TensorRT `trt` (None: no target, 10+) takes int8 weight initializers into DequantizeLinear."""
-    return trt is None or _key(resolve(trt)) >= INT8_WEIGHTS_FROM
+    return trt is None or trt_version_key(resolve(trt)) >= INT8_WEIGHTS_FROM
 
 
 def check_opset(opset: int, trt: str | None, precision: str = "fp32") -> None:

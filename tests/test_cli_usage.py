@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from vitc._device import cpu_cores
 from vitc.checkpoint import resolve_checkpoint
 from vitc.errors import VitcError
 from vitc.importers import read_state_dict
@@ -139,12 +140,25 @@ def test_nproc_out_of_range_is_refused_before_anything_starts(nproc: str, tmp_pa
     torch, until the machine gave out. Refused in one line naming the range, with no run folder made."""
     done = _vitc("train", "--nproc", nproc, "--name", "np", cwd=tmp_path)
     assert done.returncode == 2
-    most = max(8, os.cpu_count() or 1)
+    cores = cpu_cores()
     assert done.stderr.strip() == (
-        f"error: --nproc must be 1 to {most} on this machine ({os.cpu_count()} CPU cores; one process per GPU), "
+        f"error: --nproc must be 1 to {max(8, cores)} on this machine ({cores} CPU cores; one process per GPU), "
         f"got {nproc}"
     )
     assert not (tmp_path / "train").exists()
+
+
+def test_nproc_counts_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under taskset or a container's CPU limit, --nproc's range and message count the cores the process may run
+    on (its affinity, as `vitc bench` and ONNX Runtime's threads count them), not os.cpu_count()'s machine."""
+    from vitc.cli.train import _check_nproc
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(9)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    with pytest.raises(VitcError) as refused:
+        _check_nproc(10)
+    assert str(refused.value) == "--nproc must be 1 to 9 on this machine (9 CPU cores; one process per GPU), got 10"
+    _check_nproc(9)
 
 
 @pytest.mark.parametrize("text", [b"Repository not found", b"hello", b"test", b"error", b"see README"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -346,20 +347,20 @@ def test_a_resumed_run_keeps_its_attention_and_the_measurement_draws_nothing(
 
 def test_no_cuda_says_whether_pytorch_is_a_cpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
     """A new GPU machine with a CPU-only PyTorch is told to install a CUDA build, not that it has no GPU."""
+    from vitc._device import pick_device
     from vitc.engines.torch_runner import TorchRunner, model_from_zoo
-    from vitc.train import device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", None)
     with pytest.raises(VitcError, match=r"^--device cuda was asked for, but this PyTorch \(.+\) is a CPU-only build"):
-        device.pick_device("cuda")
+        pick_device("cuda")
     runner = TorchRunner(model_from_zoo("deit_micro"), device="cuda")
     with pytest.raises(VitcError, match="is a CPU-only build: install a CUDA build for your driver"):
         runner.activate()
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     with pytest.raises(VitcError, match=r"built for CUDA 13.0\) finds no usable GPU: `nvidia-smi` lists"):
-        device.pick_device("cuda")
-    assert device.pick_device("auto") == torch.device("cpu")
+        pick_device("cuda")
+    assert pick_device("auto") == torch.device("cpu")
 
 
 @pytest.mark.parametrize(
@@ -392,11 +393,11 @@ def test_decoding_workers_default_to_a_gpus_share_of_the_cores(monkeypatch: pyte
     from vitc.train import device
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     assert device.pick_workers(None, cuda) == 8 and device.pick_workers(None, cuda, world_size=4) == 3
     assert device.pick_workers(None, cpu) == 0 and device.pick_workers(2, cpu) == 2
     assert device.pick_workers(0, cuda) == 0
-    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert device.pick_workers(None, cuda) == 1 and device.pick_workers(None, cuda, world_size=2) == 1
     assert load_config(None, {}).run.workers is None
     from vitc.train.distributed import DistInfo

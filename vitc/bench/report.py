@@ -218,7 +218,8 @@ def _seconds(value: Any) -> str:
 
 def base_environment() -> dict[str, Any]:
     """Host facts that belong with every figure (no optional imports)."""
-    from vitc.engines.platform import cpu_cores, cpu_model
+    from vitc._device import cpu_cores
+    from vitc.engines.platform import cpu_model
 
     return {
         "python": platform.python_version(),

@@ -190,7 +190,7 @@ def torch_runners(
     from vitc.engines.torch_runner import TorchRunner, model_from_checkpoint, model_from_zoo
 
     if device == "auto":  # as vitc train, eval and predict choose it: the GPU where torch sees one
-        from vitc.train.device import pick_device
+        from vitc._device import pick_device
 
         device = pick_device(device).type
 

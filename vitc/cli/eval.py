@@ -124,11 +124,11 @@ def _evaluate_checkpoint(
     from vitc._lazy import require_training
 
     require_training("vitc eval on a checkpoint (an engine, .plan or .onnx, needs no torch)")
+    from vitc._device import pick_device
     from vitc.checkpoint import load_model, resolve_checkpoint, training_data
     from vitc.data.datasets import load_dataset
     from vitc.data.feed import EVAL_BATCH, set_batches
     from vitc.models import get_model_cfg
-    from vitc.train.device import pick_device
     from vitc.train.evaluate import predict_labelled
 
     on = pick_device(device)
@@ -365,12 +365,13 @@ def _on_folder(
     classifier: Classifier, data_dir: Path, split: str, workers: Optional[int], ran_on: str, terminal: Console
 ) -> Tuple[np.ndarray, np.ndarray, List[str], str, str]:
     """(logits, labels, unreadable files, the split read ("all" for a plain folder), the folder read)."""
+    from vitc._device import cpu_cores
     from vitc.engines.accuracy import FOLDER_CHUNK, folder_index, folder_logits
 
     index, read = folder_index(classifier, data_dir, split)
     root = index.root
     if workers is None:
-        workers = min(ENGINE_THREADS, os.cpu_count() or 1) if len(index.files) > FOLDER_CHUNK else 0
+        workers = min(ENGINE_THREADS, cpu_cores()) if len(index.files) > FOLDER_CHUNK else 0
     by = f"{workers} thread{'s' if workers != 1 else ''}" if workers else "this thread"
     terminal.print(f"{len(index.files)} images in {root}, decoded by {by}, evaluated by {ran_on}", soft_wrap=True)
 

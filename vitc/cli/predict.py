@@ -159,9 +159,9 @@ class _OnCheckpoint:
             raise VitcError(f"{path}: vitc predict takes a .plan or .onnx file, or a vitc checkpoint or run folder")
         require_training("vitc predict on a checkpoint (an engine, .plan or .onnx, needs no torch)")
         import vitc
+        from vitc._device import pick_device
         from vitc.checkpoint import resolve_checkpoint
         from vitc.models import get_model_cfg
-        from vitc.train.device import pick_device
 
         on = pick_device(device)
         self.model = vitc.load_model(resolve_checkpoint(path)).to(on)

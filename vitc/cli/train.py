@@ -309,11 +309,13 @@ def _replaced(cfg: TrainConfig, before: dict[Path, tuple[int, int, int]]) -> lis
 def _check_nproc(nproc: int) -> None:
     """--nproc within 1 and what this machine can feed (a process per GPU or per core; 8 on a smaller
     machine): a typo such as 100000 would otherwise start processes until the machine gives out."""
-    most = max(MIN_NPROC_LIMIT, os.cpu_count() or 1)
+    from vitc._device import cpu_cores
+
+    cores = cpu_cores()  # those this process may use (taskset, a container's limit), not the machine's
+    most = max(MIN_NPROC_LIMIT, cores)
     if not 1 <= nproc <= most:
         raise VitcError(
-            f"--nproc must be 1 to {most} on this machine ({os.cpu_count()} CPU cores; one process per GPU), "
-            f"got {nproc}"
+            f"--nproc must be 1 to {most} on this machine ({cores} CPU cores; one process per GPU), got {nproc}"
         )
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from vitc._device import cpu_cores
 from vitc._lazy import lazy_import
 from vitc.artifacts.precision import Precision, precision_in_name
 from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
-from vitc.engines.platform import cpu_cores
 from vitc.errors import VitcError, first_line
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

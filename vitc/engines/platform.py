@@ -6,7 +6,6 @@ from /etc/nv_tegra_release (L4T), /proc/device-tree/model and `nvpmodel -q`.
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import shutil
@@ -45,14 +44,6 @@ class GpuInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on (the affinity mask, which containers and taskset narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def cpu_model() -> str:

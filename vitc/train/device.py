@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
-from vitc.errors import DEVICES, VitcError, gpu_failure, no_cuda, unknown_device
+from vitc._device import cpu_cores
+from vitc.errors import VitcError, gpu_failure
 from vitc.train.distributed import DistInfo, broadcast_from_main
 
 if TYPE_CHECKING:
@@ -17,16 +17,6 @@ if TYPE_CHECKING:
 
 TUNED_DEVICES = ("cuda",)  # where `vitc train` measures GPSA's and SP-SA's formulations
 GPU_WORKERS = 8  # the most decoding processes a GPU gets by default (timm's -j is 4 to 8, Ultralytics' 8)
-
-
-def pick_device(choice: str) -> torch.device:
-    if choice not in DEVICES:
-        raise unknown_device(choice, DEVICES)
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise no_cuda("--device cuda", torch)
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
 
 
 def pick_workers(choice: int | None, device: torch.device, world_size: int = 1) -> int:
@@ -38,8 +28,7 @@ def pick_workers(choice: int | None, device: torch.device, world_size: int = 1) 
         return choice
     if device.type != "cuda":
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(GPU_WORKERS, cores // world_size - 1))
+    return max(1, min(GPU_WORKERS, cpu_cores() // world_size - 1))
 
 
 def pick_amp(choice: str, device: torch.device) -> torch.dtype | None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitc._device import pick_device
 from vitc._io import write_json
 from vitc._lazy import lazy_import
 from vitc._signals import stop_signals_ignored
@@ -37,7 +38,7 @@ from vitc.train import report
 from vitc.train.agree import Agreement, launched_by_nproc
 from vitc.train.config import TrainConfig, validate
 from vitc.train.defaults import resolve_defaults
-from vitc.train.device import gpu_advice, pick_amp, pick_device, reraise_gpu
+from vitc.train.device import gpu_advice, pick_amp, reraise_gpu
 from vitc.train.distributed import (
     all_reduce_sum,
     barrier,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,36 +71,140 @@ def test_a_missing_dependency_names_the_extra_that_brings_it(monkeypatch: pytest
     assert result.exit_code == 2 and "pip install 'vitc[torch]'" in result.output, result.output
 
 
-def _imports_between_parts() -> dict[str, set[str]]:
-    """{part: parts it imports} over every import statement (function-level ones too), where a part is a
-    top-level package or module of vitc (`export`, `quant`, `_zoo`, `models`, …)."""
-    import ast
-    from pathlib import Path
+ROOT = Path(__file__).resolve().parents[1]
+TOP = {"cli", "__init__"}  # the commands, and the package's lazy names: they may import any part
+PACKAGE_NAMES = {"__version__"}  # `from vitc import __version__`: the package itself, imported before any part
 
-    root = Path(__file__).resolve().parents[1] / "vitc"
-    edges: dict[str, set[str]] = {}
-    for path in root.rglob("*.py"):
-        part = path.relative_to(root).parts[0].removesuffix(".py")
+
+def _parts() -> set[str]:
+    """vitc's parts: its top-level modules and packages (`export`, `_zoo`, `checkpoint`, `train`: no __init__)."""
+    found = (ROOT / "vitc").iterdir()
+    return {p.name.removesuffix(".py") for p in found if p.suffix == ".py" or (p.is_dir() and any(p.glob("*.py")))}
+
+
+def _stage_table() -> tuple[list[set[str]], dict[str, set[str]], dict[str, set[str]]]:
+    """docs/architecture.md's picture and table: (the picture's rows, bottom first, the bottom row being the
+    shared pieces; {part: the parts its table row names}; {vitc/part/module.py: the parts it alone may add})."""
+    text = (ROOT / "docs/architecture.md").read_text()
+    picture = re.search(r"```\n( cli .*?)```", text, re.S)
+    assert picture, "docs/architecture.md: the picture of the stages (a code block starting with ` cli `) is missing"
+    known = _parts()
+    rows: list[set[str]] = []
+    for line in picture.group(1).splitlines():
+        if line.strip().startswith(("─", "═")):
+            continue
+        cells = re.split(r"\s*·\s*|\s{2,}", re.sub(r"\([^()]*\)", "", line).strip())
+        rows.append({cell.split()[0].removesuffix(".py") for cell in cells if cell} & known)
+    allowed: dict[str, set[str]] = {}
+    alone: dict[str, set[str]] = {}
+    for part, imports in re.findall(r"^\| `vitc/(\w+)(?:\.py|/)` \| ([^|]*) \|", text, re.M):
+        while re.search(r"\([^()]*\)", imports):
+            imports = re.sub(r"\([^()]*\)", "", imports)
+        allowed[part] = set()
+        for segment in imports.split(";"):
+            module = re.match(r"\s*`(\w+)` alone:", segment)
+            names = set(re.findall(r"\w+", segment)) & known
+            if module:
+                alone[f"vitc/{part}/{module.group(1)}.py"] = names
+            else:
+                allowed[part] |= names
+    return rows[::-1], allowed, alone
+
+
+def _imports() -> list[tuple[str, str, str]]:
+    """(file:line, part, the part it imports) for every import of vitc by vitc: at module level, inside
+    functions, under TYPE_CHECKING, and `lazy_import("vitc.…")` / `import_module("vitc.…")` calls."""
+    found = []
+    for path in sorted((ROOT / "vitc").rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        part = rel.parts[1].removesuffix(".py")
+        package = list(rel.parent.parts)
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module] if node.module != "vitc" else [f"vitc.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
+            if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join([*base, *([node.module] if node.module else [])])
+                names = [f"{module}.{a.name}" for a in node.names] if module == "vitc" else [module]
+            elif (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("lazy_import", "import_module")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                names = [node.args[0].value]
             else:
                 continue
             for name in names:
                 parts = name.split(".")
-                if parts[0] == "vitc" and len(parts) > 1 and parts[1] != part and parts[1] != "__init__":
-                    edges.setdefault(part, set()).add(parts[1])
-    return edges
+                if parts[0] == "vitc" and len(parts) > 1 and parts[1] != part:
+                    found.append((f"{rel}:{node.lineno}", part, parts[1]))
+    return found
 
 
-def test_no_two_parts_import_each_other() -> None:
-    """Imports point down the stages (docs/architecture.md): no cycle such as export ↔ quant or _zoo ↔ models."""
-    edges = _imports_between_parts()
-    cycles = sorted(f"{a} ↔ {b}" for a in edges for b in edges[a] if a < b and a in edges.get(b, set()))
-    assert cycles == []
-    assert "export" not in edges["quant"] and "_zoo" not in edges["models"]
+def test_the_stage_table_names_every_part_once_and_points_down() -> None:
+    """The picture places every part once, the table states each part's imports, and those point down the
+    picture: a new part, or an edge added to the table sideways, is caught here, not by a reviewer."""
+    rows, allowed, alone = _stage_table()
+    placed = [part for row in rows for part in row]
+    assert sorted(set(placed)) == sorted(placed), "a part is in two rows of docs/architecture.md's picture"
+    assert sorted(_parts() - set(placed) - TOP) == [], "parts missing from docs/architecture.md's picture"
+    level = {part: i for i, row in enumerate(rows) for part in row}
+    bottom = rows[0]
+    assert sorted(set(placed) - bottom - TOP - set(allowed)) == [], "parts of the picture without a row in the table"
+    sideways = [
+        f"{part} → {name}"
+        for part, names in [*allowed.items(), *((f.split("/")[1], n) for f, n in alone.items())]
+        for name in names - bottom
+        if level[name] >= level[part]
+    ]
+    said = "docs/architecture.md's table names imports that do not point down its picture: "
+    assert not sideways, said + ", ".join(sideways)
+    assert [f for f in alone if not (ROOT / f).is_file()] == [], "the table names a module that is not there"
+
+
+def test_every_import_points_down_the_stages() -> None:
+    """An import the table of docs/architecture.md does not allow fails here, at module level or inside a
+    function alike (the torch-free bottom row importing `downloads`, `bench` importing `train`, `build` importing
+    `export` were found by a reviewer, not by this test's earlier pairwise check)."""
+    rows, allowed, alone = _stage_table()
+    bottom = rows[0]
+    wrong = []
+    for where, part, name in _imports():
+        if part in TOP or name in PACKAGE_NAMES:
+            continue
+        if part in bottom:
+            ok = name in bottom
+        else:
+            ok = name in bottom or name in allowed[part] or name in alone.get(where.rsplit(":", 1)[0], set())
+        if not ok:
+            wrong.append(f"{where}: {part} imports {name}")
+    assert not wrong, (
+        "imports not in docs/architecture.md's table (move the shared piece down, or add the edge):\n"
+        + "\n".join(wrong)
+    )
+
+
+def test_no_cycle_between_parts() -> None:
+    """Imports point down the stages: no cycle such as export → quant → export, or artifacts → downloads →
+    checkpoint → artifacts, through any number of parts."""
+    edges: dict[str, dict[str, str]] = {}
+    for where, part, name in _imports():
+        if name not in PACKAGE_NAMES:
+            edges.setdefault(part, {}).setdefault(name, where)
+    cycles = []
+
+    def visit(part: str, path: list[str]) -> None:
+        for name, where in edges.get(part, {}).items():
+            if name == path[0]:
+                cycles.append(" → ".join([*path, name]) + f" (last: {where})")
+            elif name not in path and name > path[0]:  # each cycle once, from its smallest part
+                visit(name, [*path, name])
+
+    for start in sorted(edges):
+        visit(start, [start])
+    assert not cycles, "cycles between parts:\n" + "\n".join(cycles)
 
 
 @pytest.mark.parametrize("module", ["vitc", "vitc.export", "vitc.checkpoint", "vitc.api"])

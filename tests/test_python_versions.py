@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # What `vitc info/doctor/check/build/bench --engine/predict ENGINE` import (lazily too), with torch absent.
 RUNTIME_ENTRY = [
     "vitc.cli.main",
+    "vitc._device",
+    "vitc._model_sources",
     "vitc.artifacts",
+    "vitc.artifacts.given",
     "vitc.checkpoint",
     "vitc.engines",
     "vitc.engines.accuracy",

@@ -223,8 +223,8 @@ def training_data(
 def _given_folder(data: str | None, data_dir: str) -> str:
     """The kind of data a --data-dir is read as: --data's, else the kind the folder holds, as `vitc train`
     reads it (a missing folder, or one of neither kind, is one line), and class folders without splits an
-    image folder, measured whole as `vitc eval` measures it. Before, a run trained on digits measured digits
-    and said it read the folder, even one that did not exist."""
+    image folder, measured whole as `vitc eval` measures it: never the run's own kind, which would measure
+    digits for a run trained on digits and say it read the folder, even one that does not exist."""
     from vitc.data.files import check_data_dir, detect_kind
 
     if data == "digits":

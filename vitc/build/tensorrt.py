@@ -373,8 +373,8 @@ def _configure(
 
 
 def _check_options(opts: BuildOptions) -> None:
-    """The option values themselves: a negative workspace reached pybind11 as a TypeError traceback, 0 MB
-    failed the build, and --opt-level 9 built at 5 while the sidecar recorded 9."""
+    """The option values themselves, refused in one line before TensorRT sees them: it would raise a traceback
+    for some, fail the build for others, or clamp them while the sidecar records what was asked."""
     if opts.hardware_compat not in HARDWARE_COMPAT:
         raise VitcError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got {opts.hardware_compat!r}")
     if opts.workspace_mb is not None and opts.workspace_mb < 1:

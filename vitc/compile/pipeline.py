@@ -16,27 +16,22 @@ attention goes to SDPA, and in whether bias-free qkv GEMMs get a zero bias, chos
 * cuda (PyTorch on a GPU): GPSA "eager" + static_attention, no zero bias (cuBLAS fuses a bias
   into the GEMM epilogue anyway). The content term is SDPA in every lowering, so flash kernels see
   it either way; what differs is the positional term's kernel launches, which a small model's
-  steps on a big GPU wait for (docs/benchmarks.md, "Operators per training step"): compiled
-  convit_tiny's forward dispatches 166 operators that are not views with "eager" against 196 with
-  "sdpa" (fp32; 222 against 252 under bf16 autocast; timm's DeiT-Ti 125 and 152), counted on a CPU
-  (docs/benchmarks.md, "Compiled ConViT-Ti's operators"). Its GPU time is not measured yet:
-  docs/inference_ablation.py (gpu_check's `inference`) times it beside the "sdpa" lowering and
-  "heads" (126 operators, DeiT's count, for a third more FLOPs per GPSA block).
+  steps on a big GPU wait for: "eager" dispatches fewer operators than "sdpa", and "heads" fewer
+  still for more FLOPs per GPSA block (docs/benchmarks.md, "Compiled ConViT-Ti's operators"). Its
+  GPU time is not measured yet: docs/inference_ablation.py (gpu_check's `inference`) times it
+  beside the other two.
 * tensorrt: GPSA "sdpa" + static_attention, so that TensorRT's MHA fusion sees a standard attention
-  and the file holds two S×S tables per block, not an (H·S, S, S) one (a design choice, not
-  measured here: no GPU was available). No zero bias.
+  and the file holds two S×S tables per block, not an (H·S, S, S) one (a design choice, not yet
+  measured on a GPU). No zero bias.
 
 CvT's k and v convs (fold_cvt_projections `merge_kv`): merged into one grouped conv with channel
-multiplier 2 for cpu and onnx, two plain depthwise convs for cuda and tensorrt. Measured: on an H200
-(issue 20, `vitc bench --compare --device cuda --autocast fp16`, merged kv + SDPA) compiled cvt_13 ran
-34.2 vs 13.0 ms uncompiled at batch 8 and 38.6 vs 19.8 ms at batch 64. Inferred, not yet measured
-apart: that the merged conv is the cause — a multiplier-2 depthwise conv is outside the plain
-depthwise case that cuDNN's fp16 depthwise kernels and TensorRT's depthwise tactics are tuned for,
-and the interleaved output makes k and v strided slices that are copied before their Linears. SDPA
-stays on. docs/inference_ablation.py (gpu_check's `inference` section) times eager, merged and
-separate kv, each with and without SDPA, on CUDA; change these choices only with its figures. On
-CPU (cvt_13, 224, fp32, one thread) merged and separate ran within 2% of each other at batch 1 and
-8 (docs/benchmarks.md): the merge stays for cpu and onnx as it was, not because it was shown to win.
+multiplier 2 for cpu and onnx, two plain depthwise convs for cuda and tensorrt, because compiled
+cvt_13 ran slower than uncompiled on an H200 and the merged conv is the likely cause: a multiplier-2
+depthwise conv is outside the plain depthwise case that cuDNN's fp16 kernels and TensorRT's tactics
+are tuned for, and its interleaved output makes k and v strided slices that are copied before their
+Linears (inferred, not measured apart). On CPU merged and separate tie, so the merge stays for cpu
+and onnx as it was. Figures and commands: docs/benchmarks.md, "PyTorch inference on CUDA: CUDA
+graphs, CvT's k/v convs, torch.compile"; change these choices only with docs/inference_ablation.py's.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ Four lowerings, chosen per target by measurement (vitc.compile.pipeline):
 
 Every lowering flushes subnormal table entries to zero (vitc.models.layers.flush_subnormals): the
 float64 tables rounded to float32 keep values down to ~1e-45 at far offsets, and each multiply that
-touches one took a microcode assist on an Intel Xeon (4–6× the positional product's time,
-docs/benchmarks.md, "Intel: compiled ConViT-Ti").
+touches one takes a microcode assist on Intel cores, which slows the positional product several
+times over (docs/benchmarks.md, "Intel: compiled ConViT-Ti").
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 rendezvous store (vitc.train.distributed.rendezvous_store), which needs no process group.
 
 Each process launched alone can fail alone: machine 1 has no copy of the run folder that `--resume` names,
-rank 0 refuses a run folder that holds a run, one machine's data folder misses an image. Before this, that
-process exited with its error while the others waited in `init_process_group` or in their first collective
-for torch's 30-minute timeout, saying nothing. And processes started differently (another learning rate,
-class folders named otherwise) trained on, silently wrong. Now every process says how its start went, twice:
+rank 0 refuses a run folder that holds a run, one machine's data folder misses an image. Alone, that
+process would exit with its error while the others wait in `init_process_group` or in their first collective
+for torch's 30-minute timeout, saying nothing; and processes started differently (another learning rate,
+class folders named otherwise) would train on, silently wrong. So every process says how its start went, twice:
 once the command line is read (`Agreement("start")`, vitc.cli.train) and once its data, model and resumed
 state are ready (`Agreement("setup")`, with a fingerprint of the run: vitc.train.setup). Any failure or
 difference stops every process with the same one line, naming the process and its machine.

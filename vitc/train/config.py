@@ -114,7 +114,8 @@ class RunSection:
 @dataclass
 class LogSection:
     tensorboard: bool = False  # event files in <run>/tensorboard/ (pip install 'vitc[tensorboard]')
-    # with tensorboard: the locality figures (matplotlib, 1-5 s) as images every N epochs and at the last;
+    # with tensorboard: the locality figures (matplotlib, seconds each: docs/benchmarks.md, "TensorBoard's
+    # locality figures") as images every N epochs and at the last;
     # their scalars (attention distance, GPSA gates) every epoch; 0 = scalars only
     figures_every: int = 1
     # output that is not a terminal (a log file, `| tee`, CI) has no progress bar: a line of its figures (step,

@@ -201,8 +201,8 @@ def leave_process_group() -> None:
     """dist.destroy_process_group(), without gloo's deadlock (pytorch#154976): the backend's destructor joins
     gloo's worker threads, and where it runs holding the GIL (destroy_process_group before torch 2.8; on 2.13
     still a DDP reducer dropping the last reference) a worker freeing the last collective's tensors waits for
-    the GIL to drop their Python objects, at random (a whole run hung after its summary on 2.5.1; a few lines
-    hang on 2.4.1, 2.5.1 and 2.6.0 every time; a library user's train() on 2.13, 3 times in 25). Held past
+    the GIL to drop their Python objects, so a run could hang after its summary (the torch versions and rates
+    measured: docs/reliability.md, the DDP row "a rank ... that ends while rank 0 waits for it"). Held past
     destroy_process_group, with every other holder (DDP) gone first, the backends are destroyed by the `del`,
     whose binding lets the GIL go first."""
     import torch.distributed as dist

@@ -2,8 +2,8 @@
 
 `vitc train --resume` of a run that has trained its epochs (or stopped early on optim.patience) and written
 its summary says so and leaves the run folder untouched: a job scheduler's requeue script that always runs
---resume (SLURM's --requeue) finds the finished run as it was, as timm's train.py trains zero epochs and exits.
-Before, each such resume scored the test split again and added its seconds to summary.json's time.
+--resume (SLURM's --requeue) finds the finished run as it was, as timm's train.py trains zero epochs and exits,
+rather than scoring the test split again and adding its seconds to summary.json's time.
 """
 
 from __future__ import annotations

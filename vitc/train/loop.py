@@ -423,7 +423,7 @@ def _finish(run: Run) -> RunResult:
     # every process scores its share of the test split with rank 0's best weights (another machine of a
     # multi-machine run need not see the run folder), in fp32 whatever the run's autocast: the score that
     # `vitc eval` gives the checkpoint and that the exports' drift is measured from (under bf16 autocast it
-    # differed from both by 3 images of 180)
+    # can differ from both)
     best = copy.deepcopy(run.model)
     if dist.is_main:
         best.load_state_dict(load_state_dict(run_dir / "best.safetensors"))

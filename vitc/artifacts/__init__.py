@@ -10,7 +10,6 @@ from __future__ import annotations
 from vitc.artifacts.batch import BatchRange
 from vitc.artifacts.heldout import Heldout, encode_heldout, heldout_for, heldout_name, load_heldout, prune_heldout
 from vitc.artifacts.manifest import (
-    FORMAT,
     FORMAT_VERSION,
     IO_DTYPES,
     TRT_TARGETS,
@@ -30,7 +29,6 @@ from vitc.artifacts.sidecar import EngineSidecar, load_sidecar, parse_sidecar, s
 
 __all__ = [
     "FASTEST_FIRST",
-    "FORMAT",
     "FORMAT_VERSION",
     "IO_DTYPES",
     "PRECISIONS",

@@ -26,7 +26,6 @@ from vitc.artifacts.precision import Precision, parse_precision, precision_in_na
 from vitc.artifacts.preprocess import format_version
 from vitc.errors import VitcError
 
-FORMAT = EXPORT_FORMAT
 FORMAT_VERSION = 2  # 2: the held-out set it names stores uint8 pixels (vitc.artifacts.heldout); a vitc that
 # reads only version 1 then says "upgrade vitc" instead of failing on the held-out file (a device's older wheel)
 SQUASH_VERSION = 3  # 3: its preprocess record squashes (crop_mode), which a reader of version 2 would centre-crop
@@ -129,7 +128,7 @@ class ExportManifest:
         """The JSON record, in the key order vitc has always written (keys of a later release that
         this one read are kept after them)."""
         record: dict[str, Any] = {
-            "format": FORMAT,
+            "format": EXPORT_FORMAT,
             "version": format_version(self.preprocess, self.version, SQUASH_VERSION),
             "model": self.model,
             "args": self.args,
@@ -176,7 +175,7 @@ def _require(record: dict[str, Any], key: str, source: str) -> Any:
 def parse_manifest(record: Any, path: Path) -> ExportManifest:
     """Validate a manifest record (already parsed JSON): the reader of what `ExportManifest.to_record` writes."""
     source = str(path)
-    record = check_format(record, FORMAT, SQUASH_VERSION, source, "vitc export manifest")
+    record = check_format(record, EXPORT_FORMAT, SQUASH_VERSION, source, "vitc export manifest")
     precision = parse_precision(_require(record, "precision", source), source)
     io_dtype = record.get("io_dtype", "float32")
     if io_dtype not in IO_DTYPES:

@@ -17,7 +17,6 @@ from vitc._io import ENGINE_FORMAT, check_format, parse_json
 from vitc.artifacts.preprocess import format_version
 from vitc.errors import VitcError
 
-FORMAT = ENGINE_FORMAT
 FORMAT_VERSION = 1
 SQUASH_VERSION = 2  # its preprocess record squashes (crop_mode), which a reader of version 1 would centre-crop
 # the names a TensorRT plan is read under (`vitc build` writes .plan; trtexec users name theirs .engine or .trt):
@@ -86,7 +85,7 @@ class EngineSidecar:
     def to_record(self) -> dict[str, Any]:
         """The JSON record, in the key order vitc build has always written (later keys kept after them)."""
         version = format_version(self.preprocess, FORMAT_VERSION, SQUASH_VERSION)
-        record: dict[str, Any] = {"format": FORMAT, "version": version}
+        record: dict[str, Any] = {"format": ENGINE_FORMAT, "version": version}
         written = [name for name in _FIELDS if name not in _ADDED or getattr(self, name) not in (None, {})]
         record.update({name: getattr(self, name) for name in written})
         record.update({k: v for k, v in self.raw.items() if k not in record})
@@ -102,7 +101,7 @@ _LISTS = ("network_flags", "builder_flags", "mean", "std", "class_names", "dla_f
 
 def parse_sidecar(record: Any, source: str = "sidecar") -> EngineSidecar:
     """Validate a sidecar record (already parsed JSON): the reader of what `EngineSidecar.to_record` writes."""
-    record = check_format(record, FORMAT, SQUASH_VERSION, source, "vitc engine sidecar")
+    record = check_format(record, ENGINE_FORMAT, SQUASH_VERSION, source, "vitc engine sidecar")
     for key in _DICTS:
         if record.get(key) is not None and not isinstance(record[key], dict):
             raise VitcError(f"{source}: {key} must be a JSON object, got {str(record[key])[:80]!r}")

@@ -24,7 +24,6 @@ from vitc.compile._exporting import exporting
 from vitc.compile.report import TOLERANCE
 from vitc.errors import VitcError
 
-META_FILE = PROGRAM_RECORD  # extra file inside the .pt2 archive: what the program is and how it was checked
 CHECK_BATCHES = (1, 3)
 
 
@@ -107,12 +106,12 @@ def export_program(
         "torch": torch.__version__,
     }
     with atomic_write(path) as tmp, open(tmp, "wb") as handle:  # a handle: the temp name does not end in .pt2
-        torch.export.save(program, handle, extra_files={META_FILE: json.dumps({**meta, "export": record})})
+        torch.export.save(program, handle, extra_files={PROGRAM_RECORD: json.dumps({**meta, "export": record})})
     return record
 
 
 def load_program(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     """The ExportedProgram in `path` and the vitc record saved with it."""
-    extra = {META_FILE: ""}
+    extra = {PROGRAM_RECORD: ""}
     program = torch.export.load(str(path), extra_files=extra)
-    return program, json.loads(extra[META_FILE] or "{}")
+    return program, json.loads(extra[PROGRAM_RECORD] or "{}")

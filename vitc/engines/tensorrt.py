@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 from vitc._lazy import OPTIONAL
 from vitc.artifacts.precision import Precision, parse_precision
-from vitc.artifacts.sidecar import FORMAT as SIDECAR_FORMAT
 from vitc.artifacts.sidecar import EngineSidecar, check_sidecar_matches, load_sidecar, sidecar_path
 from vitc.engines.base import LazyModule
 from vitc.errors import VitcError
@@ -419,7 +418,6 @@ def _tf32(sidecar: EngineSidecar | None) -> str:
 
 
 __all__ = [
-    "SIDECAR_FORMAT",
     "PlanHeader",
     "PrecisionPlan",
     "TrtFeatures",

@@ -13,6 +13,7 @@ import io
 import platform
 import sys
 from types import ModuleType
+from typing import Any
 
 from vitc.errors import VitcError, first_line
 
@@ -117,3 +118,35 @@ def pyplot() -> ModuleType:
     matplotlib = lazy_import("matplotlib")
     matplotlib.use("Agg")
     return lazy_import("matplotlib.pyplot")
+
+
+class LazyModule(ModuleType):
+    """A module proxy that imports the first of `names` on the first attribute access.
+
+    Backends bind their optional dependency at module level with it (`trt = LazyModule("tensorrt")`)
+    so that importing the backend costs nothing and tests can replace the attribute with a fake.
+    """
+
+    def __init__(self, *names: str) -> None:
+        super().__init__(names[0])
+        self._vitc_names = names
+        self._vitc_module: ModuleType | None = None
+
+    def _vitc_load(self) -> ModuleType:
+        if self._vitc_module is None:
+            error: VitcError | None = None
+            for name in self._vitc_names:
+                try:
+                    self._vitc_module = lazy_import(name)
+                    break
+                except VitcError as exc:
+                    error = error or exc
+            else:
+                assert error is not None
+                raise error
+        return self._vitc_module
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_vitc_"):
+            raise AttributeError(attr)
+        return getattr(self._vitc_load(), attr)

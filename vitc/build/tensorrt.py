@@ -13,13 +13,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vitc._lazy import LazyModule
 from vitc.artifacts import ExportManifest, Heldout, Precision
 from vitc.artifacts.manifest import export_target
 from vitc.artifacts.sidecar import EngineSidecar, plan_record
 from vitc.build.options import BuildOptions, Profile, make_profile
 from vitc.build.trt_precision import pin_fp32_layers
 from vitc.build.trt_timing_cache import attach_timing_cache, save_timing_cache
-from vitc.engines.base import LazyModule
 from vitc.engines.tensorrt import (
     HARDWARE_COMPAT,
     HARDWARE_LEVELS,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vitc.engines.base import LazyModule
+from vitc._lazy import LazyModule
 
 if TYPE_CHECKING:
     import tensorrt as trt

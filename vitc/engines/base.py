@@ -16,46 +16,13 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from vitc._lazy import lazy_import
 from vitc.errors import VitcError
 from vitc.limits import MAX_IMG_SIZE
-
-
-class LazyModule(ModuleType):
-    """A module proxy that imports the first of `names` on the first attribute access.
-
-    Backends bind their optional dependency at module level with it (`trt = LazyModule("tensorrt")`)
-    so that importing the backend costs nothing and tests can replace the attribute with a fake.
-    """
-
-    def __init__(self, *names: str) -> None:
-        super().__init__(names[0])
-        self._vitc_names = names
-        self._vitc_module: ModuleType | None = None
-
-    def _vitc_load(self) -> ModuleType:
-        if self._vitc_module is None:
-            error: VitcError | None = None
-            for name in self._vitc_names:
-                try:
-                    self._vitc_module = lazy_import(name)
-                    break
-                except VitcError as exc:
-                    error = error or exc
-            else:
-                assert error is not None
-                raise error
-        return self._vitc_module
-
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("_vitc_"):
-            raise AttributeError(attr)
-        return getattr(self._vitc_load(), attr)
 
 
 @dataclass(frozen=True)

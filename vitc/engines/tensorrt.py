@@ -30,10 +30,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitc._lazy import OPTIONAL
+from vitc._lazy import OPTIONAL, LazyModule
 from vitc.artifacts.precision import Precision, parse_precision
 from vitc.artifacts.sidecar import EngineSidecar, check_sidecar_matches, load_sidecar, sidecar_path
-from vitc.engines.base import LazyModule
 from vitc.errors import VitcError
 
 if TYPE_CHECKING:

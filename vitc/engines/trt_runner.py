@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vitc._lazy import LazyModule
 from vitc.artifacts.sidecar import EngineSidecar, check_sidecar_matches
-from vitc.engines.base import BaseRunner, LazyModule, RunnerInfo, TensorMeta
+from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
 from vitc.engines.tensorrt import (
     PlanHeader,
     TrtFeatures,

@@ -78,7 +78,7 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
         if len(parts) < 4 or not parts[0]:
             continue
         memory = int(float(parts[2])) if re.fullmatch(r"[\d.]+", parts[2]) else None
-        gpus.append(GpuInfo(parts[0], parts[1] or None, memory, parts[3] or None))
+        gpus.append(GpuInfo(parts[0], compute_capability=parts[1] or None, memory_mb=memory, driver=parts[3] or None))
     return gpus
 
 

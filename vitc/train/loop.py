@@ -1,10 +1,11 @@
 """The training loop: set up (vitc.train.setup), then one epoch and its end at a time, then the final test.
 
-Data sets live in memory as uint8 tensors; batches are index tensors drawn from a permutation
-seeded by (seed, epoch), and augmentation draws from an explicit generator. Together with the
-optimiser and RNG states saved in `resume.safetensors`, that makes `--resume` reproduce the
-uninterrupted run exactly, including after an interruption in the middle of an epoch (under DDP each
-other process saves its own streams and running sums beside it: vitc.train.state).
+Batches are index tensors drawn from a permutation seeded by (seed, epoch), which the feed turns into
+uint8 images, from memory or streamed from files (vitc.data.feed, data.stream); augmentation draws from
+an explicit generator. Together with the optimiser and RNG states saved in `resume.safetensors`, that
+makes `--resume` reproduce the uninterrupted run exactly, including after an interruption in the middle
+of an epoch (under DDP each other process saves its own streams and running sums beside it:
+vitc.train.state).
 """
 
 from __future__ import annotations
@@ -208,15 +209,13 @@ def _train_epoch(run: Run, epoch: int) -> None:
         if batch.bad:  # unreadable images, skipped (data.on_bad_image=skip) and counted
             state.partial["skipped"] += len(batch.bad)
         if batch.x is None and not dist.enabled:  # nothing left of this batch: the step passes without an update
-            state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
-            run.stats_before = None
+            _step_done(run, ready, step)
             continue
         if batch.x is None:  # other processes step: join their collectives (the gradient all-reduce, sync-BN's
             # gathers) with zeros, or they stop matching
             with run.ctrl_c.held():
                 _shadow_step(run)
-                state.step_in_epoch, state.global_step, run.unfinished = step + 1, state.global_step + 1, _ahead(ready)
-                run.stats_before = None
+                _step_done(run, ready, step)
             progress.advance(loss=None, lr=lr, images=0)
             continue
 
@@ -226,9 +225,8 @@ def _train_epoch(run: Run, epoch: int) -> None:
         loss = torch.sum(-batch.targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         with run.ctrl_c.held():  # from the gradient exchange until the step is recorded (vitc.train.interrupt)
             _backward_and_step(run, loss)
-            state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
-            run.meter.finish(loss, batch.count, step, state.global_step, lr, start)
-            run.unfinished, run.stats_before = _ahead(ready), None
+            run.meter.finish(loss, batch.count, step, state.global_step + 1, lr, start)
+            _step_done(run, ready, step)
             state.images_seen += batch.count * dist.world_size
         if run.meter.due():  # every step on a CPU; on a GPU one wait per group of steps
             run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
@@ -279,6 +277,13 @@ def running_stats(model: nn.Module) -> list[torch.Tensor]:
         for buffer in (module.running_mean, module.running_var, module.num_batches_tracked)
         if buffer is not None
     ]
+
+
+def _step_done(run: Run, ready: Prefetcher, step: int) -> None:
+    """Step `step` is recorded: a stop from here saves the run after it, undoing only the draws of the batches
+    prepared ahead."""
+    run.state.step_in_epoch, run.state.global_step = step + 1, run.state.global_step + 1
+    run.unfinished, run.stats_before = _ahead(ready), None
 
 
 def _ahead(ready: Prefetcher) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:

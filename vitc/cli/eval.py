@@ -455,21 +455,23 @@ def _report(
     terminal = console()
     written: List[Path] = []
     unwritten: Optional[VitcError] = None
-    try:
+    try:  # the JSON and the table first: drawing (the slow part, and matplotlib's) then loses nothing
         png, json_path = _report_files(png, force)
-        if has_module("matplotlib"):
-            from vitc.train.report import plot_confusion
-
-            title = f"{shown} on {head['folder']}"
-            plot_confusion(confusion["counts"], confusion["true"], png, title=title, other_column=confusion["other"])
-            written.append(png)
-        else:
-            terminal.print(f"no confusion PNG: matplotlib is not installed (the counts are in {json_path.name})")
         write_json(json_path, report)
         written.append(json_path)
     except VitcError as exc:  # a read-only folder, a full disk: said after the result, not instead of it
         unwritten = exc
     terminal.print(_per_class_table(report["classes"]))
+    if unwritten is None and not has_module("matplotlib"):
+        terminal.print(f"no confusion PNG: matplotlib is not installed (the counts are in {json_path.name})")
+    elif unwritten is None:
+        from vitc.train.report import plot_confusion
+
+        try:
+            plot_confusion(confusion["counts"], confusion["true"], png, shown, confusion["other"], data=head["folder"])
+            written.insert(0, png)
+        except VitcError as exc:
+            unwritten = exc
     if report["nan_images"]:
         warn(
             f"{report['nan_images']} images gave NaN logits, each counted as wrong (the confusion's other column): "

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,41 +78,157 @@ def plot_curves(
     plt.close(fig)
 
 
+LABEL_CHARS = 30  # a class name longer than this is drawn shortened in the middle ("…"); the JSON keeps it whole
+COUNTED_CLASSES = 60  # above this many classes the counts are not drawn in the cells and few classes are named
+NAMED_TICKS = 40  # tick labels at most, per axis, above COUNTED_CLASSES
+MAX_INCHES = 24.0  # the figure's largest side: 2,400 px at 100 dpi (300 classes made 13,750 px, 6 GB, 66 s)
+FALLBACK_FONTS = (  # tried in order for glyphs DejaVu Sans lacks (matplotlib >= 3.6 falls back per glyph)
+    "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans",
+    "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "Microsoft YaHei",
+    "Yu Gothic", "MS Gothic", "Hiragino Sans", "PingFang SC", "Apple SD Gothic Neo", "Malgun Gothic",
+    "Noto Sans", "Arial Unicode MS",
+)  # fmt: skip
+
+
 def plot_confusion(
     matrix: Any,
     class_names: Sequence[str],
     path: str | os.PathLike[str],
     title: str = "",
     other_column: bool = False,
+    data: str = "",
 ) -> None:
-    """A confusion matrix heat map with counts, true classes on rows; `other_column`: the last column
-    counts predictions of classes outside `class_names`. Counts are in type as large as the cells
-    allow, white on dark cells. Names and title are drawn as `printable` shows them: a folder name that is
-    not UTF-8 (Latin-1 bytes from an archive, held as surrogates) is refused by matplotlib's text."""
-    plt = pyplot()
-    class_names, title = [printable(name) for name in class_names], printable(title)
-    rows = len(class_names)
-    cols = rows + int(other_column)
-    cell = 0.7 if rows <= 10 else 0.45  # inches
-    fig, ax = plt.subplots(figsize=(max(4.5, cell * cols + 2.5), max(4, cell * rows + 2)))
-    peak = max((max(r) for r in matrix), default=0) or 1
-    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=peak, aspect="auto")
-    ax.set_xticks(range(cols), [*class_names, "other"][:cols], rotation=90 if cols > 10 else 0)
-    ax.set_yticks(range(rows), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if rows <= 30:
-        size = 13 if rows <= 10 else 9 if rows <= 20 else 7
-        for i in range(rows):
-            for j in range(cols):
-                value = int(matrix[i][j])
-                colour = "white" if value > 0.55 * peak else "black"
-                ax.text(j, i, value, ha="center", va="center", fontsize=size, color=colour)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    """A confusion matrix of counts, true classes on rows; `other_column`: the last column counts predictions
+    of classes outside `class_names`. Each cell is coloured by its share of its row (the true class's recall
+    on the diagonal), so a small class's cells read as a big one's; the count is its text, in type as large
+    as the cells allow. The title is `title` (the model) over "on `data`", a long path cut from the left.
+
+    Sized from the longest name as drawn, names over LABEL_CHARS cut with "…"; above COUNTED_CLASSES classes
+    no counts and only some names, in a figure of at most MAX_INCHES a side. Names and title are drawn as
+    `printable` shows them (a Latin-1 folder name held as surrogates is refused by matplotlib's text), a
+    character no installed font has as its escape (\\u98db), and matplotlib's missing-glyph warnings are held."""
+    plt, numpy = pyplot(), lazy_import("numpy")
+    counts = numpy.asarray(matrix, dtype=float).reshape(len(class_names), -1)
+    rows, cols = counts.shape
+    with _font_fallback() as drawable:
+        names = _labels([drawable(printable(name)) for name in class_names])
+        ticks = _named_ticks(cols)
+        fig = plt.figure(constrained_layout=True, dpi=100)
+        ax = fig.add_subplot()
+        totals = counts.sum(axis=1, keepdims=True)
+        share = numpy.divide(counts, totals, out=numpy.zeros_like(counts), where=totals > 0)
+        image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        xnames = [*names, "other"][:cols]
+        rotate = any(len(name) > 6 for name in xnames)
+        ax.set_xticks(ticks, [xnames[i] for i in ticks], rotation=90 if rotate else 0)
+        ax.set_yticks([i for i in ticks if i < rows], [names[i] for i in ticks if i < rows])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+        bar.set_label("share of true class")
+        bar.ax.yaxis.set_major_formatter(lazy_import("matplotlib.ticker").PercentFormatter(xmax=1))
+        width, height = _confusion_inches(fig, ax, rows, cols)
+        fig.set_size_inches(width, height)
+        if rows <= COUNTED_CLASSES:
+            size = 13 if rows <= 10 else 9 if rows <= 20 else 7
+            for i in range(rows):
+                for j in range(cols):
+                    colour = "white" if share[i, j] > 0.55 else "black"
+                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=size, color=colour)
+            what = "counts, coloured by share of true class"
+        else:
+            every = ticks[1] - ticks[0] if len(ticks) > 1 else 1
+            what = f"{rows} classes, one in {every} named; colour: share of true class (counts in the JSON)"
+        lines = [drawable(printable(title)), f"on {drawable(printable(data))}" if data else "", what]
+        fig.suptitle("\n".join(_fit(fig, line) for line in lines if line), fontsize=10)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+
+
+def _named_ticks(count: int) -> list[int]:
+    """Every index up to COUNTED_CLASSES, then every k-th so that at most NAMED_TICKS are named."""
+    every = 1 if count <= COUNTED_CLASSES else -(-count // NAMED_TICKS)
+    return list(range(0, count, every))
+
+
+def _labels(names: list[str]) -> list[str]:
+    """Names over LABEL_CHARS cut at their end with "…"; names that come out the same get their index."""
+    cut = [name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…" for name in names]
+    return [f"{i}: {name}" if cut.count(name) > 1 else name for i, name in enumerate(cut)]
+
+
+def _confusion_inches(fig: Any, ax: Any, rows: int, cols: int) -> tuple[float, float]:
+    """The figure's size: cells of a side that leaves room for the counts (a fixed square above
+    COUNTED_CLASSES), plus the tick labels as measured, the axis labels, colour bar and a three-line title."""
+    renderer = fig.canvas.get_renderer()
+
+    def widest(labels: Any, side: str) -> float:
+        extents = [label.get_window_extent(renderer) for label in labels if label.get_text()]
+        return max((getattr(e, side) for e in extents), default=0.0) / fig.dpi
+
+    cell = 0.7 if rows <= 10 else 0.45 if rows <= 30 else 0.3
+    grid_w, grid_h = (cell * cols, cell * rows) if rows <= COUNTED_CLASSES else (14.0, 14.0 * rows / cols)
+    left = widest(ax.get_yticklabels(), "width") + 0.5  # names and "true"
+    below = widest(ax.get_xticklabels(), "height") + 0.5  # names (rotated: their length) and "predicted"
+    width = min(MAX_INCHES, max(5.0, left + grid_w + 1.4))  # the colour bar and its label
+    height = min(MAX_INCHES, max(4.0, below + grid_h + 0.9))  # the title's lines
+    return width, height
+
+
+def _fit(fig: Any, line: str, fontsize: float = 10) -> str:
+    """`line` in the figure's width as drawn: a path in it cut from the left to its last folders ("…/test"),
+    what still is too long cut at its end."""
+    probe = fig.text(0, 0, "", fontsize=fontsize)
+    renderer, room = fig.canvas.get_renderer(), fig.bbox.width - 0.3 * fig.dpi
+
+    def fits(text: str) -> bool:
+        probe.set_text(text)
+        return bool(probe.get_window_extent(renderer).width <= room)
+
+    words = line.split(" ")
+    for k, word in sorted(enumerate(words), key=lambda item: -len(item[1])):
+        parts = word.split("/")
+        while not fits(" ".join(words)) and len(parts) > 1 + (parts[0] == "…"):
+            parts = ["…", *parts[2:]] if parts[0] == "…" else ["…", *parts[1:]]
+            words[k] = "/".join(parts)
+    line = " ".join(words)
+    while not fits(line) and len(line) > 2:
+        line = line[:-2] + "…"
+    probe.remove()
+    return line
+
+
+@contextlib.contextmanager
+def _font_fallback() -> Iterator[Callable[[str], str]]:
+    """In the block: text falls back from DejaVu Sans to the installed fonts of FALLBACK_FONTS glyph by glyph,
+    and matplotlib's "Glyph 39131 missing from font(s)" warnings are held back; yields what draws a text: each
+    character no font here has as its escape (\\u98db, not an empty box), a `$` as itself (not math)."""
+    import warnings
+
+    matplotlib, font_manager = lazy_import("matplotlib"), lazy_import("matplotlib.font_manager")
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    families = ["DejaVu Sans", *(name for name in FALLBACK_FONTS if name in installed)]
+    covered = _glyphs(families)
+
+    def drawable(text: str) -> str:
+        out = (c if ord(c) in covered or not c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+        return "".join(out).replace("$", r"\$")
+
+    with warnings.catch_warnings(), matplotlib.rc_context({"font.family": families}):
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+        yield drawable
+
+
+def _glyphs(families: Sequence[str]) -> frozenset[int]:
+    """The code points the fonts of `families` draw, together."""
+    font_manager, ft2font = lazy_import("matplotlib.font_manager"), lazy_import("matplotlib.ft2font")
+    codes: set[int] = set()
+    for family in families:
+        with contextlib.suppress(Exception):  # a font file that cannot be read draws nothing
+            found = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
+            codes.update(ft2font.FT2Font(found).get_charmap())
+    return frozenset(codes)
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

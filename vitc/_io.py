@@ -12,6 +12,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import struct
@@ -140,8 +141,26 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
 
 
 def json_text(data: Any) -> str:
-    """JSON as vitc writes it: pretty-printed for humans."""
-    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+    """JSON as vitc writes it: pretty-printed for humans, NaN and infinities as null (`finite`)."""
+    return json.dumps(finite(data), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def json_line(data: Any) -> str:
+    """A record of a JSON lines file (metrics.jsonl), NaN and infinities as null (`finite`)."""
+    return json.dumps(finite(data), allow_nan=False) + "\n"
+
+
+def finite(data: Any) -> Any:
+    """`data` with every NaN and infinity made None: Python writes them as bare `NaN`/`Infinity`, which is not
+    JSON (JSON.parse, jq and serde refuse the file). A diverged loss, NaN logits' loss: where a record holds
+    one, another field says why (eval's nan_images; the run's stop)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(value) for value in data]
+    return data
 
 
 def refuse_to_replace(paths: Iterable[Path], force: bool) -> None:

@@ -1,4 +1,5 @@
-"""What `vitc eval` leaves when drawing the confusion PNG fails: the per-class table and JSON, written first."""
+"""What `vitc eval` leaves when a figure is NaN or drawing the confusion PNG fails: JSON that parses, and the
+per-class table and JSON written before the drawing."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ runner = CliRunner()
 CLASSES = ["cat", "dog"]
 
 
-def _run(folder: Path) -> Path:
+def _run(folder: Path, nan: bool = False) -> Path:
     torch.manual_seed(0)
     model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2, img_size=16, num_classes=2)
+    if nan:  # finite weights whose products overflow to +inf and -inf: NaN logits (a checkpoint holds no NaN)
+        with torch.no_grad():
+            model.head.weight.copy_(torch.full_like(model.head.weight, 3e38))
     meta = meta_for(model, class_names=CLASSES, extra={"train_config": {"data": {"name": "imagefolder"}}})
     save_checkpoint(folder / "best.safetensors", model, meta)
     return folder
@@ -42,6 +46,15 @@ def _strict(text: str) -> object:
         raise ValueError(f"{constant} is not JSON")
 
     return json.loads(text, parse_constant=refuse)
+
+
+def test_nan_logits_leave_a_report_that_is_json(tmp_path: Path) -> None:
+    """The report held `"loss": NaN`, which JSON.parse refuses; null now, nan_images saying why."""
+    run, photos, png = _run(tmp_path / "run", nan=True), _photos(tmp_path / "photos"), tmp_path / "cm.png"
+    result = runner.invoke(app, ["eval", str(run), "--data-dir", str(photos), "--out", str(png)])
+    assert result.exit_code == 0, result.output
+    report = _strict(png.with_suffix(".json").read_text())
+    assert isinstance(report, dict) and report["loss"] is None and report["nan_images"] == 4
 
 
 def test_a_failed_drawing_loses_neither_table_nor_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

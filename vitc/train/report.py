@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from vitc._io import atomic_write
+from vitc._io import atomic_write, json_line
 from vitc._lazy import lazy_import, pyplot
 from vitc._text import printable
 
@@ -18,7 +18,7 @@ from vitc._text import printable
 def write_metrics(history: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     """Rewrite metrics.jsonl from the history (after a resume it matches the uninterrupted run)."""
     with atomic_write(path) as tmp:
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
+        tmp.write_text("".join(json_line(row) for row in history))
 
 
 def write_history(

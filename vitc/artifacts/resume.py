@@ -38,6 +38,20 @@ class ResumeSummary:
         left = self.of_epochs is not None and self.next_epoch <= self.of_epochs and not self.stopped_early
         return self.step_in_epoch > 0 or left
 
+    def next_step(self, run: str) -> str:
+        """What `vitc train --resume run` does with this file: where it goes on, or, for a run with nothing
+        left to train ("continues it at epoch 4 of 3" before), that it finished and how to train it longer."""
+        if self.unfinished:
+            return f"`vitc train --resume {run}` continues it at {self.where()}"
+        done = self.next_epoch - 1
+        if self.stopped_early and self.of_epochs is not None and done < self.of_epochs:
+            return (
+                f"the run stopped early after epoch {done} of {self.of_epochs} (optim.patience): `vitc train "
+                f"--resume {run} --set optim.patience=0` trains its other {self.of_epochs - done}"
+            )
+        epochs = f"{done} epoch{'s' if done != 1 else ''}"
+        return f"the run finished its {epochs}: `vitc train --resume {run} --epochs N` (N > {done}) trains it longer"
+
     def where(self) -> str:
         """Where --resume goes on: `epoch 2 of 3, from its step 4` (a stop within it), or `epoch 2 of 3`."""
         of = f" of {self.of_epochs}" if self.of_epochs else ""

@@ -88,7 +88,7 @@ def _describe_safetensors(path: Path) -> dict[str, Any]:
         return {"kind": "vitc checkpoint", **read_meta(path).to_record()}
     within = ", this file the newest weights (stopped within an epoch)" if summary.step_in_epoch else ""
     hint = (
-        f"`vitc train --resume {path.parent}` continues it at {summary.where()}; best/last.safetensors hold "
+        f"{summary.next_step(str(path.parent))}; best/last.safetensors hold "
         f"the weights of the epochs it finished{within}"
     )
     return {"kind": "vitc resume state", **asdict(summary), "note": hint}

@@ -139,6 +139,7 @@ def test_bad_files_are_skipped_and_counted_on_both_paths(photos: Path, tmp_path:
     assert result.stderr.count("skipped: ") == 2 and "skipped: " not in result.stdout  # once each, on stderr
     rows = [json.loads(line) for line in (runs / "convit_micro" / "metrics.jsonl").read_text().splitlines()]
     assert [row["skipped_images"] for row in rows] == [2, 2]
+    assert all("val_top5" not in row for row in rows)  # 2 classes: 100% by construction (it was recorded)
     assert json.loads((runs / "convit_micro" / "summary.json").read_text())["skipped_images"] == 2
     assert "2 unreadable images skipped" in result.output
 

@@ -321,6 +321,8 @@ def _end_epoch(run: Run, epoch: int) -> bool:
             "val_top5": val["top5"],
             "val_loss": val["loss"],
         }
+        if feed.num_classes <= 5:  # 100% by construction, as the final test's: not in metrics.jsonl nor TensorBoard
+            del row["val_top5"]
         if "skipped" in state.partial:  # unreadable images skipped this epoch (data.on_bad_image=skip)
             row["skipped_images"] = int(state.partial["skipped"])
         with run.ctrl_c.held():  # a stop waits until the epoch is in every log and in the resume state

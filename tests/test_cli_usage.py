@@ -142,7 +142,8 @@ def test_nproc_out_of_range_is_refused_before_anything_starts(nproc: str, tmp_pa
     assert done.returncode == 2
     cores = cpu_cores()
     assert done.stderr.strip() == (
-        f"error: --nproc must be 1 to {max(8, cores)} on this machine ({cores} CPU cores; one process per GPU), "
+        f"error: --nproc must be 1 to {max(8, cores)} on this machine ({cores} CPU core{'s' * (cores != 1)}; one "
+        "process per GPU), "
         f"got {nproc}"
     )
     assert not (tmp_path / "train").exists()
@@ -159,6 +160,9 @@ def test_nproc_counts_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyP
         _check_nproc(10)
     assert str(refused.value) == "--nproc must be 1 to 9 on this machine (9 CPU cores; one process per GPU), got 10"
     _check_nproc(9)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)  # `taskset -c 0`: "1 CPU cores"
+    with pytest.raises(VitcError, match=r"\(1 CPU core; one process per GPU\), got 9$"):
+        _check_nproc(9)
 
 
 @pytest.mark.parametrize("text", [b"Repository not found", b"hello", b"test", b"error", b"see README"])

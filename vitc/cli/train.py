@@ -315,7 +315,8 @@ def _check_nproc(nproc: int) -> None:
     most = max(MIN_NPROC_LIMIT, cores)
     if not 1 <= nproc <= most:
         raise VitcError(
-            f"--nproc must be 1 to {most} on this machine ({cores} CPU cores; one process per GPU), got {nproc}"
+            f"--nproc must be 1 to {most} on this machine ({cores} CPU core{'s' * (cores != 1)}; one process per "
+            f"GPU), got {nproc}"
         )
 
 

@@ -238,12 +238,20 @@ def test_doctor_shows_a_broken_torch_and_onnxruntime_as_rows(tmp_path: Path) -> 
     assert rows["bench / predict / eval x.onnx"] == "missing"
 
 
+def test_the_training_check_imports_no_torch() -> None:
+    """require_training runs before every training command checks its arguments: it imported torch (seconds on a
+    Jetson) before a typo's one line; a broken torch is said where the command imports it."""
+    pytest.importorskip("torch")
+    script = "import sys; from vitc._lazy import require_training; require_training('x'); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("argv", [["train"], ["bench", "--model", "convit_micro"]], ids=lambda a: a[0])
 def test_training_commands_with_a_broken_torch_say_so_in_one_line(tmp_path: Path, argv: list[str]) -> None:
     done = _run_with_broken_packages(tmp_path, *argv)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == (
-        f"error: {_named(argv) if argv[0] == 'train' else 'vitc bench --model / --ckpt'} needs PyTorch: "
-        "torch is installed but cannot be imported: libcusparseLt.so.0: cannot open shared object file: "
-        "No such file or directory"
-    )
+        "error: this command needs 'torch': torch is installed but cannot be imported: libcusparseLt.so.0: cannot "
+        "open shared object file: No such file or directory"
+    )  # said where the command imports it, once its arguments are checked

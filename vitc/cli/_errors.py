@@ -10,8 +10,9 @@ import inspect
 import json
 import os
 import signal
+import sys
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import typer
 from rich.table import Table
@@ -87,11 +88,28 @@ def handle_errors(fn: F) -> F:
             _print_key_table(exc)  # a process's own (a state-dict mismatch): an agreed error has none
             print_error(str(exc), exc.exit_code, every_process=exc.every_process)
             raise typer.Exit(exc.exit_code) from None
+        except (ImportError, OSError):  # a torch installed but broken (a JetPack wheel without its libraries)
+            why = None if debug or debug_enabled() else broken_torch()
+            if why is None:
+                raise
+            print_error(why, 2)
+            raise typer.Exit(2) from None
 
     command = evaluated(wrapper)
     signature = inspect.signature(command)
     command.__signature__ = signature.replace(parameters=[*signature.parameters.values(), _DEBUG])  # type: ignore[attr-defined]
     return command  # type: ignore[return-value]
+
+
+def broken_torch() -> Optional[str]:
+    """After an ImportError or OSError: the one line for a torch that is installed but fails to import, else None
+    (another error, which keeps its traceback). Its import is tried once more, as it failed, for the reason."""
+    from vitc._lazy import broken_text, has_module, import_optional
+
+    if "torch" in sys.modules or not has_module("torch"):
+        return None
+    _, why = import_optional("torch")
+    return None if why is None else f"this command needs 'torch': {broken_text('torch', why)}"  # as lazy_import's
 
 
 def print_error(message: str, code: int, every_process: bool = False) -> None:

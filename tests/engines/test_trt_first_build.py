@@ -102,6 +102,31 @@ def test_build_on_a_machine_without_tensorrt_names_everything_missing(monkeypatc
     assert "CUDA bindings (cuda-python: not installed" in line
 
 
+def test_a_tensorrt_that_fails_to_import_is_said_so_not_installed(tmp_path: Path) -> None:
+    """A TensorRT whose libnvinfer does not load: `vitc doctor` said "broken: ...", vitc build and bench --engine
+    "not installed (pip install tensorrt ...)", the wrong remedy on a Jetson."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text(
+        '__version__ = "8.5.2.2"\nraise ImportError("libnvinfer.so.8: cannot open shared object file")\n'
+    )
+    script = (
+        "from vitc.build.tensorrt import check_build_machine\nfrom vitc.engines.tensorrt import installed_version\n"
+        "for check in (check_build_machine, installed_version):\n"
+        "    try:\n        check()\n    except Exception as exc:\n        print(exc)\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    build, version = done.stdout.splitlines()
+    broken = "tensorrt is installed but cannot be imported: libnvinfer.so.8: cannot open shared object file"
+    assert f"missing: TensorRT ({broken}); CUDA bindings" in build, done.stdout + done.stderr
+    assert version == broken
+
+
 def test_a_failed_drift_check_leaves_the_earlier_plan_and_sidecar(fake, export_dir, monkeypatch, tmp_path):
     """Nothing half-written: plan and sidecar are renamed into place only after the check succeeded."""
     from vitc.engines import accuracy

@@ -260,12 +260,14 @@ def _save_engine(output: Path, blob: bytes, sidecar: EngineSidecar, heldout: Hel
 
 def check_build_machine() -> tuple[str, dict[str, str]]:
     """The TensorRT version and the GPU's properties; one line naming everything missing for a build."""
+    from vitc._lazy import broken_text
     from vitc.engines.cuda import Cuda, choose_bindings
-    from vitc.engines.tensorrt import tensorrt_available, tensorrt_remedy
+    from vitc.engines.tensorrt import tensorrt_available, tensorrt_broken, tensorrt_remedy
 
     missing = []
-    if not tensorrt_available():
-        missing.append(f"TensorRT ({tensorrt_remedy()})")
+    if not tensorrt_available():  # installed but failing to import: why, as `vitc doctor` says; else the remedy
+        broken = tensorrt_broken()
+        missing.append(f"TensorRT ({broken_text('tensorrt', broken) if broken else tensorrt_remedy()})")
     gpu: dict[str, str] | None = None
     choice = choose_bindings()
     if choice.kind is None:

@@ -218,21 +218,26 @@ def tensorrt_remedy() -> str:
 
 
 def not_installed() -> str:
-    return f"TensorRT is not installed ({tensorrt_remedy()})"
+    """Why TensorRT cannot be used here, as `vitc doctor` says it: installed but failing to import (a libnvinfer
+    that does not load: its error), else not installed, with the remedy."""
+    from vitc._lazy import broken_text
+
+    broken = tensorrt_broken()
+    return broken_text("tensorrt", broken) if broken else f"TensorRT is not installed ({tensorrt_remedy()})"
+
+
+def tensorrt_broken() -> str | None:
+    """The import error of a TensorRT that is installed but fails to import; None otherwise."""
+    from vitc._lazy import has_module, import_optional
+
+    return import_optional("tensorrt")[1] if has_module("tensorrt") else None
 
 
 def tensorrt_available() -> bool:
     """True when a real TensorRT is importable (tensorrt-stubs alone leaves a namespace package)."""
-    import importlib
+    from vitc._lazy import has_module, import_optional
 
-    from vitc._lazy import has_module
-
-    if not has_module("tensorrt"):
-        return False
-    try:
-        return hasattr(importlib.import_module("tensorrt"), "__version__")
-    except Exception:  # ImportError, or OSError from a libnvinfer that does not load (`vitc doctor` says which)
-        return False
+    return has_module("tensorrt") and hasattr(import_optional("tensorrt")[0], "__version__")
 
 
 def installed_release() -> str | None:

@@ -118,7 +118,9 @@ def test_without_trt_check_targets_the_installed_tensorrt_without_importing_it(
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     result = runner.invoke(app, ["check", str(path)])
     assert result.exit_code == 1, result.output
-    assert "error: " + str(path) + ": 3 problem(s) for TensorRT 8.5 (installed)" in " ".join(result.output.split())
+    assert "error: " + str(path) + ": 3 problem(s) for TensorRT 8.5, the one installed here" in " ".join(
+        result.output.split()
+    )
     assert "tensorrt" not in sys.modules
     given = runner.invoke(app, ["check", str(path), "--trt", "10"])
     assert given.exit_code == 0 and f"{path}: OK for TensorRT 10 (4 nodes)" in given.output, given.output
@@ -134,11 +136,25 @@ def test_without_trt_or_tensorrt_check_targets_the_export(tmp_path: Path, no_ten
     path = _layernorm_chain(tmp_path / "model.fp32.onnx", blocks=1, custom=False)
     result = runner.invoke(app, ["check", str(path)])
     assert result.exit_code == 0, result.output
-    assert "OK for TensorRT 10 (the default: no TensorRT here, no export target; --trt names another; 4 nodes)" in (
+    assert "OK for TensorRT 10, the default (no TensorRT here, no export target: --trt names another) (4 nodes)" in (
         " ".join(result.output.split())
     )
+    package = tmp_path / "site" / "tensorrt"  # a release vitc has no parser table for: said, not "no TensorRT"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('__version__ = "7.1.3.0"\n')
+    sys.modules.pop("tensorrt", None)
+    sys.path.insert(0, str(tmp_path / "site"))
+    try:
+        old = runner.invoke(app, ["check", str(path)])
+    finally:
+        sys.path.remove(str(tmp_path / "site"))
+        sys.modules["tensorrt"] = None  # type: ignore[assignment]  # as no_tensorrt left it
+    assert old.exit_code == 0 and (
+        "OK for TensorRT 10, TensorRT 7.1.3.0 is installed here, which vitc has no parser table for; the default "
+        "(no export target: --trt names another) (4 nodes)"
+    ) in " ".join(old.output.split()), old.output
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     (tmp_path / "manifest.fp32.json").write_text(json.dumps(manifest_record(trt_target="8.5", onnx_sha256=sha)))
     result = runner.invoke(app, ["check", str(path)])
     assert result.exit_code == 1, result.output
-    assert "3 problem(s) for TensorRT 8.5 (the export's target, manifest.fp32.json)" in " ".join(result.output.split())
+    assert "3 problem(s) for TensorRT 8.5, the export's target in manifest.fp32.json" in " ".join(result.output.split())

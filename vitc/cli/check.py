@@ -74,9 +74,9 @@ def check(
         console.print(f"  {kind}{count}: {problem}", highlight=False, soft_wrap=True)
         console.print(f"      {', '.join(names) if all_names else fold_names(names)}", highlight=False, soft_wrap=True)
     if findings:
-        raise CheckFailed(f"{model}: {len(findings)} problem(s) for TensorRT {trt}" + (f" ({why})" if why else ""))
+        raise CheckFailed(f"{model}: {len(findings)} problem(s) for TensorRT {trt}" + (f", {why}" if why else ""))
     nodes = f"{len(proto.graph.node)} nodes"
-    console.print(f"{model}: OK for TensorRT {trt} ({f'{why}; ' if why else ''}{nodes})")
+    console.print(f"{model}: OK for TensorRT {trt}" + (f", {why}" if why else "") + f" ({nodes})")
 
 
 def default_target(model: Path) -> Tuple[str, str]:
@@ -88,18 +88,19 @@ def default_target(model: Path) -> Tuple[str, str]:
     from vitc.errors import VitcError
     from vitc.export.trt_rules import resolve
 
-    release = installed_release()
+    release, unknown = installed_release(), ""
     if release is not None:
         version = ".".join(release.split(".")[:2])
         try:
             resolve(version)
-            return version, "installed"
-        except VitcError:  # a release vitc has no parser table for: the next source says what to check
-            pass
+            return version, "the one installed here"
+        except VitcError:  # a release vitc has no parser table for: said, and the next source checked
+            unknown = f"TensorRT {release} is installed here, which vitc has no parser table for; "
     try:
         manifest = manifest_for(model)
     except VitcError:  # a file the manifest does not describe (edited since): its target says nothing of it
         manifest = None
     if manifest is not None and manifest.trt_target is not None:
-        return manifest.trt_target, f"the export's target, {manifest.path.name}"
-    return "10", "the default: no TensorRT here, no export target; --trt names another"
+        return manifest.trt_target, f"{unknown}the export's target in {manifest.path.name}"
+    here = "" if unknown else "no TensorRT here, "
+    return "10", f"{unknown}the default ({here}no export target: --trt names another)"

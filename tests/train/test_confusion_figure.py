@@ -144,6 +144,10 @@ def test_a_name_no_font_draws_is_escaped_and_its_warning_held(
         plot_confusion([[3, 1], [0, 4]], ["飛行機", "cat"], tmp_path / "cm.png", title="model on photos/飛行機")
     assert not [w for w in caught if "missing from" in str(w.message)]
     assert [t.get_text() for t in drawn.ax.get_yticklabels()] == ["\\u98db\\u884c\\u6a5f", "cat"]
+    long = "猫と犬の非常に長いクラス名テスト" * 2  # 32 characters: cut to 29 and "…", then escaped
+    plot_confusion([[3, 1], [0, 4]], [long, "cat"], tmp_path / "cm2.png", title="model")
+    escaped = "".join(c.encode("unicode_escape").decode() for c in long[:29]) + "…"
+    assert drawn.ax.get_yticklabels()[0].get_text() == escaped  # it was 4 characters and a broken escape
 
 
 def test_installed_fallback_fonts_are_tried_in_order(

@@ -78,7 +78,7 @@ def plot_curves(
     plt.close(fig)
 
 
-LABEL_CHARS = 30  # a class name longer than this is drawn shortened in the middle ("…"); the JSON keeps it whole
+LABEL_CHARS = 30  # a class name longer than this is drawn cut at its end ("…"); the JSON keeps it whole
 COUNTED_CLASSES = 60  # above this many classes the counts are not drawn in the cells and few classes are named
 NAMED_TICKS = 40  # tick labels at most, per axis, above COUNTED_CLASSES
 MAX_INCHES = 24.0  # the figure's largest side: 2,400 px at 100 dpi (300 classes made 13,750 px, 6 GB, 66 s)
@@ -111,7 +111,7 @@ def plot_confusion(
     counts = numpy.asarray(matrix, dtype=float).reshape(len(class_names), -1)
     rows, cols = counts.shape
     with _font_fallback() as drawable:
-        names = _labels([drawable(printable(name)) for name in class_names])
+        names = [drawable(name) for name in _labels([printable(name) for name in class_names])]  # cut, then escaped
         ticks = _named_ticks(cols)
         fig = plt.figure(constrained_layout=True, dpi=100)
         ax = fig.add_subplot()
@@ -120,8 +120,10 @@ def plot_confusion(
         image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
         xnames = [*names, "other"][:cols]
         rotate = any(len(name) > 6 for name in xnames)
-        ax.set_xticks(ticks, [xnames[i] for i in ticks], rotation=90 if rotate else 0)
-        ax.set_yticks([i for i in ticks if i < rows], [names[i] for i in ticks if i < rows])
+        ax.set_xticks(ticks)  # then the labels apart: set_xticks(ticks, labels) needs matplotlib 3.5 (apt's is 3.1)
+        ax.set_xticklabels([xnames[i] for i in ticks], rotation=90 if rotate else 0)
+        ax.set_yticks([i for i in ticks if i < rows])
+        ax.set_yticklabels([names[i] for i in ticks if i < rows])
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)

@@ -108,6 +108,8 @@ def test_rounds_interleave_runners():
         == "timed: 6 calls per row in 3 interleaved rounds, after 4 warm-up calls (1 in each later round); "
         "CPU threads: the backend's default"
     )
+    once = bench_runners([Fake("a")], [1], TimingPlan(warmup=1, iterations=2)).how_timed()
+    assert once.startswith("timed: 2 calls per row, after 1 warm-up call;")  # "1 warm-up calls" before
     markdown = warm.to_markdown()
     assert warm.how_timed() in markdown and "img/s = batch / p50 latency" in markdown
     assert "precisions" not in inspect.signature(bench_runners).parameters  # issue 23: nothing passed it

@@ -183,9 +183,9 @@ class BenchReport:
         text = f"timed: {'/'.join(map(str, calls))} calls per row"
         if rounds > 1:
             later = settings.get("warmup_later_rounds")
-            text += f" in {rounds} interleaved rounds, after {warmup} warm-up calls ({later} in each later round)"
+            text += f" in {rounds} interleaved rounds, after {_calls(warmup)} ({later} in each later round)"
         elif warmup is not None:
-            text += f", after {warmup} warm-up calls"
+            text += f", after {_calls(warmup)}"
         threads = sorted(
             {str(row.detail.get("threads") or "the backend's default") for row in self.rows if row.device == "cpu"}
         )
@@ -227,3 +227,7 @@ def base_environment() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cores": cpu_cores(),
     }
+
+
+def _calls(warmup: Any) -> str:
+    return f"{warmup} warm-up call{'s' * (warmup != 1)}"

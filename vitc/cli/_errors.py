@@ -1,6 +1,7 @@
-"""Turn VitcError into one line on stderr and exit code 2; `--debug` (before or after the command) or
-VITC_DEBUG=1 shows the traceback. Under torchrun an error every process raises alike is printed once per machine,
-and each process's line is what torchrun's own summary of the failed processes shows."""
+"""Turn VitcError into one line on stderr and its exit code (2 for bad input, 1 for a failed check);
+`--debug` (before or after the command) or VITC_DEBUG=1 shows the traceback. Under torchrun an error every
+process raises alike is printed once per machine, and each process's line is what torchrun's own summary of
+the failed processes shows."""
 
 from __future__ import annotations
 
@@ -73,8 +74,9 @@ def evaluated(fn: F) -> F:
 
 
 def handle_errors(fn: F) -> F:
-    """Wrap a command so that a VitcError ends it cleanly with exit code 2, give it the --debug option
-    that keeps the traceback, as the root's does (`vitc --debug eval X`), and its paths' `~` expanded."""
+    """Wrap a command so that a VitcError ends it cleanly with its exit code (2, or 1 for CheckFailed), give it
+    the --debug option that keeps the traceback, as the root's does (`vitc --debug eval X`), and its paths' `~`
+    expanded."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:

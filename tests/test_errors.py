@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vitc.errors import first_line, named_first_line
+from vitc.errors import first_line, joined_lines, named_first_line
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,10 @@ def test_named_first_line_names_the_type_once() -> None:
     assert named_first_line(KeyError("x")) == "KeyError: 'x'"
     assert named_first_line(AssertionError()) == "AssertionError"  # not "AssertionError: "
     assert named_first_line(RuntimeError("\n a \nb"), limit=1) == "RuntimeError: a"
+
+
+def test_joined_lines_keeps_the_detail_below_the_first_line_on_one_line() -> None:
+    """A resume file whose state dict does not fit said load_state_dict's message over several lines."""
+    exc = RuntimeError('Error(s) in loading state_dict for DeiT:\n\tMissing key(s) in state_dict: "head.bias".')
+    assert joined_lines(exc) == 'Error(s) in loading state_dict for DeiT: Missing key(s) in state_dict: "head.bias".'
+    assert joined_lines(exc, limit=5) == "Error" and joined_lines(AssertionError()) == "AssertionError"

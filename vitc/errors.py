@@ -39,6 +39,12 @@ def first_line(exc: BaseException, limit: int = 300, said: str = "") -> str:
     return lines[-1][:limit] if lines else type(exc).__name__
 
 
+def joined_lines(exc: BaseException, limit: int = 300) -> str:
+    """Every line of the exception's message on one line, cut to `limit`: for a message whose detail is below
+    its first line (load_state_dict's "Error(s) in loading state_dict for X:" over its missing keys)."""
+    return " ".join(_lines(str(exc)))[:limit] or type(exc).__name__
+
+
 def named_first_line(exc: BaseException, limit: int = 300) -> str:
     """`Type: first line`, or the type alone for an exception without a message: a failure named where the
     type says as much as the text (a KeyError's message is only the key)."""

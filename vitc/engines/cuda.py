@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vitc.errors import VitcError, first_line
+from vitc.errors import VitcError, first_line, named_first_line
 
 CUDA_PYTHON_MODULES = ("cuda.bindings.runtime", "cuda.cudart")
 INSTALL_HINT = (
@@ -89,8 +89,8 @@ def _try_cuda_python() -> tuple[BindingChoice | None, str]:
         err2, built = rt.cudaRuntimeGetVersion()
     except Exception as exc:  # no driver library (cuda-python 11.x raises), or not the (err, value) API
         if "libcuda.so" in str(exc):
-            return None, f"cuda-python ({name}): no NVIDIA driver here ({str(exc).strip()})"
-        return None, f"cuda-python ({name}): version query failed ({type(exc).__name__}: {exc})"
+            return None, f"cuda-python ({name}): no NVIDIA driver here ({first_line(exc)})"
+        return None, f"cuda-python ({name}): version query failed ({named_first_line(exc)})"
     if int(err) != 0 or not driver:
         why = getattr(err, "name", err) if int(err) != 0 else "cudaDriverGetVersion gave 0"
         return None, f"cuda-python ({name}): no CUDA driver ({why})"

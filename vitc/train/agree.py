@@ -21,7 +21,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from vitc.errors import VitcError, named_first_line
+from vitc.errors import VitcError, first_line, named_first_line
 
 WAIT_S = 30 * 60.0  # for the slowest process to arrive: torch's own rendezvous timeout (machines start apart)
 POLL_S = 0.02  # the store is polled, so that Ctrl-C still reaches a waiting process
@@ -152,7 +152,7 @@ def _exchange(stage: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
     except (RuntimeError, ValueError) as exc:  # torch's DistStoreError and the like: the store went away
         raise VitcError(
             f"rank {rank} of {world_size} lost torchrun's rendezvous store while the processes compared their "
-            f"{stage} ({str(exc).strip()[:200]}): another process ended first; its output says why"
+            f"{stage} ({first_line(exc, 200)}): another process ended first; its output says why"
         ) from None
     return payloads
 

@@ -25,7 +25,7 @@ from torch import nn
 from vitc._io import atomic_write
 from vitc.artifacts.resume import RESUME_KEY as _META  # its torch-free reader (vitc info) lives beside it
 from vitc.checkpoint import load_state_dict
-from vitc.errors import VitcError
+from vitc.errors import VitcError, joined_lines
 
 
 @dataclass
@@ -95,7 +95,7 @@ def load_state(
     try:
         return _restore(path, record, model, optimizer, ema, generators, scaler)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-        raise VitcError(f"{path}: not a resume state written by vitc train ({str(exc)[:200]})") from exc
+        raise VitcError(f"{path}: not a resume state written by vitc train ({joined_lines(exc, 200)})") from exc
 
 
 def _restore(

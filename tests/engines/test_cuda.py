@@ -7,6 +7,7 @@ times with events, runs work only when synchronised and (cuda-python) replays ca
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,28 @@ def test_a_venv_without_system_site_packages_is_told_apart(monkeypatch, tmp_path
     monkeypatch.setattr("sys.prefix", str(tmp_path) if cfg else "/usr")
     monkeypatch.setattr("sys.base_prefix", "/usr")
     assert venv_without_system_site_packages() is expected
+
+
+def test_cuda_bindings_that_fail_to_import_are_said_broken_not_missing(tmp_path: Path) -> None:
+    """cuda-python whose libcudart does not load was "cuda-python: not installed (pip install ...)", the wrong
+    remedy for a package that is there; `vitc doctor`, build and bench now say why it fails, as for torch."""
+    import os
+    import subprocess
+    import sys
+
+    runtime = tmp_path / "cuda" / "bindings"
+    runtime.mkdir(parents=True)
+    (tmp_path / "cuda" / "__init__.py").write_text("")
+    (runtime / "__init__.py").write_text("")
+    (runtime / "runtime.py").write_text('raise ImportError("libcudart.so.12: cannot open shared object file")\n')
+    (tmp_path / "pycuda").mkdir()
+    (tmp_path / "pycuda" / "__init__.py").write_text("")
+    (tmp_path / "pycuda" / "driver.py").write_text('raise OSError("libcuda.so.1: cannot open shared object file")\n')
+    script = "from vitc.engines.cuda import choose_bindings; print(choose_bindings().reason)"
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.strip() == (
+        "cuda-python: cuda-python is installed but cannot be imported: libcudart.so.12: cannot open shared object "
+        "file; pycuda: pycuda is installed but cannot be imported: libcuda.so.1: cannot open shared object file"
+    ), done.stdout + done.stderr

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from vitc._lazy import broken_text
 from vitc.errors import VitcError, first_line, named_first_line
 
 CUDA_PYTHON_MODULES = ("cuda.bindings.runtime", "cuda.cudart")
@@ -70,19 +71,24 @@ class BindingChoice:
         }
 
 
-def _import(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(name)
-    except Exception:  # ImportError, or OSError/RuntimeError from a library the module loads
-        return None
+def _import(name: str) -> tuple[ModuleType | None, str | None]:
+    """(module, None); (None, None) when it is not installed; (None, why) when it is but fails to import (an
+    ImportError, or OSError/RuntimeError from a library the module loads), as `vitc doctor` says it."""
+    from vitc._lazy import has_module, import_optional
+
+    return import_optional(name) if has_module(name) else (None, None)
 
 
 def _try_cuda_python() -> tuple[BindingChoice | None, str]:
+    broken = None
     for name in CUDA_PYTHON_MODULES:
-        rt = _import(name)
+        rt, why = _import(name)
+        broken = broken or why
         if rt is not None:
             break
     else:
+        if broken is not None:
+            return None, f"cuda-python: {broken_text('cuda-python', broken)}"
         return None, f"cuda-python: not installed ({install_hint()})"
     try:
         err, driver = rt.cudaDriverGetVersion()
@@ -110,7 +116,9 @@ def _try_cuda_python() -> tuple[BindingChoice | None, str]:
 
 
 def _try_pycuda() -> tuple[BindingChoice | None, str]:
-    drv = _import("pycuda.driver")
+    drv, broken = _import("pycuda.driver")
+    if broken is not None:
+        return None, f"pycuda: {broken_text('pycuda', broken)}"
     if drv is None:
         return None, "pycuda: not installed"
     try:

@@ -39,8 +39,10 @@ PYENV_ROOT ?= $(HOME)/.pyenv
 RUNTIME_PYTHONS ?= 3.8.18 3.10.13
 RUNTIME_TEST_DEPS := pytest numpy==1.21.6 onnx onnxruntime
 # tests/engines is the runtime's (strict-fake TensorRT and CUDA included): all of it but the GPU check's
-# torch tables and the wheel test, which the main suite runs against these venvs.
-RUNTIME_TESTS := tests/engines --ignore=tests/engines/test_cuda_gpu_check.py --ignore=tests/engines/test_wheel.py \
+# torch tables, its resilience tests (Python 3.12 and torch on the lent GPU) and the wheel test, which the main
+# suite runs against these venvs.
+RUNTIME_TESTS := tests/engines --ignore=tests/engines/test_cuda_gpu_check.py --ignore=tests/engines/test_gpu_check_resilience.py \
+	--ignore=tests/engines/test_wheel.py \
 	tests/bench/test_cli_bench.py tests/bench/test_timing_report.py \
 	tests/test_cli_info.py tests/test_cli_check.py tests/test_cli_models.py tests/test_cli_signals.py tests/test_cli_home.py \
 	tests/test_python_versions.py tests/test_errors.py \

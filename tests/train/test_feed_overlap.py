@@ -248,6 +248,16 @@ class _Stream:
         self.log.append((self.name, "waits for", event))
 
 
+class _Tensor:
+    """A stand-in for a batch's tensor: it logs the stream that keeps it (record_stream)."""
+
+    def __init__(self, name: str, log: list[tuple[str, ...]]) -> None:
+        self.name, self.log = name, log
+
+    def record_stream(self, stream: _Stream) -> None:
+        self.log.append((stream.name, "keeps", self.name))
+
+
 def test_the_prefetcher_hands_each_batch_over_after_its_own_event(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CUDA branch's order with a stand-in for torch.cuda: batch i+1 is augmented on the side stream
     before batch i is handed over, the main stream waits for batch i's event only, and the batch's
@@ -261,17 +271,10 @@ def test_the_prefetcher_hands_each_batch_over_after_its_own_event(monkeypatch: p
         yield
         current.pop()
 
-    class Tensor:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def record_stream(self, stream: _Stream) -> None:
-            log.append((stream.name, "keeps", self.name))
-
     def augment(images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, device: Any) -> tuple[Any, Any]:
         i = int(images[0, 0, 0, 0])
         log.append((current[-1].name, f"augments {i}"))
-        return Tensor(f"x{i}"), Tensor(f"t{i}")
+        return _Tensor(f"x{i}", log), _Tensor(f"t{i}", log)
 
     monkeypatch.setattr(torch.cuda, "Stream", lambda device: side)
     monkeypatch.setattr(torch.cuda, "stream", on)
@@ -298,16 +301,9 @@ def test_the_worker_thread_feed_claims_each_batch_at_the_hand_over(monkeypatch: 
     log: list[tuple[str, ...]] = []
     side, main = _Stream("side", log), _Stream("main", log)
 
-    class Tensor:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def record_stream(self, stream: _Stream) -> None:
-            log.append((stream.name, "keeps", self.name))
-
     def augment(images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, device: Any) -> tuple[Any, Any]:
         i = int(images[0, 0, 0, 0])
-        return Tensor(f"x{i}"), Tensor(f"t{i}")
+        return _Tensor(f"x{i}", log), _Tensor(f"t{i}", log)
 
     def step(batch: Any) -> None:
         time.sleep(0.05)  # the worker runs ahead meanwhile

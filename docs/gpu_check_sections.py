@@ -62,6 +62,35 @@ def failed(exc: BaseException) -> dict[str, Any]:
     return {"failed": f"{type(exc).__name__}: {exc}"[:600], "traceback": _tail(traceback.format_exc(), 12)}
 
 
+STOPPED = "time budget spent (the run was stopped)"
+
+
+def sub_run(
+    cmd: list[str],
+    timeout: float,
+    read: Callable[[subprocess.CompletedProcess[str]], dict[str, Any]],
+    stopped: str = STOPPED,
+) -> dict[str, Any]:
+    """One sub-run in its own process: what `read` takes from it, or why there is nothing (it exited non-zero,
+    was stopped at `timeout` (its last lines kept), or reading its output raised); the check goes on."""
+    try:
+        proc = run(cmd, timeout)
+        return exited(proc) if proc.returncode != 0 else read(proc)
+    except subprocess.TimeoutExpired as exc:
+        return {"skipped": stopped, "output": _tail(exc.stdout)}
+    except Exception as exc:
+        return failed(exc)
+
+
+def bench_report(stem: Path) -> Callable[[subprocess.CompletedProcess[str]], dict[str, Any]]:
+    """How a `vitc bench --json STEM.json --markdown STEM.md` sub-run is read."""
+
+    def read(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+        return {"markdown": Path(f"{stem}.md").read_text(), "figures": json.loads(Path(f"{stem}.json").read_text())}
+
+    return read
+
+
 def stopping(exc: BaseException) -> bool:
     """A stop signal taken inside a sub-run (vitc train's TrainingInterrupted): it ends the check, not the run."""
     loop = sys.modules.get("vitc.train.loop")
@@ -76,19 +105,8 @@ def torch_bench(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any
         stem = out / f"bench_{precision}"
         cmd = vitc_cli("bench", *models, "--compare", "--device", plan["device"], "--autocast", precision,
                        *plan["bench_args"], "--json", f"{stem}.json", "--markdown", f"{stem}.md")  # fmt: skip
-        entry: dict[str, Any] = {"command": "vitc " + " ".join(cmd[3:])}
-        try:
-            proc = run(cmd, max(1.0, (deadline - time.monotonic()) / (len(plan["precisions"]) - i)))
-            if proc.returncode != 0:
-                entry |= exited(proc)
-            else:
-                entry |= {"markdown": Path(f"{stem}.md").read_text(),
-                          "figures": json.loads(Path(f"{stem}.json").read_text())}  # fmt: skip
-        except subprocess.TimeoutExpired as exc:
-            entry |= {"skipped": "time budget spent (the run was stopped)", "output": _tail(exc.stdout)}
-        except Exception as exc:
-            entry |= failed(exc)
-        results[precision] = entry
+        timeout = max(1.0, (deadline - time.monotonic()) / (len(plan["precisions"]) - i))
+        results[precision] = {"command": "vitc " + " ".join(cmd[3:]), **sub_run(cmd, timeout, bench_report(stem))}
         progress(results)
     return results
 
@@ -124,15 +142,10 @@ def inference(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     if settings.get("bench"):
         stem = out / "bench_cuda_graph"
         cmd = vitc_cli("bench", *settings["bench"].split(), "--json", f"{stem}.json", "--markdown", f"{stem}.md")
-        entry: dict[str, Any] = {"command": "vitc " + " ".join(cmd[3:])}
-        try:
-            proc = run(cmd, max(1.0, deadline - time.monotonic()))
-            entry |= exited(proc) if proc.returncode != 0 else {
-                "markdown": Path(f"{stem}.md").read_text(), "figures": json.loads(Path(f"{stem}.json").read_text())
-            }  # fmt: skip
-        except subprocess.TimeoutExpired:
-            entry["skipped"] = f"{entry['command']}: stopped at the section's budget"
-        section["cuda_graph_bench"] = entry
+        command = "vitc " + " ".join(cmd[3:])
+        stopped = f"{command}: stopped at the section's budget"
+        done = sub_run(cmd, max(1.0, deadline - time.monotonic()), bench_report(stem), stopped)
+        section["cuda_graph_bench"] = {"command": command, **done}
     return section
 
 
@@ -290,17 +303,7 @@ def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
         path.unlink(missing_ok=True)
         cmd = [sys.executable, str(ROOT / "docs" / "peer_timing.py"), *key.split(), "--json", str(path)]
         entry: dict[str, Any] = {"command": "python docs/peer_timing.py " + key}
-        try:
-            proc = run(cmd, left * share)
-            lines = proc.stdout.splitlines()
-            entry |= exited(proc) if proc.returncode != 0 else {
-                "equal_weights": [ln for ln in lines if "max |Δ logits|" in ln],
-                "operators": [ln for ln in lines if ln.startswith(("operators", "    "))],
-            }  # fmt: skip
-        except subprocess.TimeoutExpired as exc:  # the rows written so far survive the stop
-            entry |= {"skipped": "time budget spent (the run was stopped)", "output": _tail(exc.stdout)}
-        except Exception as exc:
-            entry |= failed(exc)
+        entry |= sub_run(cmd, left * share, _peer_lines)  # stopped: the rows written so far survive, read below
         with contextlib.suppress(Exception):  # written as it measures: what a stop or failure left is kept
             figures = json.loads(path.read_text())
             entry |= {"markdown": figures["markdown"], "train": figures["train"], "infer": figures.get("infer", [])}
@@ -313,16 +316,19 @@ def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
         if left < 15:
             results[key] = entry | {"skipped": "time budget spent"}
             continue
-        try:
-            proc = run([sys.executable, str(ROOT / "docs" / "operator_counts.py"), *counts], left / 2)
-            entry |= exited(proc) if proc.returncode != 0 else {"markdown": proc.stdout}
-        except subprocess.TimeoutExpired:
-            entry["skipped"] = "time budget spent (the run was stopped)"
-        except Exception as exc:
-            entry |= failed(exc)
-        results[key] = entry
+        cmd = [sys.executable, str(ROOT / "docs" / "operator_counts.py"), *counts]
+        results[key] = entry | sub_run(cmd, left / 2, lambda proc: {"markdown": proc.stdout})
         progress(results)
     return results
+
+
+def _peer_lines(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """What a peer run printed besides its JSON: the equal-weights check and the operator-count diff."""
+    lines = proc.stdout.splitlines()
+    return {
+        "equal_weights": [ln for ln in lines if "max |Δ logits|" in ln],
+        "operators": [ln for ln in lines if ln.startswith(("operators", "    "))],
+    }
 
 
 def cuda_layer(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:

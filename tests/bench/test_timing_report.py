@@ -110,6 +110,8 @@ def test_rounds_interleave_runners():
     )
     once = bench_runners([Fake("a")], [1], TimingPlan(warmup=1, iterations=2)).how_timed()
     assert once.startswith("timed: 2 calls per row, after 1 warm-up call;")  # "1 warm-up calls" before
+    warm.settings["duration"] = float("nan")  # any non-finite figure: a bare NaN is no JSON (JSON.parse refuses)
+    assert '"duration": null' in warm.to_json() and json.loads(warm.to_json())["settings"]["duration"] is None
     markdown = warm.to_markdown()
     assert warm.how_timed() in markdown and "img/s = batch / p50 latency" in markdown
     assert "precisions" not in inspect.signature(bench_runners).parameters  # issue 23: nothing passed it

@@ -8,12 +8,11 @@ compute only (CUDA events around the launch).
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitc._io import ReportKind, json_report, markdown_report
+from vitc._io import ReportKind, json_report, json_text, markdown_report
 from vitc.bench.timing import LatencyStats
 
 FORMAT = "vitc.bench"  # the JSON report's "format"
@@ -97,7 +96,7 @@ class BenchReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        return json_text(self.to_dict())  # NaN and infinities as null, as every JSON vitc writes
 
     # -- shared cell formatting ----------------------------------------------------------------
     _HEAD = ("runner", "batch", "p50 ms", "mean ms", "p99 ms", "CV %", "img/s", "ratio", "GPU p50 ms", "top-1 %",

@@ -152,7 +152,7 @@ def _configure(
 ) -> tuple[TrainConfig, list[str], list[str]]:
     """The run's configuration from the recipe (or the resumed run's config.json) and the command line, checked;
     (it, the defaults it took, what a resume changed)."""
-    from vitc.train.config import apply, flatten, load_config, resume_config
+    from vitc.train.config import apply, load_config, resume_config
     from vitc.train.defaults import resolve_defaults
 
     if resume and recipe is not None and recipe.suffix not in (".toml", ".safetensors") and not recipe.exists():
@@ -164,23 +164,24 @@ def _configure(
     changed: List[str] = []
     if resume:
         cfg = resume_config(cfg, {})  # the run's own config.json, read once
-        before = flatten(cfg.to_dict())
+        before = cfg.to_dict()
         cfg = apply(cfg, overrides)  # plus what is set explicitly now
-        if cfg.optim.epochs != before["optim.epochs"]:  # the schedule is a function of the run's length
+        if cfg.optim.epochs != before["optim"]["epochs"]:  # the schedule is a function of the run's length
             _check_not_shorter(cfg)
     named = cfg.model.name is not None  # checked now; a model the weights name is checked once resolved
     _check_before_torch(cfg, resume)
     notes = resolve_defaults(cfg)
     if resume:  # compared resolved (a relative --data-dir is the folder config.json records absolute)
-        changed = resumed_with(before, flatten(cfg.to_dict()))
+        changed = resumed_with(before, cfg.to_dict())
     if not named:
         _check_model(cfg.model.name)
     return cfg, notes, changed
 
 
 def resumed_with(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
-    """Each setting a resume changes, as `key = new (was old)`: accepted (at an epoch's end any, within one those
-    that keep its draws), and config.json then holds the new value, so the user is told of every one."""
+    """Each setting a resume changes between two config.json records, as `key = new (was old)`: accepted (at
+    an epoch's end any, within one those that keep its draws), and config.json then holds the new value, so the
+    user is told of every one."""
     from vitc.train.records import changed_settings
 
     lines = []

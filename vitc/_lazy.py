@@ -92,6 +92,11 @@ def broken_text(name: str, why: str) -> str:
     return f"{name} is installed but cannot be imported: {why}"
 
 
+def needed_but_broken(name: str, why: str) -> str:
+    """The error of a command whose optional dependency `name` is installed but fails to import."""
+    return f"this command needs {name!r}: {broken_text(name, why)}"
+
+
 def lazy_import(name: str) -> ModuleType:
     """Import an optional dependency or raise a VitcError that says how to install it (or why it is broken)."""
     root = name.split(".")[0]
@@ -101,7 +106,7 @@ def lazy_import(name: str) -> ModuleType:
     if module is not None:
         return module
     if broken is not None:
-        raise VitcError(f"this command needs {root!r}: {broken_text(root, broken)}")
+        raise VitcError(needed_but_broken(root, broken))
     hint = OPTIONAL.get(root, f"pip install {root}")
     raise VitcError(f"this command needs {root!r}, which is not installed ({hint})")
 

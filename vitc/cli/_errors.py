@@ -106,12 +106,12 @@ def handle_errors(fn: F) -> F:
 def broken_torch() -> Optional[str]:
     """After an ImportError or OSError: the one line for a torch that is installed but fails to import, else None
     (another error, which keeps its traceback). Its import is tried once more, as it failed, for the reason."""
-    from vitc._lazy import broken_text, has_module, import_optional
+    from vitc._lazy import has_module, import_optional, needed_but_broken
 
     if "torch" in sys.modules or not has_module("torch"):
         return None
     _, why = import_optional("torch")
-    return None if why is None else f"this command needs 'torch': {broken_text('torch', why)}"  # as lazy_import's
+    return None if why is None else needed_but_broken("torch", why)
 
 
 def print_error(message: str, code: int, every_process: bool = False) -> None:

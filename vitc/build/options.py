@@ -1,21 +1,27 @@
-"""What a TensorRT build is asked for: its options, and the input profile (min/opt/max shapes) they and the
-ONNX input resolve to. Plain data, no TensorRT: vitc.build.tensorrt applies them to the builder."""
+"""What a TensorRT build is asked for: its options, the defaults `resolve_options` decides for them (for
+`vitc build` and a Python caller alike), and the input profile (min/opt/max shapes) they and the ONNX
+input resolve to. Plain data, no TensorRT: vitc.build.tensorrt applies them to the builder."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vitc.artifacts import BatchRange, ExportManifest, Precision
+from vitc.artifacts import BatchRange, ExportManifest, Precision, manifest_for, parse_precision, precision_in_name
+from vitc.artifacts.sidecar import PLAN_SUFFIXES
 from vitc.errors import VitcError
 
 
 @dataclass
 class BuildOptions:
+    """`vitc build`'s options as fields. Those left None are decided by `resolve_options` as the CLI decides
+    them: the manifest read from beside the ONNX file, the precision taken from it or the file name, the
+    plan written to engines/<run>.<precision>.plan."""
+
     onnx: Path
-    output: Path
-    precision: Precision = "fp32"
+    output: Path | None = None  # default engines/<run>.<precision>.plan
+    precision: Precision | None = None  # default the manifest's, else the file name's, else fp32
     batch: BatchRange | None = None  # overrides the manifest's range
     workspace_mb: int | None = None
     opt_level: int | None = None
@@ -23,9 +29,23 @@ class BuildOptions:
     timing_cache: Path | None = None
     version_compatible: bool = False
     hardware_compat: str = "none"
-    manifest: ExportManifest | None = None
+    manifest: ExportManifest | None = None  # default the ONNX file's (manifest_for)
     check: bool = True
     tf32: bool = False  # let FP32 layers compute in TF32 (TensorRT's default; vitc clears it)
+
+    @property
+    def plan(self) -> Path:
+        """The plan path, once `resolve_options` has decided it (build_engine resolves first)."""
+        if self.output is None:
+            raise VitcError("the plan path is not decided yet: resolve_options(opts) decides it")
+        return self.output
+
+    @property
+    def chosen_precision(self) -> Precision:
+        """The precision, once `resolve_options` has decided it (build_engine resolves first)."""
+        if self.precision is None:
+            raise VitcError("the precision is not decided yet: resolve_options(opts) decides it")
+        return self.precision
 
     def options_record(self) -> dict[str, Any]:
         return {
@@ -37,6 +57,43 @@ class BuildOptions:
             "hardware_compat": self.hardware_compat,
             "tf32": self.tf32,
         }
+
+
+def resolve_options(opts: BuildOptions) -> BuildOptions:
+    """`opts` with every default decided, in one place for `vitc build` and a Python caller of build_engine,
+    so the same arguments build the same plan at the same path: the ONNX file checked, its manifest read
+    (its sha256 checked), the precision given, else the manifest's, else the file name's
+    (model.int8.onnx), else fp32, and the plan path given, else engines/<run>.<precision>.plan, refused
+    unless its name ends as a plan's. Resolving resolved options changes nothing."""
+    from vitc.artifacts.given import FILE, not_taken, path_kind
+
+    onnx = Path(opts.onnx)  # a Python caller may give strings
+    if path_kind(onnx) != FILE:
+        raise not_taken(onnx, "an ONNX file", (".onnx",))
+    if opts.precision is not None:
+        parse_precision(opts.precision, "--precision")
+    manifest = opts.manifest if opts.manifest is not None else manifest_for(onnx)
+    precision = parse_precision(
+        opts.precision or (manifest.precision if manifest else None) or precision_in_name(onnx) or "fp32"
+    )
+    output = default_plan_path(onnx, precision) if opts.output is None else Path(opts.output)
+    check_plan_name(output)
+    return replace(opts, onnx=onnx, output=output, precision=precision, manifest=manifest)
+
+
+def default_plan_path(onnx: Path, precision: Precision) -> Path:
+    """engines/<run>.<precision>.plan, <run> the export folder's name (export/<run>/model.<precision>.onnx)."""
+    run = onnx.parent.name or onnx.stem
+    return Path("engines") / f"{run}.{precision}.plan"
+
+
+def check_plan_name(output: Path) -> None:
+    """A plan's file name ends as the engines' runners read it (.plan, .engine or .trt): a plan path naming
+    a checkpoint or the ONNX file would put a plan over it."""
+    if output.suffix.lower() not in PLAN_SUFFIXES:
+        raise VitcError(
+            f"--out {output}: a TensorRT plan is written to a file whose name ends in {' or '.join(PLAN_SUFFIXES)}"
+        )
 
 
 @dataclass(frozen=True)

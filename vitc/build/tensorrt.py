@@ -17,7 +17,7 @@ from vitc._lazy import LazyModule
 from vitc.artifacts import ExportManifest, Heldout, Precision
 from vitc.artifacts.manifest import export_target
 from vitc.artifacts.sidecar import EngineSidecar, plan_record
-from vitc.build.options import BuildOptions, Profile, make_profile
+from vitc.build.options import BuildOptions, Profile, make_profile, resolve_options
 from vitc.build.trt_precision import pin_fp32_layers
 from vitc.build.trt_timing_cache import attach_timing_cache, save_timing_cache
 from vitc.engines.tensorrt import (
@@ -119,6 +119,10 @@ def _parser_errors(parser: trt.OnnxParser) -> list[str]:
 def build_engine(opts: BuildOptions) -> BuildResult:
     """Check the machine and inputs, parse the ONNX file, build, check the engine, then write plan + sidecar.
 
+    The options' defaults (the manifest, the precision, the plan path) are decided by `resolve_options`,
+    as for `vitc build`: `build_engine(BuildOptions(onnx=Path("export/run/model.int8.onnx")))` writes
+    engines/run.int8.plan, checked on the export's held-out set, as `vitc build` on that file does.
+
     The steps are Polygraphy's loaders, named alike: `_preflight`, `_parse` (NetworkFromOnnxPath),
     `_configure` (CreateConfig), `_engine_bytes` (EngineBytesFromNetwork, with its timing cache) and
     `_save_engine` (SaveEngine, after the drift check). Everything the build needs (TensorRT, CUDA
@@ -128,9 +132,10 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     from vitc._io import sha256_file
     from vitc.engines.platform import jetson_info
 
+    opts = resolve_options(opts)
     version, gpu, plan_flags, heldout = _preflight(opts)
     warnings: list[str] = []
-    cache_path = opts.timing_cache or default_timing_cache(opts.output, version)
+    cache_path = opts.timing_cache or default_timing_cache(opts.plan, version)
     built = _build_plan(opts, version, plan_flags, heldout, cache_path, warnings)
     # the builder, network, parser and config are gone: the drift check has the (shared, on Jetson) memory
     options = opts.options_record()
@@ -139,7 +144,7 @@ def build_engine(opts: BuildOptions) -> BuildResult:
         trt_version=version,
         gpu=gpu,
         jetson=jetson_info(),
-        precision=opts.precision,
+        precision=opts.chosen_precision,
         plan=plan_flags,
         profile=built.profile,
         onnx_path=opts.onnx,
@@ -153,10 +158,10 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     )
     if opts.manifest is not None and opts.manifest.onnx_sha256 and opts.manifest.onnx_sha256 != sidecar.onnx_sha256:
         warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")
-    sidecar = _save_engine(opts.output, built.plan, sidecar, heldout)
+    sidecar = _save_engine(opts.plan, built.plan, sidecar, heldout)
     pinned = set(built.pinned or ())
     return BuildResult(
-        opts.output, sidecar, built.dla_fallback, warnings, [name for name in built.dla_fallback if name in pinned]
+        opts.plan, sidecar, built.dla_fallback, warnings, [name for name in built.dla_fallback if name in pinned]
     )
 
 
@@ -205,16 +210,15 @@ def _build_plan(
 
 def _preflight(opts: BuildOptions) -> tuple[str, dict[str, str], PrecisionPlan, Heldout | None]:
     """Everything checked before parsing: the input, the machine, the weight form, the held-out set,
-    the output folder. Returns (TensorRT version, GPU, precision flags, held-out set to check)."""
-    if not opts.onnx.is_file():
-        raise VitcError(f"{opts.onnx}: no such file")
+    the output folder (the input file itself is checked by resolve_options). Returns (TensorRT version, GPU,
+    precision flags, held-out set to check)."""
     _check_options(opts)
     version, gpu = check_build_machine()
     _check_release_options(opts, features(version), version)
     _check_weight_form(opts, version)
-    plan_flags = precision_plan(features(version), opts.precision, opts.tf32)
+    plan_flags = precision_plan(features(version), opts.chosen_precision, opts.tf32)
     heldout = _heldout_to_check(opts)
-    _check_writable(opts.output)
+    _check_writable(opts.plan)
     return version, gpu, plan_flags, heldout
 
 
@@ -383,7 +387,7 @@ def _check_options(opts: BuildOptions) -> None:
         raise VitcError(f"--workspace {opts.workspace_mb}: the workspace limit is in MB, at least 1")
     if opts.opt_level is not None and not 0 <= opts.opt_level <= MAX_OPT_LEVEL:
         raise VitcError(f"--opt-level {opts.opt_level}: TensorRT's optimisation levels are 0 to {MAX_OPT_LEVEL}")
-    if opts.dla_core is not None and opts.precision == "fp32":
+    if opts.dla_core is not None and opts.chosen_precision == "fp32":
         raise VitcError("--dla runs FP16 or INT8 only: build the fp16 or int8 export")
 
 

@@ -10,7 +10,6 @@ from typing_extensions import Annotated
 
 from vitc.cli._console import console, warn
 from vitc.cli._options import ForceOpt
-from vitc.errors import VitcError
 
 if TYPE_CHECKING:
     from vitc.build.tensorrt import BuildResult
@@ -53,32 +52,17 @@ def build(
 ) -> None:
     """Build a TensorRT engine for this machine's TensorRT and GPU; the drift check runs the held-out set."""
     from vitc._io import refuse_to_replace
-    from vitc.artifacts import BatchRange, manifest_for, parse_precision, precision_in_name
-    from vitc.artifacts.given import FILE, not_taken, path_kind
+    from vitc.artifacts import BatchRange
     from vitc.artifacts.sidecar import sidecar_path
-    from vitc.build.options import BuildOptions
+    from vitc.build.options import BuildOptions, resolve_options
     from vitc.build.tensorrt import build_engine
     from vitc.cli.eval import drop_stale_reports
 
-    if path_kind(onnx) != FILE:
-        raise not_taken(onnx, "an ONNX file", (".onnx",))
-    if precision is not None:
-        parse_precision(precision, "--precision")
-    manifest = manifest_for(onnx)
-    chosen = parse_precision(
-        precision or (manifest.precision if manifest else None) or precision_in_name(onnx) or "fp32"
-    )
-    if out is None:
-        run = onnx.parent.name or onnx.stem
-        out = Path("engines") / f"{run}.{chosen}.plan"
-    _check_plan_name(out)
-    refuse_to_replace((out, sidecar_path(out)), force)  # an earlier build, as export's ONNX files
-    replaced = [out] if out.exists() else []  # eval's reports of it go once the build succeeds
-    result = build_engine(
+    opts = resolve_options(  # the defaults (precision, plan path) as a Python caller of build_engine gets them
         BuildOptions(
             onnx=onnx,
             output=out,
-            precision=chosen,
+            precision=precision,  # type: ignore[arg-type]  # checked by resolve_options
             batch=BatchRange.parse(batch) if batch else None,
             workspace_mb=workspace,
             opt_level=opt_level,
@@ -86,11 +70,13 @@ def build(
             timing_cache=timing_cache,
             version_compatible=version_compatible,
             hardware_compat=hardware_compat,
-            manifest=manifest,
             check=not no_check,
             tf32=tf32,
         )
     )
+    refuse_to_replace((opts.plan, sidecar_path(opts.plan)), force)  # an earlier build, as export's ONNX files
+    replaced = [opts.plan] if opts.plan.exists() else []  # eval's reports of it go once the build succeeds
+    result = build_engine(opts)
     terminal = console()
     for line in result.warnings:
         warn(line)  # one line each
@@ -125,16 +111,6 @@ def _fallback_reasons(result: BuildResult) -> str:
         (result.dla_pinned, "pinned to FP32, which DLA does not run: it runs FP16 and INT8"),
     )
     return "; ".join(f"{', '.join(names)} ({why})" for names, why in groups if names)
-
-
-def _check_plan_name(out: Path) -> None:
-    """A plan's file name ends as the engines' runners read it (.plan, .engine or .trt): `--out` naming a
-    checkpoint or the ONNX file would put a plan over it."""
-    from vitc.engines import SUFFIXES
-
-    plans = [suffix for suffix, backend in SUFFIXES.items() if backend == "tensorrt"]
-    if out.suffix.lower() not in plans:
-        raise VitcError(f"--out {out}: a TensorRT plan is written to a file whose name ends in {' or '.join(plans)}")
 
 
 DRIFT_FIELDS = (

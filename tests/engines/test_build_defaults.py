@@ -1,0 +1,133 @@
+"""`vitc build X.onnx` and the Python call with the same arguments (`build_engine(BuildOptions(onnx=X))`) decide
+the same defaults (precision from the manifest or file name, the plan path engines/<run>.<precision>.plan,
+the plan-suffix check) and so write the same plan and sidecar at the same path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.engines.conftest import make_tiny_onnx, manifest_record
+from vitc.artifacts.sidecar import sidecar_path
+from vitc.build.options import BuildOptions
+from vitc.build.tensorrt import build_engine
+from vitc.cli.main import app
+from vitc.errors import VitcError
+
+cli = CliRunner()
+VOLATILE = ("built_at", "build_seconds")  # what differs between two builds of the same plan
+
+
+def fp16_export(export_dir: Path) -> Path:
+    """model.fp16.onnx with its manifest.fp16.json in the fixture's export folder (export/tiny)."""
+    onnx = make_tiny_onnx(export_dir / "model.fp16.onnx", precision="fp16")
+    (export_dir / "manifest.fp16.json").write_text(json.dumps(manifest_record(precision="fp16")))
+    return onnx
+
+
+def bare_int8(tmp_path: Path) -> Path:
+    """A bare model.int8.onnx (no manifest beside it) in a folder named `bare`."""
+    (tmp_path / "bare").mkdir()
+    return make_tiny_onnx(tmp_path / "bare" / "model.int8.onnx", precision="int8")
+
+
+def written(folder: Path) -> dict[str, Any]:
+    """The plans and sidecars under `folder`: plan bytes, sidecar records without the build's time."""
+    files: dict[str, Any] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix == ".plan":
+            files[path.relative_to(folder).as_posix()] = path.read_bytes()
+            record = json.loads(sidecar_path(path).read_text())
+            files[sidecar_path(path).relative_to(folder).as_posix()] = {
+                key: value for key, value in record.items() if key not in VOLATILE
+            }
+    return files
+
+
+CASES: dict[str, tuple[Callable[[Path, Path], Path], list[str], dict[str, Any], str, str]] = {
+    # case: (the ONNX file, CLI options, the same as BuildOptions fields, the plan path, its precision)
+    "export folder: precision from the manifest": (
+        lambda export_dir, tmp_path: fp16_export(export_dir),
+        [],
+        {},
+        "engines/tiny.fp16.plan",
+        "fp16",
+    ),
+    "bare model.int8.onnx: precision from the name": (
+        lambda export_dir, tmp_path: bare_int8(tmp_path),
+        [],
+        {},
+        "engines/bare.int8.plan",
+        "int8",
+    ),
+    "an explicit precision overrides the manifest's": (
+        lambda export_dir, tmp_path: fp16_export(export_dir),
+        ["--precision", "fp32"],
+        {"precision": "fp32"},
+        "engines/tiny.fp32.plan",
+        "fp32",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_cli_and_the_python_call_build_the_same_plan_at_the_same_path(
+    case, fake, export_dir, tmp_path, monkeypatch
+):
+    make_onnx, args, fields, plan, precision = CASES[case]
+    fake("10.3")
+    onnx = make_onnx(export_dir, tmp_path)
+    by_cli, by_python = tmp_path / "cli", tmp_path / "python"
+    by_cli.mkdir()
+    by_python.mkdir()
+    monkeypatch.chdir(by_cli)
+    result = cli.invoke(app, ["build", str(onnx), *args])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(by_python)
+    built = build_engine(BuildOptions(onnx=onnx, **fields))
+    assert built.plan == Path(plan) and built.sidecar.precision == precision
+    from_cli = written(by_cli)
+    assert list(from_cli) == [plan, sidecar_path(Path(plan)).as_posix()]
+    assert from_cli == written(by_python)  # the same plan bytes and the same sidecar (manifest, drift, precision)
+    if "manifest" in case:  # the Python call read the manifest as the CLI does: its held-out set was checked
+        assert built.sidecar.model == "tiny" and built.sidecar.engine_drift is not None
+
+
+@pytest.mark.parametrize("out", ["model.onnx", "best.safetensors", "m"])
+def test_a_plan_path_of_another_kind_is_the_same_one_line_from_python(out, fake, export_dir, tmp_path, monkeypatch):
+    """`--out` / `output=` naming an ONNX file or a checkpoint would put a plan over it: refused alike."""
+    fake("10.3")
+    onnx = export_dir / "model.fp32.onnx"
+    monkeypatch.chdir(tmp_path)
+    result = cli.invoke(app, ["build", str(onnx), "--out", out])
+    assert result.exit_code == 2
+    with pytest.raises(VitcError) as err:
+        build_engine(BuildOptions(onnx=onnx, output=Path(out)))
+    message = str(err.value)
+    assert result.output == f"error: {message}\n" and "\n" not in message
+    assert message == f"--out {out}: a TensorRT plan is written to a file whose name ends in .plan or .engine or .trt"
+    assert not (tmp_path / out).exists() and not (tmp_path / "engines").exists()
+
+
+def test_resolved_options_decide_every_default_once(export_dir, tmp_path, monkeypatch):
+    """The order `vitc build` documents: --precision, else the manifest's, else the file name's, else fp32; the
+    plan beside the others in engines/; a path given as a string is a Path. Resolving twice changes nothing."""
+    from vitc.build.options import resolve_options
+
+    monkeypatch.chdir(tmp_path)
+    onnx = fp16_export(export_dir)
+    opts = resolve_options(BuildOptions(onnx=str(onnx)))  # type: ignore[arg-type]  # as a Python caller may pass it
+    assert (opts.onnx, opts.output, opts.precision) == (onnx, Path("engines/tiny.fp16.plan"), "fp16")
+    assert opts.manifest is not None and opts.manifest.path.name == "manifest.fp16.json"
+    assert resolve_options(opts) == opts
+    plain = make_tiny_onnx(tmp_path / "plain.onnx")
+    assert resolve_options(BuildOptions(onnx=plain)).precision == "fp32"
+    with pytest.raises(VitcError, match=r"^--precision: unknown precision 'fp64' \(choose one of: fp32, fp16, int8\)$"):
+        resolve_options(BuildOptions(onnx=plain, precision="fp64"))  # type: ignore[arg-type]
+    with pytest.raises(VitcError, match=r"missing\.onnx: no such file$"):
+        resolve_options(BuildOptions(onnx=tmp_path / "missing.onnx"))

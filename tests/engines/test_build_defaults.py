@@ -131,3 +131,25 @@ def test_resolved_options_decide_every_default_once(export_dir, tmp_path, monkey
         resolve_options(BuildOptions(onnx=plain, precision="fp64"))  # type: ignore[arg-type]
     with pytest.raises(VitcError, match=r"missing\.onnx: no such file$"):
         resolve_options(BuildOptions(onnx=tmp_path / "missing.onnx"))
+
+
+@pytest.mark.parametrize(
+    "given, plan",
+    [
+        ("export/tiny/model.int8.onnx", "engines/tiny.int8.plan"),
+        ("model.int8.onnx", "engines/tiny.int8.plan"),  # given from inside the export folder
+        ("model.onnx", "engines/tiny.int8.plan"),
+        ("convit.fp16.onnx", "engines/convit.int8.plan"),
+        ("convit.onnx", "engines/convit.int8.plan"),
+    ],
+)
+def test_the_default_plan_is_named_by_the_run_never_model_int8_int8(given, plan, tmp_path, monkeypatch):
+    """A file given from inside its export folder named its plan engines/model.int8.int8.plan (the file's stem
+    with its precision kept): the run is the folder's name for vitc's own file names, else the file's name
+    without its precision."""
+    from vitc.build.options import default_plan_path
+
+    folder = tmp_path / "export" / "tiny"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path if given.startswith("export/") else folder)
+    assert default_plan_path(Path(given), "int8") == Path(plan)

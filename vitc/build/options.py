@@ -82,9 +82,13 @@ def resolve_options(opts: BuildOptions) -> BuildOptions:
 
 
 def default_plan_path(onnx: Path, precision: Precision) -> Path:
-    """engines/<run>.<precision>.plan, <run> the export folder's name (export/<run>/model.<precision>.onnx)."""
-    run = onnx.parent.name or onnx.stem
-    return Path("engines") / f"{run}.{precision}.plan"
+    """engines/<run>.<precision>.plan: <run> the export folder's name for vitc's own file names
+    (export/<run>/model.<precision>.onnx, also given from inside the folder), else the file's name without
+    its precision (convit.fp16.onnx: convit), so no plan is named model.int8.int8.plan."""
+    tag = precision_in_name(onnx)
+    stem = onnx.stem[: -len(tag) - 1] if tag else onnx.stem
+    run = onnx.resolve().parent.name if stem == "model" else stem
+    return Path("engines") / f"{run or stem}.{precision}.plan"
 
 
 def check_plan_name(output: Path) -> None:

@@ -175,7 +175,7 @@ def test_doctor_says_training_needs_a_newer_python(old_python: str, monkeypatch:
     from vitc.cli import doctor
 
     facts = {**doctor.gather(), "torch": {"version": "2.0.0", "cuda": "11.4", "cuda_available": True}}
-    rows = {command: (needs, ok) for command, needs, ok in doctor.requirements(facts)}
+    rows = {command: (needs, ok) for command, needs, ok, _ in doctor.requirements(facts)}
     assert rows["train / compile / eval ckpt"] == (f"Python >= {old_python}, torch", False)
     assert not rows["export"][1] and not rows["bench --device cuda"][1]
     assert rows["bench / predict / eval x.onnx"][1]  # onnxruntime is here: the runtime rows do not ask for 3.10
@@ -225,7 +225,8 @@ def _run_with_broken_packages(tmp_path: Path, *argv: str) -> subprocess.Complete
 
 
 def test_doctor_shows_a_broken_torch_and_onnxruntime_as_rows(tmp_path: Path) -> None:
-    """Installed but failing to import: a `broken: why` row each, every other row, exit 0 (was a traceback)."""
+    """Installed but failing to import: a `broken: why` row each, every other row, exit 0 (was a traceback); the
+    commands that need them `broken: name (why)`."""
     done = _run_with_broken_packages(tmp_path, "doctor")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
@@ -235,7 +236,22 @@ def test_doctor_shows_a_broken_torch_and_onnxruntime_as_rows(tmp_path: Path) -> 
         "broken: RuntimeError: module compiled against API version 0xe but this version of numpy is 0xd"
     )
     assert {"python", "platform", "onnx", "tensorrt", "cuda_binding", "gpus", "jetson"} <= set(rows)
-    assert rows["bench / predict / eval x.onnx"] == "missing"
+    # the command table says so too, where it said "missing" as if a pip install would help
+    onnxruntime = "onnxruntime (RuntimeError: module compiled against API version 0xe but this version of numpy is 0xd)"
+    assert rows["bench / predict / eval x.onnx"] == f"broken: {onnxruntime}"
+    torch = "torch (libcusparseLt.so.0: cannot open shared object file: No such file or directory)"
+    assert rows["train / compile / eval ckpt"] == rows["bench --device cuda"] == f"broken: {torch}"
+    assert rows["export"] == "broken: " + f"{torch}; {onnxruntime}"[:119] + "…"  # cut: the rows above have it
+    (tmp_path / "json").mkdir()
+    done = _run_with_broken_packages(tmp_path / "json", "doctor", "--json")
+    commands = {row["command"]: row for row in json.loads(done.stdout)["commands"]}
+    assert commands["export"]["broken"] == f"{torch}; {onnxruntime}"
+    assert commands["bench / predict / eval x.onnx"] == {
+        "command": "bench / predict / eval x.onnx",
+        "needs": "onnxruntime",
+        "ok": False,
+        "broken": onnxruntime,
+    }
 
 
 def test_the_training_check_imports_no_torch() -> None:

@@ -92,8 +92,9 @@ def _binding_text(facts: dict[str, Any]) -> Text:
     return Text(text + "".join(f"; not chosen: {why}" for why in facts["rejected"]))
 
 
-def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(command, what it needs, present?) rows."""
+def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool, str]]:
+    """(command, what it needs, present?, broken) rows; `broken` names each package the command needs that is
+    installed but fails to import, with why (as the component rows say it), else ""."""
     from vitc import _lazy
 
     training = _lazy.TRAINING_PYTHON
@@ -103,23 +104,43 @@ def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool]]:
     gpu_ok = bool(facts["gpus"]) or facts["jetson"] is not None
     cuda_ok = torch_ok and bool(facts["torch"].get("cuda_available"))
     ort_ok = bool(facts["onnxruntime"] and facts["onnxruntime"].get("version"))
-    return [
-        ("train / compile / eval ckpt", py + "torch", torch_ok),
-        ("export", py + "torch, onnx, onnxruntime", torch_ok and facts["onnx"] is not None and ort_ok),
+    engine_ok = trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok
+    engine = "tensorrt, cuda-python or pycuda, an NVIDIA GPU"
+    rows = [
+        ("train / compile / eval ckpt", py + "torch", torch_ok, ("torch",)),
         (
-            "build",
-            "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
-            trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok,
+            "export",
+            py + "torch, onnx, onnxruntime",
+            torch_ok and facts["onnx"] is not None and ort_ok,
+            ("torch", "onnxruntime"),
         ),
-        ("bench / predict / eval x.onnx", "onnxruntime", ort_ok),
-        (
-            "bench / predict / eval x.plan",
-            "tensorrt, cuda-python or pycuda, an NVIDIA GPU",
-            trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok,
-        ),
-        ("bench --model / --compare", py + "torch", torch_ok),
-        ("bench --device cuda", py + "torch with CUDA and a GPU", cuda_ok),
+        ("build", engine, engine_ok, ("tensorrt",)),
+        ("bench / predict / eval x.onnx", "onnxruntime", ort_ok, ("onnxruntime",)),
+        ("bench / predict / eval x.plan", engine, engine_ok, ("tensorrt",)),
+        ("bench --model / --compare", py + "torch", torch_ok, ("torch",)),
+        ("bench --device cuda", py + "torch with CUDA and a GPU", cuda_ok, ("torch",)),
     ]
+    return [(command, needs, ok, "" if ok else _broken_needs(facts, names)) for command, needs, ok, names in rows]
+
+
+def _broken_needs(facts: dict[str, Any], names: tuple[str, ...]) -> str:
+    """`name (why)` of each of `names` whose row says broken (installed, fails to import), joined by "; "."""
+    rows = [(name, facts[name]) for name in names]
+    return "; ".join(f"{name} ({row['broken']})" for name, row in rows if isinstance(row, dict) and row.get("broken"))
+
+
+_SHORT = 120  # characters of a broken package's why in the command table
+
+
+def _needs_text(ok: bool, broken: str) -> Text:
+    """The command table's status: ready, missing, or broken with the why cut short (the rows above have it
+    whole)."""
+    if ok:
+        return Text("ready", style="green")
+    if not broken:
+        return Text("missing", style="red")
+    short = broken if len(broken) <= _SHORT else broken[: _SHORT - 1] + "…"
+    return Text.assemble(("broken", "red"), f": {short}")
 
 
 def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False) -> None:
@@ -132,7 +153,7 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             json.dumps(
                 {
                     "facts": facts,
-                    "commands": [dict(zip(("command", "needs", "ok"), r)) for r in requirements(facts)],
+                    "commands": [dict(zip(("command", "needs", "ok", "broken"), r)) for r in requirements(facts)],
                 },
                 indent=2,
             )
@@ -167,6 +188,6 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
     needs = Table(title="what each command needs")
     for column in ("command", "needs", "status"):
         needs.add_column(column)
-    for command, what, ok in requirements(facts):
-        needs.add_row(command, what, Text("ready", style="green") if ok else missing)
+    for command, what, ok, broken in requirements(facts):
+        needs.add_row(command, what, _needs_text(ok, broken))
     console.print(needs)

@@ -313,7 +313,8 @@ def test_an_export_folder_table_names_precision_file_and_its_state(tmp_path: Pat
 
 def test_an_export_without_a_target_says_which_tensorrt_parses_it(tmp_path: Path) -> None:
     """An export made without --trt showed "TensorRT │ any": its opset-17 LayerNormalization is beyond 8.5's parser,
-    and its int8 weight initializers beyond 8.x's. The column derives the oldest target from the manifest."""
+    and its int8 weight initializers beyond 8.x's. The column derives the oldest target from the manifest, and so does
+    the trt_target row of one manifest given alone."""
     exports = {
         "fp32": ({"opset": 17}, "8.6+ (not targeted; JetPack 5: --trt 8.5)"),
         "fp16": ({"opset": 17, "trt_target": "8.6"}, "8.6"),
@@ -334,6 +335,13 @@ def test_an_export_without_a_target_says_which_tensorrt_parses_it(tmp_path: Path
         if len(cells) > 8:
             column[cells[1].split()[0]] = cells[8]
     assert column == {precision: shown for precision, (_, shown) in exports.items()}
+    for precision, (facts, shown) in exports.items():  # one manifest given: its row said "trt_target -"
+        manifest = tmp_path / f"manifest.{precision}.json"
+        one = CliRunner().invoke(app, ["info", str(manifest)], env={"COLUMNS": "300"})
+        row = next(line for line in one.output.splitlines() if "trt_target" in line)
+        assert [cell.strip() for cell in row.split("│")[1:3]] == ["trt_target", shown], one.output
+        recorded = json.loads(CliRunner().invoke(app, ["info", str(manifest), "--json"]).output)
+        assert recorded["trt_target"] == facts.get("trt_target")  # the JSON keeps the manifest's own field
     from vitc.export.trt_rules import untargeted
 
     assert untargeted(16, False) == "8.5+ (not targeted)" and untargeted(None, False) == "not targeted"

@@ -202,10 +202,17 @@ def rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return out
 
 
-def _exports_table(record: dict[str, Any]) -> Fitted:
-    """Several exports of one folder, one row per precision: names fold, figures stay whole at any width."""
+def _tensorrt(export: dict[str, Any]) -> str:
+    """The TensorRT an export's record is for: its `trt_target`, or for one made without --trt the oldest that
+    parses it, in words. One wording for a folder's table and one manifest's (which said "trt_target -")."""
     from vitc.export.trt_rules import untargeted
 
+    report = export.get("precision_report") or {}
+    return str(export.get("trt_target") or untargeted(export.get("opset"), report.get("weights") == "int8"))
+
+
+def _exports_table(record: dict[str, Any]) -> Fitted:
+    """Several exports of one folder, one row per precision: names fold, figures stay whole at any width."""
     table = Table(title=f"{record['folder']} ({len(record['exports'])} exports)")
     columns: tuple[str, ...] = ("precision", "file", "sha256", "model", "batch", "io", "opset", "TensorRT")
     columns += ("top-1", "Δ top-1", "agreement", "max |Δ|")  # the drift the manifest recorded
@@ -227,7 +234,7 @@ def _exports_table(record: dict[str, Any]) -> Fitted:
             f"{batch.get('min')}:{batch.get('opt')}:{batch.get('max')}",
             str(raw.get("io_dtype")),
             str(raw.get("opset")),
-            str(raw.get("trt_target") or untargeted(raw.get("opset"), report.get("weights") == "int8")),
+            _tensorrt(raw),
             "-" if drift.get("top1") is None else f"{drift['top1']:.2f}%",  # None: agreement-only export
             "-" if drift.get("delta_top1") is None else f"{drift['delta_top1']:+.2f}",
             "-" if drift.get("agreement") is None else f"{drift['agreement']:.1f}%",
@@ -256,6 +263,8 @@ def _show(artifact: Path, record: dict[str, Any], json_out: bool) -> None:
         console.print(_exports_table(record))
         console.print("`vitc info FOLDER/manifest.<precision>.json` shows one of them in full", highlight=False)
         return
+    if record["kind"] == "vitc export":  # the JSON keeps the manifest's own trt_target (null: made without --trt)
+        record = {**record, "trt_target": _tensorrt(record)}
     table = Table(title=f"{artifact} ({record['kind']})", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")

@@ -345,3 +345,46 @@ def test_an_export_without_a_target_says_which_tensorrt_parses_it(tmp_path: Path
     from vitc.export.trt_rules import untargeted
 
     assert untargeted(16, False) == "8.5+ (not targeted)" and untargeted(None, False) == "not targeted"
+
+
+def test_each_json_report_vitc_writes_is_described(tmp_path: Path) -> None:
+    """`vitc info` on eval's, predict's and bench's JSON said "unknown artifact"; each is recognised as the command
+    that writes it recognises it (its ReportKind) and shown by its figures, per-image and per-class lists counted."""
+    from PIL import Image
+
+    from tests.engines.conftest import make_export
+
+    onnx = str(make_export(tmp_path / "export" / "tiny") / "model.fp32.onnx")
+    (tmp_path / "photos").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(tmp_path / "photos" / f"{i}.png")
+    timed = ["-b", "1", "-n", "3", "--warmup", "1"]
+    made = {
+        "eval.json": ["eval", onnx, "--out", str(tmp_path / "eval.png")],
+        "predict.json": ["predict", onnx, str(tmp_path / "photos"), "--json", str(tmp_path / "predict.json")],
+        "bench.json": ["bench", "-e", onnx, *timed, "--json", str(tmp_path / "bench.json")],
+    }
+    for name, args in made.items():
+        assert run(*args).exit_code == 0, name
+    shown = {}
+    for name in made:
+        result = run("info", str(tmp_path / name))
+        assert result.exit_code == 0, result.output
+        shown[name] = {
+            c[1].strip(): c[2].strip() for c in (ln.split("│") for ln in result.output.splitlines()) if len(c) == 4
+        }
+        assert f"{name} (vitc {name.split('.')[0]} report)" in result.output
+    evaluated, benched = (json.loads((tmp_path / name).read_text()) for name in ("eval.json", "bench.json"))
+    eval_rows = {
+        "model": evaluated["model"],
+        "top1": f"{evaluated['top1']:.6g}",
+        "classes": str(len(evaluated["classes"])),
+    }
+    assert {k: shown["eval.json"][k] for k in eval_rows} == eval_rows
+    assert shown["predict.json"]["images"] == "3"
+    assert shown["predict.json"]["top_1"].startswith(f"{tmp_path / 'photos' / '0.png'}: ")
+    line = f"runner={benched['rows'][0]['runner']} batch=1 p50_ms={benched['rows'][0]['e2e']['p50']:.6g} img/s="
+    assert shown["bench.json"]["rows"].startswith(line)
+    assert json.loads(run("info", str(tmp_path / "bench.json"), "--json").output)["kind"] == "vitc bench report"
+    (tmp_path / "other.json").write_text('{"top1": 1}')  # no report of vitc's: still refused
+    assert "unknown artifact" in run("info", str(tmp_path / "other.json")).output

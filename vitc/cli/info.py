@@ -1,15 +1,17 @@
-"""`vitc info ARTIFACT`: what a checkpoint, resume file, ONNX file, export folder or TensorRT plan says about itself."""
+"""`vitc info ARTIFACT`: what a checkpoint, resume file, ONNX file, export folder, TensorRT plan or a report vitc
+wrote (eval, predict, bench, compile, inspect) says about itself."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
+from vitc._io import ReportKind
 from vitc._terminal import Fitted
 from vitc.cli._console import console as plain_console
 from vitc.cli._console import printable
@@ -50,7 +52,85 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
         from vitc.engines.tensorrt import plan_summary
 
         return {"kind": "tensorrt plan", **plan_summary(path)}, None
-    raise VitcError(f"{path}: unknown artifact (expected .safetensors, .onnx, .pt2, .plan or an export folder)")
+    report = _describe_report(path) if suffix == ".json" else None
+    if report is not None:
+        return report, None
+    raise VitcError(
+        f"{path}: unknown artifact (expected .safetensors, .onnx, .pt2, .plan, an export folder or a vitc report)"
+    )
+
+
+def _reports() -> tuple[tuple[ReportKind, Callable[[dict[str, Any]], dict[str, Any]]], ...]:
+    """Each JSON report a vitc command writes, as that command recognises its own earlier one before replacing
+    it (its ReportKind: a `format`, or keys it has always carried), with what `vitc info` shows of it."""
+    from vitc.bench.report import JSON_REPORT
+    from vitc.cli.compile import COMPILE_JSON
+    from vitc.cli.eval import EVAL_JSON
+    from vitc.cli.inspect import SUMMARY
+    from vitc.cli.predict import PREDICT_JSON
+
+    return (
+        (EVAL_JSON, _eval_summary),
+        (PREDICT_JSON, _predict_summary),
+        (JSON_REPORT, _bench_summary),
+        (COMPILE_JSON, dict),
+        (SUMMARY, dict),
+    )
+
+
+def _describe_report(path: Path) -> dict[str, Any] | None:
+    """A vitc report's figures (its per-image and per-class bulk counted, not listed), or None: not one."""
+    from vitc._io import json_record
+
+    for kind, summary in _reports():
+        record = json_record(path) if kind.recognise(path) else None
+        if record is not None:
+            return {"kind": kind.name, **summary(record)}
+    return None
+
+
+def _count(value: Any) -> Any:
+    """How many items a list holds (what a report lists per image or class); anything else as it is."""
+    return len(value) if isinstance(value, list) else value
+
+
+def _eval_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """`vitc eval`'s JSON: what was measured on what, top-1/top-5; its classes and skipped images counted
+    (the per-class figures and the confusion matrix stay in the file: `vitc eval` prints them)."""
+    return {k: _count(v) for k, v in report.items() if k != "confusion"}
+
+
+def _predict_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """`vitc predict --json`: its source and timing; each image's first class (the first few of them)."""
+    images = report.get("images") if isinstance(report.get("images"), list) else []
+    firsts = []
+    for row in images:
+        top = row.get("top") if isinstance(row, dict) else None
+        if top and isinstance(top[0], list) and len(top[0]) == 2 and isinstance(top[0][1], (int, float)):
+            firsts.append(f"{row.get('image')}: {top[0][0]} ({100 * top[0][1]:.1f}%)")
+    summary = {k: _count(v) for k, v in report.items()}
+    return {**summary, "images": len(images), "top_1": firsts}
+
+
+def _bench_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """`vitc bench --json`: one line per runner and batch (p50, img/s, CV, ratio, top-1), its settings and
+    machine; the notes on what each time means are bench's (`vitc bench` prints them)."""
+    rows = []
+    for row in report.get("rows") or []:
+        e2e = row.get("e2e") or {}
+        accuracy = row.get("accuracy") or {}
+        line = {
+            "runner": row.get("runner"),
+            "batch": row.get("batch"),
+            "p50_ms": e2e.get("p50"),
+            "img/s": e2e.get("throughput"),
+            "cv_%": None if e2e.get("cv") is None else round(100 * e2e["cv"], 1),
+            "ratio": row.get("ratio_vs_first"),
+            "top1_%": accuracy.get("top1"),
+        }
+        rows.append({k: v for k, v in line.items() if v is not None})
+    kept = ("baseline", "settings", "environment", "warnings")
+    return {**{k: report.get(k) for k in kept}, "rows": rows}
 
 
 def _describe_exports(path: Path) -> tuple[dict[str, Any], VitcError | None]:
@@ -244,7 +324,9 @@ def _exports_table(record: dict[str, Any]) -> Fitted:
 
 
 def info(
-    artifact: Annotated[Path, typer.Argument(help="A checkpoint, resume file, ONNX file, export folder or .plan.")],
+    artifact: Annotated[
+        Path, typer.Argument(help="A checkpoint, resume file, ONNX file, export folder, .plan or vitc's JSON report.")
+    ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show an artifact's metadata without loading it into a framework."""

@@ -498,3 +498,38 @@ def test_a_jetson_names_its_remedies_in_build_bench_and_doctor(tmp_path: Path, m
     install_tensorrt(monkeypatch, "10.3" if l4t == "36" else "8.5", gpu)
     benched = run("bench", "-e", str(plan))
     assert benched.exit_code == 2 and cuda in benched.output, benched.output
+
+
+def test_a_ratio_from_timings_too_spread_to_trust_is_warned_of(tmp_path: Path, monkeypatch) -> None:
+    """`vitc bench --compare` (any two runners) printed a speed ratio from a side whose CV was over 100% (a few
+    stalled calls on a shared machine) without a word; now a warning on stderr names that side and its CV."""
+    import vitc.cli.bench
+    from vitc.bench import runner
+
+    stalling, calls, said = [False], [], []
+
+    def timed(step, plan):  # a, then b: b's last call 30 times as long as the others while stalling
+        calls.append(step)
+        stalled = stalling[0] and len(calls) == 2
+        return {"e2e": [0.001] * 9 + [0.03 if stalled else 0.001]}
+
+    monkeypatch.setattr(runner, "collect", timed)
+    monkeypatch.setattr(vitc.cli.bench, "warn", lambda line, *a, **k: said.append(line))
+    engines = [arg for name in ("a", "b") for arg in ("-e", str(make_tiny_onnx(tmp_path / f"{name}.onnx")))]
+    for stalled in (False, True):
+        stalling[0], calls[:], said[:] = stalled, [], []
+        result = run("bench", *engines, "-b", "1", "--json", str(tmp_path / "r.json"), "--force")
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / "r.json").read_text())
+        noisy = [line for line in said if "ratio" in line]
+        if not stalled:
+            assert noisy == [] and report["warnings"] == []
+            continue
+        second = report["rows"][1]
+        assert second["e2e"]["cv"] > 1.0
+        assert noisy == [
+            f"the ratio {second['ratio_vs_first']:.2f}x of {second['runner']} at batch 1 is not to be trusted: "
+            f"{second['runner']}'s CV is {100 * second['e2e']['cv']:.0f}% (over 100%); time it again with more "
+            "calls (-n, --duration) or --rounds, on a quieter machine"
+        ]
+        assert report["warnings"] == noisy  # the report keeps it beside the figures

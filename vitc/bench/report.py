@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitc._io import ReportKind, json_report, json_text, markdown_report
-from vitc.bench.timing import LatencyStats
+from vitc.bench.timing import NOISY_CV, LatencyStats
 
 FORMAT = "vitc.bench"  # the JSON report's "format"
 TITLE = "vitc bench"  # the heading of the table and of the Markdown report
@@ -70,12 +70,33 @@ class BenchReport:
             seen.setdefault(row.runner, None)
         return list(seen)
 
+    def _base(self, row: BenchRow) -> BenchRow | None:
+        """The first runner's row at `row`'s batch, what its ratio divides by."""
+        return next((r for r in self.rows if r.runner == self.runners[0] and r.batch == row.batch), None)
+
     def ratio(self, row: BenchRow) -> float | None:
         """Throughput of `row` over the first runner's at the same batch (None when it has none)."""
-        base = next((r for r in self.rows if r.runner == self.runners[0] and r.batch == row.batch), None)
+        base = self._base(row)
         if base is None or base.e2e.throughput <= 0:
             return None
         return row.e2e.throughput / base.e2e.throughput
+
+    def noisy_ratios(self) -> list[str]:
+        """A warning for each ratio between two runners where either side's timings spread past NOISY_CV,
+        naming that side and its CV: the table printed such a ratio (`--compare`'s speed-up) as a figure."""
+        lines = []
+        for row in self.rows:
+            base, ratio = self._base(row), self.ratio(row)
+            if base is None or base is row or ratio is None:
+                continue
+            noisy = [f"{r.runner}'s CV is {100 * r.e2e.cv:.0f}%" for r in (row, base) if r.e2e.cv > NOISY_CV]
+            if noisy:
+                lines.append(
+                    f"the ratio {ratio:.2f}x of {row.runner} at batch {row.batch} is not to be trusted: "
+                    f"{' and '.join(noisy)} (over {100 * NOISY_CV:.0f}%); time it again with more calls "
+                    "(-n, --duration) or --rounds, on a quieter machine"
+                )
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         rows = []

@@ -68,6 +68,7 @@ def bench_runners(
         _measure(runners, batches, share, rounds, heldout, report, doing, loaded)
         if batches is None:
             report.settings["batches"] = sorted({row.batch for row in report.rows})
+        report.warnings += report.noisy_ratios()
     except RuntimeError as exc:  # CUDA out of memory or a lost GPU: one line with the batch that failed
         hint = "a smaller --batch, or --autocast fp16 for PyTorch"
         failure = gpu_failure(exc, doing["now"], hint)

@@ -22,6 +22,9 @@ from vitc.limits import MAX_SECONDS
 MAX_CALLS = 1_000_000
 
 PERCENTILES = (50, 90, 95, 99)
+# A coefficient of variation above this (a std over 100% of the mean: a few calls stalled many times over, on a
+# shared or throttled machine) leaves a p50-based ratio between runners no figure to trust: `vitc bench` says so.
+NOISY_CV = 1.0
 
 
 @dataclass(frozen=True)

@@ -116,10 +116,41 @@ def test_one_epoch_curves_show_points(tmp_path: Path) -> None:
     schedule = train_report.lr_schedule(10, 0, 1e-3, 1e-5, 10)
     train_report.plot_curves(_history(1), path, "run-a", schedule)
     pixels = _pixels(path)
-    assert pixels.shape == (380, 1300, 3)
+    assert pixels.shape == (460, 1300, 3)
     assert _count(pixels, (44, 160, 44), 20) > 20  # the single val top-1 point (tab:green)
     assert _count(pixels, (214, 39, 40), 20) > 50  # the best-epoch star (tab:red)
     assert _count(pixels, (148, 103, 189), 20) > 20  # the logged learning rate (tab:purple)
+
+
+def test_curves_say_what_they_are_of() -> None:
+    """curves.png as timm's and Ultralytics' results figures: the title names the model, its start, the data and
+    the run; every axis its unit; the legends say train or val and what the train loss adds (it read "deit_micro"
+    over "train loss"/"val loss" and bare axes); the best epoch dotted in every panel. Read off the figure."""
+    from vitc.train.config import load_config
+
+    overrides = {"model.name": "deit_micro", "model.pretrained": "w/convit.safetensors", "data.name": "imagefolder",
+                 "data.dir": "/data/photos", "data.image_size": 32, "run.name": "a", "aug.mixup": 0.8}  # fmt: skip
+    cfg = load_config(None, overrides)
+    history = _history(4)  # val top-1 50 + 10·sin(e): best at epoch 2
+    fig = train_report.curves_figure(history, train_report.run_title(cfg), (), train_report.training_objective(cfg))
+    try:
+        title = fig._suptitle.get_text()
+        assert title == "deit_micro from w/convit.safetensors on /data/photos at 32×32 px, run 'a'"
+        assert [ax.get_xlabel() for ax in fig.axes] == ["epoch"] * 3
+        assert [ax.get_ylabel() for ax in fig.axes] == ["cross-entropy (nats)", "top-1 accuracy (%)", "learning rate"]
+        legends = [[text.get_text() for text in ax.get_legend().get_texts()] for ax in fig.axes]
+        assert legends[0] == [
+            "train: mean over the epoch's steps\n(label smoothing 0.1, mixup 0.8)",
+            "val: after the epoch",
+            "epoch 2: the best val top-1",
+        ]
+        assert legends[1] == ["val top-1", "best: 59.09% at epoch 2 (best.safetensors)"]
+        for ax in fig.axes:  # the best epoch's dotted line
+            assert [list(line.get_xdata()) for line in ax.get_lines() if line.get_linestyle() == ":"] == [[2, 2]]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
 
 
 def test_lr_schedule_matches_the_optimiser() -> None:

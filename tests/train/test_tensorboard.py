@@ -33,7 +33,7 @@ def test_run_logs_steps_epochs_and_figures(tiny: dict[str, Any]) -> None:
     assert top1 == [(row["epoch"], pytest.approx(row["val_top1"])) for row in result.history]
     assert set(events.Tags()["images"]) == {"curves", "locality/attention_distance"}  # deit: no gates, no priors
     images = events.Images("curves")
-    assert [e.step for e in images] == [1] and images[-1].width == 1300 and images[-1].height == 380
+    assert [e.step for e in images] == [1] and images[-1].width == 1300 and images[-1].height == 460
 
 
 def test_off_by_default(tiny: dict[str, Any]) -> None:

@@ -354,7 +354,7 @@ def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> 
         state.best_top1 = row["val_top1"]
         save_checkpoint(folder.path / "best.safetensors", evaluated, meta)
     save_checkpoint(folder.path / "last.safetensors", evaluated, meta)
-    report.write_history(state.history, folder.path, cfg.run_name, run.schedule)
+    report.write_history(state.history, folder.path, cfg, run.schedule)
     if board:
         if board.sample is not None:  # under DDP rank 0's share of val may all have been unreadable
             every, last = cfg.log.figures_every, row["epoch"] == cfg.optim.epochs or state.stopped_early

@@ -8,11 +8,14 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitc._io import atomic_write, json_line
 from vitc._lazy import lazy_import, pyplot
 from vitc._text import printable
+
+if TYPE_CHECKING:
+    from vitc.train.config import TrainConfig
 
 
 def write_metrics(history: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -22,12 +25,32 @@ def write_metrics(history: list[dict[str, Any]], path: str | os.PathLike[str]) -
 
 
 def write_history(
-    history: list[dict[str, Any]], folder: str | os.PathLike[str], title: str, schedule: Sequence[tuple[float, float]]
+    history: list[dict[str, Any]],
+    folder: str | os.PathLike[str],
+    cfg: TrainConfig,
+    schedule: Sequence[tuple[float, float]],
 ) -> None:
     """metrics.jsonl and curves.png of the run folder, from the history: at every epoch's end, and from the
     saved history on --resume (a stop between an epoch's logs and its resume state left rows it is past)."""
     write_metrics(history, Path(folder) / "metrics.jsonl")
-    plot_curves(history, Path(folder) / "curves.png", title, schedule)
+    plot_curves(history, Path(folder) / "curves.png", run_title(cfg), schedule, training_objective(cfg))
+
+
+def run_title(cfg: TrainConfig) -> str:
+    """What curves.png is of: the model (and the weights it started from), the data and its size, the run."""
+    model = cfg.model.name or "?"
+    start = f" from {cfg.model.pretrained}" if cfg.model.pretrained else ""
+    data = cfg.data.dir if cfg.data.name == "imagefolder" and cfg.data.dir else cfg.data.name or "?"
+    size = f" at {cfg.data.image_size}×{cfg.data.image_size} px" if cfg.data.image_size else ""
+    return f"{model}{start} on {data}{size}, run '{cfg.run_name}'"
+
+
+def training_objective(cfg: TrainConfig) -> str:
+    """What the train loss adds to the validation's plain cross-entropy (it is higher for these, not worse)."""
+    parts = [f"{name} {value:g}" for name, value in (
+        ("label smoothing", cfg.optim.label_smoothing), ("mixup", cfg.aug.mixup), ("cutmix", cfg.aug.cutmix)
+    ) if value]  # fmt: skip
+    return ", ".join(parts)
 
 
 def lr_schedule(
@@ -46,36 +69,55 @@ def plot_curves(
     path: str | os.PathLike[str],
     title: str = "",
     schedule: Sequence[tuple[float, float]] = (),
+    objective: str = "",
 ) -> None:
-    """Loss, validation top-1 (best epoch marked) and the learning rate per epoch; markers so one epoch shows."""
+    """curves.png: `curves_figure` saved."""
+    fig = curves_figure(history, title, schedule, objective)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    pyplot().close(fig)
+
+
+def curves_figure(
+    history: list[dict[str, Any]], title: str = "", schedule: Sequence[tuple[float, float]] = (), objective: str = ""
+) -> Any:
+    """Loss, validation top-1 and the learning rate per epoch, as timm's and Ultralytics' results figures: `title`
+    (`run_title`) above, each axis with its unit, train and val named in the legends, the best epoch (the one
+    best.safetensors holds) a dotted line in every panel and a star on top-1; markers so one epoch shows.
+    `objective`: what the train loss adds to cross-entropy (`training_objective`), said in its legend."""
     plt = pyplot()
     epochs = [row["epoch"] for row in history]
     dots = {"marker": "o", "ms": 3 if len(history) > 30 else 5}
-    fig, (losses, top1, lr) = plt.subplots(1, 3, figsize=(13, 3.8))
-    losses.plot(epochs, [row["train_loss"] for row in history], label="train loss", **dots)
-    losses.plot(epochs, [row["val_loss"] for row in history], label="val loss", **dots)
+    fig, (losses, top1, lr) = plt.subplots(1, 3, figsize=(13, 4.6))
+    trained = "train: mean over the epoch's steps" + (f"\n({objective})" if objective else "")
+    losses.plot(epochs, [row["train_loss"] for row in history], label=trained, **dots)
+    losses.plot(epochs, [row["val_loss"] for row in history], label="val: after the epoch", **dots)
     losses.set_title("loss")
+    losses.set_ylabel("cross-entropy (nats)")
     top1.plot(epochs, [row["val_top1"] for row in history], color="tab:green", label="val top-1", **dots)
     best = max(history, key=lambda row: row["val_top1"])
-    top1.axvline(best["epoch"], color="0.5", ls=":", lw=1)
     top1.plot([best["epoch"]], [best["val_top1"]], marker="*", ms=14, color="tab:red", ls="none",
-              label=f"best: {best['val_top1']:.2f}% (epoch {best['epoch']})")  # fmt: skip
-    top1.set_title("validation top-1 (%)")
+              label=f"best: {best['val_top1']:.2f}% at epoch {best['epoch']} (best.safetensors)")  # fmt: skip
+    top1.set_title("validation top-1")
+    top1.set_ylabel("top-1 accuracy (%)")
     if schedule:
-        lr.plot([e for e, _ in schedule], [v for _, v in schedule], color="0.6", lw=1, label="schedule")
-    lr.plot(epochs, [row["lr"] for row in history], color="tab:purple", ls="none", label="end of epoch", **dots)
+        lr.plot([e for e, _ in schedule], [v for _, v in schedule], color="0.6", lw=1, label="planned, per step")
+    lr.plot(epochs, [row["lr"] for row in history], color="tab:purple", ls="none", label="at the epoch's end", **dots)
     lr.set_title("learning rate")
+    lr.set_ylabel("learning rate")
+    integer = lazy_import("matplotlib.ticker").MaxNLocator(integer=True)
     for ax in (losses, top1, lr):
+        marked = f"epoch {best['epoch']}: the best val top-1" if ax is losses else None
+        ax.axvline(best["epoch"], color="0.5", ls=":", lw=1, label=marked)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(integer)
         ax.set_xlim(0, max(max(epochs), schedule[-1][0] if schedule else 0) + 0.5)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)  # below: no data hidden
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_fit(fig, printable(title).replace("$", r"\$"), 12), fontsize=12)  # `$`: not math
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    return fig
 
 
 LABEL_CHARS = 30  # a class name longer than this is drawn cut at its end ("…"); the JSON keeps it whole

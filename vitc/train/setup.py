@@ -305,7 +305,7 @@ def setup_run(
             stale.unlink()
         write_json(folder.path / "config.json", cfg.to_dict())
         if state.history:  # resumed: the logs of exactly the epochs it is past (vitc.train.loop._record_epoch)
-            report.write_history(state.history, folder.path, cfg.run_name, schedule)
+            report.write_history(state.history, folder.path, cfg, schedule)
     in_place = broadcast_from_main(dist, folder.path == folder.final)  # the other processes write beside it
     board = None
     if cfg.log.tensorboard and dist.is_main:  # resumed: records past the resume point are hidden (purged)

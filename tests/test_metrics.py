@@ -45,6 +45,21 @@ def test_confusion_counts_per_class_and_the_other_column() -> None:
     assert metrics.shown_confusion(matrix[:2, :2], [0, 1]) == ([[1, 1], [0, 2]], False)
 
 
+def test_the_reports_other_column_is_named_and_explained() -> None:
+    """The JSON had `"other": true` and a column more than `true` with nothing saying what it counts: its columns
+    are named now ("predicted") and "other_means" says it, in the file itself (a 4-class model on a folder of
+    classes 0 and 1: predictions of 2 and 3 land there, as do NaN rows)."""
+    logits = np.eye(4, dtype=np.float32)[[0, 1, 3, 1, 1, 2]]
+    report = metrics.classification_report(logits, np.array([0, 0, 0, 1, 1, 1]), ["a", "b", "c", "d"])
+    confusion = report["confusion"]
+    assert confusion["true"] == ["a", "b"] and confusion["predicted"] == ["a", "b", "other"]
+    assert confusion["counts"] == [[1, 1, 1], [0, 2, 1]] and confusion["other"] is True
+    assert all(len(row) == len(confusion["predicted"]) for row in confusion["counts"])
+    assert 'not in "true"' in confusion["other_means"] and "NaN" in confusion["other_means"]
+    plain = metrics.classification_report(np.eye(2, dtype=np.float32)[[0, 1]], np.array([0, 1]), ["a", "b"])
+    assert plain["confusion"]["predicted"] == ["a", "b"] and plain["confusion"]["other"] is False
+
+
 def test_ranks_with_ties_are_the_stable_order() -> None:
     """Many equal logits: a label counts as top-k exactly when a stable sort (lower class first among
     equals, as argmax picks) puts it among the first k."""

@@ -75,6 +75,14 @@ def per_class(matrix: np.ndarray, classes: Sequence[int], class_names: Sequence[
     return rows
 
 
+OTHER_MEANS = (
+    'the last column of "counts" when "other" is true (named "other" in "predicted"): images of the row\'s class '
+    "predicted as one of the model's classes that are not in \"true\" (none of this data's images are of them), "
+    'or as no class (NaN logits, counted in "nan_images"); every one is a miss. Not a top-k cut: each class in '
+    '"true" has its column'
+)  # written into each report, where a reader of the JSON meets the column
+
+
 def shown_confusion(matrix: np.ndarray, classes: Sequence[int]) -> tuple[list[list[int]], bool]:
     """The rows and columns of `classes`, plus an "other" column for predictions of any class outside
     them (a 1000-class model on a 5-class folder) or of none (NaN logits); (counts, whether the column
@@ -98,6 +106,7 @@ def classification_report(logits: np.ndarray, labels: np.ndarray, class_names: S
     matrix = confusion_matrix(logits, labels, num_classes)
     present = sorted(set(np.asarray(labels).tolist()))
     counts, other = shown_confusion(matrix, present)
+    true = [names[c] for c in present]
     return {
         "images": len(labels),
         "nan_images": int(matrix[:, -1].sum()),
@@ -105,5 +114,11 @@ def classification_report(logits: np.ndarray, labels: np.ndarray, class_names: S
         **({"top5": scores["top5"]} if num_classes > 5 else {}),
         "loss": scores["loss"],
         "classes": per_class(matrix, present, names),
-        "confusion": {"true": [names[c] for c in present], "counts": counts, "other": other},
+        "confusion": {
+            "true": true,
+            "predicted": [*true, "other"] if other else true,
+            "counts": counts,
+            "other": other,
+            "other_means": OTHER_MEANS,
+        },
     }

@@ -171,3 +171,16 @@ def test_cells_are_coloured_by_share_of_the_true_class(tmp_path: Path, drawn: Dr
     bar = drawn.fig.axes[1]
     assert bar.get_ylabel() == "share of true class"
     assert "counts" in drawn.fig._suptitle.get_text()
+
+
+def test_the_other_column_is_explained_on_the_figure(tmp_path: Path, drawn: Drawn) -> None:
+    """The column of predictions outside the rows' classes (or NaN) was labelled "other" and nothing more; the
+    axis says what it counts now, as the JSON's other_means does, and stays inside the figure."""
+    plot_confusion([[0, 1, 5], [0, 0, 6]], ["3", "7"], tmp_path / "cm.png", title="m", other_column=True, data="d")
+    assert [t.get_text() for t in drawn.ax.get_xticklabels()] == ["3", "7", "other"]
+    label = drawn.ax.xaxis.label
+    assert label.get_text() == 'predicted ("other": a class not among the rows, or NaN)'
+    extent, figure = label.get_window_extent(drawn.renderer), drawn.fig.bbox
+    assert figure.x0 <= extent.x0 and extent.x1 <= figure.x1
+    plot_confusion([[3, 1], [0, 4]], ["cat", "dog"], tmp_path / "plain.png", title="m")
+    assert drawn.ax.get_xlabel() == "predicted"

@@ -166,7 +166,7 @@ def plot_confusion(
         ax.set_xticklabels([xnames[i] for i in ticks], rotation=90 if rotate else 0)
         ax.set_yticks([i for i in ticks if i < rows])
         ax.set_yticklabels([names[i] for i in ticks if i < rows])
-        ax.set_xlabel("predicted")
+        ax.set_xlabel('predicted ("other": a class not among the rows, or NaN)' if other_column else "predicted")
         ax.set_ylabel("true")
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
         bar.set_label("share of true class")

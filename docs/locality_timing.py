@@ -32,9 +32,8 @@ def main(names: list[str]) -> None:
         copied = time.perf_counter()
         report = analyse(on_cpu, images)
         analysed = time.perf_counter()
-        grid, stride = figures.token_grid(model, images.shape[-1])
         with tempfile.TemporaryDirectory() as folder:
-            written = figures.write_all(report, Path(folder), grid, stride)
+            written = figures.write_all(report, Path(folder))
         drawn = time.perf_counter()
         print(f"{name}: copy {copied - started:.2f} s, analysis {analysed - copied:.2f} s, "
               f"figures {drawn - analysed:.2f} s ({len(written)} files)")  # fmt: skip

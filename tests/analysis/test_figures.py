@@ -31,18 +31,14 @@ def _report(layers: int, heads: int, side: int, gates: list[float] | None = None
         name = f"blocks.{i}.attn"
         rep.layers.append(name)
         rep.distance.append((torch.rand(heads) * 20).tolist())
+        rep.grids.append((8, 8))
+        rep.patch.append(4.0)
+        rep.uniform.append(16.5)
         rep.gates[name] = gates or torch.rand(heads).tolist()
         maps = torch.rand(heads, side, side) ** 8
         rep.positional_maps[name] = maps / maps.sum(dim=(1, 2), keepdim=True)
         rep.spatial_priors[name] = 1 + 0.5 * torch.randn(heads, 2 * side - 1, 2 * side - 1)
     return rep
-
-
-@pytest.mark.parametrize(("side", "stride"), [(1, 4.0), (3, 2.0), (8, 4.0)])
-def test_uniform_distance_is_the_mean_over_all_pairs(side: int, stride: float) -> None:
-    cells = list(itertools.product(range(side), repeat=2))
-    brute = sum(math.dist(a, b) for a in cells for b in cells) / len(cells) ** 2
-    assert figures.uniform_distance(side, stride) == pytest.approx(stride * brute, rel=1e-12)
 
 
 def test_gates_use_a_fixed_scale_and_print_the_change(tmp_path: Path) -> None:
@@ -98,8 +94,9 @@ def test_spatial_prior_has_offset_axes_and_a_diverging_scale(tmp_path: Path) -> 
 
 def test_attention_distance_has_its_references(tmp_path: Path) -> None:
     rep = _report(6, 4, 8)
+    referenced = _pixels(figures.attention_distance(rep, tmp_path / "b.png"))
+    rep.grids, rep.patch, rep.uniform = [], [], []  # a report without its references
     plain = _pixels(figures.attention_distance(rep, tmp_path / "a.png"))
-    referenced = _pixels(figures.attention_distance(rep, tmp_path / "b.png", grid=8, stride=4.0))
     assert plain.shape == referenced.shape == (420, 640, 3)
     assert _count(referenced, (77, 77, 77), 10) > _count(plain, (77, 77, 77), 10) + 200  # the two grey lines
 
@@ -182,4 +179,7 @@ def test_inspect_logs_its_figures_to_tensorboard(tmp_path: Path) -> None:
     names = {"attention_distance", "gates", "positional_attention"}
     assert set(events.Tags()["images"]) == {f"inspect/{n}" for n in names}
     summary = json.loads((tmp_path / "convit.inspect" / "summary.json").read_text())
-    assert summary["references"] == {"patch_px": 4.0, "uniform_attention_px": figures.uniform_distance(8, 4.0)}
+    cells = list(itertools.product(range(8), repeat=2))  # convit_micro at 32 px: an 8×8 grid of 4 px patches
+    uniform = 4.0 * sum(math.dist(a, b) for a in cells for b in cells) / len(cells) ** 2
+    first = summary["mean_attention_distance_px"]["blocks.0.attn"]
+    assert first["one_patch"] == 4.0 and first["uniform_attention"] == pytest.approx(uniform, rel=1e-6)

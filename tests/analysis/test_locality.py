@@ -64,6 +64,39 @@ def test_every_family_is_analysed(name: str) -> None:
         assert torch.equal(report.spatial_priors["blocks.0.attn"], torch.ones(4, 15, 15))  # SP ≡ 1 at init
 
 
+def test_cvt_stages_are_read_against_their_own_grids() -> None:
+    """CvT's stages have their own grids (16×16, 8×8, 4×4 at 32 px; keys on a stride-2 grid of each): the
+    references (one patch, uniform attention over the layer's keys) are each stage's, in the report and in the
+    figure; stage 0's were drawn for every stage, so a stage-2 head attending uniformly sat below the line."""
+    from vitc.analysis import figures
+
+    torch.manual_seed(0)
+    report = analyse(create_model("cvt_micro"), torch.randn(2, 3, 32, 32))
+    assert report.grids == [(16, 16), (8, 8), (4, 4), (4, 4), (4, 4)]
+    assert report.patch == [2.0, 4.0, 8.0, 8.0, 8.0]
+    for (side, _), patch, uniform in zip(report.grids, report.patch, report.uniform, strict=True):
+        queries = [(r, c) for r in range(side) for c in range(side)]
+        keys = [(2 * r, 2 * c) for r in range(-(-side // 2)) for c in range(-(-side // 2))]  # the stride-2 k/v grid
+        brute = sum(math.dist(q, k) for q in queries for k in keys) / (len(queries) * len(keys))
+        assert uniform == pytest.approx(patch * brute, rel=1e-6)
+    assert report.uniform[1] != pytest.approx(report.uniform[0], abs=0.05)
+    assert report.uniform[2] != pytest.approx(report.uniform[0], abs=0.05)
+    fig = figures.distance_figure(report)
+    try:
+        drawn = {}
+        references = [c for c in fig.axes[0].collections if hasattr(c, "get_segments")]  # hlines, not the dots
+        for lines in references:  # a segment per stage
+            for (x0, y), (x1, _) in lines.get_segments():
+                drawn.setdefault(round(float(y), 6), []).append((round(float(x0), 1), round(float(x1), 1)))
+        stages = [(-0.4, 0.4), (0.6, 1.4), (1.6, 4.4)]
+        for value, span in zip([*report.uniform[:3], *report.patch[:3]], stages * 2, strict=True):
+            assert drawn[round(value, 6)] == [span], (value, drawn)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
 def test_inspect_cli_writes_figures_and_summary(tmp_path: Path) -> None:
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "convit.safetensors", create_model("convit_micro"))

@@ -1,8 +1,8 @@
 """PNG figures of a LocalityReport (matplotlib, imported lazily).
 
 Each figure carries the references that make its numbers readable: the gates' starting value,
-the attention distance of uniform attention and of one patch, the query of a positional map,
-the (dx, dy) axes of a spatial prior, and colour bars. Head maps are paged (at most
+the attention distance of uniform attention and of one patch (each layer's, from its own grid), the
+query of a positional map, the (dx, dy) axes of a spatial prior, and colour bars. Head maps are paged (at most
 `ROWS_PER_PAGE` rows of `HEADS_PER_ROW` maps per file) so that 12 blocks × 16 heads stay legible;
 every number is also in summary.json.
 """
@@ -36,41 +36,66 @@ def _short(layer: str) -> str:
     return layer.replace(".attn", "")
 
 
-def uniform_distance(side: int, stride: float) -> float:
-    """Mean distance (px) between two tokens of a side×side grid drawn uniformly: uniform attention."""
-    d = np.arange(side)
-    weight = np.where(d == 0, side, 2 * (side - d)) / side**2  # P(|Δ| = d) along one axis
-    dist = np.hypot(d[:, None], d[None, :])
-    return float(stride * (weight[:, None] * weight[None, :] * dist).sum())
+def attention_distance(report: LocalityReport, path: Path) -> Path:
+    """`distance_figure` saved."""
+    return _save(distance_figure(report), path)
 
 
-def attention_distance(report: LocalityReport, path: Path, grid: int | None = None, stride: float = 0) -> Path:
-    """Per layer: each head's mean attention distance (dots) and their mean, with reference lines.
-
-    `grid` and `stride` (px per token) of the first token grid draw uniform attention's distance
-    and one patch; the axis starts at 0.
-    """
+def distance_figure(report: LocalityReport) -> Any:
+    """Per layer: each head's mean attention distance (dots) and their mean, from 0, against the references
+    of the layer's own token grid (the report's): uniform attention over its keys (dashed) and one patch
+    (dotted). One line across for a ViT; a segment per stage for CvT, each labelled with its grid, where
+    stage 0's references drawn for every stage put the later, coarser stages against the wrong numbers."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.4, 0.45 * len(report.layers) + 3), 4.2))
     for i, row in enumerate(report.distance):
         ax.scatter([i] * len(row), row, s=14, color="tab:blue", alpha=0.6, label="a head" if i == 0 else None)
     means = [sum(r) / len(r) for r in report.distance]
     ax.plot(range(len(means)), means, color="tab:red", marker="o", ms=4, label="mean of the heads")
-    top = max(max(r) for r in report.distance)
-    if grid and stride:
-        uniform = uniform_distance(grid, stride)
-        label = f"uniform attention, {grid}×{grid} grid: {uniform:.1f} px"
-        ax.axhline(uniform, color="0.3", ls="--", lw=1, label=label)
-        ax.axhline(stride, color="0.3", ls=":", lw=1, label=f"one patch: {stride:g} px")
-        top = max(top, uniform)
+    top = max([max(r) for r in report.distance] + report.uniform)
+    runs = _runs(list(zip(report.grids, report.uniform, report.patch, strict=True)))
+    for k, (first, last, ((rows, cols), uniform, patch)) in enumerate(runs):
+        left, right = (first - 0.4, last + 0.4) if len(runs) > 1 else (-0.5, len(report.layers) - 0.5)
+        grid = f"{rows}×{cols} grid"
+        said = len(runs) == 1  # one grid: the numbers in the legend; several: beside each segment
+        ax.hlines(
+            uniform,
+            left,
+            right,
+            color="0.3",
+            ls="--",
+            lw=1,
+            label=None
+            if k
+            else (
+                f"uniform attention, {grid}: {uniform:.1f} px" if said else "uniform attention over the layer's grid"
+            ),
+        )
+        ax.hlines(patch, left, right, color="0.3", ls=":", lw=1, label=None if k else (
+            f"one patch: {patch:g} px" if said else "one patch of the layer's grid"))  # fmt: skip
+        if not said:
+            ax.text(left, uniform, f" {grid}: {uniform:.1f} px", fontsize=7, va="bottom", color="0.3")
+            ax.text(left, patch, f" {patch:g} px", fontsize=7, va="bottom", color="0.3")
     ax.set_ylim(0, top * 1.4)  # room for the legend above the data
+    ax.set_xlim(-0.5, len(report.layers) - 0.5)
     ax.set_xticks(range(len(report.layers)), [_short(n) for n in report.layers], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("mean attention distance (px)")
     ax.set_title(f"{report.model}: how far each head looks")
     ax.legend(fontsize=8, loc="upper left", ncol=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def _runs(values: list[Any]) -> list[tuple[int, int, Any]]:
+    """(first index, last index, value) of each stretch of equal consecutive values."""
+    runs: list[tuple[int, int, Any]] = []
+    for i, value in enumerate(values):
+        if runs and runs[-1][2] == value:
+            runs[-1] = (runs[-1][0], i, value)
+        else:
+            runs.append((i, i, value))
+    return runs
 
 
 def gates(report: LocalityReport, path: Path, start: float = GATE_START) -> Path:
@@ -203,25 +228,9 @@ def spatial_prior(report: LocalityReport, path: Path) -> list[Path]:
     return head_maps(report.spatial_priors, path, title, offsets=True, label="prior (1: neutral)", centre=1.0)
 
 
-def token_grid(model: object, image_side: int) -> tuple[int | None, float]:
-    """Side of the first token grid and its stride in pixels (ViT families: patch_embed.grid_size)."""
-    embed = getattr(model, "patch_embed", None)
-    if embed is None:  # CvT: the first stage's convolutional embedding
-        embed = getattr(getattr(model, "stage0", None), "patch_embed", None)
-    grid = getattr(embed, "grid_size", None)
-    if grid is not None:
-        return int(grid[-1]), image_side / int(grid[-1])
-    proj = getattr(embed, "proj", None)
-    stride = getattr(proj, "stride", None)
-    if stride:
-        side = -(-image_side // int(stride[-1]))
-        return side, image_side / side
-    return None, 0.0
-
-
-def write_all(report: LocalityReport, folder: Path, grid: int | None = None, stride: float = 0) -> list[Path]:
+def write_all(report: LocalityReport, folder: Path) -> list[Path]:
     """Every figure the report supports, into `folder`; the files written, in order."""
-    written = [attention_distance(report, folder / "attention_distance.png", grid, stride)]
+    written = [attention_distance(report, folder / "attention_distance.png")]
     if report.gates:
         written.append(gates(report, folder / "gates.png"))
     if report.positional_maps:

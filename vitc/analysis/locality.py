@@ -23,6 +23,9 @@ class LocalityReport:
     model: str
     layers: list[str] = field(default_factory=list)
     distance: list[list[float]] = field(default_factory=list)  # [layer][head], input pixels
+    grids: list[tuple[int, int]] = field(default_factory=list)  # [layer]: its query tokens' grid, rows × columns
+    patch: list[float] = field(default_factory=list)  # [layer]: the pixels between two of its query tokens
+    uniform: list[float] = field(default_factory=list)  # [layer]: the distance uniform attention over its keys gives
     gates: dict[str, list[float]] = field(default_factory=dict)  # GPSA layer -> σ(λ) per head
     positional_maps: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> (H, s, s), centre query
     spatial_priors: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> (H, 2s−1, 2s−1) over (dy, dx)
@@ -31,8 +34,8 @@ class LocalityReport:
         return {
             "model": self.model,
             "mean_attention_distance_px": {
-                name: {"mean": sum(row) / len(row), "per_head": row}
-                for name, row in zip(self.layers, self.distance, strict=True)
+                name: {"mean": sum(row) / len(row), "per_head": row, "uniform_attention": uniform, "one_patch": patch}
+                for name, row, uniform, patch in zip(self.layers, self.distance, self.uniform, self.patch, strict=True)
             },
             "gates_sigmoid_lambda": self.gates,
             "spatial_prior_range": {k: [float(v.min()), float(v.max())] for k, v in self.spatial_priors.items()},
@@ -69,6 +72,12 @@ def _mean_distance(
     return (attn * dist).sum(-1).mean(dim=(0, 2))
 
 
+def _uniform_distance(q_pos: torch.Tensor, k_pos: torch.Tensor) -> float:
+    """The mean distance uniform attention gives: every query looks at every key alike (the reference a head's
+    distance is read against, from the layer's own grids: CvT's stages each have theirs)."""
+    return float(torch.cdist(q_pos, k_pos).mean())
+
+
 @torch.no_grad()
 def analyse(model: nn.Module, images: torch.Tensor) -> LocalityReport:
     """Run `images` (normalised, B×C×H×W) through `model` and measure every attention layer."""
@@ -91,13 +100,16 @@ def analyse(model: nn.Module, images: torch.Tensor) -> LocalityReport:
             q_pos, prefix = _grid_positions(attn.shape[2], height, width)
             k_pos, k_prefix = _grid_positions(attn.shape[3], math.ceil(height / 2), math.ceil(width / 2))
             k_pos = k_pos * 2
-            stride = image_side / width
         else:
             q_pos, prefix = _grid_positions(attn.shape[2], None, None)
             k_pos, k_prefix = q_pos, prefix
-            stride = image_side / math.isqrt(attn.shape[2] - prefix)
+            height = width = math.isqrt(attn.shape[2] - prefix)
+        stride = image_side / width
         report.layers.append(name)
         report.distance.append((_mean_distance(attn, q_pos, k_pos, prefix, k_prefix) * stride).tolist())
+        report.grids.append((height, width))
+        report.patch.append(stride)
+        report.uniform.append(_uniform_distance(q_pos, k_pos) * stride)
         if hasattr(module, "gating_param"):
             report.gates[name] = torch.sigmoid(module.gating_param).tolist()
         if hasattr(module, "positional_attention"):

@@ -55,8 +55,7 @@ def inspect(
     batch = eval_transform(dataset.images, cfg.mean, cfg.std)
     report = analyse(model, batch)
 
-    grid, stride = figures.token_grid(model, batch.shape[-1])
-    written = figures.write_all(report, out, grid, stride)
+    written = figures.write_all(report, out)
     if tensorboard is not None:
         from vitc.train.report import TensorBoardLog
 
@@ -64,8 +63,7 @@ def inspect(
         epoch = meta.provenance.get("epoch")
         board.images(written, epoch if isinstance(epoch, int) else 0, prefix="inspect/")
         board.close()
-    references = {"patch_px": stride, "uniform_attention_px": figures.uniform_distance(grid, stride) if grid else None}
-    write_json(summary, report.summary() | {"data": name, "images": len(batch), "references": references})
+    write_json(summary, report.summary() | {"data": name, "images": len(batch)})
     console = plain_console()
     for layer, row in zip(report.layers, report.distance):
         gate = report.gates.get(layer)

@@ -334,7 +334,7 @@ class TensorBoardLog:
             report = analyse(model, images.to(weight.device, weight.dtype))
         self._locality_scalars(report, step)
         if figures:
-            self._locality_figures(report, model, images.shape[-1], step)
+            self._locality_figures(report, step)
         self.writer.flush()
 
     def _locality_scalars(self, report: Any, step: int) -> None:
@@ -350,14 +350,13 @@ class TensorBoardLog:
             for tag, value in zip(tags, report.gates[name]):
                 self.writer.add_scalar(tag, value, step)
 
-    def _locality_figures(self, report: Any, model: Any, image_side: int, step: int) -> None:
+    def _locality_figures(self, report: Any, step: int) -> None:
         import tempfile
 
         from vitc.analysis import figures
 
-        grid, stride = figures.token_grid(model, image_side)
         with tempfile.TemporaryDirectory() as folder:
-            self.images(figures.write_all(report, Path(folder), grid, stride), step, prefix="locality/")
+            self.images(figures.write_all(report, Path(folder)), step, prefix="locality/")
 
     def close(self) -> None:
         self.writer.close()

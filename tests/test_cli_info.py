@@ -388,3 +388,24 @@ def test_each_json_report_vitc_writes_is_described(tmp_path: Path) -> None:
     assert json.loads(run("info", str(tmp_path / "bench.json"), "--json").output)["kind"] == "vitc bench report"
     (tmp_path / "other.json").write_text('{"top1": 1}')  # no report of vitc's: still refused
     assert "unknown artifact" in run("info", str(tmp_path / "other.json")).output
+
+
+@pytest.mark.parametrize("files", [("resume.safetensors",), ("last.safetensors", "resume.safetensors")])
+def test_a_run_folder_without_best_is_said_to_be_one(tmp_path: Path, files: tuple[str, ...]) -> None:
+    """`vitc info RUN` of a run stopped in its first epoch, or without best.safetensors, said "no export manifest
+    (manifest.<precision>.json) in this folder", where eval and export say what the run folder holds."""
+    from safetensors.numpy import save_file
+
+    from vitc._run_layout import run_checkpoint
+    from vitc.errors import VitcError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    for name in files:
+        save_file({"x": np.zeros(1, np.float32)}, str(run_dir / name))
+    with pytest.raises(VitcError) as resolved:
+        run_checkpoint(run_dir)
+    result = CliRunner().invoke(app, ["info", str(run_dir)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and result.output.strip() == f"error: {resolved.value}", result.output
+    assert "vitc train run folder without" in result.output and "manifest" not in result.output

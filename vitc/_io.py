@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vitc._run_layout import CONFIG, RECORDS
 from vitc._signals import stop_signals_held
 from vitc.errors import VitcError
 
@@ -224,7 +225,6 @@ def report_path(path: Path, kind: ReportKind, option: str, force: bool, stdout: 
     return path
 
 
-RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", "curves.png")  # beside a run's config.json
 EXPORT_FORMAT = "vitc.export"  # an export's manifest (vitc.artifacts.manifest)
 ENGINE_FORMAT = "vitc.engine"  # an engine's sidecar (vitc.artifacts.sidecar)
 _ARTIFACT_FORMATS = {EXPORT_FORMAT: "an export's manifest", ENGINE_FORMAT: "an engine's sidecar"}
@@ -233,7 +233,7 @@ _ARTIFACT_FORMATS = {EXPORT_FORMAT: "an export's manifest", ENGINE_FORMAT: "an e
 def _vitc_artifact(path: Path) -> str:
     """What vitc made at `path` that a later command reads ("" for anything else): a run's files, an export's
     manifest, an engine's sidecar. --force over one of them broke the run (--resume) or the export (info, bench)."""
-    if path.name in RUN_FILES and (path.parent / "config.json").is_file():
+    if path.name in RECORDS and (path.parent / CONFIG).is_file():
         return f"a run's {path.name}"
     record = json_record(path) if path.suffix.lower() == ".json" else None
     return _ARTIFACT_FORMATS.get(record.get("format"), "") if record is not None else ""

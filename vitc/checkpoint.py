@@ -16,6 +16,7 @@ from typing import Any
 
 from vitc._io import atomic_write, read_safetensors_header
 from vitc._modules import unwrap_model
+from vitc._run_layout import BEST, CONFIG, is_run_folder, run_checkpoint
 from vitc.artifacts.checkpoint_meta import META_KEY, CheckpointMeta, meta_in
 from vitc.artifacts.checkpoint_meta import read_meta as read_meta  # the format's readers, here with its writers
 from vitc.artifacts.manifest import manifest_paths
@@ -165,14 +166,13 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     `export`, `compile` and `info` measure when given a run folder)."""
     path = Path(path)
     if path.is_dir():
-        best = path / "best.safetensors"
-        if best.is_file():
-            return best
+        if is_run_folder(path):
+            return run_checkpoint(path)
         if manifest_paths(path):  # what `vitc export` makes from a checkpoint
             raise VitcError(
                 f"{path} is an export folder, not a vitc checkpoint: name the checkpoint or run folder it was made from"
             )
-        raise VitcError(f"{path} is a folder without best.safetensors (not a vitc train run folder)")
+        raise VitcError(f"{path} is a folder without {BEST} (not a vitc train run folder)")
     made = MADE_FROM_CHECKPOINTS.get(path.suffix.lower())
     if made is not None and path.is_file():
         raise VitcError(f"{path} is {made}, not a vitc checkpoint: name the checkpoint or run folder it was made from")
@@ -233,7 +233,7 @@ def _given_folder(data: str | None, data_dir: str) -> str:
 
 
 def _own_run(path: Path, name: str, folder: str) -> bool:
-    config = path.parent / "config.json"
+    config = path.parent / CONFIG
     try:
         record = json.loads(config.read_text()) if config.is_file() else None
     except (OSError, ValueError, RecursionError):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc._model_sources import registered_names
+from vitc._run_layout import BEST, is_run_folder, run_checkpoint
 from vitc.artifacts.checkpoint_meta import checkpoint_model
 from vitc.errors import VitcError
 
@@ -35,12 +36,12 @@ def weights_file(source: str | os.PathLike[str]) -> Path:
     path = Path(source)
     if not path.is_dir():
         return path
-    for name in (*HF_WEIGHT_FILES, "best.safetensors"):
+    for name in HF_WEIGHT_FILES:
         if (path / name).is_file():
             return path / name
-    raise VitcError(
-        f"{path}: a folder without {', '.join(HF_WEIGHT_FILES)} or best.safetensors (name the weights file itself)"
-    )
+    if is_run_folder(path):
+        return run_checkpoint(path)
+    raise VitcError(f"{path}: a folder without {', '.join(HF_WEIGHT_FILES)} or {BEST} (name the weights file itself)")
 
 
 def model_named_by(source: str | os.PathLike[str]) -> str | None:

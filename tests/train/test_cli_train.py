@@ -122,6 +122,35 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert "Traceback" not in result.output
 
 
+def test_a_run_folder_given_as_recipe_offers_pretrained_only_with_a_best_checkpoint(tmp_path: Path) -> None:
+    """`vitc train RUN` of a run stopped in its first epoch offered `vitc train --pretrained RUN`, which then
+    refused the folder: the offer now follows the checkpoint the run folder stands for (vitc._run_layout)."""
+    from vitc.checkpoint import save_checkpoint
+    from vitc.models import create_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "resume.safetensors").write_bytes(b"")
+    result = runner.invoke(app, ["train", str(run)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"error: {run} is a run folder, not a recipe: `vitc train --resume {run}` continues it (it has no "
+        "best.safetensors to start a new run from)"
+    ), result.output
+    save_checkpoint(run / "best.safetensors", create_model("deit_micro", depth=1))
+    result = runner.invoke(app, ["train", str(run)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and result.output.strip().endswith(
+        f"`vitc train --pretrained {run}` starts a new run from its weights"
+    ), result.output
+    (run / "config.json").unlink()  # eval and export take it still: no folder "not a run folder" to train
+    for args, said in [
+        (["train", str(run)], f"error: {run} is a run folder without config.json, not a recipe TOML"),
+        (["train", "--resume", str(run)], f"error: nothing to resume: {run} is a run folder without config.json"),
+    ]:
+        result = runner.invoke(app, args, env={"COLUMNS": "400"})
+        assert result.exit_code == 2 and result.output.strip() == said, result.output
+
+
 def test_timms_training_flags_set_the_config(tiny: dict[str, Any]) -> None:
     """timm's `-b 16 --lr 2e-3 --seed 3` answered "No such option: --lr (Possible options: --help)": only
     --set optim.lr=... took them."""

@@ -244,6 +244,16 @@ def test_ctrl_c_before_the_first_checkpoint_of_a_force_run_keeps_the_old_run(
     assert runner.invoke(app, ["train", "-q", "--resume", *_set(again)]).exit_code == 0
 
 
+def test_a_folder_holding_only_a_best_checkpoint_is_a_run_that_is_not_overwritten(tmp_path: Path) -> None:
+    """A folder with best.safetensors is a run folder to eval, export and info; training took it for a fresh
+    folder (no resume.safetensors) and wrote its checkpoints over the one there without --force."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.safetensors").write_bytes(b"weights")
+    with pytest.raises(VitcError, match="already holds a run: --resume continues it, --force starts over"):
+        RunFolder(tmp_path, "run").start(force=False, resume=False)
+    assert (tmp_path / "run" / "best.safetensors").read_bytes() == b"weights"
+
+
 def test_a_run_refused_after_torchruns_restart_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torchrun --max-restarts N restarts the processes with the command line that started the run: rank 0
     refused the run folder it had itself written, in words that left the restart out."""

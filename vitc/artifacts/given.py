@@ -7,24 +7,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from vitc._run_layout import is_run_folder
 from vitc.artifacts.checkpoint_meta import checkpoint_model
 from vitc.artifacts.manifest import manifest_paths
 from vitc.errors import VitcError
 
 MISSING, RUN, EXPORT, CHECKPOINT, FOLDER, FILE = "missing", "run", "export", "checkpoint", "folder", "file"
-BEST = "best.safetensors"  # what a `vitc train` run folder stands for
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 FILES_SHOWN = 4  # files named in a message before "…"
 WEIGHTS_OR_ENGINE = "a vitc checkpoint or run folder, or an .onnx or .plan file"  # what eval and predict take
 
 
 def path_kind(path: Path) -> str:
-    """MISSING, RUN (a `vitc train` run folder: it holds best.safetensors), EXPORT (a `vitc export` folder:
+    """MISSING, RUN (a `vitc train` run folder: vitc._run_layout.is_run_folder), EXPORT (a `vitc export` folder:
     it holds manifest.*.json), CHECKPOINT (weights, by suffix), or any other FOLDER or FILE."""
     if not path.exists():
         return MISSING
     if path.is_dir():
-        if (path / BEST).is_file():
+        if is_run_folder(path):
             return RUN
         return EXPORT if manifest_paths(path) else FOLDER
     return CHECKPOINT if path.suffix.lower() in CHECKPOINT_SUFFIXES else FILE

@@ -12,6 +12,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from vitc._io import ReportKind
+from vitc._run_layout import RunLayout, is_run_folder, run_checkpoint
 from vitc._terminal import Fitted
 from vitc.cli._console import console as plain_console
 from vitc.cli._console import printable
@@ -37,8 +38,8 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
     if not path.exists():
         raise VitcError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if path.is_dir() and (path / "best.safetensors").is_file():  # a `vitc train` run folder: its best checkpoint
-        best = _describe_safetensors(path / "best.safetensors")
+    if is_run_folder(path):  # a `vitc train` run folder: its best checkpoint, as eval and export read it
+        best = _describe_safetensors(run_checkpoint(path))
         return {"kind": best["kind"], **_unfinished(path), **best}, None
     if path.is_dir() or (path.name.startswith("manifest.") and path.suffix == ".json"):
         return _describe_exports(path)
@@ -178,7 +179,7 @@ def _unfinished(run: Path) -> dict[str, Any]:
     """A run folder stopped before its last epoch (Ctrl-C, a kill): where `--resume` goes on, else nothing."""
     from vitc.artifacts.resume import resume_summary
 
-    state = run / "resume.safetensors"
+    state = RunLayout(run).resume
     summary = resume_summary(state) if state.is_file() else None
     if summary is None or not summary.unfinished:
         return {}

@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
+from vitc._run_layout import BEST, CONFIG, RunLayout, is_run_folder
 from vitc._terminal import Fitted
 from vitc._text import shell_word
 from vitc.cli._console import console, library_warnings_printed
@@ -206,14 +207,20 @@ def _run_folder(path: Path, resume: bool, overrides: dict[str, object]) -> dict[
     folder = Path(os.path.normpath(path))
     if folder.name in ("", ".."):  # the name of "." or ".."
         folder = folder.resolve()
-    if not (folder / "config.json").is_file():
+    layout = RunLayout(folder)
+    if not layout.config.is_file():
+        run = is_run_folder(folder)  # its checkpoints or resume state, without the configuration --resume reads
         if resume and folder.is_dir():  # under torchrun, on a machine that sees another copy of run.out_dir
-            raise NothingToResume(f"nothing to resume: {path} is a folder without config.json, not a run folder")
-        raise VitcError(f"{path} is a folder, not a recipe TOML (nor a run folder: it has no config.json)")
-    if not resume:
+            what = f"a run folder without {CONFIG}" if run else f"a folder without {CONFIG}, not a run folder"
+            raise NothingToResume(f"nothing to resume: {path} is {what}")
+        if run:
+            raise VitcError(f"{path} is a run folder without {CONFIG}, not a recipe TOML")
+        raise VitcError(f"{path} is a folder, not a recipe TOML (nor a run folder: it has no {CONFIG})")
+    if not resume:  # --pretrained takes the checkpoint the folder stands for, which a run stopped early lacks
+        start = f", `vitc train --pretrained {path}` starts a new run from its weights"
         raise VitcError(
-            f"{path} is a run folder, not a recipe: `vitc train --resume {path}` continues it, "
-            f"`vitc train --pretrained {path}` starts a new run from its weights"
+            f"{path} is a run folder, not a recipe: `vitc train --resume {path}` continues it"
+            + (start if layout.best.is_file() else f" (it has no {BEST} to start a new run from)")
         )
     other_name = overrides.get("run.name", folder.name) != folder.name
     other_dir = Path(str(overrides.get("run.out_dir", folder.parent))).resolve() != folder.parent.resolve()
@@ -227,7 +234,7 @@ def _say_where_it_resumes(cfg: TrainConfig) -> None:
     """`resuming train/runs/x at epoch 2 of 3, from its step 4`: where the resume state stands."""
     from vitc.artifacts.resume import resume_summary
 
-    state = Path(cfg.run.out_dir) / cfg.run_name / "resume.safetensors"
+    state = RunLayout(Path(cfg.run.out_dir) / cfg.run_name).resume
     summary = resume_summary(state) if state.is_file() else None
     if summary is not None:  # of the epochs it is resumed with (--epochs may extend it)
         line = f"resuming {state.parent} at {dataclasses.replace(summary, of_epochs=cfg.optim.epochs).where()}"
@@ -239,7 +246,7 @@ def _check_not_shorter(cfg: TrainConfig) -> None:
     saying N beside metrics and a summary of more: refused."""
     from vitc.artifacts.resume import resume_summary
 
-    state = Path(cfg.run.out_dir) / cfg.run_name / "resume.safetensors"
+    state = RunLayout(Path(cfg.run.out_dir) / cfg.run_name).resume
     summary = resume_summary(state) if state.is_file() else None
     done = summary.epochs_done if summary else 0
     if cfg.optim.epochs < done:
@@ -282,7 +289,8 @@ def _what_was_saved(cfg: TrainConfig, nproc: int, resume: bool, since: float) ->
     from vitc.train.run_folder import RunFolder, resume_command
 
     folder = RunFolder(cfg.run.out_dir, cfg.run_name).final
-    summary, state = folder / "summary.json", folder / "resume.safetensors"
+    layout = RunLayout(folder)
+    summary, state = layout.summary, layout.resume
     command = resume_command(cfg, nproc, by_nproc=True)
     if summary.exists() and summary.stat().st_mtime >= since:
         return f"the run had finished: its checkpoints and summary.json are in {folder}"

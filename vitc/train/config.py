@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vitc._run_layout import RunLayout
 from vitc.data import TRAIN_INTERPOLATIONS
 from vitc.errors import DEVICES, VitcError, unknown_device
 from vitc.limits import MAX_IMG_SIZE
@@ -375,7 +376,7 @@ def resume_config(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     from vitc._io import parse_json
     from vitc.train.agree import NothingToResume
 
-    saved = Path(cfg.run.out_dir) / cfg.run_name / "config.json"
+    saved = RunLayout(Path(cfg.run.out_dir) / cfg.run_name).config
     if not saved.is_file():
         raise NothingToResume(f"nothing to resume: {saved} does not exist")
     try:

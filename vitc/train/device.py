@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import torch
 
 from vitc._device import cpu_cores
+from vitc._run_layout import RunLayout
 from vitc.errors import VitcError, gpu_failure
 from vitc.train.distributed import DistInfo, broadcast_from_main
 
@@ -78,7 +79,7 @@ def gpu_advice(
         hint += " or torch.compile (--set run.compile=inductor: fused kernels keep fewer activations)"
     if not epochs_done:
         return hint, "; no epoch had finished, so nothing was saved"
-    return hint, f"; {run_dir / 'last.safetensors'} (epoch {epochs_done}) is kept, --resume continues from it"
+    return hint, f"; {RunLayout(run_dir).last} (epoch {epochs_done}) is kept, --resume continues from it"
 
 
 def choose_attention(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc._io import parse_json, read_safetensors_metadata
+from vitc._run_layout import RunLayout
 from vitc.artifacts.resume import RESUME_KEY
 from vitc.errors import VitcError
 
@@ -40,7 +41,7 @@ class FinishedRun:
         split = self.summary.get("test_split") or "test"
         figures = f"{split} top-1 {_percent(self.summary.get('test_top1'))}"
         figures += f" (best val top-1 {_percent(self.summary.get('best_val_top1'))})"
-        where = f"{figures} in {self.folder / 'summary.json'}; nothing to do"
+        where = f"{figures} in {RunLayout(self.folder).summary}; nothing to do"
         if self.epochs < self.of_epochs:
             return (
                 f"run {self.folder.name!r} stopped early after epoch {self.epochs} of {self.of_epochs} "
@@ -58,7 +59,7 @@ def finished_run(folder: Path, epochs: int, patience: int) -> FinishedRun | None
     """The run in `folder` when it has trained `epochs` epochs (or stopped early under `patience`) and written
     summary.json of them; None when anything is left (a run stopped in its final test has no summary of its
     epochs yet: --resume scores it), or when its files cannot say, which the resume itself then reports."""
-    summary_path, state_path = folder / "summary.json", folder / "resume.safetensors"
+    summary_path, state_path = RunLayout(folder).summary, RunLayout(folder).resume
     if not summary_path.is_file() or not state_path.is_file():
         return None
     try:

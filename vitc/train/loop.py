@@ -26,6 +26,7 @@ from torch import nn
 from vitc._device import pick_device
 from vitc._io import write_json
 from vitc._lazy import lazy_import
+from vitc._run_layout import RunLayout
 from vitc._signals import stop_signals_ignored
 from vitc._terminal import PlainConsole
 from vitc.checkpoint import load_state_dict, save_checkpoint
@@ -343,6 +344,7 @@ def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> 
     in the resume state is in every log, once. The other order lost an epoch stopped between the two from
     TensorBoard and the curves for good, and the last epoch from metrics.jsonl too."""
     cfg, state, folder, board, model, ema = run.cfg, run.state, run.folder, run.board, run.model, run.ema
+    layout = RunLayout(folder.path)
     state.history.append(row)
     run.progress.epoch_summary(row)
     state.stopped_early = out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
@@ -352,21 +354,22 @@ def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> 
     meta = checkpoint_meta(evaluated, run.run_info, row)
     if row["val_top1"] > state.best_top1:
         state.best_top1 = row["val_top1"]
-        save_checkpoint(folder.path / "best.safetensors", evaluated, meta)
-    save_checkpoint(folder.path / "last.safetensors", evaluated, meta)
+        save_checkpoint(layout.best, evaluated, meta)
+    save_checkpoint(layout.last, evaluated, meta)
     report.write_history(state.history, folder.path, cfg, run.schedule)
     if board:
         if board.sample is not None:  # under DDP rank 0's share of val may all have been unreadable
             every, last = cfg.log.figures_every, row["epoch"] == cfg.optim.epochs or state.stopped_early
             draw = every > 0 and (row["epoch"] % every == 0 or last)
             board.locality(evaluated, eval_transform(board.sample, run.mean, run.std), row["epoch"], figures=draw)
-        board.epoch(row, [folder.path / "curves.png"])  # flushed, as near the resume state as can be
+        board.epoch(row, [layout.curves])  # flushed, as near the resume state as can be
     generators = {"aug": run.aug_gen}
-    save_state(folder.path / "resume.safetensors", state, model, run.optimizer, ema and ema.module, generators,
+    save_state(layout.resume, state, model, run.optimizer, ema and ema.module, generators,
                run.run_info, run.scaler)  # fmt: skip
     run.ending = None  # the epoch is recorded: a stop from here resumes after it
-    remove_rank_states(folder.path / "resume.safetensors")  # the other processes' parts of a Ctrl-C before
-    renamed = board.moving(folder.final / "tensorboard") if board and folder.path != folder.final else nullcontext()
+    remove_rank_states(layout.resume)  # the other processes' parts of a Ctrl-C before
+    moved = board and folder.path != folder.final
+    renamed = board.moving(RunLayout(folder.final).tensorboard) if moved else nullcontext()
     with renamed:  # a --force run replaces the old one now that it has checkpoints (the event file follows it)
         folder.commit()
 
@@ -414,10 +417,10 @@ def _interrupted(run: Run) -> NoReturn:
                     tensor.copy_(before)
         if dist.is_main:
             resumable = (state, run.model, run.optimizer, run.ema and run.ema.module, {"aug": run.aug_gen})
-            save_state(folder.path / "resume.safetensors", *resumable, run.run_info, run.scaler)
+            save_state(RunLayout(folder.path).resume, *resumable, run.run_info, run.scaler)
             folder.commit()
         elif state.step_in_epoch and not summed and run.in_place:  # not into a --force copy rank 0 drops
-            RankState(folder.final / "resume.safetensors", dist.rank, dist.world_size).save(state, {"aug": run.aug_gen})
+            RankState(RunLayout(folder.final).resume, dist.rank, dist.world_size).save(state, {"aug": run.aug_gen})
     raise _stop(run, f"; continue with: {resume_command(cfg, dist.world_size, launched_by_nproc())}") from None
 
 
@@ -433,7 +436,7 @@ def _finish(run: Run) -> RunResult:
     # can differ from both)
     best = copy.deepcopy(run.model)
     if dist.is_main:
-        best.load_state_dict(load_state_dict(run_dir / "best.safetensors"))
+        best.load_state_dict(load_state_dict(RunLayout(run_dir).best))
     broadcast_state(dist, best)
     try:
         with run.meter.evaluating():
@@ -463,7 +466,7 @@ def _finish(run: Run) -> RunResult:
             f"was epoch {best['epoch']}"
         )
     if dist.is_main:
-        write_json(run_dir / "summary.json", summary_record(cfg, result))
+        write_json(RunLayout(run_dir).summary, summary_record(cfg, result))
     # the processes tear their connections down together: once in CI a rank that had left while rank 0
     # still evaluated died of SIGABRT after a complete run, as gloo aborts on a socket its peer closed
     barrier(dist)

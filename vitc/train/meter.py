@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from vitc._run_layout import RunLayout
 from vitc.errors import VitcError
 
 READ_EVERY = {"cpu": 1}  # steps between reads by device type; elsewhere 25: one wait per 25 steps
@@ -103,7 +104,7 @@ class StepMeter:
             if not math.isfinite(value):
                 raise VitcError(
                     f"the loss became {value} at epoch {epoch + 1}, step {done.step + 1}; stopped. "
-                    f"The last good checkpoint is {run_dir / 'last.safetensors'} (lower optim.lr and --resume)"
+                    f"The last good checkpoint is {RunLayout(run_dir).last} (lower optim.lr and --resume)"
                 )
             partial["loss"] += value * done.images
             partial["count"] += done.images

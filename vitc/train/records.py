@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vitc._run_layout import RunLayout
 from vitc.checkpoint import CheckpointMeta, meta_for
 from vitc.errors import VitcError
 from vitc.train.config import flatten, from_dict
@@ -100,7 +101,7 @@ def summary_record(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
         "compile_seconds": result.compile_seconds,
         "attention": result.attention,  # per GPSA/SP-SA kind: the formulation chosen, and each one's time
         "sync_bn": result.sync_bn,  # run.sync_bn in effect: BatchNorm normalised over every process's batch
-        "checkpoint": str(result.run_dir / "best.safetensors"),
+        "checkpoint": str(RunLayout(result.run_dir).best),
         "pretrained": cfg.model.pretrained,
         "resumes": result.resumes,  # each --resume: where it went on and the settings it changed
     }

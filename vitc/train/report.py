@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitc._io import atomic_write, json_line
 from vitc._lazy import lazy_import, pyplot
+from vitc._run_layout import RunLayout
 from vitc._text import printable
 
 if TYPE_CHECKING:
@@ -32,8 +33,8 @@ def write_history(
 ) -> None:
     """metrics.jsonl and curves.png of the run folder, from the history: at every epoch's end, and from the
     saved history on --resume (a stop between an epoch's logs and its resume state left rows it is past)."""
-    write_metrics(history, Path(folder) / "metrics.jsonl")
-    plot_curves(history, Path(folder) / "curves.png", run_title(cfg), schedule, training_objective(cfg))
+    write_metrics(history, RunLayout(Path(folder)).metrics)
+    plot_curves(history, RunLayout(Path(folder)).curves, run_title(cfg), schedule, training_objective(cfg))
 
 
 def run_title(cfg: TrainConfig) -> str:

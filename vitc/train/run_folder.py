@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vitc._run_layout import is_run_folder
 from vitc._text import shell_word
 from vitc.errors import VitcError
 
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from vitc.train.config import TrainConfig
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}")
-MARKER = "resume.safetensors"  # a folder holding this is a run
-CHECKPOINTS = ("best.safetensors", "last.safetensors", MARKER)  # a folder holding one of these is never discarded
 
 
 def check_run_name(name: str) -> str:
@@ -56,7 +55,8 @@ class RunFolder:
         self._started = False
 
     def exists(self) -> bool:
-        return (self.final / MARKER).exists()
+        """Whether the folder holds a run (vitc._run_layout.is_run_folder): one --force or --resume must name."""
+        return is_run_folder(self.final)
 
     def acquire(self) -> None:
         """Take the run's lock, or stop: another process is writing this run."""
@@ -138,7 +138,7 @@ class RunFolder:
                 _remove(self.staging)
             self.path = self.final
             return
-        if not self.path.is_dir() or any((self.path / f).exists() for f in CHECKPOINTS):
+        if not self.path.is_dir() or is_run_folder(self.path):  # a checkpoint or resume state: kept
             return
         with contextlib.suppress(OSError):  # best effort: the error that stopped the run is the one to report
             if self._before is None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from vitc._io import write_json
+from vitc._run_layout import RunLayout
 from vitc._terminal import PlainConsole
 from vitc.artifacts.model_cfg import ModelCfg
 from vitc.artifacts.preprocess import resolve_preprocess
@@ -133,7 +134,7 @@ def setup_run(
             )
 
     require_pooled(cfg.model.args, "model.args")
-    resume_file = run_dir / "resume.safetensors"
+    resume_file = RunLayout(run_dir).resume
     if resume and not resume_file.is_file():
         raise NothingToResume(f"nothing to resume: {resume_file} does not exist")
     # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
@@ -303,13 +304,14 @@ def setup_run(
         folder.path.mkdir(parents=True, exist_ok=True)
         for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
             stale.unlink()
-        write_json(folder.path / "config.json", cfg.to_dict())
+        write_json(RunLayout(folder.path).config, cfg.to_dict())
         if state.history:  # resumed: the logs of exactly the epochs it is past (vitc.train.loop._record_epoch)
             report.write_history(state.history, folder.path, cfg, schedule)
     in_place = broadcast_from_main(dist, folder.path == folder.final)  # the other processes write beside it
     board = None
     if cfg.log.tensorboard and dist.is_main:  # resumed: records past the resume point are hidden (purged)
-        board = report.TensorBoardLog(folder.path / "tensorboard", tensorboard_purge_step(state) if resume else None)
+        purge = tensorboard_purge_step(state) if resume else None
+        board = report.TensorBoardLog(RunLayout(folder.path).tensorboard, purge)
     progress = EpochProgress(  # a quiet run's rank 0 logs its epoch lines (`vitc train -q` prints them)
         enabled=show_progress and dist.is_main,
         show_top5=feed.num_classes > 5,

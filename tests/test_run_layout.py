@@ -1,0 +1,91 @@
+"""One answer to "is this a run folder, and which checkpoint does it mean" (vitc._run_layout).
+
+A run stopped in its first epoch (config.json and resume.safetensors), or one without best.safetensors beside
+its last.safetensors, was a run folder to `vitc train` ("`vitc train --pretrained RUN` starts a new run from
+its weights") and, for the same folder, "a folder without best.safetensors (not a vitc train run folder)" to
+export, compile and bench --ckpt, "a folder, not a vitc checkpoint or run folder" to eval and predict, and "a
+folder without model.safetensors, pytorch_model.bin or best.safetensors" to import, --pretrained and
+vitc.load_model. Each now says what the run folder holds, in the same line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import save_file
+from typer.testing import CliRunner
+
+import vitc
+from vitc._run_layout import BEST, CONFIG, LAST, RESUME, is_run_folder, run_checkpoint
+from vitc.cli.main import app
+from vitc.errors import VitcError
+
+STOPPED_EARLY = (RESUME,)  # Ctrl-C within the first epoch: no checkpoint yet
+WITHOUT_BEST = (LAST, RESUME)  # no epoch's validation top-1 was a number (or best.safetensors was removed)
+
+
+def _run_folder(root: Path, files: tuple[str, ...]) -> Path:
+    folder = root / "run"
+    folder.mkdir()
+    (folder / CONFIG).write_text('{"model": {"name": "deit_micro"}}')
+    for name in files:
+        save_file({"x": np.zeros(1, np.float32)}, str(folder / name))
+    return folder
+
+
+def _said(files: tuple[str, ...], run: Path) -> str:
+    if files == STOPPED_EARLY:
+        return (
+            f"{run} is a vitc train run folder without a checkpoint yet (it stopped before its first epoch "
+            f"ended): `vitc train --resume {run}` continues it"
+        )
+    return f"{run} is a vitc train run folder without best.safetensors: name {run / LAST}, its last epoch's checkpoint"
+
+
+@pytest.mark.parametrize("files", [STOPPED_EARLY, WITHOUT_BEST], ids=["stopped-early", "without-best"])
+@pytest.mark.parametrize("command", ["eval", "predict", "export", "compile", "bench", "import", "pretrained"])
+def test_every_command_says_the_same_of_a_run_folder_without_best(command: str, files, tmp_path: Path) -> None:
+    run = _run_folder(tmp_path, files)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    args = {
+        "eval": ["eval", str(run)],
+        "predict": ["predict", str(run), str(photo)],
+        "export": ["export", str(run), "-p", "fp32", "--out", str(tmp_path / "exports")],
+        "compile": ["compile", str(run)],
+        "bench": ["bench", "--ckpt", str(run)],
+        "import": ["import", str(run), "--out", str(tmp_path / "imported.safetensors")],
+        "pretrained": ["train", "--pretrained", str(run), "--set", f"run.out_dir={tmp_path / 'runs'}"],
+    }[command]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {_said(files, run)}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize("files", [STOPPED_EARLY, WITHOUT_BEST], ids=["stopped-early", "without-best"])
+def test_load_model_says_the_same_of_a_run_folder_without_best(files, tmp_path: Path) -> None:
+    run = _run_folder(tmp_path, files)
+    with pytest.raises(VitcError) as refused:
+        vitc.load_model(run)
+    assert str(refused.value) == _said(files, run)
+
+
+def test_a_run_folder_holds_a_checkpoint_or_resume_state(tmp_path: Path) -> None:
+    """A Hugging Face folder (config.json, model.safetensors) or a folder of notes is no run folder."""
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / CONFIG).write_text("{}")
+    save_file({"x": np.zeros(1, np.float32)}, str(hub / "model.safetensors"))
+    assert not is_run_folder(hub) and not is_run_folder(hub / "model.safetensors")
+    assert not is_run_folder(tmp_path / "missing")
+    for name in (BEST, LAST, RESUME):
+        folder = tmp_path / name.split(".")[0]
+        folder.mkdir()
+        (folder / name).write_bytes(b"")
+        assert is_run_folder(folder)
+    assert run_checkpoint(tmp_path / "best") == tmp_path / "best" / BEST

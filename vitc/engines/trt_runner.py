@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Tuple
 
 import numpy as np
 
@@ -41,6 +41,9 @@ else:
 
 
 # -- runtime ------------------------------------------------------------------------------------------
+Shapes = Tuple[Tuple[int, ...], ...]  # the input shapes of one call, in I/O order (a CUDA graph's key)
+
+
 @dataclass
 class _Tensor:
     meta: TensorMeta
@@ -77,9 +80,7 @@ class TensorRTRunner(BaseRunner):
         self._context: trt.IExecutionContext | None = None
         self._runtime: trt.Runtime | None = None
         self._feat: TrtFeatures | None = None
-        self._graph: CudaGraph | None = None
-        self._graph_shapes: tuple[tuple[int, ...], ...] | None = None
-        self._warm_shapes: tuple[tuple[int, ...], ...] | None = None
+        self._graphs: dict[Shapes, CudaGraph] = {}  # one per input-shape tuple, as vitc.compile.cuda_graph keeps
         self._cuda: Any = None
         self._stream: Any = None
         self._events: Any = None
@@ -177,19 +178,49 @@ class TensorRTRunner(BaseRunner):
                 return False
         return True
 
-    def _ensure(self, tensor: _Tensor, nbytes: int, shape: tuple[int, ...]) -> None:
+    def _ensure(self, tensor: _Tensor, nbytes: int) -> None:
+        """Buffers of at least `nbytes` for a tensor. With CUDA graphs the device buffer is sized once, for the
+        profile's largest shapes: every graph holds its addresses, so a larger batch must not move them."""
+        if tensor.host is None or tensor.host.nbytes < nbytes:
+            if tensor.host is not None:
+                tensor.host.free()
+                tensor.host = None
+            count = max(nbytes // np.dtype(tensor.meta.dtype).itemsize, 1)
+            tensor.host = self._cuda.pinned((count,), tensor.meta.dtype)
         if tensor.capacity < nbytes:
-            self._free(tensor)
+            self._drop_graphs()  # they hold the old addresses (none are kept: graphs size the buffers first)
+            if tensor.device is not None:
+                tensor.device.free()
+                tensor.device = None
+                tensor.capacity = 0
             tensor.device = self._cuda.malloc(nbytes)
-            tensor.host = self._cuda.pinned(
-                (max(nbytes // np.dtype(tensor.meta.dtype).itemsize, 1),), tensor.meta.dtype
-            )
             tensor.capacity = nbytes
-            self._drop_graph()
+
+    def _largest_nbytes(self) -> dict[str, int]:
+        """Bytes of every I/O tensor at the profile's largest input shapes (the context's shapes are set again
+        by the call that asks)."""
+        assert self._context is not None
+        largest = {}
+        for tensor in self._tensors:
+            if tensor.is_input:
+                shape = tensor.meta.concrete(1)  # static: the engine's one shape
+                if tensor.profile is not None:
+                    shape = tensor.profile[2]
+                    self._context.set_input_shape(tensor.meta.name, shape)
+                largest[tensor.meta.name] = int(np.prod(shape)) * np.dtype(tensor.meta.dtype).itemsize
+        for tensor in self._tensors:
+            if not tensor.is_input:
+                shape = dims(self._context.get_tensor_shape(tensor.meta.name))
+                largest[tensor.meta.name] = int(np.prod(shape)) * np.dtype(tensor.meta.dtype).itemsize
+        return largest
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._context is not None and self._feat is not None
         context = self._context
+        if self.cuda_graph and not any(t.capacity for t in self._tensors):
+            largest = self._largest_nbytes()
+            for tensor in self._tensors:
+                self._ensure(tensor, largest[tensor.meta.name])
         shapes = []
         for tensor in self._tensors:
             if not tensor.is_input:
@@ -199,7 +230,7 @@ class TensorRTRunner(BaseRunner):
             shapes.append(array.shape)
             if not context.set_input_shape(tensor.meta.name, array.shape):
                 raise VitcError(f"{self.path}: input shape {array.shape} is outside the engine's profile")
-            self._ensure(tensor, array.nbytes, array.shape)
+            self._ensure(tensor, array.nbytes)
             assert tensor.host is not None and tensor.device is not None
             tensor.host.array[: array.size] = array.ravel()
             self._stream.htod(tensor.device, tensor.host, array.nbytes)
@@ -209,10 +240,24 @@ class TensorRTRunner(BaseRunner):
                 continue
             shape = dims(context.get_tensor_shape(tensor.meta.name))
             out_shapes[tensor.meta.name] = shape
-            self._ensure(tensor, int(np.prod(shape)) * np.dtype(tensor.meta.dtype).itemsize, shape)
+            self._ensure(tensor, int(np.prod(shape)) * np.dtype(tensor.meta.dtype).itemsize)
+        for tensor in self._tensors:
+            assert tensor.device is not None
+            if not context.set_tensor_address(tensor.meta.name, tensor.device.ptr):
+                raise VitcError(f"{self.path}: TensorRT refused the buffer of {tensor.meta.name!r} (see its log)")
+        key = tuple(shapes)
+        if self.cuda_graph and key not in self._graphs:
+            # as trtexec: a plain launch first (TensorRT's set-up for this shape), then the capture, both before
+            # the start event, so this call's GPU time is the graph's launch alone; bench runs it as a warm-up
+            self._enqueue()
+            self._capture(key)
         start, end = self._events
         start.record(self._stream)
-        self._execute(tuple(shapes))
+        graph = self._graphs.get(key) if self.cuda_graph else None
+        if graph is not None:
+            graph.launch()
+        else:
+            self._enqueue()
         end.record(self._stream)
         outputs = {}
         for tensor in self._tensors:
@@ -231,61 +276,47 @@ class TensorRTRunner(BaseRunner):
                 outputs[tensor.meta.name] = tensor.host.array[: int(np.prod(shape))].reshape(shape).copy()
         return outputs
 
-    def _execute(self, shapes: tuple[tuple[int, ...], ...]) -> None:
+    def _enqueue(self) -> None:
         assert self._context is not None
-        context = self._context
-        for tensor in self._tensors:
-            assert tensor.device is not None
-            if not context.set_tensor_address(tensor.meta.name, tensor.device.ptr):
-                raise VitcError(f"{self.path}: TensorRT refused the buffer of {tensor.meta.name!r} (see its log)")
-        if self.cuda_graph and self._warm_shapes == shapes:
-            self._launch_graph(shapes)
-            return
-        ok = context.execute_async_v3(self._stream.handle)
-        self._warm_shapes = shapes  # TensorRT needs one plain launch per shape before a capture
-        if not ok:
+        if not self._context.execute_async_v3(self._stream.handle):
             raise VitcError(f"{self.path}: TensorRT failed to enqueue the inference")
 
-    def _launch_graph(self, shapes: tuple[tuple[int, ...], ...]) -> None:
+    def _capture(self, key: Shapes) -> None:
+        """Capture the launch at these shapes into a graph kept for them; if CUDA or TensorRT cannot, warn once
+        and run without CUDA graphs from now on (as trtexec)."""
         from vitc.engines.cuda import CudaGraph
 
         assert self._context is not None
-        if self._graph is None or self._graph_shapes != shapes:
-            self._drop_graph()
-            graph = CudaGraph(self._stream)
-            graph.begin()
-            enqueued = False
-            try:
-                enqueued = bool(self._context.execute_async_v3(self._stream.handle))
-            finally:
-                captured = graph.end(enqueued)  # a stream left capturing would fail every call after
-            if not captured:  # as trtexec: warn once and run without graphs from now on
-                self.cuda_graph = False
-                if not enqueued:
-                    why = (
-                        "TensorRT could not enqueue this engine inside a CUDA graph capture (some of its layers "
-                        "cannot be captured)"
-                    )
-                elif graph.instantiate_error is not None:
-                    why = f"CUDA could not instantiate the CUDA graph of this engine ({graph.instantiate_error})"
-                else:
-                    why = (
-                        "CUDA invalidated the CUDA graph capture of this engine (TensorRT made a call that is not "
-                        "permitted during capture)"
-                    )
-                self.warnings.append(f"{self.path}: {why}, so it runs without CUDA graphs")
-                if not self._context.execute_async_v3(self._stream.handle):
-                    raise VitcError(f"{self.path}: TensorRT failed to enqueue the inference")
-                return
-            self._graph, self._graph_shapes = graph, shapes
-        assert self._graph is not None
-        self._graph.launch()
+        graph = CudaGraph(self._stream)
+        graph.begin()
+        enqueued = False
+        try:
+            enqueued = bool(self._context.execute_async_v3(self._stream.handle))
+        finally:
+            captured = graph.end(enqueued)  # a stream left capturing would fail every call after
+        if captured:
+            self._graphs[key] = graph
+            return
+        self.cuda_graph = False
+        self._drop_graphs()
+        if not enqueued:
+            why = (
+                "TensorRT could not enqueue this engine inside a CUDA graph capture (some of its layers "
+                "cannot be captured)"
+            )
+        elif graph.instantiate_error is not None:
+            why = f"CUDA could not instantiate the CUDA graph of this engine ({graph.instantiate_error})"
+        else:
+            why = (
+                "CUDA invalidated the CUDA graph capture of this engine (TensorRT made a call that is not "
+                "permitted during capture)"
+            )
+        self.warnings.append(f"{self.path}: {why}, so it runs without CUDA graphs")
 
-    def _drop_graph(self) -> None:
-        if self._graph is not None:
-            self._graph.destroy()
-        self._graph = None
-        self._graph_shapes = None
+    def _drop_graphs(self) -> None:
+        graphs, self._graphs = self._graphs, {}
+        for graph in graphs.values():
+            graph.destroy()
 
     def _free(self, tensor: _Tensor) -> None:
         if tensor.device is not None:
@@ -296,7 +327,7 @@ class TensorRTRunner(BaseRunner):
         tensor.capacity = 0
 
     def deactivate_impl(self) -> None:
-        self._drop_graph()
+        self._drop_graphs()
         for tensor in self._tensors:
             self._free(tensor)
         if self._events is not None:

@@ -1,0 +1,80 @@
+"""The TensorRT runner's CUDA lifecycle on the strict fakes: when CUDA graphs are captured during a benchmark,
+how CUDA failures (out of memory, a sticky error) reach the user, and what is freed after one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from vitc.artifacts import BatchRange
+from vitc.bench import runner as bench_runner
+from vitc.bench.runner import bench_runners
+from vitc.bench.timing import TimingPlan
+from vitc.build import tensorrt as B
+from vitc.build.options import BuildOptions
+from vitc.engines import cuda as C
+from vitc.engines.trt_runner import TensorRTRunner
+
+
+def _plan(tiny_onnx: Path, tmp_path: Path) -> Path:
+    """The tiny model's plan, batch 1:2:4, on the installed fake TensorRT."""
+    opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", batch=BatchRange.parse("1:2:4"), check=False)
+    return B.build_engine(opts).plan
+
+
+@pytest.mark.parametrize("warmup", [1, 3])
+def test_cuda_graphs_are_captured_in_warm_up_calls_never_in_timed_ones(warmup, fake, tiny_onnx, tmp_path, monkeypatch):
+    """--cuda-graph kept one graph for the runner and captured it at the second call of a shape: with batches 1,2
+    and --rounds 3 every round switched shape, so the first timed call of most rounds did a whole capture and
+    instantiation (`W1 W2 CAPTURE W3 T4 T5 ... W1 T2 CAPTURE T3`). One graph per shape, captured in the first
+    (warm-up) call at that shape, leaves every timed call a replay."""
+    fake("10.3")
+    plan = _plan(tiny_onnx, tmp_path)
+    log: list[str] = []
+    begin = C.CudaGraph.begin
+    monkeypatch.setattr(C.CudaGraph, "begin", lambda graph: (log.append("CAPTURE"), begin(graph))[1])
+    collect = bench_runner.collect
+
+    def logged_collect(step: Any, plan: TimingPlan, *args: Any) -> Any:
+        calls = [0]
+
+        def logged() -> Any:
+            calls[0] += 1
+            log.append(("W" if calls[0] <= plan.warmup else "T") + str(calls[0]))
+            return step()
+
+        return collect(logged, plan, *args)
+
+    monkeypatch.setattr(bench_runner, "collect", logged_collect)
+    runner = TensorRTRunner(plan, cuda_graph=True)
+    report = bench_runners([runner], [1, 2], TimingPlan(warmup=warmup, iterations=6), rounds=3)
+    capturing_calls = [log[i - 1] for i, entry in enumerate(log) if entry == "CAPTURE"]  # the call it happened in
+    assert capturing_calls == ["W1", "W1"], " ".join(log)  # one graph per batch size, kept across the rounds
+    assert [(row.batch, row.e2e.count, row.detail["cuda_graph"]) for row in report.rows] == [(1, 6, True), (2, 6, True)]
+
+
+def test_the_gpu_time_of_a_capturing_call_excludes_the_capture(fake, tiny_onnx, tmp_path, monkeypatch):
+    """The start event was recorded before the capture, so the first call's GPU time spanned the host's capture
+    and instantiation; the start event now follows them and times only the launch."""
+    trt = fake("10.3")
+    plan = _plan(tiny_onnx, tmp_path)
+    end = C.CudaGraph.end
+
+    def slow_end(graph: C.CudaGraph, enqueued: bool = True) -> bool:
+        ended = end(graph, enqueued)
+        # the GPU idles while the host instantiates the graph: a second on the fake's clock, in stream order
+        gap = lambda: setattr(trt._gpu, "clock", trt._gpu.clock + 1000.0)  # noqa: E731
+        trt._gpu.stream(graph.stream.handle).pending.append(gap)
+        return ended
+
+    monkeypatch.setattr(C.CudaGraph, "end", slow_end)
+    x = np.ones((2, 3, 8, 8), np.float32)
+    with TensorRTRunner(plan, cuda_graph=True) as runner:
+        runner.infer({"input": x})
+        first = runner.gpu_time
+        runner.infer({"input": x})
+        assert first is not None and first < 0.5  # seconds: the launch's kernel (a millisecond), not the gap
+        assert runner.gpu_time == pytest.approx(first)

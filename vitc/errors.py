@@ -24,6 +24,15 @@ class CheckFailed(VitcError):
     exit_code = 1
 
 
+class CudaError(VitcError):
+    """A CUDA call of vitc's runtime failed (`vitc.engines.cuda`, on cuda-python or pycuda); `out_of_memory` when
+    for lack of memory, which `gpu_failure` words as it words PyTorch's out-of-memory error."""
+
+    def __init__(self, message: str, out_of_memory: bool = False) -> None:
+        super().__init__(message)
+        self.out_of_memory = out_of_memory
+
+
 def first_line(exc: BaseException, limit: int = 300, said: str = "") -> str:
     """The exception's first non-empty line, cut to `limit` characters: what a one-line error quotes of it.
 
@@ -59,14 +68,18 @@ def _lines(text: str) -> list[str]:
 def gpu_failure(exc: BaseException, doing: str, hint: str, kept: str = "") -> VitcError | None:
     """The one-line error for a CUDA failure raised `doing` something, or None for any other exception.
 
-    Out of GPU memory (torch.cuda.OutOfMemoryError, a RuntimeError) says what to try (`hint`); a CUDA
-    error (a device lost, reset or taken away mid-run) names itself; both end with `kept` (what of the
-    work survives). Matched by name and message, so the numpy-only runtime path needs no torch for it.
+    Out of GPU memory (torch.cuda.OutOfMemoryError, a RuntimeError, or a CudaError of the TensorRT runner's
+    cuda-python or pycuda calls) says what to try (`hint`); a CUDA error (a device lost, reset or taken away
+    mid-run) names itself; both end with `kept` (what of the work survives). torch's are matched by name and
+    message, so the numpy-only runtime path needs no torch for it.
     """
     text = first_line(exc)
-    if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
+    out_of_memory = isinstance(exc, CudaError) and exc.out_of_memory
+    if out_of_memory or type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
         return VitcError(f"out of GPU memory {doing}; try {hint}{kept}")
-    if isinstance(exc, RuntimeError) and ("CUDA error" in text or "CUDA-capable device" in text):
+    if isinstance(exc, CudaError) or (
+        isinstance(exc, RuntimeError) and ("CUDA error" in text or "CUDA-capable device" in text)
+    ):
         return VitcError(f"the GPU failed {doing} ({text[:200]}); check it with nvidia-smi (lost or reset?){kept}")
     return None
 

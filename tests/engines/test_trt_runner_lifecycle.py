@@ -3,6 +3,7 @@ how CUDA failures (out of memory, a sticky error) reach the user, and what is fr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,88 @@ def test_the_gpu_time_of_a_capturing_call_excludes_the_capture(fake, tiny_onnx, 
         runner.infer({"input": x})
         assert first is not None and first < 0.5  # seconds: the launch's kernel (a millisecond), not the gap
         assert runner.gpu_time == pytest.approx(first)
+
+
+def _bench(plan: Path, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from vitc.cli.main import app
+
+    return CliRunner().invoke(app, ["bench", "-e", str(plan), "-b", "1,4", "-n", "2", "--warmup", "1", *args])
+
+
+BATCH_4_BYTES = 4 * 3 * 8 * 8 * 4  # the tiny model's float32 input at batch 4: the allocation that fails
+OUT_OF_MEMORY = r"error: out of GPU memory at batch size 4 \(\S*m\.plan\); try a smaller --batch,"
+
+
+def _pycuda(trt: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """pycuda alone on the fake's device; its errors as pycuda's are: pycuda._driver.Error and its subclasses
+    (MemoryError, LogicError, LaunchError: src/wrapper/wrap_cudadrv.cpp DECLARE_EXC) derive from Exception."""
+    import sys
+
+    from tests.engines.fakes.cuda_fakes import install_cuda
+
+    trt._gpu = install_cuda(monkeypatch, cuda_python=None, pycuda=True)
+    return sys.modules["pycuda.driver"]
+
+
+def _pycuda_error(drv: Any, name: str) -> type:
+    error = type(name, (drv.Error,), {})
+    error.__module__ = "pycuda._driver"
+    return error
+
+
+def test_pycuda_out_of_memory_names_the_batch(fake, tiny_onnx, tmp_path, monkeypatch):
+    """pycuda's MemoryError is no RuntimeError: bench let it out as a traceback (exit 1)."""
+    trt = fake("8.5")
+    plan = _plan(tiny_onnx, tmp_path)
+    drv = _pycuda(trt, monkeypatch)
+    memory_error, mem_alloc = _pycuda_error(drv, "MemoryError"), drv.mem_alloc
+
+    def refuse_large(nbytes: int) -> Any:
+        if nbytes >= BATCH_4_BYTES:
+            raise memory_error("cuMemAlloc failed: out of memory")
+        return mem_alloc(nbytes)
+
+    monkeypatch.setattr(drv, "mem_alloc", refuse_large)
+    result = _bench(plan)
+    assert result.exit_code == 2, result.output
+    assert re.match(OUT_OF_MEMORY, " ".join(result.output.split())), result.output
+
+
+def test_cuda_python_out_of_memory_names_the_batch(fake, tiny_onnx, tmp_path, monkeypatch):
+    """cudaErrorMemoryAllocation said `error: CUDA error in cudaMalloc: cudaErrorMemoryAllocation`: neither the
+    batch nor what to do; it is worded as pycuda's and torch's out of memory are."""
+    import sys
+
+    from tests.engines.fakes.cuda_fakes import cudaError_t
+
+    fake("10.3")
+    plan = _plan(tiny_onnx, tmp_path)
+    rt = sys.modules["cuda.bindings.runtime"]
+    malloc = rt.cudaMalloc
+    failed = (cudaError_t.cudaErrorMemoryAllocation, None)
+    monkeypatch.setattr(rt, "cudaMalloc", lambda nbytes: failed if nbytes >= BATCH_4_BYTES else malloc(nbytes))
+    result = _bench(plan)
+    assert result.exit_code == 2, result.output
+    assert re.match(OUT_OF_MEMORY, " ".join(result.output.split())), result.output
+
+
+def test_a_pycuda_launch_failure_is_one_line(fake, tiny_onnx, tmp_path, monkeypatch):
+    """Any other pycuda error (a kernel's illegal address, reported at the synchronize) says the GPU failed, where
+    and which call, as a CUDA error of cuda-python or torch does."""
+    trt = fake("8.5")
+    plan = _plan(tiny_onnx, tmp_path)
+    drv = _pycuda(trt, monkeypatch)
+    launch_error = _pycuda_error(drv, "LaunchError")
+
+    def synchronize(stream: Any) -> None:
+        raise launch_error("cuStreamSynchronize failed: an illegal memory access was encountered")
+
+    monkeypatch.setattr(drv.Stream, "synchronize", synchronize)
+    result = _bench(plan)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert re.match(r"error: the GPU failed at batch size 1 \(\S*m\.plan\) \(CUDA error in Stream\.synchronize: ", said)
+    assert said.endswith("cuStreamSynchronize failed: an illegal memory access was encountered); check it with "
+                         "nvidia-smi (lost or reset?)"), said  # fmt: skip

@@ -17,7 +17,7 @@ from vitc.bench.report import BenchReport, BenchRow, base_environment
 from vitc.bench.timing import LatencyStats, Step, TimingPlan, collect
 from vitc.engines.accuracy import heldout_accuracy
 from vitc.engines.base import BaseRunner
-from vitc.errors import VitcError, gpu_failure
+from vitc.errors import CudaError, VitcError, gpu_failure
 from vitc.limits import MAX_BATCH
 
 
@@ -69,7 +69,7 @@ def bench_runners(
         if batches is None:
             report.settings["batches"] = sorted({row.batch for row in report.rows})
         report.warnings += report.noisy_ratios()
-    except RuntimeError as exc:  # CUDA out of memory or a lost GPU: one line with the batch that failed
+    except (RuntimeError, CudaError) as exc:  # out of GPU memory or a lost GPU: one line with the batch that failed
         hint = "a smaller --batch, or --autocast fp16 for PyTorch"
         failure = gpu_failure(exc, doing["now"], hint)
         if failure is None:

@@ -13,7 +13,10 @@ Which Python bindings, chosen by the driver (`choose_bindings`, shown by `vitc d
   they get a view of exactly the bytes to copy. No CUDA graphs here.
 
 cuda-python calls return a tuple (error, *values); `_check` turns a non-success error into a
-VitcError naming the call. No torch.
+CudaError (a VitcError) naming the call. pycuda raises pycuda.driver.Error (MemoryError, LogicError,
+LaunchError ... derive from it, and it from Exception: neither a RuntimeError nor a VitcError), which
+`Cuda.call` turns into the same CudaError; either says whether it was for lack of memory, so that
+`vitc bench` names the batch and suggests a smaller one (errors.gpu_failure). No torch.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ import ctypes
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from vitc._lazy import broken_text
-from vitc.errors import VitcError, first_line, named_first_line
+from vitc.errors import CudaError, VitcError, first_line, named_first_line
 
 CUDA_PYTHON_MODULES = ("cuda.bindings.runtime", "cuda.cudart")
 INSTALL_HINT = (
@@ -160,7 +163,7 @@ def _check(result: Any, call: str) -> Any:
         err, rest = result, ()
     if int(err) != 0:
         name = getattr(err, "name", str(err))
-        raise VitcError(f"CUDA error in {call}: {name}")
+        raise CudaError(f"CUDA error in {call}: {name}", out_of_memory=name == "cudaErrorMemoryAllocation")
     if not rest:
         return None
     return rest[0] if len(rest) == 1 else rest
@@ -191,13 +194,21 @@ class Cuda:
         else:
             self.rt = importlib.import_module(choice.module)
 
+    def call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`, a pycuda call, with its pycuda.driver.Error raised as a CudaError naming `name`."""
+        try:
+            return fn(*args)
+        except self._pycuda.Error as exc:  # "cuMemAlloc failed: out of memory" is a pycuda._driver.MemoryError
+            out_of_memory = type(exc).__name__ == "MemoryError" or "out of memory" in str(exc)
+            raise CudaError(f"CUDA error in {name}: {first_line(exc)}", out_of_memory=out_of_memory) from exc
+
     # -- device facts ---------------------------------------------------------------------
     def device_properties(self, device: int = 0) -> dict[str, str]:
         """{"name", "compute_capability"} of a device."""
         if self._pycuda is not None:
-            dev = self._pycuda.Device(device)
-            major, minor = dev.compute_capability()
-            return {"name": str(dev.name()), "compute_capability": f"{major}.{minor}"}
+            dev = self.call("Device", self._pycuda.Device, device)
+            major, minor = self.call("Device.compute_capability", dev.compute_capability)
+            return {"name": str(self.call("Device.name", dev.name)), "compute_capability": f"{major}.{minor}"}
         props = _check(self.rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
         raw = props.name
         name = raw.decode(errors="replace").rstrip("\x00") if isinstance(raw, bytes) else str(raw)
@@ -223,7 +234,7 @@ class DeviceBuffer:
         self.nbytes = nbytes
         self._alloc: Any = None
         if cuda._pycuda is not None:
-            self._alloc = cuda._pycuda.mem_alloc(nbytes)
+            self._alloc = cuda.call("mem_alloc", cuda._pycuda.mem_alloc, nbytes)
             self.ptr = int(self._alloc)
         else:
             self.ptr = int(_check(cuda.rt.cudaMalloc(nbytes), "cudaMalloc"))
@@ -231,7 +242,7 @@ class DeviceBuffer:
     def free(self) -> None:
         if self.ptr:
             if self._alloc is not None:
-                self._alloc.free()
+                self.cuda.call("DeviceAllocation.free", self._alloc.free)
             else:
                 _check(self.cuda.rt.cudaFree(self.ptr), "cudaFree")
             self.ptr = 0
@@ -246,7 +257,7 @@ class PinnedArray:
         nbytes = max(count * dtype.itemsize, 1)
         self.nbytes = nbytes
         if cuda._pycuda is not None:
-            self.array: np.ndarray = cuda._pycuda.pagelocked_empty(shape, dtype)
+            self.array: np.ndarray = cuda.call("pagelocked_empty", cuda._pycuda.pagelocked_empty, shape, dtype)
             self.ptr = int(self.array.ctypes.data)
             self._owned = False
         else:
@@ -266,7 +277,7 @@ class Stream:
         self.cuda = cuda
         self._obj: Any = None
         if cuda._pycuda is not None:
-            self._obj = cuda._pycuda.Stream()
+            self._obj = cuda.call("Stream", cuda._pycuda.Stream)
             self.handle = int(self._obj.handle)
         else:
             self._obj = _check(cuda.rt.cudaStreamCreate(), "cudaStreamCreate")
@@ -277,7 +288,8 @@ class Stream:
         if nbytes > dst.nbytes:
             raise VitcError(f"copy of {nbytes} bytes into a {dst.nbytes}-byte device buffer")
         if self.cuda._pycuda is not None:
-            self.cuda._pycuda.memcpy_htod_async(dst.ptr, _bytes_view(src.array, nbytes), self._obj)
+            view = _bytes_view(src.array, nbytes)
+            self.cuda.call("memcpy_htod_async", self.cuda._pycuda.memcpy_htod_async, dst.ptr, view, self._obj)
             return
         kind = self.cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         _check(self.cuda.rt.cudaMemcpyAsync(dst.ptr, src.ptr, nbytes, kind, self._obj), "cudaMemcpyAsync H2D")
@@ -287,7 +299,8 @@ class Stream:
         if nbytes > src.nbytes:
             raise VitcError(f"copy of {nbytes} bytes from a {src.nbytes}-byte device buffer")
         if self.cuda._pycuda is not None:
-            self.cuda._pycuda.memcpy_dtoh_async(_bytes_view(dst.array, nbytes), src.ptr, self._obj)
+            view = _bytes_view(dst.array, nbytes)
+            self.cuda.call("memcpy_dtoh_async", self.cuda._pycuda.memcpy_dtoh_async, view, src.ptr, self._obj)
             return
         if nbytes > dst.nbytes:
             raise VitcError(f"copy of {nbytes} bytes into a {dst.nbytes}-byte host buffer")
@@ -296,7 +309,7 @@ class Stream:
 
     def synchronize(self) -> None:
         if self.cuda._pycuda is not None:
-            self._obj.synchronize()
+            self.cuda.call("Stream.synchronize", self._obj.synchronize)
         else:
             _check(self.cuda.rt.cudaStreamSynchronize(self._obj), "cudaStreamSynchronize")
 
@@ -310,20 +323,20 @@ class Event:
     def __init__(self, cuda: Cuda) -> None:
         self.cuda = cuda
         if cuda._pycuda is not None:
-            self._obj: Any = cuda._pycuda.Event()
+            self._obj: Any = cuda.call("Event", cuda._pycuda.Event)
         else:
             self._obj = _check(cuda.rt.cudaEventCreate(), "cudaEventCreate")
 
     def record(self, stream: Stream) -> None:
         if self.cuda._pycuda is not None:
-            self._obj.record(stream._obj)
+            self.cuda.call("Event.record", self._obj.record, stream._obj)
         else:
             _check(self.cuda.rt.cudaEventRecord(self._obj, stream._obj), "cudaEventRecord")
 
     def seconds_since(self, start: Event) -> float:
         """Elapsed GPU time from `start` to this event (both recorded, stream synchronised)."""
         if self.cuda._pycuda is not None:
-            return float(self._obj.time_since(start._obj)) / 1e3
+            return float(self.cuda.call("Event.time_since", self._obj.time_since, start._obj)) / 1e3
         ms = _check(self.cuda.rt.cudaEventElapsedTime(start._obj, self._obj), "cudaEventElapsedTime")
         return float(ms) / 1e3
 

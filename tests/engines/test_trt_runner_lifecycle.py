@@ -164,3 +164,78 @@ def test_a_pycuda_launch_failure_is_one_line(fake, tiny_onnx, tmp_path, monkeypa
     assert re.match(r"error: the GPU failed at batch size 1 \(\S*m\.plan\) \(CUDA error in Stream\.synchronize: ", said)
     assert said.endswith("cuStreamSynchronize failed: an illegal memory access was encountered); check it with "
                          "nvidia-smi (lost or reset?)"), said  # fmt: skip
+
+
+RELEASES = (
+    "cudaFree",
+    "cudaFreeHost",
+    "cudaEventDestroy",
+    "cudaStreamDestroy",
+    "cudaGraphExecDestroy",
+    "cudaGraphDestroy",
+)
+
+
+def _sticky(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """A kernel faulted: from `on`, every CUDA call returns cudaErrorIllegalAddress, as CUDA's sticky errors do.
+    The releases still release (the fake's bookkeeping: what a process that exits gives back), the rest do nothing."""
+    import sys
+
+    from tests.engines.fakes.cuda_fakes import cudaError_t
+
+    rt = sys.modules["cuda.bindings.runtime"]
+    sticky = {"on": False}
+
+    def failing(name: str, original: Any) -> Any:
+        def call(*args: Any) -> Any:
+            if not sticky["on"]:
+                return original(*args)
+            if name in RELEASES:
+                original(*args)
+            return (cudaError_t.cudaErrorIllegalAddress,)
+
+        return call
+
+    for name in (*RELEASES, "cudaStreamSynchronize", "cudaMemcpyAsync", "cudaEventRecord", "cudaGraphLaunch"):
+        monkeypatch.setattr(rt, name, failing(name, getattr(rt, name)))
+    return sticky
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_a_sticky_cuda_error_is_reported_first_and_everything_is_freed(
+    cuda_graph, fake, tiny_onnx, tmp_path, monkeypatch
+):
+    """After a sticky error the first failing release (cudaFree) ended the cleanup, leaking the rest and the
+    TensorRT context, and its error replaced the inference's: `CUDA error in cudaFree` was reported, the H2D
+    copy's only as its context. Every release is now tried, the TensorRT objects dropped, and the error in
+    flight is the one raised."""
+    from vitc.errors import CudaError
+
+    trt = fake("10.3")
+    plan = _plan(tiny_onnx, tmp_path)
+    sticky = _sticky(monkeypatch)
+    runner = TensorRTRunner(plan, cuda_graph=cuda_graph)
+    x = np.ones((2, 3, 8, 8), np.float32)
+    with pytest.raises(CudaError, match=r"^CUDA error in cudaMemcpyAsync H2D: cudaErrorIllegalAddress$"), runner:
+        runner.infer({"input": x})
+        assert bool(runner._graphs) == cuda_graph
+        sticky["on"] = True
+        runner.infer({"input": x})
+    gpu = trt._gpu
+    assert (gpu.device, list(gpu.streams), gpu.events, gpu.graphs) == ({}, [0], {}, {})
+    assert runner._context is None and runner._engine is None and not runner.is_active
+
+
+def test_a_failed_cleanup_is_reported_when_nothing_else_failed(fake, tiny_onnx, tmp_path, monkeypatch):
+    """With no error in flight the cleanup's own is raised, after every release was tried."""
+    from vitc.errors import CudaError
+
+    trt = fake("10.3")
+    plan = _plan(tiny_onnx, tmp_path)
+    sticky = _sticky(monkeypatch)
+    runner = TensorRTRunner(plan)
+    with pytest.raises(CudaError, match=r"^CUDA error in cudaFree: cudaErrorIllegalAddress$"), runner:
+        runner.infer({"input": np.ones((2, 3, 8, 8), np.float32)})
+        sticky["on"] = True
+    assert (trt._gpu.device, list(trt._gpu.streams), trt._gpu.events) == ({}, [0], {})
+    assert runner._context is None

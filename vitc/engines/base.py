@@ -110,7 +110,13 @@ class BaseRunner(abc.ABC):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.deactivate()
+        """Deactivate; a failure of that is raised only when no other exception is on its way out, which it
+        would replace (after a sticky CUDA error the cleanup fails too, and the inference's error is the cause)."""
+        if exc is None:
+            self.deactivate()
+            return
+        with contextlib.suppress(Exception):
+            self.deactivate()
 
     # -- public contract -------------------------------------------------------------------
     def activate(self) -> None:

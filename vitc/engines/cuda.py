@@ -240,12 +240,12 @@ class DeviceBuffer:
             self.ptr = int(_check(cuda.rt.cudaMalloc(nbytes), "cudaMalloc"))
 
     def free(self) -> None:
-        if self.ptr:
+        ptr, self.ptr = self.ptr, 0  # tried once: a failed free (a sticky CUDA error) is not retried
+        if ptr:
             if self._alloc is not None:
                 self.cuda.call("DeviceAllocation.free", self._alloc.free)
             else:
-                _check(self.cuda.rt.cudaFree(self.ptr), "cudaFree")
-            self.ptr = 0
+                _check(self.cuda.rt.cudaFree(ptr), "cudaFree")
 
 
 class PinnedArray:
@@ -314,9 +314,9 @@ class Stream:
             _check(self.cuda.rt.cudaStreamSynchronize(self._obj), "cudaStreamSynchronize")
 
     def destroy(self) -> None:
-        if self.cuda._pycuda is None and self._obj is not None:
-            _check(self.cuda.rt.cudaStreamDestroy(self._obj), "cudaStreamDestroy")
-        self._obj = None
+        obj, self._obj = self._obj, None
+        if self.cuda._pycuda is None and obj is not None:
+            _check(self.cuda.rt.cudaStreamDestroy(obj), "cudaStreamDestroy")
 
 
 class Event:
@@ -341,9 +341,9 @@ class Event:
         return float(ms) / 1e3
 
     def destroy(self) -> None:
-        if self.cuda._pycuda is None and self._obj is not None:
-            _check(self.cuda.rt.cudaEventDestroy(self._obj), "cudaEventDestroy")
-        self._obj = None
+        obj, self._obj = self._obj, None
+        if self.cuda._pycuda is None and obj is not None:
+            _check(self.cuda.rt.cudaEventDestroy(obj), "cudaEventDestroy")
 
 
 class CudaGraph:
@@ -395,8 +395,11 @@ class CudaGraph:
         _check(self.rt.cudaGraphLaunch(self._exec, self.stream._obj), "cudaGraphLaunch")
 
     def destroy(self) -> None:
-        if self._exec is not None:
-            _check(self.rt.cudaGraphExecDestroy(self._exec), "cudaGraphExecDestroy")
-        if self._graph is not None:
-            _check(self.rt.cudaGraphDestroy(self._graph), "cudaGraphDestroy")
-        self._graph = self._exec = None
+        """Destroy both, the graph even when destroying its executable failed (a sticky CUDA error)."""
+        graph_exec, graph, self._exec, self._graph = self._exec, self._graph, None, None
+        try:
+            if graph_exec is not None:
+                _check(self.rt.cudaGraphExecDestroy(graph_exec), "cudaGraphExecDestroy")
+        finally:
+            if graph is not None:
+                _check(self.rt.cudaGraphDestroy(graph), "cudaGraphDestroy")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Tuple
 
 import numpy as np
 
@@ -318,26 +318,39 @@ class TensorRTRunner(BaseRunner):
         for graph in graphs.values():
             graph.destroy()
 
-    def _free(self, tensor: _Tensor) -> None:
-        if tensor.device is not None:
-            tensor.device.free()
-        if tensor.host is not None:
-            tensor.host.free()
-        tensor.device = tensor.host = None
-        tensor.capacity = 0
-
     def deactivate_impl(self) -> None:
-        self._drop_graphs()
-        for tensor in self._tensors:
-            self._free(tensor)
-        if self._events is not None:
-            for event in self._events:
-                event.destroy()
-        if self._stream is not None:
-            self._stream.destroy()
-        self._context = None
-        self._engine = None
-        self._runtime = None
+        """Free every buffer, graph, event and the stream, and drop the TensorRT objects, each whatever the
+        others did: after a sticky CUDA error (a kernel's illegal address) every CUDA call fails, and the first
+        failure ended the cleanup, leaking the rest. The first failure is raised once all were tried."""
+        failures: list[Exception] = []
+
+        def attempt(release: Callable[[], None]) -> None:
+            try:
+                release()
+            except Exception as exc:  # a CudaError; the others are tried all the same
+                failures.append(exc)
+
+        try:
+            graphs, self._graphs = self._graphs, {}
+            for graph in graphs.values():
+                attempt(graph.destroy)
+            for tensor in self._tensors:
+                for buffer in (tensor.device, tensor.host):
+                    if buffer is not None:
+                        attempt(buffer.free)
+                tensor.device = tensor.host = None
+                tensor.capacity = 0
+            for event in self._events or ():
+                attempt(event.destroy)
+            if self._stream is not None:
+                attempt(self._stream.destroy)
+        finally:
+            self._events = self._stream = None
+            self._context = None  # TensorRT's objects in the order they must go: context, engine, runtime
+            self._engine = None
+            self._runtime = None
+        if failures:
+            raise failures[0]
 
     def get_input_metadata(self) -> list[TensorMeta]:
         return [t.meta for t in self._tensors if t.is_input]

@@ -164,7 +164,9 @@ def _tensorrt_gpu_reason() -> str | None:
     try:
         from vitc.engines.cuda import Cuda
 
-        Cuda().device_properties()
+        cuda = Cuda()
+        cuda.device_properties()
+        cuda.close()
     except Exception as exc:  # no driver, no GPU, no cuda-python
         return f"no usable NVIDIA GPU ({exc})"
     return None

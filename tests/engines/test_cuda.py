@@ -227,6 +227,33 @@ def test_pycuda_has_no_graphs(cuda_fake) -> None:
         CudaGraph(Cuda().stream())
 
 
+def test_pycuda_works_in_the_devices_primary_context(cuda_fake) -> None:
+    """pycuda.autoinit made a context of its own (pycuda/tools.py make_context), apart from the primary context
+    TensorRT and PyTorch use through the runtime; vitc pushes the primary context and pops and releases it."""
+    gpu = cuda_fake(cuda_python=None, pycuda=True)
+    cuda = Cuda()
+    assert [context.ordinal for context in gpu.contexts] == [0] and gpu.retained == {0: 1}
+    cuda.close()
+    assert gpu.contexts == [] and gpu.retained == {0: 0}
+    cuda.close()  # once only
+    assert gpu.contexts == [] and gpu.retained == {0: 0}
+
+
+def test_pycuda_uses_the_device_cuda_device_names(cuda_fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device pycuda.autoinit chose by CUDA_DEVICE is the one whose name and compute capability are checked
+    against the plan's (device_properties() asked for device 0 whatever the context's device was)."""
+    gpu = cuda_fake(cuda_python=None, pycuda=True)
+    gpu.device_count = 2
+    monkeypatch.setenv("CUDA_DEVICE", "1")
+    cuda = Cuda()
+    assert cuda.device_properties()["name"] == "Fake Orin #1"
+    assert [context.ordinal for context in gpu.contexts] == [1]
+    cuda.close()
+    monkeypatch.setenv("CUDA_DEVICE", "gpu1")
+    with pytest.raises(VitcError, match=r"CUDA_DEVICE='gpu1' is not a device number"):
+        Cuda()
+
+
 def test_doctor_says_which_bindings_and_why(cuda_fake) -> None:
     from vitc.cli.doctor import binding_facts
 

@@ -110,6 +110,17 @@ def _pycuda_error(drv: Any, name: str) -> type:
     return error
 
 
+def test_a_pycuda_runner_leaves_no_context_behind(fake, tiny_onnx, tmp_path, monkeypatch):
+    """The runner closes its Cuda when it deactivates, so pycuda's primary context is popped and released."""
+    trt = fake("8.5")
+    plan = _plan(tiny_onnx, tmp_path)
+    _pycuda(trt, monkeypatch)
+    with TensorRTRunner(plan) as runner:
+        runner.infer({"input": np.ones((1, 3, 8, 8), np.float32)})
+        assert len(trt._gpu.contexts) == 1
+    assert trt._gpu.contexts == [] and trt._gpu.retained == {0: 0}
+
+
 def test_pycuda_out_of_memory_names_the_batch(fake, tiny_onnx, tmp_path, monkeypatch):
     """pycuda's MemoryError is no RuntimeError: bench let it out as a traceback (exit 1)."""
     trt = fake("8.5")

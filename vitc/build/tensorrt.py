@@ -278,7 +278,11 @@ def check_build_machine() -> tuple[str, dict[str, str]]:
         missing.append(f"CUDA bindings ({choice.reason})")  # with what to install (cuda.install_hint)
     else:
         try:
-            gpu = Cuda().device_properties()
+            cuda = Cuda()
+            try:
+                gpu = cuda.device_properties()
+            finally:
+                cuda.close()
         except Exception as exc:  # pycuda raises its own errors without a GPU; cuda-python a VitcError
             missing.append(f"an NVIDIA GPU ({first_line(exc)})")
     if missing or gpu is None:

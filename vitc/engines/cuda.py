@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import os
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable
@@ -188,11 +189,40 @@ class Cuda:
         self.kind = choice.kind
         self.rt: Any = None
         self._pycuda: Any = None
+        self._context: Any = None  # pycuda: the device's primary context, current until close()
+        self.device = 0  # the device in use: the runtime's current one, or pycuda's
         if choice.kind == "pycuda":
-            importlib.import_module("pycuda.autoinit")  # creates the context on device 0
             self._pycuda = importlib.import_module("pycuda.driver")
+            self._push_primary_context()
         else:
             self.rt = importlib.import_module(choice.module)
+            self.device = int(_check(self.rt.cudaGetDevice(), "cudaGetDevice"))
+
+    def _push_primary_context(self) -> None:
+        """Make the device's primary context current, the one the CUDA runtime (TensorRT, PyTorch) works in.
+
+        pycuda.autoinit creates a context of its own (Device.make_context in pycuda/tools.py), so TensorRT's
+        engine and a PyTorch tensor of the same process lived in two contexts, each with its own memory. The
+        device is autoinit's: CUDA_DEVICE when set, else 0."""
+        drv = self._pycuda
+        self.call("init", drv.init)
+        text = os.environ.get("CUDA_DEVICE", "").strip()
+        if text and not text.isdigit():
+            raise VitcError(f"CUDA_DEVICE={text!r} is not a device number (pycuda's choice of GPU, as 0 or 1)")
+        self.device = int(text or 0)
+        device = self.call("Device", drv.Device, self.device)
+        context = self.call("Device.retain_primary_context", device.retain_primary_context)
+        self.call("Context.push", context.push)
+        self._context = context
+
+    def close(self) -> None:
+        """Pop and release pycuda's primary context (cuda-python's runtime keeps its own: nothing to do)."""
+        context, self._context = self._context, None
+        if context is not None:
+            try:
+                self.call("Context.pop", context.pop)
+            finally:
+                self.call("Context.detach", context.detach)  # cuDevicePrimaryCtxRelease
 
     def call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)`, a pycuda call, with its pycuda.driver.Error raised as a CudaError naming `name`."""
@@ -203,8 +233,9 @@ class Cuda:
             raise CudaError(f"CUDA error in {name}: {first_line(exc)}", out_of_memory=out_of_memory) from exc
 
     # -- device facts ---------------------------------------------------------------------
-    def device_properties(self, device: int = 0) -> dict[str, str]:
-        """{"name", "compute_capability"} of a device."""
+    def device_properties(self, device: int | None = None) -> dict[str, str]:
+        """{"name", "compute_capability"} of a device: the one in use unless given."""
+        device = self.device if device is None else device
         if self._pycuda is not None:
             dev = self.call("Device", self._pycuda.Device, device)
             major, minor = self.call("Device.compute_capability", dev.compute_capability)

@@ -349,6 +349,9 @@ class TensorRTRunner(BaseRunner):
             self._context = None  # TensorRT's objects in the order they must go: context, engine, runtime
             self._engine = None
             self._runtime = None
+            if self._cuda is not None:  # last: pycuda's context, which TensorRT's objects were made in
+                attempt(self._cuda.close)
+            self._cuda = None
         if failures:
             raise failures[0]
 

@@ -137,6 +137,9 @@ class FakeGpu:
         self.kernel_ms = 1.0
         self.clock = 0.0
         self.instantiate_error: cudaError_t | None = None  # what cudaGraphInstantiate* then fails with
+        self.device_count = 1  # devices pycuda's Device(ordinal) accepts
+        self.contexts: list[Any] = []  # pycuda: the context stack (the runtime's primary context is implicit)
+        self.retained: dict[int, int] = {}  # pycuda: retains of each device's primary context
         self._next = _DEVICE_BASE
         self._handles = 1
 
@@ -373,6 +376,7 @@ def _runtime_functions(gpu: FakeGpu, built_for: int) -> dict[str, Callable[..., 
         "cudaDriverGetVersion": versions(gpu.driver),  # works with any driver, as the real one
         "cudaRuntimeGetVersion": versions(built_for),
         "cudaGetDeviceCount": call(lambda: 1),
+        "cudaGetDevice": call(lambda: 0),
         "cudaGetDeviceProperties": call(props),
         "cudaMalloc": call(gpu.alloc),
         "cudaFree": call(free, 0),

@@ -31,16 +31,43 @@ def make_pycuda(gpu: FakeGpu) -> dict[str, ModuleType]:
         def free(self) -> None:
             gpu.device.pop(self.ptr, None)
 
+    class Context:
+        """A device's primary context (cuDevicePrimaryCtxRetain); `gpu.contexts` is the thread's context stack
+        and `gpu.retained` counts each device's retains, as the driver does."""
+
+        def __init__(self, ordinal: int) -> None:
+            self.ordinal = ordinal
+            self.valid = True
+
+        def push(self) -> None:
+            gpu.contexts.append(self)
+
+        @staticmethod
+        def pop() -> None:  # a static method in pycuda: pops whatever context is current
+            if not gpu.contexts:
+                raise Error("cuCtxPopCurrent failed: invalid context")
+            gpu.contexts.pop()
+
+        def detach(self) -> None:  # primary_context::detach_internal: cuDevicePrimaryCtxRelease
+            if self.valid:
+                gpu.retained[self.ordinal] -= 1
+                self.valid = False
+
     class Device:
         def __init__(self, ordinal: int) -> None:
-            if ordinal != 0:
+            if not 0 <= ordinal < gpu.device_count:
                 raise Error("cuDeviceGet failed: invalid device ordinal")
+            self.ordinal = ordinal
 
         def name(self) -> str:
-            return gpu.name
+            return gpu.name if self.ordinal == 0 else f"{gpu.name} #{self.ordinal}"
 
         def compute_capability(self) -> tuple[int, int]:
             return gpu.cc
+
+        def retain_primary_context(self) -> Context:
+            gpu.retained[self.ordinal] = gpu.retained.get(self.ordinal, 0) + 1
+            return Context(self.ordinal)
 
     class Stream:
         def __init__(self, flags: int = 0) -> None:
@@ -97,6 +124,7 @@ def make_pycuda(gpu: FakeGpu) -> dict[str, ModuleType]:
         "init": lambda flags=0: None,
         "get_driver_version": lambda: gpu.driver,
         "Device": Device,
+        "Context": Context,
         "Stream": Stream,
         "Event": Event,
         "mem_alloc": DeviceAllocation,
@@ -105,7 +133,7 @@ def make_pycuda(gpu: FakeGpu) -> dict[str, ModuleType]:
         "pagelocked_empty": pagelocked_empty,
     }.items():
         setattr(drv, key, value)
-    autoinit = _spec(ModuleType("pycuda.autoinit"))
+    autoinit = _spec(ModuleType("pycuda.autoinit"))  # importing the real one makes a context of its own
     autoinit.device = Device(0)  # type: ignore[attr-defined]
     package = _spec(ModuleType("pycuda"), package=True)
     package.driver = drv  # type: ignore[attr-defined]

@@ -227,6 +227,18 @@ def test_pycuda_has_no_graphs(cuda_fake) -> None:
         CudaGraph(Cuda().stream())
 
 
+@pytest.mark.parametrize("pycuda", [False, True])
+def test_freed_pinned_memory_leaves_no_view_of_it(cuda_fake, pycuda: bool) -> None:
+    """PinnedArray.free left `array` a view of the freed page-locked memory (cudaFreeHost), which a later write
+    would corrupt; it is now an empty array."""
+    cuda_fake(cuda_python=None if pycuda else "12.9", pycuda=pycuda)
+    pinned = Cuda().pinned((4,), np.float32)
+    pinned.array[:] = 1.0
+    pinned.free()
+    assert pinned.array.shape == (0,) and pinned.array.dtype == np.float32 and pinned.ptr == 0
+    pinned.free()  # once only
+
+
 def test_pycuda_works_in_the_devices_primary_context(cuda_fake) -> None:
     """pycuda.autoinit made a context of its own (pycuda/tools.py make_context), apart from the primary context
     TensorRT and PyTorch use through the runtime; vitc pushes the primary context and pops and releases it."""

@@ -298,9 +298,12 @@ class PinnedArray:
             self._owned = True
 
     def free(self) -> None:
-        if self._owned and self.ptr:
-            _check(self.cuda.rt.cudaFreeHost(self.ptr), "cudaFreeHost")
-        self.ptr = 0
+        """Free the memory; `array` becomes an empty array, not a view of freed memory that a later write would
+        corrupt (pycuda's array keeps its own memory alive until it is dropped)."""
+        ptr, self.ptr = self.ptr, 0
+        self.array = np.empty((0,), self.array.dtype)
+        if self._owned and ptr:
+            _check(self.cuda.rt.cudaFreeHost(ptr), "cudaFreeHost")
 
 
 class Stream:

@@ -80,7 +80,7 @@ class TensorRTRunner(BaseRunner):
         self._context: trt.IExecutionContext | None = None
         self._runtime: trt.Runtime | None = None
         self._feat: TrtFeatures | None = None
-        self._graphs: dict[Shapes, CudaGraph] = {}  # one per input-shape tuple, as vitc.compile.cuda_graph keeps
+        self._graphs: dict[Shapes, CudaGraph] = {}  # at most one: the graph of the shapes the context is set to
         self._cuda: Any = None
         self._stream: Any = None
         self._events: Any = None
@@ -179,8 +179,7 @@ class TensorRTRunner(BaseRunner):
         return True
 
     def _ensure(self, tensor: _Tensor, nbytes: int) -> None:
-        """Buffers of at least `nbytes` for a tensor. With CUDA graphs the device buffer is sized once, for the
-        profile's largest shapes: every graph holds its addresses, so a larger batch must not move them."""
+        """Buffers of at least `nbytes` for a tensor, grown as a larger batch comes (never shrunk)."""
         if tensor.host is None or tensor.host.nbytes < nbytes:
             if tensor.host is not None:
                 tensor.host.free()
@@ -188,7 +187,7 @@ class TensorRTRunner(BaseRunner):
             count = max(nbytes // np.dtype(tensor.meta.dtype).itemsize, 1)
             tensor.host = self._cuda.pinned((count,), tensor.meta.dtype)
         if tensor.capacity < nbytes:
-            self._drop_graphs()  # they hold the old addresses (none are kept: graphs size the buffers first)
+            self._drop_graphs()  # it holds the old addresses
             if tensor.device is not None:
                 tensor.device.free()
                 tensor.device = None
@@ -196,31 +195,9 @@ class TensorRTRunner(BaseRunner):
             tensor.device = self._cuda.malloc(nbytes)
             tensor.capacity = nbytes
 
-    def _largest_nbytes(self) -> dict[str, int]:
-        """Bytes of every I/O tensor at the profile's largest input shapes (the context's shapes are set again
-        by the call that asks)."""
-        assert self._context is not None
-        largest = {}
-        for tensor in self._tensors:
-            if tensor.is_input:
-                shape = tensor.meta.concrete(1)  # static: the engine's one shape
-                if tensor.profile is not None:
-                    shape = tensor.profile[2]
-                    self._context.set_input_shape(tensor.meta.name, shape)
-                largest[tensor.meta.name] = int(np.prod(shape)) * np.dtype(tensor.meta.dtype).itemsize
-        for tensor in self._tensors:
-            if not tensor.is_input:
-                shape = dims(self._context.get_tensor_shape(tensor.meta.name))
-                largest[tensor.meta.name] = int(np.prod(shape)) * np.dtype(tensor.meta.dtype).itemsize
-        return largest
-
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._context is not None and self._feat is not None
         context = self._context
-        if self.cuda_graph and not any(t.capacity for t in self._tensors):
-            largest = self._largest_nbytes()
-            for tensor in self._tensors:
-                self._ensure(tensor, largest[tensor.meta.name])
         shapes = []
         for tensor in self._tensors:
             if not tensor.is_input:
@@ -247,8 +224,11 @@ class TensorRTRunner(BaseRunner):
                 raise VitcError(f"{self.path}: TensorRT refused the buffer of {tensor.meta.name!r} (see its log)")
         key = tuple(shapes)
         if self.cuda_graph and key not in self._graphs:
-            # as trtexec: a plain launch first (TensorRT's set-up for this shape), then the capture, both before
-            # the start event, so this call's GPU time is the graph's launch alone; bench runs it as a warm-up
+            # a graph holds the context as it was at its capture, so one is kept, for the shapes the context is set
+            # to: a new shape recaptures (as Torch-TensorRT; NVIDIA documents no replay after the context ran at
+            # another shape). As trtexec: a plain launch first (TensorRT's set-up for this shape), then the
+            # capture, both before the start event, so this call's GPU time is the graph's launch alone
+            self._drop_graphs()
             self._enqueue()
             self._capture(key)
         start, end = self._events
@@ -282,7 +262,7 @@ class TensorRTRunner(BaseRunner):
             raise VitcError(f"{self.path}: TensorRT failed to enqueue the inference")
 
     def _capture(self, key: Shapes) -> None:
-        """Capture the launch at these shapes into a graph kept for them; if CUDA or TensorRT cannot, warn once
+        """Capture the launch at these shapes into the graph kept for them; if CUDA or TensorRT cannot, warn once
         and run without CUDA graphs from now on (as trtexec)."""
         from vitc.engines.cuda import CudaGraph
 

@@ -53,7 +53,10 @@ def train(
         Optional[int],
         typer.Option("--batch-size", "-b", help="optim.batch_size: the global batch (timm's -b × processes)."),
     ] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="optim.lr: the peak learning rate.")] = None,
+    lr: Annotated[
+        Optional[float],
+        typer.Option("--lr", help="optim.lr: the peak learning rate (warm-up rises to it from optim.warmup_lr)."),
+    ] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="run.seed")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (run.device).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name: the folder under train/runs (run.name).")] = None,

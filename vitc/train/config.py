@@ -63,6 +63,8 @@ class OptimSection:
     lr: float | None = None  # None: 1e-3, or with --pretrained scaled to the batch (vitc.train.defaults)
     min_lr: float = 1e-5
     warmup_epochs: int | None = None  # None: WARMUP_EPOCHS, at most WARMUP_SHARE of the run (vitc.train.defaults)
+    # timm's --warmup-lr: the warm-up's first step trains at this, rising linearly to lr; None: lr / warm-up steps
+    warmup_lr: float | None = None
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     clip_grad: float = 1.0  # max global grad norm; 0 disables
@@ -159,9 +161,9 @@ _CHOICES = {
 }
 _POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "data.image_size")
 _NON_NEGATIVE = (
-    "optim.min_lr", "optim.warmup_epochs", "optim.weight_decay", "optim.clip_grad", "optim.patience",
-    "model.drop_path_rate", "aug.mixup", "aug.cutmix", "aug.erasing", "aug.color_jitter", "aug.repeats",
-    "run.workers", "log.figures_every", "log.interval_s",
+    "optim.min_lr", "optim.warmup_epochs", "optim.warmup_lr", "optim.weight_decay", "optim.clip_grad",
+    "optim.patience", "model.drop_path_rate", "aug.mixup", "aug.cutmix", "aug.erasing", "aug.color_jitter",
+    "aug.repeats", "run.workers", "log.figures_every", "log.interval_s",
 )  # fmt: skip
 # keys that name files or folders: a leading `~` is the home folder (`--set run.out_dir=~/runs`, where the shell
 # leaves it, made a folder named `~`)
@@ -255,6 +257,7 @@ def validate(cfg: TrainConfig) -> None:
     for key in _UNIT:
         if not 0 <= flat[key] < 1:
             raise VitcError(f"config key {key} must be in [0, 1), got {flat[key]}")
+    check_warmup_lr(cfg.optim)
     if cfg.optim.layer_decay is not None and not 0 < cfg.optim.layer_decay <= 1:
         raise VitcError(f"config key optim.layer_decay must be in (0, 1], got {cfg.optim.layer_decay}")
     if not 0 < cfg.data.fraction <= 1:
@@ -275,6 +278,16 @@ def validate(cfg: TrainConfig) -> None:
     _validate_preprocess(cfg.model)
     if cfg.aug.color_jitter > 1:
         raise VitcError(f"config key aug.color_jitter must be in [0, 1], got {cfg.aug.color_jitter}")
+
+
+def check_warmup_lr(optim: OptimSection) -> None:
+    """A warm-up that starts above the rate it rises to is no warm-up: refused once both are known (an lr left
+    to the defaults is checked once vitc.train.defaults.resolve_for_data has set it, fitted to the data)."""
+    if optim.warmup_lr is not None and optim.lr is not None and optim.warmup_lr > optim.lr:
+        raise VitcError(
+            f"config key optim.warmup_lr must be at most optim.lr ({optim.lr:g}), the rate the warm-up rises to, "
+            f"got {optim.warmup_lr:g}"
+        )
 
 
 def _validate_preprocess(model: ModelSection) -> None:

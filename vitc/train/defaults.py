@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from vitc.train.config import DEFAULT_MODEL, TrainConfig
+from vitc.train.config import DEFAULT_MODEL, TrainConfig, check_warmup_lr
 
 BATCH_SIZE, LR = 64, 1e-3  # from scratch
 WARMUP_EPOCHS = 3
@@ -118,6 +118,7 @@ def resolve_for_data(cfg: TrainConfig, n_train: int, world_size: int = 1) -> tup
             )
         else:
             cfg.optim.lr = LR
+        check_warmup_lr(cfg.optim)
     from vitc.data.datasets import samples_per_epoch
 
     used = samples_per_epoch(n_train, world_size, cfg.aug.repeats)

@@ -203,7 +203,7 @@ def _train_epoch(run: Run, epoch: int) -> None:
     for step in range(state.step_in_epoch, len(epoch_batches)):
         run.unfinished = (ready.rewind_state(), rng_states())  # restored if this step is cut short
         run.stats_before = [t.clone() for t in stats] if stats else None  # its forward updates them in place
-        lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
+        lr = lr_at(state.global_step, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         batch = next(ready)  # on the device, augmented; on a GPU the next one is prepared meanwhile
@@ -313,7 +313,9 @@ def _end_epoch(run: Run, epoch: int) -> bool:
     with run.meter.evaluating():
         val = evaluate_batches(evaluated, val_batches, mean, std, run.device, run.amp_dtype, dist)
     if dist.is_main:
-        last_lr = lr_at(state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
+        last_lr = lr_at(
+            state.global_step - 1, total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_lr
+        )
         row = {
             "epoch": epoch + 1,
             "train_loss": state.partial["loss"] / max(1.0, state.partial["count"]),

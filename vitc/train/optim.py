@@ -90,10 +90,18 @@ def backbone_eval(model: nn.Module) -> None:
             module.eval()
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float) -> float:
-    """Linear warm-up from ~0 to `base_lr`, then cosine decay to `min_lr`, per optimiser step."""
+def lr_at(
+    step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float, warmup_lr: float | None = None
+) -> float:
+    """Linear warm-up to `base_lr`, then cosine decay to `min_lr`, per optimiser step.
+
+    The warm-up starts at `warmup_lr` (timm's --warmup-lr: step 0 trains at it, step `warmup_steps` at
+    `base_lr`); None (vitc's default) starts at base_lr / warmup_steps, reaching base_lr on the last warm-up step.
+    """
     if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
+        if warmup_lr is None:
+            return base_lr * (step + 1) / warmup_steps
+        return warmup_lr + (base_lr - warmup_lr) * step / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
 

@@ -55,14 +55,20 @@ def training_objective(cfg: TrainConfig) -> str:
 
 
 def lr_schedule(
-    total_steps: int, warmup_steps: int, base_lr: float, min_lr: float, steps_per_epoch: int, points: int = 200
+    total_steps: int,
+    warmup_steps: int,
+    base_lr: float,
+    min_lr: float,
+    steps_per_epoch: int,
+    points: int = 200,
+    warmup_lr: float | None = None,
 ) -> list[tuple[float, float]]:
     """The run's planned learning rate as (epoch, lr) pairs, for the curves figure."""
     from vitc.train.optim import lr_at
 
     every = max(1, total_steps // points)
     steps = [*range(0, total_steps, every), total_steps - 1]
-    return [((s + 1) / steps_per_epoch, lr_at(s, total_steps, warmup_steps, base_lr, min_lr)) for s in steps]
+    return [((s + 1) / steps_per_epoch, lr_at(s, total_steps, warmup_steps, base_lr, min_lr, warmup_lr)) for s in steps]
 
 
 def plot_curves(

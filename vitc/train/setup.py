@@ -293,7 +293,9 @@ def setup_run(
     per_rank_batch = cfg.optim.batch_size // dist.world_size
     total_steps = cfg.optim.epochs * steps_per_epoch
     warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
-    schedule = report.lr_schedule(total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch)
+    schedule = report.lr_schedule(
+        total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch, warmup_lr=cfg.optim.warmup_lr
+    )
     cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     tell = say if show_progress and dist.is_main else lambda _: None
     pinned, chosen = "attn_impl" in cfg.model.args, saved.get("attention")  # a resume keeps the kernels it had

@@ -82,15 +82,16 @@ def eager(args: argparse.Namespace) -> None:
 
 
 def onnxruntime(args: argparse.Namespace) -> None:
+    from vitc._ort import ort_session
     from vitc.artifacts import BatchRange
-    from vitc.export.onnx_export import clean, export_onnx, session
+    from vitc.export.onnx_export import clean, export_onnx
 
     spec = BatchRange.from_options(None, "1:8:32")
 
     def ort(name: str, model: torch.nn.Module) -> Callable[[np.ndarray], object]:
         proto = clean(export_onnx(model, (3, 224, 224), 17, spec))[0]
         print(f"  {name} exported: {proto.ByteSize() / 2**20:.2f} MiB")
-        sess = session(proto, threads=torch.get_num_threads())
+        sess = ort_session(proto, threads=torch.get_num_threads())
         return lambda x: sess.run(None, {"input": x})
 
     convit, deit = trained_like_convit(), create_model("deit_tiny").eval()

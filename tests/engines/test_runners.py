@@ -104,7 +104,7 @@ def test_onnx_runtime_failing_without_a_message_is_one_line(tiny_onnx: Path, mon
     monkeypatch.setattr(ort, "InferenceSession", fails)
     with pytest.raises(VitcError) as refused:
         runner_for_path(tiny_onnx, device="cpu", threads=1).activate()
-    assert str(refused.value) == f"{tiny_onnx}: ONNX Runtime cannot load it (Fail)"
+    assert str(refused.value) == f"ONNX Runtime cannot load {tiny_onnx} (graph optimisations on): Fail"
 
 
 def test_runners_refuse_integer_pixels_and_cast_floats(tiny_onnx: Path, tmp_path: Path):

@@ -14,8 +14,9 @@ import torch
 
 import vitc
 from vitc import artifacts as mf
+from vitc._ort import ort_session as session
 from vitc.artifacts import BatchRange
-from vitc.export.onnx_export import clean, export_onnx, parity, run_batches, session
+from vitc.export.onnx_export import clean, export_onnx, parity, run_batches
 from vitc.export.trt_rules import check_onnx
 
 MICRO = {

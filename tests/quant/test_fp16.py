@@ -60,8 +60,8 @@ def test_fp16_logits_follow_the_fp32_model(exports: dict, digits_reference: dict
 
 
 def test_fp16_io(trained_ckpt, tmp_path) -> None:
+    from vitc._ort import ort_session as session
     from vitc.export import ExportOptions, export_checkpoint
-    from vitc.export.onnx_export import session
 
     result = export_checkpoint(trained_ckpt, ExportOptions("fp16", out=tmp_path, io_fp16=True), say=lambda _m: None)
     proto = onnx.load(str(result.onnx_path))
@@ -101,9 +101,9 @@ def test_fp16_io_and_float_classifier_every_family(name: str, tmp_path) -> None:
     FP16 output: SP-ViT's aux_head, its max and the final sum too, not the head alone."""
     import torch
 
+    from vitc._ort import ort_session as session
     from vitc.checkpoint import save_checkpoint
     from vitc.export import ExportOptions, export_checkpoint
-    from vitc.export.onnx_export import session
     from vitc.models import create_model
 
     torch.manual_seed(0)

@@ -9,6 +9,7 @@ import numpy as np
 
 from vitc._device import cpu_cores
 from vitc._lazy import lazy_import
+from vitc._ort import ort_session
 from vitc.artifacts.precision import Precision, precision_in_name
 from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
 from vitc.errors import VitcError, first_line
@@ -84,21 +85,9 @@ class OnnxRuntimeRunner(BaseRunner):
         ort = lazy_import("onnxruntime")
         if not self.path.is_file():
             raise VitcError(f"{self.path}: no such file")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
         providers = choose_providers(list(ort.get_available_providers()), self.device)
-        while True:
-            try:
-                self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
-                break
-            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-                if len(providers) > 1:  # a listed GPU provider whose libraries are missing: try the next
-                    providers = providers[1:]
-                    continue
-                raise VitcError(f"{self.path}: ONNX Runtime cannot load it ({first_line(exc)})") from exc
+        # optimised as any deployment of the file runs it, on --threads (default: the cores this process may use)
+        self.session = ort_session(self.path, providers, threads=self.threads, optimize=True, name=str(self.path))
         self.providers = list(self.session.get_providers())
         if self.providers[:1] == ["CPUExecutionProvider"] and self.precision == "int8" and _fp16_base(self.path):
             self.warnings.append(

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from vitc._lazy import lazy_import
+from vitc._ort import ort_session
 from vitc.artifacts import BatchRange
-from vitc.export.onnx_export import module_scope, run_batches, session
+from vitc.export.onnx_export import module_scope, run_batches
 
 BLOCK_RE = re.compile(r"(^|\.)blocks\.\d+$")
 THRESHOLD = 0.99
@@ -64,7 +65,7 @@ def explain(model: Any, torch_model: Any, images: np.ndarray, batch: BatchRange)
             probe.graph.output.append(types[tensor])
             known.add(tensor)
     wanted = [t for t in tensors.values() if t in known]
-    outs = dict(zip(wanted, run_batches(session(probe), images, batch, wanted), strict=True))
+    outs = dict(zip(wanted, run_batches(ort_session(probe), images, batch, wanted), strict=True))
     rows = []
     for name, tensor in tensors.items():
         if tensor not in outs:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vitc._lazy import lazy_import, torch_before
+from vitc._ort import ort_session
 from vitc.artifacts.batch import BatchRange
 from vitc.errors import VitcError, first_line
 
@@ -135,28 +136,6 @@ def check_model(model: Any) -> None:
         raise VitcError(f"onnx.checker rejected the graph: {first_line(exc)}") from exc
 
 
-def session(model: Any, threads: int | None = None, optimize: bool = True, profile: str | None = None) -> Any:
-    """An ONNX Runtime CPU session for a ModelProto or a path. ONNX Runtime's own failures (its optimiser
-    or a kernel refusing the graph) are a one-line VitcError: the export checks every graph on it."""
-    ort = lazy_import("onnxruntime")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if profile:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = profile
-    opts.log_severity_level = 3
-    source = model if isinstance(model, str) else model.SerializeToString()
-    level = "graph optimisations on" if optimize else "graph optimisations off"
-    try:
-        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's Fail, InvalidGraph, NotImplemented, ...: no common base
-        raise VitcError(f"ONNX Runtime cannot load the graph ({level}): {first_line(exc)}") from exc
-
-
 def run_batches(sess: Any, images: np.ndarray, batch: BatchRange, outputs: list[str] | None = None) -> list[np.ndarray]:
     """Run `images` through `sess` in chunks the graph accepts (padding the last chunk of a static batch)."""
     inp = sess.get_inputs()[0]
@@ -181,7 +160,7 @@ def run_batches(sess: Any, images: np.ndarray, batch: BatchRange, outputs: list[
 def parity(model: Any, torch_model: Any, images: np.ndarray, batch: BatchRange) -> float:
     """max |Δ logits| between ONNX Runtime (optimisations off) and PyTorch on `images`."""
     torch = lazy_import("torch")
-    (ort_logits,) = run_batches(session(model, optimize=False), images, batch)
+    (ort_logits,) = run_batches(ort_session(model, optimize=False), images, batch)  # the file as written
     with torch.no_grad():
         ref = torch_model(torch.from_numpy(images)).numpy()
     return float(np.abs(ort_logits - ref).max())

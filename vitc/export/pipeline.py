@@ -440,11 +440,12 @@ def measure_drift(
     proto: Any, p: PreparedExport, opts: ExportOptions, say: Callable[[str], None]
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Top-1 and logit drift on the held-out split against PyTorch FP32; refuses beyond --max-drop."""
+    from vitc._ort import ort_session
     from vitc.artifacts.drift import compare_logits
     from vitc.export import onnx_export as ox
     from vitc.quant.int8 import high_precision_dtype
 
-    (logits,) = ox.run_batches(ox.session(proto), p.images, p.batch)
+    (logits,) = ox.run_batches(ort_session(proto), p.images, p.batch)  # optimised, as the runner runs it
     drift = compare_logits(p.reference, logits, p.labels)
     explained = None
     if opts.explain:

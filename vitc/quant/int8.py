@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from vitc._lazy import lazy_import
+from vitc._ort import ort_session
 from vitc.errors import VitcError
 from vitc.quant.calib import CalibrationSet
 from vitc.quant.fp16 import Fp16Report, convert_fp16
@@ -223,7 +224,6 @@ def calibrated_bytes_per_image(model: Any, images: np.ndarray) -> int:
     """The bytes of the tensors ONNX Runtime calibrates (the float inputs and outputs of MatMul/Gemm/Conv
     that are not weights) for one image, measured by running the first of `images` (a static batch's
     worth, for a file with a static batch) with them as outputs."""
-    ort = lazy_import("onnxruntime")
     onnx = lazy_import("onnx")
     weights = {init.name for init in model.graph.initializer}
     names = list(dict.fromkeys(t for n in model.graph.node if n.op_type in QUANT_OPS for t in [*n.input, *n.output]))
@@ -232,7 +232,8 @@ def calibrated_bytes_per_image(model: Any, images: np.ndarray) -> int:
     probe.CopyFrom(model)
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in names if t not in known)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    # ORT's calibrator runs the graph as written (optimiser off): the tensors it keeps are that graph's
+    session = ort_session(probe, optimize=False, name="the calibrated tensors' probe")
     wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
     (feed,) = session.get_inputs()
     batch = feed.shape[0] if isinstance(feed.shape[0], int) and feed.shape[0] > 0 else 1
@@ -289,7 +290,6 @@ def fold_weight_quantization(model: Any) -> int:
     number of weights folded.
     """
     onnx = lazy_import("onnx")
-    ort = lazy_import("onnxruntime")
     numpy_helper = lazy_import("onnx.numpy_helper")
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
@@ -307,9 +307,8 @@ def fold_weight_quantization(model: Any) -> int:
     )
     sub_model = onnx.helper.make_model(sub, opset_imports=list(model.opset_import))
     sub_model.ir_version = model.ir_version
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(sub_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    # optimiser off: its constant folding would compute the int8 values in place of the QuantizeLinear kernel
+    session = ort_session(sub_model, optimize=False, name="the weights' QuantizeLinear nodes")
     values = session.run(list(zero_points), {})
     kept = [n for n in graph.node if not (n.op_type == "QuantizeLinear" and n.output[0] in zero_points)]
     del graph.node[:]

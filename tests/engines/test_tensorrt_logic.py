@@ -117,6 +117,27 @@ def test_version_mismatch_is_one_line():
         T.check_plan_compat(old, "10.3.0", parse_sidecar({"format": "vitc.engine", "tensorrt": "8.5.2.2"}))
 
 
+def test_an_8_5_plan_whose_bytes_24_27_look_like_8_6_is_not_refused():
+    """A real 8.5 plan has 0 in bytes 4-7 and its serialization version at byte 8; its bytes 24-27 are no
+    version but read as 64.31 in the 8.6+ layout. vitc said "built with TensorRT 64.31.0.0, this machine has
+    8.5.2.2; ... rebuild it" of a plan 8.5.2.2 had just built. The 8.6+ layout is trusted only where a release
+    that writes it can have built the plan: not when the sidecar names 8.5 or 8.5 is installed."""
+    plan_85 = T.parse_plan_header(b"ftrt" + bytes(4) + (232).to_bytes(4, "little") + bytes(12) + b"\x40\x1f\x00\x00")
+    side = parse_sidecar({"format": "vitc.engine", "tensorrt": "8.5.2.2"})
+    assert T.check_plan_compat(plan_85, "8.5.2.2", side, source="m.plan") == []
+    with pytest.raises(VitcError) as err:  # on another release, the sidecar's version is the one named
+        T.check_plan_compat(plan_85, "10.3.0.26", side, source="m.plan")
+    assert str(err.value).startswith("m.plan: built with TensorRT 8.5.2.2, this machine has 10.3.0.26")
+    # 8.5 installed and no sidecar: the header says nothing; TensorRT's deserialisation decides
+    warnings = T.check_plan_compat(plan_85, "8.5.2.2", source="m.plan")
+    assert warnings == ["m.plan: TensorRT unknown version (8.5 or older) and no sidecar to say which; it may not load"]
+    assert T.built_with(plan_85, side).version is None and T.built_with(plan_85, None, "8.5.2.2").version is None
+    # a plan of 8.6+ keeps its header's version, whatever the sidecar says of other things
+    newer = T.parse_plan_header(header((10, 3, 0, 26)))
+    assert T.built_with(newer, parse_sidecar({"format": "vitc.engine", "tensorrt": "10.3.0.26"})) == newer
+    assert T.built_with(newer, None, "10.3.0.26") == newer and T.built_with(newer, None, "garbage") == newer
+
+
 def test_gpu_mismatch():
     parsed = T.parse_plan_header(header())
     record = {"format": "vitc.engine", "gpu": {"name": "Orin", "compute_capability": "8.7"}, "options": {}}

@@ -282,7 +282,8 @@ def installed_version() -> str:
 @dataclass(frozen=True)
 class PlanHeader:
     serialization: int
-    version: tuple[int, int, int, int] | None  # None: not readable from the header (8.5 and older)
+    # what bytes 24-27 read as when they can be a version; only plans of 8.6+ put one there (`built_with`)
+    version: tuple[int, int, int, int] | None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -297,7 +298,9 @@ def parse_plan_header(data: bytes, source: str = "plan") -> PlanHeader:
 
     As trtexec's printPlanVersion (samples/common/sampleEngines.cpp): bytes 24–27 are the version
     only when the serialization word (bytes 4–7) is 0. Plans before 8.6 carry no version there, so a
-    version below 8.6 read from those bytes is not one: the sidecar has to say it.
+    version below 8.6 read from those bytes is not one. An 8.5 plan also has 0 in bytes 4–7 (its
+    serialization version is at byte 8) and other bytes at 24–27, which can read as "64.31": whether
+    the version read here is one is decided with the sidecar and the installed release (`built_with`).
     """
     if len(data) < 4:
         raise VitcError(f"{source}: not a TensorRT plan (only {len(data)} bytes)")
@@ -319,6 +322,24 @@ def read_plan_header(path: str | os.PathLike[str]) -> PlanHeader:
         return parse_plan_header(handle.read(PLAN_HEADER_BYTES), str(path))
 
 
+def built_with(header: PlanHeader, sidecar: EngineSidecar | None = None, installed: str | None = None) -> PlanHeader:
+    """The header with the version it can be trusted for: dropped when the sidecar names a release before 8.6
+    or the installed TensorRT is 8.5, since those plans have other bytes where 8.6+ writes its version (an
+    8.5 plan read as "built with 64.31" was refused on the machine that built it); TensorRT's own
+    deserialisation then refuses a plan it cannot load."""
+    if header.version is None:
+        return header
+    recorded = sidecar.tensorrt if sidecar is not None else None
+    for release in (recorded, installed):
+        try:
+            older = bool(release) and parse_version(str(release))[:2] < (8, 6)
+        except VitcError:  # a version that does not read as one says nothing about the header
+            older = False
+        if older:
+            return replace(header, version=None)
+    return header
+
+
 def check_plan_compat(
     header: PlanHeader,
     installed: str,
@@ -329,7 +350,7 @@ def check_plan_compat(
     """Raise a one-line VitcError when this machine cannot run the plan; return softer warnings."""
     warnings: list[str] = []
     here = parse_version(installed)
-    built: tuple[int, int, int, int] | None = header.version
+    built: tuple[int, int, int, int] | None = built_with(header, sidecar, installed).version
     if built is None and sidecar is not None and sidecar.tensorrt:
         built = parse_version(sidecar.tensorrt)
     version_compatible = sidecar is not None and sidecar.version_compatible
@@ -397,6 +418,7 @@ def plan_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     header, sidecar = read_plan_header(path), load_sidecar(path)
     if sidecar is not None:
         check_sidecar_matches(path, sidecar, Path(path).read_bytes())
+    header = built_with(header, sidecar, installed_release())
     if header.version is not None:
         built = version_text(header.version)
     else:  # 8.5 and older: only the sidecar knows
@@ -425,6 +447,7 @@ __all__ = [
     "PlanHeader",
     "PrecisionPlan",
     "TrtFeatures",
+    "built_with",
     "check_plan_compat",
     "features",
     "load_sidecar",

@@ -36,7 +36,8 @@ Behaviour the vitc code depends on, modelled from the API documentation (pyCoreD
 
 The plan layout: bytes 0-3 "ftrt"; from 8.6 on, bytes 4-7 the serialization word 0 and bytes 24-27
 the version (what trtexec's printPlanVersion reads, samples/common/sampleEngines.cpp, 9.0+). The
-8.5 fake writes a non-zero word and arbitrary bytes there: what 8.5 writes is not documented.
+8.5 fake writes what real 8.5 plans hold: 0 at bytes 4-7, its serialization version (232) at byte 8
+and bytes 24-27 that are no version but read as 64.31 in the 8.6+ layout (tensorrt_objects.plan_header).
 """
 
 from __future__ import annotations

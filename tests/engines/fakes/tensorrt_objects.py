@@ -573,9 +573,16 @@ BEHAVIOUR: dict[str, type] = {
 }
 
 
+SERIALIZATION_8_5 = 232  # the serialization version of 8.5.3.1 (NVIDIA/TensorRT#3073), at byte 8 of its plans
+
+
 def plan_header(version: str) -> bytes:
-    """28 bytes: "ftrt", the serialization word and, from 8.6, the version in bytes 24-27."""
+    """28 bytes: "ftrt", the safe-version word 0 (bytes 4-7) and, from 8.6, the version in bytes 24-27.
+
+    An 8.5 plan has 0 in bytes 4-7 too (NVIDIA/TensorRT#2105: "Current Version: 0"; trtexec takes 0 there
+    as the ordinary case), its serialization version at byte 8, and bytes 24-27 that are no version:
+    here 40 1f 00 00, which the 8.6+ layout reads as 64.31.0.0."""
     numbers = [int(x) for x in version.split(".")]
     if numbers[:2] < [8, 6]:
-        return b"ftrt" + bytes([0x6B, 0, 0, 0]) + bytes(16) + bytes([10, 0x2E, 7, 1])
+        return b"ftrt" + bytes(4) + SERIALIZATION_8_5.to_bytes(4, "little") + bytes(12) + bytes([0x40, 0x1F, 0, 0])
     return b"ftrt" + bytes(20) + bytes(numbers[:4])

@@ -126,6 +126,33 @@ def test_without_trt_check_targets_the_installed_tensorrt_without_importing_it(
     assert given.exit_code == 0 and f"{path}: OK for TensorRT 10 (4 nodes)" in given.output, given.output
 
 
+def test_without_trt_check_targets_a_pip_installed_tensorrt_cu12(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pip install tensorrt-cu12` (NVIDIA's 10.x wheels) installs no `tensorrt` distribution and a
+    tensorrt/__init__.py that imports its __version__ from tensorrt_bindings: vitc check said "no TensorRT here"."""
+    path = _layernorm_chain(tmp_path / "m.onnx", blocks=1, custom=False)
+    site = tmp_path / "site"
+    for package, init in (
+        ("tensorrt", "from tensorrt_bindings import *\nfrom tensorrt_bindings import __version__\n"),
+        ("tensorrt_bindings", 'from .tensorrt import *\n\n__version__ = "10.3.0"\n'),  # no tensorrt.so: it raises
+    ):
+        (site / package).mkdir(parents=True)
+        (site / package / "__init__.py").write_text(init)
+    for project in ("tensorrt_cu12", "tensorrt_cu12_bindings"):
+        (site / f"{project}-10.3.0.dist-info").mkdir()
+        name = project.replace("_", "-")
+        (site / f"{project}-10.3.0.dist-info" / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: 10.3.0\n"
+        )
+    for module in ("tensorrt", "tensorrt_bindings"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.syspath_prepend(str(site))
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"{path}: OK for TensorRT 10.3, the one installed here (4 nodes)" in " ".join(result.output.split())
+
+
 def test_without_trt_or_tensorrt_check_targets_the_export(tmp_path: Path, no_tensorrt: None) -> None:
     """No TensorRT here: the target the manifest beside the file records, else 10, said as such."""
     import hashlib

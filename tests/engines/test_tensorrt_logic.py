@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,61 @@ def test_sidecar_contents(tmp_path: Path):
     assert record["dla_fallback_layers"] == ["Softmax_3"]
     assert parse_sidecar(record).to_record() == record  # the reader reads what the writer writes
     assert T.sidecar_path(tmp_path / "a.plan").name == "a.plan.json"
+
+
+def _site_package(site: Path, name: str, init: str, dist: tuple[str, str] | None = None) -> None:
+    """A package as pip or apt leaves it: name/__init__.py, and pip's dist-info (a folder named as pip names it)."""
+    (site / name).mkdir(parents=True, exist_ok=True)
+    (site / name / "__init__.py").write_text(init)
+    if dist is not None:
+        project, version = dist
+        info = site / f"{project.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n")
+
+
+# release/10.3's tensorrt/__init__.py of the tensorrt-cu12 wheel, and its bindings' (no libnvinfer here: it raises)
+FRONTEND = "from tensorrt_bindings import *\nfrom tensorrt_bindings import __version__\n"
+BINDINGS = 'import ctypes\nfrom .tensorrt import *\n\n__version__ = "10.3.0"\n'
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ("tensorrt-cu12", "10.3.0"),  # pip install tensorrt-cu12: the frontend, its bindings, their dist-infos
+        ("tensorrt-cu12, bindings without a version line", "10.3.0"),  # the tensorrt-cu12 distribution says it
+        ("tensorrt-cu13 bindings only", "10.16.0"),  # the bindings' distribution, the last one read
+        ("tensorrt 8.6 wheel", "8.6.1"),  # a literal in tensorrt/__init__.py, and the tensorrt distribution
+        ("jetpack apt", "8.5.2.2"),  # python3-libnvinfer: the literal, no dist-info at all
+        ("tensorrt-stubs", None),  # no version anywhere, no distribution: not a TensorRT
+    ],
+)
+def test_the_installed_release_is_read_from_every_way_tensorrt_is_installed(
+    layout: str, expected: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pip install tensorrt-cu12` (NVIDIA's 10.x wheels) has no `tensorrt` distribution and its
+    tensorrt/__init__.py imports __version__ from tensorrt_bindings: `vitc check` said there was no TensorRT."""
+    site = tmp_path / "site"
+    if layout.startswith("tensorrt-cu12"):
+        plain = layout == "tensorrt-cu12"
+        _site_package(site, "tensorrt", FRONTEND, ("tensorrt-cu12", "10.3.0"))
+        _site_package(site, "tensorrt_bindings", BINDINGS if plain else "from .tensorrt import *\n")
+        (site / "tensorrt_cu12_bindings-10.3.0.dist-info").mkdir()
+        (site / "tensorrt_cu12_bindings-10.3.0.dist-info" / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: tensorrt-cu12-bindings\nVersion: 10.3.0\n"
+        )
+    elif layout == "tensorrt-cu13 bindings only":
+        _site_package(site, "tensorrt", FRONTEND)  # a shim re-exporting the bindings, as some projects add
+        _site_package(site, "tensorrt_bindings", "from .tensorrt import *\n", ("tensorrt-cu13-bindings", "10.16.0"))
+    elif layout == "tensorrt 8.6 wheel":
+        _site_package(site, "tensorrt", 'import ctypes\n__version__ = "8.6.1"\n', ("tensorrt", "8.6.1"))
+    elif layout == "jetpack apt":
+        _site_package(site, "tensorrt", '__version__ = "8.5.2.2"\nraise ImportError("libnvinfer.so.8: not here")\n')
+    else:
+        (site / "tensorrt").mkdir(parents=True)  # tensorrt-stubs: a namespace package of .pyi files
+        (site / "tensorrt" / "__init__.pyi").write_text("__version__: str\n")
+    for name in ("tensorrt", "tensorrt_bindings"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(site))
+    assert T.installed_release() == expected
+    assert "tensorrt" not in sys.modules and "tensorrt_bindings" not in sys.modules  # read, not imported

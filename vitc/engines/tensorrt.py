@@ -240,13 +240,28 @@ def tensorrt_available() -> bool:
     return has_module("tensorrt") and hasattr(import_optional("tensorrt")[0], "__version__")
 
 
+# The distributions that install the `tensorrt` package or the bindings it imports its version from, in the
+# order read: `pip install tensorrt` (a meta package from 10.x on), the frontend it pulls in, named for the
+# CUDA major (release/10.3 python/packaging/frontend_sdist/setup.py: tensorrt-cu12), then the bindings wheels
+# (the module tensorrt_bindings: tensorrt-cuXX-bindings, 8.6's tensorrt-bindings).
+TENSORRT_DISTRIBUTIONS = (
+    "tensorrt",
+    "tensorrt-cu13",
+    "tensorrt-cu12",
+    "tensorrt-cu11",
+    "tensorrt-cu13-bindings",
+    "tensorrt-cu12-bindings",
+    "tensorrt-cu11-bindings",
+    "tensorrt-bindings",
+)
+
+
 def installed_release() -> str | None:
     """The installed TensorRT's version without importing it (its import loads libnvinfer and CUDA): the
-    `__version__` line of the tensorrt package TensorRT's wheels and JetPack's python3-libnvinfer install,
-    else its distribution's metadata; None when there is none (tensorrt-stubs alone has neither)."""
-    import importlib.metadata
-    import re
-
+    `__version__` line of the tensorrt package (JetPack's python3-libnvinfer, which has no dist-info, and the
+    8.x wheels), else of tensorrt_bindings (the 10.x wheels' tensorrt/__init__.py imports its version from
+    there), else a TensorRT distribution's metadata (`pip install tensorrt-cu12` has no `tensorrt` one);
+    None when there is no tensorrt package (tensorrt-stubs alone has no version either)."""
     from vitc._lazy import has_module
 
     loaded = sys.modules.get("tensorrt")
@@ -254,22 +269,45 @@ def installed_release() -> str | None:
         return str(loaded.__version__)
     if not has_module("tensorrt"):
         return None
-    import importlib.util
-
-    spec = importlib.util.find_spec("tensorrt")
-    origin = getattr(spec, "origin", None)
-    if origin and origin.endswith(".py"):
-        try:
-            source = Path(origin).read_text(errors="replace")
-            found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", source, re.M)
-        except OSError:
-            found = None
+    for module in ("tensorrt", "tensorrt_bindings"):
+        found = _version_line(module)
         if found:
-            return found.group(1)
+            return found
+    return _distribution_version(TENSORRT_DISTRIBUTIONS)
+
+
+def _version_line(module: str) -> str | None:
+    """The literal `__version__ = "..."` of a top-level package's __init__.py, read, not imported."""
+    import importlib.util
+    import re
+
     try:
-        return importlib.metadata.version("tensorrt")
-    except importlib.metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
         return None
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):
+        return None
+    try:
+        source = Path(origin).read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", source, re.M)
+    return found.group(1) if found else None
+
+
+def _distribution_version(names: tuple[str, ...]) -> str | None:
+    """The version of the first of these distributions installed. Python 3.8's importlib.metadata matches a
+    name to its dist-info folder literally (pip writes tensorrt_cu12-10.3.0.dist-info), so both spellings."""
+    import importlib.metadata
+
+    for name in names:
+        for spelling in dict.fromkeys((name, name.replace("-", "_"))):
+            try:
+                return importlib.metadata.version(spelling)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return None
 
 
 def installed_version() -> str:

@@ -18,6 +18,7 @@ from vitc.artifacts import ExportManifest, Heldout, Precision
 from vitc.artifacts.manifest import export_target
 from vitc.artifacts.sidecar import EngineSidecar, plan_record
 from vitc.build.options import BuildOptions, Profile, make_profile, resolve_options
+from vitc.build.trt_child import run_in_child
 from vitc.build.trt_precision import pin_fp32_layers
 from vitc.build.trt_timing_cache import attach_timing_cache, save_timing_cache
 from vitc.engines.tensorrt import (
@@ -134,10 +135,15 @@ def build_engine(opts: BuildOptions) -> BuildResult:
 
     opts = resolve_options(opts)
     version, gpu, plan_flags, heldout = _preflight(opts)
-    warnings: list[str] = []
     cache_path = opts.timing_cache or default_timing_cache(opts.plan, version)
-    built = _build_plan(opts, version, plan_flags, heldout, cache_path, warnings)
+    shape = heldout.sample_shape if heldout is not None else None
+    if not features(version).frees_its_builder:  # 8.5: a child process builds (vitc.build.trt_child)
+        crashed = f"{opts.onnx}: the TensorRT {version} build (a child process: 8.5 never frees its builder)"
+        built = run_in_child(_build_plan, (opts, version, plan_flags, shape, cache_path), crashed)
+    else:
+        built = _build_plan(opts, version, plan_flags, shape, cache_path)
     # the builder, network, parser and config are gone: the drift check has the (shared, on Jetson) memory
+    warnings = list(built.warnings)
     options = opts.options_record()
     options["timing_cache"] = str(cache_path)
     sidecar = make_sidecar(
@@ -174,6 +180,7 @@ class _Built:
     pinned: list[str] | None  # the layers pinned to FP32 (weakly typed fp16/int8 builds: 8.5/8.6)
     dla_fallback: list[str]
     seconds: float
+    warnings: list[str]  # the timing cache's
 
     @property
     def fp32_layers(self) -> int | None:
@@ -184,28 +191,30 @@ def _build_plan(
     opts: BuildOptions,
     version: str,
     plan_flags: PrecisionPlan,
-    heldout: Heldout | None,
+    sample_shape: tuple[int, ...] | None,
     cache_path: Path,
-    warnings: list[str],
 ) -> _Built:
-    """Parse, configure and build; return plain data only. The builder, network, parser (which the network
-    keeps alive: pyOnnx.cpp's keep_alive<2, 1>) and config live in this frame alone, so they are released
-    when it returns, before the drift check deserialises the plan: on a Jetson the CPU and GPU share 4-8 GB,
-    and a larger model could run out of memory there while they were still held (Polygraphy's loaders let go
-    of them the same way)."""
+    """Parse, configure and build; return plain data only (picklable: on 8.5 a child process runs this,
+    `vitc.build.trt_child`). The builder, network, parser (which the network keeps alive: pyOnnx.cpp's
+    keep_alive<2, 1>) and config live in this frame alone, so from 8.6 on they are released when it returns,
+    before the drift check deserialises the plan: on a Jetson the CPU and GPU share 4-8 GB, and a larger
+    model could run out of memory there while they were still held (Polygraphy's loaders let go of them the
+    same way). On 8.5 the parser and network also keep each other (keep_alive<1, 2>), in pybind11's table
+    that Python's GC does not see: only the end of the child process frees them."""
     started = time.perf_counter()
+    warnings: list[str] = []
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network, _parser, profile = _parse(builder, logger, opts, plan_flags, version)  # _parser owns the weights
-    if heldout is not None:
-        _check_heldout_fits(heldout.sample_shape, profile, opts.manifest)
+    if sample_shape is not None:
+        _check_heldout_fits(sample_shape, profile, opts.manifest)
     pinned = pin_fp32_layers(network) if plan_flags.pin_fp32 else None  # before DLA asks what runs there
     config = _configure(builder, network, opts, plan_flags, profile)
     dla_fallback = []
     if opts.dla_core is not None:
         dla_fallback = _configure_dla(builder, network, config, opts, profile, set(pinned or ()))
     blob = _engine_bytes(builder, network, config, cache_path, warnings, f"{opts.onnx}: TensorRT {version}")
-    return _Built(blob, profile, pinned, dla_fallback, time.perf_counter() - started)
+    return _Built(blob, profile, pinned, dla_fallback, time.perf_counter() - started, warnings)
 
 
 def _preflight(opts: BuildOptions) -> tuple[str, dict[str, str], PrecisionPlan, Heldout | None]:

@@ -109,6 +109,10 @@ class TrtFeatures:
     def version_compatible(self) -> bool:  # BuilderFlag.VERSION_COMPATIBLE: 8.6+
         return self.major_minor >= (8, 6)
 
+    @property
+    def frees_its_builder(self) -> bool:  # 8.5's OnnxParser and network keep each other alive (keep_alive<1,2>
+        return self.major_minor >= (8, 6)  # and <2,1>, release/8.5 pyOnnx.cpp): a child process builds there
+
 
 def features(version: str) -> TrtFeatures:
     return TrtFeatures(parse_version(version))

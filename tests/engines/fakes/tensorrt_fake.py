@@ -12,8 +12,14 @@ __dict__), a class without `py::init` cannot be constructed, and a member the bi
 
 Behaviour the vitc code depends on, modelled from the API documentation (pyCoreDoc.h, NvInfer.h):
 - lifetimes: `trt._live` holds (weakly) every Builder, INetworkDefinition, OnnxParser and
-  IBuilderConfig still referenced; a network keeps its parser alive (pyOnnx.cpp's
-  `py::keep_alive<2, 1>` on the OnnxParser constructor), so `del parser` frees nothing while it lives.
+  IBuilderConfig still referenced. pybind11's keep_alive is a table of strong references Python's GC
+  does not see (tensorrt_objects.PATIENTS): a network keeps its builder (create_network's
+  `keep_alive<0, 1>`) and its parser (pyOnnx.cpp's `keep_alive<2, 1>`), so `del parser` frees nothing
+  while it lives; on 8.5 the parser also keeps its network (`keep_alive<1, 2>`, dropped in 8.6), a
+  cycle nothing frees before the process ends.
+- a child process vitc starts (the 8.5 build) imports the same fake (install_tensorrt puts
+  tests/engines/fakes/child/ on sys.path and describes it in VITC_TEST_FAKE_TENSORRT); `trt._log`
+  is a file both write.
 - `create_network(flags)`: bits are `1 << int(NetworkDefinitionCreationFlag.X)`; the ONNX parser
   needs EXPLICIT_BATCH before 10.0; 11.x networks are strongly typed whatever the flags.
 - `OnnxParser.parse_from_file` reads the file with `onnx` (errors: num_errors / get_error) and makes
@@ -45,7 +51,9 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import os
 import sys
+import tempfile
 import weakref
 from importlib.machinery import ModuleSpec
 from pathlib import Path
@@ -141,13 +149,66 @@ def _gap(name: str) -> Any:
     return missing
 
 
+class FileLog(list):  # type: ignore[type-arg]
+    """`trt._log` kept in a file: what the fake logs in a child process (vitc builds on 8.5 in one) is in the
+    parent's log too."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self._path = Path(path)
+
+    def _sync(self) -> None:
+        lines = self._path.read_text().splitlines() if self._path.exists() else []
+        list.clear(self)
+        list.extend(self, (json.loads(line) for line in lines))
+
+    def append(self, message: Any) -> None:
+        with open(self._path, "a") as sink:
+            sink.write(json.dumps(message) + "\n")
+
+    def __eq__(self, other: object) -> bool:
+        self._sync()
+        return list.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __len__(self) -> int:
+        self._sync()
+        return list.__len__(self)
+
+    def __iter__(self) -> Any:
+        self._sync()
+        return list.__iter__(self)
+
+    def __getitem__(self, index: Any) -> Any:
+        self._sync()
+        return list.__getitem__(self, index)
+
+    def __repr__(self) -> str:
+        self._sync()
+        return list.__repr__(self)
+
+
+CHILD_ENV = "VITC_TEST_FAKE_TENSORRT"  # the fake a child process makes (tests/engines/fakes/child/tensorrt.py)
+CHILD_DIR = Path(__file__).resolve().parent / "child"
+
+
 def install_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str, gpu: Any, dla_cores: int = 0) -> FakeTensorRT:
-    """Put the fake in sys.modules["tensorrt"] and point vitc's lazy `trt` handles at it."""
+    """Put the fake in sys.modules["tensorrt"] and point vitc's lazy `trt` handles at it; a child process vitc
+    starts (the 8.5 build) imports the same release's fake on the same GPU, logging into this one's log."""
     from vitc.build import tensorrt as trt_build
     from vitc.build import trt_precision
     from vitc.engines import tensorrt, trt_runner
 
     trt = make_tensorrt(version, gpu, dla_cores)
+    handle, log = tempfile.mkstemp(prefix="vitc-fake-trt-", suffix=".log")
+    os.close(handle)
+    weakref.finalize(trt, os.remove, log)
+    trt._log = FileLog(log)
+    spec = {"version": version, "driver": gpu.driver, "name": gpu.name, "cc": list(gpu.cc), "dla_cores": dla_cores}
+    monkeypatch.setenv(CHILD_ENV, json.dumps({**spec, "log": log}))
+    monkeypatch.syspath_prepend(str(CHILD_DIR))
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     for module in (tensorrt, trt_build, trt_precision, trt_runner):
         monkeypatch.setattr(module, "trt", trt)

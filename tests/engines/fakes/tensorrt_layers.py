@@ -139,7 +139,7 @@ def parse_layers(parser: Any, model: Any) -> list[Layer]:
     """The network's layers for `model` (an onnx ModelProto), tensors typed by ONNX type inference."""
     import onnx
 
-    trt, network = parser._trt, parser._network
+    trt, network = parser._trt, parser._network()
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {
         info.name: info.type.tensor_type.elem_type

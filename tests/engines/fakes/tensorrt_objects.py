@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,23 @@ NOT_ON_DLA = ("Softmax",)  # layer types the fake DLA refuses (they fall back to
 
 class FakeGap(AssertionError):
     """The real TensorRT has this name, the fake does not model it."""
+
+
+# pybind11's keep_alive<Nurse, Patient>: a table in pybind11's internals holds a strong reference to the
+# patient until the nurse is deallocated. Python's GC does not see it, so a nurse and a patient that keep
+# each other (8.5's OnnxParser and network) are never freed.
+PATIENTS: dict[int, list[Any]] = {}
+
+
+def keep_alive(nurse: Any, patient: Any) -> None:
+    PATIENTS.setdefault(id(nurse), []).append(patient)
+
+
+class Nurse:
+    """An object that keeps others alive through PATIENTS: they are let go when it is deallocated."""
+
+    def __del__(self) -> None:
+        PATIENTS.pop(id(self), None)
 
 
 # -- strictness --------------------------------------------------------------------------------------
@@ -130,10 +148,9 @@ class Tensor(Strict):
         return self._state[2]
 
 
-class Network(Strict):
+class Network(Strict, Nurse):
     def __init__(self, flags: set[str]) -> None:
         self._flags, self._onnx, self._inputs, self._outputs, self._layers = flags, b"", [], [], []
-        self._kept_alive: list[Any] = []  # what pybind11's keep_alive ties to this network (its parser)
         self._trt._live.add(self)
 
     num_inputs = property(lambda self: len(self._inputs))
@@ -165,10 +182,14 @@ class ParserError(Strict):
         return self._text
 
 
-class OnnxParser(Strict):
+class OnnxParser(Strict, Nurse):
     def __init__(self, network: Network, logger: Any) -> None:
-        self._network, self._errors = network, []
-        network._kept_alive.append(self)  # py::keep_alive<2, 1>: the network (argument 2) keeps the parser
+        # the C++ parser refers to the network; the Python objects are tied by keep_alive alone (pyOnnx.cpp)
+        self._network, self._errors = weakref.ref(network), []
+        keep_alive(network, self)  # py::keep_alive<2, 1>: the network (argument 2) keeps the parser
+        keep_alive(self, logger)  # <1, 3>
+        if [int(x) for x in self._trt.__version__.split(".")[:2]] < [8, 6]:
+            keep_alive(self, network)  # 8.5's <1, 2> (release/8.5 pyOnnx.cpp:79-80; 8.6 dropped it): a cycle
         self._trt._live.add(self)
 
     num_errors = property(lambda self: len(self._errors))
@@ -179,7 +200,7 @@ class OnnxParser(Strict):
     def parse_from_file(self, path: str) -> bool:
         import onnx
 
-        net = self._network
+        net = self._network()
         if self._trt._major < 10 and "EXPLICIT_BATCH" not in net._flags:
             self._errors.append(
                 "Network must have the explicit batch flag (NetworkDefinitionCreationFlag::kEXPLICIT_BATCH)"
@@ -349,7 +370,9 @@ class Builder(Strict):
 
     def create_network(self, flags: int = 0) -> Any:
         known = {m.name for m in self._trt.NetworkDefinitionCreationFlag if int(flags) >> int(m) & 1}
-        return self._new("INetworkDefinition", known)
+        network = self._new("INetworkDefinition", known)
+        keep_alive(network, self)  # py::keep_alive<0, 1>: the network (the result) keeps its builder (pyCore.cpp)
+        return network
 
     def create_builder_config(self) -> Any:
         return self._new("IBuilderConfig")

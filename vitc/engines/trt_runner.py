@@ -21,6 +21,7 @@ from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
 from vitc.engines.tensorrt import (
     PlanHeader,
     TrtFeatures,
+    built_with,
     check_plan_compat,
     dims,
     features,
@@ -93,6 +94,7 @@ class TensorRTRunner(BaseRunner):
         blob = self.path.read_bytes()
         check_sidecar_matches(self.path, self.sidecar, blob)
         version = installed_version()
+        header = built_with(header, self.sidecar, version)  # an 8.5 plan's bytes 24-27 are no version
         self._feat = features(version)
         self._cuda = Cuda()
         gpu = self._cuda.device_properties()

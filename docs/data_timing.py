@@ -126,8 +126,8 @@ def memory(folders: list[Path], workers: int, out_dir: Path, modes: list[str]) -
 
 def loader(root: Path, workers: int, every: int) -> None:
     """Only the streaming loader over one epoch at 112x112, batch 128: the tree's memory every `every` batches."""
-    from vitc.data.datasets import batches, make_generator
     from vitc.data.feed import StreamFeed
+    from vitc.data.sampling import batches, make_generator
     from vitc.data.stream import SampleTransform, open_source
 
     sources = {s: open_source("imagefolder", root, s) for s in ("train", "val")}
@@ -176,8 +176,8 @@ def decode(root: Path, n: int, rounds: int) -> None:
     with 1 and 2 workers, interleaved over `rounds`."""
     import torch
 
-    from vitc.data.datasets import make_generator
     from vitc.data.feed import StreamFeed
+    from vitc.data.sampling import make_generator
     from vitc.data.stream import SampleTransform, StreamSet, open_source
 
     if not (root / "train").is_dir():

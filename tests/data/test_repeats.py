@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from vitc.data.datasets import epoch_share, make_generator, samples_per_epoch, split_batches
 from vitc.data.feed import MemoryFeed
+from vitc.data.sampling import epoch_share, make_generator, samples_per_epoch, split_batches
 from vitc.data.transforms import TrainAugment
 
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from vitc.data import stream
-from vitc.data.datasets import batches, epoch_share, load_dataset, make_generator, split_batches
+from vitc.data.datasets import load_dataset
 from vitc.data.feed import StreamFeed, open_feed
 from vitc.data.images import open_image
+from vitc.data.sampling import batches, epoch_share, make_generator, split_batches
 from vitc.data.stream import SampleTransform, StreamSet, crop_box, index_imagefolder, open_source, use_stream
 from vitc.errors import VitcError
 

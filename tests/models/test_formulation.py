@@ -23,7 +23,7 @@ from tests.processes import killed_on_exit, popen
 from vitc._lazy import torch_before
 from vitc.cli.main import app
 from vitc.errors import VitcError
-from vitc.models import create_model, formulation, layers, spvit
+from vitc.models import create_model, formulation, layers, prior_attention
 from vitc.models.convit import GPSA, DensePositional, dense_product
 from vitc.models.cvt import ConvAttention
 from vitc.models.formulation import MARGIN, Trial, choose_formulations, describe, pick
@@ -98,19 +98,19 @@ def test_spsa_flex_forward_matches_the_reference() -> None:
 def test_flex_on_a_torch_without_it_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch 2.4 has no FlexAttention: a pinned attn_impl='flex' names the torch it needs (simulated on newer)."""
     monkeypatch.setitem(sys.modules, "torch.nn.attention.flex_attention", None)  # import fails as on torch 2.4
-    spvit._flex_attention.cache_clear()
+    prior_attention._flex_attention.cache_clear()
     attn = SPSA(dim=32, num_heads=4, grid=5, attn_impl="flex")
     try:
         with pytest.raises(VitcError, match=r"attn_impl 'flex' \(FlexAttention\) needs torch >= 2\.5"):
             attn(torch.randn(2, 25, 32))
     finally:
-        spvit._flex_attention.cache_clear()
+        prior_attention._flex_attention.cache_clear()
 
 
 @pytest.mark.skipif(not _has_flex(), reason="FlexAttention arrived in torch 2.5")
 def test_flex_on_a_torch_that_takes_power_of_two_head_widths_only_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch 2.5 to 2.7 refuse spvit_micro's head width 24 with a ValueError (simulated on newer)."""
-    monkeypatch.setattr(spvit, "_FLEX_POWER_OF_TWO_ONLY", True)
+    monkeypatch.setattr(prior_attention, "_FLEX_POWER_OF_TWO_ONLY", True)
     x = torch.randn(2, 25, 48)
     with torch.no_grad():  # forward only: the CPU has no FlexAttention backward on every torch
         with pytest.raises(VitcError, match=r"attn_impl 'flex' \(FlexAttention\) on torch .* this model's are 24: use"):

@@ -1,4 +1,4 @@
-"""The model surface every family shares with timm's models (vitc.models.layers.ZooModel)."""
+"""The model surface every family shares with timm's models (vitc.models.zoo_model.ZooModel)."""
 
 from __future__ import annotations
 

@@ -184,7 +184,7 @@ def test_the_default_batch_splits_evenly_over_the_processes() -> None:
 def test_every_process_draws_its_own_augmentation_and_drop_path() -> None:
     """As timm seeds each rank apart: the same draws on every process would crop, mix and drop alike on
     each process's images. Rank 0 keeps a one-process run's streams, so those runs are as before."""
-    from vitc.data.datasets import make_generator
+    from vitc.data.sampling import make_generator
     from vitc.train.setup import _AUG_STREAM, seed_streams
 
     def draws(rank: int, epoch: int = 1, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from vitc._io import read_safetensors_metadata
 from vitc.artifacts.resume import RESUME_KEY, resume_summary
 from vitc.checkpoint import load_model
-from vitc.data.datasets import epoch_share, make_generator
 from vitc.data.feed import MemoryFeed
+from vitc.data.sampling import epoch_share, make_generator
 from vitc.errors import VitcError
 from vitc.train import loop
 from vitc.train.config import load_config

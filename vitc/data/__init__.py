@@ -10,10 +10,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "vitc.data.datasets": (
-        "DATASETS", "ImageSet", "batches", "load_dataset", "make_generator", "shard", "stratified_subset",
-    ),
+    "vitc.data.datasets": ("DATASETS", "ImageSet", "load_dataset", "stratified_subset"),
     "vitc.data.files": ("SPLITS",),
+    "vitc.data.sampling": ("batches", "make_generator", "shard"),
     "vitc.data.transforms": (
         "TrainAugment", "eval_transform", "mixup_cutmix", "normalize", "random_erasing", "random_flip",
         "random_resized_crop", "smooth_targets",

@@ -1,7 +1,7 @@
 """What the training loop sees of its data, from memory or streamed: batches of uint8 images.
 
 Both paths take the same index batches (a permutation seeded by (seed, epoch), sharded per rank, its
-images repeated under aug.repeats: see `vitc.data.datasets.epoch_share`) and yield (uint8 images,
+images repeated under aug.repeats: see `vitc.data.sampling.epoch_share`) and yield (uint8 images,
 labels, reasons for dropped samples). The in-memory path indexes tensors; the streaming path hands
 the same indices to one pool of persistent DataLoader workers, which serves train, val and test.
 """

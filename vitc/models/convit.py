@@ -18,14 +18,11 @@ from torch import nn
 from vitc.models._checks import check_blocks, check_class_token, check_rates
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
-    GLOBAL_POOLS,
     Attention,
     DropPath,
     Mlp,
     PatchEmbed,
-    ZooModel,
     check_attn_impl,
-    check_global_pool,
     content_attention,
     drop_path_rates,
     flush_subnormals,
@@ -38,6 +35,7 @@ from vitc.models.layers import (
     square_grid,
     without_autocast,
 )
+from vitc.models.zoo_model import GLOBAL_POOLS, ZooModel, check_global_pool
 
 __all__ = ["GPSA", "MHSA", "Block", "ConViT", "DensePositional", "checkpoint_filter_fn", "rel_indices"]
 

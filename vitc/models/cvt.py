@@ -28,8 +28,6 @@ from vitc.models.layers import (
     DropPath,
     Mlp,
     QuickGELU,
-    ZooModel,
-    check_global_pool,
     depthwise_conv_on_tokens,
     drop_path_rates,
     init_weights_vit,
@@ -37,6 +35,7 @@ from vitc.models.layers import (
     runs_written_attention,
     to_2tuple,
 )
+from vitc.models.zoo_model import ZooModel, check_global_pool
 
 __all__ = ["ConvAttention", "ConvEmbed", "CvT", "CvTBlock", "CvTStage", "checkpoint_filter_fn"]
 

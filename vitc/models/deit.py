@@ -16,18 +16,16 @@ from torch import nn
 from vitc.models._checks import check_blocks, check_rates
 from vitc.models._registry import build_model, register_model
 from vitc.models.layers import (
-    GLOBAL_POOLS,
     Attention,
     DropPath,
     Mlp,
     PatchEmbed,
-    ZooModel,
-    check_global_pool,
     drop_path_rates,
     init_weights_vit,
     resample_pos_embed,
     run_block,
 )
+from vitc.models.zoo_model import GLOBAL_POOLS, ZooModel, check_global_pool
 
 __all__ = ["Block", "DeiT"]
 

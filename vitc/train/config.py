@@ -88,7 +88,7 @@ class AugSection:
     # per image for the crop, per image and op for the warps)
     train_interpolation: str = "random"
     # timm's --aug-repeats (DeiT's --repeated-aug: 3): each image this many times an epoch, each copy augmented
-    # apart, in timm's RepeatAugSampler's order and count (vitc.data.datasets.epoch_share); 0 = off
+    # apart, in timm's RepeatAugSampler's order and count (vitc.data.sampling.epoch_share); 0 = off
     repeats: int = 0
 
 

@@ -119,7 +119,7 @@ def resolve_for_data(cfg: TrainConfig, n_train: int, world_size: int = 1) -> tup
         else:
             cfg.optim.lr = LR
         check_warmup_lr(cfg.optim)
-    from vitc.data.datasets import samples_per_epoch
+    from vitc.data.sampling import samples_per_epoch
 
     used = samples_per_epoch(n_train, world_size, cfg.aug.repeats)
     per_epoch = max(1, used // cfg.optim.batch_size)
@@ -137,7 +137,7 @@ def resolve_for_data(cfg: TrainConfig, n_train: int, world_size: int = 1) -> tup
 
 def repeats_note(n_train: int, world_size: int, repeats: int) -> str:
     """The start-up line of a run under aug.repeats: the copies, where they go, how many samples an epoch."""
-    from vitc.data.datasets import REPEAT_ROUND, samples_per_epoch
+    from vitc.data.sampling import REPEAT_ROUND, samples_per_epoch
 
     used = samples_per_epoch(n_train, world_size, repeats)
     where = (

@@ -30,9 +30,9 @@ from vitc._run_layout import RunLayout
 from vitc._signals import stop_signals_ignored
 from vitc._terminal import PlainConsole
 from vitc.checkpoint import load_state_dict, save_checkpoint
-from vitc.data.datasets import epoch_share, make_generator, split_batches
 from vitc.data.feed import EVAL_BATCH, final_split
 from vitc.data.prefetch import Prefetcher
+from vitc.data.sampling import epoch_share, make_generator, split_batches
 from vitc.data.transforms import eval_transform
 from vitc.errors import VitcError
 from vitc.models import get_model_cfg

@@ -19,8 +19,8 @@ from vitc._terminal import PlainConsole
 from vitc.artifacts.model_cfg import ModelCfg
 from vitc.artifacts.preprocess import resolve_preprocess
 from vitc.checkpoint import require_pooled
-from vitc.data.datasets import make_generator, samples_per_epoch
 from vitc.data.feed import eval_fingerprint, open_feed
+from vitc.data.sampling import make_generator, samples_per_epoch
 from vitc.data.transforms import TrainAugment
 from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg, model_cfg

@@ -44,7 +44,7 @@ def prepare() -> None:
     import numpy as np
     from PIL import Image
 
-    from vitc.checkpoint import meta_for, save_checkpoint
+    from vitc.checkpoint import meta_for, write_checkpoint
     from vitc.models import create_model
 
     rng = np.random.default_rng(0)
@@ -59,7 +59,7 @@ def prepare() -> None:
     for model in ("convit_tiny", "convit_base"):
         if not (ROOT / f"{model}.safetensors").exists():
             net = create_model(model, num_classes=len(classes))
-            save_checkpoint(ROOT / f"{model}.safetensors", net, meta_for(net, class_names=classes))
+            write_checkpoint(ROOT / f"{model}.safetensors", net, meta_for(net, class_names=classes))
 
 
 def export(model: str, batch: int, method: str, images: int, run: str) -> dict:

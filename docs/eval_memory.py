@@ -41,13 +41,13 @@ def write_folder(root: Path, images: int) -> None:
 def write_checkpoint(path: Path) -> None:
     import torch
 
-    from vitc.checkpoint import meta_for, save_checkpoint
+    from vitc.checkpoint import meta_for, write_checkpoint
     from vitc.models import create_model
 
     torch.manual_seed(0)
     model = create_model("deit_tiny", num_classes=len(CLASSES))
     meta = meta_for(model, class_names=CLASSES, extra={"train_config": {"data": {"name": "imagefolder"}}})
-    save_checkpoint(path, model, meta)
+    write_checkpoint(path, model, meta)
 
 
 def run_eval(checkpoint: Path, folder: Path, extra: list[str]) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from typing import Any
 
 # Each stage is wrapped where the export calls it: pipeline's own name for heldout_set (vitc.export.heldout's).
 STAGES = {
-    "vitc.checkpoint": ("load_model",),
+    "vitc.checkpoint": ("read_checkpoint",),
     "vitc.export.pipeline": ("_compile", "heldout_set", "_torch_logits", "bake_precision", "measure_drift",
                              "write_export"),
     "vitc.export.onnx_export": ("export_onnx", "clean", "check_model", "parity"),

@@ -47,7 +47,7 @@ def trained_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from vitc.checkpoint import meta_for, save_checkpoint
+    from vitc.checkpoint import meta_for, write_checkpoint
     from vitc.data.datasets import load_dataset
     from vitc.data.transforms import eval_transform
     from vitc.models import create_model, get_model_cfg
@@ -69,7 +69,7 @@ def trained_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
             optimizer.step()
     model.eval()
     meta = meta_for(model, class_names=data.class_names, extra={"train_config": {"data": {"name": "digits"}}})
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "convit" / "model.safetensors", model, meta)
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "convit" / "model.safetensors", model, meta)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import vitc
-from vitc.checkpoint import meta_for, save_checkpoint
+from vitc.checkpoint import meta_for, write_checkpoint
 from vitc.errors import VitcError
 from vitc.models import create_model
 
@@ -22,7 +22,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn
     torch.manual_seed(0)
     model = create_model("deit_micro", depth=1).eval()
     path = tmp_path_factory.mktemp("api") / "best.safetensors"
-    return save_checkpoint(path, model, meta_for(model, class_names=NAMES)), model
+    return write_checkpoint(path, model, meta_for(model, class_names=NAMES)), model
 
 
 def test_predict_names_the_classes_of_a_checkpoint(checkpoint: tuple[Path, torch.nn.Module]) -> None:
@@ -131,7 +131,7 @@ def test_a_one_channel_model_predicts_a_grey_image_and_round_trips(tmp_path: Pat
     expected = torch.from_numpy((grey / 255 - 0.5) / 0.5).float()
     assert x.shape == (1, 1, 32, 32) and torch.allclose(x[0, 0], expected, atol=1e-6)
     top = vitc.predict(model, grey, top_k=10)
-    loaded = vitc.load_model(save_checkpoint(tmp_path / "grey.safetensors", model))
+    loaded = vitc.load_model(write_checkpoint(tmp_path / "grey.safetensors", model))
     assert loaded.vitc_cfg == model.vitc_cfg and vitc.predict(loaded, grey, top_k=10) == top
 
 

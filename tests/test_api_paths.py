@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import vitc
-from vitc.checkpoint import meta_for, save_checkpoint
+from vitc.checkpoint import meta_for, write_checkpoint
 from vitc.data.images import center_crop, open_image
 from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg
@@ -21,7 +21,7 @@ def test_predict_takes_a_path_turned_upright(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2).eval()
     names = [str(i) for i in range(10)]
-    model = vitc.load_model(save_checkpoint(tmp_path / "best.safetensors", model, meta_for(model, class_names=names)))
+    model = vitc.load_model(write_checkpoint(tmp_path / "best.safetensors", model, meta_for(model, class_names=names)))
     pixels = np.random.default_rng(0).integers(0, 256, (24, 48, 3), dtype=np.uint8)  # landscape as stored
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: shown rotated 90° clockwise (a phone held upright)

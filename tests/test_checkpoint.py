@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitc.checkpoint import load_model, read_meta, save_checkpoint
+from vitc.checkpoint import read_checkpoint, read_meta, write_checkpoint
 from vitc.errors import VitcError
 from vitc.models import create_model
 from vitc.models.loading import KeyMismatchError
@@ -17,13 +17,13 @@ from vitc.models.loading import KeyMismatchError
 def ckpt(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     model = create_model("deit_micro", depth=2)
-    return save_checkpoint(tmp_path / "run" / "model.safetensors", model)
+    return write_checkpoint(tmp_path / "run" / "model.safetensors", model)
 
 
 def test_roundtrip_rebuilds_the_model_with_no_extra_arguments(ckpt: Path) -> None:
     torch.manual_seed(0)
     reference = create_model("deit_micro", depth=2).eval()
-    model, meta = load_model(ckpt)
+    model, meta = read_checkpoint(ckpt)
     assert meta.model == "deit_micro" and meta.args == {"depth": 2}
     assert meta.cfg.input_size == (3, 32, 32) and meta.cfg.mean == (0.5, 0.5, 0.5)
     x = torch.randn(3, 3, 32, 32)
@@ -51,7 +51,7 @@ def test_truncated_file_is_a_clear_error(ckpt: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     with pytest.raises(VitcError, match="truncated"):
-        load_model(broken)
+        read_checkpoint(broken)
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00" * 3, b"not a checkpoint at all, just text"])
@@ -72,16 +72,16 @@ def test_foreign_safetensors_without_metadata(tmp_path: Path) -> None:
 
 
 def test_weights_of_another_shape_are_reported(ckpt: Path, tmp_path: Path) -> None:
-    _, meta = load_model(ckpt)
+    _, meta = read_checkpoint(ckpt)
     from safetensors.torch import save_file
 
     from vitc.checkpoint import META_KEY
 
     other = create_model("deit_micro", depth=3, embed_dim=64)
-    path = tmp_path / "other.safetensors"  # metadata claims depth=2, width 96 (save_checkpoint refuses to write it)
+    path = tmp_path / "other.safetensors"  # metadata claims depth=2, width 96 (write_checkpoint refuses to write it)
     save_file(other.state_dict(), str(path), metadata={META_KEY: meta.to_json()})
     with pytest.raises(KeyMismatchError) as info:
-        load_model(path)
+        read_checkpoint(path)
     assert info.value.report.wrong_shape and info.value.report.unexpected
 
 
@@ -98,7 +98,7 @@ def test_a_checkpoint_of_vitc_0_1_0_loads_with_its_cfg_typed() -> None:
     from vitc.artifacts.model_cfg import ModelCfg
     from vitc.artifacts.preprocess import Preprocess
 
-    model, meta = load_model(FIXTURE)
+    model, meta = read_checkpoint(FIXTURE)
     assert isinstance(meta.cfg, ModelCfg)
     assert meta.cfg == ModelCfg(
         family="deit", input_size=(3, 32, 32), num_classes=3, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0
@@ -139,20 +139,20 @@ def test_a_checkpoints_preprocessing_wins_over_the_registry_defaults(tmp_path) -
     import torch
 
     from vitc.api import preprocess
-    from vitc.checkpoint import load_model, read_meta, save_checkpoint
+    from vitc.checkpoint import read_checkpoint, read_meta, write_checkpoint
     from vitc.models import create_model
 
     model = create_model("deit_micro", depth=1, embed_dim=16, num_heads=2, num_classes=3)
     model.vitc_cfg = dataclasses.replace(model.vitc_cfg, mean=(0.2, 0.3, 0.4), std=(0.9, 0.8, 0.7), crop_pct=0.9)
-    path = save_checkpoint(tmp_path / "m.safetensors", model)
-    loaded, meta = load_model(path)
+    path = write_checkpoint(tmp_path / "m.safetensors", model)
+    loaded, meta = read_checkpoint(path)
     assert loaded.vitc_cfg.mean == meta.cfg.mean == (0.2, 0.3, 0.4) and loaded.vitc_cfg.crop_pct == 0.9
     assert read_meta(path).cfg.std == loaded.vitc_cfg.std == (0.9, 0.8, 0.7)
     import numpy as np
 
     white = preprocess(np.full((32, 32, 3), 255, dtype=np.uint8), loaded)[0, :, 0, 0]
     assert torch.allclose(white, torch.tensor([(1 - 0.2) / 0.9, (1 - 0.3) / 0.8, (1 - 0.4) / 0.7]))
-    again, _ = load_model(path, drop_path_rate=0.1)  # an argument that is not preprocessing changes none of it
+    again, _ = read_checkpoint(path, drop_path_rate=0.1)  # an argument that is not preprocessing changes none of it
     assert again.vitc_cfg == loaded.vitc_cfg
 
 
@@ -169,14 +169,14 @@ def test_cvt_w24_squashes_as_released_and_its_checkpoints_of_an_older_vitc_still
     with torch.device("meta"):
         assert create_model("cvt_w24").pretrained_cfg["crop_mode"] == "squash"
     model = create_model("cvt_w24", embed_dims=(8, 16, 32), depths=(1, 1, 1), num_heads=(1, 1, 1), img_size=32)
-    path = save_checkpoint(tmp_path / "w24.safetensors", model)
+    path = write_checkpoint(tmp_path / "w24.safetensors", model)
     record = json.loads(read_safetensors_header(path)["__metadata__"]["vitc"])
     assert record["version"] == 2 and record["cfg"]["crop_mode"] == "squash" and record["cfg"]["crop_pct"] == 1.0
-    assert load_model(path)[0].vitc_cfg.preprocess.crop_mode == "squash"
+    assert read_checkpoint(path)[0].vitc_cfg.preprocess.crop_mode == "squash"
     del record["cfg"]["crop_mode"]
     older = tmp_path / "older.safetensors"
     save_file(load_state_dict(path), str(older), metadata={"vitc": json.dumps({**record, "version": 1})})
-    loaded, meta = load_model(older)
+    loaded, meta = read_checkpoint(older)
     assert meta.cfg.crop_mode == loaded.vitc_cfg.crop_mode == loaded.pretrained_cfg["crop_mode"] == "center"
 
 
@@ -191,27 +191,27 @@ def test_a_wrapped_model_is_saved_as_the_model_inside(tmp_path: Path, wrap: str)
         wrapped = torch.nn.DataParallel(wrapped)
     if wrap in ("compile", "both"):
         wrapped = torch.compile(wrapped)  # never run: only the wrapper matters
-    loaded, meta = load_model(save_checkpoint(tmp_path / "model.safetensors", wrapped))
+    loaded, meta = read_checkpoint(write_checkpoint(tmp_path / "model.safetensors", wrapped))
     assert meta.model == "deit_micro" and meta.args == {"depth": 1}
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(loaded(x), model(x))
 
 
 def test_a_loaded_checkpoint_saved_again_keeps_its_class_names(tmp_path: Path) -> None:
-    """vitc.load_model then save_checkpoint (after fine-tuning in one's own loop) dropped the class names: the
+    """vitc.load_model then write_checkpoint (after fine-tuning in one's own loop) dropped the class names: the
     file's predictions were named by index. A head reset to another count names none (the old names are stale)."""
     import vitc
     from vitc.checkpoint import meta_for
 
     model = create_model("deit_micro", depth=1, num_classes=3)
-    save_checkpoint(tmp_path / "a.safetensors", model, meta_for(model, class_names=["cat", "dog", "zebra"]))
+    write_checkpoint(tmp_path / "a.safetensors", model, meta_for(model, class_names=["cat", "dog", "zebra"]))
     loaded = vitc.load_model(tmp_path / "a.safetensors")
-    assert read_meta(save_checkpoint(tmp_path / "b.safetensors", loaded)).class_names == ["cat", "dog", "zebra"]
+    assert read_meta(write_checkpoint(tmp_path / "b.safetensors", loaded)).class_names == ["cat", "dog", "zebra"]
     loaded.vitc_class_names = ["cat", "dog"]  # names a head of another size cannot be the head's
-    assert read_meta(save_checkpoint(tmp_path / "c.safetensors", loaded)).class_names is None
+    assert read_meta(write_checkpoint(tmp_path / "c.safetensors", loaded)).class_names is None
     loaded = vitc.load_model(tmp_path / "a.safetensors")
     loaded.reset_classifier(4)
-    assert read_meta(save_checkpoint(tmp_path / "d.safetensors", loaded)).class_names is None
+    assert read_meta(write_checkpoint(tmp_path / "d.safetensors", loaded)).class_names is None
     renamed = meta_for(vitc.load_model(tmp_path / "a.safetensors"), class_names=["a", "b", "c"])
     assert renamed.class_names == ["a", "b", "c"]  # names given win over the model's
 
@@ -231,13 +231,13 @@ def test_a_model_that_its_own_description_cannot_rebuild_is_not_saved(tmp_path: 
         with pytest.raises(
             VitcError, match=r"not saved: this model was rewritten by vitc.compile.compile_model \(for cpu"
         ):
-            save_checkpoint(tmp_path / f"{name}.safetensors", compiled)
+            write_checkpoint(tmp_path / f"{name}.safetensors", compiled)
     model = create_model("deit_micro", depth=1)
     model.extra = torch.nn.Linear(2, 2)
     with pytest.raises(
         VitcError, match=r"x.safetensors: not saved: the model does not fit deit_micro: 0 missing, 2 unexp"
     ):
-        save_checkpoint(tmp_path / "x.safetensors", model)
+        write_checkpoint(tmp_path / "x.safetensors", model)
     assert not list(tmp_path.iterdir())  # nothing written
     with pytest.raises(VitcError, match=r"compile_model takes a model \(.*\), not str 'convit_micro'"):
         compile_model("convit_micro")
@@ -252,8 +252,8 @@ def test_a_checkpoint_loads_at_another_input_size(tmp_path: Path, name: str) -> 
 
     torch.manual_seed(0)
     model = create_model(name, **SMALL.get(name, {}))
-    path = save_checkpoint(tmp_path / "m.safetensors", model)
-    for loaded in (load_model(path, img_size=48)[0], vitc.load_model(path, img_size=48)):
+    path = write_checkpoint(tmp_path / "m.safetensors", model)
+    for loaded in (read_checkpoint(path, img_size=48)[0], vitc.load_model(path, img_size=48)):
         assert loaded.pretrained_cfg["input_size"] == (3, 48, 48) and loaded(torch.randn(1, 3, 48, 48)).shape == (1, 10)
         if name != "cvt_micro":
             prefix = int(name == "deit_micro")  # DeiT's class token has a position; ConViT's and SP-ViT's none
@@ -262,7 +262,7 @@ def test_a_checkpoint_loads_at_another_input_size(tmp_path: Path, name: str) -> 
     with pytest.raises(
         VitcError, match=r"has a head of 10 classes, not 5: load it as it is, then model.reset_classifier\(5\)"
     ):
-        load_model(path, num_classes=5)  # before: "does not fit: 0 missing, 0 unexpected, 2 wrongly shaped keys"
+        read_checkpoint(path, num_classes=5)  # before: "does not fit: 0 missing, 0 unexpected, 2 wrongly shaped keys"
 
 
 def test_a_resume_file_is_named_for_what_it_is(tmp_path: Path) -> None:
@@ -277,7 +277,7 @@ def test_a_resume_file_is_named_for_what_it_is(tmp_path: Path) -> None:
     state = tmp_path / "resume.safetensors"
     save_file({"x": np.zeros(1, dtype=np.float32)}, str(state), metadata={RESUME_KEY: "{}"})
     said = "resume.safetensors is a run's resume state .* load best.safetensors or last.safetensors beside it"
-    for load in (read_meta, load_model, vitc.load_model, lambda p: vitc.load_model(p, "deit_micro")):
+    for load in (read_meta, read_checkpoint, vitc.load_model, lambda p: vitc.load_model(p, "deit_micro")):
         with pytest.raises(VitcError, match=said):
             load(state)
 
@@ -287,9 +287,9 @@ def test_a_head_replaced_by_hand_is_refused_with_the_call_that_records_it(tmp_pa
     model = create_model("deit_micro", depth=1)
     model.head = torch.nn.Linear(model.num_features, 4)
     with pytest.raises(VitcError, match=r"2 wrongly shaped keys: a head replaced by hand .*reset_classifier\(4\)"):
-        save_checkpoint(tmp_path / "swap.safetensors", model)
+        write_checkpoint(tmp_path / "swap.safetensors", model)
     model.reset_classifier(4)
-    assert load_model(save_checkpoint(tmp_path / "reset.safetensors", model))[1].cfg.num_classes == 4
+    assert read_checkpoint(write_checkpoint(tmp_path / "reset.safetensors", model))[1].cfg.num_classes == 4
 
 
 def test_an_export_folder_given_as_a_checkpoint_names_what_to_give(tmp_path: Path) -> None:
@@ -310,7 +310,7 @@ def test_class_names_of_another_count_than_the_head_are_neither_saved_nor_loaded
     model = create_model("deit_micro", depth=1)
     meta = meta_for(model, class_names=["cat", "dog", "fox"])
     with pytest.raises(VitcError, match=r"a.safetensors: not saved: 3 class names for a head of 10 outputs$"):
-        save_checkpoint(tmp_path / "a.safetensors", model, meta)
+        write_checkpoint(tmp_path / "a.safetensors", model, meta)
     save_file(model.state_dict(), str(tmp_path / "b.safetensors"), metadata={META_KEY: meta.to_json()})  # by hand
     with pytest.raises(VitcError, match=r"b.safetensors: its metadata has 3 class names for a head of 10 outputs$"):
-        load_model(tmp_path / "b.safetensors")
+        read_checkpoint(tmp_path / "b.safetensors")

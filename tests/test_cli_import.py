@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 import vitc
-from vitc.checkpoint import load_model
+from vitc.checkpoint import read_checkpoint
 from vitc.cli.main import app
 from vitc.models import create_model
 
@@ -30,7 +30,7 @@ def test_import_wrapped_deit_gives_identical_logits(tmp_path: Path) -> None:
     source, reference = _official_deit(tmp_path)
     result = runner.invoke(app, ["import", str(source), "--model", "deit_tiny", "--out", str(tmp_path / "out"), *SMALL])
     assert result.exit_code == 0, result.output
-    model, meta = load_model(tmp_path / "out" / "model.safetensors")
+    model, meta = read_checkpoint(tmp_path / "out" / "model.safetensors")
     assert meta.provenance["source"] == "deit_official.pth" and len(meta.provenance["source_sha256"]) == 64
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(model(x), reference(x))
@@ -53,7 +53,7 @@ def test_a_downloaded_folder_names_its_model(tmp_path: Path) -> None:
     result = runner.invoke(app, ["import", str(hub), "--out", str(tmp_path / "out"), *SMALL])
     assert result.exit_code == 0, result.output
     assert "model: deit_tiny (named by its config.json)" in result.output
-    model, meta = load_model(tmp_path / "out" / "model.safetensors")
+    model, meta = read_checkpoint(tmp_path / "out" / "model.safetensors")
     x = torch.randn(2, 3, 64, 64)
     assert meta.model == "deit_tiny" and torch.equal(model(x), reference(x))
     assert model_named_by(hub / "model.safetensors") == "deit_tiny"  # the file in a hub snapshot folder
@@ -75,9 +75,9 @@ def test_a_downloaded_folder_names_its_model(tmp_path: Path) -> None:
 def test_a_vitc_checkpoint_is_said_to_need_no_import(tmp_path: Path) -> None:
     """A vitc checkpoint or run folder is used as it is (it was told to give --model: it has no config.json
     naming a vitc model, though a run folder has its run's config.json)."""
-    from vitc.checkpoint import save_checkpoint
+    from vitc.checkpoint import write_checkpoint
 
-    best = save_checkpoint(tmp_path / "run" / "best.safetensors", create_model("deit_micro"))
+    best = write_checkpoint(tmp_path / "run" / "best.safetensors", create_model("deit_micro"))
     for source, model in ((best, []), (best.parent, []), (best, ["--model", "deit_micro"])):
         result = runner.invoke(app, ["import", str(source), *model, "--out", str(tmp_path / "w")])
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
@@ -107,7 +107,7 @@ def test_import_resamples_position_embeddings(tmp_path: Path) -> None:
         app, ["import", str(source), "-m", "deit_tiny", "-o", str(out), "--set", "depth=2", "--img-size", "96"]
     )
     assert result.exit_code == 0, result.output
-    model, meta = load_model(out / "model.safetensors")
+    model, meta = read_checkpoint(out / "model.safetensors")
     assert meta.args["img_size"] == 96 and model.pos_embed.shape == (1, 1 + 36, 192)
 
 
@@ -121,7 +121,7 @@ def test_rgb_weights_import_for_one_channel(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "deit_official.pth: patch_embed.proj.weight: 3-channel (RGB) weights adapted to in_chans=1" in result.output
-    model, meta = load_model(out / "model.safetensors")
+    model, meta = read_checkpoint(out / "model.safetensors")
     assert meta.args["in_chans"] == 1 and meta.cfg.input_size == (1, 64, 64)
     assert meta.cfg.mean == (sum(reference.vitc_cfg.mean) / 3,) and len(meta.cfg.std) == 1
     x = torch.randn(2, 1, 64, 64)
@@ -216,7 +216,7 @@ def test_import_hugging_face_cvt_safetensors_matches_transformers(tmp_path: Path
         args = ["--set", "depths=[1,2,3]", "--set", "num_classes=5", "--set", "act=gelu", "--img-size", "64"]
         result = runner.invoke(app, ["import", str(source), "-m", "cvt_13", "-o", str(tmp_path / name), *args])
         assert result.exit_code == 0, result.output
-        model, _ = load_model(tmp_path / name / "model.safetensors")
+        model, _ = read_checkpoint(tmp_path / name / "model.safetensors")
         x = torch.randn(2, 3, 64, 64)
         with torch.no_grad():
             assert (model(x) - hf(pixel_values=x).logits).abs().max() < 1e-5
@@ -232,7 +232,7 @@ def test_import_official_convit_raw_state_dict(tmp_path: Path) -> None:
     args = ["import", str(source), "-m", "convit_tiny", "-o", str(tmp_path / "o"), "--set", "depth=2"]
     result = runner.invoke(app, [*args, "--set", "local_up_to_layer=1", "--img-size", "64"])
     assert result.exit_code == 0, result.output
-    model, _ = load_model(tmp_path / "o" / "model.safetensors")
+    model, _ = read_checkpoint(tmp_path / "o" / "model.safetensors")
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(model(x), reference(x))
 
@@ -261,7 +261,7 @@ def test_weights_trained_at_another_size_import_at_that_size(tmp_path: Path, nam
     said = " ".join(result.output.split())
     assert "img_size=64 (the weights' position embedding is a 4×4 grid of 16-pixel patches" in said
     assert ("a distilled DeiT" in said) == (name == "deit_distilled")
-    model, meta = load_model(tmp_path / "o" / "model.safetensors")
+    model, meta = read_checkpoint(tmp_path / "o" / "model.safetensors")
     assert meta.cfg.input_size == (3, 64, 64)
     if name != "deit_distilled":
         x = torch.randn(2, 3, 64, 64)

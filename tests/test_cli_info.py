@@ -133,14 +133,14 @@ def test_a_run_folder_says_when_it_is_unfinished(tmp_path: Path) -> None:
     """`vitc info RUN` showed its best checkpoint only: a run stopped before its last epoch looked finished."""
     torch = pytest.importorskip("torch")
 
-    from vitc.checkpoint import save_checkpoint
+    from vitc.checkpoint import write_checkpoint
     from vitc.models import create_model
     from vitc.train.state import TrainState, save_state
 
     model = create_model("deit_micro", depth=1)
     info = {"model": "deit_micro", "args": {"depth": 1}, "config": {"optim": {"epochs": 3}}, "classes": []}
     run_dir = tmp_path / "run"
-    save_checkpoint(run_dir / "best.safetensors", model)
+    write_checkpoint(run_dir / "best.safetensors", model)
     history = [{"epoch": 1}, {"epoch": 2}]
     for state, said in [
         (
@@ -229,12 +229,12 @@ def test_pt2_record_is_found_in_either_torch_layout(tmp_path: Path, entry: str) 
 
 def test_checkpoint_config_one_row_per_section(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from vitc.checkpoint import meta_for, save_checkpoint
+    from vitc.checkpoint import meta_for, write_checkpoint
     from vitc.models import create_model
 
     model = create_model("deit_micro", depth=1)
     config = {"model": {"name": "deit_micro", "args": {}}, "optim": {"epochs": 5, "lr": 0.001}}
-    path = save_checkpoint(tmp_path / "c.safetensors", model, meta_for(model, extra={"train_config": config}))
+    path = write_checkpoint(tmp_path / "c.safetensors", model, meta_for(model, extra={"train_config": config}))
     result = run("info", str(path))
     assert result.exit_code == 0, result.output
     lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines()[3:-1]}

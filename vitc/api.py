@@ -35,8 +35,7 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     from vitc._io import read_safetensors_metadata
     from vitc.artifacts.preprocess import resolve_preprocess
     from vitc.artifacts.resume import refuse_resume_state
-    from vitc.checkpoint import META_KEY, read_meta
-    from vitc.checkpoint import load_model as load_checkpoint
+    from vitc.checkpoint import META_KEY, read_checkpoint, read_meta
     from vitc.downloads import model_named_by, weights_file
     from vitc.importers import EVALUATION_SETTINGS, convert_file, folder_classes
 
@@ -48,7 +47,7 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
             _check_model_name(model_name, read_meta(file).model, file)
         given = {key: overrides.pop(key) for key in EVALUATION_SETTINGS if key in overrides}
         classes = overrides.pop("num_classes", None)
-        model, meta = load_checkpoint(file, **overrides)
+        model, meta = read_checkpoint(file, **overrides)
         if given:  # crop_pct / crop_mode: the evaluation transform, not the model
             model.vitc_cfg = model.vitc_cfg.evaluated_by(resolve_preprocess(given, model.vitc_cfg.to_record()))
         model.vitc_class_names = meta.class_names
@@ -72,11 +71,10 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, class_names:
     """Write `model` (from `create_model` or `load_model`, fine-tuned in one's own loop) as a vitc checkpoint
     that every command reads: safetensors weights with the model's description in the header. `class_names`
     name its head's rows (default: those the model was loaded with, while its head keeps their count)."""
-    from vitc.checkpoint import meta_for
-    from vitc.checkpoint import save_checkpoint as save
+    from vitc.checkpoint import meta_for, write_checkpoint
 
     fields = {} if class_names is None else {"class_names": [str(name) for name in class_names]}
-    return save(path, model, meta_for(model, **fields))
+    return write_checkpoint(path, model, meta_for(model, **fields))
 
 
 def _check_model_name(model_name: str, held: str, file: Path) -> None:

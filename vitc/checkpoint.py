@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,10 @@ def check_class_names(names: list[str] | None, classes: int, said: str) -> None:
         raise VitcError(f"{said} {len(names):,} class names for a head of {classes} outputs")
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMeta | None = None) -> Path:
+def write_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMeta | None = None) -> Path:
     """Write the model's weights and metadata atomically to `path` (a .safetensors file). A torch.compile or
-    DDP wrapper is saved as the model inside it, whose keys `load_model` reads."""
+    DDP wrapper is saved as the model inside it, whose keys `read_checkpoint` reads. The public form, which
+    takes class names rather than a `CheckpointMeta`, is `vitc.save_checkpoint`."""
     from safetensors.torch import save_file
 
     from vitc.models.layers import classifier_of
@@ -76,11 +78,12 @@ def save_checkpoint(path: str | os.PathLike[str], model: Any, meta: CheckpointMe
         )
     meta = meta or meta_for(model)
     require_pooled(meta.args, str(path))
-    check_class_names(meta.class_names, meta.cfg.num_classes, f"{path}: not saved:")  # load_model would refuse it
+    check_class_names(meta.class_names, meta.cfg.num_classes, f"{path}: not saved:")  # read_checkpoint would refuse it
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     try:
-        check_skeleton(meta.model, meta.args, f"{path}: not saved: the model", shapes)  # load_model would refuse it
+        # read_checkpoint would refuse it
+        check_skeleton(meta.model, meta.args, f"{path}: not saved: the model", shapes)
     except KeyMismatchError as exc:
         heads = tuple(f"{module}." for module in classifier_of(model))
         report = exc.report
@@ -109,8 +112,9 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise VitcError(f"{path}: cannot read the weights ({exc})") from exc
 
 
-def load_model(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, CheckpointMeta]:
-    """Rebuild a model from a vitc checkpoint and load its weights strictly; returns (model, meta).
+def read_checkpoint(path: str | os.PathLike[str], **overrides: Any) -> tuple[Any, CheckpointMeta]:
+    """Rebuild a model from a vitc checkpoint and load its weights strictly; returns (model, meta). The public
+    form, which returns the model (its class names on it) and reads foreign files too, is `vitc.load_model`.
 
     The file's claims are checked before anything is allocated: the model described by its metadata
     is built on the meta device first and must have exactly the tensors of its header.
@@ -240,3 +244,29 @@ def _own_run(path: Path, name: str, folder: str) -> bool:
         return False
     data = record.get("data") if isinstance(record, dict) else None
     return isinstance(data, dict) and data.get("name") == name and data.get("dir") == folder
+
+
+# This module's names before vitc.load_model and vitc.save_checkpoint took them for the public API, with other
+# arguments and results: a user who imported these got a tuple, or a TypeError for class names. They still
+# import, with a warning that names both (old name: the new one, what it differs in, the public one).
+_RENAMED = {
+    "load_model": ("read_checkpoint", "returns (model, meta)", "vitc.load_model(path, model_name=None, **overrides)"),
+    "save_checkpoint": (
+        "write_checkpoint",
+        "takes a CheckpointMeta",
+        "vitc.save_checkpoint(path, model, class_names=None)",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _RENAMED:
+        raise AttributeError(f"module 'vitc.checkpoint' has no attribute {name!r}")
+    new, differs, public = _RENAMED[name]
+    warnings.warn(
+        f"vitc.checkpoint.{name} is deprecated: it is vitc.checkpoint.{new}, which {differs}; the public one is "
+        f"{public}",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

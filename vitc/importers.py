@@ -28,7 +28,7 @@ from vitc import __version__
 from vitc._io import refuse_to_replace, sha256_file
 from vitc.artifacts.model_cfg import ModelCfg
 from vitc.artifacts.preprocess import check_crop_mode, check_crop_pct, check_norm, eval_resize, resolve_preprocess
-from vitc.checkpoint import MADE_FROM_CHECKPOINTS, meta_for, save_checkpoint
+from vitc.checkpoint import MADE_FROM_CHECKPOINTS, meta_for, write_checkpoint
 from vitc.downloads import (
     HF_SQUASH_FROM,
     class_names_named_by,
@@ -464,7 +464,7 @@ def import_checkpoint(
         if say and named is not None and named != class_names:
             say(f"{source.name}: class names from --class-names, not the {len(named)} its config.json gives")
         named = list(class_names)
-    return save_checkpoint(target, model, meta_for(model, class_names=named, provenance=provenance))
+    return write_checkpoint(target, model, meta_for(model, class_names=named, provenance=provenance))
 
 
 __all__ = [

@@ -165,12 +165,12 @@ def test_inspect_logs_its_figures_to_tensorboard(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from typer.testing import CliRunner
 
-    from vitc.checkpoint import save_checkpoint
+    from vitc.checkpoint import write_checkpoint
     from vitc.cli.main import app
     from vitc.models import create_model
 
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "convit.safetensors", create_model("convit_micro", depth=2, local_up_to_layer=1))
+    ckpt = write_checkpoint(tmp_path / "convit.safetensors", create_model("convit_micro", depth=2, local_up_to_layer=1))
     args = ["inspect", str(ckpt), "--images", "4", "--tensorboard", str(tmp_path / "tb")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from vitc.analysis.locality import _grid_positions, _mean_distance, analyse, offset_map
-from vitc.checkpoint import save_checkpoint
+from vitc.checkpoint import write_checkpoint
 from vitc.cli.main import app
 from vitc.models import create_model
 
@@ -99,7 +99,7 @@ def test_cvt_stages_are_read_against_their_own_grids() -> None:
 
 def test_inspect_cli_writes_figures_and_summary(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "convit.safetensors", create_model("convit_micro"))
+    ckpt = write_checkpoint(tmp_path / "convit.safetensors", create_model("convit_micro"))
     result = CliRunner().invoke(app, ["inspect", str(ckpt), "--images", "8"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "convit.inspect"

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from vitc.checkpoint import save_checkpoint
+from vitc.checkpoint import write_checkpoint
 from vitc.cli._errors import handle_errors
 from vitc.cli.compile import compile_
 
@@ -44,14 +44,14 @@ def test_json_to_stdout_is_the_report_alone(tmp_path: Path, monkeypatch) -> None
 
 
 def test_checkpoint(tmp_path: Path) -> None:
-    path = save_checkpoint(tmp_path / "model.safetensors", build("cvt_micro"))
+    path = write_checkpoint(tmp_path / "model.safetensors", build("cvt_micro"))
     result = runner.invoke(app, ["compile", str(path)])
     assert result.exit_code == 0, result.output
     assert "fold_cvt_projections" in result.output
 
 
 def test_a_checkpoint_pooling_the_patch_tokens(tmp_path: Path) -> None:
-    path = save_checkpoint(tmp_path / "model.safetensors", build("spvit_micro", global_pool="avg"))
+    path = write_checkpoint(tmp_path / "model.safetensors", build("spvit_micro", global_pool="avg"))
     result = runner.invoke(app, ["compile", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "static_spatial_prior" in result.output and (tmp_path / "out" / "model.pt2").is_file()
@@ -66,13 +66,13 @@ def test_errors_exit_2(tmp_path: Path) -> None:
 def test_out_writes_an_exported_program_with_a_dynamic_batch(tmp_path: Path) -> None:
     import torch
 
-    from vitc.checkpoint import load_model
+    from vitc.checkpoint import read_checkpoint
     from vitc.cli.info import describe
     from vitc.compile import compile_model
     from vitc.compile.program import load_program
 
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "model.safetensors", build("convit_small"))
+    ckpt = write_checkpoint(tmp_path / "model.safetensors", build("convit_small"))
     out = tmp_path / "deploy"
     result = runner.invoke(app, ["compile", str(ckpt), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -84,7 +84,7 @@ def test_out_writes_an_exported_program_with_a_dynamic_batch(tmp_path: Path) -> 
     assert "| static_gpsa | 1 |" in (out / "compile_report.md").read_text()
     described = describe(out / "model.pt2")  # `vitc info` reads the record without torch
     assert described["kind"] == "torch.export program" and described["export"]["checked_batches"] == [1, 3]
-    original, _ = load_model(ckpt)
+    original, _ = read_checkpoint(ckpt)
     compiled, _ = compile_model(original)
     module = program.module()
     with torch.no_grad():
@@ -111,7 +111,7 @@ def test_program_carries_class_names_and_preprocessing(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2, img_size=16, num_classes=3)
     names = ["cat", "dog", "owl"]
-    save_checkpoint(tmp_path / "run" / "best.safetensors", model, meta_for(model, class_names=names))
+    write_checkpoint(tmp_path / "run" / "best.safetensors", model, meta_for(model, class_names=names))
     out = tmp_path / "deploy"
     result = runner.invoke(app, ["compile", str(tmp_path / "run"), "--out", str(out)])  # a run folder: its best
     assert result.exit_code == 0, result.output

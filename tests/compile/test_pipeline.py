@@ -138,10 +138,10 @@ def test_torch_compile_fullgraph(name: str) -> None:
 
 def test_trained_checkpoint_identical_top1(trained_ckpt: Path) -> None:
     """The session's trained convit_micro (tests/conftest.py): gates, pos_proj and weights carry learned values."""
-    from vitc.checkpoint import load_model
+    from vitc.checkpoint import read_checkpoint
     from vitc.data import eval_transform, load_dataset
 
-    model, _ = load_model(trained_ckpt)
+    model, _ = read_checkpoint(trained_ckpt)
     cfg = model.vitc_cfg
     test = load_dataset("digits", "test", image_size=cfg.input_size[1])
     x = eval_transform(test.images, cfg.mean, cfg.std)

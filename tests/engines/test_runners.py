@@ -165,12 +165,12 @@ def test_torch_runner_compiled_matches_eager():
 def test_torch_runner_serves_the_checkpoint_after_reactivation(tmp_path):
     """The runner rebuilt a random zoo model on its second activation (logits 0.58 apart)."""
     torch = pytest.importorskip("torch")
-    from vitc.checkpoint import save_checkpoint
+    from vitc.checkpoint import write_checkpoint
     from vitc.engines.torch_runner import TorchRunner, model_from_checkpoint
     from vitc.models import create_model
 
     torch.manual_seed(1)
-    ckpt = save_checkpoint(tmp_path / "run" / "best.safetensors", create_model("deit_micro", depth=1))
+    ckpt = write_checkpoint(tmp_path / "run" / "best.safetensors", create_model("deit_micro", depth=1))
     runner = TorchRunner(model_from_checkpoint(ckpt), threads=1)
     feed = {"input": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
     with runner:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vitc.checkpoint import meta_for, save_checkpoint
+from vitc.checkpoint import meta_for, write_checkpoint
 from vitc.cli.main import app
 from vitc.models import create_model
 
@@ -27,7 +27,7 @@ def imagenet_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2, img_size=16, num_classes=1000)
     folder = tmp_path_factory.mktemp("runs") / "imnet"
-    save_checkpoint(folder / "best.safetensors", model, meta_for(model))  # no classes named, no training data
+    write_checkpoint(folder / "best.safetensors", model, meta_for(model))  # no classes named, no training data
     return folder
 
 

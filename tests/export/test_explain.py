@@ -24,9 +24,9 @@ from vitc.export.explain import THRESHOLD, explain  # noqa: E402
 @pytest.fixture(scope="module")
 def faithful(exports: dict, trained_ckpt: Path) -> tuple[Any, Any, np.ndarray]:
     """(the fp32 ONNX, the PyTorch model it came from, 8 input images)."""
-    from vitc.checkpoint import load_model
+    from vitc.checkpoint import read_checkpoint
 
-    model, _meta = load_model(trained_ckpt)
+    model, _meta = read_checkpoint(trained_ckpt)
     images = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
     return onnx.load(str(exports["fp32"].onnx_path)), model.eval(), images
 

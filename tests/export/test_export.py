@@ -68,12 +68,12 @@ def test_an_explicit_attention_scale_exports_as_on_torch_2_5() -> None:
 @pytest.mark.parametrize("name", ["deit_micro", "convit_micro", "spvit_micro"])
 def test_average_pooling_exports(name: str, tmp_path) -> None:
     """A checkpoint of timm's global_pool='avg' exports as the class token's does (DeiT's fc_norm too)."""
-    from vitc.checkpoint import load_model, save_checkpoint
+    from vitc.checkpoint import read_checkpoint, write_checkpoint
     from vitc.models import create_model
 
     torch.manual_seed(0)
-    path = save_checkpoint(tmp_path / "avg.safetensors", create_model(name, global_pool="avg", **MICRO[name]))
-    model, _ = load_model(path)
+    path = write_checkpoint(tmp_path / "avg.safetensors", create_model(name, global_pool="avg", **MICRO[name]))
+    model, _ = read_checkpoint(path)
     batch = BatchRange(1, 2, 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -175,12 +175,12 @@ def test_an_export_called_from_python_prints_nothing(tmp_path, capsys, caplog) -
     go to the "vitc" logger now (`vitc export` passes its console)."""
     import logging
 
-    from vitc.checkpoint import save_checkpoint
+    from vitc.checkpoint import write_checkpoint
     from vitc.export import ExportOptions, export_checkpoint
     from vitc.models import create_model
 
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "model.safetensors", create_model("deit_micro", depth=1))
+    ckpt = write_checkpoint(tmp_path / "model.safetensors", create_model("deit_micro", depth=1))
     with caplog.at_level(logging.INFO, logger="vitc"):
         export_checkpoint(ckpt, ExportOptions("fp32", out=tmp_path / "export"))
     assert capsys.readouterr().out == ""

@@ -84,15 +84,15 @@ def test_another_checkpoint_exported_into_the_folder_keeps_the_other_exports_set
 ) -> None:
     import torch
 
-    from vitc.checkpoint import load_model, save_checkpoint
+    from vitc.checkpoint import read_checkpoint, write_checkpoint
 
     folder = _copy(exports, tmp_path)
     fp16 = load_manifest(folder / "manifest.fp16.json")
     reference_fp16 = load_heldout(fp16).reference_logits
-    model, meta = load_model(trained_ckpt)
+    model, meta = read_checkpoint(trained_ckpt)
     with torch.no_grad():
         model.head.bias.add_(0.5)  # a different checkpoint: other reference logits
-    other = save_checkpoint(tmp_path / "other" / "model.safetensors", model, meta)
+    other = write_checkpoint(tmp_path / "other" / "model.safetensors", model, meta)
 
     args = ["export", str(other), "-p", "fp32", "--batch", "2", "--out", str(tmp_path), "--run", "r", "--force"]
     result = runner.invoke(app, args)

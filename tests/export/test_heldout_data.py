@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vitc.checkpoint import load_model, meta_for, save_checkpoint, training_data
+from vitc.checkpoint import meta_for, read_checkpoint, training_data, write_checkpoint
 from vitc.cli.main import app
 from vitc.errors import VitcError
 from vitc.models import create_model
@@ -22,19 +22,19 @@ SMALL = {"depth": 1, "embed_dim": 32, "num_heads": 2}
 def _checkpoint(path: Path, data: dict[str, str], **args: int) -> Path:
     torch.manual_seed(0)
     model = create_model("deit_micro", **SMALL, **args)
-    return save_checkpoint(path, model, meta_for(model, extra={"train_config": {"data": data}}))
+    return write_checkpoint(path, model, meta_for(model, extra={"train_config": {"data": data}}))
 
 
 def test_a_run_folder_of_the_users_own_names_its_data(tmp_path: Path) -> None:
     data = {"name": "imagefolder", "dir": str(tmp_path / "photos")}
     own = _checkpoint(tmp_path / "runs" / "r" / "best.safetensors", data)
     (own.parent / "config.json").write_text(json.dumps({"data": data}))
-    _, meta = load_model(own)
+    _, meta = read_checkpoint(own)
     assert training_data(own, meta) == ("imagefolder", data["dir"])
     assert training_data(own, meta, "digits") == ("digits", None)  # named by the user: always used
 
     downloaded = _checkpoint(tmp_path / "downloads" / "model.safetensors", data)
-    _, meta = load_model(downloaded)
+    _, meta = read_checkpoint(downloaded)
     with pytest.raises(VitcError, match="pass --data-dir"):
         training_data(downloaded, meta)
     mine = tmp_path / "mine"
@@ -48,7 +48,7 @@ def test_a_folder_given_for_weights_that_name_no_data_says_its_kind(tmp_path: Pa
     measured digits and refused ("digits has 10 classes and the model 4"), where train and eval take the
     folder's kind; the folder now says it: class folders an image folder, batches CIFAR-10."""
     path = _checkpoint(tmp_path / "imported" / "model.safetensors", {})
-    _, meta = load_model(path)
+    _, meta = read_checkpoint(path)
     photos = tmp_path / "photos"
     for split in ("train", "val"):
         (photos / split / "cat").mkdir(parents=True)
@@ -66,7 +66,7 @@ def test_a_folder_given_for_a_digits_run_is_read_or_refused(tmp_path: Path) -> N
     from PIL import Image
 
     run = _checkpoint(tmp_path / "runs" / "d" / "best.safetensors", {"name": "digits"})
-    _, meta = load_model(run)
+    _, meta = read_checkpoint(run)
     missing = str(tmp_path / "no" / "such")
     with pytest.raises(VitcError, match="missing folder"):
         training_data(run, meta, data_dir=missing)
@@ -96,7 +96,7 @@ def test_export_refuses_a_folder_of_other_classes_of_the_same_count(tmp_path: Pa
     torch.manual_seed(0)
     model = create_model("deit_micro", **SMALL, num_classes=3)
     meta = meta_for(model, class_names=["cat", "dog", "fox"], extra={"train_config": {"data": {}}})
-    path = save_checkpoint(tmp_path / "m" / "model.safetensors", model, meta)
+    path = write_checkpoint(tmp_path / "m" / "model.safetensors", model, meta)
     photos = tmp_path / "photos"
     for split in ("train", "val"):
         for name in ("ant", "bee", "cow"):
@@ -137,7 +137,7 @@ def _photo_run(tmp_path: Path) -> tuple[Path, Path]:
     model = create_model("deit_micro", **SMALL, img_size=16, num_classes=3)
     data = {"name": "imagefolder", "dir": str(photos)}
     meta = meta_for(model, class_names=PETS, extra={"train_config": {"data": data}})
-    run = save_checkpoint(tmp_path / "runs" / "pets" / "best.safetensors", model, meta).parent
+    run = write_checkpoint(tmp_path / "runs" / "pets" / "best.safetensors", model, meta).parent
     (run / "config.json").write_text(json.dumps({"data": data}))
     return run, photos
 
@@ -210,7 +210,7 @@ def test_int8_on_a_plain_folder_of_weights_that_record_no_training_data_asks_for
     torch.manual_seed(0)
     model = create_model("deit_micro", **SMALL, img_size=16, num_classes=3)
     meta = meta_for(model, class_names=PETS, extra={"train_config": {"data": {}}})
-    weights = save_checkpoint(tmp_path / "imported" / "model.safetensors", model, meta)
+    weights = write_checkpoint(tmp_path / "imported" / "model.safetensors", model, meta)
     holdout = _jpegs(tmp_path / "holdout", {"dog": 2, "fox": 2})
     args = [
         "export",
@@ -314,7 +314,7 @@ def test_a_squashing_checkpoint_exports_a_record_its_engine_reads_squashed(tmp_p
     torch.manual_seed(0)
     model = create_model("deit_micro", **SMALL, num_classes=2)
     model.vitc_cfg = replace(model.vitc_cfg, crop_mode="squash")
-    ckpt = save_checkpoint(tmp_path / "m" / "model.safetensors", model, meta_for(model, class_names=["a", "b"]))
+    ckpt = write_checkpoint(tmp_path / "m" / "model.safetensors", model, meta_for(model, class_names=["a", "b"]))
     assert json.loads(read_safetensors_header(ckpt)["__metadata__"]["vitc"])["version"] == 2
     photos = str(tmp_path / "photos")
     args = ["export", str(ckpt), "-p", "fp32", "--data", "imagefolder", "--data-dir", photos, "--out", str(tmp_path)]
@@ -378,13 +378,13 @@ def test_the_export_memory_script_runs(
     from tests.doc_scripts import load_doc_script
 
     model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2, img_size=16, num_classes=3)
-    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, meta_for(model, class_names=["a", "b", "c"]))
+    ckpt = write_checkpoint(tmp_path / "m.safetensors", model, meta_for(model, class_names=["a", "b", "c"]))
     monkeypatch.setattr("sys.argv", ["export_memory", str(ckpt)])
     load_doc_script("export_memory").main()
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
     stages = [row[0].strip() for row in rows]
     assert stages[:4] == [
-        "checkpoint.load_model",
+        "checkpoint.read_checkpoint",
         "pipeline._compile",
         "pipeline.heldout_set",
         "pipeline._torch_logits",

@@ -181,7 +181,7 @@ LABELS = {i: name for i, name in enumerate(["ant", "bee", "cat", "dog", "eel", "
 def test_import_of_a_hugging_face_folder_gives_its_logits(tmp_path: Path, safe: bool) -> None:
     """No flags beyond the model: the HF layout is recognised and erf-GELU chosen, and said so."""
     import vitc
-    from vitc.checkpoint import load_model
+    from vitc.checkpoint import read_checkpoint
 
     torch.manual_seed(0)
     cfg = transformers.CvtConfig(**HF_MICRO, num_labels=10, id2label=LABELS)
@@ -193,7 +193,7 @@ def test_import_of_a_hugging_face_folder_gives_its_logits(tmp_path: Path, safe: 
     )
     assert result.exit_code == 0, result.output
     assert "Hugging Face layout, so act='gelu'" in result.output
-    model, meta = load_model(out / "model.safetensors")
+    model, meta = read_checkpoint(out / "model.safetensors")
     assert meta.args["act"] == "gelu" and meta.provenance["source_format"] == "huggingface"
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

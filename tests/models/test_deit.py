@@ -16,7 +16,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from tests.models.test_convit import RefMHSA, RefMlp, RefPatchEmbed
-from vitc.checkpoint import load_model
+from vitc.checkpoint import read_checkpoint
 from vitc.cli.main import app
 from vitc.models import create_model
 from vitc.models._stats import count_params
@@ -118,7 +118,7 @@ def test_official_file_imports_to_the_reference_logits(tmp_path: Path) -> None:
     args = ["import", str(source), "-m", "deit_tiny", "-o", str(out), "--set", "depth=2", "--set", "img_size=64"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    model, _meta = load_model(out / "model.safetensors")
+    model, _meta = read_checkpoint(out / "model.safetensors")
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         want, got = ref(x), model.eval()(x)
@@ -164,7 +164,7 @@ def test_a_distilled_file_imports_without_its_distillation_slot(tmp_path: Path) 
     args = ["import", str(source), "-m", "deit_tiny", "-o", str(out), "--set", "depth=2", "--set", "img_size=64"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    model, _meta = load_model(out / "model.safetensors")
+    model, _meta = read_checkpoint(out / "model.safetensors")
     assert torch.equal(model.pos_embed, ref.state_dict()["pos_embed"])
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vitc
-from vitc.checkpoint import save_checkpoint
+from vitc.checkpoint import write_checkpoint
 from vitc.errors import VitcError
 from vitc.importers import convert_file
 from vitc.models import create_model
@@ -70,7 +70,7 @@ def test_a_grey_image_gives_what_the_rgb_model_gives_it_replicated(tmp_path: Pat
         "their channels (as timm's adapt_input_conv)"
     ]
     from_api = vitc.load_model(source, name, in_chans=1, **SMALL[name])
-    ours = vitc.load_model(save_checkpoint(tmp_path / "rgb.safetensors", rgb), in_chans=1)  # a vitc checkpoint too
+    ours = vitc.load_model(write_checkpoint(tmp_path / "rgb.safetensors", rgb), in_chans=1)  # a vitc checkpoint too
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         expected = rgb(x.expand(-1, 3, -1, -1))
@@ -95,7 +95,7 @@ def test_weights_of_another_count_than_three_are_refused(tmp_path: Path) -> None
     torch.manual_seed(0)
     grey = tmp_path / "grey.pth"
     torch.save(create_model("deit_micro", depth=2, in_chans=1).state_dict(), grey)
-    four = save_checkpoint(tmp_path / "four.safetensors", create_model("deit_micro", depth=2, in_chans=4))
+    four = write_checkpoint(tmp_path / "four.safetensors", create_model("deit_micro", depth=2, in_chans=4))
     refused = [
         (lambda: convert_file(grey, "deit_micro", depth=2), "is for 1 input channels, the model's for 3", 1),
         (lambda: vitc.load_model(four, in_chans=1), "is for 4 input channels, the model's for 1", 4),

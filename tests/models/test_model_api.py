@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vitc
-from vitc.checkpoint import read_meta, save_checkpoint
+from vitc.checkpoint import read_meta, write_checkpoint
 from vitc.errors import VitcError
 from vitc.models import create_model
 
@@ -30,7 +30,7 @@ def _micro(name: str, **overrides: object) -> torch.nn.Module:
 def test_a_checkpoint_saved_after_reset_classifier_loads_with_its_head(name: str, classes: int, tmp_path: Path) -> None:
     model = _micro(name)
     model.reset_classifier(classes)
-    path = save_checkpoint(tmp_path / "model.safetensors", model)
+    path = write_checkpoint(tmp_path / "model.safetensors", model)
     assert read_meta(path).args["num_classes"] == read_meta(path).cfg.num_classes == classes
     loaded = vitc.load_model(path)
     x = torch.randn(2, 3, 32, 32)
@@ -44,7 +44,7 @@ def test_reset_classifier_forgets_the_class_names_of_the_old_head(tmp_path: Path
 
     model = _micro("deit_micro")
     names = [f"digit {i}" for i in range(10)]
-    path = save_checkpoint(tmp_path / "model.safetensors", model, meta_for(model, class_names=names))
+    path = write_checkpoint(tmp_path / "model.safetensors", model, meta_for(model, class_names=names))
     loaded = vitc.load_model(path)
     assert loaded.vitc_class_names == names
     loaded.reset_classifier(10)  # ten new classes: the digits' names would label them wrongly
@@ -176,7 +176,7 @@ def test_a_checkpoint_reloads_with_its_pooling(name: str, args: dict, pool: str 
     model = _micro(name, **args)
     if pool is not None:
         model.reset_classifier(4, pool)
-    path = save_checkpoint(tmp_path / "model.safetensors", model)
+    path = write_checkpoint(tmp_path / "model.safetensors", model)
     kept = {k: v for k, v in read_meta(path).args.items() if k in ("global_pool", "fc_norm")}
     assert kept == recorded
     loaded = vitc.load_model(path)
@@ -195,7 +195,7 @@ def test_the_class_token_spelt_out_stays_readable_by_any_vitc(tmp_path: Path) ->
     from vitc._io import read_safetensors_header
 
     def version(model: torch.nn.Module, name: str) -> int:
-        header = read_safetensors_header(save_checkpoint(tmp_path / f"{name}.safetensors", model))
+        header = read_safetensors_header(write_checkpoint(tmp_path / f"{name}.safetensors", model))
         return json.loads(header["__metadata__"]["vitc"])["version"]
 
     spelt = _micro("deit_micro", global_pool="token", fc_norm=None)
@@ -217,7 +217,7 @@ def test_pooling_refusals_are_one_line(tmp_path: Path) -> None:
     unpooled = _micro("convit_micro")
     unpooled.reset_classifier(0, "")
     with pytest.raises(VitcError, match=r"global_pool='' gives every token's logits, not one row per image"):
-        save_checkpoint(tmp_path / "model.safetensors", unpooled)
+        write_checkpoint(tmp_path / "model.safetensors", unpooled)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -19,12 +19,12 @@ def digits_reference(trained_ckpt: Path) -> dict[str, Any]:
     """digits' test images (normalised), labels and the PyTorch FP32 logits of the checkpoint."""
     import torch
 
-    from vitc.checkpoint import load_model
+    from vitc.checkpoint import read_checkpoint
     from vitc.data.datasets import load_dataset
     from vitc.data.transforms import eval_transform
     from vitc.models import get_model_cfg
 
-    model, _meta = load_model(trained_ckpt)
+    model, _meta = read_checkpoint(trained_ckpt)
     cfg = get_model_cfg(model)
     data = load_dataset("digits", "test", image_size=32, in_chans=3)
     images = eval_transform(data.images, cfg.mean, cfg.std)

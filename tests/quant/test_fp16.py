@@ -102,14 +102,14 @@ def test_fp16_io_and_float_classifier_every_family(name: str, tmp_path) -> None:
     import torch
 
     from vitc._ort import ort_session as session
-    from vitc.checkpoint import save_checkpoint
+    from vitc.checkpoint import write_checkpoint
     from vitc.export import ExportOptions, export_checkpoint
     from vitc.models import create_model
 
     torch.manual_seed(0)
     model = create_model(name, num_classes=3, **MICRO[name])
     scopes = ("/head/", "/aux_head/") if name == "spvit_micro" else ("/head/",)
-    ckpt = save_checkpoint(tmp_path / name / "model.safetensors", model)
+    ckpt = write_checkpoint(tmp_path / name / "model.safetensors", model)
     options = ExportOptions("fp16", out=tmp_path / "export", io_fp16=True, data="generated")
     result = export_checkpoint(ckpt, options, say=lambda _m: None)
     proto = onnx.load(str(result.onnx_path))

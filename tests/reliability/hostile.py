@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitc.checkpoint import META_KEY, CheckpointMeta, meta_for, save_checkpoint
+from vitc.checkpoint import META_KEY, CheckpointMeta, meta_for, write_checkpoint
 from vitc.models import create_model
 
 SMALL = {"depth": 1, "embed_dim": 32, "num_heads": 2}
@@ -26,7 +26,7 @@ SMALL = {"depth": 1, "embed_dim": 32, "num_heads": 2}
 def good_checkpoint(root: Path) -> Path:
     torch.manual_seed(0)
     model = create_model("deit_micro", **SMALL)
-    return save_checkpoint(root / "good" / "model.safetensors", model, meta_for(model, class_names=list("0123456789")))
+    return write_checkpoint(root / "good" / "model.safetensors", model, meta_for(model, class_names=list("0123456789")))
 
 
 def safetensors_bytes(header: dict[str, Any], payload: bytes = b"") -> bytes:

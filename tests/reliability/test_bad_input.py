@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from vitc import _io
-from vitc.checkpoint import META_KEY, CheckpointMeta, save_checkpoint
+from vitc.checkpoint import META_KEY, CheckpointMeta, write_checkpoint
 from vitc.cli.main import app
 from vitc.models import create_model, model_cfg
 
@@ -28,7 +28,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Good and bad artifacts of every kind the commands read."""
     root = tmp_path_factory.mktemp("bad")
     torch.manual_seed(0)
-    good = save_checkpoint(root / "good.safetensors", create_model("deit_micro", depth=1))
+    good = write_checkpoint(root / "good.safetensors", create_model("deit_micro", depth=1))
     data = good.read_bytes()
     out = {"good": good}
     (out := out | {"empty": root / "empty.safetensors"})["empty"].write_bytes(b"")
@@ -37,7 +37,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["text"] = root / "notes.safetensors"
     out["text"].write_text("these are not weights\n")
     meta = CheckpointMeta(model="deit_mikro", args={}, cfg=model_cfg("deit_micro"))  # a model that does not exist
-    out["unknown_model"] = root / "unknown.safetensors"  # written by hand: save_checkpoint refuses such a file
+    out["unknown_model"] = root / "unknown.safetensors"  # written by hand: write_checkpoint refuses such a file
     weights = create_model("deit_micro", depth=1).state_dict()
     save_file(weights, str(out["unknown_model"]), metadata={META_KEY: meta.to_json()})
     out["onnx_garbage"] = root / "garbage.onnx"

@@ -185,11 +185,11 @@ def test_compile_out_asks_for_force_when_the_folder_holds_a_compiled_model(work:
 def test_inspect_replaces_its_own_summary_and_not_a_runs(work: Dict[str, Path]) -> None:
     import torch
 
-    from vitc.checkpoint import save_checkpoint
+    from vitc.checkpoint import write_checkpoint
     from vitc.models import create_model
 
     torch.manual_seed(0)
-    checkpoint = save_checkpoint(work["root"] / "m" / "model.safetensors", create_model("deit_micro", depth=1))
+    checkpoint = write_checkpoint(work["root"] / "m" / "model.safetensors", create_model("deit_micro", depth=1))
     args = ["inspect", str(checkpoint), "--data", "digits", "--images", "2"]
     rerun(work, args, [checkpoint.with_suffix(".inspect") / "summary.json"])  # its default folder
     summary = work["run"] / "summary.json"

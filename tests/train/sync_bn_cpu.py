@@ -211,7 +211,7 @@ def steps(out: Path) -> None:
     import torch.distributed as dist
     import torch.nn.functional as F
 
-    from vitc.checkpoint import save_checkpoint
+    from vitc.checkpoint import write_checkpoint
     from vitc.train.distributed import DistInfo, leave_process_group, sync_batchnorm
     from vitc.train.loop import _backward_and_step, _shadow_step
     from vitc.train.optim import ModelEma
@@ -250,7 +250,7 @@ def steps(out: Path) -> None:
             "ema_logits": run.ema.module(images).detach(),  # eval mode: no collective, on one process alone
         }
     if rank == 0:
-        save_checkpoint(out / "checkpoint.safetensors", model)
+        write_checkpoint(out / "checkpoint.safetensors", model)
     torch.save(seen, out / f"rank{rank}.pt")
     leave_process_group()  # not dist.destroy_process_group(), which could hang on torch 2.4-2.7
 

@@ -279,7 +279,7 @@ def test_each_process_scores_its_share_and_the_figures_are_the_checkpoints(tmp_p
     past nccl's timeout on a large set), and the sums add up to what the saved checkpoints score in one
     process. CvT's BatchNorm statistics took each process's own last batch in (its EMA too): rank 0's, the
     checkpointed ones, are sent to every process before it scores, or the figures would be a mixture."""
-    from vitc.checkpoint import load_model
+    from vitc.checkpoint import read_checkpoint
     from vitc.data.datasets import load_dataset
     from vitc.data.feed import set_batches
     from vitc.train.evaluate import evaluate_batches
@@ -294,7 +294,7 @@ def test_each_process_scores_its_share_and_the_figures_are_the_checkpoints(tmp_p
     recorded = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     summary = json.loads((run / "summary.json").read_text())
     for checkpoint, split, want in (("last", "val", recorded["val_top1"]), ("best", "test", summary["test_top1"])):
-        model, meta = load_model(run / f"{checkpoint}.safetensors")
+        model, meta = read_checkpoint(run / f"{checkpoint}.safetensors")
         data = load_dataset("digits", split, image_size=32)
         got = evaluate_batches(model, set_batches(data), meta.cfg.mean, meta.cfg.std)
         assert got["top1"] == want, (split, got, want)

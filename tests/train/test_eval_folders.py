@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vitc.checkpoint import meta_for, save_checkpoint
+from vitc.checkpoint import meta_for, write_checkpoint
 from vitc.cli.main import app
 from vitc.models import create_model
 
@@ -41,7 +41,7 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2, img_size=16, num_classes=4)
     folder = tmp_path_factory.mktemp("runs") / "photos"
     meta = meta_for(model, class_names=CLASSES, extra={"train_config": {"data": {"name": "imagefolder"}}})
-    save_checkpoint(folder / "best.safetensors", model, meta)
+    write_checkpoint(folder / "best.safetensors", model, meta)
     return folder
 
 
@@ -58,12 +58,12 @@ def test_eval_takes_a_plain_subset_folder_by_class_name(run_folder: Path, tmp_pa
     assert all(row["support"] == 3 for row in report["classes"]) and "top5" not in report
     assert report["confusion"]["true"] == ["dog", "owl"]
     # labels are the model's indices of the names: recall matches the model's own predictions
-    from vitc.checkpoint import load_model
+    from vitc.checkpoint import read_checkpoint
     from vitc.data.images import center_crop, open_image
     from vitc.data.transforms import eval_transform
     from vitc.models import get_model_cfg
 
-    model, _ = load_model(run_folder / "best.safetensors")
+    model, _ = read_checkpoint(run_folder / "best.safetensors")
     cfg = get_model_cfg(model)
     x = torch.from_numpy(np.stack([center_crop(open_image(plain / "owl" / f"{i}.jpg"), 16, 16) for i in range(3)]))
     hits = int((model(eval_transform(x, cfg.mean, cfg.std)).argmax(1) == CLASSES.index("owl")).sum())
@@ -231,7 +231,7 @@ def test_an_export_is_measured_on_cifar_batches_as_its_checkpoint(run_folder: Pa
     torch.manual_seed(1)
     model = create_model("deit_micro", depth=1, embed_dim=32, num_heads=2, img_size=32, num_classes=10)
     meta = meta_for(model, class_names=list(CIFAR10_CLASSES), extra={"train_config": {"data": {"name": "cifar10"}}})
-    save_checkpoint(tmp_path / "cifar_run" / "best.safetensors", model, meta)
+    write_checkpoint(tmp_path / "cifar_run" / "best.safetensors", model, meta)
     exported = runner.invoke(app, ["export", str(tmp_path / "cifar_run"), "-p", "fp32", "--data", "generated",
                                    "--out", str(tmp_path / "export")])  # fmt: skip
     assert exported.exit_code == 0, exported.output

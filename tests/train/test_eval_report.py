@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vitc.checkpoint import meta_for, save_checkpoint
+from vitc.checkpoint import meta_for, write_checkpoint
 from vitc.cli.main import app
 from vitc.models import create_model
 
@@ -26,7 +26,7 @@ def _run(folder: Path, nan: bool = False) -> Path:
         with torch.no_grad():
             model.head.weight.copy_(torch.full_like(model.head.weight, 3e38))
     meta = meta_for(model, class_names=CLASSES, extra={"train_config": {"data": {"name": "imagefolder"}}})
-    save_checkpoint(folder / "best.safetensors", model, meta)
+    write_checkpoint(folder / "best.safetensors", model, meta)
     return folder
 
 

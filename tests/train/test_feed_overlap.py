@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from tests.doc_scripts import load_doc_script
 from vitc._io import read_safetensors_metadata
 from vitc.artifacts.resume import RESUME_KEY
-from vitc.checkpoint import load_model
+from vitc.checkpoint import read_checkpoint
 from vitc.cli.main import app
 from vitc.data.prefetch import Prefetcher
 from vitc.data.transforms import TrainAugment
@@ -107,7 +107,7 @@ def test_a_non_finite_loss_read_late_names_its_step(tiny: dict[str, Any], monkey
     assert result.exit_code == 2, result.output
     assert "the loss became nan at epoch 2, step 2; stopped" in result.output
     assert "last.safetensors (lower optim.lr and --resume)" in result.output and "Traceback" not in result.output
-    model, meta = load_model(Path(tiny["run.out_dir"]) / "tiny" / "last.safetensors")
+    model, meta = read_checkpoint(Path(tiny["run.out_dir"]) / "tiny" / "last.safetensors")
     assert meta.provenance["epoch"] == 1 and all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from vitc._io import sha256_file
-from vitc.checkpoint import read_meta, save_checkpoint
+from vitc.checkpoint import read_meta, write_checkpoint
 from vitc.cli.main import app
 from vitc.data import datasets
 from vitc.data.datasets import ImageSet
@@ -128,7 +128,7 @@ def test_frozen_backbone_trains_the_head_only(pretrained: Path, tmp_path: Path, 
 def test_head_is_reinitialised_for_another_class_count(tmp_path: Path) -> None:
     torch.manual_seed(0)
     source = create_model("deit_micro", depth=2, num_classes=10)
-    path = save_checkpoint(tmp_path / "ten.safetensors", source)
+    path = write_checkpoint(tmp_path / "ten.safetensors", source)
     torch.manual_seed(1)
     model = create_model("deit_micro", depth=2, num_classes=5)
     fresh = model.head.weight.detach().clone()
@@ -142,7 +142,7 @@ def test_head_is_reinitialised_for_another_class_count(tmp_path: Path) -> None:
 
 def test_same_classes_keep_the_head_and_positions_follow_the_input_size(tmp_path: Path) -> None:
     source = create_model("deit_micro", depth=2, num_classes=10)
-    path = save_checkpoint(tmp_path / "ten.safetensors", source)
+    path = write_checkpoint(tmp_path / "ten.safetensors", source)
     pre = read_pretrained(path, "deit_micro")
     assert pre.args["depth"] == 2 and "num_classes" not in pre.args  # the architecture is inherited
     model = create_model("deit_micro", depth=2, num_classes=10, img_size=48)
@@ -157,7 +157,7 @@ def test_the_size_the_weights_were_trained_at_is_kept(tmp_path: Path) -> None:
     the model's default, its positions resampled unsaid)."""
     torch.manual_seed(0)
     source = create_model("deit_micro", depth=2, num_classes=10, img_size=48)
-    ours = save_checkpoint(tmp_path / "48.safetensors", source)
+    ours = write_checkpoint(tmp_path / "48.safetensors", source)
     assert read_pretrained(ours, "deit_micro").args["img_size"] == 48
     foreign = tmp_path / "48.pth"
     torch.save({"model": source.state_dict()}, foreign)
@@ -171,7 +171,7 @@ def test_weights_of_another_model_of_the_family_name_it(tmp_path: Path) -> None:
     """`vitc train --pretrained` left at its default model (convit_micro) with convit_tiny weights: the key
     table ended in "does not fit convit_micro" and did not say which model the file holds."""
     tiny = create_model("deit_tiny", depth=1)
-    vitc_file = save_checkpoint(tmp_path / "tiny.safetensors", tiny)
+    vitc_file = write_checkpoint(tmp_path / "tiny.safetensors", tiny)
     hub = tmp_path / "deit_tiny_patch16_224.fb_in1k"  # a timm hub folder: its config.json names the model
     hub.mkdir()
     torch.save(tiny.state_dict(), hub / "pytorch_model.bin")
@@ -229,7 +229,7 @@ def test_a_run_that_names_no_model_trains_the_one_its_weights_hold(
 
 
 def test_weights_of_another_family_are_refused(tmp_path: Path) -> None:
-    cvt = save_checkpoint(tmp_path / "cvt.safetensors", create_model("cvt_micro"))
+    cvt = write_checkpoint(tmp_path / "cvt.safetensors", create_model("cvt_micro"))
     with pytest.raises(VitcError, match=r"cvt_micro weights \(cvt family\), not deit_micro \(deit family\)"):
         read_pretrained(cvt, "deit_micro")
     foreign = tmp_path / "cvt.pth"  # no metadata: its tensor names say the family (as vitc import says it)

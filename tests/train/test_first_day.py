@@ -219,11 +219,13 @@ def test_preprocess_turns_photos_upright_as_the_training_loader_does(photos: Pat
 
 @pytest.fixture
 def pretrained(tmp_path: Path) -> Path:
-    from vitc.checkpoint import meta_for, save_checkpoint
+    from vitc.checkpoint import meta_for, write_checkpoint
     from vitc.models import create_model
 
     model = create_model("convit_micro", depth=2, local_up_to_layer=1, img_size=16, num_classes=10)
-    return save_checkpoint(tmp_path / "w" / "model.safetensors", model, meta_for(model, class_names=list("0123456789")))
+    return write_checkpoint(
+        tmp_path / "w" / "model.safetensors", model, meta_for(model, class_names=list("0123456789"))
+    )
 
 
 def test_fine_tuning_fits_batch_and_lr_to_the_data_and_warns_of_few_steps(

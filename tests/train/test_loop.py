@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from vitc._io import read_safetensors_metadata
 from vitc.artifacts.resume import RESUME_KEY, resume_summary
-from vitc.checkpoint import load_model
+from vitc.checkpoint import read_checkpoint
 from vitc.data.feed import MemoryFeed
 from vitc.data.sampling import epoch_share, make_generator
 from vitc.errors import VitcError
@@ -41,7 +41,7 @@ def test_a_run_writes_every_artifact(tiny: dict[str, Any]) -> None:
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows == result.history
     assert {"train_loss", "lr", "val_top1", "val_top5", "val_loss"} <= set(rows[0])
     assert 0.0 <= result.test["top1"] <= 100.0 and result.test["top5"] >= result.test["top1"]
-    model, meta = load_model(result.run_dir / "best.safetensors")
+    model, meta = read_checkpoint(result.run_dir / "best.safetensors")
     assert meta.class_names == [str(i) for i in range(10)] and meta.provenance["trained_by"] == "vitc train"
     assert model.head.out_features == 10
 
@@ -199,7 +199,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     with pytest.raises(VitcError, match="loss became nan at epoch 2, step 2"):
         _run(tiny)
     run_dir = Path(tiny["run.out_dir"]) / "tiny"
-    model, meta = load_model(run_dir / "last.safetensors")
+    model, meta = read_checkpoint(run_dir / "last.safetensors")
     assert meta.provenance["epoch"] == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
 

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import vitc
-from vitc.checkpoint import meta_for, read_meta, save_checkpoint
+from vitc.checkpoint import meta_for, read_meta, write_checkpoint
 from vitc.cli.main import app
 from vitc.errors import VitcError
 from vitc.models import create_model
@@ -92,7 +92,7 @@ def test_a_vitc_run_from_before_timms_order_fine_tunes_with_its_rows_reordered(t
     """Its checkpoint names plainly sorted classes (10, 2, Zebra, café): the head is kept, reordered."""
     source = _source()
     old = sorted(RUN)
-    path = save_checkpoint(tmp_path / "old.safetensors", source, meta_for(source, class_names=old))
+    path = write_checkpoint(tmp_path / "old.safetensors", source, meta_for(source, class_names=old))
     model = _run_model()
     assert "rows reordered" in load_pretrained(model, read_pretrained(path, "deit_micro"), RUN)
     _permuted(model, source, old, torch.randn(2, 3, 32, 32))
@@ -154,7 +154,7 @@ def test_num_classes_gives_a_fresh_head_as_timm_does(tmp_path: Path, spvit: bool
     torch.manual_seed(0)
     source = create_model(name, num_classes=4, **args).eval()
     torch.save(source.state_dict(), tmp_path / "four.pth")
-    checkpoint = save_checkpoint(tmp_path / "four.safetensors", source, meta_for(source, class_names=RUN))
+    checkpoint = write_checkpoint(tmp_path / "four.safetensors", source, meta_for(source, class_names=RUN))
     folder = _timm_hub(tmp_path / "hub", source, RUN) if not spvit else None
     loads = [lambda n: vitc.load_model(tmp_path / "four.pth", name, num_classes=n, **args)]
     loads.append(lambda n: vitc.load_model(checkpoint, num_classes=n))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from tests.train.sync_bn_cpu import BATCH, STEP_CASES, StepCase, step_batch, step_model
 from tests.train.test_distributed import _set_args
-from vitc.checkpoint import load_model
+from vitc.checkpoint import read_checkpoint
 from vitc.errors import VitcError
 from vitc.models.formulation import TUNABLE
 from vitc.models.layers import BATCHNORMS
@@ -105,7 +105,7 @@ def test_two_processes_with_sync_bn_step_as_one_process_on_the_whole_batch(tmp_p
             _close(seen[name]["grads"], want["grads"], 0.5 if case.unreadable else 1.0, share=0.01 * case.bf16)
         assert any("bn" in key and "running_var" in key for key in want["state"])
 
-    plain, _ = load_model(tmp_path / "checkpoint.safetensors")
+    plain, _ = read_checkpoint(tmp_path / "checkpoint.safetensors")
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in plain.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules()) == 3  # SP-ViT's stem
     last = ranks[0][list(STEP_CASES)[-1]]  # the model process 0 saved
@@ -128,8 +128,8 @@ def test_a_sync_bn_run_trains_as_one_process_and_survives_an_unreadable_batch(tm
     for proc in _ranks(["train", *_set_args({**tiny, "run.name": "ddp", "run.sync_bn": True})], tmp_path):
         assert proc.returncode == 0, proc.stdout + proc.stderr
     ddp = tmp_path / "runs" / "ddp"
-    expected, _ = load_model(single.run_dir / "last.safetensors")
-    got, _ = load_model(ddp / "last.safetensors")
+    expected, _ = read_checkpoint(single.run_dir / "last.safetensors")
+    got, _ = read_checkpoint(ddp / "last.safetensors")
     _close(dict(got.named_buffers()), dict(expected.named_buffers()))  # the statistics of the whole batch
     for key, value in expected.named_parameters():  # AdamW's first step, lr·g/(|g| + 1e-8), is ±lr (1e-3) but
         # where a gradient is near 1e-8: there the float error of another order of sums moves it by up to ~6e-5

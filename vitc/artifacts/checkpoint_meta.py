@@ -76,7 +76,7 @@ def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
 
 
 def meta_in(header: dict[str, Any], path: str | os.PathLike[str]) -> CheckpointMeta:
-    """The metadata in a safetensors header already read (`vitc.checkpoint.load_model` reads it once)."""
+    """The metadata in a safetensors header already read (`vitc.checkpoint.read_checkpoint` reads it once)."""
     metadata = header.get("__metadata__") or {}
     text = metadata.get(META_KEY)
     if text is None:

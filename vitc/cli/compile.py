@@ -115,12 +115,12 @@ def _load(source: str) -> tuple[nn.Module, list[str] | None]:
 
     path = Path(source)
     if path.suffix == ".safetensors" or path.exists():
-        from vitc.checkpoint import load_model, resolve_checkpoint
+        from vitc.checkpoint import read_checkpoint, resolve_checkpoint
 
         path = resolve_checkpoint(path)
         if not path.is_file():
             raise VitcError(f"checkpoint {path} not found")
-        model, meta = load_model(path)
+        model, meta = read_checkpoint(path)
         return model, meta.class_names
     from vitc.models import create_model
 

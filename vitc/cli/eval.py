@@ -125,7 +125,7 @@ def _evaluate_checkpoint(
 
     require_training("vitc eval on a checkpoint (an engine, .plan or .onnx, needs no torch)")
     from vitc._device import pick_device
-    from vitc.checkpoint import load_model, resolve_checkpoint, training_data
+    from vitc.checkpoint import read_checkpoint, resolve_checkpoint, training_data
     from vitc.data.datasets import load_dataset
     from vitc.data.feed import EVAL_BATCH, set_batches
     from vitc.models import get_model_cfg
@@ -133,7 +133,7 @@ def _evaluate_checkpoint(
 
     on = pick_device(device)
     checkpoint = resolve_checkpoint(source)
-    model, meta = load_model(checkpoint)
+    model, meta = read_checkpoint(checkpoint)
     cfg = get_model_cfg(model)
     trained = ((meta.extra.get("train_config") or {}).get("data") or {}).get("name")
     if data is None and data_dir is not None and trained != "cifar10":

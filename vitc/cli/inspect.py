@@ -34,7 +34,7 @@ def inspect(
     from vitc._io import report_path, write_json
     from vitc.analysis import figures
     from vitc.analysis.locality import analyse
-    from vitc.checkpoint import load_model, resolve_checkpoint, training_data
+    from vitc.checkpoint import read_checkpoint, resolve_checkpoint, training_data
     from vitc.data.datasets import load_dataset
     from vitc.data.transforms import eval_transform
     from vitc.models import get_model_cfg
@@ -42,7 +42,7 @@ def inspect(
     checkpoint = resolve_checkpoint(checkpoint)
     out = out or checkpoint.with_suffix(".inspect")
     summary = report_path(out / "summary.json", SUMMARY, "--out", force)  # not a run's summary.json: --out RUN
-    model, meta = load_model(checkpoint)
+    model, meta = read_checkpoint(checkpoint)
     cfg = get_model_cfg(model)
     name, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
     dataset = load_dataset(  # `images` of the split, spread over its classes (`capped`): only those decoded

@@ -43,9 +43,9 @@ def model_from_checkpoint(path: str | Path) -> ModelLoader:
     """A loader for a vitc checkpoint's model and weights."""
 
     def load() -> Any:
-        from vitc.checkpoint import load_model
+        from vitc.checkpoint import read_checkpoint
 
-        return load_model(path)[0]
+        return read_checkpoint(path)[0]
 
     load.label = Path(path).parent.name or Path(path).stem  # type: ignore[attr-defined]
     return load

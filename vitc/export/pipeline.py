@@ -169,13 +169,13 @@ def prepare_export(
 ) -> PreparedExport:
     """Rebuild and compile the model, export and clean the FP32 graph, check parity with PyTorch.
     `also`: the options of the other precisions this preparation serves, checked as soon as the data is known."""
-    from vitc.checkpoint import load_model, training_data
+    from vitc.checkpoint import read_checkpoint, training_data
     from vitc.export import onnx_export as ox
 
     opset, batch = validate(opts)
     ckpt = resolve_checkpoint(ckpt)  # a run folder: its best checkpoint
     # 1. rebuild and compile
-    model, meta = load_model(ckpt)
+    model, meta = read_checkpoint(ckpt)
     if opts.data == GENERATED:
         data_name, data_dir = GENERATED, None
     else:

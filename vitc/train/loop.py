@@ -29,7 +29,7 @@ from vitc._lazy import lazy_import
 from vitc._run_layout import RunLayout
 from vitc._signals import stop_signals_ignored
 from vitc._terminal import PlainConsole
-from vitc.checkpoint import load_state_dict, save_checkpoint
+from vitc.checkpoint import load_state_dict, write_checkpoint
 from vitc.data.feed import EVAL_BATCH, final_split
 from vitc.data.prefetch import Prefetcher
 from vitc.data.sampling import epoch_share, make_generator, split_batches
@@ -356,8 +356,8 @@ def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> 
     meta = checkpoint_meta(evaluated, run.run_info, row)
     if row["val_top1"] > state.best_top1:
         state.best_top1 = row["val_top1"]
-        save_checkpoint(layout.best, evaluated, meta)
-    save_checkpoint(layout.last, evaluated, meta)
+        write_checkpoint(layout.best, evaluated, meta)
+    write_checkpoint(layout.last, evaluated, meta)
     report.write_history(state.history, folder.path, cfg, run.schedule)
     if board:
         if board.sample is not None:  # under DDP rank 0's share of val may all have been unreadable

@@ -125,7 +125,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
 def test_a_run_folder_given_as_recipe_offers_pretrained_only_with_a_best_checkpoint(tmp_path: Path) -> None:
     """`vitc train RUN` of a run stopped in its first epoch offered `vitc train --pretrained RUN`, which then
     refused the folder: the offer now follows the checkpoint the run folder stands for (vitc._run_layout)."""
-    from vitc.checkpoint import save_checkpoint
+    from vitc import save_checkpoint
     from vitc.models import create_model
 
     run = tmp_path / "run"

@@ -4,6 +4,9 @@ Every artifact vitc writes goes through `atomic_write`: a temporary file in the 
 flushed and fsynced, then renamed over the target. A kill at any instant leaves either the old
 file or the new one under the final name, never half of one. Files that describe each other go
 through `atomic_files`, renamed one right after the other with Ctrl-C and SIGTERM held.
+
+A SIGKILL (the OOM killer, a watchdog, a power loss) before the rename leaves the temporary behind; the next
+write of the same target removes those no live process holds the lock of (`_sweep_leftovers`).
 """
 
 from __future__ import annotations
@@ -42,19 +45,22 @@ class StagedFiles:
     def __init__(self) -> None:
         self.staged: list[tuple[Path, Path]] = []  # (temporary, target), in the order staged
         self.writing: Path | None = None  # the target whose temporary is being written: an error names it
+        self.locks: list[int] = []  # descriptors holding each temporary's flock until it is renamed or removed
 
     def stage(self, path: str | os.PathLike[str]) -> Path:
         """A new temporary for `path`, in its folder (made if missing), to be written now."""
         target = Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            _sweep_leftovers(target)
+            tmp, lock = _locked_temporary(target)
         except OSError as exc:
             raise VitcError(f"cannot write {target}: {_os_reason(exc)}") from exc
-        os.close(fd)
-        self.staged.append((Path(tmp_name), target))
+        if lock is not None:
+            self.locks.append(lock)
+        self.staged.append((tmp, target))
         self.writing = target
-        return Path(tmp_name)
+        return tmp
 
     def commit(self) -> None:
         """Every temporary flushed to the disk, then renamed over its target, back to back with Ctrl-C and
@@ -93,6 +99,68 @@ def atomic_files() -> Iterator[StagedFiles]:
     finally:
         for tmp, _ in files.staged:
             tmp.unlink(missing_ok=True)
+        for lock in files.locks:  # after the unlink: a sweep never sees an unlocked temporary still in use
+            os.close(lock)
+
+
+def _temporary_name(target: Path) -> re.Pattern[str]:
+    """The names `tempfile.mkstemp` gives `target`'s temporaries in `StagedFiles.stage`: `.NAME.` + 8 of
+    [a-z0-9_] + `.tmp`, and nothing else (another target's, a user's own `.NAME.old.tmp`)."""
+    return re.compile(re.escape(f".{target.name}.") + r"[a-z0-9_]{8}\.tmp")
+
+
+def _locked_temporary(target: Path) -> tuple[Path, int | None]:
+    """A new temporary for `target` and the descriptor that holds an exclusive flock on it while it is written
+    (None where this system or file system has no flock: nothing is swept there either). A sweep may take the
+    file between its creation and the lock; then the path no longer names the locked file, and another is made."""
+    while True:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        if not _flock(fd, wait=True):
+            os.close(fd)
+            return Path(name), None
+        try:
+            ours = os.path.samestat(os.fstat(fd), os.stat(name))
+        except FileNotFoundError:
+            ours = False
+        if ours:
+            return Path(name), fd
+        os.close(fd)
+
+
+def _sweep_leftovers(target: Path) -> None:
+    """Remove the temporaries of `target` that vitc processes killed while writing left beside it (a SIGKILL
+    runs no cleanup: a checkpoint's is hundreds of MB, every run). Each writer holds an flock on its temporary
+    until the rename, and the kernel drops it when the process dies however it dies, so a temporary whose lock
+    can be taken is no live process's: another rank's or another export's in-flight one is kept. No age rule:
+    a Jetson without a clock battery boots in 1970, and a TensorRT build holds its temporary for many minutes."""
+    pattern = _temporary_name(target)
+    try:
+        names = [entry.name for entry in os.scandir(target.parent) if pattern.fullmatch(entry.name)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(target.parent, name)
+        with contextlib.suppress(OSError):  # another user's (0600), or gone already
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                if _flock(fd, wait=False) and os.path.samestat(os.fstat(fd), os.stat(path)):
+                    os.unlink(path)
+            finally:
+                os.close(fd)
+
+
+def _flock(fd: int, wait: bool) -> bool:
+    """Take an exclusive flock on `fd`: False where it is held by another process (`wait` False), or where
+    there is no flock (Windows; NFS without lockd, some FUSE and SMB mounts: ENOLCK, EOPNOTSUPP)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -102,23 +170,13 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[bool]:
     Yields False, unlocked, where no lock can be had (no fcntl: Windows; the lock file cannot be made; a
     file system without locks: NFS without lockd, some FUSE and SMB mounts)."""
     handle = None
-    with contextlib.suppress(ImportError, OSError):
-        import fcntl
-
+    with contextlib.suppress(OSError):
         handle = open(Path(path).with_name(Path(path).name + ".lock"), "a+b")  # noqa: SIM115 (closed below)
     if handle is None:
         yield False
         return
-    with handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        except OSError:  # ENOLCK, EOPNOTSUPP
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with handle:  # closing it releases the lock
+        yield _flock(handle.fileno(), wait=True)
 
 
 def _umask() -> int:

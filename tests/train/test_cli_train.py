@@ -151,6 +151,31 @@ def test_a_run_folder_given_as_recipe_offers_pretrained_only_with_a_best_checkpo
         assert result.exit_code == 2 and result.output.strip() == said, result.output
 
 
+def test_a_resume_state_given_as_recipe_offers_resume_and_the_runs_best(tmp_path: Path) -> None:
+    """`vitc train RUN/resume.safetensors` offered `vitc train --pretrained RUN/resume.safetensors`, which refuses
+    a resume state: it now names `--resume RUN`, and RUN/best.safetensors to start anew from once there is one."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    for name in ("resume.safetensors", "resume.rank1.safetensors"):  # rank 0's, and a DDP rank's part
+        (run / name).write_bytes(b"")
+    said = f"error: {run / 'resume.safetensors'} is a run's resume state, not a recipe: `vitc train --resume {run}`"
+    result = runner.invoke(app, ["train", str(run / "resume.safetensors")], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and result.output.strip() == f"{said} continues that run", result.output
+    (run / "best.safetensors").write_bytes(b"")
+    for name in ("resume.safetensors", "resume.rank1.safetensors"):
+        result = runner.invoke(app, ["train", str(run / name)], env={"COLUMNS": "400"})
+        assert result.exit_code == 2 and result.output.strip() == (
+            f"error: {run / name} is a run's resume state, not a recipe: `vitc train --resume {run}` continues that "
+            f"run, `vitc train --pretrained {run / 'best.safetensors'}` starts a new run from its best weights"
+        ), result.output
+    result = runner.invoke(app, ["train", str(run / "best.safetensors")], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"error: {run / 'best.safetensors'} is a checkpoint, not a recipe: "
+        f"`vitc train --pretrained {run / 'best.safetensors'}` starts a new run from it"
+    ), result.output
+
+
 def test_timms_training_flags_set_the_config(tiny: dict[str, Any]) -> None:
     """timm's `-b 16 --lr 2e-3 --seed 3` answered "No such option: --lr (Possible options: --help)": only
     --set optim.lr=... took them."""

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from vitc._run_layout import BEST, CONFIG, RunLayout, is_run_folder
+from vitc._run_layout import BEST, CONFIG, RESUME, RunLayout, is_run_folder
 from vitc._terminal import Fitted
 from vitc._text import shell_word
 from vitc.cli._console import console, library_warnings_printed
@@ -203,9 +203,7 @@ def _run_folder(path: Path, resume: bool, overrides: dict[str, object]) -> dict[
     with what would use it."""
     if path.suffix == ".safetensors":
         if not resume:
-            raise VitcError(
-                f"{path} is a checkpoint, not a recipe: `vitc train --pretrained {path}` starts a new run from it"
-            )
+            raise VitcError(_checkpoint_not_a_recipe(path))
         path = path.parent
     folder = Path(os.path.normpath(path))
     if folder.name in ("", ".."):  # the name of "." or ".."
@@ -231,6 +229,22 @@ def _run_folder(path: Path, resume: bool, overrides: dict[str, object]) -> dict[
         key = "run.name" if other_name else "run.out_dir"
         raise VitcError(f"--resume {path} is run {folder.name!r} of {folder.parent}: drop {key}={overrides[key]}")
     return {"run.out_dir": str(folder.parent), "run.name": folder.name}
+
+
+def _checkpoint_not_a_recipe(path: Path) -> str:
+    """`vitc train FILE.safetensors`: the command that uses it. A run's resume state (rank 0's or a DDP rank's)
+    is what `--resume` of its run folder continues, and no weights to start from (`--pretrained` refuses it):
+    its run's best.safetensors is."""
+    run = RunLayout(path.parent)
+    resume_state = path.name.startswith(Path(RESUME).stem + ".") and is_run_folder(run.folder)
+    if not resume_state:
+        return f"{path} is a checkpoint, not a recipe: `vitc train --pretrained {path}` starts a new run from it"
+    uses = [f"`vitc train --resume {run.folder}` continues that run"] if run.config.is_file() else []
+    if run.best.is_file():
+        uses.append(f"`vitc train --pretrained {run.best}` starts a new run from its best weights")
+    if not uses:
+        return f"{path} is a run's resume state, not a recipe (its run folder has neither {CONFIG} nor {BEST})"
+    return f"{path} is a run's resume state, not a recipe: " + ", ".join(uses)
 
 
 def _say_where_it_resumes(cfg: TrainConfig) -> None:

@@ -67,6 +67,29 @@ def test_every_command_says_the_same_of_a_run_folder_without_best(command: str, 
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
+@pytest.mark.parametrize("command", ["build", "check", "bench"])
+def test_commands_taking_an_onnx_file_name_the_export_a_run_folder_allows(command: str, tmp_path: Path) -> None:
+    """`vitc build`, `check` and `bench --engine` of a run folder named `vitc export RUN`, which refuses a run stopped
+    in its first epoch and one without best.safetensors: the first gets export's own line, the second the export
+    of its last.safetensors, and a run with best.safetensors the export of the folder, as before."""
+    takes = "an .onnx or .plan file" if command == "bench" else "an ONNX file"
+    for files in (STOPPED_EARLY, WITHOUT_BEST, (BEST, RESUME)):
+        root = tmp_path / str(len(files)) / files[0]
+        root.mkdir(parents=True)
+        run = _run_folder(root, files)
+        args = ["bench", "--engine", str(run)] if command == "bench" else [command, str(run)]
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+        if files == STOPPED_EARLY:
+            said = _said(files, run)
+        else:
+            weights = run / LAST if files == WITHOUT_BEST else run
+            pytorch = f", or --ckpt {weights} runs it in PyTorch" if command == "bench" else ""
+            said = (
+                f"{run} is a vitc train run folder, not {takes}: `vitc export {weights}` writes its ONNX files{pytorch}"
+            )
+        assert (result.exit_code, result.output.strip()) == (2, f"error: {said}"), files
+
+
 @pytest.mark.parametrize("files", [STOPPED_EARLY, WITHOUT_BEST], ids=["stopped-early", "without-best"])
 def test_load_model_says_the_same_of_a_run_folder_without_best(files, tmp_path: Path) -> None:
     run = _run_folder(tmp_path, files)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from vitc._run_layout import is_run_folder
+from vitc._run_layout import RunLayout, is_run_folder, run_checkpoint
 from vitc.artifacts.checkpoint_meta import checkpoint_model
 from vitc.artifacts.manifest import manifest_paths
 from vitc.errors import VitcError
@@ -41,9 +41,7 @@ def not_taken(path: Path, takes: str, suffixes: Sequence[str], pytorch: str | No
     if kind == FILE:
         return VitcError(f"{path} is not {takes}")
     if kind == RUN:
-        return VitcError(
-            f"{path} is a vitc train run folder, not {takes}: `vitc export {path}` writes its ONNX files{in_pytorch}"
-        )
+        return _run_folder_not_taken(path, takes, pytorch)
     if kind == CHECKPOINT:
         if checkpoint_model(path) is not None:  # vitc's own: exported as it is, or run in PyTorch
             make = f"`vitc export {path}` writes its ONNX file"
@@ -55,3 +53,20 @@ def not_taken(path: Path, takes: str, suffixes: Sequence[str], pytorch: str | No
     names = ", ".join(str(p) for p in found[:FILES_SHOWN]) + (", …" if len(found) > FILES_SHOWN else "")
     what = "an export folder" if kind == EXPORT else "a folder"
     return VitcError(f"{path} is {what}, not {takes}" + (f": name one of its files: {names}" if found else ""))
+
+
+def _run_folder_not_taken(path: Path, takes: str, pytorch: str | None) -> VitcError:
+    """A run folder given for a file: `vitc export` of the checkpoint it stands for (vitc._run_layout), or, for a
+    run without one yet (stopped in its first epoch), the line export itself would give: naming `vitc export RUN`
+    there sent the user to a second refusal. A run with only last.safetensors is exported by naming that file."""
+    weights = path  # `vitc export RUN` takes its best.safetensors
+    try:
+        run_checkpoint(path)
+    except VitcError as refusal:
+        weights = RunLayout(path).last
+        if not weights.is_file():
+            return refusal
+    in_pytorch = f", or {pytorch} {weights} runs it in PyTorch" if pytorch else ""
+    return VitcError(
+        f"{path} is a vitc train run folder, not {takes}: `vitc export {weights}` writes its ONNX files{in_pytorch}"
+    )

@@ -112,3 +112,18 @@ def test_a_run_folder_holds_a_checkpoint_or_resume_state(tmp_path: Path) -> None
         (folder / name).write_bytes(b"")
         assert is_run_folder(folder)
     assert run_checkpoint(tmp_path / "best") == tmp_path / "best" / BEST
+
+
+@pytest.mark.parametrize("files", [STOPPED_EARLY, (BEST, RESUME)], ids=["stopped-early", "with-best"])
+def test_a_resume_state_given_for_an_onnx_file_is_said_as_its_run_folder(files, tmp_path: Path) -> None:
+    """`vitc build RUN/resume.safetensors` said it "holds weights ...: `vitc import ... --out DIR` makes it a vitc
+    checkpoint to export" (import refuses a resume state): it is said as its run folder is."""
+    from vitc._run_layout import is_resume_state
+
+    run = _run_folder(tmp_path, files)
+    state = run / RESUME
+    folder = CliRunner().invoke(app, ["build", str(run)], env={"COLUMNS": "400"})
+    result = CliRunner().invoke(app, ["build", str(state)], env={"COLUMNS": "400"})
+    assert (result.exit_code, result.output) == (2, folder.output) and "vitc import" not in result.output
+    assert is_resume_state(state) and is_resume_state(run / "resume.rank1.safetensors")
+    assert not is_resume_state(run / BEST) and not is_resume_state(tmp_path / RESUME)

@@ -73,6 +73,17 @@ def is_run_folder(path: str | os.PathLike[str]) -> bool:
     return folder.is_dir() and any((folder / name).is_file() for name in CHECKPOINTS)
 
 
+def is_resume_state(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a run's resume state (rank 0's resume.safetensors or a DDP rank's resume.rank1...):
+    what `--resume` of its folder continues, not weights another command takes."""
+    file = Path(path)
+    return (
+        file.suffix == Path(RESUME).suffix
+        and file.name.startswith(Path(RESUME).stem + ".")
+        and is_run_folder(file.parent)
+    )
+
+
 def run_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The checkpoint run folder `path` stands for, its best.safetensors; a run folder without one (stopped in
     its first epoch, or no epoch's validation top-1 was a number) is one line saying what it holds instead."""

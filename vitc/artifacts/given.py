@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from vitc._run_layout import RunLayout, is_run_folder, run_checkpoint
+from vitc._run_layout import RunLayout, is_resume_state, is_run_folder, run_checkpoint
 from vitc.artifacts.checkpoint_meta import checkpoint_model
 from vitc.artifacts.manifest import manifest_paths
 from vitc.errors import VitcError
@@ -43,6 +43,8 @@ def not_taken(path: Path, takes: str, suffixes: Sequence[str], pytorch: str | No
     if kind == RUN:
         return _run_folder_not_taken(path, takes, pytorch)
     if kind == CHECKPOINT:
+        if is_resume_state(path):  # no weights to export or import: its run folder's checkpoint is
+            return _run_folder_not_taken(path.parent, takes, pytorch)
         if checkpoint_model(path) is not None:  # vitc's own: exported as it is, or run in PyTorch
             make = f"`vitc export {path}` writes its ONNX file"
             return VitcError(f"{path} is a checkpoint, not {takes}: {make}{in_pytorch}")

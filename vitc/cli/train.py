@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from vitc._run_layout import BEST, CONFIG, RESUME, RunLayout, is_run_folder
+from vitc._run_layout import BEST, CONFIG, RunLayout, is_resume_state, is_run_folder
 from vitc._terminal import Fitted
 from vitc._text import shell_word
 from vitc.cli._console import console, library_warnings_printed
@@ -236,8 +236,7 @@ def _checkpoint_not_a_recipe(path: Path) -> str:
     is what `--resume` of its run folder continues, and no weights to start from (`--pretrained` refuses it):
     its run's best.safetensors is."""
     run = RunLayout(path.parent)
-    resume_state = path.name.startswith(Path(RESUME).stem + ".") and is_run_folder(run.folder)
-    if not resume_state:
+    if not is_resume_state(path):
         return f"{path} is a checkpoint, not a recipe: `vitc train --pretrained {path}` starts a new run from it"
     uses = [f"`vitc train --resume {run.folder}` continues that run"] if run.config.is_file() else []
     if run.best.is_file():

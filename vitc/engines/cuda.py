@@ -178,6 +178,9 @@ def _bytes_view(array: np.ndarray, nbytes: int) -> np.ndarray:
     return flat[:nbytes]
 
 
+_RETAINED: dict[tuple[Any, int], Any] = {}  # pycuda's primary context per (module, device), retained once
+
+
 class Cuda:
     """The CUDA calls the runner needs, on the bindings `choose_bindings` picks."""
 
@@ -210,19 +213,22 @@ class Cuda:
         if text and not text.isdigit():
             raise VitcError(f"CUDA_DEVICE={text!r} is not a device number (pycuda's choice of GPU, as 0 or 1)")
         self.device = int(text or 0)
-        device = self.call("Device", drv.Device, self.device)
-        context = self.call("Device.retain_primary_context", device.retain_primary_context)
+        context = _RETAINED.get((drv, self.device))
+        if context is None:
+            device = self.call("Device", drv.Device, self.device)
+            context = self.call("Device.retain_primary_context", device.retain_primary_context)
+            _RETAINED[(drv, self.device)] = context
         self.call("Context.push", context.push)
         self._context = context
 
     def close(self) -> None:
-        """Pop and release pycuda's primary context (cuda-python's runtime keeps its own: nothing to do)."""
+        """Pop pycuda's primary context (cuda-python's runtime keeps its own: nothing to do). It stays retained
+        for the process, as pycuda.autoprimaryctx keeps it: pycuda's detach of a primary context pushes it,
+        releases it and pops nothing (src/cpp/cuda.hpp, context::detach, primary_context::detach_internal),
+        which would leave a released context current."""
         context, self._context = self._context, None
         if context is not None:
-            try:
-                self.call("Context.pop", context.pop)
-            finally:
-                self.call("Context.detach", context.detach)  # cuDevicePrimaryCtxRelease
+            self.call("Context.pop", context.pop)
 
     def call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)`, a pycuda call, with its pycuda.driver.Error raised as a CudaError naming `name`."""

@@ -48,8 +48,12 @@ def make_pycuda(gpu: FakeGpu) -> dict[str, ModuleType]:
                 raise Error("cuCtxPopCurrent failed: invalid context")
             gpu.contexts.pop()
 
-        def detach(self) -> None:  # primary_context::detach_internal: cuDevicePrimaryCtxRelease
+        def detach(self) -> None:
+            """pycuda's context::detach of a primary context that is not current: cuCtxPushCurrent, then
+            primary_context::detach_internal (cuDevicePrimaryCtxRelease), which pops nothing."""
             if self.valid:
+                if not gpu.contexts or gpu.contexts[-1] is not self:
+                    gpu.contexts.append(self)
                 gpu.retained[self.ordinal] -= 1
                 self.valid = False
 

@@ -51,3 +51,23 @@ def test_an_8_5_build_killed_in_its_child_is_one_line(fake, export_dir: Path, tm
         "without a result: exit code -9 (SIGKILL: out of memory?)"
     )
     assert not list(tmp_path.glob("*.plan*"))
+
+
+def test_the_child_passes_no_file_descriptor_and_leaves_no_file(monkeypatch, tmp_path: Path) -> None:
+    """The result came back on an inherited pipe (`pass_fds`), which Windows' subprocess refuses with an
+    AssertionError (a traceback from `vitc build` on 8.5); it comes back in a file the parent names and removes.
+    A large result (a plan) comes back whole."""
+    import subprocess
+    import tempfile
+
+    popen = subprocess.Popen
+
+    def windows_popen(*args, **kwargs):
+        assert not kwargs.get("pass_fds"), "pass_fds not supported on Windows."  # CPython's Windows check
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", windows_popen)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    plan = os.urandom(3 << 20)
+    assert run_in_child(bytes, (plan,), "the copy") == plan
+    assert list(tmp_path.iterdir()) == []

@@ -10,17 +10,21 @@ gives all of it back when it exits.
 
 The child is started with `subprocess` (not multiprocessing, whose spawn re-runs a user's script without
 an `if __name__ == "__main__"` guard) on the parent's sys.path; it reads the function and its arguments
-pickled on stdin and writes the result, or the exception, pickled on a pipe of its own (stdout and stderr
-stay the user's: TensorRT's log goes there as in-process).
+pickled on stdin and writes the result, or the exception, pickled to a file the parent names (stdout and
+stderr stay the user's: TensorRT's log goes there as in-process). A file, not an inherited pipe: Windows
+passes no file descriptors (subprocess's pass_fds), and the plan is written once, streamed by pickle, and
+read once after the child has exited, never held twice by both processes.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from typing import Any, Callable, Tuple
 
 from vitc.errors import VitcError
@@ -32,7 +36,7 @@ BOOT = (
     "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
     "sys.path[:] = pickle.load(sys.stdin.buffer)\n"
     "from vitc.build.trt_child import serve\n"
-    "serve(int(sys.argv[1]))\n"
+    "serve(sys.argv[1])\n"
 )
 
 
@@ -40,18 +44,14 @@ def run_in_child(func: Callable[..., Any], args: Tuple[Any, ...], crashed: str) 
     """func(*args) in a new Python process: its return value, or its exception raised here (a VitcError as
     the same one line). A child that ends without a result (killed, out of memory, a crash in TensorRT) is
     `crashed` plus its exit code, one line. Ctrl-C (or SIGTERM, which vitc takes as Ctrl-C) stops it."""
-    readable, writable = os.pipe()
+    folder = tempfile.mkdtemp(prefix="vitc-build-")
+    result = os.path.join(folder, "result.pickle")
     try:
-        child = subprocess.Popen(
-            [sys.executable, "-c", BOOT, str(writable)], stdin=subprocess.PIPE, pass_fds=(writable,)
-        )
-    except OSError as exc:
-        os.close(readable)
-        raise VitcError(f"{crashed}: could not start it ({exc.strerror or exc})") from exc
-    finally:
-        os.close(writable)
-    try:
-        with os.fdopen(readable, "rb") as source:
+        try:
+            child = subprocess.Popen([sys.executable, "-c", BOOT, result], stdin=subprocess.PIPE)
+        except OSError as exc:
+            raise VitcError(f"{crashed}: could not start it ({exc.strerror or exc})") from exc
+        try:
             assert child.stdin is not None
             try:
                 pickle.dump(list(sys.path), child.stdin)
@@ -59,23 +59,25 @@ def run_in_child(func: Callable[..., Any], args: Tuple[Any, ...], crashed: str) 
                 child.stdin.close()
             except BrokenPipeError:  # it ended before reading: its exit code says why
                 pass
-            data = source.read()
-        code = child.wait()
+            code = child.wait()
+        finally:
+            if child.poll() is None:  # Ctrl-C or SIGTERM here
+                child.terminate()
+                child.wait()
+        try:
+            with open(result, "rb") as source:
+                kind, value = pickle.load(source)
+        except Exception:  # nothing, or part of a result: it died before or while writing it
+            raise VitcError(f"{crashed} ended without a result: exit code {code}{_signal_name(code)}") from None
     finally:
-        if child.poll() is None:  # Ctrl-C or SIGTERM here
-            child.terminate()
-            child.wait()
-    try:
-        kind, value = pickle.loads(data)
-    except Exception:  # nothing, or part of a result: it died before or while writing it
-        raise VitcError(f"{crashed} ended without a result: exit code {code}{_signal_name(code)}") from None
+        shutil.rmtree(folder, ignore_errors=True)
     if kind == "raise":
         raise value
     return value
 
 
-def serve(fd: int) -> None:
-    """The child's side: run what stdin names, write ("return", value) or ("raise", exception) to `fd`."""
+def serve(result: str) -> None:
+    """The child's side: run what stdin names, write ("return", value) or ("raise", exception) to `result`."""
     import traceback
 
     func, args = pickle.load(sys.stdin.buffer)
@@ -85,12 +87,13 @@ def serve(fd: int) -> None:
         if not isinstance(exc, VitcError):  # a bug: its traceback where the user sees it, as in-process
             traceback.print_exc()
         outcome = ("raise", exc)
-    try:
-        data = pickle.dumps(outcome)
-    except Exception as exc:  # an exception that does not pickle: its type and text
-        data = pickle.dumps(("raise", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]} ({exc})")))
-    with os.fdopen(fd, "wb") as sink:
-        sink.write(data)
+    with open(result, "wb") as sink:
+        try:
+            pickle.dump(outcome, sink, protocol=4)  # large bytes (the plan) are streamed, not copied first
+        except Exception as exc:  # an exception that does not pickle: its type and text
+            sink.seek(0)
+            sink.truncate()
+            pickle.dump(("raise", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]} ({exc})")), sink)
 
 
 def _signal_name(code: int) -> str:

@@ -408,4 +408,4 @@ def test_a_run_folder_without_best_is_said_to_be_one(tmp_path: Path, files: tupl
         run_checkpoint(run_dir)
     result = CliRunner().invoke(app, ["info", str(run_dir)], env={"COLUMNS": "400"})
     assert result.exit_code == 2 and result.output.strip() == f"error: {resolved.value}", result.output
-    assert "vitc train run folder without" in result.output and "manifest" not in result.output
+    assert "is a vitc train run folder" in result.output and "manifest" not in result.output

@@ -39,8 +39,8 @@ def _run_folder(root: Path, files: tuple[str, ...]) -> Path:
 def _said(files: tuple[str, ...], run: Path) -> str:
     if files == STOPPED_EARLY:
         return (
-            f"{run} is a vitc train run folder without a checkpoint yet (it stopped before its first epoch "
-            f"ended): `vitc train --resume {run}` continues it"
+            f"{run} is a vitc train run folder holding no checkpoint, only its resume state (a run stopped in its "
+            f"first epoch has no other): `vitc train --resume {run}` continues it"
         )
     return f"{run} is a vitc train run folder without best.safetensors: name {run / LAST}, its last epoch's checkpoint"
 

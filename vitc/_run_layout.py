@@ -94,7 +94,9 @@ def run_checkpoint(path: str | os.PathLike[str]) -> Path:
         raise VitcError(
             f"{path} is a vitc train run folder without {BEST}: name {layout.last}, its last epoch's checkpoint"
         )
-    raise VitcError(
-        f"{path} is a vitc train run folder without a checkpoint yet (it stopped before its first epoch ended): "
-        f"`vitc train --resume {path}` continues it"
-    )
+    if layout.resume.is_file():
+        raise VitcError(
+            f"{path} is a vitc train run folder holding no checkpoint, only its resume state (a run stopped in its "
+            f"first epoch has no other): `vitc train --resume {path}` continues it"
+        )
+    raise VitcError(f"{path} is a vitc train run folder holding no checkpoint (no {BEST}, {LAST} or {RESUME})")

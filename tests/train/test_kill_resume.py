@@ -26,9 +26,10 @@ FINAL_NAMES = {
 }
 
 
-def _command(overrides: dict[str, Any], resume: bool) -> list[str]:
+def _command(overrides: dict[str, Any], resume: bool, force: bool = False) -> list[str]:
     args = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-    return [sys.executable, "-m", "vitc.cli.main", "train", "-q", *(["--resume"] if resume else []), *args]
+    again = ["--resume"] if resume else ["--force"] if force else []
+    return [sys.executable, "-m", "vitc.cli.main", "train", "-q", *again, *args]
 
 
 def test_sigkill_at_random_moments_then_resume(tiny: dict[str, Any]) -> None:
@@ -41,7 +42,10 @@ def test_sigkill_at_random_moments_then_resume(tiny: dict[str, Any]) -> None:
     kills = 0
     for _ in range(30):  # kill until it finishes on its own (bounded)
         resume = (run_dir / "resume.safetensors").exists()
-        proc = subprocess.Popen(_command(tiny, resume), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # a kill between the first epoch's checkpoints and its resume state leaves a run nothing continues: a
+        # user starts it over (vitc train refuses to write over its checkpoints without --force)
+        force = not resume and any(run_dir.glob("*.safetensors"))
+        proc = subprocess.Popen(_command(tiny, resume, force), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             proc.wait(timeout=rng.uniform(2.0, 6.0) if kills < 4 else 300)
         except subprocess.TimeoutExpired:

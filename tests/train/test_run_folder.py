@@ -246,11 +246,17 @@ def test_ctrl_c_before_the_first_checkpoint_of_a_force_run_keeps_the_old_run(
 
 def test_a_folder_holding_only_a_best_checkpoint_is_a_run_that_is_not_overwritten(tmp_path: Path) -> None:
     """A folder with best.safetensors is a run folder to eval, export and info; training took it for a fresh
-    folder (no resume.safetensors) and wrote its checkpoints over the one there without --force."""
+    folder (no resume.safetensors) and wrote its checkpoints over the one there without --force. The refusal
+    offers no --resume, which has nothing to continue from there (a kill between the first epoch's checkpoints
+    and its resume state leaves such a folder)."""
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "best.safetensors").write_bytes(b"weights")
-    with pytest.raises(VitcError, match="already holds a run: --resume continues it, --force starts over"):
+    with pytest.raises(VitcError) as refused:
         RunFolder(tmp_path, "run").start(force=False, resume=False)
+    assert str(refused.value) == (
+        f"{tmp_path / 'run'} already holds a run's checkpoints but no resume state to continue from (stopped as its "
+        "first epoch was saved?): --force starts over, --name picks another"
+    )
     assert (tmp_path / "run" / "best.safetensors").read_bytes() == b"weights"
 
 

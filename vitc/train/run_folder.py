@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitc._run_layout import is_run_folder
+from vitc._run_layout import RunLayout, is_run_folder
 from vitc._text import shell_word
 from vitc.errors import VitcError
 
@@ -114,6 +114,9 @@ class RunFolder:
         else:
             refusal = (
                 f"{self.final} already holds a run: --resume continues it, --force starts over, --name picks another"
+                if RunLayout(self.final).resume.is_file()
+                else f"{self.final} already holds a run's checkpoints but no resume state to continue from (stopped as "
+                "its first epoch was saved?): --force starts over, --name picks another"
             )
             restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
             if restart != "0":  # the run this launch started, most likely: a restart repeats its command line

@@ -93,6 +93,8 @@ def test_more_cuda_processes_than_gpus_is_one_line(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
     with pytest.raises(VitcError) as raised:
         distributed.process_info("cuda")
     assert str(raised.value) == (
@@ -109,7 +111,8 @@ def test_cuda_processes_join_over_gloo_where_torch_has_no_nccl(monkeypatch: pyte
 
     joined: dict[str, str] = {}
     monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr(os, "environ", {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
+    ranks = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
+    monkeypatch.setattr(os, "environ", {**ranks, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"})
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: joined.update(device=str(index)))
     monkeypatch.setattr(dist, "is_nccl_available", lambda: False)

@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests import processes
+from vitc.errors import VitcError
 from vitc.train.agree import TRACEBACK_ELSEWHERE, prints_shared_errors
+from vitc.train.distributed import process_info
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120
+# what torchrun sets in each of 2 processes on one machine
+TORCHRUN_ENV = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+TORCHRUN_ENV |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
 # `torchrun … CRASH train`: the CLI, with a bug in local rank 1's start (inside the processes' start agreement)
 CRASH = """
 import os, sys
@@ -105,8 +110,43 @@ def test_a_crash_in_one_process_still_shows_its_traceback(tmp_path: Path) -> Non
 def test_who_prints_an_error_every_process_raises(
     env: dict[str, str], prints: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("WORLD_SIZE", "LOCAL_RANK", "VITC_NPROC"):
+    for name in (*TORCHRUN_ENV, "VITC_NPROC"):
         monkeypatch.delenv(name, raising=False)
+    for name, value in ({**TORCHRUN_ENV, "LOCAL_WORLD_SIZE": "4", "RANK": "3"} if env else {}).items():
+        monkeypatch.setenv(name, value)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert prints_shared_errors() is prints
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"WORLD_SIZE": "2"}, "environment variable RANK is not set, but WORLD_SIZE=2 makes this one of 2 processes"),
+        ({"WORLD_SIZE": "abc"}, "environment variable WORLD_SIZE='abc' is not a whole number of at least 1"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, "environment variable MASTER_ADDR is not set"),
+        ({**TORCHRUN_ENV, "RANK": "-1"}, "environment variable RANK='-1' is not a whole number of at least 0"),
+        ({**TORCHRUN_ENV, "LOCAL_RANK": "2"}, "environment variable LOCAL_RANK=2 is not below LOCAL_WORLD_SIZE=2"),
+        ({**TORCHRUN_ENV, "MASTER_PORT": "http"}, "environment variable MASTER_PORT='http' is not a whole number"),
+    ],
+)
+def test_odd_distributed_variables_are_one_line(
+    env: dict[str, str], said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyError or a ValueError traceback before, or a line that blamed another process (no MASTER_ADDR)."""
+    for name in (*TORCHRUN_ENV, "VITC_NPROC"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(VitcError, match=re.escape(said)):
+        process_info("cpu")
+    assert prints_shared_errors()  # its line is printed, by every process (each has its own environment)
+
+
+def test_a_rank_beyond_the_world_is_refused_before_the_rendezvous(tmp_path: Path) -> None:
+    """RANK=5 of 2 waited in torch's store connection without end, deaf to SIGTERM and Ctrl-C."""
+    env = {**os.environ, **TORCHRUN_ENV, "RANK": "5", "MASTER_PORT": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "vitc.cli.main", "train", "--set", f"run.out_dir={tmp_path}", "-q"]
+    done = processes.run(cmd, 60, cwd=tmp_path, env=env)
+    said = "error: environment variable RANK=5 is not below WORLD_SIZE=2: ranks count from 0\n"
+    assert (done.returncode, done.stderr) == (2, said), done.stdout + done.stderr

@@ -42,8 +42,49 @@ class NothingToResume(VitcError):
 
 
 def several_processes() -> bool:
-    """This process is one of several (torchrun's, or `vitc train --nproc`'s)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """This process is one of several (torchrun's, or `vitc train --nproc`'s), as its checked environment says."""
+    return process_env()[1] > 1
+
+
+def process_env() -> tuple[int, int, int]:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) as torchrun sets them, checked before any rendezvous: WORLD_SIZE=2 alone
+    ended in a KeyError's traceback, WORLD_SIZE=abc in a ValueError's, a missing MASTER_ADDR in a line that blamed
+    another process, and RANK=5 of 2 waited in torch's store connection without end, deaf to Ctrl-C."""
+    world = _whole("WORLD_SIZE", minimum=1, default="1")
+    if world == 1:
+        return 0, 1, 0
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        if not os.environ.get(name, "").strip():
+            raise VitcError(
+                f"environment variable {name} is not set, but WORLD_SIZE={world} makes this one of {world} "
+                f"processes: start them with torchrun or `vitc train --nproc {world}`, which set RANK, LOCAL_RANK, "
+                "MASTER_ADDR and MASTER_PORT (or unset WORLD_SIZE for one process)"
+            )
+    rank, local = _whole("RANK", minimum=0), _whole("LOCAL_RANK", minimum=0)
+    local_world = _whole("LOCAL_WORLD_SIZE", minimum=1, default=str(world))
+    port = _whole("MASTER_PORT", minimum=1)
+    if rank >= world or local >= local_world:
+        name, value, of, limit = (
+            ("RANK", rank, "WORLD_SIZE", world)
+            if rank >= world
+            else ("LOCAL_RANK", local, "LOCAL_WORLD_SIZE", local_world)
+        )
+        raise VitcError(f"environment variable {name}={value} is not below {of}={limit}: ranks count from 0")
+    if port > 65535:
+        raise VitcError(f"environment variable MASTER_PORT={port} is not a port (1 to 65535)")
+    return rank, world, local
+
+
+def _whole(name: str, minimum: int, default: str | None = None) -> int:
+    """The environment variable `name`, a whole number of at least `minimum`, else one line naming it and its value."""
+    text = os.environ.get(name, default)
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise VitcError(f"environment variable {name}={text!r} is not a whole number of at least {minimum}")
+    return value
 
 
 def launched_by_nproc() -> bool:
@@ -56,7 +97,11 @@ def prints_shared_errors() -> bool:
     itself): under torchrun the first process on each machine (LOCAL_RANK 0) does, as a machine's processes share
     its terminal (and each machine has its own), and the others exit with its code silently, where each printed the
     same line. Under `vitc train --nproc` every rank does: the launcher reads each one's output and says one line."""
-    return not several_processes() or launched_by_nproc() or os.environ.get("LOCAL_RANK", "0") == "0"
+    try:
+        several = several_processes()
+    except VitcError:  # the environment's own error (process_env), which every process prints
+        return True
+    return not several or launched_by_nproc() or os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 class Agreement:

@@ -18,7 +18,7 @@ from typing import IO, Any, TypeVar
 import torch
 
 from vitc.errors import VitcError
-from vitc.train.agree import LAUNCHER_ENV, TRACEBACK_ELSEWHERE
+from vitc.train.agree import LAUNCHER_ENV, TRACEBACK_ELSEWHERE, process_env
 
 T = TypeVar("T")
 
@@ -46,10 +46,10 @@ class DistInfo:
 def process_info(device_type: str) -> DistInfo:
     """This process's place in the run torchrun describes, its GPU chosen; the process group is joined later
     (`init_distributed`), once every process has said that it is ready to (vitc.train.agree)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world_size, local_rank = process_env()
     if world_size <= 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    info = DistInfo(rank, world_size, local_rank)
     if device_type == "cuda" and info.local_rank >= torch.cuda.device_count():  # one GPU per process
         per_machine = os.environ.get("LOCAL_WORLD_SIZE", str(info.local_rank + 1))
         gpus = torch.cuda.device_count()

@@ -14,6 +14,7 @@ class VitcError(Exception):
 
     exit_code = 2
     every_process = False  # raised alike by every process of a multi-process run: printed once per machine
+    said_elsewhere = False  # another process of this machine prints the same line: this one exits silently
 
 
 class CheckFailed(VitcError):

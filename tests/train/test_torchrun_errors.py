@@ -13,8 +13,9 @@ import pytest
 
 from tests import processes
 from vitc.errors import VitcError
-from vitc.train.agree import TRACEBACK_ELSEWHERE, prints_shared_errors
-from vitc.train.distributed import process_info
+from vitc.train.agree import PEER_ENDED, TRACEBACK_ELSEWHERE, prints_shared_errors
+from vitc.train.distributed import launch, process_info
+from vitc.train.peers import collective_failed
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120
@@ -35,6 +36,38 @@ if os.environ["LOCAL_RANK"] == "1":
 sys.argv[0] = "vitc"
 main()
 """
+
+# `torchrun … DIES train`: the CLI, whose rank 1 is killed (as the out-of-memory killer kills) as training begins
+DIES = """
+import os, signal, sys
+from vitc.train import loop
+from vitc.cli.main import main
+
+def killed(run, epoch):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if os.environ["RANK"] == "1":
+    loop._train_epoch = killed
+sys.argv[0] = "vitc"
+main()
+"""
+# a few seconds' run on the bundled digits
+TINY_DIGITS = [
+    "-m",
+    "deit_micro",
+    "--data",
+    "digits",
+    "--epochs",
+    "1",
+    "-b",
+    "32",
+    "-q",
+    "--set",
+    "data.image_size=16",
+    "--set",
+    "data.fraction=0.2",
+]
+TINY_DIGITS += ["--set", 'model.args={"depth": 1, "embed_dim": 32, "num_heads": 2}']
 
 
 def _torchrun(tmp_path: Path, *args: str) -> tuple[int, str, dict[int, int]]:
@@ -95,6 +128,55 @@ def test_a_crash_in_one_process_still_shows_its_traceback(tmp_path: Path) -> Non
     assert code != 0 and codes.get(1, 1) == 1 and codes.get(0, 2) in (2, -15), said
 
 
+def test_a_process_whose_peer_ended_says_one_line(tmp_path: Path) -> None:
+    """Rank 0's gradient exchange fails as rank 1 is killed: it printed gloo's "Connection reset by peer" in a
+    68-line traceback that buried the line saying why. torchrun looks at its processes every 3 s here, so that
+    rank 0 meets the closed connection before torchrun stops it."""
+    (tmp_path / "dies.py").write_text(DIES)
+    args = [
+        "--monitor-interval",
+        "3",
+        "dies.py",
+        "train",
+        *TINY_DIGITS,
+        "--set",
+        f"run.out_dir={tmp_path}",
+        "--name",
+        "x",
+    ]
+    code, said, codes = _torchrun(tmp_path, *args)
+    lines = re.findall(r"(?<!traceback : )error: .*", said)  # not torchrun's summary, which names it
+    resume = f"the same torchrun launch of vitc train --resume {tmp_path / 'x'}"
+    assert lines == [
+        f"error: {PEER_ENDED} during training (its output says why); continue from the last saved epoch with: {resume}"
+    ], said
+    assert said.count("Traceback (most recent call last)") == 1, said  # torchrun's own, before its summary
+    # rank 0 exits with 2 once it has said the line, unless torchrun's SIGTERM comes as it exits (-15)
+    assert code != 0 and codes.get(1) == -9 and codes.get(0) in (2, -15), said
+
+
+@pytest.mark.parametrize(
+    ("rank1", "said"),
+    [
+        ('echo "error: cannot read image c1/3.png" >&2; exit 2', "cannot read image c1/3.png"),
+        ('echo "RuntimeError: a bug" >&2; exit 1', "rank 1 of 2 exited with code 1; the other process was stopped"),
+    ],
+)
+def test_the_launcher_reports_the_process_that_ended_first(
+    rank1: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vitc train --nproc 2`: rank 0's line that another process ended (exit 2, as a rank's own error) is not the
+    cause the launcher reports; rank 1's line, or its exit, is."""
+    python = tmp_path / "python"  # a stand-in interpreter for every rank
+    rank0 = f'echo "error: {PEER_ENDED} during training (its output says why)" >&2; exit 2'
+    python.write_text(f'#!/bin/sh\nsleep 0.1\nif [ "$RANK" = 1 ]; then {rank1}; fi\nsleep 0.05; {rank0}\n')
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    with pytest.raises(VitcError) as stopped:
+        launch(["train"], nproc=2, poll_s=0.5)  # none has ended by the first look, both by the second
+    assert str(stopped.value).startswith(said), stopped.value
+
+
 @pytest.mark.parametrize(
     ("env", "prints"),
     [
@@ -150,3 +232,24 @@ def test_a_rank_beyond_the_world_is_refused_before_the_rendezvous(tmp_path: Path
     done = processes.run(cmd, 60, cwd=tmp_path, env=env)
     said = "error: environment variable RANK=5 is not below WORLD_SIZE=2: ranks count from 0\n"
     assert (done.returncode, done.stderr) == (2, said), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "peer"),
+    [
+        (RuntimeError("[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:19634."), True),
+        (
+            RuntimeError("[../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:23268: Connection reset by peer"),
+            True,
+        ),
+        ("DistBackendError", True),  # nccl's, by type
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),  # this process's own
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),  # a bug: its traceback
+    ],
+)
+def test_which_failures_are_a_peer_that_ended(error: object, peer: bool) -> None:
+    import torch.distributed as dist
+
+    if error == "DistBackendError":
+        error = dist.DistBackendError("NCCL communicator was aborted on rank 0")
+    assert collective_failed(error) is peer  # type: ignore[arg-type]

@@ -88,7 +88,7 @@ def handle_errors(fn: F) -> F:
             if debug or debug_enabled():
                 raise
             _print_key_table(exc)  # a process's own (a state-dict mismatch): an agreed error has none
-            print_error(str(exc), exc.exit_code, every_process=exc.every_process)
+            print_error(str(exc), exc.exit_code, every_process=exc.every_process, said_elsewhere=exc.said_elsewhere)
             raise typer.Exit(exc.exit_code) from None
         except (ImportError, OSError):  # a torch installed but broken (a JetPack wheel without its libraries)
             why = None if debug or debug_enabled() else broken_torch()
@@ -114,12 +114,15 @@ def broken_torch() -> Optional[str]:
     return None if why is None else needed_but_broken("torch", why)
 
 
-def print_error(message: str, code: int, every_process: bool = False) -> None:
+def print_error(message: str, code: int, every_process: bool = False, said_elsewhere: bool = False) -> None:
     """vitc's one `error:` line on stderr, for an error that ends the command with `code`. Under torchrun, an error
     `every_process` raises alike (the processes' agreed line, an error in the command line they share) is printed by
-    the first process on each machine alone (vitc.train.agree.prints_shared_errors), and every process records its
-    line for torchrun's summary."""
+    the first process on each machine alone (vitc.train.agree.prints_shared_errors), one `said_elsewhere` by another
+    process of the machine (vitc.train.peers: a stop's line, a peer's end), and every process records its line for
+    torchrun's summary."""
     _record_for_torchrun(f"error: {message}")
+    if said_elsewhere:  # the process that says it is stopping too, as torchrun is: no need to wait for it
+        return
     if every_process and not prints_shared_errors():
         _wait_to_be_stopped(code)
         return

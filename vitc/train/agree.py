@@ -32,6 +32,7 @@ SHARED_FOLDER = (
     "rank 0's run folder on each machine"
 )
 TRACEBACK_ELSEWHERE = "its traceback is in that process's output"  # a process's bug, named in the others' line
+PEER_ENDED = "another process of the run ended"  # a collective failed as it went (vitc.train.peers)
 _rounds: dict[str, itertools.count[int]] = {}  # each stage's agreements in this process: a key is used once
 LAUNCHER_ENV = "VITC_NPROC"  # set in the processes `vitc train --nproc N` starts (torchrun's are not)
 

@@ -18,7 +18,7 @@ from typing import IO, Any, TypeVar
 import torch
 
 from vitc.errors import VitcError
-from vitc.train.agree import LAUNCHER_ENV, TRACEBACK_ELSEWHERE, process_env
+from vitc.train.agree import LAUNCHER_ENV, PEER_ENDED, TRACEBACK_ELSEWHERE, process_env
 
 T = TypeVar("T")
 
@@ -420,8 +420,10 @@ def _cause(first: tuple[int, int], failed: list[tuple[int, int]], texts: list[st
     then failed on the closed connection and exited in the same instant."""
     if first[1] < 0:
         return first
-    said = [(rank, code) for rank, code in failed if code in OWN_LINE_CODES and _own_errors(texts[rank])]
-    return min(said) if said else first
+    # not one that says another process ended (vitc.train.peers): its peer's output says why
+    causes = [(rank, code) for rank, code in failed if not any(PEER_ENDED in line for line in _own_errors(texts[rank]))]
+    said = [(rank, code) for rank, code in causes if code in OWN_LINE_CODES and _own_errors(texts[rank])]
+    return min(said) if said else (first if first in causes or not causes else min(causes))
 
 
 def _show_named_traceback(line: str, texts: list[str]) -> None:

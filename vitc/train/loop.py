@@ -51,6 +51,7 @@ from vitc.train.distributed import (
 from vitc.train.evaluate import broadcast_state, evaluate_batches
 from vitc.train.finished import out_of_patience
 from vitc.train.optim import backbone_eval, lr_at
+from vitc.train.peers import collective_failed, peer_ended
 from vitc.train.records import checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder, resume_command
 from vitc.train.setup import Run, seed_streams, setup_run, stand_in_loss
@@ -117,6 +118,9 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
                 folder.release()
                 raise
         run: Run | None = None
+        # a process of several ending with its line: torchrun stops the others as one ends, and its SIGTERM in the
+        # teardown below would replace the line (or add "Exception ignored … KeyboardInterrupt" from a callback)
+        quiet = ExitStack()
         try:
             with ExitStack() as cleanup:
                 run = setup_run(
@@ -124,16 +128,19 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
                 )
                 return _train(run)
         except BaseException as exc:
+            if dist.enabled and isinstance(exc, VitcError):
+                quiet.enter_context(stop_signals_ignored())
             folder.discard()  # stopped before its first checkpoint: no half-made run folder is left behind
             if dist.enabled:  # the frames' locals (the Run, its DDP) are not kept alive past the process group
                 traceback.clear_frames(exc.__traceback__)
             raise
         finally:
-            folder.release()
-            if dist.enabled:  # DDP's reducer is dropped while the process group still holds gloo's backend: gloo's
-                run = None  # teardown deadlock (vitc.train.distributed.leave_process_group)
-                gc.collect()
-            shutdown(dist)
+            with quiet:
+                folder.release()
+                if dist.enabled:  # DDP's reducer is dropped while the process group still holds gloo's backend:
+                    run = None  # gloo's teardown deadlock (vitc.train.distributed.leave_process_group)
+                    gc.collect()
+                shutdown(dist)
 
 
 def _train(run: Run) -> RunResult:
@@ -152,6 +159,9 @@ def _train(run: Run) -> RunResult:
             if run.ctrl_c.stopped():  # under DDP, a collective failed as a peer stopped for the same Ctrl-C
                 with stop_signals_ignored():
                     _interrupted(run)
+            if run.dist.enabled and collective_failed(exc):  # another process ended: its output says why
+                with stop_signals_ignored():  # torchrun stops this one too: the line is said first
+                    raise peer_ended(resume_command(cfg, run.dist.world_size, launched_by_nproc())) from None
             reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, run.amp_dtype, run.run_dir, state.epoch))
         try:
             return _finish(run)

@@ -1,0 +1,66 @@
+"""What a process of a multi-process run says when another process ended first, and which process of a machine
+says a line that several would say alike.
+
+Under torchrun, when one process ends (its own error, a SIGTERM to it alone, the out-of-memory killer's SIGKILL)
+the others' next collective fails on the closed connection (gloo: "Connection closed by peer", "Connection reset
+by peer"; nccl: DistBackendError). That failure is not theirs: each surviving process printed it as a 68-line
+traceback that buried the one line saying why. Each now ends with one line that points to the process that ended;
+the first process of each machine to say a line prints it (its terminal), the others exit with its code silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from datetime import timedelta
+
+from vitc.errors import VitcError, gpu_failure
+from vitc.train.agree import PEER_ENDED, launched_by_nproc, several_processes
+
+STORE_WAIT_S = 5.0  # for the rendezvous store to count a line: gone with its machine, the line is printed anyway
+# gloo's words for a peer that has gone (its RuntimeError has no type of its own)
+_GLOO_PEER_GONE = re.compile(r"gloo.*(connection (closed|reset) by peer|read error|timed out)", re.IGNORECASE)
+
+
+def collective_failed(exc: BaseException) -> bool:
+    """`exc` is a collective failing as another process went away, not this process's own failure: torch's
+    distributed errors by type (DistError: nccl's DistBackendError, the store's, the network's), gloo's by its
+    words; a CUDA failure (out of memory, a lost GPU) stays this process's own."""
+    import torch.distributed as dist
+
+    if gpu_failure(exc, "", "") is not None:
+        return False
+    distributed_error = getattr(dist, "DistError", None)  # torch 2.1 on
+    return bool(distributed_error and isinstance(exc, distributed_error)) or bool(_GLOO_PEER_GONE.search(str(exc)))
+
+
+def peer_ended(resume: str) -> VitcError:
+    """The one line of a process whose collective failed as another ended (`resume`: the command that continues)."""
+    line = f"{PEER_ENDED} during training (its output says why); continue from the last saved epoch with: {resume}"
+    return said_once_per_machine(VitcError(line))
+
+
+def said_once_per_machine(error: VitcError) -> VitcError:
+    """`error`, marked `said_elsewhere` unless this process is the first of its machine to say its line."""
+    error.said_elsewhere = not first_to_say(str(error))
+    return error
+
+
+def first_to_say(line: str) -> bool:
+    """This process is the first of its machine (torchrun's GROUP_RANK) to say `line`, as counted on torchrun's
+    rendezvous store; True where that cannot be told: one process, `vitc train --nproc` (its launcher reads every
+    rank's output and says one line), a store that is gone or slow."""
+    if not several_processes() or launched_by_nproc():
+        return True
+    from vitc.train.distributed import rendezvous_store
+
+    machine = os.environ.get("GROUP_RANK", "0")
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    key = f"vitc/{restart}/said/{machine}/{hashlib.sha1(line.encode()).hexdigest()}"
+    try:
+        store = rendezvous_store()
+        store.set_timeout(timedelta(seconds=STORE_WAIT_S))
+        return int(store.add(key, 1)) == 1
+    except (RuntimeError, OSError):  # torch's store errors are RuntimeErrors (DistStoreError, DistNetworkError)
+        return True

@@ -51,6 +51,21 @@ if os.environ["RANK"] == "1":
 sys.argv[0] = "vitc"
 main()
 """
+# `torchrun … STOPPED train`: the CLI, whose every process is interrupted (Ctrl-C) as its second epoch begins
+STOPPED = """
+import os, signal, sys
+from vitc.train import loop
+from vitc.cli.main import main
+
+def interrupted(run, epoch, train_epoch=loop._train_epoch):
+    if epoch == 1:
+        os.kill(os.getpid(), signal.SIGINT)
+    train_epoch(run, epoch)
+
+loop._train_epoch = interrupted
+sys.argv[0] = "vitc"
+main()
+"""
 # a few seconds' run on the bundled digits
 TINY_DIGITS = [
     "-m",
@@ -153,6 +168,20 @@ def test_a_process_whose_peer_ended_says_one_line(tmp_path: Path) -> None:
     assert said.count("Traceback (most recent call last)") == 1, said  # torchrun's own, before its summary
     # rank 0 exits with 2 once it has said the line, unless torchrun's SIGTERM comes as it exits (-15)
     assert code != 0 and codes.get(1) == -9 and codes.get(0) in (2, -15), said
+
+
+def test_a_stop_every_process_says_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process: each printed `interrupted; continue with: …`, 8 lines on an 8-GPU machine."""
+    (tmp_path / "stopped.py").write_text(STOPPED)
+    args = ["stopped.py", "train", *TINY_DIGITS, "--epochs", "2", "--set", f"run.out_dir={tmp_path}", "--name", "x"]
+    code, said, codes = _torchrun(tmp_path, *args)
+    lines = re.findall(r"(?<!traceback : )error: .*", said)
+    assert lines == [
+        f"error: interrupted; continue with: the same torchrun launch of vitc train --resume {tmp_path / 'x'}"
+    ], said
+    assert said.count("Traceback (most recent call last)") == 1, said  # torchrun's own, before its summary
+    assert code != 0 and set(codes.values()) <= {130, -15}, said  # the silent one exits with the same code
+    assert (tmp_path / "x" / "resume.safetensors").is_file()
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ from vitc.train.distributed import (
 from vitc.train.evaluate import broadcast_state, evaluate_batches
 from vitc.train.finished import out_of_patience
 from vitc.train.optim import backbone_eval, lr_at
-from vitc.train.peers import collective_failed, peer_ended
+from vitc.train.peers import collective_failed, peer_ended, said_once_per_machine
 from vitc.train.records import checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder, resume_command
 from vitc.train.setup import Run, seed_streams, setup_run, stand_in_loss
@@ -179,7 +179,7 @@ def _stop(run: Run, rest: str) -> TrainingInterrupted:
     signal."""
     stopped = TrainingInterrupted(run.ctrl_c.said() + rest)
     stopped.exit_code = run.ctrl_c.exit_code
-    return stopped
+    return said_once_per_machine(stopped)  # under torchrun Ctrl-C stops every process alike: one line
 
 
 def _train_epoch(run: Run, epoch: int) -> None:

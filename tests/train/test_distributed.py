@@ -173,6 +173,9 @@ def test_a_process_whose_whole_batch_is_unreadable_still_steps(tmp_path: Path) -
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())
     assert summary["skipped_images"] == 3  # rank 0 read two of them: the epoch's count over both ranks
+    assert (
+        summary["processes"] == 2 == read_meta(tmp_path / "runs" / "ddp" / "best.safetensors").provenance["processes"]
+    )
 
 
 def test_the_default_batch_splits_evenly_over_the_processes() -> None:

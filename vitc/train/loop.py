@@ -81,6 +81,7 @@ class RunResult:
     timing: dict[str, float | None] = field(default_factory=dict)  # this session's StepMeter.summary()
     attention: list[dict[str, Any]] | None = None  # the formulations measured on a GPU (vitc.models.formulation)
     sync_bn: bool = False  # BatchNorm normalised over every process's batch (run.sync_bn under DDP)
+    processes: int = 1  # that trained it, in this session (DDP's world size), as the checkpoint's provenance says
     val_precision: str = "fp32"  # what validation ran in: the run's autocast ("bf16", "fp16"), else fp32
     resumes: list[dict[str, Any]] = field(default_factory=list)  # vitc.train.records.resume_record, each --resume
 
@@ -468,6 +469,7 @@ def _finish(run: Run) -> RunResult:
     result.timing = run.meter.summary()
     result.attention = run.run_info["attention"]
     result.sync_bn = run.sync_bn
+    result.processes = run.run_info["processes"]
     result.val_precision = run.run_info["val_precision"]
     result.resumes = run.run_info.get("resumes", [])
     if state.stopped_early and dist.is_main:  # the history is rank 0's

@@ -101,6 +101,7 @@ def summary_record(cfg: TrainConfig, result: RunResult) -> dict[str, Any]:
         "compile_seconds": result.compile_seconds,
         "attention": result.attention,  # per GPSA/SP-SA kind: the formulation chosen, and each one's time
         "sync_bn": result.sync_bn,  # run.sync_bn in effect: BatchNorm normalised over every process's batch
+        "processes": result.processes,  # as the checkpoint's provenance: DDP's world size
         "checkpoint": str(RunLayout(result.run_dir).best),
         "pretrained": cfg.model.pretrained,
         "resumes": result.resumes,  # each --resume: where it went on and the settings it changed

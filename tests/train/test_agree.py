@@ -195,7 +195,8 @@ def test_a_finished_run_is_left_as_it_is_by_every_machine_or_by_none(tmp_path: P
     done, seconds = _two_machines(tmp_path, [["runs/ddp", "--resume"], ["runs/ddp", "--resume"]])
     assert [result.returncode for result in done] == [0, 0], [result.stderr for result in done]
     assert done[0].stdout.startswith("run 'ddp' has finished its 1 epoch: val top-1 "), done[0].stdout
-    assert "(`the same torchrun launch of vitc train --resume runs/ddp --epochs N` with N > 1" in done[0].stdout
+    resume = "torchrun --nnodes 2 --nproc_per_node 1 --node_rank 0 <the rendezvous options this launch was given> -m "
+    assert f"(`{resume}vitc.cli.main train --resume runs/ddp --epochs N` with N > 1" in done[0].stdout
     assert done[1].stdout == "" and seconds < 90, (done[1].stdout, seconds)
     assert [snapshot(tmp_path / machine / "runs") for machine in ("machine0", "machine1")] == before
     (tmp_path / "machine1" / "runs" / "ddp" / "summary.json").unlink()  # as if it had stopped in its final test

@@ -482,7 +482,10 @@ def test_the_resume_command_keeps_the_processes() -> None:
 
     cfg = load_config(None, {"run.name": "x"})
     assert resume_command(cfg, 1, by_nproc=False) == "vitc train --resume train/runs/x"
-    assert resume_command(cfg, 2, by_nproc=False) == "the same torchrun launch of vitc train --resume train/runs/x"
+    assert (
+        resume_command(cfg, 2, by_nproc=False)
+        == "torchrun --nproc_per_node 2 -m vitc.cli.main train --resume train/runs/x"
+    )
     assert resume_command(cfg, 2, by_nproc=True) == "vitc train --resume train/runs/x --nproc 2"
 
 

@@ -161,7 +161,7 @@ def test_a_process_whose_peer_ended_says_one_line(tmp_path: Path) -> None:
     ]
     code, said, codes = _torchrun(tmp_path, *args)
     lines = re.findall(r"(?<!traceback : )error: .*", said)  # not torchrun's summary, which names it
-    resume = f"the same torchrun launch of vitc train --resume {tmp_path / 'x'}"
+    resume = f"torchrun --nproc_per_node 2 -m vitc.cli.main train --resume {tmp_path / 'x'}"
     assert lines == [
         f"error: {PEER_ENDED} during training (its output says why); continue from the last saved epoch with: {resume}"
     ], said
@@ -176,9 +176,8 @@ def test_a_stop_every_process_says_is_one_line(tmp_path: Path) -> None:
     args = ["stopped.py", "train", *TINY_DIGITS, "--epochs", "2", "--set", f"run.out_dir={tmp_path}", "--name", "x"]
     code, said, codes = _torchrun(tmp_path, *args)
     lines = re.findall(r"(?<!traceback : )error: .*", said)
-    assert lines == [
-        f"error: interrupted; continue with: the same torchrun launch of vitc train --resume {tmp_path / 'x'}"
-    ], said
+    resume = f"torchrun --nproc_per_node 2 -m vitc.cli.main train --resume {tmp_path / 'x'}"
+    assert lines == [f"error: interrupted; continue with: {resume}"], said
     assert said.count("Traceback (most recent call last)") == 1, said  # torchrun's own, before its summary
     assert code != 0 and set(codes.values()) <= {130, -15}, said  # the silent one exits with the same code
     assert (tmp_path / "x" / "resume.safetensors").is_file()
@@ -282,3 +281,20 @@ def test_which_failures_are_a_peer_that_ended(error: object, peer: bool) -> None
     if error == "DistBackendError":
         error = dist.DistBackendError("NCCL communicator was aborted on rank 0")
     assert collective_failed(error) is peer  # type: ignore[arg-type]
+
+
+def test_the_resume_command_is_torchruns_for_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said `the same torchrun launch of vitc train --resume RUN`: nothing to run or copy."""
+    from vitc.train.config import load_config
+    from vitc.train.run_folder import resume_command
+
+    cfg = load_config(None, {"run.name": "x", "run.out_dir": "runs"})
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setenv("GROUP_RANK", "1")
+    assert (
+        resume_command(cfg, 4, by_nproc=False) == "torchrun --nproc_per_node 4 -m vitc.cli.main train --resume runs/x"
+    )
+    assert resume_command(cfg, 8, by_nproc=False) == (
+        "torchrun --nnodes 2 --nproc_per_node 4 --node_rank 1 <the rendezvous options this launch was given> "
+        "-m vitc.cli.main train --resume runs/x"
+    )

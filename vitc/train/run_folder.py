@@ -203,8 +203,18 @@ def _lock(fd: int) -> None:
 
 def resume_command(cfg: TrainConfig, world_size: int, by_nproc: bool) -> str:
     """What continues the run: with as many processes (one would continue on one GPU, with other random
-    draws), launched as they were (`by_nproc`: by `vitc train --nproc`, else by torchrun where several)."""
-    command = f"vitc train --resume {shell_word(str(Path(cfg.run.out_dir) / cfg.run_name))}"
+    draws), launched as they were (`by_nproc`: by `vitc train --nproc`, else by torchrun where several: its
+    command for this machine, as README shows it; across machines the rendezvous options are the user's)."""
+    run = shell_word(str(Path(cfg.run.out_dir) / cfg.run_name))
+    command = f"vitc train --resume {run}"
     if by_nproc:
         return f"{command} --nproc {world_size}"
-    return f"the same torchrun launch of {command}" if world_size > 1 else command
+    if world_size <= 1:
+        return command
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    launch = f"torchrun --nproc_per_node {per_machine}"
+    if per_machine < world_size:
+        machine = os.environ.get("GROUP_RANK", "0")
+        launch = f"torchrun --nnodes {world_size // per_machine} --nproc_per_node {per_machine} --node_rank {machine}"
+        launch += " <the rendezvous options this launch was given>"
+    return f"{launch} -m vitc.cli.main train --resume {run}"

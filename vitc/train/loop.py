@@ -50,11 +50,12 @@ from vitc.train.distributed import (
 )
 from vitc.train.evaluate import broadcast_state, evaluate_batches
 from vitc.train.finished import out_of_patience
+from vitc.train.network import stand_in_loss
 from vitc.train.optim import backbone_eval, lr_at
 from vitc.train.peers import collective_failed, peer_ended, said_once_per_machine
 from vitc.train.records import checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder, resume_command
-from vitc.train.setup import Run, seed_streams, setup_run, stand_in_loss
+from vitc.train.setup import Run, seed_streams, setup_run
 from vitc.train.state import RankState, TrainState, remove_rank_states, rng_states, save_state, set_rng_states
 
 FEED_AHEAD = {"cuda": 1}  # batches augmented ahead, by device type (vitc.data.prefetch); a CPU takes each in turn

@@ -1,43 +1,48 @@
 """A training run set up: pretrained weights, data, model, optimiser, EMA, augmentation, the resumed
 state and the schedule, held in one `Run` that vitc.train.loop advances epoch by epoch; and the random
-streams each epoch and each DDP process draws from."""
+streams each epoch and each DDP process draws from.
+
+`setup_run` reads top to bottom as its steps, each a function below it in the same order: the pretrained
+weights, the model's input, the data, the model, the optimiser, the resumed state, the processes' agreement,
+the trained network (DDP, torch.compile), the schedule, the attention's formulation, the run folder's records.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from vitc._io import write_json
 from vitc._run_layout import RunLayout
 from vitc._terminal import PlainConsole
 from vitc.artifacts.model_cfg import ModelCfg
-from vitc.artifacts.preprocess import resolve_preprocess
 from vitc.checkpoint import require_pooled
-from vitc.data.feed import eval_fingerprint, open_feed
+from vitc.data.feed import MemoryFeed, StreamFeed, eval_fingerprint, open_feed
 from vitc.data.sampling import make_generator, samples_per_epoch
 from vitc.data.transforms import TrainAugment
 from vitc.errors import VitcError
 from vitc.models import create_model, get_model_cfg, model_cfg
-from vitc.models.layers import checkpoints_batchnorm
-from vitc.pretrained import inherited_preprocess, load_pretrained, read_pretrained
+from vitc.pretrained import Pretrained, inherited_preprocess, read_pretrained
 from vitc.train import report
 from vitc.train.agree import Agreement, NothingToResume, run_fingerprint
-from vitc.train.config import PREPROCESS_KEYS, TrainConfig, parse_auto_augment
+from vitc.train.config import TrainConfig, parse_auto_augment
 from vitc.train.defaults import repeats_note, resolve_for_data
-from vitc.train.device import choose_attention, pick_workers, precision_name
-from vitc.train.distributed import broadcast_from_main, init_distributed, sync_batchnorm
+from vitc.train.device import pick_workers, precision_name
+from vitc.train.distributed import DistInfo, broadcast_from_main, init_distributed
 from vitc.train.finished import out_of_patience
 from vitc.train.interrupt import CtrlC
 from vitc.train.meter import StepMeter
-from vitc.train.optim import ModelEma, backbone_eval, freeze_backbone, param_groups
+from vitc.train.network import build_model, model_args, run_preprocess, settle_attention, train_network
+from vitc.train.optim import ModelEma, param_groups
 from vitc.train.progress import EpochProgress
-from vitc.train.records import changed_settings, check_resumable, recorded_classes, recorded_model_args, resume_record
+from vitc.train.records import changed_settings, check_resumable, recorded_classes, resume_record
 from vitc.train.run_folder import RunFolder
 from vitc.train.state import RankState, TrainState, load_state
 
@@ -51,6 +56,9 @@ FUSED_ADAMW_ON = ("cuda",)
 # what a quiet run (show_progress=False) still has to say: logged, not printed (`vitc train -q` prints it)
 _log = logging.getLogger(__name__)
 
+Feed = MemoryFeed | StreamFeed
+Autocast = AbstractContextManager[None]  # torch.autocast at the run's precision, or nullcontext() in fp32
+
 
 @dataclass
 class Run:
@@ -60,16 +68,16 @@ class Run:
     cfg: TrainConfig
     started: float
     device: torch.device
-    dist: Any
+    dist: DistInfo
     amp_dtype: torch.dtype | None
     folder: RunFolder
-    feed: Any
+    feed: Feed
     model: torch.nn.Module
-    net: Any  # the model as trained: DDP-wrapped and/or torch.compiled
+    net: torch.nn.Module  # the model as trained: DDP-wrapped and/or torch.compiled
     sync_bn: bool  # its BatchNorms gather every process's batch statistics (run.sync_bn under DDP)
     optimizer: torch.optim.Optimizer
     ema: ModelEma | None
-    scaler: Any
+    scaler: torch.amp.GradScaler
     augment: TrainAugment
     aug_gen: torch.Generator
     run_info: dict[str, Any]
@@ -81,9 +89,9 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
-    schedule: Any
-    cast: Any
-    board: Any
+    schedule: list[tuple[float, float]]  # the planned learning rate as (epoch, lr), for the curves figure
+    cast: Autocast
+    board: report.TensorBoardLog | None
     progress: EpochProgress
     earlier: float  # a resumed run's time counts the sessions before this one
     counts_skipped: bool
@@ -101,13 +109,36 @@ class Run:
         return self.folder.final
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """How long the run is, in optimiser steps, and its learning rate over them."""
+
+    per_rank_batch: int
+    epoch_samples: int  # over every process: the train set, or what aug.repeats selects of its copies
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    schedule: list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class _Voice:
+    """Where setup's lines go: `shown` prints what rank 0 of a run that shows progress says (None elsewhere),
+    `say` prints where its caller decided to, `warn` writes a warning on stderr as every command's does (a
+    quiet run, or from Python: the vitc logger, stderr where logging is unconfigured)."""
+
+    say: Callable[[str], None]
+    warn: Callable[[str], None]
+    shown: Callable[[str], None] | None
+
+
 def setup_run(
     cfg: TrainConfig,
     resume: bool,
     show_progress: bool,
     started: float,
     device: torch.device,
-    dist: Any,
+    dist: DistInfo,
     amp_dtype: torch.dtype | None,
     folder: RunFolder,
     cleanup: ExitStack,
@@ -115,40 +146,100 @@ def setup_run(
 ) -> Run:
     """Pretrained weights, data, model, optimiser, EMA, augmentation, the resumed state, the schedule; under DDP
     the processes compare what they found (`agreement`) before they join the process group."""
-    run_dir = folder.final
-
-    # -- pretrained weights: read before anything is sized (a file can imply arguments: its depth, HF's act)
-    shown = (
-        PlainConsole(markup=False, highlight=False, soft_wrap=True).print if show_progress and dist.is_main else None
-    )
-    pretrained = (
-        read_pretrained(cfg.model.pretrained, cfg.model.name, shown) if cfg.model.pretrained and not resume else None
-    )
-    if pretrained is not None:
-        cfg.model.args = {**pretrained.args, **cfg.model.args}  # recorded in config.json: a resume rebuilds it
-        trained_at = pretrained.args.get("img_size")
-        if trained_at is not None and not cfg.data.image_size and show_progress and dist.is_main:
-            PlainConsole(markup=False, highlight=False, soft_wrap=True).print(
-                f"default: images at {trained_at}×{trained_at}, the size the weights were trained at "
-                "(--set data.image_size=N resamples them to another)"
-            )
-
+    voice = _voice(show_progress, dist)
+    pretrained = _read_pretrained(cfg, resume, voice)
     require_pooled(cfg.model.args, "model.args")
-    resume_file = RunLayout(run_dir).resume
+    resumed = _resume_file(folder, resume)
+    size, preprocess = _model_input(cfg, pretrained, resume, voice)
+    feed = _open_data(cfg, size, preprocess, device, dist, folder, resumed, voice, cleanup)
+    args = model_args(cfg, size, feed.num_classes)
+    model, synced = build_model(cfg, args, feed, pretrained, device, dist, resumed, voice.shown)
+    mean, std = get_model_cfg(model).mean, get_model_cfg(model).std
+    optimizer, ema, scaler = _optimiser(cfg, model, device, amp_dtype)
+    augment = _train_augment(cfg, feed, size, mean, std)
+    aug_gen = torch.Generator()
+    run_info = _run_info(cfg, args, feed, dist, amp_dtype, pretrained)
+    steps = _plan_steps(cfg, len(feed), dist.world_size)
+    state, saved = _resume(cfg, resumed, model, optimizer, ema, scaler, aug_gen, run_info, dist, steps)
+    if agreement is not None:  # the settings, the data and the resumed place alike in every process, or a stop
+        _agree(agreement, cfg, feed, state)
+    init_distributed(dist, device.type)
+    ddp = DistributedDataParallel(model) if dist.enabled else None
+    net = train_network(cfg, model, ddp)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    tell, chosen = voice.shown or (lambda _: None), saved.get("attention")  # a resume keeps the kernels it had
+    attention = settle_attention(cfg, model, ddp, steps.per_rank_batch, autocast, device, dist, tell, chosen)
+    run_info["attention"] = attention
+    in_place, board = _open_records(cfg, folder, dist, state, steps, resumed)
+    progress = EpochProgress(  # a quiet run's rank 0 logs its epoch lines (`vitc train -q` prints them)
+        enabled=show_progress and dist.is_main,
+        show_top5=feed.num_classes > 5,
+        every_s=cfg.log.interval_s,
+        logged=dist.is_main,
+    )
+    return Run(
+        cfg=cfg, started=started, device=device, dist=dist, amp_dtype=amp_dtype, folder=folder, feed=feed,
+        model=model, net=net, sync_bn=synced, optimizer=optimizer, ema=ema, scaler=scaler, augment=augment,
+        aug_gen=aug_gen, run_info=run_info, state=state, mean=mean, std=std,
+        per_rank_batch=steps.per_rank_batch, epoch_samples=steps.epoch_samples, steps_per_epoch=steps.steps_per_epoch,
+        total_steps=steps.total_steps, warmup_steps=steps.warmup_steps, schedule=steps.schedule,
+        cast=autocast, board=board, progress=progress, earlier=state.seconds,
+        counts_skipped=feed.streaming or cfg.data.name == "imagefolder", meter=StepMeter(device), in_place=in_place,
+    )  # fmt: skip
+
+
+def _voice(show_progress: bool, dist: DistInfo) -> _Voice:
+    """Setup's consoles: progress lines from rank 0 of a run that shows them, warnings from every process."""
+    say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
+    warn = PlainConsole(stderr=True, markup=False, highlight=False, soft_wrap=True).print
+    return _Voice(
+        say=say,
+        warn=warn if show_progress else _log.warning,
+        shown=say if show_progress and dist.is_main else None,
+    )
+
+
+def _read_pretrained(cfg: TrainConfig, resume: bool, voice: _Voice) -> Pretrained | None:
+    """--pretrained's weights, read before anything is sized: a file can imply arguments (its depth, HF's act),
+    which the run's own model.args override (recorded in config.json: a resume rebuilds it, from its own state)."""
+    if not cfg.model.pretrained or resume:
+        return None
+    assert cfg.model.name is not None  # resolved by vitc.train.defaults.resolve_defaults, as every model.name below
+    pretrained = read_pretrained(cfg.model.pretrained, cfg.model.name, voice.shown)
+    cfg.model.args = {**pretrained.args, **cfg.model.args}
+    trained_at = pretrained.args.get("img_size")
+    if trained_at is not None and not cfg.data.image_size and voice.shown:
+        voice.shown(
+            f"default: images at {trained_at}×{trained_at}, the size the weights were trained at "
+            "(--set data.image_size=N resamples them to another)"
+        )
+    return pretrained
+
+
+def _resume_file(folder: RunFolder, resume: bool) -> Path | None:
+    """The resume state a --resume continues from (None: a new run); a run folder without one stops here."""
+    resume_file = RunLayout(folder.final).resume
     if resume and not resume_file.is_file():
         raise NothingToResume(f"nothing to resume: {resume_file} does not exist")
-    # -- data: uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed)
+    return resume_file if resume else None
+
+
+def _model_input(cfg: TrainConfig, pretrained: Pretrained | None, resume: bool, voice: _Voice) -> tuple[int, ModelCfg]:
+    """The images' size and the evaluation transform the data is prepared with: the model's, a pretrained file's
+    over it, the run's own settings over both. Arguments that build no working model (depth 0, a dropout of 1,
+    an image size off the patch grid) stop here, before the data is read, with the model's one-line error."""
+    assert cfg.model.name is not None
     base_cfg = model_cfg(cfg.model.name, **cfg.model.args)
     size = cfg.data.image_size or base_cfg.input_size[1]
     if pretrained is not None:  # recorded in config.json: a resume, its checkpoints and exports keep it
         taken = inherited_preprocess(pretrained, cfg.model.name, cfg.model.args, size, vars(cfg.model))
         for key, value in taken.items():
             setattr(cfg.model, key, value)
-        if taken and shown:
+        if taken and voice.shown:
             settings = ", ".join(f"{key}={value}" for key, value in taken.items())
             source = pretrained.path.name if pretrained.source_format == "vitc checkpoint" else "its folder's records"
             uses = "mean and std normalise training and evaluation, crop_pct and crop_mode set the evaluation's crop"
-            shown(
+            voice.shown(
                 f"pretrained: {settings}, as {source} evaluated the weights ({uses}, as timm's train.py takes a "
                 f"model's pretrained_cfg; --set model.{next(iter(taken))}=… overrides)"
             )
@@ -158,20 +249,30 @@ def setup_run(
             f"model.args.drop_path_rate={cfg.model.args['drop_path_rate']!r} is not read: training sets the model's "
             "stochastic depth from model.drop_path_rate (--set model.drop_path_rate=RATE)"
         )
-    # arguments that build no working model (depth 0, a dropout of 1, an image size off the patch grid) stop
-    # before the data is read, with the model's one-line error
     with torch.device("meta"):
         create_model(cfg.model.name, **model_args(cfg, size, num_classes=2))
-    say = PlainConsole(markup=False, highlight=False, soft_wrap=True).print
-    # a warning on stderr, as every command's; from Python: the vitc logger (stderr where logging is unconfigured)
-    warn = PlainConsole(stderr=True, markup=False, highlight=False, soft_wrap=True).print
-    warn = warn if show_progress else _log.warning
+    return size, base_cfg
+
+
+def _open_data(
+    cfg: TrainConfig,
+    size: int,
+    preprocess: ModelCfg,
+    device: torch.device,
+    dist: DistInfo,
+    folder: RunFolder,
+    resumed: Path | None,
+    voice: _Voice,
+    cleanup: ExitStack,
+) -> Feed:
+    """uint8 batches at the model's input size, held in memory or streamed (vitc.data.feed); the batch size
+    and learning rate then fit to the data's size (vitc.train.defaults), and said so."""
     feed, data_note = open_feed(
         cfg.data,
         size=size,
-        crop_pct=base_cfg.crop_pct,
-        crop_mode=base_cfg.crop_mode,
-        in_chans=base_cfg.input_size[0],
+        crop_pct=preprocess.crop_pct,
+        crop_mode=preprocess.crop_mode,
+        in_chans=preprocess.input_size[0],
         seed=cfg.run.seed,
         crop_scale=tuple(cfg.aug.crop_scale),  # type: ignore[arg-type]
         flip_prob=0.5 if cfg.aug.flip else 0.0,
@@ -179,53 +280,41 @@ def setup_run(
         workers=pick_workers(cfg.run.workers, device, dist.on_this_machine),  # the cores are per machine
         pin_memory=device.type == "cuda",
         index_cache=folder.path / "index.json" if dist.is_main else None,
-        report=warn,
+        report=voice.warn,
         main=dist.is_main,
-        recorded=recorded_classes(resume_file) if resume else None,  # its head's rows, in the order it ran
+        recorded=recorded_classes(resumed) if resumed is not None else None,  # its head's rows, in the order it ran
     )
     cleanup.callback(feed.close)  # worker processes end with the run, however it ends
-    if show_progress and dist.is_main and feed.streaming:
+    if voice.shown and feed.streaming:
         PlainConsole().print(data_note, highlight=False, markup=False)
     fitted, warnings = resolve_for_data(cfg, len(feed), dist.world_size)  # batch and lr fit to the data size
     if dist.is_main:
-        for note in fitted if show_progress else ():
-            say(f"default: {note}")
-        for warning in warnings if not resume else ():
-            warn(f"warning: {warning}")
-        if cfg.aug.repeats and show_progress:
-            say(repeats_note(len(feed), dist.world_size, cfg.aug.repeats))
+        for note in fitted if voice.shown else ():
+            voice.say(f"default: {note}")
+        for warning in warnings if resumed is None else ():
+            voice.warn(f"warning: {warning}")
+        if cfg.aug.repeats and voice.shown:
+            voice.say(repeats_note(len(feed), dist.world_size, cfg.aug.repeats))
+    return feed
 
-    # -- model, optimiser, EMA; the classifier is sized by the data
-    if feed.num_classes < 2:
-        raise VitcError(f"{cfg.data.name} has {feed.num_classes} class; a classifier needs at least 2")
-    asked = cfg.model.args.get("num_classes")
-    recorded = recorded_model_args(resume_file).get("num_classes") if resume else None  # a run from before this check
-    if asked is not None and (type(asked) is not int or asked != feed.num_classes) and asked != recorded:
-        raise VitcError(
-            f"model.args.num_classes={asked!r}, but {cfg.data.name} has {feed.num_classes} classes: the classifier "
-            "is sized by the data (drop the setting)"
-        )
-    torch.manual_seed(cfg.run.seed)
-    args = model_args(cfg, size, feed.num_classes)
-    model = create_model(cfg.model.name, **args).to(device)
-    model.vitc_cfg = run_preprocess(get_model_cfg(model), cfg)  # what its checkpoints record, and exports read
-    model.set_grad_checkpointing(cfg.run.grad_checkpointing)
-    if pretrained is not None:
-        note = load_pretrained(model, pretrained, feed.class_names)
-        if show_progress and dist.is_main:
-            PlainConsole(markup=False, highlight=False, soft_wrap=True).print(note)
-    frozen = cfg.optim.freeze == "backbone"
-    if frozen:
-        freeze_backbone(model)
-    synced, note = sync_batchnorm(model, dist, frozen, device.type) if cfg.run.sync_bn else (False, "")
-    if note and show_progress and dist.is_main:
-        say(note)
-    mean, std = get_model_cfg(model).mean, get_model_cfg(model).std
+
+def _optimiser(
+    cfg: TrainConfig, model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None
+) -> tuple[torch.optim.AdamW, ModelEma | None, torch.amp.GradScaler]:
+    """AdamW over the model's parameter groups (weight decay, layer decay), its EMA, fp16's loss scaler."""
+    assert cfg.optim.lr is not None and cfg.optim.layer_decay is not None  # resolved by vitc.train.defaults
     groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, fused=device.type in FUSED_ADAMW_ON or None)
     ema = ModelEma(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    augment = TrainAugment(
+    return optimizer, ema, scaler
+
+
+def _train_augment(
+    cfg: TrainConfig, feed: Feed, size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> TrainAugment:
+    """The batch's augmentation on the device: crops and flips of an in-memory set, mixup, cutmix, erasing."""
+    return TrainAugment(
         num_classes=feed.num_classes,
         mean=mean,
         std=std,
@@ -242,8 +331,18 @@ def setup_run(
         crop_size=size if feed.whole_images else None,  # an in-memory image folder's photos are kept whole
         train_interpolation=cfg.aug.train_interpolation,
     )
-    aug_gen = torch.Generator()
-    run_info = {
+
+
+def _run_info(
+    cfg: TrainConfig,
+    args: dict[str, Any],
+    feed: Feed,
+    dist: DistInfo,
+    amp_dtype: torch.dtype | None,
+    pretrained: Pretrained | None,
+) -> dict[str, Any]:
+    """What the checkpoints and summary.json record of the run, and a resume checks it continues."""
+    return {
         "model": cfg.model.name,
         "args": args,
         "config": cfg.to_dict(),
@@ -254,128 +353,82 @@ def setup_run(
         "pretrained": pretrained.provenance if pretrained else None,
     }
 
-    # -- resume: weights, moments, EMA, RNG streams, position in the epoch
-    epoch_samples = samples_per_epoch(len(feed), dist.world_size, cfg.aug.repeats)
-    steps_per_epoch = max(1, epoch_samples // cfg.optim.batch_size)
-    state = TrainState()
-    saved: dict[str, Any] = {}  # the run info of a resumed run's first session
-    if resume:
-        path = resume_file
-        check_resumable(path, run_info)
-        state, saved = load_state(path, model, optimizer, ema.module if ema else None, {"aug": aug_gen}, scaler)
-        run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
-        changed = changed_settings(saved.get("config") or {}, run_info["config"])
-        run_info["resumes"] = [*saved.get("resumes", []), resume_record(state.epoch, state.step_in_epoch, changed)]
-        # a run that stopped early continues when --resume changes its patience or length
-        state.stopped_early = out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
-        processes = saved.get("processes")
-        if not dist.is_main and not _resume_own_part(path, state, dist, aug_gen, processes, steps_per_epoch):
-            state.partial = {key: 0.0 for key in state.partial}  # rank 0's: summed over every rank they count N times
-            if state.step_in_epoch:  # and its random streams, which this process must not replay
-                seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
-    if agreement is not None:  # the settings, the data and the resumed place alike in every process, or a stop
-        position = [state.epoch, state.step_in_epoch]
-        eval_sets = eval_fingerprint(cfg.data, feed) if agreement.enabled else {}  # one process: nothing to compare
-        agreement.settle(run_fingerprint(cfg.to_dict(), feed.class_names, len(feed), position, eval_sets))
-    init_distributed(dist, device.type)
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else None
-    net: Any = model if ddp is None else ddp
-    recomputed_bn = cfg.run.grad_checkpointing and not frozen and checkpoints_batchnorm(model)  # frozen: eval mode
-    if cfg.run.compile == "eager" and recomputed_bn:
-        raise VitcError(  # dynamo's eager backend recomputes the block's BatchNorm update in place: autograd refuses
-            f"run.compile=eager cannot recompute {cfg.model.name}'s BatchNorm blocks under run.grad_checkpointing "
-            "(an in-place update of their statistics): use run.compile=aot_eager, the debugging backend that can"
-        )
-    if cfg.run.compile != "off":  # the training forward only: evaluation and checkpoints use `model` as it is
-        mode = {} if cfg.run.compile_mode == "default" else {"mode": cfg.run.compile_mode}
-        net = torch.compile(net, backend=cfg.run.compile, **mode)
 
-    per_rank_batch = cfg.optim.batch_size // dist.world_size
+def _plan_steps(cfg: TrainConfig, train_images: int, world_size: int) -> _Steps:
+    """Steps per epoch, in all and of warm-up, from the batch size the data fitted, and the planned lr."""
+    batch_size, warmup_epochs = cfg.optim.batch_size, cfg.optim.warmup_epochs
+    assert batch_size is not None and warmup_epochs is not None and cfg.optim.lr is not None  # vitc.train.defaults
+    epoch_samples = samples_per_epoch(train_images, world_size, cfg.aug.repeats)
+    steps_per_epoch = max(1, epoch_samples // batch_size)
     total_steps = cfg.optim.epochs * steps_per_epoch
-    warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
+    warmup_steps = warmup_epochs * steps_per_epoch
     schedule = report.lr_schedule(
         total_steps, warmup_steps, cfg.optim.lr, cfg.optim.min_lr, steps_per_epoch, warmup_lr=cfg.optim.warmup_lr
     )
-    cast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    tell = say if show_progress and dist.is_main else lambda _: None
-    pinned, chosen = "attn_impl" in cfg.model.args, saved.get("attention")  # a resume keeps the kernels it had
-    run_info["attention"] = choose_attention(model, pinned, per_rank_batch, cast, tell, dist, chosen)
-    if ddp is not None:  # after the attention's formulation is set: its backward orders the buckets
-        lay_out_buckets(ddp, model, cfg.optim.freeze, cast, device)
+    return _Steps(batch_size // world_size, epoch_samples, steps_per_epoch, total_steps, warmup_steps, schedule)
+
+
+def _resume(
+    cfg: TrainConfig,
+    resumed: Path | None,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: ModelEma | None,
+    scaler: torch.amp.GradScaler,
+    aug_gen: torch.Generator,
+    run_info: dict[str, Any],
+    dist: DistInfo,
+    steps: _Steps,
+) -> tuple[TrainState, dict[str, Any]]:
+    """Where the run stands, and the run info of its first session ({} for a new run): a resume loads the
+    weights, moments, EMA, random streams and position in the epoch, and adds itself to `run_info`'s resumes."""
+    if resumed is None:
+        return TrainState(), {}
+    check_resumable(resumed, run_info)
+    state, saved = load_state(resumed, model, optimizer, ema.module if ema else None, {"aug": aug_gen}, scaler)
+    run_info["pretrained"] = saved.get("pretrained")  # the weights came from the resume file, not from there
+    changed = changed_settings(saved.get("config") or {}, run_info["config"])
+    run_info["resumes"] = [*saved.get("resumes", []), resume_record(state.epoch, state.step_in_epoch, changed)]
+    # a run that stopped early continues when --resume changes its patience or length
+    state.stopped_early = out_of_patience(state.history, cfg.optim.patience, cfg.optim.epochs)
+    processes = saved.get("processes")
+    if not dist.is_main and not _resume_own_part(resumed, state, dist, aug_gen, processes, steps.steps_per_epoch):
+        state.partial = {key: 0.0 for key in state.partial}  # rank 0's: summed over every rank they count N times
+        if state.step_in_epoch:  # and its random streams, which this process must not replay
+            seed_streams(aug_gen, cfg.run.seed, state.epoch, dist.rank, state.step_in_epoch)
+    return state, saved
+
+
+def _agree(agreement: Agreement, cfg: TrainConfig, feed: Feed, state: TrainState) -> None:
+    """Every process compares its settings, data and resumed place with the others' (one: nothing to compare)."""
+    position = [state.epoch, state.step_in_epoch]
+    eval_sets = eval_fingerprint(cfg.data, feed) if agreement.enabled else {}
+    agreement.settle(run_fingerprint(cfg.to_dict(), feed.class_names, len(feed), position, eval_sets))
+
+
+def _open_records(
+    cfg: TrainConfig, folder: RunFolder, dist: DistInfo, state: TrainState, steps: _Steps, resumed: Path | None
+) -> tuple[bool, report.TensorBoardLog | None]:
+    """Rank 0 writes config.json, and a resumed run's logs of exactly the epochs it is past
+    (vitc.train.loop._record_epoch), into the run folder; whether it writes in place (the other processes
+    are told), and its TensorBoard log (resumed: records past the resume point are hidden, purged)."""
     if dist.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
         for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
             stale.unlink()
         write_json(RunLayout(folder.path).config, cfg.to_dict())
-        if state.history:  # resumed: the logs of exactly the epochs it is past (vitc.train.loop._record_epoch)
-            report.write_history(state.history, folder.path, cfg, schedule)
+        if state.history:
+            report.write_history(state.history, folder.path, cfg, steps.schedule)
     in_place = broadcast_from_main(dist, folder.path == folder.final)  # the other processes write beside it
     board = None
-    if cfg.log.tensorboard and dist.is_main:  # resumed: records past the resume point are hidden (purged)
-        purge = tensorboard_purge_step(state) if resume else None
+    if cfg.log.tensorboard and dist.is_main:
+        purge = tensorboard_purge_step(state) if resumed is not None else None
         board = report.TensorBoardLog(RunLayout(folder.path).tensorboard, purge)
-    progress = EpochProgress(  # a quiet run's rank 0 logs its epoch lines (`vitc train -q` prints them)
-        enabled=show_progress and dist.is_main,
-        show_top5=feed.num_classes > 5,
-        every_s=cfg.log.interval_s,
-        logged=dist.is_main,
-    )
-    return Run(
-        cfg=cfg,
-        started=started,
-        device=device,
-        dist=dist,
-        amp_dtype=amp_dtype,
-        folder=folder,
-        feed=feed,
-        model=model,
-        net=net,
-        sync_bn=synced,
-        optimizer=optimizer,
-        ema=ema,
-        scaler=scaler,
-        augment=augment,
-        aug_gen=aug_gen,
-        run_info=run_info,
-        state=state,
-        mean=mean,
-        std=std,
-        per_rank_batch=per_rank_batch,
-        epoch_samples=epoch_samples,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-        warmup_steps=warmup_steps,
-        schedule=schedule,
-        cast=cast,
-        board=board,
-        progress=progress,
-        earlier=state.seconds,
-        counts_skipped=feed.streaming or cfg.data.name == "imagefolder",
-        meter=StepMeter(device),
-        in_place=in_place,
-    )
-
-
-def model_args(cfg: TrainConfig, size: int, num_classes: int) -> dict[str, Any]:
-    """The constructor arguments a run builds its model with: model.args, a head for the data's classes, the
-    run's drop-path rate (model.drop_path_rate) and its image size where data.image_size sets one."""
-    args = {**cfg.model.args, "num_classes": num_classes, "drop_path_rate": cfg.model.drop_path_rate}
-    if cfg.data.image_size:
-        args["img_size"] = size
-    return args
-
-
-def run_preprocess(model_cfg: ModelCfg, cfg: TrainConfig) -> ModelCfg:
-    """`model_cfg` with the evaluation transform the run sets (model.mean, model.std, model.crop_pct,
-    model.crop_mode), checked against its channels; as it is where the run sets none."""
-    given = {key: getattr(cfg.model, key) for key in PREPROCESS_KEYS if getattr(cfg.model, key) is not None}
-    if not given:
-        return model_cfg
-    return model_cfg.evaluated_by(resolve_preprocess(given, None, model_cfg.to_record(), source="config key model"))
+    return in_place, board
 
 
 def _resume_own_part(
-    path: Path, state: TrainState, dist: Any, aug_gen: torch.Generator, processes: Any, steps_per_epoch: int
+    path: Path, state: TrainState, dist: DistInfo, aug_gen: torch.Generator, processes: int | None, steps_per_epoch: int
 ) -> bool:
     """A DDP process other than rank 0 resumed within an epoch: its own random streams and running sums,
     saved beside rank 0's file (vitc.train.state). Under another number of processes than saved them it
@@ -393,41 +446,6 @@ def _resume_own_part(
             "uninterrupted one"
         )
     return False
-
-
-@contextmanager
-def stand_in_loss(
-    net: Any, model: torch.nn.Module, freeze: str, cast: Any, device: torch.device
-) -> Iterator[torch.Tensor]:
-    """A zero loss that reaches every trained parameter, from blank images through `net` in eval mode (no
-    BatchNorm statistics from a stand-in, no random draws); train mode again once its backward has run.
-    Two images: from one, the class token's gradient is a strided view of the tokens', and DDP warns that
-    it does not match its bucket's layout."""
-    net.eval()
-    try:
-        with cast:
-            stand_in = torch.zeros(2, *get_model_cfg(model).input_size, device=device)
-            loss = net(stand_in).float().sum() * 0.0
-        yield loss
-    finally:
-        net.train()
-        if freeze == "backbone":
-            backbone_eval(model)
-
-
-def lay_out_buckets(ddp: Any, model: torch.nn.Module, freeze: str, cast: Any, device: torch.device) -> None:
-    """Run DDP's first backward on a stand-in, so that every session trains on the buckets it lays out.
-
-    DDP sums its first backward's gradients in one bucket in the parameters' order, then rebuilds its
-    buckets in the order the gradients became ready. Over 3 or more processes a gradient's place in its
-    bucket decides its chunk of the ring all-reduce, and so the order the processes' values are added in:
-    a resumed session's first step, on the first layout, summed otherwise than the uninterrupted run's
-    step there (weights about 1e-6 apart at the end). Each session now starts from this same backward:
-    one forward and backward of two images; the steps keep DDP's rebuilt buckets and their sizes, so the
-    all-reduce overlaps the backward as before."""
-    with stand_in_loss(ddp, model, freeze, cast, device) as loss:
-        loss.backward()
-    model.zero_grad(set_to_none=True)
 
 
 def seed_streams(aug_gen: torch.Generator, seed: int, epoch: int, rank: int, step: int = 0) -> None:

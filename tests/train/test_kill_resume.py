@@ -42,9 +42,8 @@ def test_sigkill_at_random_moments_then_resume(tiny: dict[str, Any]) -> None:
     kills = 0
     for _ in range(30):  # kill until it finishes on its own (bounded)
         resume = (run_dir / "resume.safetensors").exists()
-        # a kill between the first epoch's checkpoints and its resume state leaves a run nothing continues: a
-        # user starts it over (vitc train refuses to write over its checkpoints without --force)
-        force = not resume and any(run_dir.glob("*.safetensors"))
+        # killed between the first epoch's checkpoints and its resume state: nothing to resume, --force starts over
+        force = not resume and any((run_dir / name).exists() for name in ("best.safetensors", "last.safetensors"))
         proc = subprocess.Popen(_command(tiny, resume, force), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             proc.wait(timeout=rng.uniform(2.0, 6.0) if kills < 4 else 300)

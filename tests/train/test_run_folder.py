@@ -251,12 +251,8 @@ def test_a_folder_holding_only_a_best_checkpoint_is_a_run_that_is_not_overwritte
     and its resume state leaves such a folder)."""
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "best.safetensors").write_bytes(b"weights")
-    with pytest.raises(VitcError) as refused:
-        RunFolder(tmp_path, "run").start(force=False, resume=False)
-    assert str(refused.value) == (
-        f"{tmp_path / 'run'} already holds a run's checkpoints but no resume state to continue from (stopped as its "
-        "first epoch was saved?): --force starts over, --name picks another"
-    )
+    with pytest.raises(VitcError, match=r"holds checkpoints but no resume state \(.*\): --force starts over"):
+        RunFolder(tmp_path, "run").start(force=False, resume=False)  # not --resume: it has nothing to continue
     assert (tmp_path / "run" / "best.safetensors").read_bytes() == b"weights"
 
 
@@ -272,3 +268,18 @@ def test_a_run_refused_after_torchruns_restart_says_why(tmp_path: Path, monkeypa
         "(torchrun's restart 1 of this launch repeats its command line, which no vitc train command survives: "
         "launch with --max-restarts 0 and continue a stopped run with --resume)"
     )
+
+
+def test_a_run_without_its_resume_state_is_told_to_start_over_not_to_resume(
+    finished: tuple[dict[str, Any], Path],
+) -> None:
+    """A SIGKILL between the first epoch's checkpoints and its resume state left a folder that `vitc train` refused
+    with "--resume continues it", and that --resume refused as "nothing to resume": both now say --force."""
+    overrides, run_dir = finished
+    (run_dir / "resume.safetensors").unlink()
+    for resume in ([], ["--resume"]):
+        result = runner.invoke(app, ["train", "-q", *resume, *_set(overrides)])
+        said = result.output.strip()
+        assert result.exit_code == 2 and len(said.splitlines()) == 1, result.output
+        assert "no resume state" in said and "--force starts over" in said and "--resume continues" not in said, said
+    assert (run_dir / "best.safetensors").is_file()  # nothing was removed

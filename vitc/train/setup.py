@@ -20,7 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vitc._io import write_json
-from vitc._run_layout import RunLayout
+from vitc._run_layout import RunLayout, is_run_folder
 from vitc._terminal import PlainConsole
 from vitc.artifacts.model_cfg import ModelCfg
 from vitc.checkpoint import require_pooled
@@ -43,7 +43,7 @@ from vitc.train.network import build_model, model_args, run_preprocess, settle_a
 from vitc.train.optim import ModelEma, param_groups
 from vitc.train.progress import EpochProgress
 from vitc.train.records import changed_settings, check_resumable, recorded_classes, resume_record
-from vitc.train.run_folder import RunFolder
+from vitc.train.run_folder import NO_RESUME_STATE, RunFolder
 from vitc.train.state import RankState, TrainState, load_state
 
 _AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
@@ -220,6 +220,8 @@ def _resume_file(folder: RunFolder, resume: bool) -> Path | None:
     """The resume state a --resume continues from (None: a new run); a run folder without one stops here."""
     resume_file = RunLayout(folder.final).resume
     if resume and not resume_file.is_file():
+        if is_run_folder(folder.final):
+            raise NothingToResume(f"nothing to resume: {folder.final} holds {NO_RESUME_STATE}")
         raise NothingToResume(f"nothing to resume: {resume_file} does not exist")
     return resume_file if resume else None
 

@@ -284,3 +284,44 @@ def test_two_runs_in_one_process_under_torchruns_store(tmp_path: Path) -> None:
     agent = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}  # torch 2.5 reads the count
     outputs = _library_script(tmp_path, TWICE, store.port, agent)
     assert [out.splitlines()[-1] for out in outputs] == ["trained twice"] * 2
+
+
+def test_a_store_that_does_not_answer_leaves_the_line_to_this_process(monkeypatch) -> None:
+    """The store's timeout does not bound `add` (a machine gone without a reset blocks it for minutes, while the
+    process ignores stop signals to say its line): after STORE_WAIT_S the process says the line itself."""
+    import threading
+    import time
+
+    from vitc.train import distributed, peers
+
+    release = threading.Event()
+
+    class Hung:
+        def add(self, key: str, amount: int) -> int:
+            release.wait(30)
+            return 2
+
+    monkeypatch.setattr(peers, "several_processes", lambda: True)
+    monkeypatch.setattr(peers, "launched_by_nproc", lambda: False)
+    monkeypatch.setattr(distributed, "rendezvous_store", lambda: Hung())
+    monkeypatch.setattr(peers, "STORE_WAIT_S", 0.2)
+    started = time.perf_counter()
+    try:
+        assert peers.first_to_say("error: a line") is True
+        assert time.perf_counter() - started < 5
+    finally:
+        release.set()
+
+
+def test_a_peer_ended_line_offers_resume_only_where_a_resume_state_was_saved(monkeypatch) -> None:
+    from vitc.train import peers
+
+    monkeypatch.setattr(peers, "first_to_say", lambda line: True)
+    command = "torchrun --nproc_per_node 2 -m vitc.cli.main train --resume runs/r"
+    assert str(peers.peer_ended(command)) == (
+        "another process of the run ended during training (its output says why); continue from the last saved "
+        f"epoch with: {command}"
+    )
+    assert str(peers.peer_ended(None)).endswith("before the run saved a resume state: start it again")
+    kept = str(peers.peer_ended(None, "runs/r"))
+    assert kept.endswith("before the run saved a resume state: runs/r is kept as it was")

@@ -162,8 +162,10 @@ def _train(run: Run) -> RunResult:
                 with stop_signals_ignored():
                     _interrupted(run)
             if run.dist.enabled and collective_failed(exc):  # another process ended: its output says why
+                saved = run.in_place and (bool(state.history) or run.earlier > 0)  # a resume state to continue
+                resume = resume_command(cfg, run.dist.world_size, launched_by_nproc()) if saved else None
                 with stop_signals_ignored():  # torchrun stops this one too: the line is said first
-                    raise peer_ended(resume_command(cfg, run.dist.world_size, launched_by_nproc())) from None
+                    raise peer_ended(resume, None if run.in_place else str(run.folder.final)) from None
             reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, run.amp_dtype, run.run_dir, state.epoch))
         try:
             return _finish(run)

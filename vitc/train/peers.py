@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from datetime import timedelta
+import threading
 
 from vitc.errors import VitcError, gpu_failure
 from vitc.train.agree import PEER_ENDED, launched_by_nproc, several_processes
@@ -35,9 +35,15 @@ def collective_failed(exc: BaseException) -> bool:
     return bool(distributed_error and isinstance(exc, distributed_error)) or bool(_GLOO_PEER_GONE.search(str(exc)))
 
 
-def peer_ended(resume: str) -> VitcError:
-    """The one line of a process whose collective failed as another ended (`resume`: the command that continues)."""
-    line = f"{PEER_ENDED} during training (its output says why); continue from the last saved epoch with: {resume}"
+def peer_ended(resume: str | None, kept: str | None = None) -> VitcError:
+    """The one line of a process whose collective failed as another ended: `resume`, the command that continues
+    the run, or None where this session saved nothing to continue (its first epoch had not ended), and `kept`, the
+    earlier run a --force run had not replaced yet (it stays, the new one is dropped)."""
+    if resume is not None:
+        line = f"{PEER_ENDED} during training (its output says why); continue from the last saved epoch with: {resume}"
+    else:
+        line = f"{PEER_ENDED} during training (its output says why), before the run saved a resume state: "
+        line += f"{kept} is kept as it was" if kept else "start it again"
     return said_once_per_machine(VitcError(line))
 
 
@@ -58,9 +64,17 @@ def first_to_say(line: str) -> bool:
     machine = os.environ.get("GROUP_RANK", "0")
     restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     key = f"vitc/{restart}/said/{machine}/{hashlib.sha1(line.encode()).hexdigest()}"
-    try:
-        store = rendezvous_store()
-        store.set_timeout(timedelta(seconds=STORE_WAIT_S))
-        return int(store.add(key, 1)) == 1
-    except (RuntimeError, OSError):  # torch's store errors are RuntimeErrors (DistStoreError, DistNetworkError)
-        return True
+    counted: list[bool] = []
+
+    def count() -> None:
+        try:
+            counted.append(int(rendezvous_store().add(key, 1)) == 1)
+        except Exception:  # torch's store errors (DistStoreError, DistNetworkError): the line is said here
+            counted.append(True)
+
+    # the store's own timeout does not bound add() (a machine gone without a reset blocks it for minutes, while
+    # this process ignores stop signals to say its line): a thread, left behind after STORE_WAIT_S
+    counter = threading.Thread(target=count, name="vitc-first-to-say", daemon=True)
+    counter.start()
+    counter.join(STORE_WAIT_S)
+    return counted[0] if counted else True

@@ -71,3 +71,10 @@ def test_the_child_passes_no_file_descriptor_and_leaves_no_file(monkeypatch, tmp
     plan = os.urandom(3 << 20)
     assert run_in_child(bytes, (plan,), "the copy") == plan
     assert list(tmp_path.iterdir()) == []
+    beside = tmp_path / "engines"  # the plan's folder, not a tmpfs /tmp holding it in memory
+    beside.mkdir()
+    made = []
+    mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(kw.get("dir")) or mkdtemp(**kw))
+    assert run_in_child(bytes, (plan,), "the copy", str(beside)) == plan
+    assert made == [str(beside)] and list(beside.iterdir()) == []

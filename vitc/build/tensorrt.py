@@ -139,7 +139,8 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     shape = heldout.sample_shape if heldout is not None else None
     if not features(version).frees_its_builder:  # 8.5: a child process builds (vitc.build.trt_child)
         crashed = f"{opts.onnx}: the TensorRT {version} build (a child process: 8.5 never frees its builder)"
-        built = run_in_child(_build_plan, (opts, version, plan_flags, shape, cache_path), crashed)
+        step = (opts, version, plan_flags, shape, cache_path)
+        built = run_in_child(_build_plan, step, crashed, str(opts.plan.parent))
     else:
         built = _build_plan(opts, version, plan_flags, shape, cache_path)
     # the builder, network, parser and config are gone: the drift check has the (shared, on Jetson) memory

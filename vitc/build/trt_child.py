@@ -40,12 +40,13 @@ BOOT = (
 )
 
 
-def run_in_child(func: Callable[..., Any], args: Tuple[Any, ...], crashed: str) -> Any:
+def run_in_child(func: Callable[..., Any], args: Tuple[Any, ...], crashed: str, folder: str | None = None) -> Any:
     """func(*args) in a new Python process: its return value, or its exception raised here (a VitcError as
     the same one line). A child that ends without a result (killed, out of memory, a crash in TensorRT) is
-    `crashed` plus its exit code, one line. Ctrl-C (or SIGTERM, which vitc takes as Ctrl-C) stops it."""
-    folder = tempfile.mkdtemp(prefix="vitc-build-")
-    result = os.path.join(folder, "result.pickle")
+    `crashed` plus its exit code, one line. Ctrl-C (or SIGTERM, which vitc takes as Ctrl-C) stops it. The
+    result is written in `folder` (the plan's: not a tmpfs /tmp that holds it in memory), else the system's."""
+    scratch = tempfile.mkdtemp(prefix=".vitc-build-", dir=folder)
+    result = os.path.join(scratch, "result.pickle")
     try:
         try:
             child = subprocess.Popen([sys.executable, "-c", BOOT, result], stdin=subprocess.PIPE)
@@ -70,7 +71,7 @@ def run_in_child(func: Callable[..., Any], args: Tuple[Any, ...], crashed: str) 
         except Exception:  # nothing, or part of a result: it died before or while writing it
             raise VitcError(f"{crashed} ended without a result: exit code {code}{_signal_name(code)}") from None
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     if kind == "raise":
         raise value
     return value
@@ -87,13 +88,17 @@ def serve(result: str) -> None:
         if not isinstance(exc, VitcError):  # a bug: its traceback where the user sees it, as in-process
             traceback.print_exc()
         outcome = ("raise", exc)
-    with open(result, "wb") as sink:
-        try:
-            pickle.dump(outcome, sink, protocol=4)  # large bytes (the plan) are streamed, not copied first
-        except Exception as exc:  # an exception that does not pickle: its type and text
-            sink.seek(0)
-            sink.truncate()
-            pickle.dump(("raise", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]} ({exc})")), sink)
+    try:
+        with open(result, "wb") as sink:
+            try:
+                pickle.dump(outcome, sink, protocol=4)  # large bytes (the plan) are streamed, not copied first
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:  # an exception that does not pickle
+                sink.seek(0)
+                sink.truncate()
+                pickle.dump(("raise", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]} ({exc})")), sink)
+    except OSError as exc:  # a full disk: the parent's line gives the exit code, this one the reason
+        sys.stderr.write(f"vitc: the build's result could not be written to {result}: {exc.strerror or exc}\n")
+        sys.exit(3)
 
 
 def _signal_name(code: int) -> str:

@@ -125,3 +125,19 @@ def test_a_temporary_swept_before_it_was_locked_is_made_again(tmp_path: Path, mo
         assert str(tmp) == made[1]
         tmp.write_text("{}")
     assert _names(tmp_path) == ["summary.json"]
+
+
+def test_a_run_folders_sweep_keeps_a_live_writers_temporary(tmp_path: Path) -> None:
+    """`vitc train` swept every `.*.tmp` of its run folder as a run started, a live writer's too (a report another
+    command was writing there): it now takes the same locks as a write's own sweep."""
+    import fcntl
+
+    live = tmp_path / ".eval.json.abcd1234.tmp"
+    dead = tmp_path / ".best.safetensors.zz9_y8x7.tmp"
+    mine = tmp_path / ".notes.old.tmp"  # a user's own file, not vitc's name
+    for path in (live, dead, mine):
+        path.write_bytes(b"x")
+    with open(live, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as the writer holds it: another open file description
+        _io.remove_leftover_temporaries(tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, mine.name])

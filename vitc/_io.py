@@ -133,13 +133,23 @@ def _sweep_leftovers(target: Path) -> None:
     until the rename, and the kernel drops it when the process dies however it dies, so a temporary whose lock
     can be taken is no live process's: another rank's or another export's in-flight one is kept. No age rule:
     a Jetson without a clock battery boots in 1970, and a TensorRT build holds its temporary for many minutes."""
-    pattern = _temporary_name(target)
+    _sweep(target.parent, _temporary_name(target))
+
+
+def remove_leftover_temporaries(folder: Path) -> None:
+    """Every vitc temporary in `folder` that no live process writes (`vitc train` sweeps its run folder as a run
+    starts): as a write sweeps its own target's, by the lock, never by name alone."""
+    _sweep(folder, re.compile(r"\..+\.[a-z0-9_]{8}\.tmp"))
+
+
+def _sweep(folder: Path, pattern: re.Pattern[str]) -> None:
+    """Remove the files of `folder` whose names match `pattern` and whose flock can be taken (see _sweep_leftovers)."""
     try:
-        names = [entry.name for entry in os.scandir(target.parent) if pattern.fullmatch(entry.name)]
+        names = [entry.name for entry in os.scandir(folder) if pattern.fullmatch(entry.name)]
     except OSError:
         return
     for name in names:
-        path = os.path.join(target.parent, name)
+        path = os.path.join(folder, name)
         with contextlib.suppress(OSError):  # another user's (0600), or gone already
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
             try:

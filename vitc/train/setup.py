@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from vitc._io import write_json
+from vitc._io import remove_leftover_temporaries, write_json
 from vitc._run_layout import RunLayout, is_run_folder
 from vitc._terminal import PlainConsole
 from vitc.artifacts.model_cfg import ModelCfg
@@ -416,8 +416,7 @@ def _open_records(
     are told), and its TensorBoard log (resumed: records past the resume point are hidden, purged)."""
     if dist.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
-        for stale in folder.path.glob(".*.tmp"):  # left by a run that was killed while writing
-            stale.unlink()
+        remove_leftover_temporaries(folder.path)  # left by a run killed while writing (a live writer's are kept)
         write_json(RunLayout(folder.path).config, cfg.to_dict())
         if state.history:
             report.write_history(state.history, folder.path, cfg, steps.schedule)

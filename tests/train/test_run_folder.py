@@ -282,4 +282,5 @@ def test_a_run_without_its_resume_state_is_told_to_start_over_not_to_resume(
         said = result.output.strip()
         assert result.exit_code == 2 and len(said.splitlines()) == 1, result.output
         assert "no resume state" in said and "--force starts over" in said and "--resume continues" not in said, said
+        assert f"--pretrained {run_dir / 'best.safetensors'} --name NEW starts a new run from their weights" in said
     assert (run_dir / "best.safetensors").is_file()  # nothing was removed

@@ -29,12 +29,18 @@ if TYPE_CHECKING:
     from vitc.train.config import TrainConfig
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}")
-# what a run folder with checkpoints and no resume state holds: a session killed between its first epoch's
-# checkpoints and its resume state, or the file removed; `vitc train` and `vitc train --resume` both say so
-NO_RESUME_STATE = (
-    "checkpoints but no resume state (a session stopped before its first was saved, or the file removed): "
-    "--force starts over, --name picks another"
-)
+
+
+def no_resume_state(final: Path) -> str:
+    """What run folder `final` holds when it has checkpoints and no resume state (a session killed between its
+    first epoch's checkpoints and its resume state, or the file removed): `vitc train` and `--resume` both say it."""
+    layout = RunLayout(final)
+    weights = shell_word(str(layout.best if layout.best.is_file() else layout.last))
+    return (
+        f"{final} holds checkpoints but no resume state (a session stopped before its first was saved, or the file "
+        f"removed): --force starts over, replacing them, --name picks another, --pretrained {weights} --name NEW "
+        "starts a new run from their weights"
+    )
 
 
 def check_run_name(name: str) -> str:
@@ -121,7 +127,7 @@ class RunFolder:
             refusal = (
                 f"{self.final} already holds a run: --resume continues it, --force starts over, --name picks another"
                 if RunLayout(self.final).resume.is_file()
-                else f"{self.final} holds {NO_RESUME_STATE}"
+                else no_resume_state(self.final)
             )
             restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
             if restart != "0":  # the run this launch started, most likely: a restart repeats its command line

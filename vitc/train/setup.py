@@ -43,7 +43,7 @@ from vitc.train.network import build_model, model_args, run_preprocess, settle_a
 from vitc.train.optim import ModelEma, param_groups
 from vitc.train.progress import EpochProgress
 from vitc.train.records import changed_settings, check_resumable, recorded_classes, resume_record
-from vitc.train.run_folder import NO_RESUME_STATE, RunFolder
+from vitc.train.run_folder import RunFolder, no_resume_state
 from vitc.train.state import RankState, TrainState, load_state
 
 _AUG_STREAM = 1 << 20  # augmentation seeds come from (seed, 2**20 + epoch), the permutation from (seed, epoch)
@@ -221,7 +221,7 @@ def _resume_file(folder: RunFolder, resume: bool) -> Path | None:
     resume_file = RunLayout(folder.final).resume
     if resume and not resume_file.is_file():
         if is_run_folder(folder.final):
-            raise NothingToResume(f"nothing to resume: {folder.final} holds {NO_RESUME_STATE}")
+            raise NothingToResume(f"nothing to resume: {no_resume_state(folder.final)}")
         raise NothingToResume(f"nothing to resume: {resume_file} does not exist")
     return resume_file if resume else None
 

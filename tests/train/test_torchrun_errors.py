@@ -161,10 +161,12 @@ def test_a_process_whose_peer_ended_says_one_line(tmp_path: Path) -> None:
     ]
     code, said, codes = _torchrun(tmp_path, *args)
     lines = re.findall(r"(?<!traceback : )error: .*", said)  # not torchrun's summary, which names it
-    resume = f"torchrun --nproc_per_node 2 -m vitc.cli.main train --resume {tmp_path / 'x'}"
+    # killed in the first epoch: no resume state yet, so no --resume (it would say "nothing to resume")
     assert lines == [
-        f"error: {PEER_ENDED} during training (its output says why); continue from the last saved epoch with: {resume}"
+        f"error: {PEER_ENDED} during training (its output says why), before the run saved a resume state: start it "
+        "again"
     ], said
+    assert not (tmp_path / "x" / "resume.safetensors").exists()
     assert said.count("Traceback (most recent call last)") == 1, said  # torchrun's own, before its summary
     # rank 0 exits with 2 once it has said the line, unless torchrun's SIGTERM comes as it exits (-15)
     assert code != 0 and codes.get(1) == -9 and codes.get(0) in (2, -15), said

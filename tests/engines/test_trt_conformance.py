@@ -519,7 +519,7 @@ def test_cuda_graph_replays_with_new_inputs(version, fake, tiny_onnx, tmp_path):
     plan, feeds, expected = _plan_and_plain_logits(tiny_onnx, tmp_path)
     with TensorRTRunner(plan, cuda_graph=True) as runner:
         got = [runner.infer({"input": x})["logits"] for x in feeds]
-        assert runner._graphs
+        assert runner._graph is not None
     for want, have in zip(expected, got):
         np.testing.assert_array_equal(have, want)
 
@@ -584,7 +584,7 @@ def test_an_engine_that_cannot_be_captured_runs_without_cuda_graphs(how, fake, t
     plan, feeds, expected = _plan_and_plain_logits(tiny_onnx, tmp_path)
     with uncapturable(how), TensorRTRunner(plan, cuda_graph=True) as runner:
         got = [runner.infer({"input": x})["logits"] for x in feeds]
-        assert runner._graphs == {} and not runner.cuda_graph
+        assert runner._graph is None and not runner.cuda_graph
         graph_warnings = [w for w in runner.warnings if "CUDA graph" in w]
         assert len(graph_warnings) == 1 and UNCAPTURABLE[how][1] in graph_warnings[0]
         assert graph_warnings[0].endswith("so it runs without CUDA graphs")
@@ -601,7 +601,7 @@ def test_a_cuda_graph_that_cannot_be_instantiated_falls_back_to_plain_launches(f
     trt._gpu.instantiate_error = cudaError_t.cudaErrorMemoryAllocation
     with TensorRTRunner(plan, cuda_graph=True) as runner:
         got = [runner.infer({"input": x})["logits"] for x in feeds]
-        assert runner._graphs == {} and not runner.cuda_graph
+        assert runner._graph is None and not runner.cuda_graph
         assert runner.warnings == [
             f"{plan}: CUDA could not instantiate the CUDA graph of this engine (cudaGraphInstantiateWithFlags: "
             "cudaErrorMemoryAllocation), so it runs without CUDA graphs"

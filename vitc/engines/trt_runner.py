@@ -81,7 +81,8 @@ class TensorRTRunner(BaseRunner):
         self._context: trt.IExecutionContext | None = None
         self._runtime: trt.Runtime | None = None
         self._feat: TrtFeatures | None = None
-        self._graphs: dict[Shapes, CudaGraph] = {}  # at most one: the graph of the shapes the context is set to
+        self._graph: CudaGraph | None = None  # one graph, of the shapes the context is set to (_graph_shapes)
+        self._graph_shapes: Shapes | None = None
         self._cuda: Any = None
         self._stream: Any = None
         self._events: Any = None
@@ -189,7 +190,7 @@ class TensorRTRunner(BaseRunner):
             count = max(nbytes // np.dtype(tensor.meta.dtype).itemsize, 1)
             tensor.host = self._cuda.pinned((count,), tensor.meta.dtype)
         if tensor.capacity < nbytes:
-            self._drop_graphs()  # it holds the old addresses
+            self._drop_graph()  # it holds the old addresses
             if tensor.device is not None:
                 tensor.device.free()
                 tensor.device = None
@@ -225,19 +226,18 @@ class TensorRTRunner(BaseRunner):
             if not context.set_tensor_address(tensor.meta.name, tensor.device.ptr):
                 raise VitcError(f"{self.path}: TensorRT refused the buffer of {tensor.meta.name!r} (see its log)")
         key = tuple(shapes)
-        if self.cuda_graph and key not in self._graphs:
+        if self.cuda_graph and (self._graph is None or self._graph_shapes != key):
             # a graph holds the context as it was at its capture, so one is kept, for the shapes the context is set
             # to: a new shape recaptures (as Torch-TensorRT; NVIDIA documents no replay after the context ran at
             # another shape). As trtexec: a plain launch first (TensorRT's set-up for this shape), then the
             # capture, both before the start event, so this call's GPU time is the graph's launch alone
-            self._drop_graphs()
+            self._drop_graph()
             self._enqueue()
             self._capture(key)
         start, end = self._events
         start.record(self._stream)
-        graph = self._graphs.get(key) if self.cuda_graph else None
-        if graph is not None:
-            graph.launch()
+        if self.cuda_graph and self._graph is not None:
+            self._graph.launch()
         else:
             self._enqueue()
         end.record(self._stream)
@@ -277,10 +277,9 @@ class TensorRTRunner(BaseRunner):
         finally:
             captured = graph.end(enqueued)  # a stream left capturing would fail every call after
         if captured:
-            self._graphs[key] = graph
+            self._graph, self._graph_shapes = graph, key
             return
         self.cuda_graph = False
-        self._drop_graphs()
         if not enqueued:
             why = (
                 "TensorRT could not enqueue this engine inside a CUDA graph capture (some of its layers "
@@ -295,9 +294,9 @@ class TensorRTRunner(BaseRunner):
             )
         self.warnings.append(f"{self.path}: {why}, so it runs without CUDA graphs")
 
-    def _drop_graphs(self) -> None:
-        graphs, self._graphs = self._graphs, {}
-        for graph in graphs.values():
+    def _drop_graph(self) -> None:
+        graph, self._graph, self._graph_shapes = self._graph, None, None
+        if graph is not None:
             graph.destroy()
 
     def deactivate_impl(self) -> None:
@@ -313,8 +312,8 @@ class TensorRTRunner(BaseRunner):
                 failures.append(exc)
 
         try:
-            graphs, self._graphs = self._graphs, {}
-            for graph in graphs.values():
+            graph, self._graph, self._graph_shapes = self._graph, None, None
+            if graph is not None:
                 attempt(graph.destroy)
             for tensor in self._tensors:
                 for buffer in (tensor.device, tensor.host):

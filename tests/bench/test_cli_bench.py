@@ -501,35 +501,42 @@ def test_a_jetson_names_its_remedies_in_build_bench_and_doctor(tmp_path: Path, m
 
 
 def test_a_ratio_from_timings_too_spread_to_trust_is_warned_of(tmp_path: Path, monkeypatch) -> None:
-    """`vitc bench --compare` (any two runners) printed a speed ratio from a side whose CV was over 100% (a few
-    stalled calls on a shared machine) without a word; now a warning on stderr names that side and its CV."""
+    """`vitc bench --compare` (any two runners) printed a speed ratio from a side whose calls spread too far to
+    trust without a word; a warning on stderr names that side. It weighed the CV, so one call of 200 stalled 50
+    times over (CV 278%) warned though p50, what the ratio divides, had not moved, while calls in two modes (half
+    at 1 ms, half at 3 ms: CV 50%) did not: now the spread around the median (IQR / p50) decides, and is named."""
     import vitc.cli.bench
     from vitc.bench import runner
 
-    stalling, calls, said = [False], [], []
+    timings, calls, said = {"b": [0.001] * 200}, [], []
 
-    def timed(step, plan):  # a, then b: b's last call 30 times as long as the others while stalling
+    def timed(step, plan):  # a, then b
         calls.append(step)
-        stalled = stalling[0] and len(calls) == 2
-        return {"e2e": [0.001] * 9 + [0.03 if stalled else 0.001]}
+        return {"e2e": [0.001] * 200 if len(calls) == 1 else timings["b"]}
 
     monkeypatch.setattr(runner, "collect", timed)
     monkeypatch.setattr(vitc.cli.bench, "warn", lambda line, *a, **k: said.append(line))
     engines = [arg for name in ("a", "b") for arg in ("-e", str(make_tiny_onnx(tmp_path / f"{name}.onnx")))]
-    for stalled in (False, True):
-        stalling[0], calls[:], said[:] = stalled, [], []
+    for case, times in (
+        ("stalled", [0.001] * 199 + [0.05]),
+        ("steady", [0.001] * 200),
+        ("two modes", [0.001, 0.003] * 100),
+    ):
+        timings["b"], calls[:], said[:] = times, [], []
         result = run("bench", *engines, "-b", "1", "--json", str(tmp_path / "r.json"), "--force")
         assert result.exit_code == 0, result.output
         report = json.loads((tmp_path / "r.json").read_text())
         noisy = [line for line in said if "ratio" in line]
-        if not stalled:
-            assert noisy == [] and report["warnings"] == []
+        second = report["rows"][1]["e2e"]
+        if case != "two modes":
+            assert noisy == [] and report["warnings"] == [], (case, noisy)
+            assert second["spread"] == 0.0
+            assert second["cv"] > 1.0 or case == "steady"  # the stall's CV, still in the JSON
             continue
-        second = report["rows"][1]
-        assert second["e2e"]["cv"] > 1.0
+        assert second["spread"] == 1.0 and second["cv"] < 1.0
         assert noisy == [
-            f"the ratio {second['ratio_vs_first']:.2f}x of {second['runner']} at batch 1 is not to be trusted: "
-            f"{second['runner']}'s CV is {100 * second['e2e']['cv']:.0f}% (over 100%); time it again with more "
-            "calls (-n, --duration) or --rounds, on a quieter machine"
+            f"the ratio {report['rows'][1]['ratio_vs_first']:.2f}x of {report['rows'][1]['runner']} at batch 1 is not "
+            f"to be trusted: {report['rows'][1]['runner']}'s spread around the median is 100%, over 50% (spread = "
+            "(p75 - p25) / p50); time it again with more calls (-n, --duration) or --rounds, on a quieter machine"
         ]
         assert report["warnings"] == noisy  # the report keeps it beside the figures

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from vitc.bench.report import BenchReport, BenchRow
-from vitc.bench.timing import LatencyStats, TimingPlan, collect, measure
+from vitc.bench.timing import NOISY_SPREAD, LatencyStats, TimingPlan, collect, measure
 from vitc.errors import VitcError
 
 
@@ -20,6 +20,7 @@ def test_stats_numbers():
     assert stats.min == pytest.approx(1.0) and stats.max == pytest.approx(4.0) and stats.mean == pytest.approx(2.5)
     assert stats.p50 == pytest.approx(2.5) and stats.p99 == pytest.approx(np.percentile([1, 2, 3, 4], 99))
     assert stats.cv == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2.5)
+    assert stats.spread == pytest.approx((3.25 - 1.75) / 2.5)  # (p75 - p25) / p50
     assert stats.throughput == pytest.approx(8 / 0.0025)
     skewed = LatencyStats.from_seconds([0.001, 0.001, 0.001, 0.010], batch=8)  # one stall from a noisy neighbour
     assert skewed.throughput == pytest.approx(8 / 0.001)  # throughput follows the median, not the mean
@@ -43,6 +44,50 @@ def test_collect_iterations_duration_and_named_times():
     assert 10 <= len(samples["e2e"]) <= 12  # the fake clock ticks once per read
     stats = measure(lambda: {"e2e": 0.002, "gpu": 0.001}, TimingPlan(warmup=0, iterations=3), batch=2)
     assert stats["gpu"].p50 == pytest.approx(1.0) and stats["e2e"].throughput == pytest.approx(1000)
+
+
+STALLED = [0.001] * 199 + [0.05]  # one call of 200 stalled 50 times over by a neighbour on a shared machine
+
+
+def _two_modes(fast: int, slow: int) -> list[float]:
+    return [0.001] * fast + [0.003] * slow  # the machine switching between two states: 1 ms and 3 ms per call
+
+
+def test_the_spread_around_the_median_ignores_a_stall_and_sees_two_modes() -> None:
+    """The CV (std / mean) of one stalled call in 200 was 278%, over the 100% that warned, though p50 had not
+    moved; the spread (IQR / p50) is 0 there, and over NOISY_SPREAD for calls in two modes whichever holds p50."""
+    stalled = LatencyStats.from_seconds(STALLED, 1)
+    assert stalled.p50 == pytest.approx(1.0) and stalled.cv > 1.0  # the CV warned of this
+    assert stalled.spread == 0.0
+    for fast, slow, spread in ((100, 100, 1.0), (101, 99, 2.0), (99, 101, 2 / 3), (140, 60, 2.0)):
+        two = LatencyStats.from_seconds(_two_modes(fast, slow), 1)
+        assert two.spread == pytest.approx(spread) and two.spread > NOISY_SPREAD, (fast, slow)
+        assert two.cv < 1.0  # the CV did not warn of this (50-57%)
+    assert LatencyStats.from_seconds(_two_modes(160, 40), 1).spread == 0.0  # a fifth: stalls, not a mode
+
+
+def test_a_ratio_is_warned_of_when_the_middle_of_either_side_spreads() -> None:
+    """A ratio of p50s is warned of by each side's spread around the median, named in the warning."""
+
+    def report(base: list[float], other: list[float]) -> BenchReport:
+        rows = [BenchRow(name, "onnxrt", "cpu", "fp32", 1, LatencyStats.from_seconds(times, 1))
+                for name, times in (("a", base), ("b", other))]  # fmt: skip
+        return BenchReport(rows=rows)
+
+    steady = [0.001] * 200
+    assert report(steady, STALLED).noisy_ratios() == []
+    assert report(STALLED, steady).noisy_ratios() == []
+    warned = report(steady, _two_modes(100, 100))
+    assert warned.noisy_ratios() == [
+        "the ratio 0.50x of b at batch 1 is not to be trusted: b's spread around the median is 100%, over 50% "
+        "(spread = (p75 - p25) / p50); time it again with more calls (-n, --duration) or --rounds, on a quieter "
+        "machine"
+    ]
+    both = report(_two_modes(101, 99), _two_modes(99, 101)).noisy_ratios()
+    assert len(both) == 1 and "b's spread around the median is 67% and a's spread around the median is 200%" in both[0]
+    record = json.loads(warned.to_json())
+    assert record["rows"][1]["e2e"]["spread"] == pytest.approx(1.0) and record["units"]["spread"] == "fraction"
+    assert record["rows"][1]["e2e"]["cv"] == pytest.approx(warned.rows[1].e2e.cv)  # the CV stays in the JSON
 
 
 def _report() -> BenchReport:

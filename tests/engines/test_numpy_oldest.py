@@ -47,6 +47,7 @@ def test_heldout_drift_and_latency_on_this_numpy(tmp_path: Path) -> None:
     assert report.agreement == pytest.approx(100 * 5 / 6) and report.top1 == pytest.approx(100 * 5 / 6)
     stats = LatencyStats.from_seconds([0.001, 0.002, 0.003, 0.004], batch=2)
     assert stats.p50 == pytest.approx(2.5) and stats.throughput == pytest.approx(800.0)
+    assert stats.spread == pytest.approx((3.25 - 1.75) / 2.5)  # the quartiles of numpy 1.17's percentile
     scores = metrics.accuracy(noisy, held.labels)
     assert scores["top1"] == pytest.approx(100 * 5 / 6) and scores["top5"] >= scores["top1"]
     matrix = metrics.confusion_matrix(noisy, held.labels, 10)

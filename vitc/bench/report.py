@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitc._io import ReportKind, json_report, json_text, markdown_report
-from vitc.bench.timing import NOISY_CV, LatencyStats
+from vitc.bench.timing import NOISY_SPREAD, LatencyStats
 
 FORMAT = "vitc.bench"  # the JSON report's "format"
 TITLE = "vitc bench"  # the heading of the table and of the Markdown report
@@ -82,19 +82,24 @@ class BenchReport:
         return row.e2e.throughput / base.e2e.throughput
 
     def noisy_ratios(self) -> list[str]:
-        """A warning for each ratio between two runners where either side's timings spread past NOISY_CV,
-        naming that side and its CV: the table printed such a ratio (`--compare`'s speed-up) as a figure."""
+        """A warning for each ratio between two runners where either side's e2e timings spread around their median
+        past NOISY_SPREAD, naming that side and its spread: the table printed such a ratio (`--compare`'s speed-up)
+        as a figure. The spread, not the CV: the ratio divides p50s, which a few stalled calls do not move."""
         lines = []
         for row in self.rows:
             base, ratio = self._base(row), self.ratio(row)
             if base is None or base is row or ratio is None:
                 continue
-            noisy = [f"{r.runner}'s CV is {100 * r.e2e.cv:.0f}%" for r in (row, base) if r.e2e.cv > NOISY_CV]
+            noisy = [
+                f"{r.runner}'s spread around the median is {100 * r.e2e.spread:.0f}%"
+                for r in (row, base)
+                if r.e2e.spread > NOISY_SPREAD
+            ]
             if noisy:
                 lines.append(
                     f"the ratio {ratio:.2f}x of {row.runner} at batch {row.batch} is not to be trusted: "
-                    f"{' and '.join(noisy)} (over {100 * NOISY_CV:.0f}%); time it again with more calls "
-                    "(-n, --duration) or --rounds, on a quieter machine"
+                    f"{' and '.join(noisy)}, over {100 * NOISY_SPREAD:.0f}% (spread = (p75 - p25) / p50); time it "
+                    "again with more calls (-n, --duration) or --rounds, on a quieter machine"
                 )
         return lines
 
@@ -109,7 +114,7 @@ class BenchReport:
             "version": 1,
             "baseline": self.runners[0] if self.rows else None,
             "times": TIME_NOTES,
-            "units": {"latency": "ms", "throughput": "images/s", "cv": "fraction"},
+            "units": {"latency": "ms", "throughput": "images/s", "cv": "fraction", "spread": "fraction"},
             "settings": self.settings,
             "environment": self.environment,
             "warnings": self.warnings,

@@ -3,8 +3,9 @@
 A measurement is warm-up calls (not recorded), then either a fixed number of iterations or as many
 as fit in a duration (at least `min_iterations`). Each call reports one or more named times in
 seconds ("e2e": host arrays in → host arrays out; "gpu": GPU compute from CUDA events); each name
-gets its own statistics: min, max, mean, std, p50/p90/p95/p99, coefficient of variation, and
-throughput = batch / median latency (robust on shared, noisy machines; trtexec divides by the mean).
+gets its own statistics: min, max, mean, std, p50/p90/p95/p99, coefficient of variation, spread around
+the median (interquartile range / p50), and throughput = batch / median latency (robust on shared,
+noisy machines; trtexec divides by the mean).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from vitc.limits import MAX_SECONDS
 MAX_CALLS = 1_000_000
 
 PERCENTILES = (50, 90, 95, 99)
-# A coefficient of variation above this (a std over 100% of the mean: a few calls stalled many times over, on a
-# shared or throttled machine) leaves a p50-based ratio between runners no figure to trust: `vitc bench` says so.
-NOISY_CV = 1.0
+# A spread around the median above this (the middle half of the calls spanning over half the median: timings
+# in two modes, such as half the calls at 1 ms and half at 3 ms, which gives 67-200% whichever mode p50 falls in)
+# leaves a p50-based ratio between runners no figure to trust: `vitc bench` says so. A few calls stalled many times
+# over move neither quartile. On a busy 2-core VM, ONNX Runtime runs of one model spread 28-78% (CV 30-46%) while
+# their p50 moved by up to 70% between back-to-back runs; a tiny model's runs there spread 2-30%.
+NOISY_SPREAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class LatencyStats:
     p95: float
     p99: float
     cv: float  # coefficient of variation, std / mean (a fraction, not percent)
+    spread: float  # (p75 - p25) / p50, a fraction: see `spread_around_median`
     throughput: float
 
     @classmethod
@@ -68,11 +73,18 @@ class LatencyStats:
             p95=p95,
             p99=p99,
             cv=std / mean if mean > 0 else 0.0,
+            spread=spread_around_median(times),
             throughput=batch * 1e3 / p50 if p50 > 0 else float("inf"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def spread_around_median(times: Any) -> float:
+    """IQR / median, not the MAD: a second mode of over a quarter of the calls shows; the MAD stays 0 till half."""
+    p25, p50, p75 = (float(v) for v in np.percentile(times, (25, 50, 75)))
+    return (p75 - p25) / p50 if p50 > 0 else 0.0
 
 
 @dataclass(frozen=True)

@@ -386,7 +386,7 @@ def test_bench_table_keeps_every_figure_whole_at_80_and_40_columns(tmp_path: Pat
     for row in json.loads(out.read_text())["rows"]:
         e2e = row["e2e"]
         figures = [f"{e2e[k]:.3f}" for k in ("p50", "mean", "p99")]
-        figures += [f"{100 * e2e['cv']:.1f}", f"{e2e['throughput']:.1f}", f"{row['ratio_vs_first']:.2f}x"]
+        figures += [f"{100 * e2e['spread']:.1f}", f"{e2e['throughput']:.1f}", f"{row['ratio_vs_first']:.2f}x"]
         missing = [f for f in figures if f not in result.output]
         assert not missing, (missing, result.output)
 

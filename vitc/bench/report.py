@@ -125,7 +125,7 @@ class BenchReport:
         return json_text(self.to_dict())  # NaN and infinities as null, as every JSON vitc writes
 
     # -- shared cell formatting ----------------------------------------------------------------
-    _HEAD = ("runner", "batch", "p50 ms", "mean ms", "p99 ms", "CV %", "img/s", "ratio", "GPU p50 ms", "top-1 %",
+    _HEAD = ("runner", "batch", "p50 ms", "mean ms", "p99 ms", "spread %", "img/s", "ratio", "GPU p50 ms", "top-1 %",
              "vitc compile s", "1st call s")  # fmt: skip
 
     def _cells(self, row: BenchRow) -> list[str]:
@@ -143,7 +143,7 @@ class BenchReport:
             f"{row.e2e.p50:.3f}",
             f"{row.e2e.mean:.3f}",
             f"{row.e2e.p99:.3f}",
-            f"{100 * row.e2e.cv:.1f}",
+            f"{100 * row.e2e.spread:.1f}",
             f"{row.e2e.throughput:.1f}",
             "" if ratio is None else f"{ratio:.2f}x",
             "" if row.gpu is None else f"{row.gpu.p50:.3f}",

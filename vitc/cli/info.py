@@ -114,7 +114,7 @@ def _predict_summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bench_summary(report: dict[str, Any]) -> dict[str, Any]:
-    """`vitc bench --json`: one line per runner and batch (p50, img/s, CV, ratio, top-1), its settings and
+    """`vitc bench --json`: one line per runner and batch (p50, img/s, spread, CV, ratio, top-1), its settings and
     machine; the notes on what each time means are bench's (`vitc bench` prints them)."""
     rows = []
     for row in report.get("rows") or []:
@@ -125,6 +125,7 @@ def _bench_summary(report: dict[str, Any]) -> dict[str, Any]:
             "batch": row.get("batch"),
             "p50_ms": e2e.get("p50"),
             "img/s": e2e.get("throughput"),
+            "spread_%": None if e2e.get("spread") is None else round(100 * e2e["spread"], 1),
             "cv_%": None if e2e.get("cv") is None else round(100 * e2e["cv"], 1),
             "ratio": row.get("ratio_vs_first"),
             "top1_%": accuracy.get("top1"),

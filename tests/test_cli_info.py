@@ -409,3 +409,66 @@ def test_a_run_folder_without_best_is_said_to_be_one(tmp_path: Path, files: tupl
     result = CliRunner().invoke(app, ["info", str(run_dir)], env={"COLUMNS": "400"})
     assert result.exit_code == 2 and result.output.strip() == f"error: {resolved.value}", result.output
     assert "is a vitc train run folder" in result.output and "manifest" not in result.output
+
+
+def _table(output: str) -> dict[str, str]:
+    """The field → value rows of `vitc info`'s two-column table (each row on one line at 160 columns)."""
+    cells = (line.split("│") for line in output.splitlines())
+    return {c[1].strip(): c[2].strip() for c in cells if len(c) == 4}
+
+
+def test_a_runs_own_records_are_described(tmp_path: Path) -> None:
+    """`vitc info` on a run folder's summary.json, config.json and metrics.jsonl said "unknown artifact"; each is
+    recognised as a run's record (beside its config.json, as no report may replace it) and shown by its figures:
+    metrics.jsonl by its epochs, the best validation top-1 and the last epoch's row."""
+    import shutil
+
+    from vitc._io import json_line, json_text
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(
+        Path(__file__).parent / "fixtures" / "deit_micro_depth1.v0.1.0.safetensors", run_dir / "best.safetensors"
+    )
+    config = {"model": {"name": "deit_micro", "args": {}}, "optim": {"epochs": 3, "lr": 0.001, "warmup_epochs": 0}}
+    (run_dir / "config.json").write_text(json_text(config))  # as vitc train writes them (vitc._io.write_json)
+    summary = {"model": "deit_micro", "test_top1": 91.5, "best_val_top1": 93.25, "best_epoch": 2, "resumes": []}
+    (run_dir / "summary.json").write_text(json_text(summary))
+    epochs = [
+        {"epoch": 1, "train_loss": 2.1, "lr": 0.001, "val_top1": 80.0, "val_top5": 99.0, "val_loss": 1.5},
+        {"epoch": 2, "train_loss": 1.2, "lr": 0.0005, "val_top1": 93.25, "val_top5": 100.0, "val_loss": 0.4},
+        {"epoch": 3, "train_loss": 1.1, "lr": 1e-05, "val_top1": float("nan"), "val_top5": 99.5, "val_loss": 0.5},
+    ]  # the last epoch's top-1 NaN: written as null, no best
+    (run_dir / "metrics.jsonl").write_text("".join(json_line(row) for row in epochs))
+
+    described = {}
+    for name, kind in (("summary.json", "summary"), ("config.json", "config"), ("metrics.jsonl", "metrics")):
+        result = run("info", str(run_dir / name))
+        assert result.exit_code == 0, result.output
+        assert f"(vitc train {kind})" in " ".join(result.output.split())  # the title, wrapped in a narrow table
+        described[name] = _table(result.output)
+    assert described["summary.json"]["test_top1"] == "91.5" and described["summary.json"]["best_epoch"] == "2"
+    assert described["config.json"]["train_config.optim"] == "epochs=3 lr=0.001 warmup_epochs=0"  # a row a section
+    assert {k: v for k, v in described["metrics.jsonl"].items() if not k.startswith("last_epoch.")} == {
+        "epochs": "3",
+        "best_val_top1": "93.25",
+        "best_epoch": "2",
+    }
+    last = {k[len("last_epoch.") :]: v for k, v in described["metrics.jsonl"].items() if k.startswith("last_epoch.")}
+    assert last == {
+        "epoch": "3",
+        "train_loss": "1.1",
+        "lr": "1e-05",
+        "val_top1": "-",
+        "val_top5": "99.5",
+        "val_loss": "0.5",
+    }
+    recorded = json.loads(run("info", str(run_dir / "metrics.jsonl"), "--json").output)
+    assert recorded["kind"] == "vitc train metrics" and recorded["last_epoch"]["epoch"] == 3
+    assert json.loads(run("info", str(run_dir / "config.json"), "--json").output)["train_config"] == config
+
+    (run_dir / "metrics.jsonl").write_text(json_line(epochs[0]) + '{"epoch": 2, "train_lo')  # cut short
+    result = run("info", str(run_dir / "metrics.jsonl"))
+    assert result.exit_code == 2 and result.output.startswith(f"error: {run_dir / 'metrics.jsonl'} line 2 is not valid")
+    shutil.copy(run_dir / "summary.json", tmp_path / "summary.json")  # no config.json beside it: not a run's
+    assert "unknown artifact" in run("info", str(tmp_path / "summary.json")).output

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vitc._run_layout import CONFIG, RECORDS
+from vitc._run_layout import run_record
 from vitc._signals import stop_signals_held
 from vitc.errors import VitcError
 
@@ -301,7 +301,7 @@ _ARTIFACT_FORMATS = {EXPORT_FORMAT: "an export's manifest", ENGINE_FORMAT: "an e
 def _vitc_artifact(path: Path) -> str:
     """What vitc made at `path` that a later command reads ("" for anything else): a run's files, an export's
     manifest, an engine's sidecar. --force over one of them broke the run (--resume) or the export (info, bench)."""
-    if path.name in RECORDS and (path.parent / CONFIG).is_file():
+    if run_record(path):
         return f"a run's {path.name}"
     record = json_record(path) if path.suffix.lower() == ".json" else None
     return _ARTIFACT_FORMATS.get(record.get("format"), "") if record is not None else ""

@@ -73,6 +73,13 @@ def is_run_folder(path: str | os.PathLike[str]) -> bool:
     return folder.is_dir() and any((folder / name).is_file() for name in CHECKPOINTS)
 
 
+def run_record(path: str | os.PathLike[str]) -> str | None:
+    """Which of a run's records (config.json, summary.json, metrics.jsonl, curves.png) `path` is, by its name
+    beside the run's config.json, or None: what no report may replace and what `vitc info` describes as a run's."""
+    file = Path(path)
+    return file.name if file.name in RECORDS and (file.parent / CONFIG).is_file() else None
+
+
 def is_resume_state(path: str | os.PathLike[str]) -> bool:
     """Whether `path` is a run's resume state (rank 0's resume.safetensors or a DDP rank's resume.rank1...):
     what `--resume` of its folder continues, not weights another command takes."""

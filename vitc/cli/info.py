@@ -1,5 +1,6 @@
-"""`vitc info ARTIFACT`: what a checkpoint, resume file, ONNX file, export folder, TensorRT plan or a report vitc
-wrote (eval, predict, bench, compile, inspect) says about itself."""
+"""`vitc info ARTIFACT`: what a checkpoint, resume file, ONNX file, export folder, TensorRT plan, a report vitc
+wrote (eval, predict, bench, compile, inspect) or a training run's record (summary.json, config.json, metrics.jsonl)
+says about itself."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from vitc._io import ReportKind
-from vitc._run_layout import RunLayout, is_run_folder, run_checkpoint
+from vitc._run_layout import CONFIG, METRICS, SUMMARY, RunLayout, is_run_folder, run_checkpoint, run_record
 from vitc._terminal import Fitted
 from vitc.cli._console import console as plain_console
 from vitc.cli._console import printable
@@ -43,6 +44,9 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
         return {"kind": best["kind"], **_unfinished(path), **best}, None
     if path.is_dir() or (path.name.startswith("manifest.") and path.suffix == ".json"):
         return _describe_exports(path)
+    record = _describe_run_record(path)
+    if record is not None:
+        return record, None
     if suffix == ".safetensors":
         return _describe_safetensors(path), None
     if suffix == ".onnx":
@@ -57,7 +61,8 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
     if report is not None:
         return report, None
     raise VitcError(
-        f"{path}: unknown artifact (expected .safetensors, .onnx, .pt2, .plan, an export folder or a vitc report)"
+        f"{path}: unknown artifact (expected .safetensors, .onnx, .pt2, .plan, an export folder, a vitc report "
+        f"or a run's {SUMMARY}, {CONFIG} or {METRICS})"
     )
 
 
@@ -67,7 +72,7 @@ def _reports() -> tuple[tuple[ReportKind, Callable[[dict[str, Any]], dict[str, A
     from vitc.bench.report import JSON_REPORT
     from vitc.cli.compile import COMPILE_JSON
     from vitc.cli.eval import EVAL_JSON
-    from vitc.cli.inspect import SUMMARY
+    from vitc.cli.inspect import SUMMARY as INSPECT_SUMMARY
     from vitc.cli.predict import PREDICT_JSON
 
     return (
@@ -75,7 +80,7 @@ def _reports() -> tuple[tuple[ReportKind, Callable[[dict[str, Any]], dict[str, A
         (PREDICT_JSON, _predict_summary),
         (JSON_REPORT, _bench_summary),
         (COMPILE_JSON, dict),
-        (SUMMARY, dict),
+        (INSPECT_SUMMARY, dict),
     )
 
 
@@ -88,6 +93,58 @@ def _describe_report(path: Path) -> dict[str, Any] | None:
         if record is not None:
             return {"kind": kind.name, **summary(record)}
     return None
+
+
+def _run_records() -> dict[str, tuple[str, Callable[[Path], dict[str, Any]]]]:
+    """Each record `vitc train` writes in its run folder that `vitc info` describes (recognised as a run's as
+    no report may replace it: vitc._run_layout.run_record), with what it shows of it."""
+    return {
+        SUMMARY: ("vitc train summary", _json_object),  # flat: one row per figure, as `vitc train` printed them
+        CONFIG: ("vitc train config", lambda path: {"train_config": _json_object(path)}),  # a row per section
+        METRICS: ("vitc train metrics", _metrics_summary),
+    }
+
+
+def _describe_run_record(path: Path) -> dict[str, Any] | None:
+    """A run's summary.json, config.json or metrics.jsonl, or None: not one."""
+    name = run_record(path)
+    described = _run_records().get(name) if name is not None else None
+    if described is None:
+        return None
+    kind, summary = described
+    return {"kind": kind, **summary(path)}
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object a run's record holds; anything else (damaged, cut short) is one line saying so."""
+    from vitc._io import parse_json
+
+    record = parse_json(path.read_bytes(), str(path))
+    if not isinstance(record, dict):
+        raise VitcError(f"{path} holds no JSON object, not what vitc train writes")
+    return record
+
+
+def _metrics_summary(path: Path) -> dict[str, Any]:
+    """metrics.jsonl, one row per epoch: how many, the best validation top-1 and its epoch, and the last
+    epoch's row whole (losses, lr, top-1/top-5; `vitc train` prints each as it ends, curves.png draws them)."""
+    from vitc._io import parse_json
+
+    epochs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        row = parse_json(line, f"{path} line {number}") if line.strip() else None
+        if row is not None and not isinstance(row, dict):
+            raise VitcError(f"{path} line {number} is not an epoch's record, not what vitc train writes")
+        if row is not None:
+            epochs.append(row)
+    scored = [row for row in epochs if isinstance(row.get("val_top1"), (int, float))]  # null: a NaN top-1
+    best = max(scored, key=lambda row: row["val_top1"], default=None)  # the first of equals, as best.safetensors
+    return {
+        "epochs": len(epochs),
+        "best_val_top1": None if best is None else best["val_top1"],
+        "best_epoch": None if best is None else best.get("epoch"),
+        "last_epoch": epochs[-1] if epochs else None,
+    }
 
 
 def _count(value: Any) -> Any:
@@ -327,7 +384,11 @@ def _exports_table(record: dict[str, Any]) -> Fitted:
 
 def info(
     artifact: Annotated[
-        Path, typer.Argument(help="A checkpoint, resume file, ONNX file, export folder, .plan or vitc's JSON report.")
+        Path,
+        typer.Argument(
+            help="A checkpoint, run folder, resume file, ONNX file, export folder, .plan, vitc's JSON report, or a "
+            "run's summary.json, config.json or metrics.jsonl."
+        ),
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

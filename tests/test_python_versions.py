@@ -211,11 +211,13 @@ MAIN_WITH_TRAINING = (
 )
 
 
-def _run_with_broken_packages(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+def _run_with_broken_packages(
+    tmp_path: Path, *argv: str, packages: dict[str, str] = BROKEN_PACKAGES
+) -> subprocess.CompletedProcess[str]:
     """`vitc ARGV` in a fresh interpreter where torch and onnxruntime are installed but fail to import."""
     import os
 
-    for name, source in BROKEN_PACKAGES.items():
+    for name, source in packages.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text(source)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "COLUMNS": "300"}
@@ -241,7 +243,8 @@ def test_doctor_shows_a_broken_torch_and_onnxruntime_as_rows(tmp_path: Path) -> 
     assert rows["bench / predict / eval x.onnx"] == f"broken: {onnxruntime}"
     torch = "torch (libcusparseLt.so.0: cannot open shared object file: No such file or directory)"
     assert rows["train / compile / eval ckpt"] == rows["bench --device cuda"] == f"broken: {torch}"
-    assert rows["export"] == "broken: " + f"{torch}; {onnxruntime}"[:119] + "…"  # cut: the rows above have it
+    torch_why, onnxruntime_why = torch[7:-1], onnxruntime[13:-1]  # 77 and 86 characters: 60 of 120 each
+    assert rows["export"] == f"broken: torch ({torch_why[:59]}…); onnxruntime ({onnxruntime_why[:59]}…)"
     (tmp_path / "json").mkdir()
     done = _run_with_broken_packages(tmp_path / "json", "doctor", "--json")
     commands = {row["command"]: row for row in json.loads(done.stdout)["commands"]}
@@ -252,6 +255,37 @@ def test_doctor_shows_a_broken_torch_and_onnxruntime_as_rows(tmp_path: Path) -> 
         "ok": False,
         "broken": onnxruntime,
     }
+
+
+WINDOWS_TORCH = (  # torch's DLLs not found: the path makes the why longer than the command table's cut
+    "[WinError 126] The specified module could not be found. Error loading "
+    '"C:\\Users\\me\\venv\\Lib\\site-packages\\torch\\lib\\c10_cuda.dll" or one of its dependencies.'
+)
+
+
+def test_doctor_names_each_broken_package_a_command_needs(tmp_path: Path) -> None:
+    """With torch's why longer than the table's cut, export's row said `broken: torch (…)` alone: the line was
+    cut whole, onnxruntime with it. Each broken package is named, its why cut to its share (JSON: whole)."""
+    packages = {**BROKEN_PACKAGES, "torch": f"raise OSError({WINDOWS_TORCH!r})\n"}
+    done = _run_with_broken_packages(tmp_path, "doctor", packages=packages)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in done.stdout.splitlines() if "│" in line}
+    assert rows["torch"] == f"broken: {WINDOWS_TORCH}"
+    onnxruntime = "RuntimeError: module compiled against API version 0xe but this version of numpy is 0xd"
+    assert rows["export"] == f"broken: torch ({WINDOWS_TORCH[:59]}…); onnxruntime ({onnxruntime[:59]}…)"
+    assert rows["train / compile / eval ckpt"] == f"broken: torch ({WINDOWS_TORCH[:119]}…)"  # alone: all 120
+    (tmp_path / "json").mkdir()
+    done = _run_with_broken_packages(tmp_path / "json", "doctor", "--json", packages=packages)
+    commands = {row["command"]: row for row in json.loads(done.stdout)["commands"]}
+    assert commands["export"]["broken"] == f"torch ({WINDOWS_TORCH}); onnxruntime ({onnxruntime})"
+
+
+def test_a_short_why_is_kept_whole_and_a_long_one_takes_the_rest() -> None:
+    from vitc.cli.doctor import _broken_needs
+
+    facts = {"torch": {"version": None, "broken": "x" * 200}, "onnxruntime": {"version": None, "broken": "no numpy"}}
+    assert _broken_needs(facts, ("torch", "onnxruntime"), 120) == f"torch ({'x' * 111}…); onnxruntime (no numpy)"
+    assert _broken_needs(facts, ("torch", "onnxruntime")) == f"torch ({'x' * 200}); onnxruntime (no numpy)"
 
 
 def test_the_training_check_imports_no_torch() -> None:

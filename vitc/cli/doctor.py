@@ -92,9 +92,10 @@ def _binding_text(facts: dict[str, Any]) -> Text:
     return Text(text + "".join(f"; not chosen: {why}" for why in facts["rejected"]))
 
 
-def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool, str]]:
+def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tuple[str, str, bool, str]]:
     """(command, what it needs, present?, broken) rows; `broken` names each package the command needs that is
-    installed but fails to import, with why (as the component rows say it), else ""."""
+    installed but fails to import, with why (as the component rows say it, or cut to share `why_cut` characters
+    among them: the table), else ""."""
     from vitc import _lazy
 
     training = _lazy.TRAINING_PYTHON
@@ -120,27 +121,41 @@ def requirements(facts: dict[str, Any]) -> list[tuple[str, str, bool, str]]:
         ("bench --model / --compare", py + "torch", torch_ok, ("torch",)),
         ("bench --device cuda", py + "torch with CUDA and a GPU", cuda_ok, ("torch",)),
     ]
-    return [(command, needs, ok, "" if ok else _broken_needs(facts, names)) for command, needs, ok, names in rows]
+    return [
+        (command, needs, ok, "" if ok else _broken_needs(facts, names, why_cut)) for command, needs, ok, names in rows
+    ]
 
 
-def _broken_needs(facts: dict[str, Any], names: tuple[str, ...]) -> str:
-    """`name (why)` of each of `names` whose row says broken (installed, fails to import), joined by "; "."""
+def _broken_needs(facts: dict[str, Any], names: tuple[str, ...], why_cut: int | None = None) -> str:
+    """`name (why)` of each of `names` whose row says broken (installed, fails to import), joined by "; ".
+    `why_cut`: the characters of why that all of them share, each why cut to its part, so that every broken
+    package is named (the whole line cut short named only the first of two when its why was long)."""
     rows = [(name, facts[name]) for name in names]
-    return "; ".join(f"{name} ({row['broken']})" for name, row in rows if isinstance(row, dict) and row.get("broken"))
+    broken = {name: str(row["broken"]) for name, row in rows if isinstance(row, dict) and row.get("broken")}
+    if why_cut is not None:
+        left, shares = why_cut, {}
+        for done, name in enumerate(sorted(broken, key=lambda n: len(broken[n]))):  # a short why kept whole
+            shares[name] = min(len(broken[name]), max(1, left // (len(broken) - done)))
+            left -= shares[name]
+        broken = {name: _cut(why, shares[name]) for name, why in broken.items()}
+    return "; ".join(f"{name} ({why})" for name, why in broken.items())
 
 
-_SHORT = 120  # characters of a broken package's why in the command table
+def _cut(text: str, most: int) -> str:
+    """`text`, or its first `most` - 1 characters and "…" where it is longer."""
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+_SHORT = 120  # characters of the broken packages' whys in the command table (the component rows have them whole)
 
 
 def _needs_text(ok: bool, broken: str) -> Text:
-    """The command table's status: ready, missing, or broken with the why cut short (the rows above have it
-    whole)."""
+    """The command table's status: ready, missing, or broken: each package named, with its why."""
     if ok:
         return Text("ready", style="green")
     if not broken:
         return Text("missing", style="red")
-    short = broken if len(broken) <= _SHORT else broken[: _SHORT - 1] + "…"
-    return Text.assemble(("broken", "red"), f": {short}")
+    return Text.assemble(("broken", "red"), f": {broken}")
 
 
 def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False) -> None:
@@ -188,6 +203,6 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
     needs = Table(title="what each command needs")
     for column in ("command", "needs", "status"):
         needs.add_column(column)
-    for command, what, ok, broken in requirements(facts):
+    for command, what, ok, broken in requirements(facts, why_cut=_SHORT):
         needs.add_row(command, what, _needs_text(ok, broken))
     console.print(needs)

@@ -15,7 +15,7 @@ from vitc.cli.main import app
 from vitc.cli.train import resumed_with
 from vitc.errors import VitcError
 from vitc.train.config import TrainConfig, load_config
-from vitc.train.defaults import resolve_for_data
+from vitc.train.defaults import resolve_defaults, resolve_for_data
 from vitc.train.optim import lr_at
 from vitc.train.report import lr_schedule
 
@@ -63,7 +63,7 @@ def test_a_default_run_keeps_its_schedule() -> None:
         ({"optim.warmup_lr": -1e-6}, r"^config key optim.warmup_lr must not be negative, got -1e-06$"),
         ({"optim.warmup_lr": "1e-6"}, r"^config key optim.warmup_lr expects float \| None, got '1e-6'$"),
         (
-            {"optim.lr": 1e-3, "optim.warmup_lr": 0.01},
+            {"optim.lr": 1e-3, "optim.warmup_lr": 0.01, "optim.warmup_epochs": 2},
             r"^config key optim.warmup_lr must be at most optim.lr \(0.001\), the rate the warm-up rises to, "
             r"got 0.01$",
         ),
@@ -76,8 +76,34 @@ def test_bad_warmup_lr_is_one_clear_line(overrides: dict[str, Any], message: str
 
 def test_warmup_lr_above_a_default_lr_is_refused_once_the_lr_is_set() -> None:
     cfg = load_config(None, {"optim.warmup_lr": 0.01})  # lr unset: 1e-3 from scratch, fitted when fine-tuning
+    resolve_defaults(cfg)  # as every run, first: a warm-up of 3 epochs (of 40), the lr still unset
     with pytest.raises(VitcError, match=r"^config key optim.warmup_lr must be at most optim.lr \(0.001\)"):
         resolve_for_data(cfg, n_train=1000)
+
+
+def test_warmup_lr_above_lr_is_refused_once_a_default_warmup_is_set() -> None:
+    cfg = load_config(None, {"optim.epochs": 10, "optim.lr": 1e-3, "optim.warmup_lr": 0.01})  # warm-up: default
+    with pytest.raises(VitcError, match=r"^config key optim.warmup_lr must be at most optim.lr \(0.001\)"):
+        resolve_defaults(cfg)  # 2 epochs of warm-up (a fifth of 10)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"optim.lr": 1e-4, "optim.warmup_lr": 1e-3, "optim.warmup_epochs": 0},  # no warm-up, said so
+        {"optim.epochs": 1, "optim.warmup_lr": 0.01},  # the default warm-up of one epoch's run is none; lr default
+    ],
+)
+def test_warmup_lr_without_a_warmup_is_taken(overrides: dict[str, Any]) -> None:
+    """Above optim.lr it was refused as "must be at most optim.lr, the rate the warm-up rises to" where there is
+    no warm-up for it to start; it has no effect there, as timm ignores --warmup-lr with --warmup-epochs 0."""
+    cfg = load_config(None, overrides)
+    resolve_defaults(cfg)
+    resolve_for_data(cfg, n_train=1000)
+    assert cfg.optim.warmup_epochs == 0 and cfg.optim.warmup_lr == overrides["optim.warmup_lr"]
+    assert cfg.optim.lr is not None
+    schedule = [lr_at(s, TOTAL, 0, cfg.optim.lr, MIN, cfg.optim.warmup_lr) for s in range(TOTAL)]
+    assert schedule == [lr_at(s, TOTAL, 0, cfg.optim.lr, MIN) for s in range(TOTAL)] and schedule[0] == cfg.optim.lr
 
 
 def test_bad_warmup_lr_through_the_cli_is_exit_2(tmp_path: Path) -> None:

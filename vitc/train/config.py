@@ -281,9 +281,11 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def check_warmup_lr(optim: OptimSection) -> None:
-    """A warm-up that starts above the rate it rises to is no warm-up: refused once both are known (an lr left
-    to the defaults is checked once vitc.train.defaults.resolve_for_data has set it, fitted to the data)."""
-    if optim.warmup_lr is not None and optim.lr is not None and optim.warmup_lr > optim.lr:
+    """A warm-up that starts above the rate it rises to is no warm-up: refused once the rate and the warm-up are
+    known (an lr or warmup_epochs left to the defaults is checked once vitc.train.defaults has set it). Without a
+    warm-up (warmup_epochs 0) warmup_lr has no effect and is taken, as timm ignores its --warmup-lr then."""
+    known = optim.warmup_lr is not None and optim.lr is not None and optim.warmup_epochs is not None
+    if known and optim.warmup_epochs > 0 and optim.warmup_lr > optim.lr:
         raise VitcError(
             f"config key optim.warmup_lr must be at most optim.lr ({optim.lr:g}), the rate the warm-up rises to, "
             f"got {optim.warmup_lr:g}"

@@ -55,6 +55,7 @@ def resolve_defaults(cfg: TrainConfig) -> list[str]:
         why = f"default {WARMUP_EPOCHS}" if not tuning else f"fine-tuning: {FINETUNE_WARMUP_SHARE:.0%} of the run"
         share = f"at most {WARMUP_SHARE:.0%} of {cfg.optim.epochs} epoch{'s' * (cfg.optim.epochs != 1)}"
         notes.append(f"optim.warmup_epochs = {cfg.optim.warmup_epochs} ({why}, {share})")
+        check_warmup_lr(cfg.optim)  # a warm-up now, or none: warmup_lr then has no effect
     if cfg.optim.layer_decay is None:
         cfg.optim.layer_decay = FINETUNE_LAYER_DECAY if tuning else 1.0
         if tuning:

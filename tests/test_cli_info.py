@@ -472,3 +472,13 @@ def test_a_runs_own_records_are_described(tmp_path: Path) -> None:
     assert result.exit_code == 2 and result.output.startswith(f"error: {run_dir / 'metrics.jsonl'} line 2 is not valid")
     shutil.copy(run_dir / "summary.json", tmp_path / "summary.json")  # no config.json beside it: not a run's
     assert "unknown artifact" in run("info", str(tmp_path / "summary.json")).output
+
+
+def test_a_hugging_face_config_json_is_not_taken_for_a_runs(tmp_path: Path) -> None:
+    """A Hugging Face model folder's config.json matched the run records' name rule and was shown as
+    "vitc train config" with its keys as train_config rows: it is not vitc's, and info says so."""
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architectures": ["CvtForImageClassification"], "model_type": "cvt", "num_labels": 1000})
+    )
+    result = run("info", str(tmp_path / "config.json"))
+    assert result.exit_code == 2 and "unknown artifact" in result.output, result.output

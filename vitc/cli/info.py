@@ -95,12 +95,12 @@ def _describe_report(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def _run_records() -> dict[str, tuple[str, Callable[[Path], dict[str, Any]]]]:
+def _run_records() -> dict[str, tuple[str, Callable[[Path], dict[str, Any] | None]]]:
     """Each record `vitc train` writes in its run folder that `vitc info` describes (recognised as a run's as
     no report may replace it: vitc._run_layout.run_record), with what it shows of it."""
     return {
         SUMMARY: ("vitc train summary", _json_object),  # flat: one row per figure, as `vitc train` printed them
-        CONFIG: ("vitc train config", lambda path: {"train_config": _json_object(path)}),  # a row per section
+        CONFIG: ("vitc train config", _train_config),  # a row per section
         METRICS: ("vitc train metrics", _metrics_summary),
     }
 
@@ -112,7 +112,20 @@ def _describe_run_record(path: Path) -> dict[str, Any] | None:
     if described is None:
         return None
     kind, summary = described
-    return {"kind": kind, **summary(path)}
+    record = summary(path)
+    return None if record is None else {"kind": kind, **record}
+
+
+TRAIN_CONFIG_SECTIONS = ("model", "optim")  # sections every vitc train config.json holds, no HF config.json does
+
+
+def _train_config(path: Path) -> dict[str, Any] | None:
+    """A run's config.json as a row per section; None where it is not vitc's (a Hugging Face model folder's
+    config.json, beside which a run folder's name rule also matches)."""
+    record = _json_object(path)
+    if not all(isinstance(record.get(section), dict) for section in TRAIN_CONFIG_SECTIONS):
+        return None
+    return {"train_config": record}
 
 
 def _json_object(path: Path) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def build(
     from vitc.artifacts.sidecar import sidecar_path
     from vitc.build.options import BuildOptions, resolve_options
     from vitc.build.tensorrt import build_engine
-    from vitc.cli.eval import drop_stale_reports
+    from vitc.cli._eval_report import drop_stale_reports
 
     opts = resolve_options(  # the defaults (precision, plan path) as a Python caller of build_engine gets them
         BuildOptions(

@@ -65,7 +65,7 @@ def export(
 
     Drift is measured on held-out data, or on generated inputs (agreement only) when none has its classes."""
     from vitc.checkpoint import resolve_checkpoint
-    from vitc.cli.eval import drop_stale_reports
+    from vitc.cli._eval_report import drop_stale_reports
     from vitc.errors import VitcError
     from vitc.export import ExportOptions, export_checkpoint
     from vitc.export.pipeline import output_paths, prepare_export, validate

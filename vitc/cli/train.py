@@ -86,7 +86,7 @@ def train(
     ] = False,
 ) -> None:
     """Train a zoo model. With no arguments: convit_micro on the bundled digits, in a few minutes on CPU."""
-    from vitc.cli.eval import drop_stale_reports
+    from vitc.cli._eval_report import drop_stale_reports
     from vitc.train.run_folder import RunFolder, resume_command
 
     # everything the command line and the recipe say is checked before torch is imported (seconds)

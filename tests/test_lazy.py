@@ -35,3 +35,40 @@ def test_the_trt_adapters_share_the_one_lazy_module() -> None:
 
     assert isinstance(vitc.engines.trt_runner.trt, LazyModule) and isinstance(vitc.build.trt_precision.trt, LazyModule)
     assert not hasattr(vitc.engines.base, "LazyModule")  # one mechanism: engines import theirs from vitc._lazy
+
+
+def test_imports_in_threads_leave_stderr_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vitc eval --workers 2` decoded in threads that each imported PIL through import_optional, which swaps the
+    global sys.stderr: thread A in, B in, A out (restores the real one), B out (restores A's StringIO) left
+    stderr a StringIO, and every later line ("skipped: cannot read image ...") vanished. Forced here in that
+    order with two modules that wait for each other (a timeout lets the serialised form go on)."""
+    import threading
+    import types
+
+    from vitc._lazy import import_optional
+
+    events = types.SimpleNamespace(a_in=threading.Event(), b_in=threading.Event(), a_out=threading.Event())
+    monkeypatch.setitem(sys.modules, "vitc_race_events", events)
+    (tmp_path / "vitc_race_a.py").write_text("import vitc_race_events as e\ne.a_in.set()\ne.b_in.wait(2)\n")
+    (tmp_path / "vitc_race_b.py").write_text("import vitc_race_events as e\ne.b_in.set()\ne.a_out.wait(2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("vitc_race_a", "vitc_race_b"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    real = sys.stderr
+
+    def first() -> None:
+        import_optional("vitc_race_a")
+        events.a_out.set()
+
+    def second() -> None:
+        events.a_in.wait(2)
+        import_optional("vitc_race_b")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    leaked, sys.stderr = sys.stderr, real
+    assert leaked is real
+    assert import_optional("vitc_race_a")[0] is sys.modules["vitc_race_a"]

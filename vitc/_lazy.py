@@ -12,6 +12,7 @@ import importlib.util
 import io
 import platform
 import sys
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -69,6 +70,9 @@ def has_module(name: str) -> bool:
         return False
 
 
+_REDIRECTING = threading.RLock()  # import_optional's swaps of sys.stderr, one thread at a time
+
+
 def import_optional(name: str) -> tuple[ModuleType | None, str | None]:
     """(module, None); (None, None) when its package is not installed; (None, why) when it is installed but
     its import fails: a Jetson's torch without libcusparseLt.so.0, or onnxruntime built against a newer
@@ -78,11 +82,12 @@ def import_optional(name: str) -> tuple[ModuleType | None, str | None]:
     if not has_module(name.split(".")[0]):
         return None, None
     said = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(said):
-            module = importlib.import_module(name)
-    except Exception as exc:
-        return None, first_line(exc, said=said.getvalue())
+    with _REDIRECTING:  # sys.stderr is global: two threads swapping it at once left it a StringIO for good
+        try:
+            with contextlib.redirect_stderr(said):
+                module = importlib.import_module(name)
+        except Exception as exc:
+            return None, first_line(exc, said=said.getvalue())
     sys.stderr.write(said.getvalue())  # a working module's warnings are still shown
     return module, None
 

@@ -6,7 +6,9 @@ times with events, runs work only when synchronised and (cuda-python) replays ca
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +171,29 @@ def test_graph_capture_replays_the_stream(cuda_fake, release: str, driver: int) 
     graph.destroy()
     stream.destroy()
     assert gpu.graphs == {}
+
+
+@pytest.mark.parametrize(("release", "driver"), [("11.8", 11040), ("12.6", 12060), ("12.9", 12060), ("13.0", 13000)])
+def test_the_stream_trt_is_given_is_the_handle_and_nothing_warns(cuda_fake, release: str, driver: int) -> None:
+    """`Stream.handle`, what execute_async_v3 gets, is int(cudaStream_t): the stream itself in every release,
+    with no DeprecationWarning (none in cuda-python 11.8.3, 12.2.0 or cuda-bindings 12.9.0, 13.0.0, 13.1.0,
+    13.5.0 under -W error). getPtr() is the address of the wrapper's copy of the handle: given to TensorRT it
+    is a wrong stream, which the fake's getPtr (the handle itself, before) let pass."""
+    gpu = cuda_fake(cuda_python=release, driver=driver)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one per inference call would flood a serving loop
+        stream = Cuda().stream()
+        graph = CudaGraph(stream)
+        graph.begin()
+        gpu.launch_kernel(stream.handle, lambda: None)
+        assert graph.end()
+        graph.launch()
+        stream.synchronize()
+        assert stream.handle in gpu.streams and stream.handle == int(stream._obj)
+        assert stream._obj.getPtr() != stream.handle
+        assert ctypes.c_void_p.from_address(stream._obj.getPtr()).value == stream.handle
+        graph.destroy()
+        stream.destroy()
 
 
 @pytest.mark.parametrize(("release", "driver"), [("11.8", 11040), ("12.6", 13000), ("12.9", 13000), ("13.0", 13000)])

@@ -321,6 +321,8 @@ class Stream:
             self.handle = int(self._obj.handle)
         else:
             self._obj = _check(cuda.rt.cudaStreamCreate(), "cudaStreamCreate")
+            # int() is the handle, without a warning, in cuda-python 11.8 to cuda-bindings 13.5 (getPtr() is
+            # the address of the wrapper's copy of it; cuda.bindings.utils.get_cuda_native_handle is 12.9.1+)
             self.handle = int(self._obj)
 
     def htod(self, dst: DeviceBuffer, src: PinnedArray, nbytes: int) -> None:

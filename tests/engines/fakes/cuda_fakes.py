@@ -101,16 +101,21 @@ class FakeCudaError(Exception):
 
 
 class Handle:
-    """cudaStream_t / cudaEvent_t / cudaGraph_t: int() gives the address, like the real ones."""
+    """cudaStream_t / cudaEvent_t / cudaGraph_t / cudaGraphExec_t, as the real ones: int() is the handle (the
+    CUDA object's address), without a warning in any release vitc takes (cuda-python 11.8.3 and 12.2.0
+    cuda/cuda.pyx `CUstream.__int__`: `return <void_ptr>self._ptr[0]`; cuda-bindings 12.9.0 to 13.5.0 the
+    same), and getPtr() is not the handle but the address of the wrapper's own copy of it (`return
+    <void_ptr>self._ptr`, `self._pvt_ptr` in cuda-bindings): a stream given as getPtr() is a wrong stream."""
 
     def __init__(self, value: int, kind: str) -> None:
         self.value, self.kind = value, kind
+        self._storage = ctypes.c_void_p(value)  # the copy getPtr() points at, as cuda-python's _pvt_val
 
     def __int__(self) -> int:
         return self.value
 
-    def getPtr(self) -> int:  # the real method name
-        return self.value
+    def getPtr(self) -> int:
+        return ctypes.addressof(self._storage)
 
 
 class _Stream:

@@ -151,6 +151,30 @@ def test_a_rebuilt_plan_takes_the_reports_of_the_one_it_replaced(fake, export_di
     assert built.exit_code == 0 and "warning: cannot remove" in built.output, built.output  # the plan stands
 
 
+def test_a_plan_rebuilt_from_python_takes_the_reports_of_the_one_it_replaced(
+    fake, export_dir: Path, tmp_path: Path
+) -> None:
+    """`build_engine` replaces a plan, as torch.save and Polygraphy's SaveEngine replace their file, and then
+    removes eval's reports of the old plan as `vitc build --force` does, naming them in its result (they
+    stayed, describing an engine that was gone); a report named with --out stays."""
+    from vitc.build.options import BuildOptions
+    from vitc.build.tensorrt import build_engine
+
+    fake("10.3")
+    plan = tmp_path / "engines" / "tiny.plan"
+    opts = BuildOptions(onnx=export_dir / "model.fp32.onnx", output=plan)
+    build_engine(opts)
+    for args in ([], ["--out", str(tmp_path / "mine.png")]):
+        assert cli.invoke(app, ["eval", str(plan), *args]).exit_code == 0
+    made = sorted(plan.parent.glob("tiny.confusion.*"))  # no PNG without matplotlib (a Jetson)
+    assert made and made[0].name == "tiny.confusion.test.json"
+    second = build_engine(opts)
+    assert not list(plan.parent.glob("tiny.confusion.*")), "the old plan's reports stayed beside the new plan"
+    assert sorted(second.removed_reports.removed) == made and second.removed_reports.failed == ()
+    assert (tmp_path / "mine.json").exists()
+    assert build_engine(opts).removed_reports.removed == ()  # nothing left to remove
+
+
 def test_an_engine_report_is_named_by_the_split_read(export_dir: Path, tmp_path: Path) -> None:
     """Without test/, val/ is measured and named (it was named test); a plain folder is "all"; the
     held-out set of an image folder without test/ is its val split (the manifest's drift says so)."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitc._lazy import LazyModule
 from vitc.artifacts import ExportManifest, Heldout, Precision
+from vitc.artifacts.eval_report import RemovedReports, remove_stale_reports
 from vitc.artifacts.manifest import export_target
 from vitc.artifacts.sidecar import EngineSidecar, plan_record
 from vitc.build.options import BuildOptions, Profile, make_profile, resolve_options
@@ -59,6 +60,7 @@ class BuildResult:
     dla_fallback: list[str] = field(default_factory=list)  # every layer of a --dla build that runs on the GPU
     warnings: list[str] = field(default_factory=list)
     dla_pinned: list[str] = field(default_factory=list)  # those of them pinned to FP32 (8.5/8.6), which DLA cannot run
+    removed_reports: RemovedReports | None = None  # what build_engine removed of eval's reports of the plan it replaced
 
 
 def make_sidecar(
@@ -129,6 +131,11 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     `_save_engine` (SaveEngine, after the drift check). Everything the build needs (TensorRT, CUDA
     bindings, a GPU, the held-out set, a writable output folder) is checked before parsing, so minutes
     of building never end in a missing piece; a failure leaves the files of an earlier build as they were.
+
+    A plan already at the path is replaced, as torch.save and Polygraphy's SaveEngine replace their file
+    (`vitc build` asks for --force first), and eval's reports of the old plan (`vitc.artifacts.eval_report`)
+    are removed then, as by `vitc build --force`, and named in `removed_reports`: their figures were of an
+    engine that is gone. One that cannot be removed is a line of `warnings`.
     """
     from vitc._io import sha256_file
     from vitc.engines.platform import jetson_info
@@ -165,11 +172,13 @@ def build_engine(opts: BuildOptions) -> BuildResult:
     )
     if opts.manifest is not None and opts.manifest.onnx_sha256 and opts.manifest.onnx_sha256 != sidecar.onnx_sha256:
         warnings.append(f"{opts.onnx}: its sha256 differs from the manifest's; the export folder was modified")
+    replacing = opts.plan.exists()  # then eval's reports of the old plan go once the new one is in place
     sidecar = _save_engine(opts.plan, built.plan, sidecar, heldout)
+    removed = remove_stale_reports(opts.plan) if replacing else RemovedReports(opts.plan)
+    warnings += removed.failed
     pinned = set(built.pinned or ())
-    return BuildResult(
-        opts.plan, sidecar, built.dla_fallback, warnings, [name for name in built.dla_fallback if name in pinned]
-    )
+    fallback_pinned = [name for name in built.dla_fallback if name in pinned]
+    return BuildResult(opts.plan, sidecar, built.dla_fallback, warnings, fallback_pinned, removed)
 
 
 @dataclass(frozen=True)

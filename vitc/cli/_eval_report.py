@@ -1,20 +1,19 @@
 """vitc eval's report files: what they are, where they go, writing one, and removing those a new file outdates.
 
 A report is a JSON of the figures (vitc.metrics) with a confusion-matrix PNG beside it, named by default beside
-the checkpoint or engine measured and after the data read. `vitc eval` writes them; `vitc info` recognises the
-JSON; `vitc export`, `vitc build` and `vitc train` remove those of a file they replace (`drop_stale_reports`).
+the checkpoint or engine measured and after the data read. `vitc eval` writes them; what they are
+and which a replaced file outdates is vitc.artifacts.eval_report (below the stages: build_engine removes them
+too); `vitc export`, `vitc build` and `vitc train` remove and name them here (`drop_stale_reports`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 from rich.table import Table
 
-from vitc._io import ReportKind, json_record, json_report, report_path
+from vitc._io import report_path
 from vitc._terminal import Fitted
 from vitc.cli._console import console, warn
 from vitc.errors import VitcError
@@ -22,81 +21,40 @@ from vitc.errors import VitcError
 if TYPE_CHECKING:
     import numpy as np
 
-EVAL_JSON = ReportKind("vitc eval report", ".json", json_report("top1", "confusion", "classes"))
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _is_eval_figure(path: Path) -> bool:
-    """A PNG with eval's report beside it, or named as eval names its own (`*.confusion*.png`, whose JSON a
-    full disk may have kept from being written): a run's curves.png or a photo is neither."""
-    try:
-        with open(path, "rb") as handle:
-            signature = handle.read(len(PNG_SIGNATURE))
-    except OSError:
-        return False
-    ours = ".confusion" in path.stem or EVAL_JSON.recognise(path.with_suffix(".json"))
-    return signature == PNG_SIGNATURE and ours
-
-
-EVAL_FIGURE = ReportKind("vitc eval confusion matrix", ".png", _is_eval_figure)
+    from vitc.artifacts.eval_report import RemovedReports
 
 
 def report_files(png: Path, force: bool) -> Tuple[Path, Path]:
     """The confusion-matrix PNG and the JSON beside it, each free or an earlier eval report (or --force)."""
+    from vitc.artifacts.eval_report import EVAL_FIGURE, EVAL_JSON  # numpy with vitc.artifacts: not for --help
+
     json_path = report_path(png.with_suffix(".json"), EVAL_JSON, "--out", force)  # first: it names the PNG
     return report_path(png, EVAL_FIGURE, "--out", force), json_path
 
 
 def default_png(source: Path, data_dir: Optional[Path], read: str) -> Path:
-    """Beside the checkpoint or engine, named by the data measured: the folder given and the split read
-    ("all" for a plain folder of class folders), so a report on another folder does not replace the one on
-    the training data and says what it measured (best.confusion.test.png, best.confusion.more-photos.all.png,
-    best.confusion.photos2.val.png for --data-dir photos2 without test/; a plain folder named val is
-    best.confusion.val.all.png, not the training data's best.confusion.val.png)."""
-    folder = "" if data_dir is None else f".{data_dir.resolve().name}"
-    return source.with_name(f"{source.stem}.confusion{folder}.{read}.png")
+    """Where eval writes its report of `source` unless --out says (vitc.artifacts.eval_report.eval_report_path)."""
+    from vitc.artifacts.eval_report import eval_report_path
 
-
-def stale_reports(source: Path) -> List[Path]:
-    """Eval's reports of `source` under its default names (`default_png`: every folder and split measured):
-    the JSONs that say they measured this file, and their PNGs. Replacing `source` (export or build with
-    --force, a resumed run) makes them describe a model that is gone. A report named with --out, or of
-    another file that is still there, is not one of them."""
-    import glob
-
-    found: List[Path] = []
-    prefix = f"{source.stem}.confusion."
-    for json_path in sorted(source.parent.glob(f"{glob.escape(prefix)}*.json")):
-        record = json_record(json_path) if EVAL_JSON.recognise(json_path) else None
-        measured = record and (record.get("engine") or record.get("checkpoint"))
-        if not isinstance(measured, str) or Path(measured).name != source.name:
-            continue
-        if not json_path.name.endswith(f".{record.get('split')}.json"):  # not a default name: --out named it
-            continue
-        with contextlib.suppress(OSError):  # recorded relative to where eval ran: it may not resolve here
-            if Path(measured).exists() and not os.path.samefile(measured, source):
-                continue  # another file of that name, still there
-        png = json_path.with_suffix(".png")
-        found += [json_path] + ([png] if _is_eval_figure(png) else [])
-    return found
+    return eval_report_path(source, data_dir, read)
 
 
 def drop_stale_reports(replaced: Iterable[Path]) -> None:
-    """Remove eval's reports of the files just replaced, and say so (their figures are of the old file);
-    one that cannot be removed is a warning: the replacement itself has succeeded."""
-    terminal = console()
+    """Remove eval's reports of the files just replaced (`remove_stale_reports`), and say so."""
+    from vitc.artifacts.eval_report import remove_stale_reports
+
     for source in replaced:
-        removed = []
-        for path in stale_reports(source):
-            try:
-                path.unlink(missing_ok=True)
-                removed.append(path.name)
-            except OSError as exc:
-                warn(f"cannot remove {path} ({exc.strerror})")
-        if removed:
-            terminal.print(
-                f"removed {', '.join(removed)}: vitc eval's reports of the replaced {source.name}", soft_wrap=True
-            )
+        dropped = remove_stale_reports(source)
+        for line in dropped.failed:
+            warn(line)
+        say_removed(dropped)
+
+
+def say_removed(dropped: RemovedReports) -> None:
+    """The line that names the reports a replacement removed (nothing when there were none)."""
+    if dropped.removed:
+        names = ", ".join(path.name for path in dropped.removed)
+        console().print(f"removed {names}: vitc eval's reports of the replaced {dropped.source.name}", soft_wrap=True)
 
 
 def write_report(

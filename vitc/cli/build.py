@@ -56,7 +56,7 @@ def build(
     from vitc.artifacts.sidecar import sidecar_path
     from vitc.build.options import BuildOptions, resolve_options
     from vitc.build.tensorrt import build_engine
-    from vitc.cli._eval_report import drop_stale_reports
+    from vitc.cli._eval_report import say_removed
 
     opts = resolve_options(  # the defaults (precision, plan path) as a Python caller of build_engine gets them
         BuildOptions(
@@ -75,14 +75,14 @@ def build(
         )
     )
     refuse_to_replace((opts.plan, sidecar_path(opts.plan)), force)  # an earlier build, as export's ONNX files
-    replaced = [opts.plan] if opts.plan.exists() else []  # eval's reports of it go once the build succeeds
     result = build_engine(opts)
     terminal = console()
     for line in result.warnings:
         warn(line)  # one line each
     side = result.sidecar
     terminal.print(f"wrote {result.plan} (TensorRT {side.tensorrt}, {side.precision}, {side.build_seconds} s)")
-    drop_stale_reports(replaced)
+    if result.removed_reports is not None:  # eval's reports of the plan it replaced (their failures: warnings)
+        say_removed(result.removed_reports)
     if result.dla_fallback:
         count = len(result.dla_fallback)
         layers = "1 layer falls" if count == 1 else f"{count} layers fall"

@@ -69,8 +69,8 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
 def _reports() -> tuple[tuple[ReportKind, Callable[[dict[str, Any]], dict[str, Any]]], ...]:
     """Each JSON report a vitc command writes, as that command recognises its own earlier one before replacing
     it (its ReportKind: a `format`, or keys it has always carried), with what `vitc info` shows of it."""
+    from vitc.artifacts.eval_report import EVAL_JSON
     from vitc.bench.report import JSON_REPORT
-    from vitc.cli._eval_report import EVAL_JSON
     from vitc.cli.compile import COMPILE_JSON
     from vitc.cli.inspect import SUMMARY as INSPECT_SUMMARY
     from vitc.cli.predict import PREDICT_JSON

@@ -240,6 +240,17 @@ def test_who_prints_an_error_every_process_raises(
         ({**TORCHRUN_ENV, "RANK": "-1"}, "environment variable RANK='-1' is not a whole number of at least 0"),
         ({**TORCHRUN_ENV, "LOCAL_RANK": "2"}, "environment variable LOCAL_RANK=2 is not below LOCAL_WORLD_SIZE=2"),
         ({**TORCHRUN_ENV, "MASTER_PORT": "http"}, "environment variable MASTER_PORT='http' is not a whole number"),
+        # int() read these as 2, 1, 0 and 2: torchrun writes plain digits
+        (
+            {**TORCHRUN_ENV, "WORLD_SIZE": "+2"},
+            "environment variable WORLD_SIZE='+2' is not a whole number of at least 1",
+        ),
+        ({**TORCHRUN_ENV, "RANK": " 1"}, "environment variable RANK=' 1' is not a whole number of at least 0"),
+        ({**TORCHRUN_ENV, "LOCAL_RANK": "0_0"}, "environment variable LOCAL_RANK='0_0' is not a whole number"),
+        (
+            {**TORCHRUN_ENV, "LOCAL_WORLD_SIZE": "\u0662"},
+            "environment variable LOCAL_WORLD_SIZE='\u0662' is not a whole",
+        ),
     ],
 )
 def test_odd_distributed_variables_are_one_line(

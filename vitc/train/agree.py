@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import socket
 import time
 from types import TracebackType
@@ -34,6 +35,7 @@ SHARED_FOLDER = (
 TRACEBACK_ELSEWHERE = "its traceback is in that process's output"  # a process's bug, named in the others' line
 PEER_ENDED = "another process of the run ended"  # a collective failed as it went (vitc.train.peers)
 _rounds: dict[str, itertools.count[int]] = {}  # each stage's agreements in this process: a key is used once
+_DIGITS = re.compile(r"[0-9]+")  # a whole number as torchrun writes one (str.isdigit takes any script's digits)
 LAUNCHER_ENV = "VITC_NPROC"  # set in the processes `vitc train --nproc N` starts (torchrun's are not)
 
 
@@ -77,15 +79,13 @@ def process_env() -> tuple[int, int, int]:
 
 
 def _whole(name: str, minimum: int, default: str | None = None) -> int:
-    """The environment variable `name`, a whole number of at least `minimum`, else one line naming it and its value."""
+    """The environment variable `name`, a whole number of at least `minimum` in plain decimal digits as torchrun
+    writes it, else one line naming it and its value: int() took `+2`, ` 2`, `2_0` and `٢` as 2 or 20, forms
+    torchrun never writes (a typo, or a script's own launcher), and the run went on as if they were plain."""
     text = os.environ.get(name, default)
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
+    if text is None or not _DIGITS.fullmatch(text) or int(text) < minimum:
         raise VitcError(f"environment variable {name}={text!r} is not a whole number of at least {minimum}")
-    return value
+    return int(text)
 
 
 def launched_by_nproc() -> bool:

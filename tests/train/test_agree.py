@@ -317,11 +317,17 @@ def test_a_peer_ended_line_offers_resume_only_where_a_resume_state_was_saved(mon
     from vitc.train import peers
 
     monkeypatch.setattr(peers, "first_to_say", lambda line: True)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.delenv("VITC_NPROC", raising=False)
+    cfg = load_config(None, {"run.name": "r", "run.out_dir": "runs"})
+
+    def line(saved: bool, kept: str | None = None) -> str:
+        return str(peers.peer_ended("during training", peers.what_is_kept(cfg, 2, saved, kept)))
+
     command = "torchrun --nproc_per_node 2 -m vitc.cli.main train --resume runs/r"
-    assert str(peers.peer_ended(command)) == (
+    assert line(True) == (
         "another process of the run ended during training (its output says why); continue from the last saved "
         f"epoch with: {command}"
     )
-    assert str(peers.peer_ended(None)).endswith("before the run saved a resume state: start it again")
-    kept = str(peers.peer_ended(None, "runs/r"))
-    assert kept.endswith("before the run saved a resume state: runs/r is kept as it was")
+    assert line(False).endswith("before the run saved a resume state: start it again")
+    assert line(False, "runs/r").endswith("before the run saved a resume state: runs/r is kept as it was")

@@ -37,35 +37,27 @@ sys.argv[0] = "vitc"
 main()
 """
 
-# `torchrun … DIES train`: the CLI, whose rank 1 is killed (as the out-of-memory killer kills) as training begins
-DIES = """
+# `torchrun … SIGNALLED.format(…) train`: the CLI, whose processes of `ranks` each send themselves `signal` as
+# vitc.train.`module`'s `name` is called, where `when` (of its arguments) holds
+SIGNALLED = """
 import os, signal, sys
-from vitc.train import loop
+from vitc.train import {module}
 from vitc.cli.main import main
 
-def killed(run, epoch):
-    os.kill(os.getpid(), signal.SIGKILL)
+def signalled(*args, wrapped={module}.{name}, **kwargs):
+    if {when}:
+        os.kill(os.getpid(), signal.{signal})
+    return wrapped(*args, **kwargs)
 
-if os.environ["RANK"] == "1":
-    loop._train_epoch = killed
+if os.environ["RANK"] in {ranks!r}:
+    {module}.{name} = signalled
 sys.argv[0] = "vitc"
 main()
 """
-# `torchrun … STOPPED train`: the CLI, whose every process is interrupted (Ctrl-C) as its second epoch begins
-STOPPED = """
-import os, signal, sys
-from vitc.train import loop
-from vitc.cli.main import main
-
-def interrupted(run, epoch, train_epoch=loop._train_epoch):
-    if epoch == 1:
-        os.kill(os.getpid(), signal.SIGINT)
-    train_epoch(run, epoch)
-
-loop._train_epoch = interrupted
-sys.argv[0] = "vitc"
-main()
-"""
+# rank 1 killed (as the out-of-memory killer kills) as training begins
+DIES = SIGNALLED.format(module="loop", name="_train_epoch", when=True, signal="SIGKILL", ranks=["1"])
+# every process interrupted (Ctrl-C) as its second epoch begins
+STOPPED = SIGNALLED.format(module="loop", name="_train_epoch", when="args[1] == 1", signal="SIGINT", ranks=["0", "1"])
 # a few seconds' run on the bundled digits
 TINY_DIGITS = [
     "-m",
@@ -143,33 +135,40 @@ def test_a_crash_in_one_process_still_shows_its_traceback(tmp_path: Path) -> Non
     assert code != 0 and codes.get(1, 1) == 1 and codes.get(0, 2) in (2, -15), said
 
 
-def test_a_process_whose_peer_ended_says_one_line(tmp_path: Path) -> None:
-    """Rank 0's gradient exchange fails as rank 1 is killed: it printed gloo's "Connection reset by peer" in a
-    68-line traceback that buried the line saying why. torchrun looks at its processes every 3 s here, so that
-    rank 0 meets the closed connection before torchrun stops it."""
-    (tmp_path / "dies.py").write_text(DIES)
-    args = [
-        "--monitor-interval",
-        "3",
-        "dies.py",
-        "train",
-        *TINY_DIGITS,
-        "--set",
-        f"run.out_dir={tmp_path}",
-        "--name",
-        "x",
-    ]
-    code, said, codes = _torchrun(tmp_path, *args)
-    lines = re.findall(r"(?<!traceback : )error: .*", said)  # not torchrun's summary, which names it
-    # killed in the first epoch: no resume state yet, so no --resume (it would say "nothing to resume")
-    assert lines == [
-        f"error: {PEER_ENDED} during training (its output says why), before the run saved a resume state: start it "
-        "again"
-    ], said
-    assert not (tmp_path / "x" / "resume.safetensors").exists()
-    assert said.count("Traceback (most recent call last)") == 1, said  # torchrun's own, before its summary
-    # rank 0 exits with 2 once it has said the line, unless torchrun's SIGTERM comes as it exits (-15)
-    assert code != 0 and codes.get(1) == -9 and codes.get(0) in (2, -15), said
+@pytest.mark.parametrize(
+    ("script", "killed", "said"),
+    [
+        (DIES, 1, "during training (its output says why), before the run saved a resume state: start it again"),
+        # the DDP wrap's collective, before the first step: torch's 56-line traceback
+        (
+            SIGNALLED.format(module="setup", name="DistributedDataParallel", when=True, signal="SIGKILL", ranks=["1"]),
+            1,
+            "as the run started (its output says why), before the run saved a resume state: start it again",
+        ),
+        # the final test's broadcast of the best weights: torch's 63-line traceback
+        (
+            SIGNALLED.format(module="loop", name="_finish", when=True, signal="SIGKILL", ranks=["1"]),
+            1,
+            "during the final test, after training (its output says why): {run}'s checkpoints are complete; its test "
+            "score and summary.json follow from: {resume}",
+        ),
+    ],
+)
+def test_a_process_whose_peer_ended_says_one_line(script: str, killed: int, said: str, tmp_path: Path) -> None:
+    """The survivor's collective fails as the other process is killed: it printed gloo's "Connection reset by peer"
+    in a 68-line traceback that buried the line saying why. torchrun looks at its processes every 3 s here, so that
+    the survivor meets the closed connection before torchrun stops it."""
+    (tmp_path / "killed.py").write_text(script)
+    run = tmp_path / "x"
+    args = ["--monitor-interval", "3", "killed.py", "train", *TINY_DIGITS, "--epochs", "2"]
+    code, output, codes = _torchrun(tmp_path, *args, "--set", f"run.out_dir={tmp_path}", "--name", "x")
+    lines = re.findall(r"(?<!traceback : )error: .*", output)  # not torchrun's summary, which names it
+    resume = f"torchrun --nproc_per_node 2 -m vitc.cli.main train --resume {run}"
+    assert lines == [f"error: {PEER_ENDED} {said.format(run=run, resume=resume)}"], output
+    assert (run / "resume.safetensors").exists() == ("{resume}" in said)  # offered only where it was saved
+    assert output.count("Traceback (most recent call last)") == 1, output  # torchrun's own, before its summary
+    # the survivor exits with 2 once it has said the line, unless torchrun's SIGTERM comes as it exits (-15)
+    assert code != 0 and codes.get(killed) == -9 and codes.get(1 - killed) in (2, -15), output
 
 
 def test_a_stop_every_process_says_is_one_line(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ from vitc.train.evaluate import broadcast_state, evaluate_batches
 from vitc.train.finished import out_of_patience
 from vitc.train.network import stand_in_loss
 from vitc.train.optim import backbone_eval, lr_at
-from vitc.train.peers import collective_failed, peer_ended, said_once_per_machine
+from vitc.train.peers import raise_if_peer_ended, said_once_per_machine, what_is_kept
 from vitc.train.records import checkpoint_meta, summary_record
 from vitc.train.run_folder import RunFolder, resume_command
 from vitc.train.setup import Run, seed_streams, setup_run
@@ -125,9 +125,15 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
         quiet = ExitStack()
         try:
             with ExitStack() as cleanup:
-                run = setup_run(
-                    cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup, agreement
-                )
+                try:
+                    run = setup_run(
+                        cfg, resume, show_progress, started, device, dist, amp_dtype, folder, cleanup, agreement
+                    )
+                except RuntimeError as exc:  # the DDP wrap's and the attention choice's collectives, among others
+                    raise_if_peer_ended(
+                        exc, dist.enabled, "as the run started", lambda: what_is_kept(cfg, dist.world_size, resume)
+                    )
+                    raise
                 return _train(run)
         except BaseException as exc:
             if dist.enabled and isinstance(exc, VitcError):
@@ -161,21 +167,27 @@ def _train(run: Run) -> RunResult:
             if run.ctrl_c.stopped():  # under DDP, a collective failed as a peer stopped for the same Ctrl-C
                 with stop_signals_ignored():
                     _interrupted(run)
-            if run.dist.enabled and collective_failed(exc):  # another process ended: its output says why
-                saved = run.in_place and (bool(state.history) or run.earlier > 0)  # a resume state to continue
-                resume = resume_command(cfg, run.dist.world_size, launched_by_nproc()) if saved else None
-                with stop_signals_ignored():  # torchrun stops this one too: the line is said first
-                    raise peer_ended(resume, None if run.in_place else str(run.folder.final)) from None
+            saved = run.in_place and (bool(state.history) or run.earlier > 0)  # a resume state to continue from
+            kept = None if run.in_place else str(run.folder.final)
+            raise_if_peer_ended(
+                exc, run.dist.enabled, "during training", lambda: what_is_kept(cfg, run.dist.world_size, saved, kept)
+            )
             reraise_gpu(exc, run.doing, *gpu_advice(cfg, run.per_rank_batch, run.amp_dtype, run.run_dir, state.epoch))
         try:
             return _finish(run)
-        except KeyboardInterrupt:  # the last epoch's checkpoints and resume file are written; --resume goes on here
-            command = resume_command(cfg, run.dist.world_size, launched_by_nproc())
-            raise _stop(
-                run,
-                f" while scoring the best checkpoint, after training: {run.run_dir}'s checkpoints are complete; its "
-                f"test score and summary.json follow from: {command}",
-            ) from None
+        except (KeyboardInterrupt, RuntimeError) as exc:  # the last epoch's checkpoints and resume file are written
+            if isinstance(exc, KeyboardInterrupt) or run.ctrl_c.stopped():  # or a peer's collective, stopped alike
+                raise _stop(run, f" while scoring the best checkpoint, after training: {_test_left(run)}") from None
+            when = "during the final test, after training"
+            raise_if_peer_ended(exc, run.dist.enabled, when, lambda: f": {_test_left(run)}")
+            raise
+
+
+def _test_left(run: Run) -> str:
+    """After training, the final test cut short (Ctrl-C, another process's end): what is kept, and the command that
+    scores it (--resume of a run whose epochs are done tests it and writes summary.json)."""
+    command = resume_command(run.cfg, run.dist.world_size, launched_by_nproc())
+    return f"{run.run_dir}'s checkpoints are complete; its test score and summary.json follow from: {command}"
 
 
 def _stop(run: Run, rest: str) -> TrainingInterrupted:

@@ -14,9 +14,16 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from vitc._signals import stop_signals_ignored
 from vitc.errors import VitcError, gpu_failure
 from vitc.train.agree import PEER_ENDED, launched_by_nproc, several_processes
+from vitc.train.run_folder import resume_command
+
+if TYPE_CHECKING:
+    from vitc.train.config import TrainConfig
 
 STORE_WAIT_S = 5.0  # for the rendezvous store to count a line: gone with its machine, the line is printed anyway
 # gloo's words for a peer that has gone (its RuntimeError has no type of its own)
@@ -35,16 +42,29 @@ def collective_failed(exc: BaseException) -> bool:
     return bool(distributed_error and isinstance(exc, distributed_error)) or bool(_GLOO_PEER_GONE.search(str(exc)))
 
 
-def peer_ended(resume: str | None, kept: str | None = None) -> VitcError:
-    """The one line of a process whose collective failed as another ended: `resume`, the command that continues
-    the run, or None where this session saved nothing to continue (its first epoch had not ended), and `kept`, the
-    earlier run a --force run had not replaced yet (it stays, the new one is dropped)."""
-    if resume is not None:
-        line = f"{PEER_ENDED} during training (its output says why); continue from the last saved epoch with: {resume}"
-    else:
-        line = f"{PEER_ENDED} during training (its output says why), before the run saved a resume state: "
-        line += f"{kept} is kept as it was" if kept else "start it again"
-    return said_once_per_machine(VitcError(line))
+def peer_ended(when: str, then: str) -> VitcError:
+    """The one line of a process whose collective failed as another ended: `when` (the run's phase: setup, the
+    epochs, the final test), then `then`, what was kept and the command that goes on from it."""
+    return said_once_per_machine(VitcError(f"{PEER_ENDED} {when} (its output says why){then}"))
+
+
+def what_is_kept(cfg: TrainConfig, world_size: int, saved: bool, kept: str | None = None) -> str:
+    """`peer_ended`'s end before the final test: --resume where a resume state was `saved` (this session's, or the
+    one it resumed from), else to start again; `kept`, the earlier run a --force run had not replaced yet (it stays,
+    the new one is dropped)."""
+    if saved:
+        return f"; continue from the last saved epoch with: {resume_command(cfg, world_size, launched_by_nproc())}"
+    return f", before the run saved a resume state: {f'{kept} is kept as it was' if kept else 'start it again'}"
+
+
+def raise_if_peer_ended(exc: BaseException, several: bool, when: str, then: Callable[[], str]) -> None:
+    """Raise `peer_ended(when, then())` where `exc` is a collective of `several` processes failing as another ended
+    (`collective_failed`), stop signals ignored meanwhile (torchrun stops this process too: its line is said first);
+    else return, for the caller to go on with `exc`. Each phase of a run with collectives calls it: torch's
+    traceback was shown wherever none did (setup's DDP wrap, the final test)."""
+    if several and collective_failed(exc):
+        with stop_signals_ignored():
+            raise peer_ended(when, then()) from None
 
 
 def said_once_per_machine(error: VitcError) -> VitcError:

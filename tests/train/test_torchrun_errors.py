@@ -139,6 +139,12 @@ def test_a_crash_in_one_process_still_shows_its_traceback(tmp_path: Path) -> Non
     ("script", "killed", "said"),
     [
         (DIES, 1, "during training (its output says why), before the run saved a resume state: start it again"),
+        # rank 0 gone in the second epoch: rank 1, whose history is empty (rank 0's alone), said "start it again"
+        (
+            SIGNALLED.format(module="loop", name="_train_epoch", when="args[1] == 1", signal="SIGKILL", ranks=["0"]),
+            0,
+            "during training (its output says why); continue from the last saved epoch with: {resume}",
+        ),
         # the DDP wrap's collective, before the first step: torch's 56-line traceback
         (
             SIGNALLED.format(module="setup", name="DistributedDataParallel", when=True, signal="SIGKILL", ranks=["1"]),

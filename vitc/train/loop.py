@@ -167,7 +167,10 @@ def _train(run: Run) -> RunResult:
             if run.ctrl_c.stopped():  # under DDP, a collective failed as a peer stopped for the same Ctrl-C
                 with stop_signals_ignored():
                     _interrupted(run)
-            saved = run.in_place and (bool(state.history) or run.earlier > 0)  # a resume state to continue from
+            # a resume state to continue from: the one it resumed, or an epoch's end that rank 0 recorded (every
+            # process counts its epochs; the history is rank 0's alone, so another said "start it again" after one)
+            recorded = state.epoch - (1 if run.ending is not None else 0)
+            saved = run.in_place and (recorded > 0 or run.earlier > 0)
             kept = None if run.in_place else str(run.folder.final)
             raise_if_peer_ended(
                 exc, run.dist.enabled, "during training", lambda: what_is_kept(cfg, run.dist.world_size, saved, kept)

@@ -177,6 +177,19 @@ def test_a_process_whose_peer_ended_says_one_line(script: str, killed: int, said
     assert code != 0 and codes.get(killed) == -9 and codes.get(1 - killed) in (2, -15), output
 
 
+def test_a_sigterm_outside_the_epochs_is_one_line(tmp_path: Path) -> None:
+    """SIGTERM to every process in setup (torchrun stopping its workers as one ended, Slurm's preemption): each
+    printed `error: stopped by SIGTERM`, as the epochs' stop line is printed once per machine."""
+    script = SIGNALLED.format(
+        module="setup", name="DistributedDataParallel", when=True, signal="SIGTERM", ranks=["0", "1"]
+    )
+    (tmp_path / "stopped.py").write_text(script)
+    args = ["stopped.py", "train", *TINY_DIGITS, "--set", f"run.out_dir={tmp_path}", "--name", "x"]
+    code, said, codes = _torchrun(tmp_path, *args)
+    assert re.findall(r"(?<!traceback : )error: .*", said) == ["error: stopped by SIGTERM"], said
+    assert code != 0 and set(codes.values()) <= {143, -15}, said  # the silent one exits with the same code
+
+
 def test_a_stop_every_process_says_is_one_line(tmp_path: Path) -> None:
     """Ctrl-C reaches every process: each printed `interrupted; continue with: …`, 8 lines on an 8-GPU machine."""
     (tmp_path / "stopped.py").write_text(STOPPED)

@@ -21,7 +21,7 @@ from typing_extensions import Annotated
 
 from vitc import __version__
 from vitc._lazy import require_training
-from vitc._signals import sigterm_as_ctrl_c, stop_said
+from vitc._signals import sigterm_as_ctrl_c, stop_said, stop_signals_ignored
 from vitc.cli import bench as bench_cli
 from vitc.cli import build as build_cli
 from vitc.cli import check as check_cli
@@ -110,10 +110,24 @@ def main() -> None:
             code = 130
     if code == 130 and sigterm.received:
         signum = sigterm.received[0]
-        print_error(stop_said(signum), 128 + signum)
+        print_error(stop_said(signum), 128 + signum, said_elsewhere=_said_elsewhere(stop_said(signum)))
         code = 128 + signum
     _quiet_ctrl_c_at_exit()
     sys.exit(code)
+
+
+def _said_elsewhere(line: str) -> bool:
+    """Another process of this machine prints `line`, a stop's: under torchrun a SIGTERM reaches every process alike
+    (torchrun stopping its workers as one ended, Slurm's preemption), and each printed it outside the epochs (setup,
+    as the run ends), where training's own stop line is printed once per machine (vitc.train.peers.first_to_say,
+    counted on torchrun's store). Asked only where torch is loaded already, as `vitc train`'s processes have it:
+    every other command stays torch-free."""
+    if "torch" not in sys.modules:
+        return False
+    from vitc.train.peers import first_to_say
+
+    with stop_signals_ignored():  # the line is said (or left to another process) whatever comes meanwhile
+        return not first_to_say(line)
 
 
 def _run() -> int:

@@ -313,6 +313,30 @@ def test_a_store_that_does_not_answer_leaves_the_line_to_this_process(monkeypatc
         release.set()
 
 
+def test_a_store_gone_with_its_machine_adds_no_torch_warning(monkeypatch, capfd) -> None:
+    """torch's store logged the failed count as an 18-line C++ warning, its backtrace (`[c10d] recvValue failed …
+    Did the remote server shutdown or crash?`), above the line it is counted for."""
+    import torch.distributed as dist
+
+    from vitc.train import distributed, peers
+
+    serve = "import time, torch.distributed as d; s = d.TCPStore('127.0.0.1', 0, 2, True, wait_for_workers=False); "
+    serve += "print(s.port, flush=True); time.sleep(60)"
+    server = subprocess.Popen([sys.executable, "-c", serve], stdout=subprocess.PIPE, text=True)
+    try:
+        store = dist.TCPStore("127.0.0.1", int(server.stdout.readline()), 2, False)
+    finally:
+        server.kill()
+        server.wait()
+    monkeypatch.setattr(peers, "several_processes", lambda: True)
+    monkeypatch.setattr(peers, "launched_by_nproc", lambda: False)
+    monkeypatch.setattr(distributed, "rendezvous_store", lambda: store)
+    capfd.readouterr()
+    assert peers.first_to_say("error: a line") is True  # the store cannot count: this process says it
+    print("after", file=sys.stderr, flush=True)  # stderr is this process's again
+    assert capfd.readouterr().err == "after\n"
+
+
 def test_a_peer_ended_line_offers_resume_only_where_a_resume_state_was_saved(monkeypatch) -> None:
     from vitc.train import peers
 

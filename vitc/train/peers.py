@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from vitc._signals import stop_signals_ignored
@@ -98,6 +100,30 @@ def first_to_say(line: str) -> bool:
     # the store's own timeout does not bound add() (a machine gone without a reset blocks it for minutes, while
     # this process ignores stop signals to say its line): a thread, left behind after STORE_WAIT_S
     counter = threading.Thread(target=count, name="vitc-first-to-say", daemon=True)
-    counter.start()
-    counter.join(STORE_WAIT_S)
+    with _stderr_dropped():
+        counter.start()
+        counter.join(STORE_WAIT_S)
     return counted[0] if counted else True
+
+
+@contextmanager
+def _stderr_dropped() -> Iterator[None]:
+    """This process's stderr (file descriptor 2) discarded inside, while its line is counted: a store gone with its
+    machine made torch log the failed request as an 18-line C++ warning, its backtrace (c10d's TCPStore.cpp, `recvValue
+    failed … Did the remote server shutdown or crash?`), above the line that says why. Its log level cannot be raised
+    here: torch reads TORCH_CPP_LOG_LEVEL once, as it is imported. Nothing else of this process speaks meanwhile: it
+    is ending, with that line."""
+    try:
+        sys.stderr.flush()
+        kept = os.dup(2)
+    except (OSError, ValueError):  # no stderr to keep (closed): nothing to discard either
+        yield
+        return
+    discard = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(discard, 2)
+        yield
+    finally:
+        os.dup2(kept, 2)
+        os.close(kept)
+        os.close(discard)

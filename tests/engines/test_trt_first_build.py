@@ -102,6 +102,36 @@ def test_build_on_a_machine_without_tensorrt_names_everything_missing(monkeypatc
     assert "CUDA bindings (cuda-python: not installed" in line
 
 
+def test_a_plan_on_a_machine_without_tensorrt_or_bindings_names_both_as_build_does(
+    fake, export_dir, monkeypatch, tmp_path
+):
+    """bench, predict and eval on a plan said `TensorRT is not installed (...)` alone where build named the CUDA
+    bindings too: once TensorRT was installed, the next try stopped at the bindings. They say build's line."""
+    import sys
+
+    from tests.engines.fakes.cuda_fakes import install_cuda
+
+    fake("10.3")
+    plan = tmp_path / "m.plan"
+    assert run("build", export_dir / "model.fp32.onnx", "--out", plan)[0] == 0
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # then a machine with neither
+    install_cuda(monkeypatch, cuda_python=None)
+    images = tmp_path / "images"
+    images.mkdir()
+    pytest.importorskip("PIL.Image").new("RGB", (12, 9), (200, 30, 90)).save(images / "x.png")
+    built = error_line("build", export_dir / "model.fp32.onnx", "--out", tmp_path / "other.plan")
+    missing = built.split("; missing: ", 1)[1]
+    assert (
+        missing.startswith("TensorRT (pip install tensorrt")
+        and "; CUDA bindings (cuda-python: not installed" in missing
+    )
+    for args in (("bench", "-e", plan), ("predict", plan, images), ("eval", plan)):
+        assert (
+            error_line(*args)
+            == f"error: running {plan} needs TensorRT, CUDA bindings and an NVIDIA GPU; missing: {missing}"
+        ), args
+
+
 def test_a_tensorrt_that_fails_to_import_is_said_so_not_installed(tmp_path: Path) -> None:
     """A TensorRT whose libnvinfer does not load: `vitc doctor` said "broken: ...", vitc build and bench --engine
     "not installed (pip install tensorrt ...)", the wrong remedy on a Jetson."""

@@ -29,12 +29,11 @@ from vitc.engines.tensorrt import (
     TrtFeatures,
     dims,
     features,
-    installed_version,
     precision_plan,
     sidecar_path,
 )
-from vitc.engines.trt_runner import TensorRTRunner
-from vitc.errors import VitcError, first_line
+from vitc.engines.trt_runner import TensorRTRunner, open_engine_machine
+from vitc.errors import VitcError
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -283,30 +282,9 @@ def _save_engine(output: Path, blob: bytes, sidecar: EngineSidecar, heldout: Hel
 
 def check_build_machine() -> tuple[str, dict[str, str]]:
     """The TensorRT version and the GPU's properties; one line naming everything missing for a build."""
-    from vitc._lazy import broken_text
-    from vitc.engines.cuda import Cuda, choose_bindings
-    from vitc.engines.tensorrt import tensorrt_available, tensorrt_broken, tensorrt_remedy
-
-    missing = []
-    if not tensorrt_available():  # installed but failing to import: why, as `vitc doctor` says; else the remedy
-        broken = tensorrt_broken()
-        missing.append(f"TensorRT ({broken_text('tensorrt', broken) if broken else tensorrt_remedy()})")
-    gpu: dict[str, str] | None = None
-    choice = choose_bindings()
-    if choice.kind is None:
-        missing.append(f"CUDA bindings ({choice.reason})")  # with what to install (cuda.install_hint)
-    else:
-        try:
-            cuda = Cuda()
-            try:
-                gpu = cuda.device_properties()
-            finally:
-                cuda.close()
-        except Exception as exc:  # pycuda raises its own errors without a GPU; cuda-python a VitcError
-            missing.append(f"an NVIDIA GPU ({first_line(exc)})")
-    if missing or gpu is None:
-        raise VitcError("vitc build needs TensorRT, CUDA bindings and an NVIDIA GPU; missing: " + "; ".join(missing))
-    return installed_version(), gpu
+    version, cuda, gpu = open_engine_machine("vitc build")
+    cuda.close()
+    return version, gpu
 
 
 def _heldout_to_check(opts: BuildOptions) -> Heldout | None:

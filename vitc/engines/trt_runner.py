@@ -9,6 +9,7 @@ header is not a TensorRT plan, and plans this machine's TensorRT/GPU cannot run,
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Tuple
@@ -31,14 +32,50 @@ from vitc.engines.tensorrt import (
     read_plan_header,
     sidecar_path,
 )
-from vitc.errors import VitcError
+from vitc.errors import VitcError, first_line
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-    from vitc.engines.cuda import CudaGraph, DeviceBuffer, PinnedArray
+    from vitc.engines.cuda import Cuda, CudaGraph, DeviceBuffer, PinnedArray
 else:
     trt = LazyModule("tensorrt")
+
+
+# -- the machine ----------------------------------------------------------------------------------------
+ENGINE_NEEDS = "TensorRT, CUDA bindings and an NVIDIA GPU"
+
+
+def open_engine_machine(task: str) -> tuple[str, Cuda, dict[str, str]]:
+    """What building or running a plan needs: the installed TensorRT's version, CUDA on the GPU in use (open:
+    the caller closes it) and that GPU's properties. Otherwise one line, `<task> needs TensorRT, CUDA bindings
+    and an NVIDIA GPU; missing: ...`, naming every missing piece with its remedy, for `vitc build` and for a
+    plan run by bench, predict and eval alike (those named TensorRT alone, then the bindings on the next try)."""
+    from vitc._lazy import broken_text
+    from vitc.engines.cuda import Cuda, choose_bindings
+    from vitc.engines.tensorrt import tensorrt_available, tensorrt_broken, tensorrt_remedy
+
+    missing = []
+    if not tensorrt_available():  # installed but failing to import: why, as `vitc doctor` says; else the remedy
+        broken = tensorrt_broken()
+        missing.append(f"TensorRT ({broken_text('tensorrt', broken) if broken else tensorrt_remedy()})")
+    cuda: Cuda | None = None
+    gpu: dict[str, str] | None = None
+    choice = choose_bindings()
+    if choice.kind is None:
+        missing.append(f"CUDA bindings ({choice.reason})")  # with what to install (cuda.install_hint)
+    else:
+        try:
+            cuda = Cuda()
+            gpu = cuda.device_properties()
+        except Exception as exc:  # pycuda raises its own errors without a GPU; cuda-python a VitcError
+            missing.append(f"an NVIDIA GPU ({first_line(exc)})")
+    if missing or cuda is None or gpu is None:
+        if cuda is not None:
+            with contextlib.suppress(Exception):  # the line below says what is missing; a failed pop adds nothing
+                cuda.close()
+        raise VitcError(f"{task} needs {ENGINE_NEEDS}; missing: " + "; ".join(missing))
+    return installed_version(), cuda, gpu
 
 
 # -- runtime ------------------------------------------------------------------------------------------
@@ -88,17 +125,13 @@ class TensorRTRunner(BaseRunner):
         self._events: Any = None
 
     def activate_impl(self) -> None:
-        from vitc.engines.cuda import Cuda
-
         header = read_plan_header(self.path)  # refuse non-plans before TensorRT sees a byte
         self.sidecar = self._given_sidecar if self._given_sidecar is not None else load_sidecar(self.path)
         blob = self.path.read_bytes()
         check_sidecar_matches(self.path, self.sidecar, blob)
-        version = installed_version()
+        version, self._cuda, gpu = open_engine_machine(f"running {self.path}")
         header = built_with(header, self.sidecar, version)  # an 8.5 plan's bytes 24-27 are no version
         self._feat = features(version)
-        self._cuda = Cuda()
-        gpu = self._cuda.device_properties()
         self.warnings = check_plan_compat(header, version, self.sidecar, gpu, str(self.path))
         if self.cuda_graph and self._cuda.kind == "pycuda":  # said now, not at the second warm-up call
             self.cuda_graph = False
@@ -357,4 +390,4 @@ class TensorRTRunner(BaseRunner):
         )
 
 
-__all__ = ["TensorRTRunner"]
+__all__ = ["ENGINE_NEEDS", "TensorRTRunner", "open_engine_machine"]

@@ -175,7 +175,7 @@ def test_doctor_says_training_needs_a_newer_python(old_python: str, monkeypatch:
     from vitc.cli import doctor
 
     facts = {**doctor.gather(), "torch": {"version": "2.0.0", "cuda": "11.4", "cuda_available": True}}
-    rows = {command: (needs, ok) for command, needs, ok, _ in doctor.requirements(facts)}
+    rows = {command: (needs, ok) for command, needs, ok, *_ in doctor.requirements(facts)}
     assert rows["train / compile / eval ckpt"] == (f"Python >= {old_python}, torch", False)
     assert not rows["export"][1] and not rows["bench --device cuda"][1]
     assert rows["bench / predict / eval x.onnx"][1]  # onnxruntime is here: the runtime rows do not ask for 3.10
@@ -254,6 +254,7 @@ def test_doctor_shows_a_broken_torch_and_onnxruntime_as_rows(tmp_path: Path) -> 
         "needs": "onnxruntime",
         "ok": False,
         "broken": onnxruntime,
+        "unsupported": "",
     }
 
 

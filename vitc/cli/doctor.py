@@ -58,8 +58,10 @@ def _broken(why: str | None) -> dict[str, Any] | None:
 
 
 def _tensorrt() -> dict[str, Any] | None:
-    """TensorRT's version and DLA cores; `broken` for the stubs-only package or a missing libnvinfer."""
+    """TensorRT's version and DLA cores; `broken` for the stubs-only package or a missing libnvinfer, `unsupported`
+    (why, and what to do) for a release vitc does not run."""
     from vitc._lazy import import_optional
+    from vitc.engines.tensorrt import unsupported_release
 
     tensorrt, broken = import_optional("tensorrt")
     if tensorrt is None:
@@ -67,6 +69,9 @@ def _tensorrt() -> dict[str, Any] | None:
     if not hasattr(tensorrt, "__version__"):
         return _broken("only tensorrt-stubs is installed, not TensorRT")
     facts: dict[str, Any] = {"version": tensorrt.__version__}
+    unsupported = unsupported_release(str(tensorrt.__version__))
+    if unsupported:  # 8.4 and older: build and the plan runner refuse it
+        facts["unsupported"] = unsupported
     try:
         facts["dla_cores"] = int(tensorrt.Builder(tensorrt.Logger()).num_DLA_cores)
     except Exception:  # no GPU or driver: the version is still worth showing
@@ -92,16 +97,17 @@ def _binding_text(facts: dict[str, Any]) -> Text:
     return Text(text + "".join(f"; not chosen: {why}" for why in facts["rejected"]))
 
 
-def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tuple[str, str, bool, str]]:
-    """(command, what it needs, present?, broken) rows; `broken` names each package the command needs that is
-    installed but fails to import, with why (as the component rows say it, or cut to share `why_cut` characters
-    among them: the table), else ""."""
+def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tuple[str, str, bool, str, str]]:
+    """(command, what it needs, present?, broken, unsupported) rows; `broken` names each package the command needs
+    that is installed but fails to import, with why (as the component rows say it, or cut to share `why_cut`
+    characters among them: the table), else ""; `unsupported` says which installed release vitc does not run
+    (TensorRT before 8.5) and what to do, else ""."""
     from vitc import _lazy
 
     training = _lazy.TRAINING_PYTHON
     py = f"Python >= {training[0]}.{training[1]}, "  # the training side; the runtime rows also run on 3.8
     torch_ok = bool(facts["torch"] and facts["torch"].get("version")) and sys.version_info[:2] >= training
-    trt_ok = bool(facts["tensorrt"] and facts["tensorrt"].get("version"))
+    trt_ok = bool(facts["tensorrt"] and facts["tensorrt"].get("version")) and not facts["tensorrt"].get("unsupported")
     gpu_ok = bool(facts["gpus"]) or facts["jetson"] is not None
     cuda_ok = torch_ok and bool(facts["torch"].get("cuda_available"))
     ort_ok = bool(facts["onnxruntime"] and facts["onnxruntime"].get("version"))
@@ -122,8 +128,26 @@ def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tupl
         ("bench --device cuda", py + "torch with CUDA and a GPU", cuda_ok, ("torch",)),
     ]
     return [
-        (command, needs, ok, "" if ok else _broken_needs(facts, names, why_cut)) for command, needs, ok, names in rows
+        (
+            command,
+            needs,
+            ok,
+            "" if ok else _broken_needs(facts, names, why_cut),
+            "" if ok else _unsupported(facts, names),
+        )
+        for command, needs, ok, names in rows
     ]
+
+
+def _unsupported(facts: dict[str, Any], names: tuple[str, ...]) -> str:
+    """`TensorRT 8.4.1.5 < 8.5 (upgrade JetPack)` when `names` holds tensorrt and the installed one is too old; the
+    tensorrt component row has the whole line."""
+    from vitc.engines.tensorrt import OLDEST_RELEASE, upgrade_remedy, version_text
+
+    row = facts.get("tensorrt")
+    if "tensorrt" not in names or not isinstance(row, dict) or not row.get("unsupported"):
+        return ""
+    return f"TensorRT {row['version']} < {version_text(OLDEST_RELEASE)} ({upgrade_remedy()})"
 
 
 def _broken_needs(facts: dict[str, Any], names: tuple[str, ...], why_cut: int | None = None) -> str:
@@ -149,10 +173,13 @@ def _cut(text: str, most: int) -> str:
 _SHORT = 120  # characters of the broken packages' whys in the command table (the component rows have them whole)
 
 
-def _needs_text(ok: bool, broken: str) -> Text:
-    """The command table's status: ready, missing, or broken: each package named, with its why."""
+def _needs_text(ok: bool, broken: str, unsupported: str = "") -> Text:
+    """The command table's status: ready, unsupported (which release, what to do), missing, or broken: each package
+    named, with its why."""
     if ok:
         return Text("ready", style="green")
+    if unsupported:
+        return Text.assemble(("unsupported", "red"), f": {unsupported}")
     if not broken:
         return Text("missing", style="red")
     return Text.assemble(("broken", "red"), f": {broken}")
@@ -168,7 +195,9 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             json.dumps(
                 {
                     "facts": facts,
-                    "commands": [dict(zip(("command", "needs", "ok", "broken"), r)) for r in requirements(facts)],
+                    "commands": [
+                        dict(zip(("command", "needs", "ok", "broken", "unsupported"), r)) for r in requirements(facts)
+                    ],
                 },
                 indent=2,
             )
@@ -192,6 +221,8 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             text = missing
         elif isinstance(value, dict) and value.get("broken"):
             text = Text.assemble(("broken", "red"), f": {value['broken']}")
+        elif isinstance(value, dict) and value.get("unsupported"):
+            text = Text.assemble(("unsupported", "red"), f": {value['unsupported']}")
         elif isinstance(value, dict):
             text = ", ".join(f"{k}: {v}" for k, v in value.items())
         elif isinstance(value, list):
@@ -203,6 +234,6 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
     needs = Table(title="what each command needs")
     for column in ("command", "needs", "status"):
         needs.add_column(column)
-    for command, what, ok, broken in requirements(facts, why_cut=_SHORT):
-        needs.add_row(command, what, _needs_text(ok, broken))
+    for command, what, ok, broken, unsupported in requirements(facts, why_cut=_SHORT):
+        needs.add_row(command, what, _needs_text(ok, broken, unsupported))
     console.print(needs)

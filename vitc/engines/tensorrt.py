@@ -320,6 +320,60 @@ def installed_version() -> str:
     return str(trt.__version__)
 
 
+# The oldest TensorRT vitc runs. 8.5 introduced the name-based I/O API, the only one the runner uses
+# (ICudaEngine.num_io_tensors, get_tensor_name/mode/dtype/shape/profile_shape; IExecutionContext.set_input_shape,
+# set_tensor_address, execute_async_v3): release/8.4's bindings (python/src/infer/pyCore.cpp, 8.4.3.1) have none
+# of it, only the binding-index API. It is also the oldest release in tests/engines/trt_api/. On a Jetson
+# TensorRT comes with JetPack: 5.0.2 (L4T 35.1) ships 8.4.1, 5.1 (L4T 35.2) 8.5.2.
+OLDEST_RELEASE = (8, 5)
+OLDEST_JETPACK = "5.1"
+
+
+def too_old(version: str) -> bool:
+    """Whether TensorRT `version` predates OLDEST_RELEASE (a version that does not read as one is left to the
+    checks that read it)."""
+    try:
+        return parse_version(version)[:2] < OLDEST_RELEASE
+    except VitcError:
+        return False
+
+
+def upgrade_remedy() -> str:
+    """How a newer TensorRT comes here: with JetPack on a Jetson (JetPack's TensorRT matches its CUDA), else pip."""
+    from vitc.engines.platform import jetson_info
+
+    return "upgrade JetPack" if jetson_info() is not None else "upgrade TensorRT (pip install --upgrade tensorrt)"
+
+
+def unsupported_release(version: str) -> str | None:
+    """Why vitc cannot use TensorRT `version`, in the one line `vitc doctor`, `vitc build` and a plan's runner
+    say; None for OLDEST_RELEASE and later. JetPack is named on a Jetson only."""
+    from vitc.engines.platform import jetson_info
+
+    if not too_old(version):
+        return None
+    oldest = f"TensorRT {version_text(OLDEST_RELEASE)} or newer"
+    jetson = jetson_info()
+    if jetson is None:
+        return f"vitc needs {oldest}; this machine has TensorRT {version}: {upgrade_remedy()}"
+    known = jetson.get("jetpack") not in (None, "unknown")
+    release = f"JetPack {jetson['jetpack']}" if known else f"L4T {jetson.get('l4t')}"
+    return (
+        f"vitc needs {oldest} (JetPack {OLDEST_JETPACK} or later on a Jetson); this machine has TensorRT {version} "
+        f"({release}): {upgrade_remedy()}"
+    )
+
+
+def check_release() -> None:
+    """Refuse an installed TensorRT older than OLDEST_RELEASE in one line, before any TensorRT call: its engines
+    have no named I/O tensors, and building or running one failed with an AttributeError after minutes of work.
+    The version is read without importing TensorRT (`installed_release`); no TensorRT passes."""
+    release = installed_release()
+    why = unsupported_release(release) if release else None
+    if why:
+        raise VitcError(why)
+
+
 # -- plan header and compatibility -----------------------------------------------------------------
 @dataclass(frozen=True)
 class PlanHeader:
@@ -491,6 +545,7 @@ __all__ = [
     "TrtFeatures",
     "built_with",
     "check_plan_compat",
+    "check_release",
     "features",
     "load_sidecar",
     "parse_plan_header",

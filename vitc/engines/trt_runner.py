@@ -1,7 +1,8 @@
 """TensorRT: run a plan through named I/O tensors (set_input_shape, set_tensor_address, execute_async_v3).
 
 That API is in every supported release (release/8.5 pyCore.cpp has it; the binding-index API it
-replaces is deprecated in 8.5 and gone in 10.0), so there is one path for 8.5 → 11.x.
+replaces is deprecated in 8.5 and gone in 10.0), so there is one path for 8.5 → 11.x. 8.4 and older
+lack it and are refused before any TensorRT call (`vitc.engines.tensorrt.check_release`).
 
 Security: a plan is executable content; see `vitc.engines.tensorrt`. The runner refuses files whose
 header is not a TensorRT plan, and plans this machine's TensorRT/GPU cannot run, before deserialising.
@@ -50,11 +51,13 @@ def open_engine_machine(task: str) -> tuple[str, Cuda, dict[str, str]]:
     """What building or running a plan needs: the installed TensorRT's version, CUDA on the GPU in use (open:
     the caller closes it) and that GPU's properties. Otherwise one line, `<task> needs TensorRT, CUDA bindings
     and an NVIDIA GPU; missing: ...`, naming every missing piece with its remedy, for `vitc build` and for a
-    plan run by bench, predict and eval alike (those named TensorRT alone, then the bindings on the next try)."""
+    plan run by bench, predict and eval alike (those named TensorRT alone, then the bindings on the next try).
+    A TensorRT older than 8.5 is refused before anything else (`check_release`)."""
     from vitc._lazy import broken_text
     from vitc.engines.cuda import Cuda, choose_bindings
-    from vitc.engines.tensorrt import tensorrt_available, tensorrt_broken, tensorrt_remedy
+    from vitc.engines.tensorrt import check_release, tensorrt_available, tensorrt_broken, tensorrt_remedy
 
+    check_release()  # first and alone: a newer JetPack brings another CUDA too, so its bindings would change
     missing = []
     if not tensorrt_available():  # installed but failing to import: why, as `vitc doctor` says; else the remedy
         broken = tensorrt_broken()

@@ -72,8 +72,42 @@ API_DIR = Path(__file__).resolve().parents[1] / "trt_api"
 VERSIONS = ("8.5", "8.6", "10.3", "10.16", "11.1")  # JetPack 5, 6.0, 6.1/6.2, newest 10.x, newest 11.x
 
 
+# TensorRT 8.4 (JetPack 5.0.2), which vitc refuses (vitc.engines.tensorrt.OLDEST_RELEASE): trt_api/ starts at 8.5,
+# so its fake is 8.5's API less what release/8.4's bindings lack of the engine and the context, the name-based
+# I/O API 8.5 introduced (python/src/infer/pyCore.cpp at 3e345efc, 8.4.3.1, against release/8.5's); its version is
+# JetPack 5.0.2's. It exists to show that vitc stops before it uses any of these.
+BEFORE_8_5 = {
+    "version": "8.4.1.5",
+    "classes": {
+        "ICudaEngine": (
+            *("get_tensor_bytes_per_component", "get_tensor_components_per_element", "get_tensor_dtype"),
+            *("get_tensor_format", "get_tensor_format_desc", "get_tensor_location", "get_tensor_mode"),
+            *("get_tensor_name", "get_tensor_profile_shape", "get_tensor_shape", "get_tensor_vectorized_dim"),
+            *("is_shape_inference_io", "num_io_tensors"),
+        ),
+        "IExecutionContext": (
+            *("execute_async_v3", "get_input_consumed_event", "get_max_output_size", "get_output_allocator"),
+            *("get_tensor_address", "get_tensor_shape", "get_tensor_strides", "infer_shapes", "nvtx_verbosity"),
+            *("persistent_cache_limit", "set_input_consumed_event", "set_input_shape", "set_output_allocator"),
+            *("set_tensor_address", "temporary_allocator"),
+        ),
+    },
+    "enums": ("TensorIOMode",),
+}
+
+
 @functools.lru_cache(maxsize=None)
 def load_api(version: str) -> dict[str, Any]:
+    if version == "8.4":
+        api = json.loads((API_DIR / "trt_8.5.json").read_text())
+        api["version"] = BEFORE_8_5["version"]
+        for name, members in BEFORE_8_5["classes"].items():
+            entry = api["classes"][name]
+            entry["members"] = [m for m in entry["members"] if m not in members]
+            entry["deprecated"] = [m for m in entry.get("deprecated", ()) if m not in members]
+        for name in BEFORE_8_5["enums"]:
+            del api["enums"][name]
+        return api
     return json.loads((API_DIR / f"trt_{version}.json").read_text())
 
 

@@ -102,6 +102,22 @@ def test_build_on_a_machine_without_tensorrt_names_everything_missing(monkeypatc
     assert "CUDA bindings (cuda-python: not installed" in line
 
 
+def test_an_earlier_plan_is_refused_only_where_a_build_could_run(fake, monkeypatch, tiny_onnx, tmp_path):
+    """Without TensorRT, `vitc build` over an existing plan said "exists (use --force to replace it)", and only
+    --force led to the TensorRT it lacks: the machine is checked first, then the output."""
+    import sys
+
+    plan = tmp_path / "engines" / "m.plan"
+    plan.parent.mkdir()
+    plan.write_bytes(b"an earlier build")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    line = error_line("build", tiny_onnx, "--out", plan)
+    assert line.startswith("error: vitc build needs TensorRT, CUDA bindings and an NVIDIA GPU; missing: TensorRT (")
+    fake("10.3")  # a machine that builds: now the plan is what stops it
+    assert error_line("build", tiny_onnx, "--out", plan) == f"error: {plan} exists (use --force to replace it)"
+    assert plan.read_bytes() == b"an earlier build" and sorted(p.name for p in plan.parent.iterdir()) == ["m.plan"]
+
+
 def test_a_plan_on_a_machine_without_tensorrt_or_bindings_names_both_as_build_does(
     fake, export_dir, monkeypatch, tmp_path
 ):

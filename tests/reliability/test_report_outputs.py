@@ -89,8 +89,15 @@ OVER_ARTIFACTS = [
 @pytest.mark.parametrize(
     ("args", "kept", "says"), OVER_ARTIFACTS, ids=lambda v: " ".join(v) if isinstance(v, list) else v
 )
-def test_a_report_or_plan_never_replaces_an_artifact(work: Dict[str, Path], args: List[str], kept: str, says: str):
+def test_a_report_or_plan_never_replaces_an_artifact(
+    work: Dict[str, Path], args: List[str], kept: str, says: str, monkeypatch: pytest.MonkeyPatch
+):
     """Each once replaced the file and exited 0 (a PNG over best.safetensors, eval's report over config.json)."""
+    if args[0] == "build":  # on a machine that builds: one without TensorRT is told that first
+        from tests.engines.fakes.cuda_fakes import install_cuda
+        from tests.engines.fakes.tensorrt_fake import install_tensorrt
+
+        install_tensorrt(monkeypatch, "10.3", install_cuda(monkeypatch))
     before = (work["root"] / kept).read_bytes()
     assert says in one_error_line(invoke(work, args))
     assert (work["root"] / kept).read_bytes() == before

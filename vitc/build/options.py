@@ -32,6 +32,7 @@ class BuildOptions:
     manifest: ExportManifest | None = None  # default the ONNX file's (manifest_for)
     check: bool = True
     tf32: bool = False  # let FP32 layers compute in TF32 (TensorRT's default; vitc clears it)
+    replace_plan: bool = True  # False (`vitc build` without --force): an earlier plan is refused, once the machine is
 
     @property
     def plan(self) -> Path:

@@ -228,14 +228,18 @@ def _build_plan(
 
 def _preflight(opts: BuildOptions) -> tuple[str, dict[str, str], PrecisionPlan, Heldout | None]:
     """Everything checked before parsing: the input, the machine, the weight form, the held-out set,
-    the output folder (the input file itself is checked by resolve_options). Returns (TensorRT version, GPU,
-    precision flags, held-out set to check)."""
+    the output (the input file itself is checked by resolve_options). The machine comes before the output:
+    an earlier plan there was refused first, and --force only led to the TensorRT this machine lacks. Returns
+    (TensorRT version, GPU, precision flags, held-out set to check)."""
+    from vitc._io import refuse_to_replace
+
     _check_options(opts)
     version, gpu = check_build_machine()
     _check_release_options(opts, features(version), version)
     _check_weight_form(opts, version)
     plan_flags = precision_plan(features(version), opts.chosen_precision, opts.tf32)
     heldout = _heldout_to_check(opts)
+    refuse_to_replace((opts.plan, sidecar_path(opts.plan)), opts.replace_plan)  # an earlier build, as export's files
     _check_writable(opts.plan)
     return version, gpu, plan_flags, heldout
 

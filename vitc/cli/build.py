@@ -51,9 +51,7 @@ def build(
     force: ForceOpt = False,
 ) -> None:
     """Build a TensorRT engine for this machine's TensorRT and GPU; the drift check runs the held-out set."""
-    from vitc._io import refuse_to_replace
     from vitc.artifacts import BatchRange
-    from vitc.artifacts.sidecar import sidecar_path
     from vitc.build.options import BuildOptions, resolve_options
     from vitc.build.tensorrt import build_engine
     from vitc.cli._eval_report import say_removed
@@ -72,9 +70,9 @@ def build(
             hardware_compat=hardware_compat,
             check=not no_check,
             tf32=tf32,
+            replace_plan=force,  # an earlier plan is refused once the machine is checked (build_engine's preflight)
         )
     )
-    refuse_to_replace((opts.plan, sidecar_path(opts.plan)), force)  # an earlier build, as export's ONNX files
     result = build_engine(opts)
     terminal = console()
     for line in result.warnings:

@@ -111,6 +111,7 @@ def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tupl
     gpu_ok = bool(facts["gpus"]) or facts["jetson"] is not None
     cuda_ok = torch_ok and bool(facts["torch"].get("cuda_available"))
     ort_ok = bool(facts["onnxruntime"] and facts["onnxruntime"].get("version"))
+    onnx_ok = facts["onnx"] is not None
     engine_ok = trt_ok and facts["cuda_binding"]["kind"] is not None and gpu_ok
     engine = "tensorrt, cuda-python or pycuda, an NVIDIA GPU"
     rows = [
@@ -118,9 +119,10 @@ def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tupl
         (
             "export",
             py + "torch, onnx, onnxruntime",
-            torch_ok and facts["onnx"] is not None and ort_ok,
+            torch_ok and onnx_ok and ort_ok,
             ("torch", "onnxruntime"),
         ),
+        ("check / info x.onnx", "onnx", onnx_ok, ("onnx",)),
         ("build", engine, engine_ok, ("tensorrt",)),
         ("bench / predict / eval x.onnx", "onnxruntime", ort_ok, ("onnxruntime",)),
         ("bench / predict / eval x.plan", engine, engine_ok, ("tensorrt",)),
@@ -171,6 +173,7 @@ def _cut(text: str, most: int) -> str:
 
 
 _SHORT = 120  # characters of the broken packages' whys in the command table (the component rows have them whole)
+HINTED = ("onnx", "onnxruntime")  # component rows that name their install (vitc._lazy.OPTIONAL) when missing
 
 
 def _needs_text(ok: bool, broken: str, unsupported: str = "") -> Text:
@@ -203,6 +206,7 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             )
         )
         return
+    from vitc._lazy import OPTIONAL
     from vitc.cli._console import console as plain_console
     from vitc.engines.tensorrt import tensorrt_remedy
 
@@ -217,6 +221,8 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             continue
         if value is None and key == "tensorrt":
             text: str | Text = Text.assemble(("missing", "red"), f" ({tensorrt_remedy()})")
+        elif value is None and key in HINTED:  # what to install, as the tensorrt row says it
+            text = Text.assemble(("missing", "red"), f" ({OPTIONAL[key]})")
         elif value in (None, [], {}):
             text = missing
         elif isinstance(value, dict) and value.get("broken"):

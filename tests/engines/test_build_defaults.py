@@ -36,6 +36,12 @@ def bare_int8(tmp_path: Path) -> Path:
     return make_tiny_onnx(tmp_path / "bare" / "model.int8.onnx", precision="int8")
 
 
+def bare_fp16(tmp_path: Path) -> Path:
+    """A bare net.onnx computing in float16 (no manifest, no precision in its name)."""
+    (tmp_path / "bare").mkdir()
+    return make_tiny_onnx(tmp_path / "bare" / "net.onnx", precision="fp16")
+
+
 def written(folder: Path) -> dict[str, Any]:
     """The plans and sidecars under `folder`: plan bytes, sidecar records without the build's time."""
     files: dict[str, Any] = {}
@@ -65,12 +71,12 @@ CASES: dict[str, tuple[Callable[[Path, Path], Path], list[str], dict[str, Any], 
         "engines/bare.int8.plan",
         "int8",
     ),
-    "an explicit precision overrides the manifest's": (
-        lambda export_dir, tmp_path: fp16_export(export_dir),
-        ["--precision", "fp32"],
-        {"precision": "fp32"},
-        "engines/tiny.fp32.plan",
-        "fp32",
+    "an explicit precision names a bare file's": (
+        lambda export_dir, tmp_path: bare_fp16(tmp_path),
+        ["--precision", "fp16"],
+        {"precision": "fp16"},
+        "engines/net.fp16.plan",
+        "fp16",
     ),
 }
 
@@ -153,3 +159,48 @@ def test_the_default_plan_is_named_by_the_run_never_model_int8_int8(given, plan,
     folder.mkdir(parents=True)
     monkeypatch.chdir(tmp_path if given.startswith("export/") else folder)
     assert default_plan_path(Path(given), "int8") == Path(plan)
+
+
+def refused(args: list[str], onnx: Path, **fields: Any) -> str:
+    """`vitc build ONNX ARGS` and `build_engine(BuildOptions(onnx, **fields))` both refuse in the same line, and
+    nothing is written."""
+    result = cli.invoke(app, ["build", str(onnx), *args])
+    assert result.exit_code == 2, result.output
+    with pytest.raises(VitcError) as err:
+        build_engine(BuildOptions(onnx=onnx, **fields))
+    assert result.output == f"error: {err.value}\n" and "\n" not in str(err.value)
+    assert not Path("engines").exists() or list(Path("engines").iterdir()) == []  # no plan, sidecar, timing cache
+    return str(err.value)
+
+
+def test_an_export_builds_at_its_own_precision_only(fake, export_dir, tmp_path, monkeypatch):
+    """`vitc build model.fp16.onnx --precision int8` built the fp16 graph (no Q/DQ nodes) and its sidecar said
+    int8, silently; --precision fp16 on the fp32 export built FP32 kernels called fp16. Precision lives in the
+    ONNX file the export verified: another is refused, naming the file or the export that has it."""
+    fake("10.3")
+    monkeypatch.chdir(tmp_path)
+    onnx = fp16_export(export_dir)
+    line = refused(["--precision", "int8"], onnx, precision="int8")
+    assert line == (
+        f"{onnx} is the fp16 export (manifest.fp16.json says so), not int8: vitc builds the precision an export "
+        "holds, which `vitc export` verified; write one with `vitc export x --precision int8 --trt 10`"
+    )
+    fp32 = export_dir / "model.fp32.onnx"
+    line = refused(["-p", "fp16"], fp32, precision="fp16")
+    assert line.startswith(f"{fp32} is the fp32 export (manifest.fp32.json says so), not fp16: ")
+    assert line.endswith(f"; build {onnx}")  # the export beside it holds fp16
+    result = cli.invoke(app, ["build", str(onnx), "--precision", "fp16"])  # its own precision, said again: built
+    assert result.exit_code == 0 and "fp16" in result.output, result.output
+
+
+@pytest.mark.parametrize(("precision", "lacks"), [("int8", "no Q/DQ nodes"), ("fp16", "no float16 tensors")])
+def test_a_bare_graph_without_that_precision_is_refused_after_parsing(precision, lacks, fake, tmp_path, monkeypatch):
+    """No manifest: the parsed network must hold the precision asked for (by --precision or the file name), or
+    TensorRT builds an FP32 engine under its name."""
+    fake("8.5")
+    monkeypatch.chdir(tmp_path)
+    onnx = make_tiny_onnx(tmp_path / f"net.{precision}.onnx")  # float32 throughout
+    assert refused([], onnx) == (
+        f"{onnx} has {lacks}, so it is no {precision} graph: TensorRT builds the precision the ONNX file holds; "
+        f"write one with `vitc export CHECKPOINT --precision {precision}`"
+    )

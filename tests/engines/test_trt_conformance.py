@@ -444,12 +444,13 @@ def test_bf16_io_is_refused_clearly(fake, tmp_path):
         B.build_engine(BuildOptions(onnx=onnx, output=tmp_path / "n.plan", check=False))
 
 
-def _with_layer_norms(path: Path, count: int) -> Path:
-    """The tiny model with `count` LayerNormalization nodes (opset 17, as the default export has) after its Reshape."""
+def _with_layer_norms(path: Path, count: int, precision: str = "fp32") -> Path:
+    """The tiny model (of that precision) with `count` LayerNormalization nodes (opset 17, as the default export
+    has) after its Reshape."""
     import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(make_tiny_onnx(path)))
+    model = onnx.load(str(make_tiny_onnx(path, precision=precision)))
     graph = model.graph
     graph.initializer.extend([numpy_helper.from_array(np.ones(192, np.float32), n) for n in ("gamma", "beta")])
     layer_norms = [
@@ -469,7 +470,7 @@ def test_an_export_for_a_newer_tensorrt_says_what_to_run(fake, tmp_path):
     once per norm: the error was every parser error on one line, with no way forward."""
     folder = tmp_path / "export"
     folder.mkdir()
-    onnx_path = _with_layer_norms(folder / "model.fp16.onnx", count=5)
+    onnx_path = _with_layer_norms(folder / "model.fp16.onnx", count=5, precision="fp16")
     (folder / "manifest.fp16.json").write_text(json.dumps(manifest_record(precision="fp16", trt_target=None)))
     trt = fake("8.5")
     result = CliRunner().invoke(app, ["build", str(onnx_path), "--no-check"], env={"COLUMNS": "2000"})

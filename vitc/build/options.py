@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc.artifacts import BatchRange, ExportManifest, Precision, manifest_for, parse_precision, precision_in_name
+from vitc.artifacts.manifest import onnx_name
 from vitc.artifacts.sidecar import PLAN_SUFFIXES
 from vitc.errors import VitcError
 
@@ -21,7 +22,7 @@ class BuildOptions:
 
     onnx: Path
     output: Path | None = None  # default engines/<run>.<precision>.plan
-    precision: Precision | None = None  # default the manifest's, else the file name's, else fp32
+    precision: Precision | None = None  # default the manifest's (another is refused), else the file name's, else fp32
     batch: BatchRange | None = None  # overrides the manifest's range
     workspace_mb: int | None = None
     opt_level: int | None = None
@@ -74,12 +75,37 @@ def resolve_options(opts: BuildOptions) -> BuildOptions:
     if opts.precision is not None:
         parse_precision(opts.precision, "--precision")
     manifest = opts.manifest if opts.manifest is not None else manifest_for(onnx)
+    if opts.precision is not None and manifest is not None and manifest.onnx_path.resolve() == onnx.resolve():
+        _check_export_precision(onnx, opts.precision, manifest)
     precision = parse_precision(
         opts.precision or (manifest.precision if manifest else None) or precision_in_name(onnx) or "fp32"
     )
     output = default_plan_path(onnx, precision) if opts.output is None else Path(opts.output)
     check_plan_name(output)
     return replace(opts, onnx=onnx, output=output, precision=precision, manifest=manifest)
+
+
+def _check_export_precision(onnx: Path, precision: Precision, manifest: ExportManifest) -> None:
+    """--precision must be the export's own: precision lives in the ONNX file (casts, Q/DQ nodes) that `vitc export`
+    wrote and measured, and TensorRT builds what the file holds. `-p int8` on an fp16 export built an fp16 engine
+    that the sidecar called int8, `-p fp16` on an fp32 one an fp32 engine called fp16."""
+    if precision == manifest.precision:
+        return
+    raise VitcError(
+        f"{onnx} is the {manifest.precision} export ({manifest.path.name} says so), not {precision}: vitc builds the "
+        f"precision an export holds, which `vitc export` verified; {export_fix(onnx, precision, manifest)}"
+    )
+
+
+def export_fix(onnx: Path, precision: Precision, manifest: ExportManifest | None) -> str:
+    """What to build for `precision` instead of `onnx`: the export's file of that precision when it lies beside it,
+    else the `vitc export` that writes one (from the checkpoint and for the TensorRT the manifest names)."""
+    sibling = onnx.parent / onnx_name(precision)
+    if sibling.is_file() and sibling.resolve() != onnx.resolve():
+        return f"build {sibling}"
+    source = (manifest.source_checkpoint.get("path") if manifest is not None else None) or "CHECKPOINT"
+    target = f" --trt {manifest.trt_target}" if manifest is not None and manifest.trt_target else ""
+    return f"write one with `vitc export {source} --precision {precision}{target}`"
 
 
 def default_plan_path(onnx: Path, precision: Precision) -> Path:

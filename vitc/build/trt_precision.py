@@ -31,6 +31,22 @@ UNPINNED_LAYERS = frozenset({"QUANTIZE", "DEQUANTIZE", "CONSTANT", "SHAPE"})
 MOVES_DATA = frozenset({"SHUFFLE"})
 
 
+def held_precisions(network: trt.INetworkDefinition) -> set[str]:
+    """The reduced precisions a parsed graph holds: "int8" for Q/DQ layers, "fp16" for a float16 tensor out of any
+    layer (the casts and float16 weights of `vitc export -p fp16`). TensorRT builds those and nothing more: strongly
+    typed on 10.x, and on 8.5/8.6 with the graph's float32 layers pinned to FP32."""
+    half = trt.DataType.HALF
+    held = set()
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type.name in ("QUANTIZE", "DEQUANTIZE"):
+            held.add("int8")
+        outputs = (layer.get_output(j) for j in range(layer.num_outputs))
+        if any(tensor is not None and tensor.dtype == half for tensor in outputs):
+            held.add("fp16")
+    return held
+
+
 def pin_fp32_layers(network: trt.INetworkDefinition) -> list[str]:
     """Give every layer whose outputs are all float32 tensors FP32 precision and output types; return their names.
 
@@ -60,4 +76,4 @@ def pin_fp32_layers(network: trt.INetworkDefinition) -> list[str]:
     return pinned
 
 
-__all__ = ["pin_fp32_layers"]
+__all__ = ["held_precisions", "pin_fp32_layers"]

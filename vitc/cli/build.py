@@ -36,7 +36,8 @@ def build(
         typer.Option(
             "--precision",
             "-p",  # as `vitc export -p fp16`
-            help="fp32, fp16 or int8: override the precision read from the manifest/file name.",
+            help="fp32, fp16 or int8: the precision of a file without a manifest or one in its name; it must be"
+            " the one the ONNX file holds (an export's own, Q/DQ nodes for int8, float16 tensors for fp16).",
         ),
     ] = None,
     tf32: Annotated[

@@ -30,7 +30,7 @@ OPTIONAL = {
     "tensorboard": "pip install 'vitc[tensorboard]'",
     "onnx": "pip install 'vitc[onnx]'",
     "onnxruntime": "pip install 'vitc[onnx]'",
-    "onnxscript": "pip install 'vitc[onnx]'",
+    "onnxscript": "pip install 'vitc[torch]'",
     "transformers": "pip install transformers",
     "tensorrt": "pip install tensorrt on a desktop GPU; JetPack ships it on Jetson",
     "cuda": "pip install 'vitc[trt]'",

@@ -220,9 +220,25 @@ def test_the_training_extras_install_nothing_on_python_3_8() -> None:
         assert wanted == [], (extra, wanted)
 
 
+def test_onnxscript_comes_with_the_extra_export_needs_not_with_the_runtimes_onnx() -> None:
+    """`[onnx]` serves the torch-free runtime (vitc check, info x.onnx, bench x.onnx) and pulled onnxscript and
+    onnx-ir in too, which only `vitc export` imports, and export needs torch: onnxscript is in `[torch]`."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {Requirement(line).name for line in extras["onnx"]} == {"onnx", "onnxruntime"}
+    assert "onnxscript" in {Requirement(line).name for line in extras["torch"]}
+    users = sorted(
+        path.relative_to(ROOT).as_posix() for path in (ROOT / "vitc").rglob("*.py") if "onnxscript" in path.read_text()
+    )
+    assert "vitc/export/onnx_export.py" in users, users
+    assert all(user.startswith("vitc/export/") or user == "vitc/_lazy.py" for user in users), users  # _lazy: its hint
+
+
 def test_each_install_hint_names_the_extra_that_brings_its_package() -> None:
     """A missing optional package is named with its install hint (vitc._lazy.OPTIONAL): onnxscript's said
-    `pip install onnxscript` and pycuda's `pip install pycuda`, where vitc's extras bring them ([onnx],
+    `pip install onnxscript` and pycuda's `pip install pycuda`, where vitc's extras bring them ([torch],
     [trt-pycuda]) at the versions vitc needs. Each hint names only extras that list its package, and one of
     them whenever an extra (other than dev's) does; a core dependency's is `pip install` of it."""
     import re

@@ -42,12 +42,16 @@ what the sections before it left unused, never the shares reserved for the secti
 8. tensorrt: `pytest -m tensorrt tests/engines` where TensorRT imports; skipped ("not run", with the reason)
    when pytest collects none of them or every one skips itself (no TensorRT or no GPU there).
 
+A section reads "ok" only where none of its sub-runs failed: "partial" where some did, "failed" where
+every one that ran did (the check then exits 1), the first failure as its reason.
+
 Needs beyond CUDA PyTorch: numpy, typer, rich, safetensors (vitc's core, run from this checkout);
-scikit-learn (digits, for train); cuda-python matching the driver (`cuda-python>=12.6,<13` for a
-CUDA 12 driver, `>=13,<14` for CUDA 13) or pycuda (cuda_layer); tensorrt, onnx, onnxruntime and
-onnxscript (tensorrt). The machine has no registry: download wheels where there is one
-(`pip download -d wheels typer rich safetensors scikit-learn 'cuda-python>=12.6,<13'`) and pass
-`--wheelhouse wheels` (the lent image has all but TensorRT). Writes gpu_check.json and gpu_check.md to
+scikit-learn (digits) and matplotlib (vitc train's curves, at each epoch's end) for train; cuda-python
+matching the driver (`cuda-python>=12.6,<13` for a CUDA 12 driver, `>=13,<14` for CUDA 13) or pycuda
+(cuda_layer); tensorrt, onnx, onnxruntime and onnxscript (tensorrt). The machine has no registry:
+download wheels where there is one (`pip download -d wheels typer rich safetensors scikit-learn
+matplotlib 'cuda-python>=12.6,<13'`) and pass `--wheelhouse wheels` (the lent image has all but
+TensorRT). Writes gpu_check.json and gpu_check.md to
 --report-dir (default --out, train/runs/gpu_check).
 """
 
@@ -74,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ("numpy", "typer", "rich", "safetensors")
 NEEDS = {
     "torch_bench": ("torch", *CORE),
-    "train": ("torch", "sklearn", *CORE),
+    "train": ("torch", "sklearn", "matplotlib", *CORE),  # vitc train plots its curves at each epoch's end
     "train_ratios": ("torch", *CORE),
     "peers": ("torch", "timm", *CORE),
     "inference": ("torch", *CORE),  # its timm part is skipped, with the reason, where timm is missing
@@ -273,6 +277,9 @@ def _run_section(
         save(running.result, running.folder)  # even a SIGKILL then leaves which section it stopped
         try:
             section = {"status": "ok", **fn(plan, out, given)}
+            failures = failed_sub_runs(section) if section["status"] == "ok" else None
+            if failures:
+                section["status"], section["reason"] = failures
         except KeyboardInterrupt:
             running.killed("interrupted (Ctrl-C)")
             raise
@@ -286,6 +293,18 @@ def _run_section(
         section["budget_s"] = round(given, 1)
         section["seconds"] = running.elapsed()
     running.result["sections"][name] = section
+
+
+def failed_sub_runs(section: dict[str, Any]) -> tuple[str, str] | None:
+    """("failed", why) where every sub-run that ran failed (a peer run, a precision, a training row, the feed
+    measurement), ("partial", why) where some did; None where none did: such a section is not "ok"."""
+    runs = [part for part in section.values() if isinstance(part, dict) and "command" in part]
+    ran = [part for part in runs + list(section.get("rows", [])) if not part.get("skipped")]
+    bad = [part.get("failed") or part.get("error") for part in ran if part.get("failed") or part.get("error")]
+    if not bad:
+        return None
+    why = f"{len(bad)} of {len(ran)} sub-runs failed; the first: {bad[0]}"
+    return ("failed" if len(bad) == len(ran) else "partial"), why
 
 
 def save(result: dict[str, Any], folder: Path) -> None:

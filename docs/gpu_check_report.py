@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-SHOWN = ("ok", "running", "killed")  # a running or killed section shows the sub-runs it finished
+NOT_LISTED = ("reason", "traceback")  # the reason heads the part; the traceback stays in gpu_check.json
+SHOWN = ("ok", "partial", "failed", "running", "killed")  # each shows the sub-runs it finished, and why others failed
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -25,7 +26,8 @@ def markdown(result: dict[str, Any]) -> str:
         if status not in SHOWN:
             continue
         if name == "environment":
-            lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "seconds")] + [""]
+            lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "seconds", *NOT_LISTED)]
+            lines += [""]
         elif name in ("torch_bench", "inference", "train_ratios", "peers"):
             for title, part in section.items():
                 if isinstance(part, dict):
@@ -33,7 +35,8 @@ def markdown(result: dict[str, Any]) -> str:
         elif name == "train":
             lines += _train(section)
         else:
-            lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "reason", "tail")] + [""]
+            lines += [f"- {k}: {v}" for k, v in section.items() if k not in ("status", "tail", *NOT_LISTED)]
+            lines += [""]
     return "\n".join(lines) + "\n"
 
 

@@ -340,3 +340,38 @@ def test_a_train_only_peer_run_writes_each_model_s_rows(monkeypatch: pytest.Monk
     assert [row["model"] for row in saved["train"]] == ["timm deit_micro", "vitc deit_micro",
                                                        "vitc deit_micro +compile", "vitc convit_micro"]  # fmt: skip
     assert all(row["rounds"] == 1 and row["img_s"] > 0 for row in saved["train"]) and saved["stopped_before"]
+
+
+def test_train_needs_matplotlib(gpu_check: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vitc train plots its curves at each epoch's end: without matplotlib every row failed after an epoch."""
+    module = load_doc_script("gpu_check")
+    monkeypatch.setattr(module, "has", lambda name: name != "matplotlib")
+    assert module.missing("train") == ["matplotlib"]
+
+
+ROW_A = {"model": "a", "amp": "off", "train_images_per_s": 9.0}
+ROW_B = {"model": "b", "amp": "off", "failed": "exited 1 (b)"}
+FEED_FAILED = {"command": "feed", "error": "RuntimeError: oom"}
+ALL_FAILED = {"feed_timing": FEED_FAILED, "rows": [{**ROW_A, "failed": "exited 1 (a)"}, ROW_B]}
+ONE_FAILED = {"rows": [ROW_A, ROW_B, {"model": "c", "amp": "off", "skipped": "time budget spent"}]}
+
+
+@pytest.mark.parametrize(
+    ("ran", "status", "reason", "exit_code"),
+    [
+        (ALL_FAILED, "failed", "3 of 3 sub-runs failed; the first: RuntimeError: oom", 1),
+        (ONE_FAILED, "partial", "1 of 2 sub-runs failed; the first: exited 1 (b)", 0),
+    ],
+)
+def test_a_section_whose_runs_failed_is_not_ok(
+    gpu_check: Any, monkeypatch, tmp_path: Path, ran: dict, status: str, reason: str, exit_code: int
+) -> None:
+    """Every training row failed (matplotlib missing) and the train section still read "ok": it reads
+    failed when every sub-run that ran failed (the check exits 1), partial when some did (a skipped one
+    is not a failure), and its table says which."""
+    monkeypatch.setattr(gpu_check, "SECTIONS", {"train": (lambda plan, out, budget: ran, 1.0)})
+    assert gpu_check.main(["--dry-run", "--out", str(tmp_path), "--only", "train"]) == exit_code
+    section = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]["train"]
+    assert section["status"] == status and section["reason"] == reason
+    text = (tmp_path / "gpu_check.md").read_text()
+    assert f"## train: {status}\n\n{reason}" in text and "| b | off | failed: exited 1 (b) |" in text

@@ -21,10 +21,11 @@ what the sections before it left unused, never the shares reserved for the secti
 2. cuda_layer: vitc.engines.cuda on the real GPU (under a second): the bindings chosen for this driver,
    pinned buffers, copies of exactly nbytes (sentinels after them stay untouched), events, graph capture
    and replay (or why the graph could not be instantiated).
-3. peers: docs/peer_timing.py, vitc beside timm (installed on the lent machine) in one process: training
-   per GMAC vs timm's DeiT of the same size (bf16 and fp32, batch 128; vitc's GPSA/SP-SA in the
-   formulation chosen on the GPU), inference (timm eager vs vitc compiled, batch 1/64), and with
-   torch.compile DeiT-S/ConViT-S at batch 256 with their share of the H200's bf16 peak.
+3. peers: docs/peer_timing.py, vitc beside timm (installed on the lent machine), each run in its own
+   process with its share of the section's time left (skipped where that is under 30 s): training per
+   GMAC vs timm's DeiT of the same size in bf16, then fp32 (batch 128; vitc's GPSA/SP-SA in the
+   formulation chosen on the GPU), then with torch.compile DeiT-S/ConViT-S at batch 256 with their share
+   of the H200's bf16 peak, then the Ti models under CUDA graphs; last, docs/operator_counts.py on the GPU.
 4. train: docs/feed_timing.py (would a worker thread hide DeiT's augmentation launches behind the
    step's?); `vitc train --device cuda` throughput per family (224×224 digits, bf16 AMP, and
    convit_tiny in fp32 for the AMP ratio; last, deit_tiny on 2,048 streamed JPEGs decoded by

@@ -32,22 +32,24 @@ FULL = {
         "every_form": ("bf16",),
     },  # every formulation and the chosen one: bf16, the issue's precision
     "copy_shape": (8, 3, 224, 224),
-    "operator_counts": ["--amp bf16", "--amp off --sizes tiny --forward cuda"],  # docs/operator_counts.py
-    # issue 20's targets: per GMAC vs timm at batch 128 (bf16, fp32), inference at batch 1/64, and
-    # with torch.compile DeiT-S / ConViT-S at batch 256 against 20% of the H200's dense bf16 peak (790)
-    # (arguments, the share of the section's time left that the run may take), the targets first
+    # issue 20's targets, each run in its own process with its share of the section's time left (skipped where
+    # that share is under PEER_RUN_MIN_S, docs/gpu_check_sections.py): per GMAC vs timm at batch 128 in bf16 (the
+    # issue's first figure), then fp32 (its fp32 ratios), then with torch.compile DeiT-S / ConViT-S at batch 256
+    # against 20% of the H200's dense bf16 peak (790); inference vs timm is the inference section's ConViT part
     "peers": [
-        ("--amp bf16 --batch 128 --rounds 3 --ops", 0.4),  # --ops: each operator whose count differs from timm's
+        ("--amp bf16 --batch 128 --rounds 3 --train-only --ops", 0.4),  # --ops: operator counts that differ from timm's
+        ("--amp off --batch 128 --rounds 3 --train-only", 0.35),
         # the MFU target: vitc's DeiT-S and ConViT-S compiled (two cold inductor compiles), timm's eager DeiT-S
         (
             "--amp bf16 --batch 256 --sizes small --models convit_small --compile-side vitc --train-only --compile "
             "--rounds 3",
             0.75,
         ),
-        ("--amp off --batch 128 --rounds 3", 0.6),
         # the Ti models' eager steps are launch-bound (docs/operator_counts.py): CUDA graphs, if time is left
-        ("--amp bf16 --batch 128 --sizes tiny --train-only --compile --compile-mode reduce-overhead --rounds 3", 1.0),
+        ("--amp bf16 --batch 128 --sizes tiny --train-only --compile --compile-mode reduce-overhead --rounds 3", 0.5),
     ],
+    # then docs/operator_counts.py on the device (args, share of the time left; at least OPERATOR_RUN_MIN_S)
+    "operator_counts": [("--amp bf16", 0.5), ("--amp off --sizes tiny --forward cuda", 1.0)],
     # issue 20: compiled CvT slower than eager on CUDA (k/v merge? SDPA?), CUDA graphs, ConViT-Ti vs timm
     # DeiT-Ti in fp16/fp32 in budget_s; then torch.compile of cvt_13 (fp16, batch 64: compiled CvT against
     # uncompiled) in the compile_reserve_s kept for it (--compile-reserve-s: the other cells stop short of it)
@@ -89,7 +91,10 @@ DRY = {
         "args": "--cvt cvt_micro --img 32 --precisions fp32 --batches 2 --peer-batches 1 --torch-compile fp32:2 "
         "--compile-backend eager --iterations 2 --rounds 1 --warmup 1",
     },
-    "operator_counts": ["--amp off --img 32 --sizes tiny", "--amp off --img 32 --sizes tiny --forward cpu"],
+    "operator_counts": [
+        ("--amp off --img 32 --sizes tiny", 0.5),
+        ("--amp off --img 32 --sizes tiny --forward cpu", 1.0),
+    ],
     "peers": [
         (
             "--device cpu --amp off --batch 4 --img 32 --sizes tiny --rounds 1 --steps 1 --iterations 2 "

@@ -289,37 +289,49 @@ def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, An
     return results
 
 
+PEER_RUN_MIN_S = 30.0  # a peer run handed less yields no row (timm's import, the builds, the warm-ups)
+OPERATOR_RUN_MIN_S = 15.0  # a docs/operator_counts.py run handed less is not started
+
+
 def peers(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
-    """docs/peer_timing.py runs, each in its own process with its share of the time left; then, if
-    time is left, the operators of one step and one compiled forward counted on the device itself."""
+    """docs/peer_timing.py runs, then docs/operator_counts.py's counts on the device itself, each in its own
+    process with its share of the time left then; one whose share is under its minimum is skipped."""
     results: dict[str, Any] = {}
     deadline = time.monotonic() + budget
     for i, (key, share) in enumerate(plan["peers"]):
-        left = deadline - time.monotonic()
-        if left < 20:
-            results[key] = {"skipped": "time budget spent"}
+        entry: dict[str, Any] = {"command": "python docs/peer_timing.py " + key}
+        given = _share(deadline, share, PEER_RUN_MIN_S)
+        if isinstance(given, str):
+            results[key] = entry | {"skipped": given}
             continue
         path = out / f"peers_{i}.json"
         path.unlink(missing_ok=True)
         cmd = [sys.executable, str(ROOT / "docs" / "peer_timing.py"), *key.split(), "--json", str(path)]
-        entry: dict[str, Any] = {"command": "python docs/peer_timing.py " + key}
-        entry |= sub_run(cmd, left * share, _peer_lines)  # stopped: the rows written so far survive, read below
+        entry |= sub_run(cmd, given, _peer_lines)  # stopped: the rows written so far survive, read below
         with contextlib.suppress(Exception):  # written as it measures: what a stop or failure left is kept
             figures = json.loads(path.read_text())
             entry |= {"markdown": figures["markdown"], "train": figures["train"], "infer": figures.get("infer", [])}
         results[key] = entry
         progress(results)
-    for i, args in enumerate(plan["operator_counts"]):  # beside the CPU's counts (docs/benchmarks.md)
+    for i, (args, share) in enumerate(plan["operator_counts"]):  # beside the CPU's counts (docs/benchmarks.md)
         counts = ["--device", plan["device"], *args.split()]
-        key, left = f"operators {i + 1}", deadline - time.monotonic()
+        key, given = f"operators {i + 1}", _share(deadline, share, OPERATOR_RUN_MIN_S)
         entry = {"command": "python docs/operator_counts.py " + " ".join(counts)}
-        if left < 15:
-            results[key] = entry | {"skipped": "time budget spent"}
+        if isinstance(given, str):
+            results[key] = entry | {"skipped": given}
             continue
         cmd = [sys.executable, str(ROOT / "docs" / "operator_counts.py"), *counts]
-        results[key] = entry | sub_run(cmd, left / 2, lambda proc: {"markdown": proc.stdout})
+        results[key] = entry | sub_run(cmd, given, lambda proc: {"markdown": proc.stdout})
         progress(results)
     return results
+
+
+def _share(deadline: float, share: float, minimum: float) -> float | str:
+    """A sub-run's seconds: its `share` of the time left; why it is skipped where that is under `minimum`."""
+    left = deadline - time.monotonic()
+    if left * share < minimum:
+        return f"time budget spent ({share:.0%} of the {max(left, 0):.0f} s left is under {minimum:.0f} s)"
+    return left * share
 
 
 def _peer_lines(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:

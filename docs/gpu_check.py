@@ -27,16 +27,17 @@ what the sections before it left unused, never the shares reserved for the secti
    formulation chosen on the GPU), then with torch.compile DeiT-S/ConViT-S at batch 256 with their share
    of the H200's bf16 peak, then the Ti models under CUDA graphs; last, docs/operator_counts.py on the GPU.
 4. train: docs/feed_timing.py (would a worker thread hide DeiT's augmentation launches behind the
-   step's?); `vitc train --device cuda` throughput per family (224×224 digits, bf16 AMP, and
-   convit_tiny in fp32 for the AMP ratio; last, deit_tiny on 2,048 streamed JPEGs decoded by
-   run.workers' default): step img/s, the feed's data wait, warm-up, evaluation, the chosen attention
-   formulation; then the feed's GPU-only tests.
+   step's?); `vitc train --device cuda` throughput per family, each run in its own process (stopped at
+   the section's end): 224×224 digits, bf16 AMP, and convit_tiny in fp32 for the AMP ratio; last,
+   deit_tiny on 2,048 streamed JPEGs decoded by run.workers' default: step img/s, the feed's data wait,
+   warm-up, evaluation, the chosen attention formulation; then the feed's GPU-only tests.
 5. inference: docs/inference_ablation.py: compiled cvt_13 with CvT's k/v convs merged or apart, ± SDPA,
    ± CUDA graphs, fp16 and fp32, batch 8/64; compiled convit_tiny vs timm's deit_tiny_patch16_224
    (± CUDA graphs) at batch 1/64; last, cvt_13 ± torch.compile (fp16, batch 64) in its reserved time.
 6. train_ratios: issue 13's training-step throughput per GMAC and activations against DeiT of the
-   same size (docs/training_timing.py: reference and fused GPSA/SP-SA, interleaved rounds; in bf16
-   also fused_dense, flex and the formulation chosen on the GPU), 224×224, bf16 autocast and fp32.
+   same size (docs/training_timing.py, a process per precision stopped at the end of its share:
+   reference and fused GPSA/SP-SA, interleaved rounds; in bf16 also fused_dense, flex and the
+   formulation chosen on the GPU), 224×224, bf16 autocast and fp32.
 7. torch_bench: `vitc bench --compare` of deit_tiny, convit_tiny, cvt_13 and spvit_s (uncompiled vs
    vitc-compiled, so each family is also compared with DeiT) on CUDA, fp32 and fp16 autocast,
    batch 1/8/64, runners interleaved round-robin (`--rounds`).

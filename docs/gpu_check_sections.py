@@ -150,8 +150,9 @@ def inference(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
 
 
 def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
-    """The feed measurement, then `vitc train` per plan row; a run starts only while at least the last run's
-    time is left (a run is not stopped once started), the GPU feed tests only with FEED_TESTS_S left."""
+    """The feed measurement, then `vitc train` per plan row, each in its own process stopped at the section's
+    deadline; a run starts only while at least the last run's time is left, the GPU feed tests only with
+    FEED_TESTS_S left."""
     import torch
 
     from vitc.train.device import pick_workers
@@ -178,12 +179,11 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
             rows.append({"model": label, "amp": amp, "skipped": f"time budget spent ({left:.0f} s left)"})
             continue
         started = time.monotonic()
-        try:
-            rows.append(_train_row(plan, out, i, model, amp, settings, label))
-        except Exception as exc:  # the runs after it go on
-            if stopping(exc):
-                raise
-            rows.append({"model": label, "amp": amp, **failed(exc)})
+        if "@photos" in settings:  # written once, by this process, and counted in the run's time
+            settings = settings.replace("@photos", str(photo_folder(out, plan["photos"])))
+        job = {"plan": {k: plan[k] for k in ("train_set", "device")}, "out": str(out), "i": i, "model": model,
+               "amp": amp, "settings": settings}  # fmt: skip
+        rows.append({"model": label, "amp": amp, **own_process("train-row", job, out / f"train_{i}.json", left)})
         last_s = time.monotonic() - started
         progress(section)
     if plan["device"] == "cuda":  # the feed's GPU-only tests (side stream, copies)
@@ -191,23 +191,31 @@ def train(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     return section
 
 
-def _train_row(plan: dict[str, Any], out: Path, i: int, model: str, amp: str, settings: str, label: str) -> dict:
+def own_process(job: str, args: dict[str, Any], path: Path, timeout: float) -> dict[str, Any]:
+    """JOBS[job](**args) in a process of its own (this file run as a script), stopped at `timeout`
+    (sub_run): what it wrote to `path`, or why there is nothing. A training run or a FlexAttention
+    compile that overruns cannot take the next sections' time."""
+    path.unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), job, json.dumps(args), str(path)]
+    return sub_run(cmd, timeout, lambda proc: json.loads(path.read_text()))
+
+
+def _train_row(plan: dict[str, Any], out: str, i: int, model: str, amp: str, settings: str) -> dict[str, Any]:
+    """One `vitc train` run (JOBS["train-row"]): its throughput, where its time went, what it chose."""
     from vitc.train.config import load_config
     from vitc.train.loop import train as run_training
 
-    if "@photos" in settings:
-        settings = settings.replace("@photos", str(photo_folder(out, plan["photos"])))
     sets = dict(item.split("=", 1) for item in plan["train_set"] + settings.split())
     overrides: dict[str, Any] = {k: json.loads(v) for k, v in sets.items()}
     overrides |= {"model.name": model, "run.amp": amp, "run.device": plan["device"],
-                  "run.out_dir": str(out / "runs"), "run.name": f"{model}_{amp}_{i}"}  # fmt: skip
+                  "run.out_dir": str(Path(out) / "runs"), "run.name": f"{model}_{amp}_{i}"}  # fmt: skip
     result = run_training(load_config(None, overrides), show_progress=False, force=True)
     # where the time goes (vitc.train.meter): the steps alone, the device's wait for the feed, the
     # first step (warm-up), evaluation; train_images_per_s counts the waits and the warm-up too
     timing = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.timing.items()}
-    return {"model": label, "amp": amp, "train_images_per_s": round(result.train_images_per_s, 1),
-            "epochs": len(result.history), "seconds": round(result.seconds, 1), "test_top1": result.test.get("top1"),
-            **timing, "attention": [row["chosen"] for row in result.attention or []]}  # fmt: skip
+    return {"train_images_per_s": round(result.train_images_per_s, 1), "epochs": len(result.history),
+            "seconds": round(result.seconds, 1), "test_top1": result.test.get("top1"), **timing,
+            "attention": [row["chosen"] for row in result.attention or []]}  # fmt: skip
 
 
 def _feed_tests(left: float) -> str:
@@ -250,12 +258,16 @@ def doc_script(name: str) -> Any:
     return module
 
 
+RATIOS_DEADLINE = 0.75  # of an amp's time: then training_timing stops building variants and starting rounds
+
+
 def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
-    """docs/training_timing.py per amp, each with a share of the time left by its count of variants; it stops
-    building variants and starting rounds at that deadline (rows of what it measured)."""
+    """docs/training_timing.py per amp, each in its own process with a share of the time left by its count of
+    variants, stopped at its end; at RATIOS_DEADLINE of it, it stops building variants and starting rounds
+    (rows of what it measured). Its warm-ups (SP-ViT's FlexAttention compile) cannot overrun the section."""
     timing = doc_script("training_timing")
     settings = plan["ratios"]
-    groups, img = (timing.GROUPS_MICRO, 32) if settings["micro"] else (timing.GROUPS_224, 224)
+    groups = timing.GROUPS_MICRO if settings["micro"] else timing.GROUPS_224
     every = settings.get("every_form", ())
     weights = [
         sum(len(timing.variants(n, amp in every, plan["device"])) for names in groups.values() for n in names)
@@ -268,25 +280,27 @@ def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, An
         if left <= 0:
             results[amp] = {"skipped": "time budget spent"}
             continue
-        opts = argparse.Namespace(
-            device=plan["device"], amp=amp, seed=0, every_form=amp in every,
-            **{k: settings[k] for k in ("rounds", "steps", "warmup")},
-        )  # fmt: skip
-        micro = (" --micro" if settings["micro"] else "") + (" --every-form" if opts.every_form else "")
+        given = left * weights[i] / sum(weights[i:])
+        job = {"device": plan["device"], "amp": amp, "every_form": amp in every, "seconds": RATIOS_DEADLINE * given,
+               **{k: settings[k] for k in ("micro", "batch", "rounds", "steps", "warmup")}}  # fmt: skip
+        flags = (" --micro" if settings["micro"] else "") + (" --every-form" if job["every_form"] else "")
         command = (f"python docs/training_timing.py --device {plan['device']} --amp {amp} --batch {settings['batch']}"
-                   f" --rounds {opts.rounds} --steps {opts.steps} --warmup {opts.warmup}{micro}")  # fmt: skip
-        entry: dict[str, Any] = {"command": command}
-        stopped: list[str] = []
-        try:
-            amp_deadline = time.monotonic() + left * weights[i] / sum(weights[i:])
-            rows = timing.measure(groups, img, settings["batch"], opts, deadline=amp_deadline, stopped=stopped)
-            notes = "".join(f"\n\n(deadline: {s})" for s in stopped)
-            entry |= {"markdown": timing.markdown(rows, img, settings["batch"], opts) + notes, "rows": rows}
-        except Exception as exc:
-            entry |= failed(exc)
-        results[amp] = entry | ({"stopped": stopped} if stopped else {})
+                   f" --rounds {job['rounds']} --steps {job['steps']} --warmup {job['warmup']}{flags}")  # fmt: skip
+        results[amp] = {"command": command, **own_process("ratios", job, out / f"ratios_{amp}.json", given)}
         progress(results)
     return results
+
+
+def _ratios(device: str, amp: str, every_form: bool, seconds: float, micro: bool, batch: int, **counts: int) -> dict:
+    """docs/training_timing.py's table for one amp (JOBS["ratios"]), stopping at `seconds`."""
+    timing = doc_script("training_timing")
+    groups, img = (timing.GROUPS_MICRO, 32) if micro else (timing.GROUPS_224, 224)
+    opts = argparse.Namespace(device=device, amp=amp, seed=0, every_form=every_form, **counts)
+    stopped: list[str] = []
+    rows = timing.measure(groups, img, batch, opts, deadline=time.monotonic() + seconds, stopped=stopped)
+    notes = "".join(f"\n\n(deadline: {s})" for s in stopped)
+    return {"markdown": timing.markdown(rows, img, batch, opts) + notes, "rows": rows,
+            **({"stopped": stopped} if stopped else {})}  # fmt: skip
 
 
 PEER_RUN_MIN_S = 30.0  # a peer run handed less yields no row (timm's import, the builds, the warm-ups)
@@ -448,3 +462,12 @@ def _tensorrt_not_run(returncode: int, junit: Path | None) -> str | None:
         return None
     reasons = sorted({str(s.get("message", "")) for s in root.iter("skipped") if s.get("message")})
     return f"all {tests} tests marked tensorrt were skipped ({'; '.join(reasons) or 'no reason given'})"
+
+
+JOBS: dict[str, Callable[..., dict[str, Any]]] = {"train-row": _train_row, "ratios": _ratios}  # own_process's
+
+
+if __name__ == "__main__":  # own_process: `python docs/gpu_check_sections.py JOB ARGS_JSON RESULT_PATH`
+    sys.path.insert(0, str(ROOT))
+    job, args, result = sys.argv[1:]
+    Path(result).write_text(json.dumps(JOBS[job](**json.loads(args)), default=str))

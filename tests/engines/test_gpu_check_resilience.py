@@ -118,41 +118,77 @@ def test_a_failing_torch_bench_precision_keeps_the_others(gpu_check: Any, monkey
     assert section["fp16"]["markdown"] == "| fp16 table |"
 
 
+def _jobs(act: Any) -> Any:
+    """A stand-in for sections.run where only own_process's jobs may run: `act(job, args, timeout)` returns
+    what the job wrote (a dict) or its CompletedProcess, or raises (TimeoutExpired: stopped at `timeout`)."""
+
+    def run(cmd: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+        if not cmd[1].endswith("gpu_check_sections.py"):
+            pytest.fail(f"not an own_process job: {cmd}")
+        done = act(cmd[2], json.loads(cmd[3]), timeout)
+        if isinstance(done, subprocess.CompletedProcess):
+            return done
+        Path(cmd[4]).write_text(json.dumps(done))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    return run
+
+
 def test_a_failing_training_run_keeps_the_others(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
     sections = gpu_check.sections
 
-    def row(plan, out, i, model, amp, settings, label) -> dict:
-        if i == 1:
-            raise RuntimeError("CUDA out of memory")
-        return {"model": label, "amp": amp, "train_images_per_s": 10.0 + i}
+    def row(job: str, args: dict, timeout: float) -> Any:
+        assert job == "train-row" and args["plan"]["device"] == "cpu"
+        if args["i"] == 1:
+            return subprocess.CompletedProcess([], 1, "", "Traceback ...\ntorch.OutOfMemoryError: CUDA out of memory")
+        return {"train_images_per_s": 10.0 + args["i"]}
 
     monkeypatch.setattr(sections, "feed_timing", lambda args: {"command": "feed", "markdown": "FEED"})
-    monkeypatch.setattr(sections, "_train_row", row)
+    monkeypatch.setattr(sections, "run", _jobs(row))
     plan = {**gpu_check.DRY, "train": [("a", "off"), ("b", "off"), ("c", "off")]}
     rows = sections.train(plan, tmp_path, 100.0)["rows"]
     assert [r.get("train_images_per_s") for r in rows] == [10.0, None, 12.0]
-    assert rows[1]["failed"] == "RuntimeError: CUDA out of memory" and rows[1]["traceback"]
+    assert rows[1]["failed"] == "exited 1"
+    assert rows[1]["stderr_tail"][-1] == "torch.OutOfMemoryError: CUDA out of memory"
     text = gpu_check.markdown({"dry_run": True, "seconds": 1.0, "sections": {"train": {"status": "ok", "rows": rows}}})
-    assert "| b | off | failed: RuntimeError: CUDA out of memory |" in text
+    assert "| b | off | failed: exited 1 |" in text
 
 
 def test_train_starts_no_run_it_cannot_finish_nor_the_feed_tests(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
-    """A run is not stopped once started: one starts only with the last run's time left; the feed's GPU
+    """A run starts only with the last run's time left, and may take all that is left; the feed's GPU
     tests (60 s) only with 60 s left."""
-    sections, clock = gpu_check.sections, [0.0]
+    sections, clock, given = gpu_check.sections, [0.0], []
     monkeypatch.setattr(sections.time, "monotonic", lambda: clock[0])
 
-    def row(plan, out, i, model, amp, settings, label) -> dict:
+    def row(job: str, args: dict, timeout: float) -> dict:
+        given.append(timeout)
         clock[0] += 40.0
-        return {"model": label, "amp": amp, "train_images_per_s": 1.0}
+        return {"train_images_per_s": 1.0}
 
     monkeypatch.setattr(sections, "feed_timing", lambda args: {"command": "feed", "markdown": "FEED"})
-    monkeypatch.setattr(sections, "_train_row", row)
-    monkeypatch.setattr(sections, "run", lambda *a, **k: pytest.fail("the feed tests started"))
+    monkeypatch.setattr(sections, "run", _jobs(row))  # the feed tests are no job: they would fail the test
     plan = {**gpu_check.DRY, "device": "cuda", "train": [("a", "off"), ("b", "off"), ("c", "off")]}
     section = sections.train(plan, tmp_path, 100.0)
     assert [r.get("skipped", "ran") for r in section["rows"]] == ["ran", "ran", "time budget spent (20 s left)"]
-    assert section["feed_tests"] == "skipped: 20 s of the section left, the tests need 60"
+    assert given == [100.0, 60.0] and section["feed_tests"] == "skipped: 20 s of the section left, the tests need 60"
+
+
+def test_a_training_run_that_overruns_is_stopped(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    """vitc train ran in the check's own process and a started run was never stopped: one that overran
+    took the next sections' time. Each runs in its own process, stopped at the section's deadline."""
+    sections, clock = gpu_check.sections, [0.0]
+    monkeypatch.setattr(sections.time, "monotonic", lambda: clock[0])
+
+    def hangs(job: str, args: dict, timeout: float) -> dict:
+        clock[0] += timeout
+        raise subprocess.TimeoutExpired(["vitc", "train"], timeout, output=b"epoch 1/2 ...\n")
+
+    monkeypatch.setattr(sections, "feed_timing", lambda args: {"command": "feed", "markdown": "FEED"})
+    monkeypatch.setattr(sections, "run", _jobs(hangs))
+    plan = {**gpu_check.DRY, "train": [("a", "off"), ("b", "off")]}
+    rows = sections.train(plan, tmp_path, 100.0)["rows"]
+    assert rows[0]["skipped"] == sections.STOPPED and rows[0]["output"] == ["epoch 1/2 ..."]
+    assert rows[1]["skipped"] == "time budget spent (0 s left)" and clock[0] == 100.0
 
 
 def test_a_report_that_cannot_render_ends_nothing(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
@@ -267,25 +303,25 @@ def test_a_training_interrupted_still_marks_the_report(gpu_check: Any, monkeypat
 
 
 def test_a_failing_amp_keeps_the_other_ratios(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
-    """train_ratios was all-or-nothing: bf16's failure lost the fp32 table measured beside it."""
-    real = load_doc_script("training_timing")
-    deadlines: list[float] = []
+    """train_ratios was all-or-nothing: bf16's failure lost the fp32 table measured beside it. Each amp runs
+    in its own process, stopped at the end of its share; its own deadline comes before (rows, not a kill)."""
+    clock, jobs = [0.0], []
+    monkeypatch.setattr(gpu_check.sections.time, "monotonic", lambda: clock[0])
 
-    class Timing:
-        GROUPS_MICRO, GROUPS_224, variants, markdown = real.GROUPS_MICRO, real.GROUPS_224, real.variants, real.markdown
+    def ratios(job: str, args: dict, timeout: float) -> Any:
+        jobs.append((args, timeout))
+        clock[0] += timeout
+        if args["amp"] == "bf16":
+            return subprocess.CompletedProcess([], 1, "", "RuntimeError: flex: out of resources")
+        return {"markdown": "| fp32 table |", "rows": []}
 
-        @staticmethod
-        def measure(groups, img, batch, opts, deadline=None, stopped=None) -> list:
-            deadlines.append(deadline)
-            if opts.amp == "bf16":
-                raise RuntimeError("flex: out of resources")
-            return []
-
-    monkeypatch.setattr(gpu_check.sections, "doc_script", lambda name: Timing)
+    monkeypatch.setattr(gpu_check.sections, "run", _jobs(ratios))
     plan = {**gpu_check.DRY, "ratios": {**gpu_check.DRY["ratios"], "amps": ("bf16", "off")}}
     section = gpu_check.sections.train_ratios(plan, tmp_path, 100.0)
-    assert section["bf16"]["failed"] == "RuntimeError: flex: out of resources" and "rows" in section["off"]
-    assert all(d is not None for d in deadlines)  # measure gets its deadline
+    assert section["bf16"]["failed"] == "exited 1" and section["off"]["markdown"] == "| fp32 table |"
+    assert section["bf16"]["stderr_tail"] == ["RuntimeError: flex: out of resources"]
+    assert [args["amp"] for args, _ in jobs] == ["bf16", "off"] and sum(t for _, t in jobs) == 100.0
+    assert all(args["seconds"] == gpu_check.sections.RATIOS_DEADLINE * timeout < timeout for args, timeout in jobs)
 
 
 def test_a_graph_that_cannot_be_instantiated_says_why(gpu_check: Any) -> None:

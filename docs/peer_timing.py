@@ -13,7 +13,8 @@ per GMAC = (img/s × GMACs) / (timm DeiT's img/s × its GMACs), and MFU = img/s 
 H200's dense bf16; this workplace's 8192³ bf16 matrix products ran at 788 on its H200 and 798 on its H100,
 and docs/gpu_check.py records the lent GPU's own rate beside). `--models` keeps some pairs of a size (its
 DeiT stays: the ratios divide by it); `--compile-side vitc` compiles vitc's models only, whose compiled rows
-then compare with the peer's eager DeiT. With `--json` the training rows are written as they are measured
+then compare with the peer's eager DeiT (and no other peer is built). Models are built on `--device`.
+With `--json` the training rows are written as they are measured
 (each model's first round as soon as it is built and compiled, then after every round), so a run stopped
 during a later compile or the inference rows keeps them. MFU is n/a for fp32 rows (`--amp off`): the peak
 is the tensor cores' bf16 rate.
@@ -53,8 +54,8 @@ PAIRS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "small": (
         ("deit_small_patch16_224", "deit_small"),
         ("convit_small", "convit_small"),
+        (None, "cvt_13"),  # before SP-ViT-S: a run stopped in SP-ViT's FlexAttention warm-up keeps CvT's rows
         (None, "spvit_s"),
-        (None, "cvt_13"),
     ),
 }
 ISSUE_BF16_PEAK_TFLOPS = 790.0  # issue 20: "the H200's dense bf16 peak (790 TFLOP/s)"
@@ -115,9 +116,11 @@ def build_variants(
     opts: argparse.Namespace,
     peer: Callable[[str, int], torch.nn.Module] | None,
     models: list[str] | None = None,
+    pair_peers: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """label → {model, side, size, gmacs, name}; peer models first within each size; `models` (vitc names)
-    keeps those pairs and each size's first (its DeiT)."""
+    """label → {model, side, size, gmacs, name}, built on the device (no CPU copy to move); peer models first
+    within each size; `models` (vitc names) keeps those pairs and each size's first (its DeiT); without
+    `pair_peers` only that DeiT's peer is built (the ratios' base), not the other pairs' peers."""
     timing = _training_timing()
     ours = vitc_factory()
     device = torch.device(opts.device)
@@ -128,9 +131,11 @@ def build_variants(
                 continue
             gmacs = timing.architecture_gmacs(name, img)
             torch.manual_seed(opts.seed)
-            model = ours(name, img)
-            if peer_name is not None and peer is not None:
-                reference = peer(peer_name, img)
+            with device:
+                model = ours(name, img)
+            if peer_name is not None and peer is not None and (pair_peers or i == 0):
+                with device:
+                    reference = peer(peer_name, img)
                 delta = equal_weights(reference, model, img, device)
                 print(f"{name}: max |Δ logits| vitc vs peer {peer_name}: {delta:.2e}", flush=True)
                 out[f"timm {peer_name}"] = {"model": reference, "side": "timm", "size": size, "gmacs": gmacs}
@@ -293,12 +298,12 @@ def markdown(train: list[dict[str, Any]], infer: list[dict[str, Any]], img: int,
         lines += [
             f"Training, batch {opts.batch}, median step time:",
             "",
-            "| model | GMACs | img/s | per GMAC | vs | MFU | compile s | ops/step |",
-            "|---|---:|---:|---:|---|---:|---:|---:|",
+            "| model | GMACs | img/s | per GMAC | vs | MFU | compile s | ops/step | rounds |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
-        lines += [
+        lines += [  # rounds: a run stopped at its time keeps rows of fewer rounds than the header's
             f"| {r['model']} | {r['gmacs']:.3g} | {r['img_s']:.4g} | {r['per_gmac']:.2f}× | {r['vs']} "
-            f"| {_mfu(r['mfu'])} | {_seconds(r['compile_s'])} | {r['ops'] or ''} |"
+            f"| {_mfu(r['mfu'])} | {_seconds(r['compile_s'])} | {r['ops'] or ''} | {r['rounds']} |"
             for r in train
         ]
         lines.append("")
@@ -357,7 +362,9 @@ def measure(opts: argparse.Namespace, peer: Callable[[str, int], torch.nn.Module
     sys.path.insert(0, str(ROOT))
     if opts.gpu_branches:
         _doc_script("operator_counts").use_gpu_branches()
-    variants = build_variants(opts.sizes.split(","), opts.img, opts, peer or timm_factory(), opts.models)
+    # --compile-side vitc compares vitc's compiled models with the peer's eager DeiT: no other peer is needed
+    pair_peers = not (opts.compile and opts.compile_side == "vitc")
+    variants = build_variants(opts.sizes.split(","), opts.img, opts, peer or timm_factory(), opts.models, pair_peers)
 
     def save(train: list[dict[str, Any]], infer: list[dict[str, Any]], stopped_before: str | None) -> None:
         if opts.json:  # written as the rows come: a run stopped later keeps them

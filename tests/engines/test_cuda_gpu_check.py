@@ -133,12 +133,36 @@ def test_peer_timing_compiles_vitc_s_models_only(monkeypatch: pytest.MonkeyPatch
     args = ["--device", "cpu", "--amp", "off", "--batch", "4", "--img", "32", "--sizes", "micro", "--rounds", "1",
             "--steps", "1", "--warmup", "0", "--train-only", "--compile", "--compile-backend", "eager",
             "--models", "convit_micro", "--compile-side", "vitc", "--json", str(tmp_path / "peers.json")]  # fmt: skip
-    result = peer_timing.measure(peer_timing.parser().parse_args(args), peer=lambda name, img: create_model(name))
+    built: list[str] = []
+
+    def peer(name: str, img: int) -> object:
+        built.append(name)
+        return create_model(name)
+
+    result = peer_timing.measure(peer_timing.parser().parse_args(args), peer=peer)
     train = {row["model"]: row for row in result["train"]}
-    assert set(train) == {"timm deit_micro", "vitc deit_micro", "vitc deit_micro +compile", "timm convit_micro",
-                          "vitc convit_micro", "vitc convit_micro +compile"}  # fmt: skip
+    # no timm ConViT: the compiled rows compare with the peer's eager DeiT, and nothing else of the peer's
+    assert built == ["deit_micro"] and set(train) == {"timm deit_micro", "vitc deit_micro",
+        "vitc deit_micro +compile", "vitc convit_micro", "vitc convit_micro +compile"}  # fmt: skip
     assert train["vitc convit_micro +compile"]["vs"] == "timm deit_micro" and result["infer"] == []
     assert json.loads((tmp_path / "peers.json").read_text())["train"] == json.loads(json.dumps(result["train"]))
+    assert "| ops/step | rounds |" in result["markdown"] and "| vitc convit_micro +compile | " in result["markdown"]
+    assert all(line.endswith("| 1 |") for line in result["markdown"].splitlines() if line.startswith("| vitc"))
+
+
+def test_peer_timing_builds_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each model is built on --device (the meta device here: a GPU's stand-in that no CPU tensor can pass
+    for), not on the CPU and then moved; CvT-13 comes before SP-ViT-S, whose FlexAttention warm-up is long."""
+    peer_timing = load_doc_script("peer_timing")
+    from vitc.models import create_model
+
+    assert [name for _, name in peer_timing.PAIRS["small"]][2:] == ["cvt_13", "spvit_s"]
+    monkeypatch.setitem(peer_timing.PAIRS, "micro", (("deit_micro", "deit_micro"), ("convit_micro", "convit_micro")))
+    monkeypatch.setattr(peer_timing, "equal_weights", lambda *args: 0.0)  # a forward: no figures on meta
+    opts = peer_timing.parser().parse_args(["--device", "meta", "--img", "32"])
+    variants = peer_timing.build_variants(["micro"], 32, opts, lambda name, img: create_model(name))
+    assert list(variants) == ["timm deit_micro", "vitc deit_micro", "timm convit_micro", "vitc convit_micro"]
+    assert {p.device.type for v in variants.values() for p in v["model"].parameters()} == {"meta"}
 
 
 def test_the_report_is_rewritten_after_each_section(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -31,9 +31,10 @@ what the sections before it left unused, never the shares reserved for the secti
    the section's end): 224×224 digits, bf16 AMP, and convit_tiny in fp32 for the AMP ratio; last,
    deit_tiny on 2,048 streamed JPEGs decoded by run.workers' default: step img/s, the feed's data wait,
    warm-up, evaluation, the chosen attention formulation; then the feed's GPU-only tests.
-5. inference: docs/inference_ablation.py: compiled cvt_13 with CvT's k/v convs merged or apart, ± SDPA,
-   ± CUDA graphs, fp16 and fp32, batch 8/64; compiled convit_tiny vs timm's deit_tiny_patch16_224
-   (± CUDA graphs) at batch 1/64; last, cvt_13 ± torch.compile (fp16, batch 64) in its reserved time.
+5. inference: docs/inference_ablation.py: first compiled convit_tiny vs timm's deit_tiny_patch16_224
+   (± CUDA graphs) at batch 1/64 (issue 20's ConViT-Ti target); then compiled cvt_13 with CvT's k/v convs
+   merged or apart, ± SDPA, ± CUDA graphs, fp16 and fp32, batch 8/64; last, cvt_13 ± torch.compile
+   (fp16, batch 64) in its reserved time.
 6. train_ratios: issue 13's training-step throughput per GMAC and activations against DeiT of the
    same size (docs/training_timing.py, a process per precision stopped at the end of its share:
    reference and fused GPSA/SP-SA, interleaved rounds; in bf16 also fused_dense, flex and the

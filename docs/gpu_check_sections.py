@@ -134,7 +134,7 @@ def inference(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     if path.exists():  # written after each part: a stopped or failed run keeps the parts it finished
         figures = json.loads(path.read_text())
         note = f"\n({ablation['stopped']}: the parts after these are missing)\n" if ablation["stopped"] else ""
-        ablation |= {"markdown": figures["markdown"] + note, "cvt": figures["cvt"], "convit": figures.get("convit")}
+        ablation |= {"markdown": figures["markdown"] + note, "cvt": figures.get("cvt"), "convit": figures.get("convit")}
     elif ablation["stopped"]:
         ablation["failed"] = f"inference_ablation {ablation['stopped']}, before its first tables"
     section: dict[str, Any] = {"ablation": ablation}

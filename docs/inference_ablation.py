@@ -11,10 +11,10 @@ the target's model replayed from CUDA graphs (vitc.compile.CUDAGraphs, what `vit
 runs) and both under torch.compile (`--torch-compile fp16:64`: the cells to compile; compiling is slow,
 so the cells are few and come last, in the `--compile-reserve-s` that the other cells leave them).
 
-ConViT (`--peer-size tiny`, needs timm): timm's DeiT-Ti eager against vitc's compiled ConViT-Ti (and
-compiled DeiT-Ti, and ConViT-Ti in GPSA's other candidate lowerings, "sdpa" and "heads"), each also
-through CUDA graphs. Models are loaded by docs/peer_timing.py (timm's weights in vitc's model, max
-|Δ logits| printed) and timed as everywhere in docs/: median ms per call
+ConViT (`--peer-size tiny`, needs timm; first, issue 20's target): timm's DeiT-Ti eager against
+vitc's compiled ConViT-Ti (and compiled DeiT-Ti, and ConViT-Ti in GPSA's other candidate lowerings,
+"sdpa" and "heads"), each also through CUDA graphs. Models are loaded by docs/peer_timing.py (timm's
+weights in vitc's model, max |Δ logits| printed) and timed as everywhere in docs/: median ms per call
 (a CUDA call ends with a synchronize), the variants of a cell in interleaved rounds. The first call
 of each variant (torch.compile compiles, a CUDA graph is captured) is timed apart ("1st call s").
 
@@ -333,30 +333,38 @@ def parser() -> argparse.ArgumentParser:
 
 def measure(opts: argparse.Namespace, peer: Callable[[str, int], torch.nn.Module] | None = None) -> dict[str, Any]:
     """Both parts within `opts.budget_s` but the `--compile-reserve-s` kept for the torch.compile cells, which
-    come last; the ConViT part is skipped without timm (unless `peer` builds it). With `--json` the file is
-    written after each part (a run stopped later keeps the parts before)."""
+    come last; first the ConViT part (issue 20's ConViT-Ti vs timm DeiT-Ti target), skipped without timm
+    (unless `peer` builds it), then the CvT ablation. With `--json` the file is written after each part (a run
+    stopped later keeps the parts before); a ConViT part that fails is raised once the CvT part is written."""
     deadline = time.monotonic() + opts.budget_s
     if any(p.split(":")[0] not in AMP for p in opts.precisions + opts.torch_compile):
         raise SystemExit(f"precisions are {', '.join(AMP)}, got {opts.precisions} and {opts.torch_compile}")
     cells_deadline = deadline - (opts.compile_reserve_s if opts.torch_compile else 0.0)
-    result: dict[str, Any] = {"cvt": cvt_part(opts, cells_deadline)}
-    _write(result, opts)
+    result: dict[str, Any] = {}
+    failure: Exception | None = None
     if opts.no_peers:
         result["peers_skipped"] = "--no-peers"
     elif peer is None and importlib.util.find_spec("timm") is None:
         result["peers_skipped"] = "timm is not installed"
     else:
-        result["convit"] = convit_part(opts, cells_deadline, peer)
+        try:
+            result["convit"] = convit_part(opts, cells_deadline, peer)
+        except Exception as exc:  # the CvT part still runs; the failure is raised after it
+            failure, result["peers_skipped"] = exc, f"{type(exc).__name__}: {exc}"[:300]
+        _write(result, opts)
+    result["cvt"] = cvt_part(opts, cells_deadline)
     _write(result, opts)
     cvt_compile(opts, deadline, result["cvt"])
     _write(result, opts)
+    if failure is not None:
+        raise failure
     return result
 
 
 def _write(result: dict[str, Any], opts: argparse.Namespace) -> None:
     result["markdown"] = markdown(result, opts)
     if opts.json:
-        figures = {**result, "cvt": {k: v for k, v in result["cvt"].items() if not k.startswith("_")}}
+        figures = {**result, "cvt": {k: v for k, v in result.get("cvt", {}).items() if not k.startswith("_")}}
         opts.json.write_text(json.dumps(figures, indent=2))
 
 

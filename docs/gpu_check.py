@@ -28,9 +28,10 @@ what the sections before it left unused, never the shares reserved for the secti
    of the H200's bf16 peak, then the Ti models under CUDA graphs; last, docs/operator_counts.py on the GPU.
 4. train: docs/feed_timing.py (would a worker thread hide DeiT's augmentation launches behind the
    step's?); `vitc train --device cuda` throughput per family, each run in its own process (stopped at
-   the section's end): 224×224 digits, bf16 AMP, and convit_tiny in fp32 for the AMP ratio; last,
-   deit_tiny on 2,048 streamed JPEGs decoded by run.workers' default: step img/s, the feed's data wait,
-   warm-up, evaluation, the chosen attention formulation; then the feed's GPU-only tests.
+   the section's end): 224×224 digits, bf16 AMP; second, deit_tiny on 2,048 streamed JPEGs decoded by
+   run.workers' default (the only real-decode feed); convit_tiny in fp32 for the AMP ratio; last, where
+   time is left, DeiT's augmentation recipe: step img/s, the feed's data wait, warm-up, evaluation, the
+   chosen attention formulation; then the feed's GPU-only tests.
 5. inference: docs/inference_ablation.py: first compiled convit_tiny vs timm's deit_tiny_patch16_224
    (± CUDA graphs) at batch 1/64 (issue 20's ConViT-Ti target); then compiled cvt_13 with CvT's k/v convs
    merged or apart, ± SDPA, ± CUDA graphs, fp16 and fp32, batch 8/64; last, cvt_13 ± torch.compile

@@ -68,7 +68,7 @@ def test_dry_run_writes_every_section(tmp_path: Path) -> None:
     assert sections["cuda_layer"]["exact_nbytes"] is True and sections["cuda_layer"]["graph_replay_ok"] is True
     assert sections["cuda_layer"]["copy_bytes"] < sections["cuda_layer"]["buffer_bytes"]
     assert sections["train"]["rows"][0]["train_images_per_s"] > 0
-    streamed = sections["train"]["rows"][2]  # a generated JPEG folder, streamed: workers as run.workers' default
+    streamed = sections["train"]["rows"][1]  # a generated JPEG folder, streamed: workers as run.workers' default
     assert streamed["model"] == "deit_micro (streamed JPEGs, 0 workers)" and streamed["train_images_per_s"] > 0
     feed = sections["train"]["feed_timing"]  # docs/feed_timing.py: the four variants, per step
     assert set(feed["ms_per_step"]) == {"step only", "augment only", "same thread", "worker thread"}
@@ -80,6 +80,14 @@ def test_dry_run_writes_every_section(tmp_path: Path) -> None:
     text = (tmp_path / "gpu_check.md").read_text()
     assert text.startswith("# vitc GPU check (dry run") and "## cuda_layer: ok" in text
     assert "Worker thread or not (`python docs/feed_timing.py --device cpu" in text and "| worker thread |" in text
+
+
+def test_the_streamed_jpeg_row_comes_second() -> None:
+    """The only training row whose feed decodes real JPEGs was last: the first a short train section lost."""
+    gpu_check = _load()
+    for plan in (gpu_check.FULL, gpu_check.DRY):
+        assert [i for i, (_, _, *settings) in enumerate(plan["train"]) if "@photos" in " ".join(settings)] == [1]
+    assert "aug.mixup" in gpu_check.FULL["train"][-1][2]  # DeiT's augmentation recipe: last, where time is left
 
 
 def test_a_failing_feed_timing_loses_only_its_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

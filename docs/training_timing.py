@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from vitc.models import convit, create_model
 from vitc.models._stats import model_stats
 from vitc.models.formulation import choose_formulations, describe
+from vitc.train.setup import FUSED_ADAMW_ON
 
 # (baseline, others) per size; the first of each group is the DeiT every ratio divides by.
 GROUPS_224 = {"tiny": ("deit_tiny", "convit_tiny"), "small": ("deit_small", "convit_small", "spvit_s", "cvt_13")}
@@ -151,7 +152,10 @@ class Variant:
         self.device = torch.device(opts.device)
         model = copy.deepcopy(name) if isinstance(name, torch.nn.Module) else create_model(name, img_size=img, **kwargs)
         self.model = model.train().to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        # fused on CUDA, as `vitc train` steps (vitc.train.setup): the ratios are of the step it runs
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=1e-4, fused=self.device.type in FUSED_ADAMW_ON or None
+        )
         self.x = torch.randn(batch, 3, img, img, device=self.device)
         self.y = torch.randint(0, self.model.num_classes, (batch,), device=self.device)
         self.amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.amp]

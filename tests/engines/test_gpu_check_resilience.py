@@ -245,6 +245,18 @@ def test_in_process_ratios_stop_at_their_deadline() -> None:
     assert stopped[0] == "convit_micro reference not built" and stopped[-1].startswith("1 of 3 rounds")
 
 
+def test_the_timed_step_s_adamw_is_vitc_train_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """training_timing's AdamW was torch's default where `vitc train` runs the fused one (on CUDA): the
+    ratios timed another step. It is fused wherever vitc.train.setup's FUSED_ADAMW_ON says (CPU here)."""
+    import argparse
+
+    timing = load_doc_script("training_timing")
+    opts = argparse.Namespace(device="cpu", amp="off", seed=0)
+    assert timing.Variant("deit_micro", {}, 2, 32, opts).optimizer.defaults["fused"] is None  # not on CPU
+    monkeypatch.setattr(timing, "FUSED_ADAMW_ON", ("cpu",))
+    assert timing.Variant("deit_micro", {}, 2, 32, opts).optimizer.defaults["fused"] is True
+
+
 SIGTERM_SCRIPT = """
 import os, signal, sys
 from pathlib import Path

@@ -1,6 +1,6 @@
 """What `make gpu-check` (docs/gpu_check.py) runs: the plan for a lent GPU, and the dry run's on CPU.
 
-FULL sizes each section for an H200 or H100 inside the device budget (docs/gpu_check.py's shares of 480 s);
+FULL sizes each section for an H200 or H100 inside the device budget (docs/gpu_check.py's shares of its 530 s);
 DRY runs the same plumbing with micro models in seconds (CI, tests/engines/test_cuda_gpu_check.py).
 """
 

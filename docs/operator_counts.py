@@ -157,14 +157,28 @@ class _TorchvisionStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def import_timm() -> Any:
-    """timm, or None where it is not installed; torchvision stood in for where it is missing."""
+    """timm, or None where it is not installed; torchvision stood in for where it is missing or does not
+    import (a build for another torch: its C++ operators fail to load)."""
     if importlib.util.find_spec("timm") is None:
         return None
-    if importlib.util.find_spec("torchvision") is None:
+    if not _torchvision_imports() and not any(isinstance(f, _TorchvisionStandIn) for f in sys.meta_path):
+        for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:  # what the failed import left
+            del sys.modules[name]
         sys.meta_path.insert(0, _TorchvisionStandIn())
     import timm
 
     return timm
+
+
+def _torchvision_imports() -> bool:
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # ImportError, or RuntimeError "operator torchvision::nms does not exist"
+        print(f"torchvision does not import ({type(exc).__name__}: {str(exc)[:160]}): a stand-in is used", flush=True)
+        return False
+    return True
 
 
 def table(opts: argparse.Namespace) -> str:

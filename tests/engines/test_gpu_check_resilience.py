@@ -482,3 +482,58 @@ def test_the_matmul_peak_is_a_median_after_a_warm_up(gpu_check: Any, monkeypatch
     tflops = gpu_check.bf16_matmul_tflops(n=1000)
     assert tflops == pytest.approx(2 * 1000**3 / 2e-3 / 1e12)  # 1 TFLOP/s: the stalled group is not the figure
     assert products[0] == 0.0 and len([t for t in products if t < 0.1]) >= 50  # ~100 ms of products first
+
+
+def test_a_stop_writes_the_total_to_that_moment(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
+    """killed() marked the section but left the header's total at the last finished section's."""
+    clock = [0.0]
+    monkeypatch.setattr(gpu_check.time, "monotonic", lambda: clock[0])
+
+    def spends(seconds: float) -> Any:
+        def fn(plan: dict, out: Path, budget: float) -> dict:
+            clock[0] += seconds
+            if seconds > 20:
+                raise KeyboardInterrupt
+            return {}
+
+        return fn
+
+    monkeypatch.setattr(gpu_check, "SECTIONS", {"cuda_layer": (spends(12.0), 1.0), "train": (spends(30.0), 1.0)})
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.check(gpu_check.DRY, tmp_path, 100.0, [], tmp_path)
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["seconds"] == 42.0 and saved["killed"] == "interrupted (Ctrl-C) during train"
+    assert "Total 42.0 s." in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_the_default_budget_leaves_the_report_its_margin(gpu_check: Any) -> None:
+    """The device command is `timeout 590`: the budget leaves at least 45 s for what no sub-run's limit
+    covers (Python's start, the feed measurement, the report), now that every sub-run is stopped at its time."""
+    outer = int(gpu_check.__doc__.split("timeout ")[1].split()[0])
+    assert outer == 590 and outer - 60 <= gpu_check.BUDGET_S <= outer - 45
+    assert (
+        f"(default {gpu_check.BUDGET_S:.0f} s)"
+        in subprocess.run(
+            [sys.executable, str(ROOT / "docs" / "gpu_check.py"), "--help"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+
+
+def test_a_torchvision_that_does_not_import_is_stood_in_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A torchvision built for another torch is installed but fails to import: timm's import failed with
+    it; the stand-in is used, as where torchvision is missing."""
+    packages = {
+        "torchvision": "raise ImportError('undefined symbol: _ZN3c10 (built for another torch)')",
+        "timm": "from torchvision.transforms import InterpolationMode\nMODE = InterpolationMode",
+    }
+    for name, code in packages.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    for name in [m for m in sys.modules if m.split(".")[0] in ("timm", "torchvision")]:
+        monkeypatch.delitem(sys.modules, name)
+    timm = load_doc_script("operator_counts").import_timm()
+    assert timm.__file__ == str(tmp_path / "timm" / "__init__.py") and timm.MODE.__name__ == "InterpolationMode"
+    for name in [m for m in sys.modules if m.split(".")[0] in ("timm", "torchvision")]:
+        monkeypatch.delitem(sys.modules, name)  # the stand-in and the fake timm: not for later tests

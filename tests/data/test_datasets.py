@@ -99,7 +99,7 @@ def _dump(obj: object, path: Path) -> None:
 
 @pytest.fixture
 def cifar_dir(tmp_path: Path) -> Path:
-    for i in (1, 2, 3):
+    for i in (1, 2, 3, 4, 5):
         _dump(_batch(40, i), tmp_path / f"data_batch_{i}")
     _dump(_batch(20, 9), tmp_path / "test_batch")
     names = [n.encode() for n in ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")]
@@ -111,15 +111,15 @@ def test_cifar_loads_with_fixed_stratified_val(cifar_dir: Path) -> None:
     train = load_dataset("cifar10", "train", data_dir=cifar_dir)
     val = load_dataset("cifar10", "val", data_dir=cifar_dir)
     test = load_dataset("cifar10", "test", data_dir=cifar_dir)
-    assert (len(train), len(val), len(test)) == (110, 10, 20)
-    assert train.images.shape == (110, 3, 32, 32) and train.images.dtype == torch.uint8
-    assert val.labels.bincount(minlength=10).tolist() == [1] * 10  # 10% of each class's 12
+    assert (len(train), len(val), len(test)) == (180, 20, 20)
+    assert train.images.shape == (180, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert val.labels.bincount(minlength=10).tolist() == [2] * 10  # 10% of each class's 20
     assert train.class_names[1] == "car"
     # channel-first layout: first 1024 bytes are the red plane of image 0
     raw = _batch(40, 1)[b"data"][0]
     assert torch.equal(train.images[0, 0].flatten(), torch.from_numpy(raw[:1024]))
-    # val is the tail of each class: the last image of batch 3 (class 9) is in val
-    last = torch.from_numpy(_batch(40, 3)[b"data"][-1].reshape(3, 32, 32))
+    # val is the tail of each class: the last image of batch 5 (class 9) is in val
+    last = torch.from_numpy(_batch(40, 5)[b"data"][-1].reshape(3, 32, 32))
     assert any(torch.equal(last, im) for im in val.images)
 
 
@@ -170,6 +170,17 @@ def test_cifar_wrong_format(tmp_path: Path, obj: object, match: str) -> None:
     _dump(obj, tmp_path / "test_batch")
     with pytest.raises(VitcError, match=match):
         load_dataset("cifar10", "test", data_dir=tmp_path)
+
+
+def test_cifar_missing_a_train_batch_is_refused_by_name(cifar_dir: Path) -> None:
+    """An interrupted extraction (data_batch_2 and 5 absent) would train on the rest, with another val split:
+    one line names what is missing, whichever split is asked for from the train batches."""
+    (cifar_dir / "data_batch_2").unlink()
+    (cifar_dir / "data_batch_5").unlink()
+    for split in ("train", "val"):
+        with pytest.raises(VitcError, match=r"is missing data_batch_2, data_batch_5 \(CIFAR-10 has data_batch_1\.\.5"):
+            load_dataset("cifar10", split, data_dir=cifar_dir)
+    assert len(load_dataset("cifar10", "test", data_dir=cifar_dir)) == 20  # the test split is test_batch alone
 
 
 def test_cifar_garbage_and_missing(tmp_path: Path) -> None:

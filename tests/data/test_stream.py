@@ -244,7 +244,8 @@ def test_automatic_choice_by_decoded_size(tmp_path: Path) -> None:
 def test_cifar_streams_from_its_stored_arrays(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     batch = {b"labels": [i % 10 for i in range(100)], b"data": rng.integers(0, 256, (100, 3072), dtype=np.uint8)}
-    for name in ("data_batch_1", "test_batch"):
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    for name in (f"data_batch_{i}" for i in range(1, 6)):  # the val split: the last 10% of each class of all five
         (tmp_path / name).write_bytes(pickle.dumps(batch, protocol=2))
     memory = load_dataset("cifar10", "val", data_dir=tmp_path, image_size=32)
     source = open_source("cifar10", tmp_path, "val")

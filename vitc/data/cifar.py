@@ -12,22 +12,20 @@ from vitc.data.files import CIFAR_LAYOUT, cifar_root
 from vitc.errors import VitcError
 
 CIFAR_VAL_FRACTION = 0.1
+CIFAR_TRAIN_BATCHES = 5  # data_batch_1..5
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def cifar_raw(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(N, 3, 32, 32) uint8 images, labels and class names of one split, as stored.
 
-    Train/val come from data_batch_*: val is the last 10% of each class (fixed); test is test_batch.
+    Train/val come from data_batch_1..5: val is the last 10% of each class (fixed); test is test_batch.
     """
     root = _cifar_root(data_dir)
     if split == "test":
         x, y = _read_cifar_batch(root / "test_batch")
     else:
-        files = sorted(root.glob("data_batch_*"), key=lambda p: (len(p.name), p.name))
-        if not files:
-            raise VitcError(f"no data_batch_* files in {root}")
-        parts = [_read_cifar_batch(p) for p in files]
+        parts = [_read_cifar_batch(p) for p in _train_batches(root)]
         x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         val = np.zeros(len(y), dtype=bool)
         for c in np.unique(y):
@@ -44,6 +42,18 @@ def _cifar_root(data_dir: Path) -> Path:
     if root is None:
         raise VitcError(f"no CIFAR-10 batches in {data_dir} (expected {CIFAR_LAYOUT})")
     return root
+
+
+def _train_batches(root: Path) -> list[Path]:
+    """data_batch_1..5, all of them: the official layout always has five, and training on the rest of an
+    interrupted extraction would change the train and val splits without a word."""
+    files = [root / f"data_batch_{i}" for i in range(1, CIFAR_TRAIN_BATCHES + 1)]
+    missing = [p.name for p in files if not p.is_file()]
+    if missing:
+        raise VitcError(
+            f"{root} is missing {', '.join(missing)} (CIFAR-10 has {CIFAR_LAYOUT}): extract the archive again"
+        )
+    return files
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

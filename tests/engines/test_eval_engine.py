@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from tests.engines.conftest import make_tiny_onnx, manifest_record, tiny_logits_by_hand
 from vitc.cli.main import app
+from vitc.data.cifar import CIFAR10_CLASSES
 from vitc.engines.accuracy import evaluate_folder
 from vitc.engines.classify import Classifier
 
@@ -217,8 +218,15 @@ def test_eval_on_an_engine_refuses_what_it_cannot_measure_in_one_line(export_dir
     cifar.mkdir()
     batch = {b"labels": [1, 2], b"data": np.zeros((2, 3072), np.uint8)}
     (cifar / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    assert one_line(onnx, "--data-dir", str(tmp_path)).endswith(
+        "the engine 0, 1, 2, 3, 4, … (10 in all): it was not trained on CIFAR-10"
+    )  # its classes first: an image size's advice would send it to measure CIFAR images it never learnt
+    c8 = tmp_path / "c8"  # an 8×8 model of CIFAR-10's classes: where to measure it instead
+    c8.mkdir()
+    make_tiny_onnx(c8 / "model.fp32.onnx")
+    (c8 / "manifest.fp32.json").write_text(json.dumps(manifest_record(class_names=list(CIFAR10_CLASSES))))
     assert "takes 8×8 images and CIFAR-10's are resized to that with torch" in one_line(
-        onnx, "--data-dir", str(tmp_path)
+        str(c8 / "model.fp32.onnx"), "--data-dir", str(tmp_path)
     )
     assert f"no CIFAR-10 batches in {photos}" in one_line(onnx, "--data", "cifar10", "--data-dir", str(photos))
     assert "class folders of images or CIFAR-10 batches, not --data digits" in one_line(

@@ -255,10 +255,14 @@ def test_an_export_is_measured_on_cifar_batches_as_its_checkpoint(run_folder: Pa
     other = runner.invoke(app, ["export", str(run_folder), "-p", "fp32", "--data", "generated", "--out",
                                 str(tmp_path / "export")])  # fmt: skip
     assert other.exit_code == 0, other.output
-    sixteen = runner.invoke(app, ["eval", str(tmp_path / "export/photos/model.fp32.onnx"), "--data-dir", str(cifar)])
-    assert (
-        sixteen.exit_code == 2 and "takes 16×16 images and CIFAR-10's are resized to that with torch" in sixteen.output
-    )
+    # a 16×16 photo model: not a CIFAR model, as its engine and its checkpoint say alike (not the engine's
+    # size advice, nor the checkpoint's "no class folders")
+    for source, model in ((tmp_path / "export/photos/model.fp32.onnx", "engine"), (run_folder, "checkpoint")):
+        photos = runner.invoke(app, ["eval", str(source), "--data-dir", str(cifar), "--device", "cpu"])
+        assert photos.exit_code == 2 and photos.output.strip().splitlines() == [
+            f"error: cifar10/test has classes airplane, automobile, bird, cat, deer, … (10 in all), the {model} "
+            f"{', '.join(CLASSES)}: it was not trained on CIFAR-10"
+        ], photos.output
 
 
 def test_the_speed_line_counts_the_wait_for_each_batch_as_reading() -> None:

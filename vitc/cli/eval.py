@@ -100,8 +100,10 @@ def _evaluate_checkpoint(
     require_training("vitc eval on a checkpoint (an engine, .plan or .onnx, needs no torch)")
     from vitc._device import pick_device
     from vitc.checkpoint import read_checkpoint, resolve_checkpoint, training_data
+    from vitc.data.cifar import check_cifar_classes, cifar_class_names
     from vitc.data.datasets import load_dataset
     from vitc.data.feed import EVAL_BATCH, set_batches
+    from vitc.data.files import cifar_root
     from vitc.models import get_model_cfg
     from vitc.train.evaluate import predict_labelled
 
@@ -110,9 +112,11 @@ def _evaluate_checkpoint(
     model, meta = read_checkpoint(checkpoint)
     cfg = get_model_cfg(model)
     trained = ((meta.extra.get("train_config") or {}).get("data") or {}).get("name")
-    if data is None and data_dir is not None and trained != "cifar10":
-        data = "imagefolder"  # a folder of images names its kind; CIFAR batches only for a CIFAR model
+    if data is None and data_dir is not None and trained != "cifar10" and cifar_root(data_dir) is None:
+        data = "imagefolder"  # a folder of images names its kind (CIFAR batches say they are CIFAR)
     data, folder = training_data(checkpoint, meta, data, None if data_dir is None else str(data_dir))
+    if data == "cifar10" and folder is not None:  # another model's classes: said before the batches are resized
+        check_cifar_classes(split, cifar_class_names(Path(folder)), meta.class_names, "the checkpoint")
     terminal = console()
     skipped: List[str] = []
     if data == "imagefolder" and folder is not None:
@@ -261,9 +265,10 @@ def _engine_data(data: Optional[str], data_dir: Path) -> str:
 def _on_cifar(classifier: Classifier, data_dir: Path, split: str) -> Tuple[np.ndarray, np.ndarray, str]:
     """CIFAR-10 batches at their own 32×32, as training and `vitc eval` on the checkpoint feed them; another
     input size would need their resize, which is torch's (vitc.data.datasets.resize_images)."""
-    from vitc.data.cifar import cifar_raw
+    from vitc.data.cifar import check_cifar_classes, cifar_class_names, cifar_raw
     from vitc.engines.accuracy import pixel_logits
 
+    check_cifar_classes(split, cifar_class_names(data_dir), classifier.class_names, "the engine")
     pixels, labels, names = cifar_raw(data_dir, split)
     size = classifier.card.preprocess.input_size[1:]
     if tuple(size) != (32, 32):
@@ -271,11 +276,6 @@ def _on_cifar(classifier: Classifier, data_dir: Path, split: str) -> Tuple[np.nd
             f"{classifier.path} takes {size[0]}×{size[1]} images and CIFAR-10's are resized to that with torch: "
             "measure the engine on the CIFAR test images its export kept (vitc eval ENGINE, without "
             f"--data-dir) and the checkpoint on all of them (vitc eval CHECKPOINT --data-dir {data_dir})"
-        )
-    if classifier.class_names and classifier.class_names != names:
-        raise VitcError(
-            f"cifar10/{split} has classes {few_names(names)}, the engine {few_names(classifier.class_names)}:"
-            " it was not trained on CIFAR-10"
         )
     logits = pixel_logits(classifier, pixels)
     if logits.shape[1] != len(names):

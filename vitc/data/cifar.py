@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from vitc._text import few_names
 from vitc.data._safe_pickle import safe_load
 from vitc.data.files import CIFAR_LAYOUT, cifar_root
 from vitc.errors import VitcError
@@ -34,6 +36,21 @@ def cifar_raw(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[
         keep = val if split == "val" else ~val
         x, y = x[keep], y[keep]
     return np.ascontiguousarray(x), y, _cifar_class_names(root)
+
+
+def cifar_class_names(data_dir: Path) -> list[str]:
+    """The class names of the batches in `data_dir` (batches.meta's, else CIFAR-10's), no image read."""
+    return _cifar_class_names(_cifar_root(data_dir))
+
+
+def check_cifar_classes(split: str, names: Sequence[str], model_names: Sequence[str] | None, model: str) -> None:
+    """One line when a model (`model`: "the checkpoint", "the engine") of other classes is measured on CIFAR-10
+    batches: checked before anything is resized or run, so its size or output width is never the complaint."""
+    if model_names and list(model_names) != list(names):
+        raise VitcError(
+            f"cifar10/{split} has classes {few_names(names)}, {model} {few_names(model_names)}:"
+            " it was not trained on CIFAR-10"
+        )
 
 
 def _cifar_root(data_dir: Path) -> Path:

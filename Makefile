@@ -44,7 +44,7 @@ RUNTIME_TEST_DEPS := pytest numpy==1.21.6 onnx onnxruntime
 RUNTIME_TESTS := tests/engines --ignore=tests/engines/test_cuda_gpu_check.py --ignore=tests/engines/test_gpu_check_resilience.py \
 	--ignore=tests/engines/test_wheel.py \
 	tests/bench/test_cli_bench.py tests/bench/test_timing_report.py \
-	tests/test_cli_info.py tests/test_cli_check.py tests/test_cli_doctor.py tests/test_cli_models.py tests/test_cli_signals.py tests/test_cli_home.py \
+	tests/test_cli_info.py tests/test_cli_info_folders.py tests/test_cli_check.py tests/test_cli_doctor.py tests/test_cli_models.py tests/test_cli_signals.py tests/test_cli_home.py \
 	tests/test_python_versions.py tests/test_errors.py \
 	tests/reliability/test_report_outputs.py
 # On 3.8 also with JetPack 5's numpy (python3-numpy 1.17.4, what vitc's numpy>=1.17.3 admits) in front:

@@ -42,6 +42,9 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
     if is_run_folder(path):  # a `vitc train` run folder: its best checkpoint, as eval and export read it
         best = _describe_safetensors(run_checkpoint(path))
         return {"kind": best["kind"], **_unfinished(path), **best}, None
+    weights = _describe_weights_folder(path) if path.is_dir() else None
+    if weights is not None:
+        return weights, None
     if path.is_dir() or (path.name.startswith("manifest.") and path.suffix == ".json"):
         return _describe_exports(path)
     record = _describe_run_record(path)
@@ -226,6 +229,31 @@ def _describe_exports(path: Path) -> tuple[dict[str, Any], VitcError | None]:
         return {"kind": "vitc export", **records[0]}, refusal
     exports = {m.precision: record for m, record in zip(manifests, records)}
     return {"kind": "vitc exports", "folder": str(path), "exports": exports}, refusal
+
+
+def _describe_weights_folder(path: Path) -> dict[str, Any] | None:
+    """A folder of weights under a Hugging Face name and no export manifest: the one `vitc import --out` writes
+    (its model.safetensors a vitc checkpoint, as `vitc.load_model` reads the folder) is that checkpoint; a
+    Hugging Face or timm folder's own weights (config.json beside them) are one line saying how to use them.
+    None for any other folder (an export's, or one vitc does not know: the export reader says so)."""
+    from vitc.artifacts import manifest_paths
+    from vitc.artifacts.checkpoint_meta import checkpoint_model
+    from vitc.downloads import HF_WEIGHT_FILES, model_named_by
+
+    file = next((path / name for name in HF_WEIGHT_FILES if (path / name).is_file()), None)
+    if file is None or manifest_paths(path):
+        return None
+    if checkpoint_model(file) is not None:
+        return {**_describe_safetensors(file), "file": str(file)}
+    if not (path / CONFIG).is_file():
+        return None
+    named = model_named_by(path)
+    holds = f", holding {named}" if named else ""
+    raise VitcError(
+        f"{path} is a Hugging Face/timm model folder ({CONFIG} and {file.name}{holds}), not a vitc artifact: "
+        f"convert it with `vitc import {path} --out weights/<name>`, "
+        f"or fine-tune it with `vitc train --pretrained {path}`"
+    )
 
 
 def _describe_safetensors(path: Path) -> dict[str, Any]:

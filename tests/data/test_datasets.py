@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,28 @@ def test_cifar_missing_a_train_batch_is_refused_by_name(cifar_dir: Path) -> None
         with pytest.raises(VitcError, match=r"is missing data_batch_2, data_batch_5 \(CIFAR-10 has data_batch_1\.\.5"):
             load_dataset("cifar10", split, data_dir=cifar_dir)
     assert len(load_dataset("cifar10", "test", data_dir=cifar_dir)) == 20  # the test split is test_batch alone
+
+
+@pytest.mark.parametrize("name", ["cifar-10-python.tar.gz", "photos.zip", "notes.txt"])
+def test_a_file_given_as_the_data_folder_is_said_to_be_one(tmp_path: Path, name: str) -> None:
+    """--data-dir cifar-10-python.tar.gz said "missing folder" of a file that is there: each reader of a data
+    folder (training's kind, its image folder, a measured folder) says it is a file, and how to unpack an archive."""
+    from vitc.data.files import detect_kind, labelled_files
+
+    file = tmp_path / name
+    file.write_bytes(b"PK")
+    said = (
+        r"unpack the archive \((tar xzf|unzip) .*\) and give the folder it makes"
+        if name != "notes.txt"
+        else ("give the folder that holds the data")
+    )
+    for read in (
+        lambda: detect_kind(file),
+        lambda: load_dataset("imagefolder", "train", data_dir=file),
+        lambda: labelled_files(file, "test", ["a"]),
+    ):
+        with pytest.raises(VitcError, match=rf"^{re.escape(str(file))} is a file, not a folder: {said}$"):
+            read()
 
 
 def test_cifar_garbage_and_missing(tmp_path: Path) -> None:

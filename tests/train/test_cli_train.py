@@ -98,7 +98,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     run = tmp_path / "old"
     run.mkdir()
     (run / "config.json").write_text("{}")
+    tarball = tmp_path / "cifar-10-python.tar.gz"  # the download itself, not the folder it unpacks to
+    tarball.write_bytes(b"\x1f\x8b")
+    unpack = f"{tarball} is a file, not a folder: unpack the archive (tar xzf {tarball}) and give the folder it makes"
     cases = [
+        (["train", "--data-dir", str(tarball), *own_runs], unpack),
+        (["train", "--data-dir", str(run / "config.json"), *own_runs], "config.json is a file, not a folder: give the"),
         (["train", "--set", "optim.lrr=1"], "unknown config key"),
         (["train", "--set", "aug.repeats=-3"], "config key aug.repeats must not be negative, got -3"),
         (["train", "--set", "aug.repeats=2.5"], "config key aug.repeats expects int, got 2.5"),

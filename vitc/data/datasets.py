@@ -27,6 +27,7 @@ from vitc.data.files import (
     held_out_only,
     labelled_files,
     list_images,
+    require_folder,
     split_folder,
     split_read,
 )
@@ -341,8 +342,7 @@ def folder_split(
 ) -> tuple[list[str], dict[str, Path]]:
     """The class names (from train, in `class_order`: a `recorded` order of the same names is kept) and the
     class folders of `split` (split_read)."""
-    if not data_dir.is_dir():
-        raise VitcError(f"missing folder {data_dir}")
+    require_folder(data_dir)
     classes = class_order(_class_dirs(data_dir / "train"), recorded)
     split = split_read(data_dir, split)
     dirs = _class_dirs(data_dir / split)

@@ -81,6 +81,24 @@ def cifar_root(data_dir: Path) -> Path | None:
     return None
 
 
+ARCHIVES = {".tar.gz": "tar xzf", ".tgz": "tar xzf", ".tar": "tar xf", ".zip": "unzip"}  # how each is unpacked
+
+
+def require_folder(folder: Path) -> None:
+    """The one check that a data folder is there: a file given instead (the CIFAR-10 tarball itself) is said
+    to be one, with how to unpack an archive, rather than called missing."""
+    if folder.is_dir():
+        return
+    if not folder.exists():
+        raise VitcError(f"missing folder {folder}")
+    unpack = next((tool for suffix, tool in ARCHIVES.items() if folder.name.lower().endswith(suffix)), None)
+    if unpack is None:
+        raise VitcError(f"{folder} is a file, not a folder: give the folder that holds the data")
+    raise VitcError(
+        f"{folder} is a file, not a folder: unpack the archive ({unpack} {folder}) and give the folder it makes"
+    )
+
+
 def _has_class_folders(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
 
@@ -89,8 +107,7 @@ def detect_kind(data_dir: Path, measured: bool = False) -> str:
     """imagefolder or cifar10, from what `data_dir` holds; anything else is a one-line error. A folder a model
     is `measured` on (eval, export's held-out set, inspect) may also hold no train/ (`held_out_only`);
     training needs train/ and val/."""
-    if not data_dir.is_dir():
-        raise VitcError(f"missing folder {data_dir}")
+    require_folder(data_dir)
     if _has_class_folders(data_dir / "train"):
         return "imagefolder"
     if cifar_root(data_dir) is not None:
@@ -170,8 +187,7 @@ def listing_digest(files: Sequence[str]) -> str:
 def split_folder(folder: Path, split: str) -> tuple[Path, str]:
     """The folder of class folders to measure on and the split it is: `folder/<split_read>` when the folder
     is split, else the folder itself and WHOLE (a plain folder of class folders: no split is chosen)."""
-    if not folder.is_dir():
-        raise VitcError(f"missing folder {folder}")
+    require_folder(folder)
     if is_plain(folder):
         return folder, WHOLE
     present = [name for name in SPLITS if (folder / name).is_dir()]

@@ -46,7 +46,11 @@ def test_a_run_folder_exports_with_agreement_only_drift(imagenet_run: Path, tmp_
     )
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "generated images (random pixels, no labels): drift is agreement-only" in text
+    assert (
+        "held-out set: no labelled data of the model's 1000 classes: 256 generated images (random pixels, no "
+        "labels): drift is agreement-only" in text
+    )
+    assert "digits" not in text  # the default data is not the user's: its name said nothing of why
     assert "agreement only: generated inputs" in text  # the drift table's caption
     (nxt,) = [line.split("next: vitc ")[1] for line in result.output.splitlines() if "next: vitc " in line]
     assert nxt.startswith(("build", "bench")) and str(out / "imnet" / "model.fp16.onnx") in nxt

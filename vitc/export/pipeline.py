@@ -205,7 +205,9 @@ def prepare_export(
             trained = f"{data_dir} is the train/ folder the run trained on: its drift's top-1 is on images it saw"
             _log.warning(f"warning: {trained}")
     else:
-        why = "" if data_name == GENERATED else f"{data_name}'s classes are not the model's, "
+        # not asked for: no data named, and the default data's name would say nothing of why (digits, for weights
+        # that name none)
+        why = "" if data_name == GENERATED else f"no labelled data of the model's {model_classes(meta)} classes: "
         say(
             f"held-out set: {why}{len(images)} generated images (random pixels, no labels): drift is "
             "agreement-only (top-1 agreement, max |Δ|, cosine); --data/--data-dir name labelled data for top-1"

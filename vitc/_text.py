@@ -30,3 +30,9 @@ def shell_word(arg: str) -> str:
     """`arg` as one word of a command the user pastes: POSIX shell quoting, or on Windows double quotes where
     needed (cmd.exe keeps POSIX's single quotes as part of the word: 'C:\\runs\\my run' is no path there)."""
     return subprocess.list2cmdline([arg]) if sys.platform == "win32" else shlex.quote(arg)
+
+
+def rate(per_second: float) -> str:
+    """A rate (img/s) as vitc prints it: whole numbers from 10 up, one decimal below, so a slow run (a CPU, a
+    big model) reads 0.4 img/s, not 0."""
+    return f"{per_second:.1f}" if abs(per_second) < 10 else f"{per_second:.0f}"

@@ -39,7 +39,7 @@ def test_a_log_gets_a_progress_line_in_place_of_the_bar(tiny: dict[str, Any]) ->
     a line of the bar's figures every log.interval_s seconds (here: every step), with the epoch's running loss."""
     result = runner.invoke(app, ["train", *_set({**tiny, "optim.epochs": 1, "log.interval_s": 1e-9})])
     assert result.exit_code == 0, result.output
-    step = r"^epoch 1/1  step (\d)/3 \(\d+%\)  loss \d\.\d{4} \(mean (\d\.\d{4})\)  lr (\S+)  \d+ img/s  eta [\d:]+$"
+    step = r"^epoch 1/1  step (\d)/3 \(\d+%\)  loss \d\.\d{4} \(mean (\d\.\d{4})\)  lr (\S+)  [\d.]+ img/s  eta [\d:]+$"
     lines = re.findall(step, result.stdout, re.M)
     assert [line[0] for line in lines] == ["1", "2", "3"], result.stdout
     row = json.loads((Path(tiny["run.out_dir"]) / "tiny" / "metrics.jsonl").read_text())

@@ -17,7 +17,7 @@ from typing_extensions import Annotated
 
 from vitc._run_layout import BEST, CONFIG, RunLayout, is_resume_state, is_run_folder
 from vitc._terminal import Fitted
-from vitc._text import shell_word
+from vitc._text import rate, shell_word
 from vitc.cli._console import console, library_warnings_printed
 from vitc.cli._options import SetOpt, parse_assignments
 from vitc.errors import VitcError, unknown_model
@@ -371,7 +371,7 @@ def _summary(model: str, result: RunResult) -> None:
         f"{result.best_val_top1:.2f}%",
         f"{result.test['top1']:.2f}%",
         f"{result.test.get('top5', 0.0):.2f}%",
-        f"{result.train_images_per_s:.0f}",
+        rate(result.train_images_per_s),
         f"{result.seconds:.0f} s",
     )
     keep = [i for i in range(len(columns)) if top5 or i != 3]

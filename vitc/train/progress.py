@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from vitc._terminal import PlainConsole
+from vitc._text import rate
 
 # a quiet run's epoch lines (show_progress=False): logged at INFO, not printed (`vitc train -q` prints them)
 _log = logging.getLogger(__name__)
@@ -54,13 +55,13 @@ class EpochProgress:
             TextColumn(f"epoch {epoch + 1}/{epochs}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[rate]:.0f} img/s"),
+            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[rate]} img/s"),
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
         )
         self._progress.start()
-        self._task = self._progress.add_task("train", total=steps, completed=done, loss=0.0, lr=0.0, rate=0.0)
+        self._task = self._progress.add_task("train", total=steps, completed=done, loss=0.0, lr=0.0, rate=rate(0.0))
 
     def advance(self, loss: float | None, lr: float, images: int = 0) -> None:
         """One step done; `loss` None keeps the loss shown (on a GPU it is read every few steps: `show_loss`)."""
@@ -71,9 +72,9 @@ class EpochProgress:
         if self._progress is None or self._task is None:
             return
         task = self._progress.tasks[0]
-        rate = (task.completed + 1) / task.elapsed if task.elapsed else 0.0
+        steps_per_s = (task.completed + 1) / task.elapsed if task.elapsed else 0.0
         shown = {} if loss is None else {"loss": loss}
-        self._progress.update(self._task, advance=1, lr=lr, rate=rate * max(images, 1), **shown)
+        self._progress.update(self._task, advance=1, lr=lr, rate=rate(steps_per_s * max(images, 1)), **shown)
 
     def show_loss(self, loss: float, mean: float | None = None) -> None:
         """The last step's loss read back; `mean`: the epoch's running train loss so far."""
@@ -124,5 +125,5 @@ class _Lines:
         mean = "" if self.mean is None else f" (mean {self.mean:.4f})"
         return (
             f"{self.where}  step {self.done}/{self.steps} ({100 * self.done / self.steps:.0f}%){loss}{mean}  "
-            f"lr {lr:.2e}  {self.images / elapsed:.0f} img/s  eta {eta}"
+            f"lr {lr:.2e}  {rate(self.images / elapsed)} img/s  eta {eta}"
         )

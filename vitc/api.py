@@ -36,7 +36,7 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
     from vitc.artifacts.preprocess import resolve_preprocess
     from vitc.artifacts.resume import refuse_resume_state
     from vitc.checkpoint import META_KEY, read_checkpoint, read_meta
-    from vitc.downloads import model_named_by, weights_file
+    from vitc.downloads import folder_model, weights_file
     from vitc.importers import EVALUATION_SETTINGS, convert_file, folder_classes
 
     file = weights_file(path)
@@ -56,7 +56,7 @@ def load_model(path: str | os.PathLike[str], model_name: str | None = None, **ov
             model.vitc_class_names = None
             model.eval()
         return model
-    model_name = model_name or model_named_by(file)
+    model_name = model_name or folder_model(file)
     if model_name is None:
         raise VitcError(
             f"{file} is not a vitc checkpoint and no config.json beside it names a vitc model: name it, "

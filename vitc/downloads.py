@@ -27,6 +27,23 @@ HF_CVT = {  # a Hugging Face CvtConfig's (depth, embed_dim) → the vitc model (
     ((1, 4, 16), (64, 192, 384)): "cvt_21",
     ((2, 2, 20), (192, 768, 1024)): "cvt_w24",
 }
+HF_CVT_BASE = "cvt_13"  # the registered CvT a CvtConfig of another shape is built as, with its arguments
+HF_CVT_STAGES = {  # a CvtConfig's per-stage lists → vitc CvT's arguments (vitc/models/cvt.py)
+    "depth": "depths",
+    "embed_dim": "embed_dims",
+    "num_heads": "num_heads",
+    "patch_sizes": "patch_sizes",
+    "patch_stride": "patch_strides",
+    "patch_padding": "patch_paddings",
+}
+HF_CVT_FIXED = {  # a CvtConfig's per-stage settings that vitc's CvT builds as these, at every stage
+    "kernel_qkv": 3,
+    "stride_kv": 2,
+    "padding_kv": 1,
+    "stride_q": 1,
+    "padding_q": 1,
+    "qkv_projection_method": "dw_bn",
+}
 HF_SQUASH_FROM = 384  # Hugging Face's CvT processor (ConvNextImageProcessor) squashes from this size up, uncropped
 
 
@@ -177,7 +194,42 @@ def _size_in(record: Any, read: Callable[[dict[str, Any]], Any]) -> int | None:
 
 
 def held_model(source: str | os.PathLike[str]) -> str | None:
-    """The model weights say they hold: a vitc checkpoint's own, else what its folder's config.json names;
-    None when neither says."""
+    """The model weights say they hold: a vitc checkpoint's own, else what its folder's config.json names
+    (`folder_model`); None when neither says."""
     file = weights_file(source)
-    return checkpoint_model(file) or model_named_by(file)
+    return checkpoint_model(file) or folder_model(file)
+
+
+def folder_model(source: str | os.PathLike[str]) -> str | None:
+    """The vitc model to build for a downloaded folder: the one its config.json names, or HF_CVT_BASE for a
+    Hugging Face CvT of another shape (its arguments: `cvt_args_named_by`); None when nothing says."""
+    return model_named_by(source) or (HF_CVT_BASE if cvt_args_named_by(source) is not None else None)
+
+
+def cvt_args_named_by(source: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The vitc CvT arguments of a folder's Hugging Face CvtConfig that no registered CvT is (`model_named_by`
+    names those): its stages' depths, widths, heads and patch embeddings, its MLP ratio and qkv bias, as
+    `CvtForImageClassification` builds them. None: not such a config, or one vitc's CvT cannot build (another
+    attention projection, a class token before the last stage, a ratio or bias that differs by stage)."""
+    record = _folder_record(source, "config.json")
+    if not isinstance(record, dict) or record.get("model_type") != "cvt" or model_named_by(source) is not None:
+        return None
+    try:
+        args: dict[str, Any] = {ours: [_whole(v) for v in record[theirs]] for theirs, ours in HF_CVT_STAGES.items()}
+        stages = len(args["depths"])
+        built = all(list(record.get(key, [value] * stages)) == [value] * stages for key, value in HF_CVT_FIXED.items())
+        built = built and list(record.get("cls_token", [])) in ([], [False] * (stages - 1) + [True])
+        ratios = {float(r) for r in record.get("mlp_ratio", [4.0])}
+        biases = {bool(b) for b in record.get("qkv_bias", [True])}
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not built or len(ratios) != 1 or len(biases) != 1 or any(len(v) != stages for v in args.values()):
+        return None
+    return {**args, "mlp_ratio": ratios.pop(), "qkv_bias": biases.pop()}
+
+
+def _whole(value: Any) -> int:
+    """A config's integer (not a bool, not a float): anything else is no CvtConfig vitc reads."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value

@@ -32,6 +32,7 @@ from vitc.checkpoint import MADE_FROM_CHECKPOINTS, meta_for, write_checkpoint
 from vitc.downloads import (
     HF_SQUASH_FROM,
     class_names_named_by,
+    cvt_args_named_by,
     hf_processor_size,
     num_classes_named_by,
     preprocess_named_by,
@@ -200,14 +201,21 @@ def convert_state_dict(
         raise VitcError(f"{source}: cannot adapt these weights to {model.vitc_name} ({exc})") from exc
 
 
-def layout_of(state_dict: dict[str, torch.Tensor], family: str) -> tuple[str, dict[str, Any]]:
+def layout_of(
+    state_dict: dict[str, torch.Tensor], family: str, source: Path | None = None
+) -> tuple[str, dict[str, Any]]:
     """(source format, constructor arguments that format implies).
 
     Hugging Face's CvT uses exact erf-GELU where Microsoft's release uses QuickGELU: the same
-    weights only give Hugging Face's logits with act="gelu", so the layout decides it.
+    weights only give Hugging Face's logits with act="gelu", so the layout decides it. A Hugging Face
+    CvT of a shape no registered CvT has takes its architecture from the config.json beside `source`
+    (`cvt_args_named_by`), as `CvtForImageClassification.from_pretrained` builds it.
     """
     if any(k.startswith(("cvt.", "encoder.stages.")) for k in state_dict):
-        return "huggingface", {"act": "gelu"} if family == "cvt" else {}
+        if family != "cvt":
+            return "huggingface", {}
+        shape = cvt_args_named_by(source) if source is not None else None
+        return "huggingface", {"act": "gelu", **(shape or {})}
     return "official/timm", {}
 
 
@@ -229,12 +237,14 @@ def convert_file(
     chans = {"in_chans": overrides["in_chans"]} if isinstance(overrides.get("in_chans"), int) else {}
     resolve_preprocess(given, model=model_cfg(model_name, **chans).to_record(), source="--set")  # before any reading
     state_dict = read_state_dict(source, ema, say)
-    layout, implied = layout_of(state_dict, model_cfg(model_name).family)
-    for key, value in implied.items():
-        if key not in overrides:
-            overrides[key] = value
-            if say:
-                say(f"{source.name}: Hugging Face layout, so {key}={value!r} (as it computes; --set {key}=… overrides)")
+    layout, implied = layout_of(state_dict, model_cfg(model_name).family, source)
+    taken = {key: value for key, value in implied.items() if key not in overrides}
+    overrides.update(taken)
+    if say and "act" in taken:
+        say(f"{source.name}: Hugging Face layout, so act={taken.pop('act')!r} (as it computes; --set act=… overrides)")
+    if say and taken:  # a Hugging Face CvT of its own shape
+        shape = ", ".join(f"{key}={value}" for key, value in taken.items())
+        say(f"{source.name}: its folder's config.json gives {shape} (--set KEY=… overrides)")
     if say and "dist_token" in state_dict:
         say(
             f"{source.name}: a distilled DeiT; its distillation token and head (dist_token, head_dist) are left "

@@ -69,7 +69,7 @@ def read_pretrained(
     state_dict = read_state_dict(path, say=say)  # the EMA weights of a training checkpoint, as timm
     text = read_safetensors_metadata(path).get(META_KEY) if path.suffix == ".safetensors" else None
     if text is None:
-        layout, implied = layout_of(state_dict, family)
+        layout, implied = layout_of(state_dict, family, path)
         trained_at = trained_size(path, state_dict, model_name, dict(implied))
         if trained_at is not None:  # fine-tuned at the size the weights were trained at, unless data says
             implied["img_size"] = trained_at[0]

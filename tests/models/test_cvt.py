@@ -201,7 +201,11 @@ def test_import_of_a_hugging_face_folder_gives_its_logits(tmp_path: Path, safe: 
     named = vitc.load_model(tmp_path / "hf", "cvt_micro", depths=[1, 2, 3])  # the API takes the folder too
     assert named.vitc_class_names == list(LABELS.values())
     start = read_pretrained(tmp_path / "hf", "cvt_micro")  # and so does `vitc train --pretrained`
-    assert start.args == {"act": "gelu"} and start.source_format == "huggingface"
+    assert start.source_format == "huggingface" and start.args == {
+        "act": "gelu", "depths": [1, 2, 3], "embed_dims": [32, 64, 96], "num_heads": [1, 2, 3],
+        "patch_sizes": [3, 3, 3], "patch_strides": [2, 2, 2], "patch_paddings": [1, 1, 1], "mlp_ratio": 4.0,
+        "qkv_bias": True,
+    }  # fmt: skip  # its config.json's shape (no registered CvT's): a run builds it without --set depths=...
 
 
 def test_official_layout_keeps_quick_gelu(tmp_path: Path) -> None:
@@ -310,3 +314,53 @@ def test_a_hugging_face_folder_at_384_is_evaluated_squashed_as_its_processor_doe
     assert record["cfg"]["input_size"] == [3, 224, 224] and "crop_mode" not in record["cfg"] and "squash" not in said
     refused = runner.invoke(app, ["import", str(hf), "-m", "cvt_micro", "-o", str(tmp_path / "x"), "--set=crop_mode=x"])
     assert refused.exit_code == 2 and "--set: crop_mode must be one of center, squash, got 'x'" in refused.output
+
+
+def test_a_hugging_face_cvt_of_its_own_shape_is_built_as_its_config_says(tmp_path: Path) -> None:
+    """A Hugging Face CvT of a shape no registered CvT has (depth 1/2/3, widths 16/32/64): `vitc train
+    --pretrained` said it "does not say which model it holds" and trained convit_micro, and with --model cvt_13
+    printed a 440-row mismatch table. Its config.json (model_type cvt) gives the architecture, as
+    `from_pretrained` builds it: the model's logits are Hugging Face's, and training starts from it."""
+    import json
+
+    from PIL import Image
+
+    import vitc
+
+    shape = {"depth": [1, 2, 3], "embed_dim": [16, 32, 64], "num_heads": [1, 2, 4]}
+    torch.manual_seed(0)
+    hf = transformers.CvtForImageClassification(transformers.CvtConfig(**shape, num_labels=3)).eval()
+    folder = tmp_path / "cvt-tiny"
+    hf.save_pretrained(folder)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    ours = vitc.load_model(folder)
+    with torch.no_grad():
+        assert ours.vitc_name == "cvt_13" and torch.allclose(ours(x), hf(pixel_values=x).logits, atol=1e-5)
+
+    photos = tmp_path / "photos"
+    for split, count in (("train", 4), ("val", 2)):
+        for c, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
+            (photos / split / f"c{c}").mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (24 + i, 20), colour).save(photos / split / f"c{c}" / f"{i}.png")
+    runner = CliRunner()
+    base = ["train", "--pretrained", str(folder), "--data-dir", str(photos), "--epochs", "1"]
+    base += ["--set", f"run.out_dir={tmp_path / 'runs'}", "--set", "data.image_size=32"]
+    named = runner.invoke(app, base)
+    assert named.exit_code == 0, named.output
+    assert (
+        "model.name = cvt_13 with depths=[1, 2, 3], embed_dims=[16, 32, 64], num_heads=[1, 2, 4] "
+        f"(what {folder}'s config.json says; --model names another)"
+    ) in " ".join(named.output.split())  # wrapped at the runner's width
+    given = runner.invoke(app, [*base, "--model", "cvt_13", "--name", "given"])
+    assert given.exit_code == 0 and "mismatch" not in given.output, given.output
+    recorded = json.loads((tmp_path / "runs" / "given" / "config.json").read_text())["model"]["args"]
+    assert {k: recorded[k] for k in ("depths", "embed_dims", "num_heads", "act")} == {
+        "depths": [1, 2, 3], "embed_dims": [16, 32, 64], "num_heads": [1, 2, 4], "act": "gelu"
+    }  # fmt: skip
+
+    from vitc.downloads import cvt_args_named_by
+
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "cls_token": [True, False, True]}))
+    assert cvt_args_named_by(folder) is None  # a class token vitc's CvT does not build: not read as one

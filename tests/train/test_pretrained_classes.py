@@ -79,7 +79,8 @@ def test_a_hugging_face_folders_head_rows_follow_the_runs_classes(tmp_path: Path
     hf.save_pretrained(tmp_path / "hf")
     pretrained = read_pretrained(tmp_path / "hf", "cvt_micro")
     assert pretrained.class_names == FILE
-    model = create_model("cvt_micro", num_classes=4, depths=[1, 2, 3], **pretrained.args).eval()
+    assert pretrained.args["depths"] == [1, 2, 3]  # the folder's shape, from its config.json
+    model = create_model("cvt_micro", num_classes=4, **pretrained.args).eval()
     note = load_pretrained(model, pretrained, RUN)
     assert "rows reordered" in note
     x = torch.randn(2, 3, 32, 32)

@@ -48,7 +48,7 @@ def import_(
 ) -> None:
     """Convert foreign weights strictly: every key must fit, or a table says which do not."""
     from vitc.artifacts.checkpoint_meta import checkpoint_model
-    from vitc.downloads import model_named_by, weights_file
+    from vitc.downloads import folder_model, weights_file
     from vitc.importers import import_checkpoint
 
     names = None if class_names is None else read_class_names(class_names)  # refused before any reading
@@ -69,7 +69,7 @@ def import_(
             f"{file}, vitc export {file} or vitc.load_model({str(file)!r})"
         )
     if model is None:
-        model = model_named_by(source)
+        model = folder_model(source)
         if model is None:
             raise VitcError(
                 f"give --model: {source} has no config.json naming a vitc model (timm's 'architecture', or a "

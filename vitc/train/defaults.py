@@ -69,10 +69,16 @@ def resolve_defaults(cfg: TrainConfig) -> list[str]:
 def _resolve_model(cfg: TrainConfig) -> list[str]:
     """A run that names no model trains the one its --pretrained weights hold, as a weights file names
     the model in Ultralytics (`yolo train model=yolov8n.pt`); without weights, convit_micro."""
-    from vitc.downloads import held_model
+    from vitc.downloads import cvt_args_named_by, held_model
 
     held = held_model(cfg.model.pretrained) if cfg.model.pretrained else None
     cfg.model.name = held or DEFAULT_MODEL
+    shape = cvt_args_named_by(cfg.model.pretrained) if held else None  # a Hugging Face CvT of its own shape
+    if shape:
+        stages = ", ".join(f"{key}={shape[key]}" for key in ("depths", "embed_dims", "num_heads"))
+        return [
+            f"model.name = {held} with {stages} (what {cfg.model.pretrained}'s config.json says; --model names another)"
+        ]
     if held:
         return [f"model.name = {held} (what {cfg.model.pretrained} holds; --model names another)"]
     if cfg.model.pretrained:

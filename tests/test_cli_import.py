@@ -36,6 +36,26 @@ def test_import_wrapped_deit_gives_identical_logits(tmp_path: Path) -> None:
     assert torch.equal(model(x), reference(x))
 
 
+def test_a_folders_import_records_the_folder_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provenance of `vitc import hf/convit_tiny.fb_in1k` said source = model.safetensors, the name every
+    Hugging Face folder's weights have: it names the folder too, relative as given; a file keeps its name."""
+    import json
+
+    from safetensors.torch import save_file
+
+    _, reference = _official_deit(tmp_path)
+    hub = tmp_path / "hf" / "deit_tiny_patch16_224.fb_in1k"
+    hub.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, hub / "model.safetensors")
+    (hub / "config.json").write_text(json.dumps({"architecture": "deit_tiny_patch16_224", "num_classes": 1000}))
+    monkeypatch.chdir(tmp_path)
+    for given, out in (("hf/deit_tiny_patch16_224.fb_in1k", "a"), ("hf/deit_tiny_patch16_224.fb_in1k/", "b")):
+        result = runner.invoke(app, ["import", given, "--out", out, *SMALL])
+        assert result.exit_code == 0, result.output
+        recorded = read_checkpoint(tmp_path / out / "model.safetensors")[1].provenance["source"]
+        assert recorded == "hf/deit_tiny_patch16_224.fb_in1k/model.safetensors"
+
+
 def test_a_downloaded_folder_names_its_model(tmp_path: Path) -> None:
     """A timm hub folder (timm/deit_tiny_patch16_224.fb_in1k: model.safetensors and timm's config.json) and a
     Hugging Face CvT folder say which model they hold, as timm.create_model and from_pretrained read them."""

@@ -459,9 +459,10 @@ def import_checkpoint(
     with the class names its folder's config.json gives, or `class_names` (its rows' classes) instead."""
     target = Path(out_dir) / "model.safetensors"
     refuse_to_replace((target,), force)
+    given = Path(source)
     model, layout, source = convert_file(source, model_name, say, ema, **overrides)
-    provenance = {
-        "source": source.name,
+    provenance = {  # a folder's file under the folder's name as given (model.safetensors alone says nothing)
+        "source": str(given / source.name) if given.is_dir() else source.name,
         "source_sha256": sha256_file(source),
         "source_format": layout,
         "imported_by": f"vitc {__version__}",

@@ -184,3 +184,27 @@ def test_the_other_column_is_explained_on_the_figure(tmp_path: Path, drawn: Draw
     assert figure.x0 <= extent.x0 and extent.x1 <= figure.x1
     plot_confusion([[3, 1], [0, 4]], ["cat", "dog"], tmp_path / "plain.png", title="m")
     assert drawn.ax.get_xlabel() == "predicted"
+
+
+@pytest.mark.parametrize(
+    ("top1", "low", "high"), [([100.0, 100.0, 100.0], None, 100.0), ([0.0, 0.0], 0.0, None), ([20.0, 60.0], 18.0, 62.0)]
+)
+def test_the_curves_accuracy_axis_stays_within_0_and_100(tmp_path: Path, top1: list, low: Any, high: Any) -> None:
+    """A val top-1 flat at 100% autoscaled the axis to 105% (and a flat 0% to -5%): an accuracy's axis ends at
+    100 and 0, other runs keep matplotlib's margins. The PNG is written (and was looked at)."""
+    import matplotlib.pyplot as plt
+
+    history = [
+        {"epoch": e + 1, "train_loss": 1.0 / (e + 1), "val_loss": 1.0, "val_top1": t, "lr": 1e-3}
+        for e, t in enumerate(top1)
+    ]
+    fig = report.curves_figure(history, "a run")
+    try:
+        axis = next(ax for ax in fig.axes if ax.get_title() == "validation top-1")
+        drawn = axis.get_ylim()
+        assert 0.0 <= drawn[0] < drawn[1] <= 100.0, drawn
+        assert (low is None or drawn[0] == pytest.approx(low)) and (high is None or drawn[1] == pytest.approx(high))
+    finally:
+        plt.close(fig)
+    report.plot_curves(history, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")

@@ -101,12 +101,16 @@ def curves_figure(
     losses.plot(epochs, [row["val_loss"] for row in history], label="val: after the epoch", **dots)
     losses.set_title("loss")
     losses.set_ylabel("cross-entropy (nats)")
-    top1.plot(epochs, [row["val_top1"] for row in history], color="tab:green", label="val top-1", **dots)
+    # not clipped: a top-1 of 100% (or 0%) sits on the axis' edge, and its marker is drawn whole
+    top1.plot(epochs, [row["val_top1"] for row in history], color="tab:green", label="val top-1", clip_on=False,
+              **dots)  # fmt: skip
     best = max(history, key=lambda row: row["val_top1"])
-    top1.plot([best["epoch"]], [best["val_top1"]], marker="*", ms=14, color="tab:red", ls="none",
+    top1.plot([best["epoch"]], [best["val_top1"]], marker="*", ms=14, color="tab:red", ls="none", clip_on=False,
               label=f"best: {best['val_top1']:.2f}% at epoch {best['epoch']} (best.safetensors)")  # fmt: skip
-    top1.set_title("validation top-1")
+    top1.set_title("validation top-1", pad=10)  # clear of a star drawn at 100%
     top1.set_ylabel("top-1 accuracy (%)")
+    low, high = top1.get_ylim()  # an accuracy is within 0..100%: a flat 100% autoscaled to 105 read as above it
+    top1.set_ylim(max(low, 0.0), min(high, 100.0))
     if schedule:
         lr.plot([e for e, _ in schedule], [v for _, v in schedule], color="0.6", lw=1, label="planned, per step")
     lr.plot(epochs, [row["lr"] for row in history], color="tab:purple", ls="none", label="at the epoch's end", **dots)

@@ -33,6 +33,7 @@ RUNTIME_ENTRY = [
     "vitc.engines.onnxrt",
     "vitc.engines.platform",
     "vitc.engines.tensorrt",
+    "vitc.engines.trt_plan",
     "vitc.engines.trt_runner",
     "vitc.build.tensorrt",
     "vitc.bench.report",

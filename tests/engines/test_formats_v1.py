@@ -11,7 +11,7 @@ import pytest
 
 from vitc._io import write_json
 from vitc.artifacts import BatchRange, load_manifest, load_sidecar
-from vitc.engines import tensorrt as T
+from vitc.engines import trt_plan as P
 from vitc.errors import VitcError
 
 DATA = Path(__file__).parent / "data"
@@ -60,10 +60,10 @@ def test_sidecar_of_vitc_0_1_0(tmp_path: Path):
     assert side.onnx_sha256 == "68fd0f256c48a401bd1cfd6ab923c7b4ff19d354e9b6655a373ee5ac4122dc8a"
     assert side.engine_drift is not None and side.engine_drift["agreement"] == 100.0
     assert side.plan == {"sha256": "b3a60c960fb12335af3ccde283b345c29127cdd5b0418e572881801ace2d55f0", "bytes": 10910}
-    header = T.parse_plan_header(b"ftrt" + bytes(20) + bytes([10, 3, 0, 26]) + bytes(8))
-    assert T.check_plan_compat(header, "10.3.0.26", side, {"name": "Fake Orin", "compute_capability": "8.7"}) == []
+    header = P.parse_plan_header(b"ftrt" + bytes(20) + bytes([10, 3, 0, 26]) + bytes(8))
+    assert P.check_plan_compat(header, "10.3.0.26", side, {"name": "Fake Orin", "compute_capability": "8.7"}) == []
     with pytest.raises(VitcError, match=r"compute capability 8\.7"):
-        T.check_plan_compat(header, "10.3.0.26", side, {"name": "RTX 4090", "compute_capability": "8.9"})
+        P.check_plan_compat(header, "10.3.0.26", side, {"name": "RTX 4090", "compute_capability": "8.9"})
     write_json(tmp_path / "again.json", side.to_record())
     assert (tmp_path / "again.json").read_bytes() == (DATA / "tiny.fp32.plan.json").read_bytes()
 

@@ -48,6 +48,7 @@ def test_mypy_strict_trt_adapters(tmp_path: Path):
             "--cache-dir",
             str(tmp_path / "cache"),
             "vitc/engines/tensorrt.py",
+            "vitc/engines/trt_plan.py",
             "vitc/build/tensorrt.py",
             "vitc/build/options.py",
             "vitc/build/trt_precision.py",

@@ -13,7 +13,7 @@ sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import json, typer
 from typer.testing import CliRunner
 import vitc.engines, vitc.engines.onnxrt, vitc.engines.tensorrt, vitc.engines.cuda, vitc.artifacts
-import vitc.build.tensorrt, vitc.engines.trt_runner
+import vitc.build.tensorrt, vitc.engines.trt_plan, vitc.engines.trt_runner
 import vitc.bench.timing, vitc.bench.report, vitc.bench.runner, vitc.cli.bench, vitc.cli.info
 from vitc.cli._errors import handle_errors
 from vitc.cli.bench import bench

@@ -18,9 +18,9 @@ pytestmark = pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_build_and_run_tiny(tmp_path: Path, export_dir: Path, precision: str):
     from vitc.artifacts import load_manifest
+    from vitc.artifacts.sidecar import load_sidecar
     from vitc.build.options import BuildOptions
     from vitc.build.tensorrt import build_engine
-    from vitc.engines.tensorrt import load_sidecar
     from vitc.engines.trt_runner import TensorRTRunner
 
     manifest = load_manifest(export_dir)
@@ -38,10 +38,10 @@ def test_build_convit_engines_and_bench(tmp_path: Path, exports: dict) -> None:
     from typer.testing import CliRunner
 
     from vitc.artifacts import load_manifest
+    from vitc.artifacts.sidecar import load_sidecar
     from vitc.build.options import BuildOptions
     from vitc.build.tensorrt import build_engine
     from vitc.cli.main import app
-    from vitc.engines.tensorrt import load_sidecar
 
     plans = []
     for precision, result in exports.items():

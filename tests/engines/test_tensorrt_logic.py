@@ -10,9 +10,11 @@ import pytest
 
 from tests.engines.conftest import manifest_record
 from vitc.artifacts import BatchRange, parse_manifest, parse_sidecar
+from vitc.artifacts.sidecar import sidecar_path
 from vitc.build import tensorrt as B
 from vitc.build.options import make_profile
 from vitc.engines import tensorrt as T
+from vitc.engines import trt_plan as P
 from vitc.errors import VitcError
 
 # The flags each release needs for a precision-baked ONNX graph, written out from NVIDIA's sources
@@ -81,41 +83,41 @@ def header(version=(10, 3, 0, 26), tag=b"ftrt") -> bytes:
 
 
 def test_plan_header_good_wrong_truncated(tmp_path: Path):
-    parsed = T.parse_plan_header(header())
+    parsed = P.parse_plan_header(header())
     assert parsed.version == (10, 3, 0, 26) and parsed.serialization == 0
     assert parsed.to_dict()["tensorrt"] == "10.3.0.26"
-    assert T.parse_plan_header(header((0, 0, 0, 0))).version is None  # pre-8.6 plans carry no version
-    assert T.parse_plan_header(header((8, 5, 3, 1))).version is None  # below 8.6 it cannot be a version
+    assert P.parse_plan_header(header((0, 0, 0, 0))).version is None  # pre-8.6 plans carry no version
+    assert P.parse_plan_header(header((8, 5, 3, 1))).version is None  # below 8.6 it cannot be a version
     odd = b"ftrt" + (107).to_bytes(4, "little") + bytes(16) + bytes((10, 3, 0, 26))  # word != 0: not trusted
-    assert T.parse_plan_header(odd).version is None and T.parse_plan_header(odd).serialization == 107
+    assert P.parse_plan_header(odd).version is None and P.parse_plan_header(odd).serialization == 107
     with pytest.raises(VitcError, match="not a TensorRT plan"):
-        T.parse_plan_header(b"PK\x03\x04" + bytes(40))
+        P.parse_plan_header(b"PK\x03\x04" + bytes(40))
     with pytest.raises(VitcError, match="truncated"):
-        T.parse_plan_header(header()[:20])
+        P.parse_plan_header(header()[:20])
     with pytest.raises(VitcError, match="only 2 bytes"):
-        T.parse_plan_header(b"ft")
+        P.parse_plan_header(b"ft")
     plan = tmp_path / "m.plan"
     plan.write_bytes(header())
-    assert T.read_plan_header(plan).version == (10, 3, 0, 26)
-    assert T.plan_summary(plan)["header"]["tensorrt"] == "10.3.0.26"
+    assert P.read_plan_header(plan).version == (10, 3, 0, 26)
+    assert P.plan_summary(plan)["header"]["tensorrt"] == "10.3.0.26"
 
 
 def test_version_mismatch_is_one_line():
-    parsed = T.parse_plan_header(header((8, 6, 2, 3)))
+    parsed = P.parse_plan_header(header((8, 6, 2, 3)))
     with pytest.raises(VitcError) as err:
-        T.check_plan_compat(parsed, "10.3.0.26", source="m.plan")
+        P.check_plan_compat(parsed, "10.3.0.26", source="m.plan")
     message = str(err.value)
     assert "8.6.2.3" in message and "10.3.0.26" in message and "\n" not in message
-    assert T.check_plan_compat(parsed, "8.6.2.3") == []
+    assert P.check_plan_compat(parsed, "8.6.2.3") == []
     # version-compatible plans run on a newer TensorRT, not an older one
     vc = parse_sidecar({"format": "vitc.engine", "options": {"version_compatible": True}})
-    assert T.check_plan_compat(parsed, "10.3.0", vc) == []
+    assert P.check_plan_compat(parsed, "10.3.0", vc) == []
     with pytest.raises(VitcError, match="older"):
-        T.check_plan_compat(T.parse_plan_header(header((10, 3, 0, 0))), "8.6.2", vc)
+        P.check_plan_compat(P.parse_plan_header(header((10, 3, 0, 0))), "8.6.2", vc)
     # pre-8.6 plan: the sidecar's version is used
-    old = T.parse_plan_header(header((0, 0, 0, 0)))
+    old = P.parse_plan_header(header((0, 0, 0, 0)))
     with pytest.raises(VitcError, match=r"8\.5\.2"):
-        T.check_plan_compat(old, "10.3.0", parse_sidecar({"format": "vitc.engine", "tensorrt": "8.5.2.2"}))
+        P.check_plan_compat(old, "10.3.0", parse_sidecar({"format": "vitc.engine", "tensorrt": "8.5.2.2"}))
 
 
 def test_an_8_5_plan_whose_bytes_24_27_look_like_8_6_is_not_refused():
@@ -123,34 +125,34 @@ def test_an_8_5_plan_whose_bytes_24_27_look_like_8_6_is_not_refused():
     version but read as 64.31 in the 8.6+ layout. vitc said "built with TensorRT 64.31.0.0, this machine has
     8.5.2.2; ... rebuild it" of a plan 8.5.2.2 had just built. The 8.6+ layout is trusted only where a release
     that writes it can have built the plan: not when the sidecar names 8.5 or 8.5 is installed."""
-    plan_85 = T.parse_plan_header(b"ftrt" + bytes(4) + (232).to_bytes(4, "little") + bytes(12) + b"\x40\x1f\x00\x00")
+    plan_85 = P.parse_plan_header(b"ftrt" + bytes(4) + (232).to_bytes(4, "little") + bytes(12) + b"\x40\x1f\x00\x00")
     side = parse_sidecar({"format": "vitc.engine", "tensorrt": "8.5.2.2"})
-    assert T.check_plan_compat(plan_85, "8.5.2.2", side, source="m.plan") == []
+    assert P.check_plan_compat(plan_85, "8.5.2.2", side, source="m.plan") == []
     with pytest.raises(VitcError) as err:  # on another release, the sidecar's version is the one named
-        T.check_plan_compat(plan_85, "10.3.0.26", side, source="m.plan")
+        P.check_plan_compat(plan_85, "10.3.0.26", side, source="m.plan")
     assert str(err.value).startswith("m.plan: built with TensorRT 8.5.2.2, this machine has 10.3.0.26")
     # 8.5 installed and no sidecar: the header says nothing; TensorRT's deserialisation decides
-    warnings = T.check_plan_compat(plan_85, "8.5.2.2", source="m.plan")
+    warnings = P.check_plan_compat(plan_85, "8.5.2.2", source="m.plan")
     assert warnings == ["m.plan: TensorRT unknown version (8.5 or older) and no sidecar to say which; it may not load"]
-    assert T.built_with(plan_85, side).version is None and T.built_with(plan_85, None, "8.5.2.2").version is None
+    assert P.built_with(plan_85, side).version is None and P.built_with(plan_85, None, "8.5.2.2").version is None
     # a plan of 8.6+ keeps its header's version, whatever the sidecar says of other things
-    newer = T.parse_plan_header(header((10, 3, 0, 26)))
-    assert T.built_with(newer, parse_sidecar({"format": "vitc.engine", "tensorrt": "10.3.0.26"})) == newer
-    assert T.built_with(newer, None, "10.3.0.26") == newer and T.built_with(newer, None, "garbage") == newer
+    newer = P.parse_plan_header(header((10, 3, 0, 26)))
+    assert P.built_with(newer, parse_sidecar({"format": "vitc.engine", "tensorrt": "10.3.0.26"})) == newer
+    assert P.built_with(newer, None, "10.3.0.26") == newer and P.built_with(newer, None, "garbage") == newer
 
 
 def test_gpu_mismatch():
-    parsed = T.parse_plan_header(header())
+    parsed = P.parse_plan_header(header())
     record = {"format": "vitc.engine", "gpu": {"name": "Orin", "compute_capability": "8.7"}, "options": {}}
     side = parse_sidecar(record)
     with pytest.raises(VitcError, match=r"compute capability 8\.7"):
-        T.check_plan_compat(parsed, "10.3.0.26", side, {"name": "RTX 4090", "compute_capability": "8.9"})
-    warn = T.check_plan_compat(parsed, "10.3.0.26", side, {"name": "Orin NX", "compute_capability": "8.7"})
+        P.check_plan_compat(parsed, "10.3.0.26", side, {"name": "RTX 4090", "compute_capability": "8.9"})
+    warn = P.check_plan_compat(parsed, "10.3.0.26", side, {"name": "Orin NX", "compute_capability": "8.7"})
     assert warn and "Orin NX" in warn[0]
     side = parse_sidecar({**record, "options": {"hardware_compat": "ampere+"}})
-    assert T.check_plan_compat(parsed, "10.3.0.26", side, {"name": "A100", "compute_capability": "8.0"}) == []
+    assert P.check_plan_compat(parsed, "10.3.0.26", side, {"name": "A100", "compute_capability": "8.0"}) == []
     with pytest.raises(VitcError, match="Ampere"):
-        T.check_plan_compat(parsed, "10.3.0.26", side, {"name": "T4", "compute_capability": "7.5"})
+        P.check_plan_compat(parsed, "10.3.0.26", side, {"name": "T4", "compute_capability": "7.5"})
 
 
 def test_profile_from_manifest_and_override(tmp_path: Path):
@@ -192,7 +194,7 @@ def test_sidecar_contents(tmp_path: Path):
     assert record["jetson"]["jetpack"] == "6.1/6.2" and record["build_seconds"] == 12.346
     assert record["dla_fallback_layers"] == ["Softmax_3"]
     assert parse_sidecar(record).to_record() == record  # the reader reads what the writer writes
-    assert T.sidecar_path(tmp_path / "a.plan").name == "a.plan.json"
+    assert sidecar_path(tmp_path / "a.plan").name == "a.plan.json"
 
 
 def _site_package(site: Path, name: str, init: str, dist: tuple[str, str] | None = None) -> None:

@@ -25,10 +25,12 @@ from tests.engines.fakes.cuda_fakes import cudaError_t
 from tests.engines.fakes.tensorrt_fake import VERSIONS
 from tests.engines.fakes.tensorrt_objects import PLAN_BODY, PRECISION_FLAGS
 from vitc.artifacts import BatchRange
+from vitc.artifacts.sidecar import sidecar_path
 from vitc.build import tensorrt as B
 from vitc.build.options import BuildOptions
 from vitc.cli.main import app
 from vitc.engines import tensorrt as T
+from vitc.engines import trt_plan as P
 from vitc.engines.trt_runner import TensorRTRunner
 from vitc.errors import VitcError
 
@@ -50,7 +52,7 @@ def build(*args: object) -> str:
 
 
 def sidecar(plan: Path) -> dict:
-    return json.loads(T.sidecar_path(plan).read_text())
+    return json.loads(sidecar_path(plan).read_text())
 
 
 # Precision flags a precision-baked graph is built with: weak typing before 10 (the flags allow the
@@ -79,7 +81,7 @@ def test_build_and_bench_every_precision(version, fake, export_dir, tmp_path):
         drift = side["engine_drift"]  # 12 held-out images through an engine whose profile stops at 8
         assert drift["samples"] == 12 and drift["agreement"] == 100.0
         assert drift["max_abs_diff"] < {"fp32": 1e-6, "fp16": 1e-2, "int8": 0.2}[precision]  # vs fp32 logits
-        assert T.plan_summary(plan)["header"]["tensorrt"] == (
+        assert P.plan_summary(plan)["header"]["tensorrt"] == (
             "unknown version (8.5 or older)" if version == "8.5" else trt.__version__
         )
     report = tmp_path / "bench.json"
@@ -126,10 +128,10 @@ def test_tf32_is_cleared_unless_asked_for(version, fake, export_dir, tmp_path):
         else:
             assert "TF32" not in built["flags"] and "TF32" not in side["builder_flags"]
             assert side["options"]["tf32"] is False
-        assert T.plan_summary(plan)["tf32"] == ("allowed (--tf32)" if extra else "off")  # as `vitc info` shows it
+        assert P.plan_summary(plan)["tf32"] == ("allowed (--tf32)" if extra else "off")  # as `vitc info` shows it
     del side["options"]["tf32"]  # a sidecar of an earlier vitc, which left TensorRT's default on
-    T.sidecar_path(plan).write_text(json.dumps(side))
-    assert T.plan_summary(plan)["tf32"].startswith("allowed: built before vitc turned TensorRT's default off")
+    sidecar_path(plan).write_text(json.dumps(side))
+    assert P.plan_summary(plan)["tf32"].startswith("allowed: built before vitc turned TensorRT's default off")
 
 
 @pytest.mark.parametrize("version", ["8.5", "10.3", "11.1"])
@@ -349,7 +351,7 @@ def test_plans_from_another_release_or_gpu_are_refused(fake, tiny_onnx, tmp_path
     fake("10.16")
     with pytest.raises(VitcError, match=r"built with TensorRT 10\.3\.0\.26"):
         TensorRTRunner(plan).activate()
-    T.sidecar_path(plan).unlink()  # no sidecar: vitc still reads the header; without it the fake refuses too
+    sidecar_path(plan).unlink()  # no sidecar: vitc still reads the header; without it the fake refuses too
     with pytest.raises(VitcError, match=r"10\.3\.0\.26"):
         TensorRTRunner(plan).activate()
     fake("10.3", cc=(8, 9), name="RTX 4090")
@@ -391,7 +393,7 @@ def test_timing_cache_rejected_keeps_the_sidecar(fake, tiny_onnx, tmp_path):
     cache = tmp_path / "foreign.cache"
     cache.write_bytes(b"not a timing cache")
     result = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", timing_cache=cache))
-    assert T.sidecar_path(result.plan).is_file() and result.warnings
+    assert sidecar_path(result.plan).is_file() and result.warnings
     assert cache.read_bytes() == b"not a timing cache"
 
 
@@ -493,13 +495,13 @@ def test_8_5_plan_version_comes_from_the_sidecar(fake, tiny_onnx, tmp_path):
     can); the sidecar says it, or it is unknown."""
     trt = fake("8.5")
     plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
-    assert T.read_plan_header(plan).version == (64, 31, 0, 0)  # what the 8.6+ layout reads there
-    summary = T.plan_summary(plan)  # what `vitc info` shows
+    assert P.read_plan_header(plan).version == (64, 31, 0, 0)  # what the 8.6+ layout reads there
+    summary = P.plan_summary(plan)  # what `vitc info` shows
     assert summary["header"]["tensorrt"] == "unknown version (8.5 or older)" and summary["tensorrt"] == trt.__version__
     with TensorRTRunner(plan) as runner:
         assert not runner.warnings and runner.info().detail["tensorrt"] == trt.__version__
-    T.sidecar_path(plan).unlink()
-    assert T.plan_summary(plan)["tensorrt"] == "unknown version (8.5 or older)"
+    sidecar_path(plan).unlink()
+    assert P.plan_summary(plan)["tensorrt"] == "unknown version (8.5 or older)"
     with TensorRTRunner(plan) as runner:
         assert "unknown version (8.5 or older)" in runner.warnings[0]
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from tests.engines.conftest import make_tiny_onnx
 from vitc.artifacts import BatchRange
+from vitc.artifacts.sidecar import sidecar_path
 from vitc.build import tensorrt as B
 from vitc.build.options import BuildOptions
 from vitc.cli.main import app
@@ -53,7 +54,7 @@ def test_drift_pads_the_last_chunk_up_to_the_profile_minimum(version, batch, fak
     plan = tmp_path / "m.plan"
     code, output = run("build", export_dir / "model.fp32.onnx", "--out", plan, "--batch", batch)
     assert code == 0, output
-    drift = json.loads(T.sidecar_path(plan).read_text())["engine_drift"]
+    drift = json.loads(sidecar_path(plan).read_text())["engine_drift"]
     assert drift["samples"] == 12 and drift["agreement"] == 100.0 and drift["max_abs_diff"] < 1e-6
     with TensorRTRunner(plan) as runner:
         low = BatchRange.parse(batch).min
@@ -212,7 +213,7 @@ def test_ctrl_c_as_the_first_of_plan_and_sidecar_lands_waits_for_the_other(fake,
 
     def rename_then_ctrl_c(source: str, target: str) -> None:
         rename(source, target)
-        if Path(target) in (plan, T.sidecar_path(plan)) and not sent:
+        if Path(target) in (plan, sidecar_path(plan)) and not sent:
             sent.append(target)
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -220,7 +221,7 @@ def test_ctrl_c_as_the_first_of_plan_and_sidecar_lands_waits_for_the_other(fake,
     code, output = run("build", export_dir / "model.fp32.onnx", "--out", plan, "--batch", "1:2:4", "--force")
     assert sent and code == 130, output
     after = files(plan.parent)
-    pair = {plan.name, T.sidecar_path(plan).name}
+    pair = {plan.name, sidecar_path(plan).name}
     assert {name for name in pair if after[name] != before[name]} == pair  # both new, not one of them
     check_sidecar_matches(plan, load_sidecar(plan), plan.read_bytes())
 
@@ -240,7 +241,7 @@ def test_an_unreadable_timing_cache_falls_back_to_a_fresh_one(fake, tiny_onnx, m
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
     opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", timing_cache=cache, check=False)
     result = B.build_engine(opts)
-    assert T.sidecar_path(result.plan).is_file()
+    assert sidecar_path(result.plan).is_file()
     assert any("cannot read the timing cache" in w and "Permission denied" in w for w in result.warnings)
     monkeypatch.setattr(Path, "read_bytes", real_read)
     assert cache.read_bytes() == b"someone else's cache"  # left as it was
@@ -281,13 +282,13 @@ def test_a_version_compatible_plan_without_its_sidecar_says_so(fake, tiny_onnx, 
     fake("8.6")
     opts = BuildOptions(onnx=tiny_onnx, output=tmp_path / "vc.plan", version_compatible=True, check=False)
     plan = B.build_engine(opts).plan
-    T.sidecar_path(plan).unlink()
+    sidecar_path(plan).unlink()
     fake("10.3")
     line = error_line("bench", "-e", plan)
     assert "built with TensorRT 8.6" in line and "--version-compatible" in line and "no sidecar, vc.plan.json" in line
     # the same release, and TensorRT itself refuses the plan: vitc names the missing sidecar as the likely cause
     plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "c.plan", check=False)).plan
-    T.sidecar_path(plan).unlink()
+    sidecar_path(plan).unlink()
     plan.write_bytes(plan.read_bytes()[:40])  # the header intact, the engine not
     line = error_line("bench", "-e", plan)
     assert "TensorRT 10.3.0.26 could not deserialise the plan; it has no sidecar (c.plan.json)" in line
@@ -304,7 +305,7 @@ def test_a_plan_of_another_major_is_one_line(fake, tiny_onnx, tmp_path):
 def test_a_plan_without_its_sidecar_runs_with_a_warning(fake, tiny_onnx, tmp_path):
     fake("10.3")
     plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
-    T.sidecar_path(plan).unlink()
+    sidecar_path(plan).unlink()
     code, output = run("bench", "-e", plan, "-n", "2")
     assert code == 0, output
     assert "no sidecar (m.plan.json)" in output
@@ -316,7 +317,7 @@ def test_a_sidecar_of_another_plan_is_refused(fake, tiny_onnx, tmp_path):
     b = B.build_engine(
         BuildOptions(onnx=tiny_onnx, output=tmp_path / "b.plan", batch=BatchRange.parse("1:2:4"), check=False)
     ).plan
-    shutil.copy(T.sidecar_path(a), T.sidecar_path(b))
+    shutil.copy(sidecar_path(a), sidecar_path(b))
     for command in (("bench", "-e", b), ("info", b)):
         line = error_line(*command)
         assert "b.plan.json: this sidecar describes another plan" in line
@@ -326,10 +327,10 @@ def test_sidecars_written_before_the_plan_record_still_load(fake, tiny_onnx, tmp
     """Byte compatibility: a sidecar of the previous release has no "plan" record and is trusted as before."""
     fake("10.3")
     plan = B.build_engine(BuildOptions(onnx=tiny_onnx, output=tmp_path / "m.plan", check=False)).plan
-    record = json.loads(T.sidecar_path(plan).read_text())
+    record = json.loads(sidecar_path(plan).read_text())
     assert record["plan"]["sha256"] and record["plan"]["bytes"] == plan.stat().st_size
     del record["plan"]
-    T.sidecar_path(plan).write_text(json.dumps(record))
+    sidecar_path(plan).write_text(json.dumps(record))
     with TensorRTRunner(plan) as runner:
         assert runner.infer({"input": np.ones((1, 3, 8, 8), np.float32)})["logits"].shape == (1, 10)
 

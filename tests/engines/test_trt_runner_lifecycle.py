@@ -257,7 +257,7 @@ def test_a_failed_cleanup_is_reported_when_nothing_else_failed(fake, tiny_onnx, 
 def test_an_8_5_plan_without_its_sidecar_is_warned_of_once(fake, tiny_onnx, tmp_path):
     """The runner read the raw header too: an 8.5 plan's bytes 24-27 (no version) made it add "no sidecar ...:
     its precision, GPU and drift are unknown" beside check_plan_compat's "unknown version and no sidecar"."""
-    from vitc.engines.tensorrt import sidecar_path
+    from vitc.artifacts.sidecar import sidecar_path
 
     fake("8.5")
     plan = _plan(tiny_onnx, tmp_path)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from vitc.artifacts import parse_manifest
 from vitc.checkpoint import CheckpointMeta, read_checkpoint, read_meta, write_checkpoint
 from vitc.cli._options import parse_assignments
-from vitc.engines.tensorrt import parse_plan_header
+from vitc.engines.trt_plan import parse_plan_header
 from vitc.errors import VitcError
 from vitc.models import create_model
 from vitc.train.config import load_config

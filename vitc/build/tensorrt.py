@@ -17,7 +17,7 @@ from vitc._lazy import LazyModule
 from vitc.artifacts import ExportManifest, Heldout, Precision
 from vitc.artifacts.eval_report import RemovedReports, remove_stale_reports
 from vitc.artifacts.manifest import export_target
-from vitc.artifacts.sidecar import EngineSidecar, plan_record
+from vitc.artifacts.sidecar import EngineSidecar, plan_record, sidecar_path
 from vitc.build.options import BuildOptions, Profile, export_fix, make_profile, resolve_options
 from vitc.build.trt_child import run_in_child
 from vitc.build.trt_precision import held_precisions, pin_fp32_layers
@@ -30,7 +30,6 @@ from vitc.engines.tensorrt import (
     dims,
     features,
     precision_plan,
-    sidecar_path,
 )
 from vitc.engines.trt_runner import TensorRTRunner, open_engine_machine
 from vitc.errors import VitcError

@@ -57,7 +57,7 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
     if suffix == ".pt2":
         return _describe_program(path), None
     if suffix in PLAN_SUFFIXES:
-        from vitc.engines.tensorrt import plan_summary
+        from vitc.engines.trt_plan import plan_summary
 
         return {"kind": "tensorrt plan", **plan_summary(path)}, None
     report = _describe_report(path) if suffix == ".json" else None

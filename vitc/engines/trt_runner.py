@@ -4,7 +4,7 @@ That API is in every supported release (release/8.5 pyCore.cpp has it; the bindi
 replaces is deprecated in 8.5 and gone in 10.0), so there is one path for 8.5 → 11.x. 8.4 and older
 lack it and are refused before any TensorRT call (`vitc.engines.tensorrt.check_release`).
 
-Security: a plan is executable content; see `vitc.engines.tensorrt`. The runner refuses files whose
+Security: a plan is executable content; see `vitc.engines.trt_plan`. The runner refuses files whose
 header is not a TensorRT plan, and plans this machine's TensorRT/GPU cannot run, before deserialising.
 """
 
@@ -18,21 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Tuple
 import numpy as np
 
 from vitc._lazy import LazyModule
-from vitc.artifacts.sidecar import EngineSidecar, check_sidecar_matches
+from vitc.artifacts.sidecar import EngineSidecar, check_sidecar_matches, load_sidecar, sidecar_path
 from vitc.engines.base import BaseRunner, RunnerInfo, TensorMeta
-from vitc.engines.tensorrt import (
-    PlanHeader,
-    TrtFeatures,
-    built_with,
-    check_plan_compat,
-    dims,
-    features,
-    installed_version,
-    load_sidecar,
-    numpy_dtype,
-    read_plan_header,
-    sidecar_path,
-)
+from vitc.engines.tensorrt import TrtFeatures, dims, features, installed_version, numpy_dtype
+from vitc.engines.trt_plan import PlanHeader, built_with, check_plan_compat, read_plan_header
 from vitc.errors import VitcError, first_line
 
 if TYPE_CHECKING:

@@ -93,8 +93,8 @@ def bench_report(stem: Path) -> Callable[[subprocess.CompletedProcess[str]], dic
 
 def stopping(exc: BaseException) -> bool:
     """A stop signal taken inside a sub-run (vitc train's TrainingInterrupted): it ends the check, not the run."""
-    loop = sys.modules.get("vitc.train.loop")
-    return loop is not None and isinstance(exc, loop.TrainingInterrupted)
+    interrupt = sys.modules.get("vitc.train.interrupt")
+    return interrupt is not None and isinstance(exc, interrupt.TrainingInterrupted)
 
 
 def torch_bench(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:

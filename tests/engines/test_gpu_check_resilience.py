@@ -296,7 +296,7 @@ def test_sigterm_writes_the_report_with_what_it_killed(tmp_path: Path) -> None:
 def test_a_training_interrupted_still_marks_the_report(gpu_check: Any, monkeypatch, tmp_path: Path) -> None:
     """Where vitc train took the SIGTERM itself (its own handler), it saves its run and raises
     TrainingInterrupted: the report is marked and the check ends with the run's exit code."""
-    from vitc.train.loop import TrainingInterrupted
+    from vitc.train.interrupt import TrainingInterrupted
 
     def train(plan: dict, out: Path, budget: float) -> dict:
         gpu_check.sections.progress({"rows": [{"model": "first run"}]})

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from vitc.cli.main import app
 from vitc.data import datasets, feed
 from vitc.train.config import load_config
-from vitc.train.loop import TrainingInterrupted, train
+from vitc.train.interrupt import TrainingInterrupted
+from vitc.train.loop import train
 
 Image = pytest.importorskip("PIL.Image")
 # plain sorted(): 10, 2, Zebra, café; timm's order: 2, 10, café, Zebra

@@ -27,7 +27,8 @@ from vitc.data.prefetch import Prefetcher
 from vitc.data.transforms import TrainAugment
 from vitc.train import loop, meter, setup
 from vitc.train.config import load_config
-from vitc.train.loop import TrainingInterrupted, train
+from vitc.train.interrupt import TrainingInterrupted
+from vitc.train.loop import train
 from vitc.train.progress import EpochProgress
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

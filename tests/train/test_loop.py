@@ -20,7 +20,8 @@ from vitc.data.sampling import epoch_share, make_generator
 from vitc.errors import VitcError
 from vitc.train import loop
 from vitc.train.config import load_config
-from vitc.train.loop import TrainingInterrupted, train
+from vitc.train.interrupt import TrainingInterrupted
+from vitc.train.loop import train
 from vitc.train.optim import lr_at
 from vitc.train.progress import EpochProgress
 from vitc.train.records import check_resumable

@@ -18,8 +18,8 @@ from vitc.artifacts.resume import resume_summary
 from vitc.errors import VitcError
 from vitc.train import distributed, report
 from vitc.train.config import load_config
-from vitc.train.interrupt import CtrlC
-from vitc.train.loop import RunResult, TrainingInterrupted, train
+from vitc.train.interrupt import CtrlC, TrainingInterrupted
+from vitc.train.loop import RunResult, train
 from vitc.train.progress import EpochProgress
 from vitc.train.report import TensorBoardLog, read_metrics
 

@@ -16,7 +16,8 @@ from vitc.data import feed
 from vitc.errors import VitcError
 from vitc.train import loop
 from vitc.train.config import load_config
-from vitc.train.loop import TrainingInterrupted, train
+from vitc.train.interrupt import TrainingInterrupted
+from vitc.train.loop import train
 
 Image = pytest.importorskip("PIL.Image")
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}

@@ -17,11 +17,10 @@ import traceback
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vitc._device import pick_device
 from vitc._io import write_json
@@ -37,7 +36,7 @@ from vitc.data.transforms import eval_transform
 from vitc.errors import VitcError
 from vitc.models import get_model_cfg
 from vitc.train import report
-from vitc.train.agree import Agreement, launched_by_nproc
+from vitc.train.agree import Agreement
 from vitc.train.config import TrainConfig, validate
 from vitc.train.defaults import resolve_defaults
 from vitc.train.device import gpu_advice, pick_amp, reraise_gpu
@@ -50,21 +49,16 @@ from vitc.train.distributed import (
 )
 from vitc.train.evaluate import broadcast_state, evaluate_batches
 from vitc.train.finished import out_of_patience
+from vitc.train.interrupt import interrupted, interruption, left_untested, running_stats
 from vitc.train.network import stand_in_loss
 from vitc.train.optim import backbone_eval, lr_at
-from vitc.train.peers import raise_if_peer_ended, said_once_per_machine, what_is_kept
+from vitc.train.peers import raise_if_peer_ended, what_is_kept
 from vitc.train.records import checkpoint_meta, summary_record
-from vitc.train.run_folder import RunFolder, resume_command
+from vitc.train.run_folder import RunFolder
 from vitc.train.setup import Run, seed_streams, setup_run
-from vitc.train.state import RankState, TrainState, remove_rank_states, rng_states, save_state, set_rng_states
+from vitc.train.state import remove_rank_states, rng_states, save_state
 
 FEED_AHEAD = {"cuda": 1}  # batches augmented ahead, by device type (vitc.data.prefetch); a CPU takes each in turn
-
-
-class TrainingInterrupted(VitcError):
-    """Ctrl-C (exit code 130) or SIGTERM (143): a resumable checkpoint was written."""
-
-    exit_code = 130
 
 
 @dataclass
@@ -162,11 +156,11 @@ def _train(run: Run) -> RunResult:
                     break
         except KeyboardInterrupt:
             with stop_signals_ignored():
-                _interrupted(run)
+                interrupted(run)
         except RuntimeError as exc:  # CUDA out of memory, or the GPU lost mid-run: one line, nothing deleted
             if run.ctrl_c.stopped():  # under DDP, a collective failed as a peer stopped for the same Ctrl-C
                 with stop_signals_ignored():
-                    _interrupted(run)
+                    interrupted(run)
             # a resume state to continue from: the one it resumed, or an epoch's end that rank 0 recorded (every
             # process counts its epochs; the history is rank 0's alone, so another said "start it again" after one)
             recorded = state.epoch - (1 if run.ending is not None else 0)
@@ -180,25 +174,12 @@ def _train(run: Run) -> RunResult:
             return _finish(run)
         except (KeyboardInterrupt, RuntimeError) as exc:  # the last epoch's checkpoints and resume file are written
             if isinstance(exc, KeyboardInterrupt) or run.ctrl_c.stopped():  # or a peer's collective, stopped alike
-                raise _stop(run, f" while scoring the best checkpoint, after training: {_test_left(run)}") from None
+                raise interruption(
+                    run, f" while scoring the best checkpoint, after training: {left_untested(run)}"
+                ) from None
             when = "during the final test, after training"
-            raise_if_peer_ended(exc, run.dist.enabled, when, lambda: f": {_test_left(run)}")
+            raise_if_peer_ended(exc, run.dist.enabled, when, lambda: f": {left_untested(run)}")
             raise
-
-
-def _test_left(run: Run) -> str:
-    """After training, the final test cut short (Ctrl-C, another process's end): what is kept, and the command that
-    scores it (--resume of a run whose epochs are done tests it and writes summary.json)."""
-    command = resume_command(run.cfg, run.dist.world_size, launched_by_nproc())
-    return f"{run.run_dir}'s checkpoints are complete; its test score and summary.json follow from: {command}"
-
-
-def _stop(run: Run, rest: str) -> TrainingInterrupted:
-    """The one line a stopped run ends with: what stopped it (Ctrl-C or SIGTERM), then `rest`; exit 128 + the
-    signal."""
-    stopped = TrainingInterrupted(run.ctrl_c.said() + rest)
-    stopped.exit_code = run.ctrl_c.exit_code
-    return said_once_per_machine(stopped)  # under torchrun Ctrl-C stops every process alike: one line
 
 
 def _train_epoch(run: Run, epoch: int) -> None:
@@ -297,18 +278,6 @@ def _backward_and_step(run: Run, loss: torch.Tensor) -> None:
         run.ema.update(model)
 
 
-def running_stats(model: nn.Module) -> list[torch.Tensor]:
-    """BatchNorm's running statistics (CvT's projections, SP-ViT's stem): buffers a training forward updates in
-    place, before the step is held, so that a stop landing in it would save one batch's statistics twice."""
-    return [
-        buffer
-        for module in model.modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
-        for buffer in (module.running_mean, module.running_var, module.num_batches_tracked)
-        if buffer is not None
-    ]
-
-
 def _step_done(run: Run, ready: Prefetcher, step: int) -> None:
     """Step `step` is recorded: a stop from here saves the run after it, undoing only the draws of the batches
     prepared ahead."""
@@ -370,9 +339,9 @@ def _end_epoch(run: Run, epoch: int) -> bool:
 def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> None:
     """Rank 0: the epoch's row, its checkpoints and every log (metrics.jsonl, curves.png, TensorBoard's
     figures and scalars, flushed), and only then the resumable state. A stop before that state is saved
-    runs the epoch's end again on --resume (`_undo_epoch_end`), which rewrites metrics.jsonl and curves.png
-    from the saved history and purges TensorBoard past the resume point (vitc.train.setup): every epoch
-    in the resume state is in every log, once. The other order lost an epoch stopped between the two from
+    runs the epoch's end again on --resume (vitc.train.interrupt's `interrupted`), which rewrites metrics.jsonl
+    and curves.png from the saved history and purges TensorBoard past the resume point (vitc.train.setup):
+    every epoch in the resume state is in every log, once. The other order lost an epoch stopped between the two from
     TensorBoard and the curves for good, and the last epoch from metrics.jsonl too."""
     cfg, state, folder, board, model, ema = run.cfg, run.state, run.folder, run.board, run.model, run.ema
     layout = RunLayout(folder.path)
@@ -403,56 +372,6 @@ def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> 
     renamed = board.moving(RunLayout(folder.final).tensorboard) if moved else nullcontext()
     with renamed:  # a --force run replaces the old one now that it has checkpoints (the event file follows it)
         folder.commit()
-
-
-def _undo_epoch_end(run: Run) -> None:
-    """Stopped in an epoch's end before its resume state was saved: the state as that end began, its row
-    and best score taken back, so that --resume runs the end again (validation, checkpoints, every log)."""
-    state = run.state
-    state.epoch, state.step_in_epoch, run.ending = state.epoch - 1, run.ending, None
-    if state.history and state.history[-1]["epoch"] > state.epoch:  # rank 0 had taken its row in
-        state.history.pop()
-        state.best_top1 = max((row["val_top1"] for row in state.history), default=TrainState.best_top1)
-        state.stopped_early = False  # the loop ran: no earlier epoch had stopped it
-
-
-def _interrupted(run: Run) -> NoReturn:
-    """Ctrl-C: undo a step cut short, save the resumable state, say how to continue. Under DDP every process
-    is interrupted: rank 0 saves the state, and within an epoch each other process its own streams and
-    running sums beside it, as it may not join a collective now (a peer can be waiting in the step's
-    gradient all-reduce for a process that has stopped)."""
-    cfg, state, dist, folder = run.cfg, run.state, run.dist, run.folder
-    run.progress.finish()
-    run.meter.settle(state.partial, state.epoch, run.progress, run.board, run.run_dir)  # the finished steps count
-    if run.board:  # their scalars to disk now: the resumed session logs from the step after them
-        run.board.close()
-    if run.tick is not None:  # cut short within an epoch: its training time so far counts
-        state.train_seconds += time.perf_counter() - run.tick
-    state.seconds = run.earlier + time.perf_counter() - run.started
-    if dist.is_main and folder.abandon():
-        raise _stop(
-            run,
-            f" before the first epoch ended: {folder.final} is kept as it was (--force replaces a run once the new "
-            "one has a checkpoint)",
-        ) from None
-    summed = run.ending is not None  # the epoch's running sums are all in rank 0's now
-    if summed:  # cut short in an epoch's end, before its resume state: --resume runs that end again
-        _undo_epoch_end(run)
-    if state.epoch < cfg.optim.epochs:
-        if run.unfinished is not None:  # a step was cut short: undo its random draws
-            run.aug_gen.set_state(run.unfinished[0])
-            set_rng_states(run.unfinished[1])
-        if run.stats_before is not None:  # and the running statistics its forward took (CvT's, SP-ViT's BatchNorm)
-            with torch.no_grad():
-                for tensor, before in zip(running_stats(run.model), run.stats_before, strict=True):
-                    tensor.copy_(before)
-        if dist.is_main:
-            resumable = (state, run.model, run.optimizer, run.ema and run.ema.module, {"aug": run.aug_gen})
-            save_state(RunLayout(folder.path).resume, *resumable, run.run_info, run.scaler)
-            folder.commit()
-        elif state.step_in_epoch and not summed and run.in_place:  # not into a --force copy rank 0 drops
-            RankState(RunLayout(folder.final).resume, dist.rank, dist.world_size).save(state, {"aug": run.aug_gen})
-    raise _stop(run, f"; continue with: {resume_command(cfg, dist.world_size, launched_by_nproc())}") from None
 
 
 def _finish(run: Run) -> RunResult:

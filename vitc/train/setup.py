@@ -63,7 +63,7 @@ Autocast = AbstractContextManager[None]  # torch.autocast at the run's precision
 @dataclass
 class Run:
     """What a run holds from one step to the next: built by `setup_run`, advanced by `_train_epoch` and
-    `_end_epoch`, saved by `_interrupted`, scored by `_finish`."""
+    `_end_epoch` (vitc.train.loop), saved by `interrupted` (vitc.train.interrupt), scored by `_finish`."""
 
     cfg: TrainConfig
     started: float

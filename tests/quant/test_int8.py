@@ -437,3 +437,17 @@ def test_the_quantizer_leaves_the_callers_root_logger_as_it_was(monkeypatch: pyt
     with int8._quiet():
         logging.info("Please consider to run pre-processing before quantization.")  # what onnx_quantizer.py does
     assert root.handlers == []
+
+
+def test_calib_dir_given_a_file_says_it_is_a_file(tmp_path) -> None:
+    """--calib-dir photos.tar.gz (or one photo) said "no such folder" of a file that is there; it is said to
+    be a file, with how to unpack an archive, as --data-dir's check says."""
+    from vitc.errors import VitcError
+    from vitc.quant.calib import calib_files
+
+    archive = tmp_path / "photos.tar.gz"
+    archive.write_bytes(b"\x1f\x8b")
+    with pytest.raises(VitcError, match=r"^--calib-dir .*photos\.tar\.gz is a file, not a folder: unpack the archive"):
+        calib_files(archive)
+    with pytest.raises(VitcError, match=r"^--calib-dir .*/gone: no such folder$"):
+        calib_files(tmp_path / "gone")

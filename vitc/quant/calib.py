@@ -129,7 +129,13 @@ def calib_files(folder: Path) -> list[Path]:
     """The image files anywhere under a --calib-dir folder, or one line saying why there are none (checked
     before the export starts, and read again to calibrate)."""
     from vitc.data.datasets import list_images
+    from vitc.data.files import require_folder
 
+    if folder.exists() and not folder.is_dir():
+        try:
+            require_folder(folder)  # a file (a .tar of photos, one photo) is said to be one, not "no such folder"
+        except VitcError as err:
+            raise VitcError(f"--calib-dir {err}") from None
     if not folder.is_dir():
         raise VitcError(f"--calib-dir {folder}: no such folder")
     files = [Path(root) / name for root, _, _ in sorted(os.walk(folder)) for name in list_images(Path(root))]

@@ -204,3 +204,27 @@ def test_a_bare_graph_without_that_precision_is_refused_after_parsing(precision,
         f"{onnx} has {lacks}, so it is no {precision} graph: TensorRT builds the precision the ONNX file holds; "
         f"write one with `vitc export CHECKPOINT --precision {precision}`"
     )
+
+
+@pytest.mark.parametrize(("name", "args", "holds", "what"), [
+    ("model.onnx", [], "int8", "Q/DQ nodes"),  # no manifest, no precision in the name: fp32 by default
+    ("net.onnx", ["-p", "fp16"], "int8", "Q/DQ nodes"),
+    ("half.onnx", ["-p", "fp32"], "fp16", "float16 tensors"),
+])  # fmt: skip
+def test_a_bare_graph_of_a_reduced_precision_is_not_built_under_another(
+    name, args, holds, what, fake, tmp_path, monkeypatch
+):
+    """A model.onnx of Q/DQ nodes without a manifest was taken as fp32 and its plan called engines/model.fp32.plan:
+    the plan is called what the graph holds, and --precision of that precision builds it."""
+    fake("10.3")
+    monkeypatch.chdir(tmp_path)
+    onnx = make_tiny_onnx(tmp_path / name, precision=holds)
+    want = args[1] if args else "fp32"
+    precision = {"precision": want} if args else {}
+    assert refused(args, onnx, **precision) == (
+        f"{onnx} holds an {holds} graph ({what}), not {want}: TensorRT builds the precision the ONNX file holds; "
+        f"build it with --precision {holds}"
+    )
+    result = cli.invoke(app, ["build", str(onnx), "--precision", holds])
+    assert result.exit_code == 0, result.output
+    assert [plan.name.endswith(f".{holds}.plan") for plan in Path("engines").glob("*.plan")] == [True]

@@ -18,9 +18,9 @@ from vitc.artifacts import ExportManifest, Heldout, Precision
 from vitc.artifacts.eval_report import RemovedReports, remove_stale_reports
 from vitc.artifacts.manifest import export_target
 from vitc.artifacts.sidecar import EngineSidecar, plan_record, sidecar_path
-from vitc.build.options import BuildOptions, Profile, export_fix, make_profile, resolve_options
+from vitc.build.options import BuildOptions, Profile, make_profile, resolve_options
 from vitc.build.trt_child import run_in_child
-from vitc.build.trt_precision import held_precisions, pin_fp32_layers
+from vitc.build.trt_precision import check_graph_precision, pin_fp32_layers
 from vitc.build.trt_timing_cache import attach_timing_cache, save_timing_cache
 from vitc.engines.tensorrt import (
     HARDWARE_COMPAT,
@@ -214,7 +214,7 @@ def _build_plan(
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network, _parser, profile = _parse(builder, logger, opts, plan_flags, version)  # _parser owns the weights
-    _check_graph_precision(opts, network)
+    check_graph_precision(opts, network)
     if sample_shape is not None:
         _check_heldout_fits(sample_shape, profile, opts.manifest)
     pinned = pin_fp32_layers(network) if plan_flags.pin_fp32 else None  # before DLA asks what runs there
@@ -308,21 +308,6 @@ def _check_writable(output: Path) -> None:
         raise VitcError(f"cannot write {output}: {exc.strerror or exc}") from exc
     if not os.access(output.parent, os.W_OK):
         raise VitcError(f"cannot write {output}: the folder is read-only or not writable")
-
-
-def _check_graph_precision(opts: BuildOptions, network: trt.INetworkDefinition) -> None:
-    """An int8 build of a graph without Q/DQ nodes, or an fp16 build of one without float16 tensors, is refused
-    before the builder runs: TensorRT builds the precision the graph holds, so the plan would be the graph's
-    precision under another name (vitc calibrates no INT8 in TensorRT). A bare file's --precision or name is
-    checked here; an export's precision is its manifest's (resolve_options)."""
-    want = opts.chosen_precision
-    if want == "fp32" or want in held_precisions(network):
-        return
-    lacks = "no Q/DQ nodes" if want == "int8" else "no float16 tensors"
-    raise VitcError(
-        f"{opts.onnx} has {lacks}, so it is no {want} graph: TensorRT builds the precision the ONNX file holds; "
-        f"{export_fix(opts.onnx, want, opts.manifest)}"
-    )
 
 
 def _check_heldout_fits(image_shape: tuple[int, ...], profile: Profile, manifest: ExportManifest | None) -> None:

@@ -1,4 +1,5 @@
-"""TensorRT 8.5/8.6: pin the layers an fp16/int8 export keeps in float32 to FP32.
+"""The precision a parsed graph holds (a plan is called by it), and for TensorRT 8.5/8.6 the layers an fp16/int8
+export keeps in float32 pinned to FP32.
 
 Precision lives in the ONNX: `vitc export -p fp16` keeps LayerNorm's decomposition, Softmax and the
 head in float32 (FP16 LayerNorm after attention overflows: TensorRT#2564, #2709), `-p int8` keeps those
@@ -15,6 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vitc._lazy import LazyModule
+from vitc.build.options import BuildOptions, export_fix
+from vitc.errors import VitcError
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -47,6 +50,34 @@ def held_precisions(network: trt.INetworkDefinition) -> set[str]:
     return held
 
 
+def graph_precision(held: set[str]) -> str:
+    """The one precision a graph holding `held` (held_precisions) is built at: int8 with Q/DQ nodes (an int8
+    export keeps float16 beside them with --high-precision-dtype fp16), else fp16 with float16 tensors, else fp32."""
+    return "int8" if "int8" in held else "fp16" if "fp16" in held else "fp32"
+
+
+def check_graph_precision(opts: BuildOptions, network: trt.INetworkDefinition) -> None:
+    """The plan must be called what the parsed graph holds: int8 where it has Q/DQ nodes, else fp16 where it has
+    float16 tensors, else fp32. TensorRT builds what the ONNX file holds (vitc calibrates no INT8 in TensorRT), so
+    an int8 build of a float graph is its precision under another name, and a bare model.onnx of Q/DQ nodes,
+    taken as fp32 without --precision, was labelled fp32. A bare file's --precision, name or default is checked
+    here; an export's precision is its manifest's (resolve_options)."""
+    want, holds = opts.chosen_precision, graph_precision(held_precisions(network))
+    if want == holds:
+        return
+    if want != "fp32" and holds == "fp32":
+        lacks = "no Q/DQ nodes" if want == "int8" else "no float16 tensors"
+        raise VitcError(
+            f"{opts.onnx} has {lacks}, so it is no {want} graph: TensorRT builds the precision the ONNX file holds; "
+            f"{export_fix(opts.onnx, want, opts.manifest)}"
+        )
+    what = "Q/DQ nodes" if holds == "int8" else "float16 tensors"
+    raise VitcError(
+        f"{opts.onnx} holds an {holds} graph ({what}), not {want}: TensorRT builds the precision the ONNX file "
+        f"holds; build it with --precision {holds}"
+    )
+
+
 def pin_fp32_layers(network: trt.INetworkDefinition) -> list[str]:
     """Give every layer whose outputs are all float32 tensors FP32 precision and output types; return their names.
 
@@ -76,4 +107,4 @@ def pin_fp32_layers(network: trt.INetworkDefinition) -> list[str]:
     return pinned
 
 
-__all__ = ["held_precisions", "pin_fp32_layers"]
+__all__ = ["check_graph_precision", "graph_precision", "held_precisions", "pin_fp32_layers"]

@@ -13,11 +13,28 @@ import pytest
 HEAVY = ("torch", "onnx", "onnxruntime", "tensorrt", "transformers", "matplotlib", "sklearn")
 
 
-@pytest.mark.parametrize("module", ["vitc", "vitc.cli.main", "vitc._io", "vitc.errors"])
+# vitc.train.launcher: `vitc train --nproc N` starts its ranks without importing torch itself (a second a launch)
+@pytest.mark.parametrize("module", ["vitc", "vitc.cli.main", "vitc._io", "vitc.errors", "vitc.train.launcher"])
 def test_light_modules_import_no_heavy_dependency(module: str) -> None:
     code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"importing {module} pulled in {out}"
+
+
+@pytest.mark.parametrize("family", ["deit_micro", "convit_micro", "cvt_micro", "spvit_micro"])
+def test_a_model_builds_and_runs_without_torchs_compiler(family: str) -> None:
+    """torch._dynamo, over a second of a process's start, is imported by what compiles or trains (torch's
+    optimisers import it), not by building and running a model: predict, eval and bench --model start without it.
+    A module-level torch.compiler.disable imported it with vitc.models."""
+    code = (
+        "import sys, torch, vitc\n"
+        f"model = vitc.create_model({family!r}).eval()\n"
+        "with torch.no_grad(): model(torch.zeros(1, *model.pretrained_cfg['input_size']))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 def test_help_runs_without_heavy_dependencies() -> None:

@@ -27,7 +27,7 @@ from tests.train.test_distributed import _set_args
 from vitc._io import read_safetensors_metadata
 from vitc.artifacts.resume import RESUME_KEY
 from vitc.train.config import load_config
-from vitc.train.distributed import STOP_GRACE_S
+from vitc.train.launcher import STOP_GRACE_S
 from vitc.train.loop import train
 
 EPOCHS = 4  # long enough that the kill, sent when epoch 1 is saved, lands before the run ends

@@ -19,7 +19,7 @@ from vitc._io import read_safetensors_metadata
 from vitc.artifacts.resume import RESUME_KEY
 from vitc.checkpoint import read_meta
 from vitc.errors import VitcError
-from vitc.train import distributed
+from vitc.train import distributed, launcher
 from vitc.train.config import load_config
 from vitc.train.loop import train
 
@@ -133,7 +133,7 @@ def test_a_rank_that_aborts_is_named_with_its_last_words(tmp_path: Path, monkeyp
     carries it, so a log names the cause. Rank 0 then fails too, as it would in its next collective."""
     monkeypatch.setattr(sys, "executable", str(_interpreter(tmp_path, rank0_exit=1)))
     with pytest.raises(VitcError) as stopped:
-        distributed.launch(["train"], nproc=2)
+        launcher.launch(["train"], nproc=2)
     assert str(stopped.value).startswith("rank 1 of 2 was killed by SIGABRT (its last words: terminate called")
     assert "gloo::IoException" in str(stopped.value) and "\n" not in str(stopped.value)
 
@@ -144,7 +144,7 @@ def test_a_rank_that_aborts_after_rank_0_finished_the_run_is_a_warning(
     """Rank 0 ends cleanly only after the run's last barrier, which every rank reached: a rank that
     dies tearing down after that leaves a complete run, said in one warning, not an error to resume."""
     monkeypatch.setattr(sys, "executable", str(_interpreter(tmp_path, rank0_exit=0)))
-    distributed.launch(["train"], nproc=2)  # no error: the run finished
+    launcher.launch(["train"], nproc=2)  # no error: the run finished
     warning = capsys.readouterr().err.strip().splitlines()[-1]
     assert warning.startswith("warning: rank 1 of 2 was killed by SIGABRT (its last words: terminate called")
     assert warning.endswith("after the run had finished; its files are complete")
@@ -356,7 +356,7 @@ def test_the_rank_that_said_its_error_is_the_one_reported(tmp_path: Path, monkey
     )
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
     with pytest.raises(VitcError) as stopped:
-        distributed.launch(["train"], nproc=2, poll_s=0.5)  # both have ended by the first look
+        launcher.launch(["train"], nproc=2, poll_s=0.5)  # both have ended by the first look
     assert str(stopped.value) == "cannot read image photos/val/c1/3.png (data.on_bad_image=stop)"
     assert stopped.value.exit_code == 2
 
@@ -373,7 +373,7 @@ def test_ctrl_c_pressed_twice_lets_the_ranks_finish_saving(tmp_path: Path, monke
     for delay in (0.3, 0.6):  # as a terminal's Ctrl-C reaches the launcher, twice
         threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)).start()
     with pytest.raises(VitcError) as stopped:
-        distributed.launch(["train"], nproc=2, poll_s=0.05)
+        launcher.launch(["train"], nproc=2, poll_s=0.05)
     assert str(stopped.value) == "interrupted; continue with: vitc train --resume --nproc 2"
     assert stopped.value.exit_code == 130
 
@@ -392,7 +392,7 @@ def test_sigterm_to_the_launcher_stops_every_rank(signum: int, tmp_path: Path, m
     threading.Timer(0.5, os.kill, (os.getpid(), signum)).start()
     before = signal.getsignal(signum)
     with pytest.raises(VitcError) as stopped:  # what the run folder holds is said, as after Ctrl-C
-        distributed.launch(["train"], nproc=2, poll_s=0.05, saved=lambda: "nothing was saved")
+        launcher.launch(["train"], nproc=2, poll_s=0.05, saved=lambda: "nothing was saved")
     name = signal.Signals(signum).name
     assert str(stopped.value) == f"stopped by {name}: the 2 processes were stopped; nothing was saved"
     assert stopped.value.exit_code == 128 + signum
@@ -419,7 +419,7 @@ def test_ctrl_c_before_training_began_says_nothing_was_saved(tmp_path: Path, mon
     code 130 … --resume continues from the last saved epoch' with exit code 2, and there was nothing."""
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, "exit 130\n")))
     with pytest.raises(VitcError) as stopped:
-        distributed.launch(["train"], nproc=2)
+        launcher.launch(["train"], nproc=2)
     assert str(stopped.value) == "interrupted; nothing was saved before training began"
     assert stopped.value.exit_code == 130
 
@@ -436,7 +436,7 @@ def test_ctrl_c_once_the_run_had_finished_says_what_the_folder_holds(
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, f"sleep 1; {ending}\n")))
     threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
     with pytest.raises(VitcError) as stopped:
-        distributed.launch(["train"], nproc=2, saved=lambda: "the run had finished: its files are in runs/x")
+        launcher.launch(["train"], nproc=2, saved=lambda: "the run had finished: its files are in runs/x")
     assert str(stopped.value) == "interrupted; the run had finished: its files are in runs/x"
     assert stopped.value.exit_code == 130
 
@@ -490,8 +490,8 @@ def test_the_resume_command_keeps_the_processes() -> None:
 
 
 def test_the_launcher_marks_its_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(distributed.LAUNCHER_ENV, raising=False)
-    script = f'echo "error: launched by --nproc ${distributed.LAUNCHER_ENV}" >&2; exit 2\n'
+    monkeypatch.delenv(launcher.LAUNCHER_ENV, raising=False)
+    script = f'echo "error: launched by --nproc ${launcher.LAUNCHER_ENV}" >&2; exit 2\n'
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
     with pytest.raises(VitcError, match=r"^launched by --nproc 2$"):
-        distributed.launch(["train"], nproc=2)
+        launcher.launch(["train"], nproc=2)

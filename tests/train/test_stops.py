@@ -16,7 +16,7 @@ from tests.train.conftest import TINY
 from tests.train.test_distributed import _ranks
 from vitc.artifacts.resume import resume_summary
 from vitc.errors import VitcError
-from vitc.train import distributed, report
+from vitc.train import launcher, report
 from vitc.train.config import load_config
 from vitc.train.interrupt import CtrlC, TrainingInterrupted
 from vitc.train.loop import RunResult, train
@@ -241,7 +241,7 @@ def test_a_ranks_own_sigterm_line_is_passed_on(tmp_path: Path, monkeypatch: pyte
     script = f'if [ "$RANK" = 1 ]; then echo "{said}" >&2; exit 143; fi\nexec sleep 60\n'
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
     with pytest.raises(VitcError) as stopped:
-        distributed.launch(["train"], nproc=2, poll_s=0.05)
+        launcher.launch(["train"], nproc=2, poll_s=0.05)
     assert str(stopped.value) == said[len("error: ") :]
     assert stopped.value.exit_code == 143
 
@@ -256,8 +256,8 @@ def test_a_rank_that_dies_while_rank_0_waits_stops_the_run_at_once(
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
     started = time.monotonic()
     with pytest.raises(VitcError, match=r"^rank 1 of 2 exited with code 1; the other process was stopped; --resume"):
-        distributed.launch(["train"], nproc=2, poll_s=0.05)
-    assert time.monotonic() - started < distributed.STOP_GRACE_S + 5
+        launcher.launch(["train"], nproc=2, poll_s=0.05)
+    assert time.monotonic() - started < launcher.STOP_GRACE_S + 5
 
 
 def test_a_rank_that_does_not_stop_after_ctrl_c_is_stopped(
@@ -271,12 +271,12 @@ def test_a_rank_that_does_not_stop_after_ctrl_c_is_stopped(
     said = "error: interrupted; continue with: vitc train --resume --nproc 2"
     script = f'trap "" INT\nif [ "$RANK" = 1 ]; then exec sleep 60; fi\nsleep 0.5; echo "{said}" >&2; exit 130\n'
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
-    monkeypatch.setattr(distributed, "SAVE_GRACE_S", 1.0)
-    monkeypatch.setattr(distributed, "STOP_GRACE_S", 0.5)
+    monkeypatch.setattr(launcher, "SAVE_GRACE_S", 1.0)
+    monkeypatch.setattr(launcher, "STOP_GRACE_S", 0.5)
     threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
     started = time.monotonic()
     with pytest.raises(VitcError) as stopped:
-        distributed.launch(["train"], nproc=2, poll_s=0.05)
+        launcher.launch(["train"], nproc=2, poll_s=0.05)
     assert time.monotonic() - started < 10
     assert (str(stopped.value), stopped.value.exit_code) == (said[len("error: ") :], 130)
     warning = capsys.readouterr().err.strip().splitlines()[-1]
@@ -291,9 +291,9 @@ def test_a_rank_hung_tearing_down_after_the_run_is_stopped(
     after a complete run. It is stopped after FINISH_GRACE_S, in a warning: the run's files are complete."""
     script = 'if [ "$RANK" = 1 ]; then exit 0; fi\nexec sleep 60\n'
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
-    monkeypatch.setattr(distributed, "FINISH_GRACE_S", 1.0)
+    monkeypatch.setattr(launcher, "FINISH_GRACE_S", 1.0)
     started = time.monotonic()
-    distributed.launch(["train"], nproc=2, poll_s=0.05)  # no error: the run finished
+    launcher.launch(["train"], nproc=2, poll_s=0.05)  # no error: the run finished
     assert time.monotonic() - started < 10
     warning = capsys.readouterr().err.strip().splitlines()[-1]
     assert warning == (
@@ -309,11 +309,11 @@ def test_sigterm_to_the_launcher_gives_its_ranks_time_to_save(tmp_path: Path, mo
 
     script = "trap 'kill $!; sleep 1; echo saved > \"$RANK.saved\"; exit 143' TERM\nsleep 60 & wait\n"  # a save of 1 s
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
-    monkeypatch.setattr(distributed, "STOP_GRACE_S", 0.2)
+    monkeypatch.setattr(launcher, "STOP_GRACE_S", 0.2)
     monkeypatch.chdir(tmp_path)
     threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
     with pytest.raises(VitcError, match="stopped by SIGTERM: the 2 processes were stopped") as stopped:
-        distributed.launch(["train"], nproc=2, poll_s=0.05, saved=lambda: "continue with: vitc train --resume")
+        launcher.launch(["train"], nproc=2, poll_s=0.05, saved=lambda: "continue with: vitc train --resume")
     assert stopped.value.exit_code == 143
     assert sorted(path.name for path in tmp_path.glob("*.saved")) == ["0.saved", "1.saved"]
 
@@ -347,7 +347,7 @@ def test_a_ranks_bug_named_in_the_others_line_shows_its_traceback(
     script = f'if [ "$RANK" = 1 ]; then\n{printed}\nexec sleep 60\nfi\nsleep 0.5; echo "{said}" >&2; exit 2\n'
     monkeypatch.setattr(sys, "executable", str(_ranks(tmp_path, script)))
     with pytest.raises(VitcError) as stopped:
-        distributed.launch(["train"], nproc=2, poll_s=0.05)
+        launcher.launch(["train"], nproc=2, poll_s=0.05)
     assert (str(stopped.value), stopped.value.exit_code) == (said[len("error: ") :], 2)
     assert capsys.readouterr().err.splitlines()[-3:] == trace
 

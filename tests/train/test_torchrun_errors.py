@@ -14,7 +14,8 @@ import pytest
 from tests import processes
 from vitc.errors import VitcError
 from vitc.train.agree import PEER_ENDED, TRACEBACK_ELSEWHERE, prints_shared_errors
-from vitc.train.distributed import launch, process_info
+from vitc.train.distributed import process_info
+from vitc.train.launcher import launch
 from vitc.train.peers import collective_failed
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -347,8 +347,8 @@ def _check_nproc(nproc: int) -> None:
 
 def _launch_torchrun(nproc: int, saved: Callable[[], str]) -> None:
     """Re-run this very command as `nproc` ranks on this machine, in torchrun's environment; a rank
-    that dies stops the others and is named in one line (vitc.train.distributed.launch)."""
-    from vitc.train.distributed import launch
+    that dies stops the others and is named in one line (vitc.train.launcher.launch)."""
+    from vitc.train.launcher import launch
 
     argv, skip = [], False
     for arg in sys.argv[1:]:

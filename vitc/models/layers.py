@@ -207,7 +207,10 @@ def run_block(block: nn.Module, checkpointed: bool, *args: Any) -> torch.Tensor:
     return checkpoint(block, *args, use_reentrant=False)
 
 
-@torch.compiler.disable  # eager forward and recomputation alike: the checkpoint compares what each saved
+# Eager under torch.compile, forward and recomputation alike: the checkpoint compares what each saved. torch's
+# lazy form of torch.compiler.disable, which imports torch._dynamo (over a second of every process's start: each
+# `vitc` command and DDP process that builds a model) at the first call instead of at import.
+@torch._disable_dynamo
 def _checkpoint_keeping_stats(block: nn.Module, *args: Any) -> torch.Tensor:
     return checkpoint(
         block, *args, use_reentrant=False, context_fn=lambda: (nullcontext(), batchnorm_stats_kept(block))

@@ -37,6 +37,15 @@ def test_a_model_builds_and_runs_without_torchs_compiler(family: str) -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_the_training_side_imports_torchs_compiler_before_any_process_group() -> None:
+    """Imported after a gloo process group (by the first optimiser), torch._dynamo made a process abort at its exit
+    now and then (SIGABRT, 1 launch of a library user's own group in 3 to 6); vitc.train imports it first."""
+    code = "import sys, vitc.train.loop; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
 def test_help_runs_without_heavy_dependencies() -> None:
     code = (
         "import sys\n"

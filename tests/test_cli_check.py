@@ -126,6 +126,31 @@ def test_without_trt_check_targets_the_installed_tensorrt_without_importing_it(
     assert given.exit_code == 0 and f"{path}: OK for TensorRT 10 (4 nodes)" in given.output, given.output
 
 
+def test_a_tensorrt_older_than_8_5_is_no_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT 8.4 (JetPack 5.0.2), installed or given, was checked against 8.5's parser table and said "OK for
+    TensorRT 8.4, the one installed here", where `vitc build` refuses that release: --trt 8.4 is refused in one line,
+    and an installed 8.4 is said unsupported while the file is checked for the next target."""
+    path = _layernorm_chain(tmp_path / "m.onnx", blocks=1, custom=False)
+    given = runner.invoke(app, ["check", str(path), "--trt", "8.4"])
+    assert given.exit_code == 2
+    assert given.output == (
+        "error: TensorRT 8.4 is older than 8.5, the oldest vitc builds for (choose one of: 8.5, 8.6, 10, 11, or X.Y "
+        "from 8.5)\n"
+    )
+    package = tmp_path / "site" / "tensorrt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('__version__ = "8.4.1.5"\n')
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    installed = runner.invoke(app, ["check", str(path)])
+    said = " ".join(installed.output.split())
+    assert installed.exit_code == 0, installed.output
+    assert said.endswith(
+        "OK for TensorRT 10, TensorRT 8.4.1.5 is installed here, which vitc does not build for (it needs 8.5 or "
+        "newer); the default (no export target: --trt names another) (4 nodes)"
+    ), said
+
+
 def test_without_trt_check_targets_a_pip_installed_tensorrt_cu12(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,8 +202,8 @@ def test_without_trt_or_tensorrt_check_targets_the_export(tmp_path: Path, no_ten
         sys.path.remove(str(tmp_path / "site"))
         sys.modules["tensorrt"] = None  # type: ignore[assignment]  # as no_tensorrt left it
     assert old.exit_code == 0 and (
-        "OK for TensorRT 10, TensorRT 7.1.3.0 is installed here, which vitc has no parser table for; the default "
-        "(no export target: --trt names another) (4 nodes)"
+        "OK for TensorRT 10, TensorRT 7.1.3.0 is installed here, which vitc does not build for (it needs 8.5 or "
+        "newer); the default (no export target: --trt names another) (4 nodes)"
     ) in " ".join(old.output.split()), old.output
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     (tmp_path / "manifest.fp32.json").write_text(json.dumps(manifest_record(trt_target="8.5", onnx_sha256=sha)))

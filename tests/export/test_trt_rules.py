@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,12 @@ def test_version_resolution() -> None:
     assert [resolve(v) for v in ("8.5", "10", "10.3", "10.16", "11", "11.0", "11.4")] == [
         "8.5", "10.0", "10.0", "10.14", "11.1", "11.1", "11.1",
     ]  # fmt: skip
-    for bad in ("9.0", "7", "ten", "12"):
+    for bad in ("9.0", "ten", "12"):
         with pytest.raises(VitcError, match="unknown TensorRT version"):
             resolve(bad)
+    for old in ("7", "8.4", "8.4.1.5"):  # 8.4 took 8.5's table; vitc builds for neither
+        with pytest.raises(VitcError, match=rf"^TensorRT {re.escape(old)} is older than 8.5, the oldest vitc builds"):
+            resolve(old)
     assert not int8_weights("8.6") and int8_weights("10") and int8_weights("11") and int8_weights(None)
     # what tensorrt.__version__ says on a device: the build's parse errors name the table and the export target
     assert [resolve(v) for v in ("8.5.2.2", "8.6.2.3", "10.3.0.30", "10.16.0")] == ["8.5", "8.6", "10.0", "10.14"]

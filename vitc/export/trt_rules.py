@@ -74,6 +74,11 @@ def resolve(trt: str) -> str:
     except ValueError:
         wanted = (0, 0)
     known = sorted((trt_version_key(v), v) for v in tables())
+    if wanted != (0, 0) and wanted < known[0][0]:  # 8.4 took 8.5's table, and was checked as if vitc built for it
+        raise VitcError(
+            f"TensorRT {trt} is older than {known[0][1]}, the oldest vitc builds for (choose one of: "
+            f"{', '.join(TRT_TARGETS)}, or X.Y from 8.5)"
+        )
     same_major = [(k, v) for k, v in known if k[0] == wanted[0]]
     # 11.0 has no table of its own: 11.1's (its parser changelog adds no standard op over 11.0's Swish)
     below = [v for k, v in same_major if k <= wanted] or [v for _, v in same_major[:1]]

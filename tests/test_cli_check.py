@@ -105,17 +105,23 @@ def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # find_spec says absent, as on a machine without it
 
 
+def _installed_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, init: str) -> None:
+    """A tensorrt package whose __init__.py is `init`, first on sys.path for the test."""
+    package = tmp_path / "site" / "tensorrt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(init)
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+
 def test_without_trt_check_targets_the_installed_tensorrt_without_importing_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """JetPack 5: "OK for TensorRT 10", then `vitc build` failed on the LayerNormalization 8.5 cannot parse. The
     installed release is read from its package (importing it would load libnvinfer: here it raises)."""
     path = _layernorm_chain(tmp_path / "m.onnx", blocks=1, custom=False)
-    package = tmp_path / "site" / "tensorrt"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text('__version__ = "8.5.2.2"\nraise ImportError("libnvinfer.so.8: not here")\n')
-    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    raising = '__version__ = "8.5.2.2"\nraise ImportError("libnvinfer.so.8: not here")\n'
+    _installed_tensorrt(tmp_path, monkeypatch, raising)
     result = runner.invoke(app, ["check", str(path)])
     assert result.exit_code == 1, result.output
     assert "error: " + str(path) + ": 3 problem(s) for TensorRT 8.5, the one installed here" in " ".join(
@@ -137,11 +143,7 @@ def test_a_tensorrt_older_than_8_5_is_no_target(tmp_path: Path, monkeypatch: pyt
         "error: TensorRT 8.4 is older than 8.5, the oldest vitc builds for (choose one of: 8.5, 8.6, 10, 11, or X.Y "
         "from 8.5)\n"
     )
-    package = tmp_path / "site" / "tensorrt"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text('__version__ = "8.4.1.5"\n')
-    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    _installed_tensorrt(tmp_path, monkeypatch, '__version__ = "8.4.1.5"\n')
     installed = runner.invoke(app, ["check", str(path)])
     said = " ".join(installed.output.split())
     assert installed.exit_code == 0, installed.output

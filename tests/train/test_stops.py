@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,15 @@ def _settings(out_dir: Path) -> dict[str, Any]:
 
 def _run(settings: dict[str, Any], resume: bool = False) -> RunResult:
     return train(load_config(None, {**settings, "run.name": "tiny"}), resume=resume, show_progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def curves_every_epoch() -> Iterator[None]:
+    """curves.png drawn at every epoch's end, as TensorBoard's copy of it: these tests stop runs within the drawing
+    of a given epoch (report.CURVES_EVERY_S: a run of 3 short epochs draws it at the first and the last)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "CURVES_EVERY_S", 0.0)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +140,40 @@ def test_a_stop_that_does_not_wait_runs_that_epochs_end_again(
     assert summary is not None and (summary.epochs_done, summary.global_step) == (EPOCHS - 1, STEPS)
     assert len(read_metrics(tmp_path / "tiny" / "metrics.jsonl")) == EPOCHS  # written before the stop
     _assert_resumes_as_straight(settings, straight)
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The epochs curves.png showed each time it was drawn, with CURVES_EVERY_S longer than any test run."""
+    monkeypatch.setattr(report, "CURVES_EVERY_S", 1e9)
+    drawn: list[int] = []
+    plot = report.plot_curves
+    monkeypatch.setattr(
+        report, "plot_curves", lambda history, *a, **k: (drawn.append(len(history)), plot(history, *a, **k))
+    )
+    return drawn
+
+
+def test_curves_are_drawn_when_due_at_the_last_epoch_and_at_a_stop(
+    straight: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drawn at every epoch's end, curves.png took longer than a short epoch's training: it is drawn at the first
+    epoch's end, then once CURVES_EVERY_S have passed, at the last epoch, and by a stop whose epochs it lacks (Ctrl-C
+    in epoch 2's logs: the stop waits until the epoch is recorded, then draws it). metrics.jsonl has every epoch."""
+    settings = _settings(tmp_path)
+    drawn = _drawn(monkeypatch)
+    whole = _run({**settings, "run.out_dir": str(tmp_path / "whole")})
+    assert drawn == [1, EPOCHS] and len(read_metrics(whole.run_dir / "metrics.jsonl")) == EPOCHS
+    assert (whole.run_dir / "curves.png").read_bytes() == (straight.run_dir / "curves.png").read_bytes()
+    drawn.clear()
+    with monkeypatch.context() as patch:
+        _stop_at_epochs_end(patch, "write_metrics", 2, [signal.SIGINT])
+        with pytest.raises(TrainingInterrupted, match="interrupted; continue with"):
+            _run(settings)
+    assert drawn == [1, 2]  # epoch 1's end, then the stop's: the figure has every epoch of the resume state
+    time.sleep(1.0 - time.time() % 1.0)  # TensorBoard's event files sort by the second they were opened
+    resumed = _run(settings, resume=True)
+    assert drawn == [1, 2, 2, EPOCHS]  # --resume redraws the saved history, then the last epoch
+    assert (resumed.run_dir / "curves.png").read_bytes() == (straight.run_dir / "curves.png").read_bytes()
 
 
 class _Killed(BaseException):

@@ -148,6 +148,8 @@ def interrupted(run: Run) -> NoReturn:
         if dist.is_main:
             resumable = (state, run.model, run.optimizer, run.ema and run.ema.module, {"aug": run.aug_gen})
             save_state(RunLayout(folder.path).resume, *resumable, run.run_info, run.scaler)
+            if run.curves.lacks(state.history):  # epochs ended since it was drawn (report.CURVES_EVERY_S)
+                run.curves.draw(state.history, folder.path, cfg, run.schedule)
             folder.commit()
         elif state.step_in_epoch and not summed and run.in_place:  # not into a --force copy rank 0 drops
             RankState(RunLayout(folder.final).resume, dist.rank, dist.world_size).save(state, {"aug": run.aug_gen})

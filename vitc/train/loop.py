@@ -337,7 +337,7 @@ def _end_epoch(run: Run, epoch: int) -> bool:
 
 
 def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> None:
-    """Rank 0: the epoch's row, its checkpoints and every log (metrics.jsonl, curves.png, TensorBoard's
+    """Rank 0: the epoch's row, its checkpoints and every log (metrics.jsonl, curves.png when due, TensorBoard's
     figures and scalars, flushed), and only then the resumable state. A stop before that state is saved
     runs the epoch's end again on --resume (vitc.train.interrupt's `interrupted`), which rewrites metrics.jsonl
     and curves.png from the saved history and purges TensorBoard past the resume point (vitc.train.setup):
@@ -356,13 +356,16 @@ def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> 
         state.best_top1 = row["val_top1"]
         write_checkpoint(layout.best, evaluated, meta)
     write_checkpoint(layout.last, evaluated, meta)
-    report.write_history(state.history, folder.path, cfg, run.schedule)
+    report.write_metrics(state.history, layout.metrics)
+    drawn = run.curves.due(last=row["epoch"] == cfg.optim.epochs or state.stopped_early)
+    if drawn:
+        run.curves.draw(state.history, folder.path, cfg, run.schedule)
     if board:
         if board.sample is not None:  # under DDP rank 0's share of val may all have been unreadable
             every, last = cfg.log.figures_every, row["epoch"] == cfg.optim.epochs or state.stopped_early
             draw = every > 0 and (row["epoch"] % every == 0 or last)
             board.locality(evaluated, eval_transform(board.sample, run.mean, run.std), row["epoch"], figures=draw)
-        board.epoch(row, [layout.curves])  # flushed, as near the resume state as can be
+        board.epoch(row, [layout.curves] if drawn else [])  # flushed, as near the resume state as can be
     generators = {"aug": run.aug_gen}
     save_state(layout.resume, state, model, run.optimizer, ema and ema.module, generators,
                run.run_info, run.scaler)  # fmt: skip

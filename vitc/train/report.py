@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +34,41 @@ def write_history(
     cfg: TrainConfig,
     schedule: Sequence[tuple[float, float]],
 ) -> None:
-    """metrics.jsonl and curves.png of the run folder, from the history: at every epoch's end, and from the
-    saved history on --resume (a stop between an epoch's logs and its resume state left rows it is past)."""
+    """metrics.jsonl and curves.png of the run folder from the saved history, on --resume (a stop between an
+    epoch's logs and its resume state left rows it is past)."""
     write_metrics(history, RunLayout(Path(folder)).metrics)
     plot_curves(history, RunLayout(Path(folder)).curves, run_title(cfg), schedule, training_objective(cfg))
+
+
+# curves.png is redrawn at an epoch's end once this many seconds have passed since it was last drawn: every epoch of
+# a run whose epochs take longer; drawn every epoch, a run of short epochs spent longer on the figure than training
+CURVES_EVERY_S = 10.0
+
+
+@dataclass
+class CurvesClock:
+    """When a run redraws curves.png (`CURVES_EVERY_S`): at an epoch's end when due, at the run's last epoch, and
+    when the run stops with epochs the figure lacks; --resume redraws it whole (`write_history`). metrics.jsonl and
+    TensorBoard's scalars have every epoch at its end."""
+
+    drawn_at: float = -math.inf  # time.monotonic() when last drawn: the first epoch's end draws it
+    rows: int = 0  # the history rows the figure shows
+
+    def due(self, last: bool) -> bool:
+        return last or time.monotonic() - self.drawn_at >= CURVES_EVERY_S
+
+    def lacks(self, history: list[dict[str, Any]]) -> bool:
+        return self.rows != len(history)
+
+    def draw(
+        self,
+        history: list[dict[str, Any]],
+        folder: str | os.PathLike[str],
+        cfg: TrainConfig,
+        schedule: Sequence[tuple[float, float]],
+    ) -> None:
+        plot_curves(history, RunLayout(Path(folder)).curves, run_title(cfg), schedule, training_objective(cfg))
+        self.drawn_at, self.rows = time.monotonic(), len(history)
 
 
 def run_title(cfg: TrainConfig) -> str:

@@ -103,6 +103,7 @@ class Run:
     ending: int | None = None  # an epoch's steps while its end runs, until its resume state is saved: a stop re-runs it
     in_place: bool = True  # rank 0 writes the run folder itself, not a --force run's copy that Ctrl-C may drop
     ctrl_c: CtrlC = field(default_factory=CtrlC)  # held from a step's gradient exchange until it is recorded
+    curves: report.CurvesClock = field(default_factory=report.CurvesClock)  # when rank 0 redraws curves.png
 
     @property
     def run_dir(self) -> Path:

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_MODE, DEFAULT_CROP_PCT, check_crop_mode, check_crop_pct, eval_resize
 from vitc.data.cifar import cifar_raw
+from vitc.data.digits import digits_raw, stratified_split
 from vitc.data.files import (
     IMG_EXTENSIONS,
     SPLITS,
@@ -293,18 +293,11 @@ def _physical_memory() -> int:
 
 def _load_digits(split: str, size: int) -> ImageSet:
     """scikit-learn's 8x8 digits (0..16) scaled to 0..255 and upsampled bilinearly, one channel."""
-    sk_datasets = lazy_import("sklearn.datasets")
-    sk_split = lazy_import("sklearn.model_selection")
-    d = sk_datasets.load_digits()
-    x = torch.from_numpy(d.images.astype(np.float32) * (255.0 / 16.0)).unsqueeze(1)  # (N, 1, 8, 8)
-    y = d.target.astype(np.int64)
-    idx = np.arange(len(y))
-    rest, test = sk_split.train_test_split(
-        idx, test_size=DIGITS_TEST_FRACTION, stratify=y, random_state=DIGITS_SPLIT_SEED
-    )
-    train, val = sk_split.train_test_split(
-        rest, test_size=round(DIGITS_VAL_FRACTION * len(y)), stratify=y[rest], random_state=DIGITS_SPLIT_SEED
-    )
+    images, y = digits_raw()
+    x = torch.from_numpy(images.astype(np.float32) * (255.0 / 16.0)).unsqueeze(1)  # (N, 1, 8, 8)
+    rest, test = stratified_split(y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
+    train, val = stratified_split(y[rest], round(DIGITS_VAL_FRACTION * len(y)), DIGITS_SPLIT_SEED)
+    train, val = rest[train], rest[val]
     pick = np.sort({"train": train, "val": val, "test": test}[split])
     check_decoded(len(pick), size, "digits", can_stream=False)
     images = F.interpolate(x[pick], size=(size, size), mode="bilinear", align_corners=False)

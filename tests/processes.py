@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,14 @@ def run(cmd: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedPr
             out, err = proc.communicate()
             pytest.fail(f"{' '.join(cmd[:5])} … did not end in {timeout:.0f} s; its processes were killed\n{out}{err}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def python_says(code: str, timeout: float = 120) -> str:
+    """What `python -c code` (this interpreter) prints, stripped, once it has exited 0 (else its stderr fails the
+    test): the probe of what a fresh process imports or does."""
+    done = run([sys.executable, "-c", code], timeout)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def popen(cmd: list[str], **kwargs: Any) -> subprocess.Popen[str]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.processes import python_says
 
 HEAVY = ("torch", "onnx", "onnxruntime", "tensorrt", "transformers", "matplotlib", "sklearn")
 
@@ -17,7 +18,7 @@ HEAVY = ("torch", "onnx", "onnxruntime", "tensorrt", "transformers", "matplotlib
 @pytest.mark.parametrize("module", ["vitc", "vitc.cli.main", "vitc._io", "vitc.errors", "vitc.train.launcher"])
 def test_light_modules_import_no_heavy_dependency(module: str) -> None:
     code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = python_says(code)
     assert out == "", f"importing {module} pulled in {out}"
 
 
@@ -32,18 +33,14 @@ def test_a_model_builds_and_runs_without_torchs_compiler(family: str) -> None:
         "with torch.no_grad(): model(torch.zeros(1, *model.pretrained_cfg['input_size']))\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert python_says(code) == "False"
 
 
 def test_the_training_side_imports_torchs_compiler_before_any_process_group() -> None:
     """Imported after a gloo process group (by the first optimiser), torch._dynamo made a process abort at its exit
     now and then (SIGABRT, 1 launch of a library user's own group in 3 to 6); vitc.train imports it first."""
     code = "import sys, vitc.train.loop; print('torch._dynamo' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "True"
+    assert python_says(code) == "True"
 
 
 def test_help_runs_without_heavy_dependencies() -> None:
@@ -56,9 +53,7 @@ def test_help_runs_without_heavy_dependencies() -> None:
         "assert r.exit_code == 0, r.output\n"
         "print(r.output)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "models" in out.stdout
+    assert "models" in python_says(code)
 
 
 def test_missing_optional_dependency_is_a_clear_error() -> None:
@@ -244,5 +239,4 @@ def test_importing_the_library_draws_nothing_from_pythons_random(module: str) ->
         f"importlib.import_module({module!r})\n"
         "print(random.getstate() == before)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "True", f"importing {module} changed random's state"
+    assert python_says(code) == "True", f"importing {module} changed random's state"

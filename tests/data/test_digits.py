@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests.processes import python_says
 from vitc.data import digits
 from vitc.data.datasets import DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION, DIGITS_VAL_FRACTION
 from vitc.errors import VitcError
@@ -92,9 +92,7 @@ def test_loading_the_digits_imports_no_scikit_learn() -> None:
         "sizes = [len(load_dataset('digits', s)) for s in ('train', 'val', 'test')]\n"
         "print(sizes, sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[1257, 180, 360] []"
+    assert python_says(code) == "[1257, 180, 360] []"
 
 
 def test_without_the_file_the_digits_come_from_load_digits(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,6 +37,16 @@ def write_history(
     """metrics.jsonl and curves.png of the run folder from the saved history, on --resume (a stop between an
     epoch's logs and its resume state left rows it is past)."""
     write_metrics(history, RunLayout(Path(folder)).metrics)
+    draw_curves(history, folder, cfg, schedule)
+
+
+def draw_curves(
+    history: list[dict[str, Any]],
+    folder: str | os.PathLike[str],
+    cfg: TrainConfig,
+    schedule: Sequence[tuple[float, float]],
+) -> None:
+    """The run folder's curves.png: `plot_curves` titled and labelled by the run's config."""
     plot_curves(history, RunLayout(Path(folder)).curves, run_title(cfg), schedule, training_objective(cfg))
 
 
@@ -67,7 +77,7 @@ class CurvesClock:
         cfg: TrainConfig,
         schedule: Sequence[tuple[float, float]],
     ) -> None:
-        plot_curves(history, RunLayout(Path(folder)).curves, run_title(cfg), schedule, training_objective(cfg))
+        draw_curves(history, folder, cfg, schedule)
         self.drawn_at, self.rows = time.monotonic(), len(history)
 
 

@@ -41,6 +41,8 @@ def test_the_training_side_imports_torchs_compiler_before_any_process_group() ->
     now and then (SIGABRT, 1 launch of a library user's own group in 3 to 6); vitc.train imports it first."""
     code = "import sys, vitc.train.loop; print('torch._dynamo' in sys.modules)"
     assert python_says(code) == "True"
+    measuring = "import sys, vitc.train.evaluate; print('torch._dynamo' in sys.modules)"  # vitc eval CHECKPOINT's
+    assert python_says(measuring) == "False"
 
 
 def test_help_runs_without_heavy_dependencies() -> None:

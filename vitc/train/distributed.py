@@ -8,15 +8,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
-import torch._dynamo  # before any process group; see below
 
 from vitc.errors import VitcError
 from vitc.train.agree import process_env
-
-# torch._dynamo is imported here, with the training side, before a process group exists (vitc's, or a library user's
-# made after importing vitc.train): imported after a gloo group, as a torch optimiser's constructor imports it, a
-# process aborts at its exit now and then ("terminate called without an active exception", SIGABRT; torch 2.13,
-# plain torch: 1 launch in 20 to 30, none in 30 with the import first). Every training process imports it anyway.
 
 T = TypeVar("T")
 

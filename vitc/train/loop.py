@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch._dynamo  # before any process group: vitc's own, or a library user's made after importing this module
 import torch.nn.functional as F
 
 from vitc._device import pick_device
@@ -58,6 +59,10 @@ from vitc.train.run_folder import RunFolder
 from vitc.train.setup import Run, seed_streams, setup_run
 from vitc.train.state import remove_rank_states, rng_states, save_state
 
+# torch._dynamo is imported above, with the training loop, before a process group exists: imported after a gloo
+# group, as a torch optimiser's constructor imports it, a process aborts at its exit now and then ("terminate called
+# without an active exception", SIGABRT; plain torch 2.13: 1 launch in 20 to 30, none in 30 with the import first).
+# Every training process imports it anyway; `vitc eval` on a checkpoint (vitc.train.evaluate) does not.
 FEED_AHEAD = {"cuda": 1}  # batches augmented ahead, by device type (vitc.data.prefetch); a CPU takes each in turn
 
 

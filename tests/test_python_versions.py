@@ -8,6 +8,7 @@ the runtime imports and in the tests the old interpreters run, which lint (synta
 from __future__ import annotations
 
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -172,14 +173,23 @@ def test_every_command_builds_and_the_runtime_ones_run(tmp_path: Path) -> None:
 
 
 def test_doctor_says_training_needs_a_newer_python(old_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Even where torch imports (NVIDIA's JetPack 5 wheel is for Python 3.8), the training rows are missing."""
+    """Even where torch imports (NVIDIA's JetPack 5 wheel is for Python 3.8), the training rows are unsupported,
+    and say it is the Python: not "missing", which sent a JetPack 5 user to install a torch that would not help."""
     from vitc.cli import doctor
+    from vitc.cli.main import app
 
     facts = {**doctor.gather(), "torch": {"version": "2.0.0", "cuda": "11.4", "cuda_available": True}}
-    rows = {command: (needs, ok) for command, needs, ok, *_ in doctor.requirements(facts)}
-    assert rows["train / compile / eval ckpt"] == (f"Python >= {old_python}, torch", False)
-    assert not rows["export"][1] and not rows["bench --device cuda"][1]
-    assert rows["bench / predict / eval x.onnx"][1]  # onnxruntime is here: the runtime rows do not ask for 3.10
+    rows = {command: (needs, ok, why) for command, needs, ok, _, why in doctor.requirements(facts)}
+    said = f"Python {platform.python_version()} < {old_python}"
+    assert rows["train / compile / eval ckpt"] == (f"Python >= {old_python}, torch", False, said)
+    for command in ("export", "bench --model / --compare", "bench --device cuda"):
+        assert rows[command][1:] == (False, said), command
+    assert rows["bench / predict / eval x.onnx"][1:] == (True, "")  # the runtime rows do not ask for 3.10
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+    table = CliRunner().invoke(app, ["doctor"])
+    assert table.exit_code == 0, table.output
+    row = [line for line in table.output.splitlines() if "train / compile" in line]
+    assert row[0].split("│")[3].strip() == f"unsupported: {said}"
 
 
 def test_doctor_shows_the_install_hint_whole_on_jetpack_5(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -135,17 +135,21 @@ def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tupl
             needs,
             ok,
             "" if ok else _broken_needs(facts, names, why_cut),
-            "" if ok else _unsupported(facts, names),
+            "" if ok else _unsupported(facts, names, training),
         )
         for command, needs, ok, names in rows
     ]
 
 
-def _unsupported(facts: dict[str, Any], names: tuple[str, ...]) -> str:
-    """`TensorRT 8.4.1.5 < 8.5 (upgrade JetPack)` when `names` holds tensorrt and the installed one is too old; the
-    tensorrt component row has the whole line."""
+def _unsupported(facts: dict[str, Any], names: tuple[str, ...], training: tuple[int, int]) -> str:
+    """`TensorRT 8.4.1.5 < 8.5 (upgrade JetPack)` when `names` holds tensorrt and the installed one is too old (the
+    tensorrt component row has the whole line); `Python 3.8.18 < 3.10 (...)` when `names` holds torch and this
+    Python is older than the training side's: installing torch (NVIDIA's JetPack 5 wheel is for 3.8) would not help."""
     from vitc.engines.tensorrt import OLDEST_RELEASE, upgrade_remedy, version_text
 
+    if "torch" in names and sys.version_info[:2] < training:
+        oldest = ".".join(map(str, training))
+        return f"Python {platform.python_version()} < {oldest}"
     row = facts.get("tensorrt")
     if "tensorrt" not in names or not isinstance(row, dict) or not row.get("unsupported"):
         return ""

@@ -17,12 +17,15 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from vitc._io import sha256_file
+from vitc.artifacts.drift import compare_logits
 from vitc.artifacts.manifest import ExportManifest, check_file_hash, load_manifest, manifest_paths
 from vitc.artifacts.preprocess import normalized
 from vitc.errors import VitcError
@@ -106,7 +109,7 @@ def heldout_for(source: str | os.PathLike[str] | ExportManifest) -> tuple[Path, 
     if path.is_file() and path.suffix == ".json":
         return heldout_for(load_manifest(path))
     if not path.is_dir():  # a .npz named directly: still checked against a manifest that names it
-        named_by = [m for m in _manifests(path.parent) if m.heldout == path.name and m.heldout_sha256]
+        named_by = [m for m in manifests_naming(path) if m.heldout_sha256]
         return path, named_by[0] if named_by else None
     manifests = _manifests(path)
     named = {(m.heldout, m.heldout_sha256) for m in manifests if m.heldout}
@@ -127,19 +130,64 @@ def _manifests(folder: Path) -> list[ExportManifest]:
     return [load_manifest(m) for m in manifest_paths(folder)]
 
 
+def manifests_naming(path: Path) -> list[ExportManifest]:
+    """The manifests beside the held-out set `path` that name it: the precisions exported from its checkpoint."""
+    return [m for m in _manifests(path.parent) if m.heldout == path.name]
+
+
 def load_heldout(source: str | os.PathLike[str] | ExportManifest) -> Heldout:
     """Load a held-out set from its .npz, a manifest or an export folder; checks hash, sizes and shapes."""
     path, manifest = heldout_for(source)
+    return _read(path, manifest)
+
+
+def heldout_summary(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """What `vitc info X.npz` shows of a held-out set, after every check `load_heldout` makes. Its uint8 pixels
+    are not read (their values need no check; shape and dtype come from the header): a 2,000-image set costs
+    its hash, not 300 MB. The reference top-1 is the drift report's (`compare_logits`), as manifests record it."""
+    path, manifest = heldout_for(source)
+    held = _read(path, manifest, pixels=False)
+    pixels, labels, logits = held.images.dtype == np.uint8, held.labels, held.reference_logits
+    summary: dict[str, Any] = {
+        "file": str(path),
+        "images": len(held),
+        "stored": "uint8 pixels" if pixels else "float inputs (a set written before vitc stored pixels)",
+        "sample_shape": list(held.sample_shape),
+        "dtype": str(held.images.dtype),
+        "labels": labels is not None,
+        "classes": int(logits.shape[1]),
+        "reference_top1": None if labels is None else compare_logits(logits, logits, labels).reference_top1,
+        "mean": list(held.mean) if pixels else None,
+        "std": list(held.std) if pixels else None,
+        "sha256": manifest.heldout_sha256 if manifest is not None else sha256_file(path),  # the manifest's: checked
+        "manifests": [m.path.name for m in manifests_naming(path)],
+    }
+    if labels is None:
+        summary["note"] = "generated inputs, no labels: drift on this set is agreement-only"
+    return summary
+
+
+def _read(path: Path, manifest: ExportManifest | None, pixels: bool = True) -> Heldout:
+    """The checked set at `path`; without `pixels`, uint8 pixels stand in by their shape and dtype alone
+    (zero-strided zeros: `heldout_summary`'s, never returned by `load_heldout`)."""
     if not path.is_file():
         raise VitcError(f"{path}: no such held-out set")
     if manifest is not None:
         check_file_hash(path, manifest.heldout_sha256, manifest.path)
-    _check_npz_sizes(path)
+    headers = _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in KEYS if k in data}
+            arrays = {k: data[k] for k in KEYS if k in data and (pixels or k != "pixels")}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise VitcError(f"{path}: not a held-out set (.npz of pixels, labels, reference_logits)") from exc
+    if not pixels and "pixels" in headers:
+        if manifest is None:  # no hash proved the bytes: their CRC, as np.load's read checks it
+            _check_crc(path, "pixels.npy")
+        shape, dtype = headers["pixels"]
+        arrays["pixels"] = np.broadcast_to(np.zeros((), dtype=dtype), shape)
+    if not {"pixels", "images", "reference_logits"} & set(arrays):
+        held = ", ".join(sorted(headers)) or "no arrays"
+        raise VitcError(f"{path}: not a held-out set (an .npz of pixels, labels, reference_logits; it holds {held})")
     stored = "pixels" if "pixels" in arrays else "images"  # float inputs: a set written before
     missing = {stored, "reference_logits"} - set(arrays)
     if missing:
@@ -186,9 +234,20 @@ def _normalisation(
     return found[0], found[1]
 
 
-def _check_npz_sizes(path: Path) -> None:
+def _check_crc(path: Path, member: str) -> None:
+    """Read `member` through a chunk at a time: zipfile checks its CRC-32 at the end, without holding it whole."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(member) as stream:
+            while stream.read(1 << 20):
+                pass
+    except (OSError, KeyError, zlib.error, zipfile.BadZipFile) as exc:
+        raise VitcError(f"{path}: not a held-out set (.npz of pixels, labels, reference_logits)") from exc
+
+
+def _check_npz_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Every array's declared shape must match the bytes stored for it: a 1 KB file cannot make numpy
-    allocate gigabytes. Object arrays (pickles) are refused."""
+    allocate gigabytes. Object arrays (pickles) are refused. The shape and dtype of each, by its name."""
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
@@ -206,7 +265,12 @@ def _check_npz_sizes(path: Path) -> None:
                         f"{path}: {info.filename} declares shape {shape} ({needed} bytes) but stores "
                         f"{info.file_size - header} bytes"
                     )
+                headers[info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename] = (
+                    shape,
+                    dtype,
+                )
     except VitcError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise VitcError(f"{path}: not a held-out set (.npz of images, labels, reference_logits)") from exc
+    return headers

@@ -1,6 +1,6 @@
-"""`vitc info ARTIFACT`: what a checkpoint, resume file, ONNX file, export folder, TensorRT plan, a report vitc
-wrote (eval, predict, bench, compile, inspect) or a training run's record (summary.json, config.json, metrics.jsonl)
-says about itself."""
+"""`vitc info ARTIFACT`: what a checkpoint, resume file, ONNX file, export folder or its held-out set, TensorRT plan,
+a report vitc wrote (eval, predict, bench, compile, inspect) or a training run's record (summary.json, config.json,
+metrics.jsonl) says about itself."""
 
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
         return _describe_onnx(path), None
     if suffix == ".pt2":
         return _describe_program(path), None
+    if suffix == ".npz":  # an export's held-out set, heldout.<sha16>.npz
+        from vitc.artifacts.heldout import heldout_summary
+
+        return {"kind": "vitc held-out set", **heldout_summary(path)}, None
     if suffix in PLAN_SUFFIXES:
         from vitc.engines.trt_plan import plan_summary
 
@@ -64,8 +68,8 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
     if report is not None:
         return report, None
     raise VitcError(
-        f"{path}: unknown artifact (expected .safetensors, .onnx, .pt2, .plan, an export folder, a vitc report "
-        f"or a run's {SUMMARY}, {CONFIG} or {METRICS})"
+        f"{path}: unknown artifact (expected .safetensors, .onnx, .pt2, .plan, an export folder or its held-out "
+        f"set (.npz), a vitc report or a run's {SUMMARY}, {CONFIG} or {METRICS})"
     )
 
 
@@ -427,8 +431,8 @@ def info(
     artifact: Annotated[
         Path,
         typer.Argument(
-            help="A checkpoint, run folder, resume file, ONNX file, export folder, .plan, vitc's JSON report, or a "
-            "run's summary.json, config.json or metrics.jsonl."
+            help="A checkpoint, run folder, resume file, ONNX file, export folder or its held-out set (.npz), .plan, "
+            "vitc's JSON report, or a run's summary.json, config.json or metrics.jsonl."
         ),
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

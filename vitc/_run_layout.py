@@ -23,8 +23,11 @@ SUMMARY = "summary.json"  # the finished run's test figures
 METRICS = "metrics.jsonl"  # one line per epoch
 CURVES = "curves.png"  # loss and accuracy per epoch
 TENSORBOARD = "tensorboard"  # the event files of log.tensorboard
+INDEX = "index.json"  # the image folder's listing (index_imagefolder): a resume does not list the folder again
 CHECKPOINTS = (BEST, LAST, RESUME)  # names only vitc train writes: a folder holding one is a run folder
-RECORDS = (CONFIG, SUMMARY, METRICS, CURVES)  # the run's records beside its config.json: never a report's place
+# the run's records beside its config.json: never a report's place (a report over index.json was replaced by the
+# next run's listing, silently)
+RECORDS = (CONFIG, SUMMARY, METRICS, CURVES, INDEX)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class RunLayout:
     def tensorboard(self) -> Path:
         return self.folder / TENSORBOARD
 
+    @property
+    def index(self) -> Path:
+        return self.folder / INDEX
+
 
 def is_run_folder(path: str | os.PathLike[str]) -> bool:
     """Whether `path` is a folder `vitc train` wrote a checkpoint or resume state in (a Hugging Face or timm
@@ -74,8 +81,8 @@ def is_run_folder(path: str | os.PathLike[str]) -> bool:
 
 
 def run_record(path: str | os.PathLike[str]) -> str | None:
-    """Which of a run's records (config.json, summary.json, metrics.jsonl, curves.png) `path` is, by its name
-    beside the run's config.json, or None: what no report may replace and what `vitc info` describes as a run's."""
+    """Which of a run's records (config.json, summary.json, metrics.jsonl, curves.png, index.json) `path` is, by its
+    name beside the run's config.json, or None: what no report may replace and what `vitc info` describes as a run's."""
     file = Path(path)
     return file.name if file.name in RECORDS and (file.parent / CONFIG).is_file() else None
 

@@ -28,8 +28,8 @@ runner = CliRunner()
 
 @pytest.fixture
 def work(tmp_path: Path) -> Dict[str, Path]:
-    """A run folder as `vitc train` leaves it (checkpoints, config.json, summary.json, curves.png), an export
-    folder (ONNX, manifest, held-out set), a plan, and an image to classify."""
+    """A run folder as `vitc train` leaves it (checkpoints, config.json, summary.json, curves.png, index.json), an
+    export folder (ONNX, manifest, held-out set), a plan, and an image to classify."""
     run = tmp_path / "run"
     run.mkdir()
     for name in ("best", "last", "resume"):
@@ -37,6 +37,7 @@ def work(tmp_path: Path) -> Dict[str, Path]:
     (run / "config.json").write_text(json.dumps({"model": {"name": "deit_micro"}, "data": {"name": "digits"}}))
     (run / "summary.json").write_text(json.dumps({"model": "deit_micro", "best_val_top1": 50.0}))
     (run / "curves.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # a PNG with no eval report beside it
+    (run / "index.json").write_text(json.dumps({"version": 2, "splits": {}}))  # an image folder's listing
     export = make_export(tmp_path / "exp")
     (tmp_path / "engines").mkdir()
     (tmp_path / "engines" / "m.plan").write_bytes(b"ftrt" + bytes(60))
@@ -206,11 +207,12 @@ def test_inspect_replaces_its_own_summary_and_not_a_runs(work: Dict[str, Path]) 
 
 
 @pytest.mark.parametrize(
-    "artifact", ["{run}/config.json", "{run}/summary.json", "{exp}/manifest.fp32.json", "{run}/curves.png"]
+    "artifact",
+    ["{run}/config.json", "{run}/summary.json", "{exp}/manifest.fp32.json", "{run}/curves.png", "{run}/index.json"],
 )
 def test_force_never_puts_a_report_over_what_a_later_command_reads(work: Dict[str, Path], artifact: str) -> None:
     """--force replaced a run's config.json (then --resume failed) or an export's manifest (then info and bench
-    failed), as the refusal itself advised."""
+    failed), as the refusal itself advised; a report over the run's index.json was lost to the next run's listing."""
     path = Path(artifact.format(**{k: str(v) for k, v in work.items()}))
     before = path.read_bytes()
     args = ["eval", "{onnx}", "--out", artifact] if path.suffix == ".png" else [*BENCH, "--json", artifact]

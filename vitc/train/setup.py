@@ -282,7 +282,7 @@ def _open_data(
         train_interpolation=cfg.aug.train_interpolation,
         workers=pick_workers(cfg.run.workers, device, dist.on_this_machine),  # the cores are per machine
         pin_memory=device.type == "cuda",
-        index_cache=folder.path / "index.json" if dist.is_main else None,
+        index_cache=RunLayout(folder.path).index if dist.is_main else None,
         report=voice.warn,
         main=dist.is_main,
         recorded=recorded_classes(resumed) if resumed is not None else None,  # its head's rows, in the order it ran

@@ -32,6 +32,8 @@ MOVED = [
         ["REPEAT_ROUND", "batches", "epoch_share", "make_generator", "samples_per_epoch", "shard", "split_batches"],
     ),
     ("vitc.data.sampling", "vitc.data", ["batches", "make_generator", "shard"]),
+    ("vitc.data.folder_index", "vitc.data.stream", ["INDEX_VERSION", "index_imagefolder"]),
+    ("vitc.data.files", "vitc.data.datasets", ["folder_split"]),
 ]
 
 

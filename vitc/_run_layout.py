@@ -23,7 +23,7 @@ SUMMARY = "summary.json"  # the finished run's test figures
 METRICS = "metrics.jsonl"  # one line per epoch
 CURVES = "curves.png"  # loss and accuracy per epoch
 TENSORBOARD = "tensorboard"  # the event files of log.tensorboard
-INDEX = "index.json"  # the image folder's listing (index_imagefolder): a resume does not list the folder again
+INDEX = "index.json"  # the image folder's listing (vitc.data.folder_index): a resume does not list the folder again
 CHECKPOINTS = (BEST, LAST, RESUME)  # names only vitc train writes: a folder holding one is a run folder
 # the run's records beside its config.json: never a report's place (a report over index.json was replaced by the
 # next run's listing, silently)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitc.data import stream
+from vitc.data import folder_index, stream
 from vitc.data.datasets import load_dataset
 from vitc.data.feed import StreamFeed, open_feed
 from vitc.data.images import open_image
@@ -36,13 +36,13 @@ def _tree(root: Path, per_class: int = 4, shape: tuple[int, int] = (30, 40)) -> 
 
 def _counting_scans(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     scanned: list[Path] = []
-    original = stream.list_images
+    original = folder_index.list_images
 
     def list_images(folder: Path) -> list[str]:
         scanned.append(folder)
         return original(folder)
 
-    monkeypatch.setattr(stream, "list_images", list_images)
+    monkeypatch.setattr(folder_index, "list_images", list_images)
     return scanned
 
 
@@ -58,7 +58,7 @@ def test_index_is_cached_and_rescanned_only_when_a_folder_changes(
     again = index_imagefolder(root, "train", cache)  # a resume: no rescan
     assert len(scanned) == 3 and again.files == first.files and np.array_equal(again.labels, first.labels)
     index_imagefolder(root, "val", cache)  # another split: its own entry, scanned once
-    assert len(scanned) == 6 and set(stream._read_cache(cache)) == {"train", "val"}
+    assert len(scanned) == 6 and set(folder_index.cached_splits(cache)) == {"train", "val"}
 
     Image.new("RGB", (8, 8)).save(root / "train" / "bee" / "new.jpg")
     os.utime(root / "train" / "bee", ns=(1, 1))  # the folder changed (even where mtime resolution is coarse)

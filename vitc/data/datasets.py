@@ -23,11 +23,12 @@ from vitc.data.files import (
     IMG_EXTENSIONS,
     SPLITS,
     WHOLE,
+    class_dirs,
     class_order,
+    folder_split,
     held_out_only,
     labelled_files,
     list_images,
-    require_folder,
     split_folder,
     split_read,
 )
@@ -317,37 +318,6 @@ def _load_cifar10(data_dir: Path, split: str, size: int) -> ImageSet:
 # ---------------------------------------------------------------- image folders
 
 
-def _visible(p: Path) -> bool:
-    return not p.name.startswith(".")
-
-
-def _class_dirs(split_dir: Path) -> dict[str, Path]:
-    if not split_dir.is_dir():
-        raise VitcError(f"missing folder {split_dir} (expected <data-dir>/{{train,val[,test]}}/<class>/<images>)")
-    dirs = {p.name: p for p in split_dir.iterdir() if p.is_dir() and _visible(p)}
-    if not dirs:
-        raise VitcError(f"no class folders in {split_dir}")
-    return dirs
-
-
-def folder_split(
-    data_dir: Path, split: str, recorded: Sequence[str] | None = None
-) -> tuple[list[str], dict[str, Path]]:
-    """The class names (from train, in `class_order`: a `recorded` order of the same names is kept) and the
-    class folders of `split` (split_read)."""
-    require_folder(data_dir)
-    classes = class_order(_class_dirs(data_dir / "train"), recorded)
-    split = split_read(data_dir, split)
-    dirs = _class_dirs(data_dir / split)
-    if set(dirs) != set(classes):
-        missing, extra = class_order(set(classes) - set(dirs)), class_order(set(dirs) - set(classes))
-        raise VitcError(
-            f"{data_dir / split} must have the same class folders as {data_dir / 'train'} "
-            f"(missing: {', '.join(missing) or '-'}; extra: {', '.join(extra) or '-'})"
-        )
-    return classes, dirs
-
-
 def _load_imagefolder(
     data_dir: Path,
     split: str,
@@ -405,7 +375,7 @@ def _folder_files(
             names = list(recorded)
         else:  # a checkpoint that names no classes: numbered as train's folders were, or the split's own
             trained = data_dir / "train"
-            names = class_order(_class_dirs(trained if trained.is_dir() else split_folder(data_dir, split)[0]))
+            names = class_order(class_dirs(trained if trained.is_dir() else split_folder(data_dir, split)[0]))
         index, read = labelled_files(data_dir, split, names)
         files = [(index.root / f, int(y)) for f, y in zip(index.files, index.labels, strict=True)]
         return index.class_names, files, read

@@ -168,6 +168,34 @@ def split_read(data_dir: Path, split: str) -> str:
     return "val" if split == "test" and not (data_dir / "test").is_dir() else split
 
 
+def class_dirs(split_dir: Path) -> dict[str, Path]:
+    """The visible class folders of a split folder, by name; a missing or empty one is one line."""
+    if not split_dir.is_dir():
+        raise VitcError(f"missing folder {split_dir} (expected <data-dir>/{{train,val[,test]}}/<class>/<images>)")
+    dirs = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if not dirs:
+        raise VitcError(f"no class folders in {split_dir}")
+    return dirs
+
+
+def folder_split(
+    data_dir: Path, split: str, recorded: Sequence[str] | None = None
+) -> tuple[list[str], dict[str, Path]]:
+    """The class names (from train, in `class_order`: a `recorded` order of the same names is kept) and the
+    class folders of `split` (split_read): what training's loaders and its listing (vitc.data.folder_index) read."""
+    require_folder(data_dir)
+    classes = class_order(class_dirs(data_dir / "train"), recorded)
+    split = split_read(data_dir, split)
+    dirs = class_dirs(data_dir / split)
+    if set(dirs) != set(classes):
+        missing, extra = class_order(set(classes) - set(dirs)), class_order(set(dirs) - set(classes))
+        raise VitcError(
+            f"{data_dir / split} must have the same class folders as {data_dir / 'train'} "
+            f"(missing: {', '.join(missing) or '-'}; extra: {', '.join(extra) or '-'})"
+        )
+    return classes, dirs
+
+
 def split_listing(data_dir: Path, split: str) -> tuple[str, list[str]]:
     """The split folder an image folder reads for `split` (split_read) and its images, as class/name sorted
     by code point: from the folder's listing alone, no image is opened."""

@@ -12,7 +12,6 @@ sample comes back flagged with a one-line reason, and the loop skips or stops (d
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitc._io import parse_json, write_json
 from vitc._lazy import lazy_import
 from vitc.artifacts.preprocess import DEFAULT_CROP_MODE, DEFAULT_CROP_PCT, eval_resize
 from vitc.data.cifar import cifar_raw
-from vitc.data.datasets import folder_split, resize_images
-from vitc.data.files import FileIndex, list_images
+from vitc.data.datasets import resize_images
+from vitc.data.files import FileIndex
+
+# the listing moved to its own module, torch-free for `vitc info`; its names stay importable from here
+from vitc.data.folder_index import INDEX_VERSION, index_imagefolder  # noqa: F401
 from vitc.data.images import center_crop, open_image
 from vitc.data.transforms import check_train_interpolation
 from vitc.errors import VitcError
@@ -34,7 +35,6 @@ from vitc.errors import VitcError
 MEMORY_BUDGET = 512 * 2**20  # decoded bytes (train + val) up to which data.stream=auto keeps images in memory
 STREAM_CHOICES = ("auto", "memory", "stream")
 BAD_IMAGE_CHOICES = ("skip", "stop")
-INDEX_VERSION = 2  # 2: image files only (by extension)
 _SAMPLE_STREAM = 1 << 21  # per-sample seeds come from (seed, 2**21, epoch, index), then the copy if not the first
 
 
@@ -47,73 +47,6 @@ def use_stream(choice: str, decoded: int) -> bool:
     if choice not in STREAM_CHOICES:
         raise VitcError(f"data.stream must be one of {', '.join(STREAM_CHOICES)}, got {choice!r}")
     return choice == "stream" or (choice == "auto" and decoded > MEMORY_BUDGET)
-
-
-# ---------------------------------------------------------------- the file index
-
-
-def index_imagefolder(
-    data_dir: str | Path, split: str, cache: Path | None = None, recorded: Sequence[str] | None = None
-) -> FileIndex:
-    """Scan `data_dir/<split>/<class>/*` once; with `cache` (the run's index.json) a folder whose
-    path and folder mtimes (a file added, removed or renamed changes its folder's) are unchanged
-    is not scanned again, so a resume starts at once. Classes in `folder_split`'s order (`recorded`: a
-    resumed run's); a listing cached in another order is not used."""
-    data_dir = Path(data_dir)
-    classes, dirs = folder_split(data_dir, split, recorded)
-    root = next(iter(dirs.values())).parent
-    key = {"root": str(root.resolve()), "mtime_ns": [os.stat(root).st_mtime_ns] + [_mtime(dirs[c]) for c in classes]}
-    entries = _read_cache(cache)
-    hit = entries.get(split)
-    if isinstance(hit, dict) and hit.get("key") == key and hit.get("classes") == classes:
-        per_class = hit.get("files")
-        if _valid_names(per_class, len(classes)):
-            return _index(root, classes, per_class)
-    per_class = []
-    for name in classes:
-        files = list_images(dirs[name])
-        if not files:
-            raise VitcError(f"class folder {dirs[name]} has no images")
-        per_class.append(files)
-    if cache is not None:
-        entries[split] = {"key": key, "classes": classes, "count": sum(map(len, per_class)), "files": per_class}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_json(cache, {"version": INDEX_VERSION, "splits": entries})
-    return _index(root, classes, per_class)
-
-
-def _valid_names(per_class: Any, n_classes: int) -> bool:
-    """A cached listing: one non-empty list of plain file names (no separators) per class."""
-    if not isinstance(per_class, list) or len(per_class) != n_classes:
-        return False
-    return all(
-        isinstance(names, list)
-        and names
-        and all(isinstance(f, str) and f and "/" not in f and f not in (".", "..") for f in names)
-        for names in per_class
-    )
-
-
-def _mtime(path: Path) -> int:
-    return os.stat(path).st_mtime_ns
-
-
-def _index(root: Path, classes: list[str], per_class: list[list[str]]) -> FileIndex:
-    files = [f"{c}/{f}" for c, names in zip(classes, per_class, strict=True) for f in names]
-    labels = np.concatenate([np.full(len(n), i, dtype=np.int64) for i, n in enumerate(per_class)])
-    return FileIndex(root, files, labels, list(classes))
-
-
-def _read_cache(cache: Path | None) -> dict[str, Any]:
-    """The cached splits, or nothing when the cache is missing, unreadable or of another version."""
-    if cache is None or not cache.is_file():
-        return {}
-    try:
-        record = parse_json(cache.read_bytes(), str(cache))
-    except (OSError, VitcError):
-        return {}
-    ok = isinstance(record, dict) and record.get("version") == INDEX_VERSION and isinstance(record.get("splits"), dict)
-    return dict(record["splits"]) if ok else {}
 
 
 # ---------------------------------------------------------------- sources: where sample i comes from

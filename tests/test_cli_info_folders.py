@@ -1,11 +1,13 @@
 """`vitc info` of what a user finds in vitc's folders: a folder of weights (the one `vitc import --out` writes, its
-checkpoint; a Hugging Face or timm model folder: what it is, and how vitc takes it) and an export folder's held-out
-set. Torch-free: these run in the Python 3.8 runtime suite too."""
+checkpoint; a Hugging Face or timm model folder: what it is, and how vitc takes it), an export folder's held-out
+set and a run folder's image-folder listing (index.json). Torch-free: these run in the Python 3.8 runtime suite too."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +169,106 @@ def test_an_npz_that_is_no_held_out_set_is_one_line(tmp_path: Path) -> None:
         assert result.output.startswith(f"error: {path}: not a held-out set")
         with pytest.raises(VitcError, match="not a held-out set"):  # as every reader of the set refuses it
             load_heldout(path)
+
+
+def _jpeg_folder(root: Path, per_split: dict[str, int]) -> Path:
+    """Class folders ant, bee, cow of small JPEGs under each split (`per_split`: images per class)."""
+    from PIL import Image
+
+    for split, count in per_split.items():
+        for c, name in enumerate(("ant", "bee", "cow")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (12, 10), (80 * c, 20 * i, 90)).save(root / split / name / f"{i}.jpg")
+    return root
+
+
+def _listed_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A data folder and a run folder whose index.json lists its train and val splits, as `vitc train` leaves it."""
+    from vitc._run_layout import RunLayout
+    from vitc.data.folder_index import index_imagefolder
+
+    data = _jpeg_folder(tmp_path / "data", {"train": 2, "val": 1})
+    layout = RunLayout(tmp_path / "runs" / "r")
+    layout.folder.mkdir(parents=True)
+    layout.config.write_text('{"model": {"name": "deit_micro"}, "optim": {}}')
+    for split in ("train", "val"):
+        index_imagefolder(data, split, layout.index)
+    return data, layout.index
+
+
+def test_a_runs_index_json_says_per_split_what_it_lists_and_whether_it_is_current(tmp_path: Path) -> None:
+    """`vitc info train/runs/X/index.json` said "unknown artifact": it is the run's listing of its image folder, shown
+    per split by the folder it lists, its classes and images, and whether a resume takes it (current: the folders'
+    modification times are those in its key) or the next run lists the folder again (stale), as it then does."""
+    from vitc.data.folder_index import index_imagefolder
+
+    data, index = _listed_run(tmp_path)
+    result = run("info", str(index))
+    assert result.exit_code == 0, result.output
+    assert "(vitc image-folder index)" in " ".join(result.output.split())
+    shown = _table(result.output)
+    assert shown["splits.train"] == (
+        f"root={(data / 'train').resolve()} classes=3 images=6 state=current: a resume takes it as it is"
+    )
+    assert shown["splits.val"].endswith("classes=3 images=3 state=current: a resume takes it as it is")
+    record = json.loads(run("info", str(index), "--json").output)
+    assert record["kind"] == "vitc image-folder index" and sorted(record["splits"]) == ["train", "val"]
+    assert record["splits"]["val"] == {
+        "root": str((data / "val").resolve()),
+        "classes": 3,
+        "images": 3,
+        "state": "current: a resume takes it as it is",
+    }
+
+    from PIL import Image
+
+    Image.new("RGB", (12, 10)).save(data / "train" / "bee" / "new.jpg")
+    os.utime(data / "train" / "bee", ns=(1, 1))  # the folder changed (even where mtime resolution is coarse)
+    splits = json.loads(run("info", str(index), "--json").output)["splits"]
+    assert (
+        splits["train"]["state"] == "stale: a folder changed since it was listed; the next run lists the folder again"
+    )
+    assert splits["train"]["images"] == 6 and splits["val"]["state"].startswith("current")
+    assert len(index_imagefolder(data, "train", index)) == 7  # listed again, as info said
+    splits = json.loads(run("info", str(index), "--json").output)["splits"]
+    assert splits["train"]["state"].startswith("current") and splits["train"]["images"] == 7
+
+    shutil.rmtree(data / "val")
+    val = json.loads(run("info", str(index), "--json").output)["splits"]["val"]
+    assert val["state"] == (
+        f"stale: {(tmp_path / 'data' / 'val').resolve()} or one of its class folders is gone; "
+        "the next run lists the folder again"
+    )
+
+
+def test_a_damaged_index_json_is_one_line(tmp_path: Path) -> None:
+    """Cut short, not a listing, or a split's entry not as vitc train writes it: one line, exit 2, no traceback."""
+    _, index = _listed_run(tmp_path)
+    whole = index.read_text()
+    cases = [
+        (whole[: len(whole) // 2], f"error: {index} is not valid JSON ("),
+        ("[1, 2]", f"error: {index} is not an image folder's listing as vitc train writes it (its splits)"),
+        ('{"version": 2, "splits": {"train": {"key": 1}}}', f"error: {index}: the listing of 'train' is damaged"),
+    ]
+    for text, said in cases:
+        index.write_text(text)
+        result = run("info", str(index))
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+        assert result.output.startswith(said), result.output
+        assert result.output.strip().endswith("the next run lists the folder again"), result.output
+    index.write_text('{"version": 1, "splits": {}}')  # an older vitc's: described, stale
+    record = json.loads(run("info", str(index), "--json").output)
+    assert record["state"].startswith("stale: another vitc's listing (version 1, this one reads 2)")
+
+
+def test_info_names_the_held_out_set_and_index_json_it_reads(tmp_path: Path) -> None:
+    """`vitc info --help` and the line for a file it does not know name both (an index.json outside a run folder,
+    whose config.json says whose listing it is, is not one)."""
+    help_text = " ".join(run("info", "--help").output.split())
+    assert "held-out set (.npz)" in help_text and "index.json" in help_text
+    (tmp_path / "index.json").write_text('{"version": 2, "splits": {}}')
+    result = run("info", str(tmp_path / "index.json"))
+    assert result.exit_code == 2 and "unknown artifact" in result.output, result.output
+    said = " ".join(result.output.split())
+    assert "its held-out set (.npz)" in said and "metrics.jsonl or index.json)" in said

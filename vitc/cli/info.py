@@ -1,6 +1,6 @@
 """`vitc info ARTIFACT`: what a checkpoint, resume file, ONNX file, export folder or its held-out set, TensorRT plan,
 a report vitc wrote (eval, predict, bench, compile, inspect) or a training run's record (summary.json, config.json,
-metrics.jsonl) says about itself."""
+metrics.jsonl, the image folder's listing index.json) says about itself."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from vitc._io import ReportKind
-from vitc._run_layout import CONFIG, METRICS, SUMMARY, RunLayout, is_run_folder, run_checkpoint, run_record
+from vitc._run_layout import CONFIG, INDEX, METRICS, SUMMARY, RunLayout, is_run_folder, run_checkpoint, run_record
 from vitc._terminal import Fitted
 from vitc.cli._console import console as plain_console
 from vitc.cli._console import printable
@@ -69,7 +69,7 @@ def _described(path: Path) -> tuple[dict[str, Any], VitcError | None]:
         return report, None
     raise VitcError(
         f"{path}: unknown artifact (expected .safetensors, .onnx, .pt2, .plan, an export folder or its held-out "
-        f"set (.npz), a vitc report or a run's {SUMMARY}, {CONFIG} or {METRICS})"
+        f"set (.npz), a vitc report or a run's {SUMMARY}, {CONFIG}, {METRICS} or {INDEX})"
     )
 
 
@@ -105,10 +105,13 @@ def _describe_report(path: Path) -> dict[str, Any] | None:
 def _run_records() -> dict[str, tuple[str, Callable[[Path], dict[str, Any] | None]]]:
     """Each record `vitc train` writes in its run folder that `vitc info` describes (recognised as a run's as
     no report may replace it: vitc._run_layout.run_record), with what it shows of it."""
+    from vitc.data.folder_index import index_summary
+
     return {
         SUMMARY: ("vitc train summary", _json_object),  # flat: one row per figure, as `vitc train` printed them
         CONFIG: ("vitc train config", _train_config),  # a row per section
         METRICS: ("vitc train metrics", _metrics_summary),
+        INDEX: ("vitc image-folder index", index_summary),  # a row per split: current, or stale
     }
 
 
@@ -432,7 +435,7 @@ def info(
         Path,
         typer.Argument(
             help="A checkpoint, run folder, resume file, ONNX file, export folder or its held-out set (.npz), .plan, "
-            "vitc's JSON report, or a run's summary.json, config.json or metrics.jsonl."
+            "vitc's JSON report, or a run's summary.json, config.json, metrics.jsonl or index.json."
         ),
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

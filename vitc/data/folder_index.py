@@ -2,7 +2,8 @@
 
 A streamed image folder is listed once: a resume, and the next run on the same folder, take the listing
 while the folders' modification times are those it was made under (a file added, removed or renamed changes
-its folder's). No torch, and Python 3.8: the torch-free runtime reads it too.
+its folder's). No torch, and Python 3.8: `vitc info RUN/index.json` says on a Jetson too what a listing
+holds and whether the next run takes it (`index_summary`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from vitc._io import parse_json, write_json
-from vitc.data.files import FileIndex, folder_split, list_images
+from vitc.data.files import FileIndex, folder_split, list_images, split_read
 from vitc.errors import VitcError
 
 INDEX_VERSION = 2  # 2: image files only (by extension)
+AGAIN = "the next run lists the folder again"
 
 
 def index_key(root: Path, class_folders: Iterable[Path]) -> dict[str, Any]:
@@ -89,3 +91,53 @@ def cached_splits(cache: Path | None) -> dict[str, Any]:
         return {}
     ok = isinstance(record, dict) and record.get("version") == INDEX_VERSION and isinstance(record.get("splits"), dict)
     return dict(record["splits"]) if ok else {}
+
+
+def index_summary(path: Path) -> dict[str, Any]:
+    """What `vitc info RUN/index.json` shows: per split, the folder it lists, its classes and images, and whether
+    it is current (the folders' modification times in its key are those on disk now: a resume takes it) or stale
+    (the next run lists the folder again). A file that is no listing, damaged or unreadable, is one line."""
+    try:
+        record = parse_json(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise VitcError(f"{path} cannot be read ({exc.strerror or exc})") from exc
+    except VitcError as exc:
+        raise VitcError(f"{exc}: {AGAIN}") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("splits"), dict):
+        raise VitcError(f"{path} is not an image folder's listing as vitc train writes it (its splits): {AGAIN}")
+    if record.get("version") != INDEX_VERSION:
+        said = f"stale: another vitc's listing (version {record.get('version')}, this one reads {INDEX_VERSION})"
+        return {"version": record.get("version"), "state": f"{said}; {AGAIN}"}
+    return {
+        "version": INDEX_VERSION,
+        "splits": {str(split): _split_summary(path, str(split), entry) for split, entry in record["splits"].items()},
+    }
+
+
+def _split_summary(path: Path, split: str, entry: Any) -> dict[str, Any]:
+    """One split's listing: its folder, classes and images, and whether the next run takes it (`_state`)."""
+    key = entry.get("key") if isinstance(entry, dict) else None
+    classes = entry.get("classes") if isinstance(entry, dict) else None
+    if not (
+        isinstance(key, dict)
+        and isinstance(key.get("root"), str)
+        and isinstance(classes, list)
+        and all(isinstance(name, str) and name for name in classes)
+        and valid_names(entry.get("files"), len(classes))
+    ):
+        raise VitcError(f"{path}: the listing of {split!r} is damaged, not as vitc train writes it: {AGAIN}")
+    root = Path(key["root"])
+    images = sum(len(names) for names in entry["files"])
+    return {"root": str(root), "classes": len(classes), "images": images, "state": _state(root, split, classes, key)}
+
+
+def _state(root: Path, split: str, classes: list[str], key: dict[str, Any]) -> str:
+    """current: `index_imagefolder` takes the listing (its key is the one made of the folders now, and the split
+    still reads that folder: a test/ made since is read instead of val/); else stale, and why."""
+    try:
+        now = index_key(root, (root / name for name in classes))
+    except OSError:
+        return f"stale: {root} or one of its class folders is gone; {AGAIN}"
+    if now != key or split_read(root.parent, split) != root.name:
+        return f"stale: a folder changed since it was listed; {AGAIN}"
+    return "current: a resume takes it as it is"

@@ -131,9 +131,10 @@ def test_a_crash_in_one_process_still_shows_its_traceback(tmp_path: Path) -> Non
     assert said.count("Traceback (most recent call last)") == 2, said  # rank 1's, then torchrun's own
     assert 'raise RuntimeError("a bug in rank 1")' in said, said
     assert re.search(r"^RuntimeError: a bug in rank 1$", said, re.MULTILINE), said  # the end of rank 1's traceback
-    # rank 0 exits with 2 once it has said the line, unless torchrun, which stops the others once one has failed,
-    # stopped it first (SIGTERM: -15)
-    assert code != 0 and codes.get(1, 1) == 1 and codes.get(0, 2) in (2, -15), said
+    # each exits on its own, rank 1 with 1 and rank 0 with 2 once it has said the line, unless torchrun, which stops
+    # the others once one has failed, stopped it first (SIGTERM: -15): rank 0 if rank 1 ended first, else rank 1
+    # while it was still ending, after its traceback (a loaded CI machine)
+    assert code != 0 and (codes.get(1, 1), codes.get(0, 2)) in ((1, 2), (1, -15), (-15, 2)), said
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Session fixtures shared by tests/export, tests/quant and tests/compile: a briefly trained
-convit_micro and its exports.
+convit_micro and its exports; and the typing tests' one mypy run.
 
 Built once per session and only when a test asks for them (training ~10 s of CPU, three exports ~12 s).
 """
@@ -88,3 +88,13 @@ def exports(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {name: export_checkpoint(trained_ckpt, opts, say=lambda _m: None) for name, opts in options.items()}
+
+
+@pytest.fixture(scope="session")
+def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One mypy run for every typing test (tests/mypy_run.py: they share its 15 s of reading torch's stubs)."""
+    from tests import mypy_run
+
+    if not mypy_run.available():
+        pytest.skip("mypy is not installed")
+    return mypy_run.run(tmp_path_factory.mktemp("mypy"))

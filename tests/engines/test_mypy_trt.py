@@ -2,67 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = """[mypy]
-strict = True
-python_version = 3.10
-follow_imports = silent
-
-[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]
-ignore_errors = True
-[mypy-tensorrt_libs,tensorrt_libs.*,cuda.*,pycuda.*]
-ignore_missing_imports = True
-"""
+from tests.mypy_run import STRICT_TRT, MypyReport
 
 
 @pytest.mark.slow
-def test_mypy_strict_trt_adapters(tmp_path: Path):
-    if importlib.util.find_spec("mypy") is None:
-        pytest.skip("mypy is not installed")
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from repair_trt_stubs import repair, stubs_root
-    finally:
-        sys.path.pop(0)
-    if stubs_root() is None:
+def test_mypy_strict_trt_adapters(mypy_report: MypyReport) -> None:
+    if not mypy_report.checked_trt:
         pytest.skip("tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs)")
-    stubs = repair(tmp_path / "stubs")
-    config = tmp_path / "mypy.ini"
-    config.write_text(CONFIG)
-    env = {**os.environ, "MYPYPATH": str(stubs)}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--config-file",
-            str(config),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "vitc/engines/tensorrt.py",
-            "vitc/engines/trt_plan.py",
-            "vitc/build/tensorrt.py",
-            "vitc/build/options.py",
-            "vitc/build/trt_precision.py",
-            "vitc/build/trt_timing_cache.py",
-            "vitc/engines/trt_runner.py",
-            "vitc/engines/cuda.py",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert mypy_report.finished, mypy_report.output
+    assert mypy_report.lines_of(*STRICT_TRT) == [], mypy_report.output
 
 
 def test_repair_text():

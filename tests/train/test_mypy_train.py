@@ -3,35 +3,12 @@ the steps that build it are typed precisely, so a field passed the wrong thing i
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = """[mypy]
-strict = True
-python_version = 3.10
-follow_imports = silent
-# torch declares some of its own functions untyped (Tensor.backward)
-disallow_untyped_calls = False
-"""
+from tests.mypy_run import STRICT_TRAIN, MypyReport
 
 
 @pytest.mark.slow
-def test_mypy_strict_train_setup(tmp_path: Path) -> None:
-    if importlib.util.find_spec("mypy") is None:
-        pytest.skip("mypy is not installed")
-    config = tmp_path / "mypy.ini"
-    config.write_text(CONFIG)
-    done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", str(tmp_path / "cache"),
-         "vitc/train/setup.py", "vitc/train/network.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_mypy_strict_train_setup(mypy_report: MypyReport) -> None:
+    assert mypy_report.finished, mypy_report.output
+    assert mypy_report.lines_of(*STRICT_TRAIN) == [], mypy_report.output

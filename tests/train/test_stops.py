@@ -39,7 +39,7 @@ def _run(settings: dict[str, Any], resume: bool = False) -> RunResult:
 @pytest.fixture(scope="module", autouse=True)
 def curves_every_epoch() -> Iterator[None]:
     """curves.png drawn at every epoch's end, as TensorBoard's copy of it: these tests stop runs within the drawing
-    of a given epoch (report.CURVES_EVERY_S: a run of 3 short epochs draws it at the first and the last)."""
+    of a given epoch (report.CURVES_EVERY_S: a run of 3 short epochs draws it at the last alone)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(report, "CURVES_EVERY_S", 0.0)
         yield
@@ -156,23 +156,28 @@ def _drawn(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_curves_are_drawn_when_due_at_the_last_epoch_and_at_a_stop(
     straight: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Drawn at every epoch's end, curves.png took longer than a short epoch's training: it is drawn at the first
-    epoch's end, then once CURVES_EVERY_S have passed, at the last epoch, and by a stop whose epochs it lacks (Ctrl-C
-    in epoch 2's logs: the stop waits until the epoch is recorded, then draws it). metrics.jsonl has every epoch."""
+    """Drawn at every epoch's end, curves.png took longer than a short epoch's training: it is drawn once
+    CURVES_EVERY_S have passed since the run started or it was last drawn, at the last epoch, and by a stop whose
+    epochs it lacks (Ctrl-C in epoch 2's logs: the stop waits until the epoch is recorded, then draws it).
+    metrics.jsonl has every epoch."""
     settings = _settings(tmp_path)
-    drawn = _drawn(monkeypatch)
+    drawn = _drawn(monkeypatch)  # CURVES_EVERY_S = 1e9
+    clock = report.CurvesClock()
+    assert not clock.due(last=False) and clock.due(last=True)  # a first epoch that ended at once
+    clock.drawn_at -= report.CURVES_EVERY_S
+    assert clock.due(last=False)
     whole = _run({**settings, "run.out_dir": str(tmp_path / "whole")})
-    assert drawn == [1, EPOCHS] and len(read_metrics(whole.run_dir / "metrics.jsonl")) == EPOCHS
+    assert drawn == [EPOCHS] and len(read_metrics(whole.run_dir / "metrics.jsonl")) == EPOCHS
     assert (whole.run_dir / "curves.png").read_bytes() == (straight.run_dir / "curves.png").read_bytes()
     drawn.clear()
     with monkeypatch.context() as patch:
         _stop_at_epochs_end(patch, "write_metrics", 2, [signal.SIGINT])
         with pytest.raises(TrainingInterrupted, match="interrupted; continue with"):
             _run(settings)
-    assert drawn == [1, 2]  # epoch 1's end, then the stop's: the figure has every epoch of the resume state
+    assert drawn == [2]  # the stop's: the figure has every epoch of the resume state
     time.sleep(1.0 - time.time() % 1.0)  # TensorBoard's event files sort by the second they were opened
     resumed = _run(settings, resume=True)
-    assert drawn == [1, 2, 2, EPOCHS]  # --resume redraws the saved history, then the last epoch
+    assert drawn == [2, 2, EPOCHS]  # --resume redraws the saved history, then the last epoch
     assert (resumed.run_dir / "curves.png").read_bytes() == (straight.run_dir / "curves.png").read_bytes()
 
 

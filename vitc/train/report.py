@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,18 +49,19 @@ def draw_curves(
     plot_curves(history, RunLayout(Path(folder)).curves, run_title(cfg), schedule, training_objective(cfg))
 
 
-# curves.png is redrawn at an epoch's end once this many seconds have passed since it was last drawn: every epoch of
-# a run whose epochs take longer; drawn every epoch, a run of short epochs spent longer on the figure than training
+# curves.png is drawn at an epoch's end once this many seconds have passed since the run started or the figure was
+# last drawn: every epoch of a run whose epochs take longer; drawn every epoch (0.2-0.5 s each), a run of short
+# epochs spent longer on the figure than training
 CURVES_EVERY_S = 10.0
 
 
 @dataclass
 class CurvesClock:
-    """When a run redraws curves.png (`CURVES_EVERY_S`): at an epoch's end when due, at the run's last epoch, and
+    """When a run draws curves.png (`CURVES_EVERY_S`): at an epoch's end when due, at the run's last epoch, and
     when the run stops with epochs the figure lacks; --resume redraws it whole (`write_history`). metrics.jsonl and
     TensorBoard's scalars have every epoch at its end."""
 
-    drawn_at: float = -math.inf  # time.monotonic() when last drawn: the first epoch's end draws it
+    drawn_at: float = field(default_factory=time.monotonic)  # when last drawn, or the run's start
     rows: int = 0  # the history rows the figure shows
 
     def due(self, last: bool) -> bool:

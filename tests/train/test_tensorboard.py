@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +108,33 @@ def test_figures_every_n_epochs_and_at_the_last(tiny: dict[str, Any]) -> None:
     assert [e.step for e in events.Scalars("locality/gate/blocks.0.attn/h0")] == [1, 2, 3]
     with pytest.raises(VitcError, match=r"log\.figures_every must not be negative"):
         load_config(None, {"log.figures_every": -1})
+
+
+def test_a_run_that_fails_mid_epoch_closes_its_writer(tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU ran out of memory at epoch 2's second step: the steps before it are in TensorBoard, and the writer is
+    closed. It was left open on every error path but a stop (Ctrl-C, SIGTERM): in a notebook or a sweep each
+    failed run kept a writer thread and its open event file."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vitc.train import loop
+
+    def writers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread" and t.is_alive()]
+
+    before, steps, step = writers(), [], loop._backward_and_step
+
+    def out_of_memory(run: Any, loss: Any) -> None:
+        steps.append(run.state.global_step + 1)
+        if len(steps) == 5:  # 3 steps an epoch (tests/train/conftest.py)
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        step(run, loss)
+
+    monkeypatch.setattr(loop, "_backward_and_step", out_of_memory)
+    with pytest.raises(VitcError, match="out of GPU memory"):
+        train(load_config(None, tiny | {"optim.epochs": 2, "log.tensorboard": True}), show_progress=False)
+    assert writers() == before
+    events = EventAccumulator(str(Path(tiny["run.out_dir"]) / "tiny" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("step/loss")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("epoch/train_loss")] == [1]

@@ -172,6 +172,8 @@ def setup_run(
     attention = settle_attention(cfg, model, ddp, steps.per_rank_batch, autocast, device, dist, tell, chosen)
     run_info["attention"] = attention
     in_place, board = _open_records(cfg, folder, dist, state, steps, resumed)
+    if board is not None:  # closed as the run ends however it ends (a failure too: its thread and file)
+        cleanup.callback(board.close)
     progress = EpochProgress(  # a quiet run's rank 0 logs its epoch lines (`vitc train -q` prints them)
         enabled=show_progress and dist.is_main,
         show_top5=feed.num_classes > 5,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 
 class VitcError(Exception):
@@ -83,6 +84,22 @@ def gpu_failure(exc: BaseException, doing: str, hint: str, kept: str = "") -> Vi
     ):
         return VitcError(f"the GPU failed {doing} ({text[:200]}); check it with nvidia-smi (lost or reset?){kept}")
     return None
+
+
+ON_GPU_HINT = "freeing the GPU (other processes on it) or --device cpu"  # eval/predict out of GPU memory: what to try
+
+
+@contextlib.contextmanager
+def gpu_errors(doing: str, hint: str) -> Iterator[None]:
+    """A CUDA failure in the block (out of memory, a GPU lost) as its one line (`gpu_failure`); anything else as
+    it was: a command that runs a model on a GPU the user chose, beside whatever else fills it."""
+    try:
+        yield
+    except RuntimeError as exc:
+        failure = gpu_failure(exc, doing, hint)
+        if failure is None:
+            raise
+        raise failure from exc
 
 
 def no_cuda(option: str, torch: Any) -> VitcError:

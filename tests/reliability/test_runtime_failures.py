@@ -167,6 +167,44 @@ def test_compile_out_of_gpu_memory(user: Path, monkeypatch: pytest.MonkeyPatch) 
     refused(invoke(["compile", "deit_micro"]), "out of GPU memory checking the compiled model at batch size 1")
 
 
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """deit_micro (random weights) for the two classes of `user`'s photos_set."""
+    import vitc
+
+    model = vitc.create_model("deit_micro", num_classes=2, depth=1, embed_dim=32, num_heads=2)
+    return vitc.save_checkpoint(tmp_path / "m.safetensors", model, ["a", "b"])
+
+
+def test_eval_out_of_gpu_memory(checkpoint: Path, user: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vitc eval` beside a training run that fills the GPU: one line saying what to try (a traceback before)."""
+    from vitc.train import evaluate
+
+    def failing(*_: Any, **__: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError(OOM)
+
+    monkeypatch.setattr(evaluate, "predict_labelled", failing)
+    result = invoke(["eval", str(checkpoint), "--data", "imagefolder", "--data-dir", str(user / "photos_set")])
+    refused(result, "out of GPU memory evaluating at batch size 256; try freeing the GPU", "or --device cpu")
+
+
+@pytest.mark.parametrize("where", ["load", "classify"])
+def test_predict_out_of_gpu_memory(checkpoint: Path, user: Path, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vitc predict` with a checkpoint: the model moved onto a full GPU, or its images run there (a traceback)."""
+    import vitc
+
+    def failing(*_: Any, **__: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError(OOM)
+
+    if where == "load":
+        monkeypatch.setattr(torch.nn.Module, "to", failing)
+    else:
+        monkeypatch.setattr(vitc, "predict", failing)
+    doing = "loading the model" if where == "load" else "classifying 8 images"  # a chunk of the 12
+    result = invoke(["predict", str(checkpoint), str(user / "photos_set")])
+    refused(result, f"out of GPU memory {doing}; try freeing the GPU", "or --device cpu")
+
+
 # ---------------------------------------------------------------- streaming: files change under the run
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -21,6 +19,7 @@ if TYPE_CHECKING:
 
 COMPILE_JSON = ReportKind("vitc compile report", ".json", json_report("target", "rows", "max_abs_diff", "tolerance"))
 PROGRAM_FILES = ("model.pt2", "compile_report.json", "compile_report.md")  # what --out DIR receives
+COMPILE_HINT = "freeing the GPU (other processes on it) or compiling on the CPU"  # out of GPU memory: what to try
 
 
 def compile_(
@@ -45,7 +44,7 @@ def compile_(
     from vitc.compile import TARGETS, compile_model
     from vitc.compile.pipeline import CHECK_BATCH
     from vitc.compile.program import CHECK_BATCHES
-    from vitc.errors import VitcError
+    from vitc.errors import VitcError, gpu_errors
 
     if target not in TARGETS:
         raise VitcError(f"unknown compile target {target!r} (choose one of: {', '.join(TARGETS)})")
@@ -56,7 +55,7 @@ def compile_(
     started = time.perf_counter()
     model, class_names = _load(source)
     loaded = time.perf_counter() - started
-    with _gpu_errors(f"checking the compiled model at batch size {CHECK_BATCH}"):
+    with gpu_errors(f"checking the compiled model at batch size {CHECK_BATCH}", COMPILE_HINT):
         compiled, report = compile_model(model, target=target)
     total = time.perf_counter() - started
 
@@ -82,7 +81,8 @@ def compile_(
 
         meta = program_meta(model, class_names, record)
         program, report_json, report_md = (out / name for name in PROGRAM_FILES)
-        with _gpu_errors(f"exporting the program (checked at batch sizes {', '.join(map(str, CHECK_BATCHES))})"):
+        checked = ", ".join(map(str, CHECK_BATCHES))
+        with gpu_errors(f"exporting the program (checked at batch sizes {checked})", COMPILE_HINT):
             record["export"] = export_program(compiled, report.input_size, program, meta)
         write_json(report_json, record)
         with atomic_write(report_md) as tmp:
@@ -92,20 +92,6 @@ def compile_(
         write_report(json_path, json_text(record))
         if not to_stdout(json_path):
             console.print(f"wrote {json_path}")
-
-
-@contextmanager
-def _gpu_errors(doing: str) -> Iterator[None]:
-    """CUDA out of memory or a lost GPU as one line (a model loaded onto the GPU by the API user)."""
-    from vitc.errors import gpu_failure
-
-    try:
-        yield
-    except RuntimeError as exc:
-        failure = gpu_failure(exc, doing, "freeing the GPU (other processes on it) or compiling on the CPU")
-        if failure is None:
-            raise
-        raise failure from exc
 
 
 def _load(source: str) -> tuple[nn.Module, list[str] | None]:

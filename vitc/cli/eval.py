@@ -20,7 +20,7 @@ from vitc._text import few_names
 from vitc.cli._console import console, warn
 from vitc.cli._eval_report import default_png, report_files, write_report
 from vitc.cli._options import ForceOpt
-from vitc.errors import DEVICES, VitcError, unknown_device
+from vitc.errors import DEVICES, ON_GPU_HINT, VitcError, gpu_errors, unknown_device
 
 if TYPE_CHECKING:
     import numpy as np
@@ -137,7 +137,8 @@ def _evaluate_checkpoint(
     waited = [0.0]
     started = time.perf_counter()
     try:
-        logits, labels = predict_labelled(model.to(on), _timed(batches, waited), cfg.mean, cfg.std, on)
+        with gpu_errors(f"evaluating at batch size {EVAL_BATCH}", ON_GPU_HINT):
+            logits, labels = predict_labelled(model.to(on), _timed(batches, waited), cfg.mean, cfg.std, on)
     finally:
         if feed is not None:
             skipped = sorted(feed.bad)

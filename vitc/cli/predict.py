@@ -17,7 +17,7 @@ from typing_extensions import Annotated
 from vitc._io import ReportKind, json_report, report_path
 from vitc.cli._console import console, warn
 from vitc.cli._options import ForceOpt
-from vitc.errors import DEVICES, VitcError, unknown_device
+from vitc.errors import DEVICES, ON_GPU_HINT, VitcError, gpu_errors, unknown_device
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -164,14 +164,17 @@ class _OnCheckpoint:
         from vitc.models import get_model_cfg
 
         on = pick_device(device)
-        self.model = vitc.load_model(resolve_checkpoint(path)).to(on)
+        model = vitc.load_model(resolve_checkpoint(path))
+        with gpu_errors("loading the model", ON_GPU_HINT):
+            self.model = model.to(on)
         self.prep = get_model_cfg(self.model).preprocess
 
     def __enter__(self) -> Tuple[Classify, Preprocess, str]:
         import vitc
 
         def classify(images: Sequence[Any], top_k: int) -> List[Prediction]:
-            return vitc.predict(self.model, list(images), top_k=top_k)  # type: ignore[return-value]
+            with gpu_errors(f"classifying {len(images)} image{'s' * (len(images) != 1)}", ON_GPU_HINT):
+                return vitc.predict(self.model, list(images), top_k=top_k)  # type: ignore[return-value]
 
         return classify, self.prep, "torch"
 

@@ -317,6 +317,35 @@ def test_fp16s_loss_scale_is_resumed(tiny: dict[str, Any], monkeypatch: pytest.M
     assert resumed.history == reference.history
 
 
+@pytest.mark.parametrize(("first", "then"), [((), ("cpu",)), (("cpu",), ())], ids=["to-fused", "from-fused"])
+def test_a_resumed_run_steps_with_its_own_devices_adamw(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch, first: tuple[str, ...], then: tuple[str, ...]
+) -> None:
+    """A run started on the CPU and resumed on a GPU (or the other way): AdamW steps fused where this session's
+    device takes it (setup.FUSED_ADAMW_ON, "cuda"; the CPU stands in for it here). torch's load_state_dict took
+    `fused` with every other setting from the file: the GPU session stepped with the CPU's for-loop kernel."""
+    from vitc.train import setup
+
+    fused: list[set[Any]] = []
+    step = loop._backward_and_step
+
+    def recording(run: Any, loss: torch.Tensor) -> None:
+        fused.append({group.get("fused") for group in run.optimizer.param_groups})
+        step(run, loss)
+
+    monkeypatch.setattr(loop, "_backward_and_step", recording)
+    monkeypatch.setattr(setup, "FUSED_ADAMW_ON", first)
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, call=5)  # in the middle of epoch 2
+        with pytest.raises(TrainingInterrupted):
+            _run(tiny)
+    assert fused and all(kernel == {True if first else None} for kernel in fused)
+    fused.clear()
+    monkeypatch.setattr(setup, "FUSED_ADAMW_ON", then)
+    _run(tiny, resume=True)
+    assert fused and all(kernel == {True if then else None} for kernel in fused)
+
+
 def test_a_resumed_run_keeps_its_attention_and_the_measurement_draws_nothing(
     tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -120,14 +120,30 @@ def _restore(
         # of the file mapped in memory, which Windows then refuses to replace (the next epoch's resume state:
         # "a file with a user-mapped section open")
         slots.setdefault(int(index), {})[slot] = value.clone()
+    # which kernel steps (fused on a GPU: vitc.train.setup) is this session's device's, not the saved session's:
+    # load_state_dict takes every setting of a group from the file, and places the `step` counts by its `fused`
+    groups = record["param_groups"]
+    if (
+        isinstance(groups, list)
+        and len(groups) == len(optimizer.param_groups)
+        and all(isinstance(g, dict) for g in groups)
+    ):
+        groups = [{**saved, **_kernel(fresh)} for saved, fresh in zip(groups, optimizer.param_groups, strict=True)]
     try:
-        optimizer.load_state_dict({"state": slots, "param_groups": record["param_groups"]})
+        optimizer.load_state_dict({"state": slots, "param_groups": groups})
     except (ValueError, KeyError) as exc:
         raise VitcError(f"{path}: the optimiser state does not fit this model ({exc})") from exc
     _restore_rngs(tensors, generators)
     if scaler is not None and scaler.is_enabled() and record.get("scaler"):
         scaler.load_state_dict(record["scaler"])
     return TrainState(**record["state"]), record["info"]
+
+
+KERNEL_SETTINGS = ("fused", "foreach", "capturable")  # how an optimiser steps, which the device decides
+
+
+def _kernel(group: dict[str, Any]) -> dict[str, Any]:
+    return {name: group[name] for name in KERNEL_SETTINGS if name in group}
 
 
 _RANK_META = "vitc.resume.rank"  # a DDP process's own part: where it stood, how many processes, its sums

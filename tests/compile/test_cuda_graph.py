@@ -26,29 +26,43 @@ class FakeGraph:
 
 
 class FakeCuda:
-    """torch.cuda's part of CUDAGraphs on CPU: a replay reruns the captured function into the static output."""
+    """torch.cuda's part of CUDAGraphs on CPU: a replay reruns the captured function into the static output.
+    `done` records on which current device (`on`) each side stream, capture and replay ran."""
 
     def __init__(self) -> None:
         self.side_streams = 0
         self.captures: list[FakeGraph] = []
+        self.current: torch.device | None = None
+        self.done: list[tuple[str, torch.device | None]] = []
 
     def check(self, x: torch.Tensor) -> None:
         pass
 
     @contextlib.contextmanager
+    def on(self, device: torch.device) -> Iterator[None]:
+        before, self.current = self.current, device
+        try:
+            yield
+        finally:
+            self.current = before
+
+    @contextlib.contextmanager
     def side_stream(self) -> Iterator[None]:
         self.side_streams += 1
+        self.done.append(("side stream", self.current))
         yield
 
     def capture(self, fn: Callable[[], torch.Tensor]) -> tuple[FakeGraph, torch.Tensor]:
         out = fn()
         graph = FakeGraph(fn, out)
         self.captures.append(graph)
+        self.done.append(("capture", self.current))
         return graph, out
 
     def replay(self, graph: FakeGraph) -> None:
         graph.out.copy_(graph.fn())  # a graph writes into the memory it captured, nowhere else
         graph.replays += 1
+        self.done.append(("replay", self.current))
 
 
 class Counting(nn.Module):
@@ -102,6 +116,18 @@ def test_autocast_is_inside_the_capture_without_its_cast_cache() -> None:
     out = CUDAGraphs(model, autocast=torch.bfloat16, cuda=FakeCuda())(torch.randn(2, 4))
     assert out.dtype == torch.bfloat16 and model.cast_cache == [False] * 5  # 3 warm-up calls, capture, replay
     assert CUDAGraphs(Counting().eval(), cuda=FakeCuda())(torch.randn(2, 4)).dtype == torch.float32
+
+
+def test_the_inputs_device_is_current_for_the_warm_up_the_capture_and_each_replay() -> None:
+    """A model on a GPU other than the current one (cuda:1 while cuda:0 is current): its side stream, capture
+    stream and replays are that GPU's (`TorchCuda.on`); they were the current device's."""
+    cuda = FakeCuda()
+    run = CUDAGraphs(Counting().eval(), cuda=cuda)
+    x = torch.randn(2, 4)
+    run(x)
+    run(x)
+    assert cuda.done == [("side stream", x.device), ("capture", x.device), ("replay", x.device), ("replay", x.device)]
+    assert cuda.current is None  # given back after each call
 
 
 def test_clear_errors() -> None:

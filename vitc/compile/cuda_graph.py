@@ -32,11 +32,17 @@ Key = tuple[tuple[int, ...], torch.dtype, torch.device]
 
 
 class TorchCuda:
-    """The CUDA side of CUDAGraphs (tests pass a CPU stand-in with the same four methods)."""
+    """The CUDA side of CUDAGraphs (tests pass a CPU stand-in with the same five methods)."""
 
     def check(self, x: torch.Tensor) -> None:
         if x.device.type != "cuda":
             raise VitcError(f"CUDA graphs replay GPU work: give a CUDA tensor (x.cuda()), got one on {x.device}")
+
+    def on(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """`device` current for the streams, the capture and the replay: a model on cuda:1 while cuda:0 is
+        current warmed up on cuda:1's default stream, and torch.cuda.graph's shared capture stream is made on
+        whichever device was current at the first capture of the process."""
+        return torch.cuda.device(device)
 
     @contextlib.contextmanager
     def side_stream(self) -> Iterator[None]:
@@ -49,7 +55,7 @@ class TorchCuda:
 
     def capture(self, fn: Callable[[], torch.Tensor]) -> tuple[Any, torch.Tensor]:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream()):  # on the current device (`on`)
             out = fn()
         return graph, out
 
@@ -108,7 +114,7 @@ class CUDAGraphs:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.cuda.check(x)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.cuda.on(x.device):
             key = (tuple(x.shape), x.dtype, x.device)
             captured = self._graphs.get(key)
             if captured is None:

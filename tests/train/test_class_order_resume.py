@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from vitc.cli.main import app
-from vitc.data import datasets, feed
+from vitc.data import datasets, feed, files
 from vitc.train.config import load_config
 from vitc.train.interrupt import TrainingInterrupted
 from vitc.train.loop import train
@@ -68,7 +68,8 @@ def test_a_run_from_before_timms_order_resumes_in_its_own(
     settings |= {"data.image_size": 16, "data.stream": stream, "model.args": {**tiny["model.args"], "patch_size": 4}}
     settings |= {"optim.batch_size": 8, "optim.epochs": 2, "run.workers": 0}
     with monkeypatch.context() as patch:
-        patch.setattr(datasets, "class_order", _plain_order)
+        for module in (datasets, files):  # wherever a folder's classes are ordered
+            patch.setattr(module, "class_order", _plain_order)
         reference = train(load_config(None, settings | {"run.name": "straight"}), show_progress=False)
         _interrupt_at(patch, batch=6)  # epoch 2, step 2 of 4
         with pytest.raises(TrainingInterrupted):

@@ -263,8 +263,9 @@ RATIOS_DEADLINE = 0.75  # of an amp's time: then training_timing stops building 
 
 def train_ratios(plan: dict[str, Any], out: Path, budget: float) -> dict[str, Any]:
     """docs/training_timing.py per amp, each in its own process with a share of the time left by its count of
-    variants, stopped at its end; at RATIOS_DEADLINE of it, it stops building variants and starting rounds
-    (rows of what it measured). Its warm-ups (SP-ViT's FlexAttention compile) cannot overrun the section."""
+    variants, stopped at its end; at RATIOS_DEADLINE of it, it stops building variants, warming them up (SP-ViT's
+    FlexAttention compile) and starting rounds (rows of what it measured). A warm-up begun in time cannot overrun
+    the section."""
     timing = doc_script("training_timing")
     settings = plan["ratios"]
     groups = timing.GROUPS_MICRO if settings["micro"] else timing.GROUPS_224

@@ -213,14 +213,20 @@ def interleave(
 ) -> None:
     """`opts.warmup` steps of each (allocator, AdamW state, kernels), then `opts.rounds` rounds in which
     every variant samples `opts.steps` steps in turn, so that load from other processes hits all alike.
-    Past `deadline` (time.monotonic) it stops between variants and rounds once each has one sample, and
-    says so in `stopped`; `after_round` runs after each round (docs/peer_timing.py writes its rows)."""
-    runs = list(runs)
+    Past `deadline` (time.monotonic) it warms up no more variants (the first always is: a warm-up can be a
+    compile of a minute, and the process is stopped at its end with nothing kept) and stops between variants
+    and rounds once each warmed one has one sample, and says so in `stopped`; a variant not warmed up has no
+    sample. `after_round` runs after each round (docs/peer_timing.py writes its rows)."""
+    runs, warmed = list(runs), []
     for variant in runs:
+        if warmed and _past(deadline):
+            _say(stopped, f"{len(runs) - len(warmed)} of {len(runs)} variants not warmed up, at the deadline")
+            break
         for _ in range(opts.warmup):
             variant.step()
+        warmed.append(variant)
     for done in range(opts.rounds):
-        for variant in runs:
+        for variant in warmed:
             if done and _past(deadline):
                 _say(stopped, f"{done} of {opts.rounds} rounds, the last one partial, at the deadline")
                 return
@@ -260,6 +266,7 @@ def measure(
                 runs[label] = Variant(name, kwargs, batch, img, opts)
     memory = {label: v.total_memory() for label, v in runs.items()}
     interleave(runs.values(), opts, deadline, stopped)
+    runs = {label: variant for label, variant in runs.items() if variant.times}  # those warmed up in time
     rows = []
     for names in groups.values():
         base = names[0]

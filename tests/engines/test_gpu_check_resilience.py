@@ -245,6 +245,35 @@ def test_in_process_ratios_stop_at_their_deadline() -> None:
     assert stopped[0] == "convit_micro reference not built" and stopped[-1].startswith("1 of 3 rounds")
 
 
+def test_no_warm_up_starts_past_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """training_timing.interleave warmed every variant up before looking at its deadline: past it, a compile's
+    minute-long warm-up still started, and the process, stopped at its end, kept no row. Now the first variant is
+    warmed up and sampled, the others are not, and it says so."""
+    import argparse
+
+    timing = load_doc_script("training_timing")
+    clock = [0.0]
+    monkeypatch.setattr(timing, "_past", lambda deadline: deadline is not None and clock[0] > deadline)
+
+    class Compiled:
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def step(self) -> None:
+            clock[0] += 10.0  # a warm-up step that compiles
+
+        def sample(self, steps: int) -> None:
+            self.times.append(1.0)
+
+    runs, stopped = [Compiled(), Compiled(), Compiled()], []
+    timing.interleave(runs, argparse.Namespace(warmup=2, rounds=3, steps=1), deadline=15.0, stopped=stopped)
+    assert [len(run.times) for run in runs] == [1, 0, 0] and clock[0] == 20.0
+    assert stopped == [
+        "2 of 3 variants not warmed up, at the deadline",
+        "1 of 3 rounds, the last one partial, at the deadline",
+    ]
+
+
 def test_the_timed_step_s_adamw_is_vitc_train_s(monkeypatch: pytest.MonkeyPatch) -> None:
     """training_timing's AdamW was torch's default where `vitc train` runs the fused one (on CUDA): the
     ratios timed another step. It is fused wherever vitc.train.setup's FUSED_ADAMW_ON says (CPU here)."""

@@ -176,8 +176,14 @@ def test_curves_are_drawn_when_due_at_the_last_epoch_and_at_a_stop(
             _run(settings)
     assert drawn == [2]  # the stop's: the figure has every epoch of the resume state
     time.sleep(1.0 - time.time() % 1.0)  # TensorBoard's event files sort by the second they were opened
+    with monkeypatch.context() as patch:  # Ctrl-C after the resumed session's first step: the figure lacks nothing
+        patch.setattr(EpochProgress, "advance", lambda *_, **__: signal.raise_signal(signal.SIGINT))
+        with pytest.raises(TrainingInterrupted, match="interrupted; continue with"):
+            _run(settings, resume=True)
+    assert drawn == [2, 2]  # --resume redrew the saved history; the stop did not draw it again
+    time.sleep(1.0 - time.time() % 1.0)
     resumed = _run(settings, resume=True)
-    assert drawn == [2, 2, EPOCHS]  # --resume redraws the saved history, then the last epoch
+    assert drawn == [2, 2, 2, EPOCHS]  # --resume redraws the saved history, then the last epoch
     assert (resumed.run_dir / "curves.png").read_bytes() == (straight.run_dir / "curves.png").read_bytes()
 
 

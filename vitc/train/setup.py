@@ -188,6 +188,7 @@ def setup_run(
         total_steps=steps.total_steps, warmup_steps=steps.warmup_steps, schedule=steps.schedule,
         cast=autocast, board=board, progress=progress, earlier=state.seconds,
         counts_skipped=feed.streaming or cfg.data.name == "imagefolder", meter=StepMeter(device), in_place=in_place,
+        curves=report.CurvesClock(rows=len(state.history)),  # a resume drew them (_open_records)
     )  # fmt: skip
 
 

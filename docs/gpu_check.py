@@ -50,7 +50,7 @@ A section reads "ok" only where none of its sub-runs failed: "partial" where som
 every one that ran did (the check then exits 1), the first failure as its reason.
 
 Needs beyond CUDA PyTorch: numpy, typer, rich, safetensors (vitc's core, run from this checkout);
-scikit-learn (digits) and matplotlib (vitc train's curves, at each epoch's end) for train; cuda-python
+scikit-learn (digits) and matplotlib (vitc train's curves.png) for train; cuda-python
 matching the driver (`cuda-python>=12.6,<13` for a CUDA 12 driver, `>=13,<14` for CUDA 13) or pycuda
 (cuda_layer); tensorrt, onnx, onnxruntime and onnxscript (tensorrt). The machine has no registry:
 download wheels where there is one (`pip download -d wheels typer rich safetensors scikit-learn
@@ -83,7 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ("numpy", "typer", "rich", "safetensors")
 NEEDS = {
     "torch_bench": ("torch", *CORE),
-    "train": ("torch", "sklearn", "matplotlib", *CORE),  # vitc train plots its curves at each epoch's end
+    "train": ("torch", "sklearn", "matplotlib", *CORE),  # vitc train draws curves.png (and checks at its start)
     "train_ratios": ("torch", *CORE),
     "peers": ("torch", "timm", *CORE),
     "inference": ("torch", *CORE),  # its timm part is skipped, with the reason, where timm is missing

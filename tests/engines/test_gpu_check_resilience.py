@@ -420,7 +420,7 @@ def test_a_train_only_peer_run_writes_each_model_s_rows(monkeypatch: pytest.Monk
 
 
 def test_train_needs_matplotlib(gpu_check: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """vitc train plots its curves at each epoch's end: without matplotlib every row failed after an epoch."""
+    """vitc train draws curves.png: without matplotlib every row failed (now at its start, before an epoch)."""
     module = load_doc_script("gpu_check")
     monkeypatch.setattr(module, "has", lambda name: name != "matplotlib")
     assert module.missing("train") == ["matplotlib"]

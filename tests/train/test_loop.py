@@ -33,6 +33,19 @@ def _run(overrides: dict[str, Any], resume: bool = False) -> loop.RunResult:
     return train(load_config(None, overrides), resume=resume, show_progress=False)
 
 
+def test_missing_matplotlib_is_one_clear_error_before_any_epoch(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch without the [torch] extra's matplotlib: the run failed where curves.png was first drawn, once 10 s had
+    passed or at the last epoch (then without that epoch's resume state); now before it loads any data."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    with pytest.raises(VitcError, match=r"needs 'matplotlib', which is not installed \(pip install 'vitc\[torch\]'\)"):
+        _run(tiny)
+    assert not (Path(tiny["run.out_dir"]) / "tiny").exists()
+
+
 def test_a_run_writes_every_artifact(tiny: dict[str, Any]) -> None:
     result = _run(tiny)
     names = sorted(p.name for p in result.run_dir.iterdir())

@@ -105,6 +105,10 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
             PlainConsole(markup=False, highlight=False).print(f"default: {note}")
         if cfg.log.tensorboard:
             lazy_import("tensorboard")  # missing: one clear error before any data is loaded
+        if (
+            dist.is_main
+        ):  # curves.png (report.CurvesClock): missing, it failed at the first figure, maybe the last epoch
+            lazy_import("matplotlib")
         if dist.enabled and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
         amp_dtype = pick_amp(cfg.run.amp, device)

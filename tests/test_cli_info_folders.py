@@ -242,6 +242,33 @@ def test_a_runs_index_json_says_per_split_what_it_lists_and_whether_it_is_curren
     )
 
 
+def test_a_linked_split_is_current_and_test_read_from_val_is_stale_once_test_exists(tmp_path: Path) -> None:
+    """val/ a link to another folder (named by its target in the key): current, as the next run takes it (it was
+    called stale, and so was test, read from it). The test split listed from val/ (no test/ then) is stale once a
+    test/ is made beside it, and current once listed again."""
+    from vitc._run_layout import RunLayout
+    from vitc.data.folder_index import index_imagefolder
+
+    data = _jpeg_folder(tmp_path / "data", {"train": 2})
+    _jpeg_folder(tmp_path / "elsewhere", {"validation": 1})
+    (data / "val").symlink_to(tmp_path / "elsewhere" / "validation")
+    layout = RunLayout(tmp_path / "runs" / "r")
+    layout.folder.mkdir(parents=True)
+    layout.config.write_text('{"model": {"name": "deit_micro"}, "optim": {}}')
+    for split in ("train", "val", "test"):
+        index_imagefolder(data, split, layout.index)
+    splits = json.loads(run("info", str(layout.index), "--json").output)["splits"]
+    assert {split: entry["state"].split(":")[0] for split, entry in splits.items()} == dict.fromkeys(
+        ("train", "val", "test"), "current"
+    )
+    _jpeg_folder(data, {"test": 1})
+    splits = json.loads(run("info", str(layout.index), "--json").output)["splits"]
+    assert [entry["state"].split(":")[0] for entry in splits.values()] == ["current", "current", "stale"]
+    assert len(index_imagefolder(data, "test", layout.index)) == 3  # listed again, test/ now, as info said
+    splits = json.loads(run("info", str(layout.index), "--json").output)["splits"]
+    assert splits["test"]["state"].startswith("current") and splits["test"]["root"] == str((data / "test").resolve())
+
+
 def test_a_damaged_index_json_is_one_line(tmp_path: Path) -> None:
     """Cut short, not a listing, or a split's entry not as vitc train writes it: one line, exit 2, no traceback."""
     _, index = _listed_run(tmp_path)

@@ -45,6 +45,7 @@ RUNTIME_ENTRY = [
     "vitc.train.report",
     "vitc.data.cifar",
     "vitc.data.files",
+    "vitc.data.folder_index",
     "vitc.data.images",
     "vitc.export.onnx_export",
     "vitc.export.trt_rules",

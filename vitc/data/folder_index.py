@@ -54,6 +54,7 @@ def index_imagefolder(
         per_class.append(files)
     if cache is not None:
         entries[split] = {"key": key, "classes": classes, "count": sum(map(len, per_class)), "files": per_class}
+        entries[split]["folder"] = str(root)  # as named under data_dir (the key's root is resolved): `_state`
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_json(cache, {"version": INDEX_VERSION, "splits": entries})
     return _index(root, classes, per_class)
@@ -128,16 +129,19 @@ def _split_summary(path: Path, split: str, entry: Any) -> dict[str, Any]:
         raise VitcError(f"{path}: the listing of {split!r} is damaged, not as vitc train writes it: {AGAIN}")
     root = Path(key["root"])
     images = sum(len(names) for names in entry["files"])
-    return {"root": str(root), "classes": len(classes), "images": images, "state": _state(root, split, classes, key)}
+    folder = Path(entry["folder"]) if isinstance(entry.get("folder"), str) else root  # written before: its root
+    state = _state(root, folder, split, classes, key)
+    return {"root": str(root), "classes": len(classes), "images": images, "state": state}
 
 
-def _state(root: Path, split: str, classes: list[str], key: dict[str, Any]) -> str:
+def _state(root: Path, folder: Path, split: str, classes: list[str], key: dict[str, Any]) -> str:
     """current: `index_imagefolder` takes the listing (its key is the one made of the folders now, and the split
-    still reads that folder: a test/ made since is read instead of val/); else stale, and why."""
+    still reads the folder it listed, `folder` as named under the data folder: a test/ made beside the val/ it
+    read is read instead); else stale, and why."""
     try:
         now = index_key(root, (root / name for name in classes))
     except OSError:
         return f"stale: {root} or one of its class folders is gone; {AGAIN}"
-    if now != key or split_read(root.parent, split) != root.name:
+    if now != key or split_read(folder.parent, split) != folder.name:
         return f"stale: a folder changed since it was listed; {AGAIN}"
     return "current: a resume takes it as it is"

@@ -101,7 +101,8 @@ def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tupl
     """(command, what it needs, present?, broken, unsupported) rows; `broken` names each package the command needs
     that is installed but fails to import, with why (as the component rows say it, or cut to share `why_cut`
     characters among them: the table), else ""; `unsupported` says which installed release vitc does not run
-    (TensorRT before 8.5) and what to do, else ""."""
+    (TensorRT before 8.5, and what to do; a Python older than the training side's, for the rows needing torch),
+    else ""."""
     from vitc import _lazy
 
     training = _lazy.TRAINING_PYTHON
@@ -143,7 +144,7 @@ def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tupl
 
 def _unsupported(facts: dict[str, Any], names: tuple[str, ...], training: tuple[int, int]) -> str:
     """`TensorRT 8.4.1.5 < 8.5 (upgrade JetPack)` when `names` holds tensorrt and the installed one is too old (the
-    tensorrt component row has the whole line); `Python 3.8.18 < 3.10 (...)` when `names` holds torch and this
+    tensorrt component row has the whole line); `Python 3.8.18 < 3.10` when `names` holds torch and this
     Python is older than the training side's: installing torch (NVIDIA's JetPack 5 wheel is for 3.8) would not help."""
     from vitc.engines.tensorrt import OLDEST_RELEASE, upgrade_remedy, version_text
 

@@ -61,7 +61,7 @@ class CurvesClock:
     when the run stops with epochs the figure lacks; --resume redraws it whole (`write_history`). metrics.jsonl and
     TensorBoard's scalars have every epoch at its end."""
 
-    drawn_at: float = field(default_factory=time.monotonic)  # when last drawn, or the run's start
+    drawn_at: float = field(default_factory=time.monotonic)  # when last drawn, or training's start
     rows: int = 0  # the history rows the figure shows
 
     def due(self, last: bool) -> bool:

@@ -105,9 +105,8 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True, fo
             PlainConsole(markup=False, highlight=False).print(f"default: {note}")
         if cfg.log.tensorboard:
             lazy_import("tensorboard")  # missing: one clear error before any data is loaded
-        if (
-            dist.is_main
-        ):  # curves.png (report.CurvesClock): missing, it failed at the first figure, maybe the last epoch
+        # curves.png (rank 0, report.CurvesClock): missing, it failed at the first figure, maybe the last epoch
+        if dist.is_main:
             lazy_import("matplotlib")
         if dist.enabled and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
@@ -366,12 +365,13 @@ def _record_epoch(run: Run, row: dict[str, Any], evaluated: torch.nn.Module) -> 
         write_checkpoint(layout.best, evaluated, meta)
     write_checkpoint(layout.last, evaluated, meta)
     report.write_metrics(state.history, layout.metrics)
-    drawn = run.curves.due(last=row["epoch"] == cfg.optim.epochs or state.stopped_early)
+    last = row["epoch"] == cfg.optim.epochs or state.stopped_early
+    drawn = run.curves.due(last)
     if drawn:
         run.curves.draw(state.history, folder.path, cfg, run.schedule)
     if board:
         if board.sample is not None:  # under DDP rank 0's share of val may all have been unreadable
-            every, last = cfg.log.figures_every, row["epoch"] == cfg.optim.epochs or state.stopped_early
+            every = cfg.log.figures_every
             draw = every > 0 and (row["epoch"] % every == 0 or last)
             board.locality(evaluated, eval_transform(board.sample, run.mean, run.std), row["epoch"], figures=draw)
         board.epoch(row, [layout.curves] if drawn else [])  # flushed, as near the resume state as can be

@@ -49,7 +49,7 @@ def draw_curves(
     plot_curves(history, RunLayout(Path(folder)).curves, run_title(cfg), schedule, training_objective(cfg))
 
 
-# curves.png is drawn at an epoch's end once this many seconds have passed since the run started or the figure was
+# curves.png is drawn at an epoch's end once this many seconds have passed since training started or the figure was
 # last drawn: every epoch of a run whose epochs take longer; drawn every epoch (0.2-0.5 s each), a run of short
 # epochs spent longer on the figure than training
 CURVES_EVERY_S = 10.0

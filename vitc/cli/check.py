@@ -84,7 +84,7 @@ def default_target(model: Path) -> Tuple[str, str]:
     would use; else the target the export recorded beside the file; else 10. "OK for TensorRT 10" where 8.5
     is installed was followed by `vitc build` failing on the same file."""
     from vitc.artifacts import manifest_for
-    from vitc.engines.tensorrt import installed_release, too_old
+    from vitc.engines.tensorrt import OLDEST_RELEASE, installed_release, too_old, version_text
     from vitc.errors import VitcError
     from vitc.export.trt_rules import resolve
 
@@ -95,7 +95,8 @@ def default_target(model: Path) -> Tuple[str, str]:
             resolve(version)
             return version, "the one installed here"
         except VitcError:  # a release vitc has no parser table for, or one too old: said, the next source checked
-            why = "does not build for (it needs 8.5 or newer)" if too_old(release) else "has no parser table for"
+            oldest = version_text(OLDEST_RELEASE)
+            why = f"does not build for (it needs {oldest} or newer)" if too_old(release) else "has no parser table for"
             unknown = f"TensorRT {release} is installed here, which vitc {why}; "
     try:
         manifest = manifest_for(model)

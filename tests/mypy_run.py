@@ -15,12 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.engines.repair_trt_stubs import repair, stubs_root
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "engines"))
-try:
-    from repair_trt_stubs import repair, stubs_root
-finally:
-    sys.path.pop(0)
 
 # training's setup: the `Run` a loop step reads and the steps that build it
 STRICT_TRAIN = ("vitc/train/setup.py", "vitc/train/network.py")

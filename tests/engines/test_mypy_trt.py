@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.engines.repair_trt_stubs import repair_text
 from tests.mypy_run import STRICT_TRT, MypyReport
 
 
@@ -19,11 +17,6 @@ def test_mypy_strict_trt_adapters(mypy_report: MypyReport) -> None:
 
 
 def test_repair_text():
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from repair_trt_stubs import repair_text
-    finally:
-        sys.path.pop(0)
     src = (
         "def f(self: X, in: list[int], out: list[int]) -> None: ...\n"
         "def add_scale_nd(self, input: T, shift: W = None, channel_axis: int) -> L: ...\n"

@@ -193,6 +193,27 @@ def test_doctor_says_training_needs_a_newer_python(old_python: str, monkeypatch:
     assert row[0].split("│")[3].strip() == f"unsupported: {said}"
 
 
+def test_doctor_torch_row_says_the_python_is_too_old(old_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The component row too: `missing` (or a broken torch's why) sent a JetPack 5 user to install a torch that
+    would not help; whether torch is absent, broken or imports, the row says the Python is the reason."""
+    from vitc import _lazy
+    from vitc.cli import doctor
+    from vitc.cli.main import app
+
+    said = f"unsupported: Python {platform.python_version()} < {old_python}"
+    monkeypatch.setenv("COLUMNS", "400")
+    for found in [(None, None), (None, "libcusparseLt.so.0: cannot open shared object file")]:
+        monkeypatch.setattr(
+            _lazy, "import_optional", lambda name, found=found: found if name == "torch" else (None, None)
+        )
+        facts = doctor.gather()
+        assert facts["torch"]["unsupported"] == said.split(": ", 1)[1]
+        table = CliRunner().invoke(app, ["doctor"])
+        assert table.exit_code == 0, table.output
+        row = [line for line in table.output.splitlines() if line.startswith("│ torch ")]
+        assert row[0].split("│")[2].strip() == said, table.output
+
+
 def test_doctor_shows_the_install_hint_whole_on_jetpack_5(monkeypatch: pytest.MonkeyPatch) -> None:
     """JetPack 5 with the CUDA 12 bindings: the table names the extra to install, brackets and all."""
     from tests.engines.fakes.cuda_fakes import install_cuda

@@ -25,6 +25,7 @@ def _version(dist: str) -> str | None:
 def gather() -> dict[str, Any]:
     """Facts, importing only what is installed; a package that is installed but fails to import (a Jetson's
     torch without libcusparseLt, onnxruntime against an older numpy) is a row of its own, `broken: why`."""
+    from vitc import _lazy
     from vitc._lazy import import_optional
     from vitc.engines.platform import jetson_info, nvidia_smi_gpus
 
@@ -40,6 +41,8 @@ def gather() -> dict[str, Any]:
             }
         except Exception as exc:  # a torch that imports but cannot query CUDA is still worth showing
             facts["torch"] = {"version": getattr(torch, "__version__", None), "error": first_line(exc)}
+    if sys.version_info[:2] < _lazy.TRAINING_PYTHON:  # JetPack 5: installing (or fixing) torch would not help
+        facts["torch"] = {**(facts["torch"] or {"version": None}), "unsupported": _old_python()}
     facts["onnx"] = _version("onnx")
     onnxruntime, broken = import_optional("onnxruntime")
     facts["onnxruntime"] = _broken(broken)
@@ -149,12 +152,18 @@ def _unsupported(facts: dict[str, Any], names: tuple[str, ...], training: tuple[
     from vitc.engines.tensorrt import OLDEST_RELEASE, upgrade_remedy, version_text
 
     if "torch" in names and sys.version_info[:2] < training:
-        oldest = ".".join(map(str, training))
-        return f"Python {platform.python_version()} < {oldest}"
+        return _old_python()
     row = facts.get("tensorrt")
     if "tensorrt" not in names or not isinstance(row, dict) or not row.get("unsupported"):
         return ""
     return f"TensorRT {row['version']} < {version_text(OLDEST_RELEASE)} ({upgrade_remedy()})"
+
+
+def _old_python() -> str:
+    """`Python 3.8.18 < 3.10`: this Python is older than vitc's training side needs."""
+    from vitc import _lazy
+
+    return f"Python {platform.python_version()} < {'.'.join(map(str, _lazy.TRAINING_PYTHON))}"
 
 
 def _broken_needs(facts: dict[str, Any], names: tuple[str, ...], why_cut: int | None = None) -> str:
@@ -230,10 +239,10 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print the fact
             text = Text.assemble(("missing", "red"), f" ({OPTIONAL[key]})")
         elif value in (None, [], {}):
             text = missing
+        elif isinstance(value, dict) and value.get("unsupported"):  # first: fixing a broken one would not help
+            text = Text.assemble(("unsupported", "red"), f": {value['unsupported']}")
         elif isinstance(value, dict) and value.get("broken"):
             text = Text.assemble(("broken", "red"), f": {value['broken']}")
-        elif isinstance(value, dict) and value.get("unsupported"):
-            text = Text.assemble(("unsupported", "red"), f": {value['unsupported']}")
         elif isinstance(value, dict):
             text = ", ".join(f"{k}: {v}" for k, v in value.items())
         elif isinstance(value, list):

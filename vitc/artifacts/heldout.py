@@ -32,6 +32,7 @@ from vitc.errors import VitcError
 
 GLOB = "heldout.*.npz"
 KEYS = ("pixels", "mean", "std", "images", "labels", "reference_logits")  # images: float inputs, written before
+NOT_HELDOUT = "not a held-out set (.npz of pixels, labels, reference_logits)"  # every reader's refusal
 
 
 def heldout_name(sha256: str) -> str:
@@ -179,7 +180,7 @@ def _read(path: Path, manifest: ExportManifest | None, pixels: bool = True) -> H
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in KEYS if k in data and (pixels or k != "pixels")}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise VitcError(f"{path}: not a held-out set (.npz of pixels, labels, reference_logits)") from exc
+        raise VitcError(f"{path}: {NOT_HELDOUT}") from exc
     if not pixels and "pixels" in headers:
         if manifest is None:  # no hash proved the bytes: their CRC, as np.load's read checks it
             _check_crc(path, "pixels.npy")
@@ -241,7 +242,7 @@ def _check_crc(path: Path, member: str) -> None:
             while stream.read(1 << 20):
                 pass
     except (OSError, KeyError, zlib.error, zipfile.BadZipFile) as exc:
-        raise VitcError(f"{path}: not a held-out set (.npz of pixels, labels, reference_logits)") from exc
+        raise VitcError(f"{path}: {NOT_HELDOUT}") from exc
 
 
 def _check_npz_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -272,5 +273,5 @@ def _check_npz_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     except VitcError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise VitcError(f"{path}: not a held-out set (.npz of images, labels, reference_logits)") from exc
+        raise VitcError(f"{path}: {NOT_HELDOUT}") from exc
     return headers

@@ -24,9 +24,12 @@ demo: $(STAMP)
 	$(VENV)/bin/vitc export train/runs/convit_micro/best.safetensors -p fp32 -p fp16 -p int8 --dynamic-batch 1:8:32 --force
 	$(VENV)/bin/vitc bench -e $(RUN)/model.fp32.onnx -e $(RUN)/model.fp16.onnx -e $(RUN)/model.int8.onnx --data $(RUN) -b 1,8
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), two for CI's two cores: about 1.75 times as fast as one
+# (docs/benchmarks.md, "The suite in two workers"). TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP) runtime-venvs
 	$(VENV)/bin/ruff check vitc tests
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS)
 	$(MAKE) --no-print-directory test-runtime
 
 # The torch-free runtime (info, doctor, check, build, bench --engine) on the Pythons of JetPack 5 (3.8)
@@ -88,7 +91,7 @@ test-torch:
 	.venv-torch$(TORCH)/bin/python -m pip install -q torch==$(TORCH)
 	.venv-torch$(TORCH)/bin/python -m pip install -q -e '.[torch,onnx,dev]'
 	.venv-torch$(TORCH)/bin/python -m pip install -q --no-deps tensorrt-stubs
-	.venv-torch$(TORCH)/bin/python -m pytest -p no:cacheprovider
+	.venv-torch$(TORCH)/bin/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS)
 
 # On a lent NVIDIA GPU (CUDA PyTorch, no registry; the venv's CPU torch is not used): benchmarks, CUDA
 # training, the CUDA layer and the tensorrt-marked tests in ~8 min -> train/runs/gpu_check/gpu_check.md

@@ -7,6 +7,7 @@ Built once per session and only when a test asks for them (training ~10 s of CPU
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import warnings
 from pathlib import Path
@@ -19,6 +20,29 @@ import pytest
 # handler the embedding program chose) would see nothing arrive. Theirs is the terminal's Ctrl-C.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# `make test` runs the suite in pytest-xdist's workers, one per core. Each runs torch on one intra-op thread, and
+# so do the processes its tests start: two OpenMP threads per worker on 2 cores spin-wait for each other (see
+# torch_threads). Set before anything imports torch, as OMP_NUM_THREADS must be.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+TERMINAL_ENV = ("COLUMNS", "LINES")  # a worker starts with COLUMNS=80, LINES=24 that the suite's process lacks
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, in the controlling process: hand each worker this process's terminal size variables."""
+    node.workerinput["terminal_env"] = {name: os.environ.get(name) for name in TERMINAL_ENV}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a worker, the terminal size variables as the suite's process has them: vitc writes output that is not a
+    terminal 200 columns wide unless COLUMNS says otherwise (vitc._terminal.LOG_WIDTH), and its tests read it so."""
+    for name, value in getattr(config, "workerinput", {}).get("terminal_env", {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @contextlib.contextmanager

@@ -14,9 +14,8 @@ from vitc.cli.main import app
 
 
 def run(*args: str):
-    return CliRunner().invoke(
-        app, list(args), env={"COLUMNS": "400"}
-    )  # a row per line, however long the tmp path (xdist adds popen-gwN/)
+    # a row per line, however long the tmp path (xdist's adds popen-gwN/)
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
 
 
 def test_folder_with_several_exports_lists_them_all(tmp_path: Path) -> None:

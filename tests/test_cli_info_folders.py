@@ -19,9 +19,8 @@ from vitc.cli.main import app
 
 
 def run(*args: str):
-    return CliRunner().invoke(
-        app, list(args), env={"COLUMNS": "400"}
-    )  # a row per line, however long the tmp path (xdist adds popen-gwN/)
+    # a row per line, however long the tmp path (xdist's adds popen-gwN/)
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
 
 
 def test_the_folder_vitc_import_writes_is_shown_as_its_checkpoint(tmp_path: Path) -> None:

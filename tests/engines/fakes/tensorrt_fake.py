@@ -226,6 +226,7 @@ class FileLog(list):  # type: ignore[type-arg]
 
 CHILD_ENV = "VITC_TEST_FAKE_TENSORRT"  # the fake a child process makes (tests/engines/fakes/child/tensorrt.py)
 CHILD_DIR = Path(__file__).resolve().parent / "child"
+ROOT = Path(__file__).resolve().parents[3]  # where the child's `import tests.engines.fakes` finds this package
 
 
 def install_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str, gpu: Any, dla_cores: int = 0) -> FakeTensorRT:
@@ -242,6 +243,7 @@ def install_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str, gpu: Any, dl
     trt._log = FileLog(log)
     spec = {"version": version, "driver": gpu.driver, "name": gpu.name, "cc": list(gpu.cc), "dla_cores": dla_cores}
     monkeypatch.setenv(CHILD_ENV, json.dumps({**spec, "log": log}))
+    monkeypatch.syspath_prepend(str(ROOT))  # not on sys.path where pytest runs as `pytest`, not `python -m pytest`
     monkeypatch.syspath_prepend(str(CHILD_DIR))
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     for module in (tensorrt, trt_build, trt_precision, trt_runner):

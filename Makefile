@@ -34,13 +34,13 @@ test: $(STAMP) runtime-venvs
 
 # The torch-free runtime (info, doctor, check, build, bench --engine) on the Pythons of JetPack 5 (3.8)
 # and JetPack 6 (3.10), against the strict TensorRT/CUDA fakes. Each interpreter gets its own venv on
-# first use (.venv-py38, .venv-py310): vitc without torch, pytest, and for the fakes onnx/onnxruntime
+# first use (.venv-py38, .venv-py310): vitc without torch, pytest(-xdist), and for the fakes onnx/onnxruntime
 # (the newest that install there) on numpy 1.21.6, the oldest numpy onnxruntime accepts. The main
 # suite's tests/engines/test_wheel.py installs the wheel it builds into each of them. An interpreter
 # that is missing is skipped, loudly.
 PYENV_ROOT ?= $(HOME)/.pyenv
 RUNTIME_PYTHONS ?= 3.8.18 3.10.13
-RUNTIME_TEST_DEPS := pytest numpy==1.21.6 onnx onnxruntime
+RUNTIME_TEST_DEPS := pytest pytest-xdist numpy==1.21.6 onnx onnxruntime
 # tests/engines is the runtime's (strict-fake TensorRT and CUDA included): all of it but the GPU check's
 # torch tables, its resilience tests (Python 3.12 and torch on the lent GPU) and the wheel test, which the main
 # suite runs against these venvs.
@@ -67,7 +67,7 @@ runtime-venvs:
 	@$(call each_runtime,$(MAKE) --no-print-directory $$venv/.vitc-runtime RUNTIME_PY=$$py)
 
 test-runtime: runtime-venvs
-	@$(call each_runtime,echo "== the torch-free runtime on Python $$v" && $$venv/bin/python -m pytest -p no:cacheprovider $(RUNTIME_TESTS) \
+	@$(call each_runtime,echo "== the torch-free runtime on Python $$v" && $$venv/bin/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) $(RUNTIME_TESTS) \
 		&& if [ -d $$venv/numpy-oldest ]; then echo "== Python $$v with numpy $(NUMPY_OLDEST)" \
 		&& VITC_NUMPY_OLDEST=$(NUMPY_OLDEST) PYTHONPATH=$$venv/numpy-oldest $$venv/bin/python -m pytest -p no:cacheprovider $(NUMPY_OLDEST_TESTS); fi)
 

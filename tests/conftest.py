@@ -21,7 +21,7 @@ import pytest
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-# `make test` runs the suite in pytest-xdist's workers, one per core. Each runs torch on one intra-op thread, and
+# `make test` runs the suite in pytest-xdist's workers (TEST_WORKERS, two). Each runs torch on one intra-op thread, and
 # so do the processes its tests start: two OpenMP threads per worker on 2 cores spin-wait for each other (see
 # torch_threads). Set before anything imports torch, as OMP_NUM_THREADS must be.
 if os.environ.get("PYTEST_XDIST_WORKER"):

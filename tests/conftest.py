@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,6 +44,15 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _sys_path_restored() -> Iterator[None]:
+    """Each test leaves sys.path as it found it: a docs/ script loaded in-process (gpu_check.py puts the repository
+    root and docs/ first) made later tests pass that fail alone or in another xdist worker."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -176,10 +177,19 @@ def test_every_command_builds_and_the_runtime_ones_run(tmp_path: Path) -> None:
 def test_doctor_says_training_needs_a_newer_python(old_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Even where torch imports (NVIDIA's JetPack 5 wheel is for Python 3.8), the training rows are unsupported,
     and say it is the Python: not "missing", which sent a JetPack 5 user to install a torch that would not help."""
+    from vitc import _lazy
     from vitc.cli import doctor
     from vitc.cli.main import app
 
-    facts = {**doctor.gather(), "torch": {"version": "2.0.0", "cuda": "11.4", "cuda_available": True}}
+    jetpack_torch = SimpleNamespace(
+        __version__="2.0.0", version=SimpleNamespace(cuda="11.4"), cuda=SimpleNamespace(is_available=lambda: True)
+    )
+    found = _lazy.import_optional
+    monkeypatch.setattr(
+        _lazy, "import_optional", lambda name: (jetpack_torch, None) if name == "torch" else found(name)
+    )
+    facts = doctor.gather()
+    assert facts["torch"]["version"] == "2.0.0"  # it imports, and is still no use here
     rows = {command: (needs, ok, why) for command, needs, ok, _, why in doctor.requirements(facts)}
     said = f"Python {platform.python_version()} < {old_python}"
     assert rows["train / compile / eval ckpt"] == (f"Python >= {old_python}, torch", False, said)

@@ -110,7 +110,7 @@ def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tupl
 
     training = _lazy.TRAINING_PYTHON
     py = f"Python >= {training[0]}.{training[1]}, "  # the training side; the runtime rows also run on 3.8
-    torch_ok = bool(facts["torch"] and facts["torch"].get("version")) and sys.version_info[:2] >= training
+    torch_ok = bool(facts["torch"] and facts["torch"].get("version")) and not facts["torch"].get("unsupported")
     trt_ok = bool(facts["tensorrt"] and facts["tensorrt"].get("version")) and not facts["tensorrt"].get("unsupported")
     gpu_ok = bool(facts["gpus"]) or facts["jetson"] is not None
     cuda_ok = torch_ok and bool(facts["torch"].get("cuda_available"))
@@ -139,20 +139,21 @@ def requirements(facts: dict[str, Any], why_cut: int | None = None) -> list[tupl
             needs,
             ok,
             "" if ok else _broken_needs(facts, names, why_cut),
-            "" if ok else _unsupported(facts, names, training),
+            "" if ok else _unsupported(facts, names),
         )
         for command, needs, ok, names in rows
     ]
 
 
-def _unsupported(facts: dict[str, Any], names: tuple[str, ...], training: tuple[int, int]) -> str:
+def _unsupported(facts: dict[str, Any], names: tuple[str, ...]) -> str:
     """`TensorRT 8.4.1.5 < 8.5 (upgrade JetPack)` when `names` holds tensorrt and the installed one is too old (the
     tensorrt component row has the whole line); `Python 3.8.18 < 3.10` when `names` holds torch and this
     Python is older than the training side's: installing torch (NVIDIA's JetPack 5 wheel is for 3.8) would not help."""
     from vitc.engines.tensorrt import OLDEST_RELEASE, upgrade_remedy, version_text
 
-    if "torch" in names and sys.version_info[:2] < training:
-        return _old_python()
+    torch = facts.get("torch")
+    if "torch" in names and isinstance(torch, dict) and torch.get("unsupported"):  # gather's: the Python
+        return str(torch["unsupported"])
     row = facts.get("tensorrt")
     if "tensorrt" not in names or not isinstance(row, dict) or not row.get("unsupported"):
         return ""

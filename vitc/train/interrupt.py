@@ -6,18 +6,18 @@ taken as Ctrl-C: Python's default ends the process at once, saving nothing and s
 then saves the exact step and says how to continue, with exit code 128 + the signal.
 
 Under DDP the terminal's Ctrl-C (or the launcher's SIGTERM) reaches every process at once and each saves
-where it stands; a resume continues each process from its own saved streams only where all stopped at
-the same step. Raised at once, KeyboardInterrupt could stop one process just before its step is recorded
-and another just after. Held from the backward pass (DDP's gradient all-reduce) until the step is
-recorded, it lets a step whose gradients were exchanged finish in every process, and one whose exchange
-never completed finish in none: that exchange fails once the peer that stopped has gone, and with Ctrl-C
-pressed the failure is the interruption. One process gains too: no optimiser step is saved applied but
-uncounted. A second Ctrl-C does not wait (a large model's step on a CPU takes seconds): the step is then
-cut short, as every Ctrl-C cut it before. A second SIGTERM does wait: it is no one insisting (Slurm
-signals every process of a job and the launcher its ranks again), and its sender's next word is SIGKILL.
-Under nccl the exchange is queued on the GPU and the backward returns before it completes, so processes
-can still stop a step apart there: each then says so and draws fresh random streams from the resumed
-step (vitc.train.setup), as every process above 0 did before.
+where it stands; a resume continues each process from its own saved streams only where all stopped at the
+same step. Raised at once, KeyboardInterrupt could stop one process just before its step is recorded and
+another just after. Held from the backward pass (DDP's gradient all-reduce) until the step is recorded, it
+lets a step whose gradients were exchanged finish in every process, and one whose exchange never completed
+finish in none: that exchange fails once the peer that stopped has gone, and with Ctrl-C pressed the failure
+is the interruption. One process gains too: no optimiser step is saved applied but uncounted, and no step's
+loss is dropped between its read-back and the epoch's running sums. A second Ctrl-C does not wait (a large
+model's step on a CPU takes seconds): the step is then cut short, as every Ctrl-C cut it before. A second
+SIGTERM does wait: it is no one insisting (Slurm signals every process of a job and the launcher its ranks
+again), and its sender's next word is SIGKILL. Under nccl the exchange is queued on the GPU and the backward
+returns before it completes, so processes can still stop a step apart there: each then says so and draws
+fresh random streams from the resumed step (vitc.train.setup), as every process above 0 did before.
 
 What a stopped run then saves and the one line it ends with (`interrupted`, `TrainingInterrupted`) are
 here too; the loop (vitc.train.loop) catches the KeyboardInterrupt and calls them.

@@ -247,10 +247,11 @@ def _train_epoch(run: Run, epoch: int) -> None:
             run.meter.finish(loss, batch.count, step, state.global_step + 1, lr, start)
             _step_done(run, ready, step)
             state.images_seen += batch.count * dist.world_size
-        if run.meter.due():  # every step on a CPU; on a GPU one wait per group of steps
-            run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
+            if run.meter.due():  # every step on a CPU; on a GPU one wait per group of steps
+                run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
         progress.advance(loss=None, lr=lr, images=batch.count * dist.world_size)
-    run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
+    with run.ctrl_c.held():  # losses read back but not yet in the running sums are lost to a stop
+        run.meter.settle(state.partial, epoch, progress, run.board, run.run_dir)
 
 
 def _shadow_step(run: Run) -> None:

@@ -157,7 +157,7 @@ def test_an_npz_that_is_no_held_out_set_is_one_line(tmp_path: Path) -> None:
     result = run("info", str(weights))
     assert result.exit_code == 2, result.output
     assert result.output.strip() == (
-        f"error: {weights}: not a held-out set (an .npz of pixels, labels, reference_logits; it holds b, w)"
+        f"error: {weights}: not a held-out set (.npz of pixels, labels, reference_logits); it holds b, w"
     )
     path, _, _ = _heldout(tmp_path, labelled=True)
     whole = path.read_bytes()

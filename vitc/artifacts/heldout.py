@@ -188,7 +188,7 @@ def _read(path: Path, manifest: ExportManifest | None, pixels: bool = True) -> H
         arrays["pixels"] = np.broadcast_to(np.zeros((), dtype=dtype), shape)
     if not {"pixels", "images", "reference_logits"} & set(arrays):
         held = ", ".join(sorted(headers)) or "no arrays"
-        raise VitcError(f"{path}: not a held-out set (an .npz of pixels, labels, reference_logits; it holds {held})")
+        raise VitcError(f"{path}: {NOT_HELDOUT}; it holds {held}")
     stored = "pixels" if "pixels" in arrays else "images"  # float inputs: a set written before
     missing = {stored, "reference_logits"} - set(arrays)
     if missing:

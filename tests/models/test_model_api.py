@@ -66,14 +66,29 @@ def test_cvt_takes_any_input_size() -> None:
     assert model(torch.randn(1, 3, 35, 48)).shape == (1, 10)
 
 
-def test_the_size_check_adds_no_tracer_warning() -> None:
-    """The ONNX export traces the model: its input size is static, the check a constant there."""
-    model, x = _micro("deit_micro").eval(), torch.randn(2, 3, 32, 32)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_size_checks_add_no_tracer_warning(name: str) -> None:
+    """The ONNX export and timm's TorchScript route trace the model: its input size is static, the checks
+    constants there (the image size's, and ConViT's and SP-ViT's attention's of its token count)."""
+    model, x = _micro(name).eval(), torch.randn(2, 3, 32, 32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         traced = torch.jit.trace(model, x)
     assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
     assert torch.equal(traced(x), model(x))
+
+
+@pytest.mark.parametrize(
+    ("name", "layer", "said"), [("convit_micro", "GPSA", "GPSA"), ("spvit_micro", "SPSA", "SP-SA")]
+)
+def test_an_attention_layer_alone_refuses_another_token_count(name: str, layer: str, said: str) -> None:
+    """Its positional tables are the built grid's (a model checks the image size before its layers do)."""
+    attention = next(m for m in _micro(name).modules() if type(m).__name__ == layer).eval()
+    tokens, dim = attention.rel_indices.shape[1], attention.qk.in_features
+    for impl in ("fused", "reference"):
+        attention.attn_impl = impl
+        with pytest.raises(ValueError, match=rf"^{said} was built for {tokens} tokens, got {tokens + 1}$"):
+            attention(torch.randn(1, tokens + 1, dim))
 
 
 @pytest.mark.parametrize("name", FAMILIES)

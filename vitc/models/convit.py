@@ -23,6 +23,7 @@ from vitc.models.layers import (
     Mlp,
     PatchEmbed,
     check_attn_impl,
+    check_tokens,
     content_attention,
     drop_path_rates,
     flush_subnormals,
@@ -204,8 +205,7 @@ class GPSA(nn.Module):
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = x.shape
-        if tokens != self.rel_indices.shape[1]:
-            raise ValueError(f"GPSA was built for {self.rel_indices.shape[1]} tokens, got {tokens}")
+        check_tokens("GPSA", self.rel_indices.shape[1], tokens)
         qk = self.qk(x).reshape(batch, tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = qk.unbind(0)
         pos_score = self.pos_proj(self.rel_indices.expand(batch, -1, -1, -1)).permute(0, 3, 1, 2)
@@ -239,8 +239,7 @@ class GPSA(nn.Module):
 
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        if tokens != self.rel_indices.shape[1]:
-            raise ValueError(f"GPSA was built for {self.rel_indices.shape[1]} tokens, got {tokens}")
+        check_tokens("GPSA", self.rel_indices.shape[1], tokens)
         q, k, v = qk_v_heads(x, self.qk, self.v, self.num_heads)
         content = content_attention(q, k, v, self.scale)
         gate = torch.sigmoid(self.gating_param).view(-1, 1, 1)

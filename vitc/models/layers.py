@@ -118,11 +118,23 @@ def check_input_size(x: torch.Tensor, img_size: tuple[int, int]) -> None:
     """A ValueError unless x's height and width are the model's, as timm's PatchEmbed refuses another
     size (strict_img_size): the patch grid and position embedding are the built size's, and an image off
     it ran silently on its top-left corner. Shapes are static under export and compile, so is the check."""
+    _check_quietly_when_traced(_require_size, x, img_size)
+
+
+def check_tokens(layer: str, built: int, tokens: int) -> None:
+    """A ValueError unless an attention layer gets the token count its positional tables were built for (a
+    layer used on its own; a model checks the image size first). Constant under tracing, as is that size."""
+    _check_quietly_when_traced(_require_tokens, layer, built, tokens)
+
+
+def _check_quietly_when_traced(check: Callable[..., None], *args: Any) -> None:
+    """The legacy tracer (torch.jit.trace, the ONNX export) sees sizes as tensors and warns that a check on
+    them stays constant in the trace: as meant, shapes being static there."""
     if not torch.jit.is_tracing():
-        return _require_size(x, img_size)
-    with warnings.catch_warnings():  # the legacy tracer (the ONNX export) sees sizes as tensors and
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # warns the check stays constant: as meant
-        return _require_size(x, img_size)
+        return check(*args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return check(*args)
 
 
 def runs_custom_backward() -> bool:
@@ -139,6 +151,11 @@ def _require_size(x: torch.Tensor, img_size: tuple[int, int]) -> None:
             f"input {height}x{width} does not match the model's {img_size[0]}x{img_size[1]}: resize the images "
             "to it, or build the model for another size with create_model(..., img_size=...)"
         )
+
+
+def _require_tokens(layer: str, built: int, tokens: int) -> None:
+    if tokens != built:
+        raise ValueError(f"{layer} was built for {built} tokens, got {tokens}")
 
 
 def check_patch_grid(img_size: tuple[int, int], patch_size: int) -> None:

@@ -37,6 +37,7 @@ from vitc.models.layers import (
     check_attn_impl,
     check_input_size,
     check_patch_grid,
+    check_tokens,
     depthwise_conv_on_tokens,
     drop_path_rates,
     grid_to_tokens,
@@ -120,13 +121,9 @@ class SPSA(nn.Module):
         hidden = F.relu(self.w1(self.offsets)).view(-1, self.num_heads, self.head_dim)
         return torch.einsum("khc,hc->hk", hidden, self.w2.view(self.num_heads, self.head_dim)) + self.b2[:, None]
 
-    def _check_tokens(self, tokens: int) -> None:
-        if tokens != self.rel_indices.shape[1]:
-            raise ValueError(f"SP-SA was built for {self.rel_indices.shape[1]} tokens, got {tokens}")
-
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        self._check_tokens(tokens)
+        check_tokens("SP-SA", self.rel_indices.shape[1], tokens)
         q, k, v = qk_v_heads(x, self.qk, self.v, self.num_heads)
         with without_autocast(x.device):  # batch-independent and small: fp32, no casts of the MLP and its gradients
             prior = (self.offset_prior() * self.scale)[:, self.offset_index]  # (H, N, N), scale folded in
@@ -140,7 +137,7 @@ class SPSA(nn.Module):
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = x.shape
-        self._check_tokens(tokens)
+        check_tokens("SP-SA", self.rel_indices.shape[1], tokens)
         qk = self.qk(x).reshape(batch, tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = qk.unbind(0)
         logits = (q @ k.transpose(-2, -1)) * self.scale

@@ -24,10 +24,9 @@ demo: $(STAMP)
 	$(VENV)/bin/vitc export train/runs/convit_micro/best.safetensors -p fp32 -p fp16 -p int8 --dynamic-batch 1:8:32 --force
 	$(VENV)/bin/vitc bench -e $(RUN)/model.fp32.onnx -e $(RUN)/model.fp16.onnx -e $(RUN)/model.int8.onnx --data $(RUN) -b 1,8
 
-# TEST_WORKERS=2 runs the suite in two pytest-xdist processes: 776 s -> 532 s on 2 cores (docs/benchmarks.md, "The
-# suite in two workers"). The default stays 0, one process, until the 3-process Ctrl-C resume test's failure under
-# that load (epoch 2's train loss off by 0.004, one run in six) is understood.
-TEST_WORKERS ?= 0
+# The suite runs in two pytest-xdist processes: 776 s -> 532 s on 2 cores (docs/benchmarks.md, "The suite in two
+# workers"); TEST_WORKERS=0 runs it in one.
+TEST_WORKERS ?= 2
 test: $(STAMP) runtime-venvs
 	$(VENV)/bin/ruff check vitc tests
 	$(VENV)/bin/pytest -n $(TEST_WORKERS)

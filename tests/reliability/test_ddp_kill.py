@@ -126,10 +126,11 @@ if os.environ.get("RANK") == "1" and os.environ["CTRL_C_AT"] == "sums":
     torch.distributed.all_reduce = interrupting
 if os.environ.get("RANK") == "1" and os.environ["CTRL_C_AT"] == "read":
     from vitc.train.meter import StepMeter
-    read = StepMeter.read
+    read, sent = StepMeter.read, []
     def interrupting(self):
         steps = read(self)
-        if self.steps == 1:  # the session's first step, read back and not yet added up
+        if self.steps == 1 and not sent:  # the session's first step, read back and not yet added up
+            sent.append(True)  # once: the stopped run's own last read comes here too
             os.killpg(0, signal.SIGINT)
             time.sleep(1.0)  # the KeyboardInterrupt comes here, unless the step's record holds it
         return steps
